@@ -1,0 +1,49 @@
+import 'reflect-metadata';
+import * as fsp from 'node:fs/promises';
+import { Container } from 'inversify';
+import type { Backend } from './core/backend.js';
+import { ExecaCommandRunner, type CommandRunner } from './core/command-runner.js';
+import type { FsPort } from './core/fs-port.js';
+import { consoleLogger, type Logger } from './core/logger.js';
+import { MountTable } from './core/mount-table.js';
+import { TOKENS } from './core/tokens.js';
+import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
+import { createBackend } from './backends/registry.js';
+
+export interface StowageConfig {
+  /** Backend name (`vfs`), or a ready Backend instance for embedders with their own storage. */
+  backend: string | Backend;
+  /** Backend options such as `vfs.path`. */
+  backendOptions: Record<string, string>;
+  /** Node-local state directory. */
+  root: string;
+  nodeId: string;
+  onRemove: RemovePolicy;
+  fs?: FsPort;
+  runner?: CommandRunner;
+  logger?: Logger;
+}
+
+/** Wires the core and one backend; the shells resolve TOKENS.VolumeManager from it. */
+export function buildContainer(config: StowageConfig): Container {
+  const container = new Container({ defaultScope: 'Singleton' });
+  const fs = config.fs ?? fsp;
+  const logger = config.logger ?? consoleLogger();
+  container.bind<FsPort>(TOKENS.Fs).toConstantValue(fs);
+  container.bind<Logger>(TOKENS.Logger).toConstantValue(logger);
+  container.bind<CommandRunner>(TOKENS.CommandRunner).toConstantValue(config.runner ?? new ExecaCommandRunner());
+  container.bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({ nodeId: config.nodeId, onRemove: config.onRemove });
+  container.bind<MountTable>(TOKENS.MountTable).toDynamicValue(() => new MountTable(fs, config.root, config.nodeId));
+  container.bind<Backend>(TOKENS.Backend).toDynamicValue((ctx) => {
+    if (typeof config.backend !== 'string') return config.backend;
+    return createBackend(config.backend, {
+      nodeId: config.nodeId,
+      root: config.root,
+      fs,
+      runner: ctx.get<CommandRunner>(TOKENS.CommandRunner),
+      log: logger,
+    }, config.backendOptions);
+  });
+  container.bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
+  return container;
+}

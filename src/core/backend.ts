@@ -1,0 +1,94 @@
+import type { VolumeOptions } from './options.js';
+
+/** What a backend can do; the core and the shells branch on these flags only. */
+export interface BackendCapabilities {
+  /** `global` when every node pointing at the same storage sees the same volumes. */
+  scope: 'local' | 'global';
+  /** How a `size` option is treated: only recorded, or enforced by the storage. */
+  sizeLimit: 'recorded' | 'enforced';
+  snapshots: boolean;
+}
+
+/** A volume as the backend's registry knows it. Records are immutable once created. */
+export interface VolumeRecord {
+  name: string;
+  /** Defining options as given at create time (never `adopt`). */
+  options: Omit<VolumeOptions, 'adopt'>;
+  /** RFC 3339 time of creation. */
+  createdAt: string;
+  /** Node id of the daemon that created it. */
+  createdBy: string;
+  /** True when the volume took over data that already existed. */
+  adopted?: boolean;
+}
+
+export interface CreateRequest {
+  name: string;
+  options: VolumeOptions;
+  createdAt: string;
+  createdBy: string;
+}
+
+export interface RemoveRequest {
+  /** Move the data out of the volume namespace instead of deleting it. */
+  retainData: boolean;
+}
+
+export interface RemoveOutcome {
+  /** Where retained data now lives, when it was retained. */
+  retainedAt?: string;
+}
+
+/**
+ * The storage a VolumeManager drives. A backend makes, removes, attaches and detaches storage;
+ * names arrive validated, and calls for one volume never overlap (the core serialises them).
+ * Every sentence below is checked by the shared suite in test/conformance/.
+ */
+export interface Backend {
+  /** Short identifier shown to users, e.g. "vfs". */
+  readonly name: string;
+  readonly capabilities: BackendCapabilities;
+
+  /** Connects to or prepares the storage. Fails with E_BACKEND_UNAVAILABLE, naming what is missing, if it is not there. */
+  init(): Promise<void>;
+
+  /** Releases resources and waits for background work (such as purges) to finish. */
+  dispose(): Promise<void>;
+
+  /**
+   * Creates the volume and registers it. Throws E_VOLUME_EXISTS when the name is registered.
+   * Refuses with E_DATA_CONFLICT when non-empty data already sits where the volume's data
+   * would go, unless `options.adopt` is set. A new volume's data area starts empty.
+   */
+  create(request: CreateRequest): Promise<VolumeRecord>;
+
+  /** Returns the record, or undefined for an unknown name. Cheap and side-effect free. */
+  get(name: string): Promise<VolumeRecord | undefined>;
+
+  /** All registered volumes, including those created by other nodes for a `global` backend. */
+  list(): Promise<VolumeRecord[]>;
+
+  /**
+   * Unregisters the volume. With `retainData` the data moves out of the volume namespace so a
+   * new volume of the same name starts empty; otherwise it is deleted. Removing an unknown
+   * name is a no-op that returns `{}`.
+   */
+  remove(name: string, request: RemoveRequest): Promise<RemoveOutcome>;
+
+  /**
+   * Makes the volume's data available on this node and returns its path. Idempotent: calling
+   * it on an attached volume checks and, where possible, repairs the attachment. Throws
+   * E_VOLUME_NOT_FOUND for an unknown name and never returns a path that is not the volume's
+   * own storage.
+   */
+  attach(name: string): Promise<string>;
+
+  /** Releases what attach set up. Idempotent; detaching an unattached volume is a no-op. */
+  detach(name: string): Promise<void>;
+
+  /** Extra facts for `Status` (usage, limits, ...). Must not throw for a registered volume. */
+  volumeStatus(name: string): Promise<Record<string, string>>;
+
+  /** Facts about the backend for `stowage info`. */
+  describe(): Promise<Record<string, string>>;
+}

@@ -1,0 +1,30 @@
+import { ErrorCodes, StowageError } from './errors.js';
+
+/** Longest accepted name; leaves room in a 255-byte path component for the suffixes stowage adds. */
+export const MAX_NAME_LENGTH = 128;
+
+/** Docker's own rule for volume names (daemon/names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`). */
+const DOCKER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]+$/;
+
+/**
+ * Throws E_INVALID_NAME, with the precise reason, unless `name` is a Docker-compatible volume
+ * name that is also safe as a single path component everywhere stowage uses it.
+ */
+export function validateVolumeName(name: unknown): string {
+  const fail = (why: string): never => {
+    const shown = typeof name === 'string' ? JSON.stringify(name.slice(0, 80)) : String(name);
+    throw new StowageError(ErrorCodes.INVALID_NAME, `invalid volume name ${shown}: ${why}`);
+  };
+  if (typeof name !== 'string') return fail('a name must be a string');
+  if (name.length === 0) return fail('the name is empty');
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return fail('control characters are not allowed');
+  if (name.includes('/') || name.includes('\\')) return fail('path separators are not allowed');
+  if (name.includes('..')) return fail('".." is not allowed');
+  if (name.length > MAX_NAME_LENGTH) return fail(`longer than ${MAX_NAME_LENGTH} characters`);
+  if (name.length < 2) return fail('a name needs at least 2 characters');
+  if (!DOCKER_NAME.test(name)) {
+    return fail('use letters, digits, "_", "." and "-", starting with a letter or digit');
+  }
+  return name;
+}

@@ -1,0 +1,118 @@
+import { ErrorCodes, StowageError } from './errors.js';
+
+/** Create-time options every backend understands. Parsed from Docker's free-form `Opts` map. */
+export interface VolumeOptions {
+  /** Size in bytes; recorded and shown, enforced where the backend can. */
+  size?: number;
+  /** Owner of the volume's root directory. */
+  uid?: number;
+  gid?: number;
+  /** Permission bits of the volume's root directory (e.g. 0o755). */
+  mode?: number;
+  /** Take over existing data found where the new volume's data would go, instead of refusing. */
+  adopt?: boolean;
+}
+
+export const CREATE_OPTION_KEYS = ['size', 'uid', 'gid', 'mode', 'adopt'] as const;
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  k: 2 ** 10, kb: 2 ** 10, kib: 2 ** 10,
+  m: 2 ** 20, mb: 2 ** 20, mib: 2 ** 20,
+  g: 2 ** 30, gb: 2 ** 30, gib: 2 ** 30,
+  t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40,
+};
+
+function invalid(message: string): StowageError {
+  return new StowageError(ErrorCodes.INVALID_OPTION, message);
+}
+
+/** Parses "512", "50M", "1.5G", "10GiB" (binary units, as Docker and Convoy use) into bytes. */
+export function parseSize(value: string, key = 'size'): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(value);
+  const unit = match ? UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || unit === undefined) {
+    throw invalid(`option ${key}=${JSON.stringify(value)}: expected a size such as 512M, 10G or 1073741824`);
+  }
+  const bytes = Math.floor(Number(match[1]) * unit);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw invalid(`option ${key}=${JSON.stringify(value)}: the size must be greater than zero and below 8 PiB`);
+  }
+  return bytes;
+}
+
+export function formatSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1 && Number.isInteger(value / 1024)) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value}${units[unit]}`;
+}
+
+function parseId(key: string, value: string): number {
+  if (!/^\d{1,10}$/.test(value) || Number(value) > 4294967294) {
+    throw invalid(`option ${key}=${JSON.stringify(value)}: expected a numeric id between 0 and 4294967294`);
+  }
+  return Number(value);
+}
+
+function parseMode(value: string): number {
+  const digits = value.replace(/^0o/i, '');
+  if (!/^[0-7]{3,4}$/.test(digits)) {
+    throw invalid(`option mode=${JSON.stringify(value)}: expected octal permission bits such as 755 or 0750`);
+  }
+  return parseInt(digits, 8);
+}
+
+function parseBool(key: string, value: string): boolean {
+  if (/^(true|1|yes)$/i.test(value)) return true;
+  if (/^(false|0|no)$/i.test(value)) return false;
+  throw invalid(`option ${key}=${JSON.stringify(value)}: expected true or false`);
+}
+
+/**
+ * Validates Docker's `Opts` (string values) or CLI `--opt` pairs. Unknown keys are an error, so a
+ * typo never silently creates a volume without the limit or owner the user asked for.
+ */
+export function parseVolumeOptions(raw: unknown): VolumeOptions {
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw invalid('volume options must be a map of option names to string values');
+  }
+  const options: VolumeOptions = {};
+  for (const [key, rawValue] of Object.entries(raw as Record<string, unknown>)) {
+    if (typeof rawValue !== 'string' && typeof rawValue !== 'number' && typeof rawValue !== 'boolean') {
+      throw invalid(`option ${key}: the value must be a string`);
+    }
+    const value = String(rawValue);
+    switch (key) {
+      case 'size': options.size = parseSize(value); break;
+      case 'uid': options.uid = parseId(key, value); break;
+      case 'gid': options.gid = parseId(key, value); break;
+      case 'mode': options.mode = parseMode(value); break;
+      case 'adopt': options.adopt = parseBool(key, value); break;
+      default:
+        throw invalid(`unknown volume option ${JSON.stringify(key)}; known options: ${CREATE_OPTION_KEYS.join(', ')}`);
+    }
+  }
+  return options;
+}
+
+/** Options that define a volume's identity; `adopt` only steers how it was created. */
+export function sameDefiningOptions(a: VolumeOptions, b: VolumeOptions): boolean {
+  return a.size === b.size && a.uid === b.uid && a.gid === b.gid && a.mode === b.mode;
+}
+
+/** Parses repeated `key=value` flags into a map; used for --opt on the CLI and daemon. */
+export function parseKeyValuePairs(pairs: readonly string[], what: string): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw invalid(`${what} ${JSON.stringify(pair)}: expected key=value`);
+    map[pair.slice(0, eq).trim()] = pair.slice(eq + 1);
+  }
+  return map;
+}

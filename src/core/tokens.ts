@@ -1,0 +1,10 @@
+/** Injection tokens for interfaces (esbuild emits no decorator metadata, so every parameter names one). */
+export const TOKENS = {
+  Backend: Symbol.for('stowage.Backend'),
+  Fs: Symbol.for('stowage.Fs'),
+  CommandRunner: Symbol.for('stowage.CommandRunner'),
+  Logger: Symbol.for('stowage.Logger'),
+  ManagerConfig: Symbol.for('stowage.ManagerConfig'),
+  MountTable: Symbol.for('stowage.MountTable'),
+  VolumeManager: Symbol.for('stowage.VolumeManager'),
+} as const;

@@ -1,0 +1,70 @@
+import { hostname } from 'node:os';
+import type { Server } from 'node:http';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { consoleLogger } from '../../core/logger.js';
+import { parseKeyValuePairs } from '../../core/options.js';
+import { TOKENS } from '../../core/tokens.js';
+import type { RemovePolicy, VolumeManager } from '../../core/volume-manager.js';
+import { buildContainer } from '../../container.js';
+import { closeServer, createApp, listenOnSocket } from '../server.js';
+
+export interface DaemonFlags {
+  backend?: string;
+  drivers?: string;
+  opt: string[];
+  driverOpts: string[];
+  root: string;
+  socket: string;
+  nodeId?: string;
+  onRemove: string;
+}
+
+export interface RunningDaemon {
+  manager: VolumeManager;
+  server: Server;
+  socket: string;
+  stop(): Promise<void>;
+}
+
+function onRemovePolicy(value: string): RemovePolicy {
+  if (value === 'delete' || value === 'retain') return value;
+  throw new StowageError(ErrorCodes.INVALID_OPTION, `--on-remove ${JSON.stringify(value)}: expected delete or retain`);
+}
+
+function nodeIdOf(value: string | undefined): string {
+  const id = value ?? hostname();
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(id)) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION,
+      `--node-id ${JSON.stringify(id)}: use up to 63 letters, digits, "_", "." and "-"`);
+  }
+  return id;
+}
+
+export async function startDaemon(flags: DaemonFlags): Promise<RunningDaemon> {
+  if (flags.backend && flags.drivers && flags.backend !== flags.drivers) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, '--backend and --drivers name different backends; give one');
+  }
+  const log = consoleLogger();
+  const container = buildContainer({
+    backend: flags.backend ?? flags.drivers ?? 'vfs',
+    backendOptions: parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
+    root: flags.root,
+    nodeId: nodeIdOf(flags.nodeId),
+    onRemove: onRemovePolicy(flags.onRemove),
+    logger: log,
+  });
+  const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
+  await manager.init();
+  const server = await listenOnSocket(createApp(manager), flags.socket);
+  log.info(`listening on ${flags.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
+  let stopping: Promise<void> | undefined;
+  return {
+    manager,
+    server,
+    socket: flags.socket,
+    stop: () => {
+      stopping ??= closeServer(server, flags.socket).then(() => manager.dispose());
+      return stopping;
+    },
+  };
+}

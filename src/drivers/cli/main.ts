@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { isStowageError } from '../../core/errors.js';
+import { parseKeyValuePairs } from '../../core/options.js';
+import { DEFAULT_SOCKET } from '../server.js';
+import { ControlError, callDaemon } from './client.js';
+import { startDaemon, type DaemonFlags } from './daemon.js';
+import { printInfo, printList, printVolume } from './output.js';
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function socketOf(cmd: Command): string {
+  const opts = cmd.optsWithGlobals<{ socket?: string }>();
+  return opts.socket ?? process.env.STOWAGE_SOCKET ?? DEFAULT_SOCKET;
+}
+
+function fail(err: unknown): never {
+  const message = err instanceof ControlError || isStowageError(err) ? err.message : String((err as Error)?.message ?? err);
+  process.stderr.write(`stowage: ${message}\n`);
+  process.exit(1);
+}
+
+const program = new Command('stowage')
+  .description('Docker volumes on shared or thin-provisioned storage')
+  .option('--socket <path>', `daemon socket (default: $STOWAGE_SOCKET or ${DEFAULT_SOCKET})`)
+  .showHelpAfterError();
+
+program.command('daemon')
+  .description('run the daemon: Docker volume plugin and control API on one unix socket')
+  .option('--backend <name>', 'storage backend', undefined)
+  .addOption(new Option('--drivers <name>', 'alias of --backend (Convoy)').hideHelp(false))
+  .option('--opt <key=value>', 'backend option, e.g. vfs.path=/mnt/nfs (repeatable)', collect, [])
+  .option('--driver-opts <key=value>', 'alias of --opt (Convoy)', collect, [])
+  .option('--root <dir>', 'node-local state directory', '/var/lib/stowage')
+  .option('--node-id <name>', 'this node\'s id (default: the host name)')
+  .option('--on-remove <policy>', 'what volume removal does with data: delete or retain', 'delete')
+  .action(async (flags: Omit<DaemonFlags, 'socket'>, cmd: Command) => {
+    try {
+      const daemon = await startDaemon({ ...flags, socket: socketOf(cmd) });
+      const shutdown = (signal: string) => {
+        process.stderr.write(`stowage: ${signal} received, stopping\n`);
+        daemon.stop().then(() => process.exit(0), fail);
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program.command('create <name>')
+  .description('create a volume')
+  .option('--size <size>', 'size such as 10G')
+  .option('--opt <key=value>', 'volume option: size, uid, gid, mode, adopt (repeatable)', collect, [])
+  .action(async (name: string, flags: { size?: string; opt: string[] }, cmd: Command) => {
+    try {
+      const options = parseKeyValuePairs(flags.opt, '--opt');
+      if (flags.size !== undefined) options.size = flags.size;
+      const result = await callDaemon<{ created: boolean }>(socketOf(cmd), 'create', { name, options });
+      process.stdout.write(`${name}${result.created ? '' : ' (already existed with the same options)'}\n`);
+    } catch (err) { fail(err); }
+  });
+
+program.command('delete <name>')
+  .alias('rm')
+  .description('delete a volume and, unless --keep-data, its data')
+  .option('--keep-data', 'move the data aside instead of deleting it')
+  .action(async (name: string, flags: { keepData?: boolean }, cmd: Command) => {
+    try {
+      const result = await callDaemon<{ retainedAt?: string }>(socketOf(cmd), 'remove',
+        { name, ...(flags.keepData ? { keepData: true } : {}) });
+      process.stdout.write(result.retainedAt ? `${name} (data kept at ${result.retainedAt})\n` : `${name}\n`);
+    } catch (err) { fail(err); }
+  });
+
+program.command('list')
+  .alias('ls')
+  .description('list volumes')
+  .option('--json', 'print JSON')
+  .action(async (flags: { json?: boolean }, cmd: Command) => {
+    try {
+      printList((await callDaemon<{ volumes: never[] }>(socketOf(cmd), 'list')).volumes, Boolean(flags.json));
+    } catch (err) { fail(err); }
+  });
+
+program.command('inspect <name>')
+  .description('show one volume as JSON')
+  .action(async (name: string, _flags: object, cmd: Command) => {
+    try { printVolume(await callDaemon(socketOf(cmd), 'inspect', { name })); } catch (err) { fail(err); }
+  });
+
+program.command('info')
+  .description('show the daemon\'s node, backend and settings')
+  .action(async (_flags: object, cmd: Command) => {
+    try { printInfo(await callDaemon(socketOf(cmd), 'info')); } catch (err) { fail(err); }
+  });
+
+await program.parseAsync(process.argv);

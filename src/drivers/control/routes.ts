@@ -1,0 +1,52 @@
+import { Router, type Request, type Response } from 'express';
+import { ErrorCodes, StowageError, isStowageError, type ErrorCode } from '../../core/errors.js';
+import type { VolumeManager } from '../../core/volume-manager.js';
+import { jsonBody, requireString } from '../http-body.js';
+
+export const CONTROL_PREFIX = '/stowage/v1';
+
+const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
+  [ErrorCodes.INVALID_NAME]: 400,
+  [ErrorCodes.INVALID_OPTION]: 400,
+  [ErrorCodes.INVALID_REQUEST]: 400,
+  [ErrorCodes.VOLUME_NOT_FOUND]: 404,
+  [ErrorCodes.VOLUME_EXISTS]: 409,
+  [ErrorCodes.VOLUME_IN_USE]: 409,
+  [ErrorCodes.DATA_CONFLICT]: 409,
+  [ErrorCodes.BACKEND_UNAVAILABLE]: 503,
+};
+
+type Handler = (body: Record<string, unknown>) => Promise<object>;
+
+function endpoint(handler: Handler) {
+  return async (req: Request, res: Response) => {
+    try {
+      res.json(await handler(jsonBody(req)));
+    } catch (err) {
+      const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
+      const message = isStowageError(err) ? err.message : `internal error: ${(err as Error).message}`;
+      res.status(HTTP_STATUS[code] ?? 500).json({ error: { code, message } });
+    }
+  };
+}
+
+function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
+  const value = body[field];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'boolean') {
+    throw new StowageError(ErrorCodes.INVALID_REQUEST, `the field "${field}" must be true or false`);
+  }
+  return value;
+}
+
+/** JSON API for the stowage CLI, on the same socket as the Docker protocol. */
+export function controlRoutes(manager: VolumeManager): Router {
+  const router = Router();
+  router.post('/create', endpoint(async (body) => manager.create(requireString(body, 'name'), body.options ?? {})));
+  router.post('/remove', endpoint(async (body) =>
+    manager.remove(requireString(body, 'name'), { keepData: optionalBoolean(body, 'keepData') })));
+  router.post('/list', endpoint(async () => ({ volumes: await manager.list() })));
+  router.post('/inspect', endpoint(async (body) => manager.get(requireString(body, 'name'))));
+  router.post('/info', endpoint(async () => manager.info()));
+  return router;
+}

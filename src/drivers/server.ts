@@ -1,0 +1,73 @@
+import { createConnection } from 'node:net';
+import * as fsp from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { dirname } from 'node:path';
+import express from 'express';
+import { ErrorCodes, StowageError, errnoCode } from '../core/errors.js';
+import type { VolumeManager } from '../core/volume-manager.js';
+import { CONTROL_PREFIX, controlRoutes } from './control/routes.js';
+import { dockerPluginRoutes } from './docker-plugin/routes.js';
+
+export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
+
+export function createApp(manager: VolumeManager): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // Raw for every content type: Docker sends JSON with no Content-Type header.
+  app.use(express.raw({ type: () => true, limit: '1mb' }));
+  app.use(dockerPluginRoutes(manager));
+  app.use(CONTROL_PREFIX, controlRoutes(manager));
+  app.use((req, res) => {
+    res.status(404).json({ Err: `stowage does not implement ${req.method} ${req.path}` });
+  });
+  // Body parser failures (such as an over-long body) reach here.
+  app.use((err: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    res.status(400).json({ Err: `bad request: ${err.message}` });
+  });
+  return app;
+}
+
+async function someoneListens(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection(socket);
+    probe.once('connect', () => { probe.destroy(); resolve(true); });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+/** Clears a stale socket left by a crash, but never a live daemon's socket or a non-socket file. */
+async function prepareSocketPath(socket: string): Promise<void> {
+  await fsp.mkdir(dirname(socket), { recursive: true });
+  const stat = await fsp.lstat(socket).catch((err: unknown) => {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (!stat) return;
+  if (!stat.isSocket()) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, `${socket} exists and is not a socket; choose another --socket`);
+  }
+  if (await someoneListens(socket)) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, `another daemon is already listening on ${socket}`);
+  }
+  await fsp.unlink(socket);
+}
+
+export async function listenOnSocket(app: express.Express, socket: string): Promise<Server> {
+  await prepareSocketPath(socket);
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(socket, (err?: Error) => (err ? reject(err) : resolve(s)));
+    s.once('error', reject);
+  });
+  // The socket grants full control over volumes: only root (the Docker daemon) may use it.
+  await fsp.chmod(socket, 0o600);
+  server.keepAliveTimeout = 60_000;
+  return server;
+}
+
+export async function closeServer(server: Server, socket: string): Promise<void> {
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+  await fsp.unlink(socket).catch(() => undefined);
+}

@@ -1,0 +1,8 @@
+export { createStowage, type Stowage, type StowageOptions } from './drivers/api/create-stowage.js';
+export type {
+  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
+} from './core/backend.js';
+export { ErrorCodes, StowageError, isStowageError, type ErrorCode } from './core/errors.js';
+export type { VolumeOptions } from './core/options.js';
+export type { CreateResult, RemoveResult, VolumeInfo, RemovePolicy } from './core/volume-manager.js';
+export { validateVolumeName } from './core/names.js';
