@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { formatSize, parseKeyValuePairs, parseSize, parseVolumeOptions, sameDefiningOptions } from '../../src/core/options.js';
+
+describe('volume options', () => {
+  it.each([
+    ['512', 512], ['1k', 1024], ['50M', 50 * 2 ** 20], ['50MiB', 50 * 2 ** 20], ['1.5G', 1.5 * 2 ** 30],
+    ['2gb', 2 * 2 ** 30], ['1T', 2 ** 40],
+  ])('parses size %s', (text, bytes) => {
+    expect(parseSize(text)).toBe(bytes);
+  });
+
+  it.each(['', 'abc', '-1', '0', '10X', '1e9', '9999999P'])('rejects size %j', (text) => {
+    expect(() => parseSize(text)).toThrow(/size/);
+  });
+
+  it('formats sizes in the largest exact binary unit', () => {
+    expect(formatSize(50 * 2 ** 20)).toBe('50MiB');
+    expect(formatSize(1536)).toBe('1536B');
+    expect(formatSize(2 ** 30)).toBe('1GiB');
+    expect(formatSize(1000)).toBe('1000B');
+  });
+
+  it('parses Docker Opts into typed options', () => {
+    expect(parseVolumeOptions({ size: '10G', uid: '1000', gid: '0', mode: '0750', adopt: 'true' }))
+      .toEqual({ size: 10 * 2 ** 30, uid: 1000, gid: 0, mode: 0o750, adopt: true });
+    expect(parseVolumeOptions(undefined)).toEqual({});
+    expect(parseVolumeOptions({ mode: '755' }).mode).toBe(0o755);
+  });
+
+  it('rejects unknown keys, bad values and non-maps with the offending key named', () => {
+    expect(() => parseVolumeOptions({ sise: '1G' })).toThrow(/unknown volume option "sise"/);
+    expect(() => parseVolumeOptions({ uid: '-1' })).toThrow(/uid/);
+    expect(() => parseVolumeOptions({ uid: '4294967295' })).toThrow(/uid/);
+    expect(() => parseVolumeOptions({ mode: '999' })).toThrow(/mode/);
+    expect(() => parseVolumeOptions({ mode: '7' })).toThrow(/mode/);
+    expect(() => parseVolumeOptions({ adopt: 'perhaps' })).toThrow(/adopt/);
+    expect(() => parseVolumeOptions({ size: { nested: 1 } })).toThrow(/must be a string/);
+    expect(() => parseVolumeOptions(['size=1G'])).toThrow(/map/);
+    expect(() => parseVolumeOptions('size=1G')).toThrow(/map/);
+  });
+
+  it('compares defining options only', () => {
+    expect(sameDefiningOptions({ size: 1, adopt: true }, { size: 1 })).toBe(true);
+    expect(sameDefiningOptions({ size: 1 }, { size: 2 })).toBe(false);
+    expect(sameDefiningOptions({ uid: 1 }, {})).toBe(false);
+  });
+
+  it('parses key=value pairs and rejects pairs without a key', () => {
+    expect(parseKeyValuePairs(['vfs.path=/a=b', 'x='], '--opt')).toEqual({ 'vfs.path': '/a=b', x: '' });
+    expect(() => parseKeyValuePairs(['novalue'], '--opt')).toThrow(/key=value/);
+    expect(() => parseKeyValuePairs(['=v'], '--opt')).toThrow(/key=value/);
+  });
+});

@@ -1,0 +1,202 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes, StowageError } from '../../src/core/errors.js';
+import { memStack } from '../helpers/memfs-stack.js';
+
+describe('VolumeManager', () => {
+  describe('create', () => {
+    it('validates the name before the backend sees it', async () => {
+      const { manager, backend } = await memStack();
+      await expect(manager.create('../escape')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME });
+      await expect(manager.create('ok-name', { colour: 'red' })).rejects.toMatchObject({ code: ErrorCodes.INVALID_OPTION });
+      expect(backend.count('create')).toBe(0);
+      expect(await manager.list()).toEqual([]);
+    });
+
+    it('is idempotent for identical options and a conflict for different ones', async () => {
+      const { manager, backend } = await memStack();
+      expect((await manager.create('db', { size: '1G' })).created).toBe(true);
+      const again = await manager.create('db', { size: '1024M' });
+      expect(again.created).toBe(false);
+      expect(again.volume.options.size).toBe(2 ** 30);
+      await expect(manager.create('db', { size: '2G' })).rejects.toThrow(/already exists with different options \(size=1GiB\)/);
+      expect(backend.count('create')).toBe(1);
+    });
+
+    it('serialises concurrent creates of one name: one volume, all callers succeed', async () => {
+      const { manager, backend } = await memStack();
+      const results = await Promise.all(Array.from({ length: 20 }, () => manager.create('race', { size: '10M' })));
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      expect(backend.count('create')).toBe(1);
+      expect((await manager.list()).map((v) => v.name)).toEqual(['race']);
+    });
+  });
+
+  describe('mount reference counting', () => {
+    it('attaches on the first mount, detaches only after the last unmount of every ID', async () => {
+      const { manager, backend } = await memStack();
+      await manager.create('shared');
+      const p1 = await manager.mount('shared', 'id-1');
+      const p2 = await manager.mount('shared', 'id-2');
+      await manager.mount('shared', 'id-1'); // docker cp mounts the same ID again
+      expect(p2).toBe(p1);
+      expect((await manager.get('shared')).mountCount).toBe(3);
+      expect(manager.path('shared')).toBe(p1);
+      await manager.unmount('shared', 'id-1');
+      await manager.unmount('shared', 'id-2');
+      expect(backend.count('detach')).toBe(0);
+      expect((await manager.get('shared')).status.mounts).toBe('1');
+      await manager.unmount('shared', 'id-1');
+      expect(backend.count('detach')).toBe(1);
+      expect(manager.path('shared')).toBeUndefined();
+    });
+
+    it('ignores an Unmount for an ID it never mounted', async () => {
+      const { manager, backend } = await memStack();
+      await manager.create('vol');
+      await manager.mount('vol', 'real');
+      await manager.unmount('vol', 'unknown');
+      expect((await manager.get('vol')).mountCount).toBe(1);
+      expect(backend.count('detach')).toBe(0);
+    });
+
+    it('keeps counts exact under concurrent mounts and unmounts of one volume', async () => {
+      const { manager, backend } = await memStack();
+      await manager.create('busy');
+      const ids = Array.from({ length: 25 }, (_, i) => `m${i}`);
+      await Promise.all(ids.map((id) => manager.mount('busy', id)));
+      expect((await manager.get('busy')).mountCount).toBe(25);
+      await Promise.all(ids.map((id) => manager.unmount('busy', id)));
+      expect((await manager.get('busy')).mountCount).toBe(0);
+      expect(backend.count('detach')).toBe(1);
+    });
+
+    it('keeps the mount when detach fails so Docker can retry the unmount', async () => {
+      const { manager, backend } = await memStack();
+      await manager.create('sticky');
+      await manager.mount('sticky', 'only');
+      backend.failDetach = new StowageError(ErrorCodes.BACKEND_COMMAND, 'umount: target is busy');
+      await expect(manager.unmount('sticky', 'only')).rejects.toThrow(/target is busy/);
+      expect((await manager.get('sticky')).mountCount).toBe(1);
+      backend.failDetach = undefined;
+      await manager.unmount('sticky', 'only');
+      expect((await manager.get('sticky')).mountCount).toBe(0);
+    });
+
+    it('rejects a mount without an ID or of an unknown volume', async () => {
+      const { manager } = await memStack();
+      await manager.create('vol');
+      await expect(manager.mount('vol', '')).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST });
+      await expect(manager.mount('nope', 'x')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+    });
+  });
+
+  describe('remove and the delete policy', () => {
+    it('refuses while mounted on this node, naming the node', async () => {
+      const { manager } = await memStack({ nodeId: 'node-7' });
+      await manager.create('inuse');
+      await manager.mount('inuse', 'c1');
+      await expect(manager.remove('inuse')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/node node-7/) });
+      expect((await manager.list()).map((v) => v.name)).toEqual(['inuse']);
+    });
+
+    it('deletes data by default', async () => {
+      const { manager, fs, vfs } = await memStack();
+      await manager.create('gone');
+      const path = await manager.mount('gone', 'c');
+      await fs.writeFile(join(path, 'f'), 'x');
+      await manager.unmount('gone', 'c');
+      expect(await manager.remove('gone')).toEqual({ name: 'gone', retainedAt: undefined });
+      await vfs.settle();
+      expect(await fs.readdir('/state/volumes/.stowage/deleting')).toEqual([]);
+      expect(await fs.readdir('/state/volumes/.stowage/removed')).toEqual([]);
+      await expect(manager.remove('gone')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+    });
+
+    it('with onRemove=retain keeps data aside, and a re-created volume is empty', async () => {
+      const { manager, fs } = await memStack({ onRemove: 'retain' });
+      await manager.create('kept');
+      const path = await manager.mount('kept', 'c');
+      await fs.writeFile(join(path, 'f'), 'precious');
+      await manager.unmount('kept', 'c');
+      const { retainedAt } = await manager.remove('kept');
+      expect(retainedAt).toMatch(/\/\.stowage\/removed\/kept@/);
+      expect(await fs.readFile(join(retainedAt!, 'f'), 'utf8')).toBe('precious');
+      await manager.create('kept');
+      expect(await fs.readdir(await manager.mount('kept', 'd'))).toEqual([]);
+    });
+
+    it('a per-call keepData overrides the policy either way', async () => {
+      const del = await memStack({ onRemove: 'delete' });
+      await del.manager.create('v1');
+      expect((await del.manager.remove('v1', { keepData: true })).retainedAt).toBeTruthy();
+      const keep = await memStack({ onRemove: 'retain' });
+      await keep.manager.create('v2');
+      expect((await keep.manager.remove('v2', { keepData: false })).retainedAt).toBeUndefined();
+    });
+  });
+
+  describe('get', () => {
+    it('shows backend, size, creation and mount count in status', async () => {
+      const { manager } = await memStack({ nodeId: 'n1' });
+      await manager.create('shown', { size: '50M' });
+      const info = await manager.get('shown');
+      expect(info.status).toMatchObject({ backend: 'vfs', size: '50MiB', mounts: '0', createdBy: 'n1' });
+      expect(Number.isNaN(Date.parse(info.createdAt))).toBe(false);
+    });
+
+    it('answers from the last known record when the backend has a passing fault', async () => {
+      const { manager, backend } = await memStack();
+      await manager.create('steady');
+      await manager.get('steady');
+      backend.failGet = new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, 'stale file handle');
+      const info = await manager.get('steady');
+      expect(info.name).toBe('steady');
+      expect(info.status.warning).toMatch(/stale file handle/);
+      await expect(manager.get('never-seen')).rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE });
+    });
+  });
+
+  describe('restart recovery', () => {
+    it('a restarted manager still knows mounts from before and releases them on Unmount', async () => {
+      const first = await memStack();
+      await first.manager.create('survivor');
+      const path = await first.manager.mount('survivor', 'before-restart');
+      await first.manager.mount('survivor', 'before-restart');
+      const second = await memStack({ fs: first.fs });
+      expect((await second.manager.get('survivor')).mountCount).toBe(2);
+      expect(second.manager.path('survivor')).toBe(path);
+      await expect(second.manager.remove('survivor')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+      await second.manager.unmount('survivor', 'before-restart');
+      await second.manager.unmount('survivor', 'before-restart');
+      expect(second.backend.count('detach')).toBe(1);
+      await second.manager.remove('survivor');
+    });
+
+    it('drops records of volumes removed while it was down', async () => {
+      const first = await memStack();
+      await first.manager.create('vanishing');
+      await first.manager.mount('vanishing', 'm');
+      await first.vfs.remove('vanishing', { retainData: false }); // e.g. removed by another node's backend
+      const second = await memStack({ fs: first.fs });
+      expect(JSON.parse(await first.fs.readFile('/state/mounts.json', 'utf8')).volumes).toEqual({});
+      await expect(second.manager.get('vanishing')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+    });
+
+    it('refuses to start on unreadable mount records instead of forgetting mounts', async () => {
+      const first = await memStack();
+      await first.fs.writeFile('/state/mounts.json', '{ truncated');
+      await expect(memStack({ fs: first.fs })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    });
+
+    it('writes mount records atomically with the writing node and time', async () => {
+      const { manager, fs } = await memStack({ nodeId: 'writer-node' });
+      await manager.create('rec');
+      await manager.mount('rec', 'id-9');
+      const file = JSON.parse(await fs.readFile('/state/mounts.json', 'utf8'));
+      expect(file.writtenBy).toBe('writer-node');
+      expect(file.volumes.rec['id-9'].count).toBe(1);
+      expect((await fs.readdir('/state')).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    });
+  });
+});
