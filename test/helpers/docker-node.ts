@@ -1,0 +1,526 @@
+/**
+ * Private Docker engines ("nodes") for end-to-end tests.
+ *
+ * Each node is a dockerd with its own data root, exec root and socket, running
+ * in its own private mount namespace kept alive by a "holder" process. Inside
+ * that namespace a private directory is bind-mounted over each fixed path
+ * dockerd reads or writes (`/run/docker`, `/run/docker/plugins`, `/etc/docker`,
+ * `/run/containerd`), so two nodes on one machine never see each other's
+ * plugin sockets, spec files, engine key or containerd. Mounts made in a node's
+ * namespace are invisible to the host and to other nodes, which is why a
+ * volume plugin under test must run *inside* the node's namespace
+ * (`spawnInNamespace`).
+ *
+ * Lifecycle, in a test file:
+ *
+ * ```ts
+ * const skip = systemSuite('docker', checkDocker());
+ * describe.skipIf(skip)('my e2e', () => {
+ *   let node: DockerNode;
+ *   beforeAll(async () => { node = await startDockerNode({ name: 'a' }); });
+ *   afterAll(async () => { await node?.stop(); }); // or: afterAll(stopAll)
+ * });
+ * ```
+ *
+ * Register `stop()` in `afterAll` right after starting: it is idempotent and
+ * also runs when `startDockerNode` itself failed half-way. If the test process
+ * dies without running it (crash, SIGKILL, vitest killing a worker), every
+ * helper process was started under `setpriv --pdeathsig`, so the kernel
+ * sends dockerd SIGTERM (it stops its containers and containerd) and the
+ * holder SIGKILL; the next `startDockerNode` removes the orphaned directory.
+ * pdeathsig follows the *thread* that spawned the process, so start nodes
+ * from test files and hooks (the worker's main thread), not from a
+ * `worker_threads` Worker that may exit before the test ends.
+ * Set `STOWAGE_TEST_KEEP_NODES=1` to keep node directories (logs, data) after
+ * `stop()` for debugging; processes are stopped either way.
+ */
+import { execa, type ResultPromise } from 'execa';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { isExecutable } from './requirements.js';
+
+export const TEST_IMAGE = 'stowage-test:busybox';
+
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export interface RunOptions {
+  /** Throw when the command exits non-zero or times out. @default true */
+  reject?: boolean;
+  input?: string;
+  /** @default 60_000 */
+  timeoutMs?: number;
+}
+
+export interface SpawnOptions {
+  /** Working directory inside the namespace. @default node.dir */
+  cwd?: string;
+  /** Added to the test process's environment. */
+  env?: Record<string, string>;
+  /** Where stdout and stderr go (appended). @default `<dir>/logs/<program>-<n>.log` */
+  logFile?: string;
+}
+
+const spawnOptions = { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore', reject: false } as const;
+
+/**
+ * Opens the log in the host namespace and execs the rest of argv with stdout
+ * and stderr on it: the program writes straight to the file, so its output
+ * neither fills a pipe nor depends on the test process staying alive.
+ */
+const LOG_SCRIPT = 'log=$1; shift; exec "$@" >>"$log" 2>&1';
+
+/** execa subprocess of a long-lived program; resolves (never rejects) when it exits. */
+export type NamespaceProcess = ResultPromise<typeof spawnOptions & { env: Record<string, string> }>;
+
+/** What `terminate` needs of an execa subprocess, whatever its options. */
+type Stoppable = Promise<unknown> & {
+  kill(signal?: NodeJS.Signals): boolean;
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  readonly pid?: number;
+};
+
+export interface NodeTimings {
+  namespaceMs: number;
+  engineMs: number;
+  imageMs: number;
+  totalMs: number;
+}
+
+export interface DockerNode {
+  readonly name: string;
+  /** The node's private directory T. */
+  readonly dir: string;
+  readonly holderPid: number;
+  readonly dockerHost: string;
+  /** Host path that this engine sees as `/run/docker/plugins` (legacy plugin sockets). */
+  readonly pluginsDir: string;
+  /** Host path that this engine sees as `/etc/docker/plugins` (legacy `.spec` files). */
+  readonly specDir: string;
+  readonly image: string;
+  readonly timings: NodeTimings;
+  /** Run the docker CLI against this node. */
+  docker(args: string[], opts?: RunOptions): Promise<CommandResult>;
+  /**
+   * Start a long-lived program inside the node's mount namespace, e.g. the
+   * stowage daemon. Stop it with `p.kill('SIGTERM')` then `await p` (the
+   * promise resolves with `exitCode`/`signal`, it does not reject); `stop()`
+   * terminates whatever is still running, after removing containers, so a
+   * plugin can still serve their Unmount calls.
+   */
+  spawnInNamespace(argv: string[], opts?: SpawnOptions): NamespaceProcess;
+  /** Run a program to completion inside the node's mount namespace. */
+  execInNamespace(argv: string[], opts?: RunOptions & Omit<SpawnOptions, 'logFile'>): Promise<CommandResult>;
+  /** Remove containers, stop dockerd and every process in the namespace, delete `dir`. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Letters, digits, `.`, `_`, `-`; used in the directory name and in messages. */
+  name: string;
+  /** Parent of the node directory. @default os.tmpdir() */
+  baseDir?: string;
+  /** Extra dockerd flags, e.g. `['--storage-driver', 'vfs']`. */
+  daemonArgs?: string[];
+}
+
+const DIR_PREFIX = 'stowage-node-';
+const ENGINE_READY_MS = 60_000;
+const DOCKERD_STOP_MS = 25_000; // dockerd gives running containers 15 s on shutdown
+const PROCESS_STOP_MS = 10_000;
+
+/**
+ * The docker.io package ships a CLI matching its engine as /usr/bin/docker;
+ * a newer standalone CLI may come first on PATH and could drop support for
+ * this engine's older API version.
+ */
+const dockerCli = process.env.STOWAGE_TEST_DOCKER_CLI ?? (isExecutable('/usr/bin/docker') ? '/usr/bin/docker' : 'docker');
+
+/** Binds the node's private dirs over dockerd's fixed paths, says so, then just holds the namespace. */
+const HOLDER_SCRIPT = [
+  'set -e',
+  'mount --bind "$1/run" /run/docker',
+  'mount --bind "$1/plugins" /run/docker/plugins',
+  'mount --bind "$1/etc" /etc/docker',
+  'mount --bind "$1/containerd" /run/containerd',
+  'echo ready',
+  'exec sleep infinity',
+].join('\n');
+
+const liveNodes = new Set<DockerNode>();
+
+/** Stop every node this process started and has not stopped yet. */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...liveNodes].map((node) => node.stop()));
+}
+
+export async function startDockerNode(opts: StartOptions): Promise<DockerNode> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(opts.name)) {
+    throw new Error(`invalid docker node name ${JSON.stringify(opts.name)}: use 1-32 letters, digits, '.', '_', '-'`);
+  }
+  const base = opts.baseDir ?? tmpdir();
+  await reapOrphanedNodes(base);
+  // Canonical, because it is compared with mount points from /proc/self/mountinfo before deleting.
+  const dir = await realpath(await mkdtemp(join(base, `${DIR_PREFIX}${opts.name}-`)));
+  // containerd's socket is the longest unix socket path a node uses; Linux caps them at 108 bytes.
+  if (join(dir, 'exec/containerd/containerd.sock.ttrpc').length > 100) {
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`docker node dir ${dir} is too long for unix socket paths; pass a shorter baseDir`);
+  }
+  for (const sub of ['plugins', 'data', 'exec', 'run/plugins', 'etc/plugins', 'containerd', 'logs', 'cli']) {
+    await mkdir(join(dir, sub), { recursive: true });
+  }
+  // Bind-mount targets must exist in the host's tree; these are empty dirs docker.io expects anyway.
+  for (const target of ['/run/docker/plugins', '/etc/docker', '/run/containerd']) {
+    await mkdir(target, { recursive: true });
+  }
+  const node = new Node(opts.name, dir);
+  liveNodes.add(node);
+  try {
+    await node.boot(opts.daemonArgs ?? []);
+  } catch (error) {
+    await node.stop().catch(() => undefined);
+    throw error;
+  }
+  return node;
+}
+
+class Node implements DockerNode {
+  readonly dockerHost: string;
+  readonly pluginsDir: string;
+  readonly specDir: string;
+  readonly image = TEST_IMAGE;
+  readonly timings: NodeTimings = { namespaceMs: 0, engineMs: 0, imageMs: 0, totalMs: 0 };
+  private holder?: ResultPromise<{ readonly reject: false }>;
+  private dockerd?: NamespaceProcess;
+  private readonly children = new Set<NamespaceProcess>();
+  private logSeq = 0;
+  private stopping?: Promise<void>;
+
+  constructor(
+    readonly name: string,
+    readonly dir: string,
+  ) {
+    this.dockerHost = `unix://${join(dir, 'docker.sock')}`;
+    this.pluginsDir = join(dir, 'plugins');
+    this.specDir = join(dir, 'etc/plugins');
+  }
+
+  get holderPid(): number {
+    if (this.holder?.pid === undefined) throw new Error(`docker node ${this.name} has no holder process`);
+    return this.holder.pid;
+  }
+
+  async boot(daemonArgs: string[]): Promise<void> {
+    const t0 = Date.now();
+    await writeFile(join(this.dir, 'owner.json'), JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }));
+    this.holder = execa(
+      'setpriv',
+      ['--pdeathsig', 'KILL', 'unshare', '-m', '--propagation', 'private', 'sh', '-c', HOLDER_SCRIPT, 'holder', this.dir],
+      { reject: false },
+    );
+    await waitForReady(this.holder, 10_000, `holder of docker node ${this.name}`);
+    const t1 = Date.now();
+    this.dockerd = this.spawnInNamespace(
+      [
+        'dockerd',
+        '--iptables=false',
+        '--ip6tables=false',
+        '--bridge=none',
+        '--data-root', join(this.dir, 'data'),
+        '--exec-root', join(this.dir, 'exec'),
+        '--pidfile', join(this.dir, 'docker.pid'),
+        '-H', this.dockerHost,
+        ...daemonArgs,
+      ],
+      { logFile: join(this.dir, 'dockerd.log') },
+    );
+    this.children.delete(this.dockerd); // stopped separately, after containers and before other children
+    await this.waitForEngine();
+    const t2 = Date.now();
+    await this.importImage();
+    const t3 = Date.now();
+    Object.assign(this.timings, { namespaceMs: t1 - t0, engineMs: t2 - t1, imageMs: t3 - t2, totalMs: t3 - t0 });
+  }
+
+  async docker(args: string[], opts: RunOptions = {}): Promise<CommandResult> {
+    const result = await execa(dockerCli, ['-H', this.dockerHost, ...args], {
+      reject: false,
+      input: opts.input,
+      timeout: opts.timeoutMs ?? 60_000,
+      // A private CLI config: no host contexts or credential helpers leak in.
+      env: { DOCKER_CONFIG: join(this.dir, 'cli') },
+    });
+    return checked(`docker ${args.join(' ')}`, this.name, result, opts.reject ?? true);
+  }
+
+  spawnInNamespace(argv: string[], opts: SpawnOptions = {}): NamespaceProcess {
+    const logFile = opts.logFile ?? join(this.dir, 'logs', `${basename(argv[0] ?? 'process')}-${++this.logSeq}.log`);
+    // pdeathsig survives the execs (sh, nsenter, program), so the pid execa sees is the program's.
+    const child = execa(
+      'setpriv',
+      ['--pdeathsig', 'TERM', 'sh', '-c', LOG_SCRIPT, 'sh', logFile, ...this.nsenterArgs(opts.cwd), ...argv],
+      { ...spawnOptions, env: opts.env ?? {} },
+    );
+    this.children.add(child);
+    void child.then(() => this.children.delete(child));
+    return child;
+  }
+
+  async execInNamespace(
+    argv: string[],
+    opts: RunOptions & Omit<SpawnOptions, 'logFile'> = {},
+  ): Promise<CommandResult> {
+    const result = await execa('nsenter', [...this.nsenterArgs(opts.cwd), ...argv], {
+      reject: false,
+      input: opts.input,
+      timeout: opts.timeoutMs ?? 60_000,
+      env: opts.env ?? {},
+    });
+    return checked(argv.join(' '), this.name, result, opts.reject ?? true);
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.teardown().finally(() => liveNodes.delete(this));
+    return this.stopping;
+  }
+
+  /** nsenter without --fork execs the program, so the execa pid is the program's pid. */
+  private nsenterArgs(cwd: string | undefined): string[] {
+    return ['nsenter', '-t', String(this.holderPid), '-m', `--wd=${cwd ?? this.dir}`, '--'];
+  }
+
+  private async waitForEngine(): Promise<void> {
+    const deadline = Date.now() + ENGINE_READY_MS;
+    let exited = false;
+    void this.dockerd?.then(() => (exited = true));
+    let last = '';
+    while (Date.now() < deadline && !exited) {
+      const probe = await this.docker(['version', '--format', '{{.Server.Version}}'], { reject: false, timeoutMs: 5_000 });
+      if (probe.exitCode === 0) return;
+      last = probe.stderr.trim();
+      await sleep(100);
+    }
+    const log = await readFile(join(this.dir, 'dockerd.log'), 'utf8').catch(() => '');
+    throw new Error(
+      `dockerd of node ${this.name} ${exited ? 'exited' : `did not answer within ${ENGINE_READY_MS} ms`}` +
+        ` (last probe: ${last}); dockerd.log tail, grpc chatter left out:\n${logTail(log, 20)}`,
+    );
+  }
+
+  /** A registry-free image: static busybox plus one link per applet. */
+  private async importImage(): Promise<void> {
+    const root = join(this.dir, 'image-root');
+    await mkdir(join(root, 'bin'), { recursive: true });
+    for (const sub of ['etc', 'root', 'tmp', 'var/tmp']) await mkdir(join(root, sub), { recursive: true });
+    for (const sub of ['tmp', 'var/tmp']) await chmod(join(root, sub), 0o1777);
+    await copyFile('/bin/busybox', join(root, 'bin/busybox'));
+    const applets = (await execa('/bin/busybox', ['--list'])).stdout.split('\n').filter((a) => a !== '' && a !== 'busybox');
+    await Promise.all(applets.map((applet) => symlink('busybox', join(root, 'bin', applet))));
+    await writeFile(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
+    await writeFile(join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
+    const tarball = join(this.dir, 'image.tar');
+    await execa('tar', ['--numeric-owner', '-C', root, '-cf', tarball, '.'], { timeout: 30_000 });
+    await this.docker(['import', '--change', 'CMD ["sh"]', tarball, TEST_IMAGE], { timeoutMs: 60_000 });
+    await rm(root, { recursive: true, force: true });
+    await rm(tarball, { force: true });
+  }
+
+  private async teardown(): Promise<void> {
+    const problems: string[] = [];
+    const note = (what: string, error: unknown): void => {
+      problems.push(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+    };
+    const holderPid = this.holder?.pid;
+    const namespace = holderPid === undefined ? undefined : await readlink(`/proc/${holderPid}/ns/mnt`).catch(() => undefined);
+
+    // Containers first, while any plugin spawned in the namespace can still answer Unmount.
+    if (this.dockerd !== undefined && this.dockerd.exitCode === null) {
+      await this.removeContainers().catch((error: unknown) => note('removing containers', error));
+    }
+    if (this.dockerd !== undefined) await terminate(this.dockerd, DOCKERD_STOP_MS).catch((e: unknown) => note('stopping dockerd', e));
+    await Promise.all([...this.children].map((child) => terminate(child, PROCESS_STOP_MS))).catch((e: unknown) =>
+      note('stopping spawned processes', e),
+    );
+    // Whatever is left (containerd shims, grandchildren of spawned programs) would keep the namespace alive.
+    if (namespace !== undefined && holderPid !== undefined) {
+      await killNamespace(namespace, holderPid).catch((e: unknown) => note('sweeping the namespace', e));
+    }
+    if (this.holder !== undefined) await terminate(this.holder, PROCESS_STOP_MS, 'SIGKILL').catch((e: unknown) => note('stopping the holder', e));
+
+    const mounted = await unmountUnder(this.dir);
+    if (mounted.length > 0) {
+      problems.push(`still mounted, so ${this.dir} was left in place: ${mounted.join(', ')}`);
+    } else if (process.env.STOWAGE_TEST_KEEP_NODES !== '1') {
+      await rm(this.dir, { recursive: true, force: true, maxRetries: 3 }).catch((e: unknown) => note(`removing ${this.dir}`, e));
+    }
+    if (problems.length > 0) {
+      process.stderr.write(`[stowage tests] docker node ${this.name} cleanup: ${problems.join('; ')}\n`);
+    }
+  }
+
+  private async removeContainers(): Promise<void> {
+    const ids = (await this.docker(['ps', '-aq'], { timeoutMs: 20_000 })).stdout.split('\n').filter(Boolean);
+    if (ids.length > 0) await this.docker(['rm', '-f', '-v', ...ids], { timeoutMs: 90_000 });
+  }
+}
+
+function logTail(log: string, lines: number): string {
+  return log
+    .split('\n')
+    .filter((line) => !line.includes('module=grpc'))
+    .slice(-lines)
+    .join('\n');
+}
+
+function checked(
+  what: string,
+  node: string,
+  result: { stdout: string; stderr: string; exitCode?: number; timedOut: boolean },
+  reject: boolean,
+): CommandResult {
+  const exitCode = result.exitCode ?? -1;
+  if (reject && (exitCode !== 0 || result.timedOut)) {
+    const how = result.timedOut ? 'timed out' : `exited ${exitCode}`;
+    throw new Error(`${what} on docker node ${node} ${how}: ${result.stderr.trim() || result.stdout.trim()}`);
+  }
+  return { stdout: result.stdout, stderr: result.stderr, exitCode };
+}
+
+async function waitForReady(holder: ResultPromise<{ readonly reject: false }>, timeoutMs: number, what: string): Promise<void> {
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} not ready after ${timeoutMs} ms: ${output}`)), timeoutMs);
+    holder.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('ready\n')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void holder.then((result) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited early (${result.exitCode ?? result.signal}): ${result.stderr}`));
+    });
+  });
+}
+
+/** Signal an execa child and wait for it, escalating to SIGKILL after `ms`. */
+async function terminate(child: Stoppable, ms: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill(signal);
+  if (await settlesWithin(child, ms)) return;
+  child.kill('SIGKILL');
+  if (!(await settlesWithin(child, 5_000))) throw new Error(`pid ${child.pid} survived SIGKILL`);
+}
+
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  const settled = promise.then(
+    () => true,
+    () => true,
+  );
+  try {
+    return await Promise.race([settled, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Pids (other than `except`) whose mount namespace is `namespace`, ignoring zombies. */
+async function pidsInNamespace(namespace: string, except: number): Promise<number[]> {
+  const pids = (await readdir('/proc')).filter((entry) => /^\d+$/.test(entry)).map(Number);
+  const found = await Promise.all(
+    pids.map(async (pid) => {
+      if (pid === except || pid === process.pid) return undefined;
+      const ns = await readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
+      return ns === namespace && !(await isZombie(pid)) ? pid : undefined;
+    }),
+  );
+  return found.filter((pid): pid is number => pid !== undefined);
+}
+
+/** Orphans are reparented to pid 1, which on these machines reaps them late: a zombie counts as gone. */
+async function isZombie(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state === '' || state === 'Z' || state === 'X';
+}
+
+async function killNamespace(namespace: string, holderPid: number): Promise<void> {
+  for (const [signal, waitMs] of [['SIGTERM', 5_000], ['SIGKILL', 5_000]] as const) {
+    const pids = await pidsInNamespace(namespace, holderPid);
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // already gone
+      }
+    }
+    const deadline = Date.now() + waitMs;
+    while (Date.now() < deadline && (await pidsInNamespace(namespace, holderPid)).length > 0) await sleep(100);
+  }
+  const left = await pidsInNamespace(namespace, holderPid);
+  if (left.length > 0) throw new Error(`pids ${left.join(', ')} survived SIGKILL`);
+}
+
+/** Mount points at or under `dir` in this (the host's) namespace, deepest first. */
+async function mountsUnder(dir: string): Promise<string[]> {
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  const points = mountinfo
+    .split('\n')
+    .map((line) => line.split(' ')[4])
+    .filter((point): point is string => point !== undefined)
+    .map((point) => point.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))))
+    .filter((point) => point === dir || point.startsWith(`${dir}/`));
+  return points.sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Unmount what a test left mounted under `dir` in the host namespace (mounts
+ * inside the node's namespace died with it). Returns what is still mounted:
+ * deleting through a mount would destroy someone else's data.
+ */
+async function unmountUnder(dir: string): Promise<string[]> {
+  for (const point of await mountsUnder(dir)) {
+    const plain = await execa('umount', [point], { reject: false, timeout: 30_000 });
+    if (plain.exitCode !== 0) await execa('umount', ['-l', point], { reject: false, timeout: 30_000 });
+  }
+  return mountsUnder(dir);
+}
+
+function pidAlive(pid: number): Promise<boolean> {
+  return isZombie(pid).then((zombie) => !zombie);
+}
+
+/**
+ * Remove node directories left by test processes that died without `stop()`.
+ * A directory is only removed once its owner and its dockerd are gone (the
+ * holder died with the owner: SIGKILL by pdeathsig) and nothing is mounted
+ * under it in this namespace.
+ */
+async function reapOrphanedNodes(base: string): Promise<void> {
+  const entries = await readdir(base).catch(() => [] as string[]);
+  for (const entry of entries.filter((e) => e.startsWith(DIR_PREFIX))) {
+    const dir = join(base, entry);
+    const owner = await readFile(join(dir, 'owner.json'), 'utf8')
+      .then((text) => (JSON.parse(text) as { pid?: unknown }).pid)
+      .catch(() => undefined);
+    if (typeof owner !== 'number' || owner === process.pid || (await pidAlive(owner))) continue;
+    const dockerdPid = Number((await readFile(join(dir, 'docker.pid'), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(dockerdPid) && dockerdPid > 0 && (await pidAlive(dockerdPid))) continue;
+    if ((await mountsUnder(dir)).length > 0) continue;
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
