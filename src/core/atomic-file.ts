@@ -53,8 +53,8 @@ export async function createFileExclusive(fs: FsPort, path: string, data: string
     if (errnoCode(err) === 'EEXIST') return false;
     throw err;
   } finally {
+    // The content was fsynced before the link; the new directory entry rides the journal.
     await fs.unlink(temp).catch(() => undefined);
-    await syncDir(fs, dirname(path));
   }
 }
 

@@ -7,6 +7,31 @@ export interface BackendCapabilities {
   /** How a `size` option is treated: only recorded, or enforced by the storage. */
   sizeLimit: 'recorded' | 'enforced';
   snapshots: boolean;
+  /** Create options beyond size/uid/gid/mode/adopt that this backend accepts (e.g. `replica`). */
+  createOptions?: readonly string[];
+}
+
+/** A point-in-time copy of a volume, where the backend can make one. */
+export interface SnapshotRecord {
+  name: string;
+  volume: string;
+  /** RFC 3339 time of creation. */
+  createdAt: string;
+  /** Backend facts (e.g. a thin device id). */
+  details?: Record<string, string>;
+}
+
+/**
+ * Snapshot operations of backends whose `capabilities.snapshots` is true. The core serialises
+ * them with the other operations of the same volume; names arrive validated.
+ */
+export interface SnapshotSupport {
+  /** Throws E_VOLUME_NOT_FOUND for an unknown volume, E_SNAPSHOT_EXISTS for a taken snapshot name. */
+  createSnapshot(volume: string, snapshot: string): Promise<SnapshotRecord>;
+  /** Snapshots of one volume, oldest first; empty for a volume without snapshots. */
+  listSnapshots(volume: string): Promise<SnapshotRecord[]>;
+  /** Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot. */
+  deleteSnapshot(volume: string, snapshot: string): Promise<void>;
 }
 
 /** A volume as the backend's registry knows it. Records are immutable once created. */
@@ -91,4 +116,7 @@ export interface Backend {
 
   /** Facts about the backend for `stowage info`. */
   describe(): Promise<Record<string, string>>;
+
+  /** Present exactly when `capabilities.snapshots` is true. */
+  readonly snapshots?: SnapshotSupport;
 }

@@ -11,6 +11,8 @@ export interface VolumeOptions {
   mode?: number;
   /** Take over existing data found where the new volume's data would go, instead of refusing. */
   adopt?: boolean;
+  /** Backend-specific options, by the keys the backend declares in `capabilities.createOptions`. */
+  backend?: Record<string, string>;
 }
 
 export const CREATE_OPTION_KEYS = ['size', 'uid', 'gid', 'mode', 'adopt'] as const;
@@ -77,7 +79,7 @@ function parseBool(key: string, value: string): boolean {
  * Validates Docker's `Opts` (string values) or CLI `--opt` pairs. Unknown keys are an error, so a
  * typo never silently creates a volume without the limit or owner the user asked for.
  */
-export function parseVolumeOptions(raw: unknown): VolumeOptions {
+export function parseVolumeOptions(raw: unknown, backendKeys: readonly string[] = []): VolumeOptions {
   if (raw === undefined || raw === null) return {};
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw invalid('volume options must be a map of option names to string values');
@@ -95,7 +97,11 @@ export function parseVolumeOptions(raw: unknown): VolumeOptions {
       case 'mode': options.mode = parseMode(value); break;
       case 'adopt': options.adopt = parseBool(key, value); break;
       default:
-        throw invalid(`unknown volume option ${JSON.stringify(key)}; known options: ${CREATE_OPTION_KEYS.join(', ')}`);
+        if (backendKeys.includes(key)) {
+          options.backend = { ...options.backend, [key]: value };
+          break;
+        }
+        throw invalid(`unknown volume option ${JSON.stringify(key)}; known options: ${[...CREATE_OPTION_KEYS, ...backendKeys].join(', ')}`);
     }
   }
   return options;
@@ -103,7 +109,8 @@ export function parseVolumeOptions(raw: unknown): VolumeOptions {
 
 /** Options that define a volume's identity; `adopt` only steers how it was created. */
 export function sameDefiningOptions(a: VolumeOptions, b: VolumeOptions): boolean {
-  return a.size === b.size && a.uid === b.uid && a.gid === b.gid && a.mode === b.mode;
+  const extras = (o: VolumeOptions) => JSON.stringify(Object.entries(o.backend ?? {}).sort());
+  return a.size === b.size && a.uid === b.uid && a.gid === b.gid && a.mode === b.mode && extras(a) === extras(b);
 }
 
 /** Parses repeated `key=value` flags into a map; used for --opt on the CLI and daemon. */

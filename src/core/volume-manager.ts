@@ -96,7 +96,7 @@ export class VolumeManager {
 
   async create(name: string, rawOptions: unknown = {}): Promise<CreateResult> {
     validateVolumeName(name);
-    const options = parseVolumeOptions(rawOptions);
+    const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     return this.locks.run(name, async () => {
       const existing = await this.backend.get(name);
       if (existing) return { volume: await this.describeVolume(this.sameOrConflict(existing, options)), created: false };
@@ -279,5 +279,6 @@ function describeOptions(options: VolumeOptions): string {
   if (options.uid !== undefined) parts.push(`uid=${options.uid}`);
   if (options.gid !== undefined) parts.push(`gid=${options.gid}`);
   if (options.mode !== undefined) parts.push(`mode=${options.mode.toString(8)}`);
+  for (const [key, value] of Object.entries(options.backend ?? {})) parts.push(`${key}=${value}`);
   return parts.length > 0 ? parts.join(', ') : 'no options';
 }

@@ -39,6 +39,16 @@ describe('volume options', () => {
     expect(() => parseVolumeOptions('size=1G')).toThrow(/map/);
   });
 
+  it('accepts the keys a backend declares, keeps them apart and compares them', () => {
+    const parsed = parseVolumeOptions({ size: '1G', replica: '3' }, ['replica', 'disperse']);
+    expect(parsed).toEqual({ size: 2 ** 30, backend: { replica: '3' } });
+    expect(() => parseVolumeOptions({ replica: '3' })).toThrow(/unknown volume option "replica"/);
+    expect(() => parseVolumeOptions({ replca: '3' }, ['replica'])).toThrow(/known options: size, uid, gid, mode, adopt, replica/);
+    expect(sameDefiningOptions(parsed, { size: 2 ** 30, backend: { replica: '3' } })).toBe(true);
+    expect(sameDefiningOptions(parsed, { size: 2 ** 30, backend: { replica: '2' } })).toBe(false);
+    expect(sameDefiningOptions(parsed, { size: 2 ** 30 })).toBe(false);
+  });
+
   it('compares defining options only', () => {
     expect(sameDefiningOptions({ size: 1, adopt: true }, { size: 1 })).toBe(true);
     expect(sameDefiningOptions({ size: 1 }, { size: 2 })).toBe(false);

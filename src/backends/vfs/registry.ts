@@ -39,7 +39,11 @@ export class VolumeRegistry {
 
   /** Registers a volume; false when the name is already taken (possibly by another node). */
   async add(entry: RegistryEntry): Promise<boolean> {
-    return createFileExclusive(this.fs, this.fileOf(entry.record.name), JSON.stringify(entry, null, 1));
+    const file = this.fileOf(entry.record.name);
+    if (!(await createFileExclusive(this.fs, file, JSON.stringify(entry, null, 1)))) return false;
+    const stat = await this.fs.stat(file);
+    this.cache.set(entry.record.name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
+    return true;
   }
 
   async delete(name: string): Promise<void> {

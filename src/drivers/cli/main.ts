@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { isStowageError } from '../../core/errors.js';
 import { parseKeyValuePairs } from '../../core/options.js';
@@ -20,8 +21,12 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
+// dist/src/drivers/cli/main.js -> package.json at the package root.
+const { version } = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command('stowage')
   .description('Docker volumes on shared or thin-provisioned storage')
+  .version(version)
   .option('--socket <path>', `daemon socket (default: $STOWAGE_SOCKET or ${DEFAULT_SOCKET})`)
   .showHelpAfterError();
 
