@@ -6,6 +6,7 @@ import { ExecaCommandRunner, type CommandRunner } from './core/command-runner.js
 import type { FsPort } from './core/fs-port.js';
 import { consoleLogger, type Logger } from './core/logger.js';
 import { MountTable } from './core/mount-table.js';
+import { RootLock } from './core/root-lock.js';
 import { TOKENS } from './core/tokens.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
 import { createBackend } from './backends/registry.js';
@@ -34,6 +35,7 @@ export function buildContainer(config: StowageConfig): Container {
   container.bind<CommandRunner>(TOKENS.CommandRunner).toConstantValue(config.runner ?? new ExecaCommandRunner());
   container.bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({ nodeId: config.nodeId, onRemove: config.onRemove });
   container.bind<MountTable>(TOKENS.MountTable).toDynamicValue(() => new MountTable(fs, config.root, config.nodeId));
+  container.bind<RootLock>(TOKENS.RootLock).toDynamicValue(() => new RootLock(fs, config.root));
   container.bind<Backend>(TOKENS.Backend).toDynamicValue((ctx) => {
     if (typeof config.backend !== 'string') return config.backend;
     return createBackend(config.backend, {

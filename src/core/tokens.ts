@@ -6,5 +6,6 @@ export const TOKENS = {
   Logger: Symbol.for('stowage.Logger'),
   ManagerConfig: Symbol.for('stowage.ManagerConfig'),
   MountTable: Symbol.for('stowage.MountTable'),
+  RootLock: Symbol.for('stowage.RootLock'),
   VolumeManager: Symbol.for('stowage.VolumeManager'),
 } as const;

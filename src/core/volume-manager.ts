@@ -4,6 +4,7 @@ import { ErrorCodes, StowageError, isStowageError, toStowageError } from './erro
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type { MountTable } from './mount-table.js';
+import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
 import { formatSize, parseVolumeOptions, sameDefiningOptions, type VolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
@@ -52,6 +53,7 @@ export class VolumeManager {
     @inject(TOKENS.MountTable) private readonly mounts: MountTable,
     @inject(TOKENS.ManagerConfig) private readonly config: ManagerConfig,
     @inject(TOKENS.Logger) private readonly log: Logger,
+    @inject(TOKENS.RootLock) private readonly rootLock: RootLock,
   ) {}
 
   get backendName(): string {
@@ -64,14 +66,21 @@ export class VolumeManager {
 
   /** Starts the backend, then reconciles the mount records left by an earlier run. */
   async init(): Promise<void> {
-    await this.backend.init();
-    await this.mounts.load();
-    await this.reconcileMounts();
+    await this.rootLock.acquire();
+    try {
+      await this.backend.init();
+      await this.mounts.load();
+      await this.reconcileMounts();
+    } catch (err) {
+      await this.rootLock.release();
+      throw err;
+    }
   }
 
   async dispose(): Promise<void> {
     await this.mounts.persist().catch((err: unknown) => this.log.error(String(err)));
     await this.backend.dispose();
+    await this.rootLock.release();
   }
 
   private async reconcileMounts(): Promise<void> {
@@ -190,7 +199,13 @@ export class VolumeManager {
       });
       this.mountpoints.set(name, path);
       this.mounts.increment(name, id, new Date().toISOString());
-      await this.mounts.persist();
+      try {
+        await this.mounts.persist();
+      } catch (err) {
+        // Docker sends no Unmount for a failed Mount: a count kept here would pin the volume.
+        this.mounts.decrement(name, id);
+        throw err;
+      }
       return path;
     });
   }
@@ -212,7 +227,9 @@ export class VolumeManager {
         });
         this.mountpoints.delete(name);
       }
-      await this.mounts.persist();
+      // A failed save is only logged: the mount is released, and the record left on disk is
+      // dropped by the next start's reconciliation or an Unmount replayed by Docker.
+      await this.mounts.persist().catch((err: unknown) => this.log.error((err as Error).message));
     });
   }
 

@@ -17,12 +17,17 @@ export function createApp(manager: VolumeManager): express.Express {
   app.use(express.raw({ type: () => true, limit: '1mb' }));
   app.use(dockerPluginRoutes(manager));
   app.use(CONTROL_PREFIX, controlRoutes(manager));
+  // Each protocol answers failures in its own shape: Docker reads `Err`, the CLI reads `error`.
+  const fail = (req: express.Request, res: express.Response, status: number, code: string, message: string) => {
+    if (req.path.startsWith(CONTROL_PREFIX)) res.status(status).json({ error: { code, message } });
+    else res.status(status).json({ Err: message });
+  };
   app.use((req, res) => {
-    res.status(404).json({ Err: `stowage does not implement ${req.method} ${req.path}` });
+    fail(req, res, 404, ErrorCodes.INVALID_REQUEST, `stowage does not implement ${req.method} ${req.path}`);
   });
   // Body parser failures (such as an over-long body) reach here.
-  app.use((err: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
-    res.status(400).json({ Err: `bad request: ${err.message}` });
+  app.use((err: Error, req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    fail(req, res, 400, ErrorCodes.INVALID_REQUEST, `bad request: ${err.message}`);
   });
   return app;
 }
@@ -54,11 +59,18 @@ async function prepareSocketPath(socket: string): Promise<void> {
 
 export async function listenOnSocket(app: express.Express, socket: string): Promise<Server> {
   await prepareSocketPath(socket);
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(socket, (err?: Error) => (err ? reject(err) : resolve(s)));
-    s.once('error', reject);
-  });
-  // The socket grants full control over volumes: only root (the Docker daemon) may use it.
+  // The socket grants full control over volumes: only its owner (root, as dockerd) may use it,
+  // from the moment it exists, hence the umask around bind rather than a chmod afterwards.
+  const previousUmask = process.umask(0o177);
+  let server: Server;
+  try {
+    server = await new Promise<Server>((resolve, reject) => {
+      const s = app.listen(socket, (err?: Error) => (err ? reject(err) : resolve(s)));
+      s.once('error', reject);
+    });
+  } finally {
+    process.umask(previousUmask);
+  }
   await fsp.chmod(socket, 0o600);
   server.keepAliveTimeout = 60_000;
   return server;

@@ -3,6 +3,7 @@ import { ExecaCommandRunner } from '../../src/core/command-runner.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { MountTable } from '../../src/core/mount-table.js';
+import { RootLock } from '../../src/core/root-lock.js';
 import { VolumeManager, type RemovePolicy } from '../../src/core/volume-manager.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
@@ -28,7 +29,12 @@ export async function memStack(opts: { fs?: FsPort; onRemove?: RemovePolicy; nod
     parseVfsOptions({}, '/state'));
   const backend = new RecordingBackend(vfs);
   const manager = new VolumeManager(backend, new MountTable(fs, '/state', nodeId),
-    { nodeId, onRemove: opts.onRemove ?? 'delete' }, silentLogger);
+    { nodeId, onRemove: opts.onRemove ?? 'delete' }, silentLogger, new RootLock(fs, '/state'));
   await manager.init();
   return { fs, backend, vfs, manager };
+}
+
+/** Leaves the stack as a SIGKILLed daemon would: state on disk, lock held by a pid that cannot exist. */
+export async function simulateCrash(stack: Stack): Promise<void> {
+  await stack.fs.writeFile('/state/daemon.lock', '4194305\n');
 }

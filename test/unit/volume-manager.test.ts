@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
-import { memStack } from '../helpers/memfs-stack.js';
+import type { FsPort } from '../../src/core/fs-port.js';
+import { memFs, memStack, simulateCrash } from '../helpers/memfs-stack.js';
 
 describe('VolumeManager', () => {
   describe('create', () => {
@@ -163,6 +164,7 @@ describe('VolumeManager', () => {
       await first.manager.create('survivor');
       const path = await first.manager.mount('survivor', 'before-restart');
       await first.manager.mount('survivor', 'before-restart');
+      await simulateCrash(first);
       const second = await memStack({ fs: first.fs });
       expect((await second.manager.get('survivor')).mountCount).toBe(2);
       expect(second.manager.path('survivor')).toBe(path);
@@ -178,6 +180,7 @@ describe('VolumeManager', () => {
       await first.manager.create('vanishing');
       await first.manager.mount('vanishing', 'm');
       await first.vfs.remove('vanishing', { retainData: false }); // e.g. removed by another node's backend
+      await simulateCrash(first);
       const second = await memStack({ fs: first.fs });
       expect(JSON.parse(await first.fs.readFile('/state/mounts.json', 'utf8')).volumes).toEqual({});
       await expect(second.manager.get('vanishing')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
@@ -186,7 +189,37 @@ describe('VolumeManager', () => {
     it('refuses to start on unreadable mount records instead of forgetting mounts', async () => {
       const first = await memStack();
       await first.fs.writeFile('/state/mounts.json', '{ truncated');
+      await first.manager.dispose();
       await expect(memStack({ fs: first.fs })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    });
+
+    it('refuses a second manager on the same state root while the first runs, and takes over after a crash', async () => {
+      const first = await memStack();
+      await expect(memStack({ fs: first.fs })).rejects.toThrow(/another stowage daemon \(pid \d+\) uses the state root \/state/);
+      await simulateCrash(first);
+      const second = await memStack({ fs: first.fs });
+      await second.manager.dispose();
+      const third = await memStack({ fs: first.fs });
+      expect(await third.manager.list()).toEqual([]);
+    });
+
+    it('does not keep a mount whose record could not be saved', async () => {
+      const real = memFs();
+      let diskFull = false;
+      const fs: FsPort = {
+        ...real,
+        rename: async (from, to) => {
+          if (diskFull && String(to).endsWith('mounts.json')) throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' });
+          return real.rename(from, to);
+        },
+      };
+      const { manager } = await memStack({ fs });
+      await manager.create('unsaved');
+      diskFull = true;
+      await expect(manager.mount('unsaved', 'm1')).rejects.toThrow(/cannot save mount records/);
+      expect((await manager.get('unsaved')).mountCount).toBe(0);
+      diskFull = false;
+      await manager.remove('unsaved');
     });
 
     it('writes mount records atomically with the writing node and time', async () => {

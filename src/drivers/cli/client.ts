@@ -29,8 +29,9 @@ export function callDaemon<T>(socket: string, operation: string, body: object = 
           reject(new ControlError(`the daemon at ${socket} sent an unreadable answer (HTTP ${res.statusCode})`, 'E_PROTOCOL'));
           return;
         }
-        const error = (parsed as { error?: { code: string; message: string } }).error;
+        const { error, Err } = parsed as { error?: { code: string; message: string }; Err?: string };
         if (res.statusCode !== 200 && error) reject(new ControlError(error.message, error.code));
+        else if (res.statusCode !== 200 && Err) reject(new ControlError(Err, 'E_PROTOCOL'));
         else if (res.statusCode !== 200) reject(new ControlError(`the daemon answered HTTP ${res.statusCode}`, 'E_PROTOCOL'));
         else resolve(parsed as T);
       });

@@ -1,0 +1,304 @@
+/**
+ * The built CLI (`dist/src/drivers/cli/main.js`) as users run it: a real `stowage daemon` child
+ * process on a unix socket in a temp dir, and one CLI process per command. `npm test` builds
+ * dist/ first; run `npm run build` before running this file alone.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon, type DaemonHandle,
+} from '../helpers/daemon-process.js';
+import { pluginCall } from '../helpers/plugin-client.js';
+
+beforeAll(() => assertCliBuilt());
+
+/** Mounts through the plugin protocol, writes a file into the volume, unmounts; returns the volume dir. */
+async function writeIntoVolume(socket: string, name: string, file: string, content: string): Promise<string> {
+  const mounted = await pluginCall(socket, 'Mount', { Name: name, ID: `write-${file}` });
+  expect(mounted.Err).toBeUndefined();
+  const dir = mounted.Mountpoint as string;
+  await writeFile(join(dir, file), content);
+  expect((await pluginCall(socket, 'Unmount', { Name: name, ID: `write-${file}` })).Err).toBeUndefined();
+  return dir;
+}
+
+/** The path in "NAME (data kept at PATH)". */
+function keptAt(stdout: string): string {
+  const match = /data kept at (.+)\)\s*$/.exec(stdout.trim());
+  expect(match, `no "data kept at" in: ${stdout}`).not.toBeNull();
+  return match![1]!;
+}
+
+describe('stowage CLI against a running daemon', () => {
+  let dir: string;
+  let socket: string;
+  let daemon: DaemonHandle;
+  const cli = (...args: string[]) => runCli(['--socket', socket, ...args]);
+
+  beforeAll(async () => {
+    dir = await makeTempDir('stowage-cli-');
+    socket = join(dir, 's.sock');
+  });
+
+  afterAll(async () => {
+    await killAllDaemons();
+    await removeTempDir(dir);
+  });
+
+  // One daemon serves this block; its tests run in order and share its volumes.
+  describe('with the daemon up', () => {
+    beforeAll(async () => {
+      daemon = await startDaemon(socket, [
+        '--root', join(dir, 'root'), '--opt', `vfs.path=${join(dir, 'vols')}`, '--node-id', 'cli-node-7',
+      ]);
+    });
+
+    it('listens on --socket', async () => {
+      expect((await stat(socket)).isSocket()).toBe(true);
+      expect((await runCli(['--socket', socket, 'list'])).exitCode).toBe(0);
+    });
+
+    it('creates a volume with --size', async () => {
+      const result = await cli('create', 'webdata', '--size', '10M');
+      expect(result.exitCode).toBe(0);
+      expect(result.stdout).toContain('webdata');
+      expect(result.stdout).not.toContain('already existed');
+    });
+
+    it('accepts an identical create again and says the volume already existed', async () => {
+      const result = await cli('create', 'webdata', '--size', '10M');
+      expect(result.exitCode).toBe(0);
+      expect(result.stdout).toContain('already existed');
+    });
+
+    it('refuses a create with a different size, naming the conflict', async () => {
+      const result = await cli('create', 'webdata', '--size', '20M');
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain('webdata');
+      expect(result.stderr).toMatch(/different options/);
+      expect(result.stderr).toContain('10MiB');
+    });
+
+    it('refuses an invalid name with exit 1', async () => {
+      const result = await cli('create', '.secret');
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toMatch(/invalid volume name/);
+    });
+
+    it('lists the volume with its size in a table', async () => {
+      const result = await cli('list');
+      expect(result.exitCode).toBe(0);
+      const lines = result.stdout.trim().split('\n');
+      expect(lines[0]).toMatch(/NAME/);
+      const row = lines.find((line) => line.split(/\s+/)[0] === 'webdata');
+      expect(row, result.stdout).toBeDefined();
+      expect(row).toContain('10MiB');
+      expect(row).toContain('cli-node-7');
+    });
+
+    it('lists the volume as JSON with --json', async () => {
+      const result = await cli('list', '--json');
+      expect(result.exitCode).toBe(0);
+      const volumes = JSON.parse(result.stdout) as Array<{ name: string; status: Record<string, string> }>;
+      const volume = volumes.find((v) => v.name === 'webdata');
+      expect(volume).toBeDefined();
+      expect(volume!.status.size).toBe('10MiB');
+    });
+
+    it('inspects the volume as JSON with status.size', async () => {
+      const result = await cli('inspect', 'webdata');
+      expect(result.exitCode).toBe(0);
+      const volume = JSON.parse(result.stdout) as { name: string; status: Record<string, string> };
+      expect(volume.name).toBe('webdata');
+      expect(volume.status.size).toBe('10MiB');
+    });
+
+    it('fails to inspect an unknown volume with exit 1', async () => {
+      const result = await cli('inspect', 'nothere');
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain('nothere');
+    });
+
+    it('shows the backend and the --node-id in info', async () => {
+      const result = await cli('info');
+      expect(result.exitCode).toBe(0);
+      const info = JSON.parse(result.stdout) as Record<string, unknown>;
+      expect(info.backend).toBe('vfs');
+      expect(info.node).toBe('cli-node-7');
+    });
+
+    it('deletes with --keep-data and tells where the data was kept', async () => {
+      const volumeDir = await writeIntoVolume(socket, 'webdata', 'hello.txt', 'hello from the test');
+      const result = await cli('delete', 'webdata', '--keep-data');
+      expect(result.exitCode).toBe(0);
+      const kept = keptAt(result.stdout);
+      expect(kept).not.toBe(volumeDir);
+      expect(await readFile(join(kept, 'hello.txt'), 'utf8')).toBe('hello from the test');
+      expect(existsSync(join(volumeDir, 'hello.txt'))).toBe(false);
+      const listed = JSON.parse((await cli('list', '--json')).stdout) as Array<{ name: string }>;
+      expect(listed.map((v) => v.name)).not.toContain('webdata');
+    });
+
+    it('deletes without --keep-data and keeps nothing', async () => {
+      expect((await cli('create', 'scratch')).exitCode).toBe(0);
+      const volumeDir = await writeIntoVolume(socket, 'scratch', 'tmp.txt', 'x');
+      const result = await cli('delete', 'scratch');
+      expect(result.exitCode).toBe(0);
+      expect(result.stdout).not.toContain('data kept');
+      expect(existsSync(join(volumeDir, 'tmp.txt'))).toBe(false);
+    });
+
+    it('fails to delete an unknown volume with exit 1 and a message', async () => {
+      const result = await cli('delete', 'never-was');
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain('never-was');
+      expect(result.stderr).toMatch(/does not exist|not found/);
+    });
+
+    it('uses STOWAGE_SOCKET when --socket is absent', async () => {
+      const result = await runCli(['create', 'via-env'], { env: { STOWAGE_SOCKET: socket } });
+      expect(result.exitCode).toBe(0);
+      const listed = await runCli(['list', '--json'], { env: { STOWAGE_SOCKET: socket } });
+      expect((JSON.parse(listed.stdout) as Array<{ name: string }>).map((v) => v.name)).toContain('via-env');
+    });
+
+    it('prefers --socket over STOWAGE_SOCKET', async () => {
+      const result = await runCli(['--socket', socket, 'info'], { env: { STOWAGE_SOCKET: join(dir, 'nowhere.sock') } });
+      expect(result.exitCode).toBe(0);
+    });
+
+    it('stops on SIGTERM with exit code 0 and removes its socket', async () => {
+      const result = await daemon.stop('SIGTERM');
+      expect(result.exitCode).toBe(0);
+      expect(result.signal).toBeUndefined();
+      expect(existsSync(socket)).toBe(false);
+    });
+  });
+
+  it('reports an unreachable daemon clearly, with exit 1', async () => {
+    const missing = join(dir, 'no-daemon-here.sock');
+    const result = await runCli(['--socket', missing, 'list']);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toContain(missing);
+    expect(result.stderr).toMatch(/cannot reach/);
+    expect(result.stdout).toBe('');
+  });
+});
+
+describe('stowage daemon flags', () => {
+  let dir: string;
+
+  beforeAll(async () => { dir = await makeTempDir('stowage-flags-'); });
+  afterAll(async () => { await killAllDaemons(); await removeTempDir(dir); });
+
+  it('accepts the Convoy aliases --drivers and --driver-opts', async () => {
+    const vols = join(dir, 'convoy-vols');
+    const socket = join(dir, 'convoy.sock');
+    await startDaemon(socket, ['--root', join(dir, 'convoy-root'), '--drivers', 'vfs', '--driver-opts', `vfs.path=${vols}`]);
+    const info = await runCli(['--socket', socket, 'info']);
+    expect(info.exitCode).toBe(0);
+    const parsed = JSON.parse(info.stdout) as Record<string, unknown>;
+    expect(parsed.backend).toBe('vfs');
+    expect(parsed['vfs.path']).toBe(vols);
+    expect((await runCli(['--socket', socket, 'create', 'convoy-vol'])).exitCode).toBe(0);
+    expect(await readdir(vols)).toContain('convoy-vol');
+  });
+
+  it('keeps data on a plain delete with --on-remove retain', async () => {
+    const socket = join(dir, 'retain.sock');
+    await startDaemon(socket, ['--root', join(dir, 'retain-root'), '--on-remove', 'retain']);
+    expect((await runCli(['--socket', socket, 'create', 'kept'])).exitCode).toBe(0);
+    await writeIntoVolume(socket, 'kept', 'note.txt', 'retained');
+    const result = await runCli(['--socket', socket, 'delete', 'kept']);
+    expect(result.exitCode).toBe(0);
+    expect(await readFile(join(keptAt(result.stdout), 'note.txt'), 'utf8')).toBe('retained');
+  });
+
+  it('refuses --on-remove bogus with a clear message', async () => {
+    const socket = join(dir, 'bogus.sock');
+    const result = await runCli(['daemon', '--socket', socket, '--root', join(dir, 'bogus-root'), '--on-remove', 'bogus']);
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toContain('--on-remove');
+    expect(result.stderr).toContain('bogus');
+    expect(result.stderr).toMatch(/delete/);
+    expect(result.stderr).toMatch(/retain/);
+    expect(existsSync(socket)).toBe(false);
+  });
+
+  it('refuses --backend nope, naming the available backends', async () => {
+    const socket = join(dir, 'nope.sock');
+    const result = await runCli(['daemon', '--socket', socket, '--root', join(dir, 'nope-root'), '--backend', 'nope']);
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toContain('nope');
+    expect(result.stderr).toMatch(/available backends:.*\bvfs\b/);
+    expect(existsSync(socket)).toBe(false);
+  });
+
+  it('refuses an unknown backend option, naming it', async () => {
+    const socket = join(dir, 'badopt.sock');
+    const result = await runCli(['daemon', '--socket', socket, '--root', join(dir, 'badopt-root'), '--opt', 'vfs.colour=red']);
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toContain('vfs.colour');
+  });
+
+  it('refuses a second daemon on the same --root, leaving the first one\'s mount records alone', async () => {
+    const root = join(dir, 'shared-root');
+    const first = await startDaemon(join(dir, 'first.sock'), ['--root', root]);
+    expect((await pluginCall(first.socket, 'Create', { Name: 'locked' })).Err).toBeUndefined();
+    expect((await pluginCall(first.socket, 'Mount', { Name: 'locked', ID: 'm1' })).Err).toBeUndefined();
+    const second = await runCli(['daemon', '--socket', join(dir, 'second.sock'), '--root', root]);
+    expect(second.exitCode).toBe(1);
+    expect(second.stderr).toMatch(new RegExp(`another stowage daemon \\(pid ${first.pid}\\) uses the state root`));
+    const records = JSON.parse(await readFile(join(root, 'mounts.json'), 'utf8'));
+    expect(records.volumes.locked.m1.count).toBe(1);
+    await first.stop();
+  });
+});
+
+describe('stowage daemon restart recovery', () => {
+  let dir: string;
+
+  beforeAll(async () => { dir = await makeTempDir('stowage-restart-'); });
+  afterAll(async () => { await killAllDaemons(); await removeTempDir(dir); });
+
+  it('remembers a mount across SIGKILL, until Docker unmounts its ID', async () => {
+    const socket = join(dir, 's.sock');
+    const args = ['--root', join(dir, 'root'), '--opt', `vfs.path=${join(dir, 'vols')}`];
+    const first = await startDaemon(socket, args);
+    expect((await runCli(['--socket', socket, 'create', 'survivor'])).exitCode).toBe(0);
+    const mounted = await pluginCall(socket, 'Mount', { Name: 'survivor', ID: 'm1' });
+    expect(mounted.Err).toBeUndefined();
+
+    const killed = await first.stop('SIGKILL');
+    expect(killed.signal).toBe('SIGKILL');
+    expect(existsSync(socket)).toBe(true); // stale socket left behind, as after a crash
+
+    await startDaemon(socket, args);
+    const got = await pluginCall(socket, 'Get', { Name: 'survivor' });
+    expect(got.Err).toBeUndefined();
+    const volume = got.Volume as { Mountpoint?: string; Status: Record<string, string> };
+    expect(volume.Status.mounts).toBe('1');
+    expect(volume.Mountpoint).toBe(mounted.Mountpoint);
+    expect((await pluginCall(socket, 'Path', { Name: 'survivor' })).Mountpoint).toBe(mounted.Mountpoint);
+
+    const refused = await pluginCall(socket, 'Remove', { Name: 'survivor' });
+    expect(refused.Err).toEqual(expect.stringContaining('mounted'));
+
+    expect((await pluginCall(socket, 'Unmount', { Name: 'survivor', ID: 'm1' })).Err).toBeUndefined();
+    const removed = await pluginCall(socket, 'Remove', { Name: 'survivor' });
+    expect(removed.Err).toBeUndefined();
+    expect((await pluginCall(socket, 'Get', { Name: 'survivor' })).Err).toEqual(expect.any(String));
+  });
+});
+
+describe('stowage --help', () => {
+  it('lists every command', async () => {
+    const result = await runCli(['--help']);
+    expect(result.exitCode).toBe(0);
+    const commands = /Commands:\n([\s\S]*)$/.exec(result.stdout)?.[1] ?? '';
+    const listed = commands.split('\n').map((line) => line.trim().split(/[\s|]/)[0]).filter(Boolean);
+    expect(listed).toEqual(expect.arrayContaining(['daemon', 'create', 'delete', 'list', 'inspect', 'info']));
+  });
+});
