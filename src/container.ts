@@ -7,6 +7,9 @@ import type { FsPort } from './core/fs-port.js';
 import { consoleLogger, type Logger } from './core/logger.js';
 import { MountTable } from './core/mount-table.js';
 import { RootLock } from './core/root-lock.js';
+import { SharedClock, type Clock } from './core/clock.js';
+import { DEFAULT_CLUSTER_SETTINGS, LocalCluster, type Cluster, type ClusterSettings } from './core/cluster/cluster.js';
+import { SharedCluster } from './core/cluster/shared-cluster.js';
 import { TOKENS } from './core/tokens.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
 import { createBackend } from './backends/registry.js';
@@ -23,6 +26,8 @@ export interface StowageConfig {
   fs?: FsPort;
   runner?: CommandRunner;
   logger?: Logger;
+  /** Cluster coordination settings, used when the backend's scope is `global`. */
+  cluster?: Partial<ClusterSettings>;
 }
 
 /** Wires the core and one backend; the shells resolve TOKENS.VolumeManager from it. */
@@ -45,6 +50,14 @@ export function buildContainer(config: StowageConfig): Container {
       runner: ctx.get<CommandRunner>(TOKENS.CommandRunner),
       log: logger,
     }, config.backendOptions);
+  });
+  const clock = new SharedClock();
+  container.bind<Clock>(TOKENS.Clock).toConstantValue(clock);
+  container.bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
+    const backend = ctx.get<Backend>(TOKENS.Backend);
+    if (backend.capabilities.scope !== 'global' || !backend.clusterStateDir) return new LocalCluster();
+    const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, driverName: 'stowage', version: '0', ...config.cluster };
+    return new SharedCluster(fs, backend.clusterStateDir, config.nodeId, clock, settings, logger);
   });
   container.bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
   return container;

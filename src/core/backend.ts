@@ -117,6 +117,12 @@ export interface Backend {
   /** Facts about the backend for `stowage info`. */
   describe(): Promise<Record<string, string>>;
 
+  /**
+   * A directory on the shared storage that every node of the cluster sees, for membership,
+   * references and locks. Present exactly for `global` backends.
+   */
+  readonly clusterStateDir?: string;
+
   /** Present exactly when `capabilities.snapshots` is true. */
   readonly snapshots?: SnapshotSupport;
 }

@@ -67,6 +67,13 @@ export class MountTable {
     return result;
   }
 
+  /** Counts per mount ID per volume, for publishing to other nodes. */
+  snapshot(): Record<string, Record<string, number>> {
+    const result: Record<string, Record<string, number>> = {};
+    for (const volume of this.volumes.keys()) result[volume] = this.ids(volume);
+    return result;
+  }
+
   mountedVolumes(): string[] {
     return [...this.volumes.keys()];
   }

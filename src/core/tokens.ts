@@ -7,5 +7,7 @@ export const TOKENS = {
   ManagerConfig: Symbol.for('stowage.ManagerConfig'),
   MountTable: Symbol.for('stowage.MountTable'),
   RootLock: Symbol.for('stowage.RootLock'),
+  Clock: Symbol.for('stowage.Clock'),
+  Cluster: Symbol.for('stowage.Cluster'),
   VolumeManager: Symbol.for('stowage.VolumeManager'),
 } as const;

@@ -1,5 +1,8 @@
 import { inject, injectable } from 'inversify';
 import type { Backend, VolumeRecord } from './backend.js';
+import { isoTime, type Clock } from './clock.js';
+import type { Cluster } from './cluster/cluster.js';
+import type { NodeView } from './cluster/node-record.js';
 import { ErrorCodes, StowageError, isStowageError, toStowageError } from './errors.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -54,6 +57,8 @@ export class VolumeManager {
     @inject(TOKENS.ManagerConfig) private readonly config: ManagerConfig,
     @inject(TOKENS.Logger) private readonly log: Logger,
     @inject(TOKENS.RootLock) private readonly rootLock: RootLock,
+    @inject(TOKENS.Clock) private readonly clock: Clock,
+    @inject(TOKENS.Cluster) private readonly cluster: Cluster,
   ) {}
 
   get backendName(): string {
@@ -71,6 +76,7 @@ export class VolumeManager {
       await this.backend.init();
       await this.mounts.load();
       await this.reconcileMounts();
+      await this.cluster.start(() => this.mounts.snapshot());
     } catch (err) {
       await this.rootLock.release();
       throw err;
@@ -78,6 +84,7 @@ export class VolumeManager {
   }
 
   async dispose(): Promise<void> {
+    await this.cluster.stop();
     await this.mounts.persist().catch((err: unknown) => this.log.error(String(err)));
     await this.backend.dispose();
     await this.rootLock.release();
@@ -106,14 +113,14 @@ export class VolumeManager {
   async create(name: string, rawOptions: unknown = {}): Promise<CreateResult> {
     validateVolumeName(name);
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
-    return this.locks.run(name, async () => {
+    return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const existing = await this.backend.get(name);
       if (existing) return { volume: await this.describeVolume(this.sameOrConflict(existing, options)), created: false };
       try {
         const record = await this.backend.create({
           name,
           options,
-          createdAt: new Date().toISOString(),
+          createdAt: isoTime(this.clock.now()),
           createdBy: this.config.nodeId,
         });
         this.lastKnown.set(name, record);
@@ -127,7 +134,7 @@ export class VolumeManager {
         }
         throw toStowageError(err, `creating volume ${name} failed`, name);
       }
-    });
+    }));
   }
 
   private sameOrConflict(existing: VolumeRecord, options: VolumeOptions): VolumeRecord {
@@ -163,9 +170,10 @@ export class VolumeManager {
     return records.map((record) => this.describeCheaply(record));
   }
 
-  async remove(name: string, request: { keepData?: boolean } = {}): Promise<RemoveResult> {
+  /** `force` skips the check for references from other nodes (never the local mount check). */
+  async remove(name: string, request: { keepData?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
     validateVolumeName(name);
-    return this.locks.run(name, async () => {
+    return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);
       if (!record) throw notFound(name);
       const mounted = this.mounts.count(name);
@@ -174,6 +182,7 @@ export class VolumeManager {
           `volume ${name} is mounted ${mounted} time(s) on node ${this.config.nodeId}; ` +
           `stop or remove the containers using it, then remove it again`, { volume: name, node: this.config.nodeId });
       }
+      await this.cluster.assertRemovable(name, { force: request.force ?? false });
       const retainData = request.keepData ?? this.config.onRemove === 'retain';
       const outcome = await this.backend.remove(name, { retainData }).catch((err: unknown) => {
         throw toStowageError(err, `removing volume ${name} failed`, name);
@@ -184,7 +193,7 @@ export class VolumeManager {
       await this.mounts.persist();
       this.log.info(`removed volume ${name}${outcome.retainedAt ? `, data kept at ${outcome.retainedAt}` : ''}`);
       return { name, retainedAt: outcome.retainedAt };
-    });
+    }));
   }
 
   async mount(name: string, mountId: string): Promise<string> {
@@ -198,7 +207,7 @@ export class VolumeManager {
         throw toStowageError(err, `attaching volume ${name} failed`, name);
       });
       this.mountpoints.set(name, path);
-      this.mounts.increment(name, id, new Date().toISOString());
+      this.mounts.increment(name, id, isoTime(this.clock.now()));
       try {
         await this.mounts.persist();
       } catch (err) {
@@ -206,6 +215,7 @@ export class VolumeManager {
         this.mounts.decrement(name, id);
         throw err;
       }
+      this.cluster.changed();
       return path;
     });
   }
@@ -222,7 +232,7 @@ export class VolumeManager {
       const remaining = this.mounts.decrement(name, id);
       if (remaining === 0) {
         await this.backend.detach(name).catch((err: unknown) => {
-          this.mounts.increment(name, id, new Date().toISOString());
+          this.mounts.increment(name, id, isoTime(this.clock.now()));
           throw toStowageError(err, `detaching volume ${name} failed`, name);
         });
         this.mountpoints.delete(name);
@@ -230,6 +240,7 @@ export class VolumeManager {
       // A failed save is only logged: the mount is released, and the record left on disk is
       // dropped by the next start's reconciliation or an Unmount replayed by Docker.
       await this.mounts.persist().catch((err: unknown) => this.log.error((err as Error).message));
+      this.cluster.changed();
     });
   }
 
@@ -247,7 +258,17 @@ export class VolumeManager {
       onRemove: this.config.onRemove,
       mountedVolumes: this.mounts.mountedVolumes().length,
       ...(await this.backend.describe()),
+      ...this.cluster.info(),
     };
+  }
+
+  /** Nodes sharing this backend's storage, with heartbeat age and clock offset. */
+  nodes(): Promise<NodeView[]> {
+    return this.cluster.nodes();
+  }
+
+  forgetNode(nodeId: string): Promise<void> {
+    return this.cluster.forget(nodeId);
   }
 
   private describeCheaply(record: VolumeRecord): VolumeInfo {
@@ -270,6 +291,7 @@ export class VolumeManager {
 
   private async describeVolume(record: VolumeRecord): Promise<VolumeInfo> {
     const info = this.describeCheaply(record);
+    Object.assign(info.status, this.cluster.usage(record.name));
     try {
       Object.assign(info.status, await this.backend.volumeStatus(record.name));
     } catch (err) {

@@ -33,11 +33,13 @@ export class VfsBackend implements Backend {
   private readonly meta: string;
   private readonly purges = new Set<Promise<void>>();
   private storeId = '';
+  readonly clusterStateDir?: string;
 
   constructor(private readonly ctx: BackendContext, private readonly options: VfsOptions) {
     this.capabilities = { scope: options.shared ? 'global' : 'local', sizeLimit: 'recorded', snapshots: false };
     this.meta = join(options.path, META_DIR);
     this.registry = new VolumeRegistry(ctx.fs, join(this.meta, 'volumes'), ctx.log);
+    if (options.shared) this.clusterStateDir = join(this.meta, 'cluster');
   }
 
   private get markerPath(): string {

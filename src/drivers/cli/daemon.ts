@@ -1,4 +1,8 @@
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { basename } from 'node:path';
+import { dockerSocketPath } from '../../core/cluster/docker-references.js';
+import { VERSION } from '../../version.js';
 import type { Server } from 'node:http';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { consoleLogger } from '../../core/logger.js';
@@ -17,6 +21,9 @@ export interface DaemonFlags {
   socket: string;
   nodeId?: string;
   onRemove: string;
+  dockerHost?: string;
+  heartbeatInterval: string;
+  staleAfter: string;
 }
 
 export interface RunningDaemon {
@@ -40,6 +47,25 @@ function nodeIdOf(value: string | undefined): string {
   return id;
 }
 
+function secondsFlag(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || n > 86_400) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, `${flag} ${JSON.stringify(value)}: expected a number of seconds`);
+  }
+  return Math.round(n * 1000);
+}
+
+/** The local engine socket, or undefined when there is none to ask. */
+function dockerSocketOf(flag: string | undefined): string | undefined {
+  if (flag === 'none') return undefined;
+  if (flag === undefined) return existsSync('/var/run/docker.sock') ? '/var/run/docker.sock' : undefined;
+  try {
+    return dockerSocketPath(flag);
+  } catch (err) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, (err as Error).message);
+  }
+}
+
 export async function startDaemon(flags: DaemonFlags): Promise<RunningDaemon> {
   if (flags.backend && flags.drivers && flags.backend !== flags.drivers) {
     throw new StowageError(ErrorCodes.INVALID_OPTION, '--backend and --drivers name different backends; give one');
@@ -52,6 +78,14 @@ export async function startDaemon(flags: DaemonFlags): Promise<RunningDaemon> {
     nodeId: nodeIdOf(flags.nodeId),
     onRemove: onRemovePolicy(flags.onRemove),
     logger: log,
+    cluster: {
+      heartbeatMs: secondsFlag('--heartbeat-interval', flags.heartbeatInterval),
+      staleAfterMs: secondsFlag('--stale-after', flags.staleAfter),
+      dockerSocket: dockerSocketOf(flags.dockerHost),
+      // Docker names a legacy plugin after its socket file.
+      driverName: basename(flags.socket).replace(/\.sock$/, ''),
+      version: VERSION,
+    },
   });
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();

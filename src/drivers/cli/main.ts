@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import { VERSION } from '../../version.js';
 import { isStowageError } from '../../core/errors.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import { DEFAULT_SOCKET } from '../server.js';
 import { ControlError, callDaemon } from './client.js';
 import { startDaemon, type DaemonFlags } from './daemon.js';
-import { printInfo, printList, printVolume } from './output.js';
+import type { NodeView } from '../../core/cluster/node-record.js';
+import { printInfo, printList, printNodes, printVolume } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -21,12 +22,9 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-// dist/src/drivers/cli/main.js -> package.json at the package root.
-const { version } = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
-
 const program = new Command('stowage')
   .description('Docker volumes on shared or thin-provisioned storage')
-  .version(version)
+  .version(VERSION)
   .option('--socket <path>', `daemon socket (default: $STOWAGE_SOCKET or ${DEFAULT_SOCKET})`)
   .showHelpAfterError();
 
@@ -39,6 +37,9 @@ program.command('daemon')
   .option('--root <dir>', 'node-local state directory', '/var/lib/stowage')
   .option('--node-id <name>', 'this node\'s id (default: the host name)')
   .option('--on-remove <policy>', 'what volume removal does with data: delete or retain', 'delete')
+  .option('--docker-host <unix://path>', 'local Docker engine, to learn which containers use volumes (default: unix:///var/run/docker.sock when present; "none" to disable)')
+  .option('--heartbeat-interval <seconds>', 'how often this node publishes itself on shared storage', '5')
+  .option('--stale-after <seconds>', 'when a silent node counts as stale', '30')
   .action(async (flags: Omit<DaemonFlags, 'socket'>, cmd: Command) => {
     try {
       const daemon = await startDaemon({ ...flags, socket: socketOf(cmd) });
@@ -70,10 +71,11 @@ program.command('delete <name>')
   .alias('rm')
   .description('delete a volume and, unless --keep-data, its data')
   .option('--keep-data', 'move the data aside instead of deleting it')
-  .action(async (name: string, flags: { keepData?: boolean }, cmd: Command) => {
+  .option('--force', 'delete even though other (possibly dead) nodes still reference the volume')
+  .action(async (name: string, flags: { keepData?: boolean; force?: boolean }, cmd: Command) => {
     try {
       const result = await callDaemon<{ retainedAt?: string }>(socketOf(cmd), 'remove',
-        { name, ...(flags.keepData ? { keepData: true } : {}) });
+        { name, ...(flags.keepData ? { keepData: true } : {}), ...(flags.force ? { force: true } : {}) });
       process.stdout.write(result.retainedAt ? `${name} (data kept at ${result.retainedAt})\n` : `${name}\n`);
     } catch (err) { fail(err); }
   });
@@ -98,6 +100,27 @@ program.command('info')
   .description('show the daemon\'s node, backend and settings')
   .action(async (_flags: object, cmd: Command) => {
     try { printInfo(await callDaemon(socketOf(cmd), 'info')); } catch (err) { fail(err); }
+  });
+
+const node = program.command('node').description('nodes sharing the storage of a global backend');
+
+node.command('list')
+  .alias('ls')
+  .description('list nodes with last heartbeat, clock offset and version')
+  .option('--json', 'print JSON')
+  .action(async (flags: { json?: boolean }, cmd: Command) => {
+    try {
+      printNodes((await callDaemon<{ nodes: NodeView[] }>(socketOf(cmd), 'nodes')).nodes, Boolean(flags.json));
+    } catch (err) { fail(err); }
+  });
+
+node.command('forget <node>')
+  .description('drop a node that is gone for good, with its references')
+  .action(async (nodeId: string, _flags: object, cmd: Command) => {
+    try {
+      await callDaemon(socketOf(cmd), 'nodes/forget', { node: nodeId });
+      process.stdout.write(`${nodeId}\n`);
+    } catch (err) { fail(err); }
   });
 
 await program.parseAsync(process.argv);

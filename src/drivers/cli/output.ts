@@ -1,4 +1,27 @@
+import type { NodeView } from '../../core/cluster/node-record.js';
 import type { VolumeInfo } from '../../core/volume-manager.js';
+
+function printTable(rows: string[][]): void {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const row of rows) {
+    process.stdout.write(row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
+  }
+}
+
+export function printNodes(nodes: NodeView[], json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify(nodes, null, 2) + '\n');
+    return;
+  }
+  const rows = [['NODE', 'LAST HEARTBEAT', 'AGE', 'STATE', 'CLOCK OFFSET', 'VERSION', 'DOCKER']];
+  for (const n of nodes) {
+    rows.push([
+      n.record.nodeId, n.lastHeartbeat, `${Math.round(n.heartbeatAgeMs / 1000)}s`, n.stale ? 'stale' : 'alive',
+      `${(n.record.clockOffsetMs / 1000).toFixed(1)}s`, n.record.version, n.record.docker.reachable ? 'reachable' : n.record.docker.error === 'no --docker-host' ? 'not configured' : 'unreachable',
+    ]);
+  }
+  printTable(rows);
+}
 
 export function printList(volumes: VolumeInfo[], json: boolean): void {
   if (json) {
@@ -9,10 +32,7 @@ export function printList(volumes: VolumeInfo[], json: boolean): void {
   for (const v of volumes) {
     rows.push([v.name, v.status.size ?? '-', String(v.mountCount), v.createdAt, v.createdBy]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const row of rows) {
-    process.stdout.write(row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
-  }
+  printTable(rows);
 }
 
 export function printVolume(volume: unknown): void {

@@ -43,10 +43,17 @@ function optionalBoolean(body: Record<string, unknown>, field: string): boolean 
 export function controlRoutes(manager: VolumeManager): Router {
   const router = Router();
   router.post('/create', endpoint(async (body) => manager.create(requireString(body, 'name'), body.options ?? {})));
-  router.post('/remove', endpoint(async (body) =>
-    manager.remove(requireString(body, 'name'), { keepData: optionalBoolean(body, 'keepData') })));
+  router.post('/remove', endpoint(async (body) => manager.remove(requireString(body, 'name'), {
+    keepData: optionalBoolean(body, 'keepData'),
+    force: optionalBoolean(body, 'force'),
+  })));
   router.post('/list', endpoint(async () => ({ volumes: await manager.list() })));
   router.post('/inspect', endpoint(async (body) => manager.get(requireString(body, 'name'))));
   router.post('/info', endpoint(async () => manager.info()));
+  router.post('/nodes', endpoint(async () => ({ nodes: await manager.nodes() })));
+  router.post('/nodes/forget', endpoint(async (body) => {
+    await manager.forgetNode(requireString(body, 'node'));
+    return {};
+  }));
   return router;
 }

@@ -1,0 +1,75 @@
+import { ErrorCodes, StowageError } from '../errors.js';
+import type { NodeView } from './node-record.js';
+
+export interface ClusterSettings {
+  /** How often a node rewrites its record. @default 5000 */
+  heartbeatMs: number;
+  /** A node whose record is older than this is stale. @default 30000 */
+  staleAfterMs: number;
+  /** Clock offsets beyond this are reported. @default 2000 */
+  skewWarnMs: number;
+  /** @default 30000 */
+  lockTtlMs: number;
+  /** How long a create or remove waits for another node's lock on the same name. @default 20000 */
+  lockWaitMs: number;
+  /** Local Docker engine socket, to learn which containers reference volumes; none when undefined. */
+  dockerSocket?: string;
+  /** The driver name Docker knows this plugin by (the socket's base name). */
+  driverName: string;
+  version: string;
+}
+
+export const DEFAULT_CLUSTER_SETTINGS: Omit<ClusterSettings, 'driverName' | 'version'> = {
+  heartbeatMs: 5_000,
+  staleAfterMs: 30_000,
+  skewWarnMs: 2_000,
+  lockTtlMs: 30_000,
+  lockWaitMs: 20_000,
+};
+
+/** Mount IDs and counts per volume on this node. */
+export type MountSnapshot = () => Record<string, Record<string, number>>;
+
+/**
+ * Cross-node coordination for volumes on shared storage. For `local` backends the no-op
+ * LocalCluster stands in, so the core calls the same methods either way.
+ */
+export interface Cluster {
+  readonly enabled: boolean;
+  start(mounts: MountSnapshot): Promise<void>;
+  stop(): Promise<void>;
+  /** Runs `task` holding the cluster-wide lock of a volume name. */
+  withLock<T>(name: string, task: () => Promise<T>): Promise<T>;
+  /** Throws E_VOLUME_IN_USE naming nodes and containers that still reference the volume. */
+  assertRemovable(name: string, options: { force: boolean }): Promise<void>;
+  /** Status entries about the volume's use across nodes, from the last refresh (cheap). */
+  usage(name: string): Record<string, string>;
+  /** Local mounts changed: publish soon. */
+  changed(): void;
+  nodes(): Promise<NodeView[]>;
+  forget(nodeId: string): Promise<void>;
+  info(): Record<string, string>;
+}
+
+export class LocalCluster implements Cluster {
+  readonly enabled = false;
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+  withLock<T>(_name: string, task: () => Promise<T>): Promise<T> {
+    return task();
+  }
+  async assertRemovable(): Promise<void> {}
+  usage(): Record<string, string> {
+    return {};
+  }
+  changed(): void {}
+  async nodes(): Promise<NodeView[]> {
+    return [];
+  }
+  async forget(): Promise<void> {
+    throw new StowageError(ErrorCodes.NOT_SUPPORTED, 'this daemon\'s backend is node-local: there are no other nodes to forget');
+  }
+  info(): Record<string, string> {
+    return { cluster: 'off (the backend\'s scope is local)' };
+  }
+}

@@ -1,0 +1,216 @@
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
+import { isoTime, type SharedClock } from '../clock.js';
+import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
+import type { FsPort } from '../fs-port.js';
+import type { Logger } from '../logger.js';
+import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
+import { ClusterLocks } from './cluster-lock.js';
+import { DockerReferences, type ContainerScan } from './docker-references.js';
+import { describeUse, isNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+
+const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
+
+/**
+ * Membership, references and locks kept in a directory every node sees. Each node owns one
+ * record file (`nodes/<id>.json`); nobody writes another node's file except `forget`.
+ */
+export class SharedCluster implements Cluster {
+  readonly enabled = true;
+  private readonly nodesDir: string;
+  private readonly locks: ClusterLocks;
+  private readonly docker?: DockerReferences;
+  private mounts: MountSnapshot = () => ({});
+  private scan: ContainerScan = { reachable: false, error: 'not asked yet', byVolume: {} };
+  private view: NodeView[] = [];
+  private timer?: NodeJS.Timeout;
+  private pending?: NodeJS.Timeout;
+  private publishing: Promise<void> = Promise.resolve();
+  private readonly startedAt: string;
+
+  constructor(
+    private readonly fs: FsPort,
+    dir: string,
+    private readonly nodeId: string,
+    private readonly clock: SharedClock,
+    private readonly settings: ClusterSettings,
+    private readonly log: Logger,
+  ) {
+    this.nodesDir = join(dir, 'nodes');
+    this.locks = new ClusterLocks(fs, join(dir, 'locks'), nodeId, clock,
+      { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs });
+    if (settings.dockerSocket) this.docker = new DockerReferences(settings.dockerSocket, settings.driverName, log);
+    this.startedAt = new Date().toISOString();
+  }
+
+  async start(mounts: MountSnapshot): Promise<void> {
+    this.mounts = mounts;
+    await this.fs.mkdir(this.nodesDir, { recursive: true });
+    await this.fs.mkdir(join(this.nodesDir, '..', 'locks'), { recursive: true });
+    if (this.docker) this.scan = await this.docker.scan();
+    // The first write teaches the clock offset that the second one publishes.
+    await this.publish();
+    await this.publish();
+    await this.refresh();
+    this.timer = setInterval(() => void this.beat(), this.settings.heartbeatMs);
+    this.timer.unref();
+    this.docker?.watch(() => this.changed(true));
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    clearTimeout(this.pending);
+    this.docker?.stop();
+    await this.publishing;
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      if (this.docker) this.scan = await this.docker.scan();
+      await this.publish();
+      await this.refresh();
+    } catch (err) {
+      this.log.error(`heartbeat of node ${this.nodeId} failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Publishes soon, coalescing bursts (a container event storm, many mounts at once). */
+  changed(rescanDocker = false): void {
+    if (this.pending) return;
+    this.pending = setTimeout(() => {
+      this.pending = undefined;
+      void (async () => {
+        if (rescanDocker && this.docker) this.scan = await this.docker.scan();
+        await this.publish();
+      })().catch((err: unknown) => this.log.error(`publishing node ${this.nodeId} failed: ${(err as Error).message}`));
+    }, 200);
+  }
+
+  private publish(): Promise<void> {
+    const next = this.publishing.then(async () => {
+      const record: NodeRecord = {
+        format: 1,
+        nodeId: this.nodeId,
+        version: this.settings.version,
+        host: hostname(),
+        pid: process.pid,
+        startedAt: this.startedAt,
+        clockOffsetMs: this.clock.localOffsetMs,
+        mounts: this.mounts(),
+        containers: this.scan.byVolume,
+        docker: this.docker ? { reachable: this.scan.reachable, error: this.scan.error } : { reachable: false, error: 'no --docker-host' },
+      };
+      const file = join(this.nodesDir, `${this.nodeId}.json`);
+      const before = Date.now();
+      await writeFileAtomic(this.fs, file, JSON.stringify(record));
+      const { mtimeMs } = await this.fs.stat(file);
+      const offset = this.clock.observe(before, Date.now(), mtimeMs);
+      if (Math.abs(offset - record.clockOffsetMs) > this.settings.skewWarnMs) {
+        this.log.warn(`node ${this.nodeId}'s clock is ${seconds(offset)} off the shared storage's clock`);
+      }
+    });
+    this.publishing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async refresh(): Promise<NodeView[]> {
+    const files = await this.fs.readdir(this.nodesDir);
+    const now = this.clock.now();
+    const views: NodeView[] = [];
+    for (const file of files.filter((f) => f.endsWith('.json') && !f.includes('.tmp-'))) {
+      const path = join(this.nodesDir, file);
+      try {
+        const [text, stat] = await Promise.all([this.fs.readFile(path, 'utf8'), this.fs.stat(path)]);
+        const record: unknown = JSON.parse(text);
+        if (!isNodeRecord(record)) continue;
+        const age = Math.max(0, now - stat.mtimeMs);
+        views.push({ record, lastHeartbeat: isoTime(stat.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') this.log.warn(`skipping node record ${file}: ${(err as Error).message}`);
+      }
+    }
+    this.view = views.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
+    return this.view;
+  }
+
+  withLock<T>(name: string, task: () => Promise<T>): Promise<T> {
+    return this.locks.withLock(name, task);
+  }
+
+  async assertRemovable(name: string, options: { force: boolean }): Promise<void> {
+    if (options.force) return;
+    const live: string[] = [];
+    const stale: string[] = [];
+    if (this.docker) {
+      const here = (await this.docker.scan()).byVolume[name] ?? [];
+      if (here.length > 0) {
+        live.push(`${this.nodeId} (this node): ${here.map((c) => `container ${c.name} (${c.id.slice(0, 12)}, ${c.state})`).join(', ')}`);
+      }
+    }
+    for (const node of await this.refresh()) {
+      if (node.record.nodeId === this.nodeId) continue;
+      const use = describeUse(node.record, name);
+      if (!use) continue;
+      if (node.stale) stale.push(`${node.record.nodeId} (last heartbeat ${seconds(node.heartbeatAgeMs)} ago): ${use}`);
+      else live.push(`${node.record.nodeId}: ${use}`);
+    }
+    if (live.length > 0) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${name} is still used on ${live.join('; ')}. Remove those containers on their nodes (docker rm), ` +
+        `then remove the volume again`, { volume: name });
+    }
+    if (stale.length > 0) {
+      const first = stale[0]!.split(' ')[0];
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${name} is referenced by node(s) that stopped sending heartbeats: ${stale.join('; ')}. ` +
+        `If a node is gone for good, run "stowage node forget ${first}"; to delete anyway, run "stowage delete ${name} --force"`,
+        { volume: name });
+    }
+  }
+
+  usage(name: string): Record<string, string> {
+    const users: string[] = [];
+    let mounts = 0;
+    for (const node of this.view) {
+      const use = node.record.nodeId === this.nodeId
+        ? describeUse({ ...node.record, mounts: this.mounts(), containers: this.scan.byVolume }, name)
+        : describeUse(node.record, name);
+      if (use) users.push(`${node.record.nodeId}${node.stale ? ' (stale)' : ''}: ${use}`);
+      mounts += Object.values(node.record.mounts[name] ?? {}).reduce((a, b) => a + b, 0);
+    }
+    return { usedBy: users.length > 0 ? users.join('; ') : 'no node', clusterMounts: String(mounts) };
+  }
+
+  nodes(): Promise<NodeView[]> {
+    return this.refresh();
+  }
+
+  async forget(nodeId: string): Promise<void> {
+    const node = (await this.refresh()).find((n) => n.record.nodeId === nodeId);
+    if (!node) throw new StowageError(ErrorCodes.NODE_NOT_FOUND, `no node ${nodeId} is known; "stowage node list" shows the nodes`, { node: nodeId });
+    if (nodeId === this.nodeId || !node.stale) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST,
+        `node ${nodeId} sent a heartbeat ${seconds(node.heartbeatAgeMs)} ago; stop its stowage daemon first, ` +
+        `then forget it once it is stale (after ${seconds(this.settings.staleAfterMs)})`, { node: nodeId });
+    }
+    await this.fs.unlink(join(this.nodesDir, `${nodeId}.json`));
+    this.log.warn(`forgot node ${nodeId} and its references`);
+    await this.refresh();
+  }
+
+  info(): Record<string, string> {
+    const offset = this.clock.localOffsetMs;
+    const skewed = this.view.filter((n) => Math.abs(n.record.clockOffsetMs) > this.settings.skewWarnMs);
+    return {
+      cluster: `${this.view.length} node(s)`,
+      staleNodes: this.view.filter((n) => n.stale).map((n) => n.record.nodeId).join(', ') || 'none',
+      clockOffset: `${offset} ms`,
+      clockSkew: Math.abs(offset) > this.settings.skewWarnMs
+        ? `this node's clock is ${seconds(offset)} off the shared storage's clock; fix its time synchronisation`
+        : 'ok',
+      skewedNodes: skewed.map((n) => `${n.record.nodeId} (${seconds(n.record.clockOffsetMs)})`).join(', ') || 'none',
+      dockerEngine: this.docker ? (this.scan.reachable ? 'reachable' : `unreachable: ${this.scan.error}`) : 'not configured',
+    };
+  }
+}

@@ -1,0 +1,152 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { SharedClock } from '../../src/core/clock.js';
+import { DEFAULT_CLUSTER_SETTINGS, type ClusterSettings } from '../../src/core/cluster/cluster.js';
+import { ClusterLocks } from '../../src/core/cluster/cluster-lock.js';
+import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
+import { ErrorCodes } from '../../src/core/errors.js';
+import type { FsPort } from '../../src/core/fs-port.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { memFs } from '../helpers/memfs-stack.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const settings = (extra: Partial<ClusterSettings> = {}): ClusterSettings => ({
+  ...DEFAULT_CLUSTER_SETTINGS, heartbeatMs: 30, staleAfterMs: 150, driverName: 'stowage', version: 'test', ...extra,
+});
+
+/** A view of the same storage whose clock runs `shiftMs` ahead of this process's clock. */
+function storageClockAhead(fs: FsPort, shiftMs: number): FsPort {
+  return {
+    ...fs,
+    stat: (async (path: string) => {
+      const st = await fs.stat(path);
+      return Object.assign(st, { mtimeMs: st.mtimeMs + shiftMs });
+    }) as FsPort['stat'],
+  };
+}
+
+describe('SharedCluster', () => {
+  const started: SharedCluster[] = [];
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((c) => c.stop()));
+  });
+
+  async function node(fs: FsPort, id: string, mounts: Record<string, Record<string, number>> = {}, extra: Partial<ClusterSettings> = {}) {
+    const clock = new SharedClock();
+    const cluster = new SharedCluster(fs, '/shared/cluster', id, clock, settings(extra), silentLogger);
+    await cluster.start(() => mounts);
+    started.push(cluster);
+    return { cluster, clock, mounts };
+  }
+
+  it('refuses a remove while another node mounts the volume, naming the node, and allows it after', async () => {
+    const fs = memFs();
+    const a = await node(fs, 'node-a');
+    const b = await node(fs, 'node-b', { vol: { 'mount-1': 2 } });
+    await expect(a.cluster.assertRemovable('vol', { force: false }))
+      .rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: 2 mount\(s\)/) });
+    await a.cluster.assertRemovable('other', { force: false });
+    delete b.mounts.vol;
+    b.cluster.changed();
+    await sleep(300);
+    await a.cluster.assertRemovable('vol', { force: false });
+  });
+
+  it('names a stale node and the ways out; force and forget both let the remove through', async () => {
+    const fs = memFs();
+    const a = await node(fs, 'node-a');
+    const b = await node(fs, 'node-b', { vol: { m: 1 } });
+    await b.cluster.stop(); // like SIGKILL: the record stays, heartbeats stop
+    await sleep(250);
+    const err = await a.cluster.assertRemovable('vol', { force: false }).catch((e: Error) => e);
+    expect(err).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+    expect((err as Error).message).toMatch(/node-b \(last heartbeat \d+ s ago\): 1 mount\(s\)/);
+    expect((err as Error).message).toMatch(/stowage node forget node-b/);
+    expect((err as Error).message).toMatch(/stowage delete vol --force/);
+    await a.cluster.assertRemovable('vol', { force: true });
+    expect((await a.cluster.nodes()).find((n) => n.record.nodeId === 'node-b')?.stale).toBe(true);
+    await a.cluster.forget('node-b');
+    expect((await a.cluster.nodes()).map((n) => n.record.nodeId)).toEqual(['node-a']);
+    await a.cluster.assertRemovable('vol', { force: false });
+  });
+
+  it('forgets only stale, known, other nodes', async () => {
+    const fs = memFs();
+    const a = await node(fs, 'node-a');
+    await node(fs, 'node-b');
+    await expect(a.cluster.forget('node-b')).rejects.toThrow(/sent a heartbeat 0 s ago; stop its stowage daemon first/);
+    await expect(a.cluster.forget('node-a')).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST });
+    await expect(a.cluster.forget('node-z')).rejects.toMatchObject({ code: ErrorCodes.NODE_NOT_FOUND });
+  });
+
+  it('shows which nodes use a volume in its status', async () => {
+    const fs = memFs();
+    const a = await node(fs, 'node-a', { vol: { x: 1 } });
+    await node(fs, 'node-b', { vol: { y: 1, z: 1 } });
+    await a.cluster.nodes();
+    expect(a.cluster.usage('vol')).toEqual({ usedBy: 'node-a: 1 mount(s); node-b: 2 mount(s)', clusterMounts: '3' });
+    expect(a.cluster.usage('unused')).toEqual({ usedBy: 'no node', clusterMounts: '0' });
+  });
+
+  it('takes times from the storage clock and reports a skewed local clock', async () => {
+    const fs = memFs();
+    const threeHours = 3 * 3600_000;
+    const skewed = await node(storageClockAhead(fs, threeHours), 'node-skewed');
+    expect(skewed.clock.localOffsetMs).toBeLessThan(-threeHours + 1000);
+    expect(skewed.clock.localOffsetMs).toBeGreaterThan(-threeHours - 1000);
+    expect(Math.abs(skewed.clock.now() - (Date.now() + threeHours))).toBeLessThan(1000);
+    expect(skewed.cluster.info().clockSkew).toMatch(/this node's clock is -10800 s off/);
+    const sane = await node(fs, 'node-sane');
+    expect(sane.cluster.info().clockSkew).toBe('ok');
+    expect(sane.cluster.info().skewedNodes).toBe('node-skewed (-10800 s)');
+  });
+});
+
+describe('ClusterLocks', () => {
+  const lockSettings = { ttlMs: 200, waitMs: 2_000 };
+
+  it('never lets two holders in at once, across lock instances on one directory', async () => {
+    const fs = memFs();
+    const clock = new SharedClock();
+    const a = new ClusterLocks(fs, '/locks', 'node-a', clock, lockSettings);
+    const b = new ClusterLocks(fs, '/locks', 'node-b', clock, lockSettings);
+    await fs.mkdir('/locks', { recursive: true });
+    let inside = 0;
+    let peak = 0;
+    let done = 0;
+    await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 ? a : b).withLock('name', async () => {
+      inside += 1;
+      peak = Math.max(peak, inside);
+      await sleep(5);
+      inside -= 1;
+      done += 1;
+    })));
+    expect(peak).toBe(1);
+    expect(done).toBe(12);
+    expect(await fs.readdir('/locks')).toEqual([]);
+  });
+
+  it('breaks a lock whose holder died and whose expiry passed', async () => {
+    const fs = memFs();
+    await fs.mkdir('/locks', { recursive: true });
+    const clock = new SharedClock();
+    await fs.writeFile('/locks/vol.lock', JSON.stringify({ owner: 'dead-node', token: 't', expiresAt: clock.now() - 1 }));
+    const locks = new ClusterLocks(fs, '/locks', 'node-a', clock, lockSettings);
+    expect(await locks.withLock('vol', async () => 'got it')).toBe('got it');
+  });
+
+  it('keeps a live lock through renewals and names its owner to a waiter that gives up', async () => {
+    const fs = memFs();
+    await fs.mkdir('/locks', { recursive: true });
+    const clock = new SharedClock();
+    const holder = new ClusterLocks(fs, '/locks', 'node-a', clock, { ttlMs: 100, waitMs: 2_000 });
+    const waiter = new ClusterLocks(fs, '/locks', 'node-b', clock, { ttlMs: 100, waitMs: 400 });
+    let release!: () => void;
+    const held = holder.withLock('vol', () => new Promise<void>((r) => { release = r; }));
+    await sleep(20);
+    // The holder works longer than the ttl; renewal must keep the waiter out.
+    await expect(waiter.withLock('vol', async () => 'stole it')).rejects.toThrow(/locked by node node-a/);
+    release();
+    await held;
+    expect(await waiter.withLock('vol', async () => 'after release')).toBe('after release');
+  });
+});
