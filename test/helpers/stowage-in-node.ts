@@ -21,13 +21,21 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function startStowageInNode(
   node: DockerNode,
-  opts: { root?: string; args?: string[]; logName?: string } = {},
+  opts: {
+    root?: string;
+    args?: string[];
+    logName?: string;
+    /** Program and arguments to run the daemon under, e.g. ['faketime', '-f', '+3h']. */
+    wrapper?: string[];
+    env?: Record<string, string>;
+  } = {},
 ): Promise<StowageInNode> {
   const root = opts.root ?? join(node.dir, 'stowage-root');
   const socket = join(node.pluginsDir, 'stowage.sock');
   const logFile = join(node.dir, `${opts.logName ?? 'stowage'}.log`);
   const child: NamespaceProcess = node.spawnInNamespace(
-    [process.execPath, CLI_PATH, 'daemon', '--root', root, ...(opts.args ?? [])], { logFile });
+    [...(opts.wrapper ?? []), process.execPath, CLI_PATH, 'daemon', '--root', root, ...(opts.args ?? [])],
+    { logFile, env: opts.env });
   let ended = false;
   void child.then(() => { ended = true; });
   const log = () => readFile(logFile, 'utf8').catch(() => '');
