@@ -165,6 +165,16 @@ export class VolumeManager {
     return this.describeVolume(record);
   }
 
+  /** Names, creation times and local mountpoints only: what Docker's List needs, without per-volume status. */
+  async listBrief(): Promise<Array<{ name: string; createdAt: string; mountpoint?: string }>> {
+    const records = await this.backend.list();
+    return records.map((r) => ({
+      name: r.name,
+      createdAt: r.createdAt,
+      mountpoint: this.mounts.count(r.name) > 0 ? this.mountpoints.get(r.name) : undefined,
+    }));
+  }
+
   async list(): Promise<VolumeInfo[]> {
     const records = await this.backend.list();
     return records.map((record) => this.describeCheaply(record));

@@ -13,6 +13,8 @@ export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
 export function createApp(manager: VolumeManager): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  // Docker never revalidates; hashing every answer (List can be large) is pure cost.
+  app.set('etag', false);
   // Raw for every content type: Docker sends JSON with no Content-Type header.
   app.use(express.raw({ type: () => true, limit: '1mb' }));
   app.use(dockerPluginRoutes(manager));

@@ -53,6 +53,11 @@ export class VolumeRegistry {
     this.cache.delete(name);
   }
 
+  /** The cached entry without touching storage; for decorating an answer `get` just gave. */
+  peek(name: string): RegistryEntry | undefined {
+    return this.cache.get(name)?.entry;
+  }
+
   async get(name: string): Promise<RegistryEntry | undefined> {
     const file = this.fileOf(name);
     let stat;

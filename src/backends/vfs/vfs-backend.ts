@@ -222,7 +222,8 @@ export class VfsBackend implements Backend {
   }
 
   async volumeStatus(name: string): Promise<Record<string, string>> {
-    const entry = await this.registry.get(name);
+    // Called right after get() for the same name, so the cache is fresh enough.
+    const entry = this.registry.peek(name) ?? await this.registry.get(name);
     return entry ? { path: this.dataPath(entry), ...(entry.record.adopted ? { adopted: 'true' } : {}) } : {};
   }
 

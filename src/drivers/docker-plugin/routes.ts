@@ -17,12 +17,12 @@ function endpoint(handler: Handler) {
   };
 }
 
-function dockerVolume(info: VolumeInfo, withStatus: boolean): Record<string, unknown> {
+function dockerVolume(info: VolumeInfo): Record<string, unknown> {
   return {
     Name: info.name,
     ...(info.mountpoint ? { Mountpoint: info.mountpoint } : {}),
     CreatedAt: info.createdAt,
-    ...(withStatus ? { Status: info.status } : {}),
+    Status: info.status,
   };
 }
 
@@ -57,10 +57,12 @@ export function dockerPluginRoutes(manager: VolumeManager): Router {
     return { Mountpoint: manager.path(name) ?? '' };
   }));
   router.post('/VolumeDriver.Get', endpoint(async (body) => ({
-    Volume: dockerVolume(await manager.get(requireString(body, 'Name')), true),
+    Volume: dockerVolume(await manager.get(requireString(body, 'Name'))),
   })));
   router.post('/VolumeDriver.List', endpoint(async () => ({
-    Volumes: (await manager.list()).map((info) => dockerVolume(info, false)),
+    Volumes: (await manager.listBrief()).map((v) => ({
+      Name: v.name, CreatedAt: v.createdAt, ...(v.mountpoint ? { Mountpoint: v.mountpoint } : {}),
+    })),
   })));
   router.post('/VolumeDriver.Capabilities', endpoint(() => ({ Capabilities: { Scope: manager.scope } })));
   return router;
