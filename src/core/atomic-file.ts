@@ -7,11 +7,20 @@ function tempPathFor(path: string): string {
   return `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 
-async function writeDurably(fs: FsPort, path: string, data: string): Promise<void> {
+/** Identity of a file's content as `stat` reports it; what caches compare. */
+export interface FileIdentity {
+  ino: number;
+  mtimeMs: number;
+  size: number;
+}
+
+async function writeDurably(fs: FsPort, path: string, data: string): Promise<FileIdentity> {
   const handle = await fs.open(path, 'wx', 0o644);
   try {
     await handle.writeFile(data);
     await handle.sync();
+    const { ino, mtimeMs, size } = await handle.stat();
+    return { ino, mtimeMs, size };
   } finally {
     await handle.close();
   }
@@ -41,14 +50,15 @@ export async function writeFileAtomic(fs: FsPort, path: string, data: string): P
 /**
  * Creates `path` with `data` only if it does not exist yet, atomically and exclusively even on
  * shared filesystems (hard links are exclusive on NFS and GlusterFS; O_EXCL on old NFS is not).
- * Returns false when the file already existed.
+ * Returns false when the file already existed, else the new file's identity (a hard link
+ * leaves the inode's mtime as it was).
  */
-export async function createFileExclusive(fs: FsPort, path: string, data: string): Promise<boolean> {
+export async function createFileExclusive(fs: FsPort, path: string, data: string): Promise<false | FileIdentity> {
   const temp = tempPathFor(path);
-  await writeDurably(fs, temp, data);
+  const identity = await writeDurably(fs, temp, data);
   try {
     await fs.link(temp, path);
-    return true;
+    return identity;
   } catch (err) {
     if (errnoCode(err) === 'EEXIST') return false;
     throw err;

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { ErrorCodes, StowageError } from './errors.js';
 
 export interface CommandResult {
@@ -31,6 +30,9 @@ export class ExecaCommandRunner implements CommandRunner {
   async run(program: string, args: readonly string[], options: CommandOptions = {}): Promise<CommandResult> {
     const timeout = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     const shown = [program, ...args].join(' ');
+    // Loaded on first use: execa and its dependencies are a large share of start-up time, and a
+    // vfs daemon never runs a program.
+    const { execa } = await import('execa');
     const result = await execa(program, [...args], {
       timeout,
       input: options.input,

@@ -60,6 +60,8 @@ describe('vfs backend', () => {
     await fs.rm('/mnt/shared', { recursive: true });
     await fs.mkdir('/mnt/shared');
     await expect(first.attach('vol1')).rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE });
+    await expect(first.create({ name: 'vol2', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' }))
+      .rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE });
     const restarted = vfs(fs, '/state', { 'vfs.path': '/mnt/shared', 'vfs.shared': 'true' });
     await expect(restarted.init()).rejects.toThrow(/no longer holds stowage store/);
     expect(await fs.readdir('/mnt/shared')).toEqual([]);
@@ -147,6 +149,32 @@ describe('vfs backend', () => {
     await restarted.init();
     await restarted.settle();
     expect(await fs.readdir('/state/volumes/.stowage/deleting')).toEqual([]);
+  });
+
+  it('answers the first List after a restart from its saved cache, without reading every entry', async () => {
+    const fs = memFs();
+    const first = vfs(fs, '/state');
+    await first.init();
+    for (let i = 0; i < 30; i += 1) {
+      await first.create({ name: `cached-${i}`, options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+    }
+    await first.dispose();
+    let entryReads = 0;
+    const counting: FsPort = {
+      ...fs,
+      readFile: ((path: string, options: unknown) => {
+        if (String(path).includes('/.stowage/volumes/')) entryReads += 1;
+        return (fs.readFile as (p: string, o: unknown) => Promise<string>)(path, options);
+      }) as FsPort['readFile'],
+    };
+    await fs.unlink('/state/volumes/.stowage/volumes/cached-7.json'); // removed while this node was down
+    const restarted = vfs(counting, '/state');
+    await restarted.init();
+    const names = (await restarted.list()).map((v) => v.name);
+    expect(names).toHaveLength(29);
+    expect(names).not.toContain('cached-7');
+    expect(entryReads).toBe(0);
+    expect((await restarted.get('cached-3'))?.createdBy).toBe('node-a');
   });
 
   it('validates its options', () => {

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { VolumeRecord } from '../../core/backend.js';
-import { createFileExclusive } from '../../core/atomic-file.js';
+import { createFileExclusive, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
@@ -19,7 +19,15 @@ interface Cached {
   size: number;
 }
 
+interface CacheSnapshot {
+  format: 1;
+  storeId: string;
+  entries: Array<[string, Cached]>;
+}
+
 const SUFFIX = '.json';
+/** Saving the cache waits for a quiet moment; a crash only costs the next start some reads. */
+const SNAPSHOT_DELAY_MS = 10_000;
 const READ_CONCURRENCY = 64;
 
 /**
@@ -31,7 +39,52 @@ const READ_CONCURRENCY = 64;
 export class VolumeRegistry {
   private readonly cache = new Map<string, Cached>();
 
-  constructor(private readonly fs: FsPort, private readonly dir: string, private readonly log: Logger) {}
+  private dirty = false;
+  private saveTimer?: NodeJS.Timeout;
+  private storeId = '';
+
+  /**
+   * @param snapshotFile node-local file where the cache is kept between runs, so the first List
+   * after a restart does not read every entry again.
+   */
+  constructor(
+    private readonly fs: FsPort,
+    private readonly dir: string,
+    private readonly log: Logger,
+    private readonly snapshotFile?: string,
+  ) {}
+
+  /** Loads the cache a previous run saved for the same store; anything else is ignored. */
+  async loadSnapshot(storeId: string): Promise<void> {
+    if (!this.snapshotFile) return;
+    try {
+      const saved = JSON.parse(await this.fs.readFile(this.snapshotFile, 'utf8')) as CacheSnapshot;
+      if (saved.format !== 1 || saved.storeId !== storeId || !Array.isArray(saved.entries)) return;
+      for (const [name, cached] of saved.entries) this.cache.set(name, cached);
+    } catch {
+      // No snapshot or an unreadable one: the cache fills from the store as before.
+    }
+    this.storeId = storeId;
+  }
+
+  /** Writes the cache snapshot if it changed since the last save. */
+  async saveSnapshot(): Promise<void> {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = undefined;
+    if (!this.snapshotFile || !this.dirty) return;
+    this.dirty = false;
+    const snapshot: CacheSnapshot = { format: 1, storeId: this.storeId, entries: [...this.cache] };
+    await writeFileAtomic(this.fs, this.snapshotFile, JSON.stringify(snapshot)).catch((err: unknown) => {
+      this.log.warn(`could not save the registry cache to ${this.snapshotFile}: ${(err as Error).message}`);
+    });
+  }
+
+  private changed(): void {
+    this.dirty = true;
+    if (!this.snapshotFile || this.saveTimer) return;
+    this.saveTimer = setTimeout(() => void this.saveSnapshot(), SNAPSHOT_DELAY_MS);
+    this.saveTimer.unref();
+  }
 
   private fileOf(name: string): string {
     return join(this.dir, name + SUFFIX);
@@ -39,10 +92,10 @@ export class VolumeRegistry {
 
   /** Registers a volume; false when the name is already taken (possibly by another node). */
   async add(entry: RegistryEntry): Promise<boolean> {
-    const file = this.fileOf(entry.record.name);
-    if (!(await createFileExclusive(this.fs, file, JSON.stringify(entry, null, 1)))) return false;
-    const stat = await this.fs.stat(file);
-    this.cache.set(entry.record.name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
+    const identity = await createFileExclusive(this.fs, this.fileOf(entry.record.name), JSON.stringify(entry, null, 1));
+    if (!identity) return false;
+    this.cache.set(entry.record.name, { entry, ...identity });
+    this.changed();
     return true;
   }
 
@@ -51,6 +104,7 @@ export class VolumeRegistry {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
     this.cache.delete(name);
+    this.changed();
   }
 
   /** The cached entry without touching storage; for decorating an answer `get` just gave. */
@@ -76,7 +130,10 @@ export class VolumeRegistry {
       return cached.entry;
     }
     const entry = await this.read(name);
-    if (entry) this.cache.set(name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
+    if (entry) {
+      this.cache.set(name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
+      this.changed();
+    }
     return entry;
   }
 
@@ -91,7 +148,12 @@ export class VolumeRegistry {
         { cause: err });
     }
     const present = new Set(names);
-    for (const name of this.cache.keys()) if (!present.has(name)) this.cache.delete(name);
+    for (const name of this.cache.keys()) {
+      if (!present.has(name)) {
+        this.cache.delete(name);
+        this.changed();
+      }
+    }
     const unseen = names.filter((name) => !this.cache.has(name));
     for (let i = 0; i < unseen.length; i += READ_CONCURRENCY) {
       await Promise.all(unseen.slice(i, i + READ_CONCURRENCY).map((name) => this.get(name).catch((err: unknown) => {

@@ -38,7 +38,7 @@ export class VfsBackend implements Backend {
   constructor(private readonly ctx: BackendContext, private readonly options: VfsOptions) {
     this.capabilities = { scope: options.shared ? 'global' : 'local', sizeLimit: 'recorded', snapshots: false };
     this.meta = join(options.path, META_DIR);
-    this.registry = new VolumeRegistry(ctx.fs, join(this.meta, 'volumes'), ctx.log);
+    this.registry = new VolumeRegistry(ctx.fs, join(this.meta, 'volumes'), ctx.log, join(ctx.root, 'vfs-registry-cache.json'));
     if (options.shared) this.clusterStateDir = join(this.meta, 'cluster');
   }
 
@@ -74,6 +74,7 @@ export class VfsBackend implements Backend {
       marker = await this.createStore();
     }
     this.storeId = marker.storeId;
+    await this.registry.loadSnapshot(marker.storeId);
     await fs.mkdir(join(this.meta, 'volumes'), { recursive: true });
     await fs.mkdir(join(this.meta, 'removed'), { recursive: true });
     await fs.mkdir(join(this.meta, 'deleting'), { recursive: true });
@@ -99,6 +100,7 @@ export class VfsBackend implements Backend {
 
   async dispose(): Promise<void> {
     await Promise.allSettled([...this.purges]);
+    await this.registry.saveSnapshot();
   }
 
   /** Waits for background deletions; data is already out of the namespace when remove returns. */
@@ -128,13 +130,8 @@ export class VfsBackend implements Backend {
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { fs } = this.ctx;
     const { name, options } = request;
-    await this.assertStorePresent(name);
     const dataDir = join(this.options.path, name);
-    const existing = await fs.readdir(dataDir).catch((err: unknown) => {
-      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
-      throw err;
-    });
-    const adopted = existing !== undefined && existing.length > 0;
+    const adopted = await this.holdsData(dataDir, name);
     if (adopted && !options.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `${dataDir} already holds data that belongs to no volume; to make it volume ${name}'s data create with ` +
@@ -145,19 +142,26 @@ export class VfsBackend implements Backend {
       name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy,
       ...(adopted ? { adopted: true } : {}),
     };
-    if (!(await this.registry.add({ format: 1, record, dataDir: name }))) {
-      throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
-    }
+    // Registering first also proves the store is there: without it, .stowage/volumes is missing
+    // and nothing gets created in what may be an empty mount point.
+    const registered = await this.registry.add({ format: 1, record, dataDir: name }).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume: name });
+    });
+    if (!registered) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     try {
-      await fs.mkdir(dataDir, { mode: options.mode ?? 0o755 }).catch((err: unknown) => {
+      const made = await fs.mkdir(dataDir, { mode: options.mode ?? 0o755 }).then(() => true, (err: unknown) => {
         if (errnoCode(err) !== 'EEXIST') throw err;
+        return false;
       });
-      const stat = await fs.lstat(dataDir);
-      if (!stat.isDirectory()) {
+      const stat = made && options.uid === undefined && options.gid === undefined ? undefined : await fs.lstat(dataDir);
+      if (stat && !stat.isDirectory()) {
         throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dataDir} exists and is not a directory`, { volume: name });
       }
+      // mkdir's mode is filtered by the umask; the user asked for these exact bits.
       if (options.mode !== undefined) await fs.chmod(dataDir, options.mode);
-      if (options.uid !== undefined || options.gid !== undefined) {
+      if (stat && (options.uid !== undefined || options.gid !== undefined)) {
         await fs.chown(dataDir, options.uid ?? stat.uid, options.gid ?? stat.gid);
       }
     } catch (err) {
@@ -165,6 +169,19 @@ export class VfsBackend implements Backend {
       throw err;
     }
     return record;
+  }
+
+  /** True when `dir` exists with content; a non-directory there is a conflict in itself. */
+  private async holdsData(dir: string, name: string): Promise<boolean> {
+    const stat = await this.ctx.fs.lstat(dir).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!stat) return false;
+    if (!stat.isDirectory()) {
+      throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dir} exists and is not a directory; move it away first`, { volume: name });
+    }
+    return (await this.ctx.fs.readdir(dir)).length > 0;
   }
 
   async get(name: string): Promise<VolumeRecord | undefined> {

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import './threadpool.js';
 import { Command, Option } from 'commander';
 import { VERSION } from '../../version.js';
 import { isStowageError } from '../../core/errors.js';
