@@ -7,7 +7,11 @@ import { ErrorCodes, StowageError } from '../core/errors.js';
  */
 export function jsonBody(req: Request): Record<string, unknown> {
   const raw: unknown = req.body;
-  const text = Buffer.isBuffer(raw) ? raw.toString('utf8') : typeof raw === 'string' ? raw : '';
+  return parseJsonBody(Buffer.isBuffer(raw) ? raw : Buffer.from(typeof raw === 'string' ? raw : ''));
+}
+
+export function parseJsonBody(raw: Buffer): Record<string, unknown> {
+  const text = raw.toString('utf8');
   if (text.trim() === '') return {};
   let parsed: unknown;
   try {

@@ -1,23 +1,36 @@
 import { createConnection } from 'node:net';
 import * as fsp from 'node:fs/promises';
-import type { Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import { dirname } from 'node:path';
 import express from 'express';
 import { ErrorCodes, StowageError, errnoCode } from '../core/errors.js';
 import type { VolumeManager } from '../core/volume-manager.js';
 import { CONTROL_PREFIX, controlRoutes } from './control/routes.js';
-import { dockerPluginRoutes } from './docker-plugin/routes.js';
+import { dockerPluginHandlers, servePluginRequest } from './docker-plugin/routes.js';
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
 
-export function createApp(manager: VolumeManager): express.Express {
+/**
+ * One listener for both protocols on the socket: Docker's plugin calls go to a small dispatcher,
+ * everything else (the control API under /stowage/v1, unknown paths) to express.
+ */
+export function createApp(manager: VolumeManager): RequestListener {
+  const plugin = dockerPluginHandlers(manager);
+  const app = controlApp(manager);
+  return (req, res) => {
+    const handler = req.method === 'POST' ? plugin.get(req.url ?? '') : undefined;
+    if (handler) void servePluginRequest(handler, req, res);
+    else app(req, res);
+  };
+}
+
+function controlApp(manager: VolumeManager): express.Express {
   const app = express();
   app.disable('x-powered-by');
   // Docker never revalidates; hashing every answer (List can be large) is pure cost.
   app.set('etag', false);
   // Raw for every content type: Docker sends JSON with no Content-Type header.
   app.use(express.raw({ type: () => true, limit: '1mb' }));
-  app.use(dockerPluginRoutes(manager));
   app.use(CONTROL_PREFIX, controlRoutes(manager));
   // Each protocol answers failures in its own shape: Docker reads `Err`, the CLI reads `error`.
   const fail = (req: express.Request, res: express.Response, status: number, code: string, message: string) => {
@@ -59,7 +72,7 @@ async function prepareSocketPath(socket: string): Promise<void> {
   await fsp.unlink(socket);
 }
 
-export async function listenOnSocket(app: express.Express, socket: string): Promise<Server> {
+export async function listenOnSocket(app: RequestListener, socket: string): Promise<Server> {
   await prepareSocketPath(socket);
   // The socket grants full control over volumes: only its owner (root, as dockerd) may use it,
   // from the moment it exists, hence the umask around bind rather than a chmod afterwards.
@@ -67,8 +80,9 @@ export async function listenOnSocket(app: express.Express, socket: string): Prom
   let server: Server;
   try {
     server = await new Promise<Server>((resolve, reject) => {
-      const s = app.listen(socket, (err?: Error) => (err ? reject(err) : resolve(s)));
+      const s = createServer(app);
       s.once('error', reject);
+      s.listen(socket, () => resolve(s));
     });
   } finally {
     process.umask(previousUmask);

@@ -1,21 +1,12 @@
-import { Router, type Request, type Response } from 'express';
-import { ErrorCodes, isStowageError } from '../../core/errors.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
 import type { VolumeInfo, VolumeManager } from '../../core/volume-manager.js';
-import { jsonBody, requireString } from '../http-body.js';
+import { parseJsonBody, requireString } from '../http-body.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<object> | object;
 
-/** Docker reads failures from `Err`; the message is the core's, written for the person at the CLI. */
-function endpoint(handler: Handler) {
-  return async (req: Request, res: Response) => {
-    try {
-      res.json(await handler(jsonBody(req)));
-    } catch (err) {
-      const message = isStowageError(err) ? err.message : `internal error: ${(err as Error).message}`;
-      res.status(500).json({ Err: message });
-    }
-  };
-}
+/** Largest request body accepted; Docker's requests are a few hundred bytes. */
+export const MAX_BODY_BYTES = 1024 * 1024;
 
 function dockerVolume(info: VolumeInfo): Record<string, unknown> {
   return {
@@ -26,44 +17,82 @@ function dockerVolume(info: VolumeInfo): Record<string, unknown> {
   };
 }
 
-/** The legacy volume plugin protocol (docker.volumedriver/1.0), all eight methods. */
-export function dockerPluginRoutes(manager: VolumeManager): Router {
-  const router = Router();
-  router.post('/Plugin.Activate', endpoint(() => ({ Implements: ['VolumeDriver'] })));
-  router.post('/VolumeDriver.Create', endpoint(async (body) => {
-    await manager.create(requireString(body, 'Name'), body.Opts ?? {});
-    return {};
-  }));
-  router.post('/VolumeDriver.Remove', endpoint(async (body) => {
-    try {
-      await manager.remove(requireString(body, 'Name'));
-    } catch (err) {
-      // Docker keeps its own record until Remove succeeds; a volume already gone (removed on
-      // another node, say) must not leave an entry in Docker that can never be removed.
-      if (!isStowageError(err, ErrorCodes.VOLUME_NOT_FOUND)) throw err;
-    }
-    return {};
-  }));
-  router.post('/VolumeDriver.Mount', endpoint(async (body) => ({
-    Mountpoint: await manager.mount(requireString(body, 'Name'), requireString(body, 'ID')),
-  })));
-  router.post('/VolumeDriver.Unmount', endpoint(async (body) => {
-    await manager.unmount(requireString(body, 'Name'), requireString(body, 'ID'));
-    return {};
-  }));
-  router.post('/VolumeDriver.Path', endpoint(async (body) => {
-    const name = requireString(body, 'Name');
-    await manager.get(name);
-    return { Mountpoint: manager.path(name) ?? '' };
-  }));
-  router.post('/VolumeDriver.Get', endpoint(async (body) => ({
-    Volume: dockerVolume(await manager.get(requireString(body, 'Name'))),
-  })));
-  router.post('/VolumeDriver.List', endpoint(async () => ({
-    Volumes: (await manager.listBrief()).map((v) => ({
-      Name: v.name, CreatedAt: v.createdAt, ...(v.mountpoint ? { Mountpoint: v.mountpoint } : {}),
-    })),
-  })));
-  router.post('/VolumeDriver.Capabilities', endpoint(() => ({ Capabilities: { Scope: manager.scope } })));
-  return router;
+/** The legacy volume plugin protocol (docker.volumedriver/1.0), all eight methods, by path. */
+export function dockerPluginHandlers(manager: VolumeManager): Map<string, Handler> {
+  return new Map<string, Handler>([
+    ['/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] })],
+    ['/VolumeDriver.Create', async (body) => {
+      await manager.create(requireString(body, 'Name'), body.Opts ?? {});
+      return {};
+    }],
+    ['/VolumeDriver.Remove', async (body) => {
+      try {
+        await manager.remove(requireString(body, 'Name'));
+      } catch (err) {
+        // Docker keeps its own record until Remove succeeds; a volume already gone (removed on
+        // another node, say) must not leave an entry in Docker that can never be removed.
+        if (!isStowageError(err, ErrorCodes.VOLUME_NOT_FOUND)) throw err;
+      }
+      return {};
+    }],
+    ['/VolumeDriver.Mount', async (body) => ({
+      Mountpoint: await manager.mount(requireString(body, 'Name'), requireString(body, 'ID')),
+    })],
+    ['/VolumeDriver.Unmount', async (body) => {
+      await manager.unmount(requireString(body, 'Name'), requireString(body, 'ID'));
+      return {};
+    }],
+    ['/VolumeDriver.Path', async (body) => {
+      const name = requireString(body, 'Name');
+      await manager.get(name);
+      return { Mountpoint: manager.path(name) ?? '' };
+    }],
+    ['/VolumeDriver.Get', async (body) => ({ Volume: dockerVolume(await manager.get(requireString(body, 'Name'))) })],
+    ['/VolumeDriver.List', async () => ({
+      Volumes: (await manager.listBrief()).map((v) => ({
+        Name: v.name, CreatedAt: v.createdAt, ...(v.mountpoint ? { Mountpoint: v.mountpoint } : {}),
+      })),
+    })],
+    ['/VolumeDriver.Capabilities', () => ({ Capabilities: { Scope: manager.scope } })],
+  ]);
+}
+
+function reply(res: ServerResponse, status: number, body: object): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new StowageError(ErrorCodes.INVALID_REQUEST, `bad request: the body exceeds ${MAX_BODY_BYTES} bytes`));
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Serves one plugin request with plain node:http: Docker's calls are small and frequent, and a
+ * full web framework's routing and response machinery was most of the cost of a Get.
+ * Docker reads failures from `Err`; the message is the core's, written for the person at the CLI.
+ */
+export async function servePluginRequest(handler: Handler, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  try {
+    const body = parseJsonBody(await readBody(req));
+    reply(res, 200, await handler(body));
+  } catch (err) {
+    const message = isStowageError(err) ? err.message : `internal error: ${(err as Error).message}`;
+    const status = isStowageError(err, ErrorCodes.INVALID_REQUEST) && message.startsWith('bad request') ? 400 : 500;
+    reply(res, status, { Err: message });
+  }
 }
