@@ -25,7 +25,7 @@ const LOG_LIMIT = 64 * 1024;
 const live = new Set<RawDaemon>();
 
 /**
- * Spawns `node dist/.../main.js daemon --socket SOCKET ARGS` directly, so the pid is node's.
+ * Spawns `node dist/bin/stowage.mjs daemon --socket SOCKET ARGS` directly, so the pid is node's.
  * `cli` selects another build of the CLI (to compare builds).
  */
 export function spawnDaemon(socket: string, args: readonly string[], cli = CLI_PATH): RawDaemon {

@@ -1,5 +1,5 @@
 /**
- * The built CLI (`dist/src/drivers/cli/main.js`) as users run it: a real `stowage daemon` child
+ * The built CLI (`dist/bin/stowage.mjs`, what `bin` and `npm start` run) as users run it: a real `stowage daemon` child
  * process on a unix socket in a temp dir, and one CLI process per command. `npm test` builds
  * dist/ first; run `npm run build` before running this file alone.
  */

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { execa, type Result, type ResultPromise } from 'execa';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI_PATH = join(REPO_ROOT, 'dist', 'src', 'drivers', 'cli', 'main.js');
+/** The bundled CLI that package.json's bin and npm start run. */
+export const CLI_PATH = join(REPO_ROOT, 'dist', 'bin', 'stowage.mjs');
 
 /** Fails with a helpful message when dist/ was not built (`npm test` builds first). */
 export function assertCliBuilt(): void {
