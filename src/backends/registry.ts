@@ -2,11 +2,13 @@ import type { Backend } from '../core/backend.js';
 import { ErrorCodes, StowageError } from '../core/errors.js';
 import type { BackendContext } from './context.js';
 import { createVfsBackend } from './vfs/index.js';
+import { createGlusterfsBackend } from './glusterfs/index.js';
 
 export type BackendFactory = (ctx: BackendContext, options: Record<string, string>) => Backend;
 
 const FACTORIES: Record<string, BackendFactory> = {
   vfs: createVfsBackend,
+  glusterfs: createGlusterfsBackend,
 };
 
 export const BACKEND_NAMES = Object.keys(FACTORIES);

@@ -1,0 +1,186 @@
+import { hostname } from 'node:os';
+import { isAbsolute, join, normalize } from 'node:path';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
+
+export type GlusterMode = 'subdir' | 'volume';
+
+export interface BrickRoot {
+  host: string;
+  /** Absolute directory on `host` under which stowage places one brick directory per volume. */
+  path: string;
+}
+
+/** Daemon options of the glusterfs backend (`--opt glusterfs.KEY=VALUE`). */
+export interface GlusterfsOptions {
+  /**
+   * Gluster servers to fetch volume definitions from; the first is the mount source, the rest
+   * become `backup-volfile-servers`. (`glusterfs.servers`, comma-separated, as in Convoy.)
+   * @default this machine's host name
+   */
+  servers: string[];
+  /**
+   * `subdir`: stowage volumes are directories of one pool volume. `volume`: each stowage volume
+   * is its own gluster volume. (`glusterfs.mode`)
+   * @default 'subdir'
+   */
+  mode: GlusterMode;
+  /**
+   * The existing gluster volume every node mounts (required). subdir mode: it holds the stowage
+   * volumes, their registry and the cluster state. volume mode: only the cluster state (node
+   * records, references, name locks), so a small replicated volume will do.
+   * (`glusterfs.pool`; aliases `glusterfs.volume` and Convoy's `glusterfs.defaultvolumepool`)
+   */
+  pool: string;
+  /** Brick roots `host:/path`, in volume mode (required there). (`glusterfs.bricks`, comma-separated) */
+  brickRoots: BrickRoot[];
+  /** Replica count of new gluster volumes in volume mode. (`glusterfs.replica`) @default none: plain distribute */
+  replica?: number;
+  /** Disperse count of new gluster volumes in volume mode. (`glusterfs.disperse`) @default none */
+  disperse?: number;
+  /**
+   * Pass `force` to `volume create`: needed for bricks on the root filesystem or several replica
+   * bricks on one host. (`glusterfs.brickforce`)
+   * @default false
+   */
+  brickForce: boolean;
+  /** Prefix of the gluster volumes stowage makes in volume mode. (`glusterfs.volumeprefix`) @default 'stowage-' */
+  volumePrefix: string;
+  /** Extra `mount -t glusterfs -o` options, e.g. `acl,log-level=WARNING`. (`glusterfs.mountoptions`) @default none */
+  mountOptions: string[];
+  /** glusterd's unix socket, used by the gluster CLI. (`glusterfs.glusterdsocket`) @default '/var/run/glusterd.socket' */
+  glusterdSocket: string;
+  /** Bound, in milliseconds, on every gluster CLI call and mount. (`glusterfs.timeout`, in seconds) @default 20 s */
+  timeoutMs: number;
+  /** Enforce `size` with gluster directory quotas (enabled on the volume when first needed). (`glusterfs.quota`) @default true */
+  quota: boolean;
+}
+
+const POOL_KEYS = ['glusterfs.pool', 'glusterfs.volume', 'glusterfs.defaultvolumepool'];
+const KEYS = [
+  'glusterfs.servers', 'glusterfs.mode', ...POOL_KEYS, 'glusterfs.bricks', 'glusterfs.replica', 'glusterfs.disperse',
+  'glusterfs.brickforce', 'glusterfs.volumeprefix', 'glusterfs.mountoptions', 'glusterfs.glusterdsocket',
+  'glusterfs.timeout', 'glusterfs.quota',
+];
+/** Set by stowage itself on every mount; a user value would silently lose our log or fail-over list. */
+const RESERVED_MOUNT_OPTIONS = ['log-file', 'backup-volfile-servers', 'backupvolfile-server', 'volfile-id', 'subdir-mount'];
+
+const HOST = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+/** Gluster volume names: letters, digits, '-' and '_' (no '.'), not starting with '-'. */
+export const GLUSTER_VOLUME_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,255}$/;
+/** Paths end up in gluster brick specs and in mount.glusterfs's word-split command line. */
+const SAFE_PATH = /^\/[A-Za-z0-9._@+/-]*$/;
+
+function invalid(message: string): StowageError {
+  return new StowageError(ErrorCodes.INVALID_OPTION, message);
+}
+
+function list(value: string | undefined): string[] {
+  return (value ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+export function parseCount(key: string, value: string, min: number): number {
+  if (!/^\d{1,2}$/.test(value) || Number(value) < min || Number(value) > 16) {
+    throw invalid(`${key}=${JSON.stringify(value)}: expected a whole number from ${min} to 16`);
+  }
+  return Number(value);
+}
+
+function parseBool(key: string, value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (value === 'true' || value === 'false') return value === 'true';
+  throw invalid(`${key}=${JSON.stringify(value)}: expected true or false`);
+}
+
+export function parseBrickRoot(spec: string): BrickRoot {
+  const at = spec.indexOf(':');
+  const host = spec.slice(0, at);
+  const given = at > 0 ? spec.slice(at + 1) : '';
+  const path = normalize(given).replace(/\/+$/, '');
+  // '..' is refused as written, not resolved: a brick root is where stowage deletes things.
+  if (at <= 0 || !HOST.test(host) || !isAbsolute(path) || !SAFE_PATH.test(path) || path === '' || given.split('/').includes('..')) {
+    throw invalid(`glusterfs.bricks entry ${JSON.stringify(spec)}: expected host:/absolute/dir (a directory below /, ` +
+      'letters, digits and ._@+- only), e.g. gl1:/data/bricks');
+  }
+  if (host === 'localhost' || /^127\./.test(host)) {
+    throw invalid(`glusterfs.bricks entry ${JSON.stringify(spec)}: gluster refuses localhost bricks; use the host's name`);
+  }
+  return { host, path };
+}
+
+function parseMountOption(option: string): string {
+  const match = /^([A-Za-z][A-Za-z0-9_-]*)(?:=([A-Za-z0-9_.:/@+-]+))?$/.exec(option);
+  if (!match) throw invalid(`glusterfs.mountoptions entry ${JSON.stringify(option)}: expected name or name=value`);
+  if (RESERVED_MOUNT_OPTIONS.includes(match[1]!)) {
+    throw invalid(`glusterfs.mountoptions: ${match[1]} is set by stowage itself (from glusterfs.servers and the node's --root)`);
+  }
+  return option;
+}
+
+/** Validates the daemon's `--opt glusterfs.*` map. */
+export function parseGlusterfsOptions(raw: Record<string, string>): GlusterfsOptions {
+  for (const key of Object.keys(raw)) {
+    if (!KEYS.includes(key)) throw invalid(`unknown glusterfs option ${JSON.stringify(key)}; known options: ${KEYS.join(', ')}`);
+  }
+  const mode = raw['glusterfs.mode'] ?? 'subdir';
+  if (mode !== 'subdir' && mode !== 'volume') throw invalid(`glusterfs.mode=${JSON.stringify(mode)}: expected subdir or volume`);
+
+  const servers = raw['glusterfs.servers'] === undefined ? [hostname()] : list(raw['glusterfs.servers']);
+  if (servers.length === 0) throw invalid('glusterfs.servers is empty; give at least one gluster server host name');
+  for (const server of servers) {
+    if (!HOST.test(server)) throw invalid(`glusterfs.servers entry ${JSON.stringify(server)} is not a host name or IPv4 address`);
+  }
+
+  const pools = [...new Set(POOL_KEYS.map((k) => raw[k]).filter((v): v is string => v !== undefined))];
+  if (pools.length > 1) throw invalid(`${POOL_KEYS.join(', ')} name the same pool volume; they disagree: ${pools.join(' vs ')}`);
+  const pool = pools[0];
+  if (pool !== undefined && !GLUSTER_VOLUME_NAME.test(pool)) {
+    throw invalid(`glusterfs.pool=${JSON.stringify(pool)} is not a gluster volume name (letters, digits, '-' and '_')`);
+  }
+
+  const brickRoots = list(raw['glusterfs.bricks']).map(parseBrickRoot);
+  const seen = new Set(brickRoots.map((b) => `${b.host}:${b.path}`));
+  if (seen.size !== brickRoots.length) throw invalid('glusterfs.bricks lists the same brick root twice');
+  const replica = raw['glusterfs.replica'] === undefined ? undefined : parseCount('glusterfs.replica', raw['glusterfs.replica'], 2);
+  const disperse = raw['glusterfs.disperse'] === undefined ? undefined : parseCount('glusterfs.disperse', raw['glusterfs.disperse'], 3);
+  if (replica !== undefined && disperse !== undefined) throw invalid('glusterfs.replica and glusterfs.disperse exclude each other');
+
+  const volumePrefix = raw['glusterfs.volumeprefix'] ?? 'stowage-';
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/.test(volumePrefix)) {
+    throw invalid(`glusterfs.volumeprefix=${JSON.stringify(volumePrefix)}: 1-32 letters, digits, '-' and '_', starting with a letter or digit`);
+  }
+  const glusterdSocket = raw['glusterfs.glusterdsocket'] ?? '/var/run/glusterd.socket';
+  if (!isAbsolute(glusterdSocket)) throw invalid(`glusterfs.glusterdsocket=${JSON.stringify(glusterdSocket)} must be an absolute path`);
+  const timeoutRaw = raw['glusterfs.timeout'] ?? '20';
+  if (!/^\d{1,3}$/.test(timeoutRaw) || Number(timeoutRaw) < 1 || Number(timeoutRaw) > 100) {
+    // Docker gives Create and Mount 2 minutes; an attach makes a few bounded calls, so each stays well below.
+    throw invalid(`glusterfs.timeout=${JSON.stringify(timeoutRaw)}: expected seconds from 1 to 100`);
+  }
+
+  if (pool === undefined) {
+    throw invalid(mode === 'subdir'
+      ? 'glusterfs.pool (or glusterfs.defaultvolumepool) is required: the gluster volume that holds the stowage volumes'
+      : 'glusterfs.pool is required in volume mode too: a small gluster volume where the nodes keep their shared ' +
+        'cluster state (node records, references, locks)');
+  }
+  if (mode === 'subdir') {
+    for (const key of ['glusterfs.bricks', 'glusterfs.replica', 'glusterfs.disperse', 'glusterfs.brickforce', 'glusterfs.volumeprefix']) {
+      if (raw[key] !== undefined) throw invalid(`${key} only applies in volume mode (glusterfs.mode=volume)`);
+    }
+  } else {
+    if (brickRoots.length === 0) throw invalid('glusterfs.bricks is required in volume mode: brick roots such as gl1:/data/bricks,gl2:/data/bricks');
+  }
+  return {
+    servers, mode, pool, brickRoots, replica, disperse,
+    brickForce: parseBool('glusterfs.brickforce', raw['glusterfs.brickforce'], false),
+    volumePrefix,
+    mountOptions: list(raw['glusterfs.mountoptions']).map(parseMountOption),
+    glusterdSocket,
+    timeoutMs: Number(timeoutRaw) * 1000,
+    quota: parseBool('glusterfs.quota', raw['glusterfs.quota'], true),
+  };
+}
+
+/** Node-local places of the backend under `--root`. */
+export function layout(root: string): { mounts: string; logs: string } {
+  return { mounts: join(root, 'glusterfs', 'mnt'), logs: join(root, 'glusterfs', 'log') };
+}

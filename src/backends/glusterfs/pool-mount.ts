@@ -1,0 +1,73 @@
+import { join } from 'node:path';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
+import type { GlusterCli } from './gluster-cli.js';
+import type { GlusterMounter } from './gluster-mount.js';
+
+/**
+ * The one gluster volume every node mounts under its `--root`: in subdir mode it holds the
+ * volumes, their registry and the cluster state; in volume mode only the cluster state (node
+ * records, references, name locks) that the core keeps on storage all nodes share.
+ */
+export class PoolMount {
+  readonly mountpoint: string;
+
+  constructor(
+    private readonly cli: GlusterCli,
+    private readonly mounter: GlusterMounter,
+    readonly pool: string,
+    mountRoot: string,
+    private readonly nodeId: string,
+    private readonly servers: readonly string[],
+  ) {
+    this.mountpoint = join(mountRoot, pool);
+  }
+
+  /** Checks with glusterd that the pool exists and is started, then mounts it. */
+  async init(): Promise<void> {
+    const info = await this.cli.volumeInfo(this.pool);
+    if (!info) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `the pool volume ${this.pool} does not exist on ${this.servers.join(', ')}; create and start it ` +
+        `(gluster volume create ${this.pool} replica 3 HOST1:/BRICK HOST2:/BRICK HOST3:/BRICK; gluster volume start ${this.pool}) ` +
+        'or fix glusterfs.pool');
+    }
+    if (!info.started) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `the pool volume ${this.pool} is ${info.status.toLowerCase()}, not started; start it: gluster volume start ${this.pool}`);
+    }
+    await this.ensure();
+  }
+
+  /** A live mount of the pool, remounted if it died; `volume` names the stowage volume in errors. */
+  async ensure(volume?: string): Promise<void> {
+    try {
+      await this.mounter.ensure({ volume: this.pool, target: this.mountpoint, forVolume: volume });
+    } catch (err) {
+      // The commonest cause has a precise answer; ask glusterd (bounded) rather than guess from the client log.
+      const info = await this.cli.volumeInfo(this.pool).catch(() => undefined);
+      if (info && !info.started) {
+        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+          `the pool volume ${this.pool} is ${info.status.toLowerCase()}, not started, so volume ${volume ?? '(any)'} cannot be ` +
+          `reached on node ${this.nodeId}; start it: gluster volume start ${this.pool}`, { volume, node: this.nodeId, cause: err });
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Runs a read of files in the pool. It must never run against the bare mount point: an
+   * unmounted pool looks like a store without volumes, and a Get answering "no such volume"
+   * makes Docker forget it. So check the mount (cheaply, /proc only) first, and heal once when
+   * the read hits a dead mount.
+   */
+  async read<T>(fn: () => Promise<T>): Promise<T> {
+    if (!(await this.mounter.isMounted(this.pool, this.mountpoint))) await this.ensure();
+    try {
+      return await fn();
+    } catch (err) {
+      if ((await this.mounter.health(this.pool, this.mountpoint)).state === 'live') throw err;
+      await this.ensure();
+      return fn();
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import { join } from 'node:path';
+import type {
+  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
+} from '../../core/backend.js';
+import type { BackendContext } from '../context.js';
+import { VfsBackend } from '../vfs/vfs-backend.js';
+import type { GlusterCli } from './gluster-cli.js';
+import { layout, type GlusterfsOptions } from './glusterfs-options.js';
+import type { PoolMount } from './pool-mount.js';
+import { quotaFacts } from './usage.js';
+
+/**
+ * subdir mode: one existing gluster volume (the pool) is mounted once per node under `--root`;
+ * each stowage volume is a top-level directory of the pool, and the registry lives in the pool
+ * (`.stowage/`), so every node sees every volume. Inside the mount this is exactly a shared vfs
+ * store, so the vfs backend does the directory work (registry, adopt checks, retain, crash-safe
+ * purge); this class owns the mount, which it confirms before every vfs call, and the quotas.
+ */
+export class GlusterSubdirBackend implements Backend {
+  readonly name = 'glusterfs';
+  readonly capabilities: BackendCapabilities;
+  /** The core keeps node records, references and name locks here, in the pool every node mounts. */
+  readonly clusterStateDir?: string;
+  private readonly store: VfsBackend;
+  private readonly mountpoint: string;
+  private readonly pool: string;
+
+  constructor(
+    private readonly ctx: BackendContext,
+    private readonly options: GlusterfsOptions,
+    private readonly cli: GlusterCli,
+    private readonly poolMount: PoolMount,
+  ) {
+    this.pool = poolMount.pool;
+    this.mountpoint = poolMount.mountpoint;
+    this.capabilities = { scope: 'global', sizeLimit: options.quota ? 'enforced' : 'recorded', snapshots: false };
+    this.store = new VfsBackend(ctx, { path: this.mountpoint, shared: true });
+    this.clusterStateDir = this.store.clusterStateDir;
+  }
+
+  async init(): Promise<void> {
+    // The gluster CLI and mount write their logs there from the first call on.
+    await this.ctx.fs.mkdir(layout(this.ctx.root).logs, { recursive: true });
+    await this.poolMount.init();
+    await this.store.init();
+  }
+
+  async dispose(): Promise<void> {
+    // The pool stays mounted: running containers use it, and the next daemon start reuses it.
+    await this.store.dispose();
+  }
+
+  /** Waits for background deletions (tests). */
+  settle(): Promise<void> {
+    return this.store.settle();
+  }
+
+  private ensurePool(volume?: string): Promise<void> {
+    return this.poolMount.ensure(volume);
+  }
+
+  async create(request: CreateRequest): Promise<VolumeRecord> {
+    await this.ensurePool(request.name);
+    const record = await this.store.create(request);
+    const size = request.options.size;
+    if (size !== undefined && this.options.quota) {
+      try {
+        await this.cli.limitUsage(this.pool, `/${request.name}`, size);
+      } catch (err) {
+        // A volume without the limit the user asked for is worse than no volume.
+        await this.undoCreate(record).catch((undo: unknown) =>
+          this.ctx.log.error(`could not undo volume ${request.name}: ${(undo as Error).message}`));
+        throw err;
+      }
+    }
+    return record;
+  }
+
+  /** Unregisters a volume whose create failed half-way; adopted data goes back where it was found. */
+  private async undoCreate(record: VolumeRecord): Promise<void> {
+    if (!record.adopted) {
+      await this.store.remove(record.name, { retainData: false });
+      return;
+    }
+    const { retainedAt } = await this.store.remove(record.name, { retainData: true });
+    if (retainedAt) await this.ctx.fs.rename(retainedAt, join(this.mountpoint, record.name));
+  }
+
+  get(name: string): Promise<VolumeRecord | undefined> {
+    return this.poolMount.read(() => this.store.get(name));
+  }
+
+  list(): Promise<VolumeRecord[]> {
+    return this.poolMount.read(() => this.store.list());
+  }
+
+  async remove(name: string, request: RemoveRequest): Promise<RemoveOutcome> {
+    await this.ensurePool(name);
+    const record = await this.store.get(name);
+    if (!record) return {};
+    if (record.options.size !== undefined && this.options.quota) await this.cli.removeLimit(this.pool, `/${name}`);
+    return this.store.remove(name, request);
+  }
+
+  async attach(name: string): Promise<string> {
+    await this.ensurePool(name);
+    // The vfs store refuses a missing directory (VOLUME_DATA_MISSING) and never creates one.
+    const path = await this.store.attach(name);
+    // After a remove and re-create through another node this kernel may still hold the old
+    // directory's entry for a second (FUSE entry cache). Docker's bind mount would pin it and the
+    // container would get "Stale file handle"; an open revalidates the entry (the kernel retries
+    // a stale open with a fresh lookup) before anyone pins it.
+    const handle = await this.ctx.fs.open(path, 'r');
+    await handle.close();
+    return path;
+  }
+
+  async detach(): Promise<void> {
+    // Volumes are directories of the pool mount, which other volumes and the registry share.
+  }
+
+  async volumeStatus(name: string): Promise<Record<string, string>> {
+    const record = await this.store.get(name).catch(() => undefined);
+    const status: Record<string, string> = { glusterVolume: this.pool, glusterPath: `/${name}` };
+    Object.assign(status, await this.store.volumeStatus(name).catch(() => ({})));
+    if (record?.options.size !== undefined && this.options.quota) {
+      Object.assign(status, await quotaFacts(this.cli, this.ctx.runner, this.pool, `/${name}`, join(this.mountpoint, name),
+        this.options.timeoutMs, record.options.size));
+    }
+    return status;
+  }
+
+  async describe(): Promise<Record<string, string>> {
+    const store = await this.store.describe();
+    return {
+      'glusterfs.mode': 'subdir',
+      'glusterfs.pool': this.pool,
+      'glusterfs.servers': this.options.servers.join(','),
+      'glusterfs.quota': String(this.options.quota),
+      mountpoint: this.mountpoint,
+      storeId: store.storeId ?? '',
+    };
+  }
+}

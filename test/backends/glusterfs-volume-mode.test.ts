@@ -1,0 +1,154 @@
+import * as realFs from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ErrorCodes } from '../../src/core/errors.js';
+import type { GlusterVolumeBackend } from '../../src/backends/glusterfs/volume-backend.js';
+import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
+import { eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, unmountUnder } from '../helpers/gluster-backend.js';
+import { checkGluster, systemSuite } from '../helpers/requirements.js';
+
+vi.setConfig({ testTimeout: 120_000 });
+
+const skip = systemSuite('glusterfs', checkGluster());
+
+describe.skipIf(skip)('glusterfs backend, volume mode', () => {
+  let gd: Glusterd;
+  let a: GlusterVolumeBackend;
+  let rootA: string;
+  let brickRoots: string[];
+  const log = memoryLogger();
+  const request = (name: string, options: Record<string, unknown> = {}) =>
+    ({ name, options, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+  const glusterVolumes = async () =>
+    [...(await gd.gluster(['--xml', 'volume', 'list'])).stdout.matchAll(/<volume>([^<]+)<\/volume>/g)].map((m) => m[1]!);
+  const info = async (volume: string) => (await gd.gluster(['--xml', 'volume', 'info', volume])).stdout;
+
+  beforeAll(async () => {
+    gd = await startGlusterd();
+    brickRoots = [await gd.tempDir('bricks1-'), await gd.tempDir('bricks2-')];
+    await gd.createVolume({ name: 'vstate' });
+    rootA = await gd.tempDir('root-a-');
+    a = glusterBackend(gd, rootA, {
+      'glusterfs.mode': 'volume', 'glusterfs.bricks': brickRoots.map((b) => `${gd.host}:${b}`).join(','),
+      'glusterfs.brickforce': 'true', 'glusterfs.pool': 'vstate',
+    }, 'node-a', log) as GlusterVolumeBackend;
+    await a.init();
+  });
+  afterAll(async () => {
+    await a?.dispose();
+    await gd?.stop();
+  });
+
+  it('makes one gluster volume per stowage volume, with the layout asked for, and removes its bricks on delete', async () => {
+    await a.create(request('mirrored', { backend: { replica: '2' } }));
+    expect(await glusterVolumes()).toContain('stowage-mirrored');
+    expect(await info('stowage-mirrored')).toMatch(/<typeStr>Replicate<\/typeStr>/);
+    expect(await a.volumeStatus('mirrored')).toMatchObject({ glusterVolume: 'stowage-mirrored', glusterStatus: 'Started', glusterType: 'Replicate' });
+    const path = await a.attach('mirrored');
+    expect(path).toBe(join(rootA, 'glusterfs', 'mnt', 'stowage-mirrored'));
+    await realFs.writeFile(join(path, 'twice'), 'on both replicas');
+    // Each replica brick holds a full copy.
+    for (const root of brickRoots) {
+      const [brick] = (await realFs.readdir(root)).filter((d) => d.startsWith('stowage-mirrored-'));
+      expect(await realFs.readFile(join(root, brick!, 'twice'), 'utf8')).toBe('on both replicas');
+    }
+    await a.detach('mirrored');
+    // Only the state pool stays mounted.
+    expect(await glusterMountsUnder(rootA)).toEqual([join(rootA, 'glusterfs', 'mnt', 'vstate')]);
+    await a.remove('mirrored', { retainData: false });
+    await a.settle();
+    expect(await glusterVolumes()).not.toContain('stowage-mirrored');
+    for (const root of brickRoots) {
+      expect((await realFs.readdir(root)).filter((d) => d.startsWith('stowage-mirrored'))).toEqual([]);
+      expect(await realFs.readdir(join(root, '.stowage-deleting'))).toEqual([]);
+    }
+  });
+
+  it('retain deletes the gluster volume but keeps its bricks, and says where the data is', async () => {
+    await a.create(request('kept'));
+    await realFs.writeFile(join(await a.attach('kept'), 'data'), 'still here');
+    await a.detach('kept');
+    const outcome = await a.remove('kept', { retainData: true });
+    // Two distribute bricks: the file sits on one of them, so the answer names both.
+    const bricks = outcome.retainedAt!.split(',');
+    expect(bricks).toHaveLength(2);
+    const found: string[] = [];
+    for (const [i, brick] of bricks.entries()) {
+      expect(brick).toMatch(new RegExp(`^${gd.host}:${brickRoots[i]}/stowage-kept-`));
+      const file = join(brick.slice(gd.host.length + 1), 'data');
+      if (await realFs.readFile(file, 'utf8').catch(() => undefined) === 'still here') found.push(file);
+    }
+    expect(found).toHaveLength(1);
+    expect(await glusterVolumes()).not.toContain('stowage-kept');
+    expect(log.lines.some((l) => /its data stays in bricks/.test(l))).toBe(true);
+  });
+
+  it('refuses a layout the brick roots cannot hold, creating nothing', async () => {
+    const before = await glusterVolumes();
+    await expect(a.create(request('threeway', { backend: { replica: '3' } }))).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_OPTION, message: expect.stringMatching(/replica 3 needs a multiple of 3 bricks, but glusterfs.bricks lists 2/),
+    });
+    expect(await glusterVolumes()).toEqual(before);
+  });
+
+  it('maps names with "." and "_" to distinct gluster volumes and lists them by their own names', async () => {
+    await a.create(request('app.data'));
+    await a.create(request('app_ddata'));
+    expect(await glusterVolumes()).toEqual(expect.arrayContaining(['stowage-app_ddata', 'stowage-app__ddata']));
+    expect((await a.list()).map((v) => v.name)).toEqual(expect.arrayContaining(['app.data', 'app_ddata']));
+    expect((await a.get('app.data'))?.name).toBe('app.data');
+  });
+
+  it('enforces size with a quota on the gluster volume and shows it in Status', async () => {
+    await a.create(request('capped', { size: 50 * 1024 * 1024 }));
+    expect(await hardLimitOf(gd, 'stowage-capped', '/')).toBe(52428800);
+    await realFs.writeFile(join(await a.attach('capped'), 'blob'), Buffer.alloc(2 * 1024 * 1024, 1));
+    let status: Record<string, string> = {};
+    expect(await eventually(async () => {
+      status = await a.volumeStatus('capped');
+      return status.quotaUsed === '2MiB';
+    })).toBe(true);
+    expect(status).toMatchObject({ quotaLimit: '50MiB', quotaSource: 'gluster quota list' });
+  });
+
+  it('refuses an existing gluster volume it did not make unless asked to adopt it', async () => {
+    await gd.createVolume({ name: 'stowage-legacy' });
+    await expect(a.create(request('legacy'))).rejects.toMatchObject({
+      code: ErrorCodes.DATA_CONFLICT, message: expect.stringMatching(/stowage-legacy already exists but stowage did not make it.*adopt=true/),
+    });
+    expect(await a.get('legacy')).toBeUndefined();
+    const adopted = await a.create(request('legacy', { adopt: true }));
+    expect(adopted.adopted).toBe(true);
+    expect((await a.list()).map((v) => v.name)).toContain('legacy');
+    expect(await a.volumeStatus('legacy')).toMatchObject({ adopted: 'true' });
+  });
+
+  it('a second node sees the same volumes (glusterd is the registry) and mounts them itself', async () => {
+    await a.create(request('seen'));
+    await realFs.writeFile(join(await a.attach('seen'), 'hello'), 'from a');
+    const rootB = await gd.tempDir('root-b-');
+    const b = glusterBackend(gd, rootB, {
+      'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${brickRoots[0]}`, 'glusterfs.brickforce': 'true',
+      'glusterfs.pool': 'vstate',
+    }, 'node-b');
+    await b.init();
+    try {
+      expect((await b.get('seen'))?.createdBy).toBe('node-a');
+      const onB = await b.attach('seen');
+      expect(onB.startsWith(rootB)).toBe(true);
+      expect(await realFs.readFile(join(onB, 'hello'), 'utf8')).toBe('from a');
+    } finally {
+      await unmountUnder(rootB);
+    }
+  });
+
+  it('explains a brick on the root filesystem when glusterfs.brickforce is off', async () => {
+    const root = await gd.tempDir('root-c-');
+    const strict = glusterBackend(gd, root, { 'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${brickRoots[0]}`, 'glusterfs.pool': 'vstate' });
+    await strict.init();
+    await expect(strict.create(request('rootfs'))).rejects.toMatchObject({
+      code: ErrorCodes.BACKEND_COMMAND, message: expect.stringMatching(/creating gluster volume stowage-rootfs for volume rootfs failed: .*glusterfs.brickforce=true/),
+    });
+    expect(await glusterVolumes()).not.toContain('stowage-rootfs');
+  });
+});

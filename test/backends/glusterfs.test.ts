@@ -1,0 +1,215 @@
+import * as realFs from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
+import { ErrorCodes } from '../../src/core/errors.js';
+import { describeBackendConformance } from '../conformance/backend-suite.js';
+import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
+import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
+import {
+  deleteVolumes, eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, unmountUnder,
+} from '../helpers/gluster-backend.js';
+import { checkGluster, systemSuite } from '../helpers/requirements.js';
+
+// Every call below goes through a real glusterd: volume create/start/stop take seconds, and the
+// shared suite creates 40 volumes in one test.
+vi.setConfig({ testTimeout: 240_000 });
+
+const skip = systemSuite('glusterfs', checkGluster());
+
+describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
+  let gd: Glusterd;
+  let seq = 0;
+  beforeAll(async () => {
+    gd = await startGlusterd();
+    // One brick process for all volumes: the shared suite makes ~60 gluster volumes in volume
+    // mode, and multiplexing (a normal production setting) cuts their start/stop time by a third.
+    await gd.xml(['volume', 'set', 'all', 'cluster.brick-multiplex', 'on']);
+    process.stderr.write(`[glusterfs tests] private glusterd answered after ${gd.startMs} ms\n`);
+  });
+  afterAll(async () => {
+    await gd?.stop();
+  });
+
+  let pool: string | undefined;
+  describeBackendConformance('glusterfs, subdir mode', async () => {
+    // One pool, emptied after each test (cheaper than a gluster volume per test).
+    if (pool === undefined) await gd.createVolume({ name: (pool = 'cpool') });
+    const root = await gd.tempDir('root-');
+    const backend = glusterBackend(gd, root, { 'glusterfs.pool': pool });
+    await backend.init();
+    return {
+      backend, fs: realFs,
+      settle: () => backend.settle(),
+      cleanup: async () => {
+        const mountpoint = join(root, 'glusterfs', 'mnt', pool!);
+        for (const entry of await realFs.readdir(mountpoint)) await realFs.rm(join(mountpoint, entry), { recursive: true, force: true });
+        await unmountUnder(root);
+      },
+    };
+  });
+
+  let statePool: string | undefined;
+  describeBackendConformance('glusterfs, volume mode', async () => {
+    // One small state pool (cluster records only) serves every backend of this suite.
+    if (statePool === undefined) await gd.createVolume({ name: (statePool = 'cvstate') });
+    const prefix = `cv${++seq}-`;
+    const bricks = await gd.tempDir('bricks-');
+    const root = await gd.tempDir('root-');
+    const backend = glusterBackend(gd, root, {
+      'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${bricks}`, 'glusterfs.brickforce': 'true',
+      'glusterfs.volumeprefix': prefix, 'glusterfs.pool': statePool,
+    });
+    await backend.init();
+    return {
+      backend, fs: realFs,
+      settle: () => backend.settle(),
+      cleanup: async () => {
+        await unmountUnder(root);
+        await deleteVolumes(gd, prefix);
+      },
+    };
+  });
+});
+
+describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
+  let gd: Glusterd;
+  const pool = 'xpool';
+  let a: GlusterSubdirBackend;
+  let rootA: string;
+  const request = (name: string, size?: number) =>
+    ({ name, options: size === undefined ? {} : { size }, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+
+  beforeAll(async () => {
+    gd = await startGlusterd();
+    await gd.createVolume({ name: pool, bricks: 2, replica: 2 });
+    rootA = await gd.tempDir('root-a-');
+    a = glusterBackend(gd, rootA, { 'glusterfs.pool': pool }) as GlusterSubdirBackend;
+    await a.init();
+  });
+  afterAll(async () => {
+    await a?.dispose();
+    await gd?.stop();
+  });
+
+  it('mounts the pool once under --root, confirmed as fuse.glusterfs, and says so in describe', async () => {
+    const mountpoint = join(rootA, 'glusterfs', 'mnt', pool);
+    expect(await glusterMountsUnder(rootA)).toEqual([mountpoint]);
+    expect(await a.describe()).toMatchObject({ 'glusterfs.mode': 'subdir', 'glusterfs.pool': pool, mountpoint });
+    await a.create(request('first'));
+    await a.create(request('second'));
+    await a.attach('first');
+    await a.attach('second');
+    expect(await glusterMountsUnder(rootA)).toEqual([mountpoint]);
+  });
+
+  it('turns size into a gluster directory quota, shows limit and usage, and drops the limit on remove', async () => {
+    await a.create(request('sized', 50 * 1024 * 1024));
+    expect(await hardLimitOf(gd, pool, '/sized')).toBe(52428800);
+    const path = await a.attach('sized');
+    await realFs.writeFile(join(path, 'blob'), Buffer.alloc(3 * 1024 * 1024, 1));
+    let status: Record<string, string> = {};
+    expect(await eventually(async () => {
+      status = await a.volumeStatus('sized');
+      return status.quotaUsed === '3MiB';
+    })).toBe(true);
+    expect(status).toMatchObject({ glusterVolume: pool, glusterPath: '/sized', quotaLimit: '50MiB', quotaExceeded: 'no' });
+    // The limit is what the filesystem reports inside the volume: a container's df shows 50M.
+    const df = await realFs.statfs(path);
+    expect(df.blocks * df.bsize).toBe(52428800);
+    await a.remove('sized', { retainData: false });
+    expect(await hardLimitOf(gd, pool, '/sized')).toBeUndefined();
+  });
+
+  it('shares volumes between nodes through the registry in the pool', async () => {
+    const rootB = await gd.tempDir('root-b-');
+    const b = glusterBackend(gd, rootB, { 'glusterfs.pool': pool }, 'node-b') as GlusterSubdirBackend;
+    await b.init();
+    try {
+      await a.create(request('shared'));
+      await realFs.writeFile(join(await a.attach('shared'), 'from-a'), 'written on node a');
+      expect((await b.list()).map((v) => v.name)).toContain('shared');
+      expect((await b.get('shared'))?.createdBy).toBe('node-a');
+      const onB = await b.attach('shared');
+      expect(onB.startsWith(rootB)).toBe(true);
+      expect(await realFs.readFile(join(onB, 'from-a'), 'utf8')).toBe('written on node a');
+      await b.remove('shared', { retainData: false });
+      // Node a's FUSE client caches entries for up to a second (gluster's entry/md-cache timeouts).
+      expect(await eventually(async () => (await a.get('shared')) === undefined, 5_000)).toBe(true);
+    } finally {
+      await b.dispose();
+      await unmountUnder(rootB);
+    }
+  });
+
+  it('attaches a volume removed and re-created on another node freshly, never through a stale handle', async () => {
+    const rootB = await gd.tempDir('root-b-');
+    const b = glusterBackend(gd, rootB, { 'glusterfs.pool': pool }, 'node-b') as GlusterSubdirBackend;
+    await b.init();
+    try {
+      await a.create(request('recycled'));
+      const path = await a.attach('recycled');
+      await realFs.writeFile(join(path, 'old'), 'first life');
+      await b.remove('recycled', { retainData: false });
+      await b.create(request('recycled'));
+      // Node a's kernel still caches the old directory entry. Docker bind-mounts what attach
+      // returns, pinning that entry, so attach must have refreshed it (a plain open would retry
+      // a stale handle by itself, a bind mount does not).
+      expect(await a.attach('recycled')).toBe(path);
+      const bind = await gd.tempDir('bind-');
+      await execa('mount', ['--bind', path, bind]);
+      try {
+        expect(await realFs.readdir(bind)).toEqual([]);
+      } finally {
+        await execa('umount', [bind]);
+      }
+    } finally {
+      await b.dispose();
+      await unmountUnder(rootB);
+    }
+  });
+
+  it('answers Get from the gluster registry even after the pool was unmounted behind its back', async () => {
+    await a.create(request('survivor'));
+    const mountpoint = join(rootA, 'glusterfs', 'mnt', pool);
+    await unmountUnder(rootA);
+    expect(await glusterMountsUnder(rootA)).toEqual([]);
+    // An unmounted pool looks like an empty store; Get must not answer "no such volume" from it.
+    expect((await a.get('survivor'))?.name).toBe('survivor');
+    expect(await glusterMountsUnder(rootA)).toEqual([mountpoint]);
+  });
+
+  it('a size gluster refuses to enforce creates nothing, and adopted data stays where it was', async () => {
+    const real = new ExecaCommandRunner();
+    const refusing: CommandRunner = {
+      run: (program, args, options) => (args.includes('limit-usage')
+        ? Promise.resolve({ exitCode: 0, stderr: '', stdout: '<cliOutput><opRet>-1</opRet><opErrstr>Quota limit refused for the test</opErrstr></cliOutput>' })
+        : real.run(program, args, options)),
+    };
+    const root = await gd.tempDir('root-q-');
+    const strict = glusterBackend(gd, root, { 'glusterfs.pool': pool }, 'node-q', memoryLogger(), refusing) as GlusterSubdirBackend;
+    await strict.init();
+    await expect(strict.create(request('unlimited', 1048576))).rejects.toThrow(/setting a 1048576-byte quota on \/unlimited of gluster volume xpool failed: Quota limit refused/);
+    expect(await strict.get('unlimited')).toBeUndefined();
+    const legacy = join(root, 'glusterfs', 'mnt', pool, 'legacy');
+    await realFs.mkdir(legacy);
+    await realFs.writeFile(join(legacy, 'old'), 'data from before');
+    await expect(strict.create({ ...request('legacy', 1048576), options: { size: 1048576, adopt: true } })).rejects.toThrow(/Quota limit refused/);
+    expect(await strict.get('legacy')).toBeUndefined();
+    expect(await realFs.readFile(join(legacy, 'old'), 'utf8')).toBe('data from before');
+    await unmountUnder(root);
+  });
+
+  it('refuses to start on a pool that does not exist or is not started, mounting nothing', async () => {
+    const root = await gd.tempDir('root-c-');
+    const missing = glusterBackend(gd, root, { 'glusterfs.pool': 'nosuchpool' });
+    await expect(missing.init()).rejects.toMatchObject({
+      code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/pool volume nosuchpool does not exist on .*gluster volume create nosuchpool/),
+    });
+    await gd.createVolume({ name: 'idlepool', start: false });
+    const idle = glusterBackend(gd, root, { 'glusterfs.pool': 'idlepool' });
+    await expect(idle.init()).rejects.toThrow(/idlepool is created, not started; start it: gluster volume start idlepool/);
+    expect(await glusterMountsUnder(root)).toEqual([]);
+  });
+});
