@@ -1,6 +1,6 @@
 /**
- * Two Docker engines and two stowage daemons on one machine sharing a vfs directory: the
- * cross-node failures Convoy let through, step by step.
+ * Two Docker engines and two stowage daemons on one machine sharing storage (a vfs directory,
+ * then a gluster pool): the cross-node failures Convoy let through, step by step.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,25 +9,64 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/daemon-process.js';
 import { startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
 import { listedNames, pluginCall } from '../helpers/plugin-client.js';
-import { checkDocker, findExecutable, systemSuite } from '../helpers/requirements.js';
+import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
+import { checkDocker, checkGluster, findExecutable, systemSuite } from '../helpers/requirements.js';
 import { startStowageInNode, type StowageInNode } from '../helpers/stowage-in-node.js';
 
 const docker = checkDocker();
 const skip = systemSuite('docker + faketime', findExecutable('faketime')
   ? docker : { ok: false, why: 'faketime is missing (apt-get install -y faketime)' });
+const skipGluster = skip || systemSuite('glusterfs', checkGluster());
+
+/** One kind of storage both nodes share, and the daemon options that point at it. */
+interface SharedStorage {
+  label: string;
+  skip: boolean;
+  setup(): Promise<string[]>;
+  teardown(): Promise<void>;
+}
+
+const vfsStorage = (): SharedStorage => {
+  let dir = '';
+  return {
+    label: 'a vfs directory',
+    skip,
+    setup: async () => {
+      dir = await mkdtemp(join(tmpdir(), 'stowage-shared-'));
+      return ['--opt', `vfs.path=${dir}`, '--opt', 'vfs.shared=true'];
+    },
+    teardown: () => rm(dir, { recursive: true, force: true }),
+  };
+};
+
+const glusterStorage = (): SharedStorage => {
+  let gd: Glusterd | undefined;
+  return {
+    label: 'a gluster pool',
+    skip: skipGluster,
+    setup: async () => {
+      gd = await startGlusterd();
+      await gd.createVolume({ name: 'clusterpool', bricks: 2, replica: 2 });
+      return ['--backend', 'glusterfs', '--opt', `glusterfs.servers=${gd.host}`, '--opt', 'glusterfs.pool=clusterpool',
+        '--opt', `glusterfs.glusterdsocket=${gd.socket}`];
+    },
+    teardown: async () => { await gd?.stop(); },
+  };
+};
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const STALE_AFTER_S = 3;
 
-describe.skipIf(skip)('two nodes sharing a vfs directory', { timeout: 120_000 }, () => {
-  let shared: string;
+describe.each([vfsStorage(), glusterStorage()])('two nodes sharing $label', (storage) => {
+ describe.skipIf(storage.skip)('', { timeout: 120_000 }, () => {
+  let storageArgs: string[] = [];
   const nodes: DockerNode[] = [];
   const daemons: StowageInNode[] = [];
 
   async function startStowage(i: number, extra: { wrapper?: string[]; env?: Record<string, string> } = {}) {
     const node = nodes[i]!;
     daemons[i] = await startStowageInNode(node, {
-      args: ['--node-id', `n${i + 1}`, '--opt', `vfs.path=${shared}`, '--opt', 'vfs.shared=true',
+      args: ['--node-id', `n${i + 1}`, ...storageArgs,
         '--docker-host', node.dockerHost, '--heartbeat-interval', '0.5', '--stale-after', String(STALE_AFTER_S)],
       logName: `stowage-${Date.now()}`,
       ...extra,
@@ -47,13 +86,15 @@ describe.skipIf(skip)('two nodes sharing a vfs directory', { timeout: 120_000 },
   }
 
   beforeAll(async () => {
-    shared = await mkdtemp(join(tmpdir(), 'stowage-shared-'));
+    storageArgs = await storage.setup();
     nodes.push(...await Promise.all([startDockerNode({ name: 'c1' }), startDockerNode({ name: 'c2' })]));
     await Promise.all([startStowage(0), startStowage(1)]);
   });
   afterAll(async () => {
+    // Nodes first: their namespaces hold the storage's mounts.
     await stopAll();
-    await rm(shared, { recursive: true, force: true });
+    nodes.splice(0);
+    await storage.teardown();
   });
 
   it('refuses a remove while a stopped container on the other node references the volume, then lets it through', async () => {
@@ -147,4 +188,5 @@ describe.skipIf(skip)('two nodes sharing a vfs directory', { timeout: 120_000 },
     await nodes[0]!.docker(['volume', 'rm', 'made-on-skewed']);
     await nodes[1]!.docker(['volume', 'rm', 'made-on-sane']);
   });
+});
 });
