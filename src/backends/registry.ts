@@ -1,6 +1,7 @@
 import type { Backend } from '../core/backend.js';
 import { ErrorCodes, StowageError } from '../core/errors.js';
 import type { BackendContext } from './context.js';
+import { createDevicemapperBackend } from './devicemapper/index.js';
 import { createVfsBackend } from './vfs/index.js';
 import { createGlusterfsBackend } from './glusterfs/index.js';
 
@@ -9,6 +10,7 @@ export type BackendFactory = (ctx: BackendContext, options: Record<string, strin
 const FACTORIES: Record<string, BackendFactory> = {
   vfs: createVfsBackend,
   glusterfs: createGlusterfsBackend,
+  devicemapper: createDevicemapperBackend,
 };
 
 export const BACKEND_NAMES = Object.keys(FACTORIES);

@@ -1,10 +1,12 @@
 /**
  * Pure classification of dmsetup failures. dmsetup exits 1 and prints, for ioctl failures,
- * `device-mapper: <ioctl> ioctl on <device> failed: <strerror>` then `Command failed.`; for a
+ * `device-mapper: <ioctl> ioctl on <device> [(<major>:<minor>)] failed: <strerror>` then `Command failed.`; for a
  * missing device on status/info/table it prints `Device does not exist.`
  */
 
 export type DmFailureKind =
+  /** The kernel has no device-mapper driver (/dev/mapper/control cannot be opened). */
+  | 'no-kernel'
   /** EEXIST: thin id taken (message create_thin/create_snap), or device name taken. */
   | 'exists'
   /** ENODATA: thin id absent (delete, create_snap origin, thin table load). */
@@ -48,8 +50,12 @@ function kindOf(reason: string): DmFailureKind {
 /** Classifies dmsetup's stderr; never throws. */
 export function parseDmError(stderr: string): DmFailure {
   const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  if (lines.some((l) => /^Failure to communicate with kernel device-mapper driver/.test(l))) {
+    return { kind: 'no-kernel', reason: 'the kernel has no device-mapper driver (/dev/mapper/control cannot be opened)' };
+  }
   for (const line of lines) {
-    const match = /^device-mapper: (\S+) ioctl on (\S*)\s+failed: (.+)$/.exec(line);
+    // The device may be followed by its number: `reload ioctl on ghost (254:1) failed: ...`.
+    const match = /^device-mapper: (\S+) ioctl on (\S*)(?: \(\d+:\d+\))?\s+failed: (.+)$/.exec(line);
     if (match) {
       const reason = match[3]!.trim();
       return { kind: kindOf(reason), ioctl: match[1]!, ...(match[2] ? { device: match[2] } : {}), reason };

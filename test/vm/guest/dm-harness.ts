@@ -1,0 +1,105 @@
+/**
+ * Guest-side helpers (inside the test VM, real device-mapper): thin pools on sparse files in the
+ * guest's tmpfs, backends over them, and a "reboot" that tears every device down.
+ */
+import { randomBytes } from 'node:crypto';
+import * as realFs from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { ExecaCommandRunner } from '../../../src/core/command-runner.js';
+import type { Logger } from '../../../src/core/logger.js';
+import { DevicemapperBackend } from '../../../src/backends/devicemapper/devicemapper-backend.js';
+import { parseDevicemapperOptions } from '../../../src/backends/devicemapper/dm-options.js';
+import { parseLosetupJson, parseProcMounts } from '../../../src/backends/devicemapper/system-parsers.js';
+import { parseLs } from '../../../src/backends/devicemapper/table-parser.js';
+
+export const MiB = 2 ** 20;
+
+export interface PoolFixture {
+  dir: string;
+  root: string;
+  data: string;
+  meta: string;
+  poolName: string;
+  /** Backend options (`--opt`) for this pool. */
+  options: Record<string, string>;
+}
+
+export interface PoolFileSizes {
+  dataMiB?: number;
+  metaMiB?: number;
+  /** Default volume size option. */
+  volumeSize?: string;
+}
+
+/** Sparse data and metadata files in a fresh temp dir, plus a state root next to them. */
+export async function makePoolFiles(sizes: PoolFileSizes = {}): Promise<PoolFixture> {
+  const dir = await mkdtemp(join(tmpdir(), 'dmpool-'));
+  const fx: PoolFixture = {
+    dir,
+    root: join(dir, 'root'),
+    data: join(dir, 'data.img'),
+    meta: join(dir, 'meta.img'),
+    poolName: `stw-${randomBytes(3).toString('hex')}`,
+    options: {},
+  };
+  await execa('truncate', ['-s', `${sizes.dataMiB ?? 512}M`, fx.data]);
+  await execa('truncate', ['-s', `${sizes.metaMiB ?? 16}M`, fx.meta]);
+  fx.options = {
+    'dm.datadev': fx.data,
+    'dm.metadatadev': fx.meta,
+    'dm.thinpoolname': fx.poolName,
+    'dm.thinpoolblocksize': '128',
+    'dm.defaultvolumesize': sizes.volumeSize ?? '16M',
+  };
+  return fx;
+}
+
+export interface CollectingLogger extends Logger {
+  lines: string[];
+}
+
+export function collectingLogger(): CollectingLogger {
+  const lines: string[] = [];
+  return {
+    lines,
+    info: (m) => lines.push(`info ${m}`),
+    warn: (m) => lines.push(`warn ${m}`),
+    error: (m) => lines.push(`error ${m}`),
+  };
+}
+
+export function makeBackend(fx: PoolFixture, extra: Record<string, string> = {}, log: Logger = collectingLogger()): DevicemapperBackend {
+  return new DevicemapperBackend(
+    { nodeId: 'vm-node', root: fx.root, fs: realFs, runner: new ExecaCommandRunner(), log },
+    parseDevicemapperOptions({ ...fx.options, ...extra }),
+    { removeDelayMs: 50 },
+  );
+}
+
+export async function sh(program: string, args: readonly string[]): Promise<string> {
+  const result = await execa(program, [...args], { env: { DM_DISABLE_UDEV: '1' } });
+  return String(result.stdout);
+}
+
+/**
+ * What a reboot does to the pool: every mount under the fixture unmounted, the pool's thin
+ * devices and the pool removed, the loop devices detached. Files (and the state root) stay.
+ */
+export async function teardownPool(fx: PoolFixture): Promise<void> {
+  const mounts = parseProcMounts(await realFs.readFile('/proc/self/mounts', 'utf8'))
+    .filter((m) => m.target.startsWith(fx.dir + '/')).reverse();
+  for (const m of mounts) await execa('umount', [m.target], { reject: false });
+  const devices = parseLs(await sh('dmsetup', ['ls'])).map((d) => d.name);
+  for (const name of devices.filter((n) => n.startsWith(`${fx.poolName}-`))) await sh('dmsetup', ['remove', '--noudevsync', name]);
+  if (devices.includes(fx.poolName)) await sh('dmsetup', ['remove', '--noudevsync', fx.poolName]);
+  const loops = parseLosetupJson(await sh('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE']));
+  for (const loop of loops.filter((l) => l.backingFile.startsWith(fx.dir + '/'))) await sh('losetup', ['-d', loop.name]);
+}
+
+export async function destroyPool(fx: PoolFixture): Promise<void> {
+  await teardownPool(fx);
+  await rm(fx.dir, { recursive: true, force: true });
+}
