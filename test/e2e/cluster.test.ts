@@ -131,24 +131,27 @@ describe.each([vfsStorage(), glusterStorage()])('two nodes sharing $label', (sto
   it('reports a node killed while holding a volume as stale, refuses, and lets the delete through after node forget', async () => {
     await nodes[0]!.docker(['volume', 'create', '-d', 'stowage', 'kill-vol']);
     await run(1, ['-d', '--name', 'holder', '-v', 'kill-vol:/data', nodes[1]!.image, 'sleep', '300']);
+    // Kill node two only once node one has seen its mount and running container.
+    await until(async () => /n2: 1 mount\(s\), container holder \([0-9a-f]{12}, running\)/.test(await usedBy(0, 'kill-vol')));
     await daemons[1]!.stop('SIGKILL');
-    await sleep(STALE_AFTER_S * 1000 + 1500);
+    try {
+      await sleep(STALE_AFTER_S * 1000 + 1500);
+      const nodesList = await cli(0, ['node', 'list']);
+      expect(nodesList.stdout).toMatch(/^n2\s.*\sstale\s/m);
+      const refused = await nodes[0]!.docker(['volume', 'rm', 'kill-vol'], { reject: false });
+      expect(refused.exitCode).not.toBe(0);
+      expect(refused.stderr).toMatch(/stopped sending heartbeats: n2 \(last heartbeat \d+ s ago\): 1 mount\(s\), container holder/);
+      expect(refused.stderr).toMatch(/stowage node forget n2/);
 
-    const nodesList = await cli(0, ['node', 'list']);
-    expect(nodesList.stdout).toMatch(/^n2\s.*\sstale\s/m);
-    const refused = await nodes[0]!.docker(['volume', 'rm', 'kill-vol'], { reject: false });
-    expect(refused.exitCode).not.toBe(0);
-    expect(refused.stderr).toMatch(/stopped sending heartbeats: n2 \(last heartbeat \d+ s ago\): 1 mount\(s\), container holder/);
-    expect(refused.stderr).toMatch(/stowage node forget n2/);
-
-    const forgot = await cli(0, ['node', 'forget', 'n2']);
-    expect(forgot.exitCode).toBe(0);
-    await nodes[0]!.docker(['volume', 'rm', 'kill-vol']);
-    expect(await listedNames(daemons[0]!.socket)).not.toContain('kill-vol');
-
-    // Restart node two's daemon first, so Docker's Unmount for the dead mount gets an answer.
-    await startStowage(1);
-    await nodes[1]!.docker(['rm', '-f', 'holder']);
+      const forgot = await cli(0, ['node', 'forget', 'n2']);
+      expect(forgot.exitCode).toBe(0);
+      await nodes[0]!.docker(['volume', 'rm', 'kill-vol']);
+      expect(await listedNames(daemons[0]!.socket)).not.toContain('kill-vol');
+    } finally {
+      // Restart node two's daemon first, so Docker's Unmount for the dead mount gets an answer.
+      await startStowage(1);
+      await nodes[1]!.docker(['rm', '-f', 'holder']);
+    }
   });
 
   it('20 concurrent creates of one name over both nodes make one volume, without errors', async () => {

@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 
 export const VM_DIR = dirname(fileURLToPath(import.meta.url));
+/** The checkout: shared read-only at its own path, since the guest's fresh /tmp and /run would hide a checkout there. */
+export const REPO_ROOT = dirname(dirname(VM_DIR));
 export const GUEST_RUNNER = join(VM_DIR, 'guest-run.sh');
 
 export interface KernelPackage {
@@ -107,7 +109,7 @@ export interface VmRun {
 
 /** Boots the VM once, runs `command`, and returns when the guest powered off (or the timeout hit). */
 export async function runInVm(options: VmRunOptions): Promise<VmRun> {
-  for (const path of [options.work, options.command]) {
+  for (const path of [options.work, options.command, REPO_ROOT]) {
     if (/[\s"'\\]/.test(path)) throw new Error(`VM paths must not contain spaces or quotes: ${JSON.stringify(path)}`);
   }
   const started = Date.now();
@@ -117,8 +119,9 @@ export async function runInVm(options: VmRunOptions): Promise<VmRun> {
     '-name', 'stowage-dmvm', '-accel', 'tcg,thread=multi', '-cpu', 'max',
     '-m', String(options.memoryMb ?? 1536), '-smp', String(smp),
     '-kernel', options.image.kernel, '-initrd', options.image.initramfs,
-    '-append', `console=ttyS0 quiet loglevel=4 panic=-1 dmvm.work=${options.work} dmvm.cmd=${options.command}`,
+    '-append', `console=ttyS0 quiet loglevel=4 panic=-1 dmvm.work=${options.work} dmvm.cmd=${options.command} dmvm.repo=${REPO_ROOT}`,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap',
+    '-virtfs', `local,path=${REPO_ROOT},mount_tag=repo,security_model=passthrough,readonly=on,multidevs=remap`,
     '-virtfs', `local,path=${options.work},mount_tag=work,security_model=passthrough,multidevs=remap`,
     '-nic', 'none', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
   ], { reject: false, timeout: options.timeoutMs, forceKillAfterDelay: 5_000, stdin: 'ignore', buffer: false, all: true });
