@@ -1,5 +1,5 @@
 import { inject, injectable } from 'inversify';
-import type { Backend, VolumeRecord } from './backend.js';
+import type { Backend, SnapshotRecord, SnapshotSupport, VolumeRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
 import type { Cluster } from './cluster/cluster.js';
 import type { NodeView } from './cluster/node-record.js';
@@ -270,6 +270,34 @@ export class VolumeManager {
       ...(await this.backend.describe()),
       ...this.cluster.info(),
     };
+  }
+
+  private snapshotSupport(volume: string): SnapshotSupport {
+    if (!this.backend.capabilities.snapshots || !this.backend.snapshots) {
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED,
+        `the ${this.backend.name} backend cannot snapshot volumes (volume ${volume}); the devicemapper backend can`, { volume });
+    }
+    return this.backend.snapshots;
+  }
+
+  /** Snapshot names follow the volume name rules; operations queue behind the volume's others. */
+  async createSnapshot(volume: string, snapshot: string): Promise<SnapshotRecord> {
+    validateVolumeName(volume);
+    validateVolumeName(snapshot);
+    const support = this.snapshotSupport(volume);
+    return this.locks.run(volume, () => support.createSnapshot(volume, snapshot));
+  }
+
+  async listSnapshots(volume: string): Promise<SnapshotRecord[]> {
+    validateVolumeName(volume);
+    return this.snapshotSupport(volume).listSnapshots(volume);
+  }
+
+  async deleteSnapshot(volume: string, snapshot: string): Promise<void> {
+    validateVolumeName(volume);
+    validateVolumeName(snapshot);
+    const support = this.snapshotSupport(volume);
+    await this.locks.run(volume, () => support.deleteSnapshot(volume, snapshot));
   }
 
   /** Nodes sharing this backend's storage, with heartbeat age and clock offset. */

@@ -243,6 +243,18 @@ describe('stowage daemon flags', () => {
     expect(result.stderr).toContain('vfs.colour');
   });
 
+  it('snapshot commands reach the daemon and explain when the backend cannot snapshot', async () => {
+    const socket = join(dir, 'snap.sock');
+    const daemon = await startDaemon(socket, ['--root', join(dir, 'snap-root')]);
+    expect((await runCli(['--socket', socket, 'create', 'snapvol'])).exitCode).toBe(0);
+    const refused = await runCli(['--socket', socket, 'snapshot', 'create', 'snapvol', 'first']);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(/the vfs backend cannot snapshot volumes \(volume snapvol\)/);
+    const badName = await runCli(['--socket', socket, 'snapshot', 'list', '../etc']);
+    expect(badName.stderr).toMatch(/invalid volume name/);
+    await daemon.stop();
+  });
+
   it('refuses a second daemon on the same --root, leaving the first one\'s mount records alone', async () => {
     const root = join(dir, 'shared-root');
     const first = await startDaemon(join(dir, 'first.sock'), ['--root', root]);

@@ -7,7 +7,8 @@ import { DEFAULT_SOCKET } from '../server.js';
 import { ControlError, callDaemon } from './client.js';
 import { startDaemon, type DaemonFlags } from './daemon.js';
 import type { NodeView } from '../../core/cluster/node-record.js';
-import { printInfo, printList, printNodes, printVolume } from './output.js';
+import type { SnapshotRecord } from '../../core/backend.js';
+import { printInfo, printList, printNodes, printSnapshots, printVolume } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -100,6 +101,38 @@ program.command('info')
   .description('show the daemon\'s node, backend and settings')
   .action(async (_flags: object, cmd: Command) => {
     try { printInfo(await callDaemon(socketOf(cmd), 'info')); } catch (err) { fail(err); }
+  });
+
+const snapshot = program.command('snapshot').description('point-in-time copies of a volume (backends that can: devicemapper)');
+
+snapshot.command('create <volume> <name>')
+  .description('snapshot a volume')
+  .action(async (volume: string, name: string, _flags: object, cmd: Command) => {
+    try {
+      await callDaemon(socketOf(cmd), 'snapshots/create', { volume, name });
+      process.stdout.write(`${volume}/${name}\n`);
+    } catch (err) { fail(err); }
+  });
+
+snapshot.command('list <volume>')
+  .alias('ls')
+  .description('list a volume\'s snapshots, oldest first')
+  .option('--json', 'print JSON')
+  .action(async (volume: string, flags: { json?: boolean }, cmd: Command) => {
+    try {
+      printSnapshots((await callDaemon<{ snapshots: SnapshotRecord[] }>(socketOf(cmd), 'snapshots/list', { volume })).snapshots,
+        Boolean(flags.json));
+    } catch (err) { fail(err); }
+  });
+
+snapshot.command('delete <volume> <name>')
+  .alias('rm')
+  .description('delete a snapshot')
+  .action(async (volume: string, name: string, _flags: object, cmd: Command) => {
+    try {
+      await callDaemon(socketOf(cmd), 'snapshots/delete', { volume, name });
+      process.stdout.write(`${volume}/${name}\n`);
+    } catch (err) { fail(err); }
   });
 
 const node = program.command('node').description('nodes sharing the storage of a global backend');

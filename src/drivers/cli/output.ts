@@ -1,3 +1,4 @@
+import type { SnapshotRecord } from '../../core/backend.js';
 import type { NodeView } from '../../core/cluster/node-record.js';
 import type { VolumeInfo } from '../../core/volume-manager.js';
 
@@ -41,4 +42,12 @@ export function printVolume(volume: unknown): void {
 
 export function printInfo(info: unknown): void {
   process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+}
+
+export function printSnapshots(snapshots: SnapshotRecord[], json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify(snapshots, null, 2) + '\n');
+    return;
+  }
+  printTable([['NAME', 'VOLUME', 'CREATED'], ...snapshots.map((s) => [s.name, s.volume, s.createdAt])]);
 }

@@ -10,6 +10,11 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCodes.INVALID_OPTION]: 400,
   [ErrorCodes.INVALID_REQUEST]: 400,
   [ErrorCodes.VOLUME_NOT_FOUND]: 404,
+  [ErrorCodes.SNAPSHOT_NOT_FOUND]: 404,
+  [ErrorCodes.NODE_NOT_FOUND]: 404,
+  [ErrorCodes.SNAPSHOT_EXISTS]: 409,
+  [ErrorCodes.STORAGE_FULL]: 507,
+  [ErrorCodes.NOT_SUPPORTED]: 501,
   [ErrorCodes.VOLUME_EXISTS]: 409,
   [ErrorCodes.VOLUME_IN_USE]: 409,
   [ErrorCodes.DATA_CONFLICT]: 409,
@@ -50,6 +55,13 @@ export function controlRoutes(manager: VolumeManager): Router {
   router.post('/list', endpoint(async () => ({ volumes: await manager.list() })));
   router.post('/inspect', endpoint(async (body) => manager.get(requireString(body, 'name'))));
   router.post('/info', endpoint(async () => manager.info()));
+  router.post('/snapshots/create', endpoint(async (body) =>
+    manager.createSnapshot(requireString(body, 'volume'), requireString(body, 'name'))));
+  router.post('/snapshots/list', endpoint(async (body) => ({ snapshots: await manager.listSnapshots(requireString(body, 'volume')) })));
+  router.post('/snapshots/delete', endpoint(async (body) => {
+    await manager.deleteSnapshot(requireString(body, 'volume'), requireString(body, 'name'));
+    return {};
+  }));
   router.post('/nodes', endpoint(async () => ({ nodes: await manager.nodes() })));
   router.post('/nodes/forget', endpoint(async (body) => {
     await manager.forgetNode(requireString(body, 'node'));
