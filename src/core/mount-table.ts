@@ -25,6 +25,8 @@ export class MountTable {
   private readonly path: string;
   private writing: Promise<void> = Promise.resolve();
   private dirty = false;
+  /** Bumped on every change; lets callers reuse answers derived from the table. */
+  version = 0;
 
   constructor(private readonly fs: FsPort, root: string, private readonly nodeId: string) {
     this.path = join(root, 'mounts.json');
@@ -93,6 +95,7 @@ export class MountTable {
     if (entry) entry.count += 1;
     else entries.set(id, { count: 1, since: now });
     this.dirty = true;
+    this.version += 1;
     return this.count(volume);
   }
 
@@ -105,12 +108,16 @@ export class MountTable {
       if (entry.count <= 0) entries.delete(id);
       if (entries.size === 0) this.volumes.delete(volume);
       this.dirty = true;
+      this.version += 1;
     }
     return this.count(volume);
   }
 
   forget(volume: string): void {
-    if (this.volumes.delete(volume)) this.dirty = true;
+    if (this.volumes.delete(volume)) {
+      this.dirty = true;
+      this.version += 1;
+    }
   }
 
   /**

@@ -29,6 +29,12 @@ export interface VolumeInfo extends VolumeRecord {
   status: Record<string, string>;
 }
 
+export interface BriefVolume {
+  name: string;
+  createdAt: string;
+  mountpoint?: string;
+}
+
 export interface CreateResult {
   volume: VolumeInfo;
   /** False when an identical volume already existed (create is idempotent). */
@@ -48,6 +54,7 @@ export interface RemoveResult {
 export class VolumeManager {
   private readonly locks = new KeyedMutex();
   private readonly mountpoints = new Map<string, string>();
+  private lastBrief?: { records: VolumeRecord[]; mountsVersion: number; brief: BriefVolume[] };
   /** Last record seen per name, so a passing backend fault does not make Docker forget a volume. */
   private readonly lastKnown = new Map<string, VolumeRecord>();
 
@@ -166,13 +173,18 @@ export class VolumeManager {
   }
 
   /** Names, creation times and local mountpoints only: what Docker's List needs, without per-volume status. */
-  async listBrief(): Promise<Array<{ name: string; createdAt: string; mountpoint?: string }>> {
+  async listBrief(): Promise<readonly BriefVolume[]> {
     const records = await this.backend.list();
-    return records.map((r) => ({
+    const last = this.lastBrief;
+    // Same records and same mounts as last time: the same answer, so a shell may reuse its encoding.
+    if (last && last.records === records && last.mountsVersion === this.mounts.version) return last.brief;
+    const brief = records.map((r) => ({
       name: r.name,
       createdAt: r.createdAt,
       mountpoint: this.mounts.count(r.name) > 0 ? this.mountpoints.get(r.name) : undefined,
     }));
+    this.lastBrief = { records, mountsVersion: this.mounts.version, brief };
+    return brief;
   }
 
   async list(): Promise<VolumeInfo[]> {

@@ -86,6 +86,10 @@ describe('vfs backend', () => {
     // Re-created elsewhere with other options: Get notices even though the name never left a's cache via list.
     await b.create({ name: 'shared1', options: { size: 2048 }, createdAt: '2026-02-02T00:00:00.000Z', createdBy: 'node-b' });
     expect((await a.get('shared1'))?.options.size).toBe(2048);
+    // Once Get has seen the new record, List (which reuses unchanged answers) shows it too.
+    expect((await a.list()).map((v) => v.options.size)).toEqual([2048]);
+    await b.create({ name: 'shared2', options: {}, createdAt: '2026-02-02T00:00:00.000Z', createdBy: 'node-b' });
+    expect((await a.list()).map((v) => v.name)).toEqual(['shared1', 'shared2']);
   });
 
   it('refuses to make a volume over data that belongs to no volume, unless asked to adopt it', async () => {

@@ -19,6 +19,12 @@ interface Cached {
   size: number;
 }
 
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 interface CacheSnapshot {
   format: 1;
   storeId: string;
@@ -42,6 +48,9 @@ export class VolumeRegistry {
   private dirty = false;
   private saveTimer?: NodeJS.Timeout;
   private storeId = '';
+  /** Bumped on every cache change, so a remembered List answer is only reused while it is true. */
+  private generation = 0;
+  private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[] };
 
   /**
    * @param snapshotFile node-local file where the cache is kept between runs, so the first List
@@ -80,6 +89,7 @@ export class VolumeRegistry {
   }
 
   private changed(): void {
+    this.generation += 1;
     this.dirty = true;
     if (!this.snapshotFile || this.saveTimer) return;
     this.saveTimer = setTimeout(() => void this.saveSnapshot(), SNAPSHOT_DELAY_MS);
@@ -138,15 +148,18 @@ export class VolumeRegistry {
   }
 
   async list(): Promise<VolumeRecord[]> {
-    let names: string[];
+    let raw: string[];
     try {
-      names = (await this.fs.readdir(this.dir))
-        .filter((file) => file.endsWith(SUFFIX) && !file.includes('.tmp-'))
-        .map((file) => file.slice(0, -SUFFIX.length));
+      raw = await this.fs.readdir(this.dir);
     } catch (err) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot list registry ${this.dir}: ${(err as Error).message}`,
         { cause: err });
     }
+    // Most Lists find the directory as the last one did: answer with the same array.
+    const last = this.lastListing;
+    if (last && last.generation === this.generation && sameStrings(last.raw, raw)) return last.records;
+    const names = raw.filter((file) => file.endsWith(SUFFIX) && !file.includes('.tmp-')).map((file) => file.slice(0, -SUFFIX.length));
+    let skipped = false;
     const present = new Set(names);
     for (const name of this.cache.keys()) {
       if (!present.has(name)) {
@@ -157,6 +170,7 @@ export class VolumeRegistry {
     const unseen = names.filter((name) => !this.cache.has(name));
     for (let i = 0; i < unseen.length; i += READ_CONCURRENCY) {
       await Promise.all(unseen.slice(i, i + READ_CONCURRENCY).map((name) => this.get(name).catch((err: unknown) => {
+        skipped = true;
         this.log.warn(`skipping registry entry ${name}: ${(err as Error).message}`);
       })));
     }
@@ -165,6 +179,8 @@ export class VolumeRegistry {
       const cached = this.cache.get(name);
       if (cached) records.push(cached.entry.record);
     }
+    // An entry that could not be read is retried by the next List, not hidden behind the cache.
+    this.lastListing = skipped ? undefined : { raw, generation: this.generation, records };
     return records;
   }
 

@@ -1,9 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
-import type { VolumeInfo, VolumeManager } from '../../core/volume-manager.js';
+import type { BriefVolume, VolumeInfo, VolumeManager } from '../../core/volume-manager.js';
 import { parseJsonBody, requireString } from '../http-body.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<object> | object;
+
+/** A reply already encoded as JSON text (List answers at 10 000 volumes are worth keeping). */
+class EncodedReply {
+  constructor(readonly text: string) {}
+}
 
 /** Largest request body accepted; Docker's requests are a few hundred bytes. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -19,6 +24,7 @@ function dockerVolume(info: VolumeInfo): Record<string, unknown> {
 
 /** The legacy volume plugin protocol (docker.volumedriver/1.0), all eight methods, by path. */
 export function dockerPluginHandlers(manager: VolumeManager): Map<string, Handler> {
+  let lastList: { brief: readonly BriefVolume[]; reply: EncodedReply } | undefined;
   return new Map<string, Handler>([
     ['/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] })],
     ['/VolumeDriver.Create', async (body) => {
@@ -48,17 +54,20 @@ export function dockerPluginHandlers(manager: VolumeManager): Map<string, Handle
       return { Mountpoint: manager.path(name) ?? '' };
     }],
     ['/VolumeDriver.Get', async (body) => ({ Volume: dockerVolume(await manager.get(requireString(body, 'Name'))) })],
-    ['/VolumeDriver.List', async () => ({
-      Volumes: (await manager.listBrief()).map((v) => ({
-        Name: v.name, CreatedAt: v.createdAt, ...(v.mountpoint ? { Mountpoint: v.mountpoint } : {}),
-      })),
-    })],
+    ['/VolumeDriver.List', async () => {
+      const brief = await manager.listBrief();
+      if (lastList?.brief !== brief) {
+        const Volumes = brief.map((v) => ({ Name: v.name, CreatedAt: v.createdAt, ...(v.mountpoint ? { Mountpoint: v.mountpoint } : {}) }));
+        lastList = { brief, reply: new EncodedReply(JSON.stringify({ Volumes })) };
+      }
+      return lastList.reply;
+    }],
     ['/VolumeDriver.Capabilities', () => ({ Capabilities: { Scope: manager.scope } })],
   ]);
 }
 
 function reply(res: ServerResponse, status: number, body: object): void {
-  const text = JSON.stringify(body);
+  const text = body instanceof EncodedReply ? body.text : JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
