@@ -24,6 +24,8 @@ interface SharedStorage {
   skip: boolean;
   setup(): Promise<string[]>;
   teardown(): Promise<void>;
+  /** Drops what a stopped daemon left mounted in its node, so its successor mounts afresh. */
+  unmountLeftovers?(node: DockerNode, root: string): Promise<void>;
 }
 
 const vfsStorage = (): SharedStorage => {
@@ -51,6 +53,10 @@ const glusterStorage = (): SharedStorage => {
         '--opt', `glusterfs.glusterdsocket=${gd.socket}`];
     },
     teardown: async () => { await gd?.stop(); },
+    // The pool's FUSE client outlives the daemon; a daemon with a skewed clock must run its own.
+    unmountLeftovers: async (node, root) => {
+      await node.execInNamespace(['umount', '-l', join(root, 'glusterfs', 'mnt', 'clusterpool')]);
+    },
   };
 };
 
@@ -171,6 +177,8 @@ describe.each([vfsStorage(), glusterStorage()])('two nodes sharing $label', (sto
 
   it('agrees on creation times when one node\'s clock is hours off, and reports the skew', async () => {
     await daemons[1]!.stop();
+    await storage.unmountLeftovers?.(nodes[1]!, daemons[1]!.root);
+    // Everything the skewed daemon starts (a gluster client, say) runs on the skewed clock too, as on a real host.
     await startStowage(1, { wrapper: ['faketime', '-f', '+3h'], env: { FAKETIME_DONT_FAKE_MONOTONIC: '1' } });
     await nodes[1]!.docker(['volume', 'create', '-d', 'stowage', 'made-on-skewed']);
     await nodes[0]!.docker(['volume', 'create', '-d', 'stowage', 'made-on-sane']);
