@@ -3,8 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // End-to-end suites start real engines; they share one machine, so files run one at a time
-    // within the e2e project and unit tests stay fast.
+    // End-to-end suites start real engines, a glusterd (one per machine: bricks always use port
+    // 24007) and a VM; they share two CPUs, so test files run one at a time.
     testTimeout: 30_000,
     hookTimeout: 180_000,
     fileParallelism: false,
