@@ -54,6 +54,19 @@ export function formatSize(bytes: number): string {
   return `${value}${units[unit]}`;
 }
 
+/** 52428800 -> "50MiB", 1234567 -> "1.18MiB": rounded, for sizes shown to people in Status. */
+export function formatBytesApprox(bytes: number, decimals = 2): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const shown = Number.isInteger(value) ? String(value) : value.toFixed(decimals).replace(/\.?0+$/, '');
+  return `${shown}${units[unit]}`;
+}
+
 function parseId(key: string, value: string): number {
   if (!/^\d{1,10}$/.test(value) || Number(value) > 4294967294) {
     throw invalid(`option ${key}=${JSON.stringify(value)}: expected a numeric id between 0 and 4294967294`);

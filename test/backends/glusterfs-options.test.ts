@@ -8,7 +8,8 @@ import { silentLogger } from '../../src/core/logger.js';
 import * as realFs from 'node:fs/promises';
 import { isOwnBrick, layoutFor, planBricks } from '../../src/backends/glusterfs/bricks.js';
 import { parseGlusterfsOptions } from '../../src/backends/glusterfs/glusterfs-options.js';
-import { humanBytes, parseStatfs } from '../../src/backends/glusterfs/usage.js';
+import { formatBytesApprox as humanBytes } from '../../src/core/options.js';
+import { parseStatfs } from '../../src/backends/glusterfs/usage.js';
 import { glusterNameOf, stowageNameOf } from '../../src/backends/glusterfs/volume-naming.js';
 
 const volumeMode = { 'glusterfs.mode': 'volume', 'glusterfs.bricks': 'gl1:/data/b,gl2:/data/b', 'glusterfs.pool': 'state' };

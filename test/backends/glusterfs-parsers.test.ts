@@ -7,7 +7,7 @@ import {
   classifyCliText, parsePoolList, parseQuotaList, parseReply, parseVolumeInfo, parseVolumeList, parseVolumeStatus, splitBrick,
 } from '../../src/backends/glusterfs/parsers.js';
 import { parseXml } from '../../src/backends/glusterfs/xml.js';
-import { mountAt, parseProcMounts } from '../../src/backends/glusterfs/proc-mounts.js';
+import { mountAt, parseProcMounts } from '../../src/core/proc-mounts.js';
 import { explainMountLog } from '../../src/backends/glusterfs/mount-log.js';
 
 /** Captured from gluster 10.3 by test/fixtures/gluster/capture.ts. */
@@ -132,9 +132,9 @@ describe('/proc/mounts parser', () => {
   it('reads every entry, unescaping octal sequences, and the last mount at a point wins', () => {
     const mounts = parseProcMounts(text);
     expect(mounts).toHaveLength(4);
-    expect(mounts[2]).toEqual({ source: 'vm:/pool/sub', target: '/mnt/with space', type: 'fuse.glusterfs', options: 'rw' });
+    expect(mounts[2]).toEqual({ source: 'vm:/pool/sub', target: '/mnt/with space', fstype: 'fuse.glusterfs', options: ['rw'] });
     // A tmpfs mounted over the gluster mount hides it: the backend must not take that for gluster.
-    expect(mountAt(mounts, '/var/lib/stowage/glusterfs/mnt/pool')?.type).toBe('tmpfs');
+    expect(mountAt(mounts, '/var/lib/stowage/glusterfs/mnt/pool')?.fstype).toBe('tmpfs');
     expect(mountAt(mounts, '/var/lib/stowage')).toBeUndefined();
   });
 });

@@ -1,3 +1,4 @@
+import { formatBytesApprox } from '../../core/options.js';
 import type { PoolStatus } from './status-parser.js';
 
 /**
@@ -38,7 +39,7 @@ export function evaluatePoolHealth(pool: string, status: PoolStatus, blockSector
   const dataFree = 1 - status.usedDataBlocks / Math.max(1, status.totalDataBlocks);
   const metaFree = 1 - status.usedMetadataBlocks / Math.max(1, status.totalMetadataBlocks);
   const facts: Record<string, string> = {
-    poolDataUsed: `${formatBytes(status.usedDataBlocks * blockBytes)} of ${formatBytes(status.totalDataBlocks * blockBytes)} ` +
+    poolDataUsed: `${formatBytesApprox(status.usedDataBlocks * blockBytes, 1)} of ${formatBytesApprox(status.totalDataBlocks * blockBytes, 1)} ` +
       `(${percent(status.usedDataBlocks, status.totalDataBlocks)})`,
     poolMetadataUsed: `${status.usedMetadataBlocks} of ${status.totalMetadataBlocks} blocks ` +
       `(${percent(status.usedMetadataBlocks, status.totalMetadataBlocks)})`,
@@ -67,15 +68,4 @@ export function evaluatePoolHealth(pool: string, status: PoolStatus, blockSector
   }
   facts.poolHealth = condition;
   return { condition, canCreate: problem === undefined, ...(problem ? { problem } : {}), facts };
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${Number.isInteger(value) ? value : value.toFixed(1)}${units[unit]}`;
 }

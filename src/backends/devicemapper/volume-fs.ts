@@ -2,7 +2,7 @@ import type { CommandRunner } from '../../core/command-runner.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { DmFilesystem } from './dm-options.js';
-import { mountAt, parseProcMounts, type MountEntry } from './system-parsers.js';
+import { mountAt, parseProcMounts, type MountEntry } from '../../core/proc-mounts.js';
 
 const MOUNTS_FILE = '/proc/self/mounts';
 

@@ -3,7 +3,7 @@ import type { CommandRunner } from '../../core/command-runner.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
-import { mountAt, parseProcMounts, type MountEntry } from './proc-mounts.js';
+import { mountAt, parseProcMounts, type MountEntry } from '../../core/proc-mounts.js';
 import { explainMountLog } from './mount-log.js';
 
 export interface MounterConfig {
@@ -83,13 +83,13 @@ export class GlusterMounter {
   /** Whether /proc shows our gluster mount at `target` (no probe: cheap enough for every Get). */
   async isMounted(volume: string, target: string): Promise<boolean> {
     const entry = mountAt(await this.mounts(), target);
-    return entry?.type === FUSE_TYPE && this.sources(volume).includes(entry.source);
+    return entry?.fstype === FUSE_TYPE && this.sources(volume).includes(entry.source);
   }
 
   async health(volume: string, target: string): Promise<Health> {
     const entry = mountAt(await this.mounts(), target);
     if (!entry) return { state: 'absent' };
-    if (entry.type !== FUSE_TYPE || !this.sources(volume).includes(entry.source)) return { state: 'foreign', entry };
+    if (entry.fstype !== FUSE_TYPE || !this.sources(volume).includes(entry.source)) return { state: 'foreign', entry };
     const why = await this.probe(target);
     return why === undefined ? { state: 'live' } : { state: 'dead', why };
   }
@@ -106,7 +106,7 @@ export class GlusterMounter {
     const health = await this.health(request.volume, request.target);
     if (health.state === 'live') return;
     if (health.state === 'foreign') {
-      throw this.unavailable(request, `${health.entry.source} (${health.entry.type}) is mounted there instead; unmount it`);
+      throw this.unavailable(request, `${health.entry.source} (${health.entry.fstype}) is mounted there instead; unmount it`);
     }
     if (health.state === 'dead') {
       this.log.warn(`gluster mount ${request.target} of ${request.volume} is dead (${health.why}); mounting it again`);

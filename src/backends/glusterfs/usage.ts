@@ -1,18 +1,6 @@
+import { formatBytesApprox } from '../../core/options.js';
 import type { CommandRunner } from '../../core/command-runner.js';
 import type { GlusterCli } from './gluster-cli.js';
-
-/** 52428800 -> "50MiB", 1234567 -> "1.18MiB": Status is read by people. */
-export function humanBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  const shown = Number.isInteger(value) ? String(value) : value.toFixed(2).replace(/\.?0+$/, '');
-  return `${shown}${units[unit]}`;
-}
 
 /** Parses `stat -f --format='%S %b %f'`: block size, total blocks, free blocks. */
 export function parseStatfs(text: string): { totalBytes: number; usedBytes: number } | undefined {
@@ -36,8 +24,8 @@ export async function quotaFacts(
     const usage = await cli.quotaUsage(volume, glusterPath);
     if (usage?.hardLimit !== undefined) {
       return {
-        quotaLimit: humanBytes(usage.hardLimit),
-        quotaUsed: humanBytes(usage.usedBytes ?? 0),
+        quotaLimit: formatBytesApprox(usage.hardLimit),
+        quotaUsed: formatBytesApprox(usage.usedBytes ?? 0),
         quotaExceeded: usage.hardLimitExceeded ? 'yes' : 'no',
         quotaSource: 'gluster quota list',
       };
@@ -50,9 +38,9 @@ export async function quotaFacts(
     const fs = result.exitCode === 0 ? parseStatfs(result.stdout) : undefined;
     // Without a limit statfs answers for the whole gluster volume; do not pass that off as the quota.
     if (fs && fs.totalBytes === expectedLimit) {
-      return { quotaLimit: humanBytes(fs.totalBytes), quotaUsed: humanBytes(fs.usedBytes), quotaSource: 'statfs' };
+      return { quotaLimit: formatBytesApprox(fs.totalBytes), quotaUsed: formatBytesApprox(fs.usedBytes), quotaSource: 'statfs' };
     }
-    if (fs) return { quota: `no limit visible (capacity ${humanBytes(fs.totalBytes)}, used ${humanBytes(fs.usedBytes)})` };
+    if (fs) return { quota: `no limit visible (capacity ${formatBytesApprox(fs.totalBytes)}, used ${formatBytesApprox(fs.usedBytes)})` };
     return { quota: `unavailable: ${result.stderr.trim() || 'unreadable statfs output'}` };
   } catch (err) {
     return { quota: `unavailable: ${(err as Error).message}` };

@@ -12,7 +12,9 @@ import { ExecaCommandRunner } from '../../../src/core/command-runner.js';
 import type { Logger } from '../../../src/core/logger.js';
 import { DevicemapperBackend } from '../../../src/backends/devicemapper/devicemapper-backend.js';
 import { parseDevicemapperOptions } from '../../../src/backends/devicemapper/dm-options.js';
-import { parseLosetupJson, parseProcMounts } from '../../../src/backends/devicemapper/system-parsers.js';
+import { parseLosetupJson } from '../../../src/backends/devicemapper/system-parsers.js';
+import { parseProcMounts } from '../../../src/core/proc-mounts.js';
+import { memoryLogger } from '../../helpers/memory-logger.js';
 import { parseLs } from '../../../src/backends/devicemapper/table-parser.js';
 
 export const MiB = 2 ** 20;
@@ -57,21 +59,7 @@ export async function makePoolFiles(sizes: PoolFileSizes = {}): Promise<PoolFixt
   return fx;
 }
 
-export interface CollectingLogger extends Logger {
-  lines: string[];
-}
-
-export function collectingLogger(): CollectingLogger {
-  const lines: string[] = [];
-  return {
-    lines,
-    info: (m) => lines.push(`info ${m}`),
-    warn: (m) => lines.push(`warn ${m}`),
-    error: (m) => lines.push(`error ${m}`),
-  };
-}
-
-export function makeBackend(fx: PoolFixture, extra: Record<string, string> = {}, log: Logger = collectingLogger()): DevicemapperBackend {
+export function makeBackend(fx: PoolFixture, extra: Record<string, string> = {}, log: Logger = memoryLogger()): DevicemapperBackend {
   return new DevicemapperBackend(
     { nodeId: 'vm-node', root: fx.root, fs: realFs, runner: new ExecaCommandRunner(), log },
     parseDevicemapperOptions({ ...fx.options, ...extra }),

@@ -7,7 +7,7 @@ import { open, readFile, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseProcMounts } from '../../../src/backends/devicemapper/system-parsers.js';
+import { parseProcMounts } from '../../../src/core/proc-mounts.js';
 import { assertCliBuilt, killAllDaemons, runCli, startDaemon, type DaemonHandle } from '../../helpers/daemon-process.js';
 import { pluginCall } from '../../helpers/plugin-client.js';
 import { destroyPool, makePoolFiles, teardownPool, type PoolFixture } from './dm-harness.js';

@@ -6,8 +6,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { CreateRequest } from '../../../src/core/backend.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { parsePoolStatus } from '../../../src/backends/devicemapper/status-parser.js';
-import { parseProcMounts } from '../../../src/backends/devicemapper/system-parsers.js';
-import { collectingLogger, destroyPool, makeBackend, makePoolFiles, sh, teardownPool, type PoolFixture } from './dm-harness.js';
+import { parseProcMounts } from '../../../src/core/proc-mounts.js';
+import { memoryLogger } from '../../helpers/memory-logger.js';
+import { destroyPool, makeBackend, makePoolFiles, sh, teardownPool, type PoolFixture } from './dm-harness.js';
 
 const req = (name: string, size?: string): CreateRequest => ({
   name, options: size ? { size: Number.parseInt(size, 10) * 2 ** 20 } : {}, createdAt: new Date().toISOString(), createdBy: 'vm-node',
@@ -49,7 +50,7 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     await teardownPool(fx);
     expect(parsePoolStatusOrAbsent(await execa('dmsetup', ['status', fx.poolName], { reject: false }))).toBe('absent');
 
-    const log = collectingLogger();
+    const log = memoryLogger();
     const second = makeBackend(fx, {}, log);
     await second.init();
     expect(log.lines.join('\n')).toMatch(/re-created thin pool/);
