@@ -2,7 +2,8 @@
  * A keep-alive client for the plugin socket that sends requests the way dockerd does: POST with
  * a JSON body and no Content-Type. One Agent keeps up to `maxSockets` connections open.
  */
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
+import { socketRequest } from '../test/helpers/plugin-client.js';
 
 export type PluginReply = Record<string, unknown>;
 
@@ -19,46 +20,17 @@ interface RawOptions {
 }
 
 /** One request; rejects on connection errors, timeouts, non-JSON bodies and `Err` answers. */
-function post(socket: string, method: string, body: unknown, opts: RawOptions): Promise<PluginReply> {
-  const payload = Buffer.from(JSON.stringify(body ?? {}), 'utf8');
+async function post(socket: string, method: string, body: unknown, opts: RawOptions): Promise<PluginReply> {
   const path = pathOf(method);
-  return new Promise<PluginReply>((resolve, reject) => {
-    const req = request({
-      socketPath: socket,
-      path,
-      method: 'POST',
-      agent: opts.agent,
-      headers: { 'content-length': payload.length },
-      timeout: opts.timeoutMs,
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('error', reject);
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          reject(new PluginError(`${path}: HTTP ${res.statusCode ?? 0} with a non-JSON body: ${text.slice(0, 200)}`));
-          return;
-        }
-        if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-          reject(new PluginError(`${path}: HTTP ${res.statusCode ?? 0}, not a JSON object: ${text.slice(0, 200)}`));
-          return;
-        }
-        const reply = json as PluginReply;
-        if (typeof reply.Err === 'string' && reply.Err !== '') {
-          reject(new PluginError(`${path} ${JSON.stringify(body).slice(0, 120)}: ${reply.Err}`));
-          return;
-        }
-        resolve(reply);
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`${path}: no answer from ${socket} within ${opts.timeoutMs} ms`)));
-    req.on('error', reject);
-    req.end(payload);
-  });
+  const res = await socketRequest(socket, path, body ?? {}, { agent: opts.agent, timeoutMs: opts.timeoutMs });
+  if (typeof res.json !== 'object' || res.json === null || Array.isArray(res.json)) {
+    throw new PluginError(`${path}: HTTP ${res.status}, not a JSON object: ${res.text.slice(0, 200)}`);
+  }
+  const reply = res.json as PluginReply;
+  if (typeof reply.Err === 'string' && reply.Err !== '') {
+    throw new PluginError(`${path} ${JSON.stringify(body).slice(0, 120)}: ${reply.Err}`);
+  }
+  return reply;
 }
 
 export class KeepAliveClient {

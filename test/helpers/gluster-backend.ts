@@ -14,16 +14,9 @@ import type { Glusterd } from './glusterd.js';
 
 export type GlusterBackend = GlusterSubdirBackend | GlusterVolumeBackend;
 
-/** Collects warnings so tests can assert on what the backend told the operator. */
-export function memoryLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  return {
-    lines,
-    info: (m) => lines.push(`info ${m}`),
-    warn: (m) => lines.push(`warn ${m}`),
-    error: (m) => lines.push(`error ${m}`),
-  };
-}
+import { memoryLogger } from './memory-logger.js';
+
+export { memoryLogger };
 
 export function glusterBackend(
   gd: Glusterd, root: string, options: Record<string, string>, nodeId = 'node-a', log = memoryLogger(),

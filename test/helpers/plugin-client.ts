@@ -3,7 +3,7 @@
  * a POST with a JSON body and NO Content-Type header, so the tests exercise the exact wire form
  * the plugin must accept.
  */
-import { request, type IncomingHttpHeaders } from 'node:http';
+import { request, type Agent, type IncomingHttpHeaders } from 'node:http';
 
 export interface SocketResponse {
   status: number;
@@ -18,6 +18,8 @@ export interface SocketRequestOptions {
   /** Content-Type to send; omitted (as Docker does) unless given. */
   contentType?: string;
   timeoutMs?: number;
+  /** Connection reuse: a keep-alive Agent, or false for a fresh connection. @default the global agent */
+  agent?: Agent | false;
 }
 
 /** Sends `body` as is (a string or Buffer is sent verbatim, anything else as JSON). */
@@ -41,6 +43,7 @@ export function socketRequest(
       method: options.method ?? 'POST',
       headers,
       timeout: options.timeoutMs ?? 10_000,
+      ...(options.agent === undefined ? {} : { agent: options.agent }),
     }, (res) => {
       answered = true;
       const chunks: Buffer[] = [];
