@@ -101,7 +101,8 @@ export async function servePluginRequest(handler: Handler, req: IncomingMessage,
     reply(res, 200, await handler(body));
   } catch (err) {
     const message = isStowageError(err) ? err.message : `internal error: ${(err as Error).message}`;
-    const status = isStowageError(err, ErrorCodes.INVALID_REQUEST) && message.startsWith('bad request') ? 400 : 500;
+    // Docker reads `Err` either way; the status tells other clients whose fault it was.
+    const status = isStowageError(err, ErrorCodes.INVALID_REQUEST) ? 400 : 500;
     reply(res, status, { Err: message });
   }
 }
