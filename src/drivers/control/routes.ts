@@ -1,25 +1,11 @@
 import { Router, type Request, type Response } from 'express';
-import { ErrorCodes, StowageError, isStowageError, type ErrorCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
+import { httpStatusOf } from '../http-status.js';
 import type { VolumeManager } from '../../core/volume-manager.js';
 import { jsonBody, requireString } from '../http-body.js';
 
 export const CONTROL_PREFIX = '/stowage/v1';
 
-const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
-  [ErrorCodes.INVALID_NAME]: 400,
-  [ErrorCodes.INVALID_OPTION]: 400,
-  [ErrorCodes.INVALID_REQUEST]: 400,
-  [ErrorCodes.VOLUME_NOT_FOUND]: 404,
-  [ErrorCodes.SNAPSHOT_NOT_FOUND]: 404,
-  [ErrorCodes.NODE_NOT_FOUND]: 404,
-  [ErrorCodes.SNAPSHOT_EXISTS]: 409,
-  [ErrorCodes.STORAGE_FULL]: 507,
-  [ErrorCodes.NOT_SUPPORTED]: 501,
-  [ErrorCodes.VOLUME_EXISTS]: 409,
-  [ErrorCodes.VOLUME_IN_USE]: 409,
-  [ErrorCodes.DATA_CONFLICT]: 409,
-  [ErrorCodes.BACKEND_UNAVAILABLE]: 503,
-};
 
 type Handler = (body: Record<string, unknown>) => Promise<object>;
 
@@ -30,7 +16,7 @@ function endpoint(handler: Handler) {
     } catch (err) {
       const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
       const message = isStowageError(err) ? err.message : `internal error: ${(err as Error).message}`;
-      res.status(HTTP_STATUS[code] ?? 500).json({ error: { code, message } });
+      res.status(httpStatusOf(code)).json({ error: { code, message } });
     }
   };
 }

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
 import type { BriefVolume, VolumeInfo, VolumeManager } from '../../core/volume-manager.js';
 import { parseJsonBody, requireString } from '../http-body.js';
+import { httpStatusOf } from '../http-status.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<object> | object;
 
@@ -101,8 +102,7 @@ export async function servePluginRequest(handler: Handler, req: IncomingMessage,
     reply(res, 200, await handler(body));
   } catch (err) {
     const message = isStowageError(err) ? err.message : `internal error: ${(err as Error).message}`;
-    // Docker reads `Err` either way; the status tells other clients whose fault it was.
-    const status = isStowageError(err, ErrorCodes.INVALID_REQUEST) ? 400 : 500;
-    reply(res, status, { Err: message });
+    // Docker reads `Err` whatever the status; the status tells other clients whose fault it was.
+    reply(res, httpStatusOf(isStowageError(err) ? err.code : ErrorCodes.INTERNAL), { Err: message });
   }
 }
