@@ -403,6 +403,23 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
       expect(await listedNames(socket)).toContain(name);
     });
 
+    it('answers an invalid name or option with the same status as the control API (400), and creates nothing', async () => {
+      const before = await listedNames(socket);
+      for (const [body, control] of [
+        [{ Name: '../escape', Opts: {} }, { name: '../escape' }],
+        [{ Name: freshName('badopt'), Opts: { colour: 'red' } }, { name: freshName('badopt'), options: { colour: 'red' } }],
+      ] as const) {
+        const plugin = await socketRequest(socket, '/VolumeDriver.Create', body);
+        const viaControl = await controlCall(socket, 'create', control);
+        expect(plugin.status).toBe(400);
+        expect(viaControl.status).toBe(400);
+        expect((plugin.json as { Err: string }).Err).toMatch(/invalid volume name|colour/);
+      }
+      const missing = await socketRequest(socket, '/VolumeDriver.Get', { Name: freshName('missing') });
+      expect(missing.status).toBe(404);
+      expect(await listedNames(socket)).toEqual(before);
+    });
+
     it('answers an unknown path with 404 and a JSON Err', async () => {
       const res = await socketRequest(socket, '/VolumeDriver.Explode', { Name: 'x' });
       expect(res.status).toBe(404);
