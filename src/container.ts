@@ -6,10 +6,11 @@ import { ExecaCommandRunner, type CommandRunner } from './core/command-runner.js
 import type { FsPort } from './core/fs-port.js';
 import { consoleLogger, type Logger } from './core/logger.js';
 import { MountTable } from './core/mount-table.js';
-import { RootLock } from './core/root-lock.js';
+import { SocketRootLock, type RootLock } from './core/root-lock.js';
 import { SharedClock, type Clock } from './core/clock.js';
 import { DEFAULT_CLUSTER_SETTINGS, LocalCluster, type Cluster, type ClusterSettings } from './core/cluster/cluster.js';
 import { SharedCluster } from './core/cluster/shared-cluster.js';
+import { DockerEngine } from './core/engine/docker-engine.js';
 import { TOKENS } from './core/tokens.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
 import { createBackend } from './backends/registry.js';
@@ -26,7 +27,10 @@ export interface StowageConfig {
   fs?: FsPort;
   runner?: CommandRunner;
   logger?: Logger;
-  /** Cluster coordination settings, used when the backend's scope is `global`. */
+  /** See ManagerConfig. */
+  mountGraceMs?: number;
+  reconcileMs?: number;
+  /** Cluster coordination settings (and the local engine), used when the backend's scope is `global`. */
   cluster?: Partial<ClusterSettings>;
 }
 
@@ -38,9 +42,11 @@ export function buildContainer(config: StowageConfig): Container {
   container.bind<FsPort>(TOKENS.Fs).toConstantValue(fs);
   container.bind<Logger>(TOKENS.Logger).toConstantValue(logger);
   container.bind<CommandRunner>(TOKENS.CommandRunner).toConstantValue(config.runner ?? new ExecaCommandRunner());
-  container.bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({ nodeId: config.nodeId, onRemove: config.onRemove });
+  container.bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({
+    nodeId: config.nodeId, onRemove: config.onRemove, mountGraceMs: config.mountGraceMs, reconcileMs: config.reconcileMs,
+  });
   container.bind<MountTable>(TOKENS.MountTable).toDynamicValue(() => new MountTable(fs, config.root, config.nodeId));
-  container.bind<RootLock>(TOKENS.RootLock).toDynamicValue(() => new RootLock(fs, config.root));
+  container.bind<RootLock>(TOKENS.RootLock).toDynamicValue(() => new SocketRootLock(config.root));
   container.bind<Backend>(TOKENS.Backend).toDynamicValue((ctx) => {
     if (typeof config.backend !== 'string') return config.backend;
     return createBackend(config.backend, {
@@ -53,11 +59,14 @@ export function buildContainer(config: StowageConfig): Container {
   });
   const clock = new SharedClock();
   container.bind<Clock>(TOKENS.Clock).toConstantValue(clock);
+  const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, driverName: 'stowage', version: '0', ...config.cluster };
+  container.bind<DockerEngine>(TOKENS.DockerEngine)
+    .toConstantValue(new DockerEngine(settings.dockerSocket, settings.driverName, logger));
   container.bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
     const backend = ctx.get<Backend>(TOKENS.Backend);
     if (backend.capabilities.scope !== 'global' || !backend.clusterStateDir) return new LocalCluster();
-    const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, driverName: 'stowage', version: '0', ...config.cluster };
-    return new SharedCluster(fs, backend.clusterStateDir, config.nodeId, clock, settings, logger);
+    return new SharedCluster(fs, backend.clusterStateDir, config.nodeId, clock, settings, logger,
+      ctx.get<DockerEngine>(TOKENS.DockerEngine));
   });
   container.bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
   return container;

@@ -51,8 +51,7 @@ export function isStowageError(err: unknown, code?: ErrorCode): err is StowageEr
 /** Wraps anything thrown by a backend so callers only ever see StowageError. */
 export function toStowageError(err: unknown, context: string, volume?: string): StowageError {
   if (err instanceof StowageError) return err;
-  const reason = err instanceof Error ? err.message : String(err);
-  return new StowageError(ErrorCodes.INTERNAL, `${context}: ${reason}`, { volume, cause: err });
+  return new StowageError(ErrorCodes.INTERNAL, `${context}: ${describeCause(err)}`, { volume, cause: err });
 }
 
 /** Node's system errors carry a string `code` such as ENOENT. */
@@ -62,4 +61,21 @@ export function errnoCode(err: unknown): string | undefined {
     return typeof code === 'string' ? code : undefined;
   }
   return undefined;
+}
+
+/**
+ * The reason an error carries, for people: a system error reads "no space left on device
+ * (ENOSPC)" rather than Node's "ENOSPC: no space left on device, write".
+ */
+export function describeCause(err: unknown): string {
+  const code = errnoCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  if (code && /^E[A-Z0-9]+$/.test(code)) {
+    const text = new RegExp(`^${code}: ([^,]+)`).exec(message)?.[1];
+    return `${text ?? message} (${code})`;
+  }
+  if (err instanceof Error && err.cause !== undefined && !message.includes(describeCause(err.cause))) {
+    return `${message}: ${describeCause(err.cause)}`;
+  }
+  return message;
 }

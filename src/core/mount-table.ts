@@ -1,19 +1,56 @@
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { FsPort } from './fs-port.js';
-import { readJsonFile, writeFileAtomic } from './atomic-file.js';
-import { ErrorCodes, StowageError } from './errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { ErrorCodes, StowageError, describeCause, errnoCode } from './errors.js';
+import { isValidMountId, isValidVolumeName } from './names.js';
+import { parseRecordText } from './schema/parse-record.js';
 
-interface MountEntry {
+export interface MountEntry {
   /** How many times this ID is mounted right now (Docker can mount one ID twice, e.g. `docker cp`). */
   count: number;
+  /** When this ID was first mounted. */
   since: string;
+  /** When this ID was last mounted; reconciliation waits a grace period after it. */
+  last?: string;
 }
 
-interface MountFile {
-  format: 1;
-  writtenBy: string;
-  writtenAt: string;
-  volumes: Record<string, Record<string, MountEntry>>;
+const entrySchema = z.object({
+  count: z.number().int().positive(),
+  since: z.string(),
+  last: z.string().optional(),
+});
+
+/** Format 1 kept only IDs per volume; format 2 adds which incarnation of the volume they belong to. */
+const fileSchema = z.discriminatedUnion('format', [
+  z.object({ format: z.literal(1), volumes: z.record(z.string(), z.record(z.string(), z.unknown())) }),
+  z.object({
+    format: z.literal(2),
+    volumes: z.record(z.string(), z.object({
+      incarnation: z.string().optional(),
+      ids: z.record(z.string(), z.unknown()),
+    })),
+  }),
+]);
+
+interface VolumeMounts {
+  /** Identity of the volume these mounts belong to (its createdAt and createdBy). */
+  incarnation?: string;
+  ids: Map<string, MountEntry>;
+}
+
+/** What identifies one life of a volume: a removed and re-created volume has another. */
+export function incarnationOf(record: { createdAt: string; createdBy: string }): string {
+  return `${record.createdAt}/${record.createdBy}`;
+}
+
+/** A mount record as `stowage mounts` shows it. */
+export interface MountRecordView {
+  volume: string;
+  id: string;
+  count: number;
+  since: string;
+  last: string;
 }
 
 /**
@@ -21,52 +58,76 @@ interface MountFile {
  * state root so a restarted daemon still knows which IDs Docker may unmount.
  */
 export class MountTable {
-  private volumes = new Map<string, Map<string, MountEntry>>();
+  private volumes = new Map<string, VolumeMounts>();
   private readonly path: string;
   private writing: Promise<void> = Promise.resolve();
   private dirty = false;
   /** Bumped on every change; lets callers reuse answers derived from the table. */
   version = 0;
+  /** Entries skipped at load because they were invalid, for the log. */
+  readonly skipped: string[] = [];
 
   constructor(private readonly fs: FsPort, root: string, private readonly nodeId: string) {
     this.path = join(root, 'mounts.json');
   }
 
   async load(): Promise<void> {
-    let data: unknown;
+    let text: string;
     try {
-      data = await readJsonFile(this.fs, this.path);
+      text = await this.fs.readFile(this.path, 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') {
+        this.volumes.clear();
+        return;
+      }
+      throw new StowageError(ErrorCodes.STATE_CORRUPT,
+        `mount records in ${this.path} cannot be read (${describeCause(err)}); fix or move the file aside and restart`, { cause: err });
+    }
+    let file: z.infer<typeof fileSchema>;
+    try {
+      file = parseRecordText(fileSchema, text, `the mount records file ${this.path}`);
     } catch (err) {
       throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `mount records in ${this.path} cannot be read; fix or move the file aside and restart`, { cause: err });
+        `${(err as Error).message}; fix or move the file aside and restart`, { cause: err });
     }
     this.volumes.clear();
-    if (data === undefined) return;
-    const file = data as Partial<MountFile>;
-    if (typeof file !== 'object' || file === null || typeof file.volumes !== 'object' || file.volumes === null) {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `mount records in ${this.path} are not in the expected format; fix or move the file aside and restart`);
-    }
-    for (const [volume, ids] of Object.entries(file.volumes)) {
-      const entries = new Map<string, MountEntry>();
-      for (const [id, entry] of Object.entries(ids)) {
-        if (entry && Number.isInteger(entry.count) && entry.count > 0) entries.set(id, entry);
+    this.skipped.length = 0;
+    for (const [volume, value] of Object.entries(file.volumes)) {
+      const { incarnation, ids } = file.format === 1
+        ? { incarnation: undefined, ids: value as Record<string, unknown> }
+        : value as { incarnation?: string; ids: Record<string, unknown> };
+      if (!isValidVolumeName(volume)) {
+        this.skipped.push(`volume ${JSON.stringify(String(volume).slice(0, 80))}: not a valid volume name`);
+        continue;
       }
-      if (entries.size > 0) this.volumes.set(volume, entries);
+      const entries = new Map<string, MountEntry>();
+      for (const [id, raw] of Object.entries(ids)) {
+        const entry = entrySchema.safeParse(raw);
+        if (!isValidMountId(id) || !entry.success) {
+          this.skipped.push(`volume ${volume}, mount id ${JSON.stringify(id.slice(0, 80))}: invalid record`);
+          continue;
+        }
+        entries.set(id, entry.data);
+      }
+      if (entries.size > 0) this.volumes.set(volume, { incarnation, ids: entries });
     }
   }
 
   /** Total mounts of a volume on this node. */
   count(volume: string): number {
     let total = 0;
-    for (const entry of this.volumes.get(volume)?.values() ?? []) total += entry.count;
+    for (const entry of this.volumes.get(volume)?.ids.values() ?? []) total += entry.count;
     return total;
   }
 
   ids(volume: string): Record<string, number> {
     const result: Record<string, number> = {};
-    for (const [id, entry] of this.volumes.get(volume) ?? []) result[id] = entry.count;
+    for (const [id, entry] of this.volumes.get(volume)?.ids ?? []) result[id] = entry.count;
     return result;
+  }
+
+  incarnation(volume: string): string | undefined {
+    return this.volumes.get(volume)?.incarnation;
   }
 
   /** Counts per mount ID per volume, for publishing to other nodes. */
@@ -76,48 +137,76 @@ export class MountTable {
     return result;
   }
 
+  records(): MountRecordView[] {
+    const rows: MountRecordView[] = [];
+    for (const [volume, { ids }] of this.volumes) {
+      for (const [id, e] of ids) rows.push({ volume, id, count: e.count, since: e.since, last: e.last ?? e.since });
+    }
+    return rows.sort((a, b) => a.volume.localeCompare(b.volume) || a.id.localeCompare(b.id));
+  }
+
+  /** Entries of a volume, for reconciliation. */
+  entries(volume: string): Array<[string, MountEntry]> {
+    return [...this.volumes.get(volume)?.ids ?? []];
+  }
+
   mountedVolumes(): string[] {
     return [...this.volumes.keys()];
   }
 
   has(volume: string, id: string): boolean {
-    return this.volumes.get(volume)?.has(id) ?? false;
+    return this.volumes.get(volume)?.ids.has(id) ?? false;
   }
 
   /** Returns the volume's total count after the increment. */
-  increment(volume: string, id: string, now: string): number {
-    let entries = this.volumes.get(volume);
-    if (!entries) {
-      entries = new Map();
-      this.volumes.set(volume, entries);
+  increment(volume: string, id: string, now: string, incarnation?: string): number {
+    let mounts = this.volumes.get(volume);
+    if (!mounts) {
+      mounts = { incarnation, ids: new Map() };
+      this.volumes.set(volume, mounts);
     }
-    const entry = entries.get(id);
-    if (entry) entry.count += 1;
-    else entries.set(id, { count: 1, since: now });
-    this.dirty = true;
-    this.version += 1;
+    if (incarnation !== undefined) mounts.incarnation = incarnation;
+    const entry = mounts.ids.get(id);
+    if (entry) {
+      entry.count += 1;
+      entry.last = now;
+    } else {
+      mounts.ids.set(id, { count: 1, since: now, last: now });
+    }
+    this.changed();
     return this.count(volume);
   }
 
   /** Returns the volume's total count after the decrement; unknown IDs change nothing. */
   decrement(volume: string, id: string): number {
-    const entries = this.volumes.get(volume);
-    const entry = entries?.get(id);
-    if (entries && entry) {
+    const mounts = this.volumes.get(volume);
+    const entry = mounts?.ids.get(id);
+    if (mounts && entry) {
       entry.count -= 1;
-      if (entry.count <= 0) entries.delete(id);
-      if (entries.size === 0) this.volumes.delete(volume);
-      this.dirty = true;
-      this.version += 1;
+      if (entry.count <= 0) mounts.ids.delete(id);
+      if (mounts.ids.size === 0) this.volumes.delete(volume);
+      this.changed();
+    }
+    return this.count(volume);
+  }
+
+  /** Drops one ID whatever its count; returns the volume's remaining total. */
+  drop(volume: string, id: string): number {
+    const mounts = this.volumes.get(volume);
+    if (mounts?.ids.delete(id)) {
+      if (mounts.ids.size === 0) this.volumes.delete(volume);
+      this.changed();
     }
     return this.count(volume);
   }
 
   forget(volume: string): void {
-    if (this.volumes.delete(volume)) {
-      this.dirty = true;
-      this.version += 1;
-    }
+    if (this.volumes.delete(volume)) this.changed();
+  }
+
+  private changed(): void {
+    this.dirty = true;
+    this.version += 1;
   }
 
   /**
@@ -128,19 +217,19 @@ export class MountTable {
     const next = this.writing.then(async () => {
       if (!this.dirty) return;
       this.dirty = false;
-      const file: MountFile = {
-        format: 1,
+      const file = {
+        format: 2,
         writtenBy: this.nodeId,
         writtenAt: new Date().toISOString(),
-        volumes: Object.fromEntries(
-          [...this.volumes].map(([volume, ids]) => [volume, Object.fromEntries(ids)]),
-        ),
+        volumes: Object.fromEntries([...this.volumes].map(([volume, { incarnation, ids }]) =>
+          [volume, { ...(incarnation === undefined ? {} : { incarnation }), ids: Object.fromEntries(ids) }])),
       };
       try {
         await writeFileAtomic(this.fs, this.path, JSON.stringify(file, null, 1));
       } catch (err) {
         this.dirty = true;
-        throw new StowageError(ErrorCodes.INTERNAL, `cannot save mount records to ${this.path}`, { cause: err });
+        throw new StowageError(ErrorCodes.INTERNAL,
+          `cannot save mount records to ${this.path}: ${describeCause(err)}`, { cause: err });
       }
     });
     this.writing = next.catch(() => undefined);

@@ -28,3 +28,33 @@ export function validateVolumeName(name: unknown): string {
   }
   return name;
 }
+
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/** Node ids name files in the shared cluster directory: one safe path component, like volume names. */
+export function isValidNodeId(id: unknown): id is string {
+  return typeof id === 'string' && NODE_ID.test(id);
+}
+
+export function validateNodeId(id: unknown, what = 'node id'): string {
+  if (isValidNodeId(id)) return id;
+  const shown = typeof id === 'string' ? JSON.stringify(id.slice(0, 80)) : String(id);
+  throw new StowageError(ErrorCodes.INVALID_NAME, `invalid ${what} ${shown}: use up to 63 letters, digits, "_", "." and "-", starting with a letter or digit`);
+}
+
+/** Mount IDs come from Docker (random hex) or embedders; they are keys, never paths. */
+export const MAX_MOUNT_ID_LENGTH = 256;
+
+export function isValidMountId(id: unknown): id is string {
+  // eslint-disable-next-line no-control-regex
+  return typeof id === 'string' && id.length > 0 && id.length <= MAX_MOUNT_ID_LENGTH && !/[\u0000-\u001f\u007f]/.test(id);
+}
+
+export function isValidVolumeName(name: unknown): name is string {
+  try {
+    validateVolumeName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,8 +1,131 @@
+import { randomBytes } from 'node:crypto';
+import * as fsp from 'node:fs/promises';
+import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { ErrorCodes, StowageError, errnoCode } from './errors.js';
-import type { FsPort } from './fs-port.js';
+import { ErrorCodes, StowageError, describeCause, errnoCode } from './errors.js';
 
-function alive(pid: number): boolean {
+/** One daemon per state root: two would each rewrite the mount records from their own memory. */
+export interface RootLock {
+  acquire(): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** Longest unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/** Resolves true when something accepts a connection on `path`, false when nothing listens there. */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => { probe.destroy(); resolve(true); });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+function listen(path: string): Promise<Server> {
+  // Private from the moment it exists: nobody else needs to connect.
+  const previous = process.umask(0o177);
+  try {
+    return new Promise<Server>((resolve, reject) => {
+      const server = createServer((conn) => conn.destroy());
+      server.once('error', reject);
+      server.listen(path, () => resolve(server));
+    });
+  } finally {
+    process.umask(previous);
+  }
+}
+
+/**
+ * The lock is a unix socket at `<root>/daemon.lock` that the daemon listens on. The kernel
+ * closes it when the daemon dies, however it dies, so a starting daemon asks the socket rather
+ * than trusting a PID (in a container the successor often gets the very same PID): a
+ * connection accepted means a live holder; refused means the holder died.
+ *
+ * Taking the lock is a hard link of our own listening socket into place (exclusive). A dead
+ * holder's socket is first moved aside and checked again, so of two daemons starting at once
+ * only one can win: if the one moved aside turns out live, it is put back.
+ */
+export class SocketRootLock implements RootLock {
+  private readonly path: string;
+  private server?: Server;
+  private ino?: number;
+
+  constructor(private readonly root: string) {
+    this.path = join(root, 'daemon.lock');
+  }
+
+  private refuse(): never {
+    throw new StowageError(ErrorCodes.INVALID_OPTION,
+      `another stowage daemon uses the state root ${this.root}; stop it or give this one its own --root`);
+  }
+
+  async acquire(): Promise<void> {
+    await fsp.mkdir(this.root, { recursive: true });
+    const temp = join(this.root, `.daemon.lock.${randomBytes(6).toString('hex')}`);
+    if (Buffer.byteLength(temp) > MAX_SOCKET_PATH) {
+      throw new StowageError(ErrorCodes.INVALID_OPTION,
+        `--root ${this.root} is too long: the daemon's lock socket needs a path of at most ${MAX_SOCKET_PATH - 22} bytes`);
+    }
+    const server = await listen(temp).catch((err: unknown) => {
+      throw new StowageError(ErrorCodes.INTERNAL, `cannot create the lock ${temp}: ${describeCause(err)}`, { cause: err });
+    });
+    server.unref();
+    try {
+      for (let attempt = 0; attempt < 5; attempt += 1) {
+        try {
+          await fsp.link(temp, this.path);
+          this.ino = (await fsp.stat(this.path)).ino;
+          this.server = server;
+          return;
+        } catch (err) {
+          if (errnoCode(err) !== 'EEXIST') throw err;
+        }
+        if (await accepts(this.path)) this.refuse();
+        await this.moveAsideIfDead();
+      }
+      throw new StowageError(ErrorCodes.INTERNAL, `could not take the lock ${this.path}; remove it if no daemon runs`);
+    } catch (err) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      throw err;
+    } finally {
+      // Our lock lives on under its real name (a hard link to the same socket).
+      await fsp.unlink(temp).catch(() => undefined);
+    }
+  }
+
+  private async moveAsideIfDead(): Promise<void> {
+    const stat = await fsp.lstat(this.path).catch(() => undefined);
+    if (stat && !stat.isSocket()) {
+      // The pid file of an older version: it may still run (an upgrade in place).
+      const pid = Number.parseInt(await fsp.readFile(this.path, 'utf8').catch(() => ''), 10);
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processExists(pid)) this.refuse();
+    }
+    const aside = join(this.root, `.daemon.lock.dead-${randomBytes(6).toString('hex')}`);
+    try {
+      await fsp.rename(this.path, aside);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    if (stat?.isSocket() !== false && await accepts(aside)) {
+      // A live daemon took the lock between our check and the move: give it back.
+      await fsp.link(aside, this.path).catch(() => undefined);
+    }
+    await fsp.unlink(aside).catch(() => undefined);
+  }
+
+  async release(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    const current = await fsp.stat(this.path).catch(() => undefined);
+    if (current && current.ino === this.ino) await fsp.unlink(this.path).catch(() => undefined);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -11,43 +134,8 @@ function alive(pid: number): boolean {
   }
 }
 
-/**
- * One daemon per state root: two would each rewrite the mount records from their own memory
- * and lose each other's mounts. The lock is a pid file; a dead holder's lock is taken over.
- */
-export class RootLock {
-  private readonly path: string;
-  private held = false;
-
-  constructor(private readonly fs: FsPort, root: string) {
-    this.path = join(root, 'daemon.lock');
-  }
-
-  async acquire(): Promise<void> {
-    await this.fs.mkdir(join(this.path, '..'), { recursive: true });
-    for (let attempt = 0; attempt < 3; attempt += 1) {
-      try {
-        await this.fs.writeFile(this.path, `${process.pid}\n`, { flag: 'wx' });
-        this.held = true;
-        return;
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-      }
-      const holder = Number.parseInt(await this.fs.readFile(this.path, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(holder) && holder > 0 && alive(holder)) {
-        throw new StowageError(ErrorCodes.INVALID_OPTION,
-          `another stowage daemon (pid ${holder}) uses the state root ${join(this.path, '..')}; ` +
-          `stop it or give this one its own --root`);
-      }
-      // The holder died without releasing the lock (crash, SIGKILL): take it over.
-      await this.fs.unlink(this.path).catch(() => undefined);
-    }
-    throw new StowageError(ErrorCodes.INTERNAL, `could not take the lock ${this.path}; remove it if no daemon runs`);
-  }
-
-  async release(): Promise<void> {
-    if (!this.held) return;
-    this.held = false;
-    await this.fs.unlink(this.path).catch(() => undefined);
-  }
+/** For in-memory stacks (unit tests on memfs), where no other daemon can share the root. */
+export class NoRootLock implements RootLock {
+  async acquire(): Promise<void> {}
+  async release(): Promise<void> {}
 }

@@ -9,5 +9,6 @@ export const TOKENS = {
   RootLock: Symbol.for('stowage.RootLock'),
   Clock: Symbol.for('stowage.Clock'),
   Cluster: Symbol.for('stowage.Cluster'),
+  DockerEngine: Symbol.for('stowage.DockerEngine'),
   VolumeManager: Symbol.for('stowage.VolumeManager'),
 } as const;

@@ -2,49 +2,25 @@ import { inject, injectable } from 'inversify';
 import type { Backend, SnapshotRecord, SnapshotSupport, VolumeRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
 import type { Cluster } from './cluster/cluster.js';
-import type { NodeView } from './cluster/node-record.js';
-import { ErrorCodes, StowageError, isStowageError, toStowageError } from './errors.js';
+import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
+import { DockerEngine } from './engine/docker-engine.js';
+import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
+import { ErrorCodes, StowageError, describeCause, isStowageError, toStowageError } from './errors.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
-import type { MountTable } from './mount-table.js';
+import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
 import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
 import { formatSize, parseVolumeOptions, sameDefiningOptions, type VolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
+import {
+  describeOptions, notFound, validateMountId,
+  type BriefVolume, type CreateResult, type ManagerConfig, type RemoveResult, type VolumeInfo,
+} from './volume-types.js';
 
-export type RemovePolicy = 'delete' | 'retain';
-
-export interface ManagerConfig {
-  nodeId: string;
-  /** What `remove` does with data when the caller does not say: delete it, or move it aside. */
-  onRemove: RemovePolicy;
-}
-
-export interface VolumeInfo extends VolumeRecord {
-  backend: string;
-  /** Path on this node while the volume is mounted here. */
-  mountpoint?: string;
-  /** Mounts on this node, all IDs together. */
-  mountCount: number;
-  status: Record<string, string>;
-}
-
-export interface BriefVolume {
-  name: string;
-  createdAt: string;
-  mountpoint?: string;
-}
-
-export interface CreateResult {
-  volume: VolumeInfo;
-  /** False when an identical volume already existed (create is idempotent). */
-  created: boolean;
-}
-
-export interface RemoveResult {
-  name: string;
-  retainedAt?: string;
-}
+export type {
+  BriefVolume, CreateResult, ManagerConfig, RemovePolicy, RemoveResult, VolumeInfo,
+} from './volume-types.js';
 
 /**
  * The core: validates names and options, serialises operations per volume, counts mounts per
@@ -57,6 +33,7 @@ export class VolumeManager {
   private lastBrief?: { records: VolumeRecord[]; mountsVersion: number; brief: BriefVolume[] };
   /** Last record seen per name, so a passing backend fault does not make Docker forget a volume. */
   private readonly lastKnown = new Map<string, VolumeRecord>();
+  private reconcileTimer?: NodeJS.Timeout;
 
   constructor(
     @inject(TOKENS.Backend) private readonly backend: Backend,
@@ -66,6 +43,8 @@ export class VolumeManager {
     @inject(TOKENS.RootLock) private readonly rootLock: RootLock,
     @inject(TOKENS.Clock) private readonly clock: Clock,
     @inject(TOKENS.Cluster) private readonly cluster: Cluster,
+    // Optional so in-memory stacks need not build one; the container always passes it.
+    @inject(TOKENS.DockerEngine) private readonly engine: DockerEngine = new DockerEngine(undefined, 'stowage', log),
   ) {}
 
   get backendName(): string {
@@ -82,39 +61,33 @@ export class VolumeManager {
     try {
       await this.backend.init();
       await this.mounts.load();
+      for (const problem of this.mounts.skipped) this.log.warn(`mount records: skipped ${problem}`);
       await this.reconcileMounts();
       await this.cluster.start(() => this.mounts.snapshot());
     } catch (err) {
       await this.rootLock.release();
       throw err;
     }
+    if (this.engine.configured) {
+      void this.reconcileWithEngine();
+      this.reconcileTimer = setInterval(() => void this.reconcileWithEngine(), this.config.reconcileMs ?? 60_000);
+      this.reconcileTimer.unref();
+    }
   }
 
   async dispose(): Promise<void> {
+    clearInterval(this.reconcileTimer);
+    this.engine.stop();
     await this.cluster.stop();
     await this.mounts.persist().catch((err: unknown) => this.log.error(String(err)));
     await this.backend.dispose();
     await this.rootLock.release();
   }
 
-  private async reconcileMounts(): Promise<void> {
-    for (const name of this.mounts.mountedVolumes()) {
-      await this.locks.run(name, async () => {
-        const record = await this.backend.get(name).catch(() => undefined);
-        if (!record) {
-          this.log.warn(`dropping mount records of ${name}: the volume no longer exists`);
-          this.mounts.forget(name);
-          return;
-        }
-        try {
-          this.mountpoints.set(name, await this.backend.attach(name));
-          this.log.info(`volume ${name} kept attached for ${this.mounts.count(name)} mount(s) from before the restart`);
-        } catch (err) {
-          this.log.error(`volume ${name} was mounted before the restart but cannot be attached again: ${(err as Error).message}`);
-        }
-      });
-    }
-    await this.mounts.persist();
+  private reconcileMounts(): Promise<void> {
+    return reconcileAtStart(this.mountOps, (name) => this.backend.get(name), async (name) => {
+      this.mountpoints.set(name, await this.backend.attach(name));
+    });
   }
 
   async create(name: string, rawOptions: unknown = {}): Promise<CreateResult> {
@@ -212,34 +185,59 @@ export class VolumeManager {
       this.lastKnown.delete(name);
       this.mountpoints.delete(name);
       this.mounts.forget(name);
-      await this.mounts.persist();
+      // The volume is gone: that is the answer. Records that could not be saved are only
+      // pending state, saved with the next change or dropped at the next start.
+      await this.mounts.persist().catch((err: unknown) =>
+        this.log.error(`volume ${name} was removed, but ${(err as Error).message}`));
       this.log.info(`removed volume ${name}${outcome.retainedAt ? `, data kept at ${outcome.retainedAt}` : ''}`);
       return { name, retainedAt: outcome.retainedAt };
     }));
   }
 
+  /**
+   * Takes the volume's cluster-wide lock, as create and remove do, and publishes this node's
+   * record with the new mount before answering: a remove on another node either ran before
+   * (the mount then finds no volume) or sees the mount and is refused.
+   */
   async mount(name: string, mountId: string): Promise<string> {
     validateVolumeName(name);
     const id = validateMountId(mountId);
-    return this.locks.run(name, async () => {
+    return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);
       if (!record) throw notFound(name);
+      const incarnation = incarnationOf(record);
+      const previous = this.mounts.incarnation(name);
+      if (previous !== undefined && previous !== incarnation && this.mounts.count(name) > 0) {
+        this.log.warn(`dropping mount records of ${name} that belong to an earlier volume of that name (${previous})`);
+        this.mounts.forget(name);
+      }
       // attach is idempotent and re-checks the storage, so a broken attachment heals on the next mount.
       const path = await this.backend.attach(name).catch((err: unknown) => {
         throw toStowageError(err, `attaching volume ${name} failed`, name);
       });
       this.mountpoints.set(name, path);
-      this.mounts.increment(name, id, isoTime(this.clock.now()));
+      this.mounts.increment(name, id, isoTime(this.clock.now()), incarnation);
       try {
         await this.mounts.persist();
+        await this.cluster.publishNow();
       } catch (err) {
         // Docker sends no Unmount for a failed Mount: a count kept here would pin the volume.
-        this.mounts.decrement(name, id);
-        throw err;
+        await this.undoMount(name, id);
+        throw new StowageError(isStowageError(err) ? err.code : ErrorCodes.INTERNAL,
+          `mounting volume ${name} failed: ${isStowageError(err) ? err.message : describeCause(err)}`, { volume: name, cause: err });
       }
-      this.cluster.changed();
       return path;
-    });
+    }));
+  }
+
+  private async undoMount(name: string, id: string): Promise<void> {
+    if (this.mounts.decrement(name, id) === 0) {
+      this.mountpoints.delete(name);
+      await this.backend.detach(name).catch((err: unknown) =>
+        this.log.error(`detaching ${name} after a failed mount failed: ${describeCause(err)}`));
+    }
+    await this.mounts.persist().catch(() => undefined);
+    this.cluster.changed();
   }
 
   async unmount(name: string, mountId: string): Promise<void> {
@@ -260,8 +258,8 @@ export class VolumeManager {
         this.mountpoints.delete(name);
       }
       // A failed save is only logged: the mount is released, and the record left on disk is
-      // dropped by the next start's reconciliation or an Unmount replayed by Docker.
-      await this.mounts.persist().catch((err: unknown) => this.log.error((err as Error).message));
+      // dropped by reconciliation with the engine or an Unmount replayed by Docker.
+      await this.mounts.persist().catch((err: unknown) => this.log.error(`unmount of ${name}: ${(err as Error).message}`));
       this.cluster.changed();
     });
   }
@@ -317,8 +315,58 @@ export class VolumeManager {
     return this.cluster.nodes();
   }
 
+  invalidNodes(): InvalidNodeRecord[] {
+    return this.cluster.invalidNodes();
+  }
+
   forgetNode(nodeId: string): Promise<void> {
     return this.cluster.forget(nodeId);
+  }
+
+  /** This node's mount records. */
+  mountRecords(): MountRecordView[] {
+    return this.mounts.records();
+  }
+
+  /**
+   * The way out of a leaked mount count: drops this node's records of the volume (or of one
+   * ID), detaching when none remain; refused while a live container uses it, unless `force`.
+   */
+  release(name: string, request: { id?: string; force?: boolean } = {}): Promise<MountRecordView[]> {
+    validateVolumeName(name);
+    if (request.id !== undefined) validateMountId(request.id);
+    return releaseMounts(this.mountOps, name, request);
+  }
+
+  /** Drops mount records that no live container on this node can account for (see mount-reconcile.ts). */
+  reconcileWithEngine(): Promise<void> {
+    return reconcileWithEngine(this.mountOps);
+  }
+
+  private readonly mountOps: MountOps = {
+    nodeId: () => this.config.nodeId,
+    engine: () => this.engine,
+    mounts: () => this.mounts,
+    now: () => this.clock.now(),
+    graceMs: () => this.config.mountGraceMs ?? 60_000,
+    log: () => this.log,
+    runLocked: (name, task) => this.locks.run(name, task),
+    drop: (name, ids, why) => this.dropMounts(name, ids, why),
+  };
+
+  /** Drops mount records (whole IDs); the caller holds the volume's lock. Detaches when none remain. */
+  private async dropMounts(name: string, ids: string[], why: string): Promise<void> {
+    let remaining = this.mounts.count(name);
+    for (const id of ids) remaining = this.mounts.drop(name, id);
+    this.log.warn(`dropped mount record(s) ${ids.join(', ')} of volume ${name} on node ${this.config.nodeId}: ${why}`);
+    if (remaining === 0) {
+      this.mountpoints.delete(name);
+      await this.backend.detach(name).catch((err: unknown) => {
+        throw toStowageError(err, `detaching volume ${name} failed`, name);
+      });
+    }
+    await this.mounts.persist();
+    this.cluster.changed();
   }
 
   private describeCheaply(record: VolumeRecord): VolumeInfo {
@@ -351,23 +399,3 @@ export class VolumeManager {
   }
 }
 
-function notFound(name: string): StowageError {
-  return new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
-}
-
-function validateMountId(id: unknown): string {
-  if (typeof id !== 'string' || id.length === 0 || id.length > 256) {
-    throw new StowageError(ErrorCodes.INVALID_REQUEST, 'a mount needs an ID (a non-empty string of at most 256 characters)');
-  }
-  return id;
-}
-
-function describeOptions(options: VolumeOptions): string {
-  const parts: string[] = [];
-  if (options.size !== undefined) parts.push(`size=${formatSize(options.size)}`);
-  if (options.uid !== undefined) parts.push(`uid=${options.uid}`);
-  if (options.gid !== undefined) parts.push(`gid=${options.gid}`);
-  if (options.mode !== undefined) parts.push(`mode=${options.mode.toString(8)}`);
-  for (const [key, value] of Object.entries(options.backend ?? {})) parts.push(`${key}=${value}`);
-  return parts.length > 0 ? parts.join(', ') : 'no options';
-}

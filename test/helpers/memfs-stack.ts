@@ -3,7 +3,7 @@ import { ExecaCommandRunner } from '../../src/core/command-runner.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { MountTable } from '../../src/core/mount-table.js';
-import { RootLock } from '../../src/core/root-lock.js';
+import { NoRootLock } from '../../src/core/root-lock.js';
 import { SharedClock } from '../../src/core/clock.js';
 import { LocalCluster } from '../../src/core/cluster/cluster.js';
 import { VolumeManager, type RemovePolicy } from '../../src/core/volume-manager.js';
@@ -31,7 +31,7 @@ export async function memStack(opts: { fs?: FsPort; onRemove?: RemovePolicy; nod
     parseVfsOptions({}, '/state'));
   const backend = new RecordingBackend(vfs);
   const manager = new VolumeManager(backend, new MountTable(fs, '/state', nodeId),
-    { nodeId, onRemove: opts.onRemove ?? 'delete' }, silentLogger, new RootLock(fs, '/state'),
+    { nodeId, onRemove: opts.onRemove ?? 'delete' }, silentLogger, new NoRootLock(),
     new SharedClock(), new LocalCluster());
   await manager.init();
   return { fs, backend, vfs, manager };

@@ -150,3 +150,69 @@ describe('ClusterLocks', () => {
     expect(await waiter.withLock('vol', async () => 'after release')).toBe('after release');
   });
 });
+
+describe('records read from shared storage are checked, skipped and reported', () => {
+  const started: SharedCluster[] = [];
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((c) => c.stop()));
+  });
+
+  async function nodeOn(fs: FsPort, id: string) {
+    const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), settings(), silentLogger);
+    await cluster.start(() => ({}));
+    started.push(cluster);
+    return cluster;
+  }
+
+  const validRecord = (nodeId: string, extra: Record<string, unknown> = {}) => JSON.stringify({
+    format: 1, nodeId, version: 'x', host: 'h', pid: 1, startedAt: 'now', clockOffsetMs: 0,
+    mounts: {}, containers: {}, docker: { reachable: false }, ...extra,
+  });
+
+  it('refuses to forget a node id that is not a plain name, and deletes nothing through it', async () => {
+    const fs = memFs();
+    const a = await nodeOn(fs, 'node-a');
+    await fs.mkdir('/shared/volumes', { recursive: true });
+    await fs.writeFile('/shared/volumes/seed.json', '{"precious":true}');
+    // A planted record naming itself so that "<nodes>/<id>.json" is the volume record.
+    await fs.writeFile('/shared/cluster/nodes/planted.json', validRecord('../../volumes/seed'));
+    await sleep(200); // stale, as forget requires
+    await expect(a.forget('../../volumes/seed')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME });
+    expect((await a.nodes()).map((n) => n.record.nodeId)).toEqual(['node-a']);
+    expect(await fs.readFile('/shared/volumes/seed.json', 'utf8')).toBe('{"precious":true}');
+  });
+
+  it('lists a record without a docker field, and skips invalid ones without crashing', async () => {
+    const fs = memFs();
+    const a = await nodeOn(fs, 'node-a');
+    const { docker: _omitted, ...noDocker } = JSON.parse(validRecord('old-node')) as Record<string, unknown>;
+    await fs.writeFile('/shared/cluster/nodes/old-node.json', JSON.stringify(noDocker));
+    await fs.writeFile('/shared/cluster/nodes/liar.json', validRecord('node-a'));
+    await fs.writeFile('/shared/cluster/nodes/evil.json', validRecord('evil', { mounts: { '../../x': { m: 1 } } }));
+    await fs.writeFile('/shared/cluster/nodes/torn.json', '{"format":1,');
+    await fs.writeFile('/shared/cluster/nodes/notes.txt', 'hello');
+    const nodes = await a.nodes();
+    expect(nodes.map((n) => n.record.nodeId)).toEqual(['node-a', 'old-node']);
+    expect(nodes[1]!.record.docker).toEqual({ reachable: false, error: 'not reported' });
+    const invalid = a.invalidNodes();
+    expect(invalid.map((i) => i.file).sort()).toEqual(['evil.json', 'liar.json', 'notes.txt', 'torn.json']);
+    expect(invalid.find((i) => i.file === 'liar.json')?.problem).toMatch(/names node node-a, not liar/);
+    expect(invalid.find((i) => i.file === 'evil.json')?.problem).toMatch(/at mounts.*Invalid key/);
+    // A skipped record is not believed: it cannot block a remove nor be forgotten by its claimed id.
+    await a.assertRemovable('x', { force: false });
+    await expect(a.forget('liar')).rejects.toMatchObject({ code: ErrorCodes.NODE_NOT_FOUND });
+  });
+
+  it('treats an unreadable lock file as held until it is as old as a lock lives, then breaks it', async () => {
+    const fs = memFs();
+    await fs.mkdir('/locks', { recursive: true });
+    const clock = new SharedClock();
+    await fs.writeFile('/locks/vol.lock', 'garbage');
+    const impatient = new ClusterLocks(fs, '/locks', 'node-a', clock, { ttlMs: 60_000, waitMs: 150 });
+    await expect(impatient.withLock('vol', async () => 'in')).rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE });
+    expect(await fs.readFile('/locks/vol.lock', 'utf8')).toBe('garbage');
+    const patient = new ClusterLocks(fs, '/locks', 'node-a', clock, { ttlMs: 100, waitMs: 2_000 });
+    expect(await patient.withLock('vol', async () => 'in')).toBe('in');
+    expect(await fs.readdir('/locks')).toEqual([]);
+  });
+});

@@ -5,7 +5,7 @@ import { LocalCluster } from '../../src/core/cluster/cluster.js';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { MountTable } from '../../src/core/mount-table.js';
-import { RootLock } from '../../src/core/root-lock.js';
+import { NoRootLock } from '../../src/core/root-lock.js';
 import { VolumeManager } from '../../src/core/volume-manager.js';
 import { memStack } from '../helpers/memfs-stack.js';
 import { RecordingBackend } from '../helpers/recording-backend.js';
@@ -46,7 +46,7 @@ async function managerWithSnapshots() {
   const backend = new SnapshottingBackend(stack.vfs);
   const { snapshots } = backend;
   const manager = new VolumeManager(backend, new MountTable(stack.fs, '/state', 'node-a'), { nodeId: 'node-a', onRemove: 'delete' },
-    silentLogger, new RootLock(stack.fs, '/state'), new SharedClock(), new LocalCluster());
+    silentLogger, new NoRootLock(), new SharedClock(), new LocalCluster());
   await manager.init();
   return { manager, snapshots };
 }

@@ -3,6 +3,12 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { memFs, memStack, simulateCrash } from '../helpers/memfs-stack.js';
+import { LocalCluster } from '../../src/core/cluster/cluster.js';
+import { SharedClock } from '../../src/core/clock.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { MountTable } from '../../src/core/mount-table.js';
+import { NoRootLock } from '../../src/core/root-lock.js';
+import { VolumeManager } from '../../src/core/volume-manager.js';
 
 describe('VolumeManager', () => {
   describe('create', () => {
@@ -193,16 +199,6 @@ describe('VolumeManager', () => {
       await expect(memStack({ fs: first.fs })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
     });
 
-    it('refuses a second manager on the same state root while the first runs, and takes over after a crash', async () => {
-      const first = await memStack();
-      await expect(memStack({ fs: first.fs })).rejects.toThrow(/another stowage daemon \(pid \d+\) uses the state root \/state/);
-      await simulateCrash(first);
-      const second = await memStack({ fs: first.fs });
-      await second.manager.dispose();
-      const third = await memStack({ fs: first.fs });
-      expect(await third.manager.list()).toEqual([]);
-    });
-
     it('does not keep a mount whose record could not be saved', async () => {
       const real = memFs();
       let diskFull = false;
@@ -222,13 +218,70 @@ describe('VolumeManager', () => {
       await manager.remove('unsaved');
     });
 
+    it('skips mount records with invalid volume names or ids, keeping the valid ones', async () => {
+      const first = await memStack();
+      await first.manager.create('good');
+      await first.manager.mount('good', 'ok-id');
+      await first.manager.dispose();
+      const file = JSON.parse(await first.fs.readFile('/state/mounts.json', 'utf8'));
+      file.volumes['../escape'] = { ids: { m: { count: 1, since: 'x' } } };
+      file.volumes.good.ids['bad\u0000id'] = { count: 1, since: 'x' };
+      file.volumes.good.ids.negative = { count: -3, since: 'x' };
+      await first.fs.writeFile('/state/mounts.json', JSON.stringify(file));
+      const second = await memStack({ fs: first.fs });
+      expect(second.manager.mountRecords().map((r) => `${r.volume}/${r.id}/${r.count}`)).toEqual(['good/ok-id/1']);
+    });
+
+    it('reads mount records of the earlier format', async () => {
+      const first = await memStack();
+      await first.manager.create('legacy');
+      await first.manager.dispose();
+      await first.fs.writeFile('/state/mounts.json', JSON.stringify({
+        format: 1, writtenBy: 'node-a', writtenAt: 'x', volumes: { legacy: { old: { count: 2, since: '2020-01-01T00:00:00.000Z' } } },
+      }));
+      const second = await memStack({ fs: first.fs });
+      expect((await second.manager.get('legacy')).mountCount).toBe(2);
+    });
+
+    it('drops mount records of a volume that was removed and re-created while it was down', async () => {
+      const first = await memStack();
+      await first.manager.create('reborn');
+      await first.manager.mount('reborn', 'old-container');
+      await simulateCrash(first);
+      // Another node removes it (forced) and creates it again: same name, another volume.
+      await first.vfs.remove('reborn', { retainData: false });
+      await new Promise((r) => setTimeout(r, 5));
+      await first.vfs.create({ name: 'reborn', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-b' });
+      const second = await memStack({ fs: first.fs });
+      expect((await second.manager.get('reborn')).mountCount).toBe(0);
+      await second.manager.remove('reborn');
+    });
+
+    it('undoes and fails a mount whose node record cannot be published to the other nodes', async () => {
+      const { fs, backend } = await memStack();
+      const cluster = Object.assign(new LocalCluster(), {
+        publishNow: async () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); },
+      });
+      const manager = new VolumeManager(backend, new MountTable(fs, '/state', 'node-a'), { nodeId: 'node-a', onRemove: 'delete' },
+        silentLogger, new NoRootLock(), new SharedClock(), cluster);
+      await manager.init();
+      await manager.create('unpublished');
+      await expect(manager.mount('unpublished', 'm1')).rejects.toThrow(/mounting volume unpublished failed: i\/o error \(EIO\)/);
+      expect((await manager.get('unpublished')).mountCount).toBe(0);
+      expect(manager.mountRecords()).toEqual([]);
+      expect(backend.count('detach')).toBe(1);
+      expect(JSON.parse(await fs.readFile('/state/mounts.json', 'utf8')).volumes).toEqual({});
+    });
+
     it('writes mount records atomically with the writing node and time', async () => {
       const { manager, fs } = await memStack({ nodeId: 'writer-node' });
       await manager.create('rec');
       await manager.mount('rec', 'id-9');
       const file = JSON.parse(await fs.readFile('/state/mounts.json', 'utf8'));
       expect(file.writtenBy).toBe('writer-node');
-      expect(file.volumes.rec['id-9'].count).toBe(1);
+      expect(file.format).toBe(2);
+      expect(file.volumes.rec.ids['id-9'].count).toBe(1);
+      expect(file.volumes.rec.incarnation).toMatch(/^\d{4}-.+\/writer-node$/);
       expect((await fs.readdir('/state')).filter((f) => f.includes('.tmp-'))).toEqual([]);
     });
   });

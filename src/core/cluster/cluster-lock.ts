@@ -1,16 +1,24 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { createFileExclusive, readJsonFile, writeFileAtomic } from '../atomic-file.js';
+import { z } from 'zod';
 import type { Clock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
+import { isValidNodeId } from '../names.js';
+import { parseRecordText } from '../schema/parse-record.js';
+import { createExclusive, replaceFile } from './quick-file.js';
 
-interface LockFile {
-  owner: string;
-  token: string;
+const lockSchema = z.object({
+  owner: z.string().refine(isValidNodeId, 'not a valid node id'),
+  token: z.string().regex(/^[0-9a-f]{1,64}$/),
   /** Cluster-clock ms after which anyone may break the lock (its holder died). */
-  expiresAt: number;
-}
+  expiresAt: z.number().finite(),
+});
+
+type LockFile = z.infer<typeof lockSchema>;
+
+/** What a lock file holds: a valid lock, a file that is not one (torn, foreign), or nothing. */
+type LockState = { kind: 'valid'; lock: LockFile } | { kind: 'invalid'; mtimeMs: number; problem: string } | { kind: 'absent' };
 
 export interface LockSettings {
   ttlMs: number;
@@ -32,6 +40,7 @@ export class ClusterLocks {
     private readonly nodeId: string,
     private readonly clock: Clock,
     private readonly settings: LockSettings,
+    private readonly log?: (message: string) => void,
   ) {}
 
   private pathOf(name: string): string {
@@ -58,10 +67,17 @@ export class ClusterLocks {
     for (;;) {
       const token = randomBytes(8).toString('hex');
       const body: LockFile = { owner: this.nodeId, token, expiresAt: this.clock.now() + this.settings.ttlMs };
-      if (await createFileExclusive(this.fs, path, JSON.stringify(body))) return token;
-      holder = await this.read(path);
-      if (holder && holder.expiresAt < this.clock.now()) {
-        await this.breakExpired(path, holder);
+      if (await createExclusive(this.fs, path, JSON.stringify(body))) return token;
+      const state = await this.inspect(path);
+      holder = state.kind === 'valid' ? state.lock : undefined;
+      if (state.kind === 'valid' && state.lock.expiresAt < this.clock.now()) {
+        await this.breakExpired(path, state.lock.token);
+        continue;
+      }
+      // Not a lock we can read: it blocks like one until it is as old as a lock's lifetime.
+      if (state.kind === 'invalid' && state.mtimeMs + this.settings.ttlMs < this.clock.now()) {
+        this.log?.(`breaking the unreadable lock file ${path} (${state.problem})`);
+        await this.breakExpired(path, undefined);
         continue;
       }
       if (Date.now() > deadline) {
@@ -74,7 +90,7 @@ export class ClusterLocks {
   }
 
   /** Moves an expired lock aside, making sure it is the one we judged expired and not a successor. */
-  private async breakExpired(path: string, expired: LockFile): Promise<void> {
+  private async breakExpired(path: string, expiredToken: string | undefined): Promise<void> {
     const aside = `${path}.broken-${randomBytes(6).toString('hex')}`;
     try {
       await this.fs.rename(path, aside);
@@ -83,7 +99,7 @@ export class ClusterLocks {
       throw err;
     }
     const moved = await this.read(aside);
-    if (moved && moved.token !== expired.token) {
+    if (moved && moved.token !== expiredToken) {
       // Someone else broke it first and took a fresh lock, which we just moved: put it back.
       await this.fs.link(aside, path).catch(() => undefined);
     }
@@ -93,7 +109,7 @@ export class ClusterLocks {
   private async renew(path: string, token: string): Promise<void> {
     const current = await this.read(path);
     if (current?.token !== token) return;
-    await writeFileAtomic(this.fs, path, JSON.stringify({ ...current, expiresAt: this.clock.now() + this.settings.ttlMs }));
+    await replaceFile(this.fs, path, JSON.stringify({ ...current, expiresAt: this.clock.now() + this.settings.ttlMs }));
   }
 
   private async release(path: string, token: string): Promise<void> {
@@ -102,11 +118,23 @@ export class ClusterLocks {
   }
 
   private async read(path: string): Promise<LockFile | undefined> {
+    const state = await this.inspect(path);
+    return state.kind === 'valid' ? state.lock : undefined;
+  }
+
+  private async inspect(path: string): Promise<LockState> {
+    let text: string;
+    let mtimeMs: number;
     try {
-      return (await readJsonFile(this.fs, path)) as LockFile | undefined;
-    } catch {
-      // A torn or foreign file: treat it as held until it expires by mtime is not possible, so as absent.
-      return undefined;
+      [text, { mtimeMs }] = await Promise.all([this.fs.readFile(path, 'utf8'), this.fs.stat(path)]);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return { kind: 'absent' };
+      throw err;
+    }
+    try {
+      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`) };
+    } catch (err) {
+      return { kind: 'invalid', mtimeMs, problem: (err as Error).message };
     }
   }
 }

@@ -1,5 +1,5 @@
 import { ErrorCodes, StowageError } from '../errors.js';
-import type { NodeView } from './node-record.js';
+import type { InvalidNodeRecord, NodeView } from './node-record.js';
 
 export interface ClusterSettings {
   /** How often a node rewrites its record. @default 5000 */
@@ -12,7 +12,7 @@ export interface ClusterSettings {
   lockTtlMs: number;
   /** How long a create or remove waits for another node's lock on the same name. @default 20000 */
   lockWaitMs: number;
-  /** Local Docker engine socket, to learn which containers reference volumes; none when undefined. */
+  /** Local Docker engine socket, to learn which containers use volumes; none when undefined. */
   dockerSocket?: string;
   /** The driver name Docker knows this plugin by (the socket's base name). */
   driverName: string;
@@ -46,7 +46,11 @@ export interface Cluster {
   usage(name: string): Record<string, string>;
   /** Local mounts changed: publish soon. */
   changed(): void;
+  /** Publishes this node's record now; rejects when it could not be written. */
+  publishNow(): Promise<void>;
   nodes(): Promise<NodeView[]>;
+  /** Files of the nodes directory skipped at the last refresh because they are not valid records. */
+  invalidNodes(): InvalidNodeRecord[];
   forget(nodeId: string): Promise<void>;
   info(): Record<string, string>;
 }
@@ -63,7 +67,11 @@ export class LocalCluster implements Cluster {
     return {};
   }
   changed(): void {}
+  async publishNow(): Promise<void> {}
   async nodes(): Promise<NodeView[]> {
+    return [];
+  }
+  invalidNodes(): InvalidNodeRecord[] {
     return [];
   }
   async forget(): Promise<void> {

@@ -1,14 +1,16 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
+import { isValidNodeId, validateNodeId } from '../names.js';
+import { parseRecordText } from '../schema/parse-record.js';
+import type { ContainerScan, DockerEngine } from '../engine/docker-engine.js';
 import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
-import { DockerReferences, type ContainerScan } from './docker-references.js';
-import { describeUse, isNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+import { describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+import { replaceFile } from './quick-file.js';
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
@@ -20,7 +22,11 @@ export class SharedCluster implements Cluster {
   readonly enabled = true;
   private readonly nodesDir: string;
   private readonly locks: ClusterLocks;
-  private readonly docker?: DockerReferences;
+  private readonly docker?: DockerEngine;
+  private invalid: InvalidNodeRecord[] = [];
+  private stopped = false;
+  /** Files already reported as invalid, so each is logged once rather than every heartbeat. */
+  private readonly reported = new Set<string>();
   private mounts: MountSnapshot = () => ({});
   private scan: ContainerScan = { reachable: false, error: 'not asked yet', byVolume: {} };
   private view: NodeView[] = [];
@@ -36,11 +42,12 @@ export class SharedCluster implements Cluster {
     private readonly clock: SharedClock,
     private readonly settings: ClusterSettings,
     private readonly log: Logger,
+    engine?: DockerEngine,
   ) {
     this.nodesDir = join(dir, 'nodes');
     this.locks = new ClusterLocks(fs, join(dir, 'locks'), nodeId, clock,
-      { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs });
-    if (settings.dockerSocket) this.docker = new DockerReferences(settings.dockerSocket, settings.driverName, log);
+      { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs }, (m) => log.warn(m));
+    if (engine?.configured) this.docker = engine;
     this.startedAt = new Date().toISOString();
   }
 
@@ -55,13 +62,13 @@ export class SharedCluster implements Cluster {
     await this.refresh();
     this.timer = setInterval(() => void this.beat(), this.settings.heartbeatMs);
     this.timer.unref();
-    this.docker?.watch(() => this.changed(true));
+    this.docker?.onEvent(() => this.changed(true));
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.pending);
-    this.docker?.stop();
     await this.publishing;
   }
 
@@ -77,7 +84,7 @@ export class SharedCluster implements Cluster {
 
   /** Publishes soon, coalescing bursts (a container event storm, many mounts at once). */
   changed(rescanDocker = false): void {
-    if (this.pending) return;
+    if (this.pending || this.stopped) return;
     this.pending = setTimeout(() => {
       this.pending = undefined;
       void (async () => {
@@ -85,6 +92,11 @@ export class SharedCluster implements Cluster {
         await this.publish();
       })().catch((err: unknown) => this.log.error(`publishing node ${this.nodeId} failed: ${(err as Error).message}`));
     }, 200);
+  }
+
+  /** Publishes now: a mount is not handed out before every node can see it. */
+  publishNow(): Promise<void> {
+    return this.publish();
   }
 
   private publish(): Promise<void> {
@@ -103,7 +115,7 @@ export class SharedCluster implements Cluster {
       };
       const file = join(this.nodesDir, `${this.nodeId}.json`);
       const before = Date.now();
-      await writeFileAtomic(this.fs, file, JSON.stringify(record));
+      await replaceFile(this.fs, file, JSON.stringify(record));
       const { mtimeMs } = await this.fs.stat(file);
       const offset = this.clock.observe(before, Date.now(), mtimeMs);
       if (Math.abs(offset - record.clockOffsetMs) > this.settings.skewWarnMs) {
@@ -118,20 +130,36 @@ export class SharedCluster implements Cluster {
     const files = await this.fs.readdir(this.nodesDir);
     const now = this.clock.now();
     const views: NodeView[] = [];
-    for (const file of files.filter((f) => f.endsWith('.json') && !f.includes('.tmp-'))) {
+    const invalid: InvalidNodeRecord[] = [];
+    for (const file of files) {
+      if (file.startsWith('.')) continue; // temp files of writers in progress
+      const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
       const path = join(this.nodesDir, file);
       try {
-        const [text, stat] = await Promise.all([this.fs.readFile(path, 'utf8'), this.fs.stat(path)]);
-        const record: unknown = JSON.parse(text);
-        if (!isNodeRecord(record)) continue;
-        const age = Math.max(0, now - stat.mtimeMs);
-        views.push({ record, lastHeartbeat: isoTime(stat.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
+        if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
+        const st = await this.fs.lstat(path);
+        if (!st.isFile()) throw new Error('not a regular file');
+        const record: NodeRecord = parseRecordText(nodeRecordSchema, await this.fs.readFile(path, 'utf8'), `node record ${file}`);
+        if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
+        const age = Math.max(0, now - st.mtimeMs);
+        views.push({ record, lastHeartbeat: isoTime(st.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
       } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') this.log.warn(`skipping node record ${file}: ${(err as Error).message}`);
+        if (errnoCode(err) === 'ENOENT') continue;
+        const problem = (err as Error).message;
+        invalid.push({ file: file.slice(0, 200), problem });
+        if (!this.reported.has(file)) {
+          this.reported.add(file);
+          this.log.warn(`skipping invalid node record ${JSON.stringify(file.slice(0, 200))} in ${this.nodesDir}: ${problem}`);
+        }
       }
     }
     this.view = views.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
+    this.invalid = invalid;
     return this.view;
+  }
+
+  invalidNodes(): InvalidNodeRecord[] {
+    return this.invalid;
   }
 
   withLock<T>(name: string, task: () => Promise<T>): Promise<T> {
@@ -187,6 +215,7 @@ export class SharedCluster implements Cluster {
   }
 
   async forget(nodeId: string): Promise<void> {
+    validateNodeId(nodeId);
     const node = (await this.refresh()).find((n) => n.record.nodeId === nodeId);
     if (!node) throw new StowageError(ErrorCodes.NODE_NOT_FOUND, `no node ${nodeId} is known; "stowage node list" shows the nodes`, { node: nodeId });
     if (nodeId === this.nodeId || !node.stale) {

@@ -1,16 +1,19 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
-import { dockerSocketPath } from '../../core/cluster/docker-references.js';
+import { dockerSocketPath } from '../../core/engine/docker-engine.js';
 import { VERSION } from '../../version.js';
 import type { Server } from 'node:http';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { consoleLogger } from '../../core/logger.js';
 import { parseKeyValuePairs } from '../../core/options.js';
+import { isValidNodeId } from '../../core/names.js';
 import { TOKENS } from '../../core/tokens.js';
 import type { RemovePolicy, VolumeManager } from '../../core/volume-manager.js';
 import { buildContainer } from '../../container.js';
 import { closeServer, createApp, listenOnSocket } from '../server.js';
+import { keepPluginActivated } from '../plugin-activation.js';
+import type { DockerEngine } from '../../core/engine/docker-engine.js';
 
 export interface DaemonFlags {
   backend?: string;
@@ -24,6 +27,8 @@ export interface DaemonFlags {
   dockerHost?: string;
   heartbeatInterval: string;
   staleAfter: string;
+  mountGrace?: string;
+  reconcileInterval?: string;
 }
 
 export interface RunningDaemon {
@@ -40,7 +45,7 @@ function onRemovePolicy(value: string): RemovePolicy {
 
 function nodeIdOf(value: string | undefined): string {
   const id = value ?? hostname();
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(id)) {
+  if (!isValidNodeId(id)) {
     throw new StowageError(ErrorCodes.INVALID_OPTION,
       `--node-id ${JSON.stringify(id)}: use up to 63 letters, digits, "_", "." and "-"`);
   }
@@ -77,6 +82,8 @@ export async function startDaemon(flags: DaemonFlags): Promise<RunningDaemon> {
     root: flags.root,
     nodeId: nodeIdOf(flags.nodeId),
     onRemove: onRemovePolicy(flags.onRemove),
+    mountGraceMs: secondsFlag('--mount-grace', flags.mountGrace ?? '60'),
+    reconcileMs: secondsFlag('--reconcile-interval', flags.reconcileInterval ?? '60'),
     logger: log,
     cluster: {
       heartbeatMs: secondsFlag('--heartbeat-interval', flags.heartbeatInterval),
@@ -91,6 +98,7 @@ export async function startDaemon(flags: DaemonFlags): Promise<RunningDaemon> {
   await manager.init();
   const server = await listenOnSocket(createApp(manager), flags.socket);
   log.info(`listening on ${flags.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
+  keepPluginActivated(container.get<DockerEngine>(TOKENS.DockerEngine), log);
   let stopping: Promise<void> | undefined;
   return {
     manager,

@@ -6,9 +6,10 @@ import { parseKeyValuePairs } from '../../core/options.js';
 import { DEFAULT_SOCKET } from '../server.js';
 import { ControlError, callDaemon } from './client.js';
 import { startDaemon, type DaemonFlags } from './daemon.js';
-import type { NodeView } from '../../core/cluster/node-record.js';
+import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record.js';
+import type { MountRecordView } from '../../core/mount-table.js';
 import type { SnapshotRecord } from '../../core/backend.js';
-import { printInfo, printList, printNodes, printSnapshots, printVolume } from './output.js';
+import { printInfo, printList, printMounts, printNodes, printSnapshots, printVolume } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -41,6 +42,8 @@ program.command('daemon')
   .option('--docker-host <unix://path>', 'local Docker engine, to learn which containers use volumes (default: unix:///var/run/docker.sock when present; "none" to disable)')
   .option('--heartbeat-interval <seconds>', 'how often this node publishes itself on shared storage', '5')
   .option('--stale-after <seconds>', 'when a silent node counts as stale', '30')
+  .option('--mount-grace <seconds>', 'age after which a mount record no live container accounts for is dropped', '60')
+  .option('--reconcile-interval <seconds>', 'how often mount records are checked against the Docker engine', '60')
   .action(async (flags: Omit<DaemonFlags, 'socket'>, cmd: Command) => {
     try {
       const daemon = await startDaemon({ ...flags, socket: socketOf(cmd) });
@@ -135,6 +138,26 @@ snapshot.command('delete <volume> <name>')
     } catch (err) { fail(err); }
   });
 
+program.command('mounts')
+  .description('this node\'s mount records: volume, mount id, count, since')
+  .option('--json', 'print JSON')
+  .action(async (flags: { json?: boolean }, cmd: Command) => {
+    try {
+      printMounts((await callDaemon<{ mounts: MountRecordView[] }>(socketOf(cmd), 'mounts')).mounts, Boolean(flags.json));
+    } catch (err) { fail(err); }
+  });
+
+program.command('release <volume> [id]')
+  .description('drop this node\'s mount records of a volume (or one mount id), detaching it when none remain')
+  .option('--force', 'even though the Docker engine shows a running container using the volume')
+  .action(async (volume: string, id: string | undefined, flags: { force?: boolean }, cmd: Command) => {
+    try {
+      const result = await callDaemon<{ released: MountRecordView[] }>(socketOf(cmd), 'mounts/release',
+        { name: volume, ...(id === undefined ? {} : { id }), ...(flags.force ? { force: true } : {}) });
+      for (const m of result.released) process.stdout.write(`${m.volume} ${m.id} (${m.count})\n`);
+    } catch (err) { fail(err); }
+  });
+
 const node = program.command('node').description('nodes sharing the storage of a global backend');
 
 node.command('list')
@@ -143,7 +166,8 @@ node.command('list')
   .option('--json', 'print JSON')
   .action(async (flags: { json?: boolean }, cmd: Command) => {
     try {
-      printNodes((await callDaemon<{ nodes: NodeView[] }>(socketOf(cmd), 'nodes')).nodes, Boolean(flags.json));
+      const answer = await callDaemon<{ nodes: NodeView[]; invalid?: InvalidNodeRecord[] }>(socketOf(cmd), 'nodes');
+      printNodes(answer.nodes, answer.invalid ?? [], Boolean(flags.json));
     } catch (err) { fail(err); }
   });
 

@@ -1,5 +1,6 @@
 import type { SnapshotRecord } from '../../core/backend.js';
-import type { NodeView } from '../../core/cluster/node-record.js';
+import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record.js';
+import type { MountRecordView } from '../../core/mount-table.js';
 import type { VolumeInfo } from '../../core/volume-manager.js';
 
 function printTable(rows: string[][]): void {
@@ -9,7 +10,7 @@ function printTable(rows: string[][]): void {
   }
 }
 
-export function printNodes(nodes: NodeView[], json: boolean): void {
+export function printNodes(nodes: NodeView[], invalid: InvalidNodeRecord[], json: boolean): void {
   if (json) {
     process.stdout.write(JSON.stringify(nodes, null, 2) + '\n');
     return;
@@ -21,7 +22,17 @@ export function printNodes(nodes: NodeView[], json: boolean): void {
       `${(n.record.clockOffsetMs / 1000).toFixed(1)}s`, n.record.version, n.record.docker.reachable ? 'reachable' : n.record.docker.error === 'no --docker-host' ? 'not configured' : 'unreachable',
     ]);
   }
+  // Shown, never trusted: a record another machine wrote that does not pass the checks.
+  for (const bad of invalid) rows.push([JSON.stringify(bad.file), '-', '-', 'invalid', '-', '-', bad.problem]);
   printTable(rows);
+}
+
+export function printMounts(mounts: MountRecordView[], json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify(mounts, null, 2) + '\n');
+    return;
+  }
+  printTable([['VOLUME', 'ID', 'COUNT', 'SINCE', 'LAST MOUNTED'], ...mounts.map((m) => [m.volume, m.id, String(m.count), m.since, m.last])]);
 }
 
 export function printList(volumes: VolumeInfo[], json: boolean): void {

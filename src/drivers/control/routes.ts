@@ -48,7 +48,14 @@ export function controlRoutes(manager: VolumeManager): Router {
     await manager.deleteSnapshot(requireString(body, 'volume'), requireString(body, 'name'));
     return {};
   }));
-  router.post('/nodes', endpoint(async () => ({ nodes: await manager.nodes() })));
+  router.post('/nodes', endpoint(async () => ({ nodes: await manager.nodes(), invalid: manager.invalidNodes() })));
+  router.post('/mounts', endpoint(async () => ({ mounts: manager.mountRecords() })));
+  router.post('/mounts/release', endpoint(async (body) => ({
+    released: await manager.release(requireString(body, 'name'), {
+      id: body.id === undefined ? undefined : requireString(body, 'id'),
+      force: optionalBoolean(body, 'force'),
+    }),
+  })));
   router.post('/nodes/forget', endpoint(async (body) => {
     await manager.forgetNode(requireString(body, 'node'));
     return {};
