@@ -22,6 +22,34 @@ function accepts(path: string): Promise<boolean> {
   });
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Serialises lock takeovers among starters on this machine: an abstract unix socket (no file;
+ * the kernel frees it when its holder dies) named after the root directory's identity.
+ */
+async function withTakeoverGuard<T>(root: string, task: () => Promise<T>): Promise<T> {
+  const { dev, ino } = await fsp.stat(root);
+  const name = `\0stowage-root-lock-${dev}-${ino}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const guard = createServer((conn) => conn.destroy());
+    const bound = await new Promise<boolean>((resolve, reject) => {
+      guard.once('error', (err) => (errnoCode(err) === 'EADDRINUSE' ? resolve(false) : reject(err)));
+      guard.listen(name, () => resolve(true));
+    });
+    if (bound) {
+      try {
+        return await task();
+      } finally {
+        guard.close();
+      }
+    }
+    if (Date.now() > deadline) throw new StowageError(ErrorCodes.INTERNAL, `another daemon keeps starting on ${root}; try again`);
+    await sleep(5 + Math.floor(Math.random() * 20));
+  }
+}
+
 function listen(path: string): Promise<Server> {
   // Private from the moment it exists: nobody else needs to connect.
   const previous = process.umask(0o177);
@@ -42,9 +70,10 @@ function listen(path: string): Promise<Server> {
  * than trusting a PID (in a container the successor often gets the very same PID): a
  * connection accepted means a live holder; refused means the holder died.
  *
- * Taking the lock is a hard link of our own listening socket into place (exclusive). A dead
- * holder's socket is first moved aside and checked again, so of two daemons starting at once
- * only one can win: if the one moved aside turns out live, it is put back.
+ * Taking the lock is a hard link of our own listening socket into place (exclusive). Starters
+ * on one machine take turns (an abstract socket guards the takeover), and a dead holder's
+ * socket is moved aside and checked again before it is dropped, so of daemons starting at
+ * once only one wins: a socket moved aside that turns out live is put back.
  */
 export class SocketRootLock implements RootLock {
   private readonly path: string;
@@ -72,19 +101,21 @@ export class SocketRootLock implements RootLock {
     });
     server.unref();
     try {
-      for (let attempt = 0; attempt < 5; attempt += 1) {
-        try {
-          await fsp.link(temp, this.path);
-          this.ino = (await fsp.stat(this.path)).ino;
-          this.server = server;
-          return;
-        } catch (err) {
-          if (errnoCode(err) !== 'EEXIST') throw err;
+      await withTakeoverGuard(this.root, async () => {
+        for (let attempt = 0; attempt < 5; attempt += 1) {
+          try {
+            await fsp.link(temp, this.path);
+            this.ino = (await fsp.stat(this.path)).ino;
+            this.server = server;
+            return;
+          } catch (err) {
+            if (errnoCode(err) !== 'EEXIST') throw err;
+          }
+          if (await accepts(this.path)) this.refuse();
+          await this.moveAsideIfDead();
         }
-        if (await accepts(this.path)) this.refuse();
-        await this.moveAsideIfDead();
-      }
-      throw new StowageError(ErrorCodes.INTERNAL, `could not take the lock ${this.path}; remove it if no daemon runs`);
+        throw new StowageError(ErrorCodes.INTERNAL, `could not take the lock ${this.path}; remove it if no daemon runs`);
+      });
     } catch (err) {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       throw err;
