@@ -1,0 +1,62 @@
+/**
+ * Leaked mount counts against a real engine: a Mount whose answer Docker never used (as after
+ * kill -9 mid-Mount) is dropped once no live container uses the volume and the grace period has
+ * passed; a running container's mount is kept; `stowage release` is the manual way out.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../helpers/daemon-process.js';
+import { startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
+import { pluginCall } from '../helpers/plugin-client.js';
+import { checkDocker, systemSuite } from '../helpers/requirements.js';
+import { startStowageInNode, type StowageInNode } from '../helpers/stowage-in-node.js';
+
+const skip = systemSuite('docker', checkDocker());
+
+interface MountRow { volume: string; id: string; count: number }
+
+describe.skipIf(skip)('mount records reconciled with the local engine', { timeout: 180_000 }, () => {
+  let node: DockerNode;
+  let stowage: StowageInNode;
+  const cli = (args: string[]) => runCli(['--socket', stowage.socket, ...args]);
+  const mounts = async (): Promise<MountRow[]> => JSON.parse((await cli(['mounts', '--json'])).stdout) as MountRow[];
+
+  beforeAll(async () => {
+    node = await startDockerNode({ name: 'reconcile' });
+    stowage = await startStowageInNode(node, {
+      args: ['--node-id', 'rec-node', '--docker-host', node.dockerHost, '--mount-grace', '2', '--reconcile-interval', '1'],
+    });
+  });
+  afterAll(async () => {
+    await stopAll();
+  });
+
+  it('drops a leaked mount after the grace period and keeps a running container\'s', async () => {
+    await node.docker(['volume', 'create', '-d', 'stowage', 'leaky']);
+    await node.docker(['volume', 'create', '-d', 'stowage', 'inuse']);
+    await node.docker(['run', '-d', '--name', 'user', '--network', 'none', '-v', 'inuse:/data', node.image, 'sleep', '600']);
+    // What a Mount looks like whose answer Docker never got: no container behind it.
+    await pluginCall(stowage.socket, 'Mount', { Name: 'leaky', ID: 'lost-to-kill-9' });
+    expect((await mounts()).map((m) => m.volume).sort()).toEqual(['inuse', 'leaky']);
+    await expect.poll(async () => (await mounts()).map((m) => m.volume), { timeout: 15_000, interval: 500 }).toEqual(['inuse']);
+    expect(await stowage.log()).toMatch(/dropped mount record\(s\) lost-to-kill-9 of volume leaky .*no live container/);
+    // The volume is free again: docker can remove it.
+    await node.docker(['volume', 'rm', 'leaky']);
+    // The running container's mount survived several rounds and still works.
+    await node.docker(['exec', 'user', 'sh', '-c', 'echo ok > /data/f']);
+  });
+
+  it('release refuses while a running container uses the volume, and --force releases anyway', async () => {
+    await pluginCall(stowage.socket, 'Mount', { Name: 'inuse', ID: 'extra' });
+    const refused = await cli(['release', 'inuse', 'extra']);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(/volume inuse is used by container user \([0-9a-f]{12}, running\) on node rec-node/);
+    expect((await mounts()).filter((m) => m.id === 'extra')).toHaveLength(1);
+    const forced = await cli(['release', 'inuse', 'extra', '--force']);
+    expect(forced.exitCode).toBe(0);
+    expect(forced.stdout).toBe('inuse extra (1)');
+    expect((await mounts()).filter((m) => m.volume === 'inuse')).toHaveLength(1);
+    const none = await cli(['release', 'inuse', 'no-such-id']);
+    expect(none.stderr).toMatch(/no mount records of volume inuse with id no-such-id/);
+    await node.docker(['rm', '-f', 'user']);
+  });
+});
