@@ -13,13 +13,27 @@ export interface RootLock {
 /** Longest unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL). */
 const MAX_SOCKET_PATH = 107;
 
-/** Resolves true when something accepts a connection on `path`, false when nothing listens there. */
-function accepts(path: string): Promise<boolean> {
+/** Whether something accepts connections on `path`, and the pid a stowage holder says it has. */
+function probe(path: string): Promise<{ live: boolean; pid?: number }> {
   return new Promise((resolve) => {
-    const probe = createConnection(path);
-    probe.once('connect', () => { probe.destroy(); resolve(true); });
-    probe.once('error', () => resolve(false));
+    const conn = createConnection(path);
+    let text = '';
+    let live = false;
+    const done = () => {
+      conn.destroy();
+      const pid = Number.parseInt(text, 10);
+      resolve({ live, pid: Number.isInteger(pid) && pid > 0 ? pid : undefined });
+    };
+    conn.setTimeout(1_000, done);
+    conn.once('connect', () => { live = true; });
+    conn.on('data', (d: Buffer) => { text += d.toString('utf8').slice(0, 20); });
+    conn.once('end', done);
+    conn.once('error', done);
   });
+}
+
+async function accepts(path: string): Promise<boolean> {
+  return (await probe(path)).live;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -55,7 +69,8 @@ function listen(path: string): Promise<Server> {
   const previous = process.umask(0o177);
   try {
     return new Promise<Server>((resolve, reject) => {
-      const server = createServer((conn) => conn.destroy());
+      // Tells a starting daemon who holds the lock (the pid as seen in the holder's namespace).
+      const server = createServer((conn) => conn.end(`${process.pid}\n`));
       server.once('error', reject);
       server.listen(path, () => resolve(server));
     });
@@ -84,9 +99,9 @@ export class SocketRootLock implements RootLock {
     this.path = join(root, 'daemon.lock');
   }
 
-  private refuse(): never {
+  private refuse(pid?: number): never {
     throw new StowageError(ErrorCodes.INVALID_OPTION,
-      `another stowage daemon uses the state root ${this.root}; stop it or give this one its own --root`);
+      `another stowage daemon${pid ? ` (pid ${pid})` : ''} uses the state root ${this.root}; stop it or give this one its own --root`);
   }
 
   async acquire(): Promise<void> {
@@ -111,7 +126,8 @@ export class SocketRootLock implements RootLock {
           } catch (err) {
             if (errnoCode(err) !== 'EEXIST') throw err;
           }
-          if (await accepts(this.path)) this.refuse();
+          const holder = await probe(this.path);
+          if (holder.live) this.refuse(holder.pid);
           await this.moveAsideIfDead();
         }
         throw new StowageError(ErrorCodes.INTERNAL, `could not take the lock ${this.path}; remove it if no daemon runs`);
@@ -130,7 +146,7 @@ export class SocketRootLock implements RootLock {
     if (stat && !stat.isSocket()) {
       // The pid file of an older version: it may still run (an upgrade in place).
       const pid = Number.parseInt(await fsp.readFile(this.path, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processExists(pid)) this.refuse();
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processExists(pid)) this.refuse(pid);
     }
     const aside = join(this.root, `.daemon.lock.dead-${randomBytes(6).toString('hex')}`);
     try {

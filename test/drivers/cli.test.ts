@@ -264,7 +264,7 @@ describe('stowage daemon flags', () => {
     expect(second.exitCode).toBe(1);
     expect(second.stderr).toMatch(new RegExp(`another stowage daemon \\(pid ${first.pid}\\) uses the state root`));
     const records = JSON.parse(await readFile(join(root, 'mounts.json'), 'utf8'));
-    expect(records.volumes.locked.m1.count).toBe(1);
+    expect(records.volumes.locked.ids.m1.count).toBe(1);
     await first.stop();
   });
 });

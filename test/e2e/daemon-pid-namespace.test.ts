@@ -57,7 +57,7 @@ describe.skipIf(skip)('daemon in its own PID namespace', { timeout: 60_000 }, ()
     expect(second.log()).not.toMatch(/another stowage daemon/);
     // While it runs, another daemon on the same root is refused, whatever its socket.
     await expect(startDaemon(join(dir, 'other.sock'), ['--root', join(dir, 'root'), '--docker-host', 'none']))
-      .rejects.toThrow(/another stowage daemon uses the state root/);
+      .rejects.toThrow(/another stowage daemon \(pid 1\) uses the state root/);
     expect(await canConnect(socket)).toBe(true);
     second.child.kill('SIGTERM');
     await second.child;
