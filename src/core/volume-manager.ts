@@ -11,10 +11,10 @@ import { KeyedMutex } from './keyed-mutex.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
 import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
-import { formatSize, parseVolumeOptions, sameDefiningOptions, type VolumeOptions } from './options.js';
+import { formatSize, parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
 import {
-  describeOptions, notFound, validateMountId,
+  notFound, sameOrConflict, validateMountId,
   type BriefVolume, type CreateResult, type ManagerConfig, type RemoveResult, type VolumeInfo,
 } from './volume-types.js';
 
@@ -69,8 +69,9 @@ export class VolumeManager {
       throw err;
     }
     if (this.engine.configured) {
-      void this.reconcileWithEngine();
-      this.reconcileTimer = setInterval(() => void this.reconcileWithEngine(), this.config.reconcileMs ?? 60_000);
+      const reconcile = () => void this.reconcileWithEngine().catch((err: unknown) => this.log.error(`reconciling mounts failed: ${describeCause(err)}`));
+      reconcile();
+      this.reconcileTimer = setInterval(reconcile, this.config.reconcileMs ?? 60_000);
       this.reconcileTimer.unref();
     }
   }
@@ -95,7 +96,7 @@ export class VolumeManager {
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const existing = await this.backend.get(name);
-      if (existing) return { volume: await this.describeVolume(this.sameOrConflict(existing, options)), created: false };
+      if (existing) return { volume: await this.describeVolume(sameOrConflict(existing, options)), created: false };
       try {
         const record = await this.backend.create({
           name,
@@ -110,19 +111,14 @@ export class VolumeManager {
         // Another node may have created the same name between our check and our create.
         if (isStowageError(err, ErrorCodes.VOLUME_EXISTS)) {
           const raced = await this.backend.get(name);
-          if (raced) return { volume: await this.describeVolume(this.sameOrConflict(raced, options)), created: false };
+          if (raced) return { volume: await this.describeVolume(sameOrConflict(raced, options)), created: false };
         }
         throw toStowageError(err, `creating volume ${name} failed`, name);
       }
     }));
   }
 
-  private sameOrConflict(existing: VolumeRecord, options: VolumeOptions): VolumeRecord {
-    if (sameDefiningOptions(existing.options, options)) return existing;
-    throw new StowageError(ErrorCodes.VOLUME_EXISTS,
-      `volume ${existing.name} already exists with different options (${describeOptions(existing.options)}); ` +
-      `remove it first or create it with the same options`, { volume: existing.name });
-  }
+
 
   /** Never fails for a known volume because of a passing backend fault: Docker forgets volumes whose Get fails. */
   async get(name: string): Promise<VolumeInfo> {
@@ -217,10 +213,11 @@ export class VolumeManager {
       });
       this.mountpoints.set(name, path);
       this.mounts.increment(name, id, isoTime(this.clock.now()), incarnation);
-      try {
-        await this.mounts.persist();
-        await this.cluster.publishNow();
-      } catch (err) {
+      // Both must succeed; they run side by side (the local save fsyncs, the record does not).
+      const [saved, published] = await Promise.allSettled([this.mounts.persist(), this.cluster.publishNow()]);
+      const failed = saved.status === 'rejected' ? saved : published.status === 'rejected' ? published : undefined;
+      if (failed) {
+        const err: unknown = failed.reason;
         // Docker sends no Unmount for a failed Mount: a count kept here would pin the volume.
         await this.undoMount(name, id);
         throw new StowageError(isStowageError(err) ? err.code : ErrorCodes.INTERNAL,

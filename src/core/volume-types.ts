@@ -1,7 +1,7 @@
 import type { VolumeRecord } from './backend.js';
 import { ErrorCodes, StowageError } from './errors.js';
 import { isValidMountId } from './names.js';
-import { formatSize, type VolumeOptions } from './options.js';
+import { formatSize, sameDefiningOptions, type VolumeOptions } from './options.js';
 
 export type RemovePolicy = 'delete' | 'retain';
 
@@ -63,4 +63,11 @@ export function describeOptions(options: VolumeOptions): string {
   if (options.mode !== undefined) parts.push(`mode=${options.mode.toString(8)}`);
   for (const [key, value] of Object.entries(options.backend ?? {})) parts.push(`${key}=${value}`);
   return parts.length > 0 ? parts.join(', ') : 'no options';
+}
+
+export function sameOrConflict(existing: VolumeRecord, options: VolumeOptions): VolumeRecord {
+  if (sameDefiningOptions(existing.options, options)) return existing;
+  throw new StowageError(ErrorCodes.VOLUME_EXISTS,
+    `volume ${existing.name} already exists with different options (${describeOptions(existing.options)}); ` +
+    `remove it first or create it with the same options`, { volume: existing.name });
 }
