@@ -191,11 +191,14 @@ describe('records read from shared storage are checked, skipped and reported', (
     await fs.writeFile('/shared/cluster/nodes/evil.json', validRecord('evil', { mounts: { '../../x': { m: 1 } } }));
     await fs.writeFile('/shared/cluster/nodes/torn.json', '{"format":1,');
     await fs.writeFile('/shared/cluster/nodes/notes.txt', 'hello');
+    await fs.writeFile('/shared/outside.json', validRecord('linked'));
+    await (fs as unknown as { symlink(t: string, p: string): Promise<void> }).symlink('/shared/outside.json', '/shared/cluster/nodes/linked.json');
     const nodes = await a.nodes();
     expect(nodes.map((n) => n.record.nodeId)).toEqual(['node-a', 'old-node']);
     expect(nodes[1]!.record.docker).toEqual({ reachable: false, error: 'not reported' });
     const invalid = a.invalidNodes();
-    expect(invalid.map((i) => i.file).sort()).toEqual(['evil.json', 'liar.json', 'notes.txt', 'torn.json']);
+    expect(invalid.map((i) => i.file).sort()).toEqual(['evil.json', 'liar.json', 'linked.json', 'notes.txt', 'torn.json']);
+    expect(invalid.find((i) => i.file === 'linked.json')?.problem).toBe('a symbolic link, not a record');
     expect(invalid.find((i) => i.file === 'liar.json')?.problem).toMatch(/names node node-a, not liar/);
     expect(invalid.find((i) => i.file === 'evil.json')?.problem).toMatch(/at mounts.*Invalid key/);
     // A skipped record is not believed: it cannot block a remove nor be forgotten by its claimed id.

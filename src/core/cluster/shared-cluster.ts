@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isoTime, type SharedClock } from '../clock.js';
@@ -11,6 +12,9 @@ import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import { describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 import { replaceFile } from './quick-file.js';
+
+/** A node record is a few KiB even with many mounts; anything far larger is not one. */
+const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
@@ -137,15 +141,25 @@ export class SharedCluster implements Cluster {
       const path = join(this.nodesDir, file);
       try {
         if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-        const st = await this.fs.lstat(path);
-        if (!st.isFile()) throw new Error('not a regular file');
-        const record: NodeRecord = parseRecordText(nodeRecordSchema, await this.fs.readFile(path, 'utf8'), `node record ${file}`);
+        // O_NOFOLLOW: a symlink planted in the nodes directory is refused (ELOOP), never read.
+        const handle = await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+        let text: string;
+        let st: Awaited<ReturnType<typeof handle.stat>>;
+        try {
+          st = await handle.stat();
+          if (!st.isFile()) throw new Error('not a regular file');
+          if (st.size > MAX_RECORD_BYTES) throw new Error(`larger than ${MAX_RECORD_BYTES} bytes`);
+          text = await handle.readFile('utf8');
+        } finally {
+          await handle.close();
+        }
+        const record: NodeRecord = parseRecordText(nodeRecordSchema, text, `node record ${file}`);
         if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
         const age = Math.max(0, now - st.mtimeMs);
         views.push({ record, lastHeartbeat: isoTime(st.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') continue;
-        const problem = (err as Error).message;
+        const problem = errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : (err as Error).message;
         invalid.push({ file: file.slice(0, 200), problem });
         if (!this.reported.has(file)) {
           this.reported.add(file);
