@@ -26,7 +26,7 @@ export interface StowageConfig {
   fs?: FsPort;
   runner?: CommandRunner;
   logger?: Logger;
-  /** Cluster coordination settings, used when the backend's scope is `global`. */
+  /** Cluster coordination settings, used when the backend has a cluster state directory. */
   cluster?: Partial<ClusterSettings>;
 }
 
@@ -55,7 +55,9 @@ export function buildContainer(config: StowageConfig): Container {
   container.bind<Clock>(TOKENS.Clock).toConstantValue(clock);
   container.bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
     const backend = ctx.get<Backend>(TOKENS.Backend);
-    if (backend.capabilities.scope !== 'global' || !backend.clusterStateDir) return new LocalCluster();
+    // Protection follows the storage, not the declared scope: a store that may be shared (vfs
+    // always has a cluster directory) publishes this node's use and checks the others' on remove.
+    if (!backend.clusterStateDir) return new LocalCluster();
     const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, driverName: 'stowage', version: '0', ...config.cluster };
     return new SharedCluster(fs, backend.clusterStateDir, config.nodeId, clock, settings, logger);
   });
