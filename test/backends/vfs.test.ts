@@ -168,10 +168,15 @@ describe('vfs backend', () => {
     let entryReads = 0;
     const counting: FsPort = {
       ...fs,
+      // Entries are read through open (no-follow); count both ways in.
       readFile: ((path: string, options: unknown) => {
         if (String(path).includes('/.stowage/volumes/')) entryReads += 1;
         return (fs.readFile as (p: string, o: unknown) => Promise<string>)(path, options);
       }) as FsPort['readFile'],
+      open: ((path: string, ...rest: unknown[]) => {
+        if (String(path).includes('/.stowage/volumes/') && !String(path).includes('/.tmp-')) entryReads += 1;
+        return (fs.open as (p: string, ...r: unknown[]) => Promise<unknown>)(path, ...rest);
+      }) as FsPort['open'],
     };
     await fs.unlink('/state/volumes/.stowage/volumes/cached-7.json'); // removed while this node was down
     const restarted = vfs(counting, '/state');

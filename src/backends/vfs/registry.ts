@@ -65,6 +65,7 @@ const SUFFIX = '.json';
 /** Saving the cache waits for a quiet moment; a crash only costs the next start some reads. */
 const SNAPSHOT_DELAY_MS = 10_000;
 const READ_CONCURRENCY = 64;
+const RACY_MS = 2_000;
 
 /**
  * The volume registry kept in the store itself (one file per volume), so every node that sees
@@ -182,9 +183,15 @@ export class VolumeRegistry {
     return entry;
   }
 
-  /** Changes whenever an entry is added, removed or replaced (unlink + link touches the directory). */
+  /**
+   * Changes whenever an entry is added, removed or replaced (unlink + link touches the
+   * directory). A directory changed within the last seconds may change again within the same
+   * timestamp tick (coarse clocks on some filesystems): its stamp is never trusted, so the
+   * entries are checked until the directory has been quiet for a while.
+   */
   private async dirStamp(): Promise<string> {
     const stat = await this.fs.lstat(this.dir);
+    if (Math.abs(Date.now() - stat.mtimeMs) < RACY_MS) return `racy-${Math.random()}`;
     return `${stat.ino}:${stat.mtimeMs}:${stat.ctimeMs}`;
   }
 
