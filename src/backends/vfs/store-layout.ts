@@ -1,8 +1,10 @@
 import { join } from 'node:path';
 import { z } from 'zod';
+import { sweepTemps } from '../../core/atomic-file.js';
 import { errnoCode } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
-import { readFileNoFollow } from '../../core/safe-path.js';
+import type { Logger } from '../../core/logger.js';
+import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { mountOf, parseMountinfo, type MountinfoEntry } from './store-sharing.js';
 
@@ -72,4 +74,40 @@ export async function otherNodeRecords(fs: FsPort, nodesDir: string, nodeId: str
 export async function mountHolding(fs: FsPort, path: string): Promise<MountinfoEntry | undefined> {
   const text = await fs.readFile('/proc/self/mountinfo', 'utf8').catch(() => undefined);
   return typeof text === 'string' ? mountOf(parseMountinfo(text), path) : undefined;
+}
+
+/** Other nodes' temp files may belong to a write in progress; only old ones are removed. */
+const STALE_TEMP_MS = 60 * 60 * 1000;
+
+/** Removes leftover temps in the store's internal directories and in --root. */
+export async function sweepStoreTemps(fs: FsPort, log: Logger, nodeId: string, dirs: readonly string[]): Promise<void> {
+  const sweep = { nodeId, maxAgeMs: STALE_TEMP_MS, nowMs: Date.now() };
+  for (const dir of dirs) {
+    const removed = await sweepTemps(fs, dir, sweep).catch((err: unknown) => {
+      log.warn(`could not clean temp files in ${dir}: ${(err as Error).message}`);
+      return [];
+    });
+    if (removed.length > 0) log.info(`removed ${removed.length} leftover temp file(s) in ${dir}`);
+  }
+}
+
+/** What stowage names the data it moves aside: `NAME@<UTC stamp>-<hex>`; purge touches nothing else. */
+export const MOVED_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*@\d{8}T\d{6}Z-[0-9a-f]{6}$/;
+
+/** Entries of `deleting/` that stowage put there: the right name, a real directory on the store's device. */
+export async function purgeable(fs: FsPort, log: Logger, deleting: string, dev: number): Promise<string[]> {
+  const found: string[] = [];
+  for (const leftover of await fs.readdir(deleting)) {
+    const path = join(deleting, leftover);
+    if (!MOVED_NAME.test(leftover)) {
+      log.warn(`leaving ${path} alone: stowage did not put it there`);
+      continue;
+    }
+    const real = await realDirOn(fs, path, dev).then(() => true, (err: unknown) => {
+      log.warn(`leaving ${path} alone: ${(err as Error).message}`);
+      return false;
+    });
+    if (real) found.push(path);
+  }
+  return found;
 }

@@ -3,23 +3,19 @@ import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
-import { createFileExclusive, setTempOwner, sweepTemps, writeFileAtomic } from '../../core/atomic-file.js';
+import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
 import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
 import { VolumeRegistry, type RegistryEntry } from './registry.js';
 import {
-  internalDirs, mountHolding, nodeStateSchema, otherNodeRecords, readRecord, storeLayout, storeMarkerSchema,
+  internalDirs, mountHolding, nodeStateSchema, otherNodeRecords, purgeable, readRecord, storeLayout, storeMarkerSchema,
+  sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import { decideSharing } from './store-sharing.js';
 import type { VfsOptions } from './vfs-options.js';
-
-/** What stowage names the data it moves aside: `NAME@<UTC stamp>-<hex>`; purge touches nothing else. */
-const MOVED_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*@\d{8}T\d{6}Z-[0-9a-f]{6}$/;
-/** Other nodes' temp files may belong to a write in progress; only old ones are removed. */
-const STALE_TEMP_MS = 60 * 60 * 1000;
 
 function stamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + randomBytes(3).toString('hex');
@@ -108,10 +104,12 @@ export class VfsBackend implements Backend {
     if (remembered?.storeId !== marker.storeId || remembered.path !== path) {
       await writeFileAtomic(fs, this.nodeStatePath, JSON.stringify({ path, storeId: marker.storeId }));
     }
-    await this.sweepTemps();
+    await sweepStoreTemps(fs, log, this.ctx.nodeId,
+      [this.ctx.root, this.layout.meta, this.layout.volumes, this.layout.journal, this.layout.nodes, this.layout.locks]);
     await this.recoverOwnIntents();
     await this.decideScope();
-    await this.purgeLeftovers();
+    // Finishes deletions a previous run started; only what stowage itself moved there is touched.
+    for (const path of await purgeable(fs, log, this.layout.deleting, this.dirs.device)) this.purge(path);
   }
 
   private async createStore(): Promise<StoreMarker> {
@@ -127,18 +125,6 @@ export class VfsBackend implements Backend {
     const landed = await readRecord(this.ctx.fs, storeMarkerSchema, this.markerPath, 'store marker');
     if (!landed) throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `${this.markerPath} vanished right after it was written`);
     return landed;
-  }
-
-  private async sweepTemps(): Promise<void> {
-    const sweep = { nodeId: this.ctx.nodeId, maxAgeMs: STALE_TEMP_MS, nowMs: Date.now() };
-    const dirs = [this.ctx.root, this.layout.meta, this.layout.volumes, this.layout.journal, this.layout.nodes, this.layout.locks];
-    for (const dir of dirs) {
-      const removed = await sweepTemps(this.ctx.fs, dir, sweep).catch((err: unknown) => {
-        this.ctx.log.warn(`could not clean temp files in ${dir}: ${(err as Error).message}`);
-        return [];
-      });
-      if (removed.length > 0) this.ctx.log.info(`removed ${removed.length} leftover temp file(s) in ${dir}`);
-    }
   }
 
   /** Settles `auto`, and holds `false` to its promise: a store other nodes use is never run unprotected by accident. */
@@ -373,22 +359,6 @@ export class VfsBackend implements Backend {
       .catch((err: unknown) => this.ctx.log.error(`could not finish deleting ${path}: ${(err as Error).message}`))
       .finally(() => this.purges.delete(task));
     this.purges.add(task);
-  }
-
-  /** Finishes deletions a previous run started; only what stowage itself moved there is touched. */
-  private async purgeLeftovers(): Promise<void> {
-    for (const leftover of await this.ctx.fs.readdir(this.layout.deleting)) {
-      const path = join(this.layout.deleting, leftover);
-      if (!MOVED_NAME.test(leftover)) {
-        this.ctx.log.warn(`leaving ${path} alone: stowage did not put it there`);
-        continue;
-      }
-      const real = await realDirOn(this.ctx.fs, path, this.dirs.device).then(() => true, (err: unknown) => {
-        this.ctx.log.warn(`leaving ${path} alone: ${(err as Error).message}`);
-        return false;
-      });
-      if (real) this.purge(path);
-    }
   }
 
   async attach(name: string): Promise<string> {
