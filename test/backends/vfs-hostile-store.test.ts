@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import * as realFs from 'node:fs/promises';
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -185,5 +186,36 @@ describe('vfs on a hostile store', () => {
     expect((await b.list()).map((v) => v.name)).toEqual(['good']);
     expect(log.lines.join('\n')).toMatch(/discarding an unreadable intent record for volume good/);
     expect(log.lines.join('\n')).toMatch(/other\.json is a symbolic link/);
+  });
+});
+
+describe('vfs purge and mounts', () => {
+  it('never deletes into a filesystem mounted inside what it purges', async () => {
+    if (process.getuid?.() !== 0) return; // mounting needs root; CI runs as root
+    const base = await mkdtemp(join(tmpdir(), 'stowage-mnt-'));
+    const store = join(base, 'store');
+    const root = join(base, 'root');
+    const make = (log = memoryLogger()) => new VfsBackend({ nodeId: 'node-a', root, fs: realFs, runner: new ExecaCommandRunner(), log },
+      parseVfsOptions({ 'vfs.path': store }, root));
+    const first = make();
+    await first.init();
+    const moved = join(store, '.stowage', 'deleting', 'vol@20260101T000000Z-abcdef');
+    await mkdir(join(moved, 'mnt'), { recursive: true });
+    await writeFile(join(moved, 'own'), 'x');
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', join(moved, 'mnt')]);
+    try {
+      if (mounted.status !== 0) throw new Error(`cannot mount tmpfs here: ${String(mounted.stderr)}`);
+      await writeFile(join(moved, 'mnt', 'canary'), 'other filesystem');
+      const log = memoryLogger();
+      const restarted = make(log);
+      await restarted.init();
+      await restarted.settle();
+      expect(await readFile(join(moved, 'mnt', 'canary'), 'utf8')).toBe('other filesystem');
+      expect(await readdir(moved)).toEqual(['mnt']);
+      expect(log.lines.join('\n')).toMatch(/left .*mnt in place: another filesystem is mounted there/);
+    } finally {
+      spawnSync('umount', [join(moved, 'mnt')]);
+      await rm(base, { recursive: true, force: true });
+    }
   });
 });

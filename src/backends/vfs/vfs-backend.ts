@@ -322,7 +322,7 @@ export class VfsBackend implements Backend {
     const area = request.retainData ? 'removed' : 'deleting';
     const leaf = `${name}@${stamp()}`;
     const target = join(this.layout.meta, area, leaf);
-    await this.dirs.recheck(join(this.layout.meta, area), name);
+    for (const dir of [join(this.layout.meta, area), this.layout.volumes, this.layout.journal]) await this.dirs.recheck(dir, name);
     const { createdAt, createdBy } = entry.record;
     await this.journal.record({ format: 1, op: 'remove', name, nodeId: this.ctx.nodeId, createdAt, createdBy, target: `${area}/${leaf}` });
     // Move first, unregister second; the intent record lets the next start finish either half.
