@@ -120,6 +120,7 @@ describe('vfs on a hostile store', () => {
     await initialised();
     const volumes = join(store, '.stowage', 'volumes');
     await symlink(join(outside, 'entry.json'), join(volumes, 'stolen.json'));
+    await symlink(join(outside, 'canary.txt'), join(volumes, '.epoch'));
     const evil = (name: string, dataDir: string, recordName = name) => writeFile(join(volumes, `${name}.json`),
       JSON.stringify({ format: 1, dataDir, record: { name: recordName, options: {}, createdAt: 'x', createdBy: 'y' } }));
     await evil('up', '../outside');
@@ -140,6 +141,7 @@ describe('vfs on a hostile store', () => {
       await expect(b.remove(name, { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
     }
     expect(text).toMatch(/stolen\.json is a symbolic link/);
+    expect(text).toMatch(/skipping registry entry \.epoch: .*\.epoch is a symbolic link/);
     // Reported once, not at every List.
     expect(text.match(/skipping registry entry up:/g)).toHaveLength(1);
     await b.settle();

@@ -174,7 +174,7 @@ describe('vfs backend', () => {
         return (fs.readFile as (p: string, o: unknown) => Promise<string>)(path, options);
       }) as FsPort['readFile'],
       open: ((path: string, ...rest: unknown[]) => {
-        if (String(path).includes('/.stowage/volumes/') && !String(path).includes('/.tmp-')) entryReads += 1;
+        if (/\/.stowage\/volumes\/[^.][^/]*\.json$/.test(String(path))) entryReads += 1;
         return (fs.open as (p: string, ...r: unknown[]) => Promise<unknown>)(path, ...rest);
       }) as FsPort['open'],
     };

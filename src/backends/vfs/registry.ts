@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
@@ -58,6 +59,8 @@ function sameStrings(a: readonly string[], b: readonly string[]): boolean {
 interface CacheSnapshot {
   format: 1;
   storeId: string;
+  /** The removal epoch the cache was last checked against in full. */
+  epoch?: string;
   entries: Array<[string, Cached]>;
 }
 
@@ -65,7 +68,6 @@ const SUFFIX = '.json';
 /** Saving the cache waits for a quiet moment; a crash only costs the next start some reads. */
 const SNAPSHOT_DELAY_MS = 10_000;
 const READ_CONCURRENCY = 64;
-const RACY_MS = 2_000;
 
 /**
  * The volume registry kept in the store itself (one file per volume), so every node that sees
@@ -81,7 +83,9 @@ export class VolumeRegistry {
   private storeId = '';
   /** Bumped on every cache change, so a remembered List answer is only reused while it is true. */
   private generation = 0;
-  private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[]; dirStamp: string };
+  private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[]; epoch: string };
+  /** Epoch the whole cache was last checked against (or a loaded snapshot's). */
+  private checkedEpoch?: string;
   /** Entries already reported as invalid, by identity, so a bad file is logged once, not at every List. */
   private readonly reported = new Set<string>();
 
@@ -102,6 +106,7 @@ export class VolumeRegistry {
     try {
       const saved = JSON.parse(await this.fs.readFile(this.snapshotFile, 'utf8')) as CacheSnapshot;
       if (saved.format !== 1 || saved.storeId !== storeId || !Array.isArray(saved.entries)) return;
+      if (typeof saved.epoch === 'string') this.checkedEpoch = saved.epoch;
       for (const [name, cached] of saved.entries) {
         // Written by an earlier version too: only entries that pass today's checks are reused.
         if (registryEntrySchema.safeParse(cached?.entry).success && cached.entry.record.name === name) this.cache.set(name, cached);
@@ -118,7 +123,9 @@ export class VolumeRegistry {
     this.saveTimer = undefined;
     if (!this.snapshotFile || !this.dirty) return;
     this.dirty = false;
-    const snapshot: CacheSnapshot = { format: 1, storeId: this.storeId, entries: [...this.cache] };
+    const snapshot: CacheSnapshot = {
+      format: 1, storeId: this.storeId, entries: [...this.cache], ...(this.checkedEpoch === undefined ? {} : { epoch: this.checkedEpoch }),
+    };
     await writeFileAtomic(this.fs, this.snapshotFile, JSON.stringify(snapshot)).catch((err: unknown) => {
       this.log.warn(`could not save the registry cache to ${this.snapshotFile}: ${(err as Error).message}`);
     });
@@ -149,6 +156,8 @@ export class VolumeRegistry {
     await this.fs.unlink(this.fileOf(name)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
+    // After the unlink: a List that sees the new epoch can no longer see the old entry.
+    await writeFileAtomic(this.fs, this.epochFile, randomBytes(8).toString('hex'), { durable: false });
     this.cache.delete(name);
     this.changed();
   }
@@ -184,22 +193,32 @@ export class VolumeRegistry {
   }
 
   /**
-   * Changes whenever an entry is added, removed or replaced (unlink + link touches the
-   * directory). A directory changed within the last seconds may change again within the same
-   * timestamp tick (coarse clocks on some filesystems): its stamp is never trusted, so the
-   * entries are checked until the directory has been quiet for a while.
+   * Every removal writes a new epoch after unlinking the entry. A name can only come back with
+   * another record after a removal, so while the epoch and the names are as the last List saw
+   * them, cached entries are current and only new names need reading (coarse directory
+   * timestamps cannot fool this, and one small read replaces a stat per entry).
    */
-  private async dirStamp(): Promise<string> {
-    const stat = await this.fs.lstat(this.dir);
-    if (Math.abs(Date.now() - stat.mtimeMs) < RACY_MS) return `racy-${Math.random()}`;
-    return `${stat.ino}:${stat.mtimeMs}:${stat.ctimeMs}`;
+  private get epochFile(): string {
+    return join(this.dir, '.epoch');
+  }
+
+  private async readEpoch(): Promise<string> {
+    try {
+      return (await readFileNoFollow(this.fs, this.epochFile)) ?? '';
+    } catch (err) {
+      if (!(err instanceof StowageError)) throw err;
+      // A planted file there must not stop List: check every entry instead, as with no epoch.
+      this.reportInvalid('.epoch', err);
+      return `unusable-${randomBytes(8).toString('hex')}`;
+    }
   }
 
   async list(): Promise<VolumeRecord[]> {
     let raw: string[];
-    let dirStamp: string;
+    let epoch: string;
     try {
-      dirStamp = await this.dirStamp();
+      // The epoch first: a removal racing with this List shows up in the next one.
+      epoch = await this.readEpoch();
       raw = await this.fs.readdir(this.dir);
     } catch (err) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot list registry ${this.dir}: ${(err as Error).message}`,
@@ -207,7 +226,7 @@ export class VolumeRegistry {
     }
     // Most Lists find the directory as the last one did: answer with the same array.
     const last = this.lastListing;
-    if (last && last.generation === this.generation && last.dirStamp === dirStamp && sameStrings(last.raw, raw)) {
+    if (last && last.generation === this.generation && last.epoch === epoch && sameStrings(last.raw, raw)) {
       return last.records;
     }
     // Dot-files are temps and never volumes: valid names start with a letter or digit.
@@ -220,10 +239,10 @@ export class VolumeRegistry {
         this.changed();
       }
     }
-    // The directory changed since the last List (or this is the first): an entry may have been
-    // replaced by another node under the same name, so every name goes through get, which
-    // re-reads only entries whose identity changed.
-    const check = last?.dirStamp === dirStamp ? names.filter((name) => !this.cache.has(name)) : names;
+    // After a removal anywhere (a new epoch) an entry may have been replaced under the same name:
+    // every name goes through get, which re-reads only entries whose identity changed.
+    const current = this.checkedEpoch === epoch;
+    const check = current ? names.filter((name) => !this.cache.has(name)) : names;
     for (let i = 0; i < check.length; i += READ_CONCURRENCY) {
       await Promise.all(check.slice(i, i + READ_CONCURRENCY).map((name) => this.get(name).catch((err: unknown) => {
         skipped = true;
@@ -236,7 +255,8 @@ export class VolumeRegistry {
       if (cached) records.push(cached.entry.record);
     }
     // An entry that could not be read is retried by the next List, not hidden behind the cache.
-    this.lastListing = skipped ? undefined : { raw, generation: this.generation, records, dirStamp };
+    this.lastListing = skipped ? undefined : { raw, generation: this.generation, records, epoch };
+    this.checkedEpoch = epoch;
     return records;
   }
 
