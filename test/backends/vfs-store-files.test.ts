@@ -152,3 +152,17 @@ describe('vfs store files', () => {
     expect(log.lines.join('\n')).toMatch(new RegExp(`vfs.path ${store} has mode 755: .* run "chmod 700 ${store}"`));
   });
 });
+
+describe('vfs create of a registered name', () => {
+  it('is E_VOLUME_EXISTS even when the volume holds data, and changes nothing', async () => {
+    const fs = memFs();
+    const backend = vfs(fs, '/state', '/store');
+    await backend.init();
+    await backend.create(request('full', { mode: 0o750 }));
+    await fs.writeFile('/store/full/data', 'kept');
+    await expect(backend.create(request('full', { mode: 0o700 }))).rejects.toMatchObject({ code: 'E_VOLUME_EXISTS' });
+    expect((await fs.stat('/store/full')).mode & 0o777).toBe(0o750);
+    expect(await fs.readFile('/store/full/data', 'utf8')).toBe('kept');
+    expect(await fs.readdir('/store/.stowage/journal')).toEqual([]);
+  });
+});

@@ -198,6 +198,8 @@ export class VfsBackend implements Backend {
     const { name, options } = request;
     await this.assertStorePresent(name);
     await this.recover(name);
+    // Before looking at the data: a registered volume's own data is no conflict.
+    if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
     const found = await this.dataState(dataDir, name);
     if (found === 'data' && !options.adopt) {
