@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { sweepTemps } from '../../core/atomic-file.js';
-import { errnoCode } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
-import { mountOf, parseMountinfo, type MountinfoEntry } from './store-sharing.js';
+import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { decideSharing, mountOf, parseMountinfo, type MountinfoEntry, type SharingDecision } from './store-sharing.js';
 
 export const META_DIR = '.stowage';
 
@@ -110,4 +110,29 @@ export async function purgeable(fs: FsPort, log: Logger, deleting: string, dev: 
     if (real) found.push(path);
   }
   return found;
+}
+
+/**
+ * Gathers the evidence that a store is shared and settles the scope; `false` is held to its
+ * promise: a store other nodes use is never run unprotected by accident.
+ */
+export async function settleSharing(
+  fs: FsPort, log: Logger, nodeId: string, options: { path: string; shared: boolean | 'auto' }, nodesDir: string,
+  creators: readonly string[],
+): Promise<SharingDecision> {
+  const { path, shared } = options;
+  const decision = decideSharing(shared, {
+    mount: await mountHolding(fs, path),
+    otherNodes: await otherNodeRecords(fs, nodesDir, nodeId),
+    otherCreators: [...new Set(creators.filter((id) => id !== nodeId))].sort(),
+  });
+  if (shared === false && decision.evidence.length > 0) {
+    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+      `vfs.shared=false, but the store at ${path} is used by more than this node (${nodeId}): ` +
+      `${decision.evidence.join('; ')}. Start with vfs.shared=true (or leave vfs.shared unset) so removals check ` +
+      `the other nodes; if those nodes are gone for good, delete their records in ${nodesDir}`);
+  }
+  if (decision.evidence.length > 0) log.info(`vfs store ${path} is shared (scope global): ${decision.evidence.join('; ')}`);
+  else log.info(`vfs store ${path} shows no other node (scope ${decision.scope}); cluster protection stays on`);
+  return decision;
 }

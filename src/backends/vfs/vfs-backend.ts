@@ -10,11 +10,9 @@ import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
 import { VolumeRegistry, type RegistryEntry } from './registry.js';
 import {
-  internalDirs, mountHolding, nodeStateSchema, otherNodeRecords, purgeable, readRecord, storeLayout, storeMarkerSchema,
-  sweepStoreTemps,
+  internalDirs, nodeStateSchema, purgeable, readRecord, settleSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
-import { decideSharing } from './store-sharing.js';
 import type { VfsOptions } from './vfs-options.js';
 
 function stamp(): string {
@@ -127,26 +125,12 @@ export class VfsBackend implements Backend {
     return landed;
   }
 
-  /** Settles `auto`, and holds `false` to its promise: a store other nodes use is never run unprotected by accident. */
+  /** Settles `auto`, and holds `false` to its promise. */
   private async decideScope(): Promise<void> {
-    const { fs, nodeId, log } = this.ctx;
-    const { path, shared } = this.options;
-    const creators = new Set((await this.registry.list()).map((r) => r.createdBy).filter((id) => id !== nodeId));
-    const decision = decideSharing(shared, {
-      mount: await mountHolding(fs, path),
-      otherNodes: await otherNodeRecords(fs, this.layout.nodes, nodeId),
-      otherCreators: [...creators].sort(),
-    });
+    const creators = (await this.registry.list()).map((r) => r.createdBy);
+    const decision = await settleSharing(this.ctx.fs, this.ctx.log, this.ctx.nodeId, this.options, this.layout.nodes, creators);
     this.sharingEvidence = decision.evidence;
-    if (shared === false && decision.evidence.length > 0) {
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-        `vfs.shared=false, but the store at ${path} is used by more than this node (${nodeId}): ` +
-        `${decision.evidence.join('; ')}. Start with vfs.shared=true (or leave vfs.shared unset) so removals check ` +
-        `the other nodes; if those nodes are gone for good, delete their records in ${this.layout.nodes}`);
-    }
     this.capabilities.scope = decision.scope;
-    if (decision.evidence.length > 0) log.info(`vfs store ${path} is shared (scope global): ${decision.evidence.join('; ')}`);
-    else log.info(`vfs store ${path} shows no other node (scope ${decision.scope}); cluster protection stays on`);
   }
 
   async dispose(): Promise<void> {
