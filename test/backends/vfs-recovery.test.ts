@@ -160,3 +160,27 @@ describe('vfs create and remove killed at every step', () => {
     await assertConsistent(fs, restarted);
   });
 });
+
+describe('vfs remove failing half-way in a running daemon', () => {
+  it('puts the data back when the registry entry cannot be deleted', async () => {
+    const fs = memFs();
+    const backend = vfs(fs);
+    await backend.init();
+    await backend.create({ name: 'vol', options: {}, createdAt: 'x', createdBy: 'node-a' });
+    await fs.writeFile(`${STORE}/vol/data`, 'precious');
+    const failing: FsPort = {
+      ...fs,
+      unlink: ((path: string) => String(path).endsWith('/volumes/vol.json')
+        ? Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }))
+        : fs.unlink(path)) as FsPort['unlink'],
+    };
+    const crippled = vfs(failing);
+    await crippled.init();
+    await expect(crippled.remove('vol', { retainData: false })).rejects.toMatchObject({ code: 'EIO' });
+    expect((await crippled.list()).map((v) => v.name)).toEqual(['vol']);
+    expect(await fs.readFile(`${STORE}/vol/data`, 'utf8')).toBe('precious');
+    expect(await fs.readdir(`${STORE}/.stowage/journal`)).toEqual([]);
+    await crippled.settle();
+    expect(await fs.readdir(`${STORE}/.stowage/deleting`)).toEqual([]);
+  });
+});

@@ -156,8 +156,9 @@ export class VolumeRegistry {
     await this.fs.unlink(this.fileOf(name)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
-    // After the unlink: a List that sees the new epoch can no longer see the old entry.
-    await writeFileAtomic(this.fs, this.epochFile, randomBytes(8).toString('hex'), { durable: false });
+    // After the unlink: a List that sees the new epoch can no longer see the old entry. The
+    // volume is gone either way; a missed epoch only delays another node noticing a re-create.
+    await this.bumpEpoch().catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${(err as Error).message}`));
     this.cache.delete(name);
     this.changed();
   }
@@ -200,6 +201,10 @@ export class VolumeRegistry {
    */
   private get epochFile(): string {
     return join(this.dir, '.epoch');
+  }
+
+  async bumpEpoch(): Promise<void> {
+    await writeFileAtomic(this.fs, this.epochFile, randomBytes(8).toString('hex'), { durable: false });
   }
 
   private async readEpoch(): Promise<string> {

@@ -270,6 +270,8 @@ export class VfsBackend implements Backend {
         await this.registry.delete(name);
       }
     }
+    // The crash may have come between the unlink and the new epoch other nodes' Lists rely on.
+    await this.registry.bumpEpoch();
     if (moved && intent.target.startsWith('deleting/')) this.purge(target);
   }
 
@@ -324,7 +326,16 @@ export class VfsBackend implements Backend {
         }
       }
     }
-    await this.registry.delete(name);
+    try {
+      await this.registry.delete(name);
+    } catch (err) {
+      // Never leave a visible volume without its data: put the data back if the entry stays.
+      if (moved && await this.registry.get(name).then(Boolean, () => true)) {
+        await fs.rename(target, source).then(() => this.journal.clear(name)).catch((undo: unknown) =>
+          this.ctx.log.error(`could not put back the data of volume ${name} (the next start finishes the remove): ${(undo as Error).message}`));
+      }
+      throw err;
+    }
     await this.journal.clear(name).catch((err: unknown) =>
       this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${(err as Error).message}`));
     if (!moved) return {};
