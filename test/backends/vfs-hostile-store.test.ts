@@ -128,14 +128,16 @@ describe('vfs on a hostile store', () => {
     await evil('nested', 'a/b');
     await evil('dotted', '.stowage');
     await evil('renamed', 'renamed', 'other');
+    await evil('alias', 'good'); // would hand out (and remove) another volume's data
     await writeFile(join(volumes, 'broken.json'), '{"format": 1, ');
+    await writeFile(join(store, 'good', 'marker'), 'good data');
     const log = memoryLogger();
     const b = backend(log);
     await b.init();
     expect((await b.list()).map((v) => v.name)).toEqual(['good']);
     expect((await b.list()).map((v) => v.name)).toEqual(['good']);
     const text = log.lines.join('\n');
-    for (const name of ['stolen', 'up', 'abs', 'nested', 'dotted', 'renamed', 'broken']) {
+    for (const name of ['stolen', 'up', 'abs', 'nested', 'dotted', 'renamed', 'alias', 'broken']) {
       expect(text).toMatch(new RegExp(`skipping registry entry ${name}: `));
       await expect(b.attach(name)).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
       await expect(b.remove(name, { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
@@ -144,6 +146,7 @@ describe('vfs on a hostile store', () => {
     expect(text).toMatch(/skipping registry entry \.epoch: .*\.epoch is a symbolic link/);
     // Reported once, not at every List.
     expect(text.match(/skipping registry entry up:/g)).toHaveLength(1);
+    expect(await readFile(join(store, 'good', 'marker'), 'utf8')).toBe('good data');
     await b.settle();
   });
 

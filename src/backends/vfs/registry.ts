@@ -282,6 +282,11 @@ export class VolumeRegistry {
       throw new StowageError(ErrorCodes.STATE_CORRUPT,
         `registry entry ${file} describes volume ${JSON.stringify(entry.record.name)}, not ${name}`, { volume: name });
     }
+    // stowage keeps a volume's data under its own name; another name would alias a second volume's data.
+    if (entry.dataDir !== name) {
+      throw new StowageError(ErrorCodes.STATE_CORRUPT,
+        `registry entry ${file} points at ${JSON.stringify(entry.dataDir)}, not at the volume's own directory`, { volume: name });
+    }
     return entry as RegistryEntry;
   }
 }
