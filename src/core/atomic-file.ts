@@ -137,11 +137,14 @@ export async function writeFileAtomic(fs: FsPort, path: string, data: string, op
  * Creates `path` with `data` only if it does not exist yet, atomically and exclusively even on
  * shared filesystems (hard links are exclusive on NFS and GlusterFS; O_EXCL on old NFS is not).
  * Returns false when the file already existed, else the new file's identity (a hard link
- * leaves the inode's mtime as it was).
+ * leaves the inode's mtime as it was). `durable: false` skips the fsync, for files that need not
+ * survive a power loss (locks with a TTL).
  */
-export async function createFileExclusive(fs: FsPort, path: string, data: string): Promise<false | FileIdentity> {
+export async function createFileExclusive(
+  fs: FsPort, path: string, data: string, options: { durable?: boolean } = {},
+): Promise<false | FileIdentity> {
   const temp = tempPathFor(path);
-  const identity = await writeTemp(fs, temp, data, true);
+  const identity = await writeTemp(fs, temp, data, options.durable ?? true);
   try {
     await fs.link(temp, path);
     return identity;
