@@ -3,6 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildContainer } from '../../src/container.js';
+import { ExecaCommandRunner } from '../../src/core/command-runner.js';
+import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
+import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
+import { memFs } from '../helpers/memfs-stack.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
@@ -92,3 +96,30 @@ describe('vfs store used by two nodes without vfs.shared', () => {
 });
 
 
+
+describe('vfs store on a network filesystem', () => {
+  async function onNfs(shared?: string) {
+    const fs = memFs();
+    // memfs stands in for the host: its /proc/self/mountinfo says /mnt/nfs is an NFS mount.
+    await fs.mkdir('/proc/self', { recursive: true });
+    await fs.writeFile('/proc/self/mountinfo', await readFile(join(import.meta.dirname, '../fixtures/mountinfo/nodes.txt'), 'utf8'));
+    await fs.mkdir('/mnt/nfs/volumes', { recursive: true });
+    const log = memoryLogger();
+    const backend = new VfsBackend({ nodeId: 'node-a', root: '/state', fs, runner: new ExecaCommandRunner(), log },
+      parseVfsOptions({ 'vfs.path': '/mnt/nfs/volumes', ...(shared ? { 'vfs.shared': shared } : {}) }, '/state'));
+    return { backend, log };
+  }
+
+  it('auto reports global scope for a store on nfs4 and logs why', async () => {
+    const { backend, log } = await onNfs();
+    await backend.init();
+    expect(backend.capabilities.scope).toBe('global');
+    expect(log.lines.join('\n')).toMatch(/is shared \(scope global\): \/mnt\/nfs is a nfs4 mount \(srv:\/export\)/);
+    expect((await backend.describe()).sharedEvidence).toMatch(/nfs4/);
+  });
+
+  it('vfs.shared=false refuses to start on nfs4, naming the mount', async () => {
+    const { backend } = await onNfs('false');
+    await expect(backend.init()).rejects.toThrow(/vfs.shared=false, but the store at \/mnt\/nfs\/volumes .*\/mnt\/nfs is a nfs4 mount/);
+  });
+});

@@ -1,3 +1,4 @@
+import { realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { sweepTemps } from '../../core/atomic-file.js';
@@ -73,7 +74,10 @@ export async function otherNodeRecords(fs: FsPort, nodesDir: string, nodeId: str
 /** The mount holding `path`, from /proc/self/mountinfo; undefined where that cannot be read (memfs, non-Linux). */
 export async function mountHolding(fs: FsPort, path: string): Promise<MountinfoEntry | undefined> {
   const text = await fs.readFile('/proc/self/mountinfo', 'utf8').catch(() => undefined);
-  return typeof text === 'string' ? mountOf(parseMountinfo(text), path) : undefined;
+  if (typeof text !== 'string') return undefined;
+  // Mount points are real paths: a vfs.path reached through a symlink is looked up where it leads.
+  const real = await realpath(path).catch(() => path);
+  return mountOf(parseMountinfo(text), real);
 }
 
 /** Other nodes' temp files may belong to a write in progress; only old ones are removed. */
