@@ -10,7 +10,8 @@ import type { FsPort } from './fs-port.js';
  * identity, so one swapped for a symlink or a mount between the check and a delete is noticed.
  */
 
-const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW;
+/** O_NONBLOCK: a FIFO planted under a record's name must not hang the reader in open(). */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
 function refused(path: string, why: string, volume?: string): StowageError {

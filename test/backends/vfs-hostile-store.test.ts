@@ -130,6 +130,7 @@ describe('vfs on a hostile store', () => {
     await evil('renamed', 'renamed', 'other');
     await evil('alias', 'good'); // would hand out (and remove) another volume's data
     await writeFile(join(volumes, 'broken.json'), '{"format": 1, ');
+    expect(spawnSync('mkfifo', [join(volumes, 'fifo.json')]).status).toBe(0); // would block a plain open
     await writeFile(join(store, 'good', 'marker'), 'good data');
     const log = memoryLogger();
     const b = backend(log);
@@ -137,7 +138,7 @@ describe('vfs on a hostile store', () => {
     expect((await b.list()).map((v) => v.name)).toEqual(['good']);
     expect((await b.list()).map((v) => v.name)).toEqual(['good']);
     const text = log.lines.join('\n');
-    for (const name of ['stolen', 'up', 'abs', 'nested', 'dotted', 'renamed', 'alias', 'broken']) {
+    for (const name of ['stolen', 'up', 'abs', 'nested', 'dotted', 'renamed', 'alias', 'broken', 'fifo']) {
       expect(text).toMatch(new RegExp(`skipping registry entry ${name}: `));
       await expect(b.attach(name)).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
       await expect(b.remove(name, { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
