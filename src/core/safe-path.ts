@@ -10,6 +10,7 @@ import type { FsPort } from './fs-port.js';
  * identity, so one swapped for a symlink or a mount between the check and a delete is noticed.
  */
 
+const MAX_RECORD_BYTES = 16 * 1024 * 1024;
 /** O_NONBLOCK: a FIFO planted under a record's name must not hang the reader in open(). */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
@@ -35,6 +36,8 @@ export async function readFileNoFollow(fs: FsPort, path: string, volume?: string
   try {
     const stat = await handle.stat();
     if (!stat.isFile()) throw refused(path, 'is not a regular file', volume);
+    // Records are small; a huge file planted under a record's name must not exhaust memory.
+    if (stat.size > MAX_RECORD_BYTES) throw refused(path, `is ${stat.size} bytes, more than any record`, volume);
     return await handle.readFile('utf8');
   } finally {
     await handle.close();
