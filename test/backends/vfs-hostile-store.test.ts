@@ -225,3 +225,25 @@ describe('vfs purge and mounts', () => {
     }
   });
 });
+
+describe('vfs registry entry replaced by an invalid one', () => {
+  it('stops listing the old record instead of answering from the cache', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'stowage-replaced-'));
+    try {
+      const root = join(base, 'root');
+      const b = new VfsBackend({ nodeId: 'node-a', root, fs: realFs, runner: new ExecaCommandRunner(), log: memoryLogger() },
+        parseVfsOptions({ 'vfs.path': join(base, 'store') }, root));
+      await b.init();
+      await b.create(request('vol'));
+      expect((await b.list()).map((v) => v.name)).toEqual(['vol']);
+      const entry = join(base, 'store', '.stowage', 'volumes', 'vol.json');
+      await rm(entry);
+      await writeFile(entry, JSON.stringify({ format: 1, dataDir: '../elsewhere', record: { name: 'vol' } }));
+      await writeFile(join(base, 'store', '.stowage', 'volumes', '.epoch'), 'another removal');
+      expect(await b.list()).toEqual([]);
+      await expect(b.get('vol')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});

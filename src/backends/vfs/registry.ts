@@ -185,7 +185,15 @@ export class VolumeRegistry {
     if (cached && cached.mtimeMs === stat.mtimeMs && cached.ino === stat.ino && cached.size === stat.size) {
       return cached.entry;
     }
-    const entry = await this.read(name);
+    let entry: RegistryEntry | undefined;
+    try {
+      entry = await this.read(name);
+    } catch (err) {
+      // A replaced entry that is now invalid must not keep answering with the old record.
+      if (this.cache.delete(name)) this.changed();
+      throw err;
+    }
+    if (!entry && this.cache.delete(name)) this.changed();
     if (entry) {
       this.cache.set(name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
       this.changed();
