@@ -30,7 +30,7 @@ export interface StowageConfig {
   /** See ManagerConfig. */
   mountGraceMs?: number;
   reconcileMs?: number;
-  /** Cluster coordination settings (and the local engine), used when the backend's scope is `global`. */
+  /** Cluster coordination settings (and the local engine), used when the backend has a cluster state directory. */
   cluster?: Partial<ClusterSettings>;
 }
 
@@ -64,7 +64,9 @@ export function buildContainer(config: StowageConfig): Container {
     .toConstantValue(new DockerEngine(settings.dockerSocket, settings.driverName, logger));
   container.bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
     const backend = ctx.get<Backend>(TOKENS.Backend);
-    if (backend.capabilities.scope !== 'global' || !backend.clusterStateDir) return new LocalCluster();
+    // Protection follows the storage, not the declared scope: a store that may be shared (vfs
+    // always has a cluster directory) publishes this node's use and checks the others' on remove.
+    if (!backend.clusterStateDir) return new LocalCluster();
     return new SharedCluster(fs, backend.clusterStateDir, config.nodeId, clock, settings, logger,
       ctx.get<DockerEngine>(TOKENS.DockerEngine));
   });

@@ -1,10 +1,86 @@
-import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import type { FsPort } from './fs-port.js';
 import { errnoCode } from './errors.js';
+import { readFileNoFollow } from './safe-path.js';
+
+export { readFileNoFollow } from './safe-path.js';
+
+/**
+ * Temp files start with a dot, which no valid volume name does, so listings that skip dot-files
+ * never confuse a temp with a volume (`app.tmp-data` is a valid name). The name carries a tag of
+ * the writing node and its pid, so a node can tell its own dead temps from another node's live ones.
+ */
+const TEMP_PREFIX = '.tmp-';
+const TEMP_NAME = /^\.tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}-/;
+/** Temps of the naming used before: `<file>.tmp-<pid>-<hex8>`. */
+const LEGACY_TEMP_NAME = /\.tmp-\d+-[0-9a-f]{8}$/;
+
+function tagOf(nodeId: string): string {
+  return createHash('sha256').update(nodeId).digest('hex').slice(0, 8);
+}
+
+let ownerTag = tagOf(hostname());
+
+/** Names this process's temps after the node id, so its next run can clean them at once. */
+export function setTempOwner(nodeId: string): void {
+  ownerTag = tagOf(nodeId);
+}
 
 function tempPathFor(path: string): string {
-  return `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  // Keep within NAME_MAX: the base name is at most 133 bytes for registry entries.
+  return join(dirname(path), `${TEMP_PREFIX}${ownerTag}-${process.pid}-${randomBytes(4).toString('hex')}-${basename(path)}`);
+}
+
+/** True for a name `tempPathFor` (or an older stowage) made. */
+export function isTempName(name: string): boolean {
+  return name.startsWith(TEMP_PREFIX) || LEGACY_TEMP_NAME.test(name);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === 'EPERM';
+  }
+}
+
+export interface TempSweep {
+  /** Node id whose dead temps go at once. */
+  nodeId: string;
+  /** Others' temps (and ours of a live pid) go only when older than this, by the file's mtime. */
+  maxAgeMs: number;
+  /** Current time on the clock that sets the directory's mtimes. */
+  nowMs: number;
+}
+
+/**
+ * Removes leftover temp files in `dir`: this node's from processes that are gone at once,
+ * anyone's once older than `maxAgeMs`. Only regular files with a temp name are touched.
+ * @returns the names removed
+ */
+export async function sweepTemps(fs: FsPort, dir: string, sweep: TempSweep): Promise<string[]> {
+  const mine = tagOf(sweep.nodeId);
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return removed;
+    throw err;
+  }
+  for (const name of names.filter(isTempName)) {
+    const path = join(dir, name);
+    const stat = await fs.lstat(path).catch(() => undefined);
+    if (!stat?.isFile()) continue;
+    const match = TEMP_NAME.exec(name);
+    const deadOwn = match?.[1] === mine && Number(match[2]) !== process.pid && !processAlive(Number(match[2]));
+    if (!deadOwn && sweep.nowMs - stat.mtimeMs <= sweep.maxAgeMs) continue;
+    await fs.unlink(path).then(() => removed.push(name), () => undefined);
+  }
+  return removed;
 }
 
 /** Identity of a file's content as `stat` reports it; what caches compare. */
@@ -14,15 +90,20 @@ export interface FileIdentity {
   size: number;
 }
 
-async function writeDurably(fs: FsPort, path: string, data: string): Promise<FileIdentity> {
-  const handle = await fs.open(path, 'wx', 0o644);
+async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean): Promise<FileIdentity> {
+  // 'wx' (O_CREAT|O_EXCL) never follows a symlink planted at the name.
+  const handle = await fs.open(path, 'wx', 0o600);
   try {
     await handle.writeFile(data);
-    await handle.sync();
+    if (durable) await handle.sync();
     const { ino, mtimeMs, size } = await handle.stat();
     return { ino, mtimeMs, size };
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    await fs.unlink(path).catch(() => undefined);
+    throw err;
   } finally {
-    await handle.close();
+    await handle.close().catch(() => undefined);
   }
 }
 
@@ -34,28 +115,36 @@ async function syncDir(fs: FsPort, dir: string): Promise<void> {
   } catch { /* best effort */ }
 }
 
-/** Writes a file so readers see either the old or the new content, never a torn one. */
-export async function writeFileAtomic(fs: FsPort, path: string, data: string): Promise<void> {
+/**
+ * Writes a file so readers see either the old or the new content, never a torn one. The rename
+ * replaces a symlink at `path` instead of writing through it. `durable: false` skips the fsyncs,
+ * for files that only need to survive a process crash (intent records).
+ */
+export async function writeFileAtomic(fs: FsPort, path: string, data: string, options: { durable?: boolean } = {}): Promise<void> {
+  const durable = options.durable ?? true;
   const temp = tempPathFor(path);
+  await writeTemp(fs, temp, data, durable);
   try {
-    await writeDurably(fs, temp, data);
     await fs.rename(temp, path);
   } catch (err) {
-    await fs.rm(temp, { force: true }).catch(() => undefined);
+    await fs.unlink(temp).catch(() => undefined);
     throw err;
   }
-  await syncDir(fs, dirname(path));
+  if (durable) await syncDir(fs, dirname(path));
 }
 
 /**
  * Creates `path` with `data` only if it does not exist yet, atomically and exclusively even on
  * shared filesystems (hard links are exclusive on NFS and GlusterFS; O_EXCL on old NFS is not).
  * Returns false when the file already existed, else the new file's identity (a hard link
- * leaves the inode's mtime as it was).
+ * leaves the inode's mtime as it was). `durable: false` skips the fsync, for files that need not
+ * survive a power loss (locks with a TTL).
  */
-export async function createFileExclusive(fs: FsPort, path: string, data: string): Promise<false | FileIdentity> {
+export async function createFileExclusive(
+  fs: FsPort, path: string, data: string, options: { durable?: boolean } = {},
+): Promise<false | FileIdentity> {
   const temp = tempPathFor(path);
-  const identity = await writeDurably(fs, temp, data);
+  const identity = await writeTemp(fs, temp, data, options.durable ?? true);
   try {
     await fs.link(temp, path);
     return identity;
@@ -68,13 +157,12 @@ export async function createFileExclusive(fs: FsPort, path: string, data: string
   }
 }
 
+/**
+ * Reads and parses a JSON file, undefined when it does not exist. Never follows a symlink at
+ * `path` and accepts only a regular file (E_STATE_CORRUPT otherwise): callers pass the result
+ * through a schema (`parseRecord`).
+ */
 export async function readJsonFile(fs: FsPort, path: string): Promise<unknown | undefined> {
-  let text: string;
-  try {
-    text = await fs.readFile(path, 'utf8');
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-  return JSON.parse(text) as unknown;
+  const text = await readFileNoFollow(fs, path);
+  return text === undefined ? undefined : JSON.parse(text) as unknown;
 }

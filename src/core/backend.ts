@@ -118,8 +118,10 @@ export interface Backend {
   describe(): Promise<Record<string, string>>;
 
   /**
-   * A directory on the shared storage that every node of the cluster sees, for membership,
-   * references and locks. Present exactly for `global` backends.
+   * A directory on the storage, seen by every node that uses the same storage, for membership,
+   * references and locks. Present for every `global` backend and for any backend whose storage
+   * may be shared whatever its declared scope (vfs always): the core runs cluster protection
+   * whenever it is present.
    */
   readonly clusterStateDir?: string;
 

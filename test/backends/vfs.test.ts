@@ -147,12 +147,14 @@ describe('vfs backend', () => {
     const fs = memFs();
     const backend = vfs(fs, '/state');
     await backend.init();
-    await fs.mkdir('/state/volumes/.stowage/deleting/gone@x', { recursive: true });
-    await fs.writeFile('/state/volumes/.stowage/deleting/gone@x/file', 'bytes');
+    await fs.mkdir('/state/volumes/.stowage/deleting/gone@20260101T000000Z-abcdef/sub', { recursive: true });
+    await fs.writeFile('/state/volumes/.stowage/deleting/gone@20260101T000000Z-abcdef/sub/file', 'bytes');
+    // Not a name stowage gives what it moves aside: someone else's, left alone.
+    await fs.mkdir('/state/volumes/.stowage/deleting/foreign', { recursive: true });
     const restarted = vfs(fs, '/state');
     await restarted.init();
     await restarted.settle();
-    expect(await fs.readdir('/state/volumes/.stowage/deleting')).toEqual([]);
+    expect(await fs.readdir('/state/volumes/.stowage/deleting')).toEqual(['foreign']);
   });
 
   it('answers the first List after a restart from its saved cache, without reading every entry', async () => {
@@ -166,10 +168,15 @@ describe('vfs backend', () => {
     let entryReads = 0;
     const counting: FsPort = {
       ...fs,
+      // Entries are read through open (no-follow); count both ways in.
       readFile: ((path: string, options: unknown) => {
         if (String(path).includes('/.stowage/volumes/')) entryReads += 1;
         return (fs.readFile as (p: string, o: unknown) => Promise<string>)(path, options);
       }) as FsPort['readFile'],
+      open: ((path: string, ...rest: unknown[]) => {
+        if (/\/.stowage\/volumes\/[^.][^/]*\.json$/.test(String(path))) entryReads += 1;
+        return (fs.open as (p: string, ...r: unknown[]) => Promise<unknown>)(path, ...rest);
+      }) as FsPort['open'],
     };
     await fs.unlink('/state/volumes/.stowage/volumes/cached-7.json'); // removed while this node was down
     const restarted = vfs(counting, '/state');
@@ -185,6 +192,8 @@ describe('vfs backend', () => {
     expect(() => parseVfsOptions({ 'vfs.path': 'relative/dir' }, '/r')).toThrow(/absolute/);
     expect(() => parseVfsOptions({ 'vfs.shared': 'maybe' }, '/r')).toThrow(/true or false/);
     expect(() => parseVfsOptions({ 'vfs.pth': '/x' }, '/r')).toThrow(/unknown vfs option "vfs.pth"/);
-    expect(parseVfsOptions({}, '/var/lib/stowage')).toEqual({ path: '/var/lib/stowage/volumes', shared: false });
+    expect(parseVfsOptions({}, '/var/lib/stowage')).toEqual({ path: '/var/lib/stowage/volumes', shared: 'auto' });
+    expect(parseVfsOptions({ 'vfs.shared': 'false' }, '/r').shared).toBe(false);
+    expect(parseVfsOptions({ 'vfs.shared': 'true' }, '/r').shared).toBe(true);
   });
 });

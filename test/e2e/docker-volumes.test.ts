@@ -1,5 +1,5 @@
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
 import { pluginCall } from '../helpers/plugin-client.js';
@@ -72,6 +72,16 @@ describe.skipIf(skip)('stowage as the volume driver of a real Docker engine', { 
     const listing = await run(['-v', 'e2e-vol:/data', node.image, 'ls', '-A', '/data']);
     expect(listing.stdout).toBe('');
     await node.docker(['volume', 'rm', 'e2e-vol']);
+  });
+
+  it('lets a container running as uid 1000 write to a volume made with -o uid=1000, inside a 0700 store', async () => {
+    await node.docker(['volume', 'create', '-d', 'stowage', '-o', 'uid=1000', '-o', 'gid=1000', 'e2e-owned']);
+    const status = JSON.parse((await node.docker(['volume', 'inspect', 'e2e-owned'])).stdout)[0].Status as { path: string };
+    // Local users cannot get through the store; Docker mounts the volume directory itself.
+    expect((await stat(dirname(status.path))).mode & 0o777).toBe(0o700);
+    const wrote = await run(['--user', '1000:1000', '-v', 'e2e-owned:/data', node.image, 'sh', '-c', 'echo mine > /data/f && cat /data/f && id -u']);
+    expect(wrote.stdout).toBe('mine\n1000');
+    await node.docker(['volume', 'rm', 'e2e-owned']);
   });
 
   it('shows the plugin\'s own error text for bad names and options, and creates nothing', async () => {

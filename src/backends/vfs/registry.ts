@@ -1,11 +1,42 @@
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
-import { createFileExclusive, writeFileAtomic } from '../../core/atomic-file.js';
+import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
+import { parseRecordText } from '../../core/schema/parse-record.js';
+
+/**
+ * A single path component stowage could have made: what a volume name may be. Anything else
+ * (`..`, `/etc`, `a/b`, a dot-file) would name a path outside the volume namespace.
+ */
+export const STORE_COMPONENT = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
+
+const uint = z.number().int().nonnegative().max(2 ** 32);
+
+const recordSchema = z.object({
+  name: z.string().regex(STORE_COMPONENT),
+  options: z.object({
+    size: z.number().int().positive().optional(),
+    uid: uint.optional(),
+    gid: uint.optional(),
+    mode: z.number().int().min(0).max(0o7777).optional(),
+    backend: z.record(z.string(), z.string()).optional(),
+  }),
+  createdAt: z.string(),
+  createdBy: z.string(),
+  adopted: z.boolean().optional(),
+});
 
 /** On-disk form of one registry entry: the volume plus where its data lives, relative to the store. */
+export const registryEntrySchema = z.object({
+  format: z.literal(1),
+  record: recordSchema,
+  dataDir: z.string().regex(STORE_COMPONENT, 'a single path component inside the store'),
+});
+
 export interface RegistryEntry {
   format: 1;
   record: VolumeRecord;
@@ -28,6 +59,8 @@ function sameStrings(a: readonly string[], b: readonly string[]): boolean {
 interface CacheSnapshot {
   format: 1;
   storeId: string;
+  /** The removal epoch the cache was last checked against in full. */
+  epoch?: string;
   entries: Array<[string, Cached]>;
 }
 
@@ -50,7 +83,11 @@ export class VolumeRegistry {
   private storeId = '';
   /** Bumped on every cache change, so a remembered List answer is only reused while it is true. */
   private generation = 0;
-  private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[] };
+  private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[]; epoch: string };
+  /** Epoch the whole cache was last checked against (or a loaded snapshot's). */
+  private checkedEpoch?: string;
+  /** Entries already reported as invalid, by identity, so a bad file is logged once, not at every List. */
+  private readonly reported = new Set<string>();
 
   /**
    * @param snapshotFile node-local file where the cache is kept between runs, so the first List
@@ -69,7 +106,11 @@ export class VolumeRegistry {
     try {
       const saved = JSON.parse(await this.fs.readFile(this.snapshotFile, 'utf8')) as CacheSnapshot;
       if (saved.format !== 1 || saved.storeId !== storeId || !Array.isArray(saved.entries)) return;
-      for (const [name, cached] of saved.entries) this.cache.set(name, cached);
+      if (typeof saved.epoch === 'string') this.checkedEpoch = saved.epoch;
+      for (const [name, cached] of saved.entries) {
+        // Written by an earlier version too: only entries that pass today's checks are reused.
+        if (registryEntrySchema.safeParse(cached?.entry).success && cached.entry.record.name === name) this.cache.set(name, cached);
+      }
     } catch {
       // No snapshot or an unreadable one: the cache fills from the store as before.
     }
@@ -82,7 +123,9 @@ export class VolumeRegistry {
     this.saveTimer = undefined;
     if (!this.snapshotFile || !this.dirty) return;
     this.dirty = false;
-    const snapshot: CacheSnapshot = { format: 1, storeId: this.storeId, entries: [...this.cache] };
+    const snapshot: CacheSnapshot = {
+      format: 1, storeId: this.storeId, entries: [...this.cache], ...(this.checkedEpoch === undefined ? {} : { epoch: this.checkedEpoch }),
+    };
     await writeFileAtomic(this.fs, this.snapshotFile, JSON.stringify(snapshot)).catch((err: unknown) => {
       this.log.warn(`could not save the registry cache to ${this.snapshotFile}: ${(err as Error).message}`);
     });
@@ -113,6 +156,9 @@ export class VolumeRegistry {
     await this.fs.unlink(this.fileOf(name)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
+    // After the unlink: a List that sees the new epoch can no longer see the old entry. The
+    // volume is gone either way; a missed epoch only delays another node noticing a re-create.
+    await this.bumpEpoch().catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${(err as Error).message}`));
     this.cache.delete(name);
     this.changed();
   }
@@ -126,7 +172,7 @@ export class VolumeRegistry {
     const file = this.fileOf(name);
     let stat;
     try {
-      stat = await this.fs.stat(file);
+      stat = await this.fs.lstat(file);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') {
         this.cache.delete(name);
@@ -139,7 +185,15 @@ export class VolumeRegistry {
     if (cached && cached.mtimeMs === stat.mtimeMs && cached.ino === stat.ino && cached.size === stat.size) {
       return cached.entry;
     }
-    const entry = await this.read(name);
+    let entry: RegistryEntry | undefined;
+    try {
+      entry = await this.read(name);
+    } catch (err) {
+      // A replaced entry that is now invalid must not keep answering with the old record.
+      if (this.cache.delete(name)) this.changed();
+      throw err;
+    }
+    if (!entry && this.cache.delete(name)) this.changed();
     if (entry) {
       this.cache.set(name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
       this.changed();
@@ -147,9 +201,37 @@ export class VolumeRegistry {
     return entry;
   }
 
+  /**
+   * Every removal writes a new epoch after unlinking the entry. A name can only come back with
+   * another record after a removal, so while the epoch and the names are as the last List saw
+   * them, cached entries are current and only new names need reading (coarse directory
+   * timestamps cannot fool this, and one small read replaces a stat per entry).
+   */
+  private get epochFile(): string {
+    return join(this.dir, '.epoch');
+  }
+
+  async bumpEpoch(): Promise<void> {
+    await writeFileAtomic(this.fs, this.epochFile, randomBytes(8).toString('hex'), { durable: false });
+  }
+
+  private async readEpoch(): Promise<string> {
+    try {
+      return (await readFileNoFollow(this.fs, this.epochFile)) ?? '';
+    } catch (err) {
+      if (!(err instanceof StowageError)) throw err;
+      // A planted file there must not stop List: check every entry instead, as with no epoch.
+      this.reportInvalid('.epoch', err);
+      return `unusable-${randomBytes(8).toString('hex')}`;
+    }
+  }
+
   async list(): Promise<VolumeRecord[]> {
     let raw: string[];
+    let epoch: string;
     try {
+      // The epoch first: a removal racing with this List shows up in the next one.
+      epoch = await this.readEpoch();
       raw = await this.fs.readdir(this.dir);
     } catch (err) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot list registry ${this.dir}: ${(err as Error).message}`,
@@ -157,8 +239,11 @@ export class VolumeRegistry {
     }
     // Most Lists find the directory as the last one did: answer with the same array.
     const last = this.lastListing;
-    if (last && last.generation === this.generation && sameStrings(last.raw, raw)) return last.records;
-    const names = raw.filter((file) => file.endsWith(SUFFIX) && !file.includes('.tmp-')).map((file) => file.slice(0, -SUFFIX.length));
+    if (last && last.generation === this.generation && last.epoch === epoch && sameStrings(last.raw, raw)) {
+      return last.records;
+    }
+    // Dot-files are temps and never volumes: valid names start with a letter or digit.
+    const names = raw.filter((file) => file.endsWith(SUFFIX) && !file.startsWith('.')).map((file) => file.slice(0, -SUFFIX.length));
     let skipped = false;
     const present = new Set(names);
     for (const name of this.cache.keys()) {
@@ -167,11 +252,14 @@ export class VolumeRegistry {
         this.changed();
       }
     }
-    const unseen = names.filter((name) => !this.cache.has(name));
-    for (let i = 0; i < unseen.length; i += READ_CONCURRENCY) {
-      await Promise.all(unseen.slice(i, i + READ_CONCURRENCY).map((name) => this.get(name).catch((err: unknown) => {
+    // After a removal anywhere (a new epoch) an entry may have been replaced under the same name:
+    // every name goes through get, which re-reads only entries whose identity changed.
+    const current = this.checkedEpoch === epoch;
+    const check = current ? names.filter((name) => !this.cache.has(name)) : names;
+    for (let i = 0; i < check.length; i += READ_CONCURRENCY) {
+      await Promise.all(check.slice(i, i + READ_CONCURRENCY).map((name) => this.get(name).catch((err: unknown) => {
         skipped = true;
-        this.log.warn(`skipping registry entry ${name}: ${(err as Error).message}`);
+        this.reportInvalid(name, err);
       })));
     }
     const records: VolumeRecord[] = [];
@@ -180,27 +268,33 @@ export class VolumeRegistry {
       if (cached) records.push(cached.entry.record);
     }
     // An entry that could not be read is retried by the next List, not hidden behind the cache.
-    this.lastListing = skipped ? undefined : { raw, generation: this.generation, records };
+    this.lastListing = skipped ? undefined : { raw, generation: this.generation, records, epoch };
+    this.checkedEpoch = epoch;
     return records;
   }
 
+  private reportInvalid(name: string, err: unknown): void {
+    const key = `${name}:${(err as Error).message}`;
+    if (this.reported.has(key)) return;
+    if (this.reported.size > 10_000) this.reported.clear();
+    this.reported.add(key);
+    this.log.warn(`skipping registry entry ${name}: ${(err as Error).message}`);
+  }
+
   private async read(name: string): Promise<RegistryEntry | undefined> {
-    let text: string;
-    try {
-      text = await this.fs.readFile(this.fileOf(name), 'utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return undefined;
-      throw err;
+    const file = this.fileOf(name);
+    const text = await readFileNoFollow(this.fs, file, name);
+    if (text === undefined) return undefined;
+    const entry = parseRecordText(registryEntrySchema, text, `registry entry ${file}`, name);
+    if (entry.record.name !== name) {
+      throw new StowageError(ErrorCodes.STATE_CORRUPT,
+        `registry entry ${file} describes volume ${JSON.stringify(entry.record.name)}, not ${name}`, { volume: name });
     }
-    let entry: RegistryEntry;
-    try {
-      entry = JSON.parse(text) as RegistryEntry;
-    } catch (err) {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT, `registry entry of volume ${name} is not valid JSON`, { volume: name, cause: err });
+    // stowage keeps a volume's data under its own name; another name would alias a second volume's data.
+    if (entry.dataDir !== name) {
+      throw new StowageError(ErrorCodes.STATE_CORRUPT,
+        `registry entry ${file} points at ${JSON.stringify(entry.dataDir)}, not at the volume's own directory`, { volume: name });
     }
-    if (entry?.format !== 1 || entry.record?.name !== name || typeof entry.dataDir !== 'string') {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT, `registry entry of volume ${name} is not in the expected format`, { volume: name });
-    }
-    return entry;
+    return entry as RegistryEntry;
   }
 }

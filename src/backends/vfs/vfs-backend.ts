@@ -3,20 +3,17 @@ import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
-import { createFileExclusive, readJsonFile, writeFileAtomic } from '../../core/atomic-file.js';
+import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
+import { Journal, type Intent } from './journal.js';
 import { VolumeRegistry, type RegistryEntry } from './registry.js';
+import {
+  internalDirs, nodeStateSchema, purgeable, readRecord, settleSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
+  type StoreLayout, type StoreMarker,
+} from './store-layout.js';
 import type { VfsOptions } from './vfs-options.js';
-
-const META_DIR = '.stowage';
-
-interface StoreMarker {
-  format: 1;
-  storeId: string;
-  createdAt: string;
-  createdBy: string;
-}
 
 function stamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + randomBytes(3).toString('hex');
@@ -24,26 +21,36 @@ function stamp(): string {
 
 /**
  * A directory per volume under `vfs.path`, with the registry in `vfs.path/.stowage`. Volume
- * names cannot start with ".", so the metadata directory never collides with a volume.
+ * names cannot start with ".", so the metadata directory never collides with a volume. The
+ * store may be written by other machines: every internal directory is checked to be a real
+ * directory on the store's filesystem, and nothing read there is followed through a symlink.
  */
 export class VfsBackend implements Backend {
   readonly name = 'vfs';
   readonly capabilities: BackendCapabilities;
+  /** Always present: cluster protection runs on every store, shared by declaration or not. */
+  readonly clusterStateDir: string;
   private readonly registry: VolumeRegistry;
-  private readonly meta: string;
+  private readonly layout: StoreLayout;
+  private readonly dirs: CheckedDirs;
+  private readonly journal: Journal;
   private readonly purges = new Set<Promise<void>>();
   private storeId = '';
-  readonly clusterStateDir?: string;
+  private sharingEvidence: string[] = [];
 
   constructor(private readonly ctx: BackendContext, private readonly options: VfsOptions) {
-    this.capabilities = { scope: options.shared ? 'global' : 'local', sizeLimit: 'recorded', snapshots: false };
-    this.meta = join(options.path, META_DIR);
-    this.registry = new VolumeRegistry(ctx.fs, join(this.meta, 'volumes'), ctx.log, join(ctx.root, 'vfs-registry-cache.json'));
-    if (options.shared) this.clusterStateDir = join(this.meta, 'cluster');
+    // `auto` is settled by init; until then only a declared share is global.
+    this.capabilities = { scope: options.shared === true ? 'global' : 'local', sizeLimit: 'recorded', snapshots: false };
+    this.layout = storeLayout(options.path);
+    this.dirs = new CheckedDirs(ctx.fs);
+    this.journal = new Journal(ctx.fs, this.layout.journal);
+    this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'));
+    this.clusterStateDir = this.layout.cluster;
+    setTempOwner(ctx.nodeId);
   }
 
   private get markerPath(): string {
-    return join(this.meta, 'store.json');
+    return join(this.layout.meta, 'store.json');
   }
 
   /** Node-local memory of which store this node used at this path, to notice a vanished mount. */
@@ -52,19 +59,32 @@ export class VfsBackend implements Backend {
   }
 
   async init(): Promise<void> {
-    const { fs } = this.ctx;
+    const { fs, log } = this.ctx;
     const { path, shared } = this.options;
-    await fs.mkdir(this.ctx.root, { recursive: true });
+    await fs.mkdir(this.ctx.root, { recursive: true, mode: 0o700 });
+    // Node-local state names volumes and mounts: root's business only.
+    await fs.chmod(this.ctx.root, 0o700);
     const exists = await fs.stat(path).then((s) => s.isDirectory(), () => false);
     if (!exists) {
-      if (shared) {
+      if (shared === true) {
         throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
           `vfs.path ${path} does not exist; mount the shared filesystem there before starting stowage`);
       }
-      await fs.mkdir(path, { recursive: true, mode: 0o755 });
+      await fs.mkdir(path, { recursive: true, mode: 0o700 });
     }
-    const remembered = (await readJsonFile(fs, this.nodeStatePath)) as { path?: string; storeId?: string } | undefined;
-    let marker = (await readJsonFile(fs, this.markerPath)) as StoreMarker | undefined;
+    const top = await fs.stat(path);
+    this.dirs.setDevice(top.dev);
+    if ((top.mode & 0o077) !== 0) {
+      log.warn(`vfs.path ${path} has mode ${(top.mode & 0o777).toString(8)}: other local users can list volume names ` +
+        `and reach volume data; run "chmod 700 ${path}" (containers do not need more)`);
+    }
+    const remembered = await readRecord(fs, nodeStateSchema, this.nodeStatePath, 'node state');
+    const metaPresent = await fs.lstat(this.layout.meta).then(() => true, (err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    });
+    if (metaPresent) await this.dirs.ensure(this.layout.meta);
+    let marker = await readRecord(fs, storeMarkerSchema, this.markerPath, 'store marker');
     if (!marker) {
       if (remembered?.path === path && remembered.storeId) {
         throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
@@ -74,15 +94,20 @@ export class VfsBackend implements Backend {
       marker = await this.createStore();
     }
     this.storeId = marker.storeId;
+    for (const dir of internalDirs(this.layout)) {
+      const { mode } = await this.dirs.ensure(dir).then(() => fs.lstat(dir));
+      if ((mode & 0o777) !== 0o700) await setDirAttributes(fs, dir, 0o700);
+    }
     await this.registry.loadSnapshot(marker.storeId);
-    await fs.mkdir(join(this.meta, 'volumes'), { recursive: true });
-    await fs.mkdir(join(this.meta, 'removed'), { recursive: true });
-    await fs.mkdir(join(this.meta, 'deleting'), { recursive: true });
     if (remembered?.storeId !== marker.storeId || remembered.path !== path) {
       await writeFileAtomic(fs, this.nodeStatePath, JSON.stringify({ path, storeId: marker.storeId }));
     }
-    // Finish deletions a previous run started; only what stowage itself moved there is touched.
-    for (const leftover of await fs.readdir(join(this.meta, 'deleting'))) this.purge(join(this.meta, 'deleting', leftover));
+    await sweepStoreTemps(fs, log, this.ctx.nodeId,
+      [this.ctx.root, this.layout.meta, this.layout.volumes, this.layout.journal, this.layout.nodes, this.layout.locks]);
+    await this.recoverOwnIntents();
+    await this.decideScope();
+    // Finishes deletions a previous run started; only what stowage itself moved there is touched.
+    for (const path of await purgeable(fs, log, this.layout.deleting, this.dirs.device)) this.purge(path);
   }
 
   private async createStore(): Promise<StoreMarker> {
@@ -92,10 +117,20 @@ export class VfsBackend implements Backend {
       createdAt: new Date().toISOString(),
       createdBy: this.ctx.nodeId,
     };
-    await this.ctx.fs.mkdir(this.meta, { recursive: true });
+    await this.dirs.ensure(this.layout.meta);
     // Another node may create the store at the same moment; keep whichever marker landed first.
     await createFileExclusive(this.ctx.fs, this.markerPath, JSON.stringify(marker));
-    return (await readJsonFile(this.ctx.fs, this.markerPath)) as StoreMarker;
+    const landed = await readRecord(this.ctx.fs, storeMarkerSchema, this.markerPath, 'store marker');
+    if (!landed) throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `${this.markerPath} vanished right after it was written`);
+    return landed;
+  }
+
+  /** Settles `auto`, and holds `false` to its promise. */
+  private async decideScope(): Promise<void> {
+    const creators = (await this.registry.list()).map((r) => r.createdBy);
+    const decision = await settleSharing(this.ctx.fs, this.ctx.log, this.ctx.nodeId, this.options, this.layout.nodes, creators);
+    this.sharingEvidence = decision.evidence;
+    this.capabilities.scope = decision.scope;
   }
 
   async dispose(): Promise<void> {
@@ -110,7 +145,7 @@ export class VfsBackend implements Backend {
 
   /** Refuses to work on a store whose marker vanished: the shared mount is probably gone. */
   private async assertStorePresent(volume?: string): Promise<void> {
-    const present = await this.ctx.fs.stat(this.markerPath).then(() => true, () => false);
+    const present = await this.ctx.fs.lstat(this.markerPath).then((s) => s.isFile(), () => false);
     if (!present) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
         `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume });
@@ -118,8 +153,9 @@ export class VfsBackend implements Backend {
   }
 
   private dataPath(entry: RegistryEntry): string {
-    // Registry entries come from shared storage; never follow one outside the store.
-    if (entry.dataDir.length === 0 || entry.dataDir.includes('/') || entry.dataDir.startsWith('.')) {
+    // The registry schema already allows only a single plain component; checked again because
+    // an entry from shared storage must never name a path outside the store.
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(entry.dataDir) || entry.dataDir.includes('..')) {
       throw new StowageError(ErrorCodes.STATE_CORRUPT,
         `registry entry of volume ${entry.record.name} points at ${JSON.stringify(entry.dataDir)}, outside the store`,
         { volume: entry.record.name });
@@ -127,12 +163,30 @@ export class VfsBackend implements Backend {
     return join(this.options.path, entry.dataDir);
   }
 
+  /** What sits where a volume's data goes: nothing, an empty directory, or data. */
+  private async dataState(dir: string, name: string): Promise<'absent' | 'empty' | 'data'> {
+    const stat = await this.ctx.fs.lstat(dir).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!stat) return 'absent';
+    if (stat.isSymbolicLink() || !stat.isDirectory() || stat.dev !== this.dirs.device) {
+      throw new StowageError(ErrorCodes.DATA_CONFLICT,
+        `${dir} exists and is not a plain directory of the store (a file, symlink or mount); move it away first`, { volume: name });
+    }
+    return (await this.ctx.fs.readdir(dir)).length > 0 ? 'data' : 'empty';
+  }
+
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { fs } = this.ctx;
     const { name, options } = request;
+    await this.assertStorePresent(name);
+    await this.recover(name);
+    // Before looking at the data: a registered volume's own data is no conflict.
+    if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
-    const adopted = await this.holdsData(dataDir, name);
-    if (adopted && !options.adopt) {
+    const found = await this.dataState(dataDir, name);
+    if (found === 'data' && !options.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `${dataDir} already holds data that belongs to no volume; to make it volume ${name}'s data create with ` +
         `-o adopt=true, otherwise move it away first`, { volume: name });
@@ -140,48 +194,97 @@ export class VfsBackend implements Backend {
     const { adopt: _adopt, ...defining } = options;
     const record: VolumeRecord = {
       name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy,
-      ...(adopted ? { adopted: true } : {}),
+      ...(found === 'data' ? { adopted: true } : {}),
     };
-    // Registering first also proves the store is there: without it, .stowage/volumes is missing
-    // and nothing gets created in what may be an empty mount point.
-    const registered = await this.registry.add({ format: 1, record, dataDir: name }).catch((err: unknown) => {
+    let makesDir = found === 'absent';
+    await this.journal.record({ format: 1, op: 'create', name, nodeId: this.ctx.nodeId, makesDir }).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
         `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume: name });
     });
-    if (!registered) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     try {
-      const made = await fs.mkdir(dataDir, { mode: options.mode ?? 0o755 }).then(() => true, (err: unknown) => {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-        return false;
-      });
-      const stat = made && options.uid === undefined && options.gid === undefined ? undefined : await fs.lstat(dataDir);
-      if (stat && !stat.isDirectory()) {
-        throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dataDir} exists and is not a directory`, { volume: name });
+      if (makesDir) {
+        // 0700 until owner and mode are final, so no one gets in through a half-made directory.
+        await fs.mkdir(dataDir, { mode: 0o700 }).catch((err: unknown) => {
+          if (errnoCode(err) !== 'EEXIST') throw err;
+          makesDir = false;
+        });
+        if (!makesDir) throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dataDir} appeared while volume ${name} was being created`, { volume: name });
       }
-      // mkdir's mode is filtered by the umask; the user asked for these exact bits.
-      if (options.mode !== undefined) await fs.chmod(dataDir, options.mode);
-      if (stat && (options.uid !== undefined || options.gid !== undefined)) {
-        await fs.chown(dataDir, options.uid ?? stat.uid, options.gid ?? stat.gid);
+      await realDirOn(fs, dataDir, this.dirs.device, name);
+      const owner = options.uid !== undefined || options.gid !== undefined;
+      if (makesDir || owner || options.mode !== undefined) {
+        const stat = await fs.lstat(dataDir);
+        await setDirAttributes(fs, dataDir, options.mode ?? (makesDir ? 0o755 : stat.mode & 0o7777),
+          owner ? { uid: options.uid ?? stat.uid, gid: options.gid ?? stat.gid } : undefined);
+      }
+      // The commit point: the volume becomes visible only now, complete.
+      if (!(await this.registry.add({ format: 1, record, dataDir: name }))) {
+        throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
       }
     } catch (err) {
-      await this.registry.delete(name);
+      await this.rollBackCreate(name, makesDir).then(() => this.journal.clear(name)).catch((undo: unknown) =>
+        this.ctx.log.error(`could not roll back volume ${name} yet (the next start will): ${(undo as Error).message}`));
       throw err;
     }
+    await this.journal.clear(name).catch((err: unknown) =>
+      this.ctx.log.warn(`volume ${name} is created; its intent record stays until the next start: ${(err as Error).message}`));
     return record;
   }
 
-  /** True when `dir` exists with content; a non-directory there is a conflict in itself. */
-  private async holdsData(dir: string, name: string): Promise<boolean> {
-    const stat = await this.ctx.fs.lstat(dir).catch((err: unknown) => {
-      if (errnoCode(err) === 'ENOENT') return undefined;
-      throw err;
-    });
-    if (!stat) return false;
-    if (!stat.isDirectory()) {
-      throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dir} exists and is not a directory; move it away first`, { volume: name });
+  /** Undoes a create that did not reach its registry entry: only an empty directory it made goes. */
+  private async rollBackCreate(name: string, madeDir: boolean): Promise<void> {
+    if (!madeDir || await this.registry.get(name)) return;
+    const dataDir = join(this.options.path, name);
+    const state = await this.dataState(dataDir, name).catch(() => 'data' as const);
+    if (state === 'empty') await this.ctx.fs.rmdir(dataDir).catch(() => undefined);
+  }
+
+  /** Finishes or rolls back what an interrupted create or remove of `name` left behind. */
+  private async recover(name: string): Promise<void> {
+    const intent = await this.journal.read(name);
+    if (!intent) return;
+    if (intent === 'torn') {
+      this.ctx.log.warn(`discarding an unreadable intent record for volume ${name}`);
+    } else {
+      await this.replay(intent);
     }
-    return (await this.ctx.fs.readdir(dir)).length > 0;
+    await this.journal.clear(name);
+  }
+
+  private async replay(intent: Intent): Promise<void> {
+    const { name } = intent;
+    if (intent.op === 'create') {
+      const done = await this.registry.get(name);
+      if (!done) this.ctx.log.warn(`rolling back the interrupted create of volume ${name}`);
+      await this.rollBackCreate(name, intent.makesDir);
+      return;
+    }
+    const entry = await this.registry.get(name);
+    const target = join(this.layout.meta, intent.target);
+    const moved = await this.ctx.fs.lstat(target).then(() => true, () => false);
+    if (entry && entry.record.createdAt === intent.createdAt && entry.record.createdBy === intent.createdBy) {
+      const dataLeft = await this.ctx.fs.lstat(this.dataPath(entry)).then(() => true, () => false);
+      if (moved || !dataLeft) {
+        this.ctx.log.warn(`finishing the interrupted remove of volume ${name}`);
+        await this.registry.delete(name);
+      }
+    }
+    // The crash may have come between the unlink and the new epoch other nodes' Lists rely on.
+    await this.registry.bumpEpoch();
+    if (moved && intent.target.startsWith('deleting/')) this.purge(target);
+  }
+
+  private async recoverOwnIntents(): Promise<void> {
+    for (const name of await this.journal.names()) {
+      try {
+        const intent = await this.journal.read(name);
+        // Another node's intent may be an operation in progress; a create or remove of the name settles it.
+        if (intent === 'torn' || intent?.nodeId === this.ctx.nodeId) await this.recover(name);
+      } catch (err) {
+        this.ctx.log.error(`could not recover the interrupted operation on volume ${name}: ${(err as Error).message}`);
+      }
+    }
   }
 
   async get(name: string): Promise<VolumeRecord | undefined> {
@@ -194,27 +297,62 @@ export class VfsBackend implements Backend {
 
   async remove(name: string, request: RemoveRequest): Promise<RemoveOutcome> {
     const { fs } = this.ctx;
+    await this.recover(name);
     const entry = await this.registry.get(name);
     if (!entry) return {};
     await this.assertStorePresent(name);
     const source = this.dataPath(entry);
-    const target = join(this.meta, request.retainData ? 'removed' : 'deleting', `${name}@${stamp()}`);
-    // Move first, unregister second: a crash in between leaves a volume with missing data, never
-    // a new volume that silently shows the old data.
-    let moved = true;
-    await fs.rename(source, target).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-      moved = false;
+    const stat = await fs.lstat(source).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
     });
-    await this.registry.delete(name);
+    if (stat) await realDirOn(fs, source, this.dirs.device, name);
+    const area = request.retainData ? 'removed' : 'deleting';
+    const leaf = `${name}@${stamp()}`;
+    const target = join(this.layout.meta, area, leaf);
+    for (const dir of [join(this.layout.meta, area), this.layout.volumes, this.layout.journal]) await this.dirs.recheck(dir, name);
+    const { createdAt, createdBy } = entry.record;
+    await this.journal.record({ format: 1, op: 'remove', name, nodeId: this.ctx.nodeId, createdAt, createdBy, target: `${area}/${leaf}` });
+    // Move first, unregister second; the intent record lets the next start finish either half.
+    let moved = false;
+    if (stat) {
+      try {
+        await fs.rename(source, target);
+        moved = true;
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') {
+          await this.journal.clear(name).catch(() => undefined);
+          throw err;
+        }
+      }
+    }
+    try {
+      await this.registry.delete(name);
+    } catch (err) {
+      // Never leave a visible volume without its data: put the data back if the entry stays.
+      if (moved && await this.registry.get(name).then(Boolean, () => true)) {
+        await fs.rename(target, source).then(() => this.journal.clear(name)).catch((undo: unknown) =>
+          this.ctx.log.error(`could not put back the data of volume ${name} (the next start finishes the remove): ${(undo as Error).message}`));
+      }
+      throw err;
+    }
+    await this.journal.clear(name).catch((err: unknown) =>
+      this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${(err as Error).message}`));
     if (!moved) return {};
     if (request.retainData) return { retainedAt: target };
     this.purge(target);
     return {};
   }
 
+  /** Deletes what stowage moved to `deleting/`, never crossing a symlink or into another filesystem. */
   private purge(path: string): void {
-    const task = this.ctx.fs.rm(path, { recursive: true, force: true })
+    const task = (async () => {
+      await this.dirs.recheck(this.layout.deleting);
+      const skipped = await removeTreeOnDevice(this.ctx.fs, path, this.dirs.device);
+      if (skipped.length > 0) {
+        this.ctx.log.error(`left ${skipped.join(', ')} in place: another filesystem is mounted there; unmount it and restart to finish`);
+      }
+    })()
       .catch((err: unknown) => this.ctx.log.error(`could not finish deleting ${path}: ${(err as Error).message}`))
       .finally(() => this.purges.delete(task));
     this.purges.add(task);
@@ -226,11 +364,12 @@ export class VfsBackend implements Backend {
     if (!entry) throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
     const path = this.dataPath(entry);
     const stat = await this.ctx.fs.lstat(path).catch(() => undefined);
-    if (!stat?.isDirectory()) {
+    if (!stat || (!stat.isDirectory() && !stat.isSymbolicLink())) {
       throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING,
         `the data directory ${path} of volume ${name} is missing or not a directory; it was changed outside stowage. ` +
         `Restore it, or remove the volume`, { volume: name });
     }
+    await realDirOn(this.ctx.fs, path, this.dirs.device, name);
     return path;
   }
 
@@ -248,6 +387,8 @@ export class VfsBackend implements Backend {
     return {
       'vfs.path': this.options.path,
       'vfs.shared': String(this.options.shared),
+      scope: this.capabilities.scope,
+      sharedEvidence: this.sharingEvidence.join('; ') || 'none',
       storeId: this.storeId,
     };
   }

@@ -8,11 +8,15 @@ export interface VfsOptions {
    */
   path: string;
   /**
-   * Declares `path` shared between nodes (NFS, GlusterFS FUSE, ...): scope becomes `global`
-   * and the path must already exist (stowage never creates a stand-in for a missing mount).
-   * @default false
+   * Whether `path` is shared between nodes (NFS, GlusterFS FUSE, ...). Cluster protection runs
+   * whatever this says; it decides the scope reported to Docker and the checks at start:
+   * `auto` looks for evidence (a network filesystem under `path`, other nodes' records or
+   * volumes in the store); `true` declares it (the path must already exist: stowage never
+   * creates a stand-in for a missing mount); `false` asserts the store is this node's alone and
+   * refuses to start on evidence of the contrary.
+   * @default 'auto'
    */
-  shared: boolean;
+  shared: boolean | 'auto';
 }
 
 const KEYS = ['vfs.path', 'vfs.shared'];
@@ -28,9 +32,9 @@ export function parseVfsOptions(raw: Record<string, string>, root: string): VfsO
   if (!isAbsolute(path)) {
     throw new StowageError(ErrorCodes.INVALID_OPTION, `vfs.path=${JSON.stringify(path)} must be an absolute path`);
   }
-  const sharedRaw = raw['vfs.shared'] ?? 'false';
-  if (!/^(true|false)$/.test(sharedRaw)) {
-    throw new StowageError(ErrorCodes.INVALID_OPTION, `vfs.shared=${JSON.stringify(sharedRaw)}: expected true or false`);
+  const sharedRaw = raw['vfs.shared'] ?? 'auto';
+  if (!/^(true|false|auto)$/.test(sharedRaw)) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, `vfs.shared=${JSON.stringify(sharedRaw)}: expected auto, true or false`);
   }
-  return { path: resolve(path), shared: sharedRaw === 'true' };
+  return { path: resolve(path), shared: sharedRaw === 'auto' ? 'auto' : sharedRaw === 'true' };
 }

@@ -1,0 +1,142 @@
+import { realpath } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { sweepTemps } from '../../core/atomic-file.js';
+import type { FsPort } from '../../core/fs-port.js';
+import type { Logger } from '../../core/logger.js';
+import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
+import { parseRecordText } from '../../core/schema/parse-record.js';
+import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { decideSharing, mountOf, parseMountinfo, type MountinfoEntry, type SharingDecision } from './store-sharing.js';
+
+export const META_DIR = '.stowage';
+
+/** Every directory stowage keeps inside a store; each is checked at start and kept 0700. */
+export interface StoreLayout {
+  meta: string;
+  volumes: string;
+  removed: string;
+  deleting: string;
+  journal: string;
+  cluster: string;
+  nodes: string;
+  locks: string;
+}
+
+export function storeLayout(path: string): StoreLayout {
+  const meta = join(path, META_DIR);
+  const cluster = join(meta, 'cluster');
+  return {
+    meta,
+    volumes: join(meta, 'volumes'),
+    removed: join(meta, 'removed'),
+    deleting: join(meta, 'deleting'),
+    journal: join(meta, 'journal'),
+    cluster,
+    nodes: join(cluster, 'nodes'),
+    locks: join(cluster, 'locks'),
+  };
+}
+
+/** The order matters: parents before children. */
+export function internalDirs(layout: StoreLayout): string[] {
+  return [layout.meta, layout.volumes, layout.removed, layout.deleting, layout.journal, layout.cluster, layout.nodes, layout.locks];
+}
+
+export const storeMarkerSchema = z.object({
+  format: z.literal(1),
+  storeId: z.string().regex(/^[0-9a-f]{8,64}$/),
+  createdAt: z.string(),
+  createdBy: z.string(),
+});
+export type StoreMarker = z.infer<typeof storeMarkerSchema>;
+
+export const nodeStateSchema = z.object({ path: z.string(), storeId: z.string() }).partial();
+
+/** Reads a JSON record without following symlinks; undefined when the file does not exist. */
+export async function readRecord<S extends z.ZodType>(fs: FsPort, schema: S, path: string, what: string): Promise<z.infer<S> | undefined> {
+  const text = await readFileNoFollow(fs, path);
+  return text === undefined ? undefined : parseRecordText(schema, text, `${what} ${path}`);
+}
+
+/** Names of `.stowage/cluster/nodes/<id>.json` records other than this node's. */
+export async function otherNodeRecords(fs: FsPort, nodesDir: string, nodeId: string): Promise<string[]> {
+  const files = await fs.readdir(nodesDir).catch((err: unknown) => {
+    if (errnoCode(err) === 'ENOENT') return [] as string[];
+    throw err;
+  });
+  return files
+    .filter((file) => file.endsWith('.json') && !file.startsWith('.') && file !== `${nodeId}.json`)
+    .map((file) => file.slice(0, -'.json'.length))
+    .sort();
+}
+
+/** The mount holding `path`, from /proc/self/mountinfo; undefined where that cannot be read (memfs, non-Linux). */
+export async function mountHolding(fs: FsPort, path: string): Promise<MountinfoEntry | undefined> {
+  const text = await fs.readFile('/proc/self/mountinfo', 'utf8').catch(() => undefined);
+  if (typeof text !== 'string') return undefined;
+  // Mount points are real paths: a vfs.path reached through a symlink is looked up where it leads.
+  const real = await realpath(path).catch(() => path);
+  return mountOf(parseMountinfo(text), real);
+}
+
+/** Other nodes' temp files may belong to a write in progress; only old ones are removed. */
+const STALE_TEMP_MS = 60 * 60 * 1000;
+
+/** Removes leftover temps in the store's internal directories and in --root. */
+export async function sweepStoreTemps(fs: FsPort, log: Logger, nodeId: string, dirs: readonly string[]): Promise<void> {
+  const sweep = { nodeId, maxAgeMs: STALE_TEMP_MS, nowMs: Date.now() };
+  for (const dir of dirs) {
+    const removed = await sweepTemps(fs, dir, sweep).catch((err: unknown) => {
+      log.warn(`could not clean temp files in ${dir}: ${(err as Error).message}`);
+      return [];
+    });
+    if (removed.length > 0) log.info(`removed ${removed.length} leftover temp file(s) in ${dir}`);
+  }
+}
+
+/** What stowage names the data it moves aside: `NAME@<UTC stamp>-<hex>`; purge touches nothing else. */
+export const MOVED_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*@\d{8}T\d{6}Z-[0-9a-f]{6}$/;
+
+/** Entries of `deleting/` that stowage put there: the right name, a real directory on the store's device. */
+export async function purgeable(fs: FsPort, log: Logger, deleting: string, dev: number): Promise<string[]> {
+  const found: string[] = [];
+  for (const leftover of await fs.readdir(deleting)) {
+    const path = join(deleting, leftover);
+    if (!MOVED_NAME.test(leftover)) {
+      log.warn(`leaving ${path} alone: stowage did not put it there`);
+      continue;
+    }
+    const real = await realDirOn(fs, path, dev).then(() => true, (err: unknown) => {
+      log.warn(`leaving ${path} alone: ${(err as Error).message}`);
+      return false;
+    });
+    if (real) found.push(path);
+  }
+  return found;
+}
+
+/**
+ * Gathers the evidence that a store is shared and settles the scope; `false` is held to its
+ * promise: a store other nodes use is never run unprotected by accident.
+ */
+export async function settleSharing(
+  fs: FsPort, log: Logger, nodeId: string, options: { path: string; shared: boolean | 'auto' }, nodesDir: string,
+  creators: readonly string[],
+): Promise<SharingDecision> {
+  const { path, shared } = options;
+  const decision = decideSharing(shared, {
+    mount: await mountHolding(fs, path),
+    otherNodes: await otherNodeRecords(fs, nodesDir, nodeId),
+    otherCreators: [...new Set(creators.filter((id) => id !== nodeId))].sort(),
+  });
+  if (shared === false && decision.evidence.length > 0) {
+    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+      `vfs.shared=false, but the store at ${path} is used by more than this node (${nodeId}): ` +
+      `${decision.evidence.join('; ')}. Start with vfs.shared=true (or leave vfs.shared unset) so removals check ` +
+      `the other nodes; if those nodes are gone for good, delete their records in ${nodesDir}`);
+  }
+  if (decision.evidence.length > 0) log.info(`vfs store ${path} is shared (scope global): ${decision.evidence.join('; ')}`);
+  else log.info(`vfs store ${path} shows no other node (scope ${decision.scope}); cluster protection stays on`);
+  return decision;
+}

@@ -1,0 +1,143 @@
+import { constants } from 'node:fs';
+import { join } from 'node:path';
+import { ErrorCodes, StowageError, errnoCode } from './errors.js';
+import type { FsPort } from './fs-port.js';
+
+/**
+ * Paths inside a store are written by other machines: a symlink planted there must never make
+ * this node read, write or delete outside the store. Files are opened without following the last
+ * component; directories are checked with lstat against the store's device and remembered by
+ * identity, so one swapped for a symlink or a mount between the check and a delete is noticed.
+ */
+
+const MAX_RECORD_BYTES = 16 * 1024 * 1024;
+/** O_NONBLOCK: a FIFO planted under a record's name must not hang the reader in open(). */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+
+function refused(path: string, why: string, volume?: string): StowageError {
+  return new StowageError(ErrorCodes.STATE_CORRUPT, `${path} ${why}; stowage does not follow or touch it`, { volume });
+}
+
+/**
+ * Reads a regular file without following a symlink at `path`; undefined when it does not exist.
+ * A symlink, directory or device there is an E_STATE_CORRUPT error naming the path.
+ */
+export async function readFileNoFollow(fs: FsPort, path: string, volume?: string): Promise<string | undefined> {
+  let handle;
+  try {
+    handle = await fs.open(path, READ_FLAGS);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP' || code === 'EMLINK') throw refused(path, 'is a symbolic link', volume);
+    throw err;
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw refused(path, 'is not a regular file', volume);
+    // Records are small; a huge file planted under a record's name must not exhaust memory.
+    if (stat.size > MAX_RECORD_BYTES) throw refused(path, `is ${stat.size} bytes, more than any record`, volume);
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Identity of a directory as lstat saw it. */
+export interface DirIdentity {
+  dev: number;
+  ino: number;
+}
+
+/** Throws unless `path` is a real directory (not a symlink) on device `dev`; returns its identity. */
+export async function realDirOn(fs: FsPort, path: string, dev: number, volume?: string): Promise<DirIdentity> {
+  const stat = await fs.lstat(path);
+  if (stat.isSymbolicLink()) throw refused(path, 'is a symbolic link, not a directory', volume);
+  if (!stat.isDirectory()) throw refused(path, 'is not a directory', volume);
+  if (stat.dev !== dev) throw refused(path, 'is on another filesystem than the store (a mount point)', volume);
+  return { dev: stat.dev, ino: stat.ino };
+}
+
+/** Applies mode (and owner) through a handle on the directory itself, so a swapped-in symlink is never followed. */
+export async function setDirAttributes(fs: FsPort, path: string, mode: number, owner?: { uid: number; gid: number }): Promise<void> {
+  const handle = await fs.open(path, DIR_FLAGS).catch((err: unknown) => {
+    if (errnoCode(err) === 'ELOOP' || errnoCode(err) === 'ENOTDIR') throw refused(path, 'is not a real directory');
+    throw err;
+  });
+  try {
+    if (owner) await handle.chown(owner.uid, owner.gid);
+    // After chown: chown clears set-id bits the caller may have asked for.
+    await handle.chmod(mode);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Deletes a tree that stowage itself moved aside. Symlinks inside are removed as links, never
+ * followed; a directory on another device (a mount) is left alone and reported.
+ * @returns paths that were skipped because they crossed into another filesystem
+ */
+export async function removeTreeOnDevice(fs: FsPort, path: string, dev: number): Promise<string[]> {
+  const skipped: string[] = [];
+  const walk = async (current: string): Promise<boolean> => {
+    const stat = await fs.lstat(current).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!stat) return true;
+    if (!stat.isDirectory()) {
+      await fs.unlink(current).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+      return true;
+    }
+    if (stat.dev !== dev) {
+      skipped.push(current);
+      return false;
+    }
+    let complete = true;
+    for (const entry of await fs.readdir(current)) {
+      if (!(await walk(join(current, entry)))) complete = false;
+    }
+    if (complete) await fs.rmdir(current).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+    return complete;
+  };
+  await walk(path);
+  return skipped;
+}
+
+/**
+ * The internal directories of one store, each checked at start and re-checked by identity right
+ * before anything in it is moved or deleted.
+ */
+export class CheckedDirs {
+  private readonly known = new Map<string, DirIdentity>();
+
+  constructor(private readonly fs: FsPort, private dev = -1) {}
+
+  get device(): number {
+    return this.dev;
+  }
+
+  setDevice(dev: number): void {
+    this.dev = dev;
+  }
+
+  /** Creates `path` (mode 0700) if missing, then checks and remembers it. */
+  async ensure(path: string, mode = 0o700): Promise<DirIdentity> {
+    await this.fs.mkdir(path, { mode }).catch((err: unknown) => {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    });
+    const identity = await realDirOn(this.fs, path, this.dev);
+    this.known.set(path, identity);
+    return identity;
+  }
+
+  /** Throws unless `path` is still the directory that `ensure` checked. */
+  async recheck(path: string, volume?: string): Promise<void> {
+    const remembered = this.known.get(path);
+    if (!remembered) throw refused(path, 'was never checked', volume);
+    const now = await realDirOn(this.fs, path, this.dev, volume);
+    if (now.ino !== remembered.ino) throw refused(path, 'was replaced since stowage started', volume);
+  }
+}

@@ -1,0 +1,249 @@
+import { spawnSync } from 'node:child_process';
+import * as realFs from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ExecaCommandRunner } from '../../src/core/command-runner.js';
+import { ErrorCodes } from '../../src/core/errors.js';
+import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
+import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
+import { memoryLogger, type MemoryLogger } from '../helpers/memory-logger.js';
+
+/** Everything under `dir`: relative path -> file content, link target or "dir". */
+async function snapshot(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (rel: string) => {
+    for (const name of await readdir(join(dir, rel))) {
+      const path = join(dir, rel, name);
+      const st = await lstat(path);
+      const key = join(rel, name);
+      if (st.isSymbolicLink()) out[key] = `link:${await readlink(path)}`;
+      else if (st.isDirectory()) { out[key] = `dir:${(st.mode & 0o777).toString(8)}`; await walk(key); }
+      else out[key] = `file:${(st.mode & 0o777).toString(8)}:${await readFile(path, 'utf8')}`;
+    }
+  };
+  await walk('');
+  return out;
+}
+
+const request = (name: string) => ({ name, options: {}, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
+
+describe('vfs on a hostile store', () => {
+  let base = '';
+  let outside = '';
+  let store = '';
+  let before: Record<string, string> = {};
+  afterEach(async () => {
+    // Whatever the store did, nothing outside it changed.
+    expect(await snapshot(outside)).toEqual(before);
+    await rm(base, { recursive: true, force: true });
+  });
+
+  async function setup(): Promise<void> {
+    base = await mkdtemp(join(tmpdir(), 'stowage-hostile-'));
+    outside = join(base, 'outside');
+    store = join(base, 'store');
+    await mkdir(join(outside, 'victim@20260101T000000Z-abcdef', 'deep'), { recursive: true });
+    await writeFile(join(outside, 'victim@20260101T000000Z-abcdef', 'deep', 'canary'), 'do not delete');
+    await writeFile(join(outside, 'canary.txt'), 'precious');
+    await writeFile(join(outside, 'entry.json'), JSON.stringify({
+      format: 1, dataDir: 'stolen', record: { name: 'stolen', options: {}, createdAt: 'x', createdBy: 'y' },
+    }));
+    before = await snapshot(outside);
+  }
+
+  function backend(log: MemoryLogger = memoryLogger()): VfsBackend {
+    return new VfsBackend({ nodeId: 'node-a', root: join(base, 'root'), fs: realFs, runner: new ExecaCommandRunner(), log },
+      parseVfsOptions({ 'vfs.path': store }, join(base, 'root')));
+  }
+
+  async function initialised(): Promise<VfsBackend> {
+    const b = backend();
+    await b.init();
+    await b.create(request('good'));
+    await b.dispose();
+    return b;
+  }
+
+  for (const dir of ['.stowage', '.stowage/volumes', '.stowage/removed', '.stowage/deleting', '.stowage/journal',
+    '.stowage/cluster', '.stowage/cluster/nodes', '.stowage/cluster/locks']) {
+    it(`refuses to start when ${dir} is a symlink out of the store, naming it`, async () => {
+      await setup();
+      await initialised();
+      const path = join(store, dir);
+      await rename(path, `${path}.moved`);
+      await symlink(outside, path);
+      await expect(backend().init()).rejects.toMatchObject({
+        code: ErrorCodes.STATE_CORRUPT, message: expect.stringContaining(`${path} is a symbolic link`),
+      });
+    });
+  }
+
+  it('refuses an internal directory that is a plain file', async () => {
+    await setup();
+    await initialised();
+    await rm(join(store, '.stowage', 'journal'), { recursive: true });
+    await writeFile(join(store, '.stowage', 'journal'), 'x');
+    await expect(backend().init()).rejects.toThrow(/journal is not a directory/);
+  });
+
+  it('refuses a store marker that is a symlink', async () => {
+    await setup();
+    await initialised();
+    await rm(join(store, '.stowage', 'store.json'));
+    await symlink(join(outside, 'entry.json'), join(store, '.stowage', 'store.json'));
+    await expect(backend().init()).rejects.toThrow(/store\.json is a symbolic link/);
+  });
+
+  it('purges only real directories named as stowage names them, never through symlinks', async () => {
+    await setup();
+    await initialised();
+    const deleting = join(store, '.stowage', 'deleting');
+    await symlink(join(outside, 'victim@20260101T000000Z-abcdef'), join(deleting, 'link@20260101T000000Z-abcdef'));
+    await mkdir(join(deleting, 'real@20260101T000000Z-abcdef'));
+    await symlink(outside, join(deleting, 'real@20260101T000000Z-abcdef', 'escape'));
+    await writeFile(join(deleting, 'real@20260101T000000Z-abcdef', 'junk'), 'x');
+    await mkdir(join(deleting, 'not-ours'));
+    const log = memoryLogger();
+    const b = backend(log);
+    await b.init();
+    await b.settle();
+    // The symlink inside the purged tree went as a link; the link at top level stays, reported.
+    expect((await readdir(deleting)).sort()).toEqual(['link@20260101T000000Z-abcdef', 'not-ours']);
+    expect(log.lines.join('\n')).toMatch(/leaving .*link@20260101T000000Z-abcdef alone: .* is a symbolic link/);
+    expect(log.lines.join('\n')).toMatch(/leaving .*not-ours alone: stowage did not put it there/);
+  });
+
+  it('skips and reports registry entries that are symlinks, corrupt or point outside; lists the rest', async () => {
+    await setup();
+    await initialised();
+    const volumes = join(store, '.stowage', 'volumes');
+    await symlink(join(outside, 'entry.json'), join(volumes, 'stolen.json'));
+    await symlink(join(outside, 'canary.txt'), join(volumes, '.epoch'));
+    const evil = (name: string, dataDir: string, recordName = name) => writeFile(join(volumes, `${name}.json`),
+      JSON.stringify({ format: 1, dataDir, record: { name: recordName, options: {}, createdAt: 'x', createdBy: 'y' } }));
+    await evil('up', '../outside');
+    await evil('abs', '/etc');
+    await evil('nested', 'a/b');
+    await evil('dotted', '.stowage');
+    await evil('renamed', 'renamed', 'other');
+    await evil('alias', 'good'); // would hand out (and remove) another volume's data
+    await writeFile(join(volumes, 'broken.json'), '{"format": 1, ');
+    expect(spawnSync('mkfifo', [join(volumes, 'fifo.json')]).status).toBe(0); // would block a plain open
+    await writeFile(join(store, 'good', 'marker'), 'good data');
+    const log = memoryLogger();
+    const b = backend(log);
+    await b.init();
+    expect((await b.list()).map((v) => v.name)).toEqual(['good']);
+    expect((await b.list()).map((v) => v.name)).toEqual(['good']);
+    const text = log.lines.join('\n');
+    for (const name of ['stolen', 'up', 'abs', 'nested', 'dotted', 'renamed', 'alias', 'broken', 'fifo']) {
+      expect(text).toMatch(new RegExp(`skipping registry entry ${name}: `));
+      await expect(b.attach(name)).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+      await expect(b.remove(name, { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    }
+    expect(text).toMatch(/stolen\.json is a symbolic link/);
+    expect(text).toMatch(/skipping registry entry \.epoch: .*\.epoch is a symbolic link/);
+    // Reported once, not at every List.
+    expect(text.match(/skipping registry entry up:/g)).toHaveLength(1);
+    expect(await readFile(join(store, 'good', 'marker'), 'utf8')).toBe('good data');
+    await b.settle();
+  });
+
+  it('never hands out, moves or deletes a volume whose data directory became a symlink', async () => {
+    await setup();
+    await initialised();
+    const b = backend();
+    await b.init();
+    await rm(join(store, 'good'), { recursive: true });
+    await symlink(outside, join(store, 'good'));
+    await expect(b.attach('good')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/symbolic link/) });
+    await expect(b.remove('good', { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    await b.settle();
+    expect((await lstat(join(store, 'good'))).isSymbolicLink()).toBe(true);
+    expect((await b.list()).map((v) => v.name)).toEqual(['good']);
+  });
+
+  it('refuses to create over a planted symlink where the data would go', async () => {
+    await setup();
+    await initialised();
+    const b = backend();
+    await b.init();
+    await symlink(outside, join(store, 'fresh'));
+    await expect(b.create({ ...request('fresh'), options: { adopt: true, mode: 0o777 } }))
+      .rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT });
+    expect(await b.get('fresh')).toBeUndefined();
+  });
+
+  it('ignores hostile intent records: a traversal target or another volume\'s name changes nothing outside', async () => {
+    await setup();
+    await initialised();
+    const journal = join(store, '.stowage', 'journal');
+    await writeFile(join(journal, 'good.json'), JSON.stringify({
+      format: 1, op: 'remove', name: 'good', nodeId: 'node-a', createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a',
+      target: '../../outside/victim@20260101T000000Z-abcdef',
+    }));
+    await symlink(join(outside, 'entry.json'), join(journal, 'other.json'));
+    const log = memoryLogger();
+    const b = backend(log);
+    await b.init();
+    await b.settle();
+    expect((await b.list()).map((v) => v.name)).toEqual(['good']);
+    expect(log.lines.join('\n')).toMatch(/discarding an unreadable intent record for volume good/);
+    expect(log.lines.join('\n')).toMatch(/other\.json is a symbolic link/);
+  });
+});
+
+describe('vfs purge and mounts', () => {
+  it('never deletes into a filesystem mounted inside what it purges', async () => {
+    if (process.getuid?.() !== 0) return; // mounting needs root; CI runs as root
+    const base = await mkdtemp(join(tmpdir(), 'stowage-mnt-'));
+    const store = join(base, 'store');
+    const root = join(base, 'root');
+    const make = (log = memoryLogger()) => new VfsBackend({ nodeId: 'node-a', root, fs: realFs, runner: new ExecaCommandRunner(), log },
+      parseVfsOptions({ 'vfs.path': store }, root));
+    const first = make();
+    await first.init();
+    const moved = join(store, '.stowage', 'deleting', 'vol@20260101T000000Z-abcdef');
+    await mkdir(join(moved, 'mnt'), { recursive: true });
+    await writeFile(join(moved, 'own'), 'x');
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', join(moved, 'mnt')]);
+    try {
+      if (mounted.status !== 0) throw new Error(`cannot mount tmpfs here: ${String(mounted.stderr)}`);
+      await writeFile(join(moved, 'mnt', 'canary'), 'other filesystem');
+      const log = memoryLogger();
+      const restarted = make(log);
+      await restarted.init();
+      await restarted.settle();
+      expect(await readFile(join(moved, 'mnt', 'canary'), 'utf8')).toBe('other filesystem');
+      expect(await readdir(moved)).toEqual(['mnt']);
+      expect(log.lines.join('\n')).toMatch(/left .*mnt in place: another filesystem is mounted there/);
+    } finally {
+      spawnSync('umount', [join(moved, 'mnt')]);
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('vfs registry entry replaced by an invalid one', () => {
+  it('stops listing the old record instead of answering from the cache', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'stowage-replaced-'));
+    try {
+      const root = join(base, 'root');
+      const b = new VfsBackend({ nodeId: 'node-a', root, fs: realFs, runner: new ExecaCommandRunner(), log: memoryLogger() },
+        parseVfsOptions({ 'vfs.path': join(base, 'store') }, root));
+      await b.init();
+      await b.create(request('vol'));
+      expect((await b.list()).map((v) => v.name)).toEqual(['vol']);
+      const entry = join(base, 'store', '.stowage', 'volumes', 'vol.json');
+      await rm(entry);
+      await writeFile(entry, JSON.stringify({ format: 1, dataDir: '../elsewhere', record: { name: 'vol' } }));
+      await writeFile(join(base, 'store', '.stowage', 'volumes', '.epoch'), 'another removal');
+      expect(await b.list()).toEqual([]);
+      await expect(b.get('vol')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});
