@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { createFileExclusive, writeFileAtomic } from '../atomic-file.js';
 import type { Clock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
-import { createExclusive, replaceFile } from './quick-file.js';
 
 const lockSchema = z.object({
   owner: z.string().refine(isValidNodeId, 'not a valid node id'),
@@ -24,6 +24,9 @@ export interface LockSettings {
   ttlMs: number;
   waitMs: number;
 }
+
+/** Lock files need no fsync: a lock that survived a power loss would only block others. */
+const QUICK = { durable: false } as const;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -67,7 +70,7 @@ export class ClusterLocks {
     for (;;) {
       const token = randomBytes(8).toString('hex');
       const body: LockFile = { owner: this.nodeId, token, expiresAt: this.clock.now() + this.settings.ttlMs };
-      if (await createExclusive(this.fs, path, JSON.stringify(body))) return token;
+      if (await createFileExclusive(this.fs, path, JSON.stringify(body), QUICK)) return token;
       const state = await this.inspect(path);
       holder = state.kind === 'valid' ? state.lock : undefined;
       if (state.kind === 'valid' && state.lock.expiresAt < this.clock.now()) {
@@ -109,7 +112,7 @@ export class ClusterLocks {
   private async renew(path: string, token: string): Promise<void> {
     const current = await this.read(path);
     if (current?.token !== token) return;
-    await replaceFile(this.fs, path, JSON.stringify({ ...current, expiresAt: this.clock.now() + this.settings.ttlMs }));
+    await writeFileAtomic(this.fs, path, JSON.stringify({ ...current, expiresAt: this.clock.now() + this.settings.ttlMs }), QUICK);
   }
 
   private async release(path: string, token: string): Promise<void> {

@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
@@ -11,7 +12,6 @@ import type { ContainerScan, DockerEngine } from '../engine/docker-engine.js';
 import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import { describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
-import { replaceFile } from './quick-file.js';
 
 /** A node record is a few KiB even with many mounts; anything far larger is not one. */
 const MAX_RECORD_BYTES = 4 * 1024 * 1024;
@@ -119,7 +119,7 @@ export class SharedCluster implements Cluster {
       };
       const file = join(this.nodesDir, `${this.nodeId}.json`);
       const before = Date.now();
-      await replaceFile(this.fs, file, JSON.stringify(record));
+      await writeFileAtomic(this.fs, file, JSON.stringify(record), { durable: false });
       const { mtimeMs } = await this.fs.stat(file);
       const offset = this.clock.observe(before, Date.now(), mtimeMs);
       if (Math.abs(offset - record.clockOffsetMs) > this.settings.skewWarnMs) {
