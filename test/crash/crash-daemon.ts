@@ -12,7 +12,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { CLI_PATH, canConnect, cleanEnv } from '../helpers/daemon-process.js';
 import { pluginCall } from '../helpers/plugin-client.js';
 import { findExecutable, type ComponentCheck } from '../helpers/requirements.js';
