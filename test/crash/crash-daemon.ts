@@ -123,9 +123,11 @@ export interface KillPoint {
   syscall: string;
   /** 1-based: the daemon dies on entering its Nth such call after the tracer attached. */
   n: number;
+  /** Count only calls on this path (strace -P: a path argument or a descriptor open on it). */
+  path?: string;
 }
 
-export const describePoint = (p: KillPoint) => `${p.syscall}#${p.n}`;
+export const describePoint = (p: KillPoint) => `${p.syscall}#${p.n}${p.path ? ` on ${p.path.split('/').pop()}` : ''}`;
 
 export interface Outcome<T> {
   /** The daemon died of the injected SIGKILL (before or after the request answered). */
@@ -147,6 +149,7 @@ export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, reques
     '-f', '-qq', '-o', '/dev/null', '-p', String(run.pid),
     '-e', `trace=${point.syscall}`,
     '-e', `inject=${point.syscall}:signal=KILL:when=${point.n}`,
+    ...(point.path ? ['-P', point.path] : []),
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   let tracerLog = '';
   tracer.stderr?.on('data', (chunk: Buffer) => { tracerLog += chunk.toString('utf8'); });
