@@ -39,6 +39,8 @@ export interface CrashDaemonOptions {
   args: readonly string[];
   /** Run the daemon as PID 1 of a new PID namespace (and a mount namespace for its /proc). */
   pidNamespace?: boolean;
+  /** Arm a kill point from the first instruction on, for crashes during start-up. */
+  killPoint?: KillPoint;
 }
 
 /** One run of the daemon process. */
@@ -59,15 +61,37 @@ function childrenOf(pid: number): Promise<number[]> {
     .then((text) => text.split(/\s+/).filter((s) => s !== '').map(Number), () => []);
 }
 
+/** The process `depth` launchers below `pid` (each launcher forks the next), or -1 while it is not there yet. */
+async function innermost(pid: number, depth: number): Promise<number> {
+  let current = pid;
+  for (let level = 0; level < depth; level += 1) {
+    const next = (await childrenOf(current))[0];
+    if (next === undefined) return -1;
+    current = next;
+  }
+  return current;
+}
+
+function straceArgs(point: KillPoint): string[] {
+  return [
+    '-f', '-qq', '-o', '/dev/null',
+    '-e', `trace=${point.syscall}`,
+    '-e', `inject=${point.syscall}:signal=KILL:when=${point.n}`,
+    ...(point.path ? ['-P', point.path] : []),
+  ];
+}
+
 /**
  * Starts the daemon and resolves once it answers List, i.e. serves requests. Rejects with the
  * daemon's log when it exits first or is not up in time.
  */
 export async function startCrashDaemon(options: CrashDaemonOptions): Promise<DaemonRun> {
   const daemonArgv = [CLI_PATH, 'daemon', '--socket', options.socket, ...options.args];
-  const [command, argv] = options.pidNamespace
-    ? ['unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, ...daemonArgv]]
-    : [process.execPath, daemonArgv];
+  const wrapper = [
+    ...(options.killPoint ? ['strace', ...straceArgs(options.killPoint)] : []),
+    ...(options.pidNamespace ? ['unshare', '--pid', '--fork', '--kill-child', '--mount-proc'] : []),
+  ];
+  const [command, ...argv] = [...wrapper, process.execPath, ...daemonArgv] as [string, ...string[]];
   const startedAt = Date.now();
   const child: ChildProcess = spawn(command, argv, {
     env: cleanEnv({ UV_THREADPOOL_SIZE: '1' }),
@@ -87,11 +111,11 @@ export async function startCrashDaemon(options: CrashDaemonOptions): Promise<Dae
     throw new Error(`${why} (exit code ${exit.code}, signal ${exit.signal}):\n${log}`);
   };
   const deadline = startedAt + START_TIMEOUT_MS;
-  let pid = options.pidNamespace ? -1 : child.pid ?? -1;
+  let pid = wrapper.length > 0 ? -1 : child.pid ?? -1;
   for (;;) {
     if (ended) return fail(`stowage daemon exited before serving on ${options.socket}`);
     if (Date.now() > deadline) return fail(`stowage daemon did not serve on ${options.socket} in time`);
-    if (pid < 0 && child.pid !== undefined) pid = (await childrenOf(child.pid))[0] ?? -1;
+    if (pid < 0 && child.pid !== undefined) pid = await innermost(child.pid, wrapper.filter((arg) => arg === 'strace' || arg === 'unshare').length);
     if (pid > 0 && await canConnect(options.socket)) {
       const served = await pluginCall(options.socket, 'List', {}).then((reply) => !reply.Err, () => false);
       if (served) break;
@@ -145,12 +169,7 @@ const AFTER_REPLY_MS = 400;
  * detached and the daemon keeps running.
  */
 export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, request: () => Promise<T>): Promise<Outcome<T>> {
-  const tracer = spawn('strace', [
-    '-f', '-qq', '-o', '/dev/null', '-p', String(run.pid),
-    '-e', `trace=${point.syscall}`,
-    '-e', `inject=${point.syscall}:signal=KILL:when=${point.n}`,
-    ...(point.path ? ['-P', point.path] : []),
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const tracer = spawn('strace', ['-p', String(run.pid), ...straceArgs(point)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let tracerLog = '';
   tracer.stderr?.on('data', (chunk: Buffer) => { tracerLog += chunk.toString('utf8'); });
   const tracerExited = new Promise<void>((resolve) => tracer.once('exit', () => resolve()));

@@ -15,6 +15,7 @@ import { entriesOf, findTempFiles, persistedMounts, storeEntries } from './store
 /** What every volume of the suite is created with: the data directory must come out this way. */
 export const VOLUME_OPTS = { mode: '750', uid: '1000', gid: '1000' } as const;
 const EXPECTED = { mode: 0o750, uid: 1000, gid: 1000 };
+const AFTER_START_MS = 400;
 /** How long background work after a restart (purges, reconciliation) may take to settle. */
 const SETTLE_MS = Number(process.env.STOWAGE_CRASH_SETTLE_MS ?? 1_000);
 
@@ -96,13 +97,14 @@ export class CrashRig {
 
   /**
    * Sends `request` with `point` armed, then makes sure the daemon has crashed (a point the
-   * request never reached becomes a crash right after it) and starts it again. Returns undefined
-   * when the daemon could not be started again, which ends the sweep.
+   * request never reached becomes a crash right after it) and, unless told not to, starts it
+   * again. Returns undefined when the daemon could not be started again, which ends the sweep.
    */
-  async crashAt<T>(point: KillPoint, request: () => Promise<T>): Promise<Outcome<T> | undefined> {
+  async crashAt<T>(point: KillPoint, request: () => Promise<T>, options: { restart?: boolean } = {}): Promise<Outcome<T> | undefined> {
     const outcome = await underKillPoint(this.run, point, request);
     this.visited.push(`${describePoint(point)}${outcome.killed ? '' : ' (not reached)'}`);
     await killHard(this.run);
+    if (options.restart === false) return outcome;
     try {
       await this.start();
     } catch (err) {
@@ -110,6 +112,34 @@ export class CrashRig {
       return undefined;
     }
     return outcome;
+  }
+
+  /**
+   * Starts the daemon with `point` armed from its first instruction, then (killed there or not,
+   * before or shortly after it began to serve) starts it again normally. False when the daemon
+   * could not be started again, which ends the sweep.
+   */
+  async crashDuringStart(point: KillPoint): Promise<{ killed: boolean; restarted: boolean }> {
+    const label = describePoint(point);
+    await killHard(this.run);
+    let killed: boolean;
+    try {
+      const armed = await startCrashDaemon({ socket: this.socket, args: this.args, killPoint: point });
+      // Work a start leaves to the background (purges) may meet the point a moment later.
+      killed = await Promise.race([armed.exited.then(() => true), sleep(AFTER_START_MS).then(() => false)]);
+      await killHard(armed);
+    } catch (err) {
+      killed = /signal SIGKILL/.test((err as Error).message);
+      if (!killed) this.violate(label, 'the daemon starts', (err as Error).message.slice(0, 600));
+    }
+    this.visited.push(`${label}${killed ? '' : ' (not reached)'}`);
+    try {
+      await this.start();
+    } catch (err) {
+      this.violate(label, 'daemon restarts after kill -9 during start-up', (err as Error).message.slice(0, 600));
+      return { killed, restarted: false };
+    }
+    return { killed, restarted: true };
   }
 
   /**
