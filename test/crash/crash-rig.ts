@@ -15,6 +15,7 @@ import { entriesOf, findTempFiles, persistedMounts, storeEntries } from './store
 /** What every volume of the suite is created with: the data directory must come out this way. */
 export const VOLUME_OPTS = { mode: '750', uid: '1000', gid: '1000' } as const;
 const EXPECTED = { mode: 0o750, uid: 1000, gid: 1000 };
+/** How long a start that began to serve is watched for a kill point in its background work. */
 const AFTER_START_MS = 400;
 /** How long background work after a restart (purges, reconciliation) may take to settle. */
 const SETTLE_MS = Number(process.env.STOWAGE_CRASH_SETTLE_MS ?? 1_000);
@@ -116,8 +117,8 @@ export class CrashRig {
 
   /**
    * Starts the daemon with `point` armed from its first instruction, then (killed there or not,
-   * before or shortly after it began to serve) starts it again normally. False when the daemon
-   * could not be started again, which ends the sweep.
+   * before or shortly after it began to serve) starts it again normally. `restarted` is false
+   * when that failed (recorded as a violation), which ends the sweep.
    */
   async crashDuringStart(point: KillPoint): Promise<{ killed: boolean; restarted: boolean }> {
     const label = describePoint(point);
