@@ -1,0 +1,193 @@
+/**
+ * A stowage daemon that the crash suite kills with SIGKILL at a chosen system call and starts
+ * again on the same state root and store.
+ *
+ * Kill points come from strace's fault injection, attached to the running daemon right before a
+ * request, so `when=N` counts calls made for that request only. strace counts per syscall and per
+ * thread, so the daemon runs with one libuv worker thread (UV_THREADPOOL_SIZE=1): every
+ * filesystem call then happens on that one thread, in program order, and the Nth call is the
+ * same step on every run. That worker writes to libuv's eventfd after each finished filesystem
+ * call, so `write` when=N kills the daemon right after its Nth filesystem step (or before a data
+ * write): one sweep over `write` visits every point between two steps of an operation.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+import { CLI_PATH, canConnect, cleanEnv } from '../helpers/daemon-process.js';
+import { pluginCall } from '../helpers/plugin-client.js';
+import { findExecutable, type ComponentCheck } from '../helpers/requirements.js';
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** strace for the kill points, util-linux's unshare for the PID namespace, and root for both. */
+export function checkCrashTools(): ComponentCheck {
+  const missing = ['strace', 'unshare'].filter((tool) => findExecutable(tool) === undefined);
+  if (missing.length > 0) return { ok: false, why: `missing ${missing.join(', ')} (apt-get install -y strace util-linux)` };
+  if (process.getuid?.() !== 0) {
+    return { ok: false, why: 'not running as root (strace attaches to the daemon, unshare makes a PID namespace)' };
+  }
+  return { ok: true };
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface CrashDaemonOptions {
+  socket: string;
+  /** Everything after `stowage daemon --socket SOCKET`. */
+  args: readonly string[];
+  /** Run the daemon as PID 1 of a new PID namespace (and a mount namespace for its /proc). */
+  pidNamespace?: boolean;
+  /** Arm a kill point from the first instruction on, for crashes during start-up. */
+  killPoint?: KillPoint;
+}
+
+/** One run of the daemon process. */
+export interface DaemonRun {
+  /** PID of the node process on the host (inside a PID namespace it is 1 there). */
+  pid: number;
+  /** Wall-clock time just before the process was started. */
+  startedAt: number;
+  exited: Promise<Exit>;
+  hasExited(): boolean;
+  log(): string;
+}
+
+const START_TIMEOUT_MS = 15_000;
+
+function childrenOf(pid: number): Promise<number[]> {
+  return readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')
+    .then((text) => text.split(/\s+/).filter((s) => s !== '').map(Number), () => []);
+}
+
+/** The process `depth` launchers below `pid` (each launcher forks the next), or -1 while it is not there yet. */
+async function innermost(pid: number, depth: number): Promise<number> {
+  let current = pid;
+  for (let level = 0; level < depth; level += 1) {
+    const next = (await childrenOf(current))[0];
+    if (next === undefined) return -1;
+    current = next;
+  }
+  return current;
+}
+
+function straceArgs(point: KillPoint): string[] {
+  return [
+    '-f', '-qq', '-o', '/dev/null',
+    '-e', `trace=${point.syscall}`,
+    '-e', `inject=${point.syscall}:signal=KILL:when=${point.n}`,
+    ...(point.path ? ['-P', point.path] : []),
+  ];
+}
+
+/**
+ * Starts the daemon and resolves once it answers List, i.e. serves requests. Rejects with the
+ * daemon's log when it exits first or is not up in time.
+ */
+export async function startCrashDaemon(options: CrashDaemonOptions): Promise<DaemonRun> {
+  const daemonArgv = [CLI_PATH, 'daemon', '--socket', options.socket, ...options.args];
+  const wrapper = [
+    ...(options.killPoint ? ['strace', ...straceArgs(options.killPoint)] : []),
+    ...(options.pidNamespace ? ['unshare', '--pid', '--fork', '--kill-child', '--mount-proc'] : []),
+  ];
+  const [command, ...argv] = [...wrapper, process.execPath, ...daemonArgv] as [string, ...string[]];
+  const startedAt = Date.now();
+  const child: ChildProcess = spawn(command, argv, {
+    env: cleanEnv({ UV_THREADPOOL_SIZE: '1' }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout?.on('data', (chunk: Buffer) => { log += chunk.toString('utf8'); });
+  child.stderr?.on('data', (chunk: Buffer) => { log += chunk.toString('utf8'); });
+  let ended = false;
+  const exited = new Promise<Exit>((resolve) => {
+    child.once('exit', (code, signal) => { ended = true; resolve({ code, signal }); });
+    child.once('error', (err) => { ended = true; log += String(err); resolve({ code: null, signal: null }); });
+  });
+  const fail = async (why: string): Promise<never> => {
+    if (!ended) child.kill('SIGKILL');
+    const exit = await exited;
+    throw new Error(`${why} (exit code ${exit.code}, signal ${exit.signal}):\n${log}`);
+  };
+  const deadline = startedAt + START_TIMEOUT_MS;
+  let pid = wrapper.length > 0 ? -1 : child.pid ?? -1;
+  for (;;) {
+    if (ended) return fail(`stowage daemon exited before serving on ${options.socket}`);
+    if (Date.now() > deadline) return fail(`stowage daemon did not serve on ${options.socket} in time`);
+    if (pid < 0 && child.pid !== undefined) pid = await innermost(child.pid, wrapper.filter((arg) => arg === 'strace' || arg === 'unshare').length);
+    if (pid > 0 && await canConnect(options.socket)) {
+      const served = await pluginCall(options.socket, 'List', {}).then((reply) => !reply.Err, () => false);
+      if (served) break;
+    }
+    await sleep(25);
+  }
+  return { pid, startedAt, exited, hasExited: () => ended, log: () => log };
+}
+
+/** SIGKILL to the daemon itself (not a launcher), then waits until its run has ended. */
+export async function killHard(run: DaemonRun): Promise<void> {
+  if (!run.hasExited()) {
+    try { process.kill(run.pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+  await run.exited;
+}
+
+async function tracedBy(pid: number, tracer: number): Promise<boolean> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  if (tasks.length === 0) return false;
+  for (const task of tasks) {
+    const status = await readFile(`/proc/${pid}/task/${task}/status`, 'utf8').catch(() => '');
+    if (!new RegExp(`^TracerPid:\\s*${tracer}$`, 'm').test(status)) return false;
+  }
+  return true;
+}
+
+export interface KillPoint {
+  syscall: string;
+  /** 1-based: the daemon dies on entering its Nth such call after the tracer attached. */
+  n: number;
+  /** Count only calls on this path (strace -P: a path argument or a descriptor open on it). */
+  path?: string;
+}
+
+export const describePoint = (p: KillPoint) => `${p.syscall}#${p.n}${p.path ? ` on ${p.path.split('/').pop()}` : ''}`;
+
+export interface Outcome<T> {
+  /** The daemon died of the injected SIGKILL (before or after the request answered). */
+  killed: boolean;
+  /** What the request returned, when it did. */
+  value?: T;
+  error?: Error;
+}
+
+/** Time a finished request leaves for a kill point in work the daemon does after answering. */
+const AFTER_REPLY_MS = 400;
+
+/**
+ * Runs `request` against `run` with a kill point armed. If the point is never reached, strace is
+ * detached and the daemon keeps running.
+ */
+export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, request: () => Promise<T>): Promise<Outcome<T>> {
+  const tracer = spawn('strace', ['-p', String(run.pid), ...straceArgs(point)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let tracerLog = '';
+  tracer.stderr?.on('data', (chunk: Buffer) => { tracerLog += chunk.toString('utf8'); });
+  const tracerExited = new Promise<void>((resolve) => tracer.once('exit', () => resolve()));
+  const deadline = Date.now() + 10_000;
+  while (!(await tracedBy(run.pid, tracer.pid ?? -1))) {
+    if (tracer.exitCode !== null || Date.now() > deadline) {
+      tracer.kill('SIGKILL');
+      throw new Error(`strace could not attach to the daemon (pid ${run.pid}): ${tracerLog}`);
+    }
+    await sleep(10);
+  }
+  const result = await request().then((value) => ({ value }), (error: unknown) => ({ error: error as Error }));
+  const killed = await Promise.race([run.exited.then(() => true), sleep(AFTER_REPLY_MS).then(() => false)]);
+  if (!killed) tracer.kill('SIGINT'); // detaches and leaves the daemon running
+  await Promise.race([tracerExited, sleep(5_000).then(() => tracer.kill('SIGKILL'))]);
+  const exit = killed ? await run.exited : undefined;
+  if (exit && exit.signal !== 'SIGKILL') {
+    throw new Error(`the daemon ended with code ${exit.code}, signal ${exit.signal}, not the injected SIGKILL:\n${run.log()}`);
+  }
+  return { killed, ...result };
+}

@@ -1,0 +1,147 @@
+/**
+ * The mount-count invariant against a real Docker engine: kill -9 of the daemon while `docker
+ * run` mounts (or unmounts) a volume through it, a restart, and the mount records must come back
+ * to exactly the mounts of the containers still running, once the reconciliation grace is over.
+ * Docker never sends Unmount for a Mount whose answer it did not get, nor retries an Unmount that
+ * failed, so only the engine can tell the daemon which records are stale.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_PATH, assertCliBuilt, runCli } from '../helpers/daemon-process.js';
+import { startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
+import { checkDocker, systemSuite } from '../helpers/requirements.js';
+import { startStowageInNode, type StowageInNode } from '../helpers/stowage-in-node.js';
+import { checkCrashTools, describePoint, sleep, underKillPoint, type DaemonRun, type Exit, type KillPoint } from './crash-daemon.js';
+import { persistedMounts } from './store-state.js';
+
+const skip = systemSuite('strace', checkCrashTools()) || systemSuite('docker', checkDocker());
+
+/**
+ * Kill points in the daemon's handling of `docker run --rm -v VOL:/data IMAGE true`: Mount and
+ * Unmount each write the mount records (a temp file renamed over mounts.json, then an fsync of
+ * the state root). rename #1 is "Mount done, not recorded", fsync #1 of the root "recorded, not
+ * answered"; #2 of each the same for the Unmount when the container exits. (strace -P cannot
+ * pick the rename by its target, only by its source, a random temp name.)
+ */
+function killPoints(root: string): KillPoint[] {
+  return [
+    { syscall: 'rename', n: 1 },
+    { syscall: 'fsync', n: 1, path: root },
+    { syscall: 'rename', n: 2 },
+    { syscall: 'fsync', n: 2, path: root },
+  ];
+}
+
+/** Reconciliation flags, if this build has them: short, so the test does not wait a minute. */
+async function graceFlags(): Promise<{ args: string[]; waitMs: number }> {
+  const help = await runCli(['daemon', '--help']);
+  const text = help.stdout + help.stderr;
+  if (text.includes('--mount-grace') && text.includes('--reconcile-interval')) {
+    return { args: ['--mount-grace', '2', '--reconcile-interval', '1'], waitMs: 8_000 };
+  }
+  return { args: [], waitMs: 3_000 };
+}
+
+/** PID of the node process running `stowage daemon --root ROOT`. */
+async function daemonPid(root: string): Promise<number> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (argv[1] === CLI_PATH && argv[2] === 'daemon' && argv.includes(root)) return Number(entry);
+  }
+  throw new Error(`no stowage daemon with --root ${root} is running`);
+}
+
+describe.skipIf(skip)('kill -9 while Docker mounts a volume, then restart', { timeout: 150_000 }, () => {
+  let node: DockerNode;
+  let stowage: StowageInNode;
+  let root: string;
+  let args: string[];
+  let waitMs: number;
+
+  beforeAll(async () => {
+    assertCliBuilt();
+    ({ args, waitMs } = await graceFlags());
+    node = await startDockerNode({ name: 'crash' });
+    root = join(node.dir, 'stowage-root');
+    args = ['--opt', `vfs.path=${join(node.dir, 'store')}`, '--docker-host', node.dockerHost, '--node-id', 'crash-engine', ...args];
+    stowage = await startStowageInNode(node, { root, args, env: { UV_THREADPOOL_SIZE: '1' } });
+  });
+  afterAll(async () => {
+    await stopAll();
+  });
+
+  /** The mount IDs in the records, as `volume/id×count`. */
+  const records = async () => (await persistedMounts(root)).ids.sort();
+
+  /**
+   * The running daemon as underKillPoint sees it. Its launcher keeps the exit status to itself,
+   * so the end is seen in /proc; the daemon serves until killed, so an end here is a kill.
+   */
+  async function currentRun(): Promise<DaemonRun> {
+    const pid = await daemonPid(root);
+    let ended = false;
+    const alive = () => readFile(`/proc/${pid}/stat`, 'utf8').then((stat) => !/^\d+ \(.*\) Z/.test(stat), () => false);
+    const exited: Promise<Exit> = (async () => {
+      while (await alive()) await sleep(20);
+      ended = true;
+      return { code: null, signal: 'SIGKILL' };
+    })();
+    return { pid, startedAt: Date.now(), exited, hasExited: () => ended, log: () => '' };
+  }
+
+  it('counts only the mounts of running containers once the grace is over', async () => {
+    await node.docker(['volume', 'create', '-d', 'stowage', '-o', 'mode=750', '-o', 'uid=1000', '-o', 'gid=1000', 'ev']);
+    await node.docker(['run', '-d', '--name', 'holder', '--network', 'none', '-v', 'ev:/data', node.image, 'sleep', '600']);
+    const held = await records();
+    expect(held).toHaveLength(1);
+    const violations: string[] = [];
+    const summary: string[] = [];
+    const reported = new Set<string>();
+    let killed = 0;
+    for (const point of killPoints(root)) {
+      const run = await currentRun();
+      let dockerRun: Promise<{ exitCode: number; stderr: string }> = Promise.resolve({ exitCode: 0, stderr: '' });
+      // Docker keeps retrying a plugin it cannot reach; the daemon comes back while it does, as
+      // a supervised daemon would, instead of after docker run gave up.
+      const outcome = await underKillPoint(run, point, () => {
+        dockerRun = node.docker(['run', '--rm', '--network', 'none', '-v', 'ev:/data', node.image, 'true'], { reject: false, timeoutMs: 90_000 });
+        return Promise.race([dockerRun, run.exited]);
+      });
+      if (outcome.killed) killed += 1;
+      try { process.kill(run.pid, 'SIGKILL'); } catch { /* already dead */ }
+      await run.exited;
+      await stowage.stop('SIGKILL');
+      stowage = await startStowageInNode(node, { root, args, env: { UV_THREADPOOL_SIZE: '1' }, logName: `stowage-${describePoint(point)}` });
+      const ran = await dockerRun;
+      summary.push(`${describePoint(point)}${outcome.killed ? '' : ' (not reached)'}: docker run exited ${ran.exitCode}${ran.exitCode === 0 ? '' : ` (${ran.stderr.trim().slice(0, 400)})`}`);
+      // Leaks from earlier points are reported once, where they appeared.
+      const settled = (ids: string[]) => ids.every((id) => held.includes(id)) && held.every((id) => ids.includes(id));
+      const deadline = Date.now() + waitMs;
+      let now = await records();
+      while (!settled(now) && Date.now() < deadline) {
+        await sleep(200);
+        now = await records();
+      }
+      const leaked = now.filter((id) => !held.includes(id) && !reported.has(id));
+      for (const id of leaked) reported.add(id);
+      if (leaked.length > 0) {
+        violations.push(`[${describePoint(point)}] mount counts return to the running containers' mounts: ` +
+          `${JSON.stringify(leaked)} still counted ${waitMs} ms after the restart; only "holder" runs (${JSON.stringify(held)})`);
+      }
+      const lost = held.filter((id) => !now.includes(id));
+      if (lost.length > 0) {
+        violations.push(`[${describePoint(point)}] a mount of a running container stays counted: ${JSON.stringify(lost)} dropped`);
+      }
+    }
+    await node.docker(['rm', '-f', 'holder']);
+    const deadline = Date.now() + waitMs;
+    while ((await records()).length > 0 && Date.now() < deadline) await sleep(200);
+    if ((await records()).length > 0) violations.push(`[end] mount counts return to zero: ${JSON.stringify(await records())} after the last container left`);
+    process.stderr.write(`\n[crash engine] ${summary.join('; ')}\n  ${violations.length === 0 ? 'no invariant broke' : violations.join('\n  ')}\n`);
+    // The points depend on how the records are written; most of them must still be met.
+    expect(killed).toBeGreaterThanOrEqual(2);
+    expect(violations).toEqual([]);
+  });
+});

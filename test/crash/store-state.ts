@@ -1,0 +1,93 @@
+/**
+ * What the crash suite reads straight from disk, next to what the daemon answers: the persisted
+ * mount records, temporary files, and the entries of a vfs store.
+ */
+import { lstat, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/**
+ * Total of the mount counts in `ROOT/mounts.json`, by volume and ID. Reads any count found as a
+ * number or as `{count}` under `volumes.<volume>.<id>`, so a richer record format still counts;
+ * a file that is not JSON or has no `volumes` map is reported, not treated as zero.
+ */
+export async function persistedMounts(root: string): Promise<{ total: number; ids: string[] }> {
+  let text: string;
+  try {
+    text = await readFile(join(root, 'mounts.json'), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { total: 0, ids: [] };
+    throw err;
+  }
+  const file = JSON.parse(text) as { volumes?: unknown };
+  if (typeof file.volumes !== 'object' || file.volumes === null) {
+    throw new Error(`${join(root, 'mounts.json')} has no "volumes" map: ${text.slice(0, 200)}`);
+  }
+  let total = 0;
+  const ids: string[] = [];
+  for (const [volume, byId] of Object.entries(file.volumes as Record<string, unknown>)) {
+    for (const [id, entry] of Object.entries((byId ?? {}) as Record<string, unknown>)) {
+      const count = typeof entry === 'number' ? entry
+        : typeof entry === 'object' && entry !== null && typeof (entry as { count?: unknown }).count === 'number'
+          ? (entry as { count: number }).count : 1;
+      if (count > 0) {
+        total += count;
+        ids.push(`${volume}/${id}×${count}`);
+      }
+    }
+  }
+  return { total, ids };
+}
+
+export interface TempFile {
+  path: string;
+  mtimeMs: number;
+  size: number;
+}
+
+/** Top-level folders under the store's `.stowage` that hold user data (removed volumes), not stowage's files. */
+const USER_DATA_FOLDERS = new Set(['removed', 'deleting']);
+
+/**
+ * Files and folders whose name contains "tmp" under `dir`, recursively. Under a store's
+ * `.stowage`, the contents of removed volumes are user data and are not searched.
+ */
+export async function findTempFiles(dir: string, isStoreMeta = false): Promise<TempFile[]> {
+  const found: TempFile[] = [];
+  const walk = async (path: string, depth: number): Promise<void> => {
+    const names = await readdir(path).catch(() => [] as string[]);
+    for (const name of names) {
+      const full = join(path, name);
+      const stat = await lstat(full).catch(() => undefined);
+      if (!stat) continue;
+      if (/tmp/i.test(name)) found.push({ path: full, mtimeMs: stat.mtimeMs, size: stat.size });
+      if (stat.isDirectory() && !(isStoreMeta && depth === 0 && USER_DATA_FOLDERS.has(name))) await walk(full, depth + 1);
+    }
+  };
+  await walk(dir, 0);
+  return found;
+}
+
+export interface StoreEntry {
+  name: string;
+  kind: 'directory' | 'other';
+  /** Names inside a directory. */
+  contents: string[];
+}
+
+/** The non-dot entries of a vfs store: where volume data directories live. */
+export async function storeEntries(store: string): Promise<StoreEntry[]> {
+  const entries: StoreEntry[] = [];
+  for (const name of (await readdir(store)).sort()) {
+    if (name.startsWith('.')) continue;
+    const stat = await lstat(join(store, name));
+    entries.push(stat.isDirectory()
+      ? { name, kind: 'directory', contents: await readdir(join(store, name)) }
+      : { name, kind: 'other', contents: [] });
+  }
+  return entries;
+}
+
+/** Entries of a folder, or none when it does not exist. */
+export function entriesOf(dir: string): Promise<string[]> {
+  return readdir(dir).catch(() => []);
+}
