@@ -58,15 +58,15 @@ export class PoolMount {
    * Runs a read of files in the pool. It must never run against the bare mount point: an
    * unmounted pool looks like a store without volumes, and a Get answering "no such volume"
    * makes Docker forget it. So check the mount (cheaply, /proc only) first, and heal once when
-   * the read hits a dead mount.
+   * the read hits a dead mount. `volume` names the stowage volume in errors.
    */
-  async read<T>(fn: () => Promise<T>): Promise<T> {
-    if (!(await this.mounter.isMounted(this.pool, this.mountpoint))) await this.ensure();
+  async read<T>(fn: () => Promise<T>, volume?: string): Promise<T> {
+    if (!(await this.mounter.isMounted(this.pool, this.mountpoint))) await this.ensure(volume);
     try {
       return await fn();
     } catch (err) {
       if ((await this.mounter.health(this.pool, this.mountpoint)).state === 'live') throw err;
-      await this.ensure();
+      await this.ensure(volume);
       return fn();
     }
   }

@@ -59,6 +59,11 @@ export class GlusterSubdirBackend implements Backend {
     return this.poolMount.ensure(volume);
   }
 
+  /** The core's name locks live in the pool: a stopped pool is reported as such, not as a failed lock file. */
+  ready(volume: string): Promise<void> {
+    return this.ensurePool(volume);
+  }
+
   async create(request: CreateRequest): Promise<VolumeRecord> {
     await this.ensurePool(request.name);
     const record = await this.store.create(request);
@@ -87,7 +92,7 @@ export class GlusterSubdirBackend implements Backend {
   }
 
   get(name: string): Promise<VolumeRecord | undefined> {
-    return this.poolMount.read(() => this.store.get(name));
+    return this.poolMount.read(() => this.store.get(name), name);
   }
 
   list(): Promise<VolumeRecord[]> {

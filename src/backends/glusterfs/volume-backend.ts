@@ -65,6 +65,11 @@ export class GlusterVolumeBackend implements Backend {
     await Promise.allSettled([...this.purges]);
   }
 
+  /** The core's name locks live in the state pool: a stopped pool is reported as such, not as a failed lock file. */
+  ready(volume: string): Promise<void> {
+    return this.statePool.ensure(volume);
+  }
+
   async settle(): Promise<void> {
     while (this.purges.size > 0) await Promise.allSettled([...this.purges]);
   }
