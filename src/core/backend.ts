@@ -81,6 +81,14 @@ export interface Backend {
   dispose(): Promise<void>;
 
   /**
+   * Optional: confirms, healing what it can, that the storage a create or remove of `volume`
+   * needs (including `clusterStateDir`) is reachable. The core calls it before taking the
+   * cluster lock, so an unreachable store is reported as E_BACKEND_UNAVAILABLE saying what to
+   * do rather than as a failed lock file.
+   */
+  ready?(volume: string): Promise<void>;
+
+  /**
    * Creates the volume and registers it. Throws E_VOLUME_EXISTS when the name is registered.
    * Refuses with E_DATA_CONFLICT when non-empty data already sits where the volume's data
    * would go, unless `options.adopt` is set. A new volume's data area starts empty.

@@ -94,6 +94,7 @@ export class VolumeManager {
   async create(name: string, rawOptions: unknown = {}): Promise<CreateResult> {
     validateVolumeName(name);
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
+    await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const existing = await this.backend.get(name);
       if (existing) return { volume: await this.describeVolume(sameOrConflict(existing, options)), created: false };
@@ -164,6 +165,7 @@ export class VolumeManager {
   /** `force` skips the check for references from other nodes (never the local mount check). */
   async remove(name: string, request: { keepData?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
     validateVolumeName(name);
+    await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);
       if (!record) throw notFound(name);

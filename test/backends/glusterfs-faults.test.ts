@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
 import type { GlusterVolumeBackend } from '../../src/backends/glusterfs/volume-backend.js';
+import { createStowage } from '../../src/drivers/api/create-stowage.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import { clientPidOf, eventually, glusterBackend, glusterMountsUnder, memoryLogger, unmountUnder } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
@@ -57,6 +58,7 @@ describe.skipIf(skip)('glusterfs backend faults', () => {
     gd.resume();
     await gd.startDaemon();
     await gd.startVolume(pool).catch(() => undefined);
+    await gd.startVolume('fstate').catch(() => undefined);
   });
   afterAll(async () => {
     await gd?.stop();
@@ -127,6 +129,64 @@ describe.skipIf(skip)('glusterfs backend faults', () => {
     await gd.startVolume(pool);
     expect(await sub.attach('steady')).toBe(path);
     expect(await realFs.readFile(join(path, 'file'), 'utf8')).toBe('gluster data');
+  });
+
+  it('the pool stopped: create, remove and mount through the core say so and what to do, never a lock file\'s ENOENT', async () => {
+    const root = await gd.tempDir('root-core-');
+    const backend = glusterBackend(gd, root, { 'glusterfs.pool': pool, 'glusterfs.timeout': String(TIMEOUT_S) }, 'node-c');
+    const stowage = await createStowage({ backend, root: join(root, 'state'), nodeId: 'node-c' });
+    try {
+      await stowage.create('kept');
+      await gd.stopVolume(pool);
+      const stopped = (name: string) => expect.objectContaining({
+        code: ErrorCodes.BACKEND_UNAVAILABLE,
+        message: expect.stringMatching(new RegExp(`^the pool volume ${pool} is stopped, not started, so volume ${name} cannot be ` +
+          `reached on node node-c; start it: gluster volume start ${pool}$`)),
+      });
+      // Twice: the first call finds the dead mount, the second the bare mount point it leaves.
+      for (let round = 0; round < 2; round += 1) {
+        const { ms, error } = await timed(() => stowage.create('fresh'));
+        expect(error).toEqual(stopped('fresh'));
+        expect(ms).toBeLessThan(20_000);
+        await expect(stowage.remove('kept')).rejects.toEqual(stopped('kept'));
+        await expect(stowage.mount('kept', 'm1')).rejects.toEqual(stopped('kept'));
+      }
+      expect(await realFs.readdir(join(root, 'glusterfs', 'mnt', pool))).toEqual([]);
+      await gd.startVolume(pool);
+      expect((await stowage.create('fresh')).created).toBe(true);
+      await stowage.remove('kept');
+      expect((await stowage.list()).map((v) => v.name)).toContain('fresh');
+      await stowage.remove('fresh');
+    } finally {
+      await stowage.close();
+      await unmountUnder(root);
+    }
+  });
+
+  it('volume mode, the state pool stopped: create and remove say which pool to start', async () => {
+    const root = await gd.tempDir('root-vcore-');
+    const backend = glusterBackend(gd, root, {
+      'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${await gd.tempDir('bricks-')}`, 'glusterfs.brickforce': 'true',
+      'glusterfs.timeout': String(TIMEOUT_S), 'glusterfs.pool': 'fstate', 'glusterfs.volumeprefix': 'fcore-',
+    }, 'node-v');
+    const stowage = await createStowage({ backend, root: join(root, 'state'), nodeId: 'node-v' });
+    try {
+      await stowage.create('vkept');
+      await gd.stopVolume('fstate');
+      for (const attempt of [() => stowage.create('vfresh'), () => stowage.remove('vkept'), () => stowage.create('vfresh')]) {
+        await expect(attempt()).rejects.toMatchObject({
+          code: ErrorCodes.BACKEND_UNAVAILABLE,
+          message: expect.stringMatching(/^the pool volume fstate is stopped, not started, so volume v(fresh|kept) cannot be reached on node node-v; start it: gluster volume start fstate$/),
+        });
+      }
+      expect((await gd.xml(['volume', 'list'])).includes('fcore-vfresh')).toBe(false);
+      await gd.startVolume('fstate');
+      await stowage.remove('vkept');
+      expect((await gd.xml(['volume', 'list'])).includes('fcore-vkept')).toBe(false);
+    } finally {
+      await stowage.close();
+      await unmountUnder(root);
+    }
   });
 
   it('volume mode: a stopped gluster volume under a mounted volume is reported, and remounted once started', async () => {

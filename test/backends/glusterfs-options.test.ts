@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
 import { createBackend } from '../../src/backends/registry.js';
@@ -12,6 +15,7 @@ import { formatBytesApprox as humanBytes } from '../../src/core/options.js';
 import { parseStatfs } from '../../src/backends/glusterfs/usage.js';
 import { glusterNameOf, stowageNameOf } from '../../src/backends/glusterfs/volume-naming.js';
 
+const fixtureText = (name: string) => readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'gluster', name), 'utf8');
 const volumeMode = { 'glusterfs.mode': 'volume', 'glusterfs.bricks': 'gl1:/data/b,gl2:/data/b', 'glusterfs.pool': 'state' };
 
 describe('glusterfs daemon options', () => {
@@ -19,8 +23,14 @@ describe('glusterfs daemon options', () => {
     expect(parseGlusterfsOptions({ 'glusterfs.pool': 'pool1' })).toEqual({
       servers: [hostname()], mode: 'subdir', pool: 'pool1', brickRoots: [], replica: undefined, disperse: undefined,
       brickForce: false, volumePrefix: 'stowage-', mountOptions: [], glusterdSocket: '/var/run/glusterd.socket',
-      timeoutMs: 20_000, quota: true,
+      timeoutMs: 20_000, quota: true, quotaTimeoutS: 0,
     });
+  });
+
+  it('quota timeouts: strict (0 s) by default, relaxed up to gluster\'s 60 s bound on request', () => {
+    expect(parseGlusterfsOptions({ 'glusterfs.pool': 'p', 'glusterfs.quotatimeout': '5' }).quotaTimeoutS).toBe(5);
+    expect(parseGlusterfsOptions({ 'glusterfs.pool': 'p', 'glusterfs.quotatimeout': '60' }).quotaTimeoutS).toBe(60);
+    expect(parseGlusterfsOptions({ ...volumeMode, 'glusterfs.quotatimeout': '0' }).quotaTimeoutS).toBe(0);
   });
 
   it('accepts Convoy\'s names: glusterfs.servers and glusterfs.defaultvolumepool, and the issue\'s glusterfs.volume', () => {
@@ -49,6 +59,11 @@ describe('glusterfs daemon options', () => {
     [{ 'glusterfs.pool': 'p', 'glusterfs.timeout': '500' }, /seconds from 1 to 100/],
     [{ 'glusterfs.pool': 'p', 'glusterfs.quota': 'yes' }, /expected true or false/],
     [{ 'glusterfs.pool': 'p', 'glusterfs.glusterdsocket': 'run/g.sock' }, /absolute path/],
+    [{ 'glusterfs.pool': 'p', 'glusterfs.quotatimeout': '61' }, /glusterfs.quotatimeout="61": expected seconds from 0 .* to 60/],
+    [{ 'glusterfs.pool': 'p', 'glusterfs.quotatimeout': '-1' }, /glusterfs.quotatimeout="-1": expected seconds/],
+    [{ 'glusterfs.pool': 'p', 'glusterfs.quotatimeout': '5s' }, /glusterfs.quotatimeout="5s": expected seconds/],
+    [{ 'glusterfs.pool': 'p', 'glusterfs.quotatimeout': '' }, /glusterfs.quotatimeout="": expected seconds/],
+    [{ 'glusterfs.pool': 'p', 'glusterfs.quota': 'false', 'glusterfs.quotatimeout': '5' }, /conflicts with glusterfs.quota=false/],
     [{ 'glusterfs.pool': 'p', 'glusterfs.mountoptions': 'acl,log-file=/tmp/x' }, /log-file is set by stowage itself/],
     [{ 'glusterfs.pool': 'p', 'glusterfs.mountoptions': 'acl;rm -rf /' }, /expected name or name=value/],
     [{ 'glusterfs.pool': 'p', 'glusterfs.bricks': 'gl1:/b' }, /glusterfs.bricks only applies in volume mode/],
@@ -157,6 +172,35 @@ describe('gluster CLI client', () => {
     ]);
     expect((await cli.call(['volume', 'start', 'v1'])).ok).toBe(true);
     expect(calls).toHaveLength(2);
+  });
+
+  it('makes quota checking strict after a limit, touching only the timeouts that differ', async () => {
+    const ok = { stdout: reply(0), stderr: '', exitCode: 0 };
+    const info = { stdout: fixtureText('volume-info-quota-timeouts.xml').replace(/(hard-timeout<\/name>\s*<value>)0/, '$15'), stderr: '', exitCode: 0 };
+    const { cli, calls } = cliWith([ok, info, ok]);
+    await cli.limitUsage('fixpool', '/a', 1048576, 0);
+    expect(calls.map((c) => c.slice(5))).toEqual([
+      ['volume', 'quota', 'fixpool', 'limit-usage', '/a', '1048576'],
+      ['volume', 'info', 'fixpool'],
+      ['volume', 'quota', 'fixpool', 'hard-timeout', '0'],
+    ]);
+  });
+
+  it('enables quota when off, then sets the timeouts; a refused timeout fails with gluster\'s reason', async () => {
+    const ok = { stdout: reply(0), stderr: '', exitCode: 0 };
+    const plainInfo = { stdout: fixtureText('volume-info-quota.xml'), stderr: '', exitCode: 0 };
+    const { cli, calls } = cliWith([{ stdout: fixtureText('quota-limit-disabled.xml'), stderr: '', exitCode: 0 }, ok, ok, plainInfo, ok, ok]);
+    await cli.limitUsage('fixpool', '/a', 1048576, 7);
+    expect(calls.map((c) => c.slice(5, 9).join(' '))).toEqual([
+      'volume quota fixpool limit-usage', 'volume quota fixpool enable', 'volume quota fixpool limit-usage', 'volume info fixpool',
+      'volume quota fixpool soft-timeout', 'volume quota fixpool hard-timeout',
+    ]);
+    expect(calls.slice(-2).map((c) => c.at(-1))).toEqual(['7', '7']);
+    const refused = cliWith([plainInfo, ok, { stdout: fixtureText('quota-hard-timeout-too-long.xml'), stderr: '', exitCode: 0 }]);
+    await expect(refused.cli.quotaTimeouts('fixpool', 61)).rejects.toMatchObject({
+      code: ErrorCodes.BACKEND_COMMAND,
+      message: expect.stringMatching(/^setting the quota hard-timeout of gluster volume fixpool to 61 s failed: '61' .* out of range \[0 - 60\]$/),
+    });
   });
 
   it('turns no answer into E_BACKEND_UNAVAILABLE naming the node, socket and servers', async () => {

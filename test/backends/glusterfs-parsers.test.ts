@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
 import {
-  classifyCliText, parsePoolList, parseQuotaList, parseReply, parseVolumeInfo, parseVolumeList, parseVolumeStatus, splitBrick,
+  classifyCliText, parsePoolList, parseQuotaList, parseReply, parseVolumeInfo, parseVolumeList, parseVolumeStatus, quotaTimeoutOf,
+  splitBrick,
 } from '../../src/backends/glusterfs/parsers.js';
 import { parseXml } from '../../src/backends/glusterfs/xml.js';
 import { mountAt, parseProcMounts } from '../../src/core/proc-mounts.js';
@@ -76,6 +77,22 @@ describe('gluster output parsers', () => {
     const missing = reply('volume-info-missing.xml');
     expect(missing.ok).toBe(false);
     expect(parseVolumeInfo(missing.root)).toEqual([]);
+  });
+
+  it('quota timeouts: set ones read as seconds, unset or unreadable ones as undefined', () => {
+    const [strict] = parseVolumeInfo(reply('volume-info-quota-timeouts.xml').root);
+    expect(quotaTimeoutOf(strict!, 'soft-timeout')).toBe(0);
+    expect(quotaTimeoutOf(strict!, 'hard-timeout')).toBe(0);
+    const [plain] = parseVolumeInfo(reply('volume-info-quota.xml').root);
+    expect(quotaTimeoutOf(plain!, 'soft-timeout')).toBeUndefined();
+    const other = (value: string) => ({ ...plain!, options: { 'features.hard-timeout': value } });
+    expect(quotaTimeoutOf(other('5s'), 'hard-timeout')).toBe(5);
+    expect(quotaTimeoutOf(other('1min'), 'hard-timeout')).toBeUndefined();
+    expect(quotaTimeoutOf(other(''), 'hard-timeout')).toBeUndefined();
+    expect(reply('quota-soft-timeout-ok.xml').ok).toBe(true);
+    expect(reply('quota-hard-timeout-ok.xml').ok).toBe(true);
+    expect(reply('quota-timeout-disabled.xml')).toMatchObject({ ok: false, opErrstr: 'Quota is disabled, please enable quota' });
+    expect(reply('quota-hard-timeout-too-long.xml')).toMatchObject({ ok: false, opErrstr: expect.stringMatching(/out of range \[0 - 60\]/) });
   });
 
   it('volume status: bricks with ports and pids, daemons apart', () => {

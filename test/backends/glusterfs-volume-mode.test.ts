@@ -4,7 +4,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { GlusterVolumeBackend } from '../../src/backends/glusterfs/volume-backend.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
-import { eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, unmountUnder } from '../helpers/gluster-backend.js';
+import {
+  eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, quotaTimeoutsOf, unmountUnder,
+} from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
 
 vi.setConfig({ testTimeout: 120_000 });
@@ -99,9 +101,10 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     expect((await a.get('app.data'))?.name).toBe('app.data');
   });
 
-  it('enforces size with a quota on the gluster volume and shows it in Status', async () => {
+  it('enforces size with a strict quota on the gluster volume and shows it in Status', async () => {
     await a.create(request('capped', { size: 50 * 1024 * 1024 }));
     expect(await hardLimitOf(gd, 'stowage-capped', '/')).toBe(52428800);
+    expect(await quotaTimeoutsOf(gd, 'stowage-capped')).toEqual({ soft: '0', hard: '0' });
     await realFs.writeFile(join(await a.attach('capped'), 'blob'), Buffer.alloc(2 * 1024 * 1024, 1));
     let status: Record<string, string> = {};
     expect(await eventually(async () => {

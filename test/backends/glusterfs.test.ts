@@ -8,7 +8,7 @@ import { describeBackendConformance } from '../conformance/backend-suite.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
 import {
-  deleteVolumes, eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, unmountUnder,
+  deleteVolumes, eventually, fillUntilRefused, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, quotaTimeoutsOf, unmountUnder,
 } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
 
@@ -17,6 +17,9 @@ import { checkGluster, systemSuite } from '../helpers/requirements.js';
 vi.setConfig({ testTimeout: 240_000 });
 
 const skip = systemSuite('glusterfs', checkGluster());
+const MiB = 1024 * 1024;
+/** How far past a limit writes may land with strict timeouts: measured 0-1 MiB, see the README. */
+const MAX_OVERSHOOT = 2 * MiB;
 
 describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
   let gd: Glusterd;
@@ -120,6 +123,37 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
     expect(df.blocks * df.bsize).toBe(52428800);
     await a.remove('sized', { retainData: false });
     expect(await hardLimitOf(gd, pool, '/sized')).toBeUndefined();
+  });
+
+  it('enforces size strictly by default: 40 MiB of writes into a 20 MiB volume stop just past 20 MiB', async () => {
+    await a.create(request('capped', 20 * MiB));
+    expect(await quotaTimeoutsOf(gd, pool)).toEqual({ soft: '0', hard: '0' });
+    const { bytes, refusal } = await fillUntilRefused(await a.attach('capped'), 40);
+    process.stderr.write(`[glusterfs tests] 20 MiB quota, strict: ${(bytes / MiB).toFixed(2)} MiB landed\n`);
+    expect(refusal).toMatch(/Disk quota exceeded/);
+    // Measured 20-21 MiB (README); gluster's default timeouts let all 40 MiB through.
+    expect(bytes).toBeGreaterThanOrEqual(19 * MiB);
+    expect(bytes).toBeLessThanOrEqual(20 * MiB + MAX_OVERSHOOT);
+    await a.remove('capped', { retainData: false });
+  });
+
+  it('glusterfs.quotatimeout relaxes the checking; a default daemon makes a pool found with quotas strict at start', async () => {
+    await gd.createVolume({ name: 'relaxpool' });
+    const root = await gd.tempDir('root-r-');
+    const relaxed = glusterBackend(gd, root, { 'glusterfs.pool': 'relaxpool', 'glusterfs.quotatimeout': '7' }, 'node-r') as GlusterSubdirBackend;
+    await relaxed.init();
+    // Quota off on the pool: nothing to set at start.
+    expect(await quotaTimeoutsOf(gd, 'relaxpool')).toEqual({ soft: undefined, hard: undefined });
+    await relaxed.create(request('loose', 5 * MiB));
+    expect(await quotaTimeoutsOf(gd, 'relaxpool')).toEqual({ soft: '7', hard: '7' });
+    expect(await relaxed.describe()).toMatchObject({ 'glusterfs.quotatimeout': '7s' });
+    await relaxed.dispose();
+    await unmountUnder(root);
+    const strict = glusterBackend(gd, root, { 'glusterfs.pool': 'relaxpool' }, 'node-r') as GlusterSubdirBackend;
+    await strict.init();
+    expect(await quotaTimeoutsOf(gd, 'relaxpool')).toEqual({ soft: '0', hard: '0' });
+    await strict.dispose();
+    await unmountUnder(root);
   });
 
   it('shares volumes between nodes through the registry in the pool', async () => {

@@ -122,4 +122,27 @@ describe.skipIf(skip)('glusterfs volumes shared by two Docker nodes', { timeout:
     const listing = await run(nodeA, [...mountFlag('shared-data'), nodeA.image, 'ls', '-A', '/data']);
     expect(listing.stdout).toBe('');
   });
+
+  it('with the pool stopped, docker volume create, rm and run say so and how to start it; all works once it runs', async () => {
+    await gd.stopVolume(POOL);
+    const stopped = (volume: string) => new RegExp(`the pool volume ${POOL} is stopped, not started, so volume ${volume} cannot be ` +
+      `reached on node node-a; start it: gluster volume start ${POOL}`);
+    try {
+      const created = await nodeA.docker(['volume', 'create', '-d', 'stowage', 'while-stopped'], { reject: false });
+      expect(created.exitCode).not.toBe(0);
+      expect(created.stderr).toMatch(stopped('while-stopped'));
+      expect(created.stderr).not.toMatch(/internal error|ENOENT|ENOTCONN/);
+      const ran = await nodeA.docker(['run', '--rm', '--network', 'none', ...mountFlag('shared-data'), nodeA.image, 'true'], { reject: false });
+      expect(ran.exitCode).not.toBe(0);
+      expect(ran.stderr).toMatch(stopped('shared-data'));
+      const removed = await nodeA.docker(['volume', 'rm', 'shared-data'], { reject: false });
+      expect(removed.exitCode).not.toBe(0);
+      expect(removed.stderr).toMatch(stopped('shared-data'));
+    } finally {
+      await gd.startVolume(POOL);
+    }
+    await nodeA.docker(['volume', 'create', '-d', 'stowage', 'while-stopped']);
+    expect((await run(nodeA, [...mountFlag('shared-data'), nodeA.image, 'ls', '-A', '/data'])).stdout).toBe('');
+    expect((await nodeA.docker(['volume', 'rm', 'while-stopped'])).stderr).toBe('');
+  });
 });

@@ -10,6 +10,7 @@ import type { Logger } from '../../src/core/logger.js';
 import { createGlusterfsBackend } from '../../src/backends/glusterfs/index.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
 import type { GlusterVolumeBackend } from '../../src/backends/glusterfs/volume-backend.js';
+import { parseReply, parseVolumeInfo } from '../../src/backends/glusterfs/parsers.js';
 import type { Glusterd } from './glusterd.js';
 
 export type GlusterBackend = GlusterSubdirBackend | GlusterVolumeBackend;
@@ -93,4 +94,27 @@ export async function statfsSizeOf(gd: Glusterd, volume: string, dir: string): P
   } finally {
     await execa('umount', [target], { timeout: 30_000 });
   }
+}
+
+/**
+ * Writes `mib` files of 1 MiB into `dir` with dd (each flushed with fsync, as a database
+ * would), stopping at the first refusal; returns the bytes that landed (a refused file may
+ * keep part of its MiB) and dd's complaint. This is how a container meets a quota.
+ */
+export async function fillUntilRefused(dir: string, mib: number): Promise<{ bytes: number; refusal?: string }> {
+  let refusal: string | undefined;
+  for (let i = 0; i < mib && refusal === undefined; i += 1) {
+    const dd = await execa('dd', ['if=/dev/zero', `of=${dir}/fill-${i}`, 'bs=1M', 'count=1', 'conv=fsync', 'status=none'],
+      { reject: false, timeout: 60_000 });
+    if (dd.exitCode !== 0) refusal = String(dd.stderr).trim() || `dd exited ${dd.exitCode}`;
+  }
+  let bytes = 0;
+  for (const entry of await readdir(dir)) bytes += (await realFs.stat(`${dir}/${entry}`)).size;
+  return { bytes, refusal };
+}
+
+/** The quota timeouts set on `volume` (`features.soft-timeout`, `features.hard-timeout`), as glusterd stores them. */
+export async function quotaTimeoutsOf(gd: Glusterd, volume: string): Promise<{ soft?: string; hard?: string }> {
+  const [info] = parseVolumeInfo(parseReply(await gd.xml(['volume', 'info', volume])).root);
+  return { soft: info?.options['features.soft-timeout'], hard: info?.options['features.hard-timeout'] };
 }

@@ -2,7 +2,7 @@ import type { CommandRunner } from '../../core/command-runner.js';
 import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import {
-  classifyCliText, parsePoolList, parseQuotaList, parseReply, parseVolumeInfo, parseVolumeStatus,
+  classifyCliText, parsePoolList, parseQuotaList, parseReply, parseVolumeInfo, parseVolumeStatus, quotaTimeoutOf,
   type GlusterPeer, type GlusterReply, type GlusterVolume, type GlusterVolumeStatus, type QuotaUsage,
 } from './parsers.js';
 
@@ -112,20 +112,45 @@ export class GlusterCli {
     return parseQuotaList(reply.root).find((q) => q.path === path);
   }
 
-  /** Sets a hard limit on `path`, enabling quota on the volume first when it is off. */
-  async limitUsage(volume: string, path: string, bytes: number): Promise<void> {
+  /**
+   * Sets a hard limit on `path`, enabling quota on the volume first when it is off, then makes
+   * gluster re-check limits every `recheckSeconds` (see `quotaTimeouts`).
+   */
+  async limitUsage(volume: string, path: string, bytes: number, recheckSeconds: number): Promise<void> {
     const args = ['volume', 'quota', volume, 'limit-usage', path, String(bytes)];
     const first = await this.call(args);
-    if (first.ok) return;
-    if (!/quota is disabled/i.test(first.opErrstr)) {
-      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `setting a ${bytes}-byte quota on ${path} of gluster volume ${volume} failed: ${first.opErrstr}`);
+    if (!first.ok) {
+      if (!/quota is disabled/i.test(first.opErrstr)) {
+        throw new StowageError(ErrorCodes.BACKEND_COMMAND, `setting a ${bytes}-byte quota on ${path} of gluster volume ${volume} failed: ${first.opErrstr}`);
+      }
+      const enabled = await this.call(['volume', 'quota', volume, 'enable']);
+      if (!enabled.ok && !/already enabled/i.test(enabled.opErrstr)) {
+        throw new StowageError(ErrorCodes.BACKEND_COMMAND, `enabling quota on gluster volume ${volume} failed: ${enabled.opErrstr}`);
+      }
+      this.log.info(`enabled directory quotas on gluster volume ${volume}`);
+      await this.expect(args);
     }
-    const enabled = await this.call(['volume', 'quota', volume, 'enable']);
-    if (!enabled.ok && !/already enabled/i.test(enabled.opErrstr)) {
-      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `enabling quota on gluster volume ${volume} failed: ${enabled.opErrstr}`);
+    await this.quotaTimeouts(volume, recheckSeconds);
+  }
+
+  /**
+   * Sets gluster's quota soft and hard timeouts (how long a brick trusts its cached usage
+   * before asking again) to `seconds` where they differ. With gluster's defaults (60 s below
+   * the soft limit, 5 s above it) writes run tens of MiB past a limit; at 0 every write is
+   * checked. Requires quota to be enabled on the volume.
+   */
+  async quotaTimeouts(volume: string, seconds: number, known?: GlusterVolume): Promise<void> {
+    const info = known ?? await this.volumeInfo(volume);
+    for (const kind of ['soft-timeout', 'hard-timeout'] as const) {
+      if (info && quotaTimeoutOf(info, kind) === seconds) continue;
+      const reply = await this.call(['volume', 'quota', volume, kind, String(seconds)]);
+      if (!reply.ok) {
+        throw new StowageError(ErrorCodes.BACKEND_COMMAND,
+          `setting the quota ${kind} of gluster volume ${volume} to ${seconds} s failed: ${reply.opErrstr || `opRet ${reply.opRet}`}`,
+          { cause: reply });
+      }
+      this.log.info(`quota ${kind} of gluster volume ${volume} set to ${seconds} s`);
     }
-    this.log.info(`enabled directory quotas on gluster volume ${volume}`);
-    await this.expect(args);
   }
 
   /** Drops the limit on `path`; a path without a limit is fine. */

@@ -53,13 +53,21 @@ export interface GlusterfsOptions {
   timeoutMs: number;
   /** Enforce `size` with gluster directory quotas (enabled on the volume when first needed). (`glusterfs.quota`) @default true */
   quota: boolean;
+  /**
+   * Seconds gluster may go between re-checking a quota, set as both its soft and hard timeout
+   * on every gluster volume where stowage sets or finds quotas. 0 re-checks on every write,
+   * which keeps the overshoot to about a MiB; gluster's own defaults (60 s and 5 s) let writes
+   * run tens of MiB past a limit. (`glusterfs.quotatimeout`, seconds from 0 to 60)
+   * @default 0
+   */
+  quotaTimeoutS: number;
 }
 
 const POOL_KEYS = ['glusterfs.pool', 'glusterfs.volume', 'glusterfs.defaultvolumepool'];
 const KEYS = [
   'glusterfs.servers', 'glusterfs.mode', ...POOL_KEYS, 'glusterfs.bricks', 'glusterfs.replica', 'glusterfs.disperse',
   'glusterfs.brickforce', 'glusterfs.volumeprefix', 'glusterfs.mountoptions', 'glusterfs.glusterdsocket',
-  'glusterfs.timeout', 'glusterfs.quota',
+  'glusterfs.timeout', 'glusterfs.quota', 'glusterfs.quotatimeout',
 ];
 /** Set by stowage itself on every mount; a user value would silently lose our log or fail-over list. */
 const RESERVED_MOUNT_OPTIONS = ['log-file', 'backup-volfile-servers', 'backupvolfile-server', 'volfile-id', 'subdir-mount'];
@@ -156,6 +164,17 @@ export function parseGlusterfsOptions(raw: Record<string, string>): GlusterfsOpt
     throw invalid(`glusterfs.timeout=${JSON.stringify(timeoutRaw)}: expected seconds from 1 to 100`);
   }
 
+  const quotaTimeoutRaw = raw['glusterfs.quotatimeout'] ?? '0';
+  if (!/^\d{1,2}$/.test(quotaTimeoutRaw) || Number(quotaTimeoutRaw) > 60) {
+    // gluster's own bound on features.hard-timeout is 60 s.
+    throw invalid(`glusterfs.quotatimeout=${JSON.stringify(quotaTimeoutRaw)}: expected seconds from 0 (strict: the limit is ` +
+      'checked on every write) to 60');
+  }
+  const quota = parseBool('glusterfs.quota', raw['glusterfs.quota'], true);
+  if (!quota && raw['glusterfs.quotatimeout'] !== undefined) {
+    throw invalid('glusterfs.quotatimeout only applies with quotas on; it conflicts with glusterfs.quota=false');
+  }
+
   if (pool === undefined) {
     throw invalid(mode === 'subdir'
       ? 'glusterfs.pool (or glusterfs.defaultvolumepool) is required: the gluster volume that holds the stowage volumes'
@@ -176,7 +195,8 @@ export function parseGlusterfsOptions(raw: Record<string, string>): GlusterfsOpt
     mountOptions: list(raw['glusterfs.mountoptions']).map(parseMountOption),
     glusterdSocket,
     timeoutMs: Number(timeoutRaw) * 1000,
-    quota: parseBool('glusterfs.quota', raw['glusterfs.quota'], true),
+    quota,
+    quotaTimeoutS: Number(quotaTimeoutRaw),
   };
 }
 

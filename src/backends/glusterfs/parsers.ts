@@ -218,3 +218,13 @@ export function parsePoolList(root: XmlElement): GlusterPeer[] {
     connected: textOf(p, 'connected') === '1',
   }));
 }
+
+/**
+ * A quota timeout as set on the volume (`features.soft-timeout` / `features.hard-timeout`), in
+ * seconds; undefined when it was never set (gluster's default applies) or is written in a
+ * form other than plain seconds, so that the caller sets it again rather than guess.
+ */
+export function quotaTimeoutOf(volume: GlusterVolume, kind: 'soft-timeout' | 'hard-timeout'): number | undefined {
+  const match = /^(\d{1,4})\s*(?:s|sec)?$/i.exec(volume.options[`features.${kind}`] ?? '');
+  return match ? Number(match[1]) : undefined;
+}

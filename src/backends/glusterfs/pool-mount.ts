@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { GlusterCli } from './gluster-cli.js';
 import type { GlusterMounter } from './gluster-mount.js';
+import type { GlusterVolume } from './parsers.js';
 
 /**
  * The one gluster volume every node mounts under its `--root`: in subdir mode it holds the
@@ -22,8 +23,8 @@ export class PoolMount {
     this.mountpoint = join(mountRoot, pool);
   }
 
-  /** Checks with glusterd that the pool exists and is started, then mounts it. */
-  async init(): Promise<void> {
+  /** Checks with glusterd that the pool exists and is started, then mounts it; returns what glusterd said of it. */
+  async init(): Promise<GlusterVolume> {
     const info = await this.cli.volumeInfo(this.pool);
     if (!info) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
@@ -36,6 +37,7 @@ export class PoolMount {
         `the pool volume ${this.pool} is ${info.status.toLowerCase()}, not started; start it: gluster volume start ${this.pool}`);
     }
     await this.ensure();
+    return info;
   }
 
   /** A live mount of the pool, remounted if it died; `volume` names the stowage volume in errors. */
@@ -58,15 +60,15 @@ export class PoolMount {
    * Runs a read of files in the pool. It must never run against the bare mount point: an
    * unmounted pool looks like a store without volumes, and a Get answering "no such volume"
    * makes Docker forget it. So check the mount (cheaply, /proc only) first, and heal once when
-   * the read hits a dead mount.
+   * the read hits a dead mount. `volume` names the stowage volume in errors.
    */
-  async read<T>(fn: () => Promise<T>): Promise<T> {
-    if (!(await this.mounter.isMounted(this.pool, this.mountpoint))) await this.ensure();
+  async read<T>(fn: () => Promise<T>, volume?: string): Promise<T> {
+    if (!(await this.mounter.isMounted(this.pool, this.mountpoint))) await this.ensure(volume);
     try {
       return await fn();
     } catch (err) {
       if ((await this.mounter.health(this.pool, this.mountpoint)).state === 'live') throw err;
-      await this.ensure();
+      await this.ensure(volume);
       return fn();
     }
   }

@@ -41,8 +41,12 @@ export class GlusterSubdirBackend implements Backend {
   async init(): Promise<void> {
     // The gluster CLI and mount write their logs there from the first call on.
     await this.ctx.fs.mkdir(layout(this.ctx.root).logs, { recursive: true });
-    await this.poolMount.init();
+    const info = await this.poolMount.init();
     await this.store.init();
+    // Limits set before (by hand, or by a stowage with other settings) get the configured checking too.
+    if (this.options.quota && info.options['features.quota'] === 'on') {
+      await this.cli.quotaTimeouts(this.pool, this.options.quotaTimeoutS, info);
+    }
   }
 
   async dispose(): Promise<void> {
@@ -59,13 +63,18 @@ export class GlusterSubdirBackend implements Backend {
     return this.poolMount.ensure(volume);
   }
 
+  /** The core's name locks live in the pool: a stopped pool is reported as such, not as a failed lock file. */
+  ready(volume: string): Promise<void> {
+    return this.ensurePool(volume);
+  }
+
   async create(request: CreateRequest): Promise<VolumeRecord> {
     await this.ensurePool(request.name);
     const record = await this.store.create(request);
     const size = request.options.size;
     if (size !== undefined && this.options.quota) {
       try {
-        await this.cli.limitUsage(this.pool, `/${request.name}`, size);
+        await this.cli.limitUsage(this.pool, `/${request.name}`, size, this.options.quotaTimeoutS);
       } catch (err) {
         // A volume without the limit the user asked for is worse than no volume.
         await this.undoCreate(record).catch((undo: unknown) =>
@@ -87,7 +96,7 @@ export class GlusterSubdirBackend implements Backend {
   }
 
   get(name: string): Promise<VolumeRecord | undefined> {
-    return this.poolMount.read(() => this.store.get(name));
+    return this.poolMount.read(() => this.store.get(name), name);
   }
 
   list(): Promise<VolumeRecord[]> {
@@ -137,6 +146,7 @@ export class GlusterSubdirBackend implements Backend {
       'glusterfs.pool': this.pool,
       'glusterfs.servers': this.options.servers.join(','),
       'glusterfs.quota': String(this.options.quota),
+      ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
       mountpoint: this.mountpoint,
       storeId: store.storeId ?? '',
     };

@@ -65,6 +65,11 @@ export class GlusterVolumeBackend implements Backend {
     await Promise.allSettled([...this.purges]);
   }
 
+  /** The core's name locks live in the state pool: a stopped pool is reported as such, not as a failed lock file. */
+  ready(volume: string): Promise<void> {
+    return this.statePool.ensure(volume);
+  }
+
   async settle(): Promise<void> {
     while (this.purges.size > 0) await Promise.allSettled([...this.purges]);
   }
@@ -124,7 +129,7 @@ export class GlusterVolumeBackend implements Backend {
     };
     if (volume) {
       if (!volume.started) await this.cli.expect(['volume', 'start', gluster], name);
-      if (options.size !== undefined && this.options.quota) await this.cli.limitUsage(gluster, '/', options.size);
+      if (options.size !== undefined && this.options.quota) await this.cli.limitUsage(gluster, '/', options.size, this.options.quotaTimeoutS);
       await this.setRecord(gluster, record);
       return record;
     }
@@ -139,7 +144,7 @@ export class GlusterVolumeBackend implements Backend {
     }
     try {
       await this.cli.expect(['volume', 'start', gluster], name);
-      if (options.size !== undefined && this.options.quota) await this.cli.limitUsage(gluster, '/', options.size);
+      if (options.size !== undefined && this.options.quota) await this.cli.limitUsage(gluster, '/', options.size, this.options.quotaTimeoutS);
       if (options.uid !== undefined || options.gid !== undefined || options.mode !== undefined) await this.applyOwnership(gluster, request);
       // Last: a gluster volume only becomes a stowage volume once it is complete.
       await this.setRecord(gluster, record);
@@ -285,6 +290,7 @@ export class GlusterVolumeBackend implements Backend {
       'glusterfs.volumeprefix': this.options.volumePrefix,
       'glusterfs.pool': this.statePool.pool,
       'glusterfs.quota': String(this.options.quota),
+      ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
     };
   }
 }
