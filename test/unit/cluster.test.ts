@@ -134,6 +134,26 @@ describe('ClusterLocks', () => {
     expect(await locks.withLock('vol', async () => 'got it')).toBe('got it');
   });
 
+  it('takes over at once a lock that an earlier run of this node left, but not another node\'s', async () => {
+    const fs = memFs();
+    await fs.mkdir('/locks', { recursive: true });
+    const clock = new SharedClock();
+    // A run of node-a killed mid-create: its lock would otherwise block for the whole ttl.
+    await fs.writeFile('/locks/vol.lock', JSON.stringify({ owner: 'node-a', token: 'ab', expiresAt: clock.now() + 60_000, run: 'dead0' }));
+    const restarted = new ClusterLocks(fs, '/locks', 'node-a', clock, { ttlMs: 60_000, waitMs: 300 });
+    expect(await restarted.withLock('vol', async () => 'got it')).toBe('got it');
+    await fs.writeFile('/locks/vol.lock', JSON.stringify({ owner: 'node-b', token: 'ab', expiresAt: clock.now() + 60_000, run: 'a11fe' }));
+    await expect(restarted.withLock('vol', async () => 'stole it')).rejects.toThrow(/locked by node node-b/);
+    // The same run's own lock is never broken: a second caller waits for the first.
+    await fs.unlink('/locks/vol.lock');
+    let release!: () => void;
+    const held = restarted.withLock('vol', () => new Promise<void>((r) => { release = r; }));
+    await sleep(20);
+    await expect(restarted.withLock('vol', async () => 'twice')).rejects.toThrow(/locked by node node-a/);
+    release();
+    await held;
+  });
+
   it('keeps a live lock through renewals and names its owner to a waiter that gives up', async () => {
     const fs = memFs();
     await fs.mkdir('/locks', { recursive: true });

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { createFileExclusive, writeFileAtomic } from '../atomic-file.js';
+import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../atomic-file.js';
 import type { Clock } from '../clock.js';
-import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
+import { ErrorCodes, StowageError, errnoCode, isStowageError } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -13,6 +13,8 @@ const lockSchema = z.object({
   token: z.string().regex(/^[0-9a-f]{1,64}$/),
   /** Cluster-clock ms after which anyone may break the lock (its holder died). */
   expiresAt: z.number().finite(),
+  /** The holder's daemon run; absent in locks of older versions. */
+  run: z.string().regex(/^[0-9a-f]{1,64}$/).optional(),
 });
 
 type LockFile = z.infer<typeof lockSchema>;
@@ -37,6 +39,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * renews its lock while it works.
  */
 export class ClusterLocks {
+  /** Tells this daemon run's locks from those a crashed earlier run of the same node left. */
+  private readonly run = randomBytes(8).toString('hex');
+
   constructor(
     private readonly fs: FsPort,
     private readonly dir: string,
@@ -69,11 +74,11 @@ export class ClusterLocks {
     let holder: LockFile | undefined;
     for (;;) {
       const token = randomBytes(8).toString('hex');
-      const body: LockFile = { owner: this.nodeId, token, expiresAt: this.clock.now() + this.settings.ttlMs };
+      const body: LockFile = { owner: this.nodeId, token, expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
       if (await createFileExclusive(this.fs, path, JSON.stringify(body), QUICK)) return token;
       const state = await this.inspect(path);
       holder = state.kind === 'valid' ? state.lock : undefined;
-      if (state.kind === 'valid' && state.lock.expiresAt < this.clock.now()) {
+      if (state.kind === 'valid' && (state.lock.expiresAt < this.clock.now() || this.leftByEarlierRun(state.lock))) {
         await this.breakExpired(path, state.lock.token);
         continue;
       }
@@ -90,6 +95,14 @@ export class ClusterLocks {
       }
       await sleep(20 + Math.floor(Math.random() * 60));
     }
+  }
+
+  /**
+   * One daemon runs per node id, so a lock of this node from another run was left by a run that
+   * died (kill -9 mid-create): waiting out its expiry would only stall the restarted daemon.
+   */
+  private leftByEarlierRun(lock: LockFile): boolean {
+    return lock.owner === this.nodeId && lock.run !== undefined && lock.run !== this.run;
   }
 
   /** Moves an expired lock aside, making sure it is the one we judged expired and not a successor. */
@@ -129,9 +142,12 @@ export class ClusterLocks {
     let text: string;
     let mtimeMs: number;
     try {
-      [text, { mtimeMs }] = await Promise.all([this.fs.readFile(path, 'utf8'), this.fs.stat(path)]);
+      const [content, stat] = await Promise.all([readFileNoFollow(this.fs, path), this.fs.lstat(path)]);
+      if (content === undefined) return { kind: 'absent' };
+      [text, mtimeMs] = [content, stat.mtimeMs];
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return { kind: 'absent' };
+      if (isStowageError(err, ErrorCodes.STATE_CORRUPT)) return { kind: 'invalid', mtimeMs: 0, problem: err.message };
       throw err;
     }
     try {
