@@ -119,8 +119,6 @@ export class VolumeManager {
     }));
   }
 
-
-
   /** Never fails for a known volume because of a passing backend fault: Docker forgets volumes whose Get fails. */
   async get(name: string): Promise<VolumeInfo> {
     validateVolumeName(name);
@@ -200,6 +198,7 @@ export class VolumeManager {
   async mount(name: string, mountId: string): Promise<string> {
     validateVolumeName(name);
     const id = validateMountId(mountId);
+    await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);
       if (!record) throw notFound(name);

@@ -150,6 +150,24 @@ export class VfsBackend implements Backend {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
         `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume });
     }
+    const { dev } = await this.ctx.fs.stat(this.options.path);
+    if (dev !== this.dirs.device) await this.followRemount(dev, volume);
+  }
+
+  /**
+   * A shared filesystem mounted again (a gluster client restarted, NFS remounted) has a new
+   * device number: the same store on it is checked afresh, anything else is refused.
+   */
+  private async followRemount(dev: number, volume?: string): Promise<void> {
+    const marker = await readRecord(this.ctx.fs, storeMarkerSchema, this.markerPath, 'store marker');
+    if (marker?.storeId !== this.storeId) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `${this.options.path} now holds ${marker ? `stowage store ${marker.storeId}` : 'no stowage store'}, not store ` +
+        `${this.storeId} that this daemon started on; check what is mounted there, then restart stowage`, { volume });
+    }
+    this.dirs.setDevice(dev);
+    for (const dir of internalDirs(this.layout)) await this.dirs.ensure(dir);
+    this.ctx.log.info(`vfs store ${this.storeId} at ${this.options.path} was mounted again; its directories were checked afresh`);
   }
 
   private dataPath(entry: RegistryEntry): string {
