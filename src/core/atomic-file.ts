@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import type { FsPort } from './fs-port.js';
 import { errnoCode } from './errors.js';
 import { readFileNoFollow } from './safe-path.js';
+import { processExists } from './process-exists.js';
 
 export { readFileNoFollow } from './safe-path.js';
 
@@ -38,14 +39,6 @@ export function isTempName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) || LEGACY_TEMP_NAME.test(name);
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === 'EPERM';
-  }
-}
 
 export interface TempSweep {
   /** Node id whose dead temps go at once. */
@@ -76,7 +69,7 @@ export async function sweepTemps(fs: FsPort, dir: string, sweep: TempSweep): Pro
     const stat = await fs.lstat(path).catch(() => undefined);
     if (!stat?.isFile()) continue;
     const match = TEMP_NAME.exec(name);
-    const deadOwn = match?.[1] === mine && Number(match[2]) !== process.pid && !processAlive(Number(match[2]));
+    const deadOwn = match?.[1] === mine && Number(match[2]) !== process.pid && !processExists(Number(match[2]));
     if (!deadOwn && sweep.nowMs - stat.mtimeMs <= sweep.maxAgeMs) continue;
     await fs.unlink(path).then(() => removed.push(name), () => undefined);
   }

@@ -3,6 +3,7 @@ import * as fsp from 'node:fs/promises';
 import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCodes, StowageError, describeCause, errnoCode } from './errors.js';
+import { processExists } from './process-exists.js';
 
 /** One daemon per state root: two would each rewrite the mount records from their own memory. */
 export interface RootLock {
@@ -172,14 +173,6 @@ export class SocketRootLock implements RootLock {
   }
 }
 
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === 'EPERM';
-  }
-}
 
 /** For in-memory stacks (unit tests on memfs), where no other daemon can share the root. */
 export class NoRootLock implements RootLock {
