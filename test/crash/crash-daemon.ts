@@ -56,20 +56,34 @@ export interface DaemonRun {
 
 const START_TIMEOUT_MS = 15_000;
 
-function childrenOf(pid: number): Promise<number[]> {
-  return readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')
-    .then((text) => text.split(/\s+/).filter((s) => s !== '').map(Number), () => []);
+async function childrenOf(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  const children: number[] = [];
+  for (const task of tasks) {
+    const text = await readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '');
+    children.push(...text.split(/\s+/).filter((s) => s !== '').map(Number));
+  }
+  return children;
 }
 
-/** The process `depth` launchers below `pid` (each launcher forks the next), or -1 while it is not there yet. */
-async function innermost(pid: number, depth: number): Promise<number> {
-  let current = pid;
-  for (let level = 0; level < depth; level += 1) {
-    const next = (await childrenOf(current))[0];
-    if (next === undefined) return -1;
-    current = next;
+/**
+ * The process below `pid` (its launchers fork, then exec) that runs `argv`, or -1 while there is
+ * none yet. Matched by command line, not by position: strace forks short-lived children of its
+ * own while it starts (to probe what ptrace supports), and taking the first child for the daemon
+ * once sent the final SIGKILL to one of those, leaving the real daemon and its strace running and
+ * the test waiting for them to end.
+ */
+async function daemonBelow(pid: number, argv: readonly string[]): Promise<number> {
+  const expected = argv.join('\0');
+  const queue = [pid];
+  for (let current = queue.shift(); current !== undefined; current = queue.shift()) {
+    for (const child of await childrenOf(current)) {
+      const cmdline = await readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.replace(/\0$/, '') === expected) return child;
+      queue.push(child);
+    }
   }
-  return current;
+  return -1;
 }
 
 function straceArgs(point: KillPoint): string[] {
@@ -115,7 +129,7 @@ export async function startCrashDaemon(options: CrashDaemonOptions): Promise<Dae
   for (;;) {
     if (ended) return fail(`stowage daemon exited before serving on ${options.socket}`);
     if (Date.now() > deadline) return fail(`stowage daemon did not serve on ${options.socket} in time`);
-    if (pid < 0 && child.pid !== undefined) pid = await innermost(child.pid, wrapper.filter((arg) => arg === 'strace' || arg === 'unshare').length);
+    if (pid < 0 && child.pid !== undefined) pid = await daemonBelow(child.pid, [process.execPath, ...daemonArgv]);
     if (pid > 0 && await canConnect(options.socket)) {
       const served = await pluginCall(options.socket, 'List', {}).then((reply) => !reply.Err, () => false);
       if (served) break;
