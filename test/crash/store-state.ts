@@ -6,25 +6,37 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
- * Total of the mount counts in `ROOT/mounts.json`, by volume and ID. Reads any count found as a
- * number or as `{count}` under `volumes.<volume>.<id>`, so a richer record format still counts;
- * a file that is not JSON or has no `volumes` map is reported, not treated as zero.
+ * Total of the mount counts in `ROOT/mounts.json`, by volume and ID. Reads format 2 (see
+ * src/core/mount-table.ts: `volumes.<volume>.ids.<id>`, next to the volume's `incarnation`) and
+ * format 1 (`volumes.<volume>.<id>`, no `format` or `format: 1`); a count is found as a number or
+ * as `{count}`. A file that is not JSON, has no `volumes` map, has an unknown format, or a format 2
+ * volume without an `ids` map is reported, not treated as zero.
  */
 export async function persistedMounts(root: string): Promise<{ total: number; ids: string[] }> {
+  const path = join(root, 'mounts.json');
   let text: string;
   try {
-    text = await readFile(join(root, 'mounts.json'), 'utf8');
+    text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { total: 0, ids: [] };
     throw err;
   }
-  const file = JSON.parse(text) as { volumes?: unknown };
+  const file = JSON.parse(text) as { format?: unknown; volumes?: unknown };
   if (typeof file.volumes !== 'object' || file.volumes === null) {
-    throw new Error(`${join(root, 'mounts.json')} has no "volumes" map: ${text.slice(0, 200)}`);
+    throw new Error(`${path} has no "volumes" map: ${text.slice(0, 200)}`);
   }
+  const format = file.format ?? 1;
+  if (format !== 1 && format !== 2) throw new Error(`${path} has unknown format ${JSON.stringify(file.format)}: ${text.slice(0, 200)}`);
   let total = 0;
   const ids: string[] = [];
-  for (const [volume, byId] of Object.entries(file.volumes as Record<string, unknown>)) {
+  for (const [volume, value] of Object.entries(file.volumes as Record<string, unknown>)) {
+    let byId: unknown = value;
+    if (format === 2) {
+      byId = typeof value === 'object' && value !== null ? (value as { ids?: unknown }).ids : undefined;
+      if (typeof byId !== 'object' || byId === null) {
+        throw new Error(`${path} (format 2) has no "ids" map for volume ${volume}: ${text.slice(0, 200)}`);
+      }
+    }
     for (const [id, entry] of Object.entries((byId ?? {}) as Record<string, unknown>)) {
       const count = typeof entry === 'number' ? entry
         : typeof entry === 'object' && entry !== null && typeof (entry as { count?: unknown }).count === 'number'
