@@ -8,10 +8,14 @@
  * filesystem call then happens on that one thread, in program order, and the Nth call is the
  * same step on every run. That worker writes to libuv's eventfd after each finished filesystem
  * call, so `write` when=N kills the daemon right after its Nth filesystem step (or before a data
- * write): one sweep over `write` visits every point between two steps of an operation.
+ * write): one sweep over `write` visits every point between two steps of an operation, most of
+ * them many times over (a read or a stat changes nothing on disk), at one restart each. The
+ * suites name the call that changes the disk next instead (`DURABLE_CALLS`, e.g. `rename` #2):
+ * one point before each visits every state a crash can leave, and `traceDurableCalls` checks
+ * that the list of points still matches what the daemon does.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { CLI_PATH, canConnect, cleanEnv } from '../helpers/daemon-process.js';
 import { pluginCall } from '../helpers/plugin-client.js';
 import { findExecutable, type ComponentCheck } from '../helpers/requirements.js';
@@ -204,4 +208,49 @@ export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, reques
     throw new Error(`the daemon ended with code ${exit.code}, signal ${exit.signal}, not the injected SIGKILL:\n${run.log()}`);
   }
   return { killed, ...result };
+}
+
+/**
+ * The calls that change the disk (or, `writev`, send the reply): a kill point names one of them,
+ * since a kill anywhere between two of them leaves the disk as a kill right before the next.
+ * Creating a file (openat) is left out: the temp files it makes are written before any of these
+ * touch them, and the points before their link or rename leave them behind already.
+ */
+export const DURABLE_CALLS = [
+  'mkdir', 'mkdirat', 'rmdir', 'link', 'linkat', 'symlink', 'symlinkat', 'rename', 'renameat', 'renameat2',
+  'unlink', 'unlinkat', 'chown', 'fchown', 'lchown', 'fchownat', 'chmod', 'fchmod', 'fchmodat',
+  'fsync', 'fdatasync', 'truncate', 'ftruncate', 'writev',
+] as const;
+
+/**
+ * Runs `request` against `run` under strace without injecting anything, and returns the names of
+ * the `DURABLE_CALLS` the daemon made for it, in order (including what it does within a moment
+ * after answering). The daemon keeps running.
+ */
+export async function traceDurableCalls<T>(run: DaemonRun, request: () => Promise<T>): Promise<{ calls: string[]; value?: T; error?: Error }> {
+  const output = `/tmp/stowage-crash-trace-${run.pid}-${Date.now()}`;
+  const tracer = spawn('strace', ['-p', String(run.pid), '-f', '-qq', '-o', output, '-e', `trace=${DURABLE_CALLS.join(',')}`],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  let tracerLog = '';
+  tracer.stderr?.on('data', (chunk: Buffer) => { tracerLog += chunk.toString('utf8'); });
+  const tracerExited = new Promise<void>((resolve) => tracer.once('exit', () => resolve()));
+  const deadline = Date.now() + 10_000;
+  while (!(await tracedBy(run.pid, tracer.pid ?? -1))) {
+    if (tracer.exitCode !== null || Date.now() > deadline) {
+      tracer.kill('SIGKILL');
+      throw new Error(`strace could not attach to the daemon (pid ${run.pid}): ${tracerLog}`);
+    }
+    await sleep(10);
+  }
+  const result = await request().then((value) => ({ value }), (error: unknown) => ({ error: error as Error }));
+  await sleep(AFTER_REPLY_MS);
+  tracer.kill('SIGINT');
+  await Promise.race([tracerExited, sleep(5_000).then(() => tracer.kill('SIGKILL'))]);
+  const text = await readFile(output, 'utf8').catch(() => '');
+  await rm(output, { force: true });
+  const names = new Set<string>(DURABLE_CALLS);
+  const calls = text.split('\n')
+    .map((line) => /^(?:\d+\s+)?([a-z0-9_]+)\(/.exec(line)?.[1])
+    .filter((name): name is string => name !== undefined && names.has(name));
+  return { calls, ...result };
 }

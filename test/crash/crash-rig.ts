@@ -5,7 +5,7 @@
  */
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
+import { makeTempDir, removeTempDir, runCli } from '../helpers/daemon-process.js';
 import { listedNames, pluginCall } from '../helpers/plugin-client.js';
 import {
   describePoint, killHard, sleep, startCrashDaemon, underKillPoint, type DaemonRun, type KillPoint, type Outcome,
@@ -34,6 +34,8 @@ export class CrashRig {
   readonly believedMounted = new Map<string, string>();
   /** Mount IDs a running container holds across the crashes: they must keep pinning their volume. */
   readonly held = new Map<string, string>();
+  /** Leaked mount records that `stowage release VOLUME ID` cleared, as `volume/id`. */
+  readonly released: string[] = [];
   run!: DaemonRun;
   private probes = 0;
   private readonly seen = new Set<string>();
@@ -49,8 +51,17 @@ export class CrashRig {
     return new CrashRig(dir, join(dir, 'store'), join(dir, 'root'), join(dir, 'sock'), options.pidNamespace ?? false);
   }
 
+  /**
+   * No engine: nothing but Docker's own Unmounts (and `stowage release`) drops a mount record.
+   * The heartbeat (a node record rewritten every 5 s by default) is pushed out of the way: it
+   * would add renames at random moments, and the kill points count renames. Requests still
+   * publish the node record whenever they change what it says.
+   */
   get args(): string[] {
-    return ['--root', this.root, '--opt', `vfs.path=${this.store}`, '--docker-host', 'none', '--node-id', 'crash-node'];
+    return [
+      '--root', this.root, '--opt', `vfs.path=${this.store}`, '--docker-host', 'none', '--node-id', 'crash-node',
+      '--heartbeat-interval', '3600', '--stale-after', '7200',
+    ];
   }
 
   async start(): Promise<void> {
@@ -228,8 +239,18 @@ export class CrashRig {
    * Docker unmounts every ID it believes mounted (`replay`: also IDs whose Unmount got no answer
    * before the crash, as Docker may send Unmount again after a plugin restart); then the mount
    * records must come back to zero within the settle time.
+   *
+   * `unanswered`: mount IDs whose Mount got no answer (the daemon died first). Docker never
+   * unmounts those. Killed after saving the record and before replying, such a Mount leaves a
+   * count, and without an engine (`--docker-host none`, as here) nothing can tell it from a held
+   * mount: dropping it at restart could make a volume in use look free, and a Remove would then
+   * delete data under a running container. The documented way out is `stowage release VOLUME
+   * [ID]`, so for these IDs the invariant is that the release clears them and nothing else: other
+   * records, the volume and its data stay. Any other count left is a leak.
    */
-  async checkMountsReturnToZero(point: string, replay: ReadonlyMap<string, string> = new Map()): Promise<void> {
+  async checkMountsReturnToZero(
+    point: string, replay: ReadonlyMap<string, string> = new Map(), unanswered: ReadonlyMap<string, string> = new Map(),
+  ): Promise<void> {
     for (const [id, volume] of [...this.believedMounted, ...replay]) {
       await this.expectOk(point, 'unmount succeeds', 'Unmount', { Name: volume, ID: id });
       this.believedMounted.delete(id);
@@ -237,10 +258,37 @@ export class CrashRig {
     const leakKey = (id: string) => `mount counts return to zero once Docker unmounted everything|${id}`;
     const deadline = Date.now() + SETTLE_MS;
     let leaked = await this.leakedMounts();
-    while (leaked.some((id) => !this.seen.has(leakKey(id))) && Date.now() < deadline) {
+    while (leaked.some((id) => !this.seen.has(leakKey(id)) && !this.releasable(id, unanswered)) && Date.now() < deadline) {
       await sleep(100);
       leaked = await this.leakedMounts();
     }
+    for (const entry of leaked.filter((id) => this.releasable(id, unanswered))) {
+      const at = entry.lastIndexOf('×');
+      const [volume, id] = [entry.slice(0, entry.indexOf('/')), entry.slice(entry.indexOf('/') + 1, at)];
+      const before = (await persistedMounts(this.root)).ids.filter((e) => e !== entry);
+      const result = await runCli(['release', volume, id, '--socket', this.socket]);
+      const after = (await persistedMounts(this.root)).ids;
+      if (result.exitCode !== 0) {
+        this.violate(point, 'stowage release clears a mount count Docker never got the answer for',
+          `stowage release ${volume} ${id} exited ${result.exitCode}: ${(result.stderr || result.stdout).trim().slice(0, 300)}`);
+        continue;
+      }
+      if (after.includes(entry)) {
+        this.violate(point, 'stowage release clears a mount count Docker never got the answer for',
+          `${entry} is still in ${join(this.root, 'mounts.json')} after stowage release ${volume} ${id}`);
+        continue;
+      }
+      const lost = before.filter((e) => !after.includes(e));
+      if (lost.length > 0) {
+        this.violate(point, 'stowage release drops only what it was asked to',
+          `stowage release ${volume} ${id} also dropped ${JSON.stringify(lost)}`);
+      }
+      if (!(await listedNames(this.socket)).includes(volume)) {
+        this.violate(point, 'stowage release drops only what it was asked to', `${volume} is no longer listed after stowage release ${volume} ${id}`);
+      }
+      this.released.push(`${volume}/${id}`);
+    }
+    leaked = leaked.filter((id) => !this.releasable(id, unanswered));
     for (const id of leaked) {
       this.violate(point, 'mount counts return to zero once Docker unmounted everything', id,
         `${join(this.root, 'mounts.json')} still counts ${id} ${SETTLE_MS} ms after Docker's last Unmount`);
@@ -251,6 +299,12 @@ export class CrashRig {
         this.violate(point, 'a mount Docker still holds survives the crash', `${volume}/${id} is no longer in ${join(this.root, 'mounts.json')}`);
       }
     }
+  }
+
+  /** Whether a counted `volume/id×count` is the record of a Mount that got no answer. */
+  private releasable(entry: string, unanswered: ReadonlyMap<string, string>): boolean {
+    const key = entry.slice(0, entry.lastIndexOf('×'));
+    return [...unanswered].some(([id, volume]) => key === `${volume}/${id}`);
   }
 
   /** Counted mounts other than the held ones, as `volume/id×count`. */

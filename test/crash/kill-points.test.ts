@@ -1,7 +1,19 @@
 /**
- * kill -9 of the daemon at every step of Create, Mount, Unmount and Remove (see crash-daemon.ts
- * for how the points are chosen), a restart on the same state root and store, and the invariants
- * of crash-rig.ts after each restart. Each test lists every invariant that broke at every point.
+ * kill -9 of the daemon between every two durable steps of Create, Mount, Unmount and Remove (see
+ * crash-daemon.ts for how a kill point is armed), a restart on the same state root and store, and
+ * the invariants of crash-rig.ts after each restart. Each test lists every invariant that broke at
+ * every point.
+ *
+ * A kill point names the call that changes the disk next: `rename` #2 kills the daemon on entering
+ * the request's second rename, i.e. right after every step before it and before that rename. One
+ * point before each such call (and `writev` #1, the reply) visits every state a crash can leave
+ * between two durable steps; a kill anywhere else (after a read, a stat, a data write to a temp
+ * file not yet renamed or linked) leaves the same disk as the point before it. Sweeping `write` #N
+ * instead (libuv's eventfd after each finished call) visits the same states dozens of times over,
+ * one daemon restart each (a full `write` sweep of the four operations takes about two minutes
+ * and broke nothing these points do not). Each test first traces one uninterrupted request and
+ * checks that the durable calls listed below are exactly the ones it makes, and every point must
+ * then kill the daemon: when the code takes other steps, the test fails and says what they are.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,23 +21,81 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { assertCliBuilt } from '../helpers/daemon-process.js';
 import { listedNames, type PluginReply } from '../helpers/plugin-client.js';
 import { systemSuite } from '../helpers/requirements.js';
-import { checkCrashTools, describePoint, type KillPoint, type Outcome } from './crash-daemon.js';
+import { DURABLE_CALLS, checkCrashTools, describePoint, traceDurableCalls, type KillPoint, type Outcome } from './crash-daemon.js';
 import { CrashRig, VOLUME_OPTS } from './crash-rig.js';
 
 const skip = systemSuite('strace', checkCrashTools());
 
-/**
- * `write` #N: right after the Nth filesystem step of the request (or before a data write); the
- * sweep stops at the first N the request no longer reaches. `writev` #1: everything done, the
- * reply not yet sent.
- */
-function* killPoints(maxSteps: number): Generator<KillPoint, void, boolean> {
-  for (let n = 1; n <= maxSteps; n += 1) {
-    const reached = yield { syscall: 'write', n };
-    if (!reached) break;
-  }
-  yield { syscall: 'writev', n: 1 };
+/** A kill point and the state the request leaves when killed there. */
+interface Step extends KillPoint {
+  leaves: string;
+  /** Mount: the mount record is saved at this point, so a killed Mount leaves a count. */
+  recordSaved?: boolean;
 }
+
+/** One durable call of the request (see DURABLE_CALLS), in order, and the state right before it. */
+type Call = [syscall: (typeof DURABLE_CALLS)[number], leaves: string, more?: { recordSaved?: boolean }];
+
+/** One kill point right before each durable call: `unlink` #3 is the request's third unlink. */
+function pointsBefore(calls: readonly Call[]): Step[] {
+  const seen = new Map<string, number>();
+  return calls.map(([syscall, leaves, more]) => {
+    const n = (seen.get(syscall) ?? 0) + 1;
+    seen.set(syscall, n);
+    return { syscall, n, leaves, ...more };
+  });
+}
+
+/** The reply: every step done, Docker told nothing. */
+const REPLY: Call = ['writev', 'everything done, no reply sent'];
+
+/** Name lock in <store>/.stowage/cluster/locks: a temp file linked to NAME.lock, then the temp unlinked. */
+const TAKE_LOCK: Call[] = [['link', 'lock temp written, lock not taken'], ['unlink', 'lock taken (temp still there)']];
+
+const CREATE: Call[] = [
+  ...TAKE_LOCK,
+  ['rename', 'intent record temp written'],
+  ['mkdir', 'intent recorded, no data directory'],
+  ['fchown', 'data directory made (mode 0700, root)'],
+  ['fchmod', 'owner set, mode not'],
+  ['fsync', 'mode set, registry temp written'],
+  ['link', 'registry temp durable, not linked'],
+  ['unlink', 'registry entry linked (temp still there)'],
+  ['unlink', 'registered, intent record still there'],
+  ['unlink', 'intent removed, lock held'],
+  REPLY,
+];
+
+const MOUNT: Call[] = [
+  ...TAKE_LOCK,
+  ['fsync', 'mount record and node record temps written'],
+  ['rename', 'mount record temp durable, node record not published'],
+  ['rename', 'node record published, mount record not saved'],
+  ['fsync', 'mount record saved (state root not fsynced)', { recordSaved: true }],
+  ['unlink', 'mount record saved, lock held', { recordSaved: true }],
+  ['writev', REPLY[1], { recordSaved: true }],
+];
+
+const UNMOUNT: Call[] = [
+  ['fsync', 'mount record temp written'],
+  ['rename', 'mount record temp durable, not saved'],
+  ['fsync', 'mount record saved (state root not fsynced)'],
+  REPLY,
+  ['rename', 'answered; node record not yet published'],
+];
+
+const REMOVE: Call[] = [
+  ...TAKE_LOCK,
+  ['rename', 'intent record temp written'],
+  ['rename', 'intent recorded, data in place'],
+  ['unlink', 'data moved to .stowage/deleting, still registered'],
+  ['rename', 'registry entry unlinked, epoch not bumped'],
+  ['unlink', 'epoch bumped, intent record still there'],
+  ['unlink', 'intent removed, data not purged'],
+  ['rmdir', 'purge half done (the marker file gone, its directory left)'],
+  ['unlink', 'purged, lock held'],
+  REPLY,
+];
 
 type Reply = PluginReply & { httpStatus: number };
 
@@ -33,46 +103,51 @@ type Reply = PluginReply & { httpStatus: number };
 const succeeded = (outcome: Outcome<Reply>) => outcome.value !== undefined && !outcome.value.Err;
 
 /**
- * Runs `step` at each kill point: `prepare` sets up what the request needs (on a healthy
- * daemon), the request runs under the kill point, `verify` checks the restarted daemon.
+ * Runs `step` once under a plain strace, to check that `calls` are all the durable calls the
+ * request makes, then at each kill point: `prepare` sets up what the request needs (on a
+ * healthy daemon), the request runs under the kill point, `verify` checks the restarted daemon.
+ * Run 0 is the traced one, without a crash.
  */
 async function sweep(
   rig: CrashRig,
-  maxSteps: number,
+  calls: readonly Call[],
   step: {
     prepare(n: number): Promise<string>;
     request(name: string, n: number): Promise<Reply>;
     verify(point: string, name: string, outcome: Outcome<Reply>, n: number): Promise<void>;
   },
 ): Promise<void> {
-  const points = killPoints(maxSteps);
-  let next = points.next();
+  const traced = await step.prepare(0);
+  const trace = await traceDurableCalls(rig.run, () => step.request(traced, 0));
+  const expected = calls.map(([syscall]) => syscall);
+  if (trace.calls.join(',') !== expected.join(',')) {
+    rig.violate('trace', 'the kill points cover every durable step',
+      `the request made ${JSON.stringify(trace.calls)}, the kill points expect ${JSON.stringify(expected)}: update the list`);
+  }
+  await step.verify('traced, no crash', traced, { killed: false, ...trace }, 0);
   let n = 0;
-  while (!next.done) {
-    const point = next.value;
+  for (const point of pointsBefore(calls)) {
     n += 1;
     const name = await step.prepare(n);
     const outcome = await rig.crashAt(point, () => step.request(name, n));
     if (!outcome) return; // the daemon did not come back; recorded as a violation
-    const label = describePoint(point);
-    if (!outcome.killed && !succeeded(outcome)) {
-      rig.violate(label, 'the operation succeeds when not interrupted', JSON.stringify(outcome.value ?? outcome.error?.message));
+    const label = `${describePoint(point)} (${point.leaves})`;
+    if (!outcome.killed) {
+      rig.violate(label, 'every kill point is reached', `the request never made call ${describePoint(point)}: the steps changed, update the list`);
+      if (!succeeded(outcome)) rig.violate(label, 'the operation succeeds when not interrupted', JSON.stringify(outcome.value ?? outcome.error?.message));
     }
     await rig.checkStore(label);
     await step.verify(label, name, outcome, n);
-    next = points.next(outcome.killed);
   }
 }
 
-/** How many kill points really killed the daemon: proves the injection works. */
-const killedAt = (rig: CrashRig) => rig.visited.filter((point) => !point.endsWith('(not reached)')).length;
-
 function summarize(operation: string, rig: CrashRig): void {
   process.stderr.write(`\n[crash ${operation}] kill points: ${rig.visited.join(', ')}\n` +
+    (rig.released.length === 0 ? '' : `  released by stowage release: ${rig.released.join(', ')}\n`) +
     (rig.violations.length === 0 ? '  no invariant broke\n' : rig.report().map((line) => `  ${line}\n`).join('')));
 }
 
-describe.skipIf(skip)('kill -9 at every step of an operation, then restart', { timeout: 150_000 }, () => {
+describe.skipIf(skip)('kill -9 between every two durable steps of an operation, then restart', { timeout: 60_000 }, () => {
   let rig: CrashRig | undefined;
 
   beforeAll(() => assertCliBuilt());
@@ -89,7 +164,7 @@ describe.skipIf(skip)('kill -9 at every step of an operation, then restart', { t
 
   it('Create: a crashed create leaves nothing that breaks the next create of the name', async () => {
     const r = await freshRig('create');
-    await sweep(r, 40, {
+    await sweep(r, CREATE, {
       prepare: async (n) => `c${n}`,
       request: (name) => r.call('Create', { Name: name, Opts: VOLUME_OPTS }),
       verify: async (point, name, outcome) => {
@@ -101,16 +176,16 @@ describe.skipIf(skip)('kill -9 at every step of an operation, then restart', { t
       },
     });
     summarize('create', r);
-    expect(killedAt(r)).toBeGreaterThan(5);
     expect(r.report()).toEqual([]);
   });
 
-  it('Mount: a mount Docker saw fail leaves no count behind; a mount Docker holds stays counted', async () => {
+  it('Mount: a mount Docker saw fail leaves no count, or one `stowage release` clears; a mount Docker holds stays counted', async () => {
     const r = await freshRig('mount');
     await r.setup('Create', { Name: 'vm', Opts: VOLUME_OPTS });
+    await writeFile(join(r.store, 'vm', 'marker'), 'data of vm\n');
     await r.setup('Mount', { Name: 'vm', ID: 'held' });
     r.held.set('held', 'vm');
-    await sweep(r, 40, {
+    await sweep(r, MOUNT, {
       prepare: async () => 'vm',
       request: (name, n) => r.call('Mount', { Name: name, ID: `mnt${n}` }),
       verify: async (point, name, outcome, n) => {
@@ -122,8 +197,12 @@ describe.skipIf(skip)('kill -9 at every step of an operation, then restart', { t
           await r.setup('Create', { Name: name, Opts: VOLUME_OPTS });
           await r.setup('Mount', { Name: name, ID: 'held' });
         }
-        await r.checkRecreate(point, name);
-        await r.checkMountsReturnToZero(point);
+        await r.checkRecreate(point, name, { file: 'marker', mustBe: 'present' });
+        // No engine here (see checkMountsReturnToZero): a Mount killed after its record was saved
+        // leaves a count that only `stowage release vm mntN` may drop. With an engine the
+        // reconciliation drops it (engine-mounts.test.ts).
+        const unanswered = new Map(!succeeded(outcome) && pointsBefore(MOUNT)[n - 1]?.recordSaved ? [[`mnt${n}`, name] as const] : []);
+        await r.checkMountsReturnToZero(point, new Map(), unanswered);
       },
     });
     // The held container stops: now the count must go to zero too.
@@ -131,14 +210,15 @@ describe.skipIf(skip)('kill -9 at every step of an operation, then restart', { t
     r.held.clear();
     await r.checkMountsReturnToZero('end');
     summarize('mount', r);
-    expect(killedAt(r)).toBeGreaterThan(5);
+    // Every point from "mount record saved" on left a count, and the release cleared it.
+    expect(r.released).toEqual(pointsBefore(MOUNT).flatMap((step, i) => (step.recordSaved ? [`vm/mnt${i + 1}`] : [])));
     expect(r.report()).toEqual([]);
   });
 
   it('Unmount: once Docker has sent Unmount for every ID, no count is left', async () => {
     const r = await freshRig('unmount');
     await r.setup('Create', { Name: 'vu', Opts: VOLUME_OPTS });
-    await sweep(r, 40, {
+    await sweep(r, UNMOUNT, {
       prepare: async (n) => {
         await r.setup('Mount', { Name: 'vu', ID: `um${n}` });
         r.believedMounted.set(`um${n}`, 'vu');
@@ -155,13 +235,12 @@ describe.skipIf(skip)('kill -9 at every step of an operation, then restart', { t
       },
     });
     summarize('unmount', r);
-    expect(killedAt(r)).toBeGreaterThan(5);
     expect(r.report()).toEqual([]);
   });
 
   it("Remove: a removed volume's data never comes back, a volume not removed keeps it", async () => {
     const r = await freshRig('remove');
-    await sweep(r, 60, {
+    await sweep(r, REMOVE, {
       prepare: async (n) => {
         const name = `r${n}`;
         await r.setup('Create', { Name: name, Opts: VOLUME_OPTS });
@@ -179,7 +258,6 @@ describe.skipIf(skip)('kill -9 at every step of an operation, then restart', { t
       },
     });
     summarize('remove', r);
-    expect(killedAt(r)).toBeGreaterThan(5);
     expect(r.report()).toEqual([]);
   });
 });

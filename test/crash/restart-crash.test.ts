@@ -31,8 +31,10 @@ describe.skipIf(skip)('kill -9 while the daemon starts on a store left by crashe
   it('always starts again, and the store ends up consistent', async () => {
     const r = rig = await CrashRig.create('restart');
     await r.start();
-    // A create killed after registering (see kill-points.test.ts), left to the first start.
-    await r.crashAt({ syscall: 'write', n: 9 }, () => r.call('Create', { Name: 'half-created', Opts: VOLUME_OPTS }));
+    // A create killed after registering, its intent record still there (see kill-points.test.ts),
+    // left to the first start.
+    const creation = await r.crashAt({ syscall: 'unlink', n: 3 }, () => r.call('Create', { Name: 'half-created', Opts: VOLUME_OPTS }));
+    if (!creation?.killed) r.violate('create of half-created', 'every kill point is reached', 'the Create never made its unlink #3: the steps changed');
     const removed: string[] = [];
     let alive = true;
     let n = 0;
@@ -45,7 +47,10 @@ describe.skipIf(skip)('kill -9 while the daemon starts on a store left by crashe
         await mkdir(join(r.store, name, 'sub'));
         for (let i = 0; i < 5; i += 1) await writeFile(join(r.store, name, 'sub', `file${i}`), `data ${i}\n`);
         await writeFile(join(r.store, name, 'marker'), 'old data\n');
-        await r.crashAt({ syscall: 'write', n: 4 }, () => r.call('Remove', { Name: name }), { restart: false });
+        // unlink #2 of a Remove: its intent recorded, the data moved into .stowage/deleting, the
+        // registry entry not yet unlinked (see kill-points.test.ts).
+        const removal = await r.crashAt({ syscall: 'unlink', n: 2 }, () => r.call('Remove', { Name: name }), { restart: false });
+        if (!removal?.killed) r.violate(`remove of ${name}`, 'every kill point is reached', 'the Remove never made its unlink #2: the steps changed');
         removed.push(name);
         const { killed, restarted } = await r.crashDuringStart({ syscall, n: k });
         alive = restarted;
