@@ -7,6 +7,7 @@ import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import type { RegistryEntry } from './registry.js';
 import { decideSharing, mountOf, parseMountinfo, type MountinfoEntry, type SharingDecision } from './store-sharing.js';
 
 export const META_DIR = '.stowage';
@@ -139,4 +140,30 @@ export async function settleSharing(
   if (decision.evidence.length > 0) log.info(`vfs store ${path} is shared (scope global): ${decision.evidence.join('; ')}`);
   else log.info(`vfs store ${path} shows no other node (scope ${decision.scope}); cluster protection stays on`);
   return decision;
+}
+
+/** Where an entry's data lives. Entries come from shared storage: only a single plain name is followed. */
+export function dataPathOf(storePath: string, entry: RegistryEntry): string {
+  // The registry schema already allows only a single plain component; checked again because
+  // an entry from shared storage must never name a path outside the store.
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(entry.dataDir) || entry.dataDir.includes('..')) {
+    throw new StowageError(ErrorCodes.STATE_CORRUPT,
+      `registry entry of volume ${entry.record.name} points at ${JSON.stringify(entry.dataDir)}, outside the store`,
+      { volume: entry.record.name });
+  }
+  return join(storePath, entry.dataDir);
+}
+
+/** What sits where a volume's data goes: nothing, an empty directory, or data; anything else is a conflict. */
+export async function dataStateAt(fs: FsPort, dir: string, name: string, dev: number): Promise<'absent' | 'empty' | 'data'> {
+  const stat = await fs.lstat(dir).catch((err: unknown) => {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (!stat) return 'absent';
+  if (stat.isSymbolicLink() || !stat.isDirectory() || stat.dev !== dev) {
+    throw new StowageError(ErrorCodes.DATA_CONFLICT,
+      `${dir} exists and is not a plain directory of the store (a file, symlink or mount); move it away first`, { volume: name });
+  }
+  return (await fs.readdir(dir)).length > 0 ? 'data' : 'empty';
 }

@@ -8,9 +8,9 @@ import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
 import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
-import { VolumeRegistry, type RegistryEntry } from './registry.js';
+import { VolumeRegistry } from './registry.js';
 import {
-  internalDirs, nodeStateSchema, purgeable, readRecord, settleSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
+  dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, settleSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import type { VfsOptions } from './vfs-options.js';
@@ -170,31 +170,6 @@ export class VfsBackend implements Backend {
     this.ctx.log.info(`vfs store ${this.storeId} at ${this.options.path} was mounted again; its directories were checked afresh`);
   }
 
-  private dataPath(entry: RegistryEntry): string {
-    // The registry schema already allows only a single plain component; checked again because
-    // an entry from shared storage must never name a path outside the store.
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(entry.dataDir) || entry.dataDir.includes('..')) {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `registry entry of volume ${entry.record.name} points at ${JSON.stringify(entry.dataDir)}, outside the store`,
-        { volume: entry.record.name });
-    }
-    return join(this.options.path, entry.dataDir);
-  }
-
-  /** What sits where a volume's data goes: nothing, an empty directory, or data. */
-  private async dataState(dir: string, name: string): Promise<'absent' | 'empty' | 'data'> {
-    const stat = await this.ctx.fs.lstat(dir).catch((err: unknown) => {
-      if (errnoCode(err) === 'ENOENT') return undefined;
-      throw err;
-    });
-    if (!stat) return 'absent';
-    if (stat.isSymbolicLink() || !stat.isDirectory() || stat.dev !== this.dirs.device) {
-      throw new StowageError(ErrorCodes.DATA_CONFLICT,
-        `${dir} exists and is not a plain directory of the store (a file, symlink or mount); move it away first`, { volume: name });
-    }
-    return (await this.ctx.fs.readdir(dir)).length > 0 ? 'data' : 'empty';
-  }
-
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { fs } = this.ctx;
     const { name, options } = request;
@@ -203,7 +178,7 @@ export class VfsBackend implements Backend {
     // Before looking at the data: a registered volume's own data is no conflict.
     if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
-    const found = await this.dataState(dataDir, name);
+    const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
     if (found === 'data' && !options.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `${dataDir} already holds data that belongs to no volume; to make it volume ${name}'s data create with ` +
@@ -254,7 +229,7 @@ export class VfsBackend implements Backend {
   private async rollBackCreate(name: string, madeDir: boolean): Promise<void> {
     if (!madeDir || await this.registry.get(name)) return;
     const dataDir = join(this.options.path, name);
-    const state = await this.dataState(dataDir, name).catch(() => 'data' as const);
+    const state = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device).catch(() => 'data' as const);
     if (state === 'empty') await this.ctx.fs.rmdir(dataDir).catch(() => undefined);
   }
 
@@ -282,7 +257,7 @@ export class VfsBackend implements Backend {
     const target = join(this.layout.meta, intent.target);
     const moved = await this.ctx.fs.lstat(target).then(() => true, () => false);
     if (entry && entry.record.createdAt === intent.createdAt && entry.record.createdBy === intent.createdBy) {
-      const dataLeft = await this.ctx.fs.lstat(this.dataPath(entry)).then(() => true, () => false);
+      const dataLeft = await this.ctx.fs.lstat(dataPathOf(this.options.path, entry)).then(() => true, () => false);
       if (moved || !dataLeft) {
         this.ctx.log.warn(`finishing the interrupted remove of volume ${name}`);
         await this.registry.delete(name);
@@ -319,7 +294,7 @@ export class VfsBackend implements Backend {
     const entry = await this.registry.get(name);
     if (!entry) return {};
     await this.assertStorePresent(name);
-    const source = this.dataPath(entry);
+    const source = dataPathOf(this.options.path, entry);
     const stat = await fs.lstat(source).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw err;
@@ -380,7 +355,7 @@ export class VfsBackend implements Backend {
     await this.assertStorePresent(name);
     const entry = await this.registry.get(name);
     if (!entry) throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
-    const path = this.dataPath(entry);
+    const path = dataPathOf(this.options.path, entry);
     const stat = await this.ctx.fs.lstat(path).catch(() => undefined);
     if (!stat || (!stat.isDirectory() && !stat.isSymbolicLink())) {
       throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING,
@@ -398,7 +373,7 @@ export class VfsBackend implements Backend {
   async volumeStatus(name: string): Promise<Record<string, string>> {
     // Called right after get() for the same name, so the cache is fresh enough.
     const entry = this.registry.peek(name) ?? await this.registry.get(name);
-    return entry ? { path: this.dataPath(entry), ...(entry.record.adopted ? { adopted: 'true' } : {}) } : {};
+    return entry ? { path: dataPathOf(this.options.path, entry), ...(entry.record.adopted ? { adopted: 'true' } : {}) } : {};
   }
 
   async describe(): Promise<Record<string, string>> {
