@@ -182,12 +182,9 @@ export interface Outcome<T> {
 /** Time a finished request leaves for a kill point in work the daemon does after answering. */
 const AFTER_REPLY_MS = 400;
 
-/**
- * Runs `request` against `run` with a kill point armed. If the point is never reached, strace is
- * detached and the daemon keeps running.
- */
-export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, request: () => Promise<T>): Promise<Outcome<T>> {
-  const tracer = spawn('strace', ['-p', String(run.pid), ...straceArgs(point)], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Starts strace on the running daemon with `args` and waits until it traces every thread. */
+async function attachStrace(run: DaemonRun, args: readonly string[]): Promise<{ tracer: ChildProcess; tracerExited: Promise<void> }> {
+  const tracer = spawn('strace', ['-p', String(run.pid), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let tracerLog = '';
   tracer.stderr?.on('data', (chunk: Buffer) => { tracerLog += chunk.toString('utf8'); });
   const tracerExited = new Promise<void>((resolve) => tracer.once('exit', () => resolve()));
@@ -199,6 +196,15 @@ export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, reques
     }
     await sleep(10);
   }
+  return { tracer, tracerExited };
+}
+
+/**
+ * Runs `request` against `run` with a kill point armed. If the point is never reached, strace is
+ * detached and the daemon keeps running.
+ */
+export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, request: () => Promise<T>): Promise<Outcome<T>> {
+  const { tracer, tracerExited } = await attachStrace(run, straceArgs(point));
   const result = await request().then((value) => ({ value }), (error: unknown) => ({ error: error as Error }));
   const killed = await Promise.race([run.exited.then(() => true), sleep(AFTER_REPLY_MS).then(() => false)]);
   if (!killed) tracer.kill('SIGINT'); // detaches and leaves the daemon running
@@ -229,19 +235,7 @@ export const DURABLE_CALLS = [
  */
 export async function traceDurableCalls<T>(run: DaemonRun, request: () => Promise<T>): Promise<{ calls: string[]; value?: T; error?: Error }> {
   const output = `/tmp/stowage-crash-trace-${run.pid}-${Date.now()}`;
-  const tracer = spawn('strace', ['-p', String(run.pid), '-f', '-qq', '-o', output, '-e', `trace=${DURABLE_CALLS.join(',')}`],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
-  let tracerLog = '';
-  tracer.stderr?.on('data', (chunk: Buffer) => { tracerLog += chunk.toString('utf8'); });
-  const tracerExited = new Promise<void>((resolve) => tracer.once('exit', () => resolve()));
-  const deadline = Date.now() + 10_000;
-  while (!(await tracedBy(run.pid, tracer.pid ?? -1))) {
-    if (tracer.exitCode !== null || Date.now() > deadline) {
-      tracer.kill('SIGKILL');
-      throw new Error(`strace could not attach to the daemon (pid ${run.pid}): ${tracerLog}`);
-    }
-    await sleep(10);
-  }
+  const { tracer, tracerExited } = await attachStrace(run, ['-f', '-qq', '-o', output, '-e', `trace=${DURABLE_CALLS.join(',')}`]);
   const result = await request().then((value) => ({ value }), (error: unknown) => ({ error: error as Error }));
   await sleep(AFTER_REPLY_MS);
   tracer.kill('SIGINT');
