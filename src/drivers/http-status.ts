@@ -1,4 +1,5 @@
-import { ErrorCodes, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, isStowageError, type ErrorCode } from '../core/errors.js';
+import { bodyTooLarge } from './http-body.js';
 
 /**
  * The one mapping from error code to HTTP status, for the plugin and the control API alike:
@@ -22,4 +23,34 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
 
 export function httpStatusOf(code: ErrorCode): number {
   return HTTP_STATUS[code] ?? 500;
+}
+
+/** A failure as both protocols send it; each shell only chooses the body's shape. */
+export interface HttpFailure {
+  status: number;
+  code: ErrorCode;
+  message: string;
+}
+
+/** Anything thrown while serving a request: a StowageError keeps its code, the rest is E_INTERNAL. */
+export function failureOf(err: unknown): HttpFailure {
+  if (isStowageError(err)) return { status: httpStatusOf(err.code), code: err.code, message: err.message };
+  const message = `internal error: ${err instanceof Error ? err.message : String(err)}`;
+  return { status: httpStatusOf(ErrorCodes.INTERNAL), code: ErrorCodes.INTERNAL, message };
+}
+
+/**
+ * A path no operation answers. 404 although the code is E_INVALID_REQUEST (400 elsewhere):
+ * the status says "no such endpoint", which an HTTP client can tell from a bad field.
+ */
+export function unknownRoute(method: string, path: string): HttpFailure {
+  return { status: 404, code: ErrorCodes.INVALID_REQUEST, message: `stowage does not implement ${method} ${path}` };
+}
+
+/** express's body parser fails with its own errors (an over-long body, an aborted upload). */
+export function bodyParserFailure(err: unknown): HttpFailure {
+  const type = typeof err === 'object' && err !== null && 'type' in err ? (err as { type: unknown }).type : undefined;
+  if (type === 'entity.too.large') return failureOf(bodyTooLarge());
+  const message = `bad request: ${err instanceof Error ? err.message : String(err)}`;
+  return { status: httpStatusOf(ErrorCodes.INVALID_REQUEST), code: ErrorCodes.INVALID_REQUEST, message };
 }

@@ -5,7 +5,10 @@ import { dirname } from 'node:path';
 import express from 'express';
 import { ErrorCodes, StowageError, errnoCode } from '../core/errors.js';
 import type { VolumeManager } from '../core/volume-manager.js';
-import { CONTROL_PREFIX, controlRoutes } from './control/routes.js';
+import { CONTROL_PREFIX, controlErrorBody } from './control/endpoints.js';
+import { controlRoutes } from './control/routes.js';
+import { MAX_BODY_BYTES } from './http-body.js';
+import { bodyParserFailure, unknownRoute, type HttpFailure } from './http-status.js';
 import { dockerPluginHandlers, servePluginRequest } from './docker-plugin/routes.js';
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
@@ -30,19 +33,16 @@ function controlApp(manager: VolumeManager): express.Express {
   // Docker never revalidates; hashing every answer (List can be large) is pure cost.
   app.set('etag', false);
   // Raw for every content type: Docker sends JSON with no Content-Type header.
-  app.use(express.raw({ type: () => true, limit: '1mb' }));
+  app.use(express.raw({ type: () => true, limit: MAX_BODY_BYTES }));
   app.use(CONTROL_PREFIX, controlRoutes(manager));
   // Each protocol answers failures in its own shape: Docker reads `Err`, the CLI reads `error`.
-  const fail = (req: express.Request, res: express.Response, status: number, code: string, message: string) => {
-    if (req.path.startsWith(CONTROL_PREFIX)) res.status(status).json({ error: { code, message } });
-    else res.status(status).json({ Err: message });
+  const fail = (req: express.Request, res: express.Response, failure: HttpFailure) => {
+    res.status(failure.status).json(req.path.startsWith(CONTROL_PREFIX) ? controlErrorBody(failure) : { Err: failure.message });
   };
-  app.use((req, res) => {
-    fail(req, res, 404, ErrorCodes.INVALID_REQUEST, `stowage does not implement ${req.method} ${req.path}`);
-  });
+  app.use((req, res) => fail(req, res, unknownRoute(req.method, req.path)));
   // Body parser failures (such as an over-long body) reach here.
   app.use((err: Error, req: express.Request, res: express.Response, _next: express.NextFunction) => {
-    fail(req, res, 400, ErrorCodes.INVALID_REQUEST, `bad request: ${err.message}`);
+    fail(req, res, bodyParserFailure(err));
   });
   return app;
 }

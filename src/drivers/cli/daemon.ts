@@ -1,34 +1,28 @@
-import { existsSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { basename } from 'node:path';
-import { dockerSocketPath } from '../../core/engine/docker-engine.js';
-import { VERSION } from '../../version.js';
 import type { Server } from 'node:http';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { basename } from 'node:path';
+import { VERSION } from '../../version.js';
 import { consoleLogger } from '../../core/logger.js';
-import { parseKeyValuePairs } from '../../core/options.js';
-import { isValidNodeId } from '../../core/names.js';
 import { TOKENS } from '../../core/tokens.js';
 import type { RemovePolicy, VolumeManager } from '../../core/volume-manager.js';
+import type { DockerEngine } from '../../core/engine/docker-engine.js';
 import { buildContainer } from '../../container.js';
 import { closeServer, createApp, listenOnSocket } from '../server.js';
 import { keepPluginActivated } from '../plugin-activation.js';
-import type { DockerEngine } from '../../core/engine/docker-engine.js';
 
-export interface DaemonFlags {
-  backend?: string;
-  drivers?: string;
-  opt: string[];
-  driverOpts: string[];
+/** The daemon's settings, parsed and checked from its flags (daemon-command.ts). */
+export interface DaemonSettings {
+  backend: string;
+  backendOptions: Record<string, string>;
   root: string;
   socket: string;
-  nodeId?: string;
-  onRemove: string;
-  dockerHost?: string;
-  heartbeatInterval: string;
-  staleAfter: string;
-  mountGrace?: string;
-  reconcileInterval?: string;
+  nodeId: string;
+  onRemove: RemovePolicy;
+  /** The local engine's socket; undefined when there is none to ask. */
+  dockerSocket: string | undefined;
+  heartbeatMs: number;
+  staleAfterMs: number;
+  mountGraceMs: number;
+  reconcileMs: number;
 }
 
 export interface RunningDaemon {
@@ -38,74 +32,38 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-function onRemovePolicy(value: string): RemovePolicy {
-  if (value === 'delete' || value === 'retain') return value;
-  throw new StowageError(ErrorCodes.INVALID_OPTION, `--on-remove ${JSON.stringify(value)}: expected delete or retain`);
-}
-
-function nodeIdOf(value: string | undefined): string {
-  const id = value ?? hostname();
-  if (!isValidNodeId(id)) {
-    throw new StowageError(ErrorCodes.INVALID_OPTION,
-      `--node-id ${JSON.stringify(id)}: use up to 63 letters, digits, "_", "." and "-"`);
-  }
-  return id;
-}
-
-function secondsFlag(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0 || n > 86_400) {
-    throw new StowageError(ErrorCodes.INVALID_OPTION, `${flag} ${JSON.stringify(value)}: expected a number of seconds`);
-  }
-  return Math.round(n * 1000);
-}
-
-/** The local engine socket, or undefined when there is none to ask. */
-function dockerSocketOf(flag: string | undefined): string | undefined {
-  if (flag === 'none') return undefined;
-  if (flag === undefined) return existsSync('/var/run/docker.sock') ? '/var/run/docker.sock' : undefined;
-  try {
-    return dockerSocketPath(flag);
-  } catch (err) {
-    throw new StowageError(ErrorCodes.INVALID_OPTION, (err as Error).message);
-  }
-}
-
-export async function startDaemon(flags: DaemonFlags): Promise<RunningDaemon> {
-  if (flags.backend && flags.drivers && flags.backend !== flags.drivers) {
-    throw new StowageError(ErrorCodes.INVALID_OPTION, '--backend and --drivers name different backends; give one');
-  }
+export async function startDaemon(settings: DaemonSettings): Promise<RunningDaemon> {
   const log = consoleLogger();
   const container = buildContainer({
-    backend: flags.backend ?? flags.drivers ?? 'vfs',
-    backendOptions: parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
-    root: flags.root,
-    nodeId: nodeIdOf(flags.nodeId),
-    onRemove: onRemovePolicy(flags.onRemove),
-    mountGraceMs: secondsFlag('--mount-grace', flags.mountGrace ?? '60'),
-    reconcileMs: secondsFlag('--reconcile-interval', flags.reconcileInterval ?? '60'),
+    backend: settings.backend,
+    backendOptions: settings.backendOptions,
+    root: settings.root,
+    nodeId: settings.nodeId,
+    onRemove: settings.onRemove,
+    mountGraceMs: settings.mountGraceMs,
+    reconcileMs: settings.reconcileMs,
     logger: log,
     cluster: {
-      heartbeatMs: secondsFlag('--heartbeat-interval', flags.heartbeatInterval),
-      staleAfterMs: secondsFlag('--stale-after', flags.staleAfter),
-      dockerSocket: dockerSocketOf(flags.dockerHost),
+      heartbeatMs: settings.heartbeatMs,
+      staleAfterMs: settings.staleAfterMs,
+      dockerSocket: settings.dockerSocket,
       // Docker names a legacy plugin after its socket file.
-      driverName: basename(flags.socket).replace(/\.sock$/, ''),
+      driverName: basename(settings.socket).replace(/\.sock$/, ''),
       version: VERSION,
     },
   });
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
-  const server = await listenOnSocket(createApp(manager), flags.socket);
-  log.info(`listening on ${flags.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
+  const server = await listenOnSocket(createApp(manager), settings.socket);
+  log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
   keepPluginActivated(container.get<DockerEngine>(TOKENS.DockerEngine), log);
   let stopping: Promise<void> | undefined;
   return {
     manager,
     server,
-    socket: flags.socket,
+    socket: settings.socket,
     stop: () => {
-      stopping ??= closeServer(server, flags.socket).then(() => manager.dispose());
+      stopping ??= closeServer(server, settings.socket).then(() => manager.dispose());
       return stopping;
     },
   };

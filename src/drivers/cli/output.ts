@@ -12,7 +12,7 @@ function printTable(rows: string[][]): void {
 
 export function printNodes(nodes: NodeView[], invalid: InvalidNodeRecord[], json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify(nodes, null, 2) + '\n');
+    printJson(nodes);
     return;
   }
   const rows = [['NODE', 'LAST HEARTBEAT', 'AGE', 'STATE', 'CLOCK OFFSET', 'VERSION', 'DOCKER']];
@@ -29,7 +29,7 @@ export function printNodes(nodes: NodeView[], invalid: InvalidNodeRecord[], json
 
 export function printMounts(mounts: MountRecordView[], json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify(mounts, null, 2) + '\n');
+    printJson(mounts);
     return;
   }
   printTable([['VOLUME', 'ID', 'COUNT', 'SINCE', 'LAST MOUNTED'], ...mounts.map((m) => [m.volume, m.id, String(m.count), m.since, m.last])]);
@@ -37,7 +37,7 @@ export function printMounts(mounts: MountRecordView[], json: boolean): void {
 
 export function printList(volumes: VolumeInfo[], json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify(volumes, null, 2) + '\n');
+    printJson(volumes);
     return;
   }
   const rows = [['NAME', 'SIZE', 'MOUNTS', 'CREATED', 'CREATED BY']];
@@ -47,17 +47,14 @@ export function printList(volumes: VolumeInfo[], json: boolean): void {
   printTable(rows);
 }
 
-export function printVolume(volume: unknown): void {
-  process.stdout.write(JSON.stringify(volume, null, 2) + '\n');
-}
-
-export function printInfo(info: unknown): void {
-  process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+/** What `inspect` and `info` print, and every `--json`. */
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
 
 export function printSnapshots(snapshots: SnapshotRecord[], json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify(snapshots, null, 2) + '\n');
+    printJson(snapshots);
     return;
   }
   printTable([['NAME', 'VOLUME', 'CREATED'], ...snapshots.map((s) => [s.name, s.volume, s.createdAt])]);

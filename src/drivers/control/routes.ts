@@ -1,64 +1,42 @@
-import { Router, type Request, type Response } from 'express';
-import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
-import { httpStatusOf } from '../http-status.js';
+import { Router } from 'express';
 import type { VolumeManager } from '../../core/volume-manager.js';
-import { jsonBody, requireString } from '../http-body.js';
-
-export const CONTROL_PREFIX = '/stowage/v1';
-
-
-type Handler = (body: Record<string, unknown>) => Promise<object>;
-
-function endpoint(handler: Handler) {
-  return async (req: Request, res: Response) => {
-    try {
-      res.json(await handler(jsonBody(req)));
-    } catch (err) {
-      const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
-      const message = isStowageError(err) ? err.message : `internal error: ${(err as Error).message}`;
-      res.status(httpStatusOf(code)).json({ error: { code, message } });
-    }
-  };
-}
-
-function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
-  const value = body[field];
-  if (value === undefined) return undefined;
-  if (typeof value !== 'boolean') {
-    throw new StowageError(ErrorCodes.INVALID_REQUEST, `the field "${field}" must be true or false`);
-  }
-  return value;
-}
+import { jsonBody } from '../http-body.js';
+import { failureOf } from '../http-status.js';
+import {
+  controlEndpoints as api, controlErrorBody, parseRequest,
+  type ControlEndpoint, type ResponseOf, type ValidRequestOf,
+} from './endpoints.js';
 
 /** JSON API for the stowage CLI, on the same socket as the Docker protocol. */
 export function controlRoutes(manager: VolumeManager): Router {
   const router = Router();
-  router.post('/create', endpoint(async (body) => manager.create(requireString(body, 'name'), body.options ?? {})));
-  router.post('/remove', endpoint(async (body) => manager.remove(requireString(body, 'name'), {
-    keepData: optionalBoolean(body, 'keepData'),
-    force: optionalBoolean(body, 'force'),
-  })));
-  router.post('/list', endpoint(async () => ({ volumes: await manager.list() })));
-  router.post('/inspect', endpoint(async (body) => manager.get(requireString(body, 'name'))));
-  router.post('/info', endpoint(async () => manager.info()));
-  router.post('/snapshots/create', endpoint(async (body) =>
-    manager.createSnapshot(requireString(body, 'volume'), requireString(body, 'name'))));
-  router.post('/snapshots/list', endpoint(async (body) => ({ snapshots: await manager.listSnapshots(requireString(body, 'volume')) })));
-  router.post('/snapshots/delete', endpoint(async (body) => {
-    await manager.deleteSnapshot(requireString(body, 'volume'), requireString(body, 'name'));
+  const serve = <E extends ControlEndpoint>(endpoint: E, handler: (request: ValidRequestOf<E>) => Promise<ResponseOf<E>>) => {
+    router.post(endpoint.path, async (req, res) => {
+      try {
+        res.json(await handler(parseRequest(endpoint, jsonBody(req))));
+      } catch (err) {
+        const failure = failureOf(err);
+        res.status(failure.status).json(controlErrorBody(failure));
+      }
+    });
+  };
+  serve(api.create, (r) => manager.create(r.name, r.options ?? {}));
+  serve(api.remove, (r) => manager.remove(r.name, { keepData: r.keepData, force: r.force }));
+  serve(api.list, async () => ({ volumes: await manager.list() }));
+  serve(api.inspect, (r) => manager.get(r.name));
+  serve(api.info, () => manager.info());
+  serve(api.createSnapshot, (r) => manager.createSnapshot(r.volume, r.name));
+  serve(api.listSnapshots, async (r) => ({ snapshots: await manager.listSnapshots(r.volume) }));
+  serve(api.deleteSnapshot, async (r) => {
+    await manager.deleteSnapshot(r.volume, r.name);
     return {};
-  }));
-  router.post('/nodes', endpoint(async () => ({ nodes: await manager.nodes(), invalid: manager.invalidNodes() })));
-  router.post('/mounts', endpoint(async () => ({ mounts: manager.mountRecords() })));
-  router.post('/mounts/release', endpoint(async (body) => ({
-    released: await manager.release(requireString(body, 'name'), {
-      id: body.id === undefined ? undefined : requireString(body, 'id'),
-      force: optionalBoolean(body, 'force'),
-    }),
-  })));
-  router.post('/nodes/forget', endpoint(async (body) => {
-    await manager.forgetNode(requireString(body, 'node'));
+  });
+  serve(api.nodes, async () => ({ nodes: await manager.nodes(), invalid: manager.invalidNodes() }));
+  serve(api.forgetNode, async (r) => {
+    await manager.forgetNode(r.node);
     return {};
-  }));
+  });
+  serve(api.mounts, async () => ({ mounts: manager.mountRecords() }));
+  serve(api.release, async (r) => ({ released: await manager.release(r.name, { id: r.id, force: r.force }) }));
   return router;
 }

@@ -1,0 +1,106 @@
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { dockerSocketPath } from '../../core/engine/docker-engine.js';
+import { isValidNodeId } from '../../core/names.js';
+import { parseKeyValuePairs } from '../../core/options.js';
+import type { RemovePolicy } from '../../core/volume-manager.js';
+import { startDaemon } from './daemon.js';
+
+const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** Seconds on the command line, milliseconds inside. */
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || n > 86_400) throw new InvalidArgumentError('expected a number of seconds');
+  return Math.round(n * 1000);
+}
+
+const NODE_ID_RULE = 'use up to 63 letters, digits, "_", "." and "-"';
+
+function nodeId(value: string): string {
+  if (!isValidNodeId(value)) throw new InvalidArgumentError(NODE_ID_RULE);
+  return value;
+}
+
+/** `none` turns the engine off (false); anything else must name a unix socket. */
+function dockerHost(value: string): string | false {
+  if (value === 'none') return false;
+  try {
+    return dockerSocketPath(value);
+  } catch {
+    throw new InvalidArgumentError('expected unix:///path/to/docker.sock or none');
+  }
+}
+
+interface DaemonFlags {
+  backend?: string;
+  drivers?: string;
+  opt: string[];
+  driverOpts: string[];
+  root: string;
+  nodeId?: string;
+  onRemove: RemovePolicy;
+  dockerHost?: string | false;
+  heartbeatInterval: number;
+  staleAfter: number;
+  mountGrace: number;
+  reconcileInterval: number;
+}
+
+/** The host name when --node-id is not given; it must pass the same rule. */
+function defaultNodeId(): string {
+  const name = hostname();
+  if (!isValidNodeId(name)) {
+    throw new InvalidArgumentError(`the host name ${JSON.stringify(name)} is not a valid node id (${NODE_ID_RULE}); choose one with --node-id`);
+  }
+  return name;
+}
+
+/** `stowage daemon`: flags (Convoy's names too) parsed by commander, then the daemon until a signal. */
+export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => string, fail: (err: unknown) => never): void {
+  program.command('daemon')
+    .description('run the daemon: Docker volume plugin and control API on one unix socket')
+    .option('--backend <name>', 'storage backend (default: vfs)')
+    .addOption(new Option('--drivers <name>', 'alias of --backend (Convoy)').conflicts('backend'))
+    .option('--opt <key=value>', 'backend option, e.g. vfs.path=/mnt/nfs (repeatable)', collect, [])
+    .option('--driver-opts <key=value>', 'alias of --opt (Convoy)', collect, [])
+    .option('--root <dir>', 'node-local state directory', '/var/lib/stowage')
+    .addOption(new Option('--node-id <name>', 'this node\'s id (default: the host name)').argParser(nodeId))
+    .addOption(new Option('--on-remove <policy>', 'what volume removal does with data').choices(['delete', 'retain']).default('delete'))
+    .addOption(new Option('--docker-host <unix://path>',
+      `local Docker engine, to learn which containers use volumes (default: unix://${DEFAULT_DOCKER_SOCKET} when present; "none" to disable)`)
+      .argParser(dockerHost))
+    .addOption(new Option('--heartbeat-interval <seconds>', 'how often this node publishes itself on shared storage')
+      .argParser(seconds).default(5_000, '5'))
+    .addOption(new Option('--stale-after <seconds>', 'when a silent node counts as stale').argParser(seconds).default(30_000, '30'))
+    .addOption(new Option('--mount-grace <seconds>', 'age after which a mount record no live container accounts for is dropped')
+      .argParser(seconds).default(60_000, '60'))
+    .addOption(new Option('--reconcile-interval <seconds>', 'how often mount records are checked against the Docker engine')
+      .argParser(seconds).default(60_000, '60'))
+    .action(async (flags: DaemonFlags, cmd: Command) => {
+      const daemon = await startDaemon({
+        backend: flags.backend ?? flags.drivers ?? 'vfs',
+        backendOptions: parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
+        root: flags.root,
+        socket: socketOf(cmd),
+        nodeId: flags.nodeId ?? defaultNodeId(),
+        onRemove: flags.onRemove,
+        dockerSocket: flags.dockerHost === undefined
+          ? (existsSync(DEFAULT_DOCKER_SOCKET) ? DEFAULT_DOCKER_SOCKET : undefined)
+          : flags.dockerHost || undefined,
+        heartbeatMs: flags.heartbeatInterval,
+        staleAfterMs: flags.staleAfter,
+        mountGraceMs: flags.mountGrace,
+        reconcileMs: flags.reconcileInterval,
+      });
+      const shutdown = (signal: string) => {
+        process.stderr.write(`stowage: ${signal} received, stopping\n`);
+        daemon.stop().then(() => process.exit(0), fail);
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    });
+}

@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import type { SnapshotRecord } from '../../core/backend.js';
+import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record.js';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
+import type { MountRecordView } from '../../core/mount-table.js';
+import type { CreateResult, RemoveResult, VolumeInfo } from '../../core/volume-manager.js';
+import { needsStringField } from '../http-body.js';
+import type { HttpFailure } from '../http-status.js';
+
+/** The control API's paths start here, on the same socket as Docker's plugin calls. */
+export const CONTROL_PREFIX = '/stowage/v1';
+
+/**
+ * One control operation: where it is served, the schema its request must pass (it arrives on a
+ * socket, so the server trusts nothing the schema did not check), and what it answers.
+ */
+export interface ControlEndpoint<Req extends z.ZodType = z.ZodType, Res = unknown> {
+  readonly path: string;
+  readonly request: Req;
+  /** Never set: it carries the answer's type from the server's handler to the client's call. */
+  readonly response?: Res;
+}
+
+/** What a caller sends: the schema's input (optional fields may be left out). */
+export type RequestOf<E extends ControlEndpoint> = z.input<E['request']>;
+/** What the handler gets once the request passed its schema. */
+export type ValidRequestOf<E extends ControlEndpoint> = z.output<E['request']>;
+export type ResponseOf<E extends ControlEndpoint> = NonNullable<E['response']>;
+
+function endpoint<Res>() {
+  return <Req extends z.ZodType>(path: string, request: Req): ControlEndpoint<Req, Res> => ({ path, request });
+}
+
+const text = (field: string) => z.string({ error: needsStringField(field) }).min(1, { error: needsStringField(field) });
+const flag = (field: string) => z.boolean({ error: `the field "${field}" must be true or false` }).optional();
+const nothing = z.object({});
+type Empty = Record<string, never>;
+
+export const controlEndpoints = {
+  create: endpoint<CreateResult>()('/create', z.object({
+    name: text('name'),
+    // Checked by the core's option parser, the same one Docker's Opts go through, so both
+    // protocols name a bad option in the same words.
+    options: z.custom<Record<string, string>>(() => true).optional(),
+  })),
+  remove: endpoint<RemoveResult>()('/remove', z.object({ name: text('name'), keepData: flag('keepData'), force: flag('force') })),
+  list: endpoint<{ volumes: VolumeInfo[] }>()('/list', nothing),
+  inspect: endpoint<VolumeInfo>()('/inspect', z.object({ name: text('name') })),
+  info: endpoint<Record<string, unknown>>()('/info', nothing),
+  createSnapshot: endpoint<SnapshotRecord>()('/snapshots/create', z.object({ volume: text('volume'), name: text('name') })),
+  listSnapshots: endpoint<{ snapshots: SnapshotRecord[] }>()('/snapshots/list', z.object({ volume: text('volume') })),
+  deleteSnapshot: endpoint<Empty>()('/snapshots/delete', z.object({ volume: text('volume'), name: text('name') })),
+  nodes: endpoint<{ nodes: NodeView[]; invalid: InvalidNodeRecord[] }>()('/nodes', nothing),
+  forgetNode: endpoint<Empty>()('/nodes/forget', z.object({ node: text('node') })),
+  mounts: endpoint<{ mounts: MountRecordView[] }>()('/mounts', nothing),
+  release: endpoint<{ released: MountRecordView[] }>()('/mounts/release', z.object({
+    name: text('name'), id: text('id').optional(), force: flag('force'),
+  })),
+} as const;
+
+/** Checks a request against its endpoint's schema; the first problem becomes the error. */
+export function parseRequest<E extends ControlEndpoint>(endpoint: E, body: unknown): ValidRequestOf<E> {
+  const result = endpoint.request.safeParse(body);
+  if (result.success) return result.data as ValidRequestOf<E>;
+  const message = result.error.issues[0]?.message ?? 'the request does not match the operation';
+  throw new StowageError(ErrorCodes.INVALID_REQUEST, message);
+}
+
+/** How the control API answers a failure (Docker's calls answer `{ Err }` instead). */
+export interface ControlErrorBody {
+  error: { code: string; message: string };
+}
+
+export function controlErrorBody({ code, message }: HttpFailure): ControlErrorBody {
+  return { error: { code, message } };
+}
+
+/** The daemon's error answer as the client reads it: checked, since a foreign server may answer. */
+export const controlErrorAnswer = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
