@@ -227,6 +227,22 @@ describe('stowage daemon flags', () => {
     expect(existsSync(socket)).toBe(false);
   });
 
+  it.each([
+    ['--backend and --drivers together', ['--backend', 'vfs', '--drivers', 'glusterfs'], /--drivers.*cannot be used with.*--backend/],
+    ['a zero --heartbeat-interval', ['--heartbeat-interval', '0'], /--heartbeat-interval.*'0'.*expected a number of seconds/],
+    ['a --mount-grace that is not a number', ['--mount-grace', 'soon'], /--mount-grace.*'soon'.*expected a number of seconds/],
+    ['a --node-id with a slash', ['--node-id', 'a/b'], /--node-id.*'a\/b'.*letters, digits/],
+    ['a --docker-host that is not unix://', ['--docker-host', 'tcp://1.2.3.4:2375'], /--docker-host.*unix:\/\/\/path/],
+  ])('refuses %s before starting anything', async (_label, flags, message) => {
+    const socket = join(dir, 'refused.sock');
+    const root = join(dir, 'refused-root');
+    const result = await runCli(['daemon', '--socket', socket, '--root', root, ...flags]);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(message);
+    expect(existsSync(socket)).toBe(false);
+    expect(existsSync(root)).toBe(false);
+  });
+
   it('refuses --backend nope, naming the available backends', async () => {
     const socket = join(dir, 'nope.sock');
     const result = await runCli(['daemon', '--socket', socket, '--root', join(dir, 'nope-root'), '--backend', 'nope']);

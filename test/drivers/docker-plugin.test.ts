@@ -1,50 +1,15 @@
 /**
- * The Docker volume plugin protocol and the control API, spoken over the real unix socket to the
- * real express app, with a VolumeManager on the vfs backend in a temp directory. Requests carry
- * no Content-Type, as dockerd sends them, unless a test says otherwise.
+ * The Docker volume plugin protocol, spoken over the real unix socket to the real server, with
+ * a VolumeManager on the vfs backend in a temp directory. Requests carry no Content-Type, as
+ * dockerd sends them, unless a test says otherwise. The control API, the shared error table
+ * and the socket itself have their own files (control-api, http-errors, socket).
  */
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
-import type { Server } from 'node:http';
 import { join, sep } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildContainer } from '../../src/container.js';
-import { silentLogger } from '../../src/core/logger.js';
-import { TOKENS } from '../../src/core/tokens.js';
-import type { VolumeManager } from '../../src/core/volume-manager.js';
-import { closeServer, createApp, listenOnSocket } from '../../src/drivers/server.js';
-import { canConnect, makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
-import { controlCall, listedNames, pluginCall, socketRequest } from '../helpers/plugin-client.js';
-
-interface PluginServer {
-  socket: string;
-  vols: string;
-  manager: VolumeManager;
-  close(): Promise<void>;
-}
-
-async function startPluginServer(dir: string, backendOptions: Record<string, string> = {}): Promise<PluginServer> {
-  const vols = join(dir, 'vols');
-  const socket = join(dir, 'plugin.sock');
-  const container = buildContainer({
-    backend: 'vfs',
-    backendOptions: { 'vfs.path': vols, ...backendOptions },
-    root: join(dir, 'root'),
-    nodeId: 'node-a',
-    onRemove: 'delete',
-    logger: silentLogger,
-  });
-  const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
-  await manager.init();
-  const server: Server = await listenOnSocket(createApp(manager), socket);
-  return {
-    socket, vols, manager,
-    close: async () => {
-      await closeServer(server, socket);
-      await manager.dispose();
-    },
-  };
-}
+import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
+import { listedNames, pluginCall, socketRequest } from '../helpers/plugin-client.js';
+import { startPluginServer, type PluginServer } from '../helpers/plugin-server.js';
 
 let counter = 0;
 const freshName = (prefix: string) => `${prefix}-${++counter}`;
@@ -84,12 +49,6 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
     const reply = await call('Plugin.Activate');
     expect(reply.Err).toBeUndefined();
     expect(reply.Implements).toEqual(['VolumeDriver']);
-  });
-
-  it('creates the socket file with mode 0600', async () => {
-    const info = await stat(socket);
-    expect(info.isSocket()).toBe(true);
-    expect(info.mode & 0o777).toBe(0o600);
   });
 
   describe('Create', () => {
@@ -403,23 +362,6 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
       expect(await listedNames(socket)).toContain(name);
     });
 
-    it('answers an invalid name or option with the same status as the control API (400), and creates nothing', async () => {
-      const before = await listedNames(socket);
-      for (const [body, control] of [
-        [{ Name: '../escape', Opts: {} }, { name: '../escape' }],
-        [{ Name: freshName('badopt'), Opts: { colour: 'red' } }, { name: freshName('badopt'), options: { colour: 'red' } }],
-      ] as const) {
-        const plugin = await socketRequest(socket, '/VolumeDriver.Create', body);
-        const viaControl = await controlCall(socket, 'create', control);
-        expect(plugin.status).toBe(400);
-        expect(viaControl.status).toBe(400);
-        expect((plugin.json as { Err: string }).Err).toMatch(/invalid volume name|colour/);
-      }
-      const missing = await socketRequest(socket, '/VolumeDriver.Get', { Name: freshName('missing') });
-      expect(missing.status).toBe(404);
-      expect(await listedNames(socket)).toEqual(before);
-    });
-
     it('answers an unknown path with 404 and a JSON Err', async () => {
       const res = await socketRequest(socket, '/VolumeDriver.Explode', { Name: 'x' });
       expect(res.status).toBe(404);
@@ -431,112 +373,6 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
       const res = await socketRequest(socket, '/VolumeDriver.List', undefined, { method: 'GET' });
       expect(res.status).toBe(404);
       expect((res.json as { Err?: unknown }).Err).toEqual(expect.any(String));
-    });
-  });
-
-  describe('control API (/stowage/v1)', () => {
-    it('creates, lists, inspects and removes a volume', async () => {
-      const name = freshName('ctl');
-      const created = await controlCall(socket, 'create', { name, options: { size: '5M' } });
-      expect(created.status).toBe(200);
-      expect(created.json.created).toBe(true);
-      expect((created.json.volume as { name: string }).name).toBe(name);
-
-      const listed = await controlCall(socket, 'list');
-      expect(listed.status).toBe(200);
-      expect((listed.json.volumes as Array<{ name: string }>).map((v) => v.name)).toContain(name);
-
-      const inspected = await controlCall(socket, 'inspect', { name });
-      expect(inspected.status).toBe(200);
-      expect(inspected.json.name).toBe(name);
-      expect((inspected.json.status as Record<string, string>).size).toBe('5MiB');
-
-      const removed = await controlCall(socket, 'remove', { name });
-      expect(removed.status).toBe(200);
-      expect((await controlCall(socket, 'inspect', { name })).status).toBe(404);
-      expect(await listedNames(socket)).not.toContain(name);
-    });
-
-    it('is idempotent for identical options and answers 409 for different ones', async () => {
-      const name = freshName('idem');
-      expect((await controlCall(socket, 'create', { name, options: { size: '2M', mode: '0700' } })).json.created).toBe(true);
-      const again = await controlCall(socket, 'create', { name, options: { size: '2M', mode: '700' } });
-      expect(again.status).toBe(200);
-      expect(again.json.created).toBe(false);
-      const conflict = await controlCall(socket, 'create', { name, options: { size: '4M' } });
-      expect(conflict.status).toBe(409);
-      const error = conflict.json.error as { code: string; message: string };
-      expect(error.message).toContain(name);
-      expect(error.code).toMatch(/^E_[A-Z_]+$/);
-      // The conflicting create changed nothing.
-      expect(((await controlCall(socket, 'inspect', { name })).json.status as Record<string, string>).size).toBe('2MiB');
-    });
-
-    it('answers 400 for an invalid name and creates nothing', async () => {
-      const before = await listedNames(socket);
-      const res = await controlCall(socket, 'create', { name: '../etc', options: {} });
-      expect(res.status).toBe(400);
-      expect((res.json.error as { message: string }).message).toMatch(/\S/);
-      expect(await listedNames(socket)).toEqual(before);
-    });
-
-    it('answers 400 for an unknown option', async () => {
-      const res = await controlCall(socket, 'create', { name: freshName('ctlopt'), options: { flavour: 'x' } });
-      expect(res.status).toBe(400);
-      expect((res.json.error as { message: string }).message).toContain('flavour');
-    });
-
-    it('answers 404 for inspect and remove of an unknown volume', async () => {
-      const name = freshName('ctlnone');
-      const inspected = await controlCall(socket, 'inspect', { name });
-      expect(inspected.status).toBe(404);
-      expect((inspected.json.error as { message: string }).message).toContain(name);
-      expect((await controlCall(socket, 'remove', { name })).status).toBe(404);
-    });
-
-    it('answers 409 when removing a mounted volume', async () => {
-      const name = freshName('ctlbusy');
-      await controlCall(socket, 'create', { name });
-      expect((await pluginCall(socket, 'Mount', { Name: name, ID: 'ctl-1' })).Err).toBeUndefined();
-      const res = await controlCall(socket, 'remove', { name });
-      expect(res.status).toBe(409);
-      expect((res.json.error as { message: string }).message).toContain('mounted');
-      expect(await listedNames(socket)).toContain(name);
-      await pluginCall(socket, 'Unmount', { Name: name, ID: 'ctl-1' });
-      expect((await controlCall(socket, 'remove', { name })).status).toBe(200);
-    });
-
-    it('requires keepData to be a boolean and keeps the data when it is true', async () => {
-      const name = freshName('keep');
-      await controlCall(socket, 'create', { name });
-      const { Mountpoint } = await pluginCall(socket, 'Mount', { Name: name, ID: 'k1' });
-      await writeFile(join(Mountpoint as string, 'data.txt'), 'kept');
-      await pluginCall(socket, 'Unmount', { Name: name, ID: 'k1' });
-
-      const wrongType = await controlCall(socket, 'remove', { name, keepData: 'yes' });
-      expect(wrongType.status).toBe(400);
-      expect((wrongType.json.error as { message: string }).message).toContain('keepData');
-      expect(await listedNames(socket)).toContain(name);
-
-      const kept = await controlCall(socket, 'remove', { name, keepData: true });
-      expect(kept.status).toBe(200);
-      const retainedAt = kept.json.retainedAt as string;
-      expect(typeof retainedAt).toBe('string');
-      expect(await readdir(retainedAt)).toEqual(['data.txt']);
-      expect(await listedNames(socket)).not.toContain(name);
-    });
-
-    it('reports node, backend and scope in info', async () => {
-      const res = await controlCall(socket, 'info');
-      expect(res.status).toBe(200);
-      expect(res.json.node).toBe('node-a');
-      expect(res.json.backend).toBe('vfs');
-      expect(res.json.scope).toBe('local');
-    });
-
-    it('answers 400 for a body that is not a JSON object', async () => {
-      const res = await socketRequest(socket, '/stowage/v1/create', '[1,2]', { contentType: 'application/json' });
-      expect(res.status).toBe(400);
     });
   });
 });
@@ -559,74 +395,5 @@ describe('Capabilities of a shared vfs store', () => {
   it('answers Scope global when vfs.shared=true', async () => {
     const reply = await pluginCall(srv!.socket, 'Capabilities', {});
     expect(reply.Capabilities).toEqual({ Scope: 'global' });
-  });
-});
-
-describe('listenOnSocket', () => {
-  let dir: string;
-  const cleanups: Array<() => Promise<void>> = [];
-
-  beforeAll(async () => {
-    dir = await makeTempDir('stowage-sock-');
-  });
-
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-    await removeTempDir(dir);
-  });
-
-  async function managerIn(sub: string): Promise<VolumeManager> {
-    const container = buildContainer({
-      backend: 'vfs', backendOptions: {}, root: join(dir, sub), nodeId: 'node-s', onRemove: 'delete', logger: silentLogger,
-    });
-    const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
-    await manager.init();
-    cleanups.push(() => manager.dispose());
-    return manager;
-  }
-
-  it('refuses a second listener on a live socket, and the first keeps answering', async () => {
-    const socket = join(dir, 'live.sock');
-    const manager = await managerIn('live');
-    const first = await listenOnSocket(createApp(manager), socket);
-    cleanups.push(() => closeServer(first, socket));
-    await expect(listenOnSocket(createApp(manager), socket)).rejects.toThrow(/already listening/);
-    const reply = await pluginCall(socket, 'Plugin.Activate');
-    expect(reply.Implements).toEqual(['VolumeDriver']);
-  });
-
-  it('replaces a stale socket file left by a process that died', async () => {
-    const socket = join(dir, 'stale.sock');
-    // A listener that is SIGKILLed leaves its socket file behind, as after a crash.
-    const child = execa('node', ['-e',
-      `require('net').createServer().listen(${JSON.stringify(socket)}, () => console.log('up'))`], { reject: false });
-    await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
-    child.kill('SIGKILL');
-    await child;
-    expect((await stat(socket)).isSocket()).toBe(true);
-    expect(await canConnect(socket)).toBe(false);
-
-    const manager = await managerIn('stale');
-    const server = await listenOnSocket(createApp(manager), socket);
-    cleanups.push(() => closeServer(server, socket));
-    const reply = await pluginCall(socket, 'Plugin.Activate');
-    expect(reply.Implements).toEqual(['VolumeDriver']);
-    expect((await stat(socket)).mode & 0o777).toBe(0o600);
-  });
-
-  it('refuses a path that holds a regular file and leaves the file alone', async () => {
-    const path = join(dir, 'not-a-socket');
-    await writeFile(path, 'important');
-    const manager = await managerIn('file');
-    await expect(listenOnSocket(createApp(manager), path)).rejects.toThrow(/not a socket/);
-    expect((await stat(path)).isFile()).toBe(true);
-  });
-
-  it('removes the socket file on close', async () => {
-    const socket = join(dir, 'closing.sock');
-    const manager = await managerIn('closing');
-    const server = await listenOnSocket(createApp(manager), socket);
-    await closeServer(server, socket);
-    await expect(stat(socket)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
