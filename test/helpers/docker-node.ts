@@ -33,11 +33,22 @@
  * `worker_threads` Worker that may exit before the test ends.
  * Set `STOWAGE_TEST_KEEP_NODES=1` to keep node directories (logs, data) after
  * `stop()` for debugging; processes are stopped either way.
+ *
+ * This file boots and stops engines; beside it, node-namespace.ts holds the
+ * namespace (holder, nsenter, the final sweep), node-mounts.ts cleans host
+ * mounts under a node's directory, node-orphans.ts reaps dead runs' nodes and
+ * child-process-stop.ts stops processes.
  */
 import { execa, type ResultPromise } from 'execa';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { sleep, terminate } from './child-process-stop.js';
+import { unmountUnder } from './node-mounts.js';
+import {
+  HOLDER_TARGETS, holderReady, killNamespace, namespaceOf, nsenterArgs, startHolder, type Holder,
+} from './node-namespace.js';
+import { NODE_DIR_PREFIX, ownerRecord, reapOrphanedNodes } from './node-orphans.js';
 import { isExecutable } from './requirements.js';
 
 export const TEST_IMAGE = 'stowage-test:busybox';
@@ -76,14 +87,6 @@ const LOG_SCRIPT = 'log=$1; shift; exec "$@" >>"$log" 2>&1';
 
 /** execa subprocess of a long-lived program; resolves (never rejects) when it exits. */
 export type NamespaceProcess = ResultPromise<typeof spawnOptions & { env: Record<string, string> }>;
-
-/** What `terminate` needs of an execa subprocess, whatever its options. */
-type Stoppable = Promise<unknown> & {
-  kill(signal?: NodeJS.Signals): boolean;
-  readonly exitCode: number | null;
-  readonly signalCode: NodeJS.Signals | null;
-  readonly pid?: number;
-};
 
 export interface NodeTimings {
   namespaceMs: number;
@@ -129,7 +132,6 @@ export interface StartOptions {
   daemonArgs?: string[];
 }
 
-const DIR_PREFIX = 'stowage-node-';
 const ENGINE_READY_MS = 60_000;
 const DOCKERD_STOP_MS = 25_000; // dockerd gives running containers 15 s on shutdown
 const PROCESS_STOP_MS = 10_000;
@@ -140,17 +142,6 @@ const PROCESS_STOP_MS = 10_000;
  * this engine's older API version.
  */
 const dockerCli = process.env.STOWAGE_TEST_DOCKER_CLI ?? (isExecutable('/usr/bin/docker') ? '/usr/bin/docker' : 'docker');
-
-/** Binds the node's private dirs over dockerd's fixed paths, says so, then just holds the namespace. */
-const HOLDER_SCRIPT = [
-  'set -e',
-  'mount --bind "$1/run" /run/docker',
-  'mount --bind "$1/plugins" /run/docker/plugins',
-  'mount --bind "$1/etc" /etc/docker',
-  'mount --bind "$1/containerd" /run/containerd',
-  'echo ready',
-  'exec sleep infinity',
-].join('\n');
 
 const liveNodes = new Set<DockerNode>();
 
@@ -166,7 +157,7 @@ export async function startDockerNode(opts: StartOptions): Promise<DockerNode> {
   const base = opts.baseDir ?? tmpdir();
   await reapOrphanedNodes(base);
   // Canonical, because it is compared with mount points from /proc/self/mountinfo before deleting.
-  const dir = await realpath(await mkdtemp(join(base, `${DIR_PREFIX}${opts.name}-`)));
+  const dir = await realpath(await mkdtemp(join(base, `${NODE_DIR_PREFIX}${opts.name}-`)));
   // containerd's socket is the longest unix socket path a node uses; Linux caps them at 108 bytes.
   if (join(dir, 'exec/containerd/containerd.sock.ttrpc').length > 100) {
     await rm(dir, { recursive: true, force: true });
@@ -175,8 +166,7 @@ export async function startDockerNode(opts: StartOptions): Promise<DockerNode> {
   for (const sub of ['plugins', 'data', 'exec', 'run/plugins', 'etc/plugins', 'containerd', 'logs', 'cli']) {
     await mkdir(join(dir, sub), { recursive: true });
   }
-  // Bind-mount targets must exist in the host's tree; these are empty dirs docker.io expects anyway.
-  for (const target of ['/run/docker/plugins', '/etc/docker', '/run/containerd']) {
+  for (const target of HOLDER_TARGETS) {
     await mkdir(target, { recursive: true });
   }
   const node = new Node(opts.name, dir);
@@ -196,7 +186,7 @@ class Node implements DockerNode {
   readonly specDir: string;
   readonly image = TEST_IMAGE;
   readonly timings: NodeTimings = { namespaceMs: 0, engineMs: 0, imageMs: 0, totalMs: 0 };
-  private holder?: ResultPromise<{ readonly reject: false }>;
+  private holder?: Holder;
   private dockerd?: NamespaceProcess;
   private readonly children = new Set<NamespaceProcess>();
   private logSeq = 0;
@@ -218,13 +208,9 @@ class Node implements DockerNode {
 
   async boot(daemonArgs: string[]): Promise<void> {
     const t0 = Date.now();
-    await writeFile(join(this.dir, 'owner.json'), JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }));
-    this.holder = execa(
-      'setpriv',
-      ['--pdeathsig', 'KILL', 'unshare', '-m', '--propagation', 'private', 'sh', '-c', HOLDER_SCRIPT, 'holder', this.dir],
-      { reject: false },
-    );
-    await waitForReady(this.holder, 10_000, `holder of docker node ${this.name}`);
+    await writeFile(join(this.dir, 'owner.json'), ownerRecord());
+    this.holder = startHolder(this.dir);
+    await holderReady(this.holder, `holder of docker node ${this.name}`);
     const t1 = Date.now();
     this.dockerd = this.spawnInNamespace(
       [
@@ -290,9 +276,8 @@ class Node implements DockerNode {
     return this.stopping;
   }
 
-  /** nsenter without --fork execs the program, so the execa pid is the program's pid. */
   private nsenterArgs(cwd: string | undefined): string[] {
-    return ['nsenter', '-t', String(this.holderPid), '-m', `--wd=${cwd ?? this.dir}`, '--'];
+    return nsenterArgs(this.holderPid, cwd ?? this.dir);
   }
 
   private async waitForEngine(): Promise<void> {
@@ -337,7 +322,7 @@ class Node implements DockerNode {
       problems.push(`${what}: ${error instanceof Error ? error.message : String(error)}`);
     };
     const holderPid = this.holder?.pid;
-    const namespace = holderPid === undefined ? undefined : await readlink(`/proc/${holderPid}/ns/mnt`).catch(() => undefined);
+    const namespace = holderPid === undefined ? undefined : await namespaceOf(holderPid);
 
     // Containers first, while any plugin spawned in the namespace can still answer Unmount.
     if (this.dockerd !== undefined && this.dockerd.exitCode === null) {
@@ -390,137 +375,4 @@ function checked(
     throw new Error(`${what} on docker node ${node} ${how}: ${result.stderr.trim() || result.stdout.trim()}`);
   }
   return { stdout: result.stdout, stderr: result.stderr, exitCode };
-}
-
-async function waitForReady(holder: ResultPromise<{ readonly reject: false }>, timeoutMs: number, what: string): Promise<void> {
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} not ready after ${timeoutMs} ms: ${output}`)), timeoutMs);
-    holder.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('ready\n')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    void holder.then((result) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited early (${result.exitCode ?? result.signal}): ${result.stderr}`));
-    });
-  });
-}
-
-/** Signal an execa child and wait for it, escalating to SIGKILL after `ms`. */
-async function terminate(child: Stoppable, ms: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill(signal);
-  if (await settlesWithin(child, ms)) return;
-  child.kill('SIGKILL');
-  if (!(await settlesWithin(child, 5_000))) throw new Error(`pid ${child.pid} survived SIGKILL`);
-}
-
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  const settled = promise.then(
-    () => true,
-    () => true,
-  );
-  try {
-    return await Promise.race([settled, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Pids (other than `except`) whose mount namespace is `namespace`, ignoring zombies. */
-async function pidsInNamespace(namespace: string, except: number): Promise<number[]> {
-  const pids = (await readdir('/proc')).filter((entry) => /^\d+$/.test(entry)).map(Number);
-  const found = await Promise.all(
-    pids.map(async (pid) => {
-      if (pid === except || pid === process.pid) return undefined;
-      const ns = await readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
-      return ns === namespace && !(await isZombie(pid)) ? pid : undefined;
-    }),
-  );
-  return found.filter((pid): pid is number => pid !== undefined);
-}
-
-/** Orphans are reparented to pid 1, which on these machines reaps them late: a zombie counts as gone. */
-async function isZombie(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state === '' || state === 'Z' || state === 'X';
-}
-
-async function killNamespace(namespace: string, holderPid: number): Promise<void> {
-  for (const [signal, waitMs] of [['SIGTERM', 5_000], ['SIGKILL', 5_000]] as const) {
-    const pids = await pidsInNamespace(namespace, holderPid);
-    if (pids.length === 0) return;
-    for (const pid of pids) {
-      try {
-        process.kill(pid, signal);
-      } catch {
-        // already gone
-      }
-    }
-    const deadline = Date.now() + waitMs;
-    while (Date.now() < deadline && (await pidsInNamespace(namespace, holderPid)).length > 0) await sleep(100);
-  }
-  const left = await pidsInNamespace(namespace, holderPid);
-  if (left.length > 0) throw new Error(`pids ${left.join(', ')} survived SIGKILL`);
-}
-
-/** Mount points at or under `dir` in this (the host's) namespace, deepest first. */
-async function mountsUnder(dir: string): Promise<string[]> {
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  const points = mountinfo
-    .split('\n')
-    .map((line) => line.split(' ')[4])
-    .filter((point): point is string => point !== undefined)
-    .map((point) => point.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))))
-    .filter((point) => point === dir || point.startsWith(`${dir}/`));
-  return points.sort((a, b) => b.length - a.length);
-}
-
-/**
- * Unmount what a test left mounted under `dir` in the host namespace (mounts
- * inside the node's namespace died with it). Returns what is still mounted:
- * deleting through a mount would destroy someone else's data.
- */
-async function unmountUnder(dir: string): Promise<string[]> {
-  for (const point of await mountsUnder(dir)) {
-    const plain = await execa('umount', [point], { reject: false, timeout: 30_000 });
-    if (plain.exitCode !== 0) await execa('umount', ['-l', point], { reject: false, timeout: 30_000 });
-  }
-  return mountsUnder(dir);
-}
-
-function pidAlive(pid: number): Promise<boolean> {
-  return isZombie(pid).then((zombie) => !zombie);
-}
-
-/**
- * Remove node directories left by test processes that died without `stop()`.
- * A directory is only removed once its owner and its dockerd are gone (the
- * holder died with the owner: SIGKILL by pdeathsig) and nothing is mounted
- * under it in this namespace.
- */
-async function reapOrphanedNodes(base: string): Promise<void> {
-  const entries = await readdir(base).catch(() => [] as string[]);
-  for (const entry of entries.filter((e) => e.startsWith(DIR_PREFIX))) {
-    const dir = join(base, entry);
-    const owner = await readFile(join(dir, 'owner.json'), 'utf8')
-      .then((text) => (JSON.parse(text) as { pid?: unknown }).pid)
-      .catch(() => undefined);
-    if (typeof owner !== 'number' || owner === process.pid || (await pidAlive(owner))) continue;
-    const dockerdPid = Number((await readFile(join(dir, 'docker.pid'), 'utf8').catch(() => '')).trim());
-    if (Number.isInteger(dockerdPid) && dockerdPid > 0 && (await pidAlive(dockerdPid))) continue;
-    if ((await mountsUnder(dir)).length > 0) continue;
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

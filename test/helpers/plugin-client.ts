@@ -4,6 +4,7 @@
  * the plugin must accept.
  */
 import { request, type Agent, type IncomingHttpHeaders } from 'node:http';
+import { CONTROL_PREFIX } from '../../src/drivers/control/endpoints.js';
 
 export interface SocketResponse {
   status: number;
@@ -90,13 +91,16 @@ export async function listedNames(socket: string): Promise<string[]> {
   return volumes.map((v) => v.Name).sort();
 }
 
-/** POST /stowage/v1/<operation> on the control API (with the JSON content type the CLI uses). */
+/**
+ * POST /stowage/v1/<operation> on the control API (with the JSON content type the CLI uses), any
+ * body: tests send what the CLI's typed client would refuse to.
+ */
 export async function controlCall(
   socket: string,
   operation: string,
   body: unknown = {},
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await socketRequest(socket, `/stowage/v1/${operation}`, body, { contentType: 'application/json' });
+  const res = await socketRequest(socket, `${CONTROL_PREFIX}/${operation}`, body, { contentType: 'application/json' });
   if (typeof res.json !== 'object' || res.json === null) {
     throw new Error(`control ${operation} answered HTTP ${res.status} with a non-JSON body: ${res.text.slice(0, 200)}`);
   }
