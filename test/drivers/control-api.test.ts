@@ -5,31 +5,19 @@
  */
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
 import { CONTROL_PREFIX, controlEndpoints } from '../../src/drivers/control/endpoints.js';
-import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { controlCall, listedNames, pluginCall, socketRequest } from '../helpers/plugin-client.js';
-import { startPluginServer, type PluginServer } from '../helpers/plugin-server.js';
+import { pluginServerForSuite } from '../helpers/plugin-server.js';
 
 let counter = 0;
 const freshName = (prefix: string) => `${prefix}-${++counter}`;
 
 describe('control API (/stowage/v1)', () => {
-  let dir: string;
-  let srv: PluginServer;
+  const server = pluginServerForSuite('stowage-control-');
   let socket: string;
-
-  beforeAll(async () => {
-    dir = await makeTempDir('stowage-control-');
-    srv = await startPluginServer(dir);
-    socket = srv.socket;
-  });
-
-  afterAll(async () => {
-    await srv?.close();
-    await removeTempDir(dir);
-  });
+  beforeAll(() => { socket = server().socket; });
 
   it('creates, lists, inspects and removes a volume', async () => {
     const name = freshName('ctl');

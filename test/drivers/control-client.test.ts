@@ -5,40 +5,31 @@
  */
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
+import { afterAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { VolumeInfo } from '../../src/core/volume-manager.js';
 import { ControlError, callDaemon } from '../../src/drivers/cli/client.js';
 import { controlEndpoints as api } from '../../src/drivers/control/endpoints.js';
-import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { listedNames } from '../helpers/plugin-client.js';
-import { startPluginServer, type PluginServer } from '../helpers/plugin-server.js';
+import { pluginServerForSuite } from '../helpers/plugin-server.js';
 
-async function failureOf(call: Promise<unknown>): Promise<ControlError> {
+async function rejectionOf(call: Promise<unknown>): Promise<ControlError> {
   const err = await call.then(() => undefined, (e: unknown) => e);
   expect(err).toBeInstanceOf(ControlError);
   return err as ControlError;
 }
 
 describe('the control API client', () => {
-  let dir: string;
-  let srv: PluginServer;
+  const srv = pluginServerForSuite('stowage-client-');
   const foreign: Server[] = [];
 
-  beforeAll(async () => {
-    dir = await makeTempDir('stowage-client-');
-    srv = await startPluginServer(dir);
-  });
-
   afterAll(async () => {
-    await srv?.close();
     for (const server of foreign) await new Promise((resolve) => server.close(resolve));
-    await removeTempDir(dir);
   });
 
   /** A server on its own socket answering every request with `status` and `body`. */
   async function answering(name: string, status: number, body: string): Promise<string> {
-    const socket = join(dir, `${name}.sock`);
+    const socket = join(srv().dir, `${name}.sock`);
     const listener: RequestListener = (req, res) => {
       req.resume();
       req.on('end', () => res.writeHead(status, { 'content-type': 'application/json' }).end(body));
@@ -50,33 +41,33 @@ describe('the control API client', () => {
   }
 
   it('returns the typed answer of an operation', async () => {
-    const created = await callDaemon(srv.socket, api.create, { name: 'typed', options: { size: '1M' } });
+    const created = await callDaemon(srv().socket, api.create, { name: 'typed', options: { size: '1M' } });
     expect(created.created).toBe(true);
-    const volume = await callDaemon(srv.socket, api.inspect, { name: 'typed' });
+    const volume = await callDaemon(srv().socket, api.inspect, { name: 'typed' });
     expectTypeOf(volume).toEqualTypeOf<VolumeInfo>();
     expect(volume.status.size).toBe('1MiB');
     // @ts-expect-error inspect takes a "name", not a "volume": the endpoint's schema types the call.
-    await expect(callDaemon(srv.socket, api.inspect, { volume: 'typed' })).rejects.toThrow('"name"');
+    await expect(callDaemon(srv().socket, api.inspect, { volume: 'typed' })).rejects.toThrow('"name"');
   });
 
   it('reports a refusal with the daemon\'s error code and message', async () => {
-    const err = await failureOf(callDaemon(srv.socket, api.inspect, { name: 'not-there' }));
+    const err = await rejectionOf(callDaemon(srv().socket, api.inspect, { name: 'not-there' }));
     expect(err.kind).toBe('refused');
     expect(err.code).toBe(ErrorCodes.VOLUME_NOT_FOUND);
     expect(err.message).toContain('not-there');
   });
 
   it('reports a bad request as refused with E_INVALID_REQUEST, and the daemon changes nothing', async () => {
-    const before = await listedNames(srv.socket);
-    const err = await failureOf(callDaemon(srv.socket, api.remove, { name: 'typed', keepData: 'yes' as unknown as boolean }));
+    const before = await listedNames(srv().socket);
+    const err = await rejectionOf(callDaemon(srv().socket, api.remove, { name: 'typed', keepData: 'yes' as unknown as boolean }));
     expect({ kind: err.kind, code: err.code }).toEqual({ kind: 'refused', code: ErrorCodes.INVALID_REQUEST });
     expect(err.message).toBe('the field "keepData" must be true or false');
-    expect(await listedNames(srv.socket)).toEqual(before);
+    expect(await listedNames(srv().socket)).toEqual(before);
   });
 
   it('reports a socket nobody serves as unreachable, naming it', async () => {
-    const missing = join(dir, 'nobody.sock');
-    const err = await failureOf(callDaemon(missing, api.list, {}));
+    const missing = join(srv().dir, 'nobody.sock');
+    const err = await rejectionOf(callDaemon(missing, api.list, {}));
     expect(err.kind).toBe('unreachable');
     expect(err.code).toBeUndefined();
     expect(err.message).toContain(missing);
@@ -89,7 +80,7 @@ describe('the control API client', () => {
     ['an error status without an error body', 500, '{"oops":true}'],
   ])('reports %s as an unreadable answer', async (label, status, body) => {
     const socket = await answering(`garbage-${status}-${label.length}`, status, body);
-    const err = await failureOf(callDaemon(socket, api.list, {}));
+    const err = await rejectionOf(callDaemon(socket, api.list, {}));
     expect(err.kind).toBe('unreadable');
     expect(err.code).toBeUndefined();
     expect(err.message).toBe(`the daemon at ${socket} sent an unreadable answer (HTTP ${status})`);
@@ -97,7 +88,7 @@ describe('the control API client', () => {
 
   it('keeps the message of an error code it does not know, without claiming a code', async () => {
     const socket = await answering('newer', 409, JSON.stringify({ error: { code: 'E_FROM_THE_FUTURE', message: 'try later' } }));
-    const err = await failureOf(callDaemon(socket, api.list, {}));
+    const err = await rejectionOf(callDaemon(socket, api.list, {}));
     expect({ kind: err.kind, code: err.code, message: err.message }).toEqual({ kind: 'refused', code: undefined, message: 'try later' });
   });
 });

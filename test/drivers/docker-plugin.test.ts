@@ -9,7 +9,7 @@ import { join, sep } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { listedNames, pluginCall, socketRequest } from '../helpers/plugin-client.js';
-import { startPluginServer, type PluginServer } from '../helpers/plugin-server.js';
+import { pluginServerForSuite, startPluginServer, type PluginServer } from '../helpers/plugin-server.js';
 
 let counter = 0;
 const freshName = (prefix: string) => `${prefix}-${++counter}`;
@@ -17,9 +17,9 @@ const freshName = (prefix: string) => `${prefix}-${++counter}`;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 
 describe('Docker volume plugin over a unix socket (vfs backend)', () => {
-  let dir: string;
-  let srv: PluginServer;
+  const server = pluginServerForSuite('stowage-plugin-');
   let socket: string;
+  beforeAll(() => { socket = server().socket; });
 
   const call = (method: string, body?: unknown, contentType?: string) =>
     pluginCall(socket, method, body, contentType === undefined ? {} : { contentType });
@@ -31,19 +31,8 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
   }
 
   async function volsEntries(): Promise<string[]> {
-    return (await readdir(srv.vols)).sort();
+    return (await readdir(server().vols)).sort();
   }
-
-  beforeAll(async () => {
-    dir = await makeTempDir('stowage-plugin-');
-    srv = await startPluginServer(dir);
-    socket = srv.socket;
-  });
-
-  afterAll(async () => {
-    await srv?.close();
-    await removeTempDir(dir);
-  });
 
   it('answers Plugin.Activate with the VolumeDriver interface', async () => {
     const reply = await call('Plugin.Activate');
@@ -131,7 +120,7 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
     it('does not touch anything outside the volume directory for "../x"', async () => {
       const reply = await call('Create', { Name: '../escaped', Opts: {} });
       expect(reply.Err).toEqual(expect.any(String));
-      expect(await readdir(dir)).not.toContain('escaped');
+      expect(await readdir(server().dir)).not.toContain('escaped');
     });
   });
 
@@ -206,7 +195,7 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
       const mounted = await call('Mount', { Name: name, ID: 'c1' });
       expect(mounted.Err).toBeUndefined();
       const mountpoint = mounted.Mountpoint as string;
-      expect(mountpoint.startsWith(srv.vols + sep)).toBe(true);
+      expect(mountpoint.startsWith(server().vols + sep)).toBe(true);
       expect((await stat(mountpoint)).isDirectory()).toBe(true);
       expect((await call('Path', { Name: name })).Mountpoint).toBe(mountpoint);
       const got = (await call('Get', { Name: name })).Volume as { Mountpoint?: string; Status: Record<string, string> };

@@ -3,13 +3,12 @@
  * the same message from Docker's plugin calls (`{ Err }`) and from the control API
  * (`{ error: { code, message } }`), through the real server.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, type ErrorCode } from '../../src/core/errors.js';
 import { MAX_BODY_BYTES } from '../../src/drivers/http-body.js';
 import { httpStatusOf } from '../../src/drivers/http-status.js';
-import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { controlCall, listedNames, pluginCall, socketRequest, type SocketResponse } from '../helpers/plugin-client.js';
-import { startPluginServer, type PluginServer } from '../helpers/plugin-server.js';
+import { pluginServerForSuite } from '../helpers/plugin-server.js';
 
 let counter = 0;
 const freshName = (prefix: string) => `${prefix}-${++counter}`;
@@ -21,20 +20,9 @@ function paddedTo(bytes: number, request: object): string {
 }
 
 describe('one error table for the plugin protocol and the control API', () => {
-  let dir: string;
-  let srv: PluginServer;
+  const server = pluginServerForSuite('stowage-errors-');
   let socket: string;
-
-  beforeAll(async () => {
-    dir = await makeTempDir('stowage-errors-');
-    srv = await startPluginServer(dir);
-    socket = srv.socket;
-  });
-
-  afterAll(async () => {
-    await srv?.close();
-    await removeTempDir(dir);
-  });
+  beforeAll(() => { socket = server().socket; });
 
   /** Both answers carry `code`'s status from the table, and the same message. */
   function expectSameFailure(plugin: SocketResponse, control: SocketResponse | { status: number; json: unknown }, code: ErrorCode): string {

@@ -4,11 +4,13 @@
  */
 import type { Server } from 'node:http';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { buildContainer } from '../../src/container.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
 import { closeServer, createApp, listenOnSocket } from '../../src/drivers/server.js';
+import { makeTempDir, removeTempDir } from './daemon-process.js';
 
 export interface PluginServer {
   socket: string;
@@ -39,5 +41,26 @@ export async function startPluginServer(dir: string, backendOptions: Record<stri
       await closeServer(server, socket);
       await manager.dispose();
     },
+  };
+}
+
+/**
+ * One server for the enclosing describe block: started in its beforeAll in a fresh temp dir,
+ * closed and deleted in its afterAll. Read it through the getter, inside tests and hooks.
+ */
+export function pluginServerForSuite(prefix: string, backendOptions: Record<string, string> = {}): () => PluginServer & { dir: string } {
+  let dir: string | undefined;
+  let server: PluginServer | undefined;
+  beforeAll(async () => {
+    dir = await makeTempDir(prefix);
+    server = await startPluginServer(dir, backendOptions);
+  });
+  afterAll(async () => {
+    await server?.close();
+    await removeTempDir(dir);
+  });
+  return () => {
+    if (!server || !dir) throw new Error('the plugin server starts in beforeAll; read it inside a test or hook');
+    return { ...server, dir };
   };
 }
