@@ -1,4 +1,4 @@
-import { ErrorCodes, isStowageError, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, StowageError, isStowageError, type ErrorCode } from '../core/errors.js';
 import { bodyTooLarge } from './http-body.js';
 
 /**
@@ -50,7 +50,6 @@ export function unknownRoute(method: string, path: string): HttpFailure {
 /** express's body parser fails with its own errors (an over-long body, an aborted upload). */
 export function bodyParserFailure(err: unknown): HttpFailure {
   const type = typeof err === 'object' && err !== null && 'type' in err ? (err as { type: unknown }).type : undefined;
-  if (type === 'entity.too.large') return failureOf(bodyTooLarge());
-  const message = `bad request: ${err instanceof Error ? err.message : String(err)}`;
-  return { status: httpStatusOf(ErrorCodes.INVALID_REQUEST), code: ErrorCodes.INVALID_REQUEST, message };
+  return failureOf(type === 'entity.too.large' ? bodyTooLarge()
+    : new StowageError(ErrorCodes.INVALID_REQUEST, `bad request: ${err instanceof Error ? err.message : String(err)}`));
 }
