@@ -49,6 +49,7 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
     return { manager, backend, gate };
   }
 
+  const info = async (volume: string) => (await gd.gluster(['--xml', 'volume', 'info', volume])).stdout;
   const glusterVolumes = async () =>
     [...(await gd.gluster(['--xml', 'volume', 'list'])).stdout.matchAll(/<volume>([^<]+)<\/volume>/g)].map((m) => m[1]!);
 
@@ -93,10 +94,41 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
     expect(await realFs.readFile(join(brickRoot, brick!, 'b-was-here'), 'utf8')).toBe('data of node b');
     expect(error).toMatchObject({
       code: ErrorCodes.BACKEND_UNAVAILABLE,
-      message: expect.stringMatching(new RegExp('^lost the cluster lock on volume contested \\(could not renew for \\d+ s: renewing failed: .*EIO.*\\): ' +
+      message: expect.stringMatching(new RegExp('^lost the cluster lock on volume contested \\(could not renew for [\\d.]+ s: renewing failed: .*EIO.*\\): ' +
         'stopped before undoing the create \\(stopping and deleting gluster volume stowage-contested\\); nothing was deleted; try again$')),
     });
     // What went wrong first is kept: the held start found the volume already started by node b.
     expect(String((error as Error).cause)).toMatch(/start/);
+  });
+
+  it('a remove whose lock lapsed while gluster answered slowly leaves alone the volume another node made under the name meanwhile', async () => {
+    let infos = 0;
+    let removeStarted = false;
+    // The remove's second `volume info` of the name is the backend's own lookup, right before it stops and deletes.
+    const held = holdingRunner(new ExecaCommandRunner(), (program, args) =>
+      removeStarted && program === 'gluster' && args.includes('info') && args.includes('stowage-again') && ++infos === 2);
+    const a = await node('node-c', held.runner, (backend) => faultyFs(realFs, join(backend.clusterStateDir, 'locks')));
+    const b = await node('node-d', new ExecaCommandRunner());
+    await a.manager.create('again');
+    removeStarted = true;
+    const removing = a.manager.remove('again').then(() => undefined, (err: unknown) => err);
+    await held.reached;
+    a.gate!.set('fail');
+    // Node d waits out c's lock, removes the volume and makes a new one of the same name.
+    await b.manager.remove('again');
+    await b.manager.create('again');
+    const brick = (await realFs.readdir(brickRoot)).find((d) => d.startsWith('stowage-again-'));
+    await realFs.writeFile(join(brickRoot, brick!, 'd-was-here'), 'data of node d');
+    held.release();
+    const error = await removing;
+    a.gate!.set('pass');
+    expect(await glusterVolumes()).toContain('stowage-again');
+    expect(await info('stowage-again')).toMatch(/<statusStr>Started<\/statusStr>/);
+    expect(await b.manager.get('again')).toMatchObject({ createdBy: 'node-d' });
+    expect(await realFs.readFile(join(brickRoot, brick!, 'd-was-here'), 'utf8')).toBe('data of node d');
+    expect(error).toMatchObject({
+      code: ErrorCodes.BACKEND_UNAVAILABLE,
+      message: expect.stringMatching(/^lost the cluster lock on volume again \(could not renew for [\d.]+ s: .*\): stopped before stopping gluster volume stowage-again; nothing was deleted; try again$/),
+    });
   });
 });

@@ -60,4 +60,91 @@ describe('ClusterLocks on a real directory', () => {
     await bHeld;
     expect((await realFs.readdir(dir)).filter((f) => !f.startsWith('.'))).toEqual([]);
   });
+
+  const expiresAt = async () => (JSON.parse(await realFs.readFile(lockFile(), 'utf8')) as { expiresAt: number }).expiresAt;
+
+  it('renews in place: the lock file keeps its inode, its expiry moves on, and the lease holds past the ttl', async () => {
+    const clock = new SharedClock();
+    const locks = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 1_000 });
+    await locks.withLock('vol', async (lease) => {
+      const first = await realFs.stat(lockFile());
+      const expiry = await expiresAt();
+      await sleep(700);
+      expect((await realFs.stat(lockFile())).ino).toBe(first.ino);
+      expect(await expiresAt()).toBeGreaterThan(expiry + 300);
+      lease.assertHeld('the next step');
+      expect(lease.signal.aborted).toBe(false);
+    });
+    expect(await realFs.readdir(dir)).toEqual([]);
+  });
+
+  it('a paused process finds its lease lost on waking, before its renewal timer ran, and leaves the lock to expire', async () => {
+    const clock = new SharedClock();
+    const locks = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 1_000 });
+    await locks.withLock('vol', async (lease) => {
+      // The event loop is blocked longer than the ttl, as under SIGSTOP: no timer runs meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+      expect(() => lease.assertHeld('deleting gluster volume x')).toThrow(
+        /^lost the cluster lock on volume vol \(could not renew for 0\.[4-9] s: no renewal landed in time\): stopped before deleting gluster volume x; nothing was deleted; try again$/);
+      expect(lease.signal.aborted).toBe(true);
+    });
+    // Not unlinked by a holder that may no longer own it; it has expired, so the next holder breaks it.
+    expect(await owner()).toBe('node-a');
+    const next = new ClusterLocks(realFs, dir, 'node-b', clock, { ttlMs: 300, waitMs: 2_000 });
+    expect(await next.withLock('vol', async () => owner())).toBe('node-b');
+  });
+
+  it('loses the lease as soon as another holder\'s lock file takes the place of its own, and leaves that file alone', async () => {
+    const clock = new SharedClock();
+    const locks = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 1_000 });
+    await locks.withLock('vol', async (lease) => {
+      // Another node broke it (its clock far ahead, say) and took the name.
+      await realFs.writeFile(join(dir, 'other'), JSON.stringify({ owner: 'node-b', token: 'bb', expiresAt: clock.now() + 60_000 }));
+      await realFs.rename(join(dir, 'other'), lockFile());
+      await until(() => lease.signal.aborted, 1_000);
+      expect(() => lease.assertHeld('removing brick h:/b')).toThrow(/another holder's lock file took the place of .*vol\.lock\): stopped before removing brick h:\/b/);
+    });
+    expect(await owner()).toBe('node-b');
+    expect(await expiresAt()).toBeGreaterThan(clock.now() + 50_000);
+  });
+
+  it('retries a renewal that failed for a moment and keeps the lease; loses it, naming the failure, when they keep failing', async () => {
+    const gate = faultyFs(realFs, dir);
+    const clock = new SharedClock();
+    const locks = new ClusterLocks(gate.fs, dir, 'node-a', clock, { ttlMs: 1_500, waitMs: 1_000 });
+    await locks.withLock('vol', async (lease) => {
+      gate.set('fail');
+      await sleep(600);
+      gate.set('pass');
+      expect(gate.hits).toBeGreaterThan(0);
+      await sleep(600);
+      lease.assertHeld('the next step');
+      expect(await expiresAt()).toBeGreaterThan(clock.now() + 1_000);
+      gate.set('fail');
+      await until(() => lease.signal.aborted, 3_000);
+      expect(() => lease.assertHeld('the next step')).toThrow(/could not renew for 1\.\d s: renewing failed: i\/o error \(EIO\)\): stopped before the next step/);
+      gate.set('pass');
+    });
+  });
+
+  it('reads a lock of an older version (no padding, no run, renewed by rename), waits while it lives, breaks it once expired', async () => {
+    const clock = new SharedClock();
+    await realFs.writeFile(lockFile(), JSON.stringify({ owner: 'old-node', token: '01d', expiresAt: clock.now() + 400 }));
+    const impatient = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 150 });
+    await expect(impatient.withLock('vol', async () => 'in')).rejects.toThrow(/locked by node old-node/);
+    const t0 = Date.now();
+    const patient = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 3_000 });
+    expect(await patient.withLock('vol', async () => owner())).toBe('node-a');
+    expect(Date.now() - t0).toBeGreaterThan(150);
+  });
+
+  it('does not break a lock that reads as expired while its file was just rewritten (a renewal being written)', async () => {
+    const clock = new SharedClock();
+    await realFs.writeFile(lockFile(), JSON.stringify({ owner: 'node-b', token: 'bb', expiresAt: clock.now() - 5_000 }));
+    const waiter = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 500, waitMs: 200 });
+    await expect(waiter.withLock('vol', async () => 'in')).rejects.toThrow(/locked by node node-b/);
+    expect(await owner()).toBe('node-b');
+    const patient = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 500, waitMs: 3_000 });
+    expect(await patient.withLock('vol', async () => owner())).toBe('node-a');
+  });
 });

@@ -66,7 +66,7 @@ describe('vfs: a remove whose cluster lock lapsed', { timeout: 60_000 }, () => {
     expect(await a.get('vol')).toMatchObject({ createdBy: 'node-b' });
     expect(error).toMatchObject({
       code: ErrorCodes.BACKEND_UNAVAILABLE,
-      message: expect.stringMatching(/^lost the cluster lock on volume vol \(could not renew for \d+ s: .*\): stopped before moving the data of volume vol out of the store; nothing was deleted; try again$/),
+      message: expect.stringMatching(/^lost the cluster lock on volume vol \(could not renew for [\d.]+ s: .*\): stopped before moving the data of volume vol out of the store; nothing was deleted; try again$/),
     });
     // The intent record node a left names the first volume only: replaying it at a's restart changes nothing of b's.
     await a.dispose();
