@@ -89,7 +89,8 @@ export class LockLease implements Lease {
 
   assertHeld(step: string, details: { kept?: string; cause?: unknown } = {}): void {
     if (this.held()) return;
-    const seconds = Math.round(this.sinceRenewal() / 1000);
+    const lapse = this.sinceRenewal() / 1000;
+    const seconds = lapse < 10 ? lapse.toFixed(1) : String(Math.round(lapse));
     throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
       `lost the cluster lock on volume ${this.volume} (could not renew for ${seconds} s: ${this.lostBecause}): ` +
       `stopped before ${step}; ${details.kept ?? 'nothing was deleted'}; try again`,
