@@ -8,6 +8,8 @@ import * as realFs from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildContainer } from '../../src/container.js';
+import { SharedClock } from '../../src/core/clock.js';
+import { ClusterLocks } from '../../src/core/cluster/cluster-lock.js';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
@@ -130,5 +132,30 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
       code: ErrorCodes.BACKEND_UNAVAILABLE,
       message: expect.stringMatching(/^lost the cluster lock on volume again \(could not renew for [\d.]+ s: .*\): stopped before stopping gluster volume stowage-again; nothing was deleted; try again$/),
     });
+  });
+
+  it('on two FUSE mounts of the state pool, renewals keep the lock file\'s inode and the other mount sees its expiry move on', async () => {
+    const e = await node('node-e', new ExecaCommandRunner());
+    const f = await node('node-f', new ExecaCommandRunner());
+    const dirE = join(e.backend.clusterStateDir, 'locks');
+    const dirF = join(f.backend.clusterStateDir, 'locks');
+    const seenFromF = async () => ({
+      ino: (await realFs.stat(join(dirF, 'fused.lock'))).ino,
+      expiresAt: (JSON.parse(await realFs.readFile(join(dirF, 'fused.lock'), 'utf8')) as { expiresAt: number }).expiresAt,
+    });
+    const clock = new SharedClock();
+    const holder = new ClusterLocks(realFs, dirE, 'node-e', clock, { ttlMs: TTL_MS, waitMs: 1_000 });
+    const waiter = new ClusterLocks(realFs, dirF, 'node-f', clock, { ttlMs: TTL_MS, waitMs: 3 * TTL_MS });
+    await holder.withLock('fused', async (lease) => {
+      const first = await seenFromF();
+      // Three lifetimes: only renewals that land through FUSE keep node f out.
+      await expect(waiter.withLock('fused', async () => 'in')).rejects.toThrow(/locked by node node-e/);
+      const later = await seenFromF();
+      expect(later.ino).toBe(first.ino);
+      expect(later.expiresAt).toBeGreaterThan(first.expiresAt + TTL_MS);
+      lease.assertHeld('the next step');
+    });
+    expect(await waiter.withLock('fused', async () => 'in')).toBe('in');
+    expect((await realFs.readdir(dirF)).filter((n) => n.endsWith('.lock'))).toEqual([]);
   });
 });

@@ -4,6 +4,7 @@
  */
 import * as realFs from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
 import { ClusterLocks } from '../../src/core/cluster/cluster-lock.js';
@@ -146,5 +147,38 @@ describe('ClusterLocks on a real directory', () => {
     expect(await owner()).toBe('node-b');
     const patient = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 500, waitMs: 3_000 });
     expect(await patient.withLock('vol', async () => owner())).toBe('node-a');
+  });
+
+  it('a holder process stopped with SIGSTOP past its ttl finds its lease lost when continued, and the lock is another\'s', async () => {
+    const child = execa('npx', ['tsx', join(import.meta.dirname, '../helpers/lock-holder-child.ts'), dir, '600'],
+      { stdin: 'pipe', stdout: 'pipe', reject: false });
+    const lines: string[] = [];
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => lines.push(...chunk.split('\n').filter(Boolean)));
+    await until(() => lines.includes('held'), 20_000);
+    child.stdin.write('step\n');
+    await until(() => lines.includes('still held'));
+    const pid = Number((await execa('pgrep', ['-f', '-n', `lock-holder-child.ts ${dir}`])).stdout.trim());
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const taker = new ClusterLocks(realFs, dir, 'node-b', new SharedClock(), { ttlMs: 600, waitMs: 5_000 });
+      let finish!: () => void;
+      const taken = taker.withLock('vol', () => new Promise<void>((r) => { finish = r; }));
+      await until(async () => (await owner().catch(() => '')) === 'node-b');
+      child.stdin.write('step\n');
+      process.kill(pid, 'SIGCONT');
+      await until(() => lines.some((l) => l.startsWith('lost: ')));
+      expect(lines.find((l) => l.startsWith('lost: '))).toMatch(/^lost: lost the cluster lock on volume vol \(could not renew for [\d.]+ s: .*\): stopped before the next step/);
+      child.stdin.end('end\n');
+      await child;
+      // The continued holder neither renewed over nor released node-b's lock.
+      expect(await owner()).toBe('node-b');
+      finish();
+      await taken;
+    } finally {
+      // A failed assertion must not leave a stopped process behind (gone already when all went well).
+      try { process.kill(pid, 'SIGCONT'); } catch { /* exited */ }
+      child.kill();
+    }
   });
 });
