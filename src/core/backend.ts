@@ -1,4 +1,7 @@
+import type { Lease } from './cluster/lease.js';
 import type { VolumeOptions } from './options.js';
+
+export type { Lease } from './cluster/lease.js';
 
 /** What a backend can do; the core and the shells branch on these flags only. */
 export interface BackendCapabilities {
@@ -52,11 +55,27 @@ export interface CreateRequest {
   options: VolumeOptions;
   createdAt: string;
   createdBy: string;
+  /**
+   * The cluster lock's lease, when the core holds the name's cluster lock. Call
+   * `lease.assertHeld(step)` right before each destructive step (deleting, moving aside,
+   * stopping, and the undo of a failed create): once it is lost another node may have taken the
+   * name, and what is there may be that node's. A lost lease fails the operation and leaves
+   * everything as it is. Absent when no cluster lock is held (a backend used on its own).
+   */
+  lease?: Lease;
 }
 
 export interface RemoveRequest {
   /** Move the data out of the volume namespace instead of deleting it. */
   retainData: boolean;
+  /**
+   * The cluster lock's lease, when the core holds the name's cluster lock. Call
+   * `lease.assertHeld(step)` right before each destructive step (deleting, moving aside,
+   * stopping, and the undo of a failed create): once it is lost another node may have taken the
+   * name, and what is there may be that node's. A lost lease fails the operation and leaves
+   * everything as it is. Absent when no cluster lock is held (a backend used on its own).
+   */
+  lease?: Lease;
 }
 
 export interface RemoveOutcome {
@@ -91,7 +110,8 @@ export interface Backend {
   /**
    * Creates the volume and registers it. Throws E_VOLUME_EXISTS when the name is registered.
    * Refuses with E_DATA_CONFLICT when non-empty data already sits where the volume's data
-   * would go, unless `options.adopt` is set. A new volume's data area starts empty.
+   * would go, unless `options.adopt` is set. A new volume's data area starts empty. A create
+   * that fails half-way undoes what it made, but only while `request.lease` holds.
    */
   create(request: CreateRequest): Promise<VolumeRecord>;
 
@@ -104,7 +124,7 @@ export interface Backend {
   /**
    * Unregisters the volume. With `retainData` the data moves out of the volume namespace so a
    * new volume of the same name starts empty; otherwise it is deleted. Removing an unknown
-   * name is a no-op that returns `{}`.
+   * name is a no-op that returns `{}`. With a lost `request.lease` nothing is moved or deleted.
    */
   remove(name: string, request: RemoveRequest): Promise<RemoveOutcome>;
 

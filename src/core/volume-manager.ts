@@ -95,7 +95,7 @@ export class VolumeManager {
     validateVolumeName(name);
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     await this.backend.ready?.(name);
-    return this.locks.run(name, () => this.cluster.withLock(name, async () => {
+    return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const existing = await this.backend.get(name);
       if (existing) return { volume: await this.describeVolume(sameOrConflict(existing, options)), created: false };
       try {
@@ -104,6 +104,7 @@ export class VolumeManager {
           options,
           createdAt: isoTime(this.clock.now()),
           createdBy: this.config.nodeId,
+          lease,
         });
         this.lastKnown.set(name, record);
         this.log.info(`created volume ${name}`);
@@ -164,7 +165,7 @@ export class VolumeManager {
   async remove(name: string, request: { keepData?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
     validateVolumeName(name);
     await this.backend.ready?.(name);
-    return this.locks.run(name, () => this.cluster.withLock(name, async () => {
+    return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const record = await this.backend.get(name);
       if (!record) throw notFound(name);
       const mounted = this.mounts.count(name);
@@ -175,7 +176,9 @@ export class VolumeManager {
       }
       await this.cluster.assertRemovable(name, { force: request.force ?? false });
       const retainData = request.keepData ?? this.config.onRemove === 'retain';
-      const outcome = await this.backend.remove(name, { retainData }).catch((err: unknown) => {
+      // The checks above may have taken long (another node's engine, a slow store).
+      lease.assertHeld(`removing volume ${name}`);
+      const outcome = await this.backend.remove(name, { retainData, lease }).catch((err: unknown) => {
         throw toStowageError(err, `removing volume ${name} failed`, name);
       });
       this.lastKnown.delete(name);

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Backend, CreateRequest } from '../../src/core/backend.js';
+import { LockLease } from '../../src/core/cluster/lease.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 
@@ -127,6 +128,23 @@ export function describeBackendConformance(label: string, setup: () => Promise<C
       const fresh = await h.backend.attach('keeper');
       expect(fresh).not.toBe(outcome.retainedAt);
       expect(await h.fs.readdir(fresh)).toEqual([]);
+    });
+
+    it('remove with a lost lease (cluster-protected backends) fails, moving and deleting nothing', async (ctx) => {
+      if (!h.backend.clusterStateDir) ctx.skip();
+      await h.backend.create(request('leased'));
+      await writeInto('leased', 'data', 'stays');
+      await h.backend.detach('leased');
+      const lease = new LockLease('leased', 60_000, 0, LockLease.stamp());
+      lease.lose('another node took the name');
+      for (const retainData of [false, true]) {
+        await expect(h.backend.remove('leased', { retainData, lease })).rejects.toMatchObject({
+          code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/^lost the cluster lock on volume leased .*nothing was deleted/),
+        });
+      }
+      await h.settle?.();
+      expect(await h.backend.get('leased')).toMatchObject({ name: 'leased' });
+      expect(await h.fs.readFile(join(await h.backend.attach('leased'), 'data'), 'utf8')).toBe('stays');
     });
 
     it('lists many volumes, each once', async () => {

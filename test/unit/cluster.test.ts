@@ -158,8 +158,9 @@ describe('ClusterLocks', () => {
     const fs = memFs();
     await fs.mkdir('/locks', { recursive: true });
     const clock = new SharedClock();
-    const holder = new ClusterLocks(fs, '/locks', 'node-a', clock, { ttlMs: 100, waitMs: 2_000 });
-    const waiter = new ClusterLocks(fs, '/locks', 'node-b', clock, { ttlMs: 100, waitMs: 400 });
+    // A holder whose renewals miss 4/5 of the ttl stops renewing, so the ttl leaves room for a busy machine.
+    const holder = new ClusterLocks(fs, '/locks', 'node-a', clock, { ttlMs: 300, waitMs: 2_000 });
+    const waiter = new ClusterLocks(fs, '/locks', 'node-b', clock, { ttlMs: 300, waitMs: 1_000 });
     let release!: () => void;
     const held = holder.withLock('vol', () => new Promise<void>((r) => { release = r; }));
     await sleep(20);

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type {
-  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
+  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
 import type { BackendContext } from '../context.js';
 import { VfsBackend } from '../vfs/vfs-backend.js';
@@ -77,7 +77,8 @@ export class GlusterSubdirBackend implements Backend {
         await this.cli.limitUsage(this.pool, `/${request.name}`, size, this.options.quotaTimeoutS);
       } catch (err) {
         // A volume without the limit the user asked for is worse than no volume.
-        await this.undoCreate(record).catch((undo: unknown) =>
+        request.lease?.assertHeld(`undoing the create of volume ${request.name}`, { cause: err }); // lease check
+        await this.undoCreate(record, request.lease).catch((undo: unknown) =>
           this.ctx.log.error(`could not undo volume ${request.name}: ${(undo as Error).message}`));
         throw err;
       }
@@ -86,12 +87,12 @@ export class GlusterSubdirBackend implements Backend {
   }
 
   /** Unregisters a volume whose create failed half-way; adopted data goes back where it was found. */
-  private async undoCreate(record: VolumeRecord): Promise<void> {
+  private async undoCreate(record: VolumeRecord, lease?: Lease): Promise<void> {
     if (!record.adopted) {
-      await this.store.remove(record.name, { retainData: false });
+      await this.store.remove(record.name, { retainData: false, lease });
       return;
     }
-    const { retainedAt } = await this.store.remove(record.name, { retainData: true });
+    const { retainedAt } = await this.store.remove(record.name, { retainData: true, lease });
     if (retainedAt) await this.ctx.fs.rename(retainedAt, join(this.mountpoint, record.name));
   }
 

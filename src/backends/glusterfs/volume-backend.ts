@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type {
-  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
+  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
@@ -149,7 +149,9 @@ export class GlusterVolumeBackend implements Backend {
       // Last: a gluster volume only becomes a stowage volume once it is complete.
       await this.setRecord(gluster, record);
     } catch (err) {
-      await this.destroy(gluster, name, false).catch((undo: unknown) =>
+      // Lease check: with the name's cluster lock lost, this volume may be another node's by now.
+      request.lease?.assertHeld(`undoing the create (stopping and deleting gluster volume ${gluster})`, { cause: err });
+      await this.destroy(gluster, name, false, undefined, request.lease).catch((undo: unknown) =>
         this.ctx.log.error(`could not undo gluster volume ${gluster}: ${(undo as Error).message}`));
       throw err;
     }
@@ -197,7 +199,7 @@ export class GlusterVolumeBackend implements Backend {
   async remove(name: string, request: RemoveRequest): Promise<RemoveOutcome> {
     const { gluster, volume, record } = await this.lookup(name);
     if (!volume || !record) return {};
-    const kept = await this.destroy(gluster, name, request.retainData, volume);
+    const kept = await this.destroy(gluster, name, request.retainData, volume, request.lease);
     return kept === undefined ? {} : { retainedAt: kept };
   }
 
@@ -205,15 +207,17 @@ export class GlusterVolumeBackend implements Backend {
    * Stops and deletes the gluster volume, then removes this host's bricks (unless retaining:
    * gluster's delete leaves the bricks, which is what retain keeps). Returns where retained data is.
    */
-  private async destroy(gluster: string, name: string, retain: boolean, known?: GlusterVolume): Promise<string | undefined> {
+  private async destroy(gluster: string, name: string, retain: boolean, known?: GlusterVolume, lease?: Lease): Promise<string | undefined> {
     const volume = known ?? await this.cli.volumeInfo(gluster);
     if (!volume) return undefined;
+    lease?.assertHeld(`stopping gluster volume ${gluster}`); // lease check
     await this.mounter.unmount(this.target(gluster));
     const stopped = await this.cli.call(['volume', 'stop', gluster], name);
     if (!stopped.ok && !/not in the started state|not started/i.test(stopped.opErrstr)) {
       throw new StowageError(ErrorCodes.BACKEND_COMMAND, `stopping gluster volume ${gluster} of volume ${name} failed: ${stopped.opErrstr}`,
         { volume: name, cause: stopped });
     }
+    lease?.assertHeld(`deleting gluster volume ${gluster}`, { kept: `gluster volume ${gluster} is stopped, nothing was deleted` }); // lease check
     await this.cli.expect(['volume', 'delete', gluster], name);
     const local = await this.localPeerId();
     if (retain) {
@@ -230,6 +234,7 @@ export class GlusterVolumeBackend implements Backend {
           (brick.hostUuid === local ? 'stowage did not make it' : 'remove it on its host (or run stowage there)'));
         continue;
       }
+      lease?.assertHeld(`removing brick ${spec(brick)}`, { kept: `gluster volume ${gluster} is deleted, its bricks stay` }); // lease check
       const aside = deletingPathOf(brick.path);
       await this.ctx.fs.mkdir(join(aside, '..'), { recursive: true });
       await this.ctx.fs.rename(brick.path, aside);

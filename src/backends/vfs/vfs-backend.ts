@@ -216,6 +216,9 @@ export class VfsBackend implements Backend {
         throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
       }
     } catch (err) {
+      // Lease check: with the name's cluster lock lost, the directory may be another node's by now;
+      // the intent record stays, and the next create or remove of the name settles it.
+      request.lease?.assertHeld(`rolling back the create of volume ${name}`, { cause: err });
       await this.rollBackCreate(name, makesDir).then(() => this.journal.clear(name)).catch((undo: unknown) =>
         this.ctx.log.error(`could not roll back volume ${name} yet (the next start will): ${(undo as Error).message}`));
       throw err;
@@ -307,6 +310,8 @@ export class VfsBackend implements Backend {
     const { createdAt, createdBy } = entry.record;
     await this.journal.record({ format: 1, op: 'remove', name, nodeId: this.ctx.nodeId, createdAt, createdBy, target: `${area}/${leaf}` });
     // Move first, unregister second; the intent record lets the next start finish either half.
+    // Lease check; a lost lock leaves the intent record, which names this entry only and so changes nothing later.
+    request.lease?.assertHeld(`moving the data of volume ${name} out of the store`);
     let moved = false;
     if (stat) {
       try {

@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../atomic-file.js';
+import { createFileExclusive, readFileNoFollow } from '../atomic-file.js';
 import type { Clock } from '../clock.js';
-import { ErrorCodes, StowageError, errnoCode, isStowageError } from '../errors.js';
+import { ErrorCodes, StowageError, describeCause, errnoCode, isStowageError } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
+import { LockLease, type Lease } from './lease.js';
 
 const lockSchema = z.object({
   owner: z.string().refine(isValidNodeId, 'not a valid node id'),
@@ -20,27 +22,62 @@ const lockSchema = z.object({
 type LockFile = z.infer<typeof lockSchema>;
 
 /** What a lock file holds: a valid lock, a file that is not one (torn, foreign), or nothing. */
-type LockState = { kind: 'valid'; lock: LockFile } | { kind: 'invalid'; mtimeMs: number; problem: string } | { kind: 'absent' };
+type LockState =
+  | { kind: 'valid'; lock: LockFile; mtimeMs: number }
+  | { kind: 'invalid'; mtimeMs: number; problem: string }
+  | { kind: 'absent' };
 
 export interface LockSettings {
   ttlMs: number;
   waitMs: number;
 }
 
+/** A lock this process holds: the inode it created (renewals write only there) and its lease. */
+interface Held {
+  path: string;
+  body: LockFile;
+  dev: number;
+  ino: number;
+  lease: LockLease;
+  released: boolean;
+}
+
 /** Lock files need no fsync: a lock that survived a power loss would only block others. */
 const QUICK = { durable: false } as const;
+/**
+ * Lock files are padded to one length (JSON allows trailing blanks), so a renewal rewrites the
+ * same bytes in place and the file never shrinks or grows under a reader.
+ */
+const LOCK_BYTES = 256;
+const OPEN_OWN = constants.O_RDWR | constants.O_NOFOLLOW;
+const OPEN_READ = constants.O_RDONLY | constants.O_NOFOLLOW;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function encode(lock: LockFile): string {
+  return JSON.stringify(lock).padEnd(LOCK_BYTES, ' ');
+}
+
+function sameFile(stat: { dev: number; ino: number }, held: Held): boolean {
+  return stat.dev === held.dev && stat.ino === held.ino;
+}
 
 /**
  * Cluster-wide locks by name on shared storage: exclusive hard links (atomic on NFS, GlusterFS
  * and local filesystems alike; no flock, which NFS without lockd refuses), an owner, and an
- * expiry on the shared clock so a dead holder cannot block everyone forever. A live holder
- * renews its lock while it works.
+ * expiry on the shared clock so a dead holder cannot block everyone forever.
+ *
+ * A live holder renews its lock while it works, and the task gets a lease that says whether it
+ * still holds it. A renewal never replaces a file: it rewrites the expiry inside the very inode
+ * the holder created (opened without following symlinks, checked by device and inode number
+ * before writing, and the path checked again after), so a holder that lapsed cannot overwrite a
+ * successor's lock, and it writes only while its lease holds, so no one can be breaking it then.
  */
 export class ClusterLocks {
   /** Tells this daemon run's locks from those a crashed earlier run of the same node left. */
   private readonly run = randomBytes(8).toString('hex');
+  /** The lease ends this long before the lock file's expiry: room for clock offsets and the step after a check. */
+  private readonly marginMs: number;
 
   constructor(
     private readonly fs: FsPort,
@@ -49,36 +86,54 @@ export class ClusterLocks {
     private readonly clock: Clock,
     private readonly settings: LockSettings,
     private readonly log?: (message: string) => void,
-  ) {}
+  ) {
+    this.marginMs = Math.floor(settings.ttlMs / 5);
+  }
 
   private pathOf(name: string): string {
     return join(this.dir, `${name}.lock`);
   }
 
-  async withLock<T>(name: string, task: () => Promise<T>): Promise<T> {
-    const path = this.pathOf(name);
-    const token = await this.acquire(name, path);
-    const renew = setInterval(() => {
-      void this.renew(path, token).catch(() => undefined);
-    }, Math.max(50, Math.floor(this.settings.ttlMs / 3)));
+  /**
+   * Runs `task` holding the lock of `name`. The task's lease is lost when the lock file is no
+   * longer the one this call created, or when no renewal landed for `ttl - margin` by this
+   * process's clocks; failed renewals are retried until then.
+   */
+  async withLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
+    const held = await this.acquire(name, this.pathOf(name));
+    let renewing = false;
+    const tick = () => {
+      // held() also notices a lapse by time, aborting the lease's signal while the task waits.
+      if (renewing || !held.lease.held()) return;
+      renewing = true;
+      void this.renew(held).finally(() => { renewing = false; });
+    };
+    const timer = setInterval(tick, Math.max(20, Math.floor(this.settings.ttlMs / 3)));
     try {
-      return await task();
+      return await task(held.lease);
     } finally {
-      clearInterval(renew);
-      await this.release(path, token);
+      clearInterval(timer);
+      await this.release(held);
     }
   }
 
-  private async acquire(name: string, path: string): Promise<string> {
+  private async acquire(name: string, path: string): Promise<Held> {
     const deadline = Date.now() + this.settings.waitMs;
     let holder: LockFile | undefined;
     for (;;) {
-      const token = randomBytes(8).toString('hex');
-      const body: LockFile = { owner: this.nodeId, token, expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
-      if (await createFileExclusive(this.fs, path, JSON.stringify(body), QUICK)) return token;
+      const started = LockLease.stamp();
+      const body: LockFile = { owner: this.nodeId, token: randomBytes(8).toString('hex'), expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
+      if (await createFileExclusive(this.fs, path, encode(body), QUICK)) {
+        const identity = await this.identify(path, body.token);
+        if (identity) {
+          const lease = new LockLease(name, this.settings.ttlMs, this.marginMs, started, (m) => this.log?.(m));
+          return { path, body, ...identity, lease, released: false };
+        }
+        continue;
+      }
       const state = await this.inspect(path);
       holder = state.kind === 'valid' ? state.lock : undefined;
-      if (state.kind === 'valid' && (state.lock.expiresAt < this.clock.now() || this.leftByEarlierRun(state.lock))) {
+      if (state.kind === 'valid' && (this.expired(state) || this.leftByEarlierRun(state.lock))) {
         await this.breakExpired(path, state.lock.token);
         continue;
       }
@@ -97,6 +152,30 @@ export class ClusterLocks {
     }
   }
 
+  /** Device and inode of the lock file just linked at `path`, if it holds our token. */
+  private async identify(path: string, token: string): Promise<{ dev: number; ino: number } | undefined> {
+    const handle = await this.fs.open(path, OPEN_READ).catch(() => undefined);
+    if (!handle) return undefined;
+    try {
+      const [stat, text] = [await handle.stat(), await handle.readFile('utf8')];
+      const lock = parseRecordText(lockSchema, text, `lock file ${path}`);
+      return lock.token === token ? { dev: stat.dev, ino: stat.ino } : undefined;
+    } catch {
+      return undefined;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Past its expiry, and not rewritten for a whole ttl either: a torn read of a renewal in
+   * progress cannot make a live lock look expired, since the renewal itself touched the mtime.
+   */
+  private expired(state: { lock: LockFile; mtimeMs: number }): boolean {
+    const now = this.clock.now();
+    return state.lock.expiresAt < now && state.mtimeMs + this.settings.ttlMs < now;
+  }
+
   /**
    * One daemon runs per node id, so a lock of this node from another run was left by a run that
    * died (kill -9 mid-create): waiting out its expiry would only stall the restarted daemon.
@@ -105,7 +184,10 @@ export class ClusterLocks {
     return lock.owner === this.nodeId && lock.run !== undefined && lock.run !== this.run;
   }
 
-  /** Moves an expired lock aside, making sure it is the one we judged expired and not a successor. */
+  /**
+   * Moves an expired lock aside, making sure it is the one we judged expired and still expired,
+   * not a successor's nor one renewed meanwhile: such a lock goes back.
+   */
   private async breakExpired(path: string, expiredToken: string | undefined): Promise<void> {
     const aside = `${path}.broken-${randomBytes(6).toString('hex')}`;
     try {
@@ -114,28 +196,53 @@ export class ClusterLocks {
       if (errnoCode(err) === 'ENOENT') return;
       throw err;
     }
-    const moved = await this.read(aside);
-    if (moved && moved.token !== expiredToken) {
-      // Someone else broke it first and took a fresh lock, which we just moved: put it back.
+    const moved = await this.inspect(aside);
+    if (moved.kind === 'valid' && (moved.lock.token !== expiredToken || !(this.expired(moved) || this.leftByEarlierRun(moved.lock)))) {
       await this.fs.link(aside, path).catch(() => undefined);
     }
     await this.fs.unlink(aside).catch(() => undefined);
   }
 
-  private async renew(path: string, token: string): Promise<void> {
-    const current = await this.read(path);
-    if (current?.token !== token) return;
-    await writeFileAtomic(this.fs, path, JSON.stringify({ ...current, expiresAt: this.clock.now() + this.settings.ttlMs }), QUICK);
+  private async renew(held: Held): Promise<void> {
+    const started = LockLease.stamp();
+    const text = encode({ ...held.body, expiresAt: this.clock.now() + this.settings.ttlMs });
+    try {
+      const handle = await this.fs.open(held.path, OPEN_OWN);
+      try {
+        if (!sameFile(await handle.stat(), held)) return this.lost(held, `another holder's lock file took the place of ${held.path}`);
+        // Never past the lease: by then another node may be judging the old expiry to break it.
+        if (!held.lease.held()) return;
+        await handle.write(text, 0, 'utf8');
+        if (Buffer.byteLength(text) !== LOCK_BYTES) await handle.truncate(Buffer.byteLength(text));
+      } finally {
+        await handle.close();
+      }
+      const after = await this.fs.lstat(held.path);
+      if (!sameFile(after, held)) return this.lost(held, `another holder's lock file took the place of ${held.path}`);
+      held.lease.renewed(started);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT') return this.lost(held, `its lock file ${held.path} was removed (another node judged it expired)`);
+      if (code === 'ELOOP') return this.lost(held, `a symbolic link took the place of ${held.path}`);
+      // Retried at the next tick; the lease runs out by time if none lands.
+      held.lease.lastFailure = `renewing failed: ${describeCause(err)}`;
+    }
   }
 
-  private async release(path: string, token: string): Promise<void> {
-    const current = await this.read(path);
-    if (current?.token === token) await this.fs.unlink(path).catch(() => undefined);
+  private lost(held: Held, reason: string): void {
+    if (!held.released) held.lease.lose(reason);
   }
 
-  private async read(path: string): Promise<LockFile | undefined> {
-    const state = await this.inspect(path);
-    return state.kind === 'valid' ? state.lock : undefined;
+  /**
+   * Unlinks the lock only while the lease holds and the path still names our inode. A lapsed
+   * lock stays: it has expired (or soon will), and unlinking it could race a node breaking it
+   * and remove that node's fresh lock instead.
+   */
+  private async release(held: Held): Promise<void> {
+    held.released = true;
+    if (!held.lease.held()) return;
+    const stat = await this.fs.lstat(held.path).catch(() => undefined);
+    if (stat && sameFile(stat, held)) await this.fs.unlink(held.path).catch(() => undefined);
   }
 
   private async inspect(path: string): Promise<LockState> {
@@ -151,7 +258,7 @@ export class ClusterLocks {
       throw err;
     }
     try {
-      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`) };
+      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`), mtimeMs };
     } catch (err) {
       return { kind: 'invalid', mtimeMs, problem: (err as Error).message };
     }

@@ -1,4 +1,5 @@
 import { ErrorCodes, StowageError } from '../errors.js';
+import { LOCAL_LEASE, type Lease } from './lease.js';
 import type { InvalidNodeRecord, NodeView } from './node-record.js';
 
 export interface ClusterSettings {
@@ -8,7 +9,10 @@ export interface ClusterSettings {
   staleAfterMs: number;
   /** Clock offsets beyond this are reported. @default 2000 */
   skewWarnMs: number;
-  /** @default 30000 */
+  /**
+   * Lifetime of a volume name's lock file; the holder renews it every third of it, and stops
+   * before its next destructive step once no renewal landed for four fifths of it. @default 30000
+   */
   lockTtlMs: number;
   /** How long a create or remove waits for another node's lock on the same name. @default 20000 */
   lockWaitMs: number;
@@ -38,8 +42,11 @@ export interface Cluster {
   readonly enabled: boolean;
   start(mounts: MountSnapshot): Promise<void>;
   stop(): Promise<void>;
-  /** Runs `task` holding the cluster-wide lock of a volume name. */
-  withLock<T>(name: string, task: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `task` holding the cluster-wide lock of a volume name. The lease tells the task whether
+   * it still holds the lock: it is asked before every destructive step (see Lease).
+   */
+  withLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T>;
   /** Throws E_VOLUME_IN_USE naming nodes and containers that still reference the volume. */
   assertRemovable(name: string, options: { force: boolean }): Promise<void>;
   /** Status entries about the volume's use across nodes, from the last refresh (cheap). */
@@ -59,8 +66,8 @@ export class LocalCluster implements Cluster {
   readonly enabled = false;
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
-  withLock<T>(_name: string, task: () => Promise<T>): Promise<T> {
-    return task();
+  withLock<T>(_name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
+    return task(LOCAL_LEASE);
   }
   async assertRemovable(): Promise<void> {}
   usage(): Record<string, string> {

@@ -11,6 +11,7 @@ import { parseRecordText } from '../schema/parse-record.js';
 import type { ContainerScan, DockerEngine } from '../engine/docker-engine.js';
 import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
+import type { Lease } from './lease.js';
 import { describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
 /** A node record is a few KiB even with many mounts; anything far larger is not one. */
@@ -176,7 +177,7 @@ export class SharedCluster implements Cluster {
     return this.invalid;
   }
 
-  withLock<T>(name: string, task: () => Promise<T>): Promise<T> {
+  withLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
     return this.locks.withLock(name, task);
   }
 
