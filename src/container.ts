@@ -1,8 +1,9 @@
 import 'reflect-metadata';
 import * as fsp from 'node:fs/promises';
-import { Container } from 'inversify';
+import { Container, ContainerModule } from 'inversify';
 import type { Backend } from './core/backend.js';
 import { ExecaCommandRunner, type CommandRunner } from './core/command-runner.js';
+import type { ContainerReferences } from './core/container-references.js';
 import type { FsPort } from './core/fs-port.js';
 import { consoleLogger, type Logger } from './core/logger.js';
 import { MountTable } from './core/mount-table.js';
@@ -10,10 +11,12 @@ import { SocketRootLock, type RootLock } from './core/root-lock.js';
 import { SharedClock, type Clock } from './core/clock.js';
 import { DEFAULT_CLUSTER_SETTINGS, LocalCluster, type Cluster, type ClusterSettings } from './core/cluster/cluster.js';
 import { SharedCluster } from './core/cluster/shared-cluster.js';
-import { DockerEngine } from './core/engine/docker-engine.js';
 import { TOKENS } from './core/tokens.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
-import { createBackend } from './backends/registry.js';
+import { BACKEND_REGISTRATION, type BackendRegistration } from './backends/backend-module.js';
+import { BACKEND_MODULES, createRegisteredBackend } from './backends/registry.js';
+import { dockerEngineModule, type EngineSettings } from './drivers/docker-engine/docker-engine-module.js';
+import { SHELL_TOKENS } from './drivers/tokens.js';
 
 export interface StowageConfig {
   /** Backend name (`vfs`), or a ready Backend instance for embedders with their own storage. */
@@ -34,42 +37,56 @@ export interface StowageConfig {
   cluster?: Partial<ClusterSettings>;
 }
 
-/** Wires the core and one backend; the shells resolve TOKENS.VolumeManager from it. */
-export function buildContainer(config: StowageConfig): Container {
-  const container = new Container({ defaultScope: 'Singleton' });
-  const fs = config.fs ?? fsp;
-  const logger = config.logger ?? consoleLogger();
-  container.bind<FsPort>(TOKENS.Fs).toConstantValue(fs);
-  container.bind<Logger>(TOKENS.Logger).toConstantValue(logger);
-  container.bind<CommandRunner>(TOKENS.CommandRunner).toConstantValue(config.runner ?? new ExecaCommandRunner());
-  container.bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({
-    nodeId: config.nodeId, onRemove: config.onRemove, mountGraceMs: config.mountGraceMs, reconcileMs: config.reconcileMs,
-  });
-  container.bind<MountTable>(TOKENS.MountTable).toDynamicValue(() => new MountTable(fs, config.root, config.nodeId));
-  container.bind<RootLock>(TOKENS.RootLock).toDynamicValue(() => new SocketRootLock(config.root));
-  container.bind<Backend>(TOKENS.Backend).toDynamicValue((ctx) => {
-    if (typeof config.backend !== 'string') return config.backend;
-    return createBackend(config.backend, {
-      nodeId: config.nodeId,
-      root: config.root,
-      fs,
-      runner: ctx.get<CommandRunner>(TOKENS.CommandRunner),
-      log: logger,
-    }, config.backendOptions);
-  });
-  const clock = new SharedClock();
-  container.bind<Clock>(TOKENS.Clock).toConstantValue(clock);
+/** The core over the configured backend: the part every shell shares. */
+function coreModule(config: StowageConfig): ContainerModule {
   const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, driverName: 'stowage', version: '0', ...config.cluster };
-  container.bind<DockerEngine>(TOKENS.DockerEngine)
-    .toConstantValue(new DockerEngine(settings.dockerSocket, settings.driverName, logger));
-  container.bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
-    const backend = ctx.get<Backend>(TOKENS.Backend);
-    // Protection follows the storage, not the declared scope: a store that may be shared (vfs
-    // always has a cluster directory) publishes this node's use and checks the others' on remove.
-    if (!backend.clusterStateDir) return new LocalCluster();
-    return new SharedCluster(fs, backend.clusterStateDir, config.nodeId, clock, settings, logger,
-      ctx.get<DockerEngine>(TOKENS.DockerEngine));
+  return new ContainerModule(({ bind }) => {
+    bind<FsPort>(TOKENS.Fs).toConstantValue(config.fs ?? fsp);
+    bind<Logger>(TOKENS.Logger).toConstantValue(config.logger ?? consoleLogger());
+    bind<CommandRunner>(TOKENS.CommandRunner).toDynamicValue(() => config.runner ?? new ExecaCommandRunner());
+    bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({
+      nodeId: config.nodeId, onRemove: config.onRemove, mountGraceMs: config.mountGraceMs, reconcileMs: config.reconcileMs,
+    });
+    bind<MountTable>(TOKENS.MountTable).toDynamicValue((ctx) => new MountTable(ctx.get<FsPort>(TOKENS.Fs), config.root, config.nodeId));
+    bind<RootLock>(TOKENS.RootLock).toDynamicValue(() => new SocketRootLock(config.root));
+    bind<Clock>(TOKENS.Clock).toDynamicValue(() => new SharedClock());
+    bind<Backend>(TOKENS.Backend).toDynamicValue((ctx) => {
+      if (typeof config.backend !== 'string') return config.backend;
+      return createRegisteredBackend(ctx.getAll<BackendRegistration>(BACKEND_REGISTRATION), config.backend, {
+        nodeId: config.nodeId,
+        root: config.root,
+        fs: ctx.get<FsPort>(TOKENS.Fs),
+        runner: ctx.get<CommandRunner>(TOKENS.CommandRunner),
+        log: ctx.get<Logger>(TOKENS.Logger),
+      }, config.backendOptions);
+    });
+    bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
+      const backend = ctx.get<Backend>(TOKENS.Backend);
+      // Protection follows the storage, not the declared scope: a store that may be shared (vfs
+      // always has a cluster directory) publishes this node's use and checks the others' on remove.
+      if (!backend.clusterStateDir) return new LocalCluster();
+      return new SharedCluster(ctx.get<FsPort>(TOKENS.Fs), backend.clusterStateDir, config.nodeId,
+        // SharedCluster stamps records with the storage's clock, which only SharedClock reads.
+        ctx.get<SharedClock>(TOKENS.Clock), settings, ctx.get<Logger>(TOKENS.Logger),
+        ctx.get<ContainerReferences>(TOKENS.ContainerReferences));
+    });
+    bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
   });
-  container.bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
+}
+
+/**
+ * The composition root: the core, every registered backend (picked by `config.backend`), the
+ * Docker engine adapter as the ContainerReferences port, then `modules`: the shells a caller
+ * serves (SOCKET_MODULES for the daemon, the embedding API's module) and, in tests, overrides
+ * that `rebind` what they replace. The daemon, the embedding API and the test stacks all
+ * resolve what they use from here.
+ */
+export function buildContainer(config: StowageConfig, ...modules: ContainerModule[]): Container {
+  const container = new Container({ defaultScope: 'Singleton' });
+  container.bind<EngineSettings>(SHELL_TOKENS.EngineSettings).toConstantValue({
+    socket: config.cluster?.dockerSocket,
+    driverName: config.cluster?.driverName ?? 'stowage',
+  });
+  container.load(coreModule(config), ...BACKEND_MODULES, dockerEngineModule, ...modules);
   return container;
 }

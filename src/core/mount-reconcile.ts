@@ -1,4 +1,4 @@
-import { LIVE_STATES, type DockerEngine } from './engine/docker-engine.js';
+import { LIVE_STATES, type ContainerReferences } from './container-references.js';
 import { ErrorCodes, StowageError, describeCause } from './errors.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
@@ -6,7 +6,7 @@ import { incarnationOf, type MountRecordView, type MountTable } from './mount-ta
 /** What releasing and reconciling need of the volume manager. */
 export interface MountOps {
   nodeId(): string;
-  engine(): DockerEngine;
+  engine(): ContainerReferences;
   mounts(): MountTable;
   /** Cluster-clock ms, the clock mount records are stamped with. */
   now(): number;

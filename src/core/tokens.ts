@@ -1,4 +1,4 @@
-/** Injection tokens for interfaces (esbuild emits no decorator metadata, so every parameter names one). */
+/** Injection tokens for the core's interfaces (esbuild emits no decorator metadata, so every parameter names one). */
 export const TOKENS = {
   Backend: Symbol.for('stowage.Backend'),
   Fs: Symbol.for('stowage.Fs'),
@@ -9,6 +9,7 @@ export const TOKENS = {
   RootLock: Symbol.for('stowage.RootLock'),
   Clock: Symbol.for('stowage.Clock'),
   Cluster: Symbol.for('stowage.Cluster'),
-  DockerEngine: Symbol.for('stowage.DockerEngine'),
+  /** The ContainerReferences port; an adapter module (the Docker engine's) binds it. */
+  ContainerReferences: Symbol.for('stowage.ContainerReferences'),
   VolumeManager: Symbol.for('stowage.VolumeManager'),
 } as const;

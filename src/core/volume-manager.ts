@@ -3,7 +3,7 @@ import type { Backend, SnapshotRecord, SnapshotSupport, VolumeRecord } from './b
 import { isoTime, type Clock } from './clock.js';
 import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
-import { DockerEngine } from './engine/docker-engine.js';
+import { NO_CONTAINER_REFERENCES, type ContainerReferences } from './container-references.js';
 import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, toStowageError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -44,7 +44,7 @@ export class VolumeManager {
     @inject(TOKENS.Clock) private readonly clock: Clock,
     @inject(TOKENS.Cluster) private readonly cluster: Cluster,
     // Optional so in-memory stacks need not build one; the container always passes it.
-    @inject(TOKENS.DockerEngine) private readonly engine: DockerEngine = new DockerEngine(undefined, 'stowage', log),
+    @inject(TOKENS.ContainerReferences) private readonly engine: ContainerReferences = NO_CONTAINER_REFERENCES,
   ) {}
 
   get backendName(): string {

@@ -4,12 +4,10 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import { dirname } from 'node:path';
 import express from 'express';
 import { ErrorCodes, StowageError, errnoCode } from '../core/errors.js';
-import type { VolumeManager } from '../core/volume-manager.js';
 import { CONTROL_PREFIX, controlErrorBody } from './control/endpoints.js';
-import { controlRoutes } from './control/routes.js';
 import { MAX_BODY_BYTES } from './http-body.js';
 import { bodyParserFailure, unknownRoute, type HttpFailure } from './http-status.js';
-import { dockerPluginHandlers, servePluginRequest } from './docker-plugin/routes.js';
+import { servePluginRequest, type PluginHandlers } from './docker-plugin/routes.js';
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
 
@@ -17,9 +15,8 @@ export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
  * One listener for both protocols on the socket: Docker's plugin calls go to a small dispatcher,
  * everything else (the control API under /stowage/v1, unknown paths) to express.
  */
-export function createApp(manager: VolumeManager): RequestListener {
-  const plugin = dockerPluginHandlers(manager);
-  const app = controlApp(manager);
+export function createApp(plugin: PluginHandlers, control: express.Router): RequestListener {
+  const app = controlApp(control);
   return (req, res) => {
     const handler = req.method === 'POST' ? plugin.get(req.url ?? '') : undefined;
     if (handler) void servePluginRequest(handler, req, res);
@@ -27,14 +24,14 @@ export function createApp(manager: VolumeManager): RequestListener {
   };
 }
 
-function controlApp(manager: VolumeManager): express.Express {
+function controlApp(control: express.Router): express.Express {
   const app = express();
   app.disable('x-powered-by');
   // Docker never revalidates; hashing every answer (List can be large) is pure cost.
   app.set('etag', false);
   // Raw for every content type: Docker sends JSON with no Content-Type header.
   app.use(express.raw({ type: () => true, limit: MAX_BODY_BYTES }));
-  app.use(CONTROL_PREFIX, controlRoutes(manager));
+  app.use(CONTROL_PREFIX, control);
   // Each protocol answers failures in its own shape: Docker reads `Err`, the CLI reads `error`.
   const fail = (req: express.Request, res: express.Response, failure: HttpFailure) => {
     res.status(failure.status).json(req.path.startsWith(CONTROL_PREFIX) ? controlErrorBody(failure) : { Err: failure.message });

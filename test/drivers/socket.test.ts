@@ -3,6 +3,7 @@
  * daemon's socket and a file that is not a socket.
  */
 import { stat, writeFile } from 'node:fs/promises';
+import type { RequestListener } from 'node:http';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +11,9 @@ import { buildContainer } from '../../src/container.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
-import { closeServer, createApp, listenOnSocket } from '../../src/drivers/server.js';
+import { closeServer, listenOnSocket } from '../../src/drivers/server.js';
+import { SOCKET_MODULES } from '../../src/drivers/socket-module.js';
+import { SHELL_TOKENS } from '../../src/drivers/tokens.js';
 import { canConnect, makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { pluginCall } from '../helpers/plugin-client.js';
 
@@ -27,20 +30,21 @@ describe('listenOnSocket', () => {
     await removeTempDir(dir);
   });
 
-  async function managerIn(sub: string): Promise<VolumeManager> {
+  /** The daemon's request listener over a started manager with its state in `<dir>/<sub>`. */
+  async function appIn(sub: string): Promise<RequestListener> {
     const container = buildContainer({
       backend: 'vfs', backendOptions: {}, root: join(dir, sub), nodeId: 'node-s', onRemove: 'delete', logger: silentLogger,
-    });
+    }, ...SOCKET_MODULES);
     const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
     await manager.init();
     cleanups.push(() => manager.dispose());
-    return manager;
+    return container.get<RequestListener>(SHELL_TOKENS.RequestListener);
   }
 
   it('creates the socket file with mode 0600', async () => {
     const socket = join(dir, 'mode.sock');
-    const manager = await managerIn('mode');
-    const server = await listenOnSocket(createApp(manager), socket);
+    const app = await appIn('mode');
+    const server = await listenOnSocket(app, socket);
     cleanups.push(() => closeServer(server, socket));
     const info = await stat(socket);
     expect(info.isSocket()).toBe(true);
@@ -49,10 +53,10 @@ describe('listenOnSocket', () => {
 
   it('refuses a second listener on a live socket, and the first keeps answering', async () => {
     const socket = join(dir, 'live.sock');
-    const manager = await managerIn('live');
-    const first = await listenOnSocket(createApp(manager), socket);
+    const app = await appIn('live');
+    const first = await listenOnSocket(app, socket);
     cleanups.push(() => closeServer(first, socket));
-    await expect(listenOnSocket(createApp(manager), socket)).rejects.toThrow(/already listening/);
+    await expect(listenOnSocket(app, socket)).rejects.toThrow(/already listening/);
     const reply = await pluginCall(socket, 'Plugin.Activate');
     expect(reply.Implements).toEqual(['VolumeDriver']);
   });
@@ -68,8 +72,8 @@ describe('listenOnSocket', () => {
     expect((await stat(socket)).isSocket()).toBe(true);
     expect(await canConnect(socket)).toBe(false);
 
-    const manager = await managerIn('stale');
-    const server = await listenOnSocket(createApp(manager), socket);
+    const app = await appIn('stale');
+    const server = await listenOnSocket(app, socket);
     cleanups.push(() => closeServer(server, socket));
     const reply = await pluginCall(socket, 'Plugin.Activate');
     expect(reply.Implements).toEqual(['VolumeDriver']);
@@ -79,15 +83,15 @@ describe('listenOnSocket', () => {
   it('refuses a path that holds a regular file and leaves the file alone', async () => {
     const path = join(dir, 'not-a-socket');
     await writeFile(path, 'important');
-    const manager = await managerIn('file');
-    await expect(listenOnSocket(createApp(manager), path)).rejects.toThrow(/not a socket/);
+    const app = await appIn('file');
+    await expect(listenOnSocket(app, path)).rejects.toThrow(/not a socket/);
     expect((await stat(path)).isFile()).toBe(true);
   });
 
   it('removes the socket file on close', async () => {
     const socket = join(dir, 'closing.sock');
-    const manager = await managerIn('closing');
-    const server = await listenOnSocket(createApp(manager), socket);
+    const app = await appIn('closing');
+    const server = await listenOnSocket(app, socket);
     await closeServer(server, socket);
     await expect(stat(socket)).rejects.toMatchObject({ code: 'ENOENT' });
   });

@@ -3,14 +3,16 @@
  * removed the volume says so, and failures name their cause (ENOSPC).
  */
 import { mkdir, open, rm } from 'node:fs/promises';
-import type { Server } from 'node:http';
+import type { RequestListener, Server } from 'node:http';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildContainer } from '../../src/container.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
-import { closeServer, createApp, listenOnSocket } from '../../src/drivers/server.js';
+import { closeServer, listenOnSocket } from '../../src/drivers/server.js';
+import { SOCKET_MODULES } from '../../src/drivers/socket-module.js';
+import { SHELL_TOKENS } from '../../src/drivers/tokens.js';
 import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { memoryLogger } from '../helpers/memory-logger.js';
 import { socketRequest } from '../helpers/plugin-client.js';
@@ -50,13 +52,14 @@ describe.skipIf(skip)('a full --root', { timeout: 60_000 }, () => {
     await mkdir(root);
     await execa('mount', ['-t', 'tmpfs', '-o', 'size=1M', 'tmpfs', root]);
     await mkdir(join(dir, 'vols'));
-    manager = buildContainer({
+    const container = buildContainer({
       backend: 'vfs', backendOptions: { 'vfs.path': join(dir, 'vols') }, root, nodeId: 'full-node',
       onRemove: 'delete', logger: log, cluster: { dockerSocket: undefined },
-    }).get<VolumeManager>(TOKENS.VolumeManager);
+    }, ...SOCKET_MODULES);
+    manager = container.get<VolumeManager>(TOKENS.VolumeManager);
     await manager.init();
     socket = join(dir, 'p.sock');
-    server = await listenOnSocket(createApp(manager), socket);
+    server = await listenOnSocket(container.get<RequestListener>(SHELL_TOKENS.RequestListener), socket);
   });
   afterAll(async () => {
     if (server) await closeServer(server, socket);

@@ -2,14 +2,16 @@
  * The real socket server (plugin dispatcher and control API) in the test process, with a
  * VolumeManager on the vfs backend in a temp directory: what the driver tests talk to.
  */
-import type { Server } from 'node:http';
+import type { RequestListener, Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { buildContainer } from '../../src/container.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
-import { closeServer, createApp, listenOnSocket } from '../../src/drivers/server.js';
+import { closeServer, listenOnSocket } from '../../src/drivers/server.js';
+import { SOCKET_MODULES } from '../../src/drivers/socket-module.js';
+import { SHELL_TOKENS } from '../../src/drivers/tokens.js';
 import { makeTempDir, removeTempDir } from './daemon-process.js';
 
 export interface PluginServer {
@@ -31,10 +33,10 @@ export async function startPluginServer(dir: string, backendOptions: Record<stri
     nodeId: 'node-a',
     onRemove: 'delete',
     logger: silentLogger,
-  });
+  }, ...SOCKET_MODULES);
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
-  const server: Server = await listenOnSocket(createApp(manager), socket);
+  const server: Server = await listenOnSocket(container.get<RequestListener>(SHELL_TOKENS.RequestListener), socket);
   return {
     socket, vols, manager,
     close: async () => {

@@ -6,8 +6,8 @@
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DockerEngine } from '../../src/core/engine/docker-engine.js';
-import { keepPluginActivated } from '../../src/drivers/plugin-activation.js';
+import { DockerEngine } from '../../src/drivers/docker-engine/docker-engine.js';
+import { keepPluginActivated } from '../../src/drivers/docker-engine/plugin-activation.js';
 import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { memoryLogger } from '../helpers/memory-logger.js';
 

@@ -1,13 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { SnapshotRecord, SnapshotSupport } from '../../src/core/backend.js';
-import { SharedClock } from '../../src/core/clock.js';
-import { LocalCluster } from '../../src/core/cluster/cluster.js';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
-import { silentLogger } from '../../src/core/logger.js';
-import { MountTable } from '../../src/core/mount-table.js';
-import { NoRootLock } from '../../src/core/root-lock.js';
-import { VolumeManager } from '../../src/core/volume-manager.js';
-import { memStack } from '../helpers/memfs-stack.js';
+import { TOKENS } from '../../src/core/tokens.js';
+import type { VolumeManager } from '../../src/core/volume-manager.js';
+import { memContainer, memStack } from '../helpers/memfs-stack.js';
 import { RecordingBackend } from '../helpers/recording-backend.js';
 
 /** Snapshots kept in memory, recording the order in which the core reached them. */
@@ -45,8 +41,7 @@ async function managerWithSnapshots() {
   await stack.manager.dispose();
   const backend = new SnapshottingBackend(stack.vfs);
   const { snapshots } = backend;
-  const manager = new VolumeManager(backend, new MountTable(stack.fs, '/state', 'node-a'), { nodeId: 'node-a', onRemove: 'delete' },
-    silentLogger, new NoRootLock(), new SharedClock(), new LocalCluster());
+  const manager = memContainer({ fs: stack.fs, backend }).get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
   return { manager, snapshots };
 }

@@ -2,13 +2,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
-import { memFs, memStack, simulateCrash } from '../helpers/memfs-stack.js';
+import { ContainerModule } from 'inversify';
+import { memContainer, memFs, memStack, simulateCrash } from '../helpers/memfs-stack.js';
 import { LocalCluster } from '../../src/core/cluster/cluster.js';
-import { SharedClock } from '../../src/core/clock.js';
-import { silentLogger } from '../../src/core/logger.js';
-import { MountTable } from '../../src/core/mount-table.js';
-import { NoRootLock } from '../../src/core/root-lock.js';
-import { VolumeManager } from '../../src/core/volume-manager.js';
+import { TOKENS } from '../../src/core/tokens.js';
+import type { VolumeManager } from '../../src/core/volume-manager.js';
 
 describe('VolumeManager', () => {
   describe('create', () => {
@@ -262,8 +260,9 @@ describe('VolumeManager', () => {
       const cluster = Object.assign(new LocalCluster(), {
         publishNow: async () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); },
       });
-      const manager = new VolumeManager(backend, new MountTable(fs, '/state', 'node-a'), { nodeId: 'node-a', onRemove: 'delete' },
-        silentLogger, new NoRootLock(), new SharedClock(), cluster);
+      const manager = memContainer({ fs, backend }, new ContainerModule(({ rebind }) => {
+        rebind(TOKENS.Cluster).toConstantValue(cluster);
+      })).get<VolumeManager>(TOKENS.VolumeManager);
       await manager.init();
       await manager.create('unpublished');
       await expect(manager.mount('unpublished', 'm1')).rejects.toThrow(/mounting volume unpublished failed: i\/o error \(EIO\)/);

@@ -1,4 +1,5 @@
 import type { Backend } from '../../core/backend.js';
+import { backendModule } from '../backend-module.js';
 import type { BackendContext } from '../context.js';
 import { DevicemapperBackend } from './devicemapper-backend.js';
 import { parseDevicemapperOptions } from './dm-options.js';
@@ -11,3 +12,5 @@ export { MIN_FREE_FRACTION, evaluatePoolHealth, type PoolHealth } from './pool-h
 export function createDevicemapperBackend(ctx: BackendContext, raw: Record<string, string>): Backend {
   return new DevicemapperBackend(ctx, parseDevicemapperOptions(raw));
 }
+
+export const devicemapperModule = backendModule('devicemapper', createDevicemapperBackend);

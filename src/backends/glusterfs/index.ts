@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { backendModule } from '../backend-module.js';
 import type { BackendContext } from '../context.js';
 import { GlusterCli } from './gluster-cli.js';
 import { GlusterMounter } from './gluster-mount.js';
@@ -28,3 +29,4 @@ export function createGlusterfsBackend(ctx: BackendContext, raw: Record<string, 
     : new GlusterVolumeBackend(ctx, options, cli, mounter, places.mounts, pool);
 }
 
+export const glusterfsModule = backendModule('glusterfs', createGlusterfsBackend);

@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import type { ContainerRef } from '../engine/docker-engine.js';
+import type { ContainerRef } from '../container-references.js';
 import { isValidMountId, isValidNodeId, isValidVolumeName } from '../names.js';
 
-export type { ContainerRef } from '../engine/docker-engine.js';
+export type { ContainerRef } from '../container-references.js';
 
 const volumeName = z.string().refine(isValidVolumeName, 'not a valid volume name');
 

@@ -8,7 +8,7 @@ import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId, validateNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
-import type { ContainerScan, DockerEngine } from '../engine/docker-engine.js';
+import type { ContainerReferences, ContainerScan } from '../container-references.js';
 import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
@@ -27,7 +27,7 @@ export class SharedCluster implements Cluster {
   readonly enabled = true;
   private readonly nodesDir: string;
   private readonly locks: ClusterLocks;
-  private readonly docker?: DockerEngine;
+  private readonly docker?: ContainerReferences;
   private invalid: InvalidNodeRecord[] = [];
   private stopped = false;
   /** Files already reported as invalid, so each is logged once rather than every heartbeat. */
@@ -47,7 +47,7 @@ export class SharedCluster implements Cluster {
     private readonly clock: SharedClock,
     private readonly settings: ClusterSettings,
     private readonly log: Logger,
-    engine?: DockerEngine,
+    engine?: ContainerReferences,
   ) {
     this.nodesDir = join(dir, 'nodes');
     this.locks = new ClusterLocks(fs, join(dir, 'locks'), nodeId, clock,

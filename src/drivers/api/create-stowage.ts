@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { ContainerModule } from 'inversify';
 import type { Backend } from '../../core/backend.js';
 import type { Logger } from '../../core/logger.js';
 import { silentLogger } from '../../core/logger.js';
@@ -8,6 +9,7 @@ import type {
   CreateResult, RemovePolicy, RemoveResult, VolumeInfo, VolumeManager,
 } from '../../core/volume-manager.js';
 import { buildContainer } from '../../container.js';
+import { SHELL_TOKENS } from '../tokens.js';
 
 export interface StowageOptions {
   /** Backend name or your own Backend implementation. @default 'vfs' */
@@ -40,18 +42,12 @@ export interface Stowage {
   readonly manager: VolumeManager;
 }
 
-export async function createStowage(options: StowageOptions = {}): Promise<Stowage> {
-  const container = buildContainer({
-    backend: options.backend ?? 'vfs',
-    backendOptions: options.options ?? {},
-    root: options.root ?? '/var/lib/stowage',
-    nodeId: options.nodeId ?? hostname(),
-    onRemove: options.onRemove ?? 'delete',
-    logger: options.logger ?? silentLogger,
-    fs: options.fs,
-  });
-  const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
-  await manager.init();
+/** The embedding API's shell: the Stowage object over the volume manager. */
+export const apiModule = new ContainerModule(({ bind }) => {
+  bind<Stowage>(SHELL_TOKENS.Stowage).toDynamicValue((ctx) => stowageOver(ctx.get<VolumeManager>(TOKENS.VolumeManager)));
+});
+
+function stowageOver(manager: VolumeManager): Stowage {
   return {
     manager,
     create: (name, opts) => manager.create(name, opts ?? {}),
@@ -63,4 +59,18 @@ export async function createStowage(options: StowageOptions = {}): Promise<Stowa
     info: () => manager.info(),
     close: () => manager.dispose(),
   };
+}
+
+export async function createStowage(options: StowageOptions = {}): Promise<Stowage> {
+  const stowage = buildContainer({
+    backend: options.backend ?? 'vfs',
+    backendOptions: options.options ?? {},
+    root: options.root ?? '/var/lib/stowage',
+    nodeId: options.nodeId ?? hostname(),
+    onRemove: options.onRemove ?? 'delete',
+    logger: options.logger ?? silentLogger,
+    fs: options.fs,
+  }, apiModule).get<Stowage>(SHELL_TOKENS.Stowage);
+  await stowage.manager.init();
+  return stowage;
 }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { dockerSocketPath } from '../../core/engine/docker-engine.js';
+import { dockerSocketPath } from '../docker-engine/docker-engine.js';
 import { isValidNodeId } from '../../core/names.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import type { RemovePolicy } from '../../core/volume-manager.js';

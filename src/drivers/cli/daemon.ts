@@ -1,13 +1,15 @@
-import type { Server } from 'node:http';
+import type { RequestListener, Server } from 'node:http';
 import { basename } from 'node:path';
 import { VERSION } from '../../version.js';
 import { consoleLogger } from '../../core/logger.js';
 import { TOKENS } from '../../core/tokens.js';
 import type { RemovePolicy, VolumeManager } from '../../core/volume-manager.js';
-import type { DockerEngine } from '../../core/engine/docker-engine.js';
 import { buildContainer } from '../../container.js';
-import { closeServer, createApp, listenOnSocket } from '../server.js';
-import { keepPluginActivated } from '../plugin-activation.js';
+import type { DockerEngine } from '../docker-engine/docker-engine.js';
+import { keepPluginActivated } from '../docker-engine/plugin-activation.js';
+import { closeServer, listenOnSocket } from '../server.js';
+import { SOCKET_MODULES } from '../socket-module.js';
+import { SHELL_TOKENS } from '../tokens.js';
 
 /** The daemon's settings, parsed and checked from its flags (daemon-command.ts). */
 export interface DaemonSettings {
@@ -51,12 +53,12 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
       driverName: basename(settings.socket).replace(/\.sock$/, ''),
       version: VERSION,
     },
-  });
+  }, ...SOCKET_MODULES);
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
-  const server = await listenOnSocket(createApp(manager), settings.socket);
+  const server = await listenOnSocket(container.get<RequestListener>(SHELL_TOKENS.RequestListener), settings.socket);
   log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
-  keepPluginActivated(container.get<DockerEngine>(TOKENS.DockerEngine), log);
+  keepPluginActivated(container.get<DockerEngine>(SHELL_TOKENS.DockerEngine), log);
   let stopping: Promise<void> | undefined;
   return {
     manager,

@@ -6,6 +6,9 @@ import { failureOf } from '../http-status.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<object> | object;
 
+/** Docker's plugin calls by path (`/VolumeDriver.Mount`, ...). */
+export type PluginHandlers = ReadonlyMap<string, Handler>;
+
 /** A reply already encoded as JSON text (List answers at 10 000 volumes are worth keeping). */
 class EncodedReply {
   constructor(readonly text: string) {}
@@ -21,7 +24,7 @@ function dockerVolume(info: VolumeInfo): Record<string, unknown> {
 }
 
 /** The legacy volume plugin protocol (docker.volumedriver/1.0), all eight methods, by path. */
-export function dockerPluginHandlers(manager: VolumeManager): Map<string, Handler> {
+export function dockerPluginHandlers(manager: VolumeManager): PluginHandlers {
   let lastList: { brief: readonly BriefVolume[]; reply: EncodedReply } | undefined;
   return new Map<string, Handler>([
     ['/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] })],

@@ -1,25 +1,9 @@
 import { request, type IncomingMessage } from 'node:http';
 import { z } from 'zod';
-import type { Logger } from '../logger.js';
-import { isValidVolumeName } from '../names.js';
-import { parseRecord } from '../schema/parse-record.js';
-
-/** A container on some node that references a volume (running or stopped). */
-export interface ContainerRef {
-  id: string;
-  name: string;
-  state: string;
-}
-
-export interface ContainerScan {
-  reachable: boolean;
-  error?: string;
-  /** Containers per volume of our driver. */
-  byVolume: Record<string, ContainerRef[]>;
-}
-
-/** Container states in which the engine holds the container's volume mounts. */
-export const LIVE_STATES: ReadonlySet<string> = new Set(['running', 'paused', 'restarting']);
+import type { ContainerReferences, ContainerRef, ContainerScan } from '../../core/container-references.js';
+import type { Logger } from '../../core/logger.js';
+import { isValidVolumeName } from '../../core/names.js';
+import { parseRecord } from '../../core/schema/parse-record.js';
 
 // The engine is trusted more than shared storage, but its answer still only names volumes
 // after passing the same checks as any other input.
@@ -42,12 +26,12 @@ export function dockerSocketPath(dockerHost: string): string {
 }
 
 /**
- * The local Docker engine's API, shared by the cluster (which containers reference volumes),
- * mount reconciliation (which volumes live containers use) and plugin activation. One event
- * stream, reconnected while the engine is down; `onConnect` listeners run on every (re)connect,
- * which is how an engine restart is noticed.
+ * The local Docker engine's API (`/containers/json`, `/events`, `/volumes`): the core's
+ * ContainerReferences port, and plugin activation for the daemon. One event stream,
+ * reconnected while the engine is down; `onConnect` listeners run on every (re)connect, which
+ * is how an engine restart is noticed.
  */
-export class DockerEngine {
+export class DockerEngine implements ContainerReferences {
   private events?: IncomingMessage;
   private watching = false;
   private stopped = false;

@@ -1,5 +1,5 @@
-import type { DockerEngine } from '../core/engine/docker-engine.js';
-import type { Logger } from '../core/logger.js';
+import type { Logger } from '../../core/logger.js';
+import type { DockerEngine } from './docker-engine.js';
 
 /**
  * The engine reports a legacy plugin to Swarm only once it has activated it, and forgets that
