@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
+import { Dmsetup } from '../../src/backends/devicemapper/dmsetup.js';
 import { checkStateAgainstPool, ownership, poolMismatch } from '../../src/backends/devicemapper/pool-ownership.js';
 import { emptyState, nextFreeId, type PoolStateFile, type VolumeEntry } from '../../src/backends/devicemapper/pool-state.js';
 import { DmParseError } from '../../src/backends/devicemapper/status-parser.js';
@@ -45,6 +46,22 @@ describe('thin_dump', () => {
   ])('refuses %j', (xml, message) => {
     expect(() => parseThinDump(xml)).toThrow(DmParseError);
     expect(() => parseThinDump(xml)).toThrow(message);
+  });
+});
+
+describe('dmsetup info', () => {
+  it('reads the MAJOR:MINOR a thin table names its pool by, and nothing for an absent device', async () => {
+    const answers: Record<string, { stdout: string; stderr: string; exitCode: number }> = {
+      pool: { stdout: fixture('info-devno.txt'), stderr: '', exitCode: 0 },
+      ghost: { stdout: '', stderr: fixture('err-status-absent.txt'), exitCode: 1 },
+      odd: { stdout: 'pool:254:0:0\n', stderr: '', exitCode: 0 },
+    };
+    const calls: string[][] = [];
+    const dm = new Dmsetup({ run: async (_p, args) => { calls.push([...args]); return answers[args[args.length - 1]!]!; } }, { udev: true });
+    expect(await dm.devno('pool')).toBe('254:0');
+    expect(calls[0]).toEqual(['info', '-c', '--noheadings', '-o', 'major,minor', 'pool']);
+    expect(await dm.devno('ghost')).toBeUndefined();
+    await expect(dm.devno('odd')).rejects.toThrow(/dmsetup info odd printed/);
   });
 });
 
@@ -141,7 +158,7 @@ describe('devicemapper pool set-up refusals (simulated kernel)', () => {
     kernel.calls.length = 0;
     await expect(make().init()).rejects.toMatchObject({
       code: ErrorCodes.BACKEND_UNAVAILABLE,
-      message: expect.stringMatching(/does not hold the pool the state describes: it holds no thin-pool metadata.*1 volume/),
+      message: expect.stringMatching(/does not hold the pool the state describes: it holds no thin-pool metadata.*forget the 1 volume/),
     });
     expect(kernel.lines().some((l) => l.startsWith('dmsetup create'))).toBe(false);
   });
@@ -168,6 +185,24 @@ describe('devicemapper pool set-up refusals (simulated kernel)', () => {
       code: ErrorCodes.STATE_CORRUPT,
       message: expect.stringMatching(/volume a names thin id 0, but the pool's device 0 was created under transaction 5150.*never deleted/),
     });
+    expect(meta.ids.has(0)).toBe(true);
+  });
+
+  it('does not roll back an unfinished create whose id the pool now holds for someone else', async () => {
+    const { kernel, make, readState, writeState } = await setupFakeDm();
+    const backend = make();
+    await backend.init();
+    await backend.create(request('half'));
+    const state = await readState() as { volumes: Record<string, { ready: boolean }> };
+    state.volumes.half!.ready = false;
+    await writeState(state);
+    const meta = kernel.pool('pool').meta;
+    meta.createdIn.set(0, 8080);
+    kernel.calls.length = 0;
+    await expect(make().init()).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/volume half \(being created\) names thin id 0/),
+    });
+    expect(kernel.lines().some((l) => l.includes('delete'))).toBe(false);
     expect(meta.ids.has(0)).toBe(true);
   });
 });

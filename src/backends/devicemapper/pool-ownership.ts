@@ -30,8 +30,8 @@ export interface RecordedDevice {
 export function recordedDevices(state: PoolStateFile): RecordedDevice[] {
   const out: RecordedDevice[] = [];
   for (const volume of Object.values(state.volumes)) {
-    if (!volume.ready) continue;
-    out.push({ label: `volume ${volume.record.name}`, ref: volume });
+    // A volume whose create did not finish is rolled back at start: its device must be ours too.
+    out.push({ label: `volume ${volume.record.name}${volume.ready ? '' : ' (being created)'}`, ref: volume });
     for (const s of volume.snapshots) out.push({ label: `snapshot ${s.name} of volume ${volume.record.name}`, ref: s });
   }
   for (const r of state.retained) {

@@ -118,9 +118,9 @@ async function checkNewMetadata(setup: PoolSetup, metaFile: string, meta: string
 async function checkSavedMetadata(setup: PoolSetup, saved: PoolStateFile, metaFile: string, meta: string): Promise<ThinDump> {
   const { devices, statePath } = setup;
   const volumes = Object.keys(saved.volumes).length;
-  const described = `the pool ${statePath} describes (${volumes} volume(s), ${saved.retained.length} retained)`;
   const stop = (why: string) => unavailable(`dm.metadatadev=${metaFile} does not hold the pool the state describes: ${why}. ` +
-    `stowage stops instead of making a fresh pool over ${described}, whose data blocks are still on dm.datadev. ` +
+    `stowage stops instead of making a fresh pool that would forget the ${volumes} volume(s) and ${saved.retained.length} ` +
+    `retained volume(s) its state ${statePath} names, whose data blocks are still on dm.datadev. ` +
     'Give the right metadata device, or restore its metadata (thin_restore); to give up those volumes and start ' +
     `a new pool, move ${statePath} aside and zero the device's first 4 KiB`);
   if (await devices.superblockIsBlank(meta)) throw stop('it holds no thin-pool metadata (its first 4 KiB are zero)');
