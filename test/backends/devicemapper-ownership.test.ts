@@ -205,4 +205,15 @@ describe('devicemapper pool set-up refusals (simulated kernel)', () => {
     expect(kernel.lines().some((l) => l.includes('delete'))).toBe(false);
     expect(meta.ids.has(0)).toBe(true);
   });
+
+  it('names the mount holding a metadata device exclusively', async () => {
+    const { kernel, make, fs } = await setupFakeDm();
+    await fs.writeFile('/pool/meta.img', 'a mounted filesystem');
+    kernel.inject('thin_check', /loop1/, { stderr: "syscall 'open' failed: Device or resource busy\nNote: you cannot run this tool with these options on live metadata." });
+    await fs.writeFile('/proc/self/mounts', '/dev/loop1 /srv/elsewhere ext4 rw,relatime 0 0\n');
+    await expect(make().init()).rejects.toMatchObject({
+      code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/\(\/dev\/loop1\) is open exclusively by something else \(mounted at \/srv\/elsewhere\)/),
+    });
+    expect(await fs.readFile('/dev/loop1', 'utf8')).toBe('a mounted filesystem');
+  });
 });

@@ -3,6 +3,7 @@ import type { CommandRunner } from '../../core/command-runner.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
+import { parseProcMounts } from '../../core/proc-mounts.js';
 import { parseLosetupJson, parseUeventDevname } from './system-parsers.js';
 import { parseThinDump, type ThinDump } from './thin-dump-parser.js';
 
@@ -101,7 +102,12 @@ export class PoolDevices {
     const result = await this.runner.run('thin_check', ['--skip-mappings', device], { allowFailure: true, timeoutMs: 600_000 });
     const text = `${result.stderr}\n${result.stdout}`;
     const detail = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/^examining|^checking/.test(l)).slice(0, 3).join('; ');
-    return { valid: result.exitCode === 0, busy: result.exitCode !== 0 && /Device or resource busy/.test(text), detail };
+    const busy = result.exitCode !== 0 && /Device or resource busy/.test(text);
+    if (!busy) return { valid: result.exitCode === 0, busy, detail };
+    // A mounted filesystem holds its device exclusively without showing in sysfs holders.
+    const mounts = parseProcMounts(await this.fs.readFile('/proc/self/mounts', 'utf8').catch(() => ''));
+    const where = mounts.filter((m) => m.source === device).map((m) => m.target);
+    return { valid: false, busy, detail: where.length > 0 ? `mounted at ${where.join(', ')}` : detail };
   }
 
   /**

@@ -106,8 +106,8 @@ async function checkNewMetadata(setup: PoolSetup, metaFile: string, meta: string
       `(dd if=/dev/zero of=${metaFile} bs=4096 count=1 conv=notrunc)`);
   }
   if (check.busy) {
-    throw unavailable(`dm.metadatadev=${metaFile} (${meta}) is open exclusively by something else (a mount, a pool, ` +
-      'another tool), so stowage cannot tell what it holds; it makes pools only on devices nothing uses');
+    throw unavailable(`dm.metadatadev=${metaFile} (${meta}) is open exclusively by something else (${check.detail}), so ` +
+      'stowage cannot tell what it holds; it makes pools only on devices nothing uses');
   }
   throw unavailable(`dm.metadatadev=${metaFile} holds data that is not thin-pool metadata (thin_check: ${check.detail}). ` +
     'stowage makes a new pool only on a metadata device whose first 4 KiB are zero, and never wipes one itself; if ' +
