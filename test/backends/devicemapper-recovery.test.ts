@@ -25,17 +25,20 @@ describe('devicemapper restarts and reboots', () => {
     const second = make();
     await second.init();
     const lines = kernel.lines();
-    expect(lines).not.toContain('thin_check --super-block-only /dev/loop1');
-    expect(lines).toContain('dmsetup create pool --table 0 2097152 thin-pool /dev/loop1 /dev/loop0 128 1638 1 error_if_no_space');
+    // With saved state the metadata device is checked to hold that pool before it is activated.
+    const create = lines.indexOf('dmsetup create pool --table 0 2097152 thin-pool /dev/loop1 /dev/loop0 128 1638 1 error_if_no_space');
+    expect(create).toBeGreaterThan(lines.indexOf('thin_dump --skip-mappings /dev/loop1'));
+    expect(lines.indexOf('thin_dump --skip-mappings /dev/loop1')).toBeGreaterThan(lines.indexOf('thin_check --skip-mappings /dev/loop1'));
+    expect(lines.indexOf('thin_check --skip-mappings /dev/loop1')).toBeGreaterThan(-1);
     expect(lines.filter((l) => l.startsWith('mount'))).toEqual([
       'mount -t ext4 -o rw,noinit_itable /dev/mapper/pool-t0 /state/devicemapper/mounts/mounted',
     ]);
     expect(await fs.readFile('/state/devicemapper/mounts/mounted/data', 'utf8')).toBe('survives');
     expect((await second.list()).map((v) => v.name)).toEqual(['idle', 'mounted']);
-    expect((await second.describe()).transactionId).toBe('2');
+    expect((await second.describe()).transactionId).toBe('104');
   });
 
-  it('a plain restart adopts the active pool and re-checks the mounts', async () => {
+  it('a plain restart adopts the active pool, checks the state against its metadata and re-checks the mounts', async () => {
     const { kernel, make } = await setupFakeDm();
     const first = make();
     await first.init();
@@ -47,8 +50,13 @@ describe('devicemapper restarts and reboots', () => {
     expect(kernel.lines()).toEqual([
       'dmsetup table pool',
       'dmsetup status pool',
+      'dmsetup table pool',
+      'dmsetup message pool 0 reserve_metadata_snap',
+      'thin_dump --skip-mappings -m /dev/loop1',
+      'dmsetup message pool 0 release_metadata_snap',
       'dmsetup create pool-t0 --table 0 131072 thin /dev/mapper/pool 0',
       'dmsetup table pool-t0',
+      'dmsetup info -c --noheadings -o major,minor pool',
     ]);
   });
 
@@ -57,7 +65,7 @@ describe('devicemapper restarts and reboots', () => {
     await make().init();
     await kernel.reboot();
     await expect(make({}, '/elsewhere').init()).rejects.toMatchObject({
-      code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/already holds thin-pool metadata.*wipe its first 4 KiB/),
+      code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/already holds thin-pool metadata.*zero its first 4 KiB yourself/),
     });
     expect(kernel.lines().filter((l) => l.startsWith('dmsetup create pool '))).toHaveLength(1);
   });
@@ -78,6 +86,9 @@ describe('devicemapper restarts and reboots', () => {
     await expect(make().init()).rejects.toMatchObject({
       code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/device-mapper is not available in this kernel.*modprobe dm_thin_pool/),
     });
+    // thin_check runs when a pool with saved state is activated again.
+    await make().init();
+    await kernel.reboot();
     const run = kernel.run.bind(kernel);
     kernel.run = async (program, args, options) => {
       if (program === 'thin_check') throw new StowageError(ErrorCodes.BACKEND_COMMAND, 'cannot run thin_check: spawn thin_check ENOENT');
@@ -96,64 +107,133 @@ describe('devicemapper restarts and reboots', () => {
 });
 
 describe('devicemapper crash recovery', () => {
-  it('deletes a thin device whose create was interrupted before it was recorded', async () => {
-    const { kernel, make, readState, writeState } = await setupFakeDm();
+  it('rolls back an interrupted create only when the pool shows the device was made under its claim', async () => {
+    const { kernel, make, readState, writeState, logs } = await setupFakeDm();
     await make().init();
     const state = await readState();
-    kernel.pool('pool').meta.ids.add(0);
-    await writeState({ ...state, pending: { op: 'create', thinId: 0, fromTx: 0, toTx: 1 } });
+    const meta = kernel.pool('pool').meta;
+    // Crashed after create_thin under claim 555: the pool shows device 0 made under 555.
+    meta.tx = 555;
+    meta.ids.add(0);
+    meta.createdIn.set(0, 555);
+    await writeState({ ...state, pending: { op: 'create', thinId: 0, claimTx: 555, doneTx: 556 } });
     kernel.calls.length = 0;
-    const backend = make();
-    await backend.init();
+    await make().init();
     expect(kernel.lines()).toContain('dmsetup message pool 0 delete 0');
-    expect(kernel.pool('pool').meta.ids.size).toBe(0);
+    expect(meta.ids.size).toBe(0);
     expect((await readState()).pending).toBeUndefined();
+
+    // Crashed before create_thin; someone else then made id 1 under their own claim: left alone.
+    meta.ids.add(1);
+    meta.createdIn.set(1, 777);
+    meta.tx = 778;
+    await writeState({ ...(await readState()), pending: { op: 'create', thinId: 1, claimTx: 600, doneTx: 601 } });
+    kernel.calls.length = 0;
+    await make().init();
+    expect(kernel.lines().some((l) => l.includes('delete'))).toBe(false);
+    expect(meta.ids.has(1)).toBe(true);
+    expect((await readState()).foreignIds).toEqual([1]);
+    expect(logs.join('\n')).toMatch(/thin id 1 of an interrupted create now belongs to someone else \(created under transaction 777\)/);
   });
 
-  it('finishes an interrupted delete and rolls back a volume whose filesystem was never made', async () => {
+  it('never replays a pending change written before claims: nothing proves whose the id is', async () => {
+    const { kernel, make, readState, writeState, logs } = await setupFakeDm();
+    const backend = make();
+    await backend.init();
+    await backend.create(request('kept'));
+    const meta = kernel.pool('pool').meta;
+    meta.ids.add(4);
+    const state = await readState();
+    await writeState({ ...state, pending: { op: 'create', thinId: 4, fromTx: 102, toTx: 103 } });
+    kernel.calls.length = 0;
+    await make().init();
+    expect(kernel.lines().some((l) => l.includes('delete'))).toBe(false);
+    expect((await readState()).foreignIds).toEqual([4]);
+    await writeState({ ...(await readState()), pending: { op: 'delete', thinId: 0, fromTx: 102, toTx: 103 } });
+    const restarted = make();
+    await restarted.init();
+    expect(meta.ids.has(0)).toBe(true);
+    expect((await restarted.list()).map((v) => v.name)).toEqual(['kept']);
+    expect(logs.join('\n')).toMatch(/interrupted delete of thin id 0 .* cannot be proven ours; its volume stays listed/);
+  });
+
+  it('finishes an interrupted delete of its own device and rolls back a volume whose filesystem was never made', async () => {
     const { kernel, make, readState, writeState } = await setupFakeDm();
     const backend = make();
     await backend.init();
     await backend.create(request('half-deleted'));
     await backend.create(request('half-made'));
-    const state = await readState() as { volumes: Record<string, { ready: boolean }> };
+    const state = await readState() as { volumes: Record<string, { ready: boolean; createdInTx: number }> };
     state.volumes['half-made']!.ready = false;
-    await writeState({ ...state, pending: { op: 'delete', thinId: 0, fromTx: 2, toTx: 3 } });
+    const createdInTx = state.volumes['half-deleted']!.createdInTx;
+    expect(kernel.pool('pool').meta.createdIn.get(0)).toBe(createdInTx);
+    await writeState({ ...state, pending: { op: 'delete', thinId: 0, claimTx: 900, doneTx: 901, createdInTx } });
     const restarted = make();
     await restarted.init();
     expect(await restarted.list()).toEqual([]);
     expect(kernel.pool('pool').meta.ids.size).toBe(0);
   });
 
+  it('a delete whose id someone else re-created is not replayed on their device', async () => {
+    const { kernel, make, readState, writeState } = await setupFakeDm();
+    const backend = make();
+    await backend.init();
+    await backend.create(request('gone'));
+    const meta = kernel.pool('pool').meta;
+    // Our delete of id 0 went through, then someone else made id 0 again under their claim.
+    meta.createdIn.set(0, 4242);
+    const state = await readState() as { volumes: Record<string, { createdInTx: number }> };
+    const createdInTx = state.volumes.gone!.createdInTx;
+    delete (state.volumes as Record<string, unknown>).gone;
+    await writeState({ ...state, pending: { op: 'delete', thinId: 0, claimTx: 900, doneTx: 901, createdInTx } });
+    kernel.calls.length = 0;
+    await make().init();
+    expect(kernel.lines().some((l) => l.includes('delete'))).toBe(false);
+    expect(meta.ids.has(0)).toBe(true);
+    expect((await readState()).foreignIds).toEqual([0]);
+  });
+
   it('settles a change whose commit failed before making the next one', async () => {
     const { kernel, make, readState } = await setupFakeDm();
     const backend = make();
     await backend.init();
-    kernel.inject('dmsetup', /set_transaction_id/, { stderr: 'device-mapper: message ioctl on pool  failed: Cannot allocate memory\nCommand failed.' });
+    kernel.inject('dmsetup', /set_transaction_id 101 102/, { stderr: 'device-mapper: message ioctl on pool  failed: Cannot allocate memory\nCommand failed.' });
     await expect(backend.create(request('first'))).rejects.toMatchObject({ code: ErrorCodes.BACKEND_COMMAND });
-    expect((await readState()).pending).toMatchObject({ op: 'create', thinId: 0 });
+    expect((await readState()).pending).toMatchObject({ op: 'create', thinId: 0, claimTx: 101 });
     kernel.calls.length = 0;
     await backend.create(request('second'));
-    expect(kernel.lines().filter((l) => l.includes('message'))).toEqual([
+    expect(kernel.lines().filter((l) => l.includes('message') && !l.includes('metadata_snap'))).toEqual([
       'dmsetup message pool 0 delete 0',
-      'dmsetup message pool 0 create_thin 0',
-      'dmsetup message pool 0 set_transaction_id 0 1',
+      'dmsetup message pool 0 set_transaction_id 101 103',
+      'dmsetup message pool 0 create_thin 1',
+      'dmsetup message pool 0 set_transaction_id 103 104',
     ]);
     expect((await backend.list()).map((v) => v.name)).toEqual(['second']);
   });
 
-  it('in an adopted pool never deletes an id it cannot prove is its own', async () => {
-    const { kernel, make, readState, writeState, logs } = await setupFakeDm();
-    await make().init();
-    const adopter = make({ 'dm.datadev': '', 'dm.metadatadev': '' }, '/adopter');
-    await adopter.init();
-    expect((await adopter.describe()).poolCreatedBy).toBe('adopted');
-    kernel.pool('pool').meta.ids.add(4);
-    await writeState({ ...(await readState('/adopter')), pending: { op: 'create', thinId: 4, fromTx: 0, toTx: 1 } }, '/adopter');
-    await make({ 'dm.datadev': '', 'dm.metadatadev': '' }, '/adopter').init();
-    expect(kernel.pool('pool').meta.ids.has(4)).toBe(true);
-    expect((await readState('/adopter')).foreignIds).toEqual([4]);
-    expect(logs.join('\n')).toMatch(/may belong to someone else/);
+  it('a create made while another daemon moved the pool is left to them and retried under a new id', async () => {
+    const { kernel, make, logs } = await setupFakeDm();
+    const backend = make();
+    await backend.init();
+    const meta = kernel.pool('pool').meta;
+    // Another daemon moves the pool to its own claim right after ours, before our create_thin.
+    const run = kernel.run.bind(kernel);
+    let interfered = false;
+    kernel.run = async (program, args, options) => {
+      if (!interfered && args.includes('create_thin 0')) {
+        interfered = true;
+        meta.tx = 31337;
+        meta.ids.add(0);
+        meta.createdIn.set(0, 31337);
+        return { stdout: '', stderr: '', exitCode: 0 };
+      }
+      return run(program, args, options);
+    };
+    await backend.create(request('vol'));
+    expect((await backend.volumeStatus('vol')).thinId).toBe('1');
+    expect(meta.ids.has(0)).toBe(true);
+    expect(backend.pool.state.foreignIds).toEqual([0]);
+    expect(logs.join('\n')).toMatch(/thin id 0 .* cannot be proven ours/);
   });
 
   it('refuses to adopt a pool that skips block zeroing', async () => {
@@ -178,11 +258,12 @@ describe('devicemapper snapshots', () => {
     const snap = await backend.snapshots.createSnapshot('vol', 'snap1');
     expect(kernel.lines()).toEqual([
       'dmsetup status pool',
+      'dmsetup message pool 0 set_transaction_id 102 103',
       'dmsetup table pool-t0',
       'dmsetup suspend pool-t0',
       'dmsetup message pool 0 create_snap 1 0',
       'dmsetup resume pool-t0',
-      'dmsetup message pool 0 set_transaction_id 1 2',
+      'dmsetup message pool 0 set_transaction_id 103 104',
     ]);
     expect(snap).toMatchObject({ name: 'snap1', volume: 'vol', details: { thinId: '1', pool: 'pool', device: '/dev/mapper/pool-t1' } });
     await fs.writeFile(join(path, 'f'), 'after');

@@ -19,8 +19,8 @@ describeBackendConformance('devicemapper on a simulated kernel', async () => {
 const MOUNTS = '/state/devicemapper/mounts';
 
 describe('devicemapper command sequences', () => {
-  it('creates a pool on two files: loop devices, a wiped metadata superblock, error_if_no_space', async () => {
-    const { kernel, make, readState } = await setupFakeDm();
+  it('creates a pool on two files: loop devices, a blank metadata device nothing holds, error_if_no_space', async () => {
+    const { kernel, make, readState, fs } = await setupFakeDm();
     await make().init();
     expect(kernel.lines()).toEqual([
       'dmsetup table pool',
@@ -28,11 +28,12 @@ describe('devicemapper command sequences', () => {
       'losetup --find --show /pool/data.img',
       'losetup --list --json --output NAME,BACK-FILE',
       'losetup --find --show /pool/meta.img',
-      'thin_check --super-block-only /dev/loop1',
       'blockdev --getsz /dev/loop0',
       'dmsetup create pool --table 0 2097152 thin-pool /dev/loop1 /dev/loop0 128 1638 1 error_if_no_space',
       'dmsetup status pool',
     ]);
+    // Nothing holds the devices, and the metadata device is blank: stowage writes nothing to it, the kernel formats it.
+    expect(await fs.readFile('/dev/loop1', 'utf8')).toBe('THINMETA');
     expect(await readState()).toMatchObject({
       format: 1, writtenBy: 'node-a', transactionId: 0, foreignIds: [], volumes: {}, retained: [],
       pool: { name: 'pool', dataDevice: '/pool/data.img', metadataDevice: '/pool/meta.img', blockSectors: 128, createdByStowage: true },
@@ -47,8 +48,9 @@ describe('devicemapper command sequences', () => {
     await backend.create(request('vol', { size: 8 * 2 ** 20 }));
     expect(kernel.lines()).toEqual([
       'dmsetup status pool',
+      'dmsetup message pool 0 set_transaction_id 0 101',
       'dmsetup message pool 0 create_thin 0',
-      'dmsetup message pool 0 set_transaction_id 0 1',
+      'dmsetup message pool 0 set_transaction_id 101 102',
       'dmsetup create pool-t0 --table 0 16384 thin /dev/mapper/pool 0',
       'mkfs.ext4 -q -E lazy_itable_init=1,lazy_journal_init=1,nodiscard /dev/mapper/pool-t0',
       'dmsetup remove pool-t0',
@@ -84,14 +86,15 @@ describe('devicemapper command sequences', () => {
       `umount ${MOUNTS}/vol`,
       'dmsetup remove pool-t0',
       'dmsetup remove pool-t0',
+      'dmsetup message pool 0 set_transaction_id 102 103',
       'dmsetup message pool 0 delete 0',
-      'dmsetup message pool 0 set_transaction_id 1 2',
+      'dmsetup message pool 0 set_transaction_id 103 104',
     ]);
     expect(kernel.pool('pool').meta.ids.size).toBe(0);
     await expect(fs.stat(`${MOUNTS}/vol`)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it('skips ids someone else holds ("File exists"), for good, and reuses its own freed ids', async () => {
+  it('skips ids someone else holds ("File exists"), for good, and never reuses its own freed ids', async () => {
     const { kernel, make, readState } = await setupFakeDm();
     const backend = make();
     await backend.init();
@@ -108,7 +111,8 @@ describe('devicemapper command sequences', () => {
     await restarted.init();
     kernel.calls.length = 0;
     await restarted.create(request('second'));
-    expect(kernel.lines().filter((l) => l.includes('create_thin'))).toEqual(['dmsetup message pool 0 create_thin 2']);
+    expect(kernel.lines().filter((l) => l.includes('create_thin'))).toEqual(['dmsetup message pool 0 create_thin 3']);
+    expect((await readState()).nextThinId).toBe(4);
   });
 
   it('retries remove while the device is busy, and reports one that stays busy without deleting anything', async () => {
@@ -125,10 +129,10 @@ describe('devicemapper command sequences', () => {
 
     await backend.create(request('stuck'));
     await backend.attach('stuck');
-    kernel.busyRemoves.set('pool-t0', 1000);
+    kernel.busyRemoves.set('pool-t1', 1000);
     kernel.calls.length = 0;
     await expect(backend.remove('stuck', { retainData: false })).rejects.toMatchObject({
-      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/pool-t0 of volume stuck stays open/),
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/pool-t1 of volume stuck stays open/),
     });
     expect(kernel.lines().filter((l) => l.startsWith('dmsetup remove'))).toHaveLength(10);
     expect(kernel.lines().some((l) => l.includes('delete'))).toBe(false);
@@ -179,7 +183,7 @@ describe('devicemapper command sequences', () => {
     expect(await backend.list()).toEqual([]);
     expect(kernel.pool('pool').meta.ids.size).toBe(0);
     await backend.create(request('vol'));
-    expect((await backend.volumeStatus('vol')).thinId).toBe('0');
+    expect((await backend.volumeStatus('vol')).thinId).toBe('1');
   });
 
   it('follows a transaction id someone else moved', async () => {
@@ -189,9 +193,10 @@ describe('devicemapper command sequences', () => {
     kernel.pool('pool').meta.tx = 41;
     await backend.create(request('vol'));
     expect(kernel.lines().filter((l) => l.includes('set_transaction_id'))).toEqual([
-      'dmsetup message pool 0 set_transaction_id 0 1', 'dmsetup message pool 0 set_transaction_id 41 42',
+      'dmsetup message pool 0 set_transaction_id 0 101', 'dmsetup message pool 0 set_transaction_id 41 101',
+      'dmsetup message pool 0 set_transaction_id 101 102',
     ]);
-    expect((await backend.describe()).transactionId).toBe('42');
+    expect((await backend.describe()).transactionId).toBe('102');
     expect(logs.join('\n')).toMatch(/someone else changes it too/);
   });
 

@@ -38,12 +38,15 @@ export async function setupFakeDm(): Promise<FakeDmSetup> {
   const logs: string[] = [];
   const log: Logger = { info: (m) => logs.push(`info ${m}`), warn: (m) => logs.push(`warn ${m}`), error: (m) => logs.push(`error ${m}`) };
   const statePath = (root: string) => `${root}/devicemapper/pool.json`;
+  // Claim transaction ids in the order they are drawn, so command sequences read plainly.
+  let tx = 100;
+  const newTransactionId = () => (tx += 1);
   return {
     fs, kernel, logs,
     make: (extra = {}, root = '/state', tuning = { udev: false, removeDelayMs: 0 }) => new DevicemapperBackend(
       { nodeId: 'node-a', root, fs, runner: kernel, log },
       parseDevicemapperOptions(Object.fromEntries(Object.entries({ ...POOL_OPTIONS, ...extra }).filter(([, v]) => v !== ''))),
-      tuning),
+      { newTransactionId, ...tuning }),
     readState: async (root = '/state') => JSON.parse(String(await fs.readFile(statePath(root), 'utf8'))) as Record<string, unknown>,
     writeState: async (state, root = '/state') => {
       await fs.mkdir(`${root}/devicemapper`, { recursive: true });

@@ -24,6 +24,8 @@ export interface FakeMetadata {
   key: string;
   tx: number;
   ids: Set<number>;
+  /** Thin id -> the transaction id it was created under (ids added by hand default to 0). */
+  createdIn: Map<number, number>;
   held: boolean;
 }
 
@@ -117,6 +119,14 @@ export class FakeDmKernel implements CommandRunner {
     return pool;
   }
 
+  /** The pool metadata on a metadata loop device, and whether an active pool holds that device. */
+  metadataOn(loop: string): { meta?: FakeMetadata; active: boolean } {
+    const file = this.loops.get(loop);
+    const meta = file === undefined ? undefined : this.metadata.get(file);
+    const active = [...this.devices.values()].some((d) => d.thinId === undefined && d.table[3] === loop);
+    return { ...(meta ? { meta } : {}), active };
+  }
+
   /** Where the data of a thin id lives while it is not mounted. */
   store(meta: FakeMetadata, id: number): string {
     return `/.fake-thin/${meta.key.replace(/\//g, '_')}/${id}`;
@@ -133,6 +143,7 @@ export class FakeDmKernel implements CommandRunner {
     for (const path of [...this.mounts.keys()]) await runTool(this, 'umount', [path]);
     for (const name of this.devices.keys()) await this.fs.rm(`/dev/mapper/${name}`, { force: true });
     this.devices.clear();
+    await this.fs.rm('/sys/class/block', { recursive: true, force: true });
     for (const loop of this.loops.keys()) await this.fs.rm(loop, { force: true });
     this.loops.clear();
   }
@@ -152,6 +163,9 @@ export class FakeDmKernel implements CommandRunner {
         return this.create(name, args[3] ?? '');
       case 'remove':
         return this.remove(name);
+      case 'info':
+        // info -c --noheadings -o major,minor NAME
+        return device || this.devices.has(args[args.length - 1]!) ? ok(`254:${this.devices.get(args[args.length - 1]!)!.minor}`) : noDevice();
       case 'suspend': case 'resume': case 'mknodes':
         if (!device) return noDevice();
         if (command === 'mknodes') await this.fs.writeFile(`/dev/mapper/${name}`, '');
@@ -186,7 +200,7 @@ export class FakeDmKernel implements CommandRunner {
       const content = await this.fs.readFile(t[3]!).catch(() => Buffer.alloc(0));
       let meta = this.metadata.get(metaFile);
       if (!meta || !content.subarray(0, 8).equals(Buffer.from('THINMETA'))) {
-        meta = { key: metaFile, tx: 0, ids: new Set(), held: false };
+        meta = { key: metaFile, tx: 0, ids: new Set(), createdIn: new Map(), held: false };
         this.metadata.set(metaFile, meta);
         await this.fs.writeFile(t[3]!, 'THINMETA');
       }
@@ -194,6 +208,10 @@ export class FakeDmKernel implements CommandRunner {
       const pool: FakePool = { name, meta, lengthSectors: Number(t[1]), blockSectors: Number(t[5]), features,
         usedData: 0, mode: 'rw', needsCheck: false, failed: false };
       this.devices.set(name, { name, minor, table: t, pool });
+      const loop = t[3]!.replace('/dev/', '');
+      await this.fs.mkdir(`/sys/class/block/${loop}/holders/dm-${minor}`, { recursive: true });
+      await this.fs.mkdir(`/sys/class/block/dm-${minor}/dm`, { recursive: true });
+      await this.fs.writeFile(`/sys/class/block/dm-${minor}/dm/name`, `${name}\n`);
     } else if (t[2] === 'thin') {
       const pool = this.devices.get(t[3]!.replace('/dev/mapper/', ''))?.pool;
       const id = Number(t[4]);
@@ -219,6 +237,9 @@ export class FakeDmKernel implements CommandRunner {
     }
     this.devices.delete(name);
     await this.fs.rm(`/dev/mapper/${name}`, { force: true });
+    if (device.thinId === undefined) {
+      await this.fs.rm(`/sys/class/block/${device.table[3]!.replace('/dev/', '')}/holders/dm-${device.minor}`, { recursive: true, force: true });
+    }
     return ok();
   }
 
@@ -234,6 +255,7 @@ export class FakeDmKernel implements CommandRunner {
         if (meta.ids.has(id)) return dmFail('message', pool.name, 'File exists');
         if (op === 'create_snap' && !meta.ids.has(Number(b))) return dmFail('message', pool.name, 'No data available');
         meta.ids.add(id);
+        meta.createdIn.set(id, meta.tx);
         await this.fs.rm(this.store(meta, id), { recursive: true, force: true });
         await this.fs.mkdir(this.store(meta, id), { recursive: true });
         if (op === 'create_snap') await copyTree(this.fs, this.dataOf(pool, Number(b)), this.store(meta, id));
@@ -243,6 +265,7 @@ export class FakeDmKernel implements CommandRunner {
         if (!meta.ids.has(id)) return dmFail('message', pool.name, 'No data available');
         if (active(id)) return dmFail('message', pool.name, 'Device or resource busy');
         meta.ids.delete(id);
+        meta.createdIn.delete(id);
         await this.fs.rm(this.store(meta, id), { recursive: true, force: true });
         return ok();
       case 'set_transaction_id':

@@ -3,6 +3,7 @@ import type { CommandResult } from '../../src/core/command-runner.js';
 import { fail, ok, type FakeDmKernel } from './fake-dm-kernel.js';
 
 const MOUNTS = '/proc/self/mounts';
+const BUSY = "syscall 'open' failed: Device or resource busy\nNote: you cannot run this tool with these options on live metadata.";
 
 async function writeMountTable(k: FakeDmKernel): Promise<void> {
   const lines = [...k.mounts].map(([path, device]) => `${device} ${path.replace(/ /g, '\\040')} ext4 rw,relatime 0 0`);
@@ -29,7 +30,7 @@ export async function runTool(k: FakeDmKernel, program: string, args: string[]):
         const loop = `/dev/loop${n}`;
         k.loops.set(loop, last);
         const meta = k.metadata.get(last);
-        await k.fs.writeFile(loop, meta ? 'THINMETA' : '');
+        await k.fs.writeFile(loop, meta ? 'THINMETA' : await k.fs.readFile(last).catch(() => ''));
         await k.fs.mkdir(`/sys/dev/block/7:${n}`, { recursive: true });
         await k.fs.writeFile(`/sys/dev/block/7:${n}/uevent`, `MAJOR=7\nMINOR=${n}\nDEVNAME=loop${n}\nDEVTYPE=disk\n`);
         return ok(loop);
@@ -39,8 +40,19 @@ export async function runTool(k: FakeDmKernel, program: string, args: string[]):
     case 'blockdev':
       return ok(String(k.sizes.get(k.loops.get(last) ?? last) ?? 2 ** 21));
     case 'thin_check': {
+      if (k.metadataOn(last).active) return fail(BUSY);
       const content = await k.fs.readFile(last).catch(() => Buffer.alloc(0));
       return content.subarray(0, 8).toString() === 'THINMETA' ? ok('TRANSACTION_ID=0') : fail('bad checksum in superblock');
+    }
+    case 'thin_dump': {
+      const { meta, active } = k.metadataOn(last);
+      if (args.includes('-m') ? !meta?.held : active) return fail(args.includes('-m') ? 'no current metadata snap' : BUSY);
+      const content = await k.fs.readFile(last).catch(() => Buffer.alloc(0));
+      if (!meta || content.subarray(0, 8).toString() !== 'THINMETA') return fail('bad checksum in superblock');
+      const devices = [...meta.ids].sort((a, b) => a - b).map((id) =>
+        `  <device dev_id="${id}" mapped_blocks="0" transaction="${meta.createdIn.get(id) ?? 0}" creation_time="0" snap_time="0">\n  </device>\n`);
+      return ok(`<superblock uuid="" time="0" transaction="${meta.tx}" flags="0" version="2" data_block_size="128" nr_data_blocks="0">\n` +
+        `${devices.join('')}</superblock>\n`);
     }
     case 'thin_delta': {
       const held = [...k.metadata.values()].some((m) => m.held);

@@ -15,6 +15,7 @@ out ls-empty.txt dmsetup ls
 dmsetup create $N pool --table "0 $(blockdev --getsz "$DATA") thin-pool $META $DATA 128 32 1 error_if_no_space"
 out pool-status-fresh.txt dmsetup status pool
 out pool-table.txt dmsetup table pool
+out info-devno.txt dmsetup info -c --noheadings -o major,minor pool
 dmsetup message pool 0 "create_thin 0"
 out err-create-thin-exists.txt dmsetup message pool 0 "create_thin 0"
 out err-delete-absent.txt dmsetup message pool 0 "delete 77"
@@ -73,6 +74,16 @@ dmsetup suspend $N mlin; dmsetup load mlin --table "0 $MS error"; dmsetup resume
 dmsetup message pool3 0 "create_thin 1" >/dev/null 2>&1
 out pool-status-fail.txt dmsetup status pool3
 dmsetup remove $N pool3 mlin
+# Device ids with the transaction id each was created under (set before each create), no mappings.
+dd if=/dev/zero of="$META" bs=4096 count=1 oflag=direct status=none
+dmsetup create $N pool4 --table "0 $(blockdev --getsz "$DATA") thin-pool $META $DATA 128 32 1 error_if_no_space"
+dmsetup message pool4 0 "set_transaction_id 0 123456789012345"; dmsetup message pool4 0 "create_thin 4"
+dmsetup message pool4 0 "set_transaction_id 123456789012345 77"; dmsetup message pool4 0 "create_snap 5 4"
+dmsetup message pool4 0 "set_transaction_id 77 281474976710655"
+dmsetup message pool4 0 reserve_metadata_snap
+thin_dump --skip-mappings -m "$META" > "$F/thin-dump-skip-mappings.xml"
+dmsetup message pool4 0 release_metadata_snap
+dmsetup remove $N pool4
 losetup -d "$META" "$DATA"
 { uname -r; dmsetup version; thin_delta --version; } > "$F/versions.txt" 2>&1
 echo "capture done"

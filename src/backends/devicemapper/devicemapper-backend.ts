@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
@@ -21,6 +21,8 @@ export interface DevicemapperTuning {
   udev?: boolean;
   removeAttempts?: number;
   removeDelayMs?: number;
+  /** Source of the pool's claim transaction ids (random 48-bit numbers when unset). */
+  newTransactionId?: () => number;
 }
 
 /**
@@ -51,6 +53,7 @@ export class DevicemapperBackend implements Backend {
     this.pool = new ThinPool({
       dm: this.dm, devices: new PoolDevices(ctx.runner, ctx.fs, ctx.log), fs: ctx.fs, log: ctx.log,
       nodeId: ctx.nodeId, statePath: join(this.dir, `${options.poolName}.json`),
+      ...(tuning.newTransactionId ? { newTransactionId: tuning.newTransactionId } : {}),
     }, options);
     this.filesystems = new VolumeFilesystems(ctx.runner, ctx.fs);
     this.mounts = new VolumeMounts(this.pool, this.filesystems, ctx.fs, this.dir);
@@ -90,17 +93,36 @@ export class DevicemapperBackend implements Backend {
         () => this.ctx.log.info(`volume ${entry.record.name} re-activated and mounted at ${this.mountPath(entry.record.name)}`),
         (err: unknown) => this.ctx.log.error(`volume ${entry.record.name} was mounted but cannot be mounted again: ${(err as Error).message}`));
     }
-    for (const retained of [...this.pool.state.retained]) {
-      await this.mounts.mountRetained(retained).catch((err: unknown) => {
+    const queue = [...this.pool.state.retained];
+    for (let retained = queue.shift(); retained; retained = queue.shift()) {
+      const entry = retained;
+      await this.mounts.mountRetained(entry).catch((err: unknown) => {
         if (err instanceof StowageError && err.code === ErrorCodes.VOLUME_DATA_MISSING) {
-          this.ctx.log.info(`retained data of ${retained.name} (thin id ${retained.thinId}) was deleted outside stowage; forgetting it`);
-          this.pool.forgetId(retained.thinId);
+          queue.push(...this.forgetRetained(entry));
         } else {
-          this.ctx.log.error(`retained data of ${retained.name} cannot be mounted at ${retained.path}: ${(err as Error).message}`);
+          this.ctx.log.error(`retained data of ${entry.name} cannot be mounted at ${entry.path}: ${(err as Error).message}`);
         }
       });
     }
     await this.pool.save();
+  }
+
+  /**
+   * Retained data whose device was discarded by hand is forgotten; its snapshots were not
+   * discarded, so each becomes retained data of its own (`NAME@SNAPSHOT`), listed and mounted.
+   */
+  private forgetRetained(retained: RetainedEntry): RetainedEntry[] {
+    const state = this.pool.state;
+    state.retained = state.retained.filter((r) => r !== retained);
+    const promoted = retained.snapshots.map((s): RetainedEntry => ({
+      name: `${retained.name}@${s.name}`, removedAt: retained.removedAt, thinId: s.thinId,
+      ...(s.createdInTx !== undefined ? { createdInTx: s.createdInTx } : {}), sectors: retained.sectors, fs: retained.fs,
+      path: this.mounts.retainedPath(`${retained.name}@${s.name}`), snapshots: [],
+    }));
+    state.retained.push(...promoted);
+    this.ctx.log.info(`retained data of ${retained.name} (thin id ${retained.thinId}) was deleted outside stowage; forgetting it` +
+      (promoted.length > 0 ? `; its snapshots stay as retained data: ${promoted.map((p) => `${p.name} (thin id ${p.thinId})`).join(', ')}` : ''));
+    return promoted;
   }
 
   async dispose(): Promise<void> {
@@ -147,8 +169,9 @@ export class DevicemapperBackend implements Backend {
     await this.exclusive(async () => {
       if (this.pool.state.volumes[name]) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
       await this.pool.assertCanCreate(`volume ${name}`, name);
-      await this.pool.createDevice(undefined, (thinId) => {
+      await this.pool.createDevice(undefined, (thinId, createdInTx) => {
         created.thinId = thinId;
+        created.createdInTx = createdInTx;
         this.pool.state.volumes[name] = created;
       });
     });
@@ -174,9 +197,9 @@ export class DevicemapperBackend implements Backend {
     if (!volumeInactive) await this.pool.deactivateDevice(entry.thinId, `volume ${name}`);
     for (const snapshot of [...entry.snapshots]) {
       await this.pool.deactivateDevice(snapshot.thinId, `snapshot ${snapshot.name} of ${name}`);
-      await this.pool.deleteDevice(snapshot.thinId, () => { entry.snapshots = entry.snapshots.filter((s) => s !== snapshot); });
+      await this.pool.deleteDevice(snapshot.thinId, snapshot.createdInTx, () => { entry.snapshots = entry.snapshots.filter((s) => s !== snapshot); });
     }
-    await this.pool.deleteDevice(entry.thinId, () => { delete this.pool.state.volumes[name]; });
+    await this.pool.deleteDevice(entry.thinId, entry.createdInTx, () => { delete this.pool.state.volumes[name]; });
   }
 
   async get(name: string): Promise<VolumeRecord | undefined> {
@@ -202,7 +225,8 @@ export class DevicemapperBackend implements Backend {
         return {};
       }
       const retained: RetainedEntry = {
-        name, removedAt: new Date().toISOString(), thinId: entry.thinId, sectors: entry.sectors, fs: entry.fs,
+        name, removedAt: new Date().toISOString(), thinId: entry.thinId,
+        ...(entry.createdInTx !== undefined ? { createdInTx: entry.createdInTx } : {}), sectors: entry.sectors, fs: entry.fs,
         path: this.mounts.retainedPath(name), snapshots: entry.snapshots,
       };
       delete this.pool.state.volumes[name];
@@ -274,6 +298,10 @@ export class DevicemapperBackend implements Backend {
       transactionId: String(state.transactionId),
       retainedVolumes: String(state.retained.length),
     };
+    for (const r of state.retained) {
+      const snapshots = r.snapshots.map((s) => `${s.name}=${s.thinId}`).join(', ');
+      facts[`retained:${basename(r.path)}`] = `thin id ${r.thinId}${snapshots ? ` (snapshots: ${snapshots})` : ''} at ${r.path}`;
+    }
     try {
       const health = await this.pool.health();
       Object.assign(facts, health.facts, health.problem ? { poolProblem: health.problem } : {});

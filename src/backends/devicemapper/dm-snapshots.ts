@@ -56,8 +56,8 @@ export class DmSnapshots implements SnapshotSupport {
       }
       await this.pool.assertCanCreate(`snapshot ${snapshot} of ${volume}`, volume);
       const createdAt = new Date().toISOString();
-      const thinId = await this.pool.createDevice(entry.thinId, (id) => {
-        entry.snapshots.push({ name: snapshot, thinId: id, createdAt });
+      const thinId = await this.pool.createDevice(entry.thinId, (id, createdInTx) => {
+        entry.snapshots.push({ name: snapshot, thinId: id, createdInTx, createdAt });
       });
       return this.toRecord(volume, { name: snapshot, thinId, createdAt });
     });
@@ -72,7 +72,7 @@ export class DmSnapshots implements SnapshotSupport {
       const entry = this.volume(volume);
       const found = this.snapshot(entry, snapshot);
       await this.pool.deactivateDevice(found.thinId, `snapshot ${snapshot} of ${volume}`);
-      await this.pool.deleteDevice(found.thinId, () => { entry.snapshots = entry.snapshots.filter((s) => s !== found); });
+      await this.pool.deleteDevice(found.thinId, found.createdInTx, () => { entry.snapshots = entry.snapshots.filter((s) => s !== found); });
     });
   }
 

@@ -68,6 +68,15 @@ export class Dmsetup {
     }
   }
 
+  /** `MAJOR:MINOR` of an active device (as tables name it), or undefined when it is not active. */
+  async devno(name: string): Promise<string | undefined> {
+    const text = await this.readOrAbsent(['info', '-c', '--noheadings', '-o', 'major,minor', name]);
+    if (text === undefined) return undefined;
+    const match = /^\s*(\d+):(\d+)\s*$/.exec(text);
+    if (!match) throw new StowageError(ErrorCodes.BACKEND_COMMAND, `dmsetup info ${name} printed ${JSON.stringify(text.slice(0, 100))}`);
+    return `${match[1]}:${match[2]}`;
+  }
+
   async ls(): Promise<string> {
     return (await this.run(['ls'])).stdout;
   }

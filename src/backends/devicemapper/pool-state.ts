@@ -10,12 +10,16 @@ export const MAX_THIN_ID = 2 ** 24 - 1;
 export interface SnapshotEntry {
   name: string;
   thinId: number;
+  /** The pool transaction id the device was created under (see pool-ownership.ts). */
+  createdInTx?: number;
   createdAt: string;
 }
 
 export interface VolumeEntry {
   record: VolumeRecord;
   thinId: number;
+  /** The pool transaction id the device was created under (see pool-ownership.ts). */
+  createdInTx?: number;
   sectors: number;
   fs: DmFilesystem;
   /** False until the filesystem is made: such an entry is rolled back at the next start. */
@@ -32,18 +36,28 @@ export interface RetainedEntry {
   name: string;
   removedAt: string;
   thinId: number;
+  createdInTx?: number;
   sectors: number;
   fs: DmFilesystem;
   path: string;
   snapshots: SnapshotEntry[];
 }
 
-/** A metadata change between its message and the state write that records it (crash recovery). */
+/**
+ * A metadata change between its message and the state write that records it (crash recovery).
+ * The change moves the pool to `claimTx` before its message and to `doneTx` after it, so a
+ * device created by it carries `claimTx`. State written before claims has `fromTx`/`toTx`
+ * instead: such a change cannot be proven ours and is never replayed.
+ */
 export interface PendingChange {
   op: 'create' | 'delete';
   thinId: number;
-  fromTx: number;
-  toTx: number;
+  claimTx?: number;
+  doneTx?: number;
+  /** For a delete: the creation transaction of the device being deleted. */
+  createdInTx?: number;
+  fromTx?: number;
+  toTx?: number;
 }
 
 export interface PoolInfo {
@@ -65,6 +79,11 @@ export interface PoolStateFile {
   transactionId: number;
   /** Ids found taken by someone else ("File exists"): skipped, never reused. */
   foreignIds: number[];
+  /**
+   * No thin id below this is handed out again: ids are allocated upwards, so an id a stale or
+   * copied state file may still name never comes back. Absent in state written before it.
+   */
+  nextThinId?: number;
   pending?: PendingChange;
   volumes: Record<string, VolumeEntry>;
   retained: RetainedEntry[];
@@ -89,11 +108,16 @@ export function usedIds(state: PoolStateFile): Set<number> {
   return ids;
 }
 
-/** The lowest id no volume, snapshot, retained device or foreign owner holds. */
-export function lowestFreeId(state: PoolStateFile): number {
+/** The next id to hand out: at or above the high-water mark, above every id the state names. */
+export function nextFreeId(state: PoolStateFile): number {
   const used = usedIds(state);
-  for (let id = 0; id <= MAX_THIN_ID; id += 1) if (!used.has(id)) return id;
-  throw new StowageError(ErrorCodes.STORAGE_FULL, `pool ${state.pool.name} has no free thin device id left`);
+  let id = Math.max(state.nextThinId ?? 0, ...[...used].map((u) => u + 1));
+  while (used.has(id)) id += 1;
+  if (id > MAX_THIN_ID) {
+    throw new StowageError(ErrorCodes.STORAGE_FULL, `pool ${state.pool.name} has handed out every thin device id (up to ${MAX_THIN_ID}); ` +
+      'ids are never reused, so make a new pool for new volumes');
+  }
+  return id;
 }
 
 function corrupt(path: string, why: string): StowageError {
@@ -115,11 +139,25 @@ export async function loadState(fs: FsPort, path: string): Promise<PoolStateFile
     || !Array.isArray(state.foreignIds)) {
     throw corrupt(path, 'is not in the expected format');
   }
+  const optionalInt = (v: unknown) => v === undefined || Number.isSafeInteger(v);
+  if (!optionalInt(state.nextThinId)) throw corrupt(path, 'has a malformed nextThinId');
   for (const [name, entry] of Object.entries(state.volumes)) {
     if (entry?.record?.name !== name || !Number.isInteger(entry.thinId) || !Number.isInteger(entry.sectors)
-      || !Array.isArray(entry.snapshots)) {
+      || !Array.isArray(entry.snapshots) || !optionalInt(entry.createdInTx)
+      || !entry.snapshots.every((s) => Number.isInteger(s?.thinId) && optionalInt(s.createdInTx))) {
       throw corrupt(path, `has a malformed entry for volume ${name}`);
     }
+  }
+  for (const retained of state.retained) {
+    if (!Number.isInteger(retained?.thinId) || typeof retained.path !== 'string' || !optionalInt(retained.createdInTx)
+      || !Array.isArray(retained.snapshots)) {
+      throw corrupt(path, 'has a malformed retained entry');
+    }
+  }
+  const pending = state.pending;
+  if (pending !== undefined && (!Number.isInteger(pending?.thinId) || !['create', 'delete'].includes(pending.op)
+    || ![pending.claimTx, pending.doneTx, pending.createdInTx, pending.fromTx, pending.toTx].every(optionalInt))) {
+    throw corrupt(path, 'has a malformed pending change');
   }
   return state as PoolStateFile;
 }

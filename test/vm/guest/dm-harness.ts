@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { ExecaCommandRunner } from '../../../src/core/command-runner.js';
+import { ExecaCommandRunner, type CommandRunner } from '../../../src/core/command-runner.js';
 import type { Logger } from '../../../src/core/logger.js';
 import { DevicemapperBackend } from '../../../src/backends/devicemapper/devicemapper-backend.js';
 import { parseDevicemapperOptions } from '../../../src/backends/devicemapper/dm-options.js';
@@ -59,9 +59,10 @@ export async function makePoolFiles(sizes: PoolFileSizes = {}): Promise<PoolFixt
   return fx;
 }
 
-export function makeBackend(fx: PoolFixture, extra: Record<string, string> = {}, log: Logger = memoryLogger()): DevicemapperBackend {
+export function makeBackend(fx: PoolFixture, extra: Record<string, string> = {}, log: Logger = memoryLogger(),
+  runner: CommandRunner = new ExecaCommandRunner()): DevicemapperBackend {
   return new DevicemapperBackend(
-    { nodeId: 'vm-node', root: fx.root, fs: realFs, runner: new ExecaCommandRunner(), log },
+    { nodeId: 'vm-node', root: fx.root, fs: realFs, runner, log },
     parseDevicemapperOptions({ ...fx.options, ...extra }),
     { removeDelayMs: 50 },
   );
@@ -90,4 +91,34 @@ export async function teardownPool(fx: PoolFixture): Promise<void> {
 export async function destroyPool(fx: PoolFixture): Promise<void> {
   await teardownPool(fx);
   await rm(fx.dir, { recursive: true, force: true });
+}
+
+/** The pool's own list of thin devices (id -> creation transaction), read on a metadata snapshot. */
+export async function poolDevices(fx: PoolFixture): Promise<Map<number, number>> {
+  const table = (await sh('dmsetup', ['table', fx.poolName])).trim().split(/\s+/);
+  const meta = await readDevname(table[3]!);
+  await sh('dmsetup', ['message', fx.poolName, '0', 'reserve_metadata_snap']);
+  try {
+    const xml = await sh('thin_dump', ['--skip-mappings', '-m', meta]);
+    return new Map([...xml.matchAll(/<device dev_id="(\d+)"[^>]* transaction="(\d+)"/g)].map((m) => [Number(m[1]), Number(m[2])]));
+  } finally {
+    await sh('dmsetup', ['message', fx.poolName, '0', 'release_metadata_snap']);
+  }
+}
+
+async function readDevname(majorMinor: string): Promise<string> {
+  const uevent = await realFs.readFile(`/sys/dev/block/${majorMinor}/uevent`, 'utf8');
+  return `/dev/${/^DEVNAME=(.+)$/m.exec(uevent)![1]!.trim()}`;
+}
+
+/** The first 4 KiB of a file or device (a thin-pool metadata superblock lives there). */
+export async function firstBlock(path: string): Promise<Buffer> {
+  const handle = await realFs.open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(4096);
+    await handle.read(buffer, 0, 4096, 0);
+    return buffer;
+  } finally {
+    await handle.close();
+  }
 }

@@ -70,7 +70,7 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     });
   });
 
-  it('skips thin ids someone else took ("File exists") and never reuses them; freed ids of its own are reused', async () => {
+  it('skips thin ids someone else took ("File exists") and never reuses any id, its own freed ones included', async () => {
     const fx = await pool();
     const backend = makeBackend(fx);
     await backend.init();
@@ -80,13 +80,13 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     expect(backend.pool.state.foreignIds).toEqual([0]);
     await backend.remove('first', { retainData: false });
     await backend.create(req('second'));
-    expect((await backend.volumeStatus('second')).thinId).toBe('1');
+    expect((await backend.volumeStatus('second')).thinId).toBe('2');
     const state = JSON.parse(await readFile(join(fx.root, 'devicemapper', `${fx.poolName}.json`), 'utf8')) as { foreignIds: number[] };
     expect(state.foreignIds).toEqual([0]);
     await sh('dmsetup', ['message', fx.poolName, '0', 'delete 0']);
   });
 
-  it('adopts an active pool by name alone and works around the ids already in it', async () => {
+  it('adopts an active pool by name alone and works around the ids already in it (read from its metadata)', async () => {
     const fx = await pool();
     const owner = makeBackend(fx);
     await owner.init();
@@ -99,7 +99,8 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     expect(await adopter.list()).toEqual([]);
     await adopter.create(req('guest'));
     expect((await adopter.volumeStatus('guest')).thinId).toBe('1');
-    expect(adopter.pool.state.foreignIds).toEqual([0]);
+    expect(adopter.pool.state.foreignIds).toEqual([]);
+    expect(adopter.pool.state.nextThinId).toBe(2);
     await adopter.remove('guest', { retainData: false });
   });
 
