@@ -190,6 +190,37 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     await next.dispose();
   });
 
+  it('a deletion interrupted after the brick was moved aside is finished at the next start, from its tombstone', async () => {
+    await a.create(request('halfway'));
+    await realFs.writeFile(join(await a.attach('halfway'), 'file'), 'data');
+    await a.detach('halfway');
+    const { bricks, id } = await infoOf('stowage-halfway');
+    // This daemon moves the bricks aside, then cannot delete a single directory (as if killed there).
+    const stuck = createGlusterfsBackend({
+      nodeId: 'node-a7', root: await gd.tempDir('root-a7-'), runner: new ExecaCommandRunner(), log: memoryLogger(),
+      fs: { ...realFs, rmdir: () => Promise.reject(new Error('killed while deleting')) } as unknown as typeof realFs,
+    }, {
+      'glusterfs.servers': gd.host, 'glusterfs.glusterdsocket': gd.socket, 'glusterfs.mode': 'volume',
+      'glusterfs.bricks': rootsA.map((r) => `${gd.host}:${r}`).join(','), 'glusterfs.brickforce': 'true', 'glusterfs.pool': 'ostate',
+    }) as GlusterVolumeBackend;
+    await stuck.init();
+    await stuck.remove('halfway', { retainData: false });
+    await stuck.settle();
+    const aside = bricks.map((b) => join(b.path, '..', '.stowage-deleting', b.path.split('/').pop()!));
+    expect((await Promise.all(aside.map(exists))).some(Boolean)).toBe(true);
+    const tombstones = join(a.clusterStateDir, '..', 'glusterfs', 'tombstones');
+    expect((await realFs.readdir(tombstones)).filter((f) => f.startsWith(id))).toHaveLength(1);
+    await stuck.dispose();
+    const nextLog = memoryLogger();
+    const next = deploymentA(rootsA, 'node-a8', nextLog);
+    await next.init();
+    await next.settle();
+    await next.dispose();
+    for (const path of [...aside, ...bricks.map((b) => b.path)]) expect(await exists(path)).toBe(false);
+    expect(nextLog.lines.filter((l) => !l.startsWith('info'))).toEqual([]);
+    expect((await realFs.readdir(tombstones)).filter((f) => f.startsWith(id))).toEqual([]);
+  });
+
   it('a tombstone in the shared state cannot make a node delete what is not provably a deleted brick of its own peer', async () => {
     const peer = /<uuid>([0-9a-f-]{36})<\/uuid>[\s\S]*?<hostname>localhost<\/hostname>/.exec(await gd.xml(['pool', 'list']))![1]!;
     const otherPeer = '00000000-0000-4000-8000-000000000001';

@@ -46,7 +46,6 @@ export interface BrickCleanerConfig {
  * carrying the deleted volume's id in gluster's own `trusted.glusterfs.volume-id` xattr.
  */
 export class BrickCleaner {
-  private readonly purges = new Set<Promise<void>>();
   readonly dir: string;
 
   constructor(
@@ -186,7 +185,7 @@ export class BrickCleaner {
       if (area === undefined) return leave(`${join(dirname(brick.path), DELETING_DIR)} is not a real directory of the brick root`);
       await this.fs.rename(brick.path, aside);
     }
-    for (const mount of await removeTreeOnDevice(this.fs, aside, root.dev)) {
+    for (const mount of await this.removeTree(aside, root.dev)) {
       this.log.warn(`deleting brick ${aside} left ${mount}: another filesystem is mounted there`);
     }
   }
@@ -214,7 +213,7 @@ export class BrickCleaner {
   }
 
   /**
-   * Finishes the purges a previous run started in the `.stowage-deleting` area of each brick
+   * Finishes the deletions a previous run started in the `.stowage-deleting` area of each brick
    * root on this host: only entries named as stowage names bricks, only real directories on the
    * root's filesystem, and never through an area that is a symlink or a mount.
    */
@@ -236,22 +235,29 @@ export class BrickCleaner {
           this.log.warn(`${path} was left in place: stowage did not put it there (not a brick directory it names, on the brick root's filesystem)`);
           continue;
         }
-        this.purge(path, rootStat.dev);
+        try {
+          for (const mount of await this.removeTree(path, rootStat.dev)) {
+            this.log.warn(`deleting brick ${path} left ${mount}: another filesystem is mounted there`);
+          }
+        } catch (err) {
+          this.log.error(`could not finish deleting brick ${path} (will retry at the next start): ${(err as Error).message}`);
+        }
       }
     }
   }
 
-  private purge(path: string, dev: number): void {
-    const task = removeTreeOnDevice(this.fs, path, dev)
-      .then((skipped) => {
-        for (const mount of skipped) this.log.warn(`brick purge of ${path} left ${mount}: another filesystem is mounted there`);
-      })
-      .catch((err: unknown) => this.log.error(`could not finish deleting brick ${path}: ${(err as Error).message}`))
-      .finally(() => this.purges.delete(task));
-    this.purges.add(task);
-  }
-
-  async settle(): Promise<void> {
-    while (this.purges.size > 0) await Promise.allSettled([...this.purges]);
+  /**
+   * Deletes a moved-aside brick. One daemon's sweeps and start-up purge run one after another,
+   * but another daemon on this host with the same brick roots may be deleting the same tree: an
+   * entry it removed first ends a walk with ENOENT, so walk again until the tree is gone.
+   */
+  private async removeTree(path: string, dev: number): Promise<string[]> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await removeTreeOnDevice(this.fs, path, dev);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT' || attempt >= 5) throw err;
+      }
+    }
   }
 }

@@ -79,8 +79,11 @@ export class GlusterVolumeBackend implements Backend {
     await this.claimEarlierRecords();
     // Roots named after another peer are that peer's disks; the rest are this host's.
     const others = new Set(peers.filter((p) => p.hostname !== 'localhost').map((p) => p.hostname));
-    await this.cleaner.purgeLeftovers(this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path));
+    const localRoots = this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path);
+    // In the background, one after another: a tombstone's brick first, then what is left aside.
     void this.sweep();
+    this.sweepChain = this.sweepChain.then(() => this.cleaner.purgeLeftovers(localRoots))
+      .catch((err: unknown) => this.ctx.log.error(`finishing brick deletions failed: ${(err as Error).message}`));
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
   }
@@ -101,7 +104,6 @@ export class GlusterVolumeBackend implements Backend {
       current = this.sweepChain;
       await current;
     } while (current !== this.sweepChain);
-    await this.cleaner.settle();
   }
 
   /**
