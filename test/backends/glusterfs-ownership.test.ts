@@ -82,6 +82,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     expect((await infoOf('stowage-shared')).started).toBe(true);
     expect(await realFs.readFile(join(mounted, 'precious'), 'utf8')).toBe('deployment a');
     expect((await a.get('shared'))?.name).toBe('shared');
+    expect(await a.describe()).toMatchObject({ 'glusterfs.deployment': (await infoOf('ostate')).id });
     await a.detach('shared');
   });
 
@@ -244,6 +245,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     const node = deploymentA(rootsA, 'node-a6', log);
     await node.init();
     await node.settle();
+    expect((await node.describe())['glusterfs.bricksawaitingremoval']).toMatch(new RegExp(`^1 volume\\(s\\) on peer ${otherPeer} \\(tombstones in `));
     await node.dispose();
     expect(await realFs.readFile(join(lookalike, 'keep'), 'utf8')).toBe('not a brick');
     expect(await realFs.readFile(join(remote, 'keep'), 'utf8')).toBe('not a brick');

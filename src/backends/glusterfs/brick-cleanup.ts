@@ -109,6 +109,19 @@ export class BrickCleaner {
     return dir === undefined ? [] : (await this.fs.readdir(dir)).filter((f) => TOMBSTONE_FILE.test(f));
   }
 
+  /** For `stowage info`: deleted volumes whose bricks still wait for removal, by peer. */
+  async pending(): Promise<string> {
+    const byPeer = new Map<string, number>();
+    for (const file of await this.tombstoneFiles()) {
+      const peer = TOMBSTONE_FILE.exec(file)![2]!;
+      byPeer.set(peer, (byPeer.get(peer) ?? 0) + 1);
+    }
+    if (byPeer.size === 0) return 'none';
+    const local = await this.localPeer();
+    return [...byPeer].map(([peer, n]) => `${n} volume(s) on peer ${peer}${peer === local ? ' (this one)' : ''}`).join(', ') +
+      ` (tombstones in ${this.dir})`;
+  }
+
   /** Cleans this peer's bricks named by tombstones; bricks of other peers wait for their own nodes. */
   async sweep(): Promise<void> {
     const local = await this.localPeer();

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { parseCount, type BrickRoot, type GlusterfsOptions } from './glusterfs-options.js';
-import type { GlusterBrick } from './parsers.js';
+import type { GlusterBrick, GlusterVolume } from './parsers.js';
 
 /** Where deleted bricks wait for their background removal, inside each brick root. */
 export const DELETING_DIR = '.stowage-deleting';
@@ -78,4 +78,19 @@ export function isDeletingEntryName(entry: string, prefix: string): boolean {
 
 export function deletingPathOf(brickPath: string): string {
   return join(dirname(brickPath), DELETING_DIR, basename(brickPath));
+}
+
+export function spec(brick: { host: string; path: string }): string {
+  return `${brick.host}:${brick.path}`;
+}
+
+/**
+ * Where a retained volume's data is: a local path only where one brick holds all of it (a
+ * single brick, or a replica of a pure replicate volume); otherwise the files are spread (or
+ * encoded) over every brick, so all are named.
+ */
+export function retainedLocation(volume: GlusterVolume, localPeer: string): string {
+  const here = volume.bricks.find((b) => b.hostUuid === localPeer);
+  const whole = volume.bricks.length === 1 || volume.type === 'Replicate';
+  return here && whole ? here.path : volume.bricks.map(spec).join(',');
 }

@@ -6,7 +6,7 @@ import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { formatBytesApprox } from '../../core/options.js';
 import { BrickCleaner } from './brick-cleanup.js';
-import { layoutArgs, layoutFor, planBricks } from './bricks.js';
+import { layoutArgs, layoutFor, planBricks, retainedLocation, spec } from './bricks.js';
 import type { GlusterCli } from './gluster-cli.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
@@ -76,7 +76,7 @@ export class GlusterVolumeBackend implements Backend {
     }
     this.me = { pool: pool.name, id: pool.id };
     await this.ctx.fs.mkdir(this.clusterStateDir, { recursive: true });
-    await this.claimEarlierRecords();
+    await this.reviewRecords();
     // Roots named after another peer are that peer's disks; the rest are this host's.
     const others = new Set(peers.filter((p) => p.hostname !== 'localhost').map((p) => p.hostname));
     const localRoots = this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path);
@@ -130,10 +130,11 @@ export class GlusterVolumeBackend implements Backend {
   }
 
   /**
-   * Records written before deployments were recorded name none: claim those whose creator has
-   * a node record in this deployment's state pool; leave the rest to an explicit adopt.
+   * Start-up pass over the records. Those written before deployments were recorded name none:
+   * claim those whose creator has a node record in this deployment's state pool and leave the
+   * rest to an explicit adopt. Report sizes this node would enforce differently.
    */
-  private async claimEarlierRecords(): Promise<void> {
+  private async reviewRecords(): Promise<void> {
     for (const volume of await this.cli.allVolumes()) {
       const name = stowageNameOf(this.options.volumePrefix, volume.name);
       if (name === undefined || volume.options[RECORD_OPTION] === undefined) continue;
@@ -142,6 +143,10 @@ export class GlusterVolumeBackend implements Backend {
         ownership = classify(volume, name, this.deployment());
       } catch {
         continue;
+      }
+      if (ownership.kind === 'ours') {
+        const warning = quotaWarning(ownership.record, volume.name, this.options.quota);
+        if (warning) this.warnOnce(`quota:${volume.name}:${volume.id}`, `volume ${name}: ${warning}`);
       }
       if (ownership.kind !== 'unclaimed' || !(await isKnownNode(this.ctx.fs, this.clusterStateDir, ownership.record.createdBy))) continue;
       await this.setRecord(volume.name, { ...ownership.record, deployment: this.deployment() });
@@ -312,11 +317,7 @@ export class GlusterVolumeBackend implements Backend {
     const local = await this.localPeerId();
     if (retain) {
       this.ctx.log.info(`gluster volume ${gluster} deleted; its data stays in bricks ${volume.bricks.map(spec).join(', ')}`);
-      // A local path only where one brick holds all the data: a single brick, or a replica of a
-      // pure replicate volume. Otherwise the files are spread (or encoded) over every brick.
-      const here = volume.bricks.find((b) => b.hostUuid === local);
-      const whole = volume.bricks.length === 1 || volume.type === 'Replicate';
-      return here && whole ? here.path : volume.bricks.map(spec).join(',');
+      return retainedLocation(volume, local);
     }
     const elsewhere = doomed.filter((b) => b.peer !== local);
     if (elsewhere.length > 0) {
@@ -383,12 +384,9 @@ export class GlusterVolumeBackend implements Backend {
       'glusterfs.volumeprefix': this.options.volumePrefix,
       'glusterfs.pool': this.statePool.pool,
       ...(this.me ? { 'glusterfs.deployment': this.me.id } : {}),
+      'glusterfs.bricksawaitingremoval': await this.cleaner.pending().catch((err: unknown) => `unknown: ${(err as Error).message}`),
       'glusterfs.quota': String(this.options.quota),
       ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
     };
   }
-}
-
-function spec(brick: { host: string; path: string }): string {
-  return `${brick.host}:${brick.path}`;
 }
