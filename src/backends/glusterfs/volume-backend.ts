@@ -204,7 +204,7 @@ export class GlusterVolumeBackend implements Backend {
     try {
       const info = await this.cli.volumeInfo(gluster);
       // Exactly the bricks this create planned, with the peer glusterd placed each on.
-      bricks = (info?.bricks ?? []).filter((b) => planned.includes(spec(b)))
+      bricks = (info?.bricks ?? []).filter((b) => planned.includes(spec(b)) && UUID.test(b.hostUuid))
         .map((b) => ({ host: b.host, path: b.path, peer: b.hostUuid }));
       await this.cli.expect(['volume', 'start', gluster], name);
       if (options.size !== undefined && this.options.quota) await this.cli.limitUsage(gluster, '/', options.size, this.options.quotaTimeoutS);
