@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import { createGlusterfsBackend } from '../../src/backends/glusterfs/index.js';
+import { createStowage } from '../../src/drivers/api/create-stowage.js';
 import type { GlusterVolumeBackend } from '../../src/backends/glusterfs/volume-backend.js';
 import { parseReply, parseVolumeInfo } from '../../src/backends/glusterfs/parsers.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
@@ -303,6 +304,16 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     });
     expect(logA.lines.some((l) => /capless.*not enforced/.test(l))).toBe(true);
     await noQuota.dispose();
+    // Docker's create of the same name on a node with quotas answers with the warning.
+    const root = await gd.tempDir('root-s-');
+    const stowage = await createStowage({ backend: deploymentA(rootsA, 'node-s'), root: join(root, 'state'), nodeId: 'node-s' });
+    try {
+      const answer = await stowage.create('capless', { size: '10MiB' });
+      expect(answer.created).toBe(false);
+      expect(answer.volume.status.warning).toMatch(/size 10MiB is recorded but not enforced/);
+    } finally {
+      await stowage.close();
+    }
   });
 
   it('adopt keeps an existing limit on / and refuses a different size rather than overwrite it', async () => {
