@@ -287,10 +287,6 @@ export class GlusterVolumeBackend implements Backend {
     if (ownership.kind === 'foreign' || ownership.kind === 'unclaimed') throw notOurs(ownership, gluster, name, this.deployment(), 'stop or delete');
     if (!volume || ownership.kind !== 'ours') return {};
     const record = ownership.record;
-    if (record.adopted || record.bricks === undefined) {
-      this.ctx.log.warn(`bricks ${volume.bricks.map(spec).join(', ')} of gluster volume ${gluster} stay in place: ` +
-        `stowage did not make them (${record.adopted ? 'the volume was adopted' : 'its record names no bricks'})`);
-    }
     const kept = await this.destroy(gluster, name, request.retainData, record.adopted ? [] : record.bricks ?? [], volume);
     return kept === undefined ? {} : { retainedAt: kept };
   }
@@ -318,6 +314,11 @@ export class GlusterVolumeBackend implements Backend {
     if (retain) {
       this.ctx.log.info(`gluster volume ${gluster} deleted; its data stays in bricks ${volume.bricks.map(spec).join(', ')}`);
       return retainedLocation(volume, local);
+    }
+    const left = volume.bricks.filter((v) => !doomed.some((d) => spec(d) === spec(v)));
+    if (left.length > 0) {
+      this.ctx.log.warn(`bricks ${left.map(spec).join(', ')} of deleted gluster volume ${gluster} stay in place: stowage did not ` +
+        'record making them (an adopted volume, a record of an earlier version, or a brick added to the volume since)');
     }
     const elsewhere = doomed.filter((b) => b.peer !== local);
     if (elsewhere.length > 0) {
