@@ -9,7 +9,7 @@ import { ExecaCommandRunner, type CommandResult, type CommandRunner } from '../.
 import { GlusterCli } from '../../src/backends/glusterfs/gluster-cli.js';
 import { silentLogger } from '../../src/core/logger.js';
 import * as realFs from 'node:fs/promises';
-import { isOwnBrick, layoutFor, planBricks } from '../../src/backends/glusterfs/bricks.js';
+import { isDeletingEntryName, isOwnBrick, layoutFor, planBricks } from '../../src/backends/glusterfs/bricks.js';
 import { parseGlusterfsOptions } from '../../src/backends/glusterfs/glusterfs-options.js';
 import { formatBytesApprox as humanBytes } from '../../src/core/options.js';
 import { parseStatfs } from '../../src/backends/glusterfs/usage.js';
@@ -78,6 +78,8 @@ describe('glusterfs daemon options', () => {
     [{ ...volumeMode, 'glusterfs.replica': '1' }, /from 2 to 16/],
     [{ ...volumeMode, 'glusterfs.replica': '2', 'glusterfs.disperse': '3' }, /exclude each other/],
     [{ ...volumeMode, 'glusterfs.volumeprefix': 'has.dot' }, /1-32 letters/],
+    [{ ...volumeMode, 'glusterfs.pool': 'stowage-state' }, /glusterfs.pool=stowage-state lies inside the volume namespace of glusterfs.volumeprefix=stowage-/],
+    [{ ...volumeMode, 'glusterfs.pool': 'st', 'glusterfs.volumeprefix': 's' }, /glusterfs.pool=st lies inside/],
   ])('refuses %j', (raw, message) => {
     expect(() => parseGlusterfsOptions(raw as Record<string, string>)).toThrow(expect.objectContaining({
       code: ErrorCodes.INVALID_OPTION, message: expect.stringMatching(message),
@@ -130,6 +132,18 @@ describe('volume mode naming and bricks', () => {
     expect(isOwnBrick(brick('gl1', '/elsewhere/stowage-db-1'), roots, 'stowage-db')).toBe(false);
     expect(isOwnBrick(brick('gl3', '/data/b/stowage-db-1'), roots, 'stowage-db')).toBe(false);
     expect(isOwnBrick(brick('gl1', '/data/b/other-1'), roots, 'stowage-db')).toBe(false);
+    // Names another party (an administrator, or stowage for another volume) could have given.
+    expect(isOwnBrick(brick('gl1', '/data/b/stowage-db-1'), roots, 'stowage-db')).toBe(false);
+    expect(isOwnBrick(brick('gl1', planBricks(roots, 'stowage-db-x')[0]!.slice(4)), roots, 'stowage-db')).toBe(false);
+    expect(isOwnBrick(brick('gl1', `${first[0]!.slice(4)}/..`), roots, 'stowage-db')).toBe(false);
+  });
+
+  it('purges only entries of .stowage-deleting named as stowage names bricks', () => {
+    const [made] = planBricks([{ host: 'gl1', path: '/data/b' }], 'stowage-app__d');
+    expect(isDeletingEntryName(made!.slice('gl1:/data/b/'.length), 'stowage-')).toBe(true);
+    for (const entry of ['stowage-db-1', 'db-20260101T000000Z-abcdef', 'stowage-.-20260101T000000Z-abcdef', 'stowage--20260101T000000Z-abcdeg']) {
+      expect(isDeletingEntryName(entry, 'stowage-')).toBe(false);
+    }
   });
 
   it('formats sizes for Status and reads statfs output', () => {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { parseCount, type BrickRoot, type GlusterfsOptions } from './glusterfs-options.js';
-import type { GlusterBrick } from './parsers.js';
+import type { GlusterBrick, GlusterVolume } from './parsers.js';
 
 /** Where deleted bricks wait for their background removal, inside each brick root. */
 export const DELETING_DIR = '.stowage-deleting';
@@ -51,17 +51,46 @@ export function planBricks(roots: readonly BrickRoot[], glusterName: string): st
   return roots.map((root) => `${root.host}:${join(root.path, `${glusterName}-${suffix}`)}`);
 }
 
+/** `<gluster name>-<UTC stamp>-<6 hex>`: the only brick directory names `planBricks` makes. */
+const STAMP = /-\d{8}T\d{6}Z-[0-9a-f]{6}$/;
+
 /**
- * True only for a brick stowage made for `glusterName` directly under one of the configured
- * roots: the only paths stowage ever deletes. Paths come from gluster, so they are checked
- * rather than trusted.
+ * True only for a path `planBricks` could have made for `glusterName` directly under one of the
+ * configured roots of `host`: the exact name (so a brick of `stowage-db-x` never passes for
+ * `stowage-db`, nor an administrator's `stowage-db-1`). Paths come from gluster records and
+ * tombstones other machines wrote, so they are checked rather than trusted.
  */
+export function isOwnBrickPath(host: string, path: string, roots: readonly BrickRoot[], glusterName: string): boolean {
+  const name = basename(path);
+  return roots.some((root) => root.host === host && dirname(path) === root.path) &&
+    name.startsWith(`${glusterName}-`) && STAMP.test(name) && name.slice(0, -STAMP.exec(name)![0].length) === glusterName &&
+    !path.includes('/../') && !path.includes('/./');
+}
+
 export function isOwnBrick(brick: GlusterBrick, roots: readonly BrickRoot[], glusterName: string): boolean {
-  const name = basename(brick.path);
-  return roots.some((root) => root.host === brick.host && dirname(brick.path) === root.path) &&
-    name.startsWith(`${glusterName}-`) && /^[A-Za-z0-9_.@+-]+$/.test(name) && !name.includes('..');
+  return isOwnBrickPath(brick.host, brick.path, roots, glusterName);
+}
+
+/** An entry of `.stowage-deleting` named as stowage names bricks of volumes under `prefix`. */
+export function isDeletingEntryName(entry: string, prefix: string): boolean {
+  return entry.startsWith(prefix) && STAMP.test(entry) && /^[A-Za-z0-9_-]+$/.test(entry.replace(STAMP, ''));
 }
 
 export function deletingPathOf(brickPath: string): string {
   return join(dirname(brickPath), DELETING_DIR, basename(brickPath));
+}
+
+export function spec(brick: { host: string; path: string }): string {
+  return `${brick.host}:${brick.path}`;
+}
+
+/**
+ * Where a retained volume's data is: a local path only where one brick holds all of it (a
+ * single brick, or a replica of a pure replicate volume); otherwise the files are spread (or
+ * encoded) over every brick, so all are named.
+ */
+export function retainedLocation(volume: GlusterVolume, localPeer: string): string {
+  const here = volume.bricks.find((b) => b.hostUuid === localPeer);
+  const whole = volume.bricks.length === 1 || volume.type === 'Replicate';
+  return here && whole ? here.path : volume.bricks.map(spec).join(',');
 }

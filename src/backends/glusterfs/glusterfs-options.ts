@@ -187,6 +187,13 @@ export function parseGlusterfsOptions(raw: Record<string, string>): GlusterfsOpt
     }
   } else {
     if (brickRoots.length === 0) throw invalid('glusterfs.bricks is required in volume mode: brick roots such as gl1:/data/bricks,gl2:/data/bricks');
+    // Every gluster volume under the prefix can be adopted and removed as a stowage volume: the
+    // state pool among them would hand the cluster state to a container and delete it on rm.
+    if (pool.startsWith(volumePrefix)) {
+      throw invalid(`glusterfs.pool=${pool} lies inside the volume namespace of glusterfs.volumeprefix=${volumePrefix}: volume ` +
+        `${pool.slice(volumePrefix.length)} could then be adopted, mounted and removed as the cluster state. Choose a state pool ` +
+        'whose name does not start with the prefix, or another prefix');
+    }
   }
   return {
     servers, mode, pool, brickRoots, replica, disperse,

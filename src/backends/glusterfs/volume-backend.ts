@@ -1,11 +1,12 @@
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
-import { DELETING_DIR, deletingPathOf, isOwnBrick, layoutArgs, layoutFor, planBricks } from './bricks.js';
+import { formatBytesApprox } from '../../core/options.js';
+import { BrickCleaner } from './brick-cleanup.js';
+import { layoutArgs, layoutFor, planBricks, retainedLocation, spec } from './bricks.js';
 import type { GlusterCli } from './gluster-cli.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
@@ -13,9 +14,15 @@ import type { GlusterBrick, GlusterVolume } from './parsers.js';
 import type { PoolMount } from './pool-mount.js';
 import { quotaFacts } from './usage.js';
 import { glusterNameOf, stowageNameOf } from './volume-naming.js';
+import { checkAdoptedLimit, existingLimitOf, isKnownNode, quotaWarning } from './volume-ownership.js';
+import {
+  classify, notOurs, RECORD_OPTION, UUID, volumeRecordOf, type Deployment, type Ownership, type RecordedBrick, type StoredRecord,
+} from './volume-record.js';
 
-/** The volume option that holds a stowage volume's record: glusterd itself is the registry. */
-export const RECORD_OPTION = 'user.stowage.record';
+export { RECORD_OPTION } from './volume-record.js';
+
+/** How often a node looks for bricks of deleted volumes that its peer holds. */
+const SWEEP_INTERVAL_MS = 10 * 60_000;
 
 /**
  * volume mode: each stowage volume is its own gluster volume, named by a one-to-one mapping of
@@ -23,15 +30,22 @@ export const RECORD_OPTION = 'user.stowage.record';
  * in the gluster volume's own options (`user.stowage.record`), so the registry is glusterd's
  * replicated store: `volume info` lists exactly the volumes that exist, on every peer, with no
  * second copy to drift. A gluster volume with the prefix but without a record is half-made or
- * foreign and never listed.
+ * foreign and never listed. Several deployments may share one trusted pool: each record names
+ * the deployment (state pool id) that made it, and a deployment never lists, mounts, stops or
+ * deletes another's volume.
  */
 export class GlusterVolumeBackend implements Backend {
   readonly name = 'glusterfs';
   readonly capabilities: BackendCapabilities;
   /** Node records, references and name locks of the core, in the small state pool every node mounts. */
   readonly clusterStateDir: string;
-  private readonly purges = new Set<Promise<void>>();
+  private readonly cleaner: BrickCleaner;
   private localPeer?: string;
+  private me?: Deployment;
+  private sweeper?: NodeJS.Timeout;
+  private sweepChain: Promise<void> = Promise.resolve();
+  private queuedSweep?: Promise<void>;
+  private readonly warned = new Set<string>();
 
   constructor(
     private readonly ctx: BackendContext,
@@ -45,24 +59,38 @@ export class GlusterVolumeBackend implements Backend {
       scope: 'global', sizeLimit: options.quota ? 'enforced' : 'recorded', snapshots: false, createOptions: ['replica', 'disperse'],
     };
     this.clusterStateDir = join(statePool.mountpoint, '.stowage', 'cluster');
+    this.cleaner = new BrickCleaner(ctx.fs, ctx.runner, cli, ctx.log, {
+      roots: options.brickRoots, prefix: options.volumePrefix, timeoutMs: options.timeoutMs, nodeId: ctx.nodeId,
+    }, statePool.mountpoint, () => this.localPeerId());
   }
 
   async init(): Promise<void> {
     await this.ctx.fs.mkdir(this.mountRoot, { recursive: true });
     // The gluster CLI and mount write their logs there from the first call on.
     await this.ctx.fs.mkdir(layout(this.ctx.root).logs, { recursive: true });
-    await this.localPeerId();
-    await this.statePool.init();
-    await this.ctx.fs.mkdir(this.clusterStateDir, { recursive: true });
-    // Finish brick removals a previous run started (only bricks stowage itself moved aside).
-    for (const root of this.options.brickRoots.filter((r) => r.host === hostname() || r.host.startsWith(`${hostname()}.`))) {
-      const area = join(root.path, DELETING_DIR);
-      for (const leftover of await this.ctx.fs.readdir(area).catch(() => [] as string[])) this.purge(join(area, leftover));
+    const peers = await this.cli.peers();
+    this.localPeer = peers.find((p) => p.hostname === 'localhost')?.uuid ?? '';
+    const pool = await this.statePool.init();
+    if (!UUID.test(pool.id)) {
+      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `glusterd reported no volume id for the state pool ${pool.name} (got ${JSON.stringify(pool.id)})`);
     }
+    this.me = { pool: pool.name, id: pool.id };
+    await this.ctx.fs.mkdir(this.clusterStateDir, { recursive: true });
+    await this.reviewRecords();
+    // Roots named after another peer are that peer's disks; the rest are this host's.
+    const others = new Set(peers.filter((p) => p.hostname !== 'localhost').map((p) => p.hostname));
+    const localRoots = this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path);
+    // In the background, one after another: a tombstone's brick first, then what is left aside.
+    void this.sweep();
+    this.sweepChain = this.sweepChain.then(() => this.cleaner.purgeLeftovers(localRoots))
+      .catch((err: unknown) => this.ctx.log.error(`finishing brick deletions failed: ${(err as Error).message}`));
+    this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweeper.unref();
   }
 
   async dispose(): Promise<void> {
-    await Promise.allSettled([...this.purges]);
+    clearInterval(this.sweeper);
+    await this.settle();
   }
 
   /** The core's name locks live in the state pool: a stopped pool is reported as such, not as a failed lock file. */
@@ -71,7 +99,24 @@ export class GlusterVolumeBackend implements Backend {
   }
 
   async settle(): Promise<void> {
-    while (this.purges.size > 0) await Promise.allSettled([...this.purges]);
+    let current;
+    do {
+      current = this.sweepChain;
+      await current;
+    } while (current !== this.sweepChain);
+  }
+
+  /**
+   * Cleans this peer's bricks of deleted volumes, in the background (never throws). One sweep
+   * at a time; a call during a sweep queues one more, so a tombstone written meanwhile is seen.
+   */
+  private sweep(): Promise<void> {
+    this.queuedSweep ??= this.sweepChain.then(() => {
+      this.queuedSweep = undefined;
+      return this.statePool.read(() => this.cleaner.sweep());
+    }).catch((err: unknown) => this.ctx.log.error(`cleaning bricks of deleted gluster volumes failed (will retry): ${(err as Error).message}`));
+    this.sweepChain = this.queuedSweep;
+    return this.queuedSweep;
   }
 
   private async localPeerId(): Promise<string> {
@@ -79,62 +124,75 @@ export class GlusterVolumeBackend implements Backend {
     return this.localPeer;
   }
 
+  private deployment(): Deployment {
+    if (!this.me) throw new StowageError(ErrorCodes.INTERNAL, 'the glusterfs backend was used before init');
+    return this.me;
+  }
+
+  /**
+   * Start-up pass over the records. Those written before deployments were recorded name none:
+   * claim those whose creator has a node record in this deployment's state pool and leave the
+   * rest to an explicit adopt. Report sizes this node would enforce differently.
+   */
+  private async reviewRecords(): Promise<void> {
+    for (const volume of await this.cli.allVolumes()) {
+      const name = stowageNameOf(this.options.volumePrefix, volume.name);
+      if (name === undefined || volume.options[RECORD_OPTION] === undefined) continue;
+      let ownership: Ownership;
+      try {
+        ownership = classify(volume, name, this.deployment());
+      } catch {
+        continue;
+      }
+      if (ownership.kind === 'ours') {
+        const warning = quotaWarning(ownership.record, volume.name, this.options.quota);
+        if (warning) this.warnOnce(`quota:${volume.name}:${volume.id}`, `volume ${name}: ${warning}`);
+      }
+      if (ownership.kind !== 'unclaimed' || !(await isKnownNode(this.ctx.fs, this.clusterStateDir, ownership.record.createdBy))) continue;
+      await this.setRecord(volume.name, { ...ownership.record, deployment: this.deployment() });
+      this.ctx.log.info(`gluster volume ${volume.name} (volume ${name}) was made by node ${ownership.record.createdBy} of this ` +
+        `deployment; its record now names this deployment (state pool ${this.deployment().pool})`);
+    }
+  }
+
   private target(glusterName: string): string {
     return join(this.mountRoot, glusterName);
   }
 
-  private recordOf(volume: GlusterVolume, name: string): VolumeRecord | undefined {
-    const raw = volume.options[RECORD_OPTION];
-    if (raw === undefined) return undefined;
-    let record: VolumeRecord;
-    try {
-      record = JSON.parse(raw) as VolumeRecord;
-    } catch (err) {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT, `the ${RECORD_OPTION} option of gluster volume ${volume.name} is not JSON`,
-        { volume: name, cause: err });
-    }
-    if (record?.name !== name || typeof record.createdAt !== 'string' || typeof record.options !== 'object') {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `the ${RECORD_OPTION} option of gluster volume ${volume.name} does not describe volume ${name}`, { volume: name });
-    }
-    return record;
-  }
-
-  /** The gluster volume and record of a stowage volume; names too long to map cannot exist. */
-  private async lookup(name: string): Promise<{ gluster: string; volume?: GlusterVolume; record?: VolumeRecord }> {
+  /** The gluster volume of a stowage volume and what it is to this deployment; names too long to map cannot exist. */
+  private async lookup(name: string): Promise<{ gluster: string; volume?: GlusterVolume; ownership: Ownership }> {
     let gluster: string;
     try {
       gluster = glusterNameOf(this.options.volumePrefix, name);
     } catch {
-      return { gluster: '' };
+      return { gluster: '', ownership: { kind: 'none' } };
     }
     const volume = await this.cli.volumeInfo(gluster);
-    return { gluster, volume, record: volume && this.recordOf(volume, name) };
+    return { gluster, volume, ownership: classify(volume, name, this.deployment()) };
   }
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { name, options } = request;
     const layout = layoutFor(this.options, options.backend);
     glusterNameOf(this.options.volumePrefix, name); // refuses names that cannot map, before anything else
-    const { gluster, volume, record: existing } = await this.lookup(name);
+    const { gluster, volume, ownership } = await this.lookup(name);
     const { adopt: _adopt, ...defining } = options;
-    if (existing) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
+    if (ownership.kind === 'ours') throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
+    if (ownership.kind === 'foreign' || (ownership.kind === 'unclaimed' && !options.adopt)) {
+      throw notOurs(ownership, gluster, name, this.deployment(), 'adopt');
+    }
     if (volume && !options.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `gluster volume ${gluster} already exists but stowage did not make it; to make it volume ${name} create with ` +
         `-o adopt=true, otherwise delete it (gluster volume stop ${gluster}; gluster volume delete ${gluster})`, { volume: name });
     }
-    const record: VolumeRecord = {
-      name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy, ...(volume ? { adopted: true } : {}),
+    const record: StoredRecord = {
+      name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy, deployment: this.deployment(),
+      ...(options.size !== undefined ? { sizeEnforced: this.options.quota } : {}),
     };
-    if (volume) {
-      if (!volume.started) await this.cli.expect(['volume', 'start', gluster], name);
-      if (options.size !== undefined && this.options.quota) await this.cli.limitUsage(gluster, '/', options.size, this.options.quotaTimeoutS);
-      await this.setRecord(gluster, record);
-      return record;
-    }
-    const bricks = planBricks(this.options.brickRoots, gluster);
-    const made = await this.cli.call(['volume', 'create', gluster, ...layoutArgs(layout), ...bricks,
+    if (volume) return this.adopt(gluster, volume, { ...record, adopted: true });
+    const planned = planBricks(this.options.brickRoots, gluster);
+    const made = await this.cli.call(['volume', 'create', gluster, ...layoutArgs(layout), ...planned,
       ...(this.options.brickForce ? ['force'] : [])], name);
     if (!made.ok) {
       if (/already exists/i.test(made.opErrstr)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
@@ -142,23 +200,45 @@ export class GlusterVolumeBackend implements Backend {
       throw new StowageError(ErrorCodes.BACKEND_COMMAND,
         `creating gluster volume ${gluster} for volume ${name} failed: ${made.opErrstr}${hint}`, { volume: name, cause: made });
     }
+    let bricks: RecordedBrick[] = [];
     try {
+      const info = await this.cli.volumeInfo(gluster);
+      // Exactly the bricks this create planned, with the peer glusterd placed each on.
+      bricks = (info?.bricks ?? []).filter((b) => planned.includes(spec(b)) && UUID.test(b.hostUuid))
+        .map((b) => ({ host: b.host, path: b.path, peer: b.hostUuid }));
       await this.cli.expect(['volume', 'start', gluster], name);
       if (options.size !== undefined && this.options.quota) await this.cli.limitUsage(gluster, '/', options.size, this.options.quotaTimeoutS);
       if (options.uid !== undefined || options.gid !== undefined || options.mode !== undefined) await this.applyOwnership(gluster, request);
       // Last: a gluster volume only becomes a stowage volume once it is complete.
-      await this.setRecord(gluster, record);
+      await this.setRecord(gluster, { ...record, bricks });
     } catch (err) {
       // Lease check: with the name's cluster lock lost, this volume may be another node's by now.
       request.lease?.assertHeld(`undoing the create (stopping and deleting gluster volume ${gluster})`, { cause: err });
-      await this.destroy(gluster, name, false, undefined, request.lease).catch((undo: unknown) =>
+      await this.destroy(gluster, name, false, bricks, undefined, request.lease).catch((undo: unknown) =>
         this.ctx.log.error(`could not undo gluster volume ${gluster}: ${(undo as Error).message}`));
       throw err;
     }
-    return record;
+    return volumeRecordOf(record);
   }
 
-  private async setRecord(gluster: string, record: VolumeRecord): Promise<void> {
+  /** Takes over an existing gluster volume; its bricks stay stowage's to never delete, its limit stays as it is. */
+  private async adopt(gluster: string, volume: GlusterVolume, record: StoredRecord): Promise<VolumeRecord> {
+    const { name, options } = record;
+    const { limit } = await existingLimitOf(this.cli, volume, name);
+    checkAdoptedLimit(limit, options.size, gluster, name);
+    if (!volume.started) await this.cli.expect(['volume', 'start', gluster], name);
+    if (limit !== undefined) {
+      this.ctx.log.info(`gluster volume ${gluster} keeps its existing limit of ${formatBytesApprox(limit)} on /`);
+      if (options.size !== undefined && this.options.quota) await this.cli.quotaTimeouts(gluster, this.options.quotaTimeoutS);
+    } else if (options.size !== undefined && this.options.quota) {
+      await this.cli.limitUsage(gluster, '/', options.size, this.options.quotaTimeoutS);
+    }
+    const enforced = options.size === undefined ? {} : { sizeEnforced: limit !== undefined || this.options.quota };
+    await this.setRecord(gluster, { ...record, ...enforced });
+    return volumeRecordOf(record);
+  }
+
+  private async setRecord(gluster: string, record: StoredRecord): Promise<void> {
     await this.cli.expect(['volume', 'set', gluster, RECORD_OPTION, JSON.stringify(record)], record.name);
   }
 
@@ -178,7 +258,8 @@ export class GlusterVolumeBackend implements Backend {
   }
 
   async get(name: string): Promise<VolumeRecord | undefined> {
-    return (await this.lookup(name)).record;
+    const { ownership } = await this.lookup(name);
+    return ownership.kind === 'ours' ? volumeRecordOf(ownership.record) : undefined;
   }
 
   async list(): Promise<VolumeRecord[]> {
@@ -187,8 +268,9 @@ export class GlusterVolumeBackend implements Backend {
       const name = stowageNameOf(this.options.volumePrefix, volume.name);
       if (name === undefined || volume.options[RECORD_OPTION] === undefined) continue;
       try {
-        const record = this.recordOf(volume, name);
-        if (record) records.push(record);
+        const ownership = classify(volume, name, this.deployment());
+        if (ownership.kind === 'ours') records.push(volumeRecordOf(ownership.record));
+        else if (ownership.kind === 'unclaimed') this.warnOnce(volume.name, notOurs(ownership, volume.name, name, this.deployment(), 'list').message);
       } catch (err) {
         this.ctx.log.warn(`skipping gluster volume ${volume.name}: ${(err as Error).message}`);
       }
@@ -196,22 +278,35 @@ export class GlusterVolumeBackend implements Backend {
     return records.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  private warnOnce(key: string, message: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.ctx.log.warn(message);
+  }
+
   async remove(name: string, request: RemoveRequest): Promise<RemoveOutcome> {
-    const { gluster, volume, record } = await this.lookup(name);
-    if (!volume || !record) return {};
-    const kept = await this.destroy(gluster, name, request.retainData, volume, request.lease);
+    const { gluster, volume, ownership } = await this.lookup(name);
+    if (ownership.kind === 'foreign' || ownership.kind === 'unclaimed') throw notOurs(ownership, gluster, name, this.deployment(), 'stop or delete');
+    if (!volume || ownership.kind !== 'ours') return {};
+    const record = ownership.record;
+    const kept = await this.destroy(gluster, name, request.retainData, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
     return kept === undefined ? {} : { retainedAt: kept };
   }
 
   /**
-   * Stops and deletes the gluster volume, then removes this host's bricks (unless retaining:
-   * gluster's delete leaves the bricks, which is what retain keeps). Returns where retained data is.
+   * Stops and deletes the gluster volume; unless retaining, journals the removal of `bricks`
+   * (the ones stowage made and recorded) first, so each node removes its peer's bricks even
+   * after a crash. Gluster's delete leaves bricks, which is what retain keeps. Returns where
+   * retained data is.
    */
-  private async destroy(gluster: string, name: string, retain: boolean, known?: GlusterVolume, lease?: Lease): Promise<string | undefined> {
+  private async destroy(gluster: string, name: string, retain: boolean, bricks: readonly RecordedBrick[], known?: GlusterVolume, lease?: Lease): Promise<string | undefined> {
     const volume = known ?? await this.cli.volumeInfo(gluster);
     if (!volume) return undefined;
     lease?.assertHeld(`stopping gluster volume ${gluster}`); // lease check
     await this.mounter.unmount(this.target(gluster));
+    // Only bricks that are the volume's now, as glusterd says, on the peer glusterd says.
+    const doomed = retain ? [] : bricks.filter((b) => volume.bricks.some((v) => spec(v) === spec(b) && v.hostUuid === b.peer));
+    await this.statePool.read(() => retain ? this.cleaner.forget(volume.id) : this.cleaner.journal(gluster, volume.id, doomed), name);
     const stopped = await this.cli.call(['volume', 'stop', gluster], name);
     if (!stopped.ok && !/not in the started state|not started/i.test(stopped.opErrstr)) {
       throw new StowageError(ErrorCodes.BACKEND_COMMAND, `stopping gluster volume ${gluster} of volume ${name} failed: ${stopped.opErrstr}`,
@@ -222,37 +317,25 @@ export class GlusterVolumeBackend implements Backend {
     const local = await this.localPeerId();
     if (retain) {
       this.ctx.log.info(`gluster volume ${gluster} deleted; its data stays in bricks ${volume.bricks.map(spec).join(', ')}`);
-      // A local path only where one brick holds all the data: a single brick, or a replica of a
-      // pure replicate volume. Otherwise the files are spread (or encoded) over every brick.
-      const here = volume.bricks.find((b) => b.hostUuid === local);
-      const whole = volume.bricks.length === 1 || volume.type === 'Replicate';
-      return here && whole ? here.path : volume.bricks.map(spec).join(',');
+      return retainedLocation(volume, local);
     }
-    for (const brick of volume.bricks) {
-      if (brick.hostUuid !== local || !isOwnBrick(brick, this.options.brickRoots, gluster)) {
-        this.ctx.log.warn(`brick ${spec(brick)} of deleted gluster volume ${gluster} was left in place; ` +
-          (brick.hostUuid === local ? 'stowage did not make it' : 'remove it on its host (or run stowage there)'));
-        continue;
-      }
-      lease?.assertHeld(`removing brick ${spec(brick)}`, { kept: `gluster volume ${gluster} is deleted, its bricks stay` }); // lease check
-      const aside = deletingPathOf(brick.path);
-      await this.ctx.fs.mkdir(join(aside, '..'), { recursive: true });
-      await this.ctx.fs.rename(brick.path, aside);
-      this.purge(aside);
+    const left = volume.bricks.filter((v) => !doomed.some((d) => spec(d) === spec(v)));
+    if (left.length > 0) {
+      this.ctx.log.warn(`bricks ${left.map(spec).join(', ')} of deleted gluster volume ${gluster} stay in place: stowage did not ` +
+        'record making them (an adopted volume, a record of an earlier version, or a brick added to the volume since)');
     }
+    const elsewhere = doomed.filter((b) => b.peer !== local);
+    if (elsewhere.length > 0) {
+      this.ctx.log.info(`bricks ${elsewhere.map(spec).join(', ')} of deleted gluster volume ${gluster} are removed by stowage on ` +
+        'their own hosts (at its next start or sweep); until then they hold a copy of the data');
+    }
+    void this.sweep();
     return undefined;
   }
 
-  private purge(path: string): void {
-    const task = this.ctx.fs.rm(path, { recursive: true, force: true })
-      .catch((err: unknown) => this.ctx.log.error(`could not finish deleting brick ${path}: ${(err as Error).message}`))
-      .finally(() => this.purges.delete(task));
-    this.purges.add(task);
-  }
-
   async attach(name: string): Promise<string> {
-    const { gluster, volume, record } = await this.lookup(name);
-    if (!volume || !record) throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
+    const { gluster, volume, ownership } = await this.lookup(name);
+    if (!volume || ownership.kind !== 'ours') throw notOurs(ownership, gluster, name, this.deployment(), 'mount');
     if (!volume.started) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
         `gluster volume ${gluster} of volume ${name} is ${volume.status.toLowerCase()}, not started; start it ` +
@@ -264,13 +347,19 @@ export class GlusterVolumeBackend implements Backend {
   }
 
   async detach(name: string): Promise<void> {
-    const { gluster } = await this.lookup(name).catch(() => ({ gluster: glusterNameOf(this.options.volumePrefix, name) }));
-    if (gluster !== '') await this.mounter.unmount(this.target(gluster));
+    let gluster: string;
+    try {
+      gluster = glusterNameOf(this.options.volumePrefix, name);
+    } catch {
+      return;
+    }
+    await this.mounter.unmount(this.target(gluster));
   }
 
   async volumeStatus(name: string): Promise<Record<string, string>> {
-    const { gluster, volume, record } = await this.lookup(name).catch(() => ({ gluster: '', volume: undefined, record: undefined }));
-    if (!volume || !record) return {};
+    const { gluster, volume, ownership } = await this.lookup(name).catch(() => ({ gluster: '', volume: undefined, ownership: { kind: 'none' } as Ownership }));
+    if (!volume || ownership.kind !== 'ours') return {};
+    const record = ownership.record;
     const status: Record<string, string> = {
       glusterVolume: gluster,
       glusterStatus: volume.status,
@@ -278,6 +367,11 @@ export class GlusterVolumeBackend implements Backend {
       bricks: volume.bricks.map(spec).join(','),
     };
     if (record.adopted) status.adopted = 'true';
+    const warning = quotaWarning(record, gluster, this.options.quota);
+    if (warning) {
+      status.warning = warning;
+      this.warnOnce(`quota:${gluster}:${volume.id}`, `volume ${name}: ${warning}`);
+    }
     if (record.options.size !== undefined && this.options.quota) {
       const target = this.target(gluster);
       Object.assign(status, await quotaFacts(this.cli, this.ctx.runner, gluster, '/', target, this.options.timeoutMs, record.options.size));
@@ -294,12 +388,10 @@ export class GlusterVolumeBackend implements Backend {
       'glusterfs.layout': layout,
       'glusterfs.volumeprefix': this.options.volumePrefix,
       'glusterfs.pool': this.statePool.pool,
+      ...(this.me ? { 'glusterfs.deployment': this.me.id } : {}),
+      'glusterfs.bricksawaitingremoval': await this.cleaner.pending().catch((err: unknown) => `unknown: ${(err as Error).message}`),
       'glusterfs.quota': String(this.options.quota),
       ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
     };
   }
-}
-
-function spec(brick: GlusterBrick): string {
-  return `${brick.host}:${brick.path}`;
 }
