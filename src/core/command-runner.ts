@@ -1,4 +1,4 @@
-import { ErrorCodes, StowageError } from './errors.js';
+import { ErrorCodes, StowageError, firstLine } from './errors.js';
 
 export interface CommandResult {
   stdout: string;
@@ -22,14 +22,53 @@ export interface CommandRunner {
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
-function firstLine(text: string): string {
-  return text.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
+/**
+ * Why a program gave no usable answer: it was stopped at its timeout, it could not be started
+ * (missing, not executable), or it exited non-zero (only without `allowFailure`).
+ */
+export type CommandFailureReason = 'timeout' | 'spawn' | 'exit';
+
+export interface CommandFailure {
+  program: string;
+  args: readonly string[];
+  reason: CommandFailureReason;
+  /** Set for `exit`; a program stopped or never started has none. */
+  exitCode?: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * A runner failure as data: callers branch on `reason`, `program` and `exitCode`, never on the
+ * message, which is for people and may change.
+ */
+export class CommandError extends StowageError {
+  readonly program: string;
+  readonly args: readonly string[];
+  readonly reason: CommandFailureReason;
+  readonly exitCode?: number;
+  readonly stdout: string;
+  readonly stderr: string;
+
+  constructor(failure: CommandFailure, message: string, cause?: unknown) {
+    super(ErrorCodes.BACKEND_COMMAND, message, { cause });
+    this.name = 'CommandError';
+    this.program = failure.program;
+    this.args = failure.args;
+    this.reason = failure.reason;
+    this.exitCode = failure.exitCode;
+    this.stdout = failure.stdout;
+    this.stderr = failure.stderr;
+  }
+}
+
+export function isCommandError(err: unknown, reason?: CommandFailureReason): err is CommandError {
+  return err instanceof CommandError && (reason === undefined || err.reason === reason);
 }
 
 export class ExecaCommandRunner implements CommandRunner {
   async run(program: string, args: readonly string[], options: CommandOptions = {}): Promise<CommandResult> {
     const timeout = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-    const shown = [program, ...args].join(' ');
     // Loaded on first use: execa and its dependencies are a large share of start-up time, and a
     // vfs daemon never runs a program.
     const { execa } = await import('execa');
@@ -41,21 +80,22 @@ export class ExecaCommandRunner implements CommandRunner {
       stripFinalNewline: true,
       forceKillAfterDelay: 2_000,
     });
+    const stdout = String(result.stdout ?? '');
+    const stderr = String(result.stderr ?? '');
+    const failure = { program, args: [...args], stdout, stderr };
     if (result.timedOut) {
-      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `${shown} did not finish within ${timeout} ms and was stopped`);
+      throw new CommandError({ ...failure, reason: 'timeout' },
+        `${[program, ...args].join(' ')} did not finish within ${timeout} ms and was stopped`);
     }
     if (result.failed && result.exitCode === undefined) {
-      throw new StowageError(ErrorCodes.BACKEND_COMMAND,
-        `cannot run ${program}: ${result.shortMessage ?? 'unknown error'}`, { cause: result });
+      throw new CommandError({ ...failure, reason: 'spawn' },
+        `cannot run ${program}: ${result.shortMessage ?? 'unknown error'}`, result);
     }
-    const outcome: CommandResult = {
-      stdout: String(result.stdout ?? ''),
-      stderr: String(result.stderr ?? ''),
-      exitCode: result.exitCode ?? -1,
-    };
+    const outcome: CommandResult = { stdout, stderr, exitCode: result.exitCode ?? -1 };
     if (outcome.exitCode !== 0 && !options.allowFailure) {
-      const why = firstLine(outcome.stderr) || firstLine(outcome.stdout) || `exit code ${outcome.exitCode}`;
-      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `${program} ${args[0] ?? ''} failed: ${why}`, { cause: outcome });
+      const why = firstLine(stderr) || firstLine(stdout) || `exit code ${outcome.exitCode}`;
+      throw new CommandError({ ...failure, reason: 'exit', exitCode: outcome.exitCode },
+        `${program} ${args[0] ?? ''} failed: ${why}`, outcome);
     }
     return outcome;
   }

@@ -24,16 +24,42 @@ export const ErrorCodes = {
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
+/**
+ * What a person can do about a failure, as data: the core says what, each shell says how in its
+ * own words (the CLI names its commands and flags, the embedding API its methods and options,
+ * Docker's `Err` the CLI commands a Docker user would run next).
+ */
+export type Remedy =
+  /** A node that stopped sending heartbeats can be dropped, with its references. */
+  | { action: 'forget-node'; node: string }
+  /** The volume can be deleted although (possibly dead) nodes still reference it. */
+  | { action: 'force-remove'; volume: string }
+  /** This node's mount records of the volume can be dropped without asking the container engine. */
+  | { action: 'force-release'; volume: string }
+  /** Data found where the volume would be can be taken over by a create that asks to adopt it. */
+  | { action: 'adopt'; volume: string }
+  /** The list of known nodes shows which names exist. */
+  | { action: 'list-nodes' }
+  /** This node's mount records show which volumes and mount ids exist. */
+  | { action: 'list-mounts' }
+  /** A second daemon needs a state root of its own. */
+  | { action: 'separate-root' }
+  /** Another backend offers the capability this one lacks. */
+  | { action: 'use-backend'; capability: 'snapshots' };
+
 export interface StowageErrorDetails {
   volume?: string;
   node?: string;
   cause?: unknown;
+  remedies?: readonly Remedy[];
 }
 
 export class StowageError extends Error {
   readonly code: ErrorCode;
   readonly volume?: string;
   readonly node?: string;
+  /** Empty when there is nothing to offer beyond the message. */
+  readonly remedies: readonly Remedy[];
 
   constructor(code: ErrorCode, message: string, details: StowageErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -41,7 +67,13 @@ export class StowageError extends Error {
     this.code = code;
     this.volume = details.volume;
     this.node = details.node;
+    this.remedies = details.remedies ?? [];
   }
+}
+
+/** The one "no such volume" failure; every backend and the core say it the same way. */
+export function volumeNotFound(name: string): StowageError {
+  return new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
 }
 
 export function isStowageError(err: unknown, code?: ErrorCode): err is StowageError {
@@ -52,6 +84,16 @@ export function isStowageError(err: unknown, code?: ErrorCode): err is StowageEr
 export function toStowageError(err: unknown, context: string, volume?: string): StowageError {
   if (err instanceof StowageError) return err;
   return new StowageError(ErrorCodes.INTERNAL, `${context}: ${describeCause(err)}`, { volume, cause: err });
+}
+
+/** The message of anything thrown, for text that adds its own context around it. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The first non-blank line of a program's output, trimmed; '' when there is none. */
+export function firstLine(text: string): string {
+  return text.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
 }
 
 /** Node's system errors carry a string `code` such as ENOENT. */
@@ -69,7 +111,7 @@ export function errnoCode(err: unknown): string | undefined {
  */
 export function describeCause(err: unknown): string {
   const code = errnoCode(err);
-  const message = err instanceof Error ? err.message : String(err);
+  const message = messageOf(err);
   if (code && /^E[A-Z0-9]+$/.test(code)) {
     const text = new RegExp(`^${code}: ([^,]+)`).exec(message)?.[1];
     return `${text ?? message} (${code})`;

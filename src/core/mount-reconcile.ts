@@ -23,8 +23,8 @@ export async function releaseMounts(ops: MountOps, name: string, request: { id?:
     const dropped = ops.mounts().records().filter((r) => r.volume === name && (request.id === undefined || r.id === request.id));
     if (dropped.length === 0) {
       throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND,
-        `node ${nodeId} has no mount records of volume ${name}${request.id ? ` with id ${request.id}` : ''}; "stowage mounts" lists them`,
-        { volume: name });
+        `node ${nodeId} has no mount records of volume ${name}${request.id ? ` with id ${request.id}` : ''}`,
+        { volume: name, remedies: [{ action: 'list-mounts' }] });
     }
     const engine = ops.engine();
     // Without a configured engine the person asking is the only authority there is.
@@ -32,13 +32,14 @@ export async function releaseMounts(ops: MountOps, name: string, request: { id?:
       const scan = await engine.scan();
       if (!scan.reachable) {
         throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-          `cannot ask the Docker engine whether containers use ${name} (${scan.error}); add --force to release anyway`, { volume: name });
+          `cannot ask the Docker engine whether containers use ${name} (${scan.error})`,
+          { volume: name, remedies: [{ action: 'force-release', volume: name }] });
       }
       const live = (scan.byVolume[name] ?? []).filter((c) => LIVE_STATES.has(c.state));
       if (live.length > 0) {
         throw new StowageError(ErrorCodes.VOLUME_IN_USE,
           `volume ${name} is used by ${live.map((c) => `container ${c.name} (${c.id.slice(0, 12)}, ${c.state})`).join(', ')} ` +
-          `on node ${nodeId}; stop it first, or add --force`, { volume: name, node: nodeId });
+          `on node ${nodeId}; stop it first`, { volume: name, node: nodeId, remedies: [{ action: 'force-release', volume: name }] });
       }
     }
     await ops.drop(name, dropped.map((r) => r.id), 'released on request');

@@ -102,7 +102,8 @@ export class SocketRootLock implements RootLock {
 
   private refuse(pid?: number): never {
     throw new StowageError(ErrorCodes.INVALID_OPTION,
-      `another stowage daemon${pid ? ` (pid ${pid})` : ''} uses the state root ${this.root}; stop it or give this one its own --root`);
+      `another stowage daemon${pid ? ` (pid ${pid})` : ''} uses the state root ${this.root}; stop it`,
+      { remedies: [{ action: 'separate-root' }] });
   }
 
   async acquire(): Promise<void> {
@@ -110,7 +111,7 @@ export class SocketRootLock implements RootLock {
     const temp = join(this.root, `.daemon.lock.${randomBytes(6).toString('hex')}`);
     if (Buffer.byteLength(temp) > MAX_SOCKET_PATH) {
       throw new StowageError(ErrorCodes.INVALID_OPTION,
-        `--root ${this.root} is too long: the daemon's lock socket needs a path of at most ${MAX_SOCKET_PATH - 22} bytes`);
+        `the state root ${this.root} is too long: the daemon's lock socket needs a path of at most ${MAX_SOCKET_PATH - 22} bytes`);
     }
     const server = await listen(temp).catch((err: unknown) => {
       throw new StowageError(ErrorCodes.INTERNAL, `cannot create the lock ${temp}: ${describeCause(err)}`, { cause: err });

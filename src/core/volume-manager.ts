@@ -5,7 +5,7 @@ import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
 import { NO_CONTAINER_REFERENCES, type ContainerReferences } from './container-references.js';
 import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
-import { ErrorCodes, StowageError, describeCause, isStowageError, toStowageError } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, isStowageError, toStowageError, volumeNotFound } from './errors.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
@@ -14,7 +14,7 @@ import { validateVolumeName } from './names.js';
 import { formatSize, parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
 import {
-  notFound, sameOrConflict, validateMountId,
+  sameOrConflict, validateMountId,
   type BriefVolume, type CreateResult, type ManagerConfig, type RemoveResult, type VolumeInfo,
 } from './volume-types.js';
 
@@ -135,7 +135,7 @@ export class VolumeManager {
     }
     if (!record) {
       this.lastKnown.delete(name);
-      throw notFound(name);
+      throw volumeNotFound(name);
     }
     this.lastKnown.set(name, record);
     return this.describeVolume(record);
@@ -167,7 +167,7 @@ export class VolumeManager {
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const record = await this.backend.get(name);
-      if (!record) throw notFound(name);
+      if (!record) throw volumeNotFound(name);
       const mounted = this.mounts.count(name);
       if (mounted > 0) {
         throw new StowageError(ErrorCodes.VOLUME_IN_USE,
@@ -204,7 +204,7 @@ export class VolumeManager {
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);
-      if (!record) throw notFound(name);
+      if (!record) throw volumeNotFound(name);
       const incarnation = incarnationOf(record);
       const previous = this.mounts.incarnation(name);
       if (previous !== undefined && previous !== incarnation && this.mounts.count(name) > 0) {
@@ -286,7 +286,8 @@ export class VolumeManager {
   private snapshotSupport(volume: string): SnapshotSupport {
     if (!this.backend.capabilities.snapshots || !this.backend.snapshots) {
       throw new StowageError(ErrorCodes.NOT_SUPPORTED,
-        `the ${this.backend.name} backend cannot snapshot volumes (volume ${volume}); the devicemapper backend can`, { volume });
+        `the ${this.backend.name} backend cannot snapshot volumes (volume ${volume})`,
+        { volume, remedies: [{ action: 'use-backend', capability: 'snapshots' }] });
     }
     return this.backend.snapshots;
   }

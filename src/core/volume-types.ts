@@ -44,9 +44,6 @@ export interface RemoveResult {
   retainedAt?: string;
 }
 
-export function notFound(name: string): StowageError {
-  return new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
-}
 
 export function validateMountId(id: unknown): string {
   if (!isValidMountId(id)) {

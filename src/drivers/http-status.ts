@@ -1,4 +1,4 @@
-import { ErrorCodes, StowageError, isStowageError, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, StowageError, isStowageError, messageOf, type ErrorCode, type Remedy } from '../core/errors.js';
 import { bodyTooLarge } from './http-body.js';
 
 /**
@@ -29,14 +29,17 @@ export function httpStatusOf(code: ErrorCode): number {
 export interface HttpFailure {
   status: number;
   code: ErrorCode;
+  /** The core's words, without the remedies: each shell words those for its own users. */
   message: string;
+  remedies: readonly Remedy[];
 }
 
 /** Anything thrown while serving a request: a StowageError keeps its code, the rest is E_INTERNAL. */
 export function failureOf(err: unknown): HttpFailure {
-  if (isStowageError(err)) return { status: httpStatusOf(err.code), code: err.code, message: err.message };
-  const message = `internal error: ${err instanceof Error ? err.message : String(err)}`;
-  return { status: httpStatusOf(ErrorCodes.INTERNAL), code: ErrorCodes.INTERNAL, message };
+  if (isStowageError(err)) {
+    return { status: httpStatusOf(err.code), code: err.code, message: err.message, remedies: err.remedies };
+  }
+  return { status: httpStatusOf(ErrorCodes.INTERNAL), code: ErrorCodes.INTERNAL, message: `internal error: ${messageOf(err)}`, remedies: [] };
 }
 
 /**
@@ -44,12 +47,12 @@ export function failureOf(err: unknown): HttpFailure {
  * the status says "no such endpoint", which an HTTP client can tell from a bad field.
  */
 export function unknownRoute(method: string, path: string): HttpFailure {
-  return { status: 404, code: ErrorCodes.INVALID_REQUEST, message: `stowage does not implement ${method} ${path}` };
+  return { status: 404, code: ErrorCodes.INVALID_REQUEST, message: `stowage does not implement ${method} ${path}`, remedies: [] };
 }
 
 /** express's body parser fails with its own errors (an over-long body, an aborted upload). */
 export function bodyParserFailure(err: unknown): HttpFailure {
   const type = typeof err === 'object' && err !== null && 'type' in err ? (err as { type: unknown }).type : undefined;
   return failureOf(type === 'entity.too.large' ? bodyTooLarge()
-    : new StowageError(ErrorCodes.INVALID_REQUEST, `bad request: ${err instanceof Error ? err.message : String(err)}`));
+    : new StowageError(ErrorCodes.INVALID_REQUEST, `bad request: ${messageOf(err)}`));
 }

@@ -109,7 +109,8 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
       // Nobody can prove old2 is theirs: foreign to both, until an administrator claims it.
       expect(await restarted.get('old2')).toBeUndefined();
       await expect(restarted.remove('old2', { retainData: false })).rejects.toMatchObject({
-        code: ErrorCodes.DATA_CONFLICT, message: expect.stringMatching(/records no deployment.*adopt=true/),
+        code: ErrorCodes.DATA_CONFLICT, message: expect.stringMatching(/records no deployment.*claim it by adopting it/),
+        remedies: [{ action: 'adopt', volume: 'old2' }],
       });
       expect((await infoOf('stowage-old2')).started).toBe(true);
       const claimed = await restarted.create(request('old2', { adopt: true }));

@@ -49,7 +49,10 @@ describe('volume mode records (written by any peer of the trusted pool)', () => 
     expect(notOurs(foreign, 'stowage-db', 'db', mine, 'delete').message)
       .toMatch(/belongs to another stowage deployment \(state pool state2, id 99999999-.*does not delete it/);
     const unclaimed = classify(volume(base), 'db', mine);
-    expect(notOurs(unclaimed, 'stowage-db', 'db', mine, 'delete').message).toMatch(/records no deployment.*node-a.*-o adopt=true db/);
+    expect(notOurs(unclaimed, 'stowage-db', 'db', mine, 'delete')).toMatchObject({
+      message: expect.stringMatching(/records no deployment.*node-a.*claim it by adopting it/),
+      remedies: [{ action: 'adopt', volume: 'db' }],
+    });
   });
 
   it('reports sizes that nodes with different glusterfs.quota settings treat differently', () => {

@@ -117,7 +117,8 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
   it('refuses an existing gluster volume it did not make unless asked to adopt it', async () => {
     await gd.createVolume({ name: 'stowage-legacy' });
     await expect(a.create(request('legacy'))).rejects.toMatchObject({
-      code: ErrorCodes.DATA_CONFLICT, message: expect.stringMatching(/stowage-legacy already exists but stowage did not make it.*adopt=true/),
+      code: ErrorCodes.DATA_CONFLICT, message: expect.stringMatching(/stowage-legacy already exists but stowage did not make it.*adopt it/),
+      remedies: [{ action: 'adopt', volume: 'legacy' }],
     });
     expect(await a.get('legacy')).toBeUndefined();
     const adopted = await a.create(request('legacy', { adopt: true }));

@@ -99,7 +99,7 @@ describe('vfs backend', () => {
     await fs.mkdir('/state/volumes/legacy');
     await fs.writeFile('/state/volumes/legacy/db.sqlite', 'old data');
     const req = { name: 'legacy', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' };
-    await expect(backend.create(req)).rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT });
+    await expect(backend.create(req)).rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT, remedies: [{ action: 'adopt', volume: 'legacy' }] });
     expect(await backend.get('legacy')).toBeUndefined();
     const adopted = await backend.create({ ...req, options: { adopt: true } });
     expect(adopted.adopted).toBe(true);

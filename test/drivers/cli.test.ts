@@ -278,7 +278,7 @@ describe('stowage daemon flags', () => {
     expect((await pluginCall(first.socket, 'Mount', { Name: 'locked', ID: 'm1' })).Err).toBeUndefined();
     const second = await runCli(['daemon', '--socket', join(dir, 'second.sock'), '--root', root]);
     expect(second.exitCode).toBe(1);
-    expect(second.stderr).toMatch(new RegExp(`another stowage daemon \\(pid ${first.pid}\\) uses the state root`));
+    expect(second.stderr).toMatch(new RegExp(`another stowage daemon \\(pid ${first.pid}\\) uses the state root .*; stop it; or give this one its own --root`));
     const records = JSON.parse(await readFile(join(root, 'mounts.json'), 'utf8'));
     expect(records.volumes.locked.ids.m1.count).toBe(1);
     await first.stop();

@@ -70,7 +70,8 @@ describe('snapshots through the core', () => {
     const { manager } = await memStack();
     await manager.create('plain');
     await expect(manager.createSnapshot('plain', 'snap')).rejects.toMatchObject({
-      code: ErrorCodes.NOT_SUPPORTED, message: expect.stringMatching(/the vfs backend cannot snapshot volumes \(volume plain\); the devicemapper backend can/),
+      code: ErrorCodes.NOT_SUPPORTED, message: expect.stringMatching(/the vfs backend cannot snapshot volumes \(volume plain\)/),
+      remedies: [{ action: 'use-backend', capability: 'snapshots' }],
     });
   });
 });

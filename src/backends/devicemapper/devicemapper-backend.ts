@@ -2,7 +2,7 @@ import { basename, join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, volumeNotFound } from '../../core/errors.js';
 import { KeyedMutex } from '../../core/keyed-mutex.js';
 import { formatSize } from '../../core/options.js';
 import type { BackendContext } from '../context.js';
@@ -138,7 +138,7 @@ export class DevicemapperBackend implements Backend {
 
   private mustEntry(name: string): VolumeEntry {
     const entry = this.entry(name);
-    if (!entry) throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
+    if (!entry) throw volumeNotFound(name);
     return entry;
   }
 

@@ -1,6 +1,6 @@
 import type { SnapshotRecord, SnapshotSupport } from '../../core/backend.js';
 import type { CommandRunner } from '../../core/command-runner.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, volumeNotFound } from '../../core/errors.js';
 import { isDmFailure } from './dmsetup.js';
 import type { SnapshotEntry, VolumeEntry } from './pool-state.js';
 import { changedRanges, parseThinDelta, type ChangedRange, type ThinDelta } from './thin-delta-parser.js';
@@ -28,7 +28,7 @@ export class DmSnapshots implements SnapshotSupport {
 
   private volume(name: string): VolumeEntry {
     const entry = this.pool.state.volumes[name];
-    if (!entry?.ready) throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
+    if (!entry?.ready) throw volumeNotFound(name);
     return entry;
   }
 

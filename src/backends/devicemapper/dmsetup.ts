@@ -1,4 +1,4 @@
-import type { CommandResult, CommandRunner } from '../../core/command-runner.js';
+import { isCommandError, type CommandResult, type CommandRunner } from '../../core/command-runner.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { parseDmError, type DmFailure } from './dm-errors.js';
 
@@ -128,9 +128,8 @@ export function explainUnavailable(err: unknown): unknown {
       '(/dev/mapper/control cannot be opened); load it with modprobe dm_thin_pool, or run stowage on a host whose kernel has it',
     { cause: err });
   }
-  const missing = err instanceof StowageError && err.code === ErrorCodes.BACKEND_COMMAND && /^cannot run ([^\s:]+)/.exec(err.message)?.[1];
-  if (missing) {
-    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `the devicemapper backend needs ${missing}: install dmsetup, ` +
+  if (isCommandError(err, 'spawn')) {
+    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `the devicemapper backend needs ${err.program}: install dmsetup, ` +
       'thin-provisioning-tools, util-linux and e2fsprogs (xfsprogs for dm.fs=xfs)', { cause: err });
   }
   return err;

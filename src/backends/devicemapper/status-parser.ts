@@ -3,6 +3,7 @@
  * Formats: linux Documentation/admin-guide/device-mapper/thin-provisioning.rst; fixtures
  * captured from a real kernel are in test/fixtures/dm/.
  */
+import { firstLine } from '../../core/errors.js';
 
 /** The state of a thin-pool as `dmsetup status POOL` reports it. */
 export type PoolStatus =
@@ -68,7 +69,7 @@ export function splitTargetLine(line: string): { start: number; length: number; 
 
 /** Parses the status line of a thin-pool target (`dmsetup status POOL`). */
 export function parsePoolStatus(text: string): PoolStatus {
-  const line = firstLine(text);
+  const line = statusLine(text);
   const { length, target, args } = splitTargetLine(line);
   if (target !== 'thin-pool') throw new DmParseError('target (expected thin-pool)', line);
   if (args[0] === 'Fail') return { failed: true, lengthSectors: length };
@@ -97,7 +98,7 @@ export function parsePoolStatus(text: string): PoolStatus {
 
 /** Parses the status line of a thin target (`dmsetup status THIN`). */
 export function parseThinStatus(text: string): ThinStatus {
-  const line = firstLine(text);
+  const line = statusLine(text);
   const { length, target, args } = splitTargetLine(line);
   if (target !== 'thin') throw new DmParseError('target (expected thin)', line);
   if (args[0] === 'Fail') return { failed: true, lengthSectors: length, mappedSectors: 0 };
@@ -128,8 +129,9 @@ export function splitByDevice(text: string): Map<string, string[]> {
   return devices;
 }
 
-function firstLine(text: string): string {
-  const line = text.split('\n').find((l) => l.trim() !== '');
-  if (line === undefined) throw new DmParseError('empty output', text);
+/** The status line: dmsetup prints one per target, and stowage's devices have one target. */
+function statusLine(text: string): string {
+  const line = statusLine(text);
+  if (line === '') throw new DmParseError('empty output', text);
   return line;
 }

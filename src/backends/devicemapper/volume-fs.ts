@@ -1,5 +1,5 @@
 import type { CommandRunner } from '../../core/command-runner.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, firstLine } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { DmFilesystem } from './dm-options.js';
 import { mountAt, parseProcMounts, type MountEntry } from '../../core/proc-mounts.js';
@@ -41,7 +41,7 @@ export class VolumeFilesystems {
       { allowFailure: true, timeoutMs: 120_000 });
     if (result.exitCode !== 0) {
       throw new StowageError(ErrorCodes.BACKEND_COMMAND,
-        `mounting volume ${volume} (${device}) at ${path} failed: ${firstLine(result.stderr)}; ` +
+        `mounting volume ${volume} (${device}) at ${path} failed: ${firstLine(result.stderr) || 'unknown error'}; ` +
         `check the kernel log (dmesg) and the filesystem with fsck`, { volume, cause: result });
     }
   }
@@ -56,11 +56,7 @@ export class VolumeFilesystems {
         `volume ${volume} cannot be unmounted from ${path}: a process still uses it (see fuser -vm ${path}); ` +
         `stop it and try again`, { volume });
     }
-    throw new StowageError(ErrorCodes.BACKEND_COMMAND, `unmounting volume ${volume} from ${path} failed: ${firstLine(result.stderr)}`,
+    throw new StowageError(ErrorCodes.BACKEND_COMMAND, `unmounting volume ${volume} from ${path} failed: ${firstLine(result.stderr) || 'unknown error'}`,
       { volume, cause: result });
   }
-}
-
-function firstLine(text: string): string {
-  return text.split('\n').map((l) => l.trim()).find(Boolean) ?? 'unknown error';
 }

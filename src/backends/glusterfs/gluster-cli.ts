@@ -1,5 +1,5 @@
-import type { CommandRunner } from '../../core/command-runner.js';
-import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
+import { isCommandError, type CommandRunner } from '../../core/command-runner.js';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import {
   classifyCliText, parsePoolList, parseQuotaList, parseReply, parseVolumeInfo, parseVolumeStatus, quotaTimeoutOf,
@@ -44,10 +44,11 @@ export class GlusterCli {
           `--timeout=${seconds}`, ...args,
         ], { timeoutMs: this.config.timeoutMs + 5_000, allowFailure: true });
       } catch (err) {
-        if (isStowageError(err) && /did not finish/.test(err.message)) {
-          throw this.unavailable(what, `no answer within ${seconds + 5} s`, err);
+        if (isCommandError(err, 'timeout')) throw this.unavailable(what, `no answer within ${seconds + 5} s`, err);
+        if (isCommandError(err, 'spawn')) {
+          throw this.unavailable(what, `the gluster CLI could not be run (${err.message}); install glusterfs-server`, err);
         }
-        throw this.unavailable(what, `the gluster CLI could not be run (${(err as Error).message}); install glusterfs-server`, err);
+        throw err;
       }
       const out = result.stdout.trim();
       if (!out.startsWith('<')) {

@@ -119,7 +119,7 @@ function parseMountOption(option: string): string {
   const match = /^([A-Za-z][A-Za-z0-9_-]*)(?:=([A-Za-z0-9_.:/@+-]+))?$/.exec(option);
   if (!match) throw invalid(`glusterfs.mountoptions entry ${JSON.stringify(option)}: expected name or name=value`);
   if (RESERVED_MOUNT_OPTIONS.includes(match[1]!)) {
-    throw invalid(`glusterfs.mountoptions: ${match[1]} is set by stowage itself (from glusterfs.servers and the node's --root)`);
+    throw invalid(`glusterfs.mountoptions: ${match[1]} is set by stowage itself (from glusterfs.servers and the node's state root)`);
   }
   return option;
 }

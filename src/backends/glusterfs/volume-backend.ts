@@ -183,8 +183,8 @@ export class GlusterVolumeBackend implements Backend {
     }
     if (volume && !options.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
-        `gluster volume ${gluster} already exists but stowage did not make it; to make it volume ${name} create with ` +
-        `-o adopt=true, otherwise delete it (gluster volume stop ${gluster}; gluster volume delete ${gluster})`, { volume: name });
+        `gluster volume ${gluster} already exists but stowage did not make it; delete it (gluster volume stop ${gluster}; ` +
+        `gluster volume delete ${gluster}), or adopt it as volume ${name}`, { volume: name, remedies: [{ action: 'adopt', volume: name }] });
     }
     const record: StoredRecord = {
       name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy, deployment: this.deployment(),

@@ -59,6 +59,6 @@ export function checkAdoptedLimit(existing: number | undefined, size: number | u
   if (existing === undefined || size === undefined || existing === size) return;
   throw new StowageError(ErrorCodes.DATA_CONFLICT,
     `gluster volume ${gluster} already has a limit of ${formatBytesApprox(existing)} on /, and stowage does not overwrite it: ` +
-    `adopt it as volume ${name} with -o size=${existing} or without a size, or change the limit yourself first ` +
+    `adopt it as volume ${name} with size ${existing} or without a size, or change the limit yourself first ` +
     `(gluster volume quota ${gluster} limit-usage / BYTES)`, { volume: name });
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, volumeNotFound } from '../../core/errors.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { GLUSTER_VOLUME_NAME } from './glusterfs-options.js';
 import type { GlusterVolume } from './parsers.js';
@@ -99,8 +99,8 @@ export function notOurs(ownership: Ownership, gluster: string, name: string, min
     return new StowageError(ErrorCodes.DATA_CONFLICT,
       `gluster volume ${gluster} has a stowage record of an earlier version that records no deployment, and its creator ` +
       `${ownership.record.createdBy} is not a node of this deployment (no node record in state pool ${mine.pool}), so this ` +
-      `deployment does not ${action} it. If it is this deployment's volume, claim it: ` +
-      `docker volume create -d stowage -o adopt=true ${name} (or stowage create ${name} -o adopt=true)`, { volume: name });
+      `deployment does not ${action} it; if it is this deployment's volume, claim it by adopting it`,
+      { volume: name, remedies: [{ action: 'adopt', volume: name }] });
   }
-  return new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
+  return volumeNotFound(name);
 }

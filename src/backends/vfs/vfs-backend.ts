@@ -4,7 +4,7 @@ import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
-import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode, volumeNotFound } from '../../core/errors.js';
 import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
@@ -181,8 +181,8 @@ export class VfsBackend implements Backend {
     const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
     if (found === 'data' && !options.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
-        `${dataDir} already holds data that belongs to no volume; to make it volume ${name}'s data create with ` +
-        `-o adopt=true, otherwise move it away first`, { volume: name });
+        `${dataDir} already holds data that belongs to no volume; move it away first, or adopt it as volume ${name}'s data`,
+        { volume: name, remedies: [{ action: 'adopt', volume: name }] });
     }
     const { adopt: _adopt, ...defining } = options;
     const record: VolumeRecord = {
@@ -359,7 +359,7 @@ export class VfsBackend implements Backend {
   async attach(name: string): Promise<string> {
     await this.assertStorePresent(name);
     const entry = await this.registry.get(name);
-    if (!entry) throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} does not exist`, { volume: name });
+    if (!entry) throw volumeNotFound(name);
     const path = dataPathOf(this.options.path, entry);
     const stat = await this.ctx.fs.lstat(path).catch(() => undefined);
     if (!stat || (!stat.isDirectory() && !stat.isSymbolicLink())) {

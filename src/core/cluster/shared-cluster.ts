@@ -116,7 +116,7 @@ export class SharedCluster implements Cluster {
         clockOffsetMs: this.clock.localOffsetMs,
         mounts: this.mounts(),
         containers: this.scan.byVolume,
-        docker: this.docker ? { reachable: this.scan.reachable, error: this.scan.error } : { reachable: false, error: 'no --docker-host' },
+        docker: this.docker ? { reachable: this.scan.reachable, error: this.scan.error } : { reachable: false, error: 'no Docker engine configured' },
       };
       const file = join(this.nodesDir, `${this.nodeId}.json`);
       const before = Date.now();
@@ -206,9 +206,8 @@ export class SharedCluster implements Cluster {
     if (stale.length > 0) {
       const first = stale[0]!.split(' ')[0];
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `volume ${name} is referenced by node(s) that stopped sending heartbeats: ${stale.join('; ')}. ` +
-        `If a node is gone for good, run "stowage node forget ${first}"; to delete anyway, run "stowage delete ${name} --force"`,
-        { volume: name });
+        `volume ${name} is referenced by node(s) that stopped sending heartbeats: ${stale.join('; ')}`,
+        { volume: name, remedies: [{ action: 'forget-node', node: first }, { action: 'force-remove', volume: name }] });
     }
   }
 
@@ -232,7 +231,8 @@ export class SharedCluster implements Cluster {
   async forget(nodeId: string): Promise<void> {
     validateNodeId(nodeId);
     const node = (await this.refresh()).find((n) => n.record.nodeId === nodeId);
-    if (!node) throw new StowageError(ErrorCodes.NODE_NOT_FOUND, `no node ${nodeId} is known; "stowage node list" shows the nodes`, { node: nodeId });
+    if (!node) throw new StowageError(ErrorCodes.NODE_NOT_FOUND, `no node ${nodeId} is known`,
+      { node: nodeId, remedies: [{ action: 'list-nodes' }] });
     if (nodeId === this.nodeId || !node.stale) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST,
         `node ${nodeId} sent a heartbeat ${seconds(node.heartbeatAgeMs)} ago; stop its stowage daemon first, ` +

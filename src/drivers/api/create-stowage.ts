@@ -10,6 +10,8 @@ import type {
 } from '../../core/volume-manager.js';
 import { buildContainer } from '../../container.js';
 import { SHELL_TOKENS } from '../tokens.js';
+import { wordFailure } from '../remedies.js';
+import { StowageError } from '../../core/errors.js';
 
 export interface StowageOptions {
   /** Backend name or your own Backend implementation. @default 'vfs' */
@@ -31,7 +33,8 @@ export interface StowageOptions {
 /** The same operations the Docker plugin offers, as plain async calls. */
 export interface Stowage {
   create(name: string, options?: Record<string, string>): Promise<CreateResult>;
-  remove(name: string, options?: { keepData?: boolean }): Promise<RemoveResult>;
+  /** `force` deletes although (possibly dead) nodes still reference the volume. */
+  remove(name: string, options?: { keepData?: boolean; force?: boolean }): Promise<RemoveResult>;
   list(): Promise<VolumeInfo[]>;
   inspect(name: string): Promise<VolumeInfo>;
   mount(name: string, mountId: string): Promise<string>;
@@ -47,16 +50,34 @@ export const apiModule = new ContainerModule(({ bind }) => {
   bind<Stowage>(SHELL_TOKENS.Stowage).toDynamicValue((ctx) => stowageOver(ctx.get<VolumeManager>(TOKENS.VolumeManager)));
 });
 
+/**
+ * A failure that offers remedies, reworded for code: the methods and options of this API
+ * instead of CLI flags. Same code, volume, node and remedies; the core's error is the cause.
+ */
+function inApiWords(err: unknown): unknown {
+  if (!(err instanceof StowageError) || err.remedies.length === 0) return err;
+  const { code, volume, node, remedies } = err;
+  return new StowageError(code, wordFailure(err.message, remedies, 'api'), { volume, node, remedies, cause: err });
+}
+
+async function worded<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw inApiWords(err);
+  }
+}
+
 function stowageOver(manager: VolumeManager): Stowage {
   return {
     manager,
-    create: (name, opts) => manager.create(name, opts ?? {}),
-    remove: (name, opts) => manager.remove(name, opts ?? {}),
-    list: () => manager.list(),
-    inspect: (name) => manager.get(name),
-    mount: (name, id) => manager.mount(name, id),
-    unmount: (name, id) => manager.unmount(name, id),
-    info: () => manager.info(),
+    create: (name, opts) => worded(() => manager.create(name, opts ?? {})),
+    remove: (name, opts) => worded(() => manager.remove(name, opts ?? {})),
+    list: () => worded(() => manager.list()),
+    inspect: (name) => worded(() => manager.get(name)),
+    mount: (name, id) => worded(() => manager.mount(name, id)),
+    unmount: (name, id) => worded(() => manager.unmount(name, id)),
+    info: () => worded(() => manager.info()),
     close: () => manager.dispose(),
   };
 }
@@ -71,6 +92,6 @@ export async function createStowage(options: StowageOptions = {}): Promise<Stowa
     logger: options.logger ?? silentLogger,
     fs: options.fs,
   }, apiModule).get<Stowage>(SHELL_TOKENS.Stowage);
-  await stowage.manager.init();
+  await worded(() => stowage.manager.init());
   return stowage;
 }

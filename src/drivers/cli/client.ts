@@ -1,7 +1,7 @@
 import { request } from 'node:http';
-import { ErrorCodes, type ErrorCode } from '../../core/errors.js';
+import { ErrorCodes, type ErrorCode, type Remedy } from '../../core/errors.js';
 import {
-  CONTROL_PREFIX, controlErrorAnswer, type ControlEndpoint, type RequestOf, type ResponseOf,
+  CONTROL_PREFIX, controlErrorAnswer, knownRemedies, type ControlEndpoint, type RequestOf, type ResponseOf,
 } from '../control/endpoints.js';
 
 /**
@@ -13,7 +13,7 @@ import {
 export type ControlFailureKind = 'refused' | 'unreachable' | 'unreadable';
 
 export class ControlError extends Error {
-  constructor(message: string, readonly kind: ControlFailureKind, readonly code?: ErrorCode) {
+  constructor(message: string, readonly kind: ControlFailureKind, readonly code?: ErrorCode, readonly remedies: readonly Remedy[] = []) {
     super(message);
     this.name = 'ControlError';
   }
@@ -34,8 +34,8 @@ function answerOf(socket: string, status: number | undefined, text: string): obj
   if (status === 200 && typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return parsed;
   const failure = controlErrorAnswer.safeParse(parsed);
   if (status !== 200 && failure.success) {
-    const { code, message } = failure.data.error;
-    throw new ControlError(message, 'refused', isErrorCode(code) ? code : undefined);
+    const { code, message, remedies } = failure.data.error;
+    throw new ControlError(message, 'refused', isErrorCode(code) ? code : undefined, knownRemedies(remedies));
   }
   // A plugin-protocol answer: something serves the socket, but not this version's control API.
   const err = (parsed as { Err?: unknown } | null)?.Err;

@@ -4,7 +4,8 @@ import { VERSION } from '../../version.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import { controlEndpoints as api, type ControlEndpoint, type RequestOf, type ResponseOf } from '../control/endpoints.js';
 import { DEFAULT_SOCKET } from '../server.js';
-import { callDaemon } from './client.js';
+import { ControlError, callDaemon } from './client.js';
+import { wordError, wordFailure } from '../remedies.js';
 import { addDaemonCommand } from './daemon-command.js';
 import { printJson, printList, printMounts, printNodes, printSnapshots } from './output.js';
 
@@ -16,7 +17,8 @@ function socketOf(cmd: Command): string {
 
 /** The one error handler: every action's failure is one line on stderr and exit 1. */
 function fail(err: unknown): never {
-  process.stderr.write(`stowage: ${err instanceof Error ? err.message : String(err)}\n`);
+  const message = err instanceof ControlError ? wordFailure(err.message, err.remedies, 'cli') : wordError(err, 'cli');
+  process.stderr.write(`stowage: ${message}\n`);
   process.exit(1);
 }
 

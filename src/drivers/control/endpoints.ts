@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { SnapshotRecord } from '../../core/backend.js';
 import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, type Remedy } from '../../core/errors.js';
 import type { MountRecordView } from '../../core/mount-table.js';
 import type { CreateResult, RemoveResult, VolumeInfo } from '../../core/volume-manager.js';
 import { needsStringField } from '../http-body.js';
@@ -67,13 +67,35 @@ export function parseRequest<E extends ControlEndpoint>(endpoint: E, body: unkno
 }
 
 /** How the control API answers a failure (Docker's calls answer `{ Err }` instead). */
+/** Remedies travel as data; the client words them (see drivers/remedies.ts). */
 export interface ControlErrorBody {
-  error: { code: string; message: string };
+  error: { code: string; message: string; remedies?: readonly Remedy[] };
 }
 
-export function controlErrorBody({ code, message }: HttpFailure): ControlErrorBody {
-  return { error: { code, message } };
+export function controlErrorBody({ code, message, remedies }: HttpFailure): ControlErrorBody {
+  return { error: { code, message, ...(remedies.length > 0 ? { remedies } : {}) } };
+}
+
+const remedySchema: z.ZodType<Remedy> = z.discriminatedUnion('action', [
+  z.object({ action: z.literal('forget-node'), node: z.string() }),
+  z.object({ action: z.literal('force-remove'), volume: z.string() }),
+  z.object({ action: z.literal('force-release'), volume: z.string() }),
+  z.object({ action: z.literal('adopt'), volume: z.string() }),
+  z.object({ action: z.literal('list-nodes') }),
+  z.object({ action: z.literal('list-mounts') }),
+  z.object({ action: z.literal('separate-root') }),
+  z.object({ action: z.literal('use-backend'), capability: z.literal('snapshots') }),
+]);
+
+/** Remedies this client knows how to word; one it does not (a newer daemon's) is left out, not fatal. */
+export function knownRemedies(raw: readonly unknown[] | undefined): Remedy[] {
+  return (raw ?? []).flatMap((r) => {
+    const parsed = remedySchema.safeParse(r);
+    return parsed.success ? [parsed.data] : [];
+  });
 }
 
 /** The daemon's error answer as the client reads it: checked, since a foreign server may answer. */
-export const controlErrorAnswer = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+export const controlErrorAnswer = z.object({
+  error: z.object({ code: z.string(), message: z.string(), remedies: z.array(z.unknown()).optional() }),
+});

@@ -3,6 +3,7 @@ import { ErrorCodes, isStowageError } from '../../core/errors.js';
 import type { BriefVolume, VolumeInfo, VolumeManager } from '../../core/volume-manager.js';
 import { parseJsonBody, readBody, requireString } from '../http-body.js';
 import { failureOf } from '../http-status.js';
+import { wordFailure } from '../remedies.js';
 
 type Handler = (body: Record<string, unknown>) => Promise<object> | object;
 
@@ -87,8 +88,8 @@ export async function servePluginRequest(handler: Handler, req: IncomingMessage,
     const body = parseJsonBody(await readBody(req));
     reply(res, 200, await handler(body));
   } catch (err) {
-    const { status, message } = failureOf(err);
+    const { status, message, remedies } = failureOf(err);
     // Docker reads `Err` whatever the status; the status tells other clients whose fault it was.
-    reply(res, status, { Err: message });
+    reply(res, status, { Err: wordFailure(message, remedies, 'docker') });
   }
 }

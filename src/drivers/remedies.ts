@@ -1,0 +1,58 @@
+import { StowageError, type Remedy } from '../core/errors.js';
+
+/**
+ * Who reads a failure: `cli` people at the stowage command line, `docker` people who met it
+ * through a Docker command (and turn to the stowage CLI for what Docker cannot ask), `api` code
+ * embedding stowage, which wants method and option names.
+ */
+export type Audience = 'cli' | 'docker' | 'api';
+
+/** The backend that has each capability the core may find missing; the shells know what ships. */
+const BACKEND_WITH = { snapshots: 'devicemapper' } as const;
+
+const cli = (command: string) => `"stowage ${command}"`;
+
+/** One remedy in one audience's words, as a clause that follows the core's message after "; ". */
+export function wordRemedy(remedy: Remedy, audience: Audience): string {
+  switch (remedy.action) {
+    case 'forget-node':
+      return `if node ${remedy.node} is gone for good, ` + (audience === 'api'
+        ? `call manager.forgetNode('${remedy.node}')`
+        : `run ${cli(`node forget ${remedy.node}`)}`);
+    case 'force-remove':
+      return 'to delete anyway, ' + (audience === 'api'
+        ? `call remove('${remedy.volume}', { force: true })`
+        : `run ${cli(`delete ${remedy.volume} --force`)}`);
+    case 'force-release':
+      if (audience === 'cli') return 'add --force to release anyway';
+      return 'to release anyway, ' + (audience === 'api'
+        ? `call manager.release('${remedy.volume}', { force: true })`
+        : `run ${cli(`release ${remedy.volume} --force`)}`);
+    case 'adopt':
+      if (audience === 'api') return `adopt with create('${remedy.volume}', { adopt: 'true' })`;
+      if (audience === 'docker') return `adopt with "docker volume create -d stowage -o adopt=true ${remedy.volume}"`;
+      return `adopt with ${cli(`create ${remedy.volume} --opt adopt=true`)}`;
+    case 'list-nodes':
+      return audience === 'api' ? 'manager.nodes() lists the nodes' : `${cli('node list')} lists the nodes`;
+    case 'list-mounts':
+      return audience === 'api' ? 'manager.mountRecords() lists them' : `${cli('mounts')} lists them`;
+    case 'separate-root':
+      return audience === 'api' ? 'or give this one its own root option' : 'or give this one its own --root';
+    case 'use-backend': {
+      const backend = BACKEND_WITH[remedy.capability];
+      if (audience === 'api') return `the ${backend} backend can (backend: '${backend}')`;
+      return `the ${backend} backend can (${cli(`daemon --backend ${backend}`)})`;
+    }
+  }
+}
+
+/** The message followed by its remedies in the audience's words. */
+export function wordFailure(message: string, remedies: readonly Remedy[], audience: Audience): string {
+  return [message, ...remedies.map((r) => wordRemedy(r, audience))].join('; ');
+}
+
+/** Anything thrown, as the audience should read it. */
+export function wordError(err: unknown, audience: Audience): string {
+  if (err instanceof StowageError) return wordFailure(err.message, err.remedies, audience);
+  return err instanceof Error ? err.message : String(err);
+}
