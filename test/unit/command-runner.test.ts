@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ExecaCommandRunner } from '../../src/core/command-runner.js';
+import { CommandError, ExecaCommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 
 describe('ExecaCommandRunner', () => {
@@ -28,5 +28,23 @@ describe('ExecaCommandRunner', () => {
 
   it('reports a program that cannot be started', async () => {
     await expect(runner.run('/nonexistent/tool', [])).rejects.toMatchObject({ code: ErrorCodes.BACKEND_COMMAND });
+  });
+
+  // Callers branch on these fields, never on the message (gluster-cli.ts, dmsetup.ts).
+  it('says a failing exit is an exit, with the program, its exit code and both outputs', async () => {
+    const err = await runner.run('sh', ['-c', 'echo out; echo oops >&2; exit 3']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandError);
+    expect(err).toMatchObject({ code: ErrorCodes.BACKEND_COMMAND, program: 'sh', reason: 'exit', exitCode: 3, stdout: 'out', stderr: 'oops' });
+    expect((err as CommandError).args).toEqual(['-c', 'echo out; echo oops >&2; exit 3']);
+  });
+
+  it('says a program stopped at its timeout timed out, with no exit code', async () => {
+    const err = await runner.run('sh', ['-c', 'echo partial; exec sleep 20'], { timeoutMs: 300 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ program: 'sh', reason: 'timeout', exitCode: undefined, stdout: 'partial' });
+  });
+
+  it('says a program that cannot start could not be spawned, naming it', async () => {
+    const err = await runner.run('/nonexistent/tool', ['x']).catch((e: unknown) => e);
+    expect(err).toMatchObject({ program: '/nonexistent/tool', reason: 'spawn', exitCode: undefined });
   });
 });
