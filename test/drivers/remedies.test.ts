@@ -1,0 +1,141 @@
+/**
+ * The core hands remedies over as data; each shell words them for its own users: the CLI with
+ * its commands and flags, Docker's `Err` with the stowage CLI commands a Docker user runs next,
+ * the embedding API with its methods and options. The CLI part needs `npm run build`.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCodes, createStowage, type Stowage } from '../../src/index.js';
+import type { Remedy } from '../../src/core/errors.js';
+import { wordRemedy, type Audience } from '../../src/drivers/remedies.js';
+import {
+  assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon,
+} from '../helpers/daemon-process.js';
+import { pluginCall } from '../helpers/plugin-client.js';
+import { plantStaleNode } from '../helpers/stale-node.js';
+
+/** Every remedy and what each audience must read in it. */
+const WORDS: ReadonlyArray<[Remedy, Record<Audience, RegExp>]> = [
+  [{ action: 'forget-node', node: 'n2' }, {
+    cli: /run "stowage node forget n2"/, docker: /run "stowage node forget n2"/, api: /manager\.forgetNode\('n2'\)/,
+  }],
+  [{ action: 'force-remove', volume: 'v' }, {
+    cli: /"stowage delete v --force"/, docker: /"stowage delete v --force"/, api: /remove\('v', \{ force: true \}\)/,
+  }],
+  [{ action: 'force-release', volume: 'v' }, {
+    cli: /add --force to release anyway/, docker: /"stowage release v --force"/, api: /manager\.release\('v', \{ force: true \}\)/,
+  }],
+  [{ action: 'adopt', volume: 'v' }, {
+    cli: /"stowage create v --opt adopt=true"/, docker: /"docker volume create -d stowage -o adopt=true v"/, api: /create\('v', \{ adopt: 'true' \}\)/,
+  }],
+  [{ action: 'list-nodes' }, { cli: /"stowage node list"/, docker: /"stowage node list"/, api: /manager\.nodes\(\)/ }],
+  [{ action: 'list-mounts' }, { cli: /"stowage mounts"/, docker: /"stowage mounts"/, api: /manager\.mountRecords\(\)/ }],
+  [{ action: 'separate-root' }, { cli: /its own --root/, docker: /its own --root/, api: /its own root option/ }],
+  [{ action: 'use-backend', capability: 'snapshots' }, {
+    cli: /devicemapper backend can \("stowage daemon --backend devicemapper"\)/, docker: /devicemapper backend can/,
+    api: /devicemapper backend can \(backend: 'devicemapper'\)/,
+  }],
+];
+
+describe('remedies in each audience\'s words', () => {
+  it.each(WORDS)('words %o for the CLI, Docker and the API', (remedy, expected) => {
+    for (const audience of ['cli', 'docker', 'api'] as const) expect(wordRemedy(remedy, audience)).toMatch(expected[audience]);
+    // Code reads no CLI flags: the API never names one.
+    expect(wordRemedy(remedy, 'api')).not.toMatch(/--[a-z]|stowage [a-z]/);
+  });
+});
+
+describe('each shell words the remedies of a real failure', () => {
+  let dir: string;
+  let socket: string;
+  let store: string;
+  const cli = (...args: string[]) => runCli(['--socket', socket, ...args]);
+
+  beforeAll(async () => {
+    assertCliBuilt();
+    dir = await makeTempDir('stowage-remedy-');
+    socket = join(dir, 's.sock');
+    store = join(dir, 'vols');
+    await mkdir(store);
+    await startDaemon(socket, ['--root', join(dir, 'root'), '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true',
+      '--node-id', 'remedy-node', '--docker-host', 'none']);
+    await mkdir(join(store, 'legacy'));
+    await writeFile(join(store, 'legacy', 'db.sqlite'), 'old data');
+  });
+
+  afterAll(async () => {
+    await killAllDaemons();
+    await removeTempDir(dir);
+  });
+
+  it('offers adoption as a CLI flag to the CLI and as a docker option to Docker', async () => {
+    const created = await cli('create', 'legacy');
+    expect(created.exitCode).toBe(1);
+    expect(created.stderr).toMatch(/already holds data that belongs to no volume; .*adopt with "stowage create legacy --opt adopt=true"/);
+    const docker = await pluginCall(socket, 'Create', { Name: 'legacy' });
+    expect(docker.Err).toMatch(/adopt with "docker volume create -d stowage -o adopt=true legacy"/);
+    expect(docker.Err).not.toMatch(/--opt/);
+  });
+
+  it('names the CLI commands for a volume a dead node still references, to the CLI and to Docker', async () => {
+    expect((await cli('create', 'held')).exitCode).toBe(0);
+    await plantStaleNode(store, 'ghost', 'held');
+    const removed = await cli('delete', 'held');
+    expect(removed.exitCode).toBe(1);
+    expect(removed.stderr).toMatch(/stopped sending heartbeats: ghost .*; if node ghost is gone for good, run "stowage node forget ghost"; to delete anyway, run "stowage delete held --force"/);
+    const docker = await pluginCall(socket, 'Remove', { Name: 'held' });
+    expect(docker.Err).toMatch(/run "stowage node forget ghost"; to delete anyway, run "stowage delete held --force"/);
+    expect((await cli('delete', 'held', '--force')).exitCode).toBe(0);
+  });
+
+  it('points the CLI at the list of mounts when a release names none', async () => {
+    const released = await cli('release', 'nothing-here');
+    expect(released.exitCode).toBe(1);
+    expect(released.stderr).toMatch(/no mount records of volume nothing-here; "stowage mounts" lists them/);
+  });
+});
+
+describe('the embedding API words remedies with its own methods and options', () => {
+  const dirs: string[] = [];
+  const open: Stowage[] = [];
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((s) => s.close()));
+    await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  async function stowageIn(): Promise<{ stowage: Stowage; store: string }> {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-api-remedy-'));
+    dirs.push(dir);
+    const store = join(dir, 'volumes');
+    await mkdir(store);
+    const stowage = await createStowage({ options: { 'vfs.path': store, 'vfs.shared': 'true' }, root: join(dir, 'state'), nodeId: 'api-node' });
+    open.push(stowage);
+    return { stowage, store };
+  }
+
+  it('offers adoption as the create option, keeping code and remedies', async () => {
+    const { stowage, store } = await stowageIn();
+    await mkdir(join(store, 'legacy'));
+    await writeFile(join(store, 'legacy', 'db.sqlite'), 'old data');
+    await expect(stowage.create('legacy')).rejects.toMatchObject({
+      code: ErrorCodes.DATA_CONFLICT, volume: 'legacy', remedies: [{ action: 'adopt', volume: 'legacy' }],
+      message: expect.stringMatching(/adopt with create\('legacy', \{ adopt: 'true' \}\)$/),
+    });
+    expect((await stowage.create('legacy', { adopt: 'true' })).volume.adopted).toBe(true);
+  });
+
+  it('offers remove with force for a volume a dead node references, and remove with force deletes it', async () => {
+    const { stowage, store } = await stowageIn();
+    await stowage.create('held');
+    await plantStaleNode(store, 'ghost', 'held');
+    const err = await stowage.remove('held').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+    expect((err as Error).message).toMatch(/call manager\.forgetNode\('ghost'\); to delete anyway, call remove\('held', \{ force: true \}\)$/);
+    expect((err as Error).message).not.toMatch(/--force|stowage delete/);
+    expect(await stowage.list()).toHaveLength(1);
+    await stowage.remove('held', { force: true });
+    expect(await stowage.list()).toEqual([]);
+  });
+});
