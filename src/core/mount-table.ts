@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { FsPort } from './fs-port.js';
 import { writeFileAtomic } from './atomic-file.js';
-import { ErrorCodes, StowageError, describeCause, errnoCode } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, errnoCode, messageOf } from './errors.js';
 import { isValidMountId, isValidVolumeName } from './names.js';
 import { parseRecordText } from './schema/parse-record.js';
 
@@ -88,7 +88,7 @@ export class MountTable {
       file = parseRecordText(fileSchema, text, `the mount records file ${this.path}`);
     } catch (err) {
       throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `${(err as Error).message}; fix or move the file aside and restart`, { cause: err });
+        `${messageOf(err)}; fix or move the file aside and restart`, { cause: err });
     }
     this.volumes.clear();
     this.skipped.length = 0;

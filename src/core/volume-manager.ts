@@ -5,7 +5,7 @@ import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
 import { NO_CONTAINER_REFERENCES, type ContainerReferences } from './container-references.js';
 import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
-import { ErrorCodes, StowageError, describeCause, isStowageError, toStowageError, volumeNotFound } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf, toStowageError, volumeNotFound } from './errors.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
@@ -130,7 +130,7 @@ export class VolumeManager {
       const known = this.lastKnown.get(name);
       if (!known) throw toStowageError(err, `looking up volume ${name} failed`, name);
       const info = await this.describeVolume(known);
-      info.status.warning = `backend unavailable, showing last known state: ${(err as Error).message}`;
+      info.status.warning = `backend unavailable, showing last known state: ${messageOf(err)}`;
       return info;
     }
     if (!record) {
@@ -187,7 +187,7 @@ export class VolumeManager {
       // The volume is gone: that is the answer. Records that could not be saved are only
       // pending state, saved with the next change or dropped at the next start.
       await this.mounts.persist().catch((err: unknown) =>
-        this.log.error(`volume ${name} was removed, but ${(err as Error).message}`));
+        this.log.error(`volume ${name} was removed, but ${messageOf(err)}`));
       this.log.info(`removed volume ${name}${outcome.retainedAt ? `, data kept at ${outcome.retainedAt}` : ''}`);
       return { name, retainedAt: outcome.retainedAt };
     }));
@@ -260,7 +260,7 @@ export class VolumeManager {
       }
       // A failed save is only logged: the mount is released, and the record left on disk is
       // dropped by reconciliation with the engine or an Unmount replayed by Docker.
-      await this.mounts.persist().catch((err: unknown) => this.log.error(`unmount of ${name}: ${(err as Error).message}`));
+      await this.mounts.persist().catch((err: unknown) => this.log.error(`unmount of ${name}: ${messageOf(err)}`));
       this.cluster.changed();
     });
   }
@@ -395,7 +395,7 @@ export class VolumeManager {
     try {
       Object.assign(info.status, await this.backend.volumeStatus(record.name));
     } catch (err) {
-      info.status.warning = `status unavailable: ${(err as Error).message}`;
+      info.status.warning = `status unavailable: ${messageOf(err)}`;
     }
     return info;
   }

@@ -1,4 +1,4 @@
-import { StowageError, type Remedy } from '../core/errors.js';
+import { StowageError, messageOf, type Remedy } from '../core/errors.js';
 
 /**
  * Who reads a failure: `cli` people at the stowage command line, `docker` people who met it
@@ -54,5 +54,5 @@ export function wordFailure(message: string, remedies: readonly Remedy[], audien
 /** Anything thrown, as the audience should read it. */
 export function wordError(err: unknown, audience: Audience): string {
   if (err instanceof StowageError) return wordFailure(err.message, err.remedies, audience);
-  return err instanceof Error ? err.message : String(err);
+  return messageOf(err);
 }

@@ -2,7 +2,7 @@ import { basename, join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
-import { ErrorCodes, StowageError, volumeNotFound } from '../../core/errors.js';
+import { ErrorCodes, StowageError, messageOf, volumeNotFound } from '../../core/errors.js';
 import { KeyedMutex } from '../../core/keyed-mutex.js';
 import { formatSize } from '../../core/options.js';
 import type { BackendContext } from '../context.js';
@@ -91,7 +91,7 @@ export class DevicemapperBackend implements Backend {
       if (!entry.mounted) continue;
       await this.mounts.mountVolume(entry).then(
         () => this.ctx.log.info(`volume ${entry.record.name} re-activated and mounted at ${this.mountPath(entry.record.name)}`),
-        (err: unknown) => this.ctx.log.error(`volume ${entry.record.name} was mounted but cannot be mounted again: ${(err as Error).message}`));
+        (err: unknown) => this.ctx.log.error(`volume ${entry.record.name} was mounted but cannot be mounted again: ${messageOf(err)}`));
     }
     const queue = [...this.pool.state.retained];
     for (let retained = queue.shift(); retained; retained = queue.shift()) {
@@ -100,7 +100,7 @@ export class DevicemapperBackend implements Backend {
         if (err instanceof StowageError && err.code === ErrorCodes.VOLUME_DATA_MISSING) {
           queue.push(...this.forgetRetained(entry));
         } else {
-          this.ctx.log.error(`retained data of ${entry.name} cannot be mounted at ${entry.path}: ${(err as Error).message}`);
+          this.ctx.log.error(`retained data of ${entry.name} cannot be mounted at ${entry.path}: ${messageOf(err)}`);
         }
       });
     }
@@ -181,7 +181,7 @@ export class DevicemapperBackend implements Backend {
       await this.pool.deactivateDevice(created.thinId, `volume ${name}`);
     } catch (err) {
       await this.exclusive(() => this.discardDevice(created)).catch((cleanup: unknown) =>
-        this.ctx.log.error(`cleaning up after the failed create of ${name}: ${(cleanup as Error).message}`));
+        this.ctx.log.error(`cleaning up after the failed create of ${name}: ${messageOf(cleanup)}`));
       throw err;
     }
     return this.exclusive(async () => {
@@ -235,7 +235,7 @@ export class DevicemapperBackend implements Backend {
       await this.ctx.fs.rmdir(this.mountPath(name)).catch(() => undefined);
       await this.mounts.mountRetained(retained).catch((err: unknown) => {
         throw new StowageError(ErrorCodes.BACKEND_COMMAND, `volume ${name} was removed and its data kept as thin device ` +
-          `${retained.thinId}, but mounting it read-only at ${retained.path} failed: ${(err as Error).message}`, { volume: name, cause: err });
+          `${retained.thinId}, but mounting it read-only at ${retained.path} failed: ${messageOf(err)}`, { volume: name, cause: err });
       });
       return { retainedAt: retained.path };
     });
@@ -280,7 +280,7 @@ export class DevicemapperBackend implements Backend {
       status.active = String(thin !== undefined);
       if (thin) status.allocated = formatSize(thin.mappedSectors * 512);
     } catch (err) {
-      status.warning = `pool status unavailable: ${(err as Error).message}`;
+      status.warning = `pool status unavailable: ${messageOf(err)}`;
     }
     return status;
   }
@@ -307,7 +307,7 @@ export class DevicemapperBackend implements Backend {
       Object.assign(facts, health.facts, health.problem ? { poolProblem: health.problem } : {});
     } catch (err) {
       facts.poolHealth = 'unknown';
-      facts.warning = `pool status unavailable: ${(err as Error).message}`;
+      facts.warning = `pool status unavailable: ${messageOf(err)}`;
     }
     return facts;
   }

@@ -1,6 +1,6 @@
 import { basename } from 'node:path';
 import type { CommandRunner } from '../../core/command-runner.js';
-import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { parseProcMounts } from '../../core/proc-mounts.js';
@@ -39,7 +39,7 @@ export class PoolDevices {
    */
   async blockDeviceFor(path: string, option: string): Promise<string> {
     const stat = await this.fs.stat(path).catch((err: unknown) => {
-      throw unavailable(`${option}=${path} cannot be used: ${errnoCode(err) === 'ENOENT' ? 'it does not exist' : (err as Error).message}; ` +
+      throw unavailable(`${option}=${path} cannot be used: ${errnoCode(err) === 'ENOENT' ? 'it does not exist' : messageOf(err)}; ` +
         'give a block device, or a file (for example made with truncate -s 100G FILE) that stowage attaches as a loop device', err);
     });
     if (stat.isBlockDevice()) return path;
@@ -124,7 +124,7 @@ export class PoolDevices {
     try {
       return parseThinDump(result.stdout);
     } catch (err) {
-      throw unavailable(`thin_dump of ${device} printed what stowage cannot read: ${(err as Error).message}`, err);
+      throw unavailable(`thin_dump of ${device} printed what stowage cannot read: ${messageOf(err)}`, err);
     }
   }
 

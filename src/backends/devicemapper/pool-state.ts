@@ -1,6 +1,6 @@
 import type { VolumeRecord } from '../../core/backend.js';
 import { readJsonFile, writeFileAtomic } from '../../core/atomic-file.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { DmFilesystem } from './dm-options.js';
 
@@ -130,7 +130,7 @@ export async function loadState(fs: FsPort, path: string): Promise<PoolStateFile
   try {
     data = await readJsonFile(fs, path);
   } catch (err) {
-    throw corrupt(path, `cannot be read (${(err as Error).message})`);
+    throw corrupt(path, `cannot be read (${messageOf(err)})`);
   }
   if (data === undefined) return undefined;
   const state = data as Partial<PoolStateFile>;
@@ -168,7 +168,7 @@ export async function saveState(fs: FsPort, path: string, state: PoolStateFile, 
   try {
     await writeFileAtomic(fs, path, JSON.stringify(state, null, 1));
   } catch (err) {
-    throw new StowageError(ErrorCodes.INTERNAL, `cannot save devicemapper pool state to ${path}: ${(err as Error).message}`,
+    throw new StowageError(ErrorCodes.INTERNAL, `cannot save devicemapper pool state to ${path}: ${messageOf(err)}`,
       { cause: err });
   }
 }

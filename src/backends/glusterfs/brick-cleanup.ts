@@ -2,7 +2,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../core/atomic-file.js';
 import type { CommandRunner } from '../../core/command-runner.js';
-import { errnoCode } from '../../core/errors.js';
+import { errnoCode, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn, removeTreeOnDevice } from '../../core/safe-path.js';
@@ -139,7 +139,7 @@ export class BrickCleaner {
         tombstone = parseRecordText(tombstoneSchema, text, `brick tombstone ${path}`);
         if (`${tombstone.volumeId}.${tombstone.peer}.json` !== file) throw new Error(`${path} names another volume or peer than its file name`);
       } catch (err) {
-        this.log.error(`brick tombstone ${path} left in place: ${(err as Error).message}`);
+        this.log.error(`brick tombstone ${path} left in place: ${messageOf(err)}`);
         continue;
       }
       // The delete did not happen (a remove failed before it): the bricks are still the volume's.
@@ -151,7 +151,7 @@ export class BrickCleaner {
         } catch (err) {
           finished = false;
           this.log.error(`could not remove brick ${brick.host}:${brick.path} of deleted gluster volume ${tombstone.gluster} ` +
-            `(will retry): ${(err as Error).message}`);
+            `(will retry): ${messageOf(err)}`);
         }
       }
       if (finished) await this.fs.unlink(path).catch(() => undefined);
@@ -253,7 +253,7 @@ export class BrickCleaner {
             this.log.warn(`deleting brick ${path} left ${mount}: another filesystem is mounted there`);
           }
         } catch (err) {
-          this.log.error(`could not finish deleting brick ${path} (will retry at the next start): ${(err as Error).message}`);
+          this.log.error(`could not finish deleting brick ${path} (will retry at the next start): ${messageOf(err)}`);
         }
       }
     }

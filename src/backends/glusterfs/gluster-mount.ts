@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { CommandRunner } from '../../core/command-runner.js';
-import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { mountAt, parseProcMounts, type MountEntry } from '../../core/proc-mounts.js';
@@ -76,7 +76,7 @@ export class GlusterMounter {
       return /Transport endpoint is not connected/i.test(result.stderr)
         ? 'Transport endpoint is not connected' : (result.stderr.trim() || `stat exited ${result.exitCode}`);
     } catch (err) {
-      return `it did not answer within ${Math.min(PROBE_MS, this.config.timeoutMs) / 1000} s (${(err as Error).message})`;
+      return `it did not answer within ${Math.min(PROBE_MS, this.config.timeoutMs) / 1000} s (${messageOf(err)})`;
     }
   }
 
@@ -163,7 +163,7 @@ export class GlusterMounter {
   async unmount(target: string): Promise<void> {
     if (!mountAt(await this.mounts(), target)) return;
     const plain = await this.runner.run('umount', [target], { timeoutMs: this.config.timeoutMs, allowFailure: true })
-      .catch((err: unknown) => ({ exitCode: -1, stderr: (err as Error).message, stdout: '' }));
+      .catch((err: unknown) => ({ exitCode: -1, stderr: messageOf(err), stdout: '' }));
     if (plain.exitCode === 0 || !mountAt(await this.mounts(), target)) return;
     this.log.warn(`umount ${target} failed (${plain.stderr.trim()}); detaching it lazily`);
     await this.forceUnmount(target);

@@ -8,6 +8,7 @@ import type { GlusterCli } from './gluster-cli.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
 import type { PoolMount } from './pool-mount.js';
 import { quotaFacts } from './usage.js';
+import { messageOf } from '../../core/errors.js';
 
 /**
  * subdir mode: one existing gluster volume (the pool) is mounted once per node under `--root`;
@@ -79,7 +80,7 @@ export class GlusterSubdirBackend implements Backend {
         // A volume without the limit the user asked for is worse than no volume.
         request.lease?.assertHeld(`undoing the create of volume ${request.name}`, { cause: err }); // lease check
         await this.undoCreate(record, request.lease).catch((undo: unknown) =>
-          this.ctx.log.error(`could not undo volume ${request.name}: ${(undo as Error).message}`));
+          this.ctx.log.error(`could not undo volume ${request.name}: ${messageOf(undo)}`));
         throw err;
       }
     }

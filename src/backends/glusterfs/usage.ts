@@ -1,6 +1,7 @@
 import { formatBytesApprox } from '../../core/options.js';
 import type { CommandRunner } from '../../core/command-runner.js';
 import type { GlusterCli } from './gluster-cli.js';
+import { messageOf } from '../../core/errors.js';
 
 /** Parses `stat -f --format='%S %b %f'`: block size, total blocks, free blocks. */
 export function parseStatfs(text: string): { totalBytes: number; usedBytes: number } | undefined {
@@ -43,6 +44,6 @@ export async function quotaFacts(
     if (fs) return { quota: `no limit visible (capacity ${formatBytesApprox(fs.totalBytes)}, used ${formatBytesApprox(fs.usedBytes)})` };
     return { quota: `unavailable: ${result.stderr.trim() || 'unreadable statfs output'}` };
   } catch (err) {
-    return { quota: `unavailable: ${(err as Error).message}` };
+    return { quota: `unavailable: ${messageOf(err)}` };
   }
 }

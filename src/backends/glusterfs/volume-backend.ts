@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { formatBytesApprox } from '../../core/options.js';
 import { BrickCleaner } from './brick-cleanup.js';
@@ -83,7 +83,7 @@ export class GlusterVolumeBackend implements Backend {
     // In the background, one after another: a tombstone's brick first, then what is left aside.
     void this.sweep();
     this.sweepChain = this.sweepChain.then(() => this.cleaner.purgeLeftovers(localRoots))
-      .catch((err: unknown) => this.ctx.log.error(`finishing brick deletions failed: ${(err as Error).message}`));
+      .catch((err: unknown) => this.ctx.log.error(`finishing brick deletions failed: ${messageOf(err)}`));
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
   }
@@ -114,7 +114,7 @@ export class GlusterVolumeBackend implements Backend {
     this.queuedSweep ??= this.sweepChain.then(() => {
       this.queuedSweep = undefined;
       return this.statePool.read(() => this.cleaner.sweep());
-    }).catch((err: unknown) => this.ctx.log.error(`cleaning bricks of deleted gluster volumes failed (will retry): ${(err as Error).message}`));
+    }).catch((err: unknown) => this.ctx.log.error(`cleaning bricks of deleted gluster volumes failed (will retry): ${messageOf(err)}`));
     this.sweepChain = this.queuedSweep;
     return this.queuedSweep;
   }
@@ -215,7 +215,7 @@ export class GlusterVolumeBackend implements Backend {
       // Lease check: with the name's cluster lock lost, this volume may be another node's by now.
       request.lease?.assertHeld(`undoing the create (stopping and deleting gluster volume ${gluster})`, { cause: err });
       await this.destroy(gluster, name, false, bricks, undefined, request.lease).catch((undo: unknown) =>
-        this.ctx.log.error(`could not undo gluster volume ${gluster}: ${(undo as Error).message}`));
+        this.ctx.log.error(`could not undo gluster volume ${gluster}: ${messageOf(undo)}`));
       throw err;
     }
     return volumeRecordOf(record);
@@ -272,7 +272,7 @@ export class GlusterVolumeBackend implements Backend {
         if (ownership.kind === 'ours') records.push(volumeRecordOf(ownership.record));
         else if (ownership.kind === 'unclaimed') this.warnOnce(volume.name, notOurs(ownership, volume.name, name, this.deployment(), 'list').message);
       } catch (err) {
-        this.ctx.log.warn(`skipping gluster volume ${volume.name}: ${(err as Error).message}`);
+        this.ctx.log.warn(`skipping gluster volume ${volume.name}: ${messageOf(err)}`);
       }
     }
     return records.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -389,7 +389,7 @@ export class GlusterVolumeBackend implements Backend {
       'glusterfs.volumeprefix': this.options.volumePrefix,
       'glusterfs.pool': this.statePool.pool,
       ...(this.me ? { 'glusterfs.deployment': this.me.id } : {}),
-      'glusterfs.bricksawaitingremoval': await this.cleaner.pending().catch((err: unknown) => `unknown: ${(err as Error).message}`),
+      'glusterfs.bricksawaitingremoval': await this.cleaner.pending().catch((err: unknown) => `unknown: ${messageOf(err)}`),
       'glusterfs.quota': String(this.options.quota),
       ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
     };

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
 import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../../core/atomic-file.js';
-import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
@@ -127,7 +127,7 @@ export class VolumeRegistry {
       format: 1, storeId: this.storeId, entries: [...this.cache], ...(this.checkedEpoch === undefined ? {} : { epoch: this.checkedEpoch }),
     };
     await writeFileAtomic(this.fs, this.snapshotFile, JSON.stringify(snapshot)).catch((err: unknown) => {
-      this.log.warn(`could not save the registry cache to ${this.snapshotFile}: ${(err as Error).message}`);
+      this.log.warn(`could not save the registry cache to ${this.snapshotFile}: ${messageOf(err)}`);
     });
   }
 
@@ -158,7 +158,7 @@ export class VolumeRegistry {
     });
     // After the unlink: a List that sees the new epoch can no longer see the old entry. The
     // volume is gone either way; a missed epoch only delays another node noticing a re-create.
-    await this.bumpEpoch().catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${(err as Error).message}`));
+    await this.bumpEpoch().catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${messageOf(err)}`));
     this.cache.delete(name);
     this.changed();
   }
@@ -178,7 +178,7 @@ export class VolumeRegistry {
         this.cache.delete(name);
         return undefined;
       }
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot read registry entry ${file}: ${(err as Error).message}`,
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot read registry entry ${file}: ${messageOf(err)}`,
         { volume: name, cause: err });
     }
     const cached = this.cache.get(name);
@@ -234,7 +234,7 @@ export class VolumeRegistry {
       epoch = await this.readEpoch();
       raw = await this.fs.readdir(this.dir);
     } catch (err) {
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot list registry ${this.dir}: ${(err as Error).message}`,
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot list registry ${this.dir}: ${messageOf(err)}`,
         { cause: err });
     }
     // Most Lists find the directory as the last one did: answer with the same array.
@@ -274,11 +274,11 @@ export class VolumeRegistry {
   }
 
   private reportInvalid(name: string, err: unknown): void {
-    const key = `${name}:${(err as Error).message}`;
+    const key = `${name}:${messageOf(err)}`;
     if (this.reported.has(key)) return;
     if (this.reported.size > 10_000) this.reported.clear();
     this.reported.add(key);
-    this.log.warn(`skipping registry entry ${name}: ${(err as Error).message}`);
+    this.log.warn(`skipping registry entry ${name}: ${messageOf(err)}`);
   }
 
   private async read(name: string): Promise<RegistryEntry | undefined> {

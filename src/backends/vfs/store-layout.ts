@@ -6,7 +6,7 @@ import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
-import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { RegistryEntry } from './registry.js';
 import { decideSharing, mountOf, parseMountinfo, type MountinfoEntry, type SharingDecision } from './store-sharing.js';
 
@@ -89,7 +89,7 @@ export async function sweepStoreTemps(fs: FsPort, log: Logger, nodeId: string, d
   const sweep = { nodeId, maxAgeMs: STALE_TEMP_MS, nowMs: Date.now() };
   for (const dir of dirs) {
     const removed = await sweepTemps(fs, dir, sweep).catch((err: unknown) => {
-      log.warn(`could not clean temp files in ${dir}: ${(err as Error).message}`);
+      log.warn(`could not clean temp files in ${dir}: ${messageOf(err)}`);
       return [];
     });
     if (removed.length > 0) log.info(`removed ${removed.length} leftover temp file(s) in ${dir}`);
@@ -109,7 +109,7 @@ export async function purgeable(fs: FsPort, log: Logger, deleting: string, dev: 
       continue;
     }
     const real = await realDirOn(fs, path, dev).then(() => true, (err: unknown) => {
-      log.warn(`leaving ${path} alone: ${(err as Error).message}`);
+      log.warn(`leaving ${path} alone: ${messageOf(err)}`);
       return false;
     });
     if (real) found.push(path);

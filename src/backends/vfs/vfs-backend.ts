@@ -4,7 +4,7 @@ import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
-import { ErrorCodes, StowageError, errnoCode, volumeNotFound } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
 import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
@@ -220,11 +220,11 @@ export class VfsBackend implements Backend {
       // the intent record stays, and the next create or remove of the name settles it.
       request.lease?.assertHeld(`rolling back the create of volume ${name}`, { cause: err });
       await this.rollBackCreate(name, makesDir).then(() => this.journal.clear(name)).catch((undo: unknown) =>
-        this.ctx.log.error(`could not roll back volume ${name} yet (the next start will): ${(undo as Error).message}`));
+        this.ctx.log.error(`could not roll back volume ${name} yet (the next start will): ${messageOf(undo)}`));
       throw err;
     }
     await this.journal.clear(name).catch((err: unknown) =>
-      this.ctx.log.warn(`volume ${name} is created; its intent record stays until the next start: ${(err as Error).message}`));
+      this.ctx.log.warn(`volume ${name} is created; its intent record stays until the next start: ${messageOf(err)}`));
     return record;
   }
 
@@ -278,7 +278,7 @@ export class VfsBackend implements Backend {
         // Another node's intent may be an operation in progress; a create or remove of the name settles it.
         if (intent === 'torn' || intent?.nodeId === this.ctx.nodeId) await this.recover(name);
       } catch (err) {
-        this.ctx.log.error(`could not recover the interrupted operation on volume ${name}: ${(err as Error).message}`);
+        this.ctx.log.error(`could not recover the interrupted operation on volume ${name}: ${messageOf(err)}`);
       }
     }
   }
@@ -330,12 +330,12 @@ export class VfsBackend implements Backend {
       // Never leave a visible volume without its data: put the data back if the entry stays.
       if (moved && await this.registry.get(name).then(Boolean, () => true)) {
         await fs.rename(target, source).then(() => this.journal.clear(name)).catch((undo: unknown) =>
-          this.ctx.log.error(`could not put back the data of volume ${name} (the next start finishes the remove): ${(undo as Error).message}`));
+          this.ctx.log.error(`could not put back the data of volume ${name} (the next start finishes the remove): ${messageOf(undo)}`));
       }
       throw err;
     }
     await this.journal.clear(name).catch((err: unknown) =>
-      this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${(err as Error).message}`));
+      this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${messageOf(err)}`));
     if (!moved) return {};
     if (request.retainData) return { retainedAt: target };
     this.purge(target);
@@ -351,7 +351,7 @@ export class VfsBackend implements Backend {
         this.ctx.log.error(`left ${skipped.join(', ')} in place: another filesystem is mounted there; unmount it and restart to finish`);
       }
     })()
-      .catch((err: unknown) => this.ctx.log.error(`could not finish deleting ${path}: ${(err as Error).message}`))
+      .catch((err: unknown) => this.ctx.log.error(`could not finish deleting ${path}: ${messageOf(err)}`))
       .finally(() => this.purges.delete(task));
     this.purges.add(task);
   }

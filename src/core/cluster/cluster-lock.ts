@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { createFileExclusive, readFileNoFollow } from '../atomic-file.js';
 import type { Clock } from '../clock.js';
-import { ErrorCodes, StowageError, describeCause, errnoCode, isStowageError } from '../errors.js';
+import { ErrorCodes, StowageError, describeCause, errnoCode, isStowageError, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -260,7 +260,7 @@ export class ClusterLocks {
     try {
       return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`), mtimeMs };
     } catch (err) {
-      return { kind: 'invalid', mtimeMs, problem: (err as Error).message };
+      return { kind: 'invalid', mtimeMs, problem: messageOf(err) };
     }
   }
 }

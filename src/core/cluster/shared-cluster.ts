@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
-import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
+import { ErrorCodes, StowageError, errnoCode, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId, validateNodeId } from '../names.js';
@@ -83,7 +83,7 @@ export class SharedCluster implements Cluster {
       await this.publish();
       await this.refresh();
     } catch (err) {
-      this.log.error(`heartbeat of node ${this.nodeId} failed: ${(err as Error).message}`);
+      this.log.error(`heartbeat of node ${this.nodeId} failed: ${messageOf(err)}`);
     }
   }
 
@@ -95,7 +95,7 @@ export class SharedCluster implements Cluster {
       void (async () => {
         if (rescanDocker && this.docker) this.scan = await this.docker.scan();
         await this.publish();
-      })().catch((err: unknown) => this.log.error(`publishing node ${this.nodeId} failed: ${(err as Error).message}`));
+      })().catch((err: unknown) => this.log.error(`publishing node ${this.nodeId} failed: ${messageOf(err)}`));
     }, 200);
   }
 
@@ -160,7 +160,7 @@ export class SharedCluster implements Cluster {
         views.push({ record, lastHeartbeat: isoTime(st.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') continue;
-        const problem = errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : (err as Error).message;
+        const problem = errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err);
         invalid.push({ file: file.slice(0, 200), problem });
         if (!this.reported.has(file)) {
           this.reported.add(file);

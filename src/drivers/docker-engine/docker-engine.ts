@@ -4,6 +4,7 @@ import type { ContainerReferences, ContainerRef, ContainerScan } from '../../cor
 import type { Logger } from '../../core/logger.js';
 import { isValidVolumeName } from '../../core/names.js';
 import { parseRecord } from '../../core/schema/parse-record.js';
+import { messageOf } from '../../core/errors.js';
 
 // The engine is trusted more than shared storage, but its answer still only names volumes
 // after passing the same checks as any other input.
@@ -67,7 +68,7 @@ export class DockerEngine implements ContainerReferences {
       }
       return { reachable: true, byVolume };
     } catch (err) {
-      return { reachable: false, error: (err as Error).message, byVolume: {} };
+      return { reachable: false, error: messageOf(err), byVolume: {} };
     }
   }
 

@@ -1,5 +1,6 @@
 import type { Logger } from '../../core/logger.js';
 import type { DockerEngine } from './docker-engine.js';
+import { messageOf } from '../../core/errors.js';
 
 /**
  * The engine reports a legacy plugin to Swarm only once it has activated it, and forgets that
@@ -12,7 +13,7 @@ export function keepPluginActivated(engine: DockerEngine, log: Logger): void {
   const activate = () => {
     engine.activatePlugins().then(
       () => log.info(`the Docker engine at ${engine.socket} has activated the plugin`),
-      (err: unknown) => log.warn(`could not have the Docker engine activate the plugin: ${(err as Error).message}`),
+      (err: unknown) => log.warn(`could not have the Docker engine activate the plugin: ${messageOf(err)}`),
     );
   };
   activate();
