@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, StowageError } from '../../src/core/errors.js';
+import { CommandError } from '../../src/core/command-runner.js';
+import { ErrorCodes } from '../../src/core/errors.js';
 import { parseDevicemapperOptions } from '../../src/backends/devicemapper/dm-options.js';
 import { request, setupFakeDm } from '../helpers/fake-dm-backend.js';
 
@@ -91,7 +92,9 @@ describe('devicemapper restarts and reboots', () => {
     await kernel.reboot();
     const run = kernel.run.bind(kernel);
     kernel.run = async (program, args, options) => {
-      if (program === 'thin_check') throw new StowageError(ErrorCodes.BACKEND_COMMAND, 'cannot run thin_check: spawn thin_check ENOENT');
+      if (program === 'thin_check') {
+        throw new CommandError({ program, args, reason: 'spawn', stdout: '', stderr: '' }, 'cannot run thin_check: spawn thin_check ENOENT');
+      }
       return run(program, args, options);
     };
     await expect(make().init()).rejects.toMatchObject({

@@ -3,9 +3,9 @@ import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, StowageError } from '../../src/core/errors.js';
+import { ErrorCodes } from '../../src/core/errors.js';
 import { createBackend } from '../../src/backends/registry.js';
-import { ExecaCommandRunner, type CommandResult, type CommandRunner } from '../../src/core/command-runner.js';
+import { CommandError, ExecaCommandRunner, type CommandResult, type CommandRunner } from '../../src/core/command-runner.js';
 import { GlusterCli } from '../../src/backends/glusterfs/gluster-cli.js';
 import { silentLogger } from '../../src/core/logger.js';
 import * as realFs from 'node:fs/promises';
@@ -224,7 +224,8 @@ describe('gluster CLI client', () => {
       message: 'gluster volume list on node n1 failed: glusterd is not reachable. Check that glusterd runs on this node ' +
         '(socket /run/gd.sock) and that it is a peer of the trusted pool of gl1, gl2 (gluster pool list)',
     });
-    const hung = cliWith([new StowageError(ErrorCodes.BACKEND_COMMAND, 'gluster did not finish within 10000 ms and was stopped')]);
+    const hung = cliWith([new CommandError({ program: 'gluster', args: [], reason: 'timeout', stdout: '', stderr: '' },
+      'gluster did not finish within 10000 ms and was stopped')]);
     await expect(hung.cli.call(['volume', 'list'])).rejects.toThrow(/no answer within 10 s/);
     const usage = cliWith([{ stdout: '', stderr: 'Volume name should not contain "." character.\nUsage: ...', exitCode: 1 }]);
     await expect(usage.cli.call(['volume', 'create', 'a.b'])).rejects.toMatchObject({

@@ -131,7 +131,7 @@ export function splitByDevice(text: string): Map<string, string[]> {
 
 /** The status line: dmsetup prints one per target, and stowage's devices have one target. */
 function statusLine(text: string): string {
-  const line = statusLine(text);
+  const line = firstLine(text);
   if (line === '') throw new DmParseError('empty output', text);
   return line;
 }
