@@ -13,7 +13,8 @@ import { wordRemedy, type Audience } from '../../src/drivers/remedies.js';
 import {
   assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon,
 } from '../helpers/daemon-process.js';
-import { pluginCall } from '../helpers/plugin-client.js';
+import { CONTROL_PREFIX, controlEndpoints } from '../../src/drivers/control/endpoints.js';
+import { pluginCall, socketRequest } from '../helpers/plugin-client.js';
 import { plantStaleNode } from '../helpers/stale-node.js';
 
 /** Every remedy and what each audience must read in it. */
@@ -88,6 +89,16 @@ describe('each shell words the remedies of a real failure', () => {
     const docker = await pluginCall(socket, 'Remove', { Name: 'held' });
     expect(docker.Err).toMatch(/run "stowage node forget ghost"; to delete anyway, run "stowage delete held --force"/);
     expect((await cli('delete', 'held', '--force')).exitCode).toBe(0);
+  });
+
+  it('sends remedies over the control API as data, in no audience\'s words', async () => {
+    const answer = await socketRequest(socket, `${CONTROL_PREFIX}${controlEndpoints.create.path}`, { name: 'legacy' },
+      { contentType: 'application/json' });
+    expect(answer.status).toBe(409);
+    expect(answer.json).toEqual({ error: {
+      code: ErrorCodes.DATA_CONFLICT, message: expect.stringMatching(/belongs to no volume; move it away first, or adopt it as volume legacy's data$/),
+      remedies: [{ action: 'adopt', volume: 'legacy' }],
+    } });
   });
 
   it('points the CLI at the list of mounts when a release names none', async () => {
