@@ -2,7 +2,8 @@ export { createStowage, type Stowage, type StowageOptions } from './drivers/api/
 export type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from './core/backend.js';
-export { ErrorCodes, StowageError, isStowageError, type ErrorCode } from './core/errors.js';
+export { ErrorCodes, StowageError, isStowageError, type ErrorCode, type Remedy } from './core/errors.js';
+export { CommandError, isCommandError, type CommandFailureReason } from './core/command-runner.js';
 export type { VolumeOptions } from './core/options.js';
 export type { CreateResult, RemoveResult, VolumeInfo, RemovePolicy } from './core/volume-manager.js';
 export { validateVolumeName } from './core/names.js';
