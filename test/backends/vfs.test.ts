@@ -188,6 +188,37 @@ describe('vfs backend', () => {
     expect((await restarted.get('cached-3'))?.createdBy).toBe('node-a');
   });
 
+  it('reuses the good entries of a saved cache that holds bad ones, reading only what it cannot trust', async () => {
+    const fs = memFs();
+    const first = vfs(fs, '/state');
+    await first.init();
+    for (let i = 0; i < 10; i += 1) {
+      await first.create({ name: `cached-${i}`, options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+    }
+    await first.dispose();
+    const cacheFile = '/state/vfs-registry-cache.json';
+    const saved = JSON.parse(await fs.readFile(cacheFile, 'utf8')) as { epoch?: unknown; entries: Array<[string, { mtimeMs: unknown }]> };
+    const spoilt = saved.entries.slice(0, 3).map(([name]) => `${name}.json`);
+    expect(saved.entries).toHaveLength(10);
+    saved.entries[0] = 5 as unknown as [string, { mtimeMs: unknown }]; // not an entry at all
+    saved.entries[1]![1].mtimeMs = 'yesterday';
+    saved.entries[2]![0] = 'cached-other'; // names another volume than its record
+    saved.epoch = 42;
+    await fs.writeFile(cacheFile, JSON.stringify(saved));
+    const reads: string[] = [];
+    const counting: FsPort = {
+      ...fs,
+      open: ((path: string, ...rest: unknown[]) => {
+        if (/\/.stowage\/volumes\/[^.][^/]*\.json$/.test(String(path))) reads.push(String(path).replace(/^.*\//, ''));
+        return (fs.open as (p: string, ...r: unknown[]) => Promise<unknown>)(path, ...rest);
+      }) as FsPort['open'],
+    };
+    const restarted = vfs(counting, '/state');
+    await restarted.init();
+    expect((await restarted.list()).map((v) => v.name).sort()).toEqual([...Array(10).keys()].map((i) => `cached-${i}`).sort());
+    expect(reads.sort()).toEqual(spoilt.sort());
+  });
+
   it('validates its options', () => {
     expect(() => parseVfsOptions({ 'vfs.path': 'relative/dir' }, '/r')).toThrow(/absolute/);
     expect(() => parseVfsOptions({ 'vfs.shared': 'maybe' }, '/r')).toThrow(/true or false/);
