@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { readJsonFile, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
+import { firstIssue } from '../../core/schema/parse-record.js';
 import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import type { DmFilesystem } from './dm-options.js';
 
@@ -137,10 +138,9 @@ function corrupt(path: string, why: string): StowageError {
 }
 
 /** Today's sentence for each part of the file, with zod's detail for the first problem. */
-function describeIssue(issue: z.core.$ZodIssue | undefined): string {
-  const [top, key] = issue?.path ?? [];
-  const where = issue && issue.path.length > 0 ? ` at ${issue.path.join('.')}` : '';
-  const detail = ` (${issue?.message ?? 'invalid'}${where})`;
+function describeIssue(error: z.ZodError): string {
+  const { path: [top, key], where, message } = firstIssue(error);
+  const detail = ` (${message}${where})`;
   if (top === 'nextThinId') return `has a malformed nextThinId${detail}`;
   if (top === 'volumes' && key !== undefined) return `has a malformed entry for volume ${String(key)}${detail}`;
   if (top === 'retained' && key !== undefined) return `has a malformed retained entry${detail}`;
@@ -157,7 +157,7 @@ export async function loadState(fs: FsPort, path: string): Promise<PoolStateFile
   }
   if (data === undefined) return undefined;
   const checked = poolStateSchema.safeParse(data);
-  if (!checked.success) throw corrupt(path, describeIssue(checked.error.issues[0]));
+  if (!checked.success) throw corrupt(path, describeIssue(checked.error));
   for (const [name, entry] of Object.entries(checked.data.volumes)) {
     if (entry.record.name !== name) throw corrupt(path, `has a malformed entry for volume ${name} (its record names ${entry.record.name})`);
   }
