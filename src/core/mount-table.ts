@@ -19,9 +19,13 @@ const entrySchema = z.object({
   count: z.number().int().positive(),
   since: z.string(),
   last: z.string().optional(),
-});
+}) satisfies z.ZodType<MountEntry>;
 
-/** Format 1 kept only IDs per volume; format 2 adds which incarnation of the volume they belong to. */
+/**
+ * Format 1 kept only IDs per volume; format 2 adds which incarnation of the volume they belong
+ * to. Both read as format 2. Entries are checked one by one at load, so one bad entry is skipped
+ * and reported, not the whole table.
+ */
 const fileSchema = z.discriminatedUnion('format', [
   z.object({ format: z.literal(1), volumes: z.record(z.string(), z.record(z.string(), z.unknown())) }),
   z.object({
@@ -31,7 +35,8 @@ const fileSchema = z.discriminatedUnion('format', [
       ids: z.record(z.string(), z.unknown()),
     })),
   }),
-]);
+]).transform((file) => file.format === 2 ? file.volumes
+  : Object.fromEntries(Object.entries(file.volumes).map(([volume, ids]) => [volume, { incarnation: undefined, ids }])));
 
 interface VolumeMounts {
   /** Identity of the volume these mounts belong to (its createdAt and createdBy). */
@@ -83,19 +88,16 @@ export class MountTable {
       throw new StowageError(ErrorCodes.STATE_CORRUPT,
         `mount records in ${this.path} cannot be read (${describeCause(err)}); fix or move the file aside and restart`, { cause: err });
     }
-    let file: z.infer<typeof fileSchema>;
+    let volumes: z.infer<typeof fileSchema>;
     try {
-      file = parseRecordText(fileSchema, text, `the mount records file ${this.path}`);
+      volumes = parseRecordText(fileSchema, text, `the mount records file ${this.path}`);
     } catch (err) {
       throw new StowageError(ErrorCodes.STATE_CORRUPT,
         `${messageOf(err)}; fix or move the file aside and restart`, { cause: err });
     }
     this.volumes.clear();
     this.skipped.length = 0;
-    for (const [volume, value] of Object.entries(file.volumes)) {
-      const { incarnation, ids } = file.format === 1
-        ? { incarnation: undefined, ids: value as Record<string, unknown> }
-        : value as { incarnation?: string; ids: Record<string, unknown> };
+    for (const [volume, { incarnation, ids }] of Object.entries(volumes)) {
       if (!isValidVolumeName(volume)) {
         this.skipped.push(`volume ${JSON.stringify(String(volume).slice(0, 80))}: not a valid volume name`);
         continue;

@@ -1,4 +1,4 @@
-import { ErrorCodes, StowageError } from './errors.js';
+import { invalidOption as invalid, optionMap, parseBoolOption, type OptionParser, type ParsedOptions } from './schema/option-map.js';
 
 /** Create-time options every backend understands. Parsed from Docker's free-form `Opts` map. */
 export interface VolumeOptions {
@@ -24,10 +24,6 @@ const UNITS: Record<string, number> = {
   g: 2 ** 30, gb: 2 ** 30, gib: 2 ** 30,
   t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40,
 };
-
-function invalid(message: string): StowageError {
-  return new StowageError(ErrorCodes.INVALID_OPTION, message);
-}
 
 /** Parses "512", "50M", "1.5G", "10GiB" (binary units, as Docker and Convoy use) into bytes. */
 export function parseSize(value: string, key = 'size'): number {
@@ -67,7 +63,7 @@ export function formatBytesApprox(bytes: number, decimals = 2): string {
   return `${shown}${units[unit]}`;
 }
 
-function parseId(key: string, value: string): number {
+function parseId(value: string, key: string): number {
   if (!/^\d{1,10}$/.test(value) || Number(value) > 4294967294) {
     throw invalid(`option ${key}=${JSON.stringify(value)}: expected a numeric id between 0 and 4294967294`);
   }
@@ -82,42 +78,29 @@ function parseMode(value: string): number {
   return parseInt(digits, 8);
 }
 
-function parseBool(key: string, value: string): boolean {
-  if (/^(true|1|yes)$/i.test(value)) return true;
-  if (/^(false|0|no)$/i.test(value)) return false;
-  throw invalid(`option ${key}=${JSON.stringify(value)}: expected true or false`);
-}
+const createOptionParsers = {
+  size: (value: string) => parseSize(value),
+  uid: parseId,
+  gid: parseId,
+  mode: parseMode,
+  adopt: (value: string, key: string) => parseBoolOption(value, `option ${key}`),
+} satisfies Record<(typeof CREATE_OPTION_KEYS)[number], OptionParser<unknown>>;
+
+const keepText: OptionParser<string> = (value) => value;
 
 /**
  * Validates Docker's `Opts` (string values) or CLI `--opt` pairs. Unknown keys are an error, so a
  * typo never silently creates a volume without the limit or owner the user asked for.
  */
 export function parseVolumeOptions(raw: unknown, backendKeys: readonly string[] = []): VolumeOptions {
-  if (raw === undefined || raw === null) return {};
-  if (typeof raw !== 'object' || Array.isArray(raw)) {
-    throw invalid('volume options must be a map of option names to string values');
-  }
-  const options: VolumeOptions = {};
-  for (const [key, rawValue] of Object.entries(raw as Record<string, unknown>)) {
-    if (typeof rawValue !== 'string' && typeof rawValue !== 'number' && typeof rawValue !== 'boolean') {
-      throw invalid(`option ${key}: the value must be a string`);
-    }
-    const value = String(rawValue);
-    switch (key) {
-      case 'size': options.size = parseSize(value); break;
-      case 'uid': options.uid = parseId(key, value); break;
-      case 'gid': options.gid = parseId(key, value); break;
-      case 'mode': options.mode = parseMode(value); break;
-      case 'adopt': options.adopt = parseBool(key, value); break;
-      default:
-        if (backendKeys.includes(key)) {
-          options.backend = { ...options.backend, [key]: value };
-          break;
-        }
-        throw invalid(`unknown volume option ${JSON.stringify(key)}; known options: ${[...CREATE_OPTION_KEYS, ...backendKeys].join(', ')}`);
-    }
-  }
-  return options;
+  const backendParsers: Record<string, OptionParser<string>> = Object.fromEntries(
+    backendKeys.filter((key) => !Object.hasOwn(createOptionParsers, key)).map((key) => [key, keepText]));
+  // The backend's keys are only known at run time; the declared core keys keep their types.
+  const parsed = optionMap('volume', { ...createOptionParsers, ...backendParsers }).parse(raw) as
+    ParsedOptions<typeof createOptionParsers> & Record<string, string | undefined>;
+  const { size, uid, gid, mode, adopt, ...backend } = parsed;
+  const given = { size, uid, gid, mode, adopt, ...(Object.keys(backend).length > 0 ? { backend } : {}) };
+  return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as VolumeOptions;
 }
 
 /** Options that define a volume's identity; `adopt` only steers how it was created. */

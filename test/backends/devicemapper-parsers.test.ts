@@ -182,6 +182,13 @@ describe('mount table, losetup and sysfs', () => {
     expect(() => parseLosetupJson('not json')).toThrow(DmParseError);
   });
 
+  it('reports losetup JSON of another shape as a parse error, and skips devices it cannot name', () => {
+    expect(() => parseLosetupJson('null')).toThrow(DmParseError);
+    expect(() => parseLosetupJson('{"loopdevices":{}}')).toThrow(DmParseError);
+    expect(parseLosetupJson('{"loopdevices":[null,7,{"back-file":"/a.img"},{"name":"/dev/loop3","back-file":null}]}'))
+      .toEqual([{ name: '/dev/loop3', backingFile: '', deleted: false }]);
+  });
+
   it('reads DEVNAME from a sysfs uevent', () => {
     expect(parseUeventDevname('MAJOR=7\nMINOR=0\nDEVNAME=loop0\nDEVTYPE=disk\n')).toBe('loop0');
     expect(parseUeventDevname('MAJOR=7\n')).toBeUndefined();

@@ -157,35 +157,65 @@ describe('vfs backend', () => {
     expect(await fs.readdir('/state/volumes/.stowage/deleting')).toEqual(['foreign']);
   });
 
-  it('answers the first List after a restart from its saved cache, without reading every entry', async () => {
+  /** A store whose node ran once with `count` volumes and saved its registry cache. */
+  async function storeAfterOneRun(count: number): Promise<FsPort> {
     const fs = memFs();
     const first = vfs(fs, '/state');
     await first.init();
-    for (let i = 0; i < 30; i += 1) {
+    for (let i = 0; i < count; i += 1) {
       await first.create({ name: `cached-${i}`, options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' });
     }
     await first.dispose();
-    let entryReads = 0;
+    return fs;
+  }
+
+  /** `fs`, recording the registry entries read (by file name). */
+  function countingEntryReads(fs: FsPort): { fs: FsPort; reads: string[] } {
+    const reads: string[] = [];
     const counting: FsPort = {
       ...fs,
       // Entries are read through open (no-follow); count both ways in.
       readFile: ((path: string, options: unknown) => {
-        if (String(path).includes('/.stowage/volumes/')) entryReads += 1;
+        if (String(path).includes('/.stowage/volumes/')) reads.push(String(path).replace(/^.*\//, ''));
         return (fs.readFile as (p: string, o: unknown) => Promise<string>)(path, options);
       }) as FsPort['readFile'],
       open: ((path: string, ...rest: unknown[]) => {
-        if (/\/.stowage\/volumes\/[^.][^/]*\.json$/.test(String(path))) entryReads += 1;
+        if (/\/.stowage\/volumes\/[^.][^/]*\.json$/.test(String(path))) reads.push(String(path).replace(/^.*\//, ''));
         return (fs.open as (p: string, ...r: unknown[]) => Promise<unknown>)(path, ...rest);
       }) as FsPort['open'],
     };
+    return { fs: counting, reads };
+  }
+
+  it('answers the first List after a restart from its saved cache, without reading every entry', async () => {
+    const fs = await storeAfterOneRun(30);
+    const counting = countingEntryReads(fs);
     await fs.unlink('/state/volumes/.stowage/volumes/cached-7.json'); // removed while this node was down
-    const restarted = vfs(counting, '/state');
+    const restarted = vfs(counting.fs, '/state');
     await restarted.init();
     const names = (await restarted.list()).map((v) => v.name);
     expect(names).toHaveLength(29);
     expect(names).not.toContain('cached-7');
-    expect(entryReads).toBe(0);
+    expect(counting.reads).toHaveLength(0);
     expect((await restarted.get('cached-3'))?.createdBy).toBe('node-a');
+  });
+
+  it('reuses the good entries of a saved cache that holds bad ones, reading only what it cannot trust', async () => {
+    const fs = await storeAfterOneRun(10);
+    const cacheFile = '/state/vfs-registry-cache.json';
+    const saved = JSON.parse(await fs.readFile(cacheFile, 'utf8')) as { epoch?: unknown; entries: Array<[string, { mtimeMs: unknown }]> };
+    const spoilt = saved.entries.slice(0, 3).map(([name]) => `${name}.json`);
+    expect(saved.entries).toHaveLength(10);
+    saved.entries[0] = 5 as unknown as [string, { mtimeMs: unknown }]; // not an entry at all
+    saved.entries[1]![1].mtimeMs = 'yesterday';
+    saved.entries[2]![0] = 'cached-other'; // names another volume than its record
+    saved.epoch = 42;
+    await fs.writeFile(cacheFile, JSON.stringify(saved));
+    const counting = countingEntryReads(fs);
+    const restarted = vfs(counting.fs, '/state');
+    await restarted.init();
+    expect((await restarted.list()).map((v) => v.name).sort()).toEqual([...Array(10).keys()].map((i) => `cached-${i}`).sort());
+    expect(counting.reads.sort()).toEqual(spoilt.sort());
   });
 
   it('validates its options', () => {

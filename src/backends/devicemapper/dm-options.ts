@@ -1,6 +1,6 @@
 import { isAbsolute } from 'node:path';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { parseSize } from '../../core/options.js';
+import { invalidOption as invalid, optionMap } from '../../core/schema/option-map.js';
 
 export type DmFilesystem = 'ext4' | 'xfs';
 
@@ -49,11 +49,6 @@ export const DEFAULT_VOLUME_SIZE = 100 * 2 ** 30;
 /** mkfs.xfs (xfsprogs 5.19 and later) refuses filesystems smaller than 300 MiB. */
 export const XFS_MIN_BYTES = 300 * 2 ** 20;
 
-const KEYS = ['dm.datadev', 'dm.metadatadev', 'dm.thinpoolname', 'dm.thinpoolblocksize', 'dm.defaultvolumesize', 'dm.fs'];
-
-function invalid(message: string): StowageError {
-  return new StowageError(ErrorCodes.INVALID_OPTION, message);
-}
 
 /** Device-mapper names become /dev/mapper entries and argv items: keep them plain and short. */
 export function validatePoolName(name: string): string {
@@ -72,39 +67,47 @@ export function validateBlockSectors(raw: string): number {
   return value;
 }
 
-function devicePath(key: string, raw: string | undefined): string | undefined {
-  if (raw === undefined) return undefined;
+function devicePath(raw: string, key: string): string {
   if (!isAbsolute(raw) || /\s/.test(raw)) {
     throw invalid(`${key}=${JSON.stringify(raw)}: expected the absolute path of a block device or file, without spaces`);
   }
   return raw;
 }
 
+const dmOptions = optionMap('devicemapper', {
+  'dm.datadev': devicePath,
+  'dm.metadatadev': devicePath,
+  'dm.thinpoolname': validatePoolName,
+  'dm.thinpoolblocksize': validateBlockSectors,
+  'dm.defaultvolumesize': parseSize,
+  'dm.fs': (value, key): DmFilesystem => {
+    if (value !== 'ext4' && value !== 'xfs') throw invalid(`${key}=${JSON.stringify(value)}: expected ext4 or xfs`);
+    return value;
+  },
+});
+
 export function parseDevicemapperOptions(raw: Record<string, string>): DevicemapperOptions {
-  for (const key of Object.keys(raw)) {
-    if (!KEYS.includes(key)) throw invalid(`unknown devicemapper option ${JSON.stringify(key)}; known options: ${KEYS.join(', ')}`);
-  }
-  const fs = raw['dm.fs'] ?? 'ext4';
-  if (fs !== 'ext4' && fs !== 'xfs') throw invalid(`dm.fs=${JSON.stringify(fs)}: expected ext4 or xfs`);
-  const dataDevice = devicePath('dm.datadev', raw['dm.datadev']);
-  const metadataDevice = devicePath('dm.metadatadev', raw['dm.metadatadev']);
+  const given = dmOptions.parse(raw);
+  const dataDevice = given['dm.datadev'];
+  const metadataDevice = given['dm.metadatadev'];
   if ((dataDevice === undefined) !== (metadataDevice === undefined)) {
     throw invalid('dm.datadev and dm.metadatadev go together: give both, or neither to adopt an active pool');
   }
   if (dataDevice !== undefined && dataDevice === metadataDevice) {
     throw invalid('dm.datadev and dm.metadatadev must be different devices');
   }
-  const defaultVolumeSize = raw['dm.defaultvolumesize'] === undefined ? DEFAULT_VOLUME_SIZE
-    : parseSize(raw['dm.defaultvolumesize'], 'dm.defaultvolumesize');
-  if (fs === 'xfs' && defaultVolumeSize < XFS_MIN_BYTES) {
+  const filesystem = given['dm.fs'] ?? 'ext4';
+  const defaultVolumeSize = given['dm.defaultvolumesize'] ?? DEFAULT_VOLUME_SIZE;
+  if (filesystem === 'xfs' && defaultVolumeSize < XFS_MIN_BYTES) {
     throw invalid(`dm.defaultvolumesize must be at least 300M with dm.fs=xfs (mkfs.xfs refuses smaller filesystems)`);
   }
+  const blockSectors = given['dm.thinpoolblocksize'];
   return {
     ...(dataDevice !== undefined ? { dataDevice } : {}),
     ...(metadataDevice !== undefined ? { metadataDevice } : {}),
-    poolName: validatePoolName(raw['dm.thinpoolname'] ?? DEFAULT_POOL_NAME),
-    ...(raw['dm.thinpoolblocksize'] !== undefined ? { blockSectors: validateBlockSectors(raw['dm.thinpoolblocksize']) } : {}),
+    poolName: given['dm.thinpoolname'] ?? DEFAULT_POOL_NAME,
+    ...(blockSectors !== undefined ? { blockSectors } : {}),
     defaultVolumeSize,
-    filesystem: fs,
+    filesystem,
   };
 }

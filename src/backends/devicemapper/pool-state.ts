@@ -1,47 +1,56 @@
-import type { VolumeRecord } from '../../core/backend.js';
+import { z } from 'zod';
 import { readJsonFile, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
+import { firstIssue } from '../../core/schema/parse-record.js';
+import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import type { DmFilesystem } from './dm-options.js';
 
 /** Thin device ids are 24 bits wide. */
 export const MAX_THIN_ID = 2 ** 24 - 1;
 
-export interface SnapshotEntry {
-  name: string;
-  thinId: number;
-  /** The pool transaction id the device was created under (see pool-ownership.ts). */
-  createdInTx?: number;
-  createdAt: string;
-}
+/** zod's int() takes safe integers only, as the ids and transaction numbers here need. */
+const int = z.number().int();
+const filesystem = z.enum(['ext4', 'xfs']) satisfies z.ZodType<DmFilesystem>;
 
-export interface VolumeEntry {
-  record: VolumeRecord;
-  thinId: number;
+const snapshotEntrySchema = z.object({
+  name: z.string(),
+  thinId: int,
   /** The pool transaction id the device was created under (see pool-ownership.ts). */
-  createdInTx?: number;
-  sectors: number;
-  fs: DmFilesystem;
+  createdInTx: int.optional(),
+  createdAt: z.string(),
+});
+export type SnapshotEntry = z.infer<typeof snapshotEntrySchema>;
+
+const volumeEntrySchema = z.object({
+  record: volumeRecordSchema,
+  thinId: int,
+  /** The pool transaction id the device was created under (see pool-ownership.ts). */
+  createdInTx: int.optional(),
+  sectors: int,
+  fs: filesystem,
   /** False until the filesystem is made: such an entry is rolled back at the next start. */
-  ready: boolean;
+  ready: z.boolean(),
   /** Mounted on this node (re-mounted after a reboot). */
-  mounted: boolean;
+  mounted: z.boolean(),
   /** lost+found removed and owner/mode applied (done at the first attach). */
-  prepared: boolean;
-  snapshots: SnapshotEntry[];
-}
+  prepared: z.boolean(),
+  snapshots: z.array(snapshotEntrySchema),
+});
+export type VolumeEntry = z.infer<typeof volumeEntrySchema>;
 
 /** A volume removed with retainData: its thin device kept and mounted read-only at `path`. */
-export interface RetainedEntry {
-  name: string;
-  removedAt: string;
-  thinId: number;
-  createdInTx?: number;
-  sectors: number;
-  fs: DmFilesystem;
-  path: string;
-  snapshots: SnapshotEntry[];
-}
+const retainedEntrySchema = z.object({
+  name: z.string(),
+  removedAt: z.string(),
+  thinId: int,
+  createdInTx: int.optional(),
+  sectors: int,
+  fs: filesystem,
+  path: z.string(),
+  snapshots: z.array(snapshotEntrySchema),
+});
+export type RetainedEntry = z.infer<typeof retainedEntrySchema>;
 
 /**
  * A metadata change between its message and the state write that records it (crash recovery).
@@ -49,45 +58,48 @@ export interface RetainedEntry {
  * device created by it carries `claimTx`. State written before claims has `fromTx`/`toTx`
  * instead: such a change cannot be proven ours and is never replayed.
  */
-export interface PendingChange {
-  op: 'create' | 'delete';
-  thinId: number;
-  claimTx?: number;
-  doneTx?: number;
+const pendingChangeSchema = z.object({
+  op: z.enum(['create', 'delete']),
+  thinId: int,
+  claimTx: int.optional(),
+  doneTx: int.optional(),
   /** For a delete: the creation transaction of the device being deleted. */
-  createdInTx?: number;
-  fromTx?: number;
-  toTx?: number;
-}
+  createdInTx: int.optional(),
+  fromTx: int.optional(),
+  toTx: int.optional(),
+});
+export type PendingChange = z.infer<typeof pendingChangeSchema>;
 
-export interface PoolInfo {
-  name: string;
-  dataDevice?: string;
-  metadataDevice?: string;
-  blockSectors: number;
+const poolInfoSchema = z.object({
+  name: z.string(),
+  dataDevice: z.string().optional(),
+  metadataDevice: z.string().optional(),
+  blockSectors: int,
   /** True when stowage created the pool (zeroed its metadata); false for an adopted pool. */
-  createdByStowage: boolean;
-  createdAt: string;
-}
+  createdByStowage: z.boolean(),
+  createdAt: z.string(),
+});
+export type PoolInfo = z.infer<typeof poolInfoSchema>;
 
-export interface PoolStateFile {
-  format: 1;
-  writtenBy: string;
-  writtenAt: string;
-  pool: PoolInfo;
+const poolStateSchema = z.object({
+  format: z.literal(1),
+  writtenBy: z.string(),
+  writtenAt: z.string(),
+  pool: poolInfoSchema,
   /** The pool's transaction id after stowage's last committed change. */
-  transactionId: number;
+  transactionId: int,
   /** Ids found taken by someone else ("File exists"): skipped, never reused. */
-  foreignIds: number[];
+  foreignIds: z.array(int),
   /**
    * No thin id below this is handed out again: ids are allocated upwards, so an id a stale or
    * copied state file may still name never comes back. Absent in state written before it.
    */
-  nextThinId?: number;
-  pending?: PendingChange;
-  volumes: Record<string, VolumeEntry>;
-  retained: RetainedEntry[];
-}
+  nextThinId: int.optional(),
+  pending: pendingChangeSchema.optional(),
+  volumes: z.record(z.string(), volumeEntrySchema),
+  retained: z.array(retainedEntrySchema),
+});
+export type PoolStateFile = z.infer<typeof poolStateSchema>;
 
 export function emptyState(pool: PoolInfo, transactionId: number): PoolStateFile {
   return { format: 1, writtenBy: '', writtenAt: '', pool, transactionId, foreignIds: [], volumes: {}, retained: [] };
@@ -125,6 +137,17 @@ function corrupt(path: string, why: string): StowageError {
     `devicemapper pool state ${path} ${why}; restore it from a backup or move it aside and adopt the pool again`);
 }
 
+/** Today's sentence for each part of the file, with zod's detail for the first problem. */
+function describeIssue(error: z.ZodError): string {
+  const { path: [top, key], where, message } = firstIssue(error);
+  const detail = ` (${message}${where})`;
+  if (top === 'nextThinId') return `has a malformed nextThinId${detail}`;
+  if (top === 'volumes' && key !== undefined) return `has a malformed entry for volume ${String(key)}${detail}`;
+  if (top === 'retained' && key !== undefined) return `has a malformed retained entry${detail}`;
+  if (top === 'pending') return `has a malformed pending change${detail}`;
+  return `is not in the expected format${detail}`;
+}
+
 export async function loadState(fs: FsPort, path: string): Promise<PoolStateFile | undefined> {
   let data: unknown;
   try {
@@ -133,33 +156,14 @@ export async function loadState(fs: FsPort, path: string): Promise<PoolStateFile
     throw corrupt(path, `cannot be read (${messageOf(err)})`);
   }
   if (data === undefined) return undefined;
-  const state = data as Partial<PoolStateFile>;
-  if (state.format !== 1 || typeof state.pool?.name !== 'string' || !Number.isInteger(state.transactionId)
-    || typeof state.volumes !== 'object' || state.volumes === null || !Array.isArray(state.retained)
-    || !Array.isArray(state.foreignIds)) {
-    throw corrupt(path, 'is not in the expected format');
+  const checked = poolStateSchema.safeParse(data);
+  if (!checked.success) throw corrupt(path, describeIssue(checked.error));
+  for (const [name, entry] of Object.entries(checked.data.volumes)) {
+    if (entry.record.name !== name) throw corrupt(path, `has a malformed entry for volume ${name} (its record names ${entry.record.name})`);
   }
-  const optionalInt = (v: unknown) => v === undefined || Number.isSafeInteger(v);
-  if (!optionalInt(state.nextThinId)) throw corrupt(path, 'has a malformed nextThinId');
-  for (const [name, entry] of Object.entries(state.volumes)) {
-    if (entry?.record?.name !== name || !Number.isInteger(entry.thinId) || !Number.isInteger(entry.sectors)
-      || !Array.isArray(entry.snapshots) || !optionalInt(entry.createdInTx)
-      || !entry.snapshots.every((s) => Number.isInteger(s?.thinId) && optionalInt(s.createdInTx))) {
-      throw corrupt(path, `has a malformed entry for volume ${name}`);
-    }
-  }
-  for (const retained of state.retained) {
-    if (!Number.isInteger(retained?.thinId) || typeof retained.path !== 'string' || !optionalInt(retained.createdInTx)
-      || !Array.isArray(retained.snapshots)) {
-      throw corrupt(path, 'has a malformed retained entry');
-    }
-  }
-  const pending = state.pending;
-  if (pending !== undefined && (!Number.isInteger(pending?.thinId) || !['create', 'delete'].includes(pending.op)
-    || ![pending.claimTx, pending.doneTx, pending.createdInTx, pending.fromTx, pending.toTx].every(optionalInt))) {
-    throw corrupt(path, 'has a malformed pending change');
-  }
-  return state as PoolStateFile;
+  // The file as written, not zod's copy without unknown keys: what a later version added
+  // survives this version's next save.
+  return data as PoolStateFile;
 }
 
 export async function saveState(fs: FsPort, path: string, state: PoolStateFile, nodeId: string): Promise<void> {

@@ -1,5 +1,10 @@
 /** Pure parsers for losetup and sysfs output (the mount table: src/core/proc-mounts.ts). */
+import { z } from 'zod';
 import { DmParseError } from './status-parser.js';
+
+const losetupSchema = z.object({ loopdevices: z.array(z.unknown()) });
+/** A device without a name is skipped; an unreadable backing file reads as none. */
+const loopDeviceSchema = z.object({ name: z.string(), 'back-file': z.string().optional().catch(undefined) });
 
 export interface LoopDevice {
   /** `/dev/loopN` */
@@ -18,14 +23,14 @@ export function parseLosetupJson(text: string): LoopDevice[] {
   } catch {
     throw new DmParseError('losetup JSON', text);
   }
-  const list = (data as { loopdevices?: unknown }).loopdevices;
-  if (!Array.isArray(list)) throw new DmParseError('losetup JSON', text);
-  return list.flatMap((item: unknown) => {
-    const entry = item as { name?: unknown; 'back-file'?: unknown };
-    if (typeof entry.name !== 'string') return [];
-    const raw = typeof entry['back-file'] === 'string' ? entry['back-file'] : '';
+  const parsed = losetupSchema.safeParse(data);
+  if (!parsed.success) throw new DmParseError('losetup JSON', text);
+  return parsed.data.loopdevices.flatMap((item) => {
+    const entry = loopDeviceSchema.safeParse(item);
+    if (!entry.success) return [];
+    const raw = entry.data['back-file'] ?? '';
     const deleted = raw.endsWith(' (deleted)');
-    return [{ name: entry.name, backingFile: deleted ? raw.slice(0, -' (deleted)'.length) : raw, deleted }];
+    return [{ name: entry.data.name, backingFile: deleted ? raw.slice(0, -' (deleted)'.length) : raw, deleted }];
   });
 }
 

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { isAbsolute, join, normalize } from 'node:path';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { invalidOption as invalid, optionMap, parseBoolOption } from '../../core/schema/option-map.js';
 
 export type GlusterMode = 'subdir' | 'volume';
 
@@ -63,12 +63,7 @@ export interface GlusterfsOptions {
   quotaTimeoutS: number;
 }
 
-const POOL_KEYS = ['glusterfs.pool', 'glusterfs.volume', 'glusterfs.defaultvolumepool'];
-const KEYS = [
-  'glusterfs.servers', 'glusterfs.mode', ...POOL_KEYS, 'glusterfs.bricks', 'glusterfs.replica', 'glusterfs.disperse',
-  'glusterfs.brickforce', 'glusterfs.volumeprefix', 'glusterfs.mountoptions', 'glusterfs.glusterdsocket',
-  'glusterfs.timeout', 'glusterfs.quota', 'glusterfs.quotatimeout',
-];
+const POOL_KEYS = ['glusterfs.pool', 'glusterfs.volume', 'glusterfs.defaultvolumepool'] as const;
 /** Set by stowage itself on every mount; a user value would silently lose our log or fail-over list. */
 const RESERVED_MOUNT_OPTIONS = ['log-file', 'backup-volfile-servers', 'backupvolfile-server', 'volfile-id', 'subdir-mount'];
 
@@ -77,10 +72,6 @@ const HOST = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z
 export const GLUSTER_VOLUME_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,255}$/;
 /** Paths end up in gluster brick specs and in mount.glusterfs's word-split command line. */
 const SAFE_PATH = /^\/[A-Za-z0-9._@+/-]*$/;
-
-function invalid(message: string): StowageError {
-  return new StowageError(ErrorCodes.INVALID_OPTION, message);
-}
 
 function list(value: string | undefined): string[] {
   return (value ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
@@ -91,12 +82,6 @@ export function parseCount(key: string, value: string, min: number): number {
     throw invalid(`${key}=${JSON.stringify(value)}: expected a whole number from ${min} to 16`);
   }
   return Number(value);
-}
-
-function parseBool(key: string, value: string | undefined, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (value === 'true' || value === 'false') return value === 'true';
-  throw invalid(`${key}=${JSON.stringify(value)}: expected true or false`);
 }
 
 export function parseBrickRoot(spec: string): BrickRoot {
@@ -124,66 +109,88 @@ function parseMountOption(option: string): string {
   return option;
 }
 
+function parsePoolName(value: string, key: string): string {
+  if (!GLUSTER_VOLUME_NAME.test(value)) {
+    throw invalid(`${key}=${JSON.stringify(value)} is not a gluster volume name (letters, digits, '-' and '_')`);
+  }
+  return value;
+}
+
+function parseSeconds(value: string, key: string, min: number, max: number, expected: string): number {
+  if (!/^\d{1,3}$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw invalid(`${key}=${JSON.stringify(value)}: expected ${expected}`);
+  }
+  return Number(value);
+}
+
+const glusterfsOptions = optionMap('glusterfs', {
+  'glusterfs.servers': (value) => {
+    const servers = list(value);
+    if (servers.length === 0) throw invalid('glusterfs.servers is empty; give at least one gluster server host name');
+    for (const server of servers) {
+      if (!HOST.test(server)) throw invalid(`glusterfs.servers entry ${JSON.stringify(server)} is not a host name or IPv4 address`);
+    }
+    return servers;
+  },
+  'glusterfs.mode': (value, key): GlusterMode => {
+    if (value !== 'subdir' && value !== 'volume') throw invalid(`${key}=${JSON.stringify(value)}: expected subdir or volume`);
+    return value;
+  },
+  'glusterfs.pool': parsePoolName,
+  'glusterfs.volume': parsePoolName,
+  'glusterfs.defaultvolumepool': parsePoolName,
+  'glusterfs.bricks': (value) => {
+    const brickRoots = list(value).map(parseBrickRoot);
+    const seen = new Set(brickRoots.map((b) => `${b.host}:${b.path}`));
+    if (seen.size !== brickRoots.length) throw invalid('glusterfs.bricks lists the same brick root twice');
+    return brickRoots;
+  },
+  'glusterfs.replica': (value, key) => parseCount(key, value, 2),
+  'glusterfs.disperse': (value, key) => parseCount(key, value, 3),
+  'glusterfs.brickforce': parseBoolOption,
+  'glusterfs.volumeprefix': (value, key) => {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/.test(value)) {
+      throw invalid(`${key}=${JSON.stringify(value)}: 1-32 letters, digits, '-' and '_', starting with a letter or digit`);
+    }
+    return value;
+  },
+  'glusterfs.mountoptions': (value) => list(value).map(parseMountOption),
+  'glusterfs.glusterdsocket': (value, key) => {
+    if (!isAbsolute(value)) throw invalid(`${key}=${JSON.stringify(value)} must be an absolute path`);
+    return value;
+  },
+  // Docker gives Create and Mount 2 minutes; an attach makes a few bounded calls, so each stays well below.
+  'glusterfs.timeout': (value, key) => parseSeconds(value, key, 1, 100, 'seconds from 1 to 100'),
+  'glusterfs.quota': parseBoolOption,
+  // gluster's own bound on features.hard-timeout is 60 s.
+  'glusterfs.quotatimeout': (value, key) => parseSeconds(value, key, 0, 60,
+    'seconds from 0 (strict: the limit is checked on every write) to 60'),
+});
+
 /** Validates the daemon's `--opt glusterfs.*` map. */
 export function parseGlusterfsOptions(raw: Record<string, string>): GlusterfsOptions {
-  for (const key of Object.keys(raw)) {
-    if (!KEYS.includes(key)) throw invalid(`unknown glusterfs option ${JSON.stringify(key)}; known options: ${KEYS.join(', ')}`);
-  }
-  const mode = raw['glusterfs.mode'] ?? 'subdir';
-  if (mode !== 'subdir' && mode !== 'volume') throw invalid(`glusterfs.mode=${JSON.stringify(mode)}: expected subdir or volume`);
-
-  const servers = raw['glusterfs.servers'] === undefined ? [hostname()] : list(raw['glusterfs.servers']);
-  if (servers.length === 0) throw invalid('glusterfs.servers is empty; give at least one gluster server host name');
-  for (const server of servers) {
-    if (!HOST.test(server)) throw invalid(`glusterfs.servers entry ${JSON.stringify(server)} is not a host name or IPv4 address`);
-  }
-
-  const pools = [...new Set(POOL_KEYS.map((k) => raw[k]).filter((v): v is string => v !== undefined))];
+  const given = glusterfsOptions.parse(raw);
+  const mode = given['glusterfs.mode'] ?? 'subdir';
+  const pools = [...new Set(POOL_KEYS.map((k) => given[k]).filter((v): v is string => v !== undefined))];
   if (pools.length > 1) throw invalid(`${POOL_KEYS.join(', ')} name the same pool volume; they disagree: ${pools.join(' vs ')}`);
   const pool = pools[0];
-  if (pool !== undefined && !GLUSTER_VOLUME_NAME.test(pool)) {
-    throw invalid(`glusterfs.pool=${JSON.stringify(pool)} is not a gluster volume name (letters, digits, '-' and '_')`);
-  }
-
-  const brickRoots = list(raw['glusterfs.bricks']).map(parseBrickRoot);
-  const seen = new Set(brickRoots.map((b) => `${b.host}:${b.path}`));
-  if (seen.size !== brickRoots.length) throw invalid('glusterfs.bricks lists the same brick root twice');
-  const replica = raw['glusterfs.replica'] === undefined ? undefined : parseCount('glusterfs.replica', raw['glusterfs.replica'], 2);
-  const disperse = raw['glusterfs.disperse'] === undefined ? undefined : parseCount('glusterfs.disperse', raw['glusterfs.disperse'], 3);
+  const { 'glusterfs.replica': replica, 'glusterfs.disperse': disperse } = given;
   if (replica !== undefined && disperse !== undefined) throw invalid('glusterfs.replica and glusterfs.disperse exclude each other');
-
-  const volumePrefix = raw['glusterfs.volumeprefix'] ?? 'stowage-';
-  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/.test(volumePrefix)) {
-    throw invalid(`glusterfs.volumeprefix=${JSON.stringify(volumePrefix)}: 1-32 letters, digits, '-' and '_', starting with a letter or digit`);
-  }
-  const glusterdSocket = raw['glusterfs.glusterdsocket'] ?? '/var/run/glusterd.socket';
-  if (!isAbsolute(glusterdSocket)) throw invalid(`glusterfs.glusterdsocket=${JSON.stringify(glusterdSocket)} must be an absolute path`);
-  const timeoutRaw = raw['glusterfs.timeout'] ?? '20';
-  if (!/^\d{1,3}$/.test(timeoutRaw) || Number(timeoutRaw) < 1 || Number(timeoutRaw) > 100) {
-    // Docker gives Create and Mount 2 minutes; an attach makes a few bounded calls, so each stays well below.
-    throw invalid(`glusterfs.timeout=${JSON.stringify(timeoutRaw)}: expected seconds from 1 to 100`);
-  }
-
-  const quotaTimeoutRaw = raw['glusterfs.quotatimeout'] ?? '0';
-  if (!/^\d{1,2}$/.test(quotaTimeoutRaw) || Number(quotaTimeoutRaw) > 60) {
-    // gluster's own bound on features.hard-timeout is 60 s.
-    throw invalid(`glusterfs.quotatimeout=${JSON.stringify(quotaTimeoutRaw)}: expected seconds from 0 (strict: the limit is ` +
-      'checked on every write) to 60');
-  }
-  const quota = parseBool('glusterfs.quota', raw['glusterfs.quota'], true);
-  if (!quota && raw['glusterfs.quotatimeout'] !== undefined) {
+  const quota = given['glusterfs.quota'] ?? true;
+  if (!quota && given['glusterfs.quotatimeout'] !== undefined) {
     throw invalid('glusterfs.quotatimeout only applies with quotas on; it conflicts with glusterfs.quota=false');
   }
-
   if (pool === undefined) {
     throw invalid(mode === 'subdir'
       ? 'glusterfs.pool (or glusterfs.defaultvolumepool) is required: the gluster volume that holds the stowage volumes'
       : 'glusterfs.pool is required in volume mode too: a small gluster volume where the nodes keep their shared ' +
         'cluster state (node records, references, locks)');
   }
+  const brickRoots = given['glusterfs.bricks'] ?? [];
+  const volumePrefix = given['glusterfs.volumeprefix'] ?? 'stowage-';
   if (mode === 'subdir') {
-    for (const key of ['glusterfs.bricks', 'glusterfs.replica', 'glusterfs.disperse', 'glusterfs.brickforce', 'glusterfs.volumeprefix']) {
-      if (raw[key] !== undefined) throw invalid(`${key} only applies in volume mode (glusterfs.mode=volume)`);
+    for (const key of ['glusterfs.bricks', 'glusterfs.replica', 'glusterfs.disperse', 'glusterfs.brickforce', 'glusterfs.volumeprefix'] as const) {
+      if (given[key] !== undefined) throw invalid(`${key} only applies in volume mode (glusterfs.mode=volume)`);
     }
   } else {
     if (brickRoots.length === 0) throw invalid('glusterfs.bricks is required in volume mode: brick roots such as gl1:/data/bricks,gl2:/data/bricks');
@@ -196,14 +203,15 @@ export function parseGlusterfsOptions(raw: Record<string, string>): GlusterfsOpt
     }
   }
   return {
-    servers, mode, pool, brickRoots, replica, disperse,
-    brickForce: parseBool('glusterfs.brickforce', raw['glusterfs.brickforce'], false),
+    servers: given['glusterfs.servers'] ?? [hostname()],
+    mode, pool, brickRoots, replica, disperse,
+    brickForce: given['glusterfs.brickforce'] ?? false,
     volumePrefix,
-    mountOptions: list(raw['glusterfs.mountoptions']).map(parseMountOption),
-    glusterdSocket,
-    timeoutMs: Number(timeoutRaw) * 1000,
+    mountOptions: given['glusterfs.mountoptions'] ?? [],
+    glusterdSocket: given['glusterfs.glusterdsocket'] ?? '/var/run/glusterd.socket',
+    timeoutMs: (given['glusterfs.timeout'] ?? 20) * 1000,
     quota,
-    quotaTimeoutS: Number(quotaTimeoutRaw),
+    quotaTimeoutS: given['glusterfs.quotatimeout'] ?? 0,
   };
 }
 

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
 import { ErrorCodes, StowageError, volumeNotFound } from '../../core/errors.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
+import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import { GLUSTER_VOLUME_NAME } from './glusterfs-options.js';
 import type { GlusterVolume } from './parsers.js';
 
@@ -27,20 +28,10 @@ export const recordedBrickSchema = z.object({
 });
 export type RecordedBrick = z.infer<typeof recordedBrickSchema>;
 
-const uint = z.number().int().nonnegative().max(2 ** 32);
-
-const storedRecordSchema = z.object({
+const storedRecordSchema = volumeRecordSchema.extend({
   name: z.string().min(1).max(255),
-  options: z.object({
-    size: z.number().int().positive().optional(),
-    uid: uint.optional(),
-    gid: uint.optional(),
-    mode: z.number().int().min(0).max(0o7777).optional(),
-    backend: z.record(z.string(), z.string()).optional(),
-  }),
   createdAt: z.string().max(64),
   createdBy: z.string().max(255),
-  adopted: z.boolean().optional(),
   /** Absent in records written before deployments were recorded (see `classify`). */
   deployment: deploymentSchema.optional(),
   /** The bricks stowage made for this volume; absent for adopted volumes, whose bricks stowage never deletes. */

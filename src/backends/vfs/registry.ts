@@ -7,6 +7,7 @@ import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/error
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
+import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 
 /**
  * A single path component stowage could have made: what a volume name may be. Anything else
@@ -14,41 +15,18 @@ import { parseRecordText } from '../../core/schema/parse-record.js';
  */
 export const STORE_COMPONENT = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 
-const uint = z.number().int().nonnegative().max(2 ** 32);
-
-const recordSchema = z.object({
-  name: z.string().regex(STORE_COMPONENT),
-  options: z.object({
-    size: z.number().int().positive().optional(),
-    uid: uint.optional(),
-    gid: uint.optional(),
-    mode: z.number().int().min(0).max(0o7777).optional(),
-    backend: z.record(z.string(), z.string()).optional(),
-  }),
-  createdAt: z.string(),
-  createdBy: z.string(),
-  adopted: z.boolean().optional(),
-});
-
 /** On-disk form of one registry entry: the volume plus where its data lives, relative to the store. */
 export const registryEntrySchema = z.object({
   format: z.literal(1),
-  record: recordSchema,
+  record: volumeRecordSchema.extend({ name: z.string().regex(STORE_COMPONENT) }),
   dataDir: z.string().regex(STORE_COMPONENT, 'a single path component inside the store'),
 });
 
-export interface RegistryEntry {
-  format: 1;
-  record: VolumeRecord;
-  dataDir: string;
-}
+export type RegistryEntry = z.infer<typeof registryEntrySchema>;
 
-interface Cached {
-  entry: RegistryEntry;
-  mtimeMs: number;
-  ino: number;
-  size: number;
-}
+/** A registry entry as last read, with the identity of the file it was read from. */
+const cachedSchema = z.object({ entry: registryEntrySchema, mtimeMs: z.number(), ino: z.number(), size: z.number() });
+type Cached = z.infer<typeof cachedSchema>;
 
 function sameStrings(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
@@ -56,13 +34,16 @@ function sameStrings(a: readonly string[], b: readonly string[]): boolean {
   return true;
 }
 
-interface CacheSnapshot {
-  format: 1;
-  storeId: string;
+/** The node-local cache file. Entries are checked one by one: a bad one costs one read, not the cache. */
+const cacheSnapshotSchema = z.object({
+  format: z.literal(1),
+  storeId: z.string(),
   /** The removal epoch the cache was last checked against in full. */
-  epoch?: string;
-  entries: Array<[string, Cached]>;
-}
+  epoch: z.string().optional().catch(undefined),
+  entries: z.array(z.unknown()),
+});
+const cacheEntrySchema = z.tuple([z.string(), cachedSchema]);
+type CacheSnapshot = Omit<z.infer<typeof cacheSnapshotSchema>, 'entries'> & { entries: Array<[string, Cached]> };
 
 const SUFFIX = '.json';
 /** Saving the cache waits for a quiet moment; a crash only costs the next start some reads. */
@@ -104,12 +85,15 @@ export class VolumeRegistry {
   async loadSnapshot(storeId: string): Promise<void> {
     if (!this.snapshotFile) return;
     try {
-      const saved = JSON.parse(await this.fs.readFile(this.snapshotFile, 'utf8')) as CacheSnapshot;
-      if (saved.format !== 1 || saved.storeId !== storeId || !Array.isArray(saved.entries)) return;
-      if (typeof saved.epoch === 'string') this.checkedEpoch = saved.epoch;
-      for (const [name, cached] of saved.entries) {
+      const saved = cacheSnapshotSchema.safeParse(JSON.parse(await this.fs.readFile(this.snapshotFile, 'utf8')));
+      if (!saved.success || saved.data.storeId !== storeId) return;
+      if (saved.data.epoch !== undefined) this.checkedEpoch = saved.data.epoch;
+      for (const raw of saved.data.entries) {
         // Written by an earlier version too: only entries that pass today's checks are reused.
-        if (registryEntrySchema.safeParse(cached?.entry).success && cached.entry.record.name === name) this.cache.set(name, cached);
+        const parsed = cacheEntrySchema.safeParse(raw);
+        if (!parsed.success) continue;
+        const [name, cached] = parsed.data;
+        if (cached.entry.record.name === name) this.cache.set(name, cached);
       }
     } catch {
       // No snapshot or an unreadable one: the cache fills from the store as before.

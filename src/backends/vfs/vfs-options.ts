@@ -1,5 +1,5 @@
 import { join, isAbsolute, resolve } from 'node:path';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { invalidOption, optionMap, parseBoolOption } from '../../core/schema/option-map.js';
 
 export interface VfsOptions {
   /**
@@ -19,22 +19,17 @@ export interface VfsOptions {
   shared: boolean | 'auto';
 }
 
-const KEYS = ['vfs.path', 'vfs.shared'];
+function parsePath(value: string, key: string): string {
+  if (!isAbsolute(value)) throw invalidOption(`${key}=${JSON.stringify(value)} must be an absolute path`);
+  return resolve(value);
+}
+
+const vfsOptions = optionMap('vfs', {
+  'vfs.path': parsePath,
+  'vfs.shared': (value, key) => value === 'auto' ? 'auto' as const : parseBoolOption(value, key, 'auto, true or false'),
+});
 
 export function parseVfsOptions(raw: Record<string, string>, root: string): VfsOptions {
-  for (const key of Object.keys(raw)) {
-    if (!KEYS.includes(key)) {
-      throw new StowageError(ErrorCodes.INVALID_OPTION,
-        `unknown vfs option ${JSON.stringify(key)}; known options: ${KEYS.join(', ')}`);
-    }
-  }
-  const path = raw['vfs.path'] ?? join(root, 'volumes');
-  if (!isAbsolute(path)) {
-    throw new StowageError(ErrorCodes.INVALID_OPTION, `vfs.path=${JSON.stringify(path)} must be an absolute path`);
-  }
-  const sharedRaw = raw['vfs.shared'] ?? 'auto';
-  if (!/^(true|false|auto)$/.test(sharedRaw)) {
-    throw new StowageError(ErrorCodes.INVALID_OPTION, `vfs.shared=${JSON.stringify(sharedRaw)}: expected auto, true or false`);
-  }
-  return { path: resolve(path), shared: sharedRaw === 'auto' ? 'auto' : sharedRaw === 'true' };
+  const given = vfsOptions.parse(raw);
+  return { path: given['vfs.path'] ?? parsePath(join(root, 'volumes'), 'vfs.path'), shared: given['vfs.shared'] ?? 'auto' };
 }

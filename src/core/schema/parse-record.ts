@@ -10,10 +10,15 @@ import { ErrorCodes, StowageError } from '../errors.js';
 export function parseRecord<S extends z.ZodType>(schema: S, value: unknown, what: string, volume?: string): z.infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const where = issue && issue.path.length > 0 ? ` at ${issue.path.join('.')}` : '';
-  throw new StowageError(ErrorCodes.STATE_CORRUPT,
-    `${what} is not in the expected format${where}: ${issue?.message ?? 'invalid'}`, { volume });
+  const { where, message } = firstIssue(result.error);
+  throw new StowageError(ErrorCodes.STATE_CORRUPT, `${what} is not in the expected format${where}: ${message}`, { volume });
+}
+
+/** The first problem zod found, for messages: where (" at a.b", or "" at the top) and what. */
+export function firstIssue(error: z.ZodError): { path: readonly PropertyKey[]; where: string; message: string } {
+  const issue = error.issues[0];
+  const path = issue?.path ?? [];
+  return { path, where: path.length > 0 ? ` at ${path.join('.')}` : '', message: issue?.message ?? 'invalid' };
 }
 
 /** Parses JSON text then validates it; bad JSON is E_STATE_CORRUPT too. */
