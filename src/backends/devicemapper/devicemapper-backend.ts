@@ -155,15 +155,14 @@ export class DevicemapperBackend implements Backend {
   }
 
   private async createVolume(request: CreateRequest): Promise<VolumeRecord> {
-    const { name, options } = request;
+    const { record } = request;
+    const { name, options } = record;
     const size = options.size ?? this.options.defaultVolumeSize;
     const fsType = this.options.filesystem;
     if (fsType === 'xfs' && size < XFS_MIN_BYTES) {
       throw new StowageError(ErrorCodes.INVALID_OPTION, `volume ${name}: size ${formatSize(size)} is below 300MiB, the smallest ` +
         'filesystem mkfs.xfs makes; ask for more (thin volumes only use what is written)', { volume: name });
     }
-    const { adopt: _adopt, ...defining } = options;
-    const record: VolumeRecord = { name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy };
     const sectors = Math.ceil(size / 512);
     const created: VolumeEntry = { record, thinId: -1, sectors, fs: fsType, ready: false, mounted: false, prepared: false, snapshots: [] };
     await this.exclusive(async () => {
@@ -219,7 +218,7 @@ export class DevicemapperBackend implements Backend {
       await this.mounts.unmount(name);
       await this.pool.deactivateDevice(entry.thinId, `volume ${name}`);
       entry.mounted = false;
-      if (!request.retainData) {
+      if (!request.retain) {
         await this.discardDevice(entry, true);
         await this.ctx.fs.rmdir(this.mountPath(name)).catch(() => undefined);
         return {};

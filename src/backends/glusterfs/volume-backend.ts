@@ -172,22 +172,21 @@ export class GlusterVolumeBackend implements Backend {
   }
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
-    const { name, options } = request;
+    const { name, options } = request.record;
     const layout = layoutFor(this.options, options.backend);
     glusterNameOf(this.options.volumePrefix, name); // refuses names that cannot map, before anything else
     const { gluster, volume, ownership } = await this.lookup(name);
-    const { adopt: _adopt, ...defining } = options;
     if (ownership.kind === 'ours') throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
-    if (ownership.kind === 'foreign' || (ownership.kind === 'unclaimed' && !options.adopt)) {
+    if (ownership.kind === 'foreign' || (ownership.kind === 'unclaimed' && !request.adopt)) {
       throw notOurs(ownership, gluster, name, this.deployment(), 'adopt');
     }
-    if (volume && !options.adopt) {
+    if (volume && !request.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `gluster volume ${gluster} already exists but stowage did not make it; to make it volume ${name} create with ` +
         `-o adopt=true, otherwise delete it (gluster volume stop ${gluster}; gluster volume delete ${gluster})`, { volume: name });
     }
     const record: StoredRecord = {
-      name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy, deployment: this.deployment(),
+      ...request.record, deployment: this.deployment(),
       ...(options.size !== undefined ? { sizeEnforced: this.options.quota } : {}),
     };
     if (volume) return this.adopt(gluster, volume, { ...record, adopted: true });
@@ -244,9 +243,9 @@ export class GlusterVolumeBackend implements Backend {
 
   private async applyOwnership(gluster: string, request: CreateRequest): Promise<void> {
     const target = this.target(gluster);
-    await this.mounter.ensure({ volume: gluster, target, forVolume: request.name });
+    await this.mounter.ensure({ volume: gluster, target, forVolume: request.record.name });
     try {
-      const { uid, gid, mode } = request.options;
+      const { uid, gid, mode } = request.record.options;
       if (mode !== undefined) await this.ctx.fs.chmod(target, mode);
       if (uid !== undefined || gid !== undefined) {
         const stat = await this.ctx.fs.stat(target);
@@ -289,7 +288,7 @@ export class GlusterVolumeBackend implements Backend {
     if (ownership.kind === 'foreign' || ownership.kind === 'unclaimed') throw notOurs(ownership, gluster, name, this.deployment(), 'stop or delete');
     if (!volume || ownership.kind !== 'ours') return {};
     const record = ownership.record;
-    const kept = await this.destroy(gluster, name, request.retainData, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
+    const kept = await this.destroy(gluster, name, request.retain, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
     return kept === undefined ? {} : { retainedAt: kept };
   }
 

@@ -172,23 +172,19 @@ export class VfsBackend implements Backend {
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { fs } = this.ctx;
-    const { name, options } = request;
+    const { name, options } = request.record;
     await this.assertStorePresent(name);
     await this.recover(name);
     // Before looking at the data: a registered volume's own data is no conflict.
     if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
     const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
-    if (found === 'data' && !options.adopt) {
+    if (found === 'data' && !request.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `${dataDir} already holds data that belongs to no volume; to make it volume ${name}'s data create with ` +
         `-o adopt=true, otherwise move it away first`, { volume: name });
     }
-    const { adopt: _adopt, ...defining } = options;
-    const record: VolumeRecord = {
-      name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy,
-      ...(found === 'data' ? { adopted: true } : {}),
-    };
+    const record: VolumeRecord = found === 'data' ? { ...request.record, adopted: true } : request.record;
     let makesDir = found === 'absent';
     await this.journal.record({ format: 1, op: 'create', name, nodeId: this.ctx.nodeId, makesDir }).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
@@ -303,7 +299,7 @@ export class VfsBackend implements Backend {
       throw err;
     });
     if (stat) await realDirOn(fs, source, this.dirs.device, name);
-    const area = request.retainData ? 'removed' : 'deleting';
+    const area = request.retain ? 'removed' : 'deleting';
     const leaf = `${name}@${stamp()}`;
     const target = join(this.layout.meta, area, leaf);
     for (const dir of [join(this.layout.meta, area), this.layout.volumes, this.layout.journal]) await this.dirs.recheck(dir, name);
@@ -337,7 +333,7 @@ export class VfsBackend implements Backend {
     await this.journal.clear(name).catch((err: unknown) =>
       this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${(err as Error).message}`));
     if (!moved) return {};
-    if (request.retainData) return { retainedAt: target };
+    if (request.retain) return { retainedAt: target };
     this.purge(target);
     return {};
   }

@@ -31,7 +31,8 @@ export interface StowageOptions {
 /** The same operations the Docker plugin offers, as plain async calls. */
 export interface Stowage {
   create(name: string, options?: Record<string, string>): Promise<CreateResult>;
-  remove(name: string, options?: { keepData?: boolean }): Promise<RemoveResult>;
+  /** `retain` overrides the daemon's `onRemove` policy for this call. */
+  remove(name: string, options?: { retain?: boolean }): Promise<RemoveResult>;
   list(): Promise<VolumeInfo[]>;
   inspect(name: string): Promise<VolumeInfo>;
   mount(name: string, mountId: string): Promise<string>;
