@@ -2,6 +2,7 @@ import { basename, join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
+import { BackgroundWork } from '../../core/background-work.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { KeyedMutex } from '../../core/keyed-mutex.js';
 import { formatSize } from '../../core/options.js';
@@ -40,11 +41,13 @@ export class DevicemapperBackend implements Backend {
   private readonly mounts: VolumeMounts;
   private readonly lock = new KeyedMutex();
   /** Creates in progress (their mkfs runs outside the lock); dispose waits for them. */
-  private readonly inflight = new Set<Promise<void>>();
+  /** Creates still making their filesystem outside the pool lock; dispose waits for them. */
+  private readonly background: BackgroundWork;
   private readonly dir: string;
 
   constructor(private readonly ctx: BackendContext, readonly options: DevicemapperOptions, private readonly tuning: DevicemapperTuning = {}) {
     this.dir = join(ctx.root, 'devicemapper');
+    this.background = new BackgroundWork(ctx.log);
     this.dm = new Dmsetup(ctx.runner, {
       udev: tuning.udev ?? true,
       ...(tuning.removeAttempts !== undefined ? { removeAttempts: tuning.removeAttempts } : {}),
@@ -127,7 +130,7 @@ export class DevicemapperBackend implements Backend {
 
   async dispose(): Promise<void> {
     // The pool and mounted volumes stay up: they are the storage, not resources of this process.
-    await Promise.all([...this.inflight]);
+    await this.background.settle();
     await this.exclusive(async () => undefined);
   }
 
@@ -148,10 +151,7 @@ export class DevicemapperBackend implements Backend {
    * core never runs two operations on one name at once.
    */
   create(request: CreateRequest): Promise<VolumeRecord> {
-    const task = this.createVolume(request);
-    const tracked = task.then(() => undefined, () => undefined).finally(() => this.inflight.delete(tracked));
-    this.inflight.add(tracked);
-    return task;
+    return this.background.track(this.createVolume(request));
   }
 
   private async createVolume(request: CreateRequest): Promise<VolumeRecord> {

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
+import { BackgroundWork } from '../../core/background-work.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { formatBytesApprox } from '../../core/options.js';
@@ -43,7 +44,8 @@ export class GlusterVolumeBackend implements Backend {
   private localPeer?: string;
   private me?: Deployment;
   private sweeper?: NodeJS.Timeout;
-  private sweepChain: Promise<void> = Promise.resolve();
+  /** Brick work, one task at a time: a tombstone's brick first, then what is left aside. */
+  private readonly background: BackgroundWork;
   private queuedSweep?: Promise<void>;
   private readonly warned = new Set<string>();
 
@@ -59,6 +61,7 @@ export class GlusterVolumeBackend implements Backend {
       scope: 'global', sizeLimit: options.quota ? 'enforced' : 'recorded', snapshots: false, createOptions: ['replica', 'disperse'],
     };
     this.clusterStateDir = join(statePool.mountpoint, '.stowage', 'cluster');
+    this.background = new BackgroundWork(ctx.log);
     this.cleaner = new BrickCleaner(ctx.fs, ctx.runner, cli, ctx.log, {
       roots: options.brickRoots, prefix: options.volumePrefix, timeoutMs: options.timeoutMs, nodeId: ctx.nodeId,
     }, statePool.mountpoint, () => this.localPeerId());
@@ -82,8 +85,7 @@ export class GlusterVolumeBackend implements Backend {
     const localRoots = this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path);
     // In the background, one after another: a tombstone's brick first, then what is left aside.
     void this.sweep();
-    this.sweepChain = this.sweepChain.then(() => this.cleaner.purgeLeftovers(localRoots))
-      .catch((err: unknown) => this.ctx.log.error(`finishing brick deletions failed: ${(err as Error).message}`));
+    void this.background.enqueue('finishing brick deletions failed', () => this.cleaner.purgeLeftovers(localRoots));
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
   }
@@ -98,12 +100,9 @@ export class GlusterVolumeBackend implements Backend {
     return this.statePool.ensure(volume);
   }
 
-  async settle(): Promise<void> {
-    let current;
-    do {
-      current = this.sweepChain;
-      await current;
-    } while (current !== this.sweepChain);
+  /** Waits for brick work (sweeps, leftovers), including sweeps queued while waiting. */
+  settle(): Promise<void> {
+    return this.background.settle();
   }
 
   /**
@@ -111,11 +110,10 @@ export class GlusterVolumeBackend implements Backend {
    * at a time; a call during a sweep queues one more, so a tombstone written meanwhile is seen.
    */
   private sweep(): Promise<void> {
-    this.queuedSweep ??= this.sweepChain.then(() => {
+    this.queuedSweep ??= this.background.enqueue('cleaning bricks of deleted gluster volumes failed (will retry)', () => {
       this.queuedSweep = undefined;
       return this.statePool.read(() => this.cleaner.sweep());
-    }).catch((err: unknown) => this.ctx.log.error(`cleaning bricks of deleted gluster volumes failed (will retry): ${(err as Error).message}`));
-    this.sweepChain = this.queuedSweep;
+    });
     return this.queuedSweep;
   }
 
