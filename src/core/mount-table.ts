@@ -6,7 +6,8 @@ import { ErrorCodes, StowageError, describeCause, errnoCode } from './errors.js'
 import { isValidMountId, isValidVolumeName } from './names.js';
 import { parseRecordText } from './schema/parse-record.js';
 
-export interface MountEntry {
+/** One Docker mount ID of a volume on this node (not a kernel mount: see proc-mounts.ts). */
+export interface MountIdCount {
   /** How many times this ID is mounted right now (Docker can mount one ID twice, e.g. `docker cp`). */
   count: number;
   /** When this ID was first mounted. */
@@ -36,7 +37,7 @@ const fileSchema = z.discriminatedUnion('format', [
 interface VolumeMounts {
   /** Identity of the volume these mounts belong to (its createdAt and createdBy). */
   incarnation?: string;
-  ids: Map<string, MountEntry>;
+  ids: Map<string, MountIdCount>;
 }
 
 /** What identifies one life of a volume: a removed and re-created volume has another. */
@@ -100,7 +101,7 @@ export class MountTable {
         this.skipped.push(`volume ${JSON.stringify(String(volume).slice(0, 80))}: not a valid volume name`);
         continue;
       }
-      const entries = new Map<string, MountEntry>();
+      const entries = new Map<string, MountIdCount>();
       for (const [id, raw] of Object.entries(ids)) {
         const entry = entrySchema.safeParse(raw);
         if (!isValidMountId(id) || !entry.success) {
@@ -146,7 +147,7 @@ export class MountTable {
   }
 
   /** Entries of a volume, for reconciliation. */
-  entries(volume: string): Array<[string, MountEntry]> {
+  entries(volume: string): Array<[string, MountIdCount]> {
     return [...this.volumes.get(volume)?.ids ?? []];
   }
 

@@ -4,7 +4,7 @@ import { isoTime, type Clock } from './clock.js';
 import { createRequest } from './create-request.js';
 import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
-import { NO_CONTAINER_REFERENCES, type ContainerReferences } from './container-references.js';
+import type { ContainerReferences } from './container-references.js';
 import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, toStowageError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -44,8 +44,7 @@ export class VolumeManager {
     @inject(TOKENS.RootLock) private readonly rootLock: RootLock,
     @inject(TOKENS.Clock) private readonly clock: Clock,
     @inject(TOKENS.Cluster) private readonly cluster: Cluster,
-    // Optional so in-memory stacks need not build one; the container always passes it.
-    @inject(TOKENS.ContainerReferences) private readonly engine: ContainerReferences = NO_CONTAINER_REFERENCES,
+    @inject(TOKENS.ContainerReferences) private readonly engine: ContainerReferences,
   ) {}
 
   get backendName(): string {
