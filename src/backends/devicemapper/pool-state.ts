@@ -31,7 +31,7 @@ export interface VolumeEntry {
   snapshots: SnapshotEntry[];
 }
 
-/** A volume removed with retainData: its thin device kept and mounted read-only at `path`. */
+/** A volume removed with `retain`: its thin device kept and mounted read-only at `path`. */
 export interface RetainedEntry {
   name: string;
   removedAt: string;
