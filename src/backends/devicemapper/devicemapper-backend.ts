@@ -41,7 +41,6 @@ export class DevicemapperBackend implements Backend {
   private readonly mounts: VolumeMounts;
   private readonly lock = new KeyedMutex();
   /** Creates in progress (their mkfs runs outside the lock); dispose waits for them. */
-  /** Creates still making their filesystem outside the pool lock; dispose waits for them. */
   private readonly background: BackgroundWork;
   private readonly dir: string;
 
