@@ -3,6 +3,7 @@ export type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from './core/backend.js';
 export { ErrorCodes, StowageError, isStowageError, type ErrorCode } from './core/errors.js';
+export { createRequest } from './core/create-request.js';
 export type { VolumeOptions } from './core/options.js';
 export type { CreateResult, RemoveResult, VolumeInfo, RemovePolicy } from './core/volume-manager.js';
 export { validateVolumeName } from './core/names.js';
