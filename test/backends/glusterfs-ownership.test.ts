@@ -33,7 +33,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
   let rootB: string;
   const logA = memoryLogger();
   const request = (name: string, options: Record<string, unknown> = {}) =>
-    (createRequest(name, options, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
+    createRequest(name, options, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
   const glusterVolumes = async () =>
     [...(await gd.gluster(['--xml', 'volume', 'list'])).stdout.matchAll(/<volume>([^<]+)<\/volume>/g)].map((m) => m[1]!);
   const infoOf = async (volume: string) => parseVolumeInfo(parseReply(await gd.xml(['volume', 'info', volume])).root)[0]!;
@@ -91,7 +91,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
   // Item 6, migration of records written before deployments were recorded.
   it('a record without a deployment is claimed only by the deployment whose state pool knows its creator', async () => {
     const legacy = (name: string, createdBy: string) =>
-      JSON.stringify(createRequest(name, {}, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: createdBy }));
+      JSON.stringify({ name, options: {}, createdAt: '2026-01-01T00:00:00.000Z', createdBy });
     await gd.createVolume({ name: 'stowage-old1' });
     await gd.xml(['volume', 'set', 'stowage-old1', 'user.stowage.record', legacy('old1', 'node-a')]);
     await gd.createVolume({ name: 'stowage-old2' });

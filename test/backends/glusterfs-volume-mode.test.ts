@@ -21,7 +21,7 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
   let brickRoots: string[];
   const log = memoryLogger();
   const request = (name: string, options: Record<string, unknown> = {}) =>
-    (createRequest(name, options, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
+    createRequest(name, options, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
   const glusterVolumes = async () =>
     [...(await gd.gluster(['--xml', 'volume', 'list'])).stdout.matchAll(/<volume>([^<]+)<\/volume>/g)].map((m) => m[1]!);
   const info = async (volume: string) => (await gd.gluster(['--xml', 'volume', 'info', volume])).stdout;

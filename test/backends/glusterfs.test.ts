@@ -83,7 +83,7 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
   let a: GlusterSubdirBackend;
   let rootA: string;
   const request = (name: string, size?: number) =>
-    (createRequest(name, size === undefined ? {} : { size }, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
+    createRequest(name, size === undefined ? {} : { size }, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
 
   beforeAll(async () => {
     gd = await startGlusterd();

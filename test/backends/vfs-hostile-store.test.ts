@@ -49,7 +49,7 @@ describe('vfs on a hostile store', () => {
     await writeFile(join(outside, 'victim@20260101T000000Z-abcdef', 'deep', 'canary'), 'do not delete');
     await writeFile(join(outside, 'canary.txt'), 'precious');
     await writeFile(join(outside, 'entry.json'), JSON.stringify({
-      format: 1, dataDir: 'stolen', record: createRequest('stolen', {}, { createdAt: 'x', createdBy: 'y' }),
+      format: 1, dataDir: 'stolen', record: { name: 'stolen', options: {}, createdAt: 'x', createdBy: 'y' },
     }));
     before = await snapshot(outside);
   }
@@ -123,7 +123,7 @@ describe('vfs on a hostile store', () => {
     await symlink(join(outside, 'entry.json'), join(volumes, 'stolen.json'));
     await symlink(join(outside, 'canary.txt'), join(volumes, '.epoch'));
     const evil = (name: string, dataDir: string, recordName = name) => writeFile(join(volumes, `${name}.json`),
-      JSON.stringify({ format: 1, dataDir, record: createRequest(recordName, {}, { createdAt: 'x', createdBy: 'y' }) }));
+      JSON.stringify({ format: 1, dataDir, record: { name: recordName, options: {}, createdAt: 'x', createdBy: 'y' } }));
     await evil('up', '../outside');
     await evil('abs', '/etc');
     await evil('nested', 'a/b');

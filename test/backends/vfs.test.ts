@@ -122,7 +122,7 @@ describe('vfs backend', () => {
     const backend = vfs(fs, '/state');
     await backend.init();
     await fs.writeFile('/state/volumes/.stowage/volumes/evil.json', JSON.stringify({
-      format: 1, dataDir: '../../etc', record: createRequest('evil', {}, { createdAt: 'x', createdBy: 'y' }),
+      format: 1, dataDir: '../../etc', record: { name: 'evil', options: {}, createdAt: 'x', createdBy: 'y' },
     }));
     await expect(backend.attach('evil')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
   });

@@ -57,4 +57,4 @@ export async function setupFakeDm(): Promise<FakeDmSetup> {
 }
 
 export const request = (name: string, options: Record<string, number> = {}) =>
-  (createRequest(name, options, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' }));
+  createRequest(name, options, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
