@@ -33,13 +33,15 @@ export interface StowageConfig {
   /** See ManagerConfig. */
   mountGraceMs?: number;
   reconcileMs?: number;
-  /** Cluster coordination settings (and the local engine), used when the backend has a cluster state directory. */
+  /** Cluster coordination settings, used when the backend has a cluster state directory. */
   cluster?: Partial<ClusterSettings>;
+  /** The local Docker engine, asked which containers use volumes; none when `socket` is undefined. */
+  engine?: Partial<EngineSettings>;
 }
 
 /** The core over the configured backend: the part every shell shares. */
 function coreModule(config: StowageConfig): ContainerModule {
-  const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, driverName: 'stowage', version: '0', ...config.cluster };
+  const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, version: '0', ...config.cluster };
   return new ContainerModule(({ bind }) => {
     bind<FsPort>(TOKENS.Fs).toConstantValue(config.fs ?? fsp);
     bind<Logger>(TOKENS.Logger).toConstantValue(config.logger ?? consoleLogger());
@@ -84,8 +86,8 @@ function coreModule(config: StowageConfig): ContainerModule {
 export function buildContainer(config: StowageConfig, ...modules: ContainerModule[]): Container {
   const container = new Container({ defaultScope: 'Singleton' });
   container.bind<EngineSettings>(SHELL_TOKENS.EngineSettings).toConstantValue({
-    socket: config.cluster?.dockerSocket,
-    driverName: config.cluster?.driverName ?? 'stowage',
+    socket: config.engine?.socket,
+    driverName: config.engine?.driverName ?? 'stowage',
   });
   container.load(coreModule(config), ...BACKEND_MODULES, dockerEngineModule, ...modules);
   return container;

@@ -4,6 +4,7 @@ export type {
 } from './core/backend.js';
 export { ErrorCodes, StowageError, isStowageError, type ErrorCode, type Remedy } from './core/errors.js';
 export { CommandError, isCommandError, type CommandFailureReason } from './core/command-runner.js';
+export { createRequest } from './core/create-request.js';
 export type { VolumeOptions } from './core/options.js';
 export type { CreateResult, RemoveResult, VolumeInfo, RemovePolicy } from './core/volume-manager.js';
 export { validateVolumeName } from './core/names.js';

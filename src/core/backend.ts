@@ -50,11 +50,15 @@ export interface VolumeRecord {
   adopted?: boolean;
 }
 
+/** Built by `createRequest` (core/create-request.ts), so every backend stores the same record. */
 export interface CreateRequest {
-  name: string;
-  options: VolumeOptions;
-  createdAt: string;
-  createdBy: string;
+  /**
+   * The record to register: name, defining options (never `adopt`), creation time and node.
+   * A backend stores it as given, adding only `adopted: true` when it took over existing data.
+   */
+  record: VolumeRecord;
+  /** Take over data already where the volume's data would go, instead of refusing. */
+  adopt: boolean;
   /**
    * The cluster lock's lease, when the core holds the name's cluster lock. Call
    * `lease.assertHeld(step)` right before each destructive step (deleting, moving aside,
@@ -66,8 +70,8 @@ export interface CreateRequest {
 }
 
 export interface RemoveRequest {
-  /** Move the data out of the volume namespace instead of deleting it. */
-  retainData: boolean;
+  /** Move the data out of the volume namespace instead of deleting it (the `retain` policy). */
+  retain: boolean;
   /**
    * The cluster lock's lease, when the core holds the name's cluster lock. Call
    * `lease.assertHeld(step)` right before each destructive step (deleting, moving aside,
@@ -110,7 +114,7 @@ export interface Backend {
   /**
    * Creates the volume and registers it. Throws E_VOLUME_EXISTS when the name is registered.
    * Refuses with E_DATA_CONFLICT when non-empty data already sits where the volume's data
-   * would go, unless `options.adopt` is set. A new volume's data area starts empty. A create
+   * would go, unless `request.adopt` is set. A new volume's data area starts empty. A create
    * that fails half-way undoes what it made, but only while `request.lease` holds.
    */
   create(request: CreateRequest): Promise<VolumeRecord>;
@@ -122,7 +126,7 @@ export interface Backend {
   list(): Promise<VolumeRecord[]>;
 
   /**
-   * Unregisters the volume. With `retainData` the data moves out of the volume namespace so a
+   * Unregisters the volume. With `retain` the data moves out of the volume namespace so a
    * new volume of the same name starts empty; otherwise it is deleted. Removing an unknown
    * name is a no-op that returns `{}`. With a lost `request.lease` nothing is moved or deleted.
    */

@@ -6,7 +6,8 @@ import { ErrorCodes, StowageError, describeCause, errnoCode, messageOf } from '.
 import { isValidMountId, isValidVolumeName } from './names.js';
 import { parseRecordText } from './schema/parse-record.js';
 
-export interface MountEntry {
+/** One Docker mount ID of a volume on this node (not a kernel mount: see proc-mounts.ts). */
+export interface MountIdCount {
   /** How many times this ID is mounted right now (Docker can mount one ID twice, e.g. `docker cp`). */
   count: number;
   /** When this ID was first mounted. */
@@ -19,7 +20,7 @@ const entrySchema = z.object({
   count: z.number().int().positive(),
   since: z.string(),
   last: z.string().optional(),
-}) satisfies z.ZodType<MountEntry>;
+}) satisfies z.ZodType<MountIdCount>;
 
 /**
  * Format 1 kept only IDs per volume; format 2 adds which incarnation of the volume they belong
@@ -41,7 +42,7 @@ const fileSchema = z.discriminatedUnion('format', [
 interface VolumeMounts {
   /** Identity of the volume these mounts belong to (its createdAt and createdBy). */
   incarnation?: string;
-  ids: Map<string, MountEntry>;
+  ids: Map<string, MountIdCount>;
 }
 
 /** What identifies one life of a volume: a removed and re-created volume has another. */
@@ -102,7 +103,7 @@ export class MountTable {
         this.skipped.push(`volume ${JSON.stringify(String(volume).slice(0, 80))}: not a valid volume name`);
         continue;
       }
-      const entries = new Map<string, MountEntry>();
+      const entries = new Map<string, MountIdCount>();
       for (const [id, raw] of Object.entries(ids)) {
         const entry = entrySchema.safeParse(raw);
         if (!isValidMountId(id) || !entry.success) {
@@ -148,7 +149,7 @@ export class MountTable {
   }
 
   /** Entries of a volume, for reconciliation. */
-  entries(volume: string): Array<[string, MountEntry]> {
+  entries(volume: string): Array<[string, MountIdCount]> {
     return [...this.volumes.get(volume)?.ids ?? []];
   }
 

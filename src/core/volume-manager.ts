@@ -1,9 +1,10 @@
 import { inject, injectable } from 'inversify';
 import type { Backend, SnapshotRecord, SnapshotSupport, VolumeRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
+import { createRequest } from './create-request.js';
 import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
-import { NO_CONTAINER_REFERENCES, type ContainerReferences } from './container-references.js';
+import type { ContainerReferences } from './container-references.js';
 import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf, toStowageError, volumeNotFound } from './errors.js';
 import type { Logger } from './logger.js';
@@ -43,8 +44,7 @@ export class VolumeManager {
     @inject(TOKENS.RootLock) private readonly rootLock: RootLock,
     @inject(TOKENS.Clock) private readonly clock: Clock,
     @inject(TOKENS.Cluster) private readonly cluster: Cluster,
-    // Optional so in-memory stacks need not build one; the container always passes it.
-    @inject(TOKENS.ContainerReferences) private readonly engine: ContainerReferences = NO_CONTAINER_REFERENCES,
+    @inject(TOKENS.ContainerReferences) private readonly engine: ContainerReferences,
   ) {}
 
   get backendName(): string {
@@ -99,13 +99,8 @@ export class VolumeManager {
       const existing = await this.backend.get(name);
       if (existing) return { volume: await this.describeVolume(sameOrConflict(existing, options)), created: false };
       try {
-        const record = await this.backend.create({
-          name,
-          options,
-          createdAt: isoTime(this.clock.now()),
-          createdBy: this.config.nodeId,
-          lease,
-        });
+        const origin = { createdAt: isoTime(this.clock.now()), createdBy: this.config.nodeId };
+        const record = await this.backend.create(createRequest(name, options, origin, lease));
         this.lastKnown.set(name, record);
         this.log.info(`created volume ${name}`);
         return { volume: await this.describeVolume(record), created: true };
@@ -161,8 +156,11 @@ export class VolumeManager {
     return records.map((record) => this.describeCheaply(record));
   }
 
-  /** `force` skips the check for references from other nodes (never the local mount check). */
-  async remove(name: string, request: { keepData?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
+  /**
+   * `retain` overrides the `onRemove` policy for this call; `force` skips the check for
+   * references from other nodes (never the local mount check).
+   */
+  async remove(name: string, request: { retain?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
     validateVolumeName(name);
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
@@ -175,10 +173,10 @@ export class VolumeManager {
           `stop or remove the containers using it, then remove it again`, { volume: name, node: this.config.nodeId });
       }
       await this.cluster.assertRemovable(name, { force: request.force ?? false });
-      const retainData = request.keepData ?? this.config.onRemove === 'retain';
+      const retain = request.retain ?? this.config.onRemove === 'retain';
       // The checks above may have taken long (another node's engine, a slow store).
       lease.assertHeld(`removing volume ${name}`);
-      const outcome = await this.backend.remove(name, { retainData, lease }).catch((err: unknown) => {
+      const outcome = await this.backend.remove(name, { retain, lease }).catch((err: unknown) => {
         throw toStowageError(err, `removing volume ${name} failed`, name);
       });
       this.lastKnown.delete(name);

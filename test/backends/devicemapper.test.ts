@@ -79,7 +79,7 @@ describe('devicemapper command sequences', () => {
     kernel.calls.length = 0;
     expect(await backend.attach('vol')).toBe(`${MOUNTS}/vol`);
     await backend.detach('vol');
-    await backend.remove('vol', { retainData: false });
+    await backend.remove('vol', { retain: false });
     expect(kernel.lines()).toEqual([
       'dmsetup create pool-t0 --table 0 131072 thin /dev/mapper/pool 0',
       `mount -t ext4 -o rw,noinit_itable /dev/mapper/pool-t0 ${MOUNTS}/vol`,
@@ -106,7 +106,7 @@ describe('devicemapper command sequences', () => {
     ]);
     expect((await backend.volumeStatus('first')).thinId).toBe('2');
     expect((await readState()).foreignIds).toEqual([0, 1]);
-    await backend.remove('first', { retainData: false });
+    await backend.remove('first', { retain: false });
     const restarted = make();
     await restarted.init();
     kernel.calls.length = 0;
@@ -123,7 +123,7 @@ describe('devicemapper command sequences', () => {
     await backend.attach('vol');
     kernel.busyRemoves.set('pool-t0', 3);
     kernel.calls.length = 0;
-    await backend.remove('vol', { retainData: false });
+    await backend.remove('vol', { retain: false });
     expect(kernel.lines().filter((l) => l.startsWith('dmsetup remove'))).toHaveLength(4);
     expect(kernel.lines()).toContain('dmsetup message pool 0 delete 0');
 
@@ -131,7 +131,7 @@ describe('devicemapper command sequences', () => {
     await backend.attach('stuck');
     kernel.busyRemoves.set('pool-t1', 1000);
     kernel.calls.length = 0;
-    await expect(backend.remove('stuck', { retainData: false })).rejects.toMatchObject({
+    await expect(backend.remove('stuck', { retain: false })).rejects.toMatchObject({
       code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/pool-t1 of volume stuck stays open/),
     });
     expect(kernel.lines().filter((l) => l.startsWith('dmsetup remove'))).toHaveLength(10);
@@ -146,7 +146,7 @@ describe('devicemapper command sequences', () => {
     await backend.create(request('vol'));
     const path = await backend.attach('vol');
     kernel.busyUmounts.add(path);
-    await expect(backend.remove('vol', { retainData: false })).rejects.toMatchObject({
+    await expect(backend.remove('vol', { retain: false })).rejects.toMatchObject({
       code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/cannot be unmounted/),
     });
     expect(kernel.lines().some((l) => l.includes('delete'))).toBe(false);
@@ -207,7 +207,7 @@ describe('devicemapper command sequences', () => {
     await backend.create(request('vol'));
     await fs.writeFile(join(await backend.attach('vol'), 'keep'), 'me');
     await backend.detach('vol');
-    const { retainedAt } = await backend.remove('vol', { retainData: true });
+    const { retainedAt } = await backend.remove('vol', { retain: true });
     expect(retainedAt).toMatch(/^\/state\/devicemapper\/removed\/vol@\d{8}T\d{6}Z-[0-9a-f]{6}$/);
     expect(kernel.lines()).toContain(`mount -t ext4 -o ro /dev/mapper/pool-t0 ${retainedAt}`);
     expect(await fs.readFile(join(retainedAt!, 'keep'), 'utf8')).toBe('me');

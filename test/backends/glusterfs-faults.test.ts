@@ -15,6 +15,7 @@ import { createStowage } from '../../src/drivers/api/create-stowage.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import { clientPidOf, eventually, glusterBackend, glusterMountsUnder, memoryLogger, unmountUnder } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -30,7 +31,7 @@ describe.skipIf(skip)('glusterfs backend faults', () => {
   const subLog = memoryLogger();
   const pool = 'fpool';
   const poolMount = () => join(subRoot, 'glusterfs', 'mnt', pool);
-  const request = (name: string) => ({ name, options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+  const request = (name: string) => createRequest(name, {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
   const timed = async <T>(fn: () => Promise<T>): Promise<{ ms: number; error: unknown }> => {
     const t0 = Date.now();
     const error = await fn().then(() => undefined, (err: unknown) => err);

@@ -44,7 +44,7 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
     const fs: FsPort = gate?.fs ?? realFs;
     const manager = buildContainer({
       backend, backendOptions: {}, root, nodeId: id, onRemove: 'delete', fs, logger: id === 'node-a' ? logA : memoryLogger(),
-      cluster: { heartbeatMs: 60_000, dockerSocket: undefined, lockTtlMs: TTL_MS, lockWaitMs: 30_000 },
+      engine: { socket: undefined }, cluster: { heartbeatMs: 60_000, lockTtlMs: TTL_MS, lockWaitMs: 30_000 },
     }).get<VolumeManager>(TOKENS.VolumeManager);
     await manager.init();
     managers.push(manager);

@@ -18,6 +18,7 @@ import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import { glusterBackend, hardLimitOf, memoryLogger } from '../helpers/gluster-backend.js';
 import type { MemoryLogger } from '../helpers/memory-logger.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -32,7 +33,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
   let rootB: string;
   const logA = memoryLogger();
   const request = (name: string, options: Record<string, unknown> = {}) =>
-    ({ name, options, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+    createRequest(name, options, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
   const glusterVolumes = async () =>
     [...(await gd.gluster(['--xml', 'volume', 'list'])).stdout.matchAll(/<volume>([^<]+)<\/volume>/g)].map((m) => m[1]!);
   const infoOf = async (volume: string) => parseVolumeInfo(parseReply(await gd.xml(['volume', 'info', volume])).root)[0]!;
@@ -77,7 +78,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     expect((await b.list()).map((v) => v.name)).not.toContain('shared');
     expect(await b.get('shared')).toBeUndefined();
     const foreign = expect.stringMatching(/gluster volume stowage-shared belongs to another stowage deployment \(state pool ostate, id [0-9a-f-]{36}\)/);
-    await expect(b.remove('shared', { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT, message: foreign });
+    await expect(b.remove('shared', { retain: false })).rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT, message: foreign });
     await expect(b.create(request('shared', { adopt: true }))).rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT, message: foreign });
     await expect(b.attach('shared')).rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT, message: foreign });
     expect((await infoOf('stowage-shared')).started).toBe(true);
@@ -108,7 +109,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
       expect(await b.get('old1')).toBeUndefined();
       // Nobody can prove old2 is theirs: foreign to both, until an administrator claims it.
       expect(await restarted.get('old2')).toBeUndefined();
-      await expect(restarted.remove('old2', { retainData: false })).rejects.toMatchObject({
+      await expect(restarted.remove('old2', { retain: false })).rejects.toMatchObject({
         code: ErrorCodes.DATA_CONFLICT, message: expect.stringMatching(/records no deployment.*claim it by adopting it/),
         remedies: [{ action: 'adopt', volume: 'old2' }],
       });
@@ -133,7 +134,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
       await clash.init();
       // Only reached when start-up let it through: what a user could then do.
       await clash.create(request('state', { adopt: true }));
-      await clash.remove('state', { retainData: false });
+      await clash.remove('state', { retain: false });
     };
     await expect(start()).rejects.toMatchObject({
       code: ErrorCodes.INVALID_OPTION, message: expect.stringMatching(/glusterfs.pool=stowage-state .*glusterfs.volumeprefix=stowage-/),
@@ -155,7 +156,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     await adminVolume('stowage-db', brick);
     await realFs.writeFile(join(brick, 'table'), 'rows');
     await a.create(request('db', { adopt: true }));
-    await a.remove('db', { retainData: false });
+    await a.remove('db', { retain: false });
     await a.settle();
     expect(await glusterVolumes()).not.toContain('stowage-db');
     expect(await realFs.readFile(join(brick, 'table'), 'utf8')).toBe('rows');
@@ -183,7 +184,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
       'glusterfs.bricks': rootsA.map((r) => `${gd.host}:${r}`).join(','), 'glusterfs.brickforce': 'true', 'glusterfs.pool': 'ostate',
     }) as GlusterVolumeBackend;
     await dying.init();
-    await expect(dying.remove('crashy', { retainData: false })).rejects.toThrow(/killed/);
+    await expect(dying.remove('crashy', { retain: false })).rejects.toThrow(/killed/);
     expect(await glusterVolumes()).not.toContain('stowage-crashy');
     // Any node of the deployment on this peer finishes it when it starts.
     const next = deploymentA(rootsA, 'node-a4');
@@ -207,7 +208,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
       'glusterfs.bricks': rootsA.map((r) => `${gd.host}:${r}`).join(','), 'glusterfs.brickforce': 'true', 'glusterfs.pool': 'ostate',
     }) as GlusterVolumeBackend;
     await stuck.init();
-    await stuck.remove('halfway', { retainData: false });
+    await stuck.remove('halfway', { retain: false });
     await stuck.settle();
     const aside = bricks.map((b) => join(b.path, '..', '.stowage-deleting', b.path.split('/').pop()!));
     expect((await Promise.all(aside.map(exists))).some(Boolean)).toBe(true);
@@ -280,7 +281,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     const planted = join(rootB, 'glusterfs', 'mnt', 'otherstate', '.stowage', 'glusterfs');
     await realFs.symlink(outside, planted);
     try {
-      await expect(b.remove('journaled', { retainData: false })).rejects.toMatchObject({
+      await expect(b.remove('journaled', { retain: false })).rejects.toMatchObject({
         code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/\.stowage\/glusterfs is a symbolic link/),
       });
       expect((await infoOf('stowage-journaled')).started).toBe(true);
@@ -288,7 +289,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     } finally {
       await realFs.unlink(planted);
     }
-    await b.remove('journaled', { retainData: false });
+    await b.remove('journaled', { retain: false });
     await b.settle();
     expect(await glusterVolumes()).not.toContain('stowage-journaled');
   });

@@ -8,6 +8,7 @@ import {
   eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, quotaTimeoutsOf, unmountUnder,
 } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -20,7 +21,7 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
   let brickRoots: string[];
   const log = memoryLogger();
   const request = (name: string, options: Record<string, unknown> = {}) =>
-    ({ name, options, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+    createRequest(name, options, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
   const glusterVolumes = async () =>
     [...(await gd.gluster(['--xml', 'volume', 'list'])).stdout.matchAll(/<volume>([^<]+)<\/volume>/g)].map((m) => m[1]!);
   const info = async (volume: string) => (await gd.gluster(['--xml', 'volume', 'info', volume])).stdout;
@@ -57,7 +58,7 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     await a.detach('mirrored');
     // Only the state pool stays mounted.
     expect(await glusterMountsUnder(rootA)).toEqual([join(rootA, 'glusterfs', 'mnt', 'vstate')]);
-    await a.remove('mirrored', { retainData: false });
+    await a.remove('mirrored', { retain: false });
     await a.settle();
     expect(await glusterVolumes()).not.toContain('stowage-mirrored');
     for (const root of brickRoots) {
@@ -70,7 +71,7 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     await a.create(request('kept'));
     await realFs.writeFile(join(await a.attach('kept'), 'data'), 'still here');
     await a.detach('kept');
-    const outcome = await a.remove('kept', { retainData: true });
+    const outcome = await a.remove('kept', { retain: true });
     // Two distribute bricks: the file sits on one of them, so the answer names both.
     const bricks = outcome.retainedAt!.split(',');
     expect(bricks).toHaveLength(2);

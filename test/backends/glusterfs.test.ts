@@ -11,6 +11,7 @@ import {
   deleteVolumes, eventually, fillUntilRefused, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, quotaTimeoutsOf, unmountUnder,
 } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 // Every call below goes through a real glusterd: volume create/start/stop take seconds, and the
 // shared suite creates 40 volumes in one test.
@@ -82,7 +83,7 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
   let a: GlusterSubdirBackend;
   let rootA: string;
   const request = (name: string, size?: number) =>
-    ({ name, options: size === undefined ? {} : { size }, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+    createRequest(name, size === undefined ? {} : { size }, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
 
   beforeAll(async () => {
     gd = await startGlusterd();
@@ -121,7 +122,7 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
     // The limit is what the filesystem reports inside the volume: a container's df shows 50M.
     const df = await realFs.statfs(path);
     expect(df.blocks * df.bsize).toBe(52428800);
-    await a.remove('sized', { retainData: false });
+    await a.remove('sized', { retain: false });
     expect(await hardLimitOf(gd, pool, '/sized')).toBeUndefined();
   });
 
@@ -134,7 +135,7 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
     // Measured 20-21 MiB (README); gluster's default timeouts let all 40 MiB through.
     expect(bytes).toBeGreaterThanOrEqual(19 * MiB);
     expect(bytes).toBeLessThanOrEqual(20 * MiB + MAX_OVERSHOOT);
-    await a.remove('capped', { retainData: false });
+    await a.remove('capped', { retain: false });
   });
 
   it('glusterfs.quotatimeout relaxes the checking; a default daemon makes a pool found with quotas strict at start', async () => {
@@ -168,7 +169,7 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
       const onB = await b.attach('shared');
       expect(onB.startsWith(rootB)).toBe(true);
       expect(await realFs.readFile(join(onB, 'from-a'), 'utf8')).toBe('written on node a');
-      await b.remove('shared', { retainData: false });
+      await b.remove('shared', { retain: false });
       // Node a's FUSE client caches entries for up to a second (gluster's entry/md-cache timeouts).
       expect(await eventually(async () => (await a.get('shared')) === undefined, 5_000)).toBe(true);
     } finally {
@@ -185,7 +186,7 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
       await a.create(request('recycled'));
       const path = await a.attach('recycled');
       await realFs.writeFile(join(path, 'old'), 'first life');
-      await b.remove('recycled', { retainData: false });
+      await b.remove('recycled', { retain: false });
       await b.create(request('recycled'));
       // Node a's kernel still caches the old directory entry. Docker bind-mounts what attach
       // returns, pinning that entry, so attach must have refreshed it (a plain open would retry
@@ -229,7 +230,7 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
     const legacy = join(root, 'glusterfs', 'mnt', pool, 'legacy');
     await realFs.mkdir(legacy);
     await realFs.writeFile(join(legacy, 'old'), 'data from before');
-    await expect(strict.create({ ...request('legacy', 1048576), options: { size: 1048576, adopt: true } })).rejects.toThrow(/Quota limit refused/);
+    await expect(strict.create({ ...request('legacy', 1048576), adopt: true })).rejects.toThrow(/Quota limit refused/);
     expect(await strict.get('legacy')).toBeUndefined();
     expect(await realFs.readFile(join(legacy, 'old'), 'utf8')).toBe('data from before');
     await unmountUnder(root);

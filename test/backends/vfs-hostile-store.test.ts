@@ -9,6 +9,7 @@ import { ErrorCodes } from '../../src/core/errors.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
 import { memoryLogger, type MemoryLogger } from '../helpers/memory-logger.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 /** Everything under `dir`: relative path -> file content, link target or "dir". */
 async function snapshot(dir: string): Promise<Record<string, string>> {
@@ -27,7 +28,7 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
   return out;
 }
 
-const request = (name: string) => ({ name, options: {}, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
+const request = (name: string) => createRequest(name, {}, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
 
 describe('vfs on a hostile store', () => {
   let base = '';
@@ -141,7 +142,7 @@ describe('vfs on a hostile store', () => {
     for (const name of ['stolen', 'up', 'abs', 'nested', 'dotted', 'renamed', 'alias', 'broken', 'fifo']) {
       expect(text).toMatch(new RegExp(`skipping registry entry ${name}: `));
       await expect(b.attach(name)).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
-      await expect(b.remove(name, { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+      await expect(b.remove(name, { retain: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
     }
     expect(text).toMatch(/stolen\.json is a symbolic link/);
     expect(text).toMatch(/skipping registry entry \.epoch: .*\.epoch is a symbolic link/);
@@ -159,7 +160,7 @@ describe('vfs on a hostile store', () => {
     await rm(join(store, 'good'), { recursive: true });
     await symlink(outside, join(store, 'good'));
     await expect(b.attach('good')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/symbolic link/) });
-    await expect(b.remove('good', { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    await expect(b.remove('good', { retain: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
     await b.settle();
     expect((await lstat(join(store, 'good'))).isSymbolicLink()).toBe(true);
     expect((await b.list()).map((v) => v.name)).toEqual(['good']);
@@ -171,7 +172,7 @@ describe('vfs on a hostile store', () => {
     const b = backend();
     await b.init();
     await symlink(outside, join(store, 'fresh'));
-    await expect(b.create({ ...request('fresh'), options: { adopt: true, mode: 0o777 } }))
+    await expect(b.create(createRequest('fresh', { adopt: true, mode: 0o777 }, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' })))
       .rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT });
     expect(await b.get('fresh')).toBeUndefined();
   });

@@ -5,6 +5,7 @@ import { memoryLogger } from '../helpers/memory-logger.js';
 import { memFs } from '../helpers/memfs-stack.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 const READS = new Set(['readFile', 'readdir', 'stat', 'lstat', 'access']);
 
@@ -59,9 +60,7 @@ describe('vfs create and remove killed at every step', () => {
       const crashing = vfs(dying.fs);
       await crashing.init().catch(() => undefined);
       if (dying.died()) continue; // died during start-up: not the step under test
-      const created = await crashing.create({
-        name: 'vol', options: { gid: 1000, mode: 0o750 }, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a',
-      }).then(() => true, () => false);
+      const created = await crashing.create(createRequest('vol', { gid: 1000, mode: 0o750 }, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' })).then(() => true, () => false);
       completed = created && !dying.died();
       const restarted = vfs(fs);
       await restarted.init();
@@ -73,8 +72,8 @@ describe('vfs create and remove killed at every step', () => {
         expect(stat.gid, `budget ${budget}`).toBe(1000);
       }
       // A create meeting whatever is left succeeds and yields a complete volume.
-      await restarted.remove('vol', { retainData: false });
-      await restarted.create({ name: 'vol', options: { mode: 0o700 }, createdAt: 'x', createdBy: 'node-a' });
+      await restarted.remove('vol', { retain: false });
+      await restarted.create(createRequest('vol', { mode: 0o700 }, { createdAt: 'x', createdBy: 'node-a' }));
       expect((await fs.stat(`${STORE}/vol`)).mode & 0o7777).toBe(0o700);
       await restarted.settle();
     }
@@ -89,7 +88,7 @@ describe('vfs create and remove killed at every step', () => {
     await fs.writeFile(`${STORE}/.stowage/journal/vol.json`,
       JSON.stringify({ format: 1, op: 'create', name: 'vol', nodeId: 'node-b', makesDir: true }));
     await fs.mkdir(`${STORE}/vol`, { mode: 0o700 });
-    const record = await first.create({ name: 'vol', options: { gid: 1000 }, createdAt: 'x', createdBy: 'node-a' });
+    const record = await first.create(createRequest('vol', { gid: 1000 }, { createdAt: 'x', createdBy: 'node-a' }));
     expect(record.adopted).toBeUndefined();
     expect((await fs.stat(`${STORE}/vol`)).gid).toBe(1000);
     expect(await fs.readdir(`${STORE}/.stowage/journal`)).toEqual([]);
@@ -101,14 +100,14 @@ describe('vfs create and remove killed at every step', () => {
       const fs = memFs();
       const setup = vfs(fs);
       await setup.init();
-      await setup.create({ name: 'vol', options: {}, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
+      await setup.create(createRequest('vol', {}, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' }));
       await fs.writeFile(`${STORE}/vol/data`, 'precious');
       await setup.dispose();
       const dying = dyingFs(fs, budget);
       const crashing = vfs(dying.fs);
       await crashing.init().catch(() => undefined);
       if (dying.died()) continue;
-      const removed = await crashing.remove('vol', { retainData: true }).then(() => true, () => false);
+      const removed = await crashing.remove('vol', { retain: true }).then(() => true, () => false);
       completed = removed && !dying.died();
       const restarted = vfs(fs);
       await restarted.init();
@@ -129,7 +128,7 @@ describe('vfs create and remove killed at every step', () => {
     const fs = memFs();
     const first = vfs(fs);
     await first.init();
-    await first.create({ name: 'vol', options: {}, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
+    await first.create(createRequest('vol', {}, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' }));
     await fs.writeFile(`${STORE}/.stowage/journal/vol.json`, JSON.stringify({
       format: 1, op: 'remove', name: 'vol', nodeId: 'node-a', createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a',
       target: 'deleting/vol@20260101T000000Z-abcdef',
@@ -149,7 +148,7 @@ describe('vfs create and remove killed at every step', () => {
     const fs = memFs();
     const first = vfs(fs);
     await first.init();
-    await first.create({ name: 'vol', options: {}, createdAt: '2026-03-03T00:00:00.000Z', createdBy: 'node-b' });
+    await first.create(createRequest('vol', {}, { createdAt: '2026-03-03T00:00:00.000Z', createdBy: 'node-b' }));
     await fs.writeFile(`${STORE}/.stowage/journal/vol.json`, JSON.stringify({
       format: 1, op: 'remove', name: 'vol', nodeId: 'node-a', createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a',
       target: 'deleting/vol@20260101T000000Z-abcdef',
@@ -166,7 +165,7 @@ describe('vfs remove failing half-way in a running daemon', () => {
     const fs = memFs();
     const backend = vfs(fs);
     await backend.init();
-    await backend.create({ name: 'vol', options: {}, createdAt: 'x', createdBy: 'node-a' });
+    await backend.create(createRequest('vol', {}, { createdAt: 'x', createdBy: 'node-a' }));
     await fs.writeFile(`${STORE}/vol/data`, 'precious');
     const failing: FsPort = {
       ...fs,
@@ -176,7 +175,7 @@ describe('vfs remove failing half-way in a running daemon', () => {
     };
     const crippled = vfs(failing);
     await crippled.init();
-    await expect(crippled.remove('vol', { retainData: false })).rejects.toMatchObject({ code: 'EIO' });
+    await expect(crippled.remove('vol', { retain: false })).rejects.toMatchObject({ code: 'EIO' });
     expect((await crippled.list()).map((v) => v.name)).toEqual(['vol']);
     expect(await fs.readFile(`${STORE}/vol/data`, 'utf8')).toBe('precious');
     expect(await fs.readdir(`${STORE}/.stowage/journal`)).toEqual([]);

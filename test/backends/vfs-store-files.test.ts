@@ -12,8 +12,9 @@ import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
 import { memoryLogger, type MemoryLogger } from '../helpers/memory-logger.js';
 import { memFs } from '../helpers/memfs-stack.js';
+import { createRequest } from '../../src/core/create-request.js';
 
-const request = (name: string, options = {}) => ({ name, options, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
+const request = (name: string, options = {}) => createRequest(name, options, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
 
 function vfs(fs: FsPort, root: string, store: string, nodeId = 'node-a', log: MemoryLogger = memoryLogger()): VfsBackend {
   return new VfsBackend({ nodeId, root, fs, runner: new ExecaCommandRunner(), log }, parseVfsOptions({ 'vfs.path': store }, root));
@@ -109,8 +110,8 @@ describe('vfs store files', () => {
     await b.init();
     await a.create({ ...request('app', { size: 1024 }) });
     expect((await b.list()).map((v) => v.options.size)).toEqual([1024]);
-    await a.remove('app', { retainData: false });
-    await a.create({ ...request('app', { size: 4096 }), createdBy: 'node-a', createdAt: '2026-05-05T00:00:00.000Z' });
+    await a.remove('app', { retain: false });
+    await a.create(createRequest('app', { size: 4096 }, { createdAt: '2026-05-05T00:00:00.000Z', createdBy: 'node-a' }));
     const listed = await b.list();
     expect(listed.map((v) => [v.options.size, v.createdAt])).toEqual([[4096, '2026-05-05T00:00:00.000Z']]);
   });
@@ -127,7 +128,7 @@ describe('vfs store files', () => {
     await writeFile(join(store, 'secret', 'data'), 'confidential');
     await backend.create(request('old'));
     await writeFile(join(store, 'old', 'data'), 'retained');
-    const { retainedAt } = await backend.remove('old', { retainData: true });
+    const { retainedAt } = await backend.remove('old', { retain: true });
     for (const dir of [store, join(store, '.stowage'), join(store, '.stowage', 'removed'), join(store, '.stowage', 'volumes'), root]) {
       expect((await stat(dir)).mode & 0o777, dir).toBe(0o700);
     }

@@ -11,6 +11,7 @@ import { silentLogger } from '../../src/core/logger.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
 import { describeBackendConformance } from '../conformance/backend-suite.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 function memFs(): FsPort {
   // memfs implements the fs/promises surface stowage uses; its types differ only nominally.
@@ -55,12 +56,12 @@ describe('vfs backend', () => {
     await fs.mkdir('/mnt/shared', { recursive: true });
     const first = vfs(fs, '/state', { 'vfs.path': '/mnt/shared', 'vfs.shared': 'true' });
     await first.init();
-    await first.create({ name: 'vol1', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+    await first.create(createRequest('vol1', {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
     // Simulate the share being unmounted: the mount point directory is empty again.
     await fs.rm('/mnt/shared', { recursive: true });
     await fs.mkdir('/mnt/shared');
     await expect(first.attach('vol1')).rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE });
-    await expect(first.create({ name: 'vol2', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' }))
+    await expect(first.create(createRequest('vol2', {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' })))
       .rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE });
     const restarted = vfs(fs, '/state', { 'vfs.path': '/mnt/shared', 'vfs.shared': 'true' });
     await expect(restarted.init()).rejects.toThrow(/no longer holds stowage store/);
@@ -75,20 +76,20 @@ describe('vfs backend', () => {
     await a.init();
     await b.init();
     expect(await b.list()).toEqual([]);
-    await a.create({ name: 'shared1', options: { size: 1024 }, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
+    await a.create(createRequest('shared1', { size: 1024 }, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' }));
     expect((await b.list()).map((v) => v.name)).toEqual(['shared1']);
     expect((await b.get('shared1'))?.createdBy).toBe('node-a');
-    await expect(b.create({ name: 'shared1', options: {}, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-b' }))
+    await expect(b.create(createRequest('shared1', {}, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-b' })))
       .rejects.toMatchObject({ code: ErrorCodes.VOLUME_EXISTS });
-    await b.remove('shared1', { retainData: false });
+    await b.remove('shared1', { retain: false });
     expect(await a.list()).toEqual([]);
     expect(await a.get('shared1')).toBeUndefined();
     // Re-created elsewhere with other options: Get notices even though the name never left a's cache via list.
-    await b.create({ name: 'shared1', options: { size: 2048 }, createdAt: '2026-02-02T00:00:00.000Z', createdBy: 'node-b' });
+    await b.create(createRequest('shared1', { size: 2048 }, { createdAt: '2026-02-02T00:00:00.000Z', createdBy: 'node-b' }));
     expect((await a.get('shared1'))?.options.size).toBe(2048);
     // Once Get has seen the new record, List (which reuses unchanged answers) shows it too.
     expect((await a.list()).map((v) => v.options.size)).toEqual([2048]);
-    await b.create({ name: 'shared2', options: {}, createdAt: '2026-02-02T00:00:00.000Z', createdBy: 'node-b' });
+    await b.create(createRequest('shared2', {}, { createdAt: '2026-02-02T00:00:00.000Z', createdBy: 'node-b' }));
     expect((await a.list()).map((v) => v.name)).toEqual(['shared1', 'shared2']);
   });
 
@@ -98,10 +99,10 @@ describe('vfs backend', () => {
     await backend.init();
     await fs.mkdir('/state/volumes/legacy');
     await fs.writeFile('/state/volumes/legacy/db.sqlite', 'old data');
-    const req = { name: 'legacy', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' };
+    const req = createRequest('legacy', {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' });
     await expect(backend.create(req)).rejects.toMatchObject({ code: ErrorCodes.DATA_CONFLICT, remedies: [{ action: 'adopt', volume: 'legacy' }] });
     expect(await backend.get('legacy')).toBeUndefined();
-    const adopted = await backend.create({ ...req, options: { adopt: true } });
+    const adopted = await backend.create({ ...req, adopt: true });
     expect(adopted.adopted).toBe(true);
     expect(await fs.readFile(join(await backend.attach('legacy'), 'db.sqlite'), 'utf8')).toBe('old data');
   });
@@ -110,7 +111,7 @@ describe('vfs backend', () => {
     const fs = memFs();
     const backend = vfs(fs, '/state');
     await backend.init();
-    await backend.create({ name: 'fragile', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+    await backend.create(createRequest('fragile', {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
     await fs.rm('/state/volumes/fragile', { recursive: true });
     await expect(backend.attach('fragile')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_DATA_MISSING });
     await expect(fs.stat('/state/volumes/fragile')).rejects.toMatchObject({ code: 'ENOENT' });
@@ -131,7 +132,7 @@ describe('vfs backend', () => {
     try {
       const backend = vfs(realFs, join(dir, 'root'));
       await backend.init();
-      await backend.create({ name: 'owned', options: { uid: 1234, gid: 4321, mode: 0o750 }, createdAt: 'x', createdBy: 'n' });
+      await backend.create(createRequest('owned', { uid: 1234, gid: 4321, mode: 0o750 }, { createdAt: 'x', createdBy: 'n' }));
       const stat = await realFs.stat(await backend.attach('owned'));
       expect(stat.mode & 0o7777).toBe(0o750);
       if (process.getuid?.() === 0) {
@@ -163,7 +164,7 @@ describe('vfs backend', () => {
     const first = vfs(fs, '/state');
     await first.init();
     for (let i = 0; i < count; i += 1) {
-      await first.create({ name: `cached-${i}`, options: {}, createdAt: new Date().toISOString(), createdBy: 'node-a' });
+      await first.create(createRequest(`cached-${i}`, {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
     }
     await first.dispose();
     return fs;

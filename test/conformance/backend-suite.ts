@@ -4,6 +4,8 @@ import type { Backend, CreateRequest } from '../../src/core/backend.js';
 import { LockLease } from '../../src/core/cluster/lease.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
+import { createRequest } from '../../src/core/create-request.js';
+import type { VolumeOptions } from '../../src/core/options.js';
 
 /** What a backend's test file provides to run the shared suite. */
 export interface ConformanceHarness {
@@ -15,8 +17,8 @@ export interface ConformanceHarness {
   cleanup(): Promise<void>;
 }
 
-function request(name: string, options: CreateRequest['options'] = {}): CreateRequest {
-  return { name, options, createdAt: new Date().toISOString(), createdBy: 'conformance-node' };
+function request(name: string, options: VolumeOptions = {}): CreateRequest {
+  return createRequest(name, options, { createdAt: new Date().toISOString(), createdBy: 'conformance-node' });
 }
 
 /**
@@ -48,7 +50,7 @@ export function describeBackendConformance(label: string, setup: () => Promise<C
     it('create registers the volume with its options, creation time and creator', async () => {
       const req = request('alpha', { size: 1048576 });
       const record = await h.backend.create(req);
-      expect(record).toMatchObject({ name: 'alpha', createdAt: req.createdAt, createdBy: 'conformance-node' });
+      expect(record).toMatchObject({ name: 'alpha', createdAt: req.record.createdAt, createdBy: 'conformance-node' });
       expect(record.options.size).toBe(1048576);
       expect(await h.backend.get('alpha')).toEqual(record);
       expect((await h.backend.list()).map((v) => v.name)).toEqual(['alpha']);
@@ -101,15 +103,15 @@ export function describeBackendConformance(label: string, setup: () => Promise<C
     });
 
     it('remove of an unknown name is a no-op', async () => {
-      expect(await h.backend.remove('ghost', { retainData: false })).toEqual({});
-      expect(await h.backend.remove('ghost', { retainData: true })).toEqual({});
+      expect(await h.backend.remove('ghost', { retain: false })).toEqual({});
+      expect(await h.backend.remove('ghost', { retain: true })).toEqual({});
     });
 
     it('remove unregisters and a re-created volume of the same name starts empty', async () => {
       await h.backend.create(request('reborn'));
       await writeInto('reborn', 'secret', 'old contents');
       await h.backend.detach('reborn');
-      expect(await h.backend.remove('reborn', { retainData: false })).toEqual({});
+      expect(await h.backend.remove('reborn', { retain: false })).toEqual({});
       await h.settle?.();
       expect(await h.backend.get('reborn')).toBeUndefined();
       expect((await h.backend.list()).map((v) => v.name)).not.toContain('reborn');
@@ -117,11 +119,11 @@ export function describeBackendConformance(label: string, setup: () => Promise<C
       expect(await h.fs.readdir(await h.backend.attach('reborn'))).toEqual([]);
     });
 
-    it('remove with retainData keeps the data outside the namespace and the re-created volume starts empty', async () => {
+    it('remove with retain keeps the data outside the namespace and the re-created volume starts empty', async () => {
       await h.backend.create(request('keeper'));
       await writeInto('keeper', 'precious', 'keep me');
       await h.backend.detach('keeper');
-      const outcome = await h.backend.remove('keeper', { retainData: true });
+      const outcome = await h.backend.remove('keeper', { retain: true });
       expect(outcome.retainedAt).toBeTruthy();
       expect(await h.fs.readFile(join(outcome.retainedAt!, 'precious'), 'utf8')).toBe('keep me');
       await h.backend.create(request('keeper'));
@@ -137,8 +139,8 @@ export function describeBackendConformance(label: string, setup: () => Promise<C
       await h.backend.detach('leased');
       const lease = new LockLease('leased', 60_000, 0, LockLease.stamp());
       lease.lose('another node took the name');
-      for (const retainData of [false, true]) {
-        await expect(h.backend.remove('leased', { retainData, lease })).rejects.toMatchObject({
+      for (const retain of [false, true]) {
+        await expect(h.backend.remove('leased', { retain, lease })).rejects.toMatchObject({
           code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/^lost the cluster lock on volume leased .*nothing was deleted/),
         });
       }
@@ -152,7 +154,7 @@ export function describeBackendConformance(label: string, setup: () => Promise<C
       await Promise.all(names.map((n) => h.backend.create(request(n))));
       const listed = (await h.backend.list()).map((v) => v.name).sort();
       expect(listed).toEqual(names);
-      await h.backend.remove('many-07', { retainData: false });
+      await h.backend.remove('many-07', { retain: false });
       expect((await h.backend.list()).map((v) => v.name)).not.toContain('many-07');
       expect(await h.backend.list()).toHaveLength(39);
     });

@@ -43,6 +43,18 @@ describe('createStowage (the embedding API)', () => {
     expect(await stowage.info()).toMatchObject({ node: 'worker-1', backend: 'vfs', scope: 'local' });
   });
 
+  it('remove with retain keeps the data aside for that call, whatever onRemove says', async () => {
+    const dir = await tempDir();
+    const stowage = await createStowage({ options: { 'vfs.path': join(dir, 'volumes') }, root: join(dir, 'state'), onRemove: 'delete' });
+    open.push(stowage);
+    await stowage.create('kept');
+    await writeFile(join(await stowage.mount('kept', 'm1'), 'result'), '42');
+    await stowage.unmount('kept', 'm1');
+    const { retainedAt } = await stowage.remove('kept', { retain: true });
+    expect(await readFile(join(retainedAt!, 'result'), 'utf8')).toBe('42');
+    expect(await stowage.list()).toEqual([]);
+  });
+
   it('throws StowageErrors with stable codes', async () => {
     const dir = await tempDir();
     const stowage = await createStowage({ root: dir });

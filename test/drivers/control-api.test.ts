@@ -90,19 +90,19 @@ describe('control API (/stowage/v1)', () => {
     expect((await controlCall(socket, 'remove', { name })).status).toBe(200);
   });
 
-  it('requires keepData to be a boolean and keeps the data when it is true', async () => {
+  it('requires retain to be a boolean and keeps the data when it is true', async () => {
     const name = freshName('keep');
     await controlCall(socket, 'create', { name });
     const { Mountpoint } = await pluginCall(socket, 'Mount', { Name: name, ID: 'k1' });
     await writeFile(join(Mountpoint as string, 'data.txt'), 'kept');
     await pluginCall(socket, 'Unmount', { Name: name, ID: 'k1' });
 
-    const wrongType = await controlCall(socket, 'remove', { name, keepData: 'yes' });
+    const wrongType = await controlCall(socket, 'remove', { name, retain: 'yes' });
     expect(wrongType.status).toBe(400);
-    expect((wrongType.json.error as { message: string }).message).toContain('keepData');
+    expect((wrongType.json.error as { message: string }).message).toContain('retain');
     expect(await listedNames(socket)).toContain(name);
 
-    const kept = await controlCall(socket, 'remove', { name, keepData: true });
+    const kept = await controlCall(socket, 'remove', { name, retain: true });
     expect(kept.status).toBe(200);
     const retainedAt = kept.json.retainedAt as string;
     expect(typeof retainedAt).toBe('string');

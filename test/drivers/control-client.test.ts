@@ -59,9 +59,9 @@ describe('the control API client', () => {
 
   it('reports a bad request as refused with E_INVALID_REQUEST, and the daemon changes nothing', async () => {
     const before = await listedNames(srv().socket);
-    const err = await rejectionOf(callDaemon(srv().socket, api.remove, { name: 'typed', keepData: 'yes' as unknown as boolean }));
+    const err = await rejectionOf(callDaemon(srv().socket, api.remove, { name: 'typed', retain: 'yes' as unknown as boolean }));
     expect({ kind: err.kind, code: err.code }).toEqual({ kind: 'refused', code: ErrorCodes.INVALID_REQUEST });
-    expect(err.message).toBe('the field "keepData" must be true or false');
+    expect(err.message).toBe('the field "retain" must be true or false');
     expect(await listedNames(srv().socket)).toEqual(before);
   });
 

@@ -54,7 +54,7 @@ describe.skipIf(skip)('a full --root', { timeout: 60_000 }, () => {
     await mkdir(join(dir, 'vols'));
     const container = buildContainer({
       backend: 'vfs', backendOptions: { 'vfs.path': join(dir, 'vols') }, root, nodeId: 'full-node',
-      onRemove: 'delete', logger: log, cluster: { dockerSocket: undefined },
+      onRemove: 'delete', logger: log, engine: { socket: undefined },
     }, ...SOCKET_MODULES);
     manager = container.get<VolumeManager>(TOKENS.VolumeManager);
     await manager.init();

@@ -5,6 +5,7 @@ import type { Logger } from '../../src/core/logger.js';
 import { DevicemapperBackend, type DevicemapperTuning } from '../../src/backends/devicemapper/devicemapper-backend.js';
 import { parseDevicemapperOptions } from '../../src/backends/devicemapper/dm-options.js';
 import { FakeDmKernel } from './fake-dm-kernel.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 export interface FakeDmSetup {
   fs: FsPort;
@@ -56,4 +57,4 @@ export async function setupFakeDm(): Promise<FakeDmSetup> {
 }
 
 export const request = (name: string, options: Record<string, number> = {}) =>
-  ({ name, options, createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });
+  createRequest(name, options, { createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a' });

@@ -10,7 +10,7 @@ import { memFs } from '../helpers/memfs-stack.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const settings = (extra: Partial<ClusterSettings> = {}): ClusterSettings => ({
-  ...DEFAULT_CLUSTER_SETTINGS, heartbeatMs: 30, staleAfterMs: 150, driverName: 'stowage', version: 'test', ...extra,
+  ...DEFAULT_CLUSTER_SETTINGS, heartbeatMs: 30, staleAfterMs: 150, version: 'test', ...extra,
 });
 
 /** A view of the same storage whose clock runs `shiftMs` ahead of this process's clock. */

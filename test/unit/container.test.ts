@@ -90,7 +90,7 @@ describe('the container', () => {
   it('binds the Docker engine adapter as the core\'s ContainerReferences: one instance, one event stream', () => {
     const container = buildContainer({
       backend: 'vfs', backendOptions: {}, root: '/nonexistent', nodeId: 'n', onRemove: 'delete', logger: silentLogger,
-      cluster: { dockerSocket: '/run/test-docker.sock', driverName: 'mydriver' },
+      engine: { socket: '/run/test-docker.sock', driverName: 'mydriver' },
     }, ...SOCKET_MODULES);
     const engine = container.get<DockerEngine>(SHELL_TOKENS.DockerEngine);
     expect(engine).toBeInstanceOf(DockerEngine);

@@ -3,20 +3,19 @@
  * checks it before its own destructive step (a unit test of the error path: the lease is a stub;
  * the real lock's lapse is shown in cluster-lock, vfs-lock-lapse and glusterfs-lock-lapse tests).
  */
+import { ContainerModule } from 'inversify';
 import { describe, expect, it } from 'vitest';
 import type { CreateRequest, RemoveRequest } from '../../src/core/backend.js';
-import { SharedClock } from '../../src/core/clock.js';
 import { LocalCluster } from '../../src/core/cluster/cluster.js';
 import { LockLease, type Lease } from '../../src/core/cluster/lease.js';
 import { ExecaCommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
-import { MountTable } from '../../src/core/mount-table.js';
-import { NoRootLock } from '../../src/core/root-lock.js';
-import { VolumeManager } from '../../src/core/volume-manager.js';
+import { TOKENS } from '../../src/core/tokens.js';
+import type { VolumeManager } from '../../src/core/volume-manager.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
-import { memFs } from '../helpers/memfs-stack.js';
+import { memContainer, memFs } from '../helpers/memfs-stack.js';
 import { RecordingBackend } from '../helpers/recording-backend.js';
 
 /** A cluster whose lock hands out `lease`. */
@@ -40,8 +39,10 @@ async function stack(lease: Lease) {
   const vfs = new VfsBackend({ nodeId: 'node-a', root: '/state', fs, runner: new ExecaCommandRunner(), log: silentLogger },
     parseVfsOptions({}, '/state'));
   const backend = new LeaseSpy(vfs);
-  const manager = new VolumeManager(backend, new MountTable(fs, '/state', 'node-a'), { nodeId: 'node-a', onRemove: 'delete' },
-    silentLogger, new NoRootLock(), new SharedClock(), new LeasedCluster(lease));
+  const leased = new ContainerModule(({ rebind }) => {
+    rebind(TOKENS.Cluster).toConstantValue(new LeasedCluster(lease));
+  });
+  const manager = memContainer({ fs, backend }, leased).get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
   return { fs, backend, manager };
 }

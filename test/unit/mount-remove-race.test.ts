@@ -20,7 +20,7 @@ async function nodeManager(dir: string, nodeId: string): Promise<VolumeManager> 
     nodeId,
     onRemove: 'delete',
     logger: silentLogger,
-    cluster: { heartbeatMs: 60_000, dockerSocket: undefined },
+    engine: { socket: undefined }, cluster: { heartbeatMs: 60_000 },
   }).get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
   return manager;

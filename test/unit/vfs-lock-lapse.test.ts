@@ -26,7 +26,7 @@ describe('vfs: a remove whose cluster lock lapsed', { timeout: 60_000 }, () => {
     const manager = buildContainer({
       backend: 'vfs', backendOptions: { 'vfs.path': shared(), 'vfs.shared': 'true' }, root: join(dir, id), nodeId: id,
       onRemove: 'delete', fs, logger: silentLogger,
-      cluster: { heartbeatMs: 60_000, dockerSocket: undefined, lockTtlMs: TTL_MS, lockWaitMs: 10_000 },
+      engine: { socket: undefined }, cluster: { heartbeatMs: 60_000, lockTtlMs: TTL_MS, lockWaitMs: 10_000 },
     }).get<VolumeManager>(TOKENS.VolumeManager);
     await manager.init();
     managers.push(manager);

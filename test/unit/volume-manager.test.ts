@@ -7,6 +7,7 @@ import { memContainer, memFs, memStack, simulateCrash } from '../helpers/memfs-s
 import { LocalCluster } from '../../src/core/cluster/cluster.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
+import { createRequest } from '../../src/core/create-request.js';
 
 describe('VolumeManager', () => {
   describe('create', () => {
@@ -131,13 +132,13 @@ describe('VolumeManager', () => {
       expect(await fs.readdir(await manager.mount('kept', 'd'))).toEqual([]);
     });
 
-    it('a per-call keepData overrides the policy either way', async () => {
+    it('a per-call retain overrides the policy either way', async () => {
       const del = await memStack({ onRemove: 'delete' });
       await del.manager.create('v1');
-      expect((await del.manager.remove('v1', { keepData: true })).retainedAt).toBeTruthy();
+      expect((await del.manager.remove('v1', { retain: true })).retainedAt).toBeTruthy();
       const keep = await memStack({ onRemove: 'retain' });
       await keep.manager.create('v2');
-      expect((await keep.manager.remove('v2', { keepData: false })).retainedAt).toBeUndefined();
+      expect((await keep.manager.remove('v2', { retain: false })).retainedAt).toBeUndefined();
     });
   });
 
@@ -183,7 +184,7 @@ describe('VolumeManager', () => {
       const first = await memStack();
       await first.manager.create('vanishing');
       await first.manager.mount('vanishing', 'm');
-      await first.vfs.remove('vanishing', { retainData: false }); // e.g. removed by another node's backend
+      await first.vfs.remove('vanishing', { retain: false }); // e.g. removed by another node's backend
       await simulateCrash(first);
       const second = await memStack({ fs: first.fs });
       expect(JSON.parse(await first.fs.readFile('/state/mounts.json', 'utf8')).volumes).toEqual({});
@@ -247,9 +248,9 @@ describe('VolumeManager', () => {
       await first.manager.mount('reborn', 'old-container');
       await simulateCrash(first);
       // Another node removes it (forced) and creates it again: same name, another volume.
-      await first.vfs.remove('reborn', { retainData: false });
+      await first.vfs.remove('reborn', { retain: false });
       await new Promise((r) => setTimeout(r, 5));
-      await first.vfs.create({ name: 'reborn', options: {}, createdAt: new Date().toISOString(), createdBy: 'node-b' });
+      await first.vfs.create(createRequest('reborn', {}, { createdAt: new Date().toISOString(), createdBy: 'node-b' }));
       const second = await memStack({ fs: first.fs });
       expect((await second.manager.get('reborn')).mountCount).toBe(0);
       await second.manager.remove('reborn');

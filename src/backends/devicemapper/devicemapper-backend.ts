@@ -2,6 +2,7 @@ import { basename, join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
+import { BackgroundWork } from '../../core/background-work.js';
 import { ErrorCodes, StowageError, messageOf, volumeNotFound } from '../../core/errors.js';
 import { KeyedMutex } from '../../core/keyed-mutex.js';
 import { formatSize } from '../../core/options.js';
@@ -40,11 +41,12 @@ export class DevicemapperBackend implements Backend {
   private readonly mounts: VolumeMounts;
   private readonly lock = new KeyedMutex();
   /** Creates in progress (their mkfs runs outside the lock); dispose waits for them. */
-  private readonly inflight = new Set<Promise<void>>();
+  private readonly background: BackgroundWork;
   private readonly dir: string;
 
   constructor(private readonly ctx: BackendContext, readonly options: DevicemapperOptions, private readonly tuning: DevicemapperTuning = {}) {
     this.dir = join(ctx.root, 'devicemapper');
+    this.background = new BackgroundWork(ctx.log);
     this.dm = new Dmsetup(ctx.runner, {
       udev: tuning.udev ?? true,
       ...(tuning.removeAttempts !== undefined ? { removeAttempts: tuning.removeAttempts } : {}),
@@ -127,7 +129,7 @@ export class DevicemapperBackend implements Backend {
 
   async dispose(): Promise<void> {
     // The pool and mounted volumes stay up: they are the storage, not resources of this process.
-    await Promise.all([...this.inflight]);
+    await this.background.settle();
     await this.exclusive(async () => undefined);
   }
 
@@ -148,22 +150,18 @@ export class DevicemapperBackend implements Backend {
    * core never runs two operations on one name at once.
    */
   create(request: CreateRequest): Promise<VolumeRecord> {
-    const task = this.createVolume(request);
-    const tracked = task.then(() => undefined, () => undefined).finally(() => this.inflight.delete(tracked));
-    this.inflight.add(tracked);
-    return task;
+    return this.background.track(this.createVolume(request));
   }
 
   private async createVolume(request: CreateRequest): Promise<VolumeRecord> {
-    const { name, options } = request;
+    const { record } = request;
+    const { name, options } = record;
     const size = options.size ?? this.options.defaultVolumeSize;
     const fsType = this.options.filesystem;
     if (fsType === 'xfs' && size < XFS_MIN_BYTES) {
       throw new StowageError(ErrorCodes.INVALID_OPTION, `volume ${name}: size ${formatSize(size)} is below 300MiB, the smallest ` +
         'filesystem mkfs.xfs makes; ask for more (thin volumes only use what is written)', { volume: name });
     }
-    const { adopt: _adopt, ...defining } = options;
-    const record: VolumeRecord = { name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy };
     const sectors = Math.ceil(size / 512);
     const created: VolumeEntry = { record, thinId: -1, sectors, fs: fsType, ready: false, mounted: false, prepared: false, snapshots: [] };
     await this.exclusive(async () => {
@@ -219,7 +217,7 @@ export class DevicemapperBackend implements Backend {
       await this.mounts.unmount(name);
       await this.pool.deactivateDevice(entry.thinId, `volume ${name}`);
       entry.mounted = false;
-      if (!request.retainData) {
+      if (!request.retain) {
         await this.discardDevice(entry, true);
         await this.ctx.fs.rmdir(this.mountPath(name)).catch(() => undefined);
         return {};

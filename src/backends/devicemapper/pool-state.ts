@@ -39,7 +39,7 @@ const volumeEntrySchema = z.object({
 });
 export type VolumeEntry = z.infer<typeof volumeEntrySchema>;
 
-/** A volume removed with retainData: its thin device kept and mounted read-only at `path`. */
+/** A volume removed with `retain`: its thin device kept and mounted read-only at `path`. */
 const retainedEntrySchema = z.object({
   name: z.string(),
   removedAt: z.string(),

@@ -209,7 +209,7 @@ export class ThinPool {
    * it with the transaction it was created under; it runs in the state write that commits it.
    */
   async createDevice(originId: number | undefined, register: (thinId: number, createdInTx: number) => void): Promise<number> {
-    await this.settle();
+    await this.finishPendingChange();
     for (let lost = 0; ;) {
       const id = nextFreeId(this.state);
       try {
@@ -245,7 +245,7 @@ export class ThinPool {
 
   /** Deletes a (deactivated) thin device; an id already gone counts as deleted. */
   async deleteDevice(thinId: number, createdInTx: number | undefined, unregister: () => void): Promise<void> {
-    await this.settle();
+    await this.finishPendingChange();
     await this.change('delete', thinId, async () => {
       await this.message(`delete ${thinId}`).catch((err: unknown) => {
         if (!isDmFailure(err, 'no-data')) throw err;
@@ -254,8 +254,8 @@ export class ThinPool {
     }, unregister, createdInTx);
   }
 
-  /** A change whose commit failed earlier in this run is settled first, as at a restart. */
-  private async settle(): Promise<void> {
+  /** A change whose commit failed earlier in this run is finished or undone first, as at a restart. */
+  private async finishPendingChange(): Promise<void> {
     if (this.state.pending) {
       await this.recover(await this.dumpMetadata());
       await this.save();

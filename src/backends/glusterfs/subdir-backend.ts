@@ -14,7 +14,7 @@ import { messageOf } from '../../core/errors.js';
  * subdir mode: one existing gluster volume (the pool) is mounted once per node under `--root`;
  * each stowage volume is a top-level directory of the pool, and the registry lives in the pool
  * (`.stowage/`), so every node sees every volume. Inside the mount this is exactly a shared vfs
- * store, so the vfs backend does the directory work (registry, adopt checks, retain, crash-safe
+ * store, so the vfs backend does the directory work (registry, adopt checks, the retain policy, crash-safe
  * purge); this class owns the mount, which it confirms before every vfs call, and the quotas.
  */
 export class GlusterSubdirBackend implements Backend {
@@ -70,17 +70,18 @@ export class GlusterSubdirBackend implements Backend {
   }
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
-    await this.ensurePool(request.name);
+    const { name, options } = request.record;
+    await this.ensurePool(name);
     const record = await this.store.create(request);
-    const size = request.options.size;
+    const size = options.size;
     if (size !== undefined && this.options.quota) {
       try {
-        await this.cli.limitUsage(this.pool, `/${request.name}`, size, this.options.quotaTimeoutS);
+        await this.cli.limitUsage(this.pool, `/${name}`, size, this.options.quotaTimeoutS);
       } catch (err) {
         // A volume without the limit the user asked for is worse than no volume.
-        request.lease?.assertHeld(`undoing the create of volume ${request.name}`, { cause: err }); // lease check
+        request.lease?.assertHeld(`undoing the create of volume ${name}`, { cause: err }); // lease check
         await this.undoCreate(record, request.lease).catch((undo: unknown) =>
-          this.ctx.log.error(`could not undo volume ${request.name}: ${messageOf(undo)}`));
+          this.ctx.log.error(`could not undo volume ${name}: ${messageOf(undo)}`));
         throw err;
       }
     }
@@ -90,10 +91,10 @@ export class GlusterSubdirBackend implements Backend {
   /** Unregisters a volume whose create failed half-way; adopted data goes back where it was found. */
   private async undoCreate(record: VolumeRecord, lease?: Lease): Promise<void> {
     if (!record.adopted) {
-      await this.store.remove(record.name, { retainData: false, lease });
+      await this.store.remove(record.name, { retain: false, lease });
       return;
     }
-    const { retainedAt } = await this.store.remove(record.name, { retainData: true, lease });
+    const { retainedAt } = await this.store.remove(record.name, { retain: true, lease });
     if (retainedAt) await this.ctx.fs.rename(retainedAt, join(this.mountpoint, record.name));
   }
 

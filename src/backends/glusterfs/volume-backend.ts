@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
+import { BackgroundWork } from '../../core/background-work.js';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { formatBytesApprox } from '../../core/options.js';
@@ -43,7 +44,8 @@ export class GlusterVolumeBackend implements Backend {
   private localPeer?: string;
   private me?: Deployment;
   private sweeper?: NodeJS.Timeout;
-  private sweepChain: Promise<void> = Promise.resolve();
+  /** Brick work, one task at a time: a tombstone's brick first, then what is left aside. */
+  private readonly background: BackgroundWork;
   private queuedSweep?: Promise<void>;
   private readonly warned = new Set<string>();
 
@@ -59,6 +61,7 @@ export class GlusterVolumeBackend implements Backend {
       scope: 'global', sizeLimit: options.quota ? 'enforced' : 'recorded', snapshots: false, createOptions: ['replica', 'disperse'],
     };
     this.clusterStateDir = join(statePool.mountpoint, '.stowage', 'cluster');
+    this.background = new BackgroundWork(ctx.log);
     this.cleaner = new BrickCleaner(ctx.fs, ctx.runner, cli, ctx.log, {
       roots: options.brickRoots, prefix: options.volumePrefix, timeoutMs: options.timeoutMs, nodeId: ctx.nodeId,
     }, statePool.mountpoint, () => this.localPeerId());
@@ -82,8 +85,7 @@ export class GlusterVolumeBackend implements Backend {
     const localRoots = this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path);
     // In the background, one after another: a tombstone's brick first, then what is left aside.
     void this.sweep();
-    this.sweepChain = this.sweepChain.then(() => this.cleaner.purgeLeftovers(localRoots))
-      .catch((err: unknown) => this.ctx.log.error(`finishing brick deletions failed: ${messageOf(err)}`));
+    void this.background.enqueue('finishing brick deletions failed', () => this.cleaner.purgeLeftovers(localRoots));
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
   }
@@ -98,12 +100,9 @@ export class GlusterVolumeBackend implements Backend {
     return this.statePool.ensure(volume);
   }
 
-  async settle(): Promise<void> {
-    let current;
-    do {
-      current = this.sweepChain;
-      await current;
-    } while (current !== this.sweepChain);
+  /** Waits for brick work (sweeps, leftovers), including sweeps queued while waiting. */
+  settle(): Promise<void> {
+    return this.background.settle();
   }
 
   /**
@@ -111,11 +110,10 @@ export class GlusterVolumeBackend implements Backend {
    * at a time; a call during a sweep queues one more, so a tombstone written meanwhile is seen.
    */
   private sweep(): Promise<void> {
-    this.queuedSweep ??= this.sweepChain.then(() => {
+    this.queuedSweep ??= this.background.enqueue('cleaning bricks of deleted gluster volumes failed (will retry)', () => {
       this.queuedSweep = undefined;
       return this.statePool.read(() => this.cleaner.sweep());
-    }).catch((err: unknown) => this.ctx.log.error(`cleaning bricks of deleted gluster volumes failed (will retry): ${messageOf(err)}`));
-    this.sweepChain = this.queuedSweep;
+    });
     return this.queuedSweep;
   }
 
@@ -172,22 +170,21 @@ export class GlusterVolumeBackend implements Backend {
   }
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
-    const { name, options } = request;
+    const { name, options } = request.record;
     const layout = layoutFor(this.options, options.backend);
     glusterNameOf(this.options.volumePrefix, name); // refuses names that cannot map, before anything else
     const { gluster, volume, ownership } = await this.lookup(name);
-    const { adopt: _adopt, ...defining } = options;
     if (ownership.kind === 'ours') throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
-    if (ownership.kind === 'foreign' || (ownership.kind === 'unclaimed' && !options.adopt)) {
+    if (ownership.kind === 'foreign' || (ownership.kind === 'unclaimed' && !request.adopt)) {
       throw notOurs(ownership, gluster, name, this.deployment(), 'adopt');
     }
-    if (volume && !options.adopt) {
+    if (volume && !request.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `gluster volume ${gluster} already exists but stowage did not make it; delete it (gluster volume stop ${gluster}; ` +
         `gluster volume delete ${gluster}), or adopt it as volume ${name}`, { volume: name, remedies: [{ action: 'adopt', volume: name }] });
     }
     const record: StoredRecord = {
-      name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy, deployment: this.deployment(),
+      ...request.record, deployment: this.deployment(),
       ...(options.size !== undefined ? { sizeEnforced: this.options.quota } : {}),
     };
     if (volume) return this.adopt(gluster, volume, { ...record, adopted: true });
@@ -244,9 +241,9 @@ export class GlusterVolumeBackend implements Backend {
 
   private async applyOwnership(gluster: string, request: CreateRequest): Promise<void> {
     const target = this.target(gluster);
-    await this.mounter.ensure({ volume: gluster, target, forVolume: request.name });
+    await this.mounter.ensure({ volume: gluster, target, forVolume: request.record.name });
     try {
-      const { uid, gid, mode } = request.options;
+      const { uid, gid, mode } = request.record.options;
       if (mode !== undefined) await this.ctx.fs.chmod(target, mode);
       if (uid !== undefined || gid !== undefined) {
         const stat = await this.ctx.fs.stat(target);
@@ -289,7 +286,7 @@ export class GlusterVolumeBackend implements Backend {
     if (ownership.kind === 'foreign' || ownership.kind === 'unclaimed') throw notOurs(ownership, gluster, name, this.deployment(), 'stop or delete');
     if (!volume || ownership.kind !== 'ours') return {};
     const record = ownership.record;
-    const kept = await this.destroy(gluster, name, request.retainData, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
+    const kept = await this.destroy(gluster, name, request.retain, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
     return kept === undefined ? {} : { retainedAt: kept };
   }
 

@@ -118,10 +118,10 @@ export async function purgeable(fs: FsPort, log: Logger, deleting: string, dev: 
 }
 
 /**
- * Gathers the evidence that a store is shared and settles the scope; `false` is held to its
+ * Gathers the evidence that a store is shared and decides the scope; `false` is held to its
  * promise: a store other nodes use is never run unprotected by accident.
  */
-export async function settleSharing(
+export async function decideStoreSharing(
   fs: FsPort, log: Logger, nodeId: string, options: { path: string; shared: boolean | 'auto' }, nodesDir: string,
   creators: readonly string[],
 ): Promise<SharingDecision> {

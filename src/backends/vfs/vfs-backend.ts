@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
+import { BackgroundWork } from '../../core/background-work.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
 import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
@@ -10,7 +11,7 @@ import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import {
-  dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, settleSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
+  dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import type { VfsOptions } from './vfs-options.js';
@@ -34,16 +35,17 @@ export class VfsBackend implements Backend {
   private readonly layout: StoreLayout;
   private readonly dirs: CheckedDirs;
   private readonly journal: Journal;
-  private readonly purges = new Set<Promise<void>>();
+  private readonly background: BackgroundWork;
   private storeId = '';
   private sharingEvidence: string[] = [];
 
   constructor(private readonly ctx: BackendContext, private readonly options: VfsOptions) {
-    // `auto` is settled by init; until then only a declared share is global.
+    // `auto` is decided by init; until then only a declared share is global.
     this.capabilities = { scope: options.shared === true ? 'global' : 'local', sizeLimit: 'recorded', snapshots: false };
     this.layout = storeLayout(options.path);
     this.dirs = new CheckedDirs(ctx.fs);
     this.journal = new Journal(ctx.fs, this.layout.journal);
+    this.background = new BackgroundWork(ctx.log);
     this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'));
     this.clusterStateDir = this.layout.cluster;
     setTempOwner(ctx.nodeId);
@@ -125,22 +127,22 @@ export class VfsBackend implements Backend {
     return landed;
   }
 
-  /** Settles `auto`, and holds `false` to its promise. */
+  /** Decides `auto`, and holds `false` to its promise. */
   private async decideScope(): Promise<void> {
     const creators = (await this.registry.list()).map((r) => r.createdBy);
-    const decision = await settleSharing(this.ctx.fs, this.ctx.log, this.ctx.nodeId, this.options, this.layout.nodes, creators);
+    const decision = await decideStoreSharing(this.ctx.fs, this.ctx.log, this.ctx.nodeId, this.options, this.layout.nodes, creators);
     this.sharingEvidence = decision.evidence;
     this.capabilities.scope = decision.scope;
   }
 
   async dispose(): Promise<void> {
-    await Promise.allSettled([...this.purges]);
+    await this.background.settle();
     await this.registry.saveSnapshot();
   }
 
   /** Waits for background deletions; data is already out of the namespace when remove returns. */
-  async settle(): Promise<void> {
-    while (this.purges.size > 0) await Promise.allSettled([...this.purges]);
+  settle(): Promise<void> {
+    return this.background.settle();
   }
 
   /** Refuses to work on a store whose marker vanished: the shared mount is probably gone. */
@@ -172,23 +174,19 @@ export class VfsBackend implements Backend {
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { fs } = this.ctx;
-    const { name, options } = request;
+    const { name, options } = request.record;
     await this.assertStorePresent(name);
     await this.recover(name);
     // Before looking at the data: a registered volume's own data is no conflict.
     if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
     const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
-    if (found === 'data' && !options.adopt) {
+    if (found === 'data' && !request.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `${dataDir} already holds data that belongs to no volume; move it away first, or adopt it as volume ${name}'s data`,
         { volume: name, remedies: [{ action: 'adopt', volume: name }] });
     }
-    const { adopt: _adopt, ...defining } = options;
-    const record: VolumeRecord = {
-      name, options: defining, createdAt: request.createdAt, createdBy: request.createdBy,
-      ...(found === 'data' ? { adopted: true } : {}),
-    };
+    const record: VolumeRecord = found === 'data' ? { ...request.record, adopted: true } : request.record;
     let makesDir = found === 'absent';
     await this.journal.record({ format: 1, op: 'create', name, nodeId: this.ctx.nodeId, makesDir }).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
@@ -303,7 +301,7 @@ export class VfsBackend implements Backend {
       throw err;
     });
     if (stat) await realDirOn(fs, source, this.dirs.device, name);
-    const area = request.retainData ? 'removed' : 'deleting';
+    const area = request.retain ? 'removed' : 'deleting';
     const leaf = `${name}@${stamp()}`;
     const target = join(this.layout.meta, area, leaf);
     for (const dir of [join(this.layout.meta, area), this.layout.volumes, this.layout.journal]) await this.dirs.recheck(dir, name);
@@ -337,23 +335,20 @@ export class VfsBackend implements Backend {
     await this.journal.clear(name).catch((err: unknown) =>
       this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${messageOf(err)}`));
     if (!moved) return {};
-    if (request.retainData) return { retainedAt: target };
+    if (request.retain) return { retainedAt: target };
     this.purge(target);
     return {};
   }
 
   /** Deletes what stowage moved to `deleting/`, never crossing a symlink or into another filesystem. */
   private purge(path: string): void {
-    const task = (async () => {
+    void this.background.start(`could not finish deleting ${path}`, async () => {
       await this.dirs.recheck(this.layout.deleting);
       const skipped = await removeTreeOnDevice(this.ctx.fs, path, this.dirs.device);
       if (skipped.length > 0) {
         this.ctx.log.error(`left ${skipped.join(', ')} in place: another filesystem is mounted there; unmount it and restart to finish`);
       }
-    })()
-      .catch((err: unknown) => this.ctx.log.error(`could not finish deleting ${path}: ${messageOf(err)}`))
-      .finally(() => this.purges.delete(task));
-    this.purges.add(task);
+    });
   }
 
   async attach(name: string): Promise<string> {

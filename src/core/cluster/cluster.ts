@@ -16,14 +16,11 @@ export interface ClusterSettings {
   lockTtlMs: number;
   /** How long a create or remove waits for another node's lock on the same name. @default 20000 */
   lockWaitMs: number;
-  /** Local Docker engine socket, to learn which containers use volumes; none when undefined. */
-  dockerSocket?: string;
-  /** The driver name Docker knows this plugin by (the socket's base name). */
-  driverName: string;
+  /** This daemon's version, published in its node record. */
   version: string;
 }
 
-export const DEFAULT_CLUSTER_SETTINGS: Omit<ClusterSettings, 'driverName' | 'version'> = {
+export const DEFAULT_CLUSTER_SETTINGS: Omit<ClusterSettings, 'version'> = {
   heartbeatMs: 5_000,
   staleAfterMs: 30_000,
   skewWarnMs: 2_000,

@@ -33,8 +33,8 @@ export interface StowageOptions {
 /** The same operations the Docker plugin offers, as plain async calls. */
 export interface Stowage {
   create(name: string, options?: Record<string, string>): Promise<CreateResult>;
-  /** `force` deletes although (possibly dead) nodes still reference the volume. */
-  remove(name: string, options?: { keepData?: boolean; force?: boolean }): Promise<RemoveResult>;
+  /** `retain` overrides the daemon's `onRemove` policy for this call; `force` deletes although (possibly dead) nodes still reference the volume. */
+  remove(name: string, options?: { retain?: boolean; force?: boolean }): Promise<RemoveResult>;
   list(): Promise<VolumeInfo[]>;
   inspect(name: string): Promise<VolumeInfo>;
   mount(name: string, mountId: string): Promise<string>;

@@ -45,13 +45,11 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
     mountGraceMs: settings.mountGraceMs,
     reconcileMs: settings.reconcileMs,
     logger: log,
-    cluster: {
-      heartbeatMs: settings.heartbeatMs,
-      staleAfterMs: settings.staleAfterMs,
-      dockerSocket: settings.dockerSocket,
+    cluster: { heartbeatMs: settings.heartbeatMs, staleAfterMs: settings.staleAfterMs, version: VERSION },
+    engine: {
+      socket: settings.dockerSocket,
       // Docker names a legacy plugin after its socket file.
       driverName: basename(settings.socket).replace(/\.sock$/, ''),
-      version: VERSION,
     },
   }, ...SOCKET_MODULES);
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);

@@ -48,10 +48,10 @@ program.command('create <name>')
 program.command('delete <name>')
   .alias('rm')
   .description('delete a volume and, unless --keep-data, its data')
-  .option('--keep-data', 'move the data aside instead of deleting it')
+  .option('--keep-data', 'retain the data: move it aside instead of deleting it')
   .option('--force', 'delete even though other (possibly dead) nodes still reference the volume')
   .action(async (name: string, flags: { keepData?: boolean; force?: boolean }, cmd: Command) => {
-    const result = await call(cmd, api.remove, { name, keepData: flags.keepData, force: flags.force });
+    const result = await call(cmd, api.remove, { name, retain: flags.keepData, force: flags.force });
     process.stdout.write(result.retainedAt ? `${name} (data kept at ${result.retainedAt})\n` : `${name}\n`);
   });
 

@@ -43,7 +43,7 @@ export const controlEndpoints = {
     // protocols name a bad option in the same words.
     options: z.custom<Record<string, string>>(() => true).optional(),
   })),
-  remove: endpoint<RemoveResult>()('/remove', z.object({ name: text('name'), keepData: flag('keepData'), force: flag('force') })),
+  remove: endpoint<RemoveResult>()('/remove', z.object({ name: text('name'), retain: flag('retain'), force: flag('force') })),
   list: endpoint<{ volumes: VolumeInfo[] }>()('/list', nothing),
   inspect: endpoint<VolumeInfo>()('/inspect', z.object({ name: text('name') })),
   info: endpoint<Record<string, unknown>>()('/info', nothing),

@@ -21,7 +21,7 @@ export function controlRoutes(manager: VolumeManager): Router {
     });
   };
   serve(api.create, (r) => manager.create(r.name, r.options ?? {}));
-  serve(api.remove, (r) => manager.remove(r.name, { keepData: r.keepData, force: r.force }));
+  serve(api.remove, (r) => manager.remove(r.name, { retain: r.retain, force: r.force }));
   serve(api.list, async () => ({ volumes: await manager.list() }));
   serve(api.inspect, (r) => manager.get(r.name));
   serve(api.info, () => manager.info());

@@ -14,8 +14,9 @@ import { memoryLogger } from '../../helpers/memory-logger.js';
 import {
   destroyPool, firstBlock, makeBackend, makePoolFiles, poolDevices, sh, teardownPool, type PoolFixture,
 } from './dm-harness.js';
+import { createRequest } from '../../../src/core/create-request.js';
 
-const req = (name: string): CreateRequest => ({ name, options: {}, createdAt: new Date().toISOString(), createdBy: 'vm-node' });
+const req = (name: string): CreateRequest => createRequest(name, {}, { createdAt: new Date().toISOString(), createdBy: 'vm-node' });
 
 const fixtures: PoolFixture[] = [];
 async function pool(): Promise<PoolFixture> {
@@ -111,7 +112,7 @@ describe('devicemapper ownership on a real kernel', () => {
     await copyFile(statePath(fx), join(fx.dir, 'state-backup.json'));
     const copiedRoot = join(fx.dir, 'copied-root');
     await cp(join(fx.root, 'devicemapper'), join(copiedRoot, 'devicemapper'), { recursive: true });
-    await first.remove('a', { retainData: false });
+    await first.remove('a', { retain: false });
     await first.create(req('c'));
     const cId = await thinIdOf(first, 'c');
     expect(cId).not.toBe(aId);
@@ -189,7 +190,7 @@ describe('devicemapper ownership on a real kernel', () => {
     await backend.detach('old');
     await backend.snapshots.createSnapshot('old', 'monday');
     const snapId = backend.pool.state.volumes.old!.snapshots[0]!.thinId;
-    const { retainedAt } = await backend.remove('old', { retainData: true });
+    const { retainedAt } = await backend.remove('old', { retain: true });
     const retained = backend.pool.state.retained[0]!;
     // The README's discard recipe for retained data.
     await execa('umount', [retainedAt!]);

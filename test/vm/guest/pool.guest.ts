@@ -4,15 +4,15 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CreateRequest } from '../../../src/core/backend.js';
+import { createRequest } from '../../../src/core/create-request.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { parsePoolStatus } from '../../../src/backends/devicemapper/status-parser.js';
 import { parseProcMounts } from '../../../src/core/proc-mounts.js';
 import { memoryLogger } from '../../helpers/memory-logger.js';
 import { destroyPool, makeBackend, makePoolFiles, sh, teardownPool, type PoolFixture } from './dm-harness.js';
 
-const req = (name: string, size?: string): CreateRequest => ({
-  name, options: size ? { size: Number.parseInt(size, 10) * 2 ** 20 } : {}, createdAt: new Date().toISOString(), createdBy: 'vm-node',
-});
+const req = (name: string, size?: string): CreateRequest =>
+  createRequest(name, size ? { size: Number.parseInt(size, 10) * 2 ** 20 } : {}, { createdAt: new Date().toISOString(), createdBy: 'vm-node' });
 
 const fixtures: PoolFixture[] = [];
 async function pool(sizes: Parameters<typeof makePoolFiles>[0] = {}): Promise<PoolFixture> {
@@ -78,7 +78,7 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     await backend.create(req('first'));
     expect((await backend.volumeStatus('first')).thinId).toBe('1');
     expect(backend.pool.state.foreignIds).toEqual([0]);
-    await backend.remove('first', { retainData: false });
+    await backend.remove('first', { retain: false });
     await backend.create(req('second'));
     expect((await backend.volumeStatus('second')).thinId).toBe('2');
     const state = JSON.parse(await readFile(join(fx.root, 'devicemapper', `${fx.poolName}.json`), 'utf8')) as { foreignIds: number[] };
@@ -101,7 +101,7 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     expect((await adopter.volumeStatus('guest')).thinId).toBe('1');
     expect(adopter.pool.state.foreignIds).toEqual([]);
     expect(adopter.pool.state.nextThinId).toBe(2);
-    await adopter.remove('guest', { retainData: false });
+    await adopter.remove('guest', { retain: false });
   });
 
   it('refuses new volumes with E_STORAGE_FULL when the pool is nearly full and when it is out of data space', async () => {
@@ -132,7 +132,7 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     expect((await backend.describe()).poolHealth).toBe('out-of-data-space');
     expect(await backend.get('one-more')).toBeUndefined();
     await backend.pool.deactivateDevice(thinId, 'filler');
-    await backend.remove('filler', { retainData: false });
+    await backend.remove('filler', { retain: false });
   });
 
   it('retries remove while the device is busy, and reports a device or mount that stays busy as E_VOLUME_IN_USE', async () => {
@@ -144,10 +144,10 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     const device = await backend.pool.activateDevice(thinId, (16 * 2 ** 20) / 512, 'held');
 
     const holder = await open(device, 'r');
-    await expect(backend.remove('held', { retainData: false })).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+    await expect(backend.remove('held', { retain: false })).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
     expect(await backend.get('held')).toBeDefined();
     setTimeout(() => void holder.close(), 300);
-    await backend.remove('held', { retainData: false });
+    await backend.remove('held', { retain: false });
     expect(await backend.get('held')).toBeUndefined();
     const gone = await execa('dmsetup', ['message', fx.poolName, '0', `delete ${thinId}`], { reject: false });
     expect(gone.stderr).toMatch(/No data available/);
@@ -156,14 +156,14 @@ describe('devicemapper pool lifecycle on a real kernel', () => {
     const path = await backend.attach('cwd-held');
     const squatter = execa('sleep', ['60'], { cwd: path, reject: false });
     try {
-      await expect(backend.remove('cwd-held', { retainData: false })).rejects.toMatchObject({
+      await expect(backend.remove('cwd-held', { retain: false })).rejects.toMatchObject({
         code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/cannot be unmounted/),
       });
     } finally {
       squatter.kill('SIGKILL');
       await squatter;
     }
-    await backend.remove('cwd-held', { retainData: false });
+    await backend.remove('cwd-held', { retain: false });
     expect(await mountSource(path)).toBeUndefined();
   });
 });
@@ -181,7 +181,7 @@ describe('devicemapper with dm.fs=xfs on a real kernel', () => {
     await backend.detach('xfs-vol');
     expect(await readFile(join(await backend.attach('xfs-vol'), 'x'), 'utf8')).toBe('on xfs');
     await backend.detach('xfs-vol');
-    await backend.remove('xfs-vol', { retainData: false });
+    await backend.remove('xfs-vol', { retain: false });
   });
 });
 

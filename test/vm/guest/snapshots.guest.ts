@@ -7,9 +7,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { parsePoolStatus } from '../../../src/backends/devicemapper/status-parser.js';
 import { destroyPool, makeBackend, makePoolFiles, sh, teardownPool, type PoolFixture } from './dm-harness.js';
+import { createRequest } from '../../../src/core/create-request.js';
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-const request = (name: string) => ({ name, options: {}, createdAt: new Date().toISOString(), createdBy: 'vm-node' });
+const request = (name: string) => createRequest(name, {}, { createdAt: new Date().toISOString(), createdBy: 'vm-node' });
 
 async function writeSynced(path: string, data: Buffer | string): Promise<void> {
   const handle = await open(path, 'w');
@@ -74,7 +75,7 @@ describe('devicemapper snapshots on a real kernel', () => {
     await expect(backend.snapshots.deleteSnapshot('origin', 's1')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
     expect((await backend.snapshots.listSnapshots('origin')).map((s) => s.name)).toEqual(['s2']);
     await backend.detach('origin');
-    await backend.remove('origin', { retainData: false });
+    await backend.remove('origin', { retain: false });
     expect(parsePoolStatus(await sh('dmsetup', ['status', fx.poolName]))).toMatchObject({ usedDataBlocks: 0 });
   });
 
@@ -85,7 +86,7 @@ describe('devicemapper snapshots on a real kernel', () => {
     await backend.create(request('kept'));
     await writeFile(join(await backend.attach('kept'), 'note'), 'still here');
     await backend.detach('kept');
-    const { retainedAt } = await backend.remove('kept', { retainData: true });
+    const { retainedAt } = await backend.remove('kept', { retain: true });
     expect(retainedAt).toContain(join(fx.root, 'devicemapper', 'removed', 'kept@'));
     expect(await readFile(join(retainedAt!, 'note'), 'utf8')).toBe('still here');
     await expect(writeFile(join(retainedAt!, 'other'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
