@@ -15,7 +15,10 @@ async function simulated(): Promise<ConformanceHarness> {
   await backend.init();
   return {
     backend, fs, dataRoot: '/state/devicemapper',
-    unavailable: async () => ({ backend: make({ 'dm.datadev': '/pool/missing.img', 'dm.thinpoolname': 'other' }, '/other'), missing: '/pool/missing.img' }),
+    // Another pool's name: pool "pool" is active, and an active pool is adopted whatever its devices.
+    unavailable: async () => ({
+      backend: make({ 'dm.datadev': '/pool/missing.img', 'dm.thinpoolname': 'other' }, '/other'), missing: '/pool/missing.img',
+    }),
   };
 }
 

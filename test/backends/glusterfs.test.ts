@@ -90,6 +90,12 @@ describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
     const { backend, root } = await volumeMode(bricks, prefix);
     return {
       backend, fs: realFs, dataRoot: bricks,
+      unavailable: async () => ({
+        backend: glusterBackend(gd, await gd.tempDir('root-'), {
+          'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${bricks}`, 'glusterfs.pool': 'no-such-state-pool',
+        }),
+        missing: 'no-such-state-pool',
+      }),
       cleanup: async () => {
         await unmountUnder(root);
         await deleteVolumes(gd, prefix);

@@ -10,9 +10,11 @@ async function realPool(): Promise<ConformanceHarness> {
   await backend.init();
   return {
     backend, fs: realFs, dataRoot: join(fx.root, 'devicemapper'),
+    // Another pool's name: the first pool is active, and an active pool is adopted whatever its devices.
     unavailable: async () => {
       const missing = join(fx.dir, 'no-such-data.img');
-      return { backend: makeBackend({ ...fx, root: join(fx.dir, 'other-root'), options: { ...fx.options, 'dm.datadev': missing, 'dm.thinpoolname': `${fx.poolName}-other` } }), missing };
+      const options = { ...fx.options, 'dm.datadev': missing, 'dm.thinpoolname': `${fx.poolName}-other` };
+      return { backend: makeBackend({ ...fx, root: join(fx.dir, 'other-root'), options }), missing };
     },
     cleanup: () => destroyPool(fx),
   };
