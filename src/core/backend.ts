@@ -110,7 +110,9 @@ export interface RemoveOutcome {
 /**
  * The storage a VolumeManager drives. A backend makes, removes, attaches and detaches storage;
  * names arrive validated, and calls for one volume never overlap (the core serialises them).
- * Every sentence below is checked by the conformance suites in src/testing/ (`stowage/testing`).
+ * Every sentence below is checked by the conformance suites in src/testing/ (`stowage/testing`),
+ * but two that need faults a generic suite cannot cause: the undo of a half-made create and
+ * `ready`, checked by the backends' own tests.
  */
 export interface Backend {
   /** Short identifier shown to users, e.g. "vfs". */
