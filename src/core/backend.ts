@@ -3,16 +3,40 @@ import type { VolumeOptions } from './options.js';
 
 export type { Lease } from './cluster/lease.js';
 
-/** What a backend can do; the core and the shells branch on these flags only. */
-export interface BackendCapabilities {
-  /** `global` when every node pointing at the same storage sees the same volumes. */
-  scope: 'local' | 'global';
+/**
+ * Who sees the volumes, stated once with where the nodes sharing the storage coordinate: a
+ * `global` backend cannot be declared without a `clusterStateDir`.
+ */
+export type BackendScope =
+  | {
+    /** Volumes of this node only, as far as Docker is told. */
+    scope: 'local';
+    /**
+     * Present when the storage may be shared all the same (vfs on a path another node can mount):
+     * the core then runs cluster protection as for a `global` backend.
+     */
+    clusterStateDir?: string;
+  }
+  | {
+    /** Every node pointing at the same storage sees the same volumes. */
+    scope: 'global';
+    /**
+     * A directory on the storage, seen by every node that uses the same storage, for membership,
+     * references and locks; the core runs cluster protection whenever it is present.
+     */
+    clusterStateDir: string;
+  };
+
+/**
+ * What a backend can do; the core and the shells branch on these only. Snapshots are not a flag:
+ * a backend that can take them has the `snapshots` member.
+ */
+export type BackendCapabilities = BackendScope & {
   /** How a `size` option is treated: only recorded, or enforced by the storage. */
   sizeLimit: 'recorded' | 'enforced';
-  snapshots: boolean;
   /** Create options beyond size/uid/gid/mode/adopt that this backend accepts (e.g. `replica`). */
   createOptions?: readonly string[];
-}
+};
 
 /** A point-in-time copy of a volume, where the backend can make one. */
 export interface SnapshotRecord {
@@ -25,8 +49,8 @@ export interface SnapshotRecord {
 }
 
 /**
- * Snapshot operations of backends whose `capabilities.snapshots` is true. The core serialises
- * them with the other operations of the same volume; names arrive validated.
+ * Snapshot operations, the `snapshots` member of a backend that can take them. The core
+ * serialises them with the other operations of the same volume; names arrive validated.
  */
 export interface SnapshotSupport {
   /** Throws E_VOLUME_NOT_FOUND for an unknown volume, E_SNAPSHOT_EXISTS for a taken snapshot name. */
@@ -90,7 +114,9 @@ export interface RemoveOutcome {
 /**
  * The storage a VolumeManager drives. A backend makes, removes, attaches and detaches storage;
  * names arrive validated, and calls for one volume never overlap (the core serialises them).
- * Every sentence below is checked by the shared suite in test/conformance/.
+ * Every sentence below is checked by the conformance suites in src/testing/ (`stowage/testing`),
+ * but two that need faults a generic suite cannot cause: the undo of a half-made create and
+ * `ready`, checked by the backends' own tests.
  */
 export interface Backend {
   /** Short identifier shown to users, e.g. "vfs". */
@@ -104,8 +130,14 @@ export interface Backend {
   dispose(): Promise<void>;
 
   /**
+   * Optional, for backends that work in the background (purges, sweeps): resolves once the work
+   * started so far has finished, so a caller (a test) can look at what a remove left behind.
+   */
+  settle?(): Promise<void>;
+
+  /**
    * Optional: confirms, healing what it can, that the storage a create or remove of `volume`
-   * needs (including `clusterStateDir`) is reachable. The core calls it before taking the
+   * needs (including `capabilities.clusterStateDir`) is reachable. The core calls it before taking the
    * cluster lock, so an unreachable store is reported as E_BACKEND_UNAVAILABLE saying what to
    * do rather than as a failed lock file.
    */
@@ -149,14 +181,6 @@ export interface Backend {
   /** Facts about the backend for `stowage info`. */
   describe(): Promise<Record<string, string>>;
 
-  /**
-   * A directory on the storage, seen by every node that uses the same storage, for membership,
-   * references and locks. Present for every `global` backend and for any backend whose storage
-   * may be shared whatever its declared scope (vfs always): the core runs cluster protection
-   * whenever it is present.
-   */
-  readonly clusterStateDir?: string;
-
-  /** Present exactly when `capabilities.snapshots` is true. */
+  /** Present exactly when the backend can snapshot volumes. */
   readonly snapshots?: SnapshotSupport;
 }

@@ -282,7 +282,7 @@ export class VolumeManager {
   }
 
   private snapshotSupport(volume: string): SnapshotSupport {
-    if (!this.backend.capabilities.snapshots || !this.backend.snapshots) {
+    if (!this.backend.snapshots) {
       throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.backend.name} backend cannot snapshot volumes (volume ${volume})`,
         { volume, remedies: [{ action: 'use-backend', capability: 'snapshots' }] });
     }

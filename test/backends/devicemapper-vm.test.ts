@@ -93,7 +93,10 @@ describe.skipIf(skip)('devicemapper backend on a real kernel (test VM, booted on
       expect(result, `no results for ${file} from the guest:\n${tail()}`).toBeDefined();
       if (result!.assertionResults.length === 0) expect.fail(`${file} ran no tests: ${result!.message ?? ''}\n${tail()}`);
       for (const test of result!.assertionResults) {
-        expect.soft(test.status, `${test.fullName}\n${test.failureMessages.join('\n')}`).toBe('passed');
+        // The conformance suite skips, by design, the checks whose hook a backend cannot give
+        // (devicemapper: no data can precede a thin device, no cluster lock); any other skip fails.
+        const allowed = test.fullName.startsWith('Backend conformance:') ? ['passed', 'skipped'] : ['passed'];
+        expect.soft(allowed, `${test.fullName}\n${test.failureMessages.join('\n')}`).toContain(test.status);
       }
       expect(result!.status, result!.message ?? '').toBe('passed');
     });

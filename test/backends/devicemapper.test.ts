@@ -6,15 +6,24 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
-import { describeBackendConformance } from '../conformance/backend-suite.js';
+import { describeBackendConformance, describeSnapshotConformance, type ConformanceHarness } from '../../src/testing/index.js';
 import { request, setupFakeDm } from '../helpers/fake-dm-backend.js';
 
-describeBackendConformance('devicemapper on a simulated kernel', async () => {
+async function simulated(): Promise<ConformanceHarness> {
   const { fs, make } = await setupFakeDm();
   const backend = make();
   await backend.init();
-  return { backend, fs, cleanup: async () => undefined };
-});
+  return {
+    backend, fs, dataRoot: '/state/devicemapper',
+    // Another pool's name: pool "pool" is active, and an active pool is adopted whatever its devices.
+    unavailable: async () => ({
+      backend: make({ 'dm.datadev': '/pool/missing.img', 'dm.thinpoolname': 'other' }, '/other'), missing: '/pool/missing.img',
+    }),
+  };
+}
+
+describeBackendConformance('devicemapper on a simulated kernel', simulated);
+describeSnapshotConformance('devicemapper on a simulated kernel', simulated);
 
 const MOUNTS = '/state/devicemapper/mounts';
 

@@ -91,8 +91,8 @@ describe('glusterfs daemon options', () => {
     expect(createBackend('glusterfs', ctx, { 'glusterfs.pool': 'p' }).name).toBe('glusterfs');
     expect(createBackend('glusterfs', ctx, volumeMode).capabilities).toMatchObject({ scope: 'global', createOptions: ['replica', 'disperse'] });
     expect(() => createBackend('glusterfs', ctx, {})).toThrow(/glusterfs.pool .*is required/);
-    expect(createBackend('glusterfs', ctx, volumeMode).clusterStateDir).toBe('/nonexistent-root/glusterfs/mnt/state/.stowage/cluster');
-    expect(createBackend('glusterfs', ctx, { 'glusterfs.pool': 'p' }).clusterStateDir).toBe('/nonexistent-root/glusterfs/mnt/p/.stowage/cluster');
+    expect(createBackend('glusterfs', ctx, volumeMode).capabilities.clusterStateDir).toBe('/nonexistent-root/glusterfs/mnt/state/.stowage/cluster');
+    expect(createBackend('glusterfs', ctx, { 'glusterfs.pool': 'p' }).capabilities.clusterStateDir).toBe('/nonexistent-root/glusterfs/mnt/p/.stowage/cluster');
   });
 });
 

@@ -4,7 +4,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
-import { describeBackendConformance } from '../conformance/backend-suite.js';
+import { describeBackendConformance, describeSharedStoreConformance } from '../../src/testing/index.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
 import {
@@ -37,40 +37,83 @@ describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
   });
 
   let pool: string | undefined;
+  /** Empties the shared pool after a test (cheaper than a gluster volume per test), then unmounts. */
+  const emptyPool = async (...roots: string[]) => {
+    const mountpoint = join(roots[0]!, 'glusterfs', 'mnt', pool!);
+    for (const entry of await realFs.readdir(mountpoint)) await realFs.rm(join(mountpoint, entry), { recursive: true, force: true });
+    for (const root of roots) await unmountUnder(root);
+  };
   describeBackendConformance('glusterfs, subdir mode', async () => {
-    // One pool, emptied after each test (cheaper than a gluster volume per test).
     if (pool === undefined) await gd.createVolume({ name: (pool = 'cpool') });
     const root = await gd.tempDir('root-');
     const backend = glusterBackend(gd, root, { 'glusterfs.pool': pool });
     await backend.init();
+    const mountpoint = join(root, 'glusterfs', 'mnt', pool);
     return {
       backend, fs: realFs,
-      settle: () => backend.settle(),
-      cleanup: async () => {
-        const mountpoint = join(root, 'glusterfs', 'mnt', pool!);
-        for (const entry of await realFs.readdir(mountpoint)) await realFs.rm(join(mountpoint, entry), { recursive: true, force: true });
-        await unmountUnder(root);
+      // A volume's data is a top-level directory of the pool.
+      plantData: async (name, file, content) => {
+        await realFs.mkdir(join(mountpoint, name));
+        await realFs.writeFile(join(mountpoint, name, file), content);
       },
+      dataRoot: mountpoint,
+      unavailable: async () => ({
+        backend: glusterBackend(gd, await gd.tempDir('root-'), { 'glusterfs.pool': 'no-such-pool' }), missing: 'no-such-pool',
+      }),
+      cleanup: () => emptyPool(root),
     };
   });
 
+  describeSharedStoreConformance('glusterfs, subdir mode, two nodes', async () => {
+    if (pool === undefined) await gd.createVolume({ name: (pool = 'cpool') });
+    const roots = [await gd.tempDir('root-'), await gd.tempDir('root-')];
+    const [first, second] = roots.map((root, i) => glusterBackend(gd, root, { 'glusterfs.pool': pool! }, `node-${i}`));
+    await first!.init();
+    await second!.init();
+    return { first: first!, second: second!, fs: realFs, cleanup: () => emptyPool(...roots) };
+  });
+
   let statePool: string | undefined;
-  describeBackendConformance('glusterfs, volume mode', async () => {
-    // One small state pool (cluster records only) serves every backend of this suite.
+  const volumeMode = async (bricks: string, prefix: string, nodeId?: string) => {
+    // One small state pool (cluster records only) serves every backend of these suites.
     if (statePool === undefined) await gd.createVolume({ name: (statePool = 'cvstate') });
-    const prefix = `cv${++seq}-`;
-    const bricks = await gd.tempDir('bricks-');
     const root = await gd.tempDir('root-');
     const backend = glusterBackend(gd, root, {
       'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${bricks}`, 'glusterfs.brickforce': 'true',
       'glusterfs.volumeprefix': prefix, 'glusterfs.pool': statePool,
-    });
+    }, nodeId);
     await backend.init();
+    return { backend, root };
+  };
+  describeBackendConformance('glusterfs, volume mode', async () => {
+    const prefix = `cv${++seq}-`;
+    const bricks = await gd.tempDir('bricks-');
+    const { backend, root } = await volumeMode(bricks, prefix);
     return {
-      backend, fs: realFs,
-      settle: () => backend.settle(),
+      backend, fs: realFs, dataRoot: bricks,
+      unavailable: async () => ({
+        backend: glusterBackend(gd, await gd.tempDir('root-'), {
+          'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${bricks}`, 'glusterfs.pool': 'no-such-state-pool',
+        }),
+        missing: 'no-such-state-pool',
+      }),
       cleanup: async () => {
         await unmountUnder(root);
+        await deleteVolumes(gd, prefix);
+      },
+    };
+  });
+
+  describeSharedStoreConformance('glusterfs, volume mode, two nodes', async () => {
+    const prefix = `cv${++seq}-`;
+    const bricks = await gd.tempDir('bricks-');
+    const one = await volumeMode(bricks, prefix, 'node-one');
+    const two = await volumeMode(bricks, prefix, 'node-two');
+    return {
+      first: one.backend, second: two.backend, fs: realFs,
+      cleanup: async () => {
+        await unmountUnder(one.root);
+        await unmountUnder(two.root);
         await deleteVolumes(gd, prefix);
       },
     };

@@ -10,7 +10,7 @@ import type { FsPort } from '../../src/core/fs-port.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
-import { describeBackendConformance } from '../conformance/backend-suite.js';
+import { describeBackendConformance, describeSharedStoreConformance, type ConformanceHarness } from '../../src/testing/index.js';
 import { createRequest } from '../../src/core/create-request.js';
 
 function memFs(): FsPort {
@@ -22,18 +22,42 @@ function vfs(fs: FsPort, root: string, raw: Record<string, string> = {}, nodeId 
   return new VfsBackend({ nodeId, root, fs, runner: new ExecaCommandRunner(), log: silentLogger }, parseVfsOptions(raw, root));
 }
 
+/** The hooks of the suite's optional checks, for a vfs store at `store` (a volume's data is `store/NAME`). */
+function vfsHooks(fs: FsPort, store: string): Pick<ConformanceHarness, 'plantData' | 'dataRoot' | 'unavailable'> {
+  return {
+    plantData: async (name, file, content) => {
+      await fs.mkdir(join(store, name), { recursive: true });
+      await fs.writeFile(join(store, name, file), content);
+    },
+    dataRoot: store,
+    unavailable: async () => ({
+      backend: vfs(fs, '/elsewhere', { 'vfs.path': '/mnt/not-mounted', 'vfs.shared': 'true' }), missing: '/mnt/not-mounted',
+    }),
+  };
+}
+
 describeBackendConformance('vfs on memfs', async () => {
   const fs = memFs();
   const backend = vfs(fs, '/state');
   await backend.init();
-  return { backend, fs, settle: () => backend.settle(), cleanup: async () => undefined };
+  return { backend, fs, ...vfsHooks(fs, '/state/volumes') };
 });
 
 describeBackendConformance('vfs on a real directory', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-'));
   const backend = vfs(realFs, join(dir, 'root'), { 'vfs.path': join(dir, 'store') });
   await backend.init();
-  return { backend, fs: realFs, settle: () => backend.settle(), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return { backend, fs: realFs, ...vfsHooks(realFs, join(dir, 'store')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+describeSharedStoreConformance('vfs, two nodes on one shared directory', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-shared-'));
+  const store = join(dir, 'store');
+  await realFs.mkdir(store);
+  const [first, second] = ['node-one', 'node-two'].map((node) => vfs(realFs, join(dir, node), { 'vfs.path': store, 'vfs.shared': 'true' }, node));
+  await first!.init();
+  await second!.init();
+  return { first: first!, second: second!, fs: realFs, cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
 
 describe('vfs backend', () => {

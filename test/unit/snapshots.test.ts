@@ -31,9 +31,6 @@ class MemorySnapshots implements SnapshotSupport {
 
 class SnapshottingBackend extends RecordingBackend {
   readonly snapshots = new MemorySnapshots();
-  override get capabilities() {
-    return { ...super.capabilities, snapshots: true };
-  }
 }
 
 async function managerWithSnapshots() {

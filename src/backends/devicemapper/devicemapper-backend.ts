@@ -33,7 +33,7 @@ export interface DevicemapperTuning {
  */
 export class DevicemapperBackend implements Backend {
   readonly name = 'devicemapper';
-  readonly capabilities: BackendCapabilities = { scope: 'local', sizeLimit: 'enforced', snapshots: true };
+  readonly capabilities: BackendCapabilities = { scope: 'local', sizeLimit: 'enforced' };
   readonly snapshots: DmSnapshots;
   readonly pool: ThinPool;
   private readonly dm: Dmsetup;

@@ -21,7 +21,7 @@ export class GlusterSubdirBackend implements Backend {
   readonly name = 'glusterfs';
   readonly capabilities: BackendCapabilities;
   /** The core keeps node records, references and name locks here, in the pool every node mounts. */
-  readonly clusterStateDir?: string;
+  readonly clusterStateDir: string;
   private readonly store: VfsBackend;
   private readonly mountpoint: string;
   private readonly pool: string;
@@ -34,9 +34,11 @@ export class GlusterSubdirBackend implements Backend {
   ) {
     this.pool = poolMount.pool;
     this.mountpoint = poolMount.mountpoint;
-    this.capabilities = { scope: 'global', sizeLimit: options.quota ? 'enforced' : 'recorded', snapshots: false };
     this.store = new VfsBackend(ctx, { path: this.mountpoint, shared: true });
     this.clusterStateDir = this.store.clusterStateDir;
+    this.capabilities = {
+      scope: 'global', clusterStateDir: this.clusterStateDir, sizeLimit: options.quota ? 'enforced' : 'recorded',
+    };
   }
 
   async init(): Promise<void> {

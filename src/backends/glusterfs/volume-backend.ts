@@ -57,11 +57,12 @@ export class GlusterVolumeBackend implements Backend {
     private readonly mountRoot: string,
     private readonly statePool: PoolMount,
   ) {
-    this.capabilities = {
-      scope: 'global', sizeLimit: options.quota ? 'enforced' : 'recorded', snapshots: false, createOptions: ['replica', 'disperse'],
-    };
     this.clusterStateDir = join(statePool.mountpoint, '.stowage', 'cluster');
     this.background = new BackgroundWork(ctx.log);
+    this.capabilities = {
+      scope: 'global', clusterStateDir: this.clusterStateDir, sizeLimit: options.quota ? 'enforced' : 'recorded',
+      createOptions: ['replica', 'disperse'],
+    };
     this.cleaner = new BrickCleaner(ctx.fs, ctx.runner, cli, ctx.log, {
       roots: options.brickRoots, prefix: options.volumePrefix, timeoutMs: options.timeoutMs, nodeId: ctx.nodeId,
     }, statePool.mountpoint, () => this.localPeerId());

@@ -28,9 +28,9 @@ function stamp(): string {
  */
 export class VfsBackend implements Backend {
   readonly name = 'vfs';
-  readonly capabilities: BackendCapabilities;
   /** Always present: cluster protection runs on every store, shared by declaration or not. */
   readonly clusterStateDir: string;
+  private scope: 'local' | 'global';
   private readonly registry: VolumeRegistry;
   private readonly layout: StoreLayout;
   private readonly dirs: CheckedDirs;
@@ -40,8 +40,8 @@ export class VfsBackend implements Backend {
   private sharingEvidence: string[] = [];
 
   constructor(private readonly ctx: BackendContext, private readonly options: VfsOptions) {
-    // `auto` is decided by init; until then only a declared share is global.
-    this.capabilities = { scope: options.shared === true ? 'global' : 'local', sizeLimit: 'recorded', snapshots: false };
+    // `auto` is settled by init; until then only a declared share is global.
+    this.scope = options.shared === true ? 'global' : 'local';
     this.layout = storeLayout(options.path);
     this.dirs = new CheckedDirs(ctx.fs);
     this.journal = new Journal(ctx.fs, this.layout.journal);
@@ -49,6 +49,10 @@ export class VfsBackend implements Backend {
     this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'));
     this.clusterStateDir = this.layout.cluster;
     setTempOwner(ctx.nodeId);
+  }
+
+  get capabilities(): BackendCapabilities {
+    return { scope: this.scope, clusterStateDir: this.clusterStateDir, sizeLimit: 'recorded' };
   }
 
   private get markerPath(): string {
@@ -132,7 +136,7 @@ export class VfsBackend implements Backend {
     const creators = (await this.registry.list()).map((r) => r.createdBy);
     const decision = await decideStoreSharing(this.ctx.fs, this.ctx.log, this.ctx.nodeId, this.options, this.layout.nodes, creators);
     this.sharingEvidence = decision.evidence;
-    this.capabilities.scope = decision.scope;
+    this.scope = decision.scope;
   }
 
   async dispose(): Promise<void> {
