@@ -12,7 +12,8 @@
  * instead (libuv's eventfd after each finished call) visits the same states dozens of times over,
  * one daemon restart each (a full `write` sweep of the four operations takes about two minutes
  * and broke nothing these points do not). Each test first traces one uninterrupted request and
- * checks that the durable calls listed below are exactly the ones it makes, and every point must
+ * checks that the durable calls listed below are the ones it makes, counted per system call (a
+ * remove's background purge races its reply, so their order is not fixed), and every point must
  * then kill the daemon: when the code takes other steps, the test fails and says what they are.
  */
 import { writeFile } from 'node:fs/promises';
