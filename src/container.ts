@@ -1,10 +1,10 @@
 import 'reflect-metadata';
-import * as fsp from 'node:fs/promises';
 import { Container, ContainerModule } from 'inversify';
 import type { Backend } from './core/backend.js';
 import { ExecaCommandRunner, type CommandRunner } from './core/command-runner.js';
 import type { ContainerReferences } from './core/container-references.js';
 import type { FsPort } from './core/fs-port.js';
+import { asFsPort, LocalFirstFs } from './core/local-fs.js';
 import { consoleLogger, type Logger } from './core/logger.js';
 import { MountTable } from './core/mount-table.js';
 import { SocketRootLock, type RootLock } from './core/root-lock.js';
@@ -43,7 +43,7 @@ export interface StowageConfig {
 function coreModule(config: StowageConfig): ContainerModule {
   const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, version: '0', ...config.cluster };
   return new ContainerModule(({ bind }) => {
-    bind<FsPort>(TOKENS.Fs).toConstantValue(config.fs ?? fsp);
+    bind<FsPort>(TOKENS.Fs).toConstantValue(config.fs ?? asFsPort(new LocalFirstFs()));
     bind<Logger>(TOKENS.Logger).toConstantValue(config.logger ?? consoleLogger());
     bind<CommandRunner>(TOKENS.CommandRunner).toDynamicValue(() => config.runner ?? new ExecaCommandRunner());
     bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({

@@ -1,10 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import type { FsPort } from './fs-port.js';
 import { errnoCode } from './errors.js';
 import { readFileNoFollow } from './safe-path.js';
 import { processExists } from './process-exists.js';
+import { isLocalPath } from './local-fs.js';
+import type { Flusher } from './flusher.js';
+import { randomHex } from './random-hex.js';
 
 export { readFileNoFollow } from './safe-path.js';
 
@@ -31,7 +34,7 @@ export function setTempOwner(nodeId: string): void {
 
 function tempPathFor(path: string): string {
   // Keep within NAME_MAX: the base name is at most 133 bytes for registry entries.
-  return join(dirname(path), `${TEMP_PREFIX}${ownerTag}-${process.pid}-${randomBytes(4).toString('hex')}-${basename(path)}`);
+  return join(dirname(path), `${TEMP_PREFIX}${ownerTag}-${process.pid}-${randomHex(4)}-${basename(path)}`);
 }
 
 /** True for a name `tempPathFor` (or an older stowage) made. */
@@ -78,25 +81,33 @@ export async function sweepTemps(fs: FsPort, dir: string, sweep: TempSweep): Pro
 
 /** Identity of a file's content as `stat` reports it; what caches compare. */
 export interface FileIdentity {
+  dev: number;
   ino: number;
   mtimeMs: number;
   size: number;
 }
 
-async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean): Promise<FileIdentity> {
+type OpenFile = Awaited<ReturnType<FsPort['open']>>;
+
+/** Writes a new file at `path`; `keepOpen` returns its handle instead of closing it. */
+async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean): Promise<FileIdentity>;
+async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean, keepOpen: true): Promise<FileIdentity & { handle: OpenFile }>;
+async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean, keepOpen = false): Promise<FileIdentity & { handle?: OpenFile }> {
   // 'wx' (O_CREAT|O_EXCL) never follows a symlink planted at the name.
   const handle = await fs.open(path, 'wx', 0o600);
+  let keep = false;
   try {
     await handle.writeFile(data);
     if (durable) await handle.sync();
-    const { ino, mtimeMs, size } = await handle.stat();
-    return { ino, mtimeMs, size };
+    const { dev, ino, mtimeMs, size } = await handle.stat();
+    keep = keepOpen;
+    return { dev, ino, mtimeMs, size, ...(keepOpen ? { handle } : {}) };
   } catch (err) {
     await handle.close().catch(() => undefined);
     await fs.unlink(path).catch(() => undefined);
     throw err;
   } finally {
-    await handle.close().catch(() => undefined);
+    if (!keep) await handle.close().catch(() => undefined);
   }
 }
 
@@ -134,9 +145,34 @@ export async function writeFileAtomic(fs: FsPort, path: string, data: string, op
  * survive a power loss (locks with a TTL).
  */
 export async function createFileExclusive(
-  fs: FsPort, path: string, data: string, options: { durable?: boolean } = {},
+  fs: FsPort, path: string, data: string, options: { durable?: boolean; tornIsHarmless?: boolean; flusher?: Flusher } = {},
 ): Promise<false | FileIdentity> {
+  // One creation instead of three (temp, link, unlink) where O_EXCL is exclusive for every
+  // writer: on a local filesystem, for files whose readers treat a half-written one as taken.
+  if (options.tornIsHarmless && isLocalPath(fs, path)) return createDirect(fs, path, data, options.durable ?? true);
   const temp = tempPathFor(path);
+  const { flusher } = options;
+  if (flusher) {
+    const { handle, ...identity } = await writeTemp(fs, temp, data, false, true);
+    let linked = false;
+    try {
+      await fs.link(temp, path);
+      linked = true;
+      return identity;
+    } catch (err) {
+      if (errnoCode(err) === 'EEXIST') return false;
+      throw err;
+    } finally {
+      await fs.unlink(temp).catch(() => undefined);
+      // Flushed after the link, so the flush also covers the new name (and the directory's fsync).
+      if (linked) {
+        flusher.file(path, handle);
+        flusher.directory(dirname(path));
+      } else {
+        await handle.close().catch(() => undefined);
+      }
+    }
+  }
   const identity = await writeTemp(fs, temp, data, options.durable ?? true);
   try {
     await fs.link(temp, path);
@@ -147,6 +183,27 @@ export async function createFileExclusive(
   } finally {
     // The content was fsynced before the link; the new directory entry rides the journal.
     await fs.unlink(temp).catch(() => undefined);
+  }
+}
+
+async function createDirect(fs: FsPort, path: string, data: string, durable: boolean): Promise<false | FileIdentity> {
+  let handle;
+  try {
+    handle = await fs.open(path, 'wx', 0o600);
+  } catch (err) {
+    if (errnoCode(err) === 'EEXIST') return false;
+    throw err;
+  }
+  try {
+    await handle.writeFile(data);
+    if (durable) await handle.sync();
+    const { dev, ino, mtimeMs, size } = await handle.stat();
+    return { dev, ino, mtimeMs, size };
+  } catch (err) {
+    await fs.unlink(path).catch(() => undefined);
+    throw err;
+  } finally {
+    await handle.close().catch(() => undefined);
   }
 }
 

@@ -228,7 +228,8 @@ export class MountTable {
           [volume, { ...(incarnation === undefined ? {} : { incarnation }), ids: Object.fromEntries(ids) }])),
       };
       try {
-        await writeFileAtomic(this.fs, this.path, JSON.stringify(file, null, 1));
+        // No fsync: mount records only need to outlive the daemon; a host crash ends every mount anyway.
+        await writeFileAtomic(this.fs, this.path, JSON.stringify(file), { durable: false });
       } catch (err) {
         this.dirty = true;
         throw new StowageError(ErrorCodes.INTERNAL,

@@ -1,4 +1,4 @@
-import { invalidOption as invalid, optionMap, parseBoolOption, type OptionParser, type ParsedOptions } from './schema/option-map.js';
+import { invalidOption as invalid, optionMap, parseBoolOption, type OptionMap, type OptionParser, type ParsedOptions } from './schema/option-map.js';
 
 /** Create-time options every backend understands. Parsed from Docker's free-form `Opts` map. */
 export interface VolumeOptions {
@@ -88,15 +88,28 @@ const createOptionParsers = {
 
 const keepText: OptionParser<string> = (value) => value;
 
+/** Building a map compiles its schema: one per set of backend keys (a daemon has one backend). */
+const volumeOptionMaps = new Map<string, OptionMap<Record<string, OptionParser<unknown>>>>();
+
+function volumeOptionMap(backendKeys: readonly string[]): OptionMap<Record<string, OptionParser<unknown>>> {
+  const cacheKey = backendKeys.join('\0');
+  let map = volumeOptionMaps.get(cacheKey);
+  if (!map) {
+    const backendParsers: Record<string, OptionParser<string>> = Object.fromEntries(
+      backendKeys.filter((key) => !Object.hasOwn(createOptionParsers, key)).map((key) => [key, keepText]));
+    map = optionMap('volume', { ...createOptionParsers, ...backendParsers });
+    if (volumeOptionMaps.size < 64) volumeOptionMaps.set(cacheKey, map);
+  }
+  return map;
+}
+
 /**
  * Validates Docker's `Opts` (string values) or CLI `--opt` pairs. Unknown keys are an error, so a
  * typo never silently creates a volume without the limit or owner the user asked for.
  */
 export function parseVolumeOptions(raw: unknown, backendKeys: readonly string[] = []): VolumeOptions {
-  const backendParsers: Record<string, OptionParser<string>> = Object.fromEntries(
-    backendKeys.filter((key) => !Object.hasOwn(createOptionParsers, key)).map((key) => [key, keepText]));
   // The backend's keys are only known at run time; the declared core keys keep their types.
-  const parsed = optionMap('volume', { ...createOptionParsers, ...backendParsers }).parse(raw) as
+  const parsed = volumeOptionMap(backendKeys).parse(raw) as
     ParsedOptions<typeof createOptionParsers> & Record<string, string | undefined>;
   const { size, uid, gid, mode, adopt, ...backend } = parsed;
   const given = { size, uid, gid, mode, adopt, ...(Object.keys(backend).length > 0 ? { backend } : {}) };

@@ -50,13 +50,20 @@ export interface DirIdentity {
   ino: number;
 }
 
+/** A directory's identity with its owner and mode, as lstat saw them. */
+export interface DirStat extends DirIdentity {
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
 /** Throws unless `path` is a real directory (not a symlink) on device `dev`; returns its identity. */
-export async function realDirOn(fs: FsPort, path: string, dev: number, volume?: string): Promise<DirIdentity> {
+export async function realDirOn(fs: FsPort, path: string, dev: number, volume?: string): Promise<DirStat> {
   const stat = await fs.lstat(path);
   if (stat.isSymbolicLink()) throw refused(path, 'is a symbolic link, not a directory', volume);
   if (!stat.isDirectory()) throw refused(path, 'is not a directory', volume);
   if (stat.dev !== dev) throw refused(path, 'is on another filesystem than the store (a mount point)', volume);
-  return { dev: stat.dev, ino: stat.ino };
+  return { dev: stat.dev, ino: stat.ino, mode: stat.mode, uid: stat.uid, gid: stat.gid };
 }
 
 /** Applies mode (and owner) through a handle on the directory itself, so a swapped-in symlink is never followed. */
@@ -128,9 +135,9 @@ export class CheckedDirs {
     await this.fs.mkdir(path, { mode }).catch((err: unknown) => {
       if (errnoCode(err) !== 'EEXIST') throw err;
     });
-    const identity = await realDirOn(this.fs, path, this.dev);
-    this.known.set(path, identity);
-    return identity;
+    const { dev, ino } = await realDirOn(this.fs, path, this.dev);
+    this.known.set(path, { dev, ino });
+    return { dev, ino };
   }
 
   /** Throws unless `path` is still the directory that `ensure` checked. */

@@ -12,6 +12,7 @@ import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
 import { describeBackendConformance, describeSharedStoreConformance, type ConformanceHarness } from '../../src/testing/index.js';
 import { createRequest } from '../../src/core/create-request.js';
+import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 
 function memFs(): FsPort {
   // memfs implements the fs/promises surface stowage uses; its types differ only nominally.
@@ -48,6 +49,26 @@ describeBackendConformance('vfs on a real directory', async () => {
   const backend = vfs(realFs, join(dir, 'root'), { 'vfs.path': join(dir, 'store') });
   await backend.init();
   return { backend, fs: realFs, ...vfsHooks(realFs, join(dir, 'store')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+// What the daemon runs with: synchronous calls for paths on a local filesystem, flushes grouped.
+describeBackendConformance('vfs on a real directory through the local fast path', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-fast-'));
+  const fs = asFsPort(new LocalFirstFs());
+  const backend = vfs(fs, join(dir, 'root'), { 'vfs.path': join(dir, 'store') });
+  await backend.init();
+  return { backend, fs, ...vfsHooks(fs, join(dir, 'store')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+describeSharedStoreConformance('vfs, two nodes on one directory, through the local fast path', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-shared-fast-'));
+  const store = join(dir, 'store');
+  await realFs.mkdir(store);
+  const [first, second] = ['node-one', 'node-two'].map((node) =>
+    vfs(asFsPort(new LocalFirstFs()), join(dir, node), { 'vfs.path': store, 'vfs.shared': 'true' }, node));
+  await first!.init();
+  await second!.init();
+  return { first: first!, second: second!, fs: realFs, cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
 
 describeSharedStoreConformance('vfs, two nodes on one shared directory', async () => {

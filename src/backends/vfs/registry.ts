@@ -1,13 +1,14 @@
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
 import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
+import type { Flusher } from '../../core/flusher.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { volumeRecordSchema } from '../../core/schema/volume-record.js';
+import { randomHex } from '../../core/random-hex.js';
 
 /**
  * A single path component stowage could have made: what a volume name may be. Anything else
@@ -79,6 +80,7 @@ export class VolumeRegistry {
     private readonly dir: string,
     private readonly log: Logger,
     private readonly snapshotFile?: string,
+    private readonly flusher?: Flusher,
   ) {}
 
   /** Loads the cache a previous run saved for the same store; anything else is ignored. */
@@ -129,7 +131,8 @@ export class VolumeRegistry {
 
   /** Registers a volume; false when the name is already taken (possibly by another node). */
   async add(entry: RegistryEntry): Promise<boolean> {
-    const identity = await createFileExclusive(this.fs, this.fileOf(entry.record.name), JSON.stringify(entry, null, 1));
+    const identity = await createFileExclusive(this.fs, this.fileOf(entry.record.name), JSON.stringify(entry, null, 1),
+      { flusher: this.flusher });
     if (!identity) return false;
     this.cache.set(entry.record.name, { entry, ...identity });
     this.changed();
@@ -140,11 +143,17 @@ export class VolumeRegistry {
     await this.fs.unlink(this.fileOf(name)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
+    this.flusher?.directory(this.dir);
     // After the unlink: a List that sees the new epoch can no longer see the old entry. The
     // volume is gone either way; a missed epoch only delays another node noticing a re-create.
     await this.bumpEpoch().catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${messageOf(err)}`));
     this.cache.delete(name);
     this.changed();
+  }
+
+  /** Resolves once the volume's entry, as last written by this node, is on disk (see Flusher). */
+  durable(name: string): Promise<void> {
+    return this.flusher?.durable(this.fileOf(name)) ?? Promise.resolve();
   }
 
   /** The cached entry without touching storage; for decorating an answer `get` just gave. */
@@ -196,7 +205,7 @@ export class VolumeRegistry {
   }
 
   async bumpEpoch(): Promise<void> {
-    await writeFileAtomic(this.fs, this.epochFile, randomBytes(8).toString('hex'), { durable: false });
+    await writeFileAtomic(this.fs, this.epochFile, randomHex(8), { durable: false });
   }
 
   private async readEpoch(): Promise<string> {
@@ -206,7 +215,7 @@ export class VolumeRegistry {
       if (!(err instanceof StowageError)) throw err;
       // A planted file there must not stop List: check every entry instead, as with no epoch.
       this.reportInvalid('.epoch', err);
-      return `unusable-${randomBytes(8).toString('hex')}`;
+      return `unusable-${randomHex(8)}`;
     }
   }
 

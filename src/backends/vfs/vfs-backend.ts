@@ -4,21 +4,19 @@ import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
 import { BackgroundWork } from '../../core/background-work.js';
+import { Flusher } from '../../core/flusher.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
+import { trustIfLocal } from '../../core/local-fs.js';
 import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import {
-  dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
+  dataPathOf, dataStateAt, internalDirs, removalStamp, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import type { VfsOptions } from './vfs-options.js';
-
-function stamp(): string {
-  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + randomBytes(3).toString('hex');
-}
 
 /**
  * A directory per volume under `vfs.path`, with the registry in `vfs.path/.stowage`. Volume
@@ -36,6 +34,7 @@ export class VfsBackend implements Backend {
   private readonly dirs: CheckedDirs;
   private readonly journal: Journal;
   private readonly background: BackgroundWork;
+  private readonly flusher: Flusher;
   private storeId = '';
   private sharingEvidence: string[] = [];
 
@@ -46,7 +45,8 @@ export class VfsBackend implements Backend {
     this.dirs = new CheckedDirs(ctx.fs);
     this.journal = new Journal(ctx.fs, this.layout.journal);
     this.background = new BackgroundWork(ctx.log);
-    this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'));
+    this.flusher = new Flusher(ctx.fs, ctx.log);
+    this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'), this.flusher);
     this.clusterStateDir = this.layout.cluster;
     setTempOwner(ctx.nodeId);
   }
@@ -70,6 +70,7 @@ export class VfsBackend implements Backend {
     await fs.mkdir(this.ctx.root, { recursive: true, mode: 0o700 });
     // Node-local state names volumes and mounts: root's business only.
     await fs.chmod(this.ctx.root, 0o700);
+    trustIfLocal(fs, this.ctx.root);
     const exists = await fs.stat(path).then((s) => s.isDirectory(), () => false);
     if (!exists) {
       if (shared === true) {
@@ -80,6 +81,7 @@ export class VfsBackend implements Backend {
     }
     const top = await fs.stat(path);
     this.dirs.setDevice(top.dev);
+    trustIfLocal(fs, path);
     if ((top.mode & 0o077) !== 0) {
       log.warn(`vfs.path ${path} has mode ${(top.mode & 0o777).toString(8)}: other local users can list volume names ` +
         `and reach volume data; run "chmod 700 ${path}" (containers do not need more)`);
@@ -141,6 +143,7 @@ export class VfsBackend implements Backend {
 
   async dispose(): Promise<void> {
     await this.background.settle();
+    await this.flusher.drain();
     await this.registry.saveSnapshot();
   }
 
@@ -172,6 +175,7 @@ export class VfsBackend implements Backend {
         `${this.storeId} that this daemon started on; check what is mounted there, then restart stowage`, { volume });
     }
     this.dirs.setDevice(dev);
+    trustIfLocal(this.ctx.fs, this.options.path);
     for (const dir of internalDirs(this.layout)) await this.dirs.ensure(dir);
     this.ctx.log.info(`vfs store ${this.storeId} at ${this.options.path} was mounted again; its directories were checked afresh`);
   }
@@ -198,20 +202,20 @@ export class VfsBackend implements Backend {
         `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume: name });
     });
     try {
+      const owner = options.uid !== undefined || options.gid !== undefined;
       if (makesDir) {
-        // 0700 until owner and mode are final, so no one gets in through a half-made directory.
-        await fs.mkdir(dataDir, { mode: 0o700 }).catch((err: unknown) => {
+        // With an owner to set, 0700 until owner and mode are final, so no one gets in through a half-made directory.
+        await fs.mkdir(dataDir, { mode: owner ? 0o700 : options.mode ?? 0o755 }).catch((err: unknown) => {
           if (errnoCode(err) !== 'EEXIST') throw err;
           makesDir = false;
         });
         if (!makesDir) throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dataDir} appeared while volume ${name} was being created`, { volume: name });
       }
-      await realDirOn(fs, dataDir, this.dirs.device, name);
-      const owner = options.uid !== undefined || options.gid !== undefined;
-      if (makesDir || owner || options.mode !== undefined) {
-        const stat = await fs.lstat(dataDir);
-        await setDirAttributes(fs, dataDir, options.mode ?? (makesDir ? 0o755 : stat.mode & 0o7777),
-          owner ? { uid: options.uid ?? stat.uid, gid: options.gid ?? stat.gid } : undefined);
+      const dir = await realDirOn(fs, dataDir, this.dirs.device, name);
+      const mode = options.mode ?? (makesDir ? 0o755 : dir.mode & 0o7777);
+      // The umask may have taken bits from mkdir's mode; an adopted directory keeps its own unless told.
+      if (owner || (dir.mode & 0o7777) !== mode) {
+        await setDirAttributes(fs, dataDir, mode, owner ? { uid: options.uid ?? dir.uid, gid: options.gid ?? dir.gid } : undefined);
       }
       // The commit point: the volume becomes visible only now, complete.
       if (!(await this.registry.add({ format: 1, record, dataDir: name }))) {
@@ -306,7 +310,7 @@ export class VfsBackend implements Backend {
     });
     if (stat) await realDirOn(fs, source, this.dirs.device, name);
     const area = request.retain ? 'removed' : 'deleting';
-    const leaf = `${name}@${stamp()}`;
+    const leaf = `${name}@${removalStamp()}`;
     const target = join(this.layout.meta, area, leaf);
     for (const dir of [join(this.layout.meta, area), this.layout.volumes, this.layout.journal]) await this.dirs.recheck(dir, name);
     const { createdAt, createdBy } = entry.record;
@@ -367,6 +371,8 @@ export class VfsBackend implements Backend {
         `Restore it, or remove the volume`, { volume: name });
     }
     await realDirOn(this.ctx.fs, path, this.dirs.device, name);
+    // No data goes into a volume whose record could still vanish in a power loss.
+    await this.registry.durable(name);
     return path;
   }
 

@@ -9,6 +9,7 @@ import type { FsPort } from '../fs-port.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import { LockLease, type Lease } from './lease.js';
+import { randomHex } from '../random-hex.js';
 
 const lockSchema = z.object({
   owner: z.string().refine(isValidNodeId, 'not a valid node id'),
@@ -42,8 +43,11 @@ interface Held {
   released: boolean;
 }
 
-/** Lock files need no fsync: a lock that survived a power loss would only block others. */
-const QUICK = { durable: false } as const;
+/**
+ * Lock files need no fsync: a lock that survived a power loss would only block others. A torn
+ * one (seen while being written) reads as invalid, which blocks like a lock.
+ */
+const QUICK = { durable: false, tornIsHarmless: true } as const;
 /**
  * Lock files are padded to one length (JSON allows trailing blanks), so a renewal rewrites the
  * same bytes in place and the file never shrinks or grows under a reader.
@@ -122,14 +126,12 @@ export class ClusterLocks {
     let holder: LockFile | undefined;
     for (;;) {
       const started = LockLease.stamp();
-      const body: LockFile = { owner: this.nodeId, token: randomBytes(8).toString('hex'), expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
-      if (await createFileExclusive(this.fs, path, encode(body), QUICK)) {
-        const identity = await this.identify(path, body.token);
-        if (identity) {
-          const lease = new LockLease(name, this.settings.ttlMs, this.marginMs, started, (m) => this.log?.(m));
-          return { path, body, ...identity, lease, released: false };
-        }
-        continue;
+      const body: LockFile = { owner: this.nodeId, token: randomHex(8), expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
+      // The identity is the inode just linked (or created) at `path`: ours until released or broken.
+      const created = await createFileExclusive(this.fs, path, encode(body), QUICK);
+      if (created) {
+        const lease = new LockLease(name, this.settings.ttlMs, this.marginMs, started, (m) => this.log?.(m));
+        return { path, body, dev: created.dev, ino: created.ino, lease, released: false };
       }
       const state = await this.inspect(path);
       holder = state.kind === 'valid' ? state.lock : undefined;
@@ -149,21 +151,6 @@ export class ClusterLocks {
           { volume: name, node: holder?.owner });
       }
       await sleep(20 + Math.floor(Math.random() * 60));
-    }
-  }
-
-  /** Device and inode of the lock file just linked at `path`, if it holds our token. */
-  private async identify(path: string, token: string): Promise<{ dev: number; ino: number } | undefined> {
-    const handle = await this.fs.open(path, OPEN_READ).catch(() => undefined);
-    if (!handle) return undefined;
-    try {
-      const [stat, text] = [await handle.stat(), await handle.readFile('utf8')];
-      const lock = parseRecordText(lockSchema, text, `lock file ${path}`);
-      return lock.token === token ? { dev: stat.dev, ino: stat.ino } : undefined;
-    } catch {
-      return undefined;
-    } finally {
-      await handle.close();
     }
   }
 

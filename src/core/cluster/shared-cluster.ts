@@ -38,6 +38,8 @@ export class SharedCluster implements Cluster {
   private timer?: NodeJS.Timeout;
   private pending?: NodeJS.Timeout;
   private publishing: Promise<void> = Promise.resolve();
+  /** A publish waiting for the one in progress; it has not read the mounts yet. */
+  private queued?: Promise<void>;
   private readonly startedAt: string;
 
   constructor(
@@ -104,8 +106,14 @@ export class SharedCluster implements Cluster {
     return this.publish();
   }
 
+  /**
+   * Publishes this node's record. A caller's change is in the record when its promise resolves;
+   * callers arriving while a write is queued and not yet started share that write.
+   */
   private publish(): Promise<void> {
+    if (this.queued) return this.queued;
     const next = this.publishing.then(async () => {
+      this.queued = undefined;
       const record: NodeRecord = {
         format: 1,
         nodeId: this.nodeId,
@@ -128,6 +136,7 @@ export class SharedCluster implements Cluster {
       }
     });
     this.publishing = next.catch(() => undefined);
+    this.queued = next;
     return next;
   }
 

@@ -1,0 +1,120 @@
+import type { FileHandle } from 'node:fs/promises';
+import type { FsPort } from './fs-port.js';
+import type { Logger } from './logger.js';
+import { messageOf } from './errors.js';
+
+type SyncableHandle = Pick<FileHandle, 'sync' | 'close'>;
+
+interface Round {
+  files: Map<string, SyncableHandle>;
+  dirs: Set<string>;
+  done: Promise<void>;
+  /** Paths whose flush failed in this round, with the error. */
+  failed: Map<string, unknown>;
+}
+
+/**
+ * Group commit for records that must reach the disk soon, but need not hold up the request that
+ * wrote them: a volume's registry entry is on disk before the volume is first mounted (before any
+ * data can be written into it), not before its Create answers. Writes queue their open handle
+ * (fsynced and closed here) and the directories whose entries changed; one round flushes
+ * everything queued meanwhile, so concurrent requests share the disk's flushes, and a round
+ * starts as soon as the previous one ends, so a record waits at most about two flushes.
+ */
+export class Flusher {
+  private next?: Round;
+  private running: Promise<void> = Promise.resolve();
+  /** The round that holds (or held, until it ended) each queued path's latest write. */
+  private readonly roundOf = new Map<string, Round>();
+  /** Paths whose last flush failed, retried by the next `durable` call. */
+  private readonly failedPaths = new Map<string, unknown>();
+
+  constructor(private readonly fs: FsPort, private readonly log: Logger) {}
+
+  /** Takes over `handle` (of the file now at `path`): it is fsynced and closed in the next round. */
+  file(path: string, handle: SyncableHandle): void {
+    const round = this.open();
+    const earlier = round.files.get(path);
+    // A newer write of the same path in one round: the older handle only needs closing.
+    if (earlier) void earlier.close().catch(() => undefined);
+    round.files.set(path, handle);
+    this.roundOf.set(path, round);
+    this.failedPaths.delete(path);
+  }
+
+  /** Queues an fsync of `dir`, whose entries changed (a file linked, renamed or unlinked there). */
+  directory(dir: string): void {
+    const round = this.open();
+    round.dirs.add(dir);
+    this.roundOf.set(dir, round);
+    this.failedPaths.delete(dir);
+  }
+
+  /**
+   * Resolves once the last write queued for `path` is on disk (at once when none is pending);
+   * rejects when flushing it failed.
+   */
+  async durable(path: string): Promise<void> {
+    const round = this.roundOf.get(path);
+    if (round) await round.done;
+    if (!this.failedPaths.has(path)) return;
+    // Flushing failed before (EIO, a full disk): try again now, and fail the caller if it still does.
+    const handle = await this.fs.open(path, 'r');
+    try { await handle.sync(); } finally { await handle.close(); }
+    this.failedPaths.delete(path);
+  }
+
+  /** Resolves when everything queued so far is on disk or has failed (failures are logged). */
+  async drain(): Promise<void> {
+    while (this.next) await this.next.done;
+    await this.running;
+  }
+
+  get pending(): number {
+    return this.roundOf.size;
+  }
+
+  private open(): Round {
+    if (this.next) return this.next;
+    let start!: () => void;
+    const gate = new Promise<void>((resolve) => { start = resolve; });
+    const round: Round = { files: new Map(), dirs: new Set(), failed: new Map(), done: Promise.resolve() };
+    round.done = gate.then(() => this.flush(round));
+    this.next = round;
+    // The round starts after the one running now, and after this turn of the event loop, so
+    // every request that wrote meanwhile joins it.
+    this.running = this.running.then(() => new Promise<void>((resolve) => setImmediate(() => {
+      if (this.next === round) this.next = undefined;
+      start();
+      round.done.then(resolve, resolve);
+    })));
+    return round;
+  }
+
+  private async flush(round: Round): Promise<void> {
+    // Files first: a directory's fsync then also covers their new names.
+    await Promise.all([...round.files].map(async ([path, handle]) => {
+      try {
+        await handle.sync();
+      } catch (err) {
+        round.failed.set(path, err);
+      } finally {
+        await handle.close().catch(() => undefined);
+      }
+    }));
+    await Promise.all([...round.dirs].map(async (dir) => {
+      try {
+        const handle = await this.fs.open(dir, 'r');
+        try { await handle.sync(); } finally { await handle.close(); }
+      } catch (err) {
+        // Some filesystems refuse fsync on a directory; the files' own fsyncs still happened.
+        if ((err as { code?: unknown }).code !== 'EINVAL') round.failed.set(dir, err);
+      }
+    }));
+    for (const [path, err] of round.failed) {
+      this.failedPaths.set(path, err);
+      this.log.error(`could not flush ${path} to disk (retried before its volume is next used): ${messageOf(err)}`);
+    }
+    for (const [path, owner] of this.roundOf) if (owner === round) this.roundOf.delete(path);
+  }
+}

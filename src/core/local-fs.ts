@@ -1,0 +1,214 @@
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { promisify } from 'node:util';
+import type { FsPort } from './fs-port.js';
+
+/**
+ * statfs magic numbers of filesystems on a local block device or in memory: a metadata call
+ * there takes microseconds and cannot wait on a network. NFS, FUSE (GlusterFS), CIFS, Ceph and
+ * cluster filesystems are absent on purpose.
+ */
+const LOCAL_FS_TYPES = new Set([
+  0xef53, // ext2, ext3, ext4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+  0x01021994, // tmpfs
+  0xf2f52010, // f2fs
+  0x2fc12fc1, // zfs
+  0x794c7630, // overlayfs (a container's root on a local disk)
+]);
+
+/** Longest the event loop runs synchronous calls back to back before letting other work in. */
+const TURN_MS = 4;
+
+const fsync = promisify(fs.fsync);
+
+type Path = string | Buffer | URL;
+
+/**
+ * The same calls as `node:fs/promises`, done synchronously for paths under directories known to
+ * sit on a local filesystem. A promise-based call costs a thread-pool round trip (tens of
+ * microseconds here, and most of a request's time); the system call itself is a few. Paths
+ * elsewhere (a shared mount, anything not registered) take the thread pool as before, so a hung
+ * network filesystem can only stall its own calls. fsync always goes to the thread pool: it
+ * waits on the disk. Long runs of calls (a purge walking a tree) give the event loop a turn
+ * every few milliseconds.
+ */
+export class LocalFirstFs {
+  private readonly localRoots = new Set<string>();
+  private turnStartedAt = 0;
+  private turnPending = false;
+
+  /**
+   * Registers `dir` for synchronous calls if statfs says it is on a local filesystem.
+   * @returns whether it was registered
+   */
+  trustIfLocal(dir: string): boolean {
+    let type: number;
+    try {
+      type = Number(fs.statfsSync(dir).type);
+    } catch {
+      return false;
+    }
+    const root = dir.endsWith('/') ? dir : `${dir}/`;
+    if (LOCAL_FS_TYPES.has(type)) this.localRoots.add(root);
+    else this.localRoots.delete(root);
+    return LOCAL_FS_TYPES.has(type);
+  }
+
+  /** Stops synchronous calls under `dir` (what is mounted there changed). */
+  distrust(dir: string): void {
+    this.localRoots.delete(dir.endsWith('/') ? dir : `${dir}/`);
+  }
+
+  /** True when calls on `path` run synchronously: it lies under a directory on a local filesystem. */
+  isLocal(path: Path): path is string {
+    if (typeof path !== 'string' || !path.startsWith('/') || path.includes('/..')) return false;
+    for (const root of this.localRoots) {
+      if (path.startsWith(root) || path === root.slice(0, -1)) return true;
+    }
+    return false;
+  }
+
+  /** Resolves with `value`, after an event-loop turn when synchronous calls ran too long. */
+  private settle<T>(value: T): Promise<T> {
+    const now = performance.now();
+    if (!this.turnPending) {
+      this.turnPending = true;
+      this.turnStartedAt = now;
+      setImmediate(() => { this.turnPending = false; });
+    }
+    if (now - this.turnStartedAt < TURN_MS) return Promise.resolve(value);
+    return new Promise((resolve) => setImmediate(() => resolve(value)));
+  }
+
+  private run<T>(sync: () => T): Promise<T> {
+    try {
+      return this.settle(sync());
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  // Signatures are loose on purpose: `asFsPort` below pins them to fs/promises' types.
+  mkdir = (path: Path, options?: fs.MakeDirectoryOptions | fs.Mode): Promise<string | undefined> =>
+    this.isLocal(path) ? this.run(() => fs.mkdirSync(path, options)) : fsp.mkdir(path, options);
+
+  readFile = (path: Path, options?: { encoding?: BufferEncoding | null } | BufferEncoding | null): Promise<string | Buffer> =>
+    this.isLocal(path) ? this.run(() => fs.readFileSync(path, options)) : fsp.readFile(path, options);
+
+  writeFile = (path: Path, data: string | Uint8Array, options?: fs.WriteFileOptions): Promise<void> =>
+    this.isLocal(path) ? this.run(() => fs.writeFileSync(path, data, options)) : fsp.writeFile(path, data, options);
+
+  rename = (from: Path, to: Path): Promise<void> =>
+    this.isLocal(from) && this.isLocal(to) ? this.run(() => fs.renameSync(from, to)) : fsp.rename(from, to);
+
+  /** Always through the thread pool: a recursive remove can be long. */
+  rm = (path: Path, options?: fs.RmOptions): Promise<void> => fsp.rm(path, options);
+
+  rmdir = (path: Path): Promise<void> => this.isLocal(path) ? this.run(() => fs.rmdirSync(path)) : fsp.rmdir(path);
+
+  readdir = (path: Path, options?: BufferEncoding | null): Promise<string[]> =>
+    this.isLocal(path) ? this.run(() => fs.readdirSync(path, options ?? 'utf8')) : fsp.readdir(path, options ?? 'utf8');
+
+  stat = (path: Path): Promise<fs.Stats> => this.isLocal(path) ? this.run(() => fs.statSync(path)) : fsp.stat(path);
+
+  lstat = (path: Path): Promise<fs.Stats> => this.isLocal(path) ? this.run(() => fs.lstatSync(path)) : fsp.lstat(path);
+
+  chmod = (path: Path, mode: fs.Mode): Promise<void> =>
+    this.isLocal(path) ? this.run(() => fs.chmodSync(path, mode)) : fsp.chmod(path, mode);
+
+  chown = (path: Path, uid: number, gid: number): Promise<void> =>
+    this.isLocal(path) ? this.run(() => fs.chownSync(path, uid, gid)) : fsp.chown(path, uid, gid);
+
+  link = (existing: Path, created: Path): Promise<void> =>
+    this.isLocal(existing) && this.isLocal(created) ? this.run(() => fs.linkSync(existing, created)) : fsp.link(existing, created);
+
+  unlink = (path: Path): Promise<void> => this.isLocal(path) ? this.run(() => fs.unlinkSync(path)) : fsp.unlink(path);
+
+  access = (path: Path, mode?: number): Promise<void> =>
+    this.isLocal(path) ? this.run(() => fs.accessSync(path, mode)) : fsp.access(path, mode);
+
+  open = (path: Path, flags?: string | number, mode?: fs.Mode): Promise<fsp.FileHandle | LocalFileHandle> =>
+    this.isLocal(path) ? this.run(() => new LocalFileHandle(fs.openSync(path, flags ?? 'r', mode), this)) : fsp.open(path, flags, mode);
+
+  /** @internal for LocalFileHandle */
+  runSync<T>(sync: () => T): Promise<T> {
+    return this.run(sync);
+  }
+}
+
+/** The FileHandle calls stowage makes, on a descriptor of a local file. */
+export class LocalFileHandle {
+  private closed = false;
+
+  constructor(readonly fd: number, private readonly owner: LocalFirstFs) {}
+
+  stat(): Promise<fs.Stats> {
+    return this.owner.runSync(() => fs.fstatSync(this.fd));
+  }
+
+  readFile(options?: { encoding?: BufferEncoding | null } | BufferEncoding | null): Promise<string | Buffer> {
+    return this.owner.runSync(() => fs.readFileSync(this.fd, options));
+  }
+
+  writeFile(data: string | Uint8Array): Promise<void> {
+    return this.owner.runSync(() => fs.writeFileSync(this.fd, data));
+  }
+
+  async write(data: string, position?: number | null, encoding?: BufferEncoding): Promise<{ bytesWritten: number; buffer: string }> {
+    const bytesWritten = await this.owner.runSync(() => fs.writeSync(this.fd, data, position, encoding));
+    return { bytesWritten, buffer: data };
+  }
+
+  async read<T extends NodeJS.ArrayBufferView>(buffer: T, offset?: number, length?: number, position?: number | null): Promise<{ bytesRead: number; buffer: T }> {
+    const bytesRead = await this.owner.runSync(() => fs.readSync(this.fd, buffer, offset ?? 0, length ?? buffer.byteLength, position ?? null));
+    return { bytesRead, buffer };
+  }
+
+  truncate(length?: number): Promise<void> {
+    return this.owner.runSync(() => fs.ftruncateSync(this.fd, length));
+  }
+
+  chmod(mode: fs.Mode): Promise<void> {
+    return this.owner.runSync(() => fs.fchmodSync(this.fd, mode));
+  }
+
+  chown(uid: number, gid: number): Promise<void> {
+    return this.owner.runSync(() => fs.fchownSync(this.fd, uid, gid));
+  }
+
+  /** In the thread pool: the only call here that waits on the disk. */
+  sync(): Promise<void> {
+    return fsync(this.fd);
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return this.owner.runSync(() => fs.closeSync(this.fd));
+  }
+}
+
+/**
+ * The port's view of a LocalFirstFs: its calls take the arguments stowage passes and return what
+ * fs/promises returns for them (tested side by side in test/unit/local-fs.test.ts); the cast only
+ * drops the overloads stowage never uses.
+ */
+export function asFsPort(local: LocalFirstFs): FsPort {
+  return local as unknown as FsPort;
+}
+
+/** Registers `dir` for synchronous calls when `fs` is a LocalFirstFs and `dir` is on a local filesystem. */
+export function trustIfLocal(port: FsPort, dir: string): boolean {
+  return port instanceof LocalFirstFs ? port.trustIfLocal(dir) : false;
+}
+
+/** True when `path` is known to be on a local filesystem (where O_EXCL is exclusive for every writer). */
+export function isLocalPath(port: FsPort, path: string): boolean {
+  return port instanceof LocalFirstFs && port.isLocal(path);
+}
+
+export function distrust(port: FsPort, dir: string): void {
+  if (port instanceof LocalFirstFs) port.distrust(dir);
+}
