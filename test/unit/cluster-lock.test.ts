@@ -10,6 +10,7 @@ import { SharedClock } from '../../src/core/clock.js';
 import { ClusterLocks } from '../../src/core/cluster/cluster-lock.js';
 import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 import { faultyFs } from '../helpers/lock-faults.js';
+import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -181,4 +182,42 @@ describe('ClusterLocks on a real directory', () => {
       child.kill();
     }
   });
+
+  describe('through the local fast path (one O_EXCL create per lock)', () => {
+    const fast = () => {
+      const local = new LocalFirstFs();
+      expect(local.trustIfLocal(dir)).toBe(true);
+      return asFsPort(local);
+    };
+
+    it('keeps two nodes contending for one name strictly one at a time, and leaves no file behind', async () => {
+      const clock = new SharedClock();
+      const nodes = ['node-a', 'node-b'].map((id) => new ClusterLocks(fast(), dir, id, clock, { ttlMs: 2_000, waitMs: 20_000 }));
+      let inside = 0;
+      let overlaps = 0;
+      const holders: string[] = [];
+      await Promise.all(nodes.flatMap((locks, n) => Array.from({ length: 15 }, () => locks.withLock('vol', async () => {
+        inside += 1;
+        if (inside > 1) overlaps += 1;
+        holders.push(await owner());
+        await sleep(1);
+        inside -= 1;
+      }))));
+      expect(overlaps).toBe(0);
+      // Each turn's file named the node that held it.
+      expect(holders.filter((h) => h === 'node-a')).toHaveLength(15);
+      expect(holders.filter((h) => h === 'node-b')).toHaveLength(15);
+      expect(await realFs.readdir(dir)).toEqual([]);
+    });
+
+    it('reads a lock file caught half-written (empty) as held, not as free, until it is a lifetime old', async () => {
+      const clock = new SharedClock();
+      await realFs.writeFile(lockFile(), '');
+      const waiter = new ClusterLocks(fast(), dir, 'node-a', clock, { ttlMs: 400, waitMs: 150 });
+      await expect(waiter.withLock('vol', async () => 'in')).rejects.toThrow(/locked by node unknown/);
+      const patient = new ClusterLocks(fast(), dir, 'node-a', clock, { ttlMs: 400, waitMs: 3_000 });
+      expect(await patient.withLock('vol', async () => owner())).toBe('node-a');
+    });
+  });
 });
+
