@@ -37,6 +37,14 @@ function tempPathFor(path: string): string {
   return join(dirname(path), `${TEMP_PREFIX}${ownerTag}-${process.pid}-${randomHex(4)}-${basename(path)}`);
 }
 
+/**
+ * A fixed temp name (`.tmp-own-<file>`), for a file in a directory only this daemon writes
+ * (its --root) and written one write at a time: a fixed name lets a crash test aim at it.
+ */
+function ownTempPathFor(path: string): string {
+  return join(dirname(path), `${TEMP_PREFIX}own-${basename(path)}`);
+}
+
 /** True for a name `tempPathFor` (or an older stowage) made. */
 export function isTempName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) || LEGACY_TEMP_NAME.test(name);
@@ -122,11 +130,16 @@ async function syncDir(fs: FsPort, dir: string): Promise<void> {
 /**
  * Writes a file so readers see either the old or the new content, never a torn one. The rename
  * replaces a symlink at `path` instead of writing through it. `durable: false` skips the fsyncs,
- * for files that only need to survive a process crash (intent records).
+ * for files that only need to survive a process crash (intent records); `ownTemp` names the temp
+ * `.tmp-own-<file>` (see ownTempPathFor).
  */
-export async function writeFileAtomic(fs: FsPort, path: string, data: string, options: { durable?: boolean } = {}): Promise<void> {
+export async function writeFileAtomic(
+  fs: FsPort, path: string, data: string, options: { durable?: boolean; ownTemp?: boolean } = {},
+): Promise<void> {
   const durable = options.durable ?? true;
-  const temp = tempPathFor(path);
+  const temp = options.ownTemp ? ownTempPathFor(path) : tempPathFor(path);
+  // A fixed temp name may be left over by a killed write: it is this process's own, replaced.
+  if (options.ownTemp) await fs.unlink(temp).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
   await writeTemp(fs, temp, data, durable);
   try {
     await fs.rename(temp, path);

@@ -229,7 +229,7 @@ export class MountTable {
       };
       try {
         // No fsync: mount records only need to outlive the daemon; a host crash ends every mount anyway.
-        await writeFileAtomic(this.fs, this.path, JSON.stringify(file), { durable: false });
+        await writeFileAtomic(this.fs, this.path, JSON.stringify(file), { durable: false, ownTemp: true });
       } catch (err) {
         this.dirty = true;
         throw new StowageError(ErrorCodes.INTERNAL,

@@ -215,9 +215,8 @@ export class VolumeManager {
       });
       this.mountpoints.set(name, path);
       this.mounts.increment(name, id, isoTime(this.clock.now()), incarnation);
-      // Both must succeed; they run side by side (the local save fsyncs, the record does not).
-      const [saved, published] = await Promise.allSettled([this.mounts.persist(), this.cluster.publishNow()]);
-      const failed = saved.status === 'rejected' ? saved : published.status === 'rejected' ? published : undefined;
+      // Both must succeed; neither is flushed to disk (see the README's durability table).
+      const failed = await this.mounts.persist().then(() => this.cluster.publishNow()).then(() => undefined, (reason: unknown) => ({ reason }));
       if (failed) {
         const err: unknown = failed.reason;
         // Docker sends no Unmount for a failed Mount: a count kept here would pin the volume.

@@ -210,12 +210,13 @@ describe('ClusterLocks on a real directory', () => {
       expect(await realFs.readdir(dir)).toEqual([]);
     });
 
-    it('reads a lock file caught half-written (empty) as held, not as free, until it is a lifetime old', async () => {
+    it('reads a lock file caught half-written (empty) as held, and one left empty by a killed writer as free after 2 s, not a lifetime', async () => {
       const clock = new SharedClock();
       await realFs.writeFile(lockFile(), '');
-      const waiter = new ClusterLocks(fast(), dir, 'node-a', clock, { ttlMs: 400, waitMs: 150 });
+      const waiter = new ClusterLocks(fast(), dir, 'node-a', clock, { ttlMs: 60_000, waitMs: 300 });
       await expect(waiter.withLock('vol', async () => 'in')).rejects.toThrow(/locked by node unknown/);
-      const patient = new ClusterLocks(fast(), dir, 'node-a', clock, { ttlMs: 400, waitMs: 3_000 });
+      const patient = new ClusterLocks(fast(), dir, 'node-a', clock, { ttlMs: 60_000, waitMs: 10_000 });
+      // Taken over within its 10 s wait, so once the empty file was 2 s old, not after a lock's 60 s lifetime.
       expect(await patient.withLock('vol', async () => owner())).toBe('node-a');
     });
   });

@@ -25,7 +25,7 @@ type LockFile = z.infer<typeof lockSchema>;
 /** What a lock file holds: a valid lock, a file that is not one (torn, foreign), or nothing. */
 type LockState =
   | { kind: 'valid'; lock: LockFile; mtimeMs: number }
-  | { kind: 'invalid'; mtimeMs: number; problem: string }
+  | { kind: 'invalid'; mtimeMs: number; problem: string; empty?: boolean }
   | { kind: 'absent' };
 
 export interface LockSettings {
@@ -53,6 +53,11 @@ const QUICK = { durable: false, tornIsHarmless: true } as const;
  * same bytes in place and the file never shrinks or grows under a reader.
  */
 const LOCK_BYTES = 256;
+/**
+ * A lock file created in place (O_EXCL on a local filesystem) is empty until its writer fills it,
+ * microseconds later; one still empty after this long was left by a writer killed in between.
+ */
+const EMPTY_GRACE_MS = 2_000;
 const OPEN_OWN = constants.O_RDWR | constants.O_NOFOLLOW;
 const OPEN_READ = constants.O_RDONLY | constants.O_NOFOLLOW;
 
@@ -62,7 +67,7 @@ function encode(lock: LockFile): string {
   return JSON.stringify(lock).padEnd(LOCK_BYTES, ' ');
 }
 
-function sameFile(stat: { dev: number; ino: number }, held: Held): boolean {
+function sameFile(stat: { dev: number; ino: number }, held: { dev: number; ino: number }): boolean {
   return stat.dev === held.dev && stat.ino === held.ino;
 }
 
@@ -129,18 +134,24 @@ export class ClusterLocks {
       const body: LockFile = { owner: this.nodeId, token: randomHex(8), expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
       // The identity is the inode just linked (or created) at `path`: ours until released or broken.
       const created = await createFileExclusive(this.fs, path, encode(body), QUICK);
-      if (created) {
+      // Still ours once complete: a created file stays empty for a moment, and an empty lock
+      // file old enough may be broken (see EMPTY_GRACE_MS); then we try again.
+      const now = created ? await this.fs.lstat(path).catch(() => undefined) : undefined;
+      if (created && now && sameFile(now, created)) {
         const lease = new LockLease(name, this.settings.ttlMs, this.marginMs, started, (m) => this.log?.(m));
         return { path, body, dev: created.dev, ino: created.ino, lease, released: false };
       }
+      if (created) continue;
       const state = await this.inspect(path);
       holder = state.kind === 'valid' ? state.lock : undefined;
       if (state.kind === 'valid' && (this.expired(state) || this.leftByEarlierRun(state.lock))) {
         await this.breakExpired(path, state.lock.token);
         continue;
       }
-      // Not a lock we can read: it blocks like one until it is as old as a lock's lifetime.
-      if (state.kind === 'invalid' && state.mtimeMs + this.settings.ttlMs < this.clock.now()) {
+      // Not a lock we can read: it blocks like one until it is as old as a lock's lifetime, or,
+      // empty, as old as no writer takes between creating a lock file and filling it.
+      const unreadableFor = state.kind === 'invalid' && state.empty ? EMPTY_GRACE_MS : this.settings.ttlMs;
+      if (state.kind === 'invalid' && state.mtimeMs + unreadableFor < this.clock.now()) {
         this.log?.(`breaking the unreadable lock file ${path} (${state.problem})`);
         await this.breakExpired(path, undefined);
         continue;
@@ -244,6 +255,7 @@ export class ClusterLocks {
       if (isStowageError(err, ErrorCodes.STATE_CORRUPT)) return { kind: 'invalid', mtimeMs: 0, problem: err.message };
       throw err;
     }
+    if (text === '') return { kind: 'invalid', mtimeMs, problem: 'it is empty', empty: true };
     try {
       return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`), mtimeMs };
     } catch (err) {
