@@ -1,10 +1,8 @@
-import { join } from 'node:path';
 import { z } from 'zod';
 import type { FsPort } from './fs-port.js';
-import { writeFileAtomic } from './atomic-file.js';
-import { ErrorCodes, StowageError, describeCause, errnoCode, messageOf } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from './errors.js';
+import { MountFiles, type StoredVolumeMounts } from './mount-log.js';
 import { isValidMountId, isValidVolumeName } from './names.js';
-import { parseRecordText } from './schema/parse-record.js';
 
 /** One Docker mount ID of a volume on this node (not a kernel mount: see proc-mounts.ts). */
 export interface MountIdCount {
@@ -21,23 +19,6 @@ const entrySchema = z.object({
   since: z.string(),
   last: z.string().optional(),
 }) satisfies z.ZodType<MountIdCount>;
-
-/**
- * Format 1 kept only IDs per volume; format 2 adds which incarnation of the volume they belong
- * to. Both read as format 2. Entries are checked one by one at load, so one bad entry is skipped
- * and reported, not the whole table.
- */
-const fileSchema = z.discriminatedUnion('format', [
-  z.object({ format: z.literal(1), volumes: z.record(z.string(), z.record(z.string(), z.unknown())) }),
-  z.object({
-    format: z.literal(2),
-    volumes: z.record(z.string(), z.object({
-      incarnation: z.string().optional(),
-      ids: z.record(z.string(), z.unknown()),
-    })),
-  }),
-]).transform((file) => file.format === 2 ? file.volumes
-  : Object.fromEntries(Object.entries(file.volumes).map(([volume, ids]) => [volume, { incarnation: undefined, ids }])));
 
 interface VolumeMounts {
   /** Identity of the volume these mounts belong to (its createdAt and createdBy). */
@@ -65,36 +46,30 @@ export interface MountRecordView {
  */
 export class MountTable {
   private volumes = new Map<string, VolumeMounts>();
-  private readonly path: string;
+  private readonly files: MountFiles;
   private writing: Promise<void> = Promise.resolve();
-  private dirty = false;
+  /** Volumes changed since the last save. */
+  private readonly dirty = new Set<string>();
   /** Bumped on every change; lets callers reuse answers derived from the table. */
   version = 0;
   /** Entries skipped at load because they were invalid, for the log. */
   readonly skipped: string[] = [];
 
-  constructor(private readonly fs: FsPort, root: string, private readonly nodeId: string) {
-    this.path = join(root, 'mounts.json');
+  constructor(fs: FsPort, root: string, nodeId: string) {
+    this.files = new MountFiles(fs, root, nodeId);
   }
 
+  /** Reads the records a previous run saved, then starts a fresh snapshot and log from them. */
   async load(): Promise<void> {
-    let text: string;
+    const path = this.files.snapshotPath;
+    let volumes: Record<string, StoredVolumeMounts>;
+    let skippedLines: string[];
     try {
-      text = await this.fs.readFile(this.path, 'utf8');
+      ({ volumes, skipped: skippedLines } = await this.files.read());
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') {
-        this.volumes.clear();
-        return;
-      }
-      throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `mount records in ${this.path} cannot be read (${describeCause(err)}); fix or move the file aside and restart`, { cause: err });
-    }
-    let volumes: z.infer<typeof fileSchema>;
-    try {
-      volumes = parseRecordText(fileSchema, text, `the mount records file ${this.path}`);
-    } catch (err) {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `${messageOf(err)}; fix or move the file aside and restart`, { cause: err });
+      throw new StowageError(ErrorCodes.STATE_CORRUPT, isStowageError(err)
+        ? `${messageOf(err)}; fix or move the file aside and restart`
+        : `mount records in ${path} cannot be read (${describeCause(err)}); fix or move the file aside and restart`, { cause: err });
     }
     this.volumes.clear();
     this.skipped.length = 0;
@@ -114,6 +89,24 @@ export class MountTable {
       }
       if (entries.size > 0) this.volumes.set(volume, { incarnation, ids: entries });
     }
+    this.skipped.push(...skippedLines);
+    // A fresh snapshot and log; if the disk refuses now, the next save tries again.
+    await this.files.snapshot(this.stored()).catch(() => { this.files.needsSnapshot = true; });
+  }
+
+  /** Closes the log (the daemon stops). */
+  close(): Promise<void> {
+    return this.files.close();
+  }
+
+  private stored(): Record<string, StoredVolumeMounts> {
+    return Object.fromEntries([...this.volumes.keys()].map((volume) => [volume, this.storedOf(volume)!]));
+  }
+
+  private storedOf(volume: string): StoredVolumeMounts | undefined {
+    const mounts = this.volumes.get(volume);
+    if (!mounts) return undefined;
+    return { ...(mounts.incarnation === undefined ? {} : { incarnation: mounts.incarnation }), ids: Object.fromEntries(mounts.ids) };
   }
 
   /** Total mounts of a volume on this node. */
@@ -176,7 +169,7 @@ export class MountTable {
     } else {
       mounts.ids.set(id, { count: 1, since: now, last: now });
     }
-    this.changed();
+    this.changed(volume);
     return this.count(volume);
   }
 
@@ -188,7 +181,7 @@ export class MountTable {
       entry.count -= 1;
       if (entry.count <= 0) mounts.ids.delete(id);
       if (mounts.ids.size === 0) this.volumes.delete(volume);
-      this.changed();
+      this.changed(volume);
     }
     return this.count(volume);
   }
@@ -198,42 +191,40 @@ export class MountTable {
     const mounts = this.volumes.get(volume);
     if (mounts?.ids.delete(id)) {
       if (mounts.ids.size === 0) this.volumes.delete(volume);
-      this.changed();
+      this.changed(volume);
     }
     return this.count(volume);
   }
 
   forget(volume: string): void {
-    if (this.volumes.delete(volume)) this.changed();
+    if (this.volumes.delete(volume)) this.changed(volume);
   }
 
-  private changed(): void {
-    this.dirty = true;
+  private changed(volume: string): void {
+    this.dirty.add(volume);
     this.version += 1;
   }
 
   /**
-   * Persists the current table. Concurrent callers share writes: each caller's change is on
-   * disk when its promise resolves, and at most one write runs at a time.
+   * Saves the changes: one appended line per changed volume, or a new snapshot once the log has
+   * grown well past the table. Concurrent callers share writes: each caller's change is saved
+   * when its promise resolves, and at most one write runs at a time.
    */
   persist(): Promise<void> {
     const next = this.writing.then(async () => {
-      if (!this.dirty) return;
-      this.dirty = false;
-      const file = {
-        format: 2,
-        writtenBy: this.nodeId,
-        writtenAt: new Date().toISOString(),
-        volumes: Object.fromEntries([...this.volumes].map(([volume, { incarnation, ids }]) =>
-          [volume, { ...(incarnation === undefined ? {} : { incarnation }), ids: Object.fromEntries(ids) }])),
-      };
+      if (this.dirty.size === 0 && !this.files.needsSnapshot) return;
+      const changed = [...this.dirty];
+      this.dirty.clear();
       try {
-        // No fsync: mount records only need to outlive the daemon; a host crash ends every mount anyway.
-        await writeFileAtomic(this.fs, this.path, JSON.stringify(file), { durable: false, ownTemp: true });
+        if (this.files.needsSnapshot || this.files.linesSinceSnapshot + changed.length > Math.max(1024, 4 * this.volumes.size)) {
+          await this.files.snapshot(this.stored());
+        } else {
+          await this.files.append(changed.map((volume) => [volume, this.storedOf(volume) ?? null]));
+        }
       } catch (err) {
-        this.dirty = true;
+        for (const volume of changed) this.dirty.add(volume);
         throw new StowageError(ErrorCodes.INTERNAL,
-          `cannot save mount records to ${this.path}: ${describeCause(err)}`, { cause: err });
+          `cannot save mount records to ${this.files.logPath}: ${describeCause(err)}`, { cause: err });
       }
     });
     this.writing = next.catch(() => undefined);

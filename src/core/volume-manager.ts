@@ -81,6 +81,7 @@ export class VolumeManager {
     this.engine.stop();
     await this.cluster.stop();
     await this.mounts.persist().catch((err: unknown) => this.log.error(String(err)));
+    await this.mounts.close();
     await this.backend.dispose();
     await this.rootLock.release();
   }

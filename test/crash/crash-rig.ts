@@ -275,7 +275,7 @@ export class CrashRig {
       }
       if (after.includes(entry)) {
         this.violate(point, 'stowage release clears a mount count Docker never got the answer for',
-          `${entry} is still in ${join(this.root, 'mounts.json')} after stowage release ${volume} ${id}`);
+          `${entry} is still in ${join(this.root, 'mounts.json (+ mounts.log)')} after stowage release ${volume} ${id}`);
         continue;
       }
       const lost = before.filter((e) => !after.includes(e));
@@ -291,12 +291,12 @@ export class CrashRig {
     leaked = leaked.filter((id) => !this.releasable(id, unanswered));
     for (const id of leaked) {
       this.violate(point, 'mount counts return to zero once Docker unmounted everything', id,
-        `${join(this.root, 'mounts.json')} still counts ${id} ${SETTLE_MS} ms after Docker's last Unmount`);
+        `${join(this.root, 'mounts.json (+ mounts.log)')} still counts ${id} ${SETTLE_MS} ms after Docker's last Unmount`);
     }
     const records = (await persistedMounts(this.root)).ids;
     for (const [id, volume] of this.held) {
       if (!records.some((entry) => entry.startsWith(`${volume}/${id}×`))) {
-        this.violate(point, 'a mount Docker still holds survives the crash', `${volume}/${id} is no longer in ${join(this.root, 'mounts.json')}`);
+        this.violate(point, 'a mount Docker still holds survives the crash', `${volume}/${id} is no longer in ${join(this.root, 'mounts.json (+ mounts.log)')}`);
       }
     }
   }

@@ -33,19 +33,19 @@ const skip = systemSuite('strace', checkCrashTools()) || systemSuite('docker', c
  * Kill points in the daemon's handling of `docker run --rm -v VOL:/data IMAGE true`, each on a
  * path of its own (strace -P), since the node record is also published at moments of its own
  * (when the engine reports a container starting or stopping). Mount takes the volume's name lock,
- * attaches it, writes the mount records to `<root>/.tmp-own-mounts.json` and renames that over
- * mounts.json (the rename matches on its source only), publishes the node record, releases the
- * lock (unlinks `<locks>/VOL.lock`) and answers; Unmount writes the records the same way. So
- * rename #1 on the temp is "Mount done, not recorded", unlink #1 of the lock "recorded, not
- * answered", and rename #2 "Unmount done, not recorded". (An Unmount recorded and not answered
- * leaves the same records as one answered: Docker never retries an Unmount.)
+ * attaches it, appends its mount record to `<root>/mounts.log` (a write on that file), publishes
+ * the node record, releases the lock (unlinks `<locks>/VOL.lock`) and answers; Unmount appends
+ * its record the same way. So write #1 on the log is "Mount done, not recorded", unlink #1 of the
+ * lock "recorded, not answered", and write #2 on the log "Unmount done, not recorded". (An
+ * Unmount recorded and not answered leaves the same records as one answered: Docker never
+ * retries an Unmount.)
  */
 function killPoints(root: string, store: string, volume = 'ek'): KillPoint[] {
-  const temp = join(root, '.tmp-own-mounts.json');
+  const log = join(root, 'mounts.log');
   return [
-    { syscall: 'rename', n: 1, path: temp },
+    { syscall: 'write', n: 1, path: log },
     { syscall: 'unlink', n: 1, path: lockOf(store, volume) },
-    { syscall: 'rename', n: 2, path: temp },
+    { syscall: 'write', n: 2, path: log },
   ];
 }
 

@@ -6,7 +6,7 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
- * Total of the mount counts in `ROOT/mounts.json`, by volume and ID. Reads format 2 (see
+ * Total of the mount counts in `ROOT/mounts.json` and the log it names, by volume and ID. Reads format 2 (see
  * src/core/mount-table.ts: `volumes.<volume>.ids.<id>`, next to the volume's `incarnation`) and
  * format 1 (`volumes.<volume>.<id>`, no `format` or `format: 1`); a count is found as a number or
  * as `{count}`. A file that is not JSON, has no `volumes` map, has an unknown format, or a format 2
@@ -27,9 +27,25 @@ export async function persistedMounts(root: string): Promise<{ total: number; id
   }
   const format = file.format ?? 1;
   if (format !== 1 && format !== 2) throw new Error(`${path} has unknown format ${JSON.stringify(file.format)}: ${text.slice(0, 200)}`);
+  const volumes = { ...(file.volumes as Record<string, unknown>) };
+  // Format 2 with a `log`: the lines of ROOT/mounts.log whose header names it replace a volume's
+  // records one by one (`{"volume", "mounts"}`, null when none are left); a torn last line is skipped.
+  const logId = (file as { log?: unknown }).log;
+  if (format === 2 && typeof logId === 'string') {
+    const lines = (await readFile(join(root, 'mounts.log'), 'utf8').catch(() => '')).split('\n');
+    const header = tryJson(lines[0] ?? '') as { log?: unknown } | undefined;
+    if (header?.log === logId) {
+      for (const line of lines.slice(1)) {
+        const change = tryJson(line) as { volume?: unknown; mounts?: unknown } | undefined;
+        if (typeof change?.volume !== 'string') continue;
+        if (change.mounts === null) delete volumes[change.volume];
+        else volumes[change.volume] = change.mounts;
+      }
+    }
+  }
   let total = 0;
   const ids: string[] = [];
-  for (const [volume, value] of Object.entries(file.volumes as Record<string, unknown>)) {
+  for (const [volume, value] of Object.entries(volumes)) {
     let byId: unknown = value;
     if (format === 2) {
       byId = typeof value === 'object' && value !== null ? (value as { ids?: unknown }).ids : undefined;
@@ -48,6 +64,14 @@ export async function persistedMounts(root: string): Promise<{ total: number; id
     }
   }
   return { total, ids };
+}
+
+function tryJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface TempFile {

@@ -11,6 +11,7 @@ import {
   assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon, type DaemonHandle,
 } from '../helpers/daemon-process.js';
 import { pluginCall } from '../helpers/plugin-client.js';
+import { readMountRecords } from '../helpers/mount-records.js';
 
 beforeAll(() => assertCliBuilt());
 
@@ -279,8 +280,8 @@ describe('stowage daemon flags', () => {
     const second = await runCli(['daemon', '--socket', join(dir, 'second.sock'), '--root', root]);
     expect(second.exitCode).toBe(1);
     expect(second.stderr).toMatch(new RegExp(`another stowage daemon \\(pid ${first.pid}\\) uses the state root .*; stop it; or give this one its own --root`));
-    const records = JSON.parse(await readFile(join(root, 'mounts.json'), 'utf8'));
-    expect(records.volumes.locked.ids.m1.count).toBe(1);
+    const records = await readMountRecords(root);
+    expect(records.locked?.ids.m1).toMatchObject({ count: 1 });
     await first.stop();
   });
 });

@@ -7,6 +7,7 @@ import { memContainer, memFs, memStack, simulateCrash } from '../helpers/memfs-s
 import { LocalCluster } from '../../src/core/cluster/cluster.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
+import { readMountRecords } from '../helpers/mount-records.js';
 import { createRequest } from '../../src/core/create-request.js';
 
 describe('VolumeManager', () => {
@@ -187,7 +188,7 @@ describe('VolumeManager', () => {
       await first.vfs.remove('vanishing', { retain: false }); // e.g. removed by another node's backend
       await simulateCrash(first);
       const second = await memStack({ fs: first.fs });
-      expect(JSON.parse(await first.fs.readFile('/state/mounts.json', 'utf8')).volumes).toEqual({});
+      expect(await readMountRecords('/state', first.fs)).toEqual({});
       await expect(second.manager.get('vanishing')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
     });
 
@@ -204,9 +205,13 @@ describe('VolumeManager', () => {
       const fs: FsPort = {
         ...real,
         rename: async (from, to) => {
-          if (diskFull && String(to).endsWith('mounts.json')) throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' });
+          if (diskFull && /mounts\.(json|log)$/.test(String(to))) throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' });
           return real.rename(from, to);
         },
+        open: (async (...args: Parameters<FsPort['open']>) => {
+          if (diskFull && String(args[0]).endsWith('mounts.log')) throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' });
+          return real.open(...args);
+        }) as FsPort['open'],
       };
       const { manager } = await memStack({ fs });
       await manager.create('unsaved');
@@ -222,7 +227,7 @@ describe('VolumeManager', () => {
       await first.manager.create('good');
       await first.manager.mount('good', 'ok-id');
       await first.manager.dispose();
-      const file = JSON.parse(await first.fs.readFile('/state/mounts.json', 'utf8'));
+      const file = { format: 2, volumes: await readMountRecords('/state', first.fs) } as { format: number; volumes: Record<string, { ids: Record<string, unknown> }> };
       file.volumes['../escape'] = { ids: { m: { count: 1, since: 'x' } } };
       file.volumes.good.ids['bad\u0000id'] = { count: 1, since: 'x' };
       file.volumes.good.ids.negative = { count: -3, since: 'x' };
@@ -270,19 +275,60 @@ describe('VolumeManager', () => {
       expect((await manager.get('unpublished')).mountCount).toBe(0);
       expect(manager.mountRecords()).toEqual([]);
       expect(backend.count('detach')).toBe(1);
-      expect(JSON.parse(await fs.readFile('/state/mounts.json', 'utf8')).volumes).toEqual({});
+      expect(await readMountRecords('/state', fs)).toEqual({});
     });
 
-    it('writes mount records atomically with the writing node and time', async () => {
+    it('saves a mount as one line appended to the log the snapshot names, with the volume\'s incarnation', async () => {
       const { manager, fs } = await memStack({ nodeId: 'writer-node' });
       await manager.create('rec');
+      const snapshot = JSON.parse(await fs.readFile('/state/mounts.json', 'utf8'));
+      expect(snapshot).toMatchObject({ format: 2, writtenBy: 'writer-node', volumes: {} });
       await manager.mount('rec', 'id-9');
-      const file = JSON.parse(await fs.readFile('/state/mounts.json', 'utf8'));
-      expect(file.writtenBy).toBe('writer-node');
-      expect(file.format).toBe(2);
-      expect(file.volumes.rec.ids['id-9'].count).toBe(1);
-      expect(file.volumes.rec.incarnation).toMatch(/^\d{4}-.+\/writer-node$/);
+      await manager.mount('rec', 'id-9');
+      // The snapshot is not rewritten per mount; the log grows by one line per saved change.
+      expect(await fs.readFile('/state/mounts.json', 'utf8')).toBe(JSON.stringify(snapshot));
+      const log = String(await fs.readFile('/state/mounts.log', 'utf8')).split('\n').filter(Boolean);
+      expect(JSON.parse(log[0]!)).toEqual({ log: snapshot.log });
+      expect(log).toHaveLength(3);
+      const records = await readMountRecords('/state', fs);
+      expect(records.rec?.ids['id-9']).toMatchObject({ count: 2 });
+      expect(records.rec?.incarnation).toMatch(/^\d{4}-.+\/writer-node$/);
       expect((await fs.readdir('/state')).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    });
+
+    it('skips a log line cut short by a crash, ignores a log the snapshot does not name, and starts afresh', async () => {
+      const first = await memStack();
+      await first.manager.create('kept');
+      await first.manager.mount('kept', 'a');
+      await first.manager.mount('kept', 'b');
+      await simulateCrash(first);
+      const log = String(await first.fs.readFile('/state/mounts.log', 'utf8'));
+      // The daemon died half-way through appending the line that drops "b".
+      await first.fs.writeFile('/state/mounts.log', log + '{"volume":"kept","mou');
+      const second = await memStack({ fs: first.fs });
+      expect(second.manager.mountRecords().map((r) => r.id)).toEqual(['a', 'b']);
+      await second.manager.unmount('kept', 'b');
+      await simulateCrash(second);
+      expect((await readMountRecords('/state', first.fs)).kept?.ids).not.toHaveProperty('b');
+      // A log the snapshot does not name (left from before it) changes nothing: the snapshot taken
+      // at the second start still counts a and b.
+      const stale = String(await first.fs.readFile('/state/mounts.log', 'utf8')).replace(/"log":"[0-9a-f]+"/, '"log":"0000"');
+      await first.fs.writeFile('/state/mounts.log', stale + JSON.stringify({ volume: 'kept', mounts: null }) + '\n');
+      const third = await memStack({ fs: first.fs });
+      expect(third.manager.mountRecords().map((r) => r.id)).toEqual(['a', 'b']);
+    });
+
+    it('rewrites the snapshot once the log has grown well past the table, and keeps every count', async () => {
+      const { manager, fs } = await memStack();
+      await manager.create('busy');
+      for (let i = 0; i < 600; i++) {
+        await manager.mount('busy', 'm');
+        await manager.unmount('busy', 'm');
+      }
+      await manager.mount('busy', 'kept');
+      const lines = String(await fs.readFile('/state/mounts.log', 'utf8')).split('\n').filter(Boolean);
+      expect(lines.length).toBeLessThan(1024);
+      expect(Object.keys((await readMountRecords('/state', fs)).busy?.ids ?? {})).toEqual(['kept']);
     });
   });
 });
