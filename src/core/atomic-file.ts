@@ -155,7 +155,8 @@ export async function writeFileAtomic(
  * shared filesystems (hard links are exclusive on NFS and GlusterFS; O_EXCL on old NFS is not).
  * Returns false when the file already existed, else the new file's identity (a hard link
  * leaves the inode's mtime as it was). `durable: false` skips the fsync, for files that need not
- * survive a power loss (locks with a TTL).
+ * survive a power loss (locks with a TTL); a `flusher` takes the fsync over, right after the
+ * answer (see Flusher).
  */
 export async function createFileExclusive(
   fs: FsPort, path: string, data: string, options: { durable?: boolean; tornIsHarmless?: boolean; flusher?: Flusher } = {},
@@ -165,37 +166,26 @@ export async function createFileExclusive(
   if (options.tornIsHarmless && isLocalPath(fs, path)) return createDirect(fs, path, data, options.durable ?? true);
   const temp = tempPathFor(path);
   const { flusher } = options;
-  if (flusher) {
-    const { handle, ...identity } = await writeTemp(fs, temp, data, false, true);
-    let linked = false;
-    try {
-      await fs.link(temp, path);
-      linked = true;
-      return identity;
-    } catch (err) {
-      if (errnoCode(err) === 'EEXIST') return false;
-      throw err;
-    } finally {
-      await fs.unlink(temp).catch(() => undefined);
-      // Flushed after the link, so the flush also covers the new name (and the directory's fsync).
-      if (linked) {
-        flusher.file(path, handle);
-        flusher.directory(dirname(path));
-      } else {
-        await handle.close().catch(() => undefined);
-      }
-    }
-  }
-  const identity = await writeTemp(fs, temp, data, options.durable ?? true);
+  // With a flusher the file is flushed after the link, so that flush also covers the new name
+  // (with the directory's fsync); without, its content is fsynced before and the new directory
+  // entry rides the journal.
+  const { handle, ...identity } = await writeTemp(fs, temp, data, !flusher && (options.durable ?? true), true);
+  let linked = false;
   try {
     await fs.link(temp, path);
+    linked = true;
     return identity;
   } catch (err) {
     if (errnoCode(err) === 'EEXIST') return false;
     throw err;
   } finally {
-    // The content was fsynced before the link; the new directory entry rides the journal.
     await fs.unlink(temp).catch(() => undefined);
+    if (flusher && linked) {
+      flusher.file(path, handle);
+      flusher.directory(dirname(path));
+    } else {
+      await handle.close().catch(() => undefined);
+    }
   }
 }
 
