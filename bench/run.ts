@@ -7,7 +7,7 @@
  *
  * Exits 0 when every section ran (missed targets included), 1 when the bench could not run.
  * Knobs (environment): BENCH_LIFECYCLE_N, BENCH_LIFECYCLE_ROUNDS, BENCH_CLI_N, BENCH_CLI_ROUNDS,
- * BENCH_CLI_CONCURRENCY, BENCH_SOCKET_SEQ_N, BENCH_SOCKET_N, BENCH_SOCKET_CONCURRENCY,
+ * BENCH_CLI_CONCURRENCY, BENCH_SOCKET_SEQ_N, BENCH_SOCKET_N, BENCH_SOCKET_CONCURRENCY, BENCH_SOCKET_MOUNT_BATCH,
  * BENCH_SCALE_N, BENCH_TIMEOUT_S, and BENCH_SECTIONS (e.g. "2,3"; section 3 includes 4).
  */
 import { execFile } from 'node:child_process';
@@ -32,7 +32,7 @@ const config = {
       rounds: envInt('BENCH_LIFECYCLE_ROUNDS', 3),
     },
     cli: {
-      volumes: envInt('BENCH_CLI_N', 100),
+      volumes: envInt('BENCH_CLI_N', 50),
       concurrency: envInt('BENCH_CLI_CONCURRENCY', 8),
       rounds: envInt('BENCH_CLI_ROUNDS', 2),
     },
@@ -43,6 +43,7 @@ const config = {
     volumes: envInt('BENCH_SOCKET_N', 5000),
     concurrency: envInt('BENCH_SOCKET_CONCURRENCY', 16),
     lists: 20,
+    mountBatch: envInt('BENCH_SOCKET_MOUNT_BATCH', 100),
   },
   scale: {
     volumes: envInt('BENCH_SCALE_N', 10_000),
@@ -50,7 +51,7 @@ const config = {
     listSamples: 50,
     coldStarts: 3,
   },
-  timeoutS: envInt('BENCH_TIMEOUT_S', 1200),
+  timeoutS: envInt('BENCH_TIMEOUT_S', 1800),
   sections: (process.env.BENCH_SECTIONS ?? '1,2,3').split(',').map((s) => s.trim()),
 };
 
