@@ -19,6 +19,8 @@ const REQUEST_LINE = /\b(?:GET|POST|PUT|DELETE|HEAD) \/(\S+) HTTP\/1\.[01]\r\n/g
 /** Counts the request paths that pass through it, e.g. `VolumeDriver.Get`. */
 class CountingProxy {
   readonly counts = new Map<string, number>();
+  /** Connections the engine opened: whether it reuses them tells how much a new connection costs it. */
+  connections = 0;
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
 
@@ -38,6 +40,7 @@ class CountingProxy {
   }
 
   private relay(client: Socket): void {
+    this.connections++;
     const up = connect(this.upstream);
     for (const s of [client, up]) {
       this.sockets.add(s);
@@ -60,8 +63,8 @@ class CountingProxy {
     up.pipe(client);
   }
 
-  snapshot(): Map<string, number> {
-    return new Map(this.counts);
+  snapshot(): { counts: Map<string, number>; connections: number } {
+    return { counts: new Map(this.counts), connections: this.connections };
   }
 
   async close(): Promise<void> {
@@ -102,7 +105,8 @@ export async function countPluginCalls(
     const step = async (what: string, calls: number, fn: () => Promise<void>) => {
       await fn();
       const after = proxy.snapshot();
-      rows.push([what, String(calls), perCall(before, after, calls)]);
+      rows.push([what, String(calls), perCall(before.counts, after.counts, calls),
+        String(Number(((after.connections - before.connections) / calls).toFixed(2)))]);
       before = after;
     };
     const names = volumeNames('pc', volumes);
@@ -117,9 +121,10 @@ export async function countPluginCalls(
     });
     await step('DELETE /volumes/NAME', volumes, async () => { for (const n of names) await api.remove(n); });
     const section = newSection('plugin_calls', `1c. Plugin calls the engine makes per engine call (stowage driver, ${volumes} volumes; counted, not timed)`);
-    section.tables.push({ header: ['engine call', 'calls', 'plugin calls per engine call'], rows });
-    section.notes.push('counted by a proxy on the socket path the engine dials; the daemon listens behind it.');
-    section.details = { volumes, rows, totals: Object.fromEntries(proxy.counts) };
+    section.tables.push({ header: ['engine call', 'calls', 'plugin calls per engine call', 'new connections per engine call'], rows });
+    section.notes.push('counted by a proxy on the socket path the engine dials; the daemon listens behind it. ' +
+      `The engine opened ${proxy.connections} connection(s) in all, counting the one of its activation after the restart.`);
+    section.details = { volumes, rows, totals: Object.fromEntries(proxy.counts), connections: proxy.connections };
     return section;
   } finally {
     await stowage?.stop();
