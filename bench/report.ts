@@ -14,6 +14,10 @@ export interface Metric {
   value: number;
   unit: string;
   target?: Target;
+  /** The one figure the benchmark is about: listed first in the summary. */
+  headline?: boolean;
+  /** false: only in the JSON (and the summary, if it has a target), not in the section's metric table. */
+  inTable?: boolean;
 }
 
 export interface Table {
@@ -45,8 +49,9 @@ export const atLeast = (value: number): Target => ({ op: '>=', value });
 
 /** A shorter `addMetric` for sections with many rows. */
 export function metricAdder(section: Section) {
-  return (key: string, label: string, value: number, unit: string, target?: Target): void => {
-    section.metrics.push({ key, label, value, unit, ...(target ? { target } : {}) });
+  return (key: string, label: string, value: number, unit: string, target?: Target,
+    extra: Pick<Metric, 'headline' | 'inTable'> = {}): void => {
+    section.metrics.push({ key, label, value, unit, ...(target ? { target } : {}), ...extra });
   };
 }
 
@@ -91,20 +96,24 @@ function metricsTable(metrics: Metric[]): Table {
 export function renderSection(section: Section): string {
   const parts = [`\n== ${section.title} ==`];
   for (const table of section.tables) parts.push(renderTable(table), '');
-  if (section.metrics.length > 0) parts.push(renderTable(metricsTable(section.metrics)));
+  const shown = section.metrics.filter((m) => m.inTable !== false);
+  if (shown.length > 0) parts.push(renderTable(metricsTable(shown)));
   for (const note of section.notes) parts.push(`  note: ${note}`);
   return parts.join('\n');
 }
 
 export function renderSummary(sections: Section[]): string {
-  const targeted = sections.flatMap((s) => s.metrics.filter((m) => m.target).map((m) => ({ s, m })));
+  const targeted = sections
+    .flatMap((s) => s.metrics.filter((m) => m.target).map((m) => ({ s, m })))
+    .sort((a, b) => Number(b.m.headline === true) - Number(a.m.headline === true));
   const rows = targeted.map(({ s, m }) => [
-    `${s.id}: ${m.label}`, `${fmt(m.value)} ${m.unit}`, `${m.target?.op} ${fmt(m.target?.value ?? 0)}`, verdict(m),
+    `${m.headline ? 'HEADLINE ' : ''}${s.id}: ${m.label}`, `${m.target?.op} ${fmt(m.target?.value ?? 0)} ${m.unit}`,
+    `${fmt(m.value)} ${m.unit}`, verdict(m),
   ]);
   const missed = targeted.filter(({ m }) => verdict(m) === 'MISS').length;
   return [
-    '\n== Summary ==',
-    renderTable({ header: ['target', 'measured', 'target', 'result'], rows }),
+    '\n== Summary: targets ==',
+    renderTable({ header: ['target', 'wanted', 'measured', 'result'], rows }),
     `  ${targeted.length - missed}/${targeted.length} targets met`,
   ].join('\n');
 }
