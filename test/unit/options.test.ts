@@ -49,6 +49,19 @@ describe('volume options', () => {
     expect(sameDefiningOptions(parsed, { size: 2 ** 30 })).toBe(false);
   });
 
+  it('answers each key set by its own rules, however many sets come and go', () => {
+    // The maps are kept per key set and dropped past a bound: no set may be judged by another's.
+    for (let round = 0; round < 2; round += 1) {
+      for (let i = 0; i < 40; i += 1) {
+        const keys = [`k${i}`, 'shared'];
+        expect(parseVolumeOptions({ [`k${i}`]: 'x', shared: 'y' }, keys)).toEqual({ backend: { [`k${i}`]: 'x', shared: 'y' } });
+        expect(() => parseVolumeOptions({ [`k${i + 1}`]: 'x' }, keys)).toThrow(new RegExp(`unknown volume option "k${i + 1}"`));
+      }
+    }
+    expect(() => parseVolumeOptions({ k0: 'x' })).toThrow(/unknown volume option "k0"/);
+    expect(parseVolumeOptions({ size: '1K' }, ['size'])).toEqual({ size: 1024 });
+  });
+
   it('compares defining options only', () => {
     expect(sameDefiningOptions({ size: 1, adopt: true }, { size: 1 })).toBe(true);
     expect(sameDefiningOptions({ size: 1 }, { size: 2 })).toBe(false);
