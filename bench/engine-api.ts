@@ -9,7 +9,7 @@ import { socketRequest, type SocketResponse } from '../test/helpers/plugin-clien
 import { addMetric, atMost, fmt, newSection, type Section } from './report.js';
 import { median, perSecond, timed, volumeNames } from './util.js';
 
-export type Driver = 'local' | 'stowage';
+export type Driver = 'local' | 'stowage' | 'stowage-null';
 
 /** A reply the engine should not have given: the bench stops on the first one. */
 export class EngineApiError extends Error {}
@@ -115,6 +115,8 @@ function expectVolume(body: unknown, name: string, driver: Driver, what: string)
 
 export interface EngineLifecycleOptions {
   volumes: number;
+  /** Also time a plugin that does nothing (null-plugin.ts): the engine's own cost of a plugin. */
+  nullPlugin?: boolean;
   /** Rounds per driver; the order alternates local, stowage, local, stowage, ... */
   rounds: number;
 }
@@ -137,7 +139,7 @@ async function sequential(names: readonly string[], fn: (name: string) => Promis
 }
 
 async function engineRound(client: EngineClient, driver: Driver, round: number, volumes: number): Promise<EngineRound> {
-  const names = volumeNames(`ea${round}${driver === 'local' ? 'l' : 's'}`, volumes);
+  const names = volumeNames(`ea${round}${driver === 'local' ? 'l' : driver === 'stowage' ? 's' : 'n'}`, volumes);
   const createMs = await sequential(names, (name) => client.create(name, driver));
   const inspectMs = await sequential(names, (name) => client.inspect(name, driver));
   const listMs = (await timed(() => client.listExpecting(names, driver))).ms;
@@ -159,11 +161,11 @@ export async function runEngineRounds(
   opts: EngineLifecycleOptions,
   progress: (line: string) => void,
 ): Promise<EngineRound[]> {
-  await warmUp(client, 'local');
-  await warmUp(client, 'stowage');
+  const drivers: Driver[] = ['local', 'stowage', ...(opts.nullPlugin ? ['stowage-null' as const] : [])];
+  for (const driver of drivers) await warmUp(client, driver);
   const rounds: EngineRound[] = [];
   for (let round = 1; round <= opts.rounds; round++) {
-    for (const driver of ['local', 'stowage'] as const) {
+    for (const driver of drivers) {
       const result = await engineRound(client, driver, round, opts.volumes);
       progress(`engine API round ${round} ${driver}: ${fmt(result.totalMs)} ms`);
       rounds.push(result);
@@ -214,6 +216,17 @@ export function engineSection(rounds: EngineRound[], opts: EngineLifecycleOption
     key: 'total_ratio', label: 'engine API lifecycle time, stowage/local', unit: 'x', headline: true,
     value: stowage.totalMs / local.totalMs, target: atMost(1.25),
   });
+  if (rounds.some((r) => r.driver === 'stowage-null')) {
+    const floor = medianRound(rounds, 'stowage-null');
+    section.tables.push({
+      header: ['phase', 'null plugin ms', 'null plugin/local', 'stowage/null plugin'],
+      rows: PHASES.map(([phase, key]) => [phase, fmt(floor[key]), fmt(floor[key] / local[key]), fmt(stowage[key] / floor[key])]),
+    });
+    addMetric(section, { key: 'null_plugin_ratio', label: 'a plugin that does nothing, time/local (the engine\'s own cost of a plugin)', value: floor.totalMs / local.totalMs, unit: 'x' });
+    addMetric(section, { key: 'stowage_over_null_ratio', label: 'stowage/a plugin that does nothing', value: stowage.totalMs / floor.totalMs, unit: 'x' });
+    section.notes.push('null plugin: volumes in a map, nothing else (bench/null-plugin.ts), driver stowage-null, same rounds; ' +
+      'no plugin can be faster through this engine.');
+  }
   section.notes.push(`Docker engine ${engine}; node:http Agent with keepAlive and maxSockets 1 on the engine's unix socket; ` +
     'every reply checked (status, Name, Driver; the list must hold exactly the round\'s volumes).');
   section.details = { ...opts, roundResults: rounds, medianLocal: local, medianStowage: stowage };

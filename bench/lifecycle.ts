@@ -7,6 +7,7 @@
 import { startDockerNode, type DockerNode } from '../test/helpers/docker-node.js';
 import { startStowageInNode, type StowageInNode } from '../test/helpers/stowage-in-node.js';
 import { EngineApiError, EngineClient, engineSection, medianRound, runEngineRounds, type Driver, type EngineLifecycleOptions } from './engine-api.js';
+import { startNullPlugin } from './null-plugin.js';
 import { countPluginCalls } from './plugin-calls.js';
 import { addMetric, fmt, newSection, type Section } from './report.js';
 import { runPool, timed, volumeNames } from './util.js';
@@ -142,7 +143,8 @@ export async function dockerLifecycle(opts: LifecycleOptions, progress: (line: s
     const opened = await EngineClient.open(node.dockerHost);
     api = opened.client;
     const engine = `${opened.version} (API ${opened.apiVersion})`;
-    const engineRounds = await runEngineRounds(api, opts.engine, progress);
+    const floor = opts.engine.nullPlugin ? await startNullPlugin(node.pluginsDir) : undefined;
+    const engineRounds = await runEngineRounds(api, opts.engine, progress).finally(() => floor?.close());
     await expectNoVolumes(api, 'the engine API rounds');
     const sections = [engineSection(engineRounds, opts.engine, engine)];
     sections.push(buildSection(await cliRounds(node, opts.cli, progress), opts.cli, engine));

@@ -30,6 +30,7 @@ const config = {
     engine: {
       volumes: envInt('BENCH_LIFECYCLE_N', 300),
       rounds: envInt('BENCH_LIFECYCLE_ROUNDS', 3),
+      nullPlugin: true,
     },
     cli: {
       volumes: envInt('BENCH_CLI_N', 50),
