@@ -26,6 +26,8 @@ function tagOf(nodeId: string): string {
 }
 
 let ownerTag = tagOf(hostname());
+/** `process.pid` asks the kernel on every read. */
+const PID = process.pid;
 
 /** Names this process's temps after the node id, so its next run can clean them at once. */
 export function setTempOwner(nodeId: string): void {
@@ -34,7 +36,7 @@ export function setTempOwner(nodeId: string): void {
 
 function tempPathFor(path: string): string {
   // Keep within NAME_MAX: the base name is at most 133 bytes for registry entries.
-  return join(dirname(path), `${TEMP_PREFIX}${ownerTag}-${process.pid}-${randomHex(4)}-${basename(path)}`);
+  return join(dirname(path), `${TEMP_PREFIX}${ownerTag}-${PID}-${randomHex(4)}-${basename(path)}`);
 }
 
 /**
@@ -80,7 +82,7 @@ export async function sweepTemps(fs: FsPort, dir: string, sweep: TempSweep): Pro
     const stat = await fs.lstat(path).catch(() => undefined);
     if (!stat?.isFile()) continue;
     const match = TEMP_NAME.exec(name);
-    const deadOwn = match?.[1] === mine && Number(match[2]) !== process.pid && !processExists(Number(match[2]));
+    const deadOwn = match?.[1] === mine && Number(match[2]) !== PID && !processExists(Number(match[2]));
     if (!deadOwn && sweep.nowMs - stat.mtimeMs <= sweep.maxAgeMs) continue;
     await fs.unlink(path).then(() => removed.push(name), () => undefined);
   }
