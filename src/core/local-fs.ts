@@ -18,6 +18,15 @@ const LOCAL_FS_TYPES = new Set([
   0x794c7630, // overlayfs (a container's root on a local disk)
 ]);
 
+/** Whether statfs says `dir` is on a local disk (or memory) filesystem; undefined when it cannot tell. */
+export function onLocalFilesystem(dir: string): boolean | undefined {
+  try {
+    return LOCAL_FS_TYPES.has(Number(fs.statfsSync(dir).type));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Longest the event loop runs synchronous calls back to back before letting other work in. */
 const TURN_MS = 4;
 
@@ -44,16 +53,11 @@ export class LocalFirstFs {
    * @returns whether it was registered
    */
   trustIfLocal(dir: string): boolean {
-    let type: number;
-    try {
-      type = Number(fs.statfsSync(dir).type);
-    } catch {
-      return false;
-    }
+    const local = onLocalFilesystem(dir) === true;
     const root = dir.endsWith('/') ? dir : `${dir}/`;
-    if (LOCAL_FS_TYPES.has(type)) this.localRoots.add(root);
+    if (local) this.localRoots.add(root);
     else this.localRoots.delete(root);
-    return LOCAL_FS_TYPES.has(type);
+    return local;
   }
 
   /** Stops synchronous calls under `dir` (what is mounted there changed). */
@@ -120,6 +124,9 @@ export class LocalFirstFs {
 
   chown = (path: Path, uid: number, gid: number): Promise<void> =>
     this.isLocal(path) ? this.run(() => fs.chownSync(path, uid, gid)) : fsp.chown(path, uid, gid);
+
+  lchown = (path: Path, uid: number, gid: number): Promise<void> =>
+    this.isLocal(path) ? this.run(() => fs.lchownSync(path, uid, gid)) : fsp.lchown(path, uid, gid);
 
   link = (existing: Path, created: Path): Promise<void> =>
     this.isLocal(existing) && this.isLocal(created) ? this.run(() => fs.linkSync(existing, created)) : fsp.link(existing, created);

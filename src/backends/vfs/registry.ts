@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
@@ -61,6 +62,7 @@ export class VolumeRegistry {
   private readonly cache = new Map<string, Cached>();
 
   private dirty = false;
+  private askServer = false;
   private saveTimer?: NodeJS.Timeout;
   private storeId = '';
   /** Bumped on every cache change, so a remembered List answer is only reused while it is true. */
@@ -151,6 +153,29 @@ export class VolumeRegistry {
     this.changed();
   }
 
+  /**
+   * On a store that is not on a local filesystem, a client may answer stat from what it saw a
+   * moment ago (GlusterFS's client keeps stat results for about a second), so an entry another
+   * node just unlinked, or replaced, still looks as it was here. `get` then also asks the server:
+   * lchown to the owner it already has is forwarded to it and does not follow a link, and the
+   * kernel retries it with a fresh lookup when its cached handle is stale. Gone there: ENOENT.
+   */
+  setAskServer(ask: boolean): void {
+    this.askServer = ask;
+  }
+
+  /** The entry's attributes as the server has them now, or undefined when it is gone. */
+  private async onServer(file: string, seen: Stats): Promise<Stats | undefined> {
+    try {
+      await this.fs.lchown(file, seen.uid, seen.gid);
+      return await this.fs.lstat(file);
+    } catch (err) {
+      // libuv has no name for ESTALE (116 on Linux): Node reports it as an unknown error -116.
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ESTALE' || (err as { errno?: unknown }).errno === -116) return undefined;
+      throw err;
+    }
+  }
+
   /** Resolves once the volume's entry, as last written by this node, is on disk (see Flusher). */
   durable(name: string): Promise<void> {
     return this.flusher?.durable(this.fileOf(name)) ?? Promise.resolve();
@@ -163,7 +188,7 @@ export class VolumeRegistry {
 
   async get(name: string): Promise<RegistryEntry | undefined> {
     const file = this.fileOf(name);
-    let stat;
+    let stat: Stats;
     try {
       stat = await this.fs.lstat(file);
     } catch (err) {
@@ -173,6 +198,14 @@ export class VolumeRegistry {
       }
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot read registry entry ${file}: ${messageOf(err)}`,
         { volume: name, cause: err });
+    }
+    if (this.askServer && stat.isFile()) {
+      const fresh = await this.onServer(file, stat);
+      if (!fresh) {
+        if (this.cache.delete(name)) this.changed();
+        return undefined;
+      }
+      stat = fresh;
     }
     const cached = this.cache.get(name);
     if (cached && cached.mtimeMs === stat.mtimeMs && cached.ino === stat.ino && cached.size === stat.size) {

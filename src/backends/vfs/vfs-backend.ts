@@ -7,7 +7,7 @@ import { BackgroundWork } from '../../core/background-work.js';
 import { Flusher } from '../../core/flusher.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
-import { trustIfLocal } from '../../core/local-fs.js';
+import { onLocalFilesystem, trustIfLocal } from '../../core/local-fs.js';
 import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
@@ -81,7 +81,7 @@ export class VfsBackend implements Backend {
     }
     const top = await fs.stat(path);
     this.dirs.setDevice(top.dev);
-    trustIfLocal(fs, path);
+    if (!trustIfLocal(fs, path)) this.registry.setAskServer(onLocalFilesystem(path) === false);
     if ((top.mode & 0o077) !== 0) {
       log.warn(`vfs.path ${path} has mode ${(top.mode & 0o777).toString(8)}: other local users can list volume names ` +
         `and reach volume data; run "chmod 700 ${path}" (containers do not need more)`);
