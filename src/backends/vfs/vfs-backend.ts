@@ -81,7 +81,7 @@ export class VfsBackend implements Backend {
     }
     const top = await fs.stat(path);
     this.dirs.setDevice(top.dev);
-    if (!trustIfLocal(fs, path)) this.registry.setAskServer(onLocalFilesystem(path) === false);
+    this.registry.setAskServer(!trustIfLocal(fs, path) && onLocalFilesystem(path) === false);
     if ((top.mode & 0o077) !== 0) {
       log.warn(`vfs.path ${path} has mode ${(top.mode & 0o777).toString(8)}: other local users can list volume names ` +
         `and reach volume data; run "chmod 700 ${path}" (containers do not need more)`);
@@ -175,7 +175,7 @@ export class VfsBackend implements Backend {
         `${this.storeId} that this daemon started on; check what is mounted there, then restart stowage`, { volume });
     }
     this.dirs.setDevice(dev);
-    trustIfLocal(this.ctx.fs, this.options.path);
+    this.registry.setAskServer(!trustIfLocal(this.ctx.fs, this.options.path) && onLocalFilesystem(this.options.path) === false);
     for (const dir of internalDirs(this.layout)) await this.dirs.ensure(dir);
     this.ctx.log.info(`vfs store ${this.storeId} at ${this.options.path} was mounted again; its directories were checked afresh`);
   }
