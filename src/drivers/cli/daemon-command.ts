@@ -50,6 +50,38 @@ interface DaemonFlags {
   reconcileInterval: number;
 }
 
+/**
+ * Every daemon flag also reads an environment variable, the same names a systemd
+ * EnvironmentFile and the managed plugin's settable `env` use. A flag on the command line wins.
+ */
+export const DAEMON_ENV = {
+  backend: 'STOWAGE_BACKEND',
+  opts: 'STOWAGE_OPTS',
+  root: 'STOWAGE_ROOT',
+  nodeId: 'STOWAGE_NODE_ID',
+  onRemove: 'STOWAGE_ON_REMOVE',
+  dockerHost: 'STOWAGE_DOCKER_HOST',
+  heartbeatInterval: 'STOWAGE_HEARTBEAT_INTERVAL',
+  staleAfter: 'STOWAGE_STALE_AFTER',
+  mountGrace: 'STOWAGE_MOUNT_GRACE',
+  reconcileInterval: 'STOWAGE_RECONCILE_INTERVAL',
+} as const;
+
+/**
+ * An empty variable means "not set": an EnvironmentFile line `STOWAGE_NODE_ID=` or a plugin
+ * setting left at "" must fall back to the default, not fail to parse.
+ */
+function dropEmptyDaemonEnv(env: NodeJS.ProcessEnv): void {
+  for (const name of [...Object.values(DAEMON_ENV), 'STOWAGE_SOCKET']) {
+    if (env[name] !== undefined && env[name]!.trim() === '') delete env[name];
+  }
+}
+
+/** STOWAGE_OPTS: backend options as whitespace-separated key=value pairs. */
+export function backendOptionsFromEnv(value: string | undefined): string[] {
+  return value === undefined ? [] : value.split(/\s+/).filter((pair) => pair !== '');
+}
+
 /** The host name when --node-id is not given; it must pass the same rule. */
 function defaultNodeId(): string {
   const name = hostname();
@@ -61,29 +93,37 @@ function defaultNodeId(): string {
 
 /** `stowage daemon`: flags (Convoy's names too) parsed by commander, then the daemon until a signal. */
 export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => string, fail: (err: unknown) => never): void {
+  dropEmptyDaemonEnv(process.env);
   program.command('daemon')
     .description('run the daemon: Docker volume plugin and control API on one unix socket')
-    .option('--backend <name>', 'storage backend (default: vfs)')
+    .addOption(new Option('--backend <name>', 'storage backend (default: vfs)').env(DAEMON_ENV.backend))
     .addOption(new Option('--drivers <name>', 'alias of --backend (Convoy)').conflicts('backend'))
-    .option('--opt <key=value>', 'backend option, e.g. vfs.path=/mnt/nfs (repeatable)', collect, [])
+    .option('--opt <key=value>',
+      `backend option, e.g. vfs.path=/mnt/nfs (repeatable; ${DAEMON_ENV.opts} holds more, space-separated, that flags override)`,
+      collect, [])
     .option('--driver-opts <key=value>', 'alias of --opt (Convoy)', collect, [])
-    .option('--root <dir>', 'node-local state directory', '/var/lib/stowage')
-    .addOption(new Option('--node-id <name>', 'this node\'s id (default: the host name)').argParser(nodeId))
-    .addOption(new Option('--on-remove <policy>', 'what volume removal does with data').choices(['delete', 'retain']).default('delete'))
+    .addOption(new Option('--root <dir>', 'node-local state directory').env(DAEMON_ENV.root).default('/var/lib/stowage'))
+    .addOption(new Option('--node-id <name>', 'this node\'s id (default: the host name)').argParser(nodeId).env(DAEMON_ENV.nodeId))
+    .addOption(new Option('--on-remove <policy>', 'what volume removal does with data').choices(['delete', 'retain']).default('delete')
+      .env(DAEMON_ENV.onRemove))
     .addOption(new Option('--docker-host <unix://path>',
       `local Docker engine, to learn which containers use volumes (default: unix://${DEFAULT_DOCKER_SOCKET} when present; "none" to disable)`)
-      .argParser(dockerHost))
+      .argParser(dockerHost).env(DAEMON_ENV.dockerHost))
     .addOption(new Option('--heartbeat-interval <seconds>', 'how often this node publishes itself on shared storage')
-      .argParser(seconds).default(5_000, '5'))
-    .addOption(new Option('--stale-after <seconds>', 'when a silent node counts as stale').argParser(seconds).default(30_000, '30'))
+      .argParser(seconds).default(5_000, '5').env(DAEMON_ENV.heartbeatInterval))
+    .addOption(new Option('--stale-after <seconds>', 'when a silent node counts as stale').argParser(seconds).default(30_000, '30')
+      .env(DAEMON_ENV.staleAfter))
     .addOption(new Option('--mount-grace <seconds>', 'age after which a mount record no live container accounts for is dropped')
-      .argParser(seconds).default(60_000, '60'))
+      .argParser(seconds).default(60_000, '60').env(DAEMON_ENV.mountGrace))
     .addOption(new Option('--reconcile-interval <seconds>', 'how often mount records are checked against the Docker engine')
-      .argParser(seconds).default(60_000, '60'))
+      .argParser(seconds).default(60_000, '60').env(DAEMON_ENV.reconcileInterval))
     .action(async (flags: DaemonFlags, cmd: Command) => {
       const daemon = await startDaemon({
         backend: flags.backend ?? flags.drivers ?? 'vfs',
-        backendOptions: parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
+        backendOptions: {
+          ...parseKeyValuePairs(backendOptionsFromEnv(process.env[DAEMON_ENV.opts]), DAEMON_ENV.opts),
+          ...parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
+        },
         root: flags.root,
         socket: socketOf(cmd),
         nodeId: flags.nodeId ?? defaultNodeId(),
