@@ -106,6 +106,8 @@ export interface DockerNode {
   /** Host path that this engine sees as `/etc/docker/plugins` (legacy `.spec` files). */
   readonly specDir: string;
   readonly image: string;
+  /** Whether the node has a network namespace of its own (`StartOptions.network`). */
+  readonly ownNetwork: boolean;
   readonly timings: NodeTimings;
   /** Run the docker CLI against this node. */
   docker(args: string[], opts?: RunOptions): Promise<CommandResult>;
@@ -130,6 +132,12 @@ export interface StartOptions {
   baseDir?: string;
   /** Extra dockerd flags, e.g. `['--storage-driver', 'vfs']`. */
   daemonArgs?: string[];
+  /**
+   * A network namespace of its own too (only `lo` until `linkNodes`), so that several nodes can
+   * each listen on Swarm's ports. Programs started with `spawnInNamespace` and
+   * `execInNamespace` run in it. @default false: the host's network
+   */
+  network?: boolean;
 }
 
 const ENGINE_READY_MS = 60_000;
@@ -169,7 +177,7 @@ export async function startDockerNode(opts: StartOptions): Promise<DockerNode> {
   for (const target of HOLDER_TARGETS) {
     await mkdir(target, { recursive: true });
   }
-  const node = new Node(opts.name, dir);
+  const node = new Node(opts.name, dir, opts.network ?? false);
   liveNodes.add(node);
   try {
     await node.boot(opts.daemonArgs ?? []);
@@ -178,6 +186,36 @@ export async function startDockerNode(opts: StartOptions): Promise<DockerNode> {
     throw error;
   }
   return node;
+}
+
+const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+function checkedCidr(address: string): string {
+  const parts = CIDR.exec(address);
+  if (parts === null || parts.slice(1, 5).some((octet) => Number(octet) > 255) || Number(parts[5]) > 32) {
+    throw new Error(`invalid address ${JSON.stringify(address)}: expected IPv4/prefix, e.g. 198.18.0.1/24`);
+  }
+  return address;
+}
+
+/**
+ * Joins two nodes started with `network: true` by a veth pair whose ends exist only inside
+ * their namespaces (`stowage0` in `a`, `stowage1` in `b`), with addresses `addressA` and
+ * `addressB` (IPv4/prefix; 198.18.0.0/15 is the range reserved for such test networks). The
+ * pair disappears with the namespaces when the nodes stop.
+ */
+export async function linkNodes(a: DockerNode, b: DockerNode, addressA: string, addressB: string): Promise<void> {
+  for (const node of [a, b]) {
+    if (!node.ownNetwork) throw new Error(`docker node ${node.name} shares the host's network; start it with network: true`);
+  }
+  const ends = [[a, 'stowage0', checkedCidr(addressA)], [b, 'stowage1', checkedCidr(addressB)]] as const;
+  // Created straight inside the two namespaces: the host's network never sees either end.
+  await execa('ip', ['link', 'add', 'stowage0', 'netns', String(a.holderPid), 'type', 'veth',
+    'peer', 'name', 'stowage1', 'netns', String(b.holderPid)], { timeout: 10_000 });
+  for (const [node, device, address] of ends) {
+    await node.execInNamespace(['ip', 'address', 'add', address, 'dev', device]);
+    await node.execInNamespace(['ip', 'link', 'set', device, 'up']);
+  }
 }
 
 class Node implements DockerNode {
@@ -195,6 +233,7 @@ class Node implements DockerNode {
   constructor(
     readonly name: string,
     readonly dir: string,
+    readonly ownNetwork: boolean,
   ) {
     this.dockerHost = `unix://${join(dir, 'docker.sock')}`;
     this.pluginsDir = join(dir, 'plugins');
@@ -209,7 +248,7 @@ class Node implements DockerNode {
   async boot(daemonArgs: string[]): Promise<void> {
     const t0 = Date.now();
     await writeFile(join(this.dir, 'owner.json'), ownerRecord());
-    this.holder = startHolder(this.dir);
+    this.holder = startHolder(this.dir, { network: this.ownNetwork });
     await holderReady(this.holder, `holder of docker node ${this.name}`);
     const t1 = Date.now();
     this.dockerd = this.spawnInNamespace(
@@ -277,7 +316,7 @@ class Node implements DockerNode {
   }
 
   private nsenterArgs(cwd: string | undefined): string[] {
-    return nsenterArgs(this.holderPid, cwd ?? this.dir);
+    return nsenterArgs(this.holderPid, cwd ?? this.dir, this.ownNetwork);
   }
 
   private async waitForEngine(): Promise<void> {

@@ -8,9 +8,13 @@ import { execa, type ResultPromise } from 'execa';
 import { readdir, readlink } from 'node:fs/promises';
 import { isZombie, sleep } from './child-process-stop.js';
 
-/** Binds the node's private dirs over dockerd's fixed paths, says so, then just holds the namespace. */
+/**
+ * Binds the node's private dirs over dockerd's fixed paths (and, in a namespace of its own
+ * network, brings up its loopback), says so, then just holds the namespace.
+ */
 const HOLDER_SCRIPT = [
   'set -e',
+  'if [ "$2" = network ]; then ip link set lo up; fi',
   'mount --bind "$1/run" /run/docker',
   'mount --bind "$1/plugins" /run/docker/plugins',
   'mount --bind "$1/etc" /etc/docker',
@@ -24,14 +28,25 @@ export const HOLDER_TARGETS = ['/run/docker/plugins', '/etc/docker', '/run/conta
 
 export type Holder = ResultPromise<{ readonly reject: false }>;
 
+export interface HolderOptions {
+  /**
+   * Also a network namespace of its own (only `lo`, up): what a second Swarm node needs, since
+   * two engines in one network namespace would share port 2377. `ip netns exec` would not do:
+   * it remounts /sys and hides the cgroup mounts from dockerd.
+   */
+  network?: boolean;
+}
+
 /**
  * Starts the holder for node directory `dir`; wait for `holderReady` before using it. (Not
  * async: the holder is a thenable that settles only when it exits.)
  */
-export function startHolder(dir: string): Holder {
+export function startHolder(dir: string, opts: HolderOptions = {}): Holder {
+  const namespaces = opts.network === true ? ['-m', '-n'] : ['-m'];
   return execa(
     'setpriv',
-    ['--pdeathsig', 'KILL', 'unshare', '-m', '--propagation', 'private', 'sh', '-c', HOLDER_SCRIPT, 'holder', dir],
+    ['--pdeathsig', 'KILL', 'unshare', ...namespaces, '--propagation', 'private',
+      'sh', '-c', HOLDER_SCRIPT, 'holder', dir, opts.network === true ? 'network' : 'host-network'],
     { reject: false },
   );
 }
@@ -59,9 +74,12 @@ async function waitForReady(holder: Holder, timeoutMs: number, what: string): Pr
   });
 }
 
-/** nsenter without --fork execs the program, so the execa pid is the program's pid. */
-export function nsenterArgs(holderPid: number, cwd: string): string[] {
-  return ['nsenter', '-t', String(holderPid), '-m', `--wd=${cwd}`, '--'];
+/**
+ * nsenter without --fork execs the program, so the execa pid is the program's pid. `network`:
+ * the holder has a network namespace of its own, and the program joins it too.
+ */
+export function nsenterArgs(holderPid: number, cwd: string, network = false): string[] {
+  return ['nsenter', '-t', String(holderPid), '-m', ...(network ? ['-n'] : []), `--wd=${cwd}`, '--'];
 }
 
 /** The namespace's identity (`mnt:[...]`), or undefined once the holder is gone. */
