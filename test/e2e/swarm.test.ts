@@ -1,54 +1,191 @@
 /**
+ * A two-node Docker Swarm on one machine whose service's data follows its task: two engines,
+ * each in a mount and network namespace of its own joined by a veth pair, each with its own
+ * stowage daemon on the legacy socket, both on one shared vfs store.
+ *
  * Swarm schedules a service with a stowage volume only on nodes whose engine reports the
  * plugin, and an engine reports a legacy plugin only once it was activated. The daemon has its
- * engine activate it as soon as it serves: a service created right after the daemon starts,
- * with no docker volume command before, must run and write its data.
+ * engine activate it as soon as it serves, so neither node here ever runs a docker volume
+ * command before its first task.
  */
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
+import { linkNodes, startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
 import { pluginCall } from '../helpers/plugin-client.js';
-import { checkDocker, systemSuite } from '../helpers/requirements.js';
+import { checkDocker, findExecutable, systemSuite } from '../helpers/requirements.js';
 import { startStowageInNode, type StowageInNode } from '../helpers/stowage-in-node.js';
 
-const skip = systemSuite('docker', checkDocker());
+const docker = checkDocker();
+const skip = systemSuite('docker + iproute2', findExecutable('ip') === undefined
+  ? { ok: false, why: 'ip is missing (apt-get install -y iproute2)' } : docker);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe.skipIf(skip)('a Swarm service with a stowage volume', { timeout: 240_000 }, () => {
-  let node: DockerNode;
-  let stowage: StowageInNode;
+const SERVICE = 'db';
+const VOLUME = 'db';
+/** A second volume of the same task, removed from the other node at the end. */
+const CACHE = 'cache';
+const ADDRESS_A = '198.18.0.1';
+const ADDRESS_B = '198.18.0.2';
+const timings: Record<string, number> = {};
+
+async function timed<T>(phase: string, work: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  try {
+    return await work();
+  } finally {
+    timings[phase] = Date.now() - started;
+  }
+}
+
+describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to another node', { timeout: 120_000 }, () => {
+  let store = '';
+  let a: DockerNode;
+  let b: DockerNode;
+  const daemons: StowageInNode[] = [];
+  let idA = '';
+  let idB = '';
+
+  /** Waits until `check` answers a value (not undefined); on timeout says what it saw last. */
+  async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const value = await check();
+      if (value !== undefined) return value;
+      if (Date.now() > deadline) {
+        const tasks = await a.docker(['service', 'ps', SERVICE, '--no-trunc', '--format', '{{.ID}} {{.DesiredState}} {{.CurrentState}} {{.Error}}'], { reject: false });
+        throw new Error(`${what}: not reached after ${ms} ms\ntasks:\n${tasks.stdout}${tasks.stderr}\n` +
+          `stowage on a:\n${(await daemons[0]?.log())?.slice(-3000)}\nstowage on b:\n${(await daemons[1]?.log())?.slice(-3000)}`);
+      }
+      await sleep(250);
+    }
+  }
+  /** The id of the service's container running on `node`, once there is one. */
+  const runningTask = (node: DockerNode) => until(`a running ${SERVICE} task on node ${node.name}`, async () => {
+    const id = (await node.docker(['ps', '-q', '--filter', `label=com.docker.swarm.service.name=${SERVICE}`])).stdout.trim();
+    return id === '' ? undefined : id;
+  });
+  const taskContainers = async (node: DockerNode) =>
+    (await node.docker(['ps', '-aq', '--filter', `label=com.docker.swarm.service.name=${SERVICE}`])).stdout.split('\n').filter(Boolean);
+  const enginePlugins = async (id: string) =>
+    (await a.docker(['node', 'inspect', id, '--format', '{{json .Description.Engine.Plugins}}'])).stdout;
 
   beforeAll(async () => {
-    node = await startDockerNode({ name: 'swarm' });
-    await node.docker(['swarm', 'init', '--advertise-addr', '127.0.0.1']);
-  });
+    store = await mkdtemp(join(tmpdir(), 'stowage-swarm-store-'));
+    [a, b] = await timed('engines', () => Promise.all([
+      startDockerNode({ name: 'swarm-a', network: true }),
+      startDockerNode({ name: 'swarm-b', network: true }),
+    ]));
+    await linkNodes(a, b, `${ADDRESS_A}/24`, `${ADDRESS_B}/24`);
+    await timed('daemons', () => Promise.all([a, b].map(async (node, i) => {
+      daemons[i] = await startStowageInNode(node, {
+        args: ['--node-id', node === a ? 'a' : 'b', '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true',
+          '--docker-host', node.dockerHost, '--heartbeat-interval', '0.5'],
+      });
+    })));
+    await timed('swarm init and join', async () => {
+      await a.docker(['swarm', 'init', '--advertise-addr', ADDRESS_A]);
+      const token = (await a.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
+      await b.docker(['swarm', 'join', '--advertise-addr', ADDRESS_B, '--token', token, `${ADDRESS_A}:2377`]);
+    });
+    idA = (await a.docker(['info', '--format', '{{.Swarm.NodeID}}'])).stdout.trim();
+    idB = (await b.docker(['info', '--format', '{{.Swarm.NodeID}}'])).stdout.trim();
+  }, 180_000);
+
   afterAll(async () => {
-    await node?.docker(['service', 'rm', 'sv-writer'], { reject: false });
+    // The service first, so that its containers are gone while the daemons can still unmount.
+    await a?.docker(['service', 'rm', SERVICE], { reject: false });
     await sleep(1_000);
-    await stowage?.stop();
+    // Nodes remove their containers before they stop the daemons spawned in them.
     await stopAll();
+    if (store !== '') await rm(store, { recursive: true, force: true });
+    process.stderr.write(`[swarm] phases (ms): ${JSON.stringify(timings)}\n`);
+  }, 120_000);
+
+  it('runs the task on a node whose daemon just started, with no docker volume command there', async () => {
+    // Both engines report the plugin to the manager: the daemons had them activate it.
+    await until('both nodes reporting the stowage plugin', async () => {
+      const reported = await Promise.all([idA, idB].map(enginePlugins));
+      return reported.every((p) => p.includes('"Type":"Volume","Name":"stowage"')) ? true : undefined;
+    });
+    await a.docker(['node', 'update', '--availability', 'drain', idB]);
+    const container = await timed('task running on a', async () => {
+      await a.docker(['service', 'create', '--detach', '--name', SERVICE,
+        '--mount', `type=volume,source=${VOLUME},destination=/data,volume-driver=stowage`,
+        '--mount', `type=volume,source=${CACHE},destination=/cache,volume-driver=stowage`,
+        // The task's node id, so that each task says where it ran.
+        '--env', 'NODE={{.Node.ID}}', '--stop-grace-period', '1s', '--restart-delay', '0s',
+        // A task that finishes (`finish` below) is not replaced: its container stays, exited.
+        '--restart-condition', 'on-failure',
+        a.image, 'sh', '-c', 'echo "written on $NODE" >> /data/log; echo "$NODE" > /cache/last; until [ -e /tmp/finish ]; do sleep 0.2; done']);
+      return runningTask(a);
+    });
+    await expect.poll(async () => (await a.docker(['exec', container, 'cat', '/data/log'], { reject: false })).stdout,
+      { timeout: 10_000 }).toBe(`written on ${idA}`);
+    const volume = (await pluginCall(daemons[0]!.socket, 'Get', { Name: VOLUME })).Volume as { Status: Record<string, string> };
+    expect(volume.Status.mounts).toBe('1');
+    expect(await readFile(join(store, VOLUME, 'log'), 'utf8')).toBe(`written on ${idA}\n`);
   });
 
-  it('runs on a node whose daemon just started, without any docker volume command first', async () => {
-    stowage = await startStowageInNode(node, { args: ['--node-id', 'swarm-node', '--docker-host', node.dockerHost] });
-    const started = Date.now();
-    await node.docker(['service', 'create', '--detach', '--name', 'sv-writer', '--restart-condition', 'none',
-      '--mount', 'type=volume,source=sv,destination=/data,volume-driver=stowage',
-      node.image, 'sh', '-c', 'echo written by a swarm task > /data/hello; sleep 600']);
-    let states = '';
-    for (;;) {
-      states = (await node.docker(['service', 'ps', 'sv-writer', '--no-trunc', '--format', '{{.CurrentState}} {{.Error}}'])).stdout;
-      if (/^Running/m.test(states)) break;
-      if (Date.now() - started > 90_000) throw new Error(`the task is not Running after 90 s:\n${states}\n${await stowage.log()}`);
-      await sleep(1_000);
+  it('moves the task to the other node on drain, where it finds the data and writes more', async () => {
+    await a.docker(['node', 'update', '--availability', 'active', idB]);
+    const container = await timed('task moved from a to b', async () => {
+      await a.docker(['node', 'update', '--availability', 'drain', idA]);
+      return runningTask(b);
+    });
+    await expect.poll(async () => (await b.docker(['exec', container, 'cat', '/data/log'], { reject: false })).stdout,
+      { timeout: 10_000 }).toBe(`written on ${idA}\nwritten on ${idB}`);
+    // The task on a is shut down: Swarm keeps its container, stopped, as task history; a no
+    // longer mounts the volume.
+    const left = await taskContainers(a);
+    expect(left).toHaveLength(1);
+    expect((await a.docker(['inspect', '--format', '{{.State.Status}}', left[0]!])).stdout.trim()).toBe('exited');
+    await expect.poll(async () => ((await pluginCall(daemons[0]!.socket, 'Get', { Name: VOLUME })).Volume as {
+      Status: Record<string, string> }).Status.mounts).toBe('0');
+  });
+
+  it('refuses removing the volume while a stopped task container on the other node references it', async () => {
+    // Scaling down would remove the task's container; a task that completes keeps it.
+    await timed('task on b completed', async () => {
+      await b.docker(['exec', await runningTask(b), 'touch', '/tmp/finish']);
+      await until(`the ${SERVICE} task on b completed`, async () =>
+        (await b.docker(['ps', '-q', '--filter', `label=com.docker.swarm.service.name=${SERVICE}`])).stdout.trim() === '' ? true : undefined);
+    });
+    const stoppedOnB = await taskContainers(b);
+    expect(stoppedOnB).toHaveLength(1);
+    const name = (await b.docker(['inspect', '--format', '{{.Name}}', stoppedOnB[0]!])).stdout.trim().replace(/^\//, '');
+    // a's own stopped task container (see above) would make a's engine refuse before asking stowage.
+    await a.docker(['rm', ...await taskContainers(a)]);
+
+    const usedBy = new RegExp(`still used on b: container ${name.replace(/\./g, '\\.')} \\(${stoppedOnB[0]!.slice(0, 12)}, exited\\)`);
+    const refused = await until('a refusal naming the stopped container on b', async () => {
+      const attempt = await a.docker(['volume', 'rm', VOLUME], { reject: false });
+      expect(attempt.exitCode).not.toBe(0);
+      return usedBy.test(attempt.stderr) ? attempt : undefined;
+    }, 15_000);
+    expect(refused.stderr).toMatch(/docker rm/);
+    // Nothing was deleted: both nodes still list it, and its data is whole.
+    expect((await a.docker(['volume', 'ls', '-q'])).stdout.split('\n')).toContain(VOLUME);
+    expect((await b.docker(['volume', 'ls', '-q'])).stdout.split('\n')).toContain(VOLUME);
+    expect(await readFile(join(store, VOLUME, 'log'), 'utf8')).toBe(`written on ${idA}\nwritten on ${idB}\n`);
+  });
+
+  it('removes the volumes from either node once the service is removed', async () => {
+    await timed('service rm until the volume rm went through', async () => {
+      await a.docker(['service', 'rm', SERVICE]);
+      await until(`the ${SERVICE} task containers on b removed`, async () => ((await taskContainers(b)).length === 0 ? true : undefined));
+      // b publishes that its container is gone within a heartbeat or an engine event.
+      await until(`docker volume rm ${VOLUME} on a`, async () =>
+        ((await a.docker(['volume', 'rm', VOLUME], { reject: false })).exitCode === 0 ? true : undefined), 15_000);
+    });
+    expect(await readFile(join(store, CACHE, 'last'), 'utf8')).toBe(`${idB}\n`);
+    await b.docker(['volume', 'rm', CACHE]);
+    for (const node of [a, b]) {
+      const listed = (await node.docker(['volume', 'ls', '-q'])).stdout.split('\n');
+      expect(listed).not.toContain(VOLUME);
+      expect(listed).not.toContain(CACHE);
     }
-    const elapsed = Date.now() - started;
-    const container = (await node.docker(['ps', '-q', '--filter', 'label=com.docker.swarm.service.name=sv-writer'])).stdout.trim();
-    await expect.poll(async () => (await node.docker(['exec', container, 'cat', '/data/hello'], { reject: false })).stdout,
-      { timeout: 10_000 }).toBe('written by a swarm task');
-    const plugins = (await node.docker(['node', 'inspect', 'self', '--format', '{{json .Description.Engine.Plugins}}'])).stdout;
-    expect(plugins).toContain('"Type":"Volume","Name":"stowage"');
-    const volume = (await pluginCall(stowage.socket, 'Get', { Name: 'sv' })).Volume as { Status: Record<string, string> };
-    expect(volume.Status.mounts).toBe('1');
-    process.stderr.write(`[swarm] task Running ${elapsed} ms after the service was created\n`);
+    for (const name of [VOLUME, CACHE]) await expect(stat(join(store, name))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
