@@ -5,8 +5,8 @@
  *
  * Swarm schedules a service with a stowage volume only on nodes whose engine reports the
  * plugin, and an engine reports a legacy plugin only once it was activated. The daemon has its
- * engine activate it as soon as it serves, so neither node here ever runs a docker volume
- * command before its first task.
+ * engine activate it as soon as it serves, so the daemons here start on nodes already in the
+ * swarm and neither node ever runs a docker volume command before its first task.
  */
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -78,12 +78,6 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
       startDockerNode({ name: 'swarm-b', network: true }),
     ]));
     await linkNodes(a, b, `${ADDRESS_A}/24`, `${ADDRESS_B}/24`);
-    await timed('daemons', () => Promise.all([a, b].map(async (node, i) => {
-      daemons[i] = await startStowageInNode(node, {
-        args: ['--node-id', node === a ? 'a' : 'b', '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true',
-          '--docker-host', node.dockerHost, '--heartbeat-interval', '0.5'],
-      });
-    })));
     await timed('swarm init and join', async () => {
       await a.docker(['swarm', 'init', '--advertise-addr', ADDRESS_A]);
       const token = (await a.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
@@ -92,6 +86,16 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
     idA = (await a.docker(['info', '--format', '{{.Swarm.NodeID}}'])).stdout.trim();
     idB = (await b.docker(['info', '--format', '{{.Swarm.NodeID}}'])).stdout.trim();
   }, 180_000);
+
+  /** Started in the first test, on nodes already in the swarm, as an operator adds stowage to a cluster. */
+  async function startDaemons(): Promise<void> {
+    await timed('daemons', () => Promise.all([a, b].map(async (node, i) => {
+      daemons[i] = await startStowageInNode(node, {
+        args: ['--node-id', node === a ? 'a' : 'b', '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true',
+          '--docker-host', node.dockerHost, '--heartbeat-interval', '0.5'],
+      });
+    })));
+  }
 
   afterAll(async () => {
     // The service first, so that its containers are gone while the daemons can still unmount.
@@ -104,12 +108,8 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
   }, 120_000);
 
   it('runs the task on a node whose daemon just started, with no docker volume command there', async () => {
-    // Both engines report the plugin to the manager: the daemons had them activate it.
-    await until('both nodes reporting the stowage plugin', async () => {
-      const reported = await Promise.all([idA, idB].map(enginePlugins));
-      return reported.every((p) => p.includes('"Type":"Volume","Name":"stowage"')) ? true : undefined;
-    });
     await a.docker(['node', 'update', '--availability', 'drain', idB]);
+    await startDaemons();
     const container = await timed('task running on a', async () => {
       await a.docker(['service', 'create', '--detach', '--name', SERVICE,
         '--mount', `type=volume,source=${VOLUME},destination=/data,volume-driver=stowage`,
@@ -126,6 +126,10 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
     const volume = (await pluginCall(daemons[0]!.socket, 'Get', { Name: VOLUME })).Volume as { Status: Record<string, string> };
     expect(volume.Status.mounts).toBe('1');
     expect(await readFile(join(store, VOLUME, 'log'), 'utf8')).toBe(`written on ${idA}\n`);
+    // b's engine reports the plugin too (its daemon had it activate it), so b can take the task.
+    await timed('plugin reported by b', () => until('node b reporting the stowage plugin', async () =>
+      (await enginePlugins(idB)).includes('"Type":"Volume","Name":"stowage"') ? true : undefined));
+    expect(await enginePlugins(idA)).toContain('"Type":"Volume","Name":"stowage"');
   });
 
   it('moves the task to the other node on drain, where it finds the data and writes more', async () => {
