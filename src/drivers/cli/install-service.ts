@@ -96,9 +96,9 @@ async function checkDirectory(path: string, what: string): Promise<void> {
 async function checkExecutable(path: string, what: string): Promise<void> {
   const stat = await fsp.stat(path).catch(() => undefined);
   if (!stat?.isFile()) throw new StowageError(ErrorCodes.INVALID_OPTION, `${what} ${path} is not a file`);
-  await fsp.access(path, constants.X_OK).catch(() => {
-    throw new StowageError(ErrorCodes.INVALID_OPTION, `${what} ${path} is not executable`);
-  });
+  // access(X_OK) alone passes any file for root when the filesystem ignores modes.
+  const executable = (stat.mode & 0o111) !== 0 && (await fsp.access(path, constants.X_OK).then(() => true, () => false));
+  if (!executable) throw new StowageError(ErrorCodes.INVALID_OPTION, `${what} ${path} is not executable`);
 }
 
 export async function installService(opts: InstallServiceOptions): Promise<InstallReport> {
