@@ -145,10 +145,7 @@ function keepAlive(server: Server): Server {
 function listen(server: Server, where: string | { fd: number }): Promise<Server> {
   return new Promise<Server>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(where, () => {
-      server.off('error', reject);
-      resolve(server);
-    });
+    server.listen(where, () => resolve(server));
   });
 }
 
