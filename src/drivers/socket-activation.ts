@@ -59,8 +59,7 @@ export function parseProcNetUnix(text: string): UnixSocketLine[] {
 const refuse = (message: string) => new StowageError(ErrorCodes.INVALID_OPTION, message);
 
 /**
- * Checks that `fd` is a listening unix stream socket and that no other socket listens on the
- * same path (a daemon started by hand after the file was replaced). Learns the path from
+ * Checks that `fd` is a listening unix stream socket and learns the path it is bound to from
  * /proc/net/unix, which lists this network namespace's unix sockets by inode.
  */
 export async function describeInheritedSocket(fd: number, count: number): Promise<InheritedSocket> {
@@ -82,10 +81,9 @@ export async function describeInheritedSocket(fd: number, count: number): Promis
   if ((own.flags & ACCEPTCON) === 0) {
     throw refuse(`the unix socket systemd passed as fd ${fd} does not listen; with Accept=yes systemd passes connections, use Accept=no`);
   }
+  // Paths here are as bound, in whatever mount namespace: another namespace's socket of the same
+  // path is not a rival, so only this socket's own line is read.
   const path = own.path === undefined || own.path.startsWith('@') ? undefined : own.path;
-  if (path !== undefined && sockets.some((s) => s.path === path && s.inode !== inode && (s.flags & ACCEPTCON) !== 0)) {
-    throw refuse(`another daemon is already listening on ${path}`);
-  }
   return { fd, path, count };
 }
 
