@@ -4,10 +4,12 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import { dirname } from 'node:path';
 import express from 'express';
 import { ErrorCodes, StowageError, errnoCode } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 import { CONTROL_PREFIX, controlErrorBody } from './control/endpoints.js';
 import { MAX_BODY_BYTES } from './http-body.js';
 import { bodyParserFailure, unknownRoute, type HttpFailure } from './http-status.js';
 import { servePluginRequest, type PluginHandlers } from './docker-plugin/routes.js';
+import { checkInheritedPath, describeInheritedSocket, takeListenFds } from './socket-activation.js';
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
 
@@ -69,30 +71,89 @@ async function prepareSocketPath(socket: string): Promise<void> {
   await fsp.unlink(socket);
 }
 
-export async function listenOnSocket(app: RequestListener, socket: string): Promise<Server> {
-  await prepareSocketPath(socket);
+export interface ListenOptions {
+  /** Where LISTEN_PID and LISTEN_FDS are read from (and removed). @default process.env */
+  env?: NodeJS.ProcessEnv;
+  /** Told which socket is served, and when its path could not be checked. */
+  log?: Logger;
+}
+
+/** Servers listening on a socket systemd bound: systemd owns the file, so closing keeps it. */
+const inheritedServers = new WeakSet<Server>();
+
+/** A socket this daemon may serve, checked before the daemon does anything else. */
+export interface SocketClaim {
+  /** True when systemd bound the socket and passed it. */
+  readonly inherited: boolean;
+  listen(app: RequestListener): Promise<Server>;
+}
+
+/**
+ * Claims `socket` without serving it yet: the descriptor systemd passed when this process was
+ * socket-activated, else the path itself, refused when another daemon listens there. Claiming
+ * before the volume manager starts keeps a second daemon from touching the state at all.
+ */
+export async function claimSocket(socket: string, options: ListenOptions = {}): Promise<SocketClaim> {
+  const log = options.log;
+  const passed = takeListenFds(options.env ?? process.env, process.pid);
+  if (!passed) {
+    await prepareSocketPath(socket);
+    return { inherited: false, listen: (app) => listenOnOwnSocket(app, socket) };
+  }
+  const inherited = await describeInheritedSocket(passed.fd, passed.count);
+  checkInheritedPath(inherited, socket);
+  if (inherited.path === undefined) {
+    log?.warn(`the socket systemd passed as fd ${inherited.fd} has no path the kernel reports; serving it as ${socket}`);
+  }
+  if (inherited.count > 1) {
+    log?.warn(`systemd passed ${inherited.count} sockets; only the first (fd ${inherited.fd}) is served`);
+  }
+  return {
+    inherited: true,
+    listen: async (app) => {
+      const server = await listen(createServer(app), { fd: inherited.fd });
+      inheritedServers.add(server);
+      log?.info(`serving the socket systemd passed (fd ${inherited.fd}, ${inherited.path ?? socket})`);
+      return keepAlive(server);
+    },
+  };
+}
+
+export async function listenOnSocket(app: RequestListener, socket: string, options: ListenOptions = {}): Promise<Server> {
+  return (await claimSocket(socket, options)).listen(app);
+}
+
+async function listenOnOwnSocket(app: RequestListener, socket: string): Promise<Server> {
   // The socket grants full control over volumes: only its owner (root, as dockerd) may use it,
   // from the moment it exists, hence the umask around bind rather than a chmod afterwards.
   const previousUmask = process.umask(0o177);
   let server: Server;
   try {
-    server = await new Promise<Server>((resolve, reject) => {
-      const s = createServer(app);
-      s.once('error', reject);
-      s.listen(socket, () => resolve(s));
-    });
+    server = await listen(createServer(app), socket);
   } finally {
     process.umask(previousUmask);
   }
   await fsp.chmod(socket, 0o600);
+  return keepAlive(server);
+}
+
+function keepAlive(server: Server): Server {
   server.keepAliveTimeout = 60_000;
   return server;
 }
 
+function listen(server: Server, where: string | { fd: number }): Promise<Server> {
+  return new Promise<Server>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(where, () => resolve(server));
+  });
+}
+
+/** Stops serving; removes the socket file only if this process made it (systemd's stays for the next start). */
 export async function closeServer(server: Server, socket: string): Promise<void> {
   await new Promise<void>((resolve) => {
     server.close(() => resolve());
     server.closeAllConnections();
   });
-  await fsp.unlink(socket).catch(() => undefined);
+  if (!inheritedServers.has(server)) await fsp.unlink(socket).catch(() => undefined);
 }

@@ -6,18 +6,15 @@
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { npmEnv as cleanEnv, packPackage } from '../helpers/packed-package.js';
 
-const REPO = resolve(import.meta.dirname, '../..');
 const FIXTURES = join(import.meta.dirname, 'embedder');
 const require = createRequire(import.meta.url);
 /** The versions this project is built and tested with, so npm finds them in its cache. */
 const version = (name: string) => (require(`${name}/package.json`) as { version: string }).version;
-
-/** The environment without this vitest run's own variables, which would steer the nested one. */
-const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('VITEST') && key !== 'NODE_OPTIONS'));
 
 interface VitestJson {
   numFailedTests: number;
@@ -34,14 +31,13 @@ describe('stowage/testing, installed from the packed package into another projec
   beforeAll(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'stowage-embedder-'));
     // npm pack runs `prepare` (the build), so the tarball holds this tree's code.
-    const packed = await execa('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: REPO, env: cleanEnv, extendEnv: false });
-    const [{ filename }] = JSON.parse(packed.stdout) as [{ filename: string }];
+    const { tarball } = await packPackage(tmp);
     project = join(tmp, 'embedder');
     await mkdir(project);
     await execa('npm', ['init', '-y'], { cwd: project });
     await execa('npm', ['pkg', 'set', 'type=module'], { cwd: project });
     // The registry's packages, at the versions already in npm's cache from this project's install.
-    await execa('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(tmp, filename),
+    await execa('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball,
       `vitest@${version('vitest')}`, `typescript@${version('typescript')}`, `@types/node@${version('@types/node')}`], { cwd: project });
     for (const file of await readdir(FIXTURES)) await copyFile(join(FIXTURES, file), join(project, file));
   }, 600_000);

@@ -7,7 +7,7 @@ import type { RemovePolicy, VolumeManager } from '../../core/volume-manager.js';
 import { buildContainer } from '../../container.js';
 import type { DockerEngine } from '../docker-engine/docker-engine.js';
 import { keepPluginActivated } from '../docker-engine/plugin-activation.js';
-import { closeServer, listenOnSocket } from '../server.js';
+import { claimSocket, closeServer } from '../server.js';
 import { SOCKET_MODULES } from '../socket-module.js';
 import { SHELL_TOKENS } from '../tokens.js';
 
@@ -52,9 +52,10 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
       driverName: basename(settings.socket).replace(/\.sock$/, ''),
     },
   }, ...SOCKET_MODULES);
+  const claim = await claimSocket(settings.socket, { log });
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
-  const server = await listenOnSocket(container.get<RequestListener>(SHELL_TOKENS.RequestListener), settings.socket);
+  const server = await claim.listen(container.get<RequestListener>(SHELL_TOKENS.RequestListener));
   log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
   keepPluginActivated(container.get<DockerEngine>(SHELL_TOKENS.DockerEngine), log);
   let stopping: Promise<void> | undefined;

@@ -7,6 +7,7 @@ import { DEFAULT_SOCKET } from '../server.js';
 import { ControlError, callDaemon } from './client.js';
 import { wordError, wordFailure } from '../remedies.js';
 import { addDaemonCommand } from './daemon-command.js';
+import { addInstallServiceCommand } from './install-service.js';
 import { printJson, printList, printMounts, printNodes, printSnapshots } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -33,6 +34,7 @@ const program = new Command('stowage')
   .showHelpAfterError();
 
 addDaemonCommand(program, socketOf, fail);
+addInstallServiceCommand(program, socketOf);
 
 program.command('create <name>')
   .description('create a volume')
