@@ -122,6 +122,7 @@ export class MountDirBackend implements Backend {
       if (await this.sameDirectory(source, target)) return target;
       this.log.warn(`${target} held another mount than volume ${name}'s data (${source}); mounting it again`);
       await this.unbind(name);
+      await this.fs.mkdir(target, { recursive: true });
     }
     await this.run(name, ['--bind', source, target], `bind-mounting volume ${name} at ${target}`);
     if (!(await this.sameDirectory(source, target))) {
