@@ -11,7 +11,7 @@ import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
-import { buildPluginDir, enablePlugin, pluginTask, waitForPluginProcess, type PluginBuild } from '../helpers/managed-plugin.js';
+import { buildPluginDir, enablePlugin, pluginTask, waitForNoPluginTask, waitForPluginProcess, type PluginBuild } from '../helpers/managed-plugin.js';
 import { checkDocker, findExecutable, systemSuite, type ComponentCheck } from '../helpers/requirements.js';
 
 function checkManagedPlugin(): ComponentCheck {
@@ -152,10 +152,26 @@ describe.skipIf(skip)('stowage as a managed (v2) Docker plugin', { timeout: 180_
     expect(await volumes()).not.toContain('local pv2');
 
     expect(used.stderr).toMatch(/disabled/);
+    // The engine restarted the refusing plugin until enable gave up; it cleans up after answering.
+    await waitForNoPluginTask(node, pluginId);
     await docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`]);
     await enablePlugin(node, PLUGIN);
     expect(await volumes()).toContain(`${DRIVER} pv2`);
     expect((await run(['-v', 'pv2:/data', node.image, 'cat', '/data/p'])).stdout).toBe('precious');
     await docker(['volume', 'rm', 'pv2']);
+  });
+
+  it('comes back after a registry-free upgrade (disable, rm, create, set, enable) with its volumes and data', async () => {
+    await docker(['volume', 'create', '-d', PLUGIN, 'pv3']);
+    await run(['-v', 'pv3:/data', node.image, 'sh', '-c', 'echo upgraded > /data/u']);
+    await docker(['plugin', 'disable', '-f', PLUGIN]);
+    await docker(['plugin', 'rm', '-f', PLUGIN]);
+    await docker(['plugin', 'create', PLUGIN, build.dir]);
+    await docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`, `docker-run.source=${node.dir}`]);
+    await enablePlugin(node, PLUGIN);
+    pluginId = (await docker(['plugin', 'inspect', PLUGIN, '--format', '{{.Id}}'])).stdout.trim();
+    expect(await volumes()).toContain(`${DRIVER} pv3`);
+    expect((await run(['-v', 'pv3:/data', node.image, 'cat', '/data/u'])).stdout).toBe('upgraded');
+    await docker(['volume', 'rm', 'pv3']);
   });
 });

@@ -60,10 +60,21 @@ export async function waitForPluginProcess(node: DockerNode, pluginId: string, n
   throw new Error(`plugin ${pluginId} did not come back as a new process within ${timeoutMs} ms`);
 }
 
+/** Waits until containerd holds no task of the plugin: an enable before that fails with "id already in use". */
+export async function waitForNoPluginTask(node: DockerNode, pluginId: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if ((await pluginTask(node, pluginId)) === undefined) return;
+    await sleep(200);
+  }
+  throw new Error(`plugin ${pluginId} still has a containerd task after ${timeoutMs} ms`);
+}
+
 /**
- * `docker plugin enable`, allowing for what docker 20.10 leaves after a plugin that failed to
- * start: the next enable fails with "id already in use" (a containerd container left behind)
- * while it still starts the plugin, and one after that says "already enabled".
+ * `docker plugin enable`, allowing for what docker 20.10 does after a plugin that failed to
+ * start: until it has cleaned up, an enable fails with "id already in use" (its containerd
+ * container is still there), sometimes while starting the plugin anyway, so that the next
+ * enable says "already enabled".
  */
 export async function enablePlugin(node: DockerNode, plugin: string): Promise<void> {
   let last = '';
