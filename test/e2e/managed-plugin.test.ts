@@ -101,6 +101,8 @@ describe.skipIf(skip)('stowage as a managed (v2) Docker plugin', { timeout: 180_
     // The restarted daemon took over the mount record: the volume is still counted as mounted.
     const status = JSON.parse((await docker(['volume', 'inspect', 'pv1'])).stdout)[0].Status as Record<string, string>;
     expect(status.mounts).toBe('1');
+    // The plugin reaches the engine's API and knows its own driver name: it sees who uses the volume.
+    expect(status.usedBy).toMatch(/container keeper \(/);
     const rm = await node.docker(['volume', 'rm', 'pv1'], { reject: false });
     expect(rm.stderr).toMatch(/in use/);
   });
@@ -173,5 +175,26 @@ describe.skipIf(skip)('stowage as a managed (v2) Docker plugin', { timeout: 180_
     expect(await volumes()).toContain(`${DRIVER} pv3`);
     expect((await run(['-v', 'pv3:/data', node.image, 'cat', '/data/u'])).stdout).toBe('upgraded');
     await docker(['volume', 'rm', 'pv3']);
+  });
+
+  it('drops the mount records a forced disable leaked once no container uses the volume', async () => {
+    await docker(['plugin', 'disable', '-f', PLUGIN]);
+    // A grace long enough to see the leaked record after enable, short enough to see it dropped.
+    await docker(['plugin', 'set', PLUGIN, 'STOWAGE_MOUNT_GRACE=20', 'STOWAGE_RECONCILE_INTERVAL=1']);
+    await enablePlugin(node, PLUGIN);
+    await docker(['volume', 'create', '-d', PLUGIN, 'pv4']);
+    await docker(['run', '-d', '--name', 'leaker', '--network', 'none', '-v', 'pv4:/data', node.image, 'sleep', '100000']);
+    await docker(['plugin', 'disable', '-f', PLUGIN]);
+    // The container keeps its mount while the plugin is down; its Unmount goes nowhere.
+    await docker(['exec', 'leaker', 'sh', '-c', 'echo while-disabled > /data/w']);
+    await docker(['rm', '-f', 'leaker']);
+    await enablePlugin(node, PLUGIN);
+    const mounts = async () => (JSON.parse((await docker(['volume', 'inspect', 'pv4'])).stdout)[0].Status as Record<string, string>).mounts;
+    expect(await mounts()).toBe('1');
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && (await mounts()) !== '0') await new Promise((r) => setTimeout(r, 500));
+    expect(await mounts()).toBe('0');
+    expect((await run(['-v', 'pv4:/data', node.image, 'cat', '/data/w'])).stdout).toBe('while-disabled');
+    await docker(['volume', 'rm', 'pv4']);
   });
 });
