@@ -122,6 +122,8 @@ export interface DockerNode {
   /**
    * Stop dockerd (SIGTERM, as an init system does) and start it again with the same flags in the
    * same namespace; resolves once the engine answers. Containers survive only with `--live-restore`.
+   * Checked only with `--live-restore`: without it the new dockerd has been seen to give up with
+   * "failed to start containerd: timeout waiting for containerd to start".
    */
   restartEngine(): Promise<void>;
   /** Remove containers, stop dockerd and every process in the namespace, delete `dir`. Idempotent. */
