@@ -1,11 +1,12 @@
 import 'reflect-metadata';
-import { Container, ContainerModule } from 'inversify';
+import { Container, ContainerModule, type ResolutionContext } from 'inversify';
 import type { Backend } from './core/backend.js';
 import { ExecaCommandRunner, type CommandRunner } from './core/command-runner.js';
 import type { ContainerReferences } from './core/container-references.js';
 import type { FsPort } from './core/fs-port.js';
 import { asFsPort, LocalFirstFs } from './core/local-fs.js';
 import { consoleLogger, type Logger } from './core/logger.js';
+import { MountDirBackend, validateMountDir } from './core/mount-dir.js';
 import { MountTable } from './core/mount-table.js';
 import { SocketRootLock, type RootLock } from './core/root-lock.js';
 import { SharedClock, type Clock } from './core/clock.js';
@@ -25,6 +26,11 @@ export interface StowageConfig {
   backendOptions: Record<string, string>;
   /** Node-local state directory. */
   root: string;
+  /**
+   * When set, mounted volumes are presented as bind mounts at `<mountDir>/<name>` (see
+   * MountDirBackend): a managed plugin's `propagatedMount`.
+   */
+  mountDir?: string;
   nodeId: string;
   onRemove: RemovePolicy;
   fs?: FsPort;
@@ -53,6 +59,12 @@ function coreModule(config: StowageConfig): ContainerModule {
     bind<RootLock>(TOKENS.RootLock).toDynamicValue(() => new SocketRootLock(config.root));
     bind<Clock>(TOKENS.Clock).toDynamicValue(() => new SharedClock());
     bind<Backend>(TOKENS.Backend).toDynamicValue((ctx) => {
+      const backend = configuredBackend(ctx);
+      if (config.mountDir === undefined) return backend;
+      return new MountDirBackend(backend, validateMountDir(config.mountDir), ctx.get<CommandRunner>(TOKENS.CommandRunner),
+        ctx.get<FsPort>(TOKENS.Fs), ctx.get<Logger>(TOKENS.Logger), config.root);
+    });
+    const configuredBackend = (ctx: ResolutionContext): Backend => {
       if (typeof config.backend !== 'string') return config.backend;
       return createRegisteredBackend(ctx.getAll<BackendRegistration>(BACKEND_REGISTRATION), config.backend, {
         nodeId: config.nodeId,
@@ -61,7 +73,7 @@ function coreModule(config: StowageConfig): ContainerModule {
         runner: ctx.get<CommandRunner>(TOKENS.CommandRunner),
         log: ctx.get<Logger>(TOKENS.Logger),
       }, config.backendOptions);
-    });
+    };
     bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
       const { clusterStateDir } = ctx.get<Backend>(TOKENS.Backend).capabilities;
       // Protection follows the storage, not the declared scope: a store that may be shared (vfs

@@ -234,6 +234,9 @@ describe('stowage daemon flags', () => {
     ['a --mount-grace that is not a number', ['--mount-grace', 'soon'], /--mount-grace.*'soon'.*expected a number of seconds/],
     ['a --node-id with a slash', ['--node-id', 'a/b'], /--node-id.*'a\/b'.*letters, digits/],
     ['a --docker-host that is not unix://', ['--docker-host', 'tcp://1.2.3.4:2375'], /--docker-host.*unix:\/\/\/path/],
+    ['a relative --mount-dir', ['--mount-dir', 'mnt/stowage'], /--mount-dir.*'mnt\/stowage'.*absolute path/],
+    ['a --mount-dir of /', ['--mount-dir', '/'], /--mount-dir.*'\/'.*other than \//],
+    ['a --driver-name in upper case', ['--driver-name', 'Stowage'], /--driver-name.*'Stowage'.*plugin name/],
   ])('refuses %s before starting anything', async (_label, flags, message) => {
     const socket = join(dir, 'refused.sock');
     const root = join(dir, 'refused-root');

@@ -151,7 +151,7 @@ describe.skipIf(skipSystemd)('the systemd units', () => {
     // What the daemon reads, as its own help lists it.
     const help = `${(await runCli(['daemon', '--help'])).stdout}${(await runCli(['--help'])).stdout}`;
     const read = [...new Set(help.match(/STOWAGE_[A-Z_]+/g))].sort();
-    expect(read).toHaveLength(11);
+    expect(read).toHaveLength(13);
     expect(listed.map(([name]) => name).sort()).toEqual(read);
     expect(Object.fromEntries(listed)).toMatchObject({
       STOWAGE_BACKEND: 'vfs', STOWAGE_ROOT: '/var/lib/stowage', STOWAGE_ON_REMOVE: 'delete', STOWAGE_HEARTBEAT_INTERVAL: '5',

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { dockerSocketPath } from '../docker-engine/docker-engine.js';
+import { validateMountDir } from '../../core/mount-dir.js';
 import { isValidNodeId } from '../../core/names.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import type { RemovePolicy } from '../../core/volume-manager.js';
@@ -22,6 +23,22 @@ const NODE_ID_RULE = 'use up to 63 letters, digits, "_", "." and "-"';
 
 function nodeId(value: string): string {
   if (!isValidNodeId(value)) throw new InvalidArgumentError(NODE_ID_RULE);
+  return value;
+}
+
+function mountDir(value: string): string {
+  try {
+    return validateMountDir(value);
+  } catch {
+    throw new InvalidArgumentError('expected an absolute path other than /, without "." or ".." parts');
+  }
+}
+
+/** What `docker plugin ls` shows: [registry/]repo[:tag], lower case, as Docker's reference grammar allows. */
+function driverName(value: string): string {
+  if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$/.test(value)) {
+    throw new InvalidArgumentError('expected a plugin name such as stowage:latest or registry.example.com/stowage:1.0');
+  }
   return value;
 }
 
@@ -48,6 +65,8 @@ interface DaemonFlags {
   staleAfter: number;
   mountGrace: number;
   reconcileInterval: number;
+  mountDir?: string;
+  driverName?: string;
 }
 
 /**
@@ -65,6 +84,8 @@ export const DAEMON_ENV = {
   staleAfter: 'STOWAGE_STALE_AFTER',
   mountGrace: 'STOWAGE_MOUNT_GRACE',
   reconcileInterval: 'STOWAGE_RECONCILE_INTERVAL',
+  mountDir: 'STOWAGE_MOUNT_DIR',
+  driverName: 'STOWAGE_DRIVER_NAME',
 } as const;
 
 /**
@@ -117,6 +138,12 @@ export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => s
       .argParser(seconds).default(60_000, '60').env(DAEMON_ENV.mountGrace))
     .addOption(new Option('--reconcile-interval <seconds>', 'how often mount records are checked against the Docker engine')
       .argParser(seconds).default(60_000, '60').env(DAEMON_ENV.reconcileInterval))
+    .addOption(new Option('--mount-dir <dir>',
+      'present mounted volumes as bind mounts at <dir>/<name> (a managed plugin\'s propagatedMount); default: the backend\'s own paths')
+      .argParser(mountDir).env(DAEMON_ENV.mountDir))
+    .addOption(new Option('--driver-name <name>',
+      'the volume driver name the engine shows for this plugin (a managed plugin: its name with tag, e.g. stowage:latest); default: the socket\'s name')
+      .argParser(driverName).env(DAEMON_ENV.driverName))
     .action(async (flags: DaemonFlags, cmd: Command) => {
       const daemon = await startDaemon({
         backend: flags.backend ?? flags.drivers ?? 'vfs',
@@ -135,6 +162,8 @@ export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => s
         staleAfterMs: flags.staleAfter,
         mountGraceMs: flags.mountGrace,
         reconcileMs: flags.reconcileInterval,
+        mountDir: flags.mountDir,
+        driverName: flags.driverName,
       });
       const shutdown = (signal: string) => {
         process.stderr.write(`stowage: ${signal} received, stopping\n`);

@@ -25,6 +25,10 @@ export interface DaemonSettings {
   staleAfterMs: number;
   mountGraceMs: number;
   reconcileMs: number;
+  /** See StowageConfig.mountDir. */
+  mountDir?: string;
+  /** The driver name the engine shows in container mounts; default: the socket's name (a legacy plugin). */
+  driverName?: string;
 }
 
 export interface RunningDaemon {
@@ -44,12 +48,13 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
     onRemove: settings.onRemove,
     mountGraceMs: settings.mountGraceMs,
     reconcileMs: settings.reconcileMs,
+    mountDir: settings.mountDir,
     logger: log,
     cluster: { heartbeatMs: settings.heartbeatMs, staleAfterMs: settings.staleAfterMs, version: VERSION },
     engine: {
       socket: settings.dockerSocket,
       // Docker names a legacy plugin after its socket file.
-      driverName: basename(settings.socket).replace(/\.sock$/, ''),
+      driverName: settings.driverName ?? basename(settings.socket).replace(/\.sock$/, ''),
     },
   }, ...SOCKET_MODULES);
   const claim = await claimSocket(settings.socket, { log });
