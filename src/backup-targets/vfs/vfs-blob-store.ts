@@ -201,7 +201,8 @@ export class VfsBlobStore implements BlobStore {
     let path = this.root;
     for (const segment of ['', ...segments]) {
       path = segment === '' ? path : join(path, segment);
-      if (segment !== '') {
+      // The root itself is created on first write (its parent must exist: no mkdir -p of a typo).
+      {
         await mkdir(path, { mode: 0o700 }).catch((err: unknown) => { if (errnoCode(err) !== 'EEXIST') throw err; });
       }
       const stat = await lstat(path);
