@@ -135,9 +135,9 @@ export class Chunker {
  * The chunks of a stream, one at a time: memory stays within maxSize plus one read, whatever
  * the stream's length.
  */
-export async function* chunkStream(input: Readable | AsyncIterable<Buffer>, params: ChunkerParams = DEFAULT_CHUNKER): AsyncGenerator<Buffer> {
+export async function* chunkStream(input: Readable | AsyncIterable<Buffer> | Iterable<Buffer>, params: ChunkerParams = DEFAULT_CHUNKER): AsyncGenerator<Buffer> {
   const chunker = new Chunker(params);
-  for await (const data of input as AsyncIterable<Buffer>) yield* chunker.push(data);
+  for await (const data of input as AsyncIterable<Buffer> | Iterable<Buffer>) yield* chunker.push(data);
   const last = chunker.finish();
   if (last) yield last;
 }

@@ -155,13 +155,13 @@ export class Repository {
    * A blob's plaintext, checked: the stored bytes must be all there, decompress, and hash to
    * the blob's id. Any failure is an error naming the blob and its pack.
    */
-  async readBlob(id: string): Promise<Buffer> {
+  async readBlob(id: string, options: { wholePacks?: boolean } = {}): Promise<Buffer> {
     const loc = this.blobs.get(id);
     if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is in no pack of ${this.store.location}`);
     const key = packKey(loc.pack);
     let stored: Buffer;
     try {
-      stored = await this.store.getRange(key, loc.offset, loc.length);
+      stored = options.wholePacks ? await this.fromLastPack(loc) : await this.store.getRange(key, loc.offset, loc.length);
     } catch (err) {
       if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
         throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${key} is not in ${this.store.location}`, { cause: err });
@@ -179,6 +179,25 @@ export class Repository {
       throw corrupt(`chunk ${id} in ${key} is corrupt: its content does not match its hash`);
     }
     return plain;
+  }
+
+  private lastPack: { id: string; data: Buffer } | undefined;
+
+  /**
+   * Reads whole packs and keeps the last one: a restore or verify reads blobs in the order a
+   * backup wrote them, so one request per pack serves many small files (one pack of memory).
+   */
+  private async fromLastPack(loc: BlobLocation): Promise<Buffer> {
+    if (this.lastPack?.id !== loc.pack) {
+      this.lastPack = undefined;
+      this.lastPack = { id: loc.pack, data: await this.store.get(packKey(loc.pack)) };
+    }
+    return this.lastPack.data.subarray(loc.offset, loc.offset + loc.length);
+  }
+
+  /** Drops the pack kept by whole-pack reads. */
+  releasePackCache(): void {
+    this.lastPack = undefined;
   }
 
   async putBackupRecord(record: BackupRecord): Promise<void> {
@@ -251,11 +270,15 @@ export interface WriterStats {
   packs: number;
 }
 
+/** Compressions in flight at once: zlib runs them on libuv's pool, so they use the other cores. */
+const COMPRESSIONS_IN_FLIGHT = 4;
+
 /**
  * Adds blobs to a repository: new ones (by id) are compressed into the current pack, which is
- * written once it reaches the pack size, followed by its index object. Blobs are readable by
- * others only after flush(): a backup flushes before writing its record, so a record never
- * names a blob that is not stored.
+ * written once it reaches the pack size, followed by its index object. Compression runs a few
+ * blobs ahead of the caller (bounded), and packs are written one after the other. Blobs are
+ * readable by others only after flush(): a backup flushes before writing its record, so a
+ * record never names a blob that is not stored.
  */
 export class PackWriter {
   readonly stats: WriterStats = { newBlobs: 0, newRawBytes: 0, newStoredBytes: 0, packs: 0 };
@@ -263,40 +286,61 @@ export class PackWriter {
   private entries: PackBlob[] = [];
   private size = 0;
   private readonly pending = new Set<string>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private writes: Promise<void> = Promise.resolve();
+  private failure: { error: unknown } | undefined;
 
   constructor(private readonly repo: Repository) {}
 
   /** Adds `data` unless the repository (or this writer) already has it; returns its id. */
   async add(type: BlobType, data: Buffer, knownId?: string): Promise<{ id: string; added: boolean }> {
+    this.throwIfFailed();
     const id = knownId ?? sha256(data);
     if (this.repo.has(id) || this.pending.has(id)) return { id, added: false };
     this.pending.add(id);
-    const packed = await compress(this.repo.config.codec, data);
-    this.entries.push({ id, type, offset: this.size, length: packed.data.length, rawLength: data.length, codec: packed.codec });
-    this.parts.push(packed.data);
-    this.size += packed.data.length;
-    this.stats.newBlobs += 1;
-    this.stats.newRawBytes += data.length;
-    if (this.size >= this.repo.config.packSize) await this.writePack();
+    const job: Promise<void> = compress(this.repo.config.codec, data).then((packed) => {
+      this.entries.push({ id, type, offset: this.size, length: packed.data.length, rawLength: data.length, codec: packed.codec });
+      this.parts.push(packed.data);
+      this.size += packed.data.length;
+      this.stats.newBlobs += 1;
+      this.stats.newRawBytes += data.length;
+      if (this.size >= this.repo.config.packSize) this.sealPack();
+    }).catch((error: unknown) => { this.failure ??= { error }; }).finally(() => { this.inFlight.delete(job); });
+    this.inFlight.add(job);
+    while (this.inFlight.size >= COMPRESSIONS_IN_FLIGHT) await Promise.race(this.inFlight);
+    this.throwIfFailed();
     return { id, added: true };
   }
 
-  /** Writes the current pack, if any. */
+  /** Writes everything added so far. */
   async flush(): Promise<void> {
-    if (this.entries.length > 0) await this.writePack();
+    await Promise.all(this.inFlight);
+    if (this.entries.length > 0) this.sealPack();
+    await this.writes;
+    this.throwIfFailed();
   }
 
-  private async writePack(): Promise<void> {
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Takes the current pack's contents and queues its write after the ones before it. */
+  private sealPack(): void {
     const entries = this.entries;
-    const body = Buffer.concat(this.parts);
+    const parts = this.parts;
     this.parts = [];
     this.entries = [];
     this.size = 0;
+    this.writes = this.writes.then(() => this.writePack(entries, parts)).catch((error: unknown) => { this.failure ??= { error }; });
+  }
+
+  private async writePack(entries: PackBlob[], parts: Buffer[]): Promise<void> {
+    if (this.failure) return;
     // The pack carries its own index too, so a lost index object can be rebuilt from the pack.
     const trailer = Buffer.from(JSON.stringify(entries));
     const length = Buffer.alloc(4);
     length.writeUInt32BE(trailer.length);
-    const pack = Buffer.concat([body, trailer, length]);
+    const pack = Buffer.concat([...parts, trailer, length]);
     const id = sha256(pack);
     const index: PackIndex = { format: FORMAT_VERSION, pack: id, size: pack.length, blobs: entries };
     const indexData = Buffer.from(JSON.stringify(index));

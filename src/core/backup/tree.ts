@@ -196,8 +196,9 @@ async function fileEntry(
   try {
     const chunks: string[] = [];
     let size = 0;
-    const stream = handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
-    for await (const chunk of chunkStream(stream, repo.config.chunker)) {
+    // A file below the minimum chunk size is one chunk: one read, no stream.
+    const input = stat.size < BigInt(repo.config.chunker.minSize) ? [await handle.readFile()] : handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
+    for await (const chunk of chunkStream(input, repo.config.chunker)) {
       chunks.push((await writer.add('data', chunk)).id);
       size += chunk.length;
       stats.bytesRead += chunk.length;
@@ -246,6 +247,7 @@ export async function restoreTree(repo: Repository, volume: string, backupId: st
     try {
       return await restoreEntries(repo, record, target, options);
     } catch (err) {
+      repo.releasePackCache();
       // Everything under target is ours: it was empty. rm never follows symlinks.
       for (const name of await readdir(target)) await rm(join(target, name), { recursive: true, force: true });
       throw err;
@@ -304,7 +306,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
         try {
           let written = 0;
           for (const id of entry.chunks!) {
-            const data = await repo.readBlob(id);
+            const data = await repo.readBlob(id, { wholePacks: true });
             await handle.write(data, 0, data.length, written);
             written += data.length;
             progress.bytes += data.length;
@@ -327,6 +329,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   }
   if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
   while (stack.length > 0) await closeDir(stack.pop()!);
+  repo.releasePackCache();
   return progress;
 }
 
@@ -362,13 +365,14 @@ export async function verifyBackup(repo: Repository, volume: string, backupId: s
       result.files += 1;
       for (const id of entry.chunks!) {
         if (checked.has(id)) continue;
-        const data = await repo.readBlob(id);
+        const data = await repo.readBlob(id, { wholePacks: true });
         checked.add(id);
         result.chunks += 1;
         result.bytes += data.length;
         options.onProgress?.({ entries: result.files, files: result.files, bytes: result.bytes });
       }
     }
+    repo.releasePackCache();
     return result;
   });
 }
