@@ -181,18 +181,21 @@ export class Repository {
     return plain;
   }
 
-  private lastPack: { id: string; data: Buffer } | undefined;
+  private lastPack: { id: string; data: Promise<Buffer> } | undefined;
 
   /**
    * Reads whole packs and keeps the last one: a restore or verify reads blobs in the order a
    * backup wrote them, so one request per pack serves many small files (one pack of memory).
+   * Concurrent readers of the same pack share one request.
    */
   private async fromLastPack(loc: BlobLocation): Promise<Buffer> {
     if (this.lastPack?.id !== loc.pack) {
-      this.lastPack = undefined;
-      this.lastPack = { id: loc.pack, data: await this.store.get(packKey(loc.pack)) };
+      const data = this.store.get(packKey(loc.pack));
+      this.lastPack = { id: loc.pack, data };
+      // A failed read is not kept for the next reader.
+      data.catch(() => { if (this.lastPack?.data === data) this.lastPack = undefined; });
     }
-    return this.lastPack.data.subarray(loc.offset, loc.offset + loc.length);
+    return (await this.lastPack.data).subarray(loc.offset, loc.offset + loc.length);
   }
 
   /** Drops the pack kept by whole-pack reads. */

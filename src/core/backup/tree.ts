@@ -14,6 +14,8 @@ import { assertVolumeName, ManifestWriter, Repository } from './repository.js';
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const MAX_WARNINGS = 100;
+/** Files read (backup) or written (restore) at once. */
+const FILES_AHEAD = 8;
 
 export interface Progress {
   entries: number;
@@ -136,30 +138,45 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       options.onWarning?.(message);
     };
     const firstNames = new Map<string, string>();
-    for await (const { path, abs, stat } of walk(dir)) {
-      let entry: Entry;
-      if (stat.isDirectory()) {
-        entry = { path, type: 'dir', ...metadata(stat), size: 0 };
-      } else if (stat.isSymbolicLink()) {
-        entry = { path, type: 'symlink', ...metadata(stat), size: 0, target: await readlink(abs) };
-      } else if (stat.isFile()) {
-        const inode = `${stat.dev}:${stat.ino}`;
-        const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
-        if (first !== undefined) {
-          entry = { path, type: 'hardlink', ...metadata(stat), size: Number(stat.size), target: first };
-        } else {
-          if (stat.nlink > 1n) firstNames.set(inode, path);
-          entry = await fileEntry(path, abs, stat, await cursor.find(path), repo, writer, stats, options);
-          stats.files += 1;
-          stats.bytes += entry.size;
-        }
-      } else {
-        warn(`${path}: ${stat.isFIFO() ? 'FIFO' : stat.isSocket() ? 'socket' : 'device'} skipped`);
-        continue;
+    // Entries in walk order; files are read a few at a time ahead of the manifest, which takes
+    // them in order (file system calls wait on the thread pool: overlapping them hides that).
+    const queue: Array<Promise<Entry>> = [];
+    const drain = async (limit: number) => {
+      while (queue.length > limit) {
+        await manifest.add(await queue.shift()!);
+        stats.entries += 1;
+        options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
       }
-      await manifest.add(entry);
-      stats.entries += 1;
-      options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
+    };
+    try {
+      for await (const { path, abs, stat } of walk(dir)) {
+        if (stat.isDirectory()) {
+          queue.push(Promise.resolve({ path, type: 'dir', ...metadata(stat), size: 0 }));
+        } else if (stat.isSymbolicLink()) {
+          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: await readlink(abs) }));
+        } else if (stat.isFile()) {
+          const inode = `${stat.dev}:${stat.ino}`;
+          const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
+          if (first !== undefined) {
+            queue.push(Promise.resolve({ path, type: 'hardlink', ...metadata(stat), size: Number(stat.size), target: first }));
+          } else {
+            if (stat.nlink > 1n) firstNames.set(inode, path);
+            const previous = await cursor.find(path);
+            queue.push(fileEntry(path, abs, stat, previous, repo, writer, stats, options).then((entry) => {
+              stats.files += 1;
+              return entry;
+            }));
+          }
+        } else {
+          warn(`${path}: ${stat.isFIFO() ? 'FIFO' : stat.isSocket() ? 'socket' : 'device'} skipped`);
+          continue;
+        }
+        await drain(FILES_AHEAD);
+      }
+      await drain(0);
+    } finally {
+      // A failure leaves other reads running: let them end before the lock is released.
+      await Promise.allSettled(queue);
     }
     const manifestIds = await manifest.finish();
     await writer.flush();
@@ -190,6 +207,7 @@ async function fileEntry(
   if (previous?.type === 'file' && previous.ino === Number(stat.ino) && previous.size === Number(stat.size)
     && previous.mtimeNs === stat.mtimeNs.toString() && previous.ctimeNs === stat.ctimeNs.toString()
     && previous.chunks!.every((id) => repo.has(id))) {
+    stats.bytes += previous.size;
     return { ...base, size: previous.size, chunks: previous.chunks! };
   }
   const handle = await open(abs, READ_FLAGS);
@@ -202,7 +220,8 @@ async function fileEntry(
       chunks.push((await writer.add('data', chunk)).id);
       size += chunk.length;
       stats.bytesRead += chunk.length;
-      options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes + size });
+      stats.bytes += chunk.length;
+      options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
     }
     stats.filesRead += 1;
     // A file that changed while read keeps what was read; its changed ctime makes the next
@@ -262,7 +281,16 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   const stack: Entry[] = [];
   let previous: string | undefined;
   const abs = (path: string) => (path === '.' ? target : join(target, ...path.split('/')));
+  // Files are written a few at a time; what depends on them (a directory's times, a hardlink)
+  // waits for all of them first.
+  const jobs = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  const barrier = async () => {
+    await Promise.all(jobs);
+    if (failure) throw failure.error;
+  };
   const closeDir = async (entry: Entry) => {
+    await barrier();
     const path = abs(entry.path);
     if (asRoot) await lchown(path, entry.uid, entry.gid);
     const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
@@ -273,64 +301,83 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
       await handle.close();
     }
   };
-  for await (const entry of repo.entries(record)) {
-    if (previous === undefined) {
-      if (entry.path !== '.') throw refusedEntry(record, entry.path, 'the first entry must be the root directory');
-    } else {
-      if (comparePaths(previous, entry.path) >= 0) throw refusedEntry(record, entry.path, `out of order or duplicate (after ${JSON.stringify(previous)})`);
-      const parent = parentOf(entry.path);
-      while (stack.length > 0 && stack[stack.length - 1]!.path !== parent) await closeDir(stack.pop()!);
-      if (stack.length === 0) throw refusedEntry(record, entry.path, 'its parent is not a directory of this backup');
-    }
-    previous = entry.path;
-    const path = abs(entry.path);
-    switch (entry.type) {
-      case 'dir':
-        if (entry.path !== '.') await mkdir(path, { mode: 0o700 });
-        stack.push(entry);
-        break;
-      case 'symlink':
-        await symlink(entry.target!, path);
-        if (asRoot) await lchown(path, entry.uid, entry.gid);
-        await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
-        break;
-      case 'hardlink': {
-        const first = entry.target!;
-        if (comparePaths(first, entry.path) >= 0) throw refusedEntry(record, entry.path, 'a hardlink must point to an earlier file');
-        if (!(await isRestoredFile(target, first))) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file`);
-        await link(abs(first), path);
-        break;
+  try {
+    for await (const entry of repo.entries(record)) {
+      if (previous === undefined) {
+        if (entry.path !== '.') throw refusedEntry(record, entry.path, 'the first entry must be the root directory');
+      } else {
+        if (comparePaths(previous, entry.path) >= 0) throw refusedEntry(record, entry.path, `out of order or duplicate (after ${JSON.stringify(previous)})`);
+        const parent = parentOf(entry.path);
+        while (stack.length > 0 && stack[stack.length - 1]!.path !== parent) await closeDir(stack.pop()!);
+        if (stack.length === 0) throw refusedEntry(record, entry.path, 'its parent is not a directory of this backup');
       }
-      case 'file': {
-        const handle = await open(path, WRITE_FLAGS, 0o600);
-        try {
-          let written = 0;
-          for (const id of entry.chunks!) {
-            const data = await repo.readBlob(id, { wholePacks: true });
-            await handle.write(data, 0, data.length, written);
-            written += data.length;
-            progress.bytes += data.length;
-            options.onProgress?.({ ...progress });
-          }
-          if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
-          if (asRoot) await handle.chown(entry.uid, entry.gid);
-          // After chown, which clears set-id bits.
-          await handle.chmod(entry.mode);
-          await handle.utimes(nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
-        } finally {
-          await handle.close();
+      previous = entry.path;
+      const path = abs(entry.path);
+      switch (entry.type) {
+        case 'dir':
+          if (entry.path !== '.') await mkdir(path, { mode: 0o700 });
+          stack.push(entry);
+          break;
+        case 'symlink':
+          await symlink(entry.target!, path);
+          if (asRoot) await lchown(path, entry.uid, entry.gid);
+          await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+          break;
+        case 'hardlink': {
+          const first = entry.target!;
+          if (comparePaths(first, entry.path) >= 0) throw refusedEntry(record, entry.path, 'a hardlink must point to an earlier file');
+          await barrier();
+          if (!(await isRestoredFile(target, first))) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file`);
+          await link(abs(first), path);
+          break;
         }
-        progress.files += 1;
-        break;
+        case 'file': {
+          const job: Promise<void> = writeFileEntry(repo, record, entry, path, asRoot, progress, options)
+            .catch((error: unknown) => { failure ??= { error }; })
+            .finally(() => { jobs.delete(job); });
+          jobs.add(job);
+          while (jobs.size >= FILES_AHEAD) await Promise.race(jobs);
+          if (failure) throw failure.error;
+          break;
+        }
       }
+      progress.entries += 1;
+      options.onProgress?.({ ...progress });
     }
-    progress.entries += 1;
-    options.onProgress?.({ ...progress });
+    if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
+    while (stack.length > 0) await closeDir(stack.pop()!);
+    await barrier();
+  } finally {
+    // Never clean up under a write still running.
+    await Promise.allSettled(jobs);
   }
-  if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
-  while (stack.length > 0) await closeDir(stack.pop()!);
   repo.releasePackCache();
   return progress;
+}
+
+async function writeFileEntry(
+  repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
+  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions,
+): Promise<void> {
+  const handle = await open(path, WRITE_FLAGS, 0o600);
+  try {
+    let written = 0;
+    for (const id of entry.chunks!) {
+      const data = await repo.readBlob(id, { wholePacks: true });
+      await handle.write(data, 0, data.length, written);
+      written += data.length;
+      progress.bytes += data.length;
+      options.onProgress?.({ ...progress });
+    }
+    if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    if (asRoot) await handle.chown(entry.uid, entry.gid);
+    // After chown, which clears set-id bits.
+    await handle.chmod(entry.mode);
+    await handle.utimes(nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+  } finally {
+    await handle.close();
+  }
+  progress.files += 1;
 }
 
 /**
