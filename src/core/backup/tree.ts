@@ -28,6 +28,8 @@ export interface CommonOptions {
   /** Who holds the repository lock, for other nodes' messages (default host:pid). */
   owner?: string;
   lockTtlMs?: number;
+  /** The clock lock expiry is judged by (default Date.now). */
+  now?: () => number;
   onProgress?: (progress: Progress) => void;
 }
 
@@ -40,7 +42,6 @@ export interface BackupOptions extends CommonOptions {
   parent?: string | false;
   /** Devices, FIFOs and sockets are skipped; each is reported here and in the record. */
   onWarning?: (message: string) => void;
-  now?: () => number;
 }
 
 interface Walked {
@@ -121,7 +122,7 @@ function metadata(stat: BigIntStats): Pick<Entry, 'mode' | 'uid' | 'gid' | 'mtim
 export async function backupTree(dir: string, repo: Repository, options: BackupOptions): Promise<BackupRecord> {
   assertVolumeName(options.volume);
   const now = options.now ?? Date.now;
-  return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, owner: options.owner, ttlMs: options.lockTtlMs }, async (lock) => {
+  return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     const startedAt = new Date(now()).toISOString();
     await repo.reloadIndex();
     let parent: BackupRecord | undefined;
@@ -260,7 +261,7 @@ export async function restoreTree(repo: Repository, volume: string, backupId: st
   const targetStat = await lstat(target);
   if (!targetStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not a directory`);
   if ((await readdir(target)).length > 0) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not empty; a restore only writes into an empty directory`);
-  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs }, async () => {
+  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     try {
@@ -402,7 +403,7 @@ async function isRestoredFile(target: string, path: string): Promise<boolean> {
  */
 export async function verifyBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<{ files: number; chunks: number; bytes: number }> {
   assertVolumeName(volume);
-  return withLock(repo.store, { kind: 'shared', purpose: `verify of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs }, async () => {
+  return withLock(repo.store, { kind: 'shared', purpose: `verify of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     const checked = new Set<string>();
@@ -427,7 +428,7 @@ export async function verifyBackup(repo: Repository, volume: string, backupId: s
 /** Removes a backup's record; its chunks stay until gc() finds nothing else needs them. */
 export async function deleteBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<void> {
   assertVolumeName(volume);
-  await withLock(repo.store, { kind: 'exclusive', purpose: `delete of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs }, async (lock) => {
+  await withLock(repo.store, { kind: 'exclusive', purpose: `delete of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     await repo.readBackupRecord(volume, backupId);
     lock.assertHeld();
     await repo.store.delete([backupKey(volume, backupId)]);
@@ -455,7 +456,7 @@ export interface GcResult {
  * missing pack. Packs with some live blobs are kept whole (no repacking yet).
  */
 export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcResult> {
-  return withLock(repo.store, { kind: 'exclusive', purpose: 'garbage collection', owner: options.owner, ttlMs: options.lockTtlMs }, async (lock) => {
+  return withLock(repo.store, { kind: 'exclusive', purpose: 'garbage collection', owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     const broken: string[] = [];
     const records = await repo.listBackups(undefined, { pageSize: options.pageSize, onBroken: (key, err) => broken.push(`${key}: ${(err as Error).message}`) });
     if (broken.length > 0) {
