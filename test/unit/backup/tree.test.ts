@@ -8,7 +8,7 @@ import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js'
 import { listAll } from '../../../src/core/backup/blob-store.js';
 import { FORMAT_VERSION, packKey, type BackupRecord } from '../../../src/core/backup/format.js';
 import { acquireLock } from '../../../src/core/backup/locks.js';
-import { ManifestWriter, Repository } from '../../../src/core/backup/repository.js';
+import { Repository } from '../../../src/core/backup/repository.js';
 import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/tree.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 
@@ -175,9 +175,7 @@ describe('file-level backup and restore', () => {
   it('hostile manifests are refused and nothing is written outside (or left inside) the target', async () => {
     const forge = async (entries: unknown[]): Promise<string> => {
       const writer = repo.newWriter();
-      const manifest = new ManifestWriter(writer);
       const ids = [(await writer.add('tree', Buffer.from(JSON.stringify({ format: FORMAT_VERSION, entries })))).id];
-      void manifest;
       await writer.flush();
       const id = `20300101T000000000Z-${randomBytes(4).toString('hex')}`;
       await repo.putBackupRecord({ ...first, id, volume: 'evil', manifest: ids, parent: undefined });
