@@ -75,7 +75,7 @@ export function describeBlobStoreConformance(label: string, setup: () => Promise
       expect(pages).toBe(4);
       expect(seen).toEqual([...keys].sort());
       const all: string[] = [];
-      for await (const o of listAll(h.store, 'many/', 7)) all.push(o.key);
+      for await (const o of listAll(h.store, 'many/', 150)) all.push(o.key);
       expect(all.length).toBe(1050);
     });
 

@@ -256,7 +256,7 @@ describe('gc over more than 1000 objects', () => {
     const before = await count();
     expect(before).toBeGreaterThan(1300);
     await deleteBackup(repo, 'doomed', doomed.id);
-    const result = await gc(repo, { pageSize: 37 });
+    const result = await gc(repo, { pageSize: 150 });
     // 550 chunks and 1 manifest blob only the doomed backup had, each a pack and an index.
     expect(result).toMatchObject({ backups: 1, deletedPacks: 551, deletedIndexes: 551 });
     expect(await verifyBackup(repo, 'keeper', keeper.id)).toMatchObject({ files: 100, chunks: 100 });
