@@ -108,9 +108,8 @@ export class VfsBlobStore implements BlobStore {
     const cut = prefix.lastIndexOf('/');
     const base = cut < 0 ? '' : prefix.slice(0, cut);
     const found: ListedObject[] = [];
-    await this.walk(base, prefix, after, found);
-    // Byte order, as object stores list: '/' sorts before letters, unlike a tree walk.
-    found.sort((a, b) => compareBytes(a.key, b.key));
+    // One more than a page tells whether another page follows.
+    await this.walk(base, prefix, after, found, pageSize + 1);
     const objects = found.slice(0, pageSize);
     return found.length > pageSize ? { objects, next: objects[objects.length - 1]!.key } : { objects };
   }
@@ -133,7 +132,12 @@ export class VfsBlobStore implements BlobStore {
     }
   }
 
-  private async walk(dir: string, prefix: string, after: string, out: ListedObject[]): Promise<void> {
+  /**
+   * Appends keys under `dir` in byte order until `out` holds `limit`. Sorting each directory's
+   * names with a `/` after directory names makes a depth-first walk emit keys in the byte order
+   * object stores list in (`a.x` < `a/b` < `a0`), so a page stops early instead of reading all.
+   */
+  private async walk(dir: string, prefix: string, after: string, out: ListedObject[], limit: number): Promise<void> {
     const path = dir === '' ? this.root : join(this.root, dir);
     const stat = await lstat(path).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
@@ -144,21 +148,24 @@ export class VfsBlobStore implements BlobStore {
       if (dir !== '') return;
       throw this.refused('', 'is not a directory');
     }
-    for (const name of await readdir(path)) {
-      if (name.startsWith('.')) continue;
-      const key = dir === '' ? name : `${dir}/${name}`;
+    const children = (await readdir(path, { withFileTypes: true }))
+      .filter((d) => !d.name.startsWith('.') && (d.isDirectory() || d.isFile()))
+      .map((d) => ({ name: d.name, isDir: d.isDirectory(), sortKey: d.isDirectory() ? `${d.name}/` : d.name }))
+      .sort((a, b) => compareBytes(a.sortKey, b.sortKey));
+    for (const child of children) {
+      if (out.length >= limit) return;
+      const key = dir === '' ? child.name : `${dir}/${child.name}`;
       // Neither a prefix of the wanted prefix nor under it: nothing inside can match.
       if (!key.startsWith(prefix) && !prefix.startsWith(`${key}/`)) continue;
-      const entry = await lstat(join(path, name)).catch(() => undefined);
-      if (!entry) continue;
-      if (entry.isDirectory()) {
+      if (child.isDir) {
         // Every key under `key/` sorts before `after` when `after` leaves that subtree upward.
         const sub = `${key}/`;
         if (!after.startsWith(sub) && compareBytes(after, sub) > 0) continue;
-        await this.walk(key, prefix, after, out);
-      } else if (entry.isFile() && key.startsWith(prefix) && compareBytes(key, after) > 0) {
-        // Names not in the key alphabet (someone else's files) are not objects of this store.
-        if (isValidKey(key)) out.push({ key, size: entry.size });
+        await this.walk(key, prefix, after, out, limit);
+      } else if (key.startsWith(prefix) && compareBytes(key, after) > 0 && isValidKey(key)) {
+        // Names outside the key alphabet (someone else's files) are not objects of this store.
+        const entry = await lstat(join(path, child.name)).catch(() => undefined);
+        if (entry?.isFile()) out.push({ key, size: entry.size });
       }
     }
   }
