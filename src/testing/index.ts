@@ -6,3 +6,5 @@ export { describeBackendConformance } from './backend-suite.js';
 export { describeSnapshotConformance } from './snapshot-suite.js';
 export { describeSharedStoreConformance } from './shared-store-suite.js';
 export type { ConformanceHarness, SharedStoreHarness } from './harness.js';
+export { describeBlobStoreConformance } from './blob-store-suite.js';
+export type { BlobStoreHarness } from './blob-store-suite.js';

@@ -1,0 +1,245 @@
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  assertValidKey, assertValidPrefix, blobMissing, MAX_DELETE_BATCH, MAX_LIST_PAGE,
+  type BlobStore, type ListedObject, type ListOptions, type ListPage,
+} from '../../core/backup/blob-store.js';
+import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { randomHex } from '../../core/random-hex.js';
+
+/** O_NONBLOCK: a FIFO planted under an object's name must not hang open(). */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+/** Temps live in a dot-directory no key can name (keys never have a segment starting with a dot). */
+const TEMP_DIR = '.tmp';
+
+export interface VfsBlobStoreOptions {
+  /** fsync each object and its directory before put returns (default true). */
+  durable?: boolean;
+}
+
+/**
+ * A BlobStore on a directory: a local disk, an NFS or a GlusterFS mount. A key is a relative
+ * path under the root. Objects are written to a temp file, fsynced, then hard-linked to their
+ * name: link() fails with EEXIST instead of replacing, exclusively even on NFS and GlusterFS,
+ * so put never overwrites. Directories and files are checked with lstat and opened with
+ * O_NOFOLLOW: a symlink planted in the repository is refused, never followed out of it.
+ */
+export class VfsBlobStore implements BlobStore {
+  readonly location: string;
+  private readonly durable: boolean;
+
+  constructor(private readonly root: string, options: VfsBlobStoreOptions = {}) {
+    this.location = root;
+    this.durable = options.durable ?? true;
+  }
+
+  async put(key: string, data: Uint8Array): Promise<boolean> {
+    assertValidKey(key);
+    const segments = key.split('/');
+    const dir = await this.ensureDirs(segments.slice(0, -1));
+    const tempDir = await this.ensureDirs([TEMP_DIR]);
+    const temp = join(tempDir, `${randomHex(8)}-${process.pid}`);
+    const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      try {
+        await handle.writeFile(data);
+        if (this.durable) await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      try {
+        await link(temp, join(dir, segments[segments.length - 1]!));
+      } catch (err) {
+        if (errnoCode(err) === 'EEXIST') return false;
+        throw err;
+      }
+      if (this.durable) await syncDir(dir);
+      return true;
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
+  }
+
+  async get(key: string): Promise<Buffer> {
+    const handle = await this.openObject(key);
+    try {
+      return await handle.readFile();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `range ${offset}+${length} of ${key} is not valid`);
+    }
+    const handle = await this.openObject(key);
+    try {
+      const buffer = Buffer.allocUnsafe(length);
+      let filled = 0;
+      while (filled < length) {
+        const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      return buffer.subarray(0, filled);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async head(key: string): Promise<{ size: number } | undefined> {
+    assertValidKey(key);
+    const stat = await lstat(join(this.root, key)).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+      throw err;
+    });
+    if (!stat) return undefined;
+    if (!stat.isFile()) throw this.refused(key, 'is not a regular file');
+    return { size: stat.size };
+  }
+
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
+    assertValidPrefix(prefix);
+    const pageSize = Math.min(Math.max(1, options.pageSize ?? MAX_LIST_PAGE), MAX_LIST_PAGE);
+    const after = options.startAfter ?? '';
+    // The deepest directory every matching key lies under; the rest of the prefix filters names.
+    const cut = prefix.lastIndexOf('/');
+    const base = cut < 0 ? '' : prefix.slice(0, cut);
+    const found: ListedObject[] = [];
+    // One more than a page tells whether another page follows.
+    await this.walk(base, prefix, after, found, pageSize + 1);
+    const objects = found.slice(0, pageSize);
+    return found.length > pageSize ? { objects, next: objects[objects.length - 1]!.key } : { objects };
+  }
+
+  async delete(keys: readonly string[]): Promise<void> {
+    if (keys.length > MAX_DELETE_BATCH) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `at most ${MAX_DELETE_BATCH} keys per delete, not ${keys.length}`);
+    }
+    keys.forEach(assertValidKey);
+    for (const key of keys) {
+      await this.checkDirs(key.split('/').slice(0, -1));
+      const path = join(this.root, key);
+      const stat = await lstat(path).catch((err: unknown) => {
+        if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+        throw err;
+      });
+      if (!stat) continue;
+      if (stat.isDirectory()) throw this.refused(key, 'is a directory');
+      await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+    }
+  }
+
+  /**
+   * Appends keys under `dir` in byte order until `out` holds `limit`. Sorting each directory's
+   * names with a `/` after directory names makes a depth-first walk emit keys in the byte order
+   * object stores list in (`a.x` < `a/b` < `a0`), so a page stops early instead of reading all.
+   */
+  private async walk(dir: string, prefix: string, after: string, out: ListedObject[], limit: number): Promise<void> {
+    const path = dir === '' ? this.root : join(this.root, dir);
+    const stat = await lstat(path).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+      throw err;
+    });
+    if (!stat) return;
+    if (!stat.isDirectory()) {
+      if (dir !== '') return;
+      throw this.refused('', 'is not a directory');
+    }
+    const children = (await readdir(path, { withFileTypes: true }))
+      .filter((d) => !d.name.startsWith('.') && (d.isDirectory() || d.isFile()))
+      .map((d) => ({ name: d.name, isDir: d.isDirectory(), sortKey: d.isDirectory() ? `${d.name}/` : d.name }))
+      .sort((a, b) => compareBytes(a.sortKey, b.sortKey));
+    for (const child of children) {
+      if (out.length >= limit) return;
+      const key = dir === '' ? child.name : `${dir}/${child.name}`;
+      // Neither a prefix of the wanted prefix nor under it: nothing inside can match.
+      if (!key.startsWith(prefix) && !prefix.startsWith(`${key}/`)) continue;
+      if (child.isDir) {
+        // Every key under `key/` sorts before `after` when `after` leaves that subtree upward.
+        const sub = `${key}/`;
+        if (!after.startsWith(sub) && compareBytes(after, sub) > 0) continue;
+        await this.walk(key, prefix, after, out, limit);
+      } else if (key.startsWith(prefix) && compareBytes(key, after) > 0 && isValidKey(key)) {
+        // Names outside the key alphabet (someone else's files) are not objects of this store.
+        const entry = await lstat(join(path, child.name)).catch(() => undefined);
+        if (entry?.isFile()) out.push({ key, size: entry.size });
+      }
+    }
+  }
+
+  private async openObject(key: string) {
+    assertValidKey(key);
+    await this.checkDirs(key.split('/').slice(0, -1));
+    let handle;
+    try {
+      handle = await open(join(this.root, key), READ_FLAGS);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw blobMissing(this.location, key);
+      if (code === 'ELOOP' || code === 'EMLINK') throw this.refused(key, 'is a symbolic link');
+      throw err;
+    }
+    const stat = await handle.stat();
+    if (!stat.isFile()) {
+      await handle.close();
+      throw this.refused(key, 'is not a regular file');
+    }
+    return handle;
+  }
+
+  /** Throws if any existing directory on the way to a key is a symlink or not a directory. */
+  private async checkDirs(segments: readonly string[]): Promise<void> {
+    let path = this.root;
+    for (const segment of ['', ...segments]) {
+      path = segment === '' ? path : join(path, segment);
+      const stat = await lstat(path).catch((err: unknown) => {
+        if (errnoCode(err) === 'ENOENT') return undefined;
+        throw err;
+      });
+      if (!stat) return;
+      if (!stat.isDirectory()) throw this.refused(path.slice(this.root.length + 1) || '.', stat.isSymbolicLink() ? 'is a symbolic link' : 'is not a directory');
+    }
+  }
+
+  private async ensureDirs(segments: readonly string[]): Promise<string> {
+    let path = this.root;
+    for (const segment of ['', ...segments]) {
+      path = segment === '' ? path : join(path, segment);
+      // The root itself is created on first write (its parent must exist: no mkdir -p of a typo).
+      {
+        await mkdir(path, { mode: 0o700 }).catch((err: unknown) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+      }
+      const stat = await lstat(path);
+      if (!stat.isDirectory()) throw this.refused(path.slice(this.root.length + 1) || '.', stat.isSymbolicLink() ? 'is a symbolic link' : 'is not a directory');
+    }
+    return path;
+  }
+
+  private refused(key: string, why: string): StowageError {
+    return new StowageError(ErrorCodes.BACKUP_CORRUPT, `${key} in backup repository ${this.location} ${why}; stowage does not follow or touch it`);
+  }
+}
+
+function isValidKey(key: string): boolean {
+  try {
+    assertValidKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Keys are ASCII, so UTF-16 order is byte order; named for what callers rely on. */
+export function compareBytes(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+async function syncDir(dir: string): Promise<void> {
+  try {
+    const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    try { await handle.sync(); } finally { await handle.close(); }
+  } catch { /* some filesystems refuse a directory fsync; the link is still atomic */ }
+}

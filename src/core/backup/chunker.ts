@@ -1,0 +1,143 @@
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { ErrorCodes, StowageError } from '../errors.js';
+
+/** Content-defined chunking parameters; recorded in the repository's config. */
+export interface ChunkerParams {
+  minSize: number;
+  avgSize: number;
+  maxSize: number;
+  /** Seeds the gear table; repositories may choose their own so chunk sizes leak less. */
+  seed: string;
+}
+
+export const DEFAULT_CHUNKER: ChunkerParams = {
+  minSize: 512 * 1024,
+  avgSize: 1024 * 1024,
+  maxSize: 8 * 1024 * 1024,
+  seed: 'stowage-gear-v1',
+};
+
+/** 256 pseudo-random 32-bit words drawn from sha256 of the seed: the same seed, the same cuts. */
+function gearTable(seed: string): Uint32Array {
+  const table = new Uint32Array(256);
+  for (let i = 0; i < 32; i += 1) {
+    const block = createHash('sha256').update(`${seed}:${i}`).digest();
+    for (let j = 0; j < 8; j += 1) table[i * 8 + j] = block.readUInt32BE(j * 4);
+  }
+  return table;
+}
+
+function topMask(bits: number): number {
+  // As a signed 32-bit value, to match the hash kept in int32 range (`| 0` is the cheapest wrap).
+  return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
+}
+
+export function validateChunkerParams(p: ChunkerParams): void {
+  const pow2 = Number.isInteger(Math.log2(p.avgSize));
+  if (!(Number.isSafeInteger(p.minSize) && p.minSize >= 64 && p.minSize < p.avgSize && p.avgSize < p.maxSize && pow2 && p.maxSize <= 64 * 1024 * 1024)) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, `chunker sizes ${p.minSize}/${p.avgSize}/${p.maxSize} are not valid (64 <= min < avg < max <= 64 MiB, avg a power of two)`);
+  }
+}
+
+/**
+ * A FastCDC-style chunker: a gear rolling hash (a 32-byte window, as each byte shifts the hash
+ * left once) cuts where the hash's top bits are zero. Normalised chunking: below the average
+ * size the mask has two more bits (cuts rarer), above it two fewer (cuts likelier), which keeps
+ * sizes close to the average; nothing is cut before minSize (those bytes are not even hashed)
+ * and everything is cut at maxSize. Cuts depend only on the bytes near them, so an insertion
+ * moves the cuts of one or two chunks and the rest line up again.
+ */
+export class Chunker {
+  private readonly gear: Uint32Array;
+  private readonly maskSmall: number;
+  private readonly maskLarge: number;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private hash = 0;
+
+  constructor(readonly params: ChunkerParams = DEFAULT_CHUNKER) {
+    validateChunkerParams(params);
+    this.gear = gearTable(params.seed);
+    const bits = Math.log2(params.avgSize);
+    this.maskSmall = topMask(Math.min(bits + 2, 31));
+    this.maskLarge = topMask(Math.max(bits - 2, 1));
+  }
+
+  /** Feeds bytes; returns the chunks they complete, in order. */
+  push(data: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    const { minSize } = this.params;
+    let start = 0;
+    let i = 0;
+    let hash = this.hash;
+    while (i < data.length) {
+      const len = this.pendingBytes + (i - start);
+      if (len < minSize) {
+        // Skip to minSize without hashing: cuts below it are never taken.
+        i += Math.min(minSize - len, data.length - i);
+        continue;
+      }
+      const cut = this.scan(data, i, len, hash);
+      hash = cut.hash;
+      i = cut.index;
+      if (cut.found) {
+        this.pending.push(data.subarray(start, i));
+        out.push(Buffer.concat(this.pending));
+        this.pending = [];
+        this.pendingBytes = 0;
+        hash = 0;
+        start = i;
+      }
+    }
+    if (start < data.length) {
+      // Copied: the caller may reuse its buffer, and a chunk must not pin a large read buffer.
+      this.pending.push(Buffer.from(data.subarray(start)));
+      this.pendingBytes += data.length - start;
+    }
+    this.hash = hash;
+    return out;
+  }
+
+  /** The rest, once the input ended (empty input gives no chunk). */
+  finish(): Buffer | undefined {
+    if (this.pendingBytes === 0) return undefined;
+    const last = Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.hash = 0;
+    return last;
+  }
+
+  private scan(data: Buffer, from: number, lenAtFrom: number, hashIn: number): { index: number; hash: number; found: boolean } {
+    const { avgSize, maxSize } = this.params;
+    const gear = this.gear;
+    let hash = hashIn;
+    let i = from;
+    const small = this.maskSmall;
+    const large = this.maskLarge;
+    // Loop bounds computed once: the hot loops test only the index.
+    const endSmall = Math.min(data.length, from + Math.max(0, avgSize - lenAtFrom));
+    for (; i < endSmall; i += 1) {
+      hash = ((hash << 1) + gear[data[i]!]!) | 0;
+      if ((hash & small) === 0) return { index: i + 1, hash, found: true };
+    }
+    const endLarge = Math.min(data.length, from + (maxSize - lenAtFrom));
+    for (; i < endLarge; i += 1) {
+      hash = ((hash << 1) + gear[data[i]!]!) | 0;
+      if ((hash & large) === 0) return { index: i + 1, hash, found: true };
+    }
+    return { index: i, hash, found: lenAtFrom + (i - from) >= maxSize };
+  }
+}
+
+/**
+ * The chunks of a stream, one at a time: memory stays within maxSize plus one read, whatever
+ * the stream's length.
+ */
+export async function* chunkStream(input: Readable | AsyncIterable<Buffer> | Iterable<Buffer>, params: ChunkerParams = DEFAULT_CHUNKER): AsyncGenerator<Buffer> {
+  const chunker = new Chunker(params);
+  for await (const data of input as AsyncIterable<Buffer> | Iterable<Buffer>) yield* chunker.push(data);
+  const last = chunker.finish();
+  if (last) yield last;
+}

@@ -1,0 +1,170 @@
+import { z } from 'zod';
+import { CodecSchema } from './codec.js';
+
+/**
+ * The repository format, as zod schemas: everything read from a repository passes through
+ * these before it is used (a repository is input from other machines, and may be damaged).
+ *
+ * Layout (keys of the BlobStore):
+ *   config                      format version, chunker, codec, pack size (written once)
+ *   packs/<aa>/<sha256>         packs: compressed blobs back to back, then the pack's index
+ *                               as JSON and its length (4 bytes, big-endian); named by the
+ *                               sha256 of the whole pack
+ *   index/<sha256>              that pack's index (blob id, kind, offset, length, codec)
+ *   backups/<volume>/<id>       one record per backup: volume, parent, stats, manifest blobs
+ *   locks/<id>                  lock objects (see locks.ts)
+ * Blobs are named by the sha256 of their plaintext: the same data is stored once in a
+ * repository, whatever volume or backup it comes from.
+ */
+export const FORMAT_VERSION = 1;
+
+export const Sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'not a sha256 in hex');
+
+export const ChunkerParamsSchema = z.object({
+  minSize: z.number().int().positive(),
+  avgSize: z.number().int().positive(),
+  maxSize: z.number().int().positive(),
+  seed: z.string().min(1).max(200),
+});
+
+export const RepoConfigSchema = z.object({
+  format: z.literal(FORMAT_VERSION),
+  id: z.string().regex(/^[0-9a-f]{32}$/),
+  createdAt: z.string(),
+  chunker: ChunkerParamsSchema,
+  codec: CodecSchema,
+  packSize: z.number().int().positive().max(1024 * 1024 * 1024),
+});
+export type RepoConfig = z.infer<typeof RepoConfigSchema>;
+
+export const BlobTypeSchema = z.enum(['data', 'tree']);
+export type BlobType = z.infer<typeof BlobTypeSchema>;
+
+export const PackBlobSchema = z.object({
+  id: Sha256Schema,
+  type: BlobTypeSchema,
+  offset: z.number().int().nonnegative(),
+  length: z.number().int().nonnegative(),
+  rawLength: z.number().int().nonnegative(),
+  codec: CodecSchema,
+});
+export type PackBlob = z.infer<typeof PackBlobSchema>;
+
+export const PackIndexSchema = z.object({
+  format: z.literal(FORMAT_VERSION),
+  pack: Sha256Schema,
+  size: z.number().int().nonnegative(),
+  blobs: z.array(PackBlobSchema),
+});
+export type PackIndex = z.infer<typeof PackIndexSchema>;
+
+/** Docker's volume-name alphabet, which is also a safe key segment. */
+export const VolumeNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'not a valid volume name');
+/** `20261202T143500123Z-1a2b3c4d`: UTC time to the millisecond, then randomness; sorts by time. */
+export const BackupIdSchema = z.string().regex(/^\d{8}T\d{9}Z-[0-9a-f]{8}$/, 'not a backup id');
+
+const MAX_PATH = 4096;
+
+/**
+ * A path inside the backed-up tree, relative, `/`-separated: `.` is the root itself. Manifests
+ * are hostile input on restore, so no empty segment, no `.` or `..`, no NUL, nothing absolute.
+ */
+export const EntryPathSchema = z.string().max(MAX_PATH).refine(
+  (p) => p === '.' || (!p.startsWith('/') && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..')),
+  'not a safe relative path',
+);
+
+const NsSchema = z.string().regex(/^\d{1,25}$/, 'not a time in nanoseconds');
+
+export const EntrySchema = z.object({
+  path: EntryPathSchema,
+  type: z.enum(['dir', 'file', 'symlink', 'hardlink']),
+  /** Permission bits with setuid, setgid and sticky (the file type is `type`). */
+  mode: z.number().int().min(0).max(0o7777),
+  uid: z.number().int().nonnegative(),
+  gid: z.number().int().nonnegative(),
+  mtimeNs: NsSchema,
+  atimeNs: NsSchema,
+  size: z.number().int().nonnegative(),
+  /** A symlink's target (stored, never followed), or for a hardlink the path of its first name. */
+  target: z.string().max(MAX_PATH).optional(),
+  /** A file's content, in order. */
+  chunks: z.array(Sha256Schema).optional(),
+  /** Inode and change time: with size and mtime, what the files cache compares. */
+  ino: z.number().int().nonnegative().optional(),
+  ctimeNs: NsSchema.optional(),
+}).superRefine((e, ctx) => {
+  const bad = (message: string) => ctx.addIssue({ code: 'custom', message });
+  if (e.path === '.' && e.type !== 'dir') bad('the root must be a directory');
+  if (e.type === 'file' && !e.chunks) bad('a file needs its chunk list');
+  if (e.type !== 'file' && e.chunks) bad('only a file has chunks');
+  if ((e.type === 'symlink' || e.type === 'hardlink') && e.target === undefined) bad(`a ${e.type} needs a target`);
+  if (e.type === 'hardlink' && !EntryPathSchema.safeParse(e.target).success) bad('a hardlink target must be a safe relative path');
+});
+export type Entry = z.infer<typeof EntrySchema>;
+
+export const ManifestBlobSchema = z.object({
+  format: z.literal(FORMAT_VERSION),
+  entries: z.array(z.unknown()),
+});
+
+export const BackupStatsSchema = z.object({
+  entries: z.number().int().nonnegative(),
+  files: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  /** Files whose content was read (the rest came from the files cache). */
+  filesRead: z.number().int().nonnegative(),
+  bytesRead: z.number().int().nonnegative(),
+  newBlobs: z.number().int().nonnegative(),
+  newRawBytes: z.number().int().nonnegative(),
+  /** What this backup added to the repository: new packs and indexes, after compression. */
+  newStoredBytes: z.number().int().nonnegative(),
+  skipped: z.number().int().nonnegative(),
+});
+export type BackupStats = z.infer<typeof BackupStatsSchema>;
+
+export const BackupRecordSchema = z.object({
+  format: z.literal(FORMAT_VERSION),
+  id: BackupIdSchema,
+  volume: VolumeNameSchema,
+  parent: BackupIdSchema.optional(),
+  host: z.string().max(255),
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  /** The manifest: tree blobs whose entries, in order, are the backed-up tree. */
+  manifest: z.array(Sha256Schema),
+  stats: BackupStatsSchema,
+  /** What was skipped and why (at most 100, the count is in stats.skipped). */
+  warnings: z.array(z.string().max(4096)).max(100),
+});
+export type BackupRecord = z.infer<typeof BackupRecordSchema>;
+
+export const CONFIG_KEY = 'config';
+export const packKey = (id: string): string => `packs/${id.slice(0, 2)}/${id}`;
+export const indexKey = (id: string): string => `index/${id}`;
+export const backupKey = (volume: string, id: string): string => `backups/${volume}/${id}`;
+export const backupPrefix = (volume?: string): string => (volume === undefined ? 'backups/' : `backups/${volume}/`);
+
+/** A new backup id at `now` (ms since the epoch). */
+export function newBackupId(now: number, random: string): string {
+  const iso = new Date(now).toISOString(); // 2026-12-02T14:35:00.123Z
+  return `${iso.slice(0, 10).replaceAll('-', '')}T${iso.slice(11, 23).replaceAll(':', '').replace('.', '')}Z-${random}`;
+}
+
+/**
+ * Orders paths as a depth-first walk with sorted names visits them: a directory, then what it
+ * holds, then its next sibling. Backups write manifests in this order and restores check it,
+ * which rules out duplicates and lets the files cache follow the parent's manifest in step.
+ */
+export function comparePaths(a: string, b: string): number {
+  if (a === b) return 0;
+  if (a === '.') return -1;
+  if (b === '.') return 1;
+  const sa = a.split('/');
+  const sb = b.split('/');
+  const n = Math.min(sa.length, sb.length);
+  for (let i = 0; i < n; i += 1) {
+    if (sa[i] !== sb[i]) return sa[i]! < sb[i]! ? -1 : 1;
+  }
+  return sa.length - sb.length;
+}

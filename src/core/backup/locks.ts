@@ -1,0 +1,189 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { ErrorCodes, StowageError } from '../errors.js';
+import { randomHex } from '../random-hex.js';
+import { deleteAll, listAll, type BlobStore } from './blob-store.js';
+import { FORMAT_VERSION } from './format.js';
+import { parseObject } from './repository.js';
+
+/**
+ * Repository locks for several nodes on a store without atomic rename or conditional writes
+ * between different keys. Each holder writes its own lock object (never overwritten), then
+ * lists all locks: if a live lock of another holder conflicts (exclusive against anything),
+ * it deletes its own and gives up. Two holders racing both see each other and both give up,
+ * so the protocol never lets two conflicting holders proceed (it may make both retry). A lock
+ * lives until its expiry; the holder refreshes it by writing a new object (sequence + 1) and
+ * deleting the old one. An expired lock is stale: it is ignored and deleted by whoever finds
+ * it. Holders check their own expiry before any step that relies on the lock (a GC deletion, a
+ * backup record) and stop if it passed. Expiry compares clocks of different nodes: they must
+ * agree to well within the TTL (NTP does).
+ *
+ * Shared: backup, restore, verify (they add or read, never remove). Exclusive: delete and GC.
+ */
+export type LockKind = 'shared' | 'exclusive';
+
+export const LockObjectSchema = z.object({
+  format: z.literal(FORMAT_VERSION),
+  lockId: z.string().regex(/^[0-9a-f]{16}$/),
+  seq: z.number().int().nonnegative(),
+  kind: z.enum(['shared', 'exclusive']),
+  owner: z.string().max(255),
+  purpose: z.string().max(255),
+  createdAt: z.number(),
+  expiresAt: z.number(),
+});
+export type LockObject = z.infer<typeof LockObjectSchema>;
+
+export const DEFAULT_LOCK_TTL_MS = 5 * 60_000;
+
+export interface LockOptions {
+  kind: LockKind;
+  purpose: string;
+  owner?: string;
+  ttlMs?: number;
+  now?: () => number;
+  /** Refresh in the background every ttl/3 (default true; tests drive refresh by hand). */
+  autoRefresh?: boolean;
+}
+
+const lockKey = (lockId: string, seq: number): string => `locks/${lockId}-${String(seq).padStart(10, '0')}`;
+
+function lockedBy(other: LockObject, kind: LockKind, now: number): StowageError {
+  return new StowageError(
+    ErrorCodes.BACKUP_LOCKED,
+    `the backup repository is locked ${other.kind === 'exclusive' ? 'exclusively' : 'shared'} by ${other.owner} (${other.purpose}) until ${new Date(other.expiresAt).toISOString()} (in ${Math.ceil((other.expiresAt - now) / 1000)} s); a ${kind} lock cannot be taken now`,
+  );
+}
+
+/** A lock this process holds. */
+export class RepoLock {
+  private seq = 0;
+  private expiresAt: number;
+  private timer: NodeJS.Timeout | undefined;
+  private released = false;
+  private refreshing: Promise<void> | undefined;
+
+  constructor(
+    private readonly store: BlobStore,
+    private readonly object: LockObject,
+    private readonly ttlMs: number,
+    private readonly now: () => number,
+  ) {
+    this.expiresAt = object.expiresAt;
+  }
+
+  get kind(): LockKind { return this.object.kind; }
+  get id(): string { return this.object.lockId; }
+
+  startAutoRefresh(): void {
+    this.timer = setInterval(() => { void this.refresh().catch(() => undefined); }, Math.max(1000, Math.floor(this.ttlMs / 3)));
+    this.timer.unref();
+  }
+
+  /** Extends the lock: a new object with a later expiry, then the old one removed. */
+  async refresh(): Promise<void> {
+    if (this.released) return;
+    this.refreshing ??= (async () => {
+      try {
+        this.assertHeld();
+        const next: LockObject = { ...this.object, seq: this.seq + 1, expiresAt: this.now() + this.ttlMs };
+        await this.store.put(lockKey(next.lockId, next.seq), Buffer.from(JSON.stringify(next)));
+        const old = this.seq;
+        this.seq = next.seq;
+        this.expiresAt = next.expiresAt;
+        await this.store.delete([lockKey(next.lockId, old)]);
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /**
+   * Throws unless the lock is still ours: not released and not within a tenth of the TTL of
+   * expiring (past expiry another node may have broken it).
+   */
+  assertHeld(): void {
+    if (this.released) throw new StowageError(ErrorCodes.BACKUP_LOCKED, 'the repository lock was released');
+    if (this.now() > this.expiresAt - this.ttlMs / 10) {
+      throw new StowageError(ErrorCodes.BACKUP_LOCKED, `the repository lock expired at ${new Date(this.expiresAt).toISOString()} before the operation ended; stopped so as not to race another node`);
+    }
+  }
+
+  async release(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.refreshing?.catch(() => undefined);
+    this.released = true;
+    await this.store.delete([lockKey(this.object.lockId, this.seq), lockKey(this.object.lockId, this.seq + 1)]);
+  }
+}
+
+/** The live locks in the store, one per holder (the latest object of each); stale ones are deleted. */
+export async function liveLocks(store: BlobStore, now: number): Promise<LockObject[]> {
+  const byHolder = new Map<string, LockObject>();
+  const stale: string[] = [];
+  for await (const { key } of listAll(store, 'locks/')) {
+    let lock: LockObject;
+    try {
+      lock = parseObject(LockObjectSchema, await store.get(key), `lock object ${key}`);
+    } catch (err) {
+      // Gone between list and get: released or refreshed.
+      if (err instanceof StowageError && err.code === ErrorCodes.BACKUP_OBJECT_MISSING) continue;
+      throw err;
+    }
+    if (lock.expiresAt < now) {
+      stale.push(key);
+      continue;
+    }
+    const seen = byHolder.get(lock.lockId);
+    if (!seen || seen.expiresAt < lock.expiresAt) byHolder.set(lock.lockId, lock);
+  }
+  await deleteAll(store, stale);
+  return [...byHolder.values()];
+}
+
+/**
+ * Takes a lock on the repository in `store`, or fails with E_BACKUP_LOCKED naming the holder
+ * that conflicts (and leaves no lock object of its own behind).
+ */
+export async function acquireLock(store: BlobStore, options: LockOptions): Promise<RepoLock> {
+  const now = options.now ?? Date.now;
+  const ttlMs = options.ttlMs ?? DEFAULT_LOCK_TTL_MS;
+  const start = now();
+  const object: LockObject = {
+    format: FORMAT_VERSION,
+    lockId: randomHex(8),
+    seq: 0,
+    kind: options.kind,
+    owner: options.owner ?? `${hostname()}:${process.pid}`,
+    purpose: options.purpose,
+    createdAt: start,
+    expiresAt: start + ttlMs,
+  };
+  await store.put(lockKey(object.lockId, 0), Buffer.from(JSON.stringify(object)));
+  let conflict: LockObject | undefined;
+  try {
+    const others = (await liveLocks(store, now())).filter((l) => l.lockId !== object.lockId);
+    conflict = others.find((l) => options.kind === 'exclusive' || l.kind === 'exclusive');
+  } catch (err) {
+    await store.delete([lockKey(object.lockId, 0)]).catch(() => undefined);
+    throw err;
+  }
+  if (conflict) {
+    await store.delete([lockKey(object.lockId, 0)]);
+    throw lockedBy(conflict, options.kind, now());
+  }
+  const lock = new RepoLock(store, object, ttlMs, now);
+  if (options.autoRefresh ?? true) lock.startAutoRefresh();
+  return lock;
+}
+
+/** Runs `work` under a lock, releasing it after, also on failure. */
+export async function withLock<T>(store: BlobStore, options: LockOptions, work: (lock: RepoLock) => Promise<T>): Promise<T> {
+  const lock = await acquireLock(store, options);
+  try {
+    return await work(lock);
+  } finally {
+    await lock.release().catch(() => undefined);
+  }
+}

@@ -1,0 +1,381 @@
+import { createHash } from 'node:crypto';
+import { ErrorCodes, StowageError, isStowageError } from '../errors.js';
+import { firstIssue } from '../schema/parse-record.js';
+import { randomHex } from '../random-hex.js';
+import { listAll, type BlobStore } from './blob-store.js';
+import { DEFAULT_CHUNKER, validateChunkerParams, type ChunkerParams } from './chunker.js';
+import { compress, decompress, DEFAULT_CODEC, type Codec } from './codec.js';
+import {
+  BackupRecordSchema, backupKey, backupPrefix, BackupIdSchema, CONFIG_KEY, EntrySchema, FORMAT_VERSION,
+  indexKey, ManifestBlobSchema, packKey, PackIndexSchema, RepoConfigSchema, VolumeNameSchema,
+  type BackupRecord, type BlobType, type Entry, type PackBlob, type PackIndex, type RepoConfig,
+} from './format.js';
+import type { z } from 'zod';
+
+export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+/** Entries per manifest blob: a 10 000-file tree is ten blobs, none of them large. */
+export const MANIFEST_ENTRIES_PER_BLOB = 1000;
+
+export interface InitOptions {
+  chunker?: ChunkerParams;
+  codec?: Codec;
+  packSize?: number;
+}
+
+/** Where a blob lives. */
+export interface BlobLocation extends PackBlob {
+  pack: string;
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function assertVolumeName(volume: string): void {
+  if (!VolumeNameSchema.safeParse(volume).success) throw new StowageError(ErrorCodes.INVALID_NAME, `${JSON.stringify(volume)} is not a valid volume name`);
+}
+
+function corrupt(message: string, cause?: unknown): StowageError {
+  return new StowageError(ErrorCodes.BACKUP_CORRUPT, message, { cause });
+}
+
+/** Parses an object read from the repository; failures name the object. */
+export function parseObject<S extends z.ZodType>(schema: S, data: Buffer | string, what: string): z.infer<S> {
+  let value: unknown;
+  try {
+    value = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+  } catch (err) {
+    throw corrupt(`${what} is not valid JSON (corrupt or truncated)`, err);
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const { where, message } = firstIssue(result.error);
+    throw corrupt(`${what} is not in the expected format${where}: ${message}`);
+  }
+  return result.data;
+}
+
+/**
+ * A backup repository on a BlobStore: its config, the index of every blob (loaded from the
+ * index objects), verified reads, and the records of backups. Writing new blobs goes through a
+ * PackWriter, which groups them into packs so small files never become one object each.
+ */
+export class Repository {
+  private readonly blobs = new Map<string, BlobLocation>();
+
+  private constructor(readonly store: BlobStore, readonly config: RepoConfig) {}
+
+  /** Creates a repository in an empty store; refuses a store that already holds one. */
+  static async init(store: BlobStore, options: InitOptions = {}): Promise<Repository> {
+    const chunker = options.chunker ?? DEFAULT_CHUNKER;
+    validateChunkerParams(chunker);
+    const config: RepoConfig = {
+      format: FORMAT_VERSION,
+      id: randomHex(16),
+      createdAt: new Date().toISOString(),
+      chunker,
+      codec: options.codec ?? DEFAULT_CODEC,
+      packSize: options.packSize ?? DEFAULT_PACK_SIZE,
+    };
+    RepoConfigSchema.parse(config);
+    if (!(await store.put(CONFIG_KEY, Buffer.from(JSON.stringify(config))))) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `${store.location} already holds a backup repository`);
+    }
+    return new Repository(store, config);
+  }
+
+  /** Opens the repository in `store` and loads its index. */
+  static async open(store: BlobStore): Promise<Repository> {
+    let data: Buffer;
+    try {
+      data = await store.get(CONFIG_KEY);
+    } catch (err) {
+      if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
+        throw new StowageError(ErrorCodes.BACKUP_NOT_FOUND, `${store.location} holds no backup repository (no config object)`);
+      }
+      throw err;
+    }
+    const repo = new Repository(store, parseObject(RepoConfigSchema, data, `the config of ${store.location}`));
+    validateChunkerParams(repo.config.chunker);
+    await repo.reloadIndex();
+    return repo;
+  }
+
+  /** Opens the repository, creating it first if the store is empty. */
+  static async openOrInit(store: BlobStore, options: InitOptions = {}): Promise<Repository> {
+    if (!(await store.head(CONFIG_KEY))) {
+      try {
+        return await Repository.init(store, options);
+      } catch (err) {
+        // Another node created it at the same moment: open theirs.
+        if (!isStowageError(err, ErrorCodes.INVALID_REQUEST)) throw err;
+      }
+    }
+    return Repository.open(store);
+  }
+
+  /** Reads every index object again (after other nodes wrote packs, or after GC). */
+  async reloadIndex(): Promise<void> {
+    this.blobs.clear();
+    for await (const { key } of listAll(this.store, 'index/')) {
+      const index = await this.readIndex(key);
+      this.addIndex(index);
+    }
+  }
+
+  async readIndex(key: string): Promise<PackIndex> {
+    const index = parseObject(PackIndexSchema, await this.store.get(key), `index object ${key}`);
+    if (key !== indexKey(index.pack)) throw corrupt(`index object ${key} describes pack ${index.pack}, not its own`);
+    return index;
+  }
+
+  addIndex(index: PackIndex): void {
+    for (const blob of index.blobs) {
+      if (!this.blobs.has(blob.id)) this.blobs.set(blob.id, { ...blob, pack: index.pack });
+    }
+  }
+
+  has(id: string): boolean {
+    return this.blobs.has(id);
+  }
+
+  locate(id: string): BlobLocation | undefined {
+    return this.blobs.get(id);
+  }
+
+  get blobCount(): number {
+    return this.blobs.size;
+  }
+
+  newWriter(): PackWriter {
+    return new PackWriter(this);
+  }
+
+  /**
+   * A blob's plaintext, checked: the stored bytes must be all there, decompress, and hash to
+   * the blob's id. Any failure is an error naming the blob and its pack.
+   */
+  async readBlob(id: string, options: { wholePacks?: boolean } = {}): Promise<Buffer> {
+    const loc = this.blobs.get(id);
+    if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is in no pack of ${this.store.location}`);
+    const key = packKey(loc.pack);
+    let stored: Buffer;
+    try {
+      stored = options.wholePacks ? await this.fromLastPack(loc) : await this.store.getRange(key, loc.offset, loc.length);
+    } catch (err) {
+      if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
+        throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${key} is not in ${this.store.location}`, { cause: err });
+      }
+      throw err;
+    }
+    if (stored.length !== loc.length) throw corrupt(`chunk ${id} in ${key} is truncated (${stored.length} of ${loc.length} bytes)`);
+    let plain: Buffer;
+    try {
+      plain = await decompress(loc.codec, stored, loc.rawLength);
+    } catch (err) {
+      throw corrupt(`chunk ${id} in ${key} is corrupt: it does not decompress (${loc.codec})`, err);
+    }
+    if (plain.length !== loc.rawLength || sha256(plain) !== id) {
+      throw corrupt(`chunk ${id} in ${key} is corrupt: its content does not match its hash`);
+    }
+    return plain;
+  }
+
+  private lastPack: { id: string; data: Promise<Buffer> } | undefined;
+
+  /**
+   * Reads whole packs and keeps the last one: a restore or verify reads blobs in the order a
+   * backup wrote them, so one request per pack serves many small files (one pack of memory).
+   * Concurrent readers of the same pack share one request.
+   */
+  private async fromLastPack(loc: BlobLocation): Promise<Buffer> {
+    if (this.lastPack?.id !== loc.pack) {
+      const data = this.store.get(packKey(loc.pack));
+      this.lastPack = { id: loc.pack, data };
+      // A failed read is not kept for the next reader.
+      data.catch(() => { if (this.lastPack?.data === data) this.lastPack = undefined; });
+    }
+    return (await this.lastPack.data).subarray(loc.offset, loc.offset + loc.length);
+  }
+
+  /** Drops the pack kept by whole-pack reads. */
+  releasePackCache(): void {
+    this.lastPack = undefined;
+  }
+
+  async putBackupRecord(record: BackupRecord): Promise<void> {
+    BackupRecordSchema.parse(record);
+    if (!(await this.store.put(backupKey(record.volume, record.id), Buffer.from(JSON.stringify(record))))) {
+      throw new StowageError(ErrorCodes.INTERNAL, `backup ${record.volume}/${record.id} already exists`);
+    }
+  }
+
+  async readBackupRecord(volume: string, id: string): Promise<BackupRecord> {
+    assertVolumeName(volume);
+    if (!BackupIdSchema.safeParse(id).success) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `${JSON.stringify(id)} is not a backup id`);
+    }
+    const key = backupKey(volume, id);
+    let data: Buffer;
+    try {
+      data = await this.store.get(key);
+    } catch (err) {
+      if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
+        throw new StowageError(ErrorCodes.BACKUP_NOT_FOUND, `backup ${id} of volume ${volume} does not exist in ${this.store.location}`, { volume });
+      }
+      throw err;
+    }
+    const record = parseObject(BackupRecordSchema, data, `backup record ${key}`);
+    if (record.volume !== volume || record.id !== id) throw corrupt(`backup record ${key} names ${record.volume}/${record.id}`);
+    return record;
+  }
+
+  /**
+   * Backups in the repository, oldest first, one volume's or all; `skipped` collects records
+   * that do not load (the caller decides whether that is fatal: GC refuses to run).
+   */
+  async listBackups(volume?: string, options: { pageSize?: number; onBroken?: (key: string, err: unknown) => void } = {}): Promise<BackupRecord[]> {
+    if (volume !== undefined) assertVolumeName(volume);
+    const records: BackupRecord[] = [];
+    for await (const { key } of listAll(this.store, backupPrefix(volume), options.pageSize)) {
+      const [, vol, id] = key.split('/');
+      try {
+        if (vol === undefined || id === undefined || key.split('/').length !== 3) throw corrupt(`${key} is not where a backup record goes`);
+        records.push(await this.readBackupRecord(vol, id));
+      } catch (err) {
+        if (!options.onBroken) throw err;
+        options.onBroken(key, err);
+      }
+    }
+    return records.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.volume < b.volume ? -1 : 1));
+  }
+
+  /** The entries of a backup's manifest, in order, one manifest blob in memory at a time; validated. */
+  async *entries(record: BackupRecord): AsyncGenerator<Entry> {
+    for (const id of record.manifest) {
+      const blob = parseObject(ManifestBlobSchema, await this.readBlob(id), `manifest blob ${id} of backup ${record.id}`);
+      for (const [i, raw] of blob.entries.entries()) {
+        const parsed = EntrySchema.safeParse(raw);
+        if (!parsed.success) {
+          const { where, message } = firstIssue(parsed.error);
+          throw corrupt(`manifest blob ${id} of backup ${record.id}: entry ${i} is refused${where}: ${message}`);
+        }
+        yield parsed.data;
+      }
+    }
+  }
+}
+
+export interface WriterStats {
+  newBlobs: number;
+  newRawBytes: number;
+  newStoredBytes: number;
+  packs: number;
+}
+
+/** Compressions in flight at once: zlib runs them on libuv's pool, so they use the other cores. */
+const COMPRESSIONS_IN_FLIGHT = 4;
+
+/**
+ * Adds blobs to a repository: new ones (by id) are compressed into the current pack, which is
+ * written once it reaches the pack size, followed by its index object. Compression runs a few
+ * blobs ahead of the caller (bounded), and packs are written one after the other. Blobs are
+ * readable by others only after flush(): a backup flushes before writing its record, so a
+ * record never names a blob that is not stored.
+ */
+export class PackWriter {
+  readonly stats: WriterStats = { newBlobs: 0, newRawBytes: 0, newStoredBytes: 0, packs: 0 };
+  private parts: Buffer[] = [];
+  private entries: PackBlob[] = [];
+  private size = 0;
+  private readonly pending = new Set<string>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private writes: Promise<void> = Promise.resolve();
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly repo: Repository) {}
+
+  /** Adds `data` unless the repository (or this writer) already has it; returns its id. */
+  async add(type: BlobType, data: Buffer, knownId?: string): Promise<{ id: string; added: boolean }> {
+    this.throwIfFailed();
+    const id = knownId ?? sha256(data);
+    if (this.repo.has(id) || this.pending.has(id)) return { id, added: false };
+    this.pending.add(id);
+    const job: Promise<void> = compress(this.repo.config.codec, data).then((packed) => {
+      this.entries.push({ id, type, offset: this.size, length: packed.data.length, rawLength: data.length, codec: packed.codec });
+      this.parts.push(packed.data);
+      this.size += packed.data.length;
+      this.stats.newBlobs += 1;
+      this.stats.newRawBytes += data.length;
+      if (this.size >= this.repo.config.packSize) this.sealPack();
+    }).catch((error: unknown) => { this.failure ??= { error }; }).finally(() => { this.inFlight.delete(job); });
+    this.inFlight.add(job);
+    while (this.inFlight.size >= COMPRESSIONS_IN_FLIGHT) await Promise.race(this.inFlight);
+    this.throwIfFailed();
+    return { id, added: true };
+  }
+
+  /** Writes everything added so far. */
+  async flush(): Promise<void> {
+    await Promise.all(this.inFlight);
+    if (this.entries.length > 0) this.sealPack();
+    await this.writes;
+    this.throwIfFailed();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Takes the current pack's contents and queues its write after the ones before it. */
+  private sealPack(): void {
+    const entries = this.entries;
+    const parts = this.parts;
+    this.parts = [];
+    this.entries = [];
+    this.size = 0;
+    this.writes = this.writes.then(() => this.writePack(entries, parts)).catch((error: unknown) => { this.failure ??= { error }; });
+  }
+
+  private async writePack(entries: PackBlob[], parts: Buffer[]): Promise<void> {
+    if (this.failure) return;
+    // The pack carries its own index too, so a lost index object can be rebuilt from the pack.
+    const trailer = Buffer.from(JSON.stringify(entries));
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(trailer.length);
+    const pack = Buffer.concat([...parts, trailer, length]);
+    const id = sha256(pack);
+    const index: PackIndex = { format: FORMAT_VERSION, pack: id, size: pack.length, blobs: entries };
+    const indexData = Buffer.from(JSON.stringify(index));
+    // Pack first, index second: an index never names a pack that is not stored.
+    if (await this.repo.store.put(packKey(id), pack)) this.stats.newStoredBytes += pack.length;
+    if (await this.repo.store.put(indexKey(id), indexData)) this.stats.newStoredBytes += indexData.length;
+    this.stats.packs += 1;
+    this.repo.addIndex(index);
+    for (const e of entries) this.pending.delete(e.id);
+  }
+}
+
+/** Writes a manifest as tree blobs of MANIFEST_ENTRIES_PER_BLOB entries each. */
+export class ManifestWriter {
+  readonly ids: string[] = [];
+  private batch: Entry[] = [];
+
+  constructor(private readonly writer: PackWriter) {}
+
+  async add(entry: Entry): Promise<void> {
+    this.batch.push(entry);
+    if (this.batch.length >= MANIFEST_ENTRIES_PER_BLOB) await this.seal();
+  }
+
+  async finish(): Promise<string[]> {
+    if (this.batch.length > 0) await this.seal();
+    return this.ids;
+  }
+
+  private async seal(): Promise<void> {
+    const data = Buffer.from(JSON.stringify({ format: FORMAT_VERSION, entries: this.batch }));
+    this.batch = [];
+    this.ids.push((await this.writer.add('tree', data)).id);
+  }
+}

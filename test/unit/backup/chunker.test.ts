@@ -1,0 +1,65 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { Chunker, chunkStream, DEFAULT_CHUNKER, type ChunkerParams } from '../../../src/core/backup/chunker.js';
+import { ErrorCodes } from '../../../src/core/errors.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Feeds the buffer in uneven pieces, as a file stream would. */
+async function chunksOf(data: Buffer, params: ChunkerParams = DEFAULT_CHUNKER, piece = 65_521): Promise<Buffer[]> {
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < data.length; i += piece) pieces.push(data.subarray(i, i + piece));
+  const out: Buffer[] = [];
+  for await (const chunk of chunkStream(Readable.from(pieces), params)) out.push(chunk);
+  return out;
+}
+
+describe('content-defined chunker', () => {
+  const data = randomBytes(64 * 1024 * 1024);
+
+  it('cuts within min/max, loses no byte, and averages near the target size', async () => {
+    const chunks = await chunksOf(data);
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+    for (const c of chunks.slice(0, -1)) {
+      expect(c.length).toBeGreaterThanOrEqual(DEFAULT_CHUNKER.minSize);
+      expect(c.length).toBeLessThanOrEqual(DEFAULT_CHUNKER.maxSize);
+    }
+    const mean = data.length / chunks.length;
+    expect(mean).toBeGreaterThan(DEFAULT_CHUNKER.minSize);
+    expect(mean).toBeLessThan(2 * DEFAULT_CHUNKER.avgSize);
+  });
+
+  it('is deterministic whatever the read sizes, and depends on the seed', async () => {
+    const a = (await chunksOf(data, DEFAULT_CHUNKER, 65_521)).map(sha);
+    const b = (await chunksOf(data, DEFAULT_CHUNKER, 1024 * 1024 + 7)).map(sha);
+    expect(b).toEqual(a);
+    const other = (await chunksOf(data, { ...DEFAULT_CHUNKER, seed: 'other' })).map(sha);
+    expect(other).not.toEqual(a);
+  });
+
+  it('re-synchronises after an insertion near the start: most chunks are reused', async () => {
+    const before = new Set((await chunksOf(data)).map(sha));
+    const edited = Buffer.concat([data.subarray(0, 100_000), randomBytes(777), data.subarray(100_000)]);
+    const after = (await chunksOf(edited)).map(sha);
+    const reused = after.filter((id) => before.has(id)).length / after.length;
+    expect(reused).toBeGreaterThanOrEqual(0.9);
+    // Deleting bytes re-synchronises too.
+    const cut = Buffer.concat([data.subarray(0, 3_000_000), data.subarray(3_001_000)]);
+    const afterCut = (await chunksOf(cut)).map(sha);
+    expect(afterCut.filter((id) => before.has(id)).length / afterCut.length).toBeGreaterThanOrEqual(0.9);
+  });
+
+  it('cuts at maxSize in data with no cut point (all zeros) and emits small input whole', async () => {
+    const params = { minSize: 1024, avgSize: 4096, maxSize: 16_384, seed: 's' };
+    const zeros = await chunksOf(Buffer.alloc(100_000), params, 3000);
+    expect(zeros.slice(0, -1).every((c) => c.length === 16_384)).toBe(true);
+    expect(zeros.reduce((n, c) => n + c.length, 0)).toBe(100_000);
+    expect((await chunksOf(Buffer.from('tiny'), params)).map(String)).toEqual(['tiny']);
+    expect(await chunksOf(Buffer.alloc(0), params)).toEqual([]);
+  });
+
+  it('refuses sizes that make no sense', () => {
+    expect(() => new Chunker({ minSize: 10, avgSize: 3000, maxSize: 100, seed: 'x' })).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_OPTION }));
+  });
+});

@@ -1,0 +1,68 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { acquireLock, liveLocks } from '../../../src/core/backup/locks.js';
+import { ErrorCodes } from '../../../src/core/errors.js';
+
+describe('repository locks', () => {
+  let dir = '';
+  let store: VfsBlobStore;
+  let clock = 0;
+  const now = () => clock;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-locks-'));
+    store = new VfsBlobStore(dir, { durable: false });
+    clock = Date.UTC(2026, 0, 1);
+  });
+  afterEach(async () => { await rm(dir, { recursive: true, force: true }); });
+
+  const opts = (kind: 'shared' | 'exclusive', owner: string) => ({ kind, owner, purpose: `${kind} work`, ttlMs: 60_000, now, autoRefresh: false });
+
+  it('two writers share; an exclusive lock is refused while they hold it, naming a holder', async () => {
+    const a = await acquireLock(store, opts('shared', 'node-a'));
+    const b = await acquireLock(store, opts('shared', 'node-b'));
+    await expect(acquireLock(store, opts('exclusive', 'gc-node'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED, message: expect.stringMatching(/shared by node-[ab]/) });
+    // The refused attempt left nothing behind.
+    expect((await liveLocks(store, clock)).map((l) => l.owner).sort()).toEqual(['node-a', 'node-b']);
+    await a.release();
+    await expect(acquireLock(store, opts('exclusive', 'gc-node'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    await b.release();
+    const gc = await acquireLock(store, opts('exclusive', 'gc-node'));
+    await expect(acquireLock(store, opts('shared', 'node-c'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED, message: expect.stringContaining('exclusively by gc-node') });
+    await expect(acquireLock(store, opts('exclusive', 'gc-2'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    await gc.release();
+    expect((await store.list('locks/')).objects).toEqual([]);
+  });
+
+  it('of exclusive lockers racing, at most one proceeds', async () => {
+    for (let round = 0; round < 5; round += 1) {
+      const results = await Promise.allSettled([1, 2, 3].map((i) => acquireLock(store, opts('exclusive', `racer-${i}`))));
+      const won = results.filter((r) => r.status === 'fulfilled');
+      expect(won.length).toBeLessThanOrEqual(1);
+      for (const r of won) await r.value.release();
+      expect((await store.list('locks/')).objects).toEqual([]);
+    }
+  });
+
+  it('a stale lock is broken after its expiry, not before; a refreshed lock stays live', async () => {
+    const dead = await acquireLock(store, opts('shared', 'crashed-node'));
+    const live = await acquireLock(store, opts('shared', 'busy-node'));
+    clock += 50_000;
+    await live.refresh();
+    await expect(acquireLock(store, opts('exclusive', 'gc'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    clock += 20_000; // crashed-node's lock expired; busy-node's refreshed one has 40 s left
+    await expect(acquireLock(store, opts('exclusive', 'gc'))).rejects.toMatchObject({ message: expect.stringContaining('busy-node') });
+    expect((await liveLocks(store, clock)).map((l) => l.owner)).toEqual(['busy-node']);
+    expect((await store.list('locks/')).objects.length).toBe(1);
+    clock += 60_000;
+    const gc = await acquireLock(store, opts('exclusive', 'gc'));
+    expect(() => gc.assertHeld()).not.toThrow();
+    // The crashed holder and the one that stopped refreshing learn they lost the lock.
+    expect(() => dead.assertHeld()).toThrow(expect.objectContaining({ code: ErrorCodes.BACKUP_LOCKED }));
+    expect(() => live.assertHeld()).toThrow(/expired/);
+    clock += 59_000;
+    expect(() => gc.assertHeld()).toThrow(/expired/);
+  });
+});

@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { compress, decompress } from '../../../src/core/backup/codec.js';
+import { comparePaths, indexKey, newBackupId, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
+import { ManifestWriter, Repository, sha256 } from '../../../src/core/backup/repository.js';
+import { ErrorCodes } from '../../../src/core/errors.js';
+
+describe('backup repository format', () => {
+  let dir = '';
+  let store: VfsBlobStore;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-repo-'));
+    store = new VfsBlobStore(dir, { durable: false });
+  });
+  afterEach(async () => { await rm(dir, { recursive: true, force: true }); });
+
+  it('init writes a config once; open reads it back with the index; a second init is refused', async () => {
+    const repo = await Repository.init(store, { codec: 'deflate-1', packSize: 1024 * 1024 });
+    await expect(Repository.init(store)).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST });
+    const writer = repo.newWriter();
+    const a = await writer.add('data', Buffer.from('hello '.repeat(1000)));
+    const b = await writer.add('data', randomBytes(5000));
+    expect(await writer.add('data', Buffer.from('hello '.repeat(1000)))).toEqual({ id: a.id, added: false });
+    await writer.flush();
+    expect(writer.stats).toMatchObject({ newBlobs: 2, packs: 1 });
+    const again = await Repository.open(store);
+    expect(again.config).toEqual(repo.config);
+    expect((await again.readBlob(a.id)).toString()).toBe('hello '.repeat(1000));
+    expect(sha256(await again.readBlob(b.id))).toBe(b.id);
+    // Compressible data is stored compressed, random data as it is; each blob names its codec.
+    expect(again.locate(a.id)).toMatchObject({ codec: 'deflate-1' });
+    expect(again.locate(a.id)!.length).toBeLessThan(1000);
+    expect(again.locate(b.id)).toMatchObject({ codec: 'none', length: 5000 });
+    // Small blobs share one pack object.
+    expect((await store.list('packs/')).objects.length).toBe(1);
+    await expect(Repository.open(new VfsBlobStore(join(dir, 'nothing')))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+  });
+
+  it('codecs round-trip, and a decompression bomb is cut at the expected length', async () => {
+    const data = Buffer.from('abc'.repeat(100_000));
+    for (const codec of ['none', 'deflate-1', 'brotli-0', 'brotli-1'] as const) {
+      const packed = await compress(codec, data);
+      expect(packed.codec).toBe(codec);
+      expect((await decompress(packed.codec, packed.data, data.length)).equals(data)).toBe(true);
+      if (codec !== 'none') await expect(decompress(packed.codec, packed.data, 1000)).rejects.toThrow();
+    }
+  });
+
+  it('a corrupt, truncated or missing pack is detected on read with an error naming the chunk and pack', async () => {
+    const repo = await Repository.init(store, { codec: 'brotli-0' });
+    const writer = repo.newWriter();
+    const text = await writer.add('data', Buffer.from('some text to compress '.repeat(500)));
+    const raw = await writer.add('data', randomBytes(4096));
+    await writer.flush();
+    const loc = repo.locate(raw.id)!;
+    const path = join(dir, packKey(loc.pack));
+    const original = await readFile(path);
+    const flipped = Buffer.from(original);
+    flipped[loc.offset + 10] ^= 0xff;
+    flipped[repo.locate(text.id)!.offset + 5] ^= 0xff;
+    await writeFile(path, flipped);
+    const fresh = await Repository.open(store);
+    await expect(fresh.readBlob(raw.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(new RegExp(`chunk ${raw.id} in ${packKey(loc.pack)} is corrupt`)) });
+    await expect(fresh.readBlob(text.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining(text.id) });
+    await truncate(path, loc.offset + 100);
+    await expect(fresh.readBlob(raw.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('truncated') });
+    await rm(path);
+    await expect(fresh.readBlob(raw.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_OBJECT_MISSING, message: expect.stringContaining(raw.id) });
+    await writeFile(join(dir, indexKey(loc.pack)), '{"format":1,"pack":');
+    await expect(Repository.open(store)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining(indexKey(loc.pack)) });
+  });
+
+  it('a manifest is stored in blobs of bounded size, read back in order and validated', async () => {
+    const repo = await Repository.init(store);
+    const writer = repo.newWriter();
+    const manifest = new ManifestWriter(writer);
+    const entries: Entry[] = [{ path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: '1', atimeNs: '1', size: 0 }];
+    for (let i = 0; i < 2500; i += 1) {
+      entries.push({ path: `f${String(i).padStart(5, '0')}`, type: 'file', mode: 0o644, uid: 1, gid: 2, mtimeNs: '1000000000', atimeNs: '1', size: 0, chunks: [] });
+    }
+    for (const e of entries) await manifest.add(e);
+    const ids = await manifest.finish();
+    await writer.flush();
+    expect(ids.length).toBe(3);
+    const record: BackupRecord = {
+      format: 1, id: newBackupId(Date.UTC(2026, 11, 2, 14, 35, 0, 123), '0a0b0c0d'), volume: 'vol', host: 'h',
+      startedAt: '', finishedAt: '', manifest: ids, warnings: [],
+      stats: { entries: 0, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, newBlobs: 0, newRawBytes: 0, newStoredBytes: 0, skipped: 0 },
+    };
+    expect(record.id).toBe('20261202T143500123Z-0a0b0c0d');
+    await repo.putBackupRecord(record);
+    const back: Entry[] = [];
+    for await (const e of repo.entries(await repo.readBackupRecord('vol', record.id))) back.push(e);
+    expect(back).toEqual(entries);
+    expect((await repo.listBackups('vol')).map((r) => r.id)).toEqual([record.id]);
+    await expect(repo.readBackupRecord('vol', '../../config')).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST });
+    await expect(repo.readBackupRecord('vol', newBackupId(0, '00000000'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+  });
+
+  it('backup ids sort by time and paths sort as a depth-first walk', () => {
+    const ids = [newBackupId(Date.UTC(2027, 0, 1), 'ffffffff'), newBackupId(Date.UTC(2026, 11, 31, 23, 59, 59, 999), '00000000')];
+    expect([...ids].sort()).toEqual([ids[1], ids[0]]);
+    expect(['a.b', 'a/b', '.', 'a', 'a/b/c', 'b'].sort(comparePaths)).toEqual(['.', 'a', 'a/b', 'a/b/c', 'a.b', 'b']);
+  });
+});
