@@ -1,25 +1,34 @@
 /**
  * A two-node Docker Swarm on one machine whose service's data follows its task: two engines,
- * each in a mount and network namespace of its own joined by a veth pair, each with its own
- * stowage daemon on the legacy socket, both on one shared vfs store.
+ * each in a mount and network namespace of its own joined by a veth pair, on one shared vfs
+ * store. Node a runs the stowage daemon on the legacy socket, node b runs stowage as the
+ * managed (v2) plugin, so one service's volume is served by both kinds in turn.
  *
  * Swarm schedules a service with a stowage volume only on nodes whose engine reports the
  * plugin, and an engine reports a legacy plugin only once it was activated. The daemon has its
- * engine activate it as soon as it serves, so the daemons here start on nodes already in the
- * swarm and neither node ever runs a docker volume command before its first task.
+ * engine activate it as soon as it serves, so a's daemon starts on a node already in the swarm
+ * and a never runs a docker volume command before its first task. A managed plugin is reported
+ * as `stowage:latest` once enabled; Swarm's plugin filter takes it for `volume-driver=stowage`.
  */
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { linkNodes, startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
+import { buildPluginDir, enablePlugin, pluginLog, stopPlugin, type PluginBuild } from '../helpers/managed-plugin.js';
 import { pluginCall } from '../helpers/plugin-client.js';
-import { checkDocker, findExecutable, systemSuite } from '../helpers/requirements.js';
+import { checkDocker, findExecutable, systemSuite, type ComponentCheck } from '../helpers/requirements.js';
 import { startStowageInNode, type StowageInNode } from '../helpers/stowage-in-node.js';
 
-const docker = checkDocker();
-const skip = systemSuite('docker + iproute2', findExecutable('ip') === undefined
-  ? { ok: false, why: 'ip is missing (apt-get install -y iproute2)' } : docker);
+function checkSwarm(): ComponentCheck {
+  const docker = checkDocker();
+  if (!docker.ok) return docker;
+  if (findExecutable('ip') === undefined) return { ok: false, why: 'ip is missing (apt-get install -y iproute2)' };
+  // containerd's CLI names the managed plugin's pid, for the cleanup.
+  if (findExecutable('ctr') === undefined) return { ok: false, why: 'missing ctr (apt-get install -y containerd)' };
+  return { ok: true };
+}
+const skip = systemSuite('docker + iproute2 (swarm, managed plugin)', checkSwarm());
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const SERVICE = 'db';
@@ -28,6 +37,9 @@ const VOLUME = 'db';
 const CACHE = 'cache';
 const ADDRESS_A = '198.18.0.1';
 const ADDRESS_B = '198.18.0.2';
+const PLUGIN = 'stowage';
+/** Where b's plugin finds the shared store: under its state mount, as an operator would mount it. */
+const PLUGIN_STORE = '/var/lib/stowage/shared';
 const timings: Record<string, number> = {};
 
 async function timed<T>(phase: string, work: () => Promise<T>): Promise<T> {
@@ -39,11 +51,16 @@ async function timed<T>(phase: string, work: () => Promise<T>): Promise<T> {
   }
 }
 
-describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to another node', { timeout: 120_000 }, () => {
+describe.skipIf(skip)('a Swarm service whose stowage volume follows its task from a legacy-socket node to a managed-plugin node', { timeout: 120_000 }, () => {
+  /** b's state directory (the plugin's state mount); the shared store is its `shared` subdirectory. */
+  let stateB = '';
+  /** The shared store as node a (and the test) reach it. */
   let store = '';
   let a: DockerNode;
   let b: DockerNode;
-  const daemons: StowageInNode[] = [];
+  let daemonA: StowageInNode | undefined;
+  let build: PluginBuild;
+  let pluginIdB = '';
   let idA = '';
   let idB = '';
 
@@ -56,7 +73,7 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
       if (Date.now() > deadline) {
         const tasks = await a.docker(['service', 'ps', SERVICE, '--no-trunc', '--format', '{{.ID}} {{.DesiredState}} {{.CurrentState}} {{.Error}}'], { reject: false });
         throw new Error(`${what}: not reached after ${ms} ms\ntasks:\n${tasks.stdout}${tasks.stderr}\n` +
-          `stowage on a:\n${(await daemons[0]?.log())?.slice(-3000)}\nstowage on b:\n${(await daemons[1]?.log())?.slice(-3000)}`);
+          `stowage on a:\n${(await daemonA?.log())?.slice(-3000)}\nstowage plugin on b:\n${(await pluginLog(b, pluginIdB)).slice(-3000)}`);
       }
       await sleep(250);
     }
@@ -72,11 +89,20 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
     (await a.docker(['node', 'inspect', id, '--format', '{{json .Description.Engine.Plugins}}'])).stdout;
 
   beforeAll(async () => {
-    store = await mkdtemp(join(tmpdir(), 'stowage-swarm-store-'));
-    [a, b] = await timed('engines', () => Promise.all([
-      startDockerNode({ name: 'swarm-a', network: true }),
-      startDockerNode({ name: 'swarm-b', network: true }),
-    ]));
+    stateB = await mkdtemp(join(tmpdir(), 'stowage-swarm-b-state-'));
+    store = join(stateB, 'shared');
+    await mkdir(store, { mode: 0o700 });
+    const [nodes, built] = await Promise.all([
+      timed('engines', () => Promise.all([
+        startDockerNode({ name: 'swarm-a', network: true }),
+        startDockerNode({ name: 'swarm-b', network: true }),
+      ])),
+      timed('plugin build', () => buildPluginDir(`${stateB}-plugin`)),
+    ]);
+    [a, b] = nodes;
+    build = built;
+    await timed('plugin create on b', () => b.docker(['plugin', 'create', PLUGIN, build.dir], { timeoutMs: 120_000 }));
+    pluginIdB = (await b.docker(['plugin', 'inspect', PLUGIN, '--format', '{{.Id}}'])).stdout.trim();
     await linkNodes(a, b, `${ADDRESS_A}/24`, `${ADDRESS_B}/24`);
     await timed('swarm init and join', async () => {
       await a.docker(['swarm', 'init', '--advertise-addr', ADDRESS_A]);
@@ -89,21 +115,33 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
 
   /** Started in the first test, on nodes already in the swarm, as an operator adds stowage to a cluster. */
   async function startDaemons(): Promise<void> {
-    await timed('daemons', () => Promise.all([a, b].map(async (node, i) => {
-      daemons[i] = await startStowageInNode(node, {
-        args: ['--node-id', node === a ? 'a' : 'b', '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true',
-          '--docker-host', node.dockerHost, '--heartbeat-interval', '0.5'],
-      });
-    })));
+    await Promise.all([
+      timed('daemon on a', async () => {
+        daemonA = await startStowageInNode(a, {
+          args: ['--node-id', 'a', '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true',
+            '--docker-host', a.dockerHost, '--heartbeat-interval', '0.5'],
+        });
+      }),
+      timed('plugin set and enable on b', async () => {
+        // The store sits at another path inside the plugin than on a: the store itself names no path.
+        await b.docker(['plugin', 'set', PLUGIN, `state.source=${stateB}`, `docker-run.source=${b.dir}`,
+          `STOWAGE_OPTS=vfs.path=${PLUGIN_STORE} vfs.shared=true`, 'STOWAGE_NODE_ID=b', 'STOWAGE_HEARTBEAT_INTERVAL=0.5']);
+        await enablePlugin(b, PLUGIN);
+      }),
+    ]);
   }
 
   afterAll(async () => {
     // The service first, so that its containers are gone while the daemons can still unmount.
     await a?.docker(['service', 'rm', SERVICE], { reject: false });
     await sleep(1_000);
+    if (b !== undefined) await stopPlugin(b, PLUGIN);
     // Nodes remove their containers before they stop the daemons spawned in them.
     await stopAll();
-    if (store !== '') await rm(store, { recursive: true, force: true });
+    if (stateB !== '') {
+      await rm(stateB, { recursive: true, force: true });
+      await rm(`${stateB}-plugin`, { recursive: true, force: true });
+    }
     process.stderr.write(`[swarm] phases (ms): ${JSON.stringify(timings)}\n`);
   }, 120_000);
 
@@ -123,13 +161,30 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
     });
     await expect.poll(async () => (await a.docker(['exec', container, 'cat', '/data/log'], { reject: false })).stdout,
       { timeout: 10_000 }).toBe(`written on ${idA}`);
-    const volume = (await pluginCall(daemons[0]!.socket, 'Get', { Name: VOLUME })).Volume as { Status: Record<string, string> };
+    const volume = (await pluginCall(daemonA!.socket, 'Get', { Name: VOLUME })).Volume as { Status: Record<string, string> };
     expect(volume.Status.mounts).toBe('1');
     expect(await readFile(join(store, VOLUME, 'log'), 'utf8')).toBe(`written on ${idA}\n`);
-    // b's engine reports the plugin too (its daemon had it activate it), so b can take the task.
-    await timed('plugin reported by b', () => until('node b reporting the stowage plugin', async () =>
-      (await enginePlugins(idB)).includes('"Type":"Volume","Name":"stowage"') ? true : undefined));
+    // a reports the legacy plugin (its daemon had the engine activate it); b reports the managed
+    // plugin by its name with the tag, which Swarm's filter takes for `volume-driver=stowage`.
     expect(await enginePlugins(idA)).toContain('"Type":"Volume","Name":"stowage"');
+    await timed('plugin reported by b', () => until('node b reporting the stowage plugin', async () =>
+      (await enginePlugins(idB)).includes('"Type":"Volume","Name":"stowage:latest"') ? true : undefined));
+  });
+
+  it('does not place a service naming the driver stowage:latest on the legacy-socket node', async () => {
+    // The filter accepts a node's "NAME:latest" for a service's "NAME", not the other way round.
+    await a.docker(['service', 'create', '--detach', '--name', 'tagged',
+      '--mount', 'type=volume,source=tagged,destination=/data,volume-driver=stowage:latest', a.image, 'sleep', '100000']);
+    try {
+      const error = await until('the tagged service pending on a', async () => {
+        const tasks = (await a.docker(['service', 'ps', 'tagged', '--no-trunc', '--format', '{{.CurrentState}} {{.Error}}'])).stdout;
+        return /missing plugin on 1 node/.test(tasks) ? tasks : undefined;
+      }, 30_000);
+      expect(error).toMatch(/^Pending/);
+    } finally {
+      await a.docker(['service', 'rm', 'tagged']);
+    }
+    expect((await a.docker(['volume', 'ls', '-q'])).stdout.split('\n')).not.toContain('tagged');
   });
 
   it('moves the task to the other node on drain, where it finds the data and writes more', async () => {
@@ -140,12 +195,18 @@ describe.skipIf(skip)('a Swarm service whose stowage volume follows its task to 
     });
     await expect.poll(async () => (await b.docker(['exec', container, 'cat', '/data/log'], { reject: false })).stdout,
       { timeout: 10_000 }).toBe(`written on ${idA}\nwritten on ${idB}`);
+    // On b the managed plugin serves the volume; its driver name is what the plugin looks for
+    // among b's containers' mounts (STOWAGE_DRIVER_NAME).
+    const mounts = JSON.parse((await b.docker(['inspect', '--format', '{{json .Mounts}}', container])).stdout) as Array<{
+      Name?: string; Driver?: string; }>;
+    expect(mounts.find((mount) => mount.Name === VOLUME)?.Driver).toBe('stowage:latest');
+    expect((await b.docker(['volume', 'ls', '--format', '{{.Driver}} {{.Name}}'])).stdout.split('\n')).toContain(`stowage:latest ${VOLUME}`);
     // The task on a is shut down: Swarm keeps its container, stopped, as task history; a no
     // longer mounts the volume.
     const left = await taskContainers(a);
     expect(left).toHaveLength(1);
     expect((await a.docker(['inspect', '--format', '{{.State.Status}}', left[0]!])).stdout.trim()).toBe('exited');
-    await expect.poll(async () => ((await pluginCall(daemons[0]!.socket, 'Get', { Name: VOLUME })).Volume as {
+    await expect.poll(async () => ((await pluginCall(daemonA!.socket, 'Get', { Name: VOLUME })).Volume as {
       Status: Record<string, string> }).Status.mounts).toBe('0');
   });
 

@@ -43,7 +43,7 @@ import { execa, type ResultPromise } from 'execa';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { sleep, terminate } from './child-process-stop.js';
+import { pidAlive, sleep, terminate } from './child-process-stop.js';
 import { unmountUnder } from './node-mounts.js';
 import {
   HOLDER_TARGETS, holderReady, killNamespace, namespaceOf, nsenterArgs, startHolder, type Holder,
@@ -122,12 +122,11 @@ export interface DockerNode {
   /** Run a program to completion inside the node's mount namespace. */
   execInNamespace(argv: string[], opts?: RunOptions & Omit<SpawnOptions, 'logFile'>): Promise<CommandResult>;
   /**
-   * Stop dockerd (SIGTERM, as an init system does) and start it again with the same flags in the
-   * same namespace; resolves once the engine answers. Containers survive only with `--live-restore`.
-   * Checked only with `--live-restore`: without it the new dockerd has been seen to give up with
-   * "failed to start containerd: timeout waiting for containerd to start".
+   * Stop dockerd (SIGTERM, as an init system does) and start it again in the same namespace, with
+   * the same flags or `opts.daemonArgs` in place of the extra ones; resolves once the engine
+   * answers. Containers survive only with `--live-restore` on the engine being stopped.
    */
-  restartEngine(): Promise<void>;
+  restartEngine(opts?: { daemonArgs?: string[] }): Promise<void>;
   /** Remove containers, stop dockerd and every process in the namespace, delete `dir`. Idempotent. */
   stop(): Promise<void>;
 }
@@ -150,6 +149,8 @@ export interface StartOptions {
 const ENGINE_READY_MS = 60_000;
 const DOCKERD_STOP_MS = 25_000; // dockerd gives running containers 15 s on shutdown
 const PROCESS_STOP_MS = 10_000;
+/** dockerd gives its containerd 10 s to stop before killing it. */
+const CONTAINERD_STOP_MS = 15_000;
 
 /**
  * The docker.io package ships a CLI matching its engine as /usr/bin/docker;
@@ -268,11 +269,30 @@ class Node implements DockerNode {
     Object.assign(this.timings, { namespaceMs: t1 - t0, engineMs: t2 - t1, imageMs: t3 - t2, totalMs: t3 - t0 });
   }
 
-  async restartEngine(): Promise<void> {
+  async restartEngine(opts: { daemonArgs?: string[] } = {}): Promise<void> {
     if (this.dockerd === undefined || this.stopping !== undefined) throw new Error(`docker node ${this.name} is not running`);
     await terminate(this.dockerd, DOCKERD_STOP_MS);
+    await this.forgetStoppedContainerd();
+    if (opts.daemonArgs !== undefined) this.daemonArgs = opts.daemonArgs;
     this.startDockerd();
     await this.waitForEngine();
+  }
+
+  /**
+   * A dockerd that stopped its containerd leaves it to pid 1, which on these machines reaps late:
+   * its pid file then names a zombie, which dockerd 20.10 takes for a running containerd (kill 0
+   * succeeds), so the next dockerd waits for it and gives up with "timeout waiting for
+   * containerd to start". Waits for that containerd to end, then removes the pid file of a
+   * process that is gone (checked: without this the plain restart fails so). A containerd still
+   * running after the wait is left alone.
+   */
+  private async forgetStoppedContainerd(): Promise<void> {
+    const pidFile = join(this.dir, 'exec/containerd/containerd.pid');
+    const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(pid) || pid <= 0) return;
+    const deadline = Date.now() + CONTAINERD_STOP_MS;
+    while (Date.now() < deadline && (await pidAlive(pid))) await sleep(100);
+    if (!(await pidAlive(pid))) await rm(pidFile, { force: true });
   }
 
   private startDockerd(): void {

@@ -3,6 +3,7 @@
  * and the plugin's process as containerd sees it (the engine names no pid for plugins).
  */
 import { execa } from 'execa';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sleep } from './child-process-stop.js';
@@ -86,4 +87,31 @@ export async function enablePlugin(node: DockerNode, plugin: string): Promise<vo
     await sleep(1_000);
   }
   throw new Error(`docker plugin enable ${plugin} failed: ${last}`);
+}
+
+/**
+ * For afterAll: removes the node's containers while the plugin can still answer their Unmounts,
+ * then disables the plugin and kills its process if the disable left it. The plugin runs in a
+ * mount namespace of its own, which the node's final sweep does not reach. Never throws.
+ */
+export async function stopPlugin(node: DockerNode, plugin: string): Promise<void> {
+  const pluginId = (await node.docker(['plugin', 'inspect', plugin, '--format', '{{.Id}}'], { reject: false })).stdout.trim();
+  if (pluginId === '') return;
+  const task = await pluginTask(node, pluginId).catch(() => undefined);
+  const containers = (await node.docker(['ps', '-aq'], { reject: false })).stdout.split('\n').filter(Boolean);
+  if (containers.length > 0) await node.docker(['rm', '-f', ...containers], { reject: false, timeoutMs: 120_000 });
+  await node.docker(['plugin', 'disable', '-f', plugin], { reject: false, timeoutMs: 120_000 });
+  if (task !== undefined) {
+    try {
+      process.kill(task.pid, 'SIGKILL');
+    } catch {
+      // gone with the disable
+    }
+  }
+}
+
+/** The lines the engine logged for the plugin's output (`plugin=<ID>`), for failure messages. */
+export async function pluginLog(node: DockerNode, pluginId: string): Promise<string> {
+  const log = await readFile(join(node.dir, 'dockerd.log'), 'utf8').catch(() => '');
+  return log.split('\n').filter((line) => line.includes(`plugin=${pluginId}`)).join('\n');
 }
