@@ -209,8 +209,18 @@ class Harness implements Glusterd {
     return bricks;
   }
 
+  /** Starts the volume and waits until glusterd reports every brick online (bricks start slowly on a loaded machine). */
   async startVolume(name: string): Promise<void> {
     await this.xml(['volume', 'start', name]);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const status = await this.xml(['volume', 'status', name]).catch(() => '');
+      const bricks = [...status.matchAll(/<node>([\s\S]*?)<\/node>/g)].map((m) => m[1]!)
+        .filter((node) => /<path>\//.test(node));
+      if (bricks.length > 0 && bricks.every((node) => /<status>1<\/status>/.test(node))) return;
+      if (Date.now() > deadline) throw new Error(`gluster volume ${name}: bricks not all online 30 s after start:\n${status}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   async stopVolume(name: string): Promise<void> {

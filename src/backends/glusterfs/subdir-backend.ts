@@ -8,7 +8,7 @@ import type { GlusterCli } from './gluster-cli.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
 import type { PoolMount } from './pool-mount.js';
 import { quotaFacts } from './usage.js';
-import { messageOf } from '../../core/errors.js';
+import { errnoCode, messageOf } from '../../core/errors.js';
 
 /**
  * subdir mode: one existing gluster volume (the pool) is mounted once per node under `--root`;
@@ -17,6 +17,27 @@ import { messageOf } from '../../core/errors.js';
  * store, so the vfs backend does the directory work (registry, adopt checks, the retain policy, crash-safe
  * purge); this class owns the mount, which it confirms before every vfs call, and the quotas.
  */
+/**
+ * A GlusterFS client answers EIO or ENOTCONN for a few seconds after the pool's bricks come back
+ * (a `gluster volume start`, a brick restarted) until it has reconnected to them; it retries
+ * about every 3 s. A mount in that window waits instead of failing, up to this long.
+ */
+const RECONNECT_WAIT_MS = 10_000;
+
+function causeOf(err: unknown): unknown {
+  let at = err;
+  for (let depth = 0; depth < 5 && typeof at === 'object' && at !== null; depth++) {
+    if (errnoCode(at) !== undefined && /^E[A-Z]+$/.test(errnoCode(at)!)) return at;
+    at = (at as { cause?: unknown }).cause;
+  }
+  return err;
+}
+
+function whileReconnecting(err: unknown): boolean {
+  const code = errnoCode(causeOf(err));
+  return code === 'EIO' || code === 'ENOTCONN';
+}
+
 export class GlusterSubdirBackend implements Backend {
   readonly name = 'glusterfs';
   readonly capabilities: BackendCapabilities;
@@ -118,6 +139,19 @@ export class GlusterSubdirBackend implements Backend {
 
   async attach(name: string): Promise<string> {
     await this.ensurePool(name);
+    const deadline = Date.now() + RECONNECT_WAIT_MS;
+    for (let told = false; ; told = true) {
+      try {
+        return await this.attachOnce(name);
+      } catch (err) {
+        if (!whileReconnecting(err) || Date.now() >= deadline) throw err;
+        if (!told) this.ctx.log.info(`volume ${name}: the pool ${this.pool} answers ${errnoCode(causeOf(err))}; waiting up to ${RECONNECT_WAIT_MS / 1000} s for its client to reconnect to the bricks`);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
+  }
+
+  private async attachOnce(name: string): Promise<string> {
     // The vfs store refuses a missing directory (VOLUME_DATA_MISSING) and never creates one.
     const path = await this.store.attach(name);
     // After a remove and re-create through another node this kernel may still hold the old
