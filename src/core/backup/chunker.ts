@@ -18,8 +18,24 @@ export const DEFAULT_CHUNKER: ChunkerParams = {
   seed: 'stowage-gear-v1',
 };
 
-/** 256 pseudo-random 32-bit words drawn from sha256 of the seed: the same seed, the same cuts. */
+const gearTables = new Map<string, Uint32Array>();
+
+/**
+ * 256 pseudo-random 32-bit words drawn from sha256 of the seed: the same seed, the same cuts.
+ * Kept per seed (a repository has one): a backup makes a chunker per file, and 32 hashes per
+ * file cost more than chunking a small file.
+ */
 function gearTable(seed: string): Uint32Array {
+  let table = gearTables.get(seed);
+  if (!table) {
+    table = makeGearTable(seed);
+    if (gearTables.size > 16) gearTables.clear();
+    gearTables.set(seed, table);
+  }
+  return table;
+}
+
+function makeGearTable(seed: string): Uint32Array {
   const table = new Uint32Array(256);
   for (let i = 0; i < 32; i += 1) {
     const block = createHash('sha256').update(`${seed}:${i}`).digest();

@@ -292,6 +292,7 @@ export class PackWriter {
   private readonly inFlight = new Set<Promise<void>>();
   private writes: Promise<void> = Promise.resolve();
   private failure: { error: unknown } | undefined;
+  private packBuffer: Buffer | undefined;
 
   constructor(private readonly repo: Repository) {}
 
@@ -343,7 +344,14 @@ export class PackWriter {
     const trailer = Buffer.from(JSON.stringify(entries));
     const length = Buffer.alloc(4);
     length.writeUInt32BE(trailer.length);
-    const pack = Buffer.concat([...parts, trailer, length]);
+    const total = parts.reduce((n, part) => n + part.length, 0) + trailer.length + 4;
+    // Packs are written one at a time, so one buffer serves them all: a fresh 16 MiB buffer per
+    // pack costs its page faults every time, more than the copy into it. put() keeps nothing
+    // of its data once it has resolved.
+    if (!this.packBuffer || this.packBuffer.length < total) this.packBuffer = Buffer.allocUnsafe(Math.max(total, this.repo.config.packSize + (this.repo.config.packSize >> 2)));
+    const pack = this.packBuffer.subarray(0, total);
+    let at = 0;
+    for (const part of [...parts, trailer, length]) at += part.copy(pack, at);
     const id = sha256(pack);
     const index: PackIndex = { format: FORMAT_VERSION, pack: id, size: pack.length, blobs: entries };
     const indexData = Buffer.from(JSON.stringify(index));
