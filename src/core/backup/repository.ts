@@ -13,6 +13,8 @@ import {
 import type { z } from 'zod';
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+/** Whole packs a restore or verify keeps in memory (see Repository.fromLastPack). */
+const PACKS_KEPT = 2;
 /** Entries per manifest blob: a 10 000-file tree is ten blobs, none of them large. */
 export const MANIFEST_ENTRIES_PER_BLOB = 1000;
 
@@ -181,26 +183,34 @@ export class Repository {
     return plain;
   }
 
-  private lastPack: { id: string; data: Promise<Buffer> } | undefined;
+  /** Whole packs kept for restore and verify, most recently used last. */
+  private recentPacks: Array<{ id: string; data: Promise<Buffer> }> = [];
 
   /**
-   * Reads whole packs and keeps the last one: a restore or verify reads blobs in the order a
-   * backup wrote them, so one request per pack serves many small files (one pack of memory).
-   * Concurrent readers of the same pack share one request.
+   * Reads whole packs and keeps the last PACKS_KEPT: a restore or verify reads blobs in the
+   * order a backup wrote them, so one request per pack serves many small files. Two, not one:
+   * files restored in parallel straddle a pack boundary, and with one kept they took turns
+   * evicting each other's pack (a 6-pack restore read 22 packs). Concurrent readers of the
+   * same pack share one request.
    */
   private async fromLastPack(loc: BlobLocation): Promise<Buffer> {
-    if (this.lastPack?.id !== loc.pack) {
+    let entry = this.recentPacks.find((p) => p.id === loc.pack);
+    if (entry) {
+      this.recentPacks = [...this.recentPacks.filter((p) => p !== entry), entry];
+    } else {
       const data = this.store.get(packKey(loc.pack));
-      this.lastPack = { id: loc.pack, data };
+      entry = { id: loc.pack, data };
+      this.recentPacks = [...this.recentPacks, entry].slice(-PACKS_KEPT);
       // A failed read is not kept for the next reader.
-      data.catch(() => { if (this.lastPack?.data === data) this.lastPack = undefined; });
+      const failed = entry;
+      data.catch(() => { this.recentPacks = this.recentPacks.filter((p) => p !== failed); });
     }
-    return (await this.lastPack.data).subarray(loc.offset, loc.offset + loc.length);
+    return (await entry.data).subarray(loc.offset, loc.offset + loc.length);
   }
 
-  /** Drops the pack kept by whole-pack reads. */
+  /** Drops the packs kept by whole-pack reads. */
   releasePackCache(): void {
-    this.lastPack = undefined;
+    this.recentPacks = [];
   }
 
   async putBackupRecord(record: BackupRecord): Promise<void> {
