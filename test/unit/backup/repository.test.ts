@@ -40,6 +40,25 @@ describe('backup repository format', () => {
     await expect(Repository.open(new VfsBlobStore(join(dir, 'nothing')))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
   });
 
+  it('whole-pack reads keep the two packs read last: alternating between them fetches each once', async () => {
+    const repo = await Repository.init(store, { codec: 'none', packSize: 64 * 1024 });
+    const writer = repo.newWriter();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i += 1) ids.push((await writer.add('data', randomBytes(100 * 1024))).id);
+    await writer.flush();
+    const fetched: string[] = [];
+    const counting = Object.create(store, { get: { value: (key: string) => { fetched.push(key); return store.get(key); } } }) as VfsBlobStore;
+    const reader = await Repository.open(counting);
+    fetched.length = 0;
+    const packOf = (id: string) => packKey(reader.locate(id)!.pack);
+    expect(new Set(ids.map(packOf)).size).toBe(3);
+    for (const id of [ids[0]!, ids[1]!, ids[0]!, ids[1]!]) await reader.readBlob(id, { wholePacks: true });
+    expect(fetched).toEqual([packOf(ids[0]!), packOf(ids[1]!)]);
+    // A third pack evicts the least recently used one (the first).
+    for (const id of [ids[2]!, ids[1]!, ids[0]!]) await reader.readBlob(id, { wholePacks: true });
+    expect(fetched).toEqual([packOf(ids[0]!), packOf(ids[1]!), packOf(ids[2]!), packOf(ids[0]!)]);
+  });
+
   it('codecs round-trip small (same-thread) and large (thread-pool) blobs, each cut at its expected length', async () => {
     const text = Buffer.from('a line of a log file, quite repetitive\n'.repeat(20_000));
     for (const codec of ['deflate-1', 'brotli-0', 'brotli-1'] as const) {
