@@ -18,8 +18,24 @@ export const DEFAULT_CHUNKER: ChunkerParams = {
   seed: 'stowage-gear-v1',
 };
 
-/** 256 pseudo-random 32-bit words drawn from sha256 of the seed: the same seed, the same cuts. */
+const gearTables = new Map<string, Uint32Array>();
+
+/**
+ * 256 pseudo-random 32-bit words drawn from sha256 of the seed: the same seed, the same cuts.
+ * Kept per seed (a repository has one): a backup makes a chunker per file, and 32 hashes per
+ * file cost more than chunking a small file.
+ */
 function gearTable(seed: string): Uint32Array {
+  let table = gearTables.get(seed);
+  if (!table) {
+    table = makeGearTable(seed);
+    if (gearTables.size > 16) gearTables.clear();
+    gearTables.set(seed, table);
+  }
+  return table;
+}
+
+function makeGearTable(seed: string): Uint32Array {
   const table = new Uint32Array(256);
   for (let i = 0; i < 32; i += 1) {
     const block = createHash('sha256').update(`${seed}:${i}`).digest();
@@ -64,8 +80,11 @@ export class Chunker {
     this.maskLarge = topMask(Math.max(bits - 2, 1));
   }
 
-  /** Feeds bytes; returns the chunks they complete, in order. */
-  push(data: Buffer): Buffer[] {
+  /**
+   * Feeds bytes; returns the chunks they complete, in order. `owned`: the caller never reuses
+   * `data`, so chunks may be views of it (no copy); a chunk then keeps `data` alive.
+   */
+  push(data: Buffer, owned = false): Buffer[] {
     const out: Buffer[] = [];
     const { minSize } = this.params;
     let start = 0;
@@ -82,8 +101,9 @@ export class Chunker {
       hash = cut.hash;
       i = cut.index;
       if (cut.found) {
-        this.pending.push(data.subarray(start, i));
-        out.push(Buffer.concat(this.pending));
+        const tail = data.subarray(start, i);
+        if (this.pending.length === 0) out.push(owned ? tail : Buffer.from(tail));
+        else out.push(Buffer.concat([...this.pending, tail]));
         this.pending = [];
         this.pendingBytes = 0;
         hash = 0;
@@ -92,7 +112,7 @@ export class Chunker {
     }
     if (start < data.length) {
       // Copied: the caller may reuse its buffer, and a chunk must not pin a large read buffer.
-      this.pending.push(Buffer.from(data.subarray(start)));
+      this.pending.push(owned ? data.subarray(start) : Buffer.from(data.subarray(start)));
       this.pendingBytes += data.length - start;
     }
     this.hash = hash;
@@ -102,7 +122,8 @@ export class Chunker {
   /** The rest, once the input ended (empty input gives no chunk). */
   finish(): Buffer | undefined {
     if (this.pendingBytes === 0) return undefined;
-    const last = Buffer.concat(this.pending);
+    // pending holds copies or owned views: one of them needs no further copy.
+    const last = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
     this.pending = [];
     this.pendingBytes = 0;
     this.hash = 0;
@@ -135,9 +156,9 @@ export class Chunker {
  * The chunks of a stream, one at a time: memory stays within maxSize plus one read, whatever
  * the stream's length.
  */
-export async function* chunkStream(input: Readable | AsyncIterable<Buffer> | Iterable<Buffer>, params: ChunkerParams = DEFAULT_CHUNKER): AsyncGenerator<Buffer> {
+export async function* chunkStream(input: Readable | AsyncIterable<Buffer> | Iterable<Buffer>, params: ChunkerParams = DEFAULT_CHUNKER, owned = false): AsyncGenerator<Buffer> {
   const chunker = new Chunker(params);
-  for await (const data of input as AsyncIterable<Buffer> | Iterable<Buffer>) yield* chunker.push(data);
+  for await (const data of input as AsyncIterable<Buffer> | Iterable<Buffer>) yield* chunker.push(data, owned);
   const last = chunker.finish();
   if (last) yield last;
 }

@@ -31,18 +31,58 @@ function brotliOptions(quality: number, size: number): zlib.BrotliOptions {
 }
 
 /**
+ * Blobs at most this size are compressed and decompressed on the calling thread: for a small
+ * file's blob the thread-pool round trip costs more than the work.
+ */
+export const SYNC_CODEC_MAX = 64 * 1024;
+/** Blobs larger than this are first judged by compressing SAMPLE_SIZE bytes from each of three places. */
+const SAMPLE_FROM = 1024 * 1024 / 4;
+const SAMPLE_SIZE = 16 * 1024;
+
+function compressSync(codec: Exclude<Codec, 'none'>, data: Buffer): Buffer {
+  switch (codec) {
+    case 'deflate-1': return zlib.deflateRawSync(data, { level: 1 });
+    case 'brotli-0': return zlib.brotliCompressSync(data, brotliOptions(0, data.length));
+    case 'brotli-1': return zlib.brotliCompressSync(data, brotliOptions(1, data.length));
+  }
+}
+
+/** Saves at least 1/32 of the input: otherwise decompressing would cost every restore for nothing. */
+function worthIt(input: number, output: number): boolean {
+  return output < input - (input >> 5);
+}
+
+/**
+ * Whether a large blob is worth compressing, judged on three samples (start, middle, end)
+ * compressed together on the calling thread: incompressible data (media, archives, encrypted
+ * files) then costs a few microseconds instead of a whole compression. A blob whose samples do
+ * not compress but whose other parts would is stored as is: a little space for much time.
+ */
+export function looksCompressible(codec: Exclude<Codec, 'none'>, data: Buffer): boolean {
+  if (data.length <= SAMPLE_FROM) return true;
+  const middle = (data.length >> 1) - (SAMPLE_SIZE >> 1);
+  const sample = Buffer.concat([data.subarray(0, SAMPLE_SIZE), data.subarray(middle, middle + SAMPLE_SIZE), data.subarray(data.length - SAMPLE_SIZE)]);
+  return worthIt(sample.length, compressSync(codec, sample).length);
+}
+
+/**
  * Compresses with `codec`, or keeps the bytes as they are (codec 'none') when that saves less
- * than 1/32: decompressing costs time on every restore for nothing.
+ * than 1/32 (or, for a large blob, when its samples do: see looksCompressible).
  */
 export async function compress(codec: Codec, data: Buffer): Promise<{ codec: Codec; data: Buffer }> {
+  if (codec === 'none') return { codec, data };
   let out: Buffer;
-  switch (codec) {
-    case 'none': return { codec, data };
-    case 'deflate-1': out = await deflateRaw(data, { level: 1 }); break;
-    case 'brotli-0': out = await brotliCompress(data, brotliOptions(0, data.length)); break;
-    case 'brotli-1': out = await brotliCompress(data, brotliOptions(1, data.length)); break;
+  if (data.length <= SYNC_CODEC_MAX) {
+    out = compressSync(codec, data);
+  } else {
+    if (!looksCompressible(codec, data)) return { codec: 'none', data };
+    switch (codec) {
+      case 'deflate-1': out = await deflateRaw(data, { level: 1 }); break;
+      case 'brotli-0': out = await brotliCompress(data, brotliOptions(0, data.length)); break;
+      case 'brotli-1': out = await brotliCompress(data, brotliOptions(1, data.length)); break;
+    }
   }
-  return out.length < data.length - (data.length >> 5) ? { codec, data: out } : { codec: 'none', data };
+  return worthIt(data.length, out.length) ? { codec, data: out } : { codec: 'none', data };
 }
 
 /**
@@ -52,6 +92,10 @@ export async function compress(codec: Codec, data: Buffer): Promise<{ codec: Cod
 export async function decompress(codec: Codec, data: Buffer, rawLength: number): Promise<Buffer> {
   // One byte more than expected, so an overlong blob is told apart from an exact one.
   const limit = { maxOutputLength: Math.max(1, rawLength + 1) };
+  // The stored size bounds the work only loosely (a bomb is small): the raw size decides.
+  if (codec !== 'none' && rawLength <= SYNC_CODEC_MAX) {
+    return codec === 'deflate-1' ? zlib.inflateRawSync(data, limit) : zlib.brotliDecompressSync(data, limit);
+  }
   switch (codec) {
     case 'none': return data;
     case 'deflate-1': return inflateRaw(data, limit);

@@ -1,11 +1,15 @@
-import { constants, type BigIntStats } from 'node:fs';
+import {
+  closeSync, constants, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync,
+  openSync, readdirSync, readlinkSync, readSync, symlinkSync, writeSync, type BigIntStats,
+} from 'node:fs';
 import { lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, StowageError } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { deleteAll, listAll } from './blob-store.js';
-import { chunkStream } from './chunker.js';
+import { onLocalFilesystem } from '../local-fs.js';
+import { Chunker, chunkStream } from './chunker.js';
 import { backupKey, comparePaths, newBackupId, packKey, type BackupRecord, type Entry } from './format.js';
 import { withLock, type RepoLock } from './locks.js';
 import { assertVolumeName, ManifestWriter, Repository } from './repository.js';
@@ -16,6 +20,24 @@ const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | 
 const MAX_WARNINGS = 100;
 /** Files read (backup) or written (restore) at once. */
 const FILES_AHEAD = 8;
+/** Read size for large files on a local filesystem: most chunks then lie inside one read, uncopied. */
+const LOCAL_READ_SIZE = 8 * 1024 * 1024;
+/** Longest run of synchronous file system calls before the event loop gets a turn. */
+const TURN_MS = 4;
+
+/**
+ * Lets the event loop in every TURN_MS while synchronous calls run back to back: timers, lock
+ * renewals and finished compressions are not held up by a long tree.
+ */
+class Turns {
+  private since = performance.now();
+
+  async pause(): Promise<void> {
+    if (performance.now() - this.since < TURN_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    this.since = performance.now();
+  }
+}
 
 export interface Progress {
   entries: number;
@@ -31,6 +53,14 @@ export interface CommonOptions {
   /** The clock lock expiry is judged by (default Date.now). */
   now?: () => number;
   onProgress?: (progress: Progress) => void;
+  /**
+   * Whether a tree on a local filesystem (statfs: ext4, xfs, btrfs, tmpfs...) is read or written
+   * with synchronous calls (default true). A call through libuv's thread pool costs tens of
+   * microseconds, the system call itself a few: for a tree of small files that is most of the
+   * time. Network filesystems, and directories of another device inside the tree, always take
+   * the thread pool, so a hung server stalls only its own calls.
+   */
+  localFastPath?: boolean;
 }
 
 export interface BackupOptions extends CommonOptions {
@@ -48,31 +78,42 @@ interface Walked {
   path: string;
   abs: string;
   stat: BigIntStats;
+  /** On the local filesystem the walk started on: synchronous calls are fine here. */
+  local: boolean;
 }
 
-/** Depth-first, names sorted: the order manifests are written and checked in (see comparePaths). */
-async function* walk(root: string): AsyncGenerator<Walked> {
+/**
+ * Depth-first, names sorted: the order manifests are written and checked in (see comparePaths).
+ * `local`: the root is on a local filesystem; entries on the root's device are then listed and
+ * stat'ed synchronously, a mount of another device inside the tree through the thread pool.
+ */
+async function* walk(root: string, local: boolean, turns: Turns): AsyncGenerator<Walked> {
   const rootStat = await lstat(root, { bigint: true });
   if (!rootStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `${root} is not a directory`);
-  yield { path: '.', abs: root, stat: rootStat };
-  async function* below(rel: string, abs: string): AsyncGenerator<Walked> {
+  yield { path: '.', abs: root, stat: rootStat, local };
+  async function* below(rel: string, abs: string, dirLocal: boolean): AsyncGenerator<Walked> {
     // Names only, sorted: memory holds one directory's names per level, not the tree.
-    const names = (await readdir(abs)).sort();
+    const names = (dirLocal ? readdirSync(abs) : await readdir(abs)).sort();
     for (const name of names) {
       const childAbs = join(abs, name);
       const childRel = rel === '.' ? name : `${rel}/${name}`;
-      let stat: BigIntStats;
-      try {
-        stat = await lstat(childAbs, { bigint: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed while we walked
-        throw err;
+      let stat: BigIntStats | undefined;
+      if (dirLocal) {
+        stat = lstatSync(childAbs, { bigint: true, throwIfNoEntry: false });
+        await turns.pause();
+      } else {
+        stat = await lstat(childAbs, { bigint: true }).catch((err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+          throw err;
+        });
       }
-      yield { path: childRel, abs: childAbs, stat };
-      if (stat.isDirectory()) yield* below(childRel, childAbs);
+      if (!stat) continue; // removed while we walked
+      const childLocal = local && stat.dev === rootStat.dev;
+      yield { path: childRel, abs: childAbs, stat, local: childLocal };
+      if (stat.isDirectory()) yield* below(childRel, childAbs, childLocal);
     }
   }
-  yield* below('.', root);
+  yield* below('.', root, local);
 }
 
 /** Reads the parent's manifest in step with the walk: both are in comparePaths order. */
@@ -150,11 +191,13 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       }
     };
     try {
-      for await (const { path, abs, stat } of walk(dir)) {
+      const turns = new Turns();
+      const local = options.localFastPath !== false && onLocalFilesystem(dir) === true;
+      for await (const { path, abs, stat, local: entryLocal } of walk(dir, local, turns)) {
         if (stat.isDirectory()) {
           queue.push(Promise.resolve({ path, type: 'dir', ...metadata(stat), size: 0 }));
         } else if (stat.isSymbolicLink()) {
-          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: await readlink(abs) }));
+          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: entryLocal ? readlinkSync(abs) : await readlink(abs) }));
         } else if (stat.isFile()) {
           const inode = `${stat.dev}:${stat.ino}`;
           const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
@@ -163,7 +206,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
           } else {
             if (stat.nlink > 1n) firstNames.set(inode, path);
             const previous = await cursor.find(path);
-            queue.push(fileEntry(path, abs, stat, previous, repo, writer, stats, options).then((entry) => {
+            queue.push(fileEntry(path, abs, stat, entryLocal ? turns : undefined, previous, repo, writer, stats, options).then((entry) => {
               stats.files += 1;
               return entry;
             }));
@@ -201,7 +244,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
 }
 
 async function fileEntry(
-  path: string, abs: string, stat: BigIntStats, previous: Entry | undefined, repo: Repository,
+  path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, previous: Entry | undefined, repo: Repository,
   writer: ReturnType<Repository['newWriter']>, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
 ): Promise<Entry> {
   const base = { path, type: 'file' as const, ...metadata(stat), ino: Number(stat.ino), ctimeNs: stat.ctimeNs.toString() };
@@ -211,19 +254,46 @@ async function fileEntry(
     stats.bytes += previous.size;
     return { ...base, size: previous.size, chunks: previous.chunks! };
   }
+  const chunks: string[] = [];
+  let size = 0;
+  const addChunk = async (chunk: Buffer) => {
+    chunks.push((await writer.add('data', chunk)).id);
+    size += chunk.length;
+    stats.bytesRead += chunk.length;
+    stats.bytes += chunk.length;
+    options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
+  };
+  if (localTurns) {
+    // open, read (a small file in one), close: the walk's lstat already gave the metadata.
+    const fd = openSync(abs, READ_FLAGS);
+    try {
+      const chunker = new Chunker(repo.config.chunker);
+      // One byte more than the size: a file that grew since lstat shows it and is read on.
+      let want = stat.size < BigInt(LOCAL_READ_SIZE) ? Number(stat.size) + 1 : LOCAL_READ_SIZE;
+      for (;;) {
+        // Fresh buffers, handed to the chunker as owned: chunks are views of them, not copies.
+        const buffer = Buffer.allocUnsafe(want);
+        const got = readSync(fd, buffer, 0, want, null);
+        if (got > 0) for (const chunk of chunker.push(buffer.subarray(0, got), true)) await addChunk(chunk);
+        // A local filesystem reads short only at the end of a regular file.
+        if (got < want) break;
+        want = LOCAL_READ_SIZE;
+        await localTurns.pause();
+      }
+      const last = chunker.finish();
+      if (last) await addChunk(last);
+    } finally {
+      closeSync(fd);
+    }
+    stats.filesRead += 1;
+    return { ...base, size, chunks };
+  }
   const handle = await open(abs, READ_FLAGS);
   try {
-    const chunks: string[] = [];
-    let size = 0;
-    // A file below the minimum chunk size is one chunk: one read, no stream.
-    const input = stat.size < BigInt(repo.config.chunker.minSize) ? [await handle.readFile()] : handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
-    for await (const chunk of chunkStream(input, repo.config.chunker)) {
-      chunks.push((await writer.add('data', chunk)).id);
-      size += chunk.length;
-      stats.bytesRead += chunk.length;
-      stats.bytes += chunk.length;
-      options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
-    }
+    // A file below the minimum chunk size is one chunk: one read, no stream, and the buffer is ours.
+    const small = stat.size < BigInt(repo.config.chunker.minSize);
+    const input = small ? [await handle.readFile()] : handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
+    for await (const chunk of chunkStream(input, repo.config.chunker, small)) await addChunk(chunk);
     stats.filesRead += 1;
     // A file that changed while read keeps what was read; its changed ctime makes the next
     // backup read it again.
@@ -277,6 +347,9 @@ export async function restoreTree(repo: Repository, volume: string, backupId: st
 
 async function restoreEntries(repo: Repository, record: BackupRecord, target: string, options: RestoreOptions): Promise<{ entries: number; files: number; bytes: number }> {
   const asRoot = process.getuid?.() === 0;
+  // Everything is created inside target, an empty directory: all of it is on target's filesystem.
+  const local = options.localFastPath !== false && onLocalFilesystem(target) === true;
+  const turns = new Turns();
   const progress = { entries: 0, files: 0, bytes: 0 };
   // Directories still open (their metadata is applied once everything inside is written).
   const stack: Entry[] = [];
@@ -293,6 +366,17 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   const closeDir = async (entry: Entry) => {
     await barrier();
     const path = abs(entry.path);
+    if (local) {
+      const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      try {
+        if (asRoot) fchownSync(fd, entry.uid, entry.gid);
+        fchmodSync(fd, entry.mode);
+        futimesSync(fd, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+      } finally {
+        closeSync(fd);
+      }
+      return;
+    }
     if (asRoot) await lchown(path, entry.uid, entry.gid);
     const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
     try {
@@ -316,24 +400,34 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
       const path = abs(entry.path);
       switch (entry.type) {
         case 'dir':
-          if (entry.path !== '.') await mkdir(path, { mode: 0o700 });
+          if (entry.path !== '.') {
+            if (local) mkdirSync(path, { mode: 0o700 });
+            else await mkdir(path, { mode: 0o700 });
+          }
           stack.push(entry);
           break;
         case 'symlink':
-          await symlink(entry.target!, path);
-          if (asRoot) await lchown(path, entry.uid, entry.gid);
-          await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+          if (local) {
+            symlinkSync(entry.target!, path);
+            if (asRoot) lchownSync(path, entry.uid, entry.gid);
+            lutimesSync(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+          } else {
+            await symlink(entry.target!, path);
+            if (asRoot) await lchown(path, entry.uid, entry.gid);
+            await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+          }
           break;
         case 'hardlink': {
           const first = entry.target!;
           if (comparePaths(first, entry.path) >= 0) throw refusedEntry(record, entry.path, 'a hardlink must point to an earlier file');
           await barrier();
           if (!(await isRestoredFile(target, first))) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file`);
-          await link(abs(first), path);
+          if (local) linkSync(abs(first), path);
+          else await link(abs(first), path);
           break;
         }
         case 'file': {
-          const job: Promise<void> = writeFileEntry(repo, record, entry, path, asRoot, progress, options)
+          const job: Promise<void> = (local ? writeLocalFileEntry : writeFileEntry)(repo, record, entry, path, asRoot, progress, options)
             .catch((error: unknown) => { failure ??= { error }; })
             .finally(() => { jobs.delete(job); });
           jobs.add(job);
@@ -344,6 +438,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
       }
       progress.entries += 1;
       options.onProgress?.({ ...progress });
+      if (local) await turns.pause();
     }
     if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
     while (stack.length > 0) await closeDir(stack.pop()!);
@@ -377,6 +472,36 @@ async function writeFileEntry(
     await handle.utimes(nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
   } finally {
     await handle.close();
+  }
+  progress.files += 1;
+}
+
+/**
+ * writeFileEntry with synchronous calls, for a target on a local filesystem: open (O_EXCL,
+ * O_NOFOLLOW), one write per chunk, then owner, mode and times on the descriptor, close. The
+ * chunks' reads (a pack fetch, decompression of large chunks) still overlap across files.
+ */
+async function writeLocalFileEntry(
+  repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
+  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions,
+): Promise<void> {
+  const fd = openSync(path, WRITE_FLAGS, 0o600);
+  try {
+    let written = 0;
+    for (const id of entry.chunks!) {
+      const data = await repo.readBlob(id, { wholePacks: true });
+      for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, written + done);
+      written += data.length;
+      progress.bytes += data.length;
+      options.onProgress?.({ ...progress });
+    }
+    if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    if (asRoot) fchownSync(fd, entry.uid, entry.gid);
+    // After chown, which clears set-id bits.
+    fchmodSync(fd, entry.mode);
+    futimesSync(fd, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+  } finally {
+    closeSync(fd);
   }
   progress.files += 1;
 }

@@ -9,11 +9,16 @@ import { backupTree } from '../../../src/core/backup/tree.js';
 const [repoDir, treeDir, volume] = process.argv.slice(2) as [string, string, string];
 const repo = await Repository.open(new VfsBlobStore(repoDir));
 let told = false;
+const pause = new Int32Array(new SharedArrayBuffer(4));
 await backupTree(treeDir, repo, {
   volume,
   owner: 'doomed-child',
   onProgress: (p) => {
-    if (!told && p.bytes > 4 * 1024 * 1024) {
+    if (told) {
+      // Slowed down once it told, so the kill always lands partway (a fast backup of the
+      // whole tree could otherwise finish first); packs keep being written meanwhile.
+      Atomics.wait(pause, 0, 0, 20);
+    } else if (p.bytes > 4 * 1024 * 1024) {
       told = true;
       process.stdout.write('progress\n');
     }

@@ -18,6 +18,27 @@ async function chunksOf(data: Buffer, params: ChunkerParams = DEFAULT_CHUNKER, p
 describe('content-defined chunker', () => {
   const data = randomBytes(64 * 1024 * 1024);
 
+  it('owned input gives the same chunks, as views of the input where a chunk lies inside one piece', () => {
+    const piece = 8 * 1024 * 1024;
+    const pieces = () => Array.from({ length: 3 }, (_, i) => Buffer.from(data.subarray(i * piece, (i + 1) * piece)));
+    const run = (owned: boolean) => {
+      const chunker = new Chunker();
+      const inputs = pieces();
+      const out = inputs.flatMap((p) => chunker.push(p, owned));
+      const last = chunker.finish();
+      if (last) out.push(last);
+      return { out, inputs };
+    };
+    const copied = run(false);
+    const owned = run(true);
+    expect(owned.out.map(sha)).toEqual(copied.out.map(sha));
+    const inputBuffers = new Set<ArrayBufferLike>(owned.inputs.map((b) => b.buffer));
+    // Owned: most chunks share memory with an input piece; copied: none does.
+    expect(owned.out.filter((c) => inputBuffers.has(c.buffer)).length).toBeGreaterThan(owned.out.length / 2);
+    const copiedInputs = new Set<ArrayBufferLike>(copied.inputs.map((b) => b.buffer));
+    expect(copied.out.some((c) => copiedInputs.has(c.buffer))).toBe(false);
+  });
+
   it('cuts within min/max, loses no byte, and averages near the target size', async () => {
     const chunks = await chunksOf(data);
     expect(Buffer.concat(chunks).equals(data)).toBe(true);

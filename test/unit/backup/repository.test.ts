@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
-import { compress, decompress } from '../../../src/core/backup/codec.js';
+import { compress, decompress, looksCompressible, SYNC_CODEC_MAX } from '../../../src/core/backup/codec.js';
 import { comparePaths, indexKey, newBackupId, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
 import { ManifestWriter, Repository, sha256 } from '../../../src/core/backup/repository.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
@@ -38,6 +38,52 @@ describe('backup repository format', () => {
     // Small blobs share one pack object.
     expect((await store.list('packs/')).objects.length).toBe(1);
     await expect(Repository.open(new VfsBlobStore(join(dir, 'nothing')))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+  });
+
+  it('whole-pack reads keep the two packs read last: alternating between them fetches each once', async () => {
+    const repo = await Repository.init(store, { codec: 'none', packSize: 64 * 1024 });
+    const writer = repo.newWriter();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i += 1) ids.push((await writer.add('data', randomBytes(100 * 1024))).id);
+    await writer.flush();
+    const fetched: string[] = [];
+    const counting = Object.create(store, { get: { value: (key: string) => { fetched.push(key); return store.get(key); } } }) as VfsBlobStore;
+    const reader = await Repository.open(counting);
+    fetched.length = 0;
+    const packOf = (id: string) => packKey(reader.locate(id)!.pack);
+    expect(new Set(ids.map(packOf)).size).toBe(3);
+    for (const id of [ids[0]!, ids[1]!, ids[0]!, ids[1]!]) await reader.readBlob(id, { wholePacks: true });
+    expect(fetched).toEqual([packOf(ids[0]!), packOf(ids[1]!)]);
+    // A third pack evicts the least recently used one (the first).
+    for (const id of [ids[2]!, ids[1]!, ids[0]!]) await reader.readBlob(id, { wholePacks: true });
+    expect(fetched).toEqual([packOf(ids[0]!), packOf(ids[1]!), packOf(ids[2]!), packOf(ids[0]!)]);
+  });
+
+  it('codecs round-trip small (same-thread) and large (thread-pool) blobs, each cut at its expected length', async () => {
+    const text = Buffer.from('a line of a log file, quite repetitive\n'.repeat(20_000));
+    for (const codec of ['deflate-1', 'brotli-0', 'brotli-1'] as const) {
+      for (const size of [1000, SYNC_CODEC_MAX, SYNC_CODEC_MAX + 1, 700_000]) {
+        const data = text.subarray(0, size);
+        const packed = await compress(codec, data);
+        expect(packed.codec, `${codec} ${size}`).toBe(codec);
+        expect((await decompress(codec, packed.data, size)).equals(data)).toBe(true);
+        await expect(decompress(codec, packed.data, size - 100), `${codec} ${size}`).rejects.toThrow();
+      }
+    }
+  });
+
+  it('a large blob whose samples do not compress is stored as is, without compressing it whole', async () => {
+    const random = randomBytes(2 * 1024 * 1024);
+    const text = Buffer.from('compressible text '.repeat(120_000));
+    expect(looksCompressible('brotli-0', random)).toBe(false);
+    expect(looksCompressible('brotli-0', text)).toBe(true);
+    const packed = await compress('brotli-0', random);
+    expect(packed.codec).toBe('none');
+    expect(packed.data).toBe(random);
+    // Compressible in the middle only: the samples at start and end do not hide it.
+    const mixed = Buffer.concat([random.subarray(0, 512 * 1024), text.subarray(0, 1024 * 1024), random.subarray(0, 512 * 1024)]);
+    expect(looksCompressible('brotli-0', mixed)).toBe(true);
+    expect((await compress('brotli-0', mixed)).codec).toBe('brotli-0');
   });
 
   it('codecs round-trip, and a decompression bomb is cut at the expected length', async () => {

@@ -6,11 +6,12 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { listAll } from '../../../src/core/backup/blob-store.js';
-import { FORMAT_VERSION, packKey, type BackupRecord } from '../../../src/core/backup/format.js';
+import { FORMAT_VERSION, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
 import { acquireLock } from '../../../src/core/backup/locks.js';
 import { Repository } from '../../../src/core/backup/repository.js';
 import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/tree.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
+import { collect } from './tree-helpers.js';
 
 /** Small chunks so a few MiB exercise many of them. */
 const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' };
@@ -110,6 +111,28 @@ describe('file-level backup and restore', () => {
     expect(got.get('abs-link')).toMatchObject({ type: 'symlink', target: '/etc/passwd' });
     if (isRoot) expect(got.get('sub/big.bin')).toMatchObject({ uid: 1234, gid: 5678, mode: 0o4711 });
     expect(await verifyBackup(repo, 'vol-a', first.id)).toMatchObject({ files: 204 });
+  });
+
+  it('the local fast path and the thread-pool path back up and restore the same tree the same way', async () => {
+    // /tmp is a local filesystem here, so the default takes the synchronous path.
+    const fast = await backupTree(dirs.src, repo, { volume: 'vol-paths', parent: false });
+    const slow = await backupTree(dirs.src, repo, { volume: 'vol-paths', parent: false, localFastPath: false });
+    const strip = (entries: Entry[]) => entries.map(({ atimeNs: _atime, ...rest }) => rest);
+    expect(strip((await collect(repo, slow)).entries)).toEqual(strip((await collect(repo, fast)).entries));
+    expect(slow.stats).toMatchObject({ files: fast.stats.files, filesRead: fast.stats.filesRead, bytesRead: fast.stats.bytesRead, skipped: 1 });
+    // Every chunk of the second was already stored by the first: same cuts, same ids.
+    expect(slow.stats.newBlobs).toBe(0);
+    const want = comparable(await describeTree(dirs.src));
+    want.delete('pipe');
+    for (const localFastPath of [true, false]) {
+      const out = await freshDir(`restore-path-${localFastPath}`);
+      await restoreTree(repo, 'vol-paths', slow.id, out, { localFastPath });
+      const got = await describeTree(out);
+      expect(comparable(got), `localFastPath ${localFastPath}`).toEqual(want);
+      expect(got.get('sub/hard-small')!.ino).toBe(got.get('small.txt')!.ino);
+    }
+    // Later tests count backups and packs: leave none behind.
+    for (const record of [fast, slow]) await deleteBackup(repo, 'vol-paths', record.id);
   });
 
   it('an incremental backup after changing 1% of the data reads and writes little', async () => {
