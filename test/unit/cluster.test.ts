@@ -51,6 +51,38 @@ describe('SharedCluster', () => {
     await a.cluster.assertRemovable('vol', { force: false });
   });
 
+  it('a record readdir lists but whose open answers ENOENT for a while (a FUSE client\'s stale entry) still counts; a forgotten one does not', async () => {
+    const fs = memFs();
+    const a = await node(fs, 'node-a');
+    const b = await node(fs, 'node-b', { vol: { 'mount-1': 1 } });
+    let misses = 0;
+    // What a GlusterFS client does for about a second after another node replaced the file.
+    const staleEntries: FsPort = {
+      ...fs,
+      open: (async (...args: Parameters<FsPort['open']>) => {
+        if (String(args[0]).endsWith('/node-b.json') && misses < 3) {
+          misses += 1;
+          throw Object.assign(new Error('ENOENT: no such file or directory'), { code: 'ENOENT' });
+        }
+        return fs.open(...args);
+      }) as FsPort['open'],
+    };
+    const viewer = new SharedCluster(staleEntries, '/shared/cluster', 'node-c', new SharedClock(), settings(), silentLogger);
+    await viewer.start(() => ({}));
+    started.push(viewer);
+    misses = 0;
+    await expect(viewer.assertRemovable('vol', { force: false }))
+      .rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b/) });
+    expect(misses).toBe(3);
+    expect((await viewer.nodes()).map((n) => n.record.nodeId)).toContain('node-b');
+    // Gone from the listing (forgotten): skipped, not waited for.
+    await b.cluster.stop();
+    await fs.unlink('/shared/cluster/nodes/node-b.json');
+    misses = 0;
+    expect((await viewer.nodes()).map((n) => n.record.nodeId)).not.toContain('node-b');
+    await a.cluster.assertRemovable('vol', { force: false });
+  });
+
   it('names a stale node and the ways out; force and forget both let the remove through', async () => {
     const fs = memFs();
     const a = await node(fs, 'node-a');

@@ -16,6 +16,8 @@ import { describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeRecord,
 
 /** A node record is a few KiB even with many mounts; anything far larger is not one. */
 const MAX_RECORD_BYTES = 4 * 1024 * 1024;
+/** How long a record readdir lists may answer ENOENT before it counts as invalid (see openListedRecord). */
+const RECORD_REOPEN_MS = 3_000;
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
@@ -151,8 +153,8 @@ export class SharedCluster implements Cluster {
       const path = join(this.nodesDir, file);
       try {
         if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-        // O_NOFOLLOW: a symlink planted in the nodes directory is refused (ELOOP), never read.
-        const handle = await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+        const handle = await this.openListedRecord(path, file);
+        if (!handle) continue;
         let text: string;
         let st: Awaited<ReturnType<typeof handle.stat>>;
         try {
@@ -180,6 +182,28 @@ export class SharedCluster implements Cluster {
     this.view = views.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
     this.invalid = invalid;
     return this.view;
+  }
+
+  /**
+   * Opens a record readdir just listed. Its writer replaces it by rename at every heartbeat and
+   * mount, which never leaves the name missing; but a GlusterFS client that cached the entry
+   * answers ENOENT for the replaced file until its cache lapses (about a second). Skipping the
+   * record then would hide that node's mounts from a remove, so ENOENT is retried until the open
+   * works or a fresh listing no longer has the name (the node was forgotten); undefined then.
+   */
+  private async openListedRecord(path: string, file: string): Promise<Awaited<ReturnType<FsPort['open']>> | undefined> {
+    const deadline = Date.now() + RECORD_REOPEN_MS;
+    for (;;) {
+      try {
+        // O_NOFOLLOW: a symlink planted in the nodes directory is refused (ELOOP), never read.
+        return await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+        if (!(await this.fs.readdir(this.nodesDir)).includes(file)) return undefined;
+        if (Date.now() >= deadline) throw new Error(`listed but not found for ${RECORD_REOPEN_MS / 1000} s`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
   }
 
   invalidNodes(): InvalidNodeRecord[] {
