@@ -1,0 +1,86 @@
+import type { CreateResult } from '../volume-manager.js';
+import type { BackupStats } from './format.js';
+
+/**
+ * What the core's backup service offers the shells (daemon control API, CLI, embedding API).
+ * The shells depend on these types only; the core implements them (see backup-service.ts).
+ *
+ * Backup URLs name a repository, a volume and a backup:
+ *   vfs:///srv/backups                          a repository (a directory on any filesystem)
+ *   vfs:///srv/backups?volume=pg                that volume's backups in it
+ *   vfs:///srv/backups?volume=pg&backup=<id>    one backup
+ * parseBackupUrl/formatBackupUrl (backup-url.ts) are the only code that reads or writes them.
+ */
+
+/** What a long operation reports as it goes; every field but `phase` counts up. */
+export interface JobProgress {
+  phase: 'snapshot' | 'scan' | 'backup' | 'copy' | 'restore' | 'verify' | 'delete' | 'gc';
+  files: number;
+  bytes: number;
+  /** Known once the source was measured (a snapshot or backup records its totals); absent before. */
+  totalFiles?: number;
+  totalBytes?: number;
+}
+
+export interface ProgressOptions {
+  onProgress?: (progress: JobProgress) => void;
+  /** Aborting stops the work at the next safe point and fails it with E_CANCELLED. */
+  signal?: AbortSignal;
+}
+
+/** A backup as `backup list` and `backup inspect` show it. */
+export interface BackupSummary {
+  /** The backup's own URL (repository + volume + backup id): what restore and delete take. */
+  url: string;
+  volume: string;
+  id: string;
+  /** The snapshot it was read from, when it was taken from one. */
+  snapshot?: string;
+  /** The backend the volume was on (file-level backups restore into any backend). */
+  backend?: string;
+  host: string;
+  startedAt: string;
+  /** Absent while in progress. */
+  finishedAt?: string;
+  state: 'complete' | 'in-progress';
+  stats?: BackupStats;
+}
+
+export interface BackupDetail extends BackupSummary {
+  /** The backup it was made incrementally from (its files cache), if any. */
+  parent?: string;
+  warnings: string[];
+}
+
+export interface VerifyResult {
+  url: string;
+  files: number;
+  chunks: number;
+  bytes: number;
+}
+
+export interface BackupService {
+  /**
+   * Backs a volume up to the repository at `dest` (a repository URL). Without `snapshot`, takes a
+   * snapshot first (and deletes it afterwards unless `keepSnapshot`), so the backup is what the
+   * volume held at one moment as far as the backend can promise.
+   */
+  createBackup(volume: string, options: ProgressOptions & { dest: string; snapshot?: string; keepSnapshot?: boolean }): Promise<BackupDetail>;
+  /** Complete backups and, from live locks, those in progress; oldest first. */
+  listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
+  inspectBackup(url: string): Promise<BackupDetail>;
+  /** Deletes the backup's record, then frees what no other backup references. */
+  deleteBackup(url: string, options?: ProgressOptions): Promise<void>;
+  /** Reads back and re-hashes every chunk of the backup; fails naming the first missing or corrupt one. */
+  verifyBackup(url: string, options?: ProgressOptions): Promise<VerifyResult>;
+  /**
+   * Creates volume `name` (options as for create) and restores the backup into it. On any failure
+   * the new volume is removed again, so no half-restored volume is left.
+   */
+  restoreVolume(name: string, url: string, options?: ProgressOptions & { volumeOptions?: Record<string, string> }): Promise<CreateResult>;
+}
+
+/** The volume option that makes a create a restore: `-o backup=URL`. */
+export const RESTORE_OPTION = 'backup';
+
+export type { CreateResult };
