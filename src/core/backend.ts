@@ -1,5 +1,6 @@
 import type { Lease } from './cluster/lease.js';
 import type { VolumeOptions } from './options.js';
+import type { Repository } from './backup/repository.js';
 
 export type { Lease } from './cluster/lease.js';
 
@@ -59,7 +60,22 @@ export interface SnapshotSupport {
   listSnapshots(volume: string): Promise<SnapshotRecord[]>;
   /** Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot. */
   deleteSnapshot(volume: string, snapshot: string): Promise<void>;
+  /**
+   * Gives read access to a snapshot's files, for backups; the caller calls `release` when done.
+   * Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot.
+   */
+  openSnapshot?(volume: string, snapshot: string): Promise<SnapshotSource>;
 }
+
+/**
+ * How a snapshot's files are read. A backend whose snapshots are block-level (devicemapper's
+ * thin snapshots) mounts one read-only and gives its directory (`tree`); a backend whose
+ * snapshots are backups into a repository on its own storage (vfs, glusterfs) names that backup
+ * (`backup`), which a backup to another repository copies chunk by chunk.
+ */
+export type SnapshotSource =
+  | { kind: 'tree'; path: string; release(): Promise<void> }
+  | { kind: 'backup'; repository: Repository; volume: string; backupId: string; release(): Promise<void> };
 
 /** A volume as the backend's registry knows it. Records are immutable once created. */
 export interface VolumeRecord {
