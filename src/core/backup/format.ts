@@ -136,6 +136,10 @@ export const BackupRecordSchema = z.object({
   stats: BackupStatsSchema,
   /** What was skipped and why (at most 100, the count is in stats.skipped). */
   warnings: z.array(z.string().max(4096)).max(100),
+  /** The snapshot the backup was read from, when it was taken from one (added later: optional). */
+  snapshot: VolumeNameSchema.optional(),
+  /** The backend the volume was on (added later: optional). */
+  backend: z.string().max(64).optional(),
 });
 export type BackupRecord = z.infer<typeof BackupRecordSchema>;
 

@@ -72,6 +72,8 @@ export interface BackupOptions extends CommonOptions {
   parent?: string | false;
   /** Devices, FIFOs and sockets are skipped; each is reported here and in the record. */
   onWarning?: (message: string) => void;
+  /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
+  origin?: Pick<BackupRecord, 'snapshot' | 'backend'>;
 }
 
 interface Walked {
@@ -235,6 +237,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       manifest: manifestIds,
       stats: { ...stats, newBlobs: writer.stats.newBlobs, newRawBytes: writer.stats.newRawBytes, newStoredBytes: writer.stats.newStoredBytes },
       warnings,
+      ...options.origin,
     };
     // Past our lock's expiry a GC may have run: a record must not name chunks it removed.
     lock.assertHeld();
