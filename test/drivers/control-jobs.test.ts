@@ -169,21 +169,8 @@ describe('daemon jobs', () => {
     expect(JSON.parse(jobs.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ id, kind: 'backup-delete', state: 'succeeded' })]));
   });
 
-  it('snapshots with a generated name when none is given, and inspects one', async () => {
+  it('names a snapshot after the time when no name is given', () => {
     expect(generatedSnapshotName(new Date('2026-03-04T05:06:07.890Z'))).toBe('snap-20260304-050607');
-    const created = await cli('snapshot', 'create', 'data', '--json');
-    // vfs may not snapshot on this branch's base; when it does, the generated name is used.
-    if (created.exitCode !== 0) {
-      expect(created.stderr).toContain('cannot snapshot');
-      return;
-    }
-    const record = JSON.parse(created.stdout) as { name: string };
-    expect(record.name).toMatch(/^snap-\d{8}-\d{6}$/);
-    const inspected = await cli('snapshot', 'inspect', 'data', record.name);
-    expect(JSON.parse(inspected.stdout)).toMatchObject({ volume: 'data', name: record.name });
-    const missing = await cli('snapshot', 'inspect', 'data', 'nope');
-    expect(missing.exitCode).toBe(1);
-    expect(missing.stderr).toContain('no snapshot nope');
   });
 
   async function backupUrl(): Promise<string> {
