@@ -4,7 +4,7 @@
  */
 import type { RequestListener, Server } from 'node:http';
 import { join } from 'node:path';
-import type { ContainerModule } from 'inversify';
+import type { Container, ContainerModule } from 'inversify';
 import { afterAll, beforeAll } from 'vitest';
 import { buildContainer } from '../../src/container.js';
 import { silentLogger } from '../../src/core/logger.js';
@@ -20,6 +20,8 @@ export interface PluginServer {
   /** The vfs store (`vfs.path`). */
   vols: string;
   manager: VolumeManager;
+  /** What the server resolved its parts from, for a test that needs another (the BackupService). */
+  container: Container;
   close(): Promise<void>;
 }
 
@@ -39,7 +41,7 @@ export async function startPluginServer(dir: string, backendOptions: Record<stri
   await manager.init();
   const server: Server = await listenOnSocket(container.get<RequestListener>(SHELL_TOKENS.RequestListener), socket);
   return {
-    socket, vols, manager,
+    socket, vols, manager, container,
     close: async () => {
       await closeServer(server, socket);
       await manager.dispose();
