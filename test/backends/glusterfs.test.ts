@@ -4,7 +4,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
-import { describeBackendConformance, describeSharedStoreConformance } from '../../src/testing/index.js';
+import { describeBackendConformance, describeSharedStoreConformance, describeSnapshotConformance } from '../../src/testing/index.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
 import {
@@ -64,6 +64,14 @@ describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
     };
   });
 
+  describeSnapshotConformance('glusterfs, subdir mode', async () => {
+    if (pool === undefined) await gd.createVolume({ name: (pool = 'cpool') });
+    const root = await gd.tempDir('root-');
+    const backend = glusterBackend(gd, root, { 'glusterfs.pool': pool });
+    await backend.init();
+    return { backend, fs: realFs, cleanup: () => emptyPool(root) };
+  });
+
   describeSharedStoreConformance('glusterfs, subdir mode, two nodes', async () => {
     if (pool === undefined) await gd.createVolume({ name: (pool = 'cpool') });
     const roots = [await gd.tempDir('root-'), await gd.tempDir('root-')];
@@ -98,6 +106,21 @@ describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
         missing: 'no-such-state-pool',
       }),
       cleanup: async () => {
+        await unmountUnder(root);
+        await deleteVolumes(gd, prefix);
+      },
+    };
+  });
+
+  describeSnapshotConformance('glusterfs, volume mode', async () => {
+    const prefix = `cv${++seq}-`;
+    const bricks = await gd.tempDir('bricks-');
+    const { backend, root } = await volumeMode(bricks, prefix);
+    return {
+      backend, fs: realFs,
+      cleanup: async () => {
+        // The state pool serves every test: its snapshot repository goes with each test's volumes.
+        await realFs.rm(join(root, 'glusterfs', 'mnt', statePool!, '.stowage', 'snapshots'), { recursive: true, force: true });
         await unmountUnder(root);
         await deleteVolumes(gd, prefix);
       },

@@ -43,13 +43,16 @@ export class CoreBackupService implements BackupService {
     return support as SnapshotSupport & Required<Pick<SnapshotSupport, 'openSnapshot'>>;
   }
 
-  async createBackup(volume: string, options: ProgressOptions & { dest: string; snapshot?: string; keepSnapshot?: boolean }): Promise<BackupDetail> {
+  async createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail> {
     validateVolumeName(volume);
     const dest = parseRepositoryUrl(options.dest, 'the backup destination');
     if (dest.volume !== undefined && dest.volume !== volume) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `the destination ${options.dest} names volume ${dest.volume}, not ${volume}`, { volume });
     }
     if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
+    if (options.snapshot !== undefined && options.consistent) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
+    }
     const support = this.snapshotSupport(volume);
     await this.manager.get(volume);
     const report = (progress: JobProgress) => options.onProgress?.(progress);
@@ -57,7 +60,7 @@ export class CoreBackupService implements BackupService {
     const snapshot = options.snapshot ?? `backup-${new Date().toISOString().replace(/[-:]/g, '').replace('.', '')}-${randomHex(4)}`;
     if (taken) {
       report({ phase: 'snapshot', files: 0, bytes: 0 });
-      await this.manager.createSnapshot(volume, snapshot);
+      await this.manager.createSnapshot(volume, snapshot, { consistent: options.consistent, force: options.force });
     }
     try {
       options.signal?.throwIfAborted();

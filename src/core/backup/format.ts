@@ -91,7 +91,7 @@ export const EntrySchema = z.object({
   /** A file's content, in order. */
   chunks: z.array(Sha256Schema).optional(),
   /** Inode and change time: with size and mtime, what the files cache compares. */
-  ino: z.number().int().nonnegative().optional(),
+  ino: z.union([z.number().int().nonnegative(), z.string().regex(/^\d{1,20}$/)]).optional(),
   ctimeNs: NsSchema.optional(),
 }).superRefine((e, ctx) => {
   const bad = (message: string) => ctx.addIssue({ code: 'custom', message });

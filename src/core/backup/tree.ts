@@ -246,12 +246,22 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
   });
 }
 
+/**
+ * An inode number as the manifest stores it: a number where it is exact, else its decimal string.
+ * GlusterFS gives 64-bit inode numbers derived from its file ids, beyond 2^53 and often beyond
+ * 2^63, which node's bigint stats (signed 64-bit) show as negative.
+ */
+function inodeNumber(ino: bigint): number | string {
+  const unsigned = BigInt.asUintN(64, ino);
+  return unsigned <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(unsigned) : unsigned.toString();
+}
+
 async function fileEntry(
   path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, previous: Entry | undefined, repo: Repository,
   writer: ReturnType<Repository['newWriter']>, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
 ): Promise<Entry> {
-  const base = { path, type: 'file' as const, ...metadata(stat), ino: Number(stat.ino), ctimeNs: stat.ctimeNs.toString() };
-  if (previous?.type === 'file' && previous.ino === Number(stat.ino) && previous.size === Number(stat.size)
+  const base = { path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString() };
+  if (previous?.type === 'file' && previous.ino === base.ino && previous.size === Number(stat.size)
     && previous.mtimeNs === stat.mtimeNs.toString() && previous.ctimeNs === stat.ctimeNs.toString()
     && previous.chunks!.every((id) => repo.has(id))) {
     stats.bytes += previous.size;
