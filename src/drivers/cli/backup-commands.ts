@@ -120,10 +120,14 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
   withJobFlags(backup.command('create <source>')
     .description('back up VOLUME (through a fresh snapshot) or VOLUME/SNAPSHOT; prints the backup\'s URL last')
     .requiredOption('--dest <url>', 'repository URL, e.g. vfs:///srv/backups')
-    .option('--keep-snapshot', 'keep the snapshot taken for this backup'))
-    .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; json?: boolean; detach?: boolean }, cmd: Command) => {
+    .option('--keep-snapshot', 'keep the snapshot taken for this backup')
+    .option('--consistent', 'pause this node\'s containers using the volume while its snapshot is taken')
+    .option('--force', 'with --consistent: although other nodes use the volume'))
+    .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; json?: boolean; detach?: boolean }, cmd: Command) => {
       const { volume, snapshot } = parseSource(source);
-      await runJob(cmd, socketOf, { kind: 'backup-create', volume, snapshot, dest: flags.dest, keepSnapshot: flags.keepSnapshot }, flags);
+      await runJob(cmd, socketOf, {
+        kind: 'backup-create', volume, snapshot, dest: flags.dest, keepSnapshot: flags.keepSnapshot, consistent: flags.consistent, force: flags.force,
+      }, flags);
     });
 
   backup.command('list')

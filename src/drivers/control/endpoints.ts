@@ -41,7 +41,7 @@ type Empty = Record<string, never>;
 const jobRequest = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('backup-create'), volume: text('volume'), dest: text('dest'),
-    snapshot: text('snapshot').optional(), keepSnapshot: flag('keepSnapshot'),
+    snapshot: text('snapshot').optional(), keepSnapshot: flag('keepSnapshot'), consistent: flag('consistent'), force: flag('force'),
   }),
   z.object({
     kind: z.literal('restore'), name: text('name'), url: text('url'),
@@ -65,7 +65,9 @@ export const controlEndpoints = {
   inspect: endpoint<VolumeInfo>()('/inspect', z.object({ name: text('name') })),
   info: endpoint<Record<string, unknown>>()('/info', nothing),
   /** Without a name, the daemon makes one from the time (see generatedSnapshotName). */
-  createSnapshot: endpoint<SnapshotRecord>()('/snapshots/create', z.object({ volume: text('volume'), name: text('name').optional() })),
+  createSnapshot: endpoint<SnapshotRecord>()('/snapshots/create', z.object({
+    volume: text('volume'), name: text('name').optional(), consistent: flag('consistent'), force: flag('force'),
+  })),
   listSnapshots: endpoint<{ snapshots: SnapshotRecord[] }>()('/snapshots/list', z.object({ volume: text('volume') })),
   inspectSnapshot: endpoint<SnapshotRecord>()('/snapshots/inspect', z.object({ volume: text('volume'), name: text('name') })),
   deleteSnapshot: endpoint<Empty>()('/snapshots/delete', z.object({ volume: text('volume'), name: text('name') })),

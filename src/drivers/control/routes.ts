@@ -44,7 +44,8 @@ export function controlRoutes(manager: VolumeManager, jobs: JobRegistry, backups
   serve(api.info, () => manager.info());
   // A plain call although a snapshot on vfs copies the volume's files into a repository: the
   // daemon finishes it even when the caller goes away, and the client waits as long as it takes.
-  serve(api.createSnapshot, (r) => manager.createSnapshot(r.volume, r.name ?? generatedSnapshotName(new Date())));
+  serve(api.createSnapshot, (r) => manager.createSnapshot(r.volume, r.name ?? generatedSnapshotName(new Date()),
+    { consistent: r.consistent, force: r.force }));
   serve(api.listSnapshots, async (r) => ({ snapshots: await manager.listSnapshots(r.volume) }));
   serve(api.inspectSnapshot, async (r) => {
     validateVolumeName(r.name);
@@ -130,6 +131,7 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
       if (request.snapshot !== undefined) validateVolumeName(request.snapshot);
       return jobs.start('backup-create', request.volume, (context) => backups.createBackup(request.volume, {
         ...context, dest: request.dest, snapshot: request.snapshot, keepSnapshot: request.keepSnapshot,
+        consistent: request.consistent, force: request.force,
       }));
     }
     case 'restore': {
