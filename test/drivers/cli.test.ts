@@ -263,7 +263,7 @@ describe('stowage daemon flags', () => {
     expect(result.stderr).toContain('vfs.colour');
   });
 
-  it('snapshot commands create (named or not), list, inspect and delete through the daemon', async () => {
+  it('snapshot commands create (named or not), list, inspect and delete through the daemon', { timeout: 120_000 }, async () => {
     const socket = join(dir, 'snap.sock');
     const daemon = await startDaemon(socket, ['--root', join(dir, 'snap-root')]);
     const cli = (...args: string[]) => runCli(['--socket', socket, ...args]);
