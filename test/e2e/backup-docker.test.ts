@@ -106,7 +106,7 @@ describe.skipIf(skip)('backups through the docker CLI', { timeout: 300_000 }, ()
     expect(prints.first).toMatch(/^\.\/link symbolic link \d+ 42:43 /m);
     // The container's clock is UTC: 2020-01-02 03:04:05 is 1577934245.
     expect(prints.first).toMatch(/^\.\/random\.bin regular file 755 0:0 3000000 1577934245$/m);
-    expect(prints.first).toMatch(/^\.\/empty regular file 4711 0:0 0 /m);
+    expect(prints.first).toMatch(/^\.\/empty regular empty file 4711 0:0 0 1557126489$/m);
 
     const first = await cli(['backup', 'create', 'src', '--dest', repo]);
     expect(first.exitCode, first.stderr).toBe(0);
