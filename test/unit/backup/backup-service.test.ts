@@ -180,6 +180,30 @@ describe('BackupService over vfs (embedding API)', () => {
   });
 });
 
+describe('cancelling', () => {
+  it('an aborted backup writes no record and drops its snapshot; an aborted restore leaves no volume', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('big');
+    await fill(stowage, 'big', randomBytes(4 * 1024 * 1024));
+    const reason = new Error('stop now');
+    const first = new AbortController();
+    await expect(stowage.createBackup('big', {
+      dest, signal: first.signal, onProgress: (p) => { if (p.phase === 'copy') first.abort(reason); },
+    })).rejects.toBe(reason);
+    expect(await stowage.manager.listSnapshots('big')).toEqual([]);
+    expect(await stowage.listBackups(dest)).toEqual([]);
+
+    const done = await stowage.createBackup('big', { dest });
+    const second = new AbortController();
+    await expect(stowage.restoreVolume('half', done.url, {
+      signal: second.signal, onProgress: (p) => { if (p.bytes > 0) second.abort(reason); },
+    })).rejects.toMatchObject({ message: expect.stringMatching(/restoring volume half .* failed: stop now; the volume was removed again/) });
+    expect((await stowage.list()).map((v) => v.name)).toEqual(['big']);
+  });
+});
+
 describe('copyBackup', () => {
   it('copies only the blobs the destination lacks', async () => {
     const dir = await tempDir();
