@@ -1,5 +1,5 @@
 import { inject, injectable } from 'inversify';
-import { openTarget } from '../../backup-targets/open-target.js';
+import { assertTargetReachable, openTarget } from '../../backup-targets/open-target.js';
 import type { Backend, SnapshotSource, SnapshotSupport } from '../backend.js';
 import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -55,6 +55,8 @@ export class CoreBackupService implements BackupService {
     }
     const support = this.snapshotSupport(volume);
     await this.manager.get(volume);
+    // Before a snapshot is taken for nothing.
+    await assertTargetReachable(dest.target);
     // An aborted signal stops the work at its next progress report: the library then fails the
     // step (a backup or copy writes no record, its packs go at the next gc).
     const report = (progress: JobProgress) => {

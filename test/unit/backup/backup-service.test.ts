@@ -164,6 +164,10 @@ describe('BackupService over vfs (embedding API)', () => {
     await stowage.create('here');
     await fill(stowage, 'here', randomBytes(100));
     const backup = await stowage.createBackup('here', { dest });
+    await expect(stowage.createBackup('here', { dest: `vfs://${join(dir, 'no-such-dir', 'backups')}` })).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_REQUEST, message: expect.stringMatching(/no-such-dir does not exist/),
+    });
+    expect(await stowage.manager.listSnapshots('here')).toEqual([]);
     const missing = backup.url.replace(/backup=[^&]+/, 'backup=20200101T000000000Z-00000000');
     await expect(stowage.restoreVolume('nope', missing)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
     await expect(stowage.create('nope', { backup: `vfs://${join(dir, 'elsewhere')}?volume=here&backup=${backup.id}` }))
