@@ -1,5 +1,5 @@
 import { inject, injectable } from 'inversify';
-import { openTarget } from '../../backup-targets/open-target.js';
+import { assertTargetReachable, openTarget } from '../../backup-targets/open-target.js';
 import type { Backend, SnapshotSource, SnapshotSupport } from '../backend.js';
 import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -55,7 +55,14 @@ export class CoreBackupService implements BackupService {
     }
     const support = this.snapshotSupport(volume);
     await this.manager.get(volume);
-    const report = (progress: JobProgress) => options.onProgress?.(progress);
+    // Before a snapshot is taken for nothing.
+    await assertTargetReachable(dest.target);
+    // An aborted signal stops the work at its next progress report: the library then fails the
+    // step (a backup or copy writes no record, its packs go at the next gc).
+    const report = (progress: JobProgress) => {
+      options.signal?.throwIfAborted();
+      options.onProgress?.(progress);
+    };
     const taken = options.snapshot === undefined;
     const snapshot = options.snapshot ?? `backup-${new Date().toISOString().replace(/[-:]/g, '').replace('.', '')}-${randomHex(4)}`;
     if (taken) {
@@ -133,6 +140,7 @@ export class CoreBackupService implements BackupService {
   async deleteBackup(url: string, options: ProgressOptions = {}): Promise<void> {
     const { target, volume, backup } = parseOneBackupUrl(url);
     const repo = await Repository.open(openTarget(target));
+    options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
     await deleteBackup(repo, volume, backup);
     options.onProgress?.({ phase: 'gc', files: 0, bytes: 0 });
@@ -149,7 +157,10 @@ export class CoreBackupService implements BackupService {
     const record = await repo.readBackupRecord(volume, backup);
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     const result = await verifyBackup(repo, volume, backup, {
-      onProgress: (p) => options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes, ...totals }),
+      onProgress: (p) => {
+        options.signal?.throwIfAborted();
+        options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes, ...totals });
+      },
     });
     return { url, ...result };
   }
