@@ -9,7 +9,7 @@ import { listAll } from '../../../src/core/backup/blob-store.js';
 import { FORMAT_VERSION, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
 import { acquireLock } from '../../../src/core/backup/locks.js';
 import { Repository } from '../../../src/core/backup/repository.js';
-import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/tree.js';
+import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { collect } from './tree-helpers.js';
 
