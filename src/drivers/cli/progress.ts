@@ -95,16 +95,27 @@ class LineView implements ProgressView {
 
   constructor(private readonly everyMs: number) {}
 
+  /** The newest line not written yet: written at stop, so the last line shows where it ended. */
+  private unwritten?: string;
+
   update(p: JobProgress): void {
     const { rate, eta } = this.meter.measure(p);
     const now = Date.now();
-    if (p.phase === this.lastPhase && now - this.lastAt < this.everyMs) return;
+    const line = describeProgress(p, rate, eta);
+    if (p.phase === this.lastPhase && now - this.lastAt < this.everyMs) {
+      this.unwritten = line;
+      return;
+    }
     this.lastPhase = p.phase;
     this.lastAt = now;
-    process.stderr.write(`${describeProgress(p, rate, eta)}\n`);
+    this.unwritten = undefined;
+    process.stderr.write(`${line}\n`);
   }
 
-  stop(): void {}
+  stop(): void {
+    if (this.unwritten !== undefined) process.stderr.write(`${this.unwritten}\n`);
+    this.unwritten = undefined;
+  }
 }
 
 const silent: ProgressView = { update: () => {}, stop: () => {} };

@@ -106,6 +106,9 @@ function streamTo(res: ServerResponse): (event: JobEvent) => void {
     if (res.writableEnded || res.destroyed) return;
     if (event.type === 'end') {
       clearTimeout(timer);
+      // The last progress goes out before the end, so a follower's last line shows where it ended.
+      if (pending) write(pending);
+      pending = undefined;
       write(event);
       res.end();
       return;
