@@ -65,6 +65,14 @@ export interface SnapshotSupport {
    * Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot.
    */
   openSnapshot?(volume: string, snapshot: string): Promise<SnapshotSource>;
+  /**
+   * Optional, for backends whose snapshots are file-by-file reads of the live data (vfs,
+   * glusterfs): runs `work` on the volume's live data directory. A backup that takes no snapshot
+   * of its own reads it straight into its destination: a snapshot would hold the same, and the
+   * destination's previous backup then serves as the files cache (a snapshot taken and deleted
+   * for every backup would leave none, and every file would be read again).
+   */
+  readLive?<T>(volume: string, work: (path: string) => Promise<T>): Promise<T>;
 }
 
 /**

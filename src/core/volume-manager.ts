@@ -319,6 +319,22 @@ export class VolumeManager {
     return this.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, take) : take()));
   }
 
+  /**
+   * Runs `work` on the live data of a volume whose backend snapshots by reading it file by file
+   * (see SnapshotSupport.readLive), under the same rules as createSnapshot: queued behind the
+   * volume's other operations, and `consistent` pauses this node's containers that use it.
+   */
+  async readLiveVolume<T>(volume: string, options: { consistent?: boolean; force?: boolean }, work: (path: string) => Promise<T>): Promise<T> {
+    validateVolumeName(volume);
+    const support = this.snapshotSupport(volume);
+    const readLive = support.readLive?.bind(support);
+    if (!readLive) {
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.backend.name} backend's snapshots are not reads of the live data (volume ${volume})`, { volume });
+    }
+    const read = () => readLive(volume, work);
+    return this.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, read) : read()));
+  }
+
   private async withContainersPaused<T>(volume: string, force: boolean, task: () => Promise<T>): Promise<T> {
     const elsewhere = await this.cluster.usesElsewhere(volume);
     if (elsewhere.length > 0 && !force) {

@@ -21,7 +21,9 @@ const IN_PROGRESS = /^backup of ([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$/;
 
 /**
  * The backup service over the volume manager and its backend. A backup reads a snapshot: the
- * one named, or one taken for it and deleted after. A snapshot that is itself a backup (vfs,
+ * one named, or one taken for it and deleted after; where a snapshot would itself be a
+ * file-by-file read of the live data (vfs, glusterfs), a backup that names none reads the live
+ * data straight into the destination instead. A snapshot that is itself a backup (vfs,
  * glusterfs) is copied blob by blob into the destination, only what it lacks; a snapshot that
  * is a tree (devicemapper) is backed up from its read-only mount, with the files cache of the
  * volume's previous backup in the destination.
@@ -63,6 +65,18 @@ export class CoreBackupService implements BackupService {
       options.signal?.throwIfAborted();
       options.onProgress?.(progress);
     };
+    if (options.snapshot === undefined && !options.keepSnapshot && support.readLive) {
+      // A snapshot here is itself a file-by-file read of the live data: reading it straight
+      // into the destination holds the same, costs one read instead of two, and lets the
+      // volume's previous backup there serve as the files cache.
+      const repo = await Repository.openOrInit(openTarget(dest.target));
+      report({ phase: 'backup', files: 0, bytes: 0 });
+      const record = await this.manager.readLiveVolume(volume, { consistent: options.consistent, force: options.force }, (path) =>
+        backupTree(path, repo, {
+          volume, origin: { backend: this.backend.name }, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
+        }));
+      return this.detail(dest.target, record);
+    }
     const taken = options.snapshot === undefined;
     const snapshot = options.snapshot ?? `backup-${new Date().toISOString().replace(/[-:]/g, '').replace('.', '')}-${randomHex(4)}`;
     if (taken) {

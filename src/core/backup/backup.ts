@@ -120,10 +120,15 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
           } else {
             if (stat.nlink > 1n) firstNames.set(inode, path);
             const previous = await cursor.find(path);
-            queue.push(fileEntry(path, abs, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options).then((entry) => {
+            const entry = fileEntry(path, abs, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options).then((done) => {
               stats.files += 1;
-              return entry;
-            }));
+              return done;
+            });
+            // Its failure is taken when the manifest reaches it (drain) or in the finally below;
+            // until then it must not count as unhandled (a process-level unhandled rejection
+            // would end the daemon).
+            entry.catch(() => {});
+            queue.push(entry);
           }
         } else {
           warn(`${path}: ${stat.isFIFO() ? 'FIFO' : stat.isSocket() ? 'socket' : 'device'} skipped`);

@@ -106,6 +106,16 @@ export class RepositorySnapshots implements SnapshotSupport {
     await this.dropBackup(repo, volume, record.backupId);
   }
 
+  async readLive<T>(volume: string, work: (path: string) => Promise<T>): Promise<T> {
+    const dir = await this.host.dataPath(volume);
+    try {
+      return await work(dir);
+    } finally {
+      await this.host.releaseDataPath?.(volume).catch((err: unknown) =>
+        this.host.log.warn(`after reading ${volume} for a backup: ${messageOf(err)}`));
+    }
+  }
+
   async openSnapshot(volume: string, snapshot: string): Promise<SnapshotSource> {
     const store = await this.store();
     const record = await this.readName(store, volume, snapshot);

@@ -53,11 +53,14 @@ describe('BackupService over vfs (embedding API)', () => {
     await fill(stowage, 'pg', big);
     const phases = new Set<string>();
     const first = await stowage.createBackup('pg', { dest, onProgress: (p) => phases.add(p.phase) });
-    expect(first).toMatchObject({ volume: 'pg', backend: 'vfs', state: 'complete', snapshot: expect.stringMatching(/^backup-/) });
+    // vfs snapshots are file-by-file reads of the live data: the backup reads it straight
+    // into the destination, with no snapshot of its own.
+    expect(first).toMatchObject({ volume: 'pg', backend: 'vfs', state: 'complete' });
+    expect(first.snapshot).toBeUndefined();
     expect(first.url).toBe(`${dest}?volume=pg&backup=${first.id}`);
-    expect([...phases]).toEqual(['snapshot', 'copy']);
-    // The snapshot taken for the backup is gone again.
+    expect([...phases]).toEqual(['backup']);
     expect(await stowage.manager.listSnapshots('pg')).toEqual([]);
+    expect(first.stats).toMatchObject({ files: 2, filesRead: 2 });
     expect(first.stats!.newRawBytes).toBeGreaterThanOrEqual(big.length);
 
     // A second backup after a small change copies only what changed.
@@ -66,6 +69,8 @@ describe('BackupService over vfs (embedding API)', () => {
     await stowage.unmount('pg', 'writer');
     const second = await stowage.createBackup('pg', { dest: `${dest}?volume=pg`, snapshot: undefined });
     expect(second.stats!.newRawBytes).toBeLessThan(64 * 1024);
+    // The first backup is the files cache: only the changed file is read again.
+    expect(second.stats).toMatchObject({ files: 2, filesRead: 1, bytesRead: 'port=6543\n'.length });
     expect((await stowage.listBackups(dest)).map((b) => b.id)).toEqual([first.id, second.id]);
     expect(await stowage.verifyBackup(first.url)).toMatchObject({ url: first.url, files: 2, bytes: expect.any(Number) });
 
@@ -194,7 +199,7 @@ describe('cancelling', () => {
     const reason = new Error('stop now');
     const first = new AbortController();
     await expect(stowage.createBackup('big', {
-      dest, signal: first.signal, onProgress: (p) => { if (p.phase === 'copy') first.abort(reason); },
+      dest, signal: first.signal, onProgress: (p) => { if (p.phase === 'backup') first.abort(reason); },
     })).rejects.toBe(reason);
     expect(await stowage.manager.listSnapshots('big')).toEqual([]);
     expect(await stowage.listBackups(dest)).toEqual([]);

@@ -307,3 +307,31 @@ describe('gc over more than 1000 objects', () => {
     expect(await count()).toBe(before - 2 * 551 - 1);
   });
 });
+
+describe('a backup that fails part-way', () => {
+  it('rejects with the failure and leaves no unhandled rejection behind (which would end a daemon)', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'stowage-tree-fail-'));
+    try {
+      const src = join(base, 'src');
+      await mkdir(src);
+      for (let i = 0; i < 8; i += 1) await writeFile(join(src, `f${i}`), pseudoRandom(300 * 1024, `f${i}`));
+      await mkdir(join(base, 'repo'));
+      const repo = await Repository.init(new VfsBlobStore(join(base, 'repo')), { chunker: CHUNKER });
+      const unhandled: unknown[] = [];
+      const onUnhandled = (reason: unknown) => { unhandled.push(reason); };
+      process.on('unhandledRejection', onUnhandled);
+      const reason = new Error('stop now');
+      try {
+        // Every file's first chunk reports progress and fails, while later files are read ahead.
+        await expect(backupTree(src, repo, { volume: 'v1', onProgress: () => { throw reason; } })).rejects.toBe(reason);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+      }
+      expect(unhandled).toEqual([]);
+      expect(await repo.listBackups('v1')).toEqual([]);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});
