@@ -62,6 +62,8 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   await manager.init();
   const server = await claim.listen(container.get<RequestListener>(SHELL_TOKENS.RequestListener));
   log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
+  // Whoever started the daemon may be waiting for this line.
+  log.flush();
   keepPluginActivated(container.get<DockerEngine>(SHELL_TOKENS.DockerEngine), log);
   let stopping: Promise<void> | undefined;
   return {
