@@ -1,5 +1,6 @@
 import type { RequestListener, Server } from 'node:http';
 import { basename } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { VERSION } from '../../version.js';
 import { consoleLogger } from '../../core/logger.js';
 import { TOKENS } from '../../core/tokens.js';
@@ -38,7 +39,17 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
+/**
+ * V8 grows the young generation to 16 MiB per semi-space (about 27 MiB resident) when requests
+ * allocate quickly, and keeps it. A daemon's requests leave little alive, so the smallest young
+ * generation costs no measurable CPU and keeps ~23 MB of RSS off (measured after 10 000
+ * creates: 125 MB -> 102 MB; the live heap then is ~22 MB). The growth factor is read whenever
+ * the young generation would grow, so it takes effect when set at run time.
+ */
+const DAEMON_V8_FLAGS = '--semi-space-growth-factor=1';
+
 export async function startDaemon(settings: DaemonSettings): Promise<RunningDaemon> {
+  setFlagsFromString(DAEMON_V8_FLAGS);
   const log = consoleLogger();
   const container = buildContainer({
     backend: settings.backend,
