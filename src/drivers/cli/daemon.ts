@@ -1,5 +1,6 @@
 import type { RequestListener, Server } from 'node:http';
 import { basename } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { VERSION } from '../../version.js';
 import { consoleLogger } from '../../core/logger.js';
 import { TOKENS } from '../../core/tokens.js';
@@ -38,7 +39,18 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
+/**
+ * V8 grows the young generation to 16 MiB per semi-space (about 27 MiB resident) when requests
+ * allocate quickly, and keeps it. A daemon's requests leave little alive, so the smallest young
+ * generation keeps ~20 MB of RSS off (after 10 000 creates: 125-142 MB -> 102-111 MB; the live
+ * heap then is ~22 MB) for more frequent, small scavenges (a Get measured 0.04-0.09 ms more
+ * CPU, a Create none; README, Benchmarks). The growth factor is read whenever
+ * the young generation would grow, so it takes effect when set at run time.
+ */
+const DAEMON_V8_FLAGS = '--semi-space-growth-factor=1';
+
 export async function startDaemon(settings: DaemonSettings): Promise<RunningDaemon> {
+  setFlagsFromString(DAEMON_V8_FLAGS);
   const log = consoleLogger();
   const container = buildContainer({
     backend: settings.backend,
@@ -62,6 +74,8 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   await manager.init();
   const server = await claim.listen(container.get<RequestListener>(SHELL_TOKENS.RequestListener));
   log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
+  // Whoever started the daemon may be waiting for this line.
+  log.flush();
   keepPluginActivated(container.get<DockerEngine>(SHELL_TOKENS.DockerEngine), log);
   let stopping: Promise<void> | undefined;
   return {
