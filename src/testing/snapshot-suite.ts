@@ -1,8 +1,29 @@
+import * as nodeFs from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { SnapshotSupport } from '../core/backend.js';
+import type { SnapshotSource, SnapshotSupport } from '../core/backend.js';
+import { restoreTree } from '../core/backup/index.js';
 import { ErrorCodes } from '../core/errors.js';
+import type { FsPort } from '../core/fs-port.js';
 import { createRequest as request, fsOf, type ConformanceHarness } from './harness.js';
+
+/**
+ * Where a snapshot's files can be read, and on which file system: a `tree` is the backend's own
+ * directory (on the harness's fs); a `backup` is restored into a fresh temp dir (restoreTree
+ * writes the real file system). `done` removes the temp dir.
+ */
+async function readableTree(h: ConformanceHarness, source: SnapshotSource): Promise<{ fs: FsPort; path: string; done(): Promise<void> }> {
+  if (source.kind === 'tree') return { fs: fsOf(h), path: source.path, done: async () => undefined };
+  const path = await nodeFs.mkdtemp(join(tmpdir(), 'stowage-snapshot-suite-'));
+  try {
+    await restoreTree(source.repository, source.volume, source.backupId, path);
+  } catch (err) {
+    await nodeFs.rm(path, { recursive: true, force: true });
+    throw err;
+  }
+  return { fs: nodeFs, path, done: () => nodeFs.rm(path, { recursive: true, force: true }) };
+}
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -60,6 +81,39 @@ export function describeSnapshotConformance(label: string, setup: () => Promise<
       expect(await snapshots.listSnapshots('trim')).toEqual([young]);
       await expect(snapshots.deleteSnapshot('trim', 'old')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
       expect(await snapshots.listSnapshots('trim')).toEqual([young]);
+    });
+
+    it('openSnapshot gives the content as it was at snapshot time, later writes to the volume do not show', async (ctx) => {
+      if (!snapshots.openSnapshot) return ctx.skip(`${h.backend.name} has no openSnapshot`);
+      const fs = fsOf(h);
+      await h.backend.create(request('frozen'));
+      const live = await h.backend.attach('frozen');
+      await fs.writeFile(join(live, 'kept.txt'), 'at snapshot time');
+      await fs.mkdir(join(live, 'dir'));
+      await fs.writeFile(join(live, 'dir', 'gone-later.txt'), 'deleted after the snapshot');
+      await snapshots.createSnapshot('frozen', 'then');
+      await fs.writeFile(join(live, 'kept.txt'), 'written after the snapshot');
+      await fs.writeFile(join(live, 'late.txt'), 'new after the snapshot');
+      await fs.rm(join(live, 'dir', 'gone-later.txt'));
+
+      await expect(snapshots.openSnapshot('frozen', 'never')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
+      const source = await snapshots.openSnapshot('frozen', 'then');
+      try {
+        const tree = await readableTree(h, source);
+        try {
+          expect((await tree.fs.readdir(tree.path)).map(String).sort()).toEqual(['dir', 'kept.txt']);
+          expect(await tree.fs.readFile(join(tree.path, 'kept.txt'), 'utf8')).toBe('at snapshot time');
+          expect(await tree.fs.readFile(join(tree.path, 'dir', 'gone-later.txt'), 'utf8')).toBe('deleted after the snapshot');
+        } finally {
+          await tree.done();
+        }
+      } finally {
+        await source.release();
+      }
+      expect(await fs.readFile(join(live, 'kept.txt'), 'utf8')).toBe('written after the snapshot');
+      // Released: nothing holds the snapshot any more.
+      await snapshots.deleteSnapshot('frozen', 'then');
+      expect(await snapshots.listSnapshots('frozen')).toEqual([]);
     });
   });
 }
