@@ -215,7 +215,7 @@ export class DevicemapperBackend implements Backend {
     return this.exclusive(async () => {
       const entry = this.entry(name);
       if (!entry) return {};
-      this.snapshots.assertNotOpen(entry, `remove volume ${name}`);
+      await this.snapshots.closeViews(entry, `remove volume ${name}`);
       // The core removes only volumes it has no mounts of; a mount left at our path is stale.
       await this.mounts.unmount(name);
       await this.pool.deactivateDevice(entry.thinId, `volume ${name}`);

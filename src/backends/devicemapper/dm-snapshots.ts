@@ -20,6 +20,16 @@ export interface BlockChanges {
   delta: ThinDelta;
 }
 
+/** Snapshot names follow the volume-name rule (they name a directory of the view); the message says which name. */
+function validateSnapshotName(name: string): void {
+  try {
+    validateVolumeName(name);
+  } catch (err) {
+    if (!(err instanceof StowageError)) throw err;
+    throw new StowageError(ErrorCodes.INVALID_NAME, err.message.replace(/^invalid volume name/, 'invalid snapshot name'));
+  }
+}
+
 /** Where and how snapshots are mounted for reading. */
 export interface SnapshotViewDeps {
   filesystems: VolumeFilesystems;
@@ -104,7 +114,7 @@ export class DmSnapshots implements SnapshotSupport {
     return this.exclusive(async () => {
       const entry = this.volume(volume);
       const found = this.snapshot(entry, snapshot);
-      this.assertNotOpen(entry, `delete snapshot ${snapshot} of volume ${volume}`, [found]);
+      await this.closeViews(entry, `delete snapshot ${snapshot} of volume ${volume}`, [found]);
       await this.pool.deactivateDevice(found.thinId, `snapshot ${snapshot} of ${volume}`);
       await this.pool.deleteDevice(found.thinId, found.createdInTx, () => { entry.snapshots = entry.snapshots.filter((s) => s !== found); });
     });
@@ -116,9 +126,9 @@ export class DmSnapshots implements SnapshotSupport {
    * snapshot share the mount; the last `release` unmounts it and deactivates the device. While
    * it is open, the snapshot cannot be deleted nor its volume removed.
    */
-  openSnapshot(volume: string, snapshot: string): Promise<SnapshotSource> {
+  async openSnapshot(volume: string, snapshot: string): Promise<SnapshotSource> {
     validateVolumeName(volume);
-    validateVolumeName(snapshot);
+    validateSnapshotName(snapshot);
     return this.exclusive(async () => {
       const entry = this.volume(volume);
       const found = this.snapshot(entry, snapshot);
@@ -184,13 +194,19 @@ export class DmSnapshots implements SnapshotSupport {
     await fs.rmdir(join(path, '..')).catch(() => undefined);
   }
 
-  /** Refuses `what` while a snapshot of the volume (of `among`, when given) is open for reading. */
-  assertNotOpen(entry: VolumeEntry, what: string, among: SnapshotEntry[] = entry.snapshots): void {
-    const open = among.map((s) => this.views.get(s.thinId)).filter((v): v is View => v !== undefined);
-    if (open.length === 0) return;
-    const names = open.map((v) => v.snapshot).join(', ');
-    throw new StowageError(ErrorCodes.VOLUME_IN_USE, `cannot ${what}: snapshot ${names} of volume ${entry.record.name} ` +
-      `is open for reading (a backup reads it at ${open[0]!.path}); try again when it is done`, { volume: entry.record.name });
+  /**
+   * Before `what` deletes snapshots of the volume (`among`, or all): refuses while one is open for
+   * reading; unmounts a view whose last release failed to (its mount was busy then).
+   */
+  async closeViews(entry: VolumeEntry, what: string, among: SnapshotEntry[] = entry.snapshots): Promise<void> {
+    const views = among.map((s) => this.views.get(s.thinId)).filter((v): v is View => v !== undefined);
+    const open = views.filter((v) => v.readers > 0);
+    if (open.length > 0) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE, `cannot ${what}: snapshot ${open.map((v) => v.snapshot).join(', ')} of ` +
+        `volume ${entry.record.name} is open for reading (a backup reads it at ${open[0]!.path}); try again when it is done`,
+      { volume: entry.record.name });
+    }
+    for (const view of views) await this.closeView(view);
   }
 
   /**
@@ -214,7 +230,11 @@ export class DmSnapshots implements SnapshotSupport {
             await filesystems.unmount(path, volume, `the leftover view of snapshot ${snapshot} of ${volume}`);
             log.warn(`unmounted ${path}, a read-only view of snapshot ${snapshot} of ${volume} left by an earlier run`);
           }
-          await this.removeViewDirs(path);
+          await fs.rmdir(path).catch((err: unknown) => {
+            if (errnoCode(err) !== 'ENOTEMPTY' && errnoCode(err) !== 'ENOTDIR') throw err;
+            log.warn(`${path}, where snapshot views are mounted, holds files although nothing is mounted there; left as it is`);
+          });
+          await fs.rmdir(join(root, volume)).catch(() => undefined);
         } catch (err) {
           log.error(`a read-only view of snapshot ${snapshot} of ${volume} left by an earlier run stays at ${path}: ${messageOf(err)}`);
         }
