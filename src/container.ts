@@ -14,6 +14,8 @@ import { DEFAULT_CLUSTER_SETTINGS, LocalCluster, type Cluster, type ClusterSetti
 import { SharedCluster } from './core/cluster/shared-cluster.js';
 import { TOKENS } from './core/tokens.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
+import { CoreBackupService } from './core/backup/backup-service.js';
+import type { BackupService } from './core/backup/service-contract.js';
 import { BACKEND_REGISTRATION, type BackendRegistration } from './backends/backend-module.js';
 import { BACKEND_MODULES, createRegisteredBackend } from './backends/registry.js';
 import { dockerEngineModule, type EngineSettings } from './drivers/docker-engine/docker-engine-module.js';
@@ -85,6 +87,7 @@ function coreModule(config: StowageConfig): ContainerModule {
         ctx.get<ContainerReferences>(TOKENS.ContainerReferences));
     });
     bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
+    bind<BackupService>(TOKENS.BackupService).to(CoreBackupService);
   });
 }
 

@@ -9,3 +9,7 @@ export { createRequest } from './core/create-request.js';
 export type { VolumeOptions } from './core/options.js';
 export type { CreateResult, RemoveResult, VolumeInfo, RemovePolicy } from './core/volume-manager.js';
 export { validateVolumeName } from './core/names.js';
+export type {
+  BackupDetail, BackupSummary, JobProgress, ProgressOptions, VerifyResult,
+} from './core/backup/service-contract.js';
+export { formatBackupUrl, parseBackupUrl, type BackupTarget, type BackupUrl } from './core/backup/backup-url.js';

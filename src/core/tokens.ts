@@ -12,4 +12,6 @@ export const TOKENS = {
   /** The ContainerReferences port; an adapter module (the Docker engine's) binds it. */
   ContainerReferences: Symbol.for('stowage.ContainerReferences'),
   VolumeManager: Symbol.for('stowage.VolumeManager'),
+  /** The BackupService (backup/service-contract.ts) over the VolumeManager. */
+  BackupService: Symbol.for('stowage.BackupService'),
 } as const;

@@ -14,6 +14,8 @@ import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
 import { formatSize, parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
+import { restoreVolume, takeRestoreOption, type RestoreHost } from './backup/restore-volume.js';
+import type { ProgressOptions } from './backup/service-contract.js';
 import {
   sameOrConflict, validateMountId,
   type BriefVolume, type CreateResult, type ManagerConfig, type RemoveResult, type VolumeInfo,
@@ -92,8 +94,18 @@ export class VolumeManager {
     });
   }
 
-  async create(name: string, rawOptions: unknown = {}): Promise<CreateResult> {
+  /**
+   * With the `backup` option (a backup URL) the volume is created by restoring that backup
+   * into it (see backup/restore-volume.ts); `progress` reports the restore.
+   */
+  async create(name: string, rawOptions: unknown = {}, progress?: ProgressOptions): Promise<CreateResult> {
     validateVolumeName(name);
+    const restore = takeRestoreOption(rawOptions);
+    if (restore) {
+      // Every option is checked before the backup is even looked at.
+      parseVolumeOptions(restore.options, this.backend.capabilities.createOptions ?? []);
+      return restoreVolume(this.restoreHost, name, restore.url, restore.options, progress);
+    }
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
@@ -341,6 +353,14 @@ export class VolumeManager {
   reconcileWithEngine(): Promise<void> {
     return reconcileWithEngine(this.mountOps);
   }
+
+  private readonly restoreHost: RestoreHost = {
+    create: (name, options) => this.create(name, options),
+    mount: (name, id) => this.mount(name, id),
+    unmount: (name, id) => this.unmount(name, id),
+    remove: (name, request) => this.remove(name, request),
+    log: () => this.log,
+  };
 
   private readonly mountOps: MountOps = {
     nodeId: () => this.config.nodeId,

@@ -1,29 +1,11 @@
-import * as nodeFs from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { SnapshotSource, SnapshotSupport } from '../core/backend.js';
 import { restoreTree } from '../core/backup/index.js';
+import type { SnapshotSupport } from '../core/backend.js';
 import { ErrorCodes } from '../core/errors.js';
-import type { FsPort } from '../core/fs-port.js';
 import { createRequest as request, fsOf, type ConformanceHarness } from './harness.js';
-
-/**
- * Where a snapshot's files can be read, and on which file system: a `tree` is the backend's own
- * directory (on the harness's fs); a `backup` is restored into a fresh temp dir (restoreTree
- * writes the real file system). `done` removes the temp dir.
- */
-async function readableTree(h: ConformanceHarness, source: SnapshotSource): Promise<{ fs: FsPort; path: string; done(): Promise<void> }> {
-  if (source.kind === 'tree') return { fs: fsOf(h), path: source.path, done: async () => undefined };
-  const path = await nodeFs.mkdtemp(join(tmpdir(), 'stowage-snapshot-suite-'));
-  try {
-    await restoreTree(source.repository, source.volume, source.backupId, path);
-  } catch (err) {
-    await nodeFs.rm(path, { recursive: true, force: true });
-    throw err;
-  }
-  return { fs: nodeFs, path, done: () => nodeFs.rm(path, { recursive: true, force: true }) };
-}
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -83,37 +65,62 @@ export function describeSnapshotConformance(label: string, setup: () => Promise<
       expect(await snapshots.listSnapshots('trim')).toEqual([young]);
     });
 
-    it('openSnapshot gives the content as it was at snapshot time, later writes to the volume do not show', async (ctx) => {
-      if (!snapshots.openSnapshot) return ctx.skip(`${h.backend.name} has no openSnapshot`);
-      const fs = fsOf(h);
-      await h.backend.create(request('frozen'));
-      const live = await h.backend.attach('frozen');
-      await fs.writeFile(join(live, 'kept.txt'), 'at snapshot time');
-      await fs.mkdir(join(live, 'dir'));
-      await fs.writeFile(join(live, 'dir', 'gone-later.txt'), 'deleted after the snapshot');
-      await snapshots.createSnapshot('frozen', 'then');
-      await fs.writeFile(join(live, 'kept.txt'), 'written after the snapshot');
-      await fs.writeFile(join(live, 'late.txt'), 'new after the snapshot');
-      await fs.rm(join(live, 'dir', 'gone-later.txt'));
+    it('a removed volume takes its snapshots along: a new volume of that name has none', async () => {
+      await h.backend.create(request('gone'));
+      await snapshots.createSnapshot('gone', 'old');
+      await h.backend.remove('gone', { retain: false });
+      await h.backend.create(request('gone'));
+      expect(await snapshots.listSnapshots('gone')).toEqual([]);
+      await expect(snapshots.deleteSnapshot('gone', 'old')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
+      await snapshots.createSnapshot('gone', 'old');
+      expect((await snapshots.listSnapshots('gone')).map((s) => s.name)).toEqual(['old']);
+    });
 
-      await expect(snapshots.openSnapshot('frozen', 'never')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
-      const source = await snapshots.openSnapshot('frozen', 'then');
+    it('openSnapshot gives the content at snapshot time, whatever the volume holds since', async (ctx) => {
+      if (!snapshots.openSnapshot) ctx.skip();
+      const open = snapshots.openSnapshot!.bind(snapshots);
+      await h.backend.create(request('moving'));
+      const path = await h.backend.attach('moving');
+      const fs = fsOf(h);
+      await fs.writeFile(join(path, 'a.txt'), 'then');
+      await fs.mkdir(join(path, 'sub'));
+      await fs.writeFile(join(path, 'sub', 'b.txt'), 'kept');
+      await snapshots.createSnapshot('moving', 'then');
+      await fs.writeFile(join(path, 'a.txt'), 'now, and longer');
+      await fs.writeFile(join(path, 'new.txt'), 'after the snapshot');
+      await fs.rm(join(path, 'sub', 'b.txt'));
+      await expect(open('moving', 'ghost')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
+      const source = await open('moving', 'then');
+      // A tree is read where it is; a backup is restored to a temporary directory and read there.
+      let dir: string;
+      let read: (file: string) => Promise<string>;
+      let names: (sub: string) => Promise<string[]>;
+      let restored: string | undefined;
       try {
-        const tree = await readableTree(h, source);
-        try {
-          expect((await tree.fs.readdir(tree.path)).map(String).sort()).toEqual(['dir', 'kept.txt']);
-          expect(await tree.fs.readFile(join(tree.path, 'kept.txt'), 'utf8')).toBe('at snapshot time');
-          expect(await tree.fs.readFile(join(tree.path, 'dir', 'gone-later.txt'), 'utf8')).toBe('deleted after the snapshot');
-        } finally {
-          await tree.done();
+        if (source.kind === 'tree') {
+          dir = source.path;
+          read = async (file) => String(await fs.readFile(join(dir, file), 'utf8'));
+          names = async (sub) => (await fs.readdir(join(dir, sub))).map(String).filter((n) => n !== 'lost+found').sort();
+        } else {
+          expect(source.volume).toBe('moving');
+          restored = await mkdtemp(join(tmpdir(), 'stowage-snapshot-'));
+          dir = restored;
+          await restoreTree(source.repository, source.volume, source.backupId, restored);
+          read = (file) => readFile(join(dir, file), 'utf8');
+          names = async (sub) => (await readdir(join(dir, sub))).filter((n) => n !== 'lost+found').sort();
         }
+        expect(await names('.')).toEqual(['a.txt', 'sub']);
+        expect(await read('a.txt')).toBe('then');
+        expect(await read(join('sub', 'b.txt'))).toBe('kept');
       } finally {
         await source.release();
+        if (restored) await rm(restored, { recursive: true, force: true });
       }
-      expect(await fs.readFile(join(live, 'kept.txt'), 'utf8')).toBe('written after the snapshot');
-      // Released: nothing holds the snapshot any more.
-      await snapshots.deleteSnapshot('frozen', 'then');
-      expect(await snapshots.listSnapshots('frozen')).toEqual([]);
+      // The volume itself is untouched by reading its snapshot.
+      expect(String(await fs.readFile(join(path, 'a.txt'), 'utf8'))).toBe('now, and longer');
+      // Released, the snapshot is held by nothing: it can be deleted.
+      await snapshots.deleteSnapshot('moving', 'then');
+      expect(await snapshots.listSnapshots('moving')).toEqual([]);
     });
   });
 }

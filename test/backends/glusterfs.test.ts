@@ -4,7 +4,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
-import { describeBackendConformance, describeSharedStoreConformance } from '../../src/testing/index.js';
+import { describeBackendConformance, describeSharedStoreConformance, describeSnapshotConformance } from '../../src/testing/index.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
 import {
@@ -62,6 +62,14 @@ describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
       }),
       cleanup: () => emptyPool(root),
     };
+  });
+
+  describeSnapshotConformance('glusterfs, subdir mode', async () => {
+    if (pool === undefined) await gd.createVolume({ name: (pool = 'cpool') });
+    const root = await gd.tempDir('root-');
+    const backend = glusterBackend(gd, root, { 'glusterfs.pool': pool });
+    await backend.init();
+    return { backend, fs: realFs, cleanup: () => emptyPool(root) };
   });
 
   describeSharedStoreConformance('glusterfs, subdir mode, two nodes', async () => {

@@ -10,7 +10,7 @@ import type { FsPort } from '../../src/core/fs-port.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
-import { describeBackendConformance, describeSharedStoreConformance, type ConformanceHarness } from '../../src/testing/index.js';
+import { describeBackendConformance, describeSharedStoreConformance, describeSnapshotConformance, type ConformanceHarness } from '../../src/testing/index.js';
 import { createRequest } from '../../src/core/create-request.js';
 import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 
@@ -49,6 +49,13 @@ describeBackendConformance('vfs on a real directory', async () => {
   const backend = vfs(realFs, join(dir, 'root'), { 'vfs.path': join(dir, 'store') });
   await backend.init();
   return { backend, fs: realFs, ...vfsHooks(realFs, join(dir, 'store')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+describeSnapshotConformance('vfs on a real directory', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-snap-'));
+  const backend = vfs(realFs, join(dir, 'root'), { 'vfs.path': join(dir, 'store') });
+  await backend.init();
+  return { backend, fs: realFs, cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
 
 // What the daemon runs with: synchronous calls for paths on a local filesystem, flushes grouped.

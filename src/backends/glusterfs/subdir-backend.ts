@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type {
-  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
+  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, SnapshotSupport, VolumeRecord,
 } from '../../core/backend.js';
 import type { BackendContext } from '../context.js';
 import { VfsBackend } from '../vfs/vfs-backend.js';
@@ -45,6 +45,8 @@ export class GlusterSubdirBackend implements Backend {
   readonly clusterStateDir: string;
   private readonly store: VfsBackend;
   private readonly mountpoint: string;
+  /** The vfs store's snapshots (a repository in the pool's `.stowage/`), with the pool confirmed first. */
+  readonly snapshots: SnapshotSupport;
   private readonly pool: string;
 
   constructor(
@@ -55,7 +57,14 @@ export class GlusterSubdirBackend implements Backend {
   ) {
     this.pool = poolMount.pool;
     this.mountpoint = poolMount.mountpoint;
-    this.store = new VfsBackend(ctx, { path: this.mountpoint, shared: true });
+    this.store = new VfsBackend(ctx, { path: this.mountpoint, shared: true }, 'glusterfs');
+    const inner = this.store.snapshots;
+    this.snapshots = {
+      createSnapshot: async (volume, snapshot) => { await this.ensurePool(volume); return inner.createSnapshot(volume, snapshot); },
+      listSnapshots: async (volume) => { await this.ensurePool(volume); return inner.listSnapshots(volume); },
+      deleteSnapshot: async (volume, snapshot) => { await this.ensurePool(volume); return inner.deleteSnapshot(volume, snapshot); },
+      openSnapshot: async (volume, snapshot) => { await this.ensurePool(volume); return inner.openSnapshot(volume, snapshot); },
+    };
     this.clusterStateDir = this.store.clusterStateDir;
     this.capabilities = {
       scope: 'global', clusterStateDir: this.clusterStateDir, sizeLimit: options.quota ? 'enforced' : 'recorded',

@@ -17,6 +17,8 @@ import {
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import type { VfsOptions } from './vfs-options.js';
+import { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
+import { lstat as realLstat } from 'node:fs/promises';
 
 /**
  * A directory per volume under `vfs.path`, with the registry in `vfs.path/.stowage`. Volume
@@ -37,8 +39,11 @@ export class VfsBackend implements Backend {
   private readonly flusher: Flusher;
   private storeId = '';
   private sharingEvidence: string[] = [];
+  /** Snapshots are backups into a repository in the store (see repository-snapshots.ts). */
+  readonly snapshots: RepositorySnapshots;
 
-  constructor(private readonly ctx: BackendContext, private readonly options: VfsOptions) {
+  /** `label`: the backend name recorded in snapshots (glusterfs runs a vfs store inside its pool). */
+  constructor(private readonly ctx: BackendContext, private readonly options: VfsOptions, label = 'vfs') {
     // `auto` is settled by init; until then only a declared share is global.
     this.scope = options.shared === true ? 'global' : 'local';
     this.layout = storeLayout(options.path);
@@ -49,6 +54,29 @@ export class VfsBackend implements Backend {
     this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'), this.flusher);
     this.clusterStateDir = this.layout.cluster;
     setTempOwner(ctx.nodeId);
+    this.snapshots = new RepositorySnapshots({
+      backend: label,
+      repositoryDir: () => this.snapshotRepositoryDir(),
+      dataPath: (volume) => this.attach(volume),
+      log: ctx.log,
+    });
+  }
+
+  /**
+   * `.stowage/snapshots` in the store, checked like the other internal directories. The backup
+   * library reads and writes through node:fs, so the store must be the one node:fs sees (not
+   * an in-memory filesystem given to the backend).
+   */
+  async snapshotRepositoryDir(volume?: string): Promise<string> {
+    await this.assertStorePresent(volume);
+    const ours = await this.ctx.fs.stat(this.options.path);
+    const real = await realLstat(this.options.path).catch(() => undefined);
+    if (!real || real.ino !== ours.ino || real.dev !== ours.dev) {
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `snapshots need the store ${this.options.path} on the machine's own filesystem`, { volume });
+    }
+    const dir = join(this.layout.meta, 'snapshots');
+    await this.dirs.ensure(dir);
+    return dir;
   }
 
   get capabilities(): BackendCapabilities {
@@ -303,6 +331,7 @@ export class VfsBackend implements Backend {
     const entry = await this.registry.get(name);
     if (!entry) return {};
     await this.assertStorePresent(name);
+    await this.removeSnapshots(name, request);
     const source = dataPathOf(this.options.path, entry);
     const stat = await fs.lstat(source).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
@@ -346,6 +375,23 @@ export class VfsBackend implements Backend {
     if (request.retain) return { retainedAt: target };
     this.purge(target);
     return {};
+  }
+
+  /**
+   * A volume's snapshots go with it (as devicemapper's do), also when its data is retained:
+   * they are copies of data the user asked to remove, and a new volume of the same name must
+   * not show them. Before the data moves, so a failure here leaves the volume in place.
+   */
+  private async removeSnapshots(name: string, request: RemoveRequest): Promise<void> {
+    const usable = await this.snapshotRepositoryDir(name).then(() => true, (err: unknown) => {
+      if (err instanceof StowageError && err.code === ErrorCodes.NOT_SUPPORTED) return false;
+      throw err;
+    });
+    if (!usable) return;
+    // Lease check: the snapshots are the volume's, and another node may hold the name by now.
+    request.lease?.assertHeld(`deleting the snapshots of volume ${name}`);
+    const count = await this.snapshots.deleteAll(name);
+    if (count > 0) this.ctx.log.info(`deleted the ${count} snapshot(s) of volume ${name} with it`);
   }
 
   /** Deletes what stowage moved to `deleting/`, never crossing a symlink or into another filesystem. */

@@ -91,7 +91,7 @@ export const EntrySchema = z.object({
   /** A file's content, in order. */
   chunks: z.array(Sha256Schema).optional(),
   /** Inode and change time: with size and mtime, what the files cache compares. */
-  ino: z.number().int().nonnegative().optional(),
+  ino: z.union([z.number().int().nonnegative(), z.string().regex(/^\d{1,20}$/)]).optional(),
   ctimeNs: NsSchema.optional(),
 }).superRefine((e, ctx) => {
   const bad = (message: string) => ctx.addIssue({ code: 'custom', message });
@@ -136,6 +136,10 @@ export const BackupRecordSchema = z.object({
   stats: BackupStatsSchema,
   /** What was skipped and why (at most 100, the count is in stats.skipped). */
   warnings: z.array(z.string().max(4096)).max(100),
+  /** The snapshot the backup was read from, when it was taken from one (added later: optional). */
+  snapshot: VolumeNameSchema.optional(),
+  /** The backend the volume was on (added later: optional). */
+  backend: z.string().max(64).optional(),
 });
 export type BackupRecord = z.infer<typeof BackupRecordSchema>;
 

@@ -6,9 +6,9 @@
 export { assertValidKey, deleteAll, listAll, MAX_DELETE_BATCH, MAX_LIST_PAGE, type BlobStore, type ListedObject, type ListOptions, type ListPage } from './blob-store.js';
 export { Chunker, chunkStream, DEFAULT_CHUNKER, type ChunkerParams } from './chunker.js';
 export { DEFAULT_CODEC, type Codec } from './codec.js';
-export { comparePaths, FORMAT_VERSION, type BackupRecord, type BackupStats, type Entry, type RepoConfig } from './format.js';
+export { BackupIdSchema, comparePaths, FORMAT_VERSION, newBackupId, VolumeNameSchema, type BackupRecord, type BackupStats, type Entry, type RepoConfig } from './format.js';
 export { acquireLock, DEFAULT_LOCK_TTL_MS, liveLocks, withLock, type LockKind, type LockOptions, type RepoLock } from './locks.js';
-export { DEFAULT_PACK_SIZE, Repository, type InitOptions } from './repository.js';
+export { assertVolumeName, DEFAULT_PACK_SIZE, parseObject, Repository, type InitOptions } from './repository.js';
 export {
   backupTree, deleteBackup, gc, restoreTree, verifyBackup,
   type BackupOptions, type CommonOptions, type GcOptions, type GcResult, type Progress, type RestoreOptions,

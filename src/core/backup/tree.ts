@@ -72,6 +72,8 @@ export interface BackupOptions extends CommonOptions {
   parent?: string | false;
   /** Devices, FIFOs and sockets are skipped; each is reported here and in the record. */
   onWarning?: (message: string) => void;
+  /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
+  origin?: Pick<BackupRecord, 'snapshot' | 'backend'>;
 }
 
 interface Walked {
@@ -235,6 +237,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       manifest: manifestIds,
       stats: { ...stats, newBlobs: writer.stats.newBlobs, newRawBytes: writer.stats.newRawBytes, newStoredBytes: writer.stats.newStoredBytes },
       warnings,
+      ...options.origin,
     };
     // Past our lock's expiry a GC may have run: a record must not name chunks it removed.
     lock.assertHeld();
@@ -243,12 +246,22 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
   });
 }
 
+/**
+ * An inode number as the manifest stores it: a number where it is exact, else its decimal string.
+ * GlusterFS gives 64-bit inode numbers derived from its file ids, beyond 2^53 and often beyond
+ * 2^63, which node's bigint stats (signed 64-bit) show as negative.
+ */
+function inodeNumber(ino: bigint): number | string {
+  const unsigned = BigInt.asUintN(64, ino);
+  return unsigned <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(unsigned) : unsigned.toString();
+}
+
 async function fileEntry(
   path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, previous: Entry | undefined, repo: Repository,
   writer: ReturnType<Repository['newWriter']>, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
 ): Promise<Entry> {
-  const base = { path, type: 'file' as const, ...metadata(stat), ino: Number(stat.ino), ctimeNs: stat.ctimeNs.toString() };
-  if (previous?.type === 'file' && previous.ino === Number(stat.ino) && previous.size === Number(stat.size)
+  const base = { path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString() };
+  if (previous?.type === 'file' && previous.ino === base.ino && previous.size === Number(stat.size)
     && previous.mtimeNs === stat.mtimeNs.toString() && previous.ctimeNs === stat.ctimeNs.toString()
     && previous.chunks!.every((id) => repo.has(id))) {
     stats.bytes += previous.size;

@@ -12,6 +12,9 @@ import { buildContainer } from '../../container.js';
 import { SHELL_TOKENS } from '../tokens.js';
 import { wordFailure } from '../remedies.js';
 import { StowageError } from '../../core/errors.js';
+import type {
+  BackupDetail, BackupService, BackupSummary, ProgressOptions, VerifyResult,
+} from '../../core/backup/service-contract.js';
 
 export interface StowageOptions {
   /** Backend name or your own Backend implementation. @default 'vfs' */
@@ -32,6 +35,7 @@ export interface StowageOptions {
 
 /** The same operations the Docker plugin offers, as plain async calls. */
 export interface Stowage {
+  /** With option `backup` (a backup URL) the new volume is restored from that backup. */
   create(name: string, options?: Record<string, string>): Promise<CreateResult>;
   /** `retain` overrides the daemon's `onRemove` policy for this call; `force` deletes although (possibly dead) nodes still reference the volume. */
   remove(name: string, options?: { retain?: boolean; force?: boolean }): Promise<RemoveResult>;
@@ -40,6 +44,18 @@ export interface Stowage {
   mount(name: string, mountId: string): Promise<string>;
   unmount(name: string, mountId: string): Promise<void>;
   info(): Promise<Record<string, unknown>>;
+  /**
+   * Backs `volume` up into the repository at `options.dest` (e.g. `vfs:///srv/backups`), from
+   * `options.snapshot` or from a snapshot taken for it (kept with `keepSnapshot`).
+   */
+  createBackup(volume: string, options: ProgressOptions & { dest: string; snapshot?: string; keepSnapshot?: boolean }): Promise<BackupDetail>;
+  /** Backups in a repository (and volume, by option or in the URL), oldest first; in-progress ones last. */
+  listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
+  inspectBackup(url: string): Promise<BackupDetail>;
+  deleteBackup(url: string, options?: ProgressOptions): Promise<void>;
+  verifyBackup(url: string, options?: ProgressOptions): Promise<VerifyResult>;
+  /** Creates volume `name` from a backup; a failed restore leaves no volume. */
+  restoreVolume(name: string, url: string, options?: ProgressOptions & { volumeOptions?: Record<string, string> }): Promise<CreateResult>;
   /** Waits for background work and releases the backend. */
   close(): Promise<void>;
   readonly manager: VolumeManager;
@@ -47,7 +63,8 @@ export interface Stowage {
 
 /** The embedding API's shell: the Stowage object over the volume manager. */
 export const apiModule = new ContainerModule(({ bind }) => {
-  bind<Stowage>(SHELL_TOKENS.Stowage).toDynamicValue((ctx) => stowageOver(ctx.get<VolumeManager>(TOKENS.VolumeManager)));
+  bind<Stowage>(SHELL_TOKENS.Stowage).toDynamicValue((ctx) =>
+    stowageOver(ctx.get<VolumeManager>(TOKENS.VolumeManager), ctx.get<BackupService>(TOKENS.BackupService)));
 });
 
 /**
@@ -68,7 +85,7 @@ async function worded<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
-function stowageOver(manager: VolumeManager): Stowage {
+function stowageOver(manager: VolumeManager, backups: BackupService): Stowage {
   return {
     manager,
     create: (name, opts) => worded(() => manager.create(name, opts ?? {})),
@@ -78,6 +95,12 @@ function stowageOver(manager: VolumeManager): Stowage {
     mount: (name, id) => worded(() => manager.mount(name, id)),
     unmount: (name, id) => worded(() => manager.unmount(name, id)),
     info: () => worded(() => manager.info()),
+    createBackup: (volume, opts) => worded(() => backups.createBackup(volume, opts)),
+    listBackups: (dest, opts) => worded(() => backups.listBackups(dest, opts)),
+    inspectBackup: (url) => worded(() => backups.inspectBackup(url)),
+    deleteBackup: (url, opts) => worded(() => backups.deleteBackup(url, opts)),
+    verifyBackup: (url, opts) => worded(() => backups.verifyBackup(url, opts)),
+    restoreVolume: (name, url, opts) => worded(() => backups.restoreVolume(name, url, opts)),
     close: () => manager.dispose(),
   };
 }

@@ -1,0 +1,180 @@
+import { inject, injectable } from 'inversify';
+import { openTarget } from '../../backup-targets/open-target.js';
+import type { Backend, SnapshotSource, SnapshotSupport } from '../backend.js';
+import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { validateVolumeName } from '../names.js';
+import { randomHex } from '../random-hex.js';
+import { TOKENS } from '../tokens.js';
+import type { VolumeManager } from '../volume-manager.js';
+import { formatBackupUrl, parseOneBackupUrl, parseRepositoryUrl, type BackupTarget } from './backup-url.js';
+import { copyBackup } from './copy-backup.js';
+import {
+  backupTree, deleteBackup, gc, liveLocks, Repository, verifyBackup, type BackupRecord,
+} from './index.js';
+import {
+  RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
+  type ProgressOptions, type VerifyResult,
+} from './service-contract.js';
+
+const IN_PROGRESS = /^backup of ([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$/;
+
+/**
+ * The backup service over the volume manager and its backend. A backup reads a snapshot: the
+ * one named, or one taken for it and deleted after. A snapshot that is itself a backup (vfs,
+ * glusterfs) is copied blob by blob into the destination, only what it lacks; a snapshot that
+ * is a tree (devicemapper) is backed up from its read-only mount, with the files cache of the
+ * volume's previous backup in the destination.
+ */
+@injectable()
+export class CoreBackupService implements BackupService {
+  constructor(
+    @inject(TOKENS.VolumeManager) private readonly manager: VolumeManager,
+    @inject(TOKENS.Backend) private readonly backend: Backend,
+    @inject(TOKENS.Logger) private readonly log: Logger,
+  ) {}
+
+  private snapshotSupport(volume: string): SnapshotSupport & Required<Pick<SnapshotSupport, 'openSnapshot'>> {
+    const support = this.backend.snapshots;
+    if (!support?.openSnapshot) {
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.backend.name} backend cannot back up volumes: it has no snapshots to read them from (volume ${volume})`,
+        { volume, remedies: [{ action: 'use-backend', capability: 'snapshots' }] });
+    }
+    return support as SnapshotSupport & Required<Pick<SnapshotSupport, 'openSnapshot'>>;
+  }
+
+  async createBackup(volume: string, options: ProgressOptions & { dest: string; snapshot?: string; keepSnapshot?: boolean }): Promise<BackupDetail> {
+    validateVolumeName(volume);
+    const dest = parseRepositoryUrl(options.dest, 'the backup destination');
+    if (dest.volume !== undefined && dest.volume !== volume) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `the destination ${options.dest} names volume ${dest.volume}, not ${volume}`, { volume });
+    }
+    if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
+    const support = this.snapshotSupport(volume);
+    await this.manager.get(volume);
+    const report = (progress: JobProgress) => options.onProgress?.(progress);
+    const taken = options.snapshot === undefined;
+    const snapshot = options.snapshot ?? `backup-${new Date().toISOString().replace(/[-:]/g, '').replace('.', '')}-${randomHex(4)}`;
+    if (taken) {
+      report({ phase: 'snapshot', files: 0, bytes: 0 });
+      await this.manager.createSnapshot(volume, snapshot);
+    }
+    try {
+      options.signal?.throwIfAborted();
+      const source = await support.openSnapshot(volume, snapshot);
+      try {
+        const repo = await Repository.openOrInit(openTarget(dest.target));
+        const record = await this.backUp(source, volume, snapshot, repo, report);
+        return this.detail(dest.target, record);
+      } finally {
+        await source.release().catch((err: unknown) => this.log.warn(`releasing snapshot ${snapshot} of ${volume}: ${messageOf(err)}`));
+      }
+    } finally {
+      if (taken && !options.keepSnapshot) {
+        await this.manager.deleteSnapshot(volume, snapshot).catch((err: unknown) =>
+          this.log.error(`the backup of ${volume} could not delete its snapshot ${snapshot}; delete it by hand: ${messageOf(err)}`));
+      }
+    }
+  }
+
+  private async backUp(source: SnapshotSource, volume: string, snapshot: string, repo: Repository, report: (p: JobProgress) => void): Promise<BackupRecord> {
+    const origin = { snapshot, backend: this.backend.name };
+    if (source.kind === 'backup') {
+      const original = await source.repository.readBackupRecord(source.volume, source.backupId);
+      const totals = { totalFiles: original.stats.files, totalBytes: original.stats.bytes };
+      report({ phase: 'copy', files: 0, bytes: 0, ...totals });
+      const { record } = await copyBackup(source.repository, source.volume, source.backupId, repo, {
+        volume, origin, onProgress: (p) => report({ phase: 'copy', files: p.files, bytes: p.bytes, ...totals }),
+      });
+      return record;
+    }
+    report({ phase: 'backup', files: 0, bytes: 0 });
+    return backupTree(source.path, repo, {
+      volume, origin, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
+    });
+  }
+
+  async listBackups(destUrl: string, options: { volume?: string } = {}): Promise<BackupSummary[]> {
+    const dest = parseRepositoryUrl(destUrl, 'the repository');
+    const volume = options.volume ?? dest.volume;
+    if (volume !== undefined) validateVolumeName(volume);
+    if (options.volume !== undefined && dest.volume !== undefined && options.volume !== dest.volume) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `${destUrl} names volume ${dest.volume}, not ${options.volume}`);
+    }
+    const repo = await Repository.open(openTarget(dest.target));
+    const done: BackupSummary[] = (await repo.listBackups(volume)).map((r) => this.summary(dest.target, r));
+    const running: BackupSummary[] = [];
+    for (const lock of await liveLocks(repo.store, Date.now())) {
+      const match = IN_PROGRESS.exec(lock.purpose);
+      if (!match || (volume !== undefined && match[1] !== volume)) continue;
+      const [host] = lock.owner.split(':');
+      running.push({
+        url: formatBackupUrl({ target: dest.target, volume: match[1] }),
+        volume: match[1]!,
+        id: `in-progress-${lock.lockId}`,
+        host: host ?? lock.owner,
+        startedAt: new Date(lock.createdAt).toISOString(),
+        state: 'in-progress',
+      });
+    }
+    running.sort((a, b) => (a.startedAt < b.startedAt ? -1 : 1));
+    return [...done, ...running];
+  }
+
+  async inspectBackup(url: string): Promise<BackupDetail> {
+    const { target, volume, backup } = parseOneBackupUrl(url);
+    const repo = await Repository.open(openTarget(target));
+    return this.detail(target, await repo.readBackupRecord(volume, backup));
+  }
+
+  async deleteBackup(url: string, options: ProgressOptions = {}): Promise<void> {
+    const { target, volume, backup } = parseOneBackupUrl(url);
+    const repo = await Repository.open(openTarget(target));
+    options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
+    await deleteBackup(repo, volume, backup);
+    options.onProgress?.({ phase: 'gc', files: 0, bytes: 0 });
+    await gc(repo).catch((err: unknown) => {
+      // The backup is deleted; its chunks go with the next delete that gets the lock.
+      if (!isStowageError(err, ErrorCodes.BACKUP_LOCKED)) throw err;
+      this.log.warn(`backup ${volume}/${backup} is deleted; its space is freed by a later delete: ${messageOf(err)}`);
+    });
+  }
+
+  async verifyBackup(url: string, options: ProgressOptions = {}): Promise<VerifyResult> {
+    const { target, volume, backup } = parseOneBackupUrl(url);
+    const repo = await Repository.open(openTarget(target));
+    const record = await repo.readBackupRecord(volume, backup);
+    const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
+    const result = await verifyBackup(repo, volume, backup, {
+      onProgress: (p) => options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes, ...totals }),
+    });
+    return { url, ...result };
+  }
+
+  async restoreVolume(name: string, url: string, options: ProgressOptions & { volumeOptions?: Record<string, string> } = {}): Promise<CreateResult> {
+    const volumeOptions = options.volumeOptions ?? {};
+    if (Object.hasOwn(volumeOptions, RESTORE_OPTION)) {
+      throw new StowageError(ErrorCodes.INVALID_OPTION, `the backup to restore is given once, as the URL, not also as option ${RESTORE_OPTION}`, { volume: name });
+    }
+    return this.manager.create(name, { ...volumeOptions, [RESTORE_OPTION]: url }, options);
+  }
+
+  private summary(target: BackupTarget, r: BackupRecord): BackupSummary {
+    return {
+      url: formatBackupUrl({ target, volume: r.volume, backup: r.id }),
+      volume: r.volume,
+      id: r.id,
+      ...(r.snapshot !== undefined ? { snapshot: r.snapshot } : {}),
+      ...(r.backend !== undefined ? { backend: r.backend } : {}),
+      host: r.host,
+      startedAt: r.startedAt,
+      finishedAt: r.finishedAt,
+      state: 'complete',
+      stats: r.stats,
+    };
+  }
+
+  private detail(target: BackupTarget, r: BackupRecord): BackupDetail {
+    return { ...this.summary(target, r), ...(r.parent !== undefined ? { parent: r.parent } : {}), warnings: r.warnings };
+  }
+}

@@ -1,0 +1,159 @@
+import { posix } from 'node:path';
+import { ErrorCodes, StowageError } from '../errors.js';
+import { BackupIdSchema, VolumeNameSchema } from './index.js';
+
+/**
+ * Backup URLs: where a repository is (a target: scheme and location), optionally a volume and a
+ * backup in it. Every URL stowage reads or writes goes through parseBackupUrl/formatBackupUrl:
+ *   vfs:///srv/backups                          a repository (a directory on any filesystem)
+ *   vfs:///srv/backups?volume=pg                that volume's backups in it
+ *   vfs:///srv/backups?volume=pg&backup=<id>    one backup
+ * Targets are a registry of schemes, so another one (`s3://bucket@region/path`) is one more
+ * entry here plus a BlobStore (see backup-targets/).
+ */
+
+/** Where a repository is kept; `scheme` picks the BlobStore (see backup-targets/open-target.ts). */
+export interface VfsTarget {
+  scheme: 'vfs';
+  /** Absolute, normalised directory path. */
+  path: string;
+}
+export type BackupTarget = VfsTarget;
+
+export interface BackupUrl {
+  target: BackupTarget;
+  volume?: string;
+  backup?: string;
+}
+
+interface SchemeSyntax<T extends BackupTarget> {
+  /** Parses what follows `scheme://` up to the query. */
+  parse(rest: string, url: string): T;
+  format(target: T): string;
+}
+
+function invalid(url: string, why: string): StowageError {
+  const shown = JSON.stringify(url.length > 300 ? `${url.slice(0, 300)}...` : url);
+  return new StowageError(ErrorCodes.INVALID_REQUEST, `backup URL ${shown} is not valid: ${why}`);
+}
+
+/** Percent-encodes what a path segment cannot carry literally in a URL; keeps the common characters readable. */
+function encodeSegment(segment: string): string {
+  return encodeURIComponent(segment).replace(/%40/g, '@').replace(/%2B/g, '+').replace(/%2C/g, ',').replace(/%3A/g, ':').replace(/%3D/g, '=');
+}
+
+const vfsSyntax: SchemeSyntax<VfsTarget> = {
+  parse(rest, url) {
+    // `vfs:///abs/path`: an empty authority, then the absolute path.
+    if (!rest.startsWith('/')) {
+      throw invalid(url, 'a vfs URL names a local path and has no host: write vfs:///absolute/path (three slashes)');
+    }
+    const segments = rest.split('/').slice(1);
+    if (rest === '/') throw invalid(url, 'the repository cannot be the root directory');
+    const decoded = segments.map((raw) => {
+      if (raw === '') throw invalid(url, 'the path has an empty segment (a doubled or trailing "/")');
+      let segment: string;
+      try {
+        segment = decodeURIComponent(raw);
+      } catch {
+        throw invalid(url, `the path segment ${JSON.stringify(raw)} has a broken %-escape`);
+      }
+      if (segment === '.' || segment === '..') throw invalid(url, 'the path must be normalised: no "." or ".." segments');
+      if (segment.includes('/')) throw invalid(url, 'a path segment cannot hold an escaped "/" (%2F)');
+      // eslint-disable-next-line no-control-regex
+      if (/[\u0000-\u001f\u007f]/.test(segment)) throw invalid(url, 'the path holds a control character');
+      return segment;
+    });
+    const path = `/${decoded.join('/')}`;
+    if (posix.normalize(path) !== path) throw invalid(url, 'the path is not normalised');
+    if (path.length > 4096) throw invalid(url, 'the path is longer than 4096 characters');
+    return { scheme: 'vfs', path };
+  },
+  format(target) {
+    return `vfs://${target.path.split('/').map(encodeSegment).join('/')}`;
+  },
+};
+
+/** The target schemes stowage knows. */
+const SCHEMES: { [S in BackupTarget['scheme']]: SchemeSyntax<Extract<BackupTarget, { scheme: S }>> } = {
+  vfs: vfsSyntax,
+};
+
+const QUERY_KEYS = ['volume', 'backup'] as const;
+
+/**
+ * Parses and validates a backup URL. Throws E_INVALID_REQUEST saying what is wrong: an unknown
+ * scheme, a relative or unnormalised path, an unknown or repeated query key, a bad volume name
+ * or backup id, a backup without its volume.
+ */
+export function parseBackupUrl(url: unknown): BackupUrl {
+  if (typeof url !== 'string' || url.length === 0) throw invalid(String(url), 'a backup URL must be a non-empty string');
+  if (url.length > 8192) throw invalid(url, 'longer than 8192 characters');
+  const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/s.exec(url);
+  if (!match) throw invalid(url, `write it as scheme://location, e.g. vfs:///srv/backups (known schemes: ${Object.keys(SCHEMES).join(', ')})`);
+  const [, scheme, afterScheme] = match as unknown as [string, string, string];
+  if (!(scheme in SCHEMES)) throw invalid(url, `unknown scheme "${scheme}" (known: ${Object.keys(SCHEMES).join(', ')})`);
+  if (afterScheme.includes('#')) throw invalid(url, 'a backup URL has no fragment ("#")');
+  const cut = afterScheme.indexOf('?');
+  const rest = cut < 0 ? afterScheme : afterScheme.slice(0, cut);
+  const query = cut < 0 ? undefined : afterScheme.slice(cut + 1);
+  const target = SCHEMES[scheme as BackupTarget['scheme']].parse(rest, url);
+  const result: BackupUrl = { target };
+  if (query !== undefined) {
+    if (query === '') throw invalid(url, 'an empty query ("?" with nothing after it)');
+    const seen = new Set<string>();
+    for (const pair of query.split('&')) {
+      const eq = pair.indexOf('=');
+      if (eq <= 0) throw invalid(url, `query part ${JSON.stringify(pair)} is not key=value`);
+      const key = pair.slice(0, eq);
+      let value: string;
+      try {
+        value = decodeURIComponent(pair.slice(eq + 1));
+      } catch {
+        throw invalid(url, `the value of ${key} has a broken %-escape`);
+      }
+      if (!(QUERY_KEYS as readonly string[]).includes(key)) throw invalid(url, `unknown query key "${key}" (known: ${QUERY_KEYS.join(', ')})`);
+      if (seen.has(key)) throw invalid(url, `query key "${key}" is given twice`);
+      seen.add(key);
+      if (key === 'volume') {
+        if (!VolumeNameSchema.safeParse(value).success) throw invalid(url, `${JSON.stringify(value)} is not a valid volume name`);
+        result.volume = value;
+      } else {
+        if (!BackupIdSchema.safeParse(value).success) throw invalid(url, `${JSON.stringify(value)} is not a backup id (like 20261202T143500123Z-1a2b3c4d)`);
+        result.backup = value;
+      }
+    }
+  }
+  if (result.backup !== undefined && result.volume === undefined) throw invalid(url, 'a backup id needs its volume (volume=NAME&backup=ID)');
+  return result;
+}
+
+/** The URL of a target, a volume in it or a backup; parseBackupUrl(formatBackupUrl(u)) equals u. */
+export function formatBackupUrl(url: BackupUrl): string {
+  if (url.backup !== undefined && url.volume === undefined) throw new StowageError(ErrorCodes.INTERNAL, 'a backup URL with a backup id needs its volume');
+  const base = (SCHEMES[url.target.scheme] as SchemeSyntax<BackupTarget>).format(url.target);
+  const query = [
+    ...(url.volume !== undefined ? [`volume=${encodeURIComponent(url.volume)}`] : []),
+    ...(url.backup !== undefined ? [`backup=${encodeURIComponent(url.backup)}`] : []),
+  ];
+  const formatted = query.length > 0 ? `${base}?${query.join('&')}` : base;
+  // What we write must read back as the same thing.
+  parseBackupUrl(formatted);
+  return formatted;
+}
+
+/** A URL that must name a repository only (no volume or backup), or at most a volume. */
+export function parseRepositoryUrl(url: unknown, what: string): BackupUrl {
+  const parsed = parseBackupUrl(url);
+  if (parsed.backup !== undefined) throw invalid(String(url), `${what} is a repository (or a volume in one), not one backup`);
+  return parsed;
+}
+
+/** A URL that must name one backup. */
+export function parseOneBackupUrl(url: unknown): BackupUrl & { volume: string; backup: string } {
+  const parsed = parseBackupUrl(url);
+  if (parsed.volume === undefined || parsed.backup === undefined) {
+    throw invalid(String(url), 'it must name one backup: add ?volume=NAME&backup=ID (see the backup list)');
+  }
+  return parsed as BackupUrl & { volume: string; backup: string };
+}

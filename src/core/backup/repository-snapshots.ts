@@ -1,0 +1,160 @@
+import { z } from 'zod';
+import type { SnapshotRecord, SnapshotSource, SnapshotSupport } from '../backend.js';
+import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
+import {
+  backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, parseObject, Repository, VolumeNameSchema, type BlobStore,
+} from './index.js';
+
+/**
+ * Snapshots for backends whose storage has no snapshot of its own (vfs, glusterfs): a snapshot
+ * is a backup of the volume's live data into a repository kept on the backend's own storage
+ * (one per store, so every volume's snapshots share chunks), under the snapshot's name. The name
+ * is a small object `snapshots/<volume>/<name>` in that repository naming the backup, written
+ * once (the store never overwrites, so two nodes taking the same name cannot both succeed).
+ *
+ * The live data is read file by file while containers may write it: a snapshot is each file as
+ * it was when read, not the whole volume at one instant (see the README).
+ */
+export interface SnapshotHost {
+  /** The backend's name, recorded in each snapshot's backup. */
+  backend: string;
+  /**
+   * The repository's directory on the backend's storage, checked and created; throws
+   * E_NOT_SUPPORTED when the storage cannot hold one (a store on an in-memory filesystem).
+   */
+  repositoryDir(): Promise<string>;
+  /** The live data directory of a registered volume; E_VOLUME_NOT_FOUND otherwise. */
+  dataPath(volume: string): Promise<string>;
+  log: Logger;
+}
+
+const SnapshotNameRecordSchema = z.object({
+  format: z.literal(1),
+  name: VolumeNameSchema,
+  volume: VolumeNameSchema,
+  createdAt: z.string(),
+  backupId: BackupIdSchema,
+});
+type SnapshotNameRecord = z.infer<typeof SnapshotNameRecordSchema>;
+
+const nameKey = (volume: string, name: string): string => `snapshots/${volume}/${name}`;
+
+function notFound(volume: string, name: string): StowageError {
+  return new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${volume} has no snapshot ${name}`, { volume });
+}
+
+export class RepositorySnapshots implements SnapshotSupport {
+  constructor(private readonly host: SnapshotHost) {}
+
+  private async store(): Promise<BlobStore> {
+    return new VfsBlobStore(await this.host.repositoryDir());
+  }
+
+  async createSnapshot(volume: string, snapshot: string): Promise<SnapshotRecord> {
+    const dir = await this.host.dataPath(volume);
+    const store = await this.store();
+    if (await store.head(nameKey(volume, snapshot))) {
+      throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
+    }
+    const repo = await Repository.openOrInit(store);
+    // The volume's latest snapshot is the parent: unchanged files are not read again.
+    const backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend } });
+    const record: SnapshotNameRecord = { format: 1, name: snapshot, volume, createdAt: backup.startedAt, backupId: backup.id };
+    if (!(await store.put(nameKey(volume, snapshot), Buffer.from(JSON.stringify(record))))) {
+      // Another node took the name meanwhile: ours goes again.
+      await this.dropBackup(repo, volume, backup.id);
+      throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
+    }
+    return this.toRecord(record);
+  }
+
+  async listSnapshots(volume: string): Promise<SnapshotRecord[]> {
+    const store = await this.store();
+    const records: SnapshotNameRecord[] = [];
+    for await (const { key } of listAll(store, `snapshots/${volume}/`)) {
+      const name = key.split('/')[2];
+      if (name === undefined) continue;
+      const record = await this.readName(store, volume, name).catch((err: unknown) => {
+        if (isStowageError(err, ErrorCodes.SNAPSHOT_NOT_FOUND)) return undefined; // deleted while listed
+        throw err;
+      });
+      if (record) records.push(record);
+    }
+    // Backup ids sort by time to the millisecond; the name breaks ties.
+    records.sort((a, b) => (a.backupId < b.backupId ? -1 : a.backupId > b.backupId ? 1 : a.name < b.name ? -1 : 1));
+    return records.map((r) => this.toRecord(r));
+  }
+
+  async deleteSnapshot(volume: string, snapshot: string): Promise<void> {
+    const store = await this.store();
+    const record = await this.readName(store, volume, snapshot);
+    // The name first: the snapshot is gone once its name is. A backup left behind by a failure
+    // right after is freed when the volume is removed (deleteAll takes every backup of it).
+    await store.delete([nameKey(volume, snapshot)]);
+    const repo = await Repository.open(store);
+    await this.dropBackup(repo, volume, record.backupId);
+  }
+
+  async openSnapshot(volume: string, snapshot: string): Promise<SnapshotSource> {
+    const store = await this.store();
+    const record = await this.readName(store, volume, snapshot);
+    const repository = await Repository.open(store);
+    return { kind: 'backup', repository, volume, backupId: record.backupId, release: async () => repository.releasePackCache() };
+  }
+
+  /**
+   * Deletes every snapshot of `volume` (the volume is being removed): their names, their
+   * backups, then what no other backup needs. Returns how many there were.
+   */
+  async deleteAll(volume: string): Promise<number> {
+    const store = await this.store();
+    const names: string[] = [];
+    for await (const { key } of listAll(store, `snapshots/${volume}/`)) names.push(key);
+    let backups = 0;
+    for await (const _ of listAll(store, `backups/${volume}/`)) backups += 1;
+    if (names.length === 0 && backups === 0) return 0;
+    const repo = await Repository.open(store);
+    await deleteAll(store, names);
+    // Every backup of the volume, named or left by an interrupted snapshot.
+    for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);
+    await this.collect(repo);
+    return names.length;
+  }
+
+  private async dropBackup(repo: Repository, volume: string, backupId: string): Promise<void> {
+    await deleteBackup(repo, volume, backupId).catch((err: unknown) => {
+      if (!isStowageError(err, ErrorCodes.BACKUP_NOT_FOUND)) throw err;
+    });
+    await this.collect(repo);
+  }
+
+  /** Frees chunks; another node's snapshot running right now holds it off until the next delete. */
+  private async collect(repo: Repository): Promise<void> {
+    await gc(repo).catch((err: unknown) => {
+      if (!isStowageError(err, ErrorCodes.BACKUP_LOCKED)) throw err;
+      this.host.log.info(`snapshot space is freed at the next snapshot delete: ${messageOf(err)}`);
+    });
+  }
+
+  private async readName(store: BlobStore, volume: string, name: string): Promise<SnapshotNameRecord> {
+    const key = nameKey(volume, name);
+    let data: Buffer;
+    try {
+      data = await store.get(key);
+    } catch (err) {
+      if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) throw notFound(volume, name);
+      throw err;
+    }
+    const record = parseObject(SnapshotNameRecordSchema, data, `snapshot record ${key}`);
+    if (record.volume !== volume || record.name !== name) {
+      throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `snapshot record ${key} names ${record.volume}/${record.name}`, { volume });
+    }
+    return record;
+  }
+
+  private toRecord(r: SnapshotNameRecord): SnapshotRecord {
+    return { name: r.name, volume: r.volume, createdAt: r.createdAt, details: { backupId: r.backupId } };
+  }
+}

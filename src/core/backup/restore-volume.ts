@@ -1,0 +1,94 @@
+import { readdir, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openTarget } from '../../backup-targets/open-target.js';
+import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { randomHex } from '../random-hex.js';
+import type { CreateResult } from '../volume-types.js';
+import { parseOneBackupUrl } from './backup-url.js';
+import { Repository, restoreTree } from './index.js';
+import { RESTORE_OPTION, type ProgressOptions } from './service-contract.js';
+
+/** What a restore needs of the volume manager: the ordinary operations, so every check applies. */
+export interface RestoreHost {
+  create(name: string, options: Record<string, unknown>): Promise<CreateResult>;
+  mount(name: string, mountId: string): Promise<string>;
+  unmount(name: string, mountId: string): Promise<void>;
+  remove(name: string, request: { retain?: boolean }): Promise<unknown>;
+  log(): Logger;
+}
+
+/**
+ * Splits `-o backup=URL` off create options: undefined when the create is an ordinary one.
+ * Leaves anything that is not a plain object to the option parser, which reports it.
+ */
+export function takeRestoreOption(raw: unknown): { url: string; options: Record<string, unknown> } | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || !Object.hasOwn(raw, RESTORE_OPTION)) return undefined;
+  const { [RESTORE_OPTION]: url, ...options } = raw as Record<string, unknown>;
+  if (typeof url !== 'string') throw new StowageError(ErrorCodes.INVALID_OPTION, `option ${RESTORE_OPTION} must be a backup URL`);
+  return { url, options };
+}
+
+/**
+ * Creates volume `name` and restores the backup at `url` into it: create, mount under an
+ * internal mount id (so cluster protection sees the volume in use and no remove runs under the
+ * restore), restore, unmount. On any failure the new volume is removed again, never retained,
+ * and the error says why (the missing or corrupt chunk, by name).
+ */
+export async function restoreVolume(host: RestoreHost, name: string, url: string, options: Record<string, unknown>, progress: ProgressOptions = {}): Promise<CreateResult> {
+  const source = parseOneBackupUrl(url);
+  if ('adopt' in options) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, `options ${RESTORE_OPTION} and adopt exclude each other: a restore makes a new, empty volume`, { volume: name });
+  }
+  // Before anything is made: a backup that is not there fails the create and changes nothing.
+  const repo = await Repository.open(openTarget(source.target));
+  const record = await repo.readBackupRecord(source.volume, source.backup);
+  const created = await host.create(name, options);
+  if (!created.created) {
+    throw new StowageError(ErrorCodes.VOLUME_EXISTS,
+      `volume ${name} already exists; a restore makes a new volume: choose another name, or remove ${name} first`, { volume: name });
+  }
+  const mountId = `stowage-restore-${randomHex(8)}`;
+  let mounted = false;
+  try {
+    progress.signal?.throwIfAborted();
+    const path = await host.mount(name, mountId);
+    mounted = true;
+    await clearFreshFilesystem(path, name);
+    const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
+    progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });
+    await restoreTree(repo, source.volume, source.backup, path, {
+      onProgress: (p) => progress.onProgress?.({ phase: 'restore', files: p.files, bytes: p.bytes, ...totals }),
+    });
+    mounted = false;
+    await host.unmount(name, mountId);
+    host.log().info(`restored volume ${name} from ${url} (${record.stats.files} files, ${record.stats.bytes} bytes)`);
+    return created;
+  } catch (err) {
+    const undo = await (async () => {
+      if (mounted) await host.unmount(name, mountId);
+      await host.remove(name, { retain: false });
+    })().then(() => undefined, (e: unknown) => e);
+    if (undo !== undefined) host.log().error(`could not remove volume ${name} after its failed restore: ${describeCause(undo)}`);
+    const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
+    throw new StowageError(code,
+      `restoring volume ${name} from ${url} failed: ${messageOf(err)}; ` +
+      (undo === undefined ? 'the volume was removed again' : `removing the half-restored volume failed too (${messageOf(undo)}): remove it before using the name`),
+      { volume: name, cause: err });
+  }
+}
+
+/**
+ * A new filesystem may hold its own entries (ext4's empty lost+found); a restore writes into an
+ * empty directory only, so an empty lost+found goes (the backup brings its own if it had one).
+ */
+async function clearFreshFilesystem(path: string, name: string): Promise<void> {
+  const names = await readdir(path);
+  if (names.length === 1 && names[0] === 'lost+found') {
+    const inside = await readdir(join(path, 'lost+found'));
+    if (inside.length === 0) await rmdir(join(path, 'lost+found'));
+  }
+  if ((await readdir(path)).length > 0) {
+    throw new StowageError(ErrorCodes.DATA_CONFLICT, `the new volume ${name} is not empty (${names.slice(0, 5).join(', ')}); a restore writes into an empty volume only`, { volume: name });
+  }
+}

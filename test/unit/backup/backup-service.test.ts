@@ -1,0 +1,211 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, open as openFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { copyBackup } from '../../../src/core/backup/copy-backup.js';
+import { acquireLock, backupTree, listAll, Repository } from '../../../src/core/backup/index.js';
+import { createStowage, ErrorCodes, type Stowage } from '../../../src/index.js';
+
+const dirs: string[] = [];
+const open: Stowage[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((s) => s.close()));
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'stowage-backup-service-'));
+  dirs.push(dir);
+  return dir;
+}
+
+async function stowageIn(dir: string): Promise<Stowage> {
+  const stowage = await createStowage({ options: { 'vfs.path': join(dir, 'volumes') }, root: join(dir, 'state'), nodeId: 'node-1' });
+  open.push(stowage);
+  return stowage;
+}
+
+/** Writes a small tree into a volume through a mount, as a container would. */
+async function fill(stowage: Stowage, volume: string, big: Buffer): Promise<void> {
+  const path = await stowage.mount(volume, 'writer');
+  await writeFile(join(path, 'big.bin'), big);
+  await mkdir(join(path, 'conf'));
+  await writeFile(join(path, 'conf', 'app.conf'), 'port=5432\n');
+  await chmod(join(path, 'conf', 'app.conf'), 0o640);
+  await stowage.unmount(volume, 'writer');
+}
+
+async function packsIn(repoDir: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const { key } of listAll(new VfsBlobStore(repoDir), 'packs/')) keys.push(key);
+  return keys;
+}
+
+describe('BackupService over vfs (embedding API)', () => {
+  it('backs a volume up through a snapshot, lists, verifies, restores it as a new volume, and deletes the backup', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('pg');
+    const big = randomBytes(3 * 1024 * 1024);
+    await fill(stowage, 'pg', big);
+    const phases = new Set<string>();
+    const first = await stowage.createBackup('pg', { dest, onProgress: (p) => phases.add(p.phase) });
+    expect(first).toMatchObject({ volume: 'pg', backend: 'vfs', state: 'complete', snapshot: expect.stringMatching(/^backup-/) });
+    expect(first.url).toBe(`${dest}?volume=pg&backup=${first.id}`);
+    expect([...phases]).toEqual(['snapshot', 'copy']);
+    // The snapshot taken for the backup is gone again.
+    expect(await stowage.manager.listSnapshots('pg')).toEqual([]);
+    expect(first.stats!.newRawBytes).toBeGreaterThanOrEqual(big.length);
+
+    // A second backup after a small change copies only what changed.
+    const path = await stowage.mount('pg', 'writer');
+    await writeFile(join(path, 'conf', 'app.conf'), 'port=6543\n');
+    await stowage.unmount('pg', 'writer');
+    const second = await stowage.createBackup('pg', { dest: `${dest}?volume=pg`, snapshot: undefined });
+    expect(second.stats!.newRawBytes).toBeLessThan(64 * 1024);
+    expect((await stowage.listBackups(dest)).map((b) => b.id)).toEqual([first.id, second.id]);
+    expect(await stowage.verifyBackup(first.url)).toMatchObject({ url: first.url, files: 2, bytes: expect.any(Number) });
+
+    // Restore the first backup as a new volume: the content is the first one's.
+    const restored = await stowage.restoreVolume('pg-restored', first.url);
+    expect(restored.created).toBe(true);
+    const back = await stowage.mount('pg-restored', 'reader');
+    expect((await readFile(join(back, 'big.bin'))).equals(big)).toBe(true);
+    expect(await readFile(join(back, 'conf', 'app.conf'), 'utf8')).toBe('port=5432\n');
+    expect((await stat(join(back, 'conf', 'app.conf'))).mode & 0o777).toBe(0o640);
+    await stowage.unmount('pg-restored', 'reader');
+    // The restore's own mount is released.
+    expect((await stowage.inspect('pg-restored')).mountCount).toBe(0);
+
+    // The same through create with the backup option, as Docker's create sends it.
+    await stowage.create('pg-again', { backup: second.url });
+    const again = await stowage.mount('pg-again', 'reader');
+    expect(await readFile(join(again, 'conf', 'app.conf'), 'utf8')).toBe('port=6543\n');
+    await stowage.unmount('pg-again', 'reader');
+
+    // Deleting both backups frees every pack.
+    const repoDir = join(dir, 'backups');
+    expect((await packsIn(repoDir)).length).toBeGreaterThan(0);
+    await stowage.deleteBackup(first.url);
+    expect((await stowage.listBackups(dest)).map((b) => b.id)).toEqual([second.id]);
+    await stowage.deleteBackup(second.url);
+    expect(await stowage.listBackups(dest)).toEqual([]);
+    expect(await packsIn(repoDir)).toEqual([]);
+  });
+
+  it('backs up from a named snapshot and keeps it; a backup taken with keepSnapshot keeps its snapshot', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('app');
+    await fill(stowage, 'app', randomBytes(1000));
+    await stowage.manager.createSnapshot('app', 'nightly');
+    const path = await stowage.mount('app', 'writer');
+    await writeFile(join(path, 'conf', 'app.conf'), 'changed after the snapshot');
+    await stowage.unmount('app', 'writer');
+    const detail = await stowage.createBackup('app', { dest, snapshot: 'nightly' });
+    expect(detail.snapshot).toBe('nightly');
+    await stowage.restoreVolume('app-copy', detail.url);
+    expect(await readFile(join(await stowage.mount('app-copy', 'r'), 'conf', 'app.conf'), 'utf8')).toBe('port=5432\n');
+    await stowage.unmount('app-copy', 'r');
+    const kept = await stowage.createBackup('app', { dest, keepSnapshot: true });
+    expect((await stowage.manager.listSnapshots('app')).map((s) => s.name)).toEqual(['nightly', kept.snapshot]);
+  });
+
+  it('lists backups in progress from their live locks', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('db');
+    await fill(stowage, 'db', randomBytes(100));
+    const done = await stowage.createBackup('db', { dest });
+    const store = new VfsBlobStore(join(dir, 'backups'));
+    const lock = await acquireLock(store, { kind: 'shared', purpose: 'backup of db', owner: 'other-host:42', autoRefresh: false });
+    try {
+      const listed = await stowage.listBackups(dest, { volume: 'db' });
+      expect(listed.map((b) => [b.state, b.host])).toEqual([['complete', done.host], ['in-progress', 'other-host']]);
+      expect(listed[1]!.url).toBe(`${dest}?volume=db`);
+      expect(await stowage.listBackups(dest, { volume: 'other' })).toEqual([]);
+    } finally {
+      await lock.release();
+    }
+  });
+
+  it('a restore that meets a corrupt chunk fails naming it and leaves no volume', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('src');
+    await fill(stowage, 'src', randomBytes(2 * 1024 * 1024));
+    const backup = await stowage.createBackup('src', { dest });
+    // Flip bytes in the middle of every pack: some chunk of the file is hit.
+    for (const key of await packsIn(join(dir, 'backups'))) {
+      const file = await openFile(join(dir, 'backups', key), 'r+');
+      const { size } = await file.stat();
+      await file.write(Buffer.alloc(64, 0xff), 0, 64, Math.floor(size / 3));
+      await file.close();
+    }
+    await expect(stowage.restoreVolume('broken', backup.url)).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_CORRUPT,
+      message: expect.stringMatching(/restoring volume broken from .* failed: chunk [0-9a-f]{64} in packs\/.* is corrupt.*the volume was removed again/),
+    });
+    expect((await stowage.list()).map((v) => v.name)).toEqual(['src']);
+    // Nothing of it is left in the store either (the data directory is deleted, not retained).
+    expect((await readdir(join(dir, 'volumes'))).filter((n) => !n.startsWith('.'))).toEqual(['src']);
+  });
+
+  it('a restore of a backup that does not exist, or onto an existing volume, changes nothing', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('here');
+    await fill(stowage, 'here', randomBytes(100));
+    const backup = await stowage.createBackup('here', { dest });
+    const missing = backup.url.replace(/backup=[^&]+/, 'backup=20200101T000000000Z-00000000');
+    await expect(stowage.restoreVolume('nope', missing)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+    await expect(stowage.create('nope', { backup: `vfs://${join(dir, 'elsewhere')}?volume=here&backup=${backup.id}` }))
+      .rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+    await expect(stowage.create('nope', { backup: 'vfs://relative/path' })).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST });
+    await expect(stowage.create('nope', { backup: backup.url, colour: 'blue' })).rejects.toMatchObject({ code: ErrorCodes.INVALID_OPTION });
+    expect((await stowage.list()).map((v) => v.name)).toEqual(['here']);
+    const path = await stowage.mount('here', 'w');
+    await writeFile(join(path, 'conf', 'app.conf'), 'newer');
+    await stowage.unmount('here', 'w');
+    await expect(stowage.restoreVolume('here', backup.url)).rejects.toMatchObject({ code: ErrorCodes.VOLUME_EXISTS });
+    expect(await readFile(join(await stowage.mount('here', 'r'), 'conf', 'app.conf'), 'utf8')).toBe('newer');
+    await stowage.unmount('here', 'r');
+  });
+});
+
+describe('copyBackup', () => {
+  it('copies only the blobs the destination lacks', async () => {
+    const dir = await tempDir();
+    const tree = join(dir, 'tree');
+    await mkdir(tree);
+    await writeFile(join(tree, 'a.bin'), randomBytes(2 * 1024 * 1024));
+    await writeFile(join(tree, 'small.txt'), 'one');
+    const source = await Repository.init(new VfsBlobStore(join(dir, 'source')));
+    const dest = await Repository.init(new VfsBlobStore(join(dir, 'dest')));
+    const one = await backupTree(tree, source, { volume: 'v' });
+    await writeFile(join(tree, 'small.txt'), 'two, a little longer');
+    await writeFile(join(tree, 'b.bin'), randomBytes(300 * 1024));
+    const two = await backupTree(tree, source, { volume: 'v' });
+
+    const first = await copyBackup(source, 'v', one.id, dest, { volume: 'copy' });
+    // Everything the source stored for that backup, and nothing more.
+    expect(first.copiedBytes).toBe(one.stats.newRawBytes);
+    expect(first.copiedBlobs).toBe(one.stats.newBlobs);
+    const second = await copyBackup(source, 'v', two.id, dest, { volume: 'copy' });
+    // Only what the second backup added over the first: the changed file, the new one, the manifest.
+    expect(second.copiedBytes).toBe(two.stats.newRawBytes);
+    expect(second.copiedBytes).toBeLessThan(400 * 1024);
+    // Copying again adds nothing.
+    const third = await copyBackup(source, 'v', two.id, dest, { volume: 'copy' });
+    expect(third.copiedBytes).toBe(0);
+    expect(third.record.manifest).toEqual(two.manifest);
+    expect((await dest.listBackups('copy')).map((r) => r.id)).toEqual([first.record.id, second.record.id, third.record.id]);
+  });
+});
