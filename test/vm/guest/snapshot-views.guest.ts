@@ -33,7 +33,8 @@ async function describeTree(root: string): Promise<Record<string, string>> {
   async function visit(rel: string): Promise<void> {
     const abs = rel === '.' ? root : join(root, rel);
     const st = await lstat(abs, { bigint: true });
-    const meta = `mode=${(st.mode & 0o7777n).toString(8)} owner=${st.uid}:${st.gid} mtime=${st.mtimeNs}`;
+    // Restores set times to the microsecond (libuv's resolution); this kernel's clock stamps whole milliseconds anyway.
+    const meta = `mode=${(st.mode & 0o7777n).toString(8)} owner=${st.uid}:${st.gid} mtime=${st.mtimeNs / 1000n}us`;
     if (st.isDirectory()) {
       out[rel] = `dir ${meta}`;
       for (const name of (await readdir(abs)).sort()) await visit(rel === '.' ? name : `${rel}/${name}`);
