@@ -1,8 +1,9 @@
 /**
  * Snapshots as backup sources on a real kernel: a snapshot of a MOUNTED volume taken right after
  * unsynced writes holds them (the origin's filesystem is frozen around create_snap), openSnapshot
- * mounts it read-only, backups read it (the second one incremental), and restores into new dm
- * volumes and into a vfs volume match it in content, modes, owners, times, symlinks, hardlinks.
+ * mounts it read-only, backups read it (the second one incremental, by the library and through the
+ * backup service), and restores into new dm volumes and vfs volumes match it in content, modes,
+ * owners, times, symlinks, hardlinks.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as realFs from 'node:fs/promises';
@@ -18,6 +19,7 @@ import { parseProcMounts } from '../../../src/core/proc-mounts.js';
 import { VfsBackend, parseVfsOptions } from '../../../src/backends/vfs/index.js';
 import { memoryLogger } from '../../helpers/memory-logger.js';
 import { ExecaCommandRunner } from '../../../src/core/command-runner.js';
+import { createStowage } from '../../../src/drivers/api/create-stowage.js';
 import { destroyPool, makeBackend, makePoolFiles, sh, type PoolFixture } from './dm-harness.js';
 
 const request = (name: string) => createRequest(name, {}, { createdAt: new Date().toISOString(), createdBy: 'vm-node' });
@@ -76,7 +78,7 @@ afterEach(async () => {
 });
 
 describe('devicemapper snapshots as backup sources on a real kernel', () => {
-  it('a snapshot of a mounted volume holds its unsynced writes; backups from openSnapshot restore into dm and vfs volumes alike', async () => {
+  it('a snapshot of a mounted volume holds its unsynced writes; backups read it from openSnapshot, the second one incrementally', async () => {
     fx = await makePoolFiles({ dataMiB: 512, volumeSize: '48M' });
     let backend = makeBackend(fx);
     await backend.init();
@@ -125,11 +127,8 @@ describe('devicemapper snapshots as backup sources on a real kernel', () => {
     const vfs = new VfsBackend({ nodeId: 'vm-node', root: join(fx.dir, 'vfs-root'), fs: realFs, runner: new ExecaCommandRunner(), log: memoryLogger() },
       parseVfsOptions({ 'vfs.path': join(fx.dir, 'vfs-store') }, join(fx.dir, 'vfs-root')));
     await vfs.init();
+    // Into new dm volumes: the next test, through the backup service.
     for (const [record, expected, suffix] of [[first, expected1, '1'], [second, expected2, '2']] as const) {
-      await backend.create(request(`dm-restored-${suffix}`));
-      const dmTarget = await backend.attach(`dm-restored-${suffix}`);
-      await restoreTree(repo, 'data', record.id, dmTarget);
-      expect(await describeTree(dmTarget)).toEqual(expected);
       await vfs.create(request(`vfs-restored-${suffix}`));
       const vfsTarget = await vfs.attach(`vfs-restored-${suffix}`);
       await restoreTree(repo, 'data', record.id, vfsTarget);
@@ -148,6 +147,40 @@ describe('devicemapper snapshots as backup sources on a real kernel', () => {
     expect(await sh('dmsetup', ['ls'])).not.toContain(thinDevice.replace('/dev/mapper/', ''));
     await backend.snapshots.deleteSnapshot('data', 's2');
     expect(await describeTree(await backend.attach('data'))).toEqual(expected2);
+  });
+
+  it('through the backup service: two backups of a mounted dm volume into vfs://, each restored into a new dm volume and a vfs volume', async () => {
+    fx = await makePoolFiles({ dataMiB: 512, volumeSize: '48M' });
+    const dm = await createStowage({ backend: 'devicemapper', options: fx.options, root: fx.root, nodeId: 'vm-node' });
+    const vfs = await createStowage({ backend: 'vfs', options: { 'vfs.path': join(fx.dir, 'vfs-store') }, root: join(fx.dir, 'vfs-root'), nodeId: 'vm-node' });
+    try {
+      await dm.create('svc');
+      const live = await dm.mount('svc', 'writer');
+      await writeUnsynced(live);
+      const expected1 = await describeTree(live);
+      const dest = `vfs://${join(fx.dir, 'backups')}`;
+      const first = await dm.createBackup('svc', { dest });
+      await writeFile(join(live, 'docs', 'f7.txt'), 'changed between the backups');
+      const expected2 = await describeTree(live);
+      const second = await dm.createBackup('svc', { dest });
+      expect(second.parent).toBe(first.id);
+      expect(second.stats).toMatchObject({ files: first.stats!.files, filesRead: 1 });
+      expect(second).toMatchObject({ backend: 'devicemapper', state: 'complete' });
+      // Each backup took its own snapshot and deleted it after; nothing stays mounted.
+      expect(await dm.manager.listSnapshots('svc')).toEqual([]);
+      expect(await mountsUnder(join(fx.root, 'devicemapper', 'snapshots'))).toEqual([]);
+      for (const [backup, expected, suffix] of [[first, expected1, '1'], [second, expected2, '2']] as const) {
+        await dm.restoreVolume(`dm-restored-${suffix}`, backup.url);
+        expect(await describeTree(await dm.mount(`dm-restored-${suffix}`, 'check'))).toEqual(expected);
+        await dm.unmount(`dm-restored-${suffix}`, 'check');
+        await vfs.restoreVolume(`vfs-restored-${suffix}`, backup.url);
+        expect(await describeTree(await vfs.mount(`vfs-restored-${suffix}`, 'check'))).toEqual(expected);
+        await vfs.unmount(`vfs-restored-${suffix}`, 'check');
+      }
+    } finally {
+      await dm.close();
+      await vfs.close();
+    }
   });
 
   it('an xfs volume: a snapshot of it mounted (same UUID) opens read-only without log recovery and holds its unsynced writes', async () => {
