@@ -1,4 +1,7 @@
+import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { BlobStore } from '../core/backup/index.js';
+import { ErrorCodes, StowageError } from '../core/errors.js';
 import type { BackupTarget } from '../core/backup/backup-url.js';
 import { VfsBlobStore } from './vfs/vfs-blob-store.js';
 
@@ -10,5 +13,22 @@ export function openTarget(target: BackupTarget): BlobStore {
   switch (target.scheme) {
     case 'vfs':
       return new VfsBlobStore(target.path);
+  }
+}
+
+/**
+ * Checks that a repository can be made at `target` before a backup starts: a vfs repository's
+ * directory is created on first write, but its parent must exist (no mkdir -p of a typo).
+ */
+export async function assertTargetReachable(target: BackupTarget): Promise<void> {
+  switch (target.scheme) {
+    case 'vfs': {
+      const parent = dirname(target.path);
+      const found = await stat(parent).catch(() => undefined);
+      if (!found?.isDirectory()) {
+        throw new StowageError(ErrorCodes.INVALID_REQUEST,
+          `cannot keep a backup repository at ${target.path}: ${parent} does not exist or is not a directory (is the backup filesystem mounted?)`);
+      }
+    }
   }
 }

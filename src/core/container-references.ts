@@ -25,6 +25,12 @@ export interface ContainerReferences {
   readonly configured: boolean;
   /** Never rejects: an engine that cannot be asked is reported as `reachable: false` with the reason. */
   scan(): Promise<ContainerScan>;
+  /**
+   * Pauses a running container (its processes are frozen until unpause), for a consistent
+   * snapshot; absent where the engine cannot.
+   */
+  pause?(id: string): Promise<void>;
+  unpause?(id: string): Promise<void>;
   /** Calls `listener` whenever a container changes (created, started, stopped, removed). */
   onEvent(listener: () => void): void;
   /** Stops watching; no listener is called afterwards. */

@@ -301,12 +301,54 @@ export class VolumeManager {
     return this.backend.snapshots;
   }
 
-  /** Snapshot names follow the volume name rules; operations queue behind the volume's others. */
-  async createSnapshot(volume: string, snapshot: string): Promise<SnapshotRecord> {
+  /**
+   * Snapshot names follow the volume name rules; operations queue behind the volume's others
+   * (so no container on this node mounts the volume while a snapshot is taken). `consistent`:
+   * the running containers of this node that use the volume are paused while the snapshot is
+   * taken; refused while another node uses the volume (its containers cannot be paused from
+   * here) unless `force`, and while this node mounts it with no engine to pause containers.
+   */
+  async createSnapshot(volume: string, snapshot: string, options: { consistent?: boolean; force?: boolean } = {}): Promise<SnapshotRecord> {
     validateVolumeName(volume);
     validateVolumeName(snapshot);
     const support = this.snapshotSupport(volume);
-    return this.locks.run(volume, () => support.createSnapshot(volume, snapshot));
+    const take = () => support.createSnapshot(volume, snapshot);
+    return this.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, take) : take()));
+  }
+
+  private async withContainersPaused<T>(volume: string, force: boolean, task: () => Promise<T>): Promise<T> {
+    const elsewhere = await this.cluster.usesElsewhere(volume);
+    if (elsewhere.length > 0 && !force) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `a consistent snapshot of volume ${volume} pauses the containers that use it, and only this node's can be paused; ` +
+        `it is also used on ${elsewhere.join('; ')}. Stop those containers first, or force the snapshot (their writes may then land during it)`,
+        { volume });
+    }
+    if (!this.engine.configured || !this.engine.pause || !this.engine.unpause) {
+      if (this.mounts.count(volume) === 0) return task();
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${volume} is mounted on node ${this.config.nodeId}, and no container engine is configured to pause its containers for a consistent snapshot`,
+        { volume, node: this.config.nodeId });
+    }
+    const scan = await this.engine.scan();
+    if (!scan.reachable) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `a consistent snapshot of volume ${volume} pauses its containers, but the container engine cannot be asked: ${scan.error ?? 'unreachable'}`, { volume });
+    }
+    const paused: string[] = [];
+    try {
+      for (const container of (scan.byVolume[volume] ?? []).filter((c) => c.state === 'running')) {
+        await this.engine.pause(container.id);
+        paused.push(container.id);
+      }
+      if (paused.length > 0) this.log.info(`paused ${paused.length} container(s) using ${volume} for a consistent snapshot`);
+      return await task();
+    } finally {
+      for (const id of paused) {
+        await this.engine.unpause(id).catch((err: unknown) =>
+          this.log.error(`could not unpause container ${id.slice(0, 12)} after the snapshot of ${volume}; unpause it by hand: ${describeCause(err)}`));
+      }
+    }
   }
 
   async listSnapshots(volume: string): Promise<SnapshotRecord[]> {

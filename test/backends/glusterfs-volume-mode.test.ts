@@ -67,6 +67,30 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     }
   });
 
+  it('reads a snapshot through a mount of its own, unmounted after, leaving a container\'s mount alone', async () => {
+    await a.create(request('snapped'));
+    const path = await a.attach('snapped');
+    await realFs.writeFile(join(path, 'data'), 'in use');
+    const snapshot = await a.snapshots.createSnapshot('snapped', 'one');
+    expect(snapshot).toMatchObject({ name: 'one', volume: 'snapped' });
+    // The containers' mount stays, the snapshot's is gone.
+    expect(await glusterMountsUnder(rootA)).toEqual([join(rootA, 'glusterfs', 'mnt', 'stowage-snapped'), join(rootA, 'glusterfs', 'mnt', 'vstate')]);
+    expect(await realFs.readFile(join(path, 'data'), 'utf8')).toBe('in use');
+    await a.detach('snapped');
+    // Unmounted, it is mounted for the snapshot only.
+    await a.snapshots.createSnapshot('snapped', 'two');
+    expect(await glusterMountsUnder(rootA)).toEqual([join(rootA, 'glusterfs', 'mnt', 'vstate')]);
+    const repository = join(rootA, 'glusterfs', 'mnt', 'vstate', '.stowage', 'snapshots');
+    expect(await realFs.readdir(join(repository, 'snapshots', 'snapped'))).toEqual(['one', 'two']);
+    // Its snapshots go with the volume.
+    await a.remove('snapped', { retain: false });
+    await a.settle();
+    // The store deletes objects, and may leave their directories empty.
+    const objects = (dir: string) => realFs.readdir(join(repository, dir)).catch(() => [] as string[]);
+    expect(await objects('snapshots/snapped')).toEqual([]);
+    expect(await objects('backups/snapped')).toEqual([]);
+  });
+
   it('retain deletes the gluster volume but keeps its bricks, and says where the data is', async () => {
     await a.create(request('kept'));
     await realFs.writeFile(join(await a.attach('kept'), 'data'), 'still here');

@@ -112,6 +112,21 @@ describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
     };
   });
 
+  describeSnapshotConformance('glusterfs, volume mode', async () => {
+    const prefix = `cv${++seq}-`;
+    const bricks = await gd.tempDir('bricks-');
+    const { backend, root } = await volumeMode(bricks, prefix);
+    return {
+      backend, fs: realFs,
+      cleanup: async () => {
+        // The state pool serves every test: its snapshot repository goes with each test's volumes.
+        await realFs.rm(join(root, 'glusterfs', 'mnt', statePool!, '.stowage', 'snapshots'), { recursive: true, force: true });
+        await unmountUnder(root);
+        await deleteVolumes(gd, prefix);
+      },
+    };
+  });
+
   describeSharedStoreConformance('glusterfs, volume mode, two nodes', async () => {
     const prefix = `cv${++seq}-`;
     const bricks = await gd.tempDir('bricks-');

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
 import type {
   Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
 } from '../../core/backend.js';
@@ -48,6 +49,11 @@ export class GlusterVolumeBackend implements Backend {
   private readonly background: BackgroundWork;
   private queuedSweep?: Promise<void>;
   private readonly warned = new Set<string>();
+  /**
+   * Snapshots are backups into a repository in the state pool (`.stowage/snapshots`), each read
+   * through a mount of its own under `.snapshots/`, so a container's mount is never touched.
+   */
+  readonly snapshots: RepositorySnapshots;
 
   constructor(
     private readonly ctx: BackendContext,
@@ -63,6 +69,13 @@ export class GlusterVolumeBackend implements Backend {
       scope: 'global', clusterStateDir: this.clusterStateDir, sizeLimit: options.quota ? 'enforced' : 'recorded',
       createOptions: ['replica', 'disperse'],
     };
+    this.snapshots = new RepositorySnapshots({
+      backend: 'glusterfs',
+      repositoryDir: () => this.snapshotRepositoryDir(),
+      dataPath: (volume) => this.snapshotMount(volume),
+      releaseDataPath: async (volume) => this.mounter.unmount(this.snapshotTarget(glusterNameOf(this.options.volumePrefix, volume))),
+      log: ctx.log,
+    });
     this.cleaner = new BrickCleaner(ctx.fs, ctx.runner, cli, ctx.log, {
       roots: options.brickRoots, prefix: options.volumePrefix, timeoutMs: options.timeoutMs, nodeId: ctx.nodeId,
     }, statePool.mountpoint, () => this.localPeerId());
@@ -156,6 +169,31 @@ export class GlusterVolumeBackend implements Backend {
 
   private target(glusterName: string): string {
     return join(this.mountRoot, glusterName);
+  }
+
+  /** Where a snapshot reads a volume: beside the containers' mounts, never one of them (pool names start with no dot). */
+  private snapshotTarget(glusterName: string): string {
+    return join(this.mountRoot, '.snapshots', glusterName);
+  }
+
+  private async snapshotRepositoryDir(): Promise<string> {
+    await this.statePool.ensure();
+    const dir = join(this.statePool.mountpoint, '.stowage', 'snapshots');
+    await this.ctx.fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const stat = await this.ctx.fs.lstat(dir);
+    if (!stat.isDirectory()) throw new StowageError(ErrorCodes.STATE_CORRUPT, `${dir} in the state pool is not a directory; move it away`);
+    return dir;
+  }
+
+  private async snapshotMount(name: string): Promise<string> {
+    const { gluster, volume, ownership } = await this.lookup(name);
+    if (!volume || ownership.kind !== 'ours') throw notOurs(ownership, gluster, name, this.deployment(), 'snapshot');
+    if (!volume.started) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `gluster volume ${gluster} of volume ${name} is not started; start it to snapshot it`, { volume: name });
+    }
+    const target = this.snapshotTarget(gluster);
+    await this.mounter.ensure({ volume: gluster, target, forVolume: name });
+    return target;
   }
 
   /** The gluster volume of a stowage volume and what it is to this deployment; names too long to map cannot exist. */
@@ -286,6 +324,10 @@ export class GlusterVolumeBackend implements Backend {
     const { gluster, volume, ownership } = await this.lookup(name);
     if (ownership.kind === 'foreign' || ownership.kind === 'unclaimed') throw notOurs(ownership, gluster, name, this.deployment(), 'stop or delete');
     if (!volume || ownership.kind !== 'ours') return {};
+    // A volume's snapshots go with it, also when its data is retained (as for vfs and devicemapper).
+    request.lease?.assertHeld(`deleting the snapshots of volume ${name}`); // lease check
+    const snapshots = await this.snapshots.deleteAll(name);
+    if (snapshots > 0) this.ctx.log.info(`deleted the ${snapshots} snapshot(s) of volume ${name} with it`);
     const record = ownership.record;
     const kept = await this.destroy(gluster, name, request.retain, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
     return kept === undefined ? {} : { retainedAt: kept };

@@ -1,5 +1,5 @@
 import { inject, injectable } from 'inversify';
-import { openTarget } from '../../backup-targets/open-target.js';
+import { assertTargetReachable, openTarget } from '../../backup-targets/open-target.js';
 import type { Backend, SnapshotSource, SnapshotSupport } from '../backend.js';
 import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -43,21 +43,31 @@ export class CoreBackupService implements BackupService {
     return support as SnapshotSupport & Required<Pick<SnapshotSupport, 'openSnapshot'>>;
   }
 
-  async createBackup(volume: string, options: ProgressOptions & { dest: string; snapshot?: string; keepSnapshot?: boolean }): Promise<BackupDetail> {
+  async createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail> {
     validateVolumeName(volume);
     const dest = parseRepositoryUrl(options.dest, 'the backup destination');
     if (dest.volume !== undefined && dest.volume !== volume) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `the destination ${options.dest} names volume ${dest.volume}, not ${volume}`, { volume });
     }
     if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
+    if (options.snapshot !== undefined && options.consistent) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
+    }
     const support = this.snapshotSupport(volume);
     await this.manager.get(volume);
-    const report = (progress: JobProgress) => options.onProgress?.(progress);
+    // Before a snapshot is taken for nothing.
+    await assertTargetReachable(dest.target);
+    // An aborted signal stops the work at its next progress report: the library then fails the
+    // step (a backup or copy writes no record, its packs go at the next gc).
+    const report = (progress: JobProgress) => {
+      options.signal?.throwIfAborted();
+      options.onProgress?.(progress);
+    };
     const taken = options.snapshot === undefined;
     const snapshot = options.snapshot ?? `backup-${new Date().toISOString().replace(/[-:]/g, '').replace('.', '')}-${randomHex(4)}`;
     if (taken) {
       report({ phase: 'snapshot', files: 0, bytes: 0 });
-      await this.manager.createSnapshot(volume, snapshot);
+      await this.manager.createSnapshot(volume, snapshot, { consistent: options.consistent, force: options.force });
     }
     try {
       options.signal?.throwIfAborted();
@@ -130,6 +140,7 @@ export class CoreBackupService implements BackupService {
   async deleteBackup(url: string, options: ProgressOptions = {}): Promise<void> {
     const { target, volume, backup } = parseOneBackupUrl(url);
     const repo = await Repository.open(openTarget(target));
+    options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
     await deleteBackup(repo, volume, backup);
     options.onProgress?.({ phase: 'gc', files: 0, bytes: 0 });
@@ -146,7 +157,10 @@ export class CoreBackupService implements BackupService {
     const record = await repo.readBackupRecord(volume, backup);
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     const result = await verifyBackup(repo, volume, backup, {
-      onProgress: (p) => options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes, ...totals }),
+      onProgress: (p) => {
+        options.signal?.throwIfAborted();
+        options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes, ...totals });
+      },
     });
     return { url, ...result };
   }

@@ -27,6 +27,8 @@ export interface SnapshotHost {
   repositoryDir(): Promise<string>;
   /** The live data directory of a registered volume; E_VOLUME_NOT_FOUND otherwise. */
   dataPath(volume: string): Promise<string>;
+  /** Called once the snapshot has read `dataPath`'s directory (a backend that mounted it for the read unmounts it). */
+  releaseDataPath?(volume: string): Promise<void>;
   log: Logger;
 }
 
@@ -58,9 +60,16 @@ export class RepositorySnapshots implements SnapshotSupport {
     if (await store.head(nameKey(volume, snapshot))) {
       throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
     }
-    const repo = await Repository.openOrInit(store);
-    // The volume's latest snapshot is the parent: unchanged files are not read again.
-    const backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend } });
+    let backup: Awaited<ReturnType<typeof backupTree>>;
+    try {
+      const repo = await Repository.openOrInit(store);
+      // The volume's latest snapshot is the parent: unchanged files are not read again.
+      backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend } });
+    } finally {
+      await this.host.releaseDataPath?.(volume).catch((err: unknown) =>
+        this.host.log.warn(`after the snapshot ${snapshot} of ${volume}: ${messageOf(err)}`));
+    }
+    const repo = await Repository.open(store);
     const record: SnapshotNameRecord = { format: 1, name: snapshot, volume, createdAt: backup.startedAt, backupId: backup.id };
     if (!(await store.put(nameKey(volume, snapshot), Buffer.from(JSON.stringify(record))))) {
       // Another node took the name meanwhile: ours goes again.

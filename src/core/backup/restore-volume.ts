@@ -58,7 +58,11 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });
     await restoreTree(repo, source.volume, source.backup, path, {
-      onProgress: (p) => progress.onProgress?.({ phase: 'restore', files: p.files, bytes: p.bytes, ...totals }),
+      onProgress: (p) => {
+        // Aborting fails the restore here; the volume is then removed like any failed restore.
+        progress.signal?.throwIfAborted();
+        progress.onProgress?.({ phase: 'restore', files: p.files, bytes: p.bytes, ...totals });
+      },
     });
     mounted = false;
     await host.unmount(name, mountId);

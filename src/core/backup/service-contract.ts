@@ -65,7 +65,13 @@ export interface BackupService {
    * snapshot first (and deletes it afterwards unless `keepSnapshot`), so the backup is what the
    * volume held at one moment as far as the backend can promise.
    */
-  createBackup(volume: string, options: ProgressOptions & { dest: string; snapshot?: string; keepSnapshot?: boolean }): Promise<BackupDetail>;
+  createBackup(volume: string, options: ProgressOptions & {
+    dest: string; snapshot?: string; keepSnapshot?: boolean;
+    /** For a snapshot taken here: pause this node's containers using the volume meanwhile (see VolumeManager.createSnapshot). */
+    consistent?: boolean;
+    /** With `consistent`: take it although other nodes use the volume. */
+    force?: boolean;
+  }): Promise<BackupDetail>;
   /** Complete backups and, from live locks, those in progress; oldest first. */
   listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
   inspectBackup(url: string): Promise<BackupDetail>;

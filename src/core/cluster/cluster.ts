@@ -46,6 +46,8 @@ export interface Cluster {
   withLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T>;
   /** Throws E_VOLUME_IN_USE naming nodes and containers that still reference the volume. */
   assertRemovable(name: string, options: { force: boolean }): Promise<void>;
+  /** How other nodes use the volume now (mounts, containers), one line per node; empty when none does. */
+  usesElsewhere(name: string): Promise<string[]>;
   /** Status entries about the volume's use across nodes, from the last refresh (cheap). */
   usage(name: string): Record<string, string>;
   /** Local mounts changed: publish soon. */
@@ -67,6 +69,9 @@ export class LocalCluster implements Cluster {
     return task(LOCAL_LEASE);
   }
   async assertRemovable(): Promise<void> {}
+  async usesElsewhere(): Promise<string[]> {
+    return [];
+  }
   usage(): Record<string, string> {
     return {};
   }

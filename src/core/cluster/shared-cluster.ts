@@ -244,6 +244,16 @@ export class SharedCluster implements Cluster {
     }
   }
 
+  async usesElsewhere(name: string): Promise<string[]> {
+    const uses: string[] = [];
+    for (const node of await this.refresh()) {
+      if (node.record.nodeId === this.nodeId) continue;
+      const use = describeUse(node.record, name);
+      if (use) uses.push(`${node.record.nodeId}${node.stale ? ` (last heartbeat ${seconds(node.heartbeatAgeMs)} ago)` : ''}: ${use}`);
+    }
+    return uses;
+  }
+
   usage(name: string): Record<string, string> {
     const users: string[] = [];
     let mounts = 0;

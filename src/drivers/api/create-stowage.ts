@@ -48,7 +48,7 @@ export interface Stowage {
    * Backs `volume` up into the repository at `options.dest` (e.g. `vfs:///srv/backups`), from
    * `options.snapshot` or from a snapshot taken for it (kept with `keepSnapshot`).
    */
-  createBackup(volume: string, options: ProgressOptions & { dest: string; snapshot?: string; keepSnapshot?: boolean }): Promise<BackupDetail>;
+  createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail>;
   /** Backups in a repository (and volume, by option or in the URL), oldest first; in-progress ones last. */
   listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
   inspectBackup(url: string): Promise<BackupDetail>;

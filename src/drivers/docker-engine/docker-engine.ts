@@ -133,6 +133,33 @@ export class DockerEngine implements ContainerReferences {
     }
   }
 
+  pause(id: string): Promise<void> {
+    return this.post(`/containers/${encodeURIComponent(id)}/pause`);
+  }
+
+  unpause(id: string): Promise<void> {
+    return this.post(`/containers/${encodeURIComponent(id)}/unpause`);
+  }
+
+  /** A POST without a body that the engine answers 204 (No Content) on success. */
+  private post(path: string, timeoutMs = 30_000): Promise<void> {
+    const socket = this.socket;
+    if (!socket) return Promise.reject(new Error('no Docker engine is configured (--docker-host)'));
+    return new Promise<void>((resolve, reject) => {
+      const req = request({ socketPath: socket, path, method: 'POST', timeout: timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          if (res.statusCode === 204 || res.statusCode === 200) resolve();
+          else reject(new Error(`Docker engine answered HTTP ${res.statusCode} for POST ${path}: ${Buffer.concat(chunks).toString('utf8').slice(0, 300).trim()}`));
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`Docker engine at ${socket} did not answer within ${timeoutMs / 1000} s`)));
+      req.on('error', (err) => reject(new Error(`cannot reach the Docker engine at ${socket}: ${err.message}`)));
+      req.end();
+    });
+  }
+
   getJson(path: string, timeoutMs = 5_000): Promise<unknown> {
     const socket = this.socket;
     if (!socket) return Promise.reject(new Error('no Docker engine is configured (--docker-host)'));

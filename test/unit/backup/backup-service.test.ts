@@ -164,6 +164,10 @@ describe('BackupService over vfs (embedding API)', () => {
     await stowage.create('here');
     await fill(stowage, 'here', randomBytes(100));
     const backup = await stowage.createBackup('here', { dest });
+    await expect(stowage.createBackup('here', { dest: `vfs://${join(dir, 'no-such-dir', 'backups')}` })).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_REQUEST, message: expect.stringMatching(/no-such-dir does not exist/),
+    });
+    expect(await stowage.manager.listSnapshots('here')).toEqual([]);
     const missing = backup.url.replace(/backup=[^&]+/, 'backup=20200101T000000000Z-00000000');
     await expect(stowage.restoreVolume('nope', missing)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
     await expect(stowage.create('nope', { backup: `vfs://${join(dir, 'elsewhere')}?volume=here&backup=${backup.id}` }))
@@ -177,6 +181,30 @@ describe('BackupService over vfs (embedding API)', () => {
     await expect(stowage.restoreVolume('here', backup.url)).rejects.toMatchObject({ code: ErrorCodes.VOLUME_EXISTS });
     expect(await readFile(join(await stowage.mount('here', 'r'), 'conf', 'app.conf'), 'utf8')).toBe('newer');
     await stowage.unmount('here', 'r');
+  });
+});
+
+describe('cancelling', () => {
+  it('an aborted backup writes no record and drops its snapshot; an aborted restore leaves no volume', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('big');
+    await fill(stowage, 'big', randomBytes(4 * 1024 * 1024));
+    const reason = new Error('stop now');
+    const first = new AbortController();
+    await expect(stowage.createBackup('big', {
+      dest, signal: first.signal, onProgress: (p) => { if (p.phase === 'copy') first.abort(reason); },
+    })).rejects.toBe(reason);
+    expect(await stowage.manager.listSnapshots('big')).toEqual([]);
+    expect(await stowage.listBackups(dest)).toEqual([]);
+
+    const done = await stowage.createBackup('big', { dest });
+    const second = new AbortController();
+    await expect(stowage.restoreVolume('half', done.url, {
+      signal: second.signal, onProgress: (p) => { if (p.bytes > 0) second.abort(reason); },
+    })).rejects.toMatchObject({ message: expect.stringMatching(/restoring volume half .* failed: stop now; the volume was removed again/) });
+    expect((await stowage.list()).map((v) => v.name)).toEqual(['big']);
   });
 });
 
