@@ -22,6 +22,8 @@ import { ExecaCommandRunner } from '../../../src/core/command-runner.js';
 import { createStowage } from '../../../src/drivers/api/create-stowage.js';
 import { destroyPool, makeBackend, makePoolFiles, sh, type PoolFixture } from './dm-harness.js';
 
+/** Each test makes a pool, filesystems and backups under emulation: minutes on a busy machine. */
+const SLOW = 600_000;
 const request = (name: string) => createRequest(name, {}, { createdAt: new Date().toISOString(), createdBy: 'vm-node' });
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -55,8 +57,8 @@ async function describeTree(root: string): Promise<Record<string, string>> {
 /** A varied tree written through the filesystem and never synced: it sits in the page cache. */
 async function writeUnsynced(dir: string): Promise<void> {
   await mkdir(join(dir, 'docs'));
-  for (let i = 0; i < 120; i += 1) await writeFile(join(dir, 'docs', `f${i}.txt`), `file ${i}\n`.repeat(1 + (i % 50)));
-  await writeFile(join(dir, 'big.bin'), randomBytes(3 * 1024 * 1024));
+  for (let i = 0; i < 60; i += 1) await writeFile(join(dir, 'docs', `f${i}.txt`), `file ${i}\n`.repeat(1 + (i % 40)));
+  await writeFile(join(dir, 'big.bin'), randomBytes(1024 * 1024));
   await mkdir(join(dir, 'sub', 'deep'), { recursive: true });
   await writeFile(join(dir, 'sub', 'deep', 'x'), 'deep');
   await symlink('docs/f1.txt', join(dir, 'link'));
@@ -147,7 +149,7 @@ describe('devicemapper snapshots as backup sources on a real kernel', () => {
     expect(await sh('dmsetup', ['ls'])).not.toContain(thinDevice.replace('/dev/mapper/', ''));
     await backend.snapshots.deleteSnapshot('data', 's2');
     expect(await describeTree(await backend.attach('data'))).toEqual(expected2);
-  });
+  }, SLOW);
 
   it('through the backup service: two backups of a mounted dm volume into vfs://, each restored into a new dm volume and a vfs volume', async () => {
     fx = await makePoolFiles({ dataMiB: 512, volumeSize: '48M' });
@@ -181,7 +183,7 @@ describe('devicemapper snapshots as backup sources on a real kernel', () => {
       await dm.close();
       await vfs.close();
     }
-  });
+  }, SLOW);
 
   it('an xfs volume: a snapshot of it mounted (same UUID) opens read-only without log recovery and holds its unsynced writes', async () => {
     fx = await makePoolFiles({ dataMiB: 768, volumeSize: '300M' });
@@ -202,5 +204,5 @@ describe('devicemapper snapshots as backup sources on a real kernel', () => {
     }
     await backend.snapshots.deleteSnapshot('xdata', 'snap');
     await expect(lstat(view.path)).rejects.toMatchObject({ code: 'ENOENT' });
-  });
+  }, SLOW);
 });
