@@ -5,15 +5,20 @@
  * across nodes. Prints a table per section and a summary of every target with PASS/MISS, and
  * writes the numbers to .bench/results.json.
  *
+ * Section 5 is the backup library against tar (bench/backup.ts).
+ *
  * Exits 0 when every section ran (missed targets included), 1 when the bench could not run.
  * Knobs (environment): BENCH_LIFECYCLE_N, BENCH_LIFECYCLE_ROUNDS, BENCH_CLI_N, BENCH_CLI_ROUNDS,
  * BENCH_CLI_CONCURRENCY, BENCH_SOCKET_SEQ_N, BENCH_SOCKET_N, BENCH_SOCKET_CONCURRENCY, BENCH_SOCKET_MOUNT_BATCH,
- * BENCH_SCALE_N, BENCH_TIMEOUT_S, and BENCH_SECTIONS (e.g. "2,3"; section 3 includes 4).
+ * BENCH_SCALE_N, BENCH_TIMEOUT_S, BENCH_BACKUP_* (see bench/backup.ts), and BENCH_SECTIONS (e.g.
+ * "2,3"; section 3 includes 4). Section names or numbers as arguments (`npm run bench -- backup`)
+ * take the place of BENCH_SECTIONS.
  */
 import { execFile } from 'node:child_process';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { backupBench, backupBenchOptions } from './backup.js';
 import { assertCliBuilt, REPO_ROOT } from '../test/helpers/daemon-process.js';
 import { checkDocker } from '../test/helpers/requirements.js';
 import { cleanupAll } from './cleanup.js';
@@ -53,8 +58,21 @@ const config = {
     coldStarts: 3,
   },
   timeoutS: envInt('BENCH_TIMEOUT_S', 1800),
-  sections: (process.env.BENCH_SECTIONS ?? '1,2,3').split(',').map((s) => s.trim()),
+  backup: backupBenchOptions(),
+  sections: sectionsWanted(),
 };
+
+/** Sections from the arguments (numbers or names), else BENCH_SECTIONS, else all. */
+function sectionsWanted(): string[] {
+  const names: Record<string, string> = { lifecycle: '1', socket: '2', scale: '3', freshness: '4', backup: '5' };
+  const args = process.argv.slice(2);
+  const wanted = args.length > 0 ? args : (process.env.BENCH_SECTIONS ?? '1,2,3,5').split(',');
+  return wanted.map((s) => s.trim()).map((s) => {
+    const id = names[s] ?? s;
+    if (!/^[1-5]$/.test(id)) throw new Error(`unknown bench section ${JSON.stringify(s)} (1-5 or ${Object.keys(names).join(', ')})`);
+    return id;
+  });
+}
 
 async function versionOf(file: string, args: string[]): Promise<string> {
   try {
@@ -110,6 +128,10 @@ async function runSections(sections: Section[]): Promise<void> {
   if (config.sections.includes('3') || config.sections.includes('4')) {
     progress(`sections 3 and 4: ${config.scale.volumes} volumes`);
     show(await atScale(config.scale, progress));
+  }
+  if (config.sections.includes('5')) {
+    progress('section 5: backups');
+    show([await backupBench(config.backup, progress)]);
   }
 }
 

@@ -13,6 +13,7 @@ import { SharedClock, type Clock } from './core/clock.js';
 import { DEFAULT_CLUSTER_SETTINGS, LocalCluster, type Cluster, type ClusterSettings } from './core/cluster/cluster.js';
 import { SharedCluster } from './core/cluster/shared-cluster.js';
 import { TOKENS } from './core/tokens.js';
+import { RestoreJournal } from './core/backup/restore-journal.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
 import { CoreBackupService } from './core/backup/backup-service.js';
 import type { BackupService } from './core/backup/service-contract.js';
@@ -86,6 +87,7 @@ function coreModule(config: StowageConfig): ContainerModule {
         ctx.get<SharedClock>(TOKENS.Clock), settings, ctx.get<Logger>(TOKENS.Logger),
         ctx.get<ContainerReferences>(TOKENS.ContainerReferences));
     });
+    bind<RestoreJournal>(TOKENS.RestoreJournal).toDynamicValue((ctx) => new RestoreJournal(ctx.get<FsPort>(TOKENS.Fs), config.root));
     bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
     bind<BackupService>(TOKENS.BackupService).to(CoreBackupService);
   });

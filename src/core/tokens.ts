@@ -14,4 +14,6 @@ export const TOKENS = {
   VolumeManager: Symbol.for('stowage.VolumeManager'),
   /** The BackupService (backup/service-contract.ts) over the VolumeManager. */
   BackupService: Symbol.for('stowage.BackupService'),
+  /** The RestoreJournal (backup/restore-journal.ts): restores in progress on this node. */
+  RestoreJournal: Symbol.for('stowage.RestoreJournal'),
 } as const;

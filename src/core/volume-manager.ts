@@ -1,4 +1,4 @@
-import { inject, injectable } from 'inversify';
+import { inject, injectable, optional } from 'inversify';
 import type { Backend, SnapshotRecord, SnapshotSupport, VolumeRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
 import { createRequest } from './create-request.js';
@@ -14,6 +14,7 @@ import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
 import { formatSize, parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
+import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './backup/restore-journal.js';
 import { restoreVolume, takeRestoreOption, type RestoreHost } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
 import {
@@ -47,6 +48,7 @@ export class VolumeManager {
     @inject(TOKENS.Clock) private readonly clock: Clock,
     @inject(TOKENS.Cluster) private readonly cluster: Cluster,
     @inject(TOKENS.ContainerReferences) private readonly engine: ContainerReferences,
+    @inject(TOKENS.RestoreJournal) @optional() private readonly journal?: RestoreJournal,
   ) {}
 
   get backendName(): string {
@@ -66,6 +68,7 @@ export class VolumeManager {
       for (const problem of this.mounts.skipped) this.log.warn(`mount records: skipped ${problem}`);
       await this.reconcileMounts();
       await this.cluster.start(() => this.mounts.snapshot());
+      await this.journal?.recover((name) => this.removeInterruptedRestore(name), this.log);
     } catch (err) {
       await this.rootLock.release();
       throw err;
@@ -402,7 +405,20 @@ export class VolumeManager {
     unmount: (name, id) => this.unmount(name, id),
     remove: (name, request) => this.remove(name, request),
     log: () => this.log,
+    journal: {
+      begin: async (name, url) => this.journal?.begin(name, url),
+      end: async (name) => this.journal?.end(name),
+    },
   };
+
+  /** A restore a killed daemon left unfinished: its mount records go, then the volume (see RestoreJournal). */
+  private async removeInterruptedRestore(name: string): Promise<void> {
+    await this.locks.run(name, async () => {
+      const ids = Object.keys(this.mounts.ids(name)).filter((id) => id.startsWith(RESTORE_MOUNT_PREFIX));
+      if (ids.length > 0) await this.dropMounts(name, ids, 'its restore was interrupted');
+    });
+    if (await this.backend.get(name)) await this.remove(name, { retain: false });
+  }
 
   private readonly mountOps: MountOps = {
     nodeId: () => this.config.nodeId,

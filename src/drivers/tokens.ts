@@ -6,6 +6,8 @@ export const SHELL_TOKENS = {
   EngineSettings: Symbol.for('stowage.shell.EngineSettings'),
   /** Docker's volume plugin protocol: handlers by path. */
   PluginHandlers: Symbol.for('stowage.shell.PluginHandlers'),
+  /** The daemon's JobRegistry: long operations that outlive the CLI that started them. */
+  Jobs: Symbol.for('stowage.shell.Jobs'),
   /** The control API's express router. */
   ControlRouter: Symbol.for('stowage.shell.ControlRouter'),
   /** The one request listener the daemon's socket serves (both protocols). */

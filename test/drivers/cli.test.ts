@@ -263,14 +263,23 @@ describe('stowage daemon flags', () => {
     expect(result.stderr).toContain('vfs.colour');
   });
 
-  it('snapshot commands reach the daemon and explain when the backend cannot snapshot', async () => {
+  it('snapshot commands create (named or not), list, inspect and delete through the daemon', { timeout: 120_000 }, async () => {
     const socket = join(dir, 'snap.sock');
     const daemon = await startDaemon(socket, ['--root', join(dir, 'snap-root')]);
-    expect((await runCli(['--socket', socket, 'create', 'snapvol'])).exitCode).toBe(0);
-    const refused = await runCli(['--socket', socket, 'snapshot', 'create', 'snapvol', 'first']);
-    expect(refused.exitCode).toBe(1);
-    expect(refused.stderr).toMatch(/the vfs backend cannot snapshot volumes \(volume snapvol\)/);
-    const badName = await runCli(['--socket', socket, 'snapshot', 'list', '../etc']);
+    const cli = (...args: string[]) => runCli(['--socket', socket, ...args]);
+    expect((await cli('create', 'snapvol')).exitCode).toBe(0);
+    expect((await cli('snapshot', 'create', 'snapvol', 'first')).stdout).toBe('snapvol/first');
+    const generated = JSON.parse((await cli('snapshot', 'create', 'snapvol', '--json')).stdout) as { name: string };
+    expect(generated.name).toMatch(/^snap-\d{8}-\d{6}$/);
+    const listed = JSON.parse((await cli('snapshot', 'list', 'snapvol', '--json')).stdout) as { name: string }[];
+    expect(listed.map((s) => s.name)).toEqual(['first', generated.name]);
+    expect(JSON.parse((await cli('snapshot', 'inspect', 'snapvol', 'first')).stdout)).toMatchObject({ volume: 'snapvol', name: 'first' });
+    const missing = await cli('snapshot', 'inspect', 'snapvol', 'nope');
+    expect(missing.exitCode).toBe(1);
+    expect(missing.stderr).toContain('volume snapvol has no snapshot nope');
+    expect((await cli('snapshot', 'delete', 'snapvol', 'first', '--json')).stdout).toContain('"first"');
+    expect((JSON.parse((await cli('snapshot', 'list', 'snapvol', '--json')).stdout) as { name: string }[]).map((s) => s.name)).toEqual([generated.name]);
+    const badName = await cli('snapshot', 'list', '../etc');
     expect(badName.stderr).toMatch(/invalid volume name/);
     await daemon.stop();
   });

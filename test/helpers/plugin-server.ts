@@ -4,6 +4,7 @@
  */
 import type { RequestListener, Server } from 'node:http';
 import { join } from 'node:path';
+import type { Container, ContainerModule } from 'inversify';
 import { afterAll, beforeAll } from 'vitest';
 import { buildContainer } from '../../src/container.js';
 import { silentLogger } from '../../src/core/logger.js';
@@ -19,11 +20,13 @@ export interface PluginServer {
   /** The vfs store (`vfs.path`). */
   vols: string;
   manager: VolumeManager;
+  /** What the server resolved its parts from, for a test that needs another (the BackupService). */
+  container: Container;
   close(): Promise<void>;
 }
 
-/** Serves `<dir>/plugin.sock` for a vfs store in `<dir>/vols` and state in `<dir>/root`. */
-export async function startPluginServer(dir: string, backendOptions: Record<string, string> = {}): Promise<PluginServer> {
+/** Serves `<dir>/plugin.sock` for a vfs store in `<dir>/vols` and state in `<dir>/root`; `modules` add or override bindings. */
+export async function startPluginServer(dir: string, backendOptions: Record<string, string> = {}, ...modules: ContainerModule[]): Promise<PluginServer> {
   const vols = join(dir, 'vols');
   const socket = join(dir, 'plugin.sock');
   const container = buildContainer({
@@ -33,12 +36,12 @@ export async function startPluginServer(dir: string, backendOptions: Record<stri
     nodeId: 'node-a',
     onRemove: 'delete',
     logger: silentLogger,
-  }, ...SOCKET_MODULES);
+  }, ...SOCKET_MODULES, ...modules);
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   await manager.init();
   const server: Server = await listenOnSocket(container.get<RequestListener>(SHELL_TOKENS.RequestListener), socket);
   return {
-    socket, vols, manager,
+    socket, vols, manager, container,
     close: async () => {
       await closeServer(server, socket);
       await manager.dispose();
@@ -50,12 +53,12 @@ export async function startPluginServer(dir: string, backendOptions: Record<stri
  * One server for the enclosing describe block: started in its beforeAll in a fresh temp dir,
  * closed and deleted in its afterAll. Read it through the getter, inside tests and hooks.
  */
-export function pluginServerForSuite(prefix: string, backendOptions: Record<string, string> = {}): () => PluginServer & { dir: string } {
+export function pluginServerForSuite(prefix: string, backendOptions: Record<string, string> = {}, ...modules: ContainerModule[]): () => PluginServer & { dir: string } {
   let dir: string | undefined;
   let server: PluginServer | undefined;
   beforeAll(async () => {
     dir = await makeTempDir(prefix);
-    server = await startPluginServer(dir, backendOptions);
+    server = await startPluginServer(dir, backendOptions, ...modules);
   });
   afterAll(async () => {
     await server?.close();

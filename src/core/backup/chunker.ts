@@ -82,9 +82,11 @@ export class Chunker {
 
   /**
    * Feeds bytes; returns the chunks they complete, in order. `owned`: the caller never reuses
-   * `data`, so chunks may be views of it (no copy); a chunk then keeps `data` alive.
+   * `data`, so chunks may be views of it (no copy); a chunk then keeps `data` alive. `'lent'`:
+   * the returned chunks may be views of `data` (the caller keeps it unchanged until it is done
+   * with them), but what the chunker keeps for the next call is copied.
    */
-  push(data: Buffer, owned = false): Buffer[] {
+  push(data: Buffer, owned: boolean | 'lent' = false): Buffer[] {
     const out: Buffer[] = [];
     const { minSize } = this.params;
     let start = 0;
@@ -102,7 +104,7 @@ export class Chunker {
       i = cut.index;
       if (cut.found) {
         const tail = data.subarray(start, i);
-        if (this.pending.length === 0) out.push(owned ? tail : Buffer.from(tail));
+        if (this.pending.length === 0) out.push(owned !== false ? tail : Buffer.from(tail));
         else out.push(Buffer.concat([...this.pending, tail]));
         this.pending = [];
         this.pendingBytes = 0;
@@ -112,7 +114,7 @@ export class Chunker {
     }
     if (start < data.length) {
       // Copied: the caller may reuse its buffer, and a chunk must not pin a large read buffer.
-      this.pending.push(owned ? data.subarray(start) : Buffer.from(data.subarray(start)));
+      this.pending.push(owned === true ? data.subarray(start) : Buffer.from(data.subarray(start)));
       this.pendingBytes += data.length - start;
     }
     this.hash = hash;

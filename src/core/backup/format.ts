@@ -9,7 +9,8 @@ import { CodecSchema } from './codec.js';
  *   config                      format version, chunker, codec, pack size (written once)
  *   packs/<aa>/<sha256>         packs: compressed blobs back to back, then the pack's index
  *                               as JSON and its length (4 bytes, big-endian); named by the
- *                               sha256 of the whole pack
+ *                               sha256 of that trailing index (which names every blob by its
+ *                               content's hash, with its offset, length and codec)
  *   index/<sha256>              that pack's index (blob id, kind, offset, length, codec)
  *   backups/<volume>/<id>       one record per backup: volume, parent, stats, manifest blobs
  *   locks/<id>                  lock objects (see locks.ts)

@@ -6,6 +6,7 @@ import type { Logger } from '../logger.js';
 import { randomHex } from '../random-hex.js';
 import type { CreateResult } from '../volume-types.js';
 import { parseOneBackupUrl } from './backup-url.js';
+import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './restore-journal.js';
 import { Repository, restoreTree } from './index.js';
 import { RESTORE_OPTION, type ProgressOptions } from './service-contract.js';
 
@@ -16,6 +17,8 @@ export interface RestoreHost {
   unmount(name: string, mountId: string): Promise<void>;
   remove(name: string, request: { retain?: boolean }): Promise<unknown>;
   log(): Logger;
+  /** Marks the restore in progress, so that a daemon killed during it removes the volume at its next start. */
+  journal?: Pick<RestoreJournal, 'begin' | 'end'>;
 }
 
 /**
@@ -48,9 +51,12 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,
       `volume ${name} already exists; a restore makes a new volume: choose another name, or remove ${name} first`, { volume: name });
   }
-  const mountId = `stowage-restore-${randomHex(8)}`;
+  const mountId = `${RESTORE_MOUNT_PREFIX}${randomHex(8)}`;
   let mounted = false;
+  let journaled = false;
   try {
+    await host.journal?.begin(name, url);
+    journaled = true;
     progress.signal?.throwIfAborted();
     const path = await host.mount(name, mountId);
     mounted = true;
@@ -66,12 +72,15 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     });
     mounted = false;
     await host.unmount(name, mountId);
+    await host.journal?.end(name);
     host.log().info(`restored volume ${name} from ${url} (${record.stats.files} files, ${record.stats.bytes} bytes)`);
     return created;
   } catch (err) {
     const undo = await (async () => {
       if (mounted) await host.unmount(name, mountId);
       await host.remove(name, { retain: false });
+      // Only once the volume is gone: a marker left makes the next start try the removal again.
+      if (journaled) await host.journal?.end(name);
     })().then(() => undefined, (e: unknown) => e);
     if (undo !== undefined) host.log().error(`could not remove volume ${name} after its failed restore: ${describeCause(undo)}`);
     const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;

@@ -8,6 +8,7 @@ import { ControlError, callDaemon } from './client.js';
 import { wordError, wordFailure } from '../remedies.js';
 import { addDaemonCommand } from './daemon-command.js';
 import { addInstallServiceCommand } from './install-service.js';
+import { addBackupCommands, restoreVolume } from './backup-commands.js';
 import { printJson, printList, printMounts, printNodes, printSnapshots } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -40,11 +41,19 @@ program.command('create <name>')
   .description('create a volume')
   .option('--size <size>', 'size such as 10G')
   .option('--opt <key=value>', 'volume option: size, uid, gid, mode, adopt (repeatable)', collect, [])
-  .action(async (name: string, flags: { size?: string; opt: string[] }, cmd: Command) => {
+  .option('--backup <url>', 'restore this backup into the new volume (a daemon job, with progress)')
+  .option('--detach', 'with --backup: start the restore, print its job id and return')
+  .option('--json', 'print the answer as JSON')
+  .action(async (name: string, flags: { size?: string; opt: string[]; backup?: string; detach?: boolean; json?: boolean }, cmd: Command) => {
     const options = parseKeyValuePairs(flags.opt, '--opt');
     if (flags.size !== undefined) options.size = flags.size;
+    if (flags.backup !== undefined) {
+      await restoreVolume(cmd, socketOf, name, flags.backup, options, flags);
+      return;
+    }
     const result = await call(cmd, api.create, { name, options });
-    process.stdout.write(`${name}${result.created ? '' : ' (already existed with the same options)'}\n`);
+    if (flags.json) printJson(result);
+    else process.stdout.write(`${name}${result.created ? '' : ' (already existed with the same options)'}\n`);
   });
 
 program.command('delete <name>')
@@ -52,9 +61,11 @@ program.command('delete <name>')
   .description('delete a volume and, unless --keep-data, its data')
   .option('--keep-data', 'retain the data: move it aside instead of deleting it')
   .option('--force', 'delete even though other (possibly dead) nodes still reference the volume')
-  .action(async (name: string, flags: { keepData?: boolean; force?: boolean }, cmd: Command) => {
+  .option('--json', 'print the answer as JSON')
+  .action(async (name: string, flags: { keepData?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
     const result = await call(cmd, api.remove, { name, retain: flags.keepData, force: flags.force });
-    process.stdout.write(result.retainedAt ? `${name} (data kept at ${result.retainedAt})\n` : `${name}\n`);
+    if (flags.json) printJson(result);
+    else process.stdout.write(result.retainedAt ? `${name} (data kept at ${result.retainedAt})\n` : `${name}\n`);
   });
 
 program.command('list')
@@ -67,19 +78,26 @@ program.command('list')
 
 program.command('inspect <name>')
   .description('show one volume as JSON')
+  .option('--json', 'print JSON (the default)')
   .action(async (name: string, _flags: object, cmd: Command) => printJson(await call(cmd, api.inspect, { name })));
 
 program.command('info')
   .description('show the daemon\'s node, backend and settings')
+  .option('--json', 'print JSON (the default)')
   .action(async (_flags: object, cmd: Command) => printJson(await call(cmd, api.info, {})));
 
-const snapshot = program.command('snapshot').description('point-in-time copies of a volume (backends that can: devicemapper)');
+const snapshot = program.command('snapshot').description('point-in-time copies of a volume (backends that can: vfs, glusterfs, devicemapper)');
 
-snapshot.command('create <volume> <name>')
-  .description('snapshot a volume')
-  .action(async (volume: string, name: string, _flags: object, cmd: Command) => {
-    await call(cmd, api.createSnapshot, { volume, name });
-    process.stdout.write(`${volume}/${name}\n`);
+snapshot.command('create <volume> [name]')
+  .description('snapshot a volume (the name defaults to snap-YYYYMMDD-HHMMSS, in UTC)')
+  .option('--consistent', 'pause this node\'s containers using the volume while the snapshot is taken')
+  .option('--force', 'with --consistent: although other nodes use the volume')
+  .option('--json', 'print JSON')
+  .action(async (volume: string, name: string | undefined, flags: { consistent?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
+    // No time limit: on vfs a snapshot copies the volume's files, which takes as long as it takes.
+    const record = await callDaemon(socketOf(cmd), api.createSnapshot, { volume, name, consistent: flags.consistent, force: flags.force }, { timeoutMs: 0 });
+    if (flags.json) printJson(record);
+    else process.stdout.write(`${record.volume}/${record.name}\n`);
   });
 
 snapshot.command('list <volume>')
@@ -90,13 +108,22 @@ snapshot.command('list <volume>')
     printSnapshots((await call(cmd, api.listSnapshots, { volume })).snapshots, Boolean(flags.json));
   });
 
+snapshot.command('inspect <volume> <name>')
+  .description('show one snapshot as JSON')
+  .option('--json', 'print JSON (the default)')
+  .action(async (volume: string, name: string, _flags: object, cmd: Command) => printJson(await call(cmd, api.inspectSnapshot, { volume, name })));
+
 snapshot.command('delete <volume> <name>')
   .alias('rm')
   .description('delete a snapshot')
-  .action(async (volume: string, name: string, _flags: object, cmd: Command) => {
+  .option('--json', 'print JSON')
+  .action(async (volume: string, name: string, flags: { json?: boolean }, cmd: Command) => {
     await call(cmd, api.deleteSnapshot, { volume, name });
-    process.stdout.write(`${volume}/${name}\n`);
+    if (flags.json) printJson({ volume, name });
+    else process.stdout.write(`${volume}/${name}\n`);
   });
+
+addBackupCommands(program, socketOf);
 
 program.command('mounts')
   .description('this node\'s mount records: volume, mount id, count, since')
@@ -108,9 +135,11 @@ program.command('mounts')
 program.command('release <volume> [id]')
   .description('drop this node\'s mount records of a volume (or one mount id), detaching it when none remain')
   .option('--force', 'even though the Docker engine shows a running container using the volume')
-  .action(async (volume: string, id: string | undefined, flags: { force?: boolean }, cmd: Command) => {
+  .option('--json', 'print JSON')
+  .action(async (volume: string, id: string | undefined, flags: { force?: boolean; json?: boolean }, cmd: Command) => {
     const { released } = await call(cmd, api.release, { name: volume, id, force: flags.force });
-    for (const m of released) process.stdout.write(`${m.volume} ${m.id} (${m.count})\n`);
+    if (flags.json) printJson(released);
+    else for (const m of released) process.stdout.write(`${m.volume} ${m.id} (${m.count})\n`);
   });
 
 const node = program.command('node').description('nodes sharing the storage of a global backend');
@@ -126,9 +155,11 @@ node.command('list')
 
 node.command('forget <node>')
   .description('drop a node that is gone for good, with its references')
-  .action(async (nodeId: string, _flags: object, cmd: Command) => {
+  .option('--json', 'print JSON')
+  .action(async (nodeId: string, flags: { json?: boolean }, cmd: Command) => {
     await call(cmd, api.forgetNode, { node: nodeId });
-    process.stdout.write(`${nodeId}\n`);
+    if (flags.json) printJson({ node: nodeId });
+    else process.stdout.write(`${nodeId}\n`);
   });
 
 await program.parseAsync(process.argv).catch(fail);

@@ -3,7 +3,7 @@ import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record
 import type { MountRecordView } from '../../core/mount-table.js';
 import type { VolumeInfo } from '../../core/volume-manager.js';
 
-function printTable(rows: string[][]): void {
+export function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const row of rows) {
     process.stdout.write(row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');

@@ -1,11 +1,13 @@
 import { z } from 'zod';
 import type { SnapshotRecord } from '../../core/backend.js';
+import type { BackupDetail, BackupSummary } from '../../core/backup/service-contract.js';
 import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record.js';
 import { ErrorCodes, StowageError, type Remedy } from '../../core/errors.js';
 import type { MountRecordView } from '../../core/mount-table.js';
 import type { CreateResult, RemoveResult, VolumeInfo } from '../../core/volume-manager.js';
 import { needsStringField } from '../http-body.js';
 import type { HttpFailure } from '../http-status.js';
+import type { JobEvent, JobView } from './jobs.js';
 
 /** The control API's paths start here, on the same socket as Docker's plugin calls. */
 export const CONTROL_PREFIX = '/stowage/v1';
@@ -36,6 +38,21 @@ const flag = (field: string) => z.boolean({ error: `the field "${field}" must be
 const nothing = z.object({});
 type Empty = Record<string, never>;
 
+const jobRequest = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('backup-create'), volume: text('volume'), dest: text('dest'),
+    snapshot: text('snapshot').optional(), keepSnapshot: flag('keepSnapshot'), consistent: flag('consistent'), force: flag('force'),
+  }),
+  z.object({
+    kind: z.literal('restore'), name: text('name'), url: text('url'),
+    // Checked by the core's option parser, as for create.
+    options: z.custom<Record<string, string>>(() => true).optional(),
+  }),
+  z.object({ kind: z.literal('backup-verify'), url: text('url') }),
+  z.object({ kind: z.literal('backup-delete'), url: text('url') }),
+], { error: 'the field "kind" must be one of backup-create, restore, backup-verify, backup-delete' });
+export type JobRequest = z.output<typeof jobRequest>;
+
 export const controlEndpoints = {
   create: endpoint<CreateResult>()('/create', z.object({
     name: text('name'),
@@ -47,8 +64,12 @@ export const controlEndpoints = {
   list: endpoint<{ volumes: VolumeInfo[] }>()('/list', nothing),
   inspect: endpoint<VolumeInfo>()('/inspect', z.object({ name: text('name') })),
   info: endpoint<Record<string, unknown>>()('/info', nothing),
-  createSnapshot: endpoint<SnapshotRecord>()('/snapshots/create', z.object({ volume: text('volume'), name: text('name') })),
+  /** Without a name, the daemon makes one from the time (see generatedSnapshotName). */
+  createSnapshot: endpoint<SnapshotRecord>()('/snapshots/create', z.object({
+    volume: text('volume'), name: text('name').optional(), consistent: flag('consistent'), force: flag('force'),
+  })),
   listSnapshots: endpoint<{ snapshots: SnapshotRecord[] }>()('/snapshots/list', z.object({ volume: text('volume') })),
+  inspectSnapshot: endpoint<SnapshotRecord>()('/snapshots/inspect', z.object({ volume: text('volume'), name: text('name') })),
   deleteSnapshot: endpoint<Empty>()('/snapshots/delete', z.object({ volume: text('volume'), name: text('name') })),
   nodes: endpoint<{ nodes: NodeView[]; invalid: InvalidNodeRecord[] }>()('/nodes', nothing),
   forgetNode: endpoint<Empty>()('/nodes/forget', z.object({ node: text('node') })),
@@ -56,6 +77,18 @@ export const controlEndpoints = {
   release: endpoint<{ released: MountRecordView[] }>()('/mounts/release', z.object({
     name: text('name'), id: text('id').optional(), force: flag('force'),
   })),
+  listBackups: endpoint<{ backups: BackupSummary[] }>()('/backups/list', z.object({ dest: text('dest'), volume: text('volume').optional() })),
+  inspectBackup: endpoint<BackupDetail>()('/backups/inspect', z.object({ url: text('url') })),
+  /** Starts a long operation as a job; the answer comes at once, the job's end through followJob. */
+  startJob: endpoint<JobView>()('/jobs/start', jobRequest),
+  listJobs: endpoint<{ jobs: JobView[] }>()('/jobs/list', nothing),
+  inspectJob: endpoint<JobView>()('/jobs/inspect', z.object({ id: text('id') })),
+  cancelJob: endpoint<JobView>()('/jobs/cancel', z.object({ id: text('id') })),
+  /**
+   * Not a JSON answer but a stream of NDJSON lines, one JobEvent each, the last of type "end";
+   * a client that goes away only stops following (see followJob in the CLI's client).
+   */
+  followJob: endpoint<JobEvent>()('/jobs/follow', z.object({ id: text('id') })),
 } as const;
 
 /** Checks a request against its endpoint's schema; the first problem becomes the error. */

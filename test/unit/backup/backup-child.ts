@@ -4,7 +4,7 @@
  */
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { Repository } from '../../../src/core/backup/repository.js';
-import { backupTree } from '../../../src/core/backup/tree.js';
+import { backupTree } from '../../../src/core/backup/index.js';
 
 const [repoDir, treeDir, volume] = process.argv.slice(2) as [string, string, string];
 const repo = await Repository.open(new VfsBlobStore(repoDir));

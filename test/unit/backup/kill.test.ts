@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { DEFAULT_LOCK_TTL_MS } from '../../../src/core/backup/locks.js';
 import { Repository } from '../../../src/core/backup/repository.js';
-import { backupTree, gc, restoreTree, verifyBackup } from '../../../src/core/backup/tree.js';
+import { backupTree, gc, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 
 const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'kill' };

@@ -59,6 +59,57 @@ describe('backup repository format', () => {
     expect(fetched).toEqual([packOf(ids[0]!), packOf(ids[1]!), packOf(ids[2]!), packOf(ids[0]!)]);
   });
 
+  it('packs filled through reused buffers, one blob larger than a pack among them, read back intact; onReleased comes once per add', async () => {
+    const repo = await Repository.init(store, { codec: 'brotli-0', packSize: 64 * 1024 });
+    const writer = repo.newWriter();
+    const blobs = Array.from({ length: 40 }, (_, i) => (i % 3 === 0 ? Buffer.from(`text ${i} `.repeat(2000 + i)) : randomBytes(10_000 + i * 997)));
+    blobs.splice(20, 0, randomBytes(200 * 1024)); // larger than a pack buffer
+    const released: number[] = [];
+    const ids: string[] = [];
+    for (const [i, blob] of blobs.entries()) ids.push((await writer.add('data', blob, undefined, () => released.push(i))).id);
+    // A blob already added: released at once, not added again.
+    expect(await writer.add('data', blobs[1]!, undefined, () => released.push(-1))).toEqual({ id: ids[1], added: false });
+    expect(released).toContain(-1);
+    await writer.flush();
+    expect(released.filter((i) => i >= 0).sort((a, b) => a - b)).toEqual(blobs.map((_, i) => i));
+    expect(writer.stats.packs).toBeGreaterThan(5);
+    const reader = await Repository.open(store);
+    for (const [i, id] of ids.entries()) expect((await reader.readBlob(id)).equals(blobs[i]!)).toBe(true);
+    for (const [i, id] of ids.entries()) expect((await reader.readBlob(id, { wholePacks: true })).equals(blobs[i]!)).toBe(true);
+    // The pack carries its index as its trailer, under the name the index object gives it.
+    for (const { key } of (await store.list('index/')).objects) {
+      const index = await reader.readIndex(key);
+      const pack = await store.get(packKey(index.pack));
+      const trailerLength = pack.readUInt32BE(pack.length - 4);
+      const trailer = pack.subarray(pack.length - 4 - trailerLength, pack.length - 4);
+      expect(sha256(trailer)).toBe(index.pack);
+      expect(JSON.parse(trailer.toString())).toEqual(index.blobs);
+    }
+  });
+
+  it('a writer whose store does not keep up waits: at most one sealed pack waits behind the one being written', async () => {
+    const repo = await Repository.init(store, { codec: 'none', packSize: 1024 });
+    let unblock: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => { unblock = resolve; });
+    const putsStarted: string[] = [];
+    const slow = Object.create(store, {
+      put: { value: async (key: string, data: Uint8Array) => { putsStarted.push(key); await blocked; return store.put(key, data); } },
+    }) as VfsBlobStore;
+    const writer = (await Repository.open(slow)).newWriter();
+    // Each blob fills a pack: the first pack's write blocks, the second waits behind it.
+    await writer.add('data', randomBytes(2048));
+    await writer.add('data', randomBytes(2048));
+    let thirdDone = false;
+    const third = writer.add('data', randomBytes(2048)).then(() => { thirdDone = true; });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(putsStarted).toHaveLength(1);
+    expect(thirdDone).toBe(false);
+    unblock();
+    await third;
+    await writer.flush();
+    expect(writer.stats.packs).toBe(3);
+  });
+
   it('codecs round-trip small (same-thread) and large (thread-pool) blobs, each cut at its expected length', async () => {
     const text = Buffer.from('a line of a log file, quite repetitive\n'.repeat(20_000));
     for (const codec of ['deflate-1', 'brotli-0', 'brotli-1'] as const) {

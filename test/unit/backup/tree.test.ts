@@ -9,7 +9,7 @@ import { listAll } from '../../../src/core/backup/blob-store.js';
 import { FORMAT_VERSION, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
 import { acquireLock } from '../../../src/core/backup/locks.js';
 import { Repository } from '../../../src/core/backup/repository.js';
-import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/tree.js';
+import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { collect } from './tree-helpers.js';
 
@@ -167,6 +167,23 @@ describe('file-level backup and restore', () => {
     expect(other.stats.filesRead).toBe(other.stats.files);
     expect(other.stats.newRawBytes).toBeLessThan(0.02 * other.stats.bytes);
     expect(other.stats.newBlobs).toBe(1); // its manifest
+  });
+
+  it('large files read at once through the bounded, reused read buffers come back byte for byte', async () => {
+    const src = join(base, 'large-src');
+    await mkdir(src);
+    // Five files of two or three 8 MiB reads each, more than the read buffers in use at once.
+    for (let i = 0; i < 5; i += 1) {
+      const text = Buffer.from(`line ${i} of text\n`.repeat(200_000));
+      await writeFile(join(src, `f${i}`), Buffer.concat([pseudoRandom(6 * 1024 * 1024 + i, `large${i}`), text, pseudoRandom(5 * 1024 * 1024, `tail${i}`)]));
+    }
+    const own = await Repository.init(new VfsBlobStore(join(base, 'large-repo'), { durable: false }), { packSize: 1024 * 1024 });
+    const record = await backupTree(src, own, { volume: 'large', parent: false });
+    expect(record.stats.filesRead).toBe(5);
+    const out = join(base, 'large-out');
+    await mkdir(out);
+    await restoreTree(own, 'large', record.id, out);
+    expect(comparable(await describeTree(out))).toEqual(comparable(await describeTree(src)));
   });
 
   it('restore refuses a target that is not empty, changing nothing', async () => {

@@ -1,0 +1,251 @@
+import { closeSync, constants, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { open, readlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { randomHex } from '../random-hex.js';
+import { onLocalFilesystem } from '../local-fs.js';
+import { Chunker, chunkStream } from './chunker.js';
+import { newBackupId, type BackupRecord, type Entry } from './format.js';
+import { withLock } from './locks.js';
+import { ManifestWriter } from './manifest.js';
+import { assertVolumeName } from './objects.js';
+import { Turns, type CommonOptions } from './options.js';
+import type { PackWriter } from './pack-writer.js';
+import type { Repository } from './repository.js';
+import { metadata, ParentCursor, walk } from './walk.js';
+
+/** O_NONBLOCK: a FIFO swapped in for a file between lstat and open must not hang the backup. */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const MAX_WARNINGS = 100;
+/** Files read (backup) or written (restore) at once. */
+const FILES_AHEAD = 8;
+/** Read size for large files on a local filesystem: most chunks then lie inside one read, uncopied. */
+const LOCAL_READ_SIZE = 8 * 1024 * 1024;
+/** Files up to this size are read into a buffer of their own; larger ones into pooled buffers. */
+const OWN_BUFFER_MAX = 256 * 1024;
+/** Read buffers (LOCAL_READ_SIZE each) in use at once, at most: they bound a backup's memory. */
+const READ_BUFFERS = 3;
+
+/**
+ * Read buffers for large files, reused and bounded. Reused: on the virtual machines measured,
+ * the page faults of a fresh 8 MiB buffer per read cost more than reading the data (256 MiB of
+ * files: 200-740 ms with fresh buffers, 40-110 ms with one reused). Bounded: the files read at
+ * once each held an 8 MiB buffer and the chunks cut from it, which made a backup's peak RSS
+ * about 300 MB. A buffer goes back once every chunk cut from it has been hashed and, if new,
+ * compressed and copied into its pack (PackWriter.add's onReleased).
+ */
+class ReadBuffers {
+  private readonly free: Buffer[] = [];
+  private inUse = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  async take(): Promise<Buffer> {
+    while (this.inUse >= READ_BUFFERS) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.inUse += 1;
+    return this.free.pop() ?? Buffer.allocUnsafe(LOCAL_READ_SIZE);
+  }
+
+  give(buffer: Buffer): void {
+    this.inUse -= 1;
+    this.free.push(buffer);
+    this.waiting.shift()?.();
+  }
+}
+
+export interface BackupOptions extends CommonOptions {
+  volume: string;
+  /**
+   * The backup whose files cache to use: a backup id of the same volume, undefined for the
+   * volume's latest backup, or false to read every file.
+   */
+  parent?: string | false;
+  /** Devices, FIFOs and sockets are skipped; each is reported here and in the record. */
+  onWarning?: (message: string) => void;
+  /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
+  origin?: Pick<BackupRecord, 'snapshot' | 'backend'>;
+}
+
+/**
+ * Backs up the tree at `dir` as a new backup of `volume`: every file is chunked by content and
+ * its chunks added to the repository unless already there; files whose inode, size, mtime and
+ * ctime match the parent backup's entry are not read again. Symlinks are stored, never
+ * followed; hardlinks are stored once with the other names pointing at the first; devices,
+ * FIFOs and sockets are skipped with a warning. Memory stays bounded: one chunk, one pack, one
+ * manifest blob and one directory listing per level. The record is written last, so a backup
+ * that fails or is killed leaves only unreferenced packs, which GC removes.
+ */
+export async function backupTree(dir: string, repo: Repository, options: BackupOptions): Promise<BackupRecord> {
+  assertVolumeName(options.volume);
+  const now = options.now ?? Date.now;
+  return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+    const startedAt = new Date(now()).toISOString();
+    await repo.reloadIndex();
+    let parent: BackupRecord | undefined;
+    if (typeof options.parent === 'string') parent = await repo.readBackupRecord(options.volume, options.parent);
+    else if (options.parent === undefined) parent = (await repo.listBackups(options.volume)).at(-1);
+    const cursor = new ParentCursor(parent ? repo.entries(parent)[Symbol.asyncIterator]() : undefined);
+    const writer = repo.newWriter();
+    const manifest = new ManifestWriter(writer);
+    const stats = { entries: 0, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, skipped: 0 };
+    const warnings: string[] = [];
+    const warn = (message: string) => {
+      stats.skipped += 1;
+      if (warnings.length < MAX_WARNINGS) warnings.push(message);
+      options.onWarning?.(message);
+    };
+    const firstNames = new Map<string, string>();
+    // Entries in walk order; files are read a few at a time ahead of the manifest, which takes
+    // them in order (file system calls wait on the thread pool: overlapping them hides that).
+    const queue: Array<Promise<Entry>> = [];
+    const drain = async (limit: number) => {
+      while (queue.length > limit) {
+        await manifest.add(await queue.shift()!);
+        stats.entries += 1;
+        options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
+      }
+    };
+    try {
+      const turns = new Turns();
+      const readBuffers = new ReadBuffers();
+      const local = options.localFastPath !== false && onLocalFilesystem(dir) === true;
+      for await (const { path, abs, stat, local: entryLocal } of walk(dir, local, turns)) {
+        if (stat.isDirectory()) {
+          queue.push(Promise.resolve({ path, type: 'dir', ...metadata(stat), size: 0 }));
+        } else if (stat.isSymbolicLink()) {
+          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: entryLocal ? readlinkSync(abs) : await readlink(abs) }));
+        } else if (stat.isFile()) {
+          const inode = `${stat.dev}:${stat.ino}`;
+          const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
+          if (first !== undefined) {
+            queue.push(Promise.resolve({ path, type: 'hardlink', ...metadata(stat), size: Number(stat.size), target: first }));
+          } else {
+            if (stat.nlink > 1n) firstNames.set(inode, path);
+            const previous = await cursor.find(path);
+            queue.push(fileEntry(path, abs, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options).then((entry) => {
+              stats.files += 1;
+              return entry;
+            }));
+          }
+        } else {
+          warn(`${path}: ${stat.isFIFO() ? 'FIFO' : stat.isSocket() ? 'socket' : 'device'} skipped`);
+          continue;
+        }
+        await drain(FILES_AHEAD);
+      }
+      await drain(0);
+    } finally {
+      // A failure leaves other reads running: let them end before the lock is released.
+      await Promise.allSettled(queue);
+    }
+    const manifestIds = await manifest.finish();
+    await writer.flush();
+    const record: BackupRecord = {
+      format: 1,
+      id: newBackupId(now(), randomHex(4)),
+      volume: options.volume,
+      ...(parent ? { parent: parent.id } : {}),
+      host: hostname(),
+      startedAt,
+      finishedAt: new Date(now()).toISOString(),
+      manifest: manifestIds,
+      stats: { ...stats, newBlobs: writer.stats.newBlobs, newRawBytes: writer.stats.newRawBytes, newStoredBytes: writer.stats.newStoredBytes },
+      warnings,
+      ...options.origin,
+    };
+    // Past our lock's expiry a GC may have run: a record must not name chunks it removed.
+    lock.assertHeld();
+    await repo.putBackupRecord(record);
+    return record;
+  });
+}
+
+/**
+ * An inode number as the manifest stores it: a number where it is exact, else its decimal string.
+ * GlusterFS gives 64-bit inode numbers derived from its file ids, beyond 2^53 and often beyond
+ * 2^63, which node's bigint stats (signed 64-bit) show as negative.
+ */
+function inodeNumber(ino: bigint): number | string {
+  const unsigned = BigInt.asUintN(64, ino);
+  return unsigned <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(unsigned) : unsigned.toString();
+}
+
+async function fileEntry(
+  path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, readBuffers: ReadBuffers, previous: Entry | undefined, repo: Repository,
+  writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
+): Promise<Entry> {
+  const base = { path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString() };
+  if (previous?.type === 'file' && previous.ino === base.ino && previous.size === Number(stat.size)
+    && previous.mtimeNs === stat.mtimeNs.toString() && previous.ctimeNs === stat.ctimeNs.toString()
+    && previous.chunks!.every((id) => repo.has(id))) {
+    stats.bytes += previous.size;
+    return { ...base, size: previous.size, chunks: previous.chunks! };
+  }
+  const chunks: string[] = [];
+  let size = 0;
+  const addChunk = async (chunk: Buffer, onReleased?: () => void) => {
+    chunks.push((await writer.add('data', chunk, undefined, onReleased)).id);
+    size += chunk.length;
+    stats.bytesRead += chunk.length;
+    stats.bytes += chunk.length;
+    options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
+  };
+  if (localTurns) {
+    // open, read (a small file in one), close: the walk's lstat already gave the metadata.
+    const fd = openSync(abs, READ_FLAGS);
+    try {
+      const chunker = new Chunker(repo.config.chunker);
+      // One byte more than the size: a file that grew since lstat shows it and is read on.
+      let want = stat.size < BigInt(LOCAL_READ_SIZE) ? Number(stat.size) + 1 : LOCAL_READ_SIZE;
+      for (;;) {
+        if (want <= OWN_BUFFER_MAX) {
+          // A small file: its own buffer, handed to the chunker as owned (its chunk is a view).
+          const buffer = Buffer.allocUnsafe(want);
+          const got = readSync(fd, buffer, 0, want, null);
+          if (got > 0) for (const chunk of chunker.push(buffer.subarray(0, got), true)) await addChunk(chunk);
+          if (got < want) break;
+          want = LOCAL_READ_SIZE;
+          continue;
+        }
+        // A pooled buffer, lent to the chunker: chunks are views of it, what the chunker keeps
+        // is copied, and the buffer returns to the pool once no chunk needs it.
+        const buffer = await readBuffers.take();
+        let users = 1;
+        const release = () => { if (--users === 0) readBuffers.give(buffer); };
+        let got: number;
+        try {
+          got = readSync(fd, buffer, 0, want, null);
+          if (got > 0) {
+            for (const chunk of chunker.push(buffer.subarray(0, got), 'lent')) {
+              users += 1;
+              await addChunk(chunk, release);
+            }
+          }
+        } finally {
+          release();
+        }
+        // A local filesystem reads short only at the end of a regular file.
+        if (got < want) break;
+        want = LOCAL_READ_SIZE;
+        await localTurns.pause();
+      }
+      const last = chunker.finish();
+      if (last) await addChunk(last);
+    } finally {
+      closeSync(fd);
+    }
+    stats.filesRead += 1;
+    return { ...base, size, chunks };
+  }
+  const handle = await open(abs, READ_FLAGS);
+  try {
+    // A file below the minimum chunk size is one chunk: one read, no stream, and the buffer is ours.
+    const small = stat.size < BigInt(repo.config.chunker.minSize);
+    const input = small ? [await handle.readFile()] : handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
+    for await (const chunk of chunkStream(input, repo.config.chunker, small)) await addChunk(chunk);
+    stats.filesRead += 1;
+    // A file that changed while read keeps what was read; its changed ctime makes the next
+    // backup read it again.
+    return { ...base, size, chunks };
+  } finally {
+    await handle.close();
+  }
+}

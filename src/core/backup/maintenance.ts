@@ -1,0 +1,121 @@
+import { ErrorCodes, StowageError } from '../errors.js';
+import { deleteAll, listAll } from './blob-store.js';
+import { backupKey, packKey } from './format.js';
+import { withLock, type RepoLock } from './locks.js';
+import { assertVolumeName } from './objects.js';
+import type { CommonOptions } from './options.js';
+import type { Repository } from './repository.js';
+
+/**
+ * Reads back every manifest blob and every chunk of a backup and checks each against its hash;
+ * the first failure is an error naming the chunk and its pack.
+ */
+export async function verifyBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<{ files: number; chunks: number; bytes: number }> {
+  assertVolumeName(volume);
+  return withLock(repo.store, { kind: 'shared', purpose: `verify of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+    await repo.reloadIndex();
+    const record = await repo.readBackupRecord(volume, backupId);
+    const checked = new Set<string>();
+    const result = { files: 0, chunks: 0, bytes: 0 };
+    for await (const entry of repo.entries(record)) {
+      if (entry.type !== 'file') continue;
+      result.files += 1;
+      for (const id of entry.chunks!) {
+        if (checked.has(id)) continue;
+        const data = await repo.readBlob(id, { wholePacks: true });
+        checked.add(id);
+        result.chunks += 1;
+        result.bytes += data.length;
+        options.onProgress?.({ entries: result.files, files: result.files, bytes: result.bytes });
+      }
+    }
+    repo.releasePackCache();
+    return result;
+  });
+}
+
+/** Removes a backup's record; its chunks stay until gc() finds nothing else needs them. */
+export async function deleteBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<void> {
+  assertVolumeName(volume);
+  await withLock(repo.store, { kind: 'exclusive', purpose: `delete of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+    await repo.readBackupRecord(volume, backupId);
+    lock.assertHeld();
+    await repo.store.delete([backupKey(volume, backupId)]);
+  });
+}
+
+export interface GcOptions extends CommonOptions {
+  /** List page size (tests use a small one to cross many pages). */
+  pageSize?: number;
+}
+
+export interface GcResult {
+  backups: number;
+  deletedPacks: number;
+  deletedIndexes: number;
+  deletedBytes: number;
+  keptPacks: number;
+}
+
+/**
+ * Deletes packs no backup references, under an exclusive lock. It refuses (changing nothing)
+ * when any backup record or manifest fails to load: what a broken record references is
+ * unknown, and deleting it could lose data. Index objects go before their packs, so a crash
+ * between the two leaves an unindexed pack (removed next time), never an index naming a
+ * missing pack. Packs with some live blobs are kept whole (no repacking yet).
+ */
+export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcResult> {
+  return withLock(repo.store, { kind: 'exclusive', purpose: 'garbage collection', owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+    const broken: string[] = [];
+    const records = await repo.listBackups(undefined, { pageSize: options.pageSize, onBroken: (key, err) => broken.push(`${key}: ${(err as Error).message}`) });
+    if (broken.length > 0) {
+      throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: ${broken.length} backup record(s) do not load, so what they reference is unknown (${broken.slice(0, 3).join('; ')})`);
+    }
+    await repo.reloadIndex();
+    const live = new Set<string>();
+    for (const record of records) {
+      for (const id of record.manifest) live.add(id);
+      try {
+        for await (const entry of repo.entries(record)) for (const id of entry.chunks ?? []) live.add(id);
+      } catch (err) {
+        throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: the manifest of backup ${record.volume}/${record.id} does not load (${(err as Error).message})`, { cause: err });
+      }
+    }
+    const deadIndexes: string[] = [];
+    const deadPacks: string[] = [];
+    const indexed = new Set<string>();
+    let keptPacks = 0;
+    let deletedBytes = 0;
+    for await (const { key } of listAll(repo.store, 'index/', options.pageSize)) {
+      const index = await repo.readIndex(key);
+      indexed.add(index.pack);
+      if (index.blobs.some((b) => live.has(b.id))) {
+        keptPacks += 1;
+      } else {
+        deadIndexes.push(key);
+        deadPacks.push(packKey(index.pack));
+        deletedBytes += index.size;
+      }
+    }
+    // Packs without an index: left by a backup that stopped between the two writes.
+    for await (const { key, size } of listAll(repo.store, 'packs/', options.pageSize)) {
+      const id = key.split('/').at(-1)!;
+      if (!indexed.has(id)) {
+        deadPacks.push(key);
+        deletedBytes += size;
+      }
+    }
+    lock.assertHeld();
+    await deleteInBatches(repo, deadIndexes, lock);
+    await deleteInBatches(repo, deadPacks, lock);
+    await repo.reloadIndex();
+    return { backups: records.length, deletedPacks: deadPacks.length, deletedIndexes: deadIndexes.length, deletedBytes, keptPacks };
+  });
+}
+
+async function deleteInBatches(repo: Repository, keys: string[], lock: RepoLock): Promise<void> {
+  for (let i = 0; i < keys.length; i += 1000) {
+    lock.assertHeld();
+    await deleteAll(repo.store, keys.slice(i, i + 1000));
+  }
+}

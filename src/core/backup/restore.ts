@@ -1,0 +1,243 @@
+import {
+  closeSync, constants, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync,
+  openSync, symlinkSync, writeSync,
+} from 'node:fs';
+import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCodes, StowageError } from '../errors.js';
+import { onLocalFilesystem } from '../local-fs.js';
+import { comparePaths, type BackupRecord, type Entry } from './format.js';
+import { withLock } from './locks.js';
+import { assertVolumeName } from './objects.js';
+import { Turns, type CommonOptions } from './options.js';
+import type { Repository } from './repository.js';
+
+const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+/** Files read (backup) or written (restore) at once. */
+const FILES_AHEAD = 8;
+
+export interface RestoreOptions extends CommonOptions {}
+
+/**
+ * Seconds for utimes. libuv sets times to whole microseconds, truncating the double it is given,
+ * and a double near today's epoch holds a time only to about 0.2 us: aiming at the middle of the
+ * microsecond makes the truncation land on it, where `x.324` would come back as `x.323999`.
+ */
+function nsToSeconds(ns: string): number {
+  const value = BigInt(ns);
+  if (value < 0n) return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
+  const micros = value / 1000n;
+  return Number(micros / 1_000_000n) + (Number(micros % 1_000_000n) + 0.5) / 1e6;
+}
+
+function parentOf(path: string): string {
+  const cut = path.lastIndexOf('/');
+  return cut < 0 ? '.' : path.slice(0, cut);
+}
+
+function refusedEntry(record: BackupRecord, path: string, why: string): StowageError {
+  return new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id}: manifest entry ${JSON.stringify(path.slice(0, 300))} is refused: ${why}`);
+}
+
+/**
+ * Restores a backup into `target`, an existing empty directory. Every chunk is checked against
+ * its hash; ownership (when running as root), modes, times, symlinks and hardlinks come back.
+ * Manifests are hostile input: paths are validated, must come in walk order (so no duplicates)
+ * and each must sit in a directory the manifest restored before it, so nothing is written
+ * outside `target`. On any failure everything written is removed and `target` is empty again.
+ */
+export async function restoreTree(repo: Repository, volume: string, backupId: string, target: string, options: RestoreOptions = {}): Promise<{ entries: number; files: number; bytes: number }> {
+  assertVolumeName(volume);
+  const targetStat = await lstat(target);
+  if (!targetStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not a directory`);
+  if ((await readdir(target)).length > 0) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not empty; a restore only writes into an empty directory`);
+  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+    await repo.reloadIndex();
+    const record = await repo.readBackupRecord(volume, backupId);
+    try {
+      return await restoreEntries(repo, record, target, options);
+    } catch (err) {
+      repo.releasePackCache();
+      // Everything under target is ours: it was empty. rm never follows symlinks.
+      for (const name of await readdir(target)) await rm(join(target, name), { recursive: true, force: true });
+      throw err;
+    }
+  });
+}
+
+async function restoreEntries(repo: Repository, record: BackupRecord, target: string, options: RestoreOptions): Promise<{ entries: number; files: number; bytes: number }> {
+  const asRoot = process.getuid?.() === 0;
+  // Everything is created inside target, an empty directory: all of it is on target's filesystem.
+  const local = options.localFastPath !== false && onLocalFilesystem(target) === true;
+  const turns = new Turns();
+  const progress = { entries: 0, files: 0, bytes: 0 };
+  // Directories still open (their metadata is applied once everything inside is written).
+  const stack: Entry[] = [];
+  let previous: string | undefined;
+  const abs = (path: string) => (path === '.' ? target : join(target, ...path.split('/')));
+  // Files are written a few at a time; what depends on them (a directory's times, a hardlink)
+  // waits for all of them first.
+  const jobs = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  const barrier = async () => {
+    await Promise.all(jobs);
+    if (failure) throw failure.error;
+  };
+  const closeDir = async (entry: Entry) => {
+    await barrier();
+    const path = abs(entry.path);
+    if (local) {
+      const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      try {
+        if (asRoot) fchownSync(fd, entry.uid, entry.gid);
+        fchmodSync(fd, entry.mode);
+        futimesSync(fd, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+      } finally {
+        closeSync(fd);
+      }
+      return;
+    }
+    if (asRoot) await lchown(path, entry.uid, entry.gid);
+    const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    try {
+      await handle.chmod(entry.mode);
+      await handle.utimes(nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+    } finally {
+      await handle.close();
+    }
+  };
+  try {
+    for await (const entry of repo.entries(record)) {
+      if (previous === undefined) {
+        if (entry.path !== '.') throw refusedEntry(record, entry.path, 'the first entry must be the root directory');
+      } else {
+        if (comparePaths(previous, entry.path) >= 0) throw refusedEntry(record, entry.path, `out of order or duplicate (after ${JSON.stringify(previous)})`);
+        const parent = parentOf(entry.path);
+        while (stack.length > 0 && stack[stack.length - 1]!.path !== parent) await closeDir(stack.pop()!);
+        if (stack.length === 0) throw refusedEntry(record, entry.path, 'its parent is not a directory of this backup');
+      }
+      previous = entry.path;
+      const path = abs(entry.path);
+      switch (entry.type) {
+        case 'dir':
+          if (entry.path !== '.') {
+            if (local) mkdirSync(path, { mode: 0o700 });
+            else await mkdir(path, { mode: 0o700 });
+          }
+          stack.push(entry);
+          break;
+        case 'symlink':
+          if (local) {
+            symlinkSync(entry.target!, path);
+            if (asRoot) lchownSync(path, entry.uid, entry.gid);
+            lutimesSync(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+          } else {
+            await symlink(entry.target!, path);
+            if (asRoot) await lchown(path, entry.uid, entry.gid);
+            await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+          }
+          break;
+        case 'hardlink': {
+          const first = entry.target!;
+          if (comparePaths(first, entry.path) >= 0) throw refusedEntry(record, entry.path, 'a hardlink must point to an earlier file');
+          await barrier();
+          if (!(await isRestoredFile(target, first))) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file`);
+          if (local) linkSync(abs(first), path);
+          else await link(abs(first), path);
+          break;
+        }
+        case 'file': {
+          const job: Promise<void> = (local ? writeLocalFileEntry : writeFileEntry)(repo, record, entry, path, asRoot, progress, options)
+            .catch((error: unknown) => { failure ??= { error }; })
+            .finally(() => { jobs.delete(job); });
+          jobs.add(job);
+          while (jobs.size >= FILES_AHEAD) await Promise.race(jobs);
+          if (failure) throw failure.error;
+          break;
+        }
+      }
+      progress.entries += 1;
+      options.onProgress?.({ ...progress });
+      if (local) await turns.pause();
+    }
+    if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
+    while (stack.length > 0) await closeDir(stack.pop()!);
+    await barrier();
+  } finally {
+    // Never clean up under a write still running.
+    await Promise.allSettled(jobs);
+  }
+  repo.releasePackCache();
+  return progress;
+}
+
+async function writeFileEntry(
+  repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
+  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions,
+): Promise<void> {
+  const handle = await open(path, WRITE_FLAGS, 0o600);
+  try {
+    let written = 0;
+    for (const id of entry.chunks!) {
+      const data = await repo.readBlob(id, { wholePacks: true });
+      await handle.write(data, 0, data.length, written);
+      written += data.length;
+      progress.bytes += data.length;
+      options.onProgress?.({ ...progress });
+    }
+    if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    if (asRoot) await handle.chown(entry.uid, entry.gid);
+    // After chown, which clears set-id bits.
+    await handle.chmod(entry.mode);
+    await handle.utimes(nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+  } finally {
+    await handle.close();
+  }
+  progress.files += 1;
+}
+
+/**
+ * writeFileEntry with synchronous calls, for a target on a local filesystem: open (O_EXCL,
+ * O_NOFOLLOW), one write per chunk, then owner, mode and times on the descriptor, close. The
+ * chunks' reads (a pack fetch, decompression of large chunks) still overlap across files.
+ */
+async function writeLocalFileEntry(
+  repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
+  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions,
+): Promise<void> {
+  const fd = openSync(path, WRITE_FLAGS, 0o600);
+  try {
+    let written = 0;
+    for (const id of entry.chunks!) {
+      const data = await repo.readBlob(id, { wholePacks: true });
+      for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, written + done);
+      written += data.length;
+      progress.bytes += data.length;
+      options.onProgress?.({ ...progress });
+    }
+    if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    if (asRoot) fchownSync(fd, entry.uid, entry.gid);
+    // After chown, which clears set-id bits.
+    fchmodSync(fd, entry.mode);
+    futimesSync(fd, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
+  } finally {
+    closeSync(fd);
+  }
+  progress.files += 1;
+}
+
+/**
+ * True when `path` is a regular file reached through real directories only: a symlink the
+ * manifest restored earlier must not lead a hardlink to a file outside the target.
+ */
+async function isRestoredFile(target: string, path: string): Promise<boolean> {
+  let current = target;
+  const segments = path.split('/');
+  for (const [i, segment] of segments.entries()) {
+    current = join(current, segment);
+    const stat = await lstat(current).catch(() => undefined);
+    if (!stat) return false;
+    if (i < segments.length - 1 ? !stat.isDirectory() : !stat.isFile()) return false;
+  }
+  return true;
+}

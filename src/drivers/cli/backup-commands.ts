@@ -1,0 +1,192 @@
+import type { Command } from 'commander';
+import type { BackupDetail, BackupSummary, VerifyResult } from '../../core/backup/service-contract.js';
+import { ErrorCodes, type ErrorCode } from '../../core/errors.js';
+import type { CreateResult } from '../../core/volume-manager.js';
+import { controlEndpoints as api, type RequestOf } from '../control/endpoints.js';
+import type { JobView } from '../control/jobs.js';
+import { ControlError, callDaemon, followJob } from './client.js';
+import { printJson, printTable } from './output.js';
+import { describeProgress, formatBytes, progressView } from './progress.js';
+
+type SocketOf = (cmd: Command) => string;
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
+
+/** How to pick a job up again: said when the CLI stops following one that goes on. */
+export function followHint(id: string): string {
+  return `job ${id} goes on in the daemon; follow it again with "stowage job follow ${id}" (all jobs: "stowage job list")`;
+}
+
+/**
+ * Follows job `id` to its end with a progress view, and answers the job as it ended; a failed
+ * job fails the command with the job's error. Ctrl-C stops following, not the job.
+ */
+export async function followToEnd(socket: string, id: string, json: boolean): Promise<JobView> {
+  const view = progressView(json);
+  const detach = () => {
+    view.stop();
+    process.stderr.write(`\nstowage: detached: ${followHint(id)}\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', detach);
+  let end: JobView;
+  try {
+    end = await followJob(socket, id, (p) => view.update(p));
+  } finally {
+    view.stop();
+    process.off('SIGINT', detach);
+  }
+  if (end.state === 'failed') {
+    const code = end.error?.code;
+    throw new ControlError(`job ${id} (${end.kind} ${end.target}) failed: ${end.error?.message ?? 'no reason given'}`, 'refused',
+      code !== undefined && KNOWN_CODES.has(code) ? code as ErrorCode : undefined);
+  }
+  return end;
+}
+
+/** What a finished job prints: its answer's essential line, or with --json the answer itself. */
+function printJobResult(end: JobView, json: boolean): void {
+  if (json) {
+    printJson(end.result ?? {});
+    return;
+  }
+  switch (end.kind) {
+    case 'backup-create':
+      // The URL alone on the last line, for scripts: `url=$(stowage backup create ... | tail -n 1)`.
+      process.stdout.write(`${(end.result as BackupDetail).url}\n`);
+      return;
+    case 'restore': {
+      const { volume } = end.result as CreateResult;
+      process.stdout.write(`${volume.name}\n`);
+      return;
+    }
+    case 'backup-verify': {
+      const v = end.result as VerifyResult;
+      process.stdout.write(`${v.url}: ${v.files} files, ${v.chunks} chunks, ${formatBytes(v.bytes)} verified\n`);
+      return;
+    }
+    case 'backup-delete':
+      process.stdout.write(`${end.target}\n`);
+      return;
+  }
+}
+
+/** Starts a job, then follows it unless --detach, which prints the job's id instead. */
+async function runJob(cmd: Command, socketOf: SocketOf, request: RequestOf<typeof api.startJob>, flags: { json?: boolean; detach?: boolean }): Promise<void> {
+  const socket = socketOf(cmd);
+  const started = await callDaemon(socket, api.startJob, request);
+  if (flags.detach) {
+    if (flags.json) printJson(started);
+    else process.stdout.write(`${started.id}\n`);
+    return;
+  }
+  printJobResult(await followToEnd(socket, started.id, Boolean(flags.json)), Boolean(flags.json));
+}
+
+/** `VOLUME` or `VOLUME/SNAPSHOT`, as Convoy writes a backup's source. */
+export function parseSource(source: string): { volume: string; snapshot?: string } {
+  const slash = source.indexOf('/');
+  if (slash < 0) return { volume: source };
+  return { volume: source.slice(0, slash), snapshot: source.slice(slash + 1) };
+}
+
+function printBackups(backups: BackupSummary[], json: boolean): void {
+  if (json) {
+    printJson(backups);
+    return;
+  }
+  printTable([['URL', 'VOLUME', 'STATE', 'STARTED', 'FILES', 'SIZE', 'SNAPSHOT'], ...backups.map((b) => [
+    b.url, b.volume, b.state, b.startedAt, b.stats ? String(b.stats.files) : '-', b.stats ? formatBytes(b.stats.bytes) : '-', b.snapshot ?? '-',
+  ])]);
+}
+
+function printJobs(jobs: JobView[], json: boolean): void {
+  if (json) {
+    printJson(jobs);
+    return;
+  }
+  printTable([['ID', 'KIND', 'TARGET', 'STATE', 'STARTED', 'PROGRESS'], ...jobs.map((j) => [
+    j.id, j.kind, j.target, j.state, j.startedAt,
+    j.state === 'failed' ? (j.error?.message ?? '-') : j.progress ? describeProgress(j.progress, 0).replace(/, 0 B\/s$/, '') : '-',
+  ])]);
+}
+
+const JOB_FLAGS = [['--json', 'print the answer as JSON, no progress'], ['--detach', 'start the job, print its id and return']] as const;
+
+export function addBackupCommands(program: Command, socketOf: SocketOf): void {
+  const backup = program.command('backup').description('file-level backups of volumes into a repository (vfs:///path)');
+  const withJobFlags = (c: Command) => JOB_FLAGS.reduce((acc, [flag, text]) => acc.option(flag, text), c);
+
+  withJobFlags(backup.command('create <source>')
+    .description('back up VOLUME (through a fresh snapshot) or VOLUME/SNAPSHOT; prints the backup\'s URL last')
+    .requiredOption('--dest <url>', 'repository URL, e.g. vfs:///srv/backups')
+    .option('--keep-snapshot', 'keep the snapshot taken for this backup')
+    .option('--consistent', 'pause this node\'s containers using the volume while its snapshot is taken')
+    .option('--force', 'with --consistent: although other nodes use the volume'))
+    .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; json?: boolean; detach?: boolean }, cmd: Command) => {
+      const { volume, snapshot } = parseSource(source);
+      await runJob(cmd, socketOf, {
+        kind: 'backup-create', volume, snapshot, dest: flags.dest, keepSnapshot: flags.keepSnapshot, consistent: flags.consistent, force: flags.force,
+      }, flags);
+    });
+
+  backup.command('list')
+    .alias('ls')
+    .description('the repository\'s backups, oldest first; those still being written show as in-progress')
+    .requiredOption('--dest <url>', 'repository URL')
+    .option('--volume <name>', 'only this volume\'s backups')
+    .option('--json', 'print JSON')
+    .action(async (flags: { dest: string; volume?: string; json?: boolean }, cmd: Command) => {
+      printBackups((await callDaemon(socketOf(cmd), api.listBackups, { dest: flags.dest, volume: flags.volume })).backups, Boolean(flags.json));
+    });
+
+  backup.command('inspect <url>')
+    .description('show one backup as JSON')
+    .option('--json', 'print JSON (the default)')
+    .action(async (url: string, _flags: object, cmd: Command) => printJson(await callDaemon(socketOf(cmd), api.inspectBackup, { url })));
+
+  withJobFlags(backup.command('verify <url>')
+    .description('read back and re-hash every chunk of a backup'))
+    .action(async (url: string, flags: { json?: boolean; detach?: boolean }, cmd: Command) => {
+      await runJob(cmd, socketOf, { kind: 'backup-verify', url }, flags);
+    });
+
+  withJobFlags(backup.command('delete <url>')
+    .alias('rm')
+    .description('delete a backup and free what no other backup uses'))
+    .action(async (url: string, flags: { json?: boolean; detach?: boolean }, cmd: Command) => {
+      await runJob(cmd, socketOf, { kind: 'backup-delete', url }, flags);
+    });
+
+  const job = program.command('job').description('the daemon\'s long operations (backups, restores, verifies, deletes)');
+
+  job.command('list')
+    .alias('ls')
+    .description('running jobs and those finished lately')
+    .option('--json', 'print JSON')
+    .action(async (flags: { json?: boolean }, cmd: Command) => {
+      printJobs((await callDaemon(socketOf(cmd), api.listJobs, {})).jobs, Boolean(flags.json));
+    });
+
+  job.command('follow <id>')
+    .description('show a job\'s progress until it ends, then its answer (Ctrl-C stops following, not the job)')
+    .option('--json', 'print the answer as JSON, no progress')
+    .action(async (id: string, flags: { json?: boolean }, cmd: Command) => {
+      printJobResult(await followToEnd(socketOf(cmd), id, Boolean(flags.json)), Boolean(flags.json));
+    });
+
+  job.command('cancel <id>')
+    .description('stop a running job at its next safe point')
+    .option('--json', 'print JSON')
+    .action(async (id: string, flags: { json?: boolean }, cmd: Command) => {
+      const view = await callDaemon(socketOf(cmd), api.cancelJob, { id });
+      if (flags.json) printJson(view);
+      else process.stdout.write(`${id}\n`);
+    });
+}
+
+/** `stowage create NAME --backup URL`: a restore, run as a job. */
+export async function restoreVolume(cmd: Command, socketOf: SocketOf, name: string, url: string, options: Record<string, string>,
+  flags: { json?: boolean; detach?: boolean }): Promise<void> {
+  await runJob(cmd, socketOf, { kind: 'restore', name, url, options }, flags);
+}

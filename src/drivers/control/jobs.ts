@@ -1,0 +1,166 @@
+import { randomBytes } from 'node:crypto';
+import type { JobProgress } from '../../core/backup/service-contract.js';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import { failureOf } from '../http-status.js';
+
+/** The long operations the daemon runs as jobs, so that they outlive the CLI that asked. */
+export type JobKind = 'backup-create' | 'backup-delete' | 'backup-verify' | 'restore';
+
+export type JobState = 'running' | 'succeeded' | 'failed';
+
+/** A job as the control API shows it: what it does, how far it got, how it ended. */
+export interface JobView {
+  id: string;
+  kind: JobKind;
+  /** What the job works on: the volume, or the backup's URL. */
+  target: string;
+  state: JobState;
+  startedAt: string;
+  finishedAt?: string;
+  /** The last progress the operation reported; absent until the first. */
+  progress?: JobProgress;
+  /** The operation's answer, once succeeded. */
+  result?: unknown;
+  /** Why it failed, as the control API words any failure. */
+  error?: { code: string; message: string };
+}
+
+/** What a follower receives, one per NDJSON line: progress while running, then the end. */
+export type JobEvent =
+  | { type: 'progress'; progress: JobProgress }
+  | { type: 'end'; job: JobView };
+
+export interface JobContext {
+  onProgress(progress: JobProgress): void;
+  signal: AbortSignal;
+}
+
+export interface JobSettings {
+  /** How long a finished job stays listed and followable. */
+  keepFinishedMs: number;
+  /** At most this many finished jobs are kept; the oldest go first. */
+  maxFinished: number;
+  now(): number;
+}
+
+export const DEFAULT_JOB_SETTINGS: JobSettings = { keepFinishedMs: 60 * 60_000, maxFinished: 100, now: () => Date.now() };
+
+interface Job {
+  view: JobView;
+  finishedAtMs?: number;
+  followers: Set<(event: JobEvent) => void>;
+  abort: AbortController;
+}
+
+const JOB_ID = /^[0-9a-f]{12}$/;
+
+/**
+ * The daemon's jobs: each runs to its end whether or not anyone follows it; followers get its
+ * progress and its end, and may come and go. Finished jobs are forgotten after a while and
+ * beyond a count, so the daemon's memory stays bounded however many jobs it ran.
+ */
+export class JobRegistry {
+  private readonly jobs = new Map<string, Job>();
+
+  constructor(private readonly log: Logger, private readonly settings: JobSettings = DEFAULT_JOB_SETTINGS) {}
+
+  start(kind: JobKind, target: string, run: (context: JobContext) => Promise<unknown>): JobView {
+    this.prune();
+    const id = randomBytes(6).toString('hex');
+    const job: Job = {
+      view: { id, kind, target, state: 'running', startedAt: new Date(this.settings.now()).toISOString() },
+      followers: new Set(),
+      abort: new AbortController(),
+    };
+    this.jobs.set(id, job);
+    this.log.info(`job ${id}: ${kind} ${target} started`);
+    const context: JobContext = {
+      signal: job.abort.signal,
+      onProgress: (progress) => {
+        if (job.view.state !== 'running') return;
+        job.view.progress = { ...progress };
+        this.emit(job, { type: 'progress', progress: job.view.progress });
+      },
+    };
+    // Started on the next turn, so that a run that fails at once still fails as a job.
+    void Promise.resolve().then(() => run(context)).then(
+      (result) => this.finish(job, { state: 'succeeded', result }),
+      (err: unknown) => {
+        const { code, message } = failureOf(err);
+        this.finish(job, { state: 'failed', error: { code, message } });
+      },
+    );
+    return { ...job.view };
+  }
+
+  private finish(job: Job, end: Pick<JobView, 'state' | 'result' | 'error'>): void {
+    job.finishedAtMs = this.settings.now();
+    Object.assign(job.view, end, { finishedAt: new Date(job.finishedAtMs).toISOString() });
+    this.log.info(`job ${job.view.id}: ${job.view.kind} ${job.view.target} ${job.view.state}` +
+      (job.view.error ? `: ${job.view.error.message}` : ''));
+    this.emit(job, { type: 'end', job: { ...job.view } });
+    job.followers.clear();
+  }
+
+  private emit(job: Job, event: JobEvent): void {
+    for (const follower of job.followers) follower(event);
+  }
+
+  /** Jobs still known, oldest first. */
+  list(): JobView[] {
+    this.prune();
+    return [...this.jobs.values()].map((j) => ({ ...j.view }));
+  }
+
+  get(id: string): JobView {
+    return { ...this.job(id).view };
+  }
+
+  /**
+   * Calls `listener` with the job's last progress, then each new one, then its end (at once
+   * when it already ended). Returns the function that stops following; the job goes on.
+   */
+  follow(id: string, listener: (event: JobEvent) => void): () => void {
+    const job = this.job(id);
+    if (job.view.state !== 'running') {
+      listener({ type: 'end', job: { ...job.view } });
+      return () => {};
+    }
+    if (job.view.progress) listener({ type: 'progress', progress: job.view.progress });
+    job.followers.add(listener);
+    return () => job.followers.delete(listener);
+  }
+
+  /** Asks the running job to stop at its next safe point; it then fails as cancelled. */
+  cancel(id: string): JobView {
+    const job = this.job(id);
+    if (job.view.state === 'running') job.abort.abort(new StowageError(ErrorCodes.INVALID_REQUEST, `job ${id} was cancelled`));
+    return { ...job.view };
+  }
+
+  /** Stops every running job (the daemon is stopping); their ends reach their followers. */
+  cancelAll(): void {
+    for (const job of this.jobs.values()) {
+      if (job.view.state === 'running') job.abort.abort(new StowageError(ErrorCodes.INVALID_REQUEST, 'the daemon is stopping'));
+    }
+  }
+
+  private job(id: string): Job {
+    const job = JOB_ID.test(id) ? this.jobs.get(id) : undefined;
+    if (!job) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST,
+        `no job ${JSON.stringify(id)} on this daemon (finished jobs are forgotten after ${Math.round(this.settings.keepFinishedMs / 60_000)} min; "stowage job list" shows those it knows)`);
+    }
+    return job;
+  }
+
+  private prune(): void {
+    const now = this.settings.now();
+    const finished = [...this.jobs.values()].filter((j) => j.finishedAtMs !== undefined);
+    const excess = finished.length - this.settings.maxFinished;
+    finished.forEach((job, index) => {
+      if (index < excess || now - job.finishedAtMs! > this.settings.keepFinishedMs) this.jobs.delete(job.view.id);
+    });
+  }
+}

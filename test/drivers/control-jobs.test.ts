@@ -1,0 +1,214 @@
+/**
+ * The daemon's jobs over the real socket server (control API + JobRegistry) and the built CLI,
+ * with a recording BackupService: a job outlives its follower, followers come and go, bad
+ * requests fail as requests, finished jobs are forgotten, and the CLI's output suits scripts.
+ * The real backup service is exercised end to end in test/e2e/backup-docker.test.ts.
+ */
+import { request } from 'node:http';
+import { execa } from 'execa';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { JobProgress } from '../../src/core/backup/service-contract.js';
+import { ErrorCodes, StowageError } from '../../src/core/errors.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { ControlError, callDaemon, followJob } from '../../src/drivers/cli/client.js';
+import { CONTROL_PREFIX, controlEndpoints as api } from '../../src/drivers/control/endpoints.js';
+import { JobRegistry } from '../../src/drivers/control/jobs.js';
+import { generatedSnapshotName } from '../../src/drivers/control/routes.js';
+import { CLI_PATH, assertCliBuilt, cleanEnv, runCli } from '../helpers/daemon-process.js';
+import { pluginServerForSuite } from '../helpers/plugin-server.js';
+import { RecordingBackupService, backupServiceModule } from '../helpers/recording-backup-service.js';
+
+const DEST = 'vfs:///srv/backups';
+const steps: JobProgress[] = [
+  { phase: 'backup', files: 1, bytes: 100, totalFiles: 3, totalBytes: 300 },
+  { phase: 'backup', files: 3, bytes: 300, totalFiles: 3, totalBytes: 300 },
+];
+
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => { open = resolve; });
+  return { promise, open };
+}
+
+describe('daemon jobs', () => {
+  const service = new RecordingBackupService();
+  const srv = pluginServerForSuite('stowage-jobs-', {}, backupServiceModule(service));
+  const cli = (...args: string[]) => runCli(['--socket', srv().socket, ...args]);
+
+  beforeAll(async () => {
+    assertCliBuilt();
+    await srv().manager.create('data', {});
+  });
+  beforeEach(() => {
+    service.script = { progress: steps };
+  });
+
+  it('runs a backup as a job whose follower gets the progress, then the backup', async () => {
+    const g = gate();
+    service.script = { progress: steps, gate: g.promise };
+    const started = await callDaemon(srv().socket, api.startJob, { kind: 'backup-create', volume: 'data', dest: DEST, snapshot: 'before' });
+    expect(started).toMatchObject({ kind: 'backup-create', target: 'data', state: 'running' });
+    const seen: JobProgress[] = [];
+    const end = await followJob(srv().socket, started.id, (p) => {
+      seen.push(p);
+      g.open();
+    });
+    expect(end.state).toBe('succeeded');
+    expect(end.result).toMatchObject({ volume: 'data', snapshot: 'before', url: expect.stringContaining('volume=data') });
+    // Progress lines are thinned to a few a second, never reordered: the last one is the latest.
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.at(-1)).toEqual(steps.at(-1));
+    expect(service.calls.at(-1)).toEqual({ op: 'createBackup', args: ['data', { dest: DEST, snapshot: 'before', keepSnapshot: undefined }] });
+    // Following a finished job answers its end at once, as many times as asked.
+    expect((await followJob(srv().socket, started.id, () => {})).result).toEqual(end.result);
+  });
+
+  it('goes on when its follower goes away, and can be followed again', async () => {
+    const g = gate();
+    service.script = { progress: steps, gate: g.promise };
+    const started = await callDaemon(srv().socket, api.startJob, { kind: 'backup-verify', url: await backupUrl() });
+    // A follower that reads the first line, then hangs up.
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ socketPath: srv().socket, path: `${CONTROL_PREFIX}${api.followJob.path}`, method: 'POST',
+        headers: { 'content-type': 'application/json' } }, (res) => {
+        res.once('data', (line: Buffer) => {
+          expect(JSON.parse(line.toString('utf8'))).toMatchObject({ type: 'progress' });
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ id: started.id }));
+    });
+    expect((await callDaemon(srv().socket, api.inspectJob, { id: started.id })).state).toBe('running');
+    const listed = (await callDaemon(srv().socket, api.listJobs, {})).jobs.find((j) => j.id === started.id);
+    expect(listed).toMatchObject({ state: 'running', progress: steps.at(-1) });
+    g.open();
+    const end = await followJob(srv().socket, started.id, () => {});
+    expect(end).toMatchObject({ state: 'succeeded', result: { files: 3, chunks: 4, bytes: 5 } });
+  });
+
+  it('reports a failed job with its error code, and the CLI fails with it', async () => {
+    service.script = { progress: [], fail: new StowageError(ErrorCodes.BACKUP_CORRUPT, 'chunk 1234abcd is corrupt') };
+    const url = await backupUrl();
+    const started = await callDaemon(srv().socket, api.startJob, { kind: 'backup-verify', url });
+    const end = await followJob(srv().socket, started.id, () => {});
+    expect(end).toMatchObject({ state: 'failed', error: { code: ErrorCodes.BACKUP_CORRUPT, message: 'chunk 1234abcd is corrupt' } });
+    const run = await cli('backup', 'verify', url);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toContain('chunk 1234abcd is corrupt');
+    expect(run.stdout).toBe('');
+  });
+
+  it('refuses a bad request before starting anything', async () => {
+    const before = (await callDaemon(srv().socket, api.listJobs, {})).jobs.length;
+    const calls = service.calls.length;
+    const refusal = async (call: Promise<unknown>) => call.then(() => undefined, (e: unknown) => e as ControlError);
+    // @ts-expect-error an unknown kind of job
+    expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'format-disk', volume: 'data' })))
+      .toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining('"kind"') });
+    expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'restore', name: '../etc', url: await backupUrl() })))
+      .toMatchObject({ code: ErrorCodes.INVALID_NAME });
+    expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-create', volume: 'nope', dest: DEST })))
+      .toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+    expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-delete', url: `${DEST}?volume=data&backup=zzz` })))
+      .toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+    expect(await refusal(followJob(srv().socket, 'ffffffffffff', () => {}))).toMatchObject({ kind: 'refused', code: ErrorCodes.INVALID_REQUEST });
+    expect((await callDaemon(srv().socket, api.listJobs, {})).jobs.length).toBe(before);
+    expect(service.calls.slice(calls).filter((c) => c.op !== 'inspectBackup' && c.op !== 'createBackup')).toEqual([]);
+    expect(service.calls.slice(calls).some((c) => c.op === 'createBackup')).toBe(true); // only backupUrl()'s own
+  });
+
+  it('prints the backup URL alone on the last line, progress lines on stderr when not a terminal, and JSON with --json', async () => {
+    // The job waits until the CLI showed its first progress line, so that there is one to show.
+    const g = gate();
+    service.script = { progress: steps, gate: g.promise };
+    const child = execa('node', [CLI_PATH, '--socket', srv().socket, 'backup', 'create', 'data/snap1', '--dest', DEST], {
+      reject: false, env: cleanEnv(), extendEnv: false, stdin: 'ignore', buffer: true,
+    });
+    child.stderr.once('data', () => g.open());
+    const run = await child;
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout).not.toContain('files');
+    const lines = String(run.stdout).trimEnd().split('\n');
+    expect(lines.at(-1)).toMatch(/^vfs:\/\/\/srv\/backups\?volume=data&backup=b\d+$/);
+    expect(run.stderr).toMatch(/^backup \d\/3 files, [\d.]+ B\/300 B/m);
+    expect(service.calls.at(-1)?.args).toEqual(['data', { dest: DEST, snapshot: 'snap1', keepSnapshot: undefined }]);
+
+    const json = await cli('backup', 'create', 'data', '--dest', DEST, '--keep-snapshot', '--json');
+    expect(json.stderr).toBe('');
+    expect(JSON.parse(json.stdout)).toMatchObject({ volume: 'data', state: 'complete' });
+    expect(service.calls.at(-1)?.args).toEqual(['data', { dest: DEST, snapshot: undefined, keepSnapshot: true }]);
+
+    const listed = await cli('backup', 'list', '--dest', DEST, '--volume', 'data', '--json');
+    expect((JSON.parse(listed.stdout) as { url: string }[]).map((b) => b.url)).toContain(lines.at(-1));
+    const restore = await cli('create', 'copy', '--backup', lines.at(-1)!, '--opt', 'size=1M', '--json');
+    expect(JSON.parse(restore.stdout)).toMatchObject({ created: true, volume: { name: 'copy' } });
+    expect(service.calls.at(-1)).toEqual({ op: 'restoreVolume', args: ['copy', lines.at(-1), { size: '1M' }] });
+  });
+
+  it('detaches on Ctrl-C, saying how to follow again, and the job goes on', async () => {
+    const g = gate();
+    service.script = { progress: steps, gate: g.promise };
+    const child = execa('node', [CLI_PATH, '--socket', srv().socket, 'backup', 'delete', await backupUrl()], {
+      reject: false, env: cleanEnv(), extendEnv: false, stdin: 'ignore', buffer: true,
+    });
+    // Started once it printed its first progress line.
+    await new Promise<void>((resolve) => child.stderr.once('data', () => resolve()));
+    child.kill('SIGINT');
+    const result = await child;
+    expect(result.exitCode).toBe(130);
+    const id = /stowage job follow ([0-9a-f]{12})/.exec(String(result.stderr))?.[1];
+    expect(id).toBeDefined();
+    expect((await callDaemon(srv().socket, api.inspectJob, { id: id! })).state).toBe('running');
+    g.open();
+    const again = await cli('job', 'follow', id!);
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout.trim()).toMatch(/^vfs:\/\/\/srv\/backups\?volume=data&backup=b\d+$/);
+    const jobs = await cli('job', 'list', '--json');
+    expect(JSON.parse(jobs.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ id, kind: 'backup-delete', state: 'succeeded' })]));
+  });
+
+  it('names a snapshot after the time when no name is given', () => {
+    expect(generatedSnapshotName(new Date('2026-03-04T05:06:07.890Z'))).toBe('snap-20260304-050607');
+  });
+
+  async function backupUrl(): Promise<string> {
+    const saved = service.script;
+    service.script = { progress: [] };
+    const detail = await service.createBackup('data', { dest: DEST });
+    service.script = saved;
+    return detail.url;
+  }
+});
+
+describe('the job registry', () => {
+  it('forgets finished jobs after a while and beyond a count, never running ones', async () => {
+    let now = 0;
+    const jobs = new JobRegistry(silentLogger, { keepFinishedMs: 1000, maxFinished: 2, now: () => now });
+    const g = gate();
+    const running = jobs.start('restore', 'slow', () => g.promise);
+    const done = [1, 2, 3].map((n) => jobs.start('backup-verify', `u${n}`, async () => n));
+    await new Promise((r) => setTimeout(r, 10));
+    now = 500;
+    // Only two finished jobs are kept: the oldest went.
+    expect(jobs.list().map((j) => j.target)).toEqual(['slow', 'u2', 'u3']);
+    expect(() => jobs.get(done[0]!.id)).toThrow(/no job/);
+    now = 2000;
+    expect(jobs.list().map((j) => j.target)).toEqual(['slow']);
+    g.open();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(jobs.get(running.id).state).toBe('succeeded');
+  });
+
+  it('cancels a running job through its signal', async () => {
+    const jobs = new JobRegistry(silentLogger);
+    const started = jobs.start('backup-create', 'v', ({ signal }) => new Promise((_, reject) => {
+      if (signal.aborted) reject(new StowageError(ErrorCodes.INVALID_REQUEST, 'stopped at a safe point'));
+      signal.addEventListener('abort', () => reject(new StowageError(ErrorCodes.INVALID_REQUEST, 'stopped at a safe point')));
+    }));
+    const ended = new Promise((resolve) => jobs.follow(started.id, (e) => e.type === 'end' && resolve(e.job)));
+    jobs.cancel(started.id);
+    expect(await ended).toMatchObject({ state: 'failed', error: { message: 'stopped at a safe point' } });
+  });
+});
