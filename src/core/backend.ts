@@ -61,10 +61,11 @@ export interface SnapshotSupport {
   /** Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot. */
   deleteSnapshot(volume: string, snapshot: string): Promise<void>;
   /**
-   * Gives read access to a snapshot's files, for backups; the caller calls `release` when done.
-   * Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot.
+   * Gives read access to a snapshot's files, for backups; the caller calls `release` when done
+   * (once; more calls do nothing). Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot. Every
+   * backend with snapshots has it: a snapshot that cannot be read cannot be backed up.
    */
-  openSnapshot?(volume: string, snapshot: string): Promise<SnapshotSource>;
+  openSnapshot(volume: string, snapshot: string): Promise<SnapshotSource>;
   /**
    * Optional, for backends whose snapshots are file-by-file reads of the live data (vfs,
    * glusterfs): runs `work` on the volume's live data directory. A backup that takes no snapshot

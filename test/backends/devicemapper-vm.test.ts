@@ -2,7 +2,8 @@
  * The devicemapper backend on a real kernel. The machines' own kernels have no device-mapper,
  * so this boots the test VM (test/vm/: qemu, Debian's kernel, the host root over 9p) ONCE and
  * runs every test/vm/guest/*.guest.ts inside it with vitest: the conformance suite on a real
- * thin pool, reboots, snapshots, full pools, busy devices, and the daemon over its plugin socket.
+ * thin pool, reboots, snapshots (also as backup sources), full pools, busy devices, and the
+ * daemon over its plugin socket.
  * Each guest test result becomes an assertion here. Needs root, qemu-system-x86,
  * thin-provisioning-tools, busybox-static and apt package lists (checkDmVm).
  *

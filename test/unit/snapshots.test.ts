@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { SnapshotRecord, SnapshotSupport } from '../../src/core/backend.js';
+import type { SnapshotRecord, SnapshotSource, SnapshotSupport } from '../../src/core/backend.js';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
@@ -26,6 +26,11 @@ class MemorySnapshots implements SnapshotSupport {
     const list = this.taken.get(volume) ?? [];
     if (!list.some((s) => s.name === snapshot)) throw new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `no snapshot ${snapshot}`);
     this.taken.set(volume, list.filter((s) => s.name !== snapshot));
+  }
+  async openSnapshot(volume: string, snapshot: string): Promise<SnapshotSource> {
+    this.calls.push(`open ${volume}/${snapshot}`);
+    if (!(this.taken.get(volume) ?? []).some((s) => s.name === snapshot)) throw new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `no snapshot ${snapshot}`);
+    return { kind: 'tree', path: `/snapshots/${volume}/${snapshot}`, release: async () => undefined };
   }
 }
 

@@ -59,7 +59,8 @@ export class DevicemapperBackend implements Backend {
     }, options);
     this.filesystems = new VolumeFilesystems(ctx.runner, ctx.fs);
     this.mounts = new VolumeMounts(this.pool, this.filesystems, ctx.fs, this.dir);
-    this.snapshots = new DmSnapshots(this.pool, ctx.runner, (task) => this.exclusive(task));
+    this.snapshots = new DmSnapshots(this.pool, ctx.runner, (task) => this.exclusive(task),
+      { filesystems: this.filesystems, fs: ctx.fs, log: ctx.log, dir: this.dir });
   }
 
   /** Runs pool work one task at a time. */
@@ -84,6 +85,7 @@ export class DevicemapperBackend implements Backend {
         this.ctx.log.warn(`rolled back the interrupted create of volume ${entry.record.name} (thin id ${entry.thinId})`);
       }
       await this.restoreMounts();
+      await this.snapshots.recoverViews();
     });
   }
 
@@ -213,6 +215,7 @@ export class DevicemapperBackend implements Backend {
     return this.exclusive(async () => {
       const entry = this.entry(name);
       if (!entry) return {};
+      await this.snapshots.closeViews(entry, `remove volume ${name}`);
       // The core removes only volumes it has no mounts of; a mount left at our path is stale.
       await this.mounts.unmount(name);
       await this.pool.deactivateDevice(entry.thinId, `volume ${name}`);

@@ -81,8 +81,9 @@ export class Dmsetup {
     return (await this.run(['ls'])).stdout;
   }
 
-  async create(name: string, table: string): Promise<void> {
-    await this.run(['create', name, '--table', table], true);
+  /** `readOnly`: the kernel refuses every write to the device (a snapshot opened for reading). */
+  async create(name: string, table: string, readOnly = false): Promise<void> {
+    await this.run(['create', name, '--table', table, ...(readOnly ? ['--readonly'] : [])], true);
   }
 
   async message(device: string, text: string): Promise<void> {

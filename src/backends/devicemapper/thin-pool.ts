@@ -9,7 +9,7 @@ import { activatePool, adoptPool } from './pool-setup.js';
 import type { PoolDevices } from './pool-devices.js';
 import { loadState, nextFreeId, saveState, usedIds, type PoolStateFile } from './pool-state.js';
 import { parsePoolStatus, parseThinStatus, type PoolStatus, type ThinStatus } from './status-parser.js';
-import { parsePoolTable, parseThinTable } from './table-parser.js';
+import { parseLs, parsePoolTable, parseThinTable } from './table-parser.js';
 import { highestThinId, type ThinDump } from './thin-dump-parser.js';
 
 export interface ThinPoolDeps {
@@ -325,11 +325,14 @@ export class ThinPool {
     }
   }
 
-  /** Activates a thin device and returns its /dev/mapper path (idempotent). */
-  async activateDevice(thinId: number, sectors: number, label: string): Promise<string> {
+  /**
+   * Activates a thin device and returns its /dev/mapper path (idempotent). `readOnly` makes a
+   * new activation read-only; a device already active stays as it is.
+   */
+  async activateDevice(thinId: number, sectors: number, label: string, readOnly = false): Promise<string> {
     const name = this.deviceName(thinId);
     try {
-      await this.deps.dm.create(name, `0 ${sectors} thin /dev/mapper/${this.name} ${thinId}`);
+      await this.deps.dm.create(name, `0 ${sectors} thin /dev/mapper/${this.name} ${thinId}`, readOnly);
     } catch (err) {
       if (isDmFailure(err, 'no-data')) {
         throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING, `thin device ${thinId} of ${label} is missing from pool ` +
@@ -359,6 +362,11 @@ export class ThinPool {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE, `thin device ${name} of ${label} stays open (a mount or a process ` +
         `holds it; see dmsetup info ${name}); close it and try again`, { cause: err });
     });
+  }
+
+  /** Names of the active device-mapper devices (one `dmsetup ls`). */
+  async activeDevices(): Promise<Set<string>> {
+    return new Set(parseLs(await this.deps.dm.ls()).map((d) => d.name));
   }
 
   async deviceStatus(thinId: number): Promise<ThinStatus | undefined> {

@@ -36,27 +36,39 @@ export class VolumeFilesystems {
   }
 
   async mount(device: string, path: string, type: DmFilesystem, volume: string, readOnly = false): Promise<void> {
-    const options = [readOnly ? 'ro' : 'rw', ...(type === 'ext4' && !readOnly ? ['noinit_itable'] : [])];
+    await this.mountWith(device, path, type, `volume ${volume}`, volume, [readOnly ? 'ro' : 'rw', ...(type === 'ext4' && !readOnly ? ['noinit_itable'] : [])]);
+  }
+
+  /**
+   * Mounts a snapshot for reading without writing a byte to it: no journal replay (ext4
+   * `noload`, xfs `norecovery`; a snapshot taken by stowage has a clean journal, the origin's
+   * filesystem was frozen around it), and for xfs `nouuid`, as the origin, mounted, has the same UUID.
+   */
+  async mountSnapshot(device: string, path: string, type: DmFilesystem, volume: string, snapshot: string): Promise<void> {
+    await this.mountWith(device, path, type, `snapshot ${snapshot} of volume ${volume}`, volume, type === 'ext4' ? ['ro', 'noload'] : ['ro', 'norecovery', 'nouuid']);
+  }
+
+  private async mountWith(device: string, path: string, type: DmFilesystem, what: string, volume: string, options: string[]): Promise<void> {
     const result = await this.runner.run('mount', ['-t', type, '-o', options.join(','), device, path],
       { allowFailure: true, timeoutMs: 120_000 });
     if (result.exitCode !== 0) {
       throw new StowageError(ErrorCodes.BACKEND_COMMAND,
-        `mounting volume ${volume} (${device}) at ${path} failed: ${firstLine(result.stderr) || 'unknown error'}; ` +
+        `mounting ${what} (${device}) at ${path} failed: ${firstLine(result.stderr) || 'unknown error'}; ` +
         `check the kernel log (dmesg) and the filesystem with fsck`, { volume, cause: result });
     }
   }
 
   /** Unmounts `path` if it is mounted; a busy mount is E_VOLUME_IN_USE. */
-  async unmount(path: string, volume: string): Promise<void> {
+  async unmount(path: string, volume: string, what = `volume ${volume}`): Promise<void> {
     if (!(await this.mountedAt(path))) return;
     const result = await this.runner.run('umount', [path], { allowFailure: true, timeoutMs: 120_000 });
     if (result.exitCode === 0 || /not mounted/.test(result.stderr)) return;
     if (/busy/i.test(result.stderr)) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `volume ${volume} cannot be unmounted from ${path}: a process still uses it (see fuser -vm ${path}); ` +
+        `${what} cannot be unmounted from ${path}: a process still uses it (see fuser -vm ${path}); ` +
         `stop it and try again`, { volume });
     }
-    throw new StowageError(ErrorCodes.BACKEND_COMMAND, `unmounting volume ${volume} from ${path} failed: ${firstLine(result.stderr) || 'unknown error'}`,
+    throw new StowageError(ErrorCodes.BACKEND_COMMAND, `unmounting ${what} from ${path} failed: ${firstLine(result.stderr) || 'unknown error'}`,
       { volume, cause: result });
   }
 }

@@ -36,13 +36,13 @@ export class CoreBackupService implements BackupService {
     @inject(TOKENS.Logger) private readonly log: Logger,
   ) {}
 
-  private snapshotSupport(volume: string): SnapshotSupport & Required<Pick<SnapshotSupport, 'openSnapshot'>> {
+  private snapshotSupport(volume: string): SnapshotSupport {
     const support = this.backend.snapshots;
-    if (!support?.openSnapshot) {
+    if (!support) {
       throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.backend.name} backend cannot back up volumes: it has no snapshots to read them from (volume ${volume})`,
         { volume, remedies: [{ action: 'use-backend', capability: 'snapshots' }] });
     }
-    return support as SnapshotSupport & Required<Pick<SnapshotSupport, 'openSnapshot'>>;
+    return support;
   }
 
   async createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail> {

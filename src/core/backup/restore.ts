@@ -18,9 +18,16 @@ const FILES_AHEAD = 8;
 
 export interface RestoreOptions extends CommonOptions {}
 
+/**
+ * Seconds for utimes. libuv sets times to whole microseconds, truncating the double it is given,
+ * and a double near today's epoch holds a time only to about 0.2 us: aiming at the middle of the
+ * microsecond makes the truncation land on it, where `x.324` would come back as `x.323999`.
+ */
 function nsToSeconds(ns: string): number {
   const value = BigInt(ns);
-  return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
+  if (value < 0n) return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
+  const micros = value / 1000n;
+  return Number(micros / 1_000_000n) + (Number(micros % 1_000_000n) + 0.5) / 1e6;
 }
 
 function parentOf(path: string): string {
