@@ -23,6 +23,8 @@ export const ErrorCodes = {
   BACKUP_OBJECT_MISSING: 'E_BACKUP_OBJECT_MISSING',
   BACKUP_CORRUPT: 'E_BACKUP_CORRUPT',
   BACKUP_LOCKED: 'E_BACKUP_LOCKED',
+  /** A long operation stopped on request (a cancelled job, a stopping daemon). */
+  CANCELLED: 'E_CANCELLED',
   INTERNAL: 'E_INTERNAL',
 } as const;
 

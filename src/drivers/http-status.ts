@@ -18,6 +18,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCodes.VOLUME_EXISTS]: 409,
   [ErrorCodes.VOLUME_IN_USE]: 409,
   [ErrorCodes.DATA_CONFLICT]: 409,
+  [ErrorCodes.CANCELLED]: 409,
   [ErrorCodes.BACKEND_UNAVAILABLE]: 503,
 };
 

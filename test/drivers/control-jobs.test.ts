@@ -203,12 +203,13 @@ describe('the job registry', () => {
 
   it('cancels a running job through its signal', async () => {
     const jobs = new JobRegistry(silentLogger);
+    // As the backup service does: at its next safe point it throws the signal's reason.
     const started = jobs.start('backup-create', 'v', ({ signal }) => new Promise((_, reject) => {
-      if (signal.aborted) reject(new StowageError(ErrorCodes.INVALID_REQUEST, 'stopped at a safe point'));
-      signal.addEventListener('abort', () => reject(new StowageError(ErrorCodes.INVALID_REQUEST, 'stopped at a safe point')));
+      if (signal.aborted) reject(signal.reason);
+      signal.addEventListener('abort', () => reject(signal.reason));
     }));
     const ended = new Promise((resolve) => jobs.follow(started.id, (e) => e.type === 'end' && resolve(e.job)));
     jobs.cancel(started.id);
-    expect(await ended).toMatchObject({ state: 'failed', error: { message: 'stopped at a safe point' } });
+    expect(await ended).toMatchObject({ state: 'failed', error: { code: ErrorCodes.CANCELLED, message: `job ${started.id} was cancelled` } });
   });
 });

@@ -135,14 +135,14 @@ export class JobRegistry {
   /** Asks the running job to stop at its next safe point; it then fails as cancelled. */
   cancel(id: string): JobView {
     const job = this.job(id);
-    if (job.view.state === 'running') job.abort.abort(new StowageError(ErrorCodes.INVALID_REQUEST, `job ${id} was cancelled`));
+    if (job.view.state === 'running') job.abort.abort(new StowageError(ErrorCodes.CANCELLED, `job ${id} was cancelled`));
     return { ...job.view };
   }
 
   /** Stops every running job (the daemon is stopping); their ends reach their followers. */
   cancelAll(): void {
     for (const job of this.jobs.values()) {
-      if (job.view.state === 'running') job.abort.abort(new StowageError(ErrorCodes.INVALID_REQUEST, 'the daemon is stopping'));
+      if (job.view.state === 'running') job.abort.abort(new StowageError(ErrorCodes.CANCELLED, 'the daemon is stopping'));
     }
   }
 
