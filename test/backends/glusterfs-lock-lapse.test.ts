@@ -106,7 +106,8 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
   it('a remove whose lock lapsed while gluster answered slowly leaves alone the volume another node made under the name meanwhile', async () => {
     let infos = 0;
     let removeStarted = false;
-    // The remove's second `volume info` of the name is the backend's own lookup, right before it stops and deletes.
+    // The remove's second `volume info` of the name is the backend's own lookup, right before its
+    // first destructive step (deleting the volume's snapshots, then stopping and deleting it).
     const held = holdingRunner(new ExecaCommandRunner(), (program, args) =>
       removeStarted && program === 'gluster' && args.includes('info') && args.includes('stowage-again') && ++infos === 2);
     const a = await node('node-c', held.runner, (backend) => faultyFs(realFs, join(backend.clusterStateDir, 'locks')));
@@ -130,7 +131,7 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
     expect(await realFs.readFile(join(brickRoot, brick!, 'd-was-here'), 'utf8')).toBe('data of node d');
     expect(error).toMatchObject({
       code: ErrorCodes.BACKEND_UNAVAILABLE,
-      message: expect.stringMatching(/^lost the cluster lock on volume again \(could not renew for [\d.]+ s: .*\): stopped before stopping gluster volume stowage-again; nothing was deleted; try again$/),
+      message: expect.stringMatching(/^lost the cluster lock on volume again \(could not renew for [\d.]+ s: .*\): stopped before deleting the snapshots of volume again; nothing was deleted; try again$/),
     });
   });
 

@@ -72,6 +72,7 @@ export class GlusterVolumeBackend implements Backend {
     this.snapshots = new RepositorySnapshots({
       backend: 'glusterfs',
       repositoryDir: () => this.snapshotRepositoryDir(),
+      hasRepository: () => this.hasSnapshotRepository(),
       dataPath: (volume) => this.snapshotMount(volume),
       releaseDataPath: async (volume) => this.mounter.unmount(this.snapshotTarget(glusterNameOf(this.options.volumePrefix, volume))),
       log: ctx.log,
@@ -174,6 +175,14 @@ export class GlusterVolumeBackend implements Backend {
   /** Where a snapshot reads a volume: beside the containers' mounts, never one of them (pool names start with no dot). */
   private snapshotTarget(glusterName: string): string {
     return join(this.mountRoot, '.snapshots', glusterName);
+  }
+
+  private async hasSnapshotRepository(): Promise<boolean> {
+    await this.statePool.ensure();
+    return this.ctx.fs.lstat(join(this.statePool.mountpoint, '.stowage', 'snapshots')).then(() => true, (err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    });
   }
 
   private async snapshotRepositoryDir(): Promise<string> {

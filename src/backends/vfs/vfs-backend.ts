@@ -57,6 +57,7 @@ export class VfsBackend implements Backend {
     this.snapshots = new RepositorySnapshots({
       backend: label,
       repositoryDir: () => this.snapshotRepositoryDir(),
+      hasRepository: () => this.hasSnapshotRepository(),
       dataPath: (volume) => this.attach(volume),
       log: ctx.log,
     });
@@ -77,6 +78,13 @@ export class VfsBackend implements Backend {
     const dir = join(this.layout.meta, 'snapshots');
     await this.dirs.ensure(dir);
     return dir;
+  }
+
+  private async hasSnapshotRepository(): Promise<boolean> {
+    return this.ctx.fs.lstat(join(this.layout.meta, 'snapshots')).then(() => true, (err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    });
   }
 
   get capabilities(): BackendCapabilities {
@@ -383,6 +391,8 @@ export class VfsBackend implements Backend {
    * not show them. Before the data moves, so a failure here leaves the volume in place.
    */
   private async removeSnapshots(name: string, request: RemoveRequest): Promise<void> {
+    // No repository, no snapshots: a remove creates nothing in the store.
+    if (!(await this.hasSnapshotRepository())) return;
     const usable = await this.snapshotRepositoryDir(name).then(() => true, (err: unknown) => {
       if (err instanceof StowageError && err.code === ErrorCodes.NOT_SUPPORTED) return false;
       throw err;

@@ -25,6 +25,11 @@ export interface SnapshotHost {
    * E_NOT_SUPPORTED when the storage cannot hold one (a store on an in-memory filesystem).
    */
   repositoryDir(): Promise<string>;
+  /**
+   * Whether the repository's directory is there, creating nothing: a volume remove asks it first,
+   * so removing a volume that never had a snapshot writes nothing to the store.
+   */
+  hasRepository(): Promise<boolean>;
   /** The live data directory of a registered volume; E_VOLUME_NOT_FOUND otherwise. */
   dataPath(volume: string): Promise<string>;
   /** Called once the snapshot has read `dataPath`'s directory (a backend that mounted it for the read unmounts it). */
@@ -128,6 +133,7 @@ export class RepositorySnapshots implements SnapshotSupport {
    * backups, then what no other backup needs. Returns how many there were.
    */
   async deleteAll(volume: string): Promise<number> {
+    if (!(await this.host.hasRepository())) return 0;
     const store = await this.store();
     const names: string[] = [];
     for await (const { key } of listAll(store, `snapshots/${volume}/`)) names.push(key);
