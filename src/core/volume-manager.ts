@@ -1,5 +1,5 @@
 import { inject, injectable, optional } from 'inversify';
-import type { Backend, SnapshotRecord, SnapshotSupport, VolumeRecord } from './backend.js';
+import type { Backend, SnapshotRecord, VolumeRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
 import { createRequest } from './create-request.js';
 import type { Cluster } from './cluster/cluster.js';
@@ -14,8 +14,10 @@ import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
 import { formatSize, parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
-import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './backup/restore-journal.js';
-import { restoreVolume, takeRestoreOption, type RestoreHost } from './backup/restore-volume.js';
+import { VolumeRestores } from './volume-restores.js';
+import { VolumeSnapshots, type ConsistencyOptions } from './volume-snapshots.js';
+import type { RestoreJournal } from './backup/restore-journal.js';
+import { takeRestoreOption } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
 import {
   sameOrConflict, validateMountId,
@@ -38,6 +40,9 @@ export class VolumeManager {
   /** Last record seen per name, so a passing backend fault does not make Docker forget a volume. */
   private readonly lastKnown = new Map<string, VolumeRecord>();
   private reconcileTimer?: NodeJS.Timeout;
+  /** Snapshots, live reads and restores (volume-snapshots.ts, volume-restores.ts), queued on `locks`. */
+  private readonly snapshots: VolumeSnapshots;
+  private readonly restores: VolumeRestores;
 
   constructor(
     @inject(TOKENS.Backend) private readonly backend: Backend,
@@ -49,7 +54,20 @@ export class VolumeManager {
     @inject(TOKENS.Cluster) private readonly cluster: Cluster,
     @inject(TOKENS.ContainerReferences) private readonly engine: ContainerReferences,
     @inject(TOKENS.RestoreJournal) @optional() private readonly journal?: RestoreJournal,
-  ) {}
+  ) {
+    this.snapshots = new VolumeSnapshots({
+      backend: this.backend, locks: this.locks, cluster: this.cluster, engine: this.engine, mounts: this.mounts,
+      nodeId: this.config.nodeId, log: this.log,
+    });
+    this.restores = new VolumeRestores({
+      create: (name, options) => this.create(name, options),
+      mount: (name, id) => this.mount(name, id),
+      unmount: (name, id) => this.unmount(name, id),
+      remove: (name, request) => this.remove(name, request),
+      backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
+      dropMounts: (name, ids, why) => this.dropMounts(name, ids, why),
+    });
+  }
 
   get backendName(): string {
     return this.backend.name;
@@ -68,7 +86,7 @@ export class VolumeManager {
       for (const problem of this.mounts.skipped) this.log.warn(`mount records: skipped ${problem}`);
       await this.reconcileMounts();
       await this.cluster.start(() => this.mounts.snapshot());
-      await this.journal?.recover((name) => this.removeInterruptedRestore(name), this.log);
+      await this.restores.recover();
     } catch (err) {
       await this.rootLock.release();
       throw err;
@@ -107,7 +125,7 @@ export class VolumeManager {
     if (restore) {
       // Every option is checked before the backup is even looked at.
       parseVolumeOptions(restore.options, this.backend.capabilities.createOptions ?? []);
-      return restoreVolume(this.restoreHost, name, restore.url, restore.options, progress);
+      return this.restores.restore(name, restore.url, restore.options, progress);
     }
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     await this.backend.ready?.(name);
@@ -296,90 +314,22 @@ export class VolumeManager {
     };
   }
 
-  private snapshotSupport(volume: string): SnapshotSupport {
-    if (!this.backend.snapshots) {
-      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.backend.name} backend cannot snapshot volumes (volume ${volume})`,
-        { volume, remedies: [{ action: 'use-backend', capability: 'snapshots' }] });
-    }
-    return this.backend.snapshots;
+  /** See VolumeSnapshots.create. */
+  createSnapshot(volume: string, snapshot: string, options: ConsistencyOptions = {}): Promise<SnapshotRecord> {
+    return this.snapshots.create(volume, snapshot, options);
   }
 
-  /**
-   * Snapshot names follow the volume name rules; operations queue behind the volume's others
-   * (so no container on this node mounts the volume while a snapshot is taken). `consistent`:
-   * the running containers of this node that use the volume are paused while the snapshot is
-   * taken; refused while another node uses the volume (its containers cannot be paused from
-   * here) unless `force`, and while this node mounts it with no engine to pause containers.
-   */
-  async createSnapshot(volume: string, snapshot: string, options: { consistent?: boolean; force?: boolean } = {}): Promise<SnapshotRecord> {
-    validateVolumeName(volume);
-    validateVolumeName(snapshot);
-    const support = this.snapshotSupport(volume);
-    const take = () => support.createSnapshot(volume, snapshot);
-    return this.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, take) : take()));
+  /** See VolumeSnapshots.readLive. */
+  readLiveVolume<T>(volume: string, options: ConsistencyOptions, work: (path: string) => Promise<T>): Promise<T> {
+    return this.snapshots.readLive(volume, options, work);
   }
 
-  /**
-   * Runs `work` on the live data of a volume whose backend snapshots by reading it file by file
-   * (see SnapshotSupport.readLive), under the same rules as createSnapshot: queued behind the
-   * volume's other operations, and `consistent` pauses this node's containers that use it.
-   */
-  async readLiveVolume<T>(volume: string, options: { consistent?: boolean; force?: boolean }, work: (path: string) => Promise<T>): Promise<T> {
-    validateVolumeName(volume);
-    const support = this.snapshotSupport(volume);
-    const readLive = support.readLive?.bind(support);
-    if (!readLive) {
-      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.backend.name} backend's snapshots are not reads of the live data (volume ${volume})`, { volume });
-    }
-    const read = () => readLive(volume, work);
-    return this.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, read) : read()));
+  listSnapshots(volume: string): Promise<SnapshotRecord[]> {
+    return this.snapshots.list(volume);
   }
 
-  private async withContainersPaused<T>(volume: string, force: boolean, task: () => Promise<T>): Promise<T> {
-    const elsewhere = await this.cluster.usesElsewhere(volume);
-    if (elsewhere.length > 0 && !force) {
-      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `a consistent snapshot of volume ${volume} pauses the containers that use it, and only this node's can be paused; ` +
-        `it is also used on ${elsewhere.join('; ')}. Stop those containers first, or force the snapshot (their writes may then land during it)`,
-        { volume });
-    }
-    if (!this.engine.configured || !this.engine.pause || !this.engine.unpause) {
-      if (this.mounts.count(volume) === 0) return task();
-      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `volume ${volume} is mounted on node ${this.config.nodeId}, and no container engine is configured to pause its containers for a consistent snapshot`,
-        { volume, node: this.config.nodeId });
-    }
-    const scan = await this.engine.scan();
-    if (!scan.reachable) {
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-        `a consistent snapshot of volume ${volume} pauses its containers, but the container engine cannot be asked: ${scan.error ?? 'unreachable'}`, { volume });
-    }
-    const paused: string[] = [];
-    try {
-      for (const container of (scan.byVolume[volume] ?? []).filter((c) => c.state === 'running')) {
-        await this.engine.pause(container.id);
-        paused.push(container.id);
-      }
-      if (paused.length > 0) this.log.info(`paused ${paused.length} container(s) using ${volume} for a consistent snapshot`);
-      return await task();
-    } finally {
-      for (const id of paused) {
-        await this.engine.unpause(id).catch((err: unknown) =>
-          this.log.error(`could not unpause container ${id.slice(0, 12)} after the snapshot of ${volume}; unpause it by hand: ${describeCause(err)}`));
-      }
-    }
-  }
-
-  async listSnapshots(volume: string): Promise<SnapshotRecord[]> {
-    validateVolumeName(volume);
-    return this.snapshotSupport(volume).listSnapshots(volume);
-  }
-
-  async deleteSnapshot(volume: string, snapshot: string): Promise<void> {
-    validateVolumeName(volume);
-    validateVolumeName(snapshot);
-    const support = this.snapshotSupport(volume);
-    await this.locks.run(volume, () => support.deleteSnapshot(volume, snapshot));
+  deleteSnapshot(volume: string, snapshot: string): Promise<void> {
+    return this.snapshots.delete(volume, snapshot);
   }
 
   /** Nodes sharing this backend's storage, with heartbeat age and clock offset. */
@@ -413,27 +363,6 @@ export class VolumeManager {
   /** Drops mount records that no live container on this node can account for (see mount-reconcile.ts). */
   reconcileWithEngine(): Promise<void> {
     return reconcileWithEngine(this.mountOps);
-  }
-
-  private readonly restoreHost: RestoreHost = {
-    create: (name, options) => this.create(name, options),
-    mount: (name, id) => this.mount(name, id),
-    unmount: (name, id) => this.unmount(name, id),
-    remove: (name, request) => this.remove(name, request),
-    log: () => this.log,
-    journal: {
-      begin: async (name, url) => this.journal?.begin(name, url),
-      end: async (name) => this.journal?.end(name),
-    },
-  };
-
-  /** A restore a killed daemon left unfinished: its mount records go, then the volume (see RestoreJournal). */
-  private async removeInterruptedRestore(name: string): Promise<void> {
-    await this.locks.run(name, async () => {
-      const ids = Object.keys(this.mounts.ids(name)).filter((id) => id.startsWith(RESTORE_MOUNT_PREFIX));
-      if (ids.length > 0) await this.dropMounts(name, ids, 'its restore was interrupted');
-    });
-    if (await this.backend.get(name)) await this.remove(name, { retain: false });
   }
 
   private readonly mountOps: MountOps = {

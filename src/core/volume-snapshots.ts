@@ -1,0 +1,121 @@
+import type { Backend, SnapshotRecord, SnapshotSupport } from './backend.js';
+import type { Cluster } from './cluster/cluster.js';
+import type { ContainerReferences } from './container-references.js';
+import { ErrorCodes, StowageError, describeCause } from './errors.js';
+import type { KeyedMutex } from './keyed-mutex.js';
+import type { Logger } from './logger.js';
+import type { MountTable } from './mount-table.js';
+import { validateVolumeName } from './names.js';
+
+/** What the snapshot operations need of the volume manager: its per-volume queue and its parts. */
+export interface SnapshotOps {
+  backend: Backend;
+  /** The manager's per-volume queue: a snapshot waits for the volume's other operations. */
+  locks: KeyedMutex;
+  cluster: Cluster;
+  engine: ContainerReferences;
+  mounts: MountTable;
+  nodeId: string;
+  log: Logger;
+}
+
+export interface ConsistencyOptions {
+  consistent?: boolean;
+  force?: boolean;
+}
+
+/**
+ * Snapshots through the core: names checked, queued behind the volume's other operations, and
+ * the optional pause of this node's containers that use the volume (`consistent`).
+ */
+export class VolumeSnapshots {
+  constructor(private readonly ops: SnapshotOps) {}
+
+  private support(volume: string): SnapshotSupport {
+    const { backend } = this.ops;
+    if (!backend.snapshots) {
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${backend.name} backend cannot snapshot volumes (volume ${volume})`,
+        { volume, remedies: [{ action: 'use-backend', capability: 'snapshots' }] });
+    }
+    return backend.snapshots;
+  }
+
+  /**
+   * Snapshot names follow the volume name rules; operations queue behind the volume's others
+   * (so no container on this node mounts the volume while a snapshot is taken). `consistent`:
+   * the running containers of this node that use the volume are paused while the snapshot is
+   * taken; refused while another node uses the volume (its containers cannot be paused from
+   * here) unless `force`, and while this node mounts it with no engine to pause containers.
+   */
+  async create(volume: string, snapshot: string, options: ConsistencyOptions = {}): Promise<SnapshotRecord> {
+    validateVolumeName(volume);
+    validateVolumeName(snapshot);
+    const support = this.support(volume);
+    const take = () => support.createSnapshot(volume, snapshot);
+    return this.ops.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, take) : take()));
+  }
+
+  /**
+   * Runs `work` on the live data of a volume whose backend snapshots by reading it file by file
+   * (see SnapshotSupport.readLive), under the same rules as create: queued behind the
+   * volume's other operations, and `consistent` pauses this node's containers that use it.
+   */
+  async readLive<T>(volume: string, options: ConsistencyOptions, work: (path: string) => Promise<T>): Promise<T> {
+    validateVolumeName(volume);
+    const support = this.support(volume);
+    const readLive = support.readLive?.bind(support);
+    if (!readLive) {
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.ops.backend.name} backend's snapshots are not reads of the live data (volume ${volume})`, { volume });
+    }
+    const read = () => readLive(volume, work);
+    return this.ops.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, read) : read()));
+  }
+
+  async list(volume: string): Promise<SnapshotRecord[]> {
+    validateVolumeName(volume);
+    return this.support(volume).listSnapshots(volume);
+  }
+
+  async delete(volume: string, snapshot: string): Promise<void> {
+    validateVolumeName(volume);
+    validateVolumeName(snapshot);
+    const support = this.support(volume);
+    await this.ops.locks.run(volume, () => support.deleteSnapshot(volume, snapshot));
+  }
+
+  private async withContainersPaused<T>(volume: string, force: boolean, task: () => Promise<T>): Promise<T> {
+    const { cluster, engine, mounts, nodeId, log } = this.ops;
+    const elsewhere = await cluster.usesElsewhere(volume);
+    if (elsewhere.length > 0 && !force) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `a consistent snapshot of volume ${volume} pauses the containers that use it, and only this node's can be paused; ` +
+        `it is also used on ${elsewhere.join('; ')}. Stop those containers first, or force the snapshot (their writes may then land during it)`,
+        { volume });
+    }
+    if (!engine.configured || !engine.pause || !engine.unpause) {
+      if (mounts.count(volume) === 0) return task();
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${volume} is mounted on node ${nodeId}, and no container engine is configured to pause its containers for a consistent snapshot`,
+        { volume, node: nodeId });
+    }
+    const scan = await engine.scan();
+    if (!scan.reachable) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `a consistent snapshot of volume ${volume} pauses its containers, but the container engine cannot be asked: ${scan.error ?? 'unreachable'}`, { volume });
+    }
+    const paused: string[] = [];
+    try {
+      for (const container of (scan.byVolume[volume] ?? []).filter((c) => c.state === 'running')) {
+        await engine.pause(container.id);
+        paused.push(container.id);
+      }
+      if (paused.length > 0) log.info(`paused ${paused.length} container(s) using ${volume} for a consistent snapshot`);
+      return await task();
+    } finally {
+      for (const id of paused) {
+        await engine.unpause(id).catch((err: unknown) =>
+          log.error(`could not unpause container ${id.slice(0, 12)} after the snapshot of ${volume}; unpause it by hand: ${describeCause(err)}`));
+      }
+    }
+  }
+}
