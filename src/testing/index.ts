@@ -8,3 +8,4 @@ export { describeSharedStoreConformance } from './shared-store-suite.js';
 export type { ConformanceHarness, SharedStoreHarness } from './harness.js';
 export { describeBlobStoreConformance } from './blob-store-suite.js';
 export type { BlobStoreHarness } from './blob-store-suite.js';
+export { describeBackupConformance, type BackupConformanceHarness } from './backup-suite.js';

@@ -10,7 +10,9 @@ import type { FsPort } from '../../src/core/fs-port.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
-import { describeBackendConformance, describeSharedStoreConformance, describeSnapshotConformance, type ConformanceHarness } from '../../src/testing/index.js';
+import {
+  describeBackendConformance, describeBackupConformance, describeSharedStoreConformance, describeSnapshotConformance, type ConformanceHarness,
+} from '../../src/testing/index.js';
 import { createRequest } from '../../src/core/create-request.js';
 import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 
@@ -279,4 +281,21 @@ describe('vfs backend', () => {
     expect(parseVfsOptions({ 'vfs.shared': 'false' }, '/r').shared).toBe(false);
     expect(parseVfsOptions({ 'vfs.shared': 'true' }, '/r').shared).toBe(true);
   });
+});
+
+describeBackupConformance('vfs on a real directory, through the core', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-backup-'));
+  const other = await mkdtemp(join(tmpdir(), 'stowage-vfs-backup-other-'));
+  return {
+    backend: vfs(asFsPort(new LocalFirstFs()), join(dir, 'backend'), { 'vfs.path': join(dir, 'store') }),
+    root: join(dir, 'core'),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+    // Another vfs store: a restore makes its volume there from the same repository.
+    other: {
+      label: 'a second vfs store',
+      backend: vfs(asFsPort(new LocalFirstFs()), join(other, 'backend'), { 'vfs.path': join(other, 'store') }),
+      root: join(other, 'core'),
+      cleanup: () => rm(other, { recursive: true, force: true }),
+    },
+  };
 });

@@ -1,0 +1,343 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, chown, link, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildContainer } from '../container.js';
+import type { Backend } from '../core/backend.js';
+import type { BackupDetail, BackupService } from '../core/backup/service-contract.js';
+import { ErrorCodes, StowageError } from '../core/errors.js';
+import { silentLogger, type Logger } from '../core/logger.js';
+import { TOKENS } from '../core/tokens.js';
+import type { VolumeManager } from '../core/volume-manager.js';
+import { NODE } from './harness.js';
+
+/**
+ * What a backend's test file gives the backup suite: a backend not yet initialised (the suite
+ * runs it through the core, as the daemon does, and the core initialises it) and an empty state
+ * directory for that core. Volume paths must be on the local machine's file system: the suite
+ * writes and compares files through node:fs, as containers and the backup library do.
+ */
+export interface BackupConformanceHarness {
+  backend: Backend;
+  /** The core's node-local state (mount records, restore journal): an empty directory. */
+  root: string;
+  /** Removes what the suite left, once the core is stopped. */
+  cleanup?(): Promise<void>;
+  /**
+   * Another backend (any kind, not initialised) with its own empty state directory: the suite
+   * restores a backup into it too, since a file-level backup restores into any backend.
+   */
+  other?: { label: string; backend: Backend; root: string; cleanup?(): Promise<void> };
+  /** Per-test timeout; slow backends (a VM, a gluster pool) need minutes. */
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
+interface Core {
+  manager: VolumeManager;
+  backups: BackupService;
+}
+
+/** The core over `backend`, bound as the daemon binds it (src/container.ts), without a container engine. */
+async function startCore(backend: Backend, root: string, logger: Logger): Promise<Core> {
+  const container = buildContainer({ backend, backendOptions: {}, root, nodeId: NODE, onRemove: 'delete', logger });
+  const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
+  await manager.init();
+  return { manager, backups: container.get<BackupService>(TOKENS.BackupService) };
+}
+
+/** Everything a restore must bring back about one entry, keyed by its path in the volume. */
+interface EntryFacts {
+  type: 'file' | 'dir' | 'symlink';
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+  size?: number;
+  sha256?: string;
+  target?: string;
+  /** For a file with several names: the first of its names in path order. */
+  linkOf?: string;
+}
+
+/** Every entry under `dir` except `dir` itself (a new volume's root belongs to the backend). */
+export async function describeTree(dir: string): Promise<Map<string, EntryFacts>> {
+  const facts = new Map<string, EntryFacts>();
+  const firstName = new Map<number, string>();
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(join(dir, rel))).sort()) {
+      const path = rel === '' ? name : `${rel}/${name}`;
+      const full = join(dir, path);
+      const stat = await lstat(full);
+      // Times to the millisecond: what every backend's file system here keeps.
+      const common = { mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, mtimeMs: Math.floor(stat.mtimeMs) };
+      if (stat.isSymbolicLink()) {
+        facts.set(path, { type: 'symlink', ...common, target: await readlink(full) });
+      } else if (stat.isDirectory()) {
+        facts.set(path, { type: 'dir', ...common });
+        await walk(path);
+      } else if (stat.isFile()) {
+        const sha256 = createHash('sha256').update(await readFile(full)).digest('hex');
+        const entry: EntryFacts = { type: 'file', ...common, size: stat.size, sha256 };
+        if (stat.nlink > 1) {
+          const first = firstName.get(stat.ino);
+          if (first === undefined) firstName.set(stat.ino, path);
+          else entry.linkOf = first;
+        }
+        facts.set(path, entry);
+      } else {
+        throw new Error(`unexpected entry ${full} in the suite's tree`);
+      }
+    }
+  };
+  await walk('');
+  // Directory times last: reading does not change them, but a walk interleaved with writes would.
+  return facts;
+}
+
+const MiB = 2 ** 20;
+const OLD = new Date('2021-03-04T05:06:07.000Z');
+
+/** The tree the suite backs up: a large file, small ones, a symlink, a hardlink, modes, owners, times. */
+async function writeTree(path: string): Promise<void> {
+  const big = await open(join(path, 'big.bin'), 'w');
+  try {
+    for (let i = 0; i < 6; i += 1) await big.write(randomBytes(MiB));
+  } finally {
+    await big.close();
+  }
+  await mkdir(join(path, 'small', 'deep'), { recursive: true });
+  for (let i = 0; i < 40; i += 1) await writeFile(join(path, 'small', `f${i}.txt`), `small file ${i}\n`.repeat(i + 1));
+  await writeFile(join(path, 'small', 'deep', 'empty'), '');
+  await writeFile(join(path, 'small', 'deep', 'run.sh'), '#!/bin/sh\necho hi\n');
+  await chmod(join(path, 'small', 'deep', 'run.sh'), 0o755);
+  await writeFile(join(path, 'secret'), 'only the owner\n');
+  await chmod(join(path, 'secret'), 0o600);
+  // Owners other than one's own need root; an unprivileged run checks its own ids.
+  if (process.getuid?.() === 0) await chown(join(path, 'secret'), 1234, 5678);
+  await symlink('small/f1.txt', join(path, 'link-to-f1'));
+  await symlink('/nowhere/at/all', join(path, 'dangling'));
+  await link(join(path, 'small', 'f2.txt'), join(path, 'hard-f2'));
+  await mkdir(join(path, 'private'), { mode: 0o700 });
+  await writeFile(join(path, 'private', 'old.txt'), 'written long ago\n');
+  await utimes(join(path, 'private', 'old.txt'), OLD, OLD);
+  await utimes(join(path, 'private'), OLD, OLD);
+  await utimes(join(path, 'small', 'deep'), OLD, OLD);
+}
+
+/** What the suite changes between the two backups: one file rewritten, one added, one removed. */
+const CHANGED = { rewritten: 'small/f5.txt', added: 'small/new.txt', removed: 'small/f7.txt' };
+
+/**
+ * The backup suite, for backends that can snapshot volumes: backups through the core
+ * (VolumeManager + CoreBackupService as the daemon binds them) to a vfs:// repository, restored
+ * into new volumes on the same backend (and on `other`) and compared file by file.
+ */
+export function describeBackupConformance(label: string, setup: () => Promise<BackupConformanceHarness>): void {
+  describe(`Backup conformance: ${label}`, () => {
+    let h: BackupConformanceHarness;
+    let core: Core;
+    let other: Core | undefined;
+    let dir: string;
+    let dest: string;
+    let first: BackupDetail | undefined;
+    let second: BackupDetail | undefined;
+    const trees: Record<'first' | 'second', Map<string, EntryFacts> | undefined> = { first: undefined, second: undefined };
+    let timeout = 120_000;
+
+    beforeAll(async () => {
+      h = await setup();
+      timeout = h.timeoutMs ?? timeout;
+      dir = await mkdtemp(join(tmpdir(), 'stowage-backup-suite-'));
+      dest = `vfs://${join(dir, 'repository')}`;
+      core = await startCore(h.backend, h.root, h.logger ?? silentLogger);
+      if (h.other) other = await startCore(h.other.backend, h.other.root, h.logger ?? silentLogger);
+    }, 600_000);
+
+    afterAll(async () => {
+      const errors: unknown[] = [];
+      const step = async (work: () => Promise<unknown> | undefined) => {
+        try {
+          await work();
+        } catch (err) {
+          errors.push(err);
+        }
+      };
+      await step(() => other?.manager.dispose());
+      await step(() => core?.manager.dispose());
+      await step(() => h?.other?.cleanup?.());
+      await step(() => h?.cleanup?.());
+      await step(() => (dir ? rm(dir, { recursive: true, force: true }) : undefined));
+      if (errors.length > 0) throw errors[0];
+    }, 600_000);
+
+    /** Runs `work` on the volume's path through an ordinary mount, then unmounts. */
+    async function withMounted<T>(c: Core, volume: string, work: (path: string) => Promise<T>): Promise<T> {
+      const path = await c.manager.mount(volume, 'backup-suite');
+      try {
+        return await work(path);
+      } finally {
+        await c.manager.unmount(volume, 'backup-suite');
+      }
+    }
+
+    function needs<T>(value: T | undefined, what: string): T {
+      if (value === undefined) throw new Error(`${what} is missing: an earlier test of this suite failed`);
+      return value;
+    }
+
+    it('backs a volume up from a snapshot, then again after a change: the second reads only what changed', async () => {
+      await core.manager.create('source');
+      trees.first = await withMounted(core, 'source', async (path) => {
+        await writeTree(path);
+        return describeTree(path);
+      });
+      await core.manager.createSnapshot('source', 'before');
+      const phases = new Set<string>();
+      first = await core.backups.createBackup('source', { dest, snapshot: 'before', onProgress: (p) => phases.add(p.phase) });
+      expect(first).toMatchObject({ volume: 'source', snapshot: 'before', backend: h.backend.name, state: 'complete' });
+      expect(first.url).toBe(`${dest}?volume=source&backup=${first.id}`);
+      // A file with two names is one file to the backup.
+      const fileCount = [...trees.first.values()].filter((e) => e.type === 'file' && e.linkOf === undefined).length;
+      expect(first.stats).toMatchObject({ files: fileCount, skipped: 0 });
+      expect(first.stats!.bytes).toBeGreaterThanOrEqual(6 * MiB);
+      expect(first.warnings).toEqual([]);
+      expect(phases.size).toBeGreaterThan(0);
+      // The named snapshot is the user's: a backup from it keeps it.
+      expect((await core.manager.listSnapshots('source')).map((s) => s.name)).toContain('before');
+
+      trees.second = await withMounted(core, 'source', async (path) => {
+        await writeFile(join(path, CHANGED.rewritten), 'rewritten after the first backup, and longer than before\n');
+        await writeFile(join(path, CHANGED.added), 'added after the first backup\n');
+        await unlink(join(path, CHANGED.removed));
+        return describeTree(path);
+      });
+      second = await core.backups.createBackup('source', { dest });
+      expect(second).toMatchObject({ volume: 'source', parent: first.id, state: 'complete' });
+      const changedBytes = trees.second.get(CHANGED.rewritten)!.size! + trees.second.get(CHANGED.added)!.size!;
+      // The backup's own counters: the two new or rewritten files are read, nothing else is.
+      expect(second.stats).toMatchObject({ files: fileCount, filesRead: 2, bytesRead: changedBytes, skipped: 0 });
+      expect(second.stats!.bytes).toBe(first.stats!.bytes - trees.first.get(CHANGED.removed)!.size!
+        - trees.first.get(CHANGED.rewritten)!.size! + changedBytes);
+      // What it added to the repository is its trees and two small files, not the large one again.
+      expect(second.stats!.newRawBytes).toBeLessThan(MiB);
+      // A backup that took its own snapshot deletes it: only the user's remains.
+      expect((await core.manager.listSnapshots('source')).map((s) => s.name)).toEqual(['before']);
+    }, timeout);
+
+    it('lists both backups oldest first, inspects and verifies each', async () => {
+      const [a, b] = [needs(first, 'the first backup'), needs(second, 'the second backup')];
+      const listed = await core.backups.listBackups(dest, { volume: 'source' });
+      expect(listed.map((s) => s.id)).toEqual([a.id, b.id]);
+      expect(listed.every((s) => s.state === 'complete')).toBe(true);
+      expect(await core.backups.listBackups(`${dest}?volume=elsewhere`)).toEqual([]);
+      expect(await core.backups.inspectBackup(b.url)).toEqual(b);
+      for (const backup of [a, b]) {
+        const verified = await core.backups.verifyBackup(backup.url);
+        expect(verified).toMatchObject({ url: backup.url, files: backup.stats!.files });
+        expect(verified.bytes).toBeGreaterThanOrEqual(backup.stats!.bytes);
+      }
+    }, timeout);
+
+    it('restores each backup into a new volume: every file, link, mode, owner and time as backed up', async () => {
+      for (const [name, backup, tree] of [['restored-1', first, trees.first], ['restored-2', second, trees.second]] as const) {
+        const made = await core.backups.restoreVolume(name, needs(backup, name).url);
+        expect(made.created).toBe(true);
+        expect(await withMounted(core, name, describeTree)).toEqual(needs(tree, 'the tree'));
+      }
+      // The source is as the second backup found it: restores read, never write, it.
+      expect(await withMounted(core, 'source', describeTree)).toEqual(trees.second);
+      // The restore's own mount is gone: only the suite's were ever counted, and they are released.
+      expect(core.manager.mountRecords().filter((r) => r.volume.startsWith('restored-'))).toEqual([]);
+    }, timeout);
+
+    it('a restore into an existing name, or from a backup that is not there, changes nothing', async () => {
+      const b = needs(second, 'the second backup');
+      await expect(core.backups.restoreVolume('restored-2', b.url)).rejects.toMatchObject({ code: ErrorCodes.VOLUME_EXISTS });
+      expect(await withMounted(core, 'restored-2', describeTree)).toEqual(trees.second);
+      const ghost = b.url.replace(b.id, '20200101T000000000Z-00000000');
+      await expect(core.backups.restoreVolume('never', ghost)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+      await expect(core.manager.get('never')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+    }, timeout);
+
+    it('a restore that fails half-way (a corrupt pack, a cancel) leaves no volume behind', async () => {
+      const b = needs(second, 'the second backup');
+      // A copy of the repository with one pack damaged: the restore reads it and must fail.
+      const broken = join(dir, 'broken');
+      await copyTree(join(dir, 'repository'), broken);
+      const pack = await largestFile(join(broken, 'packs'));
+      const handle = await open(pack, 'r+');
+      try {
+        const { size } = await handle.stat();
+        await handle.write(Buffer.alloc(4096, 0x5a), 0, 4096, Math.floor(size / 2));
+      } finally {
+        await handle.close();
+      }
+      const brokenUrl = b.url.replace(join(dir, 'repository'), broken);
+      const failure = core.backups.restoreVolume('half', brokenUrl);
+      await expect(failure).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+      await expect(failure).rejects.toThrow(/the volume was removed again/);
+      await expect(core.manager.get('half')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+      await expect(core.backups.verifyBackup(brokenUrl)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+
+      const abort = new AbortController();
+      const cancelled = core.backups.restoreVolume('cancelled', b.url, {
+        signal: abort.signal,
+        onProgress: (p) => {
+          if (p.phase === 'restore') abort.abort(new StowageError(ErrorCodes.CANCELLED, 'cancelled by the suite'));
+        },
+      });
+      await expect(cancelled).rejects.toMatchObject({ code: ErrorCodes.CANCELLED, message: expect.stringMatching(/cancelled by the suite.*removed again/) });
+      await expect(core.manager.get('cancelled')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+      expect((await core.manager.list()).map((v) => v.name).sort()).toEqual(['restored-1', 'restored-2', 'source']);
+    }, timeout);
+
+    it('deleting the first backup leaves the second whole: it verifies and restores', async () => {
+      const [a, b] = [needs(first, 'the first backup'), needs(second, 'the second backup')];
+      await core.backups.deleteBackup(a.url);
+      expect((await core.backups.listBackups(dest, { volume: 'source' })).map((s) => s.id)).toEqual([b.id]);
+      await expect(core.backups.inspectBackup(a.url)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+      await expect(core.backups.restoreVolume('from-deleted', a.url)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+      await core.backups.verifyBackup(b.url);
+      await core.manager.remove('restored-2');
+      await core.backups.restoreVolume('restored-2', b.url);
+      expect(await withMounted(core, 'restored-2', describeTree)).toEqual(trees.second);
+    }, timeout);
+
+    it('restores into another backend as well (when the test file gives one)', async (ctx) => {
+      if (!other || !h.other) {
+        ctx.skip();
+        return;
+      }
+      const b = needs(second, 'the second backup');
+      const made = await other.backups.restoreVolume('moved', b.url);
+      expect(made.volume.backend).toBe(h.other.backend.name);
+      expect(await withMounted(other, 'moved', describeTree)).toEqual(trees.second);
+    }, timeout);
+  });
+}
+
+async function copyTree(from: string, to: string): Promise<void> {
+  await mkdir(to, { recursive: true });
+  for (const name of await readdir(from)) {
+    const stat = await lstat(join(from, name));
+    if (stat.isDirectory()) await copyTree(join(from, name), join(to, name));
+    else if (stat.isFile()) await writeFile(join(to, name), await readFile(join(from, name)));
+  }
+}
+
+async function largestFile(dir: string): Promise<string> {
+  let best: { path: string; size: number } | undefined;
+  const walk = async (d: string): Promise<void> => {
+    for (const name of await readdir(d)) {
+      const path = join(d, name);
+      const stat = await lstat(path);
+      if (stat.isDirectory()) await walk(path);
+      else if (stat.isFile() && (!best || stat.size > best.size)) best = { path, size: stat.size };
+    }
+  };
+  await walk(dir);
+  if (!best) throw new Error(`no file under ${dir}`);
+  return best.path;
+}
