@@ -10,6 +10,7 @@ import type { DockerEngine } from '../docker-engine/docker-engine.js';
 import { keepPluginActivated } from '../docker-engine/plugin-activation.js';
 import { claimSocket, closeServer } from '../server.js';
 import { SOCKET_MODULES } from '../socket-module.js';
+import type { JobRegistry } from '../control/jobs.js';
 import { SHELL_TOKENS } from '../tokens.js';
 
 /** The daemon's settings, parsed and checked from its flags (daemon-command.ts). */
@@ -30,6 +31,8 @@ export interface DaemonSettings {
   mountDir?: string;
   /** The driver name the engine shows in container mounts; default: the socket's name (a legacy plugin). */
   driverName?: string;
+  /** How long a stop waits for cancelled jobs to end; default JOB_STOP_MS. */
+  jobStopMs?: number;
 }
 
 export interface RunningDaemon {
@@ -47,6 +50,9 @@ export interface RunningDaemon {
  * CPU, a Create none; README, Benchmarks). The growth factor is read whenever
  * the young generation would grow, so it takes effect when set at run time.
  */
+/** How long a stop waits for cancelled jobs to end (each stops at its next progress report, well under a second). */
+const JOB_STOP_MS = 60_000;
+
 const DAEMON_V8_FLAGS = '--semi-space-growth-factor=1';
 
 export async function startDaemon(settings: DaemonSettings): Promise<RunningDaemon> {
@@ -71,6 +77,7 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   }, ...SOCKET_MODULES);
   const claim = await claimSocket(settings.socket, { log });
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
+  const jobs = container.get<JobRegistry>(SHELL_TOKENS.Jobs);
   await manager.init();
   const server = await claim.listen(container.get<RequestListener>(SHELL_TOKENS.RequestListener));
   log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
@@ -83,7 +90,12 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
     server,
     socket: settings.socket,
     stop: () => {
-      stopping ??= closeServer(server, settings.socket).then(() => manager.dispose());
+      // Jobs first, while the socket still serves their followers (who then see them end as
+      // cancelled): their locks are released and a cancelled restore's volume removed before the
+      // backend is let go.
+      stopping ??= jobs.stopAll(settings.jobStopMs ?? JOB_STOP_MS)
+        .then(() => closeServer(server, settings.socket))
+        .then(() => manager.dispose());
       return stopping;
     },
   };

@@ -51,6 +51,8 @@ interface Job {
   finishedAtMs?: number;
   followers: Set<(event: JobEvent) => void>;
   abort: AbortController;
+  /** Settles once the operation has ended and its end is recorded (its locks released, its undo done). */
+  done: Promise<void>;
 }
 
 const JOB_ID = /^[0-9a-f]{12}$/;
@@ -62,16 +64,19 @@ const JOB_ID = /^[0-9a-f]{12}$/;
  */
 export class JobRegistry {
   private readonly jobs = new Map<string, Job>();
+  private stopping = false;
 
   constructor(private readonly log: Logger, private readonly settings: JobSettings = DEFAULT_JOB_SETTINGS) {}
 
   start(kind: JobKind, target: string, run: (context: JobContext) => Promise<unknown>): JobView {
+    if (this.stopping) throw new StowageError(ErrorCodes.CANCELLED, `the daemon is stopping: no new ${kind} job is started`);
     this.prune();
     const id = randomBytes(6).toString('hex');
     const job: Job = {
       view: { id, kind, target, state: 'running', startedAt: new Date(this.settings.now()).toISOString() },
       followers: new Set(),
       abort: new AbortController(),
+      done: Promise.resolve(),
     };
     this.jobs.set(id, job);
     this.log.info(`job ${id}: ${kind} ${target} started`);
@@ -84,7 +89,7 @@ export class JobRegistry {
       },
     };
     // Started on the next turn, so that a run that fails at once still fails as a job.
-    void Promise.resolve().then(() => run(context)).then(
+    job.done = Promise.resolve().then(() => run(context)).then(
       (result) => this.finish(job, { state: 'succeeded', result }),
       (err: unknown) => {
         const { code, message } = failureOf(err);
@@ -144,6 +149,28 @@ export class JobRegistry {
     for (const job of this.jobs.values()) {
       if (job.view.state === 'running') job.abort.abort(new StowageError(ErrorCodes.CANCELLED, 'the daemon is stopping'));
     }
+  }
+
+  /**
+   * For a graceful stop: refuses new jobs, cancels the running ones and waits until each has
+   * ended, so that what it holds (repository and volume locks, a restore's half-made volume) is
+   * released or undone before the daemon lets go of the backend. A job that has not ended after
+   * `waitMs` is left to the process's exit (a restore's journal removes its volume at the next
+   * start); the count of those is returned.
+   */
+  async stopAll(waitMs: number): Promise<number> {
+    this.stopping = true;
+    const running = [...this.jobs.values()].filter((j) => j.view.state === 'running');
+    if (running.length === 0) return 0;
+    this.log.info(`stopping ${running.length} running job(s): ${running.map((j) => `${j.view.id} (${j.view.kind} ${j.view.target})`).join(', ')}`);
+    this.cancelAll();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, waitMs); });
+    await Promise.race([Promise.all(running.map((j) => j.done)), deadline]);
+    clearTimeout(timer);
+    const left = running.filter((j) => j.view.state === 'running');
+    if (left.length > 0) this.log.warn(`${left.length} job(s) did not stop within ${Math.round(waitMs / 1000)} s: ${left.map((j) => j.view.id).join(', ')}`);
+    return left.length;
   }
 
   private job(id: string): Job {
