@@ -206,6 +206,7 @@ export class VolumeManager {
           `volume ${name} is mounted ${mounted} time(s) on node ${this.config.nodeId}; ` +
           `stop or remove the containers using it, then remove it again`, { volume: name, node: this.config.nodeId });
       }
+      this.snapshots.assertNotRead(name);
       await this.cluster.assertRemovable(name, { force: request.force ?? false });
       const retain = request.retain ?? this.config.onRemove === 'retain';
       // The checks above may have taken long (another node's engine, a slow store).

@@ -29,7 +29,51 @@ export interface ConsistencyOptions {
  * the optional pause of this node's containers that use the volume (`consistent`).
  */
 export class VolumeSnapshots {
+  /** Volumes whose live data is being read without the volume's lock held, and how many reads each. */
+  private readonly readers = new Map<string, number>();
+
   constructor(private readonly ops: SnapshotOps) {}
+
+  /**
+   * Called by remove under the volume's lock: a volume being read by a backup or snapshot is not
+   * removed under it. Refused rather than queued: the read may take hours, and a remove that
+   * hangs that long is worse than one that says why.
+   */
+  assertNotRead(volume: string): void {
+    const count = this.readers.get(volume) ?? 0;
+    if (count === 0) return;
+    throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+      `volume ${volume} is being read by ${count} backup(s) or snapshot(s) on node ${this.ops.nodeId}; ` +
+      `remove it once they end, or cancel them first ("stowage job list", "stowage job cancel ID")`,
+      { volume, node: this.ops.nodeId });
+  }
+
+  /**
+   * A read of the live data that does not keep the volume's other operations waiting: the
+   * volume's lock is taken only to register the read (after whatever was queued before it), so
+   * mounts and unmounts go on meanwhile, and remove is refused until the read ends.
+   */
+  private async sharedRead<T>(volume: string, read: () => Promise<T>): Promise<T> {
+    await this.ops.locks.run(volume, async () => {
+      this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
+    });
+    try {
+      return await read();
+    } finally {
+      const left = (this.readers.get(volume) ?? 1) - 1;
+      if (left > 0) this.readers.set(volume, left);
+      else this.readers.delete(volume);
+    }
+  }
+
+  /**
+   * How a read of live data runs: `consistent` holds the volume's lock throughout (a container
+   * mounting it meanwhile would write unpaused), otherwise the read is shared (see sharedRead).
+   */
+  private runRead<T>(volume: string, options: ConsistencyOptions, read: () => Promise<T>): Promise<T> {
+    if (options.consistent) return this.ops.locks.run(volume, () => this.withContainersPaused(volume, options.force ?? false, read));
+    return this.sharedRead(volume, read);
+  }
 
   private support(volume: string): SnapshotSupport {
     const { backend } = this.ops;
@@ -41,8 +85,10 @@ export class VolumeSnapshots {
   }
 
   /**
-   * Snapshot names follow the volume name rules; operations queue behind the volume's others
-   * (so no container on this node mounts the volume while a snapshot is taken). `consistent`:
+   * Snapshot names follow the volume name rules; operations queue behind the volume's others.
+   * A snapshot that is a file-by-file read of the live data (vfs, glusterfs) lets mounts go on
+   * meanwhile and keeps removes out (see sharedRead); others (a devicemapper thin snapshot,
+   * quick) hold the volume's lock. `consistent`:
    * the running containers of this node that use the volume are paused while the snapshot is
    * taken; refused while another node uses the volume (its containers cannot be paused from
    * here) unless `force`, and while this node mounts it with no engine to pause containers.
@@ -52,13 +98,15 @@ export class VolumeSnapshots {
     validateVolumeName(snapshot);
     const support = this.support(volume);
     const take = () => support.createSnapshot(volume, snapshot);
+    if (support.readLive) return this.runRead(volume, options, take);
     return this.ops.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, take) : take()));
   }
 
   /**
    * Runs `work` on the live data of a volume whose backend snapshots by reading it file by file
-   * (see SnapshotSupport.readLive), under the same rules as create: queued behind the
-   * volume's other operations, and `consistent` pauses this node's containers that use it.
+   * (see SnapshotSupport.readLive), under the same rules as create: after the volume's queued
+   * operations, mounts go on during the read and removes are refused, and `consistent` pauses
+   * this node's containers that use it (holding the volume's lock throughout).
    */
   async readLive<T>(volume: string, options: ConsistencyOptions, work: (path: string) => Promise<T>): Promise<T> {
     validateVolumeName(volume);
@@ -67,8 +115,7 @@ export class VolumeSnapshots {
     if (!readLive) {
       throw new StowageError(ErrorCodes.NOT_SUPPORTED, `the ${this.ops.backend.name} backend's snapshots are not reads of the live data (volume ${volume})`, { volume });
     }
-    const read = () => readLive(volume, work);
-    return this.ops.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, read) : read()));
+    return this.runRead(volume, options, () => readLive(volume, work));
   }
 
   async list(volume: string): Promise<SnapshotRecord[]> {
