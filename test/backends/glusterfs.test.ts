@@ -4,7 +4,11 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
-import { describeBackendConformance, describeSharedStoreConformance, describeSnapshotConformance } from '../../src/testing/index.js';
+import {
+  describeBackendConformance, describeBackupConformance, describeSharedStoreConformance, describeSnapshotConformance,
+} from '../../src/testing/index.js';
+import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
+import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
 import {
@@ -120,6 +124,49 @@ describe.skipIf(skip)('glusterfs backend against a real glusterd', () => {
       backend, fs: realFs,
       cleanup: async () => {
         // The state pool serves every test: its snapshot repository goes with each test's volumes.
+        await realFs.rm(join(root, 'glusterfs', 'mnt', statePool!, '.stowage', 'snapshots'), { recursive: true, force: true });
+        await unmountUnder(root);
+        await deleteVolumes(gd, prefix);
+      },
+    };
+  });
+
+  /** A vfs store on the host: the backups of gluster volumes are restored into it too. */
+  const vfsElsewhere = async () => {
+    const dir = await gd.tempDir('vfs-');
+    return {
+      label: 'vfs on the host', root: dir,
+      backend: new VfsBackend({ nodeId: 'node-a', root: dir, fs: realFs, runner: new ExecaCommandRunner(), log: memoryLogger() },
+        parseVfsOptions({ 'vfs.path': join(dir, 'store') }, dir)),
+    };
+  };
+
+  describeBackupConformance('glusterfs, subdir mode', async () => {
+    if (pool === undefined) await gd.createVolume({ name: (pool = 'cpool') });
+    const root = await gd.tempDir('root-');
+    // Not initialised: the core does that, as in the daemon, with its state in the same root.
+    return {
+      backend: glusterBackend(gd, root, { 'glusterfs.pool': pool }), root, timeoutMs: 600_000,
+      other: await vfsElsewhere(),
+      cleanup: async () => {
+        await realFs.rm(join(root, 'glusterfs', 'mnt', pool!, '.stowage', 'snapshots'), { recursive: true, force: true }).catch(() => undefined);
+        await emptyPool(root);
+      },
+    };
+  });
+
+  describeBackupConformance('glusterfs, volume mode', async () => {
+    if (statePool === undefined) await gd.createVolume({ name: (statePool = 'cvstate') });
+    const prefix = `cv${++seq}-`;
+    const bricks = await gd.tempDir('bricks-');
+    const root = await gd.tempDir('root-');
+    return {
+      backend: glusterBackend(gd, root, {
+        'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${bricks}`, 'glusterfs.brickforce': 'true',
+        'glusterfs.volumeprefix': prefix, 'glusterfs.pool': statePool,
+      }),
+      root, timeoutMs: 600_000,
+      cleanup: async () => {
         await realFs.rm(join(root, 'glusterfs', 'mnt', statePool!, '.stowage', 'snapshots'), { recursive: true, force: true });
         await unmountUnder(root);
         await deleteVolumes(gd, prefix);
