@@ -4,7 +4,7 @@ import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.j
 import type { Logger } from '../logger.js';
 import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
 import {
-  backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, parseObject, Repository, VolumeNameSchema, type BlobStore,
+  backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, liveLocks, parseObject, Repository, VolumeNameSchema, type BlobStore,
 } from './index.js';
 
 /**
@@ -35,7 +35,17 @@ export interface SnapshotHost {
   /** Called once the snapshot has read `dataPath`'s directory (a backend that mounted it for the read unmounts it). */
   releaseDataPath?(volume: string): Promise<void>;
   log: Logger;
+  /**
+   * How old a backup that no snapshot name references must be before a snapshot operation
+   * deletes it (default ORPHAN_GRACE_MS). A name is written right after its backup, so only a
+   * crash in between leaves one that old; the margin covers another node's snapshot in flight
+   * and clock skew between nodes.
+   */
+  orphanGraceMs?: number;
 }
+
+/** See SnapshotHost.orphanGraceMs. */
+export const ORPHAN_GRACE_MS = 60 * 60_000;
 
 const SnapshotNameRecordSchema = z.object({
   format: z.literal(1),
@@ -81,6 +91,7 @@ export class RepositorySnapshots implements SnapshotSupport {
       await this.dropBackup(repo, volume, backup.id);
       throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
     }
+    await this.sweepOrphans(store, repo, volume, true);
     return this.toRecord(record);
   }
 
@@ -108,6 +119,7 @@ export class RepositorySnapshots implements SnapshotSupport {
     // right after is freed when the volume is removed (deleteAll takes every backup of it).
     await store.delete([nameKey(volume, snapshot)]);
     const repo = await Repository.open(store);
+    await this.sweepOrphans(store, repo, volume, false);
     await this.dropBackup(repo, volume, record.backupId);
   }
 
@@ -146,6 +158,44 @@ export class RepositorySnapshots implements SnapshotSupport {
     for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);
     await this.collect(repo);
     return names.length;
+  }
+
+  /**
+   * Deletes the volume's backups that no snapshot name references and that finished more than
+   * the grace period ago: left by a daemon killed between a snapshot's backup and its name. A
+   * backup a name references is never touched, nor one young enough to be a snapshot still being
+   * named; while any lock is live in the repository (a snapshot or delete running anywhere) the
+   * sweep waits for a later operation. `collect` frees their chunks at once.
+   */
+  private async sweepOrphans(store: BlobStore, repo: Repository, volume: string, collect: boolean): Promise<void> {
+    try {
+      const now = Date.now();
+      if ((await liveLocks(store, now)).length > 0) return;
+      const named = new Set<string>();
+      for await (const { key } of listAll(store, `snapshots/${volume}/`)) {
+        const name = key.split('/')[2];
+        if (name === undefined) continue;
+        const record = await this.readName(store, volume, name).catch(() => undefined);
+        // A name that cannot be read may still name a backup: nothing is swept this time.
+        if (!record) return;
+        named.add(record.backupId);
+      }
+      const grace = this.host.orphanGraceMs ?? ORPHAN_GRACE_MS;
+      const orphans = (await repo.listBackups(volume))
+        .filter((b) => !named.has(b.id) && now - Date.parse(b.finishedAt) >= grace);
+      if (orphans.length === 0) return;
+      for (const orphan of orphans) {
+        await deleteBackup(repo, volume, orphan.id).catch((err: unknown) => {
+          if (!isStowageError(err, ErrorCodes.BACKUP_NOT_FOUND)) throw err;
+        });
+      }
+      this.host.log.warn(`deleted ${orphans.length} snapshot backup(s) of ${volume} that no snapshot names (${orphans.map((o) => o.id).join(', ')}): ` +
+        'a snapshot interrupted before it was named');
+      if (collect) await this.collect(repo);
+    } catch (err) {
+      // Tidying only: the snapshot operation itself succeeded.
+      this.host.log.warn(`looking for unnamed snapshot backups of ${volume} failed: ${messageOf(err)}`);
+    }
   }
 
   private async dropBackup(repo: Repository, volume: string, backupId: string): Promise<void> {
