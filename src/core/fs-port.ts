@@ -7,5 +7,5 @@ import type * as fsp from 'node:fs/promises';
 export type FsPort = Pick<
   typeof fsp,
   | 'mkdir' | 'readFile' | 'writeFile' | 'rename' | 'rm' | 'rmdir' | 'readdir' | 'stat' | 'lstat'
-  | 'open' | 'chmod' | 'chown' | 'lchown' | 'link' | 'unlink' | 'access'
+  | 'open' | 'chmod' | 'chown' | 'lchown' | 'link' | 'unlink' | 'access' | 'utimes'
 >;

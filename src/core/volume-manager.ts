@@ -227,9 +227,9 @@ export class VolumeManager {
   }
 
   /**
-   * Takes the volume's cluster-wide lock, as create and remove do, and publishes this node's
-   * record with the new mount before answering: a remove on another node either ran before
-   * (the mount then finds no volume) or sees the mount and is refused.
+   * Takes the volume's cluster-wide lock, as create and remove do, and creates this node's mount
+   * marker of the volume before answering its first mount here: a remove on another node either
+   * ran before (the mount then finds no volume) or sees the marker and is refused.
    */
   async mount(name: string, mountId: string): Promise<string> {
     validateVolumeName(name);
@@ -251,7 +251,7 @@ export class VolumeManager {
       this.mountpoints.set(name, path);
       this.mounts.increment(name, id, isoTime(this.clock.now()), incarnation);
       // Both must succeed; neither is flushed to disk (see the README's durability table).
-      const failed = await this.mounts.persist().then(() => this.cluster.publishNow()).then(() => undefined, (reason: unknown) => ({ reason }));
+      const failed = await this.mounts.persist().then(() => this.cluster.markMounted(name)).then(() => undefined, (reason: unknown) => ({ reason }));
       if (failed) {
         const err: unknown = failed.reason;
         // Docker sends no Unmount for a failed Mount: a count kept here would pin the volume.
@@ -264,13 +264,14 @@ export class VolumeManager {
   }
 
   private async undoMount(name: string, id: string): Promise<void> {
-    if (this.mounts.decrement(name, id) === 0) {
+    const none = this.mounts.decrement(name, id) === 0;
+    if (none) {
       this.mountpoints.delete(name);
       await this.backend.detach(name).catch((err: unknown) =>
         this.log.error(`detaching ${name} after a failed mount failed: ${describeCause(err)}`));
     }
     await this.mounts.persist().catch(() => undefined);
-    this.cluster.changed();
+    if (none) await this.unmark(name);
   }
 
   async unmount(name: string, mountId: string): Promise<void> {
@@ -293,8 +294,14 @@ export class VolumeManager {
       // A failed save is only logged: the mount is released, and the record left on disk is
       // dropped by reconciliation with the engine or an Unmount replayed by Docker.
       await this.mounts.persist().catch((err: unknown) => this.log.error(`unmount of ${name}: ${messageOf(err)}`));
-      this.cluster.changed();
+      if (remaining === 0) await this.unmark(name);
     });
+  }
+
+  /** Removes this node's mount marker; a failure is only logged (the next heartbeat retries it). */
+  private async unmark(name: string): Promise<void> {
+    await this.cluster.markUnmounted(name).catch((err: unknown) =>
+      this.log.error(`removing the mount marker of ${name} failed (the next heartbeat retries): ${describeCause(err)}`));
   }
 
   /** The path while mounted on this node, else undefined. */
@@ -389,7 +396,7 @@ export class VolumeManager {
       });
     }
     await this.mounts.persist();
-    this.cluster.changed();
+    if (remaining === 0) await this.unmark(name);
   }
 
   private describeCheaply(record: VolumeRecord): VolumeInfo {

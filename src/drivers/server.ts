@@ -2,12 +2,11 @@ import { createConnection } from 'node:net';
 import * as fsp from 'node:fs/promises';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { dirname } from 'node:path';
-import express from 'express';
+import type { Router } from 'express';
 import { ErrorCodes, StowageError, errnoCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { CONTROL_PREFIX, controlErrorBody } from './control/endpoints.js';
-import { MAX_BODY_BYTES } from './http-body.js';
-import { bodyParserFailure, unknownRoute, type HttpFailure } from './http-status.js';
+import { controlErrorBody } from './control/endpoints.js';
+import { failureOf } from './http-status.js';
 import { servePluginRequest, type PluginHandlers } from './docker-plugin/routes.js';
 import { checkInheritedPath, describeInheritedSocket, takeListenFds } from './socket-activation.js';
 
@@ -15,35 +14,27 @@ export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
 
 /**
  * One listener for both protocols on the socket: Docker's plugin calls go to a small dispatcher,
- * everything else (the control API under /stowage/v1, unknown paths) to express.
+ * everything else (the control API under /stowage/v1, unknown paths) to express. Express, its
+ * body parsers (with iconv-lite and mime-db) and the control routes are loaded on the first such
+ * request, not at start: evaluating them was a tenth of the daemon's start-up, and Docker, which
+ * activates the plugin at start, never needs them.
  */
-export function createApp(plugin: PluginHandlers, control: express.Router): RequestListener {
-  const app = controlApp(control);
+export function createApp(plugin: PluginHandlers, loadControl: () => Promise<Router>): RequestListener {
+  let control: Promise<RequestListener> | undefined;
   return (req, res) => {
     const handler = req.method === 'POST' ? plugin.get(req.url ?? '') : undefined;
-    if (handler) void servePluginRequest(handler, req, res);
-    else app(req, res);
+    if (handler) {
+      void servePluginRequest(handler, req, res);
+      return;
+    }
+    control ??= Promise.all([import('./control-app.js'), loadControl()]).then(([{ controlApp }, router]) => controlApp(router));
+    control.then((app) => app(req, res), (err: unknown) => {
+      control = undefined;
+      const failure = failureOf(err);
+      const body = JSON.stringify(controlErrorBody(failure));
+      res.writeHead(failure.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+    });
   };
-}
-
-function controlApp(control: express.Router): express.Express {
-  const app = express();
-  app.disable('x-powered-by');
-  // Docker never revalidates; hashing every answer (List can be large) is pure cost.
-  app.set('etag', false);
-  // Raw for every content type: Docker sends JSON with no Content-Type header.
-  app.use(express.raw({ type: () => true, limit: MAX_BODY_BYTES }));
-  app.use(CONTROL_PREFIX, control);
-  // Each protocol answers failures in its own shape: Docker reads `Err`, the CLI reads `error`.
-  const fail = (req: express.Request, res: express.Response, failure: HttpFailure) => {
-    res.status(failure.status).json(req.path.startsWith(CONTROL_PREFIX) ? controlErrorBody(failure) : { Err: failure.message });
-  };
-  app.use((req, res) => fail(req, res, unknownRoute(req.method, req.path)));
-  // Body parser failures (such as an over-long body) reach here.
-  app.use((err: Error, req: express.Request, res: express.Response, _next: express.NextFunction) => {
-    fail(req, res, bodyParserFailure(err));
-  });
-  return app;
 }
 
 async function someoneListens(socket: string): Promise<boolean> {

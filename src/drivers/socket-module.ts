@@ -10,7 +10,7 @@ import { SHELL_TOKENS } from './tokens.js';
 /** The socket's one listener, dispatching to the plugin protocol and the control API. */
 export const socketModule = new ContainerModule(({ bind }) => {
   bind<RequestListener>(SHELL_TOKENS.RequestListener).toDynamicValue((ctx) =>
-    createApp(ctx.get<PluginHandlers>(SHELL_TOKENS.PluginHandlers), ctx.get<Router>(SHELL_TOKENS.ControlRouter)));
+    createApp(ctx.get<PluginHandlers>(SHELL_TOKENS.PluginHandlers), ctx.get<() => Promise<Router>>(SHELL_TOKENS.ControlRouter)));
 });
 
 /** What a daemon (or a test standing in for one) loads to serve the socket. */

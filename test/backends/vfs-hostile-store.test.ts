@@ -68,7 +68,7 @@ describe('vfs on a hostile store', () => {
   }
 
   for (const dir of ['.stowage', '.stowage/volumes', '.stowage/removed', '.stowage/deleting', '.stowage/journal',
-    '.stowage/cluster', '.stowage/cluster/nodes', '.stowage/cluster/locks']) {
+    '.stowage/cluster', '.stowage/cluster/members', '.stowage/cluster/mounts', '.stowage/cluster/locks']) {
     it(`refuses to start when ${dir} is a symlink out of the store, naming it`, async () => {
       await setup();
       await initialised();

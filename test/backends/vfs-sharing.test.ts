@@ -50,12 +50,11 @@ describe('vfs store used by two nodes without vfs.shared', () => {
     await a.manager.create('shared-data');
     const path = await b.manager.mount('shared-data', 'container-1');
     await writeFile(join(path, 'db'), 'live');
-    await sleep(400); // B publishes its mounts after a short coalescing delay
+    // No wait: B's mount marker exists before its mount answers.
     const err = await a.manager.remove('shared-data').catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: 1 mount/) });
+    expect(err).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: mounted/) });
     expect(await readFile(join(path, 'db'), 'utf8')).toBe('live');
     await b.manager.unmount('shared-data', 'container-1');
-    await sleep(400);
     await a.manager.remove('shared-data');
     expect(await b.manager.list()).toEqual([]);
     // B started second and saw A's record: it reports the store as global and says why.
@@ -80,7 +79,7 @@ describe('vfs store used by two nodes without vfs.shared', () => {
     await a.manager.create('from-a');
     await a.manager.dispose();
     cleanups.pop();
-    await rm(join(store, '.stowage', 'cluster', 'nodes', 'node-a.json'));
+    await rm(join(store, '.stowage', 'cluster', 'members', 'node-a.json'));
     await expect(node(store, base, 'node-b', { 'vfs.shared': 'false' }))
       .rejects.toThrow(/volumes created by other nodes: node-a/);
   });

@@ -299,6 +299,20 @@ export class CrashRig {
         this.violate(point, 'a mount Docker still holds survives the crash', `${volume}/${id} is no longer in ${join(this.root, 'mounts.json (+ mounts.log)')}`);
       }
     }
+    // Other nodes see this node's mounts only through its markers (cluster layout 2).
+    const counted = new Set(records.map((entry) => entry.slice(0, entry.indexOf('/'))));
+    const markers = new Set(await readdir(this.markerDir).catch(() => [] as string[]));
+    for (const volume of counted) {
+      if (!markers.has(volume)) this.violate(point, 'a mounted volume has its mount marker', `${volume} is counted but ${join(this.markerDir, volume)} is missing`);
+    }
+    for (const volume of markers) {
+      if (!counted.has(volume)) this.violate(point, 'a volume with no mount left has no mount marker', `${join(this.markerDir, volume)} is left with no mount counted`);
+    }
+  }
+
+  /** This node's mount markers in the store (see CLUSTER_LAYOUT). */
+  private get markerDir(): string {
+    return join(this.store, '.stowage', 'cluster', 'mounts', 'crash-node');
   }
 
   /** Whether a counted `volume/id×count` is the record of a Mount that got no answer. */

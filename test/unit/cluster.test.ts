@@ -43,12 +43,15 @@ describe('SharedCluster', () => {
     const a = await node(fs, 'node-a');
     const b = await node(fs, 'node-b', { vol: { 'mount-1': 2 } });
     await expect(a.cluster.assertRemovable('vol', { force: false }))
-      .rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: 2 mount\(s\)/) });
+      .rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: mounted/) });
     await a.cluster.assertRemovable('other', { force: false });
+    expect(await fs.readdir('/shared/cluster/mounts/node-b')).toEqual(['vol']);
     delete b.mounts.vol;
-    b.cluster.changed();
-    await sleep(300);
+    await b.cluster.markUnmounted('vol');
+    // No heartbeat needed: the marker is gone when the last unmount answers.
     await a.cluster.assertRemovable('vol', { force: false });
+    await b.cluster.markMounted('vol');
+    await expect(a.cluster.assertRemovable('vol', { force: false })).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
   });
 
   it('a record readdir lists but whose open answers ENOENT for a while (a FUSE client\'s stale entry) still counts; a forgotten one does not', async () => {
@@ -60,7 +63,7 @@ describe('SharedCluster', () => {
     const staleEntries: FsPort = {
       ...fs,
       open: (async (...args: Parameters<FsPort['open']>) => {
-        if (String(args[0]).endsWith('/node-b.json') && misses < 3) {
+        if (String(args[0]).endsWith('/members/node-b.json') && misses < 3) {
           misses += 1;
           throw Object.assign(new Error('ENOENT: no such file or directory'), { code: 'ENOENT' });
         }
@@ -77,7 +80,8 @@ describe('SharedCluster', () => {
     expect((await viewer.nodes()).map((n) => n.record.nodeId)).toContain('node-b');
     // Gone from the listing (forgotten): skipped, not waited for.
     await b.cluster.stop();
-    await fs.unlink('/shared/cluster/nodes/node-b.json');
+    await fs.unlink('/shared/cluster/members/node-b.json');
+    await fs.rm('/shared/cluster/mounts/node-b', { recursive: true });
     misses = 0;
     expect((await viewer.nodes()).map((n) => n.record.nodeId)).not.toContain('node-b');
     await a.cluster.assertRemovable('vol', { force: false });
@@ -91,14 +95,39 @@ describe('SharedCluster', () => {
     await sleep(250);
     const err = await a.cluster.assertRemovable('vol', { force: false }).catch((e: Error) => e);
     expect(err).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
-    expect((err as Error).message).toMatch(/node-b \(last heartbeat \d+ s ago\): 1 mount\(s\)/);
+    expect((err as Error).message).toMatch(/node-b \(last heartbeat \d+ s ago\): mounted/);
     // The ways out are data; each shell words them (test/drivers/remedies.test.ts).
     expect(err).toMatchObject({ remedies: [{ action: 'forget-node', node: 'node-b' }, { action: 'force-remove', volume: 'vol' }] });
     await a.cluster.assertRemovable('vol', { force: true });
     expect((await a.cluster.nodes()).find((n) => n.record.nodeId === 'node-b')?.stale).toBe(true);
     await a.cluster.forget('node-b');
     expect((await a.cluster.nodes()).map((n) => n.record.nodeId)).toEqual(['node-a']);
+    expect(await fs.readdir('/shared/cluster/mounts')).toEqual(['node-a']);
     await a.cluster.assertRemovable('vol', { force: false });
+  });
+
+  it('counts markers of a node without a record as a stopped node, which forget clears', async () => {
+    const fs = memFs();
+    const a = await node(fs, 'node-a');
+    await fs.mkdir('/shared/cluster/mounts/ghost', { recursive: true });
+    await fs.writeFile('/shared/cluster/mounts/ghost/vol', '');
+    await expect(a.cluster.assertRemovable('vol', { force: false }))
+      .rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/ghost \(no node record, only mount markers\): mounted/) });
+    await a.cluster.forget('ghost');
+    await a.cluster.assertRemovable('vol', { force: false });
+  });
+
+  it('a restarted node drops markers its mount table no longer has, and makes the missing ones', async () => {
+    const fs = memFs();
+    await fs.mkdir('/shared/cluster/mounts/node-a', { recursive: true });
+    await fs.writeFile('/shared/cluster/mounts/node-a/gone', '');
+    const a = await node(fs, 'node-a', { kept: { m: 1 } });
+    expect(await fs.readdir('/shared/cluster/mounts/node-a')).toEqual(['kept']);
+    // A marker whose unlink failed at the last unmount goes at the next heartbeat.
+    await fs.writeFile('/shared/cluster/mounts/node-a/leaked', '');
+    await sleep(200);
+    expect(await fs.readdir('/shared/cluster/mounts/node-a')).toEqual(['kept']);
+    expect(a.mounts).toEqual({ kept: { m: 1 } });
   });
 
   it('forgets only stale, known, other nodes', async () => {
@@ -115,8 +144,8 @@ describe('SharedCluster', () => {
     const a = await node(fs, 'node-a', { vol: { x: 1 } });
     await node(fs, 'node-b', { vol: { y: 1, z: 1 } });
     await a.cluster.nodes();
-    expect(a.cluster.usage('vol')).toEqual({ usedBy: 'node-a: 1 mount(s); node-b: 2 mount(s)', clusterMounts: '3' });
-    expect(a.cluster.usage('unused')).toEqual({ usedBy: 'no node', clusterMounts: '0' });
+    expect(a.cluster.usage('vol')).toEqual({ usedBy: 'node-a: 1 mount(s); node-b: mounted', mountedOn: 'node-a, node-b' });
+    expect(a.cluster.usage('unused')).toEqual({ usedBy: 'no node', mountedOn: 'no node' });
   });
 
   it('takes times from the storage clock and reports a skewed local clock', async () => {
@@ -218,8 +247,8 @@ describe('records read from shared storage are checked, skipped and reported', (
   }
 
   const validRecord = (nodeId: string, extra: Record<string, unknown> = {}) => JSON.stringify({
-    format: 1, nodeId, version: 'x', host: 'h', pid: 1, startedAt: 'now', clockOffsetMs: 0,
-    mounts: {}, containers: {}, docker: { reachable: false }, ...extra,
+    format: 2, nodeId, version: 'x', host: 'h', pid: 1, startedAt: 'now', clockOffsetMs: 0,
+    containers: {}, docker: { reachable: false }, ...extra,
   });
 
   it('refuses to forget a node id that is not a plain name, and deletes nothing through it', async () => {
@@ -228,7 +257,7 @@ describe('records read from shared storage are checked, skipped and reported', (
     await fs.mkdir('/shared/volumes', { recursive: true });
     await fs.writeFile('/shared/volumes/seed.json', '{"precious":true}');
     // A planted record naming itself so that "<nodes>/<id>.json" is the volume record.
-    await fs.writeFile('/shared/cluster/nodes/planted.json', validRecord('../../volumes/seed'));
+    await fs.writeFile('/shared/cluster/members/planted.json', validRecord('../../volumes/seed'));
     await sleep(200); // stale, as forget requires
     await expect(a.forget('../../volumes/seed')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME });
     expect((await a.nodes()).map((n) => n.record.nodeId)).toEqual(['node-a']);
@@ -239,13 +268,13 @@ describe('records read from shared storage are checked, skipped and reported', (
     const fs = memFs();
     const a = await nodeOn(fs, 'node-a');
     const { docker: _omitted, ...noDocker } = JSON.parse(validRecord('old-node')) as Record<string, unknown>;
-    await fs.writeFile('/shared/cluster/nodes/old-node.json', JSON.stringify(noDocker));
-    await fs.writeFile('/shared/cluster/nodes/liar.json', validRecord('node-a'));
-    await fs.writeFile('/shared/cluster/nodes/evil.json', validRecord('evil', { mounts: { '../../x': { m: 1 } } }));
-    await fs.writeFile('/shared/cluster/nodes/torn.json', '{"format":1,');
-    await fs.writeFile('/shared/cluster/nodes/notes.txt', 'hello');
+    await fs.writeFile('/shared/cluster/members/old-node.json', JSON.stringify(noDocker));
+    await fs.writeFile('/shared/cluster/members/liar.json', validRecord('node-a'));
+    await fs.writeFile('/shared/cluster/members/evil.json', validRecord('evil', { containers: { '../../x': [] } }));
+    await fs.writeFile('/shared/cluster/members/torn.json', '{"format":2,');
+    await fs.writeFile('/shared/cluster/members/notes.txt', 'hello');
     await fs.writeFile('/shared/outside.json', validRecord('linked'));
-    await (fs as unknown as { symlink(t: string, p: string): Promise<void> }).symlink('/shared/outside.json', '/shared/cluster/nodes/linked.json');
+    await (fs as unknown as { symlink(t: string, p: string): Promise<void> }).symlink('/shared/outside.json', '/shared/cluster/members/linked.json');
     const nodes = await a.nodes();
     expect(nodes.map((n) => n.record.nodeId)).toEqual(['node-a', 'old-node']);
     expect(nodes[1]!.record.docker).toEqual({ reachable: false, error: 'not reported' });
@@ -253,7 +282,7 @@ describe('records read from shared storage are checked, skipped and reported', (
     expect(invalid.map((i) => i.file).sort()).toEqual(['evil.json', 'liar.json', 'linked.json', 'notes.txt', 'torn.json']);
     expect(invalid.find((i) => i.file === 'linked.json')?.problem).toBe('a symbolic link, not a record');
     expect(invalid.find((i) => i.file === 'liar.json')?.problem).toMatch(/names node node-a, not liar/);
-    expect(invalid.find((i) => i.file === 'evil.json')?.problem).toMatch(/at mounts.*Invalid key/);
+    expect(invalid.find((i) => i.file === 'evil.json')?.problem).toMatch(/at containers.*Invalid key/);
     // A skipped record is not believed: it cannot block a remove nor be forgotten by its claimed id.
     await a.assertRemovable('x', { force: false });
     await expect(a.forget('liar')).rejects.toMatchObject({ code: ErrorCodes.NODE_NOT_FOUND });

@@ -261,10 +261,10 @@ describe('VolumeManager', () => {
       await second.manager.remove('reborn');
     });
 
-    it('undoes and fails a mount whose node record cannot be published to the other nodes', async () => {
+    it('undoes and fails a mount whose mount marker cannot be made for the other nodes to see', async () => {
       const { fs, backend } = await memStack();
       const cluster = Object.assign(new LocalCluster(), {
-        publishNow: async () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); },
+        markMounted: async () => { throw Object.assign(new Error('EIO: i/o error, open'), { code: 'EIO' }); },
       });
       const manager = memContainer({ fs, backend }, new ContainerModule(({ rebind }) => {
         rebind(TOKENS.Cluster).toConstantValue(cluster);

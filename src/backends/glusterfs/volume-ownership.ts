@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { nodeRecordSchema } from '../../core/cluster/node-record.js';
+import { CLUSTER_LAYOUT, legacyNodeRecordSchema, nodeRecordSchema } from '../../core/cluster/node-record.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import { isValidNodeId } from '../../core/names.js';
@@ -16,13 +16,17 @@ import type { StoredRecord } from './volume-record.js';
  */
 export async function isKnownNode(fs: FsPort, clusterStateDir: string, nodeId: string): Promise<boolean> {
   if (!isValidNodeId(nodeId)) return false;
-  const path = join(clusterStateDir, 'nodes', `${nodeId}.json`);
-  try {
-    const text = await readFileNoFollow(fs, path);
-    return text !== undefined && parseRecordText(nodeRecordSchema, text, `node record ${path}`).nodeId === nodeId;
-  } catch {
-    return false;
+  // Layout 2's record, or layout 1's while a node of this version has not yet moved it aside.
+  for (const [dir, schema] of [[CLUSTER_LAYOUT.members, nodeRecordSchema], [CLUSTER_LAYOUT.legacyNodes, legacyNodeRecordSchema]] as const) {
+    const path = join(clusterStateDir, dir, `${nodeId}.json`);
+    try {
+      const text = await readFileNoFollow(fs, path);
+      if (text !== undefined && parseRecordText(schema, text, `node record ${path}`).nodeId === nodeId) return true;
+    } catch {
+      // Not a valid record (or `nodes` is layout 2's file): no evidence here.
+    }
   }
+  return false;
 }
 
 /** What this node should say about a volume whose size enforcement disagrees with its own glusterfs.quota. */

@@ -2,6 +2,7 @@ import { realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { sweepTemps } from '../../core/atomic-file.js';
+import { CLUSTER_LAYOUT } from '../../core/cluster/node-record.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
@@ -21,7 +22,12 @@ export interface StoreLayout {
   deleting: string;
   journal: string;
   cluster: string;
-  nodes: string;
+  /** Node records (cluster layout 2, see CLUSTER_LAYOUT). */
+  members: string;
+  /** Mount markers, one directory per node. */
+  mounts: string;
+  /** Layout 1's directory of node records, now a file (read only for evidence of other nodes). */
+  legacyNodes: string;
   locks: string;
 }
 
@@ -35,14 +41,16 @@ export function storeLayout(path: string): StoreLayout {
     deleting: join(meta, 'deleting'),
     journal: join(meta, 'journal'),
     cluster,
-    nodes: join(cluster, 'nodes'),
+    members: join(cluster, CLUSTER_LAYOUT.members),
+    mounts: join(cluster, CLUSTER_LAYOUT.mounts),
+    legacyNodes: join(cluster, CLUSTER_LAYOUT.legacyNodes),
     locks: join(cluster, 'locks'),
   };
 }
 
 /** The order matters: parents before children. */
 export function internalDirs(layout: StoreLayout): string[] {
-  return [layout.meta, layout.volumes, layout.removed, layout.deleting, layout.journal, layout.cluster, layout.nodes, layout.locks];
+  return [layout.meta, layout.volumes, layout.removed, layout.deleting, layout.journal, layout.cluster, layout.members, layout.mounts, layout.locks];
 }
 
 export const storeMarkerSchema = z.object({
@@ -61,15 +69,23 @@ export async function readRecord<S extends z.ZodType>(fs: FsPort, schema: S, pat
   return text === undefined ? undefined : parseRecordText(schema, text, `${what} ${path}`);
 }
 
-/** Names of `.stowage/cluster/nodes/<id>.json` records other than this node's. */
-export async function otherNodeRecords(fs: FsPort, nodesDir: string, nodeId: string): Promise<string[]> {
-  const files = await fs.readdir(nodesDir).catch((err: unknown) => {
-    if (errnoCode(err) === 'ENOENT') return [] as string[];
-    throw err;
-  });
+/**
+ * Names of node records other than this node's in the given directories (`.stowage/cluster/members/`,
+ * and layout 1's `nodes/` while it is still a directory).
+ */
+export async function otherNodeRecords(fs: FsPort, nodesDirs: readonly string[], nodeId: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const dir of nodesDirs) {
+    files.push(...await fs.readdir(dir).catch((err: unknown) => {
+      // ENOTDIR: layout 2's `nodes` file.
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return [] as string[];
+      throw err;
+    }));
+  }
   return files
     .filter((file) => file.endsWith('.json') && !file.startsWith('.') && file !== `${nodeId}.json`)
     .map((file) => file.slice(0, -'.json'.length))
+    .filter((id, i, all) => all.indexOf(id) === i)
     .sort();
 }
 
@@ -123,20 +139,20 @@ export async function purgeable(fs: FsPort, log: Logger, deleting: string, dev: 
  * promise: a store other nodes use is never run unprotected by accident.
  */
 export async function decideStoreSharing(
-  fs: FsPort, log: Logger, nodeId: string, options: { path: string; shared: boolean | 'auto' }, nodesDir: string,
+  fs: FsPort, log: Logger, nodeId: string, options: { path: string; shared: boolean | 'auto' }, nodesDirs: readonly string[],
   creators: readonly string[],
 ): Promise<SharingDecision> {
   const { path, shared } = options;
   const decision = decideSharing(shared, {
     mount: await mountHolding(fs, path),
-    otherNodes: await otherNodeRecords(fs, nodesDir, nodeId),
+    otherNodes: await otherNodeRecords(fs, nodesDirs, nodeId),
     otherCreators: [...new Set(creators.filter((id) => id !== nodeId))].sort(),
   });
   if (shared === false && decision.evidence.length > 0) {
     throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
       `vfs.shared=false, but the store at ${path} is used by more than this node (${nodeId}): ` +
       `${decision.evidence.join('; ')}. Start with vfs.shared=true (or leave vfs.shared unset) so removals check ` +
-      `the other nodes; if those nodes are gone for good, delete their records in ${nodesDir}`);
+      `the other nodes; if those nodes are gone for good, forget them or delete their records in ${nodesDirs[0]}`);
   }
   if (decision.evidence.length > 0) log.info(`vfs store ${path} is shared (scope global): ${decision.evidence.join('; ')}`);
   else log.info(`vfs store ${path} shows no other node (scope ${decision.scope}); cluster protection stays on`);

@@ -147,7 +147,7 @@ export class VfsBackend implements Backend {
       await writeFileAtomic(fs, this.nodeStatePath, JSON.stringify({ path, storeId: marker.storeId }));
     }
     await sweepStoreTemps(fs, log, this.ctx.nodeId,
-      [this.ctx.root, this.layout.meta, this.layout.volumes, this.layout.journal, this.layout.nodes, this.layout.locks]);
+      [this.ctx.root, this.layout.meta, this.layout.volumes, this.layout.journal, this.layout.members, this.layout.locks]);
     await this.recoverOwnIntents();
     await this.decideScope();
     // Finishes deletions a previous run started; only what stowage itself moved there is touched.
@@ -172,7 +172,7 @@ export class VfsBackend implements Backend {
   /** Decides `auto`, and holds `false` to its promise. */
   private async decideScope(): Promise<void> {
     const creators = (await this.registry.list()).map((r) => r.createdBy);
-    const decision = await decideStoreSharing(this.ctx.fs, this.ctx.log, this.ctx.nodeId, this.options, this.layout.nodes, creators);
+    const decision = await decideStoreSharing(this.ctx.fs, this.ctx.log, this.ctx.nodeId, this.options, [this.layout.members, this.layout.legacyNodes], creators);
     this.sharingEvidence = decision.evidence;
     this.scope = decision.scope;
   }

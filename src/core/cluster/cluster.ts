@@ -3,7 +3,7 @@ import { LOCAL_LEASE, type Lease } from './lease.js';
 import type { InvalidNodeRecord, NodeView } from './node-record.js';
 
 export interface ClusterSettings {
-  /** How often a node rewrites its record. @default 5000 */
+  /** How often a node rewrites its record (its heartbeat). @default 5000 */
   heartbeatMs: number;
   /** A node whose record is older than this is stale. @default 30000 */
   staleAfterMs: number;
@@ -50,10 +50,13 @@ export interface Cluster {
   usesElsewhere(name: string): Promise<string[]>;
   /** Status entries about the volume's use across nodes, from the last refresh (cheap). */
   usage(name: string): Record<string, string>;
-  /** Local mounts changed: publish soon. */
-  changed(): void;
-  /** Publishes this node's record now; rejects when it could not be written. */
-  publishNow(): Promise<void>;
+  /**
+   * The volume's first mount on this node: creates its marker, visible to every node when the
+   * promise resolves (a remove elsewhere is refused from then on); rejects when it cannot be made.
+   */
+  markMounted(volume: string): Promise<void>;
+  /** The volume's last mount on this node ended: removes its marker. */
+  markUnmounted(volume: string): Promise<void>;
   nodes(): Promise<NodeView[]>;
   /** Files of the nodes directory skipped at the last refresh because they are not valid records. */
   invalidNodes(): InvalidNodeRecord[];
@@ -75,8 +78,8 @@ export class LocalCluster implements Cluster {
   usage(): Record<string, string> {
     return {};
   }
-  changed(): void {}
-  async publishNow(): Promise<void> {}
+  async markMounted(): Promise<void> {}
+  async markUnmounted(): Promise<void> {}
   async nodes(): Promise<NodeView[]> {
     return [];
   }

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { z } from 'zod';
 import type { ContainerRef } from '../container-references.js';
 import { isValidMountId, isValidNodeId, isValidVolumeName } from '../names.js';
@@ -7,12 +8,33 @@ export type { ContainerRef } from '../container-references.js';
 const volumeName = z.string().refine(isValidVolumeName, 'not a valid volume name');
 
 /**
- * What each node publishes about itself in the shared directory, rewritten at every heartbeat
- * and whenever its mounts change. The file's mtime, set by the storage, is the heartbeat.
- * Another machine wrote it: everything in it is checked here before anyone uses it.
+ * Layout 2 of the shared cluster directory:
+ * - `members/<node>.json`: each node's record (format 2), rewritten at every heartbeat; its
+ *   mtime, set by the storage, is the heartbeat;
+ * - `mounts/<node>/<volume>`: an empty marker per volume the node mounts, created (O_EXCL)
+ *   before the node's first mount of the volume answers and unlinked after its last unmount;
+ * - `nodes`: a regular file where layout 1 kept a directory of format-1 records holding the
+ *   mounts. A daemon of layout 1 makes that directory at start (`mkdir -p`) and fails on the
+ *   file, so it never runs beside nodes whose mounts it cannot see.
  */
-export const nodeRecordSchema = z.object({
-  format: z.literal(1),
+export const CLUSTER_LAYOUT = { members: 'members', mounts: 'mounts', legacyNodes: 'nodes' } as const;
+
+export function clusterPaths(dir: string): { members: string; mounts: string; legacyNodes: string; locks: string } {
+  return {
+    members: join(dir, CLUSTER_LAYOUT.members),
+    mounts: join(dir, CLUSTER_LAYOUT.mounts),
+    legacyNodes: join(dir, CLUSTER_LAYOUT.legacyNodes),
+    locks: join(dir, 'locks'),
+  };
+}
+
+const containersSchema = z.record(volumeName, z.array(z.object({
+  id: z.string().max(128),
+  name: z.string().max(256),
+  state: z.string().max(32),
+})));
+
+const commonFields = {
   nodeId: z.string().refine(isValidNodeId, 'not a valid node id'),
   version: z.string().max(100),
   host: z.string().max(255),
@@ -20,42 +42,57 @@ export const nodeRecordSchema = z.object({
   startedAt: z.string().max(64),
   /** This node's clock minus the storage's clock when it wrote the record. */
   clockOffsetMs: z.number().finite(),
-  /** Mount IDs and counts per volume on this node. */
-  mounts: z.record(volumeName, z.record(z.string().refine(isValidMountId, 'not a valid mount id'), z.number().int().nonnegative())),
   /** Containers per volume, when the node could reach its Docker engine. */
-  containers: z.record(volumeName, z.array(z.object({
-    id: z.string().max(128),
-    name: z.string().max(256),
-    state: z.string().max(32),
-  }))),
+  containers: containersSchema,
   // Records of early versions may lack it; it is only shown, so a default is harmless.
   docker: z.object({ reachable: z.boolean(), error: z.string().max(2000).optional() })
     .default({ reachable: false, error: 'not reported' }),
+};
+
+/**
+ * What each node publishes about itself in `members/`, rewritten at every heartbeat. Its mounts
+ * are marker files instead (see CLUSTER_LAYOUT). Another machine wrote it: everything in it is
+ * checked here before anyone uses it.
+ */
+export const nodeRecordSchema = z.object({ format: z.literal(2), ...commonFields });
+
+/** A record of layout 1 (`nodes/<node>.json`), which also held the node's mounts; read only to migrate. */
+export const legacyNodeRecordSchema = z.object({
+  format: z.literal(1),
+  ...commonFields,
+  /** Mount IDs and counts per volume on that node. */
+  mounts: z.record(volumeName, z.record(z.string().refine(isValidMountId, 'not a valid mount id'), z.number().int().nonnegative())),
 });
 
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;
+export type LegacyNodeRecord = z.infer<typeof legacyNodeRecordSchema>;
 
-/** A node as others see it: its record plus the heartbeat age on the shared clock. */
+/** A node as others see it: its record, the volumes it mounts, and the heartbeat age on the shared clock. */
 export interface NodeView {
   record: NodeRecord;
+  /** Volumes with a mount marker of this node. */
+  mounted: string[];
   lastHeartbeat: string;
   heartbeatAgeMs: number;
   stale: boolean;
 }
 
-/** A file in the nodes directory that is not a valid node record: skipped, and shown as such. */
+/** A file in the members directory that is not a valid node record: skipped, and shown as such. */
 export interface InvalidNodeRecord {
   file: string;
   problem: string;
 }
 
-/** Human summary of one node's use of a volume, or undefined when it does not use it. */
-export function describeUse(record: Pick<NodeRecord, 'mounts' | 'containers'>, volume: string): string | undefined {
-  const mounts = Object.values(record.mounts[volume] ?? {}).reduce((a, b) => a + b, 0);
-  const containers: ContainerRef[] = record.containers[volume] ?? [];
-  if (mounts === 0 && containers.length === 0) return undefined;
+/**
+ * Human summary of one node's use of a volume, or undefined when it does not use it. `mounts`
+ * is a count for this node, `true` for another node (its marker says mounted, not how often).
+ */
+export function describeUse(use: { mounts: number | boolean; containers: Record<string, ContainerRef[]> }, volume: string): string | undefined {
+  const containers: ContainerRef[] = use.containers[volume] ?? [];
+  if (!use.mounts && containers.length === 0) return undefined;
   const parts: string[] = [];
-  if (mounts > 0) parts.push(`${mounts} mount(s)`);
+  if (use.mounts === true) parts.push('mounted');
+  else if (use.mounts) parts.push(`${use.mounts} mount(s)`);
   for (const c of containers) parts.push(`container ${c.name} (${c.id.slice(0, 12)}, ${c.state})`);
   return parts.join(', ');
 }

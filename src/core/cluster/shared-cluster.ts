@@ -1,18 +1,21 @@
 import { constants } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
-import { isValidNodeId, validateNodeId } from '../names.js';
+import { isValidNodeId, isValidVolumeName, validateNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import type { ContainerReferences, ContainerScan } from '../container-references.js';
 import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
-import { describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+import {
+  CLUSTER_LAYOUT, clusterPaths, describeUse, legacyNodeRecordSchema, nodeRecordSchema,
+  type InvalidNodeRecord, type LegacyNodeRecord, type NodeRecord, type NodeView,
+} from './node-record.js';
 
 /** A node record is a few KiB even with many mounts; anything far larger is not one. */
 const MAX_RECORD_BYTES = 4 * 1024 * 1024;
@@ -21,13 +24,24 @@ const RECORD_REOPEN_MS = 3_000;
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
+/** What the `nodes` file of layout 2 says to whoever finds it. */
+const LAYOUT_NOTE = 'stowage cluster layout 2: node records are in members/, mount markers in mounts/<node>/<volume>. ' +
+  'This file stops daemons of layout 1 (which kept a nodes/ directory) from starting beside newer ones.\n';
+
+/** How a node's last heartbeat reads in messages. */
+const heartbeat = (node: NodeView) => Number.isFinite(node.heartbeatAgeMs)
+  ? `last heartbeat ${seconds(node.heartbeatAgeMs)} ago` : 'no node record, only mount markers';
+
 /**
- * Membership, references and locks kept in a directory every node sees. Each node owns one
- * record file (`nodes/<id>.json`); nobody writes another node's file except `forget`.
+ * Membership, references and locks kept in a directory every node sees (layout 2, see
+ * CLUSTER_LAYOUT). Each node owns one record file (`members/<id>.json`) and its marker directory
+ * (`mounts/<id>/`); nobody writes another node's files except `forget` and the migration of a
+ * stale layout-1 record.
  */
 export class SharedCluster implements Cluster {
   readonly enabled = true;
-  private readonly nodesDir: string;
+  private readonly paths: ReturnType<typeof clusterPaths>;
+  private readonly ownMarkers: string;
   private readonly locks: ClusterLocks;
   private readonly docker?: ContainerReferences;
   private invalid: InvalidNodeRecord[] = [];
@@ -35,12 +49,14 @@ export class SharedCluster implements Cluster {
   /** Files already reported as invalid, so each is logged once rather than every heartbeat. */
   private readonly reported = new Set<string>();
   private mounts: MountSnapshot = () => ({});
+  /** Volumes whose marker this node created and has not removed. */
+  private readonly marked = new Set<string>();
   private scan: ContainerScan = { reachable: false, error: 'not asked yet', byVolume: {} };
   private view: NodeView[] = [];
   private timer?: NodeJS.Timeout;
   private pending?: NodeJS.Timeout;
   private publishing: Promise<void> = Promise.resolve();
-  /** A publish waiting for the one in progress; it has not read the mounts yet. */
+  /** A publish waiting for the one in progress; it has not read the scan yet. */
   private queued?: Promise<void>;
   private readonly startedAt: string;
 
@@ -53,8 +69,9 @@ export class SharedCluster implements Cluster {
     private readonly log: Logger,
     engine?: ContainerReferences,
   ) {
-    this.nodesDir = join(dir, 'nodes');
-    this.locks = new ClusterLocks(fs, join(dir, 'locks'), nodeId, clock,
+    this.paths = clusterPaths(dir);
+    this.ownMarkers = join(this.paths.mounts, nodeId);
+    this.locks = new ClusterLocks(fs, this.paths.locks, nodeId, clock,
       { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs }, (m) => log.warn(m));
     if (engine?.configured) this.docker = engine;
     this.startedAt = new Date().toISOString();
@@ -62,12 +79,15 @@ export class SharedCluster implements Cluster {
 
   async start(mounts: MountSnapshot): Promise<void> {
     this.mounts = mounts;
-    await this.fs.mkdir(this.nodesDir, { recursive: true });
-    await this.fs.mkdir(join(this.nodesDir, '..', 'locks'), { recursive: true });
+    for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
+    await this.settleLayout();
     if (this.docker) this.scan = await this.docker.scan();
     // The first write teaches the clock offset that the second one publishes.
     await this.publish();
     await this.publish();
+    // The record first: markers of a node without one read as a node that stopped.
+    await this.fs.mkdir(this.ownMarkers, { recursive: true });
+    await this.syncMarkers(true);
     await this.refresh();
     this.timer = setInterval(() => void this.beat(), this.settings.heartbeatMs);
     this.timer.unref();
@@ -85,13 +105,162 @@ export class SharedCluster implements Cluster {
     try {
       if (this.docker) this.scan = await this.docker.scan();
       await this.publish();
+      await this.syncMarkers(false);
       await this.refresh();
     } catch (err) {
       this.log.error(`heartbeat of node ${this.nodeId} failed: ${messageOf(err)}`);
     }
   }
 
-  /** Publishes soon, coalescing bursts (a container event storm, many mounts at once). */
+  /**
+   * Moves a layout-1 directory (`nodes/`, records holding the mounts) out of the way and leaves
+   * the `nodes` file in its place, so a daemon of layout 1 fails at start instead of running
+   * blind to this node's markers. A format-1 record with a recent heartbeat is a live daemon of
+   * layout 1: this node refuses to start beside it. Stale ones are migrated: their mounts become
+   * markers and their record a format-2 record with the same heartbeat, so a remove stays refused
+   * until the node is forgotten, as before.
+   */
+  private async settleLayout(): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt += 1) {
+      const st = await this.fs.lstat(this.paths.legacyNodes).catch((err: unknown) => {
+        if (errnoCode(err) === 'ENOENT') return undefined;
+        throw err;
+      });
+      if (st?.isFile()) return;
+      if (!st) {
+        try {
+          const handle = await this.fs.open(this.paths.legacyNodes, 'wx', 0o600);
+          try {
+            await handle.writeFile(LAYOUT_NOTE);
+          } finally {
+            await handle.close();
+          }
+          return;
+        } catch (err) {
+          if (errnoCode(err) === 'EEXIST') continue;
+          throw err;
+        }
+      }
+      if (!st.isDirectory()) {
+        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+          `${this.paths.legacyNodes} is neither the layout-2 marker file nor a layout-1 directory; move it aside and start again`);
+      }
+      await this.migrateLegacy();
+      const aside = `${this.paths.legacyNodes}.layout1-${isoTime(Date.now()).replace(/[-:.]/g, '')}`;
+      try {
+        await this.fs.rename(this.paths.legacyNodes, aside);
+        this.log.warn(`moved the layout-1 node records aside to ${aside}; daemons older than layout 2 cannot start on this cluster any more`);
+      } catch (err) {
+        // Another node of layout 2 moved it first.
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      }
+    }
+    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot settle the cluster layout at ${this.paths.legacyNodes}: it keeps changing`);
+  }
+
+  private async migrateLegacy(): Promise<void> {
+    const dir = this.paths.legacyNodes;
+    const now = this.clock.now();
+    for (const file of await this.fs.readdir(dir)) {
+      if (file.startsWith('.') || !file.endsWith('.json')) continue;
+      const id = file.slice(0, -'.json'.length);
+      let record: LegacyNodeRecord;
+      let mtimeMs: number;
+      try {
+        if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
+        const handle = await this.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW);
+        try {
+          const st = await handle.stat();
+          if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a record file');
+          mtimeMs = st.mtimeMs;
+          record = parseRecordText(legacyNodeRecordSchema, await handle.readFile('utf8'), `node record ${file}`);
+        } finally {
+          await handle.close();
+        }
+        if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') continue;
+        this.log.warn(`not migrating layout-1 node record ${JSON.stringify(file.slice(0, 200))}: ${messageOf(err)}`);
+        continue;
+      }
+      // This node's own record of an earlier run: its mounts come back from its mount table.
+      if (id === this.nodeId) continue;
+      const age = Math.max(0, now - mtimeMs);
+      if (age <= this.settings.staleAfterMs) {
+        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+          `node ${id} runs stowage ${record.version}, which keeps its mounts in ${dir}/${file} (layout 1; heartbeat ${seconds(age)} ago). ` +
+          `This version cannot run beside it: upgrade or stop stowage on node ${id} first; this node can start once ` +
+          `that record is stale (${seconds(this.settings.staleAfterMs)} after its last heartbeat)`);
+      }
+      const used = Object.entries(record.mounts).filter(([, ids]) => Object.values(ids).some((n) => n > 0)).map(([volume]) => volume);
+      const markers = join(this.paths.mounts, id);
+      await this.fs.mkdir(markers, { recursive: true });
+      for (const volume of used) await this.createMarker(join(markers, volume));
+      const target = join(this.paths.members, file);
+      const { mounts: _mounts, ...rest } = record;
+      await writeFileAtomic(this.fs, target, JSON.stringify({ ...rest, format: 2 }), { durable: false });
+      // The heartbeat it had: migrating must not make a stopped node look alive.
+      await this.fs.utimes(target, mtimeMs / 1000, mtimeMs / 1000);
+      this.log.warn(`migrated the layout-1 record of stale node ${id}${used.length > 0 ? ` with mounts of ${used.join(', ')}` : ''}; ` +
+        `forget node ${id} once it is gone for good`);
+    }
+  }
+
+  private async createMarker(path: string): Promise<void> {
+    try {
+      await (await this.fs.open(path, 'wx', 0o600)).close();
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    }
+  }
+
+  async markMounted(volume: string): Promise<void> {
+    if (this.marked.has(volume)) return;
+    const path = join(this.ownMarkers, volume);
+    try {
+      await this.createMarker(path);
+    } catch (err) {
+      // Someone removed this node's marker directory (a forget run against a live node by hand).
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      await this.fs.mkdir(this.ownMarkers, { recursive: true });
+      await this.createMarker(path);
+    }
+    this.marked.add(volume);
+  }
+
+  async markUnmounted(volume: string): Promise<void> {
+    this.marked.delete(volume);
+    await this.fs.unlink(join(this.ownMarkers, volume)).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+  }
+
+  /**
+   * Makes this node's markers match its mount table: at start, markers are created for every
+   * mounted volume and others removed; at a heartbeat, only markers of volumes with no mount are
+   * removed (an unlink that failed at the last unmount). Counts are read right before each step,
+   * so a mount or unmount running meanwhile is never undone.
+   */
+  private async syncMarkers(create: boolean): Promise<void> {
+    const present = new Set(await this.fs.readdir(this.ownMarkers).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return [] as string[];
+      throw err;
+    }));
+    const mountedNow = (volume: string) => Object.values(this.mounts()[volume] ?? {}).some((n) => n > 0);
+    for (const volume of present) {
+      if (volume.startsWith('.') || mountedNow(volume)) continue;
+      this.marked.delete(volume);
+      await this.fs.unlink(join(this.ownMarkers, volume)).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
+    }
+    if (!create) return;
+    for (const volume of Object.keys(this.mounts())) {
+      if (mountedNow(volume)) await this.markMounted(volume);
+    }
+  }
+
+  /** Publishes soon, coalescing bursts (a container event storm). */
   changed(rescanDocker = false): void {
     if (this.pending || this.stopped) return;
     this.pending = setTimeout(() => {
@@ -103,11 +272,6 @@ export class SharedCluster implements Cluster {
     }, 200);
   }
 
-  /** Publishes now: a mount is not handed out before every node can see it. */
-  publishNow(): Promise<void> {
-    return this.publish();
-  }
-
   /**
    * Publishes this node's record. A caller's change is in the record when its promise resolves;
    * callers arriving while a write is queued and not yet started share that write.
@@ -117,18 +281,17 @@ export class SharedCluster implements Cluster {
     const next = this.publishing.then(async () => {
       this.queued = undefined;
       const record: NodeRecord = {
-        format: 1,
+        format: 2,
         nodeId: this.nodeId,
         version: this.settings.version,
         host: hostname(),
         pid: process.pid,
         startedAt: this.startedAt,
         clockOffsetMs: this.clock.localOffsetMs,
-        mounts: this.mounts(),
         containers: this.scan.byVolume,
         docker: this.docker ? { reachable: this.scan.reachable, error: this.scan.error } : { reachable: false, error: 'no Docker engine configured' },
       };
-      const file = join(this.nodesDir, `${this.nodeId}.json`);
+      const file = join(this.paths.members, `${this.nodeId}.json`);
       const before = Date.now();
       await writeFileAtomic(this.fs, file, JSON.stringify(record), { durable: false });
       const { mtimeMs } = await this.fs.stat(file);
@@ -142,15 +305,53 @@ export class SharedCluster implements Cluster {
     return next;
   }
 
+  /** Volumes with a marker, per node directory under `mounts/` (invalid names reported and skipped). */
+  private async readMarkers(invalid: InvalidNodeRecord[]): Promise<Map<string, string[]>> {
+    const result = new Map<string, string[]>();
+    for (const node of await this.fs.readdir(this.paths.mounts)) {
+      if (node.startsWith('.')) continue;
+      const where = `${CLUSTER_LAYOUT.mounts}/${node.slice(0, 200)}`;
+      if (!isValidNodeId(node)) {
+        this.invalidEntry(invalid, where, 'not a node id');
+        continue;
+      }
+      let names: string[];
+      try {
+        names = await this.fs.readdir(join(this.paths.mounts, node));
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') continue;
+        this.invalidEntry(invalid, where, errnoCode(err) === 'ENOTDIR' ? 'not a directory' : messageOf(err));
+        continue;
+      }
+      const volumes: string[] = [];
+      for (const name of names) {
+        if (name.startsWith('.')) continue;
+        if (isValidVolumeName(name)) volumes.push(name);
+        else this.invalidEntry(invalid, `${where}/${String(name).slice(0, 200)}`, 'not a volume name');
+      }
+      result.set(node, volumes.sort());
+    }
+    return result;
+  }
+
+  private invalidEntry(invalid: InvalidNodeRecord[], file: string, problem: string): void {
+    invalid.push({ file, problem });
+    if (!this.reported.has(file)) {
+      this.reported.add(file);
+      this.log.warn(`skipping ${JSON.stringify(file)} in ${dirname(this.paths.members)}: ${problem}`);
+    }
+  }
+
   private async refresh(): Promise<NodeView[]> {
-    const files = await this.fs.readdir(this.nodesDir);
+    const files = await this.fs.readdir(this.paths.members);
     const now = this.clock.now();
     const views: NodeView[] = [];
     const invalid: InvalidNodeRecord[] = [];
+    const markers = await this.readMarkers(invalid);
     for (const file of files) {
       if (file.startsWith('.')) continue; // temp files of writers in progress
       const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
-      const path = join(this.nodesDir, file);
+      const path = join(this.paths.members, file);
       try {
         if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
         const handle = await this.openListedRecord(path, file);
@@ -168,16 +369,22 @@ export class SharedCluster implements Cluster {
         const record: NodeRecord = parseRecordText(nodeRecordSchema, text, `node record ${file}`);
         if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
         const age = Math.max(0, now - st.mtimeMs);
-        views.push({ record, lastHeartbeat: isoTime(st.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
+        views.push({ record, mounted: markers.get(id) ?? [], lastHeartbeat: isoTime(st.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
+        markers.delete(id);
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') continue;
-        const problem = errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err);
-        invalid.push({ file: file.slice(0, 200), problem });
-        if (!this.reported.has(file)) {
-          this.reported.add(file);
-          this.log.warn(`skipping invalid node record ${JSON.stringify(file.slice(0, 200))} in ${this.nodesDir}: ${problem}`);
-        }
+        this.invalidEntry(invalid, file.slice(0, 200), errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err));
       }
+    }
+    // Markers of a node without a valid record: a node that stopped before it ever published
+    // (or whose record was deleted by hand). They still count, as a node that stopped.
+    for (const [id, mounted] of markers) {
+      if (mounted.length === 0) continue;
+      views.push({
+        record: { format: 2, nodeId: id, version: 'unknown', host: 'unknown', pid: 0, startedAt: '', clockOffsetMs: 0, containers: {},
+          docker: { reachable: false, error: 'no node record' } },
+        mounted, lastHeartbeat: 'never', heartbeatAgeMs: Number.POSITIVE_INFINITY, stale: true,
+      });
     }
     this.view = views.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
     this.invalid = invalid;
@@ -199,7 +406,7 @@ export class SharedCluster implements Cluster {
         return await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
       } catch (err) {
         if (errnoCode(err) !== 'ENOENT') throw err;
-        if (!(await this.fs.readdir(this.nodesDir)).includes(file)) return undefined;
+        if (!(await this.fs.readdir(this.paths.members)).includes(file)) return undefined;
         if (Date.now() >= deadline) throw new Error(`listed but not found for ${RECORD_REOPEN_MS / 1000} s`);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
@@ -214,6 +421,11 @@ export class SharedCluster implements Cluster {
     return this.locks.withLock(name, task);
   }
 
+  /** How another node uses the volume: its marker and the containers its record names. */
+  private useOf(node: NodeView, name: string): string | undefined {
+    return describeUse({ mounts: node.mounted.includes(name), containers: node.record.containers }, name);
+  }
+
   async assertRemovable(name: string, options: { force: boolean }): Promise<void> {
     if (options.force) return;
     const live: string[] = [];
@@ -226,9 +438,9 @@ export class SharedCluster implements Cluster {
     }
     for (const node of await this.refresh()) {
       if (node.record.nodeId === this.nodeId) continue;
-      const use = describeUse(node.record, name);
+      const use = this.useOf(node, name);
       if (!use) continue;
-      if (node.stale) stale.push(`${node.record.nodeId} (last heartbeat ${seconds(node.heartbeatAgeMs)} ago): ${use}`);
+      if (node.stale) stale.push(`${node.record.nodeId} (${heartbeat(node)}): ${use}`);
       else live.push(`${node.record.nodeId}: ${use}`);
     }
     if (live.length > 0) {
@@ -248,29 +460,30 @@ export class SharedCluster implements Cluster {
     const uses: string[] = [];
     for (const node of await this.refresh()) {
       if (node.record.nodeId === this.nodeId) continue;
-      const use = describeUse(node.record, name);
-      if (use) uses.push(`${node.record.nodeId}${node.stale ? ` (last heartbeat ${seconds(node.heartbeatAgeMs)} ago)` : ''}: ${use}`);
+      const use = this.useOf(node, name);
+      if (use) uses.push(`${node.record.nodeId}${node.stale ? ` (${heartbeat(node)})` : ''}: ${use}`);
     }
     return uses;
   }
 
   usage(name: string): Record<string, string> {
     const users: string[] = [];
-    let mounts = 0;
+    const mountedOn: string[] = [];
     for (const node of this.view) {
-      const use = node.record.nodeId === this.nodeId
-        ? describeUse({ ...node.record, mounts: this.mounts(), containers: this.scan.byVolume }, name)
-        : describeUse(node.record, name);
+      const self = node.record.nodeId === this.nodeId;
+      const mounts = self ? Object.values(this.mounts()[name] ?? {}).reduce((a, b) => a + b, 0) : node.mounted.includes(name);
+      const use = describeUse({ mounts, containers: self ? this.scan.byVolume : node.record.containers }, name);
       if (use) users.push(`${node.record.nodeId}${node.stale ? ' (stale)' : ''}: ${use}`);
-      mounts += Object.values(node.record.mounts[name] ?? {}).reduce((a, b) => a + b, 0);
+      if (mounts) mountedOn.push(node.record.nodeId);
     }
-    return { usedBy: users.length > 0 ? users.join('; ') : 'no node', clusterMounts: String(mounts) };
+    return { usedBy: users.length > 0 ? users.join('; ') : 'no node', mountedOn: mountedOn.length > 0 ? mountedOn.join(', ') : 'no node' };
   }
 
   nodes(): Promise<NodeView[]> {
     return this.refresh();
   }
 
+  /** Drops a stopped node: its mount markers first, then its record (a crash between leaves a record to forget again). */
   async forget(nodeId: string): Promise<void> {
     validateNodeId(nodeId);
     const node = (await this.refresh()).find((n) => n.record.nodeId === nodeId);
@@ -281,7 +494,22 @@ export class SharedCluster implements Cluster {
         `node ${nodeId} sent a heartbeat ${seconds(node.heartbeatAgeMs)} ago; stop its stowage daemon first, ` +
         `then forget it once it is stale (after ${seconds(this.settings.staleAfterMs)})`, { node: nodeId });
     }
-    await this.fs.unlink(join(this.nodesDir, `${nodeId}.json`));
+    const markers = join(this.paths.mounts, nodeId);
+    const names = await this.fs.readdir(markers).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    for (const name of names) {
+      await this.fs.unlink(join(markers, name)).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
+    }
+    await this.fs.rmdir(markers).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+    await this.fs.unlink(join(this.paths.members, `${nodeId}.json`)).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
     this.log.warn(`forgot node ${nodeId} and its references`);
     await this.refresh();
   }

@@ -18,7 +18,8 @@ export function printNodes(nodes: NodeView[], invalid: InvalidNodeRecord[], json
   const rows = [['NODE', 'LAST HEARTBEAT', 'AGE', 'STATE', 'CLOCK OFFSET', 'VERSION', 'DOCKER']];
   for (const n of nodes) {
     rows.push([
-      n.record.nodeId, n.lastHeartbeat, `${Math.round(n.heartbeatAgeMs / 1000)}s`, n.stale ? 'stale' : 'alive',
+      // A node known only by its mount markers has no heartbeat (its age reads null over JSON).
+      n.record.nodeId, n.lastHeartbeat, typeof n.heartbeatAgeMs === 'number' && Number.isFinite(n.heartbeatAgeMs) ? `${Math.round(n.heartbeatAgeMs / 1000)}s` : '-', n.stale ? 'stale' : 'alive',
       `${(n.record.clockOffsetMs / 1000).toFixed(1)}s`, n.record.version, n.record.docker.reachable ? 'reachable' : n.record.docker.error === 'no --docker-host' ? 'not configured' : 'unreachable',
     ]);
   }

@@ -6,13 +6,15 @@ import { TOKENS } from '../../core/tokens.js';
 import type { VolumeManager } from '../../core/volume-manager.js';
 import { SHELL_TOKENS } from '../tokens.js';
 import { JobRegistry } from './jobs.js';
-import { controlRoutes } from './routes.js';
 
 /** The control API the CLI talks to, over the volume manager, the backup service and the daemon's jobs. */
 export const controlModule = new ContainerModule(({ bind }) => {
   bind<JobRegistry>(SHELL_TOKENS.Jobs).toDynamicValue((ctx) => new JobRegistry(ctx.get<Logger>(TOKENS.Logger)));
-  bind<Router>(SHELL_TOKENS.ControlRouter).toDynamicValue((ctx) => controlRoutes(
-    ctx.get<VolumeManager>(TOKENS.VolumeManager),
-    ctx.get<JobRegistry>(SHELL_TOKENS.Jobs),
-    ctx.get<BackupService>(TOKENS.BackupService, { optional: true })));
+  // A loader: the routes and express load on the first control request (see createApp).
+  bind<() => Promise<Router>>(SHELL_TOKENS.ControlRouter).toDynamicValue((ctx) => {
+    const manager = ctx.get<VolumeManager>(TOKENS.VolumeManager);
+    const jobs = ctx.get<JobRegistry>(SHELL_TOKENS.Jobs);
+    const backups = ctx.get<BackupService>(TOKENS.BackupService, { optional: true });
+    return async () => (await import('./routes.js')).controlRoutes(manager, jobs, backups);
+  });
 });
