@@ -18,10 +18,11 @@
  */
 import { createCipheriv, createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { mkdir, mkdtemp, open, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { REPO_ROOT } from '../test/helpers/daemon-process.js';
+import type { Codec } from '../src/core/backup/codec.js';
 import { addMetric, atLeast, atMost, fmt, newSection, type Section } from './report.js';
 import { envInt, timed } from './util.js';
 
@@ -156,9 +157,13 @@ function dropCaches(): boolean {
 /** Writes dirty pages back first, so a timed step does not pay for the one before it. */
 const sync = () => execa('sync');
 
-/** Peak RSS of a separate process making a full backup of `src` with the built library. */
+/**
+ * Peak RSS of a separate process making a full backup of `src` with the built library, run the
+ * way the daemon runs it: with the daemon's V8 flag (src/drivers/cli/daemon.ts).
+ */
 async function backupRss(src: string, repoDir: string, codec: string): Promise<number> {
   const script = `
+    (await import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
     const { VfsBlobStore } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/backup-targets/vfs/vfs-blob-store.js'))});
     const { Repository, backupTree } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/core/backup/index.js'))});
     const repo = await Repository.init(new VfsBlobStore(${JSON.stringify(repoDir)}), { codec: ${JSON.stringify(codec)} });
@@ -169,6 +174,37 @@ async function backupRss(src: string, repoDir: string, codec: string): Promise<n
 }
 
 const rate = (bytes: number, ms: number) => bytes / MiB / (ms / 1000);
+
+interface CodecFigures { codec: string; ratio: number; compressMiBPerCpuS: number; decompressMiBPerCpuS: number }
+
+/**
+ * Each codec on the tree's own data, through the library's compress and decompress (sampling,
+ * thread pool and all), one blob at a time: 64 MiB of a large file cut at the chunker's average
+ * size, and the first 2000 small files whole. CPU time of the whole process (all threads), so
+ * the figures hold under a busy machine's load better than wall time.
+ */
+async function codecFigures(src: string, smallFiles: number): Promise<CodecFigures[]> {
+  const { compress, decompress, nativeLz4 } = await import(join(REPO_ROOT, 'src/core/backup/codec.ts')) as typeof import('../src/core/backup/codec.js');
+  const large = await readFile(join(src, 'large', 'file0.bin'));
+  const blobs: Buffer[] = [];
+  for (let at = 0; at < Math.min(large.length, 64 * MiB); at += MiB) blobs.push(large.subarray(at, at + MiB));
+  for (let i = 0; i < Math.min(smallFiles, 2000); i += 1) blobs.push(await readFile(join(src, 'small', `d${i % 100}`, `f${i}.txt`)));
+  const raw = blobs.reduce((n, b) => n + b.length, 0);
+  const cpu = (since: NodeJS.CpuUsage) => { const used = process.cpuUsage(since); return (used.user + used.system) / 1e6; };
+  const figures: CodecFigures[] = [];
+  const codecs: Codec[] = ['deflate-1', 'brotli-0', ...(nativeLz4() ? ['lz4' as const] : [])];
+  for (const codec of codecs) {
+    let since = process.cpuUsage();
+    const packed = [];
+    for (const blob of blobs) packed.push(await compress(codec, blob));
+    const compressS = cpu(since);
+    since = process.cpuUsage();
+    for (const [i, p] of packed.entries()) await decompress(p.codec, p.data, blobs[i]!.length);
+    const decompressS = cpu(since);
+    figures.push({ codec, ratio: packed.reduce((n, p) => n + p.data.length, 0) / raw, compressMiBPerCpuS: raw / MiB / compressS, decompressMiBPerCpuS: raw / MiB / decompressS });
+  }
+  return figures;
+}
 
 export async function backupBench(opts: BackupBenchOptions, progress: (line: string) => void): Promise<Section> {
   const section = newSection('5', 'Backups: library vs tar, same tree, same disk');
@@ -250,6 +286,8 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     }
     progress('backup: peak RSS of a full backup in a process of its own');
     const rss = await backupRss(src, join(base, 'rss-repo'), opts.codec);
+    progress('backup: codecs on the tree\'s data');
+    const codecs = await codecFigures(src, opts.smallFiles);
 
     const header = ['', 'tar', ...libs.map((l) => l.name)];
     const row = (label: string, tar: string, cell: (r: Record<string, { ms: number; stored?: number; filesRead?: number }>) => string) =>
@@ -266,6 +304,10 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
         row('restore (MiB/s)', `${fmt(rate(bytes, untarMs))} (-x)`, (r) => fmt(rate(bytes, r.restore!.ms))),
       ],
     });
+    section.tables.push({
+      header: ['codec (64 x 1 MiB of a large file, 2000 small files)', 'stored / raw', 'compress (MiB per CPU-s)', 'decompress (MiB per CPU-s)'],
+      rows: codecs.map((c) => [c.codec, fmt(c.ratio), fmt(c.compressMiBPerCpuS), fmt(c.decompressMiBPerCpuS)]),
+    });
     const current = results.get(libs.at(-1)!)!;
     addMetric(section, { key: 'full_vs_tar_c', label: 'full backup / tar -c, warm cache (rate ratio)', value: tarMs / current.full!.ms, unit: 'x', target: atLeast(0.8) });
     if (coldTarMs !== undefined) addMetric(section, { key: 'full_vs_tar_c_cold', label: 'full backup / tar -c, cold cache (rate ratio)', value: coldTarMs / current['full, cold cache']!.ms, unit: 'x', target: atLeast(0.8) });
@@ -281,9 +323,9 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
       `tree: ${fmt(bytes / MiB)} MiB (${Math.max(1, Math.round(opts.largeMiB / LARGE_FILE_MIB))} files of ${LARGE_FILE_MIB} MiB, half of each incompressible, and ${opts.smallFiles} text files of 1-13 KB), codec ${opts.codec}, repository and tar output on the same disk.`,
       'tar -c and -cz write to a pipe (tar skips reading data when its archive is /dev/null); "warm" = read once before; "cold" = page cache dropped before each (root only).',
       '"1% spread" rewrites 1% of every large file in place: a file-level backup reads every changed file whole, so this one re-reads all the large files.',
-      'the peak RSS is a separate process (the built library in dist/) backing up the same tree; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
+      'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flag) backing up the same tree; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
     );
-    section.details = { bytes, tarMs, tarGzMs, coldTarMs, untarMs, rssBytes: rss, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
+    section.details = { bytes, tarMs, tarGzMs, coldTarMs, untarMs, rssBytes: rss, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
     return section;
   } finally {
     if (!opts.dir) await rm(base, { recursive: true, force: true });

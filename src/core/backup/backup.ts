@@ -22,8 +22,11 @@ const FILES_AHEAD = 8;
 const LOCAL_READ_SIZE = 8 * 1024 * 1024;
 /** Files up to this size are read into a buffer of their own; larger ones into pooled buffers. */
 const OWN_BUFFER_MAX = 256 * 1024;
-/** Read buffers (LOCAL_READ_SIZE each) in use at once, at most: they bound a backup's memory. */
-const READ_BUFFERS = 3;
+/**
+ * Read buffers (LOCAL_READ_SIZE each) in use at once, at most: they bound a backup's memory.
+ * Two: one being cut and hashed while the other is read or waits for its compressions.
+ */
+const READ_BUFFERS = 2;
 
 /**
  * Read buffers for large files, reused and bounded. Reused: on the virtual machines measured,

@@ -10,17 +10,22 @@ export interface WriterStats {
   packs: number;
 }
 
-/** Compressions in flight at once: zlib runs them on libuv's pool, so they use the other cores. */
-const COMPRESSIONS_IN_FLIGHT = 4;
+/**
+ * Compressions in flight at once: zlib runs them on libuv's pool, so they use the other cores.
+ * Two, not four: each holds its input, its output and a compressor's native state, and a
+ * backup's peak RSS must stay well under 150 MB in the daemon; two keep two cores busy.
+ */
+const COMPRESSIONS_IN_FLIGHT = 2;
 
-/** Pack buffers kept for reuse once their pack is written. */
-const SPARE_PACK_BUFFERS = 2;
+/** Pack buffers kept for reuse once their pack is written (one: the pack being filled takes it). */
+const SPARE_PACK_BUFFERS = 1;
 /**
  * Sealed packs waiting for their write, at most: past that, add() waits. Without a bound, a
  * store slower than reading and compressing (a busy disk, fsync per object, a remote target)
- * made the packs waiting in memory grow with the volume.
+ * made the packs waiting in memory grow with the volume. Zero: one pack is written while the
+ * next fills, and no third pack buffer is held.
  */
-const PACKS_WAITING = 1;
+const PACKS_WAITING = 0;
 
 /**
  * Adds blobs to a repository: new ones (by id) are compressed and copied into the current

@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
-import { compress, decompress, looksCompressible, SYNC_CODEC_MAX } from '../../../src/core/backup/codec.js';
+import { compress, decompress, DEFAULT_CODEC, looksCompressible, nativeLz4, SYNC_CODEC_MAX } from '../../../src/core/backup/codec.js';
+import { lz4BlockDecode } from '../../../src/core/backup/lz4-block.js';
 import { comparePaths, indexKey, newBackupId, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
 import { ManifestWriter, Repository, sha256 } from '../../../src/core/backup/repository.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
@@ -87,7 +88,7 @@ describe('backup repository format', () => {
     }
   });
 
-  it('a writer whose store does not keep up waits: at most one sealed pack waits behind the one being written', async () => {
+  it('a writer whose store does not keep up waits: no sealed pack waits behind the one being written', async () => {
     const repo = await Repository.init(store, { codec: 'none', packSize: 1024 });
     let unblock: () => void = () => undefined;
     const blocked = new Promise<void>((resolve) => { unblock = resolve; });
@@ -96,23 +97,23 @@ describe('backup repository format', () => {
       put: { value: async (key: string, data: Uint8Array) => { putsStarted.push(key); await blocked; return store.put(key, data); } },
     }) as VfsBlobStore;
     const writer = (await Repository.open(slow)).newWriter();
-    // Each blob fills a pack: the first pack's write blocks, the second waits behind it.
+    // Each blob fills a pack: the first pack's write blocks, the next blob waits for it.
     await writer.add('data', randomBytes(2048));
-    await writer.add('data', randomBytes(2048));
-    let thirdDone = false;
-    const third = writer.add('data', randomBytes(2048)).then(() => { thirdDone = true; });
+    let secondDone = false;
+    const second = writer.add('data', randomBytes(2048)).then(() => { secondDone = true; });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(putsStarted).toHaveLength(1);
-    expect(thirdDone).toBe(false);
+    expect(secondDone).toBe(false);
     unblock();
-    await third;
+    await second;
     await writer.flush();
-    expect(writer.stats.packs).toBe(3);
+    expect(writer.stats.packs).toBe(2);
+    expect(repo.config.packSize).toBe(1024);
   });
 
   it('codecs round-trip small (same-thread) and large (thread-pool) blobs, each cut at its expected length', async () => {
     const text = Buffer.from('a line of a log file, quite repetitive\n'.repeat(20_000));
-    for (const codec of ['deflate-1', 'brotli-0', 'brotli-1'] as const) {
+    for (const codec of ['deflate-1', 'brotli-0', 'brotli-1', 'lz4'] as const) {
       for (const size of [1000, SYNC_CODEC_MAX, SYNC_CODEC_MAX + 1, 700_000]) {
         const data = text.subarray(0, size);
         const packed = await compress(codec, data);
@@ -139,12 +140,64 @@ describe('backup repository format', () => {
 
   it('codecs round-trip, and a decompression bomb is cut at the expected length', async () => {
     const data = Buffer.from('abc'.repeat(100_000));
-    for (const codec of ['none', 'deflate-1', 'brotli-0', 'brotli-1'] as const) {
+    for (const codec of ['none', 'deflate-1', 'brotli-0', 'brotli-1', 'lz4'] as const) {
       const packed = await compress(codec, data);
       expect(packed.codec).toBe(codec);
       expect((await decompress(packed.codec, packed.data, data.length)).equals(data)).toBe(true);
       if (codec !== 'none') await expect(decompress(packed.codec, packed.data, 1000)).rejects.toThrow();
     }
+  });
+
+  it('lz4: its JavaScript decoder reads what lz4-napi writes and refuses damaged blocks', async () => {
+    expect(DEFAULT_CODEC).toBe('brotli-0');
+    expect(nativeLz4()).not.toBeNull();
+    const text = Buffer.from(Array.from({ length: 30_000 }, (_, i) => `line ${i % 97} of a log, status=${200 + (i % 5)}\n`).join(''));
+    // Long literal runs (random), long matches (a repeated byte) and overlapping matches (a short period).
+    const samples = [text, randomBytes(300_000), Buffer.alloc(100_000, 7), Buffer.from('ab'.repeat(5000)), Buffer.concat([randomBytes(70_000), text.subarray(0, 200_000)])];
+    for (const data of samples) {
+      const packed = nativeLz4()!.compressSync(data);
+      expect(packed.readUInt32LE(0)).toBe(data.length);
+      expect(lz4BlockDecode(packed.subarray(4), data.length).equals(data)).toBe(true);
+      expect(() => lz4BlockDecode(packed.subarray(4), data.length - 1)).toThrow(/corrupt/);
+      expect(() => lz4BlockDecode(packed.subarray(4, packed.length - 3), data.length)).toThrow(/corrupt/);
+    }
+    // A back-reference before the start of the output.
+    expect(() => lz4BlockDecode(Buffer.from([0x10, 0x61, 0x05, 0x00, 0x00]), 10)).toThrow(/offset/);
+    // The length prefix must be the recorded length: lz4_flex would allocate what it states.
+    const packed = await compress('lz4', text);
+    expect(packed.codec).toBe('lz4');
+    const lying = Buffer.from(packed.data);
+    lying.writeUInt32LE(0xfffffff0, 0);
+    await expect(decompress('lz4', lying, text.length)).rejects.toThrow(/stating/);
+    expect((await decompress('lz4', packed.data, text.length)).equals(text)).toBe(true);
+  });
+
+  it('without lz4-napi, lz4 blobs still read (JavaScript decoder) and new blobs are written with brotli-0', async () => {
+    const text = Buffer.from('text that lz4 compresses, written where lz4-napi loads\n'.repeat(20_000));
+    const packed = await compress('lz4', text);
+    expect(packed.codec).toBe('lz4');
+    process.env.STOWAGE_NO_NATIVE_LZ4 = '1';
+    try {
+      vi.resetModules();
+      const fresh = await import('../../../src/core/backup/codec.js');
+      expect(fresh.nativeLz4()).toBeNull();
+      expect((await fresh.decompress('lz4', packed.data, text.length)).equals(text)).toBe(true);
+      expect((await fresh.compress('lz4', text)).codec).toBe('brotli-0');
+    } finally {
+      delete process.env.STOWAGE_NO_NATIVE_LZ4;
+      vi.resetModules();
+    }
+  });
+
+  it('old repositories still read: blobs in every codec, of a repository whose config names brotli-0', async () => {
+    const old = await Repository.init(store, { codec: 'brotli-0' });
+    const w = old.newWriter();
+    const blob = await w.add('data', Buffer.from('an old repository\'s text '.repeat(3000)));
+    await w.flush();
+    expect(old.locate(blob.id)).toMatchObject({ codec: 'brotli-0' });
+    const again = await Repository.open(store);
+    expect(again.config.codec).toBe('brotli-0');
+    expect((await again.readBlob(blob.id)).toString()).toBe('an old repository\'s text '.repeat(3000));
   });
 
   it('a corrupt, truncated or missing pack is detected on read with an error naming the chunk and pack', async () => {
