@@ -421,6 +421,7 @@ export class VolumeManager {
     unmount: (name, id) => this.unmount(name, id),
     remove: (name, request) => this.remove(name, request),
     log: () => this.log,
+    blocks: () => this.backend.blocks,
     journal: {
       begin: async (name, url) => this.journal?.begin(name, url),
       end: async (name) => this.journal?.end(name),
