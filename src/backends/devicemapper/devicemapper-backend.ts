@@ -64,7 +64,7 @@ export class DevicemapperBackend implements Backend {
     this.mounts = new VolumeMounts(this.pool, this.filesystems, ctx.fs, this.dir);
     this.snapshots = new DmSnapshots(this.pool, ctx.runner, (task) => this.exclusive(task),
       { filesystems: this.filesystems, fs: ctx.fs, log: ctx.log, dir: this.dir });
-    this.blocks = new DmBlocks(this.pool, this.snapshots, ctx.runner, (task) => this.exclusive(task), ctx.log);
+    this.blocks = new DmBlocks(this.pool, this.snapshots, ctx.runner, (task) => this.exclusive(task), ctx.log, ctx.fs, this.dir);
     this.snapshots.blockReading = (thinId) => this.blocks.isReading(thinId);
   }
 

@@ -1,7 +1,9 @@
 import type { BlockDevice, BlockSupport, ByteRange } from '../../core/backup/block-support.js';
 import type { CommandRunner } from '../../core/command-runner.js';
 import { ErrorCodes, StowageError, messageOf, volumeNotFound } from '../../core/errors.js';
+import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
+import { join } from 'node:path';
 import type { DmSnapshots } from './dm-snapshots.js';
 import { isDmFailure } from './dmsetup.js';
 import type { SnapshotEntry, VolumeEntry } from './pool-state.js';
@@ -24,6 +26,9 @@ export class DmBlocks implements BlockSupport {
     private readonly runner: CommandRunner,
     private readonly exclusive: <T>(task: () => Promise<T>) => Promise<T>,
     private readonly log: Logger,
+    private readonly fs: FsPort,
+    /** The backend's directory: a restored xfs is mounted once under `restoring/` in it. */
+    private readonly dir: string,
   ) {}
 
   private volume(name: string): VolumeEntry {
@@ -109,6 +114,33 @@ export class DmBlocks implements BlockSupport {
     return (await this.snapshots.changedBlocks(volume, from, to)).ranges;
   }
 
+  /**
+   * The volume the backup came from may be mounted on this node with the same xfs UUID, which
+   * xfs refuses: the copy gets a new one. A snapshot of a mounted xfs has a log to replay
+   * first (xfs_admin refuses, or does nothing, otherwise): one mount (nouuid) and unmount does it.
+   */
+  private async newXfsUuid(volume: string, device: string): Promise<void> {
+    const mountPoint = join(this.dir, 'restoring', volume);
+    await this.fs.mkdir(mountPoint, { recursive: true });
+    try {
+      await this.check(await this.runner.run('mount', ['-t', 'xfs', '-o', 'nouuid', device, mountPoint], { allowFailure: true, timeoutMs: 600_000 }),
+        `replaying the log of the restored xfs filesystem of ${volume}`, volume);
+      await this.check(await this.runner.run('umount', [mountPoint], { allowFailure: true, timeoutMs: 120_000 }),
+        `unmounting the restored xfs filesystem of ${volume} from ${mountPoint}`, volume);
+    } finally {
+      await this.fs.rmdir(mountPoint).catch(() => undefined);
+    }
+    await this.check(await this.runner.run('xfs_admin', ['-U', 'generate', device], { allowFailure: true, timeoutMs: 600_000 }),
+      `giving the restored xfs filesystem of ${volume} a new UUID`, volume);
+  }
+
+  private check(result: { exitCode: number; stdout: string; stderr: string }, what: string, volume: string): void {
+    // xfs_db (under xfs_admin) reports some refusals with ERROR and exit status 0.
+    if (result.exitCode !== 0 || /^ERROR/m.test(result.stderr) || /^ERROR/m.test(result.stdout)) {
+      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `${what} failed: ${(result.stderr || result.stdout).trim().split('\n').slice(0, 3).join(' ')}`, { volume });
+    }
+  }
+
   async writeNewVolume(volume: string, image: { sizeBytes: number; filesystem: string },
     write: (device: string, mapped: ByteRange[]) => Promise<void>): Promise<void> {
     const fs = image.filesystem;
@@ -127,13 +159,7 @@ export class DmBlocks implements BlockSupport {
     });
     try {
       await write(device, mapped);
-      if (fs === 'xfs') {
-        // The volume it came from may be mounted on this node with the same UUID, which xfs refuses.
-        const result = await this.runner.run('xfs_admin', ['-U', 'generate', device], { allowFailure: true, timeoutMs: 600_000 });
-        if (result.exitCode !== 0) {
-          throw new StowageError(ErrorCodes.BACKEND_COMMAND, `giving the restored xfs filesystem of ${volume} a new UUID failed: ${(result.stderr || result.stdout).trim()}`, { volume });
-        }
-      }
+      if (fs === 'xfs') await this.newXfsUuid(volume, device);
     } finally {
       await this.exclusive(() => this.pool.deactivateDevice(entry.thinId, label)).catch((err: unknown) =>
         this.log.error(`deactivating ${label} after its block restore: ${messageOf(err)}`));
