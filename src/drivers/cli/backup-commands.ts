@@ -95,8 +95,9 @@ function printBackups(backups: BackupSummary[], json: boolean): void {
     printJson(backups);
     return;
   }
-  printTable([['URL', 'VOLUME', 'STATE', 'STARTED', 'FILES', 'SIZE', 'SNAPSHOT'], ...backups.map((b) => [
-    b.url, b.volume, b.state, b.startedAt, b.stats ? String(b.stats.files) : '-', b.stats ? formatBytes(b.stats.bytes) : '-', b.snapshot ?? '-',
+  printTable([['URL', 'VOLUME', 'STATE', 'STARTED', 'KIND', 'FILES', 'SIZE', 'SNAPSHOT'], ...backups.map((b) => [
+    b.url, b.volume, b.state, b.startedAt, b.kind ?? '-', b.kind === 'block' ? '-' : b.stats ? String(b.stats.files) : '-',
+    b.stats ? formatBytes(b.stats.bytes) : '-', b.snapshot ?? '-',
   ])]);
 }
 
