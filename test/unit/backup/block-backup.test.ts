@@ -9,6 +9,7 @@ import { BLOCK_SIZE, blockList } from '../../../src/core/backup/block-format.js'
 import { backupTree, deleteBackup, gc, Repository, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { parseMappedRanges } from '../../../src/backends/devicemapper/thin-mappings-parser.js';
+import { controlEndpoints } from '../../../src/drivers/control/endpoints.js';
 
 const MiB = 1024 * 1024;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -108,5 +109,15 @@ describe('block backups (library, a file standing in for the device)', () => {
       { offsetBytes: 136 * bs, lengthBytes: bs }, { offsetBytes: 144 * bs, lengthBytes: 81 * bs },
     ]);
     expect(() => parseMappedRanges(xml, 99)).toThrow(/device 99 is not in the dump/);
+  });
+
+  it('the control endpoint takes the kind of backup as backupKind, file or block, and names the field otherwise', () => {
+    const schema = controlEndpoints.startJob.request;
+    const job = { kind: 'backup-create', volume: 'pg', dest: 'vfs:///srv/backups' };
+    expect(schema.parse({ ...job, backupKind: 'block' })).toMatchObject({ kind: 'backup-create', backupKind: 'block' });
+    expect(schema.parse(job)).not.toHaveProperty('backupKind');
+    const bad = schema.safeParse({ ...job, backupKind: 'image' });
+    expect(bad.success).toBe(false);
+    expect(bad.error?.issues[0]?.message).toMatch(/backupKind.*file or block/);
   });
 });
