@@ -1,3 +1,4 @@
+import type { BlockSupport } from './backup/block-support.js';
 import type { Lease } from './cluster/lease.js';
 import type { VolumeOptions } from './options.js';
 import type { Repository } from './backup/repository.js';
@@ -208,4 +209,6 @@ export interface Backend {
 
   /** Present exactly when the backend can snapshot volumes. */
   readonly snapshots?: SnapshotSupport;
+  /** Present when snapshots are block devices that block-level backups can read (devicemapper). */
+  readonly blocks?: BlockSupport;
 }

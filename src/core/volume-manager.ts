@@ -64,6 +64,7 @@ export class VolumeManager {
       mount: (name, id) => this.mount(name, id),
       unmount: (name, id) => this.unmount(name, id),
       remove: (name, request) => this.remove(name, request),
+      blocks: () => this.backend.blocks,
       backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
       dropMounts: (name, ids, why) => this.dropMounts(name, ids, why),
     });

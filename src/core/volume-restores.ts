@@ -30,6 +30,7 @@ export class VolumeRestores {
       unmount: (name, id) => ops.unmount(name, id),
       remove: (name, request) => ops.remove(name, request),
       log: () => ops.log,
+      blocks: () => ops.blocks?.(),
       journal: {
         begin: async (name, url) => journal?.begin(name, url),
         end: async (name) => journal?.end(name),

@@ -41,9 +41,11 @@ interface GuestReport {
  * A full run takes about 7 minutes under TCG on an idle machine, and over twice that when the
  * machine is busy (emulation is CPU-bound); this only stops a hung guest.
  */
-const VM_TIMEOUT_MS = 30 * 60_000;
+const VM_TIMEOUT_MS = (process.env.STOWAGE_VM_BENCH === '1' ? 90 : 30) * 60_000;
 const filter = process.env.STOWAGE_VM_FILTER?.trim();
-const guestFiles = readdirSync(join(VM_DIR, 'guest')).filter((f) => f.endsWith('.guest.ts')).sort();
+/** STOWAGE_VM_BENCH=1 runs the guest benchmarks (*.bench-guest.ts) instead of the tests, in a larger VM. */
+const bench = process.env.STOWAGE_VM_BENCH === '1';
+const guestFiles = readdirSync(join(VM_DIR, 'guest')).filter((f) => f.endsWith(bench ? '.bench-guest.ts' : '.guest.ts')).sort();
 const skip = systemSuite('devicemapper (test VM)', checkDmVm());
 
 describe.skipIf(skip)('devicemapper backend on a real kernel (test VM, booted once)', () => {
@@ -59,12 +61,17 @@ describe.skipIf(skip)('devicemapper backend on a real kernel (test VM, booted on
       const say = (line: string) => process.stderr.write(`[dm-vm] ${line}\n`);
       const image = await ensureVmImage(say);
       work = await mkdtemp(join(tmpdir(), 'stowage-dmvm-run-'));
-      if (filter) await writeFile(join(work, 'guest-env'), `STOWAGE_VM_FILTER=${JSON.stringify(filter)}\n`);
+      const env = [...(filter ? [`STOWAGE_VM_FILTER=${JSON.stringify(filter)}`] : []), ...(bench ? ['export STOWAGE_VM_BENCH=1'] : [])];
+      if (env.length > 0) await writeFile(join(work, 'guest-env'), `${env.join('\n')}\n`);
       say(`booting kernel ${image.kernelVersion} to run ${filter ? `guest files matching "${filter}"` : 'all guest tests'} (work dir ${work})`);
       run = await runInVm({
-        image, work, command: GUEST_RUNNER, timeoutMs: VM_TIMEOUT_MS,
+        image, work, command: GUEST_RUNNER, timeoutMs: VM_TIMEOUT_MS, ...(bench ? { memoryMb: 6144 } : {}),
         ...(process.env.STOWAGE_VM_VERBOSE === '1' ? { onLine: (line: string) => say(line) } : {}),
       });
+      if (bench) {
+        const figures = await readFile(join(work, 'block-bench.json'), 'utf8').catch(() => undefined);
+        if (figures !== undefined) say(`block-backup benchmark:\n${figures}`);
+      }
       const text = await readFile(join(work, 'report.json'), 'utf8').catch(() => undefined);
       report = text === undefined ? undefined : (JSON.parse(text) as GuestReport);
       say(`guest finished in ${run.seconds.toFixed(0)} s: ${report ? `${report.numTotalTests} tests, ${report.numFailedTests} failed` : 'no report'}`);

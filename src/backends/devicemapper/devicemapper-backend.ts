@@ -7,6 +7,7 @@ import { ErrorCodes, StowageError, messageOf, volumeNotFound } from '../../core/
 import { KeyedMutex } from '../../core/keyed-mutex.js';
 import { formatSize } from '../../core/options.js';
 import type { BackendContext } from '../context.js';
+import { DmBlocks } from './dm-blocks.js';
 import { DmSnapshots } from './dm-snapshots.js';
 import { XFS_MIN_BYTES, type DevicemapperOptions } from './dm-options.js';
 import { Dmsetup, explainUnavailable } from './dmsetup.js';
@@ -35,6 +36,8 @@ export class DevicemapperBackend implements Backend {
   readonly name = 'devicemapper';
   readonly capabilities: BackendCapabilities = { scope: 'local', sizeLimit: 'enforced' };
   readonly snapshots: DmSnapshots;
+  /** Block-level reads and writes of thin devices, for block backups and their restores. */
+  readonly blocks: DmBlocks;
   readonly pool: ThinPool;
   private readonly dm: Dmsetup;
   private readonly filesystems: VolumeFilesystems;
@@ -61,6 +64,8 @@ export class DevicemapperBackend implements Backend {
     this.mounts = new VolumeMounts(this.pool, this.filesystems, ctx.fs, this.dir);
     this.snapshots = new DmSnapshots(this.pool, ctx.runner, (task) => this.exclusive(task),
       { filesystems: this.filesystems, fs: ctx.fs, log: ctx.log, dir: this.dir });
+    this.blocks = new DmBlocks(this.pool, this.snapshots, ctx.runner, (task) => this.exclusive(task), ctx.log, ctx.fs, this.dir);
+    this.snapshots.blockReading = (thinId) => this.blocks.isReading(thinId);
   }
 
   /** Runs pool work one task at a time. */

@@ -61,6 +61,8 @@ interface View {
 export class DmSnapshots implements SnapshotSupport {
   /** Open views by thin id. */
   private readonly views = new Map<number, View>();
+  /** Whether a block backup reads a snapshot's device (set by the backend: see dm-blocks.ts). */
+  blockReading: (thinId: number) => boolean = () => false;
 
   constructor(
     private readonly pool: ThinPool,
@@ -146,6 +148,11 @@ export class DmSnapshots implements SnapshotSupport {
     });
   }
 
+  /** Whether a snapshot is mounted as a view (its device then stays active for it). */
+  hasView(thinId: number): boolean {
+    return this.views.has(thinId);
+  }
+
   private viewPath(volume: string, snapshot: string): string {
     return join(this.viewDeps.dir, 'snapshots', volume, snapshot);
   }
@@ -182,7 +189,7 @@ export class DmSnapshots implements SnapshotSupport {
     if (view.readers > 0) return;
     const label = `snapshot ${view.snapshot} of ${view.volume}`;
     await this.viewDeps.filesystems.unmount(view.path, view.volume, label);
-    await this.pool.deactivateDevice(view.thinId, label);
+    if (!this.blockReading(view.thinId)) await this.pool.deactivateDevice(view.thinId, label);
     this.views.delete(view.thinId);
     await this.removeViewDirs(view.path);
   }
@@ -201,6 +208,11 @@ export class DmSnapshots implements SnapshotSupport {
   async closeViews(entry: VolumeEntry, what: string, among: SnapshotEntry[] = entry.snapshots): Promise<void> {
     const views = among.map((s) => this.views.get(s.thinId)).filter((v): v is View => v !== undefined);
     const open = views.filter((v) => v.readers > 0);
+    const blockRead = among.filter((s) => this.blockReading(s.thinId));
+    if (blockRead.length > 0) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE, `cannot ${what}: a block backup reads snapshot ${blockRead.map((s) => s.name).join(', ')} ` +
+        `of volume ${entry.record.name}; try again when it is done`, { volume: entry.record.name });
+    }
     if (open.length > 0) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE, `cannot ${what}: snapshot ${open.map((v) => v.snapshot).join(', ')} of ` +
         `volume ${entry.record.name} is open for reading (a backup reads it at ${open[0]!.path}); try again when it is done`,

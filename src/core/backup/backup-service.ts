@@ -8,12 +8,13 @@ import { randomHex } from '../random-hex.js';
 import { TOKENS } from '../tokens.js';
 import type { VolumeManager } from '../volume-manager.js';
 import { formatBackupUrl, parseOneBackupUrl, parseRepositoryUrl, type BackupTarget } from './backup-url.js';
+import { BACKUP_KINDS, blockSupportOf, createBlockBackup } from './block-backup-service.js';
 import { copyBackup } from './copy-backup.js';
 import {
   backupTree, deleteBackup, gc, liveLocks, Repository, verifyBackup, type BackupRecord,
 } from './index.js';
 import {
-  RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
+  DEFAULT_BACKUP_KIND, RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
   type ProgressOptions, type VerifyResult,
 } from './service-contract.js';
 
@@ -55,7 +56,23 @@ export class CoreBackupService implements BackupService {
     if (options.snapshot !== undefined && options.consistent) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
     }
+    const kind = options.kind ?? DEFAULT_BACKUP_KIND;
+    if (!(BACKUP_KINDS as readonly string[]).includes(kind)) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `backup kind ${JSON.stringify(kind)} is not one of ${BACKUP_KINDS.join(', ')}`, { volume });
+    }
     const support = this.snapshotSupport(volume);
+    if (kind === 'block') {
+      const blocks = blockSupportOf(this.backend.blocks, this.backend.name, volume);
+      await this.manager.get(volume);
+      await assertTargetReachable(dest.target);
+      const repo = await Repository.openOrInit(openTarget(dest.target));
+      const record = await createBlockBackup(this.manager, blocks, this.log, this.backend.name, volume, repo,
+        { snapshot: options.snapshot, consistent: options.consistent, force: options.force }, (progress) => {
+          options.signal?.throwIfAborted();
+          options.onProgress?.(progress);
+        });
+      return this.detail(dest.target, record);
+    }
     await this.manager.get(volume);
     // Before a snapshot is taken for nothing.
     await assertTargetReachable(dest.target);
@@ -199,10 +216,15 @@ export class CoreBackupService implements BackupService {
       finishedAt: r.finishedAt,
       state: 'complete',
       stats: r.stats,
+      kind: r.kind === 'blocks' ? 'block' : 'file',
     };
   }
 
   private detail(target: BackupTarget, r: BackupRecord): BackupDetail {
-    return { ...this.summary(target, r), ...(r.parent !== undefined ? { parent: r.parent } : {}), warnings: r.warnings };
+    return {
+      ...this.summary(target, r), ...(r.parent !== undefined ? { parent: r.parent } : {}), warnings: r.warnings,
+      ...(r.device ? { device: { sizeBytes: r.device.sizeBytes, blockSize: r.device.blockSize, filesystem: r.device.filesystem } } : {}),
+      ...(r.notes ? { notes: r.notes } : {}),
+    };
   }
 }

@@ -3,6 +3,7 @@ import { open, readlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { randomHex } from '../random-hex.js';
 import { onLocalFilesystem } from '../local-fs.js';
+import { isBlockBackup } from './block-format.js';
 import { Chunker, chunkStream } from './chunker.js';
 import { newBackupId, type BackupRecord, type Entry } from './format.js';
 import { withLock } from './locks.js';
@@ -84,7 +85,8 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     await repo.reloadIndex();
     let parent: BackupRecord | undefined;
     if (typeof options.parent === 'string') parent = await repo.readBackupRecord(options.volume, options.parent);
-    else if (options.parent === undefined) parent = (await repo.listBackups(options.volume)).at(-1);
+    // A block backup has no files to compare with: the latest file-level backup serves.
+    else if (options.parent === undefined) parent = (await repo.listBackups(options.volume)).filter((r) => !isBlockBackup(r)).at(-1);
     const cursor = new ParentCursor(parent ? repo.entries(parent)[Symbol.asyncIterator]() : undefined);
     const writer = repo.newWriter();
     const manifest = new ManifestWriter(writer);

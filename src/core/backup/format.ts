@@ -141,6 +141,25 @@ export const BackupRecordSchema = z.object({
   snapshot: VolumeNameSchema.optional(),
   /** The backend the volume was on (added later: optional). */
   backend: z.string().max(64).optional(),
+  /**
+   * What the manifest lists (added later: optional, absent means files): `files`, the tree's
+   * entries; `blocks`, every block of a device (see block-format.ts), restorable only as a device.
+   */
+  kind: z.enum(['files', 'blocks']).optional(),
+  /** A block backup's device: its size, block size, filesystem, and the snapshot it was read from. */
+  device: z.object({
+    sizeBytes: z.number().int().positive(),
+    blockSize: z.number().int().positive().max(64 * 1024 * 1024),
+    filesystem: z.string().regex(/^[a-z0-9]{1,16}$/),
+    /** The snapshot's identity on its pool (name, thin id, creation transaction): the next backup's base. */
+    source: z.string().max(300).optional(),
+    /** True when the backup took that snapshot itself (it is then deleted once a later backup has a newer base). */
+    snapshotTaken: z.boolean().optional(),
+    /** The backup whose snapshot was the base of this one (blocks outside the changed ranges come from it). */
+    base: BackupIdSchema.optional(),
+  }).optional(),
+  /** What a reader should know about how this backup was made (added later: optional). */
+  notes: z.array(z.string().max(1000)).max(20).optional(),
 });
 export type BackupRecord = z.infer<typeof BackupRecordSchema>;
 

@@ -1,10 +1,12 @@
 import { ErrorCodes, StowageError } from '../errors.js';
 import { deleteAll, listAll } from './blob-store.js';
+import { isBlockBackup, referencedChunks } from './block-format.js';
 import { backupKey, packKey } from './format.js';
 import { withLock, type RepoLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
 import type { Repository } from './repository.js';
+import type { BackupRecord } from './format.js';
 
 /**
  * Reads back every manifest blob and every chunk of a backup and checks each against its hash;
@@ -15,6 +17,7 @@ export async function verifyBackup(repo: Repository, volume: string, backupId: s
   return withLock(repo.store, { kind: 'shared', purpose: `verify of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
+    if (isBlockBackup(record)) return verifyChunks(repo, record, options);
     const checked = new Set<string>();
     const result = { files: 0, chunks: 0, bytes: 0 };
     for await (const entry of repo.entries(record)) {
@@ -32,6 +35,22 @@ export async function verifyBackup(repo: Repository, volume: string, backupId: s
     repo.releasePackCache();
     return result;
   });
+}
+
+/** Verify for a block backup: every distinct block it lists (`files` counts the device, as one). */
+async function verifyChunks(repo: Repository, record: BackupRecord, options: CommonOptions): Promise<{ files: number; chunks: number; bytes: number }> {
+  const checked = new Set<string>();
+  const result = { files: 1, chunks: 0, bytes: 0 };
+  for await (const id of referencedChunks(repo, record)) {
+    if (checked.has(id)) continue;
+    const data = await repo.readBlob(id, { wholePacks: true });
+    checked.add(id);
+    result.chunks += 1;
+    result.bytes += data.length;
+    options.onProgress?.({ entries: result.chunks, files: 1, bytes: result.bytes });
+  }
+  repo.releasePackCache();
+  return result;
 }
 
 /** Removes a backup's record; its chunks stay until gc() finds nothing else needs them. */
@@ -76,7 +95,7 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     for (const record of records) {
       for (const id of record.manifest) live.add(id);
       try {
-        for await (const entry of repo.entries(record)) for (const id of entry.chunks ?? []) live.add(id);
+        for await (const id of referencedChunks(repo, record)) live.add(id);
       } catch (err) {
         throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: the manifest of backup ${record.volume}/${record.id} does not load (${(err as Error).message})`, { cause: err });
       }

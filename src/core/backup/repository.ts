@@ -9,6 +9,7 @@ import {
   indexKey, ManifestBlobSchema, packKey, PackIndexSchema, RepoConfigSchema,
   type BackupRecord, type Entry, type PackBlob, type PackIndex, type RepoConfig,
 } from './format.js';
+import { isBlockBackup, notAFileBackup } from './block-format.js';
 import { assertVolumeName, corrupt, parseObject, sha256 } from './objects.js';
 import { PackWriter } from './pack-writer.js';
 
@@ -243,6 +244,8 @@ export class Repository {
 
   /** The entries of a backup's manifest, in order, one manifest blob in memory at a time; validated. */
   async *entries(record: BackupRecord): AsyncGenerator<Entry> {
+    // A block backup has no file entries: a tree restore of one fails here, saying what to do.
+    if (isBlockBackup(record)) throw notAFileBackup(record);
     for (const id of record.manifest) {
       const blob = parseObject(ManifestBlobSchema, await this.readBlob(id), `manifest blob ${id} of backup ${record.id}`);
       for (const [i, raw] of blob.entries.entries()) {

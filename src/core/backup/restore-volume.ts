@@ -6,6 +6,9 @@ import type { Logger } from '../logger.js';
 import { randomHex } from '../random-hex.js';
 import type { CreateResult } from '../volume-types.js';
 import { parseOneBackupUrl } from './backup-url.js';
+import { isBlockBackup } from './block-format.js';
+import { restoreBlockVolume } from './block-restore.js';
+import type { BlockSupport } from './block-support.js';
 import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './restore-journal.js';
 import { Repository, restoreTree } from './index.js';
 import { RESTORE_OPTION, type ProgressOptions } from './service-contract.js';
@@ -17,6 +20,8 @@ export interface RestoreHost {
   unmount(name: string, mountId: string): Promise<void>;
   remove(name: string, request: { retain?: boolean }): Promise<unknown>;
   log(): Logger;
+  /** The backend's block access, for block backups (devicemapper); undefined elsewhere. */
+  blocks?: () => BlockSupport | undefined;
   /** Marks the restore in progress, so that a daemon killed during it removes the volume at its next start. */
   journal?: Pick<RestoreJournal, 'begin' | 'end'>;
 }
@@ -46,6 +51,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
   // Before anything is made: a backup that is not there fails the create and changes nothing.
   const repo = await Repository.open(openTarget(source.target));
   const record = await repo.readBackupRecord(source.volume, source.backup);
+  if (isBlockBackup(record)) return restoreBlockVolume(host, name, url, repo, record, options, progress);
   const created = await host.create(name, options);
   if (!created.created) {
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,

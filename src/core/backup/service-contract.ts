@@ -44,12 +44,18 @@ export interface BackupSummary {
   finishedAt?: string;
   state: 'complete' | 'in-progress';
   stats?: BackupStats;
+  /** `file`: the volume's files, restorable into any backend; `block`: a devicemapper device's blocks. */
+  kind?: 'file' | 'block';
 }
 
 export interface BackupDetail extends BackupSummary {
   /** The backup it was made incrementally from (its files cache), if any. */
   parent?: string;
   warnings: string[];
+  /** A block backup's device. */
+  device?: { sizeBytes: number; blockSize: number; filesystem: string };
+  /** How it was made (a block backup: incremental from which base, or a full read and why). */
+  notes?: string[];
 }
 
 export interface VerifyResult {
@@ -71,6 +77,8 @@ export interface BackupService {
     consistent?: boolean;
     /** With `consistent`: take it although other nodes use the volume. */
     force?: boolean;
+    /** `file` (the default) or `block` (devicemapper only; see README "Block-level backups"). */
+    kind?: 'file' | 'block';
   }): Promise<BackupDetail>;
   /** Complete backups and, from live locks, those in progress; oldest first. */
   listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
@@ -85,6 +93,12 @@ export interface BackupService {
    */
   restoreVolume(name: string, url: string, options?: ProgressOptions & { volumeOptions?: Record<string, string> }): Promise<CreateResult>;
 }
+
+/**
+ * The default kind of backup: file-level, which restores into any backend (a block backup
+ * restores into devicemapper only); block backups are asked for (see README).
+ */
+export const DEFAULT_BACKUP_KIND = 'file';
 
 /** The volume option that makes a create a restore: `-o backup=URL`. */
 export const RESTORE_OPTION = 'backup';

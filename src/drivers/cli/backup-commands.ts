@@ -95,8 +95,9 @@ function printBackups(backups: BackupSummary[], json: boolean): void {
     printJson(backups);
     return;
   }
-  printTable([['URL', 'VOLUME', 'STATE', 'STARTED', 'FILES', 'SIZE', 'SNAPSHOT'], ...backups.map((b) => [
-    b.url, b.volume, b.state, b.startedAt, b.stats ? String(b.stats.files) : '-', b.stats ? formatBytes(b.stats.bytes) : '-', b.snapshot ?? '-',
+  printTable([['URL', 'VOLUME', 'STATE', 'STARTED', 'KIND', 'FILES', 'SIZE', 'SNAPSHOT'], ...backups.map((b) => [
+    b.url, b.volume, b.state, b.startedAt, b.kind ?? '-', b.kind === 'block' ? '-' : b.stats ? String(b.stats.files) : '-',
+    b.stats ? formatBytes(b.stats.bytes) : '-', b.snapshot ?? '-',
   ])]);
 }
 
@@ -122,11 +123,14 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
     .requiredOption('--dest <url>', 'repository URL, e.g. vfs:///srv/backups')
     .option('--keep-snapshot', 'keep the snapshot taken for this backup')
     .option('--consistent', 'pause this node\'s containers using the volume while its snapshot is taken')
-    .option('--force', 'with --consistent: although other nodes use the volume'))
-    .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; json?: boolean; detach?: boolean }, cmd: Command) => {
+    .option('--force', 'with --consistent: although other nodes use the volume')
+    .option('--kind <kind>', 'file (the default: restores into any backend) or block (devicemapper: changed blocks only, restores into devicemapper)'))
+    .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; kind?: string; json?: boolean; detach?: boolean }, cmd: Command) => {
       const { volume, snapshot } = parseSource(source);
       await runJob(cmd, socketOf, {
         kind: 'backup-create', volume, snapshot, dest: flags.dest, keepSnapshot: flags.keepSnapshot, consistent: flags.consistent, force: flags.force,
+        // The daemon checks the value (file or block) and names the field if it is neither.
+        ...(flags.kind !== undefined ? { backupKind: flags.kind as 'file' | 'block' } : {}),
       }, flags);
     });
 

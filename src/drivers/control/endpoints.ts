@@ -42,6 +42,8 @@ const jobRequest = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('backup-create'), volume: text('volume'), dest: text('dest'),
     snapshot: text('snapshot').optional(), keepSnapshot: flag('keepSnapshot'), consistent: flag('consistent'), force: flag('force'),
+    // `kind` names the job: the kind of backup is `backupKind`.
+    backupKind: z.enum(['file', 'block'], { error: 'the field "backupKind" must be file or block' }).optional(),
   }),
   z.object({
     kind: z.literal('restore'), name: text('name'), url: text('url'),

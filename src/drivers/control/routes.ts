@@ -134,7 +134,7 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
       if (request.snapshot !== undefined) validateVolumeName(request.snapshot);
       return jobs.start('backup-create', request.volume, (context) => backups.createBackup(request.volume, {
         ...context, dest: request.dest, snapshot: request.snapshot, keepSnapshot: request.keepSnapshot,
-        consistent: request.consistent, force: request.force,
+        consistent: request.consistent, force: request.force, ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}),
       }));
     }
     case 'restore': {
