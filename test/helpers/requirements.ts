@@ -156,3 +156,9 @@ export function checkDmVm(): ComponentCheck {
   }
   return { ok: true };
 }
+
+/**
+ * What test/helpers/s3-server.ts needs for its Ceph radosgw: the monitor, OSD and gateway
+ * daemons and the admin tools (no root: every daemon runs as the test user on 127.0.0.1).
+ */
+export { checkS3Server } from './s3-server.js';
