@@ -95,6 +95,9 @@ export class S3BlobStore implements BlobStore {
         ...(endpoint !== undefined ? { endpoint, forcePathStyle: true } : {}),
         maxAttempts: this.options.maxAttempts ?? 5,
         retryMode: 'standard',
+        // A store that stops answering fails the request (and, after the retries, the backup)
+        // instead of holding it forever: no connection in 10 s, or no byte for 2 minutes.
+        requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
         // Stores that predate the SDK's 2025 default checksums refuse or mis-store their
         // headers; integrity is kept with Content-MD5 instead (see put).
         requestChecksumCalculation: 'WHEN_REQUIRED',
