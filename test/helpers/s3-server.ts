@@ -17,10 +17,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { pidAlive, sleep } from './child-process-stop.js';
-import { findExecutable, type ComponentCheck } from './requirements.js';
-
-/** The programs startCephS3 runs. */
-export const CEPH_TOOLS = ['ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'ceph', 'ceph-authtool', 'monmaptool'] as const;
 
 export interface S3ServerInfo {
   /** http://127.0.0.1:PORT */
@@ -44,15 +40,6 @@ const CONF = 'ceph.conf';
 const INFO = 'server.json';
 const PIDS = 'pids.json';
 const RGW_NAME = 'client.rgw.r';
-
-/** Whether the Ceph programs are installed (see requirements.ts's systemSuite). */
-export function checkS3Server(): ComponentCheck {
-  const missing = CEPH_TOOLS.filter((tool) => findExecutable(tool) === undefined && !existsSync(`/usr/bin/${tool}`));
-  if (missing.length > 0) {
-    return { ok: false, why: `missing ${missing.join(', ')} (apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common)` };
-  }
-  return { ok: true };
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

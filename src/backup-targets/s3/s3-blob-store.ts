@@ -132,7 +132,10 @@ export class S3BlobStore implements BlobStore {
         } catch (err) {
           const status = statusOf(err);
           if (status === 412) return false;
-          if (status === 409 && attempt < 3) continue;
+          if (status === 409 && attempt < 3) {
+            await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
+            continue;
+          }
           throw this.failed('PutObject', key, err);
         }
       }
@@ -173,7 +176,8 @@ export class S3BlobStore implements BlobStore {
         return body;
       } catch (err) {
         const status = statusOf(err);
-        if (status === 404 || nameOf(err) === 'NoSuchKey') throw blobMissing(this.location, key);
+        // A missing bucket is a wrong target, not a lost object.
+        if ((status === 404 && nameOf(err) !== 'NoSuchBucket') || nameOf(err) === 'NoSuchKey') throw blobMissing(this.location, key);
         // Asked from past the end: no bytes, as the port says.
         if (status === 416 && range) return Buffer.alloc(0);
         throw this.failed('GetObject', key, err);
