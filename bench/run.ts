@@ -5,7 +5,8 @@
  * across nodes. Prints a table per section and a summary of every target with PASS/MISS, and
  * writes the numbers to .bench/results.json.
  *
- * Section 5 is the backup library against tar (bench/backup.ts).
+ * Section 5 is the backup library against tar (bench/backup.ts); section 6 (`s3`, run only when
+ * asked) backups to a local radosgw against a plain S3 copy of the same files (bench/s3.ts).
  *
  * Exits 0 when every section ran (missed targets included), 1 when the bench could not run.
  * Knobs (environment): BENCH_LIFECYCLE_N, BENCH_LIFECYCLE_ROUNDS, BENCH_CLI_N, BENCH_CLI_ROUNDS,
@@ -23,6 +24,7 @@ import { assertCliBuilt, REPO_ROOT } from '../test/helpers/daemon-process.js';
 import { checkDocker } from '../test/helpers/requirements.js';
 import { cleanupAll } from './cleanup.js';
 import { dockerLifecycle } from './lifecycle.js';
+import { s3Bench } from './s3.js';
 import { renderSection, renderSummary, sectionJson, writeJson, type Section } from './report.js';
 import { atScale } from './scale.js';
 import { socketThroughput } from './throughput.js';
@@ -64,12 +66,12 @@ const config = {
 
 /** Sections from the arguments (numbers or names), else BENCH_SECTIONS, else all. */
 function sectionsWanted(): string[] {
-  const names: Record<string, string> = { lifecycle: '1', socket: '2', scale: '3', freshness: '4', backup: '5' };
+  const names: Record<string, string> = { lifecycle: '1', socket: '2', scale: '3', freshness: '4', backup: '5', s3: '6' };
   const args = process.argv.slice(2);
   const wanted = args.length > 0 ? args : (process.env.BENCH_SECTIONS ?? '1,2,3,5').split(',');
   return wanted.map((s) => s.trim()).map((s) => {
     const id = names[s] ?? s;
-    if (!/^[1-5]$/.test(id)) throw new Error(`unknown bench section ${JSON.stringify(s)} (1-5 or ${Object.keys(names).join(', ')})`);
+    if (!/^[1-6]$/.test(id)) throw new Error(`unknown bench section ${JSON.stringify(s)} (1-6 or ${Object.keys(names).join(', ')})`);
     return id;
   });
 }
@@ -132,6 +134,10 @@ async function runSections(sections: Section[]): Promise<void> {
   if (config.sections.includes('5')) {
     progress('section 5: backups');
     show([await backupBench(config.backup, progress)]);
+  }
+  if (config.sections.includes('6')) {
+    progress('section 6: backups to S3 (a local radosgw)');
+    show([await s3Bench(progress)]);
   }
 }
 

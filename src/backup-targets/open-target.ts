@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import type { BlobStore } from '../core/backup/index.js';
 import { ErrorCodes, StowageError } from '../core/errors.js';
 import type { BackupTarget } from '../core/backup/backup-url.js';
+import { S3BlobStore } from './s3/s3-blob-store.js';
 import { VfsBlobStore } from './vfs/vfs-blob-store.js';
 
 /**
@@ -13,6 +14,8 @@ export function openTarget(target: BackupTarget): BlobStore {
   switch (target.scheme) {
     case 'vfs':
       return new VfsBlobStore(target.path);
+    case 's3':
+      return new S3BlobStore(target);
   }
 }
 
@@ -29,6 +32,9 @@ export async function assertTargetReachable(target: BackupTarget): Promise<void>
         throw new StowageError(ErrorCodes.INVALID_REQUEST,
           `cannot keep a backup repository at ${target.path}: ${parent} does not exist or is not a directory (is the backup filesystem mounted?)`);
       }
+      return;
     }
+    case 's3':
+      await new S3BlobStore(target).assertReachable();
   }
 }

@@ -156,3 +156,16 @@ export function checkDmVm(): ComponentCheck {
   }
   return { ok: true };
 }
+
+/**
+ * What test/helpers/s3-server.ts needs for its Ceph radosgw: the monitor, OSD and gateway
+ * daemons and the admin tools (no root: every daemon runs as the test user on 127.0.0.1).
+ */
+export function checkS3Server(): ComponentCheck {
+  const missing = ['ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'ceph', 'ceph-authtool', 'monmaptool']
+    .filter((tool) => findExecutable(tool) === undefined && !isExecutable(`/usr/bin/${tool}`));
+  if (missing.length > 0) {
+    return { ok: false, why: `missing ${missing.join(', ')} (apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common)` };
+  }
+  return { ok: true };
+}

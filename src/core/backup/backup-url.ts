@@ -8,8 +8,9 @@ import { BackupIdSchema, VolumeNameSchema } from './index.js';
  *   vfs:///srv/backups                          a repository (a directory on any filesystem)
  *   vfs:///srv/backups?volume=pg                that volume's backups in it
  *   vfs:///srv/backups?volume=pg&backup=<id>    one backup
- * Targets are a registry of schemes, so another one (`s3://bucket@region/path`) is one more
- * entry here plus a BlobStore (see backup-targets/).
+ *   s3://bucket@region/path                     a repository under a prefix of an S3 bucket
+ *   s3://bucket@region/path?endpoint=http%3A%2F%2Fceph.lan%3A7480   an S3-compatible store
+ * Targets are a registry of schemes: each is one entry here plus a BlobStore (see backup-targets/).
  */
 
 /** Where a repository is kept; `scheme` picks the BlobStore (see backup-targets/open-target.ts). */
@@ -18,7 +19,17 @@ export interface VfsTarget {
   /** Absolute, normalised directory path. */
   path: string;
 }
-export type BackupTarget = VfsTarget;
+/** A prefix of an S3 bucket; credentials never appear here (they come from the AWS chain). */
+export interface S3Target {
+  scheme: 's3';
+  bucket: string;
+  region: string;
+  /** Where the repository starts in the bucket: '' (the whole bucket) or `a/b` (no slashes at the ends). */
+  prefix: string;
+  /** An S3-compatible store's origin (`http(s)://host[:port]`); AWS when absent (or STOWAGE_S3_ENDPOINT). */
+  endpoint?: string;
+}
+export type BackupTarget = VfsTarget | S3Target;
 
 export interface BackupUrl {
   target: BackupTarget;
@@ -27,8 +38,11 @@ export interface BackupUrl {
 }
 
 interface SchemeSyntax<T extends BackupTarget> {
-  /** Parses what follows `scheme://` up to the query. */
-  parse(rest: string, url: string): T;
+  /** Query keys that belong to the target (not to the volume or backup it names). */
+  targetKeys?: readonly string[];
+  /** Parses what follows `scheme://` up to the query, with the target's own query values. */
+  parse(rest: string, url: string, query: ReadonlyMap<string, string>): T;
+  /** The target's URL, with its own query keys if any. */
   format(target: T): string;
 }
 
@@ -74,9 +88,65 @@ const vfsSyntax: SchemeSyntax<VfsTarget> = {
   },
 };
 
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const PREFIX_SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+/** An endpoint is an origin: http(s), a host, maybe a port; never credentials, a path or a query. */
+export function parseS3Endpoint(value: string, url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    throw invalid(url, `endpoint ${JSON.stringify(value.slice(0, 200))} is not a URL (write it like http://host:7480)`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw invalid(url, 'the endpoint must be an http:// or https:// URL');
+  if (parsed.username !== '' || parsed.password !== '') {
+    throw invalid(url, 'the endpoint must not carry credentials: they come from the AWS credentials chain (environment, shared files, profiles)');
+  }
+  if ((parsed.pathname !== '/' && parsed.pathname !== '') || parsed.search !== '' || parsed.hash !== '') {
+    throw invalid(url, 'the endpoint is a scheme, host and port only (no path or query)');
+  }
+  return parsed.origin;
+}
+
+const s3Syntax: SchemeSyntax<S3Target> = {
+  targetKeys: ['endpoint'],
+  parse(rest, url, query) {
+    // `s3://bucket@region/path`, Convoy's form: the authority is bucket@region.
+    const slash = rest.indexOf('/');
+    const authority = slash < 0 ? rest : rest.slice(0, slash);
+    const path = slash < 0 ? '' : rest.slice(slash + 1);
+    const at = authority.indexOf('@');
+    if (at < 0) throw invalid(url, 'write an S3 target as s3://bucket@region/path (the region after "@", e.g. s3://backups@us-east-1/stowage)');
+    const bucket = authority.slice(0, at);
+    const region = authority.slice(at + 1);
+    if (!BUCKET.test(bucket) || bucket.includes('..')) {
+      throw invalid(url, `${JSON.stringify(bucket)} is not an S3 bucket name (3-63 characters: lowercase letters, digits, "." and "-")`);
+    }
+    if (!REGION.test(region)) throw invalid(url, `${JSON.stringify(region)} is not a region name (like us-east-1)`);
+    const trimmed = path.endsWith('/') ? path.slice(0, -1) : path;
+    const segments = trimmed === '' ? [] : trimmed.split('/');
+    for (const segment of segments) {
+      if (!PREFIX_SEGMENT.test(segment)) {
+        throw invalid(url, `the path segment ${JSON.stringify(segment)} is not valid (letters, digits, ".", "_", "-"; not empty, not starting with ".")`);
+      }
+    }
+    const prefix = segments.join('/');
+    if (prefix.length > 512) throw invalid(url, 'the path is longer than 512 characters');
+    const endpoint = query.get('endpoint');
+    return { scheme: 's3', bucket, region, prefix, ...(endpoint !== undefined ? { endpoint: parseS3Endpoint(endpoint, url) } : {}) };
+  },
+  format(target) {
+    const base = `s3://${target.bucket}@${target.region}${target.prefix === '' ? '' : `/${target.prefix}`}`;
+    return target.endpoint === undefined ? base : `${base}?endpoint=${encodeURIComponent(target.endpoint)}`;
+  },
+};
+
 /** The target schemes stowage knows. */
 const SCHEMES: { [S in BackupTarget['scheme']]: SchemeSyntax<Extract<BackupTarget, { scheme: S }>> } = {
   vfs: vfsSyntax,
+  s3: s3Syntax,
 };
 
 const QUERY_KEYS = ['volume', 'backup'] as const;
@@ -97,8 +167,10 @@ export function parseBackupUrl(url: unknown): BackupUrl {
   const cut = afterScheme.indexOf('?');
   const rest = cut < 0 ? afterScheme : afterScheme.slice(0, cut);
   const query = cut < 0 ? undefined : afterScheme.slice(cut + 1);
-  const target = SCHEMES[scheme as BackupTarget['scheme']].parse(rest, url);
-  const result: BackupUrl = { target };
+  const syntax = SCHEMES[scheme as BackupTarget['scheme']] as SchemeSyntax<BackupTarget>;
+  const targetKeys = syntax.targetKeys ?? [];
+  const targetQuery = new Map<string, string>();
+  const named: { volume?: string; backup?: string } = {};
   if (query !== undefined) {
     if (query === '') throw invalid(url, 'an empty query ("?" with nothing after it)');
     const seen = new Set<string>();
@@ -112,18 +184,24 @@ export function parseBackupUrl(url: unknown): BackupUrl {
       } catch {
         throw invalid(url, `the value of ${key} has a broken %-escape`);
       }
-      if (!(QUERY_KEYS as readonly string[]).includes(key)) throw invalid(url, `unknown query key "${key}" (known: ${QUERY_KEYS.join(', ')})`);
+      const known = [...QUERY_KEYS, ...targetKeys];
+      if (!known.includes(key)) throw invalid(url, `unknown query key "${key}" (known: ${known.join(', ')})`);
       if (seen.has(key)) throw invalid(url, `query key "${key}" is given twice`);
       seen.add(key);
-      if (key === 'volume') {
+      if (targetKeys.includes(key)) {
+        targetQuery.set(key, value);
+      } else if (key === 'volume') {
         if (!VolumeNameSchema.safeParse(value).success) throw invalid(url, `${JSON.stringify(value)} is not a valid volume name`);
-        result.volume = value;
+        named.volume = value;
       } else {
         if (!BackupIdSchema.safeParse(value).success) throw invalid(url, `${JSON.stringify(value)} is not a backup id (like 20261202T143500123Z-1a2b3c4d)`);
-        result.backup = value;
+        named.backup = value;
       }
     }
   }
+  const result: BackupUrl = { target: syntax.parse(rest, url, targetQuery) };
+  if (named.volume !== undefined) result.volume = named.volume;
+  if (named.backup !== undefined) result.backup = named.backup;
   if (result.backup !== undefined && result.volume === undefined) throw invalid(url, 'a backup id needs its volume (volume=NAME&backup=ID)');
   return result;
 }
@@ -136,7 +214,7 @@ export function formatBackupUrl(url: BackupUrl): string {
     ...(url.volume !== undefined ? [`volume=${encodeURIComponent(url.volume)}`] : []),
     ...(url.backup !== undefined ? [`backup=${encodeURIComponent(url.backup)}`] : []),
   ];
-  const formatted = query.length > 0 ? `${base}?${query.join('&')}` : base;
+  const formatted = query.length > 0 ? `${base}${base.includes('?') ? '&' : '?'}${query.join('&')}` : base;
   // What we write must read back as the same thing.
   parseBackupUrl(formatted);
   return formatted;

@@ -115,7 +115,7 @@ function printJobs(jobs: JobView[], json: boolean): void {
 const JOB_FLAGS = [['--json', 'print the answer as JSON, no progress'], ['--detach', 'start the job, print its id and return']] as const;
 
 export function addBackupCommands(program: Command, socketOf: SocketOf): void {
-  const backup = program.command('backup').description('file-level backups of volumes into a repository (vfs:///path)');
+  const backup = program.command('backup').description('file-level backups of volumes into a repository (vfs:///path, s3://bucket@region/path)');
   const withJobFlags = (c: Command) => JOB_FLAGS.reduce((acc, [flag, text]) => acc.option(flag, text), c);
 
   withJobFlags(backup.command('create <source>')

@@ -30,7 +30,7 @@ describe('backup URLs', () => {
   it.each([
     ['', /non-empty/],
     ['/srv/backups', /scheme:\/\/location/],
-    ['s3://bucket/path', /unknown scheme "s3"/],
+    ['gs://bucket/path', /unknown scheme "gs"/],
     ['vfs://srv/backups', /three slashes/],
     ['vfs://host/srv/backups', /three slashes/],
     ['vfs:///', /root directory/],

@@ -1,0 +1,284 @@
+import { createHash } from 'node:crypto';
+import type { S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import {
+  assertValidKey, assertValidPrefix, blobMissing, MAX_DELETE_BATCH, MAX_LIST_PAGE,
+  type BlobStore, type ListedObject, type ListOptions, type ListPage,
+} from '../../core/backup/blob-store.js';
+import type { S3Target } from '../../core/backup/backup-url.js';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
+
+/** The environment variable naming an S3-compatible endpoint for targets whose URL names none. */
+export const S3_ENDPOINT_ENV = 'STOWAGE_S3_ENDPOINT';
+
+export interface S3BlobStoreOptions {
+  /** Requests in flight at once, whatever the callers do (default 8). */
+  concurrency?: number;
+  /** Attempts per request, with the SDK's exponential backoff between them (default 5). */
+  maxAttempts?: number;
+  /** Overrides the endpoint of the target and of STOWAGE_S3_ENDPOINT. */
+  endpoint?: string;
+  /** A ready client (tests); otherwise one is made from the target and the AWS credentials chain. */
+  client?: S3Client;
+}
+
+type Sdk = typeof import('@aws-sdk/client-s3');
+
+let sdkPromise: Promise<Sdk> | undefined;
+/** The SDK is loaded on first use: stowage commands that never touch S3 do not pay for it. */
+function loadSdk(): Promise<Sdk> {
+  // The SDK warns on every process under Node 22 about its releases after January 2027; the
+  // version stowage pins supports Node 20, so the warning would only be noise in CLI output.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  sdkPromise ??= import('@aws-sdk/client-s3');
+  return sdkPromise;
+}
+
+/** A counting semaphore: at most `limit` S3 requests in flight from one store. */
+class Gate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly limit: number) {}
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active += 1;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); else this.active -= 1;
+    }
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as Partial<S3ServiceException> | undefined)?.$metadata?.httpStatusCode;
+}
+
+function nameOf(err: unknown): string {
+  return (err as { name?: string } | undefined)?.name ?? 'Error';
+}
+
+/**
+ * A BlobStore on an S3 bucket (AWS, or an S3-compatible store through an endpoint, addressed
+ * path-style). Keys live under the target's prefix. Objects are written once with a conditional
+ * PUT (`If-None-Match: *`: the store refuses to replace an existing object, atomically, on AWS
+ * and on Ceph radosgw) and a Content-MD5 the store checks before it keeps anything, so a body
+ * damaged on the way is refused, not stored. Reads check the length the store announced.
+ * Credentials come only from the AWS chain (environment, shared config and credentials files,
+ * profiles); they never appear in a URL or a message.
+ */
+export class S3BlobStore implements BlobStore {
+  readonly location: string;
+  private readonly root: string;
+  private readonly gate: Gate;
+  private clientPromise: Promise<S3Client> | undefined;
+
+  constructor(private readonly target: S3Target, private readonly options: S3BlobStoreOptions = {}) {
+    this.root = target.prefix === '' ? '' : `${target.prefix}/`;
+    this.location = `s3://${target.bucket}@${target.region}${target.prefix === '' ? '' : `/${target.prefix}`}`;
+    this.gate = new Gate(Math.max(1, options.concurrency ?? 8));
+  }
+
+  /** The endpoint requests go to, or undefined for AWS itself. */
+  get endpoint(): string | undefined {
+    const fromEnv = process.env[S3_ENDPOINT_ENV];
+    return this.options.endpoint ?? this.target.endpoint ?? (fromEnv !== undefined && fromEnv !== '' ? fromEnv : undefined);
+  }
+
+  private client(): Promise<S3Client> {
+    this.clientPromise ??= (async () => {
+      if (this.options.client) return this.options.client;
+      const sdk = await loadSdk();
+      const endpoint = this.endpoint;
+      return new sdk.S3Client({
+        region: this.target.region,
+        ...(endpoint !== undefined ? { endpoint, forcePathStyle: true } : {}),
+        maxAttempts: this.options.maxAttempts ?? 5,
+        retryMode: 'standard',
+        // A store that stops answering fails the request (and, after the retries, the backup)
+        // instead of holding it forever: no connection in 10 s, or no byte for 2 minutes.
+        requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
+        // Stores that predate the SDK's 2025 default checksums refuse or mis-store their
+        // headers; integrity is kept with Content-MD5 instead (see put).
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+      });
+    })();
+    return this.clientPromise;
+  }
+
+  private failed(op: string, key: string, err: unknown): StowageError {
+    if (err instanceof StowageError) return err;
+    const status = statusOf(err);
+    const message = err instanceof Error ? err.message : String(err);
+    const code = status === undefined || status >= 500 || status === 429 ? ErrorCodes.BACKEND_UNAVAILABLE : ErrorCodes.BACKEND_COMMAND;
+    return new StowageError(code, `S3 ${op} of ${key === '' ? this.location : `${key} in ${this.location}`} failed: ${nameOf(err)}${
+      status !== undefined ? ` (HTTP ${status})` : ''}: ${message.slice(0, 500)}${this.endpoint !== undefined ? ` [endpoint ${this.endpoint}]` : ''}`);
+  }
+
+  async put(key: string, data: Uint8Array): Promise<boolean> {
+    assertValidKey(key);
+    const sdk = await loadSdk();
+    const client = await this.client();
+    const md5 = createHash('md5').update(data).digest('base64');
+    return this.gate.run(async () => {
+      // 409 is AWS's answer to two conditional writes of one key at once: the other may fail.
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          await client.send(new sdk.PutObjectCommand({
+            Bucket: this.target.bucket, Key: this.root + key, Body: data, ContentLength: data.length, ContentMD5: md5, IfNoneMatch: '*',
+          }));
+          return true;
+        } catch (err) {
+          const status = statusOf(err);
+          if (status === 412) return false;
+          if (status === 409 && attempt < 3) {
+            await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
+            continue;
+          }
+          throw this.failed('PutObject', key, err);
+        }
+      }
+    });
+  }
+
+  async get(key: string): Promise<Buffer> {
+    assertValidKey(key);
+    return this.read(key, undefined);
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    assertValidKey(key);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `range ${offset}+${length} of ${key} is not valid`);
+    }
+    if (length === 0) {
+      if ((await this.head(key)) === undefined) throw blobMissing(this.location, key);
+      return Buffer.alloc(0);
+    }
+    return this.read(key, { offset, length });
+  }
+
+  private async read(key: string, range: { offset: number; length: number } | undefined): Promise<Buffer> {
+    const sdk = await loadSdk();
+    const client = await this.client();
+    return this.gate.run(async () => {
+      try {
+        const out = await client.send(new sdk.GetObjectCommand({
+          Bucket: this.target.bucket, Key: this.root + key,
+          ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}),
+        }));
+        const body = Buffer.from(await out.Body!.transformToByteArray());
+        if (out.ContentLength !== undefined && body.length !== out.ContentLength) {
+          throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+            `S3 GetObject of ${key} in ${this.location} returned ${body.length} bytes of the ${out.ContentLength} announced (connection cut?)`);
+        }
+        return body;
+      } catch (err) {
+        const status = statusOf(err);
+        // A missing bucket is a wrong target, not a lost object.
+        if ((status === 404 && nameOf(err) !== 'NoSuchBucket') || nameOf(err) === 'NoSuchKey') throw blobMissing(this.location, key);
+        // Asked from past the end: no bytes, as the port says.
+        if (status === 416 && range) return Buffer.alloc(0);
+        throw this.failed('GetObject', key, err);
+      }
+    });
+  }
+
+  async head(key: string): Promise<{ size: number } | undefined> {
+    assertValidKey(key);
+    const sdk = await loadSdk();
+    const client = await this.client();
+    return this.gate.run(async () => {
+      try {
+        const out = await client.send(new sdk.HeadObjectCommand({ Bucket: this.target.bucket, Key: this.root + key }));
+        return { size: out.ContentLength ?? 0 };
+      } catch (err) {
+        if (statusOf(err) === 404) return undefined;
+        throw this.failed('HeadObject', key, err);
+      }
+    });
+  }
+
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
+    assertValidPrefix(prefix);
+    const sdk = await loadSdk();
+    const client = await this.client();
+    const pageSize = Math.min(Math.max(1, options.pageSize ?? MAX_LIST_PAGE), MAX_LIST_PAGE);
+    return this.gate.run(async () => {
+      try {
+        const out = await client.send(new sdk.ListObjectsV2Command({
+          Bucket: this.target.bucket, Prefix: this.root + prefix, MaxKeys: pageSize,
+          ...(options.startAfter !== undefined && options.startAfter !== '' ? { StartAfter: this.root + options.startAfter } : {}),
+        }));
+        const objects: ListedObject[] = [];
+        let last: string | undefined;
+        for (const item of out.Contents ?? []) {
+          if (item.Key === undefined || !item.Key.startsWith(this.root)) continue;
+          const key = item.Key.slice(this.root.length);
+          last = key;
+          // Names outside the key alphabet (someone else's objects) are not objects of this store.
+          if (isValidKey(key)) objects.push({ key, size: item.Size ?? 0 });
+        }
+        return out.IsTruncated === true && last !== undefined ? { objects, next: last } : { objects };
+      } catch (err) {
+        throw this.failed('ListObjectsV2', prefix, err);
+      }
+    });
+  }
+
+  async delete(keys: readonly string[]): Promise<void> {
+    if (keys.length > MAX_DELETE_BATCH) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `at most ${MAX_DELETE_BATCH} keys per delete, not ${keys.length}`);
+    }
+    keys.forEach(assertValidKey);
+    if (keys.length === 0) return;
+    const sdk = await loadSdk();
+    const client = await this.client();
+    await this.gate.run(async () => {
+      let out;
+      try {
+        out = await client.send(new sdk.DeleteObjectsCommand({
+          Bucket: this.target.bucket,
+          Delete: { Quiet: true, Objects: keys.map((key) => ({ Key: this.root + key })) },
+        }));
+      } catch (err) {
+        throw this.failed('DeleteObjects', keys[0]!, err);
+      }
+      const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+      if (errors.length > 0) {
+        const shown = errors.slice(0, 5).map((e) => `${(e.Key ?? '?').slice(this.root.length)}: ${e.Code ?? '?'} ${e.Message ?? ''}`.trim());
+        throw new StowageError(ErrorCodes.BACKEND_COMMAND,
+          `S3 DeleteObjects in ${this.location} did not delete ${errors.length} of ${keys.length} objects: ${shown.join('; ')}${errors.length > 5 ? '; ...' : ''}`);
+      }
+    });
+  }
+
+  /**
+   * Checks the bucket answers before a backup starts: a missing bucket, a wrong region or
+   * endpoint, or missing permissions fail here with a message, not half-way through.
+   */
+  async assertReachable(): Promise<void> {
+    const sdk = await loadSdk();
+    const client = await this.client();
+    try {
+      await client.send(new sdk.ListObjectsV2Command({ Bucket: this.target.bucket, Prefix: this.root, MaxKeys: 1 }));
+    } catch (err) {
+      const status = statusOf(err);
+      const hint = status === 404 ? ' (does the bucket exist? stowage does not create buckets)'
+        : status === 403 ? ' (the credentials from the AWS chain lack s3:ListBucket on it, or are wrong)'
+        : status === 301 ? ' (the bucket is in another region)' : '';
+      const failure = this.failed('ListObjectsV2', '', err);
+      throw new StowageError(failure.code, `cannot keep a backup repository at ${this.location}: ${failure.message}${hint}`);
+    }
+  }
+}
+
+function isValidKey(key: string): boolean {
+  try {
+    assertValidKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
