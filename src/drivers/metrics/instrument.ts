@@ -45,7 +45,9 @@ type Method = (...args: unknown[]) => Promise<unknown>;
  * Replaces `target[method]` on the instance with one that runs it with `operation` and its
  * volume as log fields (every line logged meanwhile carries them), times it, and tells `done`.
  */
-function wrap(target: object, method: string, operation: string, done: (seconds: number, args: unknown[], outcome: { value?: unknown; error?: unknown }) => void,
+type Done = (seconds: number, args: unknown[], outcome: { value?: unknown; error?: unknown }, fields: LogFields) => void;
+
+function wrap(target: object, method: string, operation: string | ((args: unknown[]) => string), done: Done,
   prepare?: (args: unknown[]) => unknown[]): void {
   const original = (target as Record<string, Method>)[method]!;
   Object.defineProperty(target, method, {
@@ -53,13 +55,13 @@ function wrap(target: object, method: string, operation: string, done: (seconds:
     writable: true,
     value: function instrumented(this: unknown, ...given: unknown[]): Promise<unknown> {
       const args = prepare ? prepare(given) : given;
-      const fields: LogFields = { operation };
+      const fields: LogFields = { operation: typeof operation === 'string' ? operation : operation(args) };
       if (isValidVolumeName(args[0])) fields.volume = args[0];
       const started = performance.now();
       const elapsed = () => (performance.now() - started) / 1000;
       return withLogContext(fields, () => original.apply(target, args)).then(
-        (value) => { done(elapsed(), args, { value }); return value; },
-        (error: unknown) => { done(elapsed(), args, { error }); throw error; },
+        (value) => { done(elapsed(), args, { value }, fields); return value; },
+        (error: unknown) => { done(elapsed(), args, { error }, fields); throw error; },
       );
     },
   });
@@ -72,23 +74,22 @@ function wrap(target: object, method: string, operation: string, done: (seconds:
  * counts and bytes. Failures are logged at debug with their code (the shells report them).
  */
 export function instrumentOperations(manager: VolumeManager, backups: BackupService | undefined, log: Logger, metrics?: StowageMetrics): void {
-  const ended = (operation: string) => (seconds: number, _args: unknown[], outcome: { error?: unknown }) => {
+  const ended = (operation: string): Done => (seconds, _args, outcome, fields) => {
     const code = outcome.error === undefined ? undefined : codeOf(outcome.error);
     metrics?.observe(operation, seconds, code);
-    if (code !== undefined) log.debug?.(`${operation} failed`, { code, durationMs: Math.round(seconds * 1000) });
+    if (code !== undefined) log.debug?.(`${operation} failed`, { ...fields, code, durationMs: Math.round(seconds * 1000) });
   };
   for (const [method, operation] of Object.entries(MANAGER_OPERATIONS)) {
     if (method !== 'create') wrap(manager, method, operation, ended(operation));
   }
   // A create with the backup option restores: counted as a restore, with the bytes it wrote.
   const restored = new WeakMap<unknown[], number>();
-  wrap(manager, 'create', 'create', (seconds, args, outcome) => {
-    const restoring = typeof args[1] === 'object' && args[1] !== null && Object.hasOwn(args[1], RESTORE_OPTION);
-    ended(restoring ? 'restore' : 'create')(seconds, args, outcome);
-    if (restoring) metrics?.restoreDone(outcome.error === undefined, restored.get(args) ?? 0);
+  const restoring = (args: unknown[]) => typeof args[1] === 'object' && args[1] !== null && Object.hasOwn(args[1], RESTORE_OPTION);
+  wrap(manager, 'create', (args) => (restoring(args) ? 'restore' : 'create'), (seconds, args, outcome, fields) => {
+    ended(restoring(args) ? 'restore' : 'create')(seconds, args, outcome, fields);
+    if (restoring(args)) metrics?.restoreDone(outcome.error === undefined, restored.get(args) ?? 0);
   }, (args) => {
-    const restoring = typeof args[1] === 'object' && args[1] !== null && Object.hasOwn(args[1], RESTORE_OPTION);
-    if (!restoring) return args;
+    if (!restoring(args)) return args;
     const prepared = [args[0], args[1]];
     prepared[2] = watchProgress(args[2], (p) => { restored.set(prepared, p.bytes); });
     return prepared;
@@ -98,8 +99,8 @@ export function instrumentOperations(manager: VolumeManager, backups: BackupServ
     if (method === 'createBackup') continue;
     wrap(backups, method, operation, ended(operation));
   }
-  wrap(backups, 'createBackup', 'backup_create', (seconds, args, outcome) => {
-    ended('backup_create')(seconds, args, outcome);
+  wrap(backups, 'createBackup', 'backup_create', (seconds, args, outcome, fields) => {
+    ended('backup_create')(seconds, args, outcome, fields);
     const stats = (outcome.value as { stats?: { bytes: number; newStoredBytes: number } } | undefined)?.stats;
     metrics?.backupDone(outcome.error === undefined, stats?.bytes ?? 0, stats?.newStoredBytes ?? 0);
   });
