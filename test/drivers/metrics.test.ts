@@ -4,7 +4,7 @@
  * dist/ first; run `npm run build` before running this file alone.
  */
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -169,5 +169,20 @@ describe('stowage daemon --metrics flag', () => {
     const level = await runCli(['daemon', '--socket', '/nonexistent/s.sock', '--log-level', 'loud']);
     expect(level.exitCode).toBe(1);
     expect(level.stderr).toMatch(/--log-level.*loud.*invalid/);
+  });
+
+  it('stops at start when the address cannot be served, leaving what sits there', async () => {
+    const dir = await makeTempDir('stowage-metf-');
+    try {
+      await mkdir(join(dir, 'taken'));
+      const result = await runCli(['daemon', '--socket', join(dir, 's.sock'), '--root', join(dir, 'root'), '--opt', `vfs.path=${join(dir, 'vols')}`,
+        '--docker-host', 'none', '--metrics', `unix:${join(dir, 'taken')}`]);
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain('EADDRINUSE');
+      expect((await stat(join(dir, 'taken'))).isDirectory()).toBe(true);
+      await expect(stat(join(dir, 's.sock'))).rejects.toThrow(/ENOENT/);
+    } finally {
+      await removeTempDir(dir);
+    }
   });
 });
