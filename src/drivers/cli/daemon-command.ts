@@ -187,7 +187,7 @@ export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => s
         logLevel: flags.logLevel,
       });
       const shutdown = (signal: string) => {
-        process.stderr.write(`stowage: ${signal} received, stopping\n`);
+        daemon.log.info(`${signal} received, stopping`);
         daemon.stop().then(() => process.exit(0), fail);
       };
       process.once('SIGTERM', () => shutdown('SIGTERM'));

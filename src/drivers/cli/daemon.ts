@@ -2,7 +2,7 @@ import type { RequestListener, Server } from 'node:http';
 import { basename } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { VERSION } from '../../version.js';
-import { consoleLogger, type LogLevel } from '../../core/logger.js';
+import { consoleLogger, type FlushableLogger, type LogLevel } from '../../core/logger.js';
 import type { BackupService } from '../../core/backup/service-contract.js';
 import { instrumentOperations } from '../metrics/instrument.js';
 import { StowageMetrics } from '../metrics/metrics.js';
@@ -43,6 +43,7 @@ export interface DaemonSettings {
 
 export interface RunningDaemon {
   manager: VolumeManager;
+  log: FlushableLogger;
   server: Server;
   socket: string;
   stop(): Promise<void>;
@@ -100,6 +101,7 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   let stopping: Promise<void> | undefined;
   return {
     manager,
+    log,
     server,
     socket: settings.socket,
     stop: () => {
