@@ -51,7 +51,7 @@ export class StowageMetrics {
   private readonly restoreBytes: Counter;
   private readonly usage = new Map<string, CachedUsage>();
   private refreshing?: Promise<void>;
-  private scrape?: { at: number; state: Promise<ScrapeState> };
+  private scrape?: Promise<ScrapeState>;
 
   constructor(
     private readonly manager: VolumeManager,
@@ -104,6 +104,7 @@ export class StowageMetrics {
 
   /** The exposition text, in Prometheus' format. */
   async text(): Promise<string> {
+    this.scrape = undefined;
     return this.registry.metrics();
   }
 
@@ -157,13 +158,10 @@ export class StowageMetrics {
     perVolume('stowage_volume_available_bytes', 'What the volume may still write', (u) => u.availableBytes);
   }
 
+  /** The state of the scrape in progress, read by its first gauge (text() starts each scrape afresh). */
   private scrapeState(): Promise<ScrapeState> {
-    const now = Date.now();
-    // One scrape collects every gauge within a moment; a later scrape reads afresh.
-    if (this.scrape && now - this.scrape.at < 1_000) return this.scrape.state;
-    const state = this.readState();
-    this.scrape = { at: now, state };
-    return state;
+    this.scrape ??= this.readState();
+    return this.scrape;
   }
 
   private async readState(): Promise<ScrapeState> {
@@ -182,19 +180,32 @@ export class StowageMetrics {
     return { volumes: records?.length ?? 0, nodes, health };
   }
 
-  /** Measures stale volumes (see DEFAULT_METRICS_SETTINGS), waiting for it at most scrapeWaitMs. */
+  /**
+   * Measures stale volumes (see DEFAULT_METRICS_SETTINGS), waiting for it at most scrapeWaitMs.
+   * A refresh already running (started by an earlier scrape) is waited for, then the volumes it
+   * did not cover (made since) are measured in a new one.
+   */
   private async refreshUsage(names: string[]): Promise<void> {
     const known = new Set(names);
     for (const name of this.usage.keys()) if (!known.has(name)) this.usage.delete(name);
-    if (!this.refreshing) {
-      const now = Date.now();
-      const stale = names.filter((n) => now - (this.usage.get(n)?.at ?? -Infinity) >= this.settings.usageTtlMs);
-      if (stale.length > 0) this.refreshing = this.measure(stale).finally(() => { this.refreshing = undefined; });
+    const deadline = Date.now() + this.settings.scrapeWaitMs;
+    for (;;) {
+      if (!this.refreshing) {
+        const now = Date.now();
+        const stale = names.filter((n) => now - (this.usage.get(n)?.at ?? -Infinity) >= this.settings.usageTtlMs);
+        if (stale.length === 0) return;
+        this.refreshing = this.measure(stale).finally(() => { this.refreshing = undefined; });
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        this.refreshing.then(() => false),
+        new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), left); }),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) return;
     }
-    if (!this.refreshing) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.refreshing, new Promise<void>((resolve) => { timer = setTimeout(resolve, this.settings.scrapeWaitMs); })]);
-    clearTimeout(timer);
   }
 
   private async measure(names: string[]): Promise<void> {
