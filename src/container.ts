@@ -54,7 +54,7 @@ function coreModule(config: StowageConfig): ContainerModule {
   return new ContainerModule(({ bind }) => {
     bind<FsPort>(TOKENS.Fs).toConstantValue(config.fs ?? asFsPort(new LocalFirstFs()));
     bind<Logger>(TOKENS.Logger).toConstantValue(config.logger ?? consoleLogger());
-    bind<CommandRunner>(TOKENS.CommandRunner).toDynamicValue(() => config.runner ?? new ExecaCommandRunner());
+    bind<CommandRunner>(TOKENS.CommandRunner).toDynamicValue((ctx) => config.runner ?? new ExecaCommandRunner(ctx.get<Logger>(TOKENS.Logger)));
     bind<ManagerConfig>(TOKENS.ManagerConfig).toConstantValue({
       nodeId: config.nodeId, onRemove: config.onRemove, mountGraceMs: config.mountGraceMs, reconcileMs: config.reconcileMs,
     });

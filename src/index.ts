@@ -1,7 +1,7 @@
 export { createStowage, type Stowage, type StowageOptions } from './drivers/api/create-stowage.js';
 export type {
   Backend, BackendCapabilities, BackendScope, CreateRequest, RemoveOutcome, RemoveRequest, SnapshotRecord, SnapshotSupport,
-  VolumeRecord,
+  StorageHealth, VolumeRecord, VolumeUsage,
 } from './core/backend.js';
 export { ErrorCodes, StowageError, isStowageError, type ErrorCode, type Remedy } from './core/errors.js';
 export { CommandError, isCommandError, type CommandFailureReason } from './core/command-runner.js';

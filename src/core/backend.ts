@@ -87,6 +87,32 @@ export type SnapshotSource =
   | { kind: 'tree'; path: string; release(): Promise<void> }
   | { kind: 'backup'; repository: Repository; volume: string; backupId: string; release(): Promise<void> };
 
+/** How much space a volume has and uses, in bytes. */
+export interface VolumeUsage {
+  /** What the volume may hold: its enforced or recorded size, else its filesystem's size. */
+  capacityBytes: number;
+  /** What its data takes on the storage (allocated blocks, or mapped thin blocks). */
+  usedBytes: number;
+  /** What it may still write: the lesser of the space left under its size and its filesystem's free space. */
+  availableBytes: number;
+}
+
+/** The storage's own state, for metrics and `stowage doctor`. Each part is present where the backend has one. */
+export interface StorageHealth {
+  /** A devicemapper thin pool's space. */
+  thinPool?: {
+    pool: string;
+    dataUsedBytes: number;
+    dataSizeBytes: number;
+    metadataUsedBytes: number;
+    metadataSizeBytes: number;
+    /** False once the pool is failed, read-only, out of data space or flagged for a check. */
+    healthy: boolean;
+  };
+  /** GlusterFS mounts this node depends on (the pool's, in subdir mode), live or not. */
+  mounts?: { target: string; volume: string; live: boolean }[];
+}
+
 /** A volume as the backend's registry knows it. Records are immutable once created. */
 export interface VolumeRecord {
   name: string;
@@ -206,6 +232,15 @@ export interface Backend {
 
   /** Facts about the backend for `stowage info`. */
   describe(): Promise<Record<string, string>>;
+
+  /**
+   * Optional: the volume's space, or undefined for an unknown name. May read the whole volume
+   * (vfs without a size walks its files), so callers cache it and bound how many run at once.
+   */
+  usage?(name: string): Promise<VolumeUsage | undefined>;
+
+  /** Optional: the state of the storage under all volumes (thin pool, gluster mounts). */
+  storageHealth?(): Promise<StorageHealth>;
 
   /** Present exactly when the backend can snapshot volumes. */
   readonly snapshots?: SnapshotSupport;

@@ -1,4 +1,5 @@
 import { ErrorCodes, StowageError, firstLine } from './errors.js';
+import { redactText, type Logger } from './logger.js';
 
 export interface CommandResult {
   stdout: string;
@@ -67,11 +68,15 @@ export function isCommandError(err: unknown, reason?: CommandFailureReason): err
 }
 
 export class ExecaCommandRunner implements CommandRunner {
+  /** `log`: every program run is logged at debug with its argv, exit code and duration (never its input or env). */
+  constructor(private readonly log?: Logger) {}
+
   async run(program: string, args: readonly string[], options: CommandOptions = {}): Promise<CommandResult> {
     const timeout = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     // Loaded on first use: execa and its dependencies are a large share of start-up time, and a
     // vfs daemon never runs a program.
     const { execa } = await import('execa');
+    const started = performance.now();
     const result = await execa(program, [...args], {
       timeout,
       input: options.input,
@@ -82,6 +87,14 @@ export class ExecaCommandRunner implements CommandRunner {
     });
     const stdout = String(result.stdout ?? '');
     const stderr = String(result.stderr ?? '');
+    this.log?.debug?.(`ran ${program}`, {
+      argv: [program, ...args].map(redactText),
+      exitCode: result.exitCode ?? null,
+      durationMs: Math.round((performance.now() - started) * 10) / 10,
+      ...(result.timedOut ? { timedOut: true } : {}),
+      ...(result.exitCode === undefined && result.failed ? { spawnError: redactText(result.shortMessage ?? 'unknown error') } : {}),
+      ...(result.exitCode !== 0 && stderr !== '' ? { stderr: redactText(firstLine(stderr)) } : {}),
+    });
     const failure = { program, args: [...args], stdout, stderr };
     if (result.timedOut) {
       throw new CommandError({ ...failure, reason: 'timeout' },

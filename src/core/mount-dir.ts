@@ -54,6 +54,8 @@ export class MountDirBackend implements Backend {
   readonly snapshots: Backend['snapshots'];
   readonly settle: Backend['settle'];
   readonly ready: Backend['ready'];
+  readonly usage: Backend['usage'];
+  readonly storageHealth: Backend['storageHealth'];
 
   constructor(
     private readonly inner: Backend,
@@ -68,6 +70,8 @@ export class MountDirBackend implements Backend {
     this.snapshots = inner.snapshots;
     this.settle = inner.settle?.bind(inner);
     this.ready = inner.ready?.bind(inner);
+    this.usage = inner.usage?.bind(inner);
+    this.storageHealth = inner.storageHealth?.bind(inner);
   }
 
   async init(): Promise<void> {

@@ -151,12 +151,12 @@ describe.skipIf(skipSystemd)('the systemd units', () => {
     // What the daemon reads, as its own help lists it.
     const help = `${(await runCli(['daemon', '--help'])).stdout}${(await runCli(['--help'])).stdout}`;
     const read = [...new Set(help.match(/STOWAGE_[A-Z_]+/g))].sort();
-    expect(read).toHaveLength(13);
+    expect(read).toHaveLength(15);
     expect(listed.map(([name]) => name).sort()).toEqual(read);
     expect(Object.fromEntries(listed)).toMatchObject({
       STOWAGE_BACKEND: 'vfs', STOWAGE_ROOT: '/var/lib/stowage', STOWAGE_ON_REMOVE: 'delete', STOWAGE_HEARTBEAT_INTERVAL: '5',
       STOWAGE_STALE_AFTER: '30', STOWAGE_MOUNT_GRACE: '60', STOWAGE_RECONCILE_INTERVAL: '60',
-      STOWAGE_SOCKET: '/run/docker/plugins/stowage.sock',
+      STOWAGE_SOCKET: '/run/docker/plugins/stowage.sock', STOWAGE_LOG_LEVEL: 'info',
     });
     // Nothing is set: the file only documents, so a later default applies unless an operator chose.
     expect(await readEnvFile(join(REPO_ROOT, 'systemd/stowage.env'))).toEqual({});

@@ -48,6 +48,8 @@ export interface FakeDevice {
   table: string[];
   pool?: FakePool;
   thinId?: number;
+  /** Sectors a thin device has mapped, as its status reports them (writes are not simulated: set it). */
+  mappedSectors?: number;
 }
 
 export interface Injection {
@@ -187,7 +189,8 @@ export class FakeDmKernel implements CommandRunner {
         `${pool.meta.held ? '64' : '-'} ${pool.mode} discard_passdown ` +
         `${pool.features.includes('error_if_no_space') ? 'error' : 'queue'}_if_no_space ${pool.needsCheck ? 'needs_check' : '-'} 1024 `;
     }
-    return `0 ${device.table[1]} thin 0 -`;
+    const mapped = device.mappedSectors ?? 0;
+    return `0 ${device.table[1]} thin ${mapped} ${mapped > 0 ? mapped - 1 : '-'}`;
   }
 
   private async create(name: string, table: string): Promise<CommandResult> {

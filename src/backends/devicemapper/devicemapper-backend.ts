@@ -1,6 +1,6 @@
 import { basename, join } from 'node:path';
 import type {
-  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
+  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, StorageHealth, VolumeRecord, VolumeUsage,
 } from '../../core/backend.js';
 import { BackgroundWork } from '../../core/background-work.js';
 import { ErrorCodes, StowageError, messageOf, volumeNotFound } from '../../core/errors.js';
@@ -9,6 +9,7 @@ import { formatSize } from '../../core/options.js';
 import type { BackendContext } from '../context.js';
 import { DmBlocks } from './dm-blocks.js';
 import { DmSnapshots } from './dm-snapshots.js';
+import { evaluatePoolHealth } from './pool-health.js';
 import { XFS_MIN_BYTES, type DevicemapperOptions } from './dm-options.js';
 import { Dmsetup, explainUnavailable } from './dmsetup.js';
 import { PoolDevices } from './pool-devices.js';
@@ -289,6 +290,38 @@ export class DevicemapperBackend implements Backend {
       status.warning = `pool status unavailable: ${messageOf(err)}`;
     }
     return status;
+  }
+
+  /** The thin device's mapped blocks against its size (`dmsetup status`): one call, no filesystem read. */
+  async usage(name: string): Promise<VolumeUsage | undefined> {
+    const entry = this.entry(name);
+    if (!entry) return undefined;
+    const capacityBytes = entry.sectors * 512;
+    const thin = await this.pool.deviceStatus(entry.thinId);
+    // An inactive device has no status; its blocks are still the pool's to count, but not here.
+    if (!thin) return undefined;
+    const usedBytes = thin.mappedSectors * 512;
+    return { capacityBytes, usedBytes, availableBytes: Math.max(0, capacityBytes - usedBytes) };
+  }
+
+  async storageHealth(): Promise<StorageHealth> {
+    const status = await this.pool.status();
+    if (status.failed) {
+      return { thinPool: { pool: this.pool.name, dataUsedBytes: 0, dataSizeBytes: 0, metadataUsedBytes: 0, metadataSizeBytes: 0, healthy: false } };
+    }
+    const health = evaluatePoolHealth(this.pool.name, status, this.pool.blockSectors);
+    const blockBytes = this.pool.blockSectors * 512;
+    return {
+      thinPool: {
+        pool: this.pool.name,
+        dataUsedBytes: status.usedDataBlocks * blockBytes,
+        dataSizeBytes: status.totalDataBlocks * blockBytes,
+        // dm-thin counts metadata in 4 KiB blocks, whatever the data block size.
+        metadataUsedBytes: status.usedMetadataBlocks * 4096,
+        metadataSizeBytes: status.totalMetadataBlocks * 4096,
+        healthy: health.condition === 'healthy' || health.condition === 'nearly-full',
+      },
+    };
   }
 
   async describe(): Promise<Record<string, string>> {

@@ -40,6 +40,11 @@ export class PoolMount {
     return info;
   }
 
+  /** Whether the pool's mount is there and answers, without remounting it. */
+  async live(): Promise<boolean> {
+    return (await this.mounter.health(this.pool, this.mountpoint).catch(() => ({ state: 'dead' }))).state === 'live';
+  }
+
   /** A live mount of the pool, remounted if it died; `volume` names the stowage volume in errors. */
   async ensure(volume?: string): Promise<void> {
     try {

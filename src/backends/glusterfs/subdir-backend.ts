@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import type {
-  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, SnapshotSupport, VolumeRecord,
+  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, SnapshotSupport, StorageHealth, VolumeRecord,
+  VolumeUsage,
 } from '../../core/backend.js';
+import { filesystemSpace } from '../../core/disk-usage.js';
 import type { BackendContext } from '../context.js';
 import { VfsBackend } from '../vfs/vfs-backend.js';
 import type { GlusterCli } from './gluster-cli.js';
@@ -188,6 +190,27 @@ export class GlusterSubdirBackend implements Backend {
         this.options.timeoutMs, record.options.size));
     }
     return status;
+  }
+
+  /**
+   * With a quota on the volume's directory, statfs through the mount answers with the quota
+   * (`features.quota-deem-statfs`): one call. Otherwise the directory is walked, as for vfs.
+   */
+  async usage(name: string): Promise<VolumeUsage | undefined> {
+    return this.poolMount.read(async () => {
+      const record = await this.store.get(name);
+      if (!record) return undefined;
+      const size = record.options.size;
+      if (size !== undefined && this.options.quota) {
+        const fs = await filesystemSpace(join(this.mountpoint, name)).catch(() => undefined);
+        if (fs?.sizeBytes === size) return { capacityBytes: fs.sizeBytes, usedBytes: fs.usedBytes, availableBytes: fs.availableBytes };
+      }
+      return this.store.usage(name);
+    }, name);
+  }
+
+  async storageHealth(): Promise<StorageHealth> {
+    return { mounts: [{ target: this.mountpoint, volume: this.pool, live: await this.poolMount.live() }] };
   }
 
   async describe(): Promise<Record<string, string>> {

@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
 import type {
-  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, VolumeRecord,
+  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, StorageHealth, VolumeRecord, VolumeUsage,
 } from '../../core/backend.js';
 import { BackgroundWork } from '../../core/background-work.js';
+import { filesystemSpace } from '../../core/disk-usage.js';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { formatBytesApprox } from '../../core/options.js';
@@ -426,6 +427,27 @@ export class GlusterVolumeBackend implements Backend {
       Object.assign(status, await quotaFacts(this.cli, this.ctx.runner, gluster, '/', target, this.options.timeoutMs, record.options.size));
     }
     return status;
+  }
+
+  /**
+   * statfs of the volume's mount, which gluster answers for the whole gluster volume (its quota
+   * when it has one): known only while the volume is mounted on this node.
+   */
+  async usage(name: string): Promise<VolumeUsage | undefined> {
+    let gluster: string;
+    try {
+      gluster = glusterNameOf(this.options.volumePrefix, name);
+    } catch {
+      return undefined;
+    }
+    const target = this.target(gluster);
+    if ((await this.mounter.health(gluster, target)).state !== 'live') return undefined;
+    const fs = await filesystemSpace(target);
+    return { capacityBytes: fs.sizeBytes, usedBytes: fs.usedBytes, availableBytes: fs.availableBytes };
+  }
+
+  async storageHealth(): Promise<StorageHealth> {
+    return { mounts: [{ target: this.statePool.mountpoint, volume: this.statePool.pool, live: await this.statePool.live() }] };
   }
 
   async describe(): Promise<Record<string, string>> {

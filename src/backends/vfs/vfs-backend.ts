@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type {
-  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord,
+  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord, VolumeUsage,
 } from '../../core/backend.js';
 import { BackgroundWork } from '../../core/background-work.js';
+import { directoryUsage } from '../../core/disk-usage.js';
 import { Flusher } from '../../core/flusher.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
@@ -440,6 +441,12 @@ export class VfsBackend implements Backend {
     // Called right after get() for the same name, so the cache is fresh enough.
     const entry = this.registry.peek(name) ?? await this.registry.get(name);
     return entry ? { path: dataPathOf(this.options.path, entry), ...(entry.record.adopted ? { adopted: 'true' } : {}) } : {};
+  }
+
+  /** Walks the volume's files (see VolumeUsage): a vfs directory has no cheaper count. */
+  async usage(name: string): Promise<VolumeUsage | undefined> {
+    const entry = this.registry.peek(name) ?? await this.registry.get(name);
+    return entry ? directoryUsage(dataPathOf(this.options.path, entry), entry.record.options.size) : undefined;
   }
 
   async describe(): Promise<Record<string, string>> {

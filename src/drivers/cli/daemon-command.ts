@@ -5,6 +5,8 @@ import { dockerSocketPath } from '../docker-engine/docker-engine.js';
 import { validateMountDir } from '../../core/mount-dir.js';
 import { isValidNodeId } from '../../core/names.js';
 import { parseKeyValuePairs } from '../../core/options.js';
+import { LOG_LEVELS, type LogLevel } from '../../core/logger.js';
+import { parseMetricsAddress, type MetricsAddress } from '../metrics/metrics-server.js';
 import type { RemovePolicy } from '../../core/volume-manager.js';
 import { startDaemon } from './daemon.js';
 
@@ -42,6 +44,14 @@ function driverName(value: string): string {
   return value;
 }
 
+function metricsAddress(value: string): MetricsAddress {
+  try {
+    return parseMetricsAddress(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
 /** `none` turns the engine off (false); anything else must name a unix socket. */
 function dockerHost(value: string): string | false {
   if (value === 'none') return false;
@@ -67,6 +77,8 @@ interface DaemonFlags {
   reconcileInterval: number;
   mountDir?: string;
   driverName?: string;
+  metrics?: MetricsAddress;
+  logLevel: LogLevel;
 }
 
 /**
@@ -86,6 +98,8 @@ export const DAEMON_ENV = {
   reconcileInterval: 'STOWAGE_RECONCILE_INTERVAL',
   mountDir: 'STOWAGE_MOUNT_DIR',
   driverName: 'STOWAGE_DRIVER_NAME',
+  metrics: 'STOWAGE_METRICS',
+  logLevel: 'STOWAGE_LOG_LEVEL',
 } as const;
 
 /**
@@ -144,6 +158,11 @@ export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => s
     .addOption(new Option('--driver-name <name>',
       'the volume driver name the engine shows for this plugin (a managed plugin: its name with tag, e.g. stowage:latest); default: the socket\'s name')
       .argParser(driverName).env(DAEMON_ENV.driverName))
+    .addOption(new Option('--metrics <address>',
+      'serve Prometheus metrics at http://<address>/metrics: HOST:PORT (e.g. 127.0.0.1:9468) or unix:/path; default: off')
+      .argParser(metricsAddress).env(DAEMON_ENV.metrics))
+    .addOption(new Option('--log-level <level>', 'lowest level logged (debug adds every external command run)')
+      .choices([...LOG_LEVELS]).default('info').env(DAEMON_ENV.logLevel))
     .action(async (flags: DaemonFlags, cmd: Command) => {
       const daemon = await startDaemon({
         backend: flags.backend ?? flags.drivers ?? 'vfs',
@@ -164,9 +183,11 @@ export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => s
         reconcileMs: flags.reconcileInterval,
         mountDir: flags.mountDir,
         driverName: flags.driverName,
+        metrics: flags.metrics,
+        logLevel: flags.logLevel,
       });
       const shutdown = (signal: string) => {
-        process.stderr.write(`stowage: ${signal} received, stopping\n`);
+        daemon.log.info(`${signal} received, stopping`);
         daemon.stop().then(() => process.exit(0), fail);
       };
       process.once('SIGTERM', () => shutdown('SIGTERM'));

@@ -2,7 +2,12 @@ import type { RequestListener, Server } from 'node:http';
 import { basename } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { VERSION } from '../../version.js';
-import { consoleLogger } from '../../core/logger.js';
+import { consoleLogger, type FlushableLogger, type LogLevel } from '../../core/logger.js';
+import type { BackupService } from '../../core/backup/service-contract.js';
+import { instrumentOperations } from '../metrics/instrument.js';
+import { StowageMetrics } from '../metrics/metrics.js';
+import { serveMetrics, type MetricsAddress, type MetricsServer } from '../metrics/metrics-server.js';
+import type { Backend } from '../../core/backend.js';
 import { TOKENS } from '../../core/tokens.js';
 import type { RemovePolicy, VolumeManager } from '../../core/volume-manager.js';
 import { buildContainer } from '../../container.js';
@@ -33,10 +38,15 @@ export interface DaemonSettings {
   driverName?: string;
   /** How long a stop waits for cancelled jobs to end; default JOB_STOP_MS. */
   jobStopMs?: number;
+  /** Where to serve Prometheus metrics; none when undefined. */
+  metrics?: MetricsAddress;
+  /** @default info */
+  logLevel?: LogLevel;
 }
 
 export interface RunningDaemon {
   manager: VolumeManager;
+  log: FlushableLogger;
   server: Server;
   socket: string;
   stop(): Promise<void>;
@@ -57,7 +67,7 @@ const DAEMON_V8_FLAGS = '--semi-space-growth-factor=1';
 
 export async function startDaemon(settings: DaemonSettings): Promise<RunningDaemon> {
   setFlagsFromString(DAEMON_V8_FLAGS);
-  const log = consoleLogger();
+  const log = consoleLogger({ level: settings.logLevel ?? 'info', base: { node: settings.nodeId } });
   const container = buildContainer({
     backend: settings.backend,
     backendOptions: settings.backendOptions,
@@ -78,8 +88,19 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   const claim = await claimSocket(settings.socket, { log });
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   const jobs = container.get<JobRegistry>(SHELL_TOKENS.Jobs);
+  const backups = container.get<BackupService>(TOKENS.BackupService, { optional: true });
+  const metrics = settings.metrics ? new StowageMetrics(manager, container.get<Backend>(TOKENS.Backend), log) : undefined;
+  // Before any request: the shells call these same instances.
+  instrumentOperations(manager, backups, log, metrics);
   await manager.init();
   const server = await claim.listen(container.get<RequestListener>(SHELL_TOKENS.RequestListener));
+  let metricsServer: MetricsServer | undefined;
+  try {
+    if (metrics && settings.metrics) metricsServer = await serveMetrics(metrics, settings.metrics, log);
+  } catch (err) {
+    await closeServer(server, settings.socket).then(() => manager.dispose());
+    throw err;
+  }
   log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
   // Whoever started the daemon may be waiting for this line.
   log.flush();
@@ -87,6 +108,7 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   let stopping: Promise<void> | undefined;
   return {
     manager,
+    log,
     server,
     socket: settings.socket,
     stop: () => {
@@ -95,6 +117,7 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
       // backend is let go.
       stopping ??= jobs.stopAll(settings.jobStopMs ?? JOB_STOP_MS)
         .then(() => closeServer(server, settings.socket))
+        .then(() => metricsServer?.close())
         .then(() => manager.dispose());
       return stopping;
     },

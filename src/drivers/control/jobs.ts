@@ -79,7 +79,7 @@ export class JobRegistry {
       done: Promise.resolve(),
     };
     this.jobs.set(id, job);
-    this.log.info(`job ${id}: ${kind} ${target} started`);
+    this.log.info(`job ${id}: ${kind} ${target} started`, this.fieldsOf(job.view));
     const context: JobContext = {
       signal: job.abort.signal,
       onProgress: (progress) => {
@@ -103,9 +103,15 @@ export class JobRegistry {
     job.finishedAtMs = this.settings.now();
     Object.assign(job.view, end, { finishedAt: new Date(job.finishedAtMs).toISOString() });
     this.log.info(`job ${job.view.id}: ${job.view.kind} ${job.view.target} ${job.view.state}` +
-      (job.view.error ? `: ${job.view.error.message}` : ''));
+      (job.view.error ? `: ${job.view.error.message}` : ''), { ...this.fieldsOf(job.view), ...(job.view.error ? { code: job.view.error.code } : {}) });
     this.emit(job, { type: 'end', job: { ...job.view } });
     job.followers.clear();
+  }
+
+  /** Log fields of a job's lines: a restore or backup names its volume, the others their backup. */
+  private fieldsOf(view: JobView): Record<string, string> {
+    const about = view.kind === 'restore' || view.kind === 'backup-create' ? 'volume' : 'backup';
+    return { job: view.id, operation: view.kind.replace('-', '_'), [about]: view.target };
   }
 
   private emit(job: Job, event: JobEvent): void {

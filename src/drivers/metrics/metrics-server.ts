@@ -1,0 +1,83 @@
+import { createServer, type Server } from 'node:http';
+import { chmod, lstat, rm } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
+import { messageOf } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import type { StowageMetrics } from './metrics.js';
+
+/** Where the metrics are served: a TCP address, or a unix socket. */
+export type MetricsAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+/**
+ * `HOST:PORT` (`127.0.0.1:9468`, `[::1]:9468`, `0.0.0.0:9468`) or `unix:/absolute/path`.
+ * Throws with the expected forms for anything else.
+ */
+export function parseMetricsAddress(value: string): MetricsAddress {
+  if (value.startsWith('unix:')) {
+    const path = value.slice('unix:'.length);
+    if (!isAbsolute(path) || path.length > 100 || path.includes('\0')) throw new Error('expected unix:/absolute/path (at most 100 bytes)');
+    return { kind: 'unix', path };
+  }
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !(port >= 1 && port <= 65_535)) throw new Error('expected HOST:PORT (e.g. 127.0.0.1:9468) or unix:/path');
+  return { kind: 'tcp', host: match[1] ?? match[2]!, port };
+}
+
+export function formatMetricsAddress(address: MetricsAddress): string {
+  if (address.kind === 'unix') return `unix:${address.path}`;
+  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+/** Removes a socket left at `path`; anything else there is left alone (listen then fails, naming it). */
+async function removeSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => undefined);
+  if (st?.isSocket()) await rm(path, { force: true });
+}
+
+export interface MetricsServer {
+  server: Server;
+  close(): Promise<void>;
+}
+
+/**
+ * The metrics on their own small HTTP server, apart from the plugin socket: GET /metrics. A
+ * unix socket is made mode 0660 (root and its group), a stale one replaced.
+ */
+export async function serveMetrics(metrics: StowageMetrics, address: MetricsAddress, log: Logger): Promise<MetricsServer> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('stowage serves its metrics at /metrics\n');
+      return;
+    }
+    metrics.text().then((text) => {
+      res.writeHead(200, { 'content-type': metrics.contentType }).end(req.method === 'HEAD' ? undefined : text);
+    }, (err: unknown) => {
+      log.error(`metrics: scrape failed: ${messageOf(err)}`);
+      res.writeHead(500, { 'content-type': 'text/plain' }).end(`${messageOf(err)}\n`);
+    });
+  });
+  // Scrapers keep connections open; they must not hold the daemon's exit.
+  server.keepAliveTimeout = 5_000;
+  if (address.kind === 'unix') await removeSocket(address.path);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if (address.kind === 'unix') server.listen(address.path, resolve);
+    else server.listen(address.port, address.host, resolve);
+  });
+  if (address.kind === 'unix') await chmod(address.path, 0o660);
+  log.info(`metrics served on ${formatMetricsAddress(address)} at /metrics`);
+  return {
+    server,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (address.kind === 'unix') await removeSocket(address.path);
+    },
+  };
+}
