@@ -6,7 +6,7 @@ import { validateMountDir } from '../../core/mount-dir.js';
 import { isValidNodeId } from '../../core/names.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import type { RemovePolicy } from '../../core/volume-manager.js';
-import { startDaemon } from './daemon.js';
+import { startDaemon, type DaemonSettings } from './daemon.js';
 
 const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -52,7 +52,7 @@ function dockerHost(value: string): string | false {
   }
 }
 
-interface DaemonFlags {
+export interface DaemonFlags {
   backend?: string;
   drivers?: string;
   opt: string[];
@@ -115,8 +115,23 @@ function defaultNodeId(): string {
 /** `stowage daemon`: flags (Convoy's names too) parsed by commander, then the daemon until a signal. */
 export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => string, fail: (err: unknown) => never): void {
   dropEmptyDaemonEnv(process.env);
-  program.command('daemon')
-    .description('run the daemon: Docker volume plugin and control API on one unix socket')
+  addDaemonOptions(program.command('daemon')
+    .description('run the daemon: Docker volume plugin and control API on one unix socket'))
+    .action(async (flags: DaemonFlags, cmd: Command) => {
+      const daemon = await startDaemon(daemonSettings(flags, socketOf(cmd)));
+      const shutdown = (signal: string) => {
+        process.stderr.write(`stowage: ${signal} received, stopping\n`);
+        daemon.stop().then(() => process.exit(0), fail);
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    });
+}
+
+/** The daemon's flags, with their environment variables; `stowage doctor` takes the same ones. */
+export function addDaemonOptions(command: Command): Command {
+  dropEmptyDaemonEnv(process.env);
+  return command
     .addOption(new Option('--backend <name>', 'storage backend (default: vfs)').env(DAEMON_ENV.backend))
     .addOption(new Option('--drivers <name>', 'alias of --backend (Convoy)').conflicts('backend'))
     .option('--opt <key=value>',
@@ -143,33 +158,29 @@ export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => s
       .argParser(mountDir).env(DAEMON_ENV.mountDir))
     .addOption(new Option('--driver-name <name>',
       'the volume driver name the engine shows for this plugin (a managed plugin: its name with tag, e.g. stowage:latest); default: the socket\'s name')
-      .argParser(driverName).env(DAEMON_ENV.driverName))
-    .action(async (flags: DaemonFlags, cmd: Command) => {
-      const daemon = await startDaemon({
-        backend: flags.backend ?? flags.drivers ?? 'vfs',
-        backendOptions: {
-          ...parseKeyValuePairs(backendOptionsFromEnv(process.env[DAEMON_ENV.opts]), DAEMON_ENV.opts),
-          ...parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
-        },
-        root: flags.root,
-        socket: socketOf(cmd),
-        nodeId: flags.nodeId ?? defaultNodeId(),
-        onRemove: flags.onRemove,
-        dockerSocket: flags.dockerHost === undefined
-          ? (existsSync(DEFAULT_DOCKER_SOCKET) ? DEFAULT_DOCKER_SOCKET : undefined)
-          : flags.dockerHost || undefined,
-        heartbeatMs: flags.heartbeatInterval,
-        staleAfterMs: flags.staleAfter,
-        mountGraceMs: flags.mountGrace,
-        reconcileMs: flags.reconcileInterval,
-        mountDir: flags.mountDir,
-        driverName: flags.driverName,
-      });
-      const shutdown = (signal: string) => {
-        process.stderr.write(`stowage: ${signal} received, stopping\n`);
-        daemon.stop().then(() => process.exit(0), fail);
-      };
-      process.once('SIGTERM', () => shutdown('SIGTERM'));
-      process.once('SIGINT', () => shutdown('SIGINT'));
-    });
+      .argParser(driverName).env(DAEMON_ENV.driverName));
+}
+
+/** What the flags (and their variables) ask for, checked; `socket` is the global --socket. */
+export function daemonSettings(flags: DaemonFlags, socket: string): DaemonSettings {
+  return {
+    backend: flags.backend ?? flags.drivers ?? 'vfs',
+    backendOptions: {
+      ...parseKeyValuePairs(backendOptionsFromEnv(process.env[DAEMON_ENV.opts]), DAEMON_ENV.opts),
+      ...parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
+    },
+    root: flags.root,
+    socket,
+    nodeId: flags.nodeId ?? defaultNodeId(),
+    onRemove: flags.onRemove,
+    dockerSocket: flags.dockerHost === undefined
+      ? (existsSync(DEFAULT_DOCKER_SOCKET) ? DEFAULT_DOCKER_SOCKET : undefined)
+      : flags.dockerHost || undefined,
+    heartbeatMs: flags.heartbeatInterval,
+    staleAfterMs: flags.staleAfter,
+    mountGraceMs: flags.mountGrace,
+    reconcileMs: flags.reconcileInterval,
+    mountDir: flags.mountDir,
+    driverName: flags.driverName,
+  };
 }
