@@ -26,8 +26,8 @@ async function askDaemon(socket: string): Promise<{ daemon?: DaemonState; proble
     return {
       daemon: {
         info,
-        // A node-local backend answers an empty list: there is no cluster to show.
-        nodes: nodes && info.scope === 'global' ? { nodes: nodes.nodes, invalid: nodes.invalid ?? [] } : undefined,
+        // Without cluster state (devicemapper) the daemon answers an empty list: nothing to show.
+        nodes: nodes && !String(info.cluster ?? '').startsWith('off') ? { nodes: nodes.nodes, invalid: nodes.invalid ?? [] } : undefined,
         mounts: mounts.mounts,
         volumes: list?.volumes.map((v) => v.name),
       },
