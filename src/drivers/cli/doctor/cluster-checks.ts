@@ -9,6 +9,7 @@ import { errnoCode, messageOf } from '../../../core/errors.js';
 import { isValidNodeId } from '../../../core/names.js';
 import { parseRecordText } from '../../../core/schema/parse-record.js';
 import { fail, ok, seconds, skip, warn, type CheckResult, type DoctorContext } from './check.js';
+import { glusterPoolLive } from './storage-checks.js';
 import type { StorePlan } from './store-plan.js';
 
 const MAX_RECORD_BYTES = 4 * 1024 * 1024;
@@ -64,6 +65,7 @@ interface ClusterView {
 async function clusterView(ctx: DoctorContext, plan: StorePlan): Promise<ClusterView | string> {
   if (ctx.daemon?.nodes) return { ...ctx.daemon.nodes, source: 'the daemon' };
   if (plan.backend !== 'vfs' && plan.backend !== 'glusterfs') return 'the backend keeps no cluster state';
+  if (plan.backend === 'glusterfs' && !(await glusterPoolLive(ctx, plan))) return `the gluster pool is not mounted and answering at ${plan.storePath}`;
   const dir = join(plan.clusterDir, 'nodes');
   let files: string[];
   try {

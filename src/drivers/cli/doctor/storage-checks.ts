@@ -43,11 +43,17 @@ export async function spaceChecks(ctx: DoctorContext, plan: StorePlan): Promise<
   const results = [await spaceOf(ctx, '--root', ctx.settings.root, 'root-space')];
   if (plan.backend === 'vfs') results.push(await spaceOf(ctx, 'the store', plan.storePath, 'store-space'));
   else if (plan.backend === 'glusterfs') {
-    const mounted = await glusterMounter(ctx, plan).isMounted(plan.options.pool, plan.storePath).catch(() => false);
-    results.push(mounted ? await spaceOf(ctx, 'the gluster pool', plan.storePath, 'store-space')
-      : skip('store-space', `the gluster pool is not mounted at ${plan.storePath}`));
+    // statfs on a hung FUSE mount would hang doctor too: only a mount that answered a bounded probe is asked.
+    const live = await glusterPoolLive(ctx, plan);
+    results.push(live ? await spaceOf(ctx, 'the gluster pool', plan.storePath, 'store-space')
+      : skip('store-space', `the gluster pool at ${plan.storePath} is not mounted and answering (see gluster-mount)`));
   } else results.push(skip('store-space', plan.backend === 'devicemapper' ? 'see thin-pool' : 'the backend options are not valid'));
   return results;
+}
+
+/** Whether this node's mount of the pool is there and answers a bounded probe. */
+export async function glusterPoolLive(ctx: DoctorContext, plan: Extract<StorePlan, { backend: 'glusterfs' }>): Promise<boolean> {
+  return (await glusterMounter(ctx, plan).health(plan.options.pool, plan.storePath).catch(() => undefined))?.state === 'live';
 }
 
 function glusterMounter(ctx: DoctorContext, plan: Extract<StorePlan, { backend: 'glusterfs' }>): GlusterMounter {
