@@ -2,6 +2,7 @@ import { statfs } from 'node:fs/promises';
 import { GlusterCli } from '../../../backends/glusterfs/gluster-cli.js';
 import { GlusterMounter } from '../../../backends/glusterfs/gluster-mount.js';
 import { evaluatePoolHealth } from '../../../backends/devicemapper/index.js';
+import type { PoolCondition } from '../../../backends/devicemapper/pool-health.js';
 import { parsePoolStatus } from '../../../backends/devicemapper/status-parser.js';
 import { errnoCode, messageOf } from '../../../core/errors.js';
 import { silentLogger } from '../../../core/logger.js';
@@ -143,12 +144,19 @@ export async function thinPoolCheck(ctx: DoctorContext, plan: StorePlan): Promis
   const health = evaluatePoolHealth(pool, status, blockSectors);
   const facts = Object.entries(health.facts).filter(([k]) => k !== 'poolHealth').map(([k, v]) => `${k} ${v}`).join(', ');
   if (health.condition === 'healthy') return [ok('thin-pool', `thin pool ${pool} is healthy: ${facts}`)];
-  const [what, todo] = splitAdvice(health.problem ?? health.condition);
-  return [health.condition === 'nearly-full' ? warn('thin-pool', what, todo) : fail('thin-pool', what, todo)];
+  const [what, todo] = POOL_ADVICE[health.condition];
+  const message = `thin pool ${pool} ${what}${facts ? ` (${facts})` : ''}`;
+  return [health.condition === 'nearly-full' ? warn('thin-pool', message, todo) : fail('thin-pool', message, todo)];
 }
 
-/** The pool verdicts say what is wrong, then what to do after a `;` or `. `. */
-function splitAdvice(problem: string): [string, string] {
-  const at = problem.search(/; |\. (?=[A-Z])/);
-  return at < 0 ? [problem, 'see the devicemapper section of the README'] : [problem.slice(0, at), problem.slice(at + 2)];
-}
+const POOL_ADVICE: Record<Exclude<PoolCondition, 'healthy'>, [string, string]> = {
+  'nearly-full': ['is nearly full: stowage makes no new volumes or snapshots while less than 10% of its data or metadata space is free',
+    'remove volumes or snapshots you no longer need, or extend the pool'],
+  'out-of-data-space': ['is out of data space: writes to its volumes fail',
+    'remove volumes or snapshots you no longer need, or extend the data device and reload the pool'],
+  'read-only': ['is read-only (a metadata error, or its metadata space is exhausted)', 'check the kernel log and the metadata device'],
+  'needs-check': ['is flagged needs_check after a metadata error',
+    'deactivate it, run thin_check (and thin_repair) on its metadata device, then start stowage again'],
+  failed: ['has failed (dmsetup status reports Fail, usually after metadata I/O errors)',
+    'check the kernel log, deactivate the pool and repair its metadata with thin_check/thin_repair'],
+};
