@@ -97,6 +97,11 @@ describe.skipIf(skip)('stowage doctor against a real engine', { timeout: 300_000
       '--docker-host', node.dockerHost];
     const running = JSON.parse((await runCli(hostArgs, { timeoutMs: 60_000 })).stdout) as Report;
     expect(check(running, 'engine')?.status).toBe('ok');
+    // A daemon socket the engine cannot find a plugin by.
+    expect(check(running, 'driver')).toMatchObject({
+      status: 'fail', message: expect.stringMatching(/^the engine cannot find volume driver no: no managed plugin of that name, no socket \/run\/docker\/plugins\/no.sock/),
+      advice: expect.stringMatching(/^run the daemon on the default socket \/run\/docker\/plugins\/no.sock, or write unix:\/\/.*no.sock into \/etc\/docker\/plugins\/no.spec/),
+    });
     await node.stop();
     const result = await runCli(hostArgs, { timeoutMs: 60_000 });
     expect(result.exitCode).toBe(1);
