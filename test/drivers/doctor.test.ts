@@ -82,7 +82,7 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
       });
       expect(find(report, 'nodes')).toMatchObject({
         status: 'fail',
-        message: expect.stringMatching(/stale node\(s\), silent for more than 30 s: gone \(last heartbeat 36\d\d s ago, still referencing volumes\)/),
+        message: expect.stringMatching(/stale node\(s\), silent for more than 30 s: gone \(last heartbeat \d+ s ago, still referencing volumes\)/),
         advice: expect.stringMatching(/^start stowage on gone again; if it is gone for good: stowage node forget gone \(until then/),
       });
       expect(find(report, 'socket')).toMatchObject({ status: 'ok', message: `${socket} has mode 0600, owner uid 0` });
