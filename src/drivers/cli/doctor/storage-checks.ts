@@ -85,9 +85,11 @@ export async function glusterChecks(ctx: DoctorContext, plan: StorePlan): Promis
     results.push(fail('gluster-peers', messageOf(err), `start glusterd on this node, or fix glusterfs.glusterdsocket (${options.glusterdSocket})`));
     results.push(skip('gluster-pool', 'glusterd does not answer'));
   }
+  let poolStopped = false;
   if (results.length === 1) {
     try {
       const info = await cli.volumeInfo(options.pool);
+      poolStopped = info !== undefined && !info.started;
       results.push(!info
         ? fail('gluster-pool', `the pool volume ${options.pool} does not exist on ${options.servers.join(', ')}`,
           `create and start it (gluster volume create ${options.pool} ...; gluster volume start ${options.pool}) or fix glusterfs.pool`)
@@ -100,7 +102,12 @@ export async function glusterChecks(ctx: DoctorContext, plan: StorePlan): Promis
     }
   }
   const health = await glusterMounter(ctx, plan).health(options.pool, storePath);
-  if (health.state === 'live') results.push(ok('gluster-mount', `pool ${options.pool} is mounted at ${storePath} and answers`));
+  if (poolStopped && health.state !== 'live') {
+    // The daemon drops a dead mount when it tries to heal it: either way the stopped pool is the cause.
+    results.push(fail('gluster-mount', `pool ${options.pool} ${health.state === 'dead' ? `is mounted at ${storePath} but dead (${health.why})` : `is not mounted at ${storePath}`}: ` +
+      'the pool volume is stopped', `gluster volume start ${options.pool}; the daemon mounts it again on its next use` +
+      (health.state === 'dead' ? ` (unmount the dead mount first: umount -l ${storePath})` : '')));
+  } else if (health.state === 'live') results.push(ok('gluster-mount', `pool ${options.pool} is mounted at ${storePath} and answers`));
   else if (health.state === 'dead') {
     results.push(fail('gluster-mount', `the mount of pool ${options.pool} at ${storePath} is dead: ${health.why}`,
       `start the pool volume if it is stopped, then unmount the dead mount (umount -l ${storePath}); the daemon mounts it again on its next use`));
