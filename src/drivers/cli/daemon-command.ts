@@ -8,7 +8,7 @@ import { parseKeyValuePairs } from '../../core/options.js';
 import { LOG_LEVELS, type LogLevel } from '../../core/logger.js';
 import { parseMetricsAddress, type MetricsAddress } from '../metrics/metrics-server.js';
 import type { RemovePolicy } from '../../core/volume-manager.js';
-import { startDaemon } from './daemon.js';
+import { startDaemon, type DaemonSettings } from './daemon.js';
 
 const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -62,7 +62,7 @@ function dockerHost(value: string): string | false {
   }
 }
 
-interface DaemonFlags {
+export interface DaemonFlags {
   backend?: string;
   drivers?: string;
   opt: string[];
@@ -129,8 +129,23 @@ function defaultNodeId(): string {
 /** `stowage daemon`: flags (Convoy's names too) parsed by commander, then the daemon until a signal. */
 export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => string, fail: (err: unknown) => never): void {
   dropEmptyDaemonEnv(process.env);
-  program.command('daemon')
-    .description('run the daemon: Docker volume plugin and control API on one unix socket')
+  addDaemonOptions(program.command('daemon')
+    .description('run the daemon: Docker volume plugin and control API on one unix socket'))
+    .action(async (flags: DaemonFlags, cmd: Command) => {
+      const daemon = await startDaemon(daemonSettings(flags, socketOf(cmd)));
+      const shutdown = (signal: string) => {
+        daemon.log.info(`${signal} received, stopping`);
+        daemon.stop().then(() => process.exit(0), fail);
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    });
+}
+
+/** The daemon's flags, with their environment variables; `stowage doctor` takes the same ones. */
+export function addDaemonOptions(command: Command): Command {
+  dropEmptyDaemonEnv(process.env);
+  return command
     .addOption(new Option('--backend <name>', 'storage backend (default: vfs)').env(DAEMON_ENV.backend))
     .addOption(new Option('--drivers <name>', 'alias of --backend (Convoy)').conflicts('backend'))
     .option('--opt <key=value>',
@@ -162,35 +177,31 @@ export function addDaemonCommand(program: Command, socketOf: (cmd: Command) => s
       'serve Prometheus metrics at http://<address>/metrics: HOST:PORT (e.g. 127.0.0.1:9468) or unix:/path; default: off')
       .argParser(metricsAddress).env(DAEMON_ENV.metrics))
     .addOption(new Option('--log-level <level>', 'lowest level logged (debug adds every external command run)')
-      .choices([...LOG_LEVELS]).default('info').env(DAEMON_ENV.logLevel))
-    .action(async (flags: DaemonFlags, cmd: Command) => {
-      const daemon = await startDaemon({
-        backend: flags.backend ?? flags.drivers ?? 'vfs',
-        backendOptions: {
-          ...parseKeyValuePairs(backendOptionsFromEnv(process.env[DAEMON_ENV.opts]), DAEMON_ENV.opts),
-          ...parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
-        },
-        root: flags.root,
-        socket: socketOf(cmd),
-        nodeId: flags.nodeId ?? defaultNodeId(),
-        onRemove: flags.onRemove,
-        dockerSocket: flags.dockerHost === undefined
-          ? (existsSync(DEFAULT_DOCKER_SOCKET) ? DEFAULT_DOCKER_SOCKET : undefined)
-          : flags.dockerHost || undefined,
-        heartbeatMs: flags.heartbeatInterval,
-        staleAfterMs: flags.staleAfter,
-        mountGraceMs: flags.mountGrace,
-        reconcileMs: flags.reconcileInterval,
-        mountDir: flags.mountDir,
-        driverName: flags.driverName,
-        metrics: flags.metrics,
-        logLevel: flags.logLevel,
-      });
-      const shutdown = (signal: string) => {
-        daemon.log.info(`${signal} received, stopping`);
-        daemon.stop().then(() => process.exit(0), fail);
-      };
-      process.once('SIGTERM', () => shutdown('SIGTERM'));
-      process.once('SIGINT', () => shutdown('SIGINT'));
-    });
+      .choices([...LOG_LEVELS]).default('info').env(DAEMON_ENV.logLevel));
+}
+
+/** What the flags (and their variables) ask for, checked; `socket` is the global --socket. */
+export function daemonSettings(flags: DaemonFlags, socket: string): DaemonSettings {
+  return {
+    backend: flags.backend ?? flags.drivers ?? 'vfs',
+    backendOptions: {
+      ...parseKeyValuePairs(backendOptionsFromEnv(process.env[DAEMON_ENV.opts]), DAEMON_ENV.opts),
+      ...parseKeyValuePairs([...flags.driverOpts, ...flags.opt], '--opt'),
+    },
+    root: flags.root,
+    socket,
+    nodeId: flags.nodeId ?? defaultNodeId(),
+    onRemove: flags.onRemove,
+    dockerSocket: flags.dockerHost === undefined
+      ? (existsSync(DEFAULT_DOCKER_SOCKET) ? DEFAULT_DOCKER_SOCKET : undefined)
+      : flags.dockerHost || undefined,
+    heartbeatMs: flags.heartbeatInterval,
+    staleAfterMs: flags.staleAfter,
+    mountGraceMs: flags.mountGrace,
+    reconcileMs: flags.reconcileInterval,
+    mountDir: flags.mountDir,
+    driverName: flags.driverName,
+    metrics: flags.metrics,
+    logLevel: flags.logLevel,
+  };
 }

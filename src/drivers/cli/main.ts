@@ -8,6 +8,7 @@ import { ControlError, callDaemon } from './client.js';
 import { wordError, wordFailure } from '../remedies.js';
 import { addDaemonCommand } from './daemon-command.js';
 import { addInstallServiceCommand } from './install-service.js';
+import { addDoctorCommand } from './doctor-command.js';
 import { addBackupCommands, restoreVolume } from './backup-commands.js';
 import { printJson, printList, printMounts, printNodes, printSnapshots } from './output.js';
 
@@ -36,6 +37,7 @@ const program = new Command('stowage')
 
 addDaemonCommand(program, socketOf, fail);
 addInstallServiceCommand(program, socketOf);
+addDoctorCommand(program, socketOf);
 
 program.command('create <name>')
   .description('create a volume')

@@ -1,0 +1,159 @@
+import { constants } from 'node:fs';
+import { join } from 'node:path';
+import { mountHolding, otherNodeRecords } from '../../../backends/vfs/store-layout.js';
+import { decideSharing } from '../../../backends/vfs/store-sharing.js';
+import { DEFAULT_CLUSTER_SETTINGS } from '../../../core/cluster/cluster.js';
+import { isoTime } from '../../../core/clock.js';
+import { clusterPaths, describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeView } from '../../../core/cluster/node-record.js';
+import { errnoCode, messageOf } from '../../../core/errors.js';
+import { isValidNodeId } from '../../../core/names.js';
+import { parseRecordText } from '../../../core/schema/parse-record.js';
+import { fail, ok, seconds, skip, warn, type CheckResult, type DoctorContext } from './check.js';
+import { glusterPoolLive } from './storage-checks.js';
+import type { StorePlan } from './store-plan.js';
+
+const MAX_RECORD_BYTES = 4 * 1024 * 1024;
+/**
+ * Beyond this a node's clock eats the margin the cluster locks keep for clock differences (one
+ * fifth of their lifetime), so a lapsed lock may be broken while its holder still trusts it.
+ */
+const CLOCK_FAIL_MS = DEFAULT_CLUSTER_SETTINGS.lockTtlMs / 5;
+const CLOCK_WARN_MS = DEFAULT_CLUSTER_SETTINGS.skewWarnMs;
+
+/** The store shared or not, and whether that matches what the store shows (mount type, other nodes' records). */
+export async function sharingCheck(ctx: DoctorContext, plan: StorePlan): Promise<CheckResult> {
+  if (plan.backend === 'glusterfs') return ok('store-sharing', `shared by design: gluster pool ${plan.options.pool} (scope global)`);
+  if (plan.backend === 'devicemapper') return ok('store-sharing', 'node-local by design: devicemapper thin pool (scope local)');
+  if (plan.backend !== 'vfs') return skip('store-sharing', 'the backend options are not valid');
+  const { storePath, clusterDir, shared } = plan;
+  if (!(await ctx.fs.stat(storePath).then((s) => s.isDirectory(), () => false))) {
+    return shared === true
+      ? fail('store-sharing', `vfs.path ${storePath} does not exist, and the store is declared shared`,
+        `mount the shared filesystem at ${storePath} before starting stowage`)
+      : skip('store-sharing', `vfs.path ${storePath} does not exist yet (the daemon makes a local store there)`);
+  }
+  const decision = decideSharing(shared, {
+    mount: await mountHolding(ctx.fs, storePath),
+    otherNodes: await otherNodeRecords(ctx.fs, [clusterPaths(clusterDir).members, clusterPaths(clusterDir).legacyNodes], ctx.settings.nodeId).catch(() => []),
+    otherCreators: [],
+  });
+  const evidence = decision.evidence.join('; ');
+  const runningScope = ctx.daemon ? String(ctx.daemon.info.scope ?? '') : undefined;
+  if (shared === false && evidence) {
+    return fail('store-sharing', `vfs.shared=false, but the store at ${storePath} is used by more than this node: ${evidence}`,
+      'declare --opt vfs.shared=true on every node of the store (the daemon refuses to start so); if the other nodes are gone ' +
+      `for good, stowage node forget them (or delete their records in ${clusterPaths(clusterDir).members})`);
+  }
+  if (shared === 'auto' && evidence) {
+    const stale = runningScope === 'local' ? ' The running daemon started before that and reports scope local: restart it.' : '';
+    return warn('store-sharing', `the store at ${storePath} is shared (${evidence}) but vfs.shared is not declared; ` +
+      `a node that starts first or alone finds no evidence and reports scope local.${stale}`,
+      'declare --opt vfs.shared=true (STOWAGE_OPTS) on every node of the store');
+  }
+  if (shared === true) return ok('store-sharing', `declared shared${evidence ? ` (${evidence})` : '; no other node has joined yet'}`);
+  return ok('store-sharing', `node-local: no other node's record and no network filesystem under ${storePath}`);
+}
+
+interface ClusterView {
+  nodes: NodeView[];
+  invalid: InvalidNodeRecord[];
+  /** Where the views came from, for the messages. */
+  source: string;
+}
+
+/** Node records from the daemon, or read from the shared directory (read-only) when none runs. */
+async function clusterView(ctx: DoctorContext, plan: StorePlan): Promise<ClusterView | string> {
+  if (ctx.daemon?.nodes) return { ...ctx.daemon.nodes, source: 'the daemon' };
+  if (plan.backend !== 'vfs' && plan.backend !== 'glusterfs') return 'the backend keeps no cluster state';
+  if (plan.backend === 'glusterfs' && !(await glusterPoolLive(ctx, plan))) return `the gluster pool is not mounted and answering at ${plan.storePath}`;
+  const dir = clusterPaths(plan.clusterDir).members;
+  const markersDir = clusterPaths(plan.clusterDir).mounts;
+  let files: string[];
+  try {
+    files = await ctx.fs.readdir(dir);
+  } catch (err) {
+    return errnoCode(err) === 'ENOENT' ? `no node records in ${dir}` : `cannot read ${dir}: ${messageOf(err)}`;
+  }
+  const read: Array<{ record: NodeView['record']; mtimeMs: number }> = [];
+  const invalid: InvalidNodeRecord[] = [];
+  for (const file of files) {
+    if (file.startsWith('.')) continue;
+    const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
+    try {
+      if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
+      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        const st = await handle.stat();
+        if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a node record file');
+        const record = parseRecordText(nodeRecordSchema, await handle.readFile('utf8'), `node record ${file}`);
+        if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
+        read.push({ record, mtimeMs: st.mtimeMs });
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') continue;
+      invalid.push({ file: file.slice(0, 200), problem: errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err) });
+    }
+  }
+  // Heartbeats are stamped by the storage's clock: read them on it, through this node's last known offset.
+  const own = read.find((r) => r.record.nodeId === ctx.settings.nodeId);
+  const now = ctx.now() - (own?.record.clockOffsetMs ?? 0);
+  const nodes: NodeView[] = [];
+  for (const { record, mtimeMs } of read) {
+    const age = Math.max(0, now - mtimeMs);
+    // A node's mount markers (cluster layout 2): names only, never followed.
+    const mounted = await ctx.fs.readdir(join(markersDir, record.nodeId)).then((names) => names.filter((n) => !n.startsWith('.')), () => []);
+    nodes.push({ record, mounted, lastHeartbeat: isoTime(mtimeMs), heartbeatAgeMs: age, stale: age > ctx.settings.staleAfterMs });
+  }
+  nodes.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
+  return { nodes, invalid, source: `the records in ${dir}` };
+}
+
+const usesAnything = (node: NodeView) => node.mounted.some((v) => describeUse({ mounts: true, containers: node.record.containers }, v) !== undefined) ||
+  Object.values(node.record.containers).some((c) => c.length > 0);
+
+/** Other nodes' heartbeats (stale nodes named) and clock offsets against the shared store. */
+export async function clusterChecks(ctx: DoctorContext, plan: StorePlan): Promise<CheckResult[]> {
+  const view = await clusterView(ctx, plan);
+  if (typeof view === 'string') return [skip('nodes', view), skip('clock', view)];
+  const others = view.nodes.filter((n) => n.record.nodeId !== ctx.settings.nodeId);
+  const stale = others.filter((n) => n.stale);
+  const describe = (n: NodeView) => `${n.record.nodeId} (last heartbeat ${seconds(n.heartbeatAgeMs)} ago` +
+    `${usesAnything(n) ? ', still referencing volumes' : ''})`;
+  const results: CheckResult[] = [];
+  const invalid = view.invalid.length > 0 ? `; invalid records skipped: ${view.invalid.map((i) => `${i.file} (${i.problem})`).join(', ')}` : '';
+  if (stale.length > 0) {
+    const blocking = stale.filter(usesAnything);
+    const message = `stale node(s), silent for more than ${seconds(ctx.settings.staleAfterMs)}: ${stale.map(describe).join(', ')}${invalid}`;
+    const first = stale[0]!.record.nodeId;
+    const advice = `start stowage on ${first} again; if it is gone for good: stowage node forget ${first}` +
+      (blocking.length > 0 ? ' (until then the volumes it references cannot be removed without --force)' : '');
+    results.push(blocking.length > 0 ? fail('nodes', message, advice) : warn('nodes', message, advice));
+  } else if (invalid) {
+    results.push(warn('nodes', `${others.length} other node(s), none stale${invalid}`, 'remove or fix the invalid files; stowage never reads them'));
+  } else {
+    results.push(ok('nodes', others.length === 0 ? 'no other node has a record' : `${others.length} other node(s), all sending heartbeats: ` +
+      others.map((n) => n.record.nodeId).join(', ')));
+  }
+  const self = view.nodes.find((n) => n.record.nodeId === ctx.settings.nodeId);
+  const offsets = view.nodes.filter((n) => !n.stale || n === self).map((n) => ({
+    node: n.record.nodeId, offset: n.record.clockOffsetMs, self: n === self,
+  }));
+  const worst = offsets.filter((o) => Math.abs(o.offset) > CLOCK_WARN_MS);
+  const words = (o: { node: string; offset: number; self: boolean }) =>
+    `${o.node}${o.self ? ' (this node)' : ''} ${o.offset >= 0 ? '+' : ''}${(o.offset / 1000).toFixed(1)} s`;
+  const selfNote = self ? '' : ' (this node has no record: its offset is measured once its daemon runs)';
+  const asOf = ctx.daemon ? '' : ' as of each node\'s last heartbeat';
+  if (worst.length === 0) {
+    results.push(ok('clock', `clock offsets against the shared store within ${CLOCK_WARN_MS / 1000} s${asOf}: ` +
+      (offsets.map(words).join(', ') || 'none measured') + selfNote));
+  } else {
+    const message = `clock offset against the shared store${asOf}: ${worst.map(words).join(', ')}`;
+    const advice = `enable time synchronisation (chrony, systemd-timesyncd) on ${worst.map((o) => o.node).join(', ')}`;
+    results.push(worst.some((o) => Math.abs(o.offset) > CLOCK_FAIL_MS)
+      ? fail('clock', `${message}: beyond ${CLOCK_FAIL_MS / 1000} s cluster locks can lapse unnoticed`, advice)
+      : warn('clock', message, advice));
+  }
+  return results;
+}

@@ -1,0 +1,174 @@
+/**
+ * `stowage doctor` as users run it (the built CLI), on set-ups broken on purpose without a Docker
+ * engine: a store shared but not declared, a stale node, a skewed clock, an open socket, a
+ * nearly full --root. Each case checks the status and the advice printed.
+ */
+import { chmod, mkdir, open, utimes, writeFile } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon, type DaemonHandle,
+} from '../helpers/daemon-process.js';
+import { findExecutable } from '../helpers/requirements.js';
+import { plantStaleNode } from '../helpers/stale-node.js';
+
+beforeAll(() => assertCliBuilt());
+
+interface Check { check: string; status: string; message: string; advice?: string }
+interface Report { status: string; exitStatus: number; checks: Check[] }
+
+async function doctor(args: string[]): Promise<{ exitCode: number | undefined; report: Report; text: string }> {
+  const json = await runCli(['doctor', '--json', ...args], { timeoutMs: 60_000 });
+  const text = await runCli(['doctor', ...args], { timeoutMs: 60_000 });
+  expect(text.exitCode).toBe(json.exitCode);
+  return { exitCode: json.exitCode, report: JSON.parse(json.stdout) as Report, text: text.stdout };
+}
+
+const find = (report: Report, name: string): Check => {
+  const found = report.checks.find((c) => c.check === name);
+  expect(found, `no check ${name} in ${JSON.stringify(report.checks.map((c) => c.check))}`).toBeDefined();
+  return found!;
+};
+
+/** A fresh record of another node, written now, with the given clock offset. */
+async function plantPeer(store: string, nodeId: string, clockOffsetMs: number): Promise<void> {
+  const dir = join(store, '.stowage', 'cluster', 'members');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeFile(join(dir, `${nodeId}.json`), JSON.stringify({
+    format: 2, nodeId, version: '0.1.0', host: nodeId, pid: 4343, startedAt: new Date().toISOString(), clockOffsetMs,
+    containers: {}, docker: { reachable: true },
+  }), { mode: 0o600 });
+}
+
+describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await makeTempDir('stowage-doctor-');
+  });
+  afterAll(async () => {
+    await killAllDaemons();
+    await removeTempDir(dir);
+  });
+
+  describe('with a daemon on a vfs store that another, dead node also used', () => {
+    let daemon: DaemonHandle;
+    let socket: string;
+    let opts: string[];
+
+    beforeAll(async () => {
+      socket = join(dir, 'a.sock');
+      const store = join(dir, 'store-a');
+      opts = ['--root', join(dir, 'root-a'), '--opt', `vfs.path=${store}`, '--docker-host', 'none', '--node-id', 'here'];
+      daemon = await startDaemon(socket, opts.slice(0));
+      // The daemon started alone (scope local); then the record of a node killed holding a mount shows up.
+      await plantStaleNode(store, 'gone', 'data');
+    });
+    afterAll(async () => {
+      await daemon.stop();
+    });
+
+    it('names the stale node, says the store is shared but not declared, and exits 1', async () => {
+      const { exitCode, report, text } = await doctor(['--socket', socket, ...opts]);
+      expect(exitCode).toBe(1);
+      expect(report.exitStatus).toBe(1);
+      expect(find(report, 'daemon')).toMatchObject({ status: 'ok', message: expect.stringMatching(/node here, backend vfs, scope local/) });
+      expect(find(report, 'store-sharing')).toMatchObject({
+        status: 'warn',
+        message: expect.stringMatching(/is shared \(the store holds records of other nodes: gone\) but vfs.shared is not declared.*reports scope local: restart it/),
+        advice: 'declare --opt vfs.shared=true (STOWAGE_OPTS) on every node of the store',
+      });
+      expect(find(report, 'nodes')).toMatchObject({
+        status: 'fail',
+        message: expect.stringMatching(/stale node\(s\), silent for more than 30 s: gone \(last heartbeat \d+ s ago, still referencing volumes\)/),
+        advice: expect.stringMatching(/^start stowage on gone again; if it is gone for good: stowage node forget gone \(until then/),
+      });
+      expect(find(report, 'socket')).toMatchObject({ status: 'ok', message: `${socket} has mode 0600, owner uid 0` });
+      expect(find(report, 'engine').status).toBe('warn');
+      // One line per check, with the advice on it.
+      expect(text).toMatch(/^fail +nodes +stale node\(s\).* -> start stowage on gone again/m);
+      expect(text.trim().split('\n')).toHaveLength(report.checks.length);
+    });
+
+    it('takes the daemon\'s settings from STOWAGE_* variables too, and notices a socket others can use', async () => {
+      await chmod(socket, 0o666);
+      try {
+        const result = await runCli(['--socket', socket, 'doctor', '--json'], {
+          env: {
+            STOWAGE_ROOT: join(dir, 'root-a'), STOWAGE_OPTS: `vfs.path=${join(dir, 'store-a')} vfs.shared=true`,
+            STOWAGE_DOCKER_HOST: 'none', STOWAGE_NODE_ID: 'here',
+          },
+        });
+        const report = JSON.parse(result.stdout) as Report;
+        expect(find(report, 'socket')).toMatchObject({
+          status: 'fail', message: expect.stringMatching(/has mode 0666: other local users can create, mount and delete volumes/),
+          advice: expect.stringMatching(/^chmod 600 /),
+        });
+        // Declared shared: what the store shows matches.
+        expect(find(report, 'store-sharing')).toMatchObject({ status: 'ok', message: 'declared shared (the store holds records of other nodes: gone)' });
+        expect(result.exitCode).toBe(1);
+      } finally {
+        await chmod(socket, 0o600);
+      }
+    });
+
+    it('with --node-id of another node says the checks look at a different set-up', async () => {
+      const { report } = await doctor(['--socket', socket, ...opts.slice(0, -1), 'elsewhere']);
+      expect(find(report, 'daemon')).toMatchObject({
+        status: 'warn', message: expect.stringMatching(/runs with node here, not elsewhere/), advice: expect.stringMatching(/daemon's options/),
+      });
+    });
+  });
+
+  it('without a daemon reads the store: a skewed clock on a peer fails, vfs.shared=false on a shared store fails', async () => {
+    const store = join(dir, 'store-b');
+    await plantPeer(store, 'peer', 9_000);
+    await plantPeer(store, 'slightly', -2_500);
+    const base = ['--socket', join(dir, 'none.sock'), '--root', join(dir, 'root-b'), '--docker-host', 'none', '--node-id', 'here'];
+    const { exitCode, report } = await doctor([...base, '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true']);
+    expect(exitCode).toBe(1);
+    expect(find(report, 'daemon')).toMatchObject({ status: 'fail', advice: expect.stringMatching(/start it/) });
+    expect(find(report, 'socket').status).toBe('skip');
+    expect(find(report, 'nodes')).toMatchObject({ status: 'ok', message: '2 other node(s), all sending heartbeats: peer, slightly' });
+    expect(find(report, 'clock')).toMatchObject({
+      status: 'fail',
+      message: expect.stringMatching(/peer \+9\.0 s, slightly -2\.5 s: beyond 6 s cluster locks can lapse unnoticed/),
+      advice: 'enable time synchronisation (chrony, systemd-timesyncd) on peer, slightly',
+    });
+    const declaredLocal = await doctor([...base, '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=false']);
+    expect(find(declaredLocal.report, 'store-sharing')).toMatchObject({
+      status: 'fail', message: expect.stringMatching(/vfs.shared=false, but the store at .* is used by more than this node: the store holds records of other nodes: peer, slightly/),
+      advice: expect.stringMatching(/declare --opt vfs.shared=true on every node/),
+    });
+    // Doctor wrote nothing: this node has no record in the store and --root was not made.
+    await expect(statfs(join(dir, 'root-b'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it.skipIf(process.getuid?.() !== 0 || !findExecutable('mount'))('fails when --root is nearly full (a small tmpfs filled up)', async () => {
+    const root = join(dir, 'small-root');
+    await mkdir(root);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=4M', 'tmpfs', root]);
+    try {
+      const before = await statfs(root);
+      const handle = await open(join(root, 'filler'), 'w');
+      // 97% of the filesystem: past the 95% where doctor fails.
+      await handle.write(Buffer.alloc(Math.floor(before.blocks * before.bsize * 0.97), 1));
+      await handle.close();
+      const base = ['--socket', join(dir, 'none.sock'), '--root', root, '--docker-host', 'none', '--node-id', 'here',
+        '--opt', `vfs.path=${join(dir, 'store-c')}`];
+      const { exitCode, report } = await doctor(base);
+      expect(exitCode).toBe(1);
+      expect(find(report, 'root-space')).toMatchObject({
+        status: 'fail',
+        message: expect.stringMatching(new RegExp(`^--root ${root} is nearly full: .* free \\(9[7-9]\\.\\d% used`)),
+        advice: expect.stringMatching(/^free space on the filesystem of .*mount records and volume state are written there/),
+      });
+      await execa('truncate', ['-s', String(Math.floor(before.blocks * before.bsize * 0.92)), join(root, 'filler')]);
+      expect(find((await doctor(base)).report, 'root-space').status).toBe('warn');
+    } finally {
+      await execa('umount', [root]);
+    }
+  });
+});
