@@ -46,7 +46,9 @@ class Meter {
 export function describeProgress(p: JobProgress, rate: number, eta?: number): string {
   const files = p.totalFiles !== undefined ? `${p.files}/${p.totalFiles}` : String(p.files);
   const bytes = p.totalBytes !== undefined ? `${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}` : formatBytes(p.bytes);
-  return `${p.phase} ${files} files, ${bytes}, ${formatBytes(rate)}/s${eta !== undefined ? `, ETA ${formatDuration(eta)}` : ''}`;
+  // A follower that saw only the end (a short job) has no rate to show.
+  const speed = rate > 0 ? `, ${formatBytes(rate)}/s` : '';
+  return `${p.phase} ${files} files, ${bytes}${speed}${eta !== undefined ? `, ETA ${formatDuration(eta)}` : ''}`;
 }
 
 /** A bar on the terminal (stderr, so stdout keeps only the answer). */
