@@ -13,6 +13,7 @@ import { Turns, type CommonOptions } from './options.js';
 import type { PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
 import { metadata, ParentCursor, walk } from './walk.js';
+import { BufferPool } from './buffer-pool.js';
 
 /** O_NONBLOCK: a FIFO swapped in for a file between lstat and open must not hang the backup. */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -28,32 +29,14 @@ const OWN_BUFFER_MAX = 256 * 1024;
  * Two: one being cut and hashed while the other is read or waits for its compressions.
  */
 const READ_BUFFERS = 2;
-
-/**
- * Read buffers for large files, reused and bounded. Reused: on the virtual machines measured,
+/*
+ * Read buffers for large files (a BufferPool), reused and bounded. Reused: on the virtual machines measured,
  * the page faults of a fresh 8 MiB buffer per read cost more than reading the data (256 MiB of
  * files: 200-740 ms with fresh buffers, 40-110 ms with one reused). Bounded: the files read at
  * once each held an 8 MiB buffer and the chunks cut from it, which made a backup's peak RSS
  * about 300 MB. A buffer goes back once every chunk cut from it has been hashed and, if new,
  * compressed and copied into its pack (PackWriter.add's onReleased).
  */
-class ReadBuffers {
-  private readonly free: Buffer[] = [];
-  private inUse = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  async take(): Promise<Buffer> {
-    while (this.inUse >= READ_BUFFERS) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.inUse += 1;
-    return this.free.pop() ?? Buffer.allocUnsafe(LOCAL_READ_SIZE);
-  }
-
-  give(buffer: Buffer): void {
-    this.inUse -= 1;
-    this.free.push(buffer);
-    this.waiting.shift()?.();
-  }
-}
 
 export interface BackupOptions extends CommonOptions {
   volume: string;
@@ -110,7 +93,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     };
     try {
       const turns = new Turns();
-      const readBuffers = new ReadBuffers();
+      const readBuffers = new BufferPool(READ_BUFFERS, LOCAL_READ_SIZE);
       const local = options.localFastPath !== false && onLocalFilesystem(dir) === true;
       for await (const { path, abs, stat, local: entryLocal } of walk(dir, local, turns)) {
         if (stat.isDirectory()) {
@@ -179,7 +162,7 @@ function inodeNumber(ino: bigint): number | string {
 }
 
 async function fileEntry(
-  path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, readBuffers: ReadBuffers, previous: Entry | undefined, repo: Repository,
+  path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined, repo: Repository,
   writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
 ): Promise<Entry> {
   const base = { path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString() };

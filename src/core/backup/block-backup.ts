@@ -10,8 +10,9 @@ import { withLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
 import type { Repository } from './repository.js';
+import { BufferPool } from './buffer-pool.js';
 
-/** Block buffers in use at once (reading, hashing, compressing): they bound a block backup's memory. */
+/** Block buffers in use at once (reading, hashing, compressing): they bound a block backup's memory. A buffer returns once its block is hashed and, if new, packed. */
 const BLOCK_BUFFERS = 6;
 
 export interface BlockBackupOptions extends CommonOptions {
@@ -31,25 +32,6 @@ export interface BlockBackupOptions extends CommonOptions {
   source?: string;
   snapshotTaken?: boolean;
   notes?: string[];
-}
-
-/** A fixed pool of block-sized buffers; one returns once its block is hashed and, if new, packed. */
-class BlockBuffers {
-  private readonly free: Buffer[] = [];
-  private inUse = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  async take(): Promise<Buffer> {
-    while (this.inUse >= BLOCK_BUFFERS) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.inUse += 1;
-    return this.free.pop() ?? Buffer.allocUnsafe(BLOCK_SIZE);
-  }
-
-  give(buffer: Buffer): void {
-    this.inUse -= 1;
-    this.free.push(buffer);
-    this.waiting.shift()?.();
-  }
 }
 
 async function readFully(handle: FileHandle, buffer: Buffer, length: number, position: number, what: string): Promise<void> {
@@ -88,7 +70,7 @@ export async function backupBlocks(device: string, repo: Repository, options: Bl
     const baseBlocks = base ? blockList(repo, base)[Symbol.asyncIterator]() : undefined;
     const writer = repo.newWriter();
     const manifest = new BlockManifestWriter(writer);
-    const buffers = new BlockBuffers();
+    const buffers = new BufferPool(BLOCK_BUFFERS, BLOCK_SIZE);
     const stats = { entries: total, files: 1, bytes: 0, filesRead: 0, bytesRead: 0, skipped: 0 };
     const handle = await open(device, constants.O_RDONLY);
     // Block ids in order; reads and hashes run a few blocks ahead of the manifest.
