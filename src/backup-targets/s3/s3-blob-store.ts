@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import {
-  assertValidKey, assertValidPrefix, blobMissing, MAX_DELETE_BATCH, MAX_LIST_PAGE,
+  assertValidKey, assertValidPrefix, blobMissing, isValidKey, MAX_DELETE_BATCH, MAX_LIST_PAGE,
   type BlobStore, type ListedObject, type ListOptions, type ListPage,
 } from '../../core/backup/blob-store.js';
 import type { S3Target } from '../../core/backup/backup-url.js';
@@ -271,14 +271,5 @@ export class S3BlobStore implements BlobStore {
       const failure = this.failed('ListObjectsV2', '', err);
       throw new StowageError(failure.code, `cannot keep a backup repository at ${this.location}: ${failure.message}${hint}`);
     }
-  }
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    assertValidKey(key);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  assertValidKey, assertValidPrefix, blobMissing, MAX_DELETE_BATCH, MAX_LIST_PAGE,
+  assertValidKey, assertValidPrefix, blobMissing, isValidKey, MAX_DELETE_BATCH, MAX_LIST_PAGE,
   type BlobStore, type ListedObject, type ListOptions, type ListPage,
 } from '../../core/backup/blob-store.js';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
@@ -215,15 +215,6 @@ export class VfsBlobStore implements BlobStore {
 
   private refused(key: string, why: string): StowageError {
     return new StowageError(ErrorCodes.BACKUP_CORRUPT, `${key} in backup repository ${this.location} ${why}; stowage does not follow or touch it`);
-  }
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    assertValidKey(key);
-    return true;
-  } catch {
-    return false;
   }
 }
 

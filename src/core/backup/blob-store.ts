@@ -62,6 +62,16 @@ const MAX_KEY_LENGTH = 1024;
  * `/`-separated segments of letters, digits, `.`, `_`, `-`, none empty and none starting with a
  * dot (so no `.`, `..` or hidden temp names), not absolute, at most 1024 bytes.
  */
+/** assertValidKey as a test: for names a listing returns, which are skipped rather than refused. */
+export function isValidKey(key: string): boolean {
+  try {
+    assertValidKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function assertValidKey(key: string): void {
   const ok = key.length > 0 && key.length <= MAX_KEY_LENGTH && key.split('/').every((s) => s.length <= 255 && SEGMENT.test(s));
   if (!ok) throw new StowageError(ErrorCodes.INVALID_REQUEST, `backup object key ${JSON.stringify(key.slice(0, 200))} is not valid (segments of [A-Za-z0-9._-], none empty or starting with a dot)`);

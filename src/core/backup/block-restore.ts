@@ -1,11 +1,11 @@
-import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
+import { ErrorCodes, StowageError } from '../errors.js';
 import { parseSize } from '../options.js';
 import type { CreateResult } from '../volume-types.js';
 import { restoreBlocks } from './block-backup.js';
 import { notAFileBackup } from './block-format.js';
 import type { BackupRecord } from './format.js';
 import type { Repository } from './repository.js';
-import type { RestoreHost } from './restore-volume.js';
+import { failedRestore, type RestoreHost } from './restore-volume.js';
 import type { ProgressOptions } from './service-contract.js';
 
 /**
@@ -51,15 +51,6 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
     host.log().info(`restored volume ${name} from block backup ${url} (${record.stats.bytes} bytes of data in ${device.sizeBytes})`);
     return created;
   } catch (err) {
-    const undo = await (async () => {
-      await host.remove(name, { retain: false });
-      if (journaled) await host.journal?.end(name);
-    })().then(() => undefined, (e: unknown) => e);
-    if (undo !== undefined) host.log().error(`could not remove volume ${name} after its failed restore: ${describeCause(undo)}`);
-    const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
-    throw new StowageError(code,
-      `restoring volume ${name} from ${url} failed: ${messageOf(err)}; ` +
-      (undo === undefined ? 'the volume was removed again' : `removing the half-restored volume failed too (${messageOf(undo)}): remove it before using the name`),
-      { volume: name, cause: err });
+    return failedRestore(host, name, url, err, journaled);
   }
 }

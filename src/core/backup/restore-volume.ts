@@ -82,18 +82,9 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     host.log().info(`restored volume ${name} from ${url} (${record.stats.files} files, ${record.stats.bytes} bytes)`);
     return created;
   } catch (err) {
-    const undo = await (async () => {
+    return failedRestore(host, name, url, err, journaled, async () => {
       if (mounted) await host.unmount(name, mountId);
-      await host.remove(name, { retain: false });
-      // Only once the volume is gone: a marker left makes the next start try the removal again.
-      if (journaled) await host.journal?.end(name);
-    })().then(() => undefined, (e: unknown) => e);
-    if (undo !== undefined) host.log().error(`could not remove volume ${name} after its failed restore: ${describeCause(undo)}`);
-    const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
-    throw new StowageError(code,
-      `restoring volume ${name} from ${url} failed: ${messageOf(err)}; ` +
-      (undo === undefined ? 'the volume was removed again' : `removing the half-restored volume failed too (${messageOf(undo)}): remove it before using the name`),
-      { volume: name, cause: err });
+    });
   }
 }
 
@@ -110,4 +101,24 @@ async function clearFreshFilesystem(path: string, name: string): Promise<void> {
   if ((await readdir(path)).length > 0) {
     throw new StowageError(ErrorCodes.DATA_CONFLICT, `the new volume ${name} is not empty (${names.slice(0, 5).join(', ')}); a restore writes into an empty volume only`, { volume: name });
   }
+}
+
+/**
+ * After a restore failed: the new volume is removed (after `release`, e.g. its unmount), then its
+ * journal marker, only once the volume is gone (a marker left makes the next start try the
+ * removal again); the error says whether the removal worked.
+ */
+export async function failedRestore(host: RestoreHost, name: string, url: string, err: unknown, journaled: boolean,
+  release: () => Promise<void> = async () => {}): Promise<never> {
+  const undo = await (async () => {
+    await release();
+    await host.remove(name, { retain: false });
+    if (journaled) await host.journal?.end(name);
+  })().then(() => undefined, (e: unknown) => e);
+  if (undo !== undefined) host.log().error(`could not remove volume ${name} after its failed restore: ${describeCause(undo)}`);
+  const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
+  throw new StowageError(code,
+    `restoring volume ${name} from ${url} failed: ${messageOf(err)}; ` +
+    (undo === undefined ? 'the volume was removed again' : `removing the half-restored volume failed too (${messageOf(undo)}): remove it before using the name`),
+    { volume: name, cause: err });
 }
