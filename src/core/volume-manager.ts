@@ -16,7 +16,7 @@ import { formatSize, parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
 import { VolumeRestores } from './volume-restores.js';
 import { VolumeSnapshots, type ConsistencyOptions } from './volume-snapshots.js';
-import type { RestoreJournal } from './backup/restore-journal.js';
+import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './backup/restore-journal.js';
 import { takeRestoreOption } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
 import {
@@ -235,6 +235,10 @@ export class VolumeManager {
   async mount(name: string, mountId: string): Promise<string> {
     validateVolumeName(name);
     const id = validateMountId(mountId);
+    if (this.restores.isRestoring(name) && !id.startsWith(RESTORE_MOUNT_PREFIX)) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${name} is being restored from a backup and holds partial data: mount it once the restore has finished`, { volume: name });
+    }
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);

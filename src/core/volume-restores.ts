@@ -21,6 +21,8 @@ export interface RestoreOps extends Omit<RestoreHost, 'journal' | 'log'> {
 /** Creates volumes by restoring a backup into them, and cleans up after a restore a killed daemon left. */
 export class VolumeRestores {
   private readonly host: RestoreHost;
+  /** Restores running per volume name (a second one of a name fails on the existing volume). */
+  private readonly running = new Map<string, number>();
 
   constructor(private readonly ops: RestoreOps) {
     const { journal } = ops;
@@ -39,8 +41,23 @@ export class VolumeRestores {
   }
 
   /** See backup/restore-volume.ts. */
-  restore(name: string, url: string, options: Record<string, unknown>, progress?: ProgressOptions): Promise<CreateResult> {
-    return restoreVolume(this.host, name, url, options, progress);
+  async restore(name: string, url: string, options: Record<string, unknown>, progress?: ProgressOptions): Promise<CreateResult> {
+    this.running.set(name, (this.running.get(name) ?? 0) + 1);
+    try {
+      return await restoreVolume(this.host, name, url, options, progress);
+    } finally {
+      const left = (this.running.get(name) ?? 1) - 1;
+      if (left > 0) this.running.set(name, left);
+      else this.running.delete(name);
+    }
+  }
+
+  /**
+   * Whether a restore of this name runs in this process: its volume is listed from the moment
+   * it exists, but holds partial data until the restore ends, so nothing else may mount it.
+   */
+  isRestoring(name: string): boolean {
+    return this.running.has(name);
   }
 
   /** At start: every restore the journal says was running when the daemon died leaves no volume. */

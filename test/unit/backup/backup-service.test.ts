@@ -189,6 +189,31 @@ describe('BackupService over vfs (embedding API)', () => {
   });
 });
 
+describe('a volume being restored', () => {
+  it('cannot be mounted until its restore has finished, then mounts with all its data', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    const data = randomBytes(2 * 1024 * 1024);
+    await stowage.create('src');
+    await fill(stowage, 'src', data);
+    const backup = await stowage.createBackup('src', { dest });
+    const attempts: Array<Promise<unknown>> = [];
+    await stowage.restoreVolume('copy', backup.url, {
+      onProgress: (p) => {
+        // A container started while the restore writes would see half the files.
+        if (p.bytes > 0 && attempts.length === 0) attempts.push(stowage.mount('copy', 'early-container').then(() => 'mounted', (e: unknown) => e));
+      },
+    });
+    expect(attempts).toHaveLength(1);
+    expect(await attempts[0]).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/being restored/) });
+    const path = await stowage.mount('copy', 'late-container');
+    expect(await readFile(join(path, 'big.bin'))).toEqual(data);
+    expect((await stowage.inspect('copy')).mountCount).toBe(1);
+    await stowage.unmount('copy', 'late-container');
+  });
+});
+
 describe('cancelling', () => {
   it('an aborted backup writes no record and drops its snapshot; an aborted restore leaves no volume', async () => {
     const dir = await tempDir();
