@@ -49,8 +49,8 @@ describe('stowage daemon --metrics on devicemapper', () => {
     const mounted = parseProcMounts(await readFile('/proc/self/mounts', 'utf8')).find((m) => m.target === mountpoint);
     expect(mounted?.source).toMatch(new RegExp(`^/dev/mapper/${fx.poolName}-t\\d+$`));
     const device = mounted!.source.slice('/dev/mapper/'.length);
-    // What mkfs and the mount wrote before any data: the filesystem's own blocks (superblocks,
-    // group descriptors, bitmaps, the journal).
+    // What mkfs and the mount wrote before any data, the filesystem's own blocks (0.75 MiB
+    // measured on this 64 MiB ext4): mapped, so counted as used.
     const before = await mappedBytes(device);
 
     const file = await open(join(mountpoint, 'blob'), 'w');
