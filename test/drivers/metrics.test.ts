@@ -10,20 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon, type DaemonHandle,
 } from '../helpers/daemon-process.js';
+import { scrapeMetrics, sample } from '../helpers/metrics-scrape.js';
 import { pluginCall, socketRequest } from '../helpers/plugin-client.js';
 
 const MiB = 1024 * 1024;
-
-/** The exposition text as `name{labels}` -> value (labels as Prometheus prints them). */
-function parseExposition(text: string): Map<string, number> {
-  const samples = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return samples;
-}
 
 describe('stowage daemon --metrics (vfs)', () => {
   let dir: string;
@@ -31,16 +21,8 @@ describe('stowage daemon --metrics (vfs)', () => {
   let metricsSocket: string;
   let daemon: DaemonHandle;
   const cli = (...args: string[]) => runCli(['--socket', socket, ...args], { timeoutMs: 60_000 });
-  const scrape = async () => {
-    const reply = await socketRequest(metricsSocket, '/metrics', undefined, { method: 'GET', timeoutMs: 30_000 });
-    expect(reply.status).toBe(200);
-    expect(reply.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
-    return parseExposition(reply.text);
-  };
-  const value = (samples: Map<string, number>, key: string) => {
-    expect(samples.has(key), `${key} not in the scrape`).toBe(true);
-    return samples.get(key)!;
-  };
+  const scrape = () => scrapeMetrics(metricsSocket);
+  const value = sample;
 
   beforeAll(async () => {
     assertCliBuilt();
