@@ -133,6 +133,9 @@ export class LocalFirstFs {
 
   unlink = (path: Path): Promise<void> => this.isLocal(path) ? this.run(() => fs.unlinkSync(path)) : fsp.unlink(path);
 
+  utimes = (path: Path, atime: fs.TimeLike, mtime: fs.TimeLike): Promise<void> =>
+    this.isLocal(path) ? this.run(() => fs.utimesSync(path, atime, mtime)) : fsp.utimes(path, atime, mtime);
+
   access = (path: Path, mode?: number): Promise<void> =>
     this.isLocal(path) ? this.run(() => fs.accessSync(path, mode)) : fsp.access(path, mode);
 

@@ -41,6 +41,14 @@ describe.skipIf(!tmpIsLocal)('LocalFirstFs', () => {
     expect(isLocalPath(fs, '/proc/self/status')).toBe(false);
   });
 
+  it('has every call of the port (the cast in asFsPort would hide a missing one)', () => {
+    const calls = ['mkdir', 'readFile', 'writeFile', 'rename', 'rm', 'rmdir', 'readdir', 'stat', 'lstat',
+      'open', 'chmod', 'chown', 'lchown', 'link', 'unlink', 'access', 'utimes'] as const satisfies ReadonlyArray<keyof FsPort>;
+    // Keeps the list above complete: a call added to FsPort without it fails to compile here.
+    const complete: Record<keyof FsPort, true> = Object.fromEntries(calls.map((c) => [c, true])) as Record<(typeof calls)[number], true>;
+    for (const call of Object.keys(complete)) expect(typeof (local as unknown as Record<string, unknown>)[call], call).toBe('function');
+  });
+
   it('answers like fs/promises, errors included', async () => {
     local.trustIfLocal(dir);
     const file = join(dir, 'f.json');
@@ -54,6 +62,8 @@ describe.skipIf(!tmpIsLocal)('LocalFirstFs', () => {
     await fs.unlink(join(dir, 'h.json'));
     await fs.chmod(file, 0o640);
     expect((await realFs.stat(file)).mode & 0o777).toBe(0o640);
+    await fs.utimes(file, 1_000_000, 1_000_000);
+    expect((await realFs.stat(file)).mtimeMs).toBe(1_000_000_000);
     await fs.rmdir(join(dir, 'sub'));
     // The same error shape callers test with errnoCode.
     await expect(fs.lstat(join(dir, 'nope'))).rejects.toMatchObject({ code: 'ENOENT' });
