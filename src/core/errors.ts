@@ -51,7 +51,11 @@ export type Remedy =
   /** A second daemon needs a state root of its own. */
   | { action: 'separate-root' }
   /** Another backend offers the capability this one lacks. */
-  | { action: 'use-backend'; capability: 'snapshots' };
+  | { action: 'use-backend'; capability: 'snapshots' }
+  /** The backups and snapshots reading the volume can be listed and cancelled. */
+  | { action: 'cancel-jobs'; volume: string }
+  /** A file-level backup of the volume restores into any backend. */
+  | { action: 'file-backup'; volume: string };
 
 export interface StowageErrorDetails {
   volume?: string;

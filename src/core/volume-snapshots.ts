@@ -44,8 +44,8 @@ export class VolumeSnapshots {
     if (count === 0) return;
     throw new StowageError(ErrorCodes.VOLUME_IN_USE,
       `volume ${volume} is being read by ${count} backup(s) or snapshot(s) on node ${this.ops.nodeId}; ` +
-      `remove it once they end, or cancel them first ("stowage job list", "stowage job cancel ID")`,
-      { volume, node: this.ops.nodeId });
+      'remove it once they end, or cancel them first',
+      { volume, node: this.ops.nodeId, remedies: [{ action: 'cancel-jobs', volume }] });
   }
 
   /**

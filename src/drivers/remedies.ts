@@ -43,6 +43,14 @@ export function wordRemedy(remedy: Remedy, audience: Audience): string {
       if (audience === 'api') return `the ${backend} backend can (backend: '${backend}')`;
       return `the ${backend} backend can (${cli(`daemon --backend ${backend}`)})`;
     }
+    case 'cancel-jobs':
+      return audience === 'api'
+        ? 'abort the signal given to the call that started one to cancel it'
+        : `${cli('job list')} shows them and ${cli('job cancel ID')} cancels one`;
+    case 'file-backup':
+      return audience === 'api'
+        ? `make one with createBackup('${remedy.volume}', { dest, kind: 'file' })`
+        : `make one with ${cli(`backup create ${remedy.volume} --kind file --dest URL`)}`;
   }
 }
 

@@ -102,6 +102,10 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
       format: 1, nodeId: 'node-a', version: 'test', host: gd.host, pid: 1, startedAt: '2026-01-01T00:00:00.000Z',
       clockOffsetMs: 0, mounts: {}, containers: {},
     }));
+    // A record from a daemon of layout 1 that has long stopped: a live one would (rightly) stop
+    // the daemons of this version that later tests start on the same state pool.
+    const longAgo = new Date(Date.now() - 3600_000);
+    await realFs.utimes(join(a.clusterStateDir, 'nodes', 'node-a.json'), longAgo, longAgo);
     const restarted = deploymentA(rootsA, 'node-a2');
     await restarted.init();
     try {

@@ -57,7 +57,7 @@ describe('stowage/testing, installed from the packed package into another projec
     expect(Object.keys(manifest.exports)).toEqual(['.', './testing']);
     const listed = await run('node', ['--input-type=module', '-e',
       "const t = await import('stowage/testing'); const s = await import('stowage'); console.log(Object.keys(t).sort().join(), typeof s.createStowage)"]);
-    expect(listed.stdout).toBe('describeBackendConformance,describeBlobStoreConformance,describeSharedStoreConformance,describeSnapshotConformance function');
+    expect(listed.stdout).toBe('describeBackendConformance,describeBackupConformance,describeBlobStoreConformance,describeSharedStoreConformance,describeSnapshotConformance function');
   });
 
   it('the custom backend and its suite file typecheck against the published types', async () => {

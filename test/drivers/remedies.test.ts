@@ -38,6 +38,13 @@ const WORDS: ReadonlyArray<[Remedy, Record<Audience, RegExp>]> = [
     cli: /devicemapper backend can \("stowage daemon --backend devicemapper"\)/, docker: /devicemapper backend can/,
     api: /devicemapper backend can \(backend: 'devicemapper'\)/,
   }],
+  [{ action: 'cancel-jobs', volume: 'v' }, {
+    cli: /"stowage job list" shows them and "stowage job cancel ID"/, docker: /"stowage job cancel ID"/, api: /abort the signal/,
+  }],
+  [{ action: 'file-backup', volume: 'v' }, {
+    cli: /"stowage backup create v --kind file --dest URL"/, docker: /"stowage backup create v --kind file/,
+    api: /createBackup\('v', \{ dest, kind: 'file' \}\)/,
+  }],
 ];
 
 describe('remedies in each audience\'s words', () => {

@@ -27,7 +27,7 @@ export type BackupKind = (typeof BACKUP_KINDS)[number];
 export function blockSupportOf(blocks: BlockSupport | undefined, backend: string, volume: string): BlockSupport {
   if (!blocks) {
     throw new StowageError(ErrorCodes.NOT_SUPPORTED, `block-level backups read thin snapshots of devicemapper volumes; volume ${volume} is on ` +
-      `the ${backend} backend: make a file-level backup (--kind file)`, { volume });
+      `the ${backend} backend`, { volume, remedies: [{ action: 'file-backup', volume }] });
   }
   return blocks;
 }

@@ -36,8 +36,8 @@ export function isBlockBackup(record: BackupRecord): boolean {
 export function notAFileBackup(record: BackupRecord): StowageError {
   return new StowageError(ErrorCodes.NOT_SUPPORTED,
     `backup ${record.volume}/${record.id} is a block-level backup of a devicemapper volume: it restores only into a ` +
-    `devicemapper volume (stowage create NAME --backup URL on a devicemapper daemon); to restore into another backend, ` +
-    `make a file-level backup: stowage backup create ${record.volume} --kind file --dest ...`, { volume: record.volume });
+    'devicemapper volume, restored by a daemon on the devicemapper backend; a backup that restores into another backend is file-level',
+    { volume: record.volume, remedies: [{ action: 'file-backup', volume: record.volume }] });
 }
 
 /** Writes a block manifest as tree blobs of BLOCKS_PER_MANIFEST_BLOB blocks each. */

@@ -86,7 +86,7 @@ describe('block backups (library, a file standing in for the device)', () => {
     const empty = join(dir, 'empty');
     await rm(empty, { recursive: true, force: true });
     await (await import('node:fs/promises')).mkdir(empty);
-    await expect(restoreTree(repo, 'pg', block.id, empty)).rejects.toMatchObject({ code: ErrorCodes.NOT_SUPPORTED, message: expect.stringMatching(/--kind file/) });
+    await expect(restoreTree(repo, 'pg', block.id, empty)).rejects.toMatchObject({ code: ErrorCodes.NOT_SUPPORTED, message: expect.stringMatching(/file-level/), remedies: [{ action: 'file-backup', volume: 'pg' }] });
     const tree = join(dir, 'tree');
     await (await import('node:fs/promises')).mkdir(tree);
     await writeFile(join(tree, 'a'), 'a');
