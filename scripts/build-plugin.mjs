@@ -8,7 +8,7 @@
 // that use them, dmsetup, thin-provisioning-tools, e2fsprogs, xfsprogs, glusterfs-client.
 // A tool that is missing is left out with a warning (its backend then fails with a clear error).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
+import { chmodSync, copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
   symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -160,8 +160,8 @@ for (const applet of applets) {
   if (!existsSync(link) && !existsSync(join(rootfs, 'usr/sbin', applet))) symlinkSync('busybox', link);
 }
 
-// The bundled CLI and the package.json it reads its version from.
-copyFileSync(bundle, join(rootfs, 'opt/stowage/dist/bin/stowage.mjs'));
+// The bundled CLI (its entry and the chunks it loads on demand) and the package.json it reads its version from.
+cpSync(dirname(bundle), join(rootfs, 'opt/stowage/dist/bin'), { recursive: true });
 const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8'));
 writeFileSync(join(rootfs, 'opt/stowage/package.json'), `${JSON.stringify({ name: pkg.name, version: pkg.version, type: 'module' }, null, 2)}\n`);
 

