@@ -29,8 +29,19 @@ function loadSdk(): Promise<Sdk> {
   // The SDK warns on every process under Node 22 about its releases after January 2027; the
   // version stowage pins supports Node 20, so the warning would only be noise in CLI output.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  sdkPromise ??= import('@aws-sdk/client-s3');
+  sdkPromise ??= import('@aws-sdk/client-s3').then(sdkExports);
   return sdkPromise;
+}
+
+/**
+ * The SDK is CommonJS: Node's own import() of it gives its exports by name, but the CLI
+ * bundle loads it from a chunk of its own, whose namespace holds them under `default` only.
+ */
+function sdkExports(loaded: Sdk): Sdk {
+  const namespace = loaded as Sdk & { default?: Sdk };
+  if (typeof namespace.S3Client === 'function') return namespace;
+  if (typeof namespace.default?.S3Client === 'function') return namespace.default;
+  throw new Error('@aws-sdk/client-s3 loaded without an S3Client export');
 }
 
 /** A counting semaphore: at most `limit` S3 requests in flight from one store. */

@@ -25,6 +25,13 @@ export { PackWriter, type WriterStats } from './pack-writer.js';
 export const DEFAULT_PACK_SIZE = 8 * 1024 * 1024;
 /** Whole packs a restore or verify keeps in memory (see Repository.fromLastPack). */
 const PACKS_KEPT = 2;
+/**
+ * Stored size from which a blob is read alone (a ranged read) even when whole packs are asked
+ * for: whole packs serve the many small blobs of small files with one request, but the large
+ * chunks of large files restored side by side each wanted a different pack, and with two kept a
+ * 1 GiB restore read 4.7 GiB of packs (8 files at a time, 8 MiB for each ~1 MiB chunk).
+ */
+const RANGE_READ_FROM = 64 * 1024;
 
 export interface InitOptions {
   chunker?: ChunkerParams;
@@ -143,7 +150,9 @@ export class Repository {
     const key = packKey(loc.pack);
     let stored: Buffer;
     try {
-      stored = options.wholePacks ? await this.fromLastPack(loc) : await this.store.getRange(key, loc.offset, loc.length);
+      stored = options.wholePacks && (loc.length < RANGE_READ_FROM || this.keepsPack(loc.pack))
+        ? await this.fromLastPack(loc)
+        : await this.store.getRange(key, loc.offset, loc.length);
     } catch (err) {
       if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
         throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${key} is not in ${this.store.location}`, { cause: err });
@@ -188,6 +197,10 @@ export class Repository {
       data.catch(() => { this.recentPacks = this.recentPacks.filter((p) => p !== failed); });
     }
     return (await entry.data).subarray(loc.offset, loc.offset + loc.length);
+  }
+
+  private keepsPack(pack: string): boolean {
+    return this.recentPacks.some((p) => p.id === pack);
   }
 
   /** Drops the packs kept by whole-pack reads. */

@@ -42,10 +42,11 @@ describe('backup repository format', () => {
   });
 
   it('whole-pack reads keep the two packs read last: alternating between them fetches each once', async () => {
-    const repo = await Repository.init(store, { codec: 'none', packSize: 64 * 1024 });
+    const repo = await Repository.init(store, { codec: 'none', packSize: 16 * 1024 });
     const writer = repo.newWriter();
     const ids: string[] = [];
-    for (let i = 0; i < 3; i += 1) ids.push((await writer.add('data', randomBytes(100 * 1024))).id);
+    // Blobs larger than a pack, each in a pack of its own, and small enough to be read through whole packs.
+    for (let i = 0; i < 3; i += 1) ids.push((await writer.add('data', randomBytes(20 * 1024))).id);
     await writer.flush();
     const fetched: string[] = [];
     const counting = Object.create(store, { get: { value: (key: string) => { fetched.push(key); return store.get(key); } } }) as VfsBlobStore;
@@ -58,6 +59,36 @@ describe('backup repository format', () => {
     // A third pack evicts the least recently used one (the first).
     for (const id of [ids[2]!, ids[1]!, ids[0]!]) await reader.readBlob(id, { wholePacks: true });
     expect(fetched).toEqual([packOf(ids[0]!), packOf(ids[1]!), packOf(ids[2]!), packOf(ids[0]!)]);
+  });
+
+  it('whole-pack reads take a large blob alone by a ranged read, unless its pack is already kept', async () => {
+    const repo = await Repository.init(store, { codec: 'none', packSize: 256 * 1024 });
+    const writer = repo.newWriter();
+    const small = (await writer.add('data', randomBytes(10 * 1024))).id;
+    const large = (await writer.add('data', randomBytes(100 * 1024))).id;
+    await writer.flush();
+    const alone = (await writer.add('data', randomBytes(200 * 1024))).id;
+    await writer.flush();
+    const fetched: string[] = [];
+    const ranged: string[] = [];
+    const counting = Object.create(store, {
+      get: { value: (key: string) => { fetched.push(key); return store.get(key); } },
+      getRange: { value: (key: string, offset: number, length: number) => { ranged.push(`${key}@${offset}+${length}`); return store.getRange(key, offset, length); } },
+    }) as VfsBlobStore;
+    const reader = await Repository.open(counting);
+    fetched.length = 0;
+    const packOf = (id: string) => packKey(reader.locate(id)!.pack);
+    expect(packOf(large)).toBe(packOf(small));
+    expect(packOf(alone)).not.toBe(packOf(small));
+    // The large blob of a pack not kept: one ranged read of its bytes, nothing else.
+    expect(sha256(await reader.readBlob(alone, { wholePacks: true }))).toBe(alone);
+    expect(fetched).toEqual([]);
+    expect(ranged).toEqual([`${packOf(alone)}@${reader.locate(alone)!.offset}+${200 * 1024}`]);
+    // A small blob brings its whole pack; the large blob beside it then comes from that pack.
+    expect(sha256(await reader.readBlob(small, { wholePacks: true }))).toBe(small);
+    expect(sha256(await reader.readBlob(large, { wholePacks: true }))).toBe(large);
+    expect(fetched).toEqual([packOf(small)]);
+    expect(ranged).toHaveLength(1);
   });
 
   it('packs filled through reused buffers, one blob larger than a pack among them, read back intact; onReleased comes once per add', async () => {
