@@ -100,6 +100,19 @@ describe('daemon jobs', () => {
     expect(run.stdout).toBe('');
   });
 
+  it('words a failed job\'s remedies for the CLI, as for any refused request', async () => {
+    service.script = {
+      progress: [],
+      fail: new StowageError(ErrorCodes.NOT_SUPPORTED, 'volume data is on the vfs backend', { volume: 'data', remedies: [{ action: 'file-backup', volume: 'data' }] }),
+    };
+    const started = await callDaemon(srv().socket, api.startJob, { kind: 'backup-create', volume: 'data', dest: DEST });
+    const end = await followJob(srv().socket, started.id, () => {});
+    expect(end.error).toEqual({ code: ErrorCodes.NOT_SUPPORTED, message: 'volume data is on the vfs backend', remedies: [{ action: 'file-backup', volume: 'data' }] });
+    const run = await cli('backup', 'create', 'data', '--dest', DEST);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(/volume data is on the vfs backend; make one with "stowage backup create data --kind file --dest URL"/);
+  });
+
   it('refuses a bad request before starting anything', async () => {
     const before = (await callDaemon(srv().socket, api.listJobs, {})).jobs.length;
     const calls = service.calls.length;

@@ -13,7 +13,7 @@ import { wordRemedy, type Audience } from '../../src/drivers/remedies.js';
 import {
   assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon,
 } from '../helpers/daemon-process.js';
-import { CONTROL_PREFIX, controlEndpoints } from '../../src/drivers/control/endpoints.js';
+import { CONTROL_PREFIX, controlEndpoints, knownRemedies } from '../../src/drivers/control/endpoints.js';
 import { pluginCall, socketRequest } from '../helpers/plugin-client.js';
 import { plantStaleNode } from '../helpers/stale-node.js';
 
@@ -52,6 +52,13 @@ describe('remedies in each audience\'s words', () => {
     for (const audience of ['cli', 'docker', 'api'] as const) expect(wordRemedy(remedy, audience)).toMatch(expected[audience]);
     // Code reads no CLI flags: the API never names one.
     expect(wordRemedy(remedy, 'api')).not.toMatch(/--[a-z]|stowage [a-z]/);
+  });
+});
+
+describe('remedies sent by the daemon', () => {
+  it('are all known to the client that reads them (a remedy it drops is never worded)', () => {
+    const remedies = WORDS.map(([remedy]) => remedy);
+    expect(knownRemedies(remedies)).toEqual(remedies);
   });
 });
 

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { BackupDetail, BackupSummary, VerifyResult } from '../../core/backup/service-contract.js';
 import { ErrorCodes, type ErrorCode } from '../../core/errors.js';
 import type { CreateResult } from '../../core/volume-manager.js';
-import { controlEndpoints as api, type RequestOf } from '../control/endpoints.js';
+import { controlEndpoints as api, knownRemedies, type RequestOf } from '../control/endpoints.js';
 import type { JobView } from '../control/jobs.js';
 import { ControlError, callDaemon, followJob } from './client.js';
 import { printJson, printTable } from './output.js';
@@ -39,7 +39,7 @@ export async function followToEnd(socket: string, id: string, json: boolean): Pr
   if (end.state === 'failed') {
     const code = end.error?.code;
     throw new ControlError(`job ${id} (${end.kind} ${end.target}) failed: ${end.error?.message ?? 'no reason given'}`, 'refused',
-      code !== undefined && KNOWN_CODES.has(code) ? code as ErrorCode : undefined);
+      code !== undefined && KNOWN_CODES.has(code) ? code as ErrorCode : undefined, knownRemedies(end.error?.remedies));
   }
   return end;
 }

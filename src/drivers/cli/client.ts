@@ -155,7 +155,7 @@ const endLine = z.object({
   job: z.object({
     id: z.string(), kind: z.string(), target: z.string(), state: z.enum(['running', 'succeeded', 'failed']),
     startedAt: z.string(), finishedAt: z.string().optional(), result: z.unknown().optional(),
-    error: z.object({ code: z.string(), message: z.string() }).optional(),
+    error: z.object({ code: z.string(), message: z.string(), remedies: z.array(z.unknown()).optional() }).optional(),
   }).loose(),
 });
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { JobProgress } from '../../core/backup/service-contract.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, type Remedy } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { failureOf } from '../http-status.js';
 
@@ -22,8 +22,8 @@ export interface JobView {
   progress?: JobProgress;
   /** The operation's answer, once succeeded. */
   result?: unknown;
-  /** Why it failed, as the control API words any failure. */
-  error?: { code: string; message: string };
+  /** Why it failed, as the control API words any failure: remedies as data, for the client to word. */
+  error?: { code: string; message: string; remedies?: readonly Remedy[] };
 }
 
 /** What a follower receives, one per NDJSON line: progress while running, then the end. */
@@ -92,8 +92,8 @@ export class JobRegistry {
     job.done = Promise.resolve().then(() => run(context)).then(
       (result) => this.finish(job, { state: 'succeeded', result }),
       (err: unknown) => {
-        const { code, message } = failureOf(err);
-        this.finish(job, { state: 'failed', error: { code, message } });
+        const { code, message, remedies } = failureOf(err);
+        this.finish(job, { state: 'failed', error: { code, message, ...(remedies.length > 0 ? { remedies } : {}) } });
       },
     );
     return { ...job.view };
