@@ -114,6 +114,17 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
       }
     });
 
+    it('without the daemon\'s store option says the checks look at a different store', async () => {
+      const elsewhere = opts.map((o) => (o.startsWith('vfs.path=') ? `vfs.path=${join(dir, 'store-other')}` : o));
+      const { report } = await doctor(['--socket', socket, ...elsewhere]);
+      expect(find(report, 'daemon')).toMatchObject({
+        status: 'warn', message: expect.stringContaining(`runs with vfs.path=${join(dir, 'store-a')}, not ${join(dir, 'store-other')}`),
+      });
+      // Left to its default, the store is somewhere else too.
+      const { report: defaults } = await doctor(['--socket', socket, ...opts.filter((o, i) => o !== '--opt' && !opts[i - 1]?.startsWith('--opt'))]);
+      expect(find(defaults, 'daemon')).toMatchObject({ status: 'warn', message: expect.stringMatching(/runs with vfs\.path=.*store-a, not .*root-a\/volumes/) });
+    });
+
     it('with --node-id of another node says the checks look at a different set-up', async () => {
       const { report } = await doctor(['--socket', socket, ...opts.slice(0, -1), 'elsewhere']);
       expect(find(report, 'daemon')).toMatchObject({

@@ -1,5 +1,6 @@
 import { errnoCode, messageOf } from '../../../core/errors.js';
 import { fail, ok, skip, warn, type CheckResult, type DoctorContext } from './check.js';
+import { storePlanOf } from './store-plan.js';
 
 /** The daemon on the control socket: running, and with the settings doctor was given. */
 export function daemonCheck(ctx: DoctorContext): CheckResult {
@@ -14,6 +15,18 @@ export function daemonCheck(ctx: DoctorContext): CheckResult {
   const differs: string[] = [];
   if (node !== settings.nodeId) differs.push(`node ${node}, not ${settings.nodeId}`);
   if (backend !== settings.backend) differs.push(`backend ${backend}, not ${settings.backend}`);
+  // Where the store is, as the daemon reports it and as doctor's options (or their defaults)
+  // put it: a doctor run without the daemon's variables would look at another store. Only
+  // these, which the backends report as given; others they report normalised (sizes, lists).
+  if (backend === settings.backend) {
+    const plan = storePlanOf(settings);
+    const planned: Record<string, string> = plan.backend === 'vfs' ? { 'vfs.path': plan.storePath }
+      : plan.backend === 'glusterfs' ? { 'glusterfs.mode': plan.options.mode, 'glusterfs.pool': plan.options.pool } : {};
+    for (const [key, value] of Object.entries(planned)) {
+      const running = daemon.info[key];
+      if (typeof running === 'string' && running !== value) differs.push(`${key}=${running}, not ${value}`);
+    }
+  }
   if (differs.length > 0) {
     return warn('daemon', `the daemon on ${settings.socket} runs with ${differs.join(' and ')}: these checks look at a different set-up`,
       'run doctor with the daemon\'s options (the same flags or STOWAGE_* variables)');
