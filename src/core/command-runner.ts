@@ -1,5 +1,6 @@
 import { ErrorCodes, StowageError, firstLine } from './errors.js';
 import { redactText, type Logger } from './logger.js';
+import { importLazily } from './lazy-import.js';
 
 export interface CommandResult {
   stdout: string;
@@ -75,7 +76,7 @@ export class ExecaCommandRunner implements CommandRunner {
     const timeout = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     // Loaded on first use: execa and its dependencies are a large share of start-up time, and a
     // vfs daemon never runs a program.
-    const { execa } = await import('execa');
+    const { execa } = await importLazily(() => import('execa'), 'execa (to run programs)');
     const started = performance.now();
     const result = await execa(program, [...args], {
       timeout,

@@ -9,6 +9,7 @@ import { controlErrorBody } from './control/endpoints.js';
 import { failureOf } from './http-status.js';
 import { servePluginRequest, type PluginHandlers } from './docker-plugin/routes.js';
 import { checkInheritedPath, describeInheritedSocket, takeListenFds } from './socket-activation.js';
+import { importLazily } from '../core/lazy-import.js';
 
 export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
 
@@ -27,7 +28,7 @@ export function createApp(plugin: PluginHandlers, loadControl: () => Promise<Rou
       void servePluginRequest(handler, req, res);
       return;
     }
-    control ??= Promise.all([import('./control-app.js'), loadControl()]).then(([{ controlApp }, router]) => controlApp(router));
+    control ??= Promise.all([importLazily(() => import('./control-app.js'), 'the control API'), loadControl()]).then(([{ controlApp }, router]) => controlApp(router));
     control.then((app) => app(req, res), (err: unknown) => {
       control = undefined;
       const failure = failureOf(err);

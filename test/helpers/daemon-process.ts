@@ -88,9 +88,9 @@ const running = new Set<DaemonHandle>();
 export async function startDaemon(
   socket: string,
   args: readonly string[],
-  options: { timeoutMs?: number; env?: Record<string, string> } = {},
+  options: { timeoutMs?: number; env?: Record<string, string>; cliPath?: string } = {},
 ): Promise<DaemonHandle> {
-  const child: ResultPromise = execa('node', [CLI_PATH, 'daemon', '--socket', socket, ...args], {
+  const child: ResultPromise = execa('node', [options.cliPath ?? CLI_PATH, 'daemon', '--socket', socket, ...args], {
     reject: false,
     env: cleanEnv(options.env),
     extendEnv: false,

@@ -6,6 +6,7 @@ import {
 } from '../../core/backup/blob-store.js';
 import type { S3Target } from '../../core/backup/backup-url.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { importLazily } from '../../core/lazy-import.js';
 
 /** The environment variable naming an S3-compatible endpoint for targets whose URL names none. */
 export const S3_ENDPOINT_ENV = 'STOWAGE_S3_ENDPOINT';
@@ -29,7 +30,7 @@ function loadSdk(): Promise<Sdk> {
   // The SDK warns on every process under Node 22 about its releases after January 2027; the
   // version stowage pins supports Node 20, so the warning would only be noise in CLI output.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  sdkPromise ??= import('@aws-sdk/client-s3').then(sdkExports);
+  sdkPromise ??= importLazily(() => import('@aws-sdk/client-s3'), 'the S3 SDK').then(sdkExports);
   return sdkPromise;
 }
 

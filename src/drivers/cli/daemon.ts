@@ -17,6 +17,7 @@ import { claimSocket, closeServer } from '../server.js';
 import { SOCKET_MODULES } from '../socket-module.js';
 import type { JobRegistry } from '../control/jobs.js';
 import { SHELL_TOKENS } from '../tokens.js';
+import { importLazily } from '../../core/lazy-import.js';
 
 /** The daemon's settings, parsed and checked from its flags (daemon-command.ts). */
 export interface DaemonSettings {
@@ -91,7 +92,7 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   const backups = container.get<BackupService>(TOKENS.BackupService, { optional: true });
   // prom-client is loaded only when metrics are asked for: it costs the daemon ~13 MB and ~80 ms otherwise.
   const metrics: StowageMetrics | undefined = settings.metrics
-    ? new (await import('../metrics/metrics.js')).StowageMetrics(manager, container.get<Backend>(TOKENS.Backend), log)
+    ? new (await importLazily(() => import('../metrics/metrics.js'), 'the metrics')).StowageMetrics(manager, container.get<Backend>(TOKENS.Backend), log)
     : undefined;
   // Before any request: the shells call these same instances.
   instrumentOperations(manager, backups, log, metrics);

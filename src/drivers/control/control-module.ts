@@ -6,6 +6,7 @@ import { TOKENS } from '../../core/tokens.js';
 import type { VolumeManager } from '../../core/volume-manager.js';
 import { SHELL_TOKENS } from '../tokens.js';
 import { JobRegistry } from './jobs.js';
+import { importLazily } from '../../core/lazy-import.js';
 
 /** The control API the CLI talks to, over the volume manager, the backup service and the daemon's jobs. */
 export const controlModule = new ContainerModule(({ bind }) => {
@@ -15,6 +16,6 @@ export const controlModule = new ContainerModule(({ bind }) => {
     const manager = ctx.get<VolumeManager>(TOKENS.VolumeManager);
     const jobs = ctx.get<JobRegistry>(SHELL_TOKENS.Jobs);
     const backups = ctx.get<BackupService>(TOKENS.BackupService, { optional: true });
-    return async () => (await import('./routes.js')).controlRoutes(manager, jobs, backups);
+    return async () => (await importLazily(() => import('./routes.js'), 'the control API\'s routes')).controlRoutes(manager, jobs, backups);
   });
 });
