@@ -1,6 +1,7 @@
 import type { RequestListener, Server } from 'node:http';
 import { basename } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
+import { DAEMON_V8_FLAGS } from './daemon-v8-flags.js';
 import { VERSION } from '../../version.js';
 import { consoleLogger, type FlushableLogger, type LogLevel } from '../../core/logger.js';
 import type { BackupService } from '../../core/backup/service-contract.js';
@@ -53,18 +54,8 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-/**
- * V8 grows the young generation to 16 MiB per semi-space (about 27 MiB resident) when requests
- * allocate quickly, and keeps it. A daemon's requests leave little alive, so the smallest young
- * generation keeps ~20 MB of RSS off (after 10 000 creates: 125-142 MB -> 102-111 MB; the live
- * heap then is ~22 MB) for more frequent, small scavenges (a Get measured 0.04-0.09 ms more
- * CPU, a Create none; README, Benchmarks). The growth factor is read whenever
- * the young generation would grow, so it takes effect when set at run time.
- */
 /** How long a stop waits for cancelled jobs to end (each stops at its next progress report, well under a second). */
 const JOB_STOP_MS = 60_000;
-
-const DAEMON_V8_FLAGS = '--semi-space-growth-factor=1';
 
 export async function startDaemon(settings: DaemonSettings): Promise<RunningDaemon> {
   setFlagsFromString(DAEMON_V8_FLAGS);
