@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, StowageError, errnoCode } from './errors.js';
 import type { FsPort } from './fs-port.js';
@@ -59,7 +59,11 @@ export interface DirStat extends DirIdentity {
 
 /** Throws unless `path` is a real directory (not a symlink) on device `dev`; returns its identity. */
 export async function realDirOn(fs: FsPort, path: string, dev: number, volume?: string): Promise<DirStat> {
-  const stat = await fs.lstat(path);
+  return assertRealDir(await fs.lstat(path), path, dev, volume);
+}
+
+/** realDirOn for a caller that already holds the lstat of `path`. */
+export function assertRealDir(stat: Stats, path: string, dev: number, volume?: string): DirStat {
   if (stat.isSymbolicLink()) throw refused(path, 'is a symbolic link, not a directory', volume);
   if (!stat.isDirectory()) throw refused(path, 'is not a directory', volume);
   if (stat.dev !== dev) throw refused(path, 'is on another filesystem than the store (a mount point)', volume);

@@ -9,7 +9,7 @@ import { Flusher } from '../../core/flusher.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
 import { onLocalFilesystem, trustIfLocal } from '../../core/local-fs.js';
-import { CheckedDirs, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
+import { CheckedDirs, assertRealDir, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { Journal, type Intent } from './journal.js';
 import { VolumeRegistry } from './registry.js';
@@ -346,7 +346,7 @@ export class VfsBackend implements Backend {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw err;
     });
-    if (stat) await realDirOn(fs, source, this.dirs.device, name);
+    if (stat) assertRealDir(stat, source, this.dirs.device, name);
     const area = request.retain ? 'removed' : 'deleting';
     const leaf = `${name}@${removalStamp()}`;
     const target = join(this.layout.meta, area, leaf);
@@ -427,7 +427,7 @@ export class VfsBackend implements Backend {
         `the data directory ${path} of volume ${name} is missing or not a directory; it was changed outside stowage. ` +
         `Restore it, or remove the volume`, { volume: name });
     }
-    await realDirOn(this.ctx.fs, path, this.dirs.device, name);
+    assertRealDir(stat, path, this.dirs.device, name);
     // No data goes into a volume whose record could still vanish in a power loss.
     await this.registry.durable(name);
     return path;
