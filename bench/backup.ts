@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { REPO_ROOT } from '../test/helpers/daemon-process.js';
 import type { Codec } from '../src/core/backup/codec.js';
+import { DAEMON_V8_FLAGS } from '../src/drivers/cli/daemon-v8-flags.js';
 import { addMetric, atLeast, atMost, fmt, newSection, type Section } from './report.js';
 import { envInt, timed } from './util.js';
 
@@ -159,11 +160,11 @@ const sync = () => execa('sync');
 
 /**
  * Peak RSS of a separate process making a full backup of `src` with the built library, run the
- * way the daemon runs it: with the daemon's V8 flag (src/drivers/cli/daemon.ts).
+ * way the daemon runs it: with the daemon's V8 flags.
  */
 async function backupRss(src: string, repoDir: string, codec: string): Promise<number> {
   const script = `
-    (await import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
+    (await import('node:v8')).setFlagsFromString(${JSON.stringify(DAEMON_V8_FLAGS)});
     const { VfsBlobStore } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/backup-targets/vfs/vfs-blob-store.js'))});
     const { Repository, backupTree } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/core/backup/index.js'))});
     const repo = await Repository.init(new VfsBlobStore(${JSON.stringify(repoDir)}), { codec: ${JSON.stringify(codec)} });
@@ -323,7 +324,7 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
       `tree: ${fmt(bytes / MiB)} MiB (${Math.max(1, Math.round(opts.largeMiB / LARGE_FILE_MIB))} files of ${LARGE_FILE_MIB} MiB, half of each incompressible, and ${opts.smallFiles} text files of 1-13 KB), codec ${opts.codec}, repository and tar output on the same disk.`,
       'tar -c and -cz write to a pipe (tar skips reading data when its archive is /dev/null); "warm" = read once before; "cold" = page cache dropped before each (root only).',
       '"1% spread" rewrites 1% of every large file in place: a file-level backup reads every changed file whole, so this one re-reads all the large files.',
-      'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flag) backing up the same tree; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
+      'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags) backing up the same tree; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
     );
     section.details = { bytes, tarMs, tarGzMs, coldTarMs, untarMs, rssBytes: rss, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
     return section;

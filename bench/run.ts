@@ -29,6 +29,7 @@ import { renderSection, renderSummary, sectionJson, writeJson, type Section } fr
 import { atScale } from './scale.js';
 import { socketThroughput } from './throughput.js';
 import { envInt, errorMessage, withTimeout } from './util.js';
+import { describeFilesystem } from './filesystem.js';
 
 const RESULTS = join(REPO_ROOT, '.bench', 'results.json');
 
@@ -92,6 +93,7 @@ async function environment(): Promise<Record<string, string>> {
     cpus: `${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown'}`,
     memory: `${Math.round(totalmem() / 2 ** 30)} GiB`,
     kernel: release(),
+    'temporary files on': await describeFilesystem(),
     'docker CLI (used)': await versionOf(process.env.STOWAGE_TEST_DOCKER_CLI ?? '/usr/bin/docker', ['--version']),
     dockerd: await versionOf('dockerd', ['--version']),
     'load average at start': loadString(),

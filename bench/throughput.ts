@@ -5,11 +5,15 @@
  * Each call is its own phase (Mount for every volume, then Path, then Unmount), so each gets its
  * own rate, latency percentiles and daemon CPU per request. Every reply is checked.
  */
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startDaemon } from '../test/helpers/daemon-process.js';
 import { benchTempDir, removeBenchTempDir } from './cleanup.js';
 import { processCpuMs } from './daemon.js';
 import { atLeast, fmt, metricAdder, newSection, type Section, type Target } from './report.js';
+import { NULL_DRIVER } from './null-plugin.js';
 import { KeepAliveClient, PluginError, type PluginReply } from './socket-client.js';
 import { median, now, percentile, perSecond, runPool, timed, volumeNames } from './util.js';
 
@@ -115,6 +119,43 @@ async function runPass(
   }])) as Pass;
 }
 
+/**
+ * Create and Get, one at a time, against the do-nothing plugin in a process of its own: what the
+ * client, node's HTTP server and this machine's system calls cost before any plugin work, the
+ * floor under stowage's figures.
+ */
+async function nullPluginFloor(dir: string, names: readonly string[]): Promise<Pass> {
+  const entry = fileURLToPath(new URL('./null-plugin-process.ts', import.meta.url));
+  // execArgv carries tsx's loader, which runs the TypeScript entry.
+  const child = fork(entry, [dir], { execArgv: process.execArgv, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const client = new KeepAliveClient(join(dir, `${NULL_DRIVER}.sock`), 1);
+  try {
+    const [ready] = await once(child.stdout!, 'data') as [Buffer];
+    if (!ready.toString().startsWith('ready')) throw new Error(`the do-nothing plugin said ${ready.toString()}`);
+    // A floor: timed once node has compiled the request path.
+    for (const name of volumeNames('nw', 200)) {
+      await client.call('Create', { Name: name, Opts: {} });
+      volumeOf(await client.call('Get', { Name: name }), 'Get', name);
+    }
+    const pass: Pass = {};
+    for (const call of ['Create', 'Get'] as const) {
+      const latencies: number[] = [];
+      const cpu = await processCpuMs(child.pid ?? -1);
+      const { ms } = await timed(() => runPool(names, 1, async (name) => {
+        const start = now();
+        const reply = await client.call(call, { Name: name, ...(call === 'Create' ? { Opts: {} } : {}) });
+        if (call === 'Get') volumeOf(reply, call, name);
+        latencies.push(now() - start);
+      }));
+      pass[call] = { requests: names.length, ms, daemonCpuMs: (await processCpuMs(child.pid ?? -1)) - cpu, p50Ms: median(latencies), p99Ms: percentile(latencies, 99) };
+    }
+    return pass;
+  } finally {
+    client.close();
+    child.kill();
+  }
+}
+
 export async function socketThroughput(opts: ThroughputOptions, progress: (line: string) => void): Promise<Section> {
   const dir = await benchTempDir();
   const socket = join(dir, 's.sock');
@@ -131,7 +172,8 @@ export async function socketThroughput(opts: ThroughputOptions, progress: (line:
     progress(`sequential pass done (${opts.sequentialVolumes} volumes)`);
     const concurrent = await runPass(daemon.pid, many, volumeNames('cc', opts.volumes), opts.concurrency, { ...opts, lists: 0 });
     progress(`${opts.concurrency}-in-flight pass done (${opts.volumes} volumes)`);
-    return buildSection(opts, sequential, concurrent);
+    const floor = await nullPluginFloor(dir, volumeNames('nl', opts.sequentialVolumes));
+    return buildSection(opts, sequential, concurrent, floor);
   } catch (error) {
     if (error instanceof PluginError) throw new Error(`${error.message}\ndaemon log tail:\n${daemon.stderr().slice(-2000)}`);
     throw error;
@@ -143,7 +185,7 @@ export async function socketThroughput(opts: ThroughputOptions, progress: (line:
   }
 }
 
-function buildSection(opts: ThroughputOptions, sequential: Pass, concurrent: Pass): Section {
+function buildSection(opts: ThroughputOptions, sequential: Pass, concurrent: Pass, floor: Pass): Section {
   const c = opts.concurrency;
   const section = newSection('socket', `2. Plugin-socket calls, fresh daemon, keep-alive client: one at a time on one connection ` +
     `(${opts.sequentialVolumes} volumes) and ${c} in flight (${opts.volumes} volumes)`);
@@ -151,9 +193,12 @@ function buildSection(opts: ThroughputOptions, sequential: Pass, concurrent: Pas
     : [fmt(perSecond(s.requests, s.ms)), fmt(s.p50Ms), fmt(s.p99Ms), fmt(s.daemonCpuMs / s.requests)];
   section.tables.push({
     header: ['call', '1 at a time: op/s', 'p50 ms', 'p99 ms', 'CPU ms/req', '|', `${c} in flight: op/s`, 'p50 ms', 'p99 ms', 'CPU ms/req'],
-    rows: CALLS.map((call) => [
-      call === 'List' ? `List (${opts.sequentialVolumes} vols)` : call, ...cells(sequential[call]), '|', ...cells(concurrent[call]),
-    ]),
+    rows: [
+      ...CALLS.map((call) => [
+        call === 'List' ? `List (${opts.sequentialVolumes} vols)` : call, ...cells(sequential[call]), '|', ...cells(concurrent[call]),
+      ]),
+      ...(['Create', 'Get'] as const).map((call) => [`${call}, do-nothing plugin`, ...cells(floor[call]), '|', ...cells(undefined)]),
+    ],
   });
   const add = metricAdder(section);
   for (const [mode, pass, label] of [['seq', sequential, '1 at a time'], [`c${c}`, concurrent, `${c} in flight`]] as const) {
@@ -173,6 +218,12 @@ function buildSection(opts: ThroughputOptions, sequential: Pass, concurrent: Pas
     '(all threads) over the phase from /proc, 10 ms resolution, divided by its requests; the client shares the CPUs.');
   section.notes.push(`Mount, Path and Unmount are timed apart, batch by batch: Mount ${opts.mountBatch} volumes, Path each ` +
     '(while mounted), Unmount them, next batch. List is sent one at a time, in the first pass only.');
-  section.details = { ...opts, sequential, concurrent };
+  for (const call of ['Create', 'Get'] as const) {
+    const s = floor[call];
+    if (s) add(`floor_${call.toLowerCase()}_ops_per_s`, `${call}, 1 at a time, the do-nothing plugin`, perSecond(s.requests, s.ms), 'op/s', undefined, { inTable: false });
+  }
+  section.notes.push('do-nothing plugin: bench/null-plugin.ts in a node process of its own on the same kind of socket, with the same client ' +
+    '(its "CPU ms/req" is that process\'s): the floor under any node plugin\'s figures on this machine.');
+  section.details = { ...opts, sequential, concurrent, floor };
   return section;
 }
