@@ -236,15 +236,23 @@ describe('backup repository format', () => {
     const writer = repo.newWriter();
     const text = await writer.add('data', Buffer.from('some text to compress '.repeat(500)));
     const raw = await writer.add('data', randomBytes(4096));
+    // Incompressible and large, so stored as is: damage to it only the hash can find.
+    const largeData = randomBytes(256 * 1024);
+    const large = await writer.add('data', largeData);
+    expect(large.id).toBe(sha256(largeData));
     await writer.flush();
     const loc = repo.locate(raw.id)!;
+    expect(repo.locate(large.id)!.pack).toBe(loc.pack);
+    expect((await repo.readBlob(large.id)).equals(largeData)).toBe(true);
     const path = join(dir, packKey(loc.pack));
     const original = await readFile(path);
     const flipped = Buffer.from(original);
     flipped[loc.offset + 10] ^= 0xff;
     flipped[repo.locate(text.id)!.offset + 5] ^= 0xff;
+    flipped[repo.locate(large.id)!.offset + 200_000] ^= 0xff;
     await writeFile(path, flipped);
     const fresh = await Repository.open(store);
+    await expect(fresh.readBlob(large.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining(`chunk ${large.id} in ${packKey(loc.pack)} is corrupt: its content does not match its hash`) });
     await expect(fresh.readBlob(raw.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(new RegExp(`chunk ${raw.id} in ${packKey(loc.pack)} is corrupt`)) });
     await expect(fresh.readBlob(text.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining(text.id) });
     await truncate(path, loc.offset + 100);
