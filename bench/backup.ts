@@ -276,15 +276,20 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     await mkdir(join(base, 'untar'));
     await sync();
     const untarMs = (await timed(() => execa('tar', ['-xf', join(base, 'tree.tar'), '-C', join(base, 'untar')]))).ms;
-    await rm(join(base, 'untar'), { recursive: true, force: true });
+    // Each extracted tree stays until all are timed: on ext4 without a journal, every file
+    // created after many were deleted costs more (bench/filesystem.ts), and deleting tar's
+    // 10 000 files before a restore made the restore pay for them (and the second library
+    // twice as much).
+    const extracted = [join(base, 'untar')];
     for (const [i, lib] of libs.entries()) {
       const target = join(base, `restore${i}`);
       await mkdir(target);
+      extracted.push(target);
       await sync();
       const restore = await timed(() => lib.restoreTree(repos.get(lib), 'bench', lastIds.get(lib)!, target));
       record(lib, 'restore', restore.ms);
-      await rm(target, { recursive: true, force: true });
     }
+    for (const dir of extracted) await rm(dir, { recursive: true, force: true });
     progress('backup: peak RSS of a full backup in a process of its own');
     const rss = await backupRss(src, join(base, 'rss-repo'), opts.codec);
     progress('backup: codecs on the tree\'s data');
