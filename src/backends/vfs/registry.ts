@@ -6,6 +6,7 @@ import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../../co
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { Flusher } from '../../core/flusher.js';
 import type { FsPort } from '../../core/fs-port.js';
+import { isLocalPath } from '../../core/local-fs.js';
 import type { Logger } from '../../core/logger.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { volumeRecordSchema } from '../../core/schema/volume-record.js';
@@ -51,12 +52,20 @@ const SUFFIX = '.json';
 /** Saving the cache waits for a quiet moment; a crash only costs the next start some reads. */
 const SNAPSHOT_DELAY_MS = 10_000;
 const READ_CONCURRENCY = 64;
+/**
+ * A directory whose mtime was older than this when stat'ed before a readdir has the same entries
+ * for as long as its mtime (and ctime) still read the same: an entry added, removed or renamed
+ * after that stat gives it a later mtime. A younger mtime could be shared by a change in the
+ * same clock tick as the one seen.
+ */
+const SETTLED_MS = 1_000;
 
 /**
  * The volume registry kept in the store itself (one file per volume), so every node that sees
  * the store sees the same volumes. Other nodes change it behind our back, so the cache is only
  * an optimisation: `get` re-checks the file's identity on every call, and `list` re-reads the
- * directory on every call and only reads files it has not seen.
+ * directory on every call (on a local filesystem, unless its times show it unchanged) and only
+ * reads files it has not seen.
  */
 export class VolumeRegistry {
   private readonly cache = new Map<string, Cached>();
@@ -68,6 +77,8 @@ export class VolumeRegistry {
   /** Bumped on every cache change, so a remembered List answer is only reused while it is true. */
   private generation = 0;
   private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[]; epoch: string };
+  /** The directory as stat saw it just before the last readdir, when its times had settled. */
+  private lastNames?: { dev: number; ino: number; mtimeMs: number; ctimeMs: number; names: string[] };
   /** Epoch the whole cache was last checked against (or a loaded snapshot's). */
   private checkedEpoch?: string;
   /** Entries already reported as invalid, by identity, so a bad file is logged once, not at every List. */
@@ -258,7 +269,7 @@ export class VolumeRegistry {
     try {
       // The epoch first: a removal racing with this List shows up in the next one.
       epoch = await this.readEpoch();
-      raw = await this.fs.readdir(this.dir);
+      raw = await this.readNames();
     } catch (err) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot list registry ${this.dir}: ${messageOf(err)}`,
         { cause: err });
@@ -297,6 +308,25 @@ export class VolumeRegistry {
     this.lastListing = skipped ? undefined : { raw, generation: this.generation, records, epoch };
     this.checkedEpoch = epoch;
     return records;
+  }
+
+  /**
+   * The directory's file names. On a local filesystem (one kernel, one clock) a directory whose
+   * times read as they did before the last readdir still holds the same names, and 10 000 of
+   * them are not read again (7 ms of a 20 ms List). Elsewhere (NFS, GlusterFS) the times come
+   * from another machine's clock or an attribute cache: always read.
+   */
+  private async readNames(): Promise<string[]> {
+    if (!isLocalPath(this.fs, this.dir)) return this.fs.readdir(this.dir);
+    const before = await this.fs.stat(this.dir);
+    const last = this.lastNames;
+    if (last && last.dev === before.dev && last.ino === before.ino && last.mtimeMs === before.mtimeMs && last.ctimeMs === before.ctimeMs) {
+      return last.names;
+    }
+    const names = await this.fs.readdir(this.dir);
+    const settled = Date.now() - before.mtimeMs > SETTLED_MS;
+    this.lastNames = settled ? { dev: before.dev, ino: before.ino, mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, names } : undefined;
+    return names;
   }
 
   private reportInvalid(name: string, err: unknown): void {
