@@ -40,7 +40,8 @@ describe.skipIf(skip)('daemon in its own PID namespace', { timeout: 60_000 }, ()
     let ended = false;
     void child.then(() => { ended = true; });
     const deadline = Date.now() + 15_000;
-    while (!(await canConnect(socket))) {
+    // The socket can accept before the daemon's "listening on" line has come through the pipe.
+    while (!(await canConnect(socket)) || !/listening on/.test(log)) {
       if (ended || Date.now() > deadline) throw new Error(`daemon as PID 1 did not start:\n${log}`);
       await sleep(50);
     }
