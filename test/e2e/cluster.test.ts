@@ -118,6 +118,18 @@ describe.each([vfsStorage(), glusterStorage()])('two nodes sharing $label', (sto
     expect(refused.stderr).toMatch(/docker rm/);
     expect(await usedBy(0, 'shared-vol')).toMatch(/^n2: container c-two/);
 
+    // Node two's engine stops: node two goes on publishing the containers it last listed, so the
+    // remove stays refused rather than finding none.
+    await nodes[1]!.stopEngine();
+    try {
+      await until(async () => /^n2\s.*unreachable \(containers as of /m.test((await cli(0, ['node', 'list'])).stdout));
+      const stillRefused = await nodes[0]!.docker(['volume', 'rm', 'shared-vol'], { reject: false });
+      expect(stillRefused.exitCode).not.toBe(0);
+      expect(stillRefused.stderr).toMatch(/still used on n2: container c-two \([0-9a-f]{12}, exited\)/);
+    } finally {
+      await nodes[1]!.startEngine();
+    }
+
     await nodes[1]!.docker(['rm', 'c-two']);
     const started = Date.now();
     let removed = false;

@@ -127,6 +127,10 @@ export interface DockerNode {
    * answers. Containers survive only with `--live-restore` on the engine being stopped.
    */
   restartEngine(opts?: { daemonArgs?: string[] }): Promise<void>;
+  /** The first half of restartEngine: dockerd stopped, its containers kept (stopped) on disk. */
+  stopEngine(): Promise<void>;
+  /** The second half: a no-op while dockerd runs. */
+  startEngine(opts?: { daemonArgs?: string[] }): Promise<void>;
   /** Remove containers, stop dockerd and every process in the namespace, delete `dir`. Idempotent. */
   stop(): Promise<void>;
 }
@@ -270,9 +274,19 @@ class Node implements DockerNode {
   }
 
   async restartEngine(opts: { daemonArgs?: string[] } = {}): Promise<void> {
+    await this.stopEngine();
+    await this.startEngine(opts);
+  }
+
+  async stopEngine(): Promise<void> {
     if (this.dockerd === undefined || this.stopping !== undefined) throw new Error(`docker node ${this.name} is not running`);
     await terminate(this.dockerd, DOCKERD_STOP_MS);
     await this.forgetStoppedContainerd();
+  }
+
+  async startEngine(opts: { daemonArgs?: string[] } = {}): Promise<void> {
+    if (this.stopping !== undefined) throw new Error(`docker node ${this.name} is stopping`);
+    if (this.dockerd !== undefined && this.dockerd.exitCode === null) return;
     if (opts.daemonArgs !== undefined) this.daemonArgs = opts.daemonArgs;
     this.startDockerd();
     await this.waitForEngine();

@@ -45,8 +45,14 @@ const commonFields = {
   /** Containers per volume, when the node could reach its Docker engine. */
   containers: containersSchema,
   // Records of early versions may lack it; it is only shown, so a default is harmless.
-  docker: z.object({ reachable: z.boolean(), error: z.string().max(2000).optional() })
-    .default({ reachable: false, error: 'not reported' }),
+  docker: z.object({
+    reachable: z.boolean(),
+    error: z.string().max(2000).optional(),
+    /** Whether the node watches an engine at all; absent in records of versions before it. */
+    configured: z.boolean().optional(),
+    /** When the engine last listed the containers above; absent while it never has. */
+    listedAt: z.string().max(64).optional(),
+  }).default({ reachable: false, error: 'not reported' }),
 };
 
 /**

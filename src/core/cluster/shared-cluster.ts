@@ -1,32 +1,36 @@
 import { constants } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
-import { isValidNodeId, isValidVolumeName, validateNodeId } from '../names.js';
+import { isValidNodeId, validateNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import type { ContainerReferences, ContainerScan } from '../container-references.js';
 import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
+import { MAX_RECORD_BYTES, MemberReader } from './member-reader.js';
 import {
   CLUSTER_LAYOUT, clusterPaths, describeUse, legacyNodeRecordSchema, nodeRecordSchema,
   type InvalidNodeRecord, type LegacyNodeRecord, type NodeRecord, type NodeView,
 } from './node-record.js';
 
-/** A node record is a few KiB even with many mounts; anything far larger is not one. */
-const MAX_RECORD_BYTES = 4 * 1024 * 1024;
-/** How long a record readdir lists may answer ENOENT before it counts as invalid (see openListedRecord). */
-const RECORD_REOPEN_MS = 3_000;
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
 /** What the `nodes` file of layout 2 says to whoever finds it. */
 const LAYOUT_NOTE = 'stowage cluster layout 2: node records are in members/, mount markers in mounts/<node>/<volume>. ' +
   'This file stops daemons of layout 1 (which kept a nodes/ directory) from starting beside newer ones.\n';
+
+/**
+ * True when the node watches a Docker engine that has not listed its containers since the
+ * node's daemon started: any of them may reference any volume. Records of versions before
+ * `configured` existed are taken at their word, as those versions did.
+ */
+const containersUnknown = (node: NodeView) => node.record.docker.configured === true && node.record.docker.listedAt === undefined;
 
 /** How a node's last heartbeat reads in messages. */
 const heartbeat = (node: NodeView) => Number.isFinite(node.heartbeatAgeMs)
@@ -43,15 +47,16 @@ export class SharedCluster implements Cluster {
   private readonly paths: ReturnType<typeof clusterPaths>;
   private readonly ownMarkers: string;
   private readonly locks: ClusterLocks;
+  private readonly reader: MemberReader;
   private readonly docker?: ContainerReferences;
   private invalid: InvalidNodeRecord[] = [];
   private stopped = false;
-  /** Files already reported as invalid, so each is logged once rather than every heartbeat. */
-  private readonly reported = new Set<string>();
   private mounts: MountSnapshot = () => ({});
   /** Volumes whose marker this node created and has not removed. */
   private readonly marked = new Set<string>();
   private scan: ContainerScan = { reachable: false, error: 'not asked yet', byVolume: {} };
+  /** When the engine last listed this node's containers; undefined until it first answers. */
+  private listedAt?: string;
   private view: NodeView[] = [];
   private timer?: NodeJS.Timeout;
   private pending?: NodeJS.Timeout;
@@ -73,6 +78,7 @@ export class SharedCluster implements Cluster {
     this.ownMarkers = join(this.paths.mounts, nodeId);
     this.locks = new ClusterLocks(fs, this.paths.locks, nodeId, clock,
       { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs }, (m) => log.warn(m));
+    this.reader = new MemberReader(fs, dir, clock, settings.staleAfterMs, log);
     if (engine?.configured) this.docker = engine;
     this.startedAt = new Date().toISOString();
   }
@@ -81,7 +87,7 @@ export class SharedCluster implements Cluster {
     this.mounts = mounts;
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
     await this.settleLayout();
-    if (this.docker) this.scan = await this.docker.scan();
+    await this.rescan();
     // The first write teaches the clock offset that the second one publishes.
     await this.publish();
     await this.publish();
@@ -103,7 +109,7 @@ export class SharedCluster implements Cluster {
 
   private async beat(): Promise<void> {
     try {
-      if (this.docker) this.scan = await this.docker.scan();
+      await this.rescan();
       await this.publish();
       await this.syncMarkers(false);
       await this.refresh();
@@ -260,13 +266,30 @@ export class SharedCluster implements Cluster {
     }
   }
 
+  /**
+   * Asks the engine which containers use which volumes. When it does not answer, the last list
+   * it gave stays: containers cannot be removed while their engine is down, so that list is
+   * still true, and an empty one would let another node delete a volume they reference.
+   */
+  private async rescan(): Promise<ContainerScan> {
+    if (!this.docker) return this.scan;
+    const fresh = await this.docker.scan();
+    if (fresh.reachable) {
+      this.listedAt = isoTime(Date.now());
+      this.scan = fresh;
+    } else {
+      this.scan = { reachable: false, error: fresh.error, byVolume: this.scan.byVolume };
+    }
+    return this.scan;
+  }
+
   /** Publishes soon, coalescing bursts (a container event storm). */
   changed(rescanDocker = false): void {
     if (this.pending || this.stopped) return;
     this.pending = setTimeout(() => {
       this.pending = undefined;
       void (async () => {
-        if (rescanDocker && this.docker) this.scan = await this.docker.scan();
+        if (rescanDocker) await this.rescan();
         await this.publish();
       })().catch((err: unknown) => this.log.error(`publishing node ${this.nodeId} failed: ${messageOf(err)}`));
     }, 200);
@@ -289,7 +312,9 @@ export class SharedCluster implements Cluster {
         startedAt: this.startedAt,
         clockOffsetMs: this.clock.localOffsetMs,
         containers: this.scan.byVolume,
-        docker: this.docker ? { reachable: this.scan.reachable, error: this.scan.error } : { reachable: false, error: 'no Docker engine configured' },
+        docker: this.docker
+          ? { configured: true, reachable: this.scan.reachable, error: this.scan.error, listedAt: this.listedAt }
+          : { configured: false, reachable: false, error: 'no Docker engine configured' },
       };
       const file = join(this.paths.members, `${this.nodeId}.json`);
       const before = Date.now();
@@ -305,112 +330,11 @@ export class SharedCluster implements Cluster {
     return next;
   }
 
-  /** Volumes with a marker, per node directory under `mounts/` (invalid names reported and skipped). */
-  private async readMarkers(invalid: InvalidNodeRecord[]): Promise<Map<string, string[]>> {
-    const result = new Map<string, string[]>();
-    for (const node of await this.fs.readdir(this.paths.mounts)) {
-      if (node.startsWith('.')) continue;
-      const where = `${CLUSTER_LAYOUT.mounts}/${node.slice(0, 200)}`;
-      if (!isValidNodeId(node)) {
-        this.invalidEntry(invalid, where, 'not a node id');
-        continue;
-      }
-      let names: string[];
-      try {
-        names = await this.fs.readdir(join(this.paths.mounts, node));
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') continue;
-        this.invalidEntry(invalid, where, errnoCode(err) === 'ENOTDIR' ? 'not a directory' : messageOf(err));
-        continue;
-      }
-      const volumes: string[] = [];
-      for (const name of names) {
-        if (name.startsWith('.')) continue;
-        if (isValidVolumeName(name)) volumes.push(name);
-        else this.invalidEntry(invalid, `${where}/${String(name).slice(0, 200)}`, 'not a volume name');
-      }
-      result.set(node, volumes.sort());
-    }
-    return result;
-  }
-
-  private invalidEntry(invalid: InvalidNodeRecord[], file: string, problem: string): void {
-    invalid.push({ file, problem });
-    if (!this.reported.has(file)) {
-      this.reported.add(file);
-      this.log.warn(`skipping ${JSON.stringify(file)} in ${dirname(this.paths.members)}: ${problem}`);
-    }
-  }
-
   private async refresh(): Promise<NodeView[]> {
-    const files = await this.fs.readdir(this.paths.members);
-    const now = this.clock.now();
-    const views: NodeView[] = [];
-    const invalid: InvalidNodeRecord[] = [];
-    const markers = await this.readMarkers(invalid);
-    for (const file of files) {
-      if (file.startsWith('.')) continue; // temp files of writers in progress
-      const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
-      const path = join(this.paths.members, file);
-      try {
-        if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-        const handle = await this.openListedRecord(path, file);
-        if (!handle) continue;
-        let text: string;
-        let st: Awaited<ReturnType<typeof handle.stat>>;
-        try {
-          st = await handle.stat();
-          if (!st.isFile()) throw new Error('not a regular file');
-          if (st.size > MAX_RECORD_BYTES) throw new Error(`larger than ${MAX_RECORD_BYTES} bytes`);
-          text = await handle.readFile('utf8');
-        } finally {
-          await handle.close();
-        }
-        const record: NodeRecord = parseRecordText(nodeRecordSchema, text, `node record ${file}`);
-        if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
-        const age = Math.max(0, now - st.mtimeMs);
-        views.push({ record, mounted: markers.get(id) ?? [], lastHeartbeat: isoTime(st.mtimeMs), heartbeatAgeMs: age, stale: age > this.settings.staleAfterMs });
-        markers.delete(id);
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') continue;
-        this.invalidEntry(invalid, file.slice(0, 200), errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err));
-      }
-    }
-    // Markers of a node without a valid record: a node that stopped before it ever published
-    // (or whose record was deleted by hand). They still count, as a node that stopped.
-    for (const [id, mounted] of markers) {
-      if (mounted.length === 0) continue;
-      views.push({
-        record: { format: 2, nodeId: id, version: 'unknown', host: 'unknown', pid: 0, startedAt: '', clockOffsetMs: 0, containers: {},
-          docker: { reachable: false, error: 'no node record' } },
-        mounted, lastHeartbeat: 'never', heartbeatAgeMs: Number.POSITIVE_INFINITY, stale: true,
-      });
-    }
-    this.view = views.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
+    const { views, invalid } = await this.reader.read();
+    this.view = views;
     this.invalid = invalid;
-    return this.view;
-  }
-
-  /**
-   * Opens a record readdir just listed. Its writer replaces it by rename at every heartbeat and
-   * mount, which never leaves the name missing; but a GlusterFS client that cached the entry
-   * answers ENOENT for the replaced file until its cache lapses (about a second). Skipping the
-   * record then would hide that node's mounts from a remove, so ENOENT is retried until the open
-   * works or a fresh listing no longer has the name (the node was forgotten); undefined then.
-   */
-  private async openListedRecord(path: string, file: string): Promise<Awaited<ReturnType<FsPort['open']>> | undefined> {
-    const deadline = Date.now() + RECORD_REOPEN_MS;
-    for (;;) {
-      try {
-        // O_NOFOLLOW: a symlink planted in the nodes directory is refused (ELOOP), never read.
-        return await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
-        if (!(await this.fs.readdir(this.paths.members)).includes(file)) return undefined;
-        if (Date.now() >= deadline) throw new Error(`listed but not found for ${RECORD_REOPEN_MS / 1000} s`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
+    return views;
   }
 
   invalidNodes(): InvalidNodeRecord[] {
@@ -430,23 +354,37 @@ export class SharedCluster implements Cluster {
     if (options.force) return;
     const live: string[] = [];
     const stale: string[] = [];
+    /** Nodes whose engine has never listed its containers: any of them may use the volume. */
+    const unknown: string[] = [];
     if (this.docker) {
-      const here = (await this.docker.scan()).byVolume[name] ?? [];
+      const scan = await this.rescan();
+      const here = scan.byVolume[name] ?? [];
       if (here.length > 0) {
         live.push(`${this.nodeId} (this node): ${here.map((c) => `container ${c.name} (${c.id.slice(0, 12)}, ${c.state})`).join(', ')}`);
       }
+      if (!this.listedAt) unknown.push(`${this.nodeId} (this node): ${scan.error ?? 'no answer'}`);
     }
     for (const node of await this.refresh()) {
       if (node.record.nodeId === this.nodeId) continue;
       const use = this.useOf(node, name);
-      if (!use) continue;
-      if (node.stale) stale.push(`${node.record.nodeId} (${heartbeat(node)}): ${use}`);
-      else live.push(`${node.record.nodeId}: ${use}`);
+      if (node.stale && (use || containersUnknown(node))) {
+        stale.push(`${node.record.nodeId} (${heartbeat(node)}): ${use ?? 'containers unknown, its Docker engine never answered'}`);
+      } else if (use) {
+        live.push(`${node.record.nodeId}: ${use}`);
+      } else if (containersUnknown(node)) {
+        unknown.push(`${node.record.nodeId}: ${node.record.docker.error ?? 'no answer'}`);
+      }
     }
     if (live.length > 0) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
         `volume ${name} is still used on ${live.join('; ')}. Remove those containers on their nodes (docker rm), ` +
         `then remove the volume again`, { volume: name });
+    }
+    if (unknown.length > 0) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `cannot tell whether containers use volume ${name}: the Docker engine has not answered since stowage started on ` +
+        `${unknown.join('; ')}. Start Docker there and remove the volume again`,
+        { volume: name, remedies: [{ action: 'force-remove', volume: name }] });
     }
     if (stale.length > 0) {
       const first = stale[0]!.split(' ')[0];

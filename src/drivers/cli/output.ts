@@ -10,6 +10,15 @@ export function printTable(rows: string[][]): void {
   }
 }
 
+/** The DOCKER column: whether the node's containers are known, and as of when. */
+function dockerColumn(docker: NodeView['record']['docker']): string {
+  if (docker.reachable) return 'reachable';
+  if (docker.configured === false || docker.error === 'no --docker-host') return 'not configured';
+  if (docker.configured && docker.listedAt) return `unreachable (containers as of ${docker.listedAt})`;
+  if (docker.configured) return 'unreachable (containers unknown)';
+  return 'unreachable';
+}
+
 export function printNodes(nodes: NodeView[], invalid: InvalidNodeRecord[], json: boolean): void {
   if (json) {
     printJson(nodes);
@@ -20,7 +29,7 @@ export function printNodes(nodes: NodeView[], invalid: InvalidNodeRecord[], json
     rows.push([
       // A node known only by its mount markers has no heartbeat (its age reads null over JSON).
       n.record.nodeId, n.lastHeartbeat, typeof n.heartbeatAgeMs === 'number' && Number.isFinite(n.heartbeatAgeMs) ? `${Math.round(n.heartbeatAgeMs / 1000)}s` : '-', n.stale ? 'stale' : 'alive',
-      `${(n.record.clockOffsetMs / 1000).toFixed(1)}s`, n.record.version, n.record.docker.reachable ? 'reachable' : n.record.docker.error === 'no --docker-host' ? 'not configured' : 'unreachable',
+      `${(n.record.clockOffsetMs / 1000).toFixed(1)}s`, n.record.version, dockerColumn(n.record.docker),
     ]);
   }
   // Shown, never trusted: a record another machine wrote that does not pass the checks.

@@ -1,0 +1,143 @@
+import { constants } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { SharedClock } from '../clock.js';
+import { isoTime } from '../clock.js';
+import { errnoCode, messageOf } from '../errors.js';
+import type { FsPort } from '../fs-port.js';
+import type { Logger } from '../logger.js';
+import { isValidNodeId, isValidVolumeName } from '../names.js';
+import { parseRecordText } from '../schema/parse-record.js';
+import {
+  CLUSTER_LAYOUT, clusterPaths, nodeRecordSchema, type InvalidNodeRecord, type NodeRecord, type NodeView,
+} from './node-record.js';
+
+/** A node record is a few KiB even with many mounts; anything far larger is not one. */
+export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
+/** How long a record readdir lists may answer ENOENT before it counts as invalid (see readListedRecord). */
+const RECORD_REOPEN_MS = 3_000;
+
+/**
+ * Reads what every node published in the shared cluster directory: the records in `members/`
+ * and the markers in `mounts/`. Another machine wrote all of it: names are checked, records
+ * parsed with their schema, symlinks refused, and whatever is invalid is reported (once per file
+ * in the log) and skipped.
+ */
+export class MemberReader {
+  private readonly paths: ReturnType<typeof clusterPaths>;
+  /** Files already reported as invalid, so each is logged once rather than every heartbeat. */
+  private readonly reported = new Set<string>();
+
+  constructor(
+    private readonly fs: FsPort,
+    dir: string,
+    private readonly clock: SharedClock,
+    private readonly staleAfterMs: number,
+    private readonly log: Logger,
+  ) {
+    this.paths = clusterPaths(dir);
+  }
+
+  async read(): Promise<{ views: NodeView[]; invalid: InvalidNodeRecord[] }> {
+    const files = await this.fs.readdir(this.paths.members);
+    const now = this.clock.now();
+    const views: NodeView[] = [];
+    const invalid: InvalidNodeRecord[] = [];
+    const markers = await this.readMarkers(invalid);
+    for (const file of files) {
+      if (file.startsWith('.')) continue; // temp files of writers in progress
+      const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
+      try {
+        if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
+        const read = await this.readListedRecord(file);
+        if (!read) continue;
+        const record: NodeRecord = parseRecordText(nodeRecordSchema, read.text, `node record ${file}`);
+        if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
+        const age = Math.max(0, now - read.st.mtimeMs);
+        views.push({ record, mounted: markers.get(id) ?? [], lastHeartbeat: isoTime(read.st.mtimeMs), heartbeatAgeMs: age, stale: age > this.staleAfterMs });
+        markers.delete(id);
+      } catch (err) {
+        this.invalidEntry(invalid, file.slice(0, 200), errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err));
+      }
+    }
+    // Markers of a node without a valid record: a node that stopped before it ever published
+    // (or whose record was deleted by hand). They still count, as a node that stopped.
+    for (const [id, mounted] of markers) {
+      if (mounted.length === 0) continue;
+      views.push({
+        record: { format: 2, nodeId: id, version: 'unknown', host: 'unknown', pid: 0, startedAt: '', clockOffsetMs: 0, containers: {},
+          docker: { reachable: false, error: 'no node record' } },
+        mounted, lastHeartbeat: 'never', heartbeatAgeMs: Number.POSITIVE_INFINITY, stale: true,
+      });
+    }
+    return { views: views.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId)), invalid };
+  }
+
+  /**
+   * Reads a record readdir just listed. Its writer replaces it by rename at every heartbeat and
+   * mount, which never leaves the name missing; but a GlusterFS client that cached the entry
+   * answers ENOENT for the replaced file until its cache lapses (about a second), at the open or
+   * at the stat or read that follow. Skipping the record then would hide that node's containers
+   * and mounts from a remove, so ENOENT anywhere is retried from the open until the read works or
+   * a fresh listing no longer has the name (the node was forgotten); undefined then.
+   */
+  private async readListedRecord(file: string): Promise<{ text: string; st: { mtimeMs: number } } | undefined> {
+    const path = join(this.paths.members, file);
+    const deadline = Date.now() + RECORD_REOPEN_MS;
+    for (;;) {
+      try {
+        // O_NOFOLLOW: a symlink planted in the members directory is refused (ELOOP), never read.
+        const handle = await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+        try {
+          const st = await handle.stat();
+          if (!st.isFile()) throw new Error('not a regular file');
+          if (st.size > MAX_RECORD_BYTES) throw new Error(`larger than ${MAX_RECORD_BYTES} bytes`);
+          return { text: await handle.readFile('utf8'), st: { mtimeMs: Number(st.mtimeMs) } };
+        } finally {
+          await handle.close();
+        }
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+        if (!(await this.fs.readdir(this.paths.members)).includes(file)) return undefined;
+        if (Date.now() >= deadline) throw new Error(`listed but not found for ${RECORD_REOPEN_MS / 1000} s`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+
+  /** Volumes with a marker, per node directory under `mounts/` (invalid names reported and skipped). */
+  private async readMarkers(invalid: InvalidNodeRecord[]): Promise<Map<string, string[]>> {
+    const result = new Map<string, string[]>();
+    for (const node of await this.fs.readdir(this.paths.mounts)) {
+      if (node.startsWith('.')) continue;
+      const where = `${CLUSTER_LAYOUT.mounts}/${node.slice(0, 200)}`;
+      if (!isValidNodeId(node)) {
+        this.invalidEntry(invalid, where, 'not a node id');
+        continue;
+      }
+      let names: string[];
+      try {
+        names = await this.fs.readdir(join(this.paths.mounts, node));
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') continue;
+        this.invalidEntry(invalid, where, errnoCode(err) === 'ENOTDIR' ? 'not a directory' : messageOf(err));
+        continue;
+      }
+      const volumes: string[] = [];
+      for (const name of names) {
+        if (name.startsWith('.')) continue;
+        if (isValidVolumeName(name)) volumes.push(name);
+        else this.invalidEntry(invalid, `${where}/${String(name).slice(0, 200)}`, 'not a volume name');
+      }
+      result.set(node, volumes.sort());
+    }
+    return result;
+  }
+
+  private invalidEntry(invalid: InvalidNodeRecord[], file: string, problem: string): void {
+    invalid.push({ file, problem });
+    if (!this.reported.has(file)) {
+      this.reported.add(file);
+      this.log.warn(`skipping ${JSON.stringify(file)} in ${dirname(this.paths.members)}: ${problem}`);
+    }
+  }
+}

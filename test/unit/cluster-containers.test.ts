@@ -1,0 +1,126 @@
+/**
+ * Container references across nodes when a node's Docker engine stops answering, or when the
+ * storage answers ENOENT for another node's record while it is being replaced: neither may let
+ * a remove through that a stopped container elsewhere still references.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { SharedClock } from '../../src/core/clock.js';
+import { DEFAULT_CLUSTER_SETTINGS } from '../../src/core/cluster/cluster.js';
+import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
+import type { ContainerReferences, ContainerScan } from '../../src/core/container-references.js';
+import { ErrorCodes } from '../../src/core/errors.js';
+import type { FsPort } from '../../src/core/fs-port.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { memFs } from '../helpers/memfs-stack.js';
+
+/** An engine whose answer the test sets; `down` makes every scan fail as an unreachable engine's does. */
+class ScriptedEngine implements ContainerReferences {
+  readonly configured = true;
+  down = false;
+  byVolume: ContainerScan['byVolume'] = {};
+  async scan(): Promise<ContainerScan> {
+    return this.down
+      ? { reachable: false, error: 'connect ECONNREFUSED /run/docker.sock', byVolume: {} }
+      : { reachable: true, byVolume: structuredClone(this.byVolume) };
+  }
+  onEvent(): void {}
+  stop(): void {}
+}
+
+const settings = { ...DEFAULT_CLUSTER_SETTINGS, heartbeatMs: 30, staleAfterMs: 5_000, version: 'test' };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const enoent = () => Object.assign(new Error('ENOENT: no such file or directory'), { code: 'ENOENT' });
+
+describe('container references published by other nodes', () => {
+  const started: SharedCluster[] = [];
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((c) => c.stop()));
+  });
+
+  async function node(fs: FsPort, id: string, engine?: ContainerReferences): Promise<SharedCluster> {
+    const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), settings, silentLogger, engine);
+    await cluster.start(() => ({}));
+    started.push(cluster);
+    return cluster;
+  }
+
+  it('keeps the last list while the engine does not answer, so a stopped container still blocks a remove', async () => {
+    const fs = memFs();
+    const engine = new ScriptedEngine();
+    engine.byVolume = { vol: [{ id: 'c0ffee00c0ffee00', name: 'c-two', state: 'exited' }] };
+    await node(fs, 'n2', engine);
+    const n1 = await node(fs, 'n1');
+    engine.down = true;
+    await sleep(150); // several heartbeats of n2, each with its engine down
+    const n2View = (await n1.nodes()).find((n) => n.record.nodeId === 'n2')!;
+    expect(n2View.record.docker).toMatchObject({ configured: true, reachable: false, error: expect.stringMatching(/ECONNREFUSED/) });
+    expect(n2View.record.docker.listedAt).toMatch(/^\d{4}-\d\d-\d\dT/);
+    await expect(n1.assertRemovable('vol', { force: false })).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on n2: container c-two \(c0ffee00c0ff, exited\)/),
+    });
+    await n1.assertRemovable('other', { force: false });
+    // Once the engine answers again, its answer is what counts.
+    engine.byVolume = {};
+    engine.down = false;
+    await sleep(150);
+    await n1.assertRemovable('vol', { force: false });
+  });
+
+  it('refuses any remove while a node\'s engine has never answered, and says what lets it through', async () => {
+    const fs = memFs();
+    const engine = new ScriptedEngine();
+    engine.down = true;
+    await node(fs, 'n2', engine);
+    const n1 = await node(fs, 'n1');
+    const refusal = await n1.assertRemovable('vol', { force: false }).catch((err: unknown) => err);
+    expect(refusal).toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE,
+      message: expect.stringMatching(/cannot tell whether containers use volume vol: .* on n2: connect ECONNREFUSED.*Start Docker there/),
+      remedies: [{ action: 'force-remove', volume: 'vol' }],
+    });
+    await n1.assertRemovable('vol', { force: true });
+    // The node's own remove is refused the same way: it cannot see its own containers either.
+    const n2 = started[0]!;
+    await expect(n2.assertRemovable('vol', { force: false })).rejects.toMatchObject({ message: expect.stringMatching(/on n2 \(this node\)/) });
+    engine.down = false;
+    await sleep(150);
+    await n1.assertRemovable('vol', { force: false });
+    await n2.assertRemovable('vol', { force: false });
+  });
+
+  it('counts a node without an engine, by choice, as using nothing but its mounts', async () => {
+    const fs = memFs();
+    await node(fs, 'n2');
+    const n1 = await node(fs, 'n1');
+    expect((await n1.nodes()).find((n) => n.record.nodeId === 'n2')!.record.docker).toMatchObject({ configured: false });
+    await n1.assertRemovable('vol', { force: false });
+  });
+
+  it('retries a record whose read answers ENOENT after its open worked (a replaced file), and still counts its containers', async () => {
+    const fs = memFs();
+    const engine = new ScriptedEngine();
+    engine.byVolume = { vol: [{ id: 'feedfacefeedface', name: 'c-two', state: 'exited' }] };
+    await node(fs, 'n2', engine);
+    let misses = 0;
+    const replacedUnderneath: FsPort = {
+      ...fs,
+      open: (async (...args: Parameters<FsPort['open']>) => {
+        const handle = await fs.open(...args);
+        if (!String(args[0]).endsWith('/members/n2.json') || misses >= 2) return handle;
+        misses += 1;
+        const failing = misses === 1 ? 'stat' : 'readFile';
+        return new Proxy(handle, {
+          get: (target, key, receiver) => key === failing
+            ? async () => { throw enoent(); }
+            : Reflect.get(target, key, receiver) as unknown,
+        });
+      }) as FsPort['open'],
+    };
+    const n1 = await node(replacedUnderneath, 'n1');
+    misses = 0;
+    await expect(n1.assertRemovable('vol', { force: false })).rejects.toMatchObject({
+      message: expect.stringMatching(/still used on n2: container c-two/),
+    });
+    expect(misses).toBe(2);
+  });
+});
