@@ -13,7 +13,7 @@ import { layoutArgs, layoutFor, planBricks, retainedLocation, spec } from './bri
 import type { GlusterCli } from './gluster-cli.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
-import type { GlusterBrick, GlusterVolume } from './parsers.js';
+import type { GlusterVolume } from './parsers.js';
 import type { PoolMount } from './pool-mount.js';
 import { quotaFacts } from './usage.js';
 import { glusterNameOf, stowageNameOf } from './volume-naming.js';

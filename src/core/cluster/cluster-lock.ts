@@ -59,7 +59,6 @@ const LOCK_BYTES = 256;
  */
 const EMPTY_GRACE_MS = 2_000;
 const OPEN_OWN = constants.O_RDWR | constants.O_NOFOLLOW;
-const OPEN_READ = constants.O_RDONLY | constants.O_NOFOLLOW;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

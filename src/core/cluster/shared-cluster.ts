@@ -1,4 +1,3 @@
-import { constants } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
@@ -6,24 +5,16 @@ import { isoTime, type SharedClock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
-import { isValidNodeId, validateNodeId } from '../names.js';
-import { parseRecordText } from '../schema/parse-record.js';
+import { validateNodeId } from '../names.js';
 import type { ContainerReferences, ContainerScan } from '../container-references.js';
 import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
-import { MAX_RECORD_BYTES, MemberReader } from './member-reader.js';
-import {
-  CLUSTER_LAYOUT, clusterPaths, describeUse, legacyNodeRecordSchema, nodeRecordSchema,
-  type InvalidNodeRecord, type LegacyNodeRecord, type NodeRecord, type NodeView,
-} from './node-record.js';
-
+import { createMarker, settleLayout } from './layout-settle.js';
+import { MemberReader } from './member-reader.js';
+import { clusterPaths, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
-
-/** What the `nodes` file of layout 2 says to whoever finds it. */
-const LAYOUT_NOTE = 'stowage cluster layout 2: node records are in members/, mount markers in mounts/<node>/<volume>. ' +
-  'This file stops daemons of layout 1 (which kept a nodes/ directory) from starting beside newer ones.\n';
 
 /**
  * True when the node watches a Docker engine that has not listed its containers since the
@@ -67,7 +58,7 @@ export class SharedCluster implements Cluster {
 
   constructor(
     private readonly fs: FsPort,
-    dir: string,
+    private readonly dir: string,
     private readonly nodeId: string,
     private readonly clock: SharedClock,
     private readonly settings: ClusterSettings,
@@ -86,7 +77,7 @@ export class SharedCluster implements Cluster {
   async start(mounts: MountSnapshot): Promise<void> {
     this.mounts = mounts;
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
-    await this.settleLayout();
+    await settleLayout({ fs: this.fs, dir: this.dir, nodeId: this.nodeId, clock: this.clock, staleAfterMs: this.settings.staleAfterMs, log: this.log });
     await this.rescan();
     // The first write teaches the clock offset that the second one publishes.
     await this.publish();
@@ -118,118 +109,16 @@ export class SharedCluster implements Cluster {
     }
   }
 
-  /**
-   * Moves a layout-1 directory (`nodes/`, records holding the mounts) out of the way and leaves
-   * the `nodes` file in its place, so a daemon of layout 1 fails at start instead of running
-   * blind to this node's markers. A format-1 record with a recent heartbeat is a live daemon of
-   * layout 1: this node refuses to start beside it. Stale ones are migrated: their mounts become
-   * markers and their record a format-2 record with the same heartbeat, so a remove stays refused
-   * until the node is forgotten, as before.
-   */
-  private async settleLayout(): Promise<void> {
-    for (let attempt = 0; attempt < 5; attempt += 1) {
-      const st = await this.fs.lstat(this.paths.legacyNodes).catch((err: unknown) => {
-        if (errnoCode(err) === 'ENOENT') return undefined;
-        throw err;
-      });
-      if (st?.isFile()) return;
-      if (!st) {
-        try {
-          const handle = await this.fs.open(this.paths.legacyNodes, 'wx', 0o600);
-          try {
-            await handle.writeFile(LAYOUT_NOTE);
-          } finally {
-            await handle.close();
-          }
-          return;
-        } catch (err) {
-          if (errnoCode(err) === 'EEXIST') continue;
-          throw err;
-        }
-      }
-      if (!st.isDirectory()) {
-        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-          `${this.paths.legacyNodes} is neither the layout-2 marker file nor a layout-1 directory; move it aside and start again`);
-      }
-      await this.migrateLegacy();
-      const aside = `${this.paths.legacyNodes}.layout1-${isoTime(Date.now()).replace(/[-:.]/g, '')}`;
-      try {
-        await this.fs.rename(this.paths.legacyNodes, aside);
-        this.log.warn(`moved the layout-1 node records aside to ${aside}; daemons older than layout 2 cannot start on this cluster any more`);
-      } catch (err) {
-        // Another node of layout 2 moved it first.
-        if (errnoCode(err) !== 'ENOENT') throw err;
-      }
-    }
-    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot settle the cluster layout at ${this.paths.legacyNodes}: it keeps changing`);
-  }
-
-  private async migrateLegacy(): Promise<void> {
-    const dir = this.paths.legacyNodes;
-    const now = this.clock.now();
-    for (const file of await this.fs.readdir(dir)) {
-      if (file.startsWith('.') || !file.endsWith('.json')) continue;
-      const id = file.slice(0, -'.json'.length);
-      let record: LegacyNodeRecord;
-      let mtimeMs: number;
-      try {
-        if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-        const handle = await this.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW);
-        try {
-          const st = await handle.stat();
-          if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a record file');
-          mtimeMs = st.mtimeMs;
-          record = parseRecordText(legacyNodeRecordSchema, await handle.readFile('utf8'), `node record ${file}`);
-        } finally {
-          await handle.close();
-        }
-        if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') continue;
-        this.log.warn(`not migrating layout-1 node record ${JSON.stringify(file.slice(0, 200))}: ${messageOf(err)}`);
-        continue;
-      }
-      // This node's own record of an earlier run: its mounts come back from its mount table.
-      if (id === this.nodeId) continue;
-      const age = Math.max(0, now - mtimeMs);
-      if (age <= this.settings.staleAfterMs) {
-        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-          `node ${id} runs stowage ${record.version}, which keeps its mounts in ${dir}/${file} (layout 1; heartbeat ${seconds(age)} ago). ` +
-          `This version cannot run beside it: upgrade or stop stowage on node ${id} first; this node can start once ` +
-          `that record is stale (${seconds(this.settings.staleAfterMs)} after its last heartbeat)`);
-      }
-      const used = Object.entries(record.mounts).filter(([, ids]) => Object.values(ids).some((n) => n > 0)).map(([volume]) => volume);
-      const markers = join(this.paths.mounts, id);
-      await this.fs.mkdir(markers, { recursive: true });
-      for (const volume of used) await this.createMarker(join(markers, volume));
-      const target = join(this.paths.members, file);
-      const { mounts: _mounts, ...rest } = record;
-      await writeFileAtomic(this.fs, target, JSON.stringify({ ...rest, format: 2 }), { durable: false });
-      // The heartbeat it had: migrating must not make a stopped node look alive.
-      await this.fs.utimes(target, mtimeMs / 1000, mtimeMs / 1000);
-      this.log.warn(`migrated the layout-1 record of stale node ${id}${used.length > 0 ? ` with mounts of ${used.join(', ')}` : ''}; ` +
-        `forget node ${id} once it is gone for good`);
-    }
-  }
-
-  private async createMarker(path: string): Promise<void> {
-    try {
-      await (await this.fs.open(path, 'wx', 0o600)).close();
-    } catch (err) {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-    }
-  }
-
   async markMounted(volume: string): Promise<void> {
     if (this.marked.has(volume)) return;
     const path = join(this.ownMarkers, volume);
     try {
-      await this.createMarker(path);
+      await createMarker(this.fs, path);
     } catch (err) {
       // Someone removed this node's marker directory (a forget run against a live node by hand).
       if (errnoCode(err) !== 'ENOENT') throw err;
       await this.fs.mkdir(this.ownMarkers, { recursive: true });
-      await this.createMarker(path);
+      await createMarker(this.fs, path);
     }
     this.marked.add(volume);
   }

@@ -1,0 +1,132 @@
+import { constants } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
+import { isoTime, type SharedClock } from '../clock.js';
+import { ErrorCodes, StowageError, errnoCode, messageOf } from '../errors.js';
+import type { FsPort } from '../fs-port.js';
+import type { Logger } from '../logger.js';
+import { isValidNodeId } from '../names.js';
+import { parseRecordText } from '../schema/parse-record.js';
+import { MAX_RECORD_BYTES } from './member-reader.js';
+import { clusterPaths, legacyNodeRecordSchema, type LegacyNodeRecord } from './node-record.js';
+
+const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
+
+/** What the `nodes` file of layout 2 says to whoever finds it. */
+const LAYOUT_NOTE = 'stowage cluster layout 2: node records are in members/, mount markers in mounts/<node>/<volume>. ' +
+  'This file stops daemons of layout 1 (which kept a nodes/ directory) from starting beside newer ones.\n';
+
+/** What settling the cluster directory's layout needs to know of the node doing it. */
+export interface LayoutContext {
+  fs: FsPort;
+  /** The cluster directory (members/, mounts/, locks/, nodes). */
+  dir: string;
+  nodeId: string;
+  clock: SharedClock;
+  staleAfterMs: number;
+  log: Logger;
+}
+
+/**
+ * Moves a layout-1 directory (`nodes/`, records holding the mounts) out of the way and leaves
+ * the `nodes` file in its place, so a daemon of layout 1 fails at start instead of running
+ * blind to this node's markers. A format-1 record with a recent heartbeat is a live daemon of
+ * layout 1: this node refuses to start beside it. Stale ones are migrated: their mounts become
+ * markers and their record a format-2 record with the same heartbeat, so a remove stays refused
+ * until the node is forgotten, as before.
+ */
+export async function settleLayout(ctx: LayoutContext): Promise<void> {
+  const paths = clusterPaths(ctx.dir);
+  for (let attempt = 0; attempt < 5; attempt += 1) {
+    const st = await ctx.fs.lstat(paths.legacyNodes).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (st?.isFile()) return;
+    if (!st) {
+      try {
+        const handle = await ctx.fs.open(paths.legacyNodes, 'wx', 0o600);
+        try {
+          await handle.writeFile(LAYOUT_NOTE);
+        } finally {
+          await handle.close();
+        }
+        return;
+      } catch (err) {
+        if (errnoCode(err) === 'EEXIST') continue;
+        throw err;
+      }
+    }
+    if (!st.isDirectory()) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `${paths.legacyNodes} is neither the layout-2 marker file nor a layout-1 directory; move it aside and start again`);
+    }
+    await migrateLegacy(ctx, paths);
+    const aside = `${paths.legacyNodes}.layout1-${isoTime(Date.now()).replace(/[-:.]/g, '')}`;
+    try {
+      await ctx.fs.rename(paths.legacyNodes, aside);
+      ctx.log.warn(`moved the layout-1 node records aside to ${aside}; daemons older than layout 2 cannot start on this cluster any more`);
+    } catch (err) {
+      // Another node of layout 2 moved it first.
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+  }
+  throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `cannot settle the cluster layout at ${paths.legacyNodes}: it keeps changing`);
+}
+
+async function migrateLegacy(ctx: LayoutContext, paths: ReturnType<typeof clusterPaths>): Promise<void> {
+  const dir = paths.legacyNodes;
+  const now = ctx.clock.now();
+  for (const file of await ctx.fs.readdir(dir)) {
+    if (file.startsWith('.') || !file.endsWith('.json')) continue;
+    const id = file.slice(0, -'.json'.length);
+    let record: LegacyNodeRecord;
+    let mtimeMs: number;
+    try {
+      if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
+      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        const st = await handle.stat();
+        if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a record file');
+        mtimeMs = st.mtimeMs;
+        record = parseRecordText(legacyNodeRecordSchema, await handle.readFile('utf8'), `node record ${file}`);
+      } finally {
+        await handle.close();
+      }
+      if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') continue;
+      ctx.log.warn(`not migrating layout-1 node record ${JSON.stringify(file.slice(0, 200))}: ${messageOf(err)}`);
+      continue;
+    }
+    // This node's own record of an earlier run: its mounts come back from its mount table.
+    if (id === ctx.nodeId) continue;
+    const age = Math.max(0, now - mtimeMs);
+    if (age <= ctx.staleAfterMs) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+        `node ${id} runs stowage ${record.version}, which keeps its mounts in ${dir}/${file} (layout 1; heartbeat ${seconds(age)} ago). ` +
+        `This version cannot run beside it: upgrade or stop stowage on node ${id} first; this node can start once ` +
+        `that record is stale (${seconds(ctx.staleAfterMs)} after its last heartbeat)`);
+    }
+    const used = Object.entries(record.mounts).filter(([, ids]) => Object.values(ids).some((n) => n > 0)).map(([volume]) => volume);
+    const markers = join(paths.mounts, id);
+    await ctx.fs.mkdir(markers, { recursive: true });
+    for (const volume of used) await createMarker(ctx.fs, join(markers, volume));
+    const target = join(paths.members, file);
+    const { mounts: _mounts, ...rest } = record;
+    await writeFileAtomic(ctx.fs, target, JSON.stringify({ ...rest, format: 2 }), { durable: false });
+    // The heartbeat it had: migrating must not make a stopped node look alive.
+    await ctx.fs.utimes(target, mtimeMs / 1000, mtimeMs / 1000);
+    ctx.log.warn(`migrated the layout-1 record of stale node ${id}${used.length > 0 ? ` with mounts of ${used.join(', ')}` : ''}; ` +
+      `forget node ${id} once it is gone for good`);
+  }
+}
+
+/** Creates an empty marker file; one that exists already is fine. */
+export async function createMarker(fs: FsPort, path: string): Promise<void> {
+  try {
+    await (await fs.open(path, 'wx', 0o600)).close();
+  } catch (err) {
+    if (errnoCode(err) !== 'EEXIST') throw err;
+  }
+}
