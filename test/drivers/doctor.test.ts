@@ -33,12 +33,12 @@ const find = (report: Report, name: string): Check => {
 };
 
 /** A fresh record of another node, written now, with the given clock offset. */
-async function plantPeer(store: string, nodeId: string, clockOffsetMs: number): Promise<void> {
+async function plantPeer(store: string, nodeId: string, clockOffsetMs: number, docker: object = { reachable: true }): Promise<void> {
   const dir = join(store, '.stowage', 'cluster', 'members');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await writeFile(join(dir, `${nodeId}.json`), JSON.stringify({
     format: 2, nodeId, version: '0.1.0', host: nodeId, pid: 4343, startedAt: new Date().toISOString(), clockOffsetMs,
-    containers: {}, docker: { reachable: true },
+    containers: {}, docker,
   }), { mode: 0o600 });
 }
 
@@ -155,6 +155,19 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
     });
     // Doctor wrote nothing: this node has no record in the store and --root was not made.
     await expect(statfs(join(dir, 'root-b'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('fails while a live peer\'s Docker engine has never answered: every remove is refused meanwhile', async () => {
+    const store = join(dir, 'store-blind');
+    await plantPeer(store, 'blind', 0, { configured: true, reachable: false, error: 'connect ENOENT /var/run/docker.sock' });
+    await plantPeer(store, 'seeing', 0, { configured: true, reachable: false, error: 'timed out', listedAt: new Date().toISOString() });
+    const base = ['--socket', join(dir, 'none.sock'), '--root', join(dir, 'root-blind'), '--docker-host', 'none', '--node-id', 'here'];
+    const { report } = await doctor([...base, '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true']);
+    expect(find(report, 'nodes')).toMatchObject({
+      status: 'fail',
+      message: expect.stringMatching(/^node\(s\) whose Docker engine has not answered since stowage started there: blind \(connect ENOENT \/var\/run\/docker.sock\); .* every volume remove is refused$/),
+      advice: 'start Docker on blind, or point its --docker-host at the engine\'s socket',
+    });
   });
 
   it.skipIf(process.getuid?.() !== 0 || !findExecutable('mount'))('fails when --root is nearly full (a small tmpfs filled up)', async () => {

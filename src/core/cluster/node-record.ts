@@ -102,3 +102,10 @@ export function describeUse(use: { mounts: number | boolean; containers: Record<
   for (const c of containers) parts.push(`container ${c.name} (${c.id.slice(0, 12)}, ${c.state})`);
   return parts.join(', ');
 }
+
+/**
+ * True when the node watches a Docker engine that has not listed its containers since the
+ * node's daemon started: any of them may reference any volume. Records of versions before
+ * `configured` existed are taken at their word, as those versions did.
+ */
+export const containersUnknown = (node: NodeView): boolean => node.record.docker.configured === true && node.record.docker.listedAt === undefined;

@@ -12,16 +12,9 @@ import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
 import { createMarker, settleLayout } from './layout-settle.js';
 import { MemberReader } from './member-reader.js';
-import { clusterPaths, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
-
-/**
- * True when the node watches a Docker engine that has not listed its containers since the
- * node's daemon started: any of them may reference any volume. Records of versions before
- * `configured` existed are taken at their word, as those versions did.
- */
-const containersUnknown = (node: NodeView) => node.record.docker.configured === true && node.record.docker.listedAt === undefined;
 
 /** How a node's last heartbeat reads in messages. */
 const heartbeat = (node: NodeView) => Number.isFinite(node.heartbeatAgeMs)

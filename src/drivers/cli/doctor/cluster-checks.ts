@@ -4,7 +4,7 @@ import { mountHolding, otherNodeRecords } from '../../../backends/vfs/store-layo
 import { decideSharing } from '../../../backends/vfs/store-sharing.js';
 import { DEFAULT_CLUSTER_SETTINGS } from '../../../core/cluster/cluster.js';
 import { isoTime } from '../../../core/clock.js';
-import { clusterPaths, describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeView } from '../../../core/cluster/node-record.js';
+import { clusterPaths, containersUnknown, describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeView } from '../../../core/cluster/node-record.js';
 import { errnoCode, messageOf } from '../../../core/errors.js';
 import { isValidNodeId } from '../../../core/names.js';
 import { parseRecordText } from '../../../core/schema/parse-record.js';
@@ -130,6 +130,12 @@ export async function clusterChecks(ctx: DoctorContext, plan: StorePlan): Promis
     const advice = `start stowage on ${first} again; if it is gone for good: stowage node forget ${first}` +
       (blocking.length > 0 ? ' (until then the volumes it references cannot be removed without --force)' : '');
     results.push(blocking.length > 0 ? fail('nodes', message, advice) : warn('nodes', message, advice));
+  } else if (others.some(containersUnknown)) {
+    const blind = others.filter(containersUnknown);
+    results.push(fail('nodes', `node(s) whose Docker engine has not answered since stowage started there: ` +
+      `${blind.map((n) => `${n.record.nodeId} (${n.record.docker.error ?? 'no answer'})`).join(', ')}; which volumes their ` +
+      `containers use is unknown, so every volume remove is refused${invalid}`,
+    `start Docker on ${blind[0]!.record.nodeId}, or point its --docker-host at the engine's socket`));
   } else if (invalid) {
     results.push(warn('nodes', `${others.length} other node(s), none stale${invalid}`, 'remove or fix the invalid files; stowage never reads them'));
   } else {
