@@ -286,7 +286,7 @@ class Node implements DockerNode {
 
   async startEngine(opts: { daemonArgs?: string[] } = {}): Promise<void> {
     if (this.stopping !== undefined) throw new Error(`docker node ${this.name} is stopping`);
-    if (this.dockerd !== undefined && this.dockerd.exitCode === null) return;
+    if (this.dockerd !== undefined && this.dockerd.exitCode === null && this.dockerd.signalCode === null) return;
     if (opts.daemonArgs !== undefined) this.daemonArgs = opts.daemonArgs;
     this.startDockerd();
     await this.waitForEngine();
