@@ -37,8 +37,8 @@ describe('container references published by other nodes', () => {
     await Promise.all(started.splice(0).map((c) => c.stop()));
   });
 
-  async function node(fs: FsPort, id: string, engine?: ContainerReferences): Promise<SharedCluster> {
-    const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), settings, silentLogger, engine);
+  async function node(fs: FsPort, id: string, engine?: ContainerReferences, heartbeatMs = settings.heartbeatMs): Promise<SharedCluster> {
+    const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), { ...settings, heartbeatMs }, silentLogger, engine);
     await cluster.start(() => ({}));
     started.push(cluster);
     return cluster;
@@ -94,6 +94,45 @@ describe('container references published by other nodes', () => {
     const n1 = await node(fs, 'n1');
     expect((await n1.nodes()).find((n) => n.record.nodeId === 'n2')!.record.docker).toMatchObject({ configured: false });
     await n1.assertRemovable('vol', { force: false });
+  });
+
+  it('drops an answer to an older scan that arrives after a newer one, so a just-created container stays published', async () => {
+    const fs = memFs();
+    /** Each scan answers what was true when it started, but only when the test releases it. */
+    const held: Array<{ answer: ContainerScan; release: () => void }> = [];
+    let now: ContainerScan['byVolume'] = {};
+    let holding = false;
+    const engine: ContainerReferences = {
+      configured: true,
+      scan: async () => {
+        const answer: ContainerScan = { reachable: true, byVolume: structuredClone(now) };
+        if (!holding) return answer;
+        return new Promise<ContainerScan>((resolve) => held.push({ answer, release: () => resolve(answer) }));
+      },
+      onEvent: () => undefined,
+      stop: () => undefined,
+    };
+    // No heartbeat during the test: only the two scans below run, and nothing scans afresh after.
+    const n2 = await node(fs, 'n2', engine, 600_000);
+    const n1 = await node(fs, 'n1');
+    holding = true;
+    const before = n2.assertRemovable('elsewhere', { force: false }); // its scan sees no container
+    now = { vol: [{ id: 'abcdefabcdef0000', name: 'late', state: 'created' }] };
+    const after = n2.assertRemovable('elsewhere', { force: false }); // its scan sees the new one
+    await sleep(5);
+    expect(held).toHaveLength(2);
+    const [older, newer] = held;
+    newer!.release();
+    await after;
+    older!.release();
+    await before;
+    n2.changed(); // publishes what n2 holds, without scanning
+    await sleep(400);
+    const published = (await n1.nodes()).find((n) => n.record.nodeId === 'n2')!.record.containers;
+    expect(published).toEqual({ vol: [{ id: 'abcdefabcdef0000', name: 'late', state: 'created' }] });
+    await expect(n1.assertRemovable('vol', { force: false })).rejects.toMatchObject({
+      message: expect.stringMatching(/still used on n2: container late/),
+    });
   });
 
   it('retries a record whose read answers ENOENT after its open worked (a replaced file), and still counts its containers', async () => {

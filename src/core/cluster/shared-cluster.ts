@@ -41,6 +41,9 @@ export class SharedCluster implements Cluster {
   private scan: ContainerScan = { reachable: false, error: 'not asked yet', byVolume: {} };
   /** When the engine last listed this node's containers; undefined until it first answers. */
   private listedAt?: string;
+  /** Scans started, and the number of the latest one whose answer is in `scan`. */
+  private scansStarted = 0;
+  private scanApplied = 0;
   private view: NodeView[] = [];
   private timer?: NodeJS.Timeout;
   private pending?: NodeJS.Timeout;
@@ -152,10 +155,16 @@ export class SharedCluster implements Cluster {
    * Asks the engine which containers use which volumes. When it does not answer, the last list
    * it gave stays: containers cannot be removed while their engine is down, so that list is
    * still true, and an empty one would let another node delete a volume they reference.
+   * Scans overlap (heartbeats, engine events, removes) and an engine under load can answer them
+   * out of order: an answer to a scan started before the one last applied is older news and is
+   * dropped, or a container created in between would vanish from the record until the next scan.
    */
   private async rescan(): Promise<ContainerScan> {
     if (!this.docker) return this.scan;
+    const started = ++this.scansStarted;
     const fresh = await this.docker.scan();
+    if (started < this.scanApplied) return this.scan;
+    this.scanApplied = started;
     if (fresh.reachable) {
       this.listedAt = isoTime(Date.now());
       this.scan = fresh;
