@@ -3,6 +3,7 @@
  * engine: a store shared but not declared, a stale node, a skewed clock, an open socket, a
  * nearly full --root. Each case checks the status and the advice printed.
  */
+import { spawnSync } from 'node:child_process';
 import { chmod, mkdir, open, utimes, writeFile } from 'node:fs/promises';
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -161,11 +162,13 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
     const store = join(dir, 'store-blind');
     await plantPeer(store, 'blind', 0, { configured: true, reachable: false, error: 'connect ENOENT /var/run/docker.sock' });
     await plantPeer(store, 'seeing', 0, { configured: true, reachable: false, error: 'timed out', listedAt: new Date().toISOString() });
+    // A FIFO among the records would hang a plain open(); it is listed as invalid instead.
+    expect(spawnSync('mkfifo', [join(store, '.stowage', 'cluster', 'members', 'fifo.json')]).status).toBe(0);
     const base = ['--socket', join(dir, 'none.sock'), '--root', join(dir, 'root-blind'), '--docker-host', 'none', '--node-id', 'here'];
     const { report } = await doctor([...base, '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true']);
     expect(find(report, 'nodes')).toMatchObject({
       status: 'fail',
-      message: expect.stringMatching(/^node\(s\) whose Docker engine has not answered since stowage started there: blind \(connect ENOENT \/var\/run\/docker.sock\); .* every volume remove is refused$/),
+      message: expect.stringMatching(/^node\(s\) whose Docker engine has not answered since stowage started there: blind \(connect ENOENT \/var\/run\/docker.sock\); .* every volume remove is refused; invalid records skipped: fifo\.json \(not a node record file\)$/),
       advice: 'start Docker on blind, or point its --docker-host at the engine\'s socket',
     });
   });

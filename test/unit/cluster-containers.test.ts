@@ -3,6 +3,11 @@
  * storage answers ENOENT for another node's record while it is being replaced: neither may let
  * a remove through that a stopped container elsewhere still references.
  */
+import { spawnSync } from 'node:child_process';
+import * as realFs from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
 import { DEFAULT_CLUSTER_SETTINGS } from '../../src/core/cluster/cluster.js';
@@ -161,5 +166,26 @@ describe('container references published by other nodes', () => {
       message: expect.stringMatching(/still used on n2: container c-two/),
     });
     expect(misses).toBe(2);
+  });
+});
+
+describe('a FIFO planted in the cluster directory', () => {
+  it('is reported as invalid, and neither a refresh nor the layout-1 migration waits on it', { timeout: 10_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-cluster-fifo-'));
+    const cluster = new SharedCluster(realFs as unknown as FsPort, join(dir, 'cluster'), 'n1', new SharedClock(), settings, silentLogger);
+    try {
+      // A layout-1 directory whose record is a FIFO: opening it plainly blocks until a writer comes.
+      await mkdir(join(dir, 'cluster', 'nodes'), { recursive: true });
+      expect(spawnSync('mkfifo', [join(dir, 'cluster', 'nodes', 'old.json')]).status).toBe(0);
+      await cluster.start(() => ({}));
+      await mkdir(join(dir, 'cluster', 'members'), { recursive: true });
+      expect(spawnSync('mkfifo', [join(dir, 'cluster', 'members', 'fifo.json')]).status).toBe(0);
+      expect((await cluster.nodes()).map((n) => n.record.nodeId)).toEqual(['n1']);
+      expect(cluster.invalidNodes()).toEqual([{ file: 'fifo.json', problem: 'not a regular file' }]);
+      await cluster.assertRemovable('vol', { force: false });
+    } finally {
+      await cluster.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

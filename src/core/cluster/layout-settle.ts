@@ -84,7 +84,7 @@ async function migrateLegacy(ctx: LayoutContext, paths: ReturnType<typeof cluste
     let mtimeMs: number;
     try {
       if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW);
+      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
         const st = await handle.stat();
         if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a record file');

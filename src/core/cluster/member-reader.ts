@@ -85,8 +85,9 @@ export class MemberReader {
     const deadline = Date.now() + RECORD_REOPEN_MS;
     for (;;) {
       try {
-        // O_NOFOLLOW: a symlink planted in the members directory is refused (ELOOP), never read.
-        const handle = await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+        // O_NOFOLLOW: a symlink planted in the members directory is refused (ELOOP), never read;
+        // O_NONBLOCK: a FIFO planted there must not hang open() (and a thread of the pool with it).
+        const handle = await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
         try {
           const st = await handle.stat();
           if (!st.isFile()) throw new Error('not a regular file');

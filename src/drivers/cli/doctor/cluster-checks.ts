@@ -81,7 +81,7 @@ async function clusterView(ctx: DoctorContext, plan: StorePlan): Promise<Cluster
     const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
     try {
       if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW);
+      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
         const st = await handle.stat();
         if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a node record file');
