@@ -274,7 +274,8 @@ export class SharedCluster implements Cluster {
     if (unknown.length > 0) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
         `cannot tell whether containers use volume ${name}: the Docker engine has not answered since stowage started on ` +
-        `${unknown.join('; ')}. Start Docker there and remove the volume again`,
+        `${unknown.join('; ')}. Start Docker there and remove the volume again (on a node that runs no containers, ` +
+        'configure no Docker engine)',
         { volume: name, remedies: [{ action: 'force-remove', volume: name }] });
     }
     if (stale.length > 0) {
