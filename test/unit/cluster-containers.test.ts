@@ -15,7 +15,8 @@ import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
 import type { ContainerReferences, ContainerScan } from '../../src/core/container-references.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
-import { silentLogger } from '../../src/core/logger.js';
+import { silentLogger, type Logger } from '../../src/core/logger.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 import { memFs } from '../helpers/memfs-stack.js';
 
 /** An engine whose answer the test sets; `down` makes every scan fail as an unreachable engine's does. */
@@ -42,8 +43,8 @@ describe('container references published by other nodes', () => {
     await Promise.all(started.splice(0).map((c) => c.stop()));
   });
 
-  async function node(fs: FsPort, id: string, engine?: ContainerReferences, heartbeatMs = settings.heartbeatMs): Promise<SharedCluster> {
-    const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), { ...settings, heartbeatMs }, silentLogger, engine);
+  async function node(fs: FsPort, id: string, engine?: ContainerReferences, heartbeatMs = settings.heartbeatMs, log: Logger = silentLogger): Promise<SharedCluster> {
+    const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), { ...settings, heartbeatMs }, log, engine);
     await cluster.start(() => ({}));
     started.push(cluster);
     return cluster;
@@ -75,8 +76,10 @@ describe('container references published by other nodes', () => {
     const fs = memFs();
     const engine = new ScriptedEngine();
     engine.down = true;
-    await node(fs, 'n2', engine);
+    const log = memoryLogger();
+    await node(fs, 'n2', engine, settings.heartbeatMs, log);
     const n1 = await node(fs, 'n1');
+    expect(log.lines.join('\n')).toMatch(/the Docker engine does not answer \(connect ECONNREFUSED .*\): until it does, .* every volume remove in the cluster is refused/);
     const refusal = await n1.assertRemovable('vol', { force: false }).catch((err: unknown) => err);
     expect(refusal).toMatchObject({
       code: ErrorCodes.VOLUME_IN_USE,
@@ -91,6 +94,8 @@ describe('container references published by other nodes', () => {
     await sleep(150);
     await n1.assertRemovable('vol', { force: false });
     await n2.assertRemovable('vol', { force: false });
+    expect(log.lines.filter((l) => /does not answer/.test(l))).toHaveLength(1);
+    expect(log.lines.filter((l) => /the Docker engine answers now: other nodes can remove volumes again/.test(l))).toHaveLength(1);
   });
 
   it('counts a node without an engine, by choice, as using nothing but its mounts', async () => {

@@ -166,9 +166,14 @@ export class SharedCluster implements Cluster {
     if (started < this.scanApplied) return this.scan;
     this.scanApplied = started;
     if (fresh.reachable) {
+      if (!this.listedAt && started > 1) this.log.info('the Docker engine answers now: other nodes can remove volumes again');
       this.listedAt = isoTime(Date.now());
       this.scan = fresh;
     } else {
+      if (!this.listedAt && started === 1) {
+        this.log.warn(`the Docker engine does not answer (${fresh.error ?? 'no answer'}): until it does, which volumes this ` +
+          'node\'s containers use is unknown, and every volume remove in the cluster is refused');
+      }
       this.scan = { reachable: false, error: fresh.error, byVolume: this.scan.byVolume };
     }
     return this.scan;
