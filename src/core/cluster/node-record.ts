@@ -44,7 +44,8 @@ const commonFields = {
   clockOffsetMs: z.number().finite(),
   /** Containers per volume, when the node could reach its Docker engine. */
   containers: containersSchema,
-  // Records of early versions may lack it; it is only shown, so a default is harmless.
+  // Records of early versions may lack it. The default has no `configured`, so such a record is
+  // taken at its word (see containersUnknown), as those versions were.
   docker: z.object({
     reachable: z.boolean(),
     error: z.string().max(2000).optional(),
