@@ -33,6 +33,23 @@ class ScriptedEngine implements ContainerReferences {
   stop(): void {}
 }
 
+/** An engine whose scans, once `hang` is set, wait until `release()`; they then answer with `byVolume` as it is at that moment. */
+class HangingEngine extends ScriptedEngine {
+  hang = false;
+  private held: Array<() => void> = [];
+  get waiting(): number {
+    return this.held.length;
+  }
+  override async scan(): Promise<ContainerScan> {
+    if (this.hang) await new Promise<void>((resolve) => this.held.push(resolve));
+    return super.scan();
+  }
+  release(): void {
+    this.hang = false;
+    for (const resolve of this.held.splice(0)) resolve();
+  }
+}
+
 const settings = { ...DEFAULT_CLUSTER_SETTINGS, heartbeatMs: 30, staleAfterMs: 5_000, version: 'test' };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const enoent = () => Object.assign(new Error('ENOENT: no such file or directory'), { code: 'ENOENT' });
@@ -171,6 +188,27 @@ describe('container references published by other nodes', () => {
       message: expect.stringMatching(/still used on n2: container c-two/),
     });
     expect(misses).toBe(2);
+  });
+
+  it('keeps sending heartbeats while its engine hangs, with the last list, and publishes the late answer', async () => {
+    const fs = memFs();
+    const engine = new HangingEngine();
+    engine.byVolume = { vol: [{ id: 'c0ffee00c0ffee00', name: 'c-two', state: 'exited' }] };
+    await node(fs, 'n2', engine);
+    const n1 = await node(fs, 'n1');
+    const n2View = async () => (await n1.nodes()).find((n) => n.record.nodeId === 'n2')!;
+    engine.hang = true;
+    await expect.poll(() => engine.waiting, { timeout: 2_000 }).toBeGreaterThan(0);
+    const hungAt = (await n2View()).lastHeartbeat;
+    // Heartbeats go on while every scan hangs: the record is rewritten, still naming c-two.
+    await expect.poll(async () => (await n2View()).lastHeartbeat, { timeout: 2_000 }).not.toBe(hungAt);
+    expect((await n2View()).record.containers).toEqual(engine.byVolume);
+    await expect(n1.assertRemovable('vol', { force: false })).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+    // The hung scans answer at last (the container is gone by then): that answer is published.
+    engine.byVolume = {};
+    engine.release();
+    await expect.poll(async () => (await n2View()).record.containers, { timeout: 2_000 }).toEqual({});
+    await n1.assertRemovable('vol', { force: false });
   });
 });
 

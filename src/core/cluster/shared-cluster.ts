@@ -94,9 +94,24 @@ export class SharedCluster implements Cluster {
     await this.publishing;
   }
 
+  /**
+   * A heartbeat publishes the engine's answer if it comes within this time, else the last one
+   * and the new answer when it lands: an engine that hangs (its scan gives up after seconds)
+   * must not hold back the heartbeat that tells other nodes this one is alive.
+   */
+  private get scanWaitMs(): number {
+    return Math.min(1_000, this.settings.heartbeatMs / 2);
+  }
+
   private async beat(): Promise<void> {
     try {
-      await this.rescan();
+      const scanning = this.rescan();
+      if (await settlesWithin(scanning, this.scanWaitMs)) {
+        await scanning;
+      } else {
+        void scanning.then(() => (this.stopped ? undefined : this.publish())).catch((err: unknown) =>
+          this.log.error(`publishing node ${this.nodeId} after a slow engine answer failed: ${messageOf(err)}`));
+      }
       await this.publish();
       await this.syncMarkers(false);
       await this.refresh();
@@ -362,5 +377,16 @@ export class SharedCluster implements Cluster {
       skewedNodes: skewed.map((n) => `${n.record.nodeId} (${seconds(n.record.clockOffsetMs)})`).join(', ') || 'none',
       dockerEngine: this.docker ? (this.scan.reachable ? 'reachable' : `unreachable: ${this.scan.error}`) : 'not configured',
     };
+  }
+}
+
+/** Whether `promise` settles (either way) within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
