@@ -158,6 +158,22 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
     await expect(statfs(join(dir, 'root-b'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it('counts a node that left mount markers and no record as a stopped node, as a remove does', async () => {
+    const store = join(dir, 'store-ghost');
+    await plantPeer(store, 'peer', 0);
+    const markers = join(store, '.stowage', 'cluster', 'mounts', 'ghost');
+    await mkdir(markers, { recursive: true, mode: 0o700 });
+    await writeFile(join(markers, 'data'), '', { mode: 0o600 });
+    const base = ['--socket', join(dir, 'none.sock'), '--root', join(dir, 'root-ghost'), '--docker-host', 'none', '--node-id', 'here'];
+    const { exitCode, report } = await doctor([...base, '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true']);
+    expect(exitCode).toBe(1);
+    expect(find(report, 'nodes')).toMatchObject({
+      status: 'fail',
+      message: expect.stringMatching(/^stale node\(s\), silent for more than 30 s: ghost \(no node record, only mount markers, still referencing volumes\)$/),
+      advice: expect.stringMatching(/stowage node forget ghost/),
+    });
+  });
+
   it('fails while a live peer\'s Docker engine has never answered: every remove is refused meanwhile', async () => {
     const store = join(dir, 'store-blind');
     await plantPeer(store, 'blind', 0, { configured: true, reachable: false, error: 'connect ENOENT /var/run/docker.sock' });
@@ -168,7 +184,7 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
     const { report } = await doctor([...base, '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true']);
     expect(find(report, 'nodes')).toMatchObject({
       status: 'fail',
-      message: expect.stringMatching(/^node\(s\) whose Docker engine has not answered since stowage started there: blind \(connect ENOENT \/var\/run\/docker.sock\); .* every volume remove is refused; invalid records skipped: fifo\.json \(not a node record file\)$/),
+      message: expect.stringMatching(/^node\(s\) whose Docker engine has not answered since stowage started there: blind \(connect ENOENT \/var\/run\/docker.sock\); .* every volume remove is refused; invalid records skipped: fifo\.json \(not a regular file\)$/),
       advice: 'start Docker on blind, or point its --docker-host at the engine\'s socket',
     });
   });

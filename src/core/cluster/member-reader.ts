@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { SharedClock } from '../clock.js';
+import type { Clock } from '../clock.js';
 import { isoTime } from '../clock.js';
 import { errnoCode, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
@@ -30,7 +30,7 @@ export class MemberReader {
   constructor(
     private readonly fs: FsPort,
     dir: string,
-    private readonly clock: SharedClock,
+    private readonly clock: Pick<Clock, 'now'>,
     private readonly staleAfterMs: number,
     private readonly log: Logger,
   ) {
@@ -108,7 +108,13 @@ export class MemberReader {
   /** Volumes with a marker, per node directory under `mounts/` (invalid names reported and skipped). */
   private async readMarkers(invalid: InvalidNodeRecord[]): Promise<Map<string, string[]>> {
     const result = new Map<string, string[]>();
-    for (const node of await this.fs.readdir(this.paths.mounts)) {
+    // No mounts/ at all (a store no layout-2 daemon has started on yet, or one deleted by hand):
+    // no markers, which is what the directory holds.
+    const nodes = await this.fs.readdir(this.paths.mounts).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    for (const node of nodes) {
       if (node.startsWith('.')) continue;
       const where = `${CLUSTER_LAYOUT.mounts}/${node.slice(0, 200)}`;
       if (!isValidNodeId(node)) {

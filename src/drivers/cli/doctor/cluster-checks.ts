@@ -1,18 +1,15 @@
-import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { mountHolding, otherNodeRecords } from '../../../backends/vfs/store-layout.js';
 import { decideSharing } from '../../../backends/vfs/store-sharing.js';
 import { DEFAULT_CLUSTER_SETTINGS } from '../../../core/cluster/cluster.js';
-import { isoTime } from '../../../core/clock.js';
-import { clusterPaths, containersUnknown, describeUse, nodeRecordSchema, type InvalidNodeRecord, type NodeView } from '../../../core/cluster/node-record.js';
+import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeView } from '../../../core/cluster/node-record.js';
 import { errnoCode, messageOf } from '../../../core/errors.js';
-import { isValidNodeId } from '../../../core/names.js';
-import { parseRecordText } from '../../../core/schema/parse-record.js';
+import { silentLogger } from '../../../core/logger.js';
+import { MemberReader } from '../../../core/cluster/member-reader.js';
 import { fail, ok, seconds, skip, warn, type CheckResult, type DoctorContext } from './check.js';
 import { glusterPoolLive } from './storage-checks.js';
 import type { StorePlan } from './store-plan.js';
 
-const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 /**
  * Beyond this a node's clock eats the margin the cluster locks keep for clock differences (one
  * fifth of their lifetime), so a lapsed lock may be broken while its holder still trusts it.
@@ -61,53 +58,35 @@ interface ClusterView {
   source: string;
 }
 
-/** Node records from the daemon, or read from the shared directory (read-only) when none runs. */
+/**
+ * Node records from the daemon, or read from the shared directory (read-only) when none runs,
+ * with the daemon's own reader: the same checks, the same retries, and mount markers of a node
+ * without a record counted as a stopped node, as a remove counts them.
+ */
 async function clusterView(ctx: DoctorContext, plan: StorePlan): Promise<ClusterView | string> {
   if (ctx.daemon?.nodes) return { ...ctx.daemon.nodes, source: 'the daemon' };
   if (plan.backend !== 'vfs' && plan.backend !== 'glusterfs') return 'the backend keeps no cluster state';
   if (plan.backend === 'glusterfs' && !(await glusterPoolLive(ctx, plan))) return `the gluster pool is not mounted and answering at ${plan.storePath}`;
   const dir = clusterPaths(plan.clusterDir).members;
-  const markersDir = clusterPaths(plan.clusterDir).mounts;
-  let files: string[];
+  const listed = await ctx.fs.readdir(dir).then(() => undefined, (err: unknown) =>
+    errnoCode(err) === 'ENOENT' ? `no node records in ${dir}` : `cannot read ${dir}: ${messageOf(err)}`);
+  if (listed) return listed;
+  const reader = new MemberReader(ctx.fs, plan.clusterDir, { now: () => ctx.now() }, ctx.settings.staleAfterMs, silentLogger);
+  let read: Awaited<ReturnType<MemberReader['read']>>;
   try {
-    files = await ctx.fs.readdir(dir);
+    read = await reader.read();
   } catch (err) {
-    return errnoCode(err) === 'ENOENT' ? `no node records in ${dir}` : `cannot read ${dir}: ${messageOf(err)}`;
-  }
-  const read: Array<{ record: NodeView['record']; mtimeMs: number }> = [];
-  const invalid: InvalidNodeRecord[] = [];
-  for (const file of files) {
-    if (file.startsWith('.')) continue;
-    const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
-    try {
-      if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-      try {
-        const st = await handle.stat();
-        if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a node record file');
-        const record = parseRecordText(nodeRecordSchema, await handle.readFile('utf8'), `node record ${file}`);
-        if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
-        read.push({ record, mtimeMs: st.mtimeMs });
-      } finally {
-        await handle.close();
-      }
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') continue;
-      invalid.push({ file: file.slice(0, 200), problem: errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err) });
-    }
+    return `cannot read the cluster directory ${plan.clusterDir}: ${messageOf(err)}`;
   }
   // Heartbeats are stamped by the storage's clock: read them on it, through this node's last known offset.
-  const own = read.find((r) => r.record.nodeId === ctx.settings.nodeId);
+  const own = read.views.find((v) => v.record.nodeId === ctx.settings.nodeId);
   const now = ctx.now() - (own?.record.clockOffsetMs ?? 0);
-  const nodes: NodeView[] = [];
-  for (const { record, mtimeMs } of read) {
-    const age = Math.max(0, now - mtimeMs);
-    // A node's mount markers (cluster layout 2): names only, never followed.
-    const mounted = await ctx.fs.readdir(join(markersDir, record.nodeId)).then((names) => names.filter((n) => !n.startsWith('.')), () => []);
-    nodes.push({ record, mounted, lastHeartbeat: isoTime(mtimeMs), heartbeatAgeMs: age, stale: age > ctx.settings.staleAfterMs });
-  }
-  nodes.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
-  return { nodes, invalid, source: `the records in ${dir}` };
+  const nodes = read.views.map((view): NodeView => {
+    if (!Number.isFinite(view.heartbeatAgeMs)) return view;
+    const age = Math.max(0, now - Date.parse(view.lastHeartbeat));
+    return { ...view, heartbeatAgeMs: age, stale: age > ctx.settings.staleAfterMs };
+  });
+  return { nodes, invalid: read.invalid, source: `the records in ${dir}` };
 }
 
 const usesAnything = (node: NodeView) => node.mounted.some((v) => describeUse({ mounts: true, containers: node.record.containers }, v) !== undefined) ||
@@ -119,7 +98,8 @@ export async function clusterChecks(ctx: DoctorContext, plan: StorePlan): Promis
   if (typeof view === 'string') return [skip('nodes', view), skip('clock', view)];
   const others = view.nodes.filter((n) => n.record.nodeId !== ctx.settings.nodeId);
   const stale = others.filter((n) => n.stale);
-  const describe = (n: NodeView) => `${n.record.nodeId} (last heartbeat ${seconds(n.heartbeatAgeMs)} ago` +
+  // A node with mount markers and no record has no heartbeat to show (its age is Infinity, or null through JSON).
+  const describe = (n: NodeView) => `${n.record.nodeId} (${Number.isFinite(n.heartbeatAgeMs) ? `last heartbeat ${seconds(n.heartbeatAgeMs)} ago` : 'no node record, only mount markers'}` +
     `${usesAnything(n) ? ', still referencing volumes' : ''})`;
   const results: CheckResult[] = [];
   const invalid = view.invalid.length > 0 ? `; invalid records skipped: ${view.invalid.map((i) => `${i.file} (${i.problem})`).join(', ')}` : '';
