@@ -11,15 +11,16 @@ import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '
 import { onLocalFilesystem, trustIfLocal } from '../../core/local-fs.js';
 import { CheckedDirs, assertRealDir, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
-import { Journal, type Intent } from './journal.js';
+import { IntentRecovery } from './intent-recovery.js';
+import { Journal } from './journal.js';
 import { VolumeRegistry } from './registry.js';
+import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
   dataPathOf, dataStateAt, internalDirs, removalStamp, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import type { VfsOptions } from './vfs-options.js';
-import { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
-import { lstat as realLstat } from 'node:fs/promises';
+import type { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
 
 /**
  * A directory per volume under `vfs.path`, with the registry in `vfs.path/.stowage`. Volume
@@ -38,8 +39,10 @@ export class VfsBackend implements Backend {
   private readonly journal: Journal;
   private readonly background: BackgroundWork;
   private readonly flusher: Flusher;
+  private readonly recovery: IntentRecovery;
   private storeId = '';
   private sharingEvidence: string[] = [];
+  private readonly snapshotRepository: VfsSnapshotRepository;
   /** Snapshots are backups into a repository in the store (see repository-snapshots.ts). */
   readonly snapshots: RepositorySnapshots;
 
@@ -53,39 +56,22 @@ export class VfsBackend implements Backend {
     this.background = new BackgroundWork(ctx.log);
     this.flusher = new Flusher(ctx.fs, ctx.log);
     this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'), this.flusher);
+    this.recovery = new IntentRecovery({
+      fs: ctx.fs, log: ctx.log, nodeId: ctx.nodeId, journal: this.journal, registry: this.registry,
+      layout: this.layout, storePath: options.path, dirs: this.dirs, purge: (path) => this.purge(path),
+    });
     this.clusterStateDir = this.layout.cluster;
     setTempOwner(ctx.nodeId);
-    this.snapshots = new RepositorySnapshots({
-      backend: label,
-      repositoryDir: () => this.snapshotRepositoryDir(),
-      hasRepository: () => this.hasSnapshotRepository(),
-      dataPath: (volume) => this.attach(volume),
-      log: ctx.log,
+    this.snapshotRepository = new VfsSnapshotRepository({
+      fs: ctx.fs, log: ctx.log, storePath: options.path, metaDir: this.layout.meta, dirs: this.dirs, label,
+      assertStorePresent: (volume) => this.assertStorePresent(volume), dataPath: (volume) => this.attach(volume),
     });
+    this.snapshots = this.snapshotRepository.snapshots;
   }
 
-  /**
-   * `.stowage/snapshots` in the store, checked like the other internal directories. The backup
-   * library reads and writes through node:fs, so the store must be the one node:fs sees (not
-   * an in-memory filesystem given to the backend).
-   */
-  async snapshotRepositoryDir(volume?: string): Promise<string> {
-    await this.assertStorePresent(volume);
-    const ours = await this.ctx.fs.stat(this.options.path);
-    const real = await realLstat(this.options.path).catch(() => undefined);
-    if (!real || real.ino !== ours.ino || real.dev !== ours.dev) {
-      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `snapshots need the store ${this.options.path} on the machine's own filesystem`, { volume });
-    }
-    const dir = join(this.layout.meta, 'snapshots');
-    await this.dirs.ensure(dir);
-    return dir;
-  }
-
-  private async hasSnapshotRepository(): Promise<boolean> {
-    return this.ctx.fs.lstat(join(this.layout.meta, 'snapshots')).then(() => true, (err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw err;
-    });
+  /** `.stowage/snapshots` in the store, checked (see snapshot-repository.ts). */
+  snapshotRepositoryDir(volume?: string): Promise<string> {
+    return this.snapshotRepository.dir(volume);
   }
 
   get capabilities(): BackendCapabilities {
@@ -149,7 +135,7 @@ export class VfsBackend implements Backend {
     }
     await sweepStoreTemps(fs, log, this.ctx.nodeId,
       [this.ctx.root, this.layout.meta, this.layout.volumes, this.layout.journal, this.layout.members, this.layout.locks]);
-    await this.recoverOwnIntents();
+    await this.recovery.recoverOwnIntents();
     await this.decideScope();
     // Finishes deletions a previous run started; only what stowage itself moved there is touched.
     for (const path of await purgeable(fs, log, this.layout.deleting, this.dirs.device)) this.purge(path);
@@ -221,7 +207,7 @@ export class VfsBackend implements Backend {
     const { fs } = this.ctx;
     const { name, options } = request.record;
     await this.assertStorePresent(name);
-    await this.recover(name);
+    await this.recovery.recover(name);
     // Before looking at the data: a registered volume's own data is no conflict.
     if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
@@ -262,68 +248,13 @@ export class VfsBackend implements Backend {
       // Lease check: with the name's cluster lock lost, the directory may be another node's by now;
       // the intent record stays, and the next create or remove of the name settles it.
       request.lease?.assertHeld(`rolling back the create of volume ${name}`, { cause: err });
-      await this.rollBackCreate(name, makesDir).then(() => this.journal.clear(name)).catch((undo: unknown) =>
+      await this.recovery.rollBackCreate(name, makesDir).then(() => this.journal.clear(name)).catch((undo: unknown) =>
         this.ctx.log.error(`could not roll back volume ${name} yet (the next start will): ${messageOf(undo)}`));
       throw err;
     }
     await this.journal.clear(name).catch((err: unknown) =>
       this.ctx.log.warn(`volume ${name} is created; its intent record stays until the next start: ${messageOf(err)}`));
     return record;
-  }
-
-  /** Undoes a create that did not reach its registry entry: only an empty directory it made goes. */
-  private async rollBackCreate(name: string, madeDir: boolean): Promise<void> {
-    if (!madeDir || await this.registry.get(name)) return;
-    const dataDir = join(this.options.path, name);
-    const state = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device).catch(() => 'data' as const);
-    if (state === 'empty') await this.ctx.fs.rmdir(dataDir).catch(() => undefined);
-  }
-
-  /** Finishes or rolls back what an interrupted create or remove of `name` left behind. */
-  private async recover(name: string): Promise<void> {
-    const intent = await this.journal.read(name);
-    if (!intent) return;
-    if (intent === 'torn') {
-      this.ctx.log.warn(`discarding an unreadable intent record for volume ${name}`);
-    } else {
-      await this.replay(intent);
-    }
-    await this.journal.clear(name);
-  }
-
-  private async replay(intent: Intent): Promise<void> {
-    const { name } = intent;
-    if (intent.op === 'create') {
-      const done = await this.registry.get(name);
-      if (!done) this.ctx.log.warn(`rolling back the interrupted create of volume ${name}`);
-      await this.rollBackCreate(name, intent.makesDir);
-      return;
-    }
-    const entry = await this.registry.get(name);
-    const target = join(this.layout.meta, intent.target);
-    const moved = await this.ctx.fs.lstat(target).then(() => true, () => false);
-    if (entry && entry.record.createdAt === intent.createdAt && entry.record.createdBy === intent.createdBy) {
-      const dataLeft = await this.ctx.fs.lstat(dataPathOf(this.options.path, entry)).then(() => true, () => false);
-      if (moved || !dataLeft) {
-        this.ctx.log.warn(`finishing the interrupted remove of volume ${name}`);
-        await this.registry.delete(name);
-      }
-    }
-    // The crash may have come between the unlink and the new epoch other nodes' Lists rely on.
-    await this.registry.bumpEpoch();
-    if (moved && intent.target.startsWith('deleting/')) this.purge(target);
-  }
-
-  private async recoverOwnIntents(): Promise<void> {
-    for (const name of await this.journal.names()) {
-      try {
-        const intent = await this.journal.read(name);
-        // Another node's intent may be an operation in progress; a create or remove of the name settles it.
-        if (intent === 'torn' || intent?.nodeId === this.ctx.nodeId) await this.recover(name);
-      } catch (err) {
-        this.ctx.log.error(`could not recover the interrupted operation on volume ${name}: ${messageOf(err)}`);
-      }
-    }
   }
 
   async get(name: string): Promise<VolumeRecord | undefined> {
@@ -336,11 +267,11 @@ export class VfsBackend implements Backend {
 
   async remove(name: string, request: RemoveRequest): Promise<RemoveOutcome> {
     const { fs } = this.ctx;
-    await this.recover(name);
+    await this.recovery.recover(name);
     const entry = await this.registry.get(name);
     if (!entry) return {};
     await this.assertStorePresent(name);
-    await this.removeSnapshots(name, request);
+    await this.snapshotRepository.deleteWithVolume(name, request);
     const source = dataPathOf(this.options.path, entry);
     const stat = await fs.lstat(source).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
@@ -384,25 +315,6 @@ export class VfsBackend implements Backend {
     if (request.retain) return { retainedAt: target };
     this.purge(target);
     return {};
-  }
-
-  /**
-   * A volume's snapshots go with it (as devicemapper's do), also when its data is retained:
-   * they are copies of data the user asked to remove, and a new volume of the same name must
-   * not show them. Before the data moves, so a failure here leaves the volume in place.
-   */
-  private async removeSnapshots(name: string, request: RemoveRequest): Promise<void> {
-    // No repository, no snapshots: a remove creates nothing in the store.
-    if (!(await this.hasSnapshotRepository())) return;
-    const usable = await this.snapshotRepositoryDir(name).then(() => true, (err: unknown) => {
-      if (err instanceof StowageError && err.code === ErrorCodes.NOT_SUPPORTED) return false;
-      throw err;
-    });
-    if (!usable) return;
-    // Lease check: the snapshots are the volume's, and another node may hold the name by now.
-    request.lease?.assertHeld(`deleting the snapshots of volume ${name}`);
-    const count = await this.snapshots.deleteAll(name);
-    if (count > 0) this.ctx.log.info(`deleted the ${count} snapshot(s) of volume ${name} with it`);
   }
 
   /** Deletes what stowage moved to `deleting/`, never crossing a symlink or into another filesystem. */
