@@ -1,31 +1,28 @@
 import { join } from 'node:path';
-import { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
+import type { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
 import type {
-  Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, StorageHealth, VolumeRecord, VolumeUsage,
+  Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, StorageHealth, VolumeRecord, VolumeUsage,
 } from '../../core/backend.js';
-import { BackgroundWork } from '../../core/background-work.js';
 import { filesystemSpace } from '../../core/disk-usage.js';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { formatBytesApprox } from '../../core/options.js';
-import { BrickCleaner } from './brick-cleanup.js';
-import { layoutArgs, layoutFor, planBricks, retainedLocation, spec } from './bricks.js';
+import { layoutArgs, layoutFor, planBricks, spec } from './bricks.js';
 import type { GlusterCli } from './gluster-cli.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
 import type { GlusterVolume } from './parsers.js';
 import type { PoolMount } from './pool-mount.js';
+import { GlusterSnapshotRepository } from './snapshot-repository.js';
 import { quotaFacts } from './usage.js';
 import { glusterNameOf, stowageNameOf } from './volume-naming.js';
 import { checkAdoptedLimit, existingLimitOf, isKnownNode, quotaWarning } from './volume-ownership.js';
 import {
   classify, notOurs, RECORD_OPTION, UUID, volumeRecordOf, type Deployment, type Ownership, type RecordedBrick, type StoredRecord,
 } from './volume-record.js';
+import { GlusterVolumeRemoval } from './volume-removal.js';
 
 export { RECORD_OPTION } from './volume-record.js';
-
-/** How often a node looks for bricks of deleted volumes that its peer holds. */
-const SWEEP_INTERVAL_MS = 10 * 60_000;
 
 /**
  * volume mode: each stowage volume is its own gluster volume, named by a one-to-one mapping of
@@ -42,14 +39,13 @@ export class GlusterVolumeBackend implements Backend {
   readonly capabilities: BackendCapabilities;
   /** Node records, references and name locks of the core, in the small state pool every node mounts. */
   readonly clusterStateDir: string;
-  private readonly cleaner: BrickCleaner;
+  /** Deleting gluster volumes and, in the background, their bricks. */
+  private readonly removal: GlusterVolumeRemoval;
   private localPeer?: string;
   private me?: Deployment;
-  private sweeper?: NodeJS.Timeout;
-  /** Brick work, one task at a time: a tombstone's brick first, then what is left aside. */
-  private readonly background: BackgroundWork;
-  private queuedSweep?: Promise<void>;
   private readonly warned = new Set<string>();
+  /** Where snapshots are kept and how they read a volume (see snapshot-repository.ts). */
+  private readonly snapshotRepository: GlusterSnapshotRepository;
   /**
    * Snapshots are backups into a repository in the state pool (`.stowage/snapshots`), each read
    * through a mount of its own under `.snapshots/`, so a container's mount is never touched.
@@ -65,22 +61,16 @@ export class GlusterVolumeBackend implements Backend {
     private readonly statePool: PoolMount,
   ) {
     this.clusterStateDir = join(statePool.mountpoint, '.stowage', 'cluster');
-    this.background = new BackgroundWork(ctx.log);
     this.capabilities = {
       scope: 'global', clusterStateDir: this.clusterStateDir, sizeLimit: options.quota ? 'enforced' : 'recorded',
       createOptions: ['replica', 'disperse'],
     };
-    this.snapshots = new RepositorySnapshots({
-      backend: 'glusterfs',
-      repositoryDir: () => this.snapshotRepositoryDir(),
-      hasRepository: () => this.hasSnapshotRepository(),
-      dataPath: (volume) => this.snapshotMount(volume),
-      releaseDataPath: async (volume) => this.mounter.unmount(this.snapshotTarget(glusterNameOf(this.options.volumePrefix, volume))),
-      log: ctx.log,
+    this.snapshotRepository = new GlusterSnapshotRepository({
+      ctx, mounter, mountRoot, volumePrefix: options.volumePrefix, statePool,
+      lookup: (name) => this.lookup(name), deployment: () => this.deployment(),
     });
-    this.cleaner = new BrickCleaner(ctx.fs, ctx.runner, cli, ctx.log, {
-      roots: options.brickRoots, prefix: options.volumePrefix, timeoutMs: options.timeoutMs, nodeId: ctx.nodeId,
-    }, statePool.mountpoint, () => this.localPeerId());
+    this.snapshots = this.snapshotRepository.snapshots;
+    this.removal = new GlusterVolumeRemoval(ctx, options, cli, mounter, statePool, (gluster) => this.target(gluster), () => this.localPeerId());
   }
 
   async init(): Promise<void> {
@@ -99,15 +89,11 @@ export class GlusterVolumeBackend implements Backend {
     // Roots named after another peer are that peer's disks; the rest are this host's.
     const others = new Set(peers.filter((p) => p.hostname !== 'localhost').map((p) => p.hostname));
     const localRoots = this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path);
-    // In the background, one after another: a tombstone's brick first, then what is left aside.
-    void this.sweep();
-    void this.background.enqueue('finishing brick deletions failed', () => this.cleaner.purgeLeftovers(localRoots));
-    this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
-    this.sweeper.unref();
+    this.removal.start(localRoots);
   }
 
   async dispose(): Promise<void> {
-    clearInterval(this.sweeper);
+    this.removal.stopSweeps();
     await this.settle();
   }
 
@@ -118,19 +104,7 @@ export class GlusterVolumeBackend implements Backend {
 
   /** Waits for brick work (sweeps, leftovers), including sweeps queued while waiting. */
   settle(): Promise<void> {
-    return this.background.settle();
-  }
-
-  /**
-   * Cleans this peer's bricks of deleted volumes, in the background (never throws). One sweep
-   * at a time; a call during a sweep queues one more, so a tombstone written meanwhile is seen.
-   */
-  private sweep(): Promise<void> {
-    this.queuedSweep ??= this.background.enqueue('cleaning bricks of deleted gluster volumes failed (will retry)', () => {
-      this.queuedSweep = undefined;
-      return this.statePool.read(() => this.cleaner.sweep());
-    });
-    return this.queuedSweep;
+    return this.removal.settle();
   }
 
   private async localPeerId(): Promise<string> {
@@ -171,39 +145,6 @@ export class GlusterVolumeBackend implements Backend {
 
   private target(glusterName: string): string {
     return join(this.mountRoot, glusterName);
-  }
-
-  /** Where a snapshot reads a volume: beside the containers' mounts, never one of them (pool names start with no dot). */
-  private snapshotTarget(glusterName: string): string {
-    return join(this.mountRoot, '.snapshots', glusterName);
-  }
-
-  private async hasSnapshotRepository(): Promise<boolean> {
-    await this.statePool.ensure();
-    return this.ctx.fs.lstat(join(this.statePool.mountpoint, '.stowage', 'snapshots')).then(() => true, (err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw err;
-    });
-  }
-
-  private async snapshotRepositoryDir(): Promise<string> {
-    await this.statePool.ensure();
-    const dir = join(this.statePool.mountpoint, '.stowage', 'snapshots');
-    await this.ctx.fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    const stat = await this.ctx.fs.lstat(dir);
-    if (!stat.isDirectory()) throw new StowageError(ErrorCodes.STATE_CORRUPT, `${dir} in the state pool is not a directory; move it away`);
-    return dir;
-  }
-
-  private async snapshotMount(name: string): Promise<string> {
-    const { gluster, volume, ownership } = await this.lookup(name);
-    if (!volume || ownership.kind !== 'ours') throw notOurs(ownership, gluster, name, this.deployment(), 'snapshot');
-    if (!volume.started) {
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `gluster volume ${gluster} of volume ${name} is not started; start it to snapshot it`, { volume: name });
-    }
-    const target = this.snapshotTarget(gluster);
-    await this.mounter.ensure({ volume: gluster, target, forVolume: name });
-    return target;
   }
 
   /** The gluster volume of a stowage volume and what it is to this deployment; names too long to map cannot exist. */
@@ -260,7 +201,7 @@ export class GlusterVolumeBackend implements Backend {
     } catch (err) {
       // Lease check: with the name's cluster lock lost, this volume may be another node's by now.
       request.lease?.assertHeld(`undoing the create (stopping and deleting gluster volume ${gluster})`, { cause: err });
-      await this.destroy(gluster, name, false, bricks, undefined, request.lease).catch((undo: unknown) =>
+      await this.removal.destroy(gluster, name, false, bricks, undefined, request.lease).catch((undo: unknown) =>
         this.ctx.log.error(`could not undo gluster volume ${gluster}: ${messageOf(undo)}`));
       throw err;
     }
@@ -334,53 +275,10 @@ export class GlusterVolumeBackend implements Backend {
     const { gluster, volume, ownership } = await this.lookup(name);
     if (ownership.kind === 'foreign' || ownership.kind === 'unclaimed') throw notOurs(ownership, gluster, name, this.deployment(), 'stop or delete');
     if (!volume || ownership.kind !== 'ours') return {};
-    // A volume's snapshots go with it, also when its data is retained (as for vfs and devicemapper).
-    request.lease?.assertHeld(`deleting the snapshots of volume ${name}`); // lease check
-    const snapshots = await this.snapshots.deleteAll(name);
-    if (snapshots > 0) this.ctx.log.info(`deleted the ${snapshots} snapshot(s) of volume ${name} with it`);
+    await this.snapshotRepository.deleteWithVolume(name, request);
     const record = ownership.record;
-    const kept = await this.destroy(gluster, name, request.retain, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
+    const kept = await this.removal.destroy(gluster, name, request.retain, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
     return kept === undefined ? {} : { retainedAt: kept };
-  }
-
-  /**
-   * Stops and deletes the gluster volume; unless retaining, journals the removal of `bricks`
-   * (the ones stowage made and recorded) first, so each node removes its peer's bricks even
-   * after a crash. Gluster's delete leaves bricks, which is what retain keeps. Returns where
-   * retained data is.
-   */
-  private async destroy(gluster: string, name: string, retain: boolean, bricks: readonly RecordedBrick[], known?: GlusterVolume, lease?: Lease): Promise<string | undefined> {
-    const volume = known ?? await this.cli.volumeInfo(gluster);
-    if (!volume) return undefined;
-    lease?.assertHeld(`stopping gluster volume ${gluster}`); // lease check
-    await this.mounter.unmount(this.target(gluster));
-    // Only bricks that are the volume's now, as glusterd says, on the peer glusterd says.
-    const doomed = retain ? [] : bricks.filter((b) => volume.bricks.some((v) => spec(v) === spec(b) && v.hostUuid === b.peer));
-    await this.statePool.read(() => retain ? this.cleaner.forget(volume.id) : this.cleaner.journal(gluster, volume.id, doomed), name);
-    const stopped = await this.cli.call(['volume', 'stop', gluster], name);
-    if (!stopped.ok && !/not in the started state|not started/i.test(stopped.opErrstr)) {
-      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `stopping gluster volume ${gluster} of volume ${name} failed: ${stopped.opErrstr}`,
-        { volume: name, cause: stopped });
-    }
-    lease?.assertHeld(`deleting gluster volume ${gluster}`, { kept: `gluster volume ${gluster} is stopped, nothing was deleted` }); // lease check
-    await this.cli.expect(['volume', 'delete', gluster], name);
-    const local = await this.localPeerId();
-    if (retain) {
-      this.ctx.log.info(`gluster volume ${gluster} deleted; its data stays in bricks ${volume.bricks.map(spec).join(', ')}`);
-      return retainedLocation(volume, local);
-    }
-    const left = volume.bricks.filter((v) => !doomed.some((d) => spec(d) === spec(v)));
-    if (left.length > 0) {
-      this.ctx.log.warn(`bricks ${left.map(spec).join(', ')} of deleted gluster volume ${gluster} stay in place: stowage did not ` +
-        'record making them (an adopted volume, a record of an earlier version, or a brick added to the volume since)');
-    }
-    const elsewhere = doomed.filter((b) => b.peer !== local);
-    if (elsewhere.length > 0) {
-      this.ctx.log.info(`bricks ${elsewhere.map(spec).join(', ')} of deleted gluster volume ${gluster} are removed by stowage on ` +
-        'their own hosts (at its next start or sweep); until then they hold a copy of the data');
-    }
-    void this.sweep();
-    return undefined;
   }
 
   async attach(name: string): Promise<string> {
@@ -460,7 +358,7 @@ export class GlusterVolumeBackend implements Backend {
       'glusterfs.volumeprefix': this.options.volumePrefix,
       'glusterfs.pool': this.statePool.pool,
       ...(this.me ? { 'glusterfs.deployment': this.me.id } : {}),
-      'glusterfs.bricksawaitingremoval': await this.cleaner.pending().catch((err: unknown) => `unknown: ${messageOf(err)}`),
+      'glusterfs.bricksawaitingremoval': await this.removal.pending().catch((err: unknown) => `unknown: ${messageOf(err)}`),
       'glusterfs.quota': String(this.options.quota),
       ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
     };
