@@ -1,5 +1,5 @@
 import { inject, injectable, optional } from 'inversify';
-import type { Backend, SnapshotRecord, VolumeRecord } from './backend.js';
+import type { Backend, SnapshotRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
 import { createRequest } from './create-request.js';
 import type { Cluster } from './cluster/cluster.js';
@@ -12,8 +12,9 @@ import { KeyedMutex } from './keyed-mutex.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
 import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
-import { formatSize, parseVolumeOptions } from './options.js';
+import { parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
+import { VolumeDescriptions } from './volume-descriptions.js';
 import { VolumeRestores } from './volume-restores.js';
 import { VolumeSnapshots, type ConsistencyOptions } from './volume-snapshots.js';
 import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './backup/restore-journal.js';
@@ -36,13 +37,12 @@ export type {
 export class VolumeManager {
   private readonly locks = new KeyedMutex();
   private readonly mountpoints = new Map<string, string>();
-  private lastBrief?: { records: VolumeRecord[]; mountsVersion: number; brief: BriefVolume[] };
-  /** Last record seen per name, so a passing backend fault does not make Docker forget a volume. */
-  private readonly lastKnown = new Map<string, VolumeRecord>();
   private reconcileTimer?: NodeJS.Timeout;
   /** Snapshots, live reads and restores (volume-snapshots.ts, volume-restores.ts), queued on `locks`. */
   private readonly snapshots: VolumeSnapshots;
   private readonly restores: VolumeRestores;
+  /** What Get and List answer (volume-descriptions.ts), with the last record seen per name. */
+  private readonly descriptions: VolumeDescriptions;
 
   constructor(
     @inject(TOKENS.Backend) private readonly backend: Backend,
@@ -68,6 +68,7 @@ export class VolumeManager {
       backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
       dropMounts: (name, ids, why) => this.dropMounts(name, ids, why),
     });
+    this.descriptions = new VolumeDescriptions({ backend: this.backend, mounts: this.mounts, cluster: this.cluster, mountpoints: this.mountpoints });
   }
 
   get backendName(): string {
@@ -132,63 +133,37 @@ export class VolumeManager {
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const existing = await this.backend.get(name);
-      if (existing) return { volume: await this.describeVolume(sameOrConflict(existing, options)), created: false };
+      if (existing) return { volume: await this.descriptions.describe(sameOrConflict(existing, options)), created: false };
       try {
         const origin = { createdAt: isoTime(this.clock.now()), createdBy: this.config.nodeId };
         const record = await this.backend.create(createRequest(name, options, origin, lease));
-        this.lastKnown.set(name, record);
+        this.descriptions.remember(name, record);
         this.log.info(`created volume ${name}`);
-        return { volume: await this.describeVolume(record), created: true };
+        return { volume: await this.descriptions.describe(record), created: true };
       } catch (err) {
         // Another node may have created the same name between our check and our create.
         if (isStowageError(err, ErrorCodes.VOLUME_EXISTS)) {
           const raced = await this.backend.get(name);
-          if (raced) return { volume: await this.describeVolume(sameOrConflict(raced, options)), created: false };
+          if (raced) return { volume: await this.descriptions.describe(sameOrConflict(raced, options)), created: false };
         }
         throw toStowageError(err, `creating volume ${name} failed`, name);
       }
     }));
   }
 
-  /** Never fails for a known volume because of a passing backend fault: Docker forgets volumes whose Get fails. */
+  /** See VolumeDescriptions.get. */
   async get(name: string): Promise<VolumeInfo> {
     validateVolumeName(name);
-    let record: VolumeRecord | undefined;
-    try {
-      record = await this.backend.get(name);
-    } catch (err) {
-      const known = this.lastKnown.get(name);
-      if (!known) throw toStowageError(err, `looking up volume ${name} failed`, name);
-      const info = await this.describeVolume(known);
-      info.status.warning = `backend unavailable, showing last known state: ${messageOf(err)}`;
-      return info;
-    }
-    if (!record) {
-      this.lastKnown.delete(name);
-      throw volumeNotFound(name);
-    }
-    this.lastKnown.set(name, record);
-    return this.describeVolume(record);
+    return this.descriptions.get(name);
   }
 
-  /** Names, creation times and local mountpoints only: what Docker's List needs, without per-volume status. */
-  async listBrief(): Promise<readonly BriefVolume[]> {
-    const records = await this.backend.list();
-    const last = this.lastBrief;
-    // Same records and same mounts as last time: the same answer, so a shell may reuse its encoding.
-    if (last && last.records === records && last.mountsVersion === this.mounts.version) return last.brief;
-    const brief = records.map((r) => ({
-      name: r.name,
-      createdAt: r.createdAt,
-      mountpoint: this.mounts.count(r.name) > 0 ? this.mountpoints.get(r.name) : undefined,
-    }));
-    this.lastBrief = { records, mountsVersion: this.mounts.version, brief };
-    return brief;
+  /** See VolumeDescriptions.listBrief. */
+  listBrief(): Promise<readonly BriefVolume[]> {
+    return this.descriptions.listBrief();
   }
 
-  async list(): Promise<VolumeInfo[]> {
-    const records = await this.backend.list();
-    return records.map((record) => this.describeCheaply(record));
+  list(): Promise<VolumeInfo[]> {
+    return this.descriptions.list();
   }
 
   /**
@@ -215,7 +190,7 @@ export class VolumeManager {
       const outcome = await this.backend.remove(name, { retain, lease }).catch((err: unknown) => {
         throw toStowageError(err, `removing volume ${name} failed`, name);
       });
-      this.lastKnown.delete(name);
+      this.descriptions.forget(name);
       this.mountpoints.delete(name);
       this.mounts.forget(name);
       // The volume is gone: that is the answer. Records that could not be saved are only
@@ -402,35 +377,6 @@ export class VolumeManager {
     }
     await this.mounts.persist();
     if (remaining === 0) await this.unmark(name);
-  }
-
-  private describeCheaply(record: VolumeRecord): VolumeInfo {
-    const mountCount = this.mounts.count(record.name);
-    const status: Record<string, string> = {
-      backend: this.backend.name,
-      createdAt: record.createdAt,
-      createdBy: record.createdBy,
-      mounts: String(mountCount),
-    };
-    if (record.options.size !== undefined) status.size = formatSize(record.options.size);
-    return {
-      ...record,
-      backend: this.backend.name,
-      mountCount,
-      mountpoint: mountCount > 0 ? this.mountpoints.get(record.name) : undefined,
-      status,
-    };
-  }
-
-  private async describeVolume(record: VolumeRecord): Promise<VolumeInfo> {
-    const info = this.describeCheaply(record);
-    Object.assign(info.status, this.cluster.usage(record.name));
-    try {
-      Object.assign(info.status, await this.backend.volumeStatus(record.name));
-    } catch (err) {
-      info.status.warning = `status unavailable: ${messageOf(err)}`;
-    }
-    return info;
   }
 }
 
