@@ -126,13 +126,6 @@ export class MountTable {
     return this.volumes.get(volume)?.incarnation;
   }
 
-  /** Counts per mount ID per volume, for publishing to other nodes. */
-  snapshot(): Record<string, Record<string, number>> {
-    const result: Record<string, Record<string, number>> = {};
-    for (const volume of this.volumes.keys()) result[volume] = this.ids(volume);
-    return result;
-  }
-
   records(): MountRecordView[] {
     const rows: MountRecordView[] = [];
     for (const [volume, { ids }] of this.volumes) {

@@ -87,7 +87,7 @@ export class VolumeManager {
       await this.mounts.load();
       for (const problem of this.mounts.skipped) this.log.warn(`mount records: skipped ${problem}`);
       await this.reconcileMounts();
-      await this.cluster.start(() => this.mounts.snapshot());
+      await this.cluster.start(this.mounts);
       await this.restores.recover();
     } catch (err) {
       await this.rootLock.release();

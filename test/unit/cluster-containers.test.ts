@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
-import { DEFAULT_CLUSTER_SETTINGS } from '../../src/core/cluster/cluster.js';
+import { DEFAULT_CLUSTER_SETTINGS, mountsFromRecord } from '../../src/core/cluster/cluster.js';
 import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
 import type { ContainerReferences, ContainerScan } from '../../src/core/container-references.js';
 import { ErrorCodes } from '../../src/core/errors.js';
@@ -62,7 +62,7 @@ describe('container references published by other nodes', () => {
 
   async function node(fs: FsPort, id: string, engine?: ContainerReferences, heartbeatMs = settings.heartbeatMs, log: Logger = silentLogger): Promise<SharedCluster> {
     const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), { ...settings, heartbeatMs }, log, engine);
-    await cluster.start(() => ({}));
+    await cluster.start(mountsFromRecord({}));
     started.push(cluster);
     return cluster;
   }
@@ -220,7 +220,7 @@ describe('a FIFO planted in the cluster directory', () => {
       // A layout-1 directory whose record is a FIFO: opening it plainly blocks until a writer comes.
       await mkdir(join(dir, 'cluster', 'nodes'), { recursive: true });
       expect(spawnSync('mkfifo', [join(dir, 'cluster', 'nodes', 'old.json')]).status).toBe(0);
-      await cluster.start(() => ({}));
+      await cluster.start(mountsFromRecord({}));
       await mkdir(join(dir, 'cluster', 'members'), { recursive: true });
       expect(spawnSync('mkfifo', [join(dir, 'cluster', 'members', 'fifo.json')]).status).toBe(0);
       expect((await cluster.nodes()).map((n) => n.record.nodeId)).toEqual(['n1']);

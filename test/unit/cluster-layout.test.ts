@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
-import { DEFAULT_CLUSTER_SETTINGS, type ClusterSettings } from '../../src/core/cluster/cluster.js';
+import { DEFAULT_CLUSTER_SETTINGS, mountsFromRecord, type ClusterSettings } from '../../src/core/cluster/cluster.js';
 import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
@@ -38,7 +38,7 @@ describe('cluster layout 2 beside layout 1', () => {
 
   async function start(dir: string, id: string, mounts: Record<string, Record<string, number>> = {}): Promise<SharedCluster> {
     const cluster = new SharedCluster(fsp as unknown as FsPort, dir, id, new SharedClock(), settings(), silentLogger);
-    await cluster.start(() => mounts);
+    await cluster.start(mountsFromRecord(mounts));
     cleanups.push(() => cluster.stop());
     return cluster;
   }
@@ -59,7 +59,7 @@ describe('cluster layout 2 beside layout 1', () => {
     await mkdir(join(dir, 'nodes'), { recursive: true });
     await writeFile(join(dir, 'nodes', 'old.json'), legacyRecord('old', { vol: { m: 1 } }));
     const cluster = new SharedCluster(fsp as unknown as FsPort, dir, 'node-a', new SharedClock(), settings(), silentLogger);
-    await expect(cluster.start(() => ({}))).rejects.toMatchObject({
+    await expect(cluster.start(mountsFromRecord({}))).rejects.toMatchObject({
       code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/node old runs stowage 0\.0\.9, which keeps its mounts in .*layout 1.*upgrade or stop/),
     });
     await cluster.stop();

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
-import { DEFAULT_CLUSTER_SETTINGS, type ClusterSettings } from '../../src/core/cluster/cluster.js';
+import { DEFAULT_CLUSTER_SETTINGS, mountsFromRecord, type ClusterSettings } from '../../src/core/cluster/cluster.js';
 import { ClusterLocks } from '../../src/core/cluster/cluster-lock.js';
 import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
 import { ErrorCodes } from '../../src/core/errors.js';
@@ -33,7 +33,7 @@ describe('SharedCluster', () => {
   async function node(fs: FsPort, id: string, mounts: Record<string, Record<string, number>> = {}, extra: Partial<ClusterSettings> = {}) {
     const clock = new SharedClock();
     const cluster = new SharedCluster(fs, '/shared/cluster', id, clock, settings(extra), silentLogger);
-    await cluster.start(() => mounts);
+    await cluster.start(mountsFromRecord(mounts));
     started.push(cluster);
     return { cluster, clock, mounts };
   }
@@ -71,7 +71,7 @@ describe('SharedCluster', () => {
       }) as FsPort['open'],
     };
     const viewer = new SharedCluster(staleEntries, '/shared/cluster', 'node-c', new SharedClock(), settings(), silentLogger);
-    await viewer.start(() => ({}));
+    await viewer.start(mountsFromRecord({}));
     started.push(viewer);
     misses = 0;
     await expect(viewer.assertRemovable('vol', { force: false }))
@@ -241,7 +241,7 @@ describe('records read from shared storage are checked, skipped and reported', (
 
   async function nodeOn(fs: FsPort, id: string) {
     const cluster = new SharedCluster(fs, '/shared/cluster', id, new SharedClock(), settings(), silentLogger);
-    await cluster.start(() => ({}));
+    await cluster.start(mountsFromRecord({}));
     started.push(cluster);
     return cluster;
   }
@@ -249,6 +249,30 @@ describe('records read from shared storage are checked, skipped and reported', (
   const validRecord = (nodeId: string, extra: Record<string, unknown> = {}) => JSON.stringify({
     format: 2, nodeId, version: 'x', host: 'h', pid: 1, startedAt: 'now', clockOffsetMs: 0,
     containers: {}, docker: { reachable: false }, ...extra,
+  });
+
+  it('asks the mount table per volume at each heartbeat and for mount counts, never for all of it', async () => {
+    const fs = memFs();
+    const record: Record<string, Record<string, number>> = { a: { m1: 1 }, b: { m2: 2 }, c: { m3: 1 } };
+    const live = mountsFromRecord(record);
+    let listed = 0;
+    const asked: string[] = [];
+    const cluster = new SharedCluster(fs, '/shared/cluster', 'node-a', new SharedClock(), settings(), silentLogger);
+    await cluster.start({
+      mountedVolumes: () => { listed += 1; return live.mountedVolumes(); },
+      count: (volume) => { asked.push(volume); return live.count(volume); },
+    });
+    started.push(cluster);
+    expect((await fs.readdir('/shared/cluster/mounts/node-a')).sort()).toEqual(['a', 'b', 'c']);
+    listed = 0;
+    asked.length = 0;
+    // An unmount whose marker unlink failed: the next heartbeat removes the marker, asking about c alone.
+    delete record.c;
+    await expect.poll(async () => (await fs.readdir('/shared/cluster/mounts/node-a')).sort()).toEqual(['a', 'b']);
+    expect(listed).toBe(0);
+    expect(new Set(asked)).toEqual(new Set(['a', 'b', 'c']));
+    expect(cluster.usage('b').mountedOn).toBe('node-a');
+    expect(cluster.usage('c').mountedOn).toBe('no node');
   });
 
   it('refuses to forget a node id that is not a plain name, and deletes nothing through it', async () => {

@@ -28,8 +28,25 @@ export const DEFAULT_CLUSTER_SETTINGS: Omit<ClusterSettings, 'version'> = {
   lockWaitMs: 20_000,
 };
 
-/** Mount IDs and counts per volume on this node. */
-export type MountSnapshot = () => Record<string, Record<string, number>>;
+/**
+ * This node's mounts, read live from the mount table at each question: per volume, not as a copy
+ * of the whole table, so a heartbeat's marker check and a Get's mount count do not grow with the
+ * number of volumes mounted here.
+ */
+export interface LocalMounts {
+  /** Volumes with mount records on this node. */
+  mountedVolumes(): string[];
+  /** Mounts of `volume` on this node, all mount IDs together (0: none). */
+  count(volume: string): number;
+}
+
+/** LocalMounts over a plain record of counts per mount ID per volume, read live (embedders, tests). */
+export function mountsFromRecord(record: Record<string, Record<string, number>>): LocalMounts {
+  return {
+    mountedVolumes: () => Object.keys(record),
+    count: (volume) => Object.values(record[volume] ?? {}).reduce((a, b) => a + b, 0),
+  };
+}
 
 /**
  * Cross-node coordination for volumes on shared storage. For `local` backends the no-op
@@ -37,7 +54,7 @@ export type MountSnapshot = () => Record<string, Record<string, number>>;
  */
 export interface Cluster {
   readonly enabled: boolean;
-  start(mounts: MountSnapshot): Promise<void>;
+  start(mounts: LocalMounts): Promise<void>;
   stop(): Promise<void>;
   /**
    * Runs `task` holding the cluster-wide lock of a volume name. The lease tells the task whether

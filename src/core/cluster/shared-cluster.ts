@@ -7,7 +7,7 @@ import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import { validateNodeId } from '../names.js';
 import type { ContainerReferences, ContainerScan } from '../container-references.js';
-import type { Cluster, ClusterSettings, MountSnapshot } from './cluster.js';
+import type { Cluster, ClusterSettings, LocalMounts } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
 import { createMarker, settleLayout } from './layout-settle.js';
@@ -35,7 +35,7 @@ export class SharedCluster implements Cluster {
   private readonly docker?: ContainerReferences;
   private invalid: InvalidNodeRecord[] = [];
   private stopped = false;
-  private mounts: MountSnapshot = () => ({});
+  private mounts: LocalMounts = { mountedVolumes: () => [], count: () => 0 };
   /** Volumes whose marker this node created and has not removed. */
   private readonly marked = new Set<string>();
   private scan: ContainerScan = { reachable: false, error: 'not asked yet', byVolume: {} };
@@ -70,7 +70,7 @@ export class SharedCluster implements Cluster {
     this.startedAt = new Date().toISOString();
   }
 
-  async start(mounts: MountSnapshot): Promise<void> {
+  async start(mounts: LocalMounts): Promise<void> {
     this.mounts = mounts;
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
     await settleLayout({ fs: this.fs, dir: this.dir, nodeId: this.nodeId, clock: this.clock, staleAfterMs: this.settings.staleAfterMs, log: this.log });
@@ -152,7 +152,7 @@ export class SharedCluster implements Cluster {
       if (errnoCode(err) === 'ENOENT') return [] as string[];
       throw err;
     }));
-    const mountedNow = (volume: string) => Object.values(this.mounts()[volume] ?? {}).some((n) => n > 0);
+    const mountedNow = (volume: string) => this.mounts.count(volume) > 0;
     for (const volume of present) {
       if (volume.startsWith('.') || mountedNow(volume)) continue;
       this.marked.delete(volume);
@@ -161,7 +161,7 @@ export class SharedCluster implements Cluster {
       });
     }
     if (!create) return;
-    for (const volume of Object.keys(this.mounts())) {
+    for (const volume of this.mounts.mountedVolumes()) {
       if (mountedNow(volume)) await this.markMounted(volume);
     }
   }
@@ -321,7 +321,7 @@ export class SharedCluster implements Cluster {
     const mountedOn: string[] = [];
     for (const node of this.view) {
       const self = node.record.nodeId === this.nodeId;
-      const mounts = self ? Object.values(this.mounts()[name] ?? {}).reduce((a, b) => a + b, 0) : node.mounted.includes(name);
+      const mounts = self ? this.mounts.count(name) : node.mounted.includes(name);
       const use = describeUse({ mounts, containers: self ? this.scan.byVolume : node.record.containers }, name);
       if (use) users.push(`${node.record.nodeId}${node.stale ? ' (stale)' : ''}: ${use}`);
       if (mounts) mountedOn.push(node.record.nodeId);
