@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
-import { DEFAULT_CLUSTER_SETTINGS, mountsFromRecord, type ClusterSettings } from '../../src/core/cluster/cluster.js';
+import { DEFAULT_CLUSTER_SETTINGS, type ClusterSettings } from '../../src/core/cluster/cluster.js';
+import { mountsFromRecord } from '../helpers/local-mounts.js';
 import { ClusterLocks } from '../../src/core/cluster/cluster-lock.js';
 import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
 import { ErrorCodes } from '../../src/core/errors.js';

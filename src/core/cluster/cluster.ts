@@ -40,13 +40,6 @@ export interface LocalMounts {
   count(volume: string): number;
 }
 
-/** LocalMounts over a plain record of counts per mount ID per volume, read live (embedders, tests). */
-export function mountsFromRecord(record: Record<string, Record<string, number>>): LocalMounts {
-  return {
-    mountedVolumes: () => Object.keys(record),
-    count: (volume) => Object.values(record[volume] ?? {}).reduce((a, b) => a + b, 0),
-  };
-}
 
 /**
  * Cross-node coordination for volumes on shared storage. For `local` backends the no-op
