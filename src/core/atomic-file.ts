@@ -100,18 +100,20 @@ export interface FileIdentity {
 type OpenFile = Awaited<ReturnType<FsPort['open']>>;
 
 /** Writes a new file at `path`; `keepOpen` returns its handle instead of closing it. */
-async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean): Promise<FileIdentity>;
+async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean): Promise<void>;
 async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean, keepOpen: true): Promise<FileIdentity & { handle: OpenFile }>;
-async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean, keepOpen = false): Promise<FileIdentity & { handle?: OpenFile }> {
+async function writeTemp(fs: FsPort, path: string, data: string, durable: boolean, keepOpen = false): Promise<(FileIdentity & { handle: OpenFile }) | void> {
   // 'wx' (O_CREAT|O_EXCL) never follows a symlink planted at the name.
   const handle = await fs.open(path, 'wx', 0o600);
   let keep = false;
   try {
     await handle.writeFile(data);
     if (durable) await handle.sync();
+    // Only a kept file's identity is wanted (createFileExclusive); a file renamed into place needs none.
+    if (!keepOpen) return;
     const { dev, ino, mtimeMs, size } = await handle.stat();
-    keep = keepOpen;
-    return { dev, ino, mtimeMs, size, ...(keepOpen ? { handle } : {}) };
+    keep = true;
+    return { dev, ino, mtimeMs, size, handle };
   } catch (err) {
     await handle.close().catch(() => undefined);
     await fs.unlink(path).catch(() => undefined);

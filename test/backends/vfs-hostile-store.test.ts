@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import * as realFs from 'node:fs/promises';
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -185,6 +185,9 @@ describe('vfs on a hostile store', () => {
       format: 1, op: 'remove', name: 'good', nodeId: 'node-a', createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'node-a',
       target: '../../outside/victim@20260101T000000Z-abcdef',
     }));
+    // Old enough to be discarded at start (a young unreadable one may be a write in progress).
+    const old = new Date(Date.now() - 60_000);
+    await utimes(join(journal, 'good.json'), old, old);
     await symlink(join(outside, 'entry.json'), join(journal, 'other.json'));
     const log = memoryLogger();
     const b = backend(log);

@@ -94,6 +94,30 @@ describe('vfs create and remove killed at every step', () => {
     expect(await fs.readdir(`${STORE}/.stowage/journal`)).toEqual([]);
   });
 
+  it('an intent left empty (its writer killed between creating and filling it) goes at the next create, or at a start once old', async () => {
+    const fs = memFs();
+    const first = vfs(fs);
+    await first.init();
+    const torn = `${STORE}/.stowage/journal/vol.json`;
+    // Intent records are written in place: a kill right after the open leaves this.
+    await fs.writeFile(torn, '');
+    const young = vfs(fs);
+    await young.init();
+    // Without the name's lock, a torn intent this young may be another node's being written.
+    expect(await fs.readdir(`${STORE}/.stowage/journal`)).toEqual(['vol.json']);
+    const old = new Date(Date.now() - 60_000);
+    await fs.utimes(torn, old, old);
+    const later = vfs(fs);
+    await later.init();
+    expect(await fs.readdir(`${STORE}/.stowage/journal`)).toEqual([]);
+    // Under the lock a create discards one at once, whatever its age.
+    await fs.writeFile(torn, '{"format":1,"op":"cr');
+    const record = await later.create(createRequest('vol', {}, { createdAt: 'x', createdBy: 'node-a' }));
+    expect(record.name).toBe('vol');
+    expect(await fs.readdir(`${STORE}/.stowage/journal`)).toEqual([]);
+    expect(await later.get('vol')).toBeDefined();
+  });
+
   it('remove: after a restart the volume is there with its data, or gone with its data retained', async () => {
     let completed = false;
     for (let budget = 0; !completed && budget < 60; budget += 1) {

@@ -53,13 +53,14 @@ const REPLY: Call = ['writev', 'everything done, no reply sent'];
 /*
  * The name lock in <store>/.stowage/cluster/locks is created in place (O_EXCL, a local store) by
  * an openat, which is no kill point: a kill between its creation and its content leaves an empty
- * lock file, which the restarted daemon takes over after 2 s (cluster-lock.test.ts). The first
- * point of each operation below sees the lock taken.
+ * lock file, which the restarted daemon takes over after 2 s (cluster-lock.test.ts). So is the
+ * intent record in <store>/.stowage/journal: a kill between its openat and its write leaves an
+ * empty one, which the next create or remove of the name discards (vfs-recovery.test.ts). The
+ * first point of Create and Remove below sees the lock taken and the intent recorded.
  */
 
 const CREATE: Call[] = [
-  ['rename', 'lock taken, intent record temp written'],
-  ['mkdir', 'intent recorded, no data directory'],
+  ['mkdir', 'lock taken, intent recorded, no data directory'],
   ['fchown', 'data directory made (mode 0700, root)'],
   ['fchmod', 'owner set, mode not'],
   ['link', 'mode set, registry temp written (not flushed)'],
@@ -98,8 +99,7 @@ const UNMOUNT: Call[] = [
 ];
 
 const REMOVE: Call[] = [
-  ['rename', 'lock taken, intent record temp written'],
-  ['rename', 'intent recorded, data in place'],
+  ['rename', 'lock taken, intent recorded, data in place'],
   ['unlink', 'data moved to .stowage/deleting, still registered'],
   ['rename', 'registry entry unlinked, epoch not bumped'],
   ['unlink', 'epoch bumped, intent record still there'],

@@ -149,6 +149,30 @@ describe('SharedCluster', () => {
     expect(a.cluster.usage('unused')).toEqual({ usedBy: 'no node', mountedOn: 'no node' });
   });
 
+  it("a remove's check reads the other nodes only, and keeps this node in the status and its problems reported", async () => {
+    const fs = memFs();
+    const read: string[] = [];
+    const watched: FsPort = {
+      ...fs,
+      open: (async (...args: Parameters<FsPort['open']>) => { read.push(String(args[0])); return fs.open(...args); }) as FsPort['open'],
+      readdir: (async (...args: Parameters<FsPort['readdir']>) => { read.push(String(args[0])); return fs.readdir(...args); }) as FsPort['readdir'],
+    };
+    // No heartbeat of node-a during the check: it would read node-a's files, as it should.
+    const a = await node(watched, 'node-a', { vol: { x: 1 } }, { heartbeatMs: 60_000, staleAfterMs: 120_000 });
+    await node(fs, 'node-b', { vol: { y: 1 } });
+    // A problem with node-a's own markers, as a heartbeat's full read reports it.
+    await fs.writeFile('/shared/cluster/mounts/node-a/.keep', '');
+    await fs.mkdir('/shared/cluster/mounts/node-a/not a volume');
+    await a.cluster.nodes();
+    expect(a.cluster.invalidNodes().map((i) => i.file)).toEqual(['mounts/node-a/not a volume']);
+    read.length = 0;
+    await expect(a.cluster.assertRemovable('vol', { force: false })).rejects.toMatchObject({ message: expect.stringMatching(/still used on node-b/) });
+    expect(read.filter((path) => path.includes('node-a'))).toEqual([]);
+    expect(read).toContain('/shared/cluster/members/node-b.json');
+    expect(a.cluster.usage('vol')).toEqual({ usedBy: 'node-a: 1 mount(s); node-b: mounted', mountedOn: 'node-a, node-b' });
+    expect(a.cluster.invalidNodes().map((i) => i.file)).toEqual(['mounts/node-a/not a volume']);
+  });
+
   it('takes times from the storage clock and reports a skewed local clock', async () => {
     const fs = memFs();
     const threeHours = 3 * 3600_000;

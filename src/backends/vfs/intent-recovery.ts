@@ -84,8 +84,10 @@ export class IntentRecovery {
     for (const name of await journal.names()) {
       try {
         const intent = await journal.read(name);
-        // Another node's intent may be an operation in progress; a create or remove of the name settles it.
-        if (intent === 'torn' || intent?.nodeId === nodeId) await this.recover(name);
+        // Another node's intent may be an operation in progress, and so may an unreadable one
+        // written moments ago (see Journal.record); a create or remove of the name settles both.
+        const mine = intent !== 'torn' && intent?.nodeId === nodeId;
+        if (mine || (intent === 'torn' && await journal.settled(name, Date.now()))) await this.recover(name);
       } catch (err) {
         log.error(`could not recover the interrupted operation on volume ${name}: ${messageOf(err)}`);
       }

@@ -37,6 +37,9 @@ export const intentSchema = z.discriminatedUnion('op', [
 
 export type Intent = z.infer<typeof intentSchema>;
 
+/** How old an unreadable intent must be before a reader without the name's lock discards it. */
+export const TORN_GRACE_MS = 10_000;
+
 export class Journal {
   constructor(private readonly fs: FsPort, readonly dir: string) {}
 
@@ -44,8 +47,43 @@ export class Journal {
     return join(this.dir, `${name}.json`);
   }
 
+  /**
+   * Written in place rather than renamed into place (two system calls fewer on every create and
+   * remove): only the holder of the name's lock writes or reads it, and a torn one (its writer
+   * killed between creating and filling it) means nothing after it happened, which `read`
+   * reports as 'torn'. The start-up sweep, which reads without the lock, leaves young torn ones
+   * alone (see `settled`).
+   */
   async record(intent: Intent): Promise<void> {
-    await writeFileAtomic(this.fs, this.fileOf(intent.name), JSON.stringify(intent), { durable: false });
+    const path = this.fileOf(intent.name);
+    const text = JSON.stringify(intent);
+    // 'wx' never follows a symlink planted at the name; an intent still there (its recovery
+    // failed) is replaced by rename, which does not follow one either.
+    const handle = await this.fs.open(path, 'wx', 0o600).catch((err: unknown) => {
+      if (errnoCode(err) === 'EEXIST') return undefined;
+      throw err;
+    });
+    if (!handle) {
+      await writeFileAtomic(this.fs, path, text, { durable: false });
+      return;
+    }
+    try {
+      await handle.writeFile(text);
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await this.fs.unlink(path).catch(() => undefined);
+      throw err;
+    }
+    await handle.close();
+  }
+
+  /**
+   * Whether the intent of `name` was last written at least `graceMs` ago: an unreadable one that
+   * young may be another node's still being written.
+   */
+  async settled(name: string, nowMs: number, graceMs = TORN_GRACE_MS): Promise<boolean> {
+    const stat = await this.fs.lstat(this.fileOf(name)).catch(() => undefined);
+    return stat !== undefined && stat.mtimeMs + graceMs <= nowMs;
   }
 
   async clear(name: string): Promise<void> {

@@ -37,15 +37,20 @@ export class MemberReader {
     this.paths = clusterPaths(dir);
   }
 
-  async read(): Promise<{ views: NodeView[]; invalid: InvalidNodeRecord[] }> {
+  /**
+   * `except`: a node whose record and markers are not read (nor reported): this node's own,
+   * when the caller knows its own state better than its last published record does.
+   */
+  async read(options: { except?: string } = {}): Promise<{ views: NodeView[]; invalid: InvalidNodeRecord[] }> {
     const files = await this.fs.readdir(this.paths.members);
     const now = this.clock.now();
     const views: NodeView[] = [];
     const invalid: InvalidNodeRecord[] = [];
-    const markers = await this.readMarkers(invalid);
+    const markers = await this.readMarkers(invalid, options.except);
     for (const file of files) {
       if (file.startsWith('.')) continue; // temp files of writers in progress
       const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
+      if (options.except !== undefined && id === options.except) continue;
       try {
         if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
         const read = await this.readListedRecord(file);
@@ -106,7 +111,7 @@ export class MemberReader {
   }
 
   /** Volumes with a marker, per node directory under `mounts/` (invalid names reported and skipped). */
-  private async readMarkers(invalid: InvalidNodeRecord[]): Promise<Map<string, string[]>> {
+  private async readMarkers(invalid: InvalidNodeRecord[], except: string | undefined): Promise<Map<string, string[]>> {
     const result = new Map<string, string[]>();
     // No mounts/ at all (a store no layout-2 daemon has started on yet, or one deleted by hand):
     // no markers, which is what the directory holds.
@@ -115,7 +120,7 @@ export class MemberReader {
       throw err;
     });
     for (const node of nodes) {
-      if (node.startsWith('.')) continue;
+      if (node.startsWith('.') || node === except) continue;
       const where = `${CLUSTER_LAYOUT.mounts}/${node.slice(0, 200)}`;
       if (!isValidNodeId(node)) {
         this.invalidEntry(invalid, where, 'not a node id');

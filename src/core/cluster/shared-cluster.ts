@@ -12,8 +12,11 @@ import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
 import { createMarker, settleLayout } from './layout-settle.js';
 import { MemberReader } from './member-reader.js';
-import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+import { CLUSTER_LAYOUT, clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
+/** Whether an invalid entry (as MemberReader names them) belongs to `nodeId`'s record or markers. */
+const entryOfNode = (file: string, nodeId: string) =>
+  file === `${nodeId}.json` || file === `${CLUSTER_LAYOUT.mounts}/${nodeId}` || file.startsWith(`${CLUSTER_LAYOUT.mounts}/${nodeId}/`);
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
 /** How a node's last heartbeat reads in messages. */
@@ -248,6 +251,20 @@ export class SharedCluster implements Cluster {
     return views;
   }
 
+  /**
+   * The other nodes, read afresh, for the checks that skip this node anyway (its own mounts and
+   * containers are known here): its record and markers are not read, which on a store of few
+   * nodes is half the reading a remove does. This node's entry in the view stays as the last
+   * full refresh (each heartbeat) left it.
+   */
+  private async refreshOthers(): Promise<NodeView[]> {
+    const { views, invalid } = await this.reader.read({ except: this.nodeId });
+    const self = this.view.filter((n) => n.record.nodeId === this.nodeId);
+    this.view = [...views, ...self].sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId));
+    this.invalid = [...invalid, ...this.invalid.filter((entry) => entryOfNode(entry.file, this.nodeId))];
+    return views;
+  }
+
   invalidNodes(): InvalidNodeRecord[] {
     return this.invalid;
   }
@@ -275,8 +292,7 @@ export class SharedCluster implements Cluster {
       }
       if (!this.listedAt) unknown.push(`${this.nodeId} (this node): ${scan.error ?? 'no answer'}`);
     }
-    for (const node of await this.refresh()) {
-      if (node.record.nodeId === this.nodeId) continue;
+    for (const node of await this.refreshOthers()) {
       const use = this.useOf(node, name);
       if (node.stale && (use || containersUnknown(node))) {
         stale.push(`${node.record.nodeId} (${heartbeat(node)}): ${use ?? 'containers unknown, its Docker engine never answered'}`);
@@ -308,8 +324,7 @@ export class SharedCluster implements Cluster {
 
   async usesElsewhere(name: string): Promise<string[]> {
     const uses: string[] = [];
-    for (const node of await this.refresh()) {
-      if (node.record.nodeId === this.nodeId) continue;
+    for (const node of await this.refreshOthers()) {
       const use = this.useOf(node, name);
       if (use) uses.push(`${node.record.nodeId}${node.stale ? ` (${heartbeat(node)})` : ''}: ${use}`);
     }
