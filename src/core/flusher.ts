@@ -11,15 +11,31 @@ interface Round {
   done: Promise<void>;
   /** Paths whose flush failed in this round, with the error. */
   failed: Map<string, unknown>;
+  /** Someone waits for this round (or it is full): it starts as soon as the previous one ended. */
+  urgent: boolean;
+  /** Starts the round now, once it is its turn; unset before then and after it started. */
+  kick?: () => void;
 }
+
+/**
+ * How long a round waits for more writes before it starts. One request at a time (the way
+ * Docker sends them) would otherwise flush each registry entry alone, and on a journaled
+ * filesystem every fsync commits the journal, which holds up the next request's file creations
+ * while the commit is written (Create 570-660/s with a round per request, 935-1007/s without
+ * flushing at all, on ext4 with a journal). Nobody waits for these rounds but the first mount
+ * of a volume, which starts its round at once.
+ */
+export const FLUSH_DELAY_MS = 50;
+/** A round with this many open files starts at once: each holds a descriptor until then. */
+export const MAX_ROUND_FILES = 256;
 
 /**
  * Group commit for records that must reach the disk soon, but need not hold up the request that
  * wrote them: a volume's registry entry is on disk before the volume is first mounted (before any
  * data can be written into it), not before its Create answers. Writes queue their open handle
  * (fsynced and closed here) and the directories whose entries changed; one round flushes
- * everything queued meanwhile, so concurrent requests share the disk's flushes, and a round
- * starts as soon as the previous one ends, so a record waits at most about two flushes.
+ * everything queued meanwhile, so requests share the disk's flushes. A round starts FLUSH_DELAY_MS
+ * after its first write (once the previous round ended), or at once when someone waits for it.
  */
 export class Flusher {
   private next?: Round;
@@ -29,7 +45,7 @@ export class Flusher {
   /** Paths whose last flush failed, retried by the next `durable` call. */
   private readonly failedPaths = new Map<string, unknown>();
 
-  constructor(private readonly fs: FsPort, private readonly log: Logger) {}
+  constructor(private readonly fs: FsPort, private readonly log: Logger, private readonly delayMs = FLUSH_DELAY_MS) {}
 
   /** Takes over `handle` (of the file now at `path`): it is fsynced and closed in the next round. */
   file(path: string, handle: SyncableHandle): void {
@@ -40,6 +56,7 @@ export class Flusher {
     round.files.set(path, handle);
     this.roundOf.set(path, round);
     this.failedPaths.delete(path);
+    if (round.files.size >= MAX_ROUND_FILES) this.hurry(round);
   }
 
   /** Queues an fsync of `dir`, whose entries changed (a file linked, renamed or unlinked there). */
@@ -56,7 +73,10 @@ export class Flusher {
    */
   async durable(path: string): Promise<void> {
     const round = this.roundOf.get(path);
-    if (round) await round.done;
+    if (round) {
+      this.hurry(round);
+      await round.done;
+    }
     if (!this.failedPaths.has(path)) return;
     // Flushing failed before (EIO, a full disk): try again now, and fail the caller if it still does.
     const handle = await this.fs.open(path, 'r');
@@ -66,8 +86,17 @@ export class Flusher {
 
   /** Resolves when everything queued so far is on disk or has failed (failures are logged). */
   async drain(): Promise<void> {
-    while (this.next) await this.next.done;
+    while (this.next) {
+      const round = this.next;
+      this.hurry(round);
+      await round.done;
+    }
     await this.running;
+  }
+
+  private hurry(round: Round): void {
+    round.urgent = true;
+    round.kick?.();
   }
 
   get pending(): number {
@@ -78,16 +107,30 @@ export class Flusher {
     if (this.next) return this.next;
     let start!: () => void;
     const gate = new Promise<void>((resolve) => { start = resolve; });
-    const round: Round = { files: new Map(), dirs: new Set(), failed: new Map(), done: Promise.resolve() };
+    const round: Round = { files: new Map(), dirs: new Set(), failed: new Map(), done: Promise.resolve(), urgent: false };
     round.done = gate.then(() => this.flush(round));
     this.next = round;
-    // The round starts after the one running now, and after this turn of the event loop, so
-    // every request that wrote meanwhile joins it.
-    this.running = this.running.then(() => new Promise<void>((resolve) => setImmediate(() => {
-      if (this.next === round) this.next = undefined;
-      start();
-      round.done.then(resolve, resolve);
-    })));
+    // The round starts after the one running now, and after a short wait (or at once when
+    // someone needs it), so every request that wrote meanwhile joins it.
+    this.running = this.running.then(() => new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const go = () => {
+        if (!round.kick) return;
+        round.kick = undefined;
+        clearTimeout(timer);
+        if (this.next === round) this.next = undefined;
+        start();
+        round.done.then(resolve, resolve);
+      };
+      round.kick = go;
+      if (round.urgent) {
+        go();
+        return;
+      }
+      // Unref'd: a pending round never keeps a process alive (a daemon drains at its stop).
+      timer = setTimeout(go, this.delayMs);
+      timer.unref();
+    }));
     return round;
   }
 

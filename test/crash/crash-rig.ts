@@ -11,6 +11,7 @@ import {
   describePoint, killHard, sleep, startCrashDaemon, underKillPoint, type DaemonRun, type KillPoint, type Outcome,
 } from './crash-daemon.js';
 import { entriesOf, findTempFiles, persistedMounts, storeEntries } from './store-state.js';
+import { FLUSH_DELAY_MS } from '../../src/core/flusher.js';
 
 /** What every volume of the suite is created with: the data directory must come out this way. */
 export const VOLUME_OPTS = { mode: '750', uid: '1000', gid: '1000' } as const;
@@ -104,6 +105,8 @@ export class CrashRig {
   async setup(method: string, body: unknown): Promise<Record<string, unknown>> {
     const reply = await this.call(method, body);
     if (reply.Err) throw new Error(`setting up the scenario: ${method} ${JSON.stringify(body)} answered Err ${JSON.stringify(reply.Err)}`);
+    // Its group flush (FLUSH_DELAY_MS after the answer) lands now, not inside the request under test.
+    await sleep(FLUSH_DELAY_MS + 150);
     return reply;
   }
 

@@ -67,10 +67,10 @@ const CREATE: Call[] = [
   ['unlink', 'registry entry linked (temp still there)'],
   ['unlink', 'registered, intent record still there'],
   ['unlink', 'intent removed, lock held'],
-  // The group flush of the registry entry and its directory starts right after the entry is
-  // linked and races the reply: the descriptions follow the order seen most.
-  ['fsync', 'lock released, registry entry not flushed'],
   REPLY,
+  // The group flush of the registry entry and its directory starts FLUSH_DELAY_MS after the
+  // entry was linked, well after the reply.
+  ['fsync', 'answered, registry entry not flushed'],
   ['fsync', 'answered, registry entry flushed, its directory not'],
 ];
 
@@ -103,14 +103,14 @@ const REMOVE: Call[] = [
   ['unlink', 'data moved to .stowage/deleting, still registered'],
   ['rename', 'registry entry unlinked, epoch not bumped'],
   ['unlink', 'epoch bumped, intent record still there'],
-  // From here the group flush of the registry directory and the background purge (unlink of its
-  // marker file, rmdir) race the lock release and the reply: the descriptions below follow the
-  // order seen most, not a guaranteed one.
-  ['fsync', 'intent removed, removal not flushed'],
+  // From here the background purge (unlink of its marker file, rmdir) races the lock release
+  // and the reply: the descriptions below follow the order seen most, not a guaranteed one.
   ['unlink', 'intent removed, data not purged'],
   ['rmdir', 'purge half done (the marker file gone, its directory left)'],
   ['unlink', 'purged, lock held'],
   REPLY,
+  // The group flush of the registry directory starts FLUSH_DELAY_MS after the unlink.
+  ['fsync', 'answered, removal not flushed'],
 ];
 
 type Reply = PluginReply & { httpStatus: number };

@@ -1,7 +1,7 @@
 import { createFsFromVolume, Volume } from 'memfs';
 import { describe, expect, it } from 'vitest';
 import { createFileExclusive } from '../../src/core/atomic-file.js';
-import { Flusher } from '../../src/core/flusher.js';
+import { Flusher, MAX_ROUND_FILES } from '../../src/core/flusher.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { memoryLogger } from '../helpers/memory-logger.js';
 
@@ -87,5 +87,37 @@ describe('Flusher', () => {
     const before = synced.length;
     await flusher.durable('/reg/a.json');
     expect(synced.length).toBe(before);
+  });
+
+  it('lets writes of the next moments join a round, and starts it at once for whoever needs it', async () => {
+    const { fs, synced } = syncRecordingFs();
+    await fs.mkdir('/reg', { recursive: true });
+    // A delay no test waits out: only durable() and drain() can start these rounds.
+    const flusher = new Flusher(fs, memoryLogger(), 60_000);
+    await createFileExclusive(fs, '/reg/a.json', 'a', { flusher });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await createFileExclusive(fs, '/reg/b.json', 'b', { flusher });
+    expect(synced).toEqual([]);
+    await flusher.durable('/reg/b.json');
+    // Both files in one round, with one fsync of their directory.
+    expect(synced.filter((p) => p.startsWith('/reg/.tmp-'))).toHaveLength(2);
+    expect(synced.filter((p) => p === '/reg')).toHaveLength(1);
+    await createFileExclusive(fs, '/reg/c.json', 'c', { flusher });
+    expect(flusher.pending).toBe(2); // the file and its directory
+    await flusher.drain();
+    expect(flusher.pending).toBe(0);
+    expect(synced.filter((p) => p === '/reg')).toHaveLength(2);
+  });
+
+  it('starts a round that holds MAX_ROUND_FILES open files without waiting for anyone', async () => {
+    const { fs, synced } = syncRecordingFs();
+    await fs.mkdir('/reg', { recursive: true });
+    const flusher = new Flusher(fs, memoryLogger(), 60_000);
+    for (let i = 0; i < MAX_ROUND_FILES; i += 1) await createFileExclusive(fs, `/reg/v${i}.json`, String(i), { flusher });
+    for (let tries = 0; tries < 100 && synced.filter((p) => p === '/reg').length === 0; tries += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(synced.filter((p) => p.startsWith('/reg/.tmp-'))).toHaveLength(MAX_ROUND_FILES);
+    expect(synced.filter((p) => p === '/reg')).toHaveLength(1);
   });
 });
