@@ -45,7 +45,17 @@ export class Flusher {
   /** Paths whose last flush failed, retried by the next `durable` call. */
   private readonly failedPaths = new Map<string, unknown>();
 
-  constructor(private readonly fs: FsPort, private readonly log: Logger, private readonly delayMs = FLUSH_DELAY_MS) {}
+  /**
+   * `urgent(path)`: files for which the round starts at once. On a network filesystem a written
+   * file's content may reach the server only when it is flushed, while its new name is visible
+   * to other nodes at once: those should not wait.
+   */
+  constructor(
+    private readonly fs: FsPort,
+    private readonly log: Logger,
+    private readonly delayMs = FLUSH_DELAY_MS,
+    private readonly urgent: (path: string) => boolean = () => false,
+  ) {}
 
   /** Takes over `handle` (of the file now at `path`): it is fsynced and closed in the next round. */
   file(path: string, handle: SyncableHandle): void {
@@ -56,7 +66,7 @@ export class Flusher {
     round.files.set(path, handle);
     this.roundOf.set(path, round);
     this.failedPaths.delete(path);
-    if (round.files.size >= MAX_ROUND_FILES) this.hurry(round);
+    if (round.files.size >= MAX_ROUND_FILES || this.urgent(path)) this.hurry(round);
   }
 
   /** Queues an fsync of `dir`, whose entries changed (a file linked, renamed or unlinked there). */
@@ -65,6 +75,7 @@ export class Flusher {
     round.dirs.add(dir);
     this.roundOf.set(dir, round);
     this.failedPaths.delete(dir);
+    if (this.urgent(dir)) this.hurry(round);
   }
 
   /**

@@ -219,6 +219,11 @@ export function isLocalPath(port: FsPort, path: string): boolean {
   return port instanceof LocalFirstFs && port.isLocal(path);
 }
 
+/** True for a path the daemon's own file system port knows to be on a network filesystem (NFS, FUSE, ...). */
+export function isRemotePath(port: FsPort, path: string): boolean {
+  return port instanceof LocalFirstFs && !port.isLocal(path);
+}
+
 export function distrust(port: FsPort, dir: string): void {
   if (port instanceof LocalFirstFs) port.distrust(dir);
 }

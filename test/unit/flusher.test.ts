@@ -120,4 +120,18 @@ describe('Flusher', () => {
     expect(synced.filter((p) => p.startsWith('/reg/.tmp-'))).toHaveLength(MAX_ROUND_FILES);
     expect(synced.filter((p) => p === '/reg')).toHaveLength(1);
   });
+
+  it('does not wait for files its caller marks urgent (a network filesystem, where content reaches the server only when flushed)', async () => {
+    const { fs, synced } = syncRecordingFs();
+    await fs.mkdir('/nfs', { recursive: true });
+    await fs.mkdir('/local', { recursive: true });
+    const flusher = new Flusher(fs, memoryLogger(), 60_000, (path) => path.startsWith('/nfs'));
+    await createFileExclusive(fs, '/local/a.json', 'a', { flusher });
+    await createFileExclusive(fs, '/nfs/b.json', 'b', { flusher });
+    for (let tries = 0; tries < 100 && !synced.includes('/nfs'); tries += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+    // The round started without anyone waiting, and took the local file along.
+    expect(synced).toContain('/nfs');
+    expect(synced).toContain('/local');
+    expect(flusher.pending).toBe(0);
+  });
 });

@@ -5,10 +5,10 @@ import type {
 } from '../../core/backend.js';
 import { BackgroundWork } from '../../core/background-work.js';
 import { directoryUsage } from '../../core/disk-usage.js';
-import { Flusher } from '../../core/flusher.js';
+import { FLUSH_DELAY_MS, Flusher } from '../../core/flusher.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
-import { onLocalFilesystem, trustIfLocal } from '../../core/local-fs.js';
+import { isRemotePath, onLocalFilesystem, trustIfLocal } from '../../core/local-fs.js';
 import { CheckedDirs, assertRealDir, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { IntentRecovery } from './intent-recovery.js';
@@ -54,7 +54,7 @@ export class VfsBackend implements Backend {
     this.dirs = new CheckedDirs(ctx.fs);
     this.journal = new Journal(ctx.fs, this.layout.journal);
     this.background = new BackgroundWork(ctx.log);
-    this.flusher = new Flusher(ctx.fs, ctx.log);
+    this.flusher = new Flusher(ctx.fs, ctx.log, FLUSH_DELAY_MS, (path) => isRemotePath(ctx.fs, path));
     this.registry = new VolumeRegistry(ctx.fs, this.layout.volumes, ctx.log, join(ctx.root, 'vfs-registry-cache.json'), this.flusher);
     this.recovery = new IntentRecovery({
       fs: ctx.fs, log: ctx.log, nodeId: ctx.nodeId, journal: this.journal, registry: this.registry,
