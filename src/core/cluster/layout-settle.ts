@@ -130,3 +130,23 @@ export async function createMarker(fs: FsPort, path: string): Promise<void> {
     if (errnoCode(err) !== 'EEXIST') throw err;
   }
 }
+
+/**
+ * Deletes what a node published in the cluster directory: its mount markers first, then its
+ * record, so a crash in between leaves a record to forget again, never a record without markers
+ * it had. Files already gone are fine.
+ */
+export async function deleteNodeFiles(fs: FsPort, dir: string, nodeId: string): Promise<void> {
+  const paths = clusterPaths(dir);
+  const gone = (err: unknown) => {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  };
+  const markers = join(paths.mounts, nodeId);
+  const names = await fs.readdir(markers).catch((err: unknown) => {
+    gone(err);
+    return [] as string[];
+  });
+  for (const name of names) await fs.unlink(join(markers, name)).catch(gone);
+  await fs.rmdir(markers).catch(gone);
+  await fs.unlink(join(paths.members, `${nodeId}.json`)).catch(gone);
+}

@@ -13,6 +13,11 @@ import {
 
 /** A node record is a few KiB even with many mounts; anything far larger is not one. */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
+/** Whether an invalid entry, as `read` names them, belongs to `nodeId`'s record or markers. */
+export function entryOfNode(file: string, nodeId: string): boolean {
+  return file === `${nodeId}.json` || file === `${CLUSTER_LAYOUT.mounts}/${nodeId}` || file.startsWith(`${CLUSTER_LAYOUT.mounts}/${nodeId}/`);
+}
+
 /** How long a record readdir lists may answer ENOENT before it counts as invalid (see readListedRecord). */
 const RECORD_REOPEN_MS = 3_000;
 

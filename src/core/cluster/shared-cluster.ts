@@ -10,13 +10,10 @@ import type { ContainerReferences, ContainerScan } from '../container-references
 import type { Cluster, ClusterSettings, LocalMounts } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
-import { createMarker, settleLayout } from './layout-settle.js';
-import { MemberReader } from './member-reader.js';
-import { CLUSTER_LAYOUT, clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+import { createMarker, deleteNodeFiles, settleLayout } from './layout-settle.js';
+import { MemberReader, entryOfNode } from './member-reader.js';
+import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
-/** Whether an invalid entry (as MemberReader names them) belongs to `nodeId`'s record or markers. */
-const entryOfNode = (file: string, nodeId: string) =>
-  file === `${nodeId}.json` || file === `${CLUSTER_LAYOUT.mounts}/${nodeId}` || file.startsWith(`${CLUSTER_LAYOUT.mounts}/${nodeId}/`);
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
 /** How a node's last heartbeat reads in messages. */
@@ -359,22 +356,7 @@ export class SharedCluster implements Cluster {
         `node ${nodeId} sent a heartbeat ${seconds(node.heartbeatAgeMs)} ago; stop its stowage daemon first, ` +
         `then forget it once it is stale (after ${seconds(this.settings.staleAfterMs)})`, { node: nodeId });
     }
-    const markers = join(this.paths.mounts, nodeId);
-    const names = await this.fs.readdir(markers).catch((err: unknown) => {
-      if (errnoCode(err) === 'ENOENT') return [] as string[];
-      throw err;
-    });
-    for (const name of names) {
-      await this.fs.unlink(join(markers, name)).catch((err: unknown) => {
-        if (errnoCode(err) !== 'ENOENT') throw err;
-      });
-    }
-    await this.fs.rmdir(markers).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    });
-    await this.fs.unlink(join(this.paths.members, `${nodeId}.json`)).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    });
+    await deleteNodeFiles(this.fs, this.dir, nodeId);
     this.log.warn(`forgot node ${nodeId} and its references`);
     await this.refresh();
   }
