@@ -105,9 +105,14 @@ export class Flusher {
     await this.running;
   }
 
+  /**
+   * Starts the round once the code running now is done: a write queues its file and then its
+   * directory, and both must land in the same round (a file flushed without its new name is not
+   * durable yet).
+   */
   private hurry(round: Round): void {
     round.urgent = true;
-    round.kick?.();
+    queueMicrotask(() => round.kick?.());
   }
 
   get pending(): number {

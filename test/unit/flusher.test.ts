@@ -128,9 +128,16 @@ describe('Flusher', () => {
     const flusher = new Flusher(fs, memoryLogger(), 60_000, (path) => path.startsWith('/nfs'));
     await createFileExclusive(fs, '/local/a.json', 'a', { flusher });
     await createFileExclusive(fs, '/nfs/b.json', 'b', { flusher });
-    for (let tries = 0; tries < 100 && !synced.includes('/nfs'); tries += 1) await new Promise((resolve) => setTimeout(resolve, 10));
-    // The round started without anyone waiting, and took the local file along.
+    await flusher.durable('/nfs/b.json');
+    // Durable means its new name too: the directory went in the file's round.
     expect(synced).toContain('/nfs');
+    // And nobody needs to wait for such a file: its round starts anyway.
+    const unwatched = new Flusher(fs, memoryLogger(), 60_000, (path) => path.startsWith('/nfs'));
+    await createFileExclusive(fs, '/nfs/c.json', 'c', { flusher: unwatched });
+    const flushedC = () => synced.some((p) => p.startsWith('/nfs/.tmp-') && p.endsWith('-c.json'));
+    for (let tries = 0; tries < 100 && !flushedC(); tries += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(flushedC()).toBe(true);
+    // The first round took the waiting local file along.
     expect(synced).toContain('/local');
     expect(flusher.pending).toBe(0);
   });
