@@ -25,5 +25,7 @@ export async function describeFilesystem(dir = tmpdir()): Promise<string> {
   let journals: string[] = [];
   try { journals = readdirSync('/proc/fs/jbd2'); } catch { /* no journal anywhere */ }
   const journaled = journals.some((j) => j.startsWith(`${basename(source)}-`));
-  return `ext4 on ${source}, ${journaled ? 'journaled' : 'without a journal: freed inodes are not reused for minutes'} (${dir})`;
+  const unjournaled = 'without a journal: freed inodes are not reused for minutes, so creates slow down run after run; ' +
+    'set TMPDIR to a directory on a journaled filesystem to measure what most hosts have';
+  return `ext4 on ${source}, ${journaled ? 'journaled' : unjournaled} (${dir})`;
 }
