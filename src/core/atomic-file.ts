@@ -159,8 +159,8 @@ export async function writeFileAtomic(
  * shared filesystems (hard links are exclusive on NFS and GlusterFS; O_EXCL on old NFS is not).
  * Returns false when the file already existed, else the new file's identity (a hard link
  * leaves the inode's mtime as it was). `durable: false` skips the fsync, for files that need not
- * survive a power loss (locks with a TTL); a `flusher` takes the fsync over, right after the
- * answer (see Flusher).
+ * survive a power loss (locks with a TTL); a `flusher` takes the fsync over, in its next group
+ * flush after the answer (see Flusher).
  */
 export async function createFileExclusive(
   fs: FsPort, path: string, data: string, options: { durable?: boolean; tornIsHarmless?: boolean; flusher?: Flusher } = {},
