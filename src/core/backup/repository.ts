@@ -10,7 +10,7 @@ import {
   type BackupRecord, type Entry, type PackBlob, type PackIndex, type RepoConfig,
 } from './format.js';
 import { isBlockBackup, notAFileBackup } from './block-format.js';
-import { assertVolumeName, corrupt, parseObject, sha256 } from './objects.js';
+import { assertVolumeName, corrupt, parseObject, sha256, sha256OffThread } from './objects.js';
 import { PackWriter } from './pack-writer.js';
 
 // Where these lived before the split; imports of them from here keep working.
@@ -166,7 +166,7 @@ export class Repository {
     } catch (err) {
       throw corrupt(`chunk ${id} in ${key} is corrupt: it does not decompress (${loc.codec})`, err);
     }
-    if (plain.length !== loc.rawLength || sha256(plain) !== id) {
+    if (plain.length !== loc.rawLength || await sha256OffThread(plain) !== id) {
       throw corrupt(`chunk ${id} in ${key} is corrupt: its content does not match its hash`);
     }
     return plain;

@@ -12,6 +12,7 @@ import { Repository } from '../../../src/core/backup/repository.js';
 import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { collect } from './tree-helpers.js';
+import { findExecutable, systemSuite } from '../../helpers/requirements.js';
 
 /** Small chunks so a few MiB exercise many of them. */
 const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' };
@@ -332,6 +333,69 @@ describe('a backup that fails part-way', () => {
       expect(await repo.listBackups('v1')).toEqual([]);
     } finally {
       await rm(base, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a restore of large chunks (written and hashed on the thread pool)', () => {
+  let base = '';
+  let src = '';
+  let store: VfsBlobStore;
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-tree-large-'));
+    src = join(base, 'src');
+    await mkdir(src);
+    // Default chunker: chunks of about 1 MiB, above the sizes that leave the main thread.
+    for (let i = 0; i < 3; i += 1) await writeFile(join(src, `f${i}`), pseudoRandom(4 * 1024 * 1024 + i, `thread-pool${i}`));
+    await mkdir(join(base, 'repo'));
+    store = new VfsBlobStore(join(base, 'repo'), { durable: false });
+  });
+  afterAll(async () => { await rm(base, { recursive: true, force: true }); });
+
+  it('a corrupted large chunk fails restore and verify, naming it; the target is left empty', async () => {
+    const repo = await Repository.init(store);
+    const record = await backupTree(src, repo, { volume: 'big' });
+    const { entries } = await collect(repo, record);
+    const chunks = entries.find((e) => e.path === 'f1')!.chunks!;
+    const victim = chunks[chunks.length - 2]!;
+    const loc = repo.locate(victim)!;
+    expect(loc.rawLength).toBeGreaterThanOrEqual(256 * 1024);
+    const path = join(store.location, packKey(loc.pack));
+    const bytes = await readFile(path);
+    bytes[loc.offset + Math.floor(loc.length / 2)] ^= 0x55;
+    await writeFile(path, bytes);
+    const fresh = await Repository.open(store);
+    await expect(verifyBackup(fresh, 'big', record.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining(`chunk ${victim}`) });
+    const out = join(base, 'out-corrupt');
+    await mkdir(out);
+    await expect(restoreTree(fresh, 'big', record.id, out)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining(`chunk ${victim}`) });
+    expect(await readdir(out)).toEqual([]);
+  });
+
+  const noTmpfs = systemSuite('tmpfs mounts', isRoot && findExecutable('mount') ? { ok: true } : { ok: false, why: 'needs root to mount a small tmpfs' });
+  it.skipIf(noTmpfs)('a write that fails on the thread pool (a full filesystem) fails the restore with its cause and leaves the target empty', async () => {
+    const own = new VfsBlobStore(join(base, 'repo-full'), { durable: false });
+    await mkdir(join(base, 'repo-full'));
+    const repo = await Repository.init(own);
+    const record = await backupTree(src, repo, { volume: 'full' });
+    const out = join(base, 'out-full');
+    await mkdir(out);
+    // Room for one file and a half: the second file's large writes run out of space.
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=6M', 'tmpfs', out]);
+    try {
+      const unhandled: unknown[] = [];
+      const onUnhandled = (reason: unknown) => { unhandled.push(reason); };
+      process.on('unhandledRejection', onUnhandled);
+      try {
+        await expect(restoreTree(repo, 'full', record.id, out)).rejects.toMatchObject({ code: 'ENOSPC' });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+      }
+      expect(unhandled).toEqual([]);
+      expect(await readdir(out)).toEqual([]);
+    } finally {
+      await execa('umount', [out]);
     }
   });
 });
