@@ -102,6 +102,21 @@ export async function daemonMemory(pid: number): Promise<Memory> {
   return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024 };
 }
 
+/**
+ * VmRSS of an idle daemon: sampled every second for `seconds` with no request sent, the last
+ * sample. V8 shrinks its heap some seconds after allocation stops (its "memory reducer", a
+ * `Mark-Compact (reduce)` in --trace-gc), so the figure right after a burst of requests is a
+ * passing peak, not what holding the volumes costs.
+ */
+export async function idleMemory(pid: number, seconds: number): Promise<{ rssMb: number; samplesMb: number[] }> {
+  const samplesMb: number[] = [];
+  for (let i = 0; i < seconds; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    samplesMb.push((await daemonMemory(pid)).rssMb);
+  }
+  return { rssMb: samplesMb.at(-1) ?? NaN, samplesMb };
+}
+
 export interface FirstAnswer {
   /** From spawn to the end of the first successful request. */
   readyMs: number;

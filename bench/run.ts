@@ -11,7 +11,7 @@
  * Exits 0 when every section ran (missed targets included), 1 when the bench could not run.
  * Knobs (environment): BENCH_LIFECYCLE_N, BENCH_LIFECYCLE_ROUNDS, BENCH_CLI_N, BENCH_CLI_ROUNDS,
  * BENCH_CLI_CONCURRENCY, BENCH_SOCKET_SEQ_N, BENCH_SOCKET_N, BENCH_SOCKET_CONCURRENCY, BENCH_SOCKET_MOUNT_BATCH,
- * BENCH_SCALE_N, BENCH_TIMEOUT_S, BENCH_BACKUP_* (see bench/backup.ts), and BENCH_SECTIONS (e.g.
+ * BENCH_SCALE_N, BENCH_IDLE_S, BENCH_TIMEOUT_S, BENCH_BACKUP_* (see bench/backup.ts), and BENCH_SECTIONS (e.g.
  * "2,3"; section 3 includes 4). Section names or numbers as arguments (`npm run bench -- backup`)
  * take the place of BENCH_SECTIONS.
  */
@@ -59,6 +59,7 @@ const config = {
     concurrency: 32,
     listSamples: 50,
     coldStarts: 3,
+    idleSeconds: envInt('BENCH_IDLE_S', 25),
   },
   timeoutS: envInt('BENCH_TIMEOUT_S', 1800),
   backup: backupBenchOptions(),
