@@ -21,7 +21,7 @@ const MAX_WARNINGS = 100;
 /** Files read (backup) or written (restore) at once. */
 const FILES_AHEAD = 8;
 /**
- * Read size for large files on a local filesystem: most chunks (1 MiB on average) then lie
+ * Read size for large files on a local filesystem: most chunks (512 KiB on average) then lie
  * inside one read, uncopied. 4 MiB, not 8: a backup of the bench tree peaked at 142-146 MiB
  * instead of 149-162 MiB, in the same time; 2 MiB peaked higher again (159-160 MiB), as more
  * chunks straddle two reads and are copied out.
