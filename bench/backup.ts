@@ -323,7 +323,8 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     }
     addMetric(section, { key: 'second_volume_pct', label: 'second volume, same data: added, % of its size', value: 100 * current['second volume']!.stored! / bytes, unit: '%', target: atMost(2) });
     addMetric(section, { key: 'restore_vs_tar_x', label: 'restore / tar -x (rate ratio)', value: untarMs / current.restore!.ms, unit: 'x', target: atLeast(0.8) });
-    addMetric(section, { key: 'backup_peak_rss_mib', label: `peak RSS of a full backup of ${fmt(bytes / MiB)} MiB`, value: rss / MiB, unit: 'MiB', target: atMost(150) });
+    // In MB (10^6 bytes), as the target is stated: 150 MB is 143 MiB.
+    addMetric(section, { key: 'backup_peak_rss_mb', label: `peak RSS of a full backup of ${fmt(bytes / MiB)} MiB`, value: rss / 1e6, unit: 'MB', target: atMost(150) });
     section.notes.push(
       `tree: ${fmt(bytes / MiB)} MiB (${Math.max(1, Math.round(opts.largeMiB / LARGE_FILE_MIB))} files of ${LARGE_FILE_MIB} MiB, half of each incompressible, and ${opts.smallFiles} text files of 1-13 KB), codec ${opts.codec}, repository and tar output on the same disk.`,
       'tar -c and -cz write to a pipe (tar skips reading data when its archive is /dev/null); "warm" = read once before; "cold" = page cache dropped before each (root only).',
