@@ -88,6 +88,36 @@ describe('SharedCluster', () => {
     await a.cluster.assertRemovable('vol', { force: false });
   });
 
+  it('a record whose read answers ESTALE (a handle to the file another node just replaced) is read again, not skipped', async () => {
+    const fs = memFs();
+    await node(fs, 'node-a');
+    await node(fs, 'node-b', { vol: { 'mount-1': 1 } });
+    let stale = 0;
+    // What Node reports for ESTALE: libuv has no name for it, so errno -116 and no errno code.
+    const replacedUnderfoot: FsPort = {
+      ...fs,
+      open: (async (...args: Parameters<FsPort['open']>) => {
+        const handle = await fs.open(...args);
+        if (!String(args[0]).endsWith('/members/node-b.json') || stale >= 2) return handle;
+        stale += 1;
+        return Object.assign(Object.create(handle) as typeof handle, {
+          stat: async () => { throw Object.assign(new Error('Unknown system error -116'), { errno: -116 }); },
+          close: () => handle.close(),
+        });
+      }) as FsPort['open'],
+    };
+    const viewer = new SharedCluster(replacedUnderfoot, '/shared/cluster', 'node-c', new SharedClock(), settings(), silentLogger);
+    await viewer.start(mountsFromRecord({}));
+    started.push(viewer);
+    stale = 0;
+    const seen = (await viewer.nodes()).find((n) => n.record.nodeId === 'node-b');
+    // Its own record, not the stand-in its mount marker alone would give (no heartbeat, containers unknown).
+    expect(seen).toMatchObject({ mounted: ['vol'], stale: false });
+    expect(seen?.lastHeartbeat).not.toBe('never');
+    expect(stale).toBe(2);
+    expect(viewer.invalidNodes()).toEqual([]);
+  });
+
   it('names a stale node and the ways out; force and forget both let the remove through', async () => {
     const fs = memFs();
     const a = await node(fs, 'node-a');

@@ -18,6 +18,15 @@ export function entryOfNode(file: string, nodeId: string): boolean {
   return file === `${nodeId}.json` || file === `${CLUSTER_LAYOUT.mounts}/${nodeId}` || file.startsWith(`${CLUSTER_LAYOUT.mounts}/${nodeId}/`);
 }
 
+/**
+ * ENOENT, or ESTALE: a file handle naming a file another node replaced. libuv has no name for
+ * ESTALE (116 on Linux), so Node reports it as errno -116 without a code.
+ */
+function isReplacedFileError(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === 'ENOENT' || code === 'ESTALE' || (err as { errno?: unknown } | null)?.errno === -116;
+}
+
 /** How long a record readdir lists may answer ENOENT before it counts as invalid (see readListedRecord). */
 const RECORD_REOPEN_MS = 3_000;
 
@@ -86,9 +95,10 @@ export class MemberReader {
    * Reads a record readdir just listed. Its writer replaces it by rename at every heartbeat and
    * mount, which never leaves the name missing; but a GlusterFS client that cached the entry
    * answers ENOENT for the replaced file until its cache lapses (about a second), at the open or
-   * at the stat or read that follow. Skipping the record then would hide that node's containers
-   * and mounts from a remove, so ENOENT anywhere is retried from the open until the read works or
-   * a fresh listing no longer has the name (the node was forgotten); undefined then.
+   * at the stat or read that follow, or ESTALE once the handle it opened names the replaced
+   * file. Skipping the record then would hide that node's containers and mounts from a remove,
+   * so either anywhere is retried from the open until the read works or a fresh listing no
+   * longer has the name (the node was forgotten); undefined then.
    */
   private async readListedRecord(file: string): Promise<{ text: string; st: { mtimeMs: number } } | undefined> {
     const path = join(this.paths.members, file);
@@ -107,7 +117,7 @@ export class MemberReader {
           await handle.close();
         }
       } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
+        if (!isReplacedFileError(err)) throw err;
         if (!(await this.fs.readdir(this.paths.members)).includes(file)) return undefined;
         if (Date.now() >= deadline) throw new Error(`listed but not found for ${RECORD_REOPEN_MS / 1000} s`);
         await new Promise((resolve) => setTimeout(resolve, 100));
