@@ -116,6 +116,16 @@ export function errnoCode(err: unknown): string | undefined {
 }
 
 /**
+ * ENOENT, or ESTALE: a path or file handle naming a file another node removed or replaced on
+ * shared storage. libuv has no name for ESTALE (116 on Linux), so Node reports it as errno -116
+ * without a code.
+ */
+export function isGoneOrStale(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === 'ENOENT' || code === 'ESTALE' || (err as { errno?: unknown } | null)?.errno === -116;
+}
+
+/**
  * The reason an error carries, for people: a system error reads "no space left on device
  * (ENOSPC)" rather than Node's "ENOSPC: no space left on device, write".
  */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
 import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../../core/atomic-file.js';
-import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode, isGoneOrStale, messageOf } from '../../core/errors.js';
 import type { Flusher } from '../../core/flusher.js';
 import type { FsPort } from '../../core/fs-port.js';
 import { isLocalPath } from '../../core/local-fs.js';
@@ -181,8 +181,7 @@ export class VolumeRegistry {
       await this.fs.lchown(file, seen.uid, seen.gid);
       return await this.fs.lstat(file);
     } catch (err) {
-      // libuv has no name for ESTALE (116 on Linux): Node reports it as an unknown error -116.
-      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ESTALE' || (err as { errno?: unknown }).errno === -116) return undefined;
+      if (isGoneOrStale(err)) return undefined;
       throw err;
     }
   }

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Clock } from '../clock.js';
 import { isoTime } from '../clock.js';
-import { errnoCode, messageOf } from '../errors.js';
+import { errnoCode, isGoneOrStale, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId, isValidVolumeName } from '../names.js';
@@ -16,15 +16,6 @@ export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 /** Whether an invalid entry, as `read` names them, belongs to `nodeId`'s record or markers. */
 export function entryOfNode(file: string, nodeId: string): boolean {
   return file === `${nodeId}.json` || file === `${CLUSTER_LAYOUT.mounts}/${nodeId}` || file.startsWith(`${CLUSTER_LAYOUT.mounts}/${nodeId}/`);
-}
-
-/**
- * ENOENT, or ESTALE: a file handle naming a file another node replaced. libuv has no name for
- * ESTALE (116 on Linux), so Node reports it as errno -116 without a code.
- */
-function isReplacedFileError(err: unknown): boolean {
-  const code = errnoCode(err);
-  return code === 'ENOENT' || code === 'ESTALE' || (err as { errno?: unknown } | null)?.errno === -116;
 }
 
 /** How long a record readdir lists may answer ENOENT before it counts as invalid (see readListedRecord). */
@@ -117,7 +108,7 @@ export class MemberReader {
           await handle.close();
         }
       } catch (err) {
-        if (!isReplacedFileError(err)) throw err;
+        if (!isGoneOrStale(err)) throw err;
         if (!(await this.fs.readdir(this.paths.members)).includes(file)) return undefined;
         if (Date.now() >= deadline) throw new Error(`listed but not found for ${RECORD_REOPEN_MS / 1000} s`);
         await new Promise((resolve) => setTimeout(resolve, 100));
