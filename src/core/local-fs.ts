@@ -44,7 +44,12 @@ type Path = string | Buffer | URL;
  * every few milliseconds.
  */
 export class LocalFirstFs {
-  private readonly localRoots = new Set<string>();
+  /**
+   * Directories registered as local (true) or not (false), each with a trailing slash. A path is
+   * local when the longest one it lies under is: a network filesystem mounted below a local root
+   * (a GlusterFS client's mount under the daemon's state directory) is not.
+   */
+  private readonly roots = new Map<string, boolean>();
   private turnStartedAt = 0;
   private turnPending = false;
 
@@ -54,24 +59,27 @@ export class LocalFirstFs {
    */
   trustIfLocal(dir: string): boolean {
     const local = onLocalFilesystem(dir) === true;
-    const root = dir.endsWith('/') ? dir : `${dir}/`;
-    if (local) this.localRoots.add(root);
-    else this.localRoots.delete(root);
+    this.roots.set(dir.endsWith('/') ? dir : `${dir}/`, local);
     return local;
   }
 
-  /** Stops synchronous calls under `dir` (what is mounted there changed). */
+  /** Stops synchronous calls under `dir`, even below a local root (network filesystems are mounted there). */
   distrust(dir: string): void {
-    this.localRoots.delete(dir.endsWith('/') ? dir : `${dir}/`);
+    this.roots.set(dir.endsWith('/') ? dir : `${dir}/`, false);
   }
 
   /** True when calls on `path` run synchronously: it lies under a directory on a local filesystem. */
   isLocal(path: Path): path is string {
     if (typeof path !== 'string' || !path.startsWith('/') || path.includes('/..')) return false;
-    for (const root of this.localRoots) {
-      if (path.startsWith(root) || path === root.slice(0, -1)) return true;
+    let longest = '';
+    let local = false;
+    for (const [root, isLocal] of this.roots) {
+      if ((path.startsWith(root) || path === root.slice(0, -1)) && root.length > longest.length) {
+        longest = root;
+        local = isLocal;
+      }
     }
-    return false;
+    return local;
   }
 
   /** Resolves with `value`, after an event-loop turn when synchronous calls ran too long. */

@@ -4,7 +4,7 @@ import { statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { asFsPort, isLocalPath, LocalFirstFs, trustIfLocal } from '../../src/core/local-fs.js';
+import { asFsPort, distrust, isLocalPath, LocalFirstFs, trustIfLocal } from '../../src/core/local-fs.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 
 /** statfs types the fast path takes: the machine's /tmp must be one of them for these tests. */
@@ -39,6 +39,23 @@ describe.skipIf(!tmpIsLocal)('LocalFirstFs', () => {
     expect(local.trustIfLocal('/proc')).toBe(false);
     expect(local.trustIfLocal(join(dir, 'missing'))).toBe(false);
     expect(isLocalPath(fs, '/proc/self/status')).toBe(false);
+  });
+
+  it('takes the thread pool under a directory distrusted or found remote below a local root (a network mount there)', async () => {
+    expect(trustIfLocal(fs, dir)).toBe(true);
+    distrust(fs, join(dir, 'mnt'));
+    expect(isLocalPath(fs, join(dir, 'a'))).toBe(true);
+    expect(isLocalPath(fs, join(dir, 'mnt'))).toBe(false);
+    expect(isLocalPath(fs, join(dir, 'mnt', 'pool', 'volumes', 'v.json'))).toBe(false);
+    // A deeper directory found local counts again (the longest registered directory decides).
+    await realFs.mkdir(join(dir, 'mnt', 'disk'), { recursive: true });
+    expect(trustIfLocal(fs, join(dir, 'mnt', 'disk'))).toBe(true);
+    expect(isLocalPath(fs, join(dir, 'mnt', 'disk', 'x'))).toBe(true);
+    expect(isLocalPath(fs, join(dir, 'mnt', 'other'))).toBe(false);
+    // What statfs does not call local is pinned as remote, even below a local root.
+    expect(trustIfLocal(fs, join(dir, 'gone'))).toBe(false);
+    expect(isLocalPath(fs, join(dir, 'gone', 'x'))).toBe(false);
+    expect(isLocalPath(fs, join(dir, 'b'))).toBe(true);
   });
 
   it('has every call of the port (the cast in asFsPort would hide a missing one)', () => {

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { distrust } from '../../core/local-fs.js';
 import { backendModule } from '../backend-module.js';
 import type { BackendContext } from '../context.js';
 import { GlusterCli } from './gluster-cli.js';
@@ -16,6 +17,9 @@ export { GlusterVolumeBackend } from './volume-backend.js';
 export function createGlusterfsBackend(ctx: BackendContext, raw: Record<string, string>): GlusterSubdirBackend | GlusterVolumeBackend {
   const options = parseGlusterfsOptions(raw);
   const places = layout(ctx.root);
+  // The pool's and volumes' FUSE mounts live under the daemon's root, which is usually local:
+  // calls there must go through the thread pool, and directory times there are the servers'.
+  distrust(ctx.fs, places.mounts);
   const cli = new GlusterCli(ctx.runner, {
     socket: options.glusterdSocket, logFile: join(places.logs, 'cli.log'), timeoutMs: options.timeoutMs,
     servers: options.servers, nodeId: ctx.nodeId,
