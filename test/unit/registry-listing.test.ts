@@ -1,8 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { VolumeRegistry, type RegistryEntry } from '../../src/backends/vfs/registry.js';
+import { VolumeRegistry, settleTimeOf, type RegistryEntry } from '../../src/backends/vfs/registry.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 import { silentLogger } from '../../src/core/logger.js';
@@ -18,6 +19,17 @@ function countingPort(root: string, dir: string): { port: FsPort; readdirs: () =
   const port = asFsPort(local);
   const spy = vi.spyOn(port, 'readdir');
   return { port, readdirs: () => spy.mock.calls.filter(([path]) => path === dir).length };
+}
+
+/**
+ * Sets the directory's times `offsetMs` from now, with digits below the millisecond (as a
+ * filesystem with nanosecond times stamps them) or in whole milliseconds. touch, because
+ * Node's utimes keeps milliseconds only.
+ */
+function stamp(dir: string, offsetMs: number, fine: boolean): void {
+  const ms = Math.round(Date.now() + offsetMs);
+  const ns = `${String(ms % 1000).padStart(3, '0')}${fine ? '000400' : '000000'}`;
+  execFileSync('touch', ['-d', `@${Math.floor(ms / 1000)}.${ns}`, dir]);
 }
 
 /** Moves the directory's times a minute back, as if nothing had changed in it for that long. */
@@ -42,7 +54,9 @@ describe('vfs registry: List on a local filesystem', () => {
     const other = new VolumeRegistry(countingPort(root, dir).port, dir, silentLogger);
     expect(await other.add(entry('first', 'node-b'))).toBe(true);
 
-    // Changed just now: read at every List, since another change in the same clock tick would not show in the times.
+    // Times not yet past their clock tick (here: ahead of the clock): read at every List, since
+    // another change in the same tick would not show in the times.
+    stamp(dir, 3_600_000, true);
     expect((await registry.list()).map((r) => r.name)).toEqual(['first']);
     expect((await registry.list()).map((r) => r.name)).toEqual(['first']);
     expect(here.readdirs()).toBe(2);
@@ -64,6 +78,25 @@ describe('vfs registry: List on a local filesystem', () => {
     await other.delete('first');
     expect((await registry.list()).map((r) => r.name)).toEqual(['second']);
     expect(await readdir(dir)).toContain('second.json');
+  });
+
+  it('trusts a time with nanosecond digits once it is a few kernel ticks old, a time in whole milliseconds only after a second', async () => {
+    expect(settleTimeOf(1_780_000_000_123.456_7)).toBe(50);
+    expect(settleTimeOf(1_780_000_000_123)).toBe(1_000);
+    expect(settleTimeOf(1_780_000_000_000)).toBe(1_000);
+
+    const here = countingPort(root, dir);
+    const registry = new VolumeRegistry(here.port, dir, silentLogger);
+    expect(await new VolumeRegistry(here.port, dir, silentLogger).add(entry('only', 'node-b'))).toBe(true);
+    stamp(dir, -200, true);
+    const before = here.readdirs();
+    for (let i = 0; i < 3; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['only']);
+    expect(here.readdirs()).toBe(before + 1);
+
+    // Whole milliseconds, as young: maybe a coarse filesystem's second, so read each time.
+    stamp(dir, -200, false);
+    for (let i = 0; i < 2; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['only']);
+    expect(here.readdirs()).toBe(before + 3);
   });
 
   it('reads the directory at every List when it is not on a registered local filesystem', async () => {
