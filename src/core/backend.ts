@@ -220,9 +220,10 @@ export interface Backend {
    * Makes the volume's data available on this node and returns its path. Idempotent: calling
    * it on an attached volume checks and, where possible, repairs the attachment. Throws
    * E_VOLUME_NOT_FOUND for an unknown name and never returns a path that is not the volume's
-   * own storage.
+   * own storage. `known` is the record `get` answered for this name just before, under the
+   * name's lock: a backend may take it as read instead of reading the record again.
    */
-  attach(name: string): Promise<string>;
+  attach(name: string, known?: VolumeRecord): Promise<string>;
 
   /** Releases what attach set up. Idempotent; detaching an unattached volume is a no-op. */
   detach(name: string): Promise<void>;

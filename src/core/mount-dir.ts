@@ -1,5 +1,5 @@
 import { isAbsolute, join, normalize } from 'node:path';
-import type { Backend } from './backend.js';
+import type { Backend, VolumeRecord } from './backend.js';
 import type { CommandRunner } from './command-runner.js';
 import { ErrorCodes, StowageError, firstLine } from './errors.js';
 import type { FsPort } from './fs-port.js';
@@ -118,8 +118,8 @@ export class MountDirBackend implements Backend {
   }
 
   /** Idempotent: a bind of the same directory is kept, anything else at the path is replaced. */
-  async attach(name: string): Promise<string> {
-    const source = await this.inner.attach(name);
+  async attach(name: string, known?: VolumeRecord): Promise<string> {
+    const source = await this.inner.attach(name, known);
     const target = join(this.mountDir, name);
     await this.fs.mkdir(target, { recursive: true });
     if (await this.mountedAt(target)) {

@@ -225,7 +225,7 @@ export class VolumeManager {
         this.mounts.forget(name);
       }
       // attach is idempotent and re-checks the storage, so a broken attachment heals on the next mount.
-      const path = await this.backend.attach(name).catch((err: unknown) => {
+      const path = await this.backend.attach(name, record).catch((err: unknown) => {
         throw toStowageError(err, `attaching volume ${name} failed`, name);
       });
       this.mountpoints.set(name, path);

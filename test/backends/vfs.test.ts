@@ -3,7 +3,7 @@ import * as realFs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createFsFromVolume, Volume } from 'memfs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ExecaCommandRunner } from '../../src/core/command-runner.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
@@ -169,6 +169,26 @@ describe('vfs backend', () => {
     await fs.rm('/state/volumes/fragile', { recursive: true });
     await expect(backend.attach('fragile')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_DATA_MISSING });
     await expect(fs.stat('/state/volumes/fragile')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('takes the record get just answered as read on attach, and reads the entry again for any other', async () => {
+    const fs = memFs();
+    const backend = vfs(fs, '/state');
+    await backend.init();
+    await backend.create(createRequest('quick', {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
+    const entryFile = '/state/volumes/.stowage/volumes/quick.json';
+    const lstat = vi.spyOn(fs, 'lstat');
+    const entryReads = () => lstat.mock.calls.filter(([path]) => path === entryFile).length;
+    const record = await backend.get('quick');
+    expect(record?.name).toBe('quick');
+    expect(entryReads()).toBe(1);
+    expect(await backend.attach('quick', record)).toBe('/state/volumes/quick');
+    expect(entryReads()).toBe(1);
+    // An equal record that is not the one cached proves nothing about what get last saw.
+    expect(await backend.attach('quick', { ...record! })).toBe('/state/volumes/quick');
+    expect(entryReads()).toBe(2);
+    expect(await backend.attach('quick')).toBe('/state/volumes/quick');
+    expect(entryReads()).toBe(3);
   });
 
   it('never follows a registry entry that points outside the store', async () => {

@@ -151,12 +151,13 @@ export class GlusterSubdirBackend implements Backend {
     return this.store.remove(name, request);
   }
 
-  async attach(name: string): Promise<string> {
+  async attach(name: string, known?: VolumeRecord): Promise<string> {
     await this.ensurePool(name);
     const deadline = Date.now() + RECONNECT_WAIT_MS;
     for (let told = false; ; told = true) {
       try {
-        return await this.attachOnce(name);
+        // Only the first try may take the record as read: a retry comes half a second later.
+        return await this.attachOnce(name, told ? undefined : known);
       } catch (err) {
         if (!whileReconnecting(err) || Date.now() >= deadline) throw err;
         if (!told) this.ctx.log.info(`volume ${name}: the pool ${this.pool} answers ${errnoCode(causeOf(err))}; waiting up to ${RECONNECT_WAIT_MS / 1000} s for its client to reconnect to the bricks`);
@@ -165,9 +166,9 @@ export class GlusterSubdirBackend implements Backend {
     }
   }
 
-  private async attachOnce(name: string): Promise<string> {
+  private async attachOnce(name: string, known?: VolumeRecord): Promise<string> {
     // The vfs store refuses a missing directory (VOLUME_DATA_MISSING) and never creates one.
-    const path = await this.store.attach(name);
+    const path = await this.store.attach(name, known);
     // After a remove and re-create through another node this kernel may still hold the old
     // directory's entry for a second (FUSE entry cache). Docker's bind mount would pin it and the
     // container would get "Stale file handle"; an open revalidates the entry (the kernel retries

@@ -328,9 +328,11 @@ export class VfsBackend implements Backend {
     });
   }
 
-  async attach(name: string): Promise<string> {
+  async attach(name: string, known?: VolumeRecord): Promise<string> {
     await this.assertStorePresent(name);
-    const entry = await this.registry.get(name);
+    // The cached entry is the one `get` just checked only if it still holds that very record.
+    const peeked = known && this.registry.peek(name);
+    const entry = peeked && peeked.record === known ? peeked : await this.registry.get(name);
     if (!entry) throw volumeNotFound(name);
     const path = dataPathOf(this.options.path, entry);
     const stat = await this.ctx.fs.lstat(path).catch(() => undefined);
