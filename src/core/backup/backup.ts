@@ -7,6 +7,7 @@ import { isBlockBackup } from './block-format.js';
 import { Chunker, chunkStream } from './chunker.js';
 import { newBackupId, type BackupRecord, type Entry } from './format.js';
 import { withLock } from './locks.js';
+import { guidedChunks, previousLayout } from './guided-chunking.js';
 import { ManifestWriter } from './manifest.js';
 import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
@@ -179,13 +180,25 @@ async function fileEntry(
   }
   const chunks: string[] = [];
   let size = 0;
-  const addChunk = async (chunk: Buffer, onReleased?: () => void) => {
-    chunks.push((await writer.add('data', chunk, undefined, onReleased)).id);
+  const addChunk = async (chunk: Buffer, onReleased?: () => void, knownId?: string) => {
+    chunks.push((await writer.add('data', chunk, knownId, onReleased)).id);
     size += chunk.length;
     stats.bytesRead += chunk.length;
     stats.bytes += chunk.length;
     options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
   };
+  // A changed file whose previous chunks are known is scanned only around its changes.
+  const layout = localTurns && previous?.type === 'file' ? previousLayout(previous.chunks ?? [], (id) => repo.locate(id)?.rawLength) : undefined;
+  if (localTurns && layout) {
+    const fd = openSync(abs, READ_FLAGS);
+    try {
+      await guidedChunks(fd, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, () => localTurns.pause());
+    } finally {
+      closeSync(fd);
+    }
+    stats.filesRead += 1;
+    return { ...base, size, chunks };
+  }
   if (localTurns) {
     // open, read (a small file in one), close: the walk's lstat already gave the metadata.
     const fd = openSync(abs, READ_FLAGS);
