@@ -188,13 +188,25 @@ async function fileEntry(
     options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
   };
   // A changed file whose previous chunks are known is scanned only around its changes.
-  const layout = localTurns && previous?.type === 'file' ? previousLayout(previous.chunks ?? [], (id) => repo.locate(id)?.rawLength) : undefined;
-  if (localTurns && layout) {
+  const layout = previous?.type === 'file' ? previousLayout(previous.chunks ?? [], (id) => repo.locate(id)?.rawLength) : undefined;
+  if (layout && localTurns) {
     const fd = openSync(abs, READ_FLAGS);
     try {
-      await guidedChunks(fd, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, () => localTurns.pause());
+      const read = (buffer: Buffer, offset: number, length: number, position: number) => readSync(fd, buffer, offset, length, position);
+      await guidedChunks(read, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, () => localTurns.pause());
     } finally {
       closeSync(fd);
+    }
+    stats.filesRead += 1;
+    return { ...base, size, chunks };
+  }
+  if (layout) {
+    const handle = await open(abs, READ_FLAGS);
+    try {
+      const read = async (buffer: Buffer, offset: number, length: number, position: number) => (await handle.read(buffer, offset, length, position)).bytesRead;
+      await guidedChunks(read, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, async () => {});
+    } finally {
+      await handle.close();
     }
     stats.filesRead += 1;
     return { ...base, size, chunks };

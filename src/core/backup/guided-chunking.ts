@@ -1,4 +1,3 @@
-import { readSync } from 'node:fs';
 import type { BufferPool } from './buffer-pool.js';
 import { Chunker, type ChunkerParams } from './chunker.js';
 import { sha256 } from './objects.js';
@@ -32,11 +31,17 @@ export function previousLayout(chunks: readonly string[], lengthOf: (id: string)
  */
 export type ChunkSink = (chunk: Buffer, onReleased: () => void, knownId?: string) => Promise<void>;
 
+/**
+ * Reads up to `length` bytes at `position` into `buffer` at `offset`; 0 at the end of the file.
+ * Synchronous on a local filesystem, through the thread pool elsewhere.
+ */
+export type PositionalRead = (buffer: Buffer, offset: number, length: number, position: number) => number | Promise<number>;
+
 /** Reads `length` bytes at `position`, fewer only at the end of the file. */
-function readAt(fd: number, buffer: Buffer, length: number, position: number): number {
+async function readFully(read: PositionalRead, buffer: Buffer, length: number, position: number): Promise<number> {
   let done = 0;
   while (done < length) {
-    const got = readSync(fd, buffer, done, length - done, position + done);
+    const got = await read(buffer, done, length - done, position + done);
     if (got === 0) break;
     done += got;
   }
@@ -58,7 +63,7 @@ function readAt(fd: number, buffer: Buffer, length: number, position: number): n
  * this chunker's maximum are never taken whole, so memory stays within one maximum chunk.
  */
 export async function guidedChunks(
-  fd: number, layout: PreviousLayout, params: ChunkerParams, buffers: BufferPool, bufferSize: number,
+  read: PositionalRead, layout: PreviousLayout, params: ChunkerParams, buffers: BufferPool, bufferSize: number,
   emit: ChunkSink, pause: () => Promise<void>,
 ): Promise<void> {
   let offset = 0;
@@ -74,7 +79,7 @@ export async function guidedChunks(
         if (pooled) buffers.give(pooled);
       };
       try {
-        const chunk = buffer.subarray(0, readAt(fd, buffer, previous.length, offset));
+        const chunk = buffer.subarray(0, await readFully(read, buffer, previous.length, offset));
         if (chunk.length === previous.length && sha256(chunk) === previous.id) {
           await emit(chunk, give, previous.id);
           offset += previous.length;
@@ -87,7 +92,7 @@ export async function guidedChunks(
       }
       give();
     }
-    const next = await chunkUntilKnownCut(fd, offset, layout, params, buffers, bufferSize, emit, pause);
+    const next = await chunkUntilKnownCut(read, offset, layout, params, buffers, bufferSize, emit, pause);
     if (next === undefined) return;
     offset = next;
   }
@@ -98,7 +103,7 @@ export async function guidedChunks(
  * chunk began (returns that offset) or the file ends (returns undefined).
  */
 async function chunkUntilKnownCut(
-  fd: number, offset: number, layout: PreviousLayout, params: ChunkerParams, buffers: BufferPool, bufferSize: number,
+  read: PositionalRead, offset: number, layout: PreviousLayout, params: ChunkerParams, buffers: BufferPool, bufferSize: number,
   emit: ChunkSink, pause: () => Promise<void>,
 ): Promise<number | undefined> {
   const chunker = new Chunker(params);
@@ -110,7 +115,7 @@ async function chunkUntilKnownCut(
     const release = () => { if (--users === 0) buffers.give(buffer); };
     let got: number;
     try {
-      got = readSync(fd, buffer, 0, bufferSize, position);
+      got = await readFully(read, buffer, bufferSize, position);
       position += got;
       // Lent: chunks are views of the buffer, what the chunker keeps for later is copied.
       for (const chunk of got > 0 ? chunker.push(buffer.subarray(0, got), 'lent') : []) {
@@ -124,7 +129,6 @@ async function chunkUntilKnownCut(
     } finally {
       release();
     }
-    // A local filesystem reads short only at the end of a regular file.
     if (got < bufferSize) {
       const last = chunker.finish();
       if (last) await emit(last, () => {});

@@ -1,5 +1,6 @@
 import { createCipheriv, createHash } from 'node:crypto';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,8 +33,12 @@ describe('chunking a changed file guided by its previous chunks', () => {
   beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'stowage-guided-')); });
   afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
 
-  /** Runs guidedChunks over `data` with the layout of `before`'s chunks; returns what it emitted and the bytes it scanned. */
-  async function guided(data: Buffer, before: Buffer[]): Promise<{ ids: string[]; scanned: number; buffersBack: boolean }> {
+  /**
+   * Runs guidedChunks over `data` with the layout of `before`'s chunks; returns what it emitted
+   * and the bytes it scanned. `reads`: synchronous (a local filesystem), through a file handle,
+   * or through one that answers at most 3000 bytes a read (as a network filesystem may).
+   */
+  async function guided(data: Buffer, before: Buffer[], reads: 'sync' | 'async' | 'short' = 'sync'): Promise<{ ids: string[]; scanned: number; buffersBack: boolean }> {
     const file = join(dir, `f-${Math.random().toString(16).slice(2)}`);
     await writeFile(file, data);
     const lengths = new Map(before.map((c) => [idOf(c), c.length]));
@@ -43,8 +48,13 @@ describe('chunking a changed file guided by its previous chunks', () => {
     const push = vi.spyOn(Chunker.prototype, 'push');
     const ids: string[] = [];
     const fd = openSync(file, 'r');
+    const handle = await open(file, 'r');
+    const read = reads === 'sync'
+      ? (buffer: Buffer, offset: number, length: number, position: number) => readSync(fd, buffer, offset, length, position)
+      : async (buffer: Buffer, offset: number, length: number, position: number) =>
+        (await handle.read(buffer, offset, reads === 'short' ? Math.min(length, 3000) : length, position)).bytesRead;
     try {
-      await guidedChunks(fd, layout!, PARAMS, pool, BUFFER, async (chunk, onReleased, knownId) => {
+      await guidedChunks(read, layout!, PARAMS, pool, BUFFER, async (chunk, onReleased, knownId) => {
         const id = idOf(chunk);
         if (knownId !== undefined) expect(knownId).toBe(id);
         ids.push(id);
@@ -52,6 +62,7 @@ describe('chunking a changed file guided by its previous chunks', () => {
       }, async () => {});
     } finally {
       closeSync(fd);
+      await handle.close();
     }
     const scanned = push.mock.calls.reduce((sum, [bytes]) => sum + bytes.length, 0);
     push.mockRestore();
@@ -63,10 +74,10 @@ describe('chunking a changed file guided by its previous chunks', () => {
   const original = pseudoRandom(600 * 1024, 'original');
   const before = plainChunks(original);
 
-  it('cuts exactly what the chunker cuts, scanning only around in-place changes', async () => {
+  it.each(['sync', 'async', 'short'] as const)('cuts exactly what the chunker cuts, scanning only around in-place changes (%s reads)', async (reads) => {
     const edited = Buffer.from(original);
     for (const at of [10_000, 250_000, 590_000]) pseudoRandom(700, `edit${at}`).copy(edited, at);
-    const run = await guided(edited, before);
+    const run = await guided(edited, before, reads);
     expect(run.ids).toEqual(plainChunks(edited).map(idOf));
     expect(run.buffersBack).toBe(true);
     // Three edits: a few chunks around each are scanned, not the 600 KiB.
@@ -89,9 +100,11 @@ describe('chunking a changed file guided by its previous chunks', () => {
       ['empty', Buffer.alloc(0)],
     ];
     for (const [what, data] of cases) {
-      const run = await guided(data, before);
-      expect(run.ids, what).toEqual(plainChunks(data).map(idOf));
-      expect(run.buffersBack, what).toBe(true);
+      for (const reads of ['sync', 'short'] as const) {
+        const run = await guided(data, before, reads);
+        expect(run.ids, `${what}, ${reads} reads`).toEqual(plainChunks(data).map(idOf));
+        expect(run.buffersBack, what).toBe(true);
+      }
     }
   });
 
@@ -109,7 +122,7 @@ describe('chunking a changed file guided by its previous chunks', () => {
     const chunks: Buffer[] = [];
     const fd = openSync(file, 'r');
     try {
-      await guidedChunks(fd, layout, PARAMS, new BufferPool(2, BUFFER), BUFFER, async (chunk, onReleased) => {
+      await guidedChunks((buffer, offset, length, position) => readSync(fd, buffer, offset, length, position), layout, PARAMS, new BufferPool(2, BUFFER), BUFFER, async (chunk, onReleased) => {
         chunks.push(Buffer.from(chunk));
         onReleased();
       }, async () => {});

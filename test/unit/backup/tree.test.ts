@@ -158,6 +158,23 @@ describe('file-level backup and restore', () => {
     const want = await describeTree(dirs.src);
     want.delete('pipe');
     expect(comparable(await describeTree(out))).toEqual(comparable(want));
+
+    // The changed file was cut guided by its previous chunks, through the thread pool too:
+    // the same chunks as reading it whole without a parent.
+    const slow = await backupTree(dirs.src, repo, { volume: 'vol-a', parent: first.id, localFastPath: false });
+    const whole = await backupTree(dirs.src, repo, { volume: 'vol-a', parent: false });
+    try {
+      const chunksOf = async (record: BackupRecord) => (await collect(repo, record)).entries.find((e) => e.path === 'sub/big.bin')!.chunks;
+      const guided = await chunksOf(second);
+      expect(guided!.length).toBeGreaterThan(100);
+      expect(await chunksOf(slow)).toEqual(guided);
+      expect(await chunksOf(whole)).toEqual(guided);
+      // No chunk is new; at most its manifest (the files' access times may have moved).
+      expect(slow.stats.newBlobs).toBeLessThanOrEqual(1);
+    } finally {
+      // Later tests count backups: leave none behind.
+      for (const record of [slow, whole]) await deleteBackup(repo, 'vol-a', record.id);
+    }
   });
 
   it('a second volume holding the same data adds little to the repository', async () => {
