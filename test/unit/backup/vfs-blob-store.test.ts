@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -35,5 +35,40 @@ describe('vfs blob store on a hostile directory', () => {
     expect((await store.list('')).objects.map((o) => o.key)).toEqual([]);
     expect(await store.put('ok/obj', Buffer.from('fine'))).toBe(true);
     expect(await readdir(join(root, '.tmp'))).toEqual([]);
+  });
+});
+
+describe('vfs blob store range reads', () => {
+  let dir = '';
+  afterEach(async () => { await rm(dir, { recursive: true, force: true }); });
+
+  /** This process's descriptors open on files under `root`. */
+  async function openUnder(root: string): Promise<string[]> {
+    const paths = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+    return paths.filter((p) => p.startsWith(`${root}/`)).sort();
+  }
+
+  it('keeps a few objects open between range reads, closing the least recently used ones and the idle ones', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-blobs-'));
+    const store = new VfsBlobStore(dir, { durable: false });
+    const keys = Array.from({ length: 6 }, (_, i) => `packs/0${i}/pack-${i}`);
+    for (const [i, key] of keys.entries()) expect(await store.put(key, Buffer.from(`object ${i} `.repeat(100)))).toBe(true);
+
+    const reads = await Promise.all([0, 7, 14, 21].map((offset) => store.getRange(keys[0]!, offset, 7)));
+    expect(reads.map(String)).toEqual(['object ', '0 objec', 't 0 obj', 'ect 0 o']);
+    expect(await openUnder(dir)).toEqual([join(dir, keys[0]!)]);
+    // Unlinked (a gc elsewhere): the open object still reads as it was, since objects never change.
+    await unlink(join(dir, keys[0]!));
+    expect(String(await store.getRange(keys[0]!, 0, 8))).toBe('object 0');
+
+    for (const key of keys.slice(1)) expect(String(await store.getRange(key, 0, 6))).toBe('object');
+    const open = await openUnder(dir);
+    expect(open).toHaveLength(4);
+    expect(open).toEqual(keys.slice(2).map((k) => join(dir, k)));
+    await expect(store.getRange(keys[0]!, 0, 8)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_OBJECT_MISSING });
+
+    // Unused for a second or two, all are closed.
+    await new Promise((resolve) => setTimeout(resolve, 2_300));
+    expect(await openUnder(dir)).toEqual([]);
   });
 });
