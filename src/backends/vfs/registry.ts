@@ -61,7 +61,7 @@ const READ_CONCURRENCY = 64;
  * treated so), or the kernel's coarse clock, which advances once per scheduler tick (1-10 ms).
  */
 const SETTLED_MS = 1_000;
-/** For a filesystem whose times carry sub-millisecond digits: ten of the longest kernel tick (HZ=100) with room to spare. */
+/** For a filesystem whose times carry sub-millisecond digits: five times the longest kernel tick (10 ms at HZ=100). */
 const FINE_SETTLED_MS = 50;
 
 /**
