@@ -50,7 +50,8 @@ describe('vfs registry: List on a local filesystem', () => {
 
   it('reuses the names of a directory whose times have not changed since a settled readdir, and still shows what another node adds or removes', async () => {
     const here = countingPort(root, dir);
-    const registry = new VolumeRegistry(here.port, dir, silentLogger);
+    // Without the directory's watch (as where inotify is unavailable): the times alone decide.
+    const registry = new VolumeRegistry(here.port, dir, silentLogger, undefined, undefined, false);
     const other = new VolumeRegistry(countingPort(root, dir).port, dir, silentLogger);
     expect(await other.add(entry('first', 'node-b'))).toBe(true);
 
@@ -86,7 +87,7 @@ describe('vfs registry: List on a local filesystem', () => {
     expect(settleTimeOf(1_780_000_000_000)).toBe(1_000);
 
     const here = countingPort(root, dir);
-    const registry = new VolumeRegistry(here.port, dir, silentLogger);
+    const registry = new VolumeRegistry(here.port, dir, silentLogger, undefined, undefined, false);
     expect(await new VolumeRegistry(here.port, dir, silentLogger).add(entry('only', 'node-b'))).toBe(true);
     stamp(dir, -200, true);
     const before = here.readdirs();
@@ -97,6 +98,45 @@ describe('vfs registry: List on a local filesystem', () => {
     stamp(dir, -200, false);
     for (let i = 0; i < 2; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['only']);
     expect(here.readdirs()).toBe(before + 3);
+  });
+
+  it('within the clock tick, reuses the names only while the directory watch saw no change, and shows a change in the same tick', async () => {
+    const here = countingPort(root, dir);
+    // The directory's times as a filesystem whose clock has not ticked since: fixed, and young.
+    const frozen = Date.now() + 3_600_000 + 0.0004;
+    const realStat = here.port.stat.bind(here.port);
+    vi.spyOn(here.port, 'stat').mockImplementation((async (path: string) => {
+      const stats = await realStat(path);
+      return path === dir ? Object.assign(Object.create(Object.getPrototypeOf(stats) as object) as object, stats, { mtimeMs: frozen, ctimeMs: frozen }) : stats;
+    }) as FsPort['stat']);
+    const registry = new VolumeRegistry(here.port, dir, silentLogger);
+    expect(await new VolumeRegistry(countingPort(root, dir).port, dir, silentLogger).add(entry('first', 'node-b'))).toBe(true);
+    try {
+      expect((await registry.list()).map((r) => r.name)).toEqual(['first']);
+      const afterFirst = here.readdirs();
+      for (let i = 0; i < 3; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['first']);
+      expect(here.readdirs()).toBe(afterFirst);
+
+      // Another process's create: the times cannot show it, the watch does.
+      execFileSync(process.execPath, ['-e', 'require("node:fs").writeFileSync(process.argv[1], process.argv[2])',
+        join(dir, 'second.json'), JSON.stringify(entry('second', 'node-c'))]);
+      expect((await registry.list()).map((r) => r.name)).toEqual(['first', 'second']);
+      expect(here.readdirs()).toBe(afterFirst + 1);
+      expect((await registry.list()).map((r) => r.name)).toEqual(['first', 'second']);
+      expect(here.readdirs()).toBe(afterFirst + 1);
+
+      // And its removal of an entry.
+      execFileSync('rm', [join(dir, 'first.json')]);
+      expect((await registry.list()).map((r) => r.name)).toEqual(['second']);
+
+      // Without the watch (closed: as where inotify fails), every List reads the young directory.
+      registry.close();
+      const closedAt = here.readdirs();
+      for (let i = 0; i < 2; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['second']);
+      expect(here.readdirs()).toBe(closedAt + 2);
+    } finally {
+      registry.close();
+    }
   });
 
   it('reads the directory at every List when it is not on a registered local filesystem', async () => {

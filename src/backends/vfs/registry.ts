@@ -6,6 +6,7 @@ import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../../co
 import { ErrorCodes, StowageError, errnoCode, isGoneOrStale, messageOf } from '../../core/errors.js';
 import type { Flusher } from '../../core/flusher.js';
 import type { FsPort } from '../../core/fs-port.js';
+import { DirectoryWatch } from '../../core/directory-watch.js';
 import { isLocalPath } from '../../core/local-fs.js';
 import type { Logger } from '../../core/logger.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
@@ -91,8 +92,13 @@ export class VolumeRegistry {
   /** Bumped on every cache change, so a remembered List answer is only reused while it is true. */
   private generation = 0;
   private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[]; epoch: string };
-  /** The directory as stat saw it just before the last readdir, when its times had settled. */
-  private lastNames?: { dev: number; ino: number; mtimeMs: number; ctimeMs: number; names: string[] };
+  /**
+   * The directory as stat saw it just before the last readdir. `settled`: its times were past
+   * their clock tick; otherwise `mark` is the watch's count taken before that readdir.
+   */
+  private lastNames?: { dev: number; ino: number; mtimeMs: number; ctimeMs: number; names: string[]; settled: boolean; mark?: number };
+  /** inotify on the directory, on a local filesystem only: see readNames. */
+  private watch?: DirectoryWatch;
   /** Epoch the whole cache was last checked against (or a loaded snapshot's). */
   private checkedEpoch?: string;
   /** Entries already reported as invalid, by identity, so a bad file is logged once, not at every List. */
@@ -108,6 +114,8 @@ export class VolumeRegistry {
     private readonly log: Logger,
     private readonly snapshotFile?: string,
     private readonly flusher?: Flusher,
+    /** Whether to watch a local registry directory (off in tests of the fallback). */
+    private readonly watchLocal = true,
   ) {}
 
   /** Loads the cache a previous run saved for the same store; anything else is ignored. */
@@ -326,22 +334,36 @@ export class VolumeRegistry {
   /**
    * The directory's file names. On a local filesystem (one kernel, one clock) a directory whose
    * times read as they did before the last readdir still holds the same names, and 10 000 of
-   * them are not read again (7 ms of a 20 ms List). Elsewhere (NFS, GlusterFS) the times come
-   * from another machine's clock or an attribute cache: always read.
+   * them are not read again (7 ms of a 20 ms List). That holds once the times are past their
+   * clock tick; within it (right after a burst of creates), a change in the same tick would not
+   * show in them, and the directory's watch says whether anything changed since that readdir.
+   * Elsewhere (NFS, GlusterFS) the times come from another machine's clock or an attribute
+   * cache, and inotify sees only this node's changes: always read.
    */
   private async readNames(): Promise<string[]> {
     if (!isLocalPath(this.fs, this.dir)) return this.fs.readdir(this.dir);
+    if (this.watchLocal && !this.watch) this.watch = DirectoryWatch.start(this.dir, this.log);
     // Read before the stat: a change after it is stamped at least this late, less one tick.
     const statAt = Date.now();
     const before = await this.fs.stat(this.dir);
     const last = this.lastNames;
-    if (last && last.dev === before.dev && last.ino === before.ino && last.mtimeMs === before.mtimeMs && last.ctimeMs === before.ctimeMs) {
+    if (last && last.dev === before.dev && last.ino === before.ino && last.mtimeMs === before.mtimeMs && last.ctimeMs === before.ctimeMs
+      && (last.settled || await this.watch?.unchangedSince(last.mark))) {
       return last.names;
     }
-    const names = await this.fs.readdir(this.dir);
     const settled = statAt - before.mtimeMs > settleTimeOf(before.mtimeMs);
-    this.lastNames = settled ? { dev: before.dev, ino: before.ino, mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, names } : undefined;
+    // Taken before the readdir: a change after it moves the count, one before it is in the names.
+    const mark = settled ? undefined : await this.watch?.mark();
+    const names = await this.fs.readdir(this.dir);
+    this.lastNames = settled || mark !== undefined
+      ? { dev: before.dev, ino: before.ino, mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, names, settled, mark }
+      : undefined;
     return names;
+  }
+
+  /** Stops watching the directory. */
+  close(): void {
+    this.watch?.close();
   }
 
   private reportInvalid(name: string, err: unknown): void {

@@ -168,6 +168,7 @@ export class VfsBackend implements Backend {
     await this.background.settle();
     await this.flusher.drain();
     await this.registry.saveSnapshot();
+    this.registry.close();
   }
 
   /** Waits for background deletions; data is already out of the namespace when remove returns. */
