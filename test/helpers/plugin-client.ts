@@ -12,6 +12,10 @@ export interface SocketResponse {
   text: string;
   /** The parsed body, or undefined when it is not JSON. */
   json: unknown;
+  /** performance.now() when the body's last byte had arrived, before it was decoded and parsed. */
+  receivedAt: number;
+  /** The body as received, when `rawBody` was asked for (text and json are then left empty). */
+  body?: Buffer;
 }
 
 export interface SocketRequestOptions {
@@ -21,6 +25,8 @@ export interface SocketRequestOptions {
   timeoutMs?: number;
   /** Connection reuse: a keep-alive Agent, or false for a fresh connection. @default the global agent */
   agent?: Agent | false;
+  /** Keep the body's bytes and neither decode nor parse them (a benchmark checks them later). */
+  rawBody?: boolean;
 }
 
 /** Sends `body` as is (a string or Buffer is sent verbatim, anything else as JSON). */
@@ -51,10 +57,15 @@ export function socketRequest(
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('error', reject);
       res.on('end', () => {
+        const receivedAt = performance.now();
+        if (options.rawBody) {
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text: '', json: undefined, receivedAt, body: Buffer.concat(chunks) });
+          return;
+        }
         const text = Buffer.concat(chunks).toString('utf8');
         let json: unknown;
         try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json, receivedAt });
       });
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${socket}${path} within the timeout`)));
