@@ -11,7 +11,8 @@
  *   file in place ("1% spread": every large file has changed, so a file-level backup reads all
  *   of them again);
  * - a second volume holding a copy of the same data (what it adds to the repository);
- * - a restore against `tar -xf` of the same tree into an empty directory;
+ * - restores against `tar -xf` of the same tree into an empty directory, in alternating rounds
+ *   (BENCH_BACKUP_RESTORE_ROUNDS, 3), medians compared;
  * - the peak RSS of a separate process making a full backup of the tree.
  * With BENCH_BACKUP_BASELINE=<git ref>, the library at that ref is built from git and every
  * step runs with it too, alternating with the current code, so the two compare in one run.
@@ -25,7 +26,7 @@ import { REPO_ROOT } from '../test/helpers/daemon-process.js';
 import type { Codec } from '../src/core/backup/codec.js';
 import { DAEMON_V8_FLAGS } from '../src/drivers/cli/daemon-v8-flags.js';
 import { addMetric, atLeast, atMost, fmt, newSection, type Section } from './report.js';
-import { envInt, timed } from './util.js';
+import { envInt, median, timed } from './util.js';
 
 const MiB = 1024 * 1024;
 const LARGE_FILE_MIB = 64;
@@ -39,6 +40,8 @@ export interface BackupBenchOptions {
   baseline?: string;
   /** Where the tree and repositories go (a temp directory under /var/tmp by default). */
   dir?: string;
+  /** Rounds of tar -x and each restore; the medians are compared. */
+  restoreRounds: number;
 }
 
 export function backupBenchOptions(): BackupBenchOptions {
@@ -48,6 +51,7 @@ export function backupBenchOptions(): BackupBenchOptions {
     codec: process.env.BENCH_BACKUP_CODEC ?? 'brotli-0',
     ...(process.env.BENCH_BACKUP_BASELINE ? { baseline: process.env.BENCH_BACKUP_BASELINE } : {}),
     ...(process.env.BENCH_BACKUP_DIR ? { dir: process.env.BENCH_BACKUP_DIR } : {}),
+    restoreRounds: envInt('BENCH_BACKUP_RESTORE_ROUNDS', 3),
   };
 }
 
@@ -220,7 +224,7 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     for (const [i, lib] of libs.entries()) repos.set(lib, await lib.Repository.init(new lib.VfsBlobStore(join(base, `repo${i}`)), { codec: opts.codec }));
     const results = new Map<Library, Record<string, { ms: number; stored?: number; filesRead?: number }>>();
     for (const lib of libs) results.set(lib, {});
-    const record = (lib: Library, step: string, ms: number, extra: { stored?: number; filesRead?: number } = {}) => {
+    const record = (lib: Library, step: string, ms: number, extra: { stored?: number; filesRead?: number; runs?: number[] } = {}) => {
       results.get(lib)![step] = { ms, ...extra };
       progress(`backup: ${lib.name} ${step}: ${fmt(ms / 1000)} s`);
     };
@@ -272,22 +276,32 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     }
 
     await execa('tar', ['-cf', join(base, 'tree.tar'), '-C', src, '.']);
-    await mkdir(join(base, 'untar'));
-    await sync();
-    const untarMs = (await timed(() => execa('tar', ['-xf', join(base, 'tree.tar'), '-C', join(base, 'untar')]))).ms;
     // Each extracted tree, and the copy above, stays until all are timed: on ext4 without a
     // journal, every file created after many were deleted costs more (bench/filesystem.ts).
     // Deleting tar's 10 000 files before a restore made the restore pay for them (and the
     // second library twice as much); deleting the copy's just before tar -x made tar pay.
-    const extracted = [join(base, 'copy'), join(base, 'untar')];
-    for (const [i, lib] of libs.entries()) {
-      const target = join(base, `restore${i}`);
-      await mkdir(target);
-      extracted.push(target);
+    // Rounds of tar -x and each restore, medians compared: one tar -x took 1.4 to 5 s on the
+    // same disk from one run to the next.
+    const extracted = [join(base, 'copy')];
+    const untarRuns: number[] = [];
+    const restoreRuns = new Map<Library, number[]>(libs.map((lib) => [lib, []]));
+    for (let round = 0; round < opts.restoreRounds; round++) {
+      const untar = join(base, `untar${round}`);
+      await mkdir(untar);
+      extracted.push(untar);
       await sync();
-      const restore = await timed(() => lib.restoreTree(repos.get(lib), 'bench', lastIds.get(lib)!, target));
-      record(lib, 'restore', restore.ms);
+      untarRuns.push((await timed(() => execa('tar', ['-xf', join(base, 'tree.tar'), '-C', untar]))).ms);
+      for (const [i, lib] of libs.entries()) {
+        const target = join(base, `restore${round}-${i}`);
+        await mkdir(target);
+        extracted.push(target);
+        await sync();
+        restoreRuns.get(lib)!.push((await timed(() => lib.restoreTree(repos.get(lib), 'bench', lastIds.get(lib)!, target))).ms);
+      }
+      progress(`backup: restore round ${round + 1}: tar -x ${fmt(untarRuns.at(-1)! / 1000)} s, ${libs.map((lib) => `${lib.name} ${fmt(restoreRuns.get(lib)!.at(-1)! / 1000)} s`).join(', ')}`);
     }
+    const untarMs = median(untarRuns);
+    for (const lib of libs) record(lib, 'restore', median(restoreRuns.get(lib)!), { runs: restoreRuns.get(lib)! });
     for (const dir of extracted) await rm(dir, { recursive: true, force: true });
     progress('backup: peak RSS of a full backup in a process of its own');
     const rss = await backupRss(src, join(base, 'rss-repo'), opts.codec);
@@ -331,7 +345,7 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
       '"1% spread" rewrites 1% of every large file in place: a file-level backup reads every changed file whole, so this one re-reads all the large files.',
       'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags) backing up the same tree; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
     );
-    section.details = { bytes, tarMs, tarGzMs, coldTarMs, untarMs, rssBytes: rss, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
+    section.details = { bytes, tarMs, tarGzMs, coldTarMs, untarMs, untarRuns, rssBytes: rss, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
     return section;
   } finally {
     if (!opts.dir) await rm(base, { recursive: true, force: true });
