@@ -1,4 +1,4 @@
-import { watch, type FSWatcher } from 'node:fs';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import type { Logger } from './logger.js';
 import { messageOf } from './errors.js';
 
@@ -21,12 +21,16 @@ import { messageOf } from './errors.js';
 export class DirectoryWatch {
   private changes = 0;
   private watcher?: FSWatcher;
+  /** The directory watched: inotify follows the inode, not the path. */
+  private watched?: { dev: number; ino: number };
 
   private constructor(readonly dir: string) {}
 
   static start(dir: string, log: Logger): DirectoryWatch {
     const result = new DirectoryWatch(dir);
+    let before: { dev: number; ino: number } | undefined;
     try {
+      before = statSync(dir);
       // Not persistent: a watch must not keep the process alive.
       const watcher = watch(dir, { persistent: false }, () => { result.changes += 1; });
       watcher.on('error', (err: unknown) => {
@@ -34,14 +38,25 @@ export class DirectoryWatch {
         result.close();
       });
       result.watcher = watcher;
+      // The path named the same directory before and after: that is the one watched.
+      const after = statSync(dir);
+      if (before.dev === after.dev && before.ino === after.ino) result.watched = { dev: after.dev, ino: after.ino };
+      else result.close();
     } catch (err) {
+      result.close();
+      // Not tried again for the same directory: a List must not pay for a failing watch each time.
+      if (before) result.watched = { dev: before.dev, ino: before.ino };
       log.debug?.(`cannot watch ${dir} (${messageOf(err)}); its listings rely on its times alone`);
     }
     return result;
   }
 
-  get active(): boolean {
-    return this.watcher !== undefined;
+  /**
+   * Whether this watch was started for the directory `stat` describes, running or not. After
+   * the directory was replaced under its path, it was not: start another.
+   */
+  isFor(stat: { dev: number; ino: number }): boolean {
+    return this.watched?.dev === stat.dev && this.watched.ino === stat.ino;
   }
 
   /** The count after delivering every event that was ready; undefined when not watching. */

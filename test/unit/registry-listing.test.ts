@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -129,10 +129,20 @@ describe('vfs registry: List on a local filesystem', () => {
       execFileSync('rm', [join(dir, 'first.json')]);
       expect((await registry.list()).map((r) => r.name)).toEqual(['second']);
 
+      // The directory replaced under its path (inotify follows the inode): the new one is watched.
+      await rename(dir, `${dir}-old`);
+      await mkdir(dir);
+      await writeFile(join(dir, 'third.json'), JSON.stringify(entry('third', 'node-c')));
+      expect((await registry.list()).map((r) => r.name)).toEqual(['third']);
+      expect((await registry.list()).map((r) => r.name)).toEqual(['third']);
+      execFileSync(process.execPath, ['-e', 'require("node:fs").writeFileSync(process.argv[1], process.argv[2])',
+        join(dir, 'fourth.json'), JSON.stringify(entry('fourth', 'node-c'))]);
+      expect((await registry.list()).map((r) => r.name)).toEqual(['fourth', 'third']);
+
       // Without the watch (closed: as where inotify fails), every List reads the young directory.
       registry.close();
       const closedAt = here.readdirs();
-      for (let i = 0; i < 2; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['second']);
+      for (let i = 0; i < 2; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['fourth', 'third']);
       expect(here.readdirs()).toBe(closedAt + 2);
     } finally {
       registry.close();

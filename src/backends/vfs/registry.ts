@@ -94,9 +94,11 @@ export class VolumeRegistry {
   private lastListing?: { raw: string[]; generation: number; records: VolumeRecord[]; epoch: string };
   /**
    * The directory as stat saw it just before the last readdir. `settled`: its times were past
-   * their clock tick; otherwise `mark` is the watch's count taken before that readdir.
+   * their clock tick; otherwise `mark` is the count of `watch` taken before that readdir.
    */
-  private lastNames?: { dev: number; ino: number; mtimeMs: number; ctimeMs: number; names: string[]; settled: boolean; mark?: number };
+  private lastNames?: {
+    dev: number; ino: number; mtimeMs: number; ctimeMs: number; names: string[]; settled: boolean; mark?: number; watch?: DirectoryWatch;
+  };
   /** inotify on the directory, on a local filesystem only: see readNames. */
   private watch?: DirectoryWatch;
   /** Epoch the whole cache was last checked against (or a loaded snapshot's). */
@@ -342,13 +344,17 @@ export class VolumeRegistry {
    */
   private async readNames(): Promise<string[]> {
     if (!isLocalPath(this.fs, this.dir)) return this.fs.readdir(this.dir);
-    if (this.watchLocal && !this.watch) this.watch = DirectoryWatch.start(this.dir, this.log);
     // Read before the stat: a change after it is stamped at least this late, less one tick.
     const statAt = Date.now();
     const before = await this.fs.stat(this.dir);
+    if (this.watchLocal && !this.watch?.isFor(before)) {
+      // First List, or the directory was replaced under its path: watch the one there now.
+      this.watch?.close();
+      this.watch = DirectoryWatch.start(this.dir, this.log);
+    }
     const last = this.lastNames;
     if (last && last.dev === before.dev && last.ino === before.ino && last.mtimeMs === before.mtimeMs && last.ctimeMs === before.ctimeMs
-      && (last.settled || await this.watch?.unchangedSince(last.mark))) {
+      && (last.settled || (last.watch === this.watch && await this.watch?.unchangedSince(last.mark)))) {
       return last.names;
     }
     const settled = statAt - before.mtimeMs > settleTimeOf(before.mtimeMs);
@@ -356,7 +362,7 @@ export class VolumeRegistry {
     const mark = settled ? undefined : await this.watch?.mark();
     const names = await this.fs.readdir(this.dir);
     this.lastNames = settled || mark !== undefined
-      ? { dev: before.dev, ino: before.ino, mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, names, settled, mark }
+      ? { dev: before.dev, ino: before.ino, mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, names, settled, mark, watch: this.watch }
       : undefined;
     return names;
   }
