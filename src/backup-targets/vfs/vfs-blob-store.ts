@@ -80,25 +80,25 @@ export class VfsBlobStore implements BlobStore {
     }
   }
 
-  async get(key: string): Promise<Buffer> {
+  async get(key: string, into?: Buffer): Promise<Buffer> {
     const { handle, size } = await this.openObject(key);
     try {
       // Objects never change once written: the size from fstat is the size to read, in as few
       // reads as the kernel allows (readFile reads a pack in many small pieces).
-      return await readFully(handle, 0, size);
+      return await readFully(handle, 0, size, into);
     } finally {
       await handle.close();
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `range ${offset}+${length} of ${key} is not valid`);
     }
     const object = this.rangeObject(key);
     object.users += 1;
     try {
-      return await readFully(await object.opened, offset, length);
+      return await readFully(await object.opened, offset, length, into);
     } finally {
       object.users -= 1;
       object.lastUsed = Date.now();
@@ -282,8 +282,8 @@ async function syncDir(dir: string): Promise<void> {
 }
 
 /** Up to `length` bytes from `offset`; fewer only at the end of the file. */
-async function readFully(handle: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
+async function readFully(handle: FileHandle, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  const buffer = into && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let filled = 0;
   while (filled < length) {
     const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled);

@@ -14,13 +14,17 @@ export interface BlobStore {
    * or none. Never overwrites: returns false (and changes nothing) when the key already exists.
    */
   put(key: string, data: Uint8Array): Promise<boolean>;
-  /** The whole object; E_BACKUP_OBJECT_MISSING (see blobMissing) when the key does not exist. */
-  get(key: string): Promise<Buffer>;
+  /**
+   * The whole object; E_BACKUP_OBJECT_MISSING (see blobMissing) when the key does not exist.
+   * A store may read it into `into` when it fits (the result is then a view of `into`): a
+   * reader of many objects reuses its memory this way. Stores that do not, ignore `into`.
+   */
+  get(key: string, into?: Buffer): Promise<Buffer>;
   /**
    * `length` bytes from `offset`. Fewer bytes come back only when the object is shorter, and
-   * callers that know the size they expect treat that as a truncated object.
+   * callers that know the size they expect treat that as a truncated object. `into` as for get.
    */
-  getRange(key: string, offset: number, length: number): Promise<Buffer>;
+  getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer>;
   /** The object's size, or undefined when the key does not exist. */
   head(key: string): Promise<{ size: number } | undefined>;
   /**

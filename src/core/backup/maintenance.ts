@@ -25,7 +25,8 @@ export async function verifyBackup(repo: Repository, volume: string, backupId: s
       result.files += 1;
       for (const id of entry.chunks!) {
         if (checked.has(id)) continue;
-        const data = await repo.readBlob(id, { wholePacks: true });
+        const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
+        release();
         checked.add(id);
         result.chunks += 1;
         result.bytes += data.length;
@@ -43,7 +44,8 @@ async function verifyChunks(repo: Repository, record: BackupRecord, options: Com
   const result = { files: 1, chunks: 0, bytes: 0 };
   for await (const id of referencedChunks(repo, record)) {
     if (checked.has(id)) continue;
-    const data = await repo.readBlob(id, { wholePacks: true });
+    const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
+    release();
     checked.add(id);
     result.chunks += 1;
     result.bytes += data.length;

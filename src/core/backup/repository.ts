@@ -23,8 +23,13 @@ export { PackWriter, type WriterStats } from './pack-writer.js';
  * buffers (one filling, one being written), and 16 MiB ones were a fifth of its peak RSS.
  */
 export const DEFAULT_PACK_SIZE = 8 * 1024 * 1024;
-/** Whole packs a restore or verify keeps in memory (see Repository.fromLastPack). */
+/** Whole packs a restore or verify keeps in memory (see Repository.leasePack). */
 const PACKS_KEPT = 2;
+/** Pack buffers kept for reuse beside the packs kept (see Repository.leasePack). */
+const PACK_BUFFERS_SPARE = 2;
+/** Size and number of the spare buffers leased blobs are read into (see Repository.chunkBuffers). */
+const CHUNK_BUFFER_SIZE = 1024 * 1024;
+const CHUNK_BUFFERS_SPARE = 16;
 /**
  * Stored size from which a blob is read alone (a ranged read) even when whole packs are asked
  * for: whole packs serve the many small blobs of small files with one request, but the large
@@ -37,6 +42,21 @@ export interface InitOptions {
   chunker?: ChunkerParams;
   codec?: Codec;
   packSize?: number;
+}
+
+/** A pack read whole: `users` reads hold views of it; `buffer` is set when it is a reused one. */
+interface KeptPack {
+  id: string;
+  data: Promise<Buffer>;
+  users: number;
+  kept: boolean;
+  buffer?: Buffer;
+}
+
+/** A blob's checked plaintext, valid until release() (see Repository.leaseBlob). */
+export interface BlobLease {
+  data: Buffer;
+  release(): void;
 }
 
 /** Where a blob lives. */
@@ -145,67 +165,195 @@ export class Repository {
    * the blob's id. Any failure is an error naming the blob and its pack.
    */
   async readBlob(id: string, options: { wholePacks?: boolean } = {}): Promise<Buffer> {
+    const blob = await this.fetchBlob(id, options, false);
+    if (!blob.lent) {
+      blob.release();
+      return blob.data;
+    }
+    try {
+      // A view of a reused buffer: the caller gets bytes of its own.
+      return Buffer.from(blob.data);
+    } finally {
+      blob.release();
+    }
+  }
+
+  /**
+   * readBlob for a reader that is done with the bytes soon (a restore writes them, a verify
+   * only hashes them): `data` may be a view of a buffer the repository reads into again, valid
+   * until `release()` is called, which must happen exactly once whatever the outcome.
+   */
+  async leaseBlob(id: string, options: { wholePacks?: boolean } = {}): Promise<BlobLease> {
+    const blob = await this.fetchBlob(id, options, true);
+    return { data: blob.data, release: blob.release };
+  }
+
+  /**
+   * Reads, decompresses and checks a blob. With `pooled`, a ranged read goes into a spare
+   * buffer (see chunkBuffers). `lent` says whether `data` is a view of a buffer that goes back
+   * for reuse on release: a blob stored as is, read from a reused pack or chunk buffer.
+   */
+  private async fetchBlob(id: string, options: { wholePacks?: boolean }, pooled: boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
     const loc = this.blobs.get(id);
     if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is in no pack of ${this.store.location}`);
     const key = packKey(loc.pack);
-    let stored: Buffer;
+    this.reading = true;
+    const pack = options.wholePacks && (loc.length < RANGE_READ_FROM || this.keepsPack(loc.pack)) ? this.leasePack(loc.pack) : undefined;
+    let spare = pack || !pooled || loc.length > CHUNK_BUFFER_SIZE ? undefined : this.chunkBuffers.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BUFFER_SIZE);
+    const giveBack = (buffer: Buffer | undefined): void => {
+      if (buffer && this.reading && this.chunkBuffers.length < CHUNK_BUFFERS_SPARE) this.chunkBuffers.push(buffer);
+    };
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      pack?.release();
+      giveBack(spare);
+      spare = undefined;
+    };
     try {
-      stored = options.wholePacks && (loc.length < RANGE_READ_FROM || this.keepsPack(loc.pack))
-        ? await this.fromLastPack(loc)
-        : await this.store.getRange(key, loc.offset, loc.length);
-    } catch (err) {
-      if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
-        throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${key} is not in ${this.store.location}`, { cause: err });
+      let stored: Buffer;
+      try {
+        stored = pack
+          ? (await pack.data).subarray(loc.offset, loc.offset + loc.length)
+          : await this.store.getRange(key, loc.offset, loc.length, spare);
+      } catch (err) {
+        if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
+          throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${key} is not in ${this.store.location}`, { cause: err });
+        }
+        throw err;
       }
+      if (spare && stored.buffer !== spare.buffer) {
+        // The store read into a buffer of its own.
+        giveBack(spare);
+        spare = undefined;
+      }
+      if (stored.length !== loc.length) throw corrupt(`chunk ${id} in ${key} is truncated (${stored.length} of ${loc.length} bytes)`);
+      let plain: Buffer;
+      try {
+        plain = await decompress(loc.codec, stored, loc.rawLength);
+      } catch (err) {
+        throw corrupt(`chunk ${id} in ${key} is corrupt: it does not decompress (${loc.codec})`, err);
+      }
+      // Stored as is, the plaintext is the stored bytes; decompressed, those are not needed any more.
+      const lent = loc.codec === 'none' && (spare !== undefined || pack?.pooled === true);
+      if (loc.codec !== 'none') release();
+      if (plain.length !== loc.rawLength || await sha256OffThread(plain) !== id) {
+        throw corrupt(`chunk ${id} in ${key} is corrupt: its content does not match its hash`);
+      }
+      return { data: plain, lent, release };
+    } catch (err) {
+      release();
       throw err;
     }
-    if (stored.length !== loc.length) throw corrupt(`chunk ${id} in ${key} is truncated (${stored.length} of ${loc.length} bytes)`);
-    let plain: Buffer;
-    try {
-      plain = await decompress(loc.codec, stored, loc.rawLength);
-    } catch (err) {
-      throw corrupt(`chunk ${id} in ${key} is corrupt: it does not decompress (${loc.codec})`, err);
-    }
-    if (plain.length !== loc.rawLength || await sha256OffThread(plain) !== id) {
-      throw corrupt(`chunk ${id} in ${key} is corrupt: its content does not match its hash`);
-    }
-    return plain;
   }
 
   /** Whole packs kept for restore and verify, most recently used last. */
-  private recentPacks: Array<{ id: string; data: Promise<Buffer> }> = [];
+  private recentPacks: KeptPack[] = [];
+  /** Buffers of packs no longer kept or read, for the next whole-pack read (see leasePack). */
+  private packBuffers: Buffer[] = [];
+  /**
+   * Buffers for leased blobs read alone (ranged reads up to CHUNK_BUFFER_SIZE), given back on
+   * release, for the same reason as packBuffers: a restore read each large chunk into a new
+   * buffer, and V8 counted that memory towards its next full collection.
+   */
+  private chunkBuffers: Buffer[] = [];
+  /** Set by every read, cleared by releasePackCache: buffers given back after it are not kept. */
+  private reading = false;
 
   /**
-   * Reads whole packs and keeps the last PACKS_KEPT: a restore or verify reads blobs in the
-   * order a backup wrote them, so one request per pack serves many small files. Two, not one:
-   * files restored in parallel straddle a pack boundary, and with one kept they took turns
+   * A whole pack, read once and kept with the last PACKS_KEPT: a restore or verify reads blobs
+   * in the order a backup wrote them, so one request per pack serves many small files. Two, not
+   * one: files restored in parallel straddle a pack boundary, and with one kept they took turns
    * evicting each other's pack (a 6-pack restore read 22 packs, now 7). A backup packs the
    * files it reads in parallel interleaved, so a restore can still fetch a pack again (a test
    * tree of 12 small packs: 26 fetches with one kept, 13-15 with two to four). Concurrent
    * readers of the same pack share one request.
+   *
+   * Packs are read into buffers used again once a pack is neither kept nor read, when the store
+   * can (getInto). A new 8 MiB buffer per pack lived through several young-generation
+   * collections, and V8 counts such external memory towards its next full collection: a
+   * restore of the bench tree ran one every 25 ms (62-86 in 3 s, most of the garbage
+   * collector's time), each marking the whole heap; with the buffers reused, 2.
+   * The caller must call release() once done with every view of the data.
    */
-  private async fromLastPack(loc: BlobLocation): Promise<Buffer> {
-    let entry = this.recentPacks.find((p) => p.id === loc.pack);
+  private leasePack(id: string): { data: Promise<Buffer>; pooled: boolean; release: () => void } {
+    let entry = this.recentPacks.find((p) => p.id === id);
     if (entry) {
       this.recentPacks = [...this.recentPacks.filter((p) => p !== entry), entry];
     } else {
-      const data = this.store.get(packKey(loc.pack));
-      entry = { id: loc.pack, data };
-      this.recentPacks = [...this.recentPacks, entry].slice(-PACKS_KEPT);
+      const created: KeptPack = { id, data: Promise.resolve(Buffer.alloc(0)), users: 0, kept: true };
+      created.data = this.readPack(created);
       // A failed read is not kept for the next reader.
-      const failed = entry;
-      data.catch(() => { this.recentPacks = this.recentPacks.filter((p) => p !== failed); });
+      created.data.catch(() => {
+        if (this.recentPacks.includes(created)) this.dropPacks([created]);
+      });
+      entry = created;
+      const all = [...this.recentPacks, created];
+      this.recentPacks = all.slice(-PACKS_KEPT);
+      this.dropPacks(all.slice(0, -PACKS_KEPT));
     }
-    return (await entry.data).subarray(loc.offset, loc.offset + loc.length);
+    const leased = entry;
+    leased.users += 1;
+    let released = false;
+    return {
+      data: leased.data,
+      get pooled() { return leased.buffer !== undefined; },
+      release: () => {
+        if (released) return;
+        released = true;
+        leased.users -= 1;
+        this.recycle(leased);
+      },
+    };
+  }
+
+  private async readPack(entry: KeptPack): Promise<Buffer> {
+    const key = packKey(entry.id);
+    const into = this.packBuffers.pop() ?? Buffer.allocUnsafeSlow(this.config.packSize + (this.config.packSize >> 2));
+    let data: Buffer;
+    try {
+      data = await this.store.get(key, into);
+    } catch (err) {
+      this.packBuffers.push(into);
+      throw err;
+    }
+    // A pack larger than the buffer came back in a buffer of its own.
+    if (data.buffer === into.buffer) entry.buffer = into;
+    else this.packBuffers.push(into);
+    return data;
+  }
+
+  private dropPacks(packs: KeptPack[]): void {
+    for (const pack of packs) {
+      pack.kept = false;
+      this.recycle(pack);
+    }
+    this.recentPacks = this.recentPacks.filter((p) => p.kept);
+  }
+
+  /** Gives a pack's buffer back once nothing keeps or reads the pack. */
+  private recycle(pack: KeptPack): void {
+    if (pack.kept || pack.users > 0) return;
+    // The read may still be running (an evicted pack nobody waits for): its buffer is back when
+    // it ends. After releasePackCache (nothing kept) buffers are left to the garbage collector.
+    void pack.data.then(() => {
+      if (!pack.buffer) return;
+      if (this.reading && this.packBuffers.length < PACK_BUFFERS_SPARE) this.packBuffers.push(pack.buffer);
+      pack.buffer = undefined;
+    }, () => undefined);
   }
 
   private keepsPack(pack: string): boolean {
     return this.recentPacks.some((p) => p.id === pack);
   }
 
-  /** Drops the packs kept by whole-pack reads. */
+  /** Drops the packs kept by whole-pack reads, and the buffers kept for the next reads. */
   releasePackCache(): void {
-    this.recentPacks = [];
+    this.dropPacks(this.recentPacks);
+    this.packBuffers = [];
+    this.chunkBuffers = [];
+    this.reading = false;
   }
 
   async putBackupRecord(record: BackupRecord): Promise<void> {

@@ -199,8 +199,12 @@ async function writeFileEntry(
   try {
     let written = 0;
     for (const id of entry.chunks!) {
-      const data = await repo.readBlob(id, { wholePacks: true });
-      await handle.write(data, 0, data.length, written);
+      const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
+      try {
+        await handle.write(data, 0, data.length, written);
+      } finally {
+        release();
+      }
       written += data.length;
       progress.bytes += data.length;
       options.onProgress?.({ ...progress });
@@ -231,14 +235,23 @@ async function writeLocalFileEntry(
   try {
     let written = 0;
     for (const id of entry.chunks!) {
-      const data = await repo.readBlob(id, { wholePacks: true });
-      await behind;
+      const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
+      try {
+        await behind;
+      } catch (err) {
+        release();
+        throw err;
+      }
       if (data.length >= WRITE_BEHIND_FROM) {
-        behind = writeAllAt(fd, data, written);
+        behind = writeAllAt(fd, data, written).finally(release);
         // Handled here for the time it waits; the await above or below still sees the failure.
         behind.catch(() => undefined);
       } else {
-        for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, written + done);
+        try {
+          for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, written + done);
+        } finally {
+          release();
+        }
       }
       written += data.length;
       progress.bytes += data.length;

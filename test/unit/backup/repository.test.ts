@@ -119,6 +119,68 @@ describe('backup repository format', () => {
     }
   });
 
+  it('reads reuse pack and chunk buffers, but never under a lease still held, and readBlob hands out bytes of its own', async () => {
+    const repo = await Repository.init(store, { codec: 'none', packSize: 32 * 1024 });
+    const writer = repo.newWriter();
+    // Small blobs, read through whole packs: five to a pack (35 KiB and the index, within the
+    // 40 KiB buffers a 32 KiB pack size gives), nine packs.
+    const small = Array.from({ length: 45 }, () => randomBytes(7 * 1024));
+    const smallIds: string[] = [];
+    for (const blob of small) smallIds.push((await writer.add('data', blob)).id);
+    await writer.flush();
+    // Large blobs, each read alone by a ranged read.
+    const large = Array.from({ length: 3 }, () => randomBytes(300 * 1024));
+    const largeIds: string[] = [];
+    for (const blob of large) largeIds.push((await writer.add('data', blob)).id);
+    await writer.flush();
+    const reader = await Repository.open(store);
+    const packOf = (id: string) => reader.locate(id)!.pack;
+    expect(new Set(smallIds.map(packOf)).size).toBeGreaterThanOrEqual(8);
+
+    // readBlob: every result stays what it was while later packs are read into reused buffers.
+    const owned = [];
+    for (const id of [...smallIds, ...largeIds]) owned.push(await reader.readBlob(id, { wholePacks: true }));
+    owned.forEach((data, i) => expect(data.equals([...small, ...large][i]!)).toBe(true));
+
+    // A pack leased stays intact while later packs are read into reused buffers, none of them its own.
+    const held = await reader.leaseBlob(smallIds[0]!, { wholePacks: true });
+    const later = smallIds.filter((id) => packOf(id) !== packOf(smallIds[0]!));
+    const seen = new Set<ArrayBufferLike>();
+    for (const id of later) {
+      const lease = await reader.leaseBlob(id, { wholePacks: true });
+      expect(lease.data.equals(small[smallIds.indexOf(id)]!)).toBe(true);
+      seen.add(lease.data.buffer);
+      lease.release();
+      // Buffers come back once the pack's read has settled.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(held.data.equals(small[0]!)).toBe(true);
+    expect(seen.has(held.data.buffer)).toBe(false);
+    // Eight packs read through three buffers: two kept, and the one an eviction gives back.
+    expect(seen.size).toBe(3);
+    held.release();
+
+    // Ranged reads: a buffer released is the next one's; one still held is not.
+    const first = await reader.leaseBlob(largeIds[0]!, { wholePacks: true });
+    expect(first.data.equals(large[0]!)).toBe(true);
+    const second = await reader.leaseBlob(largeIds[1]!, { wholePacks: true });
+    expect(second.data.buffer).not.toBe(first.data.buffer);
+    expect(first.data.equals(large[0]!)).toBe(true);
+    const firstBuffer = first.data.buffer;
+    first.release();
+    const third = await reader.leaseBlob(largeIds[2]!, { wholePacks: true });
+    expect(third.data.buffer).toBe(firstBuffer);
+    expect(third.data.equals(large[2]!)).toBe(true);
+    expect(second.data.equals(large[1]!)).toBe(true);
+    second.release();
+    third.release();
+    // After releasePackCache nothing is kept for reuse.
+    reader.releasePackCache();
+    const after = await reader.leaseBlob(largeIds[0]!, { wholePacks: true });
+    expect(after.data.buffer).not.toBe(firstBuffer);
+    after.release();
+  });
+
   it('a writer whose store does not keep up waits: no sealed pack waits behind the one being written', async () => {
     const repo = await Repository.init(store, { codec: 'none', packSize: 1024 });
     let unblock: () => void = () => undefined;
