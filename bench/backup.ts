@@ -25,6 +25,7 @@ import { execa } from 'execa';
 import { REPO_ROOT } from '../test/helpers/daemon-process.js';
 import type { Codec } from '../src/core/backup/codec.js';
 import { DAEMON_V8_FLAGS } from '../src/drivers/cli/daemon-v8-flags.js';
+import { freshExt4 } from './filesystem.js';
 import { addMetric, atLeast, atMost, fmt, newSection, type Section } from './report.js';
 import { envInt, median, timed } from './util.js';
 
@@ -276,27 +277,42 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     }
 
     await execa('tar', ['-cf', join(base, 'tree.tar'), '-C', src, '.']);
-    // Each extracted tree, and the copy above, stays until all are timed: on ext4 without a
-    // journal, every file created after many were deleted costs more (bench/filesystem.ts).
-    // Deleting tar's 10 000 files before a restore made the restore pay for them (and the
-    // second library twice as much); deleting the copy's just before tar -x made tar pay.
-    // Rounds of tar -x and each restore, medians compared: one tar -x took 1.4 to 5 s on the
-    // same disk from one run to the next.
+    // Each restore, tar's included, goes into a journaled ext4 of its own, made for it on the
+    // same disk (root only; BENCH_BACKUP_RESTORE_FS=same for directories beside the tree). Into
+    // directories on this machine's root filesystem (ext4 without a journal, after the bench's
+    // own deletions) the same tar -x took 1.4 to 9.5 s from one run to the next: every file
+    // created after many were deleted costs more there (bench/filesystem.ts). Directories are
+    // kept until all are timed, so no run pays for another's deletions.
+    // Rounds of tar -x and each restore, medians compared.
     const extracted = [join(base, 'copy')];
+    let ownFilesystems = process.env.BENCH_BACKUP_RESTORE_FS !== 'same';
+    let runs = 0;
+    const restoreInto = async (name: string, restore: (target: string) => Promise<unknown>): Promise<number> => {
+      const target = join(base, name);
+      const filesystem = ownFilesystems ? await freshExt4(target, Math.ceil(bytes * 1.25) + 256 * MiB) : undefined;
+      if (ownFilesystems && !filesystem) {
+        // Every run the same way, or none compares: only the first may fall back.
+        if (runs > 0) throw new Error(`could not make a filesystem for ${target} after making ${runs}`);
+        ownFilesystems = false;
+      }
+      runs += 1;
+      if (!filesystem) {
+        await mkdir(target);
+        extracted.push(target);
+      }
+      await sync();
+      try {
+        return (await timed(() => restore(target))).ms;
+      } finally {
+        await filesystem?.unmount();
+      }
+    };
     const untarRuns: number[] = [];
     const restoreRuns = new Map<Library, number[]>(libs.map((lib) => [lib, []]));
     for (let round = 0; round < opts.restoreRounds; round++) {
-      const untar = join(base, `untar${round}`);
-      await mkdir(untar);
-      extracted.push(untar);
-      await sync();
-      untarRuns.push((await timed(() => execa('tar', ['-xf', join(base, 'tree.tar'), '-C', untar]))).ms);
+      untarRuns.push(await restoreInto(`untar${round}`, (target) => execa('tar', ['-xf', join(base, 'tree.tar'), '-C', target])));
       for (const [i, lib] of libs.entries()) {
-        const target = join(base, `restore${round}-${i}`);
-        await mkdir(target);
-        extracted.push(target);
-        await sync();
-        restoreRuns.get(lib)!.push((await timed(() => lib.restoreTree(repos.get(lib), 'bench', lastIds.get(lib)!, target))).ms);
+        restoreRuns.get(lib)!.push(await restoreInto(`restore${round}-${i}`, (target) => lib.restoreTree(repos.get(lib), 'bench', lastIds.get(lib)!, target)));
       }
       progress(`backup: restore round ${round + 1}: tar -x ${fmt(untarRuns.at(-1)! / 1000)} s, ${libs.map((lib) => `${lib.name} ${fmt(restoreRuns.get(lib)!.at(-1)! / 1000)} s`).join(', ')}`);
     }
@@ -342,6 +358,9 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     section.notes.push(
       `tree: ${fmt(bytes / MiB)} MiB (${Math.max(1, Math.round(opts.largeMiB / LARGE_FILE_MIB))} files of ${LARGE_FILE_MIB} MiB, half of each incompressible, and ${opts.smallFiles} text files of 1-13 KB), codec ${opts.codec}, repository and tar output on the same disk.`,
       'tar -c and -cz write to a pipe (tar skips reading data when its archive is /dev/null); "warm" = read once before; "cold" = page cache dropped before each (root only).',
+      ownFilesystems
+        ? 'restores: tar -x and each library restore into a journaled ext4 of their own, made for the run in a loop file on the same disk and unmounted after it (outside the timing).'
+        : 'restores: into directories beside the tree (BENCH_BACKUP_RESTORE_FS=same, or not root, or no mkfs.ext4 or loop device), kept until all are timed.',
       '"1% spread" rewrites 1% of every large file in place: a file-level backup reads every changed file whole, so this one re-reads all the large files.',
       'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags) backing up the same tree; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
     );

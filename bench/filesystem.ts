@@ -29,3 +29,34 @@ export async function describeFilesystem(dir = tmpdir()): Promise<string> {
     'set TMPDIR to a directory on a journaled filesystem to measure what most hosts have';
   return `ext4 on ${source}, ${journaled ? 'journaled' : unjournaled} (${dir})`;
 }
+
+/**
+ * A journaled ext4 made for one timed run: a sparse loop file of `sizeBytes` beside
+ * `mountPoint`, formatted and mounted there (root only). Each restore gets a filesystem nobody has
+ * deleted from, so neither tar nor a library pays for inodes another freed, and dirty pages of
+ * the run before are written at its unmount, outside every timing. undefined where it cannot
+ * be made (not root, no mkfs.ext4, no loop device): the caller falls back to plain directories.
+ */
+export async function freshExt4(mountPoint: string, sizeBytes: number): Promise<{ unmount(): Promise<void> } | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const run = promisify(execFile);
+  const image = `${mountPoint}.img`;
+  try {
+    await run('truncate', ['-s', String(sizeBytes), image]);
+    // Inode tables and journal written now, not by a kernel thread during the timed run.
+    await run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', image], { timeout: 120_000 });
+    await run('mkdir', ['-p', mountPoint]);
+    await run('mount', ['-o', 'loop', image, mountPoint], { timeout: 60_000 });
+  } catch {
+    await run('rm', ['-f', image]).catch(() => undefined);
+    return undefined;
+  }
+  // Restores write into an empty directory, as into a new volume.
+  await run('rmdir', [`${mountPoint}/lost+found`]).catch(() => undefined);
+  return {
+    async unmount() {
+      await run('umount', [mountPoint], { timeout: 300_000 });
+      await run('rm', ['-f', image]);
+    },
+  };
+}
