@@ -271,10 +271,10 @@ export class Repository {
    * readers of the same pack share one request.
    *
    * Packs are read into buffers used again once a pack is neither kept nor read, when the store
-   * can (getInto). A new 8 MiB buffer per pack lived through several young-generation
-   * collections, and V8 counts such external memory towards its next full collection: a
-   * restore of the bench tree ran one every 25 ms (62-86 in 3 s, most of the garbage
-   * collector's time), each marking the whole heap; with the buffers reused, 2.
+   * can (get with a buffer to read into). A new 8 MiB buffer per pack lived through several
+   * young-generation collections, and V8 counts such external memory towards its next full
+   * collection: a restore of the bench tree ran one every 25-50 ms (58-75 in 3 s), each marking
+   * the whole heap; with packs and chunks read into reused buffers (see fetchBlob), 3.
    * The caller must call release() once done with every view of the data.
    */
   private leasePack(id: string): { data: Promise<Buffer>; pooled: boolean; release: () => void } {
