@@ -11,6 +11,7 @@ import {
 } from './format.js';
 import { isBlockBackup, notAFileBackup } from './block-format.js';
 import { assertVolumeName, corrupt, parseObject, sha256, sha256OffThread } from './objects.js';
+import { PackCache, SpareBuffers } from './pack-cache.js';
 import { PackWriter } from './pack-writer.js';
 
 // Where these lived before the split; imports of them from here keep working.
@@ -23,11 +24,7 @@ export { PackWriter, type WriterStats } from './pack-writer.js';
  * buffers (one filling, one being written), and 16 MiB ones were a fifth of its peak RSS.
  */
 export const DEFAULT_PACK_SIZE = 8 * 1024 * 1024;
-/** Whole packs a restore or verify keeps in memory (see Repository.leasePack). */
-const PACKS_KEPT = 2;
-/** Pack buffers kept for reuse beside the packs kept (see Repository.leasePack). */
-const PACK_BUFFERS_SPARE = 2;
-/** Size and number of the spare buffers leased blobs are read into (see Repository.chunkBuffers). */
+/** Size and number of the spare buffers leased blobs are read alone into (see pack-cache.ts). */
 const CHUNK_BUFFER_SIZE = 1024 * 1024;
 const CHUNK_BUFFERS_SPARE = 16;
 /**
@@ -42,15 +39,6 @@ export interface InitOptions {
   chunker?: ChunkerParams;
   codec?: Codec;
   packSize?: number;
-}
-
-/** A pack read whole: `users` reads hold views of it; `buffer` is set when it is a reused one. */
-interface KeptPack {
-  id: string;
-  data: Promise<Buffer>;
-  users: number;
-  kept: boolean;
-  buffer?: Buffer;
 }
 
 /** A blob's checked plaintext, valid until release() (see Repository.leaseBlob). */
@@ -71,8 +59,14 @@ export interface BlobLocation extends PackBlob {
  */
 export class Repository {
   private readonly blobs = new Map<string, BlobLocation>();
+  /** Whole packs kept for restore and verify. */
+  private readonly packs: PackCache;
+  /** Buffers leased blobs are read alone into (ranged reads up to CHUNK_BUFFER_SIZE). */
+  private readonly chunkBuffers = new SpareBuffers(CHUNK_BUFFER_SIZE, CHUNK_BUFFERS_SPARE);
 
-  private constructor(readonly store: BlobStore, readonly config: RepoConfig) {}
+  private constructor(readonly store: BlobStore, readonly config: RepoConfig) {
+    this.packs = new PackCache((id, into) => store.get(packKey(id), into), config.packSize + (config.packSize >> 2));
+  }
 
   /** Creates a repository in an empty store; refuses a store that already holds one. */
   static async init(store: BlobStore, options: InitOptions = {}): Promise<Repository> {
@@ -190,25 +184,21 @@ export class Repository {
 
   /**
    * Reads, decompresses and checks a blob. With `pooled`, a ranged read goes into a spare
-   * buffer (see chunkBuffers). `lent` says whether `data` is a view of a buffer that goes back
+   * buffer (chunkBuffers). `lent` says whether `data` is a view of a buffer that goes back
    * for reuse on release: a blob stored as is, read from a reused pack or chunk buffer.
    */
   private async fetchBlob(id: string, options: { wholePacks?: boolean }, pooled: boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
     const loc = this.blobs.get(id);
     if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is in no pack of ${this.store.location}`);
     const key = packKey(loc.pack);
-    this.reading = true;
-    const pack = options.wholePacks && (loc.length < RANGE_READ_FROM || this.keepsPack(loc.pack)) ? this.leasePack(loc.pack) : undefined;
-    let spare = pack || !pooled || loc.length > CHUNK_BUFFER_SIZE ? undefined : this.chunkBuffers.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BUFFER_SIZE);
-    const giveBack = (buffer: Buffer | undefined): void => {
-      if (buffer && this.reading && this.chunkBuffers.length < CHUNK_BUFFERS_SPARE) this.chunkBuffers.push(buffer);
-    };
+    const pack = options.wholePacks && (loc.length < RANGE_READ_FROM || this.packs.keeps(loc.pack)) ? this.packs.lease(loc.pack) : undefined;
+    let spare = pack || !pooled || loc.length > CHUNK_BUFFER_SIZE ? undefined : this.chunkBuffers.take();
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
       pack?.release();
-      giveBack(spare);
+      if (spare) this.chunkBuffers.give(spare);
       spare = undefined;
     };
     try {
@@ -225,7 +215,7 @@ export class Repository {
       }
       if (spare && stored.buffer !== spare.buffer) {
         // The store read into a buffer of its own.
-        giveBack(spare);
+        this.chunkBuffers.give(spare);
         spare = undefined;
       }
       if (stored.length !== loc.length) throw corrupt(`chunk ${id} in ${key} is truncated (${stored.length} of ${loc.length} bytes)`);
@@ -248,112 +238,10 @@ export class Repository {
     }
   }
 
-  /** Whole packs kept for restore and verify, most recently used last. */
-  private recentPacks: KeptPack[] = [];
-  /** Buffers of packs no longer kept or read, for the next whole-pack read (see leasePack). */
-  private packBuffers: Buffer[] = [];
-  /**
-   * Buffers for leased blobs read alone (ranged reads up to CHUNK_BUFFER_SIZE), given back on
-   * release, for the same reason as packBuffers: a restore read each large chunk into a new
-   * buffer, and V8 counted that memory towards its next full collection.
-   */
-  private chunkBuffers: Buffer[] = [];
-  /** Set by every read, cleared by releasePackCache: buffers given back after it are not kept. */
-  private reading = false;
-
-  /**
-   * A whole pack, read once and kept with the last PACKS_KEPT: a restore or verify reads blobs
-   * in the order a backup wrote them, so one request per pack serves many small files. Two, not
-   * one: files restored in parallel straddle a pack boundary, and with one kept they took turns
-   * evicting each other's pack (a 6-pack restore read 22 packs, now 7). A backup packs the
-   * files it reads in parallel interleaved, so a restore can still fetch a pack again (a test
-   * tree of 12 small packs: 26 fetches with one kept, 13-15 with two to four). Concurrent
-   * readers of the same pack share one request.
-   *
-   * Packs are read into buffers used again once a pack is neither kept nor read, when the store
-   * can (get with a buffer to read into). A new 8 MiB buffer per pack lived through several
-   * young-generation collections, and V8 counts such external memory towards its next full
-   * collection: a restore of the bench tree ran one every 25-50 ms (58-75 in 3 s), each marking
-   * the whole heap; with packs and chunks read into reused buffers (see fetchBlob), 3.
-   * The caller must call release() once done with every view of the data.
-   */
-  private leasePack(id: string): { data: Promise<Buffer>; pooled: boolean; release: () => void } {
-    let entry = this.recentPacks.find((p) => p.id === id);
-    if (entry) {
-      this.recentPacks = [...this.recentPacks.filter((p) => p !== entry), entry];
-    } else {
-      const created: KeptPack = { id, data: Promise.resolve(Buffer.alloc(0)), users: 0, kept: true };
-      created.data = this.readPack(created);
-      // A failed read is not kept for the next reader.
-      created.data.catch(() => {
-        if (this.recentPacks.includes(created)) this.dropPacks([created]);
-      });
-      entry = created;
-      const all = [...this.recentPacks, created];
-      this.recentPacks = all.slice(-PACKS_KEPT);
-      this.dropPacks(all.slice(0, -PACKS_KEPT));
-    }
-    const leased = entry;
-    leased.users += 1;
-    let released = false;
-    return {
-      data: leased.data,
-      get pooled() { return leased.buffer !== undefined; },
-      release: () => {
-        if (released) return;
-        released = true;
-        leased.users -= 1;
-        this.recycle(leased);
-      },
-    };
-  }
-
-  private async readPack(entry: KeptPack): Promise<Buffer> {
-    const key = packKey(entry.id);
-    const into = this.packBuffers.pop() ?? Buffer.allocUnsafeSlow(this.config.packSize + (this.config.packSize >> 2));
-    let data: Buffer;
-    try {
-      data = await this.store.get(key, into);
-    } catch (err) {
-      this.packBuffers.push(into);
-      throw err;
-    }
-    // A pack larger than the buffer came back in a buffer of its own.
-    if (data.buffer === into.buffer) entry.buffer = into;
-    else this.packBuffers.push(into);
-    return data;
-  }
-
-  private dropPacks(packs: KeptPack[]): void {
-    for (const pack of packs) {
-      pack.kept = false;
-      this.recycle(pack);
-    }
-    this.recentPacks = this.recentPacks.filter((p) => p.kept);
-  }
-
-  /** Gives a pack's buffer back once nothing keeps or reads the pack. */
-  private recycle(pack: KeptPack): void {
-    if (pack.kept || pack.users > 0) return;
-    // The read may still be running (an evicted pack nobody waits for): its buffer is back when
-    // it ends. After releasePackCache (nothing kept) buffers are left to the garbage collector.
-    void pack.data.then(() => {
-      if (!pack.buffer) return;
-      if (this.reading && this.packBuffers.length < PACK_BUFFERS_SPARE) this.packBuffers.push(pack.buffer);
-      pack.buffer = undefined;
-    }, () => undefined);
-  }
-
-  private keepsPack(pack: string): boolean {
-    return this.recentPacks.some((p) => p.id === pack);
-  }
-
   /** Drops the packs kept by whole-pack reads, and the buffers kept for the next reads. */
   releasePackCache(): void {
-    this.dropPacks(this.recentPacks);
-    this.packBuffers = [];
-    this.chunkBuffers = [];
-    this.reading = false;
+    this.packs.clear();
+    this.chunkBuffers.clear();
   }
 
   async putBackupRecord(record: BackupRecord): Promise<void> {

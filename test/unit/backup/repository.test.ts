@@ -174,11 +174,16 @@ describe('backup repository format', () => {
     expect(second.data.equals(large[1]!)).toBe(true);
     second.release();
     third.release();
-    // After releasePackCache nothing is kept for reuse.
+    // After releasePackCache nothing is kept for reuse, not even a buffer released after it.
     reader.releasePackCache();
     const after = await reader.leaseBlob(largeIds[0]!, { wholePacks: true });
     expect(after.data.buffer).not.toBe(firstBuffer);
+    const late = after.data.buffer;
+    reader.releasePackCache();
     after.release();
+    const next = await reader.leaseBlob(largeIds[1]!, { wholePacks: true });
+    expect(next.data.buffer).not.toBe(late);
+    next.release();
   });
 
   it('a writer whose store does not keep up waits: no sealed pack waits behind the one being written', async () => {
