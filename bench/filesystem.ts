@@ -7,6 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename } from 'node:path';
 import { promisify } from 'node:util';
@@ -45,18 +46,18 @@ export async function freshExt4(mountPoint: string, sizeBytes: number): Promise<
     await run('truncate', ['-s', String(sizeBytes), image]);
     // Inode tables and journal written now, not by a kernel thread during the timed run.
     await run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', image], { timeout: 120_000 });
-    await run('mkdir', ['-p', mountPoint]);
+    await mkdir(mountPoint, { recursive: true });
     await run('mount', ['-o', 'loop', image, mountPoint], { timeout: 60_000 });
   } catch {
-    await run('rm', ['-f', image]).catch(() => undefined);
+    await rm(image, { force: true });
     return undefined;
   }
   // Restores write into an empty directory, as into a new volume.
-  await run('rmdir', [`${mountPoint}/lost+found`]).catch(() => undefined);
+  await rmdir(`${mountPoint}/lost+found`).catch(() => undefined);
   return {
     async unmount() {
       await run('umount', [mountPoint], { timeout: 300_000 });
-      await run('rm', ['-f', image]);
+      await rm(image, { force: true });
     },
   };
 }
