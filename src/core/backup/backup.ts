@@ -167,11 +167,24 @@ function inodeNumber(ino: bigint): number | string {
   return unsigned <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(unsigned) : unsigned.toString();
 }
 
+/**
+ * Fewer bytes allocated than the file's size: it has holes (st_blocks counts 512-byte units on
+ * Linux whatever the filesystem's block size). A filesystem that compresses, or keeps a tiny
+ * file inside its inode, can say so of a file without holes; the restore then leaves holes only
+ * where a chunk is all zeros, which such a filesystem stores as little anyway.
+ */
+function hasHoles(stat: BigIntStats): boolean {
+  return stat.blocks * 512n < stat.size;
+}
+
 async function fileEntry(
   path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined, repo: Repository,
   writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
 ): Promise<Entry> {
-  const base = { path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString() };
+  const base = {
+    path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString(),
+    ...(hasHoles(stat) ? { sparse: true as const } : {}),
+  };
   if (previous?.type === 'file' && previous.ino === base.ino && previous.size === Number(stat.size)
     && previous.mtimeNs === stat.mtimeNs.toString() && previous.ctimeNs === stat.ctimeNs.toString()
     && previous.chunks!.every((id) => repo.has(id))) {

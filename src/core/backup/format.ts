@@ -94,11 +94,18 @@ export const EntrySchema = z.object({
   /** Inode and change time: with size and mtime, what the files cache compares. */
   ino: z.union([z.number().int().nonnegative(), z.string().regex(/^\d{1,20}$/)]).optional(),
   ctimeNs: NsSchema.optional(),
+  /**
+   * A file that held fewer allocated blocks than its size when read (it had holes). Its chunks
+   * of zeros are restored as holes again; a file without it gets every zero written, so a file
+   * allocated on purpose (a database's preallocated space) stays allocated.
+   */
+  sparse: z.literal(true).optional(),
 }).superRefine((e, ctx) => {
   const bad = (message: string) => ctx.addIssue({ code: 'custom', message });
   if (e.path === '.' && e.type !== 'dir') bad('the root must be a directory');
   if (e.type === 'file' && !e.chunks) bad('a file needs its chunk list');
   if (e.type !== 'file' && e.chunks) bad('only a file has chunks');
+  if (e.type !== 'file' && e.sparse) bad('only a file can be sparse');
   if ((e.type === 'symlink' || e.type === 'hardlink') && e.target === undefined) bad(`a ${e.type} needs a target`);
   if (e.type === 'hardlink' && !EntryPathSchema.safeParse(e.target).success) bad('a hardlink target must be a safe relative path');
 });

@@ -1,5 +1,5 @@
 import {
-  closeSync, constants, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync,
+  closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync,
   openSync, symlinkSync, write, writeSync,
 } from 'node:fs';
 import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
@@ -34,6 +34,38 @@ function writeAllAt(fd: number, data: Buffer, position: number): Promise<void> {
     };
     from(0);
   });
+}
+
+/** What a restored sparse file leaves unwritten: whole file-system blocks of zeros. */
+export const HOLE_BLOCK = 4096;
+const ZEROS = Buffer.alloc(HOLE_BLOCK);
+
+/**
+ * The ranges of `data` (to be written at `position` of a file) to write so that every
+ * HOLE_BLOCK-aligned block of the file that is all zeros stays a hole: `[start, end)` offsets
+ * into `data`, in order, adjacent blocks with data merged. Compared a block at a time with
+ * memcmp, which stops at the first byte that differs, so a chunk of data costs little.
+ */
+export function rangesWithData(data: Uint8Array, position: number): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  let start = -1;
+  for (let at = 0; at < data.length;) {
+    const end = Math.min(data.length, at + HOLE_BLOCK - ((position + at) % HOLE_BLOCK));
+    const zero = ZEROS.compare(data, at, end, 0, end - at) === 0;
+    if (!zero && start < 0) start = at;
+    else if (zero && start >= 0) {
+      ranges.push([start, at]);
+      start = -1;
+    }
+    at = end;
+  }
+  if (start >= 0) ranges.push([start, data.length]);
+  return ranges;
+}
+
+/** Writes the ranges of `data` at `position` of `fd` through the thread pool, one after the other. */
+async function writeRangesAt(fd: number, data: Buffer, position: number, ranges: Array<[number, number]>): Promise<void> {
+  for (const [start, end] of ranges) await writeAllAt(fd, data.subarray(start, end), position + start);
 }
 
 export interface RestoreOptions extends CommonOptions {}
@@ -201,7 +233,9 @@ async function writeFileEntry(
     for (const id of entry.chunks!) {
       const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
       try {
-        await handle.write(data, 0, data.length, written);
+        for (const [start, end] of entry.sparse ? rangesWithData(data, written) : [[0, data.length]]) {
+          await handle.write(data, start, end - start, written + start);
+        }
       } finally {
         release();
       }
@@ -210,6 +244,8 @@ async function writeFileEntry(
       options.onProgress?.({ ...progress });
     }
     if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    // A hole at the end is the file's length past its last write.
+    if (entry.sparse) await handle.truncate(written);
     if (asRoot) await handle.chown(entry.uid, entry.gid);
     // After chown, which clears set-id bits.
     await handle.chmod(entry.mode);
@@ -222,7 +258,8 @@ async function writeFileEntry(
 
 /**
  * writeFileEntry with synchronous calls, for a target on a local filesystem: open (O_EXCL,
- * O_NOFOLLOW), one write per chunk, then owner, mode and times on the descriptor, close. The
+ * O_NOFOLLOW), one write per chunk (per range with data, in a sparse file), then owner, mode
+ * and times on the descriptor, close. The
  * chunks' reads (a pack fetch, decompression of large chunks) still overlap across files.
  */
 async function writeLocalFileEntry(
@@ -242,13 +279,17 @@ async function writeLocalFileEntry(
         release();
         throw err;
       }
-      if (data.length >= WRITE_BEHIND_FROM) {
-        behind = writeAllAt(fd, data, written).finally(release);
+      // A sparse file's blocks of zeros are left unwritten: holes, as they were when backed up.
+      const ranges: Array<[number, number]> = entry.sparse ? rangesWithData(data, written) : [[0, data.length]];
+      if (data.length >= WRITE_BEHIND_FROM && ranges.length > 0) {
+        behind = writeRangesAt(fd, data, written, ranges).finally(release);
         // Handled here for the time it waits; the await above or below still sees the failure.
         behind.catch(() => undefined);
       } else {
         try {
-          for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, written + done);
+          for (const [start, end] of ranges) {
+            for (let done = start; done < end;) done += writeSync(fd, data, done, end - done, written + done);
+          }
         } finally {
           release();
         }
@@ -259,6 +300,8 @@ async function writeLocalFileEntry(
     }
     await behind;
     if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    // A hole at the end is the file's length past its last write.
+    if (entry.sparse) ftruncateSync(fd, written);
     if (asRoot) fchownSync(fd, entry.uid, entry.gid);
     // After chown, which clears set-id bits.
     fchmodSync(fd, entry.mode);

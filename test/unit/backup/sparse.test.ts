@@ -1,0 +1,111 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { open, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { Repository } from '../../../src/core/backup/repository.js';
+import { backupTree, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
+import { HOLE_BLOCK, rangesWithData } from '../../../src/core/backup/restore.js';
+import type { BackupRecord } from '../../../src/core/backup/format.js';
+import { collect } from './tree-helpers.js';
+
+const MiB = 1024 * 1024;
+const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' };
+
+const sha = async (path: string) => createHash('sha256').update(await readFile(path)).digest('hex');
+const allocated = async (path: string) => (await stat(path)).blocks * 512;
+
+/** Writes `data` at each offset of a new file, then sets its length: what is not written is a hole. */
+async function sparseFile(path: string, size: number, writes: Array<[offset: number, data: Buffer]>): Promise<void> {
+  const handle = await open(path, 'wx');
+  try {
+    for (const [offset, data] of writes) await handle.write(data, 0, data.length, offset);
+    await handle.truncate(size);
+  } finally {
+    await handle.close();
+  }
+}
+
+describe('rangesWithData', () => {
+  const block = HOLE_BLOCK;
+
+  it('leaves out every file-system block of zeros, wherever the data starts in the file', () => {
+    expect(rangesWithData(Buffer.alloc(0), 0)).toEqual([]);
+    expect(rangesWithData(Buffer.alloc(10 * block), 0)).toEqual([]);
+    expect(rangesWithData(Buffer.alloc(10 * block, 1), 0)).toEqual([[0, 10 * block]]);
+    // One byte in the third block: that block is written whole, its neighbours not.
+    const one = Buffer.alloc(10 * block);
+    one[2 * block + 7] = 1;
+    expect(rangesWithData(one, 0)).toEqual([[2 * block, 3 * block]]);
+    // Written at an unaligned position, the blocks are the file's, not the buffer's.
+    expect(rangesWithData(one, 100)).toEqual([[2 * block - 100, 3 * block - 100]]);
+    expect(rangesWithData(one, block - 100)).toEqual([[block + 100, 2 * block + 100]]);
+    // Data at both ends, across a block boundary, and a short tail that is all zeros.
+    const mixed = Buffer.alloc(6 * block + 50);
+    mixed[0] = 1;
+    mixed[3 * block - 1] = 1;
+    mixed[3 * block] = 1;
+    expect(rangesWithData(mixed, 0)).toEqual([[0, block], [2 * block, 4 * block]]);
+    mixed[6 * block + 49] = 1;
+    expect(rangesWithData(mixed, 0)).toEqual([[0, block], [2 * block, 4 * block], [6 * block, 6 * block + 50]]);
+  });
+});
+
+describe('sparse files', () => {
+  let base = '';
+  let repo: Repository;
+  let record: BackupRecord;
+  const src = () => join(base, 'src');
+
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-sparse-'));
+    await mkdir(join(base, 'repo'));
+    await mkdir(src());
+    repo = await Repository.init(new VfsBlobStore(join(base, 'repo'), { durable: false }), { chunker: CHUNKER, packSize: MiB });
+    // Holes before, between and after data, and a file that is only a hole.
+    await sparseFile(join(src(), 'disk.img'), 16 * MiB + 5, [[3 * MiB, randomBytes(100 * 1024)], [9 * MiB + 11, randomBytes(4096)]]);
+    await sparseFile(join(src(), 'tail-hole.db'), 8 * MiB, [[0, randomBytes(200 * 1024)]]);
+    await sparseFile(join(src(), 'all-hole'), 4 * MiB, []);
+    // A block of data every other block: chunks of several ranges each, large enough (constant
+    // bytes give the chunker no cut) to be written through the thread pool.
+    await sparseFile(join(src(), 'striped.bin'), MiB, Array.from({ length: 128 }, (_, i) => [i * 8192, Buffer.alloc(4096, 0xff)]));
+    // Zeros written out: allocated on purpose, as a database preallocates its files.
+    await writeFile(join(src(), 'prealloc.bin'), Buffer.concat([Buffer.alloc(2 * MiB), randomBytes(10_000), Buffer.alloc(MiB)]));
+    // The filesystem under the test must keep holes, or nothing here shows anything.
+    expect(await allocated(join(src(), 'disk.img'))).toBeLessThan(MiB);
+    expect(await allocated(join(src(), 'prealloc.bin'))).toBeGreaterThanOrEqual(3 * MiB);
+    record = await backupTree(src(), repo, { volume: 'sparse' });
+  });
+  afterAll(async () => { await rm(base, { recursive: true, force: true }); });
+
+  it('marks in the manifest the files that had holes, and only those', async () => {
+    const { entries } = await collect(repo, record);
+    const sparse = Object.fromEntries(entries.filter((e) => e.type === 'file').map((e) => [e.path, e.sparse === true]));
+    expect(sparse).toEqual({ 'all-hole': true, 'disk.img': true, 'prealloc.bin': false, 'striped.bin': true, 'tail-hole.db': true });
+    const striped = entries.find((e) => e.path === 'striped.bin')!;
+    expect(Math.max(...striped.chunks!.map((id) => repo.locate(id)!.rawLength))).toBeGreaterThanOrEqual(128 * 1024);
+  });
+
+  for (const localFastPath of [true, false]) {
+    it(`restores holes as holes and written zeros as written (${localFastPath ? 'local fast path' : 'thread-pool path'})`, async () => {
+      const out = join(base, `out-${localFastPath}`);
+      await mkdir(out);
+      await restoreTree(repo, 'sparse', record.id, out, { localFastPath });
+      for (const name of ['disk.img', 'tail-hole.db', 'all-hole', 'striped.bin', 'prealloc.bin']) {
+        expect((await stat(join(out, name))).size, name).toBe((await stat(join(src(), name))).size);
+        expect(await sha(join(out, name)), name).toBe(await sha(join(src(), name)));
+      }
+      // The blocks with data are written, the others stay holes: about what the source had.
+      for (const name of ['disk.img', 'tail-hole.db', 'striped.bin']) {
+        expect(await allocated(join(out, name)), name).toBeLessThanOrEqual(await allocated(join(src(), name)) + 64 * 1024);
+      }
+      expect(await allocated(join(out, 'all-hole'))).toBe(0);
+      expect(await allocated(join(out, 'prealloc.bin'))).toBeGreaterThanOrEqual(3 * MiB);
+    });
+  }
+
+  it('a verify still reads and checks the chunks of zeros', async () => {
+    expect(await verifyBackup(repo, 'sparse', record.id)).toMatchObject({ files: 5 });
+  });
+});
