@@ -2,6 +2,7 @@ import { compress } from './codec.js';
 import { FORMAT_VERSION, indexKey, packKey, type BlobType, type PackBlob, type PackIndex } from './format.js';
 import { sha256 } from './objects.js';
 import type { Repository } from './repository.js';
+import { zeroChunkId } from './zeros.js';
 
 export interface WriterStats {
   newBlobs: number;
@@ -68,7 +69,7 @@ export class PackWriter {
     };
     try {
       this.throwIfFailed();
-      const id = knownId ?? sha256(data);
+      const id = knownId ?? zeroChunkId(data) ?? sha256(data);
       if (this.repo.has(id) || this.pending.has(id)) {
         release();
         return { id, added: false };

@@ -10,6 +10,7 @@ import { comparePaths, type BackupRecord, type Entry } from './format.js';
 import { withLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
+import { rangesWithData } from './zeros.js';
 import type { Repository } from './repository.js';
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -36,31 +37,23 @@ function writeAllAt(fd: number, data: Buffer, position: number): Promise<void> {
   });
 }
 
-/** What a restored sparse file leaves unwritten: whole file-system blocks of zeros. */
-export const HOLE_BLOCK = 4096;
-const ZEROS = Buffer.alloc(HOLE_BLOCK);
-
 /**
- * The ranges of `data` (to be written at `position` of a file) to write so that every
- * HOLE_BLOCK-aligned block of the file that is all zeros stays a hole: `[start, end)` offsets
- * into `data`, in order, adjacent blocks with data merged. Compared a block at a time with
- * memcmp, which stops at the first byte that differs, so a chunk of data costs little.
+ * Chunks of zeros this restore has read and checked once: in a sparse file they are holes, so
+ * the next time one comes up it is skipped without reading, decompressing and hashing it again
+ * (a 2 GiB image file with little data is one chunk of zeros repeated hundreds of times).
  */
-export function rangesWithData(data: Uint8Array, position: number): Array<[number, number]> {
-  const ranges: Array<[number, number]> = [];
-  let start = -1;
-  for (let at = 0; at < data.length;) {
-    const end = Math.min(data.length, at + HOLE_BLOCK - ((position + at) % HOLE_BLOCK));
-    const zero = ZEROS.compare(data, at, end, 0, end - at) === 0;
-    if (!zero && start < 0) start = at;
-    else if (zero && start >= 0) {
-      ranges.push([start, at]);
-      start = -1;
-    }
-    at = end;
+class ZeroChunks {
+  private readonly lengths = new Map<string, number>();
+
+  lengthOf(id: string): number | undefined {
+    return this.lengths.get(id);
   }
-  if (start >= 0) ranges.push([start, data.length]);
-  return ranges;
+
+  add(id: string, length: number): void {
+    // Ids of zeros differ only by length, so a few; bounded all the same.
+    if (this.lengths.size >= 256) this.lengths.clear();
+    this.lengths.set(id, length);
+  }
 }
 
 /** Writes the ranges of `data` at `position` of `fd` through the thread pool, one after the other. */
@@ -130,6 +123,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   // Files are written a few at a time; what depends on them (a directory's times, a hardlink)
   // waits for all of them first.
   const jobs = new Set<Promise<void>>();
+  const zeroChunks = new ZeroChunks();
   let failure: { error: unknown } | undefined;
   const barrier = async () => {
     await Promise.all(jobs);
@@ -199,7 +193,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
           break;
         }
         case 'file': {
-          const job: Promise<void> = (local ? writeLocalFileEntry : writeFileEntry)(repo, record, entry, path, asRoot, progress, options)
+          const job: Promise<void> = (local ? writeLocalFileEntry : writeFileEntry)(repo, record, entry, path, asRoot, progress, options, zeroChunks)
             .catch((error: unknown) => { failure ??= { error }; })
             .finally(() => { jobs.delete(job); });
           jobs.add(job);
@@ -225,22 +219,26 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
 
 async function writeFileEntry(
   repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
-  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions,
+  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions, zeroChunks: ZeroChunks,
 ): Promise<void> {
   const handle = await open(path, WRITE_FLAGS, 0o600);
   try {
     let written = 0;
     for (const id of entry.chunks!) {
-      const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
-      try {
-        for (const [start, end] of entry.sparse ? rangesWithData(data, written) : [[0, data.length]]) {
-          await handle.write(data, start, end - start, written + start);
+      let length = entry.sparse ? zeroChunks.lengthOf(id) : undefined;
+      if (length === undefined) {
+        const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
+        try {
+          const ranges: Array<[number, number]> = entry.sparse ? rangesWithData(data, written) : [[0, data.length]];
+          if (entry.sparse && ranges.length === 0) zeroChunks.add(id, data.length);
+          for (const [start, end] of ranges) await handle.write(data, start, end - start, written + start);
+        } finally {
+          release();
         }
-      } finally {
-        release();
+        length = data.length;
       }
-      written += data.length;
-      progress.bytes += data.length;
+      written += length;
+      progress.bytes += length;
       options.onProgress?.({ ...progress });
     }
     if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
@@ -264,7 +262,7 @@ async function writeFileEntry(
  */
 async function writeLocalFileEntry(
   repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
-  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions,
+  progress: { entries: number; files: number; bytes: number }, options: RestoreOptions, zeroChunks: ZeroChunks,
 ): Promise<void> {
   const fd = openSync(path, WRITE_FLAGS, 0o600);
   // One large write in flight behind the next chunk's fetch; awaited before the descriptor closes.
@@ -272,6 +270,13 @@ async function writeLocalFileEntry(
   try {
     let written = 0;
     for (const id of entry.chunks!) {
+      const zeroLength = entry.sparse ? zeroChunks.lengthOf(id) : undefined;
+      if (zeroLength !== undefined) {
+        written += zeroLength;
+        progress.bytes += zeroLength;
+        options.onProgress?.({ ...progress });
+        continue;
+      }
       const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
       try {
         await behind;
@@ -281,6 +286,7 @@ async function writeLocalFileEntry(
       }
       // A sparse file's blocks of zeros are left unwritten: holes, as they were when backed up.
       const ranges: Array<[number, number]> = entry.sparse ? rangesWithData(data, written) : [[0, data.length]];
+      if (entry.sparse && ranges.length === 0) zeroChunks.add(id, data.length);
       if (data.length >= WRITE_BEHIND_FROM && ranges.length > 0) {
         behind = writeRangesAt(fd, data, written, ranges).finally(release);
         // Handled here for the time it waits; the await above or below still sees the failure.
