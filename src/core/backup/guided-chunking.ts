@@ -1,6 +1,7 @@
 import type { BufferPool } from './buffer-pool.js';
 import { Chunker, type ChunkerParams } from './chunker.js';
 import { sha256 } from './objects.js';
+import { zeroChunkId } from './zeros.js';
 
 /**
  * Where each chunk of a file's previous version began: its id and length, or null for the last
@@ -80,7 +81,7 @@ export async function guidedChunks(
       };
       try {
         const chunk = buffer.subarray(0, await readFully(read, buffer, previous.length, offset));
-        if (chunk.length === previous.length && sha256(chunk) === previous.id) {
+        if (chunk.length === previous.length && (zeroChunkId(chunk) ?? sha256(chunk)) === previous.id) {
           await emit(chunk, give, previous.id);
           offset += previous.length;
           await pause();

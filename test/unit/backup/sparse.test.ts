@@ -151,6 +151,25 @@ describe('sparse files', () => {
     });
   }
 
+  it('a changed sparse file backed up again (chunks compared with the last backup\'s) gets the chunks a full read gives', async () => {
+    const changed = join(base, 'changed');
+    await mkdir(changed);
+    await sparseFile(join(changed, 'disk.img'), 16 * MiB + 5, [[3 * MiB, randomBytes(100 * 1024)], [9 * MiB + 11, randomBytes(4096)]]);
+    const first = await backupTree(changed, repo, { volume: 'changed' });
+    const handle = await open(join(changed, 'disk.img'), 'r+');
+    try {
+      await handle.write(Buffer.from('changed'), 0, 7, 12 * MiB);
+    } finally {
+      await handle.close();
+    }
+    const guided = await backupTree(changed, repo, { volume: 'changed', parent: first.id });
+    const full = await backupTree(changed, repo, { volume: 'changed', parent: false });
+    const chunksOf = async (r: BackupRecord) => (await collect(repo, r)).entries.find((e) => e.path === 'disk.img')!.chunks;
+    expect(guided.stats.filesRead).toBe(1);
+    expect(await chunksOf(guided)).toEqual(await chunksOf(full));
+    expect(await chunksOf(guided)).not.toEqual(await chunksOf(first));
+  });
+
   it('a verify still reads and checks the chunks of zeros', async () => {
     expect(await verifyBackup(repo, 'sparse', record.id)).toMatchObject({ files: 5 });
   });
