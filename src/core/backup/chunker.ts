@@ -26,12 +26,21 @@ export const DEFAULT_CHUNKER: ChunkerParams = {
 
 const gearTables = new Map<string, Uint32Array>();
 
+/** Bytes the scan takes between checks for a run of zeros it may skip. */
+const ZERO_STRIDE = 4096;
+const ZEROS = Buffer.alloc(ZERO_STRIDE);
+
+function isZeroRange(data: Buffer, start: number, end: number): boolean {
+  return ZEROS.compare(data, start, end, 0, end - start) === 0;
+}
+
 /**
  * 256 pseudo-random 32-bit words drawn from sha256 of the seed: the same seed, the same cuts.
  * Kept per seed (a repository has one): a backup makes a chunker per file, and 32 hashes per
  * file cost more than chunking a small file.
  */
-function gearTable(seed: string): Uint32Array {
+/** The gear table for `seed` (exported for the tests' byte-by-byte reference chunker). */
+export function gearTable(seed: string): Uint32Array {
   let table = gearTables.get(seed);
   if (!table) {
     table = makeGearTable(seed);
@@ -50,7 +59,7 @@ function makeGearTable(seed: string): Uint32Array {
   return table;
 }
 
-function topMask(bits: number): number {
+export function topMask(bits: number): number {
   // As a signed 32-bit value, to match the hash kept in int32 range (`| 0` is the cheapest wrap).
   return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
 }
@@ -77,6 +86,12 @@ export class Chunker {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private hash = 0;
+  /**
+   * The hash over a run of zeros: each zero byte maps h to 2h + gear[0], whose fixed point is
+   * -gear[0]; 32 zeros reach it from any h, and further zeros keep it. NaN (never equal) when
+   * that hash is a cut point for either mask, so runs of zeros are then scanned byte by byte.
+   */
+  private readonly zeroRunHash: number;
 
   constructor(readonly params: ChunkerParams = DEFAULT_CHUNKER) {
     validateChunkerParams(params);
@@ -84,6 +99,8 @@ export class Chunker {
     const bits = Math.log2(params.avgSize);
     this.maskSmall = topMask(Math.min(bits + 2, 31));
     this.maskLarge = topMask(Math.max(bits - 2, 1));
+    const fixed = -this.gear[0]! | 0;
+    this.zeroRunHash = (fixed & this.maskSmall) === 0 || (fixed & this.maskLarge) === 0 ? Number.NaN : fixed;
   }
 
   /**
@@ -145,16 +162,34 @@ export class Chunker {
     let i = from;
     const small = this.maskSmall;
     const large = this.maskLarge;
-    // Loop bounds computed once: the hot loops test only the index.
+    const zeroRun = this.zeroRunHash;
+    // The bytes go a stride at a time. Between strides, a hash at the zero-run value followed by
+    // a stride of zeros is skipped whole: the hash stays the same over it and is no cut point,
+    // so the result is the byte-by-byte one (a sparse file's holes: 2 GiB of zeros took 4.6 s).
+    // Inside a stride the hot loops test only the index.
     const endSmall = Math.min(data.length, from + Math.max(0, avgSize - lenAtFrom));
-    for (; i < endSmall; i += 1) {
-      hash = ((hash << 1) + gear[data[i]!]!) | 0;
-      if ((hash & small) === 0) return { index: i + 1, hash, found: true };
+    while (i < endSmall) {
+      const strideEnd = Math.min(endSmall, i + ZERO_STRIDE);
+      if (hash === zeroRun && isZeroRange(data, i, strideEnd)) {
+        i = strideEnd;
+        continue;
+      }
+      for (; i < strideEnd; i += 1) {
+        hash = ((hash << 1) + gear[data[i]!]!) | 0;
+        if ((hash & small) === 0) return { index: i + 1, hash, found: true };
+      }
     }
     const endLarge = Math.min(data.length, from + (maxSize - lenAtFrom));
-    for (; i < endLarge; i += 1) {
-      hash = ((hash << 1) + gear[data[i]!]!) | 0;
-      if ((hash & large) === 0) return { index: i + 1, hash, found: true };
+    while (i < endLarge) {
+      const strideEnd = Math.min(endLarge, i + ZERO_STRIDE);
+      if (hash === zeroRun && isZeroRange(data, i, strideEnd)) {
+        i = strideEnd;
+        continue;
+      }
+      for (; i < strideEnd; i += 1) {
+        hash = ((hash << 1) + gear[data[i]!]!) | 0;
+        if ((hash & large) === 0) return { index: i + 1, hash, found: true };
+      }
     }
     return { index: i, hash, found: lenAtFrom + (i - from) >= maxSize };
   }

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { Chunker, chunkStream, DEFAULT_CHUNKER, type ChunkerParams } from '../../../src/core/backup/chunker.js';
+import { Chunker, chunkStream, DEFAULT_CHUNKER, gearTable, topMask, type ChunkerParams } from '../../../src/core/backup/chunker.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -109,4 +109,63 @@ describe('content-defined chunker', () => {
   it('refuses sizes that make no sense', () => {
     expect(() => new Chunker({ minSize: 10, avgSize: 3000, maxSize: 100, seed: 'x' })).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_OPTION }));
   });
+});
+
+/** Cut offsets of the chunker's definition, one byte at a time: the reference for its shortcuts. */
+function referenceCuts(data: Buffer, p: ChunkerParams): number[] {
+  const gear = gearTable(p.seed);
+  const bits = Math.log2(p.avgSize);
+  const small = topMask(Math.min(bits + 2, 31));
+  const large = topMask(Math.max(bits - 2, 1));
+  const cuts: number[] = [];
+  let start = 0;
+  while (start < data.length) {
+    let end = Math.min(data.length, start + p.maxSize);
+    let hash = 0;
+    for (let i = start + p.minSize; i < end; i += 1) {
+      hash = ((hash << 1) + gear[data[i]!]!) | 0;
+      if ((hash & (i - start < p.avgSize ? small : large)) === 0) {
+        end = i + 1;
+        break;
+      }
+    }
+    cuts.push(end);
+    start = end;
+  }
+  return cuts;
+}
+
+describe('runs of zeros', () => {
+  /** Random data with runs of zeros of many lengths (shorter and longer than a chunk) at many offsets. */
+  function holey(size: number, seed: number): Buffer {
+    const data = randomBytes(size);
+    let x = seed;
+    const next = () => { x = (x * 1103515245 + 12345) % 2 ** 31; return x; };
+    for (let k = 0; k < 40; k += 1) {
+      const at = next() % size;
+      const length = [1, 31, 32, 33, 4095, 4096, 4097, 10_000, 70_000, 300_000, 1_500_000][next() % 11]!;
+      data.fill(0, at, Math.min(size, at + length));
+    }
+    return data;
+  }
+  const cutsOf = (chunks: Buffer[]) => chunks.reduce<number[]>((acc, c) => [...acc, (acc.at(-1) ?? 0) + c.length], []);
+
+  for (const params of [DEFAULT_CHUNKER, { minSize: 1024, avgSize: 4096, maxSize: 32 * 1024, seed: 'small' }, { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' }]) {
+    it(`cuts where the byte-by-byte definition cuts, whatever the read sizes (${params.avgSize} average)`, async () => {
+      // The shortcut is on for these seeds: the zero-run hash is no cut point.
+      const fixed = -gearTable(params.seed)[0]! | 0;
+      const bits = Math.log2(params.avgSize);
+      expect(fixed & topMask(Math.min(bits + 2, 31))).not.toBe(0);
+      expect(fixed & topMask(Math.max(bits - 2, 1))).not.toBe(0);
+      for (const seed of [1, 2, 3]) {
+        const data = holey(6 * 1024 * 1024 + seed, seed);
+        const want = referenceCuts(data, params);
+        for (const piece of [data.length, 65_521, 4096, 1_000_003]) {
+          expect(cutsOf(await chunksOf(data, params, piece)), `seed ${seed}, pieces of ${piece}`).toEqual(want);
+        }
+      }
+      const zeros = Buffer.alloc(3 * params.maxSize + 12_345);
+      expect(cutsOf(await chunksOf(zeros, params))).toEqual(referenceCuts(zeros, params));
+    }, 120_000);
+  }
 });
