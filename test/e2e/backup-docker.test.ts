@@ -30,12 +30,15 @@ const FINGERPRINT = [
   '  if [ -L "$f" ]; then echo "  -> $(readlink "$f")"; elif [ -f "$f" ]; then echo "  $(md5sum < "$f")"; fi',
   'done',
   '[ "$(stat -c %i sub/hello.txt)" = "$(stat -c %i sub/deep/hard2)" ] && echo "sub/hello.txt and sub/deep/hard2 are one file"',
+  'echo "disk.img: $(du -k disk.img | cut -f1) KiB allocated"',
 ].join('\n');
 
 const WRITE_FIRST = [
   'set -e; cd /data',
   'mkdir -p sub/deep',
   'head -c 3000000 /dev/urandom > random.bin',
+  // 12 KiB of data 8 MB in, in a 64 MiB file: the rest are holes, and must stay holes.
+  'dd if=/dev/urandom of=disk.img bs=4096 count=3 seek=2000 2>/dev/null; truncate -s 64M disk.img',
   'echo hello > sub/hello.txt',
   ': > empty',
   'ln -s sub/hello.txt link',
@@ -107,6 +110,7 @@ describe.skipIf(skip)('backups through the docker CLI', { timeout: 300_000 }, ()
     // The container's clock is UTC: 2020-01-02 03:04:05 is 1577934245.
     expect(prints.first).toMatch(/^\.\/random\.bin regular file 755 0:0 3000000 1577934245$/m);
     expect(prints.first).toMatch(/^\.\/empty regular empty file 4711 0:0 0 1557126489$/m);
+    expect(prints.first).toContain('disk.img: 12 KiB allocated');
 
     const first = await cli(['backup', 'create', 'src', '--dest', repo]);
     expect(first.exitCode, first.stderr).toBe(0);
