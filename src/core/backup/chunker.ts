@@ -155,43 +155,44 @@ export class Chunker {
     return last;
   }
 
+  /**
+   * From `from` (`lenAtFrom` bytes into the chunk) to the next cut, or to the end of `data`:
+   * the small mask below the average size, the large one up to the maximum.
+   */
   private scan(data: Buffer, from: number, lenAtFrom: number, hashIn: number): { index: number; hash: number; found: boolean } {
     const { avgSize, maxSize } = this.params;
+    const endSmall = Math.min(data.length, from + Math.max(0, avgSize - lenAtFrom));
+    const below = this.scanTo(data, from, endSmall, this.maskSmall, hashIn);
+    if (below.found) return below;
+    const endLarge = Math.min(data.length, from + (maxSize - lenAtFrom));
+    const above = this.scanTo(data, below.index, endLarge, this.maskLarge, below.hash);
+    return above.found ? above : { index: above.index, hash: above.hash, found: lenAtFrom + (above.index - from) >= maxSize };
+  }
+
+  /**
+   * Hashes bytes from `from` until one leaves the hash's `mask` bits zero (a cut after it) or
+   * `end`. The bytes go a stride at a time. Between strides, a hash at the zero-run value
+   * followed by a stride of zeros is skipped whole: the hash stays the same over it and is no
+   * cut point, so the result is the byte-by-byte one (a sparse file's holes: 2 GiB of zeros took
+   * 4.6 s). Inside a stride the hot loop tests only the index.
+   */
+  private scanTo(data: Buffer, from: number, end: number, mask: number, hashIn: number): { index: number; hash: number; found: boolean } {
     const gear = this.gear;
+    const zeroRun = this.zeroRunHash;
     let hash = hashIn;
     let i = from;
-    const small = this.maskSmall;
-    const large = this.maskLarge;
-    const zeroRun = this.zeroRunHash;
-    // The bytes go a stride at a time. Between strides, a hash at the zero-run value followed by
-    // a stride of zeros is skipped whole: the hash stays the same over it and is no cut point,
-    // so the result is the byte-by-byte one (a sparse file's holes: 2 GiB of zeros took 4.6 s).
-    // Inside a stride the hot loops test only the index.
-    const endSmall = Math.min(data.length, from + Math.max(0, avgSize - lenAtFrom));
-    while (i < endSmall) {
-      const strideEnd = Math.min(endSmall, i + ZERO_STRIDE);
+    while (i < end) {
+      const strideEnd = Math.min(end, i + ZERO_STRIDE);
       if (hash === zeroRun && isZeroRange(data, i, strideEnd)) {
         i = strideEnd;
         continue;
       }
       for (; i < strideEnd; i += 1) {
         hash = ((hash << 1) + gear[data[i]!]!) | 0;
-        if ((hash & small) === 0) return { index: i + 1, hash, found: true };
+        if ((hash & mask) === 0) return { index: i + 1, hash, found: true };
       }
     }
-    const endLarge = Math.min(data.length, from + (maxSize - lenAtFrom));
-    while (i < endLarge) {
-      const strideEnd = Math.min(endLarge, i + ZERO_STRIDE);
-      if (hash === zeroRun && isZeroRange(data, i, strideEnd)) {
-        i = strideEnd;
-        continue;
-      }
-      for (; i < strideEnd; i += 1) {
-        hash = ((hash << 1) + gear[data[i]!]!) | 0;
-        if ((hash & large) === 0) return { index: i + 1, hash, found: true };
-      }
-    }
-    return { index: i, hash, found: lenAtFrom + (i - from) >= maxSize };
+    return { index: i, hash, found: false };
   }
 }
 
