@@ -88,12 +88,21 @@ export async function startDaemon(settings: DaemonSettings): Promise<RunningDaem
   // Before any request: the shells call these same instances.
   instrumentOperations(manager, backups, log, metrics);
   await manager.init();
-  const server = await claim.listen(container.get<RequestListener>(SHELL_TOKENS.RequestListener));
+  // Metrics first: whoever waits for the plugin socket (a supervisor, a test) then finds them
+  // served too. With the plugin socket first, a scrape right after it could meet no metrics
+  // socket yet (seen once in CI: ENOENT).
   let metricsServer: MetricsServer | undefined;
   try {
     if (metrics && settings.metrics) metricsServer = await serveMetrics(metrics, settings.metrics, log);
   } catch (err) {
-    await closeServer(server, settings.socket).then(() => manager.dispose());
+    await manager.dispose();
+    throw err;
+  }
+  let server: Server;
+  try {
+    server = await claim.listen(container.get<RequestListener>(SHELL_TOKENS.RequestListener));
+  } catch (err) {
+    await metricsServer?.close();
     throw err;
   }
   log.info(`listening on ${settings.socket} (backend ${manager.backendName}, scope ${manager.scope})`);
