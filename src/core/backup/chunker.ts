@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { ErrorCodes, StowageError } from '../errors.js';
+import { isZeroRange } from './zeros.js';
 
 /** Content-defined chunking parameters; recorded in the repository's config. */
 export interface ChunkerParams {
@@ -28,11 +29,7 @@ const gearTables = new Map<string, Uint32Array>();
 
 /** Bytes the scan takes between checks for a run of zeros it may skip. */
 const ZERO_STRIDE = 4096;
-const ZEROS = Buffer.alloc(ZERO_STRIDE);
 
-function isZeroRange(data: Buffer, start: number, end: number): boolean {
-  return ZEROS.compare(data, start, end, 0, end - start) === 0;
-}
 
 /**
  * 256 pseudo-random 32-bit words drawn from sha256 of the seed: the same seed, the same cuts.

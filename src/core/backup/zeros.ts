@@ -10,10 +10,14 @@ const ZEROS = Buffer.alloc(64 * 1024);
  */
 export function isAllZero(data: Uint8Array): boolean {
   for (let at = 0; at < data.length; at += ZEROS.length) {
-    const end = Math.min(data.length, at + ZEROS.length);
-    if (ZEROS.compare(data, at, end, 0, end - at) !== 0) return false;
+    if (!isZeroRange(data, at, Math.min(data.length, at + ZEROS.length))) return false;
   }
   return true;
+}
+
+/** True when `data[start, end)`, at most 64 KiB long, is all zeros. */
+export function isZeroRange(data: Uint8Array, start: number, end: number): boolean {
+  return ZEROS.compare(data, start, end, 0, end - start) === 0;
 }
 
 /**
@@ -27,7 +31,7 @@ export function rangesWithData(data: Uint8Array, position: number): Array<[numbe
   let start = -1;
   for (let at = 0; at < data.length;) {
     const end = Math.min(data.length, at + HOLE_BLOCK - ((position + at) % HOLE_BLOCK));
-    const zero = ZEROS.compare(data, at, end, 0, end - at) === 0;
+    const zero = isZeroRange(data, at, end);
     if (!zero && start < 0) start = at;
     else if (zero && start >= 0) {
       ranges.push([start, at]);
