@@ -10,6 +10,7 @@ import { ErrorCodes, StowageError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/logger.js';
 import { TOKENS } from '../core/tokens.js';
 import type { VolumeManager } from '../core/volume-manager.js';
+import { fsPath, nameFromBytes } from '../core/backup/raw-names.js';
 import { NODE } from './harness.js';
 
 /**
@@ -66,14 +67,16 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
   const facts = new Map<string, EntryFacts>();
   const firstName = new Map<number, string>();
   const walk = async (rel: string): Promise<void> => {
-    for (const name of (await readdir(join(dir, rel))).sort()) {
+    // Names as bytes, keyed as a manifest spells them: a name that is not UTF-8 is one too.
+    const names = (await readdir(fsPath(join(dir, rel)), { encoding: 'buffer' })).map(nameFromBytes).sort();
+    for (const name of names) {
       const path = rel === '' ? name : `${rel}/${name}`;
-      const full = join(dir, path);
+      const full = fsPath(join(dir, path));
       const stat = await lstat(full);
       // Times to the millisecond: what every backend's file system here keeps.
       const common = { mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, mtimeMs: Math.floor(stat.mtimeMs) };
       if (stat.isSymbolicLink()) {
-        facts.set(path, { type: 'symlink', ...common, target: await readlink(full) });
+        facts.set(path, { type: 'symlink', ...common, target: nameFromBytes(await readlink(full, 'buffer')) });
       } else if (stat.isDirectory()) {
         facts.set(path, { type: 'dir', ...common });
         await walk(path);
@@ -87,7 +90,7 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
         }
         facts.set(path, entry);
       } else {
-        throw new Error(`unexpected entry ${full} in the suite's tree`);
+        throw new Error(`unexpected entry ${join(dir, path)} in the suite's tree`);
       }
     }
   };
@@ -98,6 +101,7 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
 
 const MiB = 2 ** 20;
 const OLD = new Date('2021-03-04T05:06:07.000Z');
+const BEFORE_1970 = new Date('1969-07-20T20:17:40.250Z');
 
 /** The tree the suite backs up: a large file, small ones, a symlink, a hardlink, modes, owners, times. */
 async function writeTree(path: string): Promise<void> {
@@ -124,6 +128,12 @@ async function writeTree(path: string): Promise<void> {
   await utimes(join(path, 'private', 'old.txt'), OLD, OLD);
   await utimes(join(path, 'private'), OLD, OLD);
   await utimes(join(path, 'small', 'deep'), OLD, OLD);
+  // A name that is not UTF-8 (latin1, as old shares have them), a link to it, and a time
+  // before 1970: all three once made a backup that lost the file or never restored.
+  const latin1 = Buffer.concat([Buffer.from(`${join(path, 'small')}/caf`), Buffer.of(0xe9), Buffer.from('.txt')]);
+  await writeFile(latin1, 'a latin1 name\n');
+  await symlink(Buffer.concat([Buffer.from('small/caf'), Buffer.of(0xe9), Buffer.from('.txt')]), join(path, 'link-to-latin1'));
+  await utimes(latin1, BEFORE_1970, BEFORE_1970);
   // Holes before and after its data, as a disk image or a database file has them.
   const sparse = await open(join(path, SPARSE.name), 'w');
   try {

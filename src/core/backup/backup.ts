@@ -15,6 +15,7 @@ import type { PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
 import { metadata, ParentCursor, walk } from './walk.js';
 import { BufferPool } from './buffer-pool.js';
+import { nameFromBytes } from './raw-names.js';
 
 /** O_NONBLOCK: a FIFO swapped in for a file between lstat and open must not hang the backup. */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -105,7 +106,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
         if (stat.isDirectory()) {
           queue.push(Promise.resolve({ path, type: 'dir', ...metadata(stat), size: 0 }));
         } else if (stat.isSymbolicLink()) {
-          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: entryLocal ? readlinkSync(abs) : await readlink(abs) }));
+          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: nameFromBytes(entryLocal ? readlinkSync(abs, 'buffer') : await readlink(abs, 'buffer')) }));
         } else if (stat.isFile()) {
           const inode = `${stat.dev}:${stat.ino}`;
           const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
@@ -178,7 +179,7 @@ function hasHoles(stat: BigIntStats): boolean {
 }
 
 async function fileEntry(
-  path: string, abs: string, stat: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined, repo: Repository,
+  path: string, abs: string | Buffer, stat: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined, repo: Repository,
   writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
 ): Promise<Entry> {
   const base = {

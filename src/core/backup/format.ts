@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CodecSchema } from './codec.js';
+import { isCanonicalName } from './raw-names.js';
 
 /**
  * The repository format, as zod schemas: everything read from a repository passes through
@@ -68,14 +69,16 @@ const MAX_PATH = 4096;
 
 /**
  * A path inside the backed-up tree, relative, `/`-separated: `.` is the root itself. Manifests
- * are hostile input on restore, so no empty segment, no `.` or `..`, no NUL, nothing absolute.
+ * are hostile input on restore, so no empty segment, no `.` or `..`, no NUL, nothing absolute,
+ * and bytes that are not UTF-8 only in the one spelling raw-names.ts gives them.
  */
 export const EntryPathSchema = z.string().max(MAX_PATH).refine(
-  (p) => p === '.' || (!p.startsWith('/') && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..')),
+  (p) => p === '.' || (!p.startsWith('/') && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..') && isCanonicalName(p)),
   'not a safe relative path',
 );
 
-const NsSchema = z.string().regex(/^\d{1,25}$/, 'not a time in nanoseconds');
+/** Nanoseconds since the epoch; before 1970 is negative (a file's time can be set to any). */
+const NsSchema = z.string().regex(/^-?\d{1,25}$/, 'not a time in nanoseconds');
 
 export const EntrySchema = z.object({
   path: EntryPathSchema,
@@ -88,7 +91,7 @@ export const EntrySchema = z.object({
   atimeNs: NsSchema,
   size: z.number().int().nonnegative(),
   /** A symlink's target (stored, never followed), or for a hardlink the path of its first name. */
-  target: z.string().max(MAX_PATH).optional(),
+  target: z.string().max(MAX_PATH).refine(isCanonicalName, 'not a name as a backup writes it').optional(),
   /** A file's content, in order. */
   chunks: z.array(Sha256Schema).optional(),
   /** Inode and change time: with size and mtime, what the files cache compares. */

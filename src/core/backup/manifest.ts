@@ -1,4 +1,6 @@
-import { FORMAT_VERSION, type Entry } from './format.js';
+import { ErrorCodes, StowageError } from '../errors.js';
+import { firstIssue } from '../schema/parse-record.js';
+import { EntrySchema, FORMAT_VERSION, type Entry } from './format.js';
 import type { PackWriter } from './pack-writer.js';
 
 /** Entries per manifest blob: a 10 000-file tree is ten blobs, none of them large. */
@@ -11,7 +13,17 @@ export class ManifestWriter {
 
   constructor(private readonly writer: PackWriter) {}
 
+  /**
+   * Checks each entry as a restore will: an entry a restore would refuse fails the backup
+   * here, naming the file, instead of making a backup that reports success and never restores.
+   */
   async add(entry: Entry): Promise<void> {
+    const checked = EntrySchema.safeParse(entry);
+    if (!checked.success) {
+      const { path, message } = firstIssue(checked.error);
+      const what = path.length > 0 ? `its ${path.join('.')}` : 'its entry';
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED, `cannot back up ${JSON.stringify(String(entry.path).slice(0, 300))}: ${what} is refused (${message}); no backup was recorded`);
+    }
     this.batch.push(entry);
     if (this.batch.length >= MANIFEST_ENTRIES_PER_BLOB) await this.seal();
   }

@@ -11,6 +11,7 @@ import { withLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
 import { rangesWithData } from './zeros.js';
+import { fsPath } from './raw-names.js';
 import type { Repository } from './repository.js';
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -68,9 +69,15 @@ export interface RestoreOptions extends CommonOptions {}
  * and a double near today's epoch holds a time only to about 0.2 us: aiming at the middle of the
  * microsecond makes the truncation land on it, where `x.324` would come back as `x.323999`.
  */
-function nsToSeconds(ns: string): number {
+function nsToSeconds(ns: string): number | string {
   const value = BigInt(ns);
-  if (value < 0n) return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
+  if (value < 0n) {
+    // Before 1970. Node takes a negative number for "now", but passes a numeric string on.
+    // libuv truncates toward zero, then borrows a second: aiming half a microsecond below the
+    // floor's microsecond lands on it.
+    const micros = value / 1000n - (value % 1000n === 0n ? 0n : 1n);
+    return String((Number(micros) - 0.5) / 1e6);
+  }
   const micros = value / 1000n;
   return Number(micros / 1_000_000n) + (Number(micros % 1_000_000n) + 0.5) / 1e6;
 }
@@ -119,7 +126,8 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   // Directories still open (their metadata is applied once everything inside is written).
   const stack: Entry[] = [];
   let previous: string | undefined;
-  const abs = (path: string) => (path === '.' ? target : join(target, ...path.split('/')));
+  // Bytes for node:fs where a name is not UTF-8 (raw-names.ts); target itself is a plain path.
+  const abs = (path: string) => (path === '.' ? target : fsPath(join(target, ...path.split('/'))));
   // Files are written a few at a time; what depends on them (a directory's times, a hardlink)
   // waits for all of them first.
   const jobs = new Set<Promise<void>>();
@@ -174,11 +182,11 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
           break;
         case 'symlink':
           if (local) {
-            symlinkSync(entry.target!, path);
+            symlinkSync(fsPath(entry.target!), path);
             if (asRoot) lchownSync(path, entry.uid, entry.gid);
             lutimesSync(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
           } else {
-            await symlink(entry.target!, path);
+            await symlink(fsPath(entry.target!), path);
             if (asRoot) await lchown(path, entry.uid, entry.gid);
             await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
           }
@@ -218,7 +226,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
 }
 
 async function writeFileEntry(
-  repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
+  repo: Repository, record: BackupRecord, entry: Entry, path: string | Buffer, asRoot: boolean,
   progress: { entries: number; files: number; bytes: number }, options: RestoreOptions, zeroChunks: ZeroChunks,
 ): Promise<void> {
   const handle = await open(path, WRITE_FLAGS, 0o600);
@@ -261,7 +269,7 @@ async function writeFileEntry(
  * chunks' reads (a pack fetch, decompression of large chunks) still overlap across files.
  */
 async function writeLocalFileEntry(
-  repo: Repository, record: BackupRecord, entry: Entry, path: string, asRoot: boolean,
+  repo: Repository, record: BackupRecord, entry: Entry, path: string | Buffer, asRoot: boolean,
   progress: { entries: number; files: number; bytes: number }, options: RestoreOptions, zeroChunks: ZeroChunks,
 ): Promise<void> {
   const fd = openSync(path, WRITE_FLAGS, 0o600);
@@ -329,7 +337,7 @@ async function isRestoredFile(target: string, path: string): Promise<boolean> {
   const segments = path.split('/');
   for (const [i, segment] of segments.entries()) {
     current = join(current, segment);
-    const stat = await lstat(current).catch(() => undefined);
+    const stat = await lstat(fsPath(current)).catch(() => undefined);
     if (!stat) return false;
     if (i < segments.length - 1 ? !stat.isDirectory() : !stat.isFile()) return false;
   }

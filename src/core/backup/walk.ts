@@ -4,10 +4,13 @@ import { join } from 'node:path';
 import { ErrorCodes, StowageError } from '../errors.js';
 import { comparePaths, type Entry } from './format.js';
 import type { Turns } from './options.js';
+import { fsPath, nameFromBytes } from './raw-names.js';
 
 export interface Walked {
+  /** Relative, with bytes that are not UTF-8 escaped (raw-names.ts). */
   path: string;
-  abs: string;
+  /** For node:fs: bytes where the path has escaped names. */
+  abs: string | Buffer;
   stat: BigIntStats;
   /** On the local filesystem the walk started on: synchronous calls are fine here. */
   local: boolean;
@@ -23,24 +26,27 @@ export async function* walk(root: string, local: boolean, turns: Turns): AsyncGe
   if (!rootStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `${root} is not a directory`);
   yield { path: '.', abs: root, stat: rootStat, local };
   async function* below(rel: string, abs: string, dirLocal: boolean): AsyncGenerator<Walked> {
-    // Names only, sorted: memory holds one directory's names per level, not the tree.
-    const names = (dirLocal ? readdirSync(abs) : await readdir(abs)).sort();
+    // Names only, sorted: memory holds one directory's names per level, not the tree. As bytes:
+    // a name that is not UTF-8 would come back as a string that names no file.
+    const listed = dirLocal ? readdirSync(fsPath(abs), { encoding: 'buffer' }) : await readdir(fsPath(abs), { encoding: 'buffer' });
+    const names = listed.map(nameFromBytes).sort();
     for (const name of names) {
       const childAbs = join(abs, name);
       const childRel = rel === '.' ? name : `${rel}/${name}`;
+      const childFs = fsPath(childAbs);
       let stat: BigIntStats | undefined;
       if (dirLocal) {
-        stat = lstatSync(childAbs, { bigint: true, throwIfNoEntry: false });
+        stat = lstatSync(childFs, { bigint: true, throwIfNoEntry: false });
         await turns.pause();
       } else {
-        stat = await lstat(childAbs, { bigint: true }).catch((err: unknown) => {
+        stat = await lstat(childFs, { bigint: true }).catch((err: unknown) => {
           if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
           throw err;
         });
       }
       if (!stat) continue; // removed while we walked
       const childLocal = local && stat.dev === rootStat.dev;
-      yield { path: childRel, abs: childAbs, stat, local: childLocal };
+      yield { path: childRel, abs: childFs, stat, local: childLocal };
       if (stat.isDirectory()) yield* below(childRel, childAbs, childLocal);
     }
   }

@@ -250,6 +250,11 @@ describe('file-level backup and restore', () => {
       ['through a symlink', [root, { path: 'l', type: 'symlink', ...meta, target: outside }, { path: 'l/x', type: 'file', ...meta, chunks: [] }], /parent is not a directory/],
       ['hardlink via symlink', [root, { path: 'l', type: 'symlink', ...meta, target: '/etc' }, { path: 'm', type: 'hardlink', ...meta, target: 'l/passwd' }], /not a restored file/],
       ['no root', [{ path: 'a', type: 'file', ...meta, chunks: [] }], /root directory/],
+      // Escapes stand only for bytes that are not UTF-8 (raw-names.ts): not for `.` or `/`,
+      // and never as a second spelling of a name already restored.
+      ['escaped dot-dot', [root, { path: '\udc2e\udc2e/escape', type: 'file', ...meta, chunks: [] }], /not a safe relative path/],
+      ['escaped slash', [root, { path: '\udc2e\udc2e\udc2fescape', type: 'file', ...meta, chunks: [] }], /not a safe relative path/],
+      ['second spelling', [root, { path: '\udcc3\udca9', type: 'symlink', ...meta, target: outside }, { path: '\u00e9', type: 'file', ...meta, chunks: [] }], /not a safe relative path/],
       ['wrong size', [root, { path: 'a', type: 'file', ...meta, size: 5, chunks: [] }], /says 5/],
     ];
     for (const [label, entries, message] of cases) {
