@@ -31,6 +31,9 @@ const FINGERPRINT = [
   'done',
   '[ "$(stat -c %i sub/hello.txt)" = "$(stat -c %i sub/deep/hard2)" ] && echo "sub/hello.txt and sub/deep/hard2 are one file"',
   'echo "disk.img: $(du -k disk.img | cut -f1) KiB allocated"',
+  // Names are printed as the docker CLI passes them on, which decodes bytes that are not UTF-8:
+  // this line counts the latin1 name byte for byte.
+  'echo "latin1 names: $(find . -name "$(printf \'caf\\351*\')" | wc -l)"',
 ].join('\n');
 
 const WRITE_FIRST = [
@@ -47,6 +50,8 @@ const WRITE_FIRST = [
   'chown 1234:5678 sub/hello.txt; chown -h 42:43 link',
   'touch -d "2020-01-02 03:04:05" random.bin; touch -d "2019-05-06 07:08:09" empty',
   'chmod 0700 sub/deep; touch -d "2018-01-01 00:00:00" sub/deep; touch -d "2017-01-01 00:00:00" sub',
+  // A latin1 name, dated before 1970.
+  'echo latin1 > "$(printf \'caf\\351.txt\')"; touch -d "1969-07-20 20:17:40" "$(printf \'caf\\351.txt\')"',
 ].join('\n');
 
 const CHANGE = [
@@ -111,6 +116,8 @@ describe.skipIf(skip)('backups through the docker CLI', { timeout: 300_000 }, ()
     expect(prints.first).toMatch(/^\.\/random\.bin regular file 755 0:0 3000000 1577934245$/m);
     expect(prints.first).toMatch(/^\.\/empty regular empty file 4711 0:0 0 1557126489$/m);
     expect(prints.first).toContain('disk.img: 12 KiB allocated');
+    expect(prints.first).toContain('latin1 names: 1');
+    expect(prints.first).toMatch(/^\.\/caf\ufffd\.txt regular file 644 0:0 7 -14182940$/m);
 
     const first = await cli(['backup', 'create', 'src', '--dest', repo]);
     expect(first.exitCode, first.stderr).toBe(0);
