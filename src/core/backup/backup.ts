@@ -1,5 +1,5 @@
-import { closeSync, constants, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
-import { open, readlink } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { open, readlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { randomHex } from '../random-hex.js';
 import { onLocalFilesystem } from '../local-fs.js';
@@ -13,13 +13,15 @@ import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
 import type { PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
-import { metadata, ParentCursor, walk } from './walk.js';
+import { metadata, ParentCursor, walk, type OpenDir } from './walk.js';
 import { BufferPool } from './buffer-pool.js';
 import { nameFromBytes } from './raw-names.js';
 
 /** O_NONBLOCK: a FIFO swapped in for a file between lstat and open must not hang the backup. */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const MAX_WARNINGS = 100;
+/** Characters of one warning kept in the record (the schema takes up to 4096). */
+const MAX_WARNING_LENGTH = 1024;
 /** Files read (backup) or written (restore) at once. */
 const FILES_AHEAD = 8;
 /**
@@ -83,17 +85,27 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     const stats = { entries: 0, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, skipped: 0 };
     const warnings: string[] = [];
     const warn = (message: string) => {
+      // A name deep in a tree can be long: the record keeps each warning bounded.
+      const text = message.length > MAX_WARNING_LENGTH ? `${message.slice(0, MAX_WARNING_LENGTH - 3)}...` : message;
       stats.skipped += 1;
-      if (warnings.length < MAX_WARNINGS) warnings.push(message);
-      options.onWarning?.(message);
+      if (warnings.length < MAX_WARNINGS) warnings.push(text);
+      options.onWarning?.(text);
     };
+    /** Files left out because they changed into something else while read: their other names go too. */
+    const skippedFiles = new Set<string>();
     const firstNames = new Map<string, string>();
     // Entries in walk order; files are read a few at a time ahead of the manifest, which takes
     // them in order (file system calls wait on the thread pool: overlapping them hides that).
-    const queue: Array<Promise<Entry>> = [];
+    const queue: Array<Promise<Entry | undefined>> = [];
     const drain = async (limit: number) => {
       while (queue.length > limit) {
-        await manifest.add(await queue.shift()!);
+        const entry = await queue.shift()!;
+        if (!entry) continue;
+        if (entry.type === 'hardlink' && skippedFiles.has(entry.target!)) {
+          warn(`${entry.path}: not in this backup: ${entry.target} has the same file and changed while the backup read it`);
+          continue;
+        }
+        await manifest.add(entry);
         stats.entries += 1;
         options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
       }
@@ -102,11 +114,18 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       const turns = new Turns();
       const readBuffers = new BufferPool(READ_BUFFERS, LOCAL_READ_SIZE);
       const local = options.localFastPath !== false && onLocalFilesystem(dir) === true;
-      for await (const { path, abs, stat, local: entryLocal } of walk(dir, local, turns)) {
+      for await (const { path, abs, stat, local: entryLocal, parent: holder } of walk(dir, local, turns, (at, why) => warn(`${at}: ${why}`))) {
         if (stat.isDirectory()) {
           queue.push(Promise.resolve({ path, type: 'dir', ...metadata(stat), size: 0 }));
         } else if (stat.isSymbolicLink()) {
-          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: nameFromBytes(entryLocal ? readlinkSync(abs, 'buffer') : await readlink(abs, 'buffer')) }));
+          let target: Buffer;
+          try {
+            target = entryLocal ? readlinkSync(abs, 'buffer') : await readlink(abs, 'buffer');
+          } catch (err) {
+            if (!changedWhileRead(err, path, warn)) throw err;
+            continue;
+          }
+          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: nameFromBytes(target) }));
         } else if (stat.isFile()) {
           const inode = `${stat.dev}:${stat.ino}`;
           const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
@@ -115,8 +134,10 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
           } else {
             if (stat.nlink > 1n) firstNames.set(inode, path);
             const previous = await cursor.find(path);
-            const entry = fileEntry(path, abs, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options).then((done) => {
-              stats.files += 1;
+            // The file's directory stays open until the file is: it may be opened after the walk moved on.
+            const entry = fileEntry(path, abs, holder?.hold(), stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
+              if (done) stats.files += 1;
+              else skippedFiles.add(path);
               return done;
             });
             // Its failure is taken when the manifest reaches it (drain) or in the finally below;
@@ -178,19 +199,104 @@ function hasHoles(stat: BigIntStats): boolean {
   return stat.blocks * 512n < stat.size;
 }
 
-async function fileEntry(
-  path: string, abs: string | Buffer, stat: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined, repo: Repository,
-  writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
-): Promise<Entry> {
-  const base = {
+/**
+ * Whether `err`, from opening or reading a name the walk found, says the name changed since:
+ * removed (left out, as if removed before the backup), or replaced by a symlink or by something
+ * that is not what it was (left out, with a warning). Anything else is the caller's to throw.
+ */
+function changedWhileRead(err: unknown, path: string, warn: (message: string) => void): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return true;
+  if (code === 'ELOOP' || code === 'EINVAL') {
+    warn(`${path}: was replaced by ${code === 'ELOOP' ? 'a symlink' : 'something other than a symlink'} while the backup read the tree; not in this backup`);
+    return true;
+  }
+  return false;
+}
+
+function notRegularAnyMore(stat: BigIntStats, path: string, warn: (message: string) => void): boolean {
+  if (stat.isFile()) return false;
+  const kind = stat.isDirectory() ? 'a directory' : stat.isFIFO() ? 'a FIFO' : stat.isSocket() ? 'a socket' : 'a device';
+  warn(`${path}: was replaced by ${kind} while the backup read the tree; not in this backup`);
+  return true;
+}
+
+/**
+ * Opens a file the walk found (through its directory's descriptor, never following a symlink)
+ * and checks with fstat that it is still a regular file: a device swapped in since the walk
+ * must not be read (/dev/zero never ends), a FIFO must not pass for an empty file. Returns the
+ * descriptor and that fstat, which describes what is read; undefined when the file is gone.
+ */
+function openWalkedSync(abs: string | Buffer, path: string, warn: (message: string) => void): { fd: number; stat: BigIntStats } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(abs, READ_FLAGS);
+  } catch (err) {
+    if (changedWhileRead(err, path, warn)) return undefined;
+    throw err;
+  }
+  const stat = fstatSync(fd, { bigint: true });
+  if (!notRegularAnyMore(stat, path, warn)) return { fd, stat };
+  closeSync(fd);
+  return undefined;
+}
+
+/** openWalkedSync through the thread pool. */
+async function openWalked(abs: string | Buffer, path: string, warn: (message: string) => void): Promise<{ handle: FileHandle; stat: BigIntStats } | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(abs, READ_FLAGS);
+  } catch (err) {
+    if (changedWhileRead(err, path, warn)) return undefined;
+    throw err;
+  }
+  const stat = await handle.stat({ bigint: true }).catch(async (err: unknown) => {
+    await handle.close();
+    throw err;
+  });
+  if (!notRegularAnyMore(stat, path, warn)) return { handle, stat };
+  await handle.close();
+  return undefined;
+}
+
+function fileBase(path: string, stat: BigIntStats) {
+  return {
     path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString(),
     ...(hasHoles(stat) ? { sparse: true as const } : {}),
   };
-  if (previous?.type === 'file' && previous.ino === base.ino && previous.size === Number(stat.size)
-    && previous.mtimeNs === stat.mtimeNs.toString() && previous.ctimeNs === stat.ctimeNs.toString()
+}
+
+/**
+ * A file's entry: from the parent backup's when the files cache says it is unchanged, else read.
+ * `dir` is the file's directory, held for this file: released once the file is open.
+ */
+async function fileEntry(
+  path: string, abs: string | Buffer, dir: OpenDir | undefined, walked: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined,
+  repo: Repository, writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
+  warn: (message: string) => void,
+): Promise<Entry | undefined> {
+  let held = dir;
+  const letGo = () => {
+    held?.release();
+    held = undefined;
+  };
+  try {
+    return await readFileEntry(path, abs, letGo, walked, localTurns, readBuffers, previous, repo, writer, stats, options, warn);
+  } finally {
+    letGo();
+  }
+}
+
+async function readFileEntry(
+  path: string, abs: string | Buffer, opened: () => void, walked: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined,
+  repo: Repository, writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
+  warn: (message: string) => void,
+): Promise<Entry | undefined> {
+  if (previous?.type === 'file' && previous.ino === inodeNumber(walked.ino) && previous.size === Number(walked.size)
+    && previous.mtimeNs === walked.mtimeNs.toString() && previous.ctimeNs === walked.ctimeNs.toString()
     && previous.chunks!.every((id) => repo.has(id))) {
     stats.bytes += previous.size;
-    return { ...base, size: previous.size, chunks: previous.chunks! };
+    return { ...fileBase(path, walked), size: previous.size, chunks: previous.chunks! };
   }
   const chunks: string[] = [];
   let size = 0;
@@ -204,7 +310,10 @@ async function fileEntry(
   // A changed file whose previous chunks are known is scanned only around its changes.
   const layout = previous?.type === 'file' ? previousLayout(previous.chunks ?? [], (id) => repo.locate(id)?.rawLength) : undefined;
   if (layout && localTurns) {
-    const fd = openSync(abs, READ_FLAGS);
+    const got = openWalkedSync(abs, path, warn);
+    opened();
+    if (!got) return undefined;
+    const { fd, stat } = got;
     try {
       const read = (buffer: Buffer, offset: number, length: number, position: number) => readSync(fd, buffer, offset, length, position);
       await guidedChunks(read, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, () => localTurns.pause());
@@ -212,10 +321,13 @@ async function fileEntry(
       closeSync(fd);
     }
     stats.filesRead += 1;
-    return { ...base, size, chunks };
+    return { ...fileBase(path, stat), size, chunks };
   }
   if (layout) {
-    const handle = await open(abs, READ_FLAGS);
+    const got = await openWalked(abs, path, warn);
+    opened();
+    if (!got) return undefined;
+    const { handle, stat } = got;
     try {
       const read = async (buffer: Buffer, offset: number, length: number, position: number) => (await handle.read(buffer, offset, length, position)).bytesRead;
       await guidedChunks(read, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, async () => {});
@@ -223,11 +335,14 @@ async function fileEntry(
       await handle.close();
     }
     stats.filesRead += 1;
-    return { ...base, size, chunks };
+    return { ...fileBase(path, stat), size, chunks };
   }
   if (localTurns) {
-    // open, read (a small file in one), close: the walk's lstat already gave the metadata.
-    const fd = openSync(abs, READ_FLAGS);
+    // open, fstat, read (a small file in one), close.
+    const got = openWalkedSync(abs, path, warn);
+    opened();
+    if (!got) return undefined;
+    const { fd, stat } = got;
     try {
       const chunker = new Chunker(repo.config.chunker);
       // One byte more than the size: a file that grew since lstat shows it and is read on.
@@ -270,9 +385,12 @@ async function fileEntry(
       closeSync(fd);
     }
     stats.filesRead += 1;
-    return { ...base, size, chunks };
+    return { ...fileBase(path, stat), size, chunks };
   }
-  const handle = await open(abs, READ_FLAGS);
+  const got = await openWalked(abs, path, warn);
+  opened();
+  if (!got) return undefined;
+  const { handle, stat } = got;
   try {
     // A file below the minimum chunk size is one chunk: one read, no stream, and the buffer is ours.
     const small = stat.size < BigInt(repo.config.chunker.minSize);
@@ -281,7 +399,7 @@ async function fileEntry(
     stats.filesRead += 1;
     // A file that changed while read keeps what was read; its changed ctime makes the next
     // backup read it again.
-    return { ...base, size, chunks };
+    return { ...fileBase(path, stat), size, chunks };
   } finally {
     await handle.close();
   }

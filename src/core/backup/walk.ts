@@ -1,56 +1,124 @@
-import { lstatSync, readdirSync, type BigIntStats } from 'node:fs';
+import { closeSync, existsSync, lstatSync, open, openSync, readdirSync, constants, type BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { ErrorCodes, StowageError } from '../errors.js';
 import { comparePaths, type Entry } from './format.js';
 import type { Turns } from './options.js';
 import { fsPath, nameFromBytes } from './raw-names.js';
 
+const openAsync = promisify(open);
+const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+
+/**
+ * A directory the walk holds open. Names under it are reached through its descriptor
+ * (`/proc/self/fd/N/name`: the kernel resolves the name in that directory), never through a
+ * path: a container that swaps a directory for a symlink to /etc while the backup runs would
+ * otherwise have /etc read into the backup under the volume's names. Counted: a file queued
+ * for reading holds its directory until it is open.
+ */
+export class OpenDir {
+  private refs = 1;
+
+  constructor(readonly fd: number) {}
+
+  /** The name in this directory, for node:fs. */
+  child(name: string): string | Buffer {
+    return fsPath(`/proc/self/fd/${this.fd}/${name}`);
+  }
+
+  get listPath(): string {
+    return `/proc/self/fd/${this.fd}`;
+  }
+
+  hold(): this {
+    this.refs += 1;
+    return this;
+  }
+
+  release(): void {
+    this.refs -= 1;
+    if (this.refs === 0) closeSync(this.fd);
+  }
+}
+
 export interface Walked {
   /** Relative, with bytes that are not UTF-8 escaped (raw-names.ts). */
   path: string;
-  /** For node:fs: bytes where the path has escaped names. */
+  /** For node:fs: the root's path, or the name through its directory's descriptor (OpenDir). */
   abs: string | Buffer;
   stat: BigIntStats;
   /** On the local filesystem the walk started on: synchronous calls are fine here. */
   local: boolean;
+  /** The directory holding it (all but the root): open until the next step of the walk. */
+  parent?: OpenDir;
 }
+
+const errnoOf = (err: unknown) => (err as NodeJS.ErrnoException).code;
 
 /**
  * Depth-first, names sorted: the order manifests are written and checked in (see comparePaths).
  * `local`: the root is on a local filesystem; entries on the root's device are then listed and
  * stat'ed synchronously, a mount of another device inside the tree through the thread pool.
+ * Each directory is opened without following a symlink, through its parent's descriptor, and
+ * listed and read through its own, so nothing outside the root is ever reached. A directory
+ * replaced by something else since it was listed is reported through `onReplaced` and its
+ * contents left out; one removed meanwhile is left out silently, as if removed before.
  */
-export async function* walk(root: string, local: boolean, turns: Turns): AsyncGenerator<Walked> {
+export async function* walk(root: string, local: boolean, turns: Turns, onReplaced: (path: string, why: string) => void): AsyncGenerator<Walked> {
+  if (!existsSync('/proc/self/fd')) {
+    throw new StowageError(ErrorCodes.NOT_SUPPORTED, 'reading a volume for a backup needs /proc: each name is opened through its directory\'s descriptor, so no symlink swapped into the tree can lead the backup out of it');
+  }
   const rootStat = await lstat(root, { bigint: true });
   if (!rootStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `${root} is not a directory`);
   yield { path: '.', abs: root, stat: rootStat, local };
-  async function* below(rel: string, abs: string, dirLocal: boolean): AsyncGenerator<Walked> {
-    // Names only, sorted: memory holds one directory's names per level, not the tree. As bytes:
-    // a name that is not UTF-8 would come back as a string that names no file.
-    const listed = dirLocal ? readdirSync(fsPath(abs), { encoding: 'buffer' }) : await readdir(fsPath(abs), { encoding: 'buffer' });
-    const names = listed.map(nameFromBytes).sort();
-    for (const name of names) {
-      const childAbs = join(abs, name);
-      const childRel = rel === '.' ? name : `${rel}/${name}`;
-      const childFs = fsPath(childAbs);
-      let stat: BigIntStats | undefined;
-      if (dirLocal) {
-        stat = lstatSync(childFs, { bigint: true, throwIfNoEntry: false });
-        await turns.pause();
-      } else {
-        stat = await lstat(childFs, { bigint: true }).catch((err: unknown) => {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-          throw err;
-        });
+  const openDir = async (path: string | Buffer, rel: string, dirLocal: boolean): Promise<OpenDir | undefined> => {
+    try {
+      return new OpenDir(dirLocal ? openSync(path, DIR_FLAGS) : await openAsync(path, DIR_FLAGS));
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'ENOENT') return undefined;
+      if (code === 'ELOOP' || code === 'ENOTDIR') {
+        // O_DIRECTORY | O_NOFOLLOW on a symlink gives ENOTDIR here, as on a file.
+        onReplaced(rel, 'was replaced by something other than a directory (a symlink, a file) while the backup read the tree; its contents are not in this backup');
+        return undefined;
       }
-      if (!stat) continue; // removed while we walked
-      const childLocal = local && stat.dev === rootStat.dev;
-      yield { path: childRel, abs: childFs, stat, local: childLocal };
-      if (stat.isDirectory()) yield* below(childRel, childAbs, childLocal);
+      throw err;
+    }
+  };
+  async function* below(rel: string, dir: OpenDir, dirLocal: boolean): AsyncGenerator<Walked> {
+    try {
+      // Names only, sorted: memory holds one directory's names per level, not the tree. As
+      // bytes: a name that is not UTF-8 would come back as a string that names no file.
+      const listed = dirLocal ? readdirSync(dir.listPath, { encoding: 'buffer' }) : await readdir(dir.listPath, { encoding: 'buffer' });
+      const names = listed.map(nameFromBytes).sort();
+      for (const name of names) {
+        const childRel = rel === '.' ? name : `${rel}/${name}`;
+        const childFs = dir.child(name);
+        let stat: BigIntStats | undefined;
+        if (dirLocal) {
+          stat = lstatSync(childFs, { bigint: true, throwIfNoEntry: false });
+          await turns.pause();
+        } else {
+          stat = await lstat(childFs, { bigint: true }).catch((err: unknown) => {
+            if (errnoOf(err) === 'ENOENT') return undefined;
+            throw err;
+          });
+        }
+        if (!stat) continue; // removed while we walked
+        const childLocal = local && stat.dev === rootStat.dev;
+        yield { path: childRel, abs: childFs, stat, local: childLocal, parent: dir };
+        if (stat.isDirectory()) {
+          const child = await openDir(childFs, childRel, childLocal);
+          if (child) yield* below(childRel, child, childLocal);
+        }
+      }
+    } finally {
+      dir.release();
     }
   }
-  yield* below('.', root, local);
+  const top = await openDir(root, '.', local);
+  if (!top) throw new StowageError(ErrorCodes.INVALID_REQUEST, `${root} is not a directory`);
+  yield* below('.', top, local);
 }
 
 /** Reads the parent's manifest in step with the walk: both are in comparePaths order. */
