@@ -126,6 +126,16 @@ export function isGoneOrStale(err: unknown): boolean {
 }
 
 /**
+ * A full filesystem or quota (ENOSPC, EDQUOT) as E_STORAGE_FULL, saying which storage is full
+ * (`where`) and what to do (`then`); any other error unchanged.
+ */
+export function asStorageFull(err: unknown, where: string, then: string): unknown {
+  const code = errnoCode(err);
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return err;
+  return new StowageError(ErrorCodes.STORAGE_FULL, `${where} is full: ${describeCause(err)}; ${then}`, { cause: err });
+}
+
+/**
  * The reason an error carries, for people: a system error reads "no space left on device
  * (ENOSPC)" rather than Node's "ENOSPC: no space left on device, write".
  */

@@ -5,7 +5,7 @@ import {
   assertValidKey, assertValidPrefix, blobMissing, isValidKey, MAX_DELETE_BATCH, MAX_LIST_PAGE,
   type BlobStore, type ListedObject, type ListOptions, type ListPage,
 } from '../../core/backup/blob-store.js';
-import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, asStorageFull, errnoCode } from '../../core/errors.js';
 import { randomHex } from '../../core/random-hex.js';
 
 /** O_NONBLOCK: a FIFO planted under an object's name must not hang open(). */
@@ -55,6 +55,15 @@ export class VfsBlobStore implements BlobStore {
 
   async put(key: string, data: Uint8Array): Promise<boolean> {
     assertValidKey(key);
+    try {
+      return await this.putOnce(key, data);
+    } catch (err) {
+      throw asStorageFull(err, `the backup repository at ${this.root}`,
+        'free space there (deleting old backups frees the chunks only they use) and run the backup again: what it stored so far is reused');
+    }
+  }
+
+  private async putOnce(key: string, data: Uint8Array): Promise<boolean> {
     const segments = key.split('/');
     const dir = await this.ensureDirs(segments.slice(0, -1));
     const tempDir = await this.ensureDirs([TEMP_DIR]);

@@ -51,7 +51,10 @@ const lockKey = (lockId: string, seq: number): string => `locks/${lockId}-${Stri
 function lockedBy(other: LockObject, kind: LockKind, now: number): StowageError {
   return new StowageError(
     ErrorCodes.BACKUP_LOCKED,
-    `the backup repository is locked ${other.kind === 'exclusive' ? 'exclusively' : 'shared'} by ${other.owner} (${other.purpose}) until ${new Date(other.expiresAt).toISOString()} (in ${Math.ceil((other.expiresAt - now) / 1000)} s); a ${kind} lock cannot be taken now`,
+    // The holder refreshes its lock while it works: the expiry is when a dead holder's lock
+    // lapses, not when a live one's work ends.
+    `the backup repository is locked ${other.kind === 'exclusive' ? 'exclusively' : 'shared'} by ${other.owner} (${other.purpose}) until that ends` +
+      ` (or, if ${other.owner} died, until its lock lapses at ${new Date(other.expiresAt).toISOString()}, in ${Math.ceil((other.expiresAt - now) / 1000)} s); ${kind === 'exclusive' ? 'an exclusive' : 'a shared'} lock cannot be taken now`,
   );
 }
 

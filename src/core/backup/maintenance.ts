@@ -55,10 +55,15 @@ async function verifyChunks(repo: Repository, record: BackupRecord, options: Com
   return result;
 }
 
-/** Removes a backup's record; its chunks stay until gc() finds nothing else needs them. */
+/**
+ * Removes a backup's record; its chunks stay until gc() finds nothing else needs them. Under a
+ * shared lock, beside running backups and restores: only gc deletes chunks, and it takes the
+ * exclusive lock, so a backup that took the deleted one as its parent keeps every chunk it
+ * names, and a restore that read the record reads on.
+ */
 export async function deleteBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<void> {
   assertVolumeName(volume);
-  await withLock(repo.store, { kind: 'exclusive', purpose: `delete of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+  await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     await repo.readBackupRecord(volume, backupId);
     lock.assertHeld();
     await repo.store.delete([backupKey(volume, backupId)]);

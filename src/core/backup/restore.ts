@@ -4,7 +4,7 @@ import {
 } from 'node:fs';
 import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCodes, StowageError } from '../errors.js';
+import { ErrorCodes, StowageError, asStorageFull } from '../errors.js';
 import { onLocalFilesystem } from '../local-fs.js';
 import { comparePaths, type BackupRecord, type Entry } from './format.js';
 import { withLock } from './locks.js';
@@ -112,7 +112,7 @@ export async function restoreTree(repo: Repository, volume: string, backupId: st
       repo.releasePackCache();
       // Everything under target is ours: it was empty. rm never follows symlinks.
       for (const name of await readdir(target)) await rm(join(target, name), { recursive: true, force: true });
-      throw err;
+      throw asStorageFull(err, `the storage restored into (${target})`, 'make room for the backup\'s files and restore again');
     }
   });
 }

@@ -266,10 +266,13 @@ describe('file-level backup and restore', () => {
     expect(await readdir(outside)).toEqual([]);
   });
 
-  it('gc refuses while a backup holds a shared lock, and when a record does not load', async () => {
+  it('gc refuses while a backup holds a shared lock (a delete goes through), and when a record does not load', async () => {
     const lock = await acquireLock(store, { kind: 'shared', purpose: 'backup of x', owner: 'other-node', autoRefresh: false });
-    await expect(gc(repo)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED, message: expect.stringContaining('other-node') });
-    await expect(deleteBackup(repo, 'vol-a', first.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    await expect(gc(repo)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED, message: expect.stringMatching(/locked shared by other-node \(backup of x\) until that ends .*; an exclusive lock cannot be taken now/) });
+    // Deleting a record frees nothing by itself: it needs no more than the backup's own lock.
+    const doomed = await backupTree(dirs.src, repo, { volume: 'vol-doomed' });
+    await deleteBackup(repo, 'vol-doomed', doomed.id);
+    expect(await repo.listBackups('vol-doomed')).toEqual([]);
     await lock.release();
     const packsBefore = (await store.list('packs/')).objects.length;
     await store.put('backups/vol-z/20300101T000000000Z-00000000', Buffer.from('{"format":1,'));
@@ -409,7 +412,9 @@ describe('a restore of large chunks (written and hashed on the thread pool)', ()
       const onUnhandled = (reason: unknown) => { unhandled.push(reason); };
       process.on('unhandledRejection', onUnhandled);
       try {
-        await expect(restoreTree(repo, 'full', record.id, out)).rejects.toMatchObject({ code: 'ENOSPC' });
+        await expect(restoreTree(repo, 'full', record.id, out)).rejects.toMatchObject({
+          code: ErrorCodes.STORAGE_FULL, message: expect.stringContaining(`the storage restored into (${out}) is full: no space left on device (ENOSPC)`),
+        });
         await new Promise((resolve) => setTimeout(resolve, 100));
       } finally {
         process.off('unhandledRejection', onUnhandled);
@@ -418,6 +423,31 @@ describe('a restore of large chunks (written and hashed on the thread pool)', ()
       expect(await readdir(out)).toEqual([]);
     } finally {
       await execa('umount', [out]);
+    }
+  });
+
+  it.skipIf(noTmpfs)('a backup into a full repository fails naming it, earlier backups still verify, and it goes through once there is room', async () => {
+    const at = join(base, 'repo-small');
+    await mkdir(at);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=10M', 'tmpfs', at]);
+    try {
+      const repo = await Repository.init(new VfsBlobStore(at, { durable: false }));
+      const small = join(base, 'small-src');
+      await mkdir(small);
+      await writeFile(join(small, 'a'), pseudoRandom(1024 * 1024, 'small'));
+      const before = await backupTree(small, repo, { volume: 'small' });
+      // src holds 12 MiB of random data: more than the repository has room for.
+      await expect(backupTree(src, repo, { volume: 'full' })).rejects.toMatchObject({
+        code: ErrorCodes.STORAGE_FULL, message: expect.stringMatching(new RegExp(`^the backup repository at ${at} is full: no space left on device \\(ENOSPC\\); free space there`)),
+      });
+      expect(await repo.listBackups('full')).toEqual([]);
+      await verifyBackup(await Repository.open(repo.store), 'small', before.id);
+      await execa('mount', ['-o', 'remount,size=64M', at]);
+      const after = await backupTree(src, repo, { volume: 'full' });
+      await verifyBackup(await Repository.open(repo.store), 'full', after.id);
+    } finally {
+      // Lazily: the store keeps packs it read open for a while.
+      await execa('umount', ['-l', at]);
     }
   });
 });
