@@ -14,7 +14,8 @@ import { ErrorCodes } from '../../../src/core/errors.js';
 import { collect } from './tree-helpers.js';
 
 const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' };
-const bytes = (...parts: Array<string | number[]>) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+const bytes = (...parts: Array<string | number[] | Buffer>) =>
+  Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.isBuffer(p) ? p : Buffer.from(p))));
 /** A path under `dir` for node:fs, its last part given as bytes. */
 const under = (dir: string, name: Buffer) => Buffer.concat([Buffer.from(`${dir}/`), name]);
 

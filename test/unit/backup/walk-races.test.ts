@@ -15,7 +15,8 @@ import { collect } from './tree-helpers.js';
  * races are made exact: node:fs's lstat is wrapped (and the ESM bindings synced, so the
  * library's named imports see it) to change the tree right after the walk's lstat of a name.
  */
-const cjsFs = createRequire(import.meta.url)('node:fs') as typeof fs;
+// node:fs as CommonJS sees it: writable, unlike the ESM namespace.
+const cjsFs = createRequire(import.meta.url)('node:fs') as { lstatSync: typeof fs.lstatSync; promises: { lstat: typeof fs.promises.lstat } };
 const realLstatSync = cjsFs.lstatSync;
 const realLstat = cjsFs.promises.lstat;
 const isRoot = process.getuid?.() === 0;
