@@ -55,7 +55,9 @@ export type Remedy =
   /** The backups and snapshots reading the volume can be listed and cancelled. */
   | { action: 'cancel-jobs'; volume: string }
   /** A file-level backup of the volume restores into any backend. */
-  | { action: 'file-backup'; volume: string };
+  | { action: 'file-backup'; volume: string }
+  /** The volume (one that holds partial data, say) can be removed, as any volume. */
+  | { action: 'remove-volume'; volume: string };
 
 export interface StowageErrorDetails {
   volume?: string;

@@ -12,6 +12,8 @@ export interface DescriptionOps {
   cluster: Cluster;
   /** The manager's mountpoints by volume name, set on attach; shown only while mounted here. */
   mountpoints: ReadonlyMap<string, string>;
+  /** Whether a restore into this volume runs, or failed and left it with partial data (VolumeRestores.restoreState). */
+  restoreState?: (record: VolumeRecord) => 'running' | 'failed' | undefined;
 }
 
 /**
@@ -101,6 +103,9 @@ export class VolumeDescriptions {
       mounts: String(mountCount),
     };
     if (record.options.size !== undefined) status.size = formatSize(record.options.size);
+    const restore = this.ops.restoreState?.(record);
+    if (restore === 'running') status.restore = 'running: the volume holds partial data until it ends';
+    if (restore === 'failed') status.restore = 'failed: the volume holds partial data and cannot be mounted; remove it';
     return {
       ...record,
       backend: backend.name,

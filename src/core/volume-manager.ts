@@ -68,7 +68,10 @@ export class VolumeManager {
       backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
       dropMounts: (name, ids, why) => this.dropMounts(name, ids, why),
     });
-    this.descriptions = new VolumeDescriptions({ backend: this.backend, mounts: this.mounts, cluster: this.cluster, mountpoints: this.mountpoints });
+    this.descriptions = new VolumeDescriptions({
+      backend: this.backend, mounts: this.mounts, cluster: this.cluster, mountpoints: this.mountpoints,
+      restoreState: (record) => this.restores.restoreState(record),
+    });
   }
 
   get backendName(): string {
@@ -193,6 +196,10 @@ export class VolumeManager {
       this.descriptions.forget(name);
       this.mountpoints.delete(name);
       this.mounts.forget(name);
+      // A marker of a failed restore of this name names a volume that is gone now: left, it would
+      // refuse nothing (a volume made later is another incarnation), and the next start drops it.
+      await this.journal?.removed(name).catch((err: unknown) =>
+        this.log.error(`volume ${name} was removed, but clearing its restore marker failed (the next start drops it): ${describeCause(err)}`));
       // The volume is gone: that is the answer. Records that could not be saved are only
       // pending state, saved with the next change or dropped at the next start.
       await this.mounts.persist().catch((err: unknown) =>
@@ -218,6 +225,7 @@ export class VolumeManager {
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);
       if (!record) throw volumeNotFound(name);
+      this.restores.assertMountable(record, id);
       const incarnation = incarnationOf(record);
       const previous = this.mounts.incarnation(name);
       if (previous !== undefined && previous !== incarnation && this.mounts.count(name) > 0) {

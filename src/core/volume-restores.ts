@@ -1,7 +1,8 @@
-import type { Backend } from './backend.js';
+import type { Backend, VolumeRecord } from './backend.js';
+import { ErrorCodes, StowageError } from './errors.js';
 import type { KeyedMutex } from './keyed-mutex.js';
 import type { Logger } from './logger.js';
-import type { MountTable } from './mount-table.js';
+import { incarnationOf, type MountTable } from './mount-table.js';
 import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './backup/restore-journal.js';
 import { restoreVolume, type RestoreHost } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
@@ -34,7 +35,7 @@ export class VolumeRestores {
       log: () => ops.log,
       blocks: () => ops.blocks?.(),
       journal: {
-        begin: async (name, url) => journal?.begin(name, url),
+        begin: async (name, url, incarnation) => journal?.begin(name, url, incarnation),
         end: async (name) => journal?.end(name),
       },
     };
@@ -60,18 +61,50 @@ export class VolumeRestores {
     return this.running.has(name);
   }
 
-  /** At start: every restore the journal says was running when the daemon died leaves no volume. */
-  async recover(): Promise<void> {
-    await this.ops.journal?.recover((name) => this.removeInterrupted(name), this.ops.log);
+  /**
+   * Where this volume (this incarnation) stands with a restore: `running` in this process, or
+   * `failed` (a restore whose marker stays: it failed and removing its volume failed too, or a
+   * start could not remove it); undefined for a volume no restore left partial.
+   */
+  restoreState(record: VolumeRecord): 'running' | 'failed' | undefined {
+    if (this.isRestoring(record.name)) return 'running';
+    return this.ops.journal?.partial(record.name, incarnationOf(record)) ? 'failed' : undefined;
   }
 
-  /** A restore a killed daemon left unfinished: its mount records go, then the volume (see RestoreJournal). */
+  /** Refuses a mount (but a restore's own) of a volume that holds partial data of a restore. */
+  assertMountable(record: VolumeRecord, mountId: string): void {
+    if (mountId.startsWith(RESTORE_MOUNT_PREFIX)) return;
+    const marker = this.ops.journal?.partial(record.name, incarnationOf(record));
+    if (marker && !this.isRestoring(record.name)) {
+      throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING,
+        `volume ${record.name} holds partial data: its restore from ${marker.url} (started ${marker.startedAt}) failed, ` +
+        `and so did removing the volume afterwards; it cannot be mounted`,
+        { volume: record.name, remedies: [{ action: 'remove-volume', volume: record.name }] });
+    }
+  }
+
+  /** At start: every restore a previous run left unfinished leaves no volume (see RestoreJournal.recover). */
+  async recover(): Promise<void> {
+    await this.ops.journal?.recover({
+      incarnation: async (name) => {
+        const record = await this.ops.backend.get(name);
+        return record ? incarnationOf(record) : undefined;
+      },
+      remove: (name) => this.removeInterrupted(name),
+    }, this.ops.log);
+  }
+
+  /**
+   * A restore's volume left behind: its restore mount records go, then the volume, never retained
+   * (it holds part of a backup). Runs in init, before any shell serves, so the volume is still
+   * the one recovery found (of the marker's incarnation).
+   */
   private async removeInterrupted(name: string): Promise<void> {
-    const { locks, mounts, backend } = this.ops;
+    const { locks, mounts } = this.ops;
     await locks.run(name, async () => {
       const ids = Object.keys(mounts.ids(name)).filter((id) => id.startsWith(RESTORE_MOUNT_PREFIX));
       if (ids.length > 0) await this.ops.dropMounts(name, ids, 'its restore was interrupted');
     });
-    if (await backend.get(name)) await this.ops.remove(name, { retain: false });
+    await this.ops.remove(name, { retain: false });
   }
 }

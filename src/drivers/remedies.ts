@@ -51,6 +51,10 @@ export function wordRemedy(remedy: Remedy, audience: Audience): string {
       return audience === 'api'
         ? `make one with createBackup('${remedy.volume}', { dest, kind: 'file' })`
         : `make one with ${cli(`backup create ${remedy.volume} --kind file --dest URL`)}`;
+    case 'remove-volume':
+      if (audience === 'api') return `remove it with remove('${remedy.volume}')`;
+      if (audience === 'docker') return `remove it with "docker volume rm ${remedy.volume}"`;
+      return `remove it with ${cli(`delete ${remedy.volume}`)}`;
   }
 }
 

@@ -45,6 +45,9 @@ const WORDS: ReadonlyArray<[Remedy, Record<Audience, RegExp>]> = [
     cli: /"stowage backup create v --kind file --dest URL"/, docker: /"stowage backup create v --kind file/,
     api: /createBackup\('v', \{ dest, kind: 'file' \}\)/,
   }],
+  [{ action: 'remove-volume', volume: 'v' }, {
+    cli: /remove it with "stowage delete v"/, docker: /remove it with "docker volume rm v"/, api: /remove it with remove\('v'\)/,
+  }],
 ];
 
 describe('remedies in each audience\'s words', () => {

@@ -1,5 +1,6 @@
 import { ErrorCodes, StowageError } from '../errors.js';
 import { parseSize } from '../options.js';
+import { incarnationOf } from '../mount-table.js';
 import type { CreateResult } from '../volume-types.js';
 import { restoreBlocks } from './block-backup.js';
 import { notAFileBackup } from './block-format.js';
@@ -33,7 +34,7 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
   }
   let journaled = false;
   try {
-    await host.journal?.begin(name, url);
+    await host.journal?.begin(name, url, incarnationOf(created.volume));
     journaled = true;
     progress.signal?.throwIfAborted();
     const totals = { totalFiles: 1, totalBytes: record.stats.bytes };

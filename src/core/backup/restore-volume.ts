@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { openTarget } from '../../backup-targets/open-target.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { incarnationOf } from '../mount-table.js';
 import { randomHex } from '../random-hex.js';
 import type { CreateResult } from '../volume-types.js';
 import { parseOneBackupUrl } from './backup-url.js';
@@ -22,7 +23,10 @@ export interface RestoreHost {
   log(): Logger;
   /** The backend's block access, for block backups (devicemapper); undefined elsewhere. */
   blocks?: () => BlockSupport | undefined;
-  /** Marks the restore in progress, so that a daemon killed during it removes the volume at its next start. */
+  /**
+   * Marks the restore in progress (naming the new volume's incarnation), so that a daemon killed
+   * during it removes that volume, and no other of its name, at its next start.
+   */
   journal?: Pick<RestoreJournal, 'begin' | 'end'>;
 }
 
@@ -61,7 +65,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
   let mounted = false;
   let journaled = false;
   try {
-    await host.journal?.begin(name, url);
+    await host.journal?.begin(name, url, incarnationOf(created.volume));
     journaled = true;
     progress.signal?.throwIfAborted();
     const path = await host.mount(name, mountId);
@@ -105,8 +109,9 @@ async function clearFreshFilesystem(path: string, name: string): Promise<void> {
 
 /**
  * After a restore failed: the new volume is removed (after `release`, e.g. its unmount), then its
- * journal marker, only once the volume is gone (a marker left makes the next start try the
- * removal again); the error says whether the removal worked.
+ * journal marker, only once the volume is gone (the remove clears it too). A marker left keeps
+ * mounts of the half-restored volume refused until it is removed, and makes the next start try
+ * the removal again; the error says whether the removal worked.
  */
 export async function failedRestore(host: RestoreHost, name: string, url: string, err: unknown, journaled: boolean,
   release: () => Promise<void> = async () => {}): Promise<never> {
@@ -119,6 +124,7 @@ export async function failedRestore(host: RestoreHost, name: string, url: string
   const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
   throw new StowageError(code,
     `restoring volume ${name} from ${url} failed: ${messageOf(err)}; ` +
-    (undo === undefined ? 'the volume was removed again' : `removing the half-restored volume failed too (${messageOf(undo)}): remove it before using the name`),
-    { volume: name, cause: err });
+    (undo === undefined ? 'the volume was removed again'
+      : `removing the half-restored volume failed too (${messageOf(undo)}): it holds partial data and cannot be mounted`),
+    { volume: name, cause: err, remedies: undo === undefined ? [] : [{ action: 'remove-volume', volume: name }] });
 }

@@ -122,6 +122,7 @@ const remedySchema: z.ZodType<Remedy> = z.discriminatedUnion('action', [
   z.object({ action: z.literal('use-backend'), capability: z.literal('snapshots') }),
   z.object({ action: z.literal('cancel-jobs'), volume: z.string() }),
   z.object({ action: z.literal('file-backup'), volume: z.string() }),
+  z.object({ action: z.literal('remove-volume'), volume: z.string() }),
 ]);
 
 /** Remedies this client knows how to word; one it does not (a newer daemon's) is left out, not fatal. */
