@@ -199,19 +199,23 @@ export class VfsBlobStore implements BlobStore {
       throw err;
     });
     if (!stat) return;
-    if (!stat.isDirectory()) {
-      if (dir !== '') return;
-      throw this.refused('', 'is not a directory');
-    }
+    // A listing that skipped what it cannot read would hide objects: gc would then free the
+    // chunks a hidden backup record needs. So a symlink, FIFO or device where the store keeps
+    // directories and objects fails the listing, as a read of it would.
+    if (!stat.isDirectory()) throw this.refused(dir, 'is not a directory');
     const children = (await readdir(path, { withFileTypes: true }))
-      .filter((d) => !d.name.startsWith('.') && (d.isDirectory() || d.isFile()))
-      .map((d) => ({ name: d.name, isDir: d.isDirectory(), sortKey: d.isDirectory() ? `${d.name}/` : d.name }))
+      .filter((d) => !d.name.startsWith('.'))
+      .map((d) => ({ name: d.name, isDir: d.isDirectory(), isFile: d.isFile(), sortKey: d.isDirectory() ? `${d.name}/` : d.name }))
       .sort((a, b) => compareBytes(a.sortKey, b.sortKey));
     for (const child of children) {
       if (out.length >= limit) return;
       const key = dir === '' ? child.name : `${dir}/${child.name}`;
       // Neither a prefix of the wanted prefix nor under it: nothing inside can match.
       if (!key.startsWith(prefix) && !prefix.startsWith(`${key}/`)) continue;
+      if (!child.isDir && !child.isFile) {
+        if (isValidKey(key) || prefix.startsWith(`${key}/`)) throw this.refused(key, 'is neither a directory nor a regular file');
+        continue;
+      }
       if (child.isDir) {
         // Every key under `key/` sorts before `after` when `after` leaves that subtree upward.
         const sub = `${key}/`;
@@ -219,8 +223,12 @@ export class VfsBlobStore implements BlobStore {
         await this.walk(key, prefix, after, out, limit);
       } else if (key.startsWith(prefix) && compareBytes(key, after) > 0 && isValidKey(key)) {
         // Names outside the key alphabet (someone else's files) are not objects of this store.
-        const entry = await lstat(join(path, child.name)).catch(() => undefined);
-        if (entry?.isFile()) out.push({ key, size: entry.size });
+        const entry = await lstat(join(path, child.name)).catch((err: unknown) => {
+          if (errnoCode(err) === 'ENOENT') return undefined; // deleted since the readdir
+          throw err;
+        });
+        if (entry && !entry.isFile()) throw this.refused(key, 'is not a regular file');
+        if (entry) out.push({ key, size: entry.size });
       }
     }
   }

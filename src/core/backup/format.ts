@@ -42,12 +42,19 @@ export type RepoConfig = z.infer<typeof RepoConfigSchema>;
 export const BlobTypeSchema = z.enum(['data', 'tree']);
 export type BlobType = z.infer<typeof BlobTypeSchema>;
 
+/**
+ * The largest blob a repository holds: a chunk is at most the chunker's 64 MiB maximum, a
+ * manifest blob (1000 entries) far less. Indexes come from other machines: a blob claiming more
+ * would make a reader allocate (or decompress a bomb into) whatever it states.
+ */
+export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
+
 export const PackBlobSchema = z.object({
   id: Sha256Schema,
   type: BlobTypeSchema,
   offset: z.number().int().nonnegative(),
-  length: z.number().int().nonnegative(),
-  rawLength: z.number().int().nonnegative(),
+  length: z.number().int().nonnegative().max(MAX_BLOB_BYTES + 65536),
+  rawLength: z.number().int().nonnegative().max(MAX_BLOB_BYTES),
   codec: CodecSchema,
 });
 export type PackBlob = z.infer<typeof PackBlobSchema>;
@@ -55,9 +62,10 @@ export type PackBlob = z.infer<typeof PackBlobSchema>;
 export const PackIndexSchema = z.object({
   format: z.literal(FORMAT_VERSION),
   pack: Sha256Schema,
-  size: z.number().int().nonnegative(),
+  /** A pack holds up to the configured pack size (at most 1 GiB) plus the blob that crossed it. */
+  size: z.number().int().nonnegative().max(1024 * 1024 * 1024 + MAX_BLOB_BYTES + 65536),
   blobs: z.array(PackBlobSchema),
-});
+}).refine((index) => index.blobs.every((b) => b.offset + b.length <= index.size), 'a blob reaches past the end of its pack');
 export type PackIndex = z.infer<typeof PackIndexSchema>;
 
 /** Docker's volume-name alphabet, which is also a safe key segment. */
@@ -85,8 +93,9 @@ export const EntrySchema = z.object({
   type: z.enum(['dir', 'file', 'symlink', 'hardlink']),
   /** Permission bits with setuid, setgid and sticky (the file type is `type`). */
   mode: z.number().int().min(0).max(0o7777),
-  uid: z.number().int().nonnegative(),
-  gid: z.number().int().nonnegative(),
+  /** 2^32 - 1 is chown's "leave as is": not an owner. */
+  uid: z.number().int().nonnegative().max(2 ** 32 - 2),
+  gid: z.number().int().nonnegative().max(2 ** 32 - 2),
   mtimeNs: NsSchema,
   atimeNs: NsSchema,
   size: z.number().int().nonnegative(),

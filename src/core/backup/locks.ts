@@ -29,12 +29,20 @@ export const LockObjectSchema = z.object({
   kind: z.enum(['shared', 'exclusive']),
   owner: z.string().max(255),
   purpose: z.string().max(255),
-  createdAt: z.number(),
-  expiresAt: z.number(),
+  /** Milliseconds since the epoch, within what a Date can show. */
+  createdAt: z.number().int().min(0).max(8.64e15),
+  expiresAt: z.number().int().min(0).max(8.64e15),
 });
 export type LockObject = z.infer<typeof LockObjectSchema>;
 
 export const DEFAULT_LOCK_TTL_MS = 5 * 60_000;
+/** A lock object is a few hundred bytes: a larger one is not read (a repository is hostile input). */
+const MAX_LOCK_OBJECT_BYTES = 4096;
+/**
+ * How far past this node's clock a lock may expire: a TTL plus any clock skew between nodes.
+ * Farther, it would block the repository for good (a clock years ahead, a forged object).
+ */
+const MAX_LOCK_AHEAD_MS = 24 * 3600_000;
 
 export interface LockOptions {
   kind: LockKind;
@@ -125,7 +133,11 @@ export class RepoLock {
 export async function liveLocks(store: BlobStore, now: number): Promise<LockObject[]> {
   const byHolder = new Map<string, LockObject>();
   const stale: string[] = [];
-  for await (const { key } of listAll(store, 'locks/')) {
+  const byHand = (key: string) => `once no stowage holds it, delete it by hand (${store.location}: ${key})`;
+  for await (const { key, size } of listAll(store, 'locks/')) {
+    if (size > MAX_LOCK_OBJECT_BYTES) {
+      throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `lock object ${key} is ${size} bytes, far more than any lock stowage writes: it was not written by stowage; ${byHand(key)}`);
+    }
     let lock: LockObject;
     try {
       lock = parseObject(LockObjectSchema, await store.get(key), `lock object ${key}`);
@@ -137,6 +149,10 @@ export async function liveLocks(store: BlobStore, now: number): Promise<LockObje
     if (lock.expiresAt < now) {
       stale.push(key);
       continue;
+    }
+    if (lock.expiresAt > now + MAX_LOCK_AHEAD_MS) {
+      throw new StowageError(ErrorCodes.BACKUP_LOCKED, `lock object ${key} (${lock.owner}, ${lock.purpose}) expires at ${new Date(lock.expiresAt).toISOString()}, ` +
+        `more than a day past this node's clock: a node's clock is far ahead, or the object was not written by stowage, and it would block the repository until then; ${byHand(key)}`);
     }
     const seen = byHolder.get(lock.lockId);
     if (!seen || seen.expiresAt < lock.expiresAt) byHolder.set(lock.lockId, lock);

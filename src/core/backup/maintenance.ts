@@ -110,11 +110,13 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     const deadIndexes: string[] = [];
     const deadPacks: string[] = [];
     const indexed = new Set<string>();
+    const liveIndexed = new Set<string>();
     let keptPacks = 0;
     let deletedBytes = 0;
     for await (const { key } of listAll(repo.store, 'index/', options.pageSize)) {
       const index = await repo.readIndex(key);
       indexed.add(index.pack);
+      for (const blob of index.blobs) if (live.has(blob.id)) liveIndexed.add(blob.id);
       if (index.blobs.some((b) => live.has(b.id))) {
         keptPacks += 1;
       } else {
@@ -122,6 +124,13 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
         deadPacks.push(packKey(index.pack));
         deletedBytes += index.size;
       }
+    }
+    // A chunk a backup needs that no index names is in a pack gc would take for garbage (its
+    // index lost or damaged): deleting that pack would lose what a rebuilt index could save.
+    if (liveIndexed.size < live.size) {
+      const missing = [...live].filter((id) => !liveIndexed.has(id));
+      throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: ${missing.length} chunk(s) that backups need are in no pack index ` +
+        `(${missing.slice(0, 3).join(', ')}), so packs without an index may hold them; nothing was deleted`);
     }
     // Packs without an index: left by a backup that stopped between the two writes.
     for await (const { key, size } of listAll(repo.store, 'packs/', options.pageSize)) {

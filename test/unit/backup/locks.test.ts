@@ -36,6 +36,29 @@ describe('repository locks', () => {
     expect((await store.list('locks/')).objects).toEqual([]);
   });
 
+  it('a lock object from the far future, an oversized one or one with times no Date holds is refused, naming it, instead of blocking for good', async () => {
+    const planted = (body: object) => ({ format: 1, lockId: 'abcdef0123456789', seq: 0, kind: 'exclusive', owner: 'elsewhere', purpose: 'gc', createdAt: clock, expiresAt: clock + 60_000, ...body });
+    // A clock hours ahead is still honoured: the lock blocks until its owner releases or it lapses.
+    await store.put('locks/abcdef0123456789-0000000000', Buffer.from(JSON.stringify(planted({ createdAt: clock + 3 * 3600_000, expiresAt: clock + 3 * 3600_000 + 60_000 }))));
+    await expect(acquireLock(store, opts('shared', 'node-a'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED, message: expect.stringContaining('exclusively by elsewhere') });
+    await store.delete(['locks/abcdef0123456789-0000000000']);
+    // The year 9999: refused, saying which object to delete.
+    await store.put('locks/abcdef0123456789-0000000001', Buffer.from(JSON.stringify(planted({ createdAt: Date.UTC(9999, 0, 1), expiresAt: Date.UTC(9999, 0, 1) + 60_000 }))));
+    await expect(acquireLock(store, opts('shared', 'node-a'))).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_LOCKED, message: expect.stringMatching(/^lock object locks\/abcdef0123456789-0000000001 \(elsewhere, gc\) expires at 9999-01-01T00:01:00.000Z, more than a day past this node's clock: .*delete it by hand/),
+    });
+    await store.delete(['locks/abcdef0123456789-0000000001']);
+    await store.put('locks/abcdef0123456789-0000000002', Buffer.from(JSON.stringify(planted({ expiresAt: 1e300 }))));
+    await expect(acquireLock(store, opts('shared', 'node-a'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('lock object locks/abcdef0123456789-0000000002') });
+    await store.delete(['locks/abcdef0123456789-0000000002']);
+    await store.put('locks/abcdef0123456789-0000000003', Buffer.alloc(1024 * 1024, 0x20));
+    await expect(acquireLock(store, opts('shared', 'node-a'))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(/^lock object locks\/abcdef0123456789-0000000003 is 1048576 bytes/) });
+    await store.delete(['locks/abcdef0123456789-0000000003']);
+    // Each refusal left no lock of its own behind.
+    expect((await store.list('locks/')).objects).toEqual([]);
+    await (await acquireLock(store, opts('exclusive', 'node-a'))).release();
+  });
+
   it('of exclusive lockers racing, at most one proceeds', async () => {
     for (let round = 0; round < 5; round += 1) {
       const results = await Promise.allSettled([1, 2, 3].map((i) => acquireLock(store, opts('exclusive', `racer-${i}`))));

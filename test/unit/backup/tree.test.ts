@@ -297,6 +297,71 @@ describe('file-level backup and restore', () => {
   });
 });
 
+describe('gc on a repository another machine damaged', () => {
+  let base = '';
+  afterAll(async () => { await rm(base, { recursive: true, force: true }); });
+
+  it('refuses, deleting nothing, when a chunk a backup needs is in no index, or a record or directory is not a plain file or directory', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-gc-damaged-'));
+    const root = join(base, 'repo');
+    await mkdir(root);
+    const store = new VfsBlobStore(root, { durable: false });
+    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 256 * 1024 });
+    const src = join(base, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'data'), pseudoRandom(2 * 1024 * 1024, 'gc-damaged'));
+    const keep = await backupTree(src, repo, { volume: 'keep' });
+    const objects = async () => {
+      const keys: string[] = [];
+      for await (const { key } of listAll(store, '')) keys.push(key);
+      return keys.sort();
+    };
+    const before = await objects();
+
+    // The index of a pack holding only this backup's data chunks goes missing.
+    const { entries } = await collect(repo, keep);
+    const pack = repo.locate(entries.find((e) => e.path === 'data')!.chunks![0]!)!.pack;
+    const indexPath = join(root, 'index', pack);
+    const saved = await readFile(indexPath);
+    await rm(indexPath);
+    await expect(gc(await Repository.open(store))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('in no pack index') });
+    await writeFile(indexPath, saved);
+    expect(await objects()).toEqual(before);
+
+    // A record replaced by a symlink (to a copy of itself) must not make its backup vanish.
+    const recordPath = join(root, 'backups', 'keep', keep.id);
+    await cp(recordPath, join(base, 'record-copy'));
+    await rm(recordPath);
+    await symlink(join(base, 'record-copy'), recordPath);
+    await expect(gc(await Repository.open(store))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining(`backups/keep/${keep.id} in backup repository`) });
+    await rm(recordPath);
+    await cp(join(base, 'record-copy'), recordPath);
+
+    // So must the whole backups directory.
+    await cp(join(root, 'backups'), join(base, 'backups-copy'), { recursive: true });
+    await rm(join(root, 'backups'), { recursive: true });
+    await symlink(join(base, 'backups-copy'), join(root, 'backups'));
+    await expect(gc(await Repository.open(store))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('backups in backup repository') });
+    await rm(join(root, 'backups'));
+    await cp(join(base, 'backups-copy'), join(root, 'backups'), { recursive: true });
+
+    expect(await objects()).toEqual(before);
+    expect(await gc(await Repository.open(store))).toMatchObject({ backups: 1, deletedPacks: 0 });
+    await verifyBackup(await Repository.open(store), 'keep', keep.id);
+
+    // An index claiming a 1 GiB blob (a bomb, or a read that size) is refused before any read.
+    const index = JSON.parse(saved.toString()) as { blobs: Array<{ rawLength: number }> };
+    index.blobs[0]!.rawLength = 2 ** 30;
+    await rm(indexPath);
+    await writeFile(indexPath, JSON.stringify(index));
+    await expect(Repository.open(store).then((r) => verifyBackup(r, 'keep', keep.id))).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(new RegExp(`index/${pack}.*rawLength`)),
+    });
+    await rm(indexPath);
+    await writeFile(indexPath, saved);
+  });
+});
+
 describe('gc over more than 1000 objects', () => {
   let base = '';
   afterAll(async () => { await rm(base, { recursive: true, force: true }); });

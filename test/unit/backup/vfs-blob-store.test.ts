@@ -32,8 +32,12 @@ describe('vfs blob store on a hostile directory', () => {
     // A put over a planted symlink name does not write through it.
     expect(await store.put('file-link', Buffer.from('overwrite'))).toBe(false);
     expect((await readdir(outside)).sort()).toEqual(['secret']);
-    expect((await store.list('')).objects.map((o) => o.key)).toEqual([]);
+    // A listing does not skip them either: objects hidden from a listing are objects gc frees.
+    await expect(store.list('')).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(/^dir-link in backup repository .* is neither a directory nor a regular file/) });
     expect(await store.put('ok/obj', Buffer.from('fine'))).toBe(true);
+    expect((await store.list('ok/')).objects.map((o) => o.key)).toEqual(['ok/obj']);
+    await symlink(outside, join(root, 'ok', 'sub'));
+    await expect(store.list('ok/')).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('ok/sub in backup repository') });
     expect(await readdir(join(root, '.tmp'))).toEqual([]);
   });
 });
