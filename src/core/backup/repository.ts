@@ -118,11 +118,20 @@ export class Repository {
   }
 
   /** Reads every index object again (after other nodes wrote packs, or after GC). */
+  /**
+   * Reads every pack index. Only indexes whose pack is there count: an index naming a pack that
+   * is gone (lost, or forged by another machine) would otherwise make a backup skip storing
+   * chunks it claims, and report success for a backup that never restores; or stand first for
+   * an id a good pack also holds. Packs are listed before indexes: a pack is written before its
+   * index, so an index listed after is found only with its pack, or (written meanwhile) not at all.
+   */
   async reloadIndex(): Promise<void> {
     this.blobs.clear();
+    const packs = new Set<string>();
+    for await (const { key } of listAll(this.store, 'packs/')) packs.add(key.slice(key.lastIndexOf('/') + 1));
     for await (const { key } of listAll(this.store, 'index/')) {
       const index = await this.readIndex(key);
-      this.addIndex(index);
+      if (packs.has(index.pack)) this.addIndex(index);
     }
   }
 

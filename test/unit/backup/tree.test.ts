@@ -359,6 +359,24 @@ describe('gc on a repository another machine damaged', () => {
     });
     await rm(indexPath);
     await writeFile(indexPath, saved);
+
+    // An index naming a pack that is not there, claiming the chunks of a good pack and a chunk
+    // of zeros no pack holds: neither stands in for the real thing.
+    const zeros = Buffer.alloc(CHUNKER.maxSize);
+    const zeroId = createHash('sha256').update(zeros).digest('hex');
+    const ghost = 'f'.repeat(64);
+    const forged = { ...JSON.parse(saved.toString()), pack: ghost };
+    forged.blobs.push({ ...forged.blobs[0], id: zeroId, rawLength: zeros.length, length: 16, codec: 'none' });
+    await mkdir(join(root, 'index'), { recursive: true });
+    await writeFile(join(root, 'index', ghost), JSON.stringify(forged));
+    await verifyBackup(await Repository.open(store), 'keep', keep.id);
+    await writeFile(join(src, 'zeros'), Buffer.alloc(4 * CHUNKER.maxSize));
+    const withZeros = await backupTree(src, await Repository.open(store), { volume: 'zeros' });
+    await verifyBackup(await Repository.open(store), 'zeros', withZeros.id);
+    const out = join(base, 'zeros-out');
+    await mkdir(out);
+    await restoreTree(await Repository.open(store), 'zeros', withZeros.id, out);
+    expect((await readFile(join(out, 'zeros'))).equals(Buffer.alloc(4 * CHUNKER.maxSize))).toBe(true);
   });
 });
 
