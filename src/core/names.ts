@@ -10,10 +10,10 @@ const DOCKER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]+$/;
  * Throws E_INVALID_NAME, with the precise reason, unless `name` is a Docker-compatible volume
  * name that is also safe as a single path component everywhere stowage uses it.
  */
-export function validateVolumeName(name: unknown): string {
+export function validateVolumeName(name: unknown, what = 'volume name'): string {
   const fail = (why: string): never => {
     const shown = typeof name === 'string' ? JSON.stringify(name.slice(0, 80)) : String(name);
-    throw new StowageError(ErrorCodes.INVALID_NAME, `invalid volume name ${shown}: ${why}`);
+    throw new StowageError(ErrorCodes.INVALID_NAME, `invalid ${what} ${shown}: ${why}`);
   };
   if (typeof name !== 'string') return fail('a name must be a string');
   if (name.length === 0) return fail('the name is empty');

@@ -95,7 +95,7 @@ export class VolumeSnapshots {
    */
   async create(volume: string, snapshot: string, options: ConsistencyOptions = {}): Promise<SnapshotRecord> {
     validateVolumeName(volume);
-    validateVolumeName(snapshot);
+    validateVolumeName(snapshot, 'snapshot name');
     const support = this.support(volume);
     const take = () => support.createSnapshot(volume, snapshot);
     if (support.readLive) return this.runRead(volume, options, take);
@@ -125,7 +125,7 @@ export class VolumeSnapshots {
 
   async delete(volume: string, snapshot: string): Promise<void> {
     validateVolumeName(volume);
-    validateVolumeName(snapshot);
+    validateVolumeName(snapshot, 'snapshot name');
     const support = this.support(volume);
     await this.ops.locks.run(volume, () => support.deleteSnapshot(volume, snapshot));
   }

@@ -63,7 +63,7 @@ describe('snapshots through the core', () => {
 
   it('validates snapshot names before the backend sees them', async () => {
     const { manager, snapshots } = await managerWithSnapshots();
-    await expect(manager.createSnapshot('db', '../escape')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME });
+    await expect(manager.createSnapshot('db', '../escape')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME, message: 'invalid snapshot name "../escape": path separators are not allowed' });
     await expect(manager.deleteSnapshot('db', 'a/b')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME });
     expect(snapshots.calls).toEqual([]);
   });

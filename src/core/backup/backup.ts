@@ -13,7 +13,7 @@ import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
 import type { PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
-import { metadata, ParentCursor, walk, type OpenDir } from './walk.js';
+import { metadata, ParentCursor, VANISHED, walk, type OpenDir } from './walk.js';
 import { BufferPool } from './buffer-pool.js';
 import { nameFromBytes } from './raw-names.js';
 
@@ -74,11 +74,13 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
   const now = options.now ?? Date.now;
   return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     const startedAt = new Date(now()).toISOString();
-    await repo.reloadIndex();
     let parent: BackupRecord | undefined;
     if (typeof options.parent === 'string') parent = await repo.readBackupRecord(options.volume, options.parent);
     // A block backup has no files to compare with: the latest file-level backup serves.
     else if (options.parent === undefined) parent = (await repo.listBackups(options.volume)).filter((r) => !isBlockBackup(r)).at(-1);
+    // After choosing the parent: a backup's record is written after its packs and indexes, so
+    // the index read now holds every blob of a parent that finished a moment ago.
+    await repo.reloadIndex();
     const cursor = new ParentCursor(parent ? repo.entries(parent)[Symbol.asyncIterator]() : undefined);
     const writer = repo.newWriter();
     const manifest = new ManifestWriter(writer);
@@ -201,12 +203,15 @@ function hasHoles(stat: BigIntStats): boolean {
 
 /**
  * Whether `err`, from opening or reading a name the walk found, says the name changed since:
- * removed (left out, as if removed before the backup), or replaced by a symlink or by something
- * that is not what it was (left out, with a warning). Anything else is the caller's to throw.
+ * removed or renamed, or replaced by a symlink or by something that is not what it was. It is
+ * then left out, with a warning. Anything else is the caller's to throw.
  */
 function changedWhileRead(err: unknown, path: string, warn: (message: string) => void): boolean {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return true;
+  if (code === 'ENOENT') {
+    warn(`${path}: ${VANISHED}`);
+    return true;
+  }
   if (code === 'ELOOP' || code === 'EINVAL') {
     warn(`${path}: was replaced by ${code === 'ELOOP' ? 'a symlink' : 'something other than a symlink'} while the backup read the tree; not in this backup`);
     return true;

@@ -4,7 +4,7 @@ import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.j
 import type { Logger } from '../logger.js';
 import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
 import {
-  backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, liveLocks, parseObject, Repository, VolumeNameSchema, type BlobStore,
+  backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, liveLocks, parseObject, Repository, VolumeNameSchema, withLock, type BlobStore,
 } from './index.js';
 
 /**
@@ -88,7 +88,8 @@ export class RepositorySnapshots implements SnapshotSupport {
     const record: SnapshotNameRecord = { format: 1, name: snapshot, volume, createdAt: backup.startedAt, backupId: backup.id };
     if (!(await store.put(nameKey(volume, snapshot), Buffer.from(JSON.stringify(record))))) {
       // Another node took the name meanwhile: ours goes again.
-      await this.dropBackup(repo, volume, backup.id);
+      await this.deleteRecord(repo, volume, backup.id);
+      await this.collect(repo);
       throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
     }
     await this.sweepOrphans(store, repo, volume, true);
@@ -115,12 +116,17 @@ export class RepositorySnapshots implements SnapshotSupport {
   async deleteSnapshot(volume: string, snapshot: string): Promise<void> {
     const store = await this.store();
     const record = await this.readName(store, volume, snapshot);
-    // The name first: the snapshot is gone once its name is. A backup left behind by a failure
-    // right after is freed when the volume is removed (deleteAll takes every backup of it).
-    await store.delete([nameKey(volume, snapshot)]);
     const repo = await Repository.open(store);
+    // The lock the backup's delete needs is taken first: while a gc holds the repository, the
+    // delete is refused before it changes anything, instead of taking the name and failing.
+    await withLock(store, { kind: 'shared', purpose: `delete of snapshot ${volume}/${snapshot}` }, async () => {
+      // The name first: the snapshot is gone once its name is. A backup left behind by a
+      // failure right after is an orphan the next sweep frees.
+      await store.delete([nameKey(volume, snapshot)]);
+      await this.deleteRecord(repo, volume, record.backupId);
+    });
     await this.sweepOrphans(store, repo, volume, false);
-    await this.dropBackup(repo, volume, record.backupId);
+    await this.collect(repo);
   }
 
   async readLive<T>(volume: string, work: (path: string) => Promise<T>): Promise<T> {
@@ -153,9 +159,13 @@ export class RepositorySnapshots implements SnapshotSupport {
     for await (const _ of listAll(store, `backups/${volume}/`)) backups += 1;
     if (names.length === 0 && backups === 0) return 0;
     const repo = await Repository.open(store);
-    await deleteAll(store, names);
-    // Every backup of the volume, named or left by an interrupted snapshot.
-    for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);
+    // Under the lock deleting the backups needs, taken first: refused (a gc holds the repository),
+    // the volume's remove fails with every snapshot still there.
+    await withLock(store, { kind: 'shared', purpose: `removal of the snapshots of ${volume}` }, async () => {
+      await deleteAll(store, names);
+      // Every backup of the volume, named or left by an interrupted snapshot.
+      for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);
+    });
     await this.collect(repo);
     return names.length;
   }
@@ -198,11 +208,10 @@ export class RepositorySnapshots implements SnapshotSupport {
     }
   }
 
-  private async dropBackup(repo: Repository, volume: string, backupId: string): Promise<void> {
+  private async deleteRecord(repo: Repository, volume: string, backupId: string): Promise<void> {
     await deleteBackup(repo, volume, backupId).catch((err: unknown) => {
       if (!isStowageError(err, ErrorCodes.BACKUP_NOT_FOUND)) throw err;
     });
-    await this.collect(repo);
   }
 
   /** Frees chunks; another node's snapshot running right now holds it off until the next delete. */

@@ -55,16 +55,20 @@ export interface Walked {
 
 const errnoOf = (err: unknown) => (err as NodeJS.ErrnoException).code;
 
+/** What a name the walk listed and then did not find gets as its warning. */
+export const VANISHED = 'was removed or renamed while the backup read the tree; not in this backup';
+
 /**
  * Depth-first, names sorted: the order manifests are written and checked in (see comparePaths).
  * `local`: the root is on a local filesystem; entries on the root's device are then listed and
  * stat'ed synchronously, a mount of another device inside the tree through the thread pool.
  * Each directory is opened without following a symlink, through its parent's descriptor, and
- * listed and read through its own, so nothing outside the root is ever reached. A directory
- * replaced by something else since it was listed is reported through `onReplaced` and its
- * contents left out; one removed meanwhile is left out silently, as if removed before.
+ * listed and read through its own, so nothing outside the root is ever reached. A name removed,
+ * renamed or replaced by something else since its directory was listed is reported through
+ * `onChanged` and left out (a directory with its contents): a file renamed back and forth by
+ * a container while the walk passed is then a warning, not a silent gap.
  */
-export async function* walk(root: string, local: boolean, turns: Turns, onReplaced: (path: string, why: string) => void): AsyncGenerator<Walked> {
+export async function* walk(root: string, local: boolean, turns: Turns, onChanged: (path: string, why: string) => void): AsyncGenerator<Walked> {
   if (!existsSync('/proc/self/fd')) {
     throw new StowageError(ErrorCodes.NOT_SUPPORTED, 'reading a volume for a backup needs /proc: each name is opened through its directory\'s descriptor, so no symlink swapped into the tree can lead the backup out of it');
   }
@@ -76,10 +80,13 @@ export async function* walk(root: string, local: boolean, turns: Turns, onReplac
       return new OpenDir(dirLocal ? openSync(path, DIR_FLAGS) : await openAsync(path, DIR_FLAGS));
     } catch (err) {
       const code = errnoOf(err);
-      if (code === 'ENOENT') return undefined;
+      if (code === 'ENOENT') {
+        onChanged(rel, VANISHED);
+        return undefined;
+      }
       if (code === 'ELOOP' || code === 'ENOTDIR') {
         // O_DIRECTORY | O_NOFOLLOW on a symlink gives ENOTDIR here, as on a file.
-        onReplaced(rel, 'was replaced by something other than a directory (a symlink, a file) while the backup read the tree; its contents are not in this backup');
+        onChanged(rel, 'was replaced by something other than a directory (a symlink, a file) while the backup read the tree; its contents are not in this backup');
         return undefined;
       }
       throw err;
@@ -104,7 +111,10 @@ export async function* walk(root: string, local: boolean, turns: Turns, onReplac
             throw err;
           });
         }
-        if (!stat) continue; // removed while we walked
+        if (!stat) {
+          onChanged(childRel, VANISHED);
+          continue;
+        }
         const childLocal = local && stat.dev === rootStat.dev;
         yield { path: childRel, abs: childFs, stat, local: childLocal, parent: dir };
         if (stat.isDirectory()) {

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
-import { Repository, verifyBackup } from '../../../src/core/backup/index.js';
+import { acquireLock, Repository, verifyBackup } from '../../../src/core/backup/index.js';
+import { ErrorCodes } from '../../../src/core/errors.js';
 import { RepositorySnapshots } from '../../../src/core/backup/repository-snapshots.js';
 import { memoryLogger } from '../../helpers/memory-logger.js';
 
@@ -64,5 +65,36 @@ describe('a snapshot killed before its name is written', () => {
     for (const id of after) await verifyBackup(repo, 'vol', id);
     // And the name the dead child never wrote is free to take.
     await host(0).createSnapshot('vol', 'doomed');
+  });
+});
+
+describe('snapshot deletes while another node collects garbage', () => {
+  let base = '';
+  afterAll(async () => { await rm(base, { recursive: true, force: true }); });
+
+  it('refuse before changing anything: every snapshot is still there, then goes once the lock is free', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-snapshot-locked-'));
+    const repoDir = join(base, 'repository');
+    const data = join(base, 'data');
+    await mkdir(data);
+    await writeFile(join(data, 'a.txt'), 'kept\n');
+    const snapshots = new RepositorySnapshots({
+      backend: 'vfs', repositoryDir: async () => repoDir, hasRepository: async () => true, dataPath: async () => data, log: memoryLogger(),
+    });
+    await snapshots.createSnapshot('vol', 'one');
+    await snapshots.createSnapshot('vol', 'two');
+    const names = async () => (await snapshots.listSnapshots('vol')).map((s) => s.name);
+    const gcElsewhere = await acquireLock(new VfsBlobStore(repoDir), { kind: 'exclusive', purpose: 'garbage collection', owner: 'node-b', autoRefresh: false });
+    await expect(snapshots.deleteSnapshot('vol', 'one')).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    // What a volume's remove runs first: refused, the remove fails with its snapshots intact.
+    await expect(snapshots.deleteAll('vol')).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    expect(await names()).toEqual(['one', 'two']);
+    expect(await (await Repository.open(new VfsBlobStore(repoDir))).listBackups('vol')).toHaveLength(2);
+    await gcElsewhere.release();
+    await snapshots.deleteSnapshot('vol', 'one');
+    expect(await names()).toEqual(['two']);
+    expect(await snapshots.deleteAll('vol')).toBe(1);
+    expect(await names()).toEqual([]);
+    expect(await (await Repository.open(new VfsBlobStore(repoDir))).listBackups('vol')).toEqual([]);
   });
 });

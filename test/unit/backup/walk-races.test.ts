@@ -160,16 +160,25 @@ describe('a tree that changes under the backup', () => {
       expect(warnings).toEqual(['zfile: was replaced by a symlink while the backup read the tree; not in this backup']);
     });
 
-    it(`${mode}: a file or directory removed after the walk saw it is left out, and the backup completes`, async () => {
+    it(`${mode}: a file or directory removed or renamed after the walk saw it is left out with a warning, and the backup completes`, async () => {
       const src = tree();
       afterLstatOf('/zfile', () => fs.unlinkSync(join(src, 'zfile')));
       const gone = await backUpAndRestore(src, localFastPath);
       expect(gone.paths).not.toContain('zfile');
-      expect(gone.warnings).toEqual([]);
+      expect(gone.warnings).toEqual(['zfile: was removed or renamed while the backup read the tree; not in this backup']);
       const again = tree();
-      afterLstatOf('/victim', () => fs.rmSync(join(again, 'victim'), { recursive: true }));
+      afterLstatOf('/victim', () => fs.renameSync(join(again, 'victim'), join(again, '..', `renamed${round}`)));
       const emptied = await backUpAndRestore(again, localFastPath);
       expect(emptied.paths).toEqual(['.', 'victim', 'zfile', 'zz-after']);
+      expect(emptied.warnings).toEqual(['victim: was removed or renamed while the backup read the tree; not in this backup']);
+    });
+
+    it(`${mode}: a name listed and gone before the walk stats it is a warning too (a file renamed back and forth)`, async () => {
+      const src = tree();
+      afterLstatOf('/victim', () => fs.renameSync(join(src, 'zfile'), join(src, 'zfile.1')));
+      const { warnings, paths } = await backUpAndRestore(src, localFastPath);
+      expect(paths).not.toContain('zfile');
+      expect(warnings).toEqual(['zfile: was removed or renamed while the backup read the tree; not in this backup']);
     });
 
     it(`${mode}: when a hardlinked file's first name is left out, its other names are too, and the backup restores`, async () => {
