@@ -281,6 +281,31 @@ export class VfsBlobStore implements BlobStore {
     return path;
   }
 
+  /**
+   * Unlinks the temporary files (`.tmp/<random>-<pid>`) of puts older than `olderThanMs`: a
+   * process killed between writing one and linking it leaves it for good otherwise. Only plain
+   * files are touched, never followed.
+   */
+  async sweepTemporary(olderThanMs: number): Promise<number> {
+    const dir = join(this.root, TEMP_DIR);
+    const dirStat = await lstat(dir).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!dirStat) return 0;
+    if (!dirStat.isDirectory()) throw this.refused(TEMP_DIR, 'is not a directory');
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    for (const name of await readdir(dir)) {
+      const path = join(dir, name);
+      const stat = await lstat(path).catch(() => undefined);
+      if (!stat?.isFile() || stat.mtimeMs > cutoff) continue;
+      await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+      removed += 1;
+    }
+    return removed;
+  }
+
   private refused(key: string, why: string): StowageError {
     return new StowageError(ErrorCodes.BACKUP_CORRUPT, `${key} in backup repository ${this.location} ${why}; stowage does not follow or touch it`);
   }

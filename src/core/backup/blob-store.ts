@@ -35,6 +35,11 @@ export interface BlobStore {
   list(prefix: string, options?: ListOptions): Promise<ListPage>;
   /** Deletes up to MAX_DELETE_BATCH keys; keys already gone are not an error. */
   delete(keys: readonly string[]): Promise<void>;
+  /**
+   * Removes what writes killed half-way left behind, older than `olderThanMs` (a store whose
+   * writes leave nothing, like S3's, has none). gc calls it under the exclusive lock.
+   */
+  sweepTemporary?(olderThanMs: number): Promise<number>;
 }
 
 export interface ListOptions {

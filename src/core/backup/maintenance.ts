@@ -143,6 +143,8 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     lock.assertHeld();
     await deleteInBatches(repo, deadIndexes, lock);
     await deleteInBatches(repo, deadPacks, lock);
+    // An hour: far longer than any put takes, including a lock's put outside any lock.
+    await repo.store.sweepTemporary?.(60 * 60_000);
     await repo.reloadIndex();
     return { backups: records.length, deletedPacks: deadPacks.length, deletedIndexes: deadIndexes.length, deletedBytes, keptPacks };
   });

@@ -1,8 +1,9 @@
-import { mkdir, mkdtemp, readdir, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { gc, Repository } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { describeBlobStoreConformance } from '../../../src/testing/blob-store-suite.js';
 
@@ -74,5 +75,27 @@ describe('vfs blob store range reads', () => {
     // Unused for a second or two, all are closed.
     await new Promise((resolve) => setTimeout(resolve, 2_300));
     expect(await openUnder(dir)).toEqual([]);
+  });
+});
+
+describe('vfs blob store temporary files', () => {
+  let dir = '';
+  afterEach(async () => { await rm(dir, { recursive: true, force: true }); });
+
+  it("gc sweeps a killed put's temporary file once it is an hour old, and nothing else", async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-blobs-'));
+    const store = new VfsBlobStore(dir, { durable: false });
+    const repo = await Repository.init(store);
+    const temp = join(dir, '.tmp');
+    await writeFile(join(temp, 'abandoned-1234'), 'half a pack');
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    await utimes(join(temp, 'abandoned-1234'), twoHoursAgo, twoHoursAgo);
+    await writeFile(join(temp, 'in-flight-5678'), 'a put running now');
+    await writeFile(join(dir, 'outside'), 'not the store\'s');
+    await symlink(join(dir, 'outside'), join(temp, 'planted'));
+    await lutimes(join(temp, 'planted'), twoHoursAgo, twoHoursAgo);
+    await gc(repo);
+    expect((await readdir(temp)).sort()).toEqual(['in-flight-5678', 'planted']);
+    expect(await readFile(join(dir, 'outside'), 'utf8')).toBe('not the store\'s');
   });
 });
