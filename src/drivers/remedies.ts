@@ -46,7 +46,7 @@ export function wordRemedy(remedy: Remedy, audience: Audience): string {
     case 'cancel-jobs':
       return audience === 'api'
         ? 'abort the signal given to the call that started one to cancel it'
-        : `${cli('job list')} shows them and ${cli('job cancel ID')} cancels one`;
+        : `${cli('job list')} shows the backups among them and ${cli('job cancel ID')} cancels one (a snapshot being taken ends on its own)`;
     case 'file-backup':
       return audience === 'api'
         ? `make one with createBackup('${remedy.volume}', { dest, kind: 'file' })`

@@ -39,7 +39,7 @@ const WORDS: ReadonlyArray<[Remedy, Record<Audience, RegExp>]> = [
     api: /devicemapper backend can \(backend: 'devicemapper'\)/,
   }],
   [{ action: 'cancel-jobs', volume: 'v' }, {
-    cli: /"stowage job list" shows them and "stowage job cancel ID"/, docker: /"stowage job cancel ID"/, api: /abort the signal/,
+    cli: /"stowage job list" shows the backups among them and "stowage job cancel ID" cancels one \(a snapshot being taken ends on its own\)/, docker: /"stowage job cancel ID"/, api: /abort the signal/,
   }],
   [{ action: 'file-backup', volume: 'v' }, {
     cli: /"stowage backup create v --kind file --dest URL"/, docker: /"stowage backup create v --kind file/,
