@@ -59,6 +59,8 @@ export interface BlobLocation extends PackBlob {
  */
 export class Repository {
   private readonly blobs = new Map<string, BlobLocation>();
+  /** Blobs only indexes of missing packs name, with that pack: for errors, never for reads. */
+  private readonly lost = new Map<string, string>();
   /** Whole packs kept for restore and verify. */
   private readonly packs: PackCache;
   /** Buffers leased blobs are read alone into (ranged reads up to CHUNK_BUFFER_SIZE). */
@@ -127,11 +129,13 @@ export class Repository {
    */
   async reloadIndex(): Promise<void> {
     this.blobs.clear();
+    this.lost.clear();
     const packs = new Set<string>();
     for await (const { key } of listAll(this.store, 'packs/')) packs.add(key.slice(key.lastIndexOf('/') + 1));
     for await (const { key } of listAll(this.store, 'index/')) {
       const index = await this.readIndex(key);
       if (packs.has(index.pack)) this.addIndex(index);
+      else for (const blob of index.blobs) if (!this.lost.has(blob.id)) this.lost.set(blob.id, index.pack);
     }
   }
 
@@ -198,7 +202,11 @@ export class Repository {
    */
   private async fetchBlob(id: string, options: { wholePacks?: boolean }, pooled: boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
     const loc = this.blobs.get(id);
-    if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is in no pack of ${this.store.location}`);
+    if (!loc) {
+      const lostIn = this.lost.get(id);
+      if (lostIn !== undefined) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${packKey(lostIn)} is not in ${this.store.location}`);
+      throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is in no pack of ${this.store.location}`);
+    }
     const key = packKey(loc.pack);
     const pack = options.wholePacks && (loc.length < RANGE_READ_FROM || this.packs.keeps(loc.pack)) ? this.packs.lease(loc.pack) : undefined;
     let spare = pack || !pooled || loc.length > CHUNK_BUFFER_SIZE ? undefined : this.chunkBuffers.take();

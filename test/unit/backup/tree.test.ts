@@ -377,6 +377,17 @@ describe('gc on a repository another machine damaged', () => {
     await mkdir(out);
     await restoreTree(await Repository.open(store), 'zeros', withZeros.id, out);
     expect((await readFile(join(out, 'zeros'))).equals(Buffer.alloc(4 * CHUNKER.maxSize))).toBe(true);
+
+    // A pack deleted behind the repository's back: verify and restore name it.
+    await rm(join(root, 'index', ghost));
+    const packPath = join(root, packKey(pack));
+    await cp(packPath, join(base, 'pack-copy'));
+    await rm(packPath);
+    await expect(verifyBackup(await Repository.open(store), 'keep', keep.id)).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_OBJECT_MISSING, message: expect.stringContaining(`its pack ${packKey(pack)} is not in ${root}`),
+    });
+    await cp(join(base, 'pack-copy'), packPath);
+    await verifyBackup(await Repository.open(store), 'keep', keep.id);
   });
 });
 
