@@ -1,8 +1,9 @@
 import { inject, injectable, optional } from 'inversify';
-import type { Backend, SnapshotRecord } from './backend.js';
+import type { Backend, SnapshotRecord, VolumeRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
 import { createRequest } from './create-request.js';
 import type { Cluster } from './cluster/cluster.js';
+import type { Lease } from './cluster/lease.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
 import type { ContainerReferences } from './container-references.js';
 import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
@@ -60,12 +61,13 @@ export class VolumeManager {
       nodeId: this.config.nodeId, log: this.log,
     });
     this.restores = new VolumeRestores({
-      create: (name, options) => this.create(name, options),
+      create: (name, options, onCreated) => this.createVolume(name, options, onCreated),
       mount: (name, id) => this.mount(name, id),
       unmount: (name, id) => this.unmount(name, id),
       remove: (name, request) => this.remove(name, request),
       blocks: () => this.backend.blocks,
       backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
+      cluster: this.cluster, nodeId: this.config.nodeId,
       dropMounts: (name, ids, why) => this.dropMounts(name, ids, why),
     });
     this.descriptions = new VolumeDescriptions({
@@ -132,17 +134,24 @@ export class VolumeManager {
       parseVolumeOptions(restore.options, this.backend.capabilities.createOptions ?? []);
       return this.restores.restore(name, restore.url, restore.options, progress);
     }
+    return this.createVolume(name, rawOptions);
+  }
+
+  /**
+   * Creates a volume from its options. `onCreated` runs under the name's locks right after a new
+   * volume is made, with its incarnation: a restore marks its volume there, so no mount on any
+   * node ever finds it unmarked. When `onCreated` fails, the new volume is removed again.
+   */
+  private async createVolume(name: string, rawOptions: unknown, onCreated?: (incarnation: string) => Promise<void>): Promise<CreateResult> {
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const existing = await this.backend.get(name);
       if (existing) return { volume: await this.descriptions.describe(sameOrConflict(existing, options)), created: false };
+      let record: VolumeRecord;
       try {
         const origin = { createdAt: isoTime(this.clock.now()), createdBy: this.config.nodeId };
-        const record = await this.backend.create(createRequest(name, options, origin, lease));
-        this.descriptions.remember(name, record);
-        this.log.info(`created volume ${name}`);
-        return { volume: await this.descriptions.describe(record), created: true };
+        record = await this.backend.create(createRequest(name, options, origin, lease));
       } catch (err) {
         // Another node may have created the same name between our check and our create.
         if (isStowageError(err, ErrorCodes.VOLUME_EXISTS)) {
@@ -151,7 +160,24 @@ export class VolumeManager {
         }
         throw toStowageError(err, `creating volume ${name} failed`, name);
       }
+      this.descriptions.remember(name, record);
+      if (onCreated) await onCreated(incarnationOf(record)).catch((err: unknown) => this.undoCreate(name, lease, err));
+      this.log.info(`created volume ${name}`);
+      return { volume: await this.descriptions.describe(record), created: true };
     }));
+  }
+
+  /** A new volume whose `onCreated` failed goes again (it holds nothing yet); then the create fails, saying how. */
+  private async undoCreate(name: string, lease: Lease, err: unknown): Promise<never> {
+    const undo = await this.backend.remove(name, { retain: false, lease }).then(() => undefined, (e: unknown) => e);
+    if (undo === undefined) {
+      this.descriptions.forget(name);
+      await this.restores.removed(name);
+    }
+    throw new StowageError(isStowageError(err) ? err.code : ErrorCodes.INTERNAL,
+      `creating volume ${name} failed: ${messageOf(err)}; ` +
+      (undo === undefined ? 'the new volume was removed again' : `removing the new volume failed too (${messageOf(undo)})`),
+      { volume: name, cause: err, remedies: undo === undefined ? [] : [{ action: 'remove-volume', volume: name }] });
   }
 
   /** See VolumeDescriptions.get. */
@@ -196,10 +222,7 @@ export class VolumeManager {
       this.descriptions.forget(name);
       this.mountpoints.delete(name);
       this.mounts.forget(name);
-      // A marker of a failed restore of this name names a volume that is gone now: left, it would
-      // refuse nothing (a volume made later is another incarnation), and the next start drops it.
-      await this.journal?.removed(name).catch((err: unknown) =>
-        this.log.error(`volume ${name} was removed, but clearing its restore marker failed (the next start drops it): ${describeCause(err)}`));
+      await this.restores.removed(name);
       // The volume is gone: that is the answer. Records that could not be saved are only
       // pending state, saved with the next change or dropped at the next start.
       await this.mounts.persist().catch((err: unknown) =>
@@ -226,6 +249,9 @@ export class VolumeManager {
       const record = await this.backend.get(name);
       if (!record) throw volumeNotFound(name);
       this.restores.assertMountable(record, id);
+      // A restore elsewhere: only a first mount here can be the first to meet it (the restore's
+      // volume is new, so a volume mounted here already was mountable then, and still is).
+      if (this.cluster.enabled && this.mounts.count(name) === 0) await this.restores.assertNotRestoringElsewhere(record, id);
       const incarnation = incarnationOf(record);
       const previous = this.mounts.incarnation(name);
       if (previous !== undefined && previous !== incarnation && this.mounts.count(name) > 0) {

@@ -1,5 +1,6 @@
 import type { Backend, VolumeRecord } from './backend.js';
-import { ErrorCodes, StowageError } from './errors.js';
+import type { Cluster } from './cluster/cluster.js';
+import { ErrorCodes, StowageError, describeCause } from './errors.js';
 import type { KeyedMutex } from './keyed-mutex.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountTable } from './mount-table.js';
@@ -15,6 +16,10 @@ export interface RestoreOps extends Omit<RestoreHost, 'journal' | 'log'> {
   mounts: MountTable;
   log: Logger;
   journal?: RestoreJournal;
+  /** Where restores are claimed for every node sharing the storage (no-ops on a local backend). */
+  cluster: Pick<Cluster, 'enabled' | 'claimRestore' | 'releaseRestore' | 'restoreClaim'>;
+  /** This node's id, as claims name it. */
+  nodeId: string;
   /** Drops mount records (whole ids) of a volume; the caller holds its lock. */
   dropMounts(name: string, ids: string[], why: string): Promise<void>;
 }
@@ -26,17 +31,25 @@ export class VolumeRestores {
   private readonly running = new Map<string, number>();
 
   constructor(private readonly ops: RestoreOps) {
-    const { journal } = ops;
+    const { journal, cluster } = ops;
     this.host = {
-      create: (name, options) => ops.create(name, options),
+      create: (name, options, onCreated) => ops.create(name, options, onCreated),
       mount: (name, id) => ops.mount(name, id),
       unmount: (name, id) => ops.unmount(name, id),
       remove: (name, request) => ops.remove(name, request),
       log: () => ops.log,
       blocks: () => ops.blocks?.(),
+      // The node's own marker first: a daemon killed between the two removes the volume at its
+      // next start, claim or not; a claim never outlives the marker while the volume is there.
       journal: {
-        begin: async (name, url, incarnation) => journal?.begin(name, url, incarnation),
-        end: async (name) => journal?.end(name),
+        begin: async (name, url, incarnation) => {
+          await journal?.begin(name, url, incarnation);
+          await cluster.claimRestore(name, incarnation);
+        },
+        end: async (name) => {
+          await cluster.releaseRestore(name);
+          await journal?.end(name);
+        },
       },
     };
   }
@@ -81,6 +94,46 @@ export class VolumeRestores {
         `and so did removing the volume afterwards; it cannot be mounted`,
         { volume: record.name, remedies: [{ action: 'remove-volume', volume: record.name }] });
     }
+  }
+
+  /**
+   * Refuses a mount here of a volume another node restores into, or whose restore there failed
+   * and left it half-restored (its claim stays until the volume is removed). The caller holds the
+   * name's cluster lock, under which claims are made and dropped, so the answer holds until the
+   * mount is recorded. This node's own claim, with no restore running here and no marker left,
+   * is a restore that finished but could not drop its claim: it is dropped now.
+   */
+  async assertNotRestoringElsewhere(record: VolumeRecord, mountId: string): Promise<void> {
+    if (mountId.startsWith(RESTORE_MOUNT_PREFIX)) return;
+    const { cluster, nodeId, log } = this.ops;
+    const claim = await cluster.restoreClaim(record.name);
+    if (!claim) return;
+    const own = claim.node === nodeId && !this.isRestoring(record.name);
+    if (claim.incarnation !== incarnationOf(record) || own) {
+      log.info(`dropping the restore claim of ${record.name} by node ${claim.node} (started ${claim.startedAt}): ` +
+        (own ? 'that restore is over' : 'it names an earlier volume of that name'));
+      await cluster.releaseRestore(record.name);
+      return;
+    }
+    throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+      `volume ${record.name} is being restored from a backup on node ${claim.node} (since ${claim.startedAt}), or its restore ` +
+      `there failed: it holds partial data and cannot be mounted. Mount it once the restore has finished; a restore that ` +
+      `failed leaves a volume to remove (node ${claim.node} removes it at its next start if it stopped during the restore)`,
+      { volume: record.name, node: claim.node });
+  }
+
+  /**
+   * The volume of that name was removed: a marker or claim of a restore of it names a volume that
+   * is gone. Left, either would refuse nothing (a volume made later is another incarnation): the
+   * next start drops a marker, the next mount of the name a claim; so a failure is only logged.
+   */
+  async removed(name: string): Promise<void> {
+    const { journal, cluster, log } = this.ops;
+    await journal?.removed(name).catch((err: unknown) =>
+      log.error(`volume ${name} was removed, but clearing its restore marker failed (the next start drops it): ${describeCause(err)}`));
+    if (!cluster.enabled) return;
+    await cluster.releaseRestore(name).catch((err: unknown) =>
+      log.error(`volume ${name} was removed, but clearing its restore claim failed (the next mount of the name drops it): ${describeCause(err)}`));
   }
 
   /** At start: every restore a previous run left unfinished leaves no volume (see RestoreJournal.recover). */

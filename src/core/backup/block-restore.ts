@@ -1,6 +1,5 @@
 import { ErrorCodes, StowageError } from '../errors.js';
 import { parseSize } from '../options.js';
-import { incarnationOf } from '../mount-table.js';
 import type { CreateResult } from '../volume-types.js';
 import { restoreBlocks } from './block-backup.js';
 import { notAFileBackup } from './block-format.js';
@@ -27,15 +26,16 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
         `${device.sizeBytes} bytes; leave size out`, { volume: name });
     }
   }
-  const created = await host.create(name, { ...options, size: String(device.sizeBytes) });
+  let journaled = false;
+  const created = await host.create(name, { ...options, size: String(device.sizeBytes) }, async (incarnation) => {
+    await host.journal?.begin(name, url, incarnation);
+    journaled = true;
+  });
   if (!created.created) {
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,
       `volume ${name} already exists; a restore makes a new volume: choose another name, or remove ${name} first`, { volume: name });
   }
-  let journaled = false;
   try {
-    await host.journal?.begin(name, url, incarnationOf(created.volume));
-    journaled = true;
     progress.signal?.throwIfAborted();
     const totals = { totalFiles: 1, totalBytes: record.stats.bytes };
     progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });

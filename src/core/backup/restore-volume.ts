@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { openTarget } from '../../backup-targets/open-target.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { incarnationOf } from '../mount-table.js';
 import { randomHex } from '../random-hex.js';
 import type { CreateResult } from '../volume-types.js';
 import { parseOneBackupUrl } from './backup-url.js';
@@ -16,7 +15,11 @@ import { RESTORE_OPTION, type ProgressOptions } from './service-contract.js';
 
 /** What a restore needs of the volume manager: the ordinary operations, so every check applies. */
 export interface RestoreHost {
-  create(name: string, options: Record<string, unknown>): Promise<CreateResult>;
+  /**
+   * Creates the volume; `onCreated` runs under the name's locks right after a new volume is made
+   * (the restore marks it there); when it fails, the new volume is removed again.
+   */
+  create(name: string, options: Record<string, unknown>, onCreated?: (incarnation: string) => Promise<void>): Promise<CreateResult>;
   mount(name: string, mountId: string): Promise<string>;
   unmount(name: string, mountId: string): Promise<void>;
   remove(name: string, request: { retain?: boolean }): Promise<unknown>;
@@ -25,7 +28,8 @@ export interface RestoreHost {
   blocks?: () => BlockSupport | undefined;
   /**
    * Marks the restore in progress (naming the new volume's incarnation), so that a daemon killed
-   * during it removes that volume, and no other of its name, at its next start.
+   * during it removes that volume, and no other of its name, at its next start, and so that no
+   * node mounts it meanwhile; `end` clears both once the restore finished.
    */
   journal?: Pick<RestoreJournal, 'begin' | 'end'>;
 }
@@ -56,17 +60,18 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
   const repo = await Repository.open(openTarget(source.target));
   const record = await repo.readBackupRecord(source.volume, source.backup);
   if (isBlockBackup(record)) return restoreBlockVolume(host, name, url, repo, record, options, progress);
-  const created = await host.create(name, options);
+  let journaled = false;
+  const created = await host.create(name, options, async (incarnation) => {
+    await host.journal?.begin(name, url, incarnation);
+    journaled = true;
+  });
   if (!created.created) {
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,
       `volume ${name} already exists; a restore makes a new volume: choose another name, or remove ${name} first`, { volume: name });
   }
   const mountId = `${RESTORE_MOUNT_PREFIX}${randomHex(8)}`;
   let mounted = false;
-  let journaled = false;
   try {
-    await host.journal?.begin(name, url, incarnationOf(created.volume));
-    journaled = true;
     progress.signal?.throwIfAborted();
     const path = await host.mount(name, mountId);
     mounted = true;

@@ -1,0 +1,73 @@
+import { join } from 'node:path';
+import { z } from 'zod';
+import { readFileNoFollow, writeFileAtomic } from '../atomic-file.js';
+import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
+import type { FsPort } from '../fs-port.js';
+import { isValidNodeId, isValidVolumeName } from '../names.js';
+import { parseRecordText } from '../schema/parse-record.js';
+
+/** The directory of restore claims inside the shared cluster directory (see RestoreClaims). */
+export const RESTORE_CLAIMS_DIR = 'restoring';
+
+const RestoreClaimSchema = z.object({
+  format: z.literal(1),
+  volume: z.string().refine(isValidVolumeName, 'not a valid volume name'),
+  /** The node whose restore writes the volume. */
+  node: z.string().refine(isValidNodeId, 'not a valid node id'),
+  /** Which volume of that name the restore made (incarnationOf its record). */
+  incarnation: z.string().max(256),
+  startedAt: z.string().max(64),
+});
+export type RestoreClaim = z.infer<typeof RestoreClaimSchema>;
+
+/**
+ * Restores running or failed anywhere in the cluster, one file per volume under
+ * `<cluster dir>/restoring/<volume>.json`. A restore's volume is visible on every node from its
+ * create on, but holds partial data until the restore ends: the claim, written under the name's
+ * cluster lock in the same step as the create, is what tells another node's Mount to refuse it.
+ * It goes when the restore succeeds or when its volume is removed. It names no backup URL (a URL
+ * may carry credentials, and the directory is readable from every node).
+ *
+ * Claims are written durably: after a power loss of the restoring node, the half-restored volume
+ * must still be refused elsewhere until that node's next start removes it.
+ */
+export class RestoreClaims {
+  private readonly dir: string;
+
+  constructor(private readonly fs: FsPort, clusterDir: string, private readonly nodeId: string) {
+    this.dir = join(clusterDir, RESTORE_CLAIMS_DIR);
+  }
+
+  private file(volume: string): string {
+    // Volume names are single safe path components (validated before any operation).
+    return join(this.dir, `${volume}.json`);
+  }
+
+  async claim(volume: string, incarnation: string): Promise<void> {
+    await this.fs.mkdir(this.dir, { recursive: true });
+    const claim: RestoreClaim = { format: 1, volume, node: this.nodeId, incarnation, startedAt: new Date().toISOString() };
+    await writeFileAtomic(this.fs, this.file(volume), JSON.stringify(claim));
+  }
+
+  async release(volume: string): Promise<void> {
+    await this.fs.unlink(this.file(volume)).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+  }
+
+  /**
+   * The claim on `volume`, or undefined when none is there. Another machine wrote it: a file that
+   * is not a valid claim of this very volume (a symlink, a FIFO, garbage) is an E_STATE_CORRUPT
+   * error naming it, and the caller refuses the mount rather than guess.
+   */
+  async read(volume: string): Promise<RestoreClaim | undefined> {
+    const path = this.file(volume);
+    const text = await readFileNoFollow(this.fs, path, volume);
+    if (text === undefined) return undefined;
+    const claim = parseRecordText(RestoreClaimSchema, text, `restore claim ${path}`, volume);
+    if (claim.volume !== volume) {
+      throw new StowageError(ErrorCodes.STATE_CORRUPT, `restore claim ${path} names volume ${claim.volume}, not ${volume}`, { volume });
+    }
+    return claim;
+  }
+}
