@@ -3,10 +3,11 @@ import { link, lstat, mkdir, open, readdir, unlink, type FileHandle } from 'node
 import { join } from 'node:path';
 import {
   assertValidKey, assertValidPrefix, blobMissing, isValidKey, MAX_DELETE_BATCH, MAX_LIST_PAGE,
-  type BlobStore, type ListedObject, type ListOptions, type ListPage,
+  type BlobStore, type ListedObject, type PutOptions, type ListOptions, type ListPage,
 } from '../../core/backup/blob-store.js';
 import { ErrorCodes, StowageError, asStorageFull, errnoCode } from '../../core/errors.js';
 import { randomHex } from '../../core/random-hex.js';
+import { SpaceReserve, isFull } from './space-reserve.js';
 
 /** O_NONBLOCK: a FIFO planted under an object's name must not hang open(). */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -45,22 +46,34 @@ export class VfsBlobStore implements BlobStore {
   readonly location: string;
   private readonly durable: boolean;
 
+  private readonly reserve: SpaceReserve;
   private readonly rangeObjects = new Map<string, RangeObject>();
   private idleSweep: NodeJS.Timeout | undefined;
 
   constructor(private readonly root: string, options: VfsBlobStoreOptions = {}) {
     this.location = root;
     this.durable = options.durable ?? true;
+    this.reserve = new SpaceReserve(root, this.durable);
   }
 
-  async put(key: string, data: Uint8Array): Promise<boolean> {
+  async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
     assertValidKey(key);
+    await this.reserve.keep();
     try {
       return await this.putOnce(key, data);
     } catch (err) {
-      throw asStorageFull(err, `the backup repository at ${this.root}`,
-        'free space there (deleting old backups frees the chunks only they use) and run the backup again: what it stored so far is reused');
+      // The lock of a delete, gc, verify or restore takes the reserve's room on a full disk (see
+      // SpaceReserve): deleting is how space is freed, and reading must not need free space.
+      if (isFull(err) && options.reserved === true && await this.reserve.spend()) {
+        return this.putOnce(key, data).catch((again: unknown) => { throw this.full(again); });
+      }
+      throw this.full(err);
     }
+  }
+
+  private full(err: unknown): unknown {
+    return asStorageFull(err, `the backup repository at ${this.root}`,
+      'free space there (stowage backup delete frees the chunks only the deleted backups use) and run the backup again: what it stored so far is reused');
   }
 
   private async putOnce(key: string, data: Uint8Array): Promise<boolean> {
@@ -184,6 +197,7 @@ export class VfsBlobStore implements BlobStore {
       if (!stat) continue;
       if (stat.isDirectory()) throw this.refused(key, 'is a directory');
       await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+      this.reserve.spaceFreed();
     }
   }
 

@@ -6,6 +6,15 @@ import { ErrorCodes, StowageError } from '../errors.js';
  * read whole or by range, listed by prefix a page at a time, deleted in batches. There is no
  * rename, no append and no directory: a key is an opaque name whose `/` only groups.
  */
+export interface PutOptions {
+  /**
+   * The object is the lock of an operation that writes nothing else (a delete, gc, a verify or
+   * restore): a store that holds space back for a full disk may spend it on this object, so that
+   * deleting backups, the way to free space, still works there (see the vfs store's SpaceReserve).
+   */
+  reserved?: boolean;
+}
+
 export interface BlobStore {
   /** Where the store lives, for messages (a URL or a path). */
   readonly location: string;
@@ -13,7 +22,7 @@ export interface BlobStore {
    * Stores `data` under `key` if nothing is there yet, atomically: readers see the whole object
    * or none. Never overwrites: returns false (and changes nothing) when the key already exists.
    */
-  put(key: string, data: Uint8Array): Promise<boolean>;
+  put(key: string, data: Uint8Array, options?: PutOptions): Promise<boolean>;
   /**
    * The whole object; E_BACKUP_OBJECT_MISSING (see blobMissing) when the key does not exist.
    * A store may read it into `into` when it fits (the result is then a view of `into`): a

@@ -30,7 +30,7 @@ export async function copyBackup(source: Repository, volume: string, backupId: s
   assertVolumeName(target);
   const now = options.now ?? Date.now;
   const lockOptions = { kind: 'shared' as const, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now };
-  return withLock(source.store, { ...lockOptions, purpose: `copy of ${volume}/${backupId}` }, () =>
+  return withLock(source.store, { ...lockOptions, purpose: `copy of ${volume}/${backupId}`, writesOnlyLocks: true }, () =>
     // The purpose names the volume as a backup's does: listings show the copy in progress.
     withLock(dest.store, { ...lockOptions, purpose: `backup of ${target}` }, async (destLock) => {
       const startedAt = new Date(now()).toISOString();

@@ -50,6 +50,11 @@ export interface LockOptions {
   owner?: string;
   ttlMs?: number;
   now?: () => number;
+  /**
+   * The operation writes nothing but its lock (a delete, gc, verify, restore): its lock objects
+   * may take space a store holds back for a full disk (see PutOptions.reserved).
+   */
+  writesOnlyLocks?: boolean;
   /** Refresh in the background every ttl/3 (default true; tests drive refresh by hand). */
   autoRefresh?: boolean;
 }
@@ -79,6 +84,7 @@ export class RepoLock {
     private readonly object: LockObject,
     private readonly ttlMs: number,
     private readonly now: () => number,
+    private readonly writesOnlyLocks = false,
   ) {
     this.expiresAt = object.expiresAt;
   }
@@ -98,7 +104,7 @@ export class RepoLock {
       try {
         this.assertHeld();
         const next: LockObject = { ...this.object, seq: this.seq + 1, expiresAt: this.now() + this.ttlMs };
-        await this.store.put(lockKey(next.lockId, next.seq), Buffer.from(JSON.stringify(next)));
+        await this.store.put(lockKey(next.lockId, next.seq), Buffer.from(JSON.stringify(next)), { reserved: this.writesOnlyLocks });
         const old = this.seq;
         this.seq = next.seq;
         this.expiresAt = next.expiresAt;
@@ -179,7 +185,8 @@ export async function acquireLock(store: BlobStore, options: LockOptions): Promi
     createdAt: start,
     expiresAt: start + ttlMs,
   };
-  await store.put(lockKey(object.lockId, 0), Buffer.from(JSON.stringify(object)));
+  const writesOnlyLocks = options.writesOnlyLocks ?? false;
+  await store.put(lockKey(object.lockId, 0), Buffer.from(JSON.stringify(object)), { reserved: writesOnlyLocks });
   let conflict: LockObject | undefined;
   try {
     const others = (await liveLocks(store, now())).filter((l) => l.lockId !== object.lockId);
@@ -192,7 +199,7 @@ export async function acquireLock(store: BlobStore, options: LockOptions): Promi
     await store.delete([lockKey(object.lockId, 0)]);
     throw lockedBy(conflict, options.kind, now());
   }
-  const lock = new RepoLock(store, object, ttlMs, now);
+  const lock = new RepoLock(store, object, ttlMs, now, writesOnlyLocks);
   if (options.autoRefresh ?? true) lock.startAutoRefresh();
   return lock;
 }

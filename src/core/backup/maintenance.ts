@@ -14,7 +14,7 @@ import type { BackupRecord } from './format.js';
  */
 export async function verifyBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<{ files: number; chunks: number; bytes: number }> {
   assertVolumeName(volume);
-  return withLock(repo.store, { kind: 'shared', purpose: `verify of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+  return withLock(repo.store, { kind: 'shared', purpose: `verify of ${volume}/${backupId}`, writesOnlyLocks: true, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     if (isBlockBackup(record)) return verifyChunks(repo, record, options);
@@ -63,7 +63,7 @@ async function verifyChunks(repo: Repository, record: BackupRecord, options: Com
  */
 export async function deleteBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<void> {
   assertVolumeName(volume);
-  await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+  await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, writesOnlyLocks: true, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     await repo.readBackupRecord(volume, backupId);
     lock.assertHeld();
     await repo.store.delete([backupKey(volume, backupId)]);
@@ -91,7 +91,7 @@ export interface GcResult {
  * missing pack. Packs with some live blobs are kept whole (no repacking yet).
  */
 export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcResult> {
-  return withLock(repo.store, { kind: 'exclusive', purpose: 'garbage collection', owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+  return withLock(repo.store, { kind: 'exclusive', purpose: 'garbage collection', writesOnlyLocks: true, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     const broken: string[] = [];
     const records = await repo.listBackups(undefined, { pageSize: options.pageSize, onBroken: (key, err) => broken.push(`${key}: ${(err as Error).message}`) });
     if (broken.length > 0) {

@@ -119,7 +119,7 @@ export class RepositorySnapshots implements SnapshotSupport {
     const repo = await Repository.open(store);
     // The lock the backup's delete needs is taken first: while a gc holds the repository, the
     // delete is refused before it changes anything, instead of taking the name and failing.
-    await withLock(store, { kind: 'shared', purpose: `delete of snapshot ${volume}/${snapshot}` }, async () => {
+    await withLock(store, { kind: 'shared', purpose: `delete of snapshot ${volume}/${snapshot}`, writesOnlyLocks: true }, async () => {
       // The name first: the snapshot is gone once its name is. A backup left behind by a
       // failure right after is an orphan the next sweep frees.
       await store.delete([nameKey(volume, snapshot)]);
@@ -161,7 +161,7 @@ export class RepositorySnapshots implements SnapshotSupport {
     const repo = await Repository.open(store);
     // Under the lock deleting the backups needs, taken first: refused (a gc holds the repository),
     // the volume's remove fails with every snapshot still there.
-    await withLock(store, { kind: 'shared', purpose: `removal of the snapshots of ${volume}` }, async () => {
+    await withLock(store, { kind: 'shared', purpose: `removal of the snapshots of ${volume}`, writesOnlyLocks: true }, async () => {
       await deleteAll(store, names);
       // Every backup of the volume, named or left by an interrupted snapshot.
       for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);

@@ -103,7 +103,7 @@ export async function restoreTree(repo: Repository, volume: string, backupId: st
   const targetStat = await lstat(target);
   if (!targetStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not a directory`);
   if ((await readdir(target)).length > 0) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not empty; a restore only writes into an empty directory`);
-  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, writesOnlyLocks: true, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     try {

@@ -1,0 +1,89 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { errnoCode } from '../../core/errors.js';
+import { randomHex } from '../../core/random-hex.js';
+
+/** A dot-directory no key can name. */
+const RESERVE_DIR = '.reserve';
+const RESERVE_FILE = 'space';
+/** Room for the few lock objects (a few hundred bytes, a block each) that deleting backups writes. */
+export const RESERVE_BYTES = 1024 * 1024;
+
+/** Whether an error is the storage being full. */
+export function isFull(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * Space a vfs repository holds back for the day its disk is full. Freeing space in a repository
+ * means deleting backups, and a delete (like every repository operation) must first write a lock
+ * object: on a full disk that write fails, and the only way out would be deleting files by hand.
+ * So the repository keeps a file of RESERVE_BYTES (`.reserve/space`, random bytes so that a
+ * compressing filesystem cannot shrink it) that is given up when a lock object finds no room, and
+ * made again at the first write after space was freed. Data objects never spend it: a backup that
+ * fills the disk fails as before, and the reserve is still there for the delete that follows.
+ */
+export class SpaceReserve {
+  /**
+   * Whether this process saw or made the reserve (`present`), or found no room to make it
+   * (`no-room`: not tried again before objects are deleted), since it last gave it up or deleted.
+   */
+  private state: 'unknown' | 'present' | 'no-room' = 'unknown';
+
+  constructor(private readonly root: string, private readonly durable: boolean) {}
+
+  /** Makes the reserve if it is not there, when there is room; never fails the caller's write. */
+  async keep(): Promise<void> {
+    if (this.state !== 'unknown') return;
+    const file = join(this.root, RESERVE_DIR, RESERVE_FILE);
+    const known = await lstat(file).catch(() => undefined);
+    if (known?.isFile() && known.size === RESERVE_BYTES) {
+      this.state = 'present';
+      return;
+    }
+    // Something else under the name (a planted symlink, a short file) is left alone: it is not
+    // unlinked unless it is a file (spend), and a reserve is not made beside it.
+    if (known) {
+      this.state = 'no-room';
+      return;
+    }
+    this.state = await this.make(file).then((made) => (made ? 'present' : 'no-room'), () => 'no-room');
+  }
+
+  /** Objects were deleted: there may be room for a reserve again. */
+  spaceFreed(): void {
+    this.state = 'unknown';
+  }
+
+  /** Gives the reserve up, so a lock object fits; false when there was none to give. */
+  async spend(): Promise<boolean> {
+    const file = join(this.root, RESERVE_DIR, RESERVE_FILE);
+    const known = await lstat(file).catch(() => undefined);
+    this.state = 'unknown';
+    if (!known?.isFile()) return false;
+    return unlink(file).then(() => true, (err: unknown) => errnoCode(err) === 'ENOENT' ? false : Promise.reject(err));
+  }
+
+  private async make(file: string): Promise<boolean> {
+    const dir = join(this.root, RESERVE_DIR);
+    await mkdir(dir, { mode: 0o700 }).catch((err: unknown) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+    if (!(await lstat(dir)).isDirectory()) return false;
+    const temp = join(dir, `${randomHex(8)}-${process.pid}`);
+    const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      try {
+        await handle.writeFile(randomBytes(RESERVE_BYTES));
+        if (this.durable) await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await link(temp, file).catch((err: unknown) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+      return true;
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
+  }
+}
