@@ -4,6 +4,7 @@ import { ErrorCodes, StowageError } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { deleteAll, listAll, type BlobStore } from './blob-store.js';
 import { FORMAT_VERSION } from './format.js';
+import { holderIsGone, LockHolderSchema, thisHolder } from './lock-holder.js';
 import { parseObject } from './repository.js';
 
 /**
@@ -32,6 +33,8 @@ export const LockObjectSchema = z.object({
   /** Milliseconds since the epoch, within what a Date can show. */
   createdAt: z.number().int().min(0).max(8.64e15),
   expiresAt: z.number().int().min(0).max(8.64e15),
+  /** Which process holds it (see lock-holder.ts); absent in locks of earlier versions. */
+  holder: LockHolderSchema.optional(),
 });
 export type LockObject = z.infer<typeof LockObjectSchema>;
 
@@ -152,7 +155,9 @@ export async function liveLocks(store: BlobStore, now: number): Promise<LockObje
       if (err instanceof StowageError && err.code === ErrorCodes.BACKUP_OBJECT_MISSING) continue;
       throw err;
     }
-    if (lock.expiresAt < now) {
+    // A holder that has ended on this very machine (a daemon killed and restarted) holds
+    // nothing: its lock is stale now, not only once it expires.
+    if (lock.expiresAt < now || holderIsGone(lock.holder)) {
       stale.push(key);
       continue;
     }
@@ -184,6 +189,7 @@ export async function acquireLock(store: BlobStore, options: LockOptions): Promi
     purpose: options.purpose,
     createdAt: start,
     expiresAt: start + ttlMs,
+    holder: thisHolder(),
   };
   const writesOnlyLocks = options.writesOnlyLocks ?? false;
   await store.put(lockKey(object.lockId, 0), Buffer.from(JSON.stringify(object)), { reserved: writesOnlyLocks });
