@@ -39,6 +39,13 @@ export const LockObjectSchema = z.object({
 export type LockObject = z.infer<typeof LockObjectSchema>;
 
 export const DEFAULT_LOCK_TTL_MS = 5 * 60_000;
+/**
+ * How long a backup, restore, verify or snapshot waits for a garbage collection to end before
+ * it fails with E_BACKUP_LOCKED: a collection deletes what it found unreferenced and ends, in
+ * seconds even on a large repository; a refusal at once made a snapshot taken right after a
+ * delete fail for nothing.
+ */
+export const GC_WAIT_MS = 60_000;
 /** A lock object is a few hundred bytes: a larger one is not read (a repository is hostile input). */
 const MAX_LOCK_OBJECT_BYTES = 4096;
 /**
@@ -58,6 +65,8 @@ export interface LockOptions {
    * may take space a store holds back for a full disk (see PutOptions.reserved).
    */
   writesOnlyLocks?: boolean;
+  /** For a shared lock: how long to keep trying while an exclusive lock refuses it (default 0). */
+  waitForExclusiveMs?: number;
   /** Refresh in the background every ttl/3 (default true; tests drive refresh by hand). */
   autoRefresh?: boolean;
 }
@@ -174,9 +183,22 @@ export async function liveLocks(store: BlobStore, now: number): Promise<LockObje
 
 /**
  * Takes a lock on the repository in `store`, or fails with E_BACKUP_LOCKED naming the holder
- * that conflicts (and leaves no lock object of its own behind).
+ * that conflicts (and leaves no lock object of its own behind). With `waitForExclusiveMs`, a
+ * shared lock refused by an exclusive one (a garbage collection, which takes seconds) is tried
+ * again until that time has passed.
  */
 export async function acquireLock(store: BlobStore, options: LockOptions): Promise<RepoLock> {
+  const deadline = Date.now() + (options.kind === 'shared' ? options.waitForExclusiveMs ?? 0 : 0);
+  for (let pause = 100; ; pause = Math.min(pause * 2, 1_000)) {
+    const taken = await tryAcquire(store, options);
+    if (taken instanceof RepoLock) return taken;
+    if (taken.kind !== 'exclusive' || Date.now() + pause > deadline) throw lockedBy(taken, options.kind, (options.now ?? Date.now)());
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
+}
+
+/** The lock, or the live lock that conflicts with it (then no object of its own is left). */
+async function tryAcquire(store: BlobStore, options: LockOptions): Promise<RepoLock | LockObject> {
   const now = options.now ?? Date.now;
   const ttlMs = options.ttlMs ?? DEFAULT_LOCK_TTL_MS;
   const start = now();
@@ -203,7 +225,7 @@ export async function acquireLock(store: BlobStore, options: LockOptions): Promi
   }
   if (conflict) {
     await store.delete([lockKey(object.lockId, 0)]);
-    throw lockedBy(conflict, options.kind, now());
+    return conflict;
   }
   const lock = new RepoLock(store, object, ttlMs, now, writesOnlyLocks);
   if (options.autoRefresh ?? true) lock.startAutoRefresh();

@@ -88,4 +88,27 @@ describe('repository locks', () => {
     clock += 59_000;
     expect(() => gc.assertHeld()).toThrow(/expired/);
   });
+
+  it('a shared lock told to wait for a garbage collection takes the lock once it ends; an exclusive one never waits', async () => {
+    const gc = await acquireLock(store, opts('exclusive', 'gc-node'));
+    const waiting = acquireLock(store, { ...opts('shared', 'backup-node'), waitForExclusiveMs: 10_000 });
+    let settled = false;
+    void waiting.then(() => { settled = true; }, () => { settled = true; });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(settled).toBe(false);
+    // Told to wait, an exclusive lock does not: only shared ones wait, and only for exclusive ones.
+    await expect(acquireLock(store, { ...opts('exclusive', 'gc-2'), waitForExclusiveMs: 10_000 })).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    await gc.release();
+    const backup = await waiting;
+    expect((await liveLocks(store, clock)).map((l) => l.owner)).toEqual(['backup-node']);
+    await backup.release();
+    const again = await acquireLock(store, opts('exclusive', 'gc-node'));
+    const started = Date.now();
+    await expect(acquireLock(store, { ...opts('shared', 'late'), waitForExclusiveMs: 300 })).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_LOCKED, message: expect.stringContaining('exclusively by gc-node'),
+    });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+    await again.release();
+    expect((await store.list('locks/')).objects).toEqual([]);
+  });
 });

@@ -281,6 +281,26 @@ describe('file-level backup and restore', () => {
     await store.delete(['backups/vol-z/20300101T000000000Z-00000000']);
   });
 
+  it('a backup, a verify and a restore started during a garbage collection wait for it to end', async () => {
+    const before = await backupTree(dirs.src, repo, { volume: 'vol-waits' });
+    const collecting = await acquireLock(store, { kind: 'exclusive', purpose: 'garbage collection', owner: 'gc-node', autoRefresh: false });
+    const out = await freshDir('during-gc');
+    const settled: string[] = [];
+    const work = [
+      backupTree(dirs.src, repo, { volume: 'vol-waits' }).then(() => settled.push('backup')),
+      verifyBackup(repo, 'vol-waits', before.id).then(() => settled.push('verify')),
+      restoreTree(repo, 'vol-waits', before.id, out).then(() => settled.push('restore')),
+    ];
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(settled).toEqual([]);
+    await collecting.release();
+    await Promise.all(work);
+    expect(settled.sort()).toEqual(['backup', 'restore', 'verify']);
+    expect(await repo.listBackups('vol-waits')).toHaveLength(2);
+    // The tests after this one count the repository's backups.
+    for (const record of await repo.listBackups('vol-waits')) await deleteBackup(repo, 'vol-waits', record.id);
+  });
+
   it('delete then gc frees what only the deleted backups used and keeps what survivors need', async () => {
     for (const record of await repo.listBackups('evil')) await deleteBackup(repo, 'evil', record.id);
     await deleteBackup(repo, 'vol-a', first.id);
