@@ -249,11 +249,13 @@ export class VolumeManager {
       const record = await this.backend.get(name);
       if (!record) throw volumeNotFound(name);
       this.restores.assertMountable(record, id);
-      // A restore elsewhere: only a first mount here can be the first to meet it (the restore's
-      // volume is new, so a volume mounted here already was mountable then, and still is).
-      if (this.cluster.enabled && this.mounts.count(name) === 0) await this.restores.assertNotRestoringElsewhere(record, id);
       const incarnation = incarnationOf(record);
       const previous = this.mounts.incarnation(name);
+      // A restore elsewhere: only a first mount here of this volume can be the first to meet it
+      // (a restore makes a new volume: one mounted here already was mountable then, and still is).
+      if (this.cluster.enabled && (this.mounts.count(name) === 0 || previous !== incarnation)) {
+        await this.restores.assertNotRestoringElsewhere(record, id);
+      }
       if (previous !== undefined && previous !== incarnation && this.mounts.count(name) > 0) {
         this.log.warn(`dropping mount records of ${name} that belong to an earlier volume of that name (${previous})`);
         this.mounts.forget(name);

@@ -170,4 +170,22 @@ describe('a restore on one node of a shared vfs store', () => {
     await a.manager.unmount('vol', 'container-2');
     await b.manager.unmount('vol', 'container-1');
   });
+
+  it('a node still holding mounts of an earlier volume of the name is refused too', async () => {
+    const { gate, module } = detachGate('reused');
+    const { a, b, url } = await twoNodes(module);
+    await a.manager.create('reused');
+    await b.manager.mount('reused', 'old-container');
+    // Removed under B's feet (--force), then made again by a restore on A.
+    await a.manager.remove('reused', { force: true });
+    const restoring = a.manager.create('reused', { backup: url });
+    await gate.reached;
+    await expect(b.manager.mount('reused', 'new-container')).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/being restored from a backup on node node-a/),
+    });
+    gate.open();
+    await restoring;
+    const path = await b.manager.mount('reused', 'new-container');
+    expect(await readFile(join(path, 'data.txt'), 'utf8')).toBe('restored bytes');
+  });
 });
