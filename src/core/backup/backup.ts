@@ -6,7 +6,7 @@ import { onLocalFilesystem } from '../local-fs.js';
 import { isBlockBackup } from './block-format.js';
 import { Chunker, chunkStream } from './chunker.js';
 import { newBackupId, type BackupRecord, type Entry } from './format.js';
-import { GC_WAIT_MS, withLock } from './locks.js';
+import { waitingForGc, withLock } from './locks.js';
 import { guidedChunks, previousLayout } from './guided-chunking.js';
 import { ManifestWriter } from './manifest.js';
 import { assertVolumeName } from './objects.js';
@@ -71,7 +71,7 @@ export interface BackupOptions extends CommonOptions {
 export async function backupTree(dir: string, repo: Repository, options: BackupOptions): Promise<BackupRecord> {
   assertVolumeName(options.volume);
   const now = options.now ?? Date.now;
-  return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, waitForExclusiveMs: GC_WAIT_MS, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+  return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     const startedAt = new Date(now()).toISOString();
     let parent: BackupRecord | undefined;
     if (typeof options.parent === 'string') parent = await repo.readBackupRecord(options.volume, options.parent);

@@ -6,7 +6,7 @@ import { randomHex } from '../random-hex.js';
 import { BLOCK_SIZE, BlockManifestWriter, blockCount, blockList, isBlockBackup } from './block-format.js';
 import { overlaps, type ByteRange } from './block-support.js';
 import { newBackupId, type BackupRecord } from './format.js';
-import { GC_WAIT_MS, withLock } from './locks.js';
+import { waitingForGc, withLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
 import type { Repository } from './repository.js';
@@ -63,7 +63,7 @@ export async function backupBlocks(device: string, repo: Repository, options: Bl
     throw new StowageError(ErrorCodes.INTERNAL, `backup ${base.id} is not a block backup of a ${sizeBytes}-byte device: it cannot be a base`);
   }
   const now = options.now ?? Date.now;
-  return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, waitForExclusiveMs: GC_WAIT_MS, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+  return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     const startedAt = new Date(now()).toISOString();
     await repo.reloadIndex();
     const total = blockCount(sizeBytes, BLOCK_SIZE);

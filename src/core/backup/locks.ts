@@ -46,6 +46,14 @@ export const DEFAULT_LOCK_TTL_MS = 5 * 60_000;
  * delete fail for nothing.
  */
 export const GC_WAIT_MS = 60_000;
+
+/**
+ * The lock options of an operation that waits for a garbage collection: `report` runs before
+ * each try, so a job cancelled while it waits (its progress report throws) stops waiting.
+ */
+export function waitingForGc(report: (() => void) | undefined): Pick<LockOptions, 'waitForExclusiveMs' | 'onWait'> {
+  return { waitForExclusiveMs: GC_WAIT_MS, onWait: report };
+}
 /** A lock object is a few hundred bytes: a larger one is not read (a repository is hostile input). */
 const MAX_LOCK_OBJECT_BYTES = 4096;
 /**
@@ -67,6 +75,8 @@ export interface LockOptions {
   writesOnlyLocks?: boolean;
   /** For a shared lock: how long to keep trying while an exclusive lock refuses it (default 0). */
   waitForExclusiveMs?: number;
+  /** Called before each try after the first; what it throws ends the wait (a cancelled job's progress report). */
+  onWait?: () => void;
   /** Refresh in the background every ttl/3 (default true; tests drive refresh by hand). */
   autoRefresh?: boolean;
 }
@@ -194,6 +204,7 @@ export async function acquireLock(store: BlobStore, options: LockOptions): Promi
     if (taken instanceof RepoLock) return taken;
     if (taken.kind !== 'exclusive' || Date.now() + pause > deadline) throw lockedBy(taken, options.kind, (options.now ?? Date.now)());
     await new Promise((resolve) => setTimeout(resolve, pause));
+    options.onWait?.();
   }
 }
 

@@ -108,6 +108,13 @@ describe('repository locks', () => {
       code: ErrorCodes.BACKUP_LOCKED, message: expect.stringContaining('exclusively by gc-node'),
     });
     expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+    // A job cancelled while it waits: its progress report throws, and the wait ends with that.
+    let waits = 0;
+    const cancelled = new Error('the job was cancelled');
+    await expect(acquireLock(store, { ...opts('shared', 'cancelled'), waitForExclusiveMs: 60_000, onWait: () => { waits += 1; throw cancelled; } }))
+      .rejects.toBe(cancelled);
+    expect(waits).toBe(1);
+    expect((await liveLocks(store, clock)).map((l) => l.owner)).toEqual(['gc-node']);
     await again.release();
     expect((await store.list('locks/')).objects).toEqual([]);
   });
