@@ -1,6 +1,6 @@
 import type { Backend, VolumeRecord } from './backend.js';
 import type { Cluster } from './cluster/cluster.js';
-import { ErrorCodes, StowageError, describeCause } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from './errors.js';
 import type { KeyedMutex } from './keyed-mutex.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountTable } from './mount-table.js';
@@ -17,7 +17,7 @@ export interface RestoreOps extends Omit<RestoreHost, 'journal' | 'log'> {
   log: Logger;
   journal?: RestoreJournal;
   /** Where restores are claimed for every node sharing the storage (no-ops on a local backend). */
-  cluster: Pick<Cluster, 'enabled' | 'claimRestore' | 'releaseRestore' | 'restoreClaim'>;
+  cluster: Pick<Cluster, 'enabled' | 'claimRestore' | 'releaseRestore' | 'restoreClaim' | 'withLock'>;
   /** This node's id, as claims name it. */
   nodeId: string;
   /** Drops mount records (whole ids) of a volume; the caller holds its lock. */
@@ -46,10 +46,18 @@ export class VolumeRestores {
           await journal?.begin(name, url, incarnation);
           await cluster.claimRestore(name, incarnation);
         },
-        end: async (name) => {
-          await cluster.releaseRestore(name);
-          await journal?.end(name);
-        },
+        // Under the name's locks, as claims are made: a claim is another node's once this
+        // restore's volume is gone (a failed restore removed it) and that node restored anew.
+        end: (name, incarnation) => ops.locks.run(name, () => cluster.withLock(name, async () => {
+          // A file there that is no claim is not this restore's to delete: mounts elsewhere name it.
+          const claim = cluster.enabled ? await cluster.restoreClaim(name).catch((err: unknown) => {
+            if (!isStowageError(err, ErrorCodes.STATE_CORRUPT)) throw err;
+            ops.log.error(`volume ${name} is restored, but its restore claim cannot be read: ${messageOf(err)}`);
+            return undefined;
+          }) : undefined;
+          if (claim?.node === ops.nodeId && claim.incarnation === incarnation) await cluster.releaseRestore(name);
+          await journal?.end(name, incarnation);
+        })),
       },
     };
   }

@@ -10,6 +10,7 @@ import { ContainerModule } from 'inversify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildContainer } from '../../src/container.js';
 import type { Backend } from '../../src/core/backend.js';
+import type { Cluster } from '../../src/core/cluster/cluster.js';
 import { RestoreJournal } from '../../src/core/backup/restore-journal.js';
 import type { BackupService } from '../../src/core/backup/service-contract.js';
 import { RestoreClaims } from '../../src/core/cluster/restore-claims.js';
@@ -187,5 +188,94 @@ describe('a restore on one node of a shared vfs store', () => {
     await restoring;
     const path = await b.manager.mount('reused', 'new-container');
     expect(await readFile(join(path, 'data.txt'), 'utf8')).toBe('restored bytes');
+  });
+
+  it('a failed restore that ends late leaves the claim of a restore another node started meanwhile', async () => {
+    // Node A: once its failed restore has removed its volume, the restore's end waits for the test.
+    let removed = false;
+    let lateEnd!: () => void;
+    let endReached!: () => void;
+    const endAllowed = new Promise<void>((resolve) => { lateEnd = resolve; });
+    const endWaiting = new Promise<void>((resolve) => { endReached = resolve; });
+    const slowEnd = new ContainerModule(({ onActivation }) => {
+      onActivation<Backend>(TOKENS.Backend, (_ctx, inner) => new Proxy(inner, {
+        get(target, prop) {
+          const value: unknown = Reflect.get(target, prop, target);
+          if (typeof value !== 'function') return value;
+          const bound = (value as (...a: unknown[]) => Promise<unknown>).bind(target);
+          return prop === 'remove'
+            ? async (...args: unknown[]) => { const out = await bound(...args); if (args[0] === 'xvol') removed = true; return out; }
+            : bound;
+        },
+      }));
+      onActivation<Cluster>(TOKENS.Cluster, (_ctx, inner) => new Proxy(inner, {
+        get(target, prop) {
+          const value: unknown = Reflect.get(target, prop, target);
+          if (typeof value !== 'function') return value;
+          const bound = (value as (...a: unknown[]) => Promise<unknown>).bind(target);
+          return prop === 'withLock'
+            ? async (...args: unknown[]) => {
+              if (args[0] === 'xvol' && removed) {
+                endReached();
+                await endAllowed;
+              }
+              return bound(...args);
+            }
+            : bound;
+        },
+      }));
+    });
+    const base = await mkdtemp(join(tmpdir(), 'stowage-restore-share-'));
+    cleanups.push(() => rm(base, { recursive: true, force: true }));
+    await mkdir(join(base, 'store'));
+    const a = await node(base, 'node-a', slowEnd);
+    const { gate, module } = detachGate('xvol');
+    const b = await node(base, 'node-b', module);
+    await b.manager.create('source');
+    await writeFile(join(await b.manager.mount('source', 'writer'), 'data.txt'), 'restored bytes');
+    await b.manager.unmount('source', 'writer');
+    const service = b.container.get<BackupService>(TOKENS.BackupService);
+    const good = await service.createBackup('source', { dest: `vfs://${base}/good` });
+    const broken = await service.createBackup('source', { dest: `vfs://${base}/broken` });
+    await rm(join(base, 'broken', 'packs'), { recursive: true });
+
+    const failing = a.manager.create('xvol', { backup: broken.url }).catch((err: unknown) => err);
+    await endWaiting;
+    const restoring = b.manager.create('xvol', { backup: good.url });
+    await gate.reached;
+    lateEnd();
+    expect(await failing).toMatchObject({ message: expect.stringMatching(/is missing.*the volume was removed again/) });
+    expect(JSON.parse(await readFile(join(base, 'store', '.stowage', 'cluster', 'restoring', 'xvol.json'), 'utf8'))).toMatchObject({ node: 'node-b' });
+    await expect(a.manager.mount('xvol', 'container-1')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+    gate.open();
+    await restoring;
+    expect(await readFile(join(await a.manager.mount('xvol', 'container-1'), 'data.txt'), 'utf8')).toBe('restored bytes');
+  });
+
+  it('a claims directory that is a symlink is neither written nor emptied through; one that is a plain file holds no claims', async () => {
+    const { base, a, b, url, claims } = await twoNodes();
+    const outside = join(base, 'outside');
+    await mkdir(outside);
+    await writeFile(join(outside, 'victim.json'), 'not stowage\'s');
+    await a.manager.create('victim');
+    await symlink(outside, claims);
+    // A file seen through it is no claim that can be trusted: the mount is refused, naming the directory.
+    await expect(b.manager.mount('victim', 'container-1')).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/restoring is a symbolic link/),
+    });
+    // A remove drops the name's claim, but never through the link.
+    await expect(a.manager.remove('victim')).resolves.toMatchObject({ name: 'victim' });
+    expect(a.log.lines.join('\n')).toMatch(/volume victim was removed, but clearing its restore claim failed .*symbolic link/);
+    expect(await readFile(join(outside, 'victim.json'), 'utf8')).toBe('not stowage\'s');
+    await expect(a.manager.create('copy', { backup: url })).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/restoring is a symbolic link, where restores claim their volumes.*the new volume was removed again/),
+    });
+    expect((await a.manager.list()).map((v) => v.name)).not.toContain('copy');
+    expect(await readdir(outside)).toEqual(['victim.json']);
+    await rm(claims);
+    await writeFile(claims, 'stray');
+    await a.manager.create('plain');
+    await b.manager.mount('plain', 'container-1');
+    await b.manager.unmount('plain', 'container-1');
   });
 });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode } from '../../core/errors.js';
 import { randomHex } from '../../core/random-hex.js';
@@ -10,6 +10,10 @@ const RESERVE_DIR = '.reserve';
 const RESERVE_FILE = 'space';
 /** Room for the few lock objects (a few hundred bytes, a block each) that deleting backups writes. */
 export const RESERVE_BYTES = 1024 * 1024;
+
+async function isRealDir(path: string): Promise<boolean> {
+  return lstat(path).then((st) => st.isDirectory(), () => false);
+}
 
 /** Whether an error is the storage being full. */
 export function isFull(err: unknown): boolean {
@@ -38,8 +42,15 @@ export class SpaceReserve {
   /** Makes the reserve if it is not there, when there is room; never fails the caller's write. */
   async keep(): Promise<void> {
     if (this.state !== 'unknown') return;
+    // A repository whose root is not a real directory is refused by the store's own checks.
+    if (!(await isRealDir(this.root))) return;
     const file = join(this.root, RESERVE_DIR, RESERVE_FILE);
-    const known = await lstat(file).catch(() => undefined);
+    const reserveDir = await lstat(join(this.root, RESERVE_DIR)).catch(() => undefined);
+    if (reserveDir && !reserveDir.isDirectory()) {
+      this.state = 'no-room';
+      return;
+    }
+    const known = reserveDir ? await lstat(file).catch(() => undefined) : undefined;
     if (known?.isFile() && known.size === RESERVE_BYTES) {
       this.state = 'present';
       return;
@@ -61,10 +72,28 @@ export class SpaceReserve {
   /** Gives the reserve up, so a lock object fits; false when there was none to give. */
   async spend(): Promise<boolean> {
     const file = join(this.root, RESERVE_DIR, RESERVE_FILE);
-    const known = await lstat(file).catch(() => undefined);
     this.state = 'unknown';
+    // Never through a symlink planted for the root or `.reserve`: the unlink would land outside.
+    if (!(await isRealDir(this.root)) || !(await isRealDir(join(this.root, RESERVE_DIR)))) return false;
+    const known = await lstat(file).catch(() => undefined);
     if (!known?.isFile()) return false;
     return unlink(file).then(() => true, (err: unknown) => errnoCode(err) === 'ENOENT' ? false : Promise.reject(err));
+  }
+
+  /** Unlinks temporary files (plain files other than the reserve) a killed `make` left, older than `olderThanMs`. */
+  async sweep(olderThanMs: number): Promise<number> {
+    const dir = join(this.root, RESERVE_DIR);
+    if (!(await isRealDir(this.root)) || !(await isRealDir(dir))) return 0;
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    for (const name of await readdir(dir)) {
+      if (name === RESERVE_FILE) continue;
+      const st = await lstat(join(dir, name)).catch(() => undefined);
+      if (!st?.isFile() || st.mtimeMs > cutoff) continue;
+      await unlink(join(dir, name)).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+      removed += 1;
+    }
+    return removed;
   }
 
   private async make(file: string): Promise<boolean> {

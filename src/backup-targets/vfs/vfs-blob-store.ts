@@ -65,15 +65,17 @@ export class VfsBlobStore implements BlobStore {
       // The lock of a delete, gc, verify or restore takes the reserve's room on a full disk (see
       // SpaceReserve): deleting is how space is freed, and reading must not need free space.
       if (isFull(err) && options.reserved === true && await this.reserve.spend()) {
-        return this.putOnce(key, data).catch((again: unknown) => { throw this.full(again); });
+        return this.putOnce(key, data).catch((again: unknown) => { throw this.full(again, true); });
       }
-      throw this.full(err);
+      throw this.full(err, options.reserved === true);
     }
   }
 
-  private full(err: unknown): unknown {
-    return asStorageFull(err, `the backup repository at ${this.root}`,
-      'free space there (stowage backup delete frees the chunks only the deleted backups use) and run the backup again: what it stored so far is reused');
+  /** `locking`: the write was the lock of a delete, verify or restore, which even the reserve could not make room for. */
+  private full(err: unknown, locking = false): unknown {
+    return asStorageFull(err, `the backup repository at ${this.root}`, locking
+      ? 'not even the space it holds back for deleting backups (.reserve) is left: something other than stowage filled the disk, or the reserve was removed; free space there by other means and try again'
+      : 'free space there (stowage backup delete frees the chunks only the deleted backups use) and run the backup again: what it stored so far is reused');
   }
 
   private async putOnce(key: string, data: Uint8Array): Promise<boolean> {
@@ -306,10 +308,11 @@ export class VfsBlobStore implements BlobStore {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw err;
     });
-    if (!dirStat) return 0;
+    const reserveTemps = await this.reserve.sweep(olderThanMs);
+    if (!dirStat) return reserveTemps;
     if (!dirStat.isDirectory()) throw this.refused(TEMP_DIR, 'is not a directory');
     const cutoff = Date.now() - olderThanMs;
-    let removed = 0;
+    let removed = reserveTemps;
     for (const name of await readdir(dir)) {
       const path = join(dir, name);
       const stat = await lstat(path).catch(() => undefined);

@@ -165,7 +165,8 @@ export interface BlockRestoreResult {
 export async function restoreBlocks(repo: Repository, volume: string, backupId: string, device: string,
   options: CommonOptions & { mapped?: ByteRange[] } = {}): Promise<BlockRestoreResult> {
   assertVolumeName(volume);
-  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, writesOnlyLocks: true,
+    ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     if (!isBlockBackup(record) || !record.device) throw new StowageError(ErrorCodes.INVALID_REQUEST, `backup ${volume}/${backupId} is a file-level backup, not a block backup`);

@@ -26,10 +26,10 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
         `${device.sizeBytes} bytes; leave size out`, { volume: name });
     }
   }
-  let journaled = false;
+  let journaled: string | undefined;
   const created = await host.create(name, { ...options, size: String(device.sizeBytes) }, async (incarnation) => {
     await host.journal?.begin(name, url, incarnation);
-    journaled = true;
+    journaled = incarnation;
   });
   if (!created.created) {
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,
@@ -48,7 +48,7 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
         },
       });
     });
-    await host.journal?.end(name);
+    if (journaled !== undefined) await host.journal?.end(name, journaled);
     host.log().info(`restored volume ${name} from block backup ${url} (${record.stats.bytes} bytes of data in ${device.sizeBytes})`);
     return created;
   } catch (err) {

@@ -37,6 +37,9 @@ let own: LockHolder | null | undefined;
 export function thisHolder(): LockHolder | undefined {
   if (own === undefined) {
     try {
+      // A /proc of another pid namespace (one entered without mounting its own) shows other
+      // processes under these pids: nothing read there would be about this process's namespace.
+      if (readlinkSync('/proc/self') !== String(process.pid)) throw new Error('/proc is of another pid namespace');
       const started = startTimeOf(process.pid);
       own = started === undefined || started === 'unknown' ? null : {
         boot: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),

@@ -83,13 +83,14 @@ export interface LockOptions {
 
 const lockKey = (lockId: string, seq: number): string => `locks/${lockId}-${String(seq).padStart(10, '0')}`;
 
-function lockedBy(other: LockObject, kind: LockKind, now: number): StowageError {
+function lockedBy(other: LockObject, kind: LockKind, now: number, waitedMs = 0): StowageError {
   return new StowageError(
     ErrorCodes.BACKUP_LOCKED,
     // The holder refreshes its lock while it works: the expiry is when a dead holder's lock
     // lapses, not when a live one's work ends.
     `the backup repository is locked ${other.kind === 'exclusive' ? 'exclusively' : 'shared'} by ${other.owner} (${other.purpose}) until that ends` +
-      ` (or, if ${other.owner} died, until its lock lapses at ${new Date(other.expiresAt).toISOString()}, in ${Math.ceil((other.expiresAt - now) / 1000)} s); ${kind === 'exclusive' ? 'an exclusive' : 'a shared'} lock cannot be taken now`,
+      ` (or, if ${other.owner} died, until its lock lapses at ${new Date(other.expiresAt).toISOString()}, in ${Math.ceil((other.expiresAt - now) / 1000)} s); ${kind === 'exclusive' ? 'an exclusive' : 'a shared'} lock cannot be taken now` +
+      (waitedMs >= 1000 ? ` (waited ${Math.round(waitedMs / 1000)} s for it)` : ''),
   );
 }
 
@@ -198,12 +199,15 @@ export async function liveLocks(store: BlobStore, now: number): Promise<LockObje
  * again until that time has passed.
  */
 export async function acquireLock(store: BlobStore, options: LockOptions): Promise<RepoLock> {
-  const deadline = Date.now() + (options.kind === 'shared' ? options.waitForExclusiveMs ?? 0 : 0);
+  const startedAt = Date.now();
+  const deadline = startedAt + (options.kind === 'shared' ? options.waitForExclusiveMs ?? 0 : 0);
   for (let pause = 100; ; pause = Math.min(pause * 2, 1_000)) {
     const taken = await tryAcquire(store, options);
     if (taken instanceof RepoLock) return taken;
-    if (taken.kind !== 'exclusive' || Date.now() + pause > deadline) throw lockedBy(taken, options.kind, (options.now ?? Date.now)());
-    await new Promise((resolve) => setTimeout(resolve, pause));
+    const left = deadline - Date.now();
+    if (taken.kind !== 'exclusive' || left <= 0) throw lockedBy(taken, options.kind, (options.now ?? Date.now)(), Date.now() - startedAt);
+    // The last pause ends at the deadline, for one more try then.
+    await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)));
     options.onWait?.();
   }
 }

@@ -66,8 +66,9 @@ export class RestoreJournal {
     this.markers.set(volume, marker);
   }
 
-  /** Clears the marker of `volume`, if there is one. */
-  async end(volume: string): Promise<void> {
+  /** Clears the marker of `volume`, if there is one (with `incarnation`, only that restore's). */
+  async end(volume: string, incarnation?: string): Promise<void> {
+    if (incarnation !== undefined && this.markers.get(volume)?.incarnation !== incarnation) return;
     await this.fs.unlink(this.file(volume)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });

@@ -9,7 +9,7 @@ import { parseOneBackupUrl } from './backup-url.js';
 import { isBlockBackup } from './block-format.js';
 import { restoreBlockVolume } from './block-restore.js';
 import type { BlockSupport } from './block-support.js';
-import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './restore-journal.js';
+import { RESTORE_MOUNT_PREFIX } from './restore-journal.js';
 import { Repository, restoreTree } from './index.js';
 import { RESTORE_OPTION, type ProgressOptions } from './service-contract.js';
 
@@ -29,9 +29,16 @@ export interface RestoreHost {
   /**
    * Marks the restore in progress (naming the new volume's incarnation), so that a daemon killed
    * during it removes that volume, and no other of its name, at its next start, and so that no
-   * node mounts it meanwhile; `end` clears both once the restore finished.
+   * node mounts it meanwhile; `end` clears the marks of that incarnation once the restore
+   * finished (or its volume is gone), and leaves those of any other restore of the name.
    */
-  journal?: Pick<RestoreJournal, 'begin' | 'end'>;
+  journal?: RestoreMarks;
+}
+
+/** See RestoreHost.journal. */
+export interface RestoreMarks {
+  begin(name: string, url: string, incarnation: string): Promise<void>;
+  end(name: string, incarnation: string): Promise<void>;
 }
 
 /**
@@ -60,10 +67,10 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
   const repo = await Repository.open(openTarget(source.target));
   const record = await repo.readBackupRecord(source.volume, source.backup);
   if (isBlockBackup(record)) return restoreBlockVolume(host, name, url, repo, record, options, progress);
-  let journaled = false;
+  let journaled: string | undefined;
   const created = await host.create(name, options, async (incarnation) => {
     await host.journal?.begin(name, url, incarnation);
-    journaled = true;
+    journaled = incarnation;
   });
   if (!created.created) {
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,
@@ -87,7 +94,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     });
     mounted = false;
     await host.unmount(name, mountId);
-    await host.journal?.end(name);
+    if (journaled !== undefined) await host.journal?.end(name, journaled);
     host.log().info(`restored volume ${name} from ${url} (${record.stats.files} files, ${record.stats.bytes} bytes)`);
     return created;
   } catch (err) {
@@ -118,12 +125,12 @@ async function clearFreshFilesystem(path: string, name: string): Promise<void> {
  * mounts of the half-restored volume refused until it is removed, and makes the next start try
  * the removal again; the error says whether the removal worked.
  */
-export async function failedRestore(host: RestoreHost, name: string, url: string, err: unknown, journaled: boolean,
+export async function failedRestore(host: RestoreHost, name: string, url: string, err: unknown, journaled: string | undefined,
   release: () => Promise<void> = async () => {}): Promise<never> {
   const undo = await (async () => {
     await release();
     await host.remove(name, { retain: false });
-    if (journaled) await host.journal?.end(name);
+    if (journaled !== undefined) await host.journal?.end(name, journaled);
   })().then(() => undefined, (e: unknown) => e);
   if (undo !== undefined) host.log().error(`could not remove volume ${name} after its failed restore: ${describeCause(undo)}`);
   const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;

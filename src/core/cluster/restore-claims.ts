@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readFileNoFollow, writeFileAtomic } from '../atomic-file.js';
-import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
+import { ErrorCodes, StowageError, describeCause, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { isValidNodeId, isValidVolumeName } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -43,27 +43,68 @@ export class RestoreClaims {
     return join(this.dir, `${volume}.json`);
   }
 
+  /**
+   * Whether the claims directory is a real directory (false when there is none). Anything else
+   * there (a symlink, which would lead writes and unlinks out of the store) is E_STATE_CORRUPT.
+   */
+  private async realDir(volume: string): Promise<boolean> {
+    const st = await this.fs.lstat(this.dir).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+      throw this.failed('reading', this.dir, err, volume);
+    });
+    if (!st) return false;
+    if (!st.isDirectory()) {
+      throw new StowageError(ErrorCodes.STATE_CORRUPT, `${this.dir} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}, ` +
+        'where restores claim their volumes; stowage does not follow or touch it: remove it, and every restore running then must be started again', { volume });
+    }
+    return true;
+  }
+
+  private failed(what: string, path: string, err: unknown, volume: string): StowageError {
+    if (err instanceof StowageError) return err;
+    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `${what} the restore claim ${path} failed: ${describeCause(err)}`, { volume, cause: err });
+  }
+
   async claim(volume: string, incarnation: string): Promise<void> {
-    await this.fs.mkdir(this.dir, { recursive: true });
+    await this.fs.mkdir(this.dir, { recursive: true }).catch((err: unknown) => {
+      if (errnoCode(err) !== 'EEXIST') throw this.failed('writing', this.file(volume), err, volume);
+    });
+    if (!(await this.realDir(volume))) throw this.failed('writing', this.file(volume), new Error(`${this.dir} is not a directory`), volume);
     const claim: RestoreClaim = { format: 1, volume, node: this.nodeId, incarnation, startedAt: new Date().toISOString() };
-    await writeFileAtomic(this.fs, this.file(volume), JSON.stringify(claim));
+    await writeFileAtomic(this.fs, this.file(volume), JSON.stringify(claim)).catch((err: unknown) => {
+      throw this.failed('writing', this.file(volume), err, volume);
+    });
   }
 
   async release(volume: string): Promise<void> {
+    // Every remove asks: the common answer (no claim) is one lstat, and nothing is changed.
+    const there = await this.fs.lstat(this.file(volume)).then(() => true, (err: unknown) => {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return false;
+      throw this.failed('reading', this.file(volume), err, volume);
+    });
+    if (!there || !(await this.realDir(volume))) return;
     await this.fs.unlink(this.file(volume)).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+      if (errnoCode(err) !== 'ENOENT') throw this.failed('removing', this.file(volume), err, volume);
     });
   }
 
   /**
    * The claim on `volume`, or undefined when none is there. Another machine wrote it: a file that
-   * is not a valid claim of this very volume (a symlink, a FIFO, garbage) is an E_STATE_CORRUPT
-   * error naming it, and the caller refuses the mount rather than guess.
+   * is not a valid claim of this very volume (a symlink, a FIFO, garbage), or a claims directory
+   * that is a symlink, is an E_STATE_CORRUPT error naming it, and the caller refuses the mount
+   * rather than guess. A claims directory that is a plain file holds no claims.
    */
   async read(volume: string): Promise<RestoreClaim | undefined> {
     const path = this.file(volume);
-    const text = await readFileNoFollow(this.fs, path, volume);
-    if (text === undefined) return undefined;
+    let text: string | undefined;
+    try {
+      text = await readFileNoFollow(this.fs, path, volume);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOTDIR') return undefined;
+      throw this.failed('reading', path, err, volume);
+    }
+    // The common answer (no claim) costs one call; a claim found is checked to be in the store.
+    if (text === undefined || !(await this.realDir(volume))) return undefined;
     const claim = parseRecordText(RestoreClaimSchema, text, `restore claim ${path}`, volume);
     if (claim.volume !== volume) {
       throw new StowageError(ErrorCodes.STATE_CORRUPT, `restore claim ${path} names volume ${claim.volume}, not ${volume}`, { volume });

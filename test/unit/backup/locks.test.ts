@@ -107,7 +107,10 @@ describe('repository locks', () => {
     await expect(acquireLock(store, { ...opts('shared', 'late'), waitForExclusiveMs: 300 })).rejects.toMatchObject({
       code: ErrorCodes.BACKUP_LOCKED, message: expect.stringContaining('exclusively by gc-node'),
     });
-    expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    await expect(acquireLock(store, { ...opts('shared', 'later'), waitForExclusiveMs: 1_200 })).rejects.toMatchObject({
+      message: expect.stringMatching(/exclusively by gc-node .*cannot be taken now \(waited 1 s for it\)$/),
+    });
     // A job cancelled while it waits: its progress report throws, and the wait ends with that.
     let waits = 0;
     const cancelled = new Error('the job was cancelled');
