@@ -207,9 +207,12 @@ describe.skipIf(skip)('stowage as a managed (v2) Docker plugin', { timeout: 180_
     const listed = await volumes();
     expect(listed).toContain(`${DRIVER} pv5`);
     expect(listed).not.toContain('local pv5');
-    expect((await run(['-v', 'pv5:/data', node.image, 'sh', '-c', 'cat /data/r; echo after-restart >> /data/r'])).stdout).toBe('before-restart');
-    // That run used the stowage volume: its write is in the plugin's state directory.
-    expect(await readFile(join(stateDir, 'volumes/pv5/r'), 'utf8')).toBe('before-restart\nafter-restart\n');
+    const reread = await run(['-v', 'pv5:/data', node.image, 'sh', '-c', 'cat /data/r; echo after-restart >> /data/r']);
+    // That run used the stowage volume: its write is in the plugin's state directory. All three
+    // at once, so a failure tells a container that saw no data from output that went missing.
+    const onDisk = await readFile(join(stateDir, 'volumes/pv5/r'), 'utf8').catch((err: unknown) => `unreadable: ${String(err)}`);
+    expect({ stdout: reread.stdout, stderr: reread.stderr, onDisk })
+      .toEqual({ stdout: 'before-restart', stderr: '', onDisk: 'before-restart\nafter-restart\n' });
     expect(await volumes()).not.toContain('local pv5');
     // The engine sends no Unmount for the container it stops on the way down (seen: the count is
     // still 1 right after the restart); the reconciliation drops the record once
