@@ -97,7 +97,7 @@ function volumeOptionMap(backendKeys: readonly string[]): OptionMap<Record<strin
   if (!map) {
     const backendParsers: Record<string, OptionParser<string>> = Object.fromEntries(
       backendKeys.filter((key) => !Object.hasOwn(createOptionParsers, key)).map((key) => [key, keepText]));
-    map = optionMap('volume', { ...createOptionParsers, ...backendParsers });
+    map = optionMap('volume', { ...createOptionParsers, ...backendParsers }, ['backup']);
     if (volumeOptionMaps.size < 64) volumeOptionMaps.set(cacheKey, map);
   }
   return map;

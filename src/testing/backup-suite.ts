@@ -289,6 +289,15 @@ export function describeBackupConformance(label: string, setup: () => Promise<Ba
       expect(core.manager.mountRecords().filter((r) => r.volume.startsWith('restored-'))).toEqual([]);
     }, timeout);
 
+    it('a restore given uid, gid and mode applies them to the new volume\'s root, and restores the rest as backed up', async () => {
+      const b = needs(second, 'the second backup');
+      await core.backups.restoreVolume('restored-owned', b.url, { volumeOptions: { uid: '4321', gid: '8765', mode: '0700' } });
+      const root = await withMounted(core, 'restored-owned', (path) => lstat(path));
+      expect({ uid: root.uid, gid: root.gid, mode: root.mode & 0o7777 }).toEqual({ uid: 4321, gid: 8765, mode: 0o700 });
+      expect(await withMounted(core, 'restored-owned', describeTree)).toEqual(trees.second);
+      await core.manager.remove('restored-owned');
+    }, timeout);
+
     it('a restore into an existing name, or from a backup that is not there, changes nothing', async () => {
       const b = needs(second, 'the second backup');
       await expect(core.backups.restoreVolume('restored-2', b.url)).rejects.toMatchObject({ code: ErrorCodes.VOLUME_EXISTS });

@@ -43,7 +43,7 @@ describe('volume options', () => {
     const parsed = parseVolumeOptions({ size: '1G', replica: '3' }, ['replica', 'disperse']);
     expect(parsed).toEqual({ size: 2 ** 30, backend: { replica: '3' } });
     expect(() => parseVolumeOptions({ replica: '3' })).toThrow(/unknown volume option "replica"/);
-    expect(() => parseVolumeOptions({ replca: '3' }, ['replica'])).toThrow(/known options: size, uid, gid, mode, adopt, replica/);
+    expect(() => parseVolumeOptions({ replca: '3' }, ['replica'])).toThrow(/known options: size, uid, gid, mode, adopt, replica, backup$/);
     expect(sameDefiningOptions(parsed, { size: 2 ** 30, backend: { replica: '3' } })).toBe(true);
     expect(sameDefiningOptions(parsed, { size: 2 ** 30, backend: { replica: '2' } })).toBe(false);
     expect(sameDefiningOptions(parsed, { size: 2 ** 30 })).toBe(false);

@@ -19,6 +19,12 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
   const blocks = host.blocks?.();
   if (!blocks) throw notAFileBackup(record);
   const device = record.device!;
+  for (const key of ['uid', 'gid', 'mode'] as const) {
+    if (options[key] !== undefined) {
+      throw new StowageError(ErrorCodes.INVALID_OPTION, `option ${key}: a block backup restores its filesystem as it was, owner and mode ` +
+        `of its root included; leave ${key} out (and change them in the restored volume if need be)`, { volume: name });
+    }
+  }
   if (options.size !== undefined) {
     const asked = typeof options.size === 'string' ? parseSize(options.size) : options.size;
     if (asked !== device.sizeBytes) {

@@ -1,4 +1,4 @@
-import { readdir, rmdir } from 'node:fs/promises';
+import { chmod, lchown, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openTarget } from '../../backup-targets/open-target.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
@@ -92,6 +92,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
         progress.onProgress?.({ phase: 'restore', files: p.files, bytes: p.bytes, ...totals });
       },
     });
+    await applyGivenOwnership(path, created.volume.options);
     mounted = false;
     await host.unmount(name, mountId);
     if (journaled !== undefined) await host.journal?.end(name, journaled);
@@ -102,6 +103,15 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
       if (mounted) await host.unmount(name, mountId);
     });
   }
+}
+
+/**
+ * `uid`, `gid` and `mode` given with the restore apply to the volume's root as on any new
+ * volume: the user asked for them, over what the backup's root had.
+ */
+async function applyGivenOwnership(path: string, options: { uid?: number; gid?: number; mode?: number }): Promise<void> {
+  if (options.uid !== undefined || options.gid !== undefined) await lchown(path, options.uid ?? -1, options.gid ?? -1);
+  if (options.mode !== undefined) await chmod(path, options.mode);
 }
 
 /**

@@ -52,12 +52,15 @@ export interface OptionMap<P extends Record<string, OptionParser<unknown>>> {
  * Declares an option map: its known keys, each with its parser. `what` names the map in
  * messages ("unknown vfs option ...").
  */
-export function optionMap<P extends Record<string, OptionParser<unknown>>>(what: string, parsers: P): OptionMap<P> {
+export function optionMap<P extends Record<string, OptionParser<unknown>>>(what: string, parsers: P,
+  /** Keys taken off before this map parses (a restore's `backup`), named in the hint all the same. */
+  takenBefore: readonly string[] = []): OptionMap<P> {
   const keys = Object.keys(parsers);
+  const hint = [...keys, ...takenBefore];
   const shape = Object.fromEntries(keys.map((key) => [key, valueSchema(key, parsers[key]!)]));
   const schema = z.strictObject(shape, {
     error: (issue) => issue.code === 'unrecognized_keys'
-      ? `unknown ${what} option ${JSON.stringify(issue.keys[0])}; known options: ${keys.join(', ')}`
+      ? `unknown ${what} option ${JSON.stringify(issue.keys[0])}; known options: ${hint.join(', ')}`
       : `${what} options must be a map of option names to string values`,
   });
   return {
