@@ -88,6 +88,20 @@ describe('stowage CLI against a running daemon', () => {
       expect(result.stderr).toMatch(/invalid volume name/);
     });
 
+    it('words mistakes in backup arguments as the command line has them, and asks the daemon nothing', async () => {
+      for (const [args, message] of [
+        [['backup', 'create', 'pg/', '--dest', 'vfs:///nowhere'], /^stowage: "pg\/": give VOLUME, or VOLUME\/SNAPSHOT with both names/],
+        [['backup', 'create', '/snap', '--dest', 'vfs:///nowhere'], /give VOLUME, or VOLUME\/SNAPSHOT/],
+        [['backup', 'create', 'pg', '--kind', 'blok', '--dest', 'vfs:///nowhere'], /--kind <kind>' argument 'blok' is invalid\. Allowed choices are file, block/],
+        [['create', 'r3', '--backup', ''], /--backup <url>' argument '' is invalid\. expected a backup URL/],
+      ] as const) {
+        const result = await cli(...args);
+        expect(result.exitCode, args.join(' ')).not.toBe(0);
+        expect(result.stderr, args.join(' ')).toMatch(message);
+      }
+      expect((await cli('list', '--json')).stdout).not.toContain('"r3"');
+    });
+
     it('lists the volume with its size in a table', async () => {
       const result = await cli('list');
       expect(result.exitCode).toBe(0);

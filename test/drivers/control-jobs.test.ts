@@ -182,6 +182,21 @@ describe('daemon jobs', () => {
     expect(JSON.parse(jobs.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ id, kind: 'backup-delete', state: 'succeeded' })]));
   });
 
+  it('says whether job cancel stopped a running job or found it ended already', async () => {
+    const g = gate();
+    service.script = { progress: steps, gate: g.promise };
+    const started = await cli('backup', 'delete', await backupUrl(), '--detach');
+    const id = started.stdout.trim();
+    expect(id).toMatch(/^[0-9a-f]{12}$/);
+    const first = await cli('job', 'cancel', id);
+    expect(first.stdout).toBe(`${id}: cancelled; it stops at its next safe point (stowage job follow ${id})`);
+    g.open();
+    await cli('job', 'follow', id);
+    const second = await cli('job', 'cancel', id);
+    expect(second.exitCode).toBe(0);
+    expect(second.stdout).toMatch(new RegExp(`^${id}: already ended \\((succeeded|failed: E_[A-Z_]+)\\); nothing to cancel$`));
+  });
+
   it('names a snapshot after the time when no name is given', () => {
     expect(generatedSnapshotName(new Date('2026-03-04T05:06:07.890Z'))).toBe('snap-20260304-050607');
   });

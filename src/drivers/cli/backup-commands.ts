@@ -1,6 +1,6 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { BackupDetail, BackupSummary, VerifyResult } from '../../core/backup/service-contract.js';
-import { ErrorCodes, type ErrorCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, type ErrorCode } from '../../core/errors.js';
 import type { CreateResult } from '../../core/volume-manager.js';
 import { controlEndpoints as api, knownRemedies, type RequestOf } from '../control/endpoints.js';
 import type { JobView } from '../control/jobs.js';
@@ -87,7 +87,12 @@ async function runJob(cmd: Command, socketOf: SocketOf, request: RequestOf<typeo
 export function parseSource(source: string): { volume: string; snapshot?: string } {
   const slash = source.indexOf('/');
   if (slash < 0) return { volume: source };
-  return { volume: source.slice(0, slash), snapshot: source.slice(slash + 1) };
+  const volume = source.slice(0, slash);
+  const snapshot = source.slice(slash + 1);
+  if (volume === '' || snapshot === '') {
+    throw new StowageError(ErrorCodes.INVALID_REQUEST, `${JSON.stringify(source)}: give VOLUME, or VOLUME/SNAPSHOT with both names`);
+  }
+  return { volume, snapshot };
 }
 
 function printBackups(backups: BackupSummary[], json: boolean): void {
@@ -124,12 +129,12 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
     .option('--keep-snapshot', 'keep the snapshot taken for this backup')
     .option('--consistent', 'pause this node\'s containers using the volume while its snapshot is taken')
     .option('--force', 'with --consistent: although other nodes use the volume')
-    .option('--kind <kind>', 'file (the default: restores into any backend) or block (devicemapper: changed blocks only, restores into devicemapper)'))
+    .addOption(new Option('--kind <kind>', 'file (the default: restores into any backend) or block (devicemapper: changed blocks only, restores into devicemapper)')
+      .choices(['file', 'block'])))
     .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; kind?: string; json?: boolean; detach?: boolean }, cmd: Command) => {
       const { volume, snapshot } = parseSource(source);
       await runJob(cmd, socketOf, {
         kind: 'backup-create', volume, snapshot, dest: flags.dest, keepSnapshot: flags.keepSnapshot, consistent: flags.consistent, force: flags.force,
-        // The daemon checks the value (file or block) and names the field if it is neither.
         ...(flags.kind !== undefined ? { backupKind: flags.kind as 'file' | 'block' } : {}),
       }, flags);
     });
@@ -185,7 +190,8 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
     .action(async (id: string, flags: { json?: boolean }, cmd: Command) => {
       const view = await callDaemon(socketOf(cmd), api.cancelJob, { id });
       if (flags.json) printJson(view);
-      else process.stdout.write(`${id}\n`);
+      else if (view.state === 'running') process.stdout.write(`${id}: cancelled; it stops at its next safe point (stowage job follow ${id})\n`);
+      else process.stdout.write(`${id}: already ended (${view.state}${view.error ? `: ${view.error.code}` : ''}); nothing to cancel\n`);
     });
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../../version.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import { controlEndpoints as api, type ControlEndpoint, type RequestOf, type ResponseOf } from '../control/endpoints.js';
@@ -42,8 +42,11 @@ addDoctorCommand(program, socketOf);
 program.command('create <name>')
   .description('create a volume')
   .option('--size <size>', 'size such as 10G')
-  .option('--opt <key=value>', 'volume option: size, uid, gid, mode, adopt (repeatable)', collect, [])
-  .option('--backup <url>', 'restore this backup into the new volume (a daemon job, with progress)')
+  .option('--opt <key=value>', 'volume option: size, uid, gid, mode, adopt, or a backend\'s (repeatable)', collect, [])
+  .option('--backup <url>', 'restore this backup into the new volume (a daemon job, with progress)', (url: string) => {
+    if (url.trim() === '') throw new InvalidArgumentError('expected a backup URL, such as vfs:///srv/backups?volume=pg&backup=ID');
+    return url;
+  })
   .option('--detach', 'with --backup: start the restore, print its job id and return')
   .option('--json', 'print the answer as JSON')
   .action(async (name: string, flags: { size?: string; opt: string[]; backup?: string; detach?: boolean; json?: boolean }, cmd: Command) => {
