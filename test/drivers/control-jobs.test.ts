@@ -158,6 +158,12 @@ describe('daemon jobs', () => {
     const restore = await cli('create', 'copy', '--backup', lines.at(-1)!, '--opt', 'size=1M', '--json');
     expect(JSON.parse(restore.stdout)).toMatchObject({ created: true, volume: { name: 'copy' } });
     expect(service.calls.at(-1)).toEqual({ op: 'restoreVolume', args: ['copy', lines.at(-1), { size: '1M' }] });
+
+    // What a backup left out is said on stderr; the URL stays alone on stdout's last line.
+    service.script = { progress: [], warnings: ['fifo: FIFO skipped', 'gone.txt: vanished while it was read, left out'] };
+    const warned = await cli('backup', 'create', 'data', '--dest', DEST);
+    expect(warned.stdout.trim().split('\n').at(-1)).toMatch(/^vfs:\/\/\/srv\/backups\?volume=data&backup=b\d+$/);
+    expect(warned.stderr).toContain('2 warning(s), also in stowage backup inspect:\n  fifo: FIFO skipped\n  gone.txt: vanished while it was read, left out');
   });
 
   it('detaches on Ctrl-C, saying how to follow again, and the job goes on', async () => {

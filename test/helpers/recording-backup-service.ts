@@ -15,6 +15,8 @@ export interface Script {
   /** When set, the operation waits for it after its progress (and stops when aborted). */
   gate?: Promise<void>;
   fail?: StowageError;
+  /** The warnings a backup it makes records. */
+  warnings?: string[];
 }
 
 export class RecordingBackupService implements BackupService {
@@ -46,7 +48,7 @@ export class RecordingBackupService implements BackupService {
     const id = `b${this.backups.size + 1}`;
     const detail: BackupDetail = {
       url: `${options.dest}?volume=${volume}&backup=${id}`, volume, id, host: 'test', startedAt: '2026-01-01T00:00:00.000Z',
-      finishedAt: '2026-01-01T00:00:01.000Z', state: 'complete', warnings: [], ...(options.snapshot ? { snapshot: options.snapshot } : {}),
+      finishedAt: '2026-01-01T00:00:01.000Z', state: 'complete', warnings: this.script.warnings ?? [], ...(options.snapshot ? { snapshot: options.snapshot } : {}),
     };
     this.backups.set(detail.url, detail);
     return detail;

@@ -51,10 +51,19 @@ function printJobResult(end: JobView, json: boolean): void {
     return;
   }
   switch (end.kind) {
-    case 'backup-create':
+    case 'backup-create': {
+      const detail = end.result as BackupDetail;
+      // What the backup left out (a FIFO, a file that vanished) is not in it: said where a user
+      // looks, on stderr, so the URL stays alone on stdout's last line.
+      const warnings = detail.warnings ?? [];
+      if (warnings.length > 0) {
+        process.stderr.write(`${warnings.length} warning(s), also in stowage backup inspect:\n${warnings.slice(0, 20).map((w) => `  ${w}\n`).join('')}` +
+          (warnings.length > 20 ? `  ... and ${warnings.length - 20} more\n` : ''));
+      }
       // The URL alone on the last line, for scripts: `url=$(stowage backup create ... | tail -n 1)`.
-      process.stdout.write(`${(end.result as BackupDetail).url}\n`);
+      process.stdout.write(`${detail.url}\n`);
       return;
+    }
     case 'restore': {
       const { volume } = end.result as CreateResult;
       process.stdout.write(`${volume.name}\n`);
