@@ -1,7 +1,7 @@
 import type { Backend, SnapshotRecord, SnapshotSupport } from './backend.js';
 import type { Cluster } from './cluster/cluster.js';
 import type { ContainerReferences } from './container-references.js';
-import { ErrorCodes, StowageError, describeCause } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, volumeNotFound } from './errors.js';
 import type { KeyedMutex } from './keyed-mutex.js';
 import type { Logger } from './logger.js';
 import type { MountTable } from './mount-table.js';
@@ -120,6 +120,8 @@ export class VolumeSnapshots {
 
   async list(volume: string): Promise<SnapshotRecord[]> {
     validateVolumeName(volume);
+    // An unknown volume is one, not a volume without snapshots (a typo would list nothing).
+    if (!(await this.ops.backend.get(volume))) throw volumeNotFound(volume);
     return this.support(volume).listSnapshots(volume);
   }
 

@@ -295,6 +295,15 @@ describe('stowage daemon flags', () => {
     expect((JSON.parse((await cli('snapshot', 'list', 'snapvol', '--json')).stdout) as { name: string }[]).map((s) => s.name)).toEqual([generated.name]);
     const badName = await cli('snapshot', 'list', '../etc');
     expect(badName.stderr).toMatch(/invalid volume name/);
+    // A typo lists no snapshots of a volume that is not there: it says so.
+    const unknown = await cli('snapshot', 'list', 'snapvl');
+    expect(unknown.exitCode).toBe(1);
+    expect(unknown.stderr).toMatch(/snapvl/);
+    // Names from the time are to the second: snapshots taken within one get -2, -3.
+    const burst = await Promise.all([1, 2, 3].map(() => cli('snapshot', 'create', 'snapvol', '--json')));
+    const names = burst.map((r) => (JSON.parse(r.stdout) as { name: string }).name);
+    expect(new Set(names).size).toBe(3);
+    for (const name of names) expect(name).toMatch(/^snap-\d{8}-\d{6}(-[23])?$/);
     await daemon.stop();
   });
 

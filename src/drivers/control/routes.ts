@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { Router } from 'express';
 import type { BackupService } from '../../core/backup/service-contract.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
 import { validateVolumeName } from '../../core/names.js';
 import type { VolumeManager } from '../../core/volume-manager.js';
 import { jsonBody } from '../http-body.js';
@@ -44,8 +44,19 @@ export function controlRoutes(manager: VolumeManager, jobs: JobRegistry, backups
   serve(api.info, () => manager.info());
   // A plain call although a snapshot on vfs copies the volume's files into a repository: the
   // daemon finishes it even when the caller goes away, and the client waits as long as it takes.
-  serve(api.createSnapshot, (r) => manager.createSnapshot(r.volume, r.name ?? generatedSnapshotName(new Date()),
-    { consistent: r.consistent, force: r.force }));
+  serve(api.createSnapshot, async (r) => {
+    const options = { consistent: r.consistent, force: r.force };
+    if (r.name !== undefined) return manager.createSnapshot(r.volume, r.name, options);
+    // Names from the time are to the second: a second snapshot within it gets -2, -3, ...
+    const base = generatedSnapshotName(new Date());
+    for (let n = 1; ; n += 1) {
+      try {
+        return await manager.createSnapshot(r.volume, n === 1 ? base : `${base}-${n}`, options);
+      } catch (err) {
+        if (!isStowageError(err, ErrorCodes.SNAPSHOT_EXISTS) || n >= 20) throw err;
+      }
+    }
+  });
   serve(api.listSnapshots, async (r) => ({ snapshots: await manager.listSnapshots(r.volume) }));
   serve(api.inspectSnapshot, async (r) => {
     validateVolumeName(r.name);
