@@ -1,4 +1,5 @@
-import type { CreateRequest, Lease } from './backend.js';
+import type { Backend, CreateRequest, Lease } from './backend.js';
+import { ErrorCodes, StowageError, isStowageError, messageOf } from './errors.js';
 import type { VolumeOptions } from './options.js';
 
 /**
@@ -17,4 +18,17 @@ export function createRequest(
     adopt: adopt === true,
     ...(lease ? { lease } : {}),
   };
+}
+
+/**
+ * A new volume whose follow-up step failed (a restore's marks) goes again, never retained: it
+ * holds nothing yet. `removed` runs once it is gone. Then the create fails, saying how.
+ */
+export async function undoCreate(backend: Backend, name: string, lease: Lease, err: unknown, removed: () => Promise<void>): Promise<never> {
+  const undo = await backend.remove(name, { retain: false, lease }).then(() => undefined, (e: unknown) => e);
+  if (undo === undefined) await removed();
+  throw new StowageError(isStowageError(err) ? err.code : ErrorCodes.INTERNAL,
+    `creating volume ${name} failed: ${messageOf(err)}; ` +
+    (undo === undefined ? 'the new volume was removed again' : `removing the new volume failed too (${messageOf(undo)})`),
+    { volume: name, cause: err, remedies: undo === undefined ? [] : [{ action: 'remove-volume', volume: name }] });
 }

@@ -1,9 +1,8 @@
 import { inject, injectable, optional } from 'inversify';
 import type { Backend, SnapshotRecord, VolumeRecord } from './backend.js';
 import { isoTime, type Clock } from './clock.js';
-import { createRequest } from './create-request.js';
+import { createRequest, undoCreate } from './create-request.js';
 import type { Cluster } from './cluster/cluster.js';
-import type { Lease } from './cluster/lease.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
 import type { ContainerReferences } from './container-references.js';
 import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
@@ -18,7 +17,7 @@ import { TOKENS } from './tokens.js';
 import { VolumeDescriptions } from './volume-descriptions.js';
 import { VolumeRestores } from './volume-restores.js';
 import { VolumeSnapshots, type ConsistencyOptions } from './volume-snapshots.js';
-import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './backup/restore-journal.js';
+import type { RestoreJournal } from './backup/restore-journal.js';
 import { takeRestoreOption } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
 import {
@@ -161,23 +160,15 @@ export class VolumeManager {
         throw toStowageError(err, `creating volume ${name} failed`, name);
       }
       this.descriptions.remember(name, record);
-      if (onCreated) await onCreated(incarnationOf(record)).catch((err: unknown) => this.undoCreate(name, lease, err));
+      if (onCreated) {
+        await onCreated(incarnationOf(record)).catch((err: unknown) => undoCreate(this.backend, name, lease, err, async () => {
+          this.descriptions.forget(name);
+          await this.restores.removed(name);
+        }));
+      }
       this.log.info(`created volume ${name}`);
       return { volume: await this.descriptions.describe(record), created: true };
     }));
-  }
-
-  /** A new volume whose `onCreated` failed goes again (it holds nothing yet); then the create fails, saying how. */
-  private async undoCreate(name: string, lease: Lease, err: unknown): Promise<never> {
-    const undo = await this.backend.remove(name, { retain: false, lease }).then(() => undefined, (e: unknown) => e);
-    if (undo === undefined) {
-      this.descriptions.forget(name);
-      await this.restores.removed(name);
-    }
-    throw new StowageError(isStowageError(err) ? err.code : ErrorCodes.INTERNAL,
-      `creating volume ${name} failed: ${messageOf(err)}; ` +
-      (undo === undefined ? 'the new volume was removed again' : `removing the new volume failed too (${messageOf(undo)})`),
-      { volume: name, cause: err, remedies: undo === undefined ? [] : [{ action: 'remove-volume', volume: name }] });
   }
 
   /** See VolumeDescriptions.get. */
@@ -240,22 +231,13 @@ export class VolumeManager {
   async mount(name: string, mountId: string): Promise<string> {
     validateVolumeName(name);
     const id = validateMountId(mountId);
-    if (this.restores.isRestoring(name) && !id.startsWith(RESTORE_MOUNT_PREFIX)) {
-      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `volume ${name} is being restored from a backup and holds partial data: mount it once the restore has finished`, { volume: name });
-    }
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async () => {
       const record = await this.backend.get(name);
       if (!record) throw volumeNotFound(name);
-      this.restores.assertMountable(record, id);
       const incarnation = incarnationOf(record);
       const previous = this.mounts.incarnation(name);
-      // A restore elsewhere: only a first mount here of this volume can be the first to meet it
-      // (a restore makes a new volume: one mounted here already was mountable then, and still is).
-      if (this.cluster.enabled && (this.mounts.count(name) === 0 || previous !== incarnation)) {
-        await this.restores.assertNotRestoringElsewhere(record, id);
-      }
+      await this.restores.assertMountable(record, id, this.mounts.count(name) === 0 || previous !== incarnation);
       if (previous !== undefined && previous !== incarnation && this.mounts.count(name) > 0) {
         this.log.warn(`dropping mount records of ${name} that belong to an earlier volume of that name (${previous})`);
         this.mounts.forget(name);

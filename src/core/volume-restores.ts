@@ -17,7 +17,7 @@ export interface RestoreOps extends Omit<RestoreHost, 'journal' | 'log'> {
   log: Logger;
   journal?: RestoreJournal;
   /** Where restores are claimed for every node sharing the storage (no-ops on a local backend). */
-  cluster: Pick<Cluster, 'enabled' | 'claimRestore' | 'releaseRestore' | 'restoreClaim' | 'withLock'>;
+  cluster: Pick<Cluster, 'restoreClaims' | 'withLock'>;
   /** This node's id, as claims name it. */
   nodeId: string;
   /** Drops mount records (whole ids) of a volume; the caller holds its lock. */
@@ -32,6 +32,7 @@ export class VolumeRestores {
 
   constructor(private readonly ops: RestoreOps) {
     const { journal, cluster } = ops;
+    const claims = cluster.restoreClaims;
     this.host = {
       create: (name, options, onCreated) => ops.create(name, options, onCreated),
       mount: (name, id) => ops.mount(name, id),
@@ -44,18 +45,18 @@ export class VolumeRestores {
       journal: {
         begin: async (name, url, incarnation) => {
           await journal?.begin(name, url, incarnation);
-          await cluster.claimRestore(name, incarnation);
+          await claims?.claim(name, incarnation);
         },
         // Under the name's locks, as claims are made: a claim is another node's once this
         // restore's volume is gone (a failed restore removed it) and that node restored anew.
         end: (name, incarnation) => ops.locks.run(name, () => cluster.withLock(name, async () => {
           // A file there that is no claim is not this restore's to delete: mounts elsewhere name it.
-          const claim = cluster.enabled ? await cluster.restoreClaim(name).catch((err: unknown) => {
+          const claim = await claims?.read(name).catch((err: unknown) => {
             if (!isStowageError(err, ErrorCodes.STATE_CORRUPT)) throw err;
             ops.log.error(`volume ${name} is restored, but its restore claim cannot be read: ${messageOf(err)}`);
             return undefined;
-          }) : undefined;
-          if (claim?.node === ops.nodeId && claim.incarnation === incarnation) await cluster.releaseRestore(name);
+          });
+          if (claim?.node === ops.nodeId && claim.incarnation === incarnation) await claims?.release(name);
           await journal?.end(name, incarnation);
         })),
       },
@@ -92,16 +93,26 @@ export class VolumeRestores {
     return this.ops.journal?.partial(record.name, incarnationOf(record)) ? 'failed' : undefined;
   }
 
-  /** Refuses a mount (but a restore's own) of a volume that holds partial data of a restore. */
-  assertMountable(record: VolumeRecord, mountId: string): void {
+  /**
+   * Refuses a mount (but a restore's own) of a volume that holds partial data of a restore: one
+   * running here, one that failed here, or, on a first mount here of this volume (`firstHere`),
+   * one another node claims. A volume mounted here already was mountable then and still is: a
+   * restore makes a new volume. The caller holds the name's locks.
+   */
+  async assertMountable(record: VolumeRecord, mountId: string, firstHere: boolean): Promise<void> {
     if (mountId.startsWith(RESTORE_MOUNT_PREFIX)) return;
+    if (this.isRestoring(record.name)) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${record.name} is being restored from a backup and holds partial data: mount it once the restore has finished`, { volume: record.name });
+    }
     const marker = this.ops.journal?.partial(record.name, incarnationOf(record));
-    if (marker && !this.isRestoring(record.name)) {
+    if (marker) {
       throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING,
         `volume ${record.name} holds partial data: its restore from ${marker.url} (started ${marker.startedAt}) failed, ` +
         `and so did removing the volume afterwards; it cannot be mounted`,
         { volume: record.name, remedies: [{ action: 'remove-volume', volume: record.name }] });
     }
+    if (firstHere) await this.assertNotRestoringElsewhere(record);
   }
 
   /**
@@ -111,16 +122,15 @@ export class VolumeRestores {
    * mount is recorded. This node's own claim, with no restore running here and no marker left,
    * is a restore that finished but could not drop its claim: it is dropped now.
    */
-  async assertNotRestoringElsewhere(record: VolumeRecord, mountId: string): Promise<void> {
-    if (mountId.startsWith(RESTORE_MOUNT_PREFIX)) return;
+  private async assertNotRestoringElsewhere(record: VolumeRecord): Promise<void> {
     const { cluster, nodeId, log } = this.ops;
-    const claim = await cluster.restoreClaim(record.name);
+    const claim = await cluster.restoreClaims?.read(record.name);
     if (!claim) return;
-    const own = claim.node === nodeId && !this.isRestoring(record.name);
+    const own = claim.node === nodeId;
     if (claim.incarnation !== incarnationOf(record) || own) {
       log.info(`dropping the restore claim of ${record.name} by node ${claim.node} (started ${claim.startedAt}): ` +
         (own ? 'that restore is over' : 'it names an earlier volume of that name'));
-      await cluster.releaseRestore(record.name);
+      await cluster.restoreClaims?.release(record.name);
       return;
     }
     throw new StowageError(ErrorCodes.VOLUME_IN_USE,
@@ -139,8 +149,7 @@ export class VolumeRestores {
     const { journal, cluster, log } = this.ops;
     await journal?.removed(name).catch((err: unknown) =>
       log.error(`volume ${name} was removed, but clearing its restore marker failed (the next start drops it): ${describeCause(err)}`));
-    if (!cluster.enabled) return;
-    await cluster.releaseRestore(name).catch((err: unknown) =>
+    await cluster.restoreClaims?.release(name).catch((err: unknown) =>
       log.error(`volume ${name} was removed, but clearing its restore claim failed (the next mount of the name drops it): ${describeCause(err)}`));
   }
 

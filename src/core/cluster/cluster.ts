@@ -1,9 +1,7 @@
 import { ErrorCodes, StowageError } from '../errors.js';
 import { LOCAL_LEASE, type Lease } from './lease.js';
 import type { InvalidNodeRecord, NodeView } from './node-record.js';
-import type { RestoreClaim } from './restore-claims.js';
-
-export type { RestoreClaim } from './restore-claims.js';
+import type { RestoreClaims } from './restore-claims.js';
 
 export interface ClusterSettings {
   /** How often a node rewrites its record (its heartbeat). @default 5000 */
@@ -71,14 +69,10 @@ export interface Cluster {
   /** The volume's last mount on this node ended: removes its marker. */
   markUnmounted(volume: string): Promise<void>;
   /**
-   * Marks, for every node, that this node restores a backup into `volume` (that incarnation):
-   * durable when the promise resolves. Called under the name's cluster lock (see RestoreClaims).
+   * Restores claimed for every node sharing the storage (see RestoreClaims); absent where no
+   * other node can see a volume. Claims are made and dropped under the name's cluster lock.
    */
-  claimRestore(volume: string, incarnation: string): Promise<void>;
-  /** Drops the restore claim on `volume`, whoever made it (the restore ended, or the volume is gone). */
-  releaseRestore(volume: string): Promise<void>;
-  /** The restore claim on `volume`, if any; E_STATE_CORRUPT for a file there that is not one. */
-  restoreClaim(volume: string): Promise<RestoreClaim | undefined>;
+  readonly restoreClaims?: RestoreClaims;
   nodes(): Promise<NodeView[]>;
   /** Files of the nodes directory skipped at the last refresh because they are not valid records. */
   invalidNodes(): InvalidNodeRecord[];
@@ -102,11 +96,6 @@ export class LocalCluster implements Cluster {
   }
   async markMounted(): Promise<void> {}
   async markUnmounted(): Promise<void> {}
-  async claimRestore(): Promise<void> {}
-  async releaseRestore(): Promise<void> {}
-  async restoreClaim(): Promise<RestoreClaim | undefined> {
-    return undefined;
-  }
   async nodes(): Promise<NodeView[]> {
     return [];
   }

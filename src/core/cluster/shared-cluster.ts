@@ -12,7 +12,7 @@ import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
 import { createMarker, deleteNodeFiles, settleLayout } from './layout-settle.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
-import { RestoreClaims, type RestoreClaim } from './restore-claims.js';
+import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
@@ -33,7 +33,7 @@ export class SharedCluster implements Cluster {
   private readonly ownMarkers: string;
   private readonly locks: ClusterLocks;
   private readonly reader: MemberReader;
-  private readonly restores: RestoreClaims;
+  readonly restoreClaims: RestoreClaims;
   private readonly docker?: ContainerReferences;
   private invalid: InvalidNodeRecord[] = [];
   private stopped = false;
@@ -68,7 +68,7 @@ export class SharedCluster implements Cluster {
     this.locks = new ClusterLocks(fs, this.paths.locks, nodeId, clock,
       { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs }, (m) => log.warn(m));
     this.reader = new MemberReader(fs, dir, clock, settings.staleAfterMs, log);
-    this.restores = new RestoreClaims(fs, dir, nodeId);
+    this.restoreClaims = new RestoreClaims(fs, dir, nodeId);
     if (engine?.configured) this.docker = engine;
     this.startedAt = new Date().toISOString();
   }
@@ -142,18 +142,6 @@ export class SharedCluster implements Cluster {
     await this.fs.unlink(join(this.ownMarkers, volume)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
-  }
-
-  claimRestore(volume: string, incarnation: string): Promise<void> {
-    return this.restores.claim(volume, incarnation);
-  }
-
-  releaseRestore(volume: string): Promise<void> {
-    return this.restores.release(volume);
-  }
-
-  restoreClaim(volume: string): Promise<RestoreClaim | undefined> {
-    return this.restores.read(volume);
   }
 
   /**
