@@ -164,6 +164,14 @@ describe('daemon jobs', () => {
     const warned = await cli('backup', 'create', 'data', '--dest', DEST);
     expect(warned.stdout.trim().split('\n').at(-1)).toMatch(/^vfs:\/\/\/srv\/backups\?volume=data&backup=b\d+$/);
     expect(warned.stderr).toContain('2 warning(s), also in stowage backup inspect:\n  fifo: FIFO skipped\n  gone.txt: vanished while it was read, left out');
+    expect(warned.stderr).not.toContain('new one');
+
+    // A destination with no repository (a mistyped --dest) is said to have been made by this backup.
+    service.script = { progress: [], repositoryCreated: true };
+    const made = await cli('backup', 'create', 'data', '--dest', DEST);
+    expect(made.stdout.trim().split('\n').at(-1)).toMatch(/^vfs:\/\/\/srv\/backups\?volume=data&backup=b\d+$/);
+    // (This fake's backup ids are not real ones, so the CLI names the whole URL it got.)
+    expect(made.stderr).toMatch(/^no backup repository was at vfs:\/\/\/srv\/backups\S*: this backup made a new one there$/m);
   });
 
   it('detaches on Ctrl-C, saying how to follow again, and the job goes on', async () => {

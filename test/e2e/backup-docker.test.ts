@@ -123,6 +123,8 @@ describe.skipIf(skip)('backups through the docker CLI', { timeout: 300_000 }, ()
     expect(first.exitCode, first.stderr).toBe(0);
     urls.first = lastLine(first.stdout);
     expect(urls.first).toMatch(/^vfs:\/\/\/.*\?volume=src&backup=/);
+    // The first backup made the repository, and says so (a mistyped --dest would look like this).
+    expect(first.stderr).toContain(`no backup repository was at ${repo}: this backup made a new one there`);
     await run(['-v', 'src:/data', node.image, 'sh', '-c', CHANGE]);
     prints.second = await fingerprint('src');
     expect(prints.second).not.toBe(prints.first);

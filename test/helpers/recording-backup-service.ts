@@ -17,6 +17,8 @@ export interface Script {
   fail?: StowageError;
   /** The warnings a backup it makes records. */
   warnings?: string[];
+  /** The backup it makes answers that it made its repository. */
+  repositoryCreated?: boolean;
 }
 
 export class RecordingBackupService implements BackupService {
@@ -48,7 +50,7 @@ export class RecordingBackupService implements BackupService {
     const id = `b${this.backups.size + 1}`;
     const detail: BackupDetail = {
       url: `${options.dest}?volume=${volume}&backup=${id}`, volume, id, host: 'test', startedAt: '2026-01-01T00:00:00.000Z',
-      finishedAt: '2026-01-01T00:00:01.000Z', state: 'complete', warnings: this.script.warnings ?? [], ...(options.snapshot ? { snapshot: options.snapshot } : {}),
+      finishedAt: '2026-01-01T00:00:01.000Z', state: 'complete', warnings: this.script.warnings ?? [], ...(this.script.repositoryCreated ? { repositoryCreated: true as const } : {}), ...(options.snapshot ? { snapshot: options.snapshot } : {}),
     };
     this.backups.set(detail.url, detail);
     return detail;

@@ -71,7 +71,7 @@ export class CoreBackupService implements BackupService {
           options.signal?.throwIfAborted();
           options.onProgress?.(progress);
         });
-      return this.detail(dest.target, record);
+      return this.detail(dest.target, record, repo.createdNow);
     }
     await this.manager.get(volume);
     // Before a snapshot is taken for nothing.
@@ -92,7 +92,7 @@ export class CoreBackupService implements BackupService {
         backupTree(path, repo, {
           volume, origin: { backend: this.backend.name }, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
         }));
-      return this.detail(dest.target, record);
+      return this.detail(dest.target, record, repo.createdNow);
     }
     const taken = options.snapshot === undefined;
     const snapshot = options.snapshot ?? `backup-${new Date().toISOString().replace(/[-:]/g, '').replace('.', '')}-${randomHex(4)}`;
@@ -106,7 +106,7 @@ export class CoreBackupService implements BackupService {
       try {
         const repo = await Repository.openOrInit(openTarget(dest.target));
         const record = await this.backUp(source, volume, snapshot, repo, report);
-        return this.detail(dest.target, record);
+        return this.detail(dest.target, record, repo.createdNow);
       } finally {
         await source.release().catch((err: unknown) => this.log.warn(`releasing snapshot ${snapshot} of ${volume}: ${messageOf(err)}`));
       }
@@ -220,11 +220,12 @@ export class CoreBackupService implements BackupService {
     };
   }
 
-  private detail(target: BackupTarget, r: BackupRecord): BackupDetail {
+  private detail(target: BackupTarget, r: BackupRecord, repositoryCreated = false): BackupDetail {
     return {
       ...this.summary(target, r), ...(r.parent !== undefined ? { parent: r.parent } : {}), warnings: r.warnings,
       ...(r.device ? { device: { sizeBytes: r.device.sizeBytes, blockSize: r.device.blockSize, filesystem: r.device.filesystem } } : {}),
       ...(r.notes ? { notes: r.notes } : {}),
+      ...(repositoryCreated ? { repositoryCreated: true as const } : {}),
     };
   }
 }

@@ -66,6 +66,9 @@ export class Repository {
   /** Buffers leased blobs are read alone into (ranged reads up to CHUNK_BUFFER_SIZE). */
   private readonly chunkBuffers = new SpareBuffers(CHUNK_BUFFER_SIZE, CHUNK_BUFFERS_SPARE);
 
+  /** Set when this open made the repository (openOrInit found nothing there): a mistyped destination looks like this. */
+  createdNow = false;
+
   private constructor(readonly store: BlobStore, readonly config: RepoConfig) {
     this.packs = new PackCache((id, into) => store.get(packKey(id), into), config.packSize + (config.packSize >> 2));
   }
@@ -86,7 +89,9 @@ export class Repository {
     if (!(await store.put(CONFIG_KEY, Buffer.from(JSON.stringify(config))))) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `${store.location} already holds a backup repository`);
     }
-    return new Repository(store, config);
+    const repo = new Repository(store, config);
+    repo.createdNow = true;
+    return repo;
   }
 
   /** Opens the repository in `store` and loads its index. */

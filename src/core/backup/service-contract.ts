@@ -56,6 +56,8 @@ export interface BackupDetail extends BackupSummary {
   device?: { sizeBytes: number; blockSize: number; filesystem: string };
   /** How it was made (a block backup: incremental from which base, or a full read and why). */
   notes?: string[];
+  /** In the answer of the create that made it: the destination held no repository before this backup. */
+  repositoryCreated?: true;
 }
 
 export interface VerifyResult {

@@ -1,4 +1,5 @@
 import { Option, type Command } from 'commander';
+import { formatBackupUrl, parseBackupUrl } from '../../core/backup/backup-url.js';
 import type { BackupDetail, BackupSummary, VerifyResult } from '../../core/backup/service-contract.js';
 import { ErrorCodes, StowageError, type ErrorCode } from '../../core/errors.js';
 import type { CreateResult } from '../../core/volume-manager.js';
@@ -44,6 +45,15 @@ export async function followToEnd(socket: string, id: string, json: boolean): Pr
   return end;
 }
 
+/** The repository part of a backup's URL; the URL itself if it does not parse (the backup is made: say something). */
+function repositoryOf(url: string): string {
+  try {
+    return formatBackupUrl({ target: parseBackupUrl(url).target });
+  } catch {
+    return url;
+  }
+}
+
 /** What a finished job prints: its answer's essential line, or with --json the answer itself. */
 function printJobResult(end: JobView, json: boolean): void {
   if (json) {
@@ -59,6 +69,11 @@ function printJobResult(end: JobView, json: boolean): void {
       if (warnings.length > 0) {
         process.stderr.write(`${warnings.length} warning(s), also in stowage backup inspect:\n${warnings.slice(0, 20).map((w) => `  ${w}\n`).join('')}` +
           (warnings.length > 20 ? `  ... and ${warnings.length - 20} more\n` : ''));
+      }
+      if (detail.repositoryCreated) {
+        // A mistyped --dest whose parent exists makes a new repository: said, so the user does not
+        // look for this backup, or its dedup, in the repository they meant.
+        process.stderr.write(`no backup repository was at ${repositoryOf(detail.url)}: this backup made a new one there\n`);
       }
       // The URL alone on the last line, for scripts: `url=$(stowage backup create ... | tail -n 1)`.
       process.stdout.write(`${detail.url}\n`);

@@ -59,6 +59,8 @@ describe('BackupService over vfs (embedding API)', () => {
     expect(first.snapshot).toBeUndefined();
     expect(first.url).toBe(`${dest}?volume=pg&backup=${first.id}`);
     expect([...phases]).toEqual(['backup']);
+    // Nothing was at the destination: the answer says this backup made the repository.
+    expect(first.repositoryCreated).toBe(true);
     expect(await stowage.manager.listSnapshots('pg')).toEqual([]);
     expect(first.stats).toMatchObject({ files: 2, filesRead: 2 });
     expect(first.stats!.newRawBytes).toBeGreaterThanOrEqual(big.length);
@@ -69,6 +71,7 @@ describe('BackupService over vfs (embedding API)', () => {
     await stowage.unmount('pg', 'writer');
     const second = await stowage.createBackup('pg', { dest: `${dest}?volume=pg`, snapshot: undefined });
     expect(second.stats!.newRawBytes).toBeLessThan(64 * 1024);
+    expect(second.repositoryCreated).toBeUndefined();
     // The first backup is the files cache: only the changed file is read again.
     expect(second.stats).toMatchObject({ files: 2, filesRead: 1, bytesRead: 'port=6543\n'.length });
     expect((await stowage.listBackups(dest)).map((b) => b.id)).toEqual([first.id, second.id]);
