@@ -10,6 +10,6 @@ export type { VolumeOptions } from './core/options.js';
 export type { CreateResult, RemoveResult, VolumeInfo, RemovePolicy } from './core/volume-manager.js';
 export { validateVolumeName } from './core/names.js';
 export type {
-  BackupDetail, BackupSummary, JobProgress, ProgressOptions, VerifyResult,
+  BackupDetail, BackupSummary, DeleteResult, JobProgress, ProgressOptions, VerifyResult,
 } from './core/backup/service-contract.js';
 export { formatBackupUrl, parseBackupUrl, type BackupTarget, type BackupUrl } from './core/backup/backup-url.js';

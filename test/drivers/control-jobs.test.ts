@@ -191,7 +191,8 @@ describe('daemon jobs', () => {
     g.open();
     const again = await cli('job', 'follow', id!);
     expect(again.exitCode).toBe(0);
-    expect(again.stdout.trim()).toMatch(/^vfs:\/\/\/srv\/backups\?volume=data&backup=b\d+$/);
+    // The delete's answer: the URL, then what it freed.
+    expect(again.stdout.trim()).toMatch(/^vfs:\/\/\/srv\/backups\?volume=data&backup=b\d+: deleted, 3\.0 MiB freed \(2 packs\)$/);
     const jobs = await cli('job', 'list', '--json');
     expect(JSON.parse(jobs.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ id, kind: 'backup-delete', state: 'succeeded' })]));
   });

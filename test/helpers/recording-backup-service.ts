@@ -5,7 +5,7 @@
  */
 import { ContainerModule } from 'inversify';
 import type {
-  BackupDetail, BackupService, BackupSummary, CreateResult, JobProgress, ProgressOptions, VerifyResult,
+  BackupDetail, BackupService, BackupSummary, CreateResult, DeleteResult, JobProgress, ProgressOptions, VerifyResult,
 } from '../../src/core/backup/service-contract.js';
 import { ErrorCodes, StowageError } from '../../src/core/errors.js';
 import { TOKENS } from '../../src/core/tokens.js';
@@ -66,10 +66,11 @@ export class RecordingBackupService implements BackupService {
     return this.known(url);
   }
 
-  async deleteBackup(url: string, options?: ProgressOptions): Promise<void> {
+  async deleteBackup(url: string, options?: ProgressOptions): Promise<DeleteResult> {
     this.calls.push({ op: 'deleteBackup', args: [url] });
     await this.play(options);
     this.backups.delete(url);
+    return { url, deletedPacks: 2, freedBytes: 3 * 1024 * 1024 };
   }
 
   async verifyBackup(url: string, options?: ProgressOptions): Promise<VerifyResult> {

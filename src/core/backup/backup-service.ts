@@ -15,7 +15,7 @@ import {
 } from './index.js';
 import {
   DEFAULT_BACKUP_KIND, RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
-  type ProgressOptions, type VerifyResult,
+  type DeleteResult, type ProgressOptions, type VerifyResult,
 } from './service-contract.js';
 
 const IN_PROGRESS = /^backup of ([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$/;
@@ -168,18 +168,22 @@ export class CoreBackupService implements BackupService {
     return this.detail(target, await repo.readBackupRecord(volume, backup));
   }
 
-  async deleteBackup(url: string, options: ProgressOptions = {}): Promise<void> {
+  async deleteBackup(url: string, options: ProgressOptions = {}): Promise<DeleteResult> {
     const { target, volume, backup } = parseOneBackupUrl(url);
     const repo = await Repository.open(openTarget(target));
     options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
     await deleteBackup(repo, volume, backup);
     options.onProgress?.({ phase: 'gc', files: 0, bytes: 0 });
-    await gc(repo).catch((err: unknown) => {
+    try {
+      const freed = await gc(repo);
+      return { url, deletedPacks: freed.deletedPacks, freedBytes: freed.deletedBytes };
+    } catch (err) {
       // The backup is deleted; its chunks go with the next delete that gets the lock.
       if (!isStowageError(err, ErrorCodes.BACKUP_LOCKED)) throw err;
       this.log.warn(`backup ${volume}/${backup} is deleted; its space is freed by a later delete: ${messageOf(err)}`);
-    });
+      return { url, deletedPacks: 0, freedBytes: 0, gcDeferred: messageOf(err) };
+    }
   }
 
   async verifyBackup(url: string, options: ProgressOptions = {}): Promise<VerifyResult> {

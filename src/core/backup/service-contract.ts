@@ -60,6 +60,15 @@ export interface BackupDetail extends BackupSummary {
   repositoryCreated?: true;
 }
 
+export interface DeleteResult {
+  url: string;
+  /** Packs the garbage collection after the delete removed, and their bytes (0 when it could not run). */
+  deletedPacks: number;
+  freedBytes: number;
+  /** Why nothing was freed yet (another operation held the repository): a later delete frees it. */
+  gcDeferred?: string;
+}
+
 export interface VerifyResult {
   url: string;
   files: number;
@@ -86,7 +95,7 @@ export interface BackupService {
   listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
   inspectBackup(url: string): Promise<BackupDetail>;
   /** Deletes the backup's record, then frees what no other backup references. */
-  deleteBackup(url: string, options?: ProgressOptions): Promise<void>;
+  deleteBackup(url: string, options?: ProgressOptions): Promise<DeleteResult>;
   /** Reads back and re-hashes every chunk of the backup; fails naming the first missing or corrupt one. */
   verifyBackup(url: string, options?: ProgressOptions): Promise<VerifyResult>;
   /**

@@ -13,7 +13,7 @@ import { SHELL_TOKENS } from '../tokens.js';
 import { wordFailure } from '../remedies.js';
 import { StowageError } from '../../core/errors.js';
 import type {
-  BackupDetail, BackupService, BackupSummary, ProgressOptions, VerifyResult,
+  BackupDetail, BackupService, BackupSummary, DeleteResult, ProgressOptions, VerifyResult,
 } from '../../core/backup/service-contract.js';
 
 export interface StowageOptions {
@@ -52,7 +52,7 @@ export interface Stowage {
   /** Backups in a repository (and volume, by option or in the URL), oldest first; in-progress ones last. */
   listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
   inspectBackup(url: string): Promise<BackupDetail>;
-  deleteBackup(url: string, options?: ProgressOptions): Promise<void>;
+  deleteBackup(url: string, options?: ProgressOptions): Promise<DeleteResult>;
   verifyBackup(url: string, options?: ProgressOptions): Promise<VerifyResult>;
   /** Creates volume `name` from a backup; a failed restore leaves no volume. */
   restoreVolume(name: string, url: string, options?: ProgressOptions & { volumeOptions?: Record<string, string> }): Promise<CreateResult>;

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { formatBackupUrl, parseBackupUrl } from '../../core/backup/backup-url.js';
-import type { BackupDetail, BackupSummary, VerifyResult } from '../../core/backup/service-contract.js';
+import type { BackupDetail, BackupSummary, DeleteResult, VerifyResult } from '../../core/backup/service-contract.js';
 import { ErrorCodes, StowageError, type ErrorCode } from '../../core/errors.js';
 import type { CreateResult } from '../../core/volume-manager.js';
 import { controlEndpoints as api, knownRemedies, type RequestOf } from '../control/endpoints.js';
@@ -89,9 +89,16 @@ function printJobResult(end: JobView, json: boolean): void {
       process.stdout.write(`${v.url}: ${v.files} files, ${v.chunks} chunks, ${formatBytes(v.bytes)} verified\n`);
       return;
     }
-    case 'backup-delete':
-      process.stdout.write(`${end.target}\n`);
+    case 'backup-delete': {
+      const d = end.result as DeleteResult;
+      // The URL first (scripts), then what the delete gave back: space is what a delete is for.
+      const freed = d.gcDeferred !== undefined
+        ? `deleted; its space is freed by a later delete (${d.gcDeferred})`
+        : d.deletedPacks > 0 ? `deleted, ${formatBytes(d.freedBytes)} freed (${d.deletedPacks} pack${d.deletedPacks === 1 ? '' : 's'})`
+          : 'deleted, nothing freed (every pack it used also holds data other backups use)';
+      process.stdout.write(`${d.url}: ${freed}\n`);
       return;
+    }
   }
 }
 

@@ -160,10 +160,7 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
     }
     case 'backup-delete': {
       await backups.inspectBackup(request.url);
-      return jobs.start('backup-delete', request.url, async (context) => {
-        await backups.deleteBackup(request.url, context);
-        return { url: request.url };
-      });
+      return jobs.start('backup-delete', request.url, (context) => backups.deleteBackup(request.url, context));
     }
   }
 }

@@ -100,11 +100,19 @@ describe('BackupService over vfs (embedding API)', () => {
     const packs = await packsIn(repoDir);
     expect(packs.length).toBeGreaterThan(0);
     const running = await acquireLock(new VfsBlobStore(repoDir), { kind: 'shared', purpose: 'backup of other', owner: 'node-b', autoRefresh: false });
-    await stowage.deleteBackup(first.url);
+    const deferred = await stowage.deleteBackup(first.url);
     await running.release();
+    expect(deferred).toMatchObject({ url: first.url, deletedPacks: 0, freedBytes: 0, gcDeferred: expect.stringContaining('backup of other') });
     expect((await stowage.listBackups(dest)).map((b) => b.id)).toEqual([second.id]);
     expect(await packsIn(repoDir)).toEqual(packs);
-    await stowage.deleteBackup(second.url);
+    let packBytes = 0;
+    for await (const { size } of listAll(new VfsBlobStore(repoDir), 'packs/')) packBytes += size;
+    // The second delete's gc frees both backups' packs, and says how much (packs and their indexes).
+    const freed = await stowage.deleteBackup(second.url);
+    expect(freed).toMatchObject({ url: second.url, deletedPacks: packs.length });
+    expect(freed.gcDeferred).toBeUndefined();
+    expect(freed.freedBytes).toBeGreaterThanOrEqual(packBytes);
+    expect(freed.freedBytes).toBeLessThan(packBytes + 64 * 1024);
     expect(await stowage.listBackups(dest)).toEqual([]);
     expect(await packsIn(repoDir)).toEqual([]);
   });
