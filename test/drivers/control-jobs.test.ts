@@ -237,6 +237,8 @@ describe('the job registry', () => {
     // Only two finished jobs are kept: the oldest went.
     expect(jobs.list().map((j) => j.target)).toEqual(['slow', 'u2', 'u3']);
     expect(() => jobs.get(done[0]!.id)).toThrow(/no job/);
+    // The daemon's own start is named: a job id from before a restart is not a typo.
+    expect(() => jobs.get('abcdefabcdef')).toThrow("(started at 1970-01-01T00:00:00.000Z) ended with it");
     now = 2000;
     expect(jobs.list().map((j) => j.target)).toEqual(['slow']);
     g.open();

@@ -66,7 +66,12 @@ export class JobRegistry {
   private readonly jobs = new Map<string, Job>();
   private stopping = false;
 
-  constructor(private readonly log: Logger, private readonly settings: JobSettings = DEFAULT_JOB_SETTINGS) {}
+  /** When this registry (this run of the daemon) began: jobs of an earlier run are not kept. */
+  private readonly since: string;
+
+  constructor(private readonly log: Logger, private readonly settings: JobSettings = DEFAULT_JOB_SETTINGS) {
+    this.since = new Date(settings.now()).toISOString();
+  }
 
   start(kind: JobKind, target: string, run: (context: JobContext) => Promise<unknown>): JobView {
     if (this.stopping) throw new StowageError(ErrorCodes.CANCELLED, `the daemon is stopping: no new ${kind} job is started`);
@@ -183,7 +188,9 @@ export class JobRegistry {
     const job = JOB_ID.test(id) ? this.jobs.get(id) : undefined;
     if (!job) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST,
-        `no job ${JSON.stringify(id)} on this daemon (finished jobs are forgotten after ${Math.round(this.settings.keepFinishedMs / 60_000)} min; "stowage job list" shows those it knows)`);
+        `no job ${JSON.stringify(id)} on this daemon: finished jobs are forgotten after ${Math.round(this.settings.keepFinishedMs / 60_000)} min, ` +
+        `and jobs of a run before this one (started at ${this.since}) ended with it (a backup then shows in "stowage backup list" only if it ` +
+        `completed; a restore's unfinished volume is removed at start); "stowage job list" shows the jobs it knows`);
     }
     return job;
   }
