@@ -226,13 +226,20 @@ export class S3BlobStore implements BlobStore {
         const objects: ListedObject[] = [];
         let last: string | undefined;
         for (const item of out.Contents ?? []) {
-          if (item.Key === undefined || !item.Key.startsWith(this.root)) continue;
+          // A key outside what was asked for is the server's error, not an object of this listing.
+          if (item.Key === undefined || !item.Key.startsWith(this.root + prefix)) continue;
           const key = item.Key.slice(this.root.length);
           last = key;
           // Names outside the key alphabet (someone else's objects) are not objects of this store.
           if (isValidKey(key)) objects.push({ key, size: item.Size ?? 0 });
         }
-        return out.IsTruncated === true && last !== undefined ? { objects, next: last } : { objects };
+        if (out.IsTruncated !== true) return { objects };
+        // A listing that says more follows must say from where: one that does not would end here
+        // quietly, and a garbage collection would take what it did not list for unreferenced.
+        if (last === undefined) {
+          throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `S3 ListObjectsV2 of ${prefix} in ${this.location} says more objects follow but named none: the listing cannot go on`);
+        }
+        return { objects, next: last };
       } catch (err) {
         throw this.failed('ListObjectsV2', prefix, err);
       }

@@ -7,11 +7,11 @@ import { validateVolumeName } from '../names.js';
 import { randomHex } from '../random-hex.js';
 import { TOKENS } from '../tokens.js';
 import type { VolumeManager } from '../volume-manager.js';
-import { formatBackupUrl, parseOneBackupUrl, parseRepositoryUrl, type BackupTarget } from './backup-url.js';
+import { formatBackupUrl, parseBackupUrl, parseOneBackupUrl, parseRepositoryUrl, type BackupTarget } from './backup-url.js';
 import { BACKUP_KINDS, blockSupportOf, createBlockBackup } from './block-backup-service.js';
 import { copyBackup } from './copy-backup.js';
 import {
-  backupTree, deleteBackup, gc, liveLocks, Repository, verifyBackup, type BackupRecord,
+  backupTree, checkRepository, deleteBackup, gc, liveLocks, Repository, verifyBackup, type BackupRecord,
 } from './index.js';
 import {
   DEFAULT_BACKUP_KIND, RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
@@ -179,14 +179,28 @@ export class CoreBackupService implements BackupService {
       const freed = await gc(repo);
       return { url, deletedPacks: freed.deletedPacks, freedBytes: freed.deletedBytes };
     } catch (err) {
-      // The backup is deleted; its chunks go with the next delete that gets the lock.
-      if (!isStowageError(err, ErrorCodes.BACKUP_LOCKED)) throw err;
-      this.log.warn(`backup ${volume}/${backup} is deleted; its space is freed by a later delete: ${messageOf(err)}`);
-      return { url, deletedPacks: 0, freedBytes: 0, gcDeferred: messageOf(err) };
+      // The backup is deleted whatever the garbage collection does: the answer says so, and why
+      // nothing was freed. Locked: its chunks go with the next delete that gets the lock.
+      const notFreed = isStowageError(err, ErrorCodes.BACKUP_LOCKED)
+        ? `a later delete frees it (${messageOf(err)})`
+        : `the garbage collection failed: ${messageOf(err)}`;
+      this.log.warn(`backup ${volume}/${backup} is deleted; nothing was freed: ${notFreed}`);
+      return { url, deletedPacks: 0, freedBytes: 0, notFreed };
     }
   }
 
   async verifyBackup(url: string, options: ProgressOptions = {}): Promise<VerifyResult> {
+    const named = parseBackupUrl(url);
+    if (named.volume === undefined) {
+      const repo = await Repository.open(openTarget(named.target));
+      const checked = await checkRepository(repo, {
+        onProgress: (p) => {
+          options.signal?.throwIfAborted();
+          options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes });
+        },
+      });
+      return { url, backups: checked.backups, files: checked.files, chunks: checked.chunks, bytes: checked.bytes };
+    }
     const { target, volume, backup } = parseOneBackupUrl(url);
     const repo = await Repository.open(openTarget(target));
     const record = await repo.readBackupRecord(volume, backup);

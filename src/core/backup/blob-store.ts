@@ -112,6 +112,10 @@ export async function* listAll(store: BlobStore, prefix: string, pageSize?: numb
     const page = await store.list(prefix, { pageSize, startAfter });
     yield* page.objects;
     if (page.next === undefined) return;
+    // Listings go forward: a page that does not (a broken or hostile server) would loop for ever.
+    if (startAfter !== undefined && page.next <= startAfter) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `the listing of ${prefix} in ${store.location} went back to ${JSON.stringify(page.next.slice(0, 200))} after ${JSON.stringify(startAfter.slice(0, 200))}: it cannot go on`);
+    }
     startAfter = page.next;
   }
 }

@@ -185,6 +185,21 @@ export type BackupRecord = z.infer<typeof BackupRecordSchema>;
 export const CONFIG_KEY = 'config';
 export const packKey = (id: string): string => `packs/${id.slice(0, 2)}/${id}`;
 export const indexKey = (id: string): string => `index/${id}`;
+
+/**
+ * The pack id a listed key names, or undefined when the key is not exactly where packKey puts a
+ * pack. Anything else under packs/ (another repository nested there, a user's file) is not this
+ * repository's: it is never counted as a pack, nor deleted as an unindexed one.
+ */
+export function packIdOfKey(key: string): string | undefined {
+  const match = /^packs\/([0-9a-f]{2})\/([0-9a-f]{64})$/.exec(key);
+  return match && match[2]!.startsWith(match[1]!) ? match[2] : undefined;
+}
+
+/** The pack id an index key names, or undefined for anything else under index/. */
+export function indexIdOfKey(key: string): string | undefined {
+  return /^index\/([0-9a-f]{64})$/.exec(key)?.[1];
+}
 export const backupKey = (volume: string, id: string): string => `backups/${volume}/${id}`;
 export const backupPrefix = (volume?: string): string => (volume === undefined ? 'backups/' : `backups/${volume}/`);
 

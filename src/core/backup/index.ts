@@ -11,5 +11,6 @@ export { acquireLock, DEFAULT_LOCK_TTL_MS, liveLocks, withLock, type LockKind, t
 export { assertVolumeName, DEFAULT_PACK_SIZE, parseObject, Repository, type InitOptions } from './repository.js';
 export { backupTree, type BackupOptions } from './backup.js';
 export { deleteBackup, gc, verifyBackup, type GcOptions, type GcResult } from './maintenance.js';
+export { checkRepository, type CheckResult } from './check.js';
 export type { CommonOptions, Progress } from './options.js';
 export { restoreTree, type RestoreOptions } from './restore.js';

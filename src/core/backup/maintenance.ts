@@ -1,7 +1,7 @@
 import { ErrorCodes, StowageError } from '../errors.js';
 import { deleteAll, listAll } from './blob-store.js';
 import { isBlockBackup, referencedChunks } from './block-format.js';
-import { backupKey, packKey } from './format.js';
+import { backupKey, indexIdOfKey, packIdOfKey, packKey } from './format.js';
 import { waitingForGc, withLock, type RepoLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
@@ -114,6 +114,7 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     let keptPacks = 0;
     let deletedBytes = 0;
     for await (const { key } of listAll(repo.store, 'index/', options.pageSize)) {
+      if (indexIdOfKey(key) === undefined) continue; // not an index of this repository's: never deleted
       const index = await repo.readIndex(key);
       indexed.add(index.pack);
       for (const blob of index.blobs) if (live.has(blob.id)) liveIndexed.add(blob.id);
@@ -134,8 +135,8 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     }
     // Packs without an index: left by a backup that stopped between the two writes.
     for await (const { key, size } of listAll(repo.store, 'packs/', options.pageSize)) {
-      const id = key.split('/').at(-1)!;
-      if (!indexed.has(id)) {
+      const id = packIdOfKey(key);
+      if (id !== undefined && !indexed.has(id)) {
         deadPacks.push(key);
         deletedBytes += size;
       }

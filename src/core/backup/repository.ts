@@ -6,7 +6,7 @@ import { DEFAULT_CHUNKER, validateChunkerParams, type ChunkerParams } from './ch
 import { decompress, DEFAULT_CODEC, type Codec } from './codec.js';
 import {
   BackupRecordSchema, backupKey, backupPrefix, BackupIdSchema, CONFIG_KEY, EntrySchema, FORMAT_VERSION,
-  indexKey, ManifestBlobSchema, packKey, PackIndexSchema, RepoConfigSchema,
+  indexIdOfKey, indexKey, ManifestBlobSchema, packIdOfKey, packKey, PackIndexSchema, RepoConfigSchema,
   type BackupRecord, type Entry, type PackBlob, type PackIndex, type RepoConfig,
 } from './format.js';
 import { isBlockBackup, notAFileBackup } from './block-format.js';
@@ -33,7 +33,7 @@ const CHUNK_BUFFERS_SPARE = 16;
  * chunks of large files restored side by side each wanted a different pack, and with two kept a
  * 1 GiB restore read 4.7 GiB of packs (8 files at a time, 8 MiB for each ~1 MiB chunk).
  */
-const RANGE_READ_FROM = 64 * 1024;
+export const RANGE_READ_FROM = 64 * 1024;
 
 export interface InitOptions {
   chunker?: ChunkerParams;
@@ -136,8 +136,12 @@ export class Repository {
     this.blobs.clear();
     this.lost.clear();
     const packs = new Set<string>();
-    for await (const { key } of listAll(this.store, 'packs/')) packs.add(key.slice(key.lastIndexOf('/') + 1));
+    for await (const { key } of listAll(this.store, 'packs/')) {
+      const id = packIdOfKey(key);
+      if (id !== undefined) packs.add(id);
+    }
     for await (const { key } of listAll(this.store, 'index/')) {
+      if (indexIdOfKey(key) === undefined) continue; // not an index of this repository's
       const index = await this.readIndex(key);
       if (packs.has(index.pack)) this.addIndex(index);
       else for (const blob of index.blobs) if (!this.lost.has(blob.id)) this.lost.set(blob.id, index.pack);
@@ -162,6 +166,12 @@ export class Repository {
 
   locate(id: string): BlobLocation | undefined {
     return this.blobs.get(id);
+  }
+
+  /** For the error about a blob no index places: an index named it in a pack that is gone, or none did. */
+  whyMissing(id: string): string {
+    const lostIn = this.lost.get(id);
+    return lostIn !== undefined ? `its pack ${packKey(lostIn)} is not in ${this.store.location}` : `it is in no pack of ${this.store.location}`;
   }
 
   get blobCount(): number {
@@ -207,11 +217,7 @@ export class Repository {
    */
   private async fetchBlob(id: string, options: { wholePacks?: boolean }, pooled: boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
     const loc = this.blobs.get(id);
-    if (!loc) {
-      const lostIn = this.lost.get(id);
-      if (lostIn !== undefined) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${packKey(lostIn)} is not in ${this.store.location}`);
-      throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is in no pack of ${this.store.location}`);
-    }
+    if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: ${this.whyMissing(id)}`);
     const key = packKey(loc.pack);
     const pack = options.wholePacks && (loc.length < RANGE_READ_FROM || this.packs.keeps(loc.pack)) ? this.packs.lease(loc.pack) : undefined;
     let spare = pack || !pooled || loc.length > CHUNK_BUFFER_SIZE ? undefined : this.chunkBuffers.take();

@@ -65,12 +65,17 @@ export interface DeleteResult {
   /** Packs the garbage collection after the delete removed, and their bytes (0 when it could not run). */
   deletedPacks: number;
   freedBytes: number;
-  /** Why nothing was freed yet (another operation held the repository): a later delete frees it. */
-  gcDeferred?: string;
+  /**
+   * Why the garbage collection after the delete freed nothing: another operation held the
+   * repository (a later delete frees it), or it failed (the backup is deleted all the same).
+   */
+  notFreed?: string;
 }
 
 export interface VerifyResult {
   url: string;
+  /** Checking a whole repository (a URL naming no backup): how many backups it holds. */
+  backups?: number;
   files: number;
   chunks: number;
   bytes: number;
@@ -96,7 +101,11 @@ export interface BackupService {
   inspectBackup(url: string): Promise<BackupDetail>;
   /** Deletes the backup's record, then frees what no other backup references. */
   deleteBackup(url: string, options?: ProgressOptions): Promise<DeleteResult>;
-  /** Reads back and re-hashes every chunk of the backup; fails naming the first missing or corrupt one. */
+  /**
+   * Reads back and re-hashes every chunk of the backup; fails naming the first missing or corrupt
+   * one. Given a repository URL (no backup named), checks the whole repository: each blob any
+   * backup needs once, going on past problems, and fails listing them all and the backups they touch.
+   */
   verifyBackup(url: string, options?: ProgressOptions): Promise<VerifyResult>;
   /**
    * Creates volume `name` (options as for create) and restores the backup into it. On any failure

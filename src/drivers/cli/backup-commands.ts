@@ -54,6 +54,8 @@ function repositoryOf(url: string): string {
   }
 }
 
+const counted = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 /** What a finished job prints: its answer's essential line, or with --json the answer itself. */
 function printJobResult(end: JobView, json: boolean): void {
   if (json) {
@@ -86,15 +88,16 @@ function printJobResult(end: JobView, json: boolean): void {
     }
     case 'backup-verify': {
       const v = end.result as VerifyResult;
-      process.stdout.write(`${v.url}: ${v.files} files, ${v.chunks} chunks, ${formatBytes(v.bytes)} verified\n`);
+      const backups = v.backups !== undefined ? `${counted(v.backups, 'backup')}, ` : '';
+      process.stdout.write(`${v.url}: ${backups}${counted(v.files, 'file')}, ${counted(v.chunks, 'chunk')}, ${formatBytes(v.bytes)} verified\n`);
       return;
     }
     case 'backup-delete': {
       const d = end.result as DeleteResult;
       // The URL first (scripts), then what the delete gave back: space is what a delete is for.
-      const freed = d.gcDeferred !== undefined
-        ? `deleted; its space is freed by a later delete (${d.gcDeferred})`
-        : d.deletedPacks > 0 ? `deleted, ${formatBytes(d.freedBytes)} freed (${d.deletedPacks} pack${d.deletedPacks === 1 ? '' : 's'})`
+      const freed = d.notFreed !== undefined
+        ? `deleted; nothing freed: ${d.notFreed}`
+        : d.deletedPacks > 0 ? `deleted, ${formatBytes(d.freedBytes)} freed (${counted(d.deletedPacks, 'pack')})`
           : 'deleted, nothing freed (every pack it used also holds data other backups use)';
       process.stdout.write(`${d.url}: ${freed}\n`);
       return;
@@ -186,7 +189,7 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
     .action(async (url: string, _flags: object, cmd: Command) => printJson(await callDaemon(socketOf(cmd), api.inspectBackup, { url })));
 
   withJobFlags(backup.command('verify <url>')
-    .description('read back and re-hash every chunk of a backup'))
+    .description('read back and re-hash every chunk of a backup; given a repository URL (no backup named), of every backup in it, each chunk once'))
     .action(async (url: string, flags: { json?: boolean; detach?: boolean }, cmd: Command) => {
       await runJob(cmd, socketOf, { kind: 'backup-verify', url }, flags);
     });

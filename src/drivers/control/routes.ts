@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { Router } from 'express';
+import { parseBackupUrl } from '../../core/backup/backup-url.js';
 import type { BackupService } from '../../core/backup/service-contract.js';
 import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
 import { validateVolumeName } from '../../core/names.js';
@@ -155,12 +156,24 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
         backups.restoreVolume(request.name, request.url, { ...context, volumeOptions: request.options ?? {} }));
     }
     case 'backup-verify': {
-      await backups.inspectBackup(request.url);
+      // Refused before a job starts: a URL that names no backup there, or (checking a whole
+      // repository) a place that holds no repository.
+      if (namesNoVolume(request.url)) await backups.listBackups(request.url);
+      else await backups.inspectBackup(request.url);
       return jobs.start('backup-verify', request.url, (context) => backups.verifyBackup(request.url, context));
     }
     case 'backup-delete': {
       await backups.inspectBackup(request.url);
       return jobs.start('backup-delete', request.url, (context) => backups.deleteBackup(request.url, context));
     }
+  }
+}
+
+/** A repository's URL, naming no volume or backup (a URL that does not parse is left to inspectBackup's error). */
+function namesNoVolume(url: string): boolean {
+  try {
+    return parseBackupUrl(url).volume === undefined;
+  } catch {
+    return false;
   }
 }

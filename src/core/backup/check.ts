@@ -1,0 +1,122 @@
+import { ErrorCodes, messageOf, StowageError } from '../errors.js';
+import { referencedChunks } from './block-format.js';
+import type { BackupRecord } from './format.js';
+import { waitingForGc, withLock } from './locks.js';
+import type { CommonOptions } from './options.js';
+import { RANGE_READ_FROM, type Repository } from './repository.js';
+
+/** Problems kept word for word; beyond this they are counted. */
+const MAX_PROBLEMS = 50;
+
+export interface CheckResult {
+  backups: number;
+  /** Files in all backups (a block backup counts as one). */
+  files: number;
+  /** Distinct chunks and manifest blobs read back and re-hashed, each once. */
+  chunks: number;
+  bytes: number;
+}
+
+/**
+ * Checks a whole repository: every backup record loads, every manifest loads, and every blob a
+ * backup needs is read back once (in pack order, whole packs) and re-hashed. Unlike one verify
+ * per backup, a chunk shared by many backups is read once, and the check goes on past a problem
+ * to find them all. Fails with E_BACKUP_CORRUPT listing the problems and the backups they touch;
+ * changes nothing in the repository but its own lock.
+ */
+export async function checkRepository(repo: Repository, options: CommonOptions = {}): Promise<CheckResult> {
+  return withLock(repo.store, {
+    kind: 'shared', purpose: 'check of the repository', writesOnlyLocks: true,
+    ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now,
+  }, async () => {
+    await repo.reloadIndex();
+    const problems: string[] = [];
+    let unlisted = 0;
+    const problem = (text: string) => {
+      if (problems.length < MAX_PROBLEMS) problems.push(text.length > 500 ? `${text.slice(0, 500)}...` : text);
+      else unlisted += 1;
+    };
+    const records = await repo.listBackups(undefined, { onBroken: (key, err) => problem(`${key} does not load: ${messageOf(err)}`) });
+    const needed = new Set<string>();
+    const loaded: BackupRecord[] = [];
+    const unreadable: string[] = [];
+    // Manifests are read, and so checked against their ids, while the needed chunks are gathered.
+    const manifests = new Set<string>();
+    for (const record of records) {
+      try {
+        for await (const id of referencedChunks(repo, record)) needed.add(id);
+        for (const id of record.manifest) manifests.add(id);
+        loaded.push(record);
+      } catch (err) {
+        unreadable.push(`${record.volume}/${record.id}`);
+        problem(`backup ${record.volume}/${record.id}: its manifest does not load (${messageOf(err)})`);
+      }
+    }
+    const bad = new Set<string>();
+    const located = [...needed].filter((id) => {
+      if (repo.has(id)) return true;
+      bad.add(id);
+      // fetchBlob's words: it knows whether an index named the blob in a pack that is gone.
+      problem(`chunk ${id} is missing (${repo.whyMissing(id)})`);
+      return false;
+    });
+    // Pack by pack. Within one, small blobs first: the first is read with its whole pack, which
+    // then serves the large ones too; a pack of large blobs only is read in ranges, each once.
+    const small = (id: string) => (repo.locate(id)!.length < RANGE_READ_FROM ? 0 : 1);
+    located.sort((a, b) => {
+      const x = repo.locate(a)!;
+      const y = repo.locate(b)!;
+      return x.pack < y.pack ? -1 : x.pack > y.pack ? 1 : small(a) - small(b) || x.offset - y.offset;
+    });
+    const result: CheckResult = { backups: records.length, files: 0, chunks: 0, bytes: 0 };
+    for (const id of manifests) {
+      if (needed.has(id)) continue;
+      result.chunks += 1;
+      result.bytes += repo.locate(id)?.rawLength ?? 0;
+    }
+    for (const record of records) result.files += record.kind === 'blocks' ? 1 : record.stats.files;
+    try {
+      for (const id of located) {
+        try {
+          const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
+          result.bytes += data.length;
+          release();
+          result.chunks += 1;
+        } catch (err) {
+          bad.add(id);
+          problem(messageOf(err));
+        }
+        options.onProgress?.({ entries: result.chunks, files: 0, bytes: result.bytes });
+      }
+    } finally {
+      repo.releasePackCache();
+    }
+    if (problems.length === 0 && unlisted === 0) return result;
+    const touched = [...unreadable, ...await backupsNeeding(repo, loaded, bad)];
+    throw new StowageError(ErrorCodes.BACKUP_CORRUPT,
+      `the check of ${repo.store.location} found ${problems.length + unlisted} problem(s)` +
+      (touched.length > 0 ? `; backups that cannot be restored whole: ${touched.slice(0, 20).join(', ')}${touched.length > 20 ? ` and ${touched.length - 20} more` : ''}` : '') +
+      `: ${problems.join('; ')}${unlisted > 0 ? `; and ${unlisted} more` : ''}`);
+  });
+}
+
+/** The backups (volume/id) that reference any of `bad`: a second pass, made only when something is wrong. */
+async function backupsNeeding(repo: Repository, records: BackupRecord[], bad: Set<string>): Promise<string[]> {
+  if (bad.size === 0) return [];
+  const touched: string[] = [];
+  for (const record of records) {
+    let needs = false;
+    try {
+      for await (const id of referencedChunks(repo, record)) {
+        if (bad.has(id)) {
+          needs = true;
+          break;
+        }
+      }
+    } catch {
+      needs = true; // its manifest loaded a moment ago; it does not now
+    }
+    if (needs) touched.push(`${record.volume}/${record.id}`);
+  }
+  return touched;
+}

@@ -1,0 +1,88 @@
+/**
+ * What another machine, a broken server or the user may leave in a repository's place: objects
+ * that are not the repository's, and listings that lie. None of it may be deleted, or make a
+ * garbage collection take a live pack for garbage.
+ */
+import { createCipheriv, createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { S3BlobStore } from '../../../src/backup-targets/s3/s3-blob-store.js';
+import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { parseBackupUrl, type S3Target } from '../../../src/core/backup/backup-url.js';
+import type { BlobStore, ListPage } from '../../../src/core/backup/blob-store.js';
+import { packIdOfKey } from '../../../src/core/backup/format.js';
+import { backupTree, deleteBackup, gc, listAll, Repository, verifyBackup } from '../../../src/core/backup/index.js';
+import { ErrorCodes } from '../../../src/core/errors.js';
+
+const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' };
+const pseudoRandom = (size: number, seed: string) =>
+  createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16)).update(Buffer.alloc(size));
+
+describe('objects that are not the repository\'s', () => {
+  let base = '';
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-foreign-'));
+  });
+  afterAll(async () => {
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('gc leaves a repository nested under packs/ and a user\'s files there alone', async () => {
+    await mkdir(join(base, 'vol'));
+    await writeFile(join(base, 'vol', 'data.bin'), pseudoRandom(512 * 1024, 'outer'));
+    const outer = await Repository.init(new VfsBlobStore(join(base, 'A'), { durable: false }), { chunker: CHUNKER });
+    const doomed = await backupTree(join(base, 'vol'), outer, { volume: 'v' });
+    // Another repository made at A/packs, holding a backup of its own, and a note beside it.
+    const nested = await Repository.init(new VfsBlobStore(join(base, 'A', 'packs'), { durable: false }), { chunker: CHUNKER });
+    await writeFile(join(base, 'vol', 'data.bin'), pseudoRandom(512 * 1024, 'inner'));
+    const kept = await backupTree(join(base, 'vol'), nested, { volume: 'v' });
+    await writeFile(join(base, 'A', 'packs', 'notes.txt'), 'mine\n');
+    // A pack-like name in the wrong fan-out directory is not a pack either.
+    const misplaced = `${'ab'.repeat(32)}`;
+    await mkdir(join(base, 'A', 'packs', 'cd'), { recursive: true });
+    await writeFile(join(base, 'A', 'packs', 'cd', misplaced), 'not a pack');
+    const outerPacks: string[] = [];
+    for await (const { key } of listAll(new VfsBlobStore(join(base, 'A')), 'packs/')) if (packIdOfKey(key)) outerPacks.push(key);
+    expect(outerPacks.length).toBeGreaterThan(0);
+
+    const reopened = await Repository.open(new VfsBlobStore(join(base, 'A'), { durable: false }));
+    await deleteBackup(reopened, 'v', doomed.id);
+    const freed = await gc(reopened);
+    expect(freed.deletedPacks).toBe(outerPacks.length);
+    expect(await readFile(join(base, 'A', 'packs', 'notes.txt'), 'utf8')).toBe('mine\n');
+    expect(await readFile(join(base, 'A', 'packs', 'cd', misplaced), 'utf8')).toBe('not a pack');
+    const nestedAgain = await Repository.open(new VfsBlobStore(join(base, 'A', 'packs'), { durable: false }));
+    await expect(verifyBackup(nestedAgain, 'v', kept.id)).resolves.toMatchObject({ files: 1 });
+    // The outer repository's own packs are gone.
+    for (const key of outerPacks) await expect(readFile(join(base, 'A', key))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('a listing that goes back, or says more follows without saying from where, is an error, never an end', async () => {
+    const stuck: BlobStore = Object.assign(Object.create(new VfsBlobStore(join(base, 'none'))) as BlobStore, {
+      list: async (): Promise<ListPage> => ({ objects: [{ key: 'packs/aa/x', size: 1 }], next: 'packs/aa/x' }),
+    });
+    const walk = async () => { for await (const _ of listAll(stuck, 'packs/')) { /* drain */ } };
+    await expect(walk()).rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringContaining('cannot go on') });
+
+    // An S3 server answering "truncated" with no keys: without the check the listing ended there.
+    const sent: string[] = [];
+    const client = {
+      send: async (command: { constructor: { name: string }; input: { Prefix?: string } }) => {
+        sent.push(`${command.constructor.name} ${command.input.Prefix ?? ''}`);
+        return { IsTruncated: true, Contents: [] };
+      },
+    } as unknown as S3Client;
+    const target = parseBackupUrl('s3://bucket@us-east-1/repo').target as S3Target;
+    const store = new S3BlobStore(target, { client });
+    await expect(store.list('backups/')).rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringContaining('named none') });
+    expect(sent).toEqual(['ListObjectsV2Command repo/backups/']);
+    // Keys outside the prefix asked for are not part of the page.
+    const stray = new S3BlobStore(target, {
+      client: { send: async () => ({ IsTruncated: false, Contents: [{ Key: 'repo/index/aa', Size: 1 }, { Key: 'repo/packs/ab/cd', Size: 2 }] }) } as unknown as S3Client,
+    });
+    expect((await stray.list('packs/')).objects).toEqual([{ key: 'packs/ab/cd', size: 2 }]);
+  });
+});
