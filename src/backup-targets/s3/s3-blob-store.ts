@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
 import type { S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import {
   assertValidKey, assertValidPrefix, blobMissing, isValidKey, MAX_DELETE_BATCH, MAX_LIST_PAGE,
   type BlobStore, type ListedObject, type ListOptions, type ListPage,
 } from '../../core/backup/blob-store.js';
-import type { S3Target } from '../../core/backup/backup-url.js';
+import { parseS3Endpoint, type S3Target } from '../../core/backup/backup-url.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { importLazily } from '../../core/lazy-import.js';
 
@@ -20,9 +21,48 @@ export interface S3BlobStoreOptions {
   endpoint?: string;
   /** A ready client (tests); otherwise one is made from the target and the AWS credentials chain. */
   client?: S3Client;
+  /** A request whose connection carries no byte this long fails (default 2 minutes). */
+  idleTimeoutMs?: number;
+  /** A request not answered whole within this fails, however it trickles (default 10 minutes). */
+  requestTimeoutMs?: number;
 }
 
 type Sdk = typeof import('@aws-sdk/client-s3');
+
+const DEFAULT_REQUEST_TIMEOUT_MS = 600_000;
+/** Answers the SDK parses itself (listings, errors: a 1000-key page is about 300 KB). */
+const MAX_PARSED_BODY_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Caps the bodies the SDK reads whole to parse (every answer but GetObject's, which read() bounds
+ * itself): a listing without end from a hostile or broken server would otherwise grow this
+ * process, the plugin serving every volume, until the kernel kills it. Runs inside the SDK's
+ * deserializer, on the raw response.
+ */
+const limitResponseBodies = ((next: (args: unknown) => Promise<{ response: { body?: unknown } }>, context: { commandName?: string }) => async (args: unknown) => {
+  const result = await next(args);
+  const body = result.response.body;
+  if (context.commandName !== 'GetObjectCommand' && body instanceof Readable) {
+    let seen = 0;
+    const limited = body.pipe(new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        seen += chunk.length;
+        if (seen > MAX_PARSED_BODY_BYTES) {
+          body.destroy();
+          done(new Error(`the answer to ${context.commandName ?? 'a request'} is larger than ${MAX_PARSED_BODY_BYTES} bytes: refused`));
+          return;
+        }
+        done(null, chunk);
+      },
+    }));
+    body.on('error', (err) => limited.destroy(err));
+    result.response.body = limited;
+  }
+  return result;
+  // Typed loosely above: the SDK's middleware generics name every command's input and output.
+}) as unknown as Parameters<S3Client['middlewareStack']['add']>[0];
+/** The largest pack a repository's config allows, with its index and room to spare. */
+const MAX_WHOLE_OBJECT_BYTES = 1024 * 1024 * 1024 + (256 << 20);
 
 let sdkPromise: Promise<Sdk> | undefined;
 /** The SDK is loaded on first use: stowage commands that never touch S3 do not pay for it. */
@@ -94,7 +134,8 @@ export class S3BlobStore implements BlobStore {
   /** The endpoint requests go to, or undefined for AWS itself. */
   get endpoint(): string | undefined {
     const fromEnv = process.env[S3_ENDPOINT_ENV];
-    return this.options.endpoint ?? this.target.endpoint ?? (fromEnv !== undefined && fromEnv !== '' ? fromEnv : undefined);
+    // Held to the URL form's rules (an origin, no credentials, path or query): it is shown in errors.
+    return this.options.endpoint ?? this.target.endpoint ?? (fromEnv !== undefined && fromEnv !== '' ? parseS3Endpoint(fromEnv, `$${S3_ENDPOINT_ENV}`) : undefined);
   }
 
   private client(): Promise<S3Client> {
@@ -102,19 +143,29 @@ export class S3BlobStore implements BlobStore {
       if (this.options.client) return this.options.client;
       const sdk = await loadSdk();
       const endpoint = this.endpoint;
-      return new sdk.S3Client({
+      const client = new sdk.S3Client({
         region: this.target.region,
         ...(endpoint !== undefined ? { endpoint, forcePathStyle: true } : {}),
         maxAttempts: this.options.maxAttempts ?? 5,
         retryMode: 'standard',
         // A store that stops answering fails the request (and, after the retries, the backup)
-        // instead of holding it forever: no connection in 10 s, or no byte for 2 minutes.
-        requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
+        // instead of holding it, its job and its repository lock forever: no connection in 10 s,
+        // no byte for 2 minutes, or no whole answer in 10 minutes (a server trickling a byte at a
+        // time; an 8 MiB pack at 14 KB/s). The SDK only warns on its request timeout unless told
+        // to throw.
+        requestHandler: {
+          connectionTimeout: 10_000,
+          socketTimeout: this.options.idleTimeoutMs ?? 120_000,
+          requestTimeout: this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+          throwOnRequestTimeout: true,
+        },
         // Stores that predate the SDK's 2025 default checksums refuse or mis-store their
         // headers; integrity is kept with Content-MD5 instead (see put).
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',
       });
+      client.middlewareStack.add(limitResponseBodies, { step: 'deserialize', priority: 'low', name: 'stowageBodyLimit' });
+      return client;
     })();
     return this.clientPromise;
   }
@@ -180,7 +231,15 @@ export class S3BlobStore implements BlobStore {
           Bucket: this.target.bucket, Key: this.root + key,
           ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}),
         }));
-        const body = Buffer.from(await out.Body!.transformToByteArray());
+        // Bounded in size and time: a body that never ends, or trickles, is hostile or broken, and
+        // this process is the plugin serving every volume.
+        const limit = range ? range.length : MAX_WHOLE_OBJECT_BYTES;
+        if (out.ContentLength !== undefined && out.ContentLength > limit) {
+          (out.Body as { destroy?: () => void } | undefined)?.destroy?.();
+          throw this.oversized(key, range, out.ContentLength);
+        }
+        const body = await this.readBody(out.Body as AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void }, limit,
+          () => this.oversized(key, range));
         if (out.ContentLength !== undefined && body.length !== out.ContentLength) {
           throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
             `S3 GetObject of ${key} in ${this.location} returned ${body.length} bytes of the ${out.ContentLength} announced (connection cut?)`);
@@ -195,6 +254,32 @@ export class S3BlobStore implements BlobStore {
         throw this.failed('GetObject', key, err);
       }
     });
+  }
+
+  private oversized(key: string, range: { offset: number; length: number } | undefined, announced?: number): StowageError {
+    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `S3 GetObject of ${key} in ${this.location} ${announced !== undefined ? `announced ${announced} bytes` : 'sent more bytes'}` +
+      (range ? ` for a range of ${range.length} (does the server ignore Range?)` : `, more than any object of a repository holds (${MAX_WHOLE_OBJECT_BYTES})`));
+  }
+
+  /** A response body, refused past `limit` bytes, and failed when it is not whole within the request timeout. */
+  private async readBody(body: AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void }, limit: number, tooLarge: () => StowageError): Promise<Buffer> {
+    const ms = this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    const timer = setTimeout(() => body.destroy?.(new Error(`the answer was not whole within ${Math.round(ms / 1000)} s`)), ms);
+    const parts: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const part of body) {
+        total += part.byteLength;
+        if (total > limit) {
+          body.destroy?.();
+          throw tooLarge();
+        }
+        parts.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    return Buffer.concat(parts, total);
   }
 
   async head(key: string): Promise<{ size: number } | undefined> {

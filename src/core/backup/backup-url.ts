@@ -1,5 +1,6 @@
 import { posix } from 'node:path';
 import { ErrorCodes, StowageError } from '../errors.js';
+import { redactText } from '../logger.js';
 import { BackupIdSchema, VolumeNameSchema } from './index.js';
 
 /**
@@ -47,7 +48,10 @@ interface SchemeSyntax<T extends BackupTarget> {
 }
 
 function invalid(url: string, why: string): StowageError {
-  const shown = JSON.stringify(url.length > 300 ? `${url.slice(0, 300)}...` : url);
+  // A refused URL may carry what must never be shown (keys typed into it, or into an endpoint
+  // percent-encoded in its query): it is shown with those redacted, and decoded enough to see them.
+  const readable = redactText(url.replace(/%3A/gi, ':').replace(/%2F/gi, '/').replace(/%40/gi, '@'));
+  const shown = JSON.stringify(readable.length > 300 ? `${readable.slice(0, 300)}...` : readable);
   return new StowageError(ErrorCodes.INVALID_REQUEST, `backup URL ${shown} is not valid: ${why}`);
 }
 
@@ -98,7 +102,7 @@ export function parseS3Endpoint(value: string, url: string): string {
   try {
     parsed = new URL(value);
   } catch {
-    throw invalid(url, `endpoint ${JSON.stringify(value.slice(0, 200))} is not a URL (write it like http://host:7480)`);
+    throw invalid(url, `endpoint ${JSON.stringify(redactText(value.slice(0, 200)))} is not a URL (write it like http://host:7480)`);
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw invalid(url, 'the endpoint must be an http:// or https:// URL');
   if (parsed.username !== '' || parsed.password !== '') {
@@ -121,6 +125,9 @@ const s3Syntax: SchemeSyntax<S3Target> = {
     if (at < 0) throw invalid(url, 'write an S3 target as s3://bucket@region/path (the region after "@", e.g. s3://backups@us-east-1/stowage)');
     const bucket = authority.slice(0, at);
     const region = authority.slice(at + 1);
+    if (bucket.includes(':')) {
+      throw invalid(url, 'credentials do not go in the URL (the part before "@" is the bucket): they come from the AWS credentials chain (environment, shared files, profiles)');
+    }
     if (!BUCKET.test(bucket) || bucket.includes('..')) {
       throw invalid(url, `${JSON.stringify(bucket)} is not an S3 bucket name (3-63 characters: lowercase letters, digits, "." and "-")`);
     }

@@ -1,6 +1,7 @@
 import { closeSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import { readlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { messageOf } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { onLocalFilesystem } from '../local-fs.js';
 import { isBlockBackup } from './block-format.js';
@@ -74,9 +75,15 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
   return withLock(repo.store, { kind: 'shared', purpose: `backup of ${options.volume}`, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     const startedAt = new Date(now()).toISOString();
     let parent: BackupRecord | undefined;
+    // An object under the volume's records that does not load (another machine's, damaged) is
+    // not a parent, and does not stop the backup: it is said in the backup's warnings.
+    const unusable: string[] = [];
     if (typeof options.parent === 'string') parent = await repo.readBackupRecord(options.volume, options.parent);
     // A block backup has no files to compare with: the latest file-level backup serves.
-    else if (options.parent === undefined) parent = (await repo.listBackups(options.volume)).filter((r) => !isBlockBackup(r)).at(-1);
+    else if (options.parent === undefined) {
+      parent = (await repo.listBackups(options.volume, { onBroken: (key, err) => unusable.push(`${key} is not a backup record, so not this backup's parent: ${messageOf(err)}`) }))
+        .filter((r) => !isBlockBackup(r)).at(-1);
+    }
     // After choosing the parent: a backup's record is written after its packs and indexes, so
     // the index read now holds every blob of a parent that finished a moment ago.
     await repo.reloadIndex();
@@ -92,6 +99,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       if (warnings.length < MAX_WARNINGS) warnings.push(text);
       options.onWarning?.(text);
     };
+    for (const text of unusable.slice(0, 10)) warnings.push(text.length > MAX_WARNING_LENGTH ? `${text.slice(0, MAX_WARNING_LENGTH - 3)}...` : text);
     /** Files left out because they changed into something else while read: their other names go too. */
     const skippedFiles = new Set<string>();
     const firstNames = new Map<string, string>();

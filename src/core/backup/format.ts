@@ -3,6 +3,12 @@ import { CodecSchema } from './codec.js';
 import { isCanonicalName } from './raw-names.js';
 
 /**
+ * Text another machine wrote that stowage shows (a host, a lock's owner): control characters
+ * become "?", so a record cannot drive the terminal of whoever lists or inspects it.
+ */
+export const shownText = (max: number) => z.string().max(max).transform((text) => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?'));
+
+/**
  * The repository format, as zod schemas: everything read from a repository passes through
  * these before it is used (a repository is input from other machines, and may be damaged).
  *
@@ -148,9 +154,9 @@ export const BackupRecordSchema = z.object({
   id: BackupIdSchema,
   volume: VolumeNameSchema,
   parent: BackupIdSchema.optional(),
-  host: z.string().max(255),
-  startedAt: z.string(),
-  finishedAt: z.string(),
+  host: shownText(255),
+  startedAt: shownText(64),
+  finishedAt: shownText(64),
   /** The manifest: tree blobs whose entries, in order, are the backed-up tree. */
   manifest: z.array(Sha256Schema),
   stats: BackupStatsSchema,

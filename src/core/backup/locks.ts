@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { ErrorCodes, StowageError } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { deleteAll, listAll, type BlobStore } from './blob-store.js';
-import { FORMAT_VERSION } from './format.js';
+import { FORMAT_VERSION, shownText } from './format.js';
 import { holderIsGone, LockHolderSchema, thisHolder } from './lock-holder.js';
 import { parseObject } from './repository.js';
 
@@ -28,8 +28,8 @@ export const LockObjectSchema = z.object({
   lockId: z.string().regex(/^[0-9a-f]{16}$/),
   seq: z.number().int().nonnegative(),
   kind: z.enum(['shared', 'exclusive']),
-  owner: z.string().max(255),
-  purpose: z.string().max(255),
+  owner: shownText(255),
+  purpose: shownText(255),
   /** Milliseconds since the epoch, within what a Date can show. */
   createdAt: z.number().int().min(0).max(8.64e15),
   expiresAt: z.number().int().min(0).max(8.64e15),

@@ -13,7 +13,7 @@ import { S3BlobStore } from '../../../src/backup-targets/s3/s3-blob-store.js';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { parseBackupUrl, type S3Target } from '../../../src/core/backup/backup-url.js';
 import type { BlobStore, ListPage } from '../../../src/core/backup/blob-store.js';
-import { packIdOfKey } from '../../../src/core/backup/format.js';
+import { FORMAT_VERSION, packIdOfKey } from '../../../src/core/backup/format.js';
 import { backupTree, deleteBackup, gc, listAll, Repository, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 
@@ -58,6 +58,34 @@ describe('objects that are not the repository\'s', () => {
     await expect(verifyBackup(nestedAgain, 'v', kept.id)).resolves.toMatchObject({ files: 1 });
     // The outer repository's own packs are gone.
     for (const key of outerPacks) await expect(readFile(join(base, 'A', key))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('a volume\'s backups go on past an object among its records that does not load, and say so', async () => {
+    await mkdir(join(base, 'vol2'));
+    await writeFile(join(base, 'vol2', 'a.txt'), 'a\n');
+    const store = new VfsBlobStore(join(base, 'B'), { durable: false });
+    const repo = await Repository.init(store, { chunker: CHUNKER });
+    const first = await backupTree(join(base, 'vol2'), repo, { volume: 'w' });
+    await writeFile(join(base, 'B', 'backups', 'w', '20991231T235959999Z-00000000'), 'not json');
+    const second = await backupTree(join(base, 'vol2'), repo, { volume: 'w' });
+    // The genuine latest backup is the parent (its files cache: nothing read again).
+    expect(second.parent).toBe(first.id);
+    expect(second.stats).toMatchObject({ files: 1, filesRead: 0 });
+    expect(second.warnings).toEqual([expect.stringMatching(/^backups\/w\/20991231T235959999Z-00000000 is not a backup record, so not this backup's parent: /)]);
+    await expect(verifyBackup(repo, 'w', second.id)).resolves.toMatchObject({ files: 1 });
+  });
+
+  it('text another machine wrote reaches no terminal as control characters', async () => {
+    const store = new VfsBlobStore(join(base, 'C'), { durable: false });
+    const repo = await Repository.init(store, { chunker: CHUNKER });
+    const now = Date.now();
+    await store.put('locks/00112233445566aa-0000000000', Buffer.from(JSON.stringify({
+      format: FORMAT_VERSION, lockId: '00112233445566aa', seq: 0, kind: 'shared', owner: '\u001b[31mevil\u0007', purpose: 'backup of x\u001b]0;title\u0007',
+      createdAt: now, expiresAt: now + 60_000,
+    })));
+    const refused = await gc(repo).then(() => new Error('gc ran'), (err: unknown) => err as Error);
+    expect(refused).toMatchObject({ code: ErrorCodes.BACKUP_LOCKED, message: expect.stringContaining('by ?[31mevil? (backup of x?]0;title?)') });
+    expect(refused.message).not.toMatch(/[\u0000-\u001f]/);
   });
 
   it('a listing that goes back, or says more follows without saying from where, is an error, never an end', async () => {
