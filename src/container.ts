@@ -14,6 +14,7 @@ import { DEFAULT_CLUSTER_SETTINGS, LocalCluster, type Cluster, type ClusterSetti
 import { SharedCluster } from './core/cluster/shared-cluster.js';
 import { TOKENS } from './core/tokens.js';
 import { RestoreJournal } from './core/backup/restore-journal.js';
+import { BackupParents } from './core/backup/backup-parents.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
 import { CoreBackupService } from './core/backup/backup-service.js';
 import type { BackupService } from './core/backup/service-contract.js';
@@ -88,6 +89,7 @@ function coreModule(config: StowageConfig): ContainerModule {
         ctx.get<ContainerReferences>(TOKENS.ContainerReferences));
     });
     bind<RestoreJournal>(TOKENS.RestoreJournal).toDynamicValue((ctx) => new RestoreJournal(ctx.get<FsPort>(TOKENS.Fs), config.root));
+    bind<BackupParents>(TOKENS.BackupParents).toDynamicValue((ctx) => new BackupParents(ctx.get<FsPort>(TOKENS.Fs), config.root));
     bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
     bind<BackupService>(TOKENS.BackupService).to(CoreBackupService);
   });

@@ -16,4 +16,6 @@ export const TOKENS = {
   BackupService: Symbol.for('stowage.BackupService'),
   /** The RestoreJournal (backup/restore-journal.ts): restores in progress on this node. */
   RestoreJournal: Symbol.for('stowage.RestoreJournal'),
+  /** The BackupParents (backup/backup-parents.ts): the last backup this node made of each volume, per repository. */
+  BackupParents: Symbol.for('stowage.BackupParents'),
 } as const;

@@ -8,6 +8,7 @@ import { randomHex } from '../random-hex.js';
 import { TOKENS } from '../tokens.js';
 import type { VolumeManager } from '../volume-manager.js';
 import { formatBackupUrl, parseBackupUrl, parseOneBackupUrl, parseRepositoryUrl, type BackupTarget } from './backup-url.js';
+import type { BackupParents } from './backup-parents.js';
 import { BACKUP_KINDS, blockSupportOf, createBlockBackup } from './block-backup-service.js';
 import { copyBackup } from './copy-backup.js';
 import {
@@ -35,6 +36,7 @@ export class CoreBackupService implements BackupService {
     @inject(TOKENS.VolumeManager) private readonly manager: VolumeManager,
     @inject(TOKENS.Backend) private readonly backend: Backend,
     @inject(TOKENS.Logger) private readonly log: Logger,
+    @inject(TOKENS.BackupParents) private readonly parents: BackupParents,
   ) {}
 
   private snapshotSupport(volume: string): SnapshotSupport {
@@ -88,10 +90,12 @@ export class CoreBackupService implements BackupService {
       // volume's previous backup there serve as the files cache.
       const repo = await Repository.openOrInit(openTarget(dest.target));
       report({ phase: 'backup', files: 0, bytes: 0 });
+      const parent = await this.parents.parentFor(repo.config.id, volume);
       const record = await this.manager.readLiveVolume(volume, { consistent: options.consistent, force: options.force }, (path) =>
         backupTree(path, repo, {
-          volume, origin: { backend: this.backend.name }, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
+          volume, parent, origin: { backend: this.backend.name }, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
         }));
+      await this.rememberParent(repo, record);
       return this.detail(dest.target, record, repo.createdNow);
     }
     const taken = options.snapshot === undefined;
@@ -130,9 +134,17 @@ export class CoreBackupService implements BackupService {
       return record;
     }
     report({ phase: 'backup', files: 0, bytes: 0 });
-    return backupTree(source.path, repo, {
-      volume, origin, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
+    const record = await backupTree(source.path, repo, {
+      volume, origin, parent: await this.parents.parentFor(repo.config.id, volume), onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
     });
+    await this.rememberParent(repo, record);
+    return record;
+  }
+
+  /** The backup is made whatever happens here: a pointer not kept only makes the next one read every file. */
+  private async rememberParent(repo: Repository, record: BackupRecord): Promise<void> {
+    await this.parents.remember(repo.config.id, record).catch((err: unknown) =>
+      this.log.warn(`backup ${record.volume}/${record.id} is made, but this node could not note it as the next backup's parent: ${messageOf(err)}`));
   }
 
   async listBackups(destUrl: string, options: { volume?: string } = {}): Promise<BackupSummary[]> {

@@ -1,7 +1,7 @@
 import { closeSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import { readlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { messageOf } from '../errors.js';
+import { ErrorCodes, isStowageError, messageOf } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { onLocalFilesystem } from '../local-fs.js';
 import { isBlockBackup } from './block-format.js';
@@ -51,9 +51,11 @@ export interface BackupOptions extends CommonOptions {
   volume: string;
   /**
    * The backup whose files cache to use: a backup id of the same volume, undefined for the
-   * volume's latest backup, or false to read every file.
+   * volume's latest backup, or false to read every file. Or a backup this caller made, with the
+   * digest of its record (backupRecordDigest): used only while its record is still that one,
+   * so a record another machine forged in its place cannot pass its chunks off as unchanged files.
    */
-  parent?: string | false;
+  parent?: string | false | { id: string; sha256: string };
   /** Devices, FIFOs and sockets are skipped; each is reported here and in the record. */
   onWarning?: (message: string) => void;
   /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
@@ -79,6 +81,15 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     // not a parent, and does not stop the backup: it is said in the backup's warnings.
     const unusable: string[] = [];
     if (typeof options.parent === 'string') parent = await repo.readBackupRecord(options.volume, options.parent);
+    else if (typeof options.parent === 'object') {
+      const { id, sha256: digest } = options.parent;
+      parent = await repo.readBackupRecordAsWritten(options.volume, id, digest).catch((err: unknown) => {
+        // Deleted since: nothing to compare with. Changed since: not to be trusted, and said.
+        if (!isStowageError(err, ErrorCodes.BACKUP_NOT_FOUND)) unusable.push(`the previous backup ${id} is not used as this backup's parent, so every file is read: ${messageOf(err)}`);
+        return undefined;
+      });
+      if (parent && isBlockBackup(parent)) parent = undefined;
+    }
     // A block backup has no files to compare with: the latest file-level backup serves.
     else if (options.parent === undefined) {
       parent = (await repo.listBackups(options.volume, { onBroken: (key, err) => unusable.push(`${key} is not a backup record, so not this backup's parent: ${messageOf(err)}`) }))

@@ -57,6 +57,11 @@ export interface BlobLocation extends PackBlob {
  * index objects), verified reads, and the records of backups. Writing new blobs goes through a
  * PackWriter, which groups them into packs so small files never become one object each.
  */
+const recordBytes = (record: BackupRecord): Buffer => Buffer.from(JSON.stringify(record));
+
+/** The SHA-256 of a record as putBackupRecord writes it: what readBackupRecordAsWritten checks. */
+export const backupRecordDigest = (record: BackupRecord): string => sha256(recordBytes(record));
+
 export class Repository {
   private readonly blobs = new Map<string, BlobLocation>();
   /** Blobs only indexes of missing packs name, with that pack: for errors, never for reads. */
@@ -274,12 +279,27 @@ export class Repository {
 
   async putBackupRecord(record: BackupRecord): Promise<void> {
     BackupRecordSchema.parse(record);
-    if (!(await this.store.put(backupKey(record.volume, record.id), Buffer.from(JSON.stringify(record))))) {
+    if (!(await this.store.put(backupKey(record.volume, record.id), recordBytes(record)))) {
       throw new StowageError(ErrorCodes.INTERNAL, `backup ${record.volume}/${record.id} already exists`);
     }
   }
 
   async readBackupRecord(volume: string, id: string): Promise<BackupRecord> {
+    return (await this.loadBackupRecord(volume, id)).record;
+  }
+
+  /**
+   * The record, if its bytes are still those whose SHA-256 (backupRecordDigest) was taken when
+   * it was written; a record changed since (deleted and written again by another machine) is
+   * E_BACKUP_CORRUPT.
+   */
+  async readBackupRecordAsWritten(volume: string, id: string, sha256Hex: string): Promise<BackupRecord> {
+    const { record, data } = await this.loadBackupRecord(volume, id);
+    if (sha256(data) !== sha256Hex) throw corrupt(`backup record ${backupKey(volume, id)} is not the one written here: its content changed since`);
+    return record;
+  }
+
+  private async loadBackupRecord(volume: string, id: string): Promise<{ record: BackupRecord; data: Buffer }> {
     assertVolumeName(volume);
     if (!BackupIdSchema.safeParse(id).success) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `${JSON.stringify(id)} is not a backup id`);
@@ -296,7 +316,7 @@ export class Repository {
     }
     const record = parseObject(BackupRecordSchema, data, `backup record ${key}`);
     if (record.volume !== volume || record.id !== id) throw corrupt(`backup record ${key} names ${record.volume}/${record.id}`);
-    return record;
+    return { record, data };
   }
 
   /**

@@ -120,6 +120,39 @@ describe('BackupService over vfs (embedding API)', () => {
     expect(await packsIn(repoDir)).toEqual([]);
   });
 
+  it('takes as parent only the backup this node made last, as it wrote it: never one another machine forged', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    const repoDir = join(dir, 'backups');
+    await stowage.create('db');
+    await fill(stowage, 'db', randomBytes(300_000));
+    const first = await stowage.createBackup('db', { dest });
+    const second = await stowage.createBackup('db', { dest });
+    expect(second).toMatchObject({ parent: first.id, stats: { filesRead: 0 } });
+
+    // Another machine writes a record that sorts last and claims every file unchanged, with
+    // chunks of its own: not a parent here, as this node did not make it.
+    const genuine = JSON.parse(await readFile(join(repoDir, 'backups', 'db', second.id), 'utf8')) as { id: string };
+    const forgedId = '20991231T235959999Z-0badc0de';
+    await writeFile(join(repoDir, 'backups', 'db', forgedId), JSON.stringify({ ...genuine, id: forgedId }));
+    const third = await stowage.createBackup('db', { dest });
+    expect(third).toMatchObject({ parent: second.id, stats: { filesRead: 0 } });
+
+    // The record this node made, replaced by another with the same id: not trusted, said, and
+    // every file is read again.
+    const path = join(repoDir, 'backups', 'db', third.id);
+    const record = JSON.parse(await readFile(path, 'utf8')) as { host: string };
+    await rm(path);
+    await writeFile(path, JSON.stringify({ ...record, host: 'elsewhere' }));
+    const fourth = await stowage.createBackup('db', { dest });
+    expect(fourth.parent).toBeUndefined();
+    expect(fourth.stats).toMatchObject({ files: 2, filesRead: 2 });
+    expect(fourth.warnings).toEqual([expect.stringContaining(`the previous backup ${third.id} is not used as this backup's parent, so every file is read`)]);
+    // And the next one goes on from the fourth, which this node made.
+    expect(await stowage.createBackup('db', { dest })).toMatchObject({ parent: fourth.id, stats: { filesRead: 0 } });
+  });
+
   it('a delete whose garbage collection fails is a delete all the same, and says why nothing was freed', async () => {
     const dir = await tempDir();
     const stowage = await stowageIn(dir);
