@@ -57,7 +57,7 @@ export class VolumeManager {
   ) {
     this.snapshots = new VolumeSnapshots({
       backend: this.backend, locks: this.locks, cluster: this.cluster, engine: this.engine, mounts: this.mounts,
-      nodeId: this.config.nodeId, log: this.log,
+      nodeId: this.config.nodeId, log: this.log, assertWhole: (name) => this.restores.assertReadable(name),
     });
     this.restores = new VolumeRestores({
       create: (name, options, onCreated) => this.createVolume(name, options, onCreated),

@@ -94,6 +94,23 @@ export class VolumeRestores {
   }
 
   /**
+   * Refuses a backup's or snapshot's read of a volume that holds a restore's partial data, as a
+   * first mount here would be: a backup of it would be recorded complete with part of the data.
+   * The caller holds the volume's lock; this takes the name's cluster lock, as mount does (the
+   * claims check may drop a stale claim).
+   */
+  async assertReadable(name: string): Promise<void> {
+    await this.ops.cluster.withLock(name, async () => {
+      const record = await this.ops.backend.get(name);
+      if (!record) return; // the read itself says the volume is not there
+      await this.assertMountable(record, '', true).catch((err: unknown) => {
+        if (!(err instanceof StowageError)) throw err;
+        throw new StowageError(err.code, `volume ${name} cannot be backed up or snapshotted now: ${err.message}`, { volume: name, remedies: err.remedies });
+      });
+    });
+  }
+
+  /**
    * Refuses a mount (but a restore's own) of a volume that holds partial data of a restore: one
    * running here, one that failed here, or, on a first mount here of this volume (`firstHere`),
    * one another node claims. A volume mounted here already was mountable then and still is: a

@@ -17,6 +17,8 @@ export interface SnapshotOps {
   mounts: MountTable;
   nodeId: string;
   log: Logger;
+  /** Refuses a volume holding a restore's partial data (VolumeRestores.assertReadable); called under the volume's lock. */
+  assertWhole(volume: string): Promise<void>;
 }
 
 export interface ConsistencyOptions {
@@ -55,6 +57,7 @@ export class VolumeSnapshots {
    */
   private async sharedRead<T>(volume: string, read: () => Promise<T>): Promise<T> {
     await this.ops.locks.run(volume, async () => {
+      await this.ops.assertWhole(volume);
       this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
     });
     try {
@@ -71,7 +74,12 @@ export class VolumeSnapshots {
    * mounting it meanwhile would write unpaused), otherwise the read is shared (see sharedRead).
    */
   private runRead<T>(volume: string, options: ConsistencyOptions, read: () => Promise<T>): Promise<T> {
-    if (options.consistent) return this.ops.locks.run(volume, () => this.withContainersPaused(volume, options.force ?? false, read));
+    if (options.consistent) {
+      return this.ops.locks.run(volume, async () => {
+        await this.ops.assertWhole(volume);
+        return this.withContainersPaused(volume, options.force ?? false, read);
+      });
+    }
     return this.sharedRead(volume, read);
   }
 
@@ -99,7 +107,10 @@ export class VolumeSnapshots {
     const support = this.support(volume);
     const take = () => support.createSnapshot(volume, snapshot);
     if (support.readLive) return this.runRead(volume, options, take);
-    return this.ops.locks.run(volume, () => (options.consistent ? this.withContainersPaused(volume, options.force ?? false, take) : take()));
+    return this.ops.locks.run(volume, async () => {
+      await this.ops.assertWhole(volume);
+      return options.consistent ? this.withContainersPaused(volume, options.force ?? false, take) : take();
+    });
   }
 
   /**

@@ -122,6 +122,11 @@ describe('daemon jobs', () => {
       .toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining('"kind"') });
     expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'restore', name: '../etc', url: await backupUrl() })))
       .toMatchObject({ code: ErrorCodes.INVALID_NAME });
+    for (const options of ['size=1G', ['size=1G'], null]) {
+      // @ts-expect-error options that are not an object of names and values
+      expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'restore', name: 'copy', url: await backupUrl(), options })))
+        .toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining('"options" must be an object') });
+    }
     expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-create', volume: 'nope', dest: DEST })))
       .toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
     expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-delete', url: `${DEST}?volume=data&backup=zzz` })))
@@ -228,7 +233,7 @@ describe('daemon jobs', () => {
 describe('the job registry', () => {
   it('forgets finished jobs after a while and beyond a count, never running ones', async () => {
     let now = 0;
-    const jobs = new JobRegistry(silentLogger, { keepFinishedMs: 1000, maxFinished: 2, now: () => now });
+    const jobs = new JobRegistry(silentLogger, { keepFinishedMs: 1000, maxFinished: 2, maxRunning: 4, now: () => now });
     const g = gate();
     const running = jobs.start('restore', 'slow', () => g.promise);
     const done = [1, 2, 3].map((n) => jobs.start('backup-verify', `u${n}`, async () => n));
@@ -241,9 +246,15 @@ describe('the job registry', () => {
     expect(() => jobs.get('abcdefabcdef')).toThrow("(started at 1970-01-01T00:00:00.000Z) ended with it");
     now = 2000;
     expect(jobs.list().map((j) => j.target)).toEqual(['slow']);
+    // Four running at once at most: a fifth is refused, saying why, and starts once some ended.
+    const more = ['slow2', 'slow3', 'slow4'].map((target) => jobs.start('restore', target, () => g.promise));
+    expect(() => jobs.start('backup-verify', 'u4', async () => 4)).toThrow(/4 jobs are running, as many as this daemon runs at once/);
+    expect(jobs.list().map((j) => j.target)).toEqual(['slow', 'slow2', 'slow3', 'slow4']);
     g.open();
     await new Promise((r) => setTimeout(r, 10));
     expect(jobs.get(running.id).state).toBe('succeeded');
+    expect(more.map((j) => jobs.get(j.id).state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    expect(jobs.start('backup-verify', 'u4', async () => 4).state).toBe('running');
   });
 
   it('cancels a running job through its signal', async () => {

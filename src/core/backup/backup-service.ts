@@ -131,6 +131,8 @@ export class CoreBackupService implements BackupService {
       const { record } = await copyBackup(source.repository, source.volume, source.backupId, repo, {
         volume, origin, onProgress: (p) => report({ phase: 'copy', files: p.files, bytes: p.bytes, ...totals }),
       });
+      // A copy written from here is this node's as much as a read is: the next backup goes on from it.
+      await this.rememberParent(repo, record);
       return record;
     }
     report({ phase: 'backup', files: 0, bytes: 0 });

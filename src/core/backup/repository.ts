@@ -99,6 +99,26 @@ export class Repository {
     return repo;
   }
 
+  /**
+   * Before a record makes a backup complete: the repository must still be the one opened. A
+   * directory moved away or a filesystem unmounted meanwhile leaves an empty directory where
+   * writes go on (a vfs store makes its directories as it writes), and a record written there
+   * would be a backup that exists nowhere.
+   */
+  async assertStillHere(what: string): Promise<void> {
+    const data = await this.store.get(CONFIG_KEY).catch(() => undefined);
+    let id: string | undefined;
+    try {
+      id = data === undefined ? undefined : RepoConfigSchema.parse(JSON.parse(data.toString('utf8'))).id;
+    } catch {
+      id = undefined;
+    }
+    if (id !== this.config.id) {
+      throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `the backup repository at ${this.store.location} is not the one this operation opened any more ` +
+        `(its config object is ${data === undefined ? 'gone' : 'another'}: was it moved, or its filesystem unmounted?); ${what}`);
+    }
+  }
+
   /** Opens the repository in `store` and loads its index. */
   static async open(store: BlobStore): Promise<Repository> {
     let data: Buffer;
@@ -279,6 +299,7 @@ export class Repository {
 
   async putBackupRecord(record: BackupRecord): Promise<void> {
     BackupRecordSchema.parse(record);
+    await this.assertStillHere(`backup ${record.volume}/${record.id} is not recorded`);
     if (!(await this.store.put(backupKey(record.volume, record.id), recordBytes(record)))) {
       throw new StowageError(ErrorCodes.INTERNAL, `backup ${record.volume}/${record.id} already exists`);
     }

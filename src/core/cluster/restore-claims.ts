@@ -66,7 +66,7 @@ export class RestoreClaims {
   }
 
   async claim(volume: string, incarnation: string): Promise<void> {
-    await this.fs.mkdir(this.dir, { recursive: true }).catch((err: unknown) => {
+    await this.fs.mkdir(this.dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
       if (errnoCode(err) !== 'EEXIST') throw this.failed('writing', this.file(volume), err, volume);
     });
     if (!(await this.realDir(volume))) throw this.failed('writing', this.file(volume), new Error(`${this.dir} is not a directory`), volume);

@@ -38,6 +38,14 @@ const flag = (field: string) => z.boolean({ error: `the field "${field}" must be
 const nothing = z.object({});
 type Empty = Record<string, never>;
 
+/**
+ * Volume options: their names and values are checked by the core's option parser (the one
+ * Docker's Opts go through); here only that they are an object, so a string or a list is refused
+ * as a request, not turned into options named "0", "1", ...
+ */
+const optionObject = z.custom<Record<string, string>>((value) => typeof value === 'object' && value !== null && !Array.isArray(value),
+  { error: 'the field "options" must be an object of option names and values' }).optional();
+
 const jobRequest = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('backup-create'), volume: text('volume'), dest: text('dest'),
@@ -48,7 +56,7 @@ const jobRequest = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('restore'), name: text('name'), url: text('url'),
     // Checked by the core's option parser, as for create.
-    options: z.custom<Record<string, string>>(() => true).optional(),
+    options: optionObject,
   }),
   z.object({ kind: z.literal('backup-verify'), url: text('url') }),
   z.object({ kind: z.literal('backup-delete'), url: text('url') }),
@@ -60,7 +68,7 @@ export const controlEndpoints = {
     name: text('name'),
     // Checked by the core's option parser, the same one Docker's Opts go through, so both
     // protocols name a bad option in the same words.
-    options: z.custom<Record<string, string>>(() => true).optional(),
+    options: optionObject,
   })),
   remove: endpoint<RemoveResult>()('/remove', z.object({ name: text('name'), retain: flag('retain'), force: flag('force') })),
   list: endpoint<{ volumes: VolumeInfo[] }>()('/list', nothing),

@@ -41,10 +41,15 @@ export interface JobSettings {
   keepFinishedMs: number;
   /** At most this many finished jobs are kept; the oldest go first. */
   maxFinished: number;
+  /**
+   * At most this many run at once; more are refused (each holds buffers and a repository lock:
+   * 300 verifies at once took the daemon from 76 to 970 MB).
+   */
+  maxRunning: number;
   now(): number;
 }
 
-export const DEFAULT_JOB_SETTINGS: JobSettings = { keepFinishedMs: 60 * 60_000, maxFinished: 100, now: () => Date.now() };
+export const DEFAULT_JOB_SETTINGS: JobSettings = { keepFinishedMs: 60 * 60_000, maxFinished: 100, maxRunning: 32, now: () => Date.now() };
 
 interface Job {
   view: JobView;
@@ -75,6 +80,10 @@ export class JobRegistry {
 
   start(kind: JobKind, target: string, run: (context: JobContext) => Promise<unknown>): JobView {
     if (this.stopping) throw new StowageError(ErrorCodes.CANCELLED, `the daemon is stopping: no new ${kind} job is started`);
+    const running = [...this.jobs.values()].filter((j) => j.view.state === 'running').length;
+    if (running >= this.settings.maxRunning) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `${running} jobs are running, as many as this daemon runs at once: start the ${kind} once some have ended ("stowage job list")`);
+    }
     this.prune();
     const id = randomBytes(6).toString('hex');
     const job: Job = {

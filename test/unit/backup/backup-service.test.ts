@@ -270,11 +270,22 @@ describe('a volume being restored', () => {
     await stowage.restoreVolume('copy', backup.url, {
       onProgress: (p) => {
         // A container started while the restore writes would see half the files.
-        if (p.bytes > 0 && attempts.length === 0) attempts.push(stowage.mount('copy', 'early-container').then(() => 'mounted', (e: unknown) => e));
+        if (p.bytes > 0 && attempts.length === 0) {
+          attempts.push(stowage.mount('copy', 'early-container').then(() => 'mounted', (e: unknown) => e));
+          // A backup or snapshot of it would be recorded complete with part of the data.
+          attempts.push(stowage.createBackup('copy', { dest }).then(() => 'backed up', (e: unknown) => e));
+          attempts.push(stowage.manager.createSnapshot('copy', 'early').then(() => 'snapshot taken', (e: unknown) => e));
+        }
       },
     });
-    expect(attempts).toHaveLength(1);
+    expect(attempts).toHaveLength(3);
     expect(await attempts[0]).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/being restored/) });
+    for (const refused of await Promise.all(attempts.slice(1))) {
+      expect(refused).toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/^volume copy cannot be backed up or snapshotted now: .*being restored/) });
+    }
+    expect((await stowage.listBackups(dest)).map((b) => b.volume)).toEqual(['src']);
+    // Once restored, it backs up like any volume.
+    expect(await stowage.createBackup('copy', { dest })).toMatchObject({ volume: 'copy', stats: { files: 2 } });
     const path = await stowage.mount('copy', 'late-container');
     expect(await readFile(join(path, 'big.bin'))).toEqual(data);
     expect((await stowage.inspect('copy')).mountCount).toBe(1);

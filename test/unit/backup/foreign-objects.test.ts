@@ -4,6 +4,7 @@
  * garbage collection take a live pack for garbage.
  */
 import { createCipheriv, createHash } from 'node:crypto';
+import { renameSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +74,31 @@ describe('objects that are not the repository\'s', () => {
     expect(second.stats).toMatchObject({ files: 1, filesRead: 0 });
     expect(second.warnings).toEqual([expect.stringMatching(/^backups\/w\/20991231T235959999Z-00000000 is not a backup record, so not this backup's parent: /)]);
     await expect(verifyBackup(repo, 'w', second.id)).resolves.toMatchObject({ files: 1 });
+  });
+
+  it('a repository moved away during a backup gets no record, and none is written where it was', async () => {
+    await mkdir(join(base, 'vol3'));
+    for (let i = 0; i < 20; i += 1) await writeFile(join(base, 'vol3', `f${i}.bin`), pseudoRandom(64 * 1024, `f${i}`));
+    const store = new VfsBlobStore(join(base, 'D'), { durable: false });
+    const repo = await Repository.init(store, { chunker: CHUNKER });
+    let moved = false;
+    const failure = await backupTree(join(base, 'vol3'), repo, {
+      volume: 'm',
+      onProgress: (p) => {
+        // As an unmount would: the directory is gone from under the backup, which makes it again.
+        if (!moved && p.files >= 5) {
+          moved = true;
+          renameSync(join(base, 'D'), join(base, 'D-moved'));
+        }
+      },
+    }).then(() => new Error('the backup completed'), (err: unknown) => err as Error);
+    expect(moved).toBe(true);
+    expect(failure).toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('is not the one this operation opened any more (its config object is gone') });
+    for (const where of ['D', 'D-moved']) {
+      const records = [];
+      for await (const { key } of listAll(new VfsBlobStore(join(base, where)), 'backups/')) records.push(key);
+      expect(records, where).toEqual([]);
+    }
   });
 
   it('text another machine wrote reaches no terminal as control characters', async () => {
