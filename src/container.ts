@@ -15,6 +15,7 @@ import { SharedCluster } from './core/cluster/shared-cluster.js';
 import { TOKENS } from './core/tokens.js';
 import { RestoreJournal } from './core/backup/restore-journal.js';
 import { BackupParents } from './core/backup/backup-parents.js';
+import { OwnStorage } from './core/backup/own-storage.js';
 import { VolumeManager, type ManagerConfig, type RemovePolicy } from './core/volume-manager.js';
 import { CoreBackupService } from './core/backup/backup-service.js';
 import type { BackupService } from './core/backup/service-contract.js';
@@ -90,6 +91,8 @@ function coreModule(config: StowageConfig): ContainerModule {
     });
     bind<RestoreJournal>(TOKENS.RestoreJournal).toDynamicValue((ctx) => new RestoreJournal(ctx.get<FsPort>(TOKENS.Fs), config.root));
     bind<BackupParents>(TOKENS.BackupParents).toDynamicValue((ctx) => new BackupParents(ctx.get<FsPort>(TOKENS.Fs), config.root));
+    bind<OwnStorage>(TOKENS.OwnStorage).toDynamicValue((ctx) =>
+      new OwnStorage([config.root, ...OwnStorage.storeOf(ctx.get<Backend>(TOKENS.Backend).capabilities.clusterStateDir)]));
     bind<VolumeManager>(TOKENS.VolumeManager).to(VolumeManager);
     bind<BackupService>(TOKENS.BackupService).to(CoreBackupService);
   });

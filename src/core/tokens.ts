@@ -18,4 +18,6 @@ export const TOKENS = {
   RestoreJournal: Symbol.for('stowage.RestoreJournal'),
   /** The BackupParents (backup/backup-parents.ts): the last backup this node made of each volume, per repository. */
   BackupParents: Symbol.for('stowage.BackupParents'),
+  /** The OwnStorage (backup/own-storage.ts): where no backup repository may be. */
+  OwnStorage: Symbol.for('stowage.OwnStorage'),
 } as const;

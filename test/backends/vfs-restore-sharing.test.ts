@@ -108,9 +108,18 @@ describe('a restore on one node of a shared vfs store', () => {
       code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/^volume copy is being restored from a backup on node node-a/),
     });
     expect(b.manager.path('copy')).toBeUndefined();
+    // Nor backed up or snapshotted there: it would be recorded complete with part of the data.
+    // (On node A these wait behind the restore's unmount, which the gate holds.)
+    await expect(b.container.get<BackupService>(TOKENS.BackupService).createBackup('copy', { dest: url.replace(/\?.*$/, '') })).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/^volume copy cannot be backed up or snapshotted now: volume copy is being restored from a backup on node node-a/),
+    });
+    await expect(b.manager.createSnapshot('copy', 'early')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
     gate.open();
     await restoring;
     expect(await readdir(claims)).toEqual([]);
+    // Once restored, it backs up like any volume.
+    await expect(b.container.get<BackupService>(TOKENS.BackupService).createBackup('copy', { dest: url.replace(/\?.*$/, '') }))
+      .resolves.toMatchObject({ volume: 'copy', state: 'complete' });
     const path = await b.manager.mount('copy', 'container-1');
     expect(await readFile(join(path, 'data.txt'), 'utf8')).toBe('restored bytes');
     await b.manager.unmount('copy', 'container-1');

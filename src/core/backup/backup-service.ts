@@ -9,6 +9,7 @@ import { TOKENS } from '../tokens.js';
 import type { VolumeManager } from '../volume-manager.js';
 import { formatBackupUrl, parseBackupUrl, parseOneBackupUrl, parseRepositoryUrl, type BackupTarget } from './backup-url.js';
 import type { BackupParents } from './backup-parents.js';
+import type { OwnStorage } from './own-storage.js';
 import { BACKUP_KINDS, blockSupportOf, createBlockBackup } from './block-backup-service.js';
 import { copyBackup } from './copy-backup.js';
 import {
@@ -37,6 +38,7 @@ export class CoreBackupService implements BackupService {
     @inject(TOKENS.Backend) private readonly backend: Backend,
     @inject(TOKENS.Logger) private readonly log: Logger,
     @inject(TOKENS.BackupParents) private readonly parents: BackupParents,
+    @inject(TOKENS.OwnStorage) private readonly ownStorage: OwnStorage,
   ) {}
 
   private snapshotSupport(volume: string): SnapshotSupport {
@@ -55,6 +57,7 @@ export class CoreBackupService implements BackupService {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `the destination ${options.dest} names volume ${dest.volume}, not ${volume}`, { volume });
     }
     if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
+    await this.ownStorage.assertOutside(dest.target, 'the backup destination');
     if (options.snapshot !== undefined && options.consistent) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
     }
@@ -184,6 +187,7 @@ export class CoreBackupService implements BackupService {
 
   async deleteBackup(url: string, options: ProgressOptions = {}): Promise<DeleteResult> {
     const { target, volume, backup } = parseOneBackupUrl(url);
+    await this.ownStorage.assertOutside(target, 'the repository');
     const repo = await Repository.open(openTarget(target));
     options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
