@@ -4,7 +4,11 @@
  * requests fail as requests, finished jobs are forgotten, and the CLI's output suits scripts.
  * The real backup service is exercised end to end in test/e2e/backup-docker.test.ts.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JobProgress } from '../../src/core/backup/service-contract.js';
@@ -228,6 +232,24 @@ describe('daemon jobs', () => {
     service.script = saved;
     return detail.url;
   }
+});
+
+describe('following a job', () => {
+  it('names the job to follow again when the daemon hangs up before its first line', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-follow-'));
+    const socket = join(dir, 'gone.sock');
+    // A daemon killed right after accepting the follow: the connection closes with no answer.
+    const server = createServer((conn) => conn.once('data', () => conn.destroy()));
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    try {
+      const failure = await followJob(socket, 'abcdefabcdef', () => {}).then(() => new Error('followed'), (err: unknown) => err as Error);
+      expect(failure).toBeInstanceOf(ControlError);
+      expect(failure.message).toContain('broke while following job abcdefabcdef; the job may still be running ("stowage job follow abcdefabcdef")');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('the job registry', () => {

@@ -33,6 +33,27 @@ describe('ClusterLocks on a real directory', () => {
     await removeTempDir(dir);
   });
 
+  it('a full disk where the lock goes is E_STORAGE_FULL, naming it, and runs nothing', async () => {
+    const full = new Proxy(realFs, {
+      get(target, prop: string) {
+        const real = (target as unknown as Record<string, unknown>)[prop];
+        if (typeof real !== 'function') return real;
+        return async (...args: unknown[]) => {
+          if (['open', 'writeFile', 'link', 'mkdir'].includes(prop) && typeof args[0] === 'string' && args[0].startsWith(dir)) {
+            throw Object.assign(new Error(`ENOSPC: no space left on device, ${prop} '${args[0]}'`), { code: 'ENOSPC' });
+          }
+          return (real as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const locks = new ClusterLocks(full, dir, 'node-a', new SharedClock(), { ttlMs: 300, waitMs: 1_000 });
+    let ran = false;
+    await expect(locks.withLock('vol', async () => { ran = true; })).rejects.toMatchObject({
+      code: 'E_STORAGE_FULL', message: expect.stringContaining(`the storage holding the cluster lock ${lockFile()} is full: no space left on device`),
+    });
+    expect(ran).toBe(false);
+  });
+
   it('a holder whose renewal stalls past the expiry never overwrites nor deletes the lock its successor took', async () => {
     const gate = faultyFs(realFs, dir);
     const clock = new SharedClock();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { createFileExclusive, readFileNoFollow } from '../atomic-file.js';
 import type { Clock } from '../clock.js';
-import { ErrorCodes, StowageError, describeCause, errnoCode, isStowageError, messageOf } from '../errors.js';
+import { ErrorCodes, StowageError, asStorageFull, describeCause, errnoCode, isStowageError, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -132,7 +132,9 @@ export class ClusterLocks {
       const started = LockLease.stamp();
       const body: LockFile = { owner: this.nodeId, token: randomHex(8), expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
       // The identity is the inode just linked (or created) at `path`: ours until released or broken.
-      const created = await createFileExclusive(this.fs, path, encode(body), QUICK);
+      const created = await createFileExclusive(this.fs, path, encode(body), QUICK).catch((err: unknown) => {
+        throw asStorageFull(err, `the storage holding the cluster lock ${path}`, 'free space there and try again: nothing was changed');
+      });
       // Still ours once complete: a created file stays empty for a moment, and an empty lock
       // file old enough may be broken (see EMPTY_GRACE_MS); then we try again.
       const now = created ? await this.fs.lstat(path).catch(() => undefined) : undefined;

@@ -94,14 +94,14 @@ function connectionFailure(socket: string, err: NodeJS.ErrnoException): ControlE
 export function followJob(socket: string, id: string, onProgress: (progress: JobProgress) => void): Promise<JobView> {
   const payload = JSON.stringify({ id });
   return new Promise<JobView>((resolve, reject) => {
+    const broken = () => reject(new ControlError(`the connection to the stowage daemon at ${socket} broke while following job ${id}; ` +
+      `the job may still be running ("stowage job follow ${id}")`, 'unreachable'));
     const req = request({
       socketPath: socket,
       path: `${CONTROL_PREFIX}${controlEndpoints.followJob.path}`,
       method: 'POST',
       headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
     }, (res) => {
-      const broken = () => reject(new ControlError(`the connection to the stowage daemon at ${socket} broke while following job ${id}; ` +
-        `the job may still be running ("stowage job follow ${id}")`, 'unreachable'));
       if (res.statusCode !== 200 || !String(res.headers['content-type']).startsWith('application/x-ndjson')) {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -139,7 +139,12 @@ export function followJob(socket: string, id: string, onProgress: (progress: Job
       res.on('error', broken);
       res.on('end', () => (ended ? resolve(ended) : broken()));
     });
-    req.on('error', (err: NodeJS.ErrnoException) => reject(connectionFailure(socket, err)));
+    // A daemon gone before its first line (killed, restarted) hangs up: that is a broken follow
+    // too, and the job's id is what the user needs to pick it up again.
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(connectionFailure(socket, err));
+      else broken();
+    });
     req.end(payload);
   });
 }
