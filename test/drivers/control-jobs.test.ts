@@ -133,11 +133,14 @@ describe('daemon jobs', () => {
     }
     expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-create', volume: 'nope', dest: DEST })))
       .toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND });
+    // A destination the service refuses is a refused request, not a job that fails.
+    expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-create', volume: 'data', dest: 'ftp://x' })))
+      .toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining('not a repository URL') });
     expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-delete', url: `${DEST}?volume=data&backup=zzz` })))
       .toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
     expect(await refusal(followJob(srv().socket, 'ffffffffffff', () => {}))).toMatchObject({ kind: 'refused', code: ErrorCodes.INVALID_REQUEST });
     expect((await callDaemon(srv().socket, api.listJobs, {})).jobs.length).toBe(before);
-    expect(service.calls.slice(calls).filter((c) => c.op !== 'inspectBackup' && c.op !== 'createBackup')).toEqual([]);
+    expect(service.calls.slice(calls).filter((c) => !['inspectBackup', 'createBackup', 'checkDestination'].includes(c.op))).toEqual([]);
     expect(service.calls.slice(calls).some((c) => c.op === 'createBackup')).toBe(true); // only backupUrl()'s own
   });
 

@@ -56,6 +56,11 @@ export class RecordingBackupService implements BackupService {
     return detail;
   }
 
+  async checkDestination(volume: string, dest: string): Promise<void> {
+    this.calls.push({ op: 'checkDestination', args: [volume, dest] });
+    if (!dest.startsWith('vfs://') && !dest.startsWith('s3://')) throw new StowageError(ErrorCodes.INVALID_REQUEST, `${dest} is not a repository URL`);
+  }
+
   async listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]> {
     this.calls.push({ op: 'listBackups', args: [dest, options] });
     return [...this.backups.values()].filter((b) => b.url.startsWith(dest) && (!options?.volume || b.volume === options.volume));

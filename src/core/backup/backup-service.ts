@@ -50,14 +50,19 @@ export class CoreBackupService implements BackupService {
     return support;
   }
 
-  async createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail> {
+  async checkDestination(volume: string, destUrl: string): Promise<BackupTarget> {
     validateVolumeName(volume);
-    const dest = parseRepositoryUrl(options.dest, 'the backup destination');
+    const dest = parseRepositoryUrl(destUrl, 'the backup destination');
     if (dest.volume !== undefined && dest.volume !== volume) {
-      throw new StowageError(ErrorCodes.INVALID_REQUEST, `the destination ${options.dest} names volume ${dest.volume}, not ${volume}`, { volume });
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `the destination ${destUrl} names volume ${dest.volume}, not ${volume}`, { volume });
     }
-    if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
     await this.ownStorage.assertOutside(dest.target, 'the backup destination');
+    return dest.target;
+  }
+
+  async createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail> {
+    const dest = { target: await this.checkDestination(volume, options.dest) };
+    if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
     if (options.snapshot !== undefined && options.consistent) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
     }

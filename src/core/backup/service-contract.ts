@@ -96,6 +96,12 @@ export interface BackupService {
     /** `file` (the default) or `block` (devicemapper only; see README "Block-level backups"). */
     kind?: 'file' | 'block';
   }): Promise<BackupDetail>;
+  /**
+   * What createBackup checks of its destination before any work (the URL, the volume it names,
+   * that it is outside stowage's own storage): a caller that runs the backup later (a job) can
+   * refuse a bad destination at once.
+   */
+  checkDestination(volume: string, dest: string): Promise<unknown>;
   /** Complete backups and, from live locks, those in progress; oldest first. */
   listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
   inspectBackup(url: string): Promise<BackupDetail>;

@@ -144,6 +144,7 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
     case 'backup-create': {
       await manager.get(request.volume);
       if (request.snapshot !== undefined) validateVolumeName(request.snapshot);
+      await backups.checkDestination(request.volume, request.dest);
       return jobs.start('backup-create', request.volume, (context) => backups.createBackup(request.volume, {
         ...context, dest: request.dest, snapshot: request.snapshot, keepSnapshot: request.keepSnapshot,
         consistent: request.consistent, force: request.force, ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}),
