@@ -34,30 +34,36 @@ const DEFAULT_REQUEST_TIMEOUT_MS = 600_000;
 const MAX_PARSED_BODY_BYTES = 16 * 1024 * 1024;
 
 /**
- * Caps the bodies the SDK reads whole to parse (every answer but GetObject's, which read() bounds
- * itself): a listing without end from a hostile or broken server would otherwise grow this
- * process, the plugin serving every volume, until the kernel kills it. Runs inside the SDK's
- * deserializer, on the raw response.
+ * Bounds every response body, on the raw response inside the SDK's deserializer:
+ * - in time: a body not whole within `timeoutMs` of its headers fails. The SDK's request timeout
+ *   ends with the headers, so a server trickling a byte at a time would hold a listing, a read,
+ *   their job and its repository lock for ever;
+ * - in size, for the bodies the SDK reads whole to parse (all but GetObject's, which read()
+ *   bounds by what it asked for): a listing without end would otherwise grow this process, the
+ *   plugin serving every volume, until the kernel kills it.
  */
-const limitResponseBodies = ((next: (args: unknown) => Promise<{ response: { body?: unknown } }>, context: { commandName?: string }) => async (args: unknown) => {
+const boundedBodies = (timeoutMs: number) => ((next: (args: unknown) => Promise<{ response: { body?: unknown } }>, context: { commandName?: string }) => async (args: unknown) => {
   const result = await next(args);
   const body = result.response.body;
-  if (context.commandName !== 'GetObjectCommand' && body instanceof Readable) {
-    let seen = 0;
-    const limited = body.pipe(new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        seen += chunk.length;
-        if (seen > MAX_PARSED_BODY_BYTES) {
-          body.destroy();
-          done(new Error(`the answer to ${context.commandName ?? 'a request'} is larger than ${MAX_PARSED_BODY_BYTES} bytes: refused`));
-          return;
-        }
-        done(null, chunk);
-      },
-    }));
-    body.on('error', (err) => limited.destroy(err));
-    result.response.body = limited;
-  }
+  if (!(body instanceof Readable)) return result;
+  const what = context.commandName ?? 'a request';
+  const cap = what === 'GetObjectCommand' ? Infinity : MAX_PARSED_BODY_BYTES;
+  let seen = 0;
+  const bounded = body.pipe(new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      seen += chunk.length;
+      if (seen > cap) {
+        body.destroy();
+        done(new Error(`the answer to ${what} is larger than ${cap} bytes: refused`));
+        return;
+      }
+      done(null, chunk);
+    },
+  }));
+  const timer = setTimeout(() => body.destroy(new Error(`the answer to ${what} was not whole within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+  bounded.once('close', () => clearTimeout(timer));
+  body.on('error', (err) => bounded.destroy(err));
+  result.response.body = bounded;
   return result;
   // Typed loosely above: the SDK's middleware generics name every command's input and output.
 }) as unknown as Parameters<S3Client['middlewareStack']['add']>[0];
@@ -164,7 +170,7 @@ export class S3BlobStore implements BlobStore {
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',
       });
-      client.middlewareStack.add(limitResponseBodies, { step: 'deserialize', priority: 'low', name: 'stowageBodyLimit' });
+      client.middlewareStack.add(boundedBodies(this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS), { step: 'deserialize', priority: 'low', name: 'stowageBodyLimit' });
       return client;
     })();
     return this.clientPromise;
@@ -261,23 +267,17 @@ export class S3BlobStore implements BlobStore {
       (range ? ` for a range of ${range.length} (does the server ignore Range?)` : `, more than any object of a repository holds (${MAX_WHOLE_OBJECT_BYTES})`));
   }
 
-  /** A response body, refused past `limit` bytes, and failed when it is not whole within the request timeout. */
+  /** A response body, refused past `limit` bytes (its deadline is boundedBodies'). */
   private async readBody(body: AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void }, limit: number, tooLarge: () => StowageError): Promise<Buffer> {
-    const ms = this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    const timer = setTimeout(() => body.destroy?.(new Error(`the answer was not whole within ${Math.round(ms / 1000)} s`)), ms);
     const parts: Buffer[] = [];
     let total = 0;
-    try {
-      for await (const part of body) {
-        total += part.byteLength;
-        if (total > limit) {
-          body.destroy?.();
-          throw tooLarge();
-        }
-        parts.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+    for await (const part of body) {
+      total += part.byteLength;
+      if (total > limit) {
+        body.destroy?.();
+        throw tooLarge();
       }
-    } finally {
-      clearTimeout(timer);
+      parts.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
     }
     return Buffer.concat(parts, total);
   }
