@@ -107,12 +107,13 @@ export class Repository {
    */
   async assertStillHere(what: string): Promise<void> {
     const data = await this.store.get(CONFIG_KEY).catch(() => undefined);
-    let id: string | undefined;
-    try {
-      id = data === undefined ? undefined : RepoConfigSchema.parse(JSON.parse(data.toString('utf8'))).id;
-    } catch {
-      id = undefined;
-    }
+    const id = data === undefined ? undefined : (() => {
+      try {
+        return parseObject(RepoConfigSchema, data, `the config of ${this.store.location}`).id;
+      } catch {
+        return undefined; // not a config: not this repository either
+      }
+    })();
     if (id !== this.config.id) {
       throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `the backup repository at ${this.store.location} is not the one this operation opened any more ` +
         `(its config object is ${data === undefined ? 'gone' : 'another'}: was it moved, or its filesystem unmounted?); ${what}`);
