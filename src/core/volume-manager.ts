@@ -60,7 +60,7 @@ export class VolumeManager {
       nodeId: this.config.nodeId, log: this.log, assertWhole: (name) => this.restores.assertReadable(name),
     });
     this.restores = new VolumeRestores({
-      create: (name, options, onCreated) => this.createVolume(name, options, onCreated),
+      create: (name, options, mark) => this.createVolume(name, options, mark),
       mount: (name, id) => this.mount(name, id),
       unmount: (name, id) => this.unmount(name, id),
       remove: (name, request) => this.remove(name, request),
@@ -121,10 +121,7 @@ export class VolumeManager {
     });
   }
 
-  /**
-   * With the `backup` option (a backup URL) the volume is created by restoring that backup
-   * into it (see backup/restore-volume.ts); `progress` reports the restore.
-   */
+  /** With `backup` (a backup URL), restores it into the new volume (backup/restore-volume.ts); `progress` reports that. */
   async create(name: string, rawOptions: unknown = {}, progress?: ProgressOptions): Promise<CreateResult> {
     validateVolumeName(name);
     const restore = takeRestoreOption(rawOptions);
@@ -137,21 +134,23 @@ export class VolumeManager {
   }
 
   /**
-   * Creates a volume from its options. `onCreated` runs under the name's locks right after a new
-   * volume is made, with its incarnation: a restore marks its volume there, so no mount on any
-   * node ever finds it unmarked. When `onCreated` fails, the new volume is removed again.
+   * Creates a volume from its options. `mark` (a restore's marks) runs under the name's locks
+   * before the volume is made, with its incarnation: no mount anywhere, and no start after a
+   * crash at any step, finds the volume unmarked. A failed create clears the marks again.
    */
-  private async createVolume(name: string, rawOptions: unknown, onCreated?: (incarnation: string) => Promise<void>): Promise<CreateResult> {
+  private async createVolume(name: string, rawOptions: unknown, mark?: (incarnation: string) => Promise<void>): Promise<CreateResult> {
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const existing = await this.backend.get(name);
       if (existing) return { volume: await this.descriptions.describe(sameOrConflict(existing, options)), created: false };
+      const origin = { createdAt: isoTime(this.clock.now()), createdBy: this.config.nodeId };
+      if (mark) await mark(incarnationOf(origin)).catch(async (err: unknown) => { await this.restores.removed(name); throw err; });
       let record: VolumeRecord;
       try {
-        const origin = { createdAt: isoTime(this.clock.now()), createdBy: this.config.nodeId };
         record = await this.backend.create(createRequest(name, options, origin, lease));
       } catch (err) {
+        if (mark) await this.restores.removed(name);
         // Another node may have created the same name between our check and our create.
         if (isStowageError(err, ErrorCodes.VOLUME_EXISTS)) {
           const raced = await this.backend.get(name);
@@ -160,11 +159,10 @@ export class VolumeManager {
         throw toStowageError(err, `creating volume ${name} failed`, name);
       }
       this.descriptions.remember(name, record);
-      if (onCreated) {
-        await onCreated(incarnationOf(record)).catch((err: unknown) => undoCreate(this.backend, name, lease, err, async () => {
-          this.descriptions.forget(name);
-          await this.restores.removed(name);
-        }));
+      // A backend that did not keep the origin it was given: the marks must name what it made.
+      if (mark && incarnationOf(record) !== incarnationOf(origin)) {
+        const forget = async () => { this.descriptions.forget(name); await this.restores.removed(name); };
+        await mark(incarnationOf(record)).catch((err: unknown) => undoCreate(this.backend, name, lease, err, forget));
       }
       this.log.info(`created volume ${name}`);
       return { volume: await this.descriptions.describe(record), created: true };

@@ -34,14 +34,15 @@ export class VolumeRestores {
     const { journal, cluster } = ops;
     const claims = cluster.restoreClaims;
     this.host = {
-      create: (name, options, onCreated) => ops.create(name, options, onCreated),
+      create: (name, options, mark) => ops.create(name, options, mark),
       mount: (name, id) => ops.mount(name, id),
       unmount: (name, id) => ops.unmount(name, id),
       remove: (name, request) => ops.remove(name, request),
       log: () => ops.log,
       blocks: () => ops.blocks?.(),
-      // The node's own marker first: a daemon killed between the two removes the volume at its
-      // next start, claim or not; a claim never outlives the marker while the volume is there.
+      // Both before the volume is made, the node's own marker first: a daemon killed after it
+      // removes the volume at its next start if it was made; a claim left without its marker
+      // names a volume that is gone or never was, and the next mount of the name drops it.
       journal: {
         begin: async (name, url, incarnation) => {
           await journal?.begin(name, url, incarnation);
@@ -103,7 +104,7 @@ export class VolumeRestores {
     await this.ops.cluster.withLock(name, async () => {
       const record = await this.ops.backend.get(name);
       if (!record) return; // the read itself says the volume is not there
-      await this.assertMountable(record, '', true).catch((err: unknown) => {
+      await this.assertMountable(record, '', true, 'read').catch((err: unknown) => {
         if (!(err instanceof StowageError)) throw err;
         throw new StowageError(err.code, `volume ${name} cannot be backed up or snapshotted now: ${err.message}`, { volume: name, remedies: err.remedies });
       });
@@ -116,20 +117,21 @@ export class VolumeRestores {
    * one another node claims. A volume mounted here already was mountable then and still is: a
    * restore makes a new volume. The caller holds the name's locks.
    */
-  async assertMountable(record: VolumeRecord, mountId: string, firstHere: boolean): Promise<void> {
+  async assertMountable(record: VolumeRecord, mountId: string, firstHere: boolean, use: 'mount' | 'read' = 'mount'): Promise<void> {
+    const after = use === 'mount' ? 'mount it' : 'back it up or snapshot it';
     if (mountId.startsWith(RESTORE_MOUNT_PREFIX)) return;
     if (this.isRestoring(record.name)) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `volume ${record.name} is being restored from a backup and holds partial data: mount it once the restore has finished`, { volume: record.name });
+        `volume ${record.name} is being restored from a backup and holds partial data: ${after} once the restore has finished`, { volume: record.name });
     }
     const marker = this.ops.journal?.partial(record.name, incarnationOf(record));
     if (marker) {
       throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING,
         `volume ${record.name} holds partial data: its restore from ${marker.url} (started ${marker.startedAt}) failed, ` +
-        `and so did removing the volume afterwards; it cannot be mounted`,
+        `and so did removing the volume afterwards; it cannot be ${use === 'mount' ? 'mounted' : 'read'}`,
         { volume: record.name, remedies: [{ action: 'remove-volume', volume: record.name }] });
     }
-    if (firstHere) await this.assertNotRestoringElsewhere(record);
+    if (firstHere) await this.assertNotRestoringElsewhere(record, after);
   }
 
   /**
@@ -139,7 +141,7 @@ export class VolumeRestores {
    * mount is recorded. This node's own claim, with no restore running here and no marker left,
    * is a restore that finished but could not drop its claim: it is dropped now.
    */
-  private async assertNotRestoringElsewhere(record: VolumeRecord): Promise<void> {
+  private async assertNotRestoringElsewhere(record: VolumeRecord, after: string): Promise<void> {
     const { cluster, nodeId, log } = this.ops;
     const claim = await cluster.restoreClaims?.read(record.name);
     if (!claim) return;
@@ -152,7 +154,7 @@ export class VolumeRestores {
     }
     throw new StowageError(ErrorCodes.VOLUME_IN_USE,
       `volume ${record.name} is being restored from a backup on node ${claim.node} (since ${claim.startedAt}), or its restore ` +
-      `there failed: it holds partial data and cannot be mounted. Mount it once the restore has finished; a restore that ` +
+      `there failed: it holds partial data. ${after[0]!.toUpperCase()}${after.slice(1)} once the restore has finished; a restore that ` +
       `failed leaves a volume to remove (node ${claim.node} removes it at its next start if it stopped during the restore)`,
       { volume: record.name, node: claim.node });
   }

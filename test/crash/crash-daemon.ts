@@ -233,7 +233,7 @@ export const DURABLE_CALLS = [
  * the `DURABLE_CALLS` the daemon made for it, in order (including what it does within a moment
  * after answering). The daemon keeps running.
  */
-export async function traceDurableCalls<T>(run: DaemonRun, request: () => Promise<T>): Promise<{ calls: string[]; value?: T; error?: Error }> {
+export async function traceDurableCalls<T>(run: DaemonRun, request: () => Promise<T>): Promise<{ calls: string[]; threads: number[]; value?: T; error?: Error }> {
   const output = `/tmp/stowage-crash-trace-${run.pid}-${Date.now()}`;
   const { tracer, tracerExited } = await attachStrace(run, ['-f', '-qq', '-o', output, '-e', `trace=${DURABLE_CALLS.join(',')}`]);
   const result = await request().then((value) => ({ value }), (error: unknown) => ({ error: error as Error }));
@@ -243,8 +243,9 @@ export async function traceDurableCalls<T>(run: DaemonRun, request: () => Promis
   const text = await readFile(output, 'utf8').catch(() => '');
   await rm(output, { force: true });
   const names = new Set<string>(DURABLE_CALLS);
-  const calls = text.split('\n')
-    .map((line) => /^(?:\d+\s+)?([a-z0-9_]+)\(/.exec(line)?.[1])
-    .filter((name): name is string => name !== undefined && names.has(name));
-  return { calls, ...result };
+  const traced = text.split('\n')
+    .map((line) => /^(?:(\d+)\s+)?([a-z0-9_]+)\(/.exec(line))
+    .filter((m): m is RegExpExecArray => m !== null && names.has(m[2]!));
+  // The thread of each call: strace's kill points count calls per thread.
+  return { calls: traced.map((m) => m[2]!), threads: traced.map((m) => Number(m[1] ?? run.pid)), ...result };
 }

@@ -34,8 +34,8 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
   }
   let journaled: string | undefined;
   const created = await host.create(name, { ...options, size: String(device.sizeBytes) }, async (incarnation) => {
-    await host.journal?.begin(name, url, incarnation);
     journaled = incarnation;
+    await host.journal?.begin(name, url, incarnation);
   });
   if (!created.created) {
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,
@@ -47,7 +47,7 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
     progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });
     await blocks.writeNewVolume(name, { sizeBytes: device.sizeBytes, filesystem: device.filesystem }, async (path, mapped) => {
       await restoreBlocks(repo, record.volume, record.id, path, {
-        mapped,
+        mapped, onWarning: (message) => host.log().warn(message),
         onProgress: (p) => {
           progress.signal?.throwIfAborted();
           progress.onProgress?.({ phase: 'restore', files: 0, bytes: p.bytes, ...totals });

@@ -31,9 +31,11 @@ export interface RecoveryOps {
 
 /**
  * Restores in progress on this node, one marker file each under `<root>/restoring/` (mode 0700):
- * written once the restore's new volume exists (never before, so a marker never names a volume
- * that was there already), naming that volume's incarnation; cleared once the restore finished,
- * or once its volume was removed (by the restore's own clean-up or any later remove of the name).
+ * written under the name's locks right before the restore's new volume is made, naming the
+ * incarnation the create gives it (so it never names a volume that was there already, and a
+ * daemon killed at any step after the marker finds it at its next start); cleared once the
+ * restore finished, or once its volume was removed (by the restore's own clean-up or any later
+ * remove of the name). A marker whose volume never came to be is dropped at the next start.
  *
  * A marker that stays while the daemon runs is a failed restore whose clean-up failed too (a full
  * disk): its volume holds partial data, and mounts of it are refused (see `partial`). A marker
@@ -92,7 +94,11 @@ export class RestoreJournal {
     return marker?.incarnation === incarnation ? marker : undefined;
   }
 
-  /** The markers left, skipping (and naming in `log`) any that cannot be read. */
+  /**
+   * The markers left, skipping (and naming in `log`) any that cannot be read, and removing the
+   * temporary files of markers being written when a previous run was killed. Only at start: this
+   * process is the directory's only writer, and writes no marker before recovery ends.
+   */
   async pending(log: Logger): Promise<RestoreMarker[]> {
     let names: string[];
     try {
@@ -103,7 +109,12 @@ export class RestoreJournal {
     }
     const markers: RestoreMarker[] = [];
     for (const name of names.sort()) {
-      if (isTempName(name) || !name.endsWith('.json')) continue;
+      if (isTempName(name)) {
+        // A marker a killed daemon was writing: its restore had not begun (the create comes after).
+        await this.fs.unlink(join(this.dir, name)).catch((err: unknown) => log.warn(`restore journal: could not remove ${join(this.dir, name)}: ${describeCause(err)}`));
+        continue;
+      }
+      if (!name.endsWith('.json')) continue;
       const parsed = MarkerSchema.safeParse(await readJsonFile(this.fs, join(this.dir, name)).catch(() => undefined));
       if (parsed.success && isValidVolumeName(parsed.data.volume) && `${parsed.data.volume}.json` === name) markers.push(parsed.data);
       else log.warn(`restore journal: skipped unreadable marker ${join(this.dir, name)}`);

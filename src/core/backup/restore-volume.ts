@@ -16,10 +16,11 @@ import { RESTORE_OPTION, type ProgressOptions } from './service-contract.js';
 /** What a restore needs of the volume manager: the ordinary operations, so every check applies. */
 export interface RestoreHost {
   /**
-   * Creates the volume; `onCreated` runs under the name's locks right after a new volume is made
-   * (the restore marks it there); when it fails, the new volume is removed again.
+   * Creates the volume; `mark` runs under the name's locks right before a new volume is made,
+   * with the incarnation it will have (the restore marks it there), so a daemon killed at any
+   * step after finds the mark at its next start; when the create fails, the marks are cleared.
    */
-  create(name: string, options: Record<string, unknown>, onCreated?: (incarnation: string) => Promise<void>): Promise<CreateResult>;
+  create(name: string, options: Record<string, unknown>, mark?: (incarnation: string) => Promise<void>): Promise<CreateResult>;
   mount(name: string, mountId: string): Promise<string>;
   unmount(name: string, mountId: string): Promise<void>;
   remove(name: string, request: { retain?: boolean }): Promise<unknown>;
@@ -69,8 +70,8 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
   if (isBlockBackup(record)) return restoreBlockVolume(host, name, url, repo, record, options, progress);
   let journaled: string | undefined;
   const created = await host.create(name, options, async (incarnation) => {
-    await host.journal?.begin(name, url, incarnation);
     journaled = incarnation;
+    await host.journal?.begin(name, url, incarnation);
   });
   if (!created.created) {
     throw new StowageError(ErrorCodes.VOLUME_EXISTS,
@@ -86,6 +87,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });
     await restoreTree(repo, source.volume, source.backup, path, {
+      onWarning: (message) => host.log().warn(message),
       onProgress: (p) => {
         // Aborting fails the restore here; the volume is then removed like any failed restore.
         progress.signal?.throwIfAborted();

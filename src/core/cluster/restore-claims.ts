@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { z } from 'zod';
-import { readFileNoFollow, writeFileAtomic } from '../atomic-file.js';
+import { readFileNoFollow, sweepTemps, writeFileAtomic } from '../atomic-file.js';
 import { ErrorCodes, StowageError, describeCause, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { isValidNodeId, isValidVolumeName } from '../names.js';
@@ -24,7 +24,7 @@ export type RestoreClaim = z.infer<typeof RestoreClaimSchema>;
  * Restores running or failed anywhere in the cluster, one file per volume under
  * `<cluster dir>/restoring/<volume>.json`. A restore's volume is visible on every node from its
  * create on, but holds partial data until the restore ends: the claim, written under the name's
- * cluster lock in the same step as the create, is what tells another node's Mount to refuse it.
+ * cluster lock right before the create, is what tells another node's Mount to refuse it.
  * It goes when the restore succeeds or when its volume is removed. It names no backup URL (a URL
  * may carry credentials, and the directory is readable from every node).
  *
@@ -74,6 +74,15 @@ export class RestoreClaims {
     await writeFileAtomic(this.fs, this.file(volume), JSON.stringify(claim)).catch((err: unknown) => {
       throw this.failed('writing', this.file(volume), err, volume);
     });
+  }
+
+  /**
+   * Removes the temporary files of claims this node was writing when it was killed (and any
+   * node's older than an hour), so they do not pile up in the shared directory. Returns how many.
+   */
+  async sweepTemps(): Promise<number> {
+    if (!(await this.realDir(''))) return 0;
+    return (await sweepTemps(this.fs, this.dir, { nodeId: this.nodeId, maxAgeMs: 60 * 60 * 1000, nowMs: Date.now() })).length;
   }
 
   async release(volume: string): Promise<void> {

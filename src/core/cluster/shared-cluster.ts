@@ -78,6 +78,8 @@ export class SharedCluster implements Cluster {
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
     await settleLayout({ fs: this.fs, dir: this.dir, nodeId: this.nodeId, clock: this.clock, staleAfterMs: this.settings.staleAfterMs, log: this.log });
     await this.rescan();
+    await this.restoreClaims.sweepTemps().then((n) => n > 0 && this.log.info(`removed ${n} leftover temp file(s) of restore claims`),
+      (err: unknown) => this.log.warn(`could not clean the temp files of restore claims: ${messageOf(err)}`));
     // The first write teaches the clock offset that the second one publishes.
     await this.publish();
     await this.publish();

@@ -73,9 +73,11 @@ describe('interrupted restores', () => {
  * The vfs backend with a remove that fails while `failures` is above zero, as on a disk that is
  * still full when a failed restore removes its volume again; everything else is the real backend.
  */
-function failingRemoves(): { module: ContainerModule; failures: number } {
+/** A backend whose next `failures` removes (and `createFailures` creates) fail as on a full disk. */
+function failingRemoves(): { module: ContainerModule; failures: number; createFailures: number } {
   const faults = {
     failures: 0,
+    createFailures: 0,
     module: new ContainerModule(({ onActivation }) => {
       onActivation<Backend>(TOKENS.Backend, (_ctx, inner) => new Proxy(inner, {
         get(target, prop) {
@@ -83,6 +85,12 @@ function failingRemoves(): { module: ContainerModule; failures: number } {
             return async () => {
               faults.failures -= 1;
               throw Object.assign(new Error('ENOSPC: no space left on device, rename'), { code: 'ENOSPC' });
+            };
+          }
+          if (prop === 'create' && faults.createFailures > 0) {
+            return async () => {
+              faults.createFailures -= 1;
+              throw Object.assign(new Error('ENOSPC: no space left on device, mkdir'), { code: 'ENOSPC' });
             };
           }
           const value: unknown = Reflect.get(target, prop, target);
@@ -188,6 +196,27 @@ describe('a failed restore whose clean-up failed too', () => {
     expect(await manager.mount('db', 'container-1')).toBe(join(dir, 'vols', 'db'));
     expect((await manager.get('db')).status.restore).toBeUndefined();
     await manager.unmount('db', 'container-1');
+  });
+
+  it('marks a restore before its volume exists, and clears the marks when the create fails', async () => {
+    const { dir, server, manager, faults, backup } = await halfRestored('first');
+    await manager.remove('first');
+    // While the volume is made, its marker is already there, naming the incarnation it gets.
+    const seen: string[][] = [];
+    const backend = server.container.get<Backend>(TOKENS.Backend);
+    const create = backend.create.bind(backend);
+    backend.create = async (request) => {
+      seen.push(await markers(dir));
+      return create(request);
+    };
+    await manager.create('copy', { backup: backup.url });
+    expect(seen).toEqual([['copy.json']]);
+    expect(await markers(dir)).toEqual([]);
+    faults.createFailures = 1;
+    await expect(manager.create('other', { backup: backup.url })).rejects.toThrow(/creating volume other failed: .*no space left on device/);
+    expect(faults.createFailures).toBe(0);
+    expect(await markers(dir)).toEqual([]);
+    expect((await manager.list()).map((v) => v.name).sort()).toEqual(['copy', 'source']);
   });
 
   it('a start removes the half-restored volume (the same incarnation), and keeps refusing its mounts while that fails', async () => {
