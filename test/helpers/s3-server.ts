@@ -262,6 +262,18 @@ async function startGatewayIn(dir: string, port: number): Promise<void> {
   await until('radosgw answering HTTP', 90_000, () => answersHttp(port), async () => isOurs(dir, rgw), [rgwLog, join(dir, 'log', 'rgw.out')]);
 }
 
+/**
+ * Another S3 user on the server, with keys of its own and no rights to the first user's buckets
+ * until a bucket policy grants them (its ARN: `arn:aws:iam:::user/<uid>`).
+ */
+export async function createS3User(server: S3ServerInfo, uid: string): Promise<{ accessKeyId: string; secretAccessKey: string; arn: string }> {
+  const accessKeyId = `STOWAGE${randomBytes(6).toString('hex').toUpperCase()}`;
+  const secretAccessKey = randomBytes(24).toString('base64url');
+  await step(server.dir, `S3 user ${uid}`, ['radosgw-admin', '-c', join(server.dir, CONF), 'user', 'create', '--uid', uid, '--display-name', uid,
+    '--access-key', accessKeyId, '--secret-key', secretAccessKey], 60_000);
+  return { accessKeyId, secretAccessKey, arn: `arn:aws:iam:::user/${uid}` };
+}
+
 /** Stops radosgw only (the S3 endpoint goes away; the cluster behind it stays). */
 export async function stopGateway(server: S3ServerInfo): Promise<void> {
   await stopPid(server.dir, (await readPids(server.dir)).rgw);

@@ -181,8 +181,17 @@ export class S3BlobStore implements BlobStore {
     const status = statusOf(err);
     const message = err instanceof Error ? err.message : String(err);
     const code = status === undefined || status >= 500 || status === 429 ? ErrorCodes.BACKEND_UNAVAILABLE : ErrorCodes.BACKEND_COMMAND;
-    return new StowageError(code, `S3 ${op} of ${key === '' ? this.location : `${key} in ${this.location}`} failed: ${nameOf(err)}${
+    const failure = new StowageError(code, `S3 ${op} of ${key === '' ? this.location : `${key} in ${this.location}`} failed: ${nameOf(err)}${
       status !== undefined ? ` (HTTP ${status})` : ''}: ${message.slice(0, 500)}${this.endpoint !== undefined ? ` [endpoint ${this.endpoint}]` : ''}`);
+    if (status === 403 && (op === 'PutObject' || op === 'DeleteObjects')) this.refusals.add(failure);
+    return failure;
+  }
+
+  /** Writes the credentials may not make: 403 on a put or delete, or a delete's keys all AccessDenied. */
+  private readonly refusals = new WeakSet<object>();
+
+  refusesWrites(err: unknown): boolean {
+    return typeof err === 'object' && err !== null && this.refusals.has(err);
   }
 
   async put(key: string, data: Uint8Array): Promise<boolean> {
@@ -352,8 +361,10 @@ export class S3BlobStore implements BlobStore {
       const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
       if (errors.length > 0) {
         const shown = errors.slice(0, 5).map((e) => `${(e.Key ?? '?').slice(this.root.length)}: ${e.Code ?? '?'} ${e.Message ?? ''}`.trim());
-        throw new StowageError(ErrorCodes.BACKEND_COMMAND,
+        const failure = new StowageError(ErrorCodes.BACKEND_COMMAND,
           `S3 DeleteObjects in ${this.location} did not delete ${errors.length} of ${keys.length} objects: ${shown.join('; ')}${errors.length > 5 ? '; ...' : ''}`);
+        if (errors.every((e) => e.Code === 'AccessDenied')) this.refusals.add(failure);
+        throw failure;
       }
     });
   }

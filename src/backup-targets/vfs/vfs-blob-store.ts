@@ -5,7 +5,7 @@ import {
   assertValidKey, assertValidPrefix, blobMissing, isValidKey, MAX_DELETE_BATCH, MAX_LIST_PAGE,
   type BlobStore, type ListedObject, type PutOptions, type ListOptions, type ListPage,
 } from '../../core/backup/blob-store.js';
-import { ErrorCodes, StowageError, asStorageFull, errnoCode } from '../../core/errors.js';
+import { ErrorCodes, StowageError, asStorageFull, describeCause, errnoCode } from '../../core/errors.js';
 import { randomHex } from '../../core/random-hex.js';
 import { SpaceReserve, isFull } from './space-reserve.js';
 
@@ -67,8 +67,24 @@ export class VfsBlobStore implements BlobStore {
       if (isFull(err) && options.reserved === true && await this.reserve.spend()) {
         return this.putOnce(key, data).catch((again: unknown) => { throw this.full(again, true); });
       }
-      throw this.full(err, options.reserved === true);
+      throw this.writeRefused(err) ?? this.full(err, options.reserved === true);
     }
+  }
+
+  private readonly refusals = new WeakSet<object>();
+
+  refusesWrites(err: unknown): boolean {
+    return typeof err === 'object' && err !== null && this.refusals.has(err);
+  }
+
+  /** A write the file system refuses this process (a read-only mount, permissions), said as such; undefined for any other failure. */
+  private writeRefused(err: unknown): StowageError | undefined {
+    const code = errnoCode(err);
+    if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') return undefined;
+    const refusal = new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `the backup repository at ${this.root} refuses writes: ${describeCause(err)}; ` +
+      'a backup, a delete or a snapshot writes there (a restore or verify only reads): make it writable for the daemon, or choose another repository', { cause: err });
+    this.refusals.add(refusal);
+    return refusal;
   }
 
   /** `locking`: the write was the lock of a delete, verify or restore, which even the reserve could not make room for. */
@@ -198,7 +214,7 @@ export class VfsBlobStore implements BlobStore {
       });
       if (!stat) continue;
       if (stat.isDirectory()) throw this.refused(key, 'is a directory');
-      await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+      await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw this.writeRefused(err) ?? err; });
       this.reserve.spaceFreed();
     }
   }
@@ -317,7 +333,7 @@ export class VfsBlobStore implements BlobStore {
       const path = join(dir, name);
       const stat = await lstat(path).catch(() => undefined);
       if (!stat?.isFile() || stat.mtimeMs > cutoff) continue;
-      await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
+      await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw this.writeRefused(err) ?? err; });
       removed += 1;
     }
     return removed;

@@ -137,7 +137,7 @@ export class CoreBackupService implements BackupService {
       const totals = { totalFiles: original.stats.files, totalBytes: original.stats.bytes };
       report({ phase: 'copy', files: 0, bytes: 0, ...totals });
       const { record } = await copyBackup(source.repository, source.volume, source.backupId, repo, {
-        volume, origin, onProgress: (p) => report({ phase: 'copy', files: p.files, bytes: p.bytes, ...totals }),
+        volume, origin, onProgress: (p) => report({ phase: 'copy', files: p.files, bytes: p.bytes, ...totals }), onWarning: this.warn,
       });
       // A copy written from here is this node's as much as a read is: the next backup goes on from it.
       await this.rememberParent(repo, record);
@@ -212,11 +212,14 @@ export class CoreBackupService implements BackupService {
     }
   }
 
+  private readonly warn = (message: string): void => this.log.warn(message);
+
   async verifyBackup(url: string, options: ProgressOptions = {}): Promise<VerifyResult> {
     const named = parseBackupUrl(url);
     if (named.volume === undefined) {
       const repo = await Repository.open(openTarget(named.target));
       const checked = await checkRepository(repo, {
+        onWarning: this.warn,
         onProgress: (p) => {
           options.signal?.throwIfAborted();
           options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes });
@@ -229,6 +232,7 @@ export class CoreBackupService implements BackupService {
     const record = await repo.readBackupRecord(volume, backup);
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     const result = await verifyBackup(repo, volume, backup, {
+      onWarning: this.warn,
       onProgress: (p) => {
         options.signal?.throwIfAborted();
         options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes, ...totals });

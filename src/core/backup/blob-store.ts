@@ -49,6 +49,11 @@ export interface BlobStore {
    * writes leave nothing, like S3's, has none). gc calls it under the exclusive lock.
    */
   sweepTemporary?(olderThanMs: number): Promise<number>;
+  /**
+   * Whether `err`, from a put or delete, says the store refuses this writer (a read-only mount, a
+   * file system's permissions, credentials without write access), not that it failed.
+   */
+  refusesWrites?(err: unknown): boolean;
 }
 
 export interface ListOptions {

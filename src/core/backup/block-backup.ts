@@ -6,7 +6,7 @@ import { randomHex } from '../random-hex.js';
 import { BLOCK_SIZE, BlockManifestWriter, blockCount, blockList, isBlockBackup } from './block-format.js';
 import { overlaps, type ByteRange } from './block-support.js';
 import { newBackupId, type BackupRecord } from './format.js';
-import { waitingForGc, withLock } from './locks.js';
+import { readerLock, waitingForGc, withLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
 import type { Repository } from './repository.js';
@@ -165,8 +165,7 @@ export interface BlockRestoreResult {
 export async function restoreBlocks(repo: Repository, volume: string, backupId: string, device: string,
   options: CommonOptions & { mapped?: ByteRange[] } = {}): Promise<BlockRestoreResult> {
   assertVolumeName(volume);
-  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, writesOnlyLocks: true,
-    ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+  return withLock(repo.store, readerLock(`restore of ${volume}/${backupId}`, options), async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     if (!isBlockBackup(record) || !record.device) throw new StowageError(ErrorCodes.INVALID_REQUEST, `backup ${volume}/${backupId} is a file-level backup, not a block backup`);

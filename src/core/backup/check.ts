@@ -1,7 +1,7 @@
 import { ErrorCodes, messageOf, StowageError } from '../errors.js';
 import { referencedChunks } from './block-format.js';
 import type { BackupRecord } from './format.js';
-import { waitingForGc, withLock } from './locks.js';
+import { readerLock, withLock } from './locks.js';
 import type { CommonOptions } from './options.js';
 import { RANGE_READ_FROM, type Repository } from './repository.js';
 
@@ -25,10 +25,7 @@ export interface CheckResult {
  * changes nothing in the repository but its own lock.
  */
 export async function checkRepository(repo: Repository, options: CommonOptions = {}): Promise<CheckResult> {
-  return withLock(repo.store, {
-    kind: 'shared', purpose: 'check of the repository', writesOnlyLocks: true,
-    ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now,
-  }, async () => {
+  return withLock(repo.store, readerLock('check of the repository', options), async () => {
     await repo.reloadIndex();
     const problems: string[] = [];
     let unlisted = 0;

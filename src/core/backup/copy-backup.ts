@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { randomHex } from '../random-hex.js';
-import { waitingForGc } from './locks.js';
+import { readerLock, waitingForGc } from './locks.js';
 import { assertVolumeName, newBackupId, withLock, type BackupRecord, type CommonOptions, type Repository } from './index.js';
 
 export interface CopyOptions extends CommonOptions {
@@ -31,7 +31,7 @@ export async function copyBackup(source: Repository, volume: string, backupId: s
   assertVolumeName(target);
   const now = options.now ?? Date.now;
   const lockOptions = { kind: 'shared' as const, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now };
-  return withLock(source.store, { ...lockOptions, purpose: `copy of ${volume}/${backupId}`, writesOnlyLocks: true }, () =>
+  return withLock(source.store, readerLock(`copy of ${volume}/${backupId}`, options), () =>
     // The purpose names the volume as a backup's does: listings show the copy in progress.
     withLock(dest.store, { ...lockOptions, purpose: `backup of ${target}` }, async (destLock) => {
       const startedAt = new Date(now()).toISOString();

@@ -1,10 +1,11 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { ErrorCodes, StowageError } from '../errors.js';
+import { ErrorCodes, StowageError, describeCause } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { deleteAll, listAll, type BlobStore } from './blob-store.js';
 import { FORMAT_VERSION, shownText } from './format.js';
 import { holderIsGone, LockHolderSchema, thisHolder } from './lock-holder.js';
+import type { CommonOptions } from './options.js';
 import { parseObject } from './repository.js';
 
 /**
@@ -79,6 +80,23 @@ export interface LockOptions {
   onWait?: () => void;
   /** Refresh in the background every ttl/3 (default true; tests drive refresh by hand). */
   autoRefresh?: boolean;
+  /**
+   * The operation only reads (a restore, verify, check, a copy's source): on a store that refuses
+   * it writes (a read-only mount, read-only credentials) it runs without a lock object of its
+   * own, once no exclusive lock is live, and `onUnlocked` is told why.
+   */
+  readsOnly?: { onUnlocked?: (message: string) => void };
+}
+
+/**
+ * The lock options of an operation that only reads the repository (see LockOptions.readsOnly),
+ * with its `purpose`; warnings go to `options.onWarning`.
+ */
+export function readerLock(purpose: string, options: CommonOptions): LockOptions {
+  return {
+    kind: 'shared', purpose, writesOnlyLocks: true, readsOnly: { onUnlocked: options.onWarning },
+    ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now,
+  };
 }
 
 const lockKey = (lockId: string, seq: number): string => `locks/${lockId}-${String(seq).padStart(10, '0')}`;
@@ -188,7 +206,8 @@ export async function liveLocks(store: BlobStore, now: number): Promise<LockObje
     const seen = byHolder.get(lock.lockId);
     if (!seen || seen.expiresAt < lock.expiresAt) byHolder.set(lock.lockId, lock);
   }
-  await deleteAll(store, stale);
+  // A store that refuses writes keeps them; they are stale all the same.
+  await deleteAll(store, stale).catch((err: unknown) => { if (!store.refusesWrites?.(err)) throw err; });
   return [...byHolder.values()];
 }
 
@@ -229,7 +248,12 @@ async function tryAcquire(store: BlobStore, options: LockOptions): Promise<RepoL
     holder: thisHolder(),
   };
   const writesOnlyLocks = options.writesOnlyLocks ?? false;
-  await store.put(lockKey(object.lockId, 0), Buffer.from(JSON.stringify(object)), { reserved: writesOnlyLocks });
+  try {
+    await store.put(lockKey(object.lockId, 0), Buffer.from(JSON.stringify(object)), { reserved: writesOnlyLocks });
+  } catch (err) {
+    if (options.kind !== 'shared' || !options.readsOnly || !store.refusesWrites?.(err)) throw err;
+    return readWithoutLock(store, options, object, now, err);
+  }
   let conflict: LockObject | undefined;
   try {
     const others = (await liveLocks(store, now())).filter((l) => l.lockId !== object.lockId);
@@ -245,6 +269,28 @@ async function tryAcquire(store: BlobStore, options: LockOptions): Promise<RepoL
   const lock = new RepoLock(store, object, ttlMs, now, writesOnlyLocks);
   if (options.autoRefresh ?? true) lock.startAutoRefresh();
   return lock;
+}
+
+/**
+ * A reader on a store that refuses its lock object: it goes on unless a live exclusive lock (a
+ * garbage collection, a delete) is there now. Nothing then stops one starting later; a chunk it
+ * removes fails the read, naming it (every chunk is checked), so nothing is restored wrong.
+ */
+async function readWithoutLock(store: BlobStore, options: LockOptions, object: LockObject, now: () => number, refused: unknown): Promise<RepoLock | LockObject> {
+  const exclusive = (await liveLocks(store, now())).find((l) => l.kind === 'exclusive');
+  if (exclusive) return exclusive;
+  const why = refused instanceof Error && refused.cause !== undefined ? refused.cause : refused;
+  options.readsOnly?.onUnlocked?.(`${store.location} refuses writes (${describeCause(why)}): the ${options.purpose} runs without a repository ` +
+    'lock, so a backup delete started elsewhere meanwhile could remove chunks it needs, and it would then fail naming them');
+  return new UnheldLock(store, object, options.ttlMs ?? DEFAULT_LOCK_TTL_MS, now);
+}
+
+/** The lock of a reader that could not write one (see readWithoutLock): nothing to refresh or release. */
+class UnheldLock extends RepoLock {
+  override startAutoRefresh(): void {}
+  override async refresh(): Promise<void> {}
+  override assertHeld(): void {}
+  override async release(): Promise<void> {}
 }
 
 /** Runs `work` under a lock, releasing it after, also on failure. */

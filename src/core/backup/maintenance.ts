@@ -2,7 +2,7 @@ import { ErrorCodes, StowageError } from '../errors.js';
 import { deleteAll, listAll } from './blob-store.js';
 import { isBlockBackup, referencedChunks } from './block-format.js';
 import { backupKey, indexIdOfKey, packIdOfKey, packKey } from './format.js';
-import { waitingForGc, withLock, type RepoLock } from './locks.js';
+import { readerLock, withLock, type RepoLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
 import type { Repository } from './repository.js';
@@ -14,7 +14,7 @@ import type { BackupRecord } from './format.js';
  */
 export async function verifyBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<{ files: number; chunks: number; bytes: number }> {
   assertVolumeName(volume);
-  return withLock(repo.store, { kind: 'shared', purpose: `verify of ${volume}/${backupId}`, writesOnlyLocks: true, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+  return withLock(repo.store, readerLock(`verify of ${volume}/${backupId}`, options), async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     if (isBlockBackup(record)) return verifyChunks(repo, record, options);

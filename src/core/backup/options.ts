@@ -31,6 +31,8 @@ export interface CommonOptions {
   /** The clock lock expiry is judged by (default Date.now). */
   now?: () => number;
   onProgress?: (progress: Progress) => void;
+  /** Told what the operation did differently than asked and why (e.g. reading a read-only repository without a lock). */
+  onWarning?: (message: string) => void;
   /**
    * Whether a tree on a local filesystem (statfs: ext4, xfs, btrfs, tmpfs...) is read or written
    * with synchronous calls (default true). A call through libuv's thread pool costs tens of

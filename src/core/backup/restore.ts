@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { ErrorCodes, StowageError, asStorageFull } from '../errors.js';
 import { onLocalFilesystem } from '../local-fs.js';
 import { comparePaths, type BackupRecord, type Entry } from './format.js';
-import { waitingForGc, withLock } from './locks.js';
+import { readerLock, withLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
 import { rangesWithData } from './zeros.js';
@@ -103,7 +103,7 @@ export async function restoreTree(repo: Repository, volume: string, backupId: st
   const targetStat = await lstat(target);
   if (!targetStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not a directory`);
   if ((await readdir(target)).length > 0) throw new StowageError(ErrorCodes.INVALID_REQUEST, `restore target ${target} is not empty; a restore only writes into an empty directory`);
-  return withLock(repo.store, { kind: 'shared', purpose: `restore of ${volume}/${backupId}`, writesOnlyLocks: true, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })), owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async () => {
+  return withLock(repo.store, readerLock(`restore of ${volume}/${backupId}`, options), async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
     try {
