@@ -59,6 +59,14 @@ export class DirectoryWatch {
     return this.watched?.dev === stat.dev && this.watched.ino === stat.ino;
   }
 
+  /**
+   * The count now, events not yet delivered left out; undefined when not watching. Taken before
+   * a read, it can only make a later `unchangedSince` answer false too often, never true wrongly.
+   */
+  count(): number | undefined {
+    return this.watcher ? this.changes : undefined;
+  }
+
   /** The count after delivering every event that was ready; undefined when not watching. */
   async mark(): Promise<number | undefined> {
     if (!this.watcher) return undefined;

@@ -149,6 +149,35 @@ describe('vfs registry: List on a local filesystem', () => {
     }
   });
 
+  it('answers a repeated Get without a stat while the watch saw no change, and sees another node replace or remove the entry', async () => {
+    const local = new LocalFirstFs();
+    local.trustIfLocal(root);
+    const port = asFsPort(local);
+    const file = join(dir, 'db.json');
+    const lstats = vi.spyOn(port, 'lstat');
+    const statsOfEntry = () => lstats.mock.calls.filter(([path]) => path === file).length;
+    const registry = new VolumeRegistry(port, dir, silentLogger);
+    const other = new VolumeRegistry(asFsPort(new LocalFirstFs()), dir, silentLogger);
+    expect(await other.add(entry('db', 'node-b'))).toBe(true);
+    await registry.list(); // starts the directory's watch, as Docker's first List does
+    expect((await registry.get('db'))?.record.createdBy).toBe('node-b');
+    const checked = statsOfEntry();
+    for (let i = 0; i < 5; i++) expect((await registry.get('db'))?.record.createdBy).toBe('node-b');
+    expect(statsOfEntry()).toBe(checked);
+
+    // Another node removes it and makes a new volume of the name: the next Get has the new record.
+    await other.delete('db');
+    expect(await other.add(entry('db', 'node-c'))).toBe(true);
+    expect((await registry.get('db'))?.record.createdBy).toBe('node-c');
+    expect(statsOfEntry()).toBe(checked + 1);
+    // Replaced in place (same size, a new inode by rename), then removed: each shows at once.
+    await writeFile(join(dir, '.tmp-replace'), JSON.stringify(entry('db', 'node-d'), null, 1));
+    await rename(join(dir, '.tmp-replace'), file);
+    expect((await registry.get('db'))?.record.createdBy).toBe('node-d');
+    await rm(file);
+    expect(await registry.get('db')).toBeUndefined();
+  });
+
   it('reads the directory at every List when it is not on a registered local filesystem', async () => {
     const local = new LocalFirstFs();
     const port = asFsPort(local);

@@ -12,6 +12,9 @@ import type { Logger } from '../../core/logger.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import { randomHex } from '../../core/random-hex.js';
+import { settleTimeOf } from './directory-times.js';
+
+export { settleTimeOf };
 
 /**
  * A single path component stowage could have made: what a volume name may be. Anything else
@@ -54,31 +57,10 @@ const SUFFIX = '.json';
 const SNAPSHOT_DELAY_MS = 10_000;
 const READ_CONCURRENCY = 64;
 /**
- * A directory whose mtime was older than this when stat'ed before a readdir has the same entries
- * for as long as its mtime (and ctime) still read the same: an entry added, removed or renamed
- * after that stat gives it a later mtime. A younger mtime could be shared by a change in the
- * same clock tick as the one seen. How long a tick is depends on the filesystem's timestamps:
- * whole seconds (ext4 with 128-byte inodes, and anything that only keeps milliseconds or less, is
- * treated so), or the kernel's coarse clock, which advances once per scheduler tick (1-10 ms).
- */
-const SETTLED_MS = 1_000;
-/** For a filesystem whose times carry sub-millisecond digits: five times the longest kernel tick (10 ms at HZ=100). */
-const FINE_SETTLED_MS = 50;
-
-/**
- * How old a directory's mtime must be, when stat'ed, before a change in its tick is ruled out.
- * A time with digits below the millisecond comes from a filesystem that keeps nanoseconds and
- * stamps changes from the kernel's clock; one without (a chance of about one in a million for
- * such a filesystem) gets the whole second.
- */
-export function settleTimeOf(mtimeMs: number): number {
-  return Math.abs(mtimeMs - Math.round(mtimeMs)) > 1e-4 ? FINE_SETTLED_MS : SETTLED_MS;
-}
-
-/**
  * The volume registry kept in the store itself (one file per volume), so every node that sees
  * the store sees the same volumes. Other nodes change it behind our back, so the cache is only
- * an optimisation: `get` re-checks the file's identity on every call, and `list` re-reads the
+ * an optimisation: `get` re-checks the file's identity on every call (on a local filesystem,
+ * unless the directory's watch shows nothing in it changed since), and `list` re-reads the
  * directory on every call (on a local filesystem, unless its times show it unchanged) and only
  * reads files it has not seen.
  */
@@ -101,6 +83,11 @@ export class VolumeRegistry {
   };
   /** inotify on the directory, on a local filesystem only: see readNames. */
   private watch?: DirectoryWatch;
+  /**
+   * The count of `watch` taken right before each cached entry was last checked on disk: while it
+   * has not moved, nothing in the directory changed, and `get` answers from the cache.
+   */
+  private readonly checkedAt = new Map<string, number>();
   /** Epoch the whole cache was last checked against (or a loaded snapshot's). */
   private checkedEpoch?: string;
   /** Entries already reported as invalid, by identity, so a bad file is logged once, not at every List. */
@@ -181,6 +168,7 @@ export class VolumeRegistry {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
     this.flusher?.directory(this.dir);
+    this.checkedAt.delete(name);
     // After the unlink: a List that sees the new epoch can no longer see the old entry. The
     // volume is gone either way; a missed epoch only delays another node noticing a re-create.
     await this.bumpEpoch().catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${messageOf(err)}`));
@@ -222,6 +210,17 @@ export class VolumeRegistry {
 
   async get(name: string): Promise<RegistryEntry | undefined> {
     const file = this.fileOf(name);
+    const checked = this.checkedAt.get(name);
+    if (checked !== undefined) {
+      const cached = this.cache.get(name);
+      // Docker asks Get again and again: on a watched local directory that changed in no way
+      // since the entry was checked, the entry is as it was (no lstat: a fifth of a Get's CPU).
+      if (cached && await this.watch?.unchangedSince(checked) && this.checkedAt.get(name) === checked) return cached.entry;
+      this.checkedAt.delete(name);
+    }
+    // Before the first List (Docker may Get first): watch a local directory from now on.
+    if (this.watchLocal && !this.watch && isLocalPath(this.fs, this.dir)) this.watch = DirectoryWatch.start(this.dir, this.log);
+    const count = this.watch?.count();
     let stat: Stats;
     try {
       stat = await this.fs.lstat(file);
@@ -243,6 +242,7 @@ export class VolumeRegistry {
     }
     const cached = this.cache.get(name);
     if (cached && cached.mtimeMs === stat.mtimeMs && cached.ino === stat.ino && cached.size === stat.size) {
+      if (count !== undefined) this.checkedAt.set(name, count);
       return cached.entry;
     }
     let entry: RegistryEntry | undefined;
@@ -257,6 +257,7 @@ export class VolumeRegistry {
     if (entry) {
       this.cache.set(name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
       this.changed();
+      if (count !== undefined) this.checkedAt.set(name, count);
     }
     return entry;
   }
@@ -350,6 +351,7 @@ export class VolumeRegistry {
     if (this.watchLocal && !this.watch?.isFor(before)) {
       // First List, or the directory was replaced under its path: watch the one there now.
       this.watch?.close();
+      this.checkedAt.clear();
       this.watch = DirectoryWatch.start(this.dir, this.log);
     }
     const last = this.lastNames;
@@ -369,6 +371,7 @@ export class VolumeRegistry {
 
   /** Stops watching the directory. */
   close(): void {
+    this.checkedAt.clear();
     this.watch?.close();
   }
 
