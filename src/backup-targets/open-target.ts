@@ -10,12 +10,13 @@ import { VfsBlobStore } from './vfs/vfs-blob-store.js';
  * The BlobStore for a parsed target: one entry per scheme of backup-url.ts. A new target (S3)
  * adds its scheme's syntax there and its store here.
  */
-export function openTarget(target: BackupTarget): BlobStore {
+export function openTarget(target: BackupTarget, options: { signal?: AbortSignal } = {}): BlobStore {
   switch (target.scheme) {
     case 'vfs':
       return new VfsBlobStore(target.path);
     case 's3':
-      return new S3BlobStore(target);
+      // A cancelled job's requests to a dead server end at once (a file system call cannot be aborted).
+      return new S3BlobStore(target, { signal: options.signal });
   }
 }
 
@@ -23,7 +24,7 @@ export function openTarget(target: BackupTarget): BlobStore {
  * Checks that a repository can be made at `target` before a backup starts: a vfs repository's
  * directory is created on first write, but its parent must exist (no mkdir -p of a typo).
  */
-export async function assertTargetReachable(target: BackupTarget): Promise<void> {
+export async function assertTargetReachable(target: BackupTarget, options: { signal?: AbortSignal } = {}): Promise<void> {
   switch (target.scheme) {
     case 'vfs': {
       const parent = dirname(target.path);
@@ -35,6 +36,6 @@ export async function assertTargetReachable(target: BackupTarget): Promise<void>
       return;
     }
     case 's3':
-      await new S3BlobStore(target).assertReachable();
+      await new S3BlobStore(target, { signal: options.signal }).assertReachable();
   }
 }

@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3BlobStore } from '../../src/backup-targets/s3/s3-blob-store.js';
 import { parseBackupUrl, type S3Target } from '../../src/core/backup/backup-url.js';
-import { ErrorCodes } from '../../src/core/errors.js';
+import { ErrorCodes, StowageError } from '../../src/core/errors.js';
 
 describe('an S3 endpoint that stops answering', () => {
   const servers: Server[] = [];
@@ -76,6 +76,23 @@ describe('an S3 endpoint that stops answering', () => {
     });
     expect(requests).toBe(2);
   }, 30_000);
+
+  it('ends a request to a silent server when its job is cancelled, with the cancellation, not after the timeouts', async () => {
+    requests = 0;
+    const cancel = new AbortController();
+    // Timeouts far beyond the test's own: only the abort can end these requests in time.
+    const store = new S3BlobStore(parseBackupUrl(`s3://bucket@us-east-1/repo?endpoint=${encodeURIComponent(silent)}`).target as S3Target,
+      { maxAttempts: 5, idleTimeoutMs: 600_000, requestTimeoutMs: 600_000, signal: cancel.signal });
+    const listing = store.list('backups/');
+    const reading = store.get('config');
+    while (requests < 2) await new Promise((resolve) => setTimeout(resolve, 20));
+    cancel.abort(new StowageError(ErrorCodes.CANCELLED, 'job 0123 was cancelled'));
+    await expect(listing).rejects.toMatchObject({ code: ErrorCodes.CANCELLED, message: 'job 0123 was cancelled' });
+    await expect(reading).rejects.toMatchObject({ code: ErrorCodes.CANCELLED });
+    // Nothing is tried again after the abort, and a new request fails at once.
+    await expect(store.head('config')).rejects.toMatchObject({ code: ErrorCodes.CANCELLED });
+    expect(requests).toBe(2);
+  }, 20_000);
 
   it('refuses a body larger than what was asked for, or without end, instead of holding it in memory', async () => {
     const before = process.memoryUsage().rss;

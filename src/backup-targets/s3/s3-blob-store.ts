@@ -25,6 +25,11 @@ export interface S3BlobStoreOptions {
   idleTimeoutMs?: number;
   /** A request not answered whole within this fails, however it trickles (default 10 minutes). */
   requestTimeoutMs?: number;
+  /**
+   * Aborts every request in flight or to come (a cancelled job, a stopping daemon): they fail
+   * with the signal's reason at once, not after a dead server's timeouts.
+   */
+  signal?: AbortSignal;
 }
 
 type Sdk = typeof import('@aws-sdk/client-s3');
@@ -176,7 +181,17 @@ export class S3BlobStore implements BlobStore {
     return this.clientPromise;
   }
 
+  /** What each request is sent with: the store's abort signal. */
+  private get sendOptions(): { abortSignal?: AbortSignal } {
+    return this.options.signal ? { abortSignal: this.options.signal } : {};
+  }
+
   private failed(op: string, key: string, err: unknown): StowageError {
+    const signal = this.options.signal;
+    if (signal?.aborted) {
+      return signal.reason instanceof StowageError ? signal.reason
+        : new StowageError(ErrorCodes.CANCELLED, `S3 ${op} of ${key === '' ? this.location : `${key} in ${this.location}`} was cancelled`);
+    }
     if (err instanceof StowageError) return err;
     const status = statusOf(err);
     const message = err instanceof Error ? err.message : String(err);
@@ -205,7 +220,7 @@ export class S3BlobStore implements BlobStore {
         try {
           await client.send(new sdk.PutObjectCommand({
             Bucket: this.target.bucket, Key: this.root + key, Body: data, ContentLength: data.length, ContentMD5: md5, IfNoneMatch: '*',
-          }));
+          }), this.sendOptions);
           return true;
         } catch (err) {
           const status = statusOf(err);
@@ -245,7 +260,7 @@ export class S3BlobStore implements BlobStore {
         const out = await client.send(new sdk.GetObjectCommand({
           Bucket: this.target.bucket, Key: this.root + key,
           ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}),
-        }));
+        }), this.sendOptions);
         // Bounded in size and time: a body that never ends, or trickles, is hostile or broken, and
         // this process is the plugin serving every volume.
         const limit = range ? range.length : MAX_WHOLE_OBJECT_BYTES;
@@ -280,13 +295,20 @@ export class S3BlobStore implements BlobStore {
   private async readBody(body: AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void }, limit: number, tooLarge: () => StowageError): Promise<Buffer> {
     const parts: Buffer[] = [];
     let total = 0;
-    for await (const part of body) {
-      total += part.byteLength;
-      if (total > limit) {
-        body.destroy?.();
-        throw tooLarge();
+    // An abort while the body arrives ends it too (the request itself is already answered).
+    const abort = () => body.destroy?.(new Error('aborted'));
+    this.options.signal?.addEventListener('abort', abort, { once: true });
+    try {
+      for await (const part of body) {
+        total += part.byteLength;
+        if (total > limit) {
+          body.destroy?.();
+          throw tooLarge();
+        }
+        parts.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
       }
-      parts.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+    } finally {
+      this.options.signal?.removeEventListener('abort', abort);
     }
     return Buffer.concat(parts, total);
   }
@@ -297,7 +319,7 @@ export class S3BlobStore implements BlobStore {
     const client = await this.client();
     return this.gate.run(async () => {
       try {
-        const out = await client.send(new sdk.HeadObjectCommand({ Bucket: this.target.bucket, Key: this.root + key }));
+        const out = await client.send(new sdk.HeadObjectCommand({ Bucket: this.target.bucket, Key: this.root + key }), this.sendOptions);
         return { size: out.ContentLength ?? 0 };
       } catch (err) {
         if (statusOf(err) === 404) return undefined;
@@ -316,7 +338,7 @@ export class S3BlobStore implements BlobStore {
         const out = await client.send(new sdk.ListObjectsV2Command({
           Bucket: this.target.bucket, Prefix: this.root + prefix, MaxKeys: pageSize,
           ...(options.startAfter !== undefined && options.startAfter !== '' ? { StartAfter: this.root + options.startAfter } : {}),
-        }));
+        }), this.sendOptions);
         const objects: ListedObject[] = [];
         let last: string | undefined;
         for (const item of out.Contents ?? []) {
@@ -354,7 +376,7 @@ export class S3BlobStore implements BlobStore {
         out = await client.send(new sdk.DeleteObjectsCommand({
           Bucket: this.target.bucket,
           Delete: { Quiet: true, Objects: keys.map((key) => ({ Key: this.root + key })) },
-        }));
+        }), this.sendOptions);
       } catch (err) {
         throw this.failed('DeleteObjects', keys[0]!, err);
       }
@@ -377,13 +399,14 @@ export class S3BlobStore implements BlobStore {
     const sdk = await loadSdk();
     const client = await this.client();
     try {
-      await client.send(new sdk.ListObjectsV2Command({ Bucket: this.target.bucket, Prefix: this.root, MaxKeys: 1 }));
+      await client.send(new sdk.ListObjectsV2Command({ Bucket: this.target.bucket, Prefix: this.root, MaxKeys: 1 }), this.sendOptions);
     } catch (err) {
       const status = statusOf(err);
       const hint = status === 404 ? ' (does the bucket exist? stowage does not create buckets)'
         : status === 403 ? ' (the credentials from the AWS chain lack s3:ListBucket on it, or are wrong)'
         : status === 301 ? ' (the bucket is in another region)' : '';
       const failure = this.failed('ListObjectsV2', '', err);
+      if (failure.code === ErrorCodes.CANCELLED) throw failure;
       throw new StowageError(failure.code, `cannot keep a backup repository at ${this.location}: ${failure.message}${hint}`);
     }
   }

@@ -74,8 +74,8 @@ export class CoreBackupService implements BackupService {
     if (kind === 'block') {
       const blocks = blockSupportOf(this.backend.blocks, this.backend.name, volume);
       await this.manager.get(volume);
-      await assertTargetReachable(dest.target);
-      const repo = await Repository.openOrInit(openTarget(dest.target));
+      await assertTargetReachable(dest.target, { signal: options.signal });
+      const repo = await Repository.openOrInit(openTarget(dest.target, { signal: options.signal }));
       const record = await createBlockBackup(this.manager, blocks, this.log, this.backend.name, volume, repo,
         { snapshot: options.snapshot, consistent: options.consistent, force: options.force }, (progress) => {
           options.signal?.throwIfAborted();
@@ -85,7 +85,7 @@ export class CoreBackupService implements BackupService {
     }
     await this.manager.get(volume);
     // Before a snapshot is taken for nothing.
-    await assertTargetReachable(dest.target);
+    await assertTargetReachable(dest.target, { signal: options.signal });
     // An aborted signal stops the work at its next progress report: the library then fails the
     // step (a backup or copy writes no record, its packs go at the next gc).
     const report = (progress: JobProgress) => {
@@ -96,7 +96,7 @@ export class CoreBackupService implements BackupService {
       // A snapshot here is itself a file-by-file read of the live data: reading it straight
       // into the destination holds the same, costs one read instead of two, and lets the
       // volume's previous backup there serve as the files cache.
-      const repo = await Repository.openOrInit(openTarget(dest.target));
+      const repo = await Repository.openOrInit(openTarget(dest.target, { signal: options.signal }));
       report({ phase: 'backup', files: 0, bytes: 0 });
       const parent = await this.parents.parentFor(repo.config.id, volume);
       const record = await this.manager.readLiveVolume(volume, { consistent: options.consistent, force: options.force }, (path) =>
@@ -116,7 +116,7 @@ export class CoreBackupService implements BackupService {
       options.signal?.throwIfAborted();
       const source = await support.openSnapshot(volume, snapshot);
       try {
-        const repo = await Repository.openOrInit(openTarget(dest.target));
+        const repo = await Repository.openOrInit(openTarget(dest.target, { signal: options.signal }));
         const record = await this.backUp(source, volume, snapshot, repo, report);
         return this.detail(dest.target, record, repo.createdNow);
       } finally {
@@ -217,7 +217,7 @@ export class CoreBackupService implements BackupService {
   async verifyBackup(url: string, options: ProgressOptions = {}): Promise<VerifyResult> {
     const named = parseBackupUrl(url);
     if (named.volume === undefined) {
-      const repo = await Repository.open(openTarget(named.target));
+      const repo = await Repository.open(openTarget(named.target, { signal: options.signal }));
       const checked = await checkRepository(repo, {
         onWarning: this.warn,
         onProgress: (p) => {
@@ -228,7 +228,7 @@ export class CoreBackupService implements BackupService {
       return { url, backups: checked.backups, files: checked.files, chunks: checked.chunks, bytes: checked.bytes };
     }
     const { target, volume, backup } = parseOneBackupUrl(url);
-    const repo = await Repository.open(openTarget(target));
+    const repo = await Repository.open(openTarget(target, { signal: options.signal }));
     const record = await repo.readBackupRecord(volume, backup);
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     const result = await verifyBackup(repo, volume, backup, {

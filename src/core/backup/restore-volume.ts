@@ -65,7 +65,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     throw new StowageError(ErrorCodes.INVALID_OPTION, `options ${RESTORE_OPTION} and adopt exclude each other: a restore makes a new, empty volume`, { volume: name });
   }
   // Before anything is made: a backup that is not there fails the create and changes nothing.
-  const repo = await Repository.open(openTarget(source.target));
+  const repo = await Repository.open(openTarget(source.target, { signal: progress.signal }));
   const record = await repo.readBackupRecord(source.volume, source.backup);
   if (isBlockBackup(record)) return restoreBlockVolume(host, name, url, repo, record, options, progress);
   let journaled: string | undefined;
