@@ -79,7 +79,13 @@ export class RepositorySnapshots implements SnapshotSupport {
     try {
       const repo = await Repository.openOrInit(store);
       // The volume's latest snapshot is the parent: unchanged files are not read again.
-      backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend } });
+      backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend } }).catch(async (err: unknown) => {
+        // What it stored is referenced by no record: freed now, not left to fill the volumes'
+        // own disk (a snapshot that failed for want of space would have taken the rest of it).
+        await this.collect(repo).catch((cleanup: unknown) =>
+          this.host.log.warn(`the failed snapshot ${snapshot} of ${volume} left chunks; a later snapshot delete frees them: ${messageOf(cleanup)}`));
+        throw err;
+      });
     } finally {
       await this.host.releaseDataPath?.(volume).catch((err: unknown) =>
         this.host.log.warn(`after the snapshot ${snapshot} of ${volume}: ${messageOf(err)}`));
