@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { SnapshotRecord, SnapshotSource, SnapshotSupport } from '../backend.js';
-import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
+import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
 import {
@@ -82,9 +82,15 @@ export class RepositorySnapshots implements SnapshotSupport {
       backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend } }).catch(async (err: unknown) => {
         // What it stored is referenced by no record: freed now, not left to fill the volumes'
         // own disk (a snapshot that failed for want of space would have taken the rest of it).
-        await this.collect(repo).catch((cleanup: unknown) =>
-          this.host.log.warn(`the failed snapshot ${snapshot} of ${volume} left chunks; a later snapshot delete frees them: ${messageOf(cleanup)}`));
-        throw err;
+        const freed = await this.collect(repo).catch((cleanup: unknown) => {
+          this.host.log.warn(`the failed snapshot ${snapshot} of ${volume} left chunks; a later snapshot delete frees them: ${messageOf(cleanup)}`);
+          return false;
+        });
+        if (!isStowageError(err, ErrorCodes.STORAGE_FULL)) throw err;
+        // The store's own message speaks of backups; this one is the snapshot's.
+        throw new StowageError(ErrorCodes.STORAGE_FULL, `snapshot ${snapshot} of volume ${volume} does not fit: snapshots are kept on the ` +
+          `store's own disk, which is full (${describeCause(err.cause ?? err)}); ${freed ? 'what it had stored was freed again' : 'what it had stored is freed by the next snapshot delete'}. ` +
+          'Free space there (delete older snapshots, or volumes no longer needed) and take the snapshot again', { volume, cause: err });
       });
     } finally {
       await this.host.releaseDataPath?.(volume).catch((err: unknown) =>
@@ -220,11 +226,15 @@ export class RepositorySnapshots implements SnapshotSupport {
     });
   }
 
-  /** Frees chunks; another node's snapshot running right now holds it off until the next delete. */
-  private async collect(repo: Repository): Promise<void> {
-    await gc(repo).catch((err: unknown) => {
+  /**
+   * Frees chunks; another node's snapshot running right now holds it off until the next delete.
+   * True when it ran.
+   */
+  private async collect(repo: Repository): Promise<boolean> {
+    return gc(repo).then(() => true, (err: unknown) => {
       if (!isStowageError(err, ErrorCodes.BACKUP_LOCKED)) throw err;
       this.host.log.info(`snapshot space is freed at the next snapshot delete: ${messageOf(err)}`);
+      return false;
     });
   }
 

@@ -47,7 +47,9 @@ describe.skipIf(noTmpfs)('a vfs snapshot that runs out of space', () => {
     await manager.unmount('db', 'writer');
     const before = await freeBytes();
     expect(before).toBeLessThan(14 * MiB);
-    await expect(manager.createSnapshot('db', 'first')).rejects.toMatchObject({ code: ErrorCodes.STORAGE_FULL });
+    await expect(manager.createSnapshot('db', 'first')).rejects.toMatchObject({
+      code: ErrorCodes.STORAGE_FULL, message: expect.stringMatching(/^snapshot first of volume db does not fit: .*full \(no space left on device \(ENOSPC\)\); what it had stored was freed again/),
+    });
     // The repository's own files (config, space reserve) stay; the chunks it wrote do not.
     expect(before - await freeBytes()).toBeLessThan(2 * MiB);
     expect(await manager.listSnapshots('db')).toEqual([]);
