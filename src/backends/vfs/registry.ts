@@ -83,10 +83,7 @@ export class VolumeRegistry {
   };
   /** inotify on the directory, on a local filesystem only: see readNames. */
   private watch?: DirectoryWatch;
-  /**
-   * The count of `watch` taken right before each cached entry was last checked on disk: while it
-   * has not moved, nothing in the directory changed, and `get` answers from the cache.
-   */
+  /** `watch`'s count right before each cached entry was last checked: unmoved, `get` answers from the cache. */
   private readonly checkedAt = new Map<string, number>();
   /** Epoch the whole cache was last checked against (or a loaded snapshot's). */
   private checkedEpoch?: string;

@@ -8,6 +8,7 @@ import {
 import { parseS3Endpoint, type S3Target } from '../../core/backup/backup-url.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { importLazily } from '../../core/lazy-import.js';
+import { Gate } from './gate.js';
 
 /** The environment variable naming an S3-compatible endpoint for targets whose URL names none. */
 export const S3_ENDPOINT_ENV = 'STOWAGE_S3_ENDPOINT';
@@ -94,23 +95,6 @@ function sdkExports(loaded: Sdk): Sdk {
   if (typeof namespace.S3Client === 'function') return namespace;
   if (typeof namespace.default?.S3Client === 'function') return namespace.default;
   throw new Error('@aws-sdk/client-s3 loaded without an S3Client export');
-}
-
-/** A counting semaphore: at most `limit` S3 requests in flight from one store. */
-class Gate {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly limit: number) {}
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.active += 1;
-    try {
-      return await task();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next(); else this.active -= 1;
-    }
-  }
 }
 
 function statusOf(err: unknown): number | undefined {
