@@ -1,4 +1,5 @@
 import { constants } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -58,6 +59,8 @@ export class VfsBlobStore implements BlobStore {
 
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
     assertValidKey(key);
+    // The root first: the reserve is made in it, and must not be made in another one.
+    await this.ensureDirs([]).catch((err: unknown) => { throw this.writeRefused(err) ?? err; });
     await this.reserve.keep();
     try {
       return await this.putOnce(key, data);
@@ -194,6 +197,8 @@ export class VfsBlobStore implements BlobStore {
     const cut = prefix.lastIndexOf('/');
     const base = cut < 0 ? '' : prefix.slice(0, cut);
     const found: ListedObject[] = [];
+    // An empty listing of another directory would read as a repository with nothing in it.
+    await this.checkDirs([]);
     // One more than a page tells whether another page follows.
     await this.walk(base, prefix, after, found, pageSize + 1);
     const objects = found.slice(0, pageSize);
@@ -285,6 +290,26 @@ export class VfsBlobStore implements BlobStore {
     return { handle, size: stat.size };
   }
 
+  /** The root's identity when this store first found or made it. */
+  private pinnedRoot?: { dev: number; ino: number };
+
+  /**
+   * Holds the root to the directory this store first found or made there. A filesystem unmounted
+   * from under a repository leaves its mount point, an empty directory of the disk below, and a
+   * repository moved away leaves nothing: a write would make the repository's directories again
+   * in the wrong place. `stat` is the root's lstat now, undefined when it is gone.
+   */
+  private checkRoot(stat: Stats | undefined): void {
+    if (!this.pinnedRoot) {
+      if (stat?.isDirectory()) this.pinnedRoot = { dev: stat.dev, ino: stat.ino };
+      return;
+    }
+    if (stat && stat.dev === this.pinnedRoot.dev && stat.ino === this.pinnedRoot.ino) return;
+    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `the backup repository at ${this.root} ${stat ? 'is another directory' : 'is gone'} ` +
+      'since this operation opened it: was it moved, or its filesystem unmounted? Nothing more is written there; ' +
+      'mount it again (or put it back) and run the operation again');
+  }
+
   /** Throws if any existing directory on the way to a key is a symlink or not a directory. */
   private async checkDirs(segments: readonly string[]): Promise<void> {
     let path = this.root;
@@ -294,6 +319,7 @@ export class VfsBlobStore implements BlobStore {
         if (errnoCode(err) === 'ENOENT') return undefined;
         throw err;
       });
+      if (segment === '') this.checkRoot(stat);
       if (!stat) return;
       if (!stat.isDirectory()) throw this.refused(path.slice(this.root.length + 1) || '.', stat.isSymbolicLink() ? 'is a symbolic link' : 'is not a directory');
     }
@@ -303,11 +329,16 @@ export class VfsBlobStore implements BlobStore {
     let path = this.root;
     for (const segment of ['', ...segments]) {
       path = segment === '' ? path : join(path, segment);
-      // The root itself is created on first write (its parent must exist: no mkdir -p of a typo).
-      {
+      // The root itself is created on first write (its parent must exist: no mkdir -p of a typo),
+      // and never again once found or made (checkRoot).
+      if (segment !== '' || !this.pinnedRoot) {
         await mkdir(path, { mode: 0o700 }).catch((err: unknown) => { if (errnoCode(err) !== 'EEXIST') throw err; });
       }
-      const stat = await lstat(path);
+      const stat = segment === '' && this.pinnedRoot
+        ? await lstat(path).catch((err: unknown) => { if (errnoCode(err) === 'ENOENT') return undefined; throw err; })
+        : await lstat(path);
+      if (segment === '') this.checkRoot(stat);
+      if (!stat) continue; // unreachable: checkRoot refused the pinned root that is gone
       if (!stat.isDirectory()) throw this.refused(path.slice(this.root.length + 1) || '.', stat.isSymbolicLink() ? 'is a symbolic link' : 'is not a directory');
     }
     return path;

@@ -4,7 +4,7 @@
  * garbage collection take a live pack for garbage.
  */
 import { createCipheriv, createHash } from 'node:crypto';
-import { renameSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,29 +76,41 @@ describe('objects that are not the repository\'s', () => {
     await expect(verifyBackup(repo, 'w', second.id)).resolves.toMatchObject({ files: 1 });
   });
 
-  it('a repository moved away during a backup gets no record, and none is written where it was', async () => {
-    await mkdir(join(base, 'vol3'));
-    for (let i = 0; i < 20; i += 1) await writeFile(join(base, 'vol3', `f${i}.bin`), pseudoRandom(64 * 1024, `f${i}`));
-    const store = new VfsBlobStore(join(base, 'D'), { durable: false });
+  const backupWhile = async (store: VfsBlobStore, volume: string, act: () => void) => {
     const repo = await Repository.init(store, { chunker: CHUNKER });
-    let moved = false;
+    let acted = false;
     const failure = await backupTree(join(base, 'vol3'), repo, {
-      volume: 'm',
+      volume,
       onProgress: (p) => {
-        // As an unmount would: the directory is gone from under the backup, which makes it again.
-        if (!moved && p.files >= 5) {
-          moved = true;
-          renameSync(join(base, 'D'), join(base, 'D-moved'));
+        if (!acted && p.files >= 5) {
+          acted = true;
+          act();
         }
       },
     }).then(() => new Error('the backup completed'), (err: unknown) => err as Error);
-    expect(moved).toBe(true);
+    expect(acted).toBe(true);
+    return failure;
+  };
+
+  it('a repository moved away during a backup gets no record, and its directories are not made again where it was', async () => {
+    await mkdir(join(base, 'vol3'));
+    for (let i = 0; i < 20; i += 1) await writeFile(join(base, 'vol3', `f${i}.bin`), pseudoRandom(64 * 1024, `f${i}`));
+    // As an unmount would: the directory is gone from under the backup.
+    const failure = await backupWhile(new VfsBlobStore(join(base, 'D'), { durable: false }), 'm', () => renameSync(join(base, 'D'), join(base, 'D-moved')));
+    expect(failure).toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringContaining(`the backup repository at ${join(base, 'D')} is gone since this operation opened it`) });
+    expect(existsSync(join(base, 'D'))).toBe(false);
+    const records = [];
+    for await (const { key } of listAll(new VfsBlobStore(join(base, 'D-moved')), 'backups/')) records.push(key);
+    expect(records).toEqual([]);
+  });
+
+  it('a repository whose config is gone before the record (emptied, replaced) gets no record', async () => {
+    // The directory stays: only the check of the config before the record can tell.
+    const failure = await backupWhile(new VfsBlobStore(join(base, 'E'), { durable: false }), 'm', () => rmSync(join(base, 'E', 'config')));
     expect(failure).toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('is not the one this operation opened any more (its config object is gone') });
-    for (const where of ['D', 'D-moved']) {
-      const records = [];
-      for await (const { key } of listAll(new VfsBlobStore(join(base, where)), 'backups/')) records.push(key);
-      expect(records, where).toEqual([]);
-    }
+    const records = [];
+    for await (const { key } of listAll(new VfsBlobStore(join(base, 'E')), 'backups/')) records.push(key);
+    expect(records).toEqual([]);
   });
 
   it('text another machine wrote reaches no terminal as control characters', async () => {
