@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildContainer } from '../container.js';
 import type { Backend } from '../core/backend.js';
+import { ExecaCommandRunner } from '../core/command-runner.js';
 import type { BackupDetail, BackupService } from '../core/backup/service-contract.js';
 import { ErrorCodes, StowageError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/logger.js';
@@ -50,7 +51,7 @@ async function startCore(backend: Backend, root: string, logger: Logger): Promis
 
 /** Everything a restore must bring back about one entry, keyed by its path in the volume. */
 interface EntryFacts {
-  type: 'file' | 'dir' | 'symlink';
+  type: 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev';
   mode: number;
   uid: number;
   gid: number;
@@ -58,6 +59,8 @@ interface EntryFacts {
   size?: number;
   sha256?: string;
   target?: string;
+  /** A device's numbers (st_rdev). */
+  rdev?: number;
   /** For a file with several names: the first of its names in path order. */
   linkOf?: string;
 }
@@ -89,6 +92,10 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
           else entry.linkOf = first;
         }
         facts.set(path, entry);
+      } else if (stat.isFIFO()) {
+        facts.set(path, { type: 'fifo', ...common });
+      } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
+        facts.set(path, { type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...common, rdev: stat.rdev });
       } else {
         throw new Error(`unexpected entry ${join(dir, path)} in the suite's tree`);
       }
@@ -103,7 +110,7 @@ const MiB = 2 ** 20;
 const OLD = new Date('2021-03-04T05:06:07.000Z');
 const BEFORE_1970 = new Date('1969-07-20T20:17:40.250Z');
 
-/** The tree the suite backs up: a large file, small ones, a symlink, a hardlink, modes, owners, times. */
+/** The tree the suite backs up: a large file, small ones, symlinks, a hardlink, a FIFO, a device, modes, owners, times. */
 async function writeTree(path: string): Promise<void> {
   const big = await open(join(path, 'big.bin'), 'w');
   try {
@@ -134,6 +141,13 @@ async function writeTree(path: string): Promise<void> {
   await writeFile(latin1, 'a latin1 name\n');
   await symlink(Buffer.concat([Buffer.from('small/caf'), Buffer.of(0xe9), Buffer.from('.txt')]), join(path, 'link-to-latin1'));
   await utimes(latin1, BEFORE_1970, BEFORE_1970);
+  // A FIFO and, as root, a device: a Docker-in-Docker volume's overlayfs whiteouts are 0:0 devices.
+  const commands = new ExecaCommandRunner();
+  await commands.run('mkfifo', ['-m', '640', '--', join(path, 'small', 'pipe')]);
+  if (process.getuid?.() === 0) {
+    await commands.run('mknod', ['-m', '600', '--', join(path, 'whiteout'), 'c', '0', '0']);
+    await chown(join(path, 'whiteout'), 1234, 5678);
+  }
   // Holes before and after its data, as a disk image or a database file has them.
   const sparse = await open(join(path, SPARSE.name), 'w');
   try {

@@ -56,18 +56,27 @@ export interface BackupOptions extends CommonOptions {
    * so a record another machine forged in its place cannot pass its chunks off as unchanged files.
    */
   parent?: string | false | { id: string; sha256: string };
-  /** Devices, FIFOs and sockets are skipped; each is reported here and in the record. */
+  /** Sockets (and files that vanish while read) are skipped; each is reported here and in the record. */
   onWarning?: (message: string) => void;
   /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
   origin?: Pick<BackupRecord, 'snapshot' | 'backend'>;
+}
+
+/** The major and minor numbers in a Linux dev_t (glibc's gnu_dev_major and gnu_dev_minor). */
+function deviceNumbers(rdev: bigint): { major: number; minor: number } {
+  return {
+    major: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)),
+    minor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)),
+  };
 }
 
 /**
  * Backs up the tree at `dir` as a new backup of `volume`: every file is chunked by content and
  * its chunks added to the repository unless already there; files whose inode, size, mtime and
  * ctime match the parent backup's entry are not read again. Symlinks are stored, never
- * followed; hardlinks are stored once with the other names pointing at the first; devices,
- * FIFOs and sockets are skipped with a warning. Memory stays bounded: one chunk, one pack, one
+ * followed; hardlinks are stored once with the other names pointing at the first; FIFOs and
+ * devices are stored as what they are (a device with its numbers); sockets are skipped with a
+ * warning. Memory stays bounded: one chunk, one pack, one
  * manifest blob and one directory listing per level. The record is written last, so a backup
  * that fails or is killed leaves only unreferenced packs, which GC removes.
  */
@@ -166,8 +175,13 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
             entry.catch(() => {});
             queue.push(entry);
           }
+        } else if (stat.isFIFO()) {
+          queue.push(Promise.resolve({ path, type: 'fifo', ...metadata(stat), size: 0 }));
+        } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
+          queue.push(Promise.resolve({ path, type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...metadata(stat), size: 0, device: deviceNumbers(stat.rdev) }));
         } else {
-          warn(`${path}: ${stat.isFIFO() ? 'FIFO' : stat.isSocket() ? 'socket' : 'device'} skipped`);
+          // A socket is only an address while its server runs: nothing to restore.
+          warn(`${path}: socket skipped`);
           continue;
         }
         await drain(FILES_AHEAD);

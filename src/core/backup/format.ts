@@ -96,7 +96,7 @@ const NsSchema = z.string().regex(/^-?\d{1,25}$/, 'not a time in nanoseconds');
 
 export const EntrySchema = z.object({
   path: EntryPathSchema,
-  type: z.enum(['dir', 'file', 'symlink', 'hardlink']),
+  type: z.enum(['dir', 'file', 'symlink', 'hardlink', 'fifo', 'chardev', 'blockdev']),
   /** Permission bits with setuid, setgid and sticky (the file type is `type`). */
   mode: z.number().int().min(0).max(0o7777),
   /** 2^32 - 1 is chown's "leave as is": not an owner. */
@@ -118,6 +118,8 @@ export const EntrySchema = z.object({
    * allocated on purpose (a database's preallocated space) stays allocated.
    */
   sparse: z.literal(true).optional(),
+  /** A device's numbers, as Linux's dev_t holds them (12 bits of major, 20 of minor). */
+  device: z.object({ major: z.number().int().min(0).max(0xfff), minor: z.number().int().min(0).max(0xfffff) }).strict().optional(),
 }).superRefine((e, ctx) => {
   const bad = (message: string) => ctx.addIssue({ code: 'custom', message });
   if (e.path === '.' && e.type !== 'dir') bad('the root must be a directory');
@@ -125,6 +127,8 @@ export const EntrySchema = z.object({
   if (e.type !== 'file' && e.chunks) bad('only a file has chunks');
   if (e.type !== 'file' && e.sparse) bad('only a file can be sparse');
   if ((e.type === 'symlink' || e.type === 'hardlink') && e.target === undefined) bad(`a ${e.type} needs a target`);
+  if ((e.type === 'chardev' || e.type === 'blockdev') !== (e.device !== undefined)) bad('a device, and only a device, has device numbers');
+  if ((e.type === 'fifo' || e.type === 'chardev' || e.type === 'blockdev') && (e.size !== 0 || e.target !== undefined)) bad(`a ${e.type} has no size or target`);
   if (e.type === 'hardlink' && !EntryPathSchema.safeParse(e.target).success) bad('a hardlink target must be a safe relative path');
 });
 export type Entry = z.infer<typeof EntrySchema>;

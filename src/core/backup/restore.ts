@@ -2,9 +2,11 @@ import {
   closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync,
   openSync, symlinkSync, write, writeSync,
 } from 'node:fs';
-import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCodes, StowageError, asStorageFull } from '../errors.js';
+import { ExecaCommandRunner, type CommandRunner } from '../command-runner.js';
+import { ErrorCodes, StowageError, asStorageFull, messageOf } from '../errors.js';
+import { randomHex } from '../random-hex.js';
 import { onLocalFilesystem } from '../local-fs.js';
 import { comparePaths, type BackupRecord, type Entry } from './format.js';
 import { readerLock, withLock } from './locks.js';
@@ -62,7 +64,32 @@ async function writeRangesAt(fd: number, data: Buffer, position: number, ranges:
   for (const [start, end] of ranges) await writeAllAt(fd, data.subarray(start, end), position + start);
 }
 
-export interface RestoreOptions extends CommonOptions {}
+export interface RestoreOptions extends CommonOptions {
+  /** Runs `mknod` for FIFOs and devices (the daemon's runner; a plain one by default). */
+  commands?: CommandRunner;
+}
+
+/**
+ * Makes a FIFO or device node at `path` with `mknod` (Node has no call for it): under a temporary
+ * name in `target`, a plain path an argv can hold whatever the entry's name, then renamed into
+ * place. Making a device needs root, as with tar.
+ */
+async function makeNode(commands: CommandRunner, record: BackupRecord, entry: Entry, target: string, path: string | Buffer): Promise<void> {
+  const temp = join(target, `.stowage-node-${randomHex(8)}`);
+  const kind = entry.type === 'fifo' ? ['p'] : [entry.type === 'chardev' ? 'c' : 'b', String(entry.device!.major), String(entry.device!.minor)];
+  try {
+    await commands.run('mknod', ['-m', '600', '--', temp, ...kind]);
+  } catch (err) {
+    throw new StowageError(ErrorCodes.BACKEND_COMMAND, `backup ${record.volume}/${record.id}: cannot make ${entry.type === 'fifo' ? 'the FIFO' : 'the device'} ` +
+      `${JSON.stringify(entry.path.slice(0, 300))}: ${messageOf(err)}${entry.type === 'fifo' || process.getuid?.() === 0 ? '' : ' (making a device needs root)'}`, { cause: err });
+  }
+  try {
+    await rename(temp, path);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+}
 
 /**
  * Seconds for utimes. libuv sets times to whole microseconds, truncating the double it is given,
@@ -132,6 +159,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   // waits for all of them first.
   const jobs = new Set<Promise<void>>();
   const zeroChunks = new ZeroChunks();
+  let commands: CommandRunner | undefined;
   let failure: { error: unknown } | undefined;
   const barrier = async () => {
     await Promise.all(jobs);
@@ -190,6 +218,16 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
             if (asRoot) await lchown(path, entry.uid, entry.gid);
             await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
           }
+          break;
+        case 'fifo':
+        case 'chardev':
+        case 'blockdev':
+          commands ??= options.commands ?? new ExecaCommandRunner();
+          await makeNode(commands, record, entry, target, path);
+          if (asRoot) await lchown(path, entry.uid, entry.gid);
+          // Not a symlink: made here a moment ago, in a volume nothing else reaches during a restore.
+          await chmod(path, entry.mode);
+          await lutimes(path, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
           break;
         case 'hardlink': {
           const first = entry.target!;

@@ -1,12 +1,13 @@
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { chmod, chown, cp, link, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { listAll } from '../../../src/core/backup/blob-store.js';
-import { FORMAT_VERSION, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
+import { EntrySchema, FORMAT_VERSION, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
 import { acquireLock } from '../../../src/core/backup/locks.js';
 import { Repository } from '../../../src/core/backup/repository.js';
 import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
@@ -24,7 +25,7 @@ function pseudoRandom(size: number, seed: string): Buffer {
   return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(size));
 }
 
-interface Snapshot { type: string; mode: number; uid: number; gid: number; mtimeMs: number; size: number; sha?: string; target?: string; ino: number }
+interface Snapshot { type: string; mode: number; uid: number; gid: number; mtimeMs: number; size: number; sha?: string; target?: string; rdev?: number; ino: number }
 
 /** Every entry under `root` with its metadata and content hash, keyed by relative path. */
 async function describeTree(root: string): Promise<Map<string, Snapshot>> {
@@ -32,9 +33,11 @@ async function describeTree(root: string): Promise<Map<string, Snapshot>> {
   const visit = async (rel: string): Promise<void> => {
     const abs = rel === '' ? root : join(root, rel);
     const st = await lstat(abs);
-    const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
+    const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : st.isFIFO() ? 'fifo'
+      : st.isCharacterDevice() ? 'chardev' : st.isBlockDevice() ? 'blockdev' : 'other';
     out.set(rel || '.', {
       type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.floor(st.mtimeMs), size: type === 'file' ? st.size : 0, ino: st.ino,
+      ...(type === 'chardev' || type === 'blockdev' ? { rdev: st.rdev } : {}),
       ...(type === 'file' ? { sha: createHash('sha256').update(await readFile(abs)).digest('hex') } : {}),
       ...(type === 'symlink' ? { target: await readlink(abs) } : {}),
     });
@@ -52,6 +55,7 @@ describe('file-level backup and restore', () => {
   let store: VfsBlobStore;
   let repo: Repository;
   const dirs = { src: '', out: '' };
+  let socketServer: Server | undefined;
 
   beforeAll(async () => {
     base = await mkdtemp(join(tmpdir(), 'stowage-tree-'));
@@ -70,6 +74,23 @@ describe('file-level backup and restore', () => {
     await symlink('nowhere', join(dirs.src, 'dangling'));
     await link(join(dirs.src, 'small.txt'), join(dirs.src, 'sub/hard-small'));
     await execa('mkfifo', [join(dirs.src, 'pipe')]);
+    await chmod(join(dirs.src, 'pipe'), 0o620);
+    await utimes(join(dirs.src, 'pipe'), new Date('2007-01-01T00:00:00Z'), new Date('2008-01-01T00:00:00Z'));
+    // A socket is only an address while its server listens: it is left out, with a warning.
+    socketServer = createServer();
+    await new Promise<void>((resolve) => socketServer!.listen(join(dirs.src, 'sock'), resolve));
+    if (isRoot) {
+      // Devices as a Docker-in-Docker volume holds them: overlayfs whiteouts are 0:0.
+      await execa('mknod', [join(dirs.src, 'whiteout'), 'c', '0', '0']);
+      await execa('mknod', [join(dirs.src, 'sub/null'), 'c', '1', '3']);
+      await execa('mknod', [join(dirs.src, 'sub/blk'), 'b', '7', '200']);
+      // Numbers past a byte (as NVMe partitions have them) take dev_t's other bits.
+      await execa('mknod', [join(dirs.src, 'sub/wide'), 'b', '259', '300000']);
+      await chown(join(dirs.src, 'sub/null'), 77, 88);
+      await chmod(join(dirs.src, 'sub/null'), 0o666);
+      await chmod(join(dirs.src, 'sub/blk'), 0o600);
+      await utimes(join(dirs.src, 'sub/blk'), new Date('2009-01-01T00:00:00Z'), new Date('2010-01-01T00:00:00Z'));
+    }
     await chmod(join(dirs.src, 'small.txt'), 0o640);
     await chmod(join(dirs.src, 'sub/deeper'), 0o2750);
     await chmod(join(dirs.src, 'sub/big.bin'), 0o4711);
@@ -82,7 +103,10 @@ describe('file-level backup and restore', () => {
     await lutimes(join(dirs.src, 'abs-link'), new Date('2003-01-01T00:00:00Z'), new Date('2004-01-01T00:00:00Z'));
     await utimes(join(dirs.src, 'sub'), new Date('2005-01-01T00:00:00Z'), new Date('2006-01-01T00:00:00Z'));
   });
-  afterAll(async () => { await rm(base, { recursive: true, force: true }); });
+  afterAll(async () => {
+    socketServer?.close();
+    await rm(base, { recursive: true, force: true });
+  });
 
   const freshDir = async (name: string) => {
     const d = join(base, name);
@@ -96,21 +120,24 @@ describe('file-level backup and restore', () => {
     const warnings: string[] = [];
     const progress: number[] = [];
     first = await backupTree(dirs.src, repo, { volume: 'vol-a', onWarning: (w) => warnings.push(w), onProgress: (p) => progress.push(p.bytes) });
-    expect(warnings).toEqual(['pipe: FIFO skipped']);
-    expect(first.warnings).toEqual(['pipe: FIFO skipped']);
+    expect(warnings).toEqual(['sock: socket skipped']);
+    expect(first.warnings).toEqual(['sock: socket skipped']);
     expect(first.stats).toMatchObject({ files: 204, filesRead: 204, skipped: 1 });
     expect(progress.at(-1)).toBe(first.stats.bytes);
     const out = await freshDir('restore-1');
     const restored = await restoreTree(repo, 'vol-a', first.id, out);
     expect(restored.files).toBe(204);
     const want = await describeTree(dirs.src);
-    want.delete('pipe');
+    want.delete('sock');
     const got = await describeTree(out);
     expect(comparable(got)).toEqual(comparable(want));
     // Hardlinked names share an inode again; symlinks were stored, not followed.
     expect(got.get('sub/hard-small')!.ino).toBe(got.get('small.txt')!.ino);
     expect(got.get('abs-link')).toMatchObject({ type: 'symlink', target: '/etc/passwd' });
     if (isRoot) expect(got.get('sub/big.bin')).toMatchObject({ uid: 1234, gid: 5678, mode: 0o4711 });
+    // FIFOs and devices come back as what they were (compared whole above, numbers included).
+    expect(got.get('pipe')).toMatchObject({ type: 'fifo', mode: 0o620 });
+    if (isRoot) expect([got.get('whiteout')?.type, got.get('sub/null')?.uid, got.get('sub/blk')?.type]).toEqual(['chardev', 77, 'blockdev']);
     expect(await verifyBackup(repo, 'vol-a', first.id)).toMatchObject({ files: 204 });
   });
 
@@ -124,7 +151,7 @@ describe('file-level backup and restore', () => {
     // Every chunk of the second was already stored by the first: same cuts, same ids.
     expect(slow.stats.newBlobs).toBe(0);
     const want = comparable(await describeTree(dirs.src));
-    want.delete('pipe');
+    want.delete('sock');
     for (const localFastPath of [true, false]) {
       const out = await freshDir(`restore-path-${localFastPath}`);
       await restoreTree(repo, 'vol-paths', slow.id, out, { localFastPath });
@@ -156,7 +183,7 @@ describe('file-level backup and restore', () => {
     const out = await freshDir('restore-2');
     await restoreTree(repo, 'vol-a', second.id, out);
     const want = await describeTree(dirs.src);
-    want.delete('pipe');
+    want.delete('sock');
     expect(comparable(await describeTree(out))).toEqual(comparable(want));
 
     // The changed file was cut guided by its previous chunks, through the thread pool too:
@@ -180,7 +207,6 @@ describe('file-level backup and restore', () => {
   it('a second volume holding the same data adds little to the repository', async () => {
     const copy = join(base, 'copy');
     await execa('cp', ['-a', dirs.src, copy]);
-    await rm(join(copy, 'pipe'));
     const other = await backupTree(copy, repo, { volume: 'vol-b' });
     expect(other.stats.filesRead).toBe(other.stats.files);
     expect(other.stats.newRawBytes).toBeLessThan(0.02 * other.stats.bytes);
@@ -311,7 +337,7 @@ describe('file-level backup and restore', () => {
     const out = await freshDir('restore-after-gc');
     await restoreTree(repo, 'vol-a', second!.id, out);
     const want = await describeTree(dirs.src);
-    want.delete('pipe');
+    want.delete('sock');
     expect(comparable(await describeTree(out))).toEqual(comparable(want));
     await verifyBackup(repo, 'vol-b', (await repo.listBackups('vol-b'))[0]!.id);
   });
@@ -563,5 +589,25 @@ describe('a restore of large chunks (written and hashed on the thread pool)', ()
       // Lazily: the store keeps packs it read open for a while.
       await execa('umount', ['-l', at]);
     }
+  });
+});
+
+describe('FIFO and device entries another machine wrote', () => {
+  const base = { path: 'd', mode: 0o600, uid: 0, gid: 0, mtimeNs: '0', atimeNs: '0', size: 0 };
+  it('a device needs its numbers, within what Linux can hold; a FIFO has none, and neither has a size or target', () => {
+    expect(EntrySchema.safeParse({ ...base, type: 'chardev', device: { major: 1, minor: 3 } }).success).toBe(true);
+    expect(EntrySchema.safeParse({ ...base, type: 'blockdev', device: { major: 0xfff, minor: 0xfffff } }).success).toBe(true);
+    expect(EntrySchema.safeParse({ ...base, type: 'fifo' }).success).toBe(true);
+    for (const refused of [
+      { ...base, type: 'chardev' },
+      { ...base, type: 'blockdev', device: { major: 0x1000, minor: 0 } },
+      { ...base, type: 'chardev', device: { major: 1, minor: 0x100000 } },
+      { ...base, type: 'chardev', device: { major: -1, minor: 3 } },
+      { ...base, type: 'chardev', device: { major: 1, minor: 3, extra: '--' } },
+      { ...base, type: 'fifo', device: { major: 1, minor: 3 } },
+      { ...base, type: 'file', chunks: [], device: { major: 1, minor: 3 } },
+      { ...base, type: 'fifo', size: 5 },
+      { ...base, type: 'fifo', target: 'x' },
+    ]) expect(EntrySchema.safeParse(refused).success, JSON.stringify(refused)).toBe(false);
   });
 });
