@@ -5,7 +5,8 @@
 //   node scripts/build-plugin.mjs [--build-only] [--name stowage] [--out build/plugin]
 //
 // Needs: node (the one running this), static busybox, util-linux mount, and, for the backends
-// that use them, dmsetup, thin-provisioning-tools, e2fsprogs, xfsprogs, glusterfs-client.
+// that use them, dmsetup, thin-provisioning-tools, e2fsprogs, xfsprogs, glusterfs-client, and attr
+// (getfattr, setfattr) for backups' extended attributes.
 // A tool that is missing is left out with a warning (its backend then fails with a clear error).
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
@@ -139,7 +140,7 @@ chmodSync(join(rootfs, 'usr/bin/busybox'), 0o755);
 for (const program of ['mount', 'umount']) tool(program, true);
 for (const program of ['dmsetup', 'thin_check', 'thin_delta', 'thin_dump', 'thin_restore', 'thin_repair', 'thin_ls', 'thin_trim',
   'thin_metadata_size', 'thin_rmap', 'mkfs.ext4', 'mke2fs', 'e2fsck', 'resize2fs', 'mkfs.xfs', 'xfs_growfs', 'mount.glusterfs',
-  'glusterfs', 'glusterfsd', 'fusermount-glusterfs', 'blkid']) {
+  'glusterfs', 'glusterfsd', 'fusermount-glusterfs', 'blkid', 'getfattr', 'setfattr']) {
   tool(program);
 }
 // GlusterFS loads its translators with dlopen: ldd of the client does not name them.

@@ -15,6 +15,8 @@ export interface CommandOptions {
   env?: Record<string, string>;
   /** Resolve with a non-zero exitCode instead of throwing (for tools whose exit code lies). */
   allowFailure?: boolean;
+  /** stdout as latin1, one character per byte: for output that holds file names as bytes. */
+  bytesOut?: boolean;
 }
 
 /** The one way stowage runs external programs: argv arrays, never a shell, always a timeout. */
@@ -85,6 +87,7 @@ export class ExecaCommandRunner implements CommandRunner {
       reject: false,
       stripFinalNewline: true,
       forceKillAfterDelay: 2_000,
+      ...(options.bytesOut ? { encoding: 'latin1' as const } : {}),
     });
     const stdout = String(result.stdout ?? '');
     const stderr = String(result.stderr ?? '');

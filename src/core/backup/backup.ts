@@ -1,6 +1,7 @@
 import { closeSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import { readlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { ExecaCommandRunner, type CommandRunner } from '../command-runner.js';
 import { ErrorCodes, isStowageError, messageOf } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { onLocalFilesystem } from '../local-fs.js';
@@ -14,6 +15,7 @@ import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
 import type { PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
+import { ENTRY_XATTR_BYTES_MAX, readTreeXattrs, XattrsSchema } from './xattrs.js';
 import { metadata, ParentCursor, walk, type OpenDir } from './walk.js';
 import { changedWhileRead, openWalked, openWalkedSync } from './walked-file.js';
 import { BufferPool } from './buffer-pool.js';
@@ -58,6 +60,9 @@ export interface BackupOptions extends CommonOptions {
   parent?: string | false | { id: string; sha256: string };
   /** Sockets (and files that vanish while read) are skipped; each is reported here and in the record. */
   onWarning?: (message: string) => void;
+  /** Whether to back up extended attributes (xattrs.ts; default true): `commands` runs getfattr. */
+  xattrs?: boolean;
+  commands?: CommandRunner;
   /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
   origin?: Pick<BackupRecord, 'snapshot' | 'backend'>;
 }
@@ -112,14 +117,26 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     const manifest = new ManifestWriter(writer);
     const stats = { entries: 0, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, skipped: 0 };
     const warnings: string[] = [];
+    // A name deep in a tree can be long: the record keeps each warning bounded.
+    const bounded = (text: string) => (text.length > MAX_WARNING_LENGTH ? `${text.slice(0, MAX_WARNING_LENGTH - 3)}...` : text);
     const warn = (message: string) => {
-      // A name deep in a tree can be long: the record keeps each warning bounded.
-      const text = message.length > MAX_WARNING_LENGTH ? `${message.slice(0, MAX_WARNING_LENGTH - 3)}...` : message;
       stats.skipped += 1;
-      if (warnings.length < MAX_WARNINGS) warnings.push(text);
-      options.onWarning?.(text);
+      if (warnings.length < MAX_WARNINGS) warnings.push(bounded(message));
+      options.onWarning?.(bounded(message));
     };
-    for (const text of unusable.slice(0, 10)) warnings.push(text.length > MAX_WARNING_LENGTH ? `${text.slice(0, MAX_WARNING_LENGTH - 3)}...` : text);
+    for (const text of unusable.slice(0, 10)) warnings.push(bounded(text));
+    const attributes = options.xattrs === false ? undefined : await readTreeXattrs(options.commands ?? new ExecaCommandRunner(), dir);
+    for (const text of attributes?.warnings ?? []) {
+      warnings.push(bounded(text));
+      options.onWarning?.(text);
+    }
+    const withXattrs = (entry: Entry): Entry => {
+      const xattrs = entry.type === 'hardlink' ? undefined : attributes?.byPath.get(entry.path);
+      if (!xattrs) return entry;
+      if (XattrsSchema.safeParse(xattrs).success) return { ...entry, xattrs };
+      warn(`${entry.path}: its extended attributes are left out (more than 64 of them, or more than ${ENTRY_XATTR_BYTES_MAX} bytes)`);
+      return entry;
+    };
     /** Files left out because they changed into something else while read: their other names go too. */
     const skippedFiles = new Set<string>();
     const firstNames = new Map<string, string>();
@@ -134,7 +151,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
           warn(`${entry.path}: not in this backup: ${entry.target} has the same file and changed while the backup read it`);
           continue;
         }
-        await manifest.add(entry);
+        await manifest.add(withXattrs(entry));
         stats.entries += 1;
         options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
       }

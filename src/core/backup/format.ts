@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CodecSchema } from './codec.js';
 import { isCanonicalName } from './raw-names.js';
+import { XattrsSchema } from './xattrs.js';
 
 /**
  * Text another machine wrote that stowage shows (a host, a lock's owner): control characters
@@ -120,6 +121,8 @@ export const EntrySchema = z.object({
   sparse: z.literal(true).optional(),
   /** A device's numbers, as Linux's dev_t holds them (12 bits of major, 20 of minor). */
   device: z.object({ major: z.number().int().min(0).max(0xfff), minor: z.number().int().min(0).max(0xfffff) }).strict().optional(),
+  /** Extended attributes (xattrs.ts); a hardlink's are its first name's. */
+  xattrs: XattrsSchema.optional(),
 }).superRefine((e, ctx) => {
   const bad = (message: string) => ctx.addIssue({ code: 'custom', message });
   if (e.path === '.' && e.type !== 'dir') bad('the root must be a directory');
@@ -130,6 +133,7 @@ export const EntrySchema = z.object({
   if ((e.type === 'chardev' || e.type === 'blockdev') !== (e.device !== undefined)) bad('a device, and only a device, has device numbers');
   if ((e.type === 'fifo' || e.type === 'chardev' || e.type === 'blockdev') && (e.size !== 0 || e.target !== undefined)) bad(`a ${e.type} has no size or target`);
   if (e.type === 'hardlink' && !EntryPathSchema.safeParse(e.target).success) bad('a hardlink target must be a safe relative path');
+  if (e.type === 'hardlink' && e.xattrs) bad('a hardlink\'s attributes are its first name\'s');
 });
 export type Entry = z.infer<typeof EntrySchema>;
 

@@ -1,0 +1,151 @@
+import { z } from 'zod';
+import { isCommandError, type CommandRunner } from '../command-runner.js';
+import { firstLine, messageOf } from '../errors.js';
+import { bytesFromName, nameFromBytes } from './raw-names.js';
+
+/**
+ * Extended attributes of a backup's entries: POSIX ACLs (`system.posix_acl_*`), file
+ * capabilities (`security.capability`), overlayfs's marks in a Docker-in-Docker volume
+ * (`trusted.overlay.*`) and `user.*` attributes. Node has no call to read or set them, so a
+ * backup reads a whole tree's with one `getfattr` and a restore sets them with one `setfattr`
+ * (both from the `attr` package). Left out: SELinux labels, which belong to the policy of the
+ * host a file lives on, NFSv4 ACLs, which only an NFS mount takes, and GlusterFS's own.
+ */
+
+/** One attribute: its name, and its value in base64. */
+export type Xattr = [name: string, value: string];
+
+/** Names as the kernel's namespaces have them, in characters every tool passes as they are. */
+const NAME = /^(user|trusted|security|system)\.[A-Za-z0-9._@:+-]{1,240}$/;
+/** The kernel's limit for one value (XATTR_SIZE_MAX). */
+const VALUE_MAX = 65_536;
+/** An entry's attributes at most, values decoded: what a manifest carries for one path. */
+export const ENTRY_XATTR_BYTES_MAX = 65_536;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export const XattrsSchema = z.array(z.tuple([
+  z.string().regex(NAME, 'not an extended attribute name stowage backs up'),
+  z.string().max(Math.ceil(VALUE_MAX / 3) * 4).regex(BASE64, 'not base64'),
+])).min(1).max(64).superRefine((list, ctx) => {
+  const names = new Set(list.map(([name]) => name));
+  if (names.size !== list.length) ctx.addIssue({ code: 'custom', message: 'an attribute is named twice' });
+  const bytes = list.reduce((sum, [name, value]) => sum + name.length + Buffer.byteLength(value, 'base64'), 0);
+  if (bytes > ENTRY_XATTR_BYTES_MAX) ctx.addIssue({ code: 'custom', message: `more than ${ENTRY_XATTR_BYTES_MAX} bytes of attributes` });
+});
+
+/** Attributes not backed up (see the module's comment). */
+export function isLeftOut(name: string): boolean {
+  return name === 'security.selinux' || name === 'system.nfs4_acl' || name.startsWith('trusted.glusterfs.')
+    || name.startsWith('trusted.gfid') || name.startsWith('trusted.afr.') || name.startsWith('trusted.ec.');
+}
+
+/** getfattr's quoting of names and paths: `\ooo` for a byte it escapes. */
+function unquote(text: Buffer): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i]!;
+    const digits = text.subarray(i + 1, i + 4).toString('latin1');
+    if (c === 0x5c && /^[0-7]{3}$/.test(digits)) {
+      out.push(parseInt(digits, 8) & 0xff);
+      i += 3;
+    } else {
+      out.push(c);
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** setfattr's side of the same quoting, for every byte outside printable ASCII and the backslash. */
+function quote(bytes: Buffer): string {
+  let out = '';
+  for (const c of bytes) out += c < 0x21 || c > 0x7e || c === 0x5c || c === 0x3d ? `\\${c.toString(8).padStart(3, '0')}` : String.fromCharCode(c);
+  return out;
+}
+
+/** Where the tree's attributes could not all be read, said once per backup. */
+export interface XattrReading {
+  /** By entry path as a manifest spells it ('.' for the root). */
+  byPath: Map<string, Xattr[]>;
+  warnings: string[];
+}
+
+/**
+ * Every attribute under `dir` (symlinks' own, never their targets'), by path relative to it.
+ * A missing getfattr is a warning: the backup goes on without attributes, and says so.
+ */
+export async function readTreeXattrs(commands: CommandRunner, dir: string): Promise<XattrReading> {
+  const warnings: string[] = [];
+  let stdout: string;
+  try {
+    // -P: no symlinks followed in the walk; -h: a symlink's own attributes. Values in base64.
+    const result = await commands.run('getfattr', ['--absolute-names', '-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--', dir],
+      { allowFailure: true, timeoutMs: 60 * 60 * 1000, env: { LC_ALL: 'C' }, bytesOut: true });
+    stdout = result.stdout;
+    // Exit 1: some file could not be read (one removed during the walk); the rest is there.
+    if (result.exitCode !== 0) warnings.push(`extended attributes: getfattr: ${firstLine(result.stderr) || `exit code ${result.exitCode}`}`);
+  } catch (err) {
+    const missing = isCommandError(err, 'spawn');
+    warnings.push(`extended attributes were not backed up: ${missing ? 'getfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`);
+    return { byPath: new Map(), warnings };
+  }
+  const byPath = new Map<string, Xattr[]>();
+  const root = Buffer.from(dir);
+  let path: string | undefined;
+  let current: Xattr[] = [];
+  const close = () => {
+    if (path !== undefined && current.length > 0) byPath.set(path, current);
+    current = [];
+  };
+  let refused = 0;
+  // The output comes as latin1, one character per byte: names that are not UTF-8 survive.
+  for (const line of stdout.split('\n')) {
+    if (line.startsWith('# file: ')) {
+      close();
+      const bytes = unquote(Buffer.from(line.slice(8), 'latin1'));
+      const under = bytes.equals(root) ? '.' : bytes.subarray(0, root.length + 1).equals(Buffer.concat([root, Buffer.of(0x2f)]))
+        ? nameFromBytes(bytes.subarray(root.length + 1)) : undefined;
+      path = under;
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (path === undefined || eq < 0) continue;
+    const name = unquote(Buffer.from(line.slice(0, eq), 'latin1')).toString('latin1');
+    const raw = line.slice(eq + 1);
+    if (isLeftOut(name)) continue;
+    // Base64 ('0s'), or for an empty value nothing at all.
+    const value = raw === '' ? '' : raw.startsWith('0s') ? raw.slice(2) : undefined;
+    if (!NAME.test(name) || value === undefined || !BASE64.test(value)) {
+      refused += 1;
+      continue;
+    }
+    current.push([name, value]);
+  }
+  close();
+  if (refused > 0) warnings.push(`extended attributes: ${refused} with a name stowage does not back up were left out`);
+  return { byPath, warnings };
+}
+
+/**
+ * Sets the attributes of restored entries with one `setfattr --restore` (the dump on its
+ * standard input, every path absolute and quoted). A symlink's are its own (-h). What cannot be
+ * set (a namespace the target's file system does not take, a missing setfattr) is returned as
+ * warnings: the data is restored either way.
+ */
+export async function restoreXattrs(commands: CommandRunner, target: string, entries: ReadonlyArray<{ path: string; xattrs: Xattr[] }>): Promise<string[]> {
+  if (entries.length === 0) return [];
+  let dump = '';
+  for (const { path, xattrs } of entries) {
+    const bytes = path === '.' ? Buffer.from(target) : Buffer.concat([Buffer.from(`${target}/`), bytesFromName(path)]);
+    dump += `# file: ${quote(bytes)}\n`;
+    for (const [name, value] of xattrs) dump += `${name}=0s${value}\n`;
+    dump += '\n';
+  }
+  try {
+    const result = await commands.run('setfattr', ['-h', '--restore=-'], { input: dump, allowFailure: true, timeoutMs: 60 * 60 * 1000 });
+    if (result.exitCode === 0) return [];
+    return [`extended attributes: not all could be set: ${firstLine(result.stderr) || `setfattr exit code ${result.exitCode}`}`];
+  } catch (err) {
+    const missing = isCommandError(err, 'spawn');
+    return [`extended attributes of ${entries.length} entr${entries.length === 1 ? 'y were' : 'ies were'} not restored: ${missing ? 'setfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`];
+  }
+}

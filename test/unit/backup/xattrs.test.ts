@@ -1,0 +1,129 @@
+/**
+ * Extended attributes through a backup and a restore, on a real tree with the real getfattr and
+ * setfattr: a Docker-in-Docker volume's overlayfs marks, a file capability (which chown clears,
+ * so the order of a restore matters), binary values, symlinks' own attributes, names that are
+ * not UTF-8 or hold a newline.
+ */
+import { randomBytes } from 'node:crypto';
+import { chown, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { EntrySchema } from '../../../src/core/backup/format.js';
+import { backupTree, Repository, restoreTree } from '../../../src/core/backup/index.js';
+import { readTreeXattrs } from '../../../src/core/backup/xattrs.js';
+import { CommandError, ExecaCommandRunner, type CommandRunner } from '../../../src/core/command-runner.js';
+import { findExecutable, systemSuite } from '../../helpers/requirements.js';
+import { collect } from './tree-helpers.js';
+
+const isRoot = process.getuid?.() === 0;
+const noAttr = systemSuite('extended attributes', isRoot && findExecutable('getfattr') && findExecutable('setfattr')
+  ? { ok: true } : { ok: false, why: 'needs root and the attr package (getfattr, setfattr)' });
+const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' };
+const commands = new ExecaCommandRunner();
+
+/** A file capability (VFS_CAP_REVISION_2, effective, cap_net_raw permitted). */
+const CAP_NET_RAW = '0x0100000200200000000000000000000000000000';
+
+/** One attribute's value as hex, read with getfattr; undefined when the entry has none by that name. */
+async function valueOf(path: string, name: string): Promise<string | undefined> {
+  const result = await execa('getfattr', ['-h', '--absolute-names', '-n', name, '--only-values', '--', path], { encoding: 'buffer', reject: false });
+  return result.exitCode === 0 ? Buffer.from(result.stdout).toString('hex') : undefined;
+}
+
+/** valueOf for `<dir>/caf\xe9`, a name an argv from here cannot hold: the shell's printf makes it. */
+async function latin1ValueOf(dir: string, name: string): Promise<string | undefined> {
+  const result = await execa('sh', ['-c', 'getfattr -h --absolute-names -n "$2" --only-values -- "$(printf "%s/caf\\351" "$1")"', 'sh', dir, name],
+    { encoding: 'buffer', reject: false });
+  return result.exitCode === 0 ? Buffer.from(result.stdout).toString('hex') : undefined;
+}
+
+describe.skipIf(noAttr)('extended attributes in a backup', () => {
+  let base = '';
+  let repo: Repository;
+  const binary = randomBytes(300);
+
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-xattrs-'));
+    repo = await Repository.init(new VfsBlobStore(join(base, 'repo'), { durable: false }), { chunker: CHUNKER });
+    const src = join(base, 'src');
+    await mkdir(join(src, 'layer/opaque'), { recursive: true });
+    await writeFile(join(src, 'layer/opaque/kept'), 'kept\n');
+    await execa('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(src, 'layer/opaque')]);
+    await writeFile(join(src, 'ping'), 'a binary\n');
+    await chown(join(src, 'ping'), 1000, 1000);
+    await execa('setfattr', ['-n', 'security.capability', '-v', CAP_NET_RAW, join(src, 'ping')]);
+    await execa('setfattr', ['-n', 'user.blob', '-v', `0x${binary.toString('hex')}`, join(src, 'ping')]);
+    await execa('setfattr', ['-n', 'user.empty', join(src, 'ping')]);
+    await symlink('ping', join(src, 'link'));
+    await execa('setfattr', ['-h', '-n', 'trusted.own', '-v', 'link', join(src, 'link')]);
+    await writeFile(Buffer.concat([Buffer.from(`${src}/caf`), Buffer.of(0xe9)]), 'latin1\n');
+    // An argv from here cannot hold a byte that is not UTF-8: the shell's printf makes the name.
+    await execa('sh', ['-c', 'setfattr -n user.name -v latin1 "$(printf "%s/caf\\351" "$1")"', 'sh', src]);
+    await writeFile(join(src, 'new\nline'), 'newline\n');
+    await execa('setfattr', ['-n', 'user.nl', '-v', 'yes', join(src, 'new\nline')]);
+  });
+  afterAll(async () => {
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('come back on every entry, after the owner (chown clears a capability), symlinks\' own included', async () => {
+    const src = join(base, 'src');
+    const record = await backupTree(src, repo, { volume: 'x' });
+    expect(record.warnings).toEqual([]);
+    const { entries } = await collect(repo, record);
+    expect(entries.find((e) => e.path === 'layer/opaque')?.xattrs).toEqual([['trusted.overlay.opaque', Buffer.from('y').toString('base64')]]);
+    expect(new Map(entries.find((e) => e.path === 'ping')?.xattrs)).toEqual(new Map([
+      ['security.capability', Buffer.from(CAP_NET_RAW.slice(2), 'hex').toString('base64')],
+      ['user.blob', binary.toString('base64')],
+      ['user.empty', ''],
+    ]));
+
+    const out = join(base, 'out');
+    await mkdir(out);
+    const warnings: string[] = [];
+    await restoreTree(repo, 'x', record.id, out, { onWarning: (w) => warnings.push(w) });
+    expect(warnings).toEqual([]);
+    expect(await valueOf(join(out, 'layer/opaque'), 'trusted.overlay.opaque')).toBe(Buffer.from('y').toString('hex'));
+    expect(await valueOf(join(out, 'ping'), 'security.capability')).toBe(CAP_NET_RAW.slice(2));
+    expect(await valueOf(join(out, 'ping'), 'user.blob')).toBe(binary.toString('hex'));
+    expect(await valueOf(join(out, 'ping'), 'user.empty')).toBe('');
+    expect(await valueOf(join(out, 'link'), 'trusted.own')).toBe(Buffer.from('link').toString('hex'));
+    // The symlink's attribute is its own: its target has none by that name.
+    expect(await valueOf(join(out, 'ping'), 'trusted.own')).toBeUndefined();
+    expect(await valueOf(join(out, 'new\nline'), 'user.nl')).toBe(Buffer.from('yes').toString('hex'));
+    expect(await latin1ValueOf(out, 'user.name')).toBe(Buffer.from('latin1').toString('hex'));
+    // Everything getfattr reads in the restored tree is what it read in the source.
+    const read = async (dir: string) => (await readTreeXattrs(commands, dir)).byPath;
+    expect(await read(out)).toEqual(await read(src));
+  });
+
+  it('without getfattr a backup goes on without attributes and says why; xattrs: false reads none', async () => {
+    const missing: CommandRunner = {
+      run: async (program, args) => { throw new CommandError({ program, args, reason: 'spawn', stdout: '', stderr: '' }, `cannot run ${program}: ENOENT`); },
+    };
+    const without = await backupTree(join(base, 'src'), repo, { volume: 'y', commands: missing, parent: false });
+    expect(without.warnings).toEqual(['extended attributes were not backed up: getfattr is not installed (Debian: apt-get install attr)']);
+    expect((await collect(repo, without)).entries.some((e) => e.xattrs)).toBe(false);
+    const off = await backupTree(join(base, 'src'), repo, { volume: 'y', xattrs: false, parent: false });
+    expect(off.warnings).toEqual([]);
+    expect((await collect(repo, off)).entries.some((e) => e.xattrs)).toBe(false);
+  });
+
+  it('a manifest another machine wrote cannot name attributes outside the namespaces, or oversized ones', () => {
+    const file = { path: 'f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', atimeNs: '0', size: 0, chunks: [] };
+    expect(EntrySchema.safeParse({ ...file, xattrs: [['user.a', 'eQ==']] }).success).toBe(true);
+    for (const xattrs of [
+      [['user.a\n# file: /etc/passwd', 'eQ==']],
+      [['other.a', 'eQ==']],
+      [['user.', 'eQ==']],
+      [['user.a', 'not base64!']],
+      [['user.a', 'eQ=='], ['user.a', 'eQ==']],
+      [['user.a', Buffer.alloc(70_000).toString('base64')]],
+      [],
+    ]) expect(EntrySchema.safeParse({ ...file, xattrs }).success, JSON.stringify(xattrs).slice(0, 80)).toBe(false);
+    expect(EntrySchema.safeParse({ path: 'h', type: 'hardlink', target: 'f', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', atimeNs: '0', size: 0, xattrs: [['user.a', 'eQ==']] }).success).toBe(false);
+  });
+});
