@@ -33,10 +33,17 @@ export const XattrsSchema = z.array(z.tuple([
   if (bytes > ENTRY_XATTR_BYTES_MAX) ctx.addIssue({ code: 'custom', message: `more than ${ENTRY_XATTR_BYTES_MAX} bytes of attributes` });
 });
 
-/** Attributes not backed up (see the module's comment). */
-export function isLeftOut(name: string): boolean {
-  return name === 'security.selinux' || name === 'system.nfs4_acl' || name.startsWith('trusted.glusterfs.')
-    || name.startsWith('trusted.gfid') || name.startsWith('trusted.afr.') || name.startsWith('trusted.ec.');
+/** What getfattr is asked for (an extended regular expression): the namespaces kept. */
+const WANTED = '^(user\\.|trusted\\.|security\\.capability$|system\\.posix_acl_(access|default)$)';
+
+/** A program that could not be started because it is not there (not one that ran out of buffer, say). */
+function notInstalled(err: unknown): boolean {
+  return isCommandError(err, 'spawn') && /ENOENT/.test(err.message);
+}
+
+/** GlusterFS's own attributes, in the trusted namespace WANTED takes: not the files', never restored. */
+function isGlusterOwn(name: string): boolean {
+  return name.startsWith('trusted.glusterfs.') || name.startsWith('trusted.gfid') || name.startsWith('trusted.afr.') || name.startsWith('trusted.ec.');
 }
 
 /** getfattr's quoting of names and paths: `\ooo` for a byte it escapes. */
@@ -78,14 +85,15 @@ export async function readTreeXattrs(commands: CommandRunner, dir: string): Prom
   let stdout: string;
   try {
     // -P: no symlinks followed in the walk; -h: a symlink's own attributes. Values in base64.
-    const result = await commands.run('getfattr', ['--absolute-names', '-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--', dir],
+    // Only the namespaces kept are asked for: a host labelling every file for SELinux would
+    // otherwise print a line per file.
+    const result = await commands.run('getfattr', ['--absolute-names', '-R', '-P', '-h', '-d', '-m', WANTED, '-e', 'base64', '--', dir],
       { allowFailure: true, timeoutMs: 60 * 60 * 1000, env: { LC_ALL: 'C' }, bytesOut: true });
     stdout = result.stdout;
     // Exit 1: some file could not be read (one removed during the walk); the rest is there.
     if (result.exitCode !== 0) warnings.push(`extended attributes: getfattr: ${firstLine(result.stderr) || `exit code ${result.exitCode}`}`);
   } catch (err) {
-    const missing = isCommandError(err, 'spawn');
-    warnings.push(`extended attributes were not backed up: ${missing ? 'getfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`);
+    warnings.push(`extended attributes were not backed up: ${notInstalled(err) ? 'getfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`);
     return { byPath: new Map(), warnings };
   }
   const byPath = new Map<string, Xattr[]>();
@@ -111,7 +119,7 @@ export async function readTreeXattrs(commands: CommandRunner, dir: string): Prom
     if (path === undefined || eq < 0) continue;
     const name = unquote(Buffer.from(line.slice(0, eq), 'latin1')).toString('latin1');
     const raw = line.slice(eq + 1);
-    if (isLeftOut(name)) continue;
+    if (isGlusterOwn(name)) continue;
     // Base64 ('0s'), or for an empty value nothing at all.
     const value = raw === '' ? '' : raw.startsWith('0s') ? raw.slice(2) : undefined;
     if (!NAME.test(name) || value === undefined || !BASE64.test(value)) {
@@ -145,7 +153,6 @@ export async function restoreXattrs(commands: CommandRunner, target: string, ent
     if (result.exitCode === 0) return [];
     return [`extended attributes: not all could be set: ${firstLine(result.stderr) || `setfattr exit code ${result.exitCode}`}`];
   } catch (err) {
-    const missing = isCommandError(err, 'spawn');
-    return [`extended attributes of ${entries.length} entr${entries.length === 1 ? 'y were' : 'ies were'} not restored: ${missing ? 'setfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`];
+    return [`extended attributes of ${entries.length} entr${entries.length === 1 ? 'y were' : 'ies were'} not restored: ${notInstalled(err) ? 'setfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`];
   }
 }
