@@ -51,8 +51,8 @@ function unquote(text: Buffer): Buffer {
   const out: number[] = [];
   for (let i = 0; i < text.length; i += 1) {
     const c = text[i]!;
-    const digits = text.subarray(i + 1, i + 4).toString('latin1');
-    if (c === 0x5c && /^[0-7]{3}$/.test(digits)) {
+    const digits = c === 0x5c ? text.subarray(i + 1, i + 4).toString('latin1') : '';
+    if (/^[0-7]{3}$/.test(digits)) {
       out.push(parseInt(digits, 8) & 0xff);
       i += 3;
     } else {
@@ -69,7 +69,7 @@ function quote(bytes: Buffer): string {
   return out;
 }
 
-/** Where the tree's attributes could not all be read, said once per backup. */
+/** A tree's attributes, and what kept some of them from being read (said once per backup). */
 export interface XattrReading {
   /** By entry path as a manifest spells it ('.' for the root). */
   byPath: Map<string, Xattr[]>;
