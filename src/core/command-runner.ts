@@ -11,7 +11,8 @@ export interface CommandResult {
 export interface CommandOptions {
   /** Milliseconds before the program is killed; every call has one. */
   timeoutMs?: number;
-  input?: string;
+  /** Standard input: text, or bytes (file names that are not UTF-8). */
+  input?: string | Uint8Array;
   env?: Record<string, string>;
   /** Resolve with a non-zero exitCode instead of throwing (for tools whose exit code lies). */
   allowFailure?: boolean;

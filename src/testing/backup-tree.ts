@@ -3,7 +3,7 @@ import { chmod, chown, link, lstat, mkdir, open, readdir, readFile, readlink, sy
 import { join } from 'node:path';
 import { ExecaCommandRunner } from '../core/command-runner.js';
 import { fsPath, nameFromBytes } from '../core/backup/raw-names.js';
-import { readTreeXattrs, type Xattr } from '../core/backup/xattrs.js';
+import { getfattrArgs, parseXattrDump, type Xattr } from '../core/backup/xattrs.js';
 
 /** The tree the backup suite writes into a volume, and what it reads back to compare. */
 
@@ -23,6 +23,22 @@ export interface EntryFacts {
   xattrs?: Xattr[];
   /** For a file with several names: the first of its names in path order. */
   linkOf?: string;
+}
+
+/**
+ * The extended attributes of every entry under `dir` that has some, by path as a manifest
+ * spells it ('.' for `dir`): one `getfattr -R` over the tree, as a person checking would.
+ */
+export async function readTreeXattrs(dir: string): Promise<Map<string, Xattr[]>> {
+  const result = await new ExecaCommandRunner().run('getfattr', ['-R', '-P', ...getfattrArgs(), dir],
+    { env: { LC_ALL: 'C' }, bytesOut: true, timeoutMs: 10 * 60 * 1000 });
+  const root = Buffer.from(dir);
+  const byPath = new Map<string, Xattr[]>();
+  for (const { path, xattrs } of parseXattrDump(result.stdout).files) {
+    if (path.equals(root)) byPath.set('.', xattrs);
+    else if (path.subarray(0, root.length + 1).equals(Buffer.concat([root, Buffer.of(0x2f)]))) byPath.set(nameFromBytes(path.subarray(root.length + 1)), xattrs);
+  }
+  return byPath;
 }
 
 /** Every entry under `dir` except `dir` itself (a new volume's root belongs to the backend). */
@@ -62,7 +78,7 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
     }
   };
   await walk('');
-  for (const [path, xattrs] of (await readTreeXattrs(new ExecaCommandRunner(), dir)).byPath) {
+  for (const [path, xattrs] of await readTreeXattrs(dir)) {
     const entry = facts.get(path);
     if (entry) entry.xattrs = xattrs;
   }

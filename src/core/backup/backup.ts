@@ -15,8 +15,10 @@ import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
 import type { PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
-import { ENTRY_XATTR_BYTES_MAX, readTreeXattrs, XattrsSchema } from './xattrs.js';
-import { metadata, ParentCursor, walk, type OpenDir } from './walk.js';
+import { ENTRY_XATTR_BYTES_MAX, XattrsSchema, type Xattr } from './xattrs.js';
+import { AttributedEntries, XattrReader, type XattrTicket } from './xattr-reader.js';
+import { ParentCursor, walk, type OpenDir, type Walked } from './walk.js';
+import { deviceNumbers, fileBase, inodeNumber, metadata, ownFacts } from './entry-stat.js';
 import { changedWhileRead, openWalked, openWalkedSync } from './walked-file.js';
 import { BufferPool } from './buffer-pool.js';
 import { nameFromBytes } from './raw-names.js';
@@ -24,7 +26,7 @@ import { nameFromBytes } from './raw-names.js';
 const MAX_WARNINGS = 100;
 /** Characters of one warning kept in the record (the schema takes up to 4096). */
 const MAX_WARNING_LENGTH = 1024;
-/** Files read (backup) or written (restore) at once. */
+/** Files read at once. */
 const FILES_AHEAD = 8;
 /**
  * Read size for large files on a local filesystem: most chunks (512 KiB on average) then lie
@@ -65,14 +67,6 @@ export interface BackupOptions extends CommonOptions {
   commands?: CommandRunner;
   /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
   origin?: Pick<BackupRecord, 'snapshot' | 'backend'>;
-}
-
-/** The major and minor numbers in a Linux dev_t (glibc's gnu_dev_major and gnu_dev_minor). */
-function deviceNumbers(rdev: bigint): { major: number; minor: number } {
-  return {
-    major: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)),
-    minor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)),
-  };
 }
 
 /**
@@ -125,14 +119,21 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       options.onWarning?.(bounded(message));
     };
     for (const text of unusable.slice(0, 10)) warnings.push(bounded(text));
-    const attributes = options.xattrs === false ? undefined : await readTreeXattrs(options.commands ?? new ExecaCommandRunner(), dir);
-    for (const text of attributes?.warnings ?? []) {
+    const reader = options.xattrs === false ? undefined : new XattrReader(options.commands ?? new ExecaCommandRunner(), (text) => {
       warnings.push(bounded(text));
       options.onWarning?.(text);
-    }
-    const withXattrs = (entry: Entry): Entry => {
-      const xattrs = entry.type === 'hardlink' ? undefined : attributes?.byPath.get(entry.path);
-      if (!xattrs) return entry;
+    });
+    // Setting an attribute changes an inode's ctime: an entry with the inode and ctime it had in
+    // a parent whose attributes were all read keeps the parent's, unread.
+    const carryXattrs = parent?.xattrsRead === true;
+    const xattrsOf = (walked: Walked, previous: Entry | undefined): XattrTicket | Xattr[] | undefined => {
+      if (!reader) return undefined;
+      if (carryXattrs && previous && previous.type !== 'hardlink' && previous.ino === inodeNumber(walked.stat.ino)
+        && previous.ctimeNs === walked.stat.ctimeNs.toString()) return previous.xattrs ?? [];
+      return reader.read(walked.path, walked.abs, walked.parent);
+    };
+    const withXattrs = (entry: Entry, xattrs: Xattr[] | undefined): Entry => {
+      if (!xattrs?.length || entry.type === 'hardlink') return entry;
       if (XattrsSchema.safeParse(xattrs).success) return { ...entry, xattrs };
       warn(`${entry.path}: its extended attributes are left out (more than 64 of them, or more than ${ENTRY_XATTR_BYTES_MAX} bytes)`);
       return entry;
@@ -142,16 +143,19 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     const firstNames = new Map<string, string>();
     // Entries in walk order; files are read a few at a time ahead of the manifest, which takes
     // them in order (file system calls wait on the thread pool: overlapping them hides that).
-    const queue: Array<Promise<Entry | undefined>> = [];
+    // Their attributes are read a batch at a time, while entries wait for them in `attributed`.
+    const queue: Array<{ entry: Promise<Entry | undefined>; xattrs?: XattrTicket | Xattr[] }> = [];
+    const attributed = new AttributedEntries(reader, (entry, xattrs) => manifest.add(withXattrs(entry, xattrs)));
     const drain = async (limit: number) => {
       while (queue.length > limit) {
-        const entry = await queue.shift()!;
+        const next = queue.shift()!;
+        const entry = await next.entry;
         if (!entry) continue;
         if (entry.type === 'hardlink' && skippedFiles.has(entry.target!)) {
           warn(`${entry.path}: not in this backup: ${entry.target} has the same file and changed while the backup read it`);
           continue;
         }
-        await manifest.add(withXattrs(entry));
+        await attributed.push(entry, next.xattrs);
         stats.entries += 1;
         options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
       }
@@ -160,9 +164,13 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       const turns = new Turns();
       const readBuffers = new BufferPool(READ_BUFFERS, LOCAL_READ_SIZE);
       const local = options.localFastPath !== false && onLocalFilesystem(dir) === true;
-      for await (const { path, abs, stat, local: entryLocal, parent: holder } of walk(dir, local, turns, (at, why) => warn(`${at}: ${why}`))) {
+      for await (const walked of walk(dir, local, turns, (at, why) => warn(`${at}: ${why}`))) {
+        const { path, abs, stat, local: entryLocal, parent: holder } = walked;
+        const previous = await cursor.find(path);
+        const own = ownFacts(stat);
+        let entry: Promise<Entry | undefined>;
         if (stat.isDirectory()) {
-          queue.push(Promise.resolve({ path, type: 'dir', ...metadata(stat), size: 0 }));
+          entry = Promise.resolve({ path, type: 'dir', ...own, size: 0 });
         } else if (stat.isSymbolicLink()) {
           let target: Buffer;
           try {
@@ -171,42 +179,44 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
             if (!changedWhileRead(err, path, warn)) throw err;
             continue;
           }
-          queue.push(Promise.resolve({ path, type: 'symlink', ...metadata(stat), size: 0, target: nameFromBytes(target) }));
+          entry = Promise.resolve({ path, type: 'symlink', ...own, size: 0, target: nameFromBytes(target) });
         } else if (stat.isFile()) {
           const inode = `${stat.dev}:${stat.ino}`;
           const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
           if (first !== undefined) {
-            queue.push(Promise.resolve({ path, type: 'hardlink', ...metadata(stat), size: Number(stat.size), target: first }));
-          } else {
-            if (stat.nlink > 1n) firstNames.set(inode, path);
-            const previous = await cursor.find(path);
-            // The file's directory stays open until the file is: it may be opened after the walk moved on.
-            const entry = fileEntry(path, abs, holder?.hold(), stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
-              if (done) stats.files += 1;
-              else skippedFiles.add(path);
-              return done;
-            });
-            // Its failure is taken when the manifest reaches it (drain) or in the finally below;
-            // until then it must not count as unhandled (a process-level unhandled rejection
-            // would end the daemon).
-            entry.catch(() => {});
-            queue.push(entry);
+            queue.push({ entry: Promise.resolve({ path, type: 'hardlink', ...metadata(stat), size: Number(stat.size), target: first }) });
+            await drain(FILES_AHEAD);
+            continue;
           }
+          if (stat.nlink > 1n) firstNames.set(inode, path);
+          // The file's directory stays open until the file is: it may be opened after the walk moved on.
+          entry = fileEntry(path, abs, holder?.hold(), stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
+            if (done) stats.files += 1;
+            else skippedFiles.add(path);
+            return done;
+          });
+          // Its failure is taken when the manifest reaches it (drain) or in the finally below;
+          // until then it must not count as unhandled (a process-level unhandled rejection
+          // would end the daemon).
+          entry.catch(() => {});
         } else if (stat.isFIFO()) {
-          queue.push(Promise.resolve({ path, type: 'fifo', ...metadata(stat), size: 0 }));
+          entry = Promise.resolve({ path, type: 'fifo', ...own, size: 0 });
         } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
-          queue.push(Promise.resolve({ path, type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...metadata(stat), size: 0, device: deviceNumbers(stat.rdev) }));
+          entry = Promise.resolve({ path, type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...own, size: 0, device: deviceNumbers(stat.rdev) });
         } else {
           // A socket is only an address while its server runs: nothing to restore.
           warn(`${path}: socket skipped`);
           continue;
         }
+        queue.push({ entry, xattrs: xattrsOf(walked, previous) });
         await drain(FILES_AHEAD);
       }
       await drain(0);
+      await attributed.finish();
     } finally {
       // A failure leaves other reads running: let them end before the lock is released.
-      await Promise.allSettled(queue);
+      await Promise.allSettled(queue.map((queued) => queued.entry));
+      await reader?.finish();
     }
     const manifestIds = await manifest.finish();
     await writer.flush();
@@ -221,6 +231,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       manifest: manifestIds,
       stats: { ...stats, newBlobs: writer.stats.newBlobs, newRawBytes: writer.stats.newRawBytes, newStoredBytes: writer.stats.newStoredBytes },
       warnings,
+      ...(reader?.complete ? { xattrsRead: true as const } : {}),
       ...options.origin,
     };
     // Past our lock's expiry a GC may have run: a record must not name chunks it removed.
@@ -228,34 +239,6 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     await repo.putBackupRecord(record);
     return record;
   });
-}
-
-/**
- * An inode number as the manifest stores it: a number where it is exact, else its decimal string.
- * GlusterFS gives 64-bit inode numbers derived from its file ids, beyond 2^53 and often beyond
- * 2^63, which node's bigint stats (signed 64-bit) show as negative.
- */
-function inodeNumber(ino: bigint): number | string {
-  const unsigned = BigInt.asUintN(64, ino);
-  return unsigned <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(unsigned) : unsigned.toString();
-}
-
-/**
- * Fewer bytes allocated than the file's size: it has holes (st_blocks counts 512-byte units on
- * Linux whatever the filesystem's block size). A filesystem that compresses, or keeps a tiny
- * file inside its inode, can say so of a file without holes; the restore then leaves holes only
- * where a chunk is all zeros, which such a filesystem stores as little anyway.
- */
-function hasHoles(stat: BigIntStats): boolean {
-  return stat.blocks * 512n < stat.size;
-}
-
-
-function fileBase(path: string, stat: BigIntStats) {
-  return {
-    path, type: 'file' as const, ...metadata(stat), ino: inodeNumber(stat.ino), ctimeNs: stat.ctimeNs.toString(),
-    ...(hasHoles(stat) ? { sparse: true as const } : {}),
-  };
 }
 
 /**

@@ -191,6 +191,11 @@ export const BackupRecordSchema = z.object({
     /** The backup whose snapshot was the base of this one (blocks outside the changed ranges come from it). */
     base: BackupIdSchema.optional(),
   }).optional(),
+  /**
+   * Every entry's extended attributes were read, or carried over unchanged from a parent that
+   * has this too (added later: optional). Without it a later backup reads them all again.
+   */
+  xattrsRead: z.literal(true).optional(),
   /** What a reader should know about how this backup was made (added later: optional). */
   notes: z.array(z.string().max(1000)).max(20).optional(),
 });

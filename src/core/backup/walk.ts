@@ -155,13 +155,3 @@ export class ParentCursor {
     return undefined;
   }
 }
-
-export function metadata(stat: BigIntStats): Pick<Entry, 'mode' | 'uid' | 'gid' | 'mtimeNs' | 'atimeNs'> {
-  return {
-    mode: Number(stat.mode & 0o7777n),
-    uid: Number(stat.uid),
-    gid: Number(stat.gid),
-    mtimeNs: stat.mtimeNs.toString(),
-    atimeNs: stat.atimeNs.toString(),
-  };
-}

@@ -1,14 +1,14 @@
 import { z } from 'zod';
 import { isCommandError, type CommandRunner } from '../command-runner.js';
 import { firstLine, messageOf } from '../errors.js';
-import { bytesFromName, nameFromBytes } from './raw-names.js';
+import { bytesFromName } from './raw-names.js';
 
 /**
  * Extended attributes of a backup's entries: POSIX ACLs (`system.posix_acl_*`), file
  * capabilities (`security.capability`), overlayfs's marks in a Docker-in-Docker volume
  * (`trusted.overlay.*`) and `user.*` attributes. Node has no call to read or set them, so a
- * backup reads a whole tree's with one `getfattr` and a restore sets them with one `setfattr`
- * (both from the `attr` package). Left out: SELinux labels, which belong to the policy of the
+ * backup reads them with `getfattr` a batch of entries at a time (xattr-reader.ts) and a restore
+ * sets them with one `setfattr` (both from the `attr` package). Left out: SELinux labels, which belong to the policy of the
  * host a file lives on, NFSv4 ACLs, which only an NFS mount takes, and GlusterFS's own.
  */
 
@@ -37,7 +37,7 @@ export const XattrsSchema = z.array(z.tuple([
 const WANTED = '^(user\\.|trusted\\.|security\\.capability$|system\\.posix_acl_(access|default)$)';
 
 /** A program that could not be started because it is not there (not one that ran out of buffer, say). */
-function notInstalled(err: unknown): boolean {
+export function notInstalled(err: unknown): boolean {
   return isCommandError(err, 'spawn') && /ENOENT/.test(err.message);
 }
 
@@ -69,50 +69,34 @@ function quote(bytes: Buffer): string {
   return out;
 }
 
-/** A tree's attributes, and what kept some of them from being read (said once per backup). */
-export interface XattrReading {
-  /** By entry path as a manifest spells it ('.' for the root). */
-  byPath: Map<string, Xattr[]>;
-  warnings: string[];
+/** getfattr's options after the program name, before the paths: each path's own attributes. */
+export function getfattrArgs(): string[] {
+  // -h: a symlink's own attributes. Values in base64. Only the namespaces kept are asked for: a
+  // host labelling every file for SELinux would otherwise print a line per file.
+  return ['--absolute-names', '-h', '-d', '-m', WANTED, '-e', 'base64', '--'];
 }
 
-/**
- * Every attribute under `dir` (symlinks' own, never their targets'), by path relative to it.
- * A missing getfattr is a warning: the backup goes on without attributes, and says so.
- */
-export async function readTreeXattrs(commands: CommandRunner, dir: string): Promise<XattrReading> {
-  const warnings: string[] = [];
-  let stdout: string;
-  try {
-    // -P: no symlinks followed in the walk; -h: a symlink's own attributes. Values in base64.
-    // Only the namespaces kept are asked for: a host labelling every file for SELinux would
-    // otherwise print a line per file.
-    const result = await commands.run('getfattr', ['--absolute-names', '-R', '-P', '-h', '-d', '-m', WANTED, '-e', 'base64', '--', dir],
-      { allowFailure: true, timeoutMs: 60 * 60 * 1000, env: { LC_ALL: 'C' }, bytesOut: true });
-    stdout = result.stdout;
-    // Exit 1: some file could not be read (one removed during the walk); the rest is there.
-    if (result.exitCode !== 0) warnings.push(`extended attributes: getfattr: ${firstLine(result.stderr) || `exit code ${result.exitCode}`}`);
-  } catch (err) {
-    warnings.push(`extended attributes were not backed up: ${notInstalled(err) ? 'getfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`);
-    return { byPath: new Map(), warnings };
-  }
-  const byPath = new Map<string, Xattr[]>();
-  const root = Buffer.from(dir);
-  let path: string | undefined;
+/** What a getfattr dump holds: each path (as bytes) with its attributes, and how many were refused. */
+export interface XattrDump {
+  files: Array<{ path: Buffer; xattrs: Xattr[] }>;
+  /** Attributes left out: a name outside the namespaces kept, or a value not in base64. */
+  refused: number;
+}
+
+/** Reads getfattr's output (`bytesOut`: latin1, one character per byte, so names that are not UTF-8 survive). */
+export function parseXattrDump(stdout: string): XattrDump {
+  const files: XattrDump['files'] = [];
+  let path: Buffer | undefined;
   let current: Xattr[] = [];
   const close = () => {
-    if (path !== undefined && current.length > 0) byPath.set(path, current);
+    if (path !== undefined && current.length > 0) files.push({ path, xattrs: current });
     current = [];
   };
   let refused = 0;
-  // The output comes as latin1, one character per byte: names that are not UTF-8 survive.
   for (const line of stdout.split('\n')) {
     if (line.startsWith('# file: ')) {
       close();
-      const bytes = unquote(Buffer.from(line.slice(8), 'latin1'));
-      const under = bytes.equals(root) ? '.' : bytes.subarray(0, root.length + 1).equals(Buffer.concat([root, Buffer.of(0x2f)]))
-        ? nameFromBytes(bytes.subarray(root.length + 1)) : undefined;
-      path = under;
+      path = unquote(Buffer.from(line.slice(8), 'latin1'));
       continue;
     }
     const eq = line.indexOf('=');
@@ -129,8 +113,7 @@ export async function readTreeXattrs(commands: CommandRunner, dir: string): Prom
     current.push([name, value]);
   }
   close();
-  if (refused > 0) warnings.push(`extended attributes: ${refused} with a name stowage does not back up were left out`);
-  return { byPath, warnings };
+  return { files, refused };
 }
 
 /**

@@ -5,16 +5,18 @@
  * not UTF-8 or hold a newline.
  */
 import { randomBytes } from 'node:crypto';
-import { chown, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { chown, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { EntrySchema } from '../../../src/core/backup/format.js';
 import { backupTree, Repository, restoreTree } from '../../../src/core/backup/index.js';
-import { readTreeXattrs } from '../../../src/core/backup/xattrs.js';
 import { CommandError, ExecaCommandRunner, type CommandRunner } from '../../../src/core/command-runner.js';
+import { XATTR_BATCH_ENTRIES } from '../../../src/core/backup/xattr-reader.js';
+import { readTreeXattrs } from '../../../src/testing/backup-tree.js';
 import { findExecutable, systemSuite } from '../../helpers/requirements.js';
 import { collect } from './tree-helpers.js';
 
@@ -75,6 +77,7 @@ describe.skipIf(noAttr)('extended attributes in a backup', () => {
     const src = join(base, 'src');
     const record = await backupTree(src, repo, { volume: 'x' });
     expect(record.warnings).toEqual([]);
+    expect(record.xattrsRead).toBe(true);
     const { entries } = await collect(repo, record);
     expect(entries.find((e) => e.path === 'layer/opaque')?.xattrs).toEqual([['trusted.overlay.opaque', Buffer.from('y').toString('base64')]]);
     expect(new Map(entries.find((e) => e.path === 'ping')?.xattrs)).toEqual(new Map([
@@ -98,17 +101,21 @@ describe.skipIf(noAttr)('extended attributes in a backup', () => {
     expect(await valueOf(join(out, 'new\nline'), 'user.nl')).toBe(Buffer.from('yes').toString('hex'));
     expect(await latin1ValueOf(out, 'user.name')).toBe(Buffer.from('latin1').toString('hex'));
     // Everything getfattr reads in the restored tree is what it read in the source.
-    const read = async (dir: string) => (await readTreeXattrs(commands, dir)).byPath;
-    expect(await read(out)).toEqual(await read(src));
+    expect(await readTreeXattrs(out)).toEqual(await readTreeXattrs(src));
   });
 
   it('without getfattr a backup goes on without attributes and says why; xattrs: false reads none', async () => {
-    const missing: CommandRunner = {
+    // The real xargs, asked to run a getfattr that is not there: it exits 127, as on a host without attr.
+    const noGetfattr: CommandRunner = { run: (program, args, options) => commands.run(program, args.map((a) => (a === 'getfattr' ? 'getfattr-not-installed' : a)), options) };
+    const without = await backupTree(join(base, 'src'), repo, { volume: 'y', commands: noGetfattr, parent: false });
+    expect(without.warnings).toEqual(['extended attributes were not backed up: getfattr is not installed (Debian: apt-get install attr)']);
+    expect(without.xattrsRead).toBeUndefined();
+    expect((await collect(repo, without)).entries.some((e) => e.xattrs)).toBe(false);
+    const noXargs: CommandRunner = {
       run: async (program, args) => { throw new CommandError({ program, args, reason: 'spawn', stdout: '', stderr: '' }, `cannot run ${program}: ENOENT`); },
     };
-    const without = await backupTree(join(base, 'src'), repo, { volume: 'y', commands: missing, parent: false });
-    expect(without.warnings).toEqual(['extended attributes were not backed up: getfattr is not installed (Debian: apt-get install attr)']);
-    expect((await collect(repo, without)).entries.some((e) => e.xattrs)).toBe(false);
+    const withoutXargs = await backupTree(join(base, 'src'), repo, { volume: 'y', commands: noXargs, parent: false });
+    expect(withoutXargs.warnings).toEqual(['extended attributes were not backed up: xargs is not installed (Debian: apt-get install findutils)']);
     const off = await backupTree(join(base, 'src'), repo, { volume: 'y', xattrs: false, parent: false });
     expect(off.warnings).toEqual([]);
     expect((await collect(repo, off)).entries.some((e) => e.xattrs)).toBe(false);
@@ -127,5 +134,109 @@ describe.skipIf(noAttr)('extended attributes in a backup', () => {
       [],
     ]) expect(EntrySchema.safeParse({ ...file, xattrs }).success, JSON.stringify(xattrs).slice(0, 80)).toBe(false);
     expect(EntrySchema.safeParse({ path: 'h', type: 'hardlink', target: 'f', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', atimeNs: '0', size: 0, xattrs: [['user.a', 'eQ==']] }).success).toBe(false);
+  });
+});
+
+/** A runner that runs the real programs and keeps each getfattr batch's paths (xargs's input, NUL-separated). */
+function recording(before?: () => Promise<void>): CommandRunner & { batches: string[][] } {
+  const batches: string[][] = [];
+  return {
+    batches,
+    run: async (program, args, options) => {
+      if (program === 'xargs') {
+        batches.push(Buffer.from(options?.input ?? '').toString('latin1').split('\0').filter((p) => p !== ''));
+        await before?.();
+      }
+      return commands.run(program, args, options);
+    },
+  };
+}
+
+describe.skipIf(noAttr)('extended attributes read a batch at a time, through the walk\'s directories', () => {
+  let base = '';
+  let repo: Repository;
+  const byPath = async (record: Awaited<ReturnType<typeof backupTree>>) =>
+    new Map((await collect(repo, record)).entries.map((e) => [e.path, new Map(e.xattrs ?? [])]));
+  const b64 = (text: string) => Buffer.from(text).toString('base64');
+
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-xattr-batches-'));
+    repo = await Repository.init(new VfsBlobStore(join(base, 'repo'), { durable: false }), { chunker: CHUNKER });
+  });
+  afterAll(async () => {
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('an unchanged entry keeps its parent backup\'s attributes unread; a changed one is read again', async () => {
+    const src = join(base, 'carry');
+    await mkdir(join(src, 'd'), { recursive: true });
+    for (const name of ['a', 'b', 'c']) {
+      await writeFile(join(src, 'd', name), name);
+      await execa('setfattr', ['-n', 'user.v', '-v', `${name}1`, join(src, 'd', name)]);
+    }
+    const first = await backupTree(src, repo, { volume: 'carry', commands: recording() });
+    expect(first.xattrsRead).toBe(true);
+    // Setting an attribute changes b's ctime, and nothing else's.
+    await execa('setfattr', ['-n', 'user.v', '-v', 'b2', join(src, 'd', 'b')]);
+    const runner = recording();
+    const second = await backupTree(src, repo, { volume: 'carry', commands: runner });
+    expect(second.parent).toBe(first.id);
+    expect(runner.batches.flat().map((p) => p.replace(/^\/proc\/\d+\/fd\/\d+\//, ''))).toEqual(['b']);
+    const entries = await byPath(second);
+    expect(entries.get('d/a')).toEqual(new Map([['user.v', b64('a1')]]));
+    expect(entries.get('d/b')).toEqual(new Map([['user.v', b64('b2')]]));
+    expect(entries.get('d/c')).toEqual(new Map([['user.v', b64('c1')]]));
+    expect(second.xattrsRead).toBe(true);
+
+    // A parent that did not read them (xattrs: false) gives nothing to carry: all are read.
+    const off = await backupTree(src, repo, { volume: 'carry', xattrs: false });
+    expect(off.xattrsRead).toBeUndefined();
+    const after = recording();
+    const third = await backupTree(src, repo, { volume: 'carry', commands: after, parent: off.id });
+    expect(after.batches.flat()).toHaveLength(5);
+    expect((await byPath(third)).get('d/c')).toEqual(new Map([['user.v', b64('c1')]]));
+  });
+
+  it('a directory swapped for a symlink before getfattr runs cannot lead it out of the volume', async () => {
+    const src = join(base, 'swap');
+    const outside = join(base, 'outside');
+    await mkdir(join(src, 'sub'), { recursive: true });
+    await mkdir(outside);
+    await writeFile(join(src, 'sub', 'f'), 'mine');
+    await execa('setfattr', ['-n', 'user.owner', '-v', 'volume', join(src, 'sub', 'f')]);
+    await writeFile(join(outside, 'f'), 'host');
+    await execa('setfattr', ['-n', 'user.owner', '-v', 'host-secret', join(outside, 'f')]);
+    // Once the walk has listed everything, as a container could between two system calls.
+    const runner = recording(async () => {
+      await rename(join(src, 'sub'), join(base, 'sub-moved'));
+      await symlink(outside, join(src, 'sub'));
+    });
+    const record = await backupTree(src, repo, { volume: 'swap', commands: runner, parent: false });
+    expect((await byPath(record)).get('sub/f')).toEqual(new Map([['user.owner', b64('volume')]]));
+  });
+
+  it('a large tree is read in bounded batches, with a bounded number of directories open, every entry\'s attributes kept', async () => {
+    const src = join(base, 'many');
+    // One file per directory: each queued entry holds its own directory open until its batch has run.
+    const names = Array.from({ length: 2500 }, (_, i) => `d${String(i).padStart(4, '0')}/f`);
+    for (const name of names) {
+      await mkdir(join(src, dirname(name)), { recursive: true });
+      await writeFile(join(src, name), name);
+    }
+    // One setfattr for all: its --restore form takes a dump.
+    const dump = names.map((name) => `# file: ${join(src, name)}\nuser.n=${JSON.stringify(name)}\n`).join('\n');
+    await execa('setfattr', ['--restore=-'], { input: dump });
+    const openAtStart = readdirSync('/proc/self/fd').length;
+    const open: number[] = [];
+    const runner = recording(async () => { open.push(readdirSync('/proc/self/fd').length - openAtStart); });
+    const record = await backupTree(src, repo, { volume: 'many', commands: runner, parent: false });
+    expect(runner.batches.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...runner.batches.map((b) => b.length))).toBeLessThanOrEqual(XATTR_BATCH_ENTRIES);
+    expect(runner.batches.flat()).toHaveLength(5001);
+    // 1024 directories at most, and a few descriptors of the repository and the reads.
+    expect(Math.max(...open)).toBeLessThan(1100);
+    expect(Math.max(...open)).toBeGreaterThan(500);
+    const entries = await byPath(record);
+    for (const name of names) expect(entries.get(name)?.get('user.n'), name).toBe(b64(name));
   });
 });

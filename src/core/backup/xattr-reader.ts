@@ -1,0 +1,259 @@
+import { type CommandRunner } from '../command-runner.js';
+import { firstLine, messageOf } from '../errors.js';
+import type { Entry } from './format.js';
+import type { OpenDir } from './walk.js';
+import { getfattrArgs, notInstalled, parseXattrDump, type Xattr } from './xattrs.js';
+
+/**
+ * Entries per run of getfattr. Starting a program from a daemon holding a backup's buffers
+ * costs 10-20 ms of its CPU here (fork copies its page tables): batches of 256 made a backup of
+ * 10 000 small files take twice as long. Twice this many entries wait for their attributes at
+ * most (AttributedEntries), which a larger batch would add to a backup's peak memory.
+ */
+export const XATTR_BATCH_ENTRIES = 2048;
+/** Bytes of paths per run (xargs splits them into command lines the kernel takes). */
+const BATCH_BYTES = 1024 * 1024;
+/** Runs at once: one reads while the next batch fills. */
+const RUNS_AT_ONCE = 2;
+/** Entries waiting for their attributes, at most: two batches, one read while the next fills. */
+const ENTRIES_WAITING = 2 * XATTR_BATCH_ENTRIES;
+/** Directories held open for waiting entries, at most (each is a file descriptor). */
+const DIRECTORIES_HELD = 1024;
+
+/** One entry's attributes, once its batch has run: `get()` starts that batch if it is still filling. */
+export interface XattrTicket {
+  get(): Promise<Xattr[] | undefined>;
+}
+
+/** Entries read by one run of getfattr. */
+class Batch {
+  readonly requests: Request[] = [];
+  bytes = 0;
+  /** Set once the batch is started; settles when its run is over (it never rejects). */
+  done?: Promise<void>;
+}
+
+/** One entry in a batch: a ticket as light as can be, since thousands wait at once. */
+class Request implements XattrTicket {
+  xattrs?: Xattr[];
+
+  constructor(
+    /** The entry's path for getfattr, one character per byte (latin1). */
+    readonly key: string,
+    /** The entry's path in the manifest, for messages. */
+    readonly rel: string,
+    readonly holds: OpenDir | undefined,
+    private readonly batch: Batch,
+    private readonly reader: XattrReader,
+  ) {}
+
+  async get(): Promise<Xattr[] | undefined> {
+    if (!this.batch.done) this.reader.flush();
+    await this.batch.done;
+    return this.xattrs;
+  }
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+const SELF = '/proc/self/';
+
+/**
+ * Reads the extended attributes of the entries a backup walks, a batch at a time, while the
+ * walk goes on: memory holds the attributes of one batch per run, not the tree's. Each entry is
+ * named through the descriptor of its directory that the walk holds open
+ * (`/proc/<pid>/fd/N/name`), which stays open until the batch has run: a directory swapped for
+ * a symlink meanwhile cannot lead getfattr out of the volume. Paths go to `xargs -0` on its
+ * standard input, so names that are not UTF-8 reach getfattr as they are.
+ */
+export class XattrReader {
+  private batch = new Batch();
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+  private readonly said = new Set<string>();
+  private disabled = false;
+  private failed = false;
+  private refused = 0;
+  private readonly runs = new Set<Promise<void>>();
+  /** Directories held open for queued entries, with how many entries each is held for. */
+  private readonly held = new Map<OpenDir, number>();
+
+  constructor(
+    private readonly commands: CommandRunner,
+    private readonly onWarning: (text: string) => void,
+    private readonly pid = process.pid,
+  ) {}
+
+  /**
+   * True when every batch ran and every attribute was taken: only then can a later backup carry
+   * an unchanged entry's attributes over instead of reading them again.
+   */
+  get complete(): boolean {
+    return !this.failed && !this.disabled;
+  }
+
+  /** Queues an entry (`abs` as the walk gives it; `dir` its open directory, held until read). */
+  read(rel: string, abs: string | Buffer, dir: OpenDir | undefined): XattrTicket {
+    if (this.disabled) return { get: async () => undefined };
+    const bytes = typeof abs !== 'string' ? abs.toString('latin1') : ASCII.test(abs) ? abs : Buffer.from(abs).toString('latin1');
+    // The daemon's own descriptor, as getfattr (another process) reaches it.
+    const key = bytes.startsWith(SELF) ? `/proc/${this.pid}/${bytes.slice(SELF.length)}` : bytes;
+    if (dir) {
+      dir.hold();
+      this.held.set(dir, (this.held.get(dir) ?? 0) + 1);
+    }
+    const batch = this.batch;
+    const request = new Request(key, rel, dir, batch, this);
+    batch.requests.push(request);
+    batch.bytes += key.length + 1;
+    if (batch.requests.length >= XATTR_BATCH_ENTRIES || batch.bytes >= BATCH_BYTES) this.flush();
+    return request;
+  }
+
+  /** Starts the batch being filled (at the end of a walk, or when the backup waits on it). */
+  flush(): void {
+    const batch = this.batch;
+    if (batch.requests.length === 0) return;
+    this.batch = new Batch();
+    const run = this.run(batch.requests);
+    batch.done = run;
+    this.runs.add(run);
+    void run.finally(() => this.runs.delete(run));
+  }
+
+  /** How many directories queued entries keep open: a walk far ahead holds many. */
+  get heldDirectories(): number {
+    return this.held.size;
+  }
+
+  private letGo(dir: OpenDir): void {
+    const count = this.held.get(dir)! - 1;
+    if (count === 0) this.held.delete(dir);
+    else this.held.set(dir, count);
+    dir.release();
+  }
+
+  /** Runs what is queued and waits for every run; says how many attributes were refused. */
+  async finish(): Promise<void> {
+    this.flush();
+    while (this.runs.size > 0) await Promise.all([...this.runs]);
+    if (this.refused > 0) this.say(`extended attributes: ${this.refused} with a name stowage does not back up were left out`);
+  }
+
+  private async run(batch: Request[]): Promise<void> {
+    const found = new Map<string, Xattr[]>();
+    try {
+      while (this.running >= RUNS_AT_ONCE) await new Promise<void>((r) => this.waiting.push(r));
+      this.running += 1;
+      try {
+        if (!this.disabled) await this.runGetfattr(batch, found);
+      } finally {
+        this.running -= 1;
+        this.waiting.shift()?.();
+      }
+    } catch (err) {
+      this.fail(`extended attributes of ${batch.length} entr${batch.length === 1 ? 'y were' : 'ies were'} not read: ${messageOf(err)}`);
+    } finally {
+      for (const request of batch) {
+        if (request.holds) this.letGo(request.holds);
+        request.xattrs = found.get(request.key);
+      }
+    }
+  }
+
+  private async runGetfattr(batch: Request[], found: Map<string, Xattr[]>): Promise<void> {
+    const input = Buffer.from(`${batch.map((r) => r.key).join('\0')}\0`, 'latin1');
+    let result;
+    try {
+      result = await this.commands.run('xargs', ['-0', '-r', 'getfattr', ...getfattrArgs()],
+        { input, allowFailure: true, timeoutMs: 60 * 60 * 1000, env: { LC_ALL: 'C' }, bytesOut: true });
+    } catch (err) {
+      if (!notInstalled(err)) throw err;
+      this.disable('xargs is not installed (Debian: apt-get install findutils)');
+      return;
+    }
+    // xargs: 127 when the program is missing, 126 when it cannot be run.
+    if (result.exitCode === 127 || result.exitCode === 126) {
+      this.disable(result.exitCode === 127 ? 'getfattr is not installed (Debian: apt-get install attr)' : `getfattr cannot be run: ${firstLine(result.stderr)}`);
+      return;
+    }
+    const dump = parseXattrDump(result.stdout);
+    for (const { path, xattrs } of dump.files) found.set(path.toString('latin1'), xattrs);
+    this.refused += dump.refused;
+    if (dump.refused > 0) this.failed = true;
+    if (result.exitCode === 0) return;
+    // 123: getfattr failed on some entries; the rest is there. An entry removed since the walk
+    // passed has nothing to read (a file that went is said by its read).
+    const problems = result.stderr.split('\n').filter((line) => line !== '' && !line.endsWith(': No such file or directory'));
+    if (result.exitCode === 123 && problems.length === 0) return;
+    this.fail(`extended attributes: ${this.inManifestTerms(problems[0] ?? '', batch) || `getfattr exit code ${result.exitCode}`}`);
+  }
+
+  /** getfattr's message names /proc/<pid>/fd/N/name: say the entry's path instead. */
+  private inManifestTerms(line: string, batch: Request[]): string {
+    const named = batch.find((r) => line.includes(r.key));
+    return named ? line.replace(named.key, named.rel) : line;
+  }
+
+  private disable(why: string): void {
+    this.disabled = true;
+    this.say(`extended attributes were not backed up: ${why}`);
+  }
+
+  private fail(text: string): void {
+    this.failed = true;
+    this.say(text);
+  }
+
+  /** Each warning once per backup: every batch may meet the same cause. */
+  private say(text: string): void {
+    if (this.said.has(text)) return;
+    this.said.add(text);
+    this.onWarning(text);
+  }
+}
+
+/**
+ * Entries on their way to the manifest, held in order until their attributes are read: the
+ * manifest waits on a batch while the walk and the file reads go on into the next. What waits
+ * is the entries as the manifest stores them, a few hundred bytes each; the walk itself stays a
+ * few files ahead (its entries hold far more: stats, paths, reads in flight).
+ */
+export class AttributedEntries {
+  private readonly waiting: Array<{ entry: Entry; xattrs: XattrTicket | Xattr[] | undefined }> = [];
+  private tickets = 0;
+
+  constructor(
+    private readonly reader: XattrReader | undefined,
+    private readonly onReady: (entry: Entry, xattrs: Xattr[] | undefined) => Promise<void>,
+  ) {}
+
+  async push(entry: Entry, xattrs: XattrTicket | Xattr[] | undefined): Promise<void> {
+    const isTicket = xattrs !== undefined && !Array.isArray(xattrs);
+    // Nothing to wait for ahead of it: straight on.
+    if (this.tickets === 0 && !isTicket) {
+      await this.onReady(entry, xattrs);
+      return;
+    }
+    this.waiting.push({ entry, xattrs });
+    if (isTicket) this.tickets += 1;
+    while (this.waiting.length > ENTRIES_WAITING || (this.waiting.length > 0 && (this.reader?.heldDirectories ?? 0) > DIRECTORIES_HELD)) await this.next();
+  }
+
+  async finish(): Promise<void> {
+    this.reader?.flush();
+    while (this.waiting.length > 0) await this.next();
+  }
+
+  private async next(): Promise<void> {
+    const { entry, xattrs } = this.waiting.shift()!;
+    let list: Xattr[] | undefined;
+    if (xattrs !== undefined && !Array.isArray(xattrs)) {
+      list = await xattrs.get();
+      this.tickets -= 1;
+    } else {
+      list = xattrs;
+    }
+    await this.onReady(entry, list);
+  }
+}
+
