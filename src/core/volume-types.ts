@@ -37,6 +37,11 @@ export interface CreateResult {
   volume: VolumeInfo;
   /** False when an identical volume already existed (create is idempotent). */
   created: boolean;
+  /**
+   * A restore's: what it could not bring back as the backup has it (an extended attribute the
+   * volume's file system refuses), at most 20 and then how many more; also in the log.
+   */
+  warnings?: string[];
 }
 
 export interface RemoveResult {

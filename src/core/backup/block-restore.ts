@@ -5,7 +5,7 @@ import { restoreBlocks } from './block-backup.js';
 import { notAFileBackup } from './block-format.js';
 import type { BackupRecord } from './format.js';
 import type { Repository } from './repository.js';
-import { failedRestore, type RestoreHost } from './restore-volume.js';
+import { failedRestore, RestoreWarnings, type RestoreHost } from './restore-volume.js';
 import type { ProgressOptions } from './service-contract.js';
 
 /**
@@ -45,9 +45,10 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
     progress.signal?.throwIfAborted();
     const totals = { totalFiles: 1, totalBytes: record.stats.bytes };
     progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });
+    const warnings = new RestoreWarnings(host.log(), name);
     await blocks.writeNewVolume(name, { sizeBytes: device.sizeBytes, filesystem: device.filesystem }, async (path, mapped) => {
       await restoreBlocks(repo, record.volume, record.id, path, {
-        mapped, onWarning: (message) => host.log().warn(message),
+        mapped, onWarning: warnings.add,
         onProgress: (p) => {
           progress.signal?.throwIfAborted();
           progress.onProgress?.({ phase: 'restore', files: 0, bytes: p.bytes, ...totals });
@@ -56,7 +57,7 @@ export async function restoreBlockVolume(host: RestoreHost, name: string, url: s
     });
     if (journaled !== undefined) await host.journal?.end(name, journaled);
     host.log().info(`restored volume ${name} from block backup ${url} (${record.stats.bytes} bytes of data in ${device.sizeBytes})`);
-    return created;
+    return warnings.on(created);
   } catch (err) {
     return failedRestore(host, name, url, err, journaled);
   }

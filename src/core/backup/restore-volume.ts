@@ -86,8 +86,9 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     await clearFreshFilesystem(path, name);
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });
+    const warnings = new RestoreWarnings(host.log(), name);
     await restoreTree(repo, source.volume, source.backup, path, {
-      onWarning: (message) => host.log().warn(message),
+      onWarning: warnings.add,
       onProgress: (p) => {
         // Aborting fails the restore here; the volume is then removed like any failed restore.
         progress.signal?.throwIfAborted();
@@ -99,11 +100,34 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     await host.unmount(name, mountId);
     if (journaled !== undefined) await host.journal?.end(name, journaled);
     host.log().info(`restored volume ${name} from ${url} (${record.stats.files} files, ${record.stats.bytes} bytes)`);
-    return created;
+    return warnings.on(created);
   } catch (err) {
     return failedRestore(host, name, url, err, journaled, async () => {
       if (mounted) await host.unmount(name, mountId);
     });
+  }
+}
+
+/** WARNINGS_KEPT at most in a restore's answer: the log has them all. */
+const WARNINGS_KEPT = 20;
+
+/** What a restore could not bring back as the backup has it: logged, and kept for its answer. */
+export class RestoreWarnings {
+  private readonly kept: string[] = [];
+  private more = 0;
+
+  constructor(private readonly log: Logger, private readonly volume: string) {}
+
+  readonly add = (message: string): void => {
+    this.log.warn(`restoring volume ${this.volume}: ${message}`);
+    if (this.kept.length < WARNINGS_KEPT) this.kept.push(message);
+    else this.more += 1;
+  };
+
+  /** The restore's answer, with the warnings when there were any. */
+  on(result: CreateResult): CreateResult {
+    if (this.kept.length === 0) return result;
+    return { ...result, warnings: this.more > 0 ? [...this.kept, `... and ${this.more} more (in the log)`] : [...this.kept] };
   }
 }
 

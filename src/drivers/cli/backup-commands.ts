@@ -57,6 +57,13 @@ function repositoryOf(url: string): string {
 const counted = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
 /** What a finished job prints: its answer's essential line, or with --json the answer itself. */
+/** Warnings on stderr, so stdout's last line stays the answer scripts read. */
+function printWarnings(warnings: readonly string[], where: string): void {
+  if (warnings.length === 0) return;
+  process.stderr.write(`${warnings.length} warning(s), ${where}:\n${warnings.slice(0, 20).map((w) => `  ${w}\n`).join('')}` +
+    (warnings.length > 20 ? `  ... and ${warnings.length - 20} more\n` : ''));
+}
+
 function printJobResult(end: JobView, json: boolean): void {
   if (json) {
     printJson(end.result ?? {});
@@ -67,11 +74,7 @@ function printJobResult(end: JobView, json: boolean): void {
       const detail = end.result as BackupDetail;
       // What the backup left out (a FIFO, a file that vanished) is not in it: said where a user
       // looks, on stderr, so the URL stays alone on stdout's last line.
-      const warnings = detail.warnings ?? [];
-      if (warnings.length > 0) {
-        process.stderr.write(`${warnings.length} warning(s), also in stowage backup inspect:\n${warnings.slice(0, 20).map((w) => `  ${w}\n`).join('')}` +
-          (warnings.length > 20 ? `  ... and ${warnings.length - 20} more\n` : ''));
-      }
+      printWarnings(detail.warnings ?? [], 'also in stowage backup inspect');
       if (detail.repositoryCreated) {
         // A mistyped --dest whose parent exists makes a new repository: said, so the user does not
         // look for this backup, or its dedup, in the repository they meant.
@@ -82,7 +85,9 @@ function printJobResult(end: JobView, json: boolean): void {
       return;
     }
     case 'restore': {
-      const { volume } = end.result as CreateResult;
+      const { volume, warnings } = end.result as CreateResult;
+      // Restored, but not all as the backup has it (an attribute the file system refused).
+      printWarnings(warnings ?? [], "also in the daemon's log");
       process.stdout.write(`${volume.name}\n`);
       return;
     }
