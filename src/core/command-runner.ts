@@ -18,6 +18,8 @@ export interface CommandOptions {
   allowFailure?: boolean;
   /** stdout as latin1, one character per byte: for output that holds file names as bytes. */
   bytesOut?: boolean;
+  /** Characters of stdout (and of stderr) kept at most; past it the program fails with `output`. */
+  maxOutputBytes?: number;
 }
 
 /** The one way stowage runs external programs: argv arrays, never a shell, always a timeout. */
@@ -29,9 +31,10 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
 /**
  * Why a program gave no usable answer: it was stopped at its timeout, it could not be started
- * (missing, not executable), or it exited non-zero (only without `allowFailure`).
+ * (missing, not executable), it exited non-zero (only without `allowFailure`), or it wrote more
+ * than `maxOutputBytes` (what it wrote is then cut short, so none of it is an answer).
  */
-export type CommandFailureReason = 'timeout' | 'spawn' | 'exit';
+export type CommandFailureReason = 'timeout' | 'spawn' | 'exit' | 'output';
 
 export interface CommandFailure {
   program: string;
@@ -89,6 +92,7 @@ export class ExecaCommandRunner implements CommandRunner {
       stripFinalNewline: true,
       forceKillAfterDelay: 2_000,
       ...(options.bytesOut ? { encoding: 'latin1' as const } : {}),
+      ...(options.maxOutputBytes !== undefined ? { maxBuffer: options.maxOutputBytes } : {}),
     });
     const stdout = String(result.stdout ?? '');
     const stderr = String(result.stderr ?? '');
@@ -104,6 +108,10 @@ export class ExecaCommandRunner implements CommandRunner {
     if (result.timedOut) {
       throw new CommandError({ ...failure, reason: 'timeout' },
         `${[program, ...args].join(' ')} did not finish within ${timeout} ms and was stopped`);
+    }
+    if (result.isMaxBuffer) {
+      throw new CommandError({ ...failure, reason: 'output' },
+        `${program} wrote more than ${options.maxOutputBytes ?? 'the allowed'} bytes of output and was stopped`);
     }
     if (result.failed && result.exitCode === undefined) {
       throw new CommandError({ ...failure, reason: 'spawn' },

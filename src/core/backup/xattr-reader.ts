@@ -1,4 +1,4 @@
-import { type CommandRunner } from '../command-runner.js';
+import { isCommandError, type CommandRunner } from '../command-runner.js';
 import { firstLine, messageOf } from '../errors.js';
 import type { Entry } from './format.js';
 import type { OpenDir } from './walk.js';
@@ -15,6 +15,12 @@ export const XATTR_BATCH_ENTRIES = 2048;
 const BATCH_BYTES = 1024 * 1024;
 /** Runs at once: one reads while the next batch fills. */
 const RUNS_AT_ONCE = 2;
+/**
+ * getfattr's output per run, at most: what bounds the memory a batch's attributes take (XFS
+ * takes 64 KiB values, and any number of them). A batch that writes more is read again in
+ * halves; one entry that does has its attributes left out, with a warning.
+ */
+const OUTPUT_MAX = 8 * 1024 * 1024;
 /** Entries waiting for their attributes, at most: two batches, one read while the next fills. */
 const ENTRIES_WAITING = 2 * XATTR_BATCH_ENTRIES;
 /** Directories held open for waiting entries, at most (each is a file descriptor). */
@@ -81,6 +87,7 @@ export class XattrReader {
     private readonly commands: CommandRunner,
     private readonly onWarning: (text: string) => void,
     private readonly pid = process.pid,
+    private readonly outputMax = OUTPUT_MAX,
   ) {}
 
   /**
@@ -165,8 +172,18 @@ export class XattrReader {
     let result;
     try {
       result = await this.commands.run('xargs', ['-0', '-r', 'getfattr', ...getfattrArgs()],
-        { input, allowFailure: true, timeoutMs: 60 * 60 * 1000, env: { LC_ALL: 'C' }, bytesOut: true });
+        { input, allowFailure: true, timeoutMs: 60 * 60 * 1000, env: { LC_ALL: 'C' }, bytesOut: true, maxOutputBytes: this.outputMax });
     } catch (err) {
+      if (isCommandError(err, 'output')) {
+        if (batch.length === 1) {
+          this.say(`${batch[0]!.rel}: its extended attributes are left out (more than ${this.outputMax} bytes of them)`);
+          return;
+        }
+        const half = Math.ceil(batch.length / 2);
+        await this.runGetfattr(batch.slice(0, half), found);
+        await this.runGetfattr(batch.slice(half), found);
+        return;
+      }
       if (!notInstalled(err)) throw err;
       this.disable('xargs is not installed (Debian: apt-get install findutils)');
       return;

@@ -15,7 +15,7 @@ import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js'
 import { EntrySchema } from '../../../src/core/backup/format.js';
 import { backupTree, Repository, restoreTree } from '../../../src/core/backup/index.js';
 import { CommandError, ExecaCommandRunner, type CommandRunner } from '../../../src/core/command-runner.js';
-import { XATTR_BATCH_ENTRIES } from '../../../src/core/backup/xattr-reader.js';
+import { XATTR_BATCH_ENTRIES, XattrReader } from '../../../src/core/backup/xattr-reader.js';
 import { readTreeXattrs } from '../../../src/testing/backup-tree.js';
 import { findExecutable, systemSuite } from '../../helpers/requirements.js';
 import { collect } from './tree-helpers.js';
@@ -238,5 +238,32 @@ describe.skipIf(noAttr)('extended attributes read a batch at a time, through the
     expect(Math.max(...open)).toBeGreaterThan(500);
     const entries = await byPath(record);
     for (const name of names) expect(entries.get(name)?.get('user.n'), name).toBe(b64(name));
+  });
+
+  it('a batch whose attributes pass the output limit is read again in halves; an entry that alone does is left out, said', async () => {
+    const src = join(base, 'heavy');
+    await mkdir(src);
+    const value = (n: number) => `0x${Buffer.alloc(n, 0x41).toString('hex')}`;
+    // 1 KiB each: 8 of them pass a 4 KiB limit together, not one by one.
+    for (let i = 0; i < 8; i++) {
+      await writeFile(join(src, `f${i}`), '');
+      await execa('setfattr', ['-n', 'user.v', '-v', value(1024), join(src, `f${i}`)]);
+    }
+    await writeFile(join(src, 'huge'), '');
+    await execa('setfattr', ['-n', 'user.v', '-v', value(3500), join(src, 'huge')]);
+    const warnings: string[] = [];
+    const runner = recording();
+    const reader = new XattrReader(runner, (w) => warnings.push(w), process.pid, 4096);
+    const names = [...Array.from({ length: 8 }, (_, i) => `f${i}`), 'huge'];
+    const tickets = names.map((name) => reader.read(name, join(src, name), undefined));
+    const values = await Promise.all(tickets.map((t) => t.get()));
+    await reader.finish();
+    for (let i = 0; i < 8; i++) expect(values[i], names[i]).toEqual([['user.v', Buffer.alloc(1024, 0x41).toString('base64')]]);
+    expect(values[8]).toBeUndefined();
+    expect(warnings).toEqual(['huge: its extended attributes are left out (more than 4096 bytes of them)']);
+    // The whole batch first, then halves until each fits.
+    expect(runner.batches[0]).toHaveLength(9);
+    expect(runner.batches.length).toBeGreaterThan(3);
+    expect(reader.complete).toBe(true);
   });
 });
