@@ -1,3 +1,4 @@
+import { readlinkSync } from 'node:fs';
 import { isCommandError, type CommandRunner } from '../command-runner.js';
 import { firstLine, messageOf } from '../errors.js';
 import type { Entry } from './format.js';
@@ -86,7 +87,12 @@ export class XattrReader {
   constructor(
     private readonly commands: CommandRunner,
     private readonly onWarning: (text: string) => void,
-    private readonly pid = process.pid,
+    /**
+     * This process's id as the /proc that getfattr sees numbers it: not process.pid when the
+     * daemon runs in a pid namespace of its own under the host's /proc, where that number would
+     * name another process's descriptors.
+     */
+    private readonly procPid = readlinkSync('/proc/self'),
     private readonly outputMax = OUTPUT_MAX,
   ) {}
 
@@ -103,7 +109,7 @@ export class XattrReader {
     if (this.disabled) return { get: async () => undefined };
     const bytes = typeof abs !== 'string' ? abs.toString('latin1') : ASCII.test(abs) ? abs : Buffer.from(abs).toString('latin1');
     // The daemon's own descriptor, as getfattr (another process) reaches it.
-    const key = bytes.startsWith(SELF) ? `/proc/${this.pid}/${bytes.slice(SELF.length)}` : bytes;
+    const key = bytes.startsWith(SELF) ? `/proc/${this.procPid}/${bytes.slice(SELF.length)}` : bytes;
     if (dir) {
       dir.hold();
       this.held.set(dir, (this.held.get(dir) ?? 0) + 1);

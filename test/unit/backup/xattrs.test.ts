@@ -5,7 +5,7 @@
  * not UTF-8 or hold a newline.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { chown, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -253,7 +253,7 @@ describe.skipIf(noAttr)('extended attributes read a batch at a time, through the
     await execa('setfattr', ['-n', 'user.v', '-v', value(3500), join(src, 'huge')]);
     const warnings: string[] = [];
     const runner = recording();
-    const reader = new XattrReader(runner, (w) => warnings.push(w), process.pid, 4096);
+    const reader = new XattrReader(runner, (w) => warnings.push(w), readlinkSync('/proc/self'), 4096);
     const names = [...Array.from({ length: 8 }, (_, i) => `f${i}`), 'huge'];
     const tickets = names.map((name) => reader.read(name, join(src, name), undefined));
     const values = await Promise.all(tickets.map((t) => t.get()));
@@ -266,4 +266,18 @@ describe.skipIf(noAttr)('extended attributes read a batch at a time, through the
     expect(runner.batches.length).toBeGreaterThan(3);
     expect(reader.complete).toBe(true);
   });
+
+  it.skipIf(!findExecutable('unshare'))('in a pid namespace of its own under the host\'s /proc, entries are read through this process\'s descriptors', async () => {
+    const src = join(base, 'namespaced');
+    await mkdir(join(src, 'd'), { recursive: true });
+    await writeFile(join(src, 'd', 'f'), 'x');
+    await execa('setfattr', ['-n', 'user.where', '-v', 'here', join(src, 'd', 'f')]);
+    // No --mount-proc: /proc numbers the child as the host does, not as process.pid says.
+    const child = await execa('unshare', ['--pid', '--fork', process.execPath, '--import', 'tsx', join(import.meta.dirname, 'xattr-child.ts'), join(base, 'ns-repo'), src]);
+    const out = JSON.parse(child.stdout) as { pid: number; procSelf: string; warnings: string[]; xattrs: Record<string, unknown> };
+    expect(String(out.pid)).not.toBe(out.procSelf);
+    expect(out.warnings).toEqual([]);
+    expect(out.xattrs).toEqual({ 'd/f': [['user.where', b64('here')]] });
+  });
 });
+
