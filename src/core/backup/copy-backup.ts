@@ -70,6 +70,8 @@ export async function copyBackup(source: Repository, volume: string, backupId: s
         warnings: original.warnings,
         ...(original.snapshot !== undefined ? { snapshot: original.snapshot } : {}),
         ...(original.backend !== undefined ? { backend: original.backend } : {}),
+        // The same manifest: its attributes were read as completely as the original's.
+        ...(original.xattrsRead ? { xattrsRead: true as const } : {}),
         ...options.origin,
       };
       // Past the lock's expiry a GC may have run in dest: a record must not name chunks it removed.

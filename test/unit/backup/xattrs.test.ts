@@ -13,6 +13,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { EntrySchema } from '../../../src/core/backup/format.js';
+import { copyBackup } from '../../../src/core/backup/copy-backup.js';
 import { backupTree, Repository, restoreTree } from '../../../src/core/backup/index.js';
 import { CommandError, ExecaCommandRunner, type CommandRunner } from '../../../src/core/command-runner.js';
 import { XATTR_BATCH_ENTRIES, XattrReader } from '../../../src/core/backup/xattr-reader.js';
@@ -187,6 +188,13 @@ describe.skipIf(noAttr)('extended attributes read a batch at a time, through the
     expect(entries.get('d/b')).toEqual(new Map([['user.v', b64('b2')]]));
     expect(entries.get('d/c')).toEqual(new Map([['user.v', b64('c1')]]));
     expect(second.xattrsRead).toBe(true);
+    // A copy holds the same manifest: a backup to the copy's repository carries from it too.
+    const elsewhere = await Repository.init(new VfsBlobStore(join(base, 'carry-copy'), { durable: false }), { chunker: CHUNKER });
+    const copied = await copyBackup(repo, 'carry', second.id, elsewhere);
+    expect(copied.record.xattrsRead).toBe(true);
+    const there = recording();
+    await backupTree(src, elsewhere, { volume: 'carry', commands: there });
+    expect(there.batches.flat()).toEqual([]);
 
     // A parent that did not read them (xattrs: false) gives nothing to carry: all are read.
     const off = await backupTree(src, repo, { volume: 'carry', xattrs: false });
