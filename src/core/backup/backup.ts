@@ -76,7 +76,8 @@ export interface BackupOptions extends CommonOptions {
  * followed; hardlinks are stored once with the other names pointing at the first; FIFOs and
  * devices are stored as what they are (a device with its numbers); sockets are skipped with a
  * warning. Memory stays bounded: one chunk, one pack, one
- * manifest blob and one directory listing per level. The record is written last, so a backup
+ * manifest blob, one directory listing per level, and two batches of entries waiting for their
+ * extended attributes (xattr-reader.ts). The record is written last, so a backup
  * that fails or is killed leaves only unreferenced packs, which GC removes.
  */
 export async function backupTree(dir: string, repo: Repository, options: BackupOptions): Promise<BackupRecord> {
