@@ -243,7 +243,6 @@ export class XattrReader {
  */
 export class AttributedEntries {
   private readonly waiting: Array<{ entry: Entry; xattrs: XattrTicket | Xattr[] | undefined }> = [];
-  private tickets = 0;
 
   constructor(
     private readonly reader: XattrReader | undefined,
@@ -251,14 +250,10 @@ export class AttributedEntries {
   ) {}
 
   async push(entry: Entry, xattrs: XattrTicket | Xattr[] | undefined): Promise<void> {
-    const isTicket = xattrs !== undefined && !Array.isArray(xattrs);
-    // Nothing to wait for ahead of it: straight on.
-    if (this.tickets === 0 && !isTicket) {
-      await this.onReady(entry, xattrs);
-      return;
-    }
     this.waiting.push({ entry, xattrs });
-    if (isTicket) this.tickets += 1;
+    // Always from the front, so the manifest gets the walk's order: entries that need nothing
+    // read go on at once, unless an entry ahead of them waits for its batch.
+    while (this.waiting.length > 0 && !isTicket(this.waiting[0]!.xattrs)) await this.next();
     while (this.waiting.length > ENTRIES_WAITING || (this.waiting.length > 0 && (this.reader?.heldDirectories ?? 0) > DIRECTORIES_HELD)) await this.next();
   }
 
@@ -269,14 +264,11 @@ export class AttributedEntries {
 
   private async next(): Promise<void> {
     const { entry, xattrs } = this.waiting.shift()!;
-    let list: Xattr[] | undefined;
-    if (xattrs !== undefined && !Array.isArray(xattrs)) {
-      list = await xattrs.get();
-      this.tickets -= 1;
-    } else {
-      list = xattrs;
-    }
-    await this.onReady(entry, list);
+    await this.onReady(entry, isTicket(xattrs) ? await xattrs.get() : xattrs);
   }
+}
+
+function isTicket(xattrs: XattrTicket | Xattr[] | undefined): xattrs is XattrTicket {
+  return xattrs !== undefined && !Array.isArray(xattrs);
 }
 
