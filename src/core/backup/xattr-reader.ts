@@ -12,8 +12,6 @@ import { getfattrArgs, notInstalled, parseXattrDump, type Xattr } from './xattrs
  * most (AttributedEntries), which a larger batch would add to a backup's peak memory.
  */
 export const XATTR_BATCH_ENTRIES = 2048;
-/** Bytes of paths per run (xargs splits them into command lines the kernel takes). */
-const BATCH_BYTES = 1024 * 1024;
 /** Runs at once: one reads while the next batch fills. */
 const RUNS_AT_ONCE = 2;
 /**
@@ -35,7 +33,6 @@ export interface XattrTicket {
 /** Entries read by one run of getfattr. */
 class Batch {
   readonly requests: Request[] = [];
-  bytes = 0;
   /** Set once the batch is started; settles when its run is over (it never rejects). */
   done?: Promise<void>;
 }
@@ -117,8 +114,8 @@ export class XattrReader {
     const batch = this.batch;
     const request = new Request(key, rel, dir, batch, this);
     batch.requests.push(request);
-    batch.bytes += key.length + 1;
-    if (batch.requests.length >= XATTR_BATCH_ENTRIES || batch.bytes >= BATCH_BYTES) this.flush();
+    // xargs splits a batch into command lines the kernel takes: only its count matters here.
+    if (batch.requests.length >= XATTR_BATCH_ENTRIES) this.flush();
     return request;
   }
 

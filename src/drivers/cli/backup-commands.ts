@@ -56,7 +56,6 @@ function repositoryOf(url: string): string {
 
 const counted = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
-/** What a finished job prints: its answer's essential line, or with --json the answer itself. */
 /** Warnings on stderr, so stdout's last line stays the answer scripts read. */
 function printWarnings(warnings: readonly string[], where: string): void {
   if (warnings.length === 0) return;
@@ -64,6 +63,7 @@ function printWarnings(warnings: readonly string[], where: string): void {
     (warnings.length > 20 ? `  ... and ${warnings.length - 20} more\n` : ''));
 }
 
+/** What a finished job prints: its answer's essential line, or with --json the answer itself. */
 function printJobResult(end: JobView, json: boolean): void {
   if (json) {
     printJson(end.result ?? {});
