@@ -154,10 +154,14 @@ export class GlusterCli {
     }
   }
 
-  /** Drops the limit on `path`; a path without a limit is fine. */
+  /**
+   * Drops the limit on `path`; a path without a limit is fine. A limit dropped by hand makes
+   * gluster 10 fail with "removexattr failed on ... No data available" (ENODATA: the limit's
+   * attribute is already gone), which is the state asked for.
+   */
   async removeLimit(volume: string, path: string): Promise<void> {
     const reply = await this.call(['volume', 'quota', volume, 'remove', path]);
-    if (!reply.ok && !/not set|quota is disabled|No such file|does not exist/i.test(reply.opErrstr)) {
+    if (!reply.ok && !/not set|quota is disabled|No such file|does not exist|removexattr failed .*No data available/i.test(reply.opErrstr)) {
       throw new StowageError(ErrorCodes.BACKEND_COMMAND, `removing the quota of ${path} on gluster volume ${volume} failed: ${reply.opErrstr}`);
     }
   }
