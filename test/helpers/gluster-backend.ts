@@ -4,6 +4,7 @@
  */
 import * as realFs from 'node:fs/promises';
 import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 import type { Logger } from '../../src/core/logger.js';
@@ -117,4 +118,23 @@ export async function fillUntilRefused(dir: string, mib: number): Promise<{ byte
 export async function quotaTimeoutsOf(gd: Glusterd, volume: string): Promise<{ soft?: string; hard?: string }> {
   const [info] = parseVolumeInfo(parseReply(await gd.xml(['volume', 'info', volume])).root);
   return { soft: info?.options['features.soft-timeout'], hard: info?.options['features.hard-timeout'] };
+}
+
+/**
+ * What gluster knows of a limit that let writes through: its `quota list` line, and the warnings
+ * and errors its brick and quotad logs wrote since `since` (gluster's log timestamps are UTC).
+ */
+export async function quotaDiagnostics(gd: Glusterd, volume: string, path: string, since: Date): Promise<string> {
+  const list = await gd.gluster(['volume', 'quota', volume, 'list', path]);
+  const stamp = since.toISOString().replace('T', ' ').slice(0, 19);
+  const logs = [join(gd.logDir, 'quotad.log'),
+    ...(await readdir(join(gd.logDir, 'bricks')).catch(() => [] as string[])).map((f) => join(gd.logDir, 'bricks', f))];
+  const lines: string[] = [];
+  for (const log of logs) {
+    for (const line of (await readFile(log, 'utf8').catch(() => '')).split('\n')) {
+      const at = /^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)/.exec(line)?.[1];
+      if (at !== undefined && at >= stamp && / [WEC] \[/.test(line)) lines.push(`${log.split('/').pop()}: ${line.slice(0, 300)}`);
+    }
+  }
+  return [`quota list ${path}: ${(list.stdout + list.stderr).trim()}`, ...lines.slice(-40)].join('\n');
 }
