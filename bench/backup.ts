@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { REPO_ROOT } from '../test/helpers/daemon-process.js';
 import type { Codec } from '../src/core/backup/codec.js';
-import { DAEMON_V8_FLAGS } from '../src/drivers/cli/daemon-v8-flags.js';
+import { DAEMON_ENVIRONMENT, DAEMON_V8_FLAGS } from '../src/drivers/cli/daemon-v8-flags.js';
 import { freshExt4 } from './filesystem.js';
 import { addMetric, atLeast, atMost, fmt, newSection, type Section } from './report.js';
 import { envInt, median, timed } from './util.js';
@@ -165,8 +165,9 @@ const sync = () => execa('sync');
 
 /**
  * Peak RSS of a separate process making a full backup of `src` with the built library, run the
- * way the daemon runs it: with the daemon's V8 flags. Read from VmHWM, the peak of the process's
- * own memory: its `resourceUsage().maxRSS` also counts the memory of the process it was forked
+ * way the daemon runs it: with the daemon's V8 flags and the environment its launchers set. Read
+ * from VmHWM, the peak of the process's own memory: its `resourceUsage().maxRSS` also counts the
+ * memory of the process it was forked
  * from (Linux keeps the larger of the two across exec), so once this benchmark had grown past
  * the backup's peak (after the restores: 157.5 MB) it reported the benchmark's size instead.
  */
@@ -179,7 +180,7 @@ async function backupRss(src: string, repoDir: string, codec: string): Promise<n
     await backupTree(${JSON.stringify(src)}, repo, { volume: 'rss', parent: false });
     const { readFileSync } = await import('node:fs');
     process.stdout.write(String(Number(/^VmHWM:\\s+(\\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024));`;
-  const { stdout } = await execa(process.execPath, ['--input-type=module', '-e', script]);
+  const { stdout } = await execa(process.execPath, ['--input-type=module', '-e', script], { env: DAEMON_ENVIRONMENT });
   return Number(stdout);
 }
 

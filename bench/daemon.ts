@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFile, readlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { CLI_PATH, cleanEnv } from '../test/helpers/daemon-process.js';
+import { DAEMON_ENVIRONMENT } from '../src/drivers/cli/daemon-v8-flags.js';
 import { callOnce, isNotListening, type PluginReply } from './socket-client.js';
 import { errorMessage, now, sleep } from './util.js';
 
@@ -31,7 +32,7 @@ const live = new Set<RawDaemon>();
 export function spawnDaemon(socket: string, args: readonly string[], cli = CLI_PATH): RawDaemon {
   const spawnedAt = now();
   const child = spawn(process.execPath, [cli, 'daemon', '--socket', socket, ...args], {
-    env: cleanEnv(),
+    env: cleanEnv(DAEMON_ENVIRONMENT),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

@@ -16,6 +16,7 @@ import {
   buildPluginDir, enablePlugin, pluginTask, stopPlugin, waitForNoPluginTask, waitForPluginProcess, type PluginBuild,
 } from '../helpers/managed-plugin.js';
 import { checkDocker, findExecutable, systemSuite, type ComponentCheck } from '../helpers/requirements.js';
+import { DAEMON_ENVIRONMENT } from '../../src/drivers/cli/daemon-v8-flags.js';
 
 function checkManagedPlugin(): ComponentCheck {
   const docker = checkDocker();
@@ -67,6 +68,10 @@ describe.skipIf(skip)('stowage as a managed (v2) Docker plugin', { timeout: 180_
     expect(config!.Enabled).toBe(true);
     expect(config!.Config.Interface.Types).toEqual(['docker.volumedriver/1.0']);
     expect(build.summary).toMatch(/rootfs \d+(\.\d)? MiB/);
+    // The plugin's own process (its task's pid is the entrypoint, node) runs in the daemon's environment.
+    const task = await pluginTask(node, pluginId);
+    const environ = (await readFile(`/proc/${task!.pid}/environ`, 'utf8')).split('\0');
+    for (const [name, value] of Object.entries(DAEMON_ENVIRONMENT)) expect(environ).toContain(`${name}=${value}`);
   });
 
   it('creates a volume that one container writes and the next reads', async () => {
