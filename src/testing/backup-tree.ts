@@ -35,6 +35,7 @@ export async function readTreeXattrs(dir: string): Promise<Map<string, Xattr[]>>
   const root = Buffer.from(dir);
   const byPath = new Map<string, Xattr[]>();
   for (const { path, xattrs } of parseXattrDump(result.stdout).files) {
+    if (xattrs.length === 0) continue;
     if (path.equals(root)) byPath.set('.', xattrs);
     else if (path.subarray(0, root.length + 1).equals(Buffer.concat([root, Buffer.of(0x2f)]))) byPath.set(nameFromBytes(path.subarray(root.length + 1)), xattrs);
   }

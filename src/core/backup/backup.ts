@@ -129,15 +129,17 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     const carryXattrs = parent?.xattrsRead === true;
     const xattrsOf = (walked: Walked, previous: Entry | undefined): XattrTicket | Xattr[] | undefined => {
       if (!reader) return undefined;
-      if (carryXattrs && previous && previous.type !== 'hardlink' && previous.ino === inodeNumber(walked.stat.ino)
-        && previous.ctimeNs === walked.stat.ctimeNs.toString()) return previous.xattrs ?? [];
+      if (carryXattrs && previous && previous.type !== 'hardlink' && !previous.xattrsPartial
+        && previous.ino === inodeNumber(walked.stat.ino) && previous.ctimeNs === walked.stat.ctimeNs.toString()) return previous.xattrs ?? [];
       return reader.read(walked.path, walked.abs, walked.parent);
     };
-    const withXattrs = (entry: Entry, xattrs: Xattr[] | undefined): Entry => {
-      if (!xattrs?.length || entry.type === 'hardlink') return entry;
-      if (XattrsSchema.safeParse(xattrs).success) return { ...entry, xattrs };
+    const withXattrs = (entry: Entry, xattrs: Xattr[] | undefined, partial: boolean): Entry => {
+      if (entry.type === 'hardlink') return entry;
+      const marked: Entry = partial ? { ...entry, xattrsPartial: true } : entry;
+      if (!xattrs?.length) return marked;
+      if (XattrsSchema.safeParse(xattrs).success) return { ...marked, xattrs };
       warn(`${entry.path}: its extended attributes are left out (more than 64 of them, or more than ${ENTRY_XATTR_BYTES_MAX} bytes)`);
-      return entry;
+      return { ...entry, xattrsPartial: true };
     };
     /** Files left out because they changed into something else while read: their other names go too. */
     const skippedFiles = new Set<string>();
@@ -146,7 +148,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     // them in order (file system calls wait on the thread pool: overlapping them hides that).
     // Their attributes are read a batch at a time, while entries wait for them in `attributed`.
     const queue: Array<{ entry: Promise<Entry | undefined>; xattrs?: XattrTicket | Xattr[] }> = [];
-    const attributed = new AttributedEntries(reader, (entry, xattrs) => manifest.add(withXattrs(entry, xattrs)));
+    const attributed = new AttributedEntries(reader, (entry, xattrs, partial) => manifest.add(withXattrs(entry, xattrs, partial)));
     const drain = async (limit: number) => {
       while (queue.length > limit) {
         const next = queue.shift()!;

@@ -123,6 +123,11 @@ export const EntrySchema = z.object({
   device: z.object({ major: z.number().int().min(0).max(0xfff), minor: z.number().int().min(0).max(0xfffff) }).strict().optional(),
   /** Extended attributes (xattrs.ts); a hardlink's are its first name's. */
   xattrs: XattrsSchema.optional(),
+  /**
+   * Some of the entry's attributes were left out (a name stowage does not back up, too many or
+   * too large): the next backup reads them again instead of carrying these over.
+   */
+  xattrsPartial: z.literal(true).optional(),
 }).superRefine((e, ctx) => {
   const bad = (message: string) => ctx.addIssue({ code: 'custom', message });
   if (e.path === '.' && e.type !== 'dir') bad('the root must be a directory');

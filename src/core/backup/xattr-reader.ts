@@ -28,6 +28,18 @@ const DIRECTORIES_HELD = 1024;
 /** One entry's attributes, once its batch has run: `get()` starts that batch if it is still filling. */
 export interface XattrTicket {
   get(): Promise<Xattr[] | undefined>;
+  /**
+   * Once `get()` has answered: some of the entry's attributes were left out (a name stowage
+   * does not back up, or more of them than a run may print), so a later backup must not carry
+   * them over but read them again, and say so again.
+   */
+  readonly partial: boolean;
+}
+
+/** What a run found for one entry: the attributes taken, and whether any were left out. */
+interface Found {
+  xattrs: Xattr[];
+  partial: boolean;
 }
 
 /** Entries read by one run of getfattr. */
@@ -40,6 +52,7 @@ class Batch {
 /** One entry in a batch: a ticket as light as can be, since thousands wait at once. */
 class Request implements XattrTicket {
   xattrs?: Xattr[];
+  partial = false;
 
   constructor(
     /** The entry's path for getfattr, one character per byte (latin1). */
@@ -94,8 +107,9 @@ export class XattrReader {
   ) {}
 
   /**
-   * True when every batch ran and every attribute was taken: only then can a later backup carry
-   * an unchanged entry's attributes over instead of reading them again.
+   * True when every batch ran to its end: only then can a later backup carry an unchanged
+   * entry's attributes over instead of reading them again. An entry whose attributes were read
+   * but partly left out says so itself (XattrTicket.partial), and is read again each time.
    */
   get complete(): boolean {
     return !this.failed && !this.disabled;
@@ -103,7 +117,7 @@ export class XattrReader {
 
   /** Queues an entry (`abs` as the walk gives it; `dir` its open directory, held until read). */
   read(rel: string, abs: string | Buffer, dir: OpenDir | undefined): XattrTicket {
-    if (this.disabled) return { get: async () => undefined };
+    if (this.disabled) return { get: async () => undefined, partial: false };
     const bytes = typeof abs !== 'string' ? abs.toString('latin1') : ASCII.test(abs) ? abs : Buffer.from(abs).toString('latin1');
     // The daemon's own descriptor, as getfattr (another process) reaches it.
     const key = bytes.startsWith(SELF) ? `/proc/${this.procPid}/${bytes.slice(SELF.length)}` : bytes;
@@ -150,7 +164,7 @@ export class XattrReader {
   }
 
   private async run(batch: Request[]): Promise<void> {
-    const found = new Map<string, Xattr[]>();
+    const found = new Map<string, Found>();
     try {
       while (this.running >= RUNS_AT_ONCE) await new Promise<void>((r) => this.waiting.push(r));
       this.running += 1;
@@ -165,12 +179,14 @@ export class XattrReader {
     } finally {
       for (const request of batch) {
         if (request.holds) this.letGo(request.holds);
-        request.xattrs = found.get(request.key);
+        const got = found.get(request.key);
+        request.xattrs = got?.xattrs.length ? got.xattrs : undefined;
+        request.partial = got?.partial ?? false;
       }
     }
   }
 
-  private async runGetfattr(batch: Request[], found: Map<string, Xattr[]>): Promise<void> {
+  private async runGetfattr(batch: Request[], found: Map<string, Found>): Promise<void> {
     const input = Buffer.from(`${batch.map((r) => r.key).join('\0')}\0`, 'latin1');
     let result;
     try {
@@ -180,6 +196,7 @@ export class XattrReader {
       if (isCommandError(err, 'output')) {
         if (batch.length === 1) {
           this.say(`${batch[0]!.rel}: its extended attributes are left out (more than ${this.outputMax} bytes of them)`);
+          found.set(batch[0]!.key, { xattrs: [], partial: true });
           return;
         }
         const half = Math.ceil(batch.length / 2);
@@ -197,9 +214,8 @@ export class XattrReader {
       return;
     }
     const dump = parseXattrDump(result.stdout);
-    for (const { path, xattrs } of dump.files) found.set(path.toString('latin1'), xattrs);
+    for (const { path, xattrs, refused } of dump.files) found.set(path.toString('latin1'), { xattrs, partial: refused > 0 });
     this.refused += dump.refused;
-    if (dump.refused > 0) this.failed = true;
     if (result.exitCode === 0) return;
     // 123: getfattr failed on some entries; the rest is there. An entry removed since the walk
     // passed has nothing to read (a file that went is said by its read).
@@ -243,7 +259,8 @@ export class AttributedEntries {
 
   constructor(
     private readonly reader: XattrReader | undefined,
-    private readonly onReady: (entry: Entry, xattrs: Xattr[] | undefined) => Promise<void>,
+    /** `partial`: some of the entry's attributes were left out (XattrTicket.partial). */
+    private readonly onReady: (entry: Entry, xattrs: Xattr[] | undefined, partial: boolean) => Promise<void>,
   ) {}
 
   async push(entry: Entry, xattrs: XattrTicket | Xattr[] | undefined): Promise<void> {
@@ -261,7 +278,9 @@ export class AttributedEntries {
 
   private async next(): Promise<void> {
     const { entry, xattrs } = this.waiting.shift()!;
-    await this.onReady(entry, isTicket(xattrs) ? await xattrs.get() : xattrs);
+    if (!isTicket(xattrs)) return this.onReady(entry, xattrs, false);
+    const read = await xattrs.get();
+    await this.onReady(entry, read, xattrs.partial);
   }
 }
 

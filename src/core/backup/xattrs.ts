@@ -79,7 +79,8 @@ export function getfattrArgs(): string[] {
 
 /** What a getfattr dump holds: each path (as bytes) with its attributes, and how many were refused. */
 export interface XattrDump {
-  files: Array<{ path: Buffer; xattrs: Xattr[] }>;
+  /** Each entry with attributes, and how many of its own were refused (it may have none kept). */
+  files: Array<{ path: Buffer; xattrs: Xattr[]; refused: number }>;
   /** Attributes left out: a name outside the namespaces kept, or a value not in base64. */
   refused: number;
 }
@@ -89,11 +90,13 @@ export function parseXattrDump(stdout: string): XattrDump {
   const files: XattrDump['files'] = [];
   let path: Buffer | undefined;
   let current: Xattr[] = [];
-  const close = () => {
-    if (path !== undefined && current.length > 0) files.push({ path, xattrs: current });
-    current = [];
-  };
+  let refusedHere = 0;
   let refused = 0;
+  const close = () => {
+    if (path !== undefined && (current.length > 0 || refusedHere > 0)) files.push({ path, xattrs: current, refused: refusedHere });
+    current = [];
+    refusedHere = 0;
+  };
   for (const line of stdout.split('\n')) {
     if (line.startsWith('# file: ')) {
       close();
@@ -109,6 +112,7 @@ export function parseXattrDump(stdout: string): XattrDump {
     const value = raw === '' ? '' : raw.startsWith('0s') ? raw.slice(2) : undefined;
     if (!NAME.test(name) || value === undefined || !BASE64.test(value)) {
       refused += 1;
+      refusedHere += 1;
       continue;
     }
     current.push([name, value]);

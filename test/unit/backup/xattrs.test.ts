@@ -205,6 +205,46 @@ describe.skipIf(noAttr)('extended attributes read a batch at a time, through the
     expect((await byPath(third)).get('d/c')).toEqual(new Map([['user.v', b64('c1')]]));
   });
 
+  it('an entry whose attributes were partly left out is read again, and said again, by every later backup; the rest carry over', async () => {
+    const src = join(base, 'partial');
+    await mkdir(src);
+    for (const name of ['odd', 'many', 'plain']) await writeFile(join(src, name), name);
+    // A name outside what stowage backs up (a space), beside one it keeps.
+    await execa('setfattr', ['-n', 'user.kept', '-v', 'k', join(src, 'odd')]);
+    await execa('setfattr', ['-n', 'user.a b', '-v', 'x', join(src, 'odd')]);
+    // More attributes than a manifest entry holds (64).
+    for (let i = 0; i < 65; i++) await execa('setfattr', ['-n', `user.n${i}`, '-v', 'v', join(src, 'many')]);
+    await execa('setfattr', ['-n', 'user.v', '-v', 'p', join(src, 'plain')]);
+    const backUp = async () => {
+      const warnings: string[] = [];
+      const runner = recording();
+      const record = await backupTree(src, repo, { volume: 'partial', commands: runner, onWarning: (w) => warnings.push(w) });
+      const entries = new Map((await collect(repo, record)).entries.map((e) => [e.path, e]));
+      return { record, warnings, entries, read: runner.batches.flat().map((p) => p.split('/').pop()).sort() };
+    };
+    const first = await backUp();
+    expect(first.record.xattrsRead).toBe(true);
+    // The root is named by its own path, ending in the tree's name.
+    expect(first.read).toEqual(['many', 'odd', 'partial', 'plain']);
+    expect(first.entries.get('odd')).toMatchObject({ xattrs: [['user.kept', b64('k')]], xattrsPartial: true });
+    expect(first.entries.get('many')?.xattrs).toBeUndefined();
+    expect(first.entries.get('many')?.xattrsPartial).toBe(true);
+    expect(first.entries.get('plain')).toMatchObject({ xattrs: [['user.v', b64('p')]] });
+    expect(first.entries.get('plain')?.xattrsPartial).toBeUndefined();
+    const second = await backUp();
+    for (const backup of [first, second]) {
+      expect(backup.warnings).toEqual(expect.arrayContaining([
+        'extended attributes: 1 with a name stowage does not back up were left out',
+        expect.stringMatching(/^many: its extended attributes are left out \(more than 64 of them/),
+      ]));
+    }
+    expect(second.record.parent).toBe(first.record.id);
+    expect(second.read).toEqual(['many', 'odd']);
+    expect(second.entries.get('odd')).toMatchObject({ xattrs: [['user.kept', b64('k')]], xattrsPartial: true });
+    expect(second.entries.get('plain')).toMatchObject({ xattrs: [['user.v', b64('p')]] });
+    expect(second.record.xattrsRead).toBe(true);
+  });
+
   it('a directory swapped for a symlink before getfattr runs cannot lead it out of the volume', async () => {
     const src = join(base, 'swap');
     const outside = join(base, 'outside');
