@@ -114,16 +114,17 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     const warnings: string[] = [];
     // A name deep in a tree can be long: the record keeps each warning bounded.
     const bounded = (text: string) => (text.length > MAX_WARNING_LENGTH ? `${text.slice(0, MAX_WARNING_LENGTH - 3)}...` : text);
-    const warn = (message: string) => {
-      stats.skipped += 1;
+    // The record holds MAX_WARNINGS (its schema refuses more): past them, warnings go only to onWarning.
+    const note = (message: string) => {
       if (warnings.length < MAX_WARNINGS) warnings.push(bounded(message));
       options.onWarning?.(bounded(message));
     };
+    const warn = (message: string) => {
+      stats.skipped += 1;
+      note(message);
+    };
     for (const text of unusable.slice(0, 10)) warnings.push(bounded(text));
-    const reader = options.xattrs === false ? undefined : new XattrReader(options.commands ?? new ExecaCommandRunner(), (text) => {
-      warnings.push(bounded(text));
-      options.onWarning?.(text);
-    });
+    const reader = options.xattrs === false ? undefined : new XattrReader(options.commands ?? new ExecaCommandRunner(), note);
     // Setting an attribute changes an inode's ctime: an entry with the inode and ctime it had in
     // a parent whose attributes were all read keeps the parent's, unread.
     const carryXattrs = parent?.xattrsRead === true;

@@ -245,6 +245,21 @@ describe.skipIf(noAttr)('extended attributes read a batch at a time, through the
     expect(second.record.xattrsRead).toBe(true);
   });
 
+  it('more warnings than a record holds still make a backup: the record keeps the first hundred', async () => {
+    const src = join(base, 'noisy');
+    await mkdir(src);
+    // Sockets are skipped with a warning each; then the attribute reader has one more to say.
+    await execa('python3', ['-c', 'import socket,sys\nfor i in range(100): socket.socket(socket.AF_UNIX).bind(f"{sys.argv[1]}/s{i:03}")', src]);
+    await writeFile(join(src, 'z'), 'z');
+    await execa('setfattr', ['-n', 'user.a b', '-v', 'x', join(src, 'z')]);
+    const said: string[] = [];
+    const record = await backupTree(src, repo, { volume: 'noisy', onWarning: (w) => said.push(w) });
+    expect(record.warnings).toHaveLength(100);
+    expect(said).toHaveLength(101);
+    expect(said.at(-1)).toBe('extended attributes: 1 with a name stowage does not back up were left out');
+    expect((await collect(repo, record)).entries.map((e) => e.path)).toEqual(['.', 'z']);
+  });
+
   it('a directory swapped for a symlink before getfattr runs cannot lead it out of the volume', async () => {
     const src = join(base, 'swap');
     const outside = join(base, 'outside');
