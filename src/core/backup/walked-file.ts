@@ -6,8 +6,19 @@ import { closeSync, constants, fstatSync, openSync, type BigIntStats } from 'nod
 import { open, type FileHandle } from 'node:fs/promises';
 import { VANISHED } from './walk.js';
 
-/** O_NONBLOCK: a FIFO swapped in for a file between lstat and open must not hang the backup. */
-const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+/**
+ * Linux's O_PATH (x86-64 and arm64; Node does not export it): a descriptor that names an inode
+ * without opening it. Opening a device runs its driver (a watchdog device arms the host's
+ * watchdog, a tape rewinds, a tty can become the daemon's terminal), and a container allowed
+ * mknod (Docker's default) can swap a device node in for a file between the walk's lstat and
+ * the open: so the name is pinned with O_PATH, checked with fstat, and only a regular file is
+ * opened, through /proc/self/fd, which reopens that very inode.
+ */
+const O_PATH = 0o10000000;
+const PIN_FLAGS = O_PATH | constants.O_NOFOLLOW;
+/** O_NONBLOCK: a FIFO must never hang the backup; O_NOCTTY: nothing opened becomes the daemon's terminal. */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
+const reopenPath = (fd: number) => `/proc/self/fd/${fd}`;
 
 /**
  * Whether `err`, from opening or reading a name the walk found, says the name changed since:
@@ -29,45 +40,50 @@ export function changedWhileRead(err: unknown, path: string, warn: (message: str
 
 function notRegularAnyMore(stat: BigIntStats, path: string, warn: (message: string) => void): boolean {
   if (stat.isFile()) return false;
-  const kind = stat.isDirectory() ? 'a directory' : stat.isFIFO() ? 'a FIFO' : stat.isSocket() ? 'a socket' : 'a device';
+  const kind = stat.isDirectory() ? 'a directory' : stat.isFIFO() ? 'a FIFO' : stat.isSocket() ? 'a socket'
+    : stat.isSymbolicLink() ? 'a symlink' : 'a device';
   warn(`${path}: was replaced by ${kind} while the backup read the tree; not in this backup`);
   return true;
 }
 
 /**
  * Opens a file the walk found (through its directory's descriptor, never following a symlink)
- * and checks with fstat that it is still a regular file: a device swapped in since the walk
- * must not be read (/dev/zero never ends), a FIFO must not pass for an empty file. Returns the
- * descriptor and that fstat, which describes what is read; undefined when the file is gone.
+ * once fstat says it is still a regular file: a device swapped in since the walk must be
+ * neither opened (see O_PATH) nor read (/dev/zero never ends), a FIFO must not pass for an
+ * empty file. Returns the descriptor and that fstat, which describes what is read; undefined
+ * when the file is gone or is something else now.
  */
 export function openWalkedSync(abs: string | Buffer, path: string, warn: (message: string) => void): { fd: number; stat: BigIntStats } | undefined {
-  let fd: number;
+  let pin: number;
   try {
-    fd = openSync(abs, READ_FLAGS);
+    pin = openSync(abs, PIN_FLAGS);
   } catch (err) {
     if (changedWhileRead(err, path, warn)) return undefined;
     throw err;
   }
-  const stat = fstatSync(fd, { bigint: true });
-  if (!notRegularAnyMore(stat, path, warn)) return { fd, stat };
-  closeSync(fd);
-  return undefined;
+  try {
+    const stat = fstatSync(pin, { bigint: true });
+    if (notRegularAnyMore(stat, path, warn)) return undefined;
+    return { fd: openSync(reopenPath(pin), READ_FLAGS), stat };
+  } finally {
+    closeSync(pin);
+  }
 }
 
 /** openWalkedSync through the thread pool. */
 export async function openWalked(abs: string | Buffer, path: string, warn: (message: string) => void): Promise<{ handle: FileHandle; stat: BigIntStats } | undefined> {
-  let handle: FileHandle;
+  let pin: FileHandle;
   try {
-    handle = await open(abs, READ_FLAGS);
+    pin = await open(abs, PIN_FLAGS);
   } catch (err) {
     if (changedWhileRead(err, path, warn)) return undefined;
     throw err;
   }
-  const stat = await handle.stat({ bigint: true }).catch(async (err: unknown) => {
-    await handle.close();
-    throw err;
-  });
-  if (!notRegularAnyMore(stat, path, warn)) return { handle, stat };
-  await handle.close();
-  return undefined;
+  try {
+    const stat = await pin.stat({ bigint: true });
+    if (notRegularAnyMore(stat, path, warn)) return undefined;
+    return { handle: await open(reopenPath(pin.fd), READ_FLAGS), stat };
+  } finally {
+    await pin.close();
+  }
 }
