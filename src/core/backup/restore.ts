@@ -138,8 +138,10 @@ export async function restoreTree(repo: Repository, volume: string, backupId: st
       return await restoreEntries(repo, record, target, options);
     } catch (err) {
       repo.releasePackCache();
-      // Everything under target is ours: it was empty. rm never follows symlinks.
-      for (const name of await readdir(target)) await rm(join(target, name), { recursive: true, force: true });
+      // Everything under target is ours: it was empty. rm never follows symlinks. Names as bytes:
+      // one that is not UTF-8, read as a string, would name nothing and stay behind.
+      const prefix = Buffer.from(`${target}/`);
+      for (const name of await readdir(target, { encoding: 'buffer' })) await rm(Buffer.concat([prefix, name]), { recursive: true, force: true });
       throw asStorageFull(err, `the storage restored into (${target})`, 'make room for the backup\'s files and restore again');
     }
   });
