@@ -15,7 +15,7 @@ import { Turns, type CommonOptions } from './options.js';
 import { rangesWithData } from './zeros.js';
 import { fsPath } from './raw-names.js';
 import type { Repository } from './repository.js';
-import { restoreXattrs, type Xattr } from './xattrs.js';
+import { XattrRestorer } from './xattrs.js';
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 /** Files read (backup) or written (restore) at once. */
@@ -163,9 +163,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   const jobs = new Set<Promise<void>>();
   const zeroChunks = new ZeroChunks();
   let commands: CommandRunner | undefined;
-  // Set at the end, once every entry is written: setting one changes no time, and a directory's
-  // default ACL must not be inherited by what the backup says it holds.
-  const withXattrs: Array<{ path: string; xattrs: Xattr[] }> = [];
+  const xattrs = new XattrRestorer(() => (commands ??= options.commands ?? new ExecaCommandRunner()), target);
   let failure: { error: unknown } | undefined;
   const barrier = async () => {
     await Promise.all(jobs);
@@ -205,7 +203,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
         if (stack.length === 0) throw refusedEntry(record, entry.path, 'its parent is not a directory of this backup');
       }
       previous = entry.path;
-      if (entry.xattrs) withXattrs.push({ path: entry.path, xattrs: entry.xattrs });
+      if (entry.xattrs) xattrs.add(entry.path, entry.xattrs, entry.type === 'dir');
       const path = abs(entry.path);
       switch (entry.type) {
         case 'dir':
@@ -255,6 +253,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
           break;
         }
       }
+      if (xattrs.due) await xattrs.setBatch(barrier);
       progress.entries += 1;
       options.onProgress?.({ ...progress });
       if (local) await turns.pause();
@@ -262,8 +261,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
     if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
     while (stack.length > 0) await closeDir(stack.pop()!);
     await barrier();
-    const unset = await restoreXattrs(commands ?? options.commands ?? new ExecaCommandRunner(), target, withXattrs);
-    for (const text of unset) options.onWarning?.(text);
+    for (const text of await xattrs.finish(barrier)) options.onWarning?.(text);
   } finally {
     // Never clean up under a write still running.
     await Promise.allSettled(jobs);

@@ -122,25 +122,94 @@ export function parseXattrDump(stdout: string): XattrDump {
 }
 
 /**
- * Sets the attributes of restored entries with one `setfattr --restore` (the dump on its
- * standard input, every path absolute and quoted). A symlink's are its own (-h). What cannot be
- * set (a namespace the target's file system does not take, a missing setfattr) is returned as
- * warnings: the data is restored either way.
+ * Text of one `setfattr --restore` run, at most: a restore of millions of entries with an ACL or
+ * a Samba attribute each would otherwise build a string past V8's limit (512 MiB) and fail after
+ * all data was written.
  */
-export async function restoreXattrs(commands: CommandRunner, target: string, entries: ReadonlyArray<{ path: string; xattrs: Xattr[] }>): Promise<string[]> {
-  if (entries.length === 0) return [];
+export const RESTORE_RUN_CHARS = 8 * 1024 * 1024;
+
+/**
+ * Sets the attributes of restored entries with `setfattr --restore` (the dump on its standard
+ * input, every path absolute and quoted), one run per RESTORE_RUN_CHARS of dump. A symlink's are
+ * its own (-h). What cannot be set (a namespace the target's file system does not take, a
+ * missing setfattr) is returned as warnings, each once: the data is restored either way.
+ */
+export async function restoreXattrs(commands: CommandRunner, target: string, entries: ReadonlyArray<{ path: string; xattrs: Xattr[] }>, runChars = RESTORE_RUN_CHARS): Promise<string[]> {
+  const warnings = new Set<string>();
   let dump = '';
+  let inDump = 0;
+  let missing = false;
+  const run = async () => {
+    if (inDump === 0 || missing) return;
+    const [input, count] = [dump, inDump];
+    [dump, inDump] = ['', 0];
+    try {
+      const result = await commands.run('setfattr', ['-h', '--restore=-'], { input, allowFailure: true, timeoutMs: 60 * 60 * 1000 });
+      if (result.exitCode !== 0) warnings.add(`extended attributes: not all could be set: ${firstLine(result.stderr) || `setfattr exit code ${result.exitCode}`}`);
+    } catch (err) {
+      missing = notInstalled(err);
+      if (missing) warnings.add('extended attributes were not restored: setfattr is not installed (Debian: apt-get install attr)');
+      else warnings.add(`extended attributes of ${count} entr${count === 1 ? 'y were' : 'ies were'} not restored: ${messageOf(err)}`);
+    }
+  };
   for (const { path, xattrs } of entries) {
     const bytes = path === '.' ? Buffer.from(target) : Buffer.concat([Buffer.from(`${target}/`), bytesFromName(path)]);
     dump += `# file: ${quote(bytes)}\n`;
     for (const [name, value] of xattrs) dump += `${name}=0s${value}\n`;
     dump += '\n';
+    inDump += 1;
+    if (dump.length >= runChars) await run();
   }
-  try {
-    const result = await commands.run('setfattr', ['-h', '--restore=-'], { input: dump, allowFailure: true, timeoutMs: 60 * 60 * 1000 });
-    if (result.exitCode === 0) return [];
-    return [`extended attributes: not all could be set: ${firstLine(result.stderr) || `setfattr exit code ${result.exitCode}`}`];
-  } catch (err) {
-    return [`extended attributes of ${entries.length} entr${entries.length === 1 ? 'y were' : 'ies were'} not restored: ${notInstalled(err) ? 'setfattr is not installed (Debian: apt-get install attr)' : messageOf(err)}`];
+  await run();
+  return [...warnings];
+}
+
+/**
+ * A restore's attributes, set once what they belong to is written (a file's after its owner,
+ * whose change clears a capability): other entries' a batch at a time, so memory holds one
+ * batch; directories' at the end, so a default ACL is not inherited by what the backup says a
+ * directory holds.
+ */
+export class XattrRestorer {
+  private readonly directories: Array<{ path: string; xattrs: Xattr[] }> = [];
+  private batch: Array<{ path: string; xattrs: Xattr[] }> = [];
+  private batchChars = 0;
+  private readonly warnings = new Set<string>();
+
+  constructor(private readonly commands: () => CommandRunner, private readonly target: string, private readonly runChars = RESTORE_RUN_CHARS) {}
+
+  add(path: string, xattrs: Xattr[], directory: boolean): void {
+    if (directory) {
+      this.directories.push({ path, xattrs });
+      return;
+    }
+    this.batch.push({ path, xattrs });
+    this.batchChars += path.length + xattrs.reduce((sum, [name, value]) => sum + name.length + value.length, 0);
+  }
+
+  /** Whether a batch is full: set it once the entry just added is written. */
+  get due(): boolean {
+    return this.batchChars >= this.runChars;
+  }
+
+  /** Sets the batch's attributes after `written` (every file written so far) settles. */
+  async setBatch(written: () => Promise<void>): Promise<void> {
+    const due = this.batch;
+    [this.batch, this.batchChars] = [[], 0];
+    await this.set(due, written);
+  }
+
+  /** Sets what is left, directories last; returns what could not be set, each once. */
+  async finish(written: () => Promise<void>): Promise<string[]> {
+    await this.setBatch(written);
+    await this.set(this.directories, written);
+    return [...this.warnings];
+  }
+
+  private async set(entries: Array<{ path: string; xattrs: Xattr[] }>, written: () => Promise<void>): Promise<void> {
+    if (entries.length === 0) return;
+    await written();
+    for (const text of await restoreXattrs(this.commands(), this.target, entries, this.runChars)) this.warnings.add(text);
   }
 }
+
