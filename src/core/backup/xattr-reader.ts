@@ -3,7 +3,8 @@ import { isCommandError, type CommandRunner } from '../command-runner.js';
 import { firstLine, messageOf } from '../errors.js';
 import type { Entry } from './format.js';
 import type { OpenDir } from './walk.js';
-import { getfattrArgs, notInstalled, parseXattrDump, type Xattr } from './xattrs.js';
+import { nameFromBytes } from './raw-names.js';
+import { ENTRY_XATTR_BYTES_MAX, XattrsSchema, getfattrArgs, notInstalled, parseXattrDump, type Xattr } from './xattrs.js';
 
 /**
  * Entries per run of getfattr. Starting a program from a daemon holding a backup's buffers
@@ -214,7 +215,18 @@ export class XattrReader {
       return;
     }
     const dump = parseXattrDump(result.stdout);
-    for (const { path, xattrs, refused } of dump.files) found.set(path.toString('latin1'), { xattrs, partial: refused > 0 });
+    for (const { path, xattrs, refused } of dump.files) {
+      const key = path.toString('latin1');
+      // What a manifest entry could not hold is dropped here, not kept until the entry is written:
+      // a batch then holds at most ENTRY_XATTR_BYTES_MAX per entry, not a run's whole output.
+      if (xattrs.length > 0 && !XattrsSchema.safeParse(xattrs).success) {
+        const rel = batch.find((r) => r.key === key)?.rel ?? nameFromBytes(path);
+        this.say(`${rel}: its extended attributes are left out (more than 64 of them, or more than ${ENTRY_XATTR_BYTES_MAX} bytes)`);
+        found.set(key, { xattrs: [], partial: true });
+      } else {
+        found.set(key, { xattrs, partial: refused > 0 });
+      }
+    }
     this.refused += dump.refused;
     if (result.exitCode === 0) return;
     // 123: getfattr failed on some entries; the rest is there. An entry removed since the walk
