@@ -80,7 +80,8 @@ export const VolumeNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,1
 /** `20261202T143500123Z-1a2b3c4d`: UTC time to the millisecond, then randomness; sorts by time. */
 export const BackupIdSchema = z.string().regex(/^\d{8}T\d{9}Z-[0-9a-f]{8}$/, 'not a backup id');
 
-const MAX_PATH = 4096;
+/** Characters of a path a manifest records, at most (a walk through descriptors can reach longer ones). */
+export const MAX_PATH = 4096;
 
 /**
  * A path inside the backed-up tree, relative, `/`-separated: `.` is the root itself. Manifests

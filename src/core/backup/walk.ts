@@ -2,7 +2,7 @@ import { closeSync, existsSync, lstatSync, open, openSync, readdirSync, constant
 import { lstat, readdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { ErrorCodes, StowageError } from '../errors.js';
-import { comparePaths, type Entry } from './format.js';
+import { MAX_PATH, comparePaths, type Entry } from './format.js';
 import type { Turns } from './options.js';
 import { fsPath, nameFromBytes } from './raw-names.js';
 
@@ -100,6 +100,12 @@ export async function* walk(root: string, local: boolean, turns: Turns, onChange
       const names = listed.map(nameFromBytes).sort();
       for (const name of names) {
         const childRel = rel === '.' ? name : `${rel}/${name}`;
+        if (childRel.length > MAX_PATH) {
+          // A container can nest directories deeper than any path a manifest records: that part
+          // is left out, said, instead of the whole backup failing.
+          onChanged(`${childRel.slice(0, 256)}...`, `is a path of ${childRel.length} characters, more than a backup records (${MAX_PATH}); not in this backup, nor anything under it`);
+          continue;
+        }
         const childFs = dir.child(name);
         let stat: BigIntStats | undefined;
         if (dirLocal) {
