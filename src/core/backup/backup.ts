@@ -142,9 +142,8 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       warn(`${entry.path}: its extended attributes are left out (more than 64 of them, or more than ${ENTRY_XATTR_BYTES_MAX} bytes)`);
       return { ...entry, xattrsPartial: true };
     };
-    /** Files left out because they changed into something else while read: their other names go too. */
-    const skippedFiles = new Set<string>();
-    const firstNames = new Map<string, string>();
+    /** A file with several names, by device and inode: the name later ones link to, and its entry, once read. */
+    const firstNames = new Map<string, Promise<{ path: string; entry: Entry } | undefined>>();
     // Entries in walk order; files are read a few at a time ahead of the manifest, which takes
     // them in order (file system calls wait on the thread pool: overlapping them hides that).
     // Their attributes are read a batch at a time, while entries wait for them in `attributed`.
@@ -155,10 +154,6 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
         const next = queue.shift()!;
         const entry = await next.entry;
         if (!entry) continue;
-        if (entry.type === 'hardlink' && skippedFiles.has(entry.target!)) {
-          warn(`${entry.path}: not in this backup: ${entry.target} has the same file and changed while the backup read it`);
-          continue;
-        }
         await attributed.push(entry, next.xattrs);
         stats.entries += 1;
         options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
@@ -187,18 +182,42 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
         } else if (stat.isFile()) {
           const inode = `${stat.dev}:${stat.ino}`;
           const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
+          // The file's directory stays open until the file is: it may be opened after the walk moved on.
+          const read = (dir: OpenDir | undefined) => fileEntry(path, abs, dir, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
+            if (done) stats.files += 1;
+            return done;
+          });
           if (first !== undefined) {
-            queue.push({ entry: Promise.resolve({ path, type: 'hardlink', ...metadata(stat), size: Number(stat.size), target: first }) });
+            // A link to what the first name held, if that was this very file as the walk saw it
+            // here: same inode and ctime. A first name replaced (or left out) before it was read,
+            // or an inode number freed and given to a new file during the walk, would otherwise
+            // give this name another file's content, or drop it: it is then read itself, and the
+            // names after it link to it.
+            const dir = holder?.hold();
+            const outcome = first.then(async (linked) => {
+              if (linked && linked.entry.ino === inodeNumber(stat.ino) && linked.entry.ctimeNs === stat.ctimeNs.toString()) {
+                dir?.release();
+                return { own: { path, type: 'hardlink' as const, ...metadata(stat), size: Number(stat.size), target: linked.path }, linked };
+              }
+              const own = await read(dir);
+              return { own, linked: own ? { path, entry: own } : linked };
+            });
+            entry = outcome.then(({ own }) => own);
+            entry.catch(() => {});
+            const next = outcome.then(({ linked }) => linked);
+            next.catch(() => {});
+            firstNames.set(inode, next);
+            // Attributes are a file's: a link takes none, a name read itself keeps what is read.
+            queue.push({ entry, xattrs: xattrsOf(walked, previous) });
             await drain(FILES_AHEAD);
             continue;
           }
-          if (stat.nlink > 1n) firstNames.set(inode, path);
-          // The file's directory stays open until the file is: it may be opened after the walk moved on.
-          entry = fileEntry(path, abs, holder?.hold(), stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
-            if (done) stats.files += 1;
-            else skippedFiles.add(path);
-            return done;
-          });
+          entry = read(holder?.hold());
+          if (stat.nlink > 1n) {
+            const linked = entry.then((own) => (own ? { path, entry: own } : undefined));
+            linked.catch(() => {});
+            firstNames.set(inode, linked);
+          }
           // Its failure is taken when the manifest reaches it (drain) or in the finally below;
           // until then it must not count as unhandled (a process-level unhandled rejection
           // would end the daemon).

@@ -193,7 +193,7 @@ describe('a tree that changes under the backup', () => {
       expect(warnings).toEqual(['zfile: was removed or renamed while the backup read the tree; not in this backup']);
     });
 
-    it(`${mode}: when a hardlinked file's first name is left out, its other names are too, and the backup restores`, async () => {
+    it(`${mode}: when a hardlinked file's first name is left out, its other names are read instead, still linked to each other`, async () => {
       const src = tree();
       fs.linkSync(join(src, 'zfile'), join(src, 'zz-link'));
       fs.linkSync(join(src, 'zfile'), join(src, 'zz-link2'));
@@ -201,14 +201,31 @@ describe('a tree that changes under the backup', () => {
         fs.unlinkSync(join(src, 'zfile'));
         execFileSync('mkfifo', [join(src, 'zfile')]);
       });
-      const { warnings, paths } = await backUpAndRestore(src, localFastPath);
-      expect(paths).not.toContain('zz-link');
-      expect(paths).not.toContain('zz-link2');
-      expect(warnings).toEqual([
-        'zfile: was replaced by a FIFO while the backup read the tree; not in this backup',
-        'zz-link: not in this backup: zfile has the same file and changed while the backup read it',
-        'zz-link2: not in this backup: zfile has the same file and changed while the backup read it',
-      ]);
+      const { warnings, files, paths } = await backUpAndRestore(src, localFastPath);
+      expect(paths).not.toContain('zfile');
+      expect(warnings).toEqual(['zfile: was replaced by a FIFO while the backup read the tree; not in this backup']);
+      expect(files.get('zz-link')).toBe('a file the race replaces\n');
+      expect(files.get('zz-link2')).toBe('a file the race replaces\n');
+      const out = join(base, `out${round}`);
+      expect(fs.statSync(join(out, 'zz-link2')).ino).toBe(fs.statSync(join(out, 'zz-link')).ino);
+    });
+
+    it(`${mode}: a hardlinked file's first name replaced by another file before it is read: its other names keep their own content`, async () => {
+      const src = tree();
+      // Three names: the two left still show it linked once the first is replaced.
+      fs.linkSync(join(src, 'zfile'), join(src, 'zz-link'));
+      fs.linkSync(join(src, 'zfile'), join(src, 'zz-link2'));
+      afterLstatOf('/zfile', () => {
+        fs.writeFileSync(join(src, 'zfile.new'), 'the replacement\n');
+        fs.renameSync(join(src, 'zfile.new'), join(src, 'zfile'));
+      });
+      const { warnings, files } = await backUpAndRestore(src, localFastPath);
+      expect(warnings).toEqual([]);
+      expect(files.get('zfile')).toBe('the replacement\n');
+      expect(files.get('zz-link')).toBe('a file the race replaces\n');
+      expect(files.get('zz-link2')).toBe('a file the race replaces\n');
+      const out = join(base, `out${round}`);
+      expect(fs.statSync(join(out, 'zz-link2')).ino).toBe(fs.statSync(join(out, 'zz-link')).ino);
     });
   }
 });
