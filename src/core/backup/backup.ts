@@ -18,8 +18,9 @@ import type { Repository } from './repository.js';
 import { ENTRY_XATTR_BYTES_MAX, XattrsSchema, type Xattr } from './xattrs.js';
 import { AttributedEntries, XattrReader, type XattrTicket } from './xattr-reader.js';
 import { ParentCursor, walk, type OpenDir, type Walked } from './walk.js';
-import { deviceNumbers, fileBase, inodeNumber, metadata, ownFacts } from './entry-stat.js';
+import { deviceNumbers, fileBase, inodeNumber, ownFacts } from './entry-stat.js';
 import { changedWhileRead, openWalked, openWalkedSync } from './walked-file.js';
+import { LinkedNames } from './hardlinks.js';
 import { BufferPool } from './buffer-pool.js';
 import { nameFromBytes } from './raw-names.js';
 
@@ -142,8 +143,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       warn(`${entry.path}: its extended attributes are left out (more than 64 of them, or more than ${ENTRY_XATTR_BYTES_MAX} bytes)`);
       return { ...entry, xattrsPartial: true };
     };
-    /** A file with several names, by device and inode: the name later ones link to, and its entry, once read. */
-    const firstNames = new Map<string, Promise<{ path: string; entry: Entry } | undefined>>();
+    const links = new LinkedNames();
     // Entries in walk order; files are read a few at a time ahead of the manifest, which takes
     // them in order (file system calls wait on the thread pool: overlapping them hides that).
     // Their attributes are read a batch at a time, while entries wait for them in `attributed`.
@@ -180,44 +180,11 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
           }
           entry = Promise.resolve({ path, type: 'symlink', ...own, size: 0, target: nameFromBytes(target) });
         } else if (stat.isFile()) {
-          const inode = `${stat.dev}:${stat.ino}`;
-          const first = stat.nlink > 1n ? firstNames.get(inode) : undefined;
           // The file's directory stays open until the file is: it may be opened after the walk moved on.
-          const read = (dir: OpenDir | undefined) => fileEntry(path, abs, dir, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
+          entry = links.entry(path, stat, holder?.hold(), (dir) => fileEntry(path, abs, dir, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
             if (done) stats.files += 1;
             return done;
-          });
-          if (first !== undefined) {
-            // A link to what the first name held, if that was this very file as the walk saw it
-            // here: same inode and ctime. A first name replaced (or left out) before it was read,
-            // or an inode number freed and given to a new file during the walk, would otherwise
-            // give this name another file's content, or drop it: it is then read itself, and the
-            // names after it link to it.
-            const dir = holder?.hold();
-            const outcome = first.then(async (linked) => {
-              if (linked && linked.entry.ino === inodeNumber(stat.ino) && linked.entry.ctimeNs === stat.ctimeNs.toString()) {
-                dir?.release();
-                return { own: { path, type: 'hardlink' as const, ...metadata(stat), size: Number(stat.size), target: linked.path }, linked };
-              }
-              const own = await read(dir);
-              return { own, linked: own ? { path, entry: own } : linked };
-            });
-            entry = outcome.then(({ own }) => own);
-            entry.catch(() => {});
-            const next = outcome.then(({ linked }) => linked);
-            next.catch(() => {});
-            firstNames.set(inode, next);
-            // Attributes are a file's: a link takes none, a name read itself keeps what is read.
-            queue.push({ entry, xattrs: xattrsOf(walked, previous) });
-            await drain(FILES_AHEAD);
-            continue;
-          }
-          entry = read(holder?.hold());
-          if (stat.nlink > 1n) {
-            const linked = entry.then((own) => (own ? { path, entry: own } : undefined));
-            linked.catch(() => {});
-            firstNames.set(inode, linked);
-          }
+          }));
           // Its failure is taken when the manifest reaches it (drain) or in the finally below;
           // until then it must not count as unhandled (a process-level unhandled rejection
           // would end the daemon).
