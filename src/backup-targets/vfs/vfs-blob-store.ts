@@ -7,11 +7,10 @@ import {
   type BlobStore, type ListedObject, type PutOptions, type ListOptions, type ListPage,
 } from '../../core/backup/blob-store.js';
 import { ErrorCodes, StowageError, asStorageFull, describeCause, errnoCode } from '../../core/errors.js';
+import { openRegularFile } from '../../core/open-regular.js';
 import { randomHex } from '../../core/random-hex.js';
 import { SpaceReserve, isFull } from './space-reserve.js';
 
-/** O_NONBLOCK: a FIFO planted under an object's name must not hang open(). */
-const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 /** Temps live in a dot-directory no key can name (keys never have a segment starting with a dot). */
 const TEMP_DIR = '.tmp';
 
@@ -273,21 +272,18 @@ export class VfsBlobStore implements BlobStore {
   private async openObject(key: string) {
     assertValidKey(key);
     await this.checkDirs(key.split('/').slice(0, -1));
-    let handle;
+    let opened;
     try {
-      handle = await open(join(this.root, key), READ_FLAGS);
+      // Another machine writes the repository: a device planted under an object's name is never
+      // opened (its driver would run on this host), only refused.
+      opened = await openRegularFile(join(this.root, key));
     } catch (err) {
       const code = errnoCode(err);
       if (code === 'ENOENT' || code === 'ENOTDIR') throw blobMissing(this.location, key);
-      if (code === 'ELOOP' || code === 'EMLINK') throw this.refused(key, 'is a symbolic link');
       throw err;
     }
-    const stat = await handle.stat();
-    if (!stat.isFile()) {
-      await handle.close();
-      throw this.refused(key, 'is not a regular file');
-    }
-    return { handle, size: stat.size };
+    if ('other' in opened) throw this.refused(key, opened.other.isSymbolicLink() ? 'is a symbolic link' : 'is not a regular file');
+    return { handle: opened.handle, size: Number(opened.stat.size) };
   }
 
   /** The root's identity when this store first found or made it. */

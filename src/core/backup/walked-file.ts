@@ -2,23 +2,10 @@
  * Opening, for a backup, a file the walk found: the name may have changed since (a container
  * writes its volume while it is read), so what is opened is checked before it is read.
  */
-import { closeSync, constants, fstatSync, openSync, type BigIntStats } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { openRegularFile, openRegularFileSync } from '../open-regular.js';
 import { VANISHED } from './walk.js';
-
-/**
- * Linux's O_PATH (x86-64 and arm64; Node does not export it): a descriptor that names an inode
- * without opening it. Opening a device runs its driver (a watchdog device arms the host's
- * watchdog, a tape rewinds, a tty can become the daemon's terminal), and a container allowed
- * mknod (Docker's default) can swap a device node in for a file between the walk's lstat and
- * the open: so the name is pinned with O_PATH, checked with fstat, and only a regular file is
- * opened, through /proc/self/fd, which reopens that very inode.
- */
-const O_PATH = 0o10000000;
-const PIN_FLAGS = O_PATH | constants.O_NOFOLLOW;
-/** O_NONBLOCK: a FIFO must never hang the backup; O_NOCTTY: nothing opened becomes the daemon's terminal. */
-const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
-const reopenPath = (fd: number) => `/proc/self/fd/${fd}`;
 
 /**
  * Whether `err`, from opening or reading a name the walk found, says the name changed since:
@@ -38,12 +25,12 @@ export function changedWhileRead(err: unknown, path: string, warn: (message: str
   return false;
 }
 
-function notRegularAnyMore(stat: BigIntStats, path: string, warn: (message: string) => void): boolean {
-  if (stat.isFile()) return false;
+/** Says what a walked file was replaced by; undefined, for the caller to return. */
+function notRegularAnyMore(stat: BigIntStats, path: string, warn: (message: string) => void): undefined {
   const kind = stat.isDirectory() ? 'a directory' : stat.isFIFO() ? 'a FIFO' : stat.isSocket() ? 'a socket'
     : stat.isSymbolicLink() ? 'a symlink' : 'a device';
   warn(`${path}: was replaced by ${kind} while the backup read the tree; not in this backup`);
-  return true;
+  return undefined;
 }
 
 /**
@@ -54,36 +41,26 @@ function notRegularAnyMore(stat: BigIntStats, path: string, warn: (message: stri
  * when the file is gone or is something else now.
  */
 export function openWalkedSync(abs: string | Buffer, path: string, warn: (message: string) => void): { fd: number; stat: BigIntStats } | undefined {
-  let pin: number;
+  let opened;
   try {
-    pin = openSync(abs, PIN_FLAGS);
+    opened = openRegularFileSync(abs);
   } catch (err) {
     if (changedWhileRead(err, path, warn)) return undefined;
     throw err;
   }
-  try {
-    const stat = fstatSync(pin, { bigint: true });
-    if (notRegularAnyMore(stat, path, warn)) return undefined;
-    return { fd: openSync(reopenPath(pin), READ_FLAGS), stat };
-  } finally {
-    closeSync(pin);
-  }
+  if ('other' in opened) return notRegularAnyMore(opened.other, path, warn);
+  return opened;
 }
 
 /** openWalkedSync through the thread pool. */
 export async function openWalked(abs: string | Buffer, path: string, warn: (message: string) => void): Promise<{ handle: FileHandle; stat: BigIntStats } | undefined> {
-  let pin: FileHandle;
+  let opened;
   try {
-    pin = await open(abs, PIN_FLAGS);
+    opened = await openRegularFile(abs);
   } catch (err) {
     if (changedWhileRead(err, path, warn)) return undefined;
     throw err;
   }
-  try {
-    const stat = await pin.stat({ bigint: true });
-    if (notRegularAnyMore(stat, path, warn)) return undefined;
-    return { handle: await open(reopenPath(pin.fd), READ_FLAGS), stat };
-  } finally {
-    await pin.close();
-  }
+  if ('other' in opened) return notRegularAnyMore(opened.other, path, warn);
+  return opened;
 }

@@ -1,6 +1,7 @@
 import { lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { gc, Repository } from '../../../src/core/backup/index.js';
@@ -52,6 +53,19 @@ describe('vfs blob store range reads', () => {
     const paths = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
     return paths.filter((p) => p.startsWith(`${root}/`)).sort();
   }
+
+  it.runIf(process.getuid?.() === 0)('never opens a device planted as an object (its driver would run on this host): refused as not a regular file', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-blobs-'));
+    const root = join(dir, 'repo');
+    await mkdir(join(root, 'ok'), { recursive: true });
+    const store = new VfsBlobStore(root);
+    // Major 240 is for local use: no driver here, so an open of it fails with ENXIO.
+    await execa('mknod', [join(root, 'ok', 'dev'), 'c', '240', '0']);
+    await execa('mkfifo', [join(root, 'ok', 'fifo')]);
+    for (const key of ['ok/dev', 'ok/fifo']) {
+      await expect(store.get(key)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringContaining('is not a regular file') });
+    }
+  });
 
   it('keeps a few objects open between range reads, closing the least recently used ones and the idle ones', async () => {
     dir = await mkdtemp(join(tmpdir(), 'stowage-blobs-'));
