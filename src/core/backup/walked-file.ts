@@ -36,7 +36,7 @@ function notRegularAnyMore(stat: BigIntStats, path: string, warn: (message: stri
 /**
  * Opens a file the walk found (through its directory's descriptor, never following a symlink)
  * once fstat says it is still a regular file: a device swapped in since the walk must be
- * neither opened (see O_PATH) nor read (/dev/zero never ends), a FIFO must not pass for an
+ * neither opened (see open-regular.ts) nor read (/dev/zero never ends), a FIFO must not pass for an
  * empty file. Returns the descriptor and that fstat, which describes what is read; undefined
  * when the file is gone or is something else now.
  */

@@ -31,7 +31,7 @@ export interface XattrTicket {
   get(): Promise<Xattr[] | undefined>;
   /**
    * Once `get()` has answered: some of the entry's attributes were left out (a name stowage
-   * does not back up, or more of them than a run may print), so a later backup must not carry
+   * does not back up, more than a manifest entry holds, or more than a run may print), so a later backup must not carry
    * them over but read them again, and say so again.
    */
   readonly partial: boolean;

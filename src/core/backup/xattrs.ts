@@ -8,9 +8,9 @@ import { bytesFromName } from './raw-names.js';
  * capabilities (`security.capability`), overlayfs's marks in a Docker-in-Docker volume
  * (`trusted.overlay.*`) and `user.*` attributes. Node has no call to read or set them, so a
  * backup reads them with `getfattr` a batch of entries at a time (xattr-reader.ts) and a
- * restore sets them with one `setfattr` (both from the `attr` package). Left out: SELinux
- * labels, which belong to the policy of the host a file lives on, NFSv4 ACLs, which only an NFS
- * mount takes, and GlusterFS's own.
+ * restore sets them with `setfattr --restore`, a bounded batch per run (XattrRestorer; both
+ * from the `attr` package). Left out: SELinux labels, which belong to the policy of the host a
+ * file lives on, NFSv4 ACLs, which only an NFS mount takes, and GlusterFS's own.
  */
 
 /** One attribute: its name, and its value in base64. */
