@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -126,7 +127,8 @@ async function writeTemp(fs: FsPort, path: string, data: string, durable: boolea
 async function syncDir(fs: FsPort, dir: string): Promise<void> {
   // Directory fsync makes the rename durable; some filesystems (and memfs) refuse it.
   try {
-    const handle = await fs.open(dir, 'r');
+    // O_DIRECTORY: a device that took the directory's name is refused before its driver runs.
+    const handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
     try { await handle.sync(); } finally { await handle.close(); }
   } catch { /* best effort */ }
 }

@@ -1,5 +1,7 @@
+import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { FsPort } from './fs-port.js';
+import { openRegularOn } from './local-fs.js';
 import type { Logger } from './logger.js';
 import { messageOf } from './errors.js';
 
@@ -90,8 +92,11 @@ export class Flusher {
     }
     if (!this.failedPaths.has(path)) return;
     // Flushing failed before (EIO, a full disk): try again now, and fail the caller if it still does.
-    const handle = await this.fs.open(path, 'r');
-    try { await handle.sync(); } finally { await handle.close(); }
+    // The file is on storage other machines write too: whatever took its name is never opened
+    // unless it is a regular file.
+    const opened = await openRegularOn(this.fs, path, constants.O_RDONLY | constants.O_NONBLOCK);
+    if ('notRegular' in opened) throw new Error(`cannot flush ${path}: it is not a regular file (${opened.notRegular})`);
+    try { await opened.sync(); } finally { await opened.close(); }
     this.failedPaths.delete(path);
   }
 
@@ -163,7 +168,8 @@ export class Flusher {
     }));
     await Promise.all([...round.dirs].map(async (dir) => {
       try {
-        const handle = await this.fs.open(dir, 'r');
+        // O_DIRECTORY: a device that took the directory's name is refused before its driver runs.
+        const handle = await this.fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
         try { await handle.sync(); } finally { await handle.close(); }
       } catch (err) {
         // Some filesystems refuse fsync on a directory; the files' own fsyncs still happened.

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { promisify } from 'node:util';
 import type { FsPort } from './fs-port.js';
+import { openRegularFile, openRegularFileSync } from './open-regular.js';
 
 /**
  * statfs magic numbers of filesystems on a local block device or in memory: a metadata call
@@ -150,6 +151,17 @@ export class LocalFirstFs {
   open = (path: Path, flags?: string | number, mode?: fs.Mode): Promise<fsp.FileHandle | LocalFileHandle> =>
     this.isLocal(path) ? this.run(() => new LocalFileHandle(fs.openSync(path, flags ?? 'r', mode), this)) : fsp.open(path, flags, mode);
 
+  /** Opens `path` only if it is a regular file, without opening anything else there (see open-regular.ts). */
+  openRegular = (path: string, flags: number): Promise<LocalFileHandle | fsp.FileHandle | NotRegularFile> => {
+    if (!this.isLocal(path)) {
+      return openRegularFile(path, flags).then((opened) => 'other' in opened ? notRegular(path, opened.other) : opened.handle);
+    }
+    return this.run(() => {
+      const opened = openRegularFileSync(path, flags);
+      return 'other' in opened ? notRegular(path, opened.other) : new LocalFileHandle(opened.fd, this);
+    });
+  };
+
   /** @internal for LocalFileHandle */
   runSync<T>(sync: () => T): Promise<T> {
     return this.run(sync);
@@ -206,6 +218,49 @@ export class LocalFileHandle {
     this.closed = true;
     return this.owner.runSync(() => fs.closeSync(this.fd));
   }
+}
+
+/** What was found where a regular file was to be opened; it was never opened. */
+export interface NotRegularFile {
+  notRegular: string;
+}
+
+function kindOf(st: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  return 'an unknown kind';
+}
+
+/** A symlink is refused as open(O_NOFOLLOW) refuses it, so callers keep telling it apart; anything else is described. */
+function notRegular(path: string, st: fs.BigIntStats): NotRegularFile {
+  if (st.isSymbolicLink()) {
+    throw Object.assign(new Error(`ELOOP: too many symbolic links encountered, open '${path}'`), { code: 'ELOOP', syscall: 'open', path });
+  }
+  return { notRegular: kindOf(st) };
+}
+
+type PortFileHandle = Awaited<ReturnType<FsPort['open']>>;
+
+/**
+ * Opens `path` with `flags` only if it is a regular file: on the real file system nothing else
+ * is ever opened (a device planted there by another machine never sees its driver run), and a
+ * symlink is ELOOP. A port that is not the real file system (memfs in unit tests) opens it with
+ * O_NOFOLLOW and O_NONBLOCK and checks what it got.
+ */
+export async function openRegularOn(port: FsPort, path: string, flags: number): Promise<PortFileHandle | NotRegularFile> {
+  if (port instanceof LocalFirstFs) return await port.openRegular(path, flags) as PortFileHandle | NotRegularFile;
+  if (port.open === fsp.open) {
+    const opened = await openRegularFile(path, flags);
+    return 'other' in opened ? notRegular(path, opened.other) : opened.handle;
+  }
+  const handle = await port.open(path, flags | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  const st = await handle.stat().catch(async (err: unknown) => { await handle.close(); throw err; });
+  if (st.isFile()) return handle;
+  await handle.close();
+  return { notRegular: kindOf(st) };
 }
 
 /**

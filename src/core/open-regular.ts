@@ -1,9 +1,9 @@
 /**
- * Opening for reading only what is a regular file, without ever opening anything else: a
- * device's open runs its driver (a watchdog device arms the host's watchdog, a tape rewinds, a
- * tty can become the process's terminal). The name is pinned with O_PATH (a descriptor that
- * names an inode without opening it, never following a symlink), checked with fstat, and only
- * a regular file is opened, through /proc/self/fd, which reopens that very inode.
+ * Opening only what is a regular file, without ever opening anything else: a device's open runs
+ * its driver (a watchdog device arms the host's watchdog, a tape rewinds, a tty can become the
+ * process's terminal). The name is pinned with O_PATH (a descriptor that names an inode without
+ * opening it, never following a symlink), checked with fstat, and only a regular file is opened,
+ * through /proc/self/fd, which reopens that very inode.
  */
 import { closeSync, constants, fstatSync, openSync, type BigIntStats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -12,8 +12,17 @@ import { open, type FileHandle } from 'node:fs/promises';
 const O_PATH = 0o10000000;
 const PIN_FLAGS = O_PATH | constants.O_NOFOLLOW;
 /** O_NONBLOCK: nothing opened waits (a FIFO is never opened, but a file with mandatory locks could). O_NOCTTY: nothing becomes the process's terminal. */
-const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
+export const READ_REGULAR_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
 const reopenPath = (fd: number) => `/proc/self/fd/${fd}`;
+
+/**
+ * The flags the pinned inode is reopened with: the caller's access mode and modifiers, without
+ * what only makes sense for a name (/proc/self/fd/N is a magic link, which O_NOFOLLOW refuses;
+ * creating and truncating are for files that do not exist yet), and always O_NOCTTY.
+ */
+export function reopenFlags(flags: number): number {
+  return (flags & ~(constants.O_NOFOLLOW | constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC)) | constants.O_NOCTTY;
+}
 
 /** What is at the name when it is not a regular file (a symlink, a device, ...): never opened. */
 export interface NotRegular {
@@ -21,24 +30,24 @@ export interface NotRegular {
 }
 
 /** Opens `path` if it is a regular file; errors of the lookup itself (ENOENT, ...) are thrown as they are. */
-export function openRegularFileSync(path: string | Buffer): { fd: number; stat: BigIntStats } | NotRegular {
+export function openRegularFileSync(path: string | Buffer, flags = READ_REGULAR_FLAGS): { fd: number; stat: BigIntStats } | NotRegular {
   const pin = openSync(path, PIN_FLAGS);
   try {
     const stat = fstatSync(pin, { bigint: true });
     if (!stat.isFile()) return { other: stat };
-    return { fd: openSync(reopenPath(pin), READ_FLAGS), stat };
+    return { fd: openSync(reopenPath(pin), reopenFlags(flags)), stat };
   } finally {
     closeSync(pin);
   }
 }
 
 /** openRegularFileSync through the thread pool. */
-export async function openRegularFile(path: string | Buffer): Promise<{ handle: FileHandle; stat: BigIntStats } | NotRegular> {
+export async function openRegularFile(path: string | Buffer, flags = READ_REGULAR_FLAGS): Promise<{ handle: FileHandle; stat: BigIntStats } | NotRegular> {
   const pin = await open(path, PIN_FLAGS);
   try {
     const stat = await pin.stat({ bigint: true });
     if (!stat.isFile()) return { other: stat };
-    return { handle: await open(reopenPath(pin.fd), READ_FLAGS), stat };
+    return { handle: await open(reopenPath(pin.fd), reopenFlags(flags)), stat };
   } finally {
     await pin.close();
   }

@@ -2,6 +2,7 @@ import { constants, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, StowageError, errnoCode } from './errors.js';
 import type { FsPort } from './fs-port.js';
+import { openRegularOn } from './local-fs.js';
 
 /**
  * Paths inside a store are written by other machines: a symlink planted there must never make
@@ -11,8 +12,8 @@ import type { FsPort } from './fs-port.js';
  */
 
 const MAX_RECORD_BYTES = 16 * 1024 * 1024;
-/** O_NONBLOCK: a FIFO planted under a record's name must not hang the reader in open(). */
-const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+/** O_NONBLOCK: nothing opened waits (a FIFO or device is never opened: see openRegularOn). */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
 function refused(path: string, why: string, volume?: string): StowageError {
@@ -24,18 +25,19 @@ function refused(path: string, why: string, volume?: string): StowageError {
  * A symlink, directory or device there is an E_STATE_CORRUPT error naming the path.
  */
 export async function readFileNoFollow(fs: FsPort, path: string, volume?: string): Promise<string | undefined> {
-  let handle;
+  let opened;
   try {
-    handle = await fs.open(path, READ_FLAGS);
+    opened = await openRegularOn(fs, path, READ_FLAGS);
   } catch (err) {
     const code = errnoCode(err);
     if (code === 'ENOENT') return undefined;
     if (code === 'ELOOP' || code === 'EMLINK') throw refused(path, 'is a symbolic link', volume);
     throw err;
   }
+  if ('notRegular' in opened) throw refused(path, `is not a regular file (${opened.notRegular})`, volume);
+  const handle = opened;
   try {
     const stat = await handle.stat();
-    if (!stat.isFile()) throw refused(path, 'is not a regular file', volume);
     // Records are small; a huge file planted under a record's name must not exhaust memory.
     if (stat.size > MAX_RECORD_BYTES) throw refused(path, `is ${stat.size} bytes, more than any record`, volume);
     return await handle.readFile('utf8');

@@ -152,6 +152,22 @@ describe('vfs on a hostile store', () => {
     await b.settle();
   });
 
+  it.runIf(process.getuid?.() === 0)('never opens a device planted as a registry entry (its driver would run on this host)', async () => {
+    await setup();
+    await initialised();
+    // Major 240 is for local use: no driver here, so an open of it fails with ENXIO.
+    expect(spawnSync('mknod', [join(store, '.stowage', 'volumes', 'planted.json'), 'c', '240', '0']).status).toBe(0);
+    const log = memoryLogger();
+    const b = backend(log);
+    await b.init();
+    expect((await b.list()).map((v) => v.name)).toEqual(['good']);
+    expect(log.lines.join('\n')).toMatch(/skipping registry entry planted: .*planted\.json is not a regular file \(a character device\)/);
+    await expect(b.attach('planted')).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT, message: expect.stringContaining('is not a regular file (a character device)'),
+    });
+    await b.settle();
+  });
+
   it('never hands out, moves or deletes a volume whose data directory became a symlink', async () => {
     await setup();
     await initialised();

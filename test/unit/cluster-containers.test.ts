@@ -227,6 +227,12 @@ describe('a FIFO planted in the cluster directory', () => {
       expect((await cluster.nodes()).map((n) => n.record.nodeId)).toEqual(['n1']);
       expect(cluster.invalidNodes()).toEqual([{ file: 'fifo.json', problem: 'not a regular file' }]);
       await cluster.assertRemovable('vol', { force: false });
+      if (process.getuid?.() === 0) {
+        // A device: its driver would run here if it were opened (major 240 has none: ENXIO).
+        expect(spawnSync('mknod', [join(dir, 'cluster', 'members', 'dev.json'), 'c', '240', '0']).status).toBe(0);
+        expect((await cluster.nodes()).map((n) => n.record.nodeId)).toEqual(['n1']);
+        expect(cluster.invalidNodes()).toContainEqual({ file: 'dev.json', problem: 'not a regular file' });
+      }
     } finally {
       await cluster.stop();
       await rm(dir, { recursive: true, force: true });

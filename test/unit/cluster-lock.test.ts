@@ -131,6 +131,19 @@ describe('ClusterLocks on a real directory', () => {
     expect(await expiresAt()).toBeGreaterThan(clock.now() + 50_000);
   });
 
+  it.runIf(process.getuid?.() === 0)('loses the lease when a device takes the place of its lock file, and never opens it', async () => {
+    const clock = new SharedClock();
+    const locks = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 1_000 });
+    await locks.withLock('vol', async (lease) => {
+      // Major 240 is for local use: no driver here, so an open of it fails with ENXIO.
+      await execa('mknod', [join(dir, 'planted'), 'c', '240', '0']);
+      await realFs.rename(join(dir, 'planted'), lockFile());
+      await until(() => lease.signal.aborted, 1_000);
+      expect(() => lease.assertHeld('removing brick h:/b')).toThrow(/a character device took the place of .*vol\.lock\): stopped before removing brick h:\/b/);
+    });
+    expect((await realFs.lstat(lockFile())).isCharacterDevice()).toBe(true);
+  });
+
   it('retries a renewal that failed for a moment and keeps the lease; loses it, naming the failure, when they keep failing', async () => {
     const gate = faultyFs(realFs, dir);
     const clock = new SharedClock();

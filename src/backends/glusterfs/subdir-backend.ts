@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { join } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, Lease, RemoveOutcome, RemoveRequest, SnapshotSupport, StorageHealth, VolumeRecord,
@@ -173,7 +174,8 @@ export class GlusterSubdirBackend implements Backend {
     // directory's entry for a second (FUSE entry cache). Docker's bind mount would pin it and the
     // container would get "Stale file handle"; an open revalidates the entry (the kernel retries
     // a stale open with a fresh lookup) before anyone pins it.
-    const handle = await this.ctx.fs.open(path, 'r');
+    // O_DIRECTORY: whatever another node put at the name is never opened unless a directory.
+    const handle = await this.ctx.fs.open(path, constants.O_RDONLY | constants.O_DIRECTORY);
     await handle.close();
     return path;
   }

@@ -6,6 +6,7 @@ import { createFileExclusive, readFileNoFollow } from '../atomic-file.js';
 import type { Clock } from '../clock.js';
 import { ErrorCodes, StowageError, asStorageFull, describeCause, errnoCode, isStowageError, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
+import { openRegularOn } from '../local-fs.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import { LockLease, type Lease } from './lease.js';
@@ -206,7 +207,9 @@ export class ClusterLocks {
     const started = LockLease.stamp();
     const text = encode({ ...held.body, expiresAt: this.clock.now() + this.settings.ttlMs });
     try {
-      const handle = await this.fs.open(held.path, OPEN_OWN);
+      const opened = await openRegularOn(this.fs, held.path, OPEN_OWN);
+      if ('notRegular' in opened) return this.lost(held, `${opened.notRegular} took the place of ${held.path}`);
+      const handle = opened;
       try {
         if (!sameFile(await handle.stat(), held)) return this.lost(held, `another holder's lock file took the place of ${held.path}`);
         // Never past the lease: by then another node may be judging the old expiry to break it.

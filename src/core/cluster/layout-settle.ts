@@ -4,6 +4,7 @@ import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
+import { openRegularOn } from '../local-fs.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -84,10 +85,12 @@ async function migrateLegacy(ctx: LayoutContext, paths: ReturnType<typeof cluste
     let mtimeMs: number;
     try {
       if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-      const handle = await ctx.fs.open(join(dir, file), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      const opened = await openRegularOn(ctx.fs, join(dir, file), constants.O_RDONLY | constants.O_NONBLOCK);
+      if ('notRegular' in opened) throw new Error('not a record file');
+      const handle = opened;
       try {
         const st = await handle.stat();
-        if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new Error('not a record file');
+        if (st.size > MAX_RECORD_BYTES) throw new Error('not a record file');
         mtimeMs = st.mtimeMs;
         record = parseRecordText(legacyNodeRecordSchema, await handle.readFile('utf8'), `node record ${file}`);
       } finally {

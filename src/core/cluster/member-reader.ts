@@ -4,6 +4,7 @@ import type { Clock } from '../clock.js';
 import { isoTime } from '../clock.js';
 import { errnoCode, isGoneOrStale, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
+import { openRegularOn } from '../local-fs.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId, isValidVolumeName } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -96,12 +97,13 @@ export class MemberReader {
     const deadline = Date.now() + RECORD_REOPEN_MS;
     for (;;) {
       try {
-        // O_NOFOLLOW: a symlink planted in the members directory is refused (ELOOP), never read;
-        // O_NONBLOCK: a FIFO planted there must not hang open() (and a thread of the pool with it).
-        const handle = await this.fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+        // A symlink planted in the members directory is refused (ELOOP), never read; a FIFO or a
+        // device there is never opened (it would hang open(), or run the device's driver here).
+        const opened = await openRegularOn(this.fs, path, constants.O_RDONLY | constants.O_NONBLOCK);
+        if ('notRegular' in opened) throw new Error('not a regular file');
+        const handle = opened;
         try {
           const st = await handle.stat();
-          if (!st.isFile()) throw new Error('not a regular file');
           if (st.size > MAX_RECORD_BYTES) throw new Error(`larger than ${MAX_RECORD_BYTES} bytes`);
           return { text: await handle.readFile('utf8'), st: { mtimeMs: Number(st.mtimeMs) } };
         } finally {
