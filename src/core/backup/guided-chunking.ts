@@ -1,6 +1,6 @@
 import type { BufferPool } from './buffer-pool.js';
 import { Chunker, type ChunkerParams } from './chunker.js';
-import { sha256 } from './objects.js';
+import { sha256, sha256OffThread } from './objects.js';
 import { zeroChunkId } from './zeros.js';
 
 /**
@@ -69,34 +69,72 @@ export async function guidedChunks(
 ): Promise<void> {
   let offset = 0;
   for (;;) {
-    const previous = layout.get(offset);
-    if (previous && previous.length <= params.maxSize) {
-      const pooled = previous.length <= bufferSize ? await buffers.take() : undefined;
-      const buffer = pooled ?? Buffer.allocUnsafe(previous.length);
-      let given = false;
-      const give = () => {
-        if (given) return;
-        given = true;
-        if (pooled) buffers.give(pooled);
-      };
-      try {
-        const chunk = buffer.subarray(0, await readFully(read, buffer, previous.length, offset));
-        if (chunk.length === previous.length && (zeroChunkId(chunk) ?? sha256(chunk)) === previous.id) {
-          await emit(chunk, give, previous.id);
-          offset += previous.length;
-          await pause();
-          continue;
-        }
-      } catch (err) {
-        give();
-        throw err;
-      }
-      give();
+    const first = layout.get(offset);
+    if (first && first.length <= params.maxSize) {
+      const taken = await takeUnchangedRun(read, offset, layout, params, buffers, bufferSize, emit, pause);
+      offset = taken.offset;
+      if (taken.whole) continue;
     }
     const next = await chunkUntilKnownCut(read, offset, layout, params, buffers, bufferSize, emit, pause);
     if (next === undefined) return;
     offset = next;
   }
+}
+
+/**
+ * Reads the previous chunks that follow one another from `offset` into one buffer (as many as
+ * fit), hashes them, and emits those that are unchanged, in order, up to the first that is not.
+ * Returns where the run stopped, and whether it was taken whole (else the chunker must run from
+ * there). Hashing is most of an incremental backup of files rewritten in place: every other
+ * chunk of a run hashes on the thread pool while this thread hashes the rest. The bench's "1%
+ * spread" incremental, medians of nine: 1754 ms with every hash here, about 1740 ms with every
+ * hash on the pool (this thread then waits, and copies each chunk: the pool's digest copies its
+ * input), 1650 ms split.
+ */
+async function takeUnchangedRun(
+  read: PositionalRead, offset: number, layout: PreviousLayout, params: ChunkerParams, buffers: BufferPool, bufferSize: number,
+  emit: ChunkSink, pause: () => Promise<void>,
+): Promise<{ offset: number; whole: boolean }> {
+  const run: Array<{ start: number; id: string; length: number }> = [];
+  let length = 0;
+  for (let previous = layout.get(offset); previous && previous.length <= params.maxSize; previous = layout.get(offset + length)) {
+    if (run.length > 0 && length + previous.length > bufferSize) break;
+    run.push({ start: length, id: previous.id, length: previous.length });
+    length += previous.length;
+  }
+  // A chunk larger than the read buffers (a foreign layout's) is read alone, into its own buffer.
+  const pooled = length <= bufferSize ? await buffers.take() : undefined;
+  const buffer = pooled ?? Buffer.allocUnsafe(length);
+  let users = 1;
+  const release = () => { if (--users === 0 && pooled) buffers.give(pooled); };
+  let taken = 0;
+  try {
+    const got = await readFully(read, buffer, length, offset);
+    const ids = run.map(({ start, length: size }, i) => {
+      if (start + size > got || i % 2 === 0) return undefined;
+      const chunk = buffer.subarray(start, start + size);
+      return Promise.resolve(zeroChunkId(chunk) ?? sha256OffThread(chunk));
+    });
+    // Every hash is settled before the buffer goes back, whichever chunk stopped the run.
+    const settled = Promise.allSettled(ids);
+    try {
+      for (const [i, { start, id, length: size }] of run.entries()) {
+        if (start + size > got) break;
+        const chunk = buffer.subarray(start, start + size);
+        if ((i % 2 === 0 ? zeroChunkId(chunk) ?? sha256(chunk) : await ids[i]) !== id) break;
+        users += 1;
+        await emit(buffer.subarray(start, start + size), release, id);
+        offset += size;
+        taken += 1;
+        await pause();
+      }
+    } finally {
+      await settled;
+    }
+  } finally {
+    release();
+  }
+  return { offset, whole: taken === run.length };
 }
 
 /**
