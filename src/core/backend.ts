@@ -50,13 +50,26 @@ export interface SnapshotRecord {
   details?: Record<string, string>;
 }
 
+/** How a snapshot or backup that reads a volume's files reads them. */
+export interface SnapshotReadOptions {
+  /**
+   * false: extended attributes (ACLs, capabilities, user.*) are left out. Reading them runs
+   * `getfattr` over every entry, which on a GlusterFS mount costs seconds per 10 000 entries.
+   */
+  xattrs?: boolean;
+}
+
 /**
  * Snapshot operations, the `snapshots` member of a backend that can take them. The core
  * serialises them with the other operations of the same volume; names arrive validated.
  */
 export interface SnapshotSupport {
-  /** Throws E_VOLUME_NOT_FOUND for an unknown volume, E_SNAPSHOT_EXISTS for a taken snapshot name. */
-  createSnapshot(volume: string, snapshot: string): Promise<SnapshotRecord>;
+  /**
+   * Throws E_VOLUME_NOT_FOUND for an unknown volume, E_SNAPSHOT_EXISTS for a taken snapshot name.
+   * `options` matter to snapshots that read the volume's files (those with `readLive`); the core
+   * refuses them for the others.
+   */
+  createSnapshot(volume: string, snapshot: string, options?: SnapshotReadOptions): Promise<SnapshotRecord>;
   /** Snapshots of one volume, oldest first; empty for a volume without snapshots. */
   listSnapshots(volume: string): Promise<SnapshotRecord[]>;
   /** Throws E_SNAPSHOT_NOT_FOUND for an unknown snapshot. */

@@ -16,7 +16,7 @@ import { parseVolumeOptions } from './options.js';
 import { TOKENS } from './tokens.js';
 import { VolumeDescriptions } from './volume-descriptions.js';
 import { VolumeRestores } from './volume-restores.js';
-import { VolumeSnapshots, type ConsistencyOptions } from './volume-snapshots.js';
+import { VolumeSnapshots, type ConsistencyOptions, type SnapshotOptions } from './volume-snapshots.js';
 import type { RestoreJournal } from './backup/restore-journal.js';
 import { takeRestoreOption } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
@@ -319,7 +319,7 @@ export class VolumeManager {
   }
 
   /** See VolumeSnapshots.create. */
-  createSnapshot(volume: string, snapshot: string, options: ConsistencyOptions = {}): Promise<SnapshotRecord> {
+  createSnapshot(volume: string, snapshot: string, options: SnapshotOptions = {}): Promise<SnapshotRecord> {
     return this.snapshots.create(volume, snapshot, options);
   }
 

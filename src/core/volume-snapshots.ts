@@ -1,4 +1,4 @@
-import type { Backend, SnapshotRecord, SnapshotSupport } from './backend.js';
+import type { Backend, SnapshotReadOptions, SnapshotRecord, SnapshotSupport } from './backend.js';
 import type { Cluster } from './cluster/cluster.js';
 import type { ContainerReferences } from './container-references.js';
 import { ErrorCodes, StowageError, describeCause, volumeNotFound } from './errors.js';
@@ -25,6 +25,9 @@ export interface ConsistencyOptions {
   consistent?: boolean;
   force?: boolean;
 }
+
+/** How a snapshot is taken: consistency, and how one that reads the volume's files reads them. */
+export type SnapshotOptions = ConsistencyOptions & SnapshotReadOptions;
 
 /**
  * Snapshots through the core: names checked, queued behind the volume's other operations, and
@@ -101,11 +104,15 @@ export class VolumeSnapshots {
    * taken; refused while another node uses the volume (its containers cannot be paused from
    * here) unless `force`, and while this node mounts it with no engine to pause containers.
    */
-  async create(volume: string, snapshot: string, options: ConsistencyOptions = {}): Promise<SnapshotRecord> {
+  async create(volume: string, snapshot: string, options: SnapshotOptions = {}): Promise<SnapshotRecord> {
     validateVolumeName(volume);
     validateVolumeName(snapshot, 'snapshot name');
     const support = this.support(volume);
-    const take = () => support.createSnapshot(volume, snapshot);
+    if (options.xattrs === false && !support.readLive) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `leaving extended attributes out applies to snapshots that read a volume's files; ` +
+        `a ${this.ops.backend.name} snapshot holds the whole filesystem as it is`, { volume });
+    }
+    const take = () => support.createSnapshot(volume, snapshot, options.xattrs === false ? { xattrs: false } : {});
     if (support.readLive) return this.runRead(volume, options, take);
     return this.ops.locks.run(volume, async () => {
       await this.ops.assertWhole(volume);

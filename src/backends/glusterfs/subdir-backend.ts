@@ -63,7 +63,7 @@ export class GlusterSubdirBackend implements Backend {
     this.store = new VfsBackend(ctx, { path: this.mountpoint, shared: true }, 'glusterfs');
     const inner = this.store.snapshots;
     this.snapshots = {
-      createSnapshot: async (volume, snapshot) => { await this.ensurePool(volume); return inner.createSnapshot(volume, snapshot); },
+      createSnapshot: async (volume, snapshot, options) => { await this.ensurePool(volume); return inner.createSnapshot(volume, snapshot, options); },
       listSnapshots: async (volume) => { await this.ensurePool(volume); return inner.listSnapshots(volume); },
       deleteSnapshot: async (volume, snapshot) => { await this.ensurePool(volume); return inner.deleteSnapshot(volume, snapshot); },
       openSnapshot: async (volume, snapshot) => { await this.ensurePool(volume); return inner.openSnapshot(volume, snapshot); },

@@ -1,6 +1,6 @@
 import { inject, injectable } from 'inversify';
 import { assertTargetReachable, openTarget } from '../../backup-targets/open-target.js';
-import type { Backend, SnapshotSource, SnapshotSupport } from '../backend.js';
+import type { Backend, SnapshotReadOptions, SnapshotSource, SnapshotSupport } from '../backend.js';
 import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { validateVolumeName } from '../names.js';
@@ -71,6 +71,14 @@ export class CoreBackupService implements BackupService {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `backup kind ${JSON.stringify(kind)} is not one of ${BACKUP_KINDS.join(', ')}`, { volume });
     }
     const support = this.snapshotSupport(volume);
+    const xattrs = options.xattrs === false ? { xattrs: false } : {};
+    if (options.xattrs === false && kind === 'block') {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, 'a block backup copies the filesystem whole, extended attributes with it: they cannot be left out', { volume });
+    }
+    if (options.xattrs === false && options.snapshot !== undefined && support.readLive) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `snapshot ${options.snapshot} of ${volume} already holds what was read when it was taken: ` +
+        'extended attributes can be left out of a snapshot or backup that reads the volume, not of a copy of one', { volume });
+    }
     if (kind === 'block') {
       const blocks = blockSupportOf(this.backend.blocks, this.backend.name, volume);
       await this.manager.get(volume);
@@ -101,7 +109,7 @@ export class CoreBackupService implements BackupService {
       const parent = await this.parents.parentFor(repo.config.id, volume);
       const record = await this.manager.readLiveVolume(volume, { consistent: options.consistent, force: options.force }, (path) =>
         backupTree(path, repo, {
-          volume, parent, origin: { backend: this.backend.name }, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
+          volume, parent, origin: { backend: this.backend.name }, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }), ...xattrs,
         }));
       await this.rememberParent(repo, record);
       return this.detail(dest.target, record, repo.createdNow);
@@ -110,14 +118,16 @@ export class CoreBackupService implements BackupService {
     const snapshot = options.snapshot ?? `backup-${new Date().toISOString().replace(/[-:]/g, '').replace('.', '')}-${randomHex(4)}`;
     if (taken) {
       report({ phase: 'snapshot', files: 0, bytes: 0 });
-      await this.manager.createSnapshot(volume, snapshot, { consistent: options.consistent, force: options.force });
+      // A snapshot that reads the files leaves the attributes out itself; another (devicemapper)
+      // holds them all, and the backup below reads it without them.
+      await this.manager.createSnapshot(volume, snapshot, { consistent: options.consistent, force: options.force, ...(support.readLive ? xattrs : {}) });
     }
     try {
       options.signal?.throwIfAborted();
       const source = await support.openSnapshot(volume, snapshot);
       try {
         const repo = await Repository.openOrInit(openTarget(dest.target, { signal: options.signal }));
-        const record = await this.backUp(source, volume, snapshot, repo, report);
+        const record = await this.backUp(source, volume, snapshot, repo, report, xattrs);
         return this.detail(dest.target, record, repo.createdNow);
       } finally {
         await source.release().catch((err: unknown) => this.log.warn(`releasing snapshot ${snapshot} of ${volume}: ${messageOf(err)}`));
@@ -130,7 +140,8 @@ export class CoreBackupService implements BackupService {
     }
   }
 
-  private async backUp(source: SnapshotSource, volume: string, snapshot: string, repo: Repository, report: (p: JobProgress) => void): Promise<BackupRecord> {
+  private async backUp(source: SnapshotSource, volume: string, snapshot: string, repo: Repository, report: (p: JobProgress) => void,
+    read: SnapshotReadOptions): Promise<BackupRecord> {
     const origin = { snapshot, backend: this.backend.name };
     if (source.kind === 'backup') {
       const original = await source.repository.readBackupRecord(source.volume, source.backupId);
@@ -146,6 +157,7 @@ export class CoreBackupService implements BackupService {
     report({ phase: 'backup', files: 0, bytes: 0 });
     const record = await backupTree(source.path, repo, {
       volume, origin, parent: await this.parents.parentFor(repo.config.id, volume), onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }),
+      ...read,
     });
     await this.rememberParent(repo, record);
     return record;

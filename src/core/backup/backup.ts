@@ -25,6 +25,8 @@ import { BufferPool } from './buffer-pool.js';
 import { nameFromBytes } from './raw-names.js';
 
 const MAX_WARNINGS = 100;
+/** The note of a backup made without extended attributes. */
+export const XATTRS_LEFT_OUT = 'extended attributes were left out, as asked when it was made: a restore of it sets none';
 /** Characters of one warning kept in the record (the schema takes up to 4096). */
 const MAX_WARNING_LENGTH = 1024;
 /** Files read at once. */
@@ -63,7 +65,7 @@ export interface BackupOptions extends CommonOptions {
   parent?: string | false | { id: string; sha256: string };
   /** Sockets (and files that vanish while read) are skipped; each is reported here and in the record. */
   onWarning?: (message: string) => void;
-  /** Whether to back up extended attributes (xattrs.ts; default true): `commands` runs getfattr. */
+  /** Whether to back up extended attributes (xattrs.ts; default true): `commands` runs getfattr. false notes it in the record (XATTRS_LEFT_OUT). */
   xattrs?: boolean;
   commands?: CommandRunner;
   /** Recorded in the backup record as given: the snapshot read and the volume's backend. */
@@ -222,6 +224,8 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       stats: { ...stats, newBlobs: writer.stats.newBlobs, newRawBytes: writer.stats.newRawBytes, newStoredBytes: writer.stats.newStoredBytes },
       warnings,
       ...(reader?.complete ? { xattrsRead: true as const } : {}),
+      // Said where `backup inspect` shows it: a restore of this backup sets no attributes.
+      ...(reader ? {} : { notes: [XATTRS_LEFT_OUT] }),
       ...options.origin,
     };
     // Past our lock's expiry a GC may have run: a record must not name chunks it removed.

@@ -72,6 +72,7 @@ export async function copyBackup(source: Repository, volume: string, backupId: s
         ...(original.backend !== undefined ? { backend: original.backend } : {}),
         // The same manifest: its attributes were read as completely as the original's.
         ...(original.xattrsRead ? { xattrsRead: true as const } : {}),
+        ...(original.notes ? { notes: original.notes } : {}),
         ...options.origin,
       };
       // Past the lock's expiry a GC may have run in dest: a record must not name chunks it removed.

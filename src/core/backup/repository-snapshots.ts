@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { SnapshotRecord, SnapshotSource, SnapshotSupport } from '../backend.js';
+import type { SnapshotReadOptions, SnapshotRecord, SnapshotSource, SnapshotSupport } from '../backend.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
@@ -69,7 +69,7 @@ export class RepositorySnapshots implements SnapshotSupport {
     return new VfsBlobStore(await this.host.repositoryDir());
   }
 
-  async createSnapshot(volume: string, snapshot: string): Promise<SnapshotRecord> {
+  async createSnapshot(volume: string, snapshot: string, options: SnapshotReadOptions = {}): Promise<SnapshotRecord> {
     const dir = await this.host.dataPath(volume);
     const store = await this.store();
     if (await store.head(nameKey(volume, snapshot))) {
@@ -79,7 +79,7 @@ export class RepositorySnapshots implements SnapshotSupport {
     try {
       const repo = await Repository.openOrInit(store);
       // The volume's latest snapshot is the parent: unchanged files are not read again.
-      backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend } }).catch(async (err: unknown) => {
+      backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend }, xattrs: options.xattrs }).catch(async (err: unknown) => {
         // What it stored is referenced by no record: freed now, not left to fill the volumes'
         // own disk (a snapshot that failed for want of space would have taken the rest of it).
         const freed = await this.collect(repo).catch((cleanup: unknown) => {

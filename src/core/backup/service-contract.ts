@@ -95,6 +95,11 @@ export interface BackupService {
     force?: boolean;
     /** `file` (the default) or `block` (devicemapper only; see README "Block-level backups"). */
     kind?: 'file' | 'block';
+    /**
+     * false: extended attributes are not read (see SnapshotReadOptions); the record notes it.
+     * Refused for block backups, and for an existing snapshot that is itself a read (vfs, glusterfs).
+     */
+    xattrs?: boolean;
   }): Promise<BackupDetail>;
   /**
    * What createBackup checks of its destination before any work (the URL, the volume it names,

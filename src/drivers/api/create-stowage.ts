@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { ContainerModule } from 'inversify';
-import type { Backend } from '../../core/backend.js';
+import type { Backend, SnapshotRecord } from '../../core/backend.js';
+import type { SnapshotOptions } from '../../core/volume-snapshots.js';
 import type { Logger } from '../../core/logger.js';
 import { silentLogger } from '../../core/logger.js';
 import type { FsPort } from '../../core/fs-port.js';
@@ -44,6 +45,16 @@ export interface Stowage {
   mount(name: string, mountId: string): Promise<string>;
   unmount(name: string, mountId: string): Promise<void>;
   info(): Promise<Record<string, unknown>>;
+  /**
+   * Takes snapshot `name` of `volume` (every backend that has snapshots: vfs, glusterfs,
+   * devicemapper). `consistent` pauses this node's containers that use the volume meanwhile;
+   * `xattrs: false` leaves extended attributes out of a snapshot that reads the files (vfs,
+   * glusterfs).
+   */
+  createSnapshot(volume: string, name: string, options?: SnapshotOptions): Promise<SnapshotRecord>;
+  /** The volume's snapshots, oldest first. */
+  listSnapshots(volume: string): Promise<SnapshotRecord[]>;
+  deleteSnapshot(volume: string, name: string): Promise<void>;
   /**
    * Backs `volume` up into the repository at `options.dest` (e.g. `vfs:///srv/backups`), from
    * `options.snapshot` or from a snapshot taken for it (kept with `keepSnapshot`).
@@ -95,6 +106,9 @@ function stowageOver(manager: VolumeManager, backups: BackupService): Stowage {
     mount: (name, id) => worded(() => manager.mount(name, id)),
     unmount: (name, id) => worded(() => manager.unmount(name, id)),
     info: () => worded(() => manager.info()),
+    createSnapshot: (volume, name, opts) => worded(() => manager.createSnapshot(volume, name, opts ?? {})),
+    listSnapshots: (volume) => worded(() => manager.listSnapshots(volume)),
+    deleteSnapshot: (volume, name) => worded(() => manager.deleteSnapshot(volume, name)),
     createBackup: (volume, opts) => worded(() => backups.createBackup(volume, opts)),
     listBackups: (dest, opts) => worded(() => backups.listBackups(dest, opts)),
     inspectBackup: (url) => worded(() => backups.inspectBackup(url)),

@@ -168,13 +168,15 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
     .option('--keep-snapshot', 'keep the snapshot taken for this backup')
     .option('--consistent', 'pause this node\'s containers using the volume while its snapshot is taken')
     .option('--force', 'with --consistent: although other nodes use the volume')
+    .option('--no-xattrs', 'leave extended attributes out (file backups that read the volume; the backup notes it)')
     .addOption(new Option('--kind <kind>', 'file (the default: restores into any backend) or block (devicemapper: changed blocks only, restores into devicemapper)')
       .choices(['file', 'block'])))
-    .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; kind?: string; json?: boolean; detach?: boolean }, cmd: Command) => {
+    .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; xattrs: boolean; kind?: string; json?: boolean; detach?: boolean }, cmd: Command) => {
       const { volume, snapshot } = parseSource(source);
       await runJob(cmd, socketOf, {
         kind: 'backup-create', volume, snapshot, dest: flags.dest, keepSnapshot: flags.keepSnapshot, consistent: flags.consistent, force: flags.force,
         ...(flags.kind !== undefined ? { backupKind: flags.kind as 'file' | 'block' } : {}),
+        ...(flags.xattrs ? {} : { xattrs: false }),
       }, flags);
     });
 

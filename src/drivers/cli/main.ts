@@ -97,10 +97,13 @@ snapshot.command('create <volume> [name]')
   .description('snapshot a volume (the name defaults to snap-YYYYMMDD-HHMMSS, in UTC)')
   .option('--consistent', 'pause this node\'s containers using the volume while the snapshot is taken')
   .option('--force', 'with --consistent: although other nodes use the volume')
+  .option('--no-xattrs', 'leave extended attributes out (vfs, glusterfs: reading them costs seconds per 10 000 files on GlusterFS)')
   .option('--json', 'print JSON')
-  .action(async (volume: string, name: string | undefined, flags: { consistent?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
+  .action(async (volume: string, name: string | undefined, flags: { consistent?: boolean; force?: boolean; xattrs: boolean; json?: boolean }, cmd: Command) => {
     // No time limit: on vfs a snapshot copies the volume's files, which takes as long as it takes.
-    const record = await callDaemon(socketOf(cmd), api.createSnapshot, { volume, name, consistent: flags.consistent, force: flags.force }, { timeoutMs: 0 });
+    const record = await callDaemon(socketOf(cmd), api.createSnapshot, {
+      volume, name, consistent: flags.consistent, force: flags.force, ...(flags.xattrs ? {} : { xattrs: false }),
+    }, { timeoutMs: 0 });
     if (flags.json) printJson(record);
     else process.stdout.write(`${record.volume}/${record.name}\n`);
   });

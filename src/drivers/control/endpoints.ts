@@ -50,6 +50,7 @@ const jobRequest = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('backup-create'), volume: text('volume'), dest: text('dest'),
     snapshot: text('snapshot').optional(), keepSnapshot: flag('keepSnapshot'), consistent: flag('consistent'), force: flag('force'),
+    xattrs: flag('xattrs'),
     // `kind` names the job: the kind of backup is `backupKind`.
     backupKind: z.enum(['file', 'block'], { error: 'the field "backupKind" must be file or block' }).optional(),
   }),
@@ -76,7 +77,7 @@ export const controlEndpoints = {
   info: endpoint<Record<string, unknown>>()('/info', nothing),
   /** Without a name, the daemon makes one from the time (see generatedSnapshotName). */
   createSnapshot: endpoint<SnapshotRecord>()('/snapshots/create', z.object({
-    volume: text('volume'), name: text('name').optional(), consistent: flag('consistent'), force: flag('force'),
+    volume: text('volume'), name: text('name').optional(), consistent: flag('consistent'), force: flag('force'), xattrs: flag('xattrs'),
   })),
   listSnapshots: endpoint<{ snapshots: SnapshotRecord[] }>()('/snapshots/list', z.object({ volume: text('volume') })),
   inspectSnapshot: endpoint<SnapshotRecord>()('/snapshots/inspect', z.object({ volume: text('volume'), name: text('name') })),

@@ -46,7 +46,7 @@ export function controlRoutes(manager: VolumeManager, jobs: JobRegistry, backups
   // A plain call although a snapshot on vfs copies the volume's files into a repository: the
   // daemon finishes it even when the caller goes away, and the client waits as long as it takes.
   serve(api.createSnapshot, async (r) => {
-    const options = { consistent: r.consistent, force: r.force };
+    const options = { consistent: r.consistent, force: r.force, ...(r.xattrs !== undefined ? { xattrs: r.xattrs } : {}) };
     if (r.name !== undefined) return manager.createSnapshot(r.volume, r.name, options);
     // Names from the time are to the second: a second snapshot within it gets -2, -3, ...
     const base = generatedSnapshotName(new Date());
@@ -148,6 +148,7 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
       return jobs.start('backup-create', request.volume, (context) => backups.createBackup(request.volume, {
         ...context, dest: request.dest, snapshot: request.snapshot, keepSnapshot: request.keepSnapshot,
         consistent: request.consistent, force: request.force, ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}),
+        ...(request.xattrs !== undefined ? { xattrs: request.xattrs } : {}),
       }));
     }
     case 'restore': {

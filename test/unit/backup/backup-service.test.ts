@@ -7,6 +7,11 @@ import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js'
 import { copyBackup } from '../../../src/core/backup/copy-backup.js';
 import { acquireLock, backupTree, listAll, Repository } from '../../../src/core/backup/index.js';
 import { createStowage, ErrorCodes, type Stowage } from '../../../src/index.js';
+import * as realFs from 'node:fs/promises';
+import { VfsBackend } from '../../../src/backends/vfs/vfs-backend.js';
+import { parseVfsOptions } from '../../../src/backends/vfs/vfs-options.js';
+import { ExecaCommandRunner } from '../../../src/core/command-runner.js';
+import { silentLogger } from '../../../src/core/logger.js';
 
 const dirs: string[] = [];
 const open: Stowage[] = [];
@@ -207,6 +212,34 @@ describe('BackupService over vfs (embedding API)', () => {
     await stowage.unmount('app-copy', 'r');
     const kept = await stowage.createBackup('app', { dest, keepSnapshot: true });
     expect((await stowage.manager.listSnapshots('app')).map((s) => s.name)).toEqual(['nightly', kept.snapshot]);
+  });
+
+  it('refuses to leave attributes out of a snapshot that is not a read of the files, and takes none', async () => {
+    const dir = await tempDir();
+    const ctx = { nodeId: 'node-1', root: join(dir, 'state'), fs: realFs, runner: new ExecaCommandRunner(), log: silentLogger };
+    const vfs = new VfsBackend(ctx, parseVfsOptions({ 'vfs.path': join(dir, 'volumes') }, ctx.root));
+    // Snapshots without readLive, as devicemapper's: a snapshot holds the filesystem whole.
+    const whole = new Proxy(vfs, {
+      get(target, prop) {
+        if (prop === 'snapshots') {
+          const s = target.snapshots!;
+          return { createSnapshot: s.createSnapshot.bind(s), listSnapshots: s.listSnapshots.bind(s), deleteSnapshot: s.deleteSnapshot.bind(s), openSnapshot: s.openSnapshot.bind(s) };
+        }
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const stowage = await createStowage({ backend: whole, root: ctx.root, nodeId: 'node-1' });
+    open.push(stowage);
+    await stowage.create('disk');
+    await expect(stowage.createSnapshot('disk', 'bare', { xattrs: false })).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining('snapshot holds the whole filesystem as it is'),
+    });
+    expect(await stowage.listSnapshots('disk')).toEqual([]);
+    await stowage.createSnapshot('disk', 'whole');
+    expect((await stowage.listSnapshots('disk')).map((s) => s.name)).toEqual(['whole']);
+    await stowage.deleteSnapshot('disk', 'whole');
+    expect(await stowage.listSnapshots('disk')).toEqual([]);
   });
 
   it('lists backups in progress from their live locks', async () => {
