@@ -80,6 +80,8 @@ describe('stowage backup create and snapshot create --no-xattrs', () => {
     const block = await cli('backup', 'create', 'plain', '--dest', dest, '--no-xattrs', '--kind', 'block');
     expect(block.exitCode).toBe(1);
     expect(block.stderr).toContain('a block backup copies the filesystem whole');
+    // Refused as requests: no job was started for either.
+    expect((JSON.parse((await cli('job', 'list', '--json')).stdout) as { target: string }[]).filter((j) => j.target === 'plain')).toEqual([]);
     // No repository was made, and the snapshot was not touched.
     expect(existsSync(join(dir, 'refusals'))).toBe(false);
     expect((JSON.parse((await cli('snapshot', 'list', 'plain', '--json')).stdout) as { name: string }[]).map((s) => s.name)).toEqual(['taken']);

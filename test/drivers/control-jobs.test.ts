@@ -140,7 +140,7 @@ describe('daemon jobs', () => {
       .toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
     expect(await refusal(followJob(srv().socket, 'ffffffffffff', () => {}))).toMatchObject({ kind: 'refused', code: ErrorCodes.INVALID_REQUEST });
     expect((await callDaemon(srv().socket, api.listJobs, {})).jobs.length).toBe(before);
-    expect(service.calls.slice(calls).filter((c) => !['inspectBackup', 'createBackup', 'checkDestination'].includes(c.op))).toEqual([]);
+    expect(service.calls.slice(calls).filter((c) => !['inspectBackup', 'createBackup', 'checkRequest'].includes(c.op))).toEqual([]);
     expect(service.calls.slice(calls).some((c) => c.op === 'createBackup')).toBe(true); // only backupUrl()'s own
   });
 

@@ -56,8 +56,8 @@ export class RecordingBackupService implements BackupService {
     return detail;
   }
 
-  async checkDestination(volume: string, dest: string): Promise<void> {
-    this.calls.push({ op: 'checkDestination', args: [volume, dest] });
+  async checkRequest(volume: string, { dest }: { dest: string }): Promise<void> {
+    this.calls.push({ op: 'checkRequest', args: [volume, dest] });
     if (!dest.startsWith('vfs://') && !dest.startsWith('s3://')) throw new StowageError(ErrorCodes.INVALID_REQUEST, `${dest} is not a repository URL`);
   }
 

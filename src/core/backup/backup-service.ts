@@ -17,7 +17,7 @@ import {
 } from './index.js';
 import {
   DEFAULT_BACKUP_KIND, RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
-  type DeleteResult, type ProgressOptions, type VerifyResult,
+  type BackupRequestOptions, type DeleteResult, type ProgressOptions, type VerifyResult,
 } from './service-contract.js';
 
 const IN_PROGRESS = /^backup of ([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$/;
@@ -50,7 +50,27 @@ export class CoreBackupService implements BackupService {
     return support;
   }
 
-  async checkDestination(volume: string, destUrl: string): Promise<BackupTarget> {
+  async checkRequest(volume: string, options: BackupRequestOptions): Promise<BackupTarget> {
+    const target = await this.checkDestination(volume, options.dest);
+    if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
+    if (options.snapshot !== undefined && options.consistent) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
+    }
+    const kind = options.kind ?? DEFAULT_BACKUP_KIND;
+    if (!(BACKUP_KINDS as readonly string[]).includes(kind)) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `backup kind ${JSON.stringify(kind)} is not one of ${BACKUP_KINDS.join(', ')}`, { volume });
+    }
+    if (options.xattrs === false && kind === 'block') {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, 'a block backup copies the filesystem whole, extended attributes with it: they cannot be left out', { volume });
+    }
+    if (options.xattrs === false && options.snapshot !== undefined && this.snapshotSupport(volume).readLive) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST, `snapshot ${options.snapshot} of ${volume} already holds what was read when it was taken: ` +
+        'extended attributes can be left out of a snapshot or backup that reads the volume, not of a copy of one', { volume });
+    }
+    return target;
+  }
+
+  private async checkDestination(volume: string, destUrl: string): Promise<BackupTarget> {
     validateVolumeName(volume);
     const dest = parseRepositoryUrl(destUrl, 'the backup destination');
     if (dest.volume !== undefined && dest.volume !== volume) {
@@ -61,24 +81,10 @@ export class CoreBackupService implements BackupService {
   }
 
   async createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail> {
-    const dest = { target: await this.checkDestination(volume, options.dest) };
-    if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
-    if (options.snapshot !== undefined && options.consistent) {
-      throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
-    }
+    const dest = { target: await this.checkRequest(volume, options) };
     const kind = options.kind ?? DEFAULT_BACKUP_KIND;
-    if (!(BACKUP_KINDS as readonly string[]).includes(kind)) {
-      throw new StowageError(ErrorCodes.INVALID_REQUEST, `backup kind ${JSON.stringify(kind)} is not one of ${BACKUP_KINDS.join(', ')}`, { volume });
-    }
     const support = this.snapshotSupport(volume);
     const xattrs = options.xattrs === false ? { xattrs: false } : {};
-    if (options.xattrs === false && kind === 'block') {
-      throw new StowageError(ErrorCodes.INVALID_REQUEST, 'a block backup copies the filesystem whole, extended attributes with it: they cannot be left out', { volume });
-    }
-    if (options.xattrs === false && options.snapshot !== undefined && support.readLive) {
-      throw new StowageError(ErrorCodes.INVALID_REQUEST, `snapshot ${options.snapshot} of ${volume} already holds what was read when it was taken: ` +
-        'extended attributes can be left out of a snapshot or backup that reads the volume, not of a copy of one', { volume });
-    }
     if (kind === 'block') {
       const blocks = blockSupportOf(this.backend.blocks, this.backend.name, volume);
       await this.manager.get(volume);

@@ -81,32 +81,38 @@ export interface VerifyResult {
   bytes: number;
 }
 
+/** What a backup is asked to do: createBackup's options, which checkRequest checks before any work. */
+export interface BackupRequestOptions {
+  /** The repository URL (e.g. `vfs:///srv/backups`). */
+  dest: string;
+  /** An existing snapshot to back up; without it one is taken (or the live data read, on vfs and glusterfs). */
+  snapshot?: string;
+  /** For a snapshot taken here: pause this node's containers using the volume meanwhile (see VolumeManager.createSnapshot). */
+  consistent?: boolean;
+  /** With `consistent`: take it although other nodes use the volume. */
+  force?: boolean;
+  /** `file` (the default) or `block` (devicemapper only; see README "Block-level backups"). */
+  kind?: 'file' | 'block';
+  /**
+   * false: extended attributes are not read (see SnapshotReadOptions); the record notes it.
+   * Refused for block backups, and for an existing snapshot that is itself a read (vfs, glusterfs).
+   */
+  xattrs?: boolean;
+}
+
 export interface BackupService {
   /**
    * Backs a volume up to the repository at `dest` (a repository URL). Without `snapshot`, takes a
    * snapshot first (and deletes it afterwards unless `keepSnapshot`), so the backup is what the
    * volume held at one moment as far as the backend can promise.
    */
-  createBackup(volume: string, options: ProgressOptions & {
-    dest: string; snapshot?: string; keepSnapshot?: boolean;
-    /** For a snapshot taken here: pause this node's containers using the volume meanwhile (see VolumeManager.createSnapshot). */
-    consistent?: boolean;
-    /** With `consistent`: take it although other nodes use the volume. */
-    force?: boolean;
-    /** `file` (the default) or `block` (devicemapper only; see README "Block-level backups"). */
-    kind?: 'file' | 'block';
-    /**
-     * false: extended attributes are not read (see SnapshotReadOptions); the record notes it.
-     * Refused for block backups, and for an existing snapshot that is itself a read (vfs, glusterfs).
-     */
-    xattrs?: boolean;
-  }): Promise<BackupDetail>;
+  createBackup(volume: string, options: ProgressOptions & BackupRequestOptions & { keepSnapshot?: boolean }): Promise<BackupDetail>;
   /**
-   * What createBackup checks of its destination before any work (the URL, the volume it names,
-   * that it is outside stowage's own storage): a caller that runs the backup later (a job) can
-   * refuse a bad destination at once.
+   * What createBackup checks before any work: the destination (the URL, the volume it names,
+   * that it is outside stowage's own storage) and the options together. A caller that runs the
+   * backup later (a job) refuses a bad request at once.
    */
-  checkDestination(volume: string, dest: string): Promise<unknown>;
+  checkRequest(volume: string, options: BackupRequestOptions): Promise<unknown>;
   /** Complete backups and, from live locks, those in progress; oldest first. */
   listBackups(dest: string, options?: { volume?: string }): Promise<BackupSummary[]>;
   inspectBackup(url: string): Promise<BackupDetail>;

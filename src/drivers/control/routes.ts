@@ -144,11 +144,13 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
     case 'backup-create': {
       await manager.get(request.volume);
       if (request.snapshot !== undefined) validateVolumeName(request.snapshot);
-      await backups.checkDestination(request.volume, request.dest);
+      const options = {
+        dest: request.dest, snapshot: request.snapshot, consistent: request.consistent, force: request.force,
+        ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}), ...(request.xattrs !== undefined ? { xattrs: request.xattrs } : {}),
+      };
+      await backups.checkRequest(request.volume, options);
       return jobs.start('backup-create', request.volume, (context) => backups.createBackup(request.volume, {
-        ...context, dest: request.dest, snapshot: request.snapshot, keepSnapshot: request.keepSnapshot,
-        consistent: request.consistent, force: request.force, ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}),
-        ...(request.xattrs !== undefined ? { xattrs: request.xattrs } : {}),
+        ...context, ...options, keepSnapshot: request.keepSnapshot,
       }));
     }
     case 'restore': {
