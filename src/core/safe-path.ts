@@ -6,9 +6,11 @@ import { openRegularOn } from './local-fs.js';
 
 /**
  * Paths inside a store are written by other machines: a symlink planted there must never make
- * this node read, write or delete outside the store. Files are opened without following the last
- * component; directories are checked with lstat against the store's device and remembered by
- * identity, so one swapped for a symlink or a mount between the check and a delete is noticed.
+ * this node read, write or delete outside the store. Files are opened only once pinned and found
+ * regular (openRegularOn), never through a symlink at the last component, and a device planted
+ * there is never opened; directories are checked with lstat against the store's device and
+ * remembered by identity, so one swapped for a symlink or a mount between the check and a delete
+ * is noticed.
  */
 
 const MAX_RECORD_BYTES = 16 * 1024 * 1024;
