@@ -153,9 +153,7 @@ export class LocalFirstFs {
 
   /** Opens `path` only if it is a regular file, without opening anything else there (see open-regular.ts). */
   openRegular = (path: string, flags: number): Promise<LocalFileHandle | fsp.FileHandle | NotRegularFile> => {
-    if (!this.isLocal(path)) {
-      return openRegularFile(path, flags).then((opened) => 'other' in opened ? notRegular(path, opened.other) : opened.handle);
-    }
+    if (!this.isLocal(path)) return openRegularAsync(path, flags);
     return this.run(() => {
       const opened = openRegularFileSync(path, flags);
       return 'other' in opened ? notRegular(path, opened.other) : new LocalFileHandle(opened.fd, this);
@@ -244,6 +242,12 @@ function notRegular(path: string, st: fs.BigIntStats): NotRegularFile {
 
 type PortFileHandle = Awaited<ReturnType<FsPort['open']>>;
 
+/** openRegularFile through the thread pool, answered as openRegularOn answers. */
+async function openRegularAsync(path: string, flags: number): Promise<fsp.FileHandle | NotRegularFile> {
+  const opened = await openRegularFile(path, flags);
+  return 'other' in opened ? notRegular(path, opened.other) : opened.handle;
+}
+
 /**
  * Opens `path` with `flags` only if it is a regular file: on the real file system nothing else
  * is ever opened (a device planted there by another machine never sees its driver run), and a
@@ -252,10 +256,7 @@ type PortFileHandle = Awaited<ReturnType<FsPort['open']>>;
  */
 export async function openRegularOn(port: FsPort, path: string, flags: number): Promise<PortFileHandle | NotRegularFile> {
   if (port instanceof LocalFirstFs) return await port.openRegular(path, flags) as PortFileHandle | NotRegularFile;
-  if (port.open === fsp.open) {
-    const opened = await openRegularFile(path, flags);
-    return 'other' in opened ? notRegular(path, opened.other) : opened.handle;
-  }
+  if (port.open === fsp.open) return openRegularAsync(path, flags);
   const handle = await port.open(path, flags | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   const st = await handle.stat().catch(async (err: unknown) => { await handle.close(); throw err; });
   if (st.isFile()) return handle;

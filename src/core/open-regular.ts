@@ -12,7 +12,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 const O_PATH = 0o10000000;
 const PIN_FLAGS = O_PATH | constants.O_NOFOLLOW;
 /** O_NONBLOCK: nothing opened waits (a FIFO is never opened, but a file with mandatory locks could). O_NOCTTY: nothing becomes the process's terminal. */
-export const READ_REGULAR_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
+const READ_REGULAR_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
 const reopenPath = (fd: number) => `/proc/self/fd/${fd}`;
 
 /**
@@ -20,7 +20,7 @@ const reopenPath = (fd: number) => `/proc/self/fd/${fd}`;
  * what only makes sense for a name (/proc/self/fd/N is a magic link, which O_NOFOLLOW refuses;
  * creating and truncating are for files that do not exist yet), and always O_NOCTTY.
  */
-export function reopenFlags(flags: number): number {
+function reopenFlags(flags: number): number {
   return (flags & ~(constants.O_NOFOLLOW | constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC)) | constants.O_NOCTTY;
 }
 

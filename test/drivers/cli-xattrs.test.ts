@@ -80,7 +80,10 @@ describe('stowage backup create and snapshot create --no-xattrs', () => {
     const block = await cli('backup', 'create', 'plain', '--dest', dest, '--no-xattrs', '--kind', 'block');
     expect(block.exitCode).toBe(1);
     expect(block.stderr).toContain('a block backup copies the filesystem whole');
-    // Refused as requests: no job was started for either.
+    const badName = await cli('backup', 'create', 'plain/..x', '--dest', dest);
+    expect(badName.exitCode).toBe(1);
+    expect(badName.stderr).toMatch(/invalid (volume|snapshot) name/);
+    // Refused as requests: no job was started for any of them.
     expect((JSON.parse((await cli('job', 'list', '--json')).stdout) as { target: string }[]).filter((j) => j.target === 'plain')).toEqual([]);
     // No repository was made, and the snapshot was not touched.
     expect(existsSync(join(dir, 'refusals'))).toBe(false);

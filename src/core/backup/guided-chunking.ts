@@ -123,7 +123,7 @@ async function takeUnchangedRun(
         const chunk = buffer.subarray(start, start + size);
         if ((i % 2 === 0 ? zeroChunkId(chunk) ?? sha256(chunk) : await ids[i]) !== id) break;
         users += 1;
-        await emit(buffer.subarray(start, start + size), release, id);
+        await emit(chunk, release, id);
         offset += size;
         taken += 1;
         await pause();

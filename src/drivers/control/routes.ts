@@ -143,7 +143,6 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
   switch (request.kind) {
     case 'backup-create': {
       await manager.get(request.volume);
-      if (request.snapshot !== undefined) validateVolumeName(request.snapshot);
       const options = {
         dest: request.dest, snapshot: request.snapshot, consistent: request.consistent, force: request.force,
         ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}), ...(request.xattrs !== undefined ? { xattrs: request.xattrs } : {}),
