@@ -1,8 +1,8 @@
 import {
-  closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync,
+  closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, linkSync, lutimesSync,
   openSync, symlinkSync, write, writeSync,
 } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, open, readdir, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExecaCommandRunner, type CommandRunner } from '../command-runner.js';
 import { ErrorCodes, StowageError, asStorageFull, messageOf } from '../errors.js';
@@ -15,6 +15,7 @@ import { Turns, type CommonOptions } from './options.js';
 import { rangesWithData } from './zeros.js';
 import { fsPath } from './raw-names.js';
 import type { Repository } from './repository.js';
+import { RestoreDirs, nsToSeconds } from './restore-dirs.js';
 import { XattrRestorer } from './xattrs.js';
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -92,24 +93,6 @@ async function makeNode(commands: CommandRunner, record: BackupRecord, entry: En
   }
 }
 
-/**
- * Seconds for utimes. libuv sets times to whole microseconds, truncating the double it is given,
- * and a double near today's epoch holds a time only to about 0.2 us: aiming at the middle of the
- * microsecond makes the truncation land on it, where `x.324` would come back as `x.323999`.
- */
-function nsToSeconds(ns: string): number | string {
-  const value = BigInt(ns);
-  if (value < 0n) {
-    // Before 1970. Node takes a negative number for "now", but passes a numeric string on.
-    // libuv truncates toward zero, then borrows a second: aiming half a microsecond below the
-    // floor's microsecond lands on it.
-    const micros = value / 1000n - (value % 1000n === 0n ? 0n : 1n);
-    return String((Number(micros) - 0.5) / 1e6);
-  }
-  const micros = value / 1000n;
-  return Number(micros / 1_000_000n) + (Number(micros % 1_000_000n) + 0.5) / 1e6;
-}
-
 function parentOf(path: string): string {
   const cut = path.lastIndexOf('/');
   return cut < 0 ? '.' : path.slice(0, cut);
@@ -154,10 +137,8 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   const turns = new Turns();
   const progress = { entries: 0, files: 0, bytes: 0 };
   // Directories still open (their metadata is applied once everything inside is written).
-  const stack: Entry[] = [];
+  let dirs: RestoreDirs | undefined;
   let previous: string | undefined;
-  // Bytes for node:fs where a name is not UTF-8 (raw-names.ts); target itself is a plain path.
-  const abs = (path: string) => (path === '.' ? target : fsPath(join(target, ...path.split('/'))));
   // Files are written a few at a time; what depends on them (a directory's times, a hardlink)
   // waits for all of them first.
   const jobs = new Set<Promise<void>>();
@@ -169,28 +150,9 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
     await Promise.all(jobs);
     if (failure) throw failure.error;
   };
-  const closeDir = async (entry: Entry) => {
+  const leaveDir = async () => {
     await barrier();
-    const path = abs(entry.path);
-    if (local) {
-      const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-      try {
-        if (asRoot) fchownSync(fd, entry.uid, entry.gid);
-        fchmodSync(fd, entry.mode);
-        futimesSync(fd, nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
-      } finally {
-        closeSync(fd);
-      }
-      return;
-    }
-    if (asRoot) await lchown(path, entry.uid, entry.gid);
-    const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-    try {
-      await handle.chmod(entry.mode);
-      await handle.utimes(nsToSeconds(entry.atimeNs), nsToSeconds(entry.mtimeNs));
-    } finally {
-      await handle.close();
-    }
+    await dirs!.leave();
   };
   try {
     for await (const entry of repo.entries(record)) {
@@ -199,19 +161,22 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
       } else {
         if (comparePaths(previous, entry.path) >= 0) throw refusedEntry(record, entry.path, `out of order or duplicate (after ${JSON.stringify(previous)})`);
         const parent = parentOf(entry.path);
-        while (stack.length > 0 && stack[stack.length - 1]!.path !== parent) await closeDir(stack.pop()!);
-        if (stack.length === 0) throw refusedEntry(record, entry.path, 'its parent is not a directory of this backup');
+        while (dirs!.depth > 0 && dirs!.innermost !== parent) await leaveDir();
+        if (dirs!.depth === 0) throw refusedEntry(record, entry.path, 'its parent is not a directory of this backup');
       }
       previous = entry.path;
       if (entry.xattrs) xattrs.add(entry.path, entry.xattrs, entry.type === 'dir');
-      const path = abs(entry.path);
+      if (dirs === undefined) {
+        // The root, the first entry, restored into target itself: a directory (the manifest's schema).
+        dirs = await RestoreDirs.open(target, entry, local, asRoot);
+        progress.entries += 1;
+        options.onProgress?.({ ...progress });
+        continue;
+      }
+      const path = dirs.place(entry.path);
       switch (entry.type) {
         case 'dir':
-          if (entry.path !== '.') {
-            if (local) mkdirSync(path, { mode: 0o700 });
-            else await mkdir(path, { mode: 0o700 });
-          }
-          stack.push(entry);
+          await dirs.enter(entry);
           break;
         case 'symlink':
           if (local) {
@@ -238,9 +203,14 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
           const first = entry.target!;
           if (comparePaths(first, entry.path) >= 0) throw refusedEntry(record, entry.path, 'a hardlink must point to an earlier file');
           await barrier();
-          if (!(await isRestoredFile(target, first))) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file`);
-          if (local) linkSync(abs(first), path);
-          else await link(abs(first), path);
+          const source = await dirs.restoredFile(first);
+          if (!source) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file`);
+          try {
+            if (local) linkSync(source.at, path);
+            else await link(source.at, path);
+          } finally {
+            source.release();
+          }
           break;
         }
         case 'file': {
@@ -259,12 +229,13 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
       if (local) await turns.pause();
     }
     if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
-    while (stack.length > 0) await closeDir(stack.pop()!);
+    while (dirs!.depth > 0) await leaveDir();
     await barrier();
     for (const text of await xattrs.finish(barrier)) options.onWarning?.(text);
   } finally {
     // Never clean up under a write still running.
     await Promise.allSettled(jobs);
+    dirs?.closeAll();
   }
   repo.releasePackCache();
   return progress;
@@ -371,20 +342,4 @@ async function writeLocalFileEntry(
     closeSync(fd);
   }
   progress.files += 1;
-}
-
-/**
- * True when `path` is a regular file reached through real directories only: a symlink the
- * manifest restored earlier must not lead a hardlink to a file outside the target.
- */
-async function isRestoredFile(target: string, path: string): Promise<boolean> {
-  let current = target;
-  const segments = path.split('/');
-  for (const [i, segment] of segments.entries()) {
-    current = join(current, segment);
-    const stat = await lstat(fsPath(current)).catch(() => undefined);
-    if (!stat) return false;
-    if (i < segments.length - 1 ? !stat.isDirectory() : !stat.isFile()) return false;
-  }
-  return true;
 }

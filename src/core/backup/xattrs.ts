@@ -128,6 +128,9 @@ export function parseXattrDump(stdout: string): XattrDump {
  */
 export const RESTORE_RUN_CHARS = 8 * 1024 * 1024;
 
+/** The kernel's limit for a path in one call, its closing NUL included. */
+const PATH_MAX = 4096;
+
 /**
  * Sets the attributes of restored entries with `setfattr --restore` (the dump on its standard
  * input, every path absolute and quoted), one run per RESTORE_RUN_CHARS of dump. A symlink's are
@@ -152,8 +155,13 @@ export async function restoreXattrs(commands: CommandRunner, target: string, ent
       else warnings.add(`extended attributes of ${count} entr${count === 1 ? 'y were' : 'ies were'} not restored: ${messageOf(err)}`);
     }
   };
+  let unreachable = 0;
   for (const { path, xattrs } of entries) {
     const bytes = path === '.' ? Buffer.from(target) : Buffer.concat([Buffer.from(`${target}/`), bytesFromName(path)]);
+    if (bytes.length >= PATH_MAX) {
+      unreachable += 1;
+      continue;
+    }
     dump += `# file: ${quote(bytes)}\n`;
     for (const [name, value] of xattrs) dump += `${name}=0s${value}\n`;
     dump += '\n';
@@ -161,6 +169,10 @@ export async function restoreXattrs(commands: CommandRunner, target: string, ent
     if (dump.length >= runChars) await run();
   }
   await run();
+  if (unreachable > 0) {
+    warnings.add(`extended attributes of ${unreachable} entr${unreachable === 1 ? 'y were' : 'ies were'} not restored: ` +
+      `their paths under ${target} are ${PATH_MAX} bytes or longer, more than setfattr can name (the entries themselves are restored)`);
+  }
   return [...warnings];
 }
 

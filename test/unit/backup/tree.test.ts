@@ -269,12 +269,21 @@ describe('file-level backup and restore', () => {
     const root = { path: '.', type: 'dir', ...meta, mode: 0o755 };
     const outside = join(base, 'outside');
     await mkdir(outside);
+    // A file a link through a symlink would reach: refused before link(2) could make it.
+    const outsideWithFile = join(base, 'outside-with-file');
+    await mkdir(outsideWithFile);
+    await writeFile(join(outsideWithFile, 'x'), 'not the backup\'s');
     const cases: Array<[string, unknown[], RegExp]> = [
       ['dot-dot', [root, { path: '../escape', type: 'file', ...meta, chunks: [] }], /not a safe relative path/],
       ['absolute', [root, { path: '/tmp/escape', type: 'file', ...meta, chunks: [] }], /not a safe relative path/],
       ['duplicate', [root, { path: 'a', type: 'file', ...meta, chunks: [] }, { path: 'a', type: 'file', ...meta, chunks: [] }], /out of order or duplicate/],
       ['through a symlink', [root, { path: 'l', type: 'symlink', ...meta, target: outside }, { path: 'l/x', type: 'file', ...meta, chunks: [] }], /parent is not a directory/],
       ['hardlink via symlink', [root, { path: 'l', type: 'symlink', ...meta, target: '/etc' }, { path: 'm', type: 'hardlink', ...meta, target: 'l/passwd' }], /not a restored file/],
+      // The link's target reached from an open directory, and from one already closed.
+      ['hardlink via a symlink in an open directory', [root, { path: 'd', type: 'dir', ...meta }, { path: 'd/l', type: 'symlink', ...meta, target: outsideWithFile }, { path: 'd/m', type: 'hardlink', ...meta, target: 'd/l/x' }], /not a restored file/],
+      ['hardlink via a symlink in a closed directory', [root, { path: 'd', type: 'dir', ...meta }, { path: 'd/l', type: 'symlink', ...meta, target: outsideWithFile }, { path: 'e', type: 'dir', ...meta }, { path: 'e/m', type: 'hardlink', ...meta, target: 'd/l/x' }], /not a restored file/],
+      ['hardlink to a directory', [root, { path: 'd', type: 'dir', ...meta }, { path: 'm', type: 'hardlink', ...meta, target: 'd' }], /not a restored file/],
+      ['root not a directory', [{ ...root, type: 'file', chunks: [] }], /the root must be a directory/],
       ['no root', [{ path: 'a', type: 'file', ...meta, chunks: [] }], /root directory/],
       // Escapes stand only for bytes that are not UTF-8 (raw-names.ts): not for `.` or `/`,
       // and never as a second spelling of a name already restored.
@@ -290,6 +299,7 @@ describe('file-level backup and restore', () => {
       expect(await readdir(out), label).toEqual([]);
     }
     expect(await readdir(outside)).toEqual([]);
+    expect((await lstat(join(outsideWithFile, 'x'))).nlink).toBe(1);
   });
 
   it('gc refuses while a backup holds a shared lock (a delete goes through), and when a record does not load', async () => {
