@@ -104,9 +104,11 @@ export class Chunker {
    * Feeds bytes; returns the chunks they complete, in order. `owned`: the caller never reuses
    * `data`, so chunks may be views of it (no copy); a chunk then keeps `data` alive. `'lent'`:
    * the returned chunks may be views of `data` (the caller keeps it unchanged until it is done
-   * with them), but what the chunker keeps for the next call is copied.
+   * with them), but what the chunker keeps for the next call is copied. `stopAt`, asked of each
+   * chunk as it is cut: true ends the push there, the rest of `data` neither scanned nor kept
+   * (the chunker is then as new, the state it has at any cut).
    */
-  push(data: Buffer, owned: boolean | 'lent' = false): Buffer[] {
+  push(data: Buffer, owned: boolean | 'lent' = false, stopAt?: (chunk: Buffer) => boolean): Buffer[] {
     const out: Buffer[] = [];
     const { minSize } = this.params;
     let start = 0;
@@ -124,12 +126,16 @@ export class Chunker {
       i = cut.index;
       if (cut.found) {
         const tail = data.subarray(start, i);
-        if (this.pending.length === 0) out.push(owned !== false ? tail : Buffer.from(tail));
-        else out.push(Buffer.concat([...this.pending, tail]));
+        const chunk = this.pending.length === 0 ? (owned !== false ? tail : Buffer.from(tail)) : Buffer.concat([...this.pending, tail]);
+        out.push(chunk);
         this.pending = [];
         this.pendingBytes = 0;
         hash = 0;
         start = i;
+        if (stopAt?.(chunk)) {
+          this.hash = 0;
+          return out;
+        }
       }
     }
     if (start < data.length) {

@@ -156,13 +156,15 @@ async function chunkUntilKnownCut(
     try {
       got = await readFully(read, buffer, bufferSize, position);
       position += got;
-      // Lent: chunks are views of the buffer, what the chunker keeps for later is copied.
-      for (const chunk of got > 0 ? chunker.push(buffer.subarray(0, got), 'lent') : []) {
+      // Lent: chunks are views of the buffer, what the chunker keeps for later is copied. The
+      // chunker stops at the first cut where a previous chunk began: the rest of this read is
+      // read again from there (an in-place change realigns within a chunk or two, and scanning
+      // the rest of a 4 MiB read cost more than reading it again from the page cache).
+      let end = cut;
+      for (const chunk of got > 0 ? chunker.push(buffer.subarray(0, got), 'lent', (c) => layout.has(end += c.length)) : []) {
         users += 1;
         await emit(chunk, release);
         cut += chunk.length;
-        // The rest of this read is read again from there; the chunker's state is dropped,
-        // which is the state it has at any cut.
         if (layout.has(cut)) return cut;
       }
     } finally {
