@@ -180,7 +180,9 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
             if (!changedWhileRead(err, path, warn)) throw err;
             continue;
           }
-          entry = Promise.resolve({ path, type: 'symlink', ...own, size: 0, target: nameFromBytes(target) });
+          const symlink: Entry = { path, type: 'symlink', ...own, size: 0, target: nameFromBytes(target) };
+          // A symlink, FIFO or device can have several names too (link(2) takes any but a directory).
+          entry = links.entry(path, stat, undefined, () => Promise.resolve(symlink));
         } else if (stat.isFile()) {
           // The file's directory stays open until the file is: it may be opened after the walk moved on.
           entry = links.entry(path, stat, holder?.hold(), (dir) => fileEntry(path, abs, dir, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
@@ -192,9 +194,11 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
           // would end the daemon).
           entry.catch(() => {});
         } else if (stat.isFIFO()) {
-          entry = Promise.resolve({ path, type: 'fifo', ...own, size: 0 });
+          const fifo: Entry = { path, type: 'fifo', ...own, size: 0 };
+          entry = links.entry(path, stat, undefined, () => Promise.resolve(fifo));
         } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
-          entry = Promise.resolve({ path, type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...own, size: 0, device: deviceNumbers(stat.rdev) });
+          const device: Entry = { path, type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...own, size: 0, device: deviceNumbers(stat.rdev) };
+          entry = links.entry(path, stat, undefined, () => Promise.resolve(device));
         } else {
           // A socket is only an address while its server runs: nothing to restore.
           warn(`${path}: socket skipped`);

@@ -1,6 +1,7 @@
 /**
  * Files with several names in a backup: the first name met is read, the later ones link to it,
- * but only when what was read there is the very file the walk saw at the later name.
+ * but only when what was read there is the very file the walk saw at the later name. The same
+ * for symlinks, FIFOs and devices with several names, whose "read" is their entry.
  */
 import type { BigIntStats } from 'node:fs';
 import { metadata, inodeNumber } from './entry-stat.js';
@@ -19,7 +20,7 @@ export class LinkedNames {
   private readonly byInode = new Map<string, Promise<LinkTarget | undefined>>();
 
   /**
-   * The entry of a regular file at `path`: `read` reads it, through `dir` held open until then.
+   * The entry of a non-directory at `path`: `read` reads it, through `dir` held open until then.
    * A later name of a file already met becomes a link to what its first name held, if that was
    * this very file as the walk saw it here: same inode and ctime. A first name replaced (or left
    * out) before it was read, or an inode number freed and given to a new file during the walk,

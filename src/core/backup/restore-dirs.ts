@@ -116,12 +116,14 @@ export class RestoreDirs {
   }
 
   /**
-   * Where the restored regular file at `path` (in manifest form) is, through a descriptor, for a
+   * Where the restored entry at `path` (in manifest form) is, through a descriptor, for a
    * hardlink to it; undefined when a part of the path is not a directory restored here (a
    * symlink the manifest made earlier must not lead the link out of the target) or the name is
-   * not a regular file. `release` closes what was opened to reach it.
+   * a directory or missing. Whatever else is there this restore made (target was empty): a
+   * file, or a symlink, FIFO or device, which link(2) links as itself, never following it.
+   * `release` closes what was opened to reach it.
    */
-  async restoredFile(path: string): Promise<{ at: string | Buffer; release: () => void } | undefined> {
+  async restoredEntry(path: string): Promise<{ at: string | Buffer; release: () => void } | undefined> {
     const segments = path.split('/');
     const parent = segments.slice(0, -1).join('/');
     // The deepest open directory on the way: the target (the root entry, '.') at least.
@@ -149,7 +151,7 @@ export class RestoreDirs {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw err;
       });
-      if (!stat?.isFile()) {
+      if (!stat || stat.isDirectory()) {
         release();
         return undefined;
       }

@@ -203,8 +203,8 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
           const first = entry.target!;
           if (comparePaths(first, entry.path) >= 0) throw refusedEntry(record, entry.path, 'a hardlink must point to an earlier file');
           await barrier();
-          const source = await dirs.restoredFile(first);
-          if (!source) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file`);
+          const source = await dirs.restoredEntry(first);
+          if (!source) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file, symlink, FIFO or device`);
           try {
             if (local) linkSync(source.at, path);
             else await link(source.at, path);

@@ -46,7 +46,7 @@ describe('a tree deeper than a manifest records', () => {
     expect(record.warnings).toEqual(warnings);
   });
 
-  it('restores paths longer than PATH_MAX once under the target: names, links, FIFOs, data and times', async () => {
+  it('restores paths longer than PATH_MAX once under the target: names, hardlinks (of files, a symlink, a FIFO), data and times', async () => {
     const src = join(base, 'long');
     // 20 levels of 120 two-byte characters: 2420 characters, as a manifest records them, but
     // 4820 bytes, more than any path the kernel takes in one call (4096).
@@ -57,7 +57,8 @@ describe('a tree deeper than a manifest records', () => {
       // 'other' sorts before the next level: its file is the first name of the hardlinks, and
       // its directory is closed again by the time the deeper names link to it.
       `mkdir other ${level} && echo deep > other/h && chmod 640 other/h`,
-      `cd ${level} && ln ../other/h f && ln f g && ln -s f s && mkfifo p && echo -n sibling > z`,
+      // A symlink and a FIFO with two names each: link(2) takes any but a directory.
+      `cd ${level} && ln ../other/h f && ln f g && ln -s f s && ln -P s s2 && mkfifo p && ln p p2 && echo -n sibling > z`,
       // Whole seconds everywhere, as find prints them to the nanosecond and a restore sets microseconds.
       'cd "$1" && find . -execdir touch -h -d 2002-03-04T05:06:07Z {} +',
     ].join(' && ');
@@ -74,7 +75,9 @@ describe('a tree deeper than a manifest records', () => {
     const restored = await listing(out);
     expect(restored).toEqual(await listing(src));
     expect(restored.filter((line) => line.startsWith('f 3 5 640 1015218367.0000000000 '))).toHaveLength(3);
-    expect(restored.filter((line) => line.startsWith('p ') || line.startsWith('l '))).toHaveLength(2);
+    expect(restored.filter((line) => line.startsWith('p 2 0 644 ') || line.startsWith('l 2 1 777 '))).toHaveLength(4);
+    const kinds = new Map((await collect(repo, record)).entries.map((e) => [e.path.split('/').at(-1), e.type]));
+    expect([kinds.get('s'), kinds.get('s2'), kinds.get('p'), kinds.get('p2')]).toEqual(['symlink', 'hardlink', 'fifo', 'hardlink']);
     // Read through the deepest directory, a level at a time, as no single path reaches it.
     const read = await execa('bash', ['-c', `cd "$1" && for i in $(seq 20); do cd ${level}; done && cat g z && readlink s && stat -c %i f g ../other/h | sort -u | wc -l`, 'bash', out]);
     expect(read.stdout).toBe('deep\nsiblingf\n1');
