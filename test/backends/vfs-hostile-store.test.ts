@@ -168,11 +168,13 @@ describe('vfs on a hostile store', () => {
     await b.settle();
   });
 
-  it('never hands out, moves or deletes a volume whose data directory became a symlink', async () => {
+  it('never hands out, moves or deletes a volume whose data directory became a symlink, nor its snapshots', async () => {
     await setup();
     await initialised();
     const b = backend();
     await b.init();
+    await writeFile(join(store, 'good', 'data'), 'kept in a snapshot');
+    await b.snapshots.createSnapshot('good', 'before');
     await rm(join(store, 'good'), { recursive: true });
     await symlink(outside, join(store, 'good'));
     await expect(b.attach('good')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/symbolic link/) });
@@ -180,6 +182,8 @@ describe('vfs on a hostile store', () => {
     await b.settle();
     expect((await lstat(join(store, 'good'))).isSymbolicLink()).toBe(true);
     expect((await b.list()).map((v) => v.name)).toEqual(['good']);
+    // A remove that was refused deleted nothing: the snapshot is the volume's data now.
+    expect((await b.snapshots.listSnapshots('good')).map((s) => s.name)).toEqual(['before']);
   });
 
   it('refuses to create over a planted symlink where the data would go', async () => {

@@ -72,7 +72,8 @@ export class VfsSnapshotRepository {
   /**
    * A volume's snapshots go with it (as devicemapper's do), also when its data is retained:
    * they are copies of data the user asked to remove, and a new volume of the same name must
-   * not show them. Called before the data moves, so a failure here leaves the volume in place.
+   * not show them. Called once the remove can no longer be refused, and before the data moves,
+   * so a failure here leaves the volume in place.
    */
   async deleteWithVolume(name: string, request: RemoveRequest): Promise<void> {
     // No repository, no snapshots: a remove creates nothing in the store.

@@ -272,7 +272,6 @@ export class VfsBackend implements Backend {
     const entry = await this.registry.get(name);
     if (!entry) return {};
     await this.assertStorePresent(name);
-    await this.snapshotRepository.deleteWithVolume(name, request);
     const source = dataPathOf(this.options.path, entry);
     const stat = await fs.lstat(source).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
@@ -283,6 +282,9 @@ export class VfsBackend implements Backend {
     const leaf = `${name}@${removalStamp()}`;
     const target = join(this.layout.meta, area, leaf);
     for (const dir of [join(this.layout.meta, area), this.layout.volumes, this.layout.journal]) await this.dirs.recheck(dir, name);
+    // After every check that can refuse the remove (a refused remove deletes nothing), before
+    // the data moves (a failure here leaves the volume in place).
+    await this.snapshotRepository.deleteWithVolume(name, request);
     const { createdAt, createdBy } = entry.record;
     await this.journal.record({ format: 1, op: 'remove', name, nodeId: this.ctx.nodeId, createdAt, createdBy, target: `${area}/${leaf}` });
     // Move first, unregister second; the intent record lets the next start finish either half.
