@@ -74,7 +74,7 @@ export class GlusterSnapshotRepository {
     return target;
   }
 
-  /** A volume's snapshots go with it, also when its data is retained (as for vfs and devicemapper). */
+  /** A volume's snapshots go with it, also when its data is retained (as on vfs; devicemapper keeps a retained volume's). */
   async deleteWithVolume(name: string, request: RemoveRequest): Promise<void> {
     request.lease?.assertHeld(`deleting the snapshots of volume ${name}`); // lease check
     const snapshots = await this.snapshots.deleteAll(name);
