@@ -7,6 +7,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, type BigIntStats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { ErrorCodes, StowageError } from './errors.js';
 
 /** Linux's O_PATH (x86-64 and arm64; Node does not export it). */
 const O_PATH = 0o10000000;
@@ -24,6 +25,17 @@ function reopenFlags(flags: number): number {
   return (flags & ~(constants.O_NOFOLLOW | constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC)) | constants.O_NOCTTY;
 }
 
+/**
+ * The reopen through /proc/self/fd/N found nothing: the pinned inode is there (held by the pin,
+ * even if unlinked meanwhile), so /proc is not mounted. Said as that, never as ENOENT, which
+ * every caller reads as "no such file" (a registry entry, a repository's config).
+ */
+function withoutProc(path: string | Buffer, err: unknown): unknown {
+  if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return err;
+  return new StowageError(ErrorCodes.NOT_SUPPORTED, `opening ${String(path)} needs /proc mounted: a file is pinned first and reopened ` +
+    'through /proc/self/fd, so that nothing but a regular file is ever opened', { cause: err });
+}
+
 /** What is at the name when it is not a regular file (a symlink, a device, ...): never opened. */
 export interface NotRegular {
   other: BigIntStats;
@@ -35,7 +47,11 @@ export function openRegularFileSync(path: string | Buffer, flags = READ_REGULAR_
   try {
     const stat = fstatSync(pin, { bigint: true });
     if (!stat.isFile()) return { other: stat };
-    return { fd: openSync(reopenPath(pin), reopenFlags(flags)), stat };
+    try {
+      return { fd: openSync(reopenPath(pin), reopenFlags(flags)), stat };
+    } catch (err) {
+      throw withoutProc(path, err);
+    }
   } finally {
     closeSync(pin);
   }
@@ -47,7 +63,11 @@ export async function openRegularFile(path: string | Buffer, flags = READ_REGULA
   try {
     const stat = await pin.stat({ bigint: true });
     if (!stat.isFile()) return { other: stat };
-    return { handle: await open(reopenPath(pin.fd), reopenFlags(flags)), stat };
+    try {
+      return { handle: await open(reopenPath(pin.fd), reopenFlags(flags)), stat };
+    } catch (err) {
+      throw withoutProc(path, err);
+    }
   } finally {
     await pin.close();
   }

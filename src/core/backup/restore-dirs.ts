@@ -5,9 +5,10 @@
  * path that is longer than the kernel takes in one call (PATH_MAX, 4096 bytes), so a backup
  * that read such a tree could not have been restored.
  */
-import { close, closeSync, constants, fchmod, fchmodSync, fchown, fchownSync, futimes, futimesSync, lstatSync, mkdirSync, open, openSync } from 'node:fs';
+import { close, closeSync, constants, existsSync, fchmod, fchmodSync, fchown, fchownSync, futimes, futimesSync, lstatSync, mkdirSync, open, openSync } from 'node:fs';
 import { lstat, mkdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { ErrorCodes, StowageError } from '../errors.js';
 import type { Entry } from './format.js';
 import { fsPath } from './raw-names.js';
 
@@ -60,6 +61,9 @@ export class RestoreDirs {
 
   /** Opens `target` (never through a symlink) for the manifest's root entry. */
   static async open(target: string, root: Entry, local: boolean, asRoot: boolean): Promise<RestoreDirs> {
+    if (!existsSync('/proc/self/fd')) {
+      throw new StowageError(ErrorCodes.NOT_SUPPORTED, 'restoring a backup needs /proc: each name is made through its directory\'s descriptor, so paths of any depth restore and none leads out of the target');
+    }
     const dirs = new RestoreDirs(local, asRoot);
     dirs.stack.push({ entry: root, fd: local ? openSync(target, DIR_FLAGS) : await openAsync(target, DIR_FLAGS) });
     return dirs;
