@@ -5,14 +5,12 @@
  * path that is longer than the kernel takes in one call (PATH_MAX, 4096 bytes), so a backup
  * that read such a tree could not have been restored.
  */
-import { close, closeSync, constants, existsSync, fchmod, fchmodSync, fchown, fchownSync, futimes, futimesSync, lstatSync, mkdirSync, open, openSync } from 'node:fs';
+import { close, closeSync, fchmod, fchmodSync, fchown, fchownSync, futimes, futimesSync, lstatSync, mkdirSync, open, openSync } from 'node:fs';
 import { lstat, mkdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { ErrorCodes, StowageError } from '../errors.js';
+import { DIR_FLAGS, assertProcFd, nameInDir } from './dir-fd.js';
 import type { Entry } from './format.js';
-import { fsPath } from './raw-names.js';
 
-const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 const openAsync = promisify(open);
 const closeAsync = promisify(close);
 const fchownAsync = promisify(fchown);
@@ -37,10 +35,6 @@ export function nsToSeconds(ns: string): number | string {
   return Number(micros / 1_000_000n) + (Number(micros % 1_000_000n) + 0.5) / 1e6;
 }
 
-function nameIn(fd: number, name: string): string | Buffer {
-  return fsPath(`/proc/self/fd/${fd}/${name}`);
-}
-
 function lastSegment(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
@@ -61,9 +55,7 @@ export class RestoreDirs {
 
   /** Opens `target` (never through a symlink) for the manifest's root entry. */
   static async open(target: string, root: Entry, local: boolean, asRoot: boolean): Promise<RestoreDirs> {
-    if (!existsSync('/proc/self/fd')) {
-      throw new StowageError(ErrorCodes.NOT_SUPPORTED, 'restoring a backup needs /proc: each name is made through its directory\'s descriptor, so paths of any depth restore and none leads out of the target');
-    }
+    assertProcFd('restoring a backup', 'each name is made through its directory\'s descriptor, so paths of any depth restore and none leads out of the target');
     const dirs = new RestoreDirs(local, asRoot);
     dirs.stack.push({ entry: root, fd: local ? openSync(target, DIR_FLAGS) : await openAsync(target, DIR_FLAGS) });
     return dirs;
@@ -80,7 +72,7 @@ export class RestoreDirs {
 
   /** Where `path`, a name in the innermost directory, is made: through that directory's descriptor. */
   place(path: string): string | Buffer {
-    return nameIn(this.stack.at(-1)!.fd, lastSegment(path));
+    return nameInDir(this.stack.at(-1)!.fd, lastSegment(path));
   }
 
   /** Makes directory `entry` in the innermost one and opens it: names after it go inside. */
@@ -147,10 +139,10 @@ export class RestoreDirs {
       let fd = base.fd;
       for (const segment of rest.slice(0, -1)) {
         // O_NOFOLLOW | O_DIRECTORY: a symlink or a file on the way fails here.
-        fd = this.local ? openSync(nameIn(fd, segment), DIR_FLAGS) : await openAsync(nameIn(fd, segment), DIR_FLAGS);
+        fd = this.local ? openSync(nameInDir(fd, segment), DIR_FLAGS) : await openAsync(nameInDir(fd, segment), DIR_FLAGS);
         opened.push(fd);
       }
-      const at = nameIn(fd, rest.at(-1)!);
+      const at = nameInDir(fd, rest.at(-1)!);
       const stat = this.local ? lstatSync(at, { throwIfNoEntry: false }) : await lstat(at).catch((err: unknown) => {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw err;

@@ -1,13 +1,13 @@
-import { closeSync, existsSync, lstatSync, open, openSync, readdirSync, constants, type BigIntStats } from 'node:fs';
+import { closeSync, lstatSync, open, openSync, readdirSync, type BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { ErrorCodes, StowageError } from '../errors.js';
 import { MAX_PATH, comparePaths, type Entry } from './format.js';
 import type { Turns } from './options.js';
-import { fsPath, nameFromBytes } from './raw-names.js';
+import { DIR_FLAGS, assertProcFd, nameInDir } from './dir-fd.js';
+import { nameFromBytes } from './raw-names.js';
 
 const openAsync = promisify(open);
-const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
 /**
  * A directory the walk holds open. Names under it are reached through its descriptor
@@ -23,7 +23,7 @@ export class OpenDir {
 
   /** The name in this directory, for node:fs. */
   child(name: string): string | Buffer {
-    return fsPath(`/proc/self/fd/${this.fd}/${name}`);
+    return nameInDir(this.fd, name);
   }
 
   get listPath(): string {
@@ -69,9 +69,7 @@ export const VANISHED = 'was removed or renamed while the backup read the tree; 
  * a container while the walk passed is then a warning, not a silent gap.
  */
 export async function* walk(root: string, local: boolean, turns: Turns, onChanged: (path: string, why: string) => void): AsyncGenerator<Walked> {
-  if (!existsSync('/proc/self/fd')) {
-    throw new StowageError(ErrorCodes.NOT_SUPPORTED, 'reading a volume for a backup needs /proc: each name is opened through its directory\'s descriptor, so no symlink swapped into the tree can lead the backup out of it');
-  }
+  assertProcFd('reading a volume for a backup', 'each name is opened through its directory\'s descriptor, so no symlink swapped into the tree can lead the backup out of it');
   const rootStat = await lstat(root, { bigint: true });
   if (!rootStat.isDirectory()) throw new StowageError(ErrorCodes.INVALID_REQUEST, `${root} is not a directory`);
   yield { path: '.', abs: root, stat: rootStat, local };
