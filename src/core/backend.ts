@@ -2,6 +2,7 @@ import type { BlockSupport } from './backup/block-support.js';
 import type { Lease } from './cluster/lease.js';
 import type { VolumeOptions } from './options.js';
 import type { Repository } from './backup/repository.js';
+import type { RetainedSnapshots } from './backup/repository-snapshots.js';
 
 export type { Lease } from './cluster/lease.js';
 
@@ -174,6 +175,11 @@ export interface RemoveRequest {
 export interface RemoveOutcome {
   /** Where retained data now lives, when it was retained. */
   retainedAt?: string;
+  /**
+   * When the data was retained and the backend keeps snapshots as backups (vfs, glusterfs):
+   * where the volume's snapshots are kept. devicemapper keeps them as retained data instead.
+   */
+  snapshotsKept?: RetainedSnapshots;
 }
 
 /**

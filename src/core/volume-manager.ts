@@ -217,7 +217,7 @@ export class VolumeManager {
       await this.mounts.persist().catch((err: unknown) =>
         this.log.error(`volume ${name} was removed, but ${messageOf(err)}`));
       this.log.info(`removed volume ${name}${outcome.retainedAt ? `, data kept at ${outcome.retainedAt}` : ''}`);
-      return { name, retainedAt: outcome.retainedAt };
+      return { name, retainedAt: outcome.retainedAt, ...(outcome.snapshotsKept ? { snapshotsKept: outcome.snapshotsKept } : {}) };
     }));
   }
 

@@ -1,3 +1,4 @@
+import type { RetainedSnapshots } from './backup/repository-snapshots.js';
 import type { VolumeRecord } from './backend.js';
 import { ErrorCodes, StowageError } from './errors.js';
 import { isValidMountId } from './names.js';
@@ -47,6 +48,8 @@ export interface CreateResult {
 export interface RemoveResult {
   name: string;
   retainedAt?: string;
+  /** Where the snapshots of a volume removed with its data retained are kept (vfs, glusterfs; see RemoveOutcome). */
+  snapshotsKept?: RetainedSnapshots;
 }
 
 

@@ -2,9 +2,12 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { restoreTree } from '../core/backup/index.js';
+import { VfsBlobStore } from '../backup-targets/vfs/vfs-blob-store.js';
+import { parseBackupUrl } from '../core/backup/backup-url.js';
+import { Repository, restoreTree } from '../core/backup/index.js';
 import type { SnapshotSupport } from '../core/backend.js';
 import { ErrorCodes } from '../core/errors.js';
+import { isValidVolumeName } from '../core/names.js';
 import { createRequest as request, fsOf, type ConformanceHarness } from './harness.js';
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
@@ -74,6 +77,43 @@ export function describeSnapshotConformance(label: string, setup: () => Promise<
       await expect(snapshots.deleteSnapshot('gone', 'old')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
       await snapshots.createSnapshot('gone', 'old');
       expect((await snapshots.listSnapshots('gone')).map((s) => s.name)).toEqual(['old']);
+    });
+
+    it('a volume removed with its data retained keeps its snapshots, out of its name: a new volume of that name has none', async () => {
+      await h.backend.create(request('held'));
+      const path = await h.backend.attach('held');
+      await fsOf(h).writeFile(join(path, 'a.txt'), 'at monday');
+      await snapshots.createSnapshot('held', 'monday');
+      await fsOf(h).writeFile(join(path, 'a.txt'), 'after monday');
+      await h.backend.detach('held');
+      const outcome = await h.backend.remove('held', { retain: true });
+      await h.backend.create(request('held'));
+      expect(await snapshots.listSnapshots('held')).toEqual([]);
+      await snapshots.createSnapshot('held', 'monday');
+      expect((await snapshots.listSnapshots('held')).map((s) => s.name)).toEqual(['monday']);
+      if (!outcome.snapshotsKept) {
+        // A backend with snapshots of its own keeps them with the retained data and says so in its description.
+        expect(Object.values(await h.backend.describe()).join('\n')).toMatch(/\bmonday=/);
+        return;
+      }
+      // Kept as backups: the URL names a repository and a volume no volume can be called, and the monday backup restores what monday held.
+      expect(outcome.snapshotsKept).toMatchObject({ snapshots: 1, backups: 1 });
+      const url = parseBackupUrl(outcome.snapshotsKept.url);
+      expect(url.volume).toMatch(/^held\.\.removed-/);
+      expect(isValidVolumeName(url.volume)).toBe(false);
+      if (url.target.scheme !== 'vfs') throw new Error(`kept snapshots at ${outcome.snapshotsKept.url}, not a vfs repository`);
+      const repository = await Repository.open(new VfsBlobStore(url.target.path));
+      const [kept, ...more] = await repository.listBackups(url.volume!);
+      expect(more).toEqual([]);
+      expect(kept?.snapshot).toBe('monday');
+      const restored = await mkdtemp(join(tmpdir(), 'stowage-kept-'));
+      try {
+        await restoreTree(repository, url.volume!, kept!.id, restored);
+        expect(await readFile(join(restored, 'a.txt'), 'utf8')).toBe('at monday');
+      } finally {
+        repository.releasePackCache();
+        await rm(restored, { recursive: true, force: true });
+      }
     });
 
     it('openSnapshot gives the content at snapshot time, whatever the volume holds since', async () => {

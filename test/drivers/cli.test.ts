@@ -27,7 +27,7 @@ async function writeIntoVolume(socket: string, name: string, file: string, conte
 
 /** The path in "NAME (data kept at PATH)". */
 function keptAt(stdout: string): string {
-  const match = /data kept at (.+)\)\s*$/.exec(stdout.trim());
+  const match = /data kept at ([^;]+?)(?:; .*)?\)\s*$/.exec(stdout.trim());
   expect(match, `no "data kept at" in: ${stdout}`).not.toBeNull();
   return match![1]!;
 }
@@ -154,6 +154,22 @@ describe('stowage CLI against a running daemon', () => {
       expect(existsSync(join(volumeDir, 'hello.txt'))).toBe(false);
       const listed = JSON.parse((await cli('list', '--json')).stdout) as Array<{ name: string }>;
       expect(listed.map((v) => v.name)).not.toContain('webdata');
+    });
+
+    it('deletes with --keep-data a volume with a snapshot and tells where the snapshot is kept, as a backup that lists', async () => {
+      expect((await cli('create', 'snapped')).exitCode).toBe(0);
+      await writeIntoVolume(socket, 'snapped', 'hello.txt', 'at the snapshot');
+      expect((await cli('snapshot', 'create', 'snapped', 'first')).exitCode).toBe(0);
+      const result = await cli('delete', 'snapped', '--keep-data');
+      expect(result.exitCode).toBe(0);
+      expect(await readFile(join(keptAt(result.stdout), 'hello.txt'), 'utf8')).toBe('at the snapshot');
+      const command = /its 1 snapshot\(s\) kept as backups: stowage backup list --dest '([^']+)'\)$/.exec(result.stdout.trim());
+      expect(command, result.stdout).not.toBeNull();
+      const listed = await cli('backup', 'list', '--dest', command![1]!, '--json');
+      expect(listed.exitCode, listed.stderr).toBe(0);
+      expect((JSON.parse(listed.stdout) as Array<{ snapshot?: string; volume: string }>).map((b) => [b.snapshot, b.volume.startsWith('snapped..removed-')])).toEqual([['first', true]]);
+      expect((await cli('create', 'snapped')).exitCode).toBe(0);
+      expect(JSON.parse((await cli('snapshot', 'list', 'snapped', '--json')).stdout)).toEqual([]);
     });
 
     it('deletes without --keep-data and keeps nothing', async () => {

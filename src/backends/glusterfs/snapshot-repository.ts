@@ -1,8 +1,9 @@
 import { join } from 'node:path';
 import type { RemoveRequest } from '../../core/backend.js';
-import { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
+import { RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
+import { removalStamp } from '../vfs/store-layout.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import type { GlusterVolume } from './parsers.js';
 import type { PoolMount } from './pool-mount.js';
@@ -74,10 +75,17 @@ export class GlusterSnapshotRepository {
     return target;
   }
 
-  /** A volume's snapshots go with it, also when its data is retained (as on vfs; devicemapper keeps a retained volume's). */
-  async deleteWithVolume(name: string, request: RemoveRequest): Promise<void> {
-    request.lease?.assertHeld(`deleting the snapshots of volume ${name}`); // lease check
+  /**
+   * A removed volume's snapshots: deleted with it, or kept as backups in the same repository
+   * when its data is retained (see RepositorySnapshots.retainAll; as on vfs, and as devicemapper
+   * keeps a retained volume's). Called before the gluster volume is stopped: a failure leaves it
+   * as it was.
+   */
+  async settleWithVolume(name: string, request: RemoveRequest): Promise<RetainedSnapshots | undefined> {
+    request.lease?.assertHeld(`${request.retain ? 'keeping' : 'deleting'} the snapshots of volume ${name}`); // lease check
+    if (request.retain) return this.snapshots.retainAll(name, removalStamp());
     const snapshots = await this.snapshots.deleteAll(name);
     if (snapshots > 0) this.deps.ctx.log.info(`deleted the ${snapshots} snapshot(s) of volume ${name} with it`);
+    return undefined;
   }
 }

@@ -1,7 +1,7 @@
 import { lstat as realLstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RemoveRequest } from '../../core/backend.js';
-import { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
+import { RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
@@ -70,22 +70,25 @@ export class VfsSnapshotRepository {
   }
 
   /**
-   * A volume's snapshots go with it (as devicemapper's do), also when its data is retained:
-   * they are copies of data the user asked to remove, and a new volume of the same name must
-   * not show them. Called once the remove can no longer be refused, and before the data moves,
-   * so a failure here leaves the volume in place.
+   * A removed volume's snapshots: deleted with it, or, when its data is retained, kept as
+   * backups in the same repository under a name no volume can take (see
+   * RepositorySnapshots.retainAll), as devicemapper keeps a retained volume's snapshots. Either
+   * way a new volume of the same name starts without snapshots. Called once the remove can no
+   * longer be refused, and before the data moves, so a failure here leaves the volume in place.
    */
-  async deleteWithVolume(name: string, request: RemoveRequest): Promise<void> {
+  async settleWithVolume(name: string, request: RemoveRequest, stamp: string): Promise<RetainedSnapshots | undefined> {
     // No repository, no snapshots: a remove creates nothing in the store.
-    if (!(await this.exists())) return;
+    if (!(await this.exists())) return undefined;
     const usable = await this.dir(name).then(() => true, (err: unknown) => {
       if (err instanceof StowageError && err.code === ErrorCodes.NOT_SUPPORTED) return false;
       throw err;
     });
-    if (!usable) return;
+    if (!usable) return undefined;
     // Lease check: the snapshots are the volume's, and another node may hold the name by now.
-    request.lease?.assertHeld(`deleting the snapshots of volume ${name}`);
+    request.lease?.assertHeld(`${request.retain ? 'keeping' : 'deleting'} the snapshots of volume ${name}`);
+    if (request.retain) return this.snapshots.retainAll(name, stamp);
     const count = await this.snapshots.deleteAll(name);
     if (count > 0) this.deps.log.info(`deleted the ${count} snapshot(s) of volume ${name} with it`);
+    return undefined;
   }
 }

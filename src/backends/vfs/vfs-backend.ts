@@ -279,12 +279,13 @@ export class VfsBackend implements Backend {
     });
     if (stat) assertRealDir(stat, source, this.dirs.device, name);
     const area = request.retain ? 'removed' : 'deleting';
-    const leaf = `${name}@${removalStamp()}`;
+    const stamp = removalStamp();
+    const leaf = `${name}@${stamp}`;
     const target = join(this.layout.meta, area, leaf);
     for (const dir of [join(this.layout.meta, area), this.layout.volumes, this.layout.journal]) await this.dirs.recheck(dir, name);
     // After every check that can refuse the remove (a refused remove deletes nothing), before
     // the data moves (a failure here leaves the volume in place).
-    await this.snapshotRepository.deleteWithVolume(name, request);
+    const keptSnapshots = await this.snapshotRepository.settleWithVolume(name, request, stamp);
     const { createdAt, createdBy } = entry.record;
     await this.journal.record({ format: 1, op: 'remove', name, nodeId: this.ctx.nodeId, createdAt, createdBy, target: `${area}/${leaf}` });
     // Move first, unregister second; the intent record lets the next start finish either half.
@@ -314,8 +315,9 @@ export class VfsBackend implements Backend {
     }
     await this.journal.clear(name).catch((err: unknown) =>
       this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${messageOf(err)}`));
-    if (!moved) return {};
-    if (request.retain) return { retainedAt: target };
+    const snapshotsKept = keptSnapshots && { snapshotsKept: keptSnapshots };
+    if (!moved) return { ...snapshotsKept };
+    if (request.retain) return { retainedAt: target, ...snapshotsKept };
     this.purge(target);
     return {};
   }

@@ -13,7 +13,7 @@ import type { OwnStorage } from './own-storage.js';
 import { BACKUP_KINDS, blockSupportOf, createBlockBackup } from './block-backup-service.js';
 import { copyBackup } from './copy-backup.js';
 import {
-  backupTree, checkRepository, deleteBackup, gc, liveLocks, Repository, verifyBackup, type BackupRecord,
+  assertVolumeName, backupTree, checkRepository, deleteBackup, gc, liveLocks, Repository, verifyBackup, type BackupRecord,
 } from './index.js';
 import {
   DEFAULT_BACKUP_KIND, RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
@@ -178,7 +178,9 @@ export class CoreBackupService implements BackupService {
   async listBackups(destUrl: string, options: { volume?: string } = {}): Promise<BackupSummary[]> {
     const dest = parseRepositoryUrl(destUrl, 'the repository');
     const volume = options.volume ?? dest.volume;
-    if (volume !== undefined) validateVolumeName(volume);
+    // The repository's rule, not a new volume's: a repository holds names no volume can take
+    // (a removed volume's kept snapshots, another tool's backups).
+    if (volume !== undefined) assertVolumeName(volume);
     if (options.volume !== undefined && dest.volume !== undefined && options.volume !== dest.volume) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `${destUrl} names volume ${dest.volume}, not ${options.volume}`);
     }
@@ -210,7 +212,7 @@ export class CoreBackupService implements BackupService {
 
   async deleteBackup(url: string, options: ProgressOptions = {}): Promise<DeleteResult> {
     const { target, volume, backup } = parseOneBackupUrl(url);
-    await this.ownStorage.assertOutside(target, 'the repository');
+    await this.ownStorage.assertOutside(target, 'the repository', volume);
     const repo = await Repository.open(openTarget(target));
     options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });

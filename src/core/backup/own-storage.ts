@@ -2,6 +2,7 @@ import { realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ErrorCodes, StowageError } from '../errors.js';
 import type { BackupTarget } from './backup-url.js';
+import { isRetainedSnapshotsKey } from './repository-snapshots.js';
 
 /**
  * The directories stowage keeps its own data in: its root (state, restore markers) and the
@@ -20,12 +21,17 @@ export class OwnStorage {
     return basename(clusterStateDir) === 'cluster' && basename(stowageDir) === '.stowage' ? [dirname(stowageDir)] : [];
   }
 
-  /** Refuses a vfs repository at or inside one of these directories, symlinks resolved. */
-  async assertOutside(target: BackupTarget, what: string): Promise<void> {
+  /**
+   * Refuses a vfs repository at or inside one of these directories, symlinks resolved. With
+   * `retainedVolume`, a name a removed volume's snapshots are kept under (isRetainedSnapshotsKey),
+   * the store's snapshot repository itself is allowed: no snapshot relies on those backups.
+   */
+  async assertOutside(target: BackupTarget, what: string, retainedVolume?: string): Promise<void> {
     if (target.scheme !== 'vfs') return;
     const path = await resolvedPath(target.path);
     for (const dir of this.dirs) {
       const own = await resolvedPath(dir);
+      if (retainedVolume !== undefined && isRetainedSnapshotsKey(retainedVolume) && path === join(own, '.stowage', 'snapshots')) continue;
       if (path === own || path.startsWith(`${own}/`)) {
         throw new StowageError(ErrorCodes.INVALID_REQUEST,
           `${what} ${target.path} is inside stowage's own storage (${dir}): keep backup repositories elsewhere (a volume's snapshots are kept there already)`);

@@ -3,6 +3,7 @@ import type { SnapshotReadOptions, SnapshotRecord, SnapshotSource, SnapshotSuppo
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
+import { formatBackupUrl } from './backup-url.js';
 import {
   backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, liveLocks, parseObject, Repository, VolumeNameSchema, withLock, type BlobStore,
 } from './index.js';
@@ -57,6 +58,34 @@ const SnapshotNameRecordSchema = z.object({
 type SnapshotNameRecord = z.infer<typeof SnapshotNameRecordSchema>;
 
 const nameKey = (volume: string, name: string): string => `snapshots/${volume}/${name}`;
+
+/** What a remove that retained a volume's data did with its snapshots (RepositorySnapshots.retainAll). */
+export interface RetainedSnapshots {
+  /** How many snapshot names the volume had. */
+  snapshots: number;
+  /** How many backups were kept (one per snapshot, and any a snapshot interrupted before its name left). */
+  backups: number;
+  /** The repository and the name they are kept under, as a backup URL (`stowage backup list --dest URL`). */
+  url: string;
+}
+
+const RETAINED_MARK = '..removed-';
+
+/**
+ * The name a retained volume's snapshots are kept under: the volume's name (cut to fit), then
+ * `..removed-` and the removal's stamp. No volume can have it (volume names never hold ".."), so
+ * a new volume never sees them; the repository's own name rule (VolumeNameSchema) allows it.
+ */
+/** Whether a repository's volume name is one retainedSnapshotsKey makes. */
+export function isRetainedSnapshotsKey(volume: string): boolean {
+  return VolumeNameSchema.safeParse(volume).success && /\.\.removed-[A-Za-z0-9_-]{1,40}$/.test(volume);
+}
+
+export function retainedSnapshotsKey(volume: string, stamp: string): string {
+  if (!/^[A-Za-z0-9_-]{1,40}$/.test(stamp)) throw new StowageError(ErrorCodes.INTERNAL, `removal stamp ${JSON.stringify(stamp)} is not valid`);
+  const key = `${volume.slice(0, 128 - RETAINED_MARK.length - stamp.length)}${RETAINED_MARK}${stamp}`;
+  return VolumeNameSchema.parse(key);
+}
 
 function notFound(volume: string, name: string): StowageError {
   return new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${volume} has no snapshot ${name}`, { volume });
@@ -163,23 +192,65 @@ export class RepositorySnapshots implements SnapshotSupport {
    * backups, then what no other backup needs. Returns how many there were.
    */
   async deleteAll(volume: string): Promise<number> {
-    if (!(await this.host.hasRepository())) return 0;
-    const store = await this.store();
-    const names: string[] = [];
-    for await (const { key } of listAll(store, `snapshots/${volume}/`)) names.push(key);
-    let backups = 0;
-    for await (const _ of listAll(store, `backups/${volume}/`)) backups += 1;
-    if (names.length === 0 && backups === 0) return 0;
+    const found = await this.volumeObjects(volume);
+    if (!found) return 0;
+    const { store, names } = found;
     const repo = await Repository.open(store);
     // Under the lock deleting the backups needs, taken first: refused (a gc holds the repository),
     // the volume's remove fails with every snapshot still there.
     await withLock(store, { kind: 'shared', purpose: `removal of the snapshots of ${volume}`, writesOnlyLocks: true }, async () => {
-      await deleteAll(store, names);
-      // Every backup of the volume, named or left by an interrupted snapshot.
-      for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);
+      await this.dropVolume(store, repo, volume, names);
     });
     await this.collect(repo);
     return names.length;
+  }
+
+  /**
+   * Keeps the snapshots of `volume` (removed with its data retained) as backups of their own
+   * under `retainedSnapshotsKey(volume, stamp)`, a name no volume can take, and frees the
+   * volume's name of them: a new volume of that name starts without snapshots, and the kept
+   * ones restore like any backup. A copy of each backup record goes first, the volume's names
+   * and records after, so an interruption leaves them twice (the copies sharing every chunk),
+   * never lost. Every backup of the volume is kept, named or left by an interrupted snapshot:
+   * each record names the snapshot it was taken for. Undefined when there were none.
+   */
+  async retainAll(volume: string, stamp: string): Promise<RetainedSnapshots | undefined> {
+    const found = await this.volumeObjects(volume);
+    if (!found) return undefined;
+    const { store, names, dir } = found;
+    const key = retainedSnapshotsKey(volume, stamp);
+    const repo = await Repository.open(store);
+    let kept = 0;
+    await withLock(store, { kind: 'shared', purpose: `keeping the snapshots of removed volume ${volume}`, writesOnlyLocks: true }, async (lock) => {
+      for (const record of await repo.listBackups(volume)) {
+        lock.assertHeld();
+        await repo.putBackupRecord({ ...record, volume: key });
+        kept += 1;
+      }
+      await this.dropVolume(store, repo, volume, names);
+    });
+    const url = formatBackupUrl({ target: { scheme: 'vfs', path: dir }, volume: key });
+    // Logged here, not only in the remove's answer: a remove that fails after this step still leaves them there.
+    this.host.log.info(`kept the ${names.length} snapshot(s) of removed volume ${volume} as ${kept} backup(s) at ${url}`);
+    return { snapshots: names.length, backups: kept, url };
+  }
+
+  /** The volume's snapshot names (keys) in the repository, when it has names or backups there. */
+  private async volumeObjects(volume: string): Promise<{ store: BlobStore; dir: string; names: string[] } | undefined> {
+    if (!(await this.host.hasRepository())) return undefined;
+    const dir = await this.host.repositoryDir();
+    const store = new VfsBlobStore(dir);
+    const names: string[] = [];
+    for await (const { key } of listAll(store, `snapshots/${volume}/`)) names.push(key);
+    let backups = 0;
+    for await (const _ of listAll(store, `backups/${volume}/`)) backups += 1;
+    return names.length === 0 && backups === 0 ? undefined : { store, dir, names };
+  }
+
+  /** Deletes the volume's snapshot names, then every backup of it, named or left by an interrupted snapshot. */
+  private async dropVolume(store: BlobStore, repo: Repository, volume: string, names: string[]): Promise<void> {
+    await deleteAll(store, names);
+    for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);
   }
 
   /**

@@ -70,7 +70,13 @@ program.command('delete <name>')
   .action(async (name: string, flags: { keepData?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
     const result = await call(cmd, api.remove, { name, retain: flags.keepData, force: flags.force });
     if (flags.json) printJson(result);
-    else process.stdout.write(result.retainedAt ? `${name} (data kept at ${result.retainedAt})\n` : `${name}\n`);
+    else {
+      const kept = [
+        ...(result.retainedAt ? [`data kept at ${result.retainedAt}`] : []),
+        ...(result.snapshotsKept ? [`its ${result.snapshotsKept.snapshots} snapshot(s) kept as backups: stowage backup list --dest '${result.snapshotsKept.url}'`] : []),
+      ];
+      process.stdout.write(kept.length > 0 ? `${name} (${kept.join('; ')})\n` : `${name}\n`);
+    }
   });
 
 program.command('list')

@@ -179,6 +179,28 @@ describe('BackupService over vfs (embedding API)', () => {
     await expect(stowage.createBackup('app', { dest: `vfs://${join(dir, 'backups')}` })).resolves.toMatchObject({ state: 'complete' });
   });
 
+  it('a volume removed with its data retained: its snapshots list, restore and delete through the URL the remove gave, and only they in the store', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    await stowage.create('app');
+    await fill(stowage, 'app', randomBytes(10_000));
+    await stowage.manager.createSnapshot('app', 'kept');
+    const removed = await stowage.remove('app', { retain: true });
+    expect(removed.snapshotsKept).toMatchObject({ snapshots: 1, backups: 1, url: expect.stringContaining('?volume=app..removed-') });
+    const [backup, ...more] = await stowage.listBackups(removed.snapshotsKept!.url);
+    expect(more).toEqual([]);
+    expect(backup).toMatchObject({ state: 'complete', snapshot: 'kept' });
+    await stowage.create('back', { backup: backup!.url });
+    const path = await stowage.mount('back', 'reader');
+    expect(await readFile(join(path, 'conf', 'app.conf'), 'utf8')).toBe('port=5432\n');
+    await stowage.unmount('back', 'reader');
+    // The same name elsewhere in the store is still refused; in the snapshot repository it is allowed.
+    const elsewhere = backup!.url.replace('/.stowage/snapshots?', '?');
+    await expect(stowage.deleteBackup(elsewhere)).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining("is inside stowage's own storage") });
+    await expect(stowage.deleteBackup(backup!.url)).resolves.toMatchObject({ url: backup!.url });
+    expect(await stowage.listBackups(removed.snapshotsKept!.url)).toEqual([]);
+  });
+
   it('a delete whose garbage collection fails is a delete all the same, and says why nothing was freed', async () => {
     const dir = await tempDir();
     const stowage = await stowageIn(dir);
