@@ -90,6 +90,42 @@ describeSharedStoreConformance('vfs, two nodes on one shared directory', async (
   return { first: first!, second: second!, fs: realFs, cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
 
+describe('vfs snapshots of a name removed and made again through another node', () => {
+  it('a name written late for the earlier volume (a snapshot racing the remove) is not the new volume\'s', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-incarnation-'));
+    try {
+      const store = join(dir, 'store');
+      await realFs.mkdir(store);
+      const a = vfs(realFs, join(dir, 'root-a'), { 'vfs.path': store, 'vfs.shared': 'true' }, 'node-a');
+      const b = vfs(realFs, join(dir, 'root-b'), { 'vfs.path': store, 'vfs.shared': 'true' }, 'node-b');
+      await a.init();
+      await b.init();
+      await a.create(createRequest('pg', {}, { createdAt: '2026-12-05T10:00:00.000Z', createdBy: 'node-a' }));
+      await a.snapshots.createSnapshot('pg', 'late');
+      const nameFile = join(store, '.stowage', 'snapshots', 'snapshots', 'pg', 'late');
+      const written = JSON.parse(await realFs.readFile(nameFile, 'utf8')) as { incarnation?: string; backupId: string };
+      expect(written.incarnation).toBe('node-a@2026-12-05T10:00:00.000Z');
+      const backupFile = join(store, '.stowage', 'snapshots', 'backups', 'pg', written.backupId);
+      const backupRecord = await realFs.readFile(backupFile);
+      // Node b removes pg and makes it again; then the racing snapshot's name and backup land.
+      await b.remove('pg', { retain: false });
+      await b.create(createRequest('pg', {}, { createdAt: '2026-12-05T10:05:00.000Z', createdBy: 'node-b' }));
+      await realFs.mkdir(join(store, '.stowage', 'snapshots', 'backups', 'pg'), { recursive: true });
+      await realFs.writeFile(backupFile, backupRecord);
+      await realFs.mkdir(join(nameFile, '..'), { recursive: true });
+      await realFs.writeFile(nameFile, JSON.stringify(written));
+      for (const node of [a, b]) {
+        expect(await node.snapshots.listSnapshots('pg')).toEqual([]);
+        await expect(node.snapshots.openSnapshot('pg', 'late')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_NOT_FOUND });
+      }
+      await a.dispose();
+      await b.dispose();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('vfs backend', () => {
   it('refuses to start on a missing shared path instead of creating a local stand-in', async () => {
     const fs = memFs();

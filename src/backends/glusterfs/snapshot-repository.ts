@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { RemoveRequest } from '../../core/backend.js';
-import { RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
+import { incarnationOf, RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { removalStamp } from '../vfs/store-layout.js';
@@ -37,6 +37,10 @@ export class GlusterSnapshotRepository {
       repositoryDir: () => this.snapshotRepositoryDir(),
       hasRepository: () => this.hasSnapshotRepository(),
       dataPath: (volume) => this.snapshotMount(volume),
+      incarnation: async (volume) => {
+        const { ownership } = await deps.lookup(volume);
+        return ownership.kind === 'ours' ? incarnationOf(ownership.record) : undefined;
+      },
       releaseDataPath: async (volume) => deps.mounter.unmount(this.snapshotTarget(glusterNameOf(deps.volumePrefix, volume))),
       log: deps.ctx.log,
     });

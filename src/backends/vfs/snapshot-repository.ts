@@ -1,7 +1,7 @@
 import { lstat as realLstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { RemoveRequest } from '../../core/backend.js';
-import { RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
+import type { RemoveRequest, VolumeRecord } from '../../core/backend.js';
+import { incarnationOf, RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
@@ -22,6 +22,8 @@ export interface VfsSnapshotRepositoryDeps {
   assertStorePresent: (volume?: string) => Promise<void>;
   /** The checked data directory of a registered volume. */
   dataPath: (volume: string) => Promise<string>;
+  /** The registered volume's record, fresh (another node may have removed and re-created it). */
+  record: (volume: string) => Promise<VolumeRecord | undefined>;
 }
 
 /**
@@ -37,6 +39,10 @@ export class VfsSnapshotRepository {
       repositoryDir: () => this.dir(),
       hasRepository: () => this.exists(),
       dataPath: deps.dataPath,
+      incarnation: async (volume) => {
+        const record = await deps.record(volume);
+        return record && incarnationOf(record);
+      },
       log: deps.log,
     });
   }

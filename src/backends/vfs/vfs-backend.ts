@@ -64,7 +64,7 @@ export class VfsBackend implements Backend {
     setTempOwner(ctx.nodeId);
     this.snapshotRepository = new VfsSnapshotRepository({
       fs: ctx.fs, log: ctx.log, storePath: options.path, metaDir: this.layout.meta, dirs: this.dirs, label,
-      assertStorePresent: (volume) => this.assertStorePresent(volume), dataPath: (volume) => this.attach(volume),
+      assertStorePresent: (volume) => this.assertStorePresent(volume), dataPath: (volume) => this.attach(volume), record: (volume) => this.get(volume),
     });
     this.snapshots = this.snapshotRepository.snapshots;
   }

@@ -33,6 +33,12 @@ export interface SnapshotHost {
   hasRepository(): Promise<boolean>;
   /** The live data directory of a registered volume; E_VOLUME_NOT_FOUND otherwise. */
   dataPath(volume: string): Promise<string>;
+  /**
+   * Which volume of that name this is (`incarnationOf` its record), or undefined when there is
+   * none: a snapshot records it, and a name recorded for an earlier volume of the same name is
+   * not that of the volume there now (see RepositorySnapshots). Without it every name counts.
+   */
+  incarnation?(volume: string): Promise<string | undefined>;
   /** Called once the snapshot has read `dataPath`'s directory (a backend that mounted it for the read unmounts it). */
   releaseDataPath?(volume: string): Promise<void>;
   log: Logger;
@@ -54,10 +60,17 @@ const SnapshotNameRecordSchema = z.object({
   volume: VolumeNameSchema,
   createdAt: z.string(),
   backupId: BackupIdSchema,
+  /** The volume's incarnation when the snapshot was taken (added later: optional; absent matches any). */
+  incarnation: z.string().max(300).optional(),
 });
 type SnapshotNameRecord = z.infer<typeof SnapshotNameRecordSchema>;
 
 const nameKey = (volume: string, name: string): string => `snapshots/${volume}/${name}`;
+
+/** Which volume of a name a record is: the node that created it and when (to the millisecond). */
+export function incarnationOf(record: { createdAt: string; createdBy: string }): string {
+  return `${record.createdBy}@${record.createdAt}`;
+}
 
 /** What a remove that retained a volume's data did with its snapshots (RepositorySnapshots.retainAll). */
 export interface RetainedSnapshots {
@@ -91,6 +104,16 @@ function notFound(volume: string, name: string): StowageError {
   return new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${volume} has no snapshot ${name}`, { volume });
 }
 
+/**
+ * A name recorded for an earlier volume of the same name: a snapshot that began on one node
+ * while another removed the volume can write its name after the remove dealt with the volume's
+ * snapshots. It must not show in (or be restored as) a later volume of that name; the next
+ * remove of the name deletes or keeps it with the others.
+ */
+function isStale(record: SnapshotNameRecord, current: string | undefined): boolean {
+  return record.incarnation !== undefined && current !== undefined && record.incarnation !== current;
+}
+
 export class RepositorySnapshots implements SnapshotSupport {
   constructor(private readonly host: SnapshotHost) {}
 
@@ -99,9 +122,16 @@ export class RepositorySnapshots implements SnapshotSupport {
   }
 
   async createSnapshot(volume: string, snapshot: string, options: SnapshotReadOptions = {}): Promise<SnapshotRecord> {
+    // Before the data: the snapshot is of the volume that was there when it began.
+    const incarnation = await this.host.incarnation?.(volume);
     const dir = await this.host.dataPath(volume);
     const store = await this.store();
     if (await store.head(nameKey(volume, snapshot))) {
+      const existing = await this.readName(store, volume, snapshot).catch(() => undefined);
+      if (existing && isStale(existing, incarnation)) {
+        throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `the name ${snapshot} is held by a snapshot of an earlier volume ${volume}, taken on another ` +
+          `node while that volume was being removed; delete snapshot ${snapshot} of ${volume} to free the name (it holds the earlier volume's data), or choose another name`, { volume });
+      }
       throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
     }
     let backup: Awaited<ReturnType<typeof backupTree>>;
@@ -126,7 +156,7 @@ export class RepositorySnapshots implements SnapshotSupport {
         this.host.log.warn(`after the snapshot ${snapshot} of ${volume}: ${messageOf(err)}`));
     }
     const repo = await Repository.open(store);
-    const record: SnapshotNameRecord = { format: 1, name: snapshot, volume, createdAt: backup.startedAt, backupId: backup.id };
+    const record: SnapshotNameRecord = { format: 1, name: snapshot, volume, createdAt: backup.startedAt, backupId: backup.id, ...(incarnation !== undefined ? { incarnation } : {}) };
     if (!(await store.put(nameKey(volume, snapshot), Buffer.from(JSON.stringify(record))))) {
       // Another node took the name meanwhile: ours goes again.
       await this.deleteRecord(repo, volume, backup.id);
@@ -138,6 +168,7 @@ export class RepositorySnapshots implements SnapshotSupport {
   }
 
   async listSnapshots(volume: string): Promise<SnapshotRecord[]> {
+    const current = await this.host.incarnation?.(volume);
     const store = await this.store();
     const records: SnapshotNameRecord[] = [];
     for await (const { key } of listAll(store, `snapshots/${volume}/`)) {
@@ -147,16 +178,21 @@ export class RepositorySnapshots implements SnapshotSupport {
         if (isStowageError(err, ErrorCodes.SNAPSHOT_NOT_FOUND)) return undefined; // deleted while listed
         throw err;
       });
-      if (record) records.push(record);
+      // A name an earlier volume of this name left (see isStale) is not this volume's.
+      if (record && !isStale(record, current)) records.push(record);
     }
     // Backup ids sort by time to the millisecond; the name breaks ties.
     records.sort((a, b) => (a.backupId < b.backupId ? -1 : a.backupId > b.backupId ? 1 : a.name < b.name ? -1 : 1));
     return records.map((r) => this.toRecord(r));
   }
 
+  /** Deletes one snapshot; also one an earlier volume of the name left (see isStale), which holds its name. */
   async deleteSnapshot(volume: string, snapshot: string): Promise<void> {
     const store = await this.store();
     const record = await this.readName(store, volume, snapshot);
+    if (isStale(record, await this.host.incarnation?.(volume))) {
+      this.host.log.warn(`deleting snapshot ${snapshot} of ${volume}, taken of an earlier volume of that name (${record.incarnation})`);
+    }
     const repo = await Repository.open(store);
     // The lock the backup's delete needs is taken first: while a gc holds the repository, the
     // delete is refused before it changes anything, instead of taking the name and failing.
@@ -183,6 +219,7 @@ export class RepositorySnapshots implements SnapshotSupport {
   async openSnapshot(volume: string, snapshot: string): Promise<SnapshotSource> {
     const store = await this.store();
     const record = await this.readName(store, volume, snapshot);
+    if (isStale(record, await this.host.incarnation?.(volume))) throw notFound(volume, snapshot);
     const repository = await Repository.open(store);
     return { kind: 'backup', repository, volume, backupId: record.backupId, release: async () => repository.releasePackCache() };
   }
