@@ -10,7 +10,7 @@ import { addDaemonCommand } from './daemon-command.js';
 import { addInstallServiceCommand } from './install-service.js';
 import { addDoctorCommand } from './doctor-command.js';
 import { addBackupCommands, restoreVolume } from './backup-commands.js';
-import { printJson, printList, printMounts, printNodes, printSnapshots } from './output.js';
+import { printJson, printList, printMounts, printNodes, printSnapshots, shellWord } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -73,7 +73,7 @@ program.command('delete <name>')
     else {
       const kept = [
         ...(result.retainedAt ? [`data kept at ${result.retainedAt}`] : []),
-        ...(result.snapshotsKept ? [`its ${result.snapshotsKept.snapshots} snapshot(s) kept as backups: stowage backup list --dest '${result.snapshotsKept.url}'`] : []),
+        ...(result.snapshotsKept ? [`its ${result.snapshotsKept.snapshots} snapshot(s) kept as backups: stowage backup list --dest ${shellWord(result.snapshotsKept.url)}`] : []),
       ];
       process.stdout.write(kept.length > 0 ? `${name} (${kept.join('; ')})\n` : `${name}\n`);
     }
