@@ -5,7 +5,7 @@ import type { Logger } from '../logger.js';
 import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
 import { formatBackupUrl } from './backup-url.js';
 import {
-  backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, liveLocks, parseObject, Repository, VolumeNameSchema, withLock, type BlobStore,
+  backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, liveLocks, parseObject, Repository, VolumeNameSchema, withLock, type BackupRecord, type BlobStore,
 } from './index.js';
 
 /**
@@ -84,16 +84,16 @@ export interface RetainedSnapshots {
 
 const RETAINED_MARK = '..removed-';
 
-/**
- * The name a retained volume's snapshots are kept under: the volume's name (cut to fit), then
- * `..removed-` and the removal's stamp. No volume can have it (volume names never hold ".."), so
- * a new volume never sees them; the repository's own name rule (VolumeNameSchema) allows it.
- */
 /** Whether a repository's volume name is one retainedSnapshotsKey makes. */
 export function isRetainedSnapshotsKey(volume: string): boolean {
   return VolumeNameSchema.safeParse(volume).success && /\.\.removed-[A-Za-z0-9_-]{1,40}$/.test(volume);
 }
 
+/**
+ * The name a retained volume's snapshots are kept under: the volume's name (cut to fit), then
+ * `..removed-` and the removal's stamp. No volume can have it (volume names never hold ".."), so
+ * a new volume never sees them; the repository's own name rule (VolumeNameSchema) allows it.
+ */
 export function retainedSnapshotsKey(volume: string, stamp: string): string {
   if (!/^[A-Za-z0-9_-]{1,40}$/.test(stamp)) throw new StowageError(ErrorCodes.INTERNAL, `removal stamp ${JSON.stringify(stamp)} is not valid`);
   const key = `${volume.slice(0, 128 - RETAINED_MARK.length - stamp.length)}${RETAINED_MARK}${stamp}`;
@@ -236,7 +236,8 @@ export class RepositorySnapshots implements SnapshotSupport {
     // Under the lock deleting the backups needs, taken first: refused (a gc holds the repository),
     // the volume's remove fails with every snapshot still there.
     await withLock(store, { kind: 'shared', purpose: `removal of the snapshots of ${volume}`, writesOnlyLocks: true }, async () => {
-      await this.dropVolume(store, repo, volume, names);
+      // Every backup of the volume, named or left by an interrupted snapshot.
+      await this.dropVolume(store, repo, volume, names, await repo.listBackups(volume));
     });
     await this.collect(repo);
     return names.length;
@@ -259,12 +260,14 @@ export class RepositorySnapshots implements SnapshotSupport {
     const repo = await Repository.open(store);
     let kept = 0;
     await withLock(store, { kind: 'shared', purpose: `keeping the snapshots of removed volume ${volume}`, writesOnlyLocks: true }, async (lock) => {
-      for (const record of await repo.listBackups(volume)) {
+      const backups = await repo.listBackups(volume);
+      for (const record of backups) {
         lock.assertHeld();
         await repo.putBackupRecord({ ...record, volume: key });
         kept += 1;
       }
-      await this.dropVolume(store, repo, volume, names);
+      // Only the backups copied: one a snapshot on another node wrote meanwhile stays where it is.
+      await this.dropVolume(store, repo, volume, names, backups);
     });
     const url = formatBackupUrl({ target: { scheme: 'vfs', path: dir }, volume: key });
     // Logged here, not only in the remove's answer: a remove that fails after this step still leaves them there.
@@ -284,10 +287,10 @@ export class RepositorySnapshots implements SnapshotSupport {
     return names.length === 0 && backups === 0 ? undefined : { store, dir, names };
   }
 
-  /** Deletes the volume's snapshot names, then every backup of it, named or left by an interrupted snapshot. */
-  private async dropVolume(store: BlobStore, repo: Repository, volume: string, names: string[]): Promise<void> {
+  /** Deletes the volume's snapshot names, then the given backups of it. */
+  private async dropVolume(store: BlobStore, repo: Repository, volume: string, names: string[], backups: readonly BackupRecord[]): Promise<void> {
     await deleteAll(store, names);
-    for (const backup of await repo.listBackups(volume)) await deleteBackup(repo, volume, backup.id);
+    for (const backup of backups) await deleteBackup(repo, volume, backup.id);
   }
 
   /**
