@@ -226,6 +226,7 @@ export class GlusterSubdirBackend implements Backend {
       ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
       mountpoint: this.mountpoint,
       storeId: store.storeId ?? '',
+      ...(store.keptSnapshots !== undefined ? { keptSnapshots: store.keptSnapshots } : {}),
     };
   }
 }

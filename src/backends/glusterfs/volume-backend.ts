@@ -361,6 +361,7 @@ export class GlusterVolumeBackend implements Backend {
       'glusterfs.bricksawaitingremoval': await this.removal.pending().catch((err: unknown) => `unknown: ${messageOf(err)}`),
       'glusterfs.quota': String(this.options.quota),
       ...(this.options.quota ? { 'glusterfs.quotatimeout': `${this.options.quotaTimeoutS}s` } : {}),
+      ...await this.snapshots.keptSummary().then((kept): Record<string, string> => (kept ? { keptSnapshots: kept } : {}), (err: unknown) => ({ keptSnapshots: `unknown: ${messageOf(err)}` })),
     };
   }
 }

@@ -2,7 +2,7 @@ import { lstat as realLstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RemoveRequest, VolumeRecord } from '../../core/backend.js';
 import { incarnationOf, RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import type { CheckedDirs } from '../../core/safe-path.js';
@@ -73,6 +73,16 @@ export class VfsSnapshotRepository {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     });
+  }
+
+  /** `keptSnapshots` for the backend's description (RepositorySnapshots.keptSummary); empty when none, or on a store snapshots cannot use. */
+  async keptSummary(): Promise<{ keptSnapshots?: string }> {
+    if (!(await this.exists())) return {};
+    const kept = await this.snapshots.keptSummary().catch((err: unknown) => {
+      if (err instanceof StowageError && err.code === ErrorCodes.NOT_SUPPORTED) return undefined;
+      return `unknown: ${messageOf(err)}`;
+    });
+    return kept === undefined ? {} : { keptSnapshots: kept };
   }
 
   /**

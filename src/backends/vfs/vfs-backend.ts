@@ -375,6 +375,7 @@ export class VfsBackend implements Backend {
       scope: this.capabilities.scope,
       sharedEvidence: this.sharingEvidence.join('; ') || 'none',
       storeId: this.storeId,
+      ...await this.snapshotRepository.keptSummary(),
     };
   }
 }

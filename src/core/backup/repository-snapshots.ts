@@ -275,6 +275,26 @@ export class RepositorySnapshots implements SnapshotSupport {
     return { snapshots: names.length, backups: kept, url };
   }
 
+  /**
+   * For a backend's description: the snapshots kept for volumes removed with their data
+   * retained (see retainAll), as "N backup(s) of M removed volume(s) at URL"; undefined when
+   * there are none. Creates nothing; lists the repository's backup records.
+   */
+  async keptSummary(): Promise<string | undefined> {
+    if (!(await this.host.hasRepository())) return undefined;
+    const dir = await this.host.repositoryDir();
+    const volumes = new Set<string>();
+    let backups = 0;
+    for await (const { key } of listAll(new VfsBlobStore(dir), 'backups/')) {
+      const volume = key.split('/')[1];
+      if (volume === undefined || !isRetainedSnapshotsKey(volume)) continue;
+      volumes.add(volume);
+      backups += 1;
+    }
+    if (backups === 0) return undefined;
+    return `${backups} backup(s) of ${volumes.size} removed volume(s) at ${formatBackupUrl({ target: { scheme: 'vfs', path: dir } })}`;
+  }
+
   /** The volume's snapshot names (keys) in the repository, when it has names or backups there. */
   private async volumeObjects(volume: string): Promise<{ store: BlobStore; dir: string; names: string[] } | undefined> {
     if (!(await this.host.hasRepository())) return undefined;

@@ -185,8 +185,11 @@ describe('BackupService over vfs (embedding API)', () => {
     await stowage.create('app');
     await fill(stowage, 'app', randomBytes(10_000));
     await stowage.manager.createSnapshot('app', 'kept');
+    expect((await stowage.info()).keptSnapshots).toBeUndefined();
     const removed = await stowage.remove('app', { retain: true });
     expect(removed.snapshotsKept).toMatchObject({ snapshots: 1, backups: 1, url: expect.stringContaining('?volume=app..removed-') });
+    // The store's description says they are there, and where.
+    expect((await stowage.info()).keptSnapshots).toBe(`1 backup(s) of 1 removed volume(s) at vfs://${join(dir, 'volumes', '.stowage', 'snapshots')}`);
     const [backup, ...more] = await stowage.listBackups(removed.snapshotsKept!.url);
     expect(more).toEqual([]);
     expect(backup).toMatchObject({ state: 'complete', snapshot: 'kept' });
@@ -199,6 +202,7 @@ describe('BackupService over vfs (embedding API)', () => {
     await expect(stowage.deleteBackup(elsewhere)).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining("is inside stowage's own storage") });
     await expect(stowage.deleteBackup(backup!.url)).resolves.toMatchObject({ url: backup!.url });
     expect(await stowage.listBackups(removed.snapshotsKept!.url)).toEqual([]);
+    expect((await stowage.info()).keptSnapshots).toBeUndefined();
   });
 
   it('a delete whose garbage collection fails is a delete all the same, and says why nothing was freed', async () => {
