@@ -2,7 +2,7 @@ import type { BlockSupport } from './backup/block-support.js';
 import type { Lease } from './cluster/lease.js';
 import type { VolumeOptions } from './options.js';
 import type { Repository } from './backup/repository.js';
-import type { RetainedSnapshots } from './backup/repository-snapshots.js';
+import type { RetainedSnapshots } from './backup/retained-snapshots.js';
 
 export type { Lease } from './cluster/lease.js';
 
@@ -177,7 +177,8 @@ export interface RemoveOutcome {
   retainedAt?: string;
   /**
    * When the data was retained and the backend keeps snapshots as backups (vfs, glusterfs):
-   * where the volume's snapshots are kept. devicemapper keeps them as retained data instead.
+   * where the volume's snapshots are kept; devicemapper keeps them as retained data instead.
+   * Also on a delete that found snapshots of an earlier volume of the name (`ofEarlierVolume`).
    */
   snapshotsKept?: RetainedSnapshots;
 }

@@ -1,4 +1,4 @@
-import type { RetainedSnapshots } from './backup/repository-snapshots.js';
+import type { RetainedSnapshots } from './backup/retained-snapshots.js';
 import type { VolumeRecord } from './backend.js';
 import { ErrorCodes, StowageError } from './errors.js';
 import { isValidMountId } from './names.js';
@@ -48,7 +48,7 @@ export interface CreateResult {
 export interface RemoveResult {
   name: string;
   retainedAt?: string;
-  /** Where the snapshots of a volume removed with its data retained are kept (vfs, glusterfs; see RemoveOutcome). */
+  /** Where snapshots the remove kept are: a retained volume's, or an earlier volume's of the name (vfs, glusterfs; see RemoveOutcome). */
   snapshotsKept?: RetainedSnapshots;
 }
 

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import type { RemoveRequest } from '../../core/backend.js';
-import { incarnationOf, RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
+import { incarnationOf, RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
+import { removalStamp, type RetainedSnapshots } from '../../core/backup/retained-snapshots.js';
 import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
-import { removalStamp } from '../vfs/store-layout.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import type { GlusterVolume } from './parsers.js';
 import type { PoolMount } from './pool-mount.js';
@@ -88,8 +88,8 @@ export class GlusterSnapshotRepository {
   async settleWithVolume(name: string, request: RemoveRequest): Promise<RetainedSnapshots | undefined> {
     request.lease?.assertHeld(`${request.retain ? 'keeping' : 'deleting'} the snapshots of volume ${name}`); // lease check
     if (request.retain) return this.snapshots.retainAll(name, removalStamp());
-    const snapshots = await this.snapshots.deleteAll(name);
-    if (snapshots > 0) this.deps.ctx.log.info(`deleted the ${snapshots} snapshot(s) of volume ${name} with it`);
-    return undefined;
+    const { deleted, kept } = await this.snapshots.deleteAll(name);
+    if (deleted > 0) this.deps.ctx.log.info(`deleted the ${deleted} snapshot(s) of volume ${name} with it`);
+    return kept;
   }
 }

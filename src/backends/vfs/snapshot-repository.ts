@@ -1,7 +1,8 @@
 import { lstat as realLstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RemoveRequest, VolumeRecord } from '../../core/backend.js';
-import { incarnationOf, RepositorySnapshots, type RetainedSnapshots } from '../../core/backup/repository-snapshots.js';
+import { incarnationOf, RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
+import type { RetainedSnapshots } from '../../core/backup/retained-snapshots.js';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
@@ -89,7 +90,9 @@ export class VfsSnapshotRepository {
    * A removed volume's snapshots: deleted with it, or, when its data is retained, kept as
    * backups in the same repository under a name no volume can take (see
    * RepositorySnapshots.retainAll), as devicemapper keeps a retained volume's snapshots. Either
-   * way a new volume of the same name starts without snapshots. Called once the remove can no
+   * way a new volume of the same name starts without snapshots. What it answers is what was
+   * kept: the retained volume's snapshots, or an earlier volume's that a delete leaves (see
+   * RepositorySnapshots.deleteAll). Called once the remove can no
    * longer be refused, and before the data moves, so a failure here leaves the volume in place.
    */
   async settleWithVolume(name: string, request: RemoveRequest, stamp: string): Promise<RetainedSnapshots | undefined> {
@@ -103,8 +106,8 @@ export class VfsSnapshotRepository {
     // Lease check: the snapshots are the volume's, and another node may hold the name by now.
     request.lease?.assertHeld(`${request.retain ? 'keeping' : 'deleting'} the snapshots of volume ${name}`);
     if (request.retain) return this.snapshots.retainAll(name, stamp);
-    const count = await this.snapshots.deleteAll(name);
-    if (count > 0) this.deps.log.info(`deleted the ${count} snapshot(s) of volume ${name} with it`);
-    return undefined;
+    const { deleted, kept } = await this.snapshots.deleteAll(name);
+    if (deleted > 0) this.deps.log.info(`deleted the ${deleted} snapshot(s) of volume ${name} with it`);
+    return kept;
   }
 }

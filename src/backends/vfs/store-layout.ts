@@ -10,7 +10,6 @@ import { parseRecordText } from '../../core/schema/parse-record.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { RegistryEntry } from './registry.js';
 import { decideSharing, mountOf, parseMountinfo, type MountinfoEntry, type SharingDecision } from './store-sharing.js';
-import { randomHex } from '../../core/random-hex.js';
 
 export const META_DIR = '.stowage';
 
@@ -160,11 +159,6 @@ export async function decideStoreSharing(
 }
 
 /** Where an entry's data lives. Entries come from shared storage: only a single plain name is followed. */
-/** The suffix of a removed volume's name in `removed/` and `deleting/`: when, plus a random tag. */
-export function removalStamp(): string {
-  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + randomHex(3);
-}
-
 export function dataPathOf(storePath: string, entry: RegistryEntry): string {
   // The registry schema already allows only a single plain component; checked again because
   // an entry from shared storage must never name a path outside the store.

@@ -16,11 +16,12 @@ import { Journal } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
-  dataPathOf, dataStateAt, internalDirs, removalStamp, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
+  dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import type { VfsOptions } from './vfs-options.js';
 import type { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
+import { removalStamp } from '../../core/backup/retained-snapshots.js';
 
 /**
  * A directory per volume under `vfs.path`, with the registry in `vfs.path/.stowage`. Volume
@@ -319,7 +320,7 @@ export class VfsBackend implements Backend {
     if (!moved) return { ...snapshotsKept };
     if (request.retain) return { retainedAt: target, ...snapshotsKept };
     this.purge(target);
-    return {};
+    return { ...snapshotsKept };
   }
 
   /** Deletes what stowage moved to `deleting/`, never crossing a symlink or into another filesystem. */

@@ -2,7 +2,7 @@ import { realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ErrorCodes, StowageError } from '../errors.js';
 import type { BackupTarget } from './backup-url.js';
-import { isRetainedSnapshotsKey } from './repository-snapshots.js';
+import { isRetainedSnapshotsKey } from './retained-snapshots.js';
 
 /**
  * The directories stowage keeps its own data in: its root (state, restore markers) and the

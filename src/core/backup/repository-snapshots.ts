@@ -4,6 +4,7 @@ import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } fr
 import type { Logger } from '../logger.js';
 import { VfsBlobStore } from '../../backup-targets/vfs/vfs-blob-store.js';
 import { formatBackupUrl } from './backup-url.js';
+import { keptSummaryOf, removalStamp, retainedSnapshotsKey, type RetainedSnapshots } from './retained-snapshots.js';
 import {
   backupTree, BackupIdSchema, deleteAll, deleteBackup, gc, listAll, liveLocks, parseObject, Repository, VolumeNameSchema, withLock, type BackupRecord, type BlobStore,
 } from './index.js';
@@ -72,34 +73,6 @@ export function incarnationOf(record: { createdAt: string; createdBy: string }):
   return `${record.createdBy}@${record.createdAt}`;
 }
 
-/** What a remove that retained a volume's data did with its snapshots (RepositorySnapshots.retainAll). */
-export interface RetainedSnapshots {
-  /** How many snapshot names the volume had. */
-  snapshots: number;
-  /** How many backups were kept (one per snapshot, and any a snapshot interrupted before its name left). */
-  backups: number;
-  /** The repository and the name they are kept under, as a backup URL (`stowage backup list --dest URL`). */
-  url: string;
-}
-
-const RETAINED_MARK = '..removed-';
-
-/** Whether a repository's volume name is one retainedSnapshotsKey makes. */
-export function isRetainedSnapshotsKey(volume: string): boolean {
-  return VolumeNameSchema.safeParse(volume).success && /\.\.removed-[A-Za-z0-9_-]{1,40}$/.test(volume);
-}
-
-/**
- * The name a retained volume's snapshots are kept under: the volume's name (cut to fit), then
- * `..removed-` and the removal's stamp. No volume can have it (volume names never hold ".."), so
- * a new volume never sees them; the repository's own name rule (VolumeNameSchema) allows it.
- */
-export function retainedSnapshotsKey(volume: string, stamp: string): string {
-  if (!/^[A-Za-z0-9_-]{1,40}$/.test(stamp)) throw new StowageError(ErrorCodes.INTERNAL, `removal stamp ${JSON.stringify(stamp)} is not valid`);
-  const key = `${volume.slice(0, 128 - RETAINED_MARK.length - stamp.length)}${RETAINED_MARK}${stamp}`;
-  return VolumeNameSchema.parse(key);
-}
-
 function notFound(volume: string, name: string): StowageError {
   return new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${volume} has no snapshot ${name}`, { volume });
 }
@@ -108,7 +81,7 @@ function notFound(volume: string, name: string): StowageError {
  * A name recorded for an earlier volume of the same name: a snapshot that began on one node
  * while another removed the volume can write its name after the remove dealt with the volume's
  * snapshots. It must not show in (or be restored as) a later volume of that name; the next
- * remove of the name deletes or keeps it with the others.
+ * remove of the name keeps it as a backup (see deleteAll), whatever it does with its own.
  */
 function isStale(record: SnapshotNameRecord, current: string | undefined): boolean {
   return record.incarnation !== undefined && current !== undefined && record.incarnation !== current;
@@ -226,21 +199,62 @@ export class RepositorySnapshots implements SnapshotSupport {
 
   /**
    * Deletes every snapshot of `volume` (the volume is being removed): their names, their
-   * backups, then what no other backup needs. Returns how many there were.
+   * backups, then what no other backup needs. Snapshots of an earlier volume of the name (see
+   * isStale), and backups without a name that began before this volume was created, are not
+   * this volume's: nobody asked to delete them, so they are kept as retainAll keeps a retained
+   * volume's (`kept`). `deleted`: how many of this volume's snapshots went.
    */
-  async deleteAll(volume: string): Promise<number> {
+  async deleteAll(volume: string): Promise<{ deleted: number; kept?: RetainedSnapshots }> {
     const found = await this.volumeObjects(volume);
-    if (!found) return 0;
-    const { store, names } = found;
+    if (!found) return { deleted: 0 };
+    const { store, names, dir } = found;
     const repo = await Repository.open(store);
+    const current = await this.host.incarnation?.(volume);
+    let earlier: { names: number; backups: BackupRecord[] } = { names: 0, backups: [] };
+    const key = retainedSnapshotsKey(volume, removalStamp());
     // Under the lock deleting the backups needs, taken first: refused (a gc holds the repository),
     // the volume's remove fails with every snapshot still there.
-    await withLock(store, { kind: 'shared', purpose: `removal of the snapshots of ${volume}`, writesOnlyLocks: true }, async () => {
+    await withLock(store, { kind: 'shared', purpose: `removal of the snapshots of ${volume}`, writesOnlyLocks: true }, async (lock) => {
       // Every backup of the volume, named or left by an interrupted snapshot.
-      await this.dropVolume(store, repo, volume, names, await repo.listBackups(volume));
+      const backups = await repo.listBackups(volume);
+      earlier = await this.earlierVolumes(store, volume, names, backups, current);
+      for (const record of earlier.backups) {
+        lock.assertHeld();
+        await repo.putBackupRecord({ ...record, volume: key });
+      }
+      await this.dropVolume(store, repo, volume, names, backups);
     });
     await this.collect(repo);
-    return names.length;
+    const deleted = names.length - earlier.names;
+    if (earlier.backups.length === 0) return { deleted };
+    const url = formatBackupUrl({ target: { scheme: 'vfs', path: dir }, volume: key });
+    this.host.log.warn(`kept ${earlier.names} snapshot(s) of an earlier volume ${volume} as ${earlier.backups.length} backup(s) at ${url}: ` +
+      'taken on another node while that volume was being removed, they finished after it, and only the removed volume\'s own snapshots are deleted with it');
+    return { deleted, kept: { snapshots: earlier.names, backups: earlier.backups.length, url, ofEarlierVolume: true } };
+  }
+
+  /**
+   * Of a volume's snapshot names and backups, those of an earlier volume of the name: names
+   * recorded for another incarnation, their backups, and backups no name references that began
+   * before `current` was created. None when the volume's incarnation is unknown.
+   */
+  private async earlierVolumes(store: BlobStore, volume: string, nameKeys: readonly string[], backups: readonly BackupRecord[], current: string | undefined,
+  ): Promise<{ names: number; backups: BackupRecord[] }> {
+    if (current === undefined) return { names: 0, backups: [] };
+    const createdAt = Date.parse(current.slice(current.lastIndexOf('@') + 1));
+    const staleById = new Map<string, boolean>();
+    let names = 0;
+    for (const key of nameKeys) {
+      const name = key.split('/')[2];
+      // One that cannot be read is deleted with the volume's, as before names recorded volumes.
+      const record = name === undefined ? undefined : await this.readName(store, volume, name).catch(() => undefined);
+      if (!record) continue;
+      const stale = isStale(record, current);
+      if (stale) names += 1;
+      staleById.set(record.backupId, stale || staleById.get(record.backupId) === true);
+    }
+    const older = (b: BackupRecord) => Number.isFinite(createdAt) && Date.parse(b.startedAt) < createdAt;
+    return { names, backups: backups.filter((b) => staleById.get(b.id) ?? older(b)) };
   }
 
   /**
@@ -282,17 +296,7 @@ export class RepositorySnapshots implements SnapshotSupport {
    */
   async keptSummary(): Promise<string | undefined> {
     if (!(await this.host.hasRepository())) return undefined;
-    const dir = await this.host.repositoryDir();
-    const volumes = new Set<string>();
-    let backups = 0;
-    for await (const { key } of listAll(new VfsBlobStore(dir), 'backups/')) {
-      const volume = key.split('/')[1];
-      if (volume === undefined || !isRetainedSnapshotsKey(volume)) continue;
-      volumes.add(volume);
-      backups += 1;
-    }
-    if (backups === 0) return undefined;
-    return `${backups} backup(s) of ${volumes.size} removed volume(s) at ${formatBackupUrl({ target: { scheme: 'vfs', path: dir } })}`;
+    return keptSummaryOf(await this.host.repositoryDir());
   }
 
   /** The volume's snapshot names (keys) in the repository, when it has names or backups there. */

@@ -10,7 +10,7 @@ import { addDaemonCommand } from './daemon-command.js';
 import { addInstallServiceCommand } from './install-service.js';
 import { addDoctorCommand } from './doctor-command.js';
 import { addBackupCommands, restoreVolume } from './backup-commands.js';
-import { printJson, printList, printMounts, printNodes, printSnapshots, shellWord } from './output.js';
+import { printJson, printList, printMounts, printNodes, printSnapshots, removalLine } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -70,13 +70,7 @@ program.command('delete <name>')
   .action(async (name: string, flags: { keepData?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
     const result = await call(cmd, api.remove, { name, retain: flags.keepData, force: flags.force });
     if (flags.json) printJson(result);
-    else {
-      const kept = [
-        ...(result.retainedAt ? [`data kept at ${result.retainedAt}`] : []),
-        ...(result.snapshotsKept ? [`its ${result.snapshotsKept.snapshots} snapshot(s) kept as backups: stowage backup list --dest ${shellWord(result.snapshotsKept.url)}`] : []),
-      ];
-      process.stdout.write(kept.length > 0 ? `${name} (${kept.join('; ')})\n` : `${name}\n`);
-    }
+    else process.stdout.write(`${removalLine(name, result)}\n`);
   });
 
 program.command('list')

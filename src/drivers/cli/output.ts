@@ -2,6 +2,7 @@ import type { SnapshotRecord } from '../../core/backend.js';
 import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record.js';
 import type { MountRecordView } from '../../core/mount-table.js';
 import type { VolumeInfo } from '../../core/volume-manager.js';
+import type { RemoveResult } from '../../core/volume-types.js';
 
 export function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -73,4 +74,15 @@ export function printSnapshots(snapshots: SnapshotRecord[], json: boolean): void
     return;
   }
   printTable([['NAME', 'VOLUME', 'CREATED'], ...snapshots.map((s) => [s.name, s.volume, s.createdAt])]);
+}
+
+/** `stowage delete`'s line: the name, then where retained data and any kept snapshots are. */
+export function removalLine(name: string, result: RemoveResult): string {
+  const kept = result.snapshotsKept;
+  const notes = [
+    ...(result.retainedAt ? [`data kept at ${result.retainedAt}`] : []),
+    ...(kept ? [`${kept.ofEarlierVolume ? `${kept.snapshots} snapshot(s) of an earlier volume ${name}, finished after it was removed,` : `its ${kept.snapshots} snapshot(s)`} ` +
+      `kept as backups: stowage backup list --dest ${shellWord(kept.url)}`] : []),
+  ];
+  return notes.length > 0 ? `${name} (${notes.join('; ')})` : name;
 }

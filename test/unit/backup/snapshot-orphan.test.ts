@@ -93,7 +93,7 @@ describe('snapshot deletes while another node collects garbage', () => {
     await gcElsewhere.release();
     await snapshots.deleteSnapshot('vol', 'one');
     expect(await names()).toEqual(['two']);
-    expect(await snapshots.deleteAll('vol')).toBe(1);
+    expect(await snapshots.deleteAll('vol')).toEqual({ deleted: 1 });
     expect(await names()).toEqual([]);
     expect(await (await Repository.open(new VfsBlobStore(repoDir))).listBackups('vol')).toEqual([]);
   });

@@ -11,7 +11,8 @@ import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js'
 import { parseBackupUrl } from '../../../src/core/backup/backup-url.js';
 import { VolumeNameSchema } from '../../../src/core/backup/format.js';
 import { acquireLock, backupTree, Repository, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
-import { RepositorySnapshots, retainedSnapshotsKey } from '../../../src/core/backup/repository-snapshots.js';
+import { RepositorySnapshots } from '../../../src/core/backup/repository-snapshots.js';
+import { retainedSnapshotsKey } from '../../../src/core/backup/retained-snapshots.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { isValidVolumeName } from '../../../src/core/names.js';
 import { memoryLogger } from '../../helpers/memory-logger.js';
@@ -59,7 +60,7 @@ describe('snapshots of a volume removed with its data retained', () => {
     await writeFile(join(data, 'a.txt'), 'a new volume\n');
     await snapshots.createSnapshot('pg', 'monday');
     await snapshots.deleteSnapshot('pg', 'monday');
-    expect(await snapshots.deleteAll('pg')).toBe(0);
+    expect(await snapshots.deleteAll('pg')).toEqual({ deleted: 0 });
     const expected = ['monday\n', 'tuesday, longer\n', 'unnamed\n'];
     for (const [i, backup] of backups.entries()) {
       await verifyBackup(repository, url.volume!, backup.id);
