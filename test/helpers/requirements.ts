@@ -169,3 +169,9 @@ export function checkS3Server(): ComponentCheck {
   }
   return { ok: true };
 }
+
+/** A suite that runs a child in a mount namespace of its own (`unshare --mount`): root and util-linux's unshare. */
+export function mountNamespaceSuite(component: string): boolean {
+  return systemSuite(component, process.getuid?.() === 0 && findExecutable('unshare')
+    ? { ok: true } : { ok: false, why: 'needs root and unshare (util-linux)' });
+}

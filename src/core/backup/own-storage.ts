@@ -1,4 +1,4 @@
-import { realpath } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ErrorCodes, StowageError } from '../errors.js';
 import type { BackupTarget } from './backup-url.js';
@@ -22,22 +22,76 @@ export class OwnStorage {
   }
 
   /**
-   * Refuses a vfs repository at or inside one of these directories, symlinks resolved. With
-   * `retainedVolume`, a name a removed volume's snapshots are kept under (isRetainedSnapshotsKey),
-   * the store's snapshot repository itself is allowed: no snapshot relies on those backups.
+   * Refuses a vfs repository at or inside one of these directories, symlinks resolved, and
+   * also where the same directory shows through another mount (a bind mount of the store or of
+   * a directory in it, the same NFS export mounted twice): compared where it lies in its
+   * filesystem, as /proc/self/mountinfo says. With `retainedVolume`, a name a removed volume's
+   * snapshots are kept under (isRetainedSnapshotsKey), the store's snapshot repository itself
+   * is allowed: no snapshot relies on those backups.
    */
   async assertOutside(target: BackupTarget, what: string, retainedVolume?: string): Promise<void> {
     if (target.scheme !== 'vfs') return;
-    const path = await resolvedPath(target.path);
+    const mounts = await mountTable();
+    const path = locate(await resolvedPath(target.path), mounts);
     for (const dir of this.dirs) {
-      const own = await resolvedPath(dir);
-      if (retainedVolume !== undefined && isRetainedSnapshotsKey(retainedVolume) && path === join(own, '.stowage', 'snapshots')) continue;
-      if (path === own || path.startsWith(`${own}/`)) {
+      const own = locate(await resolvedPath(dir), mounts);
+      if (retainedVolume !== undefined && isRetainedSnapshotsKey(retainedVolume) && sameLocation(path, within(own, '.stowage', 'snapshots'))) continue;
+      if (inside(path, own)) {
         throw new StowageError(ErrorCodes.INVALID_REQUEST,
           `${what} ${target.path} is inside stowage's own storage (${dir}): keep backup repositories elsewhere (a volume's snapshots are kept there already)`);
       }
     }
   }
+}
+
+/** A directory by its path here, and (when /proc says) by its filesystem and its path inside that filesystem. */
+interface Location {
+  path: string;
+  fs?: { dev: string; path: string };
+}
+
+interface MountEntry { dev: string; root: string; mountPoint: string }
+
+/** This process's mounts, in /proc/self/mountinfo's order (a later one over an earlier at the same point); empty without /proc. */
+async function mountTable(): Promise<MountEntry[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+  const mounts: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    if (fields.length < 5) continue;
+    mounts.push({ dev: fields[2]!, root: unescape(fields[3]!), mountPoint: unescape(fields[4]!) });
+  }
+  return mounts;
+}
+
+function isWithin(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir === '/' ? '/' : `${dir}/`);
+}
+
+/** Where `path` (absolute, symlinks resolved) lies: the mount it is under decides its filesystem and its path there. */
+function locate(path: string, mounts: readonly MountEntry[]): Location {
+  let best: MountEntry | undefined;
+  for (const m of mounts) {
+    if (isWithin(path, m.mountPoint) && (!best || m.mountPoint.length >= best.mountPoint.length)) best = m;
+  }
+  if (!best) return { path };
+  const rest = path.slice(best.mountPoint === '/' ? 0 : best.mountPoint.length);
+  return { path, fs: { dev: best.dev, path: join(best.root, rest) } };
+}
+
+function within(location: Location, ...names: string[]): Location {
+  return { path: join(location.path, ...names), ...(location.fs ? { fs: { dev: location.fs.dev, path: join(location.fs.path, ...names) } } : {}) };
+}
+
+function inside(path: Location, dir: Location): boolean {
+  if (isWithin(path.path, dir.path)) return true;
+  return path.fs !== undefined && dir.fs !== undefined && path.fs.dev === dir.fs.dev && isWithin(path.fs.path, dir.fs.path);
+}
+
+function sameLocation(a: Location, b: Location): boolean {
+  if (a.fs && b.fs) return a.fs.dev === b.fs.dev && a.fs.path === b.fs.path;
+  return a.path === b.path;
 }
 
 /** `path` with symlinks resolved as far as it exists (a repository is made on first write). */

@@ -6,10 +6,9 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
 import { backupTree, Repository } from '../../../src/core/backup/index.js';
-import { findExecutable, systemSuite } from '../../helpers/requirements.js';
+import { mountNamespaceSuite } from '../../helpers/requirements.js';
 
-const noUnshare = systemSuite('a mount namespace without /proc', process.getuid?.() === 0 && findExecutable('unshare')
-  ? { ok: true } : { ok: false, why: 'needs root and unshare (util-linux)' });
+const noUnshare = mountNamespaceSuite('a mount namespace without /proc');
 
 describe.skipIf(noUnshare)('backups and restores without /proc', () => {
   let base = '';
