@@ -33,10 +33,12 @@ export class OwnStorage {
     if (target.scheme !== 'vfs') return;
     const mounts = await mountTable();
     const path = locate(await resolvedPath(target.path), mounts);
-    for (const dir of this.dirs) {
-      const own = locate(await resolvedPath(dir), mounts);
-      if (retainedVolume !== undefined && isRetainedSnapshotsKey(retainedVolume) && sameLocation(path, within(own, '.stowage', 'snapshots'))) continue;
-      if (inside(path, own)) {
+    const owned: Array<{ dir: string; at: Location }> = [];
+    for (const dir of this.dirs) owned.push({ dir, at: locate(await resolvedPath(dir), mounts) });
+    // Before any containment check: by default the store lies inside the root (`<root>/volumes`).
+    if (retainedVolume !== undefined && isRetainedSnapshotsKey(retainedVolume) && owned.some(({ at }) => sameLocation(path, within(at, '.stowage', 'snapshots')))) return;
+    for (const { dir, at } of owned) {
+      if (inside(path, at)) {
         throw new StowageError(ErrorCodes.INVALID_REQUEST,
           `${what} ${target.path} is inside stowage's own storage (${dir}): keep backup repositories elsewhere (a volume's snapshots are kept there already)`);
       }
