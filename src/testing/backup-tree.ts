@@ -45,16 +45,18 @@ export async function readTreeXattrs(dir: string): Promise<Map<string, Xattr[]>>
 /** Every entry under `dir` except `dir` itself (a new volume's root belongs to the backend). */
 export async function describeTree(dir: string): Promise<Map<string, EntryFacts>> {
   const facts = new Map<string, EntryFacts>();
-  const firstName = new Map<number, string>();
+  const firstName = new Map<bigint, string>();
   const walk = async (rel: string): Promise<void> => {
     // Names as bytes, keyed as a manifest spells them: a name that is not UTF-8 is one too.
     const names = (await readdir(fsPath(join(dir, rel)), { encoding: 'buffer' })).map(nameFromBytes).sort();
     for (const name of names) {
       const path = rel === '' ? name : `${rel}/${name}`;
       const full = fsPath(join(dir, path));
-      const stat = await lstat(full);
-      // Times to the millisecond: what every backend's file system here keeps.
-      const common = { mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, mtimeMs: Math.floor(stat.mtimeMs) };
+      const stat = await lstat(full, { bigint: true });
+      // Times to the millisecond, what every backend's file system here keeps, cut from the
+      // nanoseconds: stat's float mtimeMs rounds up to the next millisecond within 0.2 µs of it,
+      // where a restore (exact to the microsecond) lands just below.
+      const common = { mode: Number(stat.mode) & 0o7777, uid: Number(stat.uid), gid: Number(stat.gid), mtimeMs: Number(stat.mtimeNs / 1_000_000n) };
       if (stat.isSymbolicLink()) {
         facts.set(path, { type: 'symlink', ...common, target: nameFromBytes(await readlink(full, 'buffer')) });
       } else if (stat.isDirectory()) {
@@ -62,8 +64,8 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
         await walk(path);
       } else if (stat.isFile()) {
         const sha256 = createHash('sha256').update(await readFile(full)).digest('hex');
-        const entry: EntryFacts = { type: 'file', ...common, size: stat.size, sha256 };
-        if (stat.nlink > 1) {
+        const entry: EntryFacts = { type: 'file', ...common, size: Number(stat.size), sha256 };
+        if (stat.nlink > 1n) {
           const first = firstName.get(stat.ino);
           if (first === undefined) firstName.set(stat.ino, path);
           else entry.linkOf = first;
@@ -72,7 +74,7 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
       } else if (stat.isFIFO()) {
         facts.set(path, { type: 'fifo', ...common });
       } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
-        facts.set(path, { type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...common, rdev: stat.rdev });
+        facts.set(path, { type: stat.isCharacterDevice() ? 'chardev' : 'blockdev', ...common, rdev: Number(stat.rdev) });
       } else {
         throw new Error(`unexpected entry ${join(dir, path)} in the suite's tree`);
       }
@@ -90,6 +92,8 @@ export async function describeTree(dir: string): Promise<Map<string, EntryFacts>
 export const MiB = 2 ** 20;
 const OLD = new Date('2021-03-04T05:06:07.000Z');
 const BEFORE_1970 = new Date('1969-07-20T20:17:40.250Z');
+/** To the nanosecond, for touch: Node's utimes keeps microseconds only. */
+const NEAR_A_MILLISECOND = '@1796510721.275999900';
 
 /** The tree the suite backs up: a large file, small ones, symlinks, a hardlink, a FIFO, a device, modes, owners, times. */
 export async function writeTree(path: string): Promise<void> {
@@ -124,6 +128,9 @@ export async function writeTree(path: string): Promise<void> {
   await utimes(latin1, BEFORE_1970, BEFORE_1970);
   // A FIFO and, as root, a device: a Docker-in-Docker volume's overlayfs whiteouts are 0:0 devices.
   const commands = new ExecaCommandRunner();
+  // A tenth of a microsecond below a millisecond: stat's float mtimeMs reads the next one, and a
+  // restore, exact to the microsecond, lands just below (see describeTree).
+  await commands.run('touch', ['-m', '-d', NEAR_A_MILLISECOND, '--', join(path, 'small', 'f5.txt')]);
   await commands.run('mkfifo', ['-m', '640', '--', join(path, 'small', 'pipe')]);
   // Extended attributes: a user's, and as root overlayfs's mark of an opaque directory.
   await commands.run('setfattr', ['-n', 'user.origin', '-v', 'conformance', '--', join(path, 'small', 'f3.txt')]);

@@ -33,10 +33,12 @@ async function describeTree(root: string): Promise<Map<string, Snapshot>> {
   const visit = async (rel: string): Promise<void> => {
     const abs = rel === '' ? root : join(root, rel);
     const st = await lstat(abs);
+    // Cut from the nanoseconds: the float mtimeMs rounds up within 0.2 µs of a millisecond.
+    const { mtimeNs } = await lstat(abs, { bigint: true });
     const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : st.isFIFO() ? 'fifo'
       : st.isCharacterDevice() ? 'chardev' : st.isBlockDevice() ? 'blockdev' : 'other';
     out.set(rel || '.', {
-      type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.floor(st.mtimeMs), size: type === 'file' ? st.size : 0, ino: st.ino,
+      type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Number(mtimeNs / 1_000_000n), size: type === 'file' ? st.size : 0, ino: st.ino,
       ...(type === 'chardev' || type === 'blockdev' ? { rdev: st.rdev } : {}),
       ...(type === 'file' ? { sha: createHash('sha256').update(await readFile(abs)).digest('hex') } : {}),
       ...(type === 'symlink' ? { target: await readlink(abs) } : {}),
@@ -99,6 +101,9 @@ describe('file-level backup and restore', () => {
       await chmod(join(dirs.src, 'sub/big.bin'), 0o4711);
       await chown(join(dirs.src, 'sub'), 42, 43);
     }
+    // 0.1 µs below a millisecond: a restore sets times to the microsecond, and stat's float
+    // mtimeMs of the original already reads as the next millisecond.
+    await execa('touch', ['-m', '-d', '@1796510721.275999900', join(dirs.src, 'sub/deeper/f7')]);
     await utimes(join(dirs.src, 'sub/text.log'), new Date('2001-02-03T04:05:06.789Z'), new Date('2002-03-04T05:06:07.891Z'));
     await lutimes(join(dirs.src, 'abs-link'), new Date('2003-01-01T00:00:00Z'), new Date('2004-01-01T00:00:00Z'));
     await utimes(join(dirs.src, 'sub'), new Date('2005-01-01T00:00:00Z'), new Date('2006-01-01T00:00:00Z'));
