@@ -237,14 +237,30 @@ describe('stowage daemon flags', () => {
     expect(await readdir(vols)).toContain('convoy-vol');
   });
 
-  it('keeps data on a plain delete with --on-remove retain', async () => {
+  it('keeps data on a plain delete with --on-remove retain; on the default layout (the store inside the root) its kept snapshot deletes through the printed URL, a live one\'s is refused before any job', async () => {
     const socket = join(dir, 'retain.sock');
     await startDaemon(socket, ['--root', join(dir, 'retain-root'), '--on-remove', 'retain']);
-    expect((await runCli(['--socket', socket, 'create', 'kept'])).exitCode).toBe(0);
+    const cli = (...args: string[]) => runCli(['--socket', socket, ...args]);
+    expect((await cli('create', 'kept')).exitCode).toBe(0);
     await writeIntoVolume(socket, 'kept', 'note.txt', 'retained');
-    const result = await runCli(['--socket', socket, 'delete', 'kept']);
+    expect((await cli('snapshot', 'create', 'kept', 'first')).exitCode).toBe(0);
+    const result = await cli('delete', 'kept');
     expect(result.exitCode).toBe(0);
     expect(await readFile(join(keptAt(result.stdout), 'note.txt'), 'utf8')).toBe('retained');
+    const dest = /--dest '([^']+)'\)$/.exec(result.stdout.trim())?.[1];
+    expect(dest, result.stdout).toBeDefined();
+    const [kept] = JSON.parse((await cli('backup', 'list', '--dest', dest!, '--json')).stdout) as Array<{ url: string }>;
+    const deleted = await cli('backup', 'delete', kept!.url);
+    expect(deleted.exitCode, deleted.stderr).toBe(0);
+    expect(JSON.parse((await cli('backup', 'list', '--dest', dest!, '--json')).stdout)).toEqual([]);
+
+    expect((await cli('create', 'live')).exitCode).toBe(0);
+    expect((await cli('snapshot', 'create', 'live', 'now')).exitCode).toBe(0);
+    const { details } = JSON.parse((await cli('snapshot', 'inspect', 'live', 'now')).stdout) as { details: { backupId: string } };
+    const refused = await cli('backup', 'delete', `${dest!.split('?')[0]}?volume=live&backup=${details.backupId}`);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(/^stowage: the repository \S+ is inside stowage's own storage/);
+    expect((JSON.parse((await cli('snapshot', 'list', 'live', '--json')).stdout) as Array<{ name: string }>).map((s) => s.name)).toEqual(['now']);
   });
 
   it('refuses --on-remove bogus with a clear message', async () => {

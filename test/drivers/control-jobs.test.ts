@@ -138,9 +138,11 @@ describe('daemon jobs', () => {
       .toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining('not a repository URL') });
     expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-delete', url: `${DEST}?volume=data&backup=zzz` })))
       .toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
+    expect(await refusal(callDaemon(srv().socket, api.startJob, { kind: 'backup-delete', url: 'vfs:///srv/own-storage/.stowage/snapshots?volume=data&backup=zzz' })))
+      .toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining("inside stowage's own storage") });
     expect(await refusal(followJob(srv().socket, 'ffffffffffff', () => {}))).toMatchObject({ kind: 'refused', code: ErrorCodes.INVALID_REQUEST });
     expect((await callDaemon(srv().socket, api.listJobs, {})).jobs.length).toBe(before);
-    expect(service.calls.slice(calls).filter((c) => !['inspectBackup', 'createBackup', 'checkRequest'].includes(c.op))).toEqual([]);
+    expect(service.calls.slice(calls).filter((c) => !['inspectBackup', 'createBackup', 'checkRequest', 'checkDelete'].includes(c.op))).toEqual([]);
     expect(service.calls.slice(calls).some((c) => c.op === 'createBackup')).toBe(true); // only backupUrl()'s own
   });
 

@@ -71,6 +71,12 @@ export class RecordingBackupService implements BackupService {
     return this.known(url);
   }
 
+  async checkDelete(url: string): Promise<BackupDetail> {
+    this.calls.push({ op: 'checkDelete', args: [url] });
+    if (url.includes('/own-storage/')) throw new StowageError(ErrorCodes.INVALID_REQUEST, `the repository in ${url} is inside stowage's own storage`);
+    return this.known(url);
+  }
+
   async deleteBackup(url: string, options?: ProgressOptions): Promise<DeleteResult> {
     this.calls.push({ op: 'deleteBackup', args: [url] });
     await this.play(options);

@@ -210,6 +210,12 @@ export class CoreBackupService implements BackupService {
     return this.detail(target, await repo.readBackupRecord(volume, backup));
   }
 
+  async checkDelete(url: string): Promise<BackupDetail> {
+    const { target, volume } = parseOneBackupUrl(url);
+    await this.ownStorage.assertOutside(target, 'the repository', volume);
+    return this.inspectBackup(url);
+  }
+
   async deleteBackup(url: string, options: ProgressOptions = {}): Promise<DeleteResult> {
     const { target, volume, backup } = parseOneBackupUrl(url);
     await this.ownStorage.assertOutside(target, 'the repository', volume);

@@ -119,6 +119,12 @@ export interface BackupService {
   /** Deletes the backup's record, then frees what no other backup references. */
   deleteBackup(url: string, options?: ProgressOptions): Promise<DeleteResult>;
   /**
+   * What deleteBackup checks before it changes anything: that the repository is outside
+   * stowage's own storage (but for kept snapshots) and holds that backup. A caller that runs the
+   * delete later (a job) refuses a bad request at once.
+   */
+  checkDelete(url: string): Promise<unknown>;
+  /**
    * Reads back and re-hashes every chunk of the backup; fails naming the first missing or corrupt
    * one. Given a repository URL (no backup named), checks the whole repository: each blob any
    * backup needs once, going on past problems, and fails listing them all and the backups they touch.

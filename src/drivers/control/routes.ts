@@ -166,7 +166,7 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
       return jobs.start('backup-verify', request.url, (context) => backups.verifyBackup(request.url, context));
     }
     case 'backup-delete': {
-      await backups.inspectBackup(request.url);
+      await backups.checkDelete(request.url);
       return jobs.start('backup-delete', request.url, (context) => backups.deleteBackup(request.url, context));
     }
   }
