@@ -1,4 +1,4 @@
-/** Pure reading of `/proc/self/mounts`: the one source of truth for what is mounted where. */
+/** Pure reading of `/proc/self/mounts` and `/proc/self/mountinfo`: the one source of truth for what is mounted where. */
 
 export interface MountEntry {
   source: string;
@@ -32,5 +32,46 @@ export function parseProcMounts(text: string): MountEntry[] {
 export function mountAt(entries: readonly MountEntry[], path: string): MountEntry | undefined {
   let found: MountEntry | undefined;
   for (const entry of entries) if (entry.target === path) found = entry;
+  return found;
+}
+
+/** One line of /proc/self/mountinfo, the fields stowage needs. */
+export interface MountinfoEntry {
+  /** The filesystem's device, as `major:minor`. */
+  dev: string;
+  /** Where in its filesystem the mount starts (not `/` for a bind mount of a directory). */
+  root: string;
+  mountPoint: string;
+  fstype: string;
+  source: string;
+}
+
+/** Parses /proc/self/mountinfo (`id parent maj:min root mountpoint opts [optional...] - fstype source superopts`). */
+export function parseMountinfo(text: string): MountinfoEntry[] {
+  const entries: MountinfoEntry[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.trim().split(' ');
+    const dash = fields.indexOf('-', 6);
+    if (fields.length < 7 || dash < 0 || fields.length < dash + 3) continue;
+    entries.push({
+      dev: fields[2]!, root: unescapeOctal(fields[3]!), mountPoint: unescapeOctal(fields[4]!), fstype: fields[dash + 1]!, source: unescapeOctal(fields[dash + 2]!),
+    });
+  }
+  return entries;
+}
+
+/** Whether `path` is `dir` or under it (absolute paths). */
+export function isPathWithin(path: string, dir: string): boolean {
+  if (dir === '/') return path.startsWith('/');
+  return path === dir || path.startsWith(dir + '/');
+}
+
+/** The mount `path` lives on: the longest matching mount point, the last of equals (stacked mounts). */
+export function mountOf(entries: readonly MountinfoEntry[], path: string): MountinfoEntry | undefined {
+  let found: MountinfoEntry | undefined;
+  for (const entry of entries) {
+    if (!isPathWithin(path, entry.mountPoint)) continue;
+    if (!found || entry.mountPoint.length >= found.mountPoint.length) found = entry;
+  }
   return found;
 }

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decideSharing, isNetworkFsType, mountOf, parseMountinfo } from '../../src/backends/vfs/store-sharing.js';
+import { mountOf, parseMountinfo } from '../../src/core/proc-mounts.js';
+import { decideSharing, isNetworkFsType } from '../../src/backends/vfs/store-sharing.js';
 
 const fixture = readFileSync(join(import.meta.dirname, '../fixtures/mountinfo/nodes.txt'), 'utf8');
 const entries = parseMountinfo(fixture);

@@ -9,7 +9,8 @@ import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { RegistryEntry } from './registry.js';
-import { decideSharing, mountOf, parseMountinfo, type MountinfoEntry, type SharingDecision } from './store-sharing.js';
+import { mountOf, parseMountinfo, type MountinfoEntry } from '../../core/proc-mounts.js';
+import { decideSharing, type SharingDecision } from './store-sharing.js';
 
 export const META_DIR = '.stowage';
 

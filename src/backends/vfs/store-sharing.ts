@@ -3,44 +3,7 @@
  * alone: a Convoy command line without `vfs.shared=true` on two nodes must not run unprotected.
  * Pure functions; the backend gathers the inputs.
  */
-
-/** One line of /proc/self/mountinfo, the fields stowage needs. */
-export interface MountinfoEntry {
-  mountPoint: string;
-  fstype: string;
-  source: string;
-}
-
-function unescapeOctal(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-/** Parses /proc/self/mountinfo (`id parent maj:min root mountpoint opts [optional...] - fstype source superopts`). */
-export function parseMountinfo(text: string): MountinfoEntry[] {
-  const entries: MountinfoEntry[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.trim().split(' ');
-    const dash = fields.indexOf('-', 6);
-    if (fields.length < 7 || dash < 0 || fields.length < dash + 3) continue;
-    entries.push({ mountPoint: unescapeOctal(fields[4]!), fstype: fields[dash + 1]!, source: unescapeOctal(fields[dash + 2]!) });
-  }
-  return entries;
-}
-
-function contains(mountPoint: string, path: string): boolean {
-  if (mountPoint === '/') return path.startsWith('/');
-  return path === mountPoint || path.startsWith(mountPoint + '/');
-}
-
-/** The mount `path` lives on: the longest matching mount point, the last of equals (stacked mounts). */
-export function mountOf(entries: readonly MountinfoEntry[], path: string): MountinfoEntry | undefined {
-  let found: MountinfoEntry | undefined;
-  for (const entry of entries) {
-    if (!contains(entry.mountPoint, path)) continue;
-    if (!found || entry.mountPoint.length >= found.mountPoint.length) found = entry;
-  }
-  return found;
-}
+import type { MountinfoEntry } from '../../core/proc-mounts.js';
 
 /** Filesystem types that other machines can mount at the same time. */
 const NETWORK_FS = new Set([

@@ -2,6 +2,7 @@ import { readFile, realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ErrorCodes, StowageError } from '../errors.js';
 import type { BackupTarget } from './backup-url.js';
+import { isPathWithin, mountOf, parseMountinfo, type MountinfoEntry } from '../proc-mounts.js';
 import { isRetainedSnapshotsKey } from './retained-snapshots.js';
 
 /**
@@ -52,34 +53,17 @@ interface Location {
   fs?: { dev: string; path: string };
 }
 
-interface MountEntry { dev: string; root: string; mountPoint: string }
-
-/** This process's mounts, in /proc/self/mountinfo's order (a later one over an earlier at the same point); empty without /proc. */
-async function mountTable(): Promise<MountEntry[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-  const mounts: MountEntry[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.split(' ');
-    if (fields.length < 5) continue;
-    mounts.push({ dev: fields[2]!, root: unescape(fields[3]!), mountPoint: unescape(fields[4]!) });
-  }
-  return mounts;
-}
-
-function isWithin(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir === '/' ? '/' : `${dir}/`);
+/** This process's mounts; none without /proc (paths alone are compared then). */
+async function mountTable(): Promise<MountinfoEntry[]> {
+  return parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
 }
 
 /** Where `path` (absolute, symlinks resolved) lies: the mount it is under decides its filesystem and its path there. */
-function locate(path: string, mounts: readonly MountEntry[]): Location {
-  let best: MountEntry | undefined;
-  for (const m of mounts) {
-    if (isWithin(path, m.mountPoint) && (!best || m.mountPoint.length >= best.mountPoint.length)) best = m;
-  }
-  if (!best) return { path };
-  const rest = path.slice(best.mountPoint === '/' ? 0 : best.mountPoint.length);
-  return { path, fs: { dev: best.dev, path: join(best.root, rest) } };
+function locate(path: string, mounts: readonly MountinfoEntry[]): Location {
+  const mount = mountOf(mounts, path);
+  if (!mount) return { path };
+  const rest = path.slice(mount.mountPoint === '/' ? 0 : mount.mountPoint.length);
+  return { path, fs: { dev: mount.dev, path: join(mount.root, rest) } };
 }
 
 function within(location: Location, ...names: string[]): Location {
@@ -87,8 +71,8 @@ function within(location: Location, ...names: string[]): Location {
 }
 
 function inside(path: Location, dir: Location): boolean {
-  if (isWithin(path.path, dir.path)) return true;
-  return path.fs !== undefined && dir.fs !== undefined && path.fs.dev === dir.fs.dev && isWithin(path.fs.path, dir.fs.path);
+  if (isPathWithin(path.path, dir.path)) return true;
+  return path.fs !== undefined && dir.fs !== undefined && path.fs.dev === dir.fs.dev && isPathWithin(path.fs.path, dir.fs.path);
 }
 
 function sameLocation(a: Location, b: Location): boolean {
