@@ -126,11 +126,11 @@ export async function writeTree(path: string): Promise<void> {
   await writeFile(latin1, 'a latin1 name\n');
   await symlink(Buffer.concat([Buffer.from('small/caf'), Buffer.of(0xe9), Buffer.from('.txt')]), join(path, 'link-to-latin1'));
   await utimes(latin1, BEFORE_1970, BEFORE_1970);
-  // A FIFO and, as root, a device: a Docker-in-Docker volume's overlayfs whiteouts are 0:0 devices.
   const commands = new ExecaCommandRunner();
   // A tenth of a microsecond below a millisecond: stat's float mtimeMs reads the next one, and a
   // restore, exact to the microsecond, lands just below (see describeTree).
   await commands.run('touch', ['-m', '-d', NEAR_A_MILLISECOND, '--', join(path, 'small', 'f5.txt')]);
+  // A FIFO and, as root, a device: a Docker-in-Docker volume's overlayfs whiteouts are 0:0 devices.
   await commands.run('mkfifo', ['-m', '640', '--', join(path, 'small', 'pipe')]);
   // Extended attributes: a user's, and as root overlayfs's mark of an opaque directory.
   await commands.run('setfattr', ['-n', 'user.origin', '-v', 'conformance', '--', join(path, 'small', 'f3.txt')]);

@@ -58,12 +58,12 @@ export function printList(volumes: VolumeInfo[], json: boolean): void {
   printTable(rows);
 }
 
-/** What `inspect` and `info` print, and every `--json`. */
 /** `text` as one single-quoted shell word, for a command printed to be pasted (a store path may hold a quote). */
 export function shellWord(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
+/** What `inspect` and `info` print, and every `--json`. */
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
