@@ -57,7 +57,9 @@ export type Remedy =
   /** A file-level backup of the volume restores into any backend. */
   | { action: 'file-backup'; volume: string }
   /** The volume (one that holds partial data, say) can be removed, as any volume. */
-  | { action: 'remove-volume'; volume: string };
+  | { action: 'remove-volume'; volume: string }
+  /** A hand mount (see mountByHand) holds the volume until it is unmounted the same way. */
+  | { action: 'hand-unmount'; volume: string; label: string };
 
 export interface StowageErrorDetails {
   volume?: string;

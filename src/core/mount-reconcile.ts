@@ -2,6 +2,7 @@ import { LIVE_STATES, type ContainerReferences } from './container-references.js
 import { ErrorCodes, StowageError, describeCause } from './errors.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
+import { handLabelOf, handMountId, isEngineMountId, isHandMountId } from './mount-kinds.js';
 
 /** What releasing and reconciling need of the volume manager. */
 export interface MountOps {
@@ -13,8 +14,60 @@ export interface MountOps {
   graceMs(): number;
   log(): Logger;
   runLocked<T>(name: string, task: () => Promise<T>): Promise<T>;
-  /** Drops whole IDs (the caller holds the lock), detaching when none remain. */
-  drop(name: string, ids: string[], why: string): Promise<void>;
+  /** Drops whole IDs (the caller holds the lock), detaching when none remain; logged as a warning unless `asked`. */
+  drop(name: string, ids: string[], why: string, asked?: boolean): Promise<void>;
+  /** The manager's own Mount, with every check a Docker Mount gets. */
+  mount(name: string, id: string): Promise<string>;
+  /** The path while mounted on this node. */
+  path(name: string): string | undefined;
+}
+
+/** A hand mount as it is answered: which volume, under which label, and where its data is. */
+export interface HandMount {
+  volume: string;
+  label: string;
+  id: string;
+  mountpoint: string;
+}
+
+/**
+ * Mounts a volume on this node for a person or a program rather than a container, until
+ * unmountByHand: reconciliation with the engine never drops it, a restart attaches it again,
+ * and removing the volume is refused meanwhile. A label is held or not: mounting it again
+ * answers the same path and counts nothing.
+ */
+export async function mountByHand(ops: MountOps, name: string, label?: string): Promise<HandMount> {
+  const id = handMountId(label);
+  const held = ops.mounts().has(name, id) ? ops.path(name) : undefined;
+  return { volume: name, label: handLabelOf(id), id, mountpoint: held ?? await ops.mount(name, id) };
+}
+
+/** Drops a hand mount (however many times it was mounted), detaching the volume when no mount remains. */
+export async function unmountByHand(ops: MountOps, name: string, label?: string): Promise<HandMount & { remaining: number }> {
+  const id = handMountId(label);
+  return ops.runLocked(name, async () => {
+    if (!ops.mounts().has(name, id)) {
+      throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND,
+        `node ${ops.nodeId()} holds no hand mount of volume ${name} labelled ${handLabelOf(id)}`,
+        { volume: name, remedies: [{ action: 'list-mounts' }] });
+    }
+    const mountpoint = ops.path(name) ?? '';
+    await ops.drop(name, [id], 'unmounted by hand', true);
+    return { volume: name, label: handLabelOf(id), id, mountpoint, remaining: ops.mounts().count(name) };
+  });
+}
+
+/** Why a volume mounted on this node cannot be removed, with the way out of each hand mount. */
+export function mountedHere(mounts: MountTable, name: string, nodeId: string): StowageError {
+  const ids = Object.entries(mounts.ids(name));
+  const hand = ids.filter(([id]) => isHandMountId(id));
+  const byContainers = ids.length > hand.length;
+  const labels = hand.map(([id]) => handLabelOf(id)).join(', ');
+  const handClause = hand.length === 0 ? '' : `${byContainers ? ', some of them' : ','} by hand (label ${labels})`;
+  return new StowageError(ErrorCodes.VOLUME_IN_USE,
+    `volume ${name} is mounted ${mounts.count(name)} time(s) on node ${nodeId}${handClause}` +
+    (byContainers ? '; stop or remove the containers using it, then remove it again' : ''),
+    { volume: name, node: nodeId, remedies: hand.map(([id]) => ({ action: 'hand-unmount' as const, volume: name, label: handLabelOf(id) })) });
 }
 
 export async function releaseMounts(ops: MountOps, name: string, request: { id?: string; force?: boolean }): Promise<MountRecordView[]> {
@@ -52,6 +105,7 @@ export async function releaseMounts(ops: MountOps, name: string, request: { id?:
  * volume: records of a volume that no running, paused or restarting container on this node
  * uses, last mounted longer ago than the grace period (a container may be starting right now),
  * belong to a Mount whose answer Docker never got or an Unmount whose save failed.
+ * Records stowage made itself (a restore's, a hand mount) are not the engine's to account for.
  * Does nothing while the engine cannot be asked.
  */
 export async function reconcileWithEngine(ops: MountOps): Promise<void> {
@@ -63,7 +117,7 @@ export async function reconcileWithEngine(ops: MountOps): Promise<void> {
     await ops.runLocked(name, async () => {
       const cutoff = ops.now() - graceMs;
       const leaked = ops.mounts().entries(name)
-        .filter(([, e]) => Date.parse(e.last ?? e.since) < cutoff)
+        .filter(([id, e]) => isEngineMountId(id) && Date.parse(e.last ?? e.since) < cutoff)
         .map(([id]) => id);
       if (leaked.length === 0) return;
       await ops.drop(name, leaked, `no live container on this node uses the volume (grace ${Math.round(graceMs / 1000)} s)`);

@@ -189,6 +189,18 @@ export class MountTable {
     return this.count(volume);
   }
 
+  /** Puts back entries taken by `drop` (whose detach then failed), with the volume's incarnation. */
+  putBack(volume: string, entries: Array<[string, MountIdCount]>, incarnation: string | undefined): void {
+    if (entries.length === 0) return;
+    let mounts = this.volumes.get(volume);
+    if (!mounts) {
+      mounts = { incarnation, ids: new Map() };
+      this.volumes.set(volume, mounts);
+    }
+    for (const [id, entry] of entries) mounts.ids.set(id, { ...entry });
+    this.changed(volume);
+  }
+
   forget(volume: string): void {
     if (this.volumes.delete(volume)) this.changed(volume);
   }

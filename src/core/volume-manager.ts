@@ -5,7 +5,9 @@ import { createRequest, undoCreate } from './create-request.js';
 import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
 import type { ContainerReferences } from './container-references.js';
-import { reconcileAtStart, reconcileWithEngine, releaseMounts, type MountOps } from './mount-reconcile.js';
+import {
+  mountByHand, mountedHere, reconcileAtStart, reconcileWithEngine, releaseMounts, unmountByHand, type HandMount, type MountOps,
+} from './mount-reconcile.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf, toStowageError, volumeNotFound } from './errors.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -194,12 +196,7 @@ export class VolumeManager {
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const record = await this.backend.get(name);
       if (!record) throw volumeNotFound(name);
-      const mounted = this.mounts.count(name);
-      if (mounted > 0) {
-        throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-          `volume ${name} is mounted ${mounted} time(s) on node ${this.config.nodeId}; ` +
-          `stop or remove the containers using it, then remove it again`, { volume: name, node: this.config.nodeId });
-      }
+      if (this.mounts.count(name) > 0) throw mountedHere(this.mounts, name, this.config.nodeId);
       this.snapshots.assertNotRead(name);
       await this.cluster.assertRemovable(name, { force: request.force ?? false });
       const retain = request.retain ?? this.config.onRemove === 'retain';
@@ -364,6 +361,17 @@ export class VolumeManager {
     return releaseMounts(this.mountOps, name, request);
   }
 
+  /** See mountByHand in mount-reconcile.ts. */
+  async mountByHand(name: string, label?: string): Promise<HandMount> {
+    validateVolumeName(name);
+    return mountByHand(this.mountOps, name, label);
+  }
+
+  async unmountByHand(name: string, label?: string): Promise<HandMount & { remaining: number }> {
+    validateVolumeName(name);
+    return unmountByHand(this.mountOps, name, label);
+  }
+
   /** Drops mount records that no live container on this node can account for (see mount-reconcile.ts). */
   reconcileWithEngine(): Promise<void> {
     return reconcileWithEngine(this.mountOps);
@@ -377,20 +385,28 @@ export class VolumeManager {
     graceMs: () => this.config.mountGraceMs ?? 60_000,
     log: () => this.log,
     runLocked: (name, task) => this.locks.run(name, task),
-    drop: (name, ids, why) => this.dropMounts(name, ids, why),
+    drop: (name, ids, why, asked) => this.dropMounts(name, ids, why, asked),
+    mount: (name, id) => this.mount(name, id),
+    path: (name) => this.path(name),
   };
 
-  /** Drops mount records (whole IDs); the caller holds the volume's lock. Detaches when none remain. */
-  private async dropMounts(name: string, ids: string[], why: string): Promise<void> {
+  /**
+   * Drops mount records (whole IDs); the caller holds the volume's lock. Detaches when none
+   * remain; if that fails the records stay, since the volume is still attached.
+   */
+  private async dropMounts(name: string, ids: string[], why: string, asked = false): Promise<void> {
+    const incarnation = this.mounts.incarnation(name);
+    const taken = this.mounts.entries(name).filter(([id]) => ids.includes(id));
     let remaining = this.mounts.count(name);
     for (const id of ids) remaining = this.mounts.drop(name, id);
-    this.log.warn(`dropped mount record(s) ${ids.join(', ')} of volume ${name} on node ${this.config.nodeId}: ${why}`);
     if (remaining === 0) {
-      this.mountpoints.delete(name);
       await this.backend.detach(name).catch((err: unknown) => {
-        throw toStowageError(err, `detaching volume ${name} failed`, name);
+        this.mounts.putBack(name, taken, incarnation);
+        throw toStowageError(err, `detaching volume ${name} failed, so its mount record(s) ${ids.join(', ')} stay`, name);
       });
+      this.mountpoints.delete(name);
     }
+    (asked ? this.log.info : this.log.warn).call(this.log, `dropped mount record(s) ${ids.join(', ')} of volume ${name} on node ${this.config.nodeId}: ${why}`);
     await this.mounts.persist();
     if (remaining === 0) await this.unmark(name);
   }

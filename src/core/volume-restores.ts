@@ -4,7 +4,8 @@ import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf } fr
 import type { KeyedMutex } from './keyed-mutex.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountTable } from './mount-table.js';
-import { RESTORE_MOUNT_PREFIX, type RestoreJournal } from './backup/restore-journal.js';
+import type { RestoreJournal } from './backup/restore-journal.js';
+import { RESTORE_MOUNT_PREFIX } from './mount-kinds.js';
 import { restoreVolume, type RestoreHost } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
 import type { CreateResult } from './volume-types.js';

@@ -1,4 +1,5 @@
 import { StowageError, messageOf, type Remedy } from '../core/errors.js';
+import { DEFAULT_HAND_LABEL } from '../core/mount-kinds.js';
 
 /**
  * Who reads a failure: `cli` people at the stowage command line, `docker` people who met it
@@ -55,6 +56,11 @@ export function wordRemedy(remedy: Remedy, audience: Audience): string {
       if (audience === 'api') return `remove it with remove('${remedy.volume}')`;
       if (audience === 'docker') return `remove it with "docker volume rm ${remedy.volume}"`;
       return `remove it with ${cli(`delete ${remedy.volume}`)}`;
+    case 'hand-unmount': {
+      const label = remedy.label === DEFAULT_HAND_LABEL ? '' : ` --id ${remedy.label}`;
+      if (audience === 'api') return `unmount it with unmountByHand('${remedy.volume}'${label ? `, '${remedy.label}'` : ''})`;
+      return `unmount it with ${cli(`umount ${remedy.volume}${label}`)}`;
+    }
   }
 }
 

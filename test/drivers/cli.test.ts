@@ -188,6 +188,20 @@ describe('stowage CLI against a running daemon', () => {
       expect(result.stderr).toMatch(/does not exist|not found/);
     });
 
+    it('mounts by hand under labels, prints the path alone (or JSON), and unmounts with either spelling', async () => {
+      expect((await cli('create', 'handy')).exitCode).toBe(0);
+      const path = (await cli('mount', 'handy')).stdout;
+      expect(path).toBe(JSON.parse((await cli('inspect', 'handy')).stdout).status.path);
+      const json = JSON.parse((await cli('mount', 'handy', '--id', 'job-1', '--json')).stdout);
+      expect(json).toEqual({ volume: 'handy', label: 'job-1', id: 'stowage-hand-job-1', mountpoint: path });
+      expect((await cli('umount', 'handy')).stdout).toBe('handy (still mounted 1 time(s) on this node)');
+      const bad = await cli('unmount', 'handy', '--id', '../job-1');
+      expect(bad.exitCode).toBe(1);
+      expect(bad.stderr).toMatch(/^stowage: invalid mount label "\.\.\/job-1"/);
+      expect((await cli('unmount', 'handy', '--id', 'job-1')).stdout).toBe('handy');
+      expect((await cli('delete', 'handy')).exitCode).toBe(0);
+    });
+
     it('uses STOWAGE_SOCKET when --socket is absent', async () => {
       const result = await runCli(['create', 'via-env'], { env: { STOWAGE_SOCKET: socket } });
       expect(result.exitCode).toBe(0);
@@ -397,6 +411,6 @@ describe('stowage --help', () => {
     expect(result.exitCode).toBe(0);
     const commands = /Commands:\n([\s\S]*)$/.exec(result.stdout)?.[1] ?? '';
     const listed = commands.split('\n').map((line) => line.trim().split(/[\s|]/)[0]).filter(Boolean);
-    expect(listed).toEqual(expect.arrayContaining(['daemon', 'create', 'delete', 'list', 'inspect', 'info']));
+    expect(listed).toEqual(expect.arrayContaining(['daemon', 'create', 'delete', 'list', 'inspect', 'info', 'mount', 'umount']));
   });
 });

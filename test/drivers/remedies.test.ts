@@ -48,6 +48,12 @@ const WORDS: ReadonlyArray<[Remedy, Record<Audience, RegExp>]> = [
   [{ action: 'remove-volume', volume: 'v' }, {
     cli: /remove it with "stowage delete v"/, docker: /remove it with "docker volume rm v"/, api: /remove it with remove\('v'\)/,
   }],
+  [{ action: 'hand-unmount', volume: 'v', label: 'cli' }, {
+    cli: /unmount it with "stowage umount v"$/, docker: /unmount it with "stowage umount v"$/, api: /unmount it with unmountByHand\('v'\)$/,
+  }],
+  [{ action: 'hand-unmount', volume: 'v', label: 'job-7' }, {
+    cli: /"stowage umount v --id job-7"/, docker: /"stowage umount v --id job-7"/, api: /unmountByHand\('v', 'job-7'\)/,
+  }],
 ];
 
 describe('remedies in each audience\'s words', () => {

@@ -1,9 +1,15 @@
 /**
  * Leaked mount counts against a real engine: a Mount whose answer Docker never used (as after
  * kill -9 mid-Mount) is dropped once no live container uses the volume and the grace period has
- * passed; a running container's mount is kept; `stowage release` is the manual way out.
+ * passed; a running container's mount is kept; `stowage release` is the manual way out. Mounts
+ * stowage makes itself, a restore's and a hand mount (`stowage mount`), are never dropped.
  */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VfsBlobStore } from '../../src/backup-targets/vfs/vfs-blob-store.js';
+import { acquireLock } from '../../src/core/backup/locks.js';
 import { runCli } from '../helpers/daemon-process.js';
 import { startDockerNode, stopAll, type DockerNode } from '../helpers/docker-node.js';
 import { pluginCall } from '../helpers/plugin-client.js';
@@ -58,5 +64,52 @@ describe.skipIf(skip)('mount records reconciled with the local engine', { timeou
     const none = await cli(['release', 'inuse', 'no-such-id']);
     expect(none.stderr).toMatch(/no mount records of volume inuse with id no-such-id/);
     await node.docker(['rm', '-f', 'user']);
+  });
+
+  it('stowage mount holds a volume no container uses through reconciliation, until stowage umount', async () => {
+    await node.docker(['volume', 'create', '-d', 'stowage', 'handheld']);
+    const mounted = await cli(['mount', 'handheld']);
+    expect(mounted.exitCode).toBe(0);
+    const path = mounted.stdout.trim();
+    await writeFile(join(path, 'from-host'), 'written through the printed path\n');
+    expect((await cli(['mount', 'handheld'])).stdout.trim()).toBe(path);
+    const read = await node.docker(['run', '--rm', '--network', 'none', '-v', 'handheld:/data', node.image, 'cat', '/data/from-host']);
+    expect(read.stdout).toBe('written through the printed path');
+    // Grace 2 s, a round every second: several rounds found no container using the volume.
+    await sleep(4_000);
+    expect((await mounts()).filter((m) => m.volume === 'handheld')).toEqual([expect.objectContaining({ id: 'stowage-hand-cli', count: 1 })]);
+    const refused = await node.docker(['volume', 'rm', 'handheld'], { reject: false });
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toMatch(/mounted 1 time\(s\) on node rec-node, by hand \(label cli\); unmount it with "stowage umount handheld"/);
+    const unmounted = await cli(['umount', 'handheld']);
+    expect(unmounted.stdout).toBe('handheld');
+    const again = await cli(['umount', 'handheld']);
+    expect(again.stderr).toMatch(/holds no hand mount of volume handheld labelled cli; "stowage mounts" lists them/);
+    await node.docker(['volume', 'rm', 'handheld']);
+    expect(await stowage.log()).not.toMatch(/dropped mount record\(s\) stowage-hand-cli[^\n]*no live container/);
+  });
+
+  it('keeps a restore\'s own mount while the restore waits, however many rounds pass', async () => {
+    await node.docker(['volume', 'create', '-d', 'stowage', 'original']);
+    await node.docker(['run', '--rm', '--network', 'none', '-v', 'original:/data', node.image, 'sh', '-c', 'echo restored > /data/f']);
+    const repo = join(node.dir, 'backups');
+    await mkdir(repo);
+    const made = await cli(['backup', 'create', 'original', '--dest', `vfs://${repo}`]);
+    expect(made.exitCode).toBe(0);
+    const url = made.stdout.trim().split('\n').at(-1)!;
+    // A garbage collection on another node: the restore mounts its new volume, then waits for it.
+    const collecting = await acquireLock(new VfsBlobStore(repo), { kind: 'exclusive', purpose: 'garbage collection', owner: 'node-b', autoRefresh: false });
+    const restoring = cli(['create', 'copy', '--backup', url]);
+    await expect.poll(async () => (await mounts()).some((m) => m.volume === 'copy' && m.id.startsWith('stowage-restore-')),
+      { timeout: 15_000, interval: 200 }).toBe(true);
+    await sleep(4_000);
+    expect((await mounts()).filter((m) => m.volume === 'copy').map((m) => m.id)).toEqual([expect.stringMatching(/^stowage-restore-/)]);
+    await collecting.release();
+    const restored = await restoring;
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    expect((await mounts()).filter((m) => m.volume === 'copy')).toEqual([]);
+    const read = await node.docker(['run', '--rm', '--network', 'none', '-v', 'copy:/data', node.image, 'cat', '/data/f']);
+    expect(read.stdout).toBe('restored');
+    expect(await stowage.log()).not.toMatch(/dropped mount record\(s\) stowage-restore-/);
   });
 });

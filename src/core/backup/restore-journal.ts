@@ -6,9 +6,6 @@ import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import { isValidVolumeName } from '../names.js';
 
-/** The mount id a restore mounts its new volume under; a record with it outlives a killed daemon. */
-export const RESTORE_MOUNT_PREFIX = 'stowage-restore-';
-
 const MarkerSchema = z.object({
   volume: z.string(),
   url: z.string(),

@@ -9,7 +9,7 @@ import { parseOneBackupUrl } from './backup-url.js';
 import { isBlockBackup } from './block-format.js';
 import { restoreBlockVolume } from './block-restore.js';
 import type { BlockSupport } from './block-support.js';
-import { RESTORE_MOUNT_PREFIX } from './restore-journal.js';
+import { RESTORE_MOUNT_PREFIX } from '../mount-kinds.js';
 import { Repository, restoreTree } from './index.js';
 import { RESTORE_OPTION, type ProgressOptions } from './service-contract.js';
 

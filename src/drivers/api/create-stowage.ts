@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { ContainerModule } from 'inversify';
 import type { Backend, SnapshotRecord } from '../../core/backend.js';
 import type { SnapshotOptions } from '../../core/volume-snapshots.js';
+import type { HandMount } from '../../core/mount-reconcile.js';
 import type { Logger } from '../../core/logger.js';
 import { silentLogger } from '../../core/logger.js';
 import type { FsPort } from '../../core/fs-port.js';
@@ -44,6 +45,13 @@ export interface Stowage {
   inspect(name: string): Promise<VolumeInfo>;
   mount(name: string, mountId: string): Promise<string>;
   unmount(name: string, mountId: string): Promise<void>;
+  /**
+   * Mounts a volume on this node for your own use, not a container's, and answers its path; it
+   * stays mounted (across restarts) until unmountByHand with the same label, and the volume
+   * cannot be removed meanwhile. Mounting a label again answers the same path.
+   */
+  mountByHand(name: string, label?: string): Promise<HandMount>;
+  unmountByHand(name: string, label?: string): Promise<HandMount & { remaining: number }>;
   info(): Promise<Record<string, unknown>>;
   /**
    * Takes snapshot `name` of `volume` (every backend that has snapshots: vfs, glusterfs,
@@ -105,6 +113,8 @@ function stowageOver(manager: VolumeManager, backups: BackupService): Stowage {
     inspect: (name) => worded(() => manager.get(name)),
     mount: (name, id) => worded(() => manager.mount(name, id)),
     unmount: (name, id) => worded(() => manager.unmount(name, id)),
+    mountByHand: (name, label) => worded(() => manager.mountByHand(name, label)),
+    unmountByHand: (name, label) => worded(() => manager.unmountByHand(name, label)),
     info: () => worded(() => manager.info()),
     createSnapshot: (volume, name, opts) => worded(() => manager.createSnapshot(volume, name, opts ?? {})),
     listSnapshots: (volume) => worded(() => manager.listSnapshots(volume)),

@@ -150,6 +150,27 @@ program.command('release <volume> [id]')
     else for (const m of released) process.stdout.write(`${m.volume} ${m.id} (${m.count})\n`);
   });
 
+program.command('mount <volume>')
+  .description('mount a volume on this node for your own use and print its path; it stays mounted, across daemon restarts, until "stowage umount"')
+  .option('--id <label>', 'hold the mount under this label, so that several holders mount and unmount independently (default: cli)')
+  .option('--json', 'print JSON')
+  .action(async (volume: string, flags: { id?: string; json?: boolean }, cmd: Command) => {
+    const mounted = await call(cmd, api.mountByHand, { name: volume, label: flags.id });
+    if (flags.json) printJson(mounted);
+    else process.stdout.write(`${mounted.mountpoint}\n`);
+  });
+
+program.command('umount <volume>')
+  .alias('unmount')
+  .description('end a mount made with "stowage mount", detaching the volume when nothing else mounts it here')
+  .option('--id <label>', 'the label the mount was made under (default: cli)')
+  .option('--json', 'print JSON')
+  .action(async (volume: string, flags: { id?: string; json?: boolean }, cmd: Command) => {
+    const result = await call(cmd, api.unmountByHand, { name: volume, label: flags.id });
+    if (flags.json) printJson(result);
+    else process.stdout.write(`${volume}${result.remaining > 0 ? ` (still mounted ${result.remaining} time(s) on this node)` : ''}\n`);
+  });
+
 const node = program.command('node').description('nodes sharing the storage of a global backend');
 
 node.command('list')

@@ -3,6 +3,7 @@ import type { SnapshotRecord } from '../../core/backend.js';
 import type { BackupDetail, BackupSummary } from '../../core/backup/service-contract.js';
 import type { InvalidNodeRecord, NodeView } from '../../core/cluster/node-record.js';
 import { ErrorCodes, StowageError, type Remedy } from '../../core/errors.js';
+import type { HandMount } from '../../core/mount-reconcile.js';
 import type { MountRecordView } from '../../core/mount-table.js';
 import type { CreateResult, RemoveResult, VolumeInfo } from '../../core/volume-manager.js';
 import { needsStringField } from '../http-body.js';
@@ -88,6 +89,11 @@ export const controlEndpoints = {
   release: endpoint<{ released: MountRecordView[] }>()('/mounts/release', z.object({
     name: text('name'), id: text('id').optional(), force: flag('force'),
   })),
+  /** A hand mount (see mountByHand in the core); `label` defaults to the CLI's. */
+  mountByHand: endpoint<HandMount>()('/mounts/hand', z.object({ name: text('name'), label: text('label').optional() })),
+  unmountByHand: endpoint<HandMount & { remaining: number }>()('/mounts/hand/unmount', z.object({
+    name: text('name'), label: text('label').optional(),
+  })),
   listBackups: endpoint<{ backups: BackupSummary[] }>()('/backups/list', z.object({ dest: text('dest'), volume: text('volume').optional() })),
   inspectBackup: endpoint<BackupDetail>()('/backups/inspect', z.object({ url: text('url') })),
   /** Starts a long operation as a job; the answer comes at once, the job's end through followJob. */
@@ -132,6 +138,7 @@ const remedySchema: z.ZodType<Remedy> = z.discriminatedUnion('action', [
   z.object({ action: z.literal('cancel-jobs'), volume: z.string() }),
   z.object({ action: z.literal('file-backup'), volume: z.string() }),
   z.object({ action: z.literal('remove-volume'), volume: z.string() }),
+  z.object({ action: z.literal('hand-unmount'), volume: z.string(), label: z.string() }),
 ]);
 
 /** Remedies this client knows how to word; one it does not (a newer daemon's) is left out, not fatal. */

@@ -76,6 +76,8 @@ export function controlRoutes(manager: VolumeManager, jobs: JobRegistry, backups
   });
   serve(api.mounts, async () => ({ mounts: manager.mountRecords() }));
   serve(api.release, async (r) => ({ released: await manager.release(r.name, { id: r.id, force: r.force }) }));
+  serve(api.mountByHand, (r) => manager.mountByHand(r.name, r.label));
+  serve(api.unmountByHand, (r) => manager.unmountByHand(r.name, r.label));
   serve(api.listBackups, async (r) => ({ backups: await backupService().listBackups(r.dest, { volume: r.volume }) }));
   serve(api.inspectBackup, (r) => backupService().inspectBackup(r.url));
   serve(api.startJob, (r) => startJob(manager, jobs, backupService(), r));

@@ -1,0 +1,43 @@
+import { ErrorCodes, StowageError } from './errors.js';
+
+/**
+ * Mount records stowage makes itself, not Docker. No container accounts for them, so
+ * reconciliation with the engine leaves them alone: a restore's would otherwise be dropped (and
+ * its volume detached) mid-restore once the grace period passed, and a hand mount would last
+ * only that long.
+ */
+
+/** The mount id a restore mounts its new volume under; a record with it outlives a killed daemon. */
+export const RESTORE_MOUNT_PREFIX = 'stowage-restore-';
+
+/** A mount asked for by a person or a program, kept until it is unmounted the same way. */
+export const HAND_MOUNT_PREFIX = 'stowage-hand-';
+
+/** The label a hand mount has when none is given. */
+export const DEFAULT_HAND_LABEL = 'cli';
+
+const HAND_LABEL = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/** Whether a record may have come from Docker (the engine can account for it), as opposed to stowage itself. */
+export function isEngineMountId(id: string): boolean {
+  return !id.startsWith(RESTORE_MOUNT_PREFIX) && !id.startsWith(HAND_MOUNT_PREFIX);
+}
+
+export function isHandMountId(id: string): boolean {
+  return id.startsWith(HAND_MOUNT_PREFIX);
+}
+
+/** The mount id of a hand mount with this label; several holders use several labels. */
+export function handMountId(label: unknown = DEFAULT_HAND_LABEL): string {
+  if (typeof label !== 'string' || !HAND_LABEL.test(label)) {
+    const shown = typeof label === 'string' ? JSON.stringify(label.slice(0, 80)) : String(label);
+    throw new StowageError(ErrorCodes.INVALID_NAME,
+      `invalid mount label ${shown}: use up to 63 letters, digits, "_", "." and "-", starting with a letter or digit`);
+  }
+  return `${HAND_MOUNT_PREFIX}${label}`;
+}
+
+/** The label of a hand mount's id. */
+export function handLabelOf(id: string): string {
+  return id.slice(HAND_MOUNT_PREFIX.length);
+}
