@@ -127,7 +127,8 @@ export async function reconcileWithEngine(ops: MountOps): Promise<void> {
 
 /**
  * At start: records of volumes that no longer exist, or that were removed and re-created
- * meanwhile (another incarnation), are dropped; volumes still in use are attached again.
+ * meanwhile (another incarnation), are dropped; volumes still in use are attached again. A volume
+ * whose record cannot be read keeps its records.
  */
 export async function reconcileAtStart(
   ops: MountOps,
@@ -138,7 +139,15 @@ export async function reconcileAtStart(
   const log = ops.log();
   for (const name of mounts.mountedVolumes()) {
     await ops.runLocked(name, async () => {
-      const record = await get(name).catch(() => undefined);
+      let record: { createdAt: string; createdBy: string } | undefined;
+      try {
+        record = await get(name);
+      } catch (err) {
+        // Not knowing is not "gone": dropping them would unmark a volume containers may still use.
+        log.error(`volume ${name} was mounted ${mounts.count(name)} time(s) before the restart, but its record cannot be read ` +
+          `(${describeCause(err)}); its mount records are kept, and its next mount attaches it again`);
+        return;
+      }
       if (!record) {
         log.warn(`dropping mount records of ${name}: the volume no longer exists`);
         mounts.forget(name);

@@ -51,9 +51,14 @@ export interface Stack {
 }
 
 /** A VolumeManager over vfs on memfs; pass the same fs again to simulate a daemon restart. */
-export async function memStack(opts: { fs?: FsPort; onRemove?: RemovePolicy; nodeId?: string } = {}): Promise<Stack> {
+export async function memStack(opts: {
+  fs?: FsPort; onRemove?: RemovePolicy; nodeId?: string;
+  /** Runs before the manager starts: a fault the start must meet. */
+  beforeInit?: (backend: RecordingBackend) => void;
+} = {}): Promise<Stack> {
   const fs = opts.fs ?? memFs();
-  const container = memContainer({ ...opts, fs });
+  const { beforeInit, ...containerOptions } = opts;
+  const container = memContainer({ ...containerOptions, fs });
   let vfs: VfsBackend | undefined;
   container.onActivation<Backend>(TOKENS.Backend, (_ctx, inner) => {
     if (!(inner instanceof VfsBackend)) throw new Error(`memStack expects the vfs backend, got ${inner.name}`);
@@ -61,8 +66,10 @@ export async function memStack(opts: { fs?: FsPort; onRemove?: RemovePolicy; nod
     return new RecordingBackend(inner);
   });
   const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
+  const backend = container.get<RecordingBackend>(TOKENS.Backend);
+  beforeInit?.(backend);
   await manager.init();
-  return { fs, backend: container.get<RecordingBackend>(TOKENS.Backend), vfs: vfs!, manager };
+  return { fs, backend, vfs: vfs!, manager };
 }
 
 /** Leaves the stack as a SIGKILLed daemon would: state on disk, lock held by a pid that cannot exist. */

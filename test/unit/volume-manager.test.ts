@@ -165,6 +165,24 @@ describe('VolumeManager', () => {
   });
 
   describe('restart recovery', () => {
+    it('keeps the mount records of a volume whose record cannot be read at the start, and attaches it at its next mount', async () => {
+      const first = await memStack();
+      await first.manager.create('flaky');
+      await first.manager.mount('flaky', 'c0ntainer');
+      await simulateCrash(first);
+      const second = await memStack({ fs: first.fs, beforeInit: (backend) => {
+        backend.failGet = new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, 'stale file handle');
+      } });
+      second.backend.failGet = undefined;
+      expect(second.manager.mountRecords()).toEqual([expect.objectContaining({ volume: 'flaky', id: 'c0ntainer', count: 1 })]);
+      await expect(second.manager.remove('flaky')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+      const path = await second.manager.mount('flaky', 'another');
+      expect(second.manager.path('flaky')).toBe(path);
+      await second.manager.unmount('flaky', 'c0ntainer');
+      await second.manager.unmount('flaky', 'another');
+      await second.manager.remove('flaky');
+    });
+
     it('a restarted manager still knows mounts from before and releases them on Unmount', async () => {
       const first = await memStack();
       await first.manager.create('survivor');
