@@ -2,7 +2,7 @@ import { LIVE_STATES, type ContainerReferences } from './container-references.js
 import { ErrorCodes, StowageError, describeCause } from './errors.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
-import { handLabelOf, handMountId, isEngineMountId, isHandMountId } from './mount-kinds.js';
+import { RESTORE_MOUNT_PREFIX, handLabelOf, handMountId, isEngineMountId, isHandMountId } from './mount-kinds.js';
 
 /** What releasing and reconciling need of the volume manager. */
 export interface MountOps {
@@ -20,6 +20,8 @@ export interface MountOps {
   mount(name: string, id: string): Promise<string>;
   /** The path while mounted on this node. */
   path(name: string): string | undefined;
+  /** Whether a restore into the volume runs in this process. */
+  isRestoring(name: string): boolean;
 }
 
 /** A hand mount as it is answered: which volume, under which label, and where its data is. */
@@ -78,6 +80,12 @@ export async function releaseMounts(ops: MountOps, name: string, request: { id?:
       throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND,
         `node ${nodeId} has no mount records of volume ${name}${request.id ? ` with id ${request.id}` : ''}`,
         { volume: name, remedies: [{ action: 'list-mounts' }] });
+    }
+    // A running restore's record is no leak: dropping it would detach the volume under the restore.
+    if (!request.force && ops.isRestoring(name) && dropped.some((r) => r.id.startsWith(RESTORE_MOUNT_PREFIX))) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${name} is being restored from a backup on node ${nodeId}; its restore's mount ends with the restore`,
+        { volume: name, node: nodeId, remedies: [{ action: 'force-release', volume: name }] });
     }
     const engine = ops.engine();
     // Without a configured engine the person asking is the only authority there is.

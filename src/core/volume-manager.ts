@@ -388,6 +388,7 @@ export class VolumeManager {
     drop: (name, ids, why, asked) => this.dropMounts(name, ids, why, asked),
     mount: (name, id) => this.mount(name, id),
     path: (name) => this.path(name),
+    isRestoring: (name) => this.restores.isRestoring(name),
   };
 
   /**

@@ -104,6 +104,10 @@ describe.skipIf(skip)('mount records reconciled with the local engine', { timeou
       { timeout: 15_000, interval: 200 }).toBe(true);
     await sleep(4_000);
     expect((await mounts()).filter((m) => m.volume === 'copy').map((m) => m.id)).toEqual([expect.stringMatching(/^stowage-restore-/)]);
+    // Nor is it released by a person looking for leaked mounts.
+    const released = await cli(['release', 'copy']);
+    expect(released.exitCode).toBe(1);
+    expect(released.stderr).toMatch(/volume copy is being restored from a backup on node rec-node; its restore's mount ends with the restore; add --force to release anyway/);
     await collecting.release();
     const restored = await restoring;
     expect(restored.exitCode, restored.stderr).toBe(0);
