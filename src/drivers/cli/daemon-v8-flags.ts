@@ -7,7 +7,10 @@
  *   (about 27 MiB resident) when requests allocate quickly, and keeps it. A daemon's requests
  *   leave little alive, so the young generation stays at its size after start-up (after 10 000
  *   creates: 125-142 MB -> 102-111 MB), for more frequent, small scavenges (a Get measured
- *   0.04-0.09 ms more CPU, a Create none).
+ *   0.04-0.09 ms more CPU, a Create none). Measured again after later changes (2026-12-06,
+ *   sections 2 and 3 of the bench, two alternating rounds): with it, Get 0.125 ms of CPU and
+ *   74-75 MB at rest after 10 000 creates; without, Get 0.130-0.155 ms and 114-115 MB; a fixed
+ *   4 MiB semi-space (`--min-semi-space-size=4` beside it) changed neither.
  * - `--heap-growing-percent=10`: after a full collection V8 lets the old generation grow by a
  *   large factor before the next one, and a daemon holding 10 000 volumes (21 MB alive) sat on
  *   32 MB of old space, a third of it garbage. Growing by 10 % instead: old space 20 MB, RSS
