@@ -17,6 +17,7 @@ import {
 } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
 import { createRequest } from '../../src/core/create-request.js';
+import { OwnStorage } from '../../src/core/backup/own-storage.js';
 
 // Every call below goes through a real glusterd: volume create/start/stop take seconds, and the
 // shared suite creates 40 volumes in one test.
@@ -220,6 +221,25 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
     await a.attach('first');
     await a.attach('second');
     expect(await glusterMountsUnder(rootA)).toEqual([mountpoint]);
+  });
+
+  it('takes a second FUSE mount of the pool for its own storage: no backup repository there', async () => {
+    const store = join(rootA, 'glusterfs', 'mnt', pool);
+    const again = await gd.tempDir('second-mount-');
+    await execa('mount', ['-t', 'glusterfs', `${gd.host}:/${pool}`, again]);
+    try {
+      const own = new OwnStorage([rootA, store]);
+      const outcome = (path: string) => own.assertOutside({ scheme: 'vfs', path }, 'the repository')
+        .then(() => 'allowed', (err: unknown) => (err as { code?: string }).code ?? String(err));
+      // Not the same device as the daemon's mount: only the volume's name tells them apart.
+      const devOf = async (path: string) => (await realFs.stat(path)).dev;
+      expect(await devOf(again)).not.toBe(await devOf(store));
+      expect(await outcome(join(again, '.stowage', 'snapshots'))).toBe(ErrorCodes.INVALID_REQUEST);
+      expect(await outcome(join(again, 'first', 'repo'))).toBe(ErrorCodes.INVALID_REQUEST);
+      expect(await outcome(join(gd.dir, 'backups'))).toBe('allowed');
+    } finally {
+      await execa('umount', [again]);
+    }
   });
 
   it('turns size into a gluster directory quota, shows limit and usage, and drops the limit on remove', async () => {

@@ -25,7 +25,7 @@ export class OwnStorage {
   /**
    * Refuses a vfs repository at or inside one of these directories, symlinks resolved, and
    * also where the same directory shows through another mount (a bind mount of the store or of
-   * a directory in it, the same NFS export mounted twice): compared where it lies in its
+   * a directory in it, the same NFS export or GlusterFS volume mounted twice): compared where it lies in its
    * filesystem, as /proc/self/mountinfo says. With `retainedVolume`, a name a removed volume's
    * snapshots are kept under (isRetainedSnapshotsKey), the store's snapshot repository itself
    * is allowed: no snapshot relies on those backups.
@@ -48,7 +48,7 @@ export class OwnStorage {
 }
 
 /** A directory by its path here, and (when /proc says) by its filesystem and its path inside that filesystem. */
-interface Location {
+export interface Location {
   path: string;
   fs?: { dev: string; path: string };
 }
@@ -59,11 +59,26 @@ async function mountTable(): Promise<MountinfoEntry[]> {
 }
 
 /** Where `path` (absolute, symlinks resolved) lies: the mount it is under decides its filesystem and its path there. */
-function locate(path: string, mounts: readonly MountinfoEntry[]): Location {
+export function locate(path: string, mounts: readonly MountinfoEntry[]): Location {
   const mount = mountOf(mounts, path);
   if (!mount) return { path };
   const rest = path.slice(mount.mountPoint === '/' ? 0 : mount.mountPoint.length);
-  return { path, fs: { dev: mount.dev, path: join(mount.root, rest) } };
+  const { dev, root } = filesystemOf(mount);
+  return { path, fs: { dev, path: join(root, rest) } };
+}
+
+/**
+ * The filesystem a mount shows, and where in it the mount starts. Each FUSE mount of a GlusterFS
+ * volume has a device of its own, so a gluster volume is named by its volume name instead
+ * (`host:/VOLUME[/subdir]`, any server of the pool): two clusters with volumes of the same name
+ * are taken as one, which only refuses more.
+ */
+function filesystemOf(mount: MountinfoEntry): { dev: string; root: string } {
+  if (mount.fstype === 'fuse.glusterfs') {
+    const [volume, ...subdir] = mount.source.slice(mount.source.indexOf(':') + 1).split('/').filter(Boolean);
+    if (volume !== undefined) return { dev: `glusterfs:${volume}`, root: join('/', ...subdir, mount.root) };
+  }
+  return { dev: mount.dev, root: mount.root };
 }
 
 function within(location: Location, ...names: string[]): Location {
