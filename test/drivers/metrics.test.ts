@@ -106,6 +106,16 @@ describe('stowage daemon --metrics (vfs)', () => {
     expect((await pluginCall(socket, 'Unmount', { Name: 'c2', ID: 'b' })).Err).toBeUndefined();
     expect((await pluginCall(socket, 'Unmount', { Name: 'c3', ID: 'a' })).Err).toBeUndefined();
     expect(await mounts()).toEqual([0, 0]);
+    // A hand mount is a mount like a container's, and its operations are counted under their own names.
+    expect((await cli('mount', 'c3')).exitCode).toBe(0);
+    expect((await cli('mount', 'c3', '--id', 'bad label')).exitCode).toBe(1);
+    expect(await mounts()).toEqual([1, 1]);
+    expect((await cli('umount', 'c3')).exitCode).toBe(0);
+    const after = await scrape();
+    expect(await mounts()).toEqual([0, 0]);
+    expect(value(after, 'stowage_operation_duration_seconds_count{operation="hand_mount",backend="vfs"}')).toBe(2);
+    expect(value(after, 'stowage_operation_duration_seconds_count{operation="hand_unmount",backend="vfs"}')).toBe(1);
+    expect(value(after, 'stowage_operation_errors_total{operation="hand_mount",code="E_INVALID_NAME"}')).toBe(1);
   });
 
   it('counts a backup and a restore with their bytes', async () => {

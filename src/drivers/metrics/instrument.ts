@@ -19,6 +19,8 @@ const MANAGER_OPERATIONS = {
   listSnapshots: 'snapshot_list',
   readLiveVolume: 'read_live',
   release: 'release',
+  mountByHand: 'hand_mount',
+  unmountByHand: 'hand_unmount',
 } as const satisfies Partial<Record<keyof VolumeManager, string>>;
 
 const BACKUP_OPERATIONS = {
