@@ -89,6 +89,13 @@ describe.skipIf(skip)('stowage doctor against a real engine', { timeout: 300_000
     expect(check((await doctor()).report, 'mount-records')).toMatchObject({
       status: 'ok', message: '1 mount record(s), each accounted for by a live container',
     });
+    // A hand mount is no leak, however old, though no container uses it.
+    expect((await runCli(['--socket', stowage.socket, 'mount', 'leaky'])).exitCode).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(check((await doctor()).report, 'mount-records')).toMatchObject({
+      status: 'ok', message: '2 mount record(s), each accounted for by a live container, or held by stowage itself (1: by hand or by a restore)',
+    });
+    expect((await runCli(['--socket', stowage.socket, 'umount', 'leaky'])).exitCode).toBe(0);
     await node.docker(['rm', '-f', 'user']);
   });
 

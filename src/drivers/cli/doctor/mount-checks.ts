@@ -1,5 +1,6 @@
 import { LIVE_STATES } from '../../../core/container-references.js';
 import { messageOf } from '../../../core/errors.js';
+import { isEngineMountId } from '../../../core/mount-kinds.js';
 import { MountFiles } from '../../../core/mount-log.js';
 import type { MountRecordView } from '../../../core/mount-table.js';
 import { fail, ok, seconds, skip, warn, type CheckResult, type DoctorContext } from './check.js';
@@ -50,14 +51,19 @@ export async function mountRecordsCheck(ctx: DoctorContext): Promise<CheckResult
   for (const [volume, rows] of byVolume) {
     if (gone.includes(volume)) continue;
     if ((scan.byVolume[volume] ?? []).some((c) => LIVE_STATES.has(c.state))) continue;
-    const old = rows.filter((r) => Date.parse(r.last || r.since) < cutoff);
+    // A hand mount or a restore's is stowage's own, as the daemon's reconciliation judges it too.
+    const old = rows.filter((r) => isEngineMountId(r.id) && Date.parse(r.last || r.since) < cutoff);
     if (old.length > 0) leaked.push(`${volume} (${old.map((r) => r.id).join(', ')})`);
   }
   const problems = [
     ...(leaked.length > 0 ? [`no live container on this node uses ${leaked.join(', ')} (mounted more than ${seconds(ctx.settings.mountGraceMs)} ago)`] : []),
     ...(gone.length > 0 ? [`records of volume(s) that no longer exist: ${gone.join(', ')}`] : []),
   ];
-  if (problems.length === 0) return ok('mount-records', `${records.length} mount record(s), each accounted for by a live container`);
+  if (problems.length === 0) {
+    const own = records.filter((r) => !isEngineMountId(r.id)).length;
+    return ok('mount-records', `${records.length} mount record(s), each accounted for by a live container` +
+      (own > 0 ? `, or held by stowage itself (${own}: by hand or by a restore)` : ''));
+  }
   const first = (leaked[0] ?? gone[0]!).split(' ')[0]!;
   return warn('mount-records', `leaked mount records: ${problems.join('; ')}`,
     `stowage release ${first} (the volume stays attached and cannot be removed until then; a running daemon that reaches ` +
