@@ -1,6 +1,7 @@
 /**
  * End to end over the Docker plugin socket, inside the VM: the built daemon on the devicemapper
- * backend, driven the way dockerd drives it, across Unmount/Mount, a restart and a reboot.
+ * backend, driven the way dockerd drives it, across Unmount/Mount, a restart and a reboot; and a
+ * hand mount (`stowage mount`) that a busy filesystem keeps.
  */
 import { randomBytes, createHash } from 'node:crypto';
 import { open, readFile, statfs } from 'node:fs/promises';
@@ -90,6 +91,27 @@ describe('stowage daemon on devicemapper over the plugin socket', () => {
     expect((await call(socket, 'List', {})).Volumes).toEqual([]);
     const freed = await execa('dmsetup', ['message', fx.poolName, '0', `delete ${thinId}`], { reject: false });
     expect(freed.stderr).toMatch(/No data available/);
+
+    // A hand mount (stowage mount): a real mount, which a process still using it keeps, across a restart.
+    const cli = (...words: string[]) => runCli(words, { env: { STOWAGE_SOCKET: socket }, timeoutMs: 90_000 });
+    await call(socket, 'Create', { Name: 'handheld', Opts: { size: '96M' } });
+    const held = await cli('mount', 'handheld');
+    expect(held.exitCode, held.stderr).toBe(0);
+    const handPath = held.stdout.trim();
+    expect((await mountOf(handPath))?.fstype).toBe('ext4');
+    const busy = await open(join(handPath, 'open-file'), 'w');
+    const refused = await cli('umount', 'handheld');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(/volume handheld cannot be unmounted from .*: a process still uses it/);
+    expect((await cli('mounts')).stdout).toMatch(/handheld\s+stowage-hand-cli\s+1\s/);
+    expect((await mountOf(handPath))?.fstype).toBe('ext4');
+    await busy.close();
+    await daemon.stop();
+    daemon = await start();
+    expect((await mountOf(handPath))?.fstype).toBe('ext4');
+    expect((await cli('umount', 'handheld')).stdout.trim()).toBe('handheld');
+    expect(await mountOf(handPath)).toBeUndefined();
+    await call(socket, 'Remove', { Name: 'handheld' });
     await daemon.stop();
   });
 });
