@@ -160,21 +160,27 @@ export class VfsBlobStore implements BlobStore {
     return object;
   }
 
+  async closeIdle(): Promise<void> {
+    await Promise.all(this.closeRangeObjects(0, 0));
+  }
+
   /** Closes unused objects, least recently used first: while more than `keep` are open, and any unused for `idleMs`. */
-  private closeRangeObjects(keep: number, idleMs: number): void {
+  private closeRangeObjects(keep: number, idleMs: number): Array<Promise<void>> {
     const now = Date.now();
+    const closing: Array<Promise<void>> = [];
     const unused = [...this.rangeObjects].filter(([, o]) => o.users === 0).sort(([, a], [, b]) => a.lastUsed - b.lastUsed);
     let open = this.rangeObjects.size;
     for (const [key, object] of unused) {
       if (open <= keep && now - object.lastUsed < idleMs) break;
       this.rangeObjects.delete(key);
       open -= 1;
-      void object.opened.then((handle) => handle.close()).catch(() => undefined);
+      closing.push(object.opened.then((handle) => handle.close()).catch(() => undefined));
     }
     if (this.rangeObjects.size === 0 && this.idleSweep) {
       clearInterval(this.idleSweep);
       this.idleSweep = undefined;
     }
+    return closing;
   }
 
   async head(key: string): Promise<{ size: number } | undefined> {

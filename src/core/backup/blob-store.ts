@@ -54,6 +54,12 @@ export interface BlobStore {
    * file system's permissions, credentials without write access), not that it failed.
    */
   refusesWrites?(err: unknown): boolean;
+  /**
+   * Closes what the store keeps open between reads (files opened for range reads) that no read
+   * uses now; later reads open again. Called as an operation ends, so that, say, the disk the
+   * repository is on can be unmounted right after a restore.
+   */
+  closeIdle?(): Promise<void>;
 }
 
 export interface ListOptions {

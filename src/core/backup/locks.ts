@@ -300,5 +300,6 @@ export async function withLock<T>(store: BlobStore, options: LockOptions, work: 
     return await work(lock);
   } finally {
     await lock.release().catch(() => undefined);
+    await store.closeIdle?.().catch(() => undefined);
   }
 }

@@ -1,10 +1,11 @@
 import { lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
-import { gc, Repository } from '../../../src/core/backup/index.js';
+import { backupTree, gc, Repository, restoreTree } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { describeBlobStoreConformance } from '../../../src/testing/blob-store-suite.js';
 
@@ -89,6 +90,28 @@ describe('vfs blob store range reads', () => {
     // Unused for a second or two, all are closed.
     await new Promise((resolve) => setTimeout(resolve, 2_300));
     expect(await openUnder(dir)).toEqual([]);
+  });
+
+  it('closes every object it kept open as an operation ends: the repository\'s disk can be unmounted at once', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-blobs-'));
+    const src = join(dir, 'src');
+    await mkdir(src);
+    for (let i = 0; i < 6; i++) await writeFile(join(src, `f${i}`), randomBytes(600_000));
+    const repoDir = join(dir, 'repo');
+    // Small packs: the restore reads from several.
+    const repo = await Repository.init(new VfsBlobStore(repoDir, { durable: false }), {
+      chunker: { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' }, packSize: 512 * 1024,
+    });
+    const record = await backupTree(src, repo, { volume: 'v' });
+    const reader = await Repository.open(new VfsBlobStore(repoDir));
+    const seen: number[] = [];
+    await mkdir(join(dir, 'out'));
+    await restoreTree(reader, 'v', record.id, join(dir, 'out'), {
+      onProgress: () => { void openUnder(repoDir).then((open) => seen.push(open.length)); },
+    });
+    expect(await openUnder(repoDir)).toEqual([]);
+    expect(Math.max(...seen)).toBeGreaterThan(0);
+    expect(await readFile(join(dir, 'out', 'f5'))).toEqual(await readFile(join(src, 'f5')));
   });
 });
 
