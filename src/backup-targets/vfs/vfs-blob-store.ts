@@ -9,26 +9,11 @@ import {
 import { ErrorCodes, StowageError, asStorageFull, describeCause, errnoCode } from '../../core/errors.js';
 import { openRegularFile } from '../../core/open-regular.js';
 import { randomHex } from '../../core/random-hex.js';
+import { OpenObjects } from './open-objects.js';
 import { SpaceReserve, isFull } from './space-reserve.js';
 
 /** Temps live in a dot-directory no key can name (keys never have a segment starting with a dot). */
 const TEMP_DIR = '.tmp';
-
-/**
- * Objects kept open for range reads, at most, and how long one stays open unused. A restore or
- * verify reads a pack one chunk at a time, and each open costs five calls through the thread
- * pool (the directories' lstat, open, fstat) and a close; objects never change once written,
- * so a descriptor opened and checked once reads them as well later.
- */
-const OPEN_FOR_RANGES = 4;
-const IDLE_CLOSE_MS = 1_000;
-
-/** An object opened for range reads: `users` reads hold it open. */
-interface RangeObject {
-  opened: Promise<FileHandle>;
-  users: number;
-  lastUsed: number;
-}
 
 export interface VfsBlobStoreOptions {
   /** fsync each object and its directory before put returns (default true). */
@@ -47,8 +32,7 @@ export class VfsBlobStore implements BlobStore {
   private readonly durable: boolean;
 
   private readonly reserve: SpaceReserve;
-  private readonly rangeObjects = new Map<string, RangeObject>();
-  private idleSweep: NodeJS.Timeout | undefined;
+  private readonly openForRanges = new OpenObjects((key) => this.openObject(key).then((o) => o.handle));
 
   constructor(private readonly root: string, options: VfsBlobStoreOptions = {}) {
     this.location = root;
@@ -137,50 +121,11 @@ export class VfsBlobStore implements BlobStore {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `range ${offset}+${length} of ${key} is not valid`);
     }
-    const object = this.rangeObject(key);
-    object.users += 1;
-    try {
-      return await readFully(await object.opened, offset, length, into);
-    } finally {
-      object.users -= 1;
-      object.lastUsed = Date.now();
-      this.closeRangeObjects(OPEN_FOR_RANGES, Infinity);
-    }
+    return this.openForRanges.use(key, (handle) => readFully(handle, offset, length, into));
   }
 
-  /** The object opened for range reads, opening it (once, however many ask at the same time). */
-  private rangeObject(key: string): RangeObject {
-    const known = this.rangeObjects.get(key);
-    if (known) return known;
-    const object: RangeObject = { opened: this.openObject(key).then((o) => o.handle), users: 0, lastUsed: Date.now() };
-    // A failed open is not kept: the next read tries again, and reports its own failure.
-    object.opened.catch(() => { if (this.rangeObjects.get(key) === object) this.rangeObjects.delete(key); });
-    this.rangeObjects.set(key, object);
-    this.idleSweep ??= setInterval(() => this.closeRangeObjects(Infinity, IDLE_CLOSE_MS), IDLE_CLOSE_MS).unref();
-    return object;
-  }
-
-  async closeIdle(): Promise<void> {
-    await Promise.all(this.closeRangeObjects(0, 0));
-  }
-
-  /** Closes unused objects, least recently used first: while more than `keep` are open, and any unused for `idleMs`. */
-  private closeRangeObjects(keep: number, idleMs: number): Array<Promise<void>> {
-    const now = Date.now();
-    const closing: Array<Promise<void>> = [];
-    const unused = [...this.rangeObjects].filter(([, o]) => o.users === 0).sort(([, a], [, b]) => a.lastUsed - b.lastUsed);
-    let open = this.rangeObjects.size;
-    for (const [key, object] of unused) {
-      if (open <= keep && now - object.lastUsed < idleMs) break;
-      this.rangeObjects.delete(key);
-      open -= 1;
-      closing.push(object.opened.then((handle) => handle.close()).catch(() => undefined));
-    }
-    if (this.rangeObjects.size === 0 && this.idleSweep) {
-      clearInterval(this.idleSweep);
-      this.idleSweep = undefined;
-    }
-    return closing;
+  closeIdle(): Promise<void> {
+    return this.openForRanges.closeIdle();
   }
 
   async head(key: string): Promise<{ size: number } | undefined> {
