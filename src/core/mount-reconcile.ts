@@ -1,10 +1,10 @@
 import { LIVE_STATES, type ContainerReferences } from './container-references.js';
-import { ErrorCodes, StowageError, describeCause } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, toStowageError } from './errors.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
 import { RESTORE_MOUNT_PREFIX, handLabelOf, handMountId, isEngineMountId, isHandMountId } from './mount-kinds.js';
 
-/** What releasing and reconciling need of the volume manager. */
+/** What releasing, reconciling and hand mounts need of the volume manager. */
 export interface MountOps {
   nodeId(): string;
   engine(): ContainerReferences;
@@ -22,6 +22,43 @@ export interface MountOps {
   path(name: string): string | undefined;
   /** Whether a restore into the volume runs in this process. */
   isRestoring(name: string): boolean;
+}
+
+/** What the manager lends to make its MountOps: its parts, and the calls that stay its own. */
+export interface MountHost extends Omit<MountOps, 'drop'> {
+  detach(name: string): Promise<void>;
+  /** The volume is detached: its path is forgotten. */
+  detached(name: string): void;
+  /** Removes this node's mount marker of the volume. */
+  unmark(name: string): Promise<void>;
+}
+
+export function mountOpsOf(host: MountHost): MountOps {
+  return { ...host, drop: (name, ids, why, asked) => dropMounts(host, name, ids, why, asked) };
+}
+
+/**
+ * Drops mount records (whole IDs); the caller holds the volume's lock. Detaches when none
+ * remain; if that fails the records stay, since the volume is still attached.
+ */
+async function dropMounts(host: MountHost, name: string, ids: string[], why: string, asked = false): Promise<void> {
+  const mounts = host.mounts();
+  const incarnation = mounts.incarnation(name);
+  const taken = mounts.entries(name).filter(([id]) => ids.includes(id));
+  let remaining = mounts.count(name);
+  for (const id of ids) remaining = mounts.drop(name, id);
+  if (remaining === 0) {
+    await host.detach(name).catch((err: unknown) => {
+      mounts.putBack(name, taken, incarnation);
+      throw toStowageError(err, `detaching volume ${name} failed, so its mount record(s) ${ids.join(', ')} stay`, name);
+    });
+    host.detached(name);
+  }
+  const line = `dropped mount record(s) ${ids.join(', ')} of volume ${name} on node ${host.nodeId()}: ${why}`;
+  if (asked) host.log().info(line);
+  else host.log().warn(line);
+  await mounts.persist();
+  if (remaining === 0) await host.unmark(name);
 }
 
 /** A hand mount as it is answered: which volume, under which label, and where its data is. */

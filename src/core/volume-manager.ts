@@ -6,7 +6,7 @@ import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
 import type { ContainerReferences } from './container-references.js';
 import {
-  mountByHand, mountedHere, reconcileAtStart, reconcileWithEngine, releaseMounts, unmountByHand, type HandMount, type MountOps,
+  mountByHand, mountedHere, mountOpsOf, reconcileAtStart, reconcileWithEngine, releaseMounts, unmountByHand, type HandMount, type MountOps,
 } from './mount-reconcile.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf, toStowageError, volumeNotFound } from './errors.js';
 import type { Logger } from './logger.js';
@@ -69,7 +69,7 @@ export class VolumeManager {
       blocks: () => this.backend.blocks,
       backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
       cluster: this.cluster, nodeId: this.config.nodeId,
-      dropMounts: (name, ids, why) => this.dropMounts(name, ids, why),
+      dropMounts: (name, ids, why) => this.mountOps.drop(name, ids, why),
     });
     this.descriptions = new VolumeDescriptions({
       backend: this.backend, mounts: this.mounts, cluster: this.cluster, mountpoints: this.mountpoints,
@@ -377,7 +377,7 @@ export class VolumeManager {
     return reconcileWithEngine(this.mountOps);
   }
 
-  private readonly mountOps: MountOps = {
+  private readonly mountOps: MountOps = mountOpsOf({
     nodeId: () => this.config.nodeId,
     engine: () => this.engine,
     mounts: () => this.mounts,
@@ -385,31 +385,12 @@ export class VolumeManager {
     graceMs: () => this.config.mountGraceMs ?? 60_000,
     log: () => this.log,
     runLocked: (name, task) => this.locks.run(name, task),
-    drop: (name, ids, why, asked) => this.dropMounts(name, ids, why, asked),
     mount: (name, id) => this.mount(name, id),
     path: (name) => this.path(name),
     isRestoring: (name) => this.restores.isRestoring(name),
-  };
-
-  /**
-   * Drops mount records (whole IDs); the caller holds the volume's lock. Detaches when none
-   * remain; if that fails the records stay, since the volume is still attached.
-   */
-  private async dropMounts(name: string, ids: string[], why: string, asked = false): Promise<void> {
-    const incarnation = this.mounts.incarnation(name);
-    const taken = this.mounts.entries(name).filter(([id]) => ids.includes(id));
-    let remaining = this.mounts.count(name);
-    for (const id of ids) remaining = this.mounts.drop(name, id);
-    if (remaining === 0) {
-      await this.backend.detach(name).catch((err: unknown) => {
-        this.mounts.putBack(name, taken, incarnation);
-        throw toStowageError(err, `detaching volume ${name} failed, so its mount record(s) ${ids.join(', ')} stay`, name);
-      });
-      this.mountpoints.delete(name);
-    }
-    (asked ? this.log.info : this.log.warn).call(this.log, `dropped mount record(s) ${ids.join(', ')} of volume ${name} on node ${this.config.nodeId}: ${why}`);
-    await this.mounts.persist();
-    if (remaining === 0) await this.unmark(name);
-  }
+    detach: (name) => this.backend.detach(name),
+    detached: (name) => { this.mountpoints.delete(name); },
+    unmark: (name) => this.unmark(name),
+  });
 }
 
