@@ -331,8 +331,14 @@ describe('stowage daemon flags', () => {
     expect((await cli('snapshot', 'create', 'snapvol', 'first')).stdout).toBe('snapvol/first');
     const generated = JSON.parse((await cli('snapshot', 'create', 'snapvol', '--json')).stdout) as { name: string };
     expect(generated.name).toMatch(/^snap-\d{8}-\d{6}$/);
+    // Convoy's form: `snapshot create VOLUME --name NAME`; two different names are refused, and nothing is made.
+    expect((await cli('snapshot', 'create', 'snapvol', '--name', 'convoy')).stdout).toBe('snapvol/convoy');
+    const twoNames = await cli('snapshot', 'create', 'snapvol', 'one', '--name', 'other');
+    expect(twoNames.exitCode).toBe(1);
+    expect(twoNames.stderr).toContain('two names for one snapshot: "one" and --name "other"');
     const listed = JSON.parse((await cli('snapshot', 'list', 'snapvol', '--json')).stdout) as { name: string }[];
-    expect(listed.map((s) => s.name)).toEqual(['first', generated.name]);
+    expect(listed.map((s) => s.name)).toEqual(['first', generated.name, 'convoy']);
+    expect((await cli('snapshot', 'delete', 'snapvol', 'convoy')).exitCode).toBe(0);
     expect(JSON.parse((await cli('snapshot', 'inspect', 'snapvol', 'first')).stdout)).toMatchObject({ volume: 'snapvol', name: 'first' });
     const missing = await cli('snapshot', 'inspect', 'snapvol', 'nope');
     expect(missing.exitCode).toBe(1);

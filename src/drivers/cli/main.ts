@@ -98,8 +98,13 @@ snapshot.command('create <volume> [name]')
   .option('--consistent', 'pause this node\'s containers using the volume while the snapshot is taken')
   .option('--force', 'with --consistent: although other nodes use the volume')
   .option('--no-xattrs', 'leave extended attributes out (vfs, glusterfs: reading them costs seconds per 10 000 files on GlusterFS)')
+  .option('--name <name>', 'the snapshot\'s name, as Convoy took it (the same as the second argument)')
   .option('--json', 'print JSON')
-  .action(async (volume: string, name: string | undefined, flags: { consistent?: boolean; force?: boolean; xattrs: boolean; json?: boolean }, cmd: Command) => {
+  .action(async (volume: string, given: string | undefined, flags: { consistent?: boolean; force?: boolean; xattrs: boolean; name?: string; json?: boolean }, cmd: Command) => {
+    if (given !== undefined && flags.name !== undefined && given !== flags.name) {
+      cmd.error(`error: two names for one snapshot: ${JSON.stringify(given)} and --name ${JSON.stringify(flags.name)}; give one`);
+    }
+    const name = given ?? flags.name;
     // No time limit: on vfs a snapshot copies the volume's files, which takes as long as it takes.
     const record = await callDaemon(socketOf(cmd), api.createSnapshot, {
       volume, name, consistent: flags.consistent, force: flags.force, ...(flags.xattrs ? {} : { xattrs: false }),
