@@ -172,6 +172,29 @@ describe('stowage CLI against a running daemon', () => {
       expect(JSON.parse((await cli('snapshot', 'list', 'snapped', '--json')).stdout)).toEqual([]);
     });
 
+    it('takes Convoy\'s command line: -s for the socket, delete -r keeps the data, backup list with the repository as its argument', async () => {
+      expect((await runCli(['-s', socket, 'create', 'convoyish'])).exitCode).toBe(0);
+      await writeIntoVolume(socket, 'convoyish', 'hello.txt', 'kept by -r');
+      const deleted = await runCli(['-s', socket, 'delete', 'convoyish', '-r']);
+      expect(deleted.exitCode, deleted.stderr).toBe(0);
+      expect(await readFile(join(keptAt(deleted.stdout), 'hello.txt'), 'utf8')).toBe('kept by -r');
+      const dest = `vfs://${join(dir, 'convoy-backups')}`;
+      expect((await cli('create', 'convoyish')).exitCode).toBe(0);
+      const made = await cli('backup', 'create', 'convoyish', '--dest', dest);
+      expect(made.exitCode, made.stderr).toBe(0);
+      const url = made.stdout.trim().split('\n').at(-1)!;
+      const listed = await cli('backup', 'list', dest, '--json');
+      expect(listed.exitCode, listed.stderr).toBe(0);
+      expect((JSON.parse(listed.stdout) as Array<{ url: string }>).map((b) => b.url)).toEqual([url]);
+      const two = await cli('backup', 'list', dest, '--dest', `${dest}-other`);
+      expect(two.exitCode).toBe(1);
+      expect(two.stderr).toContain('two repositories');
+      const none = await cli('backup', 'list');
+      expect(none.exitCode).toBe(1);
+      expect(none.stderr).toContain('which repository?');
+      expect((await cli('delete', 'convoyish')).exitCode).toBe(0);
+    });
+
     it('deletes without --keep-data and keeps nothing', async () => {
       expect((await cli('create', 'scratch')).exitCode).toBe(0);
       const volumeDir = await writeIntoVolume(socket, 'scratch', 'tmp.txt', 'x');

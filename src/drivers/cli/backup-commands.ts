@@ -180,14 +180,19 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
       }, flags);
     });
 
-  backup.command('list')
+  backup.command('list [dest]')
     .alias('ls')
     .description('the repository\'s backups, oldest first; those still being written show as in-progress')
-    .requiredOption('--dest <url>', 'repository URL')
+    .option('--dest <url>', 'repository URL (or as the argument, Convoy\'s form)')
     .option('--volume <name>', 'only this volume\'s backups')
     .option('--json', 'print JSON')
-    .action(async (flags: { dest: string; volume?: string; json?: boolean }, cmd: Command) => {
-      printBackups((await callDaemon(socketOf(cmd), api.listBackups, { dest: flags.dest, volume: flags.volume })).backups, Boolean(flags.json));
+    .action(async (given: string | undefined, flags: { dest?: string; volume?: string; json?: boolean }, cmd: Command) => {
+      if (given !== undefined && flags.dest !== undefined && given !== flags.dest) {
+        cmd.error(`error: two repositories: ${JSON.stringify(given)} and --dest ${JSON.stringify(flags.dest)}; give one`);
+      }
+      const dest = given ?? flags.dest;
+      if (dest === undefined) cmd.error('error: which repository? give its URL: backup list --dest URL (or backup list URL)');
+      printBackups((await callDaemon(socketOf(cmd), api.listBackups, { dest, volume: flags.volume })).backups, Boolean(flags.json));
     });
 
   backup.command('inspect <url>')

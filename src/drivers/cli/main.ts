@@ -32,7 +32,7 @@ function call<E extends ControlEndpoint>(cmd: Command, endpoint: E, body: Reques
 const program = new Command('stowage')
   .description('Docker volumes on shared or thin-provisioned storage')
   .version(VERSION)
-  .addOption(new Option('--socket <path>', 'daemon socket').env('STOWAGE_SOCKET').default(DEFAULT_SOCKET))
+  .addOption(new Option('-s, --socket <path>', 'daemon socket').env('STOWAGE_SOCKET').default(DEFAULT_SOCKET))
   .showHelpAfterError();
 
 addDaemonCommand(program, socketOf, fail);
@@ -65,10 +65,11 @@ program.command('delete <name>')
   .alias('rm')
   .description('delete a volume and, unless --keep-data, its data')
   .option('--keep-data', 'retain the data: move it aside instead of deleting it')
+  .option('-r, --reference', 'the same as --keep-data (Convoy\'s name: stop managing the volume, keep its data)')
   .option('--force', 'delete even though other (possibly dead) nodes still reference the volume')
   .option('--json', 'print the answer as JSON')
-  .action(async (name: string, flags: { keepData?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
-    const result = await call(cmd, api.remove, { name, retain: flags.keepData, force: flags.force });
+  .action(async (name: string, flags: { keepData?: boolean; reference?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
+    const result = await call(cmd, api.remove, { name, retain: flags.keepData || flags.reference, force: flags.force });
     if (flags.json) printJson(result);
     else process.stdout.write(`${removalLine(name, result)}\n`);
   });
