@@ -363,6 +363,12 @@ describe('stowage daemon flags', () => {
     expect(listed.map((s) => s.name)).toEqual(['first', generated.name, 'convoy']);
     expect((await cli('snapshot', 'delete', 'snapvol', 'convoy')).exitCode).toBe(0);
     expect(JSON.parse((await cli('snapshot', 'inspect', 'snapvol', 'first')).stdout)).toMatchObject({ volume: 'snapvol', name: 'first' });
+    // Convoy's `snapshot delete SNAP`: refused with the form to use, nothing deleted.
+    for (const verb of ['delete', 'inspect']) {
+      const alone = await cli('snapshot', verb, 'first');
+      expect(alone.exitCode).toBe(1);
+      expect(alone.stderr).toContain(`a snapshot is named within its volume: stowage snapshot ${verb} VOLUME NAME`);
+    }
     const missing = await cli('snapshot', 'inspect', 'snapvol', 'nope');
     expect(missing.exitCode).toBe(1);
     expect(missing.stderr).toContain('volume snapvol has no snapshot nope');

@@ -122,16 +122,30 @@ snapshot.command('list <volume>')
     printSnapshots((await call(cmd, api.listSnapshots, { volume })).snapshots, Boolean(flags.json));
   });
 
-snapshot.command('inspect <volume> <name>')
+/**
+ * Convoy named a snapshot alone (`snapshot delete SNAP`); here a snapshot is named within its
+ * volume. One name is refused with the form to use, not taken as a volume.
+ */
+function snapshotNamed(cmd: Command, verb: string, volume: string, name: string | undefined): string {
+  if (name === undefined) {
+    cmd.error(`error: a snapshot is named within its volume: stowage snapshot ${verb} VOLUME NAME (stowage snapshot list VOLUME lists a volume's snapshots; ${JSON.stringify(volume)} was taken as the volume)`);
+  }
+  return name;
+}
+
+snapshot.command('inspect <volume> [name]')
   .description('show one snapshot as JSON')
   .option('--json', 'print JSON (the default)')
-  .action(async (volume: string, name: string, _flags: object, cmd: Command) => printJson(await call(cmd, api.inspectSnapshot, { volume, name })));
+  .action(async (volume: string, given: string | undefined, _flags: object, cmd: Command) => {
+    printJson(await call(cmd, api.inspectSnapshot, { volume, name: snapshotNamed(cmd, 'inspect', volume, given) }));
+  });
 
-snapshot.command('delete <volume> <name>')
+snapshot.command('delete <volume> [name]')
   .alias('rm')
   .description('delete a snapshot')
   .option('--json', 'print JSON')
-  .action(async (volume: string, name: string, flags: { json?: boolean }, cmd: Command) => {
+  .action(async (volume: string, given: string | undefined, flags: { json?: boolean }, cmd: Command) => {
+    const name = snapshotNamed(cmd, 'delete', volume, given);
     await call(cmd, api.deleteSnapshot, { volume, name });
     if (flags.json) printJson({ volume, name });
     else process.stdout.write(`${volume}/${name}\n`);
