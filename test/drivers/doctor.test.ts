@@ -205,11 +205,35 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
       expect(exitCode).toBe(1);
       expect(find(report, 'root-space')).toMatchObject({
         status: 'fail',
-        message: expect.stringMatching(new RegExp(`^--root ${root} is nearly full: .* free \\(9[7-9]\\.\\d% used`)),
+        message: expect.stringMatching(new RegExp(`^--root ${root} is nearly full: .* free \\(9[7-9]\\.\\d% used as df counts it`)),
         advice: expect.stringMatching(/^free space on the filesystem of .*mount records and volume state are written there/),
       });
       await execa('truncate', ['-s', String(Math.floor(before.blocks * before.bsize * 0.92)), join(root, 'filler')]);
       expect(find((await doctor(base)).report, 'root-space').status).toBe('warn');
+    } finally {
+      await execa('umount', [root]);
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0 || !findExecutable('mount') || !findExecutable('mkfs.ext4'))('counts used space as df does: a filesystem with half its blocks reserved for root and 30% written is not filling up', async () => {
+    const root = join(dir, 'reserved-root');
+    const image = join(dir, 'reserved.img');
+    await mkdir(root);
+    await execa('truncate', ['-s', '64M', image]);
+    await execa('mkfs.ext4', ['-q', '-F', '-m', '50', image]);
+    await execa('mount', ['-o', 'loop', image, root]);
+    try {
+      const before = await statfs(root);
+      await writeFile(join(root, 'filler'), Buffer.alloc(Math.floor(before.blocks * before.bsize * 0.3), 1));
+      const after = await statfs(root);
+      const dfUsed = (after.blocks - after.bfree) / (after.blocks - after.bfree + after.bavail);
+      // Counted with the reserve as used, this filesystem reads past the 90% warning line.
+      expect(1 - after.bavail / after.blocks).toBeGreaterThan(0.9);
+      const base = ['--socket', join(dir, 'none.sock'), '--root', root, '--docker-host', 'none', '--node-id', 'here',
+        '--opt', `vfs.path=${join(dir, 'store-r')}`];
+      const check = find((await doctor(base)).report, 'root-space');
+      expect(check.status).toBe('ok');
+      expect(check.message).toContain(`(${(dfUsed * 100).toFixed(1)}% used as df counts it`);
     } finally {
       await execa('umount', [root]);
     }

@@ -26,9 +26,12 @@ async function spaceOf(ctx: DoctorContext, what: string, path: string, check: st
   }
   const total = st.blocks * st.bsize;
   const avail = st.bavail * st.bsize;
-  const used = total === 0 ? 0 : 1 - st.bavail / st.blocks;
+  // As df counts it: blocks reserved for root (ext4's -m) are neither used nor available, so a
+  // filesystem with a large reserve does not read as filling up while it is nearly empty.
+  const usedBlocks = st.blocks - st.bfree;
+  const used = usedBlocks + st.bavail === 0 ? 0 : usedBlocks / (usedBlocks + st.bavail);
   const inodesUsed = st.files === 0 ? 0 : 1 - st.ffree / st.files;
-  const facts = `${formatBytesApprox(avail, 1)} of ${formatBytesApprox(total, 1)} free (${(used * 100).toFixed(1)}% used` +
+  const facts = `${formatBytesApprox(avail, 1)} of ${formatBytesApprox(total, 1)} free (${(used * 100).toFixed(1)}% used as df counts it` +
     `${st.files > 0 ? `, inodes ${(inodesUsed * 100).toFixed(1)}% used` : ''})`;
   const worst = Math.max(used, inodesUsed);
   const advice = `free space on the filesystem of ${path} (remove what you no longer need, or grow it): ` +
