@@ -61,7 +61,7 @@ function coreModule(config: StowageConfig): ContainerModule {
       nodeId: config.nodeId, onRemove: config.onRemove, mountGraceMs: config.mountGraceMs, reconcileMs: config.reconcileMs,
     });
     bind<MountTable>(TOKENS.MountTable).toDynamicValue((ctx) => new MountTable(ctx.get<FsPort>(TOKENS.Fs), config.root, config.nodeId));
-    bind<RootLock>(TOKENS.RootLock).toDynamicValue(() => new SocketRootLock(config.root));
+    bind<RootLock>(TOKENS.RootLock).toDynamicValue((ctx) => new SocketRootLock(config.root, ctx.get<Logger>(TOKENS.Logger)));
     bind<Clock>(TOKENS.Clock).toDynamicValue(() => new SharedClock());
     bind<Backend>(TOKENS.Backend).toDynamicValue((ctx) => {
       const backend = configuredBackend(ctx);

@@ -3,7 +3,9 @@ import * as fsp from 'node:fs/promises';
 import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCodes, StowageError, describeCause, errnoCode } from './errors.js';
+import type { Logger } from './logger.js';
 import { processExists } from './process-exists.js';
+import { prepareStateRoot } from './state-root.js';
 
 /** One daemon per state root: two would each rewrite the mount records from their own memory. */
 export interface RootLock {
@@ -96,7 +98,7 @@ export class SocketRootLock implements RootLock {
   private server?: Server;
   private ino?: number;
 
-  constructor(private readonly root: string) {
+  constructor(private readonly root: string, private readonly log?: Logger) {
     this.path = join(root, 'daemon.lock');
   }
 
@@ -107,7 +109,7 @@ export class SocketRootLock implements RootLock {
   }
 
   async acquire(): Promise<void> {
-    await fsp.mkdir(this.root, { recursive: true });
+    await prepareStateRoot(this.root, this.log);
     const temp = join(this.root, `.daemon.lock.${randomBytes(6).toString('hex')}`);
     if (Buffer.byteLength(temp) > MAX_SOCKET_PATH) {
       throw new StowageError(ErrorCodes.INVALID_OPTION,

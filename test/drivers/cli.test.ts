@@ -319,6 +319,8 @@ describe('stowage daemon flags', () => {
     ['a --docker-host that is not unix://', ['--docker-host', 'tcp://1.2.3.4:2375'], /--docker-host.*unix:\/\/\/path/],
     ['a relative --mount-dir', ['--mount-dir', 'mnt/stowage'], /--mount-dir.*'mnt\/stowage'.*absolute path/],
     ['a --mount-dir of /', ['--mount-dir', '/'], /--mount-dir.*'\/'.*other than \//],
+    ['a --root of / (it would be made 0700 and filled with state)', ['--root', '/'], /--root.*'\/'.*other than \/.*of stowage's own/],
+    ['a relative --root', ['--root', 'var/lib/stowage'], /--root.*'var\/lib\/stowage'.*absolute path/],
     ['a --driver-name in upper case', ['--driver-name', 'Stowage'], /--driver-name.*'Stowage'.*plugin name/],
   ])('refuses %s before starting anything', async (_label, flags, message) => {
     const socket = join(dir, 'refused.sock');

@@ -91,9 +91,8 @@ export class VfsBackend implements Backend {
   async init(): Promise<void> {
     const { fs, log } = this.ctx;
     const { path, shared } = this.options;
+    // Its mode is the state root's own business (state-root.ts): a daemon takes it before this.
     await fs.mkdir(this.ctx.root, { recursive: true, mode: 0o700 });
-    // Node-local state names volumes and mounts: root's business only.
-    await fs.chmod(this.ctx.root, 0o700);
     trustIfLocal(fs, this.ctx.root);
     const exists = await fs.stat(path).then((s) => s.isDirectory(), () => false);
     if (!exists) {

@@ -28,6 +28,15 @@ function nodeId(value: string): string {
   return value;
 }
 
+/** --root: a directory of stowage's own; `/` or a relative path is a mistake to stop on, not to write state into. */
+function stateRoot(value: string): string {
+  try {
+    return validateMountDir(value);
+  } catch {
+    throw new InvalidArgumentError('expected an absolute path other than /, without "." or ".." parts (a directory of stowage\'s own)');
+  }
+}
+
 function mountDir(value: string): string {
   try {
     return validateMountDir(value);
@@ -152,7 +161,7 @@ export function addDaemonOptions(command: Command): Command {
       `backend option, e.g. vfs.path=/mnt/nfs (repeatable; ${DAEMON_ENV.opts} holds more, space-separated, that flags override)`,
       collect, [])
     .option('--driver-opts <key=value>', 'alias of --opt (Convoy)', collect, [])
-    .addOption(new Option('--root <dir>', 'node-local state directory').env(DAEMON_ENV.root).default('/var/lib/stowage'))
+    .addOption(new Option('--root <dir>', 'node-local state directory').argParser(stateRoot).env(DAEMON_ENV.root).default('/var/lib/stowage'))
     .addOption(new Option('--node-id <name>', 'this node\'s id (default: the host name)').argParser(nodeId).env(DAEMON_ENV.nodeId))
     .addOption(new Option('--on-remove <policy>', 'what volume removal does with data').choices(['delete', 'retain']).default('delete')
       .env(DAEMON_ENV.onRemove))
