@@ -27,8 +27,24 @@ export function isHandMountId(id: string): boolean {
   return id.startsWith(HAND_MOUNT_PREFIX);
 }
 
+/**
+ * Refuses, at the door of Docker's Mount and Unmount and of the embedding API's, an id stowage
+ * keeps for its own mounts: a Mount under a restore's prefix would pass as the restore and
+ * reach its partial data, an Unmount under one would end the restore's or a hand mount.
+ */
+export function assertOutsideMountId(id: string): void {
+  if (isEngineMountId(id)) return;
+  throw new StowageError(ErrorCodes.INVALID_REQUEST,
+    `mount id ${JSON.stringify(id.slice(0, 80))} is refused: ids beginning ${RESTORE_MOUNT_PREFIX} or ${HAND_MOUNT_PREFIX} ` +
+    'are kept for stowage\'s own mounts (a restore\'s, a mount by hand)');
+}
+
 /** The mount id of a hand mount with this label; several holders use several labels. */
 export function handMountId(label: unknown = DEFAULT_HAND_LABEL): string {
+  if (typeof label === 'string' && label.startsWith('stowage-')) {
+    throw new StowageError(ErrorCodes.INVALID_NAME,
+      `invalid mount label ${JSON.stringify(label.slice(0, 80))}: a hand mount's id is ${HAND_MOUNT_PREFIX}LABEL; give LABEL alone`);
+  }
   if (typeof label !== 'string' || !HAND_LABEL.test(label)) {
     const shown = typeof label === 'string' ? JSON.stringify(label.slice(0, 80)) : String(label);
     throw new StowageError(ErrorCodes.INVALID_NAME,

@@ -1,5 +1,6 @@
+import { isoTime } from './clock.js';
 import { LIVE_STATES, type ContainerReferences } from './container-references.js';
-import { ErrorCodes, StowageError, describeCause, toStowageError } from './errors.js';
+import { ErrorCodes, StowageError, describeCause, messageOf, toStowageError } from './errors.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
 import { RESTORE_MOUNT_PREFIX, handLabelOf, handMountId, isEngineMountId, isHandMountId } from './mount-kinds.js';
@@ -16,7 +17,10 @@ export interface MountOps {
   runLocked<T>(name: string, task: () => Promise<T>): Promise<T>;
   /** Drops whole IDs (the caller holds the lock), detaching when none remain; logged as a warning unless `asked`. */
   drop(name: string, ids: string[], why: string, asked?: boolean): Promise<void>;
-  /** The manager's own Mount, with every check a Docker Mount gets. */
+  /**
+   * The manager's own Mount, with every check a Docker Mount gets, under the volume's locks;
+   * an id that already mounts this very volume is answered its path and counted no further.
+   */
   mount(name: string, id: string): Promise<string>;
   /** The path while mounted on this node. */
   path(name: string): string | undefined;
@@ -61,6 +65,43 @@ async function dropMounts(host: MountHost, name: string, ids: string[], why: str
   if (remaining === 0) await host.unmark(name);
 }
 
+/** Ends one mount of `id` (the caller validated both), detaching the volume when none remain. */
+export function unmountId(host: MountHost, name: string, id: string): Promise<void> {
+  const mounts = host.mounts();
+  return host.runLocked(name, async () => {
+    if (!mounts.has(name, id)) {
+      // Docker replays Unmount after restarts; an unknown ID has nothing left to release.
+      host.log().warn(`unmount of ${name} for unknown mount id ${id} ignored`);
+      return;
+    }
+    const remaining = mounts.decrement(name, id);
+    if (remaining === 0) {
+      await host.detach(name).catch((err: unknown) => {
+        mounts.increment(name, id, isoTime(host.now()));
+        throw toStowageError(err, `detaching volume ${name} failed`, name);
+      });
+      host.detached(name);
+    }
+    // A failed save is only logged: the mount is released, and the record left on disk is
+    // dropped by reconciliation with the engine or an Unmount replayed by Docker.
+    await mounts.persist().catch((err: unknown) => host.log().error(`unmount of ${name}: ${messageOf(err)}`));
+    if (remaining === 0) await host.unmark(name);
+  });
+}
+
+/** Takes back a mount whose answer could not be given (Docker sends no Unmount for a failed Mount); under the volume's lock. */
+export async function undoMount(host: MountHost, name: string, id: string): Promise<void> {
+  const mounts = host.mounts();
+  const none = mounts.decrement(name, id) === 0;
+  if (none) {
+    host.detached(name);
+    await host.detach(name).catch((err: unknown) =>
+      host.log().error(`detaching ${name} after a failed mount failed: ${describeCause(err)}`));
+  }
+  await mounts.persist().catch(() => undefined);
+  if (none) await host.unmark(name);
+}
+
 /** A hand mount as it is answered: which volume, under which label, and where its data is. */
 export interface HandMount {
   volume: string;
@@ -77,8 +118,7 @@ export interface HandMount {
  */
 export async function mountByHand(ops: MountOps, name: string, label?: string): Promise<HandMount> {
   const id = handMountId(label);
-  const held = ops.mounts().has(name, id) ? ops.path(name) : undefined;
-  return { volume: name, label: handLabelOf(id), id, mountpoint: held ?? await ops.mount(name, id) };
+  return { volume: name, label: handLabelOf(id), id, mountpoint: await ops.mount(name, id) };
 }
 
 /** Drops a hand mount (however many times it was mounted), detaching the volume when no mount remains. */
@@ -112,11 +152,24 @@ export function mountedHere(mounts: MountTable, name: string, nodeId: string): S
 export async function releaseMounts(ops: MountOps, name: string, request: { id?: string; force?: boolean }): Promise<MountRecordView[]> {
   const nodeId = ops.nodeId();
   return ops.runLocked(name, async () => {
-    const dropped = ops.mounts().records().filter((r) => r.volume === name && (request.id === undefined || r.id === request.id));
-    if (dropped.length === 0) {
+    const asked = ops.mounts().records().filter((r) => r.volume === name && (request.id === undefined || r.id === request.id));
+    if (asked.length === 0) {
       throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND,
         `node ${nodeId} has no mount records of volume ${name}${request.id ? ` with id ${request.id}` : ''}`,
         { volume: name, remedies: [{ action: 'list-mounts' }] });
+    }
+    // A hand mount is no leak: someone works in that path until they unmount it by hand. Releasing
+    // the volume leaves it alone, and naming it alone is refused (unless forced).
+    const hand = asked.filter((r) => isHandMountId(r.id));
+    const dropped = request.force ? asked : asked.filter((r) => !isHandMountId(r.id));
+    if (dropped.length === 0) {
+      throw new StowageError(ErrorCodes.VOLUME_IN_USE,
+        `volume ${name} is mounted by hand on node ${nodeId} (label ${hand.map((r) => handLabelOf(r.id)).join(', ')}): ` +
+        'such a mount is no leak, and ends when it is unmounted by hand',
+        { volume: name, node: nodeId, remedies: [
+          ...hand.map((r) => ({ action: 'hand-unmount' as const, volume: name, label: handLabelOf(r.id) })),
+          { action: 'force-release' as const, volume: name },
+        ] });
     }
     // A running restore's record is no leak: dropping it would detach the volume under the restore.
     if (!request.force && ops.isRestoring(name) && dropped.some((r) => r.id.startsWith(RESTORE_MOUNT_PREFIX))) {

@@ -46,8 +46,10 @@ export function validateNodeId(id: unknown, what = 'node id'): string {
 export const MAX_MOUNT_ID_LENGTH = 256;
 
 export function isValidMountId(id: unknown): id is string {
+  // `__proto__`: mount records pass through plain objects (the records file, its schema), where
+  // that key is the prototype's setter, so its record would be lost at the next start.
   // eslint-disable-next-line no-control-regex
-  return typeof id === 'string' && id.length > 0 && id.length <= MAX_MOUNT_ID_LENGTH && !/[\u0000-\u001f\u007f]/.test(id);
+  return typeof id === 'string' && id.length > 0 && id.length <= MAX_MOUNT_ID_LENGTH && !/[\u0000-\u001f\u007f]/.test(id) && id !== '__proto__';
 }
 
 export function isValidVolumeName(name: unknown): name is string {

@@ -6,11 +6,13 @@ import type { Cluster } from './cluster/cluster.js';
 import type { InvalidNodeRecord, NodeView } from './cluster/node-record.js';
 import type { ContainerReferences } from './container-references.js';
 import {
-  mountByHand, mountedHere, mountOpsOf, reconcileAtStart, reconcileWithEngine, releaseMounts, unmountByHand, type HandMount, type MountOps,
+  mountByHand, mountedHere, mountOpsOf, reconcileAtStart, reconcileWithEngine, releaseMounts, undoMount, unmountByHand, unmountId,
+  type HandMount, type MountHost, type MountOps,
 } from './mount-reconcile.js';
 import { ErrorCodes, StowageError, describeCause, isStowageError, messageOf, toStowageError, volumeNotFound } from './errors.js';
 import type { Logger } from './logger.js';
 import { KeyedMutex } from './keyed-mutex.js';
+import { assertOutsideMountId } from './mount-kinds.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
 import type { RootLock } from './root-lock.js';
 import { validateVolumeName } from './names.js';
@@ -63,9 +65,9 @@ export class VolumeManager {
     });
     this.restores = new VolumeRestores({
       create: (name, options, mark) => this.createVolume(name, options, mark),
-      mount: (name, id) => this.mount(name, id),
-      unmount: (name, id) => this.unmount(name, id),
-      remove: (name, request) => this.remove(name, request),
+      mount: (name, id, incarnation) => this.mountAs(name, id, { incarnation }),
+      unmount: (name, id) => this.unmountAs(name, id),
+      remove: (name, request) => this.removeVolume(name, request, true),
       blocks: () => this.backend.blocks,
       backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
       cluster: this.cluster, nodeId: this.config.nodeId,
@@ -190,13 +192,21 @@ export class VolumeManager {
    * `retain` overrides the `onRemove` policy for this call; `force` skips the check for
    * references from other nodes (never the local mount check).
    */
-  async remove(name: string, request: { retain?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
+  remove(name: string, request: { retain?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
+    return this.removeVolume(name, request, false);
+  }
+
+  /** `byRestore`: a failed restore removing its own volume, which a restore running refuses to anyone else. */
+  private async removeVolume(name: string, request: { retain?: boolean; force?: boolean; incarnation?: string }, byRestore: boolean): Promise<RemoveResult> {
     validateVolumeName(name);
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const record = await this.backend.get(name);
-      if (!record) throw volumeNotFound(name);
+      if (!record || (request.incarnation !== undefined && incarnationOf(record) !== request.incarnation)) throw volumeNotFound(name);
       if (this.mounts.count(name) > 0) throw mountedHere(this.mounts, name, this.config.nodeId);
+      // Before its restore mounts it, the new volume is mounted nowhere: removed then, the restore
+      // would fill whatever volume of the name came next.
+      if (!byRestore && this.restores.isRestoring(name)) throw this.restores.beingRestored(name, this.config.nodeId);
       this.snapshots.assertNotRead(name);
       await this.cluster.assertRemovable(name, { force: request.force ?? false });
       const retain = request.retain ?? this.config.onRemove === 'retain';
@@ -224,6 +234,15 @@ export class VolumeManager {
    * ran before (the mount then finds no volume) or sees the marker and is refused.
    */
   async mount(name: string, mountId: string): Promise<string> {
+    assertOutsideMountId(validateMountId(mountId));
+    return this.mountAs(name, mountId, {});
+  }
+
+  /**
+   * `incarnation`: only that volume of the name (a restore's own). `once`: an id that already
+   * mounts this volume is answered its path and counted no further (a hand mount's label).
+   */
+  private async mountAs(name: string, mountId: string, want: { incarnation?: string; once?: boolean }): Promise<string> {
     validateVolumeName(name);
     const id = validateMountId(mountId);
     await this.backend.ready?.(name);
@@ -231,7 +250,12 @@ export class VolumeManager {
       const record = await this.backend.get(name);
       if (!record) throw volumeNotFound(name);
       const incarnation = incarnationOf(record);
+      if (want.incarnation !== undefined && want.incarnation !== incarnation) {
+        throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND, `volume ${name} was removed and made again since this operation made it`, { volume: name });
+      }
       const previous = this.mounts.incarnation(name);
+      const held = want.once === true && previous === incarnation && this.mounts.has(name, id);
+      if (held && this.mountpoints.has(name)) return this.mountpoints.get(name)!;
       await this.restores.assertMountable(record, id, this.mounts.count(name) === 0 || previous !== incarnation);
       if (previous !== undefined && previous !== incarnation && this.mounts.count(name) > 0) {
         this.log.warn(`dropping mount records of ${name} that belong to an earlier volume of that name (${previous})`);
@@ -242,13 +266,14 @@ export class VolumeManager {
         throw toStowageError(err, `attaching volume ${name} failed`, name);
       });
       this.mountpoints.set(name, path);
+      if (held) return path;
       this.mounts.increment(name, id, isoTime(this.clock.now()), incarnation);
       // Both must succeed; neither is flushed to disk (see the README's durability table).
       const failed = await this.mounts.persist().then(() => this.cluster.markMounted(name)).then(() => undefined, (reason: unknown) => ({ reason }));
       if (failed) {
         const err: unknown = failed.reason;
         // Docker sends no Unmount for a failed Mount: a count kept here would pin the volume.
-        await this.undoMount(name, id);
+        await undoMount(this.mountHost, name, id);
         throw new StowageError(isStowageError(err) ? err.code : ErrorCodes.INTERNAL,
           `mounting volume ${name} failed: ${isStowageError(err) ? err.message : describeCause(err)}`, { volume: name, cause: err });
       }
@@ -256,39 +281,14 @@ export class VolumeManager {
     }));
   }
 
-  private async undoMount(name: string, id: string): Promise<void> {
-    const none = this.mounts.decrement(name, id) === 0;
-    if (none) {
-      this.mountpoints.delete(name);
-      await this.backend.detach(name).catch((err: unknown) =>
-        this.log.error(`detaching ${name} after a failed mount failed: ${describeCause(err)}`));
-    }
-    await this.mounts.persist().catch(() => undefined);
-    if (none) await this.unmark(name);
+  async unmount(name: string, mountId: string): Promise<void> {
+    assertOutsideMountId(validateMountId(mountId));
+    return this.unmountAs(name, mountId);
   }
 
-  async unmount(name: string, mountId: string): Promise<void> {
+  private unmountAs(name: string, mountId: string): Promise<void> {
     validateVolumeName(name);
-    const id = validateMountId(mountId);
-    return this.locks.run(name, async () => {
-      if (!this.mounts.has(name, id)) {
-        // Docker replays Unmount after restarts; an unknown ID has nothing left to release.
-        this.log.warn(`unmount of ${name} for unknown mount id ${id} ignored`);
-        return;
-      }
-      const remaining = this.mounts.decrement(name, id);
-      if (remaining === 0) {
-        await this.backend.detach(name).catch((err: unknown) => {
-          this.mounts.increment(name, id, isoTime(this.clock.now()));
-          throw toStowageError(err, `detaching volume ${name} failed`, name);
-        });
-        this.mountpoints.delete(name);
-      }
-      // A failed save is only logged: the mount is released, and the record left on disk is
-      // dropped by reconciliation with the engine or an Unmount replayed by Docker.
-      await this.mounts.persist().catch((err: unknown) => this.log.error(`unmount of ${name}: ${messageOf(err)}`));
-      if (remaining === 0) await this.unmark(name);
-    });
+    return unmountId(this.mountHost, name, validateMountId(mountId));
   }
 
   /** Removes this node's mount marker; a failure is only logged (the next heartbeat retries it). */
@@ -377,7 +377,7 @@ export class VolumeManager {
     return reconcileWithEngine(this.mountOps);
   }
 
-  private readonly mountOps: MountOps = mountOpsOf({
+  private readonly mountHost: MountHost = {
     nodeId: () => this.config.nodeId,
     engine: () => this.engine,
     mounts: () => this.mounts,
@@ -385,12 +385,14 @@ export class VolumeManager {
     graceMs: () => this.config.mountGraceMs ?? 60_000,
     log: () => this.log,
     runLocked: (name, task) => this.locks.run(name, task),
-    mount: (name, id) => this.mount(name, id),
+    mount: (name, id) => this.mountAs(name, id, { once: true }),
     path: (name) => this.path(name),
     isRestoring: (name) => this.restores.isRestoring(name),
     detach: (name) => this.backend.detach(name),
     detached: (name) => { this.mountpoints.delete(name); },
     unmark: (name) => this.unmark(name),
-  });
+  };
+
+  private readonly mountOps: MountOps = mountOpsOf(this.mountHost);
 }
 

@@ -36,7 +36,7 @@ export class VolumeRestores {
     const claims = cluster.restoreClaims;
     this.host = {
       create: (name, options, mark) => ops.create(name, options, mark),
-      mount: (name, id) => ops.mount(name, id),
+      mount: (name, id, incarnation) => ops.mount(name, id, incarnation),
       unmount: (name, id) => ops.unmount(name, id),
       remove: (name, request) => ops.remove(name, request),
       log: () => ops.log,
@@ -83,6 +83,13 @@ export class VolumeRestores {
    */
   isRestoring(name: string): boolean {
     return this.running.has(name);
+  }
+
+  /** Why a volume a restore runs into cannot be removed by anyone but that restore. */
+  beingRestored(name: string, nodeId: string): StowageError {
+    return new StowageError(ErrorCodes.VOLUME_IN_USE,
+      `volume ${name} is being restored from a backup on node ${nodeId}: remove it once the restore has ended ` +
+      '(a restore that fails removes its volume itself), or cancel the restore', { volume: name, node: nodeId });
   }
 
   /**

@@ -55,7 +55,7 @@ export interface RemoveResult {
 
 export function validateMountId(id: unknown): string {
   if (!isValidMountId(id)) {
-    throw new StowageError(ErrorCodes.INVALID_REQUEST, 'a mount needs an ID (a non-empty string of at most 256 characters, no control characters)');
+    throw new StowageError(ErrorCodes.INVALID_REQUEST, 'a mount needs an ID (a non-empty string of at most 256 characters, no control characters, not __proto__)');
   }
   return id;
 }

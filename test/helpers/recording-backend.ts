@@ -5,6 +5,8 @@ export class RecordingBackend implements Backend {
   readonly calls: string[] = [];
   failGet?: Error;
   failDetach?: Error;
+  /** Runs before each ready() (the first call the core makes for a volume, before its locks). */
+  onReady?: (name: string) => Promise<void>;
 
   constructor(private readonly inner: Backend) {}
 
@@ -13,6 +15,10 @@ export class RecordingBackend implements Backend {
   count(call: string): number { return this.calls.filter((c) => c === call).length; }
 
   init() { return this.inner.init(); }
+  async ready(name: string) {
+    await this.onReady?.(name);
+    await this.inner.ready?.(name);
+  }
   dispose() { return this.inner.dispose(); }
   create(r: CreateRequest): Promise<VolumeRecord> { this.calls.push('create'); return this.inner.create(r); }
   async get(name: string) {

@@ -28,7 +28,7 @@ async function cliWords(): Promise<{ commands: Set<string>; flags: Set<string> }
     for (const m of text.matchAll(/\.command\('([a-z-]+)/g)) commands.add(m[1]!);
     // "the stowage daemon" is the program's name for itself; starting it with a flag is still caught.
     commands.delete('daemon');
-    for (const m of text.matchAll(/(?:\.option|new Option)\('(--[a-z][a-z-]*)/g)) flags.add(m[1]!);
+    for (const m of text.matchAll(/(?:\.option|new Option)\('(?:-[a-zA-Z], )?(--[a-z][a-z-]*)/g)) flags.add(m[1]!);
   }
   return { commands, flags };
 }
@@ -37,7 +37,8 @@ async function cliWords(): Promise<{ commands: Set<string>; flags: Set<string> }
 export async function cliWordsIn(dirs: readonly string[]): Promise<string[]> {
   const { commands, flags } = await cliWords();
   const command = new RegExp(`\\bstowage (${[...commands].join('|')})\\b`);
-  const flag = new RegExp(`(${[...flags].join('|')})(?![a-z-])`);
+  // `--name=` is another program's argv (getfattr's), never how this CLI's flags are written.
+  const flag = new RegExp(`(${[...flags].join('|')})(?![a-z=-])`);
   const found: string[] = [];
   for (const dir of dirs) {
     for (const file of await sources(dir)) {

@@ -21,9 +21,11 @@ export interface RestoreHost {
    * step after finds the mark at its next start; when the create fails, the marks are cleared.
    */
   create(name: string, options: Record<string, unknown>, mark?: (incarnation: string) => Promise<void>): Promise<CreateResult>;
-  mount(name: string, mountId: string): Promise<string>;
+  /** `incarnation`: only that volume of the name, the one this restore made. */
+  mount(name: string, mountId: string, incarnation?: string): Promise<string>;
   unmount(name: string, mountId: string): Promise<void>;
-  remove(name: string, request: { retain?: boolean }): Promise<unknown>;
+  /** `incarnation`: only that volume of the name; another one is left alone (VOLUME_NOT_FOUND). */
+  remove(name: string, request: { retain?: boolean; incarnation?: string }): Promise<unknown>;
   log(): Logger;
   /** The backend's block access, for block backups (devicemapper); undefined elsewhere. */
   blocks?: () => BlockSupport | undefined;
@@ -81,7 +83,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
   let mounted = false;
   try {
     progress.signal?.throwIfAborted();
-    const path = await host.mount(name, mountId);
+    const path = await host.mount(name, mountId, journaled);
     mounted = true;
     await clearFreshFilesystem(path, name);
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
@@ -163,16 +165,22 @@ async function clearFreshFilesystem(path: string, name: string): Promise<void> {
  */
 export async function failedRestore(host: RestoreHost, name: string, url: string, err: unknown, journaled: string | undefined,
   release: () => Promise<void> = async () => {}): Promise<never> {
+  let gone = false;
   const undo = await (async () => {
     await release();
-    await host.remove(name, { retain: false });
+    // Only the volume this restore made: one of the name made since (after a forced remove
+    // elsewhere) is someone else's.
+    await host.remove(name, { retain: false, incarnation: journaled }).catch((e: unknown) => {
+      if (!isStowageError(e, ErrorCodes.VOLUME_NOT_FOUND)) throw e;
+      gone = true;
+    });
     if (journaled !== undefined) await host.journal?.end(name, journaled);
   })().then(() => undefined, (e: unknown) => e);
   if (undo !== undefined) host.log().error(`could not remove volume ${name} after its failed restore: ${describeCause(undo)}`);
   const code = isStowageError(err) ? err.code : ErrorCodes.INTERNAL;
   throw new StowageError(code,
     `restoring volume ${name} from ${url} failed: ${messageOf(err)}; ` +
-    (undo === undefined ? 'the volume was removed again'
+    (undo === undefined ? (gone ? 'the volume it made is gone already (removed meanwhile)' : 'the volume was removed again')
       : `removing the half-restored volume failed too (${messageOf(undo)}): it holds partial data and cannot be mounted`),
     { volume: name, cause: err, remedies: undo === undefined ? [] : [{ action: 'remove-volume', volume: name }] });
 }

@@ -306,7 +306,7 @@ export class SharedCluster implements Cluster {
     }
     if (live.length > 0) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `volume ${name} is still used on ${live.join('; ')}. Remove those containers on their nodes (docker rm), ` +
+        `volume ${name} is still used on ${live.join('; ')}. Stop what uses it there (its containers: docker rm; or a mount by hand on that node), ` +
         `then remove the volume again`, { volume: name });
     }
     if (unknown.length > 0) {

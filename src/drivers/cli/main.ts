@@ -170,9 +170,15 @@ program.command('release <volume> [id]')
     else for (const m of released) process.stdout.write(`${m.volume} ${m.id} (${m.count})\n`);
   });
 
+/** An empty --id would reach the daemon as a missing field: said here, in the flag's terms. */
+function handLabel(value: string): string {
+  if (value === '') throw new InvalidArgumentError('expected a label: letters, digits, "_", "." and "-", starting with a letter or digit');
+  return value;
+}
+
 program.command('mount <volume>')
   .description('mount a volume on this node for your own use and print its path; it stays mounted, across daemon restarts, until "stowage umount"')
-  .option('--id <label>', 'hold the mount under this label, so that several holders mount and unmount independently (default: cli)')
+  .option('--id <label>', 'hold the mount under this label, so that several holders mount and unmount independently (default: cli)', handLabel)
   .option('--json', 'print JSON')
   .action(async (volume: string, flags: { id?: string; json?: boolean }, cmd: Command) => {
     const mounted = await call(cmd, api.mountByHand, { name: volume, label: flags.id });
@@ -183,7 +189,7 @@ program.command('mount <volume>')
 program.command('umount <volume>')
   .alias('unmount')
   .description('end a mount made with "stowage mount", detaching the volume when nothing else mounts it here')
-  .option('--id <label>', 'the label the mount was made under (default: cli)')
+  .option('--id <label>', 'the label the mount was made under (default: cli)', handLabel)
   .option('--json', 'print JSON')
   .action(async (volume: string, flags: { id?: string; json?: boolean }, cmd: Command) => {
     const result = await call(cmd, api.unmountByHand, { name: volume, label: flags.id });

@@ -16,7 +16,7 @@ import type { BackupService } from '../../../src/core/backup/service-contract.js
 import { RestoreJournal } from '../../../src/core/backup/restore-journal.js';
 import { RESTORE_MOUNT_PREFIX } from '../../../src/core/mount-kinds.js';
 import { asFsPort, LocalFirstFs } from '../../../src/core/local-fs.js';
-import { incarnationOf } from '../../../src/core/mount-table.js';
+import { incarnationOf, type MountTable } from '../../../src/core/mount-table.js';
 import { TOKENS } from '../../../src/core/tokens.js';
 import { makeTempDir, removeTempDir } from '../../helpers/daemon-process.js';
 import { memoryLogger } from '../../helpers/memory-logger.js';
@@ -54,10 +54,16 @@ describe('interrupted restores', () => {
     const { manager } = server!;
     // What a daemon killed mid-restore leaves: the volume, part of its files, the restore's mount record, the marker.
     await manager.create('half', {});
-    const path = await manager.mount('half', `${RESTORE_MOUNT_PREFIX}0123abcd`);
+    const path = await manager.mount('half', 'writer');
     await mkdir(join(path, 'part'));
+    await manager.unmount('half', 'writer');
+    // Only a restore makes a record under its prefix: it is planted as a killed restore left it.
+    const incarnation = incarnationOf(await manager.get('half'));
+    const mounts = server!.container.get<MountTable>(TOKENS.MountTable);
+    mounts.increment('half', `${RESTORE_MOUNT_PREFIX}0123abcd`, new Date().toISOString(), incarnation);
+    await mounts.persist();
     await new RestoreJournal(asFsPort(new LocalFirstFs()), join(dir, 'root'))
-      .begin('half', 'vfs:///somewhere?volume=v&backup=b', incarnationOf(await manager.get('half')));
+      .begin('half', 'vfs:///somewhere?volume=v&backup=b', incarnation);
     await server!.close();
     server = undefined;
 

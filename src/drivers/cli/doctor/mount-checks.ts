@@ -1,6 +1,6 @@
 import { LIVE_STATES } from '../../../core/container-references.js';
 import { messageOf } from '../../../core/errors.js';
-import { isEngineMountId } from '../../../core/mount-kinds.js';
+import { RESTORE_MOUNT_PREFIX, isEngineMountId } from '../../../core/mount-kinds.js';
 import { MountFiles } from '../../../core/mount-log.js';
 import type { MountRecordView } from '../../../core/mount-table.js';
 import { fail, ok, seconds, skip, warn, type CheckResult, type DoctorContext } from './check.js';
@@ -48,12 +48,18 @@ export async function mountRecordsCheck(ctx: DoctorContext): Promise<CheckResult
   }
   const cutoff = ctx.now() - ctx.settings.mountGraceMs;
   const leaked: string[] = [];
+  /** The release that drops exactly the first volume's leaked records, and nothing else. */
+  let firstRelease: string | undefined;
   for (const [volume, rows] of byVolume) {
     if (gone.includes(volume)) continue;
     if ((scan.byVolume[volume] ?? []).some((c) => LIVE_STATES.has(c.state))) continue;
     // A hand mount or a restore's is stowage's own, as the daemon's reconciliation judges it too.
     const old = rows.filter((r) => isEngineMountId(r.id) && Date.parse(r.last || r.since) < cutoff);
-    if (old.length > 0) leaked.push(`${volume} (${old.map((r) => r.id).join(', ')})`);
+    if (old.length === 0) continue;
+    leaked.push(`${volume} (${old.map((r) => r.id).join(', ')})`);
+    // A release of the volume leaves hand mounts, but would take a record still within the grace.
+    const wholeVolume = old.length === rows.filter((r) => isEngineMountId(r.id)).length && rows.every((r) => !r.id.startsWith(RESTORE_MOUNT_PREFIX));
+    firstRelease ??= wholeVolume ? `stowage release ${volume}` : `stowage release ${volume} ${old[0]!.id}${old.length > 1 ? ' (and each other id listed)' : ''}`;
   }
   const problems = [
     ...(leaked.length > 0 ? [`no live container on this node uses ${leaked.join(', ')} (mounted more than ${seconds(ctx.settings.mountGraceMs)} ago)`] : []),
@@ -64,8 +70,7 @@ export async function mountRecordsCheck(ctx: DoctorContext): Promise<CheckResult
     return ok('mount-records', `${records.length} mount record(s), each accounted for by a live container` +
       (own > 0 ? `, or held by stowage itself (${own}: by hand or by a restore)` : ''));
   }
-  const first = (leaked[0] ?? gone[0]!).split(' ')[0]!;
   return warn('mount-records', `leaked mount records: ${problems.join('; ')}`,
-    `stowage release ${first} (the volume stays attached and cannot be removed until then; a running daemon that reaches ` +
-    'the engine drops such records itself at its next reconciliation)');
+    `${firstRelease ?? `stowage release ${gone[0]!}`} (until then those records keep the volume attached and its removal refused; ` +
+    'a running daemon that reaches the engine drops them itself at its next reconciliation)');
 }
