@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { dockerSocketPath } from '../docker-engine/docker-engine.js';
 import { validateMountDir } from '../../core/mount-dir.js';
+import { ErrorCodes, StowageError } from '../../core/errors.js';
 import { isValidNodeId } from '../../core/names.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import { LOG_LEVELS, type LogLevel } from '../../core/logger.js';
@@ -14,10 +15,14 @@ const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
-/** Seconds on the command line, milliseconds inside. */
+/**
+ * Seconds on the command line, milliseconds inside: a plain decimal number from 0.1 to 86400.
+ * Not what Number() takes besides (`0x10`, `1e3`), and nothing that rounds to 0 ms, where a
+ * timer would spin.
+ */
 function seconds(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0 || n > 86_400) throw new InvalidArgumentError('expected a number of seconds');
+  const n = /^(\d+(\.\d*)?|\.\d+)$/.test(value.trim()) ? Number(value) : Number.NaN;
+  if (!Number.isFinite(n) || n < 0.1 || n > 86_400) throw new InvalidArgumentError('expected a number of seconds, from 0.1 to 86400');
   return Math.round(n * 1000);
 }
 
@@ -191,6 +196,11 @@ export function addDaemonOptions(command: Command): Command {
 
 /** What the flags (and their variables) ask for, checked; `socket` is the global --socket. */
 export function daemonSettings(flags: DaemonFlags, socket: string): DaemonSettings {
+  if (flags.staleAfter < 2 * flags.heartbeatInterval) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION,
+      `--stale-after (${flags.staleAfter / 1000} s) must be at least twice --heartbeat-interval (${flags.heartbeatInterval / 1000} s): ` +
+      'a node that is alive would count as stale between two of its heartbeats, and could be forgotten');
+  }
   return {
     backend: flags.backend ?? flags.drivers ?? 'vfs',
     backendOptions: {
