@@ -124,11 +124,19 @@ export function sameDefiningOptions(a: VolumeOptions, b: VolumeOptions): boolean
 
 /** Parses repeated `key=value` flags into a map; used for --opt on the CLI and daemon. */
 export function parseKeyValuePairs(pairs: readonly string[], what: string): Record<string, string> {
-  const map: Record<string, string> = {};
+  // Without a prototype, so that `__proto__=x` is a key like any other (and refused as unknown
+  // where options are checked), not the prototype's setter that drops it unseen.
+  const map = Object.create(null) as Record<string, string>;
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw invalid(`${what} ${JSON.stringify(pair)}: expected key=value`);
-    map[pair.slice(0, eq).trim()] = pair.slice(eq + 1);
+    const key = pair.slice(0, eq).trim();
+    const value = pair.slice(eq + 1);
+    // The last one winning would let a typo'd repeat pass unseen (size=1G then size=2G).
+    if (Object.hasOwn(map, key) && map[key] !== value) {
+      throw invalid(`${what} ${key} is given twice, as ${JSON.stringify(map[key])} and ${JSON.stringify(value)}: give it once`);
+    }
+    map[key] = value;
   }
   return map;
 }

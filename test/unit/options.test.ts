@@ -73,4 +73,12 @@ describe('volume options', () => {
     expect(() => parseKeyValuePairs(['novalue'], '--opt')).toThrow(/key=value/);
     expect(() => parseKeyValuePairs(['=v'], '--opt')).toThrow(/key=value/);
   });
+
+  it('refuses a key given twice with two values, and keeps __proto__ as a key (for the option check to refuse)', () => {
+    expect(() => parseKeyValuePairs(['size=1G', 'size=2G'], '--opt')).toThrow('--opt size is given twice, as "1G" and "2G": give it once');
+    expect(parseKeyValuePairs(['size=1G', 'size=1G'], '--opt')).toEqual({ size: '1G' });
+    const odd = parseKeyValuePairs(['__proto__=x'], '--opt');
+    expect(Object.keys(odd)).toEqual(['__proto__']);
+    expect(() => parseVolumeOptions({ ...odd })).toThrow(/unknown volume option "__proto__"/);
+  });
 });

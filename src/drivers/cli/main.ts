@@ -51,6 +51,9 @@ program.command('create <name>')
   .option('--json', 'print the answer as JSON')
   .action(async (name: string, flags: { size?: string; opt: string[]; backup?: string; detach?: boolean; json?: boolean }, cmd: Command) => {
     const options = parseKeyValuePairs(flags.opt, '--opt');
+    if (flags.size !== undefined && options.size !== undefined && options.size !== flags.size) {
+      cmd.error(`error: --size ${flags.size} and --opt size=${options.size} say two sizes; give one`);
+    }
     if (flags.size !== undefined) options.size = flags.size;
     if (flags.backup !== undefined) {
       await restoreVolume(cmd, socketOf, name, flags.backup, options, flags);
