@@ -27,10 +27,14 @@ const UNITS: Record<string, number> = {
 
 /** Parses "512", "50M", "1.5G", "10GiB" (binary units, as Docker and Convoy use) into bytes. */
 export function parseSize(value: string, key = 'size'): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(value);
+  // Spaces and tabs only: `\s` would take Unicode spaces (no-break, line separators) unseen.
+  const match = /^[ \t]*(\d+(?:\.\d+)?)[ \t]*([a-zA-Z]*)[ \t]*$/.exec(value);
   const unit = match ? UNITS[match[2]!.toLowerCase()] : undefined;
   if (!match || unit === undefined) {
     throw invalid(`option ${key}=${JSON.stringify(value)}: expected a size such as 512M, 10G or 1073741824`);
+  }
+  if (unit === 1 && !Number.isInteger(Number(match[1]))) {
+    throw invalid(`option ${key}=${JSON.stringify(value)}: a size in bytes is a whole number (or give a unit: 1.5G)`);
   }
   const bytes = Math.floor(Number(match[1]) * unit);
   if (!Number.isSafeInteger(bytes) || bytes <= 0) {
