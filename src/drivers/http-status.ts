@@ -20,6 +20,10 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCodes.DATA_CONFLICT]: 409,
   [ErrorCodes.CANCELLED]: 409,
   [ErrorCodes.BACKEND_UNAVAILABLE]: 503,
+  // Asked of something that is not there, or not now: the asker's to change, not a server fault.
+  [ErrorCodes.BACKUP_NOT_FOUND]: 404,
+  [ErrorCodes.BACKUP_LOCKED]: 409,
+  [ErrorCodes.VOLUME_DATA_MISSING]: 409,
 };
 
 export function httpStatusOf(code: ErrorCode): number {

@@ -381,6 +381,14 @@ describe('stowage daemon flags', () => {
       expect(alone.exitCode).toBe(1);
       expect(alone.stderr).toContain(`a snapshot is named within its volume: stowage snapshot ${verb} VOLUME NAME`);
     }
+    // A backup of a snapshot that is not there fails as a request: no job is started for it.
+    const noSnapshot = await cli('backup', 'create', 'snapvol/nosuch', '--dest', `vfs://${join(dir, 'snap-backups')}`);
+    expect(noSnapshot.exitCode).toBe(1);
+    expect(noSnapshot.stderr).toContain('volume snapvol has no snapshot nosuch');
+    expect(noSnapshot.stderr).not.toContain('job');
+    expect(JSON.parse((await cli('job', 'list', '--json')).stdout)).toEqual([]);
+    const short = await cli('snapshot', 'inspect', 'snapvol', 'a');
+    expect(short.stderr).toContain('invalid snapshot name "a"');
     const missing = await cli('snapshot', 'inspect', 'snapvol', 'nope');
     expect(missing.exitCode).toBe(1);
     expect(missing.stderr).toContain('volume snapvol has no snapshot nope');

@@ -72,6 +72,12 @@ describe('one error table for the plugin protocol and the control API', () => {
     await pluginCall(socket, 'Unmount', { Name: name, ID: 'm1' });
   });
 
+  it('answers a backup that is not there with 404, not as a fault of the server', async () => {
+    const control = await controlCall(socket, 'backups/inspect', { url: 'vfs:///etc?volume=v&backup=20260101T000000000Z-00000000' });
+    expect(control.status).toBe(404);
+    expect((control.json as { error?: { code: string } }).error?.code).toBe(ErrorCodes.BACKUP_NOT_FOUND);
+  });
+
   it('answers a body that is not a JSON object with 400 on both', async () => {
     const plugin = await socketRequest(socket, '/VolumeDriver.Create', '[1,2]');
     const control = await socketRequest(socket, '/stowage/v1/create', '[1,2]', { contentType: 'application/json' });

@@ -52,7 +52,7 @@ export class CoreBackupService implements BackupService {
 
   async checkRequest(volume: string, options: BackupRequestOptions): Promise<BackupTarget> {
     const target = await this.checkDestination(volume, options.dest);
-    if (options.snapshot !== undefined) validateVolumeName(options.snapshot);
+    if (options.snapshot !== undefined) validateVolumeName(options.snapshot, 'snapshot name');
     if (options.snapshot !== undefined && options.consistent) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `consistent applies to a snapshot taken for the backup, not to the existing snapshot ${options.snapshot}`, { volume });
     }

@@ -131,9 +131,14 @@ export class RepositorySnapshots implements SnapshotSupport {
     const repo = await Repository.open(store);
     const record: SnapshotNameRecord = { format: 1, name: snapshot, volume, createdAt: backup.startedAt, backupId: backup.id, ...(incarnation !== undefined ? { incarnation } : {}) };
     if (!(await store.put(nameKey(volume, snapshot), Buffer.from(JSON.stringify(record))))) {
-      // Another node took the name meanwhile: ours goes again.
-      await this.deleteRecord(repo, volume, backup.id);
-      await this.collect(repo);
+      // Another snapshot took the name meanwhile: ours goes again. Tidying only: while another
+      // holds the repository (a collection after its own lost race) the unnamed backup is left
+      // to a later sweep, and the answer stays that the name is taken (a caller choosing names
+      // tries the next one).
+      await this.deleteRecord(repo, volume, backup.id).then(() => this.collect(repo)).catch((err: unknown) => {
+        if (!isStowageError(err, ErrorCodes.BACKUP_LOCKED)) throw err;
+        this.host.log.info(`snapshot ${snapshot} of ${volume} lost its name to another; its unnamed backup ${backup.id} is deleted by a later sweep: ${messageOf(err)}`);
+      });
       throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
     }
     await this.sweepOrphans(store, repo, volume, true);

@@ -60,7 +60,7 @@ export function controlRoutes(manager: VolumeManager, jobs: JobRegistry, backups
   });
   serve(api.listSnapshots, async (r) => ({ snapshots: await manager.listSnapshots(r.volume) }));
   serve(api.inspectSnapshot, async (r) => {
-    validateVolumeName(r.name);
+    validateVolumeName(r.name, 'snapshot name');
     const found = (await manager.listSnapshots(r.volume)).find((s) => s.name === r.name);
     if (!found) throw new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${r.volume} has no snapshot ${r.name}`, { volume: r.volume });
     return found;
@@ -150,6 +150,9 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
         ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}), ...(request.xattrs !== undefined ? { xattrs: request.xattrs } : {}),
       };
       await backups.checkRequest(request.volume, options);
+      if (request.snapshot !== undefined && !(await manager.listSnapshots(request.volume)).some((s) => s.name === request.snapshot)) {
+        throw new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${request.volume} has no snapshot ${request.snapshot}`, { volume: request.volume });
+      }
       return jobs.start('backup-create', request.volume, (context) => backups.createBackup(request.volume, {
         ...context, ...options, keepSnapshot: request.keepSnapshot,
       }));

@@ -98,3 +98,32 @@ describe('snapshot deletes while another node collects garbage', () => {
     expect(await (await Repository.open(new VfsBlobStore(repoDir))).listBackups('vol')).toEqual([]);
   });
 });
+
+describe('a snapshot that loses its name to another while a collection holds the repository', () => {
+  let base = '';
+  afterAll(async () => { await rm(base, { recursive: true, force: true }); });
+
+  it('says the name is taken (so a caller choosing names tries the next), not that the repository is locked', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-snapshot-lost-name-'));
+    const repoDir = join(base, 'repository');
+    const data = join(base, 'data');
+    await mkdir(data);
+    await writeFile(join(data, 'a.txt'), 'x\n');
+    const log = memoryLogger();
+    let gcElsewhere: Awaited<ReturnType<typeof acquireLock>> | undefined;
+    const snapshots = new RepositorySnapshots({
+      backend: 'vfs', repositoryDir: async () => repoDir, hasRepository: async () => true, dataPath: async () => data, log,
+      // Right after its read, before it names it: another snapshot names itself `one`, and a
+      // collection (after that other's own lost race, say) takes the repository.
+      releaseDataPath: async () => {
+        if (gcElsewhere) return;
+        const store = new VfsBlobStore(repoDir);
+        await store.put('snapshots/vol/one', Buffer.from('{}'));
+        gcElsewhere = await acquireLock(store, { kind: 'exclusive', purpose: 'garbage collection', owner: 'other', autoRefresh: false });
+      },
+    });
+    await expect(snapshots.createSnapshot('vol', 'one')).rejects.toMatchObject({ code: ErrorCodes.SNAPSHOT_EXISTS });
+    expect(log.lines.join('\n')).toMatch(/snapshot one of vol lost its name to another; its unnamed backup .* is deleted by a later sweep/);
+    await gcElsewhere!.release();
+  });
+});
