@@ -63,6 +63,10 @@ export class CoreBackupService implements BackupService {
     if (options.xattrs === false && kind === 'block') {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, 'a block backup copies the filesystem whole, extended attributes with it: they cannot be left out', { volume });
     }
+    // A snapshot that is not there fails the request, not a job started for it.
+    if (options.snapshot !== undefined && !(await this.manager.listSnapshots(volume)).some((s) => s.name === options.snapshot)) {
+      throw new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${volume} has no snapshot ${options.snapshot}`, { volume });
+    }
     if (options.xattrs === false && options.snapshot !== undefined && this.snapshotSupport(volume).readLive) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `snapshot ${options.snapshot} of ${volume} already holds what was read when it was taken: ` +
         'extended attributes can be left out of a snapshot or backup that reads the volume, not of a copy of one', { volume });

@@ -150,9 +150,6 @@ async function startJob(manager: VolumeManager, jobs: JobRegistry, backups: Back
         ...(request.backupKind !== undefined ? { kind: request.backupKind } : {}), ...(request.xattrs !== undefined ? { xattrs: request.xattrs } : {}),
       };
       await backups.checkRequest(request.volume, options);
-      if (request.snapshot !== undefined && !(await manager.listSnapshots(request.volume)).some((s) => s.name === request.snapshot)) {
-        throw new StowageError(ErrorCodes.SNAPSHOT_NOT_FOUND, `volume ${request.volume} has no snapshot ${request.snapshot}`, { volume: request.volume });
-      }
       return jobs.start('backup-create', request.volume, (context) => backups.createBackup(request.volume, {
         ...context, ...options, keepSnapshot: request.keepSnapshot,
       }));
