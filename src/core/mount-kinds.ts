@@ -39,12 +39,20 @@ export function assertOutsideMountId(id: string): void {
     'are kept for stowage\'s own mounts (a restore\'s, a mount by hand)');
 }
 
-/** The mount id of a hand mount with this label; several holders use several labels. */
-export function handMountId(label: unknown = DEFAULT_HAND_LABEL): string {
+/**
+ * Refuses a new hand mount's label that begins as stowage's own ids do: it is most likely an id
+ * copied whole (`stowage-hand-job`). Unmounting takes any label, so one made before this rule
+ * can still be ended.
+ */
+export function assertNewHandLabel(label: unknown): void {
   if (typeof label === 'string' && label.startsWith('stowage-')) {
     throw new StowageError(ErrorCodes.INVALID_NAME,
       `invalid mount label ${JSON.stringify(label.slice(0, 80))}: a hand mount's id is ${HAND_MOUNT_PREFIX}LABEL; give LABEL alone`);
   }
+}
+
+/** The mount id of a hand mount with this label; several holders use several labels. */
+export function handMountId(label: unknown = DEFAULT_HAND_LABEL): string {
   if (typeof label !== 'string' || !HAND_LABEL.test(label)) {
     const shown = typeof label === 'string' ? JSON.stringify(label.slice(0, 80)) : String(label);
     throw new StowageError(ErrorCodes.INVALID_NAME,

@@ -3,7 +3,7 @@ import { LIVE_STATES, type ContainerReferences } from './container-references.js
 import { ErrorCodes, StowageError, describeCause, messageOf, toStowageError } from './errors.js';
 import type { Logger } from './logger.js';
 import { incarnationOf, type MountRecordView, type MountTable } from './mount-table.js';
-import { RESTORE_MOUNT_PREFIX, handLabelOf, handMountId, isEngineMountId, isHandMountId } from './mount-kinds.js';
+import { RESTORE_MOUNT_PREFIX, assertNewHandLabel, handLabelOf, handMountId, isEngineMountId, isHandMountId } from './mount-kinds.js';
 
 /** What releasing, reconciling and hand mounts need of the volume manager. */
 export interface MountOps {
@@ -117,6 +117,7 @@ export interface HandMount {
  * answers the same path and counts nothing.
  */
 export async function mountByHand(ops: MountOps, name: string, label?: string): Promise<HandMount> {
+  assertNewHandLabel(label);
   const id = handMountId(label);
   return { volume: name, label: handLabelOf(id), id, mountpoint: await ops.mount(name, id) };
 }
@@ -126,8 +127,11 @@ export async function unmountByHand(ops: MountOps, name: string, label?: string)
   const id = handMountId(label);
   return ops.runLocked(name, async () => {
     if (!ops.mounts().has(name, id)) {
+      // An id copied whole from the mount records: the label is what follows the prefix.
+      const whole = isHandMountId(handLabelOf(id)) && ops.mounts().has(name, handLabelOf(id));
       throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND,
-        `node ${ops.nodeId()} holds no hand mount of volume ${name} labelled ${handLabelOf(id)}`,
+        `node ${ops.nodeId()} holds no hand mount of volume ${name} labelled ${handLabelOf(id)}` +
+        (whole ? ` (the label of mount id ${handLabelOf(id)} is ${handLabelOf(handLabelOf(id))}: give it without the prefix)` : ''),
         { volume: name, remedies: [{ action: 'list-mounts' }] });
     }
     const mountpoint = ops.path(name) ?? '';

@@ -73,6 +73,10 @@ describe('mount records stowage makes itself', () => {
     expect(idsOf(manager, 'db')).toEqual(['stowage-hand-clix1']);
     // A label cannot smuggle the prefix in twice either: the id is given without it.
     await expect(manager.mountByHand('db', 'stowage-hand-cli')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME, message: expect.stringMatching(/give LABEL alone/) });
+    // Unmounting with the id copied whole says which label to give.
+    await expect(manager.unmountByHand('db', 'stowage-hand-cli')).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_NOT_FOUND, message: expect.stringMatching(/\(the label of mount id stowage-hand-cli is cli: give it without the prefix\)$/),
+    });
     await manager.dispose();
   });
 
