@@ -137,6 +137,18 @@ describe('SharedCluster', () => {
     await a.cluster.assertRemovable('vol', { force: false });
   });
 
+  it('a node whose markers were deleted while it ran (forgotten while paused) writes them again at its next heartbeat', async () => {
+    const fs = memFs();
+    const a = await node(fs, 'node-a');
+    await node(fs, 'node-b', { vol: { m: 1 } });
+    // What `forget node-b` deletes, as it would have while node-b was paused past --stale-after.
+    await fs.rm('/shared/cluster/mounts/node-b', { recursive: true, force: true });
+    await sleep(100); // past a few of node-b's heartbeats (30 ms)
+    expect(await fs.readdir('/shared/cluster/mounts/node-b')).toEqual(['vol']);
+    await expect(a.cluster.assertRemovable('vol', { force: false }))
+      .rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: mounted/) });
+  });
+
   it('counts markers of a node without a record as a stopped node, which forget clears', async () => {
     const fs = memFs();
     const a = await node(fs, 'node-a');

@@ -148,9 +148,12 @@ export class SharedCluster implements Cluster {
 
   /**
    * Makes this node's markers match its mount table: at start, markers are created for every
-   * mounted volume and others removed; at a heartbeat, only markers of volumes with no mount are
-   * removed (an unlink that failed at the last unmount). Counts are read right before each step,
-   * so a mount or unmount running meanwhile is never undone.
+   * mounted volume and others removed; at a heartbeat, markers of volumes with no mount are
+   * removed (an unlink that failed at the last unmount), and a mounted volume's marker that has
+   * vanished is written again: a `forget` run while this node was silent (paused, cut off)
+   * deletes them, and without them another node would delete the volume under its mounts.
+   * Counts are read right before each step, so a mount or unmount running meanwhile is never
+   * undone (a marker written again for a volume unmounted meanwhile goes at the next heartbeat).
    */
   private async syncMarkers(create: boolean): Promise<void> {
     const present = new Set(await this.fs.readdir(this.ownMarkers).catch((err: unknown) => {
@@ -165,9 +168,19 @@ export class SharedCluster implements Cluster {
         if (errnoCode(err) !== 'ENOENT') throw err;
       });
     }
-    if (!create) return;
-    for (const volume of this.mounts.mountedVolumes()) {
-      if (mountedNow(volume)) await this.markMounted(volume);
+    if (create) {
+      for (const volume of this.mounts.mountedVolumes()) {
+        if (mountedNow(volume)) await this.markMounted(volume);
+      }
+      return;
+    }
+    // The volumes this node has marked, not its whole mount table: a heartbeat stays per volume.
+    for (const volume of [...this.marked]) {
+      if (present.has(volume) || !mountedNow(volume)) continue;
+      this.marked.delete(volume);
+      await this.markMounted(volume);
+      this.log.warn(`the mount marker of volume ${volume} on node ${this.nodeId} had vanished from the shared store (forgotten ` +
+        'while this node was silent?); written again, so that other nodes see the volume in use here');
     }
   }
 
