@@ -38,7 +38,8 @@ export function createApp(plugin: PluginHandlers, loadControl: () => Promise<Rou
   };
 }
 
-async function someoneListens(socket: string): Promise<boolean> {
+/** Whether something accepts connections on the unix socket at `socket` now. */
+export async function someoneListens(socket: string): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = createConnection(socket);
     probe.once('connect', () => { probe.destroy(); resolve(true); });

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -174,6 +175,28 @@ describe('stowage daemon --metrics flag', () => {
       expect((await stat(join(dir, 'taken'))).isDirectory()).toBe(true);
       await expect(stat(join(dir, 's.sock'))).rejects.toThrow(/ENOENT/);
     } finally {
+      await removeTempDir(dir);
+    }
+  });
+
+  it('never takes over a socket another program listens on (it was removed, and that program cut off)', async () => {
+    const dir = await makeTempDir('stowage-metl-');
+    const other = createServer((c) => c.end('other program\n'));
+    const path = join(dir, 'live.sock');
+    await new Promise<void>((resolve) => other.listen(path, resolve));
+    try {
+      const result = await runCli(['daemon', '--socket', join(dir, 's.sock'), '--root', join(dir, 'root'), '--opt', `vfs.path=${join(dir, 'vols')}`,
+        '--docker-host', 'none', '--metrics', `unix:${path}`]);
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain(`--metrics unix:${path}: something already listens on that socket; choose another path`);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const c = createConnection(path);
+        let text = '';
+        c.on('data', (d) => { text += String(d); }).on('end', () => resolve(text)).on('error', reject);
+      });
+      expect(answer).toBe('other program\n');
+    } finally {
+      await new Promise<void>((resolve) => other.close(() => resolve()));
       await removeTempDir(dir);
     }
   });

@@ -1,8 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
-import { messageOf } from '../../core/errors.js';
+import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
+import { someoneListens } from '../server.js';
 import type { StowageMetrics } from './metrics.js';
 
 /** Where the metrics are served: a TCP address, or a unix socket. */
@@ -29,10 +30,18 @@ export function formatMetricsAddress(address: MetricsAddress): string {
   return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
 
-/** Removes a socket left at `path`; anything else there is left alone (listen then fails, naming it). */
-async function removeSocket(path: string): Promise<void> {
+/**
+ * Removes a stale socket left at `path` (a crash). A socket something still listens on is
+ * refused: it is another program's (a mistyped path, the plugin's own socket), and removing it
+ * would cut that program off for good. Anything else there is left alone (listen then fails).
+ */
+async function removeStaleSocket(path: string): Promise<void> {
   const st = await lstat(path).catch(() => undefined);
-  if (st?.isSocket()) await rm(path, { force: true });
+  if (!st?.isSocket()) return;
+  if (await someoneListens(path)) {
+    throw new StowageError(ErrorCodes.INVALID_OPTION, `--metrics unix:${path}: something already listens on that socket; choose another path`);
+  }
+  await rm(path, { force: true });
 }
 
 export interface MetricsServer {
@@ -64,12 +73,14 @@ export async function serveMetrics(metrics: StowageMetrics, address: MetricsAddr
   });
   // Scrapers keep connections open; they must not hold the daemon's exit.
   server.keepAliveTimeout = 5_000;
-  if (address.kind === 'unix') await removeSocket(address.path);
+  if (address.kind === 'unix') await removeStaleSocket(address.path);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if (address.kind === 'unix') server.listen(address.path, resolve);
     else server.listen(address.port, address.host, resolve);
   });
+  // The inode this server made: at close only that one is removed, never a socket put there since.
+  const ours = address.kind === 'unix' ? (await lstat(address.path)).ino : undefined;
   if (address.kind === 'unix') await chmod(address.path, 0o660);
   log.info(`metrics served on ${formatMetricsAddress(address)} at /metrics`);
   return {
@@ -77,7 +88,9 @@ export async function serveMetrics(metrics: StowageMetrics, address: MetricsAddr
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      if (address.kind === 'unix') await removeSocket(address.path);
+      if (address.kind !== 'unix') return;
+      const st = await lstat(address.path).catch(() => undefined);
+      if (st?.isSocket() && st.ino === ours) await rm(address.path, { force: true });
     },
   };
 }
