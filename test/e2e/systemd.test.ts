@@ -4,7 +4,7 @@
  * binds the socket and passes it as fd 3, as systemd does), configured from the settings file.
  */
 import { existsSync } from 'node:fs';
-import { cp, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { cp, lstat, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -120,6 +120,17 @@ describe.skipIf(skipSystemd)('the systemd units', () => {
     expect(second.stdout).toContain(`kept ${env} (already there; not overwritten)`);
     expect(await readFile(env, 'utf8')).toBe('STOWAGE_NODE_ID=edited-by-operator\n');
     expect((await readdir(dest)).sort()).toEqual(['stowage.service', 'stowage.socket']);
+    // A unit edited by hand is replaced, and what was there is kept beside it and named.
+    const service = join(dest, 'stowage.service');
+    const shipped = await readFile(service, 'utf8');
+    await writeFile(service, `${shipped}# edited by the operator\n`);
+    const third = await runCli(args);
+    expect(third.exitCode, third.stderr).toBe(0);
+    const kept = /^replaced .*stowage\.service, which differed \(kept as (\S+stowage\.service\.bak-\d{8}T\d{6}Z); local changes belong in a drop-in: systemctl edit stowage\.service\)$/m.exec(third.stdout);
+    expect(kept, third.stdout).not.toBeNull();
+    expect(await readFile(kept![1]!, 'utf8')).toBe(`${shipped}# edited by the operator\n`);
+    expect(await readFile(service, 'utf8')).toBe(shipped);
+    expect(third.stdout).toContain('socket: /run/docker/plugins/stowage.sock');
   });
 
   it('install-service refuses bad input clearly and writes nothing', async () => {
@@ -128,6 +139,10 @@ describe.skipIf(skipSystemd)('the systemd units', () => {
     const env = join(tmp, 'refused-etc/stowage.env');
     const notExecutable = join(tmp, 'plain-file');
     await writeFile(notExecutable, '#!/bin/sh\n', { mode: 0o644 });
+    // A unit that is a symlink: replacing it would write a file where the link was and leave its target as it was.
+    const linked = join(tmp, 'linked');
+    await mkdir(linked);
+    await symlink(join(tmp, 'elsewhere.service'), join(linked, 'stowage.service'));
     const cases: Array<[string[], RegExp]> = [
       [['--dest', join(tmp, 'missing')], /--dest .*missing is not an existing directory/],
       [['--dest', 'relative/dir'], /--dest must be an absolute path/],
@@ -135,6 +150,7 @@ describe.skipIf(skipSystemd)('the systemd units', () => {
       [['--dest', dest, '--bin', '/usr/bin/stowage $(reboot)'], /--bin may hold only letters/],
       [['--dest', dest, '--bin', join(tmp, 'no-such-stowage')], /is not a file/],
       [['--dest', dest, '--bin', notExecutable], /is not executable/],
+      [['--dest', linked], /stowage\.service exists and is not a regular file \(a symlink or a directory\); move it away first/],
     ];
     for (const [flags, message] of cases) {
       const result = await runCli(['install-service', '--environment-file', env, ...flags]);
@@ -142,7 +158,12 @@ describe.skipIf(skipSystemd)('the systemd units', () => {
       expect(result.stderr).toMatch(message);
     }
     expect(await readdir(dest)).toEqual([]);
+    expect(await readdir(linked)).toEqual(['stowage.service']);
     expect(existsSync(env)).toBe(false);
+    const longSocket = await runCli(['--socket', `/run/${'s'.repeat(110)}.sock`, 'install-service', '--dest', dest, '--environment-file', env]);
+    expect(longSocket.exitCode).toBe(1);
+    expect(longSocket.stderr).toMatch(/--socket \/run\/s+\.sock is 120 bytes; a unix socket's path holds at most 107/);
+    expect(await readdir(dest)).toEqual([]);
   });
 
   it('stowage.env lists every variable the daemon reads, commented out at its default', async () => {

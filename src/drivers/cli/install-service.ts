@@ -4,7 +4,7 @@
  */
 import { constants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, type Command } from 'commander';
 import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
@@ -13,6 +13,8 @@ import { DEFAULT_SOCKET } from '../server.js';
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 export const DEFAULT_ENV_FILE = '/etc/stowage/stowage.env';
 const UNITS = ['stowage.socket', 'stowage.service'] as const;
+/** Longest unix socket path Linux takes (sun_path is 108 bytes with its terminating NUL). */
+const MAX_SOCKET_PATH = 107;
 
 /**
  * Characters a path may hold to go into a unit file unquoted: systemd splits ExecStart= on
@@ -43,6 +45,8 @@ export interface InstallServiceOptions {
 export interface InstallReport {
   written: string[];
   unchanged: string[];
+  /** Units that differed from what is written now (edited, or an older version's), each with where it was kept. */
+  replaced: Array<{ path: string; keptAt: string }>;
   /** The env file, when one was already there and left alone. */
   keptEnvFile?: string;
 }
@@ -112,18 +116,35 @@ export async function installService(opts: InstallServiceOptions): Promise<Insta
   if (envExisting && !envExisting.isFile()) {
     throw new StowageError(ErrorCodes.INVALID_OPTION, `--environment-file ${opts.envFile} exists and is not a regular file`);
   }
+  for (const name of UNITS) {
+    const existing = await fsp.lstat(join(opts.dest, name)).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (existing && !existing.isFile()) {
+      throw new StowageError(ErrorCodes.INVALID_OPTION, `${join(opts.dest, name)} exists and is not a regular file (a symlink or a directory); move it away first`);
+    }
+  }
   const templates = {
     'stowage.socket': await fsp.readFile(join(opts.templates, 'stowage.socket'), 'utf8'),
     'stowage.service': await fsp.readFile(join(opts.templates, 'stowage.service'), 'utf8'),
   };
   const units = renderUnits(templates, opts);
 
-  const report: InstallReport = { written: [], unchanged: [] };
+  const report: InstallReport = { written: [], unchanged: [], replaced: [] };
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
   for (const name of UNITS) {
     const path = join(opts.dest, name);
-    if ((await readIfExists(path)) === units[name]) {
+    const before = await readIfExists(path);
+    if (before === units[name]) {
       report.unchanged.push(path);
       continue;
+    }
+    if (before !== undefined) {
+      // Edited by hand, or written by an older version: kept beside it, never lost.
+      const keptAt = `${path}.bak-${stamp}`;
+      await writeAtomically(keptAt, before, 0o644);
+      report.replaced.push({ path, keptAt });
     }
     await writeAtomically(path, units[name]!, 0o644);
     report.written.push(path);
@@ -157,14 +178,20 @@ export function addInstallServiceCommand(program: Command, socketOf: (cmd: Comma
       const dest = unitPath(flags.dest, '--dest');
       const envFile = unitPath(flags.environmentFile, '--environment-file');
       const socket = unitPath(socketOf(cmd), '--socket');
+      if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
+        throw new InvalidArgumentError(`--socket ${socket} is ${Buffer.byteLength(socket)} bytes; a unix socket's path holds at most ${MAX_SOCKET_PATH}`);
+      }
       // Without --bin, the exact node and script running now: systemd's PATH may not hold either.
       const execStart = flags.bin !== undefined
         ? [unitPath(flags.bin, '--bin'), 'daemon']
         : [unitPath(process.execPath, 'the node binary'), unitPath(await fsp.realpath(process.argv[1]!), 'the stowage script'), 'daemon'];
       const report = await installService({ dest, execStart, envFile, socket, templates: join(packageRoot(), 'systemd') });
+      for (const { path, keptAt } of report.replaced) {
+        process.stdout.write(`replaced ${path}, which differed (kept as ${keptAt}; local changes belong in a drop-in: systemctl edit ${basename(path)})\n`);
+      }
       for (const path of report.written) process.stdout.write(`wrote ${path}\n`);
       for (const path of report.unchanged) process.stdout.write(`unchanged ${path}\n`);
       if (report.keptEnvFile) process.stdout.write(`kept ${report.keptEnvFile} (already there; not overwritten)\n`);
-      process.stdout.write(`\nsettings: ${envFile}\nthen run:\n  systemctl daemon-reload\n  systemctl enable --now stowage.socket\n`);
+      process.stdout.write(`\nsocket: ${socket}\nsettings: ${envFile}\nthen run:\n  systemctl daemon-reload\n  systemctl enable --now stowage.socket\n`);
     });
 }
