@@ -376,7 +376,13 @@ describe('records read from shared storage are checked, skipped and reported', (
     expect(invalid.find((i) => i.file === 'evil.json')?.problem).toMatch(/at containers.*Invalid key/);
     // A skipped record is not believed: it cannot block a remove nor be forgotten by its claimed id.
     await a.assertRemovable('x', { force: false });
-    await expect(a.forget('liar')).rejects.toMatchObject({ code: ErrorCodes.NODE_NOT_FOUND });
+    // Named by its file, it is not forgotten either, but the answer says what to do instead of "unknown".
+    await expect(a.forget('liar')).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_REQUEST,
+      message: expect.stringMatching(/^the record of node liar \(liar\.json\) is not valid \(.*names node node-a, not liar.*\), so it is not forgotten: .*delete that file in the cluster directory \/shared\/cluster by hand$/),
+    });
+    expect((await fs.readdir('/shared/cluster/members')).sort()).toContain('liar.json');
+    await expect(a.forget('nobody')).rejects.toMatchObject({ code: ErrorCodes.NODE_NOT_FOUND });
   });
 
   it('treats an unreadable lock file as held until it is as old as a lock lives, then breaks it', async () => {

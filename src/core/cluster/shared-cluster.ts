@@ -367,8 +367,17 @@ export class SharedCluster implements Cluster {
   async forget(nodeId: string): Promise<void> {
     validateNodeId(nodeId);
     const node = (await this.refresh()).find((n) => n.record.nodeId === nodeId);
-    if (!node) throw new StowageError(ErrorCodes.NODE_NOT_FOUND, `no node ${nodeId} is known`,
-      { node: nodeId, remedies: [{ action: 'list-nodes' }] });
+    if (!node) {
+      // Listed as invalid: not read, so neither known stale nor known to be stowage's to delete.
+      const invalid = this.invalid.find((entry) => entry.file === `${nodeId}.json` || entry.file.endsWith(`/${nodeId}.json`));
+      if (invalid) {
+        throw new StowageError(ErrorCodes.INVALID_REQUEST,
+          `the record of node ${nodeId} (${invalid.file}) is not valid (${invalid.problem}), so it is not forgotten: whether that node ` +
+          `still runs cannot be read from it. If no stowage daemon runs as ${nodeId}, delete that file in the cluster directory ${this.dir} by hand`,
+          { node: nodeId });
+      }
+      throw new StowageError(ErrorCodes.NODE_NOT_FOUND, `no node ${nodeId} is known`, { node: nodeId, remedies: [{ action: 'list-nodes' }] });
+    }
     if (nodeId === this.nodeId || !node.stale) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST,
         `node ${nodeId} sent a heartbeat ${seconds(node.heartbeatAgeMs)} ago; stop its stowage daemon first, ` +
