@@ -171,7 +171,11 @@ describe('stowage daemon --metrics flag', () => {
       const result = await runCli(['daemon', '--socket', join(dir, 's.sock'), '--root', join(dir, 'root'), '--opt', `vfs.path=${join(dir, 'vols')}`,
         '--docker-host', 'none', '--metrics', `unix:${join(dir, 'taken')}`]);
       expect(result.exitCode).toBe(1);
-      expect(result.stderr).toContain('EADDRINUSE');
+      expect(result.stderr).toContain(`--metrics unix:${join(dir, 'taken')} cannot be served: listen EADDRINUSE`);
+      const nowhere = await runCli(['daemon', '--socket', join(dir, 's.sock'), '--root', join(dir, 'root'), '--opt', `vfs.path=${join(dir, 'vols')}`,
+        '--docker-host', 'none', '--metrics', `unix:${join(dir, 'no-dir', 'm.sock')}`]);
+      expect(nowhere.exitCode).toBe(1);
+      expect(nowhere.stderr).toContain(`--metrics unix:${join(dir, 'no-dir', 'm.sock')} cannot be served: the directory ${join(dir, 'no-dir')} does not exist`);
       expect((await stat(join(dir, 'taken'))).isDirectory()).toBe(true);
       await expect(stat(join(dir, 's.sock'))).rejects.toThrow(/ENOENT/);
     } finally {

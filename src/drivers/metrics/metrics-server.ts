@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { chmod, lstat, rm } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, isAbsolute } from 'node:path';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { someoneListens } from '../server.js';
@@ -75,7 +76,12 @@ export async function serveMetrics(metrics: StowageMetrics, address: MetricsAddr
   server.keepAliveTimeout = 5_000;
   if (address.kind === 'unix') await removeStaleSocket(address.path);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err) => {
+      // Said in the flag's terms: `listen EACCES` alone names neither the flag nor the path.
+      const missingDir = address.kind === 'unix' && !existsSync(dirname(address.path));
+      reject(new StowageError(ErrorCodes.INVALID_OPTION, `--metrics ${formatMetricsAddress(address)} cannot be served: ` +
+        (missingDir ? `the directory ${dirname((address as { path: string }).path)} does not exist` : messageOf(err)), { cause: err }));
+    });
     if (address.kind === 'unix') server.listen(address.path, resolve);
     else server.listen(address.port, address.host, resolve);
   });
