@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
-import { ErrorCodes, StowageError, errnoCode, messageOf } from '../errors.js';
+import { ErrorCodes, StowageError, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import { validateNodeId } from '../names.js';
@@ -10,7 +10,8 @@ import type { ContainerReferences, ContainerScan } from '../container-references
 import type { Cluster, ClusterSettings, LocalMounts } from './cluster.js';
 import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
-import { createMarker, deleteNodeFiles, settleLayout } from './layout-settle.js';
+import { deleteNodeFiles, settleLayout } from './layout-settle.js';
+import { NodeMarkers } from './node-markers.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -31,6 +32,7 @@ export class SharedCluster implements Cluster {
   readonly enabled = true;
   private readonly paths: ReturnType<typeof clusterPaths>;
   private readonly ownMarkers: string;
+  private readonly markers: NodeMarkers;
   private readonly locks: ClusterLocks;
   private readonly reader: MemberReader;
   readonly restoreClaims: RestoreClaims;
@@ -38,8 +40,6 @@ export class SharedCluster implements Cluster {
   private invalid: InvalidNodeRecord[] = [];
   private stopped = false;
   private mounts: LocalMounts = { mountedVolumes: () => [], count: () => 0 };
-  /** Volumes whose marker this node created and has not removed. */
-  private readonly marked = new Set<string>();
   private scan: ContainerScan = { reachable: false, error: 'not asked yet', byVolume: {} };
   /** When the engine last listed this node's containers; undefined until it first answers. */
   private listedAt?: string;
@@ -65,6 +65,7 @@ export class SharedCluster implements Cluster {
   ) {
     this.paths = clusterPaths(dir);
     this.ownMarkers = join(this.paths.mounts, nodeId);
+    this.markers = new NodeMarkers(fs, this.ownMarkers, nodeId, log);
     this.locks = new ClusterLocks(fs, this.paths.locks, nodeId, clock,
       { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs }, (m) => log.warn(m));
     this.reader = new MemberReader(fs, dir, clock, settings.staleAfterMs, log);
@@ -85,7 +86,7 @@ export class SharedCluster implements Cluster {
     await this.publish();
     // The record first: markers of a node without one read as a node that stopped.
     await this.fs.mkdir(this.ownMarkers, { recursive: true });
-    await this.syncMarkers(true);
+    await this.markers.sync(this.mounts, true);
     await this.refresh();
     this.timer = setInterval(() => void this.beat(), this.settings.heartbeatMs);
     this.timer.unref();
@@ -118,70 +119,19 @@ export class SharedCluster implements Cluster {
           this.log.error(`publishing node ${this.nodeId} after a slow engine answer failed: ${messageOf(err)}`));
       }
       await this.publish();
-      await this.syncMarkers(false);
+      await this.markers.sync(this.mounts, false);
       await this.refresh();
     } catch (err) {
       this.log.error(`heartbeat of node ${this.nodeId} failed: ${messageOf(err)}`);
     }
   }
 
-  async markMounted(volume: string): Promise<void> {
-    if (this.marked.has(volume)) return;
-    const path = join(this.ownMarkers, volume);
-    try {
-      await createMarker(this.fs, path);
-    } catch (err) {
-      // Someone removed this node's marker directory (a forget run against a live node by hand).
-      if (errnoCode(err) !== 'ENOENT') throw err;
-      await this.fs.mkdir(this.ownMarkers, { recursive: true });
-      await createMarker(this.fs, path);
-    }
-    this.marked.add(volume);
+  markMounted(volume: string): Promise<void> {
+    return this.markers.markMounted(volume);
   }
 
-  async markUnmounted(volume: string): Promise<void> {
-    this.marked.delete(volume);
-    await this.fs.unlink(join(this.ownMarkers, volume)).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    });
-  }
-
-  /**
-   * Makes this node's markers match its mount table: at start, markers are created for every
-   * mounted volume and others removed; at a heartbeat, markers of volumes with no mount are
-   * removed (an unlink that failed at the last unmount), and a mounted volume's marker that has
-   * vanished is written again: a `forget` run while this node was silent (paused, cut off)
-   * deletes them, and without them another node would delete the volume under its mounts.
-   * Counts are read right before each step, so a mount or unmount running meanwhile is never
-   * undone (a marker written again for a volume unmounted meanwhile goes at the next heartbeat).
-   */
-  private async syncMarkers(create: boolean): Promise<void> {
-    const present = new Set(await this.fs.readdir(this.ownMarkers).catch((err: unknown) => {
-      if (errnoCode(err) === 'ENOENT') return [] as string[];
-      throw err;
-    }));
-    const mountedNow = (volume: string) => this.mounts.count(volume) > 0;
-    for (const volume of present) {
-      if (volume.startsWith('.') || mountedNow(volume)) continue;
-      this.marked.delete(volume);
-      await this.fs.unlink(join(this.ownMarkers, volume)).catch((err: unknown) => {
-        if (errnoCode(err) !== 'ENOENT') throw err;
-      });
-    }
-    if (create) {
-      for (const volume of this.mounts.mountedVolumes()) {
-        if (mountedNow(volume)) await this.markMounted(volume);
-      }
-      return;
-    }
-    // The volumes this node has marked, not its whole mount table: a heartbeat stays per volume.
-    for (const volume of [...this.marked]) {
-      if (present.has(volume) || !mountedNow(volume)) continue;
-      this.marked.delete(volume);
-      await this.markMounted(volume);
-      this.log.warn(`the mount marker of volume ${volume} on node ${this.nodeId} had vanished from the shared store (forgotten ` +
-        'while this node was silent?); written again, so that other nodes see the volume in use here');
-    }
+  markUnmounted(volume: string): Promise<void> {
+    return this.markers.markUnmounted(volume);
   }
 
   /**
