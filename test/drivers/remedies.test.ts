@@ -124,6 +124,43 @@ describe('each shell words the remedies of a real failure', () => {
     } });
   });
 
+  it('with --json, a failure is one JSON object on stderr with code, remedies (each with its clause) and the plain line; stdout stays empty', async () => {
+    expect((await cli('create', 'held-json')).exitCode).toBe(0);
+    await plantStaleNode(store, 'ghost-json', 'held-json');
+    const plain = await cli('delete', 'held-json');
+    const removed = await cli('delete', 'held-json', '--json');
+    expect(removed.exitCode).toBe(1);
+    expect(removed.stdout).toBe('');
+    const failure = JSON.parse(removed.stderr) as { error: { message: string; remedies: { hint: string }[]; text: string } };
+    // The plain line, put together from the parts (the heartbeat's age in it moves between two calls).
+    expect(failure.error.text).toBe([failure.error.message, ...failure.error.remedies.map((r) => r.hint)].join('; '));
+    expect(failure).toEqual({ error: {
+      code: ErrorCodes.VOLUME_IN_USE,
+      kind: 'refused',
+      message: expect.stringMatching(/^volume held-json is referenced by node\(s\) that stopped sending heartbeats: ghost-json /),
+      remedies: [
+        { action: 'forget-node', node: 'ghost-json', hint: 'if node ghost-json is gone for good, run "stowage node forget ghost-json"' },
+        { action: 'force-remove', volume: 'held-json', hint: 'to delete anyway, run "stowage delete held-json --force"' },
+      ],
+      text: expect.any(String),
+    } });
+    // A command line the CLI refuses before the daemon is asked: no code, and no help text after it.
+    const usage = await cli('create', 'x1', '--opt', 'size=1G', '--size', '2G', '--json');
+    expect(usage.exitCode).toBe(1);
+    expect(JSON.parse(usage.stderr)).toEqual({ error: {
+      code: null, kind: 'usage', remedies: [], message: '--size 2G and --opt size=1G say two sizes; give one', text: '--size 2G and --opt size=1G say two sizes; give one',
+    } });
+    // Found by the CLI itself (a malformed --opt): said as local, with the core's code.
+    expect(JSON.parse((await cli('create', 'x1', '--opt', 'novalue', '--json')).stderr)).toMatchObject({ error: { kind: 'local', code: expect.stringMatching(/^E_/) } });
+    // Nothing listening: unreachable, no code.
+    const away = await runCli(['--socket', join(dir, 'nobody.sock'), 'list', '--json']);
+    expect(away.exitCode).toBe(1);
+    expect(JSON.parse(away.stderr)).toMatchObject({ error: { code: null, kind: 'unreachable', message: expect.stringContaining('nobody.sock') } });
+    // Without --json, the same failure stays one plain line.
+    expect(plain.stderr).toMatch(/^stowage: volume held-json is referenced/);
+    expect((await cli('delete', 'held-json', '--force')).exitCode).toBe(0);
+  });
+
   it('points the CLI at the list of mounts when a release names none', async () => {
     const released = await cli('release', 'nothing-here');
     expect(released.exitCode).toBe(1);

@@ -4,8 +4,8 @@ import { VERSION } from '../../version.js';
 import { parseKeyValuePairs } from '../../core/options.js';
 import { controlEndpoints as api, type ControlEndpoint, type RequestOf, type ResponseOf } from '../control/endpoints.js';
 import { DEFAULT_SOCKET } from '../server.js';
-import { ControlError, callDaemon } from './client.js';
-import { wordError, wordFailure } from '../remedies.js';
+import { callDaemon } from './client.js';
+import { failureJson, failureText, usageFailureJson } from './failure-output.js';
 import { addDaemonCommand } from './daemon-command.js';
 import { addInstallServiceCommand } from './install-service.js';
 import { addDoctorCommand } from './doctor-command.js';
@@ -18,10 +18,12 @@ function socketOf(cmd: Command): string {
   return cmd.optsWithGlobals<{ socket: string }>().socket;
 }
 
-/** The one error handler: every action's failure is one line on stderr and exit 1. */
+/** Set once the verb's own flags are parsed: a verb run with --json fails in JSON too. */
+let jsonFailures = false;
+
+/** The one error handler: every action's failure is one line on stderr (JSON under --json) and exit 1. */
 function fail(err: unknown): never {
-  const message = err instanceof ControlError ? wordFailure(err.message, err.remedies, 'cli') : wordError(err, 'cli');
-  process.stderr.write(`stowage: ${message}\n`);
+  process.stderr.write(jsonFailures ? `${JSON.stringify(failureJson(err))}\n` : `stowage: ${failureText(err)}\n`);
   process.exit(1);
 }
 
@@ -33,7 +35,13 @@ const program = new Command('stowage')
   .description('Docker volumes on shared or thin-provisioned storage')
   .version(VERSION)
   .addOption(new Option('-s, --socket <path>', 'daemon socket').env('STOWAGE_SOCKET').default(DEFAULT_SOCKET))
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Under --json, a command line refused inside a verb (two sizes, two names) is JSON too, without the help after it.
+  .configureOutput({
+    writeErr: (text) => { if (!jsonFailures) process.stderr.write(text); },
+    outputError: (text, write) => jsonFailures ? process.stderr.write(`${JSON.stringify(usageFailureJson(text))}\n`) : write(text),
+  })
+  .hook('preAction', (_program, verb) => { jsonFailures = verb.opts<{ json?: unknown }>().json === true; });
 
 addDaemonCommand(program, socketOf, fail);
 addInstallServiceCommand(program, socketOf);
