@@ -15,6 +15,8 @@ export const ErrorCodes = {
   SNAPSHOT_EXISTS: 'E_SNAPSHOT_EXISTS',
   NOT_SUPPORTED: 'E_NOT_SUPPORTED',
   NODE_NOT_FOUND: 'E_NODE_NOT_FOUND',
+  /** No mount record of the volume on this node with that id or label (a hand unmount, a release). */
+  MOUNT_NOT_FOUND: 'E_MOUNT_NOT_FOUND',
   STORAGE_FULL: 'E_STORAGE_FULL',
   BACKEND_UNAVAILABLE: 'E_BACKEND_UNAVAILABLE',
   BACKEND_COMMAND: 'E_BACKEND_COMMAND',

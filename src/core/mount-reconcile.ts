@@ -129,7 +129,7 @@ export async function unmountByHand(ops: MountOps, name: string, label?: string)
     if (!ops.mounts().has(name, id)) {
       // An id copied whole from the mount records: the label is what follows the prefix.
       const whole = isHandMountId(handLabelOf(id)) && ops.mounts().has(name, handLabelOf(id));
-      throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND,
+      throw new StowageError(ErrorCodes.MOUNT_NOT_FOUND,
         `node ${ops.nodeId()} holds no hand mount of volume ${name} labelled ${handLabelOf(id)}` +
         (whole ? ` (the label of mount id ${handLabelOf(id)} is ${handLabelOf(handLabelOf(id))}: give it without the prefix)` : ''),
         { volume: name, remedies: [{ action: 'list-mounts' }] });
@@ -158,7 +158,7 @@ export async function releaseMounts(ops: MountOps, name: string, request: { id?:
   return ops.runLocked(name, async () => {
     const asked = ops.mounts().records().filter((r) => r.volume === name && (request.id === undefined || r.id === request.id));
     if (asked.length === 0) {
-      throw new StowageError(ErrorCodes.VOLUME_NOT_FOUND,
+      throw new StowageError(ErrorCodes.MOUNT_NOT_FOUND,
         `node ${nodeId} has no mount records of volume ${name}${request.id ? ` with id ${request.id}` : ''}`,
         { volume: name, remedies: [{ action: 'list-mounts' }] });
     }

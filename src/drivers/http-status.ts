@@ -12,6 +12,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCodes.VOLUME_NOT_FOUND]: 404,
   [ErrorCodes.SNAPSHOT_NOT_FOUND]: 404,
   [ErrorCodes.NODE_NOT_FOUND]: 404,
+  [ErrorCodes.MOUNT_NOT_FOUND]: 404,
   [ErrorCodes.SNAPSHOT_EXISTS]: 409,
   [ErrorCodes.STORAGE_FULL]: 507,
   [ErrorCodes.NOT_SUPPORTED]: 501,

@@ -75,7 +75,7 @@ describe('mount records stowage makes itself', () => {
     await expect(manager.mountByHand('db', 'stowage-hand-cli')).rejects.toMatchObject({ code: ErrorCodes.INVALID_NAME, message: expect.stringMatching(/give LABEL alone/) });
     // Unmounting with the id copied whole says which label to give.
     await expect(manager.unmountByHand('db', 'stowage-hand-cli')).rejects.toMatchObject({
-      code: ErrorCodes.VOLUME_NOT_FOUND, message: expect.stringMatching(/\(the label of mount id stowage-hand-cli is cli: give it without the prefix\)$/),
+      code: ErrorCodes.MOUNT_NOT_FOUND, message: expect.stringMatching(/\(the label of mount id stowage-hand-cli is cli: give it without the prefix\)$/),
     });
     await manager.dispose();
   });
@@ -98,6 +98,8 @@ describe('mount records stowage makes itself', () => {
     await expect(manager.remove('db')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
     expect((await manager.release('db', { force: true })).map((r) => r.id)).toEqual(['stowage-hand-shell']);
     expect(manager.path('db')).toBeUndefined();
+    // Nothing left to release: the volume exists, its mount does not, and the code says which.
+    await expect(manager.release('db')).rejects.toMatchObject({ code: ErrorCodes.MOUNT_NOT_FOUND, message: expect.stringMatching(/has no mount records of volume db$/) });
     await manager.dispose();
   });
 
@@ -153,7 +155,7 @@ describe('mount records stowage makes itself', () => {
     });
 
     expect(await manager.unmountByHand('db')).toMatchObject({ label: 'cli', remaining: 2, mountpoint: first.mountpoint });
-    await expect(manager.unmountByHand('db')).rejects.toMatchObject({ code: ErrorCodes.VOLUME_NOT_FOUND, message: expect.stringMatching(/no hand mount of volume db labelled cli/) });
+    await expect(manager.unmountByHand('db')).rejects.toMatchObject({ code: ErrorCodes.MOUNT_NOT_FOUND, message: expect.stringMatching(/no hand mount of volume db labelled cli/) });
     await manager.unmount('db', 'd0cker1d');
     await expect(manager.remove('db')).rejects.toMatchObject({
       message: expect.stringMatching(/mounted 1 time\(s\) on node node-a, by hand \(label job-7\)$/),
