@@ -45,6 +45,11 @@ async function removeStaleSocket(path: string): Promise<void> {
   await rm(path, { force: true });
 }
 
+/** Only this machine can connect: a loopback address, or `localhost`. A name that resolves elsewhere is not. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || /^::ffff:127\./i.test(host);
+}
+
 export interface MetricsServer {
   server: Server;
   close(): Promise<void>;
@@ -89,6 +94,10 @@ export async function serveMetrics(metrics: StowageMetrics, address: MetricsAddr
   const ours = address.kind === 'unix' ? (await lstat(address.path)).ino : undefined;
   if (address.kind === 'unix') await chmod(address.path, 0o660);
   log.info(`metrics served on ${formatMetricsAddress(address)} at /metrics`);
+  if (address.kind === 'tcp' && !isLoopback(address.host)) {
+    log.warn(`metrics are served on ${formatMetricsAddress(address)} without authentication to anyone who can reach that address, ` +
+      'and they name this node\'s volumes: firewall the port to the scraper, or serve them on 127.0.0.1 or a unix socket');
+  }
   return {
     server,
     close: async () => {
