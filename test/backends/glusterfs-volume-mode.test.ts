@@ -9,6 +9,7 @@ import {
 } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
 import { createRequest } from '../../src/core/create-request.js';
+import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -89,6 +90,46 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     const objects = (dir: string) => realFs.readdir(join(repository, dir)).catch(() => [] as string[]);
     expect(await objects('snapshots/snapped')).toEqual([]);
     expect(await objects('backups/snapped')).toEqual([]);
+  });
+
+  it('a remove whose gluster volume stop fails keeps the volume, started, with its data and its snapshots', async () => {
+    // glusterd really refuses the stop: the faulty runner asks it to stop a volume that does not exist.
+    let failStops = true;
+    const faulty: CommandRunner = {
+      run: (program, args, options) => {
+        const stop = args.indexOf('stop');
+        const redirected = failStops && args[stop - 1] === 'volume' && args[stop + 1] === 'stowage-doomed'
+          ? args.map((arg, i) => (i === stop + 1 ? 'stowage-no-such-volume' : arg)) : args;
+        return new ExecaCommandRunner().run(program, redirected, options);
+      },
+    };
+    const rootF = await gd.tempDir('root-f-');
+    const f = glusterBackend(gd, rootF, {
+      'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${brickRoots[0]}`, 'glusterfs.brickforce': 'true', 'glusterfs.pool': 'vstate',
+    }, 'node-f', memoryLogger(), faulty) as GlusterVolumeBackend;
+    await f.init();
+    try {
+      await f.create(request('doomed'));
+      await realFs.writeFile(join(await f.attach('doomed'), 'data'), 'keep me');
+      await f.detach('doomed');
+      await f.snapshots!.createSnapshot('doomed', 'before');
+      await expect(f.remove('doomed', { retain: false })).rejects.toMatchObject({
+        code: ErrorCodes.BACKEND_COMMAND, message: expect.stringMatching(/^stopping gluster volume stowage-doomed of volume doomed failed: /),
+      });
+      expect((await f.snapshots!.listSnapshots('doomed')).map((s) => s.name)).toEqual(['before']);
+      expect(await f.volumeStatus('doomed')).toMatchObject({ glusterStatus: 'Started' });
+      expect(await realFs.readFile(join(await f.attach('doomed'), 'data'), 'utf8')).toBe('keep me');
+      await f.detach('doomed');
+      // With the stop working, the remove takes the snapshots with the volume.
+      failStops = false;
+      await f.remove('doomed', { retain: false });
+      await f.settle();
+      expect(await glusterVolumes()).not.toContain('stowage-doomed');
+      expect(await f.snapshots!.listSnapshots('doomed')).toEqual([]);
+    } finally {
+      await f.dispose();
+      await unmountUnder(rootF);
+    }
   });
 
   it('retain deletes the gluster volume but keeps its bricks, and says where the data is', async () => {

@@ -275,9 +275,10 @@ export class GlusterVolumeBackend implements Backend {
     const { gluster, volume, ownership } = await this.lookup(name);
     if (ownership.kind === 'foreign' || ownership.kind === 'unclaimed') throw notOurs(ownership, gluster, name, this.deployment(), 'stop or delete');
     if (!volume || ownership.kind !== 'ours') return {};
-    const snapshotsKept = await this.snapshotRepository.settleWithVolume(name, request);
     const record = ownership.record;
-    const kept = await this.removal.destroy(gluster, name, request.retain, record.adopted ? [] : record.bricks ?? [], volume, request.lease);
+    let snapshotsKept: Awaited<ReturnType<typeof this.snapshotRepository.settleWithVolume>>;
+    const kept = await this.removal.destroy(gluster, name, request.retain, record.adopted ? [] : record.bricks ?? [], volume, request.lease,
+      async () => { snapshotsKept = await this.snapshotRepository.settleWithVolume(name, request); });
     return { ...(kept === undefined ? {} : { retainedAt: kept }), ...(snapshotsKept ? { snapshotsKept } : {}) };
   }
 

@@ -1,6 +1,6 @@
 import type { Lease } from '../../core/backend.js';
 import { BackgroundWork } from '../../core/background-work.js';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { BrickCleaner } from './brick-cleanup.js';
 import { retainedLocation, spec } from './bricks.js';
@@ -86,7 +86,13 @@ export class GlusterVolumeRemoval {
    * after a crash. Gluster's delete leaves bricks, which is what retain keeps. Returns where
    * retained data is.
    */
-  async destroy(gluster: string, name: string, retain: boolean, bricks: readonly RecordedBrick[], known?: GlusterVolume, lease?: Lease): Promise<string | undefined> {
+  /**
+   * `beforeDelete` runs once the gluster volume is stopped, right before it is deleted (the
+   * volume's snapshots go there): a stop that fails (a peer down, a rebalance) then leaves them
+   * with the volume. If it fails, the volume is started again, as it was, and nothing is deleted.
+   */
+  async destroy(gluster: string, name: string, retain: boolean, bricks: readonly RecordedBrick[], known?: GlusterVolume, lease?: Lease,
+    beforeDelete?: () => Promise<void>): Promise<string | undefined> {
     const volume = known ?? await this.cli.volumeInfo(gluster);
     if (!volume) return undefined;
     lease?.assertHeld(`stopping gluster volume ${gluster}`); // lease check
@@ -100,6 +106,18 @@ export class GlusterVolumeRemoval {
         { volume: name, cause: stopped });
     }
     lease?.assertHeld(`deleting gluster volume ${gluster}`, { kept: `gluster volume ${gluster} is stopped, nothing was deleted` }); // lease check
+    if (beforeDelete) {
+      await beforeDelete().catch(async (err: unknown) => {
+        if (stopped.ok) {
+          const started = await this.cli.call(['volume', 'start', gluster], name).catch((e: unknown) => ({ ok: false, opErrstr: messageOf(e) }));
+          if (!started.ok) {
+            this.ctx.log.error(`gluster volume ${gluster} of volume ${name} stays stopped (gluster volume start ${gluster} starts it): ` +
+              `starting it again after a failed remove failed: ${started.opErrstr}`);
+          }
+        }
+        throw err;
+      });
+    }
     await this.cli.expect(['volume', 'delete', gluster], name);
     const local = await this.localPeerId();
     if (retain) {
