@@ -96,7 +96,7 @@ export async function setDirAttributes(fs: FsPort, path: string, mode: number, o
  */
 export async function removeTreeOnDevice(fs: FsPort, path: string, dev: number): Promise<string[]> {
   const skipped: string[] = [];
-  const walk = async (current: string): Promise<boolean> => {
+  const walk = async (current: string | Buffer): Promise<boolean> => {
     const stat = await fs.lstat(current).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw err;
@@ -107,18 +107,27 @@ export async function removeTreeOnDevice(fs: FsPort, path: string, dev: number):
       return true;
     }
     if (stat.dev !== dev) {
-      skipped.push(current);
+      skipped.push(current.toString());
       return false;
     }
     let complete = true;
-    for (const entry of await fs.readdir(current)) {
-      if (!(await walk(join(current, entry)))) complete = false;
+    // Names as bytes: one that is not UTF-8 (a file from another system) read as a string names
+    // no file, and the directory could never be removed.
+    for (const entry of await fs.readdir(current, { encoding: 'buffer' })) {
+      if (!(await walk(childPath(current, entry)))) complete = false;
     }
     if (complete) await fs.rmdir(current).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
     return complete;
   };
   await walk(path);
   return skipped;
+}
+
+/** `dir/name`, as a string when both are UTF-8 that round-trips, else as bytes. */
+function childPath(dir: string | Buffer, name: Buffer): string | Buffer {
+  const text = name.toString('utf8');
+  if (typeof dir === 'string' && Buffer.from(text, 'utf8').equals(name)) return join(dir, text);
+  return Buffer.concat([Buffer.isBuffer(dir) ? dir : Buffer.from(dir, 'utf8'), Buffer.from('/'), name]);
 }
 
 /**

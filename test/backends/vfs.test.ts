@@ -254,6 +254,32 @@ describe('vfs backend', () => {
     }
   });
 
+  it('deletes a volume whose files have names that are not UTF-8, through the fast path and without it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-vfs-'));
+    try {
+      for (const [label, fs] of [['fs/promises', realFs], ['local fast path', asFsPort(new LocalFirstFs())]] as const) {
+        if (fs !== realFs) (fs as unknown as LocalFirstFs).trustIfLocal(dir);
+        const root = join(dir, label.replace(/\W/g, '-'));
+        const backend = vfs(fs, root);
+        await backend.init();
+        await backend.create(createRequest('latin1', {}, { createdAt: 'x', createdBy: 'n' }));
+        const data = await backend.attach('latin1');
+        // "café" in Latin-1, a file and a directory holding one, as another system writes them.
+        const cafe = Buffer.concat([Buffer.from(`${data}/caf`), Buffer.from([0xe9])]);
+        await realFs.writeFile(cafe, 'x');
+        await realFs.mkdir(Buffer.concat([cafe, Buffer.from('-dir')]));
+        await realFs.writeFile(Buffer.concat([cafe, Buffer.from('-dir/'), Buffer.from([0xff, 0xfe])]), 'y');
+        await backend.detach();
+        await backend.remove('latin1', { retain: false });
+        await backend.settle();
+        expect(await realFs.readdir(join(root, 'volumes', '.stowage', 'deleting')), label).toEqual([]);
+        await backend.dispose();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('finishes deletions interrupted by a crash on the next start', async () => {
     const fs = memFs();
     const backend = vfs(fs, '/state');
