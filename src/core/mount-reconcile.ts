@@ -144,11 +144,14 @@ export async function unmountByHand(ops: MountOps, name: string, label?: string)
 export function mountedHere(mounts: MountTable, name: string, nodeId: string): StowageError {
   const ids = Object.entries(mounts.ids(name));
   const hand = ids.filter(([id]) => isHandMountId(id));
-  const byContainers = ids.length > hand.length;
+  const restores = ids.filter(([id]) => id.startsWith(RESTORE_MOUNT_PREFIX));
+  const byContainers = ids.length > hand.length + restores.length;
   const labels = hand.map(([id]) => handLabelOf(id)).join(', ');
-  const handClause = hand.length === 0 ? '' : `${byContainers ? ', some of them' : ','} by hand (label ${labels})`;
+  const some = byContainers || (hand.length > 0 && restores.length > 0) ? ', some of them' : ',';
+  const handClause = hand.length === 0 ? '' : `${some} by hand (label ${labels})`;
+  const restoreClause = restores.length === 0 ? '' : `${some} by a restore from a backup (${restores.map(([id]) => id).join(', ')})`;
   return new StowageError(ErrorCodes.VOLUME_IN_USE,
-    `volume ${name} is mounted ${mounts.count(name)} time(s) on node ${nodeId}${handClause}` +
+    `volume ${name} is mounted ${mounts.count(name)} time(s) on node ${nodeId}${handClause}${restoreClause}` +
     (byContainers ? '; stop or remove the containers using it, then remove it again' : ''),
     { volume: name, node: nodeId, remedies: hand.map(([id]) => ({ action: 'hand-unmount' as const, volume: name, label: handLabelOf(id) })) });
 }

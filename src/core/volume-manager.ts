@@ -72,6 +72,7 @@ export class VolumeManager {
       backend: this.backend, locks: this.locks, mounts: this.mounts, log: this.log, journal: this.journal,
       cluster: this.cluster, nodeId: this.config.nodeId,
       dropMounts: (name, ids, why) => this.mountOps.drop(name, ids, why),
+      describe: (name) => this.descriptions.get(name),
     });
     this.descriptions = new VolumeDescriptions({
       backend: this.backend, mounts: this.mounts, cluster: this.cluster, mountpoints: this.mountpoints,
@@ -203,10 +204,10 @@ export class VolumeManager {
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const record = await this.backend.get(name);
       if (!record || (request.incarnation !== undefined && incarnationOf(record) !== request.incarnation)) throw volumeNotFound(name);
-      if (this.mounts.count(name) > 0) throw mountedHere(this.mounts, name, this.config.nodeId);
       // Before its restore mounts it, the new volume is mounted nowhere: removed then, the restore
-      // would fill whatever volume of the name came next.
+      // would fill whatever volume of the name came next. Once mounted, this says why better than the mount count.
       if (!byRestore && this.restores.isRestoring(name)) throw this.restores.beingRestored(name, this.config.nodeId);
+      if (this.mounts.count(name) > 0) throw mountedHere(this.mounts, name, this.config.nodeId);
       this.snapshots.assertNotRead(name);
       await this.cluster.assertRemovable(name, { force: request.force ?? false });
       const retain = request.retain ?? this.config.onRemove === 'retain';

@@ -8,7 +8,7 @@ import type { RestoreJournal } from './backup/restore-journal.js';
 import { RESTORE_MOUNT_PREFIX } from './mount-kinds.js';
 import { restoreVolume, type RestoreHost } from './backup/restore-volume.js';
 import type { ProgressOptions } from './backup/service-contract.js';
-import type { CreateResult } from './volume-types.js';
+import type { CreateResult, VolumeInfo } from './volume-types.js';
 
 /** What restores need of the volume manager: its ordinary operations, so every check applies. */
 export interface RestoreOps extends Omit<RestoreHost, 'journal' | 'log'> {
@@ -23,6 +23,8 @@ export interface RestoreOps extends Omit<RestoreHost, 'journal' | 'log'> {
   nodeId: string;
   /** Drops mount records (whole ids) of a volume; the caller holds its lock. */
   dropMounts(name: string, ids: string[], why: string): Promise<void>;
+  /** The volume as Get describes it now. */
+  describe(name: string): Promise<VolumeInfo>;
 }
 
 /** Creates volumes by restoring a backup into them, and cleans up after a restore a killed daemon left. */
@@ -68,13 +70,19 @@ export class VolumeRestores {
   /** See backup/restore-volume.ts. */
   async restore(name: string, url: string, options: Record<string, unknown>, progress?: ProgressOptions): Promise<CreateResult> {
     this.running.set(name, (this.running.get(name) ?? 0) + 1);
+    let result: CreateResult;
     try {
-      return await restoreVolume(this.host, name, url, options, progress);
+      result = await restoreVolume(this.host, name, url, options, progress);
     } finally {
       const left = (this.running.get(name) ?? 1) - 1;
       if (left > 0) this.running.set(name, left);
       else this.running.delete(name);
     }
+    // Described when it was made, the volume said its restore was running: the answer shows it as it ended.
+    const now = await this.ops.describe(name).catch(() => undefined);
+    if (now && incarnationOf(now) === incarnationOf(result.volume)) return { ...result, volume: now };
+    const { restore: _running, ...status } = result.volume.status;
+    return { ...result, volume: { ...result.volume, status } };
   }
 
   /**

@@ -57,6 +57,11 @@ describe('mount records stowage makes itself', () => {
     expect(idsOf(manager, 'db')).toEqual(['stowage-hand-clix1']);
     expect(idsOf(manager, 'restored')).toEqual([`${RESTORE_MOUNT_PREFIX}0123x1`]);
     expect(manager.path('db')).toBe(mountpoint);
+    // A remove is refused naming what holds each volume: no container holds either.
+    await expect(manager.remove('restored')).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: `volume restored is mounted 1 time(s) on node node-a, by a restore from a backup (${RESTORE_MOUNT_PREFIX}0123)`,
+    });
+    await expect(manager.remove('db')).rejects.toMatchObject({ message: 'volume db is mounted 1 time(s) on node node-a, by hand (label cli)' });
     await manager.dispose();
   });
 

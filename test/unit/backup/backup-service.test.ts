@@ -88,6 +88,9 @@ describe('BackupService over vfs (embedding API)', () => {
     // Restore the first backup as a new volume: the content is the first one's.
     const restored = await stowage.restoreVolume('pg-restored', first.url);
     expect(restored.created).toBe(true);
+    // The answer shows the volume as the restore left it: ended, not "running".
+    expect(restored.volume.status.restore).toBeUndefined();
+    expect(restored.volume).toEqual(await stowage.inspect('pg-restored'));
     const back = await stowage.mount('pg-restored', 'reader');
     expect((await readFile(join(back, 'big.bin'))).equals(big)).toBe(true);
     expect(await readFile(join(back, 'conf', 'app.conf'), 'utf8')).toBe('port=5432\n');
