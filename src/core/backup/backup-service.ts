@@ -180,7 +180,7 @@ export class CoreBackupService implements BackupService {
   }
 
   async listBackups(destUrl: string, options: { volume?: string } = {}): Promise<BackupSummary[]> {
-    const dest = parseRepositoryUrl(destUrl, 'the repository');
+    const dest = parseRepositoryUrl(destUrl, 'a backup list');
     const volume = options.volume ?? dest.volume;
     // The repository's rule, not a new volume's: a repository holds names no volume can take
     // (a removed volume's kept snapshots, another tool's backups).
@@ -216,13 +216,13 @@ export class CoreBackupService implements BackupService {
 
   async checkDelete(url: string): Promise<BackupDetail> {
     const { target, volume } = parseOneBackupUrl(url);
-    await this.ownStorage.assertOutside(target, 'the repository', volume);
+    await this.ownStorage.assertOutside(target, 'the repository', volume, 'delete');
     return this.inspectBackup(url);
   }
 
   async deleteBackup(url: string, options: ProgressOptions = {}): Promise<DeleteResult> {
     const { target, volume, backup } = parseOneBackupUrl(url);
-    await this.ownStorage.assertOutside(target, 'the repository', volume);
+    await this.ownStorage.assertOutside(target, 'the repository', volume, 'delete');
     const repo = await Repository.open(openTarget(target));
     options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
@@ -257,7 +257,7 @@ export class CoreBackupService implements BackupService {
       });
       return { url, backups: checked.backups, files: checked.files, chunks: checked.chunks, bytes: checked.bytes };
     }
-    const { target, volume, backup } = parseOneBackupUrl(url);
+    const { target, volume, backup } = parseOneBackupUrl(url, 'verify takes one backup (?volume=NAME&backup=ID) or a whole repository (no volume)');
     const repo = await Repository.open(openTarget(target, { signal: options.signal }));
     const record = await repo.readBackupRecord(volume, backup);
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };

@@ -230,15 +230,15 @@ export function formatBackupUrl(url: BackupUrl): string {
 /** A URL that must name a repository only (no volume or backup), or at most a volume. */
 export function parseRepositoryUrl(url: unknown, what: string): BackupUrl {
   const parsed = parseBackupUrl(url);
-  if (parsed.backup !== undefined) throw invalid(String(url), `${what} is a repository (or a volume in one), not one backup`);
+  if (parsed.backup !== undefined) throw invalid(String(url), `${what} takes a repository (or a volume in one), not one backup: drop &backup=${parsed.backup}`);
   return parsed;
 }
 
 /** A URL that must name one backup. */
-export function parseOneBackupUrl(url: unknown): BackupUrl & { volume: string; backup: string } {
+export function parseOneBackupUrl(url: unknown, expected = 'it must name one backup: add ?volume=NAME&backup=ID (see the backup list)'): BackupUrl & { volume: string; backup: string } {
   const parsed = parseBackupUrl(url);
   if (parsed.volume === undefined || parsed.backup === undefined) {
-    throw invalid(String(url), 'it must name one backup: add ?volume=NAME&backup=ID (see the backup list)');
+    throw invalid(String(url), expected);
   }
   return parsed as BackupUrl & { volume: string; backup: string };
 }

@@ -30,7 +30,7 @@ export class OwnStorage {
    * snapshots are kept under (isRetainedSnapshotsKey), the store's snapshot repository itself
    * is allowed: no snapshot relies on those backups.
    */
-  async assertOutside(target: BackupTarget, what: string, retainedVolume?: string): Promise<void> {
+  async assertOutside(target: BackupTarget, what: string, retainedVolume?: string, use: 'write' | 'delete' = 'write'): Promise<void> {
     if (target.scheme !== 'vfs') return;
     const mounts = await mountTable();
     const path = locate(await resolvedPath(target.path), mounts);
@@ -41,7 +41,9 @@ export class OwnStorage {
     for (const { dir, at } of owned) {
       if (inside(path, at)) {
         throw new StowageError(ErrorCodes.INVALID_REQUEST,
-          `${what} ${target.path} is inside stowage's own storage (${dir}): keep backup repositories elsewhere (a volume's snapshots are kept there already)`);
+          `${what} ${target.path} is inside stowage's own storage (${dir}): ` + (use === 'delete'
+            ? 'the backups there are volumes\' snapshots, which only go as snapshots: delete the snapshot instead'
+            : 'keep backup repositories elsewhere (a volume\'s snapshots are kept there already)'));
       }
     }
   }

@@ -83,7 +83,9 @@ describe('BackupService over vfs (embedding API)', () => {
     expect(await stowage.verifyBackup(first.url)).toMatchObject({ url: first.url, files: 2, bytes: expect.any(Number) });
     // The repository's URL checks every backup in it.
     expect(await stowage.verifyBackup(dest)).toMatchObject({ url: dest, backups: 2, files: 4, chunks: expect.any(Number) });
-    await expect(stowage.verifyBackup(`${dest}?volume=pg`)).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST });
+    await expect(stowage.verifyBackup(`${dest}?volume=pg`)).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_REQUEST, message: expect.stringMatching(/verify takes one backup \(\?volume=NAME&backup=ID\) or a whole repository \(no volume\)$/),
+    });
 
     // Restore the first backup as a new volume: the content is the first one's.
     const restored = await stowage.restoreVolume('pg-restored', first.url);
@@ -176,7 +178,7 @@ describe('BackupService over vfs (embedding API)', () => {
     // The snapshot is a backup in the store's own repository: not deleted through a URL.
     const [snapshot] = await stowage.manager.listSnapshots('app');
     const inStore = `vfs://${join(dir, 'volumes', '.stowage', 'snapshots')}?volume=app&backup=20260101T000000000Z-00000000`;
-    await expect(stowage.deleteBackup(inStore)).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringContaining("is inside stowage's own storage") });
+    await expect(stowage.deleteBackup(inStore)).rejects.toMatchObject({ code: ErrorCodes.INVALID_REQUEST, message: expect.stringMatching(/is inside stowage's own storage .*: the backups there are volumes' snapshots, which only go as snapshots: delete the snapshot instead$/) });
     expect((await stowage.manager.listSnapshots('app')).map((s) => s.name)).toEqual([snapshot!.name]);
     // Next to it is fine.
     await expect(stowage.createBackup('app', { dest: `vfs://${join(dir, 'backups')}` })).resolves.toMatchObject({ state: 'complete' });

@@ -58,7 +58,7 @@ describe('backup URLs', () => {
   });
 
   it('checks what an operation needs: a repository, or one backup', () => {
-    expect(() => parseRepositoryUrl(`vfs:///srv/b?volume=pg&backup=${ID}`, 'the destination')).toThrow(/not one backup/);
+    expect(() => parseRepositoryUrl(`vfs:///srv/b?volume=pg&backup=${ID}`, 'a backup list')).toThrow(`a backup list takes a repository (or a volume in one), not one backup: drop &backup=${ID}`);
     expect(parseRepositoryUrl('vfs:///srv/b?volume=pg', 'the destination').volume).toBe('pg');
     expect(() => parseOneBackupUrl('vfs:///srv/b?volume=pg')).toThrow(/must name one backup/);
     expect(parseOneBackupUrl(`vfs:///srv/b?volume=pg&backup=${ID}`).backup).toBe(ID);
