@@ -75,6 +75,19 @@ describe('stowage CLI against a running daemon', () => {
       expect((JSON.parse((await cli('list', '--json')).stdout) as Array<{ name: string }>).map((v) => v.name)).not.toContain('twosizes');
     });
 
+    it('refuses flags that only go with another one, changing nothing: create --detach without --backup, --force without --consistent', async () => {
+      const detached = await cli('create', 'detached', '--detach');
+      expect(detached.exitCode).toBe(1);
+      expect(detached.stderr).toContain('--detach goes with --backup');
+      expect((JSON.parse((await cli('list', '--json')).stdout) as Array<{ name: string }>).map((v) => v.name)).not.toContain('detached');
+      for (const args of [['snapshot', 'create', 'webdata', 'forced', '--force'], ['backup', 'create', 'webdata', '--dest', 'vfs:///nowhere/repo', '--force']]) {
+        const forced = await cli(...args);
+        expect(forced.exitCode, args.join(' ')).toBe(1);
+        expect(forced.stderr).toContain('--force goes with --consistent');
+      }
+      expect(JSON.parse((await cli('snapshot', 'list', 'webdata', '--json')).stdout)).toEqual([]);
+    });
+
     it('accepts an identical create again and says the volume already existed', async () => {
       const result = await cli('create', 'webdata', '--size', '10M');
       expect(result.exitCode).toBe(0);

@@ -158,12 +158,15 @@ function printJobs(jobs: JobView[], json: boolean): void {
 
 const JOB_FLAGS = [['--json', 'print the answer as JSON, no progress'], ['--detach', 'start the job, print its id and return']] as const;
 
+/** --force only loosens --consistent's check of other nodes: alone it would read as a promise it does not keep. */
+export const FORCE_WITHOUT_CONSISTENT = 'error: --force goes with --consistent (pause this node\'s containers although other nodes use the volume); without --consistent nothing is paused and nothing is forced';
+
 export function addBackupCommands(program: Command, socketOf: SocketOf): void {
   const backup = program.command('backup').description('file-level backups of volumes into a repository (vfs:///path, s3://bucket@region/path)');
   const withJobFlags = (c: Command) => JOB_FLAGS.reduce((acc, [flag, text]) => acc.option(flag, text), c);
 
   withJobFlags(backup.command('create <source>')
-    .description('back up VOLUME (through a fresh snapshot) or VOLUME/SNAPSHOT; prints the backup\'s URL last')
+    .description('back up VOLUME (devicemapper: through a fresh snapshot; vfs, glusterfs: its files read live) or VOLUME/SNAPSHOT; prints the backup\'s URL last')
     .requiredOption('--dest <url>', 'repository URL, e.g. vfs:///srv/backups')
     .option('--keep-snapshot', 'keep the snapshot taken for this backup')
     .option('--consistent', 'pause this node\'s containers using the volume while its snapshot is taken')
@@ -172,6 +175,7 @@ export function addBackupCommands(program: Command, socketOf: SocketOf): void {
     .addOption(new Option('--kind <kind>', 'file (the default: restores into any backend) or block (devicemapper: changed blocks only, restores into devicemapper)')
       .choices(['file', 'block'])))
     .action(async (source: string, flags: { dest: string; keepSnapshot?: boolean; consistent?: boolean; force?: boolean; xattrs: boolean; kind?: string; json?: boolean; detach?: boolean }, cmd: Command) => {
+      if (flags.force && !flags.consistent) cmd.error(FORCE_WITHOUT_CONSISTENT);
       const { volume, snapshot } = parseSource(source);
       await runJob(cmd, socketOf, {
         kind: 'backup-create', volume, snapshot, dest: flags.dest, keepSnapshot: flags.keepSnapshot, consistent: flags.consistent, force: flags.force,

@@ -9,7 +9,7 @@ import { failureJson, failureText, usageFailureJson } from './failure-output.js'
 import { addDaemonCommand } from './daemon-command.js';
 import { addInstallServiceCommand } from './install-service.js';
 import { addDoctorCommand } from './doctor-command.js';
-import { addBackupCommands, restoreVolume } from './backup-commands.js';
+import { FORCE_WITHOUT_CONSISTENT, addBackupCommands, restoreVolume } from './backup-commands.js';
 import { printJson, printList, printMounts, printNodes, printSnapshots, removalLine } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -58,6 +58,7 @@ program.command('create <name>')
   .option('--detach', 'with --backup: start the restore, print its job id and return')
   .option('--json', 'print the answer as JSON')
   .action(async (name: string, flags: { size?: string; opt: string[]; backup?: string; detach?: boolean; json?: boolean }, cmd: Command) => {
+    if (flags.detach && flags.backup === undefined) cmd.error('error: --detach goes with --backup (a restore runs as a job); a plain create answers once the volume is made');
     const options = parseKeyValuePairs(flags.opt, '--opt');
     if (flags.size !== undefined && options.size !== undefined && options.size !== flags.size) {
       cmd.error(`error: --size ${flags.size} and --opt size=${options.size} say two sizes; give one`);
@@ -113,6 +114,7 @@ snapshot.command('create <volume> [name]')
   .option('--name <name>', 'the snapshot\'s name, as Convoy took it (the same as the second argument)')
   .option('--json', 'print JSON')
   .action(async (volume: string, given: string | undefined, flags: { consistent?: boolean; force?: boolean; xattrs: boolean; name?: string; json?: boolean }, cmd: Command) => {
+    if (flags.force && !flags.consistent) cmd.error(FORCE_WITHOUT_CONSISTENT);
     if (given !== undefined && flags.name !== undefined && given !== flags.name) {
       cmd.error(`error: two names for one snapshot: ${JSON.stringify(given)} and --name ${JSON.stringify(flags.name)}; give one`);
     }
