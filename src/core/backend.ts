@@ -49,6 +49,11 @@ export interface SnapshotRecord {
   createdAt: string;
   /** Backend facts (e.g. a thin device id). */
   details?: Record<string, string>;
+  /**
+   * In the answer to the create only: what the snapshot could not take as the volume has it (a
+   * socket skipped, an attribute that could not be read), as a backup says it; absent when none.
+   */
+  warnings?: string[];
 }
 
 /** How a snapshot or backup that reads a volume's files reads them. */

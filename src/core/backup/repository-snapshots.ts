@@ -111,7 +111,10 @@ export class RepositorySnapshots implements SnapshotSupport {
     try {
       const repo = await Repository.openOrInit(store);
       // The volume's latest snapshot is the parent: unchanged files are not read again.
-      backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend }, xattrs: options.xattrs }).catch(async (err: unknown) => {
+      backup = await backupTree(dir, repo, {
+        volume, origin: { snapshot, backend: this.host.backend }, xattrs: options.xattrs,
+        onWarning: (message) => this.host.log.warn(`snapshot ${snapshot} of volume ${volume}: ${message}`),
+      }).catch(async (err: unknown) => {
         // What it stored is referenced by no record: freed now, not left to fill the volumes'
         // own disk (a snapshot that failed for want of space would have taken the rest of it).
         const freed = await this.collect(repo).catch((cleanup: unknown) => {
@@ -142,7 +145,7 @@ export class RepositorySnapshots implements SnapshotSupport {
       throw new StowageError(ErrorCodes.SNAPSHOT_EXISTS, `volume ${volume} already has a snapshot ${snapshot}`, { volume });
     }
     await this.sweepOrphans(store, repo, volume, true);
-    return this.toRecord(record);
+    return { ...this.toRecord(record), ...(backup.warnings.length > 0 ? { warnings: backup.warnings } : {}) };
   }
 
   async listSnapshots(volume: string): Promise<SnapshotRecord[]> {

@@ -57,7 +57,7 @@ function repositoryOf(url: string): string {
 const counted = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
 /** Warnings on stderr, so stdout's last line stays the answer scripts read. */
-function printWarnings(warnings: readonly string[], where: string): void {
+export function printWarnings(warnings: readonly string[], where: string): void {
   if (warnings.length === 0) return;
   process.stderr.write(`${warnings.length} warning(s), ${where}:\n${warnings.slice(0, 20).map((w) => `  ${w}\n`).join('')}` +
     (warnings.length > 20 ? `  ... and ${warnings.length - 20} more\n` : ''));

@@ -9,7 +9,7 @@ import { failureJson, failureText, usageFailureJson } from './failure-output.js'
 import { addDaemonCommand } from './daemon-command.js';
 import { addInstallServiceCommand } from './install-service.js';
 import { addDoctorCommand } from './doctor-command.js';
-import { FORCE_WITHOUT_CONSISTENT, addBackupCommands, restoreVolume } from './backup-commands.js';
+import { FORCE_WITHOUT_CONSISTENT, addBackupCommands, printWarnings, restoreVolume } from './backup-commands.js';
 import { printJson, printList, printMounts, printNodes, printSnapshots, removalLine } from './output.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -124,7 +124,10 @@ snapshot.command('create <volume> [name]')
       volume, name, consistent: flags.consistent, force: flags.force, ...(flags.xattrs ? {} : { xattrs: false }),
     }, { timeoutMs: 0 });
     if (flags.json) printJson(record);
-    else process.stdout.write(`${record.volume}/${record.name}\n`);
+    else {
+      process.stdout.write(`${record.volume}/${record.name}\n`);
+      printWarnings(record.warnings ?? [], "also in the daemon's log");
+    }
   });
 
 snapshot.command('list <volume>')

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, open as openFile, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -161,6 +162,26 @@ describe('BackupService over vfs (embedding API)', () => {
     expect(fourth.warnings).toEqual([expect.stringContaining(`the previous backup ${third.id} is not used as this backup's parent, so every file is read`)]);
     // And the next one goes on from the fourth, which this node made.
     expect(await stowage.createBackup('db', { dest })).toMatchObject({ parent: fourth.id, stats: { filesRead: 0 } });
+  });
+
+  it('answers a snapshot with what it could not take (a socket), and a snapshot without such things with no warnings', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    await stowage.create('app');
+    await fill(stowage, 'app', randomBytes(1000));
+    expect(await stowage.manager.createSnapshot('app', 'plain')).not.toHaveProperty('warnings');
+    const path = await stowage.mount('app', 'writer');
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(join(path, 'app.sock'), resolve));
+    try {
+      const taken = await stowage.manager.createSnapshot('app', 'with-socket');
+      expect(taken.warnings).toEqual([expect.stringMatching(/app\.sock.*socket/)]);
+      // The warning belongs to the create's answer; the list shows the snapshot as it is kept.
+      expect((await stowage.manager.listSnapshots('app')).map((s) => [s.name, s.warnings])).toEqual([['plain', undefined], ['with-socket', undefined]]);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await stowage.unmount('app', 'writer');
+    }
   });
 
   it('makes or deletes no repository inside its own storage: the volumes, their snapshots, its root', async () => {
