@@ -209,6 +209,8 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       }
       await drain(0);
       await attributed.finish();
+      // Files finish after the walk reported them: the last report is the whole backup.
+      options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
     } finally {
       // A failure leaves other reads running: let them end before the lock is released.
       await Promise.allSettled(queue.map((queued) => queued.entry));

@@ -232,6 +232,8 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
     while (dirs!.depth > 0) await leaveDir();
     await barrier();
     for (const text of await xattrs.finish(barrier)) options.onWarning?.(text);
+    // Files finish after their entry was counted: the last report is the whole restore.
+    options.onProgress?.({ ...progress });
   } finally {
     // Never clean up under a write still running.
     await Promise.allSettled(jobs);

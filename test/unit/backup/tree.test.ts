@@ -124,14 +124,19 @@ describe('file-level backup and restore', () => {
   it('round-trips a tree with every entry kind: content, modes, owners, times, symlinks, hardlinks', async () => {
     const warnings: string[] = [];
     const progress: number[] = [];
-    first = await backupTree(dirs.src, repo, { volume: 'vol-a', onWarning: (w) => warnings.push(w), onProgress: (p) => progress.push(p.bytes) });
+    const last: { files?: number } = {};
+    first = await backupTree(dirs.src, repo, { volume: 'vol-a', onWarning: (w) => warnings.push(w), onProgress: (p) => { progress.push(p.bytes); last.files = p.files; } });
     expect(warnings).toEqual(['sock: socket skipped']);
     expect(first.warnings).toEqual(['sock: socket skipped']);
     expect(first.stats).toMatchObject({ files: 204, filesRead: 204, skipped: 1 });
+    // The last report is the whole backup, files included (they finish after the walk reports them).
     expect(progress.at(-1)).toBe(first.stats.bytes);
+    expect(last.files).toBe(204);
     const out = await freshDir('restore-1');
-    const restored = await restoreTree(repo, 'vol-a', first.id, out);
+    let lastRestored: { files: number; bytes: number } | undefined;
+    const restored = await restoreTree(repo, 'vol-a', first.id, out, { onProgress: (p) => { lastRestored = { files: p.files, bytes: p.bytes }; } });
     expect(restored.files).toBe(204);
+    expect(lastRestored).toEqual({ files: 204, bytes: first.stats.bytes });
     const want = await describeTree(dirs.src);
     want.delete('sock');
     const got = await describeTree(out);
@@ -144,6 +149,19 @@ describe('file-level backup and restore', () => {
     expect(got.get('pipe')).toMatchObject({ type: 'fifo', mode: 0o620 });
     if (isRoot) expect([got.get('whiteout')?.type, got.get('sub/null')?.uid, got.get('sub/blk')?.type]).toEqual(['chardev', 77, 'blockdev']);
     expect(await verifyBackup(repo, 'vol-a', first.id)).toMatchObject({ files: 204 });
+  });
+
+  it('ends its progress with the whole count when the last file finishes after the walk (a large one)', async () => {
+    const src = await freshDir('progress-src');
+    await writeFile(join(src, 'a.txt'), 'small');
+    await writeFile(join(src, 'z.bin'), randomBytes(6 * 1024 * 1024));
+    let lastBackup: { files: number; bytes: number } | undefined;
+    const record = await backupTree(src, repo, { volume: 'vol-progress', parent: false, onProgress: (p) => { lastBackup = { files: p.files, bytes: p.bytes }; } });
+    expect(lastBackup).toEqual({ files: 2, bytes: record.stats.bytes });
+    let lastRestore: { files: number; bytes: number } | undefined;
+    await restoreTree(repo, 'vol-progress', record.id, await freshDir('progress-out'), { onProgress: (p) => { lastRestore = { files: p.files, bytes: p.bytes }; } });
+    expect(lastRestore).toEqual({ files: 2, bytes: record.stats.bytes });
+    await deleteBackup(repo, 'vol-progress', record.id);
   });
 
   it('the local fast path and the thread-pool path back up and restore the same tree the same way', async () => {
