@@ -107,7 +107,7 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
     let infos = 0;
     let removeStarted = false;
     // The remove's second `volume info` of the name is the backend's own lookup, right before its
-    // first destructive step (deleting the volume's snapshots, then stopping and deleting it).
+    // first destructive step (stopping the gluster volume; its snapshots go after the stop, then the volume).
     const held = holdingRunner(new ExecaCommandRunner(), (program, args) =>
       removeStarted && program === 'gluster' && args.includes('info') && args.includes('stowage-again') && ++infos === 2);
     const a = await node('node-c', held.runner, (backend) => faultyFs(realFs, join(backend.clusterStateDir, 'locks')));
@@ -131,7 +131,7 @@ describe.skipIf(skip)('glusterfs volume mode: a lapsed cluster lock', () => {
     expect(await realFs.readFile(join(brickRoot, brick!, 'd-was-here'), 'utf8')).toBe('data of node d');
     expect(error).toMatchObject({
       code: ErrorCodes.BACKEND_UNAVAILABLE,
-      message: expect.stringMatching(/^lost the cluster lock on volume again \(could not renew for [\d.]+ s: .*\): stopped before deleting the snapshots of volume again; nothing was deleted; try again$/),
+      message: expect.stringMatching(/^lost the cluster lock on volume again \(could not renew for [\d.]+ s: .*\): stopped before stopping gluster volume stowage-again; nothing was deleted; try again$/),
     });
   });
 
