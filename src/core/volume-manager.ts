@@ -96,7 +96,7 @@ export class VolumeManager {
       await this.mounts.load();
       for (const problem of this.mounts.skipped) this.log.warn(`mount records: skipped ${problem}`);
       await this.reconcileMounts();
-      await this.cluster.start(this.mounts);
+      await this.cluster.start(this.snapshots.countingReads(this.mounts));
       await this.restores.recover();
     } catch (err) {
       await this.rootLock.release();
@@ -292,11 +292,6 @@ export class VolumeManager {
     return unmountId(this.mountHost, name, validateMountId(mountId));
   }
 
-  /** Removes this node's mount marker; a failure is only logged (the next heartbeat retries it). */
-  private async unmark(name: string): Promise<void> {
-    await this.cluster.markUnmounted(name).catch((err: unknown) =>
-      this.log.error(`removing the mount marker of ${name} failed (the next heartbeat retries): ${describeCause(err)}`));
-  }
 
   /** The path while mounted on this node, else undefined. */
   path(name: string): string | undefined {
@@ -391,7 +386,8 @@ export class VolumeManager {
     isRestoring: (name) => this.restores.isRestoring(name),
     detach: (name) => this.backend.detach(name),
     detached: (name) => { this.mountpoints.delete(name); },
-    unmark: (name) => this.unmark(name),
+    // A backup or snapshot reading the volume here keeps the marker (see VolumeSnapshots).
+    unmark: (name) => this.snapshots.releaseMarker(name),
   };
 
   private readonly mountOps: MountOps = mountOpsOf(this.mountHost);

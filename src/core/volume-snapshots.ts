@@ -1,5 +1,5 @@
 import type { Backend, SnapshotReadOptions, SnapshotRecord, SnapshotSupport } from './backend.js';
-import type { Cluster } from './cluster/cluster.js';
+import type { Cluster, LocalMounts } from './cluster/cluster.js';
 import type { ContainerReferences } from './container-references.js';
 import { ErrorCodes, StowageError, describeCause, volumeNotFound } from './errors.js';
 import type { KeyedMutex } from './keyed-mutex.js';
@@ -61,14 +61,12 @@ export class VolumeSnapshots {
   private async sharedRead<T>(volume: string, read: () => Promise<T>): Promise<T> {
     await this.ops.locks.run(volume, async () => {
       await this.ops.assertWhole(volume);
-      this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
+      await this.startRead(volume);
     });
     try {
       return await read();
     } finally {
-      const left = (this.readers.get(volume) ?? 1) - 1;
-      if (left > 0) this.readers.set(volume, left);
-      else this.readers.delete(volume);
+      await this.ops.locks.run(volume, () => this.endRead(volume));
     }
   }
 
@@ -80,10 +78,60 @@ export class VolumeSnapshots {
     if (options.consistent) {
       return this.ops.locks.run(volume, async () => {
         await this.ops.assertWhole(volume);
-        return this.withContainersPaused(volume, options.force ?? false, read);
+        await this.startRead(volume);
+        try {
+          return await this.withContainersPaused(volume, options.force ?? false, read);
+        } finally {
+          await this.endRead(volume);
+        }
       });
     }
     return this.sharedRead(volume, read);
+  }
+
+  /**
+   * Counts the read, and shows the volume in use on this node to every node, as a mount does: a
+   * remove on another node then either ran before (the read finds no volume) or sees the marker
+   * and is refused. Counted first, so a heartbeat meanwhile keeps the marker. The caller holds
+   * the volume's lock.
+   */
+  private async startRead(volume: string): Promise<void> {
+    this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
+    try {
+      await this.ops.cluster.withLock(volume, async () => {
+        if (!(await this.ops.backend.get(volume))) throw volumeNotFound(volume);
+        await this.ops.cluster.markMounted(volume);
+      });
+    } catch (err) {
+      await this.endRead(volume);
+      throw err;
+    }
+  }
+
+  /** The caller holds the volume's lock. */
+  private async endRead(volume: string): Promise<void> {
+    const left = (this.readers.get(volume) ?? 1) - 1;
+    if (left > 0) this.readers.set(volume, left);
+    else this.readers.delete(volume);
+    await this.releaseMarker(volume);
+  }
+
+  /**
+   * Removes this node's marker of the volume once nothing here uses it: no mount and no read. A
+   * failure is only logged (the next heartbeat retries it).
+   */
+  async releaseMarker(volume: string): Promise<void> {
+    if (this.ops.mounts.count(volume) > 0 || this.readers.has(volume)) return;
+    await this.ops.cluster.markUnmounted(volume).catch((err: unknown) =>
+      this.ops.log.error(`removing the mount marker of ${volume} failed (the next heartbeat retries): ${describeCause(err)}`));
+  }
+
+  /** `mounts` with this node's reads counted as uses, for the heartbeat that keeps the markers right. */
+  countingReads(mounts: LocalMounts): LocalMounts {
+    return {
+      mountedVolumes: () => [...new Set([...mounts.mountedVolumes(), ...this.readers.keys()])],
+      count: (volume) => mounts.count(volume) + (this.readers.get(volume) ?? 0),
+    };
   }
 
   private support(volume: string): SnapshotSupport {

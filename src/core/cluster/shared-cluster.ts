@@ -269,8 +269,8 @@ export class SharedCluster implements Cluster {
     }
     if (live.length > 0) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-        `volume ${name} is still used on ${live.join('; ')}. Stop what uses it there (its containers: docker rm; or a mount by hand on that node), ` +
-        `then remove the volume again`, { volume: name });
+        `volume ${name} is still used on ${live.join('; ')}. Stop what uses it there (its containers: docker rm; a mount by hand on that node; ` +
+        `a backup or snapshot reading it there ends by itself), then remove the volume again`, { volume: name });
     }
     if (unknown.length > 0) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
