@@ -148,6 +148,8 @@ export class VolumeManager {
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
       const existing = await this.backend.get(name);
+      // The same create again is answered as made, except while a restore fills the volume (a restore's own create says it exists).
+      if (existing && !mark) await this.restores.assertMountable(existing, '', true, 'use');
       if (existing) return { volume: await this.descriptions.describe(sameOrConflict(existing, options)), created: false };
       const origin = { createdAt: isoTime(this.clock.now()), createdBy: this.config.nodeId };
       if (mark) await mark(incarnationOf(origin)).catch(async (err: unknown) => { await this.restores.removed(name); throw err; });

@@ -133,8 +133,8 @@ export class VolumeRestores {
    * one another node claims. A volume mounted here already was mountable then and still is: a
    * restore makes a new volume. The caller holds the name's locks.
    */
-  async assertMountable(record: VolumeRecord, mountId: string, firstHere: boolean, use: 'mount' | 'read' = 'mount'): Promise<void> {
-    const after = use === 'mount' ? 'mount it' : 'back it up or snapshot it';
+  async assertMountable(record: VolumeRecord, mountId: string, firstHere: boolean, use: 'mount' | 'read' | 'use' = 'mount'): Promise<void> {
+    const after = { mount: 'mount it', read: 'back it up or snapshot it', use: 'use it' }[use];
     if (mountId.startsWith(RESTORE_MOUNT_PREFIX)) return;
     if (this.isRestoring(record.name)) {
       throw new StowageError(ErrorCodes.VOLUME_IN_USE,
@@ -144,7 +144,7 @@ export class VolumeRestores {
     if (marker) {
       throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING,
         `volume ${record.name} holds partial data: its restore from ${marker.url} (started ${marker.startedAt}) failed, ` +
-        `and so did removing the volume afterwards; it cannot be ${use === 'mount' ? 'mounted' : 'read'}`,
+        `and so did removing the volume afterwards; it cannot be ${{ mount: 'mounted', read: 'read', use: 'used' }[use]}`,
         { volume: record.name, remedies: [{ action: 'remove-volume', volume: record.name }] });
     }
     if (firstHere) await this.assertNotRestoringElsewhere(record, after);

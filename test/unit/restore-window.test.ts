@@ -61,6 +61,10 @@ describe('a restore before it has mounted its volume', () => {
       message: expect.stringMatching(/^volume copy is being restored from a backup on node node-a: remove it once the restore has ended/),
     });
     expect((await manager.listBrief()).map((v) => v.name)).toEqual(['copy']);
+    // Nor is the same create again answered as made: the volume holds partial data, and may yet go.
+    await expect(manager.create('copy')).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: 'volume copy is being restored from a backup and holds partial data: use it once the restore has finished',
+    });
     held.release();
     // On memfs the restore cannot write its files (the library writes through node:fs): it fails,
     // and removes its own volume, which the refusal above must not stop.
