@@ -284,6 +284,34 @@ describe('the job registry', () => {
     expect(jobs.start('backup-verify', 'u4', async () => 4).state).toBe('running');
   });
 
+  it('keeps the jobs that finished last: a long one that just ended outlives quick ones started after it', async () => {
+    let now = 0;
+    const jobs = new JobRegistry(silentLogger, { keepFinishedMs: 60_000, maxFinished: 2, maxRunning: 8, now: () => now });
+    const g = gate();
+    const long = jobs.start('restore', 'long', () => g.promise);
+    for (const n of [1, 2, 3]) {
+      now += 10;
+      jobs.start('backup-verify', `quick${n}`, async () => n);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    now += 10;
+    g.open();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(jobs.list().map((j) => j.target)).toEqual(['long', 'quick3']);
+    expect(jobs.get(long.id).state).toBe('succeeded');
+  });
+
+  it('says so when a cancel came too late to stop a job that then finished', async () => {
+    const jobs = new JobRegistry(silentLogger);
+    const g = gate();
+    // Past its last safe point: it finishes whatever the signal says.
+    const started = jobs.start('backup-delete', 'url', () => g.promise);
+    jobs.cancel(started.id);
+    g.open();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(jobs.get(started.id)).toMatchObject({ state: 'succeeded', note: 'cancelled too late: it had passed the point where it could stop, and finished' });
+  });
+
   it('cancels a running job through its signal', async () => {
     const jobs = new JobRegistry(silentLogger);
     // As the backup service does: at its next safe point it throws the signal's reason.

@@ -120,6 +120,7 @@ export class CoreBackupService implements BackupService {
       const record = await this.manager.readLiveVolume(volume, { consistent: options.consistent, force: options.force }, (path) =>
         backupTree(path, repo, {
           volume, parent, origin: { backend: this.backend.name }, onProgress: (p) => report({ phase: 'backup', files: p.files, bytes: p.bytes }), ...xattrs,
+          signal: options.signal,
         }));
       await this.rememberParent(repo, record);
       return this.detail(dest.target, record, repo.createdNow);
@@ -137,7 +138,7 @@ export class CoreBackupService implements BackupService {
       const source = await support.openSnapshot(volume, snapshot);
       try {
         const repo = await Repository.openOrInit(openTarget(dest.target, { signal: options.signal }));
-        const record = await this.backUp(source, volume, snapshot, repo, report, xattrs);
+        const record = await this.backUp(source, volume, snapshot, repo, report, { ...xattrs, signal: options.signal });
         return this.detail(dest.target, record, repo.createdNow);
       } finally {
         await source.release().catch((err: unknown) => this.log.warn(`releasing snapshot ${snapshot} of ${volume}: ${messageOf(err)}`));
@@ -151,14 +152,14 @@ export class CoreBackupService implements BackupService {
   }
 
   private async backUp(source: SnapshotSource, volume: string, snapshot: string, repo: Repository, report: (p: JobProgress) => void,
-    read: SnapshotReadOptions): Promise<BackupRecord> {
+    read: SnapshotReadOptions & { signal?: AbortSignal }): Promise<BackupRecord> {
     const origin = { snapshot, backend: this.backend.name };
     if (source.kind === 'backup') {
       const original = await source.repository.readBackupRecord(source.volume, source.backupId);
       const totals = { totalFiles: original.stats.files, totalBytes: original.stats.bytes };
       report({ phase: 'copy', files: 0, bytes: 0, ...totals });
       const { record } = await copyBackup(source.repository, source.volume, source.backupId, repo, {
-        volume, origin, onProgress: (p) => report({ phase: 'copy', files: p.files, bytes: p.bytes, ...totals }), onWarning: this.warn,
+        volume, origin, onProgress: (p) => report({ phase: 'copy', files: p.files, bytes: p.bytes, ...totals }), onWarning: this.warn, signal: read.signal,
       });
       // A copy written from here is this node's as much as a read is: the next backup goes on from it.
       await this.rememberParent(repo, record);
@@ -226,7 +227,7 @@ export class CoreBackupService implements BackupService {
     const repo = await Repository.open(openTarget(target));
     options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
-    await deleteBackup(repo, volume, backup);
+    await deleteBackup(repo, volume, backup, { signal: options.signal });
     options.onProgress?.({ phase: 'gc', files: 0, bytes: 0 });
     try {
       const freed = await gc(repo);

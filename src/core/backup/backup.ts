@@ -234,6 +234,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       ...(reader ? {} : { notes: [XATTRS_LEFT_OUT] }),
       ...options.origin,
     };
+    options.signal?.throwIfAborted();
     // Past our lock's expiry a GC may have run: a record must not name chunks it removed.
     lock.assertHeld();
     await repo.putBackupRecord(record);

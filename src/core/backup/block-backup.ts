@@ -143,6 +143,7 @@ export async function backupBlocks(device: string, repo: Repository, options: Bl
       },
       ...(options.notes && options.notes.length > 0 ? { notes: options.notes } : {}),
     };
+    options.signal?.throwIfAborted();
     lock.assertHeld();
     await repo.putBackupRecord(record);
     return record;

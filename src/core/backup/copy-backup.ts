@@ -75,6 +75,7 @@ export async function copyBackup(source: Repository, volume: string, backupId: s
         ...(original.notes ? { notes: original.notes } : {}),
         ...options.origin,
       };
+      options.signal?.throwIfAborted();
       // Past the lock's expiry a GC may have run in dest: a record must not name chunks it removed.
       destLock.assertHeld();
       await dest.putBackupRecord(record);

@@ -65,6 +65,7 @@ export async function deleteBackup(repo: Repository, volume: string, backupId: s
   assertVolumeName(volume);
   await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, writesOnlyLocks: true, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     await repo.readBackupRecord(volume, backupId);
+    options.signal?.throwIfAborted();
     lock.assertHeld();
     await repo.store.delete([backupKey(volume, backupId)]);
   });

@@ -31,6 +31,11 @@ export interface CommonOptions {
   /** The clock lock expiry is judged by (default Date.now). */
   now?: () => number;
   onProgress?: (progress: Progress) => void;
+  /**
+   * Checked right before the step that cannot be undone (a backup's record written, a backup's
+   * record deleted): aborted by then, the operation fails there with the signal's reason.
+   */
+  signal?: AbortSignal;
   /** Told what the operation did differently than asked and why (e.g. reading a read-only repository without a lock). */
   onWarning?: (message: string) => void;
   /**

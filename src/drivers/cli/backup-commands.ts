@@ -42,6 +42,7 @@ export async function followToEnd(socket: string, id: string, json: boolean): Pr
     throw new ControlError(`job ${id} (${end.kind} ${end.target}) failed: ${end.error?.message ?? 'no reason given'}`, 'refused',
       code !== undefined && KNOWN_CODES.has(code) ? code as ErrorCode : undefined, knownRemedies(end.error?.remedies));
   }
+  if (end.note && !json) process.stderr.write(`stowage: job ${id}: ${end.note}\n`);
   return end;
 }
 

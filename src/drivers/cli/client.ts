@@ -161,6 +161,7 @@ const endLine = z.object({
     id: z.string(), kind: z.string(), target: z.string(), state: z.enum(['running', 'succeeded', 'failed']),
     startedAt: z.string(), finishedAt: z.string().optional(), result: z.unknown().optional(),
     error: z.object({ code: z.string(), message: z.string(), remedies: z.array(z.unknown()).optional() }).optional(),
+    note: z.string().max(1000).optional(),
   }).loose(),
 });
 

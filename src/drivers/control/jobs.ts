@@ -24,6 +24,8 @@ export interface JobView {
   result?: unknown;
   /** Why it failed, as the control API words any failure: remedies as data, for the client to word. */
   error?: { code: string; message: string; remedies?: readonly Remedy[] };
+  /** A job asked to stop that had passed the point where it could (its record written, a backup deleted) and finished. */
+  note?: string;
 }
 
 /** What a follower receives, one per NDJSON line: progress while running, then the end. */
@@ -115,9 +117,11 @@ export class JobRegistry {
 
   private finish(job: Job, end: Pick<JobView, 'state' | 'result' | 'error'>): void {
     job.finishedAtMs = this.settings.now();
-    Object.assign(job.view, end, { finishedAt: new Date(job.finishedAtMs).toISOString() });
+    const tooLate = end.state === 'succeeded' && job.abort.signal.aborted
+      ? { note: 'cancelled too late: it had passed the point where it could stop, and finished' } : {};
+    Object.assign(job.view, end, tooLate, { finishedAt: new Date(job.finishedAtMs).toISOString() });
     this.log.info(`job ${job.view.id}: ${job.view.kind} ${job.view.target} ${job.view.state}` +
-      (job.view.error ? `: ${job.view.error.message}` : ''), { ...this.fieldsOf(job.view), ...(job.view.error ? { code: job.view.error.code } : {}) });
+      (job.view.error ? `: ${job.view.error.message}` : '') + (job.view.note ? ` (${job.view.note})` : ''), { ...this.fieldsOf(job.view), ...(job.view.error ? { code: job.view.error.code } : {}) });
     this.emit(job, { type: 'end', job: { ...job.view } });
     job.followers.clear();
   }
@@ -197,7 +201,8 @@ export class JobRegistry {
     const job = JOB_ID.test(id) ? this.jobs.get(id) : undefined;
     if (!job) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST,
-        `no job ${JSON.stringify(id)} on this daemon: finished jobs are forgotten after ${Math.round(this.settings.keepFinishedMs / 60_000)} min, ` +
+        `no job ${JSON.stringify(id)} on this daemon: finished jobs are forgotten after ${Math.round(this.settings.keepFinishedMs / 60_000)} min ` +
+        `(and beyond the ${this.settings.maxFinished} that finished last), ` +
         `and jobs of a run before this one (started at ${this.since}) ended with it (a backup then shows in "stowage backup list" only if it ` +
         `completed; a restore's unfinished volume is removed at start); "stowage job list" shows the jobs it knows`);
     }
@@ -206,7 +211,8 @@ export class JobRegistry {
 
   private prune(): void {
     const now = this.settings.now();
-    const finished = [...this.jobs.values()].filter((j) => j.finishedAtMs !== undefined);
+    // By when they finished: a long job that ended just now is kept over quick ones that ended before it.
+    const finished = [...this.jobs.values()].filter((j) => j.finishedAtMs !== undefined).sort((a, b) => a.finishedAtMs! - b.finishedAtMs!);
     const excess = finished.length - this.settings.maxFinished;
     finished.forEach((job, index) => {
       if (index < excess || now - job.finishedAtMs! > this.settings.keepFinishedMs) this.jobs.delete(job.view.id);

@@ -164,6 +164,22 @@ describe('file-level backup and restore', () => {
     await deleteBackup(repo, 'vol-progress', record.id);
   });
 
+  it('stops before its record when its signal is aborted by then, and a delete stops before deleting the record', async () => {
+    const src = await freshDir('signal-src');
+    await writeFile(join(src, 'a.txt'), 'kept out');
+    const before = (await repo.listBackups('vol-signal')).length;
+    const stop = new AbortController();
+    const reason = new Error('cancelled at the last report');
+    // The last progress report comes after every file and before the record: a cancel there still counts.
+    await expect(backupTree(src, repo, { volume: 'vol-signal', parent: false, signal: stop.signal, onProgress: (p) => { if (p.files === 1) stop.abort(reason); } }))
+      .rejects.toBe(reason);
+    expect(await repo.listBackups('vol-signal')).toHaveLength(before);
+    const made = await backupTree(src, repo, { volume: 'vol-signal', parent: false });
+    await expect(deleteBackup(repo, 'vol-signal', made.id, { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    expect((await repo.listBackups('vol-signal')).map((r) => r.id)).toContain(made.id);
+    await deleteBackup(repo, 'vol-signal', made.id);
+  });
+
   it('the local fast path and the thread-pool path back up and restore the same tree the same way', async () => {
     // /tmp is a local filesystem here, so the default takes the synchronous path.
     const fast = await backupTree(dirs.src, repo, { volume: 'vol-paths', parent: false });
