@@ -110,7 +110,6 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     // After choosing the parent: a backup's record is written after its packs and indexes, so
     // the index read now holds every blob of a parent that finished a moment ago.
     await repo.reloadIndex();
-    const cursor = new ParentCursor(parent ? repo.entries(parent)[Symbol.asyncIterator]() : undefined);
     const writer = repo.newWriter();
     const manifest = new ManifestWriter(writer);
     const stats = { entries: 0, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, skipped: 0 };
@@ -122,6 +121,9 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       if (warnings.length < MAX_WARNINGS) warnings.push(bounded(message));
       options.onWarning?.(bounded(message));
     };
+    // A damaged parent (a pack of its manifest lost) must not keep every later backup from being made.
+    const cursor = new ParentCursor(parent ? repo.entries(parent)[Symbol.asyncIterator]() : undefined, (err) =>
+      note(`the previous backup ${parent!.id}'s list of files cannot be read past some point, so the files after it are read again: ${err.message}`));
     const warn = (message: string) => {
       stats.skipped += 1;
       note(message);

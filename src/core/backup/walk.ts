@@ -1,7 +1,7 @@
 import { closeSync, lstatSync, open, openSync, readdirSync, type BigIntStats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { ErrorCodes, StowageError } from '../errors.js';
+import { ErrorCodes, StowageError, isStowageError } from '../errors.js';
 import { MAX_PATH, comparePaths, type Entry } from './format.js';
 import type { Turns } from './options.js';
 import { DIR_FLAGS, assertProcFd, nameInDir } from './dir-fd.js';
@@ -140,14 +140,26 @@ export class ParentCursor {
   private current: Entry | undefined;
   private done = false;
 
-  constructor(private readonly iterator: AsyncIterator<Entry> | undefined) {
+  /**
+   * `onLost`: the parent's manifest cannot be read further (a chunk of it missing or corrupt):
+   * told once, and the parent then has no more entries, so every later file is read, not failed.
+   */
+  constructor(private readonly iterator: AsyncIterator<Entry> | undefined, private readonly onLost?: (err: StowageError) => void) {
     if (!iterator) this.done = true;
   }
 
   async find(path: string): Promise<Entry | undefined> {
     while (!this.done) {
       if (!this.current) {
-        const next = await this.iterator!.next();
+        let next: IteratorResult<Entry>;
+        try {
+          next = await this.iterator!.next();
+        } catch (err) {
+          if (!this.onLost || !(isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING) || isStowageError(err, ErrorCodes.BACKUP_CORRUPT))) throw err;
+          this.done = true;
+          this.onLost(err);
+          return undefined;
+        }
         if (next.done) { this.done = true; return undefined; }
         this.current = next.value;
       }

@@ -164,6 +164,27 @@ describe('file-level backup and restore', () => {
     await deleteBackup(repo, 'vol-progress', record.id);
   });
 
+  it('backs up again, reading every file, when the pack holding the previous backup\'s list of files is lost', async () => {
+    const src = await freshDir('lost-manifest-src');
+    for (let i = 0; i < 20; i += 1) await writeFile(join(src, `f${i}`), `file ${i}`);
+    const dir = await freshDir('lost-manifest-repo');
+    const lossy = await Repository.init(new VfsBlobStore(dir, { durable: false }), { chunker: CHUNKER, packSize: 1024 * 1024 });
+    const first = await backupTree(src, lossy, { volume: 'lossy', parent: false });
+    await rm(join(dir, packKey(lossy.locate(first.manifest[0]!)!.pack)));
+    const again = await Repository.open(new VfsBlobStore(dir, { durable: false }));
+    const warnings: string[] = [];
+    const second = await backupTree(src, again, { volume: 'lossy', onWarning: (w) => warnings.push(w) });
+    expect(second.parent).toBe(first.id);
+    expect(warnings).toEqual([expect.stringMatching(new RegExp(`^the previous backup ${first.id}'s list of files cannot be read past some point, so the files after it are read again: `))]);
+    expect(second.warnings).toEqual(warnings);
+    expect(second.stats).toMatchObject({ files: 20, filesRead: 20 });
+    // Its own chunks are all there again: it verifies and restores whole.
+    expect(await verifyBackup(again, 'lossy', second.id)).toMatchObject({ files: 20 });
+    const out = await freshDir('lost-manifest-out');
+    await restoreTree(again, 'lossy', second.id, out);
+    expect(await readFile(join(out, 'f7'), 'utf8')).toBe('file 7');
+  });
+
   it('stops before its record when its signal is aborted by then, and a delete stops before deleting the record', async () => {
     const src = await freshDir('signal-src');
     await writeFile(join(src, 'a.txt'), 'kept out');
