@@ -26,7 +26,6 @@ export interface CheckResult {
  */
 export async function checkRepository(repo: Repository, options: CommonOptions = {}): Promise<CheckResult> {
   return withLock(repo.store, readerLock('check of the repository', options), async () => {
-    await repo.reloadIndex();
     const problems: string[] = [];
     let unlisted = 0;
     const problem = (text: string) => {
@@ -34,6 +33,9 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
       else unlisted += 1;
     };
     const records = await repo.listBackups(undefined, { onBroken: (key, err) => problem(`${key} does not load: ${messageOf(err)}`) });
+    // After the records: a record is written after its packs and indexes, so the index read now
+    // holds every chunk of a backup that finished while the records were listed.
+    await repo.reloadIndex();
     const needed = new Set<string>();
     const loaded: BackupRecord[] = [];
     const unreadable: string[] = [];

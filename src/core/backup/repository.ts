@@ -354,6 +354,8 @@ export class Repository {
         if (vol === undefined || id === undefined || key.split('/').length !== 3) throw corrupt(`${key} is not where a backup record goes`);
         records.push(await this.readBackupRecord(vol, id));
       } catch (err) {
+        // Listed, then deleted (a delete on another node runs beside a list or a check): not there, and not broken.
+        if (isStowageError(err, ErrorCodes.BACKUP_NOT_FOUND)) continue;
         if (!options.onBroken) throw err;
         options.onBroken(key, err);
       }

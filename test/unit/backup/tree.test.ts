@@ -10,7 +10,7 @@ import { listAll } from '../../../src/core/backup/blob-store.js';
 import { EntrySchema, FORMAT_VERSION, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
 import { acquireLock } from '../../../src/core/backup/locks.js';
 import { Repository } from '../../../src/core/backup/repository.js';
-import { backupTree, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
+import { backupTree, checkRepository, deleteBackup, gc, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { collect } from './tree-helpers.js';
 import { findExecutable, systemSuite } from '../../helpers/requirements.js';
@@ -183,6 +183,39 @@ describe('file-level backup and restore', () => {
     const out = await freshDir('lost-manifest-out');
     await restoreTree(again, 'lossy', second.id, out);
     expect(await readFile(join(out, 'f7'), 'utf8')).toBe('file 7');
+  });
+
+  it('a list and a whole check skip a record deleted between listing and reading it (a delete beside them), and report nothing', async () => {
+    const src = await freshDir('listed-src');
+    await writeFile(join(src, 'a.txt'), 'listed');
+    const dir = await freshDir('listed-repo');
+    const store = new VfsBlobStore(dir, { durable: false });
+    const listed = await Repository.init(store, { chunker: CHUNKER });
+    const kept = await backupTree(src, listed, { volume: 'listed', parent: false });
+    // The store lists one more record than it then holds: what a delete on another node does between the two.
+    const ghost = 'backups/listed/20260101T000000000Z-0badc0de';
+    const racing = Object.assign(Object.create(store) as VfsBlobStore, {
+      list: async (prefix: string, options?: { pageSize?: number; startAfter?: string }) => {
+        const page = await store.list(prefix, options);
+        if (!ghost.startsWith(prefix) || (options?.startAfter ?? '') >= ghost) return page;
+        return { ...page, objects: [...page.objects, { key: ghost, size: 10 }].sort((a, b) => (a.key < b.key ? -1 : 1)) };
+      },
+    });
+    const seen = await Repository.open(racing);
+    expect((await seen.listBackups()).map((r) => r.id)).toEqual([kept.id]);
+    expect(await checkRepository(seen)).toMatchObject({ backups: 1, files: 1 });
+    // A backup that finishes on another node while the check lists the records: its chunks are
+    // in packs the check had not seen when it began, and are no problem.
+    await writeFile(join(src, 'b.txt'), randomBytes(200_000));
+    let finished: BackupRecord | undefined;
+    const busy = Object.assign(Object.create(store) as VfsBlobStore, {
+      list: async (prefix: string, options?: { pageSize?: number; startAfter?: string }) => {
+        if (prefix === 'backups/' && !finished) finished = await backupTree(src, await Repository.open(store), { volume: 'listed', parent: false });
+        return store.list(prefix, options);
+      },
+    });
+    expect(await checkRepository(await Repository.open(busy))).toMatchObject({ backups: 2, files: 3 });
+    expect(finished).toBeDefined();
   });
 
   it('stops before its record when its signal is aborted by then, and a delete stops before deleting the record', async () => {
