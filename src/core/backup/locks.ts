@@ -191,6 +191,10 @@ export async function liveLocks(store: BlobStore, now: number): Promise<LockObje
     } catch (err) {
       // Gone between list and get: released or refreshed.
       if (err instanceof StowageError && err.code === ErrorCodes.BACKUP_OBJECT_MISSING) continue;
+      // Not a lock stowage wrote (a lock is written whole, once): no holder can be told from it.
+      if (err instanceof StowageError && err.code === ErrorCodes.BACKUP_CORRUPT) {
+        throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `${err.message}: it is no lock stowage wrote; ${byHand(key)}`, { cause: err });
+      }
       throw err;
     }
     // A holder that has ended on this very machine (a daemon killed and restarted) holds

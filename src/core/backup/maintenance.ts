@@ -96,7 +96,8 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     const broken: string[] = [];
     const records = await repo.listBackups(undefined, { pageSize: options.pageSize, onBroken: (key, err) => broken.push(`${key}: ${(err as Error).message}`) });
     if (broken.length > 0) {
-      throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: ${broken.length} backup record(s) do not load, so what they reference is unknown (${broken.slice(0, 3).join('; ')})`);
+      throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: ${broken.length} backup record(s) do not load, so what they reference is unknown (${broken.slice(0, 3).join('; ')}). ` +
+        `Nothing is freed until each is put right (from a copy of the repository) or moved out of it by hand (it is then no backup any more)`);
     }
     await repo.reloadIndex();
     const live = new Set<string>();

@@ -1,4 +1,4 @@
-import { ErrorCodes, StowageError, isStowageError } from '../errors.js';
+import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
 import { firstIssue } from '../schema/parse-record.js';
 import { randomHex } from '../random-hex.js';
 import { listAll, type BlobStore } from './blob-store.js';
@@ -356,7 +356,12 @@ export class Repository {
       } catch (err) {
         // Listed, then deleted (a delete on another node runs beside a list or a check): not there, and not broken.
         if (isStowageError(err, ErrorCodes.BACKUP_NOT_FOUND)) continue;
-        if (!options.onBroken) throw err;
+        if (!options.onBroken) {
+          if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT) && !isStowageError(err, ErrorCodes.INVALID_REQUEST)) throw err;
+          // Said with its place: an object no backup can be listed past is one to look at by hand.
+          throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `${key} in ${this.store.location} is no backup record stowage can read ` +
+            `(${messageOf(err)}); put it right from a copy of the repository, or move it out of the repository by hand`, { cause: err });
+        }
         options.onBroken(key, err);
       }
     }

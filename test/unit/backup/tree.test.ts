@@ -218,6 +218,25 @@ describe('file-level backup and restore', () => {
     expect(finished).toBeDefined();
   });
 
+  it('names the object and what to do when a record or lock in the repository is not one stowage wrote', async () => {
+    const src = await freshDir('stray-src');
+    await writeFile(join(src, 'a.txt'), 'stray');
+    const dir = await freshDir('stray-repo');
+    const stray = await Repository.init(new VfsBlobStore(dir, { durable: false }), { chunker: CHUNKER });
+    const kept = await backupTree(src, stray, { volume: 'stray', parent: false });
+    await writeFile(join(dir, 'backups', 'stray', `${kept.id}.bad`), 'garbage');
+    await expect(stray.listBackups('stray')).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_CORRUPT,
+      message: expect.stringMatching(new RegExp(`^backups/stray/${kept.id}\\.bad in ${dir} is no backup record stowage can read \\(.*\\); put it right from a copy of the repository, or move it out of the repository by hand$`)),
+    });
+    await expect(gc(stray)).rejects.toMatchObject({ message: expect.stringMatching(/moved out of it by hand/) });
+    await rm(join(dir, 'backups', 'stray', `${kept.id}.bad`));
+    await writeFile(join(dir, 'locks', '0123456789abcdef-0000000000'), 'garbage');
+    await expect(backupTree(src, stray, { volume: 'stray' })).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(/lock object locks\/0123456789abcdef-0000000000 .*: it is no lock stowage wrote; once no stowage holds it, delete it by hand/),
+    });
+  });
+
   it('stops before its record when its signal is aborted by then, and a delete stops before deleting the record', async () => {
     const src = await freshDir('signal-src');
     await writeFile(join(src, 'a.txt'), 'kept out');
