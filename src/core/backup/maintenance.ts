@@ -2,7 +2,7 @@ import { ErrorCodes, StowageError } from '../errors.js';
 import { deleteAll, listAll } from './blob-store.js';
 import { isBlockBackup, referencedChunks } from './block-format.js';
 import { backupKey, indexIdOfKey, packIdOfKey, packKey } from './format.js';
-import { readerLock, withLock, type RepoLock } from './locks.js';
+import { readerLock, waitingForGc, withLock, type RepoLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
 import type { Repository } from './repository.js';
@@ -63,7 +63,9 @@ async function verifyChunks(repo: Repository, record: BackupRecord, options: Com
  */
 export async function deleteBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<void> {
   assertVolumeName(volume);
-  await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, writesOnlyLocks: true, owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
+  // Waits for a garbage collection running elsewhere, as a backup or a restore does.
+  await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, writesOnlyLocks: true, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })),
+    owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     await repo.readBackupRecord(volume, backupId);
     options.signal?.throwIfAborted();
     lock.assertHeld();

@@ -237,6 +237,21 @@ describe('file-level backup and restore', () => {
     });
   });
 
+  it('a delete waits for a garbage collection running elsewhere, as a backup does, and then deletes', async () => {
+    const src = await freshDir('gc-wait-src');
+    await writeFile(join(src, 'a.txt'), 'waits');
+    const made = await backupTree(src, repo, { volume: 'vol-gc-wait', parent: false });
+    const collecting = await acquireLock(repo.store, { kind: 'exclusive', purpose: 'garbage collection', owner: 'other-node', autoRefresh: false });
+    let waited = 0;
+    const deleting = deleteBackup(repo, 'vol-gc-wait', made.id, { onProgress: () => { waited += 1; } });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await repo.listBackups('vol-gc-wait')).map((r) => r.id)).toEqual([made.id]);
+    await collecting.release();
+    await deleting;
+    expect(waited).toBeGreaterThan(0);
+    expect(await repo.listBackups('vol-gc-wait')).toEqual([]);
+  });
+
   it('stops before its record when its signal is aborted by then, and a delete stops before deleting the record', async () => {
     const src = await freshDir('signal-src');
     await writeFile(join(src, 'a.txt'), 'kept out');
