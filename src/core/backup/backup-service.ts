@@ -227,7 +227,7 @@ export class CoreBackupService implements BackupService {
     const repo = await Repository.open(openTarget(target));
     options.signal?.throwIfAborted();
     options.onProgress?.({ phase: 'delete', files: 0, bytes: 0 });
-    await deleteBackup(repo, volume, backup, { signal: options.signal });
+    await deleteBackup(repo, volume, backup, { signal: options.signal, waitForGc: true, onProgress: () => options.signal?.throwIfAborted() });
     options.onProgress?.({ phase: 'gc', files: 0, bytes: 0 });
     try {
       const freed = await gc(repo);

@@ -61,10 +61,15 @@ async function verifyChunks(repo: Repository, record: BackupRecord, options: Com
  * exclusive lock, so a backup that took the deleted one as its parent keeps every chunk it
  * names, and a restore that read the record reads on.
  */
-export async function deleteBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<void> {
+/**
+ * `waitForGc`: a garbage collection running elsewhere is waited for (up to a minute), as a backup
+ * or a restore waits; without it, it fails the delete at once (E_BACKUP_LOCKED), which a caller
+ * that tidies up (a snapshot that lost its name) leaves to a later sweep.
+ */
+export async function deleteBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions & { waitForGc?: boolean } = {}): Promise<void> {
   assertVolumeName(volume);
-  // Waits for a garbage collection running elsewhere, as a backup or a restore does.
-  await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, writesOnlyLocks: true, ...waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })),
+  const wait = options.waitForGc ? waitingForGc(() => options.onProgress?.({ entries: 0, files: 0, bytes: 0 })) : {};
+  await withLock(repo.store, { kind: 'shared', purpose: `delete of ${volume}/${backupId}`, writesOnlyLocks: true, ...wait,
     owner: options.owner, ttlMs: options.lockTtlMs, now: options.now }, async (lock) => {
     await repo.readBackupRecord(volume, backupId);
     options.signal?.throwIfAborted();

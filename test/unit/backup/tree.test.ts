@@ -243,7 +243,9 @@ describe('file-level backup and restore', () => {
     const made = await backupTree(src, repo, { volume: 'vol-gc-wait', parent: false });
     const collecting = await acquireLock(repo.store, { kind: 'exclusive', purpose: 'garbage collection', owner: 'other-node', autoRefresh: false });
     let waited = 0;
-    const deleting = deleteBackup(repo, 'vol-gc-wait', made.id, { onProgress: () => { waited += 1; } });
+    // Without being told to wait (a tidy-up), it fails at once, deleting nothing.
+    await expect(deleteBackup(repo, 'vol-gc-wait', made.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_LOCKED });
+    const deleting = deleteBackup(repo, 'vol-gc-wait', made.id, { waitForGc: true, onProgress: () => { waited += 1; } });
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect((await repo.listBackups('vol-gc-wait')).map((r) => r.id)).toEqual([made.id]);
     await collecting.release();
