@@ -534,14 +534,27 @@ describe('gc on a repository another machine damaged', () => {
     expect(await gc(await Repository.open(store))).toMatchObject({ backups: 1, deletedPacks: 0 });
     await verifyBackup(await Repository.open(store), 'keep', keep.id);
 
-    // An index claiming a 1 GiB blob (a bomb, or a read that size) is refused before any read.
+    // An index claiming a 1 GiB blob (a bomb, or a read that size) is refused before any read;
+    // the pack's own index (its trailer, which its name is the hash of) stands in for it.
     const index = JSON.parse(saved.toString()) as { blobs: Array<{ rawLength: number }> };
     index.blobs[0]!.rawLength = 2 ** 30;
     await rm(indexPath);
     await writeFile(indexPath, JSON.stringify(index));
+    const standIn = await Repository.open(store);
+    expect(standIn.locate(entries.find((e) => e.path === 'data')!.chunks![0]!)!.rawLength).toBeLessThan(2 ** 20);
+    await expect(verifyBackup(standIn, 'keep', keep.id)).resolves.toMatchObject({ files: 1 });
+    // A damaged index with a damaged pack trailer too: nothing to trust, and said.
+    const ownPack = join(root, 'packs', pack.slice(0, 2), pack);
+    const packData = await readFile(ownPack);
+    const broken = Buffer.from(packData);
+    broken[broken.length - 10] ^= 0xff;
+    await rm(ownPack);
+    await writeFile(ownPack, broken);
     await expect(Repository.open(store).then((r) => verifyBackup(r, 'keep', keep.id))).rejects.toMatchObject({
       code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(new RegExp(`index/${pack}.*rawLength`)),
     });
+    await rm(ownPack);
+    await writeFile(ownPack, packData);
     await rm(indexPath);
     await writeFile(indexPath, saved);
 
