@@ -324,6 +324,45 @@ describe('vfs backend', () => {
     return { fs: counting, reads };
   }
 
+  it('a dispose waits for a cache save its timer started: nothing is written into the root after it returns', async () => {
+    const fs = memFs();
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let reached!: () => void;
+    const atSave = new Promise<void>((r) => { reached = r; });
+    const writesCache = (path: unknown) => String(path).includes('vfs-registry-cache');
+    // The save's first step on the cache file waits for the test.
+    const gated: FsPort = {
+      ...fs,
+      open: (async (path: string, ...rest: unknown[]) => {
+        if (writesCache(path)) { reached(); await held; }
+        return (fs.open as (p: string, ...r: unknown[]) => Promise<unknown>)(path, ...rest);
+      }) as FsPort['open'],
+      writeFile: (async (path: string, ...rest: unknown[]) => {
+        if (writesCache(path)) { reached(); await held; }
+        return (fs.writeFile as (p: string, ...r: unknown[]) => Promise<void>)(path, ...rest);
+      }) as FsPort['writeFile'],
+    };
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const backend = vfs(gated, '/state');
+      await backend.init();
+      await backend.create(createRequest('saved', {}, { createdAt: new Date().toISOString(), createdBy: 'node-a' }));
+      vi.advanceTimersByTime(60_000);
+      await atSave;
+      let disposed = false;
+      const disposing = backend.dispose().then(() => { disposed = true; });
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      expect(disposed).toBe(false);
+      release();
+      await disposing;
+      expect(JSON.parse(String(await fs.readFile('/state/vfs-registry-cache.json', 'utf8'))).entries.map((e: [string]) => e[0])).toEqual(['saved']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('answers the first List after a restart from its saved cache, without reading every entry', async () => {
     const fs = await storeAfterOneRun(30);
     const counting = countingEntryReads(fs);

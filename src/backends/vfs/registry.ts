@@ -13,7 +13,6 @@ import { parseRecordText } from '../../core/schema/parse-record.js';
 import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import { randomHex } from '../../core/random-hex.js';
 import { settleTimeOf } from './directory-times.js';
-
 export { settleTimeOf };
 
 /**
@@ -66,10 +65,10 @@ const READ_CONCURRENCY = 64;
  */
 export class VolumeRegistry {
   private readonly cache = new Map<string, Cached>();
-
   private dirty = false;
   private askServer = false;
   private saveTimer?: NodeJS.Timeout;
+  private saving?: Promise<void>;
   private storeId = '';
   /** Bumped on every cache change, so a remembered List answer is only reused while it is true. */
   private generation = 0;
@@ -124,18 +123,20 @@ export class VolumeRegistry {
     this.storeId = storeId;
   }
 
-  /** Writes the cache snapshot if it changed since the last save. */
+  /** Writes the cache snapshot if it changed since the last save, after a save in flight (a dispose must not return under one). */
   async saveSnapshot(): Promise<void> {
     clearTimeout(this.saveTimer);
     this.saveTimer = undefined;
+    await this.saving;
     if (!this.snapshotFile || !this.dirty) return;
     this.dirty = false;
     const snapshot: CacheSnapshot = {
       format: 1, storeId: this.storeId, entries: [...this.cache], ...(this.checkedEpoch === undefined ? {} : { epoch: this.checkedEpoch }),
     };
-    await writeFileAtomic(this.fs, this.snapshotFile, JSON.stringify(snapshot)).catch((err: unknown) => {
+    this.saving = writeFileAtomic(this.fs, this.snapshotFile, JSON.stringify(snapshot)).catch((err: unknown) => {
       this.log.warn(`could not save the registry cache to ${this.snapshotFile}: ${messageOf(err)}`);
     });
+    await this.saving;
   }
 
   private changed(): void {
