@@ -1,6 +1,8 @@
+import type { StowageError } from '../errors.js';
+import type { BlobStore } from './blob-store.js';
 import { compress } from './codec.js';
-import { FORMAT_VERSION, indexKey, packKey, type BlobType, type PackBlob, type PackIndex } from './format.js';
-import { sha256 } from './objects.js';
+import { FORMAT_VERSION, indexKey, packKey, PackIndexSchema, type BlobType, type PackBlob, type PackIndex } from './format.js';
+import { parseObject, sha256 } from './objects.js';
 import type { Repository } from './repository.js';
 import { zeroChunkId } from './zeros.js';
 
@@ -170,4 +172,24 @@ export class PackWriter {
     this.repo.addIndex(index);
     for (const e of entries) this.pending.delete(e.id);
   }
+}
+
+/** The most a pack's own index (its trailer) is read: far above what a pack of the largest size holds. */
+const MAX_PACK_TRAILER_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The index a pack carries after its blobs (see writePack), checked against the pack's name:
+ * what stands in for a damaged index object. `damaged` is thrown when there is none to trust.
+ */
+export async function indexInPack(store: BlobStore, pack: string, damaged: StowageError): Promise<PackIndex> {
+  const key = packKey(pack);
+  const head = await store.head(key);
+  if (!head || head.size < 4) throw damaged;
+  const length = (await store.getRange(key, head.size - 4, 4)).readUInt32BE(0);
+  // A pack's trailer is a few hundred bytes per blob: a larger length is not read (a repository is hostile input).
+  if (length + 4 > head.size || length > MAX_PACK_TRAILER_BYTES) throw damaged;
+  const trailer = await store.getRange(key, head.size - 4 - length, length);
+  if (sha256(trailer) !== pack) throw damaged;
+  const blobs = parseObject(PackIndexSchema.shape.blobs, trailer, `the index inside ${key}`);
+  return parseObject(PackIndexSchema, JSON.stringify({ format: FORMAT_VERSION, pack, size: head.size, blobs }), `the index inside ${key}`);
 }

@@ -65,7 +65,6 @@ const SnapshotNameRecordSchema = z.object({
   incarnation: z.string().max(300).optional(),
 });
 type SnapshotNameRecord = z.infer<typeof SnapshotNameRecordSchema>;
-
 const nameKey = (volume: string, name: string): string => `snapshots/${volume}/${name}`;
 
 /** Which volume of a name a record is: the node that created it and when (to the millisecond). */
@@ -111,10 +110,8 @@ export class RepositorySnapshots implements SnapshotSupport {
     try {
       const repo = await Repository.openOrInit(store);
       // The volume's latest snapshot is the parent: unchanged files are not read again.
-      backup = await backupTree(dir, repo, {
-        volume, origin: { snapshot, backend: this.host.backend }, xattrs: options.xattrs,
-        onWarning: (message) => this.host.log.warn(`snapshot ${snapshot} of volume ${volume}: ${message}`),
-      }).catch(async (err: unknown) => {
+      backup = await backupTree(dir, repo, { volume, origin: { snapshot, backend: this.host.backend }, xattrs: options.xattrs,
+        onWarning: (message) => this.host.log.warn(`snapshot ${snapshot} of volume ${volume}: ${message}`) }).catch(async (err: unknown) => {
         // What it stored is referenced by no record: freed now, not left to fill the volumes'
         // own disk (a snapshot that failed for want of space would have taken the rest of it).
         const freed = await this.collect(repo).catch((cleanup: unknown) => {

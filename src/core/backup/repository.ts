@@ -12,16 +12,13 @@ import {
 import { isBlockBackup, notAFileBackup } from './block-format.js';
 import { assertVolumeName, corrupt, parseObject, sha256, sha256OffThread } from './objects.js';
 import { PackCache, SpareBuffers } from './pack-cache.js';
-import { PackWriter } from './pack-writer.js';
+import { PackWriter, indexInPack } from './pack-writer.js';
 
 // Where these lived before the split; imports of them from here keep working.
 export { ManifestWriter, MANIFEST_ENTRIES_PER_BLOB } from './manifest.js';
 export { assertVolumeName, parseObject, sha256 } from './objects.js';
 export { PackWriter, type WriterStats } from './pack-writer.js';
 
-
-/** The most a pack's own index (its trailer) is read: far above what a pack of the largest size holds. */
-const MAX_PACK_TRAILER_BYTES = 64 * 1024 * 1024;
 /**
  * Pack size of new repositories (each records its own). 8 MiB, not 16: a backup holds two pack
  * buffers (one filling, one being written), and 16 MiB ones were a fifth of its peak RSS.
@@ -186,22 +183,8 @@ export class Repository {
       const pack = indexIdOfKey(key);
       if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT) || pack === undefined) throw err;
       // Damaged: the pack carries the same index as its trailer, named by its hash.
-      return this.indexInPack(pack, err);
+      return indexInPack(this.store, pack, err);
     }
-  }
-
-  /** The index a pack carries after its blobs (see PackWriter), checked against the pack's name; `damaged` when there is none to trust. */
-  private async indexInPack(pack: string, damaged: StowageError): Promise<PackIndex> {
-    const key = packKey(pack);
-    const head = await this.store.head(key);
-    if (!head || head.size < 4) throw damaged;
-    const length = (await this.store.getRange(key, head.size - 4, 4)).readUInt32BE(0);
-    // A pack's trailer is a few hundred bytes per blob: a larger length is not read (a repository is hostile input).
-    if (length + 4 > head.size || length > MAX_PACK_TRAILER_BYTES) throw damaged;
-    const trailer = await this.store.getRange(key, head.size - 4 - length, length);
-    if (sha256(trailer) !== pack) throw damaged;
-    const blobs = parseObject(PackIndexSchema.shape.blobs, trailer, `the index inside ${key}`);
-    return parseObject(PackIndexSchema, JSON.stringify({ format: FORMAT_VERSION, pack, size: head.size, blobs }), `the index inside ${key}`);
   }
 
   addIndex(index: PackIndex): void {
