@@ -13,7 +13,7 @@ import { guidedChunks, previousLayout } from './guided-chunking.js';
 import { ManifestWriter } from './manifest.js';
 import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
-import type { PackWriter } from './pack-writer.js';
+import { repairedNote, type PackWriter } from './pack-writer.js';
 import type { Repository } from './repository.js';
 import { ENTRY_XATTR_BYTES_MAX, XattrsSchema, type Xattr } from './xattrs.js';
 import { AttributedEntries, XattrReader, type XattrTicket } from './xattr-reader.js';
@@ -220,6 +220,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
     }
     const manifestIds = await manifest.finish();
     await writer.flush();
+    if (writer.stats.repaired > 0) note(repairedNote(writer.stats.repaired));
     const record: BackupRecord = {
       format: 1,
       id: newBackupId(now(), randomHex(4)),

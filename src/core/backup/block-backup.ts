@@ -9,6 +9,7 @@ import { newBackupId, type BackupRecord } from './format.js';
 import { readerLock, waitingForGc, withLock } from './locks.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
+import { repairedNote } from './pack-writer.js';
 import type { Repository } from './repository.js';
 import { BufferPool } from './buffer-pool.js';
 
@@ -132,7 +133,7 @@ export async function backupBlocks(device: string, repo: Repository, options: Bl
       finishedAt: new Date(now()).toISOString(),
       manifest: manifestIds,
       stats: { ...stats, newBlobs: writer.stats.newBlobs, newRawBytes: writer.stats.newRawBytes, newStoredBytes: writer.stats.newStoredBytes },
-      warnings: [],
+      warnings: writer.stats.repaired > 0 ? [repairedNote(writer.stats.repaired)] : [],
       ...options.origin,
       kind: 'blocks',
       device: {

@@ -22,7 +22,8 @@ export interface CheckResult {
  * backup needs is read back once (in pack order, whole packs) and re-hashed. Unlike one verify
  * per backup, a chunk shared by many backups is read once, and the check goes on past a problem
  * to find them all. Fails with E_BACKUP_CORRUPT listing the problems and the backups they touch;
- * changes nothing in the repository but its own lock.
+ * writes nothing to the repository but its own lock and the records of damaged copies it finds
+ * (see DamagedBlobs), which let the next backup repair them.
  */
 export async function checkRepository(repo: Repository, options: CommonOptions = {}): Promise<CheckResult> {
   return withLock(repo.store, readerLock('check of the repository', options), async () => {
@@ -53,7 +54,8 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
     }
     const bad = new Set<string>();
     const located = [...needed].filter((id) => {
-      if (repo.has(id)) return true;
+      // A copy recorded as damaged is read too: the record may be forged, or the damage mended.
+      if (repo.locate(id)) return true;
       bad.add(id);
       // fetchBlob's words: it knows whether an index named the blob in a pack that is gone.
       problem(`chunk ${id} is missing (${repo.whyMissing(id)})`);

@@ -8,7 +8,8 @@ export { Chunker, chunkStream, DEFAULT_CHUNKER, type ChunkerParams } from './chu
 export { DEFAULT_CODEC, type Codec } from './codec.js';
 export { BackupIdSchema, comparePaths, FORMAT_VERSION, newBackupId, VolumeNameSchema, type BackupRecord, type BackupStats, type Entry, type RepoConfig } from './format.js';
 export { acquireLock, DEFAULT_LOCK_TTL_MS, liveLocks, withLock, type LockKind, type LockOptions, type RepoLock } from './locks.js';
-export { assertVolumeName, backupRecordDigest, DEFAULT_PACK_SIZE, parseObject, Repository, type InitOptions } from './repository.js';
+export { backupRecordDigest, DEFAULT_PACK_SIZE, Repository, type InitOptions } from './repository.js';
+export { assertVolumeName, parseObject } from './objects.js';
 export { backupTree, type BackupOptions } from './backup.js';
 export { deleteBackup, gc, verifyBackup, type GcOptions, type GcResult } from './maintenance.js';
 export { checkRepository, type CheckResult } from './check.js';

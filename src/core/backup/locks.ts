@@ -6,7 +6,7 @@ import { deleteAll, listAll, type BlobStore } from './blob-store.js';
 import { FORMAT_VERSION, shownText } from './format.js';
 import { holderIsGone, LockHolderSchema, thisHolder } from './lock-holder.js';
 import type { CommonOptions } from './options.js';
-import { parseObject } from './repository.js';
+import { parseObject } from './objects.js';
 
 /**
  * Repository locks for several nodes on a store without atomic rename or conditional writes

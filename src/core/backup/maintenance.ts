@@ -119,6 +119,7 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     const deadIndexes: string[] = [];
     const deadPacks: string[] = [];
     const indexed = new Set<string>();
+    const kept = new Set<string>();
     const liveIndexed = new Set<string>();
     let keptPacks = 0;
     let deletedBytes = 0;
@@ -127,8 +128,10 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
       const index = await repo.readIndex(key);
       indexed.add(index.pack);
       for (const blob of index.blobs) if (live.has(blob.id)) liveIndexed.add(blob.id);
-      if (index.blobs.some((b) => live.has(b.id))) {
+      // A damaged copy of a blob stored again since keeps nothing: backups read the good one.
+      if (index.blobs.some((b) => live.has(b.id) && !(repo.damaged.has(index.pack, b.id) && repo.has(b.id)))) {
         keptPacks += 1;
+        kept.add(index.pack);
       } else {
         deadIndexes.push(key);
         deadPacks.push(packKey(index.pack));
@@ -153,6 +156,8 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     lock.assertHeld();
     await deleteInBatches(repo, deadIndexes, lock);
     await deleteInBatches(repo, deadPacks, lock);
+    // Records of damage in packs gone now, or never there.
+    await deleteInBatches(repo, await repo.damaged.orphans(repo.store, kept, options.pageSize), lock);
     // An hour: far longer than any put takes, including a lock's put outside any lock.
     await repo.store.sweepTemporary?.(60 * 60_000);
     await repo.reloadIndex();

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { StowageError } from '../errors.js';
 import type { BlobStore } from './blob-store.js';
 import { compress } from './codec.js';
@@ -11,6 +12,13 @@ export interface WriterStats {
   newRawBytes: number;
   newStoredBytes: number;
   packs: number;
+  /** Blobs stored again because every stored copy was recorded as damaged (see DamagedBlobs). */
+  repaired: number;
+}
+
+/** What a backup says of the blobs it stored again (WriterStats.repaired). */
+export function repairedNote(repaired: number): string {
+  return `${repaired} chunk(s) whose stored copies were recorded as damaged were stored again: backups that need them restore again`;
 }
 
 /**
@@ -19,6 +27,9 @@ export interface WriterStats {
  * backup's peak RSS must stay well under 150 MB in the daemon; two keep two cores busy.
  */
 const COMPRESSIONS_IN_FLIGHT = 2;
+
+/** Bytes a pack that would be named as a damaged one is moved by (see writePack). */
+const PACK_SHIFT = 16;
 
 /** Pack buffers kept for reuse once their pack is written (one: the pack being filled takes it). */
 const SPARE_PACK_BUFFERS = 1;
@@ -42,7 +53,7 @@ const PACKS_WAITING = 0;
  * compressed, so the caller's buffer is free from then on (see add's `onReleased`).
  */
 export class PackWriter {
-  readonly stats: WriterStats = { newBlobs: 0, newRawBytes: 0, newStoredBytes: 0, packs: 0 };
+  readonly stats: WriterStats = { newBlobs: 0, newRawBytes: 0, newStoredBytes: 0, packs: 0, repaired: 0 };
   private current: Buffer | undefined;
   private entries: PackBlob[] = [];
   private size = 0;
@@ -77,6 +88,8 @@ export class PackWriter {
         return { id, added: false };
       }
       this.pending.add(id);
+      // Located without a good copy: only damaged ones.
+      const repairs = this.repo.locate(id) !== undefined;
       // Waits before starting, not after: callers adding at the same time (several files read
       // at once) must not put more than COMPRESSIONS_IN_FLIGHT blobs in flight between them.
       while (this.inFlight.size >= COMPRESSIONS_IN_FLIGHT) await Promise.race(this.inFlight);
@@ -86,6 +99,7 @@ export class PackWriter {
         this.append({ id, type, offset: this.size, length: packed.data.length, rawLength: data.length, codec: packed.codec }, packed.data);
         this.stats.newBlobs += 1;
         this.stats.newRawBytes += data.length;
+        if (repairs) this.stats.repaired += 1;
         if (this.size >= this.repo.config.packSize) this.sealPack();
       }).catch((error: unknown) => { this.failure ??= { error }; }).finally(() => {
         this.inFlight.delete(job);
@@ -143,15 +157,27 @@ export class PackWriter {
     this.writes = write;
   }
 
-  private async writePack(entries: PackBlob[], buffer: Buffer, size: number): Promise<void> {
+  private async writePack(sealed: PackBlob[], buffer: Buffer, size: number): Promise<void> {
     if (this.failure) return;
+    let entries = sealed;
     // The pack carries its own index too, so a lost index object can be rebuilt from the pack.
-    const trailer = Buffer.from(JSON.stringify(entries));
-    const total = size + trailer.length + 4;
+    let trailer = Buffer.from(JSON.stringify(entries));
     let pack = buffer;
+    const damagedId = sha256(trailer);
+    if (entries.some((e) => this.repo.damaged.has(damagedId, e.id))) {
+      // The same blobs at the same places make the same pack, and this one is stored damaged:
+      // bytes in front that no blob uses move them, so the pack and its name are new.
+      const skip = randomBytes(PACK_SHIFT);
+      entries = entries.map((e) => ({ ...e, offset: e.offset + skip.length }));
+      trailer = Buffer.from(JSON.stringify(entries));
+      pack = Buffer.concat([skip, buffer.subarray(0, size)]);
+      size += skip.length;
+    }
+    const total = size + trailer.length + 4;
     if (pack.length < total) {
-      pack = Buffer.allocUnsafe(total);
-      buffer.copy(pack, 0, 0, size);
+      const larger = Buffer.allocUnsafe(total);
+      pack.copy(larger, 0, 0, size);
+      pack = larger;
     }
     trailer.copy(pack, size);
     pack.writeUInt32BE(trailer.length, size + trailer.length);

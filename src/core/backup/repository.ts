@@ -11,13 +11,9 @@ import {
 } from './format.js';
 import { isBlockBackup, notAFileBackup } from './block-format.js';
 import { assertVolumeName, corrupt, parseObject, sha256, sha256OffThread } from './objects.js';
+import { DamagedBlobs } from './damaged-blobs.js';
 import { PackCache, SpareBuffers } from './pack-cache.js';
 import { PackWriter, indexInPack } from './pack-writer.js';
-
-// Where these lived before the split; imports of them from here keep working.
-export { ManifestWriter, MANIFEST_ENTRIES_PER_BLOB } from './manifest.js';
-export { assertVolumeName, parseObject, sha256 } from './objects.js';
-export { PackWriter, type WriterStats } from './pack-writer.js';
 
 /**
  * Pack size of new repositories (each records its own). 8 MiB, not 16: a backup holds two pack
@@ -66,6 +62,8 @@ export class Repository {
   private readonly blobs = new Map<string, BlobLocation>();
   /** Blobs only indexes of missing packs name, with that pack: for errors, never for reads. */
   private readonly lost = new Map<string, string>();
+  /** Copies recorded as damaged: not in `blobs`, so backups store them again (see DamagedBlobs). */
+  readonly damaged = new DamagedBlobs<BlobLocation>();
   /** Whole packs kept for restore and verify. */
   private readonly packs: PackCache;
   /** Buffers leased blobs are read alone into (ranged reads up to CHUNK_BUFFER_SIZE). */
@@ -150,17 +148,17 @@ export class Repository {
     return Repository.open(store);
   }
 
-  /** Reads every index object again (after other nodes wrote packs, or after GC). */
   /**
-   * Reads every pack index. Only indexes whose pack is there count: an index naming a pack that
-   * is gone (lost, or forged by another machine) would otherwise make a backup skip storing
-   * chunks it claims, and report success for a backup that never restores; or stand first for
-   * an id a good pack also holds. Packs are listed before indexes: a pack is written before its
-   * index, so an index listed after is found only with its pack, or (written meanwhile) not at all.
+   * Reads every pack index again (after other nodes wrote packs, or after GC). Only indexes
+   * whose pack is there count: one naming a pack that is gone (lost, or forged by another
+   * machine) would make a backup skip storing chunks it claims, and report success for a backup
+   * that never restores; or stand first for an id a good pack also holds. Packs are listed
+   * first: a pack is written before its index, so an index listed after is found with its pack.
    */
   async reloadIndex(): Promise<void> {
     this.blobs.clear();
     this.lost.clear();
+    await this.damaged.load(this.store);
     const packs = new Set<string>();
     for await (const { key } of listAll(this.store, 'packs/')) {
       const id = packIdOfKey(key);
@@ -189,7 +187,8 @@ export class Repository {
 
   addIndex(index: PackIndex): void {
     for (const blob of index.blobs) {
-      if (!this.blobs.has(blob.id)) this.blobs.set(blob.id, { ...blob, pack: index.pack });
+      const at = { ...blob, pack: index.pack };
+      if (!this.blobs.has(blob.id) && this.damaged.isGoodCopy(blob.id, at)) this.blobs.set(blob.id, at);
     }
   }
 
@@ -197,8 +196,9 @@ export class Repository {
     return this.blobs.has(id);
   }
 
+  /** Where to read a blob: its good copy (has() says if there is one: a backup may reuse it), else a damaged one. */
   locate(id: string): BlobLocation | undefined {
-    return this.blobs.get(id);
+    return this.blobs.get(id) ?? this.damaged.onlyCopy(id);
   }
 
   /** For the error about a blob no index places: an index named it in a pack that is gone, or none did. */
@@ -249,7 +249,7 @@ export class Repository {
    * for reuse on release: a blob stored as is, read from a reused pack or chunk buffer.
    */
   private async fetchBlob(id: string, options: { wholePacks?: boolean }, pooled: boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
-    const loc = this.blobs.get(id);
+    const loc = this.locate(id);
     if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: ${this.whyMissing(id)}`);
     const key = packKey(loc.pack);
     const pack = options.wholePacks && (loc.length < RANGE_READ_FROM || this.packs.keeps(loc.pack)) ? this.packs.lease(loc.pack) : undefined;
@@ -279,24 +279,30 @@ export class Repository {
         this.chunkBuffers.give(spare);
         spare = undefined;
       }
-      if (stored.length !== loc.length) throw corrupt(`chunk ${id} in ${key} is truncated (${stored.length} of ${loc.length} bytes)`);
+      if (stored.length !== loc.length) throw await this.damage(loc, id, `is truncated (${stored.length} of ${loc.length} bytes)`);
       let plain: Buffer;
       try {
         plain = await decompress(loc.codec, stored, loc.rawLength);
       } catch (err) {
-        throw corrupt(`chunk ${id} in ${key} is corrupt: it does not decompress (${loc.codec})`, err);
+        throw await this.damage(loc, id, `is corrupt: it does not decompress (${loc.codec})`, err);
       }
       // Stored as is, the plaintext is the stored bytes; decompressed, those are not needed any more.
       const lent = loc.codec === 'none' && (spare !== undefined || pack?.pooled === true);
       if (loc.codec !== 'none') release();
       if (plain.length !== loc.rawLength || await sha256OffThread(plain) !== id) {
-        throw corrupt(`chunk ${id} in ${key} is corrupt: its content does not match its hash`);
+        throw await this.damage(loc, id, 'is corrupt: its content does not match its hash');
       }
       return { data: plain, lent, release };
     } catch (err) {
       release();
       throw err;
     }
+  }
+
+  /** Records the copy at `loc` as damaged (later backups then store the blob again): the error to throw. */
+  private async damage(loc: BlobLocation, id: string, what: string, cause?: unknown): Promise<StowageError> {
+    if (this.blobs.get(id) === loc) this.blobs.delete(id);
+    return corrupt(`chunk ${id} in ${packKey(loc.pack)} ${what}; ${await this.damaged.record(this.store, id, loc, what)}`, cause);
   }
 
   /** Drops the packs kept by whole-pack reads, and the buffers kept for the next reads. */

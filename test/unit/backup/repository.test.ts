@@ -7,7 +7,9 @@ import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js'
 import { compress, decompress, DEFAULT_CODEC, looksCompressible, nativeLz4, SYNC_CODEC_MAX } from '../../../src/core/backup/codec.js';
 import { lz4BlockDecode } from '../../../src/core/backup/lz4-block.js';
 import { comparePaths, indexKey, newBackupId, packKey, type BackupRecord, type Entry } from '../../../src/core/backup/format.js';
-import { ManifestWriter, Repository, sha256 } from '../../../src/core/backup/repository.js';
+import { ManifestWriter } from '../../../src/core/backup/manifest.js';
+import { sha256 } from '../../../src/core/backup/objects.js';
+import { Repository } from '../../../src/core/backup/repository.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 
 describe('backup repository format', () => {

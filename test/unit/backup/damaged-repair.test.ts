@@ -1,0 +1,145 @@
+import { createCipheriv, createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
+import { packKey, type BackupRecord } from '../../../src/core/backup/format.js';
+import { backupTree, checkRepository, deleteBackup, gc, listAll, Repository, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
+import { ErrorCodes } from '../../../src/core/errors.js';
+import { collect } from './tree-helpers.js';
+
+const CHUNKER = { minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024, seed: 'test' };
+
+function pseudoRandom(size: number, seed: string): Buffer {
+  return createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16)).update(Buffer.alloc(size));
+}
+
+async function damagedKeys(store: VfsBlobStore): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const { key } of listAll(store, 'damaged/')) keys.push(key);
+  return keys;
+}
+
+describe('a chunk found damaged in its pack', () => {
+  let base = '';
+  let store: VfsBlobStore;
+  let first: BackupRecord;
+  let chunk = '';
+  let pack = '';
+  const big = pseudoRandom(1024 * 1024, 'big');
+  const flipByte = async (path: string, position: number) => {
+    const handle = await open(path, 'r+');
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, position);
+    byte[0] = byte[0]! ^ 0xff;
+    await handle.write(byte, 0, 1, position);
+    await handle.close();
+  };
+  let flipped = '';
+  let flippedAt = 0;
+
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-damaged-'));
+    await mkdir(join(base, 'vol'));
+    await writeFile(join(base, 'vol', 'big.bin'), big);
+    await writeFile(join(base, 'vol', 'small.txt'), 'small and unchanged\n');
+    store = new VfsBlobStore(join(base, 'repo'), { durable: false });
+    // One blob a pack: what gc may delete is then exactly the packs of blobs nothing needs.
+    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 1 });
+    first = await backupTree(join(base, 'vol'), repo, { volume: 'vol' });
+    const entry = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!;
+    chunk = entry.chunks![1]!;
+    const at = repo.locate(chunk)!;
+    pack = at.pack;
+    // One byte flipped inside the stored chunk, as a disk or a copy might.
+    flipped = join(store.location, packKey(at.pack));
+    flippedAt = at.offset + 100;
+    await flipByte(flipped, flippedAt);
+  });
+  afterEach(async () => {
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('is recorded by the verify that finds it; the next backup of the unchanged volume stores it again, and the earlier backup then verifies and restores', async () => {
+    const repo = await Repository.open(store);
+    const failure = await verifyBackup(repo, 'vol', first.id).catch((err: unknown) => err as Error & { code?: string });
+    expect(failure).toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+    expect(failure.message).toContain(`chunk ${chunk} in ${packKey(pack)} is corrupt`);
+    expect(failure.message).toContain('recorded as damaged in the repository');
+    expect(await damagedKeys(store)).toEqual([`damaged/${pack}/${chunk}`]);
+
+    // A second verify says it was recorded before, and writes nothing more.
+    const again = await verifyBackup(await Repository.open(store), 'vol', first.id).catch((err: unknown) => err as Error);
+    expect(again.message).toContain('it was recorded as damaged before');
+
+    // Nothing changed in the volume: without the record, every file would come from the parent.
+    const second = await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+    expect(second.parent).toBe(first.id);
+    expect(second.stats.filesRead).toBe(1);
+    expect(second.warnings).toContainEqual(expect.stringContaining('1 chunk(s) whose stored copies were recorded as damaged were stored again'));
+
+    const healed = await Repository.open(store);
+    expect(healed.has(chunk)).toBe(true);
+    expect(healed.locate(chunk)!.pack).not.toBe(pack);
+    await expect(verifyBackup(healed, 'vol', first.id)).resolves.toMatchObject({ files: 2 });
+    await expect(checkRepository(healed)).resolves.toMatchObject({ backups: 2 });
+    const target = join(base, 'restored');
+    await mkdir(target);
+    await restoreTree(healed, 'vol', first.id, target);
+    expect((await readFile(join(target, 'big.bin'))).equals(big)).toBe(true);
+  });
+
+  it('is recorded by a restore that meets it, which still fails and leaves its target empty', async () => {
+    const target = join(base, 'restored');
+    await mkdir(target);
+    await expect(restoreTree(await Repository.open(store), 'vol', first.id, target)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+    expect(await damagedKeys(store)).toEqual([`damaged/${pack}/${chunk}`]);
+    const second = await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+    expect(second.stats.filesRead).toBe(1);
+  });
+
+  it('gc deletes a damaged copy stored again since (its pack holding nothing else live), and the record with it', async () => {
+    await verifyBackup(await Repository.open(store), 'vol', first.id).catch(() => undefined);
+    await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+    const result = await gc(await Repository.open(store));
+    // Every pack holds one blob here (a pack size of 1 byte): the damaged one's pack is garbage
+    // although both backups name its blob, since they read the good copy.
+    expect(result.deletedPacks).toBe(1);
+    expect(await store.head(packKey(pack))).toBeUndefined();
+    expect(await damagedKeys(store)).toEqual([]);
+    await expect(verifyBackup(await Repository.open(store), 'vol', first.id)).resolves.toMatchObject({ files: 2 });
+  });
+
+  it('gc keeps a damaged copy while it is the only one, and its record', async () => {
+    await verifyBackup(await Repository.open(store), 'vol', first.id).catch(() => undefined);
+    const result = await gc(await Repository.open(store));
+    expect(result.deletedPacks).toBe(0);
+    expect(await store.head(packKey(pack))).toBeDefined();
+    expect(await damagedKeys(store)).toEqual([`damaged/${pack}/${chunk}`]);
+  });
+
+  it('a record naming a good copy (forged, or wrong) costs a second copy, never a read', async () => {
+    await flipByte(flipped, flippedAt); // nothing damaged in this one
+    const repo = await Repository.open(store);
+    const small = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks![0]!;
+    const at = repo.locate(small)!;
+    await store.put(`damaged/${at.pack}/${small}`, Buffer.from('{}'));
+    const marked = await Repository.open(store);
+    expect(marked.has(small)).toBe(false);
+    expect(marked.locate(small)).toEqual(at);
+    // Read from the copy so marked, and checked: it is good.
+    expect((await marked.readBlob(small)).equals(big.subarray(0, at.rawLength))).toBe(true);
+    // A whole check reads it too, rather than calling it missing.
+    await expect(checkRepository(marked)).resolves.toMatchObject({ backups: 1 });
+    // A record under damaged/ that is not of this form is ignored, and never deleted.
+    await store.put('damaged/not-a-record', Buffer.from('x'));
+    await store.put(`damaged/${'0'.repeat(64)}/${small}`, Buffer.from('{}'));
+    await deleteBackup(marked, 'vol', first.id);
+    await gc(await Repository.open(store));
+    const keys = await damagedKeys(store);
+    expect(keys).toContain('damaged/not-a-record');
+    expect(keys).not.toContain(`damaged/${'0'.repeat(64)}/${small}`);
+  });
+});
