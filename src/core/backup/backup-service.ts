@@ -95,7 +95,7 @@ export class CoreBackupService implements BackupService {
       await assertTargetReachable(dest.target, { signal: options.signal });
       const repo = await Repository.openOrInit(openTarget(dest.target, { signal: options.signal }));
       const record = await createBlockBackup(this.manager, blocks, this.log, this.backend.name, volume, repo,
-        { snapshot: options.snapshot, consistent: options.consistent, force: options.force }, (progress) => {
+        { snapshot: options.snapshot, consistent: options.consistent, force: options.force, signal: options.signal }, (progress) => {
           options.signal?.throwIfAborted();
           options.onProgress?.(progress);
         });

@@ -18,6 +18,8 @@ export interface BlockBackupRequest {
   snapshot?: string;
   consistent?: boolean;
   force?: boolean;
+  /** Checked right before the record is written, as for a file backup (CommonOptions.signal). */
+  signal?: AbortSignal;
 }
 
 /** The kinds of backup `backup create --kind` chooses between. */
@@ -83,7 +85,7 @@ export async function createBlockBackup(host: BlockBackupHost, blocks: BlockSupp
       report({ phase: 'backup', files: 0, bytes: 0, totalBytes });
       record = await backupBlocks(device.path, repo, {
         volume, sizeBytes: device.sizeBytes, filesystem: device.filesystem, ranges, ...(base ? { base } : {}),
-        origin: { snapshot, backend }, source, snapshotTaken: taken, notes,
+        origin: { snapshot, backend }, source, snapshotTaken: taken, notes, signal: request.signal,
         onProgress: (p) => report({ phase: 'backup', files: 0, bytes: p.bytes, totalBytes }),
       });
     } finally {

@@ -16,6 +16,16 @@ function pseudoRandom(size: number, seed: string): Buffer {
   return createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16)).update(Buffer.alloc(size));
 }
 
+/** The error `work` fails with; a test fails if it does not. */
+async function failureOf(work: Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await work;
+  } catch (err) {
+    return err as Error & { code?: string };
+  }
+  throw new Error('expected a failure');
+}
+
 async function damagedKeys(store: VfsBlobStore): Promise<string[]> {
   const keys: string[] = [];
   for await (const { key } of listAll(store, 'damaged/')) keys.push(key);
@@ -64,14 +74,14 @@ describe('a chunk found damaged in its pack', () => {
 
   it('is recorded by the verify that finds it; the next backup of the unchanged volume stores it again, and the earlier backup then verifies and restores', async () => {
     const repo = await Repository.open(store);
-    const failure = await verifyBackup(repo, 'vol', first.id).catch((err: unknown) => err as Error & { code?: string });
+    const failure = await failureOf(verifyBackup(repo, 'vol', first.id));
     expect(failure).toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
     expect(failure.message).toContain(`chunk ${chunk} in ${packKey(pack)} is corrupt`);
     expect(failure.message).toContain('recorded as damaged in the repository');
     expect(await damagedKeys(store)).toEqual([`damaged/${pack}/${chunk}`]);
 
     // A second verify says it was recorded before, and writes nothing more.
-    const again = await verifyBackup(await Repository.open(store), 'vol', first.id).catch((err: unknown) => err as Error);
+    const again = await failureOf(verifyBackup(await Repository.open(store), 'vol', first.id));
     expect(again.message).toContain('it was recorded as damaged before');
 
     // Nothing changed in the volume: without the record, every file would come from the parent.
