@@ -253,7 +253,11 @@ export class CoreBackupService implements BackupService {
         onWarning: this.warn,
         onProgress: (p) => {
           options.signal?.throwIfAborted();
-          options.onProgress?.({ phase: 'verify', files: p.files, bytes: p.bytes });
+          options.onProgress?.({
+            phase: 'verify', unit: 'chunks', files: p.entries, bytes: p.bytes,
+            ...(p.totalEntries !== undefined ? { totalFiles: p.totalEntries } : {}),
+            ...(p.totalBytes !== undefined ? { totalBytes: p.totalBytes } : {}),
+          });
         },
       });
       return { url, backups: checked.backups, files: checked.files, chunks: checked.chunks, bytes: checked.bytes };

@@ -76,6 +76,8 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
       result.bytes += repo.locate(id)?.rawLength ?? 0;
     }
     for (const record of records) result.files += record.kind === 'blocks' ? 1 : record.stats.files;
+    const totals = { totalEntries: result.chunks + located.length, totalBytes: located.reduce((sum, id) => sum + repo.locate(id)!.rawLength, result.bytes) };
+    options.onProgress?.({ entries: result.chunks, files: 0, bytes: result.bytes, ...totals });
     try {
       for (const id of located) {
         try {
@@ -87,7 +89,7 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
           bad.add(id);
           problem(messageOf(err));
         }
-        options.onProgress?.({ entries: result.chunks, files: 0, bytes: result.bytes });
+        options.onProgress?.({ entries: result.chunks, files: 0, bytes: result.bytes, ...totals });
       }
     } finally {
       repo.releasePackCache();

@@ -22,6 +22,9 @@ export interface Progress {
   files: number;
   /** File bytes covered so far (read, or taken from the files cache). */
   bytes: number;
+  /** What a whole-repository check will have read when done (it counts chunks, as `entries`, not files). */
+  totalEntries?: number;
+  totalBytes?: number;
 }
 
 export interface CommonOptions {

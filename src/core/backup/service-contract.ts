@@ -15,6 +15,8 @@ import type { BackupStats } from './format.js';
 /** What a long operation reports as it goes; every field but `phase` counts up. */
 export interface JobProgress {
   phase: 'snapshot' | 'scan' | 'backup' | 'copy' | 'restore' | 'verify' | 'delete' | 'gc';
+  /** What `files` and `totalFiles` count: files (the default), or chunks (a whole-repository verify reads chunks pack by pack). */
+  unit?: 'files' | 'chunks';
   files: number;
   bytes: number;
   /** Known once the source was measured (a snapshot or backup records its totals); absent before. */

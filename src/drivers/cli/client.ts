@@ -152,7 +152,7 @@ export function followJob(socket: string, id: string, onProgress: (progress: Job
 const progressLine = z.object({
   type: z.literal('progress'),
   progress: z.object({
-    phase: z.string(), files: z.number(), bytes: z.number(), totalFiles: z.number().optional(), totalBytes: z.number().optional(),
+    phase: z.string(), unit: z.enum(['files', 'chunks']).optional(), files: z.number(), bytes: z.number(), totalFiles: z.number().optional(), totalBytes: z.number().optional(),
   }),
 });
 const endLine = z.object({

@@ -48,7 +48,7 @@ export function describeProgress(p: JobProgress, rate: number, eta?: number): st
   const bytes = p.totalBytes !== undefined ? `${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}` : formatBytes(p.bytes);
   // A follower that saw only the end (a short job) has no rate to show.
   const speed = rate > 0 ? `, ${formatBytes(rate)}/s` : '';
-  return `${p.phase} ${files} files, ${bytes}${speed}${eta !== undefined ? `, ETA ${formatDuration(eta)}` : ''}`;
+  return `${p.phase} ${files} ${p.unit ?? 'files'}, ${bytes}${speed}${eta !== undefined ? `, ETA ${formatDuration(eta)}` : ''}`;
 }
 
 /** A bar on the terminal (stderr, so stdout keeps only the answer). */
@@ -56,7 +56,7 @@ class BarView implements ProgressView {
   private readonly meter = new Meter();
   private readonly bar = new cliProgress.SingleBar({
     stream: process.stderr,
-    format: '{phase} [{bar}] {percentage}% | {files} files | {done}/{total_bytes} | {rate}/s | ETA {eta_text}',
+    format: '{phase} [{bar}] {percentage}% | {files} {unit} | {done}/{total_bytes} | {rate}/s | ETA {eta_text}',
     hideCursor: true,
     clearOnComplete: false,
     etaBuffer: 50,
@@ -68,6 +68,7 @@ class BarView implements ProgressView {
     const payload = {
       phase: p.phase.padEnd(7),
       files: p.totalFiles !== undefined ? `${p.files}/${p.totalFiles}` : String(p.files),
+      unit: p.unit ?? 'files',
       done: formatBytes(p.bytes),
       total_bytes: p.totalBytes !== undefined ? formatBytes(p.totalBytes) : '?',
       rate: formatBytes(rate),

@@ -7,6 +7,7 @@ import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js'
 import { backupKey, packKey } from '../../../src/core/backup/format.js';
 import { backupTree, checkRepository, listAll, Repository, verifyBackup } from '../../../src/core/backup/index.js';
 import type { BackupRecord } from '../../../src/core/backup/format.js';
+import type { Progress } from '../../../src/core/backup/options.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { collect } from './tree-helpers.js';
 
@@ -66,8 +67,12 @@ describe('checking a whole repository', () => {
     let packBytes = 0;
     for await (const { size } of listAll(store, 'packs/')) packBytes += size;
     store.packBytesRead = 0;
-    const result = await checkRepository(repo);
+    const reports: Progress[] = [];
+    const result = await checkRepository(repo, { onProgress: (p) => reports.push(p) });
     expect(result).toEqual({ backups: 3, files: 2 + 2 + 3, chunks: needed.size, bytes: expect.any(Number) });
+    // Progress counts chunks against a total known from the first report, and ends on it.
+    expect(reports[0]).toMatchObject({ totalEntries: needed.size, totalBytes: result.bytes });
+    expect(reports.at(-1)).toMatchObject({ entries: needed.size, bytes: result.bytes, totalEntries: needed.size, totalBytes: result.bytes });
     expect(result.bytes).toBeGreaterThan(4.5 * 1024 * 1024);
     // No chunk is read twice (the manifests, a few KiB, are read once more with their packs); one
     // verify per backup reads the shared file's chunks three times.
