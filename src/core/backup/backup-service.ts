@@ -19,6 +19,8 @@ import {
   DEFAULT_BACKUP_KIND, RESTORE_OPTION, type BackupDetail, type BackupService, type BackupSummary, type CreateResult, type JobProgress,
   type BackupRequestOptions, type DeleteResult, type ProgressOptions, type VerifyResult,
 } from './service-contract.js';
+import { VolumeNameSchema } from './format.js';
+import { isRecordFault, unreadableRecord } from './objects.js';
 
 const IN_PROGRESS = /^backup of ([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$/;
 
@@ -190,7 +192,18 @@ export class CoreBackupService implements BackupService {
       throw new StowageError(ErrorCodes.INVALID_REQUEST, `${destUrl} names volume ${dest.volume}, not ${options.volume}`);
     }
     const repo = await Repository.open(openTarget(dest.target));
-    const done: BackupSummary[] = (await repo.listBackups(volume)).map((r) => this.summary(dest.target, r));
+    // One record that does not load must not hide the others: it is listed as what it is.
+    const unreadable: BackupSummary[] = [];
+    const done: BackupSummary[] = (await repo.listBackups(volume, {
+      onBroken: (key, err) => {
+        if (!isRecordFault(err)) throw err;
+        const [, vol = '', id = key] = key.split('/');
+        unreadable.push({
+          url: formatBackupUrl({ target: dest.target, ...(VolumeNameSchema.safeParse(vol).success ? { volume: vol } : {}) }),
+          volume: vol, id, state: 'unreadable', key, problem: unreadableRecord(key, repo.store.location, err).message,
+        });
+      },
+    })).map((r) => this.summary(dest.target, r));
     const running: BackupSummary[] = [];
     for (const lock of await liveLocks(repo.store, Date.now())) {
       const match = IN_PROGRESS.exec(lock.purpose);
@@ -205,8 +218,8 @@ export class CoreBackupService implements BackupService {
         state: 'in-progress',
       });
     }
-    running.sort((a, b) => (a.startedAt < b.startedAt ? -1 : 1));
-    return [...done, ...running];
+    running.sort((a, b) => (a.startedAt! < b.startedAt! ? -1 : 1));
+    return [...done, ...unreadable, ...running];
   }
 
   async inspectBackup(url: string): Promise<BackupDetail> {

@@ -1,6 +1,6 @@
 import { createHash, webcrypto } from 'node:crypto';
 import type { z } from 'zod';
-import { ErrorCodes, StowageError } from '../errors.js';
+import { ErrorCodes, isStowageError, messageOf, StowageError } from '../errors.js';
 import { firstIssue } from '../schema/parse-record.js';
 import { VolumeNameSchema } from './format.js';
 
@@ -28,6 +28,17 @@ export function assertVolumeName(volume: string): void {
 
 export function corrupt(message: string, cause?: unknown): StowageError {
   return new StowageError(ErrorCodes.BACKUP_CORRUPT, message, { cause });
+}
+
+/** Whether a listed record failed to load through a fault of its own (damaged, forged, misplaced), not of the store. */
+export function isRecordFault(err: unknown): boolean {
+  return isStowageError(err, ErrorCodes.BACKUP_CORRUPT) || isStowageError(err, ErrorCodes.INVALID_REQUEST);
+}
+
+/** A listed record that does not load, said with its place: an object to look at by hand. */
+export function unreadableRecord(key: string, location: string, err: unknown): StowageError {
+  return new StowageError(ErrorCodes.BACKUP_CORRUPT, `${key} in ${location} is no backup record stowage can read ` +
+    `(${messageOf(err)}); put it right from a copy of the repository, or move it out of the repository by hand`, { cause: err });
 }
 
 /** Parses an object read from the repository; failures name the object. */

@@ -10,7 +10,7 @@ import {
   type BackupRecord, type Entry, type PackBlob, type PackIndex, type RepoConfig,
 } from './format.js';
 import { isBlockBackup, notAFileBackup } from './block-format.js';
-import { assertVolumeName, corrupt, parseObject, sha256, sha256OffThread } from './objects.js';
+import { assertVolumeName, corrupt, isRecordFault, parseObject, sha256, sha256OffThread, unreadableRecord } from './objects.js';
 import { DamagedBlobs } from './damaged-blobs.js';
 import { PackCache, SpareBuffers } from './pack-cache.js';
 import { PackWriter, indexInPack } from './pack-writer.js';
@@ -369,13 +369,8 @@ export class Repository {
       } catch (err) {
         // Listed, then deleted (a delete on another node runs beside a list or a check): not there, and not broken.
         if (isStowageError(err, ErrorCodes.BACKUP_NOT_FOUND)) continue;
-        if (!options.onBroken) {
-          if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT) && !isStowageError(err, ErrorCodes.INVALID_REQUEST)) throw err;
-          // Said with its place: an object no backup can be listed past is one to look at by hand.
-          throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `${key} in ${this.store.location} is no backup record stowage can read ` +
-            `(${messageOf(err)}); put it right from a copy of the repository, or move it out of the repository by hand`, { cause: err });
-        }
-        options.onBroken(key, err);
+        if (options.onBroken) options.onBroken(key, err);
+        else throw isRecordFault(err) ? unreadableRecord(key, this.store.location, err) : err;
       }
     }
     return records.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.volume < b.volume ? -1 : 1));

@@ -40,11 +40,21 @@ export interface BackupSummary {
   snapshot?: string;
   /** The backend the volume was on (file-level backups restore into any backend). */
   backend?: string;
-  host: string;
-  startedAt: string;
+  /** Absent for an unreadable record. */
+  host?: string;
+  /** Absent for an unreadable record. */
+  startedAt?: string;
   /** Absent while in progress. */
   finishedAt?: string;
-  state: 'complete' | 'in-progress';
+  /**
+   * `unreadable`: an object among the backup records that does not load (damaged, or not one
+   * stowage wrote); `key` and `problem` say which and what to do. The others are listed all the same.
+   */
+  state: 'complete' | 'in-progress' | 'unreadable';
+  /** Only for an unreadable record: its key in the repository. */
+  key?: string;
+  /** Only for an unreadable record: why it does not load, and what to do. */
+  problem?: string;
   stats?: BackupStats;
   /** `file`: the volume's files, restorable into any backend; `block`: a devicemapper device's blocks. */
   kind?: 'file' | 'block';

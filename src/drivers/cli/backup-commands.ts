@@ -141,9 +141,11 @@ function printBackups(backups: BackupSummary[], json: boolean): void {
     return;
   }
   printTable([['URL', 'VOLUME', 'STATE', 'STARTED', 'KIND', 'FILES', 'SIZE', 'SNAPSHOT'], ...backups.map((b) => [
-    b.url, b.volume, b.state, b.startedAt, b.kind ?? '-', b.kind === 'block' ? '-' : b.stats ? String(b.stats.files) : '-',
-    b.stats ? formatBytes(b.stats.bytes) : '-', b.snapshot ?? '-',
+    b.state === 'unreadable' ? (b.key ?? b.url) : b.url, b.volume || '-', b.state, b.startedAt ?? '-', b.kind ?? '-',
+    b.kind === 'block' ? '-' : b.stats ? String(b.stats.files) : '-', b.stats ? formatBytes(b.stats.bytes) : '-', b.snapshot ?? '-',
   ])]);
+  // After the table, on stderr: what to do about each record that does not load.
+  for (const b of backups) if (b.state === 'unreadable') process.stderr.write(`warning: ${b.problem ?? `${b.key} does not load`}\n`);
 }
 
 function printJobs(jobs: JobView[], json: boolean): void {

@@ -50,6 +50,25 @@ async function packsIn(repoDir: string): Promise<string[]> {
 }
 
 describe('BackupService over vfs (embedding API)', () => {
+  it('lists the backups it can read beside an object among the records that does not load, saying which and what to do', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const repoDir = join(dir, 'backups');
+    const dest = `vfs://${repoDir}`;
+    await stowage.create('pg');
+    await fill(stowage, 'pg', randomBytes(4096));
+    const good = await stowage.createBackup('pg', { dest });
+    await writeFile(join(repoDir, 'backups', 'pg', `${good.id}.bad`), 'garbage');
+    const listed = await stowage.listBackups(dest);
+    expect(listed.map((b) => [b.id, b.state])).toEqual([[good.id, 'complete'], [`${good.id}.bad`, 'unreadable']]);
+    expect(listed[1]).toMatchObject({
+      url: `${dest}?volume=pg`, volume: 'pg', key: `backups/pg/${good.id}.bad`,
+      problem: expect.stringMatching(/^backups\/pg\/.*\.bad in .* is no backup record stowage can read \(.*\); put it right from a copy of the repository, or move it out of the repository by hand$/),
+    });
+    expect(listed[1]!.host).toBeUndefined();
+    expect((await stowage.listBackups(dest, { volume: 'pg' })).map((b) => b.state)).toEqual(['complete', 'unreadable']);
+  });
+
   it('backs a volume up through a snapshot, lists, verifies, restores it as a new volume, and deletes the backup', async () => {
     const dir = await tempDir();
     const stowage = await stowageIn(dir);
