@@ -38,28 +38,26 @@ export interface InitOptions {
 }
 
 /** A blob's checked plaintext, valid until release() (see Repository.leaseBlob). */
-export interface BlobLease {
-  data: Buffer;
-  release(): void;
-}
+export interface BlobLease { data: Buffer; release(): void }
 
 /** Where a blob lives. */
-export interface BlobLocation extends PackBlob {
-  pack: string;
-}
+export interface BlobLocation extends PackBlob { pack: string }
+
+const locations = (index: PackIndex) => ({ pack: index.pack, at: index.blobs.map((b): BlobLocation => ({ ...b, pack: index.pack })) });
+const recordBytes = (record: BackupRecord): Buffer => Buffer.from(JSON.stringify(record));
+
+/** The SHA-256 of a record as putBackupRecord writes it: what readBackupRecordAsWritten checks. */
+export const backupRecordDigest = (record: BackupRecord): string => sha256(recordBytes(record));
 
 /**
  * A backup repository on a BlobStore: its config, the index of every blob (loaded from the
  * index objects), verified reads, and the records of backups. Writing new blobs goes through a
  * PackWriter, which groups them into packs so small files never become one object each.
  */
-const recordBytes = (record: BackupRecord): Buffer => Buffer.from(JSON.stringify(record));
-
-/** The SHA-256 of a record as putBackupRecord writes it: what readBackupRecordAsWritten checks. */
-export const backupRecordDigest = (record: BackupRecord): string => sha256(recordBytes(record));
-
 export class Repository {
   private readonly blobs = new Map<string, BlobLocation>();
+  /** Index objects read before, by key: objects are written once, so a reload reads and checks only new ones. */
+  private readonly indexes = new Map<string, { pack: string; at: BlobLocation[] }>();
   /** Blobs only indexes of missing packs name, with that pack: for errors, never for reads. */
   private readonly lost = new Map<string, string>();
   /** Copies recorded as damaged: not in `blobs`, so backups store them again (see DamagedBlobs). */
@@ -164,12 +162,16 @@ export class Repository {
       const id = packIdOfKey(key);
       if (id !== undefined) packs.add(id);
     }
+    const listed = new Set<string>();
     for await (const { key } of listAll(this.store, 'index/')) {
       if (indexIdOfKey(key) === undefined) continue; // not an index of this repository's
-      const index = await this.readIndex(key);
-      if (packs.has(index.pack)) this.addIndex(index);
-      else for (const blob of index.blobs) if (!this.lost.has(blob.id)) this.lost.set(blob.id, index.pack);
+      listed.add(key);
+      let index = this.indexes.get(key);
+      if (!index) this.indexes.set(key, index = locations(await this.readIndex(key)));
+      if (packs.has(index.pack)) this.addLocations(index.at);
+      else for (const at of index.at) if (!this.lost.has(at.id)) this.lost.set(at.id, at.pack);
     }
+    for (const key of this.indexes.keys()) if (!listed.has(key)) this.indexes.delete(key);
   }
 
   async readIndex(key: string): Promise<PackIndex> {
@@ -186,10 +188,11 @@ export class Repository {
   }
 
   addIndex(index: PackIndex): void {
-    for (const blob of index.blobs) {
-      const at = { ...blob, pack: index.pack };
-      if (!this.blobs.has(blob.id) && this.damaged.isGoodCopy(blob.id, at)) this.blobs.set(blob.id, at);
-    }
+    this.addLocations(locations(index).at);
+  }
+
+  private addLocations(locations: readonly BlobLocation[]): void {
+    for (const at of locations) if (!this.blobs.has(at.id) && this.damaged.isGoodCopy(at.id, at)) this.blobs.set(at.id, at);
   }
 
   has(id: string): boolean {

@@ -43,6 +43,39 @@ describe('backup repository format', () => {
     await expect(Repository.open(new VfsBlobStore(join(dir, 'nothing')))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
   });
 
+  it('a reload reads only index objects it has not read before, and forgets those gone', async () => {
+    const repo = await Repository.init(store, { packSize: 1 });
+    const first = repo.newWriter();
+    const a = await first.add('data', randomBytes(3000));
+    const b = await first.add('data', randomBytes(3000));
+    await first.flush();
+    const indexReads: string[] = [];
+    const counting = Object.assign(Object.create(store) as VfsBlobStore, {
+      get: async (key: string, into?: Buffer) => {
+        if (key.startsWith('index/')) indexReads.push(key);
+        return store.get(key, into);
+      },
+    });
+    const reader = await Repository.open(counting);
+    expect(indexReads).toHaveLength(2);
+    await reader.reloadIndex();
+    expect(indexReads).toHaveLength(2);
+    // Another writer's pack: its index is read once, at the next reload.
+    const other = (await Repository.open(store)).newWriter();
+    const d = await other.add('data', randomBytes(3000));
+    await other.flush();
+    await reader.reloadIndex();
+    expect(indexReads).toHaveLength(3);
+    expect(reader.has(d.id)).toBe(true);
+    // A pack and its index deleted (as gc does): the blob is gone from the next reload.
+    const gone = reader.locate(a.id)!.pack;
+    await store.delete([indexKey(gone), packKey(gone)]);
+    await reader.reloadIndex();
+    expect(reader.has(a.id)).toBe(false);
+    expect(reader.has(b.id)).toBe(true);
+    expect(indexReads).toHaveLength(3);
+  });
+
   it('whole-pack reads keep the two packs read last: alternating between them fetches each once', async () => {
     const repo = await Repository.init(store, { codec: 'none', packSize: 16 * 1024 });
     const writer = repo.newWriter();
