@@ -58,7 +58,7 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
       if (repo.locate(id)) return true;
       bad.add(id);
       // fetchBlob's words: it knows whether an index named the blob in a pack that is gone.
-      problem(`chunk ${id} is missing (${repo.whyMissing(id)})`);
+      problem(`chunk ${id} is missing (${repo.blobs.whyMissing(id)})`);
       return false;
     });
     // Pack by pack. Within one, small blobs first: the first is read with its whole pack, which

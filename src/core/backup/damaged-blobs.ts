@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { messageOf } from '../errors.js';
 import { listAll, type BlobStore } from './blob-store.js';
+import type { BlobType } from './format.js';
 
 /**
  * Blobs found damaged where they are stored, one object each: `damaged/<pack>/<blob>`, written
@@ -13,8 +14,9 @@ import { listAll, type BlobStore } from './blob-store.js';
  * restore.
  *
  * The key alone says what is damaged; the object's content is for people and is never read.
- * A record another machine forged costs only space: the copy it names is still read (and
- * checked) when no other copy exists, so nothing a good copy could serve becomes unreadable.
+ * A record another machine forged costs only space: every copy of a blob is still read (and
+ * checked) when the others fail, and gc frees a copy recorded as damaged only after reading
+ * back the copy that takes its place.
  */
 const DAMAGED_PREFIX = 'damaged/';
 const damagedKey = (pack: string, blob: string): string => `${DAMAGED_PREFIX}${pack}/${blob}`;
@@ -25,15 +27,12 @@ export function damagedOfKey(key: string): { pack: string; blob: string } | unde
   return match ? { pack: match[1]!, blob: match[2]! } : undefined;
 }
 
-export class DamagedBlobs<Location extends { readonly pack: string }> {
+export class DamagedBlobs {
   private readonly places = new Set<string>();
-  /** Blobs every indexed copy of which is recorded as damaged: where to read them all the same. */
-  private readonly onlyCopies = new Map<string, Location>();
 
-  /** Reads every record again (the indexes are then added again: see isGoodCopy). */
+  /** Reads every record again. */
   async load(store: BlobStore): Promise<void> {
     this.places.clear();
-    this.onlyCopies.clear();
     for await (const { key } of listAll(store, DAMAGED_PREFIX)) {
       const named = damagedOfKey(key);
       if (named) this.places.add(`${named.pack}/${named.blob}`);
@@ -50,40 +49,24 @@ export class DamagedBlobs<Location extends { readonly pack: string }> {
   }
 
   /**
-   * For each indexed copy of a blob, until one is good: true when the copy `at` is not recorded
-   * as damaged; otherwise the first such copy is kept as the blob's only copy, false.
-   */
-  isGoodCopy(blob: string, at: Location): boolean {
-    if (!this.places.has(`${at.pack}/${blob}`)) {
-      this.onlyCopies.delete(blob);
-      return true;
-    }
-    if (!this.onlyCopies.has(blob)) this.onlyCopies.set(blob, at);
-    return false;
-  }
-
-  /** The copy to read a blob from when it has no good one. */
-  onlyCopy(blob: string): Location | undefined {
-    return this.onlyCopies.get(blob);
-  }
-
-  /**
    * Records the copy of `blob` in `pack` as damaged; says how it went, in words for the error
-   * that reports the damage. A store that refuses the write (read-only, full) does not hide the
-   * damage itself: the record is only what lets later backups repair it.
+   * that reports the damage. This reader counts the copy as damaged from now on even when the
+   * store refuses the record (read-only, full): only later readers then do not know.
    */
-  async record(store: BlobStore, blob: string, at: Location, why: string): Promise<string> {
-    const pack = at.pack;
-    if (!this.onlyCopies.has(blob)) this.onlyCopies.set(blob, at);
-    const repair = 'a backup of a volume that still holds these bytes stores them again, and every backup that needs them reads that copy';
+  async record(store: BlobStore, blob: string, pack: string, type: BlobType, why: string): Promise<string> {
+    // A backup's list of files (a manifest blob) records times that change with every backup,
+    // so no later backup makes the same blob again: only data chunks are mended this way.
+    const repair = type === 'tree'
+      ? 'it is part of a backup\'s list of files, which no later backup stores again: the backups that need it cannot be restored whole; delete them so that garbage collection can run again'
+      : 'a backup of a volume that still holds these bytes stores them again, and every backup that needs them reads that copy';
     if (this.places.has(`${pack}/${blob}`)) return `it was recorded as damaged before: ${repair}`;
+    this.places.add(`${pack}/${blob}`);
     const body = JSON.stringify({ found: new Date().toISOString(), host: hostname(), why });
     try {
       await store.put(damagedKey(pack, blob), Buffer.from(body));
     } catch (err) {
-      return `recording it as damaged in the repository failed (${messageOf(err)}), so later backups go on referencing this copy`;
+      return `recording it as damaged in the repository failed (${messageOf(err)}), so other readers and later backups still take this copy for good`;
     }
-    this.places.add(`${pack}/${blob}`);
     return `recorded as damaged in the repository: ${repair}`;
   }
 

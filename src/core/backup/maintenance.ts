@@ -1,4 +1,4 @@
-import { ErrorCodes, StowageError } from '../errors.js';
+import { ErrorCodes, isStowageError, messageOf, StowageError } from '../errors.js';
 import { deleteAll, listAll } from './blob-store.js';
 import { isBlockBackup, referencedChunks } from './block-format.js';
 import { backupKey, indexIdOfKey, packIdOfKey, packKey } from './format.js';
@@ -9,50 +9,76 @@ import type { Repository } from './repository.js';
 import type { BackupRecord } from './format.js';
 
 /**
- * Reads back every manifest blob and every chunk of a backup and checks each against its hash;
- * the first failure is an error naming the chunk and its pack.
+ * Reads back every manifest blob and every chunk of a backup and checks each against its hash.
+ * It goes on past a damaged or missing chunk, so that one verify records every damaged copy
+ * (and the next backup stores them all again): the error names each chunk and its pack.
  */
 export async function verifyBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<{ files: number; chunks: number; bytes: number }> {
   assertVolumeName(volume);
   return withLock(repo.store, readerLock(`verify of ${volume}/${backupId}`, options), async () => {
     await repo.reloadIndex();
     const record = await repo.readBackupRecord(volume, backupId);
-    if (isBlockBackup(record)) return verifyChunks(repo, record, options);
-    const checked = new Set<string>();
-    const result = { files: 0, chunks: 0, bytes: 0 };
-    for await (const entry of repo.entries(record)) {
-      if (entry.type !== 'file') continue;
-      result.files += 1;
-      for (const id of entry.chunks!) {
-        if (checked.has(id)) continue;
-        const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
-        release();
-        checked.add(id);
-        result.chunks += 1;
-        result.bytes += data.length;
-        options.onProgress?.({ entries: result.files, files: result.files, bytes: result.bytes });
+    const chunks = new ChunkReadBack(repo);
+    try {
+      if (isBlockBackup(record)) {
+        // `files` counts the device, as one.
+        for await (const id of referencedChunks(repo, record)) {
+          if (await chunks.read(id)) options.onProgress?.({ entries: chunks.result.chunks, files: 1, bytes: chunks.result.bytes });
+        }
+        return chunks.finish(record, 1);
       }
+      let files = 0;
+      for await (const entry of repo.entries(record)) {
+        if (entry.type !== 'file') continue;
+        files += 1;
+        for (const id of entry.chunks!) {
+          if (await chunks.read(id)) options.onProgress?.({ entries: files, files, bytes: chunks.result.bytes });
+        }
+      }
+      return chunks.finish(record, files);
+    } finally {
+      repo.releasePackCache();
     }
-    repo.releasePackCache();
-    return result;
   });
 }
 
-/** Verify for a block backup: every distinct block it lists (`files` counts the device, as one). */
-async function verifyChunks(repo: Repository, record: BackupRecord, options: CommonOptions): Promise<{ files: number; chunks: number; bytes: number }> {
-  const checked = new Set<string>();
-  const result = { files: 1, chunks: 0, bytes: 0 };
-  for await (const id of referencedChunks(repo, record)) {
-    if (checked.has(id)) continue;
-    const { data, release } = await repo.leaseBlob(id, { wholePacks: true });
-    release();
-    checked.add(id);
-    result.chunks += 1;
-    result.bytes += data.length;
-    options.onProgress?.({ entries: result.chunks, files: 1, bytes: result.bytes });
+/** Reads chunks back once each, going on past those damaged or missing, which it counts and names. */
+class ChunkReadBack {
+  readonly result = { chunks: 0, bytes: 0 };
+  private readonly checked = new Set<string>();
+  private readonly failures: unknown[] = [];
+  private failed = 0;
+
+  constructor(private readonly repo: Repository) {}
+
+  /** Whether the chunk was read now (false: read before, or failed). */
+  async read(id: string): Promise<boolean> {
+    if (this.checked.has(id)) return false;
+    this.checked.add(id);
+    try {
+      const { data, release } = await this.repo.leaseBlob(id, { wholePacks: true });
+      release();
+      this.result.chunks += 1;
+      this.result.bytes += data.length;
+      return true;
+    } catch (err) {
+      if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT) && !isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) throw err;
+      this.failed += 1;
+      if (this.failures.length < 20) this.failures.push(err);
+      return false;
+    }
   }
-  repo.releasePackCache();
-  return result;
+
+  /** The result; one failure is thrown as it was, several as one error naming each (E_BACKUP_OBJECT_MISSING if all are missing). */
+  finish(record: BackupRecord, files: number): { files: number; chunks: number; bytes: number } {
+    if (this.failed === 1) throw this.failures[0];
+    if (this.failed > 1) {
+      const missingOnly = this.failures.every((err) => isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING));
+      throw new StowageError(missingOnly ? ErrorCodes.BACKUP_OBJECT_MISSING : ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id}: ${this.failed} chunks do not read back: ` +
+        `${this.failures.map(messageOf).join('; ')}${this.failed > this.failures.length ? `; and ${this.failed - this.failures.length} more` : ''}`);
+    }
+    return { files, ...this.result };
+  }
 }
 
 /**
@@ -128,8 +154,7 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
       const index = await repo.readIndex(key);
       indexed.add(index.pack);
       for (const blob of index.blobs) if (live.has(blob.id)) liveIndexed.add(blob.id);
-      // A damaged copy of a blob stored again since keeps nothing: backups read the good one.
-      if (index.blobs.some((b) => live.has(b.id) && !(repo.damaged.has(index.pack, b.id) && repo.has(b.id)))) {
+      if (await keepsLiveBlob(repo, index.pack, index.blobs.map((b) => b.id).filter((id) => live.has(id)))) {
         keptPacks += 1;
         kept.add(index.pack);
       } else {
@@ -157,12 +182,23 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     await deleteInBatches(repo, deadIndexes, lock);
     await deleteInBatches(repo, deadPacks, lock);
     // Records of damage in packs gone now, or never there.
-    await deleteInBatches(repo, await repo.damaged.orphans(repo.store, kept, options.pageSize), lock);
+    await deleteInBatches(repo, await repo.blobs.damaged.orphans(repo.store, kept, options.pageSize), lock);
     // An hour: far longer than any put takes, including a lock's put outside any lock.
     await repo.store.sweepTemporary?.(60 * 60_000);
     await repo.reloadIndex();
     return { backups: records.length, deletedPacks: deadPacks.length, deletedIndexes: deadIndexes.length, deletedBytes, keptPacks };
   });
+}
+
+/**
+ * Whether a pack must stay for the live blobs it holds. A copy recorded as damaged keeps it only
+ * while no other copy reads back whole, and that copy is read, so a wrong or forged record never
+ * makes gc free the one good copy.
+ */
+async function keepsLiveBlob(repo: Repository, pack: string, live: string[]): Promise<boolean> {
+  if (live.some((id) => !repo.blobs.damaged.has(pack, id) || !repo.has(id))) return true;
+  for (const id of live) if (!(await repo.readsElsewhere(id, pack))) return true;
+  return false;
 }
 
 async function deleteInBatches(repo: Repository, keys: string[], lock: RepoLock): Promise<void> {

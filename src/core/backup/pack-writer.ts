@@ -164,7 +164,7 @@ export class PackWriter {
     let trailer = Buffer.from(JSON.stringify(entries));
     let pack = buffer;
     const damagedId = sha256(trailer);
-    if (entries.some((e) => this.repo.damaged.has(damagedId, e.id))) {
+    if (entries.some((e) => this.repo.blobs.damaged.has(damagedId, e.id))) {
       // The same blobs at the same places make the same pack, and this one is stored damaged:
       // bytes in front that no blob uses move them, so the pack and its name are new.
       const skip = randomBytes(PACK_SHIFT);
@@ -195,7 +195,7 @@ export class PackWriter {
     if (buffer.length === this.bufferSize && this.spare.length < SPARE_PACK_BUFFERS) this.spare.push(buffer);
     if (await this.repo.store.put(indexKey(id), indexData)) this.stats.newStoredBytes += indexData.length;
     this.stats.packs += 1;
-    this.repo.addIndex(index);
+    this.repo.blobs.add(index);
     for (const e of entries) this.pending.delete(e.id);
   }
 }

@@ -1,4 +1,4 @@
-import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
+import { ErrorCodes, StowageError, isStowageError } from '../errors.js';
 import { firstIssue } from '../schema/parse-record.js';
 import { randomHex } from '../random-hex.js';
 import { listAll, type BlobStore } from './blob-store.js';
@@ -6,12 +6,12 @@ import { DEFAULT_CHUNKER, validateChunkerParams, type ChunkerParams } from './ch
 import { decompress, DEFAULT_CODEC, type Codec } from './codec.js';
 import {
   BackupRecordSchema, backupKey, backupPrefix, BackupIdSchema, CONFIG_KEY, EntrySchema, FORMAT_VERSION,
-  indexIdOfKey, indexKey, ManifestBlobSchema, packIdOfKey, packKey, PackIndexSchema, RepoConfigSchema,
-  type BackupRecord, type Entry, type PackBlob, type PackIndex, type RepoConfig,
+  indexIdOfKey, indexKey, ManifestBlobSchema, packKey, PackIndexSchema, RepoConfigSchema,
+  type BackupRecord, type Entry, type PackIndex, type RepoConfig,
 } from './format.js';
 import { isBlockBackup, notAFileBackup } from './block-format.js';
 import { assertVolumeName, corrupt, isRecordFault, parseObject, sha256, sha256OffThread, unreadableRecord } from './objects.js';
-import { DamagedBlobs } from './damaged-blobs.js';
+import { BlobIndex, type BlobLocation } from './blob-index.js';
 import { PackCache, SpareBuffers } from './pack-cache.js';
 import { PackWriter, indexInPack } from './pack-writer.js';
 
@@ -40,10 +40,12 @@ export interface InitOptions {
 /** A blob's checked plaintext, valid until release() (see Repository.leaseBlob). */
 export interface BlobLease { data: Buffer; release(): void }
 
-/** Where a blob lives. */
-export interface BlobLocation extends PackBlob { pack: string }
-
-const locations = (index: PackIndex) => ({ pack: index.pack, at: index.blobs.map((b): BlobLocation => ({ ...b, pack: index.pack })) });
+/** What a read of one copy of a blob found wrong with its bytes. */
+class DamagedCopy extends Error {
+  constructor(readonly what: string, readonly truncated: boolean, options?: { cause?: unknown }) {
+    super(what, options);
+  }
+}
 const recordBytes = (record: BackupRecord): Buffer => Buffer.from(JSON.stringify(record));
 
 /** The SHA-256 of a record as putBackupRecord writes it: what readBackupRecordAsWritten checks. */
@@ -55,13 +57,8 @@ export const backupRecordDigest = (record: BackupRecord): string => sha256(recor
  * PackWriter, which groups them into packs so small files never become one object each.
  */
 export class Repository {
-  private readonly blobs = new Map<string, BlobLocation>();
-  /** Index objects read before, by key: objects are written once, so a reload reads and checks only new ones. */
-  private readonly indexes = new Map<string, { pack: string; at: BlobLocation[] }>();
-  /** Blobs only indexes of missing packs name, with that pack: for errors, never for reads. */
-  private readonly lost = new Map<string, string>();
-  /** Copies recorded as damaged: not in `blobs`, so backups store them again (see DamagedBlobs). */
-  readonly damaged = new DamagedBlobs<BlobLocation>();
+  /** Where every blob is, and which copies are recorded as damaged. */
+  readonly blobs: BlobIndex;
   /** Whole packs kept for restore and verify. */
   private readonly packs: PackCache;
   /** Buffers leased blobs are read alone into (ranged reads up to CHUNK_BUFFER_SIZE). */
@@ -72,6 +69,7 @@ export class Repository {
 
   private constructor(readonly store: BlobStore, readonly config: RepoConfig) {
     this.packs = new PackCache((id, into) => store.get(packKey(id), into), config.packSize + (config.packSize >> 2));
+    this.blobs = new BlobIndex(store, (key) => this.readIndex(key));
   }
 
   /** Creates a repository in an empty store; refuses a store that already holds one. */
@@ -146,32 +144,9 @@ export class Repository {
     return Repository.open(store);
   }
 
-  /**
-   * Reads every pack index again (after other nodes wrote packs, or after GC). Only indexes
-   * whose pack is there count: one naming a pack that is gone (lost, or forged by another
-   * machine) would make a backup skip storing chunks it claims, and report success for a backup
-   * that never restores; or stand first for an id a good pack also holds. Packs are listed
-   * first: a pack is written before its index, so an index listed after is found with its pack.
-   */
-  async reloadIndex(): Promise<void> {
-    this.blobs.clear();
-    this.lost.clear();
-    await this.damaged.load(this.store);
-    const packs = new Set<string>();
-    for await (const { key } of listAll(this.store, 'packs/')) {
-      const id = packIdOfKey(key);
-      if (id !== undefined) packs.add(id);
-    }
-    const listed = new Set<string>();
-    for await (const { key } of listAll(this.store, 'index/')) {
-      if (indexIdOfKey(key) === undefined) continue; // not an index of this repository's
-      listed.add(key);
-      let index = this.indexes.get(key);
-      if (!index) this.indexes.set(key, index = locations(await this.readIndex(key)));
-      if (packs.has(index.pack)) this.addLocations(index.at);
-      else for (const at of index.at) if (!this.lost.has(at.id)) this.lost.set(at.id, at.pack);
-    }
-    for (const key of this.indexes.keys()) if (!listed.has(key)) this.indexes.delete(key);
+  /** Reads every pack index again (see BlobIndex.reload). */
+  reloadIndex(): Promise<void> {
+    return this.blobs.reload();
   }
 
   async readIndex(key: string): Promise<PackIndex> {
@@ -187,27 +162,12 @@ export class Repository {
     }
   }
 
-  addIndex(index: PackIndex): void {
-    this.addLocations(locations(index).at);
-  }
-
-  private addLocations(locations: readonly BlobLocation[]): void {
-    for (const at of locations) if (!this.blobs.has(at.id) && this.damaged.isGoodCopy(at.id, at)) this.blobs.set(at.id, at);
-  }
-
   has(id: string): boolean {
     return this.blobs.has(id);
   }
 
-  /** Where to read a blob: its good copy (has() says if there is one: a backup may reuse it), else a damaged one. */
   locate(id: string): BlobLocation | undefined {
-    return this.blobs.get(id) ?? this.damaged.onlyCopy(id);
-  }
-
-  /** For the error about a blob no index places: an index named it in a pack that is gone, or none did. */
-  whyMissing(id: string): string {
-    const lostIn = this.lost.get(id);
-    return lostIn !== undefined ? `its pack ${packKey(lostIn)} is not in ${this.store.location}` : `it is in no pack of ${this.store.location}`;
+    return this.blobs.locate(id);
   }
 
   get blobCount(): number {
@@ -247,13 +207,45 @@ export class Repository {
   }
 
   /**
-   * Reads, decompresses and checks a blob. With `pooled`, a ranged read goes into a spare
-   * buffer (chunkBuffers). `lent` says whether `data` is a view of a buffer that goes back
-   * for reuse on release: a blob stored as is, read from a reused pack or chunk buffer.
+   * Reads a blob from its first copy that reads back whole (see fetchCopy), recording each copy
+   * found damaged on the way; only copies `among` allows are tried. Fails with the first copy's
+   * error when none does.
    */
-  private async fetchBlob(id: string, options: { wholePacks?: boolean }, pooled: boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
-    const loc = this.locate(id);
-    if (!loc) throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: ${this.whyMissing(id)}`);
+  private async fetchBlob(id: string, options: { wholePacks?: boolean }, pooled: boolean, among?: (at: BlobLocation) => boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
+    let failure: unknown;
+    for (const loc of this.blobs.copies(id).filter((at) => among?.(at) ?? true)) {
+      try {
+        return await this.fetchCopy(loc, options, pooled);
+      } catch (err) {
+        if (err instanceof DamagedCopy) failure ??= await this.damage(loc, err);
+        else if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) failure ??= err;
+        else throw err;
+      }
+    }
+    throw failure ?? new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: ${this.blobs.whyMissing(id)}`);
+  }
+
+  /**
+   * Whether a copy of the blob outside `pack` reads back whole: what gc asks before it frees a
+   * copy recorded as damaged (the record may be wrong, or the other copy damaged since).
+   */
+  async readsElsewhere(id: string, pack: string): Promise<boolean> {
+    try {
+      (await this.fetchBlob(id, {}, false, (at) => at.pack !== pack)).release();
+      return true;
+    } catch (err) {
+      if (isStowageError(err, ErrorCodes.BACKUP_CORRUPT) || isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Reads, decompresses and checks one copy of a blob; DamagedCopy when its bytes are not the
+   * blob's. With `pooled`, a ranged read goes into a spare buffer (chunkBuffers). `lent` says
+   * whether `data` is a view of a buffer that goes back for reuse on release: a blob stored as
+   * is, read from a reused pack or chunk buffer.
+   */
+  private async fetchCopy(loc: BlobLocation, options: { wholePacks?: boolean }, pooled: boolean): Promise<{ data: Buffer; lent: boolean; release: () => void }> {
     const key = packKey(loc.pack);
     const pack = options.wholePacks && (loc.length < RANGE_READ_FROM || this.packs.keeps(loc.pack)) ? this.packs.lease(loc.pack) : undefined;
     let spare = pack || !pooled || loc.length > CHUNK_BUFFER_SIZE ? undefined : this.chunkBuffers.take();
@@ -273,7 +265,7 @@ export class Repository {
           : await this.store.getRange(key, loc.offset, loc.length, spare);
       } catch (err) {
         if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) {
-          throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${id} is missing: its pack ${key} is not in ${this.store.location}`, { cause: err });
+          throw new StowageError(ErrorCodes.BACKUP_OBJECT_MISSING, `chunk ${loc.id} is missing: its pack ${key} is not in ${this.store.location}`, { cause: err });
         }
         throw err;
       }
@@ -282,18 +274,18 @@ export class Repository {
         this.chunkBuffers.give(spare);
         spare = undefined;
       }
-      if (stored.length !== loc.length) throw await this.damage(loc, id, `is truncated (${stored.length} of ${loc.length} bytes)`);
+      if (stored.length !== loc.length) throw new DamagedCopy(`is truncated (${stored.length} of ${loc.length} bytes)`, true);
       let plain: Buffer;
       try {
         plain = await decompress(loc.codec, stored, loc.rawLength);
       } catch (err) {
-        throw await this.damage(loc, id, `is corrupt: it does not decompress (${loc.codec})`, err);
+        throw new DamagedCopy(`is corrupt: it does not decompress (${loc.codec})`, false, { cause: err });
       }
       // Stored as is, the plaintext is the stored bytes; decompressed, those are not needed any more.
       const lent = loc.codec === 'none' && (spare !== undefined || pack?.pooled === true);
       if (loc.codec !== 'none') release();
-      if (plain.length !== loc.rawLength || await sha256OffThread(plain) !== id) {
-        throw await this.damage(loc, id, 'is corrupt: its content does not match its hash');
+      if (plain.length !== loc.rawLength || await sha256OffThread(plain) !== loc.id) {
+        throw new DamagedCopy('is corrupt: its content does not match its hash', false);
       }
       return { data: plain, lent, release };
     } catch (err) {
@@ -302,10 +294,15 @@ export class Repository {
     }
   }
 
-  /** Records the copy at `loc` as damaged (later backups then store the blob again): the error to throw. */
-  private async damage(loc: BlobLocation, id: string, what: string, cause?: unknown): Promise<StowageError> {
-    if (this.blobs.get(id) === loc) this.blobs.delete(id);
-    return corrupt(`chunk ${id} in ${packKey(loc.pack)} ${what}; ${await this.damaged.record(this.store, id, loc, what)}`, cause);
+  /** Records a copy found damaged (later backups then store the blob again): the error to throw if no other copy reads. */
+  private async damage(loc: BlobLocation, found: DamagedCopy): Promise<StowageError> {
+    const said = await this.blobs.markDamaged(loc, found.what);
+    if (found.truncated) {
+      // A pack cut short lost every blob past its end: all are recorded at once, not one a read.
+      const size = (await this.store.head(packKey(loc.pack)))?.size ?? 0;
+      for (const at of this.blobs.cutOff(loc.pack, size)) if (at !== loc) await this.blobs.markDamaged(at, `is cut off: its pack is ${size} bytes long`);
+    }
+    return corrupt(`chunk ${loc.id} in ${packKey(loc.pack)} ${found.what}; ${said}`, found.cause);
   }
 
   /** Drops the packs kept by whole-pack reads, and the buffers kept for the next reads. */

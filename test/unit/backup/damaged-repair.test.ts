@@ -1,5 +1,5 @@
 import { createCipheriv, createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -151,5 +151,80 @@ describe('a chunk found damaged in its pack', () => {
     const keys = await damagedKeys(store);
     expect(keys).toContain('damaged/not-a-record');
     expect(keys).not.toContain(`damaged/${'0'.repeat(64)}/${small}`);
+  });
+
+  it('a verify goes on past the first damaged chunk and records every one, so one backup repairs them all', async () => {
+    const repo = await Repository.open(store);
+    const other = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks![3]!;
+    const at = repo.locate(other)!;
+    await flipByte(join(store.location, packKey(at.pack)), at.offset + 7);
+    const failure = await failureOf(verifyBackup(repo, 'vol', first.id));
+    expect(failure.message).toContain('2 chunks do not read back');
+    expect((await damagedKeys(store)).sort()).toEqual([`damaged/${pack}/${chunk}`, `damaged/${at.pack}/${other}`].sort());
+    const second = await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+    expect(second.warnings).toContainEqual(expect.stringContaining('2 chunk(s) whose stored copies were recorded as damaged were stored again'));
+    await expect(verifyBackup(await Repository.open(store), 'vol', first.id)).resolves.toMatchObject({ files: 2 });
+  });
+
+  it('a damaged list of files says that no later backup stores it again', async () => {
+    await flipByte(flipped, flippedAt); // only the manifest is damaged here
+    const repo = await Repository.open(store);
+    const at = repo.locate(first.manifest[0]!)!;
+    await flipByte(join(store.location, packKey(at.pack)), at.offset + at.length - 1);
+    const failure = await failureOf(verifyBackup(repo, 'vol', first.id));
+    expect(failure.message).toContain(`chunk ${first.manifest[0]} in ${packKey(at.pack)} is corrupt`);
+    expect(failure.message).toContain('it is part of a backup\'s list of files, which no later backup stores again');
+  });
+
+  it('when the copy the repository trusts is damaged too, reads fall back to the one recorded, and gc keeps it', async () => {
+    await flipByte(flipped, flippedAt); // the first copy is good, but recorded as damaged (a wrong or forged record)
+    await store.put(`damaged/${pack}/${chunk}`, Buffer.from('{}'));
+    const second = await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+    expect(second.stats.filesRead).toBe(1);
+    // The copy stored again rots before anyone reads it.
+    const repaired = (await Repository.open(store)).locate(chunk)!;
+    expect(repaired.pack).not.toBe(pack);
+    await flipByte(join(store.location, packKey(repaired.pack)), repaired.offset + 5);
+    // gc reads the copy it would rely on before freeing the recorded one: it finds it damaged and keeps the pack.
+    await gc(await Repository.open(store));
+    expect(await store.head(packKey(pack))).toBeDefined();
+    // Both backups read the chunk from the recorded copy, the only good one.
+    await expect(verifyBackup(await Repository.open(store), 'vol', first.id)).resolves.toMatchObject({ files: 2 });
+    await expect(verifyBackup(await Repository.open(store), 'vol', second.id)).resolves.toMatchObject({ files: 2 });
+    expect(await damagedKeys(store)).toContain(`damaged/${repaired.pack}/${chunk}`);
+  });
+});
+
+describe('a pack cut short', () => {
+  let base = '';
+  afterEach(async () => {
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('has every chunk past its end recorded by the first read that meets it, so one backup repairs them all', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-cut-'));
+    await mkdir(join(base, 'vol'));
+    const big = pseudoRandom(1024 * 1024, 'cut');
+    await writeFile(join(base, 'vol', 'big.bin'), big);
+    const store = new VfsBlobStore(join(base, 'repo'), { durable: false });
+    // The file's first chunks fill one pack; the manifest goes to a later one.
+    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 640 * 1024 });
+    const first = await backupTree(join(base, 'vol'), repo, { volume: 'vol' });
+    const chunks = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks!;
+    const pack = repo.locate(chunks[0]!)!.pack;
+    expect(repo.locate(first.manifest[0]!)!.pack).not.toBe(pack);
+    await truncate(join(store.location, packKey(pack)), 300 * 1024);
+    const cut = chunks.filter((id) => { const at = repo.locate(id)!; return at.pack === pack && at.offset + at.length > 300 * 1024; });
+    expect(cut.length).toBeGreaterThan(2);
+    // A restore stops at the first chunk it cannot read, but records all that the cut lost.
+    const target = join(base, 'out');
+    await mkdir(target);
+    await expect(restoreTree(await Repository.open(store), 'vol', first.id, target)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+    expect((await damagedKeys(store)).sort()).toEqual(cut.map((id) => `damaged/${pack}/${id}`).sort());
+    const second = await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+    expect(second.warnings).toContainEqual(expect.stringContaining(`${cut.length} chunk(s) whose stored copies were recorded as damaged were stored again`));
+    await expect(verifyBackup(await Repository.open(store), 'vol', first.id)).resolves.toMatchObject({ files: 1 });
+    await restoreTree(await Repository.open(store), 'vol', first.id, target);
+    expect((await readFile(join(target, 'big.bin'))).equals(big)).toBe(true);
   });
 });
