@@ -1,3 +1,4 @@
+import { ErrorCodes, isStowageError, messageOf } from '../errors.js';
 import { listAll, type BlobStore } from './blob-store.js';
 import { DamagedBlobs } from './damaged-blobs.js';
 import { indexIdOfKey, indexKey, packIdOfKey, packKey, type PackBlob, type PackIndex } from './format.js';
@@ -22,6 +23,8 @@ export class BlobIndex {
   private readonly indexes = new Map<string, { pack: string; at: BlobLocation[] }>();
   /** Blobs only indexes of missing packs name, with that pack: for errors, never for reads. */
   private readonly lost = new Map<string, string>();
+  /** Index objects that do not load, with why: for errors. */
+  private readonly unreadable = new Map<string, string>();
   readonly damaged = new DamagedBlobs();
 
   constructor(private readonly store: BlobStore, private readonly readIndex: (key: string) => Promise<PackIndex>) {}
@@ -37,6 +40,7 @@ export class BlobIndex {
     this.first.clear();
     this.others.clear();
     this.lost.clear();
+    this.unreadable.clear();
     await this.damaged.load(this.store);
     const packs = new Set<string>();
     for await (const { key } of listAll(this.store, 'packs/')) {
@@ -48,7 +52,18 @@ export class BlobIndex {
       if (indexIdOfKey(key) === undefined) continue; // not an index of this repository's
       listed.add(key);
       let index = this.indexes.get(key);
-      if (!index) this.indexes.set(key, index = locations(await this.readIndex(key)));
+      if (!index) {
+        try {
+          index = locations(await this.readIndex(key));
+        } catch (err) {
+          // Damaged, with no pack trailer to stand in (the pack cut short too): what it names is
+          // unknown, so backups store those blobs again; gc, which reads every index, refuses.
+          if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT)) throw err;
+          this.unreadable.set(key, messageOf(err));
+          continue;
+        }
+        this.indexes.set(key, index);
+      }
       if (packs.has(index.pack)) this.addLocations(index.at);
       else for (const at of index.at) if (!this.lost.has(at.id)) this.lost.set(at.id, at.pack);
     }
@@ -126,7 +141,10 @@ export class BlobIndex {
   /** For the error about a blob no index places: an index named it in a pack that is gone, or none did. */
   whyMissing(id: string): string {
     const lostIn = this.lost.get(id);
-    return lostIn !== undefined ? `its pack ${packKey(lostIn)} is not in ${this.store.location}` : `it is in no pack of ${this.store.location}`;
+    if (lostIn !== undefined) return `its pack ${packKey(lostIn)} is not in ${this.store.location}`;
+    const [key, why] = this.unreadable.entries().next().value ?? [];
+    return `it is in no pack of ${this.store.location}` + (key === undefined ? '' :
+      ` whose index loads; ${this.unreadable.size} index object(s) do not (${key}: ${why}), and may name it`);
   }
 
   get size(): number {

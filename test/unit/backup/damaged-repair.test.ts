@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfsBlobStore } from '../../../src/backup-targets/vfs/vfs-blob-store.js';
-import { packKey, type BackupRecord } from '../../../src/core/backup/format.js';
+import { indexKey, packKey, type BackupRecord } from '../../../src/core/backup/format.js';
 import { backupTree, checkRepository, deleteBackup, gc, listAll, Repository, restoreTree, verifyBackup } from '../../../src/core/backup/index.js';
 import { ErrorCodes } from '../../../src/core/errors.js';
 import { collect } from './tree-helpers.js';
@@ -226,5 +226,29 @@ describe('a pack cut short', () => {
     await expect(verifyBackup(await Repository.open(store), 'vol', first.id)).resolves.toMatchObject({ files: 1 });
     await restoreTree(await Repository.open(store), 'vol', first.id, target);
     expect((await readFile(join(target, 'big.bin'))).equals(big)).toBe(true);
+  });
+
+  it('whose index object is damaged too leaves the rest of the repository working; gc refuses', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-cut-index-'));
+    for (const vol of ['vol', 'other']) {
+      await mkdir(join(base, vol));
+      await writeFile(join(base, vol, 'big.bin'), pseudoRandom(1024 * 1024, vol));
+    }
+    const store = new VfsBlobStore(join(base, 'repo'), { durable: false });
+    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 640 * 1024 });
+    const first = await backupTree(join(base, 'vol'), repo, { volume: 'vol' });
+    const chunk = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks![0]!;
+    const pack = repo.locate(chunk)!.pack;
+    await truncate(join(store.location, packKey(pack)), 300 * 1024);
+    await writeFile(join(store.location, indexKey(pack)), 'garbage');
+    // Neither the index nor the pack's own trailer can be read: the pack's chunks are unknown.
+    const opened = await Repository.open(store);
+    expect(opened.has(chunk)).toBe(false);
+    const other = await backupTree(join(base, 'other'), opened, { volume: 'other' });
+    await expect(verifyBackup(await Repository.open(store), 'other', other.id)).resolves.toMatchObject({ files: 1 });
+    const failure = await failureOf(verifyBackup(await Repository.open(store), 'vol', first.id));
+    expect(failure.message).toContain(`chunk ${chunk} is missing: it is in no pack of ${store.location} whose index loads; 1 index object(s) do not (${indexKey(pack)}:`);
+    await expect(gc(await Repository.open(store))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+    expect(await store.head(packKey(pack))).toBeDefined();
   });
 });

@@ -551,7 +551,7 @@ describe('gc on a repository another machine damaged', () => {
     await rm(ownPack);
     await writeFile(ownPack, broken);
     await expect(Repository.open(store).then((r) => verifyBackup(r, 'keep', keep.id))).rejects.toMatchObject({
-      code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(new RegExp(`index/${pack}.*rawLength`)),
+      code: ErrorCodes.BACKUP_OBJECT_MISSING, message: expect.stringMatching(new RegExp(`index object\\(s\\) do not \\(index/${pack}.*rawLength`)),
     });
     await rm(ownPack);
     await writeFile(ownPack, packData);
