@@ -113,7 +113,9 @@ export class BlobIndex {
   copies(id: string): BlobLocation[] {
     const first = this.first.get(id);
     if (!first) return [];
-    const all = [first, ...this.others.get(id) ?? []];
+    const others = this.others.get(id);
+    if (!others) return [first];
+    const all = [first, ...others];
     return [...all.filter((at) => this.isGood(at)), ...all.filter((at) => !this.isGood(at))];
   }
 
