@@ -47,11 +47,12 @@ class ChunkReadBack {
   readonly result = { chunks: 0, bytes: 0 };
   private readonly checked = new Set<string>();
   private readonly failures: unknown[] = [];
-  private failed = 0;
+  private missing = 0;
+  private damaged = 0;
 
   constructor(private readonly repo: Repository) {}
 
-  /** Whether the chunk was read now (false: read before, or failed). */
+  /** Whether the chunk was tried now (false: tried before); a failure is counted, not thrown. */
   async read(id: string): Promise<boolean> {
     if (this.checked.has(id)) return false;
     this.checked.add(id);
@@ -62,20 +63,25 @@ class ChunkReadBack {
       this.result.bytes += data.length;
       return true;
     } catch (err) {
-      if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT) && !isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) throw err;
-      this.failed += 1;
+      if (isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING)) this.missing += 1;
+      else if (isStowageError(err, ErrorCodes.BACKUP_CORRUPT)) this.damaged += 1;
+      else throw err;
       if (this.failures.length < 20) this.failures.push(err);
-      return false;
+      return true;
     }
   }
 
-  /** The result; one failure is thrown as it was, several as one error naming each (E_BACKUP_OBJECT_MISSING if all are missing). */
+  /**
+   * The result; one failure is thrown as it was, several as one error counting and naming them
+   * (E_BACKUP_CORRUPT if any chunk is damaged, E_BACKUP_OBJECT_MISSING if all are missing).
+   */
   finish(record: BackupRecord, files: number): { files: number; chunks: number; bytes: number } {
-    if (this.failed === 1) throw this.failures[0];
-    if (this.failed > 1) {
-      const missingOnly = this.failures.every((err) => isStowageError(err, ErrorCodes.BACKUP_OBJECT_MISSING));
-      throw new StowageError(missingOnly ? ErrorCodes.BACKUP_OBJECT_MISSING : ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id}: ${this.failed} chunks do not read back: ` +
-        `${this.failures.map(messageOf).join('; ')}${this.failed > this.failures.length ? `; and ${this.failed - this.failures.length} more` : ''}`);
+    const failed = this.missing + this.damaged;
+    if (failed === 1) throw this.failures[0];
+    if (failed > 1) {
+      throw new StowageError(this.damaged > 0 ? ErrorCodes.BACKUP_CORRUPT : ErrorCodes.BACKUP_OBJECT_MISSING,
+        `backup ${record.volume}/${record.id}: ${failed} chunks do not read back (${this.damaged} damaged, ${this.missing} missing): ` +
+        `${this.failures.map(messageOf).join('; ')}${failed > this.failures.length ? `; and ${failed - this.failures.length} more` : ''}`);
     }
     return { files, ...this.result };
   }
@@ -151,7 +157,11 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     let deletedBytes = 0;
     for await (const { key } of listAll(repo.store, 'index/', options.pageSize)) {
       if (indexIdOfKey(key) === undefined) continue; // not an index of this repository's: never deleted
-      const index = await repo.readIndex(key);
+      const index = await repo.readIndex(key).catch((err: unknown) => {
+        if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT)) throw err;
+        throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: ${messageOf(err)}; what its pack holds is unknown, so nothing was freed. ` +
+          'Put the index object right from a copy of the repository, or move it out by hand: gc then keeps the pack while any backup needs a chunk in it', { cause: err });
+      });
       indexed.add(index.pack);
       for (const blob of index.blobs) if (live.has(blob.id)) liveIndexed.add(blob.id);
       if (await keepsLiveBlob(repo, index.pack, index.blobs.map((b) => b.id).filter((id) => live.has(id)))) {

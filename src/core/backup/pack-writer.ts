@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync, randomInt } from 'node:crypto';
 import type { StowageError } from '../errors.js';
 import type { BlobStore } from './blob-store.js';
 import { compress } from './codec.js';
@@ -28,8 +28,9 @@ export function repairedNote(repaired: number): string {
  */
 const COMPRESSIONS_IN_FLIGHT = 2;
 
-/** Bytes a pack that would be named as a damaged one is moved by (see writePack). */
-const PACK_SHIFT = 16;
+/** Unused bytes a pack whose name is taken is moved by (see writePack): a random count in this range. */
+const PACK_SHIFT_MIN = 16;
+const PACK_SHIFT_SPREAD = 64 * 1024;
 
 /** Pack buffers kept for reuse once their pack is written (one: the pack being filled takes it). */
 const SPARE_PACK_BUFFERS = 1;
@@ -159,45 +160,51 @@ export class PackWriter {
 
   private async writePack(sealed: PackBlob[], buffer: Buffer, size: number): Promise<void> {
     if (this.failure) return;
-    let entries = sealed;
-    // The pack carries its own index too, so a lost index object can be rebuilt from the pack.
-    let trailer = Buffer.from(JSON.stringify(entries));
-    let pack = buffer;
-    const damagedId = sha256(trailer);
-    if (entries.some((e) => this.repo.blobs.damaged.has(damagedId, e.id))) {
-      // The same blobs at the same places make the same pack, and this one is stored damaged:
-      // bytes in front that no blob uses move them, so the pack and its name are new.
-      const skip = randomBytes(PACK_SHIFT);
-      entries = entries.map((e) => ({ ...e, offset: e.offset + skip.length }));
-      trailer = Buffer.from(JSON.stringify(entries));
-      pack = Buffer.concat([skip, buffer.subarray(0, size)]);
-      size += skip.length;
+    for (let shift = 0, tries = 0; ; shift = PACK_SHIFT_MIN + randomInt(PACK_SHIFT_SPREAD), tries += 1) {
+      const { id, pack, index } = layOut(sealed, buffer, size, shift);
+      // Pack first, index second: an index never names a pack that is not stored.
+      if (await this.repo.store.put(packKey(id), pack)) {
+        this.stats.newStoredBytes += pack.length;
+        // put() keeps nothing of its data once it has resolved.
+        if (buffer.length === this.bufferSize && this.spare.length < SPARE_PACK_BUFFERS) this.spare.push(buffer);
+        const indexData = Buffer.from(JSON.stringify(index));
+        if (await this.repo.store.put(indexKey(id), indexData)) this.stats.newStoredBytes += indexData.length;
+        this.stats.packs += 1;
+        this.repo.blobs.add(index);
+        for (const e of index.blobs) this.pending.delete(e.id);
+        return;
+      }
+      // The name is taken: the same blobs at the same places were stored before, and whether
+      // that copy is good is not known here (it may be damaged, its index unreadable, or it is
+      // why these blobs are stored again). Bytes in front that no blob uses move them, so this
+      // copy gets a name of its own; an earlier attempt's pack without an index is gc's.
+      if (tries >= 8) throw new Error(`no free name for a pack of ${sealed.length} blob(s) in ${this.repo.store.location} after ${tries} tries`);
     }
-    const total = size + trailer.length + 4;
-    if (pack.length < total) {
-      const larger = Buffer.allocUnsafe(total);
-      pack.copy(larger, 0, 0, size);
-      pack = larger;
-    }
-    trailer.copy(pack, size);
-    pack.writeUInt32BE(trailer.length, size + trailer.length);
-    pack = pack.subarray(0, total);
-    // Named by the hash of its trailer, not of all its bytes: the trailer names every blob by
-    // the hash of its content, with its offset, length and codec, so two packs with the same
-    // name hold the same blobs at the same places, and hashing 16 MiB more per pack is saved.
-    // Every blob is still checked against its own hash when read.
-    const id = sha256(trailer);
-    const index: PackIndex = { format: FORMAT_VERSION, pack: id, size: pack.length, blobs: entries };
-    const indexData = Buffer.from(JSON.stringify(index));
-    // Pack first, index second: an index never names a pack that is not stored.
-    if (await this.repo.store.put(packKey(id), pack)) this.stats.newStoredBytes += pack.length;
-    // put() keeps nothing of its data once it has resolved.
-    if (buffer.length === this.bufferSize && this.spare.length < SPARE_PACK_BUFFERS) this.spare.push(buffer);
-    if (await this.repo.store.put(indexKey(id), indexData)) this.stats.newStoredBytes += indexData.length;
-    this.stats.packs += 1;
-    this.repo.blobs.add(index);
-    for (const e of entries) this.pending.delete(e.id);
   }
+}
+
+/**
+ * A pack's bytes (`shift` unused bytes, the blobs, then its own index and that index's length)
+ * and its name. Named by the hash of its trailer, not of all its bytes: the trailer names every
+ * blob by the hash of its content, with its offset, length and codec, so two packs with the
+ * same name hold the same blobs at the same places, and hashing 8 MiB more per pack is saved.
+ * Every blob is still checked against its own hash when read.
+ */
+function layOut(sealed: PackBlob[], buffer: Buffer, size: number, shift: number): { id: string; pack: Buffer; index: PackIndex } {
+  const entries = shift === 0 ? sealed : sealed.map((e) => ({ ...e, offset: e.offset + shift }));
+  // The pack carries its own index too, so a lost index object can be rebuilt from the pack.
+  const trailer = Buffer.from(JSON.stringify(entries));
+  const total = shift + size + trailer.length + 4;
+  let pack = buffer;
+  if (shift > 0 || pack.length < total) {
+    pack = Buffer.allocUnsafe(total);
+    randomFillSync(pack, 0, shift);
+    buffer.copy(pack, shift, 0, size);
+  }
+  trailer.copy(pack, shift + size);
+  pack.writeUInt32BE(trailer.length, shift + size + trailer.length);
+  const id = sha256(trailer);
+  return { id, pack: pack.subarray(0, total), index: { format: FORMAT_VERSION, pack: id, size: total, blobs: entries } };
 }
 
 /** The most a pack's own index (its trailer) is read: far above what a pack of the largest size holds. */

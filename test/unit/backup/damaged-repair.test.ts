@@ -166,6 +166,39 @@ describe('a chunk found damaged in its pack', () => {
     await expect(verifyBackup(await Repository.open(store), 'vol', first.id)).resolves.toMatchObject({ files: 2 });
   });
 
+  it('the same chunk damaged again after its repair is stored again under yet another name', async () => {
+    for (let round = 0; round < 3; round += 1) {
+      // Each round: the copy read now is found damaged, recorded, and stored again by a backup.
+      const repo = await Repository.open(store);
+      await expect(verifyBackup(repo, 'vol', first.id)).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+      const again = await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+      expect(again.stats.newStoredBytes).toBeGreaterThan(0);
+      const healed = await Repository.open(store);
+      await expect(verifyBackup(healed, 'vol', first.id)).resolves.toMatchObject({ files: 2 });
+      await expect(verifyBackup(healed, 'vol', again.id)).resolves.toMatchObject({ files: 2 });
+      const now = healed.locate(chunk)!;
+      await flipByte(join(store.location, packKey(now.pack)), now.offset + 3);
+    }
+    expect((await damagedKeys(store)).filter((key) => key.endsWith(`/${chunk}`))).toHaveLength(3);
+  });
+
+  it('a verify counts damaged and missing chunks apart, and can be stopped while every read fails', async () => {
+    const repo = await Repository.open(store);
+    const chunks = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks!;
+    // chunk 1 is damaged already; the packs of chunks 0, 2 and 3 go.
+    for (const id of [chunks[0]!, chunks[2]!, chunks[3]!]) await store.delete([packKey(repo.locate(id)!.pack)]);
+    const failure = await failureOf(verifyBackup(await Repository.open(store), 'vol', first.id));
+    expect(failure).toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+    expect(failure.message).toContain('4 chunks do not read back (1 damaged, 3 missing)');
+    // Progress comes after every chunk tried, read or not: what a job's cancel is checked at.
+    const tried: number[] = [];
+    await expect(verifyBackup(await Repository.open(store), 'vol', first.id, {
+      onProgress: (p) => { tried.push(p.bytes); throw new Error('cancelled'); },
+    })).rejects.toThrow('cancelled');
+    // The first chunk tried was not read: the report came all the same.
+    expect(tried).toEqual([0]);
+  });
+
   it('a damaged list of files says that no later backup stores it again', async () => {
     await flipByte(flipped, flippedAt); // only the manifest is damaged here
     const repo = await Repository.open(store);
@@ -248,7 +281,33 @@ describe('a pack cut short', () => {
     await expect(verifyBackup(await Repository.open(store), 'other', other.id)).resolves.toMatchObject({ files: 1 });
     const failure = await failureOf(verifyBackup(await Repository.open(store), 'vol', first.id));
     expect(failure.message).toContain(`chunk ${chunk} is missing: it is in no pack of ${store.location} whose index loads; 1 index object(s) do not (${indexKey(pack)}:`);
-    await expect(gc(await Repository.open(store))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_CORRUPT });
+    await expect(gc(await Repository.open(store))).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(new RegExp(`^garbage collection refused: index object ${indexKey(pack)} .*; what its pack holds is unknown, so nothing was freed. Put the index object right`)),
+    });
     expect(await store.head(packKey(pack))).toBeDefined();
+  });
+
+  it('whose name a backup storing the same chunks again would take gets a new name, even with its index unreadable', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-cut-name-'));
+    await mkdir(join(base, 'vol'));
+    const big = pseudoRandom(1024 * 1024, 'name');
+    await writeFile(join(base, 'vol', 'big.bin'), big);
+    const store = new VfsBlobStore(join(base, 'repo'), { durable: false });
+    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 1 });
+    const first = await backupTree(join(base, 'vol'), repo, { volume: 'vol' });
+    const chunk = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks![1]!;
+    const pack = repo.locate(chunk)!.pack;
+    await truncate(join(store.location, packKey(pack)), 1000);
+    await writeFile(join(store.location, indexKey(pack)), 'garbage');
+    // The chunk is unknown now: the next backup stores it again, in one pack alone as before,
+    // whose name would be the cut pack's.
+    const second = await backupTree(join(base, 'vol'), await Repository.open(store), { volume: 'vol' });
+    const opened = await Repository.open(store);
+    expect(opened.locate(chunk)!.pack).not.toBe(pack);
+    await expect(verifyBackup(opened, 'vol', second.id)).resolves.toMatchObject({ files: 1 });
+    const target = join(base, 'out');
+    await mkdir(target);
+    await restoreTree(opened, 'vol', first.id, target);
+    expect((await readFile(join(target, 'big.bin'))).equals(big)).toBe(true);
   });
 });
