@@ -46,6 +46,7 @@ class DamagedCopy extends Error {
     super(what, options);
   }
 }
+
 const recordBytes = (record: BackupRecord): Buffer => Buffer.from(JSON.stringify(record));
 
 /** The SHA-256 of a record as putBackupRecord writes it: what readBackupRecordAsWritten checks. */
