@@ -57,7 +57,7 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
       // A copy recorded as damaged is read too: the record may be forged, or the damage mended.
       if (repo.locate(id)) return true;
       bad.add(id);
-      // fetchBlob's words: it knows whether an index named the blob in a pack that is gone.
+      // The words a read gives: whether an index named the blob in a pack that is gone, or one does not load.
       problem(`chunk ${id} is missing (${repo.blobs.whyMissing(id)})`);
       return false;
     });

@@ -22,7 +22,7 @@ const DAMAGED_PREFIX = 'damaged/';
 const damagedKey = (pack: string, blob: string): string => `${DAMAGED_PREFIX}${pack}/${blob}`;
 
 /** The pack and blob a listed key names, or undefined for anything else under damaged/. */
-export function damagedOfKey(key: string): { pack: string; blob: string } | undefined {
+function damagedOfKey(key: string): { pack: string; blob: string } | undefined {
   const match = /^damaged\/([0-9a-f]{64})\/([0-9a-f]{64})$/.exec(key);
   return match ? { pack: match[1]!, blob: match[2]! } : undefined;
 }
@@ -42,10 +42,6 @@ export class DamagedBlobs {
   /** Whether the copy of `blob` in `pack` is recorded as damaged. */
   has(pack: string, blob: string): boolean {
     return this.places.has(`${pack}/${blob}`);
-  }
-
-  get size(): number {
-    return this.places.size;
   }
 
   /**

@@ -92,8 +92,7 @@ class ChunkReadBack {
  * shared lock, beside running backups and restores: only gc deletes chunks, and it takes the
  * exclusive lock, so a backup that took the deleted one as its parent keeps every chunk it
  * names, and a restore that read the record reads on.
- */
-/**
+ *
  * `waitForGc`: a garbage collection running elsewhere is waited for (up to a minute), as a backup
  * or a restore waits; without it, it fails the delete at once (E_BACKUP_LOCKED), which a caller
  * that tidies up (a snapshot that lost its name) leaves to a later sweep.
