@@ -234,16 +234,25 @@ describe('a pack cut short', () => {
     if (base) await rm(base, { recursive: true, force: true });
   });
 
-  it('has every chunk past its end recorded by the first read that meets it, so one backup repairs them all', async () => {
-    base = await mkdtemp(join(tmpdir(), 'stowage-cut-'));
-    await mkdir(join(base, 'vol'));
-    const big = pseudoRandom(1024 * 1024, 'cut');
-    await writeFile(join(base, 'vol', 'big.bin'), big);
+  /** A fresh repository holding one backup of each volume (a 1 MiB file of its own seed); the first volume's first record. */
+  async function backedUp(name: string, packSize: number, volumes = ['vol']) {
+    base = await mkdtemp(join(tmpdir(), `stowage-${name}-`));
+    const data = new Map<string, Buffer>();
+    for (const vol of volumes) {
+      await mkdir(join(base, vol));
+      data.set(vol, pseudoRandom(1024 * 1024, `${name}-${vol}`));
+      await writeFile(join(base, vol, 'big.bin'), data.get(vol)!);
+    }
     const store = new VfsBlobStore(join(base, 'repo'), { durable: false });
-    // The file's first chunks fill one pack; the manifest goes to a later one.
-    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 640 * 1024 });
-    const first = await backupTree(join(base, 'vol'), repo, { volume: 'vol' });
+    const repo = await Repository.init(store, { chunker: CHUNKER, packSize });
+    const first = await backupTree(join(base, volumes[0]!), repo, { volume: volumes[0]! });
     const chunks = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks!;
+    return { store, repo, first, chunks, big: data.get(volumes[0]!)! };
+  }
+
+  it('has every chunk past its end recorded by the first read that meets it, so one backup repairs them all', async () => {
+    // The file's first chunks fill one pack; the manifest goes to a later one.
+    const { store, repo, first, chunks, big } = await backedUp('cut', 640 * 1024);
     const pack = repo.locate(chunks[0]!)!.pack;
     expect(repo.locate(first.manifest[0]!)!.pack).not.toBe(pack);
     await truncate(join(store.location, packKey(pack)), 300 * 1024);
@@ -262,15 +271,8 @@ describe('a pack cut short', () => {
   });
 
   it('whose index object is damaged too leaves the rest of the repository working; gc refuses', async () => {
-    base = await mkdtemp(join(tmpdir(), 'stowage-cut-index-'));
-    for (const vol of ['vol', 'other']) {
-      await mkdir(join(base, vol));
-      await writeFile(join(base, vol, 'big.bin'), pseudoRandom(1024 * 1024, vol));
-    }
-    const store = new VfsBlobStore(join(base, 'repo'), { durable: false });
-    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 640 * 1024 });
-    const first = await backupTree(join(base, 'vol'), repo, { volume: 'vol' });
-    const chunk = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks![0]!;
+    const { store, repo, first, chunks } = await backedUp('cut-index', 640 * 1024, ['vol', 'other']);
+    const chunk = chunks[0]!;
     const pack = repo.locate(chunk)!.pack;
     await truncate(join(store.location, packKey(pack)), 300 * 1024);
     await writeFile(join(store.location, indexKey(pack)), 'garbage');
@@ -288,14 +290,8 @@ describe('a pack cut short', () => {
   });
 
   it('whose name a backup storing the same chunks again would take gets a new name, even with its index unreadable', async () => {
-    base = await mkdtemp(join(tmpdir(), 'stowage-cut-name-'));
-    await mkdir(join(base, 'vol'));
-    const big = pseudoRandom(1024 * 1024, 'name');
-    await writeFile(join(base, 'vol', 'big.bin'), big);
-    const store = new VfsBlobStore(join(base, 'repo'), { durable: false });
-    const repo = await Repository.init(store, { chunker: CHUNKER, packSize: 1 });
-    const first = await backupTree(join(base, 'vol'), repo, { volume: 'vol' });
-    const chunk = (await collect(repo, first)).entries.find((e) => e.path === 'big.bin')!.chunks![1]!;
+    const { store, repo, first, chunks, big } = await backedUp('cut-name', 1);
+    const chunk = chunks[1]!;
     const pack = repo.locate(chunk)!.pack;
     await truncate(join(store.location, packKey(pack)), 1000);
     await writeFile(join(store.location, indexKey(pack)), 'garbage');
