@@ -22,7 +22,6 @@ import { deviceNumbers, fileBase, inodeNumber, ownFacts } from './entry-stat.js'
 import { changedWhileRead, openWalked, openWalkedSync } from './walked-file.js';
 import { LinkedNames } from './hardlinks.js';
 import { BufferPool } from './buffer-pool.js';
-import { SideHasher } from './side-hasher.js';
 import { nameFromBytes } from './raw-names.js';
 
 const MAX_WARNINGS = 100;
@@ -164,10 +163,9 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
         options.onProgress?.({ entries: stats.entries, files: stats.files, bytes: stats.bytes });
       }
     };
-    // Shared, so the side hasher reads what was read into them where it lies.
-    const reading: FileReading = { buffers: new BufferPool(READ_BUFFERS, LOCAL_READ_SIZE, true), hasher: new SideHasher() };
     try {
       const turns = new Turns();
+      const readBuffers = new BufferPool(READ_BUFFERS, LOCAL_READ_SIZE);
       const local = options.localFastPath !== false && onLocalFilesystem(dir) === true;
       for await (const walked of walk(dir, local, turns, (at, why) => warn(`${at}: ${why}`))) {
         const { path, abs, stat, local: entryLocal, parent: holder } = walked;
@@ -189,7 +187,7 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
           entry = links.entry(path, stat, undefined, () => Promise.resolve(symlink));
         } else if (stat.isFile()) {
           // The file's directory stays open until the file is: it may be opened after the walk moved on.
-          entry = links.entry(path, stat, holder?.hold(), (dir) => fileEntry(path, abs, dir, stat, entryLocal ? turns : undefined, reading, previous, repo, writer, stats, options, warn).then((done) => {
+          entry = links.entry(path, stat, holder?.hold(), (dir) => fileEntry(path, abs, dir, stat, entryLocal ? turns : undefined, readBuffers, previous, repo, writer, stats, options, warn).then((done) => {
             if (done) stats.files += 1;
             return done;
           }));
@@ -219,7 +217,6 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
       // A failure leaves other reads running: let them end before the lock is released.
       await Promise.allSettled(queue.map((queued) => queued.entry));
       await reader?.finish();
-      await reading.hasher.close();
     }
     const manifestIds = await manifest.finish();
     await writer.flush();
@@ -248,18 +245,12 @@ export async function backupTree(dir: string, repo: Repository, options: BackupO
   });
 }
 
-/** What files are read with: the bounded read buffers, and the thread that hashes beside this one. */
-interface FileReading {
-  buffers: BufferPool;
-  hasher: SideHasher;
-}
-
 /**
  * A file's entry: from the parent backup's when the files cache says it is unchanged, else read.
  * `dir` is the file's directory, held for this file: released once the file is open.
  */
 async function fileEntry(
-  path: string, abs: string | Buffer, dir: OpenDir | undefined, walked: BigIntStats, localTurns: Turns | undefined, reading: FileReading, previous: Entry | undefined,
+  path: string, abs: string | Buffer, dir: OpenDir | undefined, walked: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined,
   repo: Repository, writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
   warn: (message: string) => void,
 ): Promise<Entry | undefined> {
@@ -269,14 +260,14 @@ async function fileEntry(
     held = undefined;
   };
   try {
-    return await readFileEntry(path, abs, letGo, walked, localTurns, reading, previous, repo, writer, stats, options, warn);
+    return await readFileEntry(path, abs, letGo, walked, localTurns, readBuffers, previous, repo, writer, stats, options, warn);
   } finally {
     letGo();
   }
 }
 
 async function readFileEntry(
-  path: string, abs: string | Buffer, opened: () => void, walked: BigIntStats, localTurns: Turns | undefined, reading: FileReading, previous: Entry | undefined,
+  path: string, abs: string | Buffer, opened: () => void, walked: BigIntStats, localTurns: Turns | undefined, readBuffers: BufferPool, previous: Entry | undefined,
   repo: Repository, writer: PackWriter, stats: { entries: number; files: number; filesRead: number; bytesRead: number; bytes: number }, options: BackupOptions,
   warn: (message: string) => void,
 ): Promise<Entry | undefined> {
@@ -304,7 +295,7 @@ async function readFileEntry(
     const { fd, stat } = got;
     try {
       const read = (buffer: Buffer, offset: number, length: number, position: number) => readSync(fd, buffer, offset, length, position);
-      await guidedChunks(read, layout, repo.config.chunker, reading.buffers, LOCAL_READ_SIZE, addChunk, () => localTurns.pause(), reading.hasher);
+      await guidedChunks(read, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, () => localTurns.pause());
     } finally {
       closeSync(fd);
     }
@@ -318,7 +309,7 @@ async function readFileEntry(
     const { handle, stat } = got;
     try {
       const read = async (buffer: Buffer, offset: number, length: number, position: number) => (await handle.read(buffer, offset, length, position)).bytesRead;
-      await guidedChunks(read, layout, repo.config.chunker, reading.buffers, LOCAL_READ_SIZE, addChunk, async () => {}, reading.hasher);
+      await guidedChunks(read, layout, repo.config.chunker, readBuffers, LOCAL_READ_SIZE, addChunk, async () => {});
     } finally {
       await handle.close();
     }
@@ -347,9 +338,9 @@ async function readFileEntry(
         }
         // A pooled buffer, lent to the chunker: chunks are views of it, what the chunker keeps
         // is copied, and the buffer returns to the pool once no chunk needs it.
-        const buffer = await reading.buffers.take();
+        const buffer = await readBuffers.take();
         let users = 1;
-        const release = () => { if (--users === 0) reading.buffers.give(buffer); };
+        const release = () => { if (--users === 0) readBuffers.give(buffer); };
         let got: number;
         try {
           got = readSync(fd, buffer, 0, want, null);

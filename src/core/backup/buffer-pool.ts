@@ -7,25 +7,17 @@ export class BufferPool {
   private inUse = 0;
   private readonly waiting: Array<() => void> = [];
 
-  /**
-   * `shared`: the buffers are SharedArrayBuffers, so a worker thread can read what was read into
-   * them without a copy (SideHasher).
-   */
-  constructor(private readonly count: number, private readonly size: number, private readonly shared = false) {}
+  constructor(private readonly count: number, private readonly size: number) {}
 
   async take(): Promise<Buffer> {
     while (this.inUse >= this.count) await new Promise<void>((resolve) => this.waiting.push(resolve));
     this.inUse += 1;
-    return this.free.pop() ?? this.allocate();
+    return this.free.pop() ?? Buffer.allocUnsafe(this.size);
   }
 
   give(buffer: Buffer): void {
     this.inUse -= 1;
     this.free.push(buffer);
     this.waiting.shift()?.();
-  }
-
-  private allocate(): Buffer {
-    return this.shared ? Buffer.from(new SharedArrayBuffer(this.size)) : Buffer.allocUnsafe(this.size);
   }
 }

@@ -1,7 +1,6 @@
 import type { BufferPool } from './buffer-pool.js';
 import { Chunker, type ChunkerParams } from './chunker.js';
-import { sha256 } from './objects.js';
-import type { SideHasher } from './side-hasher.js';
+import { sha256, sha256OffThread } from './objects.js';
 import { zeroChunkId } from './zeros.js';
 
 /**
@@ -66,13 +65,13 @@ async function readFully(read: PositionalRead, buffer: Buffer, length: number, p
  */
 export async function guidedChunks(
   read: PositionalRead, layout: PreviousLayout, params: ChunkerParams, buffers: BufferPool, bufferSize: number,
-  emit: ChunkSink, pause: () => Promise<void>, hasher?: SideHasher,
+  emit: ChunkSink, pause: () => Promise<void>,
 ): Promise<void> {
   let offset = 0;
   for (;;) {
     const first = layout.get(offset);
     if (first && first.length <= params.maxSize) {
-      const taken = await takeUnchangedRun(read, offset, layout, params, buffers, bufferSize, emit, pause, hasher);
+      const taken = await takeUnchangedRun(read, offset, layout, params, buffers, bufferSize, emit, pause);
       offset = taken.offset;
       if (taken.whole) continue;
     }
@@ -86,22 +85,15 @@ export async function guidedChunks(
  * Reads the previous chunks that follow one another from `offset` into one buffer (as many as
  * fit), hashes them, and emits those that are unchanged, in order, up to the first that is not.
  * Returns where the run stopped, and whether it was taken whole (else the chunker must run from
- * there). Hashing is most of an incremental backup of files rewritten in place: with a
- * `hasher`, the later part of a run hashes on its thread while this one hashes the first
- * SHARE_HERE of it (the runs of the files read at once interleave, so both threads keep busy).
- * Without, every hash is here.
+ * there). Hashing is most of an incremental backup of files rewritten in place: every other
+ * chunk of a run hashes on the thread pool while this thread hashes the rest. The bench's "1%
+ * spread" incremental, medians of nine: 1754 ms with every hash here, about 1740 ms with every
+ * hash on the pool (this thread then waits, and copies each chunk: the pool's digest copies its
+ * input), 1650 ms split.
  */
-/**
- * The share of a run's chunks hashed on this thread when a side hasher takes the rest: this
- * thread also reads, and does the rest of the backup's work. On the bench's "1% spread"
- * incremental, 0.2, 0.35 and 0.5 measured alike (1.3-1.4 s); 0.35 on the large files alone
- * was 0.77-0.9 s against 0.9-1.0 s at 0.65.
- */
-const SHARE_HERE = 0.5;
-
 async function takeUnchangedRun(
   read: PositionalRead, offset: number, layout: PreviousLayout, params: ChunkerParams, buffers: BufferPool, bufferSize: number,
-  emit: ChunkSink, pause: () => Promise<void>, hasher: SideHasher | undefined,
+  emit: ChunkSink, pause: () => Promise<void>,
 ): Promise<{ offset: number; whole: boolean }> {
   const run: Array<{ start: number; id: string; length: number }> = [];
   let length = 0;
@@ -118,16 +110,18 @@ async function takeUnchangedRun(
   let taken = 0;
   try {
     const got = await readFully(read, buffer, length, offset);
-    // The chunks read whole (all of them, unless the file is now shorter) are a prefix of the run.
-    const readable = run.filter(({ start, length: size }) => start + size <= got).length;
-    const here = hasher && readable > 1 ? Math.max(1, Math.floor(readable * SHARE_HERE)) : readable;
-    const side = here < readable ? hasher!.hash(buffer, run.slice(here, readable).map(({ start, length: size }) => [start, size] as const)) : undefined;
-    let sideIds: string[] | undefined;
+    const ids = run.map(({ start, length: size }, i) => {
+      if (start + size > got || i % 2 === 0) return undefined;
+      const chunk = buffer.subarray(start, start + size);
+      return Promise.resolve(zeroChunkId(chunk) ?? sha256OffThread(chunk));
+    });
+    // Every hash is settled before the buffer goes back, whichever chunk stopped the run.
+    const settled = Promise.allSettled(ids);
     try {
-      for (const [i, { start, id, length: size }] of run.slice(0, readable).entries()) {
+      for (const [i, { start, id, length: size }] of run.entries()) {
+        if (start + size > got) break;
         const chunk = buffer.subarray(start, start + size);
-        const actual = zeroChunkId(chunk) ?? (i < here ? sha256(chunk) : (sideIds ??= await side!)[i - here]);
-        if (actual !== id) break;
+        if ((i % 2 === 0 ? zeroChunkId(chunk) ?? sha256(chunk) : await ids[i]) !== id) break;
         users += 1;
         await emit(chunk, release, id);
         offset += size;
@@ -135,8 +129,7 @@ async function takeUnchangedRun(
         await pause();
       }
     } finally {
-      // The side thread reads the buffer until it answers: only then may the buffer go back.
-      await side;
+      await settled;
     }
   } finally {
     release();

@@ -2,8 +2,9 @@
  * V8 flags the daemon sets for itself at start (`setFlagsFromString`), and the environment its
  * launchers set, exported so the benchmark measures a backup process the way the daemon runs it. Each has a measured reason (README,
  * Benchmarks); both are read whenever V8 sizes a space, so they take effect when set at run time.
- * They are set through setProcessV8Flags, and set again whenever a worker thread starts (see
- * reassertV8Flags in src/core/v8-flags.ts: a new isolate's heap set-up undid the first).
+ * Starting a worker thread undoes the first, process-wide, as V8 sets up the new isolate's heap
+ * (README, Benchmarks: "tried and not kept, half the hashes of a changed file on a worker
+ * thread"): the daemon starts none.
  *
  * - `--semi-space-growth-factor=1`: V8 grows the young generation to 16 MiB per semi-space
  *   (about 27 MiB resident) when requests allocate quickly, and keeps it. A daemon's requests

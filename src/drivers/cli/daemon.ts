@@ -1,6 +1,6 @@
 import type { RequestListener, Server } from 'node:http';
 import { basename } from 'node:path';
-import { setProcessV8Flags } from '../../core/v8-flags.js';
+import { setFlagsFromString } from 'node:v8';
 import { DAEMON_V8_FLAGS } from './daemon-v8-flags.js';
 import { VERSION } from '../../version.js';
 import { consoleLogger, type FlushableLogger, type LogLevel } from '../../core/logger.js';
@@ -58,7 +58,7 @@ export interface RunningDaemon {
 const JOB_STOP_MS = 60_000;
 
 export async function startDaemon(settings: DaemonSettings): Promise<RunningDaemon> {
-  setProcessV8Flags(DAEMON_V8_FLAGS);
+  setFlagsFromString(DAEMON_V8_FLAGS);
   const log = consoleLogger({ level: settings.logLevel ?? 'info', base: { node: settings.nodeId } });
   const container = buildContainer({
     backend: settings.backend,

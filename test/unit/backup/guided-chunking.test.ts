@@ -8,7 +8,6 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BufferPool } from '../../../src/core/backup/buffer-pool.js';
 import { Chunker, type ChunkerParams } from '../../../src/core/backup/chunker.js';
 import { guidedChunks, previousLayout } from '../../../src/core/backup/guided-chunking.js';
-import { SideHasher } from '../../../src/core/backup/side-hasher.js';
 
 const PARAMS: ChunkerParams = { minSize: 1024, avgSize: 4096, maxSize: 16 * 1024, seed: 'guided' };
 /** Smaller than maxSize, so chunks both fit a pooled buffer and straddle reads. */
@@ -56,14 +55,13 @@ describe('chunking a changed file guided by its previous chunks', () => {
    * and the bytes it scanned. `reads`: synchronous (a local filesystem), through a file handle,
    * or through one that answers at most 3000 bytes a read (as a network filesystem may).
    */
-  async function guided(data: Buffer, before: Buffer[], reads: 'sync' | 'async' | 'short' = 'sync', hashing: 'here' | 'side' = 'here'): Promise<{ ids: string[]; scanned: number; buffersBack: boolean; sideUsed: boolean }> {
+  async function guided(data: Buffer, before: Buffer[], reads: 'sync' | 'async' | 'short' = 'sync'): Promise<{ ids: string[]; scanned: number; buffersBack: boolean }> {
     const file = join(dir, `f-${Math.random().toString(16).slice(2)}`);
     await writeFile(file, data);
     const lengths = new Map(before.map((c) => [idOf(c), c.length]));
     const layout = previousLayout(before.map(idOf), (id) => lengths.get(id));
     expect(layout).toBeDefined();
-    const pool = new BufferPool(2, BUFFER, hashing === 'side');
-    const hasher = hashing === 'side' ? new SideHasher() : undefined;
+    const pool = new BufferPool(2, BUFFER);
     const hashed = countHashed();
     const ids: string[] = [];
     const fd = openSync(file, 'r');
@@ -78,18 +76,16 @@ describe('chunking a changed file guided by its previous chunks', () => {
         if (knownId !== undefined) expect(knownId).toBe(id);
         ids.push(id);
         onReleased();
-      }, async () => {}, hasher);
+      }, async () => {});
     } finally {
       closeSync(fd);
       await handle.close();
     }
-    const sideUsed = hasher?.running === true;
-    await hasher?.close();
     const scanned = hashed.bytes();
     hashed.restore();
     // Every pooled buffer came back: two can be taken at once again without waiting.
     const both = await Promise.race([Promise.all([pool.take(), pool.take()]).then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 200))]);
-    return { ids, scanned, buffersBack: both, sideUsed };
+    return { ids, scanned, buffersBack: both };
   }
 
   const original = pseudoRandom(600 * 1024, 'original');
@@ -104,24 +100,6 @@ describe('chunking a changed file guided by its previous chunks', () => {
     // Three edits: a few chunks around each are scanned, not the 600 KiB.
     expect(run.scanned).toBeLessThan(0.25 * edited.length);
     expect(run.scanned).toBeGreaterThan(0);
-  });
-
-  it.each(['sync', 'short'] as const)('with half of each run hashed on a side thread, finds every changed chunk, wherever it lies in a run (%s reads)', async (reads) => {
-    // A byte changed in every third chunk: some are hashed here, some on the side thread.
-    const edited = Buffer.from(original);
-    let at = 0;
-    for (const [i, chunk] of before.entries()) {
-      if (i % 3 === 1) edited[at + (chunk.length >> 1)] ^= 0xff;
-      at += chunk.length;
-    }
-    const run = await guided(edited, before, reads, 'side');
-    expect(run.sideUsed).toBe(true);
-    expect(run.ids).toEqual(plainChunks(edited).map(idOf));
-    expect(run.buffersBack).toBe(true);
-    // And an unchanged file is taken whole, its ids proven on both threads.
-    const same = await guided(original, before, reads, 'side');
-    expect(same.ids).toEqual(before.map(idOf));
-    expect(same.scanned).toBeLessThanOrEqual(before.at(-1)!.length);
   });
 
   it('scans nothing but the last chunk of an unchanged file', async () => {
