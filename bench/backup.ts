@@ -165,9 +165,9 @@ const sync = () => execa('sync');
 
 /**
  * Peak RSS of a separate process making a full backup of `src` with the built library, then an
- * incremental after 1% of every large file was rewritten in place (the "1% spread" change: the
- * only kind that starts the side hasher's worker thread), run the way the daemon runs it: with
- * the daemon's V8 flags, set as the daemon sets them, and the environment its launchers set.
+ * incremental after 1% of every large file was rewritten in place (the "1% spread" change, whose
+ * guided chunking holds more than a full backup's reads), run the way the daemon runs it: with
+ * the daemon's V8 flags and the environment its launchers set.
  * Read from VmHWM, the peak of the process's own memory: its `resourceUsage().maxRSS` also
  * counts the memory of the process it was forked from (Linux keeps the larger of the two across
  * exec), so once this benchmark had grown past the backup's peak (after the restores: 157.5 MB)
@@ -176,8 +176,7 @@ const sync = () => execa('sync');
  */
 async function backupRss(src: string, repoDir: string, codec: string): Promise<{ full: number; incremental: number }> {
   const script = `
-    const { setProcessV8Flags } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/core/v8-flags.js'))});
-    setProcessV8Flags(${JSON.stringify(DAEMON_V8_FLAGS)});
+    (await import('node:v8')).setFlagsFromString(${JSON.stringify(DAEMON_V8_FLAGS)});
     const { VfsBlobStore } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/backup-targets/vfs/vfs-blob-store.js'))});
     const { Repository, backupTree } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/core/backup/index.js'))});
     const { readFileSync, writeFileSync, readdirSync } = await import('node:fs');
@@ -388,7 +387,7 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
         ? 'restores: tar -x and each library restore into a journaled ext4 of their own, made for the run in a loop file on the same disk and unmounted after it (outside the timing).'
         : 'restores: into directories beside the tree (BENCH_BACKUP_RESTORE_FS=same, or not root, or no mkfs.ext4 or loop device), kept until all are timed.',
       '"1% spread" rewrites 1% of every large file in place: a file-level backup reads every changed file whole, so this one re-reads all the large files.',
-      'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags, set as the daemon sets them) making a full backup of the same tree, then an incremental after a "1% spread" change of its own; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
+      'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags) making a full backup of the same tree, then an incremental after a "1% spread" change of its own; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
     );
     section.details = { bytes, tarMs, tarRuns, tarGzMs, coldTarMs, untarMs, untarRuns, rssBytes: rss.full, incrementalRssBytes: rss.incremental, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
     return section;
