@@ -165,8 +165,8 @@ const sync = () => execa('sync');
 
 /**
  * Peak RSS of a separate process making a full backup of `src` with the built library, then an
- * incremental after 1% of every large file was rewritten in place (the "1% spread" change, whose
- * guided chunking holds more than a full backup's reads), run the way the daemon runs it: with
+ * incremental after 1% of every large file was rewritten in place (the "1% spread" change: every
+ * large file read again, cut guided by its previous chunks), run the way the daemon runs it: with
  * the daemon's V8 flags and the environment its launchers set.
  * Read from VmHWM, the peak of the process's own memory: its `resourceUsage().maxRSS` also
  * counts the memory of the process it was forked from (Linux keeps the larger of the two across
