@@ -107,12 +107,12 @@ async function changeWholeFiles(dir: string, bytes: number, smallFiles: number):
   await writeFile(join(dir, 'large', 'new.bin'), Buffer.concat([pseudoRandom(rest >> 1, 'new'), textLike(rest - (rest >> 1), 7)]));
 }
 
-/** "1% spread": 1% of every large file rewritten in place, in the middle. */
-async function changeEveryLargeFile(dir: string, largeMiB: number): Promise<void> {
+/** "1% spread": 1% of every large file rewritten in place, in the middle; `round` makes each change's bytes its own. */
+async function changeEveryLargeFile(dir: string, largeMiB: number, round = ''): Promise<void> {
   const files = Math.max(1, Math.round(largeMiB / LARGE_FILE_MIB));
   for (let f = 0; f < files; f += 1) {
     const handle = await open(join(dir, 'large', `file${f}.bin`), 'r+');
-    await handle.write(pseudoRandom(Math.round(0.01 * LARGE_FILE_MIB * MiB), `edit${f}`), 0, undefined, (LARGE_FILE_MIB >> 1) * MiB);
+    await handle.write(pseudoRandom(Math.round(0.01 * LARGE_FILE_MIB * MiB), `edit${round}${f}`), 0, undefined, (LARGE_FILE_MIB >> 1) * MiB);
     await handle.close();
   }
 }
@@ -164,40 +164,26 @@ function dropCaches(): boolean {
 const sync = () => execa('sync');
 
 /**
- * Peak RSS of a separate process making a full backup of `src` with the built library, then an
- * incremental after 1% of every large file was rewritten in place (the "1% spread" change: every
- * large file read again, cut guided by its previous chunks), run the way the daemon runs it: with
- * the daemon's V8 flags and the environment its launchers set.
- * Read from VmHWM, the peak of the process's own memory: its `resourceUsage().maxRSS` also
- * counts the memory of the process it was forked from (Linux keeps the larger of the two across
- * exec), so once this benchmark had grown past the backup's peak (after the restores: 157.5 MB)
- * it reported the benchmark's size instead. Between the two, VmHWM is reset to the RSS of the
- * moment (clear_refs 5), so the incremental's figure is the larger of that and its own peak.
+ * Peak RSS of a separate process making a backup of `src` with the built library (a full one
+ * into a new repository at `repoDir`, or with `incremental`, the next one there), run the way
+ * the daemon runs it: with the daemon's V8 flags and the environment its launchers set. Read
+ * from VmHWM, the peak of the process's own memory: its `resourceUsage().maxRSS` also counts the
+ * memory of the process it was forked
+ * from (Linux keeps the larger of the two across exec), so once this benchmark had grown past
+ * the backup's peak (after the restores: 157.5 MB) it reported the benchmark's size instead.
  */
-async function backupRss(src: string, repoDir: string, codec: string): Promise<{ full: number; incremental: number }> {
+async function backupRss(src: string, repoDir: string, codec: string, incremental = false): Promise<number> {
   const script = `
     (await import('node:v8')).setFlagsFromString(${JSON.stringify(DAEMON_V8_FLAGS)});
     const { VfsBlobStore } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/backup-targets/vfs/vfs-blob-store.js'))});
     const { Repository, backupTree } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/core/backup/index.js'))});
-    const { readFileSync, writeFileSync, readdirSync } = await import('node:fs');
-    const { open } = await import('node:fs/promises');
-    const { randomBytes } = await import('node:crypto');
-    const { join } = await import('node:path');
-    const peak = () => Number(/^VmHWM:\\s+(\\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
-    const src = ${JSON.stringify(src)};
     const store = new VfsBlobStore(${JSON.stringify(repoDir)});
-    await backupTree(src, await Repository.init(store, { codec: ${JSON.stringify(codec)} }), { volume: 'rss', parent: false });
-    const full = peak();
-    for (const name of readdirSync(join(src, 'large')).filter((n) => /^file\\d+\\.bin$/.test(n))) {
-      const handle = await open(join(src, 'large', name), 'r+');
-      await handle.write(randomBytes(${Math.round(0.01 * LARGE_FILE_MIB * MiB)}), 0, undefined, ${(LARGE_FILE_MIB >> 1) * MiB});
-      await handle.close();
-    }
-    writeFileSync('/proc/self/clear_refs', '5');
-    await backupTree(src, await Repository.open(store), { volume: 'rss' });
-    process.stdout.write(JSON.stringify({ full, incremental: peak() }));`;
+    const repo = ${incremental ? 'await Repository.open(store)' : `await Repository.init(store, { codec: ${JSON.stringify(codec)} })`};
+    await backupTree(${JSON.stringify(src)}, repo, { volume: 'rss'${incremental ? '' : ', parent: false'} });
+    const { readFileSync } = await import('node:fs');
+    process.stdout.write(String(Number(/^VmHWM:\\s+(\\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024));`;
   const { stdout } = await execa(process.execPath, ['--input-type=module', '-e', script], { env: DAEMON_ENVIRONMENT });
-  return JSON.parse(stdout) as { full: number; incremental: number };
+  return Number(stdout);
 }
 
 const rate = (bytes: number, ms: number) => bytes / MiB / (ms / 1000);
@@ -343,8 +329,10 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     const untarMs = median(untarRuns);
     for (const lib of libs) record(lib, 'restore', median(restoreRuns.get(lib)!), { runs: restoreRuns.get(lib)! });
     for (const dir of extracted) await rm(dir, { recursive: true, force: true });
-    progress('backup: peak RSS of a full and an incremental backup in a process of its own');
-    const rss = await backupRss(src, join(base, 'rss-repo'), opts.codec);
+    progress('backup: peak RSS of a full and of an incremental backup, each in a process of its own');
+    const rss = { full: await backupRss(src, join(base, 'rss-repo'), opts.codec), incremental: 0 };
+    await changeEveryLargeFile(src, opts.largeMiB, 'rss');
+    rss.incremental = await backupRss(src, join(base, 'rss-repo'), opts.codec, true);
     progress('backup: codecs on the tree\'s data');
     const codecs = await codecFigures(src, opts.smallFiles);
 
@@ -387,7 +375,7 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
         ? 'restores: tar -x and each library restore into a journaled ext4 of their own, made for the run in a loop file on the same disk and unmounted after it (outside the timing).'
         : 'restores: into directories beside the tree (BENCH_BACKUP_RESTORE_FS=same, or not root, or no mkfs.ext4 or loop device), kept until all are timed.',
       '"1% spread" rewrites 1% of every large file in place: a file-level backup reads every changed file whole, so this one re-reads all the large files.',
-      'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags) making a full backup of the same tree, then an incremental after a "1% spread" change of its own; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
+      'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags) making a full backup of the same tree, and another making the next backup after a "1% spread" change of its own; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
     );
     section.details = { bytes, tarMs, tarRuns, tarGzMs, coldTarMs, untarMs, untarRuns, rssBytes: rss.full, incrementalRssBytes: rss.incremental, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
     return section;
