@@ -33,6 +33,13 @@ export interface ContainerReferences {
   unpause?(id: string): Promise<void>;
   /** Calls `listener` whenever a container changes (created, started, stopped, removed). */
   onEvent(listener: () => void): void;
+  /**
+   * A number that changes with every container event and every loss or (re)connection of the
+   * event stream; undefined while no stream is connected. Two equal readings mean the engine
+   * reported no container change between them, so a scan started at the first is still its answer.
+   * Absent where the engine has no event stream: then every check scans.
+   */
+  changeMark?(): number | undefined;
   /** Stops watching; no listener is called afterwards. */
   stop(): void;
 }

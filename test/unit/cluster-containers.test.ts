@@ -163,6 +163,51 @@ describe('container references published by other nodes', () => {
     });
   });
 
+  it('asks the engine again on remove only when it reported a container change, lost its stream, or a second has passed', async () => {
+    /** An engine with an event stream: `mark` is what its change mark reads (undefined: no stream). */
+    class MarkedEngine extends ScriptedEngine {
+      mark: number | undefined = 1;
+      scans = 0;
+      override async scan(): Promise<ContainerScan> {
+        this.scans += 1;
+        return super.scan();
+      }
+      changeMark(): number | undefined {
+        return this.mark;
+      }
+    }
+    const engine = new MarkedEngine();
+    // No heartbeat during the test: only removes scan.
+    const n1 = await node(memFs(), 'n1', engine, 600_000);
+    const atStart = engine.scans;
+    for (let i = 0; i < 3; i++) await n1.assertRemovable(`v${i}`, { force: false });
+    expect(engine.scans).toBe(atStart);
+    // A container made since (its event changes the mark) is seen at once.
+    engine.byVolume = { vol: [{ id: 'abcdefabcdef0000', name: 'fresh', state: 'created' }] };
+    engine.mark = 2;
+    await expect(n1.assertRemovable('vol', { force: false })).rejects.toMatchObject({
+      message: expect.stringMatching(/still used on n1 \(this node\): container fresh/),
+    });
+    expect(engine.scans).toBe(atStart + 1);
+    // Without a stream nothing says the engine's answer still holds: every remove asks.
+    engine.mark = undefined;
+    engine.byVolume = {};
+    await n1.assertRemovable('vol', { force: false });
+    await n1.assertRemovable('vol', { force: false });
+    expect(engine.scans).toBe(atStart + 3);
+    // Back with a stream: one scan, then its answer serves until it is a second old.
+    engine.mark = 3;
+    await n1.assertRemovable('vol', { force: false });
+    await n1.assertRemovable('vol', { force: false });
+    expect(engine.scans).toBe(atStart + 4);
+    await sleep(1_100);
+    engine.byVolume = { vol: [{ id: 'abcdefabcdef0001', name: 'unreported', state: 'created' }] };
+    await expect(n1.assertRemovable('vol', { force: false })).rejects.toMatchObject({
+      message: expect.stringMatching(/container unreported/),
+    });
+    expect(engine.scans).toBe(atStart + 5);
+  });
+
   it('retries a record whose read answers ENOENT after its open worked (a replaced file), and still counts its containers', async () => {
     const fs = memFs();
     const engine = new ScriptedEngine();

@@ -3,7 +3,7 @@
  * engine is exercised in test/e2e/swarm.test.ts and mount-reconcile.test.ts): after the engine
  * goes away and comes back, the plugin is activated again.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DockerEngine } from '../../src/drivers/docker-engine/docker-engine.js';
@@ -17,12 +17,15 @@ describe('DockerEngine', () => {
   let server: Server | undefined;
   let volumeLists = 0;
   let containers: unknown = [];
+  /** The open event streams, to send events on. */
+  let streams: ServerResponse[] = [];
 
   function startEngine(): Promise<void> {
     server = createServer((req, res) => {
       if (req.url?.startsWith('/events')) {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.flushHeaders();
+        streams.push(res);
         return; // an event stream stays open
       }
       if (req.url === '/volumes') volumeLists += 1;
@@ -39,6 +42,7 @@ describe('DockerEngine', () => {
     dir = await makeTempDir('stowage-engine-');
     socket = join(dir, 'docker.sock');
     volumeLists = 0;
+    streams = [];
     await startEngine();
   });
   afterEach(async () => {
@@ -70,5 +74,28 @@ describe('DockerEngine', () => {
     expect(await engine.scan()).toEqual({ reachable: true, byVolume: { data: [{ id: 'c1', name: 'web', state: 'running' }] } });
     containers = { not: 'a list' };
     expect(await engine.scan()).toMatchObject({ reachable: false, error: expect.stringMatching(/container list is not in the expected format/) });
+  });
+
+  it('gives a change mark only while its event stream is connected and settled, and a new one for every event', async () => {
+    const engine = new DockerEngine(socket, 'stowage', memoryLogger(), 100, 1_000);
+    expect(engine.changeMark()).toBeUndefined();
+    engine.onEvent(() => undefined);
+    await expect.poll(() => streams.length, { timeout: 2_000 }).toBe(1);
+    // Connected, but the engine may not have subscribed the stream yet.
+    expect(engine.changeMark()).toBeUndefined();
+    await expect.poll(() => engine.changeMark(), { timeout: 2_000 }).toBeDefined();
+    const settled = engine.changeMark();
+    expect(engine.changeMark()).toBe(settled);
+    streams[0]!.write('{"Type":"container","Action":"create"}\n');
+    await expect.poll(() => engine.changeMark(), { timeout: 2_000 }).not.toBe(settled);
+    const afterEvent = engine.changeMark();
+    expect(afterEvent).toBeDefined();
+    // The stream ends (an engine restart): no mark until a new stream has settled, and never an old one.
+    streams[0]!.end();
+    await expect.poll(() => engine.changeMark(), { timeout: 2_000 }).toBeUndefined();
+    await expect.poll(() => streams.length, { timeout: 2_000 }).toBe(2);
+    await expect.poll(() => engine.changeMark(), { timeout: 2_000 }).toBeDefined();
+    expect([settled, afterEvent]).not.toContain(engine.changeMark());
+    engine.stop();
   });
 });

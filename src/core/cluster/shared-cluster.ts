@@ -16,6 +16,9 @@ import { MemberReader, entryOfNode } from './member-reader.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
+/** How long a scan can answer for the engine while the engine reports no container change. */
+const CURRENT_SCAN_MS = 1_000;
+
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
 /** How a node's last heartbeat reads in messages. */
@@ -46,6 +49,8 @@ export class SharedCluster implements Cluster {
   /** Scans started, and the number of the latest one whose answer is in `scan`. */
   private scansStarted = 0;
   private scanApplied = 0;
+  /** The engine's change mark and the time when the scan in `scan` began, if it answered. */
+  private scanMark?: { mark: number; at: number };
   private view: NodeView[] = [];
   private timer?: NodeJS.Timeout;
   private pending?: NodeJS.Timeout;
@@ -145,9 +150,12 @@ export class SharedCluster implements Cluster {
   private async rescan(): Promise<ContainerScan> {
     if (!this.docker) return this.scan;
     const started = ++this.scansStarted;
+    const mark = this.docker.changeMark?.();
+    const at = Date.now();
     const fresh = await this.docker.scan();
     if (started < this.scanApplied) return this.scan;
     this.scanApplied = started;
+    this.scanMark = fresh.reachable && mark !== undefined ? { mark, at } : undefined;
     if (fresh.reachable) {
       if (!this.listedAt && started > 1) this.log.info('the Docker engine answers now: other nodes can remove volumes again');
       this.listedAt = isoTime(Date.now());
@@ -160,6 +168,16 @@ export class SharedCluster implements Cluster {
       this.scan = { reachable: false, error: fresh.error, byVolume: this.scan.byVolume };
     }
     return this.scan;
+  }
+
+  /**
+   * Whether the last scan is still the engine's answer: the engine has reported no container
+   * change since it began (a remove right after another, `docker volume prune`, need not ask
+   * again). Only for a short while: an engine drops events for a client that falls far behind.
+   */
+  private scanIsCurrent(): boolean {
+    const mark = this.docker?.changeMark?.();
+    return mark !== undefined && this.scanMark?.mark === mark && Date.now() - this.scanMark.at < CURRENT_SCAN_MS;
   }
 
   /** Publishes soon, coalescing bursts (a container event storm). */
@@ -250,7 +268,7 @@ export class SharedCluster implements Cluster {
     /** Nodes whose engine has never listed its containers: any of them may use the volume. */
     const unknown: string[] = [];
     if (this.docker) {
-      const scan = await this.rescan();
+      const scan = this.scanIsCurrent() ? this.scan : await this.rescan();
       const here = scan.byVolume[name] ?? [];
       if (here.length > 0) {
         live.push(`${this.nodeId} (this node): ${here.map((c) => `container ${c.name} (${c.id.slice(0, 12)}, ${c.state})`).join(', ')}`);

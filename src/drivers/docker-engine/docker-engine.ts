@@ -37,6 +37,10 @@ export class DockerEngine implements ContainerReferences {
   private watching = false;
   private stopped = false;
   private retry?: NodeJS.Timeout;
+  /** Bumped by every container event and every connection or loss of the event stream. */
+  private changes = 0;
+  /** Until then a new stream's marks are not given out (see changeMark). */
+  private marksFrom = 0;
   private readonly eventListeners: Array<() => void> = [];
   private readonly connectListeners: Array<() => void> = [];
 
@@ -46,6 +50,8 @@ export class DockerEngine implements ContainerReferences {
     private readonly driver: string,
     private readonly log: Logger,
     private readonly reconnectMs = 2_000,
+    /** How long after connecting a stream gives no marks (see changeMark). */
+    private readonly markSettleMs = 1_000,
   ) {}
 
   get configured(): boolean {
@@ -82,6 +88,15 @@ export class DockerEngine implements ContainerReferences {
     await this.getJson('/volumes', 60_000);
   }
 
+  /**
+   * The engine answers an events request with its headers before it subscribes the stream, so
+   * for a moment after connecting a change can go unreported: a new stream gives marks only
+   * once that moment is long past.
+   */
+  changeMark(): number | undefined {
+    return this.events && Date.now() >= this.marksFrom ? this.changes : undefined;
+  }
+
   onEvent(listener: () => void): void {
     this.eventListeners.push(listener);
     this.watch();
@@ -113,9 +128,14 @@ export class DockerEngine implements ContainerReferences {
         this.reconnect();
         return;
       }
+      this.changes++;
+      this.marksFrom = Date.now() + this.markSettleMs;
       this.events = res;
       for (const listener of this.connectListeners) listener();
-      res.on('data', () => { for (const listener of this.eventListeners) listener(); });
+      res.on('data', () => {
+        this.changes++;
+        for (const listener of this.eventListeners) listener();
+      });
       res.on('end', () => this.reconnect());
       res.on('error', () => this.reconnect());
     });
@@ -125,6 +145,7 @@ export class DockerEngine implements ContainerReferences {
 
   private reconnect(): void {
     if (this.events) this.log.info(`lost the Docker engine's event stream at ${this.socket}; reconnecting`);
+    this.changes++;
     this.events = undefined;
     clearTimeout(this.retry);
     if (!this.stopped) {
