@@ -6,7 +6,7 @@ import type { FsPort } from './fs-port.js';
 import { errnoCode } from './errors.js';
 import { readFileNoFollow } from './safe-path.js';
 import { processExists } from './process-exists.js';
-import { isLocalPath } from './local-fs.js';
+import { isLocalPath, openRegularOn } from './local-fs.js';
 import type { Flusher } from './flusher.js';
 import { randomHex } from './random-hex.js';
 
@@ -224,4 +224,31 @@ async function createDirect(fs: FsPort, path: string, data: string, durable: boo
 export async function readJsonFile(fs: FsPort, path: string): Promise<unknown | undefined> {
   const text = await readFileNoFollow(fs, path);
   return text === undefined ? undefined : JSON.parse(text) as unknown;
+}
+
+/**
+ * Writes `text` over the file at `path` in place, only when that is a regular file of exactly
+ * `text`'s length in bytes with no other name (a hard link planted under the name would have this
+ * write land in the file it links to). Overwriting reuses the inode: on ext4 making and dropping
+ * an inode per write (a temp renamed over the old file) costs several times more.
+ * A reader may catch the write half done and see neither value.
+ * @returns false when the file is not such a file (missing included) or the write fell short;
+ * the caller then writes it whole (writeFileAtomic)
+ */
+export async function overwriteSameSize(fs: FsPort, path: string, text: string): Promise<boolean> {
+  let opened;
+  try {
+    opened = await openRegularOn(fs, path, constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  if ('notRegular' in opened) return false;
+  try {
+    const stat = await opened.stat();
+    if (stat.size !== Buffer.byteLength(text) || stat.nlink !== 1) return false;
+    const { bytesWritten } = await opened.write(text, 0, 'utf8');
+    return bytesWritten === stat.size;
+  } finally {
+    await opened.close();
+  }
 }

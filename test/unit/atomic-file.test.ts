@@ -1,9 +1,12 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import * as realFs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isTempName, readJsonFile, writeFileAtomic } from '../../src/core/atomic-file.js';
+import { isTempName, overwriteSameSize, readJsonFile, writeFileAtomic } from '../../src/core/atomic-file.js';
+import type { FsPort } from '../../src/core/fs-port.js';
+import { LocalFirstFs, asFsPort } from '../../src/core/local-fs.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 
 describe('atomic files', () => {
@@ -35,5 +38,45 @@ describe('atomic files', () => {
     expect((await realFs.readdir(dir)).sort()).toEqual(['state.json', 'victim']);
     expect(isTempName('.tmp-0011aabb-12-0011aabb-app.json')).toBe(true);
     expect(isTempName('app.tmp-data.json')).toBe(false);
+  });
+
+  describe.each([
+    ['node:fs/promises', () => realFs as FsPort],
+    ['the daemon\'s synchronous local port', () => {
+      const local = new LocalFirstFs();
+      local.trustIfLocal(dir);
+      return asFsPort(local);
+    }],
+  ])('overwriteSameSize through %s', (_label, port) => {
+    it('writes over a lone regular file of the same length, keeping its inode', async () => {
+      dir = await mkdtemp(join(tmpdir(), 'stowage-overwrite-'));
+      const file = join(dir, '.epoch');
+      await writeFile(file, '0123456789abcdef');
+      const before = await stat(file);
+      expect(await overwriteSameSize(port(), file, 'fedcba9876543210')).toBe(true);
+      expect(await readFile(file, 'utf8')).toBe('fedcba9876543210');
+      expect((await stat(file)).ino).toBe(before.ino);
+    });
+
+    it('leaves alone, and says so, what it must not write over: missing, another length, a second name, a symlink, a FIFO', async () => {
+      dir = await mkdtemp(join(tmpdir(), 'stowage-overwrite-'));
+      const fs = port();
+      expect(await overwriteSameSize(fs, join(dir, 'missing'), 'fedcba9876543210')).toBe(false);
+      await expect(lstat(join(dir, 'missing'))).rejects.toMatchObject({ code: 'ENOENT' });
+      await writeFile(join(dir, 'longer'), '0123456789abcdef0');
+      expect(await overwriteSameSize(fs, join(dir, 'longer'), 'fedcba9876543210')).toBe(false);
+      expect(await readFile(join(dir, 'longer'), 'utf8')).toBe('0123456789abcdef0');
+      // A record planted under the name as a hard link: writing would change the record.
+      await writeFile(join(dir, 'record.json'), '{"precious":1}00');
+      await link(join(dir, 'record.json'), join(dir, 'linked'));
+      expect(await overwriteSameSize(fs, join(dir, 'linked'), 'fedcba9876543210')).toBe(false);
+      expect(await readFile(join(dir, 'record.json'), 'utf8')).toBe('{"precious":1}00');
+      await writeFile(join(dir, 'target'), '0123456789abcdef');
+      await symlink(join(dir, 'target'), join(dir, 'pointer'));
+      expect(await overwriteSameSize(fs, join(dir, 'pointer'), 'fedcba9876543210')).toBe(false);
+      expect(await readFile(join(dir, 'target'), 'utf8')).toBe('0123456789abcdef');
+      expect(spawnSync('mkfifo', [join(dir, 'fifo')]).status).toBe(0);
+      expect(await overwriteSameSize(fs, join(dir, 'fifo'), 'fedcba9876543210')).toBe(false);
+    });
   });
 });

@@ -2,7 +2,7 @@ import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { VolumeRecord } from '../../core/backend.js';
-import { createFileExclusive, readFileNoFollow, writeFileAtomic } from '../../core/atomic-file.js';
+import { createFileExclusive, overwriteSameSize, readFileNoFollow, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, isGoneOrStale, messageOf } from '../../core/errors.js';
 import type { Flusher } from '../../core/flusher.js';
 import type { FsPort } from '../../core/fs-port.js';
@@ -27,7 +27,6 @@ export const registryEntrySchema = z.object({
   record: volumeRecordSchema.extend({ name: z.string().regex(STORE_COMPONENT) }),
   dataDir: z.string().regex(STORE_COMPONENT, 'a single path component inside the store'),
 });
-
 export type RegistryEntry = z.infer<typeof registryEntrySchema>;
 
 /** A registry entry as last read, with the identity of the file it was read from. */
@@ -261,17 +260,18 @@ export class VolumeRegistry {
   }
 
   /**
-   * Every removal writes a new epoch after unlinking the entry. A name can only come back with
-   * another record after a removal, so while the epoch and the names are as the last List saw
-   * them, cached entries are current and only new names need reading (coarse directory
-   * timestamps cannot fool this, and one small read replaces a stat per entry).
+   * Every removal writes a new epoch after unlinking the entry (in place: see overwriteSameSize).
+   * A name can only come back with another record after a removal, so while the epoch and the
+   * names are as the last List saw them, cached entries are current and only new names need
+   * reading (coarse directory times cannot fool this; one small read replaces a stat per entry).
    */
   private get epochFile(): string {
     return join(this.dir, '.epoch');
   }
 
   async bumpEpoch(): Promise<void> {
-    await writeFileAtomic(this.fs, this.epochFile, randomHex(8), { durable: false });
+    const [epoch, file] = [randomHex(8), this.epochFile];
+    if (!await overwriteSameSize(this.fs, file, epoch)) await writeFileAtomic(this.fs, file, epoch, { durable: false });
   }
 
   private async readEpoch(): Promise<string> {
