@@ -23,7 +23,7 @@ export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
 export function createApp(plugin: PluginHandlers, loadControl: () => Promise<Router>): RequestListener {
   let control: Promise<RequestListener> | undefined;
   return (req, res) => {
-    const handler = req.method === 'POST' ? plugin.get(req.url ?? '') : undefined;
+    const handler = req.method === 'POST' ? pluginHandlerOf(plugin, req.url ?? '') : undefined;
     if (handler) {
       void servePluginRequest(handler, req, res);
       return;
@@ -36,6 +36,12 @@ export function createApp(plugin: PluginHandlers, loadControl: () => Promise<Rou
       res.writeHead(failure.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
     });
   };
+}
+
+/** The plugin call a path names, whatever query string follows it (Docker sends none; curl users may). */
+function pluginHandlerOf(plugin: PluginHandlers, url: string): ReturnType<PluginHandlers['get']> {
+  const query = url.indexOf('?');
+  return plugin.get(query < 0 ? url : url.slice(0, query));
 }
 
 /** Whether something accepts connections on the unix socket at `socket` now. */

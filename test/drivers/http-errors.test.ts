@@ -101,6 +101,15 @@ describe('one error table for the plugin protocol and the control API', () => {
     expect(await listedNames(socket)).toEqual(before);
   });
 
+  it('serves a plugin call whatever query string follows its path', async () => {
+    const name = freshName('query');
+    expect(await socketRequest(socket, '/VolumeDriver.Create?trace=1', { Name: name })).toMatchObject({ status: 200, json: {} });
+    expect(await socketRequest(socket, '/VolumeDriver.Get?', { Name: name })).toMatchObject({ status: 200, json: { Volume: { Name: name } } });
+    expect(await listedNames(socket)).toContain(name);
+    const unknown = await socketRequest(socket, '/VolumeDriver.Explode?x=1', { Name: 'x' });
+    expect(unknown).toMatchObject({ status: 404, json: { Err: 'stowage does not implement POST /VolumeDriver.Explode' } });
+  });
+
   it('answers a path nothing serves with 404 on both, each in its own shape', async () => {
     const plugin = await socketRequest(socket, '/VolumeDriver.Explode', { Name: 'x' });
     const control = await socketRequest(socket, '/stowage/v1/explode', {}, { contentType: 'application/json' });
