@@ -49,7 +49,7 @@ export class SharedCluster implements Cluster {
   /** Scans started, and the number of the latest one whose answer is in `scan`. */
   private scansStarted = 0;
   private scanApplied = 0;
-  /** The engine's change mark and the time when the scan in `scan` began, if it answered. */
+  /** The engine's change mark and the monotonic time when the scan in `scan` began, if it answered. */
   private scanMark?: { mark: number; at: number };
   private view: NodeView[] = [];
   private timer?: NodeJS.Timeout;
@@ -151,7 +151,7 @@ export class SharedCluster implements Cluster {
     if (!this.docker) return this.scan;
     const started = ++this.scansStarted;
     const mark = this.docker.changeMark?.();
-    const at = Date.now();
+    const at = performance.now();
     const fresh = await this.docker.scan();
     if (started < this.scanApplied) return this.scan;
     this.scanApplied = started;
@@ -177,7 +177,7 @@ export class SharedCluster implements Cluster {
    */
   private scanIsCurrent(): boolean {
     const mark = this.docker?.changeMark?.();
-    return mark !== undefined && this.scanMark?.mark === mark && Date.now() - this.scanMark.at < CURRENT_SCAN_MS;
+    return mark !== undefined && this.scanMark?.mark === mark && performance.now() - this.scanMark.at < CURRENT_SCAN_MS;
   }
 
   /** Publishes soon, coalescing bursts (a container event storm). */

@@ -94,7 +94,7 @@ export class DockerEngine implements ContainerReferences {
    * once that moment is long past.
    */
   changeMark(): number | undefined {
-    return this.events && Date.now() >= this.marksFrom ? this.changes : undefined;
+    return this.events && performance.now() >= this.marksFrom ? this.changes : undefined;
   }
 
   onEvent(listener: () => void): void {
@@ -129,7 +129,7 @@ export class DockerEngine implements ContainerReferences {
         return;
       }
       this.changes++;
-      this.marksFrom = Date.now() + this.markSettleMs;
+      this.marksFrom = performance.now() + this.markSettleMs;
       this.events = res;
       for (const listener of this.connectListeners) listener();
       res.on('data', () => {
