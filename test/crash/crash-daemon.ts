@@ -226,6 +226,8 @@ export const DURABLE_CALLS = [
   'mkdir', 'mkdirat', 'rmdir', 'link', 'linkat', 'symlink', 'symlinkat', 'rename', 'renameat', 'renameat2',
   'unlink', 'unlinkat', 'chown', 'fchown', 'lchown', 'fchownat', 'chmod', 'fchmod', 'fchmodat',
   'fsync', 'fdatasync', 'truncate', 'ftruncate', 'writev',
+  // A write at an offset: a file written over in place (the registry's epoch).
+  'pwrite64',
 ] as const;
 
 /**
