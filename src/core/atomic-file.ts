@@ -228,12 +228,14 @@ export async function readJsonFile(fs: FsPort, path: string): Promise<unknown | 
 
 /**
  * Writes `text` over the file at `path` in place, only when that is a regular file of exactly
- * `text`'s length in bytes with no other name (a hard link planted under the name would have this
- * write land in the file it links to). Overwriting reuses the inode: on ext4 making and dropping
- * an inode per write (a temp renamed over the old file) costs several times more.
- * A reader may catch the write half done and see neither value.
- * @returns false when the file is not such a file (missing included) or the write fell short;
- * the caller then writes it whole (writeFileAtomic)
+ * `text`'s length in bytes whose one name is `path`, checked on the opened file after the open
+ * (a file opened through a second name planted there, and swapped away since, must not be
+ * written). Overwriting reuses the inode: on ext4 making and dropping an inode per write (a temp
+ * renamed over the old file) costs several times more. A reader may catch the write half done
+ * and see neither value. For local filesystems only: a network client may keep serving the old
+ * content of a file written over in place, where a new file is looked up afresh.
+ * @returns false when the file is not such a file (missing included) or the write failed or fell
+ * short; the caller then writes it whole (writeFileAtomic)
  */
 export async function overwriteSameSize(fs: FsPort, path: string, text: string): Promise<boolean> {
   let opened;
@@ -246,9 +248,13 @@ export async function overwriteSameSize(fs: FsPort, path: string, text: string):
   try {
     const stat = await opened.stat();
     if (stat.size !== Buffer.byteLength(text) || stat.nlink !== 1) return false;
+    const named = await fs.lstat(path);
+    if (named.ino !== stat.ino || named.dev !== stat.dev) return false;
     const { bytesWritten } = await opened.write(text, 0, 'utf8');
     return bytesWritten === stat.size;
+  } catch {
+    return false;
   } finally {
-    await opened.close();
+    await opened.close().catch(() => undefined);
   }
 }

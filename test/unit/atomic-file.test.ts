@@ -1,4 +1,4 @@
-import { link, lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import * as realFs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -78,5 +78,23 @@ describe('atomic files', () => {
       expect(spawnSync('mkfifo', [join(dir, 'fifo')]).status).toBe(0);
       expect(await overwriteSameSize(fs, join(dir, 'fifo'), 'fedcba9876543210')).toBe(false);
     });
+  });
+
+  it('overwriteSameSize does not write a file opened through a second name that is swapped away before the check', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-overwrite-'));
+    const victim = join(dir, 'outside-victim');
+    const epoch = join(dir, '.epoch');
+    await writeFile(victim, 'VICTIM-16-BYTES!');
+    await link(victim, epoch);
+    // Right after the open, the store's .epoch is replaced: the victim is back to one name, its own.
+    const swapping = { ...realFs, open: async (path: string, flags: number) => {
+      const handle = await realFs.open(path, flags);
+      await writeFile(`${epoch}.new`, '0000000000000000');
+      await rename(`${epoch}.new`, epoch);
+      return handle;
+    } } as unknown as FsPort;
+    expect(await overwriteSameSize(swapping, epoch, 'fedcba9876543210')).toBe(false);
+    expect(await readFile(victim, 'utf8')).toBe('VICTIM-16-BYTES!');
+    expect(await readFile(epoch, 'utf8')).toBe('0000000000000000');
   });
 });

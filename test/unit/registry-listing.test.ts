@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -187,5 +187,29 @@ describe('vfs registry: List on a local filesystem', () => {
     await settle(dir);
     for (let i = 0; i < 3; i++) expect((await registry.list()).map((r) => r.name)).toEqual(['only']);
     expect(spy.mock.calls.filter(([path]) => path === dir)).toHaveLength(3);
+  });
+
+  it('writes the epoch of a removal over the old one on a local filesystem, and as a new file elsewhere', async () => {
+    const epochFile = join(dir, '.epoch');
+    const bumpInode = async (registry: VolumeRegistry, name: string) => {
+      expect(await registry.add(entry(name, 'node-a'))).toBe(true);
+      const before = await stat(epochFile).catch(() => undefined);
+      const beforeText = before && await readFile(epochFile, 'utf8');
+      await registry.delete(name);
+      const after = await stat(epochFile);
+      expect(await readFile(epochFile, 'utf8')).toMatch(/^[0-9a-f]{16}$/);
+      expect(await readFile(epochFile, 'utf8')).not.toBe(beforeText);
+      return { before: before?.ino, after: after.ino };
+    };
+    const local = countingPort(root, dir).port;
+    const trusted = new VolumeRegistry(local, dir, silentLogger, undefined, undefined, false);
+    // The first removal makes the file; later ones on a local filesystem keep its inode.
+    expect((await bumpInode(trusted, 'one')).before).toBeUndefined();
+    const second = await bumpInode(trusted, 'two');
+    expect(second.after).toBe(second.before);
+    // Not on a registered local filesystem (a network one): a new file every time.
+    const elsewhere = new VolumeRegistry(asFsPort(new LocalFirstFs()), dir, silentLogger);
+    const third = await bumpInode(elsewhere, 'three');
+    expect(third.after).not.toBe(third.before);
   });
 });

@@ -260,7 +260,7 @@ export class VolumeRegistry {
   }
 
   /**
-   * Every removal writes a new epoch after unlinking the entry (in place: see overwriteSameSize).
+   * Every removal writes a new epoch after unlinking the entry (in place where local: see overwriteSameSize).
    * A name can only come back with another record after a removal, so while the epoch and the
    * names are as the last List saw them, cached entries are current and only new names need
    * reading (coarse directory times cannot fool this; one small read replaces a stat per entry).
@@ -271,7 +271,7 @@ export class VolumeRegistry {
 
   async bumpEpoch(): Promise<void> {
     const [epoch, file] = [randomHex(8), this.epochFile];
-    if (!await overwriteSameSize(this.fs, file, epoch)) await writeFileAtomic(this.fs, file, epoch, { durable: false });
+    if (!isLocalPath(this.fs, file) || !await overwriteSameSize(this.fs, file, epoch)) await writeFileAtomic(this.fs, file, epoch, { durable: false });
   }
 
   private async readEpoch(): Promise<string> {
