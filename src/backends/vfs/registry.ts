@@ -27,6 +27,7 @@ export const registryEntrySchema = z.object({
   record: volumeRecordSchema.extend({ name: z.string().regex(STORE_COMPONENT) }),
   dataDir: z.string().regex(STORE_COMPONENT, 'a single path component inside the store'),
 });
+
 export type RegistryEntry = z.infer<typeof registryEntrySchema>;
 
 /** A registry entry as last read, with the identity of the file it was read from. */
@@ -88,10 +89,7 @@ export class VolumeRegistry {
   /** Entries already reported as invalid, by identity, so a bad file is logged once, not at every List. */
   private readonly reported = new Set<string>();
 
-  /**
-   * @param snapshotFile node-local file where the cache is kept between runs, so the first List
-   * after a restart does not read every entry again.
-   */
+  /** @param snapshotFile node-local file keeping the cache between runs: the first List after a restart need not read every entry. */
   constructor(
     private readonly fs: FsPort,
     private readonly dir: string,
@@ -260,18 +258,19 @@ export class VolumeRegistry {
   }
 
   /**
-   * Every removal writes a new epoch after unlinking the entry (in place where local: see overwriteSameSize).
-   * A name can only come back with another record after a removal, so while the epoch and the
-   * names are as the last List saw them, cached entries are current and only new names need
-   * reading (coarse directory times cannot fool this; one small read replaces a stat per entry).
+   * Every removal writes a new epoch after unlinking the entry. A name can only come back with
+   * another record after a removal, so while the epoch and the names are as the last List saw
+   * them, cached entries are current and only new names need reading (coarse directory
+   * timestamps cannot fool this, and one small read replaces a stat per entry).
    */
   private get epochFile(): string {
     return join(this.dir, '.epoch');
   }
 
   async bumpEpoch(): Promise<void> {
-    const [epoch, file] = [randomHex(8), this.epochFile];
-    if (!isLocalPath(this.fs, file) || !await overwriteSameSize(this.fs, file, epoch)) await writeFileAtomic(this.fs, file, epoch, { durable: false });
+    const epoch = randomHex(8);
+    if (isLocalPath(this.fs, this.epochFile) && await overwriteSameSize(this.fs, this.epochFile, epoch)) return;
+    await writeFileAtomic(this.fs, this.epochFile, epoch, { durable: false });
   }
 
   private async readEpoch(): Promise<string> {
