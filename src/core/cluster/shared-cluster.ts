@@ -172,7 +172,7 @@ export class SharedCluster implements Cluster {
 
   /**
    * Whether the last scan is still the engine's answer: the engine has reported no container
-   * change since it began (a remove right after another, `docker volume prune`, need not ask
+   * change since it began (a remove right after another, `docker volume rm a b c`, need not ask
    * again). Only for a short while: an engine drops events for a client that falls far behind.
    */
   private scanIsCurrent(): boolean {
