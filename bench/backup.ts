@@ -168,9 +168,9 @@ const sync = () => execa('sync');
  * into a new repository at `repoDir`, or with `incremental`, the next one there), run the way
  * the daemon runs it: with the daemon's V8 flags and the environment its launchers set. Read
  * from VmHWM, the peak of the process's own memory: its `resourceUsage().maxRSS` also counts the
- * memory of the process it was forked
- * from (Linux keeps the larger of the two across exec), so once this benchmark had grown past
- * the backup's peak (after the restores: 157.5 MB) it reported the benchmark's size instead.
+ * memory of the process it was forked from (Linux keeps the larger of the two across exec), so
+ * once this benchmark had grown past the backup's peak (after the restores: 157.5 MB) it
+ * reported the benchmark's size instead.
  */
 async function backupRss(src: string, repoDir: string, codec: string, incremental = false): Promise<number> {
   const script = `
