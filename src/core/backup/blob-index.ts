@@ -6,7 +6,7 @@ import { indexIdOfKey, indexKey, packIdOfKey, packKey, type PackBlob, type PackI
 /** Where a blob lives. */
 export interface BlobLocation extends PackBlob { pack: string }
 
-const locations = (index: PackIndex) => ({ pack: index.pack, at: index.blobs.map((b): BlobLocation => ({ ...b, pack: index.pack })) });
+const locations = (index: PackIndex) => ({ pack: index.pack, size: index.size, at: index.blobs.map((b): BlobLocation => ({ ...b, pack: index.pack })) });
 
 /**
  * Where every blob of a repository is, from the index objects of the packs that are there.
@@ -20,7 +20,7 @@ export class BlobIndex {
   /** The other copies of the few blobs stored more than once. */
   private readonly others = new Map<string, BlobLocation[]>();
   /** Index objects read before, by key: objects are written once, so a reload reads and checks only new ones. */
-  private readonly indexes = new Map<string, { pack: string; at: BlobLocation[] }>();
+  private readonly indexes = new Map<string, { pack: string; size: number; at: BlobLocation[] }>();
   /** Blobs only indexes of missing packs name, with that pack: for errors, never for reads. */
   private readonly lost = new Map<string, string>();
   /** Index objects that do not load, with why: for errors. */
@@ -117,6 +117,16 @@ export class BlobIndex {
     if (!others) return [first];
     const all = [first, ...others];
     return [...all.filter((at) => this.isGood(at)), ...all.filter((at) => !this.isGood(at))];
+  }
+
+  /**
+   * What the index object `key` held when a reload last read it, if it loaded then: objects are
+   * written once, so it needs no second read (gc, under its exclusive lock, reloads and then
+   * goes through every index).
+   */
+  readIndexOf(key: string): { pack: string; size: number; blobs: readonly BlobLocation[] } | undefined {
+    const index = this.indexes.get(key);
+    return index && { pack: index.pack, size: index.size, blobs: index.at };
   }
 
   /** The blobs a pack's index places at or past `size`: what a pack cut short to `size` bytes lost. */
