@@ -1,9 +1,9 @@
 /**
  * V8 flags the daemon sets for itself at start (`setFlagsFromString`), and the environment its
  * launchers set, exported so the benchmark measures a backup process the way the daemon runs it. Each has a measured reason (README,
- * Benchmarks); both are read whenever V8 sizes a space, so they take effect when set at run time.
+ * Benchmarks, and bench/RESULTS.md); both are read whenever V8 sizes a space, so they take effect when set at run time.
  * Starting a worker thread undoes the first, process-wide, as V8 sets up the new isolate's heap
- * (README, Benchmarks: "tried and not kept, half the hashes of a changed file on a worker
+ * (README, The backup library: "tried and not kept, half the hashes of a changed file on a worker
  * thread"): the daemon starts none.
  *
  * - `--semi-space-growth-factor=1`: V8 grows the young generation to 16 MiB per semi-space
