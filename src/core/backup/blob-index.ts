@@ -124,7 +124,7 @@ export class BlobIndex {
    * written once, so it needs no second read (gc, under its exclusive lock, reloads and then
    * goes through every index).
    */
-  readIndexOf(key: string): { pack: string; size: number; blobs: readonly BlobLocation[] } | undefined {
+  loadedIndex(key: string): { pack: string; size: number; blobs: readonly BlobLocation[] } | undefined {
     const index = this.indexes.get(key);
     return index && { pack: index.pack, size: index.size, blobs: index.at };
   }

@@ -156,7 +156,7 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
     let deletedBytes = 0;
     for await (const { key } of listAll(repo.store, 'index/', options.pageSize)) {
       if (indexIdOfKey(key) === undefined) continue; // not an index of this repository's: never deleted
-      const index = repo.blobs.readIndexOf(key) ?? await repo.readIndex(key).catch((err: unknown) => {
+      const index = repo.blobs.loadedIndex(key) ?? await repo.readIndex(key).catch((err: unknown) => {
         if (!isStowageError(err, ErrorCodes.BACKUP_CORRUPT)) throw err;
         throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `garbage collection refused: ${messageOf(err)}; what its pack holds is unknown, so nothing was freed. ` +
           'Put the index object right from a copy of the repository, or move it out by hand: gc then keeps the pack while any backup needs a chunk in it', { cause: err });
