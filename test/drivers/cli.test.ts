@@ -215,6 +215,33 @@ describe('stowage CLI against a running daemon', () => {
       expect((await cli('delete', 'convoyish')).exitCode).toBe(0);
     });
 
+    it('creates a volume without a name as Convoy did (volume-<8 hex digits>, printed), plainly and from a backup', async () => {
+      const plain = await cli('create', '--size', '10M');
+      expect(plain.exitCode, plain.stderr).toBe(0);
+      const name = plain.stdout.trim();
+      expect(name).toMatch(/^volume-[0-9a-f]{8}$/);
+      const inspected = JSON.parse((await cli('inspect', name)).stdout) as { name: string; status: { size?: string } };
+      expect(inspected.name).toBe(name);
+      expect(inspected.status.size).toContain('10');
+      const json = JSON.parse((await cli('create', '--json')).stdout) as { created: boolean; volume: { name: string } };
+      expect(json.created).toBe(true);
+      expect(json.volume.name).toMatch(/^volume-[0-9a-f]{8}$/);
+      expect(json.volume.name).not.toBe(name);
+
+      await writeIntoVolume(socket, name, 'hello.txt', 'restored under a made name');
+      const backedUp = await cli('backup', 'create', name, '--dest', `vfs://${join(dir, 'unnamed-backups')}`);
+      expect(backedUp.exitCode, backedUp.stderr).toBe(0);
+      const restored = await cli('create', '--backup', backedUp.stdout.trim().split('\n').at(-1)!);
+      expect(restored.exitCode, restored.stderr).toBe(0);
+      const copy = restored.stdout.trim().split('\n').at(-1)!;
+      expect(copy).toMatch(/^volume-[0-9a-f]{8}$/);
+      expect(copy).not.toBe(name);
+      const mounted = await pluginCall(socket, 'Mount', { Name: copy, ID: 'read-copy' });
+      expect(await readFile(join(mounted.Mountpoint as string, 'hello.txt'), 'utf8')).toBe('restored under a made name');
+      expect((await pluginCall(socket, 'Unmount', { Name: copy, ID: 'read-copy' })).Err).toBeUndefined();
+      for (const made of [name, json.volume.name, copy]) expect((await cli('delete', made)).exitCode).toBe(0);
+    });
+
     it('deletes without --keep-data and keeps nothing', async () => {
       expect((await cli('create', 'scratch')).exitCode).toBe(0);
       const volumeDir = await writeIntoVolume(socket, 'scratch', 'tmp.txt', 'x');

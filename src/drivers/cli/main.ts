@@ -11,6 +11,9 @@ import { addInstallServiceCommand } from './install-service.js';
 import { addDoctorCommand } from './doctor-command.js';
 import { FORCE_WITHOUT_CONSISTENT, addBackupCommands, printWarnings, restoreVolume } from './backup-commands.js';
 import { printJson, printList, printMounts, printNodes, printSnapshots, removalLine } from './output.js';
+import { createUnnamed, unusedVolumeName } from './unnamed-volume.js';
+import { ControlError } from './client.js';
+import { ErrorCodes } from '../../core/errors.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -47,8 +50,8 @@ addDaemonCommand(program, socketOf, fail);
 addInstallServiceCommand(program, socketOf);
 addDoctorCommand(program, socketOf);
 
-program.command('create <name>')
-  .description('create a volume')
+program.command('create [name]')
+  .description('create a volume; without a name, one is made (volume-<8 hex digits>) and printed')
   .option('--size <size>', 'size such as 10G')
   .option('--opt <key=value>', 'volume option: size, uid, gid, mode, adopt, or a backend\'s (repeatable)', collect, [])
   .option('--backup <url>', 'restore this backup into the new volume (a daemon job, with progress)', (url: string) => {
@@ -57,7 +60,7 @@ program.command('create <name>')
   })
   .option('--detach', 'with --backup: start the restore, print its job id and return')
   .option('--json', 'print the answer as JSON')
-  .action(async (name: string, flags: { size?: string; opt: string[]; backup?: string; detach?: boolean; json?: boolean }, cmd: Command) => {
+  .action(async (given: string | undefined, flags: { size?: string; opt: string[]; backup?: string; detach?: boolean; json?: boolean }, cmd: Command) => {
     if (flags.detach && flags.backup === undefined) cmd.error('error: --detach goes with --backup (a restore runs as a job); a plain create answers once the volume is made');
     const options = parseKeyValuePairs(flags.opt, '--opt');
     if (flags.size !== undefined && options.size !== undefined && options.size !== flags.size) {
@@ -65,10 +68,16 @@ program.command('create <name>')
     }
     if (flags.size !== undefined) options.size = flags.size;
     if (flags.backup !== undefined) {
-      await restoreVolume(cmd, socketOf, name, flags.backup, options, flags);
+      const target = given ?? await unusedVolumeName((name) => call(cmd, api.inspect, { name }).then(() => true, (err: unknown) => {
+        if (err instanceof ControlError && err.code === ErrorCodes.VOLUME_NOT_FOUND) return false;
+        throw err;
+      }));
+      await restoreVolume(cmd, socketOf, target, flags.backup, options, flags);
       return;
     }
-    const result = await call(cmd, api.create, { name, options });
+    const { name, result } = given !== undefined
+      ? { name: given, result: await call(cmd, api.create, { name: given, options }) }
+      : await createUnnamed((name) => call(cmd, api.create, { name, options }));
     if (flags.json) printJson(result);
     else process.stdout.write(`${name}${result.created ? '' : ' (already existed with the same options)'}\n`);
   });
