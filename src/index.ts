@@ -10,6 +10,8 @@ export type { VolumeOptions } from './core/options.js';
 export type { CreateResult, RemoveResult, VolumeInfo, RemovePolicy } from './core/volume-manager.js';
 export { validateVolumeName } from './core/names.js';
 export type {
-  BackupDetail, BackupSummary, DeleteResult, JobProgress, ProgressOptions, VerifyResult,
+  BackupDetail, BackupRequestOptions, BackupSummary, DeleteResult, JobProgress, ProgressOptions, VerifyResult,
 } from './core/backup/service-contract.js';
+export type { SnapshotOptions } from './core/volume-snapshots.js';
+export type { HandMount } from './core/mount-reconcile.js';
 export { formatBackupUrl, parseBackupUrl, type BackupTarget, type BackupUrl } from './core/backup/backup-url.js';

@@ -104,7 +104,9 @@ export class SocketRootLock implements RootLock {
 
   private refuse(pid?: number): never {
     throw new StowageError(ErrorCodes.INVALID_OPTION,
-      `another stowage daemon${pid ? ` (pid ${pid})` : ''} uses the state root ${this.root}; stop it`,
+      pid === process.pid
+        ? `another stowage instance in this process uses the state root ${this.root}; close it first`
+        : `another stowage daemon${pid ? ` (pid ${pid})` : ''} uses the state root ${this.root}; stop it`,
       { remedies: [{ action: 'separate-root' }] });
   }
 

@@ -37,7 +37,7 @@ describe('SocketRootLock', { timeout: 60_000 }, () => {
     await first.acquire();
     held.push(first);
     expect((await lstat(join(root, 'daemon.lock'))).isSocket()).toBe(true);
-    await expect(new SocketRootLock(root).acquire()).rejects.toThrow(/another stowage daemon \(pid \d+\) uses the state root/);
+    await expect(new SocketRootLock(root).acquire()).rejects.toThrow(/another stowage instance in this process uses the state root/);
     await first.release();
     const second = new SocketRootLock(root);
     await second.acquire();
@@ -59,7 +59,7 @@ describe('SocketRootLock', { timeout: 60_000 }, () => {
     starters.forEach((l, i) => { if (results[i]!.status === 'fulfilled') held.push(l); });
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     for (const r of results) {
-      if (r.status === 'rejected') expect((r.reason as Error).message).toMatch(/another stowage daemon \(pid \d+\) uses the state root/);
+      if (r.status === 'rejected') expect((r.reason as Error).message).toMatch(/another stowage instance in this process uses the state root/);
     }
   });
 

@@ -21,7 +21,10 @@ export interface VfsOptions {
 
 function parsePath(value: string, key: string): string {
   if (!isAbsolute(value)) throw invalidOption(`${key}=${JSON.stringify(value)} must be an absolute path`);
-  return resolve(value);
+  const path = resolve(value);
+  // The store's own directory (.stowage) and every volume's would sit among the system's.
+  if (path === '/') throw invalidOption(`${key}=${JSON.stringify(value)} is the filesystem's root: give the store a directory of its own`);
+  return path;
 }
 
 const vfsOptions = optionMap('vfs', {
@@ -31,5 +34,12 @@ const vfsOptions = optionMap('vfs', {
 
 export function parseVfsOptions(raw: Record<string, string>, root: string): VfsOptions {
   const given = vfsOptions.parse(raw);
-  return { path: given['vfs.path'] ?? parsePath(join(root, 'volumes'), 'vfs.path'), shared: given['vfs.shared'] ?? 'auto' };
+  const path = given['vfs.path'] ?? parsePath(join(root, 'volumes'), 'vfs.path');
+  // Node-local state inside the store would be listed as a volume's directory, and written by
+  // every node sharing it.
+  const stateRoot = resolve(root);
+  if (stateRoot === path || stateRoot.startsWith(`${path}/`)) {
+    throw invalidOption(`the state root ${stateRoot} is inside vfs.path ${path}: give the state root a directory outside the store`);
+  }
+  return { path, shared: given['vfs.shared'] ?? 'auto' };
 }

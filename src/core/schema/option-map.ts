@@ -52,6 +52,13 @@ export interface OptionMap<P extends Record<string, OptionParser<unknown>>> {
  * Declares an option map: its known keys, each with its parser. `what` names the map in
  * messages ("unknown vfs option ...").
  */
+/** An object literal, JSON.parse's output or a prototype-less map: nothing inherited, no getters of a class. */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
 export function optionMap<P extends Record<string, OptionParser<unknown>>>(what: string, parsers: P,
   /** Keys taken off before this map parses (a restore's `backup`), named in the hint all the same. */
   takenBefore: readonly string[] = []): OptionMap<P> {
@@ -67,6 +74,9 @@ export function optionMap<P extends Record<string, OptionParser<unknown>>>(what:
     keys,
     parse(raw: unknown): ParsedOptions<P> {
       if (raw === undefined || raw === null) return {};
+      // A Map or a class instance would be read through its getters and inherited properties
+      // (a Map's `size` is its entry count): only a plain map of names to values is options.
+      if (!isPlainObject(raw)) throw invalidOption(`${what} options must be a map of option names to string values`);
       const result = schema.safeParse(raw);
       if (result.success) return result.data as ParsedOptions<P>;
       const issues = result.error.issues;

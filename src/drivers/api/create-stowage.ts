@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import { ContainerModule } from 'inversify';
 import type { Backend, SnapshotRecord } from '../../core/backend.js';
 import type { SnapshotOptions } from '../../core/volume-snapshots.js';
@@ -13,7 +12,8 @@ import type {
 import { buildContainer } from '../../container.js';
 import { SHELL_TOKENS } from '../tokens.js';
 import { wordFailure } from '../remedies.js';
-import { StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
+import { callOptionSchemas, callOptions, checkStowageOptions } from './api-input.js';
 import type {
   BackupDetail, BackupService, BackupSummary, DeleteResult, ProgressOptions, VerifyResult,
 } from '../../core/backup/service-contract.js';
@@ -75,7 +75,12 @@ export interface Stowage {
   verifyBackup(url: string, options?: ProgressOptions): Promise<VerifyResult>;
   /** Creates volume `name` from a backup; a failed restore leaves no volume. */
   restoreVolume(name: string, url: string, options?: ProgressOptions & { volumeOptions?: Record<string, string> }): Promise<CreateResult>;
-  /** Waits for background work and releases the backend. */
+  /**
+   * Cancels the backups, restores, verifies and deletes still running (they fail with
+   * E_CANCELLED, as under a daemon's stop), waits for every call in flight and for background
+   * work, then releases the backend and the state root. Later calls are refused; closing again
+   * waits for the same close.
+   */
   close(): Promise<void>;
   readonly manager: VolumeManager;
 }
@@ -83,7 +88,7 @@ export interface Stowage {
 /** The embedding API's shell: the Stowage object over the volume manager. */
 export const apiModule = new ContainerModule(({ bind }) => {
   bind<Stowage>(SHELL_TOKENS.Stowage).toDynamicValue((ctx) =>
-    stowageOver(ctx.get<VolumeManager>(TOKENS.VolumeManager), ctx.get<BackupService>(TOKENS.BackupService)));
+    stowageOver(ctx.get<VolumeManager>(TOKENS.VolumeManager), ctx.get<BackupService>(TOKENS.BackupService), ctx.get<Logger>(TOKENS.Logger)));
 });
 
 /**
@@ -104,40 +109,126 @@ async function worded<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
-function stowageOver(manager: VolumeManager, backups: BackupService): Stowage {
+/** The caller's abort, as E_CANCELLED: its own reason (a StowageError of that code) or one that says it. */
+function cancelledByCaller(reason: unknown): StowageError {
+  if (reason instanceof StowageError && reason.code === ErrorCodes.CANCELLED) return reason;
+  const said = reason instanceof Error && reason.name !== 'AbortError' ? `: ${reason.message}` : typeof reason === 'string' ? `: ${reason}` : '';
+  return new StowageError(ErrorCodes.CANCELLED, `cancelled by the caller${said}`, { cause: reason });
+}
+
+/**
+ * One instance's calls. Once close() begins, calls are refused; the long ones running (backups,
+ * restores, verifies, deletes) are cancelled as the daemon's stop cancels its jobs, and every call
+ * in flight is waited for before the backend and the state root's lock are let go: a closed
+ * instance must not act on a root that another instance may hold by then.
+ */
+class InstanceCalls {
+  private closing: Promise<void> | undefined;
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly cancels = new Set<AbortController>();
+
+  constructor(private readonly log: Logger) {}
+
+  run<T>(call: () => Promise<T>): Promise<T> {
+    if (this.closing) return Promise.reject(new StowageError(ErrorCodes.INVALID_REQUEST, 'this stowage instance is closed: make a new one with createStowage()'));
+    const running = worded(call);
+    this.inFlight.add(running);
+    const done = () => { this.inFlight.delete(running); };
+    running.then(done, done);
+    return running;
+  }
+
+  /**
+   * A long operation: the caller's signal and close() cancel it with E_CANCELLED. A callback
+   * that throws is the caller's bug, not the operation's: it is logged once and the work goes on.
+   */
+  long<T>(given: ProgressOptions, call: (progress: ProgressOptions) => Promise<T>): Promise<T> {
+    return this.run(async () => {
+      const controller = new AbortController();
+      const byCaller = () => controller.abort(cancelledByCaller(given.signal?.reason));
+      if (given.signal?.aborted) byCaller();
+      else given.signal?.addEventListener('abort', byCaller, { once: true });
+      this.cancels.add(controller);
+      try {
+        return await call({ signal: controller.signal, ...(given.onProgress ? { onProgress: this.guarded(given.onProgress) } : {}) });
+      } finally {
+        this.cancels.delete(controller);
+        given.signal?.removeEventListener('abort', byCaller);
+      }
+    });
+  }
+
+  private guarded(onProgress: NonNullable<ProgressOptions['onProgress']>): NonNullable<ProgressOptions['onProgress']> {
+    let told = false;
+    return (progress) => {
+      try {
+        onProgress(progress);
+      } catch (err) {
+        if (told) return;
+        told = true;
+        this.log.warn(`an onProgress callback threw (${messageOf(err)}); the operation goes on, and later throws of it are not logged`);
+      }
+    };
+  }
+
+  close(dispose: () => Promise<void>): Promise<void> {
+    this.closing ??= (async () => {
+      for (const controller of this.cancels) controller.abort(new StowageError(ErrorCodes.CANCELLED, 'the stowage instance is closing'));
+      await Promise.allSettled([...this.inFlight]);
+      await dispose();
+    })();
+    return this.closing;
+  }
+}
+
+function stowageOver(manager: VolumeManager, backups: BackupService, log: Logger): Stowage {
+  const calls = new InstanceCalls(log);
+  const run = <T>(call: () => Promise<T>) => calls.run(call);
+  const { remove, createSnapshot, createBackup, listBackups, progress, restoreVolume } = callOptionSchemas;
   return {
     manager,
-    create: (name, opts) => worded(() => manager.create(name, opts ?? {})),
-    remove: (name, opts) => worded(() => manager.remove(name, opts ?? {})),
-    list: () => worded(() => manager.list()),
-    inspect: (name) => worded(() => manager.get(name)),
-    mount: (name, id) => worded(() => manager.mount(name, id)),
-    unmount: (name, id) => worded(() => manager.unmount(name, id)),
-    mountByHand: (name, label) => worded(() => manager.mountByHand(name, label)),
-    unmountByHand: (name, label) => worded(() => manager.unmountByHand(name, label)),
-    info: () => worded(() => manager.info()),
-    createSnapshot: (volume, name, opts) => worded(() => manager.createSnapshot(volume, name, opts ?? {})),
-    listSnapshots: (volume) => worded(() => manager.listSnapshots(volume)),
-    deleteSnapshot: (volume, name) => worded(() => manager.deleteSnapshot(volume, name)),
-    createBackup: (volume, opts) => worded(() => backups.createBackup(volume, opts)),
-    listBackups: (dest, opts) => worded(() => backups.listBackups(dest, opts)),
-    inspectBackup: (url) => worded(() => backups.inspectBackup(url)),
-    deleteBackup: (url, opts) => worded(() => backups.deleteBackup(url, opts)),
-    verifyBackup: (url, opts) => worded(() => backups.verifyBackup(url, opts)),
-    restoreVolume: (name, url, opts) => worded(() => backups.restoreVolume(name, url, opts)),
-    close: () => manager.dispose(),
+    create: (name, opts) => run(() => manager.create(name, opts ?? {})),
+    remove: (name, opts) => run(async () => manager.remove(name, callOptions(remove, opts, 'remove'))),
+    list: () => run(() => manager.list()),
+    inspect: (name) => run(() => manager.get(name)),
+    mount: (name, id) => run(() => manager.mount(name, id)),
+    unmount: (name, id) => run(() => manager.unmount(name, id)),
+    mountByHand: (name, label) => run(() => manager.mountByHand(name, label)),
+    unmountByHand: (name, label) => run(() => manager.unmountByHand(name, label)),
+    info: () => run(() => manager.info()),
+    createSnapshot: (volume, name, opts) => run(async () => manager.createSnapshot(volume, name, callOptions(createSnapshot, opts, 'createSnapshot'))),
+    listSnapshots: (volume) => run(() => manager.listSnapshots(volume)),
+    deleteSnapshot: (volume, name) => run(() => manager.deleteSnapshot(volume, name)),
+    createBackup: async (volume, opts) => {
+      const { onProgress, signal, ...request } = callOptions(createBackup, opts, 'createBackup');
+      return calls.long({ onProgress, signal }, (p) => backups.createBackup(volume, { ...request, ...p }));
+    },
+    listBackups: (dest, opts) => run(async () => backups.listBackups(dest, callOptions(listBackups, opts, 'listBackups'))),
+    inspectBackup: (url) => run(() => backups.inspectBackup(url)),
+    deleteBackup: async (url, opts) => calls.long(callOptions(progress, opts, 'deleteBackup'), (p) => backups.deleteBackup(url, p)),
+    verifyBackup: async (url, opts) => calls.long(callOptions(progress, opts, 'verifyBackup'), (p) => backups.verifyBackup(url, p)),
+    restoreVolume: async (name, url, opts) => {
+      const { volumeOptions, ...given } = callOptions(restoreVolume, opts, 'restoreVolume');
+      return calls.long(given, (p) => backups.restoreVolume(name, url, { ...p, ...(volumeOptions ? { volumeOptions } : {}) }));
+    },
+    close: () => calls.close(() => manager.dispose()),
   };
 }
 
+/**
+ * Opens stowage on this node. Every option is checked as the daemon checks its flags (a bad one is
+ * an E_INVALID_OPTION and nothing is touched); see StowageOptions for the defaults.
+ */
 export async function createStowage(options: StowageOptions = {}): Promise<Stowage> {
+  const checked = checkStowageOptions(options);
   const stowage = buildContainer({
-    backend: options.backend ?? 'vfs',
-    backendOptions: options.options ?? {},
-    root: options.root ?? '/var/lib/stowage',
-    nodeId: options.nodeId ?? hostname(),
-    onRemove: options.onRemove ?? 'delete',
-    logger: options.logger ?? silentLogger,
-    fs: options.fs,
+    backend: checked.backend,
+    backendOptions: checked.backendOptions,
+    root: checked.root,
+    nodeId: checked.nodeId,
+    onRemove: checked.onRemove,
+    logger: checked.logger ?? silentLogger,
+    fs: checked.fs,
   }, apiModule).get<Stowage>(SHELL_TOKENS.Stowage);
   await worded(() => stowage.manager.init());
   return stowage;

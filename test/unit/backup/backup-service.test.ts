@@ -419,7 +419,7 @@ describe('cancelling', () => {
     const first = new AbortController();
     await expect(stowage.createBackup('big', {
       dest, signal: first.signal, onProgress: (p) => { if (p.phase === 'backup') first.abort(reason); },
-    })).rejects.toBe(reason);
+    })).rejects.toMatchObject({ code: 'E_CANCELLED', message: 'cancelled by the caller: stop now', cause: reason });
     expect(await stowage.manager.listSnapshots('big')).toEqual([]);
     expect(await stowage.listBackups(dest)).toEqual([]);
 
@@ -427,7 +427,7 @@ describe('cancelling', () => {
     const second = new AbortController();
     await expect(stowage.restoreVolume('half', done.url, {
       signal: second.signal, onProgress: (p) => { if (p.bytes > 0) second.abort(reason); },
-    })).rejects.toMatchObject({ message: expect.stringMatching(/restoring volume half .* failed: stop now; the volume was removed again/) });
+    })).rejects.toMatchObject({ code: 'E_CANCELLED', message: expect.stringMatching(/restoring volume half .* failed: cancelled by the caller: stop now; the volume was removed again/) });
     expect((await stowage.list()).map((v) => v.name)).toEqual(['big']);
   });
 });

@@ -1,0 +1,173 @@
+/**
+ * The embedding API as plain JavaScript calls it: options of the wrong type or shape, and an
+ * instance used across close(). Real directories, the real vfs backend and backup library.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorCodes, createStowage, isStowageError, type Stowage, type StowageOptions } from '../../src/index.js';
+import type { Logger } from '../../src/core/logger.js';
+
+const dirs: string[] = [];
+const open: Stowage[] = [];
+afterEach(async () => {
+  await Promise.allSettled(open.splice(0).map((s) => s.close()));
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'stowage-api-guards-'));
+  dirs.push(dir);
+  return dir;
+}
+
+async function opened(dir: string, more: StowageOptions = {}): Promise<Stowage> {
+  const stowage = await createStowage({ options: { 'vfs.path': join(dir, 'volumes') }, root: join(dir, 'state'), nodeId: 'n1', ...more });
+  open.push(stowage);
+  return stowage;
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+  } catch (err) {
+    if (isStowageError(err)) return err.code;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+/** A volume with `files` files of 1 MiB of distinct bytes, enough that a backup takes a while. */
+async function volumeWithData(stowage: Stowage, name: string, files: number): Promise<void> {
+  await stowage.create(name);
+  const path = await stowage.mount(name, 'fill');
+  for (let i = 0; i < files; i += 1) await writeFile(join(path, `f${i}`), Buffer.alloc(1 << 20, i));
+  await stowage.unmount(name, 'fill');
+}
+
+describe('createStowage refuses settings the daemon refuses, touching nothing', () => {
+  it.each([
+    ['onRemove "Retain"', { onRemove: 'Retain' }, /"onRemove" must be "delete" or "retain"/],
+    ['onRemove true', { onRemove: true }, /"onRemove"/],
+    ['a node id that is a path', { nodeId: '../../escaped' }, /"nodeId" "..\/..\/escaped" is not a node id/],
+    ['an empty node id', { nodeId: '' }, /is not a node id/],
+    ['a number for a node id', { nodeId: 5 }, /"nodeId" must be a string/],
+    ['a relative root', { root: 'rel/root' }, /"root" "rel\/root" must be an absolute path/],
+    ['/ as root', { root: '/' }, /must be an absolute path other than \//],
+    ['a backend that is neither', { backend: 42 }, /"backend" must be a backend name/],
+    ['an unknown setting', { nodeid: 'n1' }, /unknown option "nodeid"/],
+    ['a Map of backend options', { options: new Map([['vfs.path', '/tmp/x']]) }, /"options" must be an object/],
+  ])('%s', async (_what, bad, message) => {
+    const dir = await tempDir();
+    const settings = { root: join(dir, 'state'), options: { 'vfs.path': join(dir, 'volumes') }, ...bad } as unknown as StowageOptions;
+    const err = await createStowage(settings).then(() => undefined, (e: unknown) => e);
+    expect(isStowageError(err, ErrorCodes.INVALID_OPTION), String(err)).toBe(true);
+    expect((err as Error).message).toMatch(message);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('refuses vfs.path at the filesystem\'s root, and a state root inside the store, in the daemon\'s words', async () => {
+    const dir = await tempDir();
+    await expect(createStowage({ root: join(dir, 'state'), options: { 'vfs.path': '/' } })).rejects.toThrow(/vfs.path="\/" is the filesystem's root/);
+    expect(existsSync('/.stowage')).toBe(false);
+    await expect(createStowage({ root: join(dir, 'volumes', 'state'), options: { 'vfs.path': join(dir, 'volumes') } }))
+      .rejects.toThrow(/the state root .* is inside vfs.path .*: give the state root a directory outside the store/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+describe('a call\'s options are checked before anything is done', () => {
+  it('remove takes booleans only: a string "false" does not force, it is refused and the volume stays', async () => {
+    const dir = await tempDir();
+    const stowage = await opened(dir);
+    await stowage.create('kept');
+    for (const bad of [{ force: 'false' }, { retain: 'no' }, { retain: 0 }, { forse: true }]) {
+      expect(await codeOf(stowage.remove('kept', bad as never))).toBe(ErrorCodes.INVALID_REQUEST);
+    }
+    await expect(stowage.remove('kept', new Map() as never)).rejects.toThrow(/remove: the options must be an object literal/);
+    expect((await stowage.list()).map((v) => v.name)).toEqual(['kept']);
+  });
+
+  it('create takes an object literal of options: a Map or inherited properties are refused, nothing made', async () => {
+    const dir = await tempDir();
+    const stowage = await opened(dir);
+    expect(await codeOf(stowage.create('m1', new Map([['size', '1G']]) as never))).toBe(ErrorCodes.INVALID_OPTION);
+    expect(await codeOf(stowage.create('m2', Object.create({ size: '1G' }) as never))).toBe(ErrorCodes.INVALID_OPTION);
+    expect(await stowage.list()).toEqual([]);
+  });
+
+  it('snapshot and backup options: unknown keys and wrong types are refused, naming them', async () => {
+    const dir = await tempDir();
+    const stowage = await opened(dir);
+    await stowage.create('vol');
+    await expect(stowage.createSnapshot('vol', 's1', { bogus: 1 } as never)).rejects.toThrow(/createSnapshot: unknown option "bogus"/);
+    await expect(stowage.createSnapshot('vol', 's1', { consistent: 'yes' } as never)).rejects.toThrow(/"consistent" must be true or false/);
+    await expect(stowage.createBackup('vol', undefined as never)).rejects.toThrow(/createBackup: "dest" must be a string/);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await expect(stowage.createBackup('vol', { dest, xattrs: 'false' } as never)).rejects.toThrow(/"xattrs" must be true or false/);
+    await expect(stowage.listBackups(dest, { vol: 'vol' } as never)).rejects.toThrow(/listBackups: unknown option "vol"/);
+    await expect(stowage.restoreVolume('r', `${dest}?volume=vol&backup=x`, { signal: 'x' } as never)).rejects.toThrow(/"signal" must be an AbortSignal/);
+    expect(await stowage.listSnapshots('vol')).toEqual([]);
+    expect(existsSync(join(dir, 'backups'))).toBe(false);
+    expect((await stowage.list()).map((v) => v.name)).toEqual(['vol']);
+  });
+});
+
+describe('cancelling, progress callbacks and close()', () => {
+  it('an aborted signal fails a backup and a restore with E_CANCELLED, leaving no backup and no volume', async () => {
+    const dir = await tempDir();
+    const stowage = await opened(dir);
+    await volumeWithData(stowage, 'vol', 4);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    expect(await codeOf(stowage.createBackup('vol', { dest, signal: AbortSignal.abort() }))).toBe(ErrorCodes.CANCELLED);
+    const made = await stowage.createBackup('vol', { dest });
+    expect(await codeOf(stowage.restoreVolume('copy', made.url, { signal: AbortSignal.abort('mine') }))).toBe(ErrorCodes.CANCELLED);
+    expect((await stowage.list()).map((v) => v.name)).toEqual(['vol']);
+    expect((await stowage.listBackups(dest)).map((b) => b.url)).toEqual([made.url]);
+  });
+
+  it('a progress callback that throws is logged once and the backup completes', async () => {
+    const dir = await tempDir();
+    const warnings: string[] = [];
+    const logger: Logger = { info: () => {}, error: () => {}, warn: (m) => warnings.push(m) };
+    const stowage = await opened(dir, { logger });
+    await volumeWithData(stowage, 'vol', 3);
+    let calls = 0;
+    const made = await stowage.createBackup('vol', { dest: `vfs://${join(dir, 'backups')}`, onProgress: () => { calls += 1; throw new Error('boom from progress'); } });
+    expect(made.state).toBe('complete');
+    expect(made.stats?.files).toBe(3);
+    expect(calls).toBeGreaterThan(1);
+    expect(warnings.filter((w) => w.includes('boom from progress'))).toHaveLength(1);
+  });
+
+  it('close() cancels a running backup and waits for it; the closed instance refuses every call, and closing again is the same close', async () => {
+    const dir = await tempDir();
+    const stowage = await opened(dir);
+    await volumeWithData(stowage, 'big', 64);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    const backup = stowage.createBackup('big', { dest });
+    const settled = backup.then(() => 'complete', (err: unknown) => (isStowageError(err) ? err.code : String(err)));
+    await new Promise((r) => setTimeout(r, 50));
+    let backupSettledFirst = false;
+    void settled.then(() => { backupSettledFirst = true; });
+    await Promise.all([stowage.close(), stowage.close()]);
+    expect(backupSettledFirst).toBe(true);
+    expect(await settled).toBe(ErrorCodes.CANCELLED);
+    for (const call of [() => stowage.list(), () => stowage.mount('big', 'late'), () => stowage.create('late'), () => stowage.remove('big')]) {
+      await expect(call()).rejects.toThrow(/this stowage instance is closed/);
+    }
+    // The next instance on the same root finds the volume whole and no backup recorded.
+    const next = await opened(dir);
+    expect((await next.list()).map((v) => [v.name, v.mountCount])).toEqual([['big', 0]]);
+    expect((await next.listBackups(dest)).filter((b) => b.state === 'complete')).toEqual([]);
+    expect(await readdir(join(await next.mount('big', 'check'), '.'))).toHaveLength(64);
+  });
+
+  it('a second instance on a root in use in the same process is told to close the first', async () => {
+    const dir = await tempDir();
+    await opened(dir);
+    await expect(opened(dir)).rejects.toThrow(/another stowage instance in this process uses the state root .*; close it first/);
+  });
+});
