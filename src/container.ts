@@ -52,7 +52,7 @@ export interface StowageConfig {
 
 /** The core over the configured backend: the part every shell shares. */
 function coreModule(config: StowageConfig): ContainerModule {
-  const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, version: '0', ...config.cluster };
+  const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS, version: '0', stateRoot: config.root, ...config.cluster };
   return new ContainerModule(({ bind }) => {
     bind<FsPort>(TOKENS.Fs).toConstantValue(config.fs ?? asFsPort(new LocalFirstFs()));
     bind<Logger>(TOKENS.Logger).toConstantValue(config.logger ?? consoleLogger());

@@ -2,13 +2,14 @@ import * as fsp from 'node:fs/promises';
 import { ErrorCodes, StowageError, errnoCode } from './errors.js';
 import type { Logger } from './logger.js';
 import { MOUNTS_FILE, MOUNTS_LOG } from './mount-log.js';
+import { INSTANCE_FILE } from './cluster/node-instance.js';
 
 /**
  * Names only a stowage daemon leaves in its state root (the lock, the mount records): a
  * directory holding one of them was stowage's before. `lost+found` is what a filesystem made
  * for the root brings along.
  */
-const STATE_NAMES = new Set(['daemon.lock', MOUNTS_FILE, MOUNTS_LOG]);
+const STATE_NAMES = new Set(['daemon.lock', MOUNTS_FILE, MOUNTS_LOG, INSTANCE_FILE]);
 const BROUGHT_BY_MKFS = 'lost+found';
 
 /**

@@ -19,6 +19,11 @@ export interface ClusterSettings {
   lockWaitMs: number;
   /** This daemon's version, published in its node record. */
   version: string;
+  /**
+   * The node-local state root, which keeps this node's instance id (node-instance.ts): without
+   * it, another daemon started under the same node id is not detected.
+   */
+  stateRoot?: string;
 }
 
 export const DEFAULT_CLUSTER_SETTINGS: Omit<ClusterSettings, 'version'> = {

@@ -40,6 +40,8 @@ const commonFields = {
   host: z.string().max(255),
   pid: z.number().int(),
   startedAt: z.string().max(64),
+  /** The writer's state root's id (node-instance.ts); absent in records of versions before it. */
+  instance: z.string().regex(/^[0-9a-f]{32}$/).optional(),
   /** This node's clock minus the storage's clock when it wrote the record. */
   clockOffsetMs: z.number().finite(),
   /** Containers per volume, when the node could reach its Docker engine. */

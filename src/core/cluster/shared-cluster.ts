@@ -12,6 +12,7 @@ import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
 import { deleteNodeFiles, settleLayout } from './layout-settle.js';
 import { NodeMarkers } from './node-markers.js';
+import { assertNodeIdFree, rootInstance } from './node-instance.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -58,6 +59,8 @@ export class SharedCluster implements Cluster {
   /** A publish waiting for the one in progress; it has not read the scan yet. */
   private queued?: Promise<void>;
   private readonly startedAt: string;
+  private instance?: string;
+  private takenOverSaid = false;
 
   constructor(
     private readonly fs: FsPort,
@@ -83,6 +86,10 @@ export class SharedCluster implements Cluster {
     this.mounts = mounts;
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
     await settleLayout({ fs: this.fs, dir: this.dir, nodeId: this.nodeId, clock: this.clock, staleAfterMs: this.settings.staleAfterMs, log: this.log });
+    if (this.settings.stateRoot !== undefined) {
+      this.instance = await rootInstance(this.fs, this.settings.stateRoot);
+      assertNodeIdFree((await this.reader.read()).views, this.nodeId, this.instance, this.settings.staleAfterMs);
+    }
     await this.rescan();
     await this.restoreClaims.sweepTemps().then((n) => n > 0 && this.log.info(`removed ${n} leftover temp file(s) of restore claims`),
       (err: unknown) => this.log.warn(`could not clean the temp files of restore claims: ${messageOf(err)}`));
@@ -207,6 +214,7 @@ export class SharedCluster implements Cluster {
         host: hostname(),
         pid: process.pid,
         startedAt: this.startedAt,
+        ...(this.instance !== undefined ? { instance: this.instance } : {}),
         clockOffsetMs: this.clock.localOffsetMs,
         containers: this.scan.byVolume,
         docker: this.docker
@@ -231,6 +239,13 @@ export class SharedCluster implements Cluster {
     const { views, invalid } = await this.reader.read();
     this.view = views;
     this.invalid = invalid;
+    const mine = views.find((view) => view.record.nodeId === this.nodeId);
+    // Two daemons started at the same moment under one id both pass the check at start.
+    if (mine?.record.instance !== undefined && this.instance !== undefined && mine.record.instance !== this.instance && !this.takenOverSaid) {
+      this.takenOverSaid = true;
+      this.log.error(`another stowage daemon (host ${mine.record.host}, pid ${mine.record.pid}) writes node ${this.nodeId}'s record on this store: ` +
+        'two daemons under one node id take each other\'s mounts for their own; stop one and give it its own node id');
+    }
     return views;
   }
 
