@@ -3,6 +3,7 @@ import { assertTargetReachable, openTarget } from '../../backup-targets/open-tar
 import type { Backend, SnapshotReadOptions, SnapshotSource, SnapshotSupport } from '../backend.js';
 import { ErrorCodes, StowageError, isStowageError, messageOf } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { KeyedMutex } from '../keyed-mutex.js';
 import { validateVolumeName } from '../names.js';
 import { randomHex } from '../random-hex.js';
 import { TOKENS } from '../tokens.js';
@@ -35,6 +36,8 @@ const IN_PROGRESS = /^backup of ([A-Za-z0-9][A-Za-z0-9_.-]{0,127})$/;
  */
 @injectable()
 export class CoreBackupService implements BackupService {
+  private readonly oneAtATime = new KeyedMutex();
+
   constructor(
     @inject(TOKENS.VolumeManager) private readonly manager: VolumeManager,
     @inject(TOKENS.Backend) private readonly backend: Backend,
@@ -87,7 +90,18 @@ export class CoreBackupService implements BackupService {
   }
 
   async createBackup(volume: string, options: Parameters<BackupService['createBackup']>[1]): Promise<BackupDetail> {
-    const dest = { target: await this.checkRequest(volume, options) };
+    const target = await this.checkRequest(volume, options);
+    // Two backups of one volume into one repository at once would each store all that the other
+    // stores (neither sees the other's packs before its record), and gc frees neither copy: the
+    // second waits, and then reads only what changed since the first.
+    return this.oneAtATime.run(`${volume}\0${JSON.stringify(target)}`, () => {
+      options.signal?.throwIfAborted();
+      return this.createBackupNow(volume, options, target);
+    });
+  }
+
+  private async createBackupNow(volume: string, options: Parameters<BackupService['createBackup']>[1], target: BackupTarget): Promise<BackupDetail> {
+    const dest = { target };
     const kind = options.kind ?? DEFAULT_BACKUP_KIND;
     const support = this.snapshotSupport(volume);
     const xattrs = options.xattrs === false ? { xattrs: false } : {};

@@ -432,6 +432,28 @@ describe('cancelling', () => {
   });
 });
 
+describe('backups of one volume at once', () => {
+  it('into one repository run one after the other: the second stores only what changed, not a second copy', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    await stowage.create('twice');
+    const data = randomBytes(8 * 1024 * 1024);
+    await fill(stowage, 'twice', data);
+    const [a, b] = await Promise.all([stowage.createBackup('twice', { dest }), stowage.createBackup('twice', { dest })]);
+    const stored = [a.stats!.newStoredBytes, b.stats!.newStoredBytes].sort((x, y) => x - y);
+    expect(stored[1]).toBeGreaterThan(data.length * 0.9);
+    expect(stored[0]).toBeLessThan(data.length * 0.01);
+    const packs = join(dir, 'backups', 'packs');
+    let bytes = 0;
+    for (const entry of await readdir(packs, { recursive: true, withFileTypes: true })) {
+      if (entry.isFile()) bytes += (await stat(join(entry.parentPath, entry.name))).size;
+    }
+    expect(bytes).toBeLessThan(data.length * 1.2);
+    expect((await stowage.listBackups(dest)).map((x) => x.state)).toEqual(['complete', 'complete']);
+  });
+});
+
 describe('copyBackup', () => {
   it('copies only the blobs the destination lacks', async () => {
     const dir = await tempDir();
