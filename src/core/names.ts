@@ -22,7 +22,8 @@ export function validateVolumeName(name: unknown, what = 'volume name'): string 
   if (name.includes('/') || name.includes('\\')) return fail('path separators are not allowed');
   if (name.includes('..')) return fail('".." is not allowed');
   if (name.length > MAX_NAME_LENGTH) return fail(`longer than ${MAX_NAME_LENGTH} characters`);
-  if (name.length < 2) return fail('a name needs at least 2 characters');
+  // A character outside the set says more than the length ("é" is one character, and the wrong one).
+  if (name.length < 2 && /^[A-Za-z0-9]$/.test(name)) return fail('a name needs at least 2 characters');
   if (!DOCKER_NAME.test(name)) {
     return fail('use letters, digits, "_", "." and "-", starting with a letter or digit');
   }

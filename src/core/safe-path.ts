@@ -18,9 +18,12 @@ const MAX_RECORD_BYTES = 16 * 1024 * 1024;
 const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
-function refused(path: string, why: string, volume?: string): StowageError {
-  return new StowageError(ErrorCodes.STATE_CORRUPT, `${path} ${why}; stowage does not follow or touch it`, { volume });
+function refused(path: string, why: string, volume?: string, hint = ''): StowageError {
+  return new StowageError(ErrorCodes.STATE_CORRUPT, `${path} ${why}; stowage does not follow or touch it${hint}`, { volume });
 }
+
+/** Where a volume's directory should be: what is there instead came from outside stowage, and only a person can say whose it is. */
+const MOVE_IT_AWAY = ': it was put there outside stowage; move it away by hand, then try again';
 
 /**
  * Reads a regular file without following a symlink at `path`; undefined when it does not exist.
@@ -68,8 +71,9 @@ export async function realDirOn(fs: FsPort, path: string, dev: number, volume?: 
 
 /** realDirOn for a caller that already holds the lstat of `path`. */
 export function assertRealDir(stat: Stats, path: string, dev: number, volume?: string): DirStat {
-  if (stat.isSymbolicLink()) throw refused(path, 'is a symbolic link, not a directory', volume);
-  if (!stat.isDirectory()) throw refused(path, 'is not a directory', volume);
+  const hint = volume !== undefined ? MOVE_IT_AWAY : '';
+  if (stat.isSymbolicLink()) throw refused(path, 'is a symbolic link, not a directory', volume, hint);
+  if (!stat.isDirectory()) throw refused(path, 'is not a directory', volume, hint);
   if (stat.dev !== dev) throw refused(path, 'is on another filesystem than the store (a mount point)', volume);
   return { dev: stat.dev, ino: stat.ino, mode: stat.mode, uid: stat.uid, gid: stat.gid };
 }

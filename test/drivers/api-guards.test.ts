@@ -3,7 +3,7 @@
  * instance used across close(). Real directories, the real vfs backend and backup library.
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -76,6 +76,31 @@ describe('createStowage refuses settings the daemon refuses, touching nothing', 
       .rejects.toThrow(/the state root .* is inside vfs.path .*: give the state root a directory outside the store/);
     expect(await readdir(dir)).toEqual([]);
   });
+});
+
+it('says a vfs.path that is a file is not a directory, in words, not an errno', async () => {
+  const dir = await tempDir();
+  await writeFile(join(dir, 'afile'), 'x');
+  for (const path of [join(dir, 'afile'), join(dir, 'afile', 'below')]) {
+    const err = await createStowage({ root: join(dir, 'state'), options: { 'vfs.path': path } }).then(() => undefined, (e: unknown) => e);
+    expect(isStowageError(err, ErrorCodes.INVALID_OPTION), String(err)).toBe(true);
+    expect((err as Error).message).toContain(`vfs.path ${path} is not a directory, nor a path one can be made at`);
+  }
+});
+
+it('a volume whose directory was replaced by a file is not removed, and the error says what to do; the file is untouched', async () => {
+  const dir = await tempDir();
+  const stowage = await opened(dir);
+  await stowage.create('handfile');
+  const data = join(dir, 'volumes', 'handfile');
+  await rm(data, { recursive: true });
+  await writeFile(data, 'someone else\'s');
+  const err = await stowage.remove('handfile', { force: true }).then(() => undefined, (e: unknown) => e);
+  expect(isStowageError(err, ErrorCodes.STATE_CORRUPT), String(err)).toBe(true);
+  expect((err as Error).message).toContain(`${data} is not a directory; stowage does not follow or touch it: it was put there outside stowage; move it away by hand, then try again`);
+  expect(await readFile(data, 'utf8')).toBe('someone else\'s');
+  await rm(data);
+  expect((await stowage.remove('handfile')).name).toBe('handfile');
 });
 
 describe('a call\'s options are checked before anything is done', () => {
@@ -163,6 +188,27 @@ describe('cancelling, progress callbacks and close()', () => {
     expect((await next.list()).map((v) => [v.name, v.mountCount])).toEqual([['big', 0]]);
     expect((await next.listBackups(dest)).filter((b) => b.state === 'complete')).toEqual([]);
     expect(await readdir(join(await next.mount('big', 'check'), '.'))).toHaveLength(64);
+  });
+
+  it('a second daemon under a node id another one heartbeats with on the store is refused; the same root restarting is not', async () => {
+    const dir = await tempDir();
+    const store = { 'vfs.path': join(dir, 'volumes') };
+    const first = await createStowage({ options: store, root: join(dir, 'root-a'), nodeId: 'n1' });
+    open.push(first);
+    await first.create('busy');
+    const path = await first.mount('busy', 'container-1');
+    await writeFile(join(path, 'precious'), 'in use');
+    const twin = await createStowage({ options: store, root: join(dir, 'root-b'), nodeId: 'n1' }).then(() => undefined, (e: unknown) => e);
+    expect(isStowageError(twin, ErrorCodes.INVALID_OPTION), String(twin)).toBe(true);
+    expect((twin as Error).message).toMatch(/node id n1 is in use on this store by another stowage daemon \(host .*, pid \d+, last heartbeat \d+ s ago\)/);
+    // Another id sees the volume in use and refuses its remove.
+    const other = await opened(dir, { root: join(dir, 'root-c'), nodeId: 'n2' });
+    expect(await codeOf(other.remove('busy'))).toBe(ErrorCodes.VOLUME_IN_USE);
+    // The first node's own restart (its root, its instance) takes its id back at once.
+    await first.close();
+    const again = await opened(dir, { root: join(dir, 'root-a'), nodeId: 'n1' });
+    expect((await again.inspect('busy')).name).toBe('busy');
+    expect(existsSync(join(path, 'precious'))).toBe(true);
   });
 
   it('a second instance on a root in use in the same process is told to close the first', async () => {

@@ -68,10 +68,13 @@ describe('stowage CLI against a running daemon', () => {
       expect(result.stdout).not.toContain('already existed');
     });
 
-    it('refuses two sizes for one volume (--size and --opt size=), creating nothing', async () => {
+    it('refuses two sizes for one volume (--size and --opt size=, or --size twice), creating nothing', async () => {
       const result = await cli('create', 'twosizes', '--size', '2G', '--opt', 'size=1G');
       expect(result.exitCode).toBe(1);
       expect(result.stderr).toContain('--size 2G and --opt size=1G say two sizes; give one');
+      const repeated = await cli('create', 'twosizes', '--size', '1G', '--size', '2G');
+      expect(repeated.exitCode).toBe(1);
+      expect(repeated.stderr).toContain('--size is given twice, as 1G and 2G: give one');
       expect((JSON.parse((await cli('list', '--json')).stdout) as Array<{ name: string }>).map((v) => v.name)).not.toContain('twosizes');
     });
 

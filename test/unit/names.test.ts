@@ -32,6 +32,12 @@ describe('validateVolumeName', () => {
     }
   });
 
+  it('names the wrong character of a one-character name, and the length only when the character is right', () => {
+    expect(() => validateVolumeName('é')).toThrow(/invalid volume name "é": use letters, digits/);
+    expect(() => validateVolumeName('_')).toThrow(/use letters, digits/);
+    expect(() => validateVolumeName('a')).toThrow(/needs at least 2 characters/);
+  });
+
   it('rejects non-strings', () => {
     expect(() => validateVolumeName(42)).toThrow(/must be a string/);
     expect(() => validateVolumeName(undefined)).toThrow(/must be a string/);

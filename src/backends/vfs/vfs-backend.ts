@@ -100,7 +100,13 @@ export class VfsBackend implements Backend {
         throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
           `vfs.path ${path} does not exist; mount the shared filesystem there before starting stowage`);
       }
-      await fs.mkdir(path, { recursive: true, mode: 0o700 });
+      await fs.mkdir(path, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+        // A file at the path or on the way to it: said as the option it is, not as mkdir's errno.
+        if (errnoCode(err) === 'EEXIST' || errnoCode(err) === 'ENOTDIR') {
+          throw new StowageError(ErrorCodes.INVALID_OPTION, `vfs.path ${path} is not a directory, nor a path one can be made at (a file is there or on the way to it): give vfs.path a directory`);
+        }
+        throw err;
+      });
     }
     const top = await fs.stat(path);
     this.dirs.setDevice(top.dev);

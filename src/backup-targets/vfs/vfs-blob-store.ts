@@ -268,7 +268,7 @@ export class VfsBlobStore implements BlobStore {
       });
       if (segment === '') this.checkRoot(stat);
       if (!stat) return;
-      if (!stat.isDirectory()) throw this.refused(path.slice(this.root.length + 1) || '.', stat.isSymbolicLink() ? 'is a symbolic link' : 'is not a directory');
+      if (!stat.isDirectory()) throw this.notADirectory(path, stat);
     }
   }
 
@@ -286,7 +286,7 @@ export class VfsBlobStore implements BlobStore {
         : await lstat(path);
       if (segment === '') this.checkRoot(stat);
       if (!stat) continue; // unreachable: checkRoot refused the pinned root that is gone
-      if (!stat.isDirectory()) throw this.refused(path.slice(this.root.length + 1) || '.', stat.isSymbolicLink() ? 'is a symbolic link' : 'is not a directory');
+      if (!stat.isDirectory()) throw this.notADirectory(path, stat);
     }
     return path;
   }
@@ -315,6 +315,14 @@ export class VfsBlobStore implements BlobStore {
       removed += 1;
     }
     return removed;
+  }
+
+  /** A key's directory that is not one is damage in the repository; the repository's own path that is not one is a wrong URL. */
+  private notADirectory(path: string, stat: Stats): StowageError {
+    const what = stat.isSymbolicLink() ? 'is a symbolic link' : 'is not a directory';
+    if (path !== this.root) return this.refused(path.slice(this.root.length + 1), what);
+    return new StowageError(ErrorCodes.INVALID_REQUEST, `the backup repository ${this.location} ${what}: give the path of a directory ` +
+      '(or of one to be made in an existing directory); stowage does not follow or touch what is there');
   }
 
   private refused(key: string, why: string): StowageError {

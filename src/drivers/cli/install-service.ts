@@ -170,7 +170,7 @@ function packageRoot(): string {
 export function addInstallServiceCommand(program: Command, socketOf: (cmd: Command) => string): void {
   program.command('install-service')
     .description('install the systemd units (socket activation) and, if absent, the settings file')
-    .option('--dest <dir>', 'directory for stowage.socket and stowage.service', DEFAULT_UNIT_DIR)
+    .option('--dest <dir>', 'directory for stowage.socket and stowage.service (the units only: the settings file goes to --environment-file)', DEFAULT_UNIT_DIR)
     .option('--bin <path>', 'the stowage program ExecStart runs (default: this node running this stowage)')
     // Not --env-file: Node 20 takes that flag for itself wherever it appears in argv.
     .option('--environment-file <path>', 'the EnvironmentFile the service reads; written only if it does not exist', DEFAULT_ENV_FILE)

@@ -52,7 +52,11 @@ addDoctorCommand(program, socketOf);
 
 program.command('create [name]')
   .description('create a volume; without a name, one is made (volume-<8 hex digits>) and printed')
-  .option('--size <size>', 'size such as 10G')
+  .option('--size <size>', 'size such as 10G', (value: string, previous: string | undefined) => {
+    // commander keeps the last of a repeated flag: two sizes would create the volume with one unseen.
+    if (previous !== undefined && previous !== value) throw new InvalidArgumentError(`--size is given twice, as ${previous} and ${value}: give one`);
+    return value;
+  })
   .option('--opt <key=value>', 'volume option: size, uid, gid, mode, adopt, or a backend\'s (repeatable)', collect, [])
   .option('--backup <url>', 'restore this backup into the new volume (a daemon job, with progress)', (url: string) => {
     if (url.trim() === '') throw new InvalidArgumentError('expected a backup URL, such as vfs:///srv/backups?volume=pg&backup=ID');

@@ -18,6 +18,21 @@ describe('vfs blob store on a hostile directory', () => {
   let dir = '';
   afterEach(async () => { await rm(dir, { recursive: true, force: true }); });
 
+  it('says a repository path that is a file or a symlink is a wrong path (not damage), writing nothing there', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stowage-blobs-'));
+    await writeFile(join(dir, 'afile'), 'not a repository');
+    await mkdir(join(dir, 'real'));
+    await symlink(join(dir, 'real'), join(dir, 'alink'));
+    for (const [name, what] of [['afile', 'is not a directory'], ['alink', 'is a symbolic link']] as const) {
+      const store = new VfsBlobStore(join(dir, name));
+      await expect(store.put('config', Buffer.from('x'))).rejects.toMatchObject({
+        code: ErrorCodes.INVALID_REQUEST, message: expect.stringMatching(new RegExp(`^the backup repository .*${name} ${what}: give the path of a directory`)),
+      });
+    }
+    expect(await readFile(join(dir, 'afile'), 'utf8')).toBe('not a repository');
+    expect(await readdir(join(dir, 'real'))).toEqual([]);
+  });
+
   it('never follows a symlink planted as an object or as a directory, and leaves no temps behind', async () => {
     dir = await mkdtemp(join(tmpdir(), 'stowage-blobs-'));
     const outside = join(dir, 'outside');
