@@ -3,10 +3,10 @@
  * instance used across close(). Real directories, the real vfs backend and backup library.
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ErrorCodes, createStowage, isStowageError, type Stowage, type StowageOptions } from '../../src/index.js';
 import type { Logger } from '../../src/core/logger.js';
 
@@ -74,7 +74,7 @@ describe('createStowage refuses settings the daemon refuses, touching nothing', 
     expect(existsSync('/.stowage')).toBe(false);
     await expect(createStowage({ root: join(dir, 'volumes', 'state'), options: { 'vfs.path': join(dir, 'volumes') } }))
       .rejects.toThrow(/the state root .* is inside vfs.path .*: give the state root a directory outside the store/);
-    expect(await readdir(dir)).toEqual([]);
+    expect(existsSync(join(dir, 'volumes', '.stowage'))).toBe(false);
   });
 });
 
@@ -200,7 +200,7 @@ describe('cancelling, progress callbacks and close()', () => {
     await writeFile(join(path, 'precious'), 'in use');
     const twin = await createStowage({ options: store, root: join(dir, 'root-b'), nodeId: 'n1' }).then(() => undefined, (e: unknown) => e);
     expect(isStowageError(twin, ErrorCodes.INVALID_OPTION), String(twin)).toBe(true);
-    expect((twin as Error).message).toMatch(/node id n1 is in use on this store by another stowage daemon \(host .*, pid \d+, last heartbeat \d+ s ago\)/);
+    expect((twin as Error).message).toMatch(/node id n1 is in use on this store by another stowage daemon \(host .*, pid \d+\): every node sharing a store needs its own node id.*last heartbeat \(\d+ s ago\)/);
     // Another id sees the volume in use and refuses its remove.
     const other = await opened(dir, { root: join(dir, 'root-c'), nodeId: 'n2' });
     expect(await codeOf(other.remove('busy'))).toBe(ErrorCodes.VOLUME_IN_USE);
@@ -209,6 +209,69 @@ describe('cancelling, progress callbacks and close()', () => {
     const again = await opened(dir, { root: join(dir, 'root-a'), nodeId: 'n1' });
     expect((await again.inspect('busy')).name).toBe('busy');
     expect(existsSync(join(path, 'precious'))).toBe(true);
+  });
+
+  it('a second daemon under the same node id is refused whatever its own clock says (ages are on the storage\'s clock)', async () => {
+    const dir = await tempDir();
+    const store = { 'vfs.path': join(dir, 'volumes') };
+    await opened(dir, { options: store, root: join(dir, 'root-a'), nodeId: 'n1' });
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 40_000 });
+    try {
+      await expect(createStowage({ options: store, root: join(dir, 'root-b'), nodeId: 'n1' })).rejects.toThrow(/node id n1 is in use on this store/);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a backup waiting behind another of the same volume and repository is cancelled at once; the first goes on', async () => {
+    const dir = await tempDir();
+    const stowage = await opened(dir);
+    await volumeWithData(stowage, 'big', 48);
+    const dest = `vfs://${join(dir, 'backups')}`;
+    let firstDone = false;
+    const first = stowage.createBackup('big', { dest }).then((b) => { firstDone = true; return b; });
+    const waiting = new AbortController();
+    const second = stowage.createBackup('big', { dest, signal: waiting.signal });
+    await new Promise((r) => setTimeout(r, 20));
+    waiting.abort();
+    expect(await codeOf(second)).toBe(ErrorCodes.CANCELLED);
+    expect(firstDone).toBe(false);
+    expect((await first).state).toBe('complete');
+    expect((await stowage.listBackups(dest)).map((b) => b.state)).toEqual(['complete']);
+  });
+
+  it('close() cancels a restore asked for as create(name, { backup }), leaving no volume; an aborted verify fails as cancelled', async () => {
+    const dir = await tempDir();
+    const stowage = await opened(dir);
+    await volumeWithData(stowage, 'big', 48);
+    const made = await stowage.createBackup('big', { dest: `vfs://${join(dir, 'backups')}` });
+    expect(await codeOf(stowage.verifyBackup(made.url, { signal: AbortSignal.abort() }))).toBe(ErrorCodes.CANCELLED);
+    const restoring = stowage.create('copy', { backup: made.url });
+    await new Promise((r) => setTimeout(r, 50));
+    await stowage.close();
+    expect(await codeOf(restoring)).toBe(ErrorCodes.CANCELLED);
+    const next = await opened(dir);
+    expect((await next.list()).map((v) => v.name)).toEqual(['big']);
+  });
+
+  it('option maps hold strings only: a number or a boolean is refused, not taken', async () => {
+    const dir = await tempDir();
+    await expect(createStowage({ root: join(dir, 'state'), options: { 'vfs.shared': true } as never })).rejects.toThrow(/"options" must be an object of names to string values/);
+    const stowage = await opened(dir);
+    await expect(stowage.restoreVolume('rr', 'vfs:///nowhere?volume=vol&backup=x', { volumeOptions: { size: 5 } as never }))
+      .rejects.toThrow(/"volumeOptions" must be an object of names to string values/);
+  });
+
+  it('a state root inside the store that an earlier run used starts, with an error in the log; a new one is refused', async () => {
+    const dir = await tempDir();
+    const errors: string[] = [];
+    const logger: Logger = { info: () => {}, warn: () => {}, error: (m) => errors.push(m) };
+    const inside = join(dir, 'volumes', 'state');
+    await mkdir(inside, { recursive: true });
+    await writeFile(join(inside, 'node-instance'), `${'a'.repeat(32)}\n`);
+    const stowage = await opened(dir, { root: inside, logger });
+    expect(await stowage.list()).toEqual([]);
+    expect(errors.some((e) => e.includes(`the state root ${inside} is inside vfs.path`))).toBe(true);
   });
 
   it('a second instance on a root in use in the same process is told to close the first', async () => {

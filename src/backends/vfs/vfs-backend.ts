@@ -19,7 +19,7 @@ import {
   dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
-import type { VfsOptions } from './vfs-options.js';
+import { assertRootOutsideStore, type VfsOptions } from './vfs-options.js';
 import type { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
 import { removalStamp } from '../../core/backup/retained-snapshots.js';
 
@@ -93,6 +93,7 @@ export class VfsBackend implements Backend {
     const { path, shared } = this.options;
     // Its mode is the state root's own business (state-root.ts): a daemon takes it before this.
     await fs.mkdir(this.ctx.root, { recursive: true, mode: 0o700 });
+    await assertRootOutsideStore(this.ctx.root, path, log);
     trustIfLocal(fs, this.ctx.root);
     const exists = await fs.stat(path).then((s) => s.isDirectory(), () => false);
     if (!exists) {
@@ -350,7 +351,7 @@ export class VfsBackend implements Backend {
     if (!stat || (!stat.isDirectory() && !stat.isSymbolicLink())) {
       throw new StowageError(ErrorCodes.VOLUME_DATA_MISSING,
         `the data directory ${path} of volume ${name} is missing or not a directory; it was changed outside stowage. ` +
-        `Restore it, or remove the volume`, { volume: name });
+        `Restore it, or remove the volume${stat ? ' (move what is there away by hand first: stowage does not touch it)' : ''}`, { volume: name });
     }
     assertRealDir(stat, path, this.dirs.device, name);
     // No data goes into a volume whose record could still vanish in a power loss.

@@ -1,4 +1,8 @@
+import { access, realpath } from 'node:fs/promises';
 import { join, isAbsolute, resolve } from 'node:path';
+import type { Logger } from '../../core/logger.js';
+import { MOUNTS_FILE, MOUNTS_LOG } from '../../core/mount-log.js';
+import { INSTANCE_FILE } from '../../core/cluster/node-instance.js';
 import { invalidOption, optionMap, parseBoolOption } from '../../core/schema/option-map.js';
 
 export interface VfsOptions {
@@ -34,12 +38,26 @@ const vfsOptions = optionMap('vfs', {
 
 export function parseVfsOptions(raw: Record<string, string>, root: string): VfsOptions {
   const given = vfsOptions.parse(raw);
-  const path = given['vfs.path'] ?? parsePath(join(root, 'volumes'), 'vfs.path');
-  // Node-local state inside the store would be listed as a volume's directory, and written by
-  // every node sharing it.
-  const stateRoot = resolve(root);
-  if (stateRoot === path || stateRoot.startsWith(`${path}/`)) {
-    throw invalidOption(`the state root ${stateRoot} is inside vfs.path ${path}: give the state root a directory outside the store`);
-  }
-  return { path, shared: given['vfs.shared'] ?? 'auto' };
+  return { path: given['vfs.path'] ?? parsePath(join(root, 'volumes'), 'vfs.path'), shared: given['vfs.shared'] ?? 'auto' };
+}
+
+/** Names an earlier run leaves in a state root (state-root.ts): a root that has them was in use before. */
+const EARLIER_RUN = [MOUNTS_FILE, MOUNTS_LOG, INSTANCE_FILE];
+
+/**
+ * Node-local state inside the store would be listed as a volume's directory (a volume of its
+ * name could adopt it, and deleting that volume would delete the state), and every node sharing
+ * the store could write it. Refused for a new state root; a root already used there (installed
+ * before this check) starts with an error in the log, so an upgrade does not stop its volumes.
+ * Compared after symlinks are resolved.
+ */
+export async function assertRootOutsideStore(root: string, path: string, log: Logger): Promise<void> {
+  const real = async (p: string) => realpath(p).catch(() => resolve(p));
+  const [stateRoot, store] = await Promise.all([real(root), real(path)]);
+  if (stateRoot !== store && !stateRoot.startsWith(`${store}/`)) return;
+  const problem = `the state root ${root} is inside vfs.path ${path}`;
+  const used = await Promise.all(EARLIER_RUN.map((name) => access(join(root, name)).then(() => true, () => false)));
+  if (!used.includes(true)) throw invalidOption(`${problem}: give the state root a directory outside the store`);
+  log.error(`${problem}: a volume of its name could take it over, and other nodes sharing the store can write it; ` +
+    'stop this daemon, move the state root outside the store, and start it there');
 }

@@ -94,10 +94,13 @@ export class CoreBackupService implements BackupService {
     // Two backups of one volume into one repository at once would each store all that the other
     // stores (neither sees the other's packs before its record), and gc frees neither copy: the
     // second waits, and then reads only what changed since the first.
-    return this.oneAtATime.run(`${volume}\0${JSON.stringify(target)}`, () => {
+    const turn = { started: false };
+    const queued = this.oneAtATime.run(`${volume}\0${JSON.stringify(target)}`, () => {
+      turn.started = true;
       options.signal?.throwIfAborted();
       return this.createBackupNow(volume, options, target);
     });
+    return options.signal ? cancellableWhileWaiting(queued, turn, options.signal) : queued;
   }
 
   private async createBackupNow(volume: string, options: Parameters<BackupService['createBackup']>[1], target: BackupTarget): Promise<BackupDetail> {
@@ -335,4 +338,19 @@ export class CoreBackupService implements BackupService {
       ...(repositoryCreated ? { repositoryCreated: true as const } : {}),
     };
   }
+}
+
+/**
+ * A cancel while `work` waits for its turn ends the wait at once (the task, when its turn comes,
+ * stops at its first step); once started, the work stops at its next safe point as always, and
+ * ends before this does, so nothing it holds outlives the answer.
+ */
+function cancellableWhileWaiting<T>(work: Promise<T>, turn: { started: boolean }, signal: AbortSignal): Promise<T> {
+  work.catch(() => undefined);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => { if (!turn.started) reject(signal.reason as Error); };
+    if (signal.aborted) onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    void work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

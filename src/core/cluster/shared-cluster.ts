@@ -12,7 +12,7 @@ import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
 import { deleteNodeFiles, settleLayout } from './layout-settle.js';
 import { NodeMarkers } from './node-markers.js';
-import { assertNodeIdFree, rootInstance } from './node-instance.js';
+import { assertNodeIdFree, learnStorageClock, recordOfAnotherInstance, rootInstance } from './node-instance.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -60,7 +60,6 @@ export class SharedCluster implements Cluster {
   private queued?: Promise<void>;
   private readonly startedAt: string;
   private instance?: string;
-  private takenOverSaid = false;
 
   constructor(
     private readonly fs: FsPort,
@@ -87,8 +86,10 @@ export class SharedCluster implements Cluster {
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
     await settleLayout({ fs: this.fs, dir: this.dir, nodeId: this.nodeId, clock: this.clock, staleAfterMs: this.settings.staleAfterMs, log: this.log });
     if (this.settings.stateRoot !== undefined) {
-      this.instance = await rootInstance(this.fs, this.settings.stateRoot);
-      assertNodeIdFree((await this.reader.read()).views, this.nodeId, this.instance, this.settings.staleAfterMs);
+      const root = await rootInstance(this.fs, this.settings.stateRoot);
+      await learnStorageClock(this.fs, this.paths.members, this.clock);
+      assertNodeIdFree((await this.reader.read()).views, this.nodeId, root.kept, this.settings.staleAfterMs);
+      this.instance = await root.make();
     }
     await this.rescan();
     await this.restoreClaims.sweepTemps().then((n) => n > 0 && this.log.info(`removed ${n} leftover temp file(s) of restore claims`),
@@ -123,6 +124,7 @@ export class SharedCluster implements Cluster {
 
   private async beat(): Promise<void> {
     try {
+      await this.checkOwnRecord();
       const scanning = this.rescan();
       if (await settlesWithin(scanning, this.scanWaitMs)) {
         await scanning;
@@ -136,6 +138,12 @@ export class SharedCluster implements Cluster {
     } catch (err) {
       this.log.error(`heartbeat of node ${this.nodeId} failed: ${messageOf(err)}`);
     }
+  }
+
+  /** Two daemons under one id that both passed the start check: said at every heartbeat, since only a person can stop one. */
+  private async checkOwnRecord(): Promise<void> {
+    const other = this.instance && await recordOfAnotherInstance(this.fs, join(this.paths.members, `${this.nodeId}.json`), this.instance);
+    if (other) this.log.error(other);
   }
 
   markMounted(volume: string): Promise<void> {
@@ -239,13 +247,6 @@ export class SharedCluster implements Cluster {
     const { views, invalid } = await this.reader.read();
     this.view = views;
     this.invalid = invalid;
-    const mine = views.find((view) => view.record.nodeId === this.nodeId);
-    // Two daemons started at the same moment under one id both pass the check at start.
-    if (mine?.record.instance !== undefined && this.instance !== undefined && mine.record.instance !== this.instance && !this.takenOverSaid) {
-      this.takenOverSaid = true;
-      this.log.error(`another stowage daemon (host ${mine.record.host}, pid ${mine.record.pid}) writes node ${this.nodeId}'s record on this store: ` +
-        'two daemons under one node id take each other\'s mounts for their own; stop one and give it its own node id');
-    }
     return views;
   }
 

@@ -22,7 +22,8 @@ const hasMethods = (value: unknown, ...names: string[]): boolean =>
 
 const flag = (field: string) => z.boolean({ error: `"${field}" must be true or false` }).optional();
 const text = (field: string) => z.string({ error: `"${field}" must be a string` }).min(1, `"${field}" must not be empty`);
-const stringMap = (field: string) => z.custom<Record<string, string>>(isPlainObject, { error: `"${field}" must be an object of names to string values` });
+const stringMap = (field: string) => z.custom<Record<string, string>>((value) => isPlainObject(value) && Object.values(value).every((v) => typeof v === 'string'),
+  { error: `"${field}" must be an object of names to string values` });
 
 const progressShape = {
   onProgress: z.custom<(progress: JobProgress) => void>((value) => typeof value === 'function', { error: '"onProgress" must be a function' }).optional(),

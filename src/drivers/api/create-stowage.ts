@@ -14,6 +14,8 @@ import { SHELL_TOKENS } from '../tokens.js';
 import { wordFailure } from '../remedies.js';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import { callOptionSchemas, callOptions, checkStowageOptions } from './api-input.js';
+import { isPlainObject } from '../../core/schema/option-map.js';
+import { RESTORE_OPTION } from '../../core/backup/service-contract.js';
 import type {
   BackupDetail, BackupService, BackupSummary, DeleteResult, ProgressOptions, VerifyResult,
 } from '../../core/backup/service-contract.js';
@@ -150,6 +152,8 @@ class InstanceCalls {
       else given.signal?.addEventListener('abort', byCaller, { once: true });
       this.cancels.add(controller);
       try {
+        // An operation with nothing to do would never reach a point that looks at the signal.
+        controller.signal.throwIfAborted();
         return await call({ signal: controller.signal, ...(given.onProgress ? { onProgress: this.guarded(given.onProgress) } : {}) });
       } finally {
         this.cancels.delete(controller);
@@ -187,7 +191,10 @@ function stowageOver(manager: VolumeManager, backups: BackupService, log: Logger
   const { remove, createSnapshot, createBackup, listBackups, progress, restoreVolume } = callOptionSchemas;
   return {
     manager,
-    create: (name, opts) => run(() => manager.create(name, opts ?? {})),
+    // With `backup` it is a restore: close() and its progress treat it as one.
+    create: (name, opts) => (isPlainObject(opts) && Object.hasOwn(opts, RESTORE_OPTION)
+      ? calls.long({}, (p) => manager.create(name, opts, p))
+      : run(() => manager.create(name, opts ?? {}))),
     remove: (name, opts) => run(async () => manager.remove(name, callOptions(remove, opts, 'remove'))),
     list: () => run(() => manager.list()),
     inspect: (name) => run(() => manager.get(name)),
