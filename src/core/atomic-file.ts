@@ -17,7 +17,7 @@ export { readFileNoFollow } from './safe-path.js';
  * never confuse a temp with a volume (`app.tmp-data` is a valid name). The name carries a tag of
  * the writing node and its pid, so a node can tell its own dead temps from another node's live ones.
  */
-const TEMP_PREFIX = '.tmp-';
+export const TEMP_PREFIX = '.tmp-';
 const TEMP_NAME = /^\.tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}-/;
 /** Temps of the naming used before: `<file>.tmp-<pid>-<hex8>`. */
 const LEGACY_TEMP_NAME = /\.tmp-\d+-[0-9a-f]{8}$/;

@@ -272,6 +272,10 @@ describe('cancelling, progress callbacks and close()', () => {
     const stowage = await opened(dir, { root: inside, logger });
     expect(await stowage.list()).toEqual([]);
     expect(errors.some((e) => e.includes(`the state root ${inside} is inside vfs.path`))).toBe(true);
+    // A volume of the root's name cannot adopt it, which would delete it with the volume.
+    await expect(stowage.create('state', { adopt: 'true' })).rejects.toThrow(/holds this node's state root .*: it is never a volume's data/);
+    expect(existsSync(join(inside, 'node-instance'))).toBe(true);
+    expect(await stowage.list()).toEqual([]);
   });
 
   it('a second instance on a root in use in the same process is told to close the first', async () => {

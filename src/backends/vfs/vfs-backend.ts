@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type {
   Backend, BackendCapabilities, CreateRequest, RemoveOutcome, RemoveRequest, VolumeRecord, VolumeUsage,
 } from '../../core/backend.js';
@@ -220,6 +220,12 @@ export class VfsBackend implements Backend {
     if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
     const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
+    // A state root an earlier version was given inside the store (see assertRootOutsideStore):
+    // adopted, it would be deleted with the volume.
+    const stateRoot = resolve(this.ctx.root);
+    if (found === 'data' && (stateRoot === dataDir || stateRoot.startsWith(`${dataDir}/`))) {
+      throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dataDir} holds this node's state root (${this.ctx.root}): it is never a volume's data`, { volume: name });
+    }
     if (found === 'data' && !request.adopt) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
         `${dataDir} already holds data that belongs to no volume; move it away first, or adopt it as volume ${name}'s data`,

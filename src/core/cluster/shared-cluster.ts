@@ -12,7 +12,7 @@ import { ClusterLocks } from './cluster-lock.js';
 import type { Lease } from './lease.js';
 import { deleteNodeFiles, settleLayout } from './layout-settle.js';
 import { NodeMarkers } from './node-markers.js';
-import { assertNodeIdFree, learnStorageClock, recordOfAnotherInstance, rootInstance } from './node-instance.js';
+import { assertNodeIdFree, learnStorageClock, ownRecordWatch, rootInstance } from './node-instance.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -60,6 +60,8 @@ export class SharedCluster implements Cluster {
   private queued?: Promise<void>;
   private readonly startedAt: string;
   private instance?: string;
+  /** Two daemons under one id that both passed the start check (node-instance.ts). */
+  private checkOwnRecord: () => Promise<void> = async () => {};
 
   constructor(
     private readonly fs: FsPort,
@@ -90,6 +92,7 @@ export class SharedCluster implements Cluster {
       await learnStorageClock(this.fs, this.paths.members, this.clock);
       assertNodeIdFree((await this.reader.read()).views, this.nodeId, root.kept, this.settings.staleAfterMs);
       this.instance = await root.make();
+      this.checkOwnRecord = ownRecordWatch(this.fs, join(this.paths.members, `${this.nodeId}.json`), this.instance, this.log);
     }
     await this.rescan();
     await this.restoreClaims.sweepTemps().then((n) => n > 0 && this.log.info(`removed ${n} leftover temp file(s) of restore claims`),
@@ -138,12 +141,6 @@ export class SharedCluster implements Cluster {
     } catch (err) {
       this.log.error(`heartbeat of node ${this.nodeId} failed: ${messageOf(err)}`);
     }
-  }
-
-  /** Two daemons under one id that both passed the start check: said at every heartbeat, since only a person can stop one. */
-  private async checkOwnRecord(): Promise<void> {
-    const other = this.instance && await recordOfAnotherInstance(this.fs, join(this.paths.members, `${this.nodeId}.json`), this.instance);
-    if (other) this.log.error(other);
   }
 
   markMounted(volume: string): Promise<void> {
