@@ -222,8 +222,7 @@ export class VfsBackend implements Backend {
     const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
     // A state root an earlier version was given inside the store (see assertRootOutsideStore):
     // adopted, it would be deleted with the volume.
-    const stateRoot = resolve(this.ctx.root);
-    if (found === 'data' && (stateRoot === dataDir || stateRoot.startsWith(`${dataDir}/`))) {
+    if (found === 'data' && holds(dataDir, resolve(this.ctx.root))) {
       throw new StowageError(ErrorCodes.DATA_CONFLICT, `${dataDir} holds this node's state root (${this.ctx.root}): it is never a volume's data`, { volume: name });
     }
     if (found === 'data' && !request.adopt) {
@@ -391,4 +390,9 @@ export class VfsBackend implements Backend {
       ...await this.snapshotRepository.keptSummary(),
     };
   }
+}
+
+/** Whether `path` is `dir` or lies under it (both resolved). */
+function holds(dir: string, path: string): boolean {
+  return path === dir || path.startsWith(`${dir}/`);
 }
