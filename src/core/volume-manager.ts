@@ -232,9 +232,10 @@ export class VolumeManager {
   }
 
   /**
-   * Takes the volume's cluster-wide lock, as create and remove do, and creates this node's mount
-   * marker of the volume before answering its first mount here: a remove on another node either
-   * ran before (the mount then finds no volume) or sees the marker and is refused.
+   * Creates this node's mount marker of the volume before its first mount here answers, and reads
+   * the volume after that (without the name's cluster lock unless something holds it, see
+   * mount-lock.ts): a remove on another node either ran before (the mount then finds no volume)
+   * or sees the marker and is refused.
    */
   async mount(name: string, mountId: string): Promise<string> {
     assertOutsideMountId(validateMountId(mountId));
@@ -249,7 +250,7 @@ export class VolumeManager {
     validateVolumeName(name);
     const id = validateMountId(mountId);
     await this.backend.ready?.(name);
-    return this.locks.run(name, () => this.cluster.withLock(name, async () => {
+    return this.locks.run(name, () => this.cluster.withMountLock(name, async () => {
       const record = await this.backend.get(name);
       if (!record) throw volumeNotFound(name);
       const incarnation = incarnationOf(record);

@@ -90,13 +90,30 @@ async function daemonBelow(pid: number, argv: readonly string[]): Promise<number
   return -1;
 }
 
-function straceArgs(point: KillPoint): string[] {
+/** `output`: where strace writes its trace, which a point `after` a call is watched through. */
+function straceArgs(point: KillPoint, output = '/dev/null'): string[] {
   return [
-    '-f', '-qq', '-o', '/dev/null',
+    '-f', '-qq', '-o', output,
     '-e', `trace=${point.syscall}`,
-    '-e', `inject=${point.syscall}:signal=KILL:when=${point.n}`,
+    // A minute held in the call's return: far longer than the test takes to kill the daemon.
+    '-e', `inject=${point.syscall}:${point.after ? 'delay_exit=60000000' : 'signal=KILL'}:when=${point.n}`,
     ...(point.path ? ['-P', point.path] : []),
   ];
+}
+
+/** Kills the daemon once strace reports the held call returned (it prints the line, then holds it). */
+function killAfterHeldCall(run: DaemonRun, output: string): { stop: () => void } {
+  let stopped = false;
+  void (async () => {
+    while (!stopped) {
+      if ((await readFile(output, 'utf8').catch(() => '')).includes('(DELAYED)')) {
+        try { process.kill(run.pid, 'SIGKILL'); } catch { /* gone already */ }
+        return;
+      }
+      await sleep(5);
+    }
+  })();
+  return { stop: () => { stopped = true; } };
 }
 
 /**
@@ -104,6 +121,7 @@ function straceArgs(point: KillPoint): string[] {
  * daemon's log when it exits first or is not up in time.
  */
 export async function startCrashDaemon(options: CrashDaemonOptions): Promise<DaemonRun> {
+  if (options.killPoint?.after) throw new Error('a kill point after a call is for requests to a running daemon (underKillPoint)');
   const daemonArgv = [CLI_PATH, 'daemon', '--socket', options.socket, ...options.args];
   const wrapper = [
     ...(options.killPoint ? ['strace', ...straceArgs(options.killPoint)] : []),
@@ -167,9 +185,15 @@ export interface KillPoint {
   n: number;
   /** Count only calls on this path (strace -P: a path argument or a descriptor open on it). */
   path?: string;
+  /**
+   * The daemon dies right after that call returned instead (its effect made, nothing after it
+   * done): strace holds the call's return (delay_exit) and the test kills the daemon meanwhile.
+   * For a step whose next durable call has no path of its own to count on (a reply on a socket).
+   */
+  after?: boolean;
 }
 
-export const describePoint = (p: KillPoint) => `${p.syscall}#${p.n}${p.path ? ` on ${p.path.split('/').pop()}` : ''}`;
+export const describePoint = (p: KillPoint) => `${p.after ? 'after ' : ''}${p.syscall}#${p.n}${p.path ? ` on ${p.path.split('/').pop()}` : ''}`;
 
 export interface Outcome<T> {
   /** The daemon died of the injected SIGKILL (before or after the request answered). */
@@ -204,11 +228,15 @@ async function attachStrace(run: DaemonRun, args: readonly string[]): Promise<{ 
  * detached and the daemon keeps running.
  */
 export async function underKillPoint<T>(run: DaemonRun, point: KillPoint, request: () => Promise<T>): Promise<Outcome<T>> {
-  const { tracer, tracerExited } = await attachStrace(run, straceArgs(point));
+  const output = point.after ? `/tmp/stowage-crash-held-${run.pid}-${Date.now()}` : undefined;
+  const { tracer, tracerExited } = await attachStrace(run, straceArgs(point, output));
+  const killer = output ? killAfterHeldCall(run, output) : undefined;
   const result = await request().then((value) => ({ value }), (error: unknown) => ({ error: error as Error }));
   const killed = await Promise.race([run.exited.then(() => true), sleep(AFTER_REPLY_MS).then(() => false)]);
+  killer?.stop();
   if (!killed) tracer.kill('SIGINT'); // detaches and leaves the daemon running
   await Promise.race([tracerExited, sleep(5_000).then(() => tracer.kill('SIGKILL'))]);
+  if (output) await rm(output, { force: true });
   const exit = killed ? await run.exited : undefined;
   if (exit && exit.signal !== 'SIGKILL') {
     throw new Error(`the daemon ended with code ${exit.code}, signal ${exit.signal}, not the injected SIGKILL:\n${run.log()}`);

@@ -32,24 +32,22 @@ const skip = systemSuite('strace', checkCrashTools()) || systemSuite('docker', c
 /**
  * Kill points in the daemon's handling of `docker run --rm -v VOL:/data IMAGE true`, each on a
  * path of its own (strace -P), since the node record is also published at moments of its own
- * (when the engine reports a container starting or stopping). Mount takes the volume's name lock,
- * attaches it, appends its mount record to `<root>/mounts.log` (a write on that file), publishes
- * the node record, releases the lock (unlinks `<locks>/VOL.lock`) and answers; Unmount appends
- * its record the same way. So write #1 on the log is "Mount done, not recorded", unlink #1 of the
- * lock "recorded, not answered", and write #2 on the log "Unmount done, not recorded". (An
- * Unmount recorded and not answered leaves the same records as one answered: Docker never
- * retries an Unmount.)
+ * (when the engine reports a container starting or stopping). Mount makes the node's marker of
+ * the volume, attaches it, appends its mount record to `<root>/mounts.log` (a write on that
+ * file) and answers (a reply on the plugin socket, which has no path to count on); Unmount
+ * appends its record the same way. So write #1 on the log is "Mount done, not recorded", the
+ * moment right after it "recorded, not answered", and write #2 on the log "Unmount done, not
+ * recorded". (An Unmount recorded and not answered leaves the same records as one answered:
+ * Docker never retries an Unmount.)
  */
-function killPoints(root: string, store: string, volume = 'ek'): KillPoint[] {
+function killPoints(root: string): KillPoint[] {
   const log = join(root, 'mounts.log');
   return [
     { syscall: 'write', n: 1, path: log },
-    { syscall: 'unlink', n: 1, path: lockOf(store, volume) },
+    { syscall: 'write', n: 1, path: log, after: true },
     { syscall: 'write', n: 2, path: log },
   ];
 }
-
-const lockOf = (store: string, volume: string) => join(store, '.stowage', 'cluster', 'locks', `${volume}.lock`);
 
 /** Reconciliation flags, if this build has them: short, so the test does not wait a minute. */
 async function graceFlags(): Promise<{ args: string[]; waitMs: number }> {
@@ -160,7 +158,7 @@ describe.skipIf(skip)('kill -9 while Docker mounts a volume, then restart', { ti
     const summary: string[] = [];
     const reported = new Set<string>();
     let killed = 0;
-    for (const point of killPoints(root, store)) {
+    for (const point of killPoints(root)) {
       const ran = await runUnder(point, 'ek');
       if (ran.killed) killed += 1;
       summary.push(ran.line);
@@ -179,7 +177,7 @@ describe.skipIf(skip)('kill -9 while Docker mounts a volume, then restart', { ti
     }
     // A Mount of ev recorded and never answered, while "holder" uses ev: the leak cannot be told
     // from holder's mount until holder is gone, but holder's record must survive meanwhile.
-    const last: KillPoint = { syscall: 'unlink', n: 1, path: lockOf(store, 'ev') };
+    const last: KillPoint = { syscall: 'write', n: 1, path: join(root, 'mounts.log'), after: true };
     const ran = await runUnder(last, 'ev');
     if (ran.killed) killed += 1;
     summary.push(ran.line);
@@ -192,7 +190,7 @@ describe.skipIf(skip)('kill -9 while Docker mounts a volume, then restart', { ti
     if (end.length > 0) violations.push(`[end] mount counts return to zero: ${JSON.stringify(end)} after the last container left`);
     process.stderr.write(`\n[crash engine] ${summary.join('; ')}\n  ${violations.length === 0 ? 'no invariant broke' : violations.join('\n  ')}\n`);
     // Every point must kill the daemon: otherwise the steps changed and the list must follow.
-    expect(killed).toBe(killPoints(root, store).length + 1);
+    expect(killed).toBe(killPoints(root).length + 1);
     expect(violations).toEqual([]);
   });
 });

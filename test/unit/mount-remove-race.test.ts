@@ -2,18 +2,55 @@
  * Two nodes (two VolumeManagers with their own roots) on one shared vfs directory on the real
  * file system: a mount on one node racing a remove on the other must never both succeed.
  */
-import { mkdir } from 'node:fs/promises';
+import { access, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildContainer } from '../../src/container.js';
 import { ErrorCodes, isStowageError } from '../../src/core/errors.js';
+import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { TOKENS } from '../../src/core/tokens.js';
 import type { VolumeManager } from '../../src/core/volume-manager.js';
 import { makeTempDir, removeTempDir } from '../helpers/daemon-process.js';
 
-async function nodeManager(dir: string, nodeId: string): Promise<VolumeManager> {
+/**
+ * The daemon's own file system port, which a test can stop right after a readdir of `dir`
+ * returns (a remove there has read the node's markers and not yet removed anything), and which
+ * keeps the paths it unlinked.
+ */
+class PausingFs extends LocalFirstFs {
+  private gate?: { dir: string; reached: () => void; release: Promise<void> };
+  readonly unlinked: string[] = [];
+
+  constructor() {
+    super();
+    const unlink = this.unlink;
+    this.unlink = async (path) => {
+      this.unlinked.push(String(path));
+      return unlink(path);
+    };
+    const readdir = this.readdir;
+    this.readdir = async (path, options) => {
+      const names = await readdir(path, options);
+      const gate = this.gate;
+      if (gate && path === gate.dir) {
+        this.gate = undefined;
+        gate.reached();
+        await gate.release;
+      }
+      return names;
+    };
+  }
+
+  /** Resolves when the next readdir of `dir` has returned its names and waits for `release`. */
+  pauseAfterReaddir(dir: string, release: Promise<void>): Promise<void> {
+    return new Promise((reached) => { this.gate = { dir, reached, release }; });
+  }
+}
+
+async function nodeManager(dir: string, nodeId: string, fs?: LocalFirstFs): Promise<VolumeManager> {
   const manager = buildContainer({
+    ...(fs ? { fs: asFsPort(fs) } : {}),
     backend: 'vfs',
     backendOptions: { 'vfs.path': join(dir, 'shared'), 'vfs.shared': 'true' },
     root: join(dir, nodeId),
@@ -30,11 +67,12 @@ describe('mount on one node against remove on another', { timeout: 60_000 }, () 
   let dir: string;
   let a: VolumeManager;
   let b: VolumeManager;
+  const fsOfA = new PausingFs();
 
   beforeAll(async () => {
     dir = await makeTempDir('stowage-race-');
     await mkdir(join(dir, 'shared'));
-    a = await nodeManager(dir, 'node-a');
+    a = await nodeManager(dir, 'node-a', fsOfA);
     b = await nodeManager(dir, 'node-b');
   });
   afterAll(async () => {
@@ -69,5 +107,50 @@ describe('mount on one node against remove on another', { timeout: 60_000 }, () 
     // Both orders happened, or the test proved nothing about the race.
     expect(outcomes.removed).toBeGreaterThan(0);
     expect(outcomes.mounted).toBeGreaterThan(0);
+  });
+
+  it('a mount while nothing holds the name\'s lock takes none: its marker is all it writes to the cluster directory', async () => {
+    const name = 'quick-mount';
+    const cluster = join(dir, 'shared', '.stowage', 'cluster');
+    await a.create(name);
+    const before = fsOfA.unlinked.length;
+    const path = await a.mount(name, 'quick');
+    expect(path).toBe(a.path(name));
+    // A lock taken and released is an unlink in locks/; the mount made none.
+    expect(fsOfA.unlinked.slice(before).filter((p) => p.startsWith(join(cluster, 'locks')))).toEqual([]);
+    expect(await readdir(join(cluster, 'mounts', 'node-a'))).toContain(name);
+    // Another node's remove is refused from the moment the mount answered.
+    await expect(b.remove(name)).rejects.toThrow(/still used on node-a: mounted/);
+    await a.unmount(name, 'quick');
+    expect(await readdir(join(cluster, 'mounts', 'node-a'))).not.toContain(name);
+    await b.remove(name);
+  });
+
+  it('a mount that comes while a remove elsewhere has read the markers, and not yet removed, waits for it and finds no volume', async () => {
+    const name = 'paused-remove';
+    const markersOfB = join(dir, 'shared', '.stowage', 'cluster', 'mounts', 'node-b');
+    await a.create(name);
+    let release!: () => void;
+    const paused = fsOfA.pauseAfterReaddir(markersOfB, new Promise<void>((resolve) => { release = resolve; }));
+    const removed = a.remove(name);
+    await paused;
+    // Node a has seen no marker of node b; node b now mounts, with a's remove half done.
+    const mounted = b.mount(name, 'late');
+    mounted.catch(() => undefined);
+    // The mount made its marker before anything else: a remove starting now would be refused.
+    for (let tries = 0; !(await access(join(markersOfB, name)).then(() => true, () => false)); tries += 1) {
+      expect(tries, 'node b never made its mount marker').toBeLessThan(1000);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    release();
+    await expect(removed).resolves.toMatchObject({ name });
+    const failure = await mounted.then(() => undefined, (err: unknown) => err);
+    // Without the lock look, the mount answers a path to a volume the remove then deletes.
+    expect(isStowageError(failure, ErrorCodes.VOLUME_NOT_FOUND), `the mount answered ${String(failure)}`).toBe(true);
+    expect(b.mountRecords().filter((r) => r.volume === name)).toEqual([]);
+    // The failed mount took its marker back: nothing pins the name on node b.
+    expect(await readdir(markersOfB)).not.toContain(name);
+    await a.create(name);
+    await a.remove(name);
   });
 });

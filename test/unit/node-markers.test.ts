@@ -52,4 +52,38 @@ describe('NodeMarkers', () => {
     // A second unmount of a marker already gone is fine.
     await markers.markUnmounted('vol');
   });
+
+  it('a heartbeat keeps the marker a mount made ahead of counting itself, and removes it once that mount gave up', async () => {
+    const fs = memFs();
+    const record: Record<string, Record<string, number>> = {};
+    const markers = new NodeMarkers(fs, dir, 'node-a', silentLogger);
+    await fs.mkdir(dir, { recursive: true });
+    await markers.markAhead('coming');
+    await markers.sync(mountsFromRecord(record), false);
+    expect(await fs.readdir(dir)).toEqual(['coming']);
+    markers.doneAhead('coming');
+    await markers.sync(mountsFromRecord(record), false);
+    expect(await fs.readdir(dir)).toEqual([]);
+  });
+
+  it('a marker made while a heartbeat is removing a leftover marker of the same volume is made after that unlink, not lost to it', async () => {
+    const base = memFs();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    let started!: () => void;
+    const unlinkStarted = new Promise<void>((resolve) => { started = resolve; });
+    // The heartbeat's unlink lands only once the test lets it.
+    const fs = { ...base, unlink: async (path: string) => { started(); await held; return base.unlink(path); } } as typeof base;
+    await fs.mkdir(dir, { recursive: true });
+    // A leftover marker (an unlink that failed at an earlier unmount): nothing mounts the volume.
+    await (await fs.open(`${dir}/vol`, 'w')).close();
+    const markers = new NodeMarkers(fs, dir, 'node-a', silentLogger);
+    const heartbeat = markers.sync(mountsFromRecord({}), false);
+    await unlinkStarted;
+    const mount = markers.markAhead('vol');
+    release();
+    await Promise.all([heartbeat, mount]);
+    expect(await fs.readdir(dir)).toEqual(['vol']);
+    markers.doneAhead('vol');
+  });
 });

@@ -104,6 +104,20 @@ export class ClusterLocks {
   }
 
   /**
+   * Whether a mount of `name` that has already made its node's marker must take the name's lock
+   * before it answers: true while anyone holds the lock (or is making it). A remove holds it from
+   * before it reads the markers until it has removed the volume, so with no lock there, a remove
+   * elsewhere either ended before this check (the mount then finds no volume) or takes the lock
+   * after it, reads the marker after that, and is refused.
+   */
+  async mountNeedsLock(name: string): Promise<boolean> {
+    return this.fs.lstat(this.pathOf(name)).then(() => true, (err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    });
+  }
+
+  /**
    * Runs `task` holding the lock of `name`. The task's lease is lost when the lock file is no
    * longer the one this call created, or when no renewal landed for `ttl - margin` by this
    * process's clocks; failed renewals are retried until then.

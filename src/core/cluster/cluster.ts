@@ -60,6 +60,12 @@ export interface Cluster {
    * it still holds the lock: it is asked before every destructive step (see Lease).
    */
   withLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T>;
+  /**
+   * Runs a mount of a volume name (`task`) so that no remove on another node can run through it:
+   * the node's marker is made first, and the name's lock taken only when a remove may be running
+   * (see mount-lock.ts). The task must count the mount before it resolves.
+   */
+  withMountLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T>;
   /** Throws E_VOLUME_IN_USE naming nodes and containers that still reference the volume. */
   assertRemovable(name: string, options: { force: boolean }): Promise<void>;
   /** How other nodes use the volume now (mounts, containers), one line per node; empty when none does. */
@@ -90,6 +96,9 @@ export class LocalCluster implements Cluster {
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
   withLock<T>(_name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
+    return task(LOCAL_LEASE);
+  }
+  withMountLock<T>(_name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
     return task(LOCAL_LEASE);
   }
   async assertRemovable(): Promise<void> {}

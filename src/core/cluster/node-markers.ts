@@ -12,6 +12,10 @@ import { createMarker } from './layout-settle.js';
 export class NodeMarkers {
   /** Volumes whose marker this node created and has not removed. */
   private readonly marked = new Set<string>();
+  /** Volumes whose marker a mount made before counting itself (see markAhead): kept by sync. */
+  private readonly ahead = new Map<string, number>();
+  /** Unlinks in flight, so a mount that marks the volume meanwhile waits for them first. */
+  private readonly unlinking = new Map<string, Promise<void>>();
 
   constructor(
     private readonly fs: FsPort,
@@ -21,6 +25,8 @@ export class NodeMarkers {
   ) {}
 
   async markMounted(volume: string): Promise<void> {
+    // A heartbeat may be removing a leftover marker of this volume: made before that unlink lands, ours would go with it.
+    await this.unlinking.get(volume);
     if (this.marked.has(volume)) return;
     const path = join(this.dir, volume);
     try {
@@ -32,6 +38,21 @@ export class NodeMarkers {
       await createMarker(this.fs, path);
     }
     this.marked.add(volume);
+  }
+
+  /**
+   * Marks the volume for a mount not yet counted in the mount table: until `doneAhead`, a
+   * heartbeat's sync keeps the marker as if the volume were mounted.
+   */
+  async markAhead(volume: string): Promise<void> {
+    this.ahead.set(volume, (this.ahead.get(volume) ?? 0) + 1);
+    await this.markMounted(volume);
+  }
+
+  doneAhead(volume: string): void {
+    const left = (this.ahead.get(volume) ?? 1) - 1;
+    if (left > 0) this.ahead.set(volume, left);
+    else this.ahead.delete(volume);
   }
 
   async markUnmounted(volume: string): Promise<void> {
@@ -53,7 +74,7 @@ export class NodeMarkers {
       if (errnoCode(err) === 'ENOENT') return [] as string[];
       throw err;
     }));
-    const mountedNow = (volume: string) => mounts.count(volume) > 0;
+    const mountedNow = (volume: string) => mounts.count(volume) > 0 || this.ahead.has(volume);
     for (const volume of present) {
       if (volume.startsWith('.') || mountedNow(volume)) continue;
       this.marked.delete(volume);
@@ -76,8 +97,15 @@ export class NodeMarkers {
   }
 
   private async removeFile(volume: string): Promise<void> {
-    await this.fs.unlink(join(this.dir, volume)).catch((err: unknown) => {
+    const unlink = this.fs.unlink(join(this.dir, volume)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
+    const settled = unlink.then(() => undefined, () => undefined);
+    this.unlinking.set(volume, settled);
+    try {
+      await unlink;
+    } finally {
+      if (this.unlinking.get(volume) === settled) this.unlinking.delete(volume);
+    }
   }
 }

@@ -4,6 +4,7 @@ import { writeFileAtomic } from '../atomic-file.js';
 import { isoTime, type SharedClock } from '../clock.js';
 import { ErrorCodes, StowageError, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
+import { isLocalPath } from '../local-fs.js';
 import type { Logger } from '../logger.js';
 import { validateNodeId } from '../names.js';
 import type { ContainerReferences, ContainerScan } from '../container-references.js';
@@ -14,6 +15,8 @@ import { deleteNodeFiles, settleLayout } from './layout-settle.js';
 import { NodeMarkers } from './node-markers.js';
 import { assertNodeIdFree, learnStorageClock, ownRecordWatch, rootInstance } from './node-instance.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
+import { withMountLock } from './mount-lock.js';
+import { settlesWithin } from '../settles-within.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
@@ -87,9 +90,10 @@ export class SharedCluster implements Cluster {
     this.mounts = mounts;
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
     await settleLayout({ fs: this.fs, dir: this.dir, nodeId: this.nodeId, clock: this.clock, staleAfterMs: this.settings.staleAfterMs, log: this.log });
+    // The record publishes this clock's offset from the storage's, and the id check measures ages on it.
+    await learnStorageClock(this.fs, this.paths.members, this.clock);
     if (this.settings.stateRoot !== undefined) {
       const root = await rootInstance(this.fs, this.settings.stateRoot);
-      await learnStorageClock(this.fs, this.paths.members, this.clock);
       assertNodeIdFree((await this.reader.read()).views, this.nodeId, root.kept, this.settings.staleAfterMs);
       this.instance = await root.make();
       this.checkOwnRecord = ownRecordWatch(this.fs, join(this.paths.members, `${this.nodeId}.json`), this.instance, this.log);
@@ -97,8 +101,6 @@ export class SharedCluster implements Cluster {
     await this.rescan();
     await this.restoreClaims.sweepTemps().then((n) => n > 0 && this.log.info(`removed ${n} leftover temp file(s) of restore claims`),
       (err: unknown) => this.log.warn(`could not clean the temp files of restore claims: ${messageOf(err)}`));
-    // The first write teaches the clock offset that the second one publishes.
-    await this.publish();
     await this.publish();
     // The record first: markers of a node without one read as a node that stopped.
     await this.fs.mkdir(this.ownMarkers, { recursive: true });
@@ -269,6 +271,11 @@ export class SharedCluster implements Cluster {
     return this.locks.withLock(name, task);
   }
 
+  withMountLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
+    const lockFree = isLocalPath(this.fs, this.paths.locks);
+    return withMountLock({ locks: this.locks, markers: this.markers, mounts: () => this.mounts, log: this.log, lockFree }, name, task);
+  }
+
   /** How another node uses the volume: its marker and the containers its record names. */
   private useOf(node: NodeView, name: string): string | undefined {
     return describeUse({ mounts: node.mounted.includes(name), containers: node.record.containers }, name);
@@ -385,13 +392,3 @@ export class SharedCluster implements Cluster {
   }
 }
 
-/** Whether `promise` settles (either way) within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
-  try {
-    return await Promise.race([promise.then(() => true, () => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
