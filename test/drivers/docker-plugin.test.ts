@@ -351,6 +351,19 @@ describe('Docker volume plugin over a unix socket (vfs backend)', () => {
       expect(await listedNames(socket)).toContain(name);
     });
 
+    it.each(['Create', 'Remove', 'Mount', 'Unmount', 'Path', 'Get'])(
+      '%s with an empty body (Docker\'s retry after the daemon restarted) says to run the command again, and changes nothing',
+      async (call) => {
+        const name = freshName('kept');
+        await create(name);
+        const entriesBefore = await volsEntries();
+        const res = await socketRequest(socket, `/VolumeDriver.${call}`, '');
+        expect(res.status).toBe(400);
+        expect((res.json as { Err?: unknown }).Err).toMatch(/empty body, so it names no volume\. Docker sends such a body when it retries .* run the command again/);
+        expect(await volsEntries()).toEqual(entriesBefore);
+        expect(await listedNames(socket)).toContain(name);
+      });
+
     it('answers an unknown path with 404 and a JSON Err', async () => {
       const res = await socketRequest(socket, '/VolumeDriver.Explode', { Name: 'x' });
       expect(res.status).toBe(404);

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ErrorCodes, isStowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, isStowageError } from '../../core/errors.js';
 import type { BriefVolume, VolumeInfo, VolumeManager } from '../../core/volume-manager.js';
 import { parseJsonBody, readBody, requireString } from '../http-body.js';
 import { failureOf } from '../http-status.js';
@@ -27,11 +27,28 @@ function dockerVolume(info: VolumeInfo): Record<string, unknown> {
   };
 }
 
+/**
+ * A call about a volume (every call but Activate, Capabilities and List) with nothing in its body.
+ * Docker's plugin client sends that when it retries a call it could not deliver (the daemon was
+ * restarting): it sends the request body it already read again, which is empty by then (moby
+ * pkg/plugins/client.go, callWithRetry). Without this, Docker shows `error while mounting
+ * volume ''` and a missing field, with no hint that trying again is all it takes.
+ */
+function aboutVolume(handler: Handler): Handler {
+  return (body) => {
+    if (Object.keys(body).length === 0) {
+      throw new StowageError(ErrorCodes.INVALID_REQUEST,
+        'the request came with an empty body, so it names no volume. Docker sends such a body when it retries a call it could ' +
+        'not deliver (the stowage daemon was starting or restarting): run the command again');
+    }
+    return handler(body);
+  };
+}
+
 /** The legacy volume plugin protocol (docker.volumedriver/1.0), all eight methods, by path. */
 export function dockerPluginHandlers(manager: VolumeManager): PluginHandlers {
   let lastList: { brief: readonly BriefVolume[]; reply: EncodedReply } | undefined;
-  return new Map<string, Handler>([
-    ['/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] })],
+  const calls = new Map<string, Handler>([
     ['/VolumeDriver.Create', async (body) => {
       await manager.create(requireString(body, 'Name'), body.Opts ?? {});
       return {};
@@ -59,6 +76,10 @@ export function dockerPluginHandlers(manager: VolumeManager): PluginHandlers {
       return { Mountpoint: manager.path(name) ?? '' };
     }],
     ['/VolumeDriver.Get', async (body) => ({ Volume: dockerVolume(await manager.get(requireString(body, 'Name'))) })],
+  ]);
+  return new Map<string, Handler>([
+    ['/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] })],
+    ...[...calls].map(([path, handler]) => [path, aboutVolume(handler)] as const),
     ['/VolumeDriver.List', async () => {
       const brief = await manager.listBrief();
       if (lastList?.brief !== brief) {
