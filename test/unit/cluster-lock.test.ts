@@ -86,6 +86,57 @@ describe('ClusterLocks on a real directory', () => {
 
   const expiresAt = async () => (JSON.parse(await realFs.readFile(lockFile(), 'utf8')) as { expiresAt: number }).expiresAt;
 
+  it('a node that judged a dead node\'s lock expired and then paused leaves alone the lock another node took meanwhile', async () => {
+    // The lock of a node that died an hour ago.
+    await realFs.writeFile(lockFile(), JSON.stringify({ owner: 'gone', token: 'ab', expiresAt: 1 }).padEnd(256, ' '));
+    const anHourAgo = new Date(Date.now() - 3_600_000);
+    await realFs.utimes(lockFile(), anHourAgo, anHourAgo);
+    let armed = true;
+    let lookedAt!: () => void;
+    const looked = new Promise<void>((resolve) => { lookedAt = resolve; });
+    let resume!: () => void;
+    const resumed = new Promise<void>((resolve) => { resume = resolve; });
+    let looks = 0;
+    const renamed: string[] = [];
+    // Node c: its first look at the lock file returns, then it stops (descheduled, paused) before acting on it.
+    const slow = new Proxy(realFs, {
+      get(target, prop: string) {
+        const real = (target as unknown as Record<string, unknown>)[prop];
+        if (typeof real !== 'function') return real;
+        return async (...args: unknown[]) => {
+          const result = await (real as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          if (prop === 'rename' && args[0] === lockFile()) renamed.push(String(args[1]));
+          if (prop === 'lstat' && args[0] === lockFile()) {
+            looks += 1;
+            if (armed) {
+              armed = false;
+              lookedAt();
+              await resumed;
+            }
+          }
+          return result;
+        };
+      },
+    });
+    const clock = new SharedClock();
+    const c = new ClusterLocks(slow, dir, 'node-c', clock, { ttlMs: 30_000, waitMs: 20_000 });
+    const b = new ClusterLocks(realFs, dir, 'node-b', clock, { ttlMs: 30_000, waitMs: 20_000 });
+    const byC = c.withLock('vol', async () => owner());
+    await looked;
+    // Node b breaks the dead lock itself and takes the name; then c wakes and acts on its old look.
+    const byB = b.withLock('vol', async () => {
+      const taken = await realFs.lstat(lockFile());
+      const before = looks;
+      resume();
+      await until(() => looks >= before + 3);
+      expect(renamed, 'node c moved node b\'s lock aside').toEqual([]);
+      expect((await realFs.lstat(lockFile())).ino).toBe(taken.ino);
+      return owner();
+    });
+    await expect(byB).resolves.toBe('node-b');
+    await expect(byC).resolves.toBe('node-c');
+  });
+
   it('renews in place: the lock file keeps its inode, its expiry moves on, and the lease holds past the ttl', async () => {
     const clock = new SharedClock();
     const locks = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 1_000 });

@@ -25,9 +25,19 @@ type LockFile = z.infer<typeof lockSchema>;
 
 /** What a lock file holds: a valid lock, a file that is not one (torn, foreign), or nothing. */
 type LockState =
-  | { kind: 'valid'; lock: LockFile; mtimeMs: number }
-  | { kind: 'invalid'; mtimeMs: number; problem: string; empty?: boolean }
+  | { kind: 'valid'; lock: LockFile; mtimeMs: number; file?: JudgedFile }
+  | { kind: 'invalid'; mtimeMs: number; problem: string; empty?: boolean; file?: JudgedFile }
   | { kind: 'absent' };
+
+/**
+ * The lock file a judgement was made on. Its inode number alone does not name it: a filesystem
+ * may give the number of a lock just broken to the next one made; its time of change does.
+ */
+interface JudgedFile {
+  dev: number;
+  ino: number;
+  mtimeMs: number;
+}
 
 export interface LockSettings {
   ttlMs: number;
@@ -161,7 +171,7 @@ export class ClusterLocks {
       const state = await this.inspect(path);
       holder = state.kind === 'valid' ? state.lock : undefined;
       if (state.kind === 'valid' && (this.expired(state) || this.leftByEarlierRun(state.lock))) {
-        await this.breakExpired(path, state.lock.token);
+        await this.breakExpired(path, state.lock.token, state.file);
         continue;
       }
       // Not a lock we can read: it blocks like one until it is as old as a lock's lifetime, or,
@@ -169,7 +179,7 @@ export class ClusterLocks {
       const unreadableFor = state.kind === 'invalid' && state.empty ? EMPTY_GRACE_MS : this.settings.ttlMs;
       if (state.kind === 'invalid' && state.mtimeMs + unreadableFor < this.clock.now()) {
         this.log?.(`breaking the unreadable lock file ${path} (${state.problem})`);
-        await this.breakExpired(path, undefined);
+        await this.breakExpired(path, undefined, state.file);
         continue;
       }
       if (Date.now() > deadline) {
@@ -200,9 +210,14 @@ export class ClusterLocks {
 
   /**
    * Moves an expired lock aside, making sure it is the one we judged expired and still expired,
-   * not a successor's nor one renewed meanwhile: such a lock goes back.
+   * not a successor's nor one renewed meanwhile: such a lock goes back. `judged`: the file that
+   * was judged. Another node may have broken it and taken the name since (this process paused
+   * after its look): that successor's lock is left where it is, since even moved aside and back
+   * it would leave the name without a lock for a moment, and a mount looking then would skip it.
    */
-  private async breakExpired(path: string, expiredToken: string | undefined): Promise<void> {
+  private async breakExpired(path: string, expiredToken: string | undefined, judged: JudgedFile | undefined): Promise<void> {
+    const there = await this.fs.lstat(path).catch(() => undefined);
+    if (!there || (judged && !(sameFile(there, judged) && there.mtimeMs === judged.mtimeMs))) return;
     const aside = `${path}.broken-${randomBytes(6).toString('hex')}`;
     try {
       await this.fs.rename(path, aside);
@@ -264,20 +279,21 @@ export class ClusterLocks {
   private async inspect(path: string): Promise<LockState> {
     let text: string;
     let mtimeMs: number;
+    let file: JudgedFile;
     try {
       const [content, stat] = await Promise.all([readFileNoFollow(this.fs, path), this.fs.lstat(path)]);
       if (content === undefined) return { kind: 'absent' };
-      [text, mtimeMs] = [content, stat.mtimeMs];
+      [text, mtimeMs, file] = [content, stat.mtimeMs, { dev: stat.dev, ino: stat.ino, mtimeMs: stat.mtimeMs }];
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return { kind: 'absent' };
       if (isStowageError(err, ErrorCodes.STATE_CORRUPT)) return { kind: 'invalid', mtimeMs: 0, problem: err.message };
       throw err;
     }
-    if (text === '') return { kind: 'invalid', mtimeMs, problem: 'it is empty', empty: true };
+    if (text === '') return { kind: 'invalid', mtimeMs, problem: 'it is empty', empty: true, file };
     try {
-      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`), mtimeMs };
+      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`), mtimeMs, file };
     } catch (err) {
-      return { kind: 'invalid', mtimeMs, problem: messageOf(err) };
+      return { kind: 'invalid', mtimeMs, problem: messageOf(err), file };
     }
   }
 }
