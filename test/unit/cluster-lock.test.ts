@@ -86,35 +86,41 @@ describe('ClusterLocks on a real directory', () => {
 
   const expiresAt = async () => (JSON.parse(await realFs.readFile(lockFile(), 'utf8')) as { expiresAt: number }).expiresAt;
 
-  it('a node that judged a dead node\'s lock expired and then paused leaves alone the lock another node took meanwhile', async () => {
-    // The lock of a node that died an hour ago.
-    await realFs.writeFile(lockFile(), JSON.stringify({ owner: 'gone', token: 'ab', expiresAt: 1 }).padEnd(256, ' '));
+  it.each([
+    ['another node\'s expired lock', { owner: 'gone', token: 'ab', expiresAt: 1 }],
+    ['an expired lock of this node\'s run that died', { owner: 'node-c', token: 'cd', expiresAt: 1, run: 'dead' }],
+    ['a symbolic link planted there', undefined],
+  ])('a node that judged %s breakable and then paused leaves alone the lock another node took meanwhile', async (_label, lock) => {
+    if (lock) await realFs.writeFile(lockFile(), JSON.stringify(lock).padEnd(256, ' '));
+    else await realFs.symlink('/etc/hostname', lockFile());
     const anHourAgo = new Date(Date.now() - 3_600_000);
-    await realFs.utimes(lockFile(), anHourAgo, anHourAgo);
+    await realFs.lutimes(lockFile(), anHourAgo, anHourAgo);
     let armed = true;
     let lookedAt!: () => void;
     const looked = new Promise<void>((resolve) => { lookedAt = resolve; });
     let resume!: () => void;
     const resumed = new Promise<void>((resolve) => { resume = resolve; });
-    let looks = 0;
+    let opens = 0;
     const renamed: string[] = [];
-    // Node c: its first look at the lock file returns, then it stops (descheduled, paused) before acting on it.
+    // Node c: its first read of the lock file ends (it has judged it), then it stops (descheduled, paused).
     const slow = new Proxy(realFs, {
       get(target, prop: string) {
         const real = (target as unknown as Record<string, unknown>)[prop];
         if (typeof real !== 'function') return real;
         return async (...args: unknown[]) => {
-          const result = await (real as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          const outcome = await (real as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+            .then((value) => ({ value }), (error: unknown) => ({ error }));
           if (prop === 'rename' && args[0] === lockFile()) renamed.push(String(args[1]));
-          if (prop === 'lstat' && args[0] === lockFile()) {
-            looks += 1;
+          if (prop === 'open' && args[0] === lockFile()) {
+            opens += 1;
             if (armed) {
               armed = false;
               lookedAt();
               await resumed;
             }
           }
-          return result;
+          if ('error' in outcome) throw outcome.error;
+          return outcome.value;
         };
       },
     });
@@ -123,12 +129,12 @@ describe('ClusterLocks on a real directory', () => {
     const b = new ClusterLocks(realFs, dir, 'node-b', clock, { ttlMs: 30_000, waitMs: 20_000 });
     const byC = c.withLock('vol', async () => owner());
     await looked;
-    // Node b breaks the dead lock itself and takes the name; then c wakes and acts on its old look.
+    // Node b breaks that file itself and takes the name; then c wakes and acts on its old judgement.
     const byB = b.withLock('vol', async () => {
       const taken = await realFs.lstat(lockFile());
-      const before = looks;
+      const before = opens;
       resume();
-      await until(() => looks >= before + 3);
+      await until(() => opens >= before + 2);
       expect(renamed, 'node c moved node b\'s lock aside').toEqual([]);
       expect((await realFs.lstat(lockFile())).ino).toBe(taken.ino);
       return owner();

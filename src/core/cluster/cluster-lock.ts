@@ -276,19 +276,26 @@ export class ClusterLocks {
     if (stat && sameFile(stat, held)) await this.fs.unlink(held.path).catch(() => undefined);
   }
 
+  /**
+   * What the lock file holds, and which file that is. The file is looked at before it is read: one
+   * replaced in between is judged by the older file's identity, which the file there no longer
+   * has when breakExpired checks it, so nothing is broken on a mixed judgement.
+   */
   private async inspect(path: string): Promise<LockState> {
-    let text: string;
-    let mtimeMs: number;
-    let file: JudgedFile;
+    let file: JudgedFile | undefined;
+    let text: string | undefined;
     try {
-      const [content, stat] = await Promise.all([readFileNoFollow(this.fs, path), this.fs.lstat(path)]);
-      if (content === undefined) return { kind: 'absent' };
-      [text, mtimeMs, file] = [content, stat.mtimeMs, { dev: stat.dev, ino: stat.ino, mtimeMs: stat.mtimeMs }];
+      const stat = await this.fs.lstat(path);
+      file = { dev: stat.dev, ino: stat.ino, mtimeMs: stat.mtimeMs };
+      text = await readFileNoFollow(this.fs, path);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return { kind: 'absent' };
-      if (isStowageError(err, ErrorCodes.STATE_CORRUPT)) return { kind: 'invalid', mtimeMs: 0, problem: err.message };
+      // A symlink, a FIFO or a device planted there: broken at once, but only if still the one seen.
+      if (isStowageError(err, ErrorCodes.STATE_CORRUPT) && file) return { kind: 'invalid', mtimeMs: 0, problem: err.message, file };
       throw err;
     }
+    if (text === undefined || !file) return { kind: 'absent' };
+    const { mtimeMs } = file;
     if (text === '') return { kind: 'invalid', mtimeMs, problem: 'it is empty', empty: true, file };
     try {
       return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`), mtimeMs, file };

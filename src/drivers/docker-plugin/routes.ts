@@ -29,17 +29,17 @@ function dockerVolume(info: VolumeInfo): Record<string, unknown> {
 
 /**
  * A call about a volume (every call but Activate, Capabilities and List) with nothing in its body.
- * Docker's plugin client sends that when it retries a call it could not deliver (the daemon was
- * restarting): it sends the request body it already read again, which is empty by then (moby
- * pkg/plugins/client.go, callWithRetry). Without this, Docker shows `error while mounting
- * volume ''` and a missing field, with no hint that trying again is all it takes.
+ * Docker's plugin client sends that when it retries a call whose first try was sent and then cut
+ * off (the daemon stopped or restarted while answering): every try reads the same buffer, which
+ * the first one emptied (moby pkg/plugins/client.go, callWithRetry). Without this, Docker shows
+ * `error while mounting volume ''` and a missing field, with no hint that trying again is all it takes.
  */
 function aboutVolume(handler: Handler): Handler {
   return (body) => {
     if (Object.keys(body).length === 0) {
       throw new StowageError(ErrorCodes.INVALID_REQUEST,
-        'the request came with an empty body, so it names no volume. Docker sends such a body when it retries a call it could ' +
-        'not deliver (the stowage daemon was starting or restarting): run the command again');
+        'the request came with an empty body, so it names no volume. Docker sends such a body when it retries a call whose ' +
+        'first try was cut off (the stowage daemon stopped or restarted while answering it): run the command again');
     }
     return handler(body);
   };
