@@ -19,7 +19,7 @@ import {
   dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
   type StoreLayout, type StoreMarker,
 } from './store-layout.js';
-import { assertRootOutsideStore, type VfsOptions } from './vfs-options.js';
+import { assertRootOutsideStore, holds, type VfsOptions } from './vfs-options.js';
 import type { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
 import { removalStamp } from '../../core/backup/retained-snapshots.js';
 
@@ -390,9 +390,4 @@ export class VfsBackend implements Backend {
       ...await this.snapshotRepository.keptSummary(),
     };
   }
-}
-
-/** Whether `path` is `dir` or lies under it (both resolved). */
-function holds(dir: string, path: string): boolean {
-  return path === dir || path.startsWith(`${dir}/`);
 }

@@ -44,6 +44,11 @@ export function parseVfsOptions(raw: Record<string, string>, root: string): VfsO
 /** Names an earlier run leaves in a state root (state-root.ts): a root that has them was in use before. */
 const EARLIER_RUN = [MOUNTS_FILE, MOUNTS_LOG, INSTANCE_FILE];
 
+/** Whether `path` is `dir` or lies under it (both resolved). */
+export function holds(dir: string, path: string): boolean {
+  return path === dir || path.startsWith(`${dir}/`);
+}
+
 /**
  * Node-local state inside the store would be listed as a volume's directory (a volume of its
  * name could adopt it, and deleting that volume would delete the state), and every node sharing
@@ -54,7 +59,7 @@ const EARLIER_RUN = [MOUNTS_FILE, MOUNTS_LOG, INSTANCE_FILE];
 export async function assertRootOutsideStore(root: string, path: string, log: Logger): Promise<void> {
   const real = async (p: string) => realpath(p).catch(() => resolve(p));
   const [stateRoot, store] = await Promise.all([real(root), real(path)]);
-  if (stateRoot !== store && !stateRoot.startsWith(`${store}/`)) return;
+  if (!holds(store, stateRoot)) return;
   const problem = `the state root ${root} is inside vfs.path ${path}`;
   const used = await Promise.all(EARLIER_RUN.map((name) => access(join(root, name)).then(() => true, () => false)));
   if (!used.includes(true)) throw invalidOption(`${problem}: give the state root a directory outside the store`);
