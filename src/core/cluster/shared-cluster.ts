@@ -15,7 +15,7 @@ import { deleteNodeFiles, settleLayout } from './layout-settle.js';
 import { NodeMarkers } from './node-markers.js';
 import { assertNodeIdFree, learnStorageClock, ownRecordWatch, rootInstance } from './node-instance.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
-import { withMountLock } from './mount-lock.js';
+import { withMountLock, type MountLockParts } from './mount-lock.js';
 import { settlesWithin } from '../settles-within.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -41,6 +41,7 @@ export class SharedCluster implements Cluster {
   private readonly ownMarkers: string;
   private readonly markers: NodeMarkers;
   private readonly locks: ClusterLocks;
+  private mountLock?: MountLockParts;
   private readonly reader: MemberReader;
   readonly restoreClaims: RestoreClaims;
   private readonly docker?: ContainerReferences;
@@ -272,8 +273,9 @@ export class SharedCluster implements Cluster {
   }
 
   withMountLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
-    const lockFree = isLocalPath(this.fs, this.paths.locks);
-    return withMountLock({ locks: this.locks, markers: this.markers, mounts: () => this.mounts, log: this.log, lockFree }, name, task);
+    // Built at the first mount, once the backend has said which of its paths are local.
+    this.mountLock ??= { locks: this.locks, markers: this.markers, mounts: () => this.mounts, log: this.log, lockFree: isLocalPath(this.fs, this.paths.locks) };
+    return withMountLock(this.mountLock, name, task);
   }
 
   /** How another node uses the volume: its marker and the containers its record names. */
