@@ -188,6 +188,14 @@ async function backupRss(src: string, repoDir: string, codec: string, incrementa
 
 const rate = (bytes: number, ms: number) => bytes / MiB / (ms / 1000);
 
+/** `work`'s result and the CPU seconds this process spent meanwhile, every thread (the pool's compressions too). */
+async function cpuTimed<T>(work: () => Promise<T>): Promise<{ value: T; cpuS: number }> {
+  const since = process.cpuUsage();
+  const value = await work();
+  const used = process.cpuUsage(since);
+  return { value, cpuS: (used.user + used.system) / 1e6 };
+}
+
 interface CodecFigures { codec: string; ratio: number; compressMiBPerCpuS: number; decompressMiBPerCpuS: number }
 
 /**
@@ -230,9 +238,9 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     if (opts.baseline) libs.unshift(await loadLibrary(`baseline (${opts.baseline})`, await baselineSources(opts.baseline, base)));
     const repos = new Map<Library, unknown>();
     for (const [i, lib] of libs.entries()) repos.set(lib, await lib.Repository.init(new lib.VfsBlobStore(join(base, `repo${i}`)), { codec: opts.codec }));
-    const results = new Map<Library, Record<string, { ms: number; stored?: number; filesRead?: number }>>();
+    const results = new Map<Library, Record<string, { ms: number; stored?: number; filesRead?: number; cpuS?: number }>>();
     for (const lib of libs) results.set(lib, {});
-    const record = (lib: Library, step: string, ms: number, extra: { stored?: number; filesRead?: number; runs?: number[] } = {}) => {
+    const record = (lib: Library, step: string, ms: number, extra: { stored?: number; filesRead?: number; runs?: number[]; cpuS?: number } = {}) => {
       results.get(lib)![step] = { ms, ...extra };
       progress(`backup: ${lib.name} ${step}: ${fmt(ms / 1000)} s`);
     };
@@ -248,10 +256,25 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     const fullIds = new Map<Library, string>();
     for (const lib of libs) {
       await sync();
-      const full = await timed(() => lib.backupTree(src, repos.get(lib), { volume: 'bench', parent: false }));
-      fullIds.set(lib, full.result.id);
-      record(lib, 'full', full.ms, { stored: full.result.stats.newStoredBytes });
+      const full = await timed(() => cpuTimed(() => lib.backupTree(src, repos.get(lib), { volume: 'bench', parent: false })));
+      fullIds.set(lib, full.result.value.id);
+      record(lib, 'full', full.ms, { stored: full.result.value.stats.newStoredBytes, cpuS: full.result.cpuS });
     }
+    // What the full backup costs before compressing or writing anything: the same walk, reads,
+    // cuts and hashes, into a repository of codec 'none' whose packs are dropped (the current
+    // library only). Beside tar -c it shows how much of the gap is the work no backup can skip.
+    const currentLib = libs.at(-1)!;
+    const DroppingStore = class extends currentLib.VfsBlobStore {
+      async put(key: string, data: Uint8Array, options?: unknown): Promise<boolean> {
+        return key.startsWith('packs/') ? true : super.put(key, data, options);
+      }
+    };
+    const floorRepo = await currentLib.Repository.init(new DroppingStore(join(base, 'floor')), { codec: 'none' });
+    await sync();
+    const floor = await timed(() => cpuTimed(() => currentLib.backupTree(src, floorRepo, { volume: 'bench', parent: false })));
+    const floorCpuS = floor.result.cpuS;
+    progress(`backup: floor (reads, cuts and hashes only): ${fmt(floor.ms / 1000)} s, ${fmt(floorCpuS)} s of CPU`);
+    await rm(join(base, 'floor'), { recursive: true, force: true });
     // Cold page cache: caches dropped before each contender (root only).
     let coldTarMs: number | undefined;
     if (dropCaches()) {
@@ -339,11 +362,13 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     const header = ['', 'tar', ...libs.map((l) => l.name)];
     const row = (label: string, tar: string, cell: (r: Record<string, { ms: number; stored?: number; filesRead?: number }>) => string) =>
       [label, tar, ...libs.map((l) => cell(results.get(l)!))];
-    const full = (r: Record<string, { ms: number; stored?: number }>) => r.full!;
+    const full = (r: Record<string, { ms: number; stored?: number; cpuS?: number }>) => r.full!;
     section.tables.push({
       header,
       rows: [
         row('full backup, warm cache (MiB/s)', `${fmt(rate(bytes, tarMs))} (-c), ${fmt(rate(bytes, tarGzMs))} (-cz)`, (r) => fmt(rate(bytes, full(r).ms))),
+        row('  its CPU, every thread (s)', '-', (r) => fmt(full(r).cpuS!)),
+        row('  without compressing or writing: reads, cuts, hashes (MiB/s; CPU s)', '-', (r) => (r === results.get(currentLib) ? `${fmt(rate(bytes, floor.ms))}; ${fmt(floorCpuS)}` : '-')),
         ...(coldTarMs !== undefined ? [row('full backup, cold cache (MiB/s)', `${fmt(rate(bytes, coldTarMs))} (-c)`, (r) => fmt(rate(bytes, r['full, cold cache']!.ms)))] : []),
         row('incremental, 1% in whole files (% of full time / bytes)', '-', (r) => `${fmt(100 * r['incremental, 1% in whole files']!.ms / full(r).ms)} / ${fmt(100 * r['incremental, 1% in whole files']!.stored! / full(r).stored!)}`),
         row('incremental, 1% spread (% of full time / bytes)', '-', (r) => `${fmt(100 * r['incremental, 1% spread']!.ms / full(r).ms)} / ${fmt(100 * r['incremental, 1% spread']!.stored! / full(r).stored!)}`),
@@ -358,6 +383,7 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
     const current = results.get(libs.at(-1)!)!;
     addMetric(section, { key: 'full_vs_tar_c', label: 'full backup / tar -c, warm cache (rate ratio)', value: tarMs / current.full!.ms, unit: 'x', target: atLeast(0.8) });
     if (coldTarMs !== undefined) addMetric(section, { key: 'full_vs_tar_c_cold', label: 'full backup / tar -c, cold cache (rate ratio)', value: coldTarMs / current['full, cold cache']!.ms, unit: 'x', target: atLeast(0.8) });
+    addMetric(section, { key: 'full_floor_vs_tar_c', label: 'reads, cuts and hashes alone / tar -c (rate ratio, no target)', value: tarMs / floor.ms, unit: 'x' });
     addMetric(section, { key: 'full_vs_tar_cz', label: 'full backup / tar -cz, warm cache (rate ratio)', value: tarGzMs / current.full!.ms, unit: 'x', target: atLeast(1) });
     for (const [key, step] of [['whole_files', 'incremental, 1% in whole files'], ['spread', 'incremental, 1% spread']] as const) {
       addMetric(section, { key: `incremental_${key}_time_pct`, label: `${step}: time, % of full`, value: 100 * current[step]!.ms / current.full!.ms, unit: '%', target: atMost(20) });
@@ -377,7 +403,7 @@ export async function backupBench(opts: BackupBenchOptions, progress: (line: str
       '"1% spread" rewrites 1% of every large file in place: a file-level backup reads every changed file whole, so this one re-reads all the large files.',
       'the peak RSS is a separate process (the built library in dist/, with the daemon\'s V8 flags) making a full backup of the same tree, and another making the next backup after a "1% spread" change of its own; set BENCH_BACKUP_MIB=4096 for the issue\'s 4 GiB.',
     );
-    section.details = { bytes, tarMs, tarRuns, tarGzMs, coldTarMs, untarMs, untarRuns, rssBytes: rss.full, incrementalRssBytes: rss.incremental, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
+    section.details = { bytes, tarMs, tarRuns, tarGzMs, coldTarMs, floorMs: floor.ms, floorCpuS, untarMs, untarRuns, rssBytes: rss.full, incrementalRssBytes: rss.incremental, codecs, results: Object.fromEntries(libs.map((l) => [l.name, results.get(l)])) };
     return section;
   } finally {
     if (!opts.dir) await rm(base, { recursive: true, force: true });
