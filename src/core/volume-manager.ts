@@ -192,8 +192,8 @@ export class VolumeManager {
   }
 
   /**
-   * `retain` overrides the `onRemove` policy for this call; `force` skips the check for
-   * references from other nodes (never the local mount check).
+   * `retain` overrides the `onRemove` policy for this call; `force` skips the checks of other
+   * nodes' references, but never a mount here or on a node that is alive.
    */
   remove(name: string, request: { retain?: boolean; force?: boolean } = {}): Promise<RemoveResult> {
     return this.removeVolume(name, request, false);

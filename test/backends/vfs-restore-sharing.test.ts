@@ -61,13 +61,16 @@ describe('a restore on one node of a shared vfs store', () => {
   const cleanups: Array<() => Promise<unknown>> = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
+    clusterOverrides = {};
   });
 
+  /** `cluster` overrides the test's cluster settings (a node that writes its record once, a reader quick to call it stale). */
+  let clusterOverrides: Record<string, { heartbeatMs?: number; staleAfterMs?: number }> = {};
   async function node(base: string, nodeId: string, ...modules: ContainerModule[]) {
     const log = memoryLogger();
     const container = buildContainer({
       backend: 'vfs', backendOptions: { 'vfs.path': join(base, 'store'), 'vfs.shared': 'true' }, root: join(base, `root-${nodeId}`),
-      nodeId, onRemove: 'delete', logger: log, cluster: { heartbeatMs: 100, staleAfterMs: 5_000 },
+      nodeId, onRemove: 'delete', logger: log, cluster: { heartbeatMs: 100, staleAfterMs: 5_000, ...clusterOverrides[nodeId] },
     }, ...modules);
     const manager = container.get<VolumeManager>(TOKENS.VolumeManager);
     await manager.init();
@@ -183,10 +186,13 @@ describe('a restore on one node of a shared vfs store', () => {
 
   it('a node still holding mounts of an earlier volume of the name is refused too', async () => {
     const { gate, module } = detachGate('reused');
+    // B writes its record once; A calls it stale 300 ms later (B paused, or cut off from the store).
+    clusterOverrides = { 'node-b': { heartbeatMs: 60_000 }, 'node-a': { staleAfterMs: 300 } };
     const { a, b, url } = await twoNodes(module);
     await a.manager.create('reused');
     await b.manager.mount('reused', 'old-container');
-    // Removed under B's feet (--force), then made again by a restore on A.
+    await new Promise((r) => setTimeout(r, 400));
+    // Removed under the feet of B, silent too long (--force), then made again by a restore on A.
     await a.manager.remove('reused', { force: true });
     const restoring = a.manager.create('reused', { backup: url });
     await gate.reached;

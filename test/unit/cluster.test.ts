@@ -45,12 +45,17 @@ describe('SharedCluster', () => {
     const b = await node(fs, 'node-b', { vol: { 'mount-1': 2 } });
     await expect(a.cluster.assertRemovable('vol', { force: false }))
       .rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: mounted/) });
+    // Forced, still refused: node-b is alive, and a container there may be writing (as a mount here is never overridden).
+    await expect(a.cluster.assertRemovable('vol', { force: true })).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/^volume vol is mounted on node-b \(last heartbeat \d+ s ago\), whose daemon is alive: a forced remove overrides/),
+    });
     await a.cluster.assertRemovable('other', { force: false });
     expect(await fs.readdir('/shared/cluster/mounts/node-b')).toEqual(['vol']);
     delete b.mounts.vol;
     await b.cluster.markUnmounted('vol');
     // No heartbeat needed: the marker is gone when the last unmount answers.
     await a.cluster.assertRemovable('vol', { force: false });
+    await a.cluster.assertRemovable('vol', { force: true });
     await b.cluster.markMounted('vol');
     await expect(a.cluster.assertRemovable('vol', { force: false })).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
   });

@@ -66,7 +66,10 @@ export interface Cluster {
    * (see mount-lock.ts). The task must count the mount before it resolves.
    */
   withMountLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T>;
-  /** Throws E_VOLUME_IN_USE naming nodes and containers that still reference the volume. */
+  /**
+   * Throws E_VOLUME_IN_USE naming nodes and containers that still reference the volume; with
+   * `force`, only for a mount on a node that is alive (forced-remove.ts).
+   */
   assertRemovable(name: string, options: { force: boolean }): Promise<void>;
   /** How other nodes use the volume now (mounts, containers), one line per node; empty when none does. */
   usesElsewhere(name: string): Promise<string[]>;

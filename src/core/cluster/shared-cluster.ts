@@ -16,6 +16,7 @@ import { NodeMarkers } from './node-markers.js';
 import { assertNodeIdFree, learnStorageClock, ownRecordWatch, rootInstance } from './node-instance.js';
 import { MemberReader, entryOfNode } from './member-reader.js';
 import { withMountLock, type MountLockParts } from './mount-lock.js';
+import { assertNoLiveMount } from './forced-remove.js';
 import { settlesWithin } from '../settles-within.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -284,7 +285,7 @@ export class SharedCluster implements Cluster {
   }
 
   async assertRemovable(name: string, options: { force: boolean }): Promise<void> {
-    if (options.force) return;
+    if (options.force) return assertNoLiveMount(name, await this.refreshOthers(), heartbeat);
     const live: string[] = [];
     const stale: string[] = [];
     /** Nodes whose engine has never listed its containers: any of them may use the volume. */

@@ -91,7 +91,7 @@ program.command('delete <name>')
   .description('delete a volume and, unless --keep-data, its data')
   .option('--keep-data', 'retain the data: move it aside instead of deleting it')
   .option('-r, --reference', 'the same as --keep-data (Convoy\'s name: stop managing the volume, keep its data)')
-  .option('--force', 'delete even though other (possibly dead) nodes still reference the volume')
+  .option('--force', 'delete although stopped nodes, or containers that do not run, still reference the volume (never while a live node mounts it)')
   .option('--json', 'print the answer as JSON')
   .action(async (name: string, flags: { keepData?: boolean; reference?: boolean; force?: boolean; json?: boolean }, cmd: Command) => {
     const result = await call(cmd, api.remove, { name, retain: flags.keepData || flags.reference, force: flags.force });
