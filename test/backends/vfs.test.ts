@@ -158,6 +158,19 @@ describe('vfs backend', () => {
     expect(await fs.readdir('/mnt/shared')).toEqual([]);
   });
 
+  it('refuses a local store path that vanished after this node used it, and makes no directory there', async () => {
+    const fs = memFs();
+    const first = vfs(fs, '/state', { 'vfs.path': '/mnt/disk/store' });
+    await first.init();
+    // The disk is not mounted: its mount point is empty, the store's path missing.
+    await fs.rm('/mnt/disk/store', { recursive: true });
+    const restarted = vfs(fs, '/state', { 'vfs.path': '/mnt/disk/store' });
+    await expect(restarted.init()).rejects.toMatchObject({
+      code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/^vfs.path \/mnt\/disk\/store does not exist, but this node used stowage store [0-9a-f]+ there before; is its filesystem mounted\?/),
+    });
+    expect(await fs.readdir('/mnt/disk')).toEqual([]);
+  });
+
   it('two nodes on one shared path see each other\'s creates and removes', async () => {
     const fs = memFs();
     await fs.mkdir('/mnt/shared', { recursive: true });

@@ -96,7 +96,10 @@ export class VfsBackend implements Backend {
     await assertRootOutsideStore(this.ctx.root, path, log);
     trustIfLocal(fs, this.ctx.root);
     const exists = await fs.stat(path).then((s) => s.isDirectory(), () => false);
+    const remembered = await readRecord(fs, nodeStateSchema, this.nodeStatePath, 'node state');
     if (!exists) {
+      // A store this node used is missing: made again here, the directory would sit where a mount belongs.
+      if (remembered?.path === path && remembered.storeId) throw this.storeGone(remembered.storeId, 'does not exist');
       if (shared === true) {
         throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
           `vfs.path ${path} does not exist; mount the shared filesystem there before starting stowage`);
@@ -116,7 +119,6 @@ export class VfsBackend implements Backend {
       log.warn(`vfs.path ${path} has mode ${(top.mode & 0o777).toString(8)}: other local users can list volume names ` +
         `and reach volume data; run "chmod 700 ${path}" (containers do not need more)`);
     }
-    const remembered = await readRecord(fs, nodeStateSchema, this.nodeStatePath, 'node state');
     const metaPresent = await fs.lstat(this.layout.meta).then(() => true, (err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return false;
       throw err;
@@ -124,11 +126,7 @@ export class VfsBackend implements Backend {
     if (metaPresent) await this.dirs.ensure(this.layout.meta);
     let marker = await readRecord(fs, storeMarkerSchema, this.markerPath, 'store marker');
     if (!marker) {
-      if (remembered?.path === path && remembered.storeId) {
-        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-          `vfs.path ${path} no longer holds stowage store ${remembered.storeId} that this node used before; ` +
-          `is the shared filesystem mounted? If the store is really gone, remove ${this.nodeStatePath} to start a new one`);
-      }
+      if (remembered?.path === path && remembered.storeId) throw this.storeGone(remembered.storeId, 'no longer holds');
       marker = await this.createStore();
     }
     this.storeId = marker.storeId;
@@ -146,6 +144,13 @@ export class VfsBackend implements Backend {
     await this.decideScope();
     // Finishes deletions a previous run started; only what stowage itself moved there is touched.
     for (const path of await purgeable(fs, log, this.layout.deleting, this.dirs.device)) this.purge(path);
+  }
+
+  private storeGone(storeId: string, how: 'does not exist' | 'no longer holds'): StowageError {
+    const { path } = this.options;
+    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+      `vfs.path ${path} ${how === 'does not exist' ? `does not exist, but this node used stowage store ${storeId} there before` : `no longer holds stowage store ${storeId} that this node used before`}; ` +
+      `is its filesystem mounted? If the store is really gone, remove ${this.nodeStatePath} to start a new one`);
   }
 
   private async createStore(): Promise<StoreMarker> {
