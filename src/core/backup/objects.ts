@@ -56,3 +56,9 @@ export function parseObject<S extends z.ZodType>(schema: S, data: Buffer | strin
   }
   return result.data;
 }
+
+/** A store openOrInit refuses to make a repository in: it holds `key`, and no repository config. */
+export function notEmpty(location: string, key: string): StowageError {
+  return new StowageError(ErrorCodes.INVALID_REQUEST, `${location} holds no backup repository but is not empty (${JSON.stringify(key.slice(0, 200))} ` +
+    'is there): a new repository is made only where nothing is stored yet. Give a new or empty directory (or bucket prefix), e.g. one below this one');
+}

@@ -10,7 +10,7 @@ import {
   type BackupRecord, type Entry, type PackIndex, type RepoConfig,
 } from './format.js';
 import { isBlockBackup, notAFileBackup } from './block-format.js';
-import { assertVolumeName, corrupt, isRecordFault, parseObject, sha256, sha256OffThread, unreadableRecord } from './objects.js';
+import { assertVolumeName, corrupt, isRecordFault, notEmpty, parseObject, sha256, sha256OffThread, unreadableRecord } from './objects.js';
 import { BlobIndex, type BlobLocation } from './blob-index.js';
 import { PackCache, SpareBuffers } from './pack-cache.js';
 import { PackWriter, indexInPack } from './pack-writer.js';
@@ -132,9 +132,12 @@ export class Repository {
     return repo;
   }
 
-  /** Opens the repository, creating it first if the store is empty. */
+  /** Opens the repository, made first in an empty store; objects without a config (a mistyped destination, a lost config) are refused. */
   static async openOrInit(store: BlobStore, options: InitOptions = {}): Promise<Repository> {
     if (!(await store.head(CONFIG_KEY))) {
+      const [found] = (await store.list('', { pageSize: 1 })).objects;
+      // Listed after another node's init landed: its config, or what it wrote right after.
+      if (found && !(await store.head(CONFIG_KEY))) throw notEmpty(store.location, found.key);
       try {
         return await Repository.init(store, options);
       } catch (err) {

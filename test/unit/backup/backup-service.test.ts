@@ -69,6 +69,25 @@ describe('BackupService over vfs (embedding API)', () => {
     expect((await stowage.listBackups(dest, { volume: 'pg' })).map((b) => b.state)).toEqual(['complete', 'unreadable']);
   });
 
+  it('makes a repository only where nothing is stored: someone else\'s files are refused and left alone', async () => {
+    const dir = await tempDir();
+    const stowage = await stowageIn(dir);
+    await stowage.create('pg');
+    await fill(stowage, 'pg', randomBytes(4096));
+    // A mistyped destination holding a user's files, and a freshly made filesystem (lost+found, empty).
+    const theirs = join(dir, 'documents');
+    await mkdir(join(theirs, 'notes'), { recursive: true });
+    await writeFile(join(theirs, 'notes', 'todo.txt'), 'mine');
+    await expect(stowage.createBackup('pg', { dest: `vfs://${theirs}` })).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_REQUEST,
+      message: expect.stringMatching(/ holds no backup repository but is not empty \("notes\/todo.txt" is there\): a new repository is made only where nothing is stored yet/),
+    });
+    expect((await readdir(theirs)).sort()).toEqual(['notes']);
+    const fresh = join(dir, 'disk');
+    await mkdir(join(fresh, 'lost+found'), { recursive: true });
+    await expect(stowage.createBackup('pg', { dest: `vfs://${fresh}` })).resolves.toMatchObject({ state: 'complete', repositoryCreated: true });
+  });
+
   it('backs a volume up through a snapshot, lists, verifies, restores it as a new volume, and deletes the backup', async () => {
     const dir = await tempDir();
     const stowage = await stowageIn(dir);
