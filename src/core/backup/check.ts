@@ -1,7 +1,8 @@
 import { ErrorCodes, messageOf, StowageError } from '../errors.js';
-import { referencedChunks } from './block-format.js';
-import type { BackupRecord } from './format.js';
+import { isBlockBackup, referencedChunks } from './block-format.js';
+import { packKey, type BackupRecord } from './format.js';
 import { readerLock, withLock } from './locks.js';
+import { ManifestCheck } from './manifest-rules.js';
 import type { CommonOptions } from './options.js';
 import { RANGE_READ_FROM, type Repository } from './repository.js';
 
@@ -18,8 +19,9 @@ export interface CheckResult {
 }
 
 /**
- * Checks a whole repository: every backup record loads, every manifest loads, and every blob a
- * backup needs is read back once (in pack order, whole packs) and re-hashed. Unlike one verify
+ * Checks a whole repository: every backup record loads, every manifest loads and meets the
+ * rules a restore applies (manifest-rules.ts), and every blob a backup needs is read back once
+ * (in pack order, whole packs) and re-hashed. Unlike one verify
  * per backup, a chunk shared by many backups is read once, and the check goes on past a problem
  * to find them all. Fails with E_BACKUP_CORRUPT listing the problems and the backups they touch;
  * writes nothing to the repository but its own lock and the records of damaged copies it finds
@@ -37,23 +39,45 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
     // After the records: a record is written after its packs and indexes, so the index read now
     // holds every chunk of a backup that finished while the records were listed.
     await repo.reloadIndex();
-    const needed = new Set<string>();
+    const bad = new Set<string>();
+    // Each chunk a backup needs, with the length the pack indexes give it, which files' sizes are
+    // checked against before any chunk is read: a copy that reads back has the length its index
+    // gives, so when all copies agree that is what a restore writes. undefined: in no index, or
+    // indexes that disagree (forged or damaged), each a problem of its own.
+    const needed = new Map<string, number | undefined>();
+    const need = (id: string): number | undefined => {
+      if (needed.has(id)) return needed.get(id);
+      const copies = repo.blobs.copies(id);
+      let length: number | undefined = copies[0]?.rawLength;
+      if (copies.some((at) => at.rawLength !== length)) {
+        length = undefined;
+        bad.add(id);
+        problem(`chunk ${id}: the pack indexes give its copies different lengths (${copies.map((at) => `${at.rawLength} in ${packKey(at.pack)}`).join(', ')})`);
+      }
+      needed.set(id, length);
+      return length;
+    };
     const loaded: BackupRecord[] = [];
     const unreadable: string[] = [];
-    // Manifests are read, and so checked against their ids, while the needed chunks are gathered.
+    // Manifests are read, and so checked against their ids and a restore's rules, while the
+    // needed chunks are gathered.
     const manifests = new Set<string>();
     for (const record of records) {
       try {
-        for await (const id of referencedChunks(repo, record)) needed.add(id);
+        const refusal = await gatherChunks(repo, record, need);
         for (const id of record.manifest) manifests.add(id);
-        loaded.push(record);
+        if (refusal) {
+          unreadable.push(`${record.volume}/${record.id}`);
+          problem(refusal.message);
+        } else {
+          loaded.push(record);
+        }
       } catch (err) {
         unreadable.push(`${record.volume}/${record.id}`);
         problem(`backup ${record.volume}/${record.id}: its manifest does not load (${messageOf(err)})`);
       }
     }
-    const bad = new Set<string>();
-    const located = [...needed].filter((id) => {
+    const located = [...needed.keys()].filter((id) => {
       // A copy recorded as damaged is read too: the record may be forged, or the damage mended.
       if (repo.locate(id)) return true;
       bad.add(id);
@@ -101,6 +125,29 @@ export async function checkRepository(repo: Repository, options: CommonOptions =
       (touched.length > 0 ? `; backups that cannot be restored whole: ${touched.slice(0, 20).join(', ')}${touched.length > 20 ? ` and ${touched.length - 20} more` : ''}` : '') +
       `: ${problems.join('; ')}${unlisted > 0 ? `; and ${unlisted} more` : ''}`);
   });
+}
+
+/**
+ * Passes each chunk `record` needs to `need`, which gives its length; for a file backup, checks
+ * the manifest as a restore would and returns the first refusal.
+ */
+async function gatherChunks(repo: Repository, record: BackupRecord, need: (id: string) => number | undefined): Promise<StowageError | undefined> {
+  if (isBlockBackup(record)) {
+    for await (const id of referencedChunks(repo, record)) need(id);
+    return undefined;
+  }
+  const manifest = new ManifestCheck(record, repo);
+  for await (const entry of repo.entries(record)) {
+    await manifest.next(entry);
+    if (!entry.chunks) continue;
+    let held: number | undefined = 0;
+    for (const id of entry.chunks) {
+      const length = need(id);
+      held = held === undefined || length === undefined ? undefined : held + length;
+    }
+    manifest.size(entry, held);
+  }
+  return manifest.end();
 }
 
 /** The backups (volume/id) that reference any of `bad`: a second pass, made only when something is wrong. */

@@ -3,15 +3,18 @@ import { deleteAll, listAll } from './blob-store.js';
 import { isBlockBackup, referencedChunks } from './block-format.js';
 import { backupKey, indexIdOfKey, packIdOfKey, packKey } from './format.js';
 import { readerLock, waitingForGc, withLock, type RepoLock } from './locks.js';
+import { ManifestCheck } from './manifest-rules.js';
 import { assertVolumeName } from './objects.js';
 import type { CommonOptions } from './options.js';
 import type { Repository } from './repository.js';
 import type { BackupRecord } from './format.js';
 
 /**
- * Reads back every manifest blob and every chunk of a backup and checks each against its hash.
- * It goes on past a damaged or missing chunk, so that one verify records every damaged copy
- * (and the next backup stores them all again): the error names each chunk and its pack.
+ * Reads back every manifest blob and every chunk of a backup and checks each against its hash,
+ * and the manifest against the rules a restore applies (manifest-rules.ts): a backup that
+ * verifies is one a restore does not refuse. It goes on past a damaged or missing chunk, and
+ * past a refused entry, so that one verify records every damaged copy (and the next backup
+ * stores them all again): the error names each chunk and its pack, and the first entry refused.
  */
 export async function verifyBackup(repo: Repository, volume: string, backupId: string, options: CommonOptions = {}): Promise<{ files: number; chunks: number; bytes: number }> {
   assertVolumeName(volume);
@@ -28,14 +31,20 @@ export async function verifyBackup(repo: Repository, volume: string, backupId: s
         return chunks.finish(record, 1);
       }
       let files = 0;
+      const manifest = new ManifestCheck(record, repo);
       for await (const entry of repo.entries(record)) {
+        await manifest.next(entry);
         if (entry.type !== 'file') continue;
         files += 1;
+        let held: number | undefined = 0;
         for (const id of entry.chunks!) {
           if (await chunks.read(id)) options.onProgress?.({ entries: files, files, bytes: chunks.result.bytes });
+          const length = chunks.lengthOf(id);
+          held = held === undefined || length === undefined ? undefined : held + length;
         }
+        manifest.size(entry, held);
       }
-      return chunks.finish(record, files);
+      return chunks.finish(record, files, await manifest.end());
     } finally {
       repo.releasePackCache();
     }
@@ -45,7 +54,8 @@ export async function verifyBackup(repo: Repository, volume: string, backupId: s
 /** Reads chunks back once each, going on past those damaged or missing, which it counts and names. */
 class ChunkReadBack {
   readonly result = { chunks: 0, bytes: 0 };
-  private readonly checked = new Set<string>();
+  /** Each chunk tried, with its length when it read back: a file's size is checked against them. */
+  private readonly checked = new Map<string, number | undefined>();
   private readonly failures: unknown[] = [];
   private missing = 0;
   private damaged = 0;
@@ -55,10 +65,11 @@ class ChunkReadBack {
   /** Whether the chunk was tried now (false: tried before); a failure is counted, not thrown. */
   async read(id: string): Promise<boolean> {
     if (this.checked.has(id)) return false;
-    this.checked.add(id);
+    this.checked.set(id, undefined);
     try {
       const { data, release } = await this.repo.leaseBlob(id, { wholePacks: true });
       release();
+      this.checked.set(id, data.length);
       this.result.chunks += 1;
       this.result.bytes += data.length;
       return true;
@@ -71,17 +82,25 @@ class ChunkReadBack {
     }
   }
 
+  /** The length of a chunk read before; undefined if it did not read back. */
+  lengthOf(id: string): number | undefined {
+    return this.checked.get(id);
+  }
+
   /**
    * The result; one failure is thrown as it was, several as one error counting and naming them
-   * (E_BACKUP_CORRUPT if any chunk is damaged, E_BACKUP_OBJECT_MISSING if all are missing).
+   * (E_BACKUP_CORRUPT if any chunk is damaged or `refusal`, the manifest's, is there,
+   * E_BACKUP_OBJECT_MISSING if all chunks are missing).
    */
-  finish(record: BackupRecord, files: number): { files: number; chunks: number; bytes: number } {
+  finish(record: BackupRecord, files: number, refusal?: StowageError): { files: number; chunks: number; bytes: number } {
     const failed = this.missing + this.damaged;
-    if (failed === 1) throw this.failures[0];
-    if (failed > 1) {
-      throw new StowageError(this.damaged > 0 ? ErrorCodes.BACKUP_CORRUPT : ErrorCodes.BACKUP_OBJECT_MISSING,
-        `backup ${record.volume}/${record.id}: ${failed} chunks do not read back (${this.damaged} damaged, ${this.missing} missing): ` +
-        `${this.failures.map(messageOf).join('; ')}${failed > this.failures.length ? `; and ${failed - this.failures.length} more` : ''}`);
+    if (failed === 1 && !refusal) throw this.failures[0];
+    if (failed === 0 && refusal) throw refusal;
+    if (failed > 0) {
+      const chunks = `${failed} chunk${failed === 1 ? ' does' : 's do'} not read back (${this.damaged} damaged, ${this.missing} missing): ` +
+        `${this.failures.map(messageOf).join('; ')}${failed > this.failures.length ? `; and ${failed - this.failures.length} more` : ''}`;
+      if (refusal) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `${refusal.message}; and ${chunks}`);
+      throw new StowageError(this.damaged > 0 ? ErrorCodes.BACKUP_CORRUPT : ErrorCodes.BACKUP_OBJECT_MISSING, `backup ${record.volume}/${record.id}: ${chunks}`);
     }
     return { files, ...this.result };
   }

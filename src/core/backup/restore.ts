@@ -8,8 +8,9 @@ import { ExecaCommandRunner, type CommandRunner } from '../command-runner.js';
 import { ErrorCodes, StowageError, asStorageFull, messageOf } from '../errors.js';
 import { randomHex } from '../random-hex.js';
 import { onLocalFilesystem } from '../local-fs.js';
-import { comparePaths, type BackupRecord, type Entry } from './format.js';
+import type { BackupRecord, Entry } from './format.js';
 import { readerLock, withLock } from './locks.js';
+import { ManifestRules, checkFileSize, parentOf, refusedEntry } from './manifest-rules.js';
 import { assertVolumeName } from './objects.js';
 import { Turns, type CommonOptions } from './options.js';
 import { rangesWithData } from './zeros.js';
@@ -93,15 +94,6 @@ async function makeNode(commands: CommandRunner, record: BackupRecord, entry: En
   }
 }
 
-function parentOf(path: string): string {
-  const cut = path.lastIndexOf('/');
-  return cut < 0 ? '.' : path.slice(0, cut);
-}
-
-function refusedEntry(record: BackupRecord, path: string, why: string): StowageError {
-  return new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id}: manifest entry ${JSON.stringify(path.slice(0, 300))} is refused: ${why}`);
-}
-
 /**
  * Restores a backup into `target`, an existing empty directory. Every chunk is checked against
  * its hash; ownership (when running as root), modes, times, symlinks and hardlinks come back.
@@ -138,7 +130,8 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   const progress = { entries: 0, files: 0, bytes: 0 };
   // Directories still open (their metadata is applied once everything inside is written).
   let dirs: RestoreDirs | undefined;
-  let previous: string | undefined;
+  // The rules verify applies too; what they cannot see (what a hardlink finds) is checked on the target.
+  const rules = new ManifestRules(record);
   // Files are written a few at a time; what depends on them (a directory's times, a hardlink)
   // waits for all of them first.
   const jobs = new Set<Promise<void>>();
@@ -156,15 +149,12 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
   };
   try {
     for await (const entry of repo.entries(record)) {
-      if (previous === undefined) {
-        if (entry.path !== '.') throw refusedEntry(record, entry.path, 'the first entry must be the root directory');
-      } else {
-        if (comparePaths(previous, entry.path) >= 0) throw refusedEntry(record, entry.path, `out of order or duplicate (after ${JSON.stringify(previous)})`);
+      rules.next(entry);
+      if (dirs !== undefined) {
+        // The rules found the parent among the directories still open, which are these.
         const parent = parentOf(entry.path);
-        while (dirs!.depth > 0 && dirs!.innermost !== parent) await leaveDir();
-        if (dirs!.depth === 0) throw refusedEntry(record, entry.path, 'its parent is not a directory of this backup');
+        while (dirs.innermost !== parent) await leaveDir();
       }
-      previous = entry.path;
       if (entry.xattrs) xattrs.add(entry.path, entry.xattrs, entry.type === 'dir');
       if (dirs === undefined) {
         // The root, the first entry, restored into target itself: a directory (the manifest's schema).
@@ -201,7 +191,6 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
           break;
         case 'hardlink': {
           const first = entry.target!;
-          if (comparePaths(first, entry.path) >= 0) throw refusedEntry(record, entry.path, 'a hardlink must point to an earlier file');
           await barrier();
           const source = await dirs.restoredEntry(first);
           if (!source) throw refusedEntry(record, entry.path, `its hardlink target ${JSON.stringify(first)} is not a restored file, symlink, FIFO or device`);
@@ -228,7 +217,7 @@ async function restoreEntries(repo: Repository, record: BackupRecord, target: st
       options.onProgress?.({ ...progress });
       if (local) await turns.pause();
     }
-    if (previous === undefined) throw new StowageError(ErrorCodes.BACKUP_CORRUPT, `backup ${record.volume}/${record.id} has an empty manifest`);
+    rules.end();
     while (dirs!.depth > 0) await leaveDir();
     await barrier();
     for (const text of await xattrs.finish(barrier)) options.onWarning?.(text);
@@ -267,7 +256,7 @@ async function writeFileEntry(
       progress.bytes += length;
       options.onProgress?.({ ...progress });
     }
-    if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    checkFileSize(record, entry, written);
     // A hole at the end is the file's length past its last write.
     if (entry.sparse) await handle.truncate(written);
     if (asRoot) await handle.chown(entry.uid, entry.gid);
@@ -331,7 +320,7 @@ async function writeLocalFileEntry(
       options.onProgress?.({ ...progress });
     }
     await behind;
-    if (written !== entry.size) throw refusedEntry(record, entry.path, `its chunks hold ${written} bytes, the entry says ${entry.size}`);
+    checkFileSize(record, entry, written);
     // A hole at the end is the file's length past its last write.
     if (entry.sparse) ftruncateSync(fd, written);
     if (asRoot) fchownSync(fd, entry.uid, entry.gid);
