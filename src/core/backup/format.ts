@@ -36,13 +36,18 @@ export const ChunkerParamsSchema = z.object({
   seed: z.string().min(1).max(200),
 });
 
+/** The largest pack size a repository's config may name. */
+export const MAX_PACK_SIZE = 32 * 1024 * 1024;
+
 export const RepoConfigSchema = z.object({
   format: z.literal(FORMAT_VERSION),
   id: z.string().regex(/^[0-9a-f]{32}$/),
   createdAt: z.string(),
   chunker: ChunkerParamsSchema,
   codec: CodecSchema,
-  packSize: z.number().int().positive().max(1024 * 1024 * 1024),
+  // Each backup holds two pack buffers and each restore keeps packs whole, of 1.25 times this: a
+  // config another machine wrote must not make every job hold gigabytes (8 MiB by default).
+  packSize: z.number().int().positive().max(MAX_PACK_SIZE),
 });
 export type RepoConfig = z.infer<typeof RepoConfigSchema>;
 

@@ -43,6 +43,19 @@ describe('backup repository format', () => {
     await expect(Repository.open(new VfsBlobStore(join(dir, 'nothing')))).rejects.toMatchObject({ code: ErrorCodes.BACKUP_NOT_FOUND });
   });
 
+  it('refuses a config naming packs past 32 MiB: every backup and restore would hold buffers of that size', async () => {
+    await Repository.init(store);
+    const config = JSON.parse(await readFile(join(dir, 'config'), 'utf8')) as Record<string, unknown>;
+    // Written by another machine, as config objects are never rewritten by stowage.
+    await writeFile(join(dir, 'config'), JSON.stringify({ ...config, packSize: 1024 * 1024 * 1024 }));
+    await expect(Repository.open(store)).rejects.toMatchObject({
+      code: ErrorCodes.BACKUP_CORRUPT, message: expect.stringMatching(/the config of .* is not in the expected format.*packSize/),
+    });
+    await writeFile(join(dir, 'config'), JSON.stringify({ ...config, packSize: 32 * 1024 * 1024 }));
+    expect((await Repository.open(store)).config.packSize).toBe(32 * 1024 * 1024);
+    await expect(Repository.init(new VfsBlobStore(join(dir, 'other')), { packSize: 64 * 1024 * 1024 })).rejects.toThrow(/packSize|Too big|33554432/);
+  });
+
   it('a reload reads only index objects it has not read before, and forgets those gone', async () => {
     const repo = await Repository.init(store, { packSize: 1 });
     const first = repo.newWriter();
