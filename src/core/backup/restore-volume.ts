@@ -89,7 +89,8 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     const totals = { totalFiles: record.stats.files, totalBytes: record.stats.bytes };
     progress.onProgress?.({ phase: 'restore', files: 0, bytes: 0, ...totals });
     const warnings = new RestoreWarnings(host.log(), name);
-    await restoreTree(repo, source.volume, source.backup, path, {
+    // What was written, for the log: the record's counts are another machine's word.
+    const restored = await restoreTree(repo, source.volume, source.backup, path, {
       onWarning: warnings.add,
       onProgress: (p) => {
         // Aborting fails the restore here; the volume is then removed like any failed restore.
@@ -101,7 +102,7 @@ export async function restoreVolume(host: RestoreHost, name: string, url: string
     mounted = false;
     await host.unmount(name, mountId);
     if (journaled !== undefined) await host.journal?.end(name, journaled);
-    host.log().info(`restored volume ${name} from ${url} (${record.stats.files} files, ${record.stats.bytes} bytes)`);
+    host.log().info(`restored volume ${name} from ${url} (${restored.files} files, ${restored.bytes} bytes)`);
     return warnings.on(created);
   } catch (err) {
     return failedRestore(host, name, url, err, journaled, async () => {
