@@ -75,3 +75,15 @@ export function mountOf(entries: readonly MountinfoEntry[], path: string): Mount
   }
   return found;
 }
+
+/**
+ * Mount points at or below `dir`, relative to it: `''` for `dir` itself, else `/a/b`. Stacked and
+ * repeated entries count once; the paths are compared as given, so both sides must be in one encoding.
+ */
+export function mountPointsWithin(entries: readonly MountinfoEntry[], dir: string): Set<string> {
+  const found = new Set<string>();
+  for (const { mountPoint } of entries) {
+    if (isPathWithin(mountPoint, dir)) found.add(dir === '/' ? mountPoint.replace(/^\/$/, '') : mountPoint.slice(dir.length));
+  }
+  return found;
+}

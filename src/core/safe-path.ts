@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { ErrorCodes, StowageError, errnoCode } from './errors.js';
 import type { FsPort } from './fs-port.js';
 import { openRegularOn } from './local-fs.js';
+import { MountPointsBelow } from './mount-points.js';
 
 /**
  * Paths inside a store are written by other machines: a symlink planted there must never make
@@ -93,38 +94,57 @@ export async function setDirAttributes(fs: FsPort, path: string, mode: number, o
   }
 }
 
+/** A mount point a tree's delete left alone, with all beneath it and the directories above it. */
+export interface LeftMount {
+  path: string;
+  /** Another filesystem (a device of its own), or a bind mount of a directory or file of the same one. */
+  kind: 'filesystem' | 'bind';
+}
+
+/** What was left and why, for a log line: `PATH in place: another filesystem is mounted there; ...`. */
+export function describeLeftMounts(left: readonly LeftMount[]): string {
+  return left.map(({ path, kind }) => `${path} in place: ${kind === 'filesystem'
+    ? 'another filesystem is mounted there'
+    : 'it is a bind mount (a directory or file of this filesystem from elsewhere is mounted there)'}`).join('; ');
+}
+
 /**
  * Deletes a tree that stowage itself moved aside. Symlinks inside are removed as links, never
- * followed; a directory on another device (a mount) is left alone and reported.
- * @returns paths that were skipped because they crossed into another filesystem
+ * followed; a mount point (another device, or in the mount table: see MountPointsBelow) is
+ * left alone with everything beneath it, and reported.
  */
-export async function removeTreeOnDevice(fs: FsPort, path: string, dev: number): Promise<string[]> {
-  const skipped: string[] = [];
+export async function removeTreeOnDevice(fs: FsPort, path: string, dev: number): Promise<LeftMount[]> {
+  const mounts = await MountPointsBelow.read(fs, path);
+  const left: LeftMount[] = [];
+  // EBUSY: a mount point the table did not list (made after it was read); its name stays.
+  const leave = (current: string | Buffer) => (err: unknown): boolean => {
+    if (errnoCode(err) === 'ENOENT') return true;
+    if (errnoCode(err) !== 'EBUSY') throw err;
+    left.push({ path: current.toString(), kind: 'bind' });
+    return false;
+  };
   const walk = async (current: string | Buffer): Promise<boolean> => {
     const stat = await fs.lstat(current).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw err;
     });
     if (!stat) return true;
-    if (!stat.isDirectory()) {
-      await fs.unlink(current).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
-      return true;
-    }
-    if (stat.dev !== dev) {
-      skipped.push(current.toString());
+    const other = stat.dev !== dev;
+    if ((other && stat.isDirectory()) || mounts.at(current)) {
+      left.push({ path: current.toString(), kind: other ? 'filesystem' : 'bind' });
       return false;
     }
+    if (!stat.isDirectory()) return fs.unlink(current).then(() => true, leave(current));
     let complete = true;
     // Names as bytes: one that is not UTF-8 (a file from another system) read as a string names
     // no file, and the directory could never be removed.
     for (const entry of await fs.readdir(current, { encoding: 'buffer' })) {
       if (!(await walk(childPath(current, entry)))) complete = false;
     }
-    if (complete) await fs.rmdir(current).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });
-    return complete;
+    return complete ? fs.rmdir(current).then(() => true, leave(current)) : false;
   };
   await walk(path);
-  return skipped;
+  return left;
 }
 
 /** `dir/name`, as a string when both are UTF-8 that round-trips, else as bytes. */

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import * as realFs from 'node:fs/promises';
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, realpath, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +10,8 @@ import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
 import { memoryLogger, type MemoryLogger } from '../helpers/memory-logger.js';
 import { createRequest } from '../../src/core/create-request.js';
+import { findExecutable, systemSuite } from '../helpers/requirements.js';
+import { parseMountinfo } from '../../src/core/proc-mounts.js';
 
 /** Everything under `dir`: relative path -> file content, link target or "dir". */
 async function snapshot(dir: string): Promise<Record<string, string>> {
@@ -219,34 +221,87 @@ describe('vfs on a hostile store', () => {
   });
 });
 
-describe('vfs purge and mounts', () => {
+const noMounts = systemSuite('mounts in a vfs store', process.getuid?.() === 0 && findExecutable('mount') && findExecutable('umount')
+  ? { ok: true } : { ok: false, why: 'needs root to mount a tmpfs and bind-mount directories' });
+
+describe.skipIf(noMounts)('vfs purge and mounts', () => {
+  let base = '';
+  const mount = (...args: string[]) => {
+    const done = spawnSync('mount', args, { encoding: 'utf8' });
+    if (done.status !== 0) throw new Error(`mount ${args.join(' ')}: ${done.stderr}`);
+  };
+  const unmount = (path: string) => {
+    const done = spawnSync('umount', [path], { encoding: 'utf8' });
+    if (done.status !== 0) throw new Error(`umount ${path}: ${done.stderr}`);
+  };
+  afterEach(async () => {
+    if (base === '') return;
+    // Wherever a remove moved them, innermost first: rm would delete through a mount left in place.
+    const real = await realpath(base);
+    const mounts = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).map((m) => m.mountPoint);
+    for (const path of mounts.filter((m) => m.startsWith(`${real}/`)).reverse()) unmount(path);
+    await rm(base, { recursive: true, force: true });
+    base = '';
+  });
+  const make = (log = memoryLogger()) => new VfsBackend({ nodeId: 'node-a', root: join(base, 'root'), fs: realFs, runner: new ExecaCommandRunner(), log },
+    parseVfsOptions({ 'vfs.path': join(base, 'store') }, join(base, 'root')));
+  /** A directory with a file, on the store's filesystem but outside the store. */
+  async function decoy(): Promise<string> {
+    const dir = join(base, 'decoy');
+    await mkdir(join(dir, 'sub'), { recursive: true });
+    await writeFile(join(dir, 'p'), 'not the volume\'s');
+    await writeFile(join(dir, 'sub', 'q'), 'nor this');
+    return dir;
+  }
+
   it('never deletes into a filesystem mounted inside what it purges', async () => {
-    if (process.getuid?.() !== 0) return; // mounting needs root; CI runs as root
-    const base = await mkdtemp(join(tmpdir(), 'stowage-mnt-'));
+    base = await mkdtemp(join(tmpdir(), 'stowage-mnt-'));
     const store = join(base, 'store');
-    const root = join(base, 'root');
-    const make = (log = memoryLogger()) => new VfsBackend({ nodeId: 'node-a', root, fs: realFs, runner: new ExecaCommandRunner(), log },
-      parseVfsOptions({ 'vfs.path': store }, root));
     const first = make();
     await first.init();
     const moved = join(store, '.stowage', 'deleting', 'vol@20260101T000000Z-abcdef');
     await mkdir(join(moved, 'mnt'), { recursive: true });
     await writeFile(join(moved, 'own'), 'x');
-    const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', join(moved, 'mnt')]);
-    try {
-      if (mounted.status !== 0) throw new Error(`cannot mount tmpfs here: ${String(mounted.stderr)}`);
-      await writeFile(join(moved, 'mnt', 'canary'), 'other filesystem');
-      const log = memoryLogger();
-      const restarted = make(log);
-      await restarted.init();
-      await restarted.settle();
-      expect(await readFile(join(moved, 'mnt', 'canary'), 'utf8')).toBe('other filesystem');
-      expect(await readdir(moved)).toEqual(['mnt']);
-      expect(log.lines.join('\n')).toMatch(/left .*mnt in place: another filesystem is mounted there/);
-    } finally {
-      spawnSync('umount', [join(moved, 'mnt')]);
-      await rm(base, { recursive: true, force: true });
-    }
+    mount('-t', 'tmpfs', 'tmpfs', join(moved, 'mnt'));
+    await writeFile(join(moved, 'mnt', 'canary'), 'other filesystem');
+    const log = memoryLogger();
+    const restarted = make(log);
+    await restarted.init();
+    await restarted.settle();
+    expect(await readFile(join(moved, 'mnt', 'canary'), 'utf8')).toBe('other filesystem');
+    expect(await readdir(moved)).toEqual(['mnt']);
+    expect(log.lines.join('\n')).toMatch(/left .*mnt in place: another filesystem is mounted there/);
+  });
+
+  it('never deletes through a bind mount of a directory of the same filesystem inside a removed volume, and finishes once it is unmounted', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-bind-'));
+    const outside = await decoy();
+    const log = memoryLogger();
+    const b = make(log);
+    await b.init();
+    await b.create(request('vol'));
+    const data = await b.attach('vol');
+    await mkdir(join(data, 'deep', 'mnt'), { recursive: true });
+    await writeFile(join(data, 'deep', 'own'), 'the volume\'s');
+    mount('--bind', outside, join(data, 'deep', 'mnt'));
+    await b.remove('vol', { retain: false });
+    await b.settle();
+    expect(await snapshot(outside)).toEqual({ p: 'file:644:not the volume\'s', sub: 'dir:755', 'sub/q': 'file:644:nor this' });
+    const deleting = join(base, 'store', '.stowage', 'deleting');
+    const [left] = await readdir(deleting);
+    // The volume's own files went; only the way to the mount point stays.
+    expect(await readdir(join(deleting, left!))).toEqual(['deep']);
+    expect(await readdir(join(deleting, left!, 'deep'))).toEqual(['mnt']);
+    expect(log.lines.join('\n')).toMatch(/left .*deep\/mnt in place: it is a bind mount .*unmount it and restart to finish/);
+    expect(log.lines.join('\n')).not.toMatch(/could not finish deleting/);
+    await b.dispose();
+
+    unmount(join(deleting, left!, 'deep', 'mnt'));
+    const restarted = make();
+    await restarted.init();
+    await restarted.settle();
+    expect(await readdir(deleting)).toEqual([]);
+    expect(await snapshot(outside)).toEqual({ p: 'file:644:not the volume\'s', sub: 'dir:755', 'sub/q': 'file:644:nor this' });
   });
 });
 

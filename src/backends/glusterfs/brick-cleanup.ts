@@ -5,7 +5,7 @@ import type { CommandRunner } from '../../core/command-runner.js';
 import { errnoCode, messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
-import { readFileNoFollow, realDirOn, removeTreeOnDevice } from '../../core/safe-path.js';
+import { describeLeftMounts, readFileNoFollow, realDirOn, removeTreeOnDevice, type LeftMount } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { DELETING_DIR, deletingPathOf, isDeletingEntryName, isOwnBrickPath } from './bricks.js';
 import type { GlusterCli } from './gluster-cli.js';
@@ -198,9 +198,7 @@ export class BrickCleaner {
       if (area === undefined) return leave(`${join(dirname(brick.path), DELETING_DIR)} is not a real directory of the brick root`);
       await this.fs.rename(brick.path, aside);
     }
-    for (const mount of await this.removeTree(aside, root.dev)) {
-      this.log.warn(`deleting brick ${aside} left ${mount}: another filesystem is mounted there`);
-    }
+    this.warnLeft(aside, await this.removeTree(aside, root.dev));
   }
 
   /** The volume id gluster stamped on a brick directory, without following a symlink. */
@@ -249,9 +247,7 @@ export class BrickCleaner {
           continue;
         }
         try {
-          for (const mount of await this.removeTree(path, rootStat.dev)) {
-            this.log.warn(`deleting brick ${path} left ${mount}: another filesystem is mounted there`);
-          }
+          this.warnLeft(path, await this.removeTree(path, rootStat.dev));
         } catch (err) {
           this.log.error(`could not finish deleting brick ${path} (will retry at the next start): ${messageOf(err)}`);
         }
@@ -259,12 +255,18 @@ export class BrickCleaner {
     }
   }
 
+  private warnLeft(brick: string, left: readonly LeftMount[]): void {
+    if (left.length === 0) return;
+    this.log.warn(`deleting brick ${brick} left ${describeLeftMounts(left)}; nothing mounted there was touched: ` +
+      'unmount it, and the next start deletes the rest');
+  }
+
   /**
    * Deletes a moved-aside brick. One daemon's sweeps and start-up purge run one after another,
    * but another daemon on this host with the same brick roots may be deleting the same tree: an
    * entry it removed first ends a walk with ENOENT, so walk again until the tree is gone.
    */
-  private async removeTree(path: string, dev: number): Promise<string[]> {
+  private async removeTree(path: string, dev: number): Promise<LeftMount[]> {
     for (let attempt = 1; ; attempt += 1) {
       try {
         return await removeTreeOnDevice(this.fs, path, dev);

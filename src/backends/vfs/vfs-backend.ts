@@ -9,7 +9,7 @@ import { FLUSH_DELAY_MS, Flusher } from '../../core/flusher.js';
 import { createFileExclusive, setTempOwner, writeFileAtomic } from '../../core/atomic-file.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf, volumeNotFound } from '../../core/errors.js';
 import { isRemotePath, onLocalFilesystem, trustIfLocal } from '../../core/local-fs.js';
-import { CheckedDirs, assertRealDir, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
+import { CheckedDirs, assertRealDir, describeLeftMounts, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { IntentRecovery } from './intent-recovery.js';
 import { Journal } from './journal.js';
@@ -339,13 +339,14 @@ export class VfsBackend implements Backend {
     return { ...snapshotsKept };
   }
 
-  /** Deletes what stowage moved to `deleting/`, never crossing a symlink or into another filesystem. */
+  /** Deletes what stowage moved to `deleting/`, never crossing a symlink or into a mount point. */
   private purge(path: string): void {
     void this.background.start(`could not finish deleting ${path}`, async () => {
       await this.dirs.recheck(this.layout.deleting);
-      const skipped = await removeTreeOnDevice(this.ctx.fs, path, this.dirs.device);
-      if (skipped.length > 0) {
-        this.ctx.log.error(`left ${skipped.join(', ')} in place: another filesystem is mounted there; unmount it and restart to finish`);
+      const left = await removeTreeOnDevice(this.ctx.fs, path, this.dirs.device);
+      if (left.length > 0) {
+        this.ctx.log.error(`left ${describeLeftMounts(left)}; nothing mounted there was touched, and ${path} stays ` +
+          'around it: unmount it and restart to finish deleting the removed volume\'s data');
       }
     });
   }
