@@ -303,6 +303,33 @@ describe.skipIf(noMounts)('vfs purge and mounts', () => {
     expect(await readdir(deleting)).toEqual([]);
     expect(await snapshot(outside)).toEqual({ p: 'file:644:not the volume\'s', sub: 'dir:755', 'sub/q': 'file:644:nor this' });
   });
+
+  it('refuses to adopt a bind-mounted directory, and to remove a volume whose directory became one, changing nothing', async () => {
+    base = await mkdtemp(join(tmpdir(), 'stowage-bind-'));
+    const outside = await decoy();
+    const b = make();
+    await b.init();
+    const store = join(base, 'store');
+    await mkdir(join(store, 'taken'));
+    mount('--bind', outside, join(store, 'taken'));
+    await expect(b.create({ ...request('taken'), adopt: true })).rejects.toMatchObject({
+      code: ErrorCodes.DATA_CONFLICT, message: expect.stringContaining(`${join(store, 'taken')} is a mount point`),
+    });
+    expect(await b.list()).toEqual([]);
+
+    await b.create(request('vol'));
+    const data = await b.attach('vol');
+    mount('--bind', outside, data);
+    await expect(b.remove('vol', { retain: false })).rejects.toMatchObject({
+      code: ErrorCodes.DATA_CONFLICT, message: expect.stringContaining(`${data} is a mount point`),
+    });
+    expect((await b.list()).map((v) => v.name)).toEqual(['vol']);
+    await b.settle();
+    expect(await snapshot(outside)).toEqual({ p: 'file:644:not the volume\'s', sub: 'dir:755', 'sub/q': 'file:644:nor this' });
+    unmount(data);
+    await b.remove('vol', { retain: false });
+    await b.dispose();
+  });
 });
 
 describe('vfs registry entry replaced by an invalid one', () => {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExecaCommandRunner } from '../../src/core/command-runner.js';
 import { createRequest } from '../../src/core/create-request.js';
+import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { MOUNTINFO_PATH, MountPointsBelow } from '../../src/core/mount-points.js';
 import { mountPointsWithin, parseMountinfo } from '../../src/core/proc-mounts.js';
@@ -139,5 +140,24 @@ describe('vfs and mount points in its store', () => {
     await restarted.init();
     await restarted.settle();
     expect(await fs.readdir('/state/volumes/.stowage/deleting')).toEqual([]);
+  });
+
+  it('refuses to adopt a directory the mount table lists, and to remove a volume whose directory is listed, changing nothing', async () => {
+    const fs = memFs();
+    const b = make(fs);
+    await b.init();
+    await fs.mkdir('/state/volumes/taken');
+    await fs.writeFile('/state/volumes/taken/p', 'elsewhere\'s');
+    await withMounts(fs, line(2, '/state/volumes/taken', '/elsewhere'));
+    await expect(b.create({ ...request('taken'), adopt: true })).rejects.toMatchObject({
+      code: ErrorCodes.DATA_CONFLICT, message: expect.stringContaining('/state/volumes/taken is a mount point'),
+    });
+    await b.create(request('vol'));
+    await withMounts(fs, line(2, '/state/volumes/vol', '/elsewhere'));
+    await expect(b.remove('vol', { retain: false })).rejects.toMatchObject({
+      code: ErrorCodes.DATA_CONFLICT, message: expect.stringContaining('/state/volumes/vol is a mount point'),
+    });
+    expect((await b.list()).map((v) => v.name)).toEqual(['vol']);
+    expect(await fs.readdir('/state/volumes/.stowage/journal')).toEqual([]);
   });
 });

@@ -9,6 +9,7 @@ import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
 import type { RegistryEntry } from './registry.js';
+import { MountPointsBelow } from '../../core/mount-points.js';
 import { mountOf, parseMountinfo, type MountinfoEntry } from '../../core/proc-mounts.js';
 import { decideSharing, type SharingDecision } from './store-sharing.js';
 
@@ -171,16 +172,37 @@ export function dataPathOf(storePath: string, entry: RegistryEntry): string {
   return join(storePath, entry.dataDir);
 }
 
-/** What sits where a volume's data goes: nothing, an empty directory, or data; anything else is a conflict. */
+/**
+ * What sits where a volume's data goes: nothing, an empty directory, or data; anything else is a
+ * conflict. A mount point is refused, a bind mount of this filesystem too: the volume's data would
+ * be the files of wherever it came from, and its remove could only fail. The table is this mount
+ * namespace's (see MountPointsBelow): a host mount that never reached a managed plugin's namespace
+ * covers nothing the plugin takes or deletes. A mount further down is not looked for: one can
+ * appear in any volume at any time, and the delete leaves it alone.
+ */
 export async function dataStateAt(fs: FsPort, dir: string, name: string, dev: number): Promise<'absent' | 'empty' | 'data'> {
   const stat = await fs.lstat(dir).catch((err: unknown) => {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
   });
   if (!stat) return 'absent';
-  if (stat.isSymbolicLink() || !stat.isDirectory() || stat.dev !== dev) {
+  if (stat.isSymbolicLink() || !stat.isDirectory()) {
     throw new StowageError(ErrorCodes.DATA_CONFLICT,
-      `${dir} exists and is not a plain directory of the store (a file, symlink or mount); move it away first`, { volume: name });
+      `${dir} exists and is not a plain directory of the store (a file or symlink); move it away first`, { volume: name });
   }
+  if (stat.dev !== dev) throw dataIsMountPoint(dir, name);
+  await assertNoMountAt(fs, dir, name);
   return (await fs.readdir(dir)).length > 0 ? 'data' : 'empty';
+}
+
+/** Throws unless the mount table shows no mount at `dir` (a bind mount of this filesystem shows its device). */
+export async function assertNoMountAt(fs: FsPort, dir: string, name: string): Promise<void> {
+  if ((await MountPointsBelow.read(fs, dir)).at(dir)) throw dataIsMountPoint(dir, name);
+}
+
+/** The data directory of volume `name` is a mount point (found so, or as rename's EBUSY says). */
+export function dataIsMountPoint(dir: string, name: string, cause?: unknown): StowageError {
+  return new StowageError(ErrorCodes.DATA_CONFLICT,
+    `${dir} is a mount point (another filesystem, or a directory or file from elsewhere, is mounted there), ` +
+    `not a plain directory of the store; stowage neither takes nor moves it: unmount it, then try again`, { volume: name, cause });
 }

@@ -16,8 +16,8 @@ import { Journal } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
-  dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing, storeLayout, storeMarkerSchema, sweepStoreTemps,
-  type StoreLayout, type StoreMarker,
+  assertNoMountAt, dataIsMountPoint, dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
+  storeLayout, storeMarkerSchema, sweepStoreTemps, type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import { assertRootOutsideStore, holds, type VfsOptions } from './vfs-options.js';
 import type { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
@@ -295,6 +295,8 @@ export class VfsBackend implements Backend {
       throw err;
     });
     if (stat) assertRealDir(stat, source, this.dirs.device, name);
+    // A mount point cannot be moved: refused before the snapshots are settled, so the refusal changes nothing.
+    if (stat) await assertNoMountAt(fs, source, name);
     const area = request.retain ? 'removed' : 'deleting';
     const stamp = removalStamp();
     const leaf = `${name}@${stamp}`;
@@ -316,7 +318,7 @@ export class VfsBackend implements Backend {
       } catch (err) {
         if (errnoCode(err) !== 'ENOENT') {
           await this.journal.clear(name).catch(() => undefined);
-          throw err;
+          throw errnoCode(err) === 'EBUSY' ? dataIsMountPoint(source, name, err) : err;
         }
       }
     }
