@@ -147,9 +147,7 @@ export class VfsBackend implements Backend {
   }
 
   private storeGone(storeId: string, how: 'does not exist' | 'no longer holds'): StowageError {
-    const { path } = this.options;
-    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-      `vfs.path ${path} ${how === 'does not exist' ? `does not exist, but this node used stowage store ${storeId} there before` : `no longer holds stowage store ${storeId} that this node used before`}; ` +
+    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `vfs.path ${this.options.path} ${how === 'does not exist' ? `does not exist, but this node used stowage store ${storeId} there before` : `no longer holds stowage store ${storeId} that this node used before`}; ` +
       `is its filesystem mounted? If the store is really gone, remove ${this.nodeStatePath} to start a new one`);
   }
 
