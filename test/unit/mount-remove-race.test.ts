@@ -2,6 +2,7 @@
  * Two nodes (two VolumeManagers with their own roots) on one shared vfs directory on the real
  * file system: a mount on one node racing a remove on the other must never both succeed.
  */
+import { readlinkSync } from 'node:fs';
 import { access, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,7 +34,8 @@ class PausingFs extends LocalFirstFs {
     this.readdir = async (path, options) => {
       const names = await readdir(path, options);
       const gate = this.gate;
-      if (gate && path === gate.dir) {
+      // A node's marker directory is listed through its descriptor (/proc/self/fd/N).
+      if (gate && (path === gate.dir || (String(path).startsWith('/proc/self/fd/') && readlinkSync(path) === gate.dir))) {
         this.gate = undefined;
         gate.reached();
         await gate.release;

@@ -9,6 +9,7 @@ import type { Logger } from '../logger.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import { MAX_RECORD_BYTES } from './member-reader.js';
+import { NotNodeDir, inNodeDir } from './node-dir.js';
 import { clusterPaths, legacyNodeRecordSchema, type LegacyNodeRecord } from './node-record.js';
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
@@ -112,9 +113,7 @@ async function migrateLegacy(ctx: LayoutContext, paths: ReturnType<typeof cluste
         `that record is stale (${seconds(ctx.staleAfterMs)} after its last heartbeat)`);
     }
     const used = Object.entries(record.mounts).filter(([, ids]) => Object.values(ids).some((n) => n > 0)).map(([volume]) => volume);
-    const markers = join(paths.mounts, id);
-    await ctx.fs.mkdir(markers, { recursive: true });
-    for (const volume of used) await createMarker(ctx.fs, join(markers, volume));
+    await markStale(ctx, join(paths.mounts, id), used);
     const target = join(paths.members, file);
     const { mounts: _mounts, ...rest } = record;
     await writeFileAtomic(ctx.fs, target, JSON.stringify({ ...rest, format: 2 }), { durable: false });
@@ -125,19 +124,30 @@ async function migrateLegacy(ctx: LayoutContext, paths: ReturnType<typeof cluste
   }
 }
 
-/** Creates an empty marker file; one that exists already is fine. */
-export async function createMarker(fs: FsPort, path: string): Promise<void> {
-  try {
-    await (await fs.open(path, 'wx', 0o600)).close();
-  } catch (err) {
+/** Writes a migrated node's markers, never through what another machine put in place of its directory. */
+async function markStale(ctx: LayoutContext, markers: string, volumes: readonly string[]): Promise<void> {
+  await ctx.fs.mkdir(markers, { recursive: true }).catch((err: unknown) => {
     if (errnoCode(err) !== 'EEXIST') throw err;
-  }
+  });
+  const exists = (err: unknown) => {
+    if (errnoCode(err) !== 'EEXIST') throw err;
+  };
+  await inNodeDir(ctx.fs, markers, async (dir) => {
+    for (const volume of volumes) await dir.create(volume).catch(exists);
+  }).catch((err: unknown) => {
+    if (!(err instanceof NotNodeDir)) throw err;
+    throw new StowageError(ErrorCodes.STATE_CORRUPT, `${err.message}. Move it away by hand (what it leads to is not stowage's), then start again`);
+  });
 }
 
 /**
  * Deletes what a node published in the cluster directory: its mount markers first, then its
  * record, so a crash in between leaves a record to forget again, never a record without markers
- * it had. Files already gone are fine.
+ * it had. Files already gone are fine. Another machine may have put anything at `mounts/<node>`:
+ * what is not a directory there (a planted symlink, a file) goes as itself, by an unlink, which
+ * never follows it, and what it leads to stays. Inside, the names are reached through the
+ * directory's descriptor (node-dir.ts); a symlink goes as itself, and a directory is refused,
+ * never emptied: the record stays, so that forget can run again once it is moved away.
  */
 export async function deleteNodeFiles(fs: FsPort, dir: string, nodeId: string): Promise<void> {
   const paths = clusterPaths(dir);
@@ -145,11 +155,23 @@ export async function deleteNodeFiles(fs: FsPort, dir: string, nodeId: string): 
     if (errnoCode(err) !== 'ENOENT') throw err;
   };
   const markers = join(paths.mounts, nodeId);
-  const names = await fs.readdir(markers).catch((err: unknown) => {
-    gone(err);
-    return [] as string[];
-  });
-  for (const name of names) await fs.unlink(join(markers, name)).catch(gone);
-  await fs.rmdir(markers).catch(gone);
+  try {
+    const dirs: string[] = [];
+    await inNodeDir(fs, markers, async (calls) => {
+      for (const name of await calls.names()) {
+        await calls.unlink(name).catch((err: unknown) => (errnoCode(err) === 'EISDIR' ? dirs.push(name) : gone(err)));
+      }
+    });
+    if (dirs.length > 0) {
+      throw new StowageError(ErrorCodes.STATE_CORRUPT, `${dirs.map((name) => join(markers, name)).join(', ')}: a directory, not a mount ` +
+        `marker; stowage does not delete into it, and node ${nodeId} stays known. Move it away by hand, then forget node ${nodeId} again`,
+      { node: nodeId });
+    }
+    // rmdir never follows a symlink swapped in meanwhile (ENOTDIR).
+    await fs.rmdir(markers).catch(gone);
+  } catch (err) {
+    if (err instanceof NotNodeDir) await fs.unlink(markers).catch(gone);
+    else gone(err);
+  }
   await fs.unlink(join(paths.members, `${nodeId}.json`)).catch(gone);
 }

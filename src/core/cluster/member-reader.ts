@@ -5,6 +5,7 @@ import { isoTime } from '../clock.js';
 import { errnoCode, isGoneOrStale, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { openRegularOn } from '../local-fs.js';
+import { NotNodeDir, inNodeDir } from './node-dir.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId, isValidVolumeName } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -18,6 +19,11 @@ export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 export function entryOfNode(file: string, nodeId: string): boolean {
   return file === `${nodeId}.json` || file === `${CLUSTER_LAYOUT.mounts}/${nodeId}` || file.startsWith(`${CLUSTER_LAYOUT.mounts}/${nodeId}/`);
 }
+
+const unknownMounts = (unreadable: ReadonlyMap<string, string>, id: string) => {
+  const problem = unreadable.get(id);
+  return problem === undefined ? {} : { markersUnreadable: problem };
+};
 
 /** How long a record readdir lists may answer ENOENT before it counts as invalid (see readListedRecord). */
 const RECORD_REOPEN_MS = 3_000;
@@ -52,7 +58,7 @@ export class MemberReader {
     const now = this.clock.now();
     const views: NodeView[] = [];
     const invalid: InvalidNodeRecord[] = [];
-    const markers = await this.readMarkers(invalid, options.except);
+    const { markers, unreadable } = await this.readMarkers(invalid, options.except);
     for (const file of files) {
       if (file.startsWith('.')) continue; // temp files of writers in progress
       const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
@@ -64,20 +70,24 @@ export class MemberReader {
         const record: NodeRecord = parseRecordText(nodeRecordSchema, read.text, `node record ${file}`);
         if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
         const age = Math.max(0, now - read.st.mtimeMs);
-        views.push({ record, mounted: markers.get(id) ?? [], lastHeartbeat: isoTime(read.st.mtimeMs), heartbeatAgeMs: age, stale: age > this.staleAfterMs });
+        views.push({ record, mounted: markers.get(id) ?? [], ...unknownMounts(unreadable, id), lastHeartbeat: isoTime(read.st.mtimeMs),
+          heartbeatAgeMs: age, stale: age > this.staleAfterMs });
         markers.delete(id);
+        unreadable.delete(id);
       } catch (err) {
         this.invalidEntry(invalid, file.slice(0, 200), errnoCode(err) === 'ELOOP' ? 'a symbolic link, not a record' : messageOf(err));
       }
     }
     // Markers of a node without a valid record: a node that stopped before it ever published
-    // (or whose record was deleted by hand). They still count, as a node that stopped.
+    // (or whose record was deleted by hand). They still count, as a node that stopped; so does
+    // a marker directory that cannot be read, which may hide any volume.
+    for (const id of unreadable.keys()) if (!markers.has(id)) markers.set(id, []);
     for (const [id, mounted] of markers) {
-      if (mounted.length === 0) continue;
+      if (mounted.length === 0 && !unreadable.has(id)) continue;
       views.push({
         record: { format: 2, nodeId: id, version: 'unknown', host: 'unknown', pid: 0, startedAt: '', clockOffsetMs: 0, containers: {},
           docker: { reachable: false, error: 'no node record' } },
-        mounted, lastHeartbeat: 'never', heartbeatAgeMs: Number.POSITIVE_INFINITY, stale: true,
+        mounted, ...unknownMounts(unreadable, id), lastHeartbeat: 'never', heartbeatAgeMs: Number.POSITIVE_INFINITY, stale: true,
       });
     }
     return { views: views.sort((a, b) => a.record.nodeId.localeCompare(b.record.nodeId)), invalid };
@@ -118,9 +128,16 @@ export class MemberReader {
     }
   }
 
-  /** Volumes with a marker, per node directory under `mounts/` (invalid names reported and skipped). */
-  private async readMarkers(invalid: InvalidNodeRecord[], except: string | undefined): Promise<Map<string, string[]>> {
+  /**
+   * Volumes with a marker, per node directory under `mounts/` (invalid names reported and
+   * skipped), and the node directories that could not be read, with why. Each is read through
+   * its descriptor (node-dir.ts): a symlink there is never followed, and a node whose directory
+   * cannot be read is not taken to mount nothing.
+   */
+  private async readMarkers(invalid: InvalidNodeRecord[], except: string | undefined):
+    Promise<{ markers: Map<string, string[]>; unreadable: Map<string, string> }> {
     const result = new Map<string, string[]>();
+    const unreadable = new Map<string, string>();
     // No mounts/ at all (a store no layout-2 daemon has started on yet, or one deleted by hand):
     // no markers, which is what the directory holds.
     const nodes = await this.fs.readdir(this.paths.mounts).catch((err: unknown) => {
@@ -136,10 +153,12 @@ export class MemberReader {
       }
       let names: string[];
       try {
-        names = await this.fs.readdir(join(this.paths.mounts, node));
+        names = await inNodeDir(this.fs, join(this.paths.mounts, node), (dir) => dir.names());
       } catch (err) {
         if (errnoCode(err) === 'ENOENT') continue;
-        this.invalidEntry(invalid, where, errnoCode(err) === 'ENOTDIR' ? 'not a directory' : messageOf(err));
+        const problem = err instanceof NotNodeDir ? `${err.found}, not a directory of mount markers` : messageOf(err);
+        unreadable.set(node, err instanceof NotNodeDir ? `${where} is ${problem}` : `${where}: ${problem}`);
+        this.invalidEntry(invalid, where, problem);
         continue;
       }
       const volumes: string[] = [];
@@ -150,7 +169,7 @@ export class MemberReader {
       }
       result.set(node, volumes.sort());
     }
-    return result;
+    return { markers: result, unreadable };
   }
 
   private invalidEntry(invalid: InvalidNodeRecord[], file: string, problem: string): void {

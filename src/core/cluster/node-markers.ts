@@ -1,13 +1,15 @@
-import { join } from 'node:path';
-import { errnoCode } from '../errors.js';
+import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import type { LocalMounts } from './cluster.js';
-import { createMarker } from './layout-settle.js';
+import { NotNodeDir, inNodeDir, type NodeDirCalls } from './node-dir.js';
 
 /**
  * This node's mount markers (`mounts/<node>/<volume>` in the shared store): the cluster-wide sign
- * that a volume is mounted here, which other nodes read before they remove it.
+ * that a volume is mounted here, which other nodes read before they remove it. Every call goes
+ * through the directory opened without following a symlink (node-dir.ts): another machine can
+ * replace it by a link while this node is stopped or running, and the sync's unlinks of leftover
+ * markers would then delete whatever files the link leads to.
  */
 export class NodeMarkers {
   /** Volumes whose marker this node created and has not removed. */
@@ -16,6 +18,8 @@ export class NodeMarkers {
   private readonly ahead = new Map<string, number>();
   /** Unlinks in flight, so a mount that marks the volume meanwhile waits for them first. */
   private readonly unlinking = new Map<string, Promise<void>>();
+  /** Names in the directory that are directories, reported once rather than at every heartbeat. */
+  private readonly reported = new Set<string>();
 
   constructor(
     private readonly fs: FsPort,
@@ -28,16 +32,44 @@ export class NodeMarkers {
     // A heartbeat may be removing a leftover marker of this volume: made before that unlink lands, ours would go with it.
     await this.unlinking.get(volume);
     if (this.marked.has(volume)) return;
-    const path = join(this.dir, volume);
     try {
-      await createMarker(this.fs, path);
+      await this.create(volume);
     } catch (err) {
       // Someone removed this node's marker directory (a forget run against a live node by hand).
       if (errnoCode(err) !== 'ENOENT') throw err;
       await this.fs.mkdir(this.dir, { recursive: true });
-      await createMarker(this.fs, path);
+      await this.create(volume);
     }
     this.marked.add(volume);
+  }
+
+  /**
+   * Makes the directory if there is none and refuses to go on when something else is there: at
+   * start, before anything is written in it, so a node whose directory became a link refuses to
+   * start instead of deleting and writing where it leads.
+   */
+  async prepare(): Promise<void> {
+    await this.fs.mkdir(this.dir).catch((err: unknown) => {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    });
+    await this.inDir(async () => undefined);
+  }
+
+  /** The directory's calls; anything but a directory there is said as this node's problem, with the way out. */
+  private inDir<T>(task: (dir: NodeDirCalls) => Promise<T>): Promise<T> {
+    return inNodeDir(this.fs, this.dir, task).catch((err: unknown) => {
+      if (!(err instanceof NotNodeDir)) throw err;
+      throw new StowageError(ErrorCodes.STATE_CORRUPT, `${this.dir}, where node ${this.nodeId} keeps its mount markers, is ${err.found}, ` +
+        'not a directory; stowage neither follows nor deletes through it. Move it away by hand (what it leads to is not ' +
+        'stowage\'s): stowage makes a new one at its next start or mount', { node: this.nodeId });
+    });
+  }
+
+  /** An existing name is a marker already, whatever it is: readers count names, and nothing there is followed. */
+  private create(volume: string): Promise<void> {
+    return this.inDir((dir) => dir.create(volume)).catch((err: unknown) => {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    });
   }
 
   /**
@@ -70,7 +102,7 @@ export class NodeMarkers {
    * undone (a marker written again for a volume unmounted meanwhile goes at the next heartbeat).
    */
   async sync(mounts: LocalMounts, create: boolean): Promise<void> {
-    const present = new Set(await this.fs.readdir(this.dir).catch((err: unknown) => {
+    const present = new Set(await this.inDir((dir) => dir.names()).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return [] as string[];
       throw err;
     }));
@@ -97,8 +129,15 @@ export class NodeMarkers {
   }
 
   private async removeFile(volume: string): Promise<void> {
-    const unlink = this.fs.unlink(join(this.dir, volume)).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+    const unlink = this.inDir((dir) => dir.unlink(volume)).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return;
+      // A directory planted under a volume's name stays, and still reads as that volume's marker
+      // (the safe side): emptying it would delete what another machine put there.
+      if (errnoCode(err) !== 'EISDIR') throw err;
+      if (this.reported.has(volume)) return;
+      this.reported.add(volume);
+      this.log.warn(`${this.dir}/${volume} is a directory, not a mount marker: left as it is, it makes volume ${volume} read as ` +
+        `mounted on node ${this.nodeId}; remove it by hand once that volume is not mounted here`);
     });
     const settled = unlink.then(() => undefined, () => undefined);
     this.unlinking.set(volume, settled);

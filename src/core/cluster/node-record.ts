@@ -81,6 +81,11 @@ export interface NodeView {
   record: NodeRecord;
   /** Volumes with a mount marker of this node. */
   mounted: string[];
+  /**
+   * Why its marker directory could not be read (a symlink or a file where it should be): which
+   * volumes it mounts is unknown, so it counts as mounting every volume; absent when read.
+   */
+  markersUnreadable?: string;
   lastHeartbeat: string;
   heartbeatAgeMs: number;
   stale: boolean;
@@ -96,10 +101,13 @@ export interface InvalidNodeRecord {
  * Human summary of one node's use of a volume, or undefined when it does not use it. `mounts`
  * is a count for this node, `true` for another node (its marker says mounted, not how often).
  */
-export function describeUse(use: { mounts: number | boolean; containers: Record<string, ContainerRef[]> }, volume: string): string | undefined {
+export function describeUse(
+  use: { mounts: number | boolean; containers: Record<string, ContainerRef[]>; markersUnreadable?: string }, volume: string,
+): string | undefined {
   const containers: ContainerRef[] = use.containers[volume] ?? [];
-  if (!use.mounts && containers.length === 0) return undefined;
+  if (!use.mounts && containers.length === 0 && use.markersUnreadable === undefined) return undefined;
   const parts: string[] = [];
+  if (use.markersUnreadable !== undefined) parts.push(`mounts unknown (${use.markersUnreadable})`);
   if (use.mounts === true) parts.push('mounted');
   else if (use.mounts) parts.push(`${use.mounts} mount(s)`);
   for (const c of containers) parts.push(`container ${c.name} (${c.id.slice(0, 12)}, ${c.state})`);

@@ -39,7 +39,6 @@ const heartbeat = (node: NodeView) => Number.isFinite(node.heartbeatAgeMs)
 export class SharedCluster implements Cluster {
   readonly enabled = true;
   private readonly paths: ReturnType<typeof clusterPaths>;
-  private readonly ownMarkers: string;
   private readonly markers: NodeMarkers;
   private readonly locks: ClusterLocks;
   private mountLock?: MountLockParts;
@@ -78,8 +77,7 @@ export class SharedCluster implements Cluster {
     engine?: ContainerReferences,
   ) {
     this.paths = clusterPaths(dir);
-    this.ownMarkers = join(this.paths.mounts, nodeId);
-    this.markers = new NodeMarkers(fs, this.ownMarkers, nodeId, log);
+    this.markers = new NodeMarkers(fs, join(this.paths.mounts, nodeId), nodeId, log);
     this.locks = new ClusterLocks(fs, this.paths.locks, nodeId, clock,
       { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs }, (m) => log.warn(m));
     this.reader = new MemberReader(fs, dir, clock, settings.staleAfterMs, log);
@@ -92,6 +90,8 @@ export class SharedCluster implements Cluster {
     this.mounts = mounts;
     for (const dir of [this.paths.members, this.paths.mounts, this.paths.locks]) await this.fs.mkdir(dir, { recursive: true });
     await settleLayout({ fs: this.fs, dir: this.dir, nodeId: this.nodeId, clock: this.clock, staleAfterMs: this.settings.staleAfterMs, log: this.log });
+    // Before anything is written: a marker directory another machine replaced refuses the start.
+    await this.markers.prepare();
     // The record publishes this clock's offset from the storage's, and the id check measures ages on it.
     await learnStorageClock(this.fs, this.paths.members, this.clock);
     if (this.settings.stateRoot !== undefined) {
@@ -105,7 +105,6 @@ export class SharedCluster implements Cluster {
       (err: unknown) => this.log.warn(`could not clean the temp files of restore claims: ${messageOf(err)}`));
     await this.publish();
     // The record first: markers of a node without one read as a node that stopped.
-    await this.fs.mkdir(this.ownMarkers, { recursive: true });
     await this.markers.sync(this.mounts, true);
     await this.refresh();
     this.timer = setInterval(() => void this.beat(), this.settings.heartbeatMs);
@@ -281,7 +280,7 @@ export class SharedCluster implements Cluster {
 
   /** How another node uses the volume: its marker and the containers its record names. */
   private useOf(node: NodeView, name: string): string | undefined {
-    return describeUse({ mounts: node.mounted.includes(name), containers: node.record.containers }, name);
+    return describeUse({ mounts: node.mounted.includes(name), containers: node.record.containers, markersUnreadable: node.markersUnreadable }, name);
   }
 
   async assertRemovable(name: string, options: { force: boolean }): Promise<void> {
@@ -343,7 +342,7 @@ export class SharedCluster implements Cluster {
     for (const node of this.view) {
       const self = node.record.nodeId === this.nodeId;
       const mounts = self ? this.mounts.count(name) : node.mounted.includes(name);
-      const use = describeUse({ mounts, containers: self ? this.scan.byVolume : node.record.containers }, name);
+      const use = self ? describeUse({ mounts, containers: this.scan.byVolume }, name) : this.useOf(node, name);
       if (use) users.push(`${node.record.nodeId}${node.stale ? ' (stale)' : ''}: ${use}`);
       if (mounts) mountedOn.push(node.record.nodeId);
     }

@@ -89,7 +89,9 @@ async function clusterView(ctx: DoctorContext, plan: StorePlan): Promise<Cluster
   return { nodes, invalid: read.invalid, source: `the records in ${dir}` };
 }
 
-const usesAnything = (node: NodeView) => node.mounted.some((v) => describeUse({ mounts: true, containers: node.record.containers }, v) !== undefined) ||
+// A node whose marker directory cannot be read may mount anything, as a remove counts it.
+const usesAnything = (node: NodeView) => node.markersUnreadable !== undefined ||
+  node.mounted.some((v) => describeUse({ mounts: true, containers: node.record.containers }, v) !== undefined) ||
   Object.values(node.record.containers).some((c) => c.length > 0);
 
 /** Other nodes' heartbeats (stale nodes named) and clock offsets against the shared store. */

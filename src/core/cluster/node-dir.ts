@@ -1,0 +1,120 @@
+import { closeSync, constants, lstatSync, openSync, unlinkSync, type Stats } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { DIR_FLAGS } from '../backup/dir-fd.js';
+import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
+import type { FsPort } from '../fs-port.js';
+import { LocalFirstFs } from '../local-fs.js';
+
+/**
+ * Calls on the names in one node's marker directory (`mounts/<node>/`), opened once. Another
+ * machine may have put anything there: a symlink in place of the directory would lead a listing
+ * to another directory's files, and the unlinks of a heartbeat or a forget to delete them.
+ */
+export interface NodeDirCalls {
+  names(): Promise<string[]>;
+  /** Creates an empty marker; EEXIST when anything (a symlink, a directory) holds the name, which is never followed. */
+  create(name: string): Promise<void>;
+  /**
+   * Removes a name. unlink(2) never follows the last component, so a symlink goes as itself and
+   * its target stays; a directory is refused (EISDIR), never emptied.
+   */
+  unlink(name: string): Promise<void>;
+}
+
+/** What was found at a node directory's path instead of a directory; nothing was done through it. */
+export class NotNodeDir extends StowageError {
+  constructor(readonly path: string, readonly found: string) {
+    super(ErrorCodes.STATE_CORRUPT, `${path} is ${found}, not a directory of mount markers; stowage neither follows nor deletes through it`);
+  }
+}
+
+const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+function describeKind(st: Pick<Stats, 'isSymbolicLink' | 'isFile' | 'isFIFO' | 'isSocket' | 'isDirectory'>): string {
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isFile()) return 'a regular file';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  return st.isDirectory() ? 'a directory' : 'a device';
+}
+
+/** POSIX lets unlink(2) of a directory answer EPERM (memfs does); said as Linux says it, EISDIR, so callers test one code. */
+function asIsDir(err: unknown, look: (() => Stats) | Stats | undefined): unknown {
+  if (errnoCode(err) !== 'EPERM') return err;
+  let st: Stats | undefined;
+  try {
+    st = typeof look === 'function' ? look() : look;
+  } catch {
+    return err;
+  }
+  return st?.isDirectory() ? Object.assign(new Error(`EISDIR: ${(err as Error).message}`), { code: 'EISDIR', cause: err }) : err;
+}
+
+/** ENOTDIR or ELOOP from an open with O_DIRECTORY | O_NOFOLLOW: said as what is there. */
+function refusal(path: string, err: unknown, look: () => Stats | Promise<Stats>): Promise<never> {
+  if (errnoCode(err) !== 'ENOTDIR' && errnoCode(err) !== 'ELOOP') return Promise.reject(err as Error);
+  return Promise.resolve().then(look).then(
+    (st) => { throw new NotNodeDir(path, describeKind(st)); },
+    () => { throw new NotNodeDir(path, 'something other than a directory'); });
+}
+
+/**
+ * Runs `task` on the node directory `dir` with every name reached through a descriptor of it
+ * (`/proc/self/fd/N/name`), opened with O_DIRECTORY | O_NOFOLLOW: a symlink, file or FIFO at
+ * `dir` is refused (NotNodeDir) before anything is read or written, and one swapped in after the
+ * open is never reached. ENOENT when there is no directory. On a local filesystem the open, the
+ * creates and the unlinks are synchronous, as LocalFirstFs makes them there: a mount makes its
+ * marker on this path, and /proc/self/fd/N is not a path LocalFirstFs knows to be local. A port
+ * that is not the real file system (memfs in unit tests) has no descriptors: there the directory
+ * is checked with lstat right before the task, which leaves a window only tests have.
+ */
+export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDirCalls) => Promise<T>): Promise<T> {
+  if (fs instanceof LocalFirstFs && fs.isLocal(dir)) {
+    let fd: number;
+    try {
+      fd = openSync(dir, DIR_FLAGS);
+    } catch (err) {
+      return refusal(dir, err, () => lstatSync(dir));
+    }
+    const at = (name: string) => `/proc/self/fd/${fd}/${name}`;
+    try {
+      return await task({
+        // Through the port: listings are not on a mount's path, and tests pause a remove right after one.
+        names: () => fs.readdir(`/proc/self/fd/${fd}`),
+        create: async (name) => closeSync(openSync(at(name), CREATE_FLAGS, 0o600)),
+        unlink: async (name) => {
+          try {
+            unlinkSync(at(name));
+          } catch (err) {
+            throw asIsDir(err, () => lstatSync(at(name)));
+          }
+        },
+      });
+    } finally {
+      closeSync(fd);
+    }
+  }
+  if (fs instanceof LocalFirstFs || fs.open === fsp.open) {
+    const handle = await fsp.open(dir, DIR_FLAGS).catch((err: unknown) => refusal(dir, err, () => fs.lstat(dir)));
+    const base = `/proc/self/fd/${handle.fd}`;
+    try {
+      return await task(portCalls(fs, base));
+    } finally {
+      await handle.close();
+    }
+  }
+  const st = await fs.lstat(dir);
+  if (!st.isDirectory()) throw new NotNodeDir(dir, describeKind(st));
+  return task(portCalls(fs, dir));
+}
+
+function portCalls(fs: FsPort, base: string): NodeDirCalls {
+  return {
+    names: () => fs.readdir(base),
+    create: async (name) => (await fs.open(join(base, name), CREATE_FLAGS, 0o600)).close(),
+    unlink: (name) => fs.unlink(join(base, name)).catch(async (err: unknown) => {
+      throw asIsDir(err, await fs.lstat(join(base, name)).catch(() => undefined));
+    }),
+  };
+}

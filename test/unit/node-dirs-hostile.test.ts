@@ -1,0 +1,186 @@
+/**
+ * A node's marker directory (`cluster/mounts/<node>/`) and the markers in it come from the
+ * shared store, which another machine may have written: a symlink planted there must never lead
+ * a listing, a write or a delete out of the store. Run on the three ways stowage reaches files:
+ * the daemon's port on a local filesystem (synchronous calls), node:fs/promises (the thread
+ * pool, as on a network filesystem), and memfs (what the other unit tests use).
+ */
+import * as realFs from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SharedClock } from '../../src/core/clock.js';
+import { DEFAULT_CLUSTER_SETTINGS } from '../../src/core/cluster/cluster.js';
+import { settleLayout } from '../../src/core/cluster/layout-settle.js';
+import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
+import { ErrorCodes } from '../../src/core/errors.js';
+import type { FsPort } from '../../src/core/fs-port.js';
+import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
+import { silentLogger, type Logger } from '../../src/core/logger.js';
+import { mountsFromRecord } from '../helpers/local-mounts.js';
+import { memFs } from '../helpers/memfs-stack.js';
+
+type Symlinking = FsPort & { symlink(target: string, path: string): Promise<void> };
+
+interface World {
+  fs: Symlinking;
+  /** The cluster directory, inside the store. */
+  cluster: string;
+  /** A directory outside the store with files that must survive everything. */
+  decoy: string;
+  cleanup(): Promise<void>;
+}
+
+async function realWorld(port: (base: string) => FsPort): Promise<World> {
+  const base = await realFs.mkdtemp(join(tmpdir(), 'stowage-node-dirs-'));
+  return { fs: Object.assign(port(base), { symlink: realFs.symlink }) as Symlinking, cluster: join(base, 'store', 'cluster'),
+    decoy: join(base, 'decoy'), cleanup: () => realFs.rm(base, { recursive: true, force: true }) };
+}
+
+const worlds: Record<string, () => Promise<World>> = {
+  'a local filesystem (synchronous calls)': () => realWorld((base) => {
+    const local = new LocalFirstFs();
+    expect(local.trustIfLocal(base)).toBe(true);
+    return asFsPort(local);
+  }),
+  'the thread pool (node:fs/promises)': () => realWorld(() => ({ ...realFs })),
+  'memfs': async () => ({ fs: memFs() as Symlinking, cluster: '/store/cluster', decoy: '/decoy', cleanup: async () => {} }),
+};
+
+const settings = { ...DEFAULT_CLUSTER_SETTINGS, heartbeatMs: 30, staleAfterMs: 150, version: 'test' };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Everything under `dir`: relative path -> "dir" or the file's content. */
+async function snapshot(fs: FsPort, dir: string, rel = ''): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const name of (await fs.readdir(join(dir, rel))).sort()) {
+    const key = join(rel, name);
+    if ((await fs.lstat(join(dir, key))).isDirectory()) Object.assign(out, { [key]: 'dir' }, await snapshot(fs, dir, key));
+    else out[key] = String(await fs.readFile(join(dir, key), 'utf8'));
+  }
+  return out;
+}
+
+function warnings(): Logger & { seen: string[] } {
+  const seen: string[] = [];
+  return { ...silentLogger, seen, warn: (m: string) => { seen.push(m); } };
+}
+
+describe.each(Object.entries(worlds))('node marker directories from a hostile store, on %s', (_name, make) => {
+  let world: World;
+  let before: Record<string, string>;
+  const started: SharedCluster[] = [];
+
+  async function setup(): Promise<World> {
+    world = await make();
+    const { fs, decoy } = world;
+    await fs.mkdir(join(decoy, 'sub'), { recursive: true });
+    for (const file of ['passwd', 'shadow', 'hosts', 'sub/keep']) await fs.writeFile(join(decoy, file), `precious ${file}\n`);
+    for (const dir of ['members', 'mounts']) await fs.mkdir(join(world.cluster, dir), { recursive: true });
+    before = await snapshot(fs, decoy);
+    return world;
+  }
+
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((c) => c.stop()));
+    // Whatever happened in the store, nothing outside it was deleted or written.
+    expect(await snapshot(world.fs, world.decoy)).toEqual(before);
+    await world.cleanup();
+  });
+
+  async function node(id: string, mounts: Record<string, Record<string, number>> = {}, log: Logger = silentLogger) {
+    const cluster = new SharedCluster(world.fs, world.cluster, id, new SharedClock(), settings, log);
+    await cluster.start(mountsFromRecord(mounts));
+    started.push(cluster);
+    return cluster;
+  }
+
+  it('another node\'s directory that is a symlink is never listed: it blocks removes, and forget deletes the link alone', async () => {
+    const { fs, cluster, decoy } = await setup();
+    await fs.symlink(decoy, join(cluster, 'mounts', 'ghost'));
+    const a = await node('node-a');
+    const ghost = (await a.nodes()).find((n) => n.record.nodeId === 'ghost');
+    expect(ghost).toMatchObject({ stale: true, mounted: [], markersUnreadable: 'mounts/ghost is a symbolic link, not a directory of mount markers' });
+    expect(a.invalidNodes()).toEqual([{ file: 'mounts/ghost', problem: 'a symbolic link, not a directory of mount markers' }]);
+    // Which volumes ghost mounts cannot be read, so no remove concludes that it mounts none.
+    await expect(a.assertRemovable('any', { force: false })).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/ghost .*mounts unknown \(mounts\/ghost is a symbolic link/),
+    });
+    await a.forget('ghost');
+    await expect(fs.lstat(join(cluster, 'mounts', 'ghost'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await a.nodes()).map((n) => n.record.nodeId)).toEqual(['node-a']);
+    await a.assertRemovable('any', { force: false });
+  });
+
+  it('a live node whose directory became a file or a symlink still blocks every remove', async () => {
+    const { fs, cluster, decoy } = await setup();
+    const a = await node('node-a');
+    const b = await node('node-b');
+    await fs.rm(join(cluster, 'mounts', 'node-b'), { recursive: true });
+    await fs.symlink(decoy, join(cluster, 'mounts', 'node-b'));
+    await expect(a.assertRemovable('vol', { force: false })).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: mounts unknown/),
+    });
+    // node-b's own mounts and heartbeats refuse the link too, and write nothing through it.
+    await expect(b.markMounted('vol')).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/mounts\/node-b, where node node-b keeps its mount markers, is a symbolic link/),
+    });
+    await sleep(100);
+    await fs.unlink(join(cluster, 'mounts', 'node-b'));
+    await fs.writeFile(join(cluster, 'mounts', 'node-b'), '');
+    await expect(a.assertRemovable('vol', { force: false })).rejects.toThrow(/mounts\/node-b is a regular file/);
+  });
+
+  it('a node whose own directory was replaced by a symlink refuses to start, and deletes or writes nothing there', async () => {
+    const { fs, cluster, decoy } = await setup();
+    await fs.symlink(decoy, join(cluster, 'mounts', 'node-a'));
+    const clusterOfA = new SharedCluster(fs, cluster, 'node-a', new SharedClock(), settings, silentLogger);
+    await expect(clusterOfA.start(mountsFromRecord({ vol: { m: 1 } }))).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT,
+      message: expect.stringMatching(/mounts\/node-a, where node node-a keeps its mount markers, is a symbolic link, not a directory; .*Move it away/),
+    });
+    await clusterOfA.stop();
+  });
+
+  it('entries that are not markers: a symlink goes as itself, a directory stays untouched', async () => {
+    const { fs, cluster, decoy } = await setup();
+    const own = join(cluster, 'mounts', 'node-a');
+    await fs.mkdir(join(own, 'planted'), { recursive: true });
+    await fs.writeFile(join(own, 'planted', 'inside'), 'kept');
+    await fs.symlink(join(decoy, 'passwd'), join(own, 'linked'));
+    await fs.symlink(decoy, join(own, 'vol'));
+    const log = warnings();
+    await node('node-a', { vol: { m: 1 } }, log);
+    // The link under a mounted volume's name holds the name: it stays, and reads as the marker.
+    expect((await fs.readdir(own)).sort()).toEqual(['planted', 'vol']);
+    expect(await fs.readFile(join(own, 'planted', 'inside'), 'utf8')).toBe('kept');
+    expect(log.seen).toEqual([expect.stringMatching(/mounts\/node-a\/planted is a directory, not a mount marker: left as it is/)]);
+  });
+
+  it('forget unlinks a stale node\'s symlinked markers as links, and stops at a directory among them, keeping the record', async () => {
+    const { fs, cluster, decoy } = await setup();
+    const markers = join(cluster, 'mounts', 'gone');
+    await fs.mkdir(join(markers, 'planted'), { recursive: true });
+    await fs.writeFile(join(markers, 'planted', 'inside'), 'kept');
+    await fs.writeFile(join(markers, 'vol'), '');
+    await fs.symlink(join(decoy, 'shadow'), join(markers, 'linked'));
+    const a = await node('node-a');
+    await expect(a.forget('gone')).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/mounts\/gone\/planted: a directory, not a mount marker; .*forget node gone again/),
+    });
+    expect(await fs.readdir(markers)).toEqual(['planted']);
+    expect(await fs.readFile(join(markers, 'planted', 'inside'), 'utf8')).toBe('kept');
+  });
+
+  it('migrating a stale layout-1 record writes no marker through a symlink planted as its directory', async () => {
+    const { fs, cluster, decoy } = await setup();
+    await fs.mkdir(join(cluster, 'nodes'), { recursive: true });
+    const record = { format: 1, nodeId: 'old', version: '0', host: 'h', pid: 1, startedAt: '', clockOffsetMs: 0, containers: {},
+      docker: { reachable: false }, mounts: { vol: { m: 1 } } };
+    await fs.writeFile(join(cluster, 'nodes', 'old.json'), JSON.stringify(record));
+    await fs.utimes(join(cluster, 'nodes', 'old.json'), 1, 1);
+    await fs.symlink(decoy, join(cluster, 'mounts', 'old'));
+    await expect(settleLayout({ fs, dir: cluster, nodeId: 'node-a', clock: new SharedClock(), staleAfterMs: 150, log: silentLogger }))
+      .rejects.toThrow(/mounts\/old is a symbolic link, not a directory of mount markers; .*Move it away by hand/);
+  });
+});
