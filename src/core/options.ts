@@ -17,12 +17,14 @@ export interface VolumeOptions {
 
 export const CREATE_OPTION_KEYS = ['size', 'uid', 'gid', 'mode', 'adopt'] as const;
 
+/** Binary whatever the spelling, as Docker reads `10GB`; `Gi` as Kubernetes writes it. */
 const UNITS: Record<string, number> = {
   '': 1, b: 1,
-  k: 2 ** 10, kb: 2 ** 10, kib: 2 ** 10,
-  m: 2 ** 20, mb: 2 ** 20, mib: 2 ** 20,
-  g: 2 ** 30, gb: 2 ** 30, gib: 2 ** 30,
-  t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40,
+  k: 2 ** 10, kb: 2 ** 10, ki: 2 ** 10, kib: 2 ** 10,
+  m: 2 ** 20, mb: 2 ** 20, mi: 2 ** 20, mib: 2 ** 20,
+  g: 2 ** 30, gb: 2 ** 30, gi: 2 ** 30, gib: 2 ** 30,
+  t: 2 ** 40, tb: 2 ** 40, ti: 2 ** 40, tib: 2 ** 40,
+  p: 2 ** 50, pb: 2 ** 50, pi: 2 ** 50, pib: 2 ** 50,
 };
 
 /** Parses "512", "50M", "1.5G", "10GiB" (binary units, as Docker and Convoy use) into bytes. */

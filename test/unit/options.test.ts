@@ -4,12 +4,12 @@ import { formatSize, parseKeyValuePairs, parseSize, parseVolumeOptions, sameDefi
 describe('volume options', () => {
   it.each([
     ['512', 512], ['1k', 1024], ['50M', 50 * 2 ** 20], ['50MiB', 50 * 2 ** 20], ['1.5G', 1.5 * 2 ** 30],
-    ['2gb', 2 * 2 ** 30], ['1T', 2 ** 40], [' 10G\t', 10 * 2 ** 30],
+    ['2gb', 2 * 2 ** 30], ['1T', 2 ** 40], [' 10G\t', 10 * 2 ** 30], ['1Gi', 2 ** 30], ['512Mi', 512 * 2 ** 20], ['7P', 7 * 2 ** 50],
   ])('parses size %s', (text, bytes) => {
     expect(parseSize(text)).toBe(bytes);
   });
 
-  it.each(['', 'abc', '-1', '0', '10X', '1e9', '9999999P', '1.9', '10\u00a0G', '\u2028 5G', '5G\u3000'])('rejects size %j', (text) => {
+  it.each(['', 'abc', '-1', '0', '10X', '1e9', '9999999P', '8P', '1.9', '10\u00a0G', '\u2028 5G', '5G\u3000'])('rejects size %j', (text) => {
     expect(() => parseSize(text)).toThrow(/size/);
   });
 
