@@ -121,6 +121,10 @@ describe.each(Object.entries(worlds))('node marker directories from a hostile st
     await expect(a.assertRemovable('vol', { force: false })).rejects.toMatchObject({
       code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/still used on node-b: mounts unknown/),
     });
+    // Forced too: node-b is alive, and whatever it mounts cannot be told.
+    await expect(a.assertRemovable('vol', { force: true })).rejects.toMatchObject({
+      code: ErrorCodes.VOLUME_IN_USE, message: expect.stringMatching(/^volume vol is mounted on node-b \(last heartbeat .*; its mounts cannot be read: .*symbolic link/),
+    });
     // node-b's own mounts and heartbeats refuse the link too, and write nothing through it.
     await expect(b.markMounted('vol')).rejects.toMatchObject({
       code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/mounts\/node-b, where node node-b keeps its mount markers, is a symbolic link/),

@@ -10,10 +10,12 @@ import type { NodeView } from './node-record.js';
  * `heartbeat` says how recent a node's record is, for the message.
  */
 export function assertNoLiveMount(name: string, others: NodeView[], heartbeat: (node: NodeView) => string): void {
-  const mounted = others.filter((node) => !node.stale && node.mounted.includes(name));
+  // A live node whose markers cannot be read may mount anything: it counts as mounting this volume.
+  const mounted = others.filter((node) => !node.stale && (node.mounted.includes(name) || node.markersUnreadable !== undefined));
   if (mounted.length === 0) return;
+  const which = (node: NodeView) => `${node.record.nodeId} (${heartbeat(node)}${node.markersUnreadable !== undefined ? `; its mounts cannot be read: ${node.markersUnreadable}` : ''})`;
   throw new StowageError(ErrorCodes.VOLUME_IN_USE,
-    `volume ${name} is mounted on ${mounted.map((node) => `${node.record.nodeId} (${heartbeat(node)})`).join(', ')}, ` +
+    `volume ${name} is mounted on ${mounted.map(which).join(', ')}, ` +
     'whose daemon is alive: a forced remove overrides references from nodes that stopped sending heartbeats, from engines that ' +
     'never answered and from containers that do not run, never a mount in use. Stop what uses it there (a running container; ' +
     'a mount by hand on that node), then remove the volume again', { volume: name });
