@@ -33,7 +33,7 @@ interface World {
 
 async function realWorld(port: (base: string) => FsPort): Promise<World> {
   const base = await realFs.mkdtemp(join(tmpdir(), 'stowage-node-dirs-'));
-  return { fs: Object.assign(port(base), { symlink: realFs.symlink }) as Symlinking, cluster: join(base, 'store', 'cluster'),
+  return { fs: Object.assign(port(base), { symlink: realFs.symlink }) as Symlinking, cluster: join(base, 'store', '.stowage', 'cluster'),
     decoy: join(base, 'decoy'), cleanup: () => realFs.rm(base, { recursive: true, force: true }) };
 }
 
@@ -44,7 +44,7 @@ const worlds: Record<string, () => Promise<World>> = {
     return asFsPort(local);
   }),
   'the thread pool (node:fs/promises)': () => realWorld(() => ({ ...realFs })),
-  'memfs': async () => ({ fs: memFs() as Symlinking, cluster: '/store/cluster', decoy: '/decoy', cleanup: async () => {} }),
+  'memfs': async () => ({ fs: memFs() as Symlinking, cluster: '/store/.stowage/cluster', decoy: '/decoy', cleanup: async () => {} }),
 };
 
 const settings = { ...DEFAULT_CLUSTER_SETTINGS, heartbeatMs: 30, staleAfterMs: 150, version: 'test' };
@@ -94,6 +94,27 @@ describe.each(Object.entries(worlds))('node marker directories from a hostile st
     started.push(cluster);
     return cluster;
   }
+
+  it('the directory of all node directories swapped for a symlink while nodes run: nothing is written or deleted through it', async () => {
+    const { fs, cluster, decoy } = await setup();
+    await fs.mkdir(join(cluster, 'mounts', 'ghost'));
+    const a = await node('node-a', { vol: { m: 1 } });
+    await node('node-b');
+    // What the symlink leads to looks like marker directories: a heartbeat would take precious for a leftover marker.
+    for (const dir of ['node-a', 'node-b', 'ghost']) {
+      await fs.mkdir(join(decoy, 'm', dir), { recursive: true });
+      await fs.writeFile(join(decoy, 'm', dir, 'precious'), `precious ${dir}\n`);
+    }
+    before = await snapshot(fs, decoy);
+    await fs.rename(join(cluster, 'mounts'), join(cluster, 'mounts.moved'));
+    await fs.symlink(join(decoy, 'm'), join(cluster, 'mounts'));
+    await sleep(100); // heartbeats
+    await expect(a.markMounted('other')).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/mounts\/node-a leads to .*: a directory on the way was replaced by a symbolic link/),
+    });
+    await expect(a.forget('ghost')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    await expect(a.assertRemovable('vol', { force: true })).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+  });
 
   it('another node\'s directory that is a symlink is never listed: it blocks removes, and forget deletes the link alone', async () => {
     const { fs, cluster, decoy } = await setup();

@@ -9,7 +9,7 @@ import type { Logger } from '../logger.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import { MAX_RECORD_BYTES } from './member-reader.js';
-import { NotNodeDir, inNodeDir } from './node-dir.js';
+import { NotNodeDir, assertUnfollowedDir, inNodeDir } from './node-dir.js';
 import { clusterPaths, legacyNodeRecordSchema, type LegacyNodeRecord } from './node-record.js';
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
@@ -173,5 +173,7 @@ export async function deleteNodeFiles(fs: FsPort, dir: string, nodeId: string): 
     if (err instanceof NotNodeDir) await fs.unlink(markers).catch(gone);
     else gone(err);
   }
+  // By path: refused when `members` (or a directory above it) became a symlink meanwhile.
+  await assertUnfollowedDir(fs, paths.members);
   await fs.unlink(join(paths.members, `${nodeId}.json`)).catch(gone);
 }

@@ -1,6 +1,6 @@
-import { closeSync, constants, lstatSync, openSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readlinkSync, realpathSync, unlinkSync, type Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { DIR_FLAGS } from '../backup/dir-fd.js';
 import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
@@ -31,6 +31,51 @@ export class NotNodeDir extends StowageError {
 
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
+/** The store's own directory, where `.stowage/` is: its path may hold symlinks (it is the administrator's), nothing below it may. */
+const STATE_DIR = '/.stowage/';
+const realStores = new Map<string, string>();
+
+/**
+ * Where `path` (inside a store's `.stowage/`) is when nothing on the way below the store is a
+ * symlink; undefined for a path outside any store. O_NOFOLLOW guards the last name only: a
+ * directory above swapped for a symlink while the daemon runs (`cluster/mounts`, say) would lead
+ * the open elsewhere, which the descriptor's own path then shows.
+ */
+function unfollowedPath(path: string): string | undefined {
+  const cut = path.lastIndexOf(STATE_DIR);
+  if (cut <= 0) return undefined;
+  const store = path.slice(0, cut);
+  let real = realStores.get(store);
+  if (real === undefined) {
+    real = realpathSync(store);
+    realStores.set(store, real);
+  }
+  return real + path.slice(cut);
+}
+
+/** A directory on the way to a node directory is a symlink now: nothing is done there, and nothing may be unlinked by that path either. */
+export class ThroughSymlink extends StowageError {
+  constructor(path: string, reached: string) {
+    super(ErrorCodes.STATE_CORRUPT, `${path} leads to ${reached}: a directory on the way was replaced by a symbolic link; ` +
+      'stowage neither follows nor deletes through it. Put the store\'s .stowage directory right by hand');
+  }
+}
+
+/** Throws ThroughSymlink unless `reached`, what a descriptor opened by `path` refers to, is `path` with no symlink followed below the store. */
+function assertReachedUnfollowed(path: string, reached: string): void {
+  const expected = unfollowedPath(path);
+  if (expected !== undefined && reached !== expected) throw new ThroughSymlink(path, reached);
+}
+
+/** For a port without descriptors (memfs in unit tests): no directory between the store and `path` may be a symlink. */
+async function assertNoSymlinkOnTheWay(fs: FsPort, path: string): Promise<void> {
+  const cut = path.lastIndexOf(STATE_DIR);
+  if (cut <= 0) return;
+  for (let dir = dirname(path); dir.length > cut; dir = dirname(dir)) {
+    if ((await fs.lstat(dir)).isSymbolicLink()) throw new ThroughSymlink(path, `a path through ${dir}`);
+  }
+}
+
 function describeKind(st: Pick<Stats, 'isSymbolicLink' | 'isFile' | 'isFIFO' | 'isSocket' | 'isDirectory'>): string {
   if (st.isSymbolicLink()) return 'a symbolic link';
   if (st.isFile()) return 'a regular file';
@@ -59,6 +104,12 @@ function refusal(path: string, err: unknown, look: () => Stats | Promise<Stats>)
     () => { throw new NotNodeDir(path, 'something other than a directory'); });
 }
 
+/** Throws ThroughSymlink when a directory from the store down to `dir` (included) is a symlink: for a call by path in `dir` (an unlink) right after. */
+export async function assertUnfollowedDir(fs: FsPort, dir: string): Promise<void> {
+  if (fs instanceof LocalFirstFs || fs.open === fsp.open) assertReachedUnfollowed(dir, await fsp.realpath(dir));
+  else await assertNoSymlinkOnTheWay(fs, join(dir, 'entry'));
+}
+
 /**
  * Runs `task` on the node directory `dir` with every name reached through a descriptor of it
  * (`/proc/self/fd/N/name`), opened with O_DIRECTORY | O_NOFOLLOW: a symlink, file or FIFO at
@@ -79,6 +130,7 @@ export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDi
     }
     const at = (name: string) => `/proc/self/fd/${fd}/${name}`;
     try {
+      assertReachedUnfollowed(dir, readlinkSync(`/proc/self/fd/${fd}`));
       return await task({
         // Through the port: listings are not on a mount's path, and tests pause a remove right after one.
         names: () => fs.readdir(`/proc/self/fd/${fd}`),
@@ -99,11 +151,13 @@ export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDi
     const handle = await fsp.open(dir, DIR_FLAGS).catch((err: unknown) => refusal(dir, err, () => fs.lstat(dir)));
     const base = `/proc/self/fd/${handle.fd}`;
     try {
+      assertReachedUnfollowed(dir, await fsp.readlink(base));
       return await task(portCalls(fs, base));
     } finally {
       await handle.close();
     }
   }
+  await assertNoSymlinkOnTheWay(fs, dir);
   const st = await fs.lstat(dir);
   if (!st.isDirectory()) throw new NotNodeDir(dir, describeKind(st));
   return task(portCalls(fs, dir));
