@@ -11,6 +11,8 @@ import type { Repository } from './repository.js';
 
 /** Bytes of a symlink's target, at most: symlink(2) takes a path of PATH_MAX with its closing NUL. */
 const MAX_LINK_TARGET_BYTES = 4095;
+/** Bytes of one name, at most: NAME_MAX of ext4, XFS, btrfs and the rest a volume lives on, so a backup never holds a longer one. */
+const MAX_NAME_BYTES = 255;
 
 /** A manifest a restore refuses, told apart from one that does not load (a read's failure). */
 export class ManifestRefusal extends StowageError {
@@ -65,6 +67,8 @@ export class ManifestRules {
       if (this.open.length === 0) throw refused('its parent is not a directory of this backup');
     }
     this.previous = entry.path;
+    const name = bytesFromName(entry.path.slice(entry.path.lastIndexOf('/') + 1)).length;
+    if (name > MAX_NAME_BYTES) throw refused(`its name is ${name} bytes, and no filesystem a restore writes into takes more than ${MAX_NAME_BYTES}`);
     if (entry.type === 'dir') this.open.push(entry.path);
     // An earlier entry is one a restore has already made: a later one would be linked before it exists.
     if (entry.type === 'hardlink' && comparePaths(entry.target!, entry.path) >= 0) throw refused('a hardlink must point to an earlier file');

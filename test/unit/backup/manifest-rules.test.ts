@@ -108,6 +108,7 @@ describe('verify and the repository check apply the rules a restore applies to a
       ['a duplicate', [root, a, a], 'a.txt', /out of order or duplicate/],
       ['an empty symlink target', [root, { ...asLink, target: '' }], 'z', /a symlink's target must be 1 to 4095 bytes without NUL/],
       ['an empty manifest', [], undefined, /has an empty manifest/],
+      ['a name past 255 bytes', [root, { ...a, path: `z${'x'.repeat(279)}` }], `z${'x'.repeat(279)}`, /its name is 280 bytes, and no filesystem a restore writes into takes more than 255/],
     ];
     const forged: Array<{ label: string; id: string; message: string }> = [];
     for (const [i, [label, manifest, path, why]] of cases.entries()) {
