@@ -7,6 +7,12 @@ import { randomHex } from '../../core/random-hex.js';
 
 /** A dot-directory no key can name. */
 const RESERVE_DIR = '.reserve';
+/**
+ * The names puts give their temporaries (`<randomHex(8)>-<pid>`), and the reserve its own: a
+ * sweep unlinks nothing else, whoever put it there (a user's `.tmp` in a directory that became a
+ * repository).
+ */
+export const TEMP_NAME = /^[0-9a-f]{16}-\d+$/;
 const RESERVE_FILE = 'space';
 /** Room for the few lock objects (a few hundred bytes, a block each) that deleting backups writes. */
 export const RESERVE_BYTES = 1024 * 1024;
@@ -87,7 +93,7 @@ export class SpaceReserve {
     const cutoff = Date.now() - olderThanMs;
     let removed = 0;
     for (const name of await readdir(dir)) {
-      if (name === RESERVE_FILE) continue;
+      if (name === RESERVE_FILE || !TEMP_NAME.test(name)) continue;
       const st = await lstat(join(dir, name)).catch(() => undefined);
       if (!st?.isFile() || st.mtimeMs > cutoff) continue;
       await unlink(join(dir, name)).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw err; });

@@ -10,7 +10,7 @@ import { ErrorCodes, StowageError, asStorageFull, describeCause, errnoCode } fro
 import { openRegularFile } from '../../core/open-regular.js';
 import { randomHex } from '../../core/random-hex.js';
 import { OpenObjects } from './open-objects.js';
-import { SpaceReserve, isFull } from './space-reserve.js';
+import { SpaceReserve, TEMP_NAME, isFull } from './space-reserve.js';
 
 /** Temps live in a dot-directory no key can name (keys never have a segment starting with a dot). */
 const TEMP_DIR = '.tmp';
@@ -294,7 +294,7 @@ export class VfsBlobStore implements BlobStore {
   /**
    * Unlinks the temporary files (`.tmp/<random>-<pid>`) of puts older than `olderThanMs`: a
    * process killed between writing one and linking it leaves it for good otherwise. Only plain
-   * files are touched, never followed.
+   * files of the names puts give are touched, never followed.
    */
   async sweepTemporary(olderThanMs: number): Promise<number> {
     const dir = join(this.root, TEMP_DIR);
@@ -309,6 +309,7 @@ export class VfsBlobStore implements BlobStore {
     let removed = reserveTemps;
     for (const name of await readdir(dir)) {
       const path = join(dir, name);
+      if (!TEMP_NAME.test(name)) continue;
       const stat = await lstat(path).catch(() => undefined);
       if (!stat?.isFile() || stat.mtimeMs > cutoff) continue;
       await unlink(path).catch((err: unknown) => { if (errnoCode(err) !== 'ENOENT') throw this.writeRefused(err) ?? err; });

@@ -55,7 +55,9 @@ describe('the space reserve of a vfs repository', () => {
     const old = new Date(Date.now() - 2 * 3600_000);
     await utimes(left, old, old);
     await utimes(join(base, '.reserve', 'space'), old, old);
+    await writeFile(join(base, '.reserve', 'notes'), 'someone\'s');
+    await utimes(join(base, '.reserve', 'notes'), old, old);
     expect(await reserve.sweep(60_000)).toBe(1);
-    expect(await readdir(join(base, '.reserve'))).toEqual(['space']);
+    expect((await readdir(join(base, '.reserve'))).sort()).toEqual(['notes', 'space']);
   });
 });

@@ -139,15 +139,18 @@ describe('vfs blob store temporary files', () => {
     const store = new VfsBlobStore(dir, { durable: false });
     const repo = await Repository.init(store);
     const temp = join(dir, '.tmp');
-    await writeFile(join(temp, 'abandoned-1234'), 'half a pack');
+    await writeFile(join(temp, '0123456789abcdef-1234'), 'half a pack');
     const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
-    await utimes(join(temp, 'abandoned-1234'), twoHoursAgo, twoHoursAgo);
-    await writeFile(join(temp, 'in-flight-5678'), 'a put running now');
+    await utimes(join(temp, '0123456789abcdef-1234'), twoHoursAgo, twoHoursAgo);
+    await writeFile(join(temp, 'fedcba9876543210-5678'), 'a put running now');
+    // A user's file of another name, old as it may be, is not a temporary of stowage's.
+    await writeFile(join(temp, 'diary'), 'someone\'s');
+    await utimes(join(temp, 'diary'), twoHoursAgo, twoHoursAgo);
     await writeFile(join(dir, 'outside'), 'not the store\'s');
     await symlink(join(dir, 'outside'), join(temp, 'planted'));
     await lutimes(join(temp, 'planted'), twoHoursAgo, twoHoursAgo);
     await gc(repo);
-    expect((await readdir(temp)).sort()).toEqual(['in-flight-5678', 'planted']);
+    expect((await readdir(temp)).sort()).toEqual(['diary', 'fedcba9876543210-5678', 'planted']);
     expect(await readFile(join(dir, 'outside'), 'utf8')).toBe('not the store\'s');
   });
 });
