@@ -1,9 +1,10 @@
 import { constants, type Stats } from 'node:fs';
-import { join } from 'node:path';
+import * as fsp from 'node:fs/promises';
 import { ErrorCodes, StowageError, errnoCode } from './errors.js';
 import type { FsPort } from './fs-port.js';
-import { openRegularOn } from './local-fs.js';
+import { LocalFirstFs, openRegularOn } from './local-fs.js';
 import { MountPointsBelow } from './mount-points.js';
+import { childPath, removeTreeByDescriptors } from './remove-tree-fd.js';
 
 /**
  * Paths inside a store are written by other machines: a symlink planted there must never make
@@ -110,11 +111,23 @@ export function describeLeftMounts(left: readonly LeftMount[]): string {
 
 /**
  * Deletes a tree that stowage itself moved aside. Symlinks inside are removed as links, never
- * followed; a mount point (another device, or in the mount table: see MountPointsBelow) is
- * left alone with everything beneath it, and reported.
+ * followed; a mount point (another filesystem, or a bind mount of this one) is left alone with
+ * everything beneath it, and reported. On the real filesystem the walk goes through directory
+ * descriptors (see removeTreeByDescriptors), so a mount made inside the tree while it runs is
+ * never walked into either.
  */
 export async function removeTreeOnDevice(fs: FsPort, path: string, dev: number): Promise<LeftMount[]> {
   const mounts = await MountPointsBelow.read(fs, path);
+  if (fs instanceof LocalFirstFs || fs.open === fsp.open) {
+    const left = await removeTreeByDescriptors(fs, path, dev, mounts);
+    if (left) return left;
+    // No mount ids in /proc: walk by path, which tells a mount made after the table was read
+    // only when it cannot be removed (EBUSY), possibly after what it showed was deleted.
+  }
+  return removeTreeByPath(fs, path, dev, mounts);
+}
+
+async function removeTreeByPath(fs: FsPort, path: string, dev: number, mounts: MountPointsBelow): Promise<LeftMount[]> {
   const left: LeftMount[] = [];
   // EBUSY: a mount point the table did not list (made after it was read); its name stays.
   const leave = (current: string | Buffer) => (err: unknown): boolean => {
@@ -145,13 +158,6 @@ export async function removeTreeOnDevice(fs: FsPort, path: string, dev: number):
   };
   await walk(path);
   return left;
-}
-
-/** `dir/name`, as a string when both are UTF-8 that round-trips, else as bytes. */
-function childPath(dir: string | Buffer, name: Buffer): string | Buffer {
-  const text = name.toString('utf8');
-  if (typeof dir === 'string' && Buffer.from(text, 'utf8').equals(name)) return join(dir, text);
-  return Buffer.concat([Buffer.isBuffer(dir) ? dir : Buffer.from(dir, 'utf8'), Buffer.from('/'), name]);
 }
 
 /**

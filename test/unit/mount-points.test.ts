@@ -2,9 +2,14 @@
  * Mount points are told by the mount table, not by device numbers alone: a bind mount of a
  * directory of the same filesystem shows the store's device, and deleting through it deletes
  * wherever it came from. The table is read through the FsPort, so memfs stands in for /proc here
- * (test/backends/vfs-hostile-store.test.ts does it with real bind mounts, as root).
+ * (test/backends/vfs-hostile-store.test.ts does it with real bind mounts, as root). The real
+ * filesystem is walked through descriptors, which the last tests here take without root.
  */
 import { createFsFromVolume, Volume } from 'memfs';
+import { spawnSync } from 'node:child_process';
+import * as nodeFs from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExecaCommandRunner } from '../../src/core/command-runner.js';
@@ -159,5 +164,26 @@ describe('vfs and mount points in its store', () => {
     });
     expect((await b.list()).map((v) => v.name)).toEqual(['vol']);
     expect(await fs.readdir('/state/volumes/.stowage/journal')).toEqual([]);
+  });
+});
+
+describe('removeTreeOnDevice on the real filesystem (through directory descriptors)', () => {
+  it('deletes a tree deeper than a path the kernel takes, names that are not UTF-8 included, removing symlinks as links', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'stowage-fdwalk-'));
+    try {
+      const gone = join(base, 'gone');
+      await mkdir(join(base, 'outside'));
+      await writeFile(join(base, 'outside', 'keep'), 'outside');
+      // Built by a shell that descends step by step: no absolute path this deep can be named in one call.
+      const built = spawnSync('sh', ['-c', `mkdir "$0" && cd "$0" && ln -s ../outside out && printf x > "$(printf 'caf\\351')" &&
+        for i in $(seq 400); do mkdir dddddddddddddddddddd && cd -P dddddddddddddddddddd && printf x > f && ln -s ../../outside/keep l || exit 1; done`, gone]);
+      expect(built.status).toBe(0);
+      expect(await removeTreeOnDevice(nodeFs, gone, (await lstat(gone)).dev)).toEqual([]);
+      await expect(lstat(gone)).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await readFile(join(base, 'outside', 'keep'), 'utf8')).toBe('outside');
+    } finally {
+      // Not fs.rm: it names each file by its whole path, and fails on a tree this deep.
+      spawnSync('rm', ['-rf', base]);
+    }
   });
 });
