@@ -95,7 +95,7 @@ describe.each(Object.entries(worlds))('node marker directories from a hostile st
     return cluster;
   }
 
-  it('the directory of all node directories swapped for a symlink while nodes run: nothing is written or deleted through it', async () => {
+  it('the directories of node directories and of records swapped for symlinks while nodes run: nothing is written or deleted through them', async () => {
     const { fs, cluster, decoy } = await setup();
     await fs.mkdir(join(cluster, 'mounts', 'ghost'));
     const a = await node('node-a', { vol: { m: 1 } });
@@ -105,15 +105,25 @@ describe.each(Object.entries(worlds))('node marker directories from a hostile st
       await fs.mkdir(join(decoy, 'm', dir), { recursive: true });
       await fs.writeFile(join(decoy, 'm', dir, 'precious'), `precious ${dir}\n`);
     }
+    // And records: a heartbeat's rewrite of node-a.json would replace this one.
+    await fs.mkdir(join(decoy, 'r'));
+    await fs.writeFile(join(decoy, 'r', 'node-a.json'), 'precious record\n');
     before = await snapshot(fs, decoy);
     await fs.rename(join(cluster, 'mounts'), join(cluster, 'mounts.moved'));
     await fs.symlink(join(decoy, 'm'), join(cluster, 'mounts'));
+    await fs.rename(join(cluster, 'members'), join(cluster, 'members.moved'));
+    await fs.symlink(join(decoy, 'r'), join(cluster, 'members'));
     await sleep(100); // heartbeats
     await expect(a.markMounted('other')).rejects.toMatchObject({
       code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/mounts\/node-a leads to .*: a directory on the way was replaced by a symbolic link/),
     });
     await expect(a.forget('ghost')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
-    await expect(a.assertRemovable('vol', { force: true })).rejects.toMatchObject({ code: ErrorCodes.VOLUME_IN_USE });
+    // Records that cannot be read from the store refuse a remove, forced or not: nodes must not vanish from its checks.
+    for (const force of [false, true]) {
+      await expect(a.assertRemovable('vol', { force })).rejects.toMatchObject({
+        code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/members leads to .*: a directory on the way was replaced by a symbolic link/),
+      });
+    }
   });
 
   it('another node\'s directory that is a symlink is never listed: it blocks removes, and forget deletes the link alone', async () => {

@@ -67,11 +67,11 @@ function assertReachedUnfollowed(path: string, reached: string): void {
   if (expected !== undefined && reached !== expected) throw new ThroughSymlink(path, reached);
 }
 
-/** For a port without descriptors (memfs in unit tests): no directory between the store and `path` may be a symlink. */
-async function assertNoSymlinkOnTheWay(fs: FsPort, path: string): Promise<void> {
+/** For a port without descriptors (memfs in unit tests): no directory between the store and `path` (from `first` up) may be a symlink. */
+async function assertNoSymlinkOnTheWay(fs: FsPort, path: string, first = dirname(path)): Promise<void> {
   const cut = path.lastIndexOf(STATE_DIR);
   if (cut <= 0) return;
-  for (let dir = dirname(path); dir.length > cut; dir = dirname(dir)) {
+  for (let dir = first; dir.length > cut; dir = dirname(dir)) {
     if ((await fs.lstat(dir)).isSymbolicLink()) throw new ThroughSymlink(path, `a path through ${dir}`);
   }
 }
@@ -107,7 +107,7 @@ function refusal(path: string, err: unknown, look: () => Stats | Promise<Stats>)
 /** Throws ThroughSymlink when a directory from the store down to `dir` (included) is a symlink: for a call by path in `dir` (an unlink) right after. */
 export async function assertUnfollowedDir(fs: FsPort, dir: string): Promise<void> {
   if (fs instanceof LocalFirstFs || fs.open === fsp.open) assertReachedUnfollowed(dir, await fsp.realpath(dir));
-  else await assertNoSymlinkOnTheWay(fs, join(dir, 'entry'));
+  else await assertNoSymlinkOnTheWay(fs, dir, dir);
 }
 
 /**

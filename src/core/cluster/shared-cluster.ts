@@ -17,6 +17,7 @@ import { assertNodeIdFree, learnStorageClock, ownRecordWatch, rootInstance } fro
 import { MemberReader, entryOfNode } from './member-reader.js';
 import { withMountLock, type MountLockParts } from './mount-lock.js';
 import { assertNoLiveMount } from './forced-remove.js';
+import { assertUnfollowedDir } from './node-dir.js';
 import { settlesWithin } from '../settles-within.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -231,6 +232,8 @@ export class SharedCluster implements Cluster {
       };
       const file = join(this.paths.members, `${this.nodeId}.json`);
       const before = Date.now();
+      // By path: never into what a symlink swapped in for members/ (or above it) leads to.
+      await assertUnfollowedDir(this.fs, this.paths.members);
       await writeFileAtomic(this.fs, file, JSON.stringify(record), { durable: false });
       const { mtimeMs } = await this.fs.stat(file);
       const offset = this.clock.observe(before, Date.now(), mtimeMs);
