@@ -13,8 +13,11 @@ const BACKEND_WITH = { snapshots: 'devicemapper' } as const;
 
 const cli = (command: string) => `"stowage ${command}"`;
 
-/** One remedy in one audience's words, as a clause that follows the core's message after "; ". */
-export function wordRemedy(remedy: Remedy, audience: Audience): string {
+/**
+ * One remedy in one audience's words, as a clause that follows the core's message after "; ".
+ * `driver` is the name Docker knows this daemon by, for the Docker commands a remedy spells out.
+ */
+export function wordRemedy(remedy: Remedy, audience: Audience, driver = 'stowage'): string {
   switch (remedy.action) {
     case 'forget-node':
       return `if node ${remedy.node} is gone for good, ` + (audience === 'api'
@@ -31,7 +34,7 @@ export function wordRemedy(remedy: Remedy, audience: Audience): string {
         : `run ${cli(`release ${remedy.volume} --force`)}`);
     case 'adopt':
       if (audience === 'api') return `adopt with create('${remedy.volume}', { adopt: 'true' })`;
-      if (audience === 'docker') return `adopt with "docker volume create -d stowage -o adopt=true ${remedy.volume}"`;
+      if (audience === 'docker') return `adopt with "docker volume create -d ${driver} -o adopt=true ${remedy.volume}"`;
       return `adopt with ${cli(`create ${remedy.volume} --opt adopt=true`)}`;
     case 'list-nodes':
       return audience === 'api' ? 'manager.nodes() lists the nodes' : `${cli('node list')} lists the nodes`;
@@ -65,8 +68,8 @@ export function wordRemedy(remedy: Remedy, audience: Audience): string {
 }
 
 /** The message followed by its remedies in the audience's words. */
-export function wordFailure(message: string, remedies: readonly Remedy[], audience: Audience): string {
-  return [message, ...remedies.map((r) => wordRemedy(r, audience))].join('; ');
+export function wordFailure(message: string, remedies: readonly Remedy[], audience: Audience, driver?: string): string {
+  return [message, ...remedies.map((r) => wordRemedy(r, audience, driver))].join('; ');
 }
 
 /** Anything thrown, as the audience should read it. */

@@ -20,12 +20,12 @@ export const DEFAULT_SOCKET = '/run/docker/plugins/stowage.sock';
  * request, not at start: evaluating them was a tenth of the daemon's start-up, and Docker, which
  * activates the plugin at start, never needs them.
  */
-export function createApp(plugin: PluginHandlers, loadControl: () => Promise<Router>): RequestListener {
+export function createApp(plugin: PluginHandlers, loadControl: () => Promise<Router>, driverName = 'stowage'): RequestListener {
   let control: Promise<RequestListener> | undefined;
   return (req, res) => {
     const handler = req.method === 'POST' ? pluginHandlerOf(plugin, req.url ?? '') : undefined;
     if (handler) {
-      void servePluginRequest(handler, req, res);
+      void servePluginRequest(handler, req, res, driverName);
       return;
     }
     control ??= Promise.all([importLazily(() => import('./control-app.js'), 'the control API'), loadControl()]).then(([{ controlApp }, router]) => controlApp(router));

@@ -80,7 +80,8 @@ describe('each shell words the remedies of a real failure', () => {
   beforeAll(async () => {
     assertCliBuilt();
     dir = await makeTempDir('stowage-remedy-');
-    socket = join(dir, 's.sock');
+    // Docker knows a legacy plugin by its socket's name: the remedies must name that driver.
+    socket = join(dir, 'remedy-drv.sock');
     store = join(dir, 'vols');
     await mkdir(store);
     await startDaemon(socket, ['--root', join(dir, 'root'), '--opt', `vfs.path=${store}`, '--opt', 'vfs.shared=true',
@@ -99,7 +100,7 @@ describe('each shell words the remedies of a real failure', () => {
     expect(created.exitCode).toBe(1);
     expect(created.stderr).toMatch(/already holds data that belongs to no volume; .*adopt with "stowage create legacy --opt adopt=true"/);
     const docker = await pluginCall(socket, 'Create', { Name: 'legacy' });
-    expect(docker.Err).toMatch(/adopt with "docker volume create -d stowage -o adopt=true legacy"/);
+    expect(docker.Err).toMatch(/adopt with "docker volume create -d remedy-drv -o adopt=true legacy"/);
     expect(docker.Err).not.toMatch(/--opt/);
   });
 

@@ -107,13 +107,13 @@ function reply(res: ServerResponse, status: number, body: object): void {
  * against 3.2-4.4 ms. Create and Remove, dominated by file system work, were within noise.
  * Docker reads failures from `Err`; the message is the core's, written for the person at the CLI.
  */
-export async function servePluginRequest(handler: Handler, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function servePluginRequest(handler: Handler, req: IncomingMessage, res: ServerResponse, driver: string): Promise<void> {
   try {
     const body = parseJsonBody(await readBody(req));
     reply(res, 200, await handler(body));
   } catch (err) {
     const { status, message, remedies } = failureOf(err);
     // Docker reads `Err` whatever the status; the status tells other clients whose fault it was.
-    reply(res, status, { Err: wordFailure(message, remedies, 'docker') });
+    reply(res, status, { Err: wordFailure(message, remedies, 'docker', driver) });
   }
 }
