@@ -5,13 +5,14 @@
  * the daemon's port on a local filesystem (synchronous calls), node:fs/promises (the thread
  * pool, as on a network filesystem), and memfs (what the other unit tests use).
  */
+import { spawn } from 'node:child_process';
 import * as realFs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
 import { DEFAULT_CLUSTER_SETTINGS } from '../../src/core/cluster/cluster.js';
-import { settleLayout } from '../../src/core/cluster/layout-settle.js';
+import { deleteNodeFiles, settleLayout } from '../../src/core/cluster/layout-settle.js';
 import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
@@ -217,5 +218,53 @@ describe.each(Object.entries(worlds))('node marker directories from a hostile st
     await fs.symlink(decoy, join(cluster, 'mounts', 'old'));
     await expect(settleLayout({ fs, dir: cluster, nodeId: 'node-a', clock: new SharedClock(), staleAfterMs: 150, log: silentLogger }))
       .rejects.toThrow(/mounts\/old is a symbolic link, not a directory of mount markers; .*Move it away by hand/);
+  });
+});
+
+/**
+ * A symlink swapped in for `members/` and out again, over and over, by another process: a check
+ * of the path followed by a write or an unlink by the same path would sometimes pass the check
+ * on the real directory and then act through the link. Only a descriptor opened once closes that window.
+ */
+describe.each(Object.entries(worlds).filter(([name]) => name !== 'memfs'))('members/ swapped back and forth for a symlink, on %s', (_name, make) => {
+  it('heartbeats and forgets write and unlink nothing through it', async () => {
+    const world = await make();
+    const { fs, cluster, decoy } = world;
+    try {
+      const members = join(cluster, 'members');
+      for (const dir of [members, join(cluster, 'mounts'), join(decoy, 'r')]) await fs.mkdir(dir, { recursive: true });
+      // What a heartbeat of node-a would replace, and what forgetting ghost would unlink.
+      for (const file of ['node-a.json', 'ghost.json']) await fs.writeFile(join(decoy, 'r', file), `precious ${file}\n`);
+      const before = await snapshot(fs, decoy);
+      const a = new SharedCluster(fs, cluster, 'node-a', new SharedClock(), { ...settings, heartbeatMs: 2 }, silentLogger);
+      await a.start(mountsFromRecord({}));
+      const realDir = await realFs.open(members, 'r');
+      const swapper = spawn(process.execPath, ['-e', `
+        const fs = require('node:fs');
+        const [members, link] = process.argv.slice(1);
+        const end = Date.now() + 1500;
+        while (Date.now() < end) {
+          fs.renameSync(members, members + '.real'); fs.symlinkSync(link, members);
+          fs.unlinkSync(members); fs.renameSync(members + '.real', members);
+        }`, members, join(decoy, 'r')], { stdio: 'inherit' });
+      const exited = new Promise<number | null>((resolve) => swapper.on('exit', resolve));
+      let running = true;
+      void exited.then(() => { running = false; });
+      let forgets = 0;
+      while (running) {
+        // A ghost record in the real directory, whatever name it has this instant.
+        await realFs.writeFile(`/proc/self/fd/${realDir.fd}/ghost.json`, '{}');
+        await deleteNodeFiles(fs, cluster, 'ghost').then(() => { forgets += 1; }, () => undefined);
+      }
+      expect(await exited).toBe(0);
+      await a.stop();
+      await realDir.close();
+      expect(forgets).toBeGreaterThan(0);
+      expect(await snapshot(fs, decoy)).toEqual(before);
+      // The heartbeats went on into the real directory.
+      expect(JSON.parse(await realFs.readFile(join(members, 'node-a.json'), 'utf8'))).toMatchObject({ nodeId: 'node-a' });
+    } finally {
+      await world.cleanup();
+    }
   });
 });

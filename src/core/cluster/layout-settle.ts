@@ -9,7 +9,7 @@ import type { Logger } from '../logger.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import { MAX_RECORD_BYTES } from './member-reader.js';
-import { NotNodeDir, assertUnfollowedDir, inNodeDir } from './node-dir.js';
+import { MEMBERS_DIR, NotNodeDir, inNodeDir } from './node-dir.js';
 import { clusterPaths, legacyNodeRecordSchema, type LegacyNodeRecord } from './node-record.js';
 
 const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
@@ -173,7 +173,6 @@ export async function deleteNodeFiles(fs: FsPort, dir: string, nodeId: string): 
     if (err instanceof NotNodeDir) await fs.unlink(markers).catch(gone);
     else gone(err);
   }
-  // By path: refused when `members` (or a directory above it) became a symlink meanwhile.
-  await assertUnfollowedDir(fs, paths.members);
-  await fs.unlink(join(paths.members, `${nodeId}.json`)).catch(gone);
+  // Through a descriptor: refused when `members` (or a directory above it) is a symlink, even one swapped in meanwhile.
+  await inNodeDir(fs, paths.members, (calls) => calls.unlink(`${nodeId}.json`), MEMBERS_DIR).catch(gone);
 }

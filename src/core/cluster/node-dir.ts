@@ -20,14 +20,22 @@ export interface NodeDirCalls {
    * its target stays; a directory is refused (EISDIR), never emptied.
    */
   unlink(name: string): Promise<void>;
+  /**
+   * A path to `name` through the open directory, for calls the others do not cover (an atomic
+   * write: its temp file and rename stay in the directory that was checked). Valid only inside the task.
+   */
+  at(name: string): string;
 }
 
 /** What was found at a node directory's path instead of a directory; nothing was done through it. */
 export class NotNodeDir extends StowageError {
-  constructor(readonly path: string, readonly found: string) {
-    super(ErrorCodes.STATE_CORRUPT, `${path} is ${found}, not a directory of mount markers; stowage neither follows nor deletes through it`);
+  constructor(readonly path: string, readonly found: string, expected = 'a directory of mount markers') {
+    super(ErrorCodes.STATE_CORRUPT, `${path} is ${found}, not ${expected}; stowage neither follows nor deletes through it`);
   }
 }
+
+/** What `members/` is, for NotNodeDir. */
+export const MEMBERS_DIR = 'the directory of node records';
 
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
@@ -97,11 +105,11 @@ function asIsDir(err: unknown, look: (() => Stats) | Stats | undefined): unknown
 }
 
 /** ENOTDIR or ELOOP from an open with O_DIRECTORY | O_NOFOLLOW: said as what is there. */
-function refusal(path: string, err: unknown, look: () => Stats | Promise<Stats>): Promise<never> {
+function refusal(path: string, err: unknown, look: () => Stats | Promise<Stats>, expected?: string): Promise<never> {
   if (errnoCode(err) !== 'ENOTDIR' && errnoCode(err) !== 'ELOOP') return Promise.reject(err as Error);
   return Promise.resolve().then(look).then(
-    (st) => { throw new NotNodeDir(path, describeKind(st)); },
-    () => { throw new NotNodeDir(path, 'something other than a directory'); });
+    (st) => { throw new NotNodeDir(path, describeKind(st), expected); },
+    () => { throw new NotNodeDir(path, 'something other than a directory', expected); });
 }
 
 /** Throws ThroughSymlink when a directory from the store down to `dir` (included) is a symlink: for a call by path in `dir` (an unlink) right after. */
@@ -118,15 +126,16 @@ export async function assertUnfollowedDir(fs: FsPort, dir: string): Promise<void
  * creates and the unlinks are synchronous, as LocalFirstFs makes them there: a mount makes its
  * marker on this path, and /proc/self/fd/N is not a path LocalFirstFs knows to be local. A port
  * that is not the real file system (memfs in unit tests) has no descriptors: there the directory
- * is checked with lstat right before the task, which leaves a window only tests have.
+ * is checked with lstat right before the task, which leaves a window only tests have. The node
+ * records' directory (`members/`) is reached the same way; `expected` says what `dir` should be.
  */
-export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDirCalls) => Promise<T>): Promise<T> {
+export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDirCalls) => Promise<T>, expected?: string): Promise<T> {
   if (fs instanceof LocalFirstFs && fs.isLocal(dir)) {
     let fd: number;
     try {
       fd = openSync(dir, DIR_FLAGS);
     } catch (err) {
-      return refusal(dir, err, () => lstatSync(dir));
+      return refusal(dir, err, () => lstatSync(dir), expected);
     }
     const at = (name: string) => `/proc/self/fd/${fd}/${name}`;
     try {
@@ -134,6 +143,7 @@ export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDi
       return await task({
         // Through the port: listings are not on a mount's path, and tests pause a remove right after one.
         names: () => fs.readdir(`/proc/self/fd/${fd}`),
+        at,
         create: async (name) => closeSync(openSync(at(name), CREATE_FLAGS, 0o600)),
         unlink: async (name) => {
           try {
@@ -148,7 +158,7 @@ export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDi
     }
   }
   if (fs instanceof LocalFirstFs || fs.open === fsp.open) {
-    const handle = await fsp.open(dir, DIR_FLAGS).catch((err: unknown) => refusal(dir, err, () => fs.lstat(dir)));
+    const handle = await fsp.open(dir, DIR_FLAGS).catch((err: unknown) => refusal(dir, err, () => fs.lstat(dir), expected));
     const base = `/proc/self/fd/${handle.fd}`;
     try {
       assertReachedUnfollowed(dir, await fsp.readlink(base));
@@ -159,13 +169,14 @@ export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDi
   }
   await assertNoSymlinkOnTheWay(fs, dir);
   const st = await fs.lstat(dir);
-  if (!st.isDirectory()) throw new NotNodeDir(dir, describeKind(st));
+  if (!st.isDirectory()) throw new NotNodeDir(dir, describeKind(st), expected);
   return task(portCalls(fs, dir));
 }
 
 function portCalls(fs: FsPort, base: string): NodeDirCalls {
   return {
     names: () => fs.readdir(base),
+    at: (name) => join(base, name),
     create: async (name) => (await fs.open(join(base, name), CREATE_FLAGS, 0o600)).close(),
     unlink: (name) => fs.unlink(join(base, name)).catch(async (err: unknown) => {
       throw asIsDir(err, await fs.lstat(join(base, name)).catch(() => undefined));

@@ -17,7 +17,7 @@ import { assertNodeIdFree, learnStorageClock, ownRecordWatch, rootInstance } fro
 import { MemberReader, entryOfNode } from './member-reader.js';
 import { withMountLock, type MountLockParts } from './mount-lock.js';
 import { assertNoLiveMount } from './forced-remove.js';
-import { assertUnfollowedDir } from './node-dir.js';
+import { MEMBERS_DIR, inNodeDir } from './node-dir.js';
 import { settlesWithin } from '../settles-within.js';
 import { RestoreClaims } from './restore-claims.js';
 import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
@@ -230,12 +230,12 @@ export class SharedCluster implements Cluster {
           ? { configured: true, reachable: this.scan.reachable, error: this.scan.error, listedAt: this.listedAt }
           : { configured: false, reachable: false, error: 'no Docker engine configured' },
       };
-      const file = join(this.paths.members, `${this.nodeId}.json`);
       const before = Date.now();
-      // By path: never into what a symlink swapped in for members/ (or above it) leads to.
-      await assertUnfollowedDir(this.fs, this.paths.members);
-      await writeFileAtomic(this.fs, file, JSON.stringify(record), { durable: false });
-      const { mtimeMs } = await this.fs.stat(file);
+      // Through a descriptor: never into what a symlink swapped in for members/ (or above it) leads to.
+      const { mtimeMs } = await inNodeDir(this.fs, this.paths.members, async ({ at }) => {
+        await writeFileAtomic(this.fs, at(`${this.nodeId}.json`), JSON.stringify(record), { durable: false });
+        return this.fs.stat(at(`${this.nodeId}.json`));
+      }, MEMBERS_DIR);
       const offset = this.clock.observe(before, Date.now(), mtimeMs);
       if (Math.abs(offset - record.clockOffsetMs) > this.settings.skewWarnMs) {
         this.log.warn(`node ${this.nodeId}'s clock is ${seconds(offset)} off the shared storage's clock`);
