@@ -64,6 +64,18 @@ export class LocalFirstFs {
     return local;
   }
 
+  /**
+   * Calls under `alias` (a directory descriptor's `/proc/self/fd/N`) run as calls on `dir`, where
+   * it was opened, would: synchronously when that is local. Until `dropAlias`, before the close.
+   */
+  aliasOf(alias: string, dir: string): void {
+    this.roots.set(`${alias}/`, this.isLocal(dir));
+  }
+
+  dropAlias(alias: string): void {
+    this.roots.delete(`${alias}/`);
+  }
+
   /** Stops synchronous calls under `dir`, even below a local root (network filesystems are mounted there). */
   distrust(dir: string): void {
     this.roots.set(dir.endsWith('/') ? dir : `${dir}/`, false);

@@ -267,4 +267,70 @@ describe.each(Object.entries(worlds).filter(([name]) => name !== 'memfs'))('memb
       await world.cleanup();
     }
   });
+
+  it('locks made, renewed and broken under locks/ swapped back and forth touch nothing named like a lock outside the store', async () => {
+    const world = await make();
+    const { fs, cluster, decoy } = world;
+    try {
+      const locks = join(cluster, 'locks');
+      for (const dir of [join(cluster, 'members'), join(cluster, 'mounts'), locks, join(decoy, 'l')]) await fs.mkdir(dir, { recursive: true });
+      // Files a lock of v0..v4 would be created over, and, old and unreadable, broken as an abandoned lock.
+      for (let i = 0; i < 5; i += 1) {
+        await fs.writeFile(join(decoy, 'l', `v${i}.lock`), `precious ${i}\n`);
+        await fs.utimes(join(decoy, 'l', `v${i}.lock`), 1, 1);
+      }
+      const before = await snapshot(fs, decoy);
+      const a = new SharedCluster(fs, cluster, 'node-a', new SharedClock(), { ...settings, lockTtlMs: 300, lockWaitMs: 2000 }, silentLogger);
+      await a.start(mountsFromRecord({}));
+      const swapper = spawn(process.execPath, ['-e', `
+        const fs = require('node:fs');
+        const [dir, link] = process.argv.slice(1);
+        const end = Date.now() + 1500;
+        while (Date.now() < end) {
+          fs.renameSync(dir, dir + '.real'); fs.symlinkSync(link, dir);
+          fs.unlinkSync(dir); fs.renameSync(dir + '.real', dir);
+        }`, locks, join(decoy, 'l')], { stdio: 'inherit' });
+      const exited = new Promise<number | null>((resolve) => swapper.on('exit', resolve));
+      let running = true;
+      void exited.then(() => { running = false; });
+      let held = 0;
+      while (running) {
+        await Promise.all([0, 1, 2, 3, 4].map((i) => a.withLock(`v${i}`, async () => {
+          held += 1;
+          // Long enough, now and then, for a renewal (every 100 ms) to run while the link is in place.
+          await sleep(i === 0 ? 120 : 5);
+        }).catch(() => undefined)));
+      }
+      expect(await exited).toBe(0);
+      await a.stop();
+      expect(held).toBeGreaterThan(0);
+      expect(await snapshot(fs, decoy)).toEqual(before);
+      // Every lock went where it was made and was released there.
+      expect(await realFs.readdir(locks)).toEqual([]);
+    } finally {
+      await world.cleanup();
+    }
+  });
+
+  it('a node whose marker directory was removed makes it again only inside the store', async () => {
+    const world = await make();
+    const { fs, cluster, decoy } = world;
+    try {
+      for (const dir of [join(cluster, 'members'), join(cluster, 'mounts'), join(decoy, 'm')]) await fs.mkdir(dir, { recursive: true });
+      const a = new SharedCluster(fs, cluster, 'node-a', new SharedClock(), settings, silentLogger);
+      await a.start(mountsFromRecord({}));
+      await a.stop();
+      await realFs.rm(join(cluster, 'mounts', 'node-a'), { recursive: true });
+      await realFs.rename(join(cluster, 'mounts'), join(cluster, 'mounts.real'));
+      await realFs.symlink(join(decoy, 'm'), join(cluster, 'mounts'));
+      await expect(a.markMounted('vol')).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+      expect(await realFs.readdir(join(decoy, 'm'))).toEqual([]);
+      // With the cluster directory gone altogether (a store no longer mounted), nothing is made either.
+      await realFs.unlink(join(cluster, 'mounts'));
+      await expect(a.markMounted('vol')).rejects.toMatchObject({ code: 'ENOENT' });
+      await expect(realFs.lstat(join(cluster, 'mounts'))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await world.cleanup();
+    }
+  });
 });

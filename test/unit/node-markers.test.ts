@@ -25,6 +25,8 @@ describe('NodeMarkers', () => {
     const fs = memFs();
     const log = recordingLogger();
     const record: Record<string, Record<string, number>> = { kept: { m: 1 }, dropped: { m: 1 }, unmarked: { m: 1 } };
+    // What a start makes: the directory of every node's markers (a mount remakes only this node's own in it).
+    await fs.mkdir('/shared/cluster/mounts', { recursive: true });
     const markers = new NodeMarkers(fs, dir, 'node-a', log);
     await markers.markMounted('kept');
     await markers.markMounted('dropped');
@@ -42,6 +44,7 @@ describe('NodeMarkers', () => {
   it('an unmount removes the marker and forgets it, so a later heartbeat does not bring it back', async () => {
     const fs = memFs();
     const record: Record<string, Record<string, number>> = { vol: { m: 1 } };
+    await fs.mkdir('/shared/cluster/mounts', { recursive: true });
     const markers = new NodeMarkers(fs, dir, 'node-a', silentLogger);
     await markers.markMounted('vol');
     await markers.markUnmounted('vol');

@@ -10,6 +10,7 @@ import { openRegularOn } from '../local-fs.js';
 import { isValidNodeId } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
 import { LockLease, type Lease } from './lease.js';
+import { openCheckedDir } from './node-dir.js';
 import { randomHex } from '../random-hex.js';
 
 const lockSchema = z.object({
@@ -46,7 +47,10 @@ export interface LockSettings {
 
 /** A lock this process holds: the inode it created (renewals write only there) and its lease. */
 interface Held {
+  /** Through the descriptor of the locks directory opened for this hold. */
   path: string;
+  /** The path people read in messages. */
+  shown: string;
   body: LockFile;
   dev: number;
   ino: number;
@@ -133,7 +137,17 @@ export class ClusterLocks {
    * process's clocks; failed renewals are retried until then.
    */
   async withLock<T>(name: string, task: (lease: Lease) => Promise<T>): Promise<T> {
-    const held = await this.acquire(name, this.pathOf(name));
+    // Every call on the lock file goes through one descriptor of the directory: a symlink swapped
+    // in for it (or for a directory above) while the lock is made, renewed or broken is never
+    // followed, so nothing named like a lock outside the store is written, moved or unlinked.
+    const dir = await openCheckedDir(this.fs, this.dir, 'the directory of cluster locks');
+    let held: Held;
+    try {
+      held = await this.acquire(name, join(dir.base, `${name}.lock`), this.pathOf(name));
+    } catch (err) {
+      await dir.close();
+      throw err;
+    }
     let renewing = false;
     const tick = () => {
       // held() also notices a lapse by time, aborting the lease's signal while the task waits.
@@ -146,11 +160,13 @@ export class ClusterLocks {
       return await task(held.lease);
     } finally {
       clearInterval(timer);
-      await this.release(held);
+      // A renewal still in flight uses the descriptor too.
+      while (renewing) await sleep(5);
+      await this.release(held).finally(() => dir.close());
     }
   }
 
-  private async acquire(name: string, path: string): Promise<Held> {
+  private async acquire(name: string, path: string, shown: string): Promise<Held> {
     const deadline = Date.now() + this.settings.waitMs;
     let holder: LockFile | undefined;
     for (;;) {
@@ -158,17 +174,17 @@ export class ClusterLocks {
       const body: LockFile = { owner: this.nodeId, token: randomHex(8), expiresAt: this.clock.now() + this.settings.ttlMs, run: this.run };
       // The identity is the inode just linked (or created) at `path`: ours until released or broken.
       const created = await createFileExclusive(this.fs, path, encode(body), QUICK).catch((err: unknown) => {
-        throw asStorageFull(err, `the storage holding the cluster lock ${path}`, 'free space there and try again: nothing was changed');
+        throw asStorageFull(err, `the storage holding the cluster lock ${shown}`, 'free space there and try again: nothing was changed');
       });
       // Still ours once complete: a created file stays empty for a moment, and an empty lock
       // file old enough may be broken (see EMPTY_GRACE_MS); then we try again.
       const now = created ? await this.fs.lstat(path).catch(() => undefined) : undefined;
       if (created && now && sameFile(now, created)) {
         const lease = new LockLease(name, this.settings.ttlMs, this.marginMs, started, (m) => this.log?.(m));
-        return { path, body, dev: created.dev, ino: created.ino, lease, released: false };
+        return { path, shown, body, dev: created.dev, ino: created.ino, lease, released: false };
       }
       if (created) continue;
-      const state = await this.inspect(path);
+      const state = await this.inspect(path, shown);
       holder = state.kind === 'valid' ? state.lock : undefined;
       if (state.kind === 'valid' && (this.expired(state) || this.leftByEarlierRun(state.lock))) {
         await this.breakExpired(path, state.lock.token, state.file);
@@ -178,7 +194,7 @@ export class ClusterLocks {
       // empty, as old as no writer takes between creating a lock file and filling it.
       const unreadableFor = state.kind === 'invalid' && state.empty ? EMPTY_GRACE_MS : this.settings.ttlMs;
       if (state.kind === 'invalid' && state.mtimeMs + unreadableFor < this.clock.now()) {
-        this.log?.(`breaking the unreadable lock file ${path} (${state.problem})`);
+        this.log?.(`breaking the unreadable lock file ${shown} (${state.problem})`);
         await this.breakExpired(path, undefined, state.file);
         continue;
       }
@@ -225,7 +241,7 @@ export class ClusterLocks {
       if (errnoCode(err) === 'ENOENT') return;
       throw err;
     }
-    const moved = await this.inspect(aside);
+    const moved = await this.inspect(aside, aside);
     if (moved.kind === 'valid' && (moved.lock.token !== expiredToken || !(this.expired(moved) || this.leftByEarlierRun(moved.lock)))) {
       await this.fs.link(aside, path).catch(() => undefined);
     }
@@ -237,10 +253,10 @@ export class ClusterLocks {
     const text = encode({ ...held.body, expiresAt: this.clock.now() + this.settings.ttlMs });
     try {
       const opened = await openRegularOn(this.fs, held.path, OPEN_OWN);
-      if ('notRegular' in opened) return this.lost(held, `${opened.notRegular} took the place of ${held.path}`);
+      if ('notRegular' in opened) return this.lost(held, `${opened.notRegular} took the place of ${held.shown}`);
       const handle = opened;
       try {
-        if (!sameFile(await handle.stat(), held)) return this.lost(held, `another holder's lock file took the place of ${held.path}`);
+        if (!sameFile(await handle.stat(), held)) return this.lost(held, `another holder's lock file took the place of ${held.shown}`);
         // Never past the lease: by then another node may be judging the old expiry to break it.
         if (!held.lease.held()) return;
         await handle.write(text, 0, 'utf8');
@@ -249,12 +265,12 @@ export class ClusterLocks {
         await handle.close();
       }
       const after = await this.fs.lstat(held.path);
-      if (!sameFile(after, held)) return this.lost(held, `another holder's lock file took the place of ${held.path}`);
+      if (!sameFile(after, held)) return this.lost(held, `another holder's lock file took the place of ${held.shown}`);
       held.lease.renewed(started);
     } catch (err) {
       const code = errnoCode(err);
-      if (code === 'ENOENT') return this.lost(held, `its lock file ${held.path} was removed (another node judged it expired)`);
-      if (code === 'ELOOP') return this.lost(held, `a symbolic link took the place of ${held.path}`);
+      if (code === 'ENOENT') return this.lost(held, `its lock file ${held.shown} was removed (another node judged it expired)`);
+      if (code === 'ELOOP') return this.lost(held, `a symbolic link took the place of ${held.shown}`);
       // Retried at the next tick; the lease runs out by time if none lands.
       held.lease.lastFailure = `renewing failed: ${describeCause(err)}`;
     }
@@ -281,7 +297,7 @@ export class ClusterLocks {
    * replaced in between is judged by the older file's identity, which the file there no longer
    * has when breakExpired checks it, so nothing is broken on a mixed judgement.
    */
-  private async inspect(path: string): Promise<LockState> {
+  private async inspect(path: string, shown: string): Promise<LockState> {
     let file: JudgedFile | undefined;
     let text: string | undefined;
     try {
@@ -298,7 +314,7 @@ export class ClusterLocks {
     const { mtimeMs } = file;
     if (text === '') return { kind: 'invalid', mtimeMs, problem: 'it is empty', empty: true, file };
     try {
-      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${path}`), mtimeMs, file };
+      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${shown}`), mtimeMs, file };
     } catch (err) {
       return { kind: 'invalid', mtimeMs, problem: messageOf(err), file };
     }

@@ -183,3 +183,58 @@ function portCalls(fs: FsPort, base: string): NodeDirCalls {
     }),
   };
 }
+
+/** A directory opened once, its entries reached through the descriptor for as long as it is open. */
+export interface CheckedDir {
+  /** `/proc/self/fd/N` (or, on a port without descriptors, the directory's path): join names to it. */
+  readonly base: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens `dir` as inNodeDir does (O_DIRECTORY | O_NOFOLLOW, and the descriptor's own path must be
+ * `dir` with no symlink followed below the store), for calls that go on through the port for a
+ * while (a lock held through a task): on a local filesystem they stay synchronous. A symlink
+ * swapped in for `dir`, or a directory above it, after the open is never reached.
+ */
+export async function openCheckedDir(fs: FsPort, dir: string, expected: string): Promise<CheckedDir> {
+  if (fs instanceof LocalFirstFs && fs.isLocal(dir)) {
+    let fd: number;
+    try {
+      fd = openSync(dir, DIR_FLAGS);
+    } catch (err) {
+      return refusal(dir, err, () => lstatSync(dir), expected);
+    }
+    const base = `/proc/self/fd/${fd}`;
+    try {
+      assertReachedUnfollowed(dir, readlinkSync(base));
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    fs.aliasOf(base, dir);
+    return { base, close: async () => { fs.dropAlias(base); closeSync(fd); } };
+  }
+  if (fs instanceof LocalFirstFs || fs.open === fsp.open) {
+    const handle = await fsp.open(dir, DIR_FLAGS).catch((err: unknown) => refusal(dir, err, () => fs.lstat(dir), expected));
+    const base = `/proc/self/fd/${handle.fd}`;
+    try {
+      assertReachedUnfollowed(dir, await fsp.readlink(base));
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    if (fs instanceof LocalFirstFs) fs.aliasOf(base, dir);
+    return {
+      base,
+      close: async () => {
+        if (fs instanceof LocalFirstFs) fs.dropAlias(base);
+        await handle.close();
+      },
+    };
+  }
+  await assertNoSymlinkOnTheWay(fs, dir);
+  const st = await fs.lstat(dir);
+  if (!st.isDirectory()) throw new NotNodeDir(dir, describeKind(st), expected);
+  return { base: dir, close: async () => {} };
+}

@@ -1,8 +1,9 @@
+import { basename, dirname, join } from 'node:path';
 import { ErrorCodes, StowageError, errnoCode } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import type { Logger } from '../logger.js';
 import type { LocalMounts } from './cluster.js';
-import { NotNodeDir, inNodeDir, type NodeDirCalls } from './node-dir.js';
+import { NotNodeDir, inNodeDir, openCheckedDir, type NodeDirCalls } from './node-dir.js';
 
 /**
  * This node's mount markers (`mounts/<node>/<volume>` in the shared store): the cluster-wide sign
@@ -37,7 +38,7 @@ export class NodeMarkers {
     } catch (err) {
       // Someone removed this node's marker directory (a forget run against a live node by hand).
       if (errnoCode(err) !== 'ENOENT') throw err;
-      await this.fs.mkdir(this.dir, { recursive: true });
+      await this.makeDir();
       await this.create(volume);
     }
     this.marked.add(volume);
@@ -49,10 +50,24 @@ export class NodeMarkers {
    * start instead of deleting and writing where it leads.
    */
   async prepare(): Promise<void> {
-    await this.fs.mkdir(this.dir).catch((err: unknown) => {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-    });
+    await this.makeDir();
     await this.inDir(async () => undefined);
+  }
+
+  /**
+   * Makes this node's directory in `mounts/` reached through a checked descriptor, never by a
+   * path a symlink swapped in for `mounts/` or above could lead out of the store; and never
+   * `mounts/` itself: a store whose cluster directory is gone (unmounted, say) gets nothing made.
+   */
+  private async makeDir(): Promise<void> {
+    const parent = await openCheckedDir(this.fs, dirname(this.dir), 'the directory of mount markers of every node');
+    try {
+      await this.fs.mkdir(join(parent.base, basename(this.dir))).catch((err: unknown) => {
+        if (errnoCode(err) !== 'EEXIST') throw err;
+      });
+    } finally {
+      await parent.close();
+    }
   }
 
   /** The directory's calls; anything but a directory there is said as this node's problem, with the way out. */
