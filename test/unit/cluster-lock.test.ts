@@ -231,6 +231,19 @@ describe('ClusterLocks on a real directory', () => {
     expect(Date.now() - t0).toBeGreaterThan(150);
   });
 
+  it('a lock expiring further ahead than any holder sets blocks like an unreadable one, then is broken, not kept for good', async () => {
+    const clock = new SharedClock();
+    // What another machine could plant: no holder renews it, and by its expiry it would never lapse.
+    await realFs.writeFile(lockFile(), JSON.stringify({ owner: 'ghost', token: 'ab', expiresAt: 9e15 }));
+    const logged: string[] = [];
+    const impatient = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 100 }, (m) => logged.push(m));
+    // Fresh, it blocks: a torn or foreign file may be a writer's in progress.
+    await expect(impatient.withLock('vol', async () => 'in')).rejects.toThrow(/locked by node unknown/);
+    const patient = new ClusterLocks(realFs, dir, 'node-a', clock, { ttlMs: 300, waitMs: 3_000 }, (m) => logged.push(m));
+    expect(await patient.withLock('vol', async () => owner())).toBe('node-a');
+    expect(logged).toEqual([expect.stringMatching(/breaking the unreadable lock file .*vol\.lock \(it expires \d+ s from now, further ahead than any holder sets\)/)]);
+  });
+
   it('does not break a lock that reads as expired while its file was just rewritten (a renewal being written)', async () => {
     const clock = new SharedClock();
     await realFs.writeFile(lockFile(), JSON.stringify({ owner: 'node-b', token: 'bb', expiresAt: clock.now() - 5_000 }));

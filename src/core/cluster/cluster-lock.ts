@@ -314,7 +314,13 @@ export class ClusterLocks {
     const { mtimeMs } = file;
     if (text === '') return { kind: 'invalid', mtimeMs, problem: 'it is empty', empty: true, file };
     try {
-      return { kind: 'valid', lock: parseRecordText(lockSchema, text, `lock file ${shown}`), mtimeMs, file };
+      const lock = parseRecordText(lockSchema, text, `lock file ${shown}`);
+      // No holder sets an expiry further ahead than one lifetime: one beyond two would block the name for good.
+      const ahead = lock.expiresAt - this.clock.now();
+      if (ahead > 2 * this.settings.ttlMs) {
+        return { kind: 'invalid', mtimeMs, problem: `it expires ${Math.round(ahead / 1000)} s from now, further ahead than any holder sets`, file };
+      }
+      return { kind: 'valid', lock, mtimeMs, file };
     } catch (err) {
       return { kind: 'invalid', mtimeMs, problem: messageOf(err), file };
     }
