@@ -165,7 +165,8 @@ export async function writeFileAtomic(
  * flush after the answer (see Flusher).
  */
 export async function createFileExclusive(
-  fs: FsPort, path: string, data: string, options: { durable?: boolean; tornIsHarmless?: boolean; flusher?: Flusher } = {},
+  fs: FsPort, path: string, data: string,
+  options: { durable?: boolean; tornIsHarmless?: boolean; flusher?: Flusher; flushAs?: string } = {},
 ): Promise<false | FileIdentity> {
   // One creation instead of three (temp, link, unlink) where O_EXCL is exclusive for every
   // writer: on a local filesystem, for files whose readers treat a half-written one as taken.
@@ -187,8 +188,9 @@ export async function createFileExclusive(
   } finally {
     await fs.unlink(temp).catch(() => undefined);
     if (flusher && linked) {
-      flusher.file(path, handle);
-      flusher.directory(dirname(path));
+      // `flushAs`: the path callers know the file by, when `path` goes through a descriptor that is closed before the flush.
+      flusher.file(options.flushAs ?? path, handle);
+      flusher.directory(dirname(options.flushAs ?? path));
     } else {
       await handle.close().catch(() => undefined);
     }

@@ -10,6 +10,7 @@ import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { DIR_FLAGS } from './backup/dir-fd.js';
+import { assertOpenedUnfollowed } from './cluster/node-dir.js';
 import { errnoCode } from './errors.js';
 import type { FsPort } from './fs-port.js';
 import type { MountPointsBelow } from './mount-points.js';
@@ -55,6 +56,8 @@ export async function removeTreeByDescriptors(fs: FsPort, path: string, dev: num
   const parent = await fs.open(dirname(path), PARENT_FLAGS).catch(ignoreMissing);
   if (!parent) return [];
   try {
+    // A store's own directory (`deleting/`) swapped for a symlink after the caller's checks: nothing is deleted where it leads.
+    await assertOpenedUnfollowed(dirname(path), parent.fd);
     const rootMount = await mountIdOf(fs, parent);
     if (rootMount === undefined) return undefined;
     const left: LeftMount[] = [];

@@ -31,22 +31,22 @@ const MOVE_IT_AWAY = ': it was put there outside stowage; move it away by hand, 
  * Reads a regular file without following a symlink at `path`; undefined when it does not exist.
  * A symlink, directory or device there is an E_STATE_CORRUPT error naming the path.
  */
-export async function readFileNoFollow(fs: FsPort, path: string, volume?: string): Promise<string | undefined> {
+export async function readFileNoFollow(fs: FsPort, path: string, volume?: string, shown = path): Promise<string | undefined> {
   let opened;
   try {
     opened = await openRegularOn(fs, path, READ_FLAGS);
   } catch (err) {
     const code = errnoCode(err);
     if (code === 'ENOENT') return undefined;
-    if (code === 'ELOOP' || code === 'EMLINK') throw refused(path, 'is a symbolic link', volume);
+    if (code === 'ELOOP' || code === 'EMLINK') throw refused(shown, 'is a symbolic link', volume);
     throw err;
   }
-  if ('notRegular' in opened) throw refused(path, `is not a regular file (${opened.notRegular})`, volume);
+  if ('notRegular' in opened) throw refused(shown, `is not a regular file (${opened.notRegular})`, volume);
   const handle = opened;
   try {
     const stat = await handle.stat();
     // Records are small; a huge file planted under a record's name must not exhaust memory.
-    if (stat.size > MAX_RECORD_BYTES) throw refused(path, `is ${stat.size} bytes, more than any record`, volume);
+    if (stat.size > MAX_RECORD_BYTES) throw refused(shown, `is ${stat.size} bytes, more than any record`, volume);
     return await handle.readFile('utf8');
   } finally {
     await handle.close();

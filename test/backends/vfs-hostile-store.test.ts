@@ -69,6 +69,85 @@ describe('vfs on a hostile store', () => {
     return b;
   }
 
+  it('answers "unavailable", never "no such volume", for a name asked of a store that is no longer there (unmounted)', async () => {
+    await setup();
+    const b = backend();
+    await b.init();
+    await b.create(request('kept'));
+    // What an unmount leaves at the path: the empty directory the filesystem was mounted on.
+    await rename(store, join(base, 'store.away'));
+    await mkdir(store);
+    for (const name of ['kept', 'never-made']) {
+      await expect(b.get(name)).rejects.toMatchObject({
+        code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/is not visible at .*; is the filesystem still mounted\?/),
+      });
+    }
+    await rm(store, { recursive: true });
+    await rename(join(base, 'store.away'), store);
+    expect((await b.get('kept'))?.name).toBe('kept');
+    expect(await b.get('never-made')).toBeUndefined();
+    await b.dispose();
+  });
+
+  for (const dir of ['journal', 'volumes', 'deleting']) {
+    it(`writes, moves or unlinks nothing through .stowage/${dir} made a symlink while it runs`, async () => {
+      await setup();
+      // Names a create of foo and a remove of v1 would write, read or unlink there.
+      for (const file of ['foo.json', 'v1.json', '.epoch']) await writeFile(join(outside, file), `precious ${file}`);
+      before = await snapshot(outside);
+      const b = backend();
+      await b.init();
+      await b.create(request('v1'));
+      await rename(join(store, '.stowage', dir), join(store, '.stowage', `${dir}.real`));
+      await symlink(outside, join(store, '.stowage', dir));
+      // A create touches no deleting/.
+      if (dir === 'deleting') await b.create(request('foo'));
+      else await expect(b.create(request('foo'))).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+      await expect(b.remove('v1', { retain: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+      await b.dispose();
+      // The volume is as it was once the directory is put back.
+      await rm(join(store, '.stowage', dir));
+      await rename(join(store, '.stowage', `${dir}.real`), join(store, '.stowage', dir));
+      expect(await readdir(join(store, 'v1'))).toEqual([]);
+    });
+  }
+
+  it('removes racing volumes/ and deleting/ swapped back and forth for symlinks never move data out nor unlink what is there', async () => {
+    await setup();
+    for (let i = 0; i < 40; i += 1) await writeFile(join(outside, `r${i}.json`), `precious r${i}`);
+    before = await snapshot(outside);
+    const b = backend();
+    await b.init();
+    for (let i = 0; i < 40; i += 1) {
+      await b.create(request(`r${i}`));
+      await writeFile(join(store, `r${i}`, 'data'), `r${i}'s`);
+    }
+    const meta = join(store, '.stowage');
+    const swapper = spawn(process.execPath, ['-e', `
+      const fs = require('node:fs');
+      const [meta, link] = process.argv.slice(1);
+      const end = Date.now() + 1500;
+      while (Date.now() < end) for (const dir of ['volumes', 'deleting']) {
+        fs.renameSync(meta + '/' + dir, meta + '/' + dir + '.real'); fs.symlinkSync(link, meta + '/' + dir);
+        fs.unlinkSync(meta + '/' + dir); fs.renameSync(meta + '/' + dir + '.real', meta + '/' + dir);
+      }`, meta, outside], { stdio: 'inherit' });
+    const exited = new Promise<number | null>((resolve) => swapper.on('exit', resolve));
+    const removed: string[] = [];
+    for (let i = 0; i < 40; i += 1) {
+      await b.remove(`r${i}`, { retain: false }).then(() => removed.push(`r${i}`), () => undefined);
+    }
+    expect(await exited).toBe(0);
+    await b.settle();
+    // A volume is either whole (entry and data) or gone (both); a backend remove that found no entry
+    // (the link in place when it looked) answers as for a volume already gone, and changes nothing.
+    expect(removed.length).toBeGreaterThan(0);
+    for (let i = 0; i < 40; i += 1) {
+      const listed = await b.get(`r${i}`).then((e) => e !== undefined);
+      expect(await readFile(join(store, `r${i}`, 'data'), 'utf8').catch(() => 'none')).toBe(listed ? `r${i}'s` : 'none');
+    }
+    await b.dispose();
+  });
+
   for (const dir of ['.stowage', '.stowage/volumes', '.stowage/removed', '.stowage/deleting', '.stowage/journal',
     '.stowage/cluster', '.stowage/cluster/members', '.stowage/cluster/mounts', '.stowage/cluster/locks']) {
     it(`refuses to start when ${dir} is a symlink out of the store, naming it`, async () => {

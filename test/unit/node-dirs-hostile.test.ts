@@ -327,7 +327,9 @@ describe.each(Object.entries(worlds).filter(([name]) => name !== 'memfs'))('memb
       expect(await realFs.readdir(join(decoy, 'm'))).toEqual([]);
       // With the cluster directory gone altogether (a store no longer mounted), nothing is made either.
       await realFs.unlink(join(cluster, 'mounts'));
-      await expect(a.markMounted('vol')).rejects.toMatchObject({ code: 'ENOENT' });
+      await expect(a.markMounted('vol')).rejects.toMatchObject({
+        code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/mounts, the directory of mount markers of every node, is missing: is the store's filesystem still mounted\?/),
+      });
       await expect(realFs.lstat(join(cluster, 'mounts'))).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
       await world.cleanup();

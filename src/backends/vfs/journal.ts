@@ -6,6 +6,7 @@ import type { FsPort } from '../../core/fs-port.js';
 import { readFileNoFollow } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { STORE_COMPONENT } from './registry.js';
+import { openCheckedDir } from '../../core/cluster/node-dir.js';
 
 /**
  * Intent records for the multi-step operations on one volume (`journal/<name>.json`), so that
@@ -48,6 +49,21 @@ export class Journal {
   }
 
   /**
+   * Runs `task` with the directory opened once without following a symlink (see openCheckedDir):
+   * another machine may have made `journal` a symlink, or swap one in at any moment, and a
+   * record written, read or unlinked through it would be a file outside the store named after
+   * the volume. A missing directory is an error, never "no intent there".
+   */
+  private async inDir<T>(task: (fileOf: (name: string) => string) => Promise<T>): Promise<T> {
+    const dir = await openCheckedDir(this.fs, this.dir, 'the directory of intent records');
+    try {
+      return await task((name) => join(dir.base, `${name}.json`));
+    } finally {
+      await dir.close();
+    }
+  }
+
+  /**
    * Written in place rather than renamed into place (two system calls fewer on every create and
    * remove): only the holder of the name's lock writes or reads it, and a torn one (its writer
    * killed between creating and filling it) means nothing after it happened, which `read`
@@ -55,7 +71,10 @@ export class Journal {
    * alone (see `settled`).
    */
   async record(intent: Intent): Promise<void> {
-    const path = this.fileOf(intent.name);
+    await this.inDir((fileOf) => this.recordAt(fileOf(intent.name), intent));
+  }
+
+  private async recordAt(path: string, intent: Intent): Promise<void> {
     const text = JSON.stringify(intent);
     // 'wx' never follows a symlink planted at the name; an intent still there (its recovery
     // failed) is replaced by rename, which does not follow one either.
@@ -87,9 +106,9 @@ export class Journal {
   }
 
   async clear(name: string): Promise<void> {
-    await this.fs.unlink(this.fileOf(name)).catch((err: unknown) => {
+    await this.inDir((fileOf) => this.fs.unlink(fileOf(name)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
-    });
+    }));
   }
 
   /**
@@ -97,7 +116,7 @@ export class Journal {
    * it was written, before anything else happened) comes back as 'torn'.
    */
   async read(name: string): Promise<Intent | 'torn' | undefined> {
-    const text = await readFileNoFollow(this.fs, this.fileOf(name), name);
+    const text = await this.inDir((fileOf) => readFileNoFollow(this.fs, fileOf(name), name, this.fileOf(name)));
     if (text === undefined) return undefined;
     try {
       const intent = parseRecordText(intentSchema, text, `intent ${this.fileOf(name)}`, name);

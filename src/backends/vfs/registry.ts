@@ -7,11 +7,13 @@ import { ErrorCodes, StowageError, errnoCode, isGoneOrStale, messageOf } from '.
 import type { Flusher } from '../../core/flusher.js';
 import type { FsPort } from '../../core/fs-port.js';
 import { DirectoryWatch } from '../../core/directory-watch.js';
+import { VOLUMES_DIR, withCheckedDir } from '../../core/cluster/node-dir.js';
 import { isLocalPath } from '../../core/local-fs.js';
 import type { Logger } from '../../core/logger.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import { randomHex } from '../../core/random-hex.js';
+import { isValidVolumeName } from '../../core/names.js';
 import { settleTimeOf } from './directory-times.js';
 export { settleTimeOf };
 
@@ -24,7 +26,8 @@ export const STORE_COMPONENT = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 /** On-disk form of one registry entry: the volume plus where its data lives, relative to the store. */
 export const registryEntrySchema = z.object({
   format: z.literal(1),
-  record: volumeRecordSchema.extend({ name: z.string().regex(STORE_COMPONENT) }),
+  // A name no request can give (too short or long) would be listed, yet could not be inspected or removed.
+  record: volumeRecordSchema.extend({ name: z.string().regex(STORE_COMPONENT).refine(isValidVolumeName, 'not a volume name requests can give') }),
   dataDir: z.string().regex(STORE_COMPONENT, 'a single path component inside the store'),
 });
 
@@ -77,9 +80,7 @@ export class VolumeRegistry {
    * The directory as stat saw it just before the last readdir. `settled`: its times were past
    * their clock tick; otherwise `mark` is the count of `watch` taken before that readdir.
    */
-  private lastNames?: {
-    dev: number; ino: number; mtimeMs: number; ctimeMs: number; names: string[]; settled: boolean; mark?: number; watch?: DirectoryWatch;
-  };
+  private lastNames?: { dev: number; ino: number; mtimeMs: number; ctimeMs: number; names: string[]; settled: boolean; mark?: number; watch?: DirectoryWatch };
   /** inotify on the directory, on a local filesystem only: see readNames. */
   private watch?: DirectoryWatch;
   /** `watch`'s count right before each cached entry was last checked: unmoved, `get` answers from the cache. */
@@ -114,9 +115,7 @@ export class VolumeRegistry {
         const [name, cached] = parsed.data;
         if (cached.entry.record.name === name) this.cache.set(name, cached);
       }
-    } catch {
-      // No snapshot or an unreadable one: the cache fills from the store as before.
-    }
+    } catch { /* No snapshot or an unreadable one: the cache fills from the store as before. */ }
     this.storeId = storeId;
   }
 
@@ -150,8 +149,9 @@ export class VolumeRegistry {
 
   /** Registers a volume; false when the name is already taken (possibly by another node). */
   async add(entry: RegistryEntry): Promise<boolean> {
-    const identity = await createFileExclusive(this.fs, this.fileOf(entry.record.name), JSON.stringify(entry, null, 1),
-      { flusher: this.flusher });
+    // Entries are made and unlinked, and the epoch written, through a descriptor of the directory: never through a symlink put there.
+    const identity = await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, (base) => createFileExclusive(this.fs,
+      join(base, entry.record.name + SUFFIX), JSON.stringify(entry, null, 1), { flusher: this.flusher, flushAs: this.fileOf(entry.record.name) }));
     if (!identity) return false;
     this.cache.set(entry.record.name, { entry, ...identity });
     this.changed();
@@ -159,9 +159,9 @@ export class VolumeRegistry {
   }
 
   async delete(name: string): Promise<void> {
-    await this.fs.unlink(this.fileOf(name)).catch((err: unknown) => {
+    await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, (base) => this.fs.unlink(join(base, name + SUFFIX)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
-    });
+    }));
     this.flusher?.directory(this.dir);
     this.checkedAt.delete(name);
     // After the unlink: a List that sees the new epoch can no longer see the old entry. The
@@ -263,14 +263,15 @@ export class VolumeRegistry {
    * them, cached entries are current and only new names need reading (coarse directory
    * timestamps cannot fool this, and one small read replaces a stat per entry).
    */
-  private get epochFile(): string {
-    return join(this.dir, '.epoch');
-  }
+  private get epochFile(): string { return join(this.dir, '.epoch'); }
 
   async bumpEpoch(): Promise<void> {
     const epoch = randomHex(8);
-    if (isLocalPath(this.fs, this.epochFile) && await overwriteSameSize(this.fs, this.epochFile, epoch)) return;
-    await writeFileAtomic(this.fs, this.epochFile, epoch, { durable: false });
+    await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, async (base) => {
+      if (!isLocalPath(this.fs, base) || !await overwriteSameSize(this.fs, join(base, '.epoch'), epoch)) {
+        await writeFileAtomic(this.fs, join(base, '.epoch'), epoch, { durable: false });
+      }
+    });
   }
 
   private async readEpoch(): Promise<string> {

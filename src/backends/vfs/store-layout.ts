@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { sweepTemps } from '../../core/atomic-file.js';
 import { CLUSTER_LAYOUT } from '../../core/cluster/node-record.js';
+import { withCheckedDir } from '../../core/cluster/node-dir.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
@@ -205,4 +206,23 @@ export function dataIsMountPoint(dir: string, name: string, cause?: unknown): St
   return new StowageError(ErrorCodes.DATA_CONFLICT,
     `${dir} is a mount point (another filesystem, or a directory or file from elsewhere, is mounted there), ` +
     `not a plain directory of the store; stowage neither takes nor moves it: unmount it, then try again`, { volume: name, cause });
+}
+
+/**
+ * Moves a removed volume's data from `source` into `area` (`deleting/` or `removed/`) as `leaf`,
+ * through a descriptor of `area` (see openCheckedDir): a symlink swapped in for it after the
+ * checks cannot take the data out of the store. True when moved; false when `source` is gone
+ * (removed meanwhile). Any other failure, a vanished `area` included, leaves the data in place.
+ */
+export async function moveAside(fs: FsPort, source: string, area: string, leaf: string, name: string): Promise<boolean> {
+  try {
+    await withCheckedDir(fs, area, 'a directory of removed volumes', (base) => fs.rename(source, join(base, leaf)));
+    return true;
+  } catch (err) {
+    if (errnoCode(err) === 'EBUSY') throw dataIsMountPoint(source, name, err);
+    if (errnoCode(err) !== 'ENOENT') throw err;
+    if (!(await fs.lstat(source).then(() => true, () => false))) return false;
+    throw new StowageError(ErrorCodes.STATE_CORRUPT,
+      `cannot move the data of volume ${name} into ${area}: that directory is gone; nothing was removed`, { volume: name, cause: err });
+  }
 }

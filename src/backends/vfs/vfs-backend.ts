@@ -16,7 +16,7 @@ import { Journal } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
-  assertNoMountAt, dataIsMountPoint, dataPathOf, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
+  assertNoMountAt, dataPathOf, moveAside, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
   storeLayout, storeMarkerSchema, sweepStoreTemps, type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import { assertRootOutsideStore, holds, type VfsOptions } from './vfs-options.js';
@@ -274,7 +274,10 @@ export class VfsBackend implements Backend {
   }
 
   async get(name: string): Promise<VolumeRecord | undefined> {
-    return (await this.registry.get(name))?.record;
+    const entry = await this.registry.get(name);
+    // "No such volume" from a store that is not there would make Docker forget the volume (and make a local one of the name).
+    if (!entry) await this.assertStorePresent(name);
+    return entry?.record;
   }
 
   list(): Promise<VolumeRecord[]> {
@@ -308,18 +311,10 @@ export class VfsBackend implements Backend {
     // Move first, unregister second; the intent record lets the next start finish either half.
     // Lease check; a lost lock leaves the intent record, which names this entry only and so changes nothing later.
     request.lease?.assertHeld(`moving the data of volume ${name} out of the store`);
-    let moved = false;
-    if (stat) {
-      try {
-        await fs.rename(source, target);
-        moved = true;
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') {
-          await this.journal.clear(name).catch(() => undefined);
-          throw errnoCode(err) === 'EBUSY' ? dataIsMountPoint(source, name, err) : err;
-        }
-      }
-    }
+    const moved = stat !== undefined && await moveAside(fs, source, join(this.layout.meta, area), leaf, name).catch(async (err: unknown) => {
+      await this.journal.clear(name).catch(() => undefined);
+      throw err;
+    });
     try {
       await this.registry.delete(name);
     } catch (err) {

@@ -36,6 +36,8 @@ export class NotNodeDir extends StowageError {
 
 /** What `members/` is, for NotNodeDir. */
 export const MEMBERS_DIR = 'the directory of node records';
+/** What a store's registry (`.stowage/volumes/`) is, for NotNodeDir. */
+export const VOLUMES_DIR = 'the directory of volume records';
 
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
@@ -106,6 +108,11 @@ function asIsDir(err: unknown, look: (() => Stats) | Stats | undefined): unknown
 
 /** ENOTDIR or ELOOP from an open with O_DIRECTORY | O_NOFOLLOW: said as what is there. */
 function refusal(path: string, err: unknown, look: () => Stats | Promise<Stats>, expected?: string): Promise<never> {
+  // A store's own directory that vanished: never read as "the file in it is gone", which callers may take for done.
+  if (errnoCode(err) === 'ENOENT' && expected !== undefined) {
+    return Promise.reject(new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+      `${path}, ${expected}, is missing: is the store's filesystem still mounted?`, { cause: err }));
+  }
   if (errnoCode(err) !== 'ENOTDIR' && errnoCode(err) !== 'ELOOP') return Promise.reject(err as Error);
   return Promise.resolve().then(look).then(
     (st) => { throw new NotNodeDir(path, describeKind(st), expected); },
@@ -237,4 +244,19 @@ export async function openCheckedDir(fs: FsPort, dir: string, expected: string):
   const st = await fs.lstat(dir);
   if (!st.isDirectory()) throw new NotNodeDir(dir, describeKind(st), expected);
   return { base: dir, close: async () => {} };
+}
+
+/** Runs `task` with `dir` opened by openCheckedDir, closing it after; `task` gets the base to join names to. */
+export async function withCheckedDir<T>(fs: FsPort, dir: string, expected: string, task: (base: string) => Promise<T>): Promise<T> {
+  const opened = await openCheckedDir(fs, dir, expected);
+  try {
+    return await task(opened.base);
+  } finally {
+    await opened.close();
+  }
+}
+
+/** Throws ThroughSymlink when `fd`, opened by `path` (inside a store's `.stowage/`), was reached through a symlink below the store. */
+export async function assertOpenedUnfollowed(path: string, fd: number): Promise<void> {
+  assertReachedUnfollowed(path, await fsp.readlink(`/proc/self/fd/${fd}`));
 }
