@@ -5,6 +5,7 @@ import { sweepTemps } from '../../core/atomic-file.js';
 import { CLUSTER_LAYOUT } from '../../core/cluster/node-record.js';
 import { withCheckedDir } from '../../core/cluster/node-dir.js';
 import type { FsPort } from '../../core/fs-port.js';
+import { onLocalFilesystem } from '../../core/local-fs.js';
 import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
@@ -224,5 +225,35 @@ export async function moveAside(fs: FsPort, source: string, area: string, leaf: 
     if (!(await fs.lstat(source).then(() => true, () => false))) return false;
     throw new StowageError(ErrorCodes.STATE_CORRUPT,
       `cannot move the data of volume ${name} into ${area}: that directory is gone; nothing was removed`, { volume: name, cause: err });
+  }
+}
+
+/** Mount points /etc/fstab names (octal escapes such as `\040` decoded), "/" and swap left out. */
+export function fstabMountPoints(text: string): string[] {
+  return text.split('\n').map((line) => line.trim().split(/\s+/)).filter((f) => f.length >= 2 && !f[0]!.startsWith('#'))
+    .map((f) => f[1]!.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8))))
+    .filter((point) => point.startsWith('/') && point !== '/');
+}
+
+/**
+ * Before a new store is made at `path` declared shared: a mount that did not come up must not
+ * become a store on the local disk, which other nodes never see (two volumes of one name, each
+ * node writing its own). Refused when `path` is at or under a mount point of /etc/fstab that is
+ * not mounted; said loudly when it is a plain directory of a local filesystem.
+ */
+export async function checkNewSharedStore(fs: FsPort, path: string, log: Logger): Promise<void> {
+  const holding = await mountHolding(fs, path);
+  if (!holding) return;
+  const real = await realpath(path).catch(() => path);
+  const fstab = await fs.readFile('/etc/fstab', 'utf8').then(String, () => '');
+  const missing = fstabMountPoints(fstab).filter((point) => (real === point || real.startsWith(`${point}/`)) && point.length > holding.mountPoint.length);
+  if (missing.length > 0) {
+    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `vfs.path ${path} is declared shared and holds no stowage store, and it lies ` +
+      `under ${missing[0]}, a mount point in /etc/fstab that is not mounted: mount it (mount ${missing[0]}), then start stowage`);
+  }
+  if (holding.mountPoint !== real && onLocalFilesystem(path) === true) {
+    log.warn(`vfs.path ${path} is declared shared but is a plain directory of a local filesystem (${holding.fstype}), not a mount, ` +
+      'and holds no stowage store: a new store is made here, which other nodes do not see. If a shared filesystem belongs there, ' +
+      'stop stowage, mount it, and remove the new store (its .stowage directory)');
   }
 }

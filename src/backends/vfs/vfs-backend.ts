@@ -16,7 +16,7 @@ import { Journal } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
-  assertNoMountAt, dataPathOf, moveAside, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
+  assertNoMountAt, checkNewSharedStore, dataPathOf, moveAside, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
   storeLayout, storeMarkerSchema, sweepStoreTemps, type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import { assertRootOutsideStore, holds, type VfsOptions } from './vfs-options.js';
@@ -127,6 +127,7 @@ export class VfsBackend implements Backend {
     let marker = await readRecord(fs, storeMarkerSchema, this.markerPath, 'store marker');
     if (!marker) {
       if (remembered?.path === path && remembered.storeId) throw this.storeGone(remembered.storeId, 'no longer holds');
+      if (shared === true) await checkNewSharedStore(fs, path, log);
       marker = await this.createStore();
     }
     this.storeId = marker.storeId;
