@@ -3,12 +3,13 @@
  * process on a unix socket in a temp dir, and one CLI process per command. `npm test` builds
  * dist/ first; run `npm run build` before running this file alone.
  */
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon, type DaemonHandle,
+  CLI_PATH, assertCliBuilt, killAllDaemons, makeTempDir, removeTempDir, runCli, startDaemon, type DaemonHandle,
 } from '../helpers/daemon-process.js';
 import { pluginCall } from '../helpers/plugin-client.js';
 import { readMountRecords } from '../helpers/mount-records.js';
@@ -59,6 +60,17 @@ describe('stowage CLI against a running daemon', () => {
     it('listens on --socket', async () => {
       expect((await stat(socket)).isSocket()).toBe(true);
       expect((await runCli(['--socket', socket, 'list'])).exitCode).toBe(0);
+    });
+
+    it('ends quietly, exit 0, when its reader closed the pipe first (stowage ls | head)', async () => {
+      const child = spawn('node', [CLI_PATH, '--socket', socket, 'list'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      // The read end closed before the first write: that write gets EPIPE, every time.
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect(stderr).toBe('');
+      expect(code).toBe(0);
     });
 
     it('creates a volume with --size', async () => {

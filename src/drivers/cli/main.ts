@@ -246,4 +246,11 @@ node.command('forget <node>')
     else process.stdout.write(`${nodeId}\n`);
   });
 
+// A reader that stopped early (`stowage ls | head`) closes the pipe: the output is not wanted, nothing failed.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
 await program.parseAsync(process.argv).catch(fail);
