@@ -215,6 +215,11 @@ export function dataIsMountPoint(dir: string, name: string, cause?: unknown): St
  * checks cannot take the data out of the store. True when moved; false when `source` is gone
  * (removed meanwhile). Any other failure, a vanished `area` included, leaves the data in place.
  */
+/** Puts data moveAside moved back at `source`, through a checked descriptor of `area` too. */
+export async function moveBack(fs: FsPort, area: string, leaf: string, source: string): Promise<void> {
+  await withCheckedDir(fs, area, 'a directory of removed volumes', (base) => fs.rename(join(base, leaf), source));
+}
+
 export async function moveAside(fs: FsPort, source: string, area: string, leaf: string, name: string): Promise<boolean> {
   try {
     await withCheckedDir(fs, area, 'a directory of removed volumes', (base) => fs.rename(source, join(base, leaf)));

@@ -16,7 +16,7 @@ import { Journal } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
-  assertNoMountAt, checkNewSharedStore, dataPathOf, moveAside, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
+  assertNoMountAt, checkNewSharedStore, dataPathOf, moveAside, moveBack, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
   storeLayout, storeMarkerSchema, sweepStoreTemps, type StoreLayout, type StoreMarker,
 } from './store-layout.js';
 import { assertRootOutsideStore, holds, type VfsOptions } from './vfs-options.js';
@@ -321,7 +321,7 @@ export class VfsBackend implements Backend {
     } catch (err) {
       // Never leave a visible volume without its data: put the data back if the entry stays.
       if (moved && await this.registry.get(name).then(Boolean, () => true)) {
-        await fs.rename(target, source).then(() => this.journal.clear(name)).catch((undo: unknown) =>
+        await moveBack(fs, join(this.layout.meta, area), leaf, source).then(() => this.journal.clear(name)).catch((undo: unknown) =>
           this.ctx.log.error(`could not put back the data of volume ${name} (the next start finishes the remove): ${messageOf(undo)}`));
       }
       throw err;
