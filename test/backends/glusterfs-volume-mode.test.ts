@@ -132,6 +132,64 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     }
   });
 
+  it('a remove that fails before its delete marks no brick for deletion: deleting the volume by hand later keeps the data', async () => {
+    let failStops = true;
+    const faulty: CommandRunner = {
+      run: (program, args, options) => {
+        const stop = args.indexOf('stop');
+        const redirected = failStops && args[stop - 1] === 'volume' && args[stop + 1] === 'stowage-rescued'
+          ? args.map((arg, i) => (i === stop + 1 ? 'stowage-no-such-volume' : arg)) : args;
+        return new ExecaCommandRunner().run(program, redirected, options);
+      },
+    };
+    const options = { 'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${brickRoots[0]}`, 'glusterfs.brickforce': 'true', 'glusterfs.pool': 'vstate' };
+    const rootF = await gd.tempDir('root-t-');
+    const f = glusterBackend(gd, rootF, options, 'node-t', memoryLogger(), faulty) as GlusterVolumeBackend;
+    await f.init();
+    const tombstones = join(rootF, 'glusterfs', 'mnt', 'vstate', '.stowage', 'glusterfs', 'tombstones');
+    const sweepOnce = async () => {
+      const fresh = glusterBackend(gd, await gd.tempDir('root-s-'), options, 'node-s') as GlusterVolumeBackend;
+      await fresh.init();
+      await fresh.settle();
+      await fresh.dispose();
+    };
+    try {
+      await f.create(request('rescued'));
+      const xml = await info('stowage-rescued');
+      const id = /<id>([0-9a-f-]{36})<\/id>/.exec(xml)![1]!;
+      const peer = /<hostUuid>([0-9a-f-]{36})<\/hostUuid>/.exec(xml)![1]!;
+      const brickPath = join(brickRoots[0]!, (await realFs.readdir(brickRoots[0]!)).find((d) => d.startsWith('stowage-rescued-'))!);
+      const mine = async () => (await realFs.readdir(tombstones).catch(() => [] as string[])).filter((file) => file.startsWith(id));
+      await expect(f.remove('rescued', { retain: false })).rejects.toMatchObject({ code: ErrorCodes.BACKEND_COMMAND });
+      failStops = false;
+      expect(await mine()).toEqual([]);
+      expect((await f.describe())['glusterfs.bricksawaitingremoval']).toBe('none');
+      // Used again after the failed remove.
+      await realFs.writeFile(join(await f.attach('rescued'), 'data'), 'still wanted');
+      await f.detach('rescued');
+      // A remove that crashed after its pending mark: a sweep drops the mark while the volume exists.
+      const tombstone = (format: number) => JSON.stringify({
+        format, gluster: 'stowage-rescued', volumeId: id, peer, bricks: [{ host: gd.host, path: brickPath, peer }],
+        deletedAt: '2020-01-01T00:00:00.000Z', deletedBy: 'node-x',
+      });
+      await realFs.writeFile(join(tombstones, `${id}.${peer}.pending.json`), tombstone(2));
+      await sweepOnce();
+      expect(await mine()).toEqual([]);
+      // An earlier version marked the bricks before its (failed) stop; an administrator deletes the volume by hand.
+      await realFs.writeFile(join(tombstones, `${id}.${peer}.json`), tombstone(1));
+      expect((await f.describe())['glusterfs.bricksawaitingremoval']).toBe('none');
+      await gd.gluster(['volume', 'stop', 'stowage-rescued', 'force']);
+      await gd.gluster(['volume', 'delete', 'stowage-rescued']);
+      await sweepOnce();
+      expect(await realFs.readFile(join(brickPath, 'data'), 'utf8')).toBe('still wanted');
+      expect(await mine()).toEqual([]);
+      await realFs.rm(brickPath, { recursive: true, force: true });
+    } finally {
+      await f.dispose();
+      await unmountUnder(rootF);
+    }
+  });
+
   it('retain deletes the gluster volume but keeps its bricks, and says where the data is', async () => {
     await a.create(request('kept'));
     await realFs.writeFile(join(await a.attach('kept'), 'data'), 'still here');

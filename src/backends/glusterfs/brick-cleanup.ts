@@ -13,13 +13,29 @@ import { GLUSTER_VOLUME_NAME, type BrickRoot } from './glusterfs-options.js';
 import { recordedBrickSchema, UUID, type RecordedBrick } from './volume-record.js';
 
 /**
- * The intent to delete one peer's bricks of one gluster volume, written to the shared state
- * pool before `volume delete`: a crash after the delete cannot orphan the bricks, and each
- * node cleans the bricks of its own gluster peer (a node can only reach its own disks). One
- * file per (volume id, peer), so nodes never rewrite each other's files.
+ * The record of one peer's bricks of one gluster volume that stowage deleted: each node cleans
+ * the bricks of its own gluster peer (a node can only reach its own disks). One file per
+ * (volume id, peer), so nodes never rewrite each other's files.
+ *
+ * Two kinds, told apart by the file name:
+ * - `<id>.<peer>.pending.json`, written before `volume stop`: a remove is under way. It never
+ *   leads to deleting a brick. Dropped when the remove fails, and by any sweep that finds its
+ *   volume still there (a remove that failed or crashed before the delete: the volume may be
+ *   started and written again, and deleted by hand later). One whose volume is gone is a remove
+ *   that stopped between `volume delete` and arming, or a crashed remove whose volume someone
+ *   deleted by hand later: stowage cannot tell which, so its bricks are left and named in a log.
+ * - `<id>.<peer>.json`, armed, written only after this node's own `volume delete` succeeded: the
+ *   sweep deletes its bricks.
+ * - format 1 (an earlier version's, written before the stop and armed from the start): it may
+ *   be a failed remove's, so it is treated as a pending one, never as armed.
+ * Why concurrent work is safe: a sweep lists the files before it asks glusterd for the volumes,
+ * so an armed file it lists was written after the delete and its volume is never seen live; a
+ * sweep only drops pending files, and a remove arms by writing a new file (not by renaming the
+ * pending one), so a sweep dropping the pending file of a remove under way costs nothing.
  */
 const tombstoneSchema = z.object({
-  format: z.literal(1),
+  /** 1: written by an earlier version before `volume stop`, armed from the start; 2: this version's. */
+  format: z.union([z.literal(1), z.literal(2)]),
   gluster: z.string().regex(GLUSTER_VOLUME_NAME),
   volumeId: z.string().regex(UUID),
   peer: z.string().regex(UUID),
@@ -29,8 +45,14 @@ const tombstoneSchema = z.object({
 });
 type Tombstone = z.infer<typeof tombstoneSchema>;
 
-const TOMBSTONE_FILE = /^([0-9a-f-]{36})\.([0-9a-f-]{36})\.json$/;
+const TOMBSTONE_FILE = /^([0-9a-f-]{36})\.([0-9a-f-]{36})\.(pending\.)?json$/;
+/** How long a pending tombstone whose volume is gone may still be a remove about to arm it. */
+const PENDING_GRACE_MS = 60 * 60_000;
 const VOLUME_ID_XATTR = 'trusted.glusterfs.volume-id';
+
+function isPending(file: string): boolean {
+  return file.endsWith('.pending.json');
+}
 
 export interface BrickCleanerConfig {
   roots: readonly BrickRoot[];
@@ -85,22 +107,44 @@ export class BrickCleaner {
     return path;
   }
 
-  /** Journals the removal of `bricks` (grouped by peer) before the volume is deleted. */
-  async journal(gluster: string, volumeId: string, bricks: readonly RecordedBrick[]): Promise<void> {
+  /** Writes the pending tombstones of a remove (grouped by peer) before the volume is stopped. */
+  journal(gluster: string, volumeId: string, bricks: readonly RecordedBrick[]): Promise<void> {
+    return this.write(gluster, volumeId, bricks, true);
+  }
+
+  /** Arms the tombstones once this node's `volume delete` of `volumeId` succeeded, then drops the pending ones. */
+  async arm(gluster: string, volumeId: string, bricks: readonly RecordedBrick[]): Promise<void> {
+    await this.write(gluster, volumeId, bricks, false);
+    await this.drop(volumeId, true);
+  }
+
+  /** Drops the pending tombstones of a remove that did not delete the volume. */
+  disarm(volumeId: string): Promise<void> {
+    return this.drop(volumeId, true);
+  }
+
+  /** Drops every tombstone of a volume whose bricks are now to be kept (a retaining remove after a failed one). */
+  forget(volumeId: string): Promise<void> {
+    return this.drop(volumeId, false);
+  }
+
+  private async write(gluster: string, volumeId: string, bricks: readonly RecordedBrick[], pending: boolean): Promise<void> {
     await this.tombstoneDir(true);
     for (const peer of new Set(bricks.map((b) => b.peer))) {
       const tombstone: Tombstone = {
-        format: 1, gluster, volumeId, peer, bricks: bricks.filter((b) => b.peer === peer),
+        format: 2, gluster, volumeId, peer, bricks: bricks.filter((b) => b.peer === peer),
         deletedAt: new Date().toISOString(), deletedBy: this.config.nodeId,
       };
-      await writeFileAtomic(this.fs, join(this.dir, `${volumeId}.${peer}.json`), JSON.stringify(tombstone));
+      await writeFileAtomic(this.fs, join(this.dir, `${volumeId}.${peer}.${pending ? 'pending.' : ''}json`), JSON.stringify(tombstone));
     }
   }
 
-  /** Drops the journal of a volume whose bricks are now to be kept (a retaining remove after a failed one). */
-  async forget(volumeId: string): Promise<void> {
+  private async drop(volumeId: string, pendingOnly: boolean): Promise<void> {
     for (const file of await this.tombstoneFiles()) {
-      if (file.startsWith(`${volumeId}.`)) await this.fs.unlink(join(this.dir, file)).catch(() => undefined);
+      if (!file.startsWith(`${volumeId}.`) || (pendingOnly && !isPending(file))) continue;
+      await this.fs.unlink(join(this.dir, file)).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
     }
   }
 
@@ -109,12 +153,15 @@ export class BrickCleaner {
     return dir === undefined ? [] : (await this.fs.readdir(dir)).filter((f) => TOMBSTONE_FILE.test(f));
   }
 
-  /** For `stowage info`: deleted volumes whose bricks still wait for removal, by peer. */
+  /** For `stowage info`: deleted volumes whose bricks still wait for removal, by peer (armed tombstones of gone volumes only). */
   async pending(): Promise<string> {
+    const armed = (await this.tombstoneFiles()).filter((f) => !isPending(f));
+    const liveIds = armed.length === 0 ? new Set<string>() : new Set((await this.cli.allVolumes()).map((v) => v.id));
     const byPeer = new Map<string, number>();
-    for (const file of await this.tombstoneFiles()) {
-      const peer = TOMBSTONE_FILE.exec(file)![2]!;
-      byPeer.set(peer, (byPeer.get(peer) ?? 0) + 1);
+    for (const file of armed) {
+      const [, volumeId, peer] = TOMBSTONE_FILE.exec(file)!;
+      if (liveIds.has(volumeId!)) continue;
+      byPeer.set(peer!, (byPeer.get(peer!) ?? 0) + 1);
     }
     if (byPeer.size === 0) return 'none';
     const local = await this.localPeer();
@@ -122,9 +169,10 @@ export class BrickCleaner {
       ` (tombstones in ${this.dir})`;
   }
 
-  /** Cleans this peer's bricks named by tombstones; bricks of other peers wait for their own nodes. */
+  /** Cleans this peer's bricks named by armed tombstones; bricks of other peers wait for their own nodes. */
   async sweep(): Promise<void> {
     const local = await this.localPeer();
+    // Listed before glusterd is asked (see the tombstone comment): an armed file listed here was written after its delete.
     const mine = (await this.tombstoneFiles()).filter((f) => TOMBSTONE_FILE.exec(f)![2] === local);
     if (mine.length === 0) return;
     const volumes = await this.cli.allVolumes();
@@ -137,13 +185,30 @@ export class BrickCleaner {
         const text = await readFileNoFollow(this.fs, path);
         if (text === undefined) continue;
         tombstone = parseRecordText(tombstoneSchema, text, `brick tombstone ${path}`);
-        if (`${tombstone.volumeId}.${tombstone.peer}.json` !== file) throw new Error(`${path} names another volume or peer than its file name`);
+        if (`${tombstone.volumeId}.${tombstone.peer}.${isPending(file) ? 'pending.' : ''}json` !== file) {
+          throw new Error(`${path} names another volume or peer than its file name`);
+        }
       } catch (err) {
         this.log.error(`brick tombstone ${path} left in place: ${messageOf(err)}`);
         continue;
       }
-      // The delete did not happen (a remove failed before it): the bricks are still the volume's.
-      if (liveIds.has(tombstone.volumeId)) continue;
+      const bricks = tombstone.bricks.map((b) => `${b.host}:${b.path}`).join(', ');
+      if (liveIds.has(tombstone.volumeId)) {
+        // A remove that failed or crashed before its delete: the volume may be used again, so its bricks are never deleted.
+        this.log.warn(`gluster volume ${tombstone.gluster} still exists after a remove that did not finish ` +
+          `(started by ${tombstone.deletedBy} at ${tombstone.deletedAt}); its bricks ${bricks} are no longer marked for deletion`);
+        await this.fs.unlink(path).catch(() => undefined);
+        continue;
+      }
+      if (isPending(file) || tombstone.format === 1) {
+        if (tombstone.format === 2 && Date.now() - Date.parse(tombstone.deletedAt) < PENDING_GRACE_MS) continue; // a remove may be about to arm it
+        this.log.warn(`bricks ${bricks} of deleted gluster volume ${tombstone.gluster} were left in place: a remove ` +
+          `(started by ${tombstone.deletedBy} at ${tombstone.deletedAt}) ${tombstone.format === 1 ? 'by an earlier version of stowage marked them before its stop' : 'stopped around its delete'}, ` +
+          'and stowage cannot tell whether it deleted the volume or someone did by hand after it failed; ' +
+          'delete them by hand once their data is not wanted');
+        await this.fs.unlink(path).catch(() => undefined);
+        continue;
+      }
       let finished = true;
       for (const brick of tombstone.bricks) {
         try {

@@ -16,7 +16,7 @@ const SWEEP_INTERVAL_MS = 10 * 60_000;
 
 /**
  * How volume mode deletes a gluster volume and its bricks: stops and deletes the gluster
- * volume, journals the bricks stowage made (tombstones in the state pool) so that each node
+ * volume, records the bricks stowage made (tombstones in the state pool) so that each node
  * removes the ones on its own host, and runs that brick work in the background, at start, after
  * a delete and every SWEEP_INTERVAL_MS. GlusterVolumeBackend decides whether a volume is this
  * deployment's to delete; this only deletes it.
@@ -81,9 +81,9 @@ export class GlusterVolumeRemoval {
   }
 
   /**
-   * Stops and deletes the gluster volume; unless retaining, journals the removal of `bricks`
-   * (the ones stowage made and recorded) first, so each node removes its peer's bricks even
-   * after a crash. Gluster's delete leaves bricks, which is what retain keeps. Returns where
+   * Stops and deletes the gluster volume; unless retaining, records `bricks` (the ones stowage
+   * made and recorded) for deletion once the delete succeeded, so each node removes its peer's
+   * bricks (see brick-cleanup.ts for the pending and armed tombstones). Gluster's delete leaves bricks, which is what retain keeps. Returns where
    * retained data is.
    */
   /**
@@ -100,25 +100,46 @@ export class GlusterVolumeRemoval {
     // Only bricks that are the volume's now, as glusterd says, on the peer glusterd says.
     const doomed = retain ? [] : bricks.filter((b) => volume.bricks.some((v) => spec(v) === spec(b) && v.hostUuid === b.peer));
     await this.statePool.read(() => retain ? this.cleaner.forget(volume.id) : this.cleaner.journal(gluster, volume.id, doomed), name);
-    const stopped = await this.cli.call(['volume', 'stop', gluster], name);
-    if (!stopped.ok && !/not in the started state|not started/i.test(stopped.opErrstr)) {
-      throw new StowageError(ErrorCodes.BACKEND_COMMAND, `stopping gluster volume ${gluster} of volume ${name} failed: ${stopped.opErrstr}`,
-        { volume: name, cause: stopped });
-    }
-    lease?.assertHeld(`deleting gluster volume ${gluster}`, { kept: `gluster volume ${gluster} is stopped, nothing was deleted` }); // lease check
-    if (beforeDelete) {
-      await beforeDelete().catch(async (err: unknown) => {
-        if (stopped.ok) {
-          const started = await this.cli.call(['volume', 'start', gluster], name).catch((e: unknown) => ({ ok: false, opErrstr: messageOf(e) }));
-          if (!started.ok) {
-            this.ctx.log.error(`gluster volume ${gluster} of volume ${name} stays stopped (gluster volume start ${gluster} starts it): ` +
-              `starting it again after a failed remove failed: ${started.opErrstr}`);
+    let deleteSent = false;
+    try {
+      const stopped = await this.cli.call(['volume', 'stop', gluster], name);
+      if (!stopped.ok && !/not in the started state|not started/i.test(stopped.opErrstr)) {
+        throw new StowageError(ErrorCodes.BACKEND_COMMAND, `stopping gluster volume ${gluster} of volume ${name} failed: ${stopped.opErrstr}`,
+          { volume: name, cause: stopped });
+      }
+      lease?.assertHeld(`deleting gluster volume ${gluster}`, { kept: `gluster volume ${gluster} is stopped, nothing was deleted` }); // lease check
+      if (beforeDelete) {
+        await beforeDelete().catch(async (err: unknown) => {
+          if (stopped.ok) {
+            const started = await this.cli.call(['volume', 'start', gluster], name).catch((e: unknown) => ({ ok: false, opErrstr: messageOf(e) }));
+            if (!started.ok) {
+              this.ctx.log.error(`gluster volume ${gluster} of volume ${name} stays stopped (gluster volume start ${gluster} starts it): ` +
+                `starting it again after a failed remove failed: ${started.opErrstr}`);
+            }
           }
+          throw err;
+        });
+      }
+      deleteSent = true;
+      await this.cli.expect(['volume', 'delete', gluster], name);
+    } catch (err) {
+      // A delete that answered with an error (a timeout) may still have happened: only then are the bricks ours to delete.
+      const deleted = deleteSent && await this.cli.volumeInfo(gluster).then((v) => v?.id !== volume.id, () => false);
+      if (!deleted) {
+        // The volume stays and may be used again: its bricks must never be deleted on the strength of this remove.
+        if (!retain) {
+          await this.statePool.read(() => this.cleaner.disarm(volume.id), name).catch((e: unknown) => this.ctx.log.warn(
+            `could not drop the pending brick tombstone of gluster volume ${gluster} (a sweep drops it while the volume exists): ${messageOf(e)}`));
         }
         throw err;
-      });
+      }
     }
-    await this.cli.expect(['volume', 'delete', gluster], name);
+    if (!retain) {
+      // Armed only now that this node's delete succeeded; if arming fails the bricks stay (never deleted wrongly), and are named.
+      await this.statePool.read(() => this.cleaner.arm(gluster, volume.id, doomed), name).catch((err: unknown) => this.ctx.log.error(
+        `bricks ${doomed.map(spec).join(', ')} of deleted gluster volume ${gluster} stay in place: recording them for deletion failed ` +
+        `(delete them by hand): ${messageOf(err)}`));
+    }
     const local = await this.localPeerId();
     if (retain) {
       this.ctx.log.info(`gluster volume ${gluster} deleted; its data stays in bricks ${volume.bricks.map(spec).join(', ')}`);
