@@ -131,13 +131,28 @@ export function isGoneOrStale(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ESTALE' || (err as { errno?: unknown } | null)?.errno === -116;
 }
 
+/** errno of EDQUOT on Linux: libuv has no name for it, so Node 20 reports code 'Unknown system error -122'. */
+const EDQUOT_ERRNO = -122;
+const ENOSPC_ERRNO = -28;
+
+function errnoOf(err: unknown): number | undefined {
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  return typeof errno === 'number' ? errno : undefined;
+}
+
+/** The storage is full: no space left (ENOSPC) or a quota reached (EDQUOT, known by errno where Node has no name for it). */
+export function isStorageFull(err: unknown): boolean {
+  const code = errnoCode(err);
+  const errno = errnoOf(err);
+  return code === 'ENOSPC' || code === 'EDQUOT' || errno === ENOSPC_ERRNO || errno === EDQUOT_ERRNO;
+}
+
 /**
  * A full filesystem or quota (ENOSPC, EDQUOT) as E_STORAGE_FULL, saying which storage is full
  * (`where`) and what to do (`then`); any other error unchanged.
  */
 export function asStorageFull(err: unknown, where: string, then: string): unknown {
-  const code = errnoCode(err);
-  if (code !== 'ENOSPC' && code !== 'EDQUOT') return err;
+  if (!isStorageFull(err)) return err;
   return new StowageError(ErrorCodes.STORAGE_FULL, `${where} is full: ${describeCause(err)}; ${then}`, { cause: err });
 }
 
@@ -148,6 +163,7 @@ export function asStorageFull(err: unknown, where: string, then: string): unknow
 export function describeCause(err: unknown): string {
   const code = errnoCode(err);
   const message = messageOf(err);
+  if (errnoOf(err) === EDQUOT_ERRNO && code !== 'EDQUOT') return 'disk quota exceeded (EDQUOT)';
   if (code && /^E[A-Z0-9]+$/.test(code)) {
     const text = new RegExp(`^${code}: ([^,]+)`).exec(message)?.[1];
     return `${text ?? message} (${code})`;

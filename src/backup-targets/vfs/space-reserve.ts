@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode } from '../../core/errors.js';
+import { errnoCode, isStorageFull } from '../../core/errors.js';
 import { randomHex } from '../../core/random-hex.js';
 
 /** A dot-directory no key can name. */
@@ -23,8 +23,7 @@ async function isRealDir(path: string): Promise<boolean> {
 
 /** Whether an error is the storage being full. */
 export function isFull(err: unknown): boolean {
-  const code = errnoCode(err);
-  return code === 'ENOSPC' || code === 'EDQUOT';
+  return isStorageFull(err);
 }
 
 /**
