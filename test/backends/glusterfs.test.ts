@@ -260,6 +260,41 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
     expect(await hardLimitOf(gd, pool, '/sized')).toBeUndefined();
   });
 
+  it('a remove the store refuses keeps the volume\'s limit', async () => {
+    await a.create(request('refused', 5 * MiB));
+    const meta = join(rootA, 'glusterfs', 'mnt', pool, '.stowage');
+    const decoy = await gd.tempDir('decoy-');
+    await realFs.mkdir(join(meta, 'deleting'), { recursive: true });
+    await realFs.rename(join(meta, 'deleting'), join(meta, 'deleting.orig'));
+    await realFs.symlink(decoy, join(meta, 'deleting'));
+    try {
+      await expect(a.remove('refused', { retain: false })).rejects.toThrow();
+    } finally {
+      await realFs.unlink(join(meta, 'deleting'));
+      await realFs.rename(join(meta, 'deleting.orig'), join(meta, 'deleting'));
+    }
+    expect((await a.get('refused'))?.options.size).toBe(5 * MiB);
+    expect(await hardLimitOf(gd, pool, '/refused')).toBe(5 * MiB);
+    await a.remove('refused', { retain: false });
+    expect(await hardLimitOf(gd, pool, '/refused')).toBeUndefined();
+  });
+
+  it('a start sets the limit of a volume whose size is recorded but has none (a create killed before its limit)', async () => {
+    await a.create(request('unlimited-after-crash', 6 * MiB));
+    await gd.xml(['volume', 'quota', pool, 'remove', '/unlimited-after-crash']);
+    expect(await hardLimitOf(gd, pool, '/unlimited-after-crash')).toBeUndefined();
+    const log = memoryLogger();
+    const restarted = glusterBackend(gd, await gd.tempDir('root-r-'), { 'glusterfs.pool': pool }, 'node-r', log) as GlusterSubdirBackend;
+    await restarted.init();
+    try {
+      expect(await hardLimitOf(gd, pool, '/unlimited-after-crash')).toBe(6 * MiB);
+      expect(log.lines.some((l) => /volume unlimited-after-crash had no gluster quota limit .* the limit is set again/.test(l))).toBe(true);
+      await restarted.remove('unlimited-after-crash', { retain: false });
+    } finally {
+      await restarted.dispose();
+    }
+  });
+
   it('removes a volume whose limit an administrator already dropped by hand', async () => {
     await a.create(request('hand-dropped', 10 * MiB));
     await gd.xml(['volume', 'quota', pool, 'remove', '/hand-dropped']);

@@ -86,6 +86,31 @@ export class GlusterSubdirBackend implements Backend {
     if (this.options.quota && info.options['features.quota'] === 'on') {
       await this.cli.quotaTimeouts(this.pool, this.options.quotaTimeoutS, info);
     }
+    if (this.options.quota) await this.restoreLimits(info.options['features.quota'] === 'on');
+  }
+
+  /**
+   * Sets the limit of every volume whose size is recorded but has none: a daemon killed between
+   * a create's registry write and its limit, or between a remove's limit drop and the store's
+   * remove, leaves one. A limit gluster cannot show (see GlusterCli.quotaUsage) is left as is.
+   */
+  private async restoreLimits(quotaOn: boolean): Promise<void> {
+    for (const record of await this.store.list()) {
+      const size = record.options.size;
+      if (size === undefined) continue;
+      try {
+        if (quotaOn) {
+          const usage = await this.cli.quotaUsage(this.pool, `/${record.name}`);
+          if (usage === undefined || usage.hardLimit !== undefined) continue;
+        }
+        await this.cli.limitUsage(this.pool, `/${record.name}`, size, this.options.quotaTimeoutS);
+        quotaOn = true;
+        this.ctx.log.warn(`volume ${record.name} had no gluster quota limit though its size is ${size} bytes ` +
+          '(a create or remove stopped half-way); the limit is set again');
+      } catch (err) {
+        this.ctx.log.error(`volume ${record.name} has no gluster quota limit and setting it failed: ${messageOf(err)}`);
+      }
+    }
   }
 
   async dispose(): Promise<void> {
@@ -148,8 +173,19 @@ export class GlusterSubdirBackend implements Backend {
     await this.ensurePool(name);
     const record = await this.store.get(name);
     if (!record) return {};
-    if (record.options.size !== undefined && this.options.quota) await this.cli.removeLimit(this.pool, `/${name}`);
-    return this.store.remove(name, request);
+    const size = this.options.quota ? record.options.size : undefined;
+    // Before the store's remove, while the path still names the directory (gluster drops a limit by path).
+    if (size !== undefined) await this.cli.removeLimit(this.pool, `/${name}`);
+    try {
+      return await this.store.remove(name, request);
+    } catch (err) {
+      // A refused or failed remove changes nothing: a volume still registered gets its limit back (or at the next start).
+      if (size !== undefined && await this.store.get(name).then(Boolean, () => true)) {
+        await this.cli.limitUsage(this.pool, `/${name}`, size, this.options.quotaTimeoutS).catch((undo: unknown) =>
+          this.ctx.log.error(`volume ${name} stays without its gluster quota limit until the next start: ${messageOf(undo)}`));
+      }
+      throw err;
+    }
   }
 
   async attach(name: string, known?: VolumeRecord): Promise<string> {
