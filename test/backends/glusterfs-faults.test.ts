@@ -7,6 +7,7 @@
  */
 import * as realFs from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { GlusterSubdirBackend } from '../../src/backends/glusterfs/subdir-backend.js';
@@ -21,6 +22,16 @@ vi.setConfig({ testTimeout: 120_000 });
 
 const skip = systemSuite('glusterfs', checkGluster());
 const TIMEOUT_S = 3;
+
+/** Pids of every gluster FUSE client serving `target` (its last argument). */
+async function clientPidsOf(target: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const pid of (await realFs.readdir('/proc')).filter((e) => /^\d+$/.test(e))) {
+    const args = (await realFs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').filter(Boolean);
+    if (/(^|\/)glusterfs$/.test(args[0] ?? '') && args[args.length - 1] === target) pids.push(Number(pid));
+  }
+  return pids;
+}
 
 describe.skipIf(skip)('glusterfs backend faults', () => {
   let gd: Glusterd;
@@ -114,6 +125,27 @@ describe.skipIf(skip)('glusterfs backend faults', () => {
     expect(await sub.attach('steady')).toBe(path);
     expect(await realFs.readFile(join(path, 'file'), 'utf8')).toBe('gluster data');
     expect(subLog.lines.some((l) => /is dead \(Transport endpoint is not connected\); mounting it again/.test(l))).toBe(true);
+  });
+
+  it('a dead pool mount met by concurrent requests is remounted once: one mount, one client', async () => {
+    await sub.attach('steady');
+    process.kill((await clientPidOf(poolMount()))!, 'SIGKILL');
+    const results = await Promise.allSettled([sub.list(), sub.get('steady'), sub.attach('steady'), sub.list(), sub.get('steady')]);
+    expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : r.status))).toEqual(Array(5).fill('fulfilled'));
+    expect((await glusterMountsUnder(subRoot)).filter((m) => m === poolMount())).toHaveLength(1);
+    expect(await clientPidsOf(poolMount())).toHaveLength(1);
+    expect(await realFs.readFile(join(await sub.attach('steady'), 'file'), 'utf8')).toBe('gluster data');
+  });
+
+  it('volume mode: detach unmounts every mount stacked at the volume\'s mount point', async () => {
+    await vol.create(request('stacked'));
+    const path = await vol.attach('stacked');
+    // A second client at the same point, as concurrent remounts made it (mount.glusterfs itself refuses to stack).
+    await execa('glusterfs', ['--volfile-server', gd.host, '--volfile-id', '/stowage-stacked', path]);
+    expect(await eventually(async () => (await glusterMountsUnder(volRoot)).filter((m) => m === path).length === 2)).toBe(true);
+    await vol.detach('stacked');
+    expect((await glusterMountsUnder(volRoot)).filter((m) => m === path)).toEqual([]);
+    expect(await eventually(async () => (await clientPidsOf(path)).length === 0)).toBe(true);
   });
 
   it('the pool stopped under a mounted volume: reported with what to do, healed after it starts again', async () => {

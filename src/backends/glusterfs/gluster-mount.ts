@@ -48,6 +48,9 @@ async function settleWithin<T>(promise: Promise<T>, ms: number): Promise<T | Err
  * definition, and a missing subdir was seen to exit 0 with nothing mounted).
  */
 export class GlusterMounter {
+  /** The ensure under way per target. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+
   constructor(
     private readonly runner: CommandRunner,
     private readonly fs: FsPort,
@@ -101,8 +104,20 @@ export class GlusterMounter {
       { volume: request.forVolume, node: this.config.nodeId });
   }
 
-  /** Makes sure a live mount of `volume` is at `target`, remounting a dead one. Idempotent. */
-  async ensure(request: MountRequest): Promise<void> {
+  /**
+   * Makes sure a live mount of `volume` is at `target`, remounting a dead one. Idempotent.
+   * One at a time per target: callers that meet a dead mount together share one remount, which
+   * would otherwise stack a FUSE mount (and a client) per caller at the same point.
+   */
+  ensure(request: MountRequest): Promise<void> {
+    const running = this.inFlight.get(request.target);
+    if (running) return running;
+    const work = this.ensureOnce(request).finally(() => this.inFlight.delete(request.target));
+    this.inFlight.set(request.target, work);
+    return work;
+  }
+
+  private async ensureOnce(request: MountRequest): Promise<void> {
     const health = await this.health(request.volume, request.target);
     if (health.state === 'live') return;
     if (health.state === 'foreign') {
@@ -159,21 +174,39 @@ export class GlusterMounter {
     return text.length >= offset ? text.slice(offset) : text;
   }
 
-  /** Unmounts `target` if it is mounted; lazily when a plain unmount is refused (busy or hung). */
-  async unmount(target: string): Promise<void> {
-    if (!mountAt(await this.mounts(), target)) return;
-    const plain = await this.runner.run('umount', [target], { timeoutMs: this.config.timeoutMs, allowFailure: true })
-      .catch((err: unknown) => ({ exitCode: -1, stderr: messageOf(err), stdout: '' }));
-    if (plain.exitCode === 0 || !mountAt(await this.mounts(), target)) return;
-    this.log.warn(`umount ${target} failed (${plain.stderr.trim()}); detaching it lazily`);
-    await this.forceUnmount(target);
+  private async layersAt(target: string): Promise<number> {
+    return (await this.mounts()).filter((m) => m.target === target).length;
   }
 
+  /**
+   * Unmounts every mount stacked at `target` (one left by an earlier version's concurrent
+   * remounts hides the next); lazily where a plain unmount is refused (busy or hung).
+   */
+  async unmount(target: string): Promise<void> {
+    await this.inFlight.get(target)?.catch(() => undefined);
+    for (let layers = await this.layersAt(target); layers > 0;) {
+      const plain = await this.runner.run('umount', [target], { timeoutMs: this.config.timeoutMs, allowFailure: true })
+        .catch((err: unknown) => ({ exitCode: -1, stderr: messageOf(err), stdout: '' }));
+      const left = await this.layersAt(target);
+      if (plain.exitCode !== 0 && left >= layers) {
+        this.log.warn(`umount ${target} failed (${plain.stderr.trim()}); detaching it lazily`);
+        await this.forceUnmount(target);
+        return;
+      }
+      layers = left;
+    }
+  }
+
+  /** Detaches every mount stacked at `target` lazily. */
   private async forceUnmount(target: string): Promise<void> {
-    await this.runner.run('umount', ['-l', target], { timeoutMs: this.config.timeoutMs, allowFailure: true }).catch(() => undefined);
-    if (mountAt(await this.mounts(), target)) {
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-        `cannot unmount ${target} on node ${this.config.nodeId}; unmount it by hand (umount -l ${target})`, { node: this.config.nodeId });
+    for (let layers = await this.layersAt(target); layers > 0;) {
+      await this.runner.run('umount', ['-l', target], { timeoutMs: this.config.timeoutMs, allowFailure: true }).catch(() => undefined);
+      const left = await this.layersAt(target);
+      if (left >= layers) {
+        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+          `cannot unmount ${target} on node ${this.config.nodeId}; unmount it by hand (umount -l ${target})`, { node: this.config.nodeId });
+      }
+      layers = left;
     }
   }
 

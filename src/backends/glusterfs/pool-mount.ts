@@ -1,8 +1,24 @@
 import { join } from 'node:path';
-import { ErrorCodes, StowageError } from '../../core/errors.js';
+import { ErrorCodes, StowageError, errnoCode } from '../../core/errors.js';
 import type { GlusterCli } from './gluster-cli.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import type { GlusterVolume } from './parsers.js';
+
+/** The system error (errno code) an error wraps, or the error itself. */
+export function causeOf(err: unknown): unknown {
+  let at = err;
+  for (let depth = 0; depth < 5 && typeof at === 'object' && at !== null; depth++) {
+    if (errnoCode(at) !== undefined && /^E[A-Z]+$/.test(errnoCode(at)!)) return at;
+    at = (at as { cause?: unknown }).cause;
+  }
+  return err;
+}
+
+/** An error of a call through a FUSE mount whose client died (the kernel aborts the connection). */
+function diedUnder(err: unknown): boolean {
+  const code = errnoCode(causeOf(err));
+  return code === 'ENOTCONN' || code === 'ECONNABORTED';
+}
 
 /**
  * The one gluster volume every node mounts under its `--root`: in subdir mode it holds the
@@ -72,7 +88,8 @@ export class PoolMount {
     try {
       return await fn();
     } catch (err) {
-      if ((await this.mounter.health(this.pool, this.mountpoint)).state === 'live') throw err;
+      // Live now yet the read met a dead client: another caller's remount finished in between; read again.
+      if ((await this.mounter.health(this.pool, this.mountpoint)).state === 'live' && !diedUnder(err)) throw err;
       await this.ensure(volume);
       return fn();
     }

@@ -9,7 +9,7 @@ import type { BackendContext } from '../context.js';
 import { VfsBackend } from '../vfs/vfs-backend.js';
 import type { GlusterCli } from './gluster-cli.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
-import type { PoolMount } from './pool-mount.js';
+import { causeOf, type PoolMount } from './pool-mount.js';
 import { quotaFacts } from './usage.js';
 import { errnoCode, messageOf } from '../../core/errors.js';
 
@@ -26,15 +26,6 @@ import { errnoCode, messageOf } from '../../core/errors.js';
  * about every 3 s. A mount in that window waits instead of failing, up to this long.
  */
 const RECONNECT_WAIT_MS = 10_000;
-
-function causeOf(err: unknown): unknown {
-  let at = err;
-  for (let depth = 0; depth < 5 && typeof at === 'object' && at !== null; depth++) {
-    if (errnoCode(at) !== undefined && /^E[A-Z]+$/.test(errnoCode(at)!)) return at;
-    at = (at as { cause?: unknown }).cause;
-  }
-  return err;
-}
 
 function whileReconnecting(err: unknown): boolean {
   const code = errnoCode(causeOf(err));
