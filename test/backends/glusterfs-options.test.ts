@@ -13,7 +13,7 @@ import { isDeletingEntryName, isOwnBrick, layoutFor, planBricks } from '../../sr
 import { parseGlusterfsOptions } from '../../src/backends/glusterfs/glusterfs-options.js';
 import { formatBytesApprox as humanBytes } from '../../src/core/options.js';
 import { parseStatfs } from '../../src/backends/glusterfs/usage.js';
-import { glusterNameOf, stowageNameOf } from '../../src/backends/glusterfs/volume-naming.js';
+import { assertGlusterNameFits, glusterNameOf, longestGlusterName, stowageNameOf } from '../../src/backends/glusterfs/volume-naming.js';
 
 const fixtureText = (name: string) => readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'gluster', name), 'utf8');
 const volumeMode = { 'glusterfs.mode': 'volume', 'glusterfs.bricks': 'gl1:/data/b,gl2:/data/b', 'glusterfs.pool': 'state' };
@@ -109,6 +109,20 @@ describe('volume mode naming and bricks', () => {
     expect(stowageNameOf('stowage-', 'other-volume')).toBeUndefined();
     expect(stowageNameOf('stowage-', 'stowage-bad_escape')).toBeUndefined();
     expect(() => glusterNameOf('stowage-', '_'.repeat(128))).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_NAME }));
+  });
+
+  it('limits gluster names by the brick volume file names glusterd serves (client_per_brick/<volume>.client.<host>.<brick path>.vol)', () => {
+    // 2 * n (the name, and again in the brick directory) + host + root + the fixed parts must stay within 230.
+    const roots = [{ host: 'vm', path: '/var/tmp/hD/vbricks/r1' }];
+    const longest = longestGlusterName(roots);
+    const fixed = 1 + 'vm'.length + 1 + 'var/tmp/hD/vbricks/r1/'.length + '-00000000T000000Z-000000'.length + '.vol'.length;
+    expect(longest).toBe(Math.floor((230 - fixed) / 2));
+    expect(longestGlusterName([...roots, { host: 'a-much-longer-host-name', path: '/srv/bricks' }])).toBeLessThan(longest);
+    expect(longestGlusterName([{ host: 'h', path: '/b' }])).toBeLessThanOrEqual(255);
+    expect(() => assertGlusterNameFits('ok', 'x'.repeat(longest), 'stowage-', roots)).not.toThrow();
+    expect(() => assertGlusterNameFits('long', 'x'.repeat(longest + 1), 'stowage-', roots)).toThrow(expect.objectContaining({
+      code: ErrorCodes.INVALID_NAME, message: expect.stringMatching(new RegExp(`volume name long is too long .* gluster accepts at most ${longest} here`)),
+    }));
   });
 
   it('chooses the layout from per-volume options first and checks the brick count', () => {

@@ -9,6 +9,7 @@ import {
 } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
 import { createRequest } from '../../src/core/create-request.js';
+import { longestGlusterName } from '../../src/backends/glusterfs/volume-naming.js';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/core/command-runner.js';
 
 vi.setConfig({ testTimeout: 120_000 });
@@ -249,6 +250,46 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     expect(adopted.adopted).toBe(true);
     expect((await a.list()).map((v) => v.name)).toContain('legacy');
     expect(await a.volumeStatus('legacy')).toMatchObject({ adopted: 'true' });
+  });
+
+  it('creates the longest name glusterd accepts with these brick roots, quota on, and refuses a longer one up front', async () => {
+    const longest = longestGlusterName(brickRoots.map((path) => ({ host: gd.host, path })));
+    const name = 'n'.repeat(longest - 'stowage-'.length);
+    // A size turns quota on, which writes the longest of gluster's volume files.
+    await a.create(request(name, { size: 10 * 1024 * 1024 }));
+    expect(await hardLimitOf(gd, `stowage-${name}`, '/')).toBe(10 * 1024 * 1024);
+    await a.remove(name, { retain: false });
+    const before = await glusterVolumes();
+    await expect(a.create(request(`${name}n`))).rejects.toMatchObject({
+      code: ErrorCodes.INVALID_NAME, message: expect.stringMatching(new RegExp(`is too long .* gluster accepts at most ${longest} here`)),
+    });
+    expect(await glusterVolumes()).toEqual(before);
+    // One character longer and glusterd's quota never gets the limit to its daemon: the limit is gluster's, not a guess.
+    const longer = `stowage-${name}n`;
+    const brick = `${brickRoots[0]}/${longer}-20261207T000000Z-abcdef`;
+    try {
+      expect((await gd.gluster(['volume', 'create', longer, `${gd.host}:${brick}`, 'force'])).exitCode).toBe(0);
+      expect((await gd.gluster(['volume', 'start', longer])).exitCode).toBe(0);
+      await gd.gluster(['volume', 'quota', longer, 'enable']);
+      await gd.gluster(['volume', 'quota', longer, 'limit-usage', '/', '10485760']);
+      expect(await hardLimitOf(gd, longer, '/')).toBeUndefined();
+    } finally {
+      await gd.gluster(['volume', 'stop', longer, 'force']);
+      await gd.gluster(['volume', 'delete', longer]);
+      await realFs.rm(brick, { recursive: true, force: true });
+    }
+  });
+
+  it('names the bricks to delete by hand for a gluster volume a create stopped before its record', async () => {
+    const brick = `${brickRoots[0]}/stowage-halfmade-20261207T000000Z-abcdef`;
+    await gd.gluster(['volume', 'create', 'stowage-halfmade', `${gd.host}:${brick}`, 'force']);
+    await expect(a.create(request('halfmade'))).rejects.toMatchObject({
+      code: ErrorCodes.DATA_CONFLICT,
+      message: expect.stringMatching(new RegExp(`without stowage's record: an earlier create of volume halfmade stopped half-way.*delete the brick directories ${gd.host}:${brick} `)),
+      remedies: [{ action: 'adopt', volume: 'halfmade' }],
+    });
+    await gd.gluster(['volume', 'delete', 'stowage-halfmade']);
+    await realFs.rm(brick, { recursive: true, force: true });
   });
 
   it('a second node sees the same volumes (glusterd is the registry) and mounts them itself', async () => {

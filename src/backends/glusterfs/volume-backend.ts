@@ -7,7 +7,7 @@ import { filesystemSpace } from '../../core/disk-usage.js';
 import { ErrorCodes, StowageError, messageOf } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import { formatBytesApprox } from '../../core/options.js';
-import { layoutArgs, layoutFor, planBricks, spec } from './bricks.js';
+import { isOwnBrick, layoutArgs, layoutFor, planBricks, spec } from './bricks.js';
 import type { GlusterCli } from './gluster-cli.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
@@ -15,7 +15,7 @@ import type { GlusterVolume } from './parsers.js';
 import type { PoolMount } from './pool-mount.js';
 import { GlusterSnapshotRepository } from './snapshot-repository.js';
 import { quotaFacts } from './usage.js';
-import { glusterNameOf, stowageNameOf } from './volume-naming.js';
+import { assertGlusterNameFits, glusterNameOf, stowageNameOf } from './volume-naming.js';
 import { checkAdoptedLimit, existingLimitOf, isKnownNode, quotaWarning } from './volume-ownership.js';
 import {
   classify, notOurs, RECORD_OPTION, UUID, volumeRecordOf, type Deployment, type Ownership, type RecordedBrick, type StoredRecord,
@@ -162,16 +162,27 @@ export class GlusterVolumeBackend implements Backend {
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { name, options } = request.record;
     const layout = layoutFor(this.options, options.backend);
-    glusterNameOf(this.options.volumePrefix, name); // refuses names that cannot map, before anything else
+    // Refuses names that cannot map, or that glusterd would refuse with these brick roots, before anything else.
+    assertGlusterNameFits(name, glusterNameOf(this.options.volumePrefix, name), this.options.volumePrefix, this.options.brickRoots);
     const { gluster, volume, ownership } = await this.lookup(name);
     if (ownership.kind === 'ours') throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     if (ownership.kind === 'foreign' || (ownership.kind === 'unclaimed' && !request.adopt)) {
       throw notOurs(ownership, gluster, name, this.deployment(), 'adopt');
     }
     if (volume && !request.adopt) {
+      const remedies = [{ action: 'adopt' as const, volume: name }];
+      const delete_ = `gluster volume stop ${gluster}; gluster volume delete ${gluster}`;
+      if (volume.bricks.length > 0 && volume.bricks.every((b) => isOwnBrick(b, this.options.brickRoots, gluster))) {
+        // Named as stowage names bricks: a create that stopped between `volume create` and its record.
+        throw new StowageError(ErrorCodes.DATA_CONFLICT,
+          `gluster volume ${gluster} already exists without stowage's record: an earlier create of volume ${name} stopped ` +
+          `half-way (its bricks are named as stowage names them). Delete it (${delete_}; gluster keeps the bricks, so then ` +
+          `delete the brick directories ${volume.bricks.map(spec).join(', ')} on their hosts by hand) and create again, ` +
+          `or adopt it as volume ${name} (its bricks are then never deleted by stowage)`, { volume: name, remedies });
+      }
       throw new StowageError(ErrorCodes.DATA_CONFLICT,
-        `gluster volume ${gluster} already exists but stowage did not make it; delete it (gluster volume stop ${gluster}; ` +
-        `gluster volume delete ${gluster}), or adopt it as volume ${name}`, { volume: name, remedies: [{ action: 'adopt', volume: name }] });
+        `gluster volume ${gluster} already exists but stowage did not make it; delete it (${delete_}), ` +
+        `or adopt it as volume ${name}`, { volume: name, remedies });
     }
     const record: StoredRecord = {
       ...request.record, deployment: this.deployment(),
