@@ -4,8 +4,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { GlusterVolumeBackend } from '../../src/backends/glusterfs/volume-backend.js';
 import { startGlusterd, type Glusterd } from '../helpers/glusterd.js';
+import { execa } from 'execa';
 import {
-  eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, quotaTimeoutsOf, unmountUnder,
+  clientPidOf, eventually, glusterBackend, glusterMountsUnder, hardLimitOf, memoryLogger, quotaTimeoutsOf, unmountUnder,
 } from '../helpers/gluster-backend.js';
 import { checkGluster, systemSuite } from '../helpers/requirements.js';
 import { createRequest } from '../../src/core/create-request.js';
@@ -188,6 +189,44 @@ describe.skipIf(skip)('glusterfs backend, volume mode', () => {
     } finally {
       await f.dispose();
       await unmountUnder(rootF);
+    }
+  });
+
+  it('a start unmounts a snapshot mount a killed daemon left and removes empty mount points of gone volumes, touching nothing else', async () => {
+    const options = { 'glusterfs.mode': 'volume', 'glusterfs.bricks': `${gd.host}:${brickRoots[0]}`, 'glusterfs.brickforce': 'true', 'glusterfs.pool': 'vstate' };
+    const root = await gd.tempDir('root-l-');
+    const mnt = join(root, 'glusterfs', 'mnt');
+    const first = glusterBackend(gd, root, options, 'node-l') as GlusterVolumeBackend;
+    await first.init();
+    await first.create(request('leftover'));
+    await first.dispose();
+    // What a daemon killed during a snapshot leaves: the snapshot's own mount, and its client.
+    const snapshotMount = join(mnt, '.snapshots', 'stowage-leftover');
+    await realFs.mkdir(snapshotMount, { recursive: true });
+    await execa('mount', ['-t', 'glusterfs', `${gd.host}:/stowage-leftover`, snapshotMount]);
+    // Mount points of volumes deleted since (one with stray data in it), and a directory stowage does not name.
+    await realFs.mkdir(join(mnt, 'stowage-gone'));
+    await realFs.mkdir(join(mnt, 'stowage-gone__with__data'));
+    await realFs.writeFile(join(mnt, 'stowage-gone__with__data', 'keep'), 'stray');
+    await realFs.mkdir(join(mnt, 'not-ours'));
+    const log = memoryLogger();
+    const restarted = glusterBackend(gd, root, options, 'node-l', log) as GlusterVolumeBackend;
+    await restarted.init();
+    try {
+      expect(await glusterMountsUnder(root)).toEqual([join(mnt, 'vstate')]);
+      expect(await eventually(async () => (await clientPidOf(snapshotMount)) === undefined)).toBe(true);
+      expect((await realFs.readdir(join(mnt, '.snapshots'))).sort()).toEqual([]);
+      expect((await realFs.readdir(mnt)).sort()).toEqual(['.snapshots', 'not-ours', 'stowage-gone__with__data', 'vstate']);
+      expect(await realFs.readFile(join(mnt, 'stowage-gone__with__data', 'keep'), 'utf8')).toBe('stray');
+      expect(log.lines.some((l) => /stowage-gone__with__data .* was left in place: it is not empty/.test(l))).toBe(true);
+      // A remove takes its volume's mount point with it.
+      await restarted.attach('leftover');
+      await restarted.detach('leftover');
+      await restarted.remove('leftover', { retain: false });
+      expect((await realFs.readdir(mnt)).sort()).toEqual(['.snapshots', 'not-ours', 'stowage-gone__with__data', 'vstate']);
+    } finally {
+      await restarted.dispose();
+      await unmountUnder(root);
     }
   });
 

@@ -197,6 +197,24 @@ export class GlusterMounter {
     }
   }
 
+  /**
+   * Unmounts every mount at `target` with plain unmounts only, which the kernel refuses while
+   * anything uses one, and only when each is a gluster mount of `volume`: 'foreign' if one is
+   * not, 'busy' if one was refused, 'done' once nothing is mounted there.
+   */
+  async unmountIfIdle(volume: string, target: string): Promise<'done' | 'busy' | 'foreign'> {
+    await this.inFlight.get(target)?.catch(() => undefined);
+    const layers = (await this.mounts()).filter((m) => m.target === target);
+    if (layers.some((m) => m.fstype !== FUSE_TYPE || !this.sources(volume).includes(m.source))) return 'foreign';
+    for (let left = layers.length; left > 0;) {
+      await this.runner.run('umount', [target], { timeoutMs: this.config.timeoutMs, allowFailure: true }).catch(() => undefined);
+      const now = await this.layersAt(target);
+      if (now >= left) return 'busy';
+      left = now;
+    }
+    return 'done';
+  }
+
   /** Detaches every mount stacked at `target` lazily. */
   private async forceUnmount(target: string): Promise<void> {
     for (let layers = await this.layersAt(target); layers > 0;) {

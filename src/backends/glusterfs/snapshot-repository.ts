@@ -6,6 +6,7 @@ import { ErrorCodes, StowageError } from '../../core/errors.js';
 import type { BackendContext } from '../context.js';
 import type { GlusterMounter } from './gluster-mount.js';
 import type { GlusterVolume } from './parsers.js';
+import { SNAPSHOT_MOUNTS } from './mount-leftovers.js';
 import type { PoolMount } from './pool-mount.js';
 import { glusterNameOf } from './volume-naming.js';
 import { notOurs, type Deployment, type Ownership } from './volume-record.js';
@@ -48,7 +49,7 @@ export class GlusterSnapshotRepository {
 
   /** Where a snapshot reads a volume: beside the containers' mounts, never one of them (pool names start with no dot). */
   private snapshotTarget(glusterName: string): string {
-    return join(this.deps.mountRoot, '.snapshots', glusterName);
+    return join(this.deps.mountRoot, SNAPSHOT_MOUNTS, glusterName);
   }
 
   private async hasSnapshotRepository(): Promise<boolean> {

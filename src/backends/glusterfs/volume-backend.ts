@@ -13,6 +13,7 @@ import type { GlusterMounter } from './gluster-mount.js';
 import { layout, type GlusterfsOptions } from './glusterfs-options.js';
 import type { GlusterVolume } from './parsers.js';
 import type { PoolMount } from './pool-mount.js';
+import { cleanMountLeftovers } from './mount-leftovers.js';
 import { GlusterSnapshotRepository } from './snapshot-repository.js';
 import { quotaFacts } from './usage.js';
 import { assertGlusterNameFits, glusterNameOf, stowageNameOf } from './volume-naming.js';
@@ -85,7 +86,9 @@ export class GlusterVolumeBackend implements Backend {
     }
     this.me = { pool: pool.name, id: pool.id };
     await this.ctx.fs.mkdir(this.clusterStateDir, { recursive: true });
-    await this.reviewRecords();
+    const volumes = new Set((await this.reviewRecords()).map((v) => v.name));
+    await cleanMountLeftovers(this.ctx.fs, this.mounter, this.ctx.log,
+      { mountRoot: this.mountRoot, prefix: this.options.volumePrefix, statePool: this.statePool.mountpoint }, (gluster) => volumes.has(gluster));
     // Roots named after another peer are that peer's disks; the rest are this host's.
     const others = new Set(peers.filter((p) => p.hostname !== 'localhost').map((p) => p.hostname));
     const localRoots = this.options.brickRoots.filter((r) => !others.has(r.host)).map((r) => r.path);
@@ -122,8 +125,9 @@ export class GlusterVolumeBackend implements Backend {
    * claim those whose creator has a node record in this deployment's state pool and leave the
    * rest to an explicit adopt. Report sizes this node would enforce differently.
    */
-  private async reviewRecords(): Promise<void> {
-    for (const volume of await this.cli.allVolumes()) {
+  private async reviewRecords(): Promise<GlusterVolume[]> {
+    const all = await this.cli.allVolumes();
+    for (const volume of all) {
       const name = stowageNameOf(this.options.volumePrefix, volume.name);
       if (name === undefined || volume.options[RECORD_OPTION] === undefined) continue;
       let ownership: Ownership;
@@ -141,6 +145,7 @@ export class GlusterVolumeBackend implements Backend {
       this.ctx.log.info(`gluster volume ${volume.name} (volume ${name}) was made by node ${ownership.record.createdBy} of this ` +
         `deployment; its record now names this deployment (state pool ${this.deployment().pool})`);
     }
+    return all;
   }
 
   private target(glusterName: string): string {

@@ -140,6 +140,8 @@ export class GlusterVolumeRemoval {
         `bricks ${doomed.map(spec).join(', ')} of deleted gluster volume ${gluster} stay in place: recording them for deletion failed ` +
         `(delete them by hand): ${messageOf(err)}`));
     }
+    // Its mount point too (a directory only: rmdir refuses one with anything in it, or mounted).
+    await this.ctx.fs.rmdir(this.target(gluster)).catch(() => undefined);
     const local = await this.localPeerId();
     if (retain) {
       this.ctx.log.info(`gluster volume ${gluster} deleted; its data stays in bricks ${volume.bricks.map(spec).join(', ')}`);
