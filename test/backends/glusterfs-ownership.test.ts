@@ -168,16 +168,16 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
   });
 
   // Item 10
-  it('a crash between volume delete and the brick removal leaves no brick behind: the next start finishes it', async () => {
+  it('a volume delete that errs after glusterd deleted the volume still completes the remove: no brick is left behind', async () => {
     await a.create(request('crashy'));
     const bricks = (await infoOf('stowage-crashy')).bricks.map((brick) => brick.path);
     expect(bricks).toHaveLength(2);
-    // The daemon dies right after glusterd deleted the volume, before it touched a brick.
+    // The delete call fails (a timeout, say) after glusterd deleted the volume.
     const real = new ExecaCommandRunner();
     const runner: CommandRunner = {
       run: async (program, args, options) => {
         const result = await real.run(program, args, options);
-        if (program === 'gluster' && args.includes('delete')) throw new Error('killed right after volume delete');
+        if (program === 'gluster' && args.includes('delete')) throw new Error('no answer after volume delete');
         return result;
       },
     };
@@ -188,14 +188,12 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
       'glusterfs.bricks': rootsA.map((r) => `${gd.host}:${r}`).join(','), 'glusterfs.brickforce': 'true', 'glusterfs.pool': 'ostate',
     }) as GlusterVolumeBackend;
     await dying.init();
-    await expect(dying.remove('crashy', { retain: false })).rejects.toThrow(/killed/);
+    // glusterd says the volume is gone, so the remove is complete: the bricks are stowage's to delete.
+    await dying.remove('crashy', { retain: false });
     expect(await glusterVolumes()).not.toContain('stowage-crashy');
-    // Any node of the deployment on this peer finishes it when it starts.
-    const next = deploymentA(rootsA, 'node-a4');
-    await next.init();
-    await next.settle();
+    await dying.settle();
+    await dying.dispose();
     for (const path of bricks) expect(await exists(path)).toBe(false);
-    await next.dispose();
   });
 
   it('a deletion interrupted after the brick was moved aside is finished at the next start, from its tombstone', async () => {
@@ -243,7 +241,7 @@ describe.skipIf(skip)('glusterfs volume mode: a backend destroys only what it ca
     const tombstones = join(a.clusterStateDir, '..', 'glusterfs', 'tombstones');
     await realFs.mkdir(tombstones, { recursive: true });
     const write = (forPeer: string, path: string) => realFs.writeFile(join(tombstones, `${volumeId}.${forPeer}.json`), JSON.stringify({
-      format: 1, gluster: 'stowage-ghost', volumeId, peer: forPeer, bricks: [{ host: gd.host, path, peer: forPeer }],
+      format: 2, gluster: 'stowage-ghost', volumeId, peer: forPeer, bricks: [{ host: gd.host, path, peer: forPeer }],
       deletedAt: '2026-01-01T00:00:00.000Z', deletedBy: 'node-x',
     }));
     await write(peer, lookalike);

@@ -173,10 +173,16 @@ export class BrickCleaner {
   async sweep(): Promise<void> {
     const local = await this.localPeer();
     // Listed before glusterd is asked (see the tombstone comment): an armed file listed here was written after its delete.
-    const mine = (await this.tombstoneFiles()).filter((f) => TOMBSTONE_FILE.exec(f)![2] === local);
-    if (mine.length === 0) return;
+    const files = await this.tombstoneFiles();
+    if (files.length === 0) return;
     const volumes = await this.cli.allVolumes();
     const liveIds = new Set(volumes.map((v) => v.id));
+    // Any node disarms a tombstone whose volume exists, whichever peer it names (dropping one deletes nothing).
+    for (const file of files.filter((f) => TOMBSTONE_FILE.exec(f)![2] !== local && liveIds.has(TOMBSTONE_FILE.exec(f)![1]!))) {
+      this.log.warn(`brick tombstone ${join(this.dir, file)} dropped: its gluster volume still exists (a remove that did not finish)`);
+      await this.fs.unlink(join(this.dir, file)).catch(() => undefined);
+    }
+    const mine = files.filter((f) => TOMBSTONE_FILE.exec(f)![2] === local);
     const liveBricks = new Map(volumes.flatMap((v) => v.bricks.map((b) => [b.path, v.name] as const)));
     for (const file of mine) {
       const path = join(this.dir, file);

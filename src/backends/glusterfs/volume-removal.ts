@@ -124,10 +124,12 @@ export class GlusterVolumeRemoval {
       await this.cli.expect(['volume', 'delete', gluster], name);
     } catch (err) {
       // A delete that answered with an error (a timeout) may still have happened: only then are the bricks ours to delete.
-      const deleted = deleteSent && await this.cli.volumeInfo(gluster).then((v) => v?.id !== volume.id, () => false);
-      if (!deleted) {
+      const state = !deleteSent ? 'live'
+        : await this.cli.volumeInfo(gluster).then((v) => (v?.id === volume.id ? 'live' : 'gone'), () => 'unknown');
+      if (state !== 'gone') {
         // The volume stays and may be used again: its bricks must never be deleted on the strength of this remove.
-        if (!retain) {
+        // Not knowing, the pending tombstone stays: a sweep drops it while the volume exists, and never deletes for it.
+        if (!retain && state === 'live') {
           await this.statePool.read(() => this.cleaner.disarm(volume.id), name).catch((e: unknown) => this.ctx.log.warn(
             `could not drop the pending brick tombstone of gluster volume ${gluster} (a sweep drops it while the volume exists): ${messageOf(e)}`));
         }
