@@ -283,13 +283,21 @@ describe.skipIf(skip)('glusterfs backend, subdir mode', () => {
     await a.create(request('unlimited-after-crash', 6 * MiB));
     await gd.xml(['volume', 'quota', pool, 'remove', '/unlimited-after-crash']);
     expect(await hardLimitOf(gd, pool, '/unlimited-after-crash')).toBeUndefined();
+    // And one whose directory never had a limit: registered by a node that only records sizes.
+    const recording = glusterBackend(gd, await gd.tempDir('root-q-'), { 'glusterfs.pool': pool, 'glusterfs.quota': 'false' }, 'node-q');
+    await recording.init();
+    await recording.create(request('never-limited', 7 * MiB));
+    await recording.dispose();
+    expect(await hardLimitOf(gd, pool, '/never-limited')).toBeUndefined();
     const log = memoryLogger();
     const restarted = glusterBackend(gd, await gd.tempDir('root-r-'), { 'glusterfs.pool': pool }, 'node-r', log) as GlusterSubdirBackend;
     await restarted.init();
     try {
       expect(await hardLimitOf(gd, pool, '/unlimited-after-crash')).toBe(6 * MiB);
       expect(log.lines.some((l) => /volume unlimited-after-crash had no gluster quota limit .* the limit is set again/.test(l))).toBe(true);
+      expect(await hardLimitOf(gd, pool, '/never-limited')).toBe(7 * MiB);
       await restarted.remove('unlimited-after-crash', { retain: false });
+      await restarted.remove('never-limited', { retain: false });
     } finally {
       await restarted.dispose();
     }
