@@ -26,6 +26,8 @@ function refused(path: string, why: string, volume?: string, hint = ''): Stowage
 
 /** Where a volume's directory should be: what is there instead came from outside stowage, and only a person can say whose it is. */
 const MOVE_IT_AWAY = ': it was put there outside stowage; move it away by hand, then try again';
+/** Where a record should be: no stowage writes one such, and the name stays blocked until a person moves it. */
+const RECORD_HINT = ': stowage never writes a record like it; move it away by hand (keep it if you need to know who put it there), then try again';
 
 /**
  * Reads a regular file without following a symlink at `path`; undefined when it does not exist.
@@ -38,15 +40,15 @@ export async function readFileNoFollow(fs: FsPort, path: string, volume?: string
   } catch (err) {
     const code = errnoCode(err);
     if (code === 'ENOENT') return undefined;
-    if (code === 'ELOOP' || code === 'EMLINK') throw refused(shown, 'is a symbolic link', volume);
+    if (code === 'ELOOP' || code === 'EMLINK') throw refused(shown, 'is a symbolic link', volume, RECORD_HINT);
     throw err;
   }
-  if ('notRegular' in opened) throw refused(shown, `is not a regular file (${opened.notRegular})`, volume);
+  if ('notRegular' in opened) throw refused(shown, `is not a regular file (${opened.notRegular})`, volume, RECORD_HINT);
   const handle = opened;
   try {
     const stat = await handle.stat();
     // Records are small; a huge file planted under a record's name must not exhaust memory.
-    if (stat.size > MAX_RECORD_BYTES) throw refused(shown, `is ${stat.size} bytes, more than any record`, volume);
+    if (stat.size > MAX_RECORD_BYTES) throw refused(shown, `is ${stat.size} bytes, more than any record`, volume, RECORD_HINT);
     return await handle.readFile('utf8');
   } finally {
     await handle.close();

@@ -89,6 +89,20 @@ describe('vfs on a hostile store', () => {
     await b.dispose();
   });
 
+  it('a FIFO planted as a name\'s intent record refuses that name, saying how to free it, and is never opened', async () => {
+    await setup();
+    const b = backend();
+    await b.init();
+    expect(spawnSync('mkfifo', [join(store, '.stowage', 'journal', 'v2.json')]).status).toBe(0);
+    await expect(b.create(request('v2'))).rejects.toMatchObject({
+      code: ErrorCodes.STATE_CORRUPT,
+      message: expect.stringMatching(/journal\/v2\.json is not a regular file \(a FIFO\); stowage does not follow or touch it: stowage never writes a record like it; move it away by hand .*then try again/),
+    });
+    await rm(join(store, '.stowage', 'journal', 'v2.json'));
+    expect((await b.create(request('v2'))).name).toBe('v2');
+    await b.dispose();
+  });
+
   for (const dir of ['journal', 'volumes', 'deleting']) {
     it(`writes, moves or unlinks nothing through .stowage/${dir} made a symlink while it runs`, async () => {
       await setup();
