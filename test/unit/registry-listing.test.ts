@@ -3,7 +3,8 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { VolumeRegistry, settleTimeOf, type RegistryEntry } from '../../src/backends/vfs/registry.js';
+import { VolumeRegistry, type RegistryEntry } from '../../src/backends/vfs/registry.js';
+import { settleTimeOf } from '../../src/backends/vfs/directory-times.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 import { silentLogger } from '../../src/core/logger.js';

@@ -3,7 +3,7 @@ import { messageOf } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import type { Logger } from '../../core/logger.js';
 import type { CheckedDirs } from '../../core/safe-path.js';
-import type { Intent, Journal } from './journal.js';
+import type { Intent, IntentCalls, Journal } from './journal.js';
 import type { VolumeRegistry } from './registry.js';
 import { dataPathOf, dataStateAt, type StoreLayout } from './store-layout.js';
 
@@ -41,9 +41,12 @@ export class IntentRecovery {
     if (state === 'empty') await fs.rmdir(dataDir).catch(() => undefined);
   }
 
-  /** Finishes or rolls back what an interrupted create or remove of `name` left behind. */
-  async recover(name: string): Promise<void> {
-    const { journal, log } = this.deps;
+  /**
+   * Finishes or rolls back what an interrupted create or remove of `name` left behind; `journal`
+   * is the journal directory as the caller's operation opened it.
+   */
+  async recover(name: string, journal: IntentCalls = this.deps.journal): Promise<void> {
+    const { log } = this.deps;
     const intent = await journal.read(name);
     if (!intent) return;
     if (intent === 'torn') {

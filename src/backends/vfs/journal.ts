@@ -41,7 +41,14 @@ export type Intent = z.infer<typeof intentSchema>;
 /** How old an unreadable intent must be before a reader without the name's lock discards it. */
 export const TORN_GRACE_MS = 10_000;
 
-export class Journal {
+/** Reading, writing and clearing intent records (see Journal.within). */
+export interface IntentCalls {
+  read(name: string): Promise<Intent | 'torn' | undefined>;
+  record(intent: Intent): Promise<void>;
+  clear(name: string): Promise<void>;
+}
+
+export class Journal implements IntentCalls {
   constructor(private readonly fs: FsPort, readonly dir: string) {}
 
   private fileOf(name: string): string {
@@ -52,12 +59,18 @@ export class Journal {
    * Runs `task` with the directory opened once without following a symlink (see openCheckedDir):
    * another machine may have made `journal` a symlink, or swap one in at any moment, and a
    * record written, read or unlinked through it would be a file outside the store named after
-   * the volume. A missing directory is an error, never "no intent there".
+   * the volume. A missing directory is an error, never "no intent there". An operation on a
+   * volume runs its read, record and clear through one opening (opening and checking the
+   * directory costs three system calls).
    */
-  private async inDir<T>(task: (fileOf: (name: string) => string) => Promise<T>): Promise<T> {
+  async within<T>(task: (calls: IntentCalls) => Promise<T>): Promise<T> {
     const dir = await openCheckedDir(this.fs, this.dir, 'the directory of intent records');
     try {
-      return await task((name) => join(dir.base, `${name}.json`));
+      return await task({
+        read: (name) => this.readAt(join(dir.base, `${name}.json`), name),
+        record: (intent) => this.recordAt(join(dir.base, `${intent.name}.json`), intent),
+        clear: (name) => this.clearAt(join(dir.base, `${name}.json`)),
+      });
     } finally {
       await dir.close();
     }
@@ -70,8 +83,8 @@ export class Journal {
    * reports as 'torn'. The start-up sweep, which reads without the lock, leaves young torn ones
    * alone (see `settled`).
    */
-  async record(intent: Intent): Promise<void> {
-    await this.inDir((fileOf) => this.recordAt(fileOf(intent.name), intent));
+  record(intent: Intent): Promise<void> {
+    return this.within((calls) => calls.record(intent));
   }
 
   private async recordAt(path: string, intent: Intent): Promise<void> {
@@ -105,18 +118,22 @@ export class Journal {
     return stat !== undefined && stat.mtimeMs + graceMs <= nowMs;
   }
 
-  async clear(name: string): Promise<void> {
-    await this.inDir((fileOf) => this.fs.unlink(fileOf(name)).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }));
+  clear(name: string): Promise<void> {
+    return this.within((calls) => calls.clear(name));
   }
 
-  /**
-   * The intent left for `name`, undefined when none. An unreadable one (torn by a crash while
-   * it was written, before anything else happened) comes back as 'torn'.
-   */
-  async read(name: string): Promise<Intent | 'torn' | undefined> {
-    const text = await this.inDir((fileOf) => readFileNoFollow(this.fs, fileOf(name), name, this.fileOf(name)));
+  private async clearAt(path: string): Promise<void> {
+    await this.fs.unlink(path).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+  }
+
+  read(name: string): Promise<Intent | 'torn' | undefined> {
+    return this.within((calls) => calls.read(name));
+  }
+
+  private async readAt(path: string, name: string): Promise<Intent | 'torn' | undefined> {
+    const text = await readFileNoFollow(this.fs, path, name, this.fileOf(name));
     if (text === undefined) return undefined;
     try {
       const intent = parseRecordText(intentSchema, text, `intent ${this.fileOf(name)}`, name);

@@ -15,7 +15,6 @@ import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import { randomHex } from '../../core/random-hex.js';
 import { isValidVolumeName } from '../../core/names.js';
 import { settleTimeOf } from './directory-times.js';
-export { settleTimeOf };
 
 /**
  * A single path component stowage could have made: what a volume name may be. Anything else
@@ -37,11 +36,7 @@ export type RegistryEntry = z.infer<typeof registryEntrySchema>;
 const cachedSchema = z.object({ entry: registryEntrySchema, mtimeMs: z.number(), ino: z.number(), size: z.number() });
 type Cached = z.infer<typeof cachedSchema>;
 
-function sameStrings(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return false;
-  return true;
-}
+const sameStrings = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** The node-local cache file. Entries are checked one by one: a bad one costs one read, not the cache. */
 const cacheSnapshotSchema = z.object({
@@ -159,14 +154,16 @@ export class VolumeRegistry {
   }
 
   async delete(name: string): Promise<void> {
-    await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, (base) => this.fs.unlink(join(base, name + SUFFIX)).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }));
-    this.flusher?.directory(this.dir);
-    this.checkedAt.delete(name);
-    // After the unlink: a List that sees the new epoch can no longer see the old entry. The
-    // volume is gone either way; a missed epoch only delays another node noticing a re-create.
-    await this.bumpEpoch().catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${messageOf(err)}`));
+    await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, async (base) => {
+      await this.fs.unlink(join(base, name + SUFFIX)).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
+      this.flusher?.directory(this.dir);
+      this.checkedAt.delete(name);
+      // After the unlink: a List that sees the new epoch can no longer see the old entry. The
+      // volume is gone either way; a missed epoch only delays another node noticing a re-create.
+      await this.bumpEpochAt(base).catch((err: unknown) => this.log.warn(`could not mark the removal of ${name}: ${messageOf(err)}`));
+    });
     this.cache.delete(name);
     this.changed();
   }
@@ -266,12 +263,15 @@ export class VolumeRegistry {
   private get epochFile(): string { return join(this.dir, '.epoch'); }
 
   async bumpEpoch(): Promise<void> {
+    await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, (base) => this.bumpEpochAt(base));
+  }
+
+  /** `base`: the registry's directory as withCheckedDir opened it. */
+  private async bumpEpochAt(base: string): Promise<void> {
     const epoch = randomHex(8);
-    await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, async (base) => {
-      if (!isLocalPath(this.fs, base) || !await overwriteSameSize(this.fs, join(base, '.epoch'), epoch)) {
-        await writeFileAtomic(this.fs, join(base, '.epoch'), epoch, { durable: false });
-      }
-    });
+    if (!isLocalPath(this.fs, base) || !await overwriteSameSize(this.fs, join(base, '.epoch'), epoch)) {
+      await writeFileAtomic(this.fs, join(base, '.epoch'), epoch, { durable: false });
+    }
   }
 
   private async readEpoch(): Promise<string> {

@@ -12,7 +12,7 @@ import { isRemotePath, onLocalFilesystem, trustIfLocal } from '../../core/local-
 import { CheckedDirs, assertRealDir, describeLeftMounts, realDirOn, removeTreeOnDevice, setDirAttributes } from '../../core/safe-path.js';
 import type { BackendContext } from '../context.js';
 import { IntentRecovery } from './intent-recovery.js';
-import { Journal } from './journal.js';
+import { Journal, type IntentCalls } from './journal.js';
 import { VolumeRegistry } from './registry.js';
 import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
@@ -153,12 +153,7 @@ export class VfsBackend implements Backend {
   }
 
   private async createStore(): Promise<StoreMarker> {
-    const marker: StoreMarker = {
-      format: 1,
-      storeId: randomBytes(8).toString('hex'),
-      createdAt: new Date().toISOString(),
-      createdBy: this.ctx.nodeId,
-    };
+    const marker: StoreMarker = { format: 1, storeId: randomBytes(8).toString('hex'), createdAt: new Date().toISOString(), createdBy: this.ctx.nodeId };
     await this.dirs.ensure(this.layout.meta);
     // Another node may create the store at the same moment; keep whichever marker landed first.
     await createFileExclusive(this.ctx.fs, this.markerPath, JSON.stringify(marker));
@@ -190,12 +185,14 @@ export class VfsBackend implements Backend {
   /** Refuses to work on a store whose marker vanished: the shared mount is probably gone. */
   private async assertStorePresent(volume?: string): Promise<void> {
     const present = await this.ctx.fs.lstat(this.markerPath).then((s) => s.isFile(), () => false);
-    if (!present) {
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-        `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume });
-    }
+    if (!present) throw this.storeNotVisible(volume);
     const { dev } = await this.ctx.fs.stat(this.options.path);
     if (dev !== this.dirs.device) await this.followRemount(dev, volume);
+  }
+
+  private storeNotVisible(volume?: string): StowageError {
+    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+      `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume });
   }
 
   /**
@@ -216,10 +213,14 @@ export class VfsBackend implements Backend {
   }
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
+    await this.assertStorePresent(request.record.name);
+    return this.journal.within((journal) => this.createWith(journal, request));
+  }
+
+  private async createWith(journal: IntentCalls, request: CreateRequest): Promise<VolumeRecord> {
     const { fs } = this.ctx;
     const { name, options } = request.record;
-    await this.assertStorePresent(name);
-    await this.recovery.recover(name);
+    await this.recovery.recover(name, journal);
     // Before looking at the data: a registered volume's own data is no conflict.
     if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
@@ -236,10 +237,8 @@ export class VfsBackend implements Backend {
     }
     const record: VolumeRecord = found === 'data' ? { ...request.record, adopted: true } : request.record;
     let makesDir = found === 'absent';
-    await this.journal.record({ format: 1, op: 'create', name, nodeId: this.ctx.nodeId, makesDir }).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-        `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume: name });
+    await journal.record({ format: 1, op: 'create', name, nodeId: this.ctx.nodeId, makesDir }).catch((err: unknown) => {
+      throw errnoCode(err) === 'ENOENT' ? this.storeNotVisible(name) : err;
     });
     try {
       const owner = options.uid !== undefined || options.gid !== undefined;
@@ -265,11 +264,11 @@ export class VfsBackend implements Backend {
       // Lease check: with the name's cluster lock lost, the directory may be another node's by now;
       // the intent record stays, and the next create or remove of the name settles it.
       request.lease?.assertHeld(`rolling back the create of volume ${name}`, { cause: err });
-      await this.recovery.rollBackCreate(name, makesDir).then(() => this.journal.clear(name)).catch((undo: unknown) =>
+      await this.recovery.rollBackCreate(name, makesDir).then(() => journal.clear(name)).catch((undo: unknown) =>
         this.ctx.log.error(`could not roll back volume ${name} yet (the next start will): ${messageOf(undo)}`));
       throw err;
     }
-    await this.journal.clear(name).catch((err: unknown) =>
+    await journal.clear(name).catch((err: unknown) =>
       this.ctx.log.warn(`volume ${name} is created; its intent record stays until the next start: ${messageOf(err)}`));
     return record;
   }
@@ -285,9 +284,13 @@ export class VfsBackend implements Backend {
     return this.registry.list();
   }
 
-  async remove(name: string, request: RemoveRequest): Promise<RemoveOutcome> {
+  remove(name: string, request: RemoveRequest): Promise<RemoveOutcome> {
+    return this.journal.within((journal) => this.removeWith(journal, name, request));
+  }
+
+  private async removeWith(journal: IntentCalls, name: string, request: RemoveRequest): Promise<RemoveOutcome> {
     const { fs } = this.ctx;
-    await this.recovery.recover(name);
+    await this.recovery.recover(name, journal);
     const entry = await this.registry.get(name);
     if (!entry) return {};
     await this.assertStorePresent(name);
@@ -308,12 +311,12 @@ export class VfsBackend implements Backend {
     // the data moves (a failure here leaves the volume in place).
     const keptSnapshots = await this.snapshotRepository.settleWithVolume(name, request, stamp);
     const { createdAt, createdBy } = entry.record;
-    await this.journal.record({ format: 1, op: 'remove', name, nodeId: this.ctx.nodeId, createdAt, createdBy, target: `${area}/${leaf}` });
+    await journal.record({ format: 1, op: 'remove', name, nodeId: this.ctx.nodeId, createdAt, createdBy, target: `${area}/${leaf}` });
     // Move first, unregister second; the intent record lets the next start finish either half.
     // Lease check; a lost lock leaves the intent record, which names this entry only and so changes nothing later.
     request.lease?.assertHeld(`moving the data of volume ${name} out of the store`);
     const moved = stat !== undefined && await moveAside(fs, source, join(this.layout.meta, area), leaf, name).catch(async (err: unknown) => {
-      await this.journal.clear(name).catch(() => undefined);
+      await journal.clear(name).catch(() => undefined);
       throw err;
     });
     try {
@@ -321,12 +324,12 @@ export class VfsBackend implements Backend {
     } catch (err) {
       // Never leave a visible volume without its data: put the data back if the entry stays.
       if (moved && await this.registry.get(name).then(Boolean, () => true)) {
-        await moveBack(fs, join(this.layout.meta, area), leaf, source).then(() => this.journal.clear(name)).catch((undo: unknown) =>
+        await moveBack(fs, join(this.layout.meta, area), leaf, source).then(() => journal.clear(name)).catch((undo: unknown) =>
           this.ctx.log.error(`could not put back the data of volume ${name} (the next start finishes the remove): ${messageOf(undo)}`));
       }
       throw err;
     }
-    await this.journal.clear(name).catch((err: unknown) =>
+    await journal.clear(name).catch((err: unknown) =>
       this.ctx.log.warn(`volume ${name} is removed; its intent record stays until the next start: ${messageOf(err)}`));
     const snapshotsKept = keptSnapshots && { snapshotsKept: keptSnapshots };
     if (!moved) return { ...snapshotsKept };
