@@ -122,7 +122,7 @@ describe.each(Object.entries(worlds))('node marker directories from a hostile st
     // Records that cannot be read from the store refuse a remove, forced or not: nodes must not vanish from its checks.
     for (const force of [false, true]) {
       await expect(a.assertRemovable('vol', { force })).rejects.toMatchObject({
-        code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/members leads to .*: a directory on the way was replaced by a symbolic link/),
+        code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/members is a symbolic link, not the directory of node records; stowage neither follows/),
       });
     }
   });

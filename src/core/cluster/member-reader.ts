@@ -5,7 +5,7 @@ import { isoTime } from '../clock.js';
 import { errnoCode, isGoneOrStale, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { openRegularOn } from '../local-fs.js';
-import { NotNodeDir, assertUnfollowedDir, inNodeDir } from './node-dir.js';
+import { MEMBERS_DIR, NotNodeDir, inNodeDir } from './node-dir.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId, isValidVolumeName } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -54,9 +54,8 @@ export class MemberReader {
    * when the caller knows its own state better than its last published record does.
    */
   async read(options: { except?: string } = {}): Promise<{ views: NodeView[]; invalid: InvalidNodeRecord[] }> {
-    // A listing by path: refused, not followed, where a symlink took the place of members/ or a directory above it.
-    await assertUnfollowedDir(this.fs, this.paths.members);
-    const files = await this.fs.readdir(this.paths.members);
+    // Listed through a descriptor: refused, not followed, where a symlink took the place of members/ or a directory above it.
+    const files = await inNodeDir(this.fs, this.paths.members, (dir) => dir.names(), MEMBERS_DIR);
     const now = this.clock.now();
     const views: NodeView[] = [];
     const invalid: InvalidNodeRecord[] = [];
@@ -142,7 +141,7 @@ export class MemberReader {
     const unreadable = new Map<string, string>();
     // No mounts/ at all (a store no layout-2 daemon has started on yet, or one deleted by hand):
     // no markers, which is what the directory holds.
-    const nodes = await assertUnfollowedDir(this.fs, this.paths.mounts).then(() => this.fs.readdir(this.paths.mounts)).catch((err: unknown) => {
+    const nodes = await inNodeDir(this.fs, this.paths.mounts, (dir) => dir.names()).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return [] as string[];
       throw err;
     });

@@ -1,4 +1,4 @@
-import { closeSync, constants, lstatSync, openSync, readlinkSync, realpathSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DIR_FLAGS } from '../backup/dir-fd.js';
@@ -119,65 +119,22 @@ function refusal(path: string, err: unknown, look: () => Stats | Promise<Stats>,
     () => { throw new NotNodeDir(path, 'something other than a directory', expected); });
 }
 
-/** Throws ThroughSymlink when a directory from the store down to `dir` (included) is a symlink: for a call by path in `dir` (an unlink) right after. */
-export async function assertUnfollowedDir(fs: FsPort, dir: string): Promise<void> {
-  if (fs instanceof LocalFirstFs || fs.open === fsp.open) assertReachedUnfollowed(dir, await fsp.realpath(dir));
-  else await assertNoSymlinkOnTheWay(fs, dir, dir);
-}
-
 /**
  * Runs `task` on the node directory `dir` with every name reached through a descriptor of it
- * (`/proc/self/fd/N/name`), opened with O_DIRECTORY | O_NOFOLLOW: a symlink, file or FIFO at
- * `dir` is refused (NotNodeDir) before anything is read or written, and one swapped in after the
- * open is never reached. ENOENT when there is no directory. On a local filesystem the open, the
- * creates and the unlinks are synchronous, as LocalFirstFs makes them there: a mount makes its
- * marker on this path, and /proc/self/fd/N is not a path LocalFirstFs knows to be local. A port
- * that is not the real file system (memfs in unit tests) has no descriptors: there the directory
- * is checked with lstat right before the task, which leaves a window only tests have. The node
- * records' directory (`members/`) is reached the same way; `expected` says what `dir` should be.
+ * (`/proc/self/fd/N/name`), opened by openCheckedDir: a symlink, file or FIFO at `dir` is
+ * refused (NotNodeDir) before anything is read or written, and one swapped in after the open is
+ * never reached. ENOENT when there is no directory, unless `expected` (what `dir` should be:
+ * the node records' directory, `members/`) says it is one of the store's own. On a local
+ * filesystem the calls are synchronous, as LocalFirstFs makes them there: a mount makes its
+ * marker on this path.
  */
 export async function inNodeDir<T>(fs: FsPort, dir: string, task: (calls: NodeDirCalls) => Promise<T>, expected?: string): Promise<T> {
-  if (fs instanceof LocalFirstFs && fs.isLocal(dir)) {
-    let fd: number;
-    try {
-      fd = openSync(dir, DIR_FLAGS);
-    } catch (err) {
-      return refusal(dir, err, () => lstatSync(dir), expected);
-    }
-    const at = (name: string) => `/proc/self/fd/${fd}/${name}`;
-    try {
-      assertReachedUnfollowed(dir, readlinkSync(`/proc/self/fd/${fd}`));
-      return await task({
-        // Through the port: listings are not on a mount's path, and tests pause a remove right after one.
-        names: () => fs.readdir(`/proc/self/fd/${fd}`),
-        at,
-        create: async (name) => closeSync(openSync(at(name), CREATE_FLAGS, 0o600)),
-        unlink: async (name) => {
-          try {
-            unlinkSync(at(name));
-          } catch (err) {
-            throw asIsDir(err, () => lstatSync(at(name)));
-          }
-        },
-      });
-    } finally {
-      closeSync(fd);
-    }
+  const opened = await openCheckedDir(fs, dir, expected);
+  try {
+    return await task(portCalls(fs, opened.base));
+  } finally {
+    await opened.close();
   }
-  if (fs instanceof LocalFirstFs || fs.open === fsp.open) {
-    const handle = await fsp.open(dir, DIR_FLAGS).catch((err: unknown) => refusal(dir, err, () => fs.lstat(dir), expected));
-    const base = `/proc/self/fd/${handle.fd}`;
-    try {
-      assertReachedUnfollowed(dir, await fsp.readlink(base));
-      return await task(portCalls(fs, base));
-    } finally {
-      await handle.close();
-    }
-  }
-  await assertNoSymlinkOnTheWay(fs, dir);
-  const st = await fs.lstat(dir);
-  if (!st.isDirectory()) throw new NotNodeDir(dir, describeKind(st), expected);
-  return task(portCalls(fs, dir));
 }
 
 function portCalls(fs: FsPort, base: string): NodeDirCalls {
@@ -199,12 +156,15 @@ export interface CheckedDir {
 }
 
 /**
- * Opens `dir` as inNodeDir does (O_DIRECTORY | O_NOFOLLOW, and the descriptor's own path must be
- * `dir` with no symlink followed below the store), for calls that go on through the port for a
- * while (a lock held through a task): on a local filesystem they stay synchronous. A symlink
- * swapped in for `dir`, or a directory above it, after the open is never reached.
+ * Opens `dir` with O_DIRECTORY | O_NOFOLLOW, and checks that the descriptor's own path is `dir`
+ * with no symlink followed below the store, for calls that go on through the port (joined to
+ * `base`) until the close: on a local filesystem they stay synchronous. A symlink swapped in for
+ * `dir`, or a directory above it, after the open is never reached. A port that is not the real
+ * file system (memfs in unit tests) has no descriptors: there the directory is checked with
+ * lstat, which leaves a window only tests have. `expected` says what `dir` should be, and makes
+ * a missing one "is the store's filesystem still mounted?" rather than ENOENT.
  */
-export async function openCheckedDir(fs: FsPort, dir: string, expected: string): Promise<CheckedDir> {
+export async function openCheckedDir(fs: FsPort, dir: string, expected?: string): Promise<CheckedDir> {
   if (fs instanceof LocalFirstFs && fs.isLocal(dir)) {
     let fd: number;
     try {
