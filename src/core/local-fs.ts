@@ -50,7 +50,8 @@ export class LocalFirstFs {
    * local when the longest one it lies under is: a network filesystem mounted below a local root
    * (a GlusterFS client's mount under the daemon's state directory) is not.
    */
-  private readonly roots = new Map<string, boolean>();
+  /** The kernel's own tables (read before every remove and purge): reading them never waits on a disk or a network. */
+  private readonly roots = new Map<string, boolean>([['/proc/self/mountinfo/', true], ['/proc/self/fdinfo/', true]]);
   private turnStartedAt = 0;
   private turnPending = false;
 

@@ -1,6 +1,8 @@
+import { realpathSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
 import { errnoCode } from './errors.js';
 import type { FsPort } from './fs-port.js';
+import { isLocalPath } from './local-fs.js';
 import { mountPointsWithin, parseMountinfo } from './proc-mounts.js';
 
 /** Read through the FsPort, so a test on memfs can lay down the mounts it needs. */
@@ -12,6 +14,11 @@ export const MOUNTINFO_PATH = '/proc/self/mountinfo';
  */
 function bytes(path: string | Buffer): string {
   return (typeof path === 'string' ? Buffer.from(path, 'utf8') : path).toString('latin1');
+}
+
+/** realpath(3), synchronous where the port makes `dir`'s calls so (a thread-pool round trip is most of its cost). */
+async function realpathOf(fs: FsPort, dir: string): Promise<Buffer> {
+  return isLocalPath(fs, dir) ? realpathSync.native(dir, { encoding: 'buffer' }) : realpath(dir, { encoding: 'buffer' });
 }
 
 /**
@@ -37,7 +44,7 @@ export class MountPointsBelow {
     });
     if (text === undefined) return new MountPointsBelow(bytes(dir), undefined);
     // Mount points are real paths: a store reached through a symlink is looked up where it leads.
-    const real = await realpath(dir, { encoding: 'buffer' }).catch(() => Buffer.from(dir, 'utf8'));
+    const real = await realpathOf(fs, dir).catch(() => Buffer.from(dir, 'utf8'));
     return new MountPointsBelow(bytes(dir), mountPointsWithin(parseMountinfo(bytes(Buffer.from(text))), bytes(real)));
   }
 
