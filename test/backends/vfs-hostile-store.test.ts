@@ -79,13 +79,35 @@ describe('vfs on a hostile store', () => {
     await mkdir(store);
     for (const name of ['kept', 'never-made']) {
       await expect(b.get(name)).rejects.toMatchObject({
-        code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/is not visible at .*; is the filesystem still mounted\?/),
+        code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/is missing: is the store's filesystem still mounted\?|is not visible at .*; is the filesystem still mounted\?/),
       });
     }
     await rm(store, { recursive: true });
     await rename(join(base, 'store.away'), store);
     expect((await b.get('kept'))?.name).toBe('kept');
     expect(await b.get('never-made')).toBeUndefined();
+    await b.dispose();
+  });
+
+  it('never answers "no such volume" when volumes/ is a symlink to a directory without the entry', async () => {
+    await setup();
+    const b = backend();
+    await b.init();
+    await b.create(request('v1'));
+    await writeFile(join(store, 'v1', 'data'), 'kept');
+    const volumes = join(store, '.stowage', 'volumes');
+    await mkdir(join(base, 'empty'));
+    await rename(volumes, `${volumes}.real`);
+    await symlink(join(base, 'empty'), volumes);
+    // Docker forgets a volume it is told is gone, and makes a local one of the name at the next run.
+    for (const name of ['v1', 'never-made']) {
+      await expect(b.get(name)).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/volumes is a symbolic link/) });
+      await expect(b.remove(name, { retain: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
+    }
+    await rm(volumes);
+    await rename(`${volumes}.real`, volumes);
+    expect((await b.get('v1'))?.name).toBe('v1');
+    expect(await readFile(join(store, 'v1', 'data'), 'utf8')).toBe('kept');
     await b.dispose();
   });
 
@@ -158,12 +180,14 @@ describe('vfs on a hostile store', () => {
     const restarted = backend();
     await restarted.init();
     await restarted.settle();
-    // A volume is either whole (entry and data) or gone (both); a backend remove that found no entry
-    // (the link in place when it looked) answers as for a volume already gone, and changes nothing.
+    // A volume is either whole (entry and data) or gone (both), and one whose remove answered
+    // success is gone: a remove that found no entry by its path (the link in place when it looked)
+    // is refused, never answered as for a volume already gone.
     expect(removed.length).toBeGreaterThan(0);
     for (let i = 0; i < 40; i += 1) {
       const listed = await restarted.get(`r${i}`).then((e) => e !== undefined);
       expect(await readFile(join(store, `r${i}`, 'data'), 'utf8').catch(() => 'none')).toBe(listed ? `r${i}'s` : 'none');
+      if (removed.includes(`r${i}`)) expect({ volume: `r${i}`, listed }).toEqual({ volume: `r${i}`, listed: false });
     }
     await restarted.dispose();
   });

@@ -3,7 +3,8 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { VolumeRegistry, type RegistryEntry } from '../../src/backends/vfs/registry.js';
+import { VolumeRegistry } from '../../src/backends/vfs/registry.js';
+import type { RegistryEntry } from '../../src/backends/vfs/registry-entry.js';
 import { settleTimeOf } from '../../src/backends/vfs/directory-times.js';
 import type { FsPort } from '../../src/core/fs-port.js';
 import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';

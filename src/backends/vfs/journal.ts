@@ -5,7 +5,7 @@ import { errnoCode } from '../../core/errors.js';
 import type { FsPort } from '../../core/fs-port.js';
 import { readFileNoFollow } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
-import { STORE_COMPONENT } from './registry.js';
+import { STORE_COMPONENT } from './registry-entry.js';
 import { openCheckedDir } from '../../core/cluster/node-dir.js';
 
 /**

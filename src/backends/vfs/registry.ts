@@ -10,27 +10,9 @@ import { DirectoryWatch } from '../../core/directory-watch.js';
 import { VOLUMES_DIR, withCheckedDir } from '../../core/cluster/node-dir.js';
 import { isLocalPath } from '../../core/local-fs.js';
 import type { Logger } from '../../core/logger.js';
-import { parseRecordText } from '../../core/schema/parse-record.js';
-import { volumeRecordSchema } from '../../core/schema/volume-record.js';
 import { randomHex } from '../../core/random-hex.js';
-import { isValidVolumeName } from '../../core/names.js';
 import { settleTimeOf } from './directory-times.js';
-
-/**
- * A single path component stowage could have made: what a volume name may be. Anything else
- * (`..`, `/etc`, `a/b`, a dot-file) would name a path outside the volume namespace.
- */
-export const STORE_COMPONENT = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
-
-/** On-disk form of one registry entry: the volume plus where its data lives, relative to the store. */
-export const registryEntrySchema = z.object({
-  format: z.literal(1),
-  // A name no request can give (too short or long) would be listed, yet could not be inspected or removed.
-  record: volumeRecordSchema.extend({ name: z.string().regex(STORE_COMPONENT).refine(isValidVolumeName, 'not a volume name requests can give') }),
-  dataDir: z.string().regex(STORE_COMPONENT, 'a single path component inside the store'),
-});
-
-export type RegistryEntry = z.infer<typeof registryEntrySchema>;
+import { parseRegistryEntry, registryEntrySchema, type RegistryEntry } from './registry-entry.js';
 
 /** A registry entry as last read, with the identity of the file it was read from. */
 const cachedSchema = z.object({ entry: registryEntrySchema, mtimeMs: z.number(), ino: z.number(), size: z.number() });
@@ -169,6 +151,23 @@ export class VolumeRegistry {
   }
 
   /**
+   * "No such volume" makes Docker forget the volume (and make a `local` one of the name at the
+   * next `docker run -v`), so it is not said on the word of a lookup by path, which a symlink
+   * swapped in for the directory for a moment leads elsewhere: the name is looked up again
+   * through a checked descriptor of the directory, and a file found there refuses the answer.
+   */
+  private async assertNoEntryFile(name: string): Promise<void> {
+    const there = await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, (base) => this.fs.lstat(join(base, name + SUFFIX)).then(() => true, (err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    }));
+    if (there) {
+      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `registry entry ${this.fileOf(name)} was missing by its path, yet is in the ` +
+        'registry\'s directory: something replaced that directory for a moment (a symbolic link?); nothing was changed, try again', { volume: name });
+    }
+  }
+
+  /**
    * On a store that is not on a local filesystem, a client may answer stat from what it saw a
    * moment ago (GlusterFS's client keeps stat results for about a second), so an entry another
    * node just unlinked, or replaced, still looks as it was here. `get` then also asks the server:
@@ -218,6 +217,7 @@ export class VolumeRegistry {
       stat = await this.fs.lstat(file);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') {
+        await this.assertNoEntryFile(name);
         this.cache.delete(name);
         return undefined;
       }
@@ -227,6 +227,7 @@ export class VolumeRegistry {
     if (this.askServer && stat.isFile()) {
       const fresh = await this.onServer(file, stat);
       if (!fresh) {
+        await this.assertNoEntryFile(name);
         if (this.cache.delete(name)) this.changed();
         return undefined;
       }
@@ -384,17 +385,6 @@ export class VolumeRegistry {
   private async read(name: string): Promise<RegistryEntry | undefined> {
     const file = this.fileOf(name);
     const text = await readFileNoFollow(this.fs, file, name);
-    if (text === undefined) return undefined;
-    const entry = parseRecordText(registryEntrySchema, text, `registry entry ${file}`, name);
-    if (entry.record.name !== name) {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `registry entry ${file} describes volume ${JSON.stringify(entry.record.name)}, not ${name}`, { volume: name });
-    }
-    // stowage keeps a volume's data under its own name; another name would alias a second volume's data.
-    if (entry.dataDir !== name) {
-      throw new StowageError(ErrorCodes.STATE_CORRUPT,
-        `registry entry ${file} points at ${JSON.stringify(entry.dataDir)}, not at the volume's own directory`, { volume: name });
-    }
-    return entry as RegistryEntry;
+    return text === undefined ? undefined : parseRegistryEntry(text, file, name);
   }
 }

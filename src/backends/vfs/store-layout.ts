@@ -10,7 +10,7 @@ import type { Logger } from '../../core/logger.js';
 import { readFileNoFollow, realDirOn } from '../../core/safe-path.js';
 import { parseRecordText } from '../../core/schema/parse-record.js';
 import { ErrorCodes, StowageError, errnoCode, messageOf } from '../../core/errors.js';
-import type { RegistryEntry } from './registry.js';
+import type { RegistryEntry } from './registry-entry.js';
 import { MountPointsBelow } from '../../core/mount-points.js';
 import { mountOf, parseMountinfo, type MountinfoEntry } from '../../core/proc-mounts.js';
 import { decideSharing, type SharingDecision } from './store-sharing.js';
