@@ -9,6 +9,7 @@ import { ErrorCodes } from '../../src/core/errors.js';
 import { VfsBackend } from '../../src/backends/vfs/vfs-backend.js';
 import { parseVfsOptions } from '../../src/backends/vfs/vfs-options.js';
 import { memoryLogger, type MemoryLogger } from '../helpers/memory-logger.js';
+import { swapForSymlinks } from '../helpers/symlink-swapper.js';
 import { createRequest } from '../../src/core/create-request.js';
 import { findExecutable, systemSuite } from '../helpers/requirements.js';
 import { parseMountinfo } from '../../src/core/proc-mounts.js';
@@ -159,20 +160,12 @@ describe('vfs on a hostile store', () => {
       await writeFile(join(store, `r${i}`, 'data'), `r${i}'s`);
     }
     const meta = join(store, '.stowage');
-    const swapper = spawn(process.execPath, ['-e', `
-      const fs = require('node:fs');
-      const [meta, link] = process.argv.slice(1);
-      const end = Date.now() + 1500;
-      while (Date.now() < end) for (const dir of ['volumes', 'deleting']) {
-        fs.renameSync(meta + '/' + dir, meta + '/' + dir + '.real'); fs.symlinkSync(link, meta + '/' + dir);
-        fs.unlinkSync(meta + '/' + dir); fs.renameSync(meta + '/' + dir + '.real', meta + '/' + dir);
-      }`, meta, outside], { stdio: 'inherit' });
-    const exited = new Promise<number | null>((resolve) => swapper.on('exit', resolve));
+    const swapper = swapForSymlinks(['volumes', 'deleting'].map((dir) => join(meta, dir)), outside);
     const removed: string[] = [];
     for (let i = 0; i < 40; i += 1) {
       await b.remove(`r${i}`, { retain: false }).then(() => removed.push(`r${i}`), () => undefined);
     }
-    expect(await exited).toBe(0);
+    expect(await swapper.done).toBe(0);
     await b.settle();
     await b.dispose();
     // A remove whose data moved but whose entry could not be unlinked, nor the data put back (the

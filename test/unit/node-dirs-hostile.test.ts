@@ -5,7 +5,6 @@
  * the daemon's port on a local filesystem (synchronous calls), node:fs/promises (the thread
  * pool, as on a network filesystem), and memfs (what the other unit tests use).
  */
-import { spawn } from 'node:child_process';
 import * as realFs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 import { silentLogger, type Logger } from '../../src/core/logger.js';
 import { mountsFromRecord } from '../helpers/local-mounts.js';
 import { memFs } from '../helpers/memfs-stack.js';
+import { swapForSymlinks } from '../helpers/symlink-swapper.js';
 
 type Symlinking = FsPort & { symlink(target: string, path: string): Promise<void> };
 
@@ -239,24 +239,14 @@ describe.each(Object.entries(worlds).filter(([name]) => name !== 'memfs'))('memb
       const a = new SharedCluster(fs, cluster, 'node-a', new SharedClock(), { ...settings, heartbeatMs: 2 }, silentLogger);
       await a.start(mountsFromRecord({}));
       const realDir = await realFs.open(members, 'r');
-      const swapper = spawn(process.execPath, ['-e', `
-        const fs = require('node:fs');
-        const [members, link] = process.argv.slice(1);
-        const end = Date.now() + 1500;
-        while (Date.now() < end) {
-          fs.renameSync(members, members + '.real'); fs.symlinkSync(link, members);
-          fs.unlinkSync(members); fs.renameSync(members + '.real', members);
-        }`, members, join(decoy, 'r')], { stdio: 'inherit' });
-      const exited = new Promise<number | null>((resolve) => swapper.on('exit', resolve));
-      let running = true;
-      void exited.then(() => { running = false; });
+      const swapper = swapForSymlinks([members], join(decoy, 'r'));
       let forgets = 0;
-      while (running) {
+      while (swapper.running()) {
         // A ghost record in the real directory, whatever name it has this instant.
         await realFs.writeFile(`/proc/self/fd/${realDir.fd}/ghost.json`, '{}');
         await deleteNodeFiles(fs, cluster, 'ghost').then(() => { forgets += 1; }, () => undefined);
       }
-      expect(await exited).toBe(0);
+      expect(await swapper.done).toBe(0);
       await a.stop();
       await realDir.close();
       expect(forgets).toBeGreaterThan(0);
@@ -282,26 +272,16 @@ describe.each(Object.entries(worlds).filter(([name]) => name !== 'memfs'))('memb
       const before = await snapshot(fs, decoy);
       const a = new SharedCluster(fs, cluster, 'node-a', new SharedClock(), { ...settings, lockTtlMs: 300, lockWaitMs: 2000 }, silentLogger);
       await a.start(mountsFromRecord({}));
-      const swapper = spawn(process.execPath, ['-e', `
-        const fs = require('node:fs');
-        const [dir, link] = process.argv.slice(1);
-        const end = Date.now() + 1500;
-        while (Date.now() < end) {
-          fs.renameSync(dir, dir + '.real'); fs.symlinkSync(link, dir);
-          fs.unlinkSync(dir); fs.renameSync(dir + '.real', dir);
-        }`, locks, join(decoy, 'l')], { stdio: 'inherit' });
-      const exited = new Promise<number | null>((resolve) => swapper.on('exit', resolve));
-      let running = true;
-      void exited.then(() => { running = false; });
+      const swapper = swapForSymlinks([locks], join(decoy, 'l'));
       let held = 0;
-      while (running) {
+      while (swapper.running()) {
         await Promise.all([0, 1, 2, 3, 4].map((i) => a.withLock(`v${i}`, async () => {
           held += 1;
           // Long enough, now and then, for a renewal (every 100 ms) to run while the link is in place.
           await sleep(i === 0 ? 120 : 5);
         }).catch(() => undefined)));
       }
-      expect(await exited).toBe(0);
+      expect(await swapper.done).toBe(0);
       await a.stop();
       expect(held).toBeGreaterThan(0);
       expect(await snapshot(fs, decoy)).toEqual(before);
