@@ -246,8 +246,11 @@ export class VolumeRegistry {
       if (this.cache.delete(name)) this.changed();
       throw err;
     }
-    if (!entry && this.cache.delete(name)) this.changed();
-    if (entry) {
+    if (!entry) {
+      // Gone between the lstat and the read, or the read went through a symlink swapped in meanwhile.
+      await this.assertNoEntryFile(name);
+      if (this.cache.delete(name)) this.changed();
+    } else {
       this.cache.set(name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });
       this.changed();
       if (count !== undefined) this.checkedAt.set(name, count);
