@@ -90,6 +90,33 @@ describe('vfs on a hostile store', () => {
     await b.dispose();
   });
 
+  it('refuses a store deleted and made again at vfs.path (same filesystem) while it runs, and goes on with its own put back from a copy', async () => {
+    await setup();
+    const b = backend();
+    await b.init();
+    await b.create(request('kept'));
+    await writeFile(join(store, 'kept', 'data'), 'kept');
+    // Put back from a copy: the same store id, every file and directory a new inode.
+    expect(spawnSync('cp', ['-a', store, `${store}.copy`]).status).toBe(0);
+    await rm(store, { recursive: true });
+    await rename(`${store}.copy`, store);
+    expect((await b.get('kept'))?.name).toBe('kept');
+    await b.remove('kept', { retain: false });
+    await b.create(request('again'));
+    // Deleted, and made again by another node's start: a store this daemon's records are not about.
+    await rm(store, { recursive: true });
+    await mkdir(store);
+    const other = new VfsBackend({ nodeId: 'node-b', root: join(base, 'root-b'), fs: realFs, runner: new ExecaCommandRunner(), log: memoryLogger() },
+      parseVfsOptions({ 'vfs.path': store }, join(base, 'root-b')));
+    await other.init();
+    await other.dispose();
+    const refused = { code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/now holds stowage store [0-9a-f]+, not store [0-9a-f]+ that this daemon started on/) };
+    await expect(b.get('again')).rejects.toMatchObject(refused);
+    await expect(b.create(request('new'))).rejects.toMatchObject(refused);
+    await expect(b.remove('again', { retain: false })).rejects.toMatchObject(refused);
+    await b.dispose();
+  });
+
   it('never answers "no such volume" when volumes/ is a symlink to a directory without the entry', async () => {
     await setup();
     const b = backend();

@@ -13,6 +13,7 @@ import { CheckedDirs, assertRealDir, describeLeftMounts, realDirOn, removeTreeOn
 import type { BackendContext } from '../context.js';
 import { IntentRecovery } from './intent-recovery.js';
 import { Journal, type IntentCalls } from './journal.js';
+import { StorePresence } from './store-presence.js';
 import { VolumeRegistry } from './registry.js';
 import { VfsSnapshotRepository } from './snapshot-repository.js';
 import {
@@ -41,7 +42,7 @@ export class VfsBackend implements Backend {
   private readonly background: BackgroundWork;
   private readonly flusher: Flusher;
   private readonly recovery: IntentRecovery;
-  private storeId = '';
+  private readonly presence: StorePresence;
   private sharingEvidence: string[] = [];
   private readonly snapshotRepository: VfsSnapshotRepository;
   /** Snapshots are backups into a repository in the store (see repository-snapshots.ts). */
@@ -53,6 +54,7 @@ export class VfsBackend implements Backend {
     this.scope = options.shared === true ? 'global' : 'local';
     this.layout = storeLayout(options.path);
     this.dirs = new CheckedDirs(ctx.fs);
+    this.presence = new StorePresence(ctx.fs, options.path, join(this.layout.meta, 'store.json'), this.dirs, () => this.storeCheckedAfresh());
     this.journal = new Journal(ctx.fs, this.layout.journal);
     this.background = new BackgroundWork(ctx.log);
     this.flusher = new Flusher(ctx.fs, ctx.log, FLUSH_DELAY_MS, (path) => isRemotePath(ctx.fs, path));
@@ -130,7 +132,7 @@ export class VfsBackend implements Backend {
       if (shared === true) await checkNewSharedStore(fs, path, log);
       marker = await this.createStore();
     }
-    this.storeId = marker.storeId;
+    await this.presence.started(marker.storeId);
     for (const dir of internalDirs(this.layout)) {
       const { mode } = await this.dirs.ensure(dir).then(() => fs.lstat(dir));
       if ((mode & 0o777) !== 0o700) await setDirAttributes(fs, dir, 0o700);
@@ -182,34 +184,15 @@ export class VfsBackend implements Backend {
     return this.background.settle();
   }
 
-  /** Refuses to work on a store whose marker vanished: the shared mount is probably gone. */
-  private async assertStorePresent(volume?: string): Promise<void> {
-    const present = await this.ctx.fs.lstat(this.markerPath).then((s) => s.isFile(), () => false);
-    if (!present) throw this.storeNotVisible(volume);
-    const { dev } = await this.ctx.fs.stat(this.options.path);
-    if (dev !== this.dirs.device) await this.followRemount(dev, volume);
-  }
-
-  private storeNotVisible(volume?: string): StowageError {
-    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-      `stowage store ${this.storeId} is not visible at ${this.options.path}; is the filesystem still mounted?`, { volume });
-  }
-
-  /**
-   * A shared filesystem mounted again (a gluster client restarted, NFS remounted) has a new
-   * device number: the same store on it is checked afresh, anything else is refused.
-   */
-  private async followRemount(dev: number, volume?: string): Promise<void> {
-    const marker = await readRecord(this.ctx.fs, storeMarkerSchema, this.markerPath, 'store marker');
-    if (marker?.storeId !== this.storeId) {
-      throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-        `${this.options.path} now holds ${marker ? `stowage store ${marker.storeId}` : 'no stowage store'}, not store ` +
-        `${this.storeId} that this daemon started on; check what is mounted there, then restart stowage`, { volume });
-    }
-    this.dirs.setDevice(dev);
+  /** See StorePresence: the store's directories checked again after a remount or a new marker. */
+  private async storeCheckedAfresh(): Promise<void> {
     this.registry.setAskServer(!trustIfLocal(this.ctx.fs, this.options.path) && onLocalFilesystem(this.options.path) === false);
     for (const dir of internalDirs(this.layout)) await this.dirs.ensure(dir);
-    this.ctx.log.info(`vfs store ${this.storeId} at ${this.options.path} was mounted again; its directories were checked afresh`);
+    this.ctx.log.info(`vfs store ${this.presence.storeId} at ${this.options.path} was mounted again or its marker replaced; its directories were checked afresh`);
+  }
+
+  private assertStorePresent(volume?: string): Promise<void> {
+    return this.presence.assert(volume);
   }
 
   async create(request: CreateRequest): Promise<VolumeRecord> {
@@ -238,7 +221,7 @@ export class VfsBackend implements Backend {
     const record: VolumeRecord = found === 'data' ? { ...request.record, adopted: true } : request.record;
     let makesDir = found === 'absent';
     await journal.record({ format: 1, op: 'create', name, nodeId: this.ctx.nodeId, makesDir }).catch((err: unknown) => {
-      throw errnoCode(err) === 'ENOENT' ? this.storeNotVisible(name) : err;
+      throw errnoCode(err) === 'ENOENT' ? this.presence.notVisible(name) : err;
     });
     try {
       const owner = options.uid !== undefined || options.gid !== undefined;
@@ -292,8 +275,8 @@ export class VfsBackend implements Backend {
     const { fs } = this.ctx;
     await this.recovery.recover(name, journal);
     const entry = await this.registry.get(name);
-    if (!entry) return {};
     await this.assertStorePresent(name);
+    if (!entry) return {};
     const source = dataPathOf(this.options.path, entry);
     const stat = await fs.lstat(source).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
@@ -391,7 +374,7 @@ export class VfsBackend implements Backend {
       'vfs.shared': String(this.options.shared),
       scope: this.capabilities.scope,
       sharedEvidence: this.sharingEvidence.join('; ') || 'none',
-      storeId: this.storeId,
+      storeId: this.presence.storeId,
       ...await this.snapshotRepository.keptSummary(),
     };
   }
