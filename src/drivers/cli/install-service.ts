@@ -69,6 +69,15 @@ export function renderUnits(templates: Record<(typeof UNITS)[number], string>, o
   return { 'stowage.socket': socket, 'stowage.service': service };
 }
 
+/**
+ * The settings file as shipped, its commented socket line showing the socket the units were
+ * written for: uncommented as it stands, it must name the socket systemd binds, or the daemon
+ * refuses to start.
+ */
+export function renderEnvFile(template: string, socket: string): string {
+  return template.replace(/^#STOWAGE_SOCKET=.*$/m, `#STOWAGE_SOCKET=${socket}`);
+}
+
 /** Write to a temporary file beside the target, flush, rename: a reader sees the old file or the new one. */
 async function writeAtomically(path: string, text: string, mode: number): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
@@ -154,7 +163,7 @@ export async function installService(opts: InstallServiceOptions): Promise<Insta
   } else {
     await fsp.mkdir(dirname(opts.envFile), { recursive: true, mode: 0o755 });
     // Backend options may carry credentials: root only.
-    await writeAtomically(opts.envFile, await fsp.readFile(join(opts.templates, 'stowage.env'), 'utf8'), 0o600);
+    await writeAtomically(opts.envFile, renderEnvFile(await fsp.readFile(join(opts.templates, 'stowage.env'), 'utf8'), opts.socket), 0o600);
     report.written.push(opts.envFile);
   }
   return report;
