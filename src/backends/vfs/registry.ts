@@ -199,7 +199,12 @@ export class VolumeRegistry {
     return this.cache.get(name)?.entry;
   }
 
-  async get(name: string): Promise<RegistryEntry | undefined> {
+  /**
+   * The entry of `name`, undefined when it has none. `confirmMissing: false` skips the second
+   * look (assertNoEntryFile) for a caller to whom a missed entry costs nothing: a create, which
+   * registers through the directory's descriptor with O_EXCL anyway.
+   */
+  async get(name: string, { confirmMissing = true }: { confirmMissing?: boolean } = {}): Promise<RegistryEntry | undefined> {
     const file = this.fileOf(name);
     const checked = this.checkedAt.get(name);
     if (checked !== undefined) {
@@ -217,7 +222,7 @@ export class VolumeRegistry {
       stat = await this.fs.lstat(file);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') {
-        await this.assertNoEntryFile(name);
+        if (confirmMissing) await this.assertNoEntryFile(name);
         this.cache.delete(name);
         return undefined;
       }
@@ -227,7 +232,7 @@ export class VolumeRegistry {
     if (this.askServer && stat.isFile()) {
       const fresh = await this.onServer(file, stat);
       if (!fresh) {
-        await this.assertNoEntryFile(name);
+        if (confirmMissing) await this.assertNoEntryFile(name);
         if (this.cache.delete(name)) this.changed();
         return undefined;
       }
@@ -248,7 +253,7 @@ export class VolumeRegistry {
     }
     if (!entry) {
       // Gone between the lstat and the read, or the read went through a symlink swapped in meanwhile.
-      await this.assertNoEntryFile(name);
+      if (confirmMissing) await this.assertNoEntryFile(name);
       if (this.cache.delete(name)) this.changed();
     } else {
       this.cache.set(name, { entry, mtimeMs: stat.mtimeMs, ino: stat.ino, size: stat.size });

@@ -205,7 +205,7 @@ export class VfsBackend implements Backend {
     const { name, options } = request.record;
     await this.recovery.recover(name, journal);
     // Before looking at the data: a registered volume's own data is no conflict.
-    if (await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
+    if (await this.registry.get(name, { confirmMissing: false })) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
     const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
     // A state root an earlier version was given inside the store (see assertRootOutsideStore):
