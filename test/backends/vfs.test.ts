@@ -15,6 +15,7 @@ import {
 } from '../../src/testing/index.js';
 import { createRequest } from '../../src/core/create-request.js';
 import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 
 function memFs(): FsPort {
   // memfs implements the fs/promises surface stowage uses; its types differ only nominally.
@@ -169,6 +170,26 @@ describe('vfs backend', () => {
       code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/^vfs.path \/mnt\/disk\/store does not exist, but this node used stowage store [0-9a-f]+ there before; is its filesystem mounted\?/),
     });
     expect(await fs.readdir('/mnt/disk')).toEqual([]);
+  });
+
+  it('starts on another store found where this node used one, says so, and remembers the new one', async () => {
+    const fs = memFs();
+    await fs.mkdir('/mnt/shared', { recursive: true });
+    await vfs(fs, '/state', { 'vfs.path': '/mnt/shared' }).init();
+    const before = JSON.parse(String(await fs.readFile('/state/vfs-store.json', 'utf8'))) as { storeId: string };
+    // Another filesystem, with a store of its own, mounted where the first one was.
+    await fs.rm('/mnt/shared', { recursive: true });
+    await fs.mkdir('/mnt/shared');
+    await vfs(fs, '/other-node', { 'vfs.path': '/mnt/shared' }).init();
+    const log = memoryLogger();
+    const restarted = new VfsBackend({ nodeId: 'node-a', root: '/state', fs, runner: new ExecaCommandRunner(), log },
+      parseVfsOptions({ 'vfs.path': '/mnt/shared' }, '/state'));
+    await restarted.init();
+    const now = (await restarted.describe()).storeId;
+    expect(now).not.toBe(before.storeId);
+    expect(log.lines).toContainEqual(expect.stringContaining(
+      `warn vfs.path /mnt/shared now holds stowage store ${now}, not store ${before.storeId} that this node used there before`));
+    expect(JSON.parse(String(await fs.readFile('/state/vfs-store.json', 'utf8')))).toEqual({ path: '/mnt/shared', storeId: now });
   });
 
   it('two nodes on one shared path see each other\'s creates and removes', async () => {

@@ -240,6 +240,34 @@ export function fstabMountPoints(text: string): string[] {
     .filter((point) => point.startsWith('/') && point !== '/');
 }
 
+/** What stands against a new store at `path`: an unmounted /etc/fstab mount point it lies at or under, or that it is a plain local directory. */
+export interface NewStoreRisk {
+  /** The deepest-reaching mount point of /etc/fstab holding `path` that is not mounted. */
+  unmounted?: string;
+  /** The local filesystem type, when `path` is a plain directory of one (not a mount point itself). */
+  localDir?: string;
+}
+
+/** Reads the mount table and /etc/fstab only; empty where the mount table cannot be read. */
+export async function newStoreRisk(fs: FsPort, path: string): Promise<NewStoreRisk> {
+  const holding = await mountHolding(fs, path);
+  if (!holding) return {};
+  const real = await realpath(path).catch(() => path);
+  const fstab = await fs.readFile('/etc/fstab', 'utf8').then(String, () => '');
+  const unmounted = fstabMountPoints(fstab).find((point) => (real === point || real.startsWith(`${point}/`)) && point.length > holding.mountPoint.length);
+  if (unmounted !== undefined) return { unmounted };
+  return holding.mountPoint !== real && onLocalFilesystem(path) === true ? { localDir: holding.fstype } : {};
+}
+
+export const unmountedFstabProblem = (path: string, point: string): string =>
+  `vfs.path ${path} is declared shared and holds no stowage store, and it lies under ${point}, a mount point in /etc/fstab that is not mounted`;
+
+export const localSharedStoreProblem = (path: string, fstype: string): string =>
+  `vfs.path ${path} is declared shared but is a plain directory of a local filesystem (${fstype}), not a mount, ` +
+  'and holds no stowage store: a new store is made here, which other nodes do not see';
+
+export const LOCAL_SHARED_STORE_REMEDY = 'If a shared filesystem belongs there, stop stowage, mount it, and remove the new store (its .stowage directory)';
+
 /**
  * Before a new store is made at `path` declared shared: a mount that did not come up must not
  * become a store on the local disk, which other nodes never see (two volumes of one name, each
@@ -247,18 +275,10 @@ export function fstabMountPoints(text: string): string[] {
  * not mounted; said loudly when it is a plain directory of a local filesystem.
  */
 export async function checkNewSharedStore(fs: FsPort, path: string, log: Logger): Promise<void> {
-  const holding = await mountHolding(fs, path);
-  if (!holding) return;
-  const real = await realpath(path).catch(() => path);
-  const fstab = await fs.readFile('/etc/fstab', 'utf8').then(String, () => '');
-  const missing = fstabMountPoints(fstab).filter((point) => (real === point || real.startsWith(`${point}/`)) && point.length > holding.mountPoint.length);
-  if (missing.length > 0) {
-    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `vfs.path ${path} is declared shared and holds no stowage store, and it lies ` +
-      `under ${missing[0]}, a mount point in /etc/fstab that is not mounted: mount it (mount ${missing[0]}), then start stowage`);
+  const risk = await newStoreRisk(fs, path);
+  if (risk.unmounted !== undefined) {
+    throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
+      `${unmountedFstabProblem(path, risk.unmounted)}: mount it (mount ${risk.unmounted}), then start stowage`);
   }
-  if (holding.mountPoint !== real && onLocalFilesystem(path) === true) {
-    log.warn(`vfs.path ${path} is declared shared but is a plain directory of a local filesystem (${holding.fstype}), not a mount, ` +
-      'and holds no stowage store: a new store is made here, which other nodes do not see. If a shared filesystem belongs there, ' +
-      'stop stowage, mount it, and remove the new store (its .stowage directory)');
-  }
+  if (risk.localDir !== undefined) log.warn(`${localSharedStoreProblem(path, risk.localDir)}. ${LOCAL_SHARED_STORE_REMEDY}`);
 }

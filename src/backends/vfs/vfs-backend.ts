@@ -20,9 +20,16 @@ import {
   assertNoMountAt, checkNewSharedStore, dataPathOf, moveAside, moveBack, dataStateAt, internalDirs, nodeStateSchema, purgeable, readRecord, decideStoreSharing,
   storeLayout, storeMarkerSchema, sweepStoreTemps, type StoreLayout, type StoreMarker,
 } from './store-layout.js';
+import { replacedStoreMessage, storeVerdict, type StoreVerdict } from './store-at-start.js';
 import { assertRootOutsideStore, holds, type VfsOptions } from './vfs-options.js';
 import type { RepositorySnapshots } from '../../core/backup/repository-snapshots.js';
 import { removalStamp } from '../../core/backup/retained-snapshots.js';
+
+/** The verdict, unless it is a refusal: that is thrown as the daemon's error. */
+function refuseOn(verdict: StoreVerdict): Exclude<StoreVerdict, { kind: 'refuse' }> {
+  if (verdict.kind === 'refuse') throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `${verdict.problem}; ${verdict.remedy}`);
+  return verdict;
+}
 
 /**
  * A directory per volume under `vfs.path`, with the registry in `vfs.path/.stowage`. Volume
@@ -99,13 +106,9 @@ export class VfsBackend implements Backend {
     trustIfLocal(fs, this.ctx.root);
     const exists = await fs.stat(path).then((s) => s.isDirectory(), () => false);
     const remembered = await readRecord(fs, nodeStateSchema, this.nodeStatePath, 'node state');
+    const found = { path, shared, remembered, nodeStatePath: this.nodeStatePath };
     if (!exists) {
-      // A store this node used is missing: made again here, the directory would sit where a mount belongs.
-      if (remembered?.path === path && remembered.storeId) throw this.storeGone(remembered.storeId, 'does not exist');
-      if (shared === true) {
-        throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE,
-          `vfs.path ${path} does not exist; mount the shared filesystem there before starting stowage`);
-      }
+      refuseOn(storeVerdict({ ...found, store: 'no directory' }));
       await fs.mkdir(path, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
         // A file at the path or on the way to it: said as the option it is, not as mkdir's errno.
         if (errnoCode(err) === 'EEXIST' || errnoCode(err) === 'ENOTDIR') {
@@ -127,9 +130,10 @@ export class VfsBackend implements Backend {
     });
     if (metaPresent) await this.dirs.ensure(this.layout.meta);
     let marker = await readRecord(fs, storeMarkerSchema, this.markerPath, 'store marker');
+    const verdict = refuseOn(storeVerdict({ ...found, store: marker ? { storeId: marker.storeId } : 'no marker' }));
+    if (verdict.kind === 'open' && verdict.replaces) log.warn(replacedStoreMessage(path, verdict.storeId, verdict.replaces));
     if (!marker) {
-      if (remembered?.path === path && remembered.storeId) throw this.storeGone(remembered.storeId, 'no longer holds');
-      if (shared === true) await checkNewSharedStore(fs, path, log);
+      if (verdict.kind === 'new' && verdict.checkShared) await checkNewSharedStore(fs, path, log);
       marker = await this.createStore();
     }
     await this.presence.started(marker.storeId);
@@ -147,11 +151,6 @@ export class VfsBackend implements Backend {
     await this.decideScope();
     // Finishes deletions a previous run started; only what stowage itself moved there is touched.
     for (const path of await purgeable(fs, log, this.layout.deleting, this.dirs.device)) this.purge(path);
-  }
-
-  private storeGone(storeId: string, how: 'does not exist' | 'no longer holds'): StowageError {
-    return new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `vfs.path ${this.options.path} ${how === 'does not exist' ? `does not exist, but this node used stowage store ${storeId} there before` : `no longer holds stowage store ${storeId} that this node used before`}; ` +
-      `is its filesystem mounted? If the store is really gone, remove ${this.nodeStatePath} to start a new one`);
   }
 
   private async createStore(): Promise<StoreMarker> {
