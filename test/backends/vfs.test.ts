@@ -167,7 +167,7 @@ describe('vfs backend', () => {
     await fs.rm('/mnt/disk/store', { recursive: true });
     const restarted = vfs(fs, '/state', { 'vfs.path': '/mnt/disk/store' });
     await expect(restarted.init()).rejects.toMatchObject({
-      code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/^vfs.path \/mnt\/disk\/store does not exist, but this node used stowage store [0-9a-f]+ there before; is its filesystem mounted\?/),
+      code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/^vfs.path \/mnt\/disk\/store does not exist, but this node used stowage store [0-9a-f]+ there before; mount its filesystem there, then start stowage; if the store is really gone, remove \/state\/vfs-store.json/),
     });
     expect(await fs.readdir('/mnt/disk')).toEqual([]);
   });

@@ -14,7 +14,7 @@ describe('the store a vfs daemon starts on', () => {
     for (const shared of ['auto', true, false] as const) {
       expect(storeVerdict(found({ shared, store: 'no directory', remembered: here }))).toEqual({
         kind: 'refuse', problem: 'vfs.path /mnt/nfs/stowage does not exist, but this node used stowage store aaaa1111 there before',
-        remedy: 'is its filesystem mounted? Mount it there; if the store is really gone, remove /var/lib/stowage/vfs-store.json to start a new one',
+        remedy: 'mount its filesystem there, then start stowage; if the store is really gone, remove /var/lib/stowage/vfs-store.json to start a new one',
       });
       expect(storeVerdict(found({ shared, store: 'no marker', remembered: here }))).toMatchObject({
         kind: 'refuse', problem: 'vfs.path /mnt/nfs/stowage no longer holds stowage store aaaa1111 that this node used before',

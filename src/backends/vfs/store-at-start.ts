@@ -38,7 +38,7 @@ export function storeVerdict(found: StoreFound): StoreVerdict {
   const gone = (how: string): StoreVerdict => ({
     kind: 'refuse',
     problem: `vfs.path ${path} ${how}`,
-    remedy: `is its filesystem mounted? Mount it there; if the store is really gone, remove ${nodeStatePath} to start a new one`,
+    remedy: `mount its filesystem there, then start stowage; if the store is really gone, remove ${nodeStatePath} to start a new one`,
   });
   if (store === 'no directory') {
     // Made again here, the directory would sit where a mount belongs.
