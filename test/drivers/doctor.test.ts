@@ -4,7 +4,7 @@
  * nearly full --root. Each case checks the status and the advice printed.
  */
 import { spawnSync } from 'node:child_process';
-import { chmod, mkdir, open, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, rmdir, utimes, writeFile } from 'node:fs/promises';
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -156,6 +156,69 @@ describe('stowage doctor without an engine', { timeout: 120_000 }, () => {
     });
     // Doctor wrote nothing: this node has no record in the store and --root was not made.
     await expect(statfs(join(dir, 'root-b'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  describe('when the store this node used is not at vfs.path', () => {
+    /** This node's memory of its store, as the daemon's start writes it. */
+    async function remember(root: string, store: string, storeId: string): Promise<void> {
+      await mkdir(root, { recursive: true, mode: 0o700 });
+      await writeFile(join(root, 'vfs-store.json'), JSON.stringify({ path: store, storeId }), { mode: 0o600 });
+    }
+    async function plantMarker(store: string, storeId: string): Promise<void> {
+      await mkdir(join(store, '.stowage'), { recursive: true, mode: 0o700 });
+      await writeFile(join(store, '.stowage', 'store.json'), JSON.stringify({ format: 1, storeId, createdAt: new Date().toISOString(), createdBy: 'here' }));
+    }
+    const optsOf = (root: string, store: string, shared: string) =>
+      ['--root', root, '--docker-host', 'none', '--node-id', 'here', '--opt', `vfs.path=${store}`, '--opt', `vfs.shared=${shared}`];
+
+    it('fails on an empty mount point, and on a missing path, with the words the daemon refuses to start with', async () => {
+      const sock = join(dir, 'gone.sock');
+      for (const shared of ['auto', 'true']) {
+        // The store's filesystem is not mounted: what is left is the empty directory it was mounted on.
+        const store = join(dir, `store-gone-${shared}`);
+        const root = join(dir, `root-gone-${shared}`);
+        await mkdir(store, { mode: 0o700 });
+        await remember(root, store, 'a1b2c3d4e5f60718');
+        const opts = optsOf(root, store, shared);
+        const { exitCode, report } = await doctor(['--socket', sock, ...opts]);
+        expect(exitCode).toBe(1);
+        const problem = `vfs.path ${store} no longer holds stowage store a1b2c3d4e5f60718 that this node used before`;
+        const remedy = `mount its filesystem there, then start stowage; if the store is really gone, remove ${join(root, 'vfs-store.json')} to start a new one`;
+        expect(find(report, 'store')).toEqual({ check: 'store', status: 'fail', message: `${problem} (the daemon refuses to start)`, advice: remedy });
+        // Nothing about sharing or space is said of the disk under the mount point.
+        for (const check of ['store-sharing', 'store-space']) {
+          expect(find(report, check)).toEqual({ check, status: 'skip', message: `no stowage store at ${store} (see the store check)` });
+        }
+        const daemon = await runCli(['--socket', sock, 'daemon', ...opts], { timeoutMs: 30_000 });
+        expect(daemon.exitCode).toBe(1);
+        expect(daemon.stderr).toContain(`stowage: ${problem}; ${remedy}`);
+        expect(await readdir(store)).toEqual([]);
+        await rmdir(store);
+        expect(find((await doctor(['--socket', sock, ...opts])).report, 'store')).toMatchObject({
+          status: 'fail', message: `vfs.path ${store} does not exist, but this node used stowage store a1b2c3d4e5f60718 there before (the daemon refuses to start)`, advice: remedy,
+        });
+      }
+    });
+
+    it('warns when vfs.path holds another store than the one this node used there, and is ok on the same one', async () => {
+      const store = join(dir, 'store-swapped');
+      const root = join(dir, 'root-swapped');
+      await plantMarker(store, 'b0b0b0b0b0b0b0b0');
+      await remember(root, store, 'a1a1a1a1a1a1a1a1');
+      const opts = ['--socket', join(dir, 'none.sock'), ...optsOf(root, store, 'auto')];
+      const { report } = await doctor(opts);
+      expect(find(report, 'store')).toMatchObject({
+        status: 'warn',
+        message: `vfs.path ${store} now holds stowage store b0b0b0b0b0b0b0b0, not store a1a1a1a1a1a1a1a1 that this node used there before: ` +
+          'this node now uses store b0b0b0b0b0b0b0b0 and its volumes (the daemon starts on it, and logs this)',
+        advice: expect.stringMatching(/^if .* should hold store a1a1a1a1a1a1a1a1, check what is mounted there/),
+      });
+      expect(find(report, 'store-sharing').status).toBe('ok');
+      await remember(root, store, 'b0b0b0b0b0b0b0b0');
+      const same = (await doctor(opts)).report;
+      expect(find(same, 'store')).toEqual({ check: 'store', status: 'ok', message: `stowage store b0b0b0b0b0b0b0b0 at ${store}, the one this node used before` });
+      expect(find(same, 'store-space').status).toBe('ok');
+    });
   });
 
   it('counts a node that left mount markers and no record as a stopped node, as a remove does', async () => {

@@ -17,18 +17,16 @@ import type { StorePlan } from './store-plan.js';
 const CLOCK_FAIL_MS = DEFAULT_CLUSTER_SETTINGS.lockTtlMs / 5;
 const CLOCK_WARN_MS = DEFAULT_CLUSTER_SETTINGS.skewWarnMs;
 
-/** The store shared or not, and whether that matches what the store shows (mount type, other nodes' records). */
-export async function sharingCheck(ctx: DoctorContext, plan: StorePlan): Promise<CheckResult> {
+/**
+ * The store shared or not, and whether that matches what the store shows (mount type, other nodes' records).
+ * `absent`: why there is no store to look at (see storeCheck); an empty mount point shows no evidence either way.
+ */
+export async function sharingCheck(ctx: DoctorContext, plan: StorePlan, absent?: string): Promise<CheckResult> {
   if (plan.backend === 'glusterfs') return ok('store-sharing', `shared by design: gluster pool ${plan.options.pool} (scope global)`);
   if (plan.backend === 'devicemapper') return ok('store-sharing', 'node-local by design: devicemapper thin pool (scope local)');
   if (plan.backend !== 'vfs') return skip('store-sharing', 'the backend options are not valid');
+  if (absent) return skip('store-sharing', absent);
   const { storePath, clusterDir, shared } = plan;
-  if (!(await ctx.fs.stat(storePath).then((s) => s.isDirectory(), () => false))) {
-    return shared === true
-      ? fail('store-sharing', `vfs.path ${storePath} does not exist, and the store is declared shared`,
-        `mount the shared filesystem at ${storePath} before starting stowage`)
-      : skip('store-sharing', `vfs.path ${storePath} does not exist yet (the daemon makes a local store there)`);
-  }
   const decision = decideSharing(shared, {
     mount: await mountHolding(ctx.fs, storePath),
     otherNodes: await otherNodeRecords(ctx.fs, [clusterPaths(clusterDir).members, clusterPaths(clusterDir).legacyNodes], ctx.settings.nodeId).catch(() => []),

@@ -10,6 +10,7 @@ import { daemonCheck, socketCheck } from './daemon-checks.js';
 import { engineChecks } from './engine-checks.js';
 import { mountRecordsCheck } from './mount-checks.js';
 import { glusterChecks, spaceChecks, thinPoolCheck } from './storage-checks.js';
+import { storeCheck } from './store-check.js';
 import { storePlanOf } from './store-plan.js';
 
 const DAEMON_CALL_MS = 10_000;
@@ -61,11 +62,13 @@ export async function runDoctor(settings: DaemonSettings, ports: DoctorPorts = {
     ? fail('settings', `the backend settings are not valid: ${plan.problem}`, 'fix the daemon\'s --backend and --opt (or STOWAGE_BACKEND, STOWAGE_OPTS)')
     : ok('settings', `backend ${plan.backend}, root ${settings.root}, node ${settings.nodeId}`));
   results.push(...await engineChecks(ctx));
-  results.push(await sharingCheck(ctx, plan));
+  const store = await storeCheck(ctx, plan);
+  if (store) results.push(store.result);
+  results.push(await sharingCheck(ctx, plan, store?.absent));
   results.push(...await clusterChecks(ctx, plan));
   results.push(...await glusterChecks(ctx, plan));
   results.push(...await thinPoolCheck(ctx, plan));
-  results.push(...await spaceChecks(ctx, plan));
+  results.push(...await spaceChecks(ctx, plan, store?.absent));
   results.push(await mountRecordsCheck(ctx));
   return results;
 }

@@ -42,10 +42,13 @@ async function spaceOf(ctx: DoctorContext, what: string, path: string, check: st
   return ok(check, `${what} ${path}: ${facts}`);
 }
 
-/** statfs under --root and the store (a devicemapper pool's own usage is the thin-pool check). */
-export async function spaceChecks(ctx: DoctorContext, plan: StorePlan): Promise<CheckResult[]> {
+/**
+ * statfs under --root and the store (a devicemapper pool's own usage is the thin-pool check).
+ * `absent`: why there is no vfs store to measure (an empty mount point's space is the disk below).
+ */
+export async function spaceChecks(ctx: DoctorContext, plan: StorePlan, absent?: string): Promise<CheckResult[]> {
   const results = [await spaceOf(ctx, '--root', ctx.settings.root, 'root-space')];
-  if (plan.backend === 'vfs') results.push(await spaceOf(ctx, 'the store', plan.storePath, 'store-space'));
+  if (plan.backend === 'vfs') results.push(absent ? skip('store-space', absent) : await spaceOf(ctx, 'the store', plan.storePath, 'store-space'));
   else if (plan.backend === 'glusterfs') {
     // statfs on a hung FUSE mount would hang doctor too: only a mount that answered a bounded probe is asked.
     const live = await glusterPoolLive(ctx, plan);
