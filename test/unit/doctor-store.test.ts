@@ -118,4 +118,23 @@ describe('doctor: the vfs store at vfs.path', () => {
     expect(await daemonStart(fs, 'true')).toBeUndefined();
     expect(JSON.parse(String(await fs.readFile(join('/state', 'vfs-store.json'), 'utf8')))).toEqual({ path: '/mnt/nfs', storeId: 'a1b2c3d4e5f60718' });
   });
+
+  it('fails on a node memory or store marker the daemon cannot read, as its start does', async () => {
+    const fs = await host(true);
+    await fs.writeFile('/state/vfs-store.json', '{"path": ');
+    const memory = await check(fs, 'auto');
+    expect(memory.result).toMatchObject({
+      status: 'fail', message: expect.stringMatching(/^this node's memory of its store cannot be read: .*\/state\/vfs-store\.json/),
+      advice: 'the daemon refuses to start so: remove /state/vfs-store.json (the daemon writes it again)',
+    });
+    expect(await daemonStart(fs, 'auto')).toMatch(/\/state\/vfs-store\.json/);
+    await fs.rm('/state/vfs-store.json');
+    await fs.mkdir('/mnt/nfs/.stowage');
+    await fs.writeFile('/mnt/nfs/.stowage/store.json', '{"format": 1}');
+    expect((await check(fs, 'auto')).result).toMatchObject({
+      status: 'fail', message: expect.stringMatching(/store marker \/mnt\/nfs\/\.stowage\/store\.json/),
+      advice: 'the daemon refuses to start on it: check what is mounted there, or restore the marker',
+    });
+    expect(await daemonStart(fs, 'auto')).toMatch(/store marker \/mnt\/nfs\/\.stowage\/store\.json/);
+  });
 });

@@ -3,9 +3,13 @@ import { replacedStoreMessage, storeVerdict, type StoreFound } from '../../../ba
 import {
   localSharedStoreProblem, newStoreRisk, nodeStateSchema, readRecord, storeLayout, storeMarkerSchema, unmountedFstabProblem,
 } from '../../../backends/vfs/store-layout.js';
-import { messageOf } from '../../../core/errors.js';
+import { errnoCode, messageOf } from '../../../core/errors.js';
 import { fail, ok, skip, warn, type CheckResult, type DoctorContext } from './check.js';
 import type { StorePlan } from './store-plan.js';
+
+/** Doctor run without the daemon's rights sees EACCES where the daemon would read the file. */
+const orAsRoot = (err: unknown, advice: string): string =>
+  errnoCode(err) === 'EACCES' || errnoCode(err) === 'EPERM' ? 'run doctor as root, as the daemon runs' : advice;
 
 export interface StoreState {
   result: CheckResult;
@@ -30,7 +34,7 @@ export async function storeCheck(ctx: DoctorContext, plan: StorePlan): Promise<S
   } catch (err) {
     return {
       result: fail('store', `this node's memory of its store cannot be read: ${messageOf(err)}`,
-        `the daemon refuses to start so: remove ${nodeStatePath} (the daemon writes it again)`),
+        orAsRoot(err, `the daemon refuses to start so: remove ${nodeStatePath} (the daemon writes it again)`)),
       absent: isDir ? undefined : absent,
     };
   }
@@ -45,7 +49,7 @@ export async function storeCheck(ctx: DoctorContext, plan: StorePlan): Promise<S
       const marker = await readRecord(ctx.fs, storeMarkerSchema, join(meta, 'store.json'), 'store marker');
       store = marker ? { storeId: marker.storeId } : 'no marker';
     } catch (err) {
-      return { result: fail('store', messageOf(err), 'the daemon refuses to start on it: check what is mounted there, or restore the marker') };
+      return { result: fail('store', messageOf(err), orAsRoot(err, 'the daemon refuses to start on it: check what is mounted there, or restore the marker')) };
     }
   }
   const verdict = storeVerdict({ path, shared, store, remembered, nodeStatePath });
