@@ -112,6 +112,7 @@ describe('vfs on a hostile store', () => {
     await other.dispose();
     const refused = { code: ErrorCodes.BACKEND_UNAVAILABLE, message: expect.stringMatching(/now holds stowage store [0-9a-f]+, not store [0-9a-f]+ that this daemon started on/) };
     await expect(b.get('again')).rejects.toMatchObject(refused);
+    await expect(b.list()).rejects.toMatchObject(refused);
     await expect(b.create(request('new'))).rejects.toMatchObject(refused);
     await expect(b.remove('again', { retain: false })).rejects.toMatchObject(refused);
     await b.dispose();

@@ -262,7 +262,9 @@ export class VfsBackend implements Backend {
     return entry?.record;
   }
 
-  list(): Promise<VolumeRecord[]> {
+  async list(): Promise<VolumeRecord[]> {
+    // Another store's volumes (one made again at vfs.path) are not this daemon's to list.
+    await this.assertStorePresent();
     return this.registry.list();
   }
 
