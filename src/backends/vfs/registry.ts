@@ -151,16 +151,16 @@ export class VolumeRegistry {
   }
 
   /**
-   * "No such volume" makes Docker forget the volume (and make a `local` one of the name at the
-   * next `docker run -v`), so it is not said on the word of a lookup by path, which a symlink
-   * swapped in for the directory for a moment leads elsewhere: the name is looked up again
-   * through a checked descriptor of the directory, and a file found there refuses the answer.
+   * "No such volume" makes Docker forget the volume (and make a `local` one at the next `docker run -v`): not said on
+   * the word of a lookup by path, which a symlink swapped in for the directory leads elsewhere, but looked up again here.
    */
   private async assertNoEntryFile(name: string): Promise<void> {
-    const there = await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, (base) => this.fs.lstat(join(base, name + SUFFIX)).then(() => true, (err: unknown) => {
-      if (errnoCode(err) === 'ENOENT') return false;
-      throw err;
-    }));
+    const there = await withCheckedDir(this.fs, this.dir, VOLUMES_DIR, async (base) => {
+      const path = join(base, name + SUFFIX);
+      const seen = await this.fs.lstat(path).catch((err: unknown) => { if (errnoCode(err) === 'ENOENT') return undefined; throw err; });
+      // A network client's cached attributes may still show an entry another node just unlinked: the server decides, as in get.
+      return seen !== undefined && (!this.askServer || (await this.onServer(path, seen)) !== undefined);
+    });
     if (there) {
       throw new StowageError(ErrorCodes.BACKEND_UNAVAILABLE, `registry entry ${this.fileOf(name)} was missing by its path, yet is in the ` +
         'registry\'s directory: something replaced that directory for a moment (a symbolic link?); nothing was changed, try again', { volume: name });
