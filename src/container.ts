@@ -80,14 +80,15 @@ function coreModule(config: StowageConfig): ContainerModule {
       }, config.backendOptions);
     };
     bind<Cluster>(TOKENS.Cluster).toDynamicValue((ctx) => {
-      const { clusterStateDir } = ctx.get<Backend>(TOKENS.Backend).capabilities;
+      const backend = ctx.get<Backend>(TOKENS.Backend);
+      const { clusterStateDir } = backend.capabilities;
       // Protection follows the storage, not the declared scope: a store that may be shared (vfs
       // always has a cluster directory) publishes this node's use and checks the others' on remove.
       if (!clusterStateDir) return new LocalCluster();
       return new SharedCluster(ctx.get<FsPort>(TOKENS.Fs), clusterStateDir, config.nodeId,
         // SharedCluster stamps records with the storage's clock, which only SharedClock reads.
         ctx.get<SharedClock>(TOKENS.Clock), settings, ctx.get<Logger>(TOKENS.Logger),
-        ctx.get<ContainerReferences>(TOKENS.ContainerReferences));
+        ctx.get<ContainerReferences>(TOKENS.ContainerReferences), backend.assertClusterStore?.bind(backend));
     });
     bind<RestoreJournal>(TOKENS.RestoreJournal).toDynamicValue((ctx) => new RestoreJournal(ctx.get<FsPort>(TOKENS.Fs), config.root));
     bind<BackupParents>(TOKENS.BackupParents).toDynamicValue((ctx) => new BackupParents(ctx.get<FsPort>(TOKENS.Fs), config.root));

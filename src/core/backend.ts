@@ -221,6 +221,14 @@ export interface Backend {
   ready?(volume: string): Promise<void>;
 
   /**
+   * Optional, for backends that can tell: throws unless the storage under
+   * `capabilities.clusterStateDir` is still the store this backend started on (not unmounted,
+   * not deleted and made again by another node). The cluster's heartbeat asks before each write
+   * there, so a daemon whose store was replaced under it publishes nothing into the new one.
+   */
+  assertClusterStore?(): Promise<void>;
+
+  /**
    * Creates the volume and registers it. Throws E_VOLUME_EXISTS when the name is registered.
    * Refuses with E_DATA_CONFLICT when non-empty data already sits where the volume's data
    * would go, unless `request.adopt` is set. A new volume's data area starts empty. A create

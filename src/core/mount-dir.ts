@@ -54,6 +54,7 @@ export class MountDirBackend implements Backend {
   readonly snapshots: Backend['snapshots'];
   readonly settle: Backend['settle'];
   readonly ready: Backend['ready'];
+  readonly assertClusterStore: Backend['assertClusterStore'];
   readonly usage: Backend['usage'];
   readonly storageHealth: Backend['storageHealth'];
 
@@ -70,6 +71,7 @@ export class MountDirBackend implements Backend {
     this.snapshots = inner.snapshots;
     this.settle = inner.settle?.bind(inner);
     this.ready = inner.ready?.bind(inner);
+    this.assertClusterStore = inner.assertClusterStore?.bind(inner);
     this.usage = inner.usage?.bind(inner);
     this.storageHealth = inner.storageHealth?.bind(inner);
   }

@@ -1,4 +1,4 @@
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -91,6 +91,24 @@ describe('vfs store used by two nodes without vfs.shared', () => {
     const a = await node(store, base, 'node-a', { 'vfs.shared': 'false' });
     expect(a.manager.scope).toBe('local');
     expect(a.log.lines.join('\n')).toMatch(/shows no other node \(scope local\); cluster protection stays on/);
+  });
+
+  it('a daemon whose store was deleted and made again by another node writes nothing into the new store', async () => {
+    const base = await tempBase();
+    const store = join(base, 'store');
+    const a = await node(store, base, 'node-a');
+    await a.manager.create('kept');
+    await rm(store, { recursive: true });
+    await mkdir(store);
+    await node(store, base, 'node-b');
+    const cluster = join(store, '.stowage', 'cluster');
+    // Several of A's heartbeats (every 100 ms), a container event's publish, and a mount.
+    await sleep(700);
+    await expect(a.manager.mount('kept', 'c1')).rejects.toMatchObject({ code: ErrorCodes.BACKEND_UNAVAILABLE });
+    await sleep(300);
+    expect(await readdir(join(cluster, 'members'))).toEqual(['node-b.json']);
+    expect(await readdir(join(cluster, 'mounts'))).toEqual(['node-b']);
+    expect(a.log.lines.join('\n')).toMatch(/heartbeat of node node-a failed: .* now holds stowage store [0-9a-f]+, not store [0-9a-f]+ that this daemon started on/);
   });
 });
 

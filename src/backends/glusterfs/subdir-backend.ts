@@ -123,6 +123,11 @@ export class GlusterSubdirBackend implements Backend {
     return this.ensurePool(volume);
   }
 
+  /** The pool's store, without mounting it again: a heartbeat only asks. */
+  assertClusterStore(): Promise<void> {
+    return this.store.assertClusterStore();
+  }
+
   async create(request: CreateRequest): Promise<VolumeRecord> {
     const { name, options } = request.record;
     await this.ensurePool(name);

@@ -194,6 +194,10 @@ export class VfsBackend implements Backend {
     return this.presence.assert(volume);
   }
 
+  assertClusterStore(): Promise<void> {
+    return this.presence.assert();
+  }
+
   async create(request: CreateRequest): Promise<VolumeRecord> {
     await this.assertStorePresent(request.record.name);
     return this.journal.within((journal) => this.createWith(journal, request));

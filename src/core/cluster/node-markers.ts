@@ -27,6 +27,8 @@ export class NodeMarkers {
     private readonly dir: string,
     private readonly nodeId: string,
     private readonly log: Logger,
+    /** Throws when the store was replaced since the start: its marker directory is then not made again. */
+    private readonly storeGuard?: () => Promise<void>,
   ) {}
 
   async markMounted(volume: string): Promise<void> {
@@ -38,6 +40,7 @@ export class NodeMarkers {
     } catch (err) {
       // Someone removed this node's marker directory (a forget run against a live node by hand).
       if (errnoCode(err) !== 'ENOENT') throw err;
+      await this.storeGuard?.();
       await this.makeDir();
       await this.create(volume);
     }

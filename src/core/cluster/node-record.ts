@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { z } from 'zod';
+import { ErrorCodes, StowageError } from '../errors.js';
 import type { ContainerRef } from '../container-references.js';
 import { isValidMountId, isValidNodeId, isValidVolumeName } from '../names.js';
 
@@ -120,3 +121,11 @@ export function describeUse(
  * `configured` existed are taken at their word, as those versions did.
  */
 export const containersUnknown = (node: NodeView): boolean => node.record.docker.configured === true && node.record.docker.listedAt === undefined;
+
+/** `forget` of a node whose record does not parse: not read, so neither known stale nor known to be stowage's to delete. */
+export function invalidRecordNotForgotten(nodeId: string, invalid: InvalidNodeRecord, clusterDir: string): StowageError {
+  return new StowageError(ErrorCodes.INVALID_REQUEST,
+    `the record of node ${nodeId} (${invalid.file}) is not valid (${invalid.problem}), so it is not forgotten: whether that node ` +
+    `still runs cannot be read from it. If no stowage daemon runs as ${nodeId}, delete that file in the cluster directory ${clusterDir} by hand`,
+    { node: nodeId });
+}

@@ -20,7 +20,7 @@ import { assertNoLiveMount } from './forced-remove.js';
 import { MEMBERS_DIR, inNodeDir } from './node-dir.js';
 import { settlesWithin } from '../settles-within.js';
 import { RestoreClaims } from './restore-claims.js';
-import { clusterPaths, containersUnknown, describeUse, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
+import { clusterPaths, containersUnknown, describeUse, invalidRecordNotForgotten, type InvalidNodeRecord, type NodeRecord, type NodeView } from './node-record.js';
 
 /** How long a scan can answer for the engine while the engine reports no container change. */
 const CURRENT_SCAN_MS = 1_000;
@@ -76,9 +76,11 @@ export class SharedCluster implements Cluster {
     private readonly settings: ClusterSettings,
     private readonly log: Logger,
     engine?: ContainerReferences,
+    /** Asked before this node's record is written, or its marker directory made again (Backend.assertClusterStore). */
+    private readonly storeGuard?: () => Promise<void>,
   ) {
     this.paths = clusterPaths(dir);
-    this.markers = new NodeMarkers(fs, join(this.paths.mounts, nodeId), nodeId, log);
+    this.markers = new NodeMarkers(fs, join(this.paths.mounts, nodeId), nodeId, log, storeGuard);
     this.locks = new ClusterLocks(fs, this.paths.locks, nodeId, clock,
       { ttlMs: settings.lockTtlMs, waitMs: settings.lockWaitMs }, (m) => log.warn(m));
     this.reader = new MemberReader(fs, dir, clock, settings.staleAfterMs, log);
@@ -230,6 +232,8 @@ export class SharedCluster implements Cluster {
           ? { configured: true, reachable: this.scan.reachable, error: this.scan.error, listedAt: this.listedAt }
           : { configured: false, reachable: false, error: 'no Docker engine configured' },
       };
+      // A store replaced under this daemon (unmounted, made again by another node) gets no record from it.
+      await this.storeGuard?.();
       const before = Date.now();
       // Through a descriptor: never into what a symlink swapped in for members/ (or above it) leads to.
       const { mtimeMs } = await inNodeDir(this.fs, this.paths.members, async ({ at }) => {
@@ -363,12 +367,7 @@ export class SharedCluster implements Cluster {
     if (!node) {
       // Listed as invalid: not read, so neither known stale nor known to be stowage's to delete.
       const invalid = this.invalid.find((entry) => entry.file === `${nodeId}.json` || entry.file.endsWith(`/${nodeId}.json`));
-      if (invalid) {
-        throw new StowageError(ErrorCodes.INVALID_REQUEST,
-          `the record of node ${nodeId} (${invalid.file}) is not valid (${invalid.problem}), so it is not forgotten: whether that node ` +
-          `still runs cannot be read from it. If no stowage daemon runs as ${nodeId}, delete that file in the cluster directory ${this.dir} by hand`,
-          { node: nodeId });
-      }
+      if (invalid) throw invalidRecordNotForgotten(nodeId, invalid, this.dir);
       throw new StowageError(ErrorCodes.NODE_NOT_FOUND, `no node ${nodeId} is known`, { node: nodeId, remedies: [{ action: 'list-nodes' }] });
     }
     if (nodeId === this.nodeId || !node.stale) {
