@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SharedClock } from '../../src/core/clock.js';
 import { DEFAULT_CLUSTER_SETTINGS } from '../../src/core/cluster/cluster.js';
 import { deleteNodeFiles, settleLayout } from '../../src/core/cluster/layout-settle.js';
+import { MemberReader } from '../../src/core/cluster/member-reader.js';
 import { SharedCluster } from '../../src/core/cluster/shared-cluster.js';
 import { ErrorCodes } from '../../src/core/errors.js';
 import type { FsPort } from '../../src/core/fs-port.js';
@@ -253,6 +254,35 @@ describe.each(Object.entries(worlds).filter(([name]) => name !== 'memfs'))('memb
       expect(await snapshot(fs, decoy)).toEqual(before);
       // The heartbeats went on into the real directory.
       expect(JSON.parse(await realFs.readFile(join(members, 'node-a.json'), 'utf8'))).toMatchObject({ nodeId: 'node-a' });
+    } finally {
+      await world.cleanup();
+    }
+  });
+
+  it('records are read from the directory that was listed, never from what the link leads to', async () => {
+    const world = await make();
+    const { fs, cluster, decoy } = world;
+    try {
+      const members = join(cluster, 'members');
+      for (const dir of [members, join(cluster, 'mounts'), join(decoy, 'r')]) await fs.mkdir(dir, { recursive: true });
+      const record = (host: string) => JSON.stringify({ format: 2, nodeId: 'node-b', version: 'test', host, pid: 1, startedAt: '',
+        clockOffsetMs: 0, containers: {}, docker: { configured: false, reachable: false } });
+      await fs.writeFile(join(members, 'node-b.json'), record('real'));
+      // Another machine's forgery of node-b's record: read through the link, it would stand for node-b.
+      await fs.writeFile(join(decoy, 'r', 'node-b.json'), record('forged'));
+      const reader = new MemberReader(fs, cluster, new SharedClock(), 60_000, silentLogger);
+      const swapper = swapForSymlinks([members], join(decoy, 'r'));
+      const hosts = new Set<string>();
+      let reads = 0;
+      while (swapper.running()) {
+        const read = await reader.read().catch(() => undefined);
+        if (!read) continue;
+        reads += 1;
+        for (const view of read.views) hosts.add(view.record.host);
+      }
+      expect(await swapper.done).toBe(0);
+      expect(reads).toBeGreaterThan(0);
+      expect([...hosts]).toEqual(['real']);
     } finally {
       await world.cleanup();
     }

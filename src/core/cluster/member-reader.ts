@@ -5,7 +5,7 @@ import { isoTime } from '../clock.js';
 import { errnoCode, isGoneOrStale, messageOf } from '../errors.js';
 import type { FsPort } from '../fs-port.js';
 import { openRegularOn } from '../local-fs.js';
-import { MEMBERS_DIR, NotNodeDir, inNodeDir } from './node-dir.js';
+import { MEMBERS_DIR, NotNodeDir, inNodeDir, type NodeDirCalls } from './node-dir.js';
 import type { Logger } from '../logger.js';
 import { isValidNodeId, isValidVolumeName } from '../names.js';
 import { parseRecordText } from '../schema/parse-record.js';
@@ -54,19 +54,23 @@ export class MemberReader {
    * when the caller knows its own state better than its last published record does.
    */
   async read(options: { except?: string } = {}): Promise<{ views: NodeView[]; invalid: InvalidNodeRecord[] }> {
-    // Listed through a descriptor: refused, not followed, where a symlink took the place of members/ or a directory above it.
-    const files = await inNodeDir(this.fs, this.paths.members, (dir) => dir.names(), MEMBERS_DIR);
+    // Listed and read through a descriptor: refused, not followed, where a symlink took the place of members/ or a directory above it.
+    return inNodeDir(this.fs, this.paths.members, (dir) => this.readIn(dir, options.except), MEMBERS_DIR);
+  }
+
+  private async readIn(dir: NodeDirCalls, except: string | undefined): Promise<{ views: NodeView[]; invalid: InvalidNodeRecord[] }> {
+    const files = await dir.names();
     const now = this.clock.now();
     const views: NodeView[] = [];
     const invalid: InvalidNodeRecord[] = [];
-    const { markers, unreadable } = await this.readMarkers(invalid, options.except);
+    const { markers, unreadable } = await this.readMarkers(invalid, except);
     for (const file of files) {
       if (file.startsWith('.')) continue; // temp files of writers in progress
       const id = file.endsWith('.json') ? file.slice(0, -'.json'.length) : '';
-      if (options.except !== undefined && id === options.except) continue;
+      if (except !== undefined && id === except) continue;
       try {
         if (!isValidNodeId(id)) throw new Error('the file name is not <node id>.json');
-        const read = await this.readListedRecord(file);
+        const read = await this.readListedRecord(dir, file);
         if (!read) continue;
         const record: NodeRecord = parseRecordText(nodeRecordSchema, read.text, `node record ${file}`);
         if (record.nodeId !== id) throw new Error(`it names node ${record.nodeId}, not ${id}`);
@@ -103,8 +107,8 @@ export class MemberReader {
    * so either anywhere is retried from the open until the read works or a fresh listing no
    * longer has the name (the node was forgotten); undefined then.
    */
-  private async readListedRecord(file: string): Promise<{ text: string; st: { mtimeMs: number } } | undefined> {
-    const path = join(this.paths.members, file);
+  private async readListedRecord(dir: NodeDirCalls, file: string): Promise<{ text: string; st: { mtimeMs: number } } | undefined> {
+    const path = dir.at(file);
     const deadline = Date.now() + RECORD_REOPEN_MS;
     for (;;) {
       try {
@@ -122,7 +126,7 @@ export class MemberReader {
         }
       } catch (err) {
         if (!isGoneOrStale(err)) throw err;
-        if (!(await this.fs.readdir(this.paths.members)).includes(file)) return undefined;
+        if (!(await dir.names()).includes(file)) return undefined;
         if (Date.now() >= deadline) throw new Error(`listed but not found for ${RECORD_REOPEN_MS / 1000} s`);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
