@@ -147,9 +147,8 @@ export class VolumeManager {
     const options = parseVolumeOptions(rawOptions, this.backend.capabilities.createOptions ?? []);
     await this.backend.ready?.(name);
     return this.locks.run(name, () => this.cluster.withLock(name, async (lease) => {
-      const existing = await this.backend.get(name);
-      // The same create again is answered as made, except while a restore fills the volume (a restore's own create says it exists).
-      if (existing && !mark) await this.restores.assertMountable(existing, '', true, 'use');
+      // Only a restore's marks need a free name first; a plain create leaves that to the backend, which refuses a taken one unchanged.
+      const existing = mark ? await this.backend.get(name) : undefined;
       if (existing) return { volume: await this.descriptions.describe(sameOrConflict(existing, options)), created: false };
       const origin = { createdAt: isoTime(this.clock.now()), createdBy: this.config.nodeId };
       if (mark) await mark(incarnationOf(origin)).catch(async (err: unknown) => { await this.restores.removed(name); throw err; });
@@ -158,10 +157,12 @@ export class VolumeManager {
         record = await this.backend.create(createRequest(name, options, origin, lease));
       } catch (err) {
         if (mark) await this.restores.removed(name);
-        // Another node may have created the same name between our check and our create.
+        // Taken: made before (the same create again), or by another node meanwhile.
         if (isStowageError(err, ErrorCodes.VOLUME_EXISTS)) {
-          const raced = await this.backend.get(name);
-          if (raced) return { volume: await this.descriptions.describe(sameOrConflict(raced, options)), created: false };
+          const existing = await this.backend.get(name);
+          // The same create again is answered as made, except while a restore fills the volume (a restore's own create says it exists).
+          if (existing && !mark) await this.restores.assertMountable(existing, '', true, 'use');
+          if (existing) return { volume: await this.descriptions.describe(sameOrConflict(existing, options)), created: false };
         }
         throw toStowageError(err, `creating volume ${name} failed`, name);
       }

@@ -133,6 +133,8 @@ describe('vfs on a hostile store', () => {
       await expect(b.get(name)).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/volumes is a symbolic link/) });
       await expect(b.remove(name, { retain: false })).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT });
     }
+    // The same create again finds v1's data: never said to belong to no volume, never adopted.
+    await expect(b.create(request('v1'))).rejects.toMatchObject({ code: ErrorCodes.STATE_CORRUPT, message: expect.stringMatching(/volumes is a symbolic link/) });
     await rm(volumes);
     await rename(`${volumes}.real`, volumes);
     expect((await b.get('v1'))?.name).toBe('v1');

