@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as realFs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,15 @@ import {
 import { createRequest } from '../../src/core/create-request.js';
 import { asFsPort, LocalFirstFs } from '../../src/core/local-fs.js';
 import { memoryLogger } from '../helpers/memory-logger.js';
+
+const CACHE_FILE = '/state/vfs-registry-cache.json';
+interface SavedSnapshot { header: Record<string, unknown>; entries: Array<[string, { mtimeMs: unknown }]> }
+/** The registry cache file's header line and entries. */
+function savedSnapshot(text: string): SavedSnapshot {
+  const cut = text.indexOf('\n');
+  expect(cut).toBeGreaterThan(0);
+  return { header: JSON.parse(text.slice(0, cut)) as Record<string, unknown>, entries: JSON.parse(text.slice(cut + 1)) as SavedSnapshot['entries'] };
+}
 
 function memFs(): FsPort {
   // memfs implements the fs/promises surface stowage uses; its types differ only nominally.
@@ -391,7 +401,7 @@ describe('vfs backend', () => {
       expect(disposed).toBe(false);
       release();
       await disposing;
-      expect(JSON.parse(String(await fs.readFile('/state/vfs-registry-cache.json', 'utf8'))).entries.map((e: [string]) => e[0])).toEqual(['saved']);
+      expect(savedSnapshot(String(await fs.readFile('/state/vfs-registry-cache.json', 'utf8'))).entries.map((e) => e[0])).toEqual(['saved']);
     } finally {
       vi.useRealTimers();
     }
@@ -410,22 +420,47 @@ describe('vfs backend', () => {
     expect((await restarted.get('cached-3'))?.createdBy).toBe('node-a');
   });
 
-  it('reuses the good entries of a saved cache that holds bad ones, reading only what it cannot trust', async () => {
+  /** Spoils three of ten saved entries, and writes the snapshot back through `write` (format 1, or 2 with a header). */
+  async function spoiltSnapshot(write: (fs: FsPort, saved: SavedSnapshot) => Promise<void>): Promise<{ reads: string[]; spoilt: string[]; fs: FsPort; restarted: VfsBackend }> {
     const fs = await storeAfterOneRun(10);
-    const cacheFile = '/state/vfs-registry-cache.json';
-    const saved = JSON.parse(await fs.readFile(cacheFile, 'utf8')) as { epoch?: unknown; entries: Array<[string, { mtimeMs: unknown }]> };
+    const saved = savedSnapshot(await fs.readFile(CACHE_FILE, 'utf8'));
     const spoilt = saved.entries.slice(0, 3).map(([name]) => `${name}.json`);
     expect(saved.entries).toHaveLength(10);
     saved.entries[0] = 5 as unknown as [string, { mtimeMs: unknown }]; // not an entry at all
     saved.entries[1]![1].mtimeMs = 'yesterday';
     saved.entries[2]![0] = 'cached-other'; // names another volume than its record
-    saved.epoch = 42;
-    await fs.writeFile(cacheFile, JSON.stringify(saved));
+    saved.header.epoch = 42;
+    await write(fs, saved);
     const counting = countingEntryReads(fs);
     const restarted = vfs(counting.fs, '/state');
     await restarted.init();
     expect((await restarted.list()).map((v) => v.name).sort()).toEqual([...Array(10).keys()].map((i) => `cached-${i}`).sort());
-    expect(counting.reads.sort()).toEqual(spoilt.sort());
+    return { reads: counting.reads.sort(), spoilt: spoilt.sort(), fs, restarted };
+  }
+
+  it('reuses the good entries of a saved cache of an earlier format that holds bad ones, reading only what it cannot trust', async () => {
+    const { reads, spoilt, fs, restarted } = await spoiltSnapshot((fs, saved) =>
+      fs.writeFile(CACHE_FILE, JSON.stringify({ ...saved.header, format: 1, entries: saved.entries })));
+    expect(reads).toEqual(spoilt);
+    // Saved again in the current format, every entry in it.
+    await restarted.dispose();
+    const again = savedSnapshot(await fs.readFile(CACHE_FILE, 'utf8'));
+    expect(again.header).toMatchObject({ format: 2 });
+    expect(again.entries).toHaveLength(10);
+  });
+
+  it('checks each entry of a saved cache that another schema wrote, reading only what fails', async () => {
+    const { reads, spoilt } = await spoiltSnapshot((fs, saved) => {
+      const body = JSON.stringify(saved.entries);
+      const header = { ...saved.header, epoch: undefined, schema: 'written-by-another-version', digest: createHash('sha256').update(body).digest('hex') };
+      return fs.writeFile(CACHE_FILE, `${JSON.stringify(header)}\n${body}`);
+    });
+    expect(reads).toEqual(spoilt);
+  });
+
+  it('uses nothing of a saved cache whose entries changed after it was written: every entry is read', async () => {
+    const { reads } = await spoiltSnapshot((fs, saved) => fs.writeFile(CACHE_FILE, `${JSON.stringify(saved.header)}\n${JSON.stringify(saved.entries)}`));
+    expect(reads).toEqual([...Array(10).keys()].map((i) => `cached-${i}.json`).sort());
   });
 
   it('validates its options', () => {

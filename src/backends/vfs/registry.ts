@@ -12,24 +12,10 @@ import { isLocalPath } from '../../core/local-fs.js';
 import type { Logger } from '../../core/logger.js';
 import { randomHex } from '../../core/random-hex.js';
 import { settleTimeOf } from './directory-times.js';
-import { parseRegistryEntry, registryEntrySchema, type RegistryEntry } from './registry-entry.js';
-
-/** A registry entry as last read, with the identity of the file it was read from. */
-const cachedSchema = z.object({ entry: registryEntrySchema, mtimeMs: z.number(), ino: z.number(), size: z.number() });
-type Cached = z.infer<typeof cachedSchema>;
+import { parseRegistryEntry, type RegistryEntry } from './registry-entry.js';
+import { decodeSnapshot, encodeSnapshot, type Cached } from './registry-snapshot.js';
 
 const sameStrings = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
-
-/** The node-local cache file. Entries are checked one by one: a bad one costs one read, not the cache. */
-const cacheSnapshotSchema = z.object({
-  format: z.literal(1),
-  storeId: z.string(),
-  /** The removal epoch the cache was last checked against in full. */
-  epoch: z.string().optional().catch(undefined),
-  entries: z.array(z.unknown()),
-});
-const cacheEntrySchema = z.tuple([z.string(), cachedSchema]);
-type CacheSnapshot = Omit<z.infer<typeof cacheSnapshotSchema>, 'entries'> & { entries: Array<[string, Cached]> };
 
 const SUFFIX = '.json';
 /** Saving the cache waits for a quiet moment; a crash only costs the next start some reads. */
@@ -78,20 +64,15 @@ export class VolumeRegistry {
     private readonly watchLocal = true,
   ) {}
 
-  /** Loads the cache a previous run saved for the same store; anything else is ignored. */
+  /** Loads the cache a previous run saved for the same store; anything else is ignored (see registry-snapshot.ts). */
   async loadSnapshot(storeId: string): Promise<void> {
     if (!this.snapshotFile) return;
     try {
-      const saved = cacheSnapshotSchema.safeParse(JSON.parse(await this.fs.readFile(this.snapshotFile, 'utf8')));
-      if (!saved.success || saved.data.storeId !== storeId) return;
-      if (saved.data.epoch !== undefined) this.checkedEpoch = saved.data.epoch;
-      for (const raw of saved.data.entries) {
-        // Written by an earlier version too: only entries that pass today's checks are reused.
-        const parsed = cacheEntrySchema.safeParse(raw);
-        if (!parsed.success) continue;
-        const [name, cached] = parsed.data;
-        if (cached.entry.record.name === name) this.cache.set(name, cached);
-      }
+      const saved = decodeSnapshot(await this.fs.readFile(this.snapshotFile, 'utf8'), storeId);
+      if (saved?.epoch !== undefined) this.checkedEpoch = saved.epoch;
+      for (const [name, cached] of saved?.entries ?? []) this.cache.set(name, cached);
+      // Saved again in this format soon, so the next start takes the quick way.
+      if (saved && !saved.current) this.changed();
     } catch { /* No snapshot or an unreadable one: the cache fills from the store as before. */ }
     this.storeId = storeId;
   }
@@ -103,10 +84,7 @@ export class VolumeRegistry {
     await this.saving;
     if (!this.snapshotFile || !this.dirty) return;
     this.dirty = false;
-    const snapshot: CacheSnapshot = {
-      format: 1, storeId: this.storeId, entries: [...this.cache], ...(this.checkedEpoch === undefined ? {} : { epoch: this.checkedEpoch }),
-    };
-    this.saving = writeFileAtomic(this.fs, this.snapshotFile, JSON.stringify(snapshot)).catch((err: unknown) => {
+    this.saving = writeFileAtomic(this.fs, this.snapshotFile, encodeSnapshot(this.storeId, this.checkedEpoch, this.cache)).catch((err: unknown) => {
       this.log.warn(`could not save the registry cache to ${this.snapshotFile}: ${messageOf(err)}`);
     });
     await this.saving;
