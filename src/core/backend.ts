@@ -229,7 +229,9 @@ export interface Backend {
   assertClusterStore?(): Promise<void>;
 
   /**
-   * Creates the volume and registers it. Throws E_VOLUME_EXISTS when the name is registered.
+   * Creates the volume and registers it. Throws E_VOLUME_EXISTS when the name is registered,
+   * before changing anything: the core does not look the name up first (it answers the same
+   * create again from that error), so this check is what keeps an existing volume whole.
    * Refuses with E_DATA_CONFLICT when non-empty data already sits where the volume's data
    * would go, unless `request.adopt` is set. A new volume's data area starts empty. A create
    * that fails half-way undoes what it made, but only while `request.lease` holds.
